@@ -1,0 +1,41 @@
+# The two commands of the README: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_CUSTOMERS ?= 10000
+DEMO_SEED ?= 7
+PORT ?= 8501
+PYTEST_ARGS ?=
+
+.PHONY: run test venv dev lint bench clean-data
+
+$(BIN)/python:
+	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cxdash needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.runtime: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: requirements.txt requirements-dev.txt $(VENV)/.runtime
+	$(BIN)/python -m pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(VENV)/.runtime
+dev: $(VENV)/.dev
+
+## Start the app on http://localhost:8501 (builds the demo company on first run).
+run: venv
+	$(BIN)/python -m cxdash demo --if-empty --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED)
+	$(BIN)/python -m streamlit run app.py --server.port $(PORT)
+
+## Run the whole test suite (starts and stops a throwaway PostgreSQL when one is installed).
+test: dev
+	bash scripts/with_postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: dev
+	$(BIN)/ruff check cxdash pages app.py tests
+
+clean-data:
+	rm -rf data/demo data/cxdash.duckdb data/cxdash.duckdb.wal

@@ -1,0 +1,14 @@
+"""cxdash: the router and frame. Pages live in pages/; all logic lives in the cxdash package."""
+
+import streamlit as st
+
+from cxdash.ui.frame import sidebar
+
+st.set_page_config(page_title="cxdash", page_icon=":material/hub:", layout="wide")
+
+pages = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+]
+
+sidebar()
+st.navigation(pages).run()

@@ -1,0 +1,149 @@
+"""``python -m cxdash [--db URL] COMMAND``: the same operations as the app, for scheduled jobs.
+
+Every command exits 0 on success and non-zero with a one-line reason on failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from cxdash.config import DATA_DIR
+
+__all__ = ["main"]
+
+log = logging.getLogger("cxdash")
+
+
+def _store(args):
+    from cxdash.store import open_store
+
+    return open_store(args.db)
+
+
+def _jsonable(value):
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if value != value:  # NaN / NaT
+        return None
+    return value
+
+
+def cmd_sources(args) -> int:
+    from cxdash.overview import source_summary
+
+    store = _store(args)
+    with store.connect() as conn:
+        frame = source_summary(conn)
+    records = [{k: _jsonable(v) for k, v in rec.items()} for rec in frame.astype(object).to_dict("records")]
+    if args.json:
+        print(json.dumps(records, indent=2, default=str))
+    else:
+        print(frame.to_string(index=False) if len(frame) else "No sources loaded yet.")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from cxdash.demo import build_demo
+
+    store = _store(args)
+    started = time.perf_counter()
+    out_dir = Path(args.out) if args.out else DATA_DIR / "demo"
+    if args.if_empty:
+        from cxdash.overview import data_version
+
+        with store.connect() as conn:
+            if data_version(conn):
+                print(f"store {store.url} already holds data; demo not rebuilt (make clean-data to start over)")
+                return 0
+    summary = build_demo(store, n_customers=args.customers, seed=args.seed, out_dir=out_dir)
+    print(
+        f"demo company: {args.customers:,} customers, {summary['rows']:,} rows in {len(summary['sources'])} "
+        f"sources, generated in {summary['generate_seconds']:.1f} s, loaded in {summary['load_seconds']:.1f} s "
+        f"(total {time.perf_counter() - started:.1f} s) into {store.url}"
+    )
+    return 0
+
+
+def cmd_ingest(args) -> int:
+    from cxdash.ingest import IngestError, ingest_file
+    from cxdash.mapping import load_mapping
+
+    store = _store(args)
+    mapping = load_mapping(args.mapping) if args.mapping else None
+    try:
+        result = ingest_file(
+            store,
+            args.file,
+            source=args.source,
+            kind=args.kind,
+            mapping=mapping,
+            mode=args.mode,
+            reject_invalid=args.reject_invalid,
+        )
+    except IngestError as exc:
+        if exc.result is not None and args.report:
+            exc.result.failures.to_csv(args.report, index=False)
+        raise
+    if args.report and not result.failures.empty:
+        result.failures.to_csv(args.report, index=False)
+    print(result.summary())
+    return 0 if result.rows_loaded or result.rows_duplicate else 1
+
+
+def cmd_migrate(args) -> int:
+    store = _store(args)
+    print(f"schema up to date at {store.url}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m cxdash", description=__doc__.splitlines()[0])
+    p.add_argument("--db", help="SQLAlchemy database URL (default: $CXDASH_DB_URL or a DuckDB file under data/)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sources", help="list loaded sources")
+    s.add_argument("--json", action="store_true", help="print JSON")
+    s.set_defaults(func=cmd_sources)
+
+    d = sub.add_parser("demo", help="generate the demo company's extracts and load them")
+    d.add_argument("--customers", type=int, default=10_000)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--out", help="folder for the CSV extracts (default data/demo)")
+    d.add_argument("--if-empty", action="store_true", help="only when the store holds no data yet")
+    d.set_defaults(func=cmd_demo)
+
+    i = sub.add_parser("ingest", help="validate and load one CSV extract")
+    i.add_argument("file")
+    i.add_argument("--source", required=True, help="source name, e.g. crm or helpdesk")
+    i.add_argument("--kind", help="source kind (detected when omitted)")
+    i.add_argument("--mapping", help='mapping JSON: {"kind": KIND, "columns": {FIELD: COLUMN}}')
+    i.add_argument("--mode", choices=["append", "replace"], default="append")
+    i.add_argument("--reject-invalid", action="store_true", help="load valid rows, quarantine invalid ones")
+    i.add_argument("--report", help="write the rejected rows with reasons to this CSV")
+    i.set_defaults(func=cmd_ingest)
+
+    m = sub.add_parser("migrate", help="create or upgrade the schema")
+    m.set_defaults(func=cmd_migrate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("cxdash: interrupted; nothing was committed by the interrupted step", file=sys.stderr)
+        return 130
+    except Exception as exc:  # one line, no traceback, for scheduled jobs
+        if args.verbose:
+            log.exception("failed")
+        message = " ".join(str(exc).split())
+        print(f"cxdash {args.command}: {message}", file=sys.stderr)
+        return 1

@@ -1,0 +1,341 @@
+"""The one ingest path: file -> mapping -> validation -> one transaction in the store.
+
+The upload page, the CLI and the demo loader all call ``ingest_file``. A load is a single
+transaction: rows are staged chunk by chunk in a temporary table, then de-duplicated into the
+source's table, the quarantine, the load log and the identity map, and committed together.
+Any failure before the commit (a bad row when invalid rows are not accepted, a full disk, a
+killed process) leaves the store exactly as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+
+from cxdash.identity import rebuild_identity_map
+from cxdash.kinds import IDENTITY_FIELDS, get_kind
+from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
+from cxdash.readers import ExtractError, FileFormat, iter_chunks, read_header, sniff_format
+from cxdash.store import (
+    KIND_TABLES,
+    Store,
+    bulk_insert,
+    kind_columns,
+    loads_table,
+    mappings_table,
+    quarantine_table,
+    sources_table,
+)
+from cxdash.validation import FAILURE_COLUMNS, Formats, coerce, detect_formats, validate
+
+__all__ = ["IngestError", "IngestResult", "ingest_file", "saved_mapping"]
+
+log = logging.getLogger(__name__)
+
+MODES = ("append", "replace")
+MAX_REPORTED_FAILURES = 100_000
+
+
+class IngestError(ValueError):
+    """The file was not loaded; ``result`` (when set) carries the validation report."""
+
+    def __init__(self, message: str, result: IngestResult | None = None):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class IngestResult:
+    source: str
+    kind: str
+    file_name: str
+    file_format: str
+    mapping: Mapping
+    rows_read: int = 0
+    rows_valid: int = 0
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    rows_duplicate: int = 0
+    load_id: int | None = None
+    failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FAILURE_COLUMNS))
+    notes: list[str] = field(default_factory=list)
+    stored: bool = False
+
+    def summary(self) -> str:
+        verb = "loaded" if self.stored else "NOT loaded"
+        return (
+            f"{self.file_name} -> {self.source} ({self.kind}): {verb}; read {self.rows_read:,}, "
+            f"loaded {self.rows_loaded:,}, rejected {self.rows_rejected:,}, duplicates {self.rows_duplicate:,}"
+        )
+
+    def failure_counts(self) -> pd.DataFrame:
+        """Failures per (column, rule): what an ops user reads first."""
+        if self.failures.empty:
+            return pd.DataFrame(columns=["column", "rule", "expected", "rows"])
+        return (
+            self.failures.groupby(["column", "rule", "expected"], dropna=False)["line"]
+            .nunique()
+            .rename("rows")
+            .reset_index()
+            .sort_values("rows", ascending=False, ignore_index=True)
+        )
+
+
+def saved_mapping(store: Store, source: str) -> Mapping | None:
+    with store.app_begin() as conn:
+        row = conn.execute(
+            sa.select(mappings_table.c.mapping_json).where(mappings_table.c.source == source)
+        ).first()
+    return Mapping.from_dict(json.loads(row[0])) if row else None
+
+
+def _save_mapping(store: Store, source: str, mapping: Mapping) -> None:
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with store.app_begin() as conn:
+        row = conn.execute(
+            sa.select(mappings_table.c.version, mappings_table.c.mapping_json).where(mappings_table.c.source == source)
+        ).first()
+        if row is None:
+            conn.execute(
+                mappings_table.insert().values(
+                    source=source, kind=mapping.kind, version=1, mapping_json=mapping.to_json(), updated_at=now
+                )
+            )
+        elif row.mapping_json != mapping.to_json():
+            conn.execute(
+                mappings_table.update()
+                .where(mappings_table.c.source == source)
+                .values(kind=mapping.kind, version=row.version + 1, mapping_json=mapping.to_json(), updated_at=now)
+            )
+
+
+def _row_keys(kind_name: str, typed: pd.DataFrame, attrs: pd.Series | None) -> pd.Series:
+    kind = get_kind(kind_name)
+    if kind.natural_key and all(k in typed.columns for k in kind.natural_key):
+        parts = [typed[k].astype("string") for k in kind.natural_key]
+        key = parts[0]
+        for p in parts[1:]:
+            key = key + "|" + p
+        return key
+    # No natural key: the row's content. Identical rows in one file get an occurrence
+    # number in SQL, so the same file loaded twice yields the same keys.
+    content = typed.copy()
+    if attrs is not None:
+        content["attrs"] = attrs
+    h = pd.util.hash_pandas_object(content, index=False)
+    return h.map("{:016x}".format).astype("string")
+
+
+def _id_keys(typed: pd.DataFrame) -> pd.Series:
+    key = pd.Series(pd.NA, index=typed.index, dtype="string")
+    for f in reversed(IDENTITY_FIELDS):  # first present field wins
+        if f in typed.columns:
+            key = ((f + ":") + typed[f].astype("string")).where(typed[f].notna(), key)
+    return key
+
+
+def _attrs_json(raw: pd.DataFrame, unmapped: list[str]) -> pd.Series | None:
+    if not unmapped:
+        return None
+    lines = raw[unmapped].to_json(orient="records", lines=True, force_ascii=False)
+    values = lines.rstrip("\n").split("\n") if lines else []
+    return pd.Series(values, index=raw.index, dtype="string")
+
+
+def _failures_in_file_terms(failures: pd.DataFrame, mapping: Mapping) -> pd.DataFrame:
+    """Report failures with the file's own column names and line numbers (header is line 1)."""
+    if failures.empty:
+        return pd.DataFrame(columns=["line", "column", "field", "rule", "value", "expected"])
+    out = failures.copy()
+    out["line"] = out["row"].astype("int64") + 2
+    out["column"] = out["field"].map(lambda f: mapping.columns.get(f, f))
+    out["value"] = out["value"].astype(object).where(out["value"].notna(), None)
+    return out[["line", "column", "field", "rule", "value", "expected"]]
+
+
+def _next_load_id(conn: sa.Connection) -> int:
+    current = conn.execute(sa.select(sa.func.max(loads_table.c.load_id))).scalar()
+    return int(current or 0) + 1
+
+
+def ingest_file(
+    store: Store,
+    path: str | Path,
+    *,
+    source: str,
+    kind: str | None = None,
+    mapping: Mapping | None = None,
+    mode: str = "append",
+    reject_invalid: bool = False,
+    department: str | None = None,
+    dry_run: bool = False,
+    chunk_rows: int = 250_000,
+    progress: Callable[[int, int], None] | None = None,
+    rebuild_identities: bool = True,
+    display_name: str | None = None,
+) -> IngestResult:
+    """Validate ``path`` and load it as ``source`` in one transaction.
+
+    ``mapping`` defaults to the mapping saved for ``source``, else an auto-suggested one.
+    With ``reject_invalid`` the valid rows load and invalid ones go to quarantine; without
+    it any invalid row loads nothing and raises ``IngestError`` carrying the report.
+    ``dry_run`` validates and reports without storing anything.
+    Raises ``ExtractError`` / ``MappingError`` when the file or mapping cannot be used at all.
+    """
+    if mode not in MODES:
+        raise IngestError(f"mode must be one of {MODES}, not {mode!r}")
+    path = Path(path)
+    name = display_name or path.name
+    if not source or not source.strip():
+        raise IngestError("a source name is required (for example 'crm' or 'helpdesk')")
+    fmt: FileFormat = sniff_format(path)
+    header = read_header(path, fmt)
+    sample = next(iter_chunks(path, fmt, chunk_rows=2000), None)
+    if sample is None or sample.empty:
+        raise ExtractError(f"{name}: the file has a header but no data rows.")
+    if mapping is None:
+        mapping = saved_mapping(store, source)
+        if mapping is not None and mapping.kind != (kind or mapping.kind):
+            mapping = None
+    if mapping is None:
+        kind = kind or detect_kind(header, sample)
+        mapping = suggest_mapping(kind, header, sample)
+    elif kind and kind != mapping.kind:
+        raise MappingError(f"--kind {kind} disagrees with the mapping's kind {mapping.kind}")
+    mapping.check(header, file_name=name)
+    kind_def = get_kind(mapping.kind)
+    department = department or kind_def.department
+    inverse = {col: f for f, col in mapping.columns.items()}
+    unmapped = [c for c in header if c not in inverse and c in sample.columns]
+
+    canonical_sample = sample.rename(columns=inverse)[[f for f in mapping.columns]]
+    formats = Formats.from_dict(mapping.formats) if mapping.formats else detect_formats(kind_def, canonical_sample)
+    mapping.formats = formats.to_dict()
+    result = IngestResult(source, mapping.kind, name, fmt.describe(), mapping)
+    result.notes = [f"read as {fmt.describe()}", *formats.notes]
+
+    target = KIND_TABLES[mapping.kind]
+    stage = sa.Table(
+        f"stage_{mapping.kind}", sa.MetaData(), *kind_columns(kind_def), prefixes=["TEMPORARY"]
+    )
+    started = datetime.now(UTC).replace(tzinfo=None)
+    failure_parts: list[pd.DataFrame] = []
+    total_size = path.stat().st_size
+
+    with store.begin() as conn:
+        load_id = _next_load_id(conn)
+        if not dry_run:
+            stage.create(conn)
+        for chunk in iter_chunks(path, fmt, chunk_rows=chunk_rows):
+            canon = chunk.rename(columns=inverse)[[f for f in mapping.columns]]
+            fails = validate(kind_def, canon, formats)
+            bad_rows = pd.Index(fails["row"].unique()) if not fails.empty else pd.Index([])
+            result.rows_read += len(chunk)
+            result.rows_rejected += len(bad_rows)
+            if not fails.empty and sum(len(p) for p in failure_parts) < MAX_REPORTED_FAILURES:
+                failure_parts.append(fails)
+            good = canon.drop(index=bad_rows)
+            result.rows_valid += len(good)
+            if not dry_run and len(good) and (reject_invalid or result.rows_rejected == 0):
+                typed = coerce(kind_def, good, formats)
+                if mapping.kind == "transactions" and "amount" not in typed.columns:
+                    if "quantity" in typed.columns and "unit_price" in typed.columns:
+                        typed["amount"] = typed["quantity"] * typed["unit_price"]
+                attrs = _attrs_json(chunk.loc[good.index], unmapped)
+                typed["row_key"] = _row_keys(mapping.kind, typed, attrs)
+                typed["id_key"] = _id_keys(typed)
+                typed["attrs"] = attrs if attrs is not None else pd.Series(pd.NA, index=typed.index, dtype="string")
+                typed["source"] = source
+                typed["load_id"] = load_id
+                typed["row_number"] = (good.index.to_numpy() + 2).astype("int64")
+                bulk_insert(conn, stage, typed)
+            if progress:
+                progress(result.rows_read, total_size)
+
+        result.failures = _failures_in_file_terms(
+            pd.concat(failure_parts, ignore_index=True) if failure_parts else pd.DataFrame(columns=FAILURE_COLUMNS),
+            mapping,
+        )
+        if result.rows_read == 0:
+            raise ExtractError(f"{name}: the file has a header but no data rows.")
+        if dry_run:
+            return result
+        if result.rows_rejected and not reject_invalid:
+            counts = result.failure_counts().head(3)
+            top = "; ".join(f"{r.column}: {r.rows} row(s) not {r.expected}" for r in counts.itertuples())
+            raise IngestError(
+                f"{name}: {result.rows_rejected:,} of {result.rows_read:,} rows are invalid, nothing was loaded "
+                f"({top}). Fix the file, or accept the valid rows and quarantine the rest "
+                "(--reject-invalid / 'Load valid rows').",
+                result,
+            )
+        if result.rows_valid == 0:
+            raise IngestError(f"{name}: no valid rows to load; nothing was stored.", result)
+
+        if mode == "replace":
+            conn.execute(target.delete().where(target.c.source == source))
+        result.rows_loaded = _merge_stage(conn, stage, target, natural=bool(kind_def.natural_key) and all(
+            k in mapping.columns for k in kind_def.natural_key
+        ), source=source)
+        result.rows_duplicate = result.rows_valid - result.rows_loaded
+        if not result.failures.empty:
+            q = result.failures.rename(columns={"line": "row_number", "column": "column_name"})
+            q = q.assign(load_id=load_id, source=source, reason=q["expected"].map(lambda e: f"expected {e}"))
+            q["value"] = q["value"].map(lambda v: None if v is None else str(v))
+            bulk_insert(conn, quarantine_table, q)
+        finished = datetime.now(UTC).replace(tzinfo=None)
+        conn.execute(
+            loads_table.insert().values(
+                load_id=load_id, source=source, kind=mapping.kind, mode=mode, file_name=name,
+                started_at=started, finished_at=finished, rows_read=result.rows_read,
+                rows_loaded=result.rows_loaded, rows_rejected=result.rows_rejected,
+                rows_duplicate=result.rows_duplicate, mapping_json=mapping.to_json(),
+            )
+        )
+        existing = conn.execute(sa.select(sources_table.c.kind).where(sources_table.c.name == source)).first()
+        if existing is None:
+            conn.execute(sources_table.insert().values(
+                name=source, kind=mapping.kind, department=department, created_at=finished
+            ))
+        elif existing.kind != mapping.kind:
+            raise IngestError(
+                f"source {source!r} already holds {existing.kind} data; load {mapping.kind} under another source name"
+            )
+        else:
+            conn.execute(sources_table.update().where(sources_table.c.name == source).values(department=department))
+        if rebuild_identities:
+            rebuild_identity_map(conn)
+        conn.execute(stage.delete())
+        stage.drop(conn)
+        result.load_id = load_id
+        result.stored = True
+    _save_mapping(store, source, mapping)
+    log.info(result.summary())
+    return result
+
+
+def _merge_stage(conn: sa.Connection, stage: sa.Table, target: sa.Table, *, natural: bool, source: str) -> int:
+    """Insert staged rows that the source does not already hold; returns rows inserted."""
+    occ = sa.func.row_number().over(partition_by=stage.c.row_key, order_by=stage.c.row_number).label("occ")
+    ranked = sa.select(*[c for c in stage.c], occ).subquery("ranked")
+    if natural:
+        final_key = ranked.c.row_key
+        ranked_rows = sa.select(ranked).where(ranked.c.occ == 1).subquery("deduped")
+    else:
+        final_key = ranked.c.row_key + "#" + sa.cast(ranked.c.occ, sa.String)
+        ranked_rows = ranked
+    if not natural:
+        keyed = sa.select(*[ranked.c[c.name] for c in stage.c if c.name != "row_key"], final_key.label("row_key")).subquery("keyed")
+    else:
+        keyed = sa.select(*[ranked_rows.c[c.name] for c in stage.c]).subquery("keyed")
+    existing = sa.select(sa.literal(1)).where(target.c.source == source, target.c.row_key == keyed.c.row_key)
+    cols = [c.name for c in stage.c]
+    insert = target.insert().from_select(cols, sa.select(*[keyed.c[c] for c in cols]).where(~sa.exists(existing)))
+    return conn.execute(insert).rowcount

@@ -1,0 +1,136 @@
+"""Reading departmental extracts: sniff the encoding and delimiter, stream rows as text.
+
+Everything is read as text (``StringDtype``) so that nothing is silently converted before
+validation; ``cxdash.validation`` decides what each value means.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["ExtractError", "FileFormat", "iter_chunks", "read_header", "sniff_format"]
+
+_SAMPLE_BYTES = 256 * 1024
+_DELIMITERS = ",;\t|"
+
+
+class ExtractError(ValueError):
+    """The file cannot be read as a table; the message says what, where and how to fix it."""
+
+
+@dataclass(frozen=True)
+class FileFormat:
+    encoding: str
+    delimiter: str
+    compression: str | None
+
+    def describe(self) -> str:
+        names = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+        comp = f", {self.compression}-compressed" if self.compression else ""
+        return f"{self.encoding}, {names.get(self.delimiter, repr(self.delimiter))}-separated{comp}"
+
+
+def _open_binary(path: Path):
+    if str(path).endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def sniff_format(path: str | Path) -> FileFormat:
+    """Detect encoding (UTF-8 with/without BOM, UTF-16, Latin-1) and the delimiter."""
+    path = Path(path)
+    compression = "gzip" if str(path).endswith(".gz") else None
+    try:
+        with _open_binary(path) as fh:
+            raw = fh.read(_SAMPLE_BYTES)
+    except (OSError, EOFError) as exc:
+        raise ExtractError(f"{path.name}: cannot be read ({exc}). Check the file is a CSV export.") from exc
+    if not raw.strip():
+        raise ExtractError(f"{path.name}: the file is empty. Export the table again with its header row.")
+    if raw.startswith(codecs.BOM_UTF16_LE) or raw.startswith(codecs.BOM_UTF16_BE):
+        encoding = "utf-16"
+    elif raw.startswith(codecs.BOM_UTF8):
+        encoding = "utf-8-sig"
+    else:
+        if b"\x00" in raw[:4096]:
+            raise ExtractError(
+                f"{path.name}: looks like a binary file, not a text CSV (it contains NUL bytes). "
+                "Export the data as CSV (comma- or semicolon-separated text)."
+            )
+        try:
+            # A sample may end inside a multi-byte character: decode incrementally.
+            codecs.getincrementaldecoder("utf-8")().decode(raw, final=False)
+            encoding = "utf-8"
+        except UnicodeDecodeError:
+            encoding = "latin-1"
+    text = raw.decode(encoding, errors="replace")
+    lines = [ln for ln in text.splitlines()[:50] if ln.strip()]
+    delimiter = ","
+    if lines:
+        try:
+            delimiter = csv.Sniffer().sniff("\n".join(lines), delimiters=_DELIMITERS).delimiter
+        except csv.Error:
+            counts = {d: lines[0].count(d) for d in _DELIMITERS}
+            best = max(counts, key=counts.get)
+            delimiter = best if counts[best] else ","
+    return FileFormat(encoding, delimiter, compression)
+
+
+def _text_stream(path: Path, fmt: FileFormat) -> io.TextIOBase:
+    return io.TextIOWrapper(_open_binary(path), encoding=fmt.encoding, newline="")
+
+
+def read_header(path: str | Path, fmt: FileFormat | None = None) -> list[str]:
+    """The column names of the file, as written (blank names become ``column_N``)."""
+    path = Path(path)
+    fmt = fmt or sniff_format(path)
+    with _text_stream(path, fmt) as fh:
+        try:
+            header = next(csv.reader(fh, delimiter=fmt.delimiter))
+        except StopIteration:
+            raise ExtractError(f"{path.name}: the file is empty.") from None
+    return header
+
+
+def iter_chunks(path: str | Path, fmt: FileFormat | None = None, chunk_rows: int = 250_000) -> Iterator[pd.DataFrame]:
+    """Yield the file's rows as frames of text (missing values as NA), ``chunk_rows`` at a time.
+
+    Rows keep their position in the file: the index is the data-row number (0-based), so
+    line ``index + 2`` in the file is the row (line 1 is the header).
+    """
+    path = Path(path)
+    fmt = fmt or sniff_format(path)
+    header = read_header(path, fmt)
+    if not any(h.strip() for h in header):
+        raise ExtractError(f"{path.name}: the first line has no column names. The first line must be the header.")
+    try:
+        reader = pd.read_csv(
+            path,
+            sep=fmt.delimiter,
+            encoding=fmt.encoding,
+            compression=fmt.compression,
+            dtype="string",
+            keep_default_na=False,
+            na_values=[""],
+            chunksize=chunk_rows,
+            on_bad_lines="error",
+        )
+        for chunk in reader:
+            yield chunk
+    except pd.errors.ParserError as exc:
+        raise ExtractError(
+            f"{path.name}: rows do not line up with the header ({exc}). Check the delimiter "
+            f"(detected {fmt.describe()}) and that quoted text is closed."
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise ExtractError(
+            f"{path.name}: mixed text encodings (byte {exc.start} is not {fmt.encoding}). Re-export as UTF-8."
+        ) from exc

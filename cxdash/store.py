@@ -1,0 +1,282 @@
+"""The store: one engine factory, the table definitions, bulk writes, and lock-aware connections.
+
+Two groups of tables are kept apart so each can live on its own engine later:
+
+* analytical tables (``ANALYTICS``): one table per source kind (``src_<kind>``), the identity
+  map, the load log and the quarantine. These are written together in one transaction.
+* app state (``APP_STATE``): saved column mappings (and later users, audit, model registry).
+
+Every query goes through SQLAlchemy; the only dialect-specific code is ``bulk_insert``,
+which uses each engine's native bulk path (DuckDB frame scan, PostgreSQL COPY) and falls back
+to a portable ``executemany``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import NullPool
+
+from cxdash.config import database_url
+from cxdash.kinds import KINDS, SourceKind
+
+__all__ = [
+    "ANALYTICS",
+    "APP_STATE",
+    "Store",
+    "StoreLockedError",
+    "bulk_insert",
+    "kind_table",
+    "open_store",
+]
+
+log = logging.getLogger(__name__)
+
+ANALYTICS = sa.MetaData()
+APP_STATE = sa.MetaData()
+
+_SA_TYPES = {
+    "string": sa.String,
+    "datetime": sa.DateTime,
+    "float": sa.Float,
+    "int": sa.BigInteger,
+    "bool": sa.Boolean,
+}
+
+# Columns every kind table has besides its canonical fields.
+META_COLUMNS = ("source", "load_id", "row_number", "row_key", "id_key", "attrs")
+
+
+def kind_columns(kind: SourceKind) -> list[sa.Column]:
+    """Fresh column objects for a kind's table (also used for staging tables)."""
+    return [
+        sa.Column("source", sa.String, nullable=False),
+        sa.Column("load_id", sa.BigInteger, nullable=False),
+        sa.Column("row_number", sa.BigInteger, nullable=False),
+        sa.Column("row_key", sa.String, nullable=False),
+        sa.Column("id_key", sa.String),
+        *[sa.Column(f.name, _SA_TYPES[f.dtype]()) for f in kind.fields],
+        sa.Column("attrs", sa.Text),
+    ]
+
+
+KIND_TABLES: dict[str, sa.Table] = {
+    name: sa.Table(
+        f"src_{name}",
+        ANALYTICS,
+        *kind_columns(kind),
+        sa.Index(f"ix_src_{name}_source_key", "source", "row_key"),
+        sa.Index(f"ix_src_{name}_id_key", "id_key"),
+    )
+    for name, kind in KINDS.items()
+}
+
+sources_table = sa.Table(
+    "sources",
+    ANALYTICS,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("department", sa.String, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("latency_target_hours", sa.Float),
+)
+
+loads_table = sa.Table(
+    "loads",
+    ANALYTICS,
+    sa.Column("load_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("source", sa.String, nullable=False),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("mode", sa.String, nullable=False),
+    sa.Column("file_name", sa.String),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime, nullable=False),
+    sa.Column("rows_read", sa.BigInteger, nullable=False),
+    sa.Column("rows_loaded", sa.BigInteger, nullable=False),
+    sa.Column("rows_rejected", sa.BigInteger, nullable=False),
+    sa.Column("rows_duplicate", sa.BigInteger, nullable=False),
+    sa.Column("mapping_json", sa.Text),
+)
+
+quarantine_table = sa.Table(
+    "quarantine",
+    ANALYTICS,
+    sa.Column("load_id", sa.BigInteger, nullable=False),
+    sa.Column("source", sa.String, nullable=False),
+    sa.Column("row_number", sa.BigInteger),
+    sa.Column("column_name", sa.String),
+    sa.Column("rule", sa.String),
+    sa.Column("value", sa.Text),
+    sa.Column("reason", sa.Text),
+)
+
+identity_map_table = sa.Table(
+    "identity_map",
+    ANALYTICS,
+    sa.Column("id_key", sa.String, primary_key=True),
+    sa.Column("cx_id", sa.String, nullable=False),
+    sa.Column("known", sa.Boolean, nullable=False),
+)
+
+identity_hubs_table = sa.Table(
+    "identity_hubs",
+    ANALYTICS,
+    sa.Column("id_key", sa.String, primary_key=True),
+    sa.Column("degree", sa.BigInteger, nullable=False),
+)
+
+mappings_table = sa.Table(
+    "mappings",
+    APP_STATE,
+    sa.Column("source", sa.String, primary_key=True),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("mapping_json", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+
+def kind_table(kind: str) -> sa.Table:
+    return KIND_TABLES[kind]
+
+
+class StoreLockedError(RuntimeError):
+    """The embedded database file is held by another writer for longer than we wait."""
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "could not set lock" in text or "conflicting lock" in text or "database is locked" in text
+
+
+@dataclass
+class Store:
+    """A handle on the analytical store and the app-state store (often the same database)."""
+
+    engine: Engine
+    app_engine: Engine
+    lock_timeout_s: float = 30.0
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def create_schema(self) -> None:
+        """Create any missing tables (idempotent)."""
+        with self.begin() as conn:
+            ANALYTICS.create_all(conn)
+        with self.app_begin() as conn:
+            APP_STATE.create_all(conn)
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self._retrying(self.engine.connect) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection in a transaction: commits on success, rolls back on any error."""
+        with self._retrying(self.engine.connect) as conn:
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def app_begin(self) -> Iterator[Connection]:
+        with self._retrying(self.app_engine.connect) as conn:
+            with conn.begin():
+                yield conn
+
+    @contextlib.contextmanager
+    def _retrying(self, connect) -> Iterator[Connection]:
+        """Open a connection, retrying while another process holds the DuckDB file lock."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                conn = connect()
+                break
+            except sa.exc.DBAPIError as exc:  # pragma: no branch - depends on timing
+                if not _is_lock_error(exc) or time.monotonic() >= deadline:
+                    if _is_lock_error(exc):
+                        raise StoreLockedError(
+                            f"The database {self.url} is locked by another process (a running "
+                            f"ingest?) and stayed locked for {self.lock_timeout_s:.0f} s. Wait for "
+                            "it to finish and try again."
+                        ) from exc
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.app_engine is not self.engine:
+            self.app_engine.dispose()
+
+
+def make_engine(url: str) -> Engine:
+    """The one engine factory. DuckDB files get short-lived connections (NullPool) so that
+    another process (a scheduled ingest) can take the write lock between page runs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "duckdb":
+        db = parsed.database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+            return sa.create_engine(url, poolclass=NullPool)
+        return sa.create_engine(url)
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def open_store(url: str | None = None, app_url: str | None = None, *, create: bool = True) -> Store:
+    """Open (and by default create) the store at ``url`` (see ``cxdash.config.database_url``)."""
+    url = database_url(url)
+    engine = make_engine(url)
+    app_engine = engine if not app_url or app_url == url else make_engine(app_url)
+    store = Store(engine, app_engine)
+    if create:
+        store.create_schema()
+    return store
+
+
+def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+    """Append ``frame`` (columns named like ``table``'s) inside the caller's transaction."""
+    if frame.empty:
+        return 0
+    cols = [c.name for c in table.columns if c.name in frame.columns]
+    frame = frame[cols]
+    dialect = conn.dialect.name
+    quoted = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in cols)
+    target = conn.dialect.identifier_preparer.format_table(table)
+    if dialect == "duckdb":
+        raw = conn.connection.driver_connection
+        view = f"_cxdash_bulk_{id(frame)}"
+        raw.register(view, frame)
+        try:
+            conn.exec_driver_sql(f"INSERT INTO {target} ({quoted}) SELECT {quoted} FROM {view}")
+        finally:
+            raw.unregister(view)
+    elif dialect == "postgresql":
+        raw = conn.connection.driver_connection
+        obj = frame.astype(object).where(frame.notna(), None)
+        with raw.cursor() as cur, cur.copy(f"COPY {target} ({quoted}) FROM STDIN") as copy:
+            for row in obj.itertuples(index=False, name=None):
+                copy.write_row(row)
+    else:  # portable fallback
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        conn.execute(table.insert(), records)
+    return len(frame)

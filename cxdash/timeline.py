@@ -1,0 +1,78 @@
+"""The unified customer timeline: every source's rows as (customer, time, activity, department).
+
+``timeline()`` returns a SQLAlchemy selectable (no rows are loaded) so pages and KPIs can
+aggregate it inside the database. Columns:
+
+==========  =================================================================
+cx_id       stitched customer (``identity_map``); NULL when the row has no identifier
+known       the customer has a CRM record
+ts          when it happened (naive UTC)
+activity    what happened (``checkout_error``, ``ticket: billing``, ``payment failed``...)
+department  the department the step belongs to
+channel     web, chat, phone... where known
+source      the source the row came from
+kind        the source kind
+value       amount or value where the step has one
+==========  =================================================================
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from cxdash.store import KIND_TABLES, identity_map_table, sources_table
+
+__all__ = ["FAILED_PAYMENT_STATUSES", "TIMELINE_COLUMNS", "timeline"]
+
+TIMELINE_COLUMNS = ("cx_id", "known", "ts", "activity", "department", "channel", "source", "kind", "value")
+FAILED_PAYMENT_STATUSES = ("failed", "declined", "error", "payment_failed", "rejected")
+
+
+def _part(kind: str, ts, activity, *, channel=None, value=None, department=None) -> sa.Select:
+    t = KIND_TABLES[kind]
+    im = identity_map_table
+    s = sources_table
+    dept = sa.func.coalesce(department, s.c.department) if department is not None else s.c.department
+    return (
+        sa.select(
+            im.c.cx_id.label("cx_id"),
+            im.c.known.label("known"),
+            ts.label("ts"),
+            sa.cast(activity, sa.String).label("activity"),
+            sa.cast(dept, sa.String).label("department"),
+            sa.cast(channel if channel is not None else sa.null(), sa.String).label("channel"),
+            t.c.source.label("source"),
+            sa.literal(kind, sa.String).label("kind"),
+            sa.cast(value if value is not None else sa.null(), sa.Float).label("value"),
+        )
+        .select_from(t.outerjoin(im, im.c.id_key == t.c.id_key).join(s, s.c.name == t.c.source))
+        .where(ts.is_not(None))
+    )
+
+
+def timeline() -> sa.Subquery:
+    c, e, k, x, u, o = (KIND_TABLES[n] for n in ("customers", "events", "tickets", "transactions", "subscriptions", "opportunities"))
+    failed = sa.func.lower(sa.func.coalesce(x.c.status, "")).in_(FAILED_PAYMENT_STATUSES)
+    tx_activity = sa.case(
+        (failed, "payment failed"),
+        (x.c.amount < 0, "refund"),
+        else_="purchase",
+    )
+    topic = sa.func.coalesce(k.c.topic, "other")
+    parts = [
+        _part("customers", c.c.signup_date, sa.literal("signup")),
+        _part("events", e.c.timestamp, e.c.activity, channel=e.c.channel, value=e.c.value, department=e.c.department),
+        _part("tickets", k.c.opened_at, sa.literal("contact: ") + topic, channel=k.c.channel, department=k.c.department),
+        _part("tickets", k.c.closed_at, sa.literal("resolved: ") + topic, channel=k.c.channel, department=k.c.department),
+        _part("transactions", x.c.timestamp, tx_activity, value=x.c.amount),
+        _part("subscriptions", u.c.start, sa.literal("subscription started"), value=u.c.mrr),
+        _part("subscriptions", u.c.end, sa.literal("subscription ended"), value=u.c.mrr),
+        _part("opportunities", o.c.created_at, sa.literal("opportunity created"), value=o.c.amount),
+        _part(
+            "opportunities",
+            o.c.closed_at,
+            sa.literal("opportunity ") + sa.func.coalesce(sa.func.lower(o.c.stage), "closed"),
+            value=o.c.amount,
+        ),
+    ]
+    return sa.union_all(*parts).subquery("timeline")

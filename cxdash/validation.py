@@ -1,0 +1,335 @@
+"""Validation at the point of entry, and turning validated text into typed values.
+
+Shape in: a frame of text whose columns are a kind's canonical field names (after mapping),
+indexed by data-row number. Shape out: a failure-case frame (one row per failed value:
+``row``, ``field``, ``rule``, ``value``, ``expected``) and the typed frame of the valid rows.
+
+The contract per kind is a pandera ``DataFrameSchema`` built from ``cxdash.kinds``; the
+parsers here are the single definition of what a date, a number or a yes/no is, shared by
+the checks and by the conversion so the two cannot disagree.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+
+from cxdash.kinds import IDENTITY_FIELDS, SourceKind
+
+__all__ = [
+    "FAILURE_COLUMNS",
+    "Formats",
+    "build_schema",
+    "coerce",
+    "detect_formats",
+    "normalise_identity",
+    "parse_bool",
+    "parse_datetime",
+    "parse_number",
+    "validate",
+]
+
+FAILURE_COLUMNS = ["row", "field", "rule", "value", "expected"]
+
+_DATE_FORMATS = (
+    "ISO8601",
+    "%d/%m/%Y",
+    "%m/%d/%Y",
+    "%d/%m/%Y %H:%M",
+    "%m/%d/%Y %H:%M",
+    "%d/%m/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M:%S",
+    "%d.%m.%Y",
+    "%d.%m.%Y %H:%M",
+    "%d.%m.%Y %H:%M:%S",
+    "%d-%m-%Y",
+    "%y-%m-%d",
+    "%Y%m%d",
+    "epoch_s",
+    "epoch_ms",
+)
+
+_TRUE = {"1", "true", "t", "yes", "y", "churned", "x"}
+_FALSE = {"0", "false", "f", "no", "n", "active", "retained", ""}
+
+
+@dataclass
+class Formats:
+    """How the text of a file's columns is to be read (detected once, reused for every chunk)."""
+
+    dates: dict[str, str] = field(default_factory=dict)  # field -> format
+    decimal: dict[str, str] = field(default_factory=dict)  # field -> "." or ","
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"dates": dict(self.dates), "decimal": dict(self.decimal)}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> Formats:
+        d = d or {}
+        return cls(dict(d.get("dates", {})), dict(d.get("decimal", {})))
+
+
+# ---------------------------------------------------------------- parsers (one definition each)
+def parse_datetime(s: pd.Series, fmt: str) -> pd.Series:
+    """Parse text to naive UTC timestamps; unparseable values become NaT."""
+    if fmt in ("epoch_s", "epoch_ms"):
+        num = pd.to_numeric(s, errors="coerce")
+        out = pd.to_datetime(num, unit="s" if fmt == "epoch_s" else "ms", errors="coerce", utc=True)
+    else:
+        out = pd.to_datetime(s, format=fmt, errors="coerce", utc=True)
+    return out.dt.tz_localize(None).astype("datetime64[us]")
+
+
+_NUM_JUNK = re.compile(r"[\s\u00a0$€£¥]")
+
+
+def parse_number(s: pd.Series, decimal: str = ".") -> pd.Series:
+    """Parse text to float; ``1.234,50`` with ``decimal=','``; currency signs and spaces ignored."""
+    t = s.astype("string").str.replace(_NUM_JUNK, "", regex=True)
+    if decimal == ",":
+        t = t.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
+    else:
+        t = t.str.replace(",", "", regex=False)
+    out = pd.to_numeric(t, errors="coerce").astype("float64")
+    return out.where(np.isfinite(out))
+
+
+def parse_bool(s: pd.Series) -> pd.Series:
+    low = s.astype("string").str.strip().str.lower()
+    out = pd.Series(pd.NA, index=s.index, dtype="boolean")
+    out[low.isin(_TRUE)] = True
+    out[low.isin(_FALSE)] = False
+    return out
+
+
+def normalise_identity(field_name: str, s: pd.Series) -> pd.Series:
+    """Normalise an identifier for matching: emails lower-cased, phones to their last 10 digits."""
+    t = s.astype("string").str.strip()
+    if field_name == "email":
+        t = t.str.lower()
+    elif field_name == "phone":
+        digits = t.str.replace(r"\D", "", regex=True)
+        t = digits.str.slice(-10)
+    t = t.mask(t == "")
+    return t
+
+
+# ---------------------------------------------------------------- format detection
+def _detect_date_format(sample: pd.Series) -> tuple[str | None, str | None]:
+    sample = sample.dropna()
+    if sample.empty:
+        return "ISO8601", None
+    scores = {}
+    for fmt in _DATE_FORMATS:
+        parsed = parse_datetime(sample, fmt)
+        ok = parsed.notna()
+        if fmt.startswith("epoch"):
+            # Epochs must land in a plausible range to count (not any number).
+            ok &= parsed.between(pd.Timestamp("1990-01-01"), pd.Timestamp("2100-01-01"))
+            ok &= sample.str.fullmatch(r"\d{9,13}").fillna(False).astype(bool)
+        scores[fmt] = int(ok.sum())
+    best = max(scores.values())
+    if best == 0:
+        return None, None
+    winners = [f for f in _DATE_FORMATS if scores[f] == best]
+    note = None
+    pairs = {("%d/%m/%Y", "%m/%d/%Y"), ("%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M"), ("%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S")}
+    if len(winners) > 1 and tuple(winners[:2]) in pairs:
+        note = "day and month are ambiguous in every value; read as day-first"
+    return winners[0], note
+
+
+def _detect_decimal(sample: pd.Series) -> str:
+    sample = sample.dropna().astype("string").str.replace(_NUM_JUNK, "", regex=True)
+    if sample.empty:
+        return "."
+    comma = sample.str.fullmatch(r"-?\d{1,3}(\.\d{3})*(,\d+)?|-?\d+,\d+").fillna(False).astype(bool)
+    point = sample.str.fullmatch(r"-?\d{1,3}(,\d{3})*(\.\d+)?|-?\d+(\.\d+)?").fillna(False).astype(bool)
+    return "," if comma.sum() > point.sum() else "."
+
+
+def detect_formats(kind: SourceKind, frame: pd.DataFrame, sample_rows: int = 5000) -> Formats:
+    """Detect date formats and decimal separators of a canonical-named text frame."""
+    formats = Formats()
+    head = frame.head(sample_rows)
+    for f in kind.fields:
+        if f.name not in head.columns:
+            continue
+        col = head[f.name]
+        if f.dtype == "datetime":
+            fmt, note = _detect_date_format(col)
+            formats.dates[f.name] = fmt or "ISO8601"
+            if fmt:
+                formats.notes.append(f"{f.name}: dates read as {fmt}" + (f" ({note})" if note else ""))
+        elif f.dtype in ("float", "int"):
+            formats.decimal[f.name] = _detect_decimal(col)
+            if formats.decimal[f.name] == ",":
+                formats.notes.append(f"{f.name}: numbers use a decimal comma (1.234,50)")
+    return formats
+
+
+# ---------------------------------------------------------------- the contract
+def _parses(parser, expected: str, name: str) -> pa.Check:
+    return pa.Check(lambda s: s.isna() | parser(s).notna(), name=name, error=expected)
+
+
+def build_schema(kind: SourceKind, present: list[str], formats: Formats) -> pa.DataFrameSchema:
+    """The pandera contract for ``kind`` restricted to the mapped fields in ``present``."""
+    columns: dict[str, pa.Column] = {}
+    for f in kind.fields:
+        if f.name not in present:
+            continue
+        checks: list[pa.Check] = []
+        if f.dtype == "datetime":
+            fmt = formats.dates.get(f.name, "ISO8601")
+            shown = "ISO 8601 like 2024-01-31 or 2024-01-31 14:05" if fmt == "ISO8601" else fmt
+            checks.append(
+                _parses(lambda s, fmt=fmt: parse_datetime(s, fmt), f"a date/time in the format {shown}", "date")
+            )
+            checks.append(
+                pa.Check(
+                    lambda s, fmt=fmt: s.isna()
+                    | ~parse_datetime(s, fmt).between(pd.Timestamp("1900-01-01"), pd.Timestamp("2100-12-31")).eq(False),
+                    name="plausible_date",
+                    error="a date between 1900 and 2100",
+                )
+            )
+        elif f.dtype in ("float", "int"):
+            dec = formats.decimal.get(f.name, ".")
+            checks.append(
+                _parses(lambda s, dec=dec: parse_number(s, dec), "a number" + (" (decimal comma)" if dec == "," else ""), "number")
+            )
+            if f.dtype == "int":
+                checks.append(
+                    pa.Check(
+                        lambda s, dec=dec: s.isna() | ((parse_number(s, dec) % 1).fillna(0) == 0),
+                        name="whole_number",
+                        error="a whole number",
+                    )
+                )
+            lo, hi = kind.ranges.get(f.name, (None, None))
+            if lo is not None:
+                checks.append(
+                    pa.Check(
+                        lambda s, dec=dec, lo=lo: s.isna() | ~(parse_number(s, dec) < lo).fillna(False),
+                        name="minimum",
+                        error=f"a value of at least {lo}",
+                    )
+                )
+            if hi is not None:
+                checks.append(
+                    pa.Check(
+                        lambda s, dec=dec, hi=hi: s.isna() | ~(parse_number(s, dec) > hi).fillna(False),
+                        name="maximum",
+                        error=f"a value of at most {hi}",
+                    )
+                )
+        elif f.dtype == "bool":
+            checks.append(_parses(parse_bool, "yes/no, true/false or 1/0", "yes_no"))
+        columns[f.name] = pa.Column(
+            dtype=None,
+            nullable=not f.required,
+            checks=checks,
+            required=True,
+            description=f.description or None,
+        )
+    return pa.DataFrameSchema(columns, name=kind.name, strict=False, coerce=False)
+
+
+def _pandera_failures(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        fc = exc.failure_cases
+        checks = {name: col.checks for name, col in schema.columns.items()}
+        rows = []
+        for rec in fc.itertuples(index=False):
+            column, check = rec.column, str(rec.check)
+            if check == "not_nullable":
+                rule, expected = "required", "a value (this field is required)"
+            else:
+                rule, expected = check, check
+                for c in checks.get(column, []):
+                    if c.error == check:
+                        rule, expected = c.name, c.error
+            rows.append((rec.index, column, rule, rec.failure_case, expected))
+        return pd.DataFrame(rows, columns=FAILURE_COLUMNS)
+    return pd.DataFrame(columns=FAILURE_COLUMNS)
+
+
+def validate(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> pd.DataFrame:
+    """Every failed value of ``frame`` (canonical-named text) as a failure-case frame.
+
+    Besides the per-field contract: every row needs at least one customer identifier, and
+    ordered date pairs (opened before closed) must be in order.
+    """
+    present = [c for c in frame.columns if c in kind.field_names]
+    failures = [_pandera_failures(build_schema(kind, present, formats), frame[present])]
+
+    ids = [f for f in IDENTITY_FIELDS if f in present]
+    if ids:
+        has_id = pd.Series(False, index=frame.index)
+        for f in ids:
+            has_id |= normalise_identity(f, frame[f]).notna()
+        missing = frame.index[~has_id]
+        if len(missing):
+            failures.append(
+                pd.DataFrame(
+                    {
+                        "row": missing,
+                        "field": "/".join(ids),
+                        "rule": "customer_identifier",
+                        "value": None,
+                        "expected": f"a customer identifier in at least one of: {', '.join(ids)}",
+                    }
+                )
+            )
+    for early, late in kind.ordered:
+        if early in present and late in present:
+            a = parse_datetime(frame[early], formats.dates.get(early, "ISO8601"))
+            b = parse_datetime(frame[late], formats.dates.get(late, "ISO8601"))
+            bad = frame.index[(b < a).fillna(False).astype(bool)]
+            if len(bad):
+                failures.append(
+                    pd.DataFrame(
+                        {
+                            "row": bad,
+                            "field": late,
+                            "rule": "date_order",
+                            "value": frame.loc[bad, late].astype(object).to_numpy(),
+                            "expected": f"{late} on or after {early}",
+                        }
+                    )
+                )
+    out = pd.concat([f for f in failures if not f.empty], ignore_index=True) if any(
+        not f.empty for f in failures
+    ) else pd.DataFrame(columns=FAILURE_COLUMNS)
+    return out
+
+
+def coerce(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> pd.DataFrame:
+    """Typed values for the (already validated) canonical fields of ``frame``."""
+    out = pd.DataFrame(index=frame.index)
+    for f in kind.fields:
+        if f.name not in frame.columns:
+            continue
+        s = frame[f.name]
+        if f.name in IDENTITY_FIELDS:
+            out[f.name] = normalise_identity(f.name, s)
+        elif f.dtype == "datetime":
+            out[f.name] = parse_datetime(s, formats.dates.get(f.name, "ISO8601"))
+        elif f.dtype == "float":
+            out[f.name] = parse_number(s, formats.decimal.get(f.name, "."))
+        elif f.dtype == "int":
+            out[f.name] = parse_number(s, formats.decimal.get(f.name, ".")).round().astype("Int64")
+        elif f.dtype == "bool":
+            out[f.name] = parse_bool(s)
+        else:
+            t = s.astype("string").str.strip()
+            out[f.name] = t.mask(t == "")
+    return out
