@@ -338,4 +338,11 @@ def _merge_stage(conn: sa.Connection, stage: sa.Table, target: sa.Table, *, natu
     existing = sa.select(sa.literal(1)).where(target.c.source == source, target.c.row_key == keyed.c.row_key)
     cols = [c.name for c in stage.c]
     insert = target.insert().from_select(cols, sa.select(*[keyed.c[c] for c in cols]).where(~sa.exists(existing)))
-    return conn.execute(insert).rowcount
+    conn.execute(insert)
+    # rowcount is not reliable across drivers for INSERT ... SELECT: count what this load added.
+    load_id = conn.execute(sa.select(sa.func.max(stage.c.load_id))).scalar()
+    return int(
+        conn.execute(
+            sa.select(sa.func.count()).select_from(target).where(target.c.source == source, target.c.load_id == load_id)
+        ).scalar()
+    )

@@ -264,6 +264,8 @@ def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
     target = conn.dialect.identifier_preparer.format_table(table)
     if dialect == "duckdb":
         raw = conn.connection.driver_connection
+        # DuckDB 2 refuses new work while an earlier result is only partly read (scalar()).
+        raw.complete()
         view = f"_cxdash_bulk_{id(frame)}"
         raw.register(view, frame)
         try:

@@ -178,6 +178,11 @@ def _parses(parser, expected: str, name: str) -> pa.Check:
     return pa.Check(lambda s: s.isna() | parser(s).notna(), name=name, error=expected)
 
 
+def _plausible_dates(parsed: pd.Series) -> pd.Series:
+    """Unparsed values are the ``date`` rule's business; parsed ones must fall in 1900-2100."""
+    return parsed.isna() | parsed.between(pd.Timestamp("1900-01-01"), pd.Timestamp("2100-12-31"))
+
+
 def build_schema(kind: SourceKind, present: list[str], formats: Formats) -> pa.DataFrameSchema:
     """The pandera contract for ``kind`` restricted to the mapped fields in ``present``."""
     columns: dict[str, pa.Column] = {}
@@ -193,8 +198,7 @@ def build_schema(kind: SourceKind, present: list[str], formats: Formats) -> pa.D
             )
             checks.append(
                 pa.Check(
-                    lambda s, fmt=fmt: s.isna()
-                    | ~parse_datetime(s, fmt).between(pd.Timestamp("1900-01-01"), pd.Timestamp("2100-12-31")).eq(False),
+                    lambda s, fmt=fmt: _plausible_dates(parse_datetime(s, fmt)),
                     name="plausible_date",
                     error="a date between 1900 and 2100",
                 )
