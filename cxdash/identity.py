@@ -69,7 +69,8 @@ def stitch(edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_H
     b = codes.get_indexer(edges["b"].astype(str))
     pairs = pd.DataFrame({"a": np.minimum(a, b), "b": np.maximum(a, b)}).drop_duplicates()
     degree = np.bincount(np.concatenate([pairs["a"].to_numpy(), pairs["b"].to_numpy()]), minlength=n)
-    hub = degree > hub_degree
+    crm = codes.isin(nodes.loc[nodes["crm"].astype(bool), "node"].astype(str))
+    hub = (degree > hub_degree) | _ambiguous(pairs, crm, n)
     keep = ~(hub[pairs["a"].to_numpy()] | hub[pairs["b"].to_numpy()])
     pa_, pb_ = pairs["a"].to_numpy()[keep], pairs["b"].to_numpy()[keep]
     graph = coo_matrix((np.ones(len(pa_), dtype=np.int8), (pa_, pb_)), shape=(n, n))
@@ -92,6 +93,48 @@ def stitch(edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_H
     return frame[["id_key", "cx_id", "known"]].reset_index(drop=True), hubs
 
 
+def _ambiguous(pairs: pd.DataFrame, crm: np.ndarray, n: int) -> np.ndarray:
+    """Identifiers that would merge two different CRM customers.
+
+    The CRM is the authority on who is a distinct customer: an identifier on two CRM records
+    (a shared household phone), or one directly linked to identifiers of two CRM records (a
+    helpdesk's own address typed into tickets from many callers) must not link anyone.
+    """
+    both = pd.concat(
+        [pairs.rename(columns={"a": "u", "b": "v"}), pairs.rename(columns={"a": "v", "b": "u"})], ignore_index=True
+    )
+    crm_idx = np.flatnonzero(crm)
+    # Owner of each identifier written on a CRM record: that record.
+    owned = both[np.isin(both["u"].to_numpy(), crm_idx)].rename(columns={"u": "owner", "v": "node"})
+    owned = pd.concat([owned, pd.DataFrame({"owner": crm_idx, "node": crm_idx})], ignore_index=True).drop_duplicates()
+    owners_per_node = owned.groupby("node")["owner"].nunique()
+    ambiguous = np.zeros(n, dtype=bool)
+    shared = owners_per_node.index[owners_per_node > 1].to_numpy()
+    ambiguous[shared] = True
+    sole = owned[owned["node"].isin(owners_per_node.index[owners_per_node == 1])]
+    reach = both.merge(sole, left_on="v", right_on="node")[["u", "owner"]].drop_duplicates()
+    reach = reach[~np.isin(reach["u"].to_numpy(), crm_idx)]
+    per_node = reach.groupby("u")["owner"].nunique()
+    ambiguous[per_node.index[per_node > 1].to_numpy()] = True
+    ambiguous[crm_idx] = False  # a CRM record's own key is never ambiguous
+    return ambiguous
+
+
+def _rekey_hub_rows(conn: Connection) -> None:
+    """Rows whose primary identifier is a hub are keyed on their next usable identifier
+    (a ticket from the helpdesk's own address that also carries the caller's phone)."""
+    hubs = sa.select(identity_hubs_table.c.id_key)
+    for kind_name, kind in KINDS.items():
+        t = KIND_TABLES[kind_name]
+        for f in kind.identity_fields:
+            key = _key_expr(f, t.c[f])
+            conn.execute(
+                t.update()
+                .where(t.c.id_key.in_(hubs), t.c[f].is_not(None), key.not_in(hubs))
+                .values(id_key=key)
+            )
+
+
 def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE) -> dict:
     """Recompute the identity map from every stored row, inside the caller's transaction."""
     edges, nodes = _edges_and_nodes(conn)
@@ -100,6 +143,14 @@ def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE)
     conn.execute(identity_hubs_table.delete())
     bulk_insert(conn, identity_map_table, id_map)
     bulk_insert(conn, identity_hubs_table, hubs)
+    if len(hubs):
+        _rekey_hub_rows(conn)
+        edges, nodes = _edges_and_nodes(conn)
+        id_map, hubs = stitch(edges, nodes, hub_degree)
+        conn.execute(identity_map_table.delete())
+        conn.execute(identity_hubs_table.delete())
+        bulk_insert(conn, identity_map_table, id_map)
+        bulk_insert(conn, identity_hubs_table, hubs)
     summary = {
         "identifiers": int(len(id_map)),
         "customers": int(id_map.loc[id_map["known"], "cx_id"].nunique()) if len(id_map) else 0,

@@ -46,7 +46,7 @@ APP_STATE = sa.MetaData()
 _SA_TYPES = {
     "string": sa.String,
     "datetime": sa.DateTime,
-    "float": sa.Float,
+    "float": sa.Double,  # sa.Float is single precision on DuckDB
     "int": sa.BigInteger,
     "bool": sa.Boolean,
 }
@@ -86,7 +86,7 @@ sources_table = sa.Table(
     sa.Column("kind", sa.String, nullable=False),
     sa.Column("department", sa.String, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
-    sa.Column("latency_target_hours", sa.Float),
+    sa.Column("latency_target_hours", sa.Double),
 )
 
 loads_table = sa.Table(

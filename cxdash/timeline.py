@@ -43,7 +43,7 @@ def _part(kind: str, ts, activity, *, channel=None, value=None, department=None)
             sa.cast(channel if channel is not None else sa.null(), sa.String).label("channel"),
             t.c.source.label("source"),
             sa.literal(kind, sa.String).label("kind"),
-            sa.cast(value if value is not None else sa.null(), sa.Float).label("value"),
+            sa.cast(value if value is not None else sa.null(), sa.Double).label("value"),
         )
         .select_from(t.outerjoin(im, im.c.id_key == t.c.id_key).join(s, s.c.name == t.c.source))
         .where(ts.is_not(None))
