@@ -40,7 +40,6 @@ def build_demo(store: Store, *, n_customers: int, seed: int, out_dir: Path, chun
             rebuild_identities=False,
         )
         rows += result.rows_loaded
-        log.info(result.summary())
     with store.begin() as conn:
         rebuild_identity_map(conn)
     t2 = time.perf_counter()

@@ -1,8 +1,9 @@
 """The one ingest path: file -> mapping -> validation -> one transaction in the store.
 
 The upload page, the CLI and the demo loader all call ``ingest_file``. A load is a single
-transaction: rows are staged chunk by chunk in a temporary table, then de-duplicated into the
-source's table, the quarantine, the load log and the identity map, and committed together.
+transaction: rows are written chunk by chunk into the source's table under a new load id, then
+de-duplicated against the source's earlier rows; the quarantine, the load log and the identity map
+are updated and everything is committed together.
 Any failure before the commit (a bad row when invalid rows are not accepted, a full disk, a
 killed process) leaves the store exactly as it was.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -129,8 +131,8 @@ def _row_keys(kind_name: str, typed: pd.DataFrame, attrs: pd.Series | None) -> p
     content = typed.copy()
     if attrs is not None:
         content["attrs"] = attrs
-    h = pd.util.hash_pandas_object(content, index=False)
-    return h.map("{:016x}".format).astype("string")
+    h = pd.util.hash_pandas_object(content, index=False).to_numpy()
+    return pd.Series(np.char.add(h.astype(str), "#1"), index=typed.index, dtype="string")
 
 
 def _id_keys(typed: pd.DataFrame) -> pd.Series:
@@ -222,17 +224,12 @@ def ingest_file(
     result.notes = [f"read as {fmt.describe()}", *formats.notes]
 
     target = KIND_TABLES[mapping.kind]
-    stage = sa.Table(
-        f"stage_{mapping.kind}", sa.MetaData(), *kind_columns(kind_def), prefixes=["TEMPORARY"]
-    )
     started = datetime.now(UTC).replace(tzinfo=None)
     failure_parts: list[pd.DataFrame] = []
     total_size = path.stat().st_size
 
     with store.begin() as conn:
         load_id = _next_load_id(conn)
-        if not dry_run:
-            stage.create(conn)
         for chunk in iter_chunks(path, fmt, chunk_rows=chunk_rows):
             canon = chunk.rename(columns=inverse)[[f for f in mapping.columns]]
             fails = validate(kind_def, canon, formats)
@@ -255,7 +252,7 @@ def ingest_file(
                 typed["source"] = source
                 typed["load_id"] = load_id
                 typed["row_number"] = (good.index.to_numpy() + 2).astype("int64")
-                bulk_insert(conn, stage, typed)
+                bulk_insert(conn, target, typed)
             if progress:
                 progress(result.rows_read, total_size)
 
@@ -280,10 +277,11 @@ def ingest_file(
             raise IngestError(f"{name}: no valid rows to load; nothing was stored.", result)
 
         if mode == "replace":
-            conn.execute(target.delete().where(target.c.source == source))
-        result.rows_loaded = _merge_stage(conn, stage, target, natural=bool(kind_def.natural_key) and all(
-            k in mapping.columns for k in kind_def.natural_key
-        ), source=source)
+            conn.execute(target.delete().where(target.c.source == source, target.c.load_id != load_id))
+        natural = bool(kind_def.natural_key) and all(k in mapping.columns for k in kind_def.natural_key)
+        result.rows_loaded = _deduplicate(
+            conn, kind_def, target, natural=natural, source=source, load_id=load_id, against_earlier=mode == "append"
+        )
         result.rows_duplicate = result.rows_valid - result.rows_loaded
         if not result.failures.empty:
             q = result.failures.rename(columns={"line": "row_number", "column": "column_name"})
@@ -312,8 +310,6 @@ def ingest_file(
             conn.execute(sources_table.update().where(sources_table.c.name == source).values(department=department))
         if rebuild_identities:
             rebuild_identity_map(conn)
-        conn.execute(stage.delete())
-        stage.drop(conn)
         result.load_id = load_id
         result.stored = True
     _save_mapping(store, source, mapping)
@@ -321,28 +317,57 @@ def ingest_file(
     return result
 
 
-def _merge_stage(conn: sa.Connection, stage: sa.Table, target: sa.Table, *, natural: bool, source: str) -> int:
-    """Insert staged rows that the source does not already hold; returns rows inserted."""
-    occ = sa.func.row_number().over(partition_by=stage.c.row_key, order_by=stage.c.row_number).label("occ")
-    ranked = sa.select(*[c for c in stage.c], occ).subquery("ranked")
-    if natural:
-        final_key = ranked.c.row_key
-        ranked_rows = sa.select(ranked).where(ranked.c.occ == 1).subquery("deduped")
-    else:
-        final_key = ranked.c.row_key + "#" + sa.cast(ranked.c.occ, sa.String)
-        ranked_rows = ranked
-    if not natural:
-        keyed = sa.select(*[ranked.c[c.name] for c in stage.c if c.name != "row_key"], final_key.label("row_key")).subquery("keyed")
-    else:
-        keyed = sa.select(*[ranked_rows.c[c.name] for c in stage.c]).subquery("keyed")
-    existing = sa.select(sa.literal(1)).where(target.c.source == source, target.c.row_key == keyed.c.row_key)
-    cols = [c.name for c in stage.c]
-    insert = target.insert().from_select(cols, sa.select(*[keyed.c[c] for c in cols]).where(~sa.exists(existing)))
-    conn.execute(insert)
-    # rowcount is not reliable across drivers for INSERT ... SELECT: count what this load added.
-    load_id = conn.execute(sa.select(sa.func.max(stage.c.load_id))).scalar()
-    return int(
+def _deduplicate(
+    conn: sa.Connection,
+    kind_def,
+    target: sa.Table,
+    *,
+    natural: bool,
+    source: str,
+    load_id: int,
+    against_earlier: bool,
+) -> int:
+    """Make this load's rows unique by key, and (for appends) drop rows the source already holds.
+
+    Keys repeat within a file only rarely (a ticket exported twice, identical invoice lines),
+    so the common case costs one ``count(distinct)``. Repeats of a natural key keep their first
+    line; identical content lines are all kept, numbered ``#2, #3...`` after the first, so the
+    same file loaded again yields the same keys. Returns the rows this load added.
+    """
+    this_load = sa.and_(target.c.source == source, target.c.load_id == load_id)
+    repeats = conn.execute(
+        sa.select(sa.func.count() - sa.func.count(sa.distinct(target.c.row_key))).where(this_load)
+    ).scalar()
+    if repeats:
+        stage = sa.Table(f"dedup_{kind_def.name}", sa.MetaData(), *kind_columns(kind_def), prefixes=["TEMPORARY"])
+        stage.create(conn)
+        cols = [c.name for c in stage.c]
+        conn.execute(stage.insert().from_select(cols, sa.select(*[target.c[c] for c in cols]).where(this_load)))
+        conn.execute(target.delete().where(this_load))
+        occ = sa.func.row_number().over(partition_by=stage.c.row_key, order_by=stage.c.row_number).label("occ")
+        ranked = sa.select(*stage.c, occ).subquery("ranked")
+        if natural:
+            rows = sa.select(*[ranked.c[c] for c in cols]).where(ranked.c.occ == 1)
+        else:
+            key = sa.case(
+                (ranked.c.occ == 1, ranked.c.row_key),
+                else_=ranked.c.row_key + "#" + sa.cast(ranked.c.occ, sa.String),
+            )
+            rows = sa.select(*[key.label("row_key") if c == "row_key" else ranked.c[c] for c in cols])
+        conn.execute(target.insert().from_select(cols, rows))
+        stage.drop(conn)
+    if against_earlier:
+        earlier = target.alias("earlier")
         conn.execute(
-            sa.select(sa.func.count()).select_from(target).where(target.c.source == source, target.c.load_id == load_id)
-        ).scalar()
-    )
+            target.delete().where(
+                this_load,
+                sa.exists(
+                    sa.select(sa.literal(1)).where(
+                        earlier.c.source == source,
+                        earlier.c.load_id != load_id,
+                        earlier.c.row_key == target.c.row_key,
+                    )
+                ),
+            )
+        )
+    return int(conn.execute(sa.select(sa.func.count()).select_from(target).where(this_load)).scalar())

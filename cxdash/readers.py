@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 __all__ = ["ExtractError", "FileFormat", "iter_chunks", "read_header", "sniff_format"]
 
@@ -100,37 +102,73 @@ def read_header(path: str | Path, fmt: FileFormat | None = None) -> list[str]:
     return header
 
 
+def _check_header(path: Path, header: list[str]) -> None:
+    if not any(h.strip() for h in header):
+        raise ExtractError(f"{path.name}: the first line has no column names. The first line must be the header.")
+    blank = [i + 1 for i, h in enumerate(header) if not h.strip()]
+    if blank:
+        raise ExtractError(
+            f"{path.name}: column(s) {blank} of the header have no name. Give every column a name in the export."
+        )
+    seen: dict[str, int] = {}
+    for i, h in enumerate(header, start=1):
+        if h in seen:
+            raise ExtractError(
+                f"{path.name}: column name {h!r} appears twice (columns {seen[h]} and {i}). "
+                "Rename one of them so every column name is unique."
+            )
+        seen[h] = i
+
+
 def iter_chunks(path: str | Path, fmt: FileFormat | None = None, chunk_rows: int = 250_000) -> Iterator[pd.DataFrame]:
-    """Yield the file's rows as frames of text (missing values as NA), ``chunk_rows`` at a time.
+    """Yield the file's rows as frames of text (missing values as NA), about ``chunk_rows`` at a time.
 
     Rows keep their position in the file: the index is the data-row number (0-based), so
-    line ``index + 2`` in the file is the row (line 1 is the header).
+    line ``index + 2`` in the file is the row (line 1 is the header). Streams with pyarrow's
+    CSV reader, so a large file is never held in memory whole.
     """
     path = Path(path)
     fmt = fmt or sniff_format(path)
     header = read_header(path, fmt)
-    if not any(h.strip() for h in header):
-        raise ExtractError(f"{path.name}: the first line has no column names. The first line must be the header.")
+    _check_header(path, header)
+    reader = pacsv.open_csv(
+        pa.input_stream(str(path), compression="detect"),
+        read_options=pacsv.ReadOptions(encoding=fmt.encoding, block_size=8 << 20),
+        parse_options=pacsv.ParseOptions(delimiter=fmt.delimiter, newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in header},
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
+    offset = 0
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+
+    def flush() -> pd.DataFrame:
+        nonlocal offset, pending, pending_rows
+        frame = pa.Table.from_batches(pending).to_pandas()
+        frame.index = pd.RangeIndex(offset, offset + len(frame))
+        offset += len(frame)
+        pending, pending_rows = [], 0
+        return frame
+
     try:
-        reader = pd.read_csv(
-            path,
-            sep=fmt.delimiter,
-            encoding=fmt.encoding,
-            compression=fmt.compression,
-            dtype="string",
-            keep_default_na=False,
-            na_values=[""],
-            chunksize=chunk_rows,
-            on_bad_lines="error",
-        )
-        for chunk in reader:
-            yield chunk
-    except pd.errors.ParserError as exc:
+        for batch in reader:
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            if pending_rows >= chunk_rows:
+                yield flush()
+    except pa.ArrowInvalid as exc:
+        detail = str(exc).replace("CSV parse error: ", "")
         raise ExtractError(
-            f"{path.name}: rows do not line up with the header ({exc}). Check the delimiter "
-            f"(detected {fmt.describe()}) and that quoted text is closed."
+            f"{path.name}: after data row {offset + pending_rows:,} the rows stop lining up with the header "
+            f"({detail[:300]}). Check the delimiter (detected {fmt.describe()}) and that quoted text is closed."
         ) from exc
     except UnicodeDecodeError as exc:
         raise ExtractError(
             f"{path.name}: mixed text encodings (byte {exc.start} is not {fmt.encoding}). Re-export as UTF-8."
         ) from exc
+    if pending:
+        yield flush()

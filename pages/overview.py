@@ -17,13 +17,14 @@ if sources.empty:
 head = data.overview_headline()
 st.markdown(formatting.overview_sentence(head, sources))
 
-c1, c2, c3, c4 = st.columns(4)
+c1, c2, c3, c4 = st.columns(4, border=True)
 c1.metric("Customers", f"{head.customers:,}", help=formatting.definition("customers"))
 c2.metric(
     "Active (last 30 days)",
     f"{head.active_customers:,}",
     formatting.share(head.active_customers, head.customers),
     delta_color="off",
+    delta_arrow="off",
     help=formatting.definition("active_customers"),
 )
 c3.metric(
@@ -31,6 +32,7 @@ c3.metric(
     f"{head.churned_customers:,}" if head.churn_basis != "none" else "n/a",
     formatting.share(head.churned_customers, head.customers) if head.churn_basis != "none" else None,
     delta_color="off",
+    delta_arrow="off",
     help=formatting.definition("churned_customers") + f" Basis here: {head.churn_basis}.",
 )
 c4.metric("Revenue", formatting.money(head.revenue), help=formatting.definition("revenue"))

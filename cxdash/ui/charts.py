@@ -34,7 +34,11 @@ def monthly_customers_by_department(frame: pd.DataFrame) -> go.Figure:
         labels={"customers": "customers with activity", "month": ""},
         markers=False,
     )
-    fig.update_layout(margin=dict(l=10, r=10, t=30, b=10), legend_title_text="department", height=340)
+    fig.update_layout(
+        margin=dict(l=10, r=10, t=30, b=10),
+        height=360,
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title_text=""),
+    )
     return fig
 
 
@@ -50,5 +54,9 @@ def rows_by_source(frame: pd.DataFrame) -> go.Figure:
         text="rows",
     )
     fig.update_traces(texttemplate="%{text:,}", textposition="outside", cliponaxis=False)
-    fig.update_layout(margin=dict(l=10, r=40, t=30, b=10), height=60 + 34 * max(len(frame), 1), showlegend=True)
+    fig.update_layout(
+        margin=dict(l=10, r=60, t=30, b=10),
+        height=90 + 34 * max(len(frame), 1),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title_text=""),
+    )
     return fig

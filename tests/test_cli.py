@@ -1,0 +1,58 @@
+"""The CLI contract, run as a real subprocess the way a scheduled job runs it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cxdash.cli import main
+
+REQUIRED_SOURCE_KEYS = {"name", "kind", "department", "rows", "customers", "loaded_at"}
+
+
+def run(*args: str, db: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cxdash", "--db", db, *args], capture_output=True, text=True, timeout=300
+    )
+
+
+def test_demo_then_sources_json_lists_every_department(tmp_path):
+    db = f"duckdb:///{tmp_path / 'cli.duckdb'}"
+    done = run("demo", "--customers", "400", "--seed", "3", "--out", str(tmp_path / "x"), db=db)
+    assert done.returncode == 0, done.stderr
+    assert "400 customers" in done.stdout
+    listed = run("sources", "--json", db=db)
+    assert listed.returncode == 0, listed.stderr
+    sources = json.loads(listed.stdout)
+    assert {s["name"] for s in sources} == {"crm", "web", "marketing", "helpdesk", "billing", "subscriptions", "sales"}
+    for s in sources:
+        assert REQUIRED_SOURCE_KEYS <= s.keys()
+        assert s["rows"] > 0 and s["customers"] > 0 and s["loaded_at"]
+    assert next(s for s in sources if s["name"] == "crm")["customers"] == 400
+    again = run("demo", "--if-empty", "--customers", "400", "--out", str(tmp_path / "x"), db=db)
+    assert again.returncode == 0 and "already holds data" in again.stdout
+
+
+def test_ingest_of_an_invalid_file_exits_non_zero_with_one_line_and_loads_nothing(tmp_path, capsys):
+    db = f"duckdb:///{tmp_path / 'cli.duckdb'}"
+    bad = tmp_path / "tickets.csv"
+    bad.write_text("Ticket #,Email,Created\nT1,a@example.com,yesterday\nT2,b@example.com,2024-01-01\n")
+    code = main(["--db", db, "ingest", str(bad), "--source", "helpdesk", "--kind", "tickets"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert len(err.splitlines()) == 1 and "1 of 2 rows are invalid" in err and "Created" in err
+    assert main(["--db", db, "sources", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+    # With --reject-invalid the valid row loads and the command succeeds.
+    assert main(["--db", db, "ingest", str(bad), "--source", "helpdesk", "--kind", "tickets", "--reject-invalid"]) == 0
+    assert "loaded 1, rejected 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args", [["ingest", "/no/such/file.csv", "--source", "x"], ["ingest", "--source", "x"]])
+def test_bad_invocations_fail_cleanly(tmp_path, args):
+    done = run(*args, db=f"duckdb:///{tmp_path / 'c.duckdb'}")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
