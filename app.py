@@ -2,13 +2,8 @@
 
 import streamlit as st
 
-from cxdash.ui.frame import sidebar
+from cxdash.ui.frame import navigation_pages, sidebar
 
 st.set_page_config(page_title="cxdash", page_icon=":material/hub:", layout="wide")
-
-pages = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
-]
-
 sidebar()
-st.navigation(pages).run()
+st.navigation(navigation_pages()).run()
