@@ -34,11 +34,17 @@ def _jsonable(value):
 
 
 def cmd_sources(args) -> int:
+    from cxdash.health import governance
     from cxdash.overview import source_summary
 
     store = _store(args)
     with store.connect() as conn:
         frame = source_summary(conn)
+        gov = governance(conn)
+    if len(frame):
+        extra = ["quality", "freshness_hours", "latency_p50_hours", "latency_p95_hours", "latency_target_hours",
+                 "stitched_share", "duplicate_keys"]
+        frame = frame.merge(gov[["name", *extra]], on="name", how="left")
     records = [{k: _jsonable(v) for k, v in rec.items()} for rec in frame.astype(object).to_dict("records")]
     if args.json:
         print(json.dumps(records, indent=2, default=str))
@@ -95,6 +101,21 @@ def cmd_ingest(args) -> int:
     return 0 if result.rows_loaded or result.rows_duplicate else 1
 
 
+def cmd_journeys(args) -> int:
+    from cxdash.journeys import discover_dfg, journey_log
+
+    store = _store(args)
+    with store.connect() as conn:
+        frame = discover_dfg(conn, journey_log(), min_share=args.min_share)
+    cols = ["source", "target", "count", "customers", "median_seconds", "p90_seconds"]
+    records = [{k: _jsonable(v) for k, v in rec.items()} for rec in frame[cols].astype(object).to_dict("records")]
+    if args.json:
+        print(json.dumps(records, indent=2, default=str))
+    else:
+        print(frame[cols].to_string(index=False) if len(frame) else "No journeys: load some extracts first.")
+    return 0
+
+
 def cmd_migrate(args) -> int:
     store = _store(args)
     print(f"schema up to date at {store.url}")
@@ -127,6 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--reject-invalid", action="store_true", help="load valid rows, quarantine invalid ones")
     i.add_argument("--report", help="write the rejected rows with reasons to this CSV")
     i.set_defaults(func=cmd_ingest)
+
+    j = sub.add_parser("journeys", help="print the directly-follows graph of customer journeys")
+    j.add_argument("--json", action="store_true", help="print JSON: source, target, count, customers, median_seconds")
+    j.add_argument("--min-share", type=float, default=0.0, help="pool edges below this share of transitions")
+    j.set_defaults(func=cmd_journeys)
 
     m = sub.add_parser("migrate", help="create or upgrade the schema")
     m.set_defaults(func=cmd_migrate)

@@ -162,6 +162,11 @@ def _failures_in_file_terms(failures: pd.DataFrame, mapping: Mapping) -> pd.Data
     return out[["line", "column", "field", "rule", "value", "expected"]]
 
 
+def _canonical(frame: pd.DataFrame, mapping: Mapping) -> pd.DataFrame:
+    """The file's columns renamed to the kind's fields (one column may feed two fields)."""
+    return pd.DataFrame({f: frame[c] for f, c in mapping.columns.items()}, index=frame.index)
+
+
 def _next_load_id(conn: sa.Connection) -> int:
     current = conn.execute(sa.select(sa.func.max(loads_table.c.load_id))).scalar()
     return int(current or 0) + 1
@@ -214,10 +219,10 @@ def ingest_file(
     mapping.check(header, file_name=name)
     kind_def = get_kind(mapping.kind)
     department = department or kind_def.department
-    inverse = {col: f for f, col in mapping.columns.items()}
-    unmapped = [c for c in header if c not in inverse and c in sample.columns]
+    mapped_columns = set(mapping.columns.values())
+    unmapped = [c for c in header if c not in mapped_columns and c in sample.columns]
 
-    canonical_sample = sample.rename(columns=inverse)[[f for f in mapping.columns]]
+    canonical_sample = _canonical(sample, mapping)
     formats = Formats.from_dict(mapping.formats) if mapping.formats else detect_formats(kind_def, canonical_sample)
     mapping.formats = formats.to_dict()
     result = IngestResult(source, mapping.kind, name, fmt.describe(), mapping)
@@ -231,7 +236,7 @@ def ingest_file(
     with store.begin() as conn:
         load_id = _next_load_id(conn)
         for chunk in iter_chunks(path, fmt, chunk_rows=chunk_rows):
-            canon = chunk.rename(columns=inverse)[[f for f in mapping.columns]]
+            canon = _canonical(chunk, mapping)
             fails = validate(kind_def, canon, formats)
             bad_rows = pd.Index(fails["row"].unique()) if not fails.empty else pd.Index([])
             result.rows_read += len(chunk)

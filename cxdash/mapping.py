@@ -73,10 +73,6 @@ class Mapping:
                 f"{file_name}: no column identifies the customer. Map one of {list(kind.identity_fields)} "
                 "(for example a CustomerID, account number or email column)."
             )
-        used = [c for c in self.columns.values()]
-        dup = sorted({c for c in used if used.count(c) > 1})
-        if dup and self.kind != "transactions":
-            raise MappingError(f"{file_name}: column(s) {dup} are mapped to more than one field.")
 
 
 def load_mapping(path: str | Path) -> Mapping:
@@ -201,7 +197,13 @@ def detect_kind(header: list[str], sample: pd.DataFrame | None = None) -> str:
             continue
         if kind.identity_fields and not any(f in m.columns for f in kind.identity_fields):
             continue
+        if name == "opportunities" and "opportunity_id" not in m.columns and "stage" not in m.columns:
+            continue  # nothing says "pipeline"
         score = len(m.columns) / len(kind.fields) + 0.5 * len(required)
+        if name == "customers" and sample is not None and "customer_id" in m.columns:
+            keys = sample[m.columns["customer_id"]].dropna()
+            if len(keys) and keys.is_unique:
+                score += 1.0  # one row per customer: an accounts table
         if kind.natural_key and all(k in m.columns for k in kind.natural_key) and kind.name != "customers":
             score += 1.0  # its own record id (ticket, opportunity, subscription) is a strong sign
         if score > best_score:

@@ -99,17 +99,13 @@ def read_header(path: str | Path, fmt: FileFormat | None = None) -> list[str]:
             header = next(csv.reader(fh, delimiter=fmt.delimiter))
         except StopIteration:
             raise ExtractError(f"{path.name}: the file is empty.") from None
-    return header
+    # A blank name (often a spreadsheet's or pandas' index column) is named by its position.
+    return [h if h.strip() else f"column_{i}" for i, h in enumerate(header, start=1)]
 
 
 def _check_header(path: Path, header: list[str]) -> None:
-    if not any(h.strip() for h in header):
+    if all(h == f"column_{i}" for i, h in enumerate(header, start=1)):
         raise ExtractError(f"{path.name}: the first line has no column names. The first line must be the header.")
-    blank = [i + 1 for i, h in enumerate(header) if not h.strip()]
-    if blank:
-        raise ExtractError(
-            f"{path.name}: column(s) {blank} of the header have no name. Give every column a name in the export."
-        )
     seen: dict[str, int] = {}
     for i, h in enumerate(header, start=1):
         if h in seen:
@@ -133,7 +129,9 @@ def iter_chunks(path: str | Path, fmt: FileFormat | None = None, chunk_rows: int
     _check_header(path, header)
     reader = pacsv.open_csv(
         pa.input_stream(str(path), compression="detect"),
-        read_options=pacsv.ReadOptions(encoding=fmt.encoding, block_size=8 << 20),
+        read_options=pacsv.ReadOptions(
+            encoding=fmt.encoding, block_size=8 << 20, column_names=header, skip_rows=1
+        ),
         parse_options=pacsv.ParseOptions(delimiter=fmt.delimiter, newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
             column_types={c: pa.string() for c in header},

@@ -47,6 +47,13 @@ _DATE_FORMATS = (
     "%d.%m.%Y %H:%M",
     "%d.%m.%Y %H:%M:%S",
     "%d-%m-%Y",
+    "%d-%m-%Y %H:%M",
+    "%d-%m-%y",
+    "%d-%m-%y %H:%M",
+    "%d-%m-%y %H:%M:%S",
+    "%d/%m/%y",
+    "%m/%d/%y",
+    "%m/%d/%y %H:%M",
     "%y-%m-%d",
     "%Y%m%d",
     "epoch_s",
@@ -138,9 +145,8 @@ def _detect_date_format(sample: pd.Series) -> tuple[str | None, str | None]:
         return None, None
     winners = [f for f in _DATE_FORMATS if scores[f] == best]
     note = None
-    pairs = {("%d/%m/%Y", "%m/%d/%Y"), ("%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M"), ("%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S")}
-    if len(winners) > 1 and tuple(winners[:2]) in pairs:
-        note = "day and month are ambiguous in every value; read as day-first"
+    if len(winners) > 1:
+        note = f"every value also reads as {winners[1]}; chose {winners[0]} (day-first); check a few dates"
     return winners[0], note
 
 

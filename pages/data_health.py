@@ -1,0 +1,57 @@
+"""Data health (ops): is every source fresh, owned, clean and linked to customers?"""
+
+import streamlit as st
+
+from cxdash.ui import ops, opsview
+
+st.title("Data health")
+
+h = ops.health()
+gov = h["governance"]
+if gov.empty:
+    st.info("No sources loaded yet. Upload an extract on the Upload page or run `python -m cxdash demo`.")
+    st.stop()
+
+st.markdown(opsview.verdict(gov))
+
+c1, c2, c3, c4 = st.columns(4, border=True)
+c1.metric("Sources", len(gov))
+c2.metric("Rows passing validation (last loads)", opsview.pct(opsview.weighted_quality(gov)))
+c3.metric("Rows linked to a CRM customer", opsview.pct(opsview.weighted_stitch(gov)))
+c4.metric("Slowest activation (p95)", opsview.hours(gov["latency_p95_hours"].max()))
+
+st.subheader("Sources")
+st.dataframe(opsview.governance_table(gov), hide_index=True, width="stretch", column_config=opsview.GOVERNANCE_COLUMNS)
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Coverage: who each number can speak for")
+    st.plotly_chart(opsview.coverage_chart(h["coverage"]), width="stretch")
+with right:
+    st.subheader("How rows were linked to customers")
+    st.plotly_chart(opsview.stitch_chart(h["stitch"]), width="stretch")
+
+with st.expander("Missing values in key fields", expanded=False):
+    st.plotly_chart(opsview.null_chart(h["nulls"]), width="stretch")
+
+with st.expander(f"Shared identifiers kept from merging people ({len(h['hubs'])})", expanded=False):
+    st.caption(
+        "An email or phone that links many different customers (a helpdesk's own address, a placeholder "
+        "number) would merge strangers into one profile. These are excluded from linking."
+    )
+    st.dataframe(h["hubs"], hide_index=True, width="stretch")
+
+with st.expander(f"Quarantined values (latest {len(h['quarantine'])})", expanded=False):
+    st.dataframe(h["quarantine"], hide_index=True, width="stretch")
+
+with st.expander("Set an activation-latency target", expanded=False):
+    src = st.selectbox("Source", list(gov["name"]), key="health_target_source")
+    current = gov.loc[gov["name"] == src, "latency_target_hours"].iloc[0]
+    hours = st.number_input(
+        "Target: 95% of records usable within (hours)", min_value=0.0, value=float(current) if current == current and current is not None else 24.0,
+        step=1.0, key="health_target_hours",
+    )
+    if st.button("Save target", key="health_target_save"):
+        ops.save_latency_target(src, hours)
+        st.success(f"Target for {src} set to {hours:g} h.")
+        st.rerun()
