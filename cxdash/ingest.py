@@ -269,17 +269,17 @@ def ingest_file(
             raise ExtractError(f"{name}: the file has a header but no data rows.")
         if dry_run:
             return result
+        counts = result.failure_counts().head(3)
+        top = "; ".join(f"{r.column}: {r.rows:,} row(s) not {r.expected}" for r in counts.itertuples())
+        if result.rows_valid == 0:
+            raise IngestError(f"{name}: none of the {result.rows_read:,} rows is valid; nothing was stored ({top}).", result)
         if result.rows_rejected and not reject_invalid:
-            counts = result.failure_counts().head(3)
-            top = "; ".join(f"{r.column}: {r.rows} row(s) not {r.expected}" for r in counts.itertuples())
             raise IngestError(
                 f"{name}: {result.rows_rejected:,} of {result.rows_read:,} rows are invalid, nothing was loaded "
                 f"({top}). Fix the file, or accept the valid rows and quarantine the rest "
                 "(--reject-invalid / 'Load valid rows').",
                 result,
             )
-        if result.rows_valid == 0:
-            raise IngestError(f"{name}: no valid rows to load; nothing was stored.", result)
 
         if mode == "replace":
             conn.execute(target.delete().where(target.c.source == source, target.c.load_id != load_id))

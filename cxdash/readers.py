@@ -22,6 +22,7 @@ __all__ = ["ExtractError", "FileFormat", "iter_chunks", "read_header", "sniff_fo
 
 _SAMPLE_BYTES = 256 * 1024
 _DELIMITERS = ",;\t|"
+_MAX_HEADER_CHARS = 1_000_000
 
 
 class ExtractError(ValueError):
@@ -95,10 +96,16 @@ def read_header(path: str | Path, fmt: FileFormat | None = None) -> list[str]:
     path = Path(path)
     fmt = fmt or sniff_format(path)
     with _text_stream(path, fmt) as fh:
-        try:
-            header = next(csv.reader(fh, delimiter=fmt.delimiter))
-        except StopIteration:
-            raise ExtractError(f"{path.name}: the file is empty.") from None
+        first = fh.readline(_MAX_HEADER_CHARS + 1)
+    if len(first) > _MAX_HEADER_CHARS:
+        raise ExtractError(
+            f"{path.name}: the first line is longer than {_MAX_HEADER_CHARS:,} characters; that is not a header row. "
+            "The first line must hold the column names."
+        )
+    try:
+        header = next(csv.reader([first], delimiter=fmt.delimiter))
+    except (StopIteration, csv.Error) as exc:
+        raise ExtractError(f"{path.name}: the header row cannot be read ({exc or 'empty'}).") from None
     # A blank name (often a spreadsheet's or pandas' index column) is named by its position.
     return [h if h.strip() else f"column_{i}" for i, h in enumerate(header, start=1)]
 
@@ -127,19 +134,6 @@ def iter_chunks(path: str | Path, fmt: FileFormat | None = None, chunk_rows: int
     fmt = fmt or sniff_format(path)
     header = read_header(path, fmt)
     _check_header(path, header)
-    reader = pacsv.open_csv(
-        pa.input_stream(str(path), compression="detect"),
-        read_options=pacsv.ReadOptions(
-            encoding=fmt.encoding, block_size=8 << 20, column_names=header, skip_rows=1
-        ),
-        parse_options=pacsv.ParseOptions(delimiter=fmt.delimiter, newlines_in_values=True),
-        convert_options=pacsv.ConvertOptions(
-            column_types={c: pa.string() for c in header},
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-            null_values=[""],
-        ),
-    )
     offset = 0
     pending: list[pa.RecordBatch] = []
     pending_rows = 0
@@ -153,6 +147,19 @@ def iter_chunks(path: str | Path, fmt: FileFormat | None = None, chunk_rows: int
         return frame
 
     try:
+        reader = pacsv.open_csv(
+            pa.input_stream(str(path), compression="detect"),
+            read_options=pacsv.ReadOptions(
+                encoding=fmt.encoding, block_size=8 << 20, column_names=header, skip_rows=1
+            ),
+            parse_options=pacsv.ParseOptions(delimiter=fmt.delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.string() for c in header},
+                strings_can_be_null=True,
+                quoted_strings_can_be_null=True,
+                null_values=[""],
+            ),
+        )
         for batch in reader:
             pending.append(batch)
             pending_rows += batch.num_rows
@@ -160,9 +167,21 @@ def iter_chunks(path: str | Path, fmt: FileFormat | None = None, chunk_rows: int
                 yield flush()
     except pa.ArrowInvalid as exc:
         detail = str(exc).replace("CSV parse error: ", "")
+        if "UTF8" in detail or "utf8" in detail.lower():
+            raise ExtractError(
+                f"{path.name}: mixed text encodings: after data row {offset + pending_rows:,} the text is not valid "
+                f"{fmt.encoding} (the start of the file was). Re-export the whole file as UTF-8."
+            ) from exc
+        if "straddling" in detail or "block" in detail:
+            raise ExtractError(
+                f"{path.name}: a line after data row {offset + pending_rows:,} is longer than 8 MB; this is not a "
+                "table export (or a quote is never closed). Check the file."
+            ) from exc
+        where = _first_ragged_line(path, fmt, len(header))
+        at = f"line {where[0]:,} has {where[1]} cells but the header has {len(header)}" if where else detail[:300]
         raise ExtractError(
-            f"{path.name}: after data row {offset + pending_rows:,} the rows stop lining up with the header "
-            f"({detail[:300]}). Check the delimiter (detected {fmt.describe()}) and that quoted text is closed."
+            f"{path.name}: the rows do not line up with the header: {at}. Check the delimiter "
+            f"(detected {fmt.describe()}) and that quoted text is closed."
         ) from exc
     except UnicodeDecodeError as exc:
         raise ExtractError(
@@ -170,3 +189,20 @@ def iter_chunks(path: str | Path, fmt: FileFormat | None = None, chunk_rows: int
         ) from exc
     if pending:
         yield flush()
+
+
+def _first_ragged_line(path: Path, fmt: FileFormat, n_cols: int, max_lines: int = 20_000_000) -> tuple[int, int] | None:
+    """(file line number, cells) of the first row whose cell count differs from the header's."""
+    csv.field_size_limit(1 << 24)
+    try:
+        with _text_stream(path, fmt) as fh:
+            reader = csv.reader(fh, delimiter=fmt.delimiter)
+            next(reader, None)
+            for row in reader:
+                if reader.line_num > max_lines:
+                    return None
+                if row and len(row) != n_cols:
+                    return reader.line_num, len(row)
+    except (csv.Error, UnicodeDecodeError):
+        return None
+    return None
