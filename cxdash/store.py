@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -190,15 +191,13 @@ class Store:
     @contextlib.contextmanager
     def begin(self) -> Iterator[Connection]:
         """A connection in a transaction: commits on success, rolls back on any error."""
-        with self._retrying(self.engine.connect) as conn:
-            with conn.begin():
-                yield conn
+        with self._retrying(self.engine.connect) as conn, conn.begin():
+            yield conn
 
     @contextlib.contextmanager
     def app_begin(self) -> Iterator[Connection]:
-        with self._retrying(self.app_engine.connect) as conn:
-            with conn.begin():
-                yield conn
+        with self._retrying(self.app_engine.connect) as conn, conn.begin():
+            yield conn
 
     @contextlib.contextmanager
     def _retrying(self, connect) -> Iterator[Connection]:
@@ -218,8 +217,10 @@ class Store:
                             "it to finish and try again."
                         ) from exc
                     raise
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                # Short, jittered waits: a lock is usually held for one query or one load, and a
+                # long sleep would let a stream of readers starve a waiting writer.
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.5, 0.2)
         try:
             yield conn
         finally:
@@ -291,3 +292,57 @@ def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
         conn.execute(table.insert(), records)
     return len(frame)
+
+
+# ----------------------------------------------------------------------------- churn model (issue 6)
+# App state: the model registry (the fitted pipeline pickled into a blob), the latest scores a
+# CRM can read, and the activation log (who contacted or actioned which at-risk customer, when).
+models_table = sa.Table(
+    "models",
+    APP_STATE,
+    sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("kind", sa.String, nullable=False),  # "events" (time-based) or "labelled" (own label)
+    sa.Column("estimator", sa.String, nullable=False),
+    sa.Column("label_column", sa.String),
+    sa.Column("source", sa.String),
+    sa.Column("cutoff", sa.DateTime),
+    sa.Column("horizon_days", sa.Double),
+    sa.Column("data_version", sa.BigInteger, nullable=False),
+    sa.Column("metrics_json", sa.Text, nullable=False),
+    sa.Column("features_json", sa.Text, nullable=False),
+    sa.Column("pipeline", sa.LargeBinary, nullable=False),
+)
+
+scores_table = sa.Table(
+    "scores",
+    APP_STATE,
+    sa.Column("model_version", sa.BigInteger, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("cx_id", sa.String, nullable=False),
+    sa.Column("customer_id", sa.String),
+    sa.Column("risk", sa.Double, nullable=False),
+    sa.Column("value", sa.Double),
+    sa.Column("priority", sa.Double),
+    sa.Column("top_reason", sa.String),
+    sa.Column("department", sa.String),
+    sa.Column("action", sa.String),
+    sa.Column("reasons_json", sa.Text),
+    sa.Column("scored_at", sa.DateTime, nullable=False),
+)
+
+activation_table = sa.Table(
+    "activation",
+    APP_STATE,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("cx_id", sa.String, nullable=False),
+    sa.Column("customer_id", sa.String),
+    sa.Column("model_version", sa.BigInteger),
+    sa.Column("risk", sa.Double),
+    sa.Column("reasons", sa.Text),
+    sa.Column("department", sa.String),
+    sa.Column("action", sa.String),
+    sa.Column("status", sa.String, nullable=False),  # contacted | actioned
+    sa.Column("actor", sa.String),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)

@@ -9,12 +9,21 @@ import streamlit as st
 from cxdash.config import database_url
 from cxdash.kpis import Headline, headline
 from cxdash.overview import activity_by_month, data_version, source_summary
-from cxdash.store import Store, open_store
+from cxdash.store import Store, StoreLockedError, open_store
+
+
+# A page waits this long for a running load to release the embedded database before it falls
+# back to what it last showed (a scheduled ingest holds the DuckDB file while it writes).
+UI_LOCK_TIMEOUT_S = 3.0
+BUSY_KEY = "data_store_busy"
+_last_version: dict[str, int] = {}
 
 
 @st.cache_resource(show_spinner=False)
 def _store(url: str) -> Store:
-    return open_store(url)
+    store = open_store(url)
+    store.lock_timeout_s = UI_LOCK_TIMEOUT_S
+    return store
 
 
 def store() -> Store:
@@ -22,8 +31,24 @@ def store() -> Store:
 
 
 def version() -> int:
-    with store().connect() as conn:
-        return data_version(conn)
+    """The data version; while a load holds the store, the last version seen (pages then serve
+    their cached results: the previous data, until the load commits)."""
+    url = database_url()
+    try:
+        with store().connect() as conn:
+            v = data_version(conn)
+    except StoreLockedError:
+        if url not in _last_version:
+            raise
+        st.session_state[BUSY_KEY] = True
+        return _last_version[url]
+    st.session_state[BUSY_KEY] = False
+    _last_version[url] = v
+    return v
+
+
+def busy() -> bool:
+    return bool(st.session_state.get(BUSY_KEY))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)

@@ -36,6 +36,17 @@ def navigation_pages() -> dict[str, list]:
 
 
 def sidebar() -> None:
+    try:
+        data.version()
+    except Exception as exc:  # noqa: BLE001 - shown to the user, who can retry
+        st.error(f"The data store cannot be opened right now: {exc}")
+        st.stop()
+    if data.busy():
+        st.info(
+            "A data load is running. You are seeing the data as of the previous load; "
+            "the page shows the new data once the load finishes.",
+            icon=":material/sync:",
+        )
     with st.sidebar:
         st.caption("One view of the customer across marketing, web, sales, support and billing.")
         try:
