@@ -2,8 +2,7 @@
 
 import streamlit as st
 
-from cxdash.ui.frame import navigation_pages, sidebar
+from cxdash.ui.frame import run_app
 
 st.set_page_config(page_title="cxdash", page_icon=":material/hub:", layout="wide")
-sidebar()
-st.navigation(navigation_pages()).run()
+run_app()

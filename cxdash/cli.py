@@ -116,6 +116,86 @@ def cmd_journeys(args) -> int:
     return 0
 
 
+def cmd_kpis(args) -> int:
+    from datetime import date, timedelta
+
+    from cxdash.kpis import Period, as_of, default_period, kpi_report
+
+    store = _store(args)
+    with store.connect() as conn:
+        now = as_of(conn)
+        period = default_period(now)
+        if args.date_from or args.date_to:
+            if period is None and not (args.date_from and args.date_to):
+                raise ValueError("the store holds no dated rows: give both --from and --to")
+            last = date.fromisoformat(args.date_to) if args.date_to else (period.end - timedelta(days=1)).date()
+            first = date.fromisoformat(args.date_from) if args.date_from else last - timedelta(days=89)
+            period = Period.from_dates(first, last)
+        report = kpi_report(conn, period, repeat_days=args.repeat_days, horizon_months=args.horizon)
+    out = report.to_dict()
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        for key in ("as_of", "period_start", "period_end", "churn_basis", *[k for k in report.current]):
+            print(f"{key:32} {out.get(key)}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from datetime import datetime
+
+    from cxdash.model import train
+
+    store = _store(args)
+    cutoff = datetime.fromisoformat(args.cutoff) if args.cutoff else None
+
+    def progress(share: float, text: str) -> None:
+        log.info("%3.0f%% %s", 100 * share, text)
+
+    model = train(store, label_column=args.label_column, source=args.source, cutoff=cutoff,
+                  horizon_days=args.horizon_days, progress=progress)
+    m = model.metrics
+    out = {k: m.get(k) for k in ("roc_auc", "pr_auc", "top_decile_lift", "top_decile_capture", "brier", "base_rate",
+                                  "n_train", "n_valid", "validation", "chosen", "candidates")}
+    out.update(model_version=model.version, kind=model.kind, label_column=model.label_column,
+               cutoff=model.cutoff, horizon_days=model.horizon_days,
+               top_drivers=[d["label"] for d in m.get("importance", [])[:8]])
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print(f"model version {model.version} ({model.name}, {m['validation']}): ROC AUC {m['roc_auc']:.3f}, "
+              f"PR AUC {m['pr_auc']:.3f}, top-decile lift {m['top_decile_lift']:.2f}; "
+              f"{m['n_train']:,} training rows, {m['n_valid']:,} validation rows")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from cxdash.activation import at_risk, store_scores
+    from cxdash.model import latest_model
+
+    store = _store(args)
+    model = latest_model(store)
+    if args.rescore:
+        store_scores(store, model)
+    frame = at_risk(store, only_top_decile=False, limit=args.top)
+    if frame.empty:  # trained before scores were kept, or scores cleared: score now
+        store_scores(store, model)
+        frame = at_risk(store, only_top_decile=False, limit=args.top)
+    records = [
+        {"customer_id": r.customer_id, "risk": float(r.risk), "value": float(r.value), "priority": float(r.priority),
+         "department": r.department, "action": r.action,
+         "reasons": [{k: x[k] for k in ("label", "department", "action", "detail")} for x in r.reasons]}
+        for r in frame.itertuples()
+    ]
+    if args.json:
+        print(json.dumps({"model_version": model.version, "customers": records}, indent=2, default=str))
+    else:
+        for r in records:
+            reasons = "; ".join(x["label"] for x in r["reasons"])
+            print(f"{r['customer_id']:20} risk {r['risk']:.3f}  {reasons}")
+    return 0
+
+
 def cmd_migrate(args) -> int:
     store = _store(args)
     print(f"schema up to date at {store.url}")
@@ -153,6 +233,28 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--json", action="store_true", help="print JSON: source, target, count, customers, median_seconds")
     j.add_argument("--min-share", type=float, default=0.0, help="pool edges below this share of transitions")
     j.set_defaults(func=cmd_journeys)
+
+    k = sub.add_parser("kpis", help="the shared KPIs for a period (default: the 90 days to the latest data)")
+    k.add_argument("--json", action="store_true", help="print JSON")
+    k.add_argument("--from", dest="date_from", help="first day, YYYY-MM-DD")
+    k.add_argument("--to", dest="date_to", help="last day (included), YYYY-MM-DD")
+    k.add_argument("--repeat-days", type=int, default=7, help="a repeat contact comes within N days (default 7)")
+    k.add_argument("--horizon", type=int, default=12, help="predicted CLV horizon in months (default 12)")
+    k.set_defaults(func=cmd_kpis)
+
+    t = sub.add_parser("train", help="train the churn model, save it as a new version and score customers")
+    t.add_argument("--label-column", help="use this column of the customer table as the label (e.g. Churn)")
+    t.add_argument("--source", help="the customer source to train on (default: every customer source)")
+    t.add_argument("--cutoff", help="validation cutoff YYYY-MM-DD (default: the data's end minus the horizon)")
+    t.add_argument("--horizon-days", type=float, default=30, help="churn within N days after a cutoff (default 30)")
+    t.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    t.set_defaults(func=cmd_train)
+
+    sc = sub.add_parser("score", help="the customers most at risk, from the newest model")
+    sc.add_argument("--top", type=int, default=20, help="how many customers (default 20)")
+    sc.add_argument("--rescore", action="store_true", help="score today's data again without retraining")
+    sc.add_argument("--json", action="store_true", help="print JSON")
+    sc.set_defaults(func=cmd_score)
 
     m = sub.add_parser("migrate", help="create or upgrade the schema")
     m.set_defaults(func=cmd_migrate)

@@ -247,9 +247,10 @@ def ingest_file(
             result.rows_valid += len(good)
             if not dry_run and len(good) and (reject_invalid or result.rows_rejected == 0):
                 typed = coerce(kind_def, good, formats)
-                if mapping.kind == "transactions" and "amount" not in typed.columns:
-                    if "quantity" in typed.columns and "unit_price" in typed.columns:
-                        typed["amount"] = typed["quantity"] * typed["unit_price"]
+                if mapping.kind == "transactions" and "amount" not in typed.columns and {"quantity", "unit_price"} <= set(
+                    typed.columns
+                ):
+                    typed["amount"] = typed["quantity"] * typed["unit_price"]
                 attrs = _attrs_json(chunk.loc[good.index], unmapped)
                 typed["row_key"] = _row_keys(mapping.kind, typed, attrs)
                 typed["id_key"] = _id_keys(typed)

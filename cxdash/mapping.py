@@ -166,9 +166,13 @@ def suggest_mapping(kind: str | SourceKind, header: list[str], sample: pd.DataFr
                 if col in taken:
                     continue
                 if re.search(pat, n):
-                    if f.dtype == "datetime" and sample is not None and col in sample.columns:
-                        if not _looks_like_dates(sample[col]):
-                            continue
+                    if (
+                        f.dtype == "datetime"
+                        and sample is not None
+                        and col in sample.columns
+                        and not _looks_like_dates(sample[col])
+                    ):
+                        continue
                     found = col
                     break
             if found:

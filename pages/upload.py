@@ -3,6 +3,9 @@
 import streamlit as st
 
 from cxdash.ui import ops
+from cxdash.ui.frame import page_guard
+
+page_guard(__file__)
 
 st.title("Upload extracts")
 st.caption(

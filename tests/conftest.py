@@ -74,3 +74,23 @@ def demo_store(tmp_path_factory):
     summary = build_demo(s, n_customers=3000, seed=11, out_dir=root / "extracts")
     s.dispose()
     return {"url": url, "dir": root / "extracts", "summary": summary}
+
+
+@pytest.fixture(scope="session")
+def trained_demo(demo_store, tmp_path_factory):
+    """A copy of the demo store with a churn model trained, saved and its scores stored (issue 6).
+
+    A copy, so tests that count what the demo store holds are not affected by the model tables.
+    """
+    import shutil
+
+    from cxdash.model import train
+
+    root = tmp_path_factory.mktemp("trained_demo")
+    path = root / "demo.duckdb"
+    shutil.copy(demo_store["url"].removeprefix("duckdb:///"), path)
+    url = f"duckdb:///{path}"
+    s = open_store(url)
+    model = train(s)
+    s.dispose()
+    return {"url": url, "model": model, "dir": demo_store["dir"]}

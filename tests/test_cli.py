@@ -29,7 +29,7 @@ def test_demo_then_sources_json_lists_every_department(tmp_path):
     sources = json.loads(listed.stdout)
     assert {s["name"] for s in sources} == {"crm", "web", "marketing", "helpdesk", "billing", "subscriptions", "sales"}
     for s in sources:
-        assert REQUIRED_SOURCE_KEYS <= s.keys()
+        assert s.keys() >= REQUIRED_SOURCE_KEYS
         assert s["rows"] > 0 and s["customers"] > 0 and s["loaded_at"]
     assert next(s for s in sources if s["name"] == "crm")["customers"] == 400
     again = run("demo", "--if-empty", "--customers", "400", "--out", str(tmp_path / "x"), db=db)

@@ -11,7 +11,6 @@ from cxdash.kpis import Headline, headline
 from cxdash.overview import activity_by_month, data_version, source_summary
 from cxdash.store import Store, StoreLockedError, open_store
 
-
 # A page waits this long for a running load to release the embedded database before it falls
 # back to what it last showed (a scheduled ingest holds the DuckDB file while it writes).
 UI_LOCK_TIMEOUT_S = 3.0

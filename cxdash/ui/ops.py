@@ -216,7 +216,7 @@ __all__ = [
 
 def default_source_name(file_name: str) -> str:
     stem = _safe_name(file_name).split(".")[0].lower()
-    return re.sub(r"[^a-z0-9_]+", "_", stem).strip("_") or "source"
+    return re.sub(r"[^a-z0-9]+", "_", stem).strip("_") or "source"
 
 
 def make_mapping(kind: str, columns: dict[str, str]) -> Mapping:

@@ -50,11 +50,15 @@ def weighted_stitch(gov: pd.DataFrame) -> float | None:
 
 def problems(gov: pd.DataFrame) -> list[str]:
     out = []
+    stale = gov[gov["freshness_hours"].astype(float) > FRESHNESS_WARN_HOURS]
+    if len(stale):
+        ages = stale["freshness_hours"].astype(float)
+        span = hours(ages.min()) if len(stale) == 1 else f"{hours(ages.min())} to {hours(ages.max())}"
+        names = ", ".join(f"**{n}**" for n in stale["name"])
+        out.append(f"{names} {'has' if len(stale) == 1 else 'have'} no record newer than {span}")
     for r in gov.itertuples():
         if not _missing(r.quality) and r.quality < 0.99:
             out.append(f"**{r.name}** rejected {1 - r.quality:.1%} of its last load")
-        if not _missing(r.freshness_hours) and r.freshness_hours > FRESHNESS_WARN_HOURS:
-            out.append(f"**{r.name}**'s newest record is {hours(r.freshness_hours)} old")
         if r.latency_ok is False:
             out.append(
                 f"**{r.name}** activation p95 {hours(r.latency_p95_hours)} is over its target {hours(r.latency_target_hours)}"

@@ -1,0 +1,1068 @@
+"""Journeys: the directly-follows graph, paths, variants, funnels and handoffs, computed in the database.
+
+Every function takes an *event log*: any SQLAlchemy selectable (a table, a subquery, the
+unified ``timeline()``) with one row per step, and the names of its columns, the way pm4py's
+simple interface does::
+
+    discover_dfg(conn, events, case_key="cx_id", activity_key="activity", timestamp_key="ts")
+
+The defaults are the timeline's column names, so ``discover_dfg(conn, journey_log())`` is the
+store's cross-department journey map. All aggregation runs in the database with portable
+SQLAlchemy Core (window functions ``LEAD``/``LAG``/``ROW_NUMBER``, ``percentile_cont ...
+WITHIN GROUP``, ``EXTRACT(EPOCH FROM ...)``), so the same code gives the same numbers on
+DuckDB and PostgreSQL; only the small aggregated result comes back as a frame.
+
+Steps of one case that share a timestamp are ordered by ``order_key`` when given, else by
+activity name, so results are deterministic.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cxdash.timeline import timeline
+
+__all__ = [
+    "OTHER",
+    "LogSpec",
+    "discover_dfg",
+    "discover_handoffs",
+    "discover_variants",
+    "dfg_query",
+    "edge_customers",
+    "event_log_table",
+    "end_activities",
+    "friction_moments",
+    "funnel",
+    "customer_outcomes",
+    "customer_segments",
+    "hotspots",
+    "hotspot_customers",
+    "customer_journey",
+    "cohort_csv",
+    "mask_email",
+    "mask_phone",
+    "neutralise_cell",
+    "risk_ratio",
+    "journey_log",
+    "activity_nodes",
+    "paths_from",
+    "paths_to",
+    "prepare_log",
+    "start_activities",
+    "transitions",
+]
+
+OTHER = "(other)"
+START = "(start)"
+END = "(end)"
+
+
+def journey_log(*, known_only: bool = False) -> sa.Subquery:
+    """The store's journeys: the unified timeline restricted to identified customers.
+
+    Out columns: ``cx_id, ts, activity, department, channel, kind, value`` (see ``timeline``).
+    """
+    tl = timeline()
+    q = sa.select(
+        tl.c.cx_id, tl.c.ts, tl.c.activity, sa.func.coalesce(tl.c.department, "unknown").label("department"),
+        tl.c.channel, tl.c.kind, tl.c.value,
+    ).where(tl.c.cx_id.is_not(None), tl.c.activity.is_not(None))
+    if known_only:
+        q = q.where(tl.c.known.is_(True))
+    return q.subquery("journey_log")
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    """Which columns of an event log hold the case, activity, time (and optionally department),
+    and the noise controls applied before any discovery.
+
+    ``rename`` maps activity names to new names (several to one groups them);
+    ``by_department`` replaces each activity by its department; ``top_n`` keeps the N most
+    frequent activities and puts the rest in ``(other)``; ``collapse_repeats`` drops a step
+    that repeats the case's previous step (``a a b`` -> ``a b``).
+    """
+
+    case_key: str = "cx_id"
+    activity_key: str = "activity"
+    timestamp_key: str = "ts"
+    department_key: str | None = None
+    order_key: str | None = None
+    rename: Mapping[str, str] = field(default_factory=dict)
+    by_department: bool = False
+    top_n: int | None = None
+    collapse_repeats: bool = False
+
+
+def _spec(spec: LogSpec | None, **keys) -> LogSpec:
+    base = spec or LogSpec()
+    given = {k: v for k, v in keys.items() if v is not None}
+    return LogSpec(**{**base.__dict__, **given}) if given else base
+
+
+def _epoch(col) -> sa.ColumnElement:
+    return sa.cast(sa.extract("epoch", col), sa.Double)
+
+
+def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> sa.CTE:
+    """The event log in standard columns with the noise controls applied.
+
+    In: ``events`` with the columns named in ``spec`` (or keyword overrides such as
+    ``case_key="case:concept:name"``). Out (a subquery): ``case_id, activity, ts, department,
+    tiebreak``, one row per step; rows without case, activity or time are dropped.
+    """
+    s = _spec(spec, **keys)
+    c = events.c
+    activity = sa.cast(c[s.activity_key], sa.String)
+    department = sa.cast(c[s.department_key], sa.String) if s.department_key else sa.literal("unknown", sa.String)
+    department = sa.func.coalesce(department, "unknown")
+    if s.rename:
+        activity = sa.case(
+            *[(activity == old, sa.literal(new, sa.String)) for old, new in s.rename.items()], else_=activity
+        )
+    if s.by_department:
+        activity = department
+    tiebreak = sa.cast(c[s.order_key], sa.String) if s.order_key else sa.literal("", sa.String)
+    base = (
+        sa.select(
+            sa.cast(c[s.case_key], sa.String).label("case_id"),
+            activity.label("activity"),
+            c[s.timestamp_key].label("ts"),
+            department.label("department"),
+            tiebreak.label("tiebreak"),
+        )
+        .where(c[s.case_key].is_not(None), c[s.activity_key].is_not(None), c[s.timestamp_key].is_not(None))
+        .cte("log_base")
+    )
+    log = base
+    if s.top_n:
+        counts = sa.select(log.c.activity, sa.func.count().label("n")).group_by(log.c.activity).subquery()
+        ranked = sa.select(
+            counts.c.activity,
+            sa.func.row_number().over(order_by=(counts.c.n.desc(), counts.c.activity)).label("rk"),
+        ).subquery()
+        keep = sa.select(ranked.c.activity).where(ranked.c.rk <= s.top_n)
+        log = sa.select(
+            log.c.case_id,
+            sa.case((log.c.activity.in_(keep), log.c.activity), else_=sa.literal(OTHER, sa.String)).label("activity"),
+            log.c.ts, log.c.department, log.c.tiebreak,
+        ).cte("log_top")
+    if s.collapse_repeats:
+        prev = sa.func.lag(log.c.activity).over(
+            partition_by=log.c.case_id, order_by=(log.c.ts, log.c.tiebreak, log.c.activity)
+        )
+        with_prev = sa.select(log, prev.label("prev_activity")).subquery("log_prev")
+        log = (
+            sa.select(with_prev.c.case_id, with_prev.c.activity, with_prev.c.ts, with_prev.c.department,
+                      with_prev.c.tiebreak)
+            .where(sa.or_(with_prev.c.prev_activity.is_(None), with_prev.c.prev_activity != with_prev.c.activity))
+            .cte("log_collapsed")
+        )
+    return log
+
+
+def transitions(log: sa.FromClause) -> sa.CTE:
+    """Every directly-follows pair of a prepared log (``prepare_log``).
+
+    Out: ``case_id, step`` (1-based position of the source step), ``source, target, source_ts,
+    target_ts, source_department, target_department, seconds`` (target minus source time).
+    """
+    order = (log.c.ts, log.c.tiebreak, log.c.activity)
+    w = dict(partition_by=log.c.case_id, order_by=order)
+    steps = sa.select(
+        log.c.case_id,
+        sa.func.row_number().over(**w).label("step"),
+        log.c.activity.label("source"),
+        sa.func.lead(log.c.activity).over(**w).label("target"),
+        log.c.ts.label("source_ts"),
+        sa.func.lead(log.c.ts).over(**w).label("target_ts"),
+        log.c.department.label("source_department"),
+        sa.func.lead(log.c.department).over(**w).label("target_department"),
+    ).subquery("steps")
+    return (
+        sa.select(steps, (_epoch(steps.c.target_ts) - _epoch(steps.c.source_ts)).label("seconds"))
+        .where(steps.c.target.is_not(None))
+        .cte("transitions")
+    )
+
+
+def _median(col):
+    return sa.func.percentile_cont(0.5).within_group(col)
+
+
+def _p90(col):
+    return sa.func.percentile_cont(0.9).within_group(col)
+
+
+def dfg_query(events: sa.FromClause, spec: LogSpec | None = None, *, min_share: float = 0.0, **keys) -> sa.Select:
+    """The directly-follows graph as a query (see ``discover_dfg``)."""
+    log = prepare_log(events, spec, **keys)
+    t = transitions(log)
+    edge_n = (
+        sa.select(t.c.source, t.c.target, sa.func.count().label("n"))
+        .group_by(t.c.source, t.c.target)
+        .subquery("edge_n")
+    )
+    total = sa.select(sa.func.count()).select_from(t).scalar_subquery()
+    keep = (sa.cast(edge_n.c.n, sa.Double) / sa.func.nullif(total, 0)) >= min_share
+    source = sa.case((keep, t.c.source), else_=sa.literal(OTHER, sa.String)) if min_share > 0 else t.c.source
+    target = sa.case((keep, t.c.target), else_=sa.literal(OTHER, sa.String)) if min_share > 0 else t.c.target
+    # Only pooling needs each edge's total beside its transitions.
+    joined = t.join(edge_n, sa.and_(edge_n.c.source == t.c.source, edge_n.c.target == t.c.target)) if min_share > 0 else t
+    customers_all = sa.select(sa.func.count(sa.distinct(log.c.case_id))).scalar_subquery()
+    count = sa.func.count()
+    return (
+        sa.select(
+            source.label("source"),
+            target.label("target"),
+            count.label("count"),
+            sa.func.count(sa.distinct(t.c.case_id)).label("customers"),
+            (sa.cast(count, sa.Double) / sa.func.nullif(total, 0)).label("share"),
+            (sa.cast(sa.func.count(sa.distinct(t.c.case_id)), sa.Double) / sa.func.nullif(customers_all, 0)).label(
+                "customer_share"
+            ),
+            _median(t.c.seconds).label("median_seconds"),
+            _p90(t.c.seconds).label("p90_seconds"),
+            sa.func.avg(t.c.seconds).label("mean_seconds"),
+        )
+        .select_from(joined)
+        .group_by(source, target)
+        .order_by(count.desc(), source, target)
+    )
+
+
+DFG_COLUMNS = [
+    "source", "target", "count", "customers", "share", "customer_share", "median_seconds", "p90_seconds",
+    "mean_seconds",
+]
+
+
+def _frame(conn: Connection, query, columns: Sequence[str]) -> pd.DataFrame:
+    rows = conn.execute(query).all()
+    frame = pd.DataFrame([tuple(r) for r in rows], columns=list(columns))
+    for col in frame.columns:
+        if frame[col].dtype == object and len(frame) and all(isinstance(v, str) for v in frame[col].dropna()):
+            frame[col] = frame[col].astype("string")
+    return frame
+
+
+def _numeric(frame: pd.DataFrame, ints: Sequence[str] = (), floats: Sequence[str] = ()) -> pd.DataFrame:
+    for c in ints:
+        frame[c] = frame[c].astype("int64")
+    for c in floats:
+        frame[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
+    return frame
+
+
+def discover_dfg(
+    conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, *, min_share: float = 0.0, **keys
+) -> pd.DataFrame:
+    """The directly-follows graph of ``events``.
+
+    Out: one row per ``(source, target)`` pair of consecutive steps of the same case, with
+    ``count`` (transitions), ``customers`` (distinct cases), ``share`` (of all transitions),
+    ``customer_share`` (of all cases in the log), ``median_seconds``, ``p90_seconds`` and
+    ``mean_seconds`` between the two steps. Edges carrying less than ``min_share`` of all
+    transitions are pooled into ``(other)`` edges, so ``share`` still adds up to 1.
+    Sorted by count, most frequent first.
+    """
+    frame = _frame(conn, dfg_query(events, spec, min_share=min_share, **keys), DFG_COLUMNS)
+    return _numeric(frame, ints=("count", "customers"),
+                    floats=("share", "customer_share", "median_seconds", "p90_seconds", "mean_seconds"))
+
+
+def _ends(conn: Connection, events, spec, keys, *, first: bool) -> dict[str, int]:
+    log = prepare_log(events, spec, **keys)
+    order = (log.c.ts, log.c.tiebreak, log.c.activity)
+    if not first:
+        order = tuple(c.desc() for c in order)
+    ranked = sa.select(
+        log.c.activity, sa.func.row_number().over(partition_by=log.c.case_id, order_by=order).label("rk")
+    ).subquery()
+    q = (
+        sa.select(ranked.c.activity, sa.func.count())
+        .where(ranked.c.rk == 1)
+        .group_by(ranked.c.activity)
+        .order_by(sa.func.count().desc(), ranked.c.activity)
+    )
+    return {a: int(n) for a, n in conn.execute(q).all()}
+
+
+def start_activities(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> dict[str, int]:
+    """How many cases start with each activity (pm4py's ``get_start_activities``)."""
+    return _ends(conn, events, spec, keys, first=True)
+
+
+def end_activities(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> dict[str, int]:
+    """How many cases end with each activity (pm4py's ``get_end_activities``)."""
+    return _ends(conn, events, spec, keys, first=False)
+
+
+def activity_nodes(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
+    """One row per activity: ``activity, count, customers, department`` (its most frequent
+    department), ``starts, ends`` (cases starting / ending with it)."""
+    log = prepare_log(events, spec, **keys)
+    by_dept = (
+        sa.select(log.c.activity, log.c.department, sa.func.count().label("n"))
+        .group_by(log.c.activity, log.c.department)
+        .subquery()
+    )
+    dept = sa.select(
+        by_dept.c.activity, by_dept.c.department,
+        sa.func.row_number().over(partition_by=by_dept.c.activity,
+                                  order_by=(by_dept.c.n.desc(), by_dept.c.department)).label("rk"),
+    ).subquery()
+    stats = (
+        sa.select(log.c.activity, sa.func.count().label("n"), sa.func.count(sa.distinct(log.c.case_id)).label("cust"))
+        .group_by(log.c.activity)
+        .subquery()
+    )
+    q = (
+        sa.select(stats.c.activity, stats.c.n, stats.c.cust, dept.c.department)
+        .join(dept, sa.and_(dept.c.activity == stats.c.activity, dept.c.rk == 1))
+        .order_by(stats.c.n.desc(), stats.c.activity)
+    )
+    frame = _numeric(_frame(conn, q, ["activity", "count", "customers", "department"]), ints=("count", "customers"))
+    starts = start_activities(conn, events, spec, **keys)
+    ends = end_activities(conn, events, spec, **keys)
+    frame["starts"] = frame["activity"].map(lambda a: starts.get(a, 0)).astype("int64")
+    frame["ends"] = frame["activity"].map(lambda a: ends.get(a, 0)).astype("int64")
+    return frame
+
+
+def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
+    """Who hands the customer to whom: transitions whose two steps belong to different departments.
+
+    Out: ``source_department, target_department, count, customers, median_seconds,
+    p90_seconds`` (the wait between the last step of one department and the first of the next).
+    """
+    s = _spec(spec, **keys)
+    if not s.department_key:
+        s = LogSpec(**{**s.__dict__, "department_key": "department"})
+    t = transitions(prepare_log(events, s))
+    q = (
+        sa.select(
+            t.c.source_department, t.c.target_department, sa.func.count(), sa.func.count(sa.distinct(t.c.case_id)),
+            _median(t.c.seconds), _p90(t.c.seconds),
+        )
+        .where(t.c.source_department != t.c.target_department)
+        .group_by(t.c.source_department, t.c.target_department)
+        .order_by(sa.func.count().desc(), t.c.source_department, t.c.target_department)
+    )
+    cols = ["source_department", "target_department", "count", "customers", "median_seconds", "p90_seconds"]
+    return _numeric(_frame(conn, q, cols), ints=("count", "customers"), floats=("median_seconds", "p90_seconds"))
+
+
+def edge_customers(
+    conn: Connection, events: sa.FromClause, source: str, target: str, spec: LogSpec | None = None, **keys
+) -> pd.DataFrame:
+    """The cases that took the edge ``source -> target``: ``case_id, times, first_at, median_seconds``."""
+    t = transitions(prepare_log(events, spec, **keys))
+    q = (
+        sa.select(t.c.case_id, sa.func.count(), sa.func.min(t.c.source_ts), _median(t.c.seconds))
+        .where(t.c.source == source, t.c.target == target)
+        .group_by(t.c.case_id)
+        .order_by(sa.func.count().desc(), t.c.case_id)
+    )
+    return _numeric(_frame(conn, q, ["case_id", "times", "first_at", "median_seconds"]), ints=("times",),
+                    floats=("median_seconds",))
+
+
+def _positions(log: sa.FromClause) -> sa.Subquery:
+    order = (log.c.ts, log.c.tiebreak, log.c.activity)
+    return sa.select(
+        log.c.case_id, log.c.activity, log.c.ts,
+        sa.func.row_number().over(partition_by=log.c.case_id, order_by=order).label("pos"),
+    ).subquery("positions")
+
+
+def _paths(conn, events, anchor: str, steps: int, spec, keys, *, before: bool) -> pd.DataFrame:
+    log = prepare_log(events, spec, **keys)
+    p = _positions(log)
+    first = (
+        sa.select(p.c.case_id, sa.func.min(p.c.pos).label("anchor_pos"))
+        .where(p.c.activity == anchor)
+        .group_by(p.c.case_id)
+        .subquery("anchor")
+    )
+    offset = (p.c.pos - first.c.anchor_pos).label("offset")
+    window = offset.between(-steps, 0) if before else offset.between(0, steps)
+    near = (
+        sa.select(p.c.case_id, p.c.activity, p.c.pos, offset)
+        .join(first, first.c.case_id == p.c.case_id)
+        .where(window)
+        .subquery("near")
+    )
+    w = dict(partition_by=near.c.case_id, order_by=near.c.pos)
+    pairs = sa.select(
+        near.c.case_id, near.c.offset.label("source_offset"), near.c.activity.label("source"),
+        sa.func.lead(near.c.offset).over(**w).label("target_offset"),
+        sa.func.lead(near.c.activity).over(**w).label("target"),
+    ).subquery("pairs")
+    q = (
+        sa.select(pairs.c.source_offset, pairs.c.source, pairs.c.target_offset, pairs.c.target,
+                  sa.func.count(sa.distinct(pairs.c.case_id)))
+        .where(pairs.c.target.is_not(None))
+        .group_by(pairs.c.source_offset, pairs.c.source, pairs.c.target_offset, pairs.c.target)
+        .order_by(pairs.c.source_offset, sa.func.count(sa.distinct(pairs.c.case_id)).desc(), pairs.c.source,
+                  pairs.c.target)
+    )
+    cols = ["source_offset", "source", "target_offset", "target", "customers"]
+    return _numeric(_frame(conn, q, cols), ints=("source_offset", "target_offset", "customers"))
+
+
+def paths_to(
+    conn: Connection, events: sa.FromClause, end: str, *, steps: int = 5, spec: LogSpec | None = None, **keys
+) -> pd.DataFrame:
+    """Sankey links of the ``steps`` steps before each case's first ``end``.
+
+    Out: ``source_offset, source, target_offset, target, customers``; offsets count steps from
+    the anchor (``-2`` = two steps before it, ``0`` = the anchor itself).
+    """
+    return _paths(conn, events, end, steps, spec, keys, before=True)
+
+
+def paths_from(
+    conn: Connection, events: sa.FromClause, start: str, *, steps: int = 5, spec: LogSpec | None = None, **keys
+) -> pd.DataFrame:
+    """Sankey links of the ``steps`` steps after each case's first ``start`` (offsets 0..steps)."""
+    return _paths(conn, events, start, steps, spec, keys, before=False)
+
+
+VARIANT_SEPARATOR = " > "
+
+
+def discover_variants(
+    conn: Connection,
+    events: sa.FromClause,
+    spec: LogSpec | None = None,
+    *,
+    outcomes: sa.FromClause | None = None,
+    max_steps: int | None = None,
+    limit: int | None = 50,
+    rarest: bool = False,
+    contains: str | None = None,
+    **keys,
+) -> pd.DataFrame:
+    """Whole journeys (each case's sequence of activities) and how often each occurs.
+
+    ``max_steps`` keeps each case's first N steps (long customer histories are otherwise all
+    unique). ``outcomes`` is an optional selectable ``case_id, churned`` (boolean) that adds
+    each variant's churn rate. ``rarest`` sorts the least frequent first; ``contains`` keeps
+    variants containing that text.
+
+    Out: ``variant, steps, customers, share, churn_rate, median_seconds`` (first to last step).
+    """
+    log = prepare_log(events, spec, **keys)
+    p = _positions(log)
+    kept = sa.select(p).where(p.c.pos <= max_steps).subquery() if max_steps else p
+    per_case = (
+        sa.select(
+            kept.c.case_id,
+            # SQLAlchemy 2.1's portable ordered aggregate: string_agg(x, sep ORDER BY pos).
+            sa.func.aggregate_strings(kept.c.activity, VARIANT_SEPARATOR).aggregate_order_by(kept.c.pos).label(
+                "variant"
+            ),
+            sa.func.count().label("steps"),
+            (_epoch(sa.func.max(kept.c.ts)) - _epoch(sa.func.min(kept.c.ts))).label("seconds"),
+        )
+        .group_by(kept.c.case_id)
+        .subquery("per_case")
+    )
+    churned = sa.literal(None, sa.Boolean)
+    src = per_case
+    if outcomes is not None:
+        src = per_case.outerjoin(outcomes, outcomes.c.case_id == per_case.c.case_id)
+        churned = outcomes.c.churned
+    n_cases = sa.select(sa.func.count()).select_from(per_case).scalar_subquery()
+    customers = sa.func.count()
+    q = (
+        sa.select(
+            per_case.c.variant, sa.func.min(per_case.c.steps), customers,
+            sa.cast(customers, sa.Double) / sa.func.nullif(n_cases, 0),
+            sa.func.avg(sa.case((churned.is_(True), 1.0), (churned.is_(False), 0.0))),
+            _median(per_case.c.seconds),
+        )
+        .select_from(src)
+        .group_by(per_case.c.variant)
+    )
+    if contains:
+        q = q.where(per_case.c.variant.contains(contains, autoescape=True))
+    q = q.order_by(customers.asc() if rarest else customers.desc(), per_case.c.variant)
+    if limit:
+        q = q.limit(limit)
+    cols = ["variant", "steps", "customers", "share", "churn_rate", "median_seconds"]
+    return _numeric(_frame(conn, q, cols), ints=("steps", "customers"),
+                    floats=("share", "churn_rate", "median_seconds"))
+
+
+def funnel(
+    conn: Connection,
+    events: sa.FromClause,
+    steps: Sequence[str],
+    *,
+    window_days: float = 30.0,
+    segments: sa.FromClause | None = None,
+    spec: LogSpec | None = None,
+    **keys,
+) -> pd.DataFrame:
+    """An ordered funnel: each case enters at its first ``steps[0]`` and converts through step
+    k when it does ``steps[k]`` after step k-1 and within ``window_days`` of entering.
+
+    ``segments`` (optional selectable ``case_id, segment``) breaks the funnel down by segment.
+    Out: one row per (segment, step): ``segment`` ("all" without segments), ``step`` (1-based),
+    ``activity, customers, conversion`` (of those entering), ``step_conversion`` (of the
+    previous step), ``dropped`` (lost since the previous step), ``median_seconds_to_convert``
+    (from entering to this step).
+    """
+    if not steps:
+        raise ValueError("funnel() needs at least one step, e.g. steps=['checkout', 'purchase']")
+    log = prepare_log(events, spec, **keys)
+    window_s = window_days * 86400.0
+    entry = (
+        sa.select(log.c.case_id, sa.func.min(log.c.ts).label("t1"))
+        .where(log.c.activity == steps[0])
+        .group_by(log.c.case_id)
+        .subquery("f1")
+    )
+    reached = [entry]
+    prev = entry
+    for k, name in enumerate(steps[1:], start=2):
+        prev_ts = prev.c[f"t{k - 1}"]
+        nxt = (
+            sa.select(prev.c.case_id, prev.c.t1, sa.func.min(log.c.ts).label(f"t{k}"))
+            .select_from(prev.join(log, log.c.case_id == prev.c.case_id))
+            .where(
+                log.c.activity == name,
+                log.c.ts > prev_ts,
+                _epoch(log.c.ts) - _epoch(prev.c.t1) <= window_s,
+            )
+            .group_by(prev.c.case_id, prev.c.t1)
+            .subquery(f"f{k}")
+        )
+        reached.append(nxt)
+        prev = nxt
+    parts = []
+    for k, sq in enumerate(reached, start=1):
+        seg = sa.literal_column("'all'", sa.String)
+        base = sq
+        if segments is not None:
+            base = sq.outerjoin(segments, segments.c.case_id == sq.c.case_id)
+            seg = sa.func.coalesce(sa.cast(segments.c.segment, sa.String), "unknown")
+        secs = _epoch(sq.c[f"t{k}"]) - _epoch(sq.c.t1)
+        parts.append(
+            sa.select(seg.label("segment"), sa.literal_column(str(k)).label("step"),
+                      sa.func.count().label("customers"), _median(secs).label("median_seconds"))
+            .select_from(base)
+            .group_by(seg)
+        )
+    u = sa.union_all(*parts).subquery("funnel")
+    rows = _frame(conn, sa.select(u).order_by(u.c.segment, u.c.step),
+                  ["segment", "step", "customers", "median_seconds"])
+    rows = _numeric(rows, ints=("step", "customers"), floats=("median_seconds",))
+    segs = sorted(rows["segment"].unique()) if len(rows) else ["all"]
+    grid = pd.MultiIndex.from_product([segs, range(1, len(steps) + 1)], names=["segment", "step"])
+    out = rows.set_index(["segment", "step"]).reindex(grid).reset_index()
+    out["customers"] = out["customers"].fillna(0).astype("int64")
+    out["activity"] = pd.array([steps[s - 1] for s in out["step"]], dtype="string")
+    out["segment"] = out["segment"].astype("string")
+    first = out.groupby("segment")["customers"].transform("first")
+    previous = out.groupby("segment")["customers"].shift(1).fillna(out["customers"])
+    out["conversion"] = (out["customers"] / first.where(first > 0)).astype("float64")
+    out["step_conversion"] = (out["customers"] / previous.where(previous > 0)).astype("float64")
+    out["dropped"] = (previous - out["customers"]).astype("int64")
+    out = out.rename(columns={"median_seconds": "median_seconds_to_convert"})
+    return out[["segment", "step", "activity", "customers", "conversion", "step_conversion", "dropped",
+                "median_seconds_to_convert"]]
+
+
+def event_log_table(conn: Connection, frame: pd.DataFrame, name: str = "event_log") -> sa.Table:
+    """Write ``frame`` (any event log, e.g. pm4py's running example) to a new table ``name``
+    and return it, ready for the discovery functions. Datetime columns become naive-UTC
+    timestamps, numbers doubles, everything else text. Replaces an existing table of that name.
+    """
+    cols, data = [], {}
+    for col in frame.columns:
+        s = frame[col]
+        if isinstance(s.dtype, pd.DatetimeTZDtype):
+            s = s.dt.tz_convert("UTC").dt.tz_localize(None)
+        if pd.api.types.is_datetime64_any_dtype(s):
+            cols.append(sa.Column(col, sa.DateTime))
+        elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+            cols.append(sa.Column(col, sa.Double))
+            s = s.astype("float64")
+        else:
+            cols.append(sa.Column(col, sa.String))
+            s = s.astype("string")
+        data[col] = s
+    table = sa.Table(name, sa.MetaData(), *cols)
+    table.drop(conn, checkfirst=True)
+    table.create(conn)
+    from cxdash.store import bulk_insert
+
+    bulk_insert(conn, table, pd.DataFrame(data))
+    return table
+
+
+# ----------------------------------------------------------------------------- friction hotspots
+#
+# A friction *moment* is one row (customer, time, hotspot, leaked_department,
+# absorbed_department). The department that *leaked* the customer is the one whose step went
+# wrong (the error, the first contact that did not solve it, the ticket that was transferred or
+# waited); the one that *absorbed* it is the department of the customer's next contact within
+# ``repeat_days`` (for a repeat contact: the department that took the repeat), "(none)" when
+# the customer did not get back in touch.
+
+ERROR_STEPS = ("checkout_error", "payment failed")
+CONTACT_PREFIX = "contact: "
+NONE = "(none)"
+HOTSPOT_DESCRIPTIONS = {
+    "repeat contact": "a second ticket on the same topic within N days of an earlier one, on any channel",
+    "help page then contact": "a ticket within N days of a help-page visit: self-service did not solve it",
+    "transferred ticket": "a ticket passed on at least once (transfers > 0)",
+    "checkout error": "the checkout failed (web step checkout_error)",
+    "payment failed": "a payment was declined or failed (billing)",
+    "rework": "the same non-browsing step again within N days (a -> a), e.g. paying twice",
+    "long wait": "a ticket open longer than the 90th percentile for its topic",
+    "dead end": "an error after which the customer did nothing for N days",
+}
+
+
+def _seconds_between(later, earlier):
+    return _epoch(later) - _epoch(earlier)
+
+
+def _contacts(jl: sa.FromClause) -> sa.Subquery:
+    return (
+        sa.select(jl.c.cx_id, jl.c.ts, jl.c.department, jl.c.activity, jl.c.channel)
+        .where(jl.c.activity.like(CONTACT_PREFIX + "%"))
+        .subquery("contacts")
+    )
+
+
+def _with_absorber(raw: sa.Subquery, contacts: sa.Subquery, days: float) -> sa.Select:
+    """Add ``absorbed_department``: the department of the first contact after the moment."""
+    after = contacts.c.ts > raw.c.ts
+    near = _seconds_between(contacts.c.ts, raw.c.ts) <= days * 86400.0
+    ranked = (
+        sa.select(
+            raw,
+            contacts.c.department.label("next_department"),
+            sa.func.row_number().over(
+                partition_by=(raw.c.cx_id, raw.c.ts, raw.c.hotspot), order_by=(contacts.c.ts, contacts.c.department)
+            ).label("rk"),
+        )
+        .select_from(raw.outerjoin(contacts, sa.and_(contacts.c.cx_id == raw.c.cx_id, after, near)))
+        .subquery("absorbed")
+    )
+    return sa.select(
+        ranked.c.cx_id, ranked.c.ts, ranked.c.hotspot, ranked.c.leaked_department,
+        sa.func.coalesce(ranked.c.next_department, NONE).label("absorbed_department"),
+    ).where(ranked.c.rk == 1)
+
+
+def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0) -> sa.CTE:
+    """Every friction moment in the store (see ``HOTSPOT_DESCRIPTIONS``).
+
+    Out (a CTE, usable like a subquery): ``cx_id, ts, hotspot, leaked_department,
+    absorbed_department``.
+    """
+    from cxdash.store import KIND_TABLES, identity_map_table, sources_table
+
+    # One scan of the timeline, shared by every part (a CTE referenced several times is
+    # materialised once by DuckDB and PostgreSQL).
+    jl = journey_log().element.cte("journey_steps")
+    contacts = _contacts(jl)
+    window = repeat_days * 86400.0
+    parts: list[sa.Select] = []
+
+    def moments(q: sa.Select, name: str) -> sa.Subquery:
+        return q.subquery(name.replace(" ", "_"))
+
+    # errors
+    errors = sa.select(
+        jl.c.cx_id, jl.c.ts, sa.case((jl.c.activity == "checkout_error", "checkout error"), else_="payment failed")
+        .label("hotspot"),
+        jl.c.department.label("leaked_department"),
+    ).where(jl.c.activity.in_(ERROR_STEPS))
+    parts.append(_with_absorber(moments(errors, "errors"), contacts, repeat_days))
+
+    # repeat contacts: a contact preceded within N days by a contact on the same topic
+    c1, c2 = contacts.alias("first_contact"), contacts.alias("repeat_contact")
+    pairs = sa.select(
+        c2.c.cx_id, c2.c.ts, c1.c.department.label("leaked_department"), c2.c.department.label("absorbed_department"),
+        sa.func.row_number().over(partition_by=(c2.c.cx_id, c2.c.ts, c2.c.activity), order_by=c1.c.ts.desc())
+        .label("rk"),
+    ).select_from(
+        c2.join(c1, sa.and_(c1.c.cx_id == c2.c.cx_id, c1.c.activity == c2.c.activity, c1.c.ts < c2.c.ts,
+                            _seconds_between(c2.c.ts, c1.c.ts) <= window))
+    ).subquery("repeat_pairs")
+    parts.append(
+        sa.select(pairs.c.cx_id, pairs.c.ts, sa.literal("repeat contact", sa.String).label("hotspot"),
+                  pairs.c.leaked_department, pairs.c.absorbed_department).where(pairs.c.rk == 1)
+    )
+
+    # help page, then a contact within N days
+    help_visits = sa.select(jl.c.cx_id, jl.c.ts, jl.c.department).where(jl.c.activity == "help_page").subquery("hv")
+    hp = sa.select(
+        contacts.c.cx_id, contacts.c.ts, help_visits.c.department.label("leaked_department"),
+        contacts.c.department.label("absorbed_department"),
+        sa.func.row_number().over(partition_by=(contacts.c.cx_id, contacts.c.ts, contacts.c.activity),
+                                  order_by=help_visits.c.ts.desc()).label("rk"),
+    ).select_from(
+        contacts.join(help_visits, sa.and_(help_visits.c.cx_id == contacts.c.cx_id, help_visits.c.ts <= contacts.c.ts,
+                                           _seconds_between(contacts.c.ts, help_visits.c.ts) <= window))
+    ).subquery("help_then_contact")
+    parts.append(
+        sa.select(hp.c.cx_id, hp.c.ts, sa.literal("help page then contact", sa.String).label("hotspot"),
+                  hp.c.leaked_department, hp.c.absorbed_department).where(hp.c.rk == 1)
+    )
+
+    # tickets: transfers and long waits (read from the tickets table for transfers / duration)
+    k, im, src = KIND_TABLES["tickets"], identity_map_table, sources_table
+    dept = sa.func.coalesce(k.c.department, src.c.department, "unknown")
+    tickets_from = k.join(im, im.c.id_key == k.c.id_key).join(src, src.c.name == k.c.source)
+    transferred = (
+        sa.select(im.c.cx_id, k.c.opened_at.label("ts"), sa.literal("transferred ticket", sa.String).label("hotspot"),
+                  dept.label("leaked_department"))
+        .select_from(tickets_from)
+        .where(k.c.transfers > 0, k.c.opened_at.is_not(None))
+    )
+    parts.append(_with_absorber(moments(transferred, "transferred"), contacts, repeat_days))
+    topic = sa.func.coalesce(k.c.topic, "other")
+    durations = (
+        sa.select(im.c.cx_id, k.c.opened_at.label("ts"), dept.label("department"), topic.label("topic"),
+                  _seconds_between(k.c.closed_at, k.c.opened_at).label("seconds"))
+        .select_from(tickets_from)
+        .where(k.c.closed_at.is_not(None), k.c.opened_at.is_not(None))
+        .subquery("durations")
+    )
+    p90 = (
+        sa.select(durations.c.topic, _p90(durations.c.seconds).label("p90"))
+        .group_by(durations.c.topic)
+        .having(sa.func.count() >= 20)
+        .subquery("topic_p90")
+    )
+    waits = (
+        sa.select(durations.c.cx_id, durations.c.ts, sa.literal("long wait", sa.String).label("hotspot"),
+                  durations.c.department.label("leaked_department"))
+        .select_from(durations.join(p90, p90.c.topic == durations.c.topic))
+        .where(durations.c.seconds > p90.c.p90)
+    )
+    parts.append(_with_absorber(moments(waits, "waits"), contacts, repeat_days))
+
+    # rework and dead ends, from each step's neighbours
+    w = dict(partition_by=jl.c.cx_id, order_by=(jl.c.ts, jl.c.activity))
+    seq = (
+        sa.select(
+            jl.c.cx_id, jl.c.ts, jl.c.activity, jl.c.department,
+            sa.func.lag(jl.c.activity).over(**w).label("prev_activity"),
+            sa.func.lag(jl.c.ts).over(**w).label("prev_ts"),
+            sa.func.lead(jl.c.ts).over(**w).label("next_ts"),
+        )
+        .where(jl.c.activity != "subscription ended")
+        .subquery("seq")
+    )
+    rework = sa.select(
+        seq.c.cx_id, seq.c.ts, sa.literal("rework", sa.String).label("hotspot"), seq.c.department.label("leaked_department")
+    ).where(
+        seq.c.activity == seq.c.prev_activity,
+        seq.c.department.not_in(("web", "marketing")),
+        _seconds_between(seq.c.ts, seq.c.prev_ts) <= window,
+    )
+    parts.append(_with_absorber(moments(rework, "rework"), contacts, repeat_days))
+    data_end = sa.select(sa.func.max(jl.c.ts)).scalar_subquery()
+    dead = sa.select(
+        seq.c.cx_id, seq.c.ts, sa.literal("dead end", sa.String).label("hotspot"),
+        seq.c.department.label("leaked_department"), sa.literal(NONE, sa.String).label("absorbed_department"),
+    ).where(
+        seq.c.activity.in_(ERROR_STEPS),
+        _seconds_between(data_end, seq.c.ts) > dead_end_days * 86400.0,
+        sa.or_(seq.c.next_ts.is_(None), _seconds_between(seq.c.next_ts, seq.c.ts) > dead_end_days * 86400.0),
+    )
+    parts.append(dead)
+    return sa.union_all(*parts).cte("friction_moments")
+
+
+def customer_outcomes(conn: Connection) -> sa.Subquery:
+    """Per customer of the KPI universe: ``case_id`` (cx_id), ``churned`` (the shared KPI
+    definition), ``churned_at`` (last subscription end, NULL when unknown), ``revenue_12m``
+    (revenue in the 365 days up to the data's latest date, same rule as the revenue KPI)."""
+    from datetime import timedelta
+
+    from cxdash.kpis import _churned, _customer_universe, as_of
+    from cxdash.store import KIND_TABLES, identity_map_table
+    from cxdash.timeline import FAILED_PAYMENT_STATUSES
+
+    now = as_of(conn)
+    universe = _customer_universe(conn).subquery("universe")
+    churned_q, _basis = _churned(conn, now)
+    churned = churned_q.subquery("churned")
+    im, subs, tx = identity_map_table, KIND_TABLES["subscriptions"], KIND_TABLES["transactions"]
+    ends = (
+        sa.select(im.c.cx_id, sa.func.max(subs.c.end).label("churned_at"))
+        .select_from(subs.join(im, im.c.id_key == subs.c.id_key))
+        .group_by(im.c.cx_id)
+        .subquery("ends")
+    )
+    since = (now or sa.func.now()) - timedelta(days=365) if now else None
+    rev_q = (
+        sa.select(im.c.cx_id, sa.func.sum(tx.c.amount).label("revenue"))
+        .select_from(tx.join(im, im.c.id_key == tx.c.id_key))
+        .where(sa.func.lower(sa.func.coalesce(tx.c.status, "")).not_in(FAILED_PAYMENT_STATUSES))
+        .group_by(im.c.cx_id)
+    )
+    if since is not None:
+        rev_q = rev_q.where(tx.c.timestamp > since)
+    rev = rev_q.subquery("revenue")
+    is_churned = churned.c.cx_id.is_not(None)
+    return (
+        sa.select(
+            universe.c.cx_id.label("case_id"),
+            is_churned.label("churned"),
+            sa.case((is_churned, ends.c.churned_at)).label("churned_at"),
+            sa.func.coalesce(rev.c.revenue, 0.0).label("revenue_12m"),
+        )
+        .select_from(
+            universe.outerjoin(churned, churned.c.cx_id == universe.c.cx_id)
+            .outerjoin(ends, ends.c.cx_id == universe.c.cx_id)
+            .outerjoin(rev, rev.c.cx_id == universe.c.cx_id)
+        )
+        .subquery("outcomes")
+    )
+
+
+def risk_ratio(a: int, n1: int, c: int, n0: int, z: float = 1.959963984540054) -> tuple[float, float, float]:
+    """Risk ratio (a/n1)/(c/n0) with its 95% confidence interval on the log scale
+    (Katz). Adds 0.5 to every cell when one is zero, so the ratio stays finite."""
+    import math
+
+    if n1 <= 0 or n0 <= 0:
+        return float("nan"), float("nan"), float("nan")
+    b, d = n1 - a, n0 - c
+    if min(a, b, c, d) == 0:
+        a, b, c, d = a + 0.5, b + 0.5, c + 0.5, d + 0.5
+    n1, n0 = a + b, c + d
+    rr = (a / n1) / (c / n0)
+    se = math.sqrt(1 / a - 1 / n1 + 1 / c - 1 / n0)
+    return rr, math.exp(math.log(rr) - z * se), math.exp(math.log(rr) + z * se)
+
+
+HOTSPOT_COLUMNS = [
+    "hotspot", "customers", "moments", "customer_share", "churn_rate", "churn_rate_never", "lift", "lift_low",
+    "lift_high", "excess_churned", "revenue_at_stake", "leaked_department", "absorbed_department", "route_share",
+    "description",
+]
+
+
+def hotspots(
+    conn: Connection, *, repeat_days: float = 7.0, dead_end_days: float = 30.0, moments: sa.FromClause | None = None
+) -> pd.DataFrame:
+    """Friction hotspots ranked by the churn they come with.
+
+    For each hotspot: ``customers`` touched (of the KPI universe) and ``moments``;
+    ``churn_rate`` = share of touched customers who churned after their first moment;
+    ``churn_rate_never`` = churn among customers who never hit it; ``lift`` = their ratio
+    with a 95% CI (``lift_low``, ``lift_high``); ``excess_churned`` = customers x (churn_rate -
+    churn_rate_never), the ranking key; ``revenue_at_stake`` = last-12-months revenue of
+    touched customers who have not churned (yet); ``leaked_department -> absorbed_department``
+    = the most common route and ``route_share`` its share of the moments.
+    """
+    m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days)
+    out = customer_outcomes(conn)
+    per_cx = (
+        sa.select(m.c.hotspot, m.c.cx_id, sa.func.min(m.c.ts).label("first_ts"), sa.func.count().label("n"))
+        .group_by(m.c.hotspot, m.c.cx_id)
+        .subquery("per_cx")
+    )
+    after = sa.and_(out.c.churned.is_(True), sa.or_(out.c.churned_at.is_(None), out.c.churned_at >= per_cx.c.first_ts))
+    stats_q = (
+        sa.select(
+            per_cx.c.hotspot,
+            sa.func.count().label("customers"),
+            sa.func.sum(per_cx.c.n).label("moments"),
+            sa.func.sum(sa.case((after, 1), else_=0)).label("churned_after"),
+            sa.func.sum(sa.case((out.c.churned.is_(True), 1), else_=0)).label("churned_any"),
+            sa.func.sum(sa.case((out.c.churned.is_(True), 0.0), else_=out.c.revenue_12m)).label("revenue_at_stake"),
+        )
+        .select_from(per_cx.join(out, out.c.case_id == per_cx.c.cx_id))
+        .group_by(per_cx.c.hotspot)
+        .subquery("hotspot_stats")
+    )
+    routes = (
+        sa.select(m.c.hotspot, m.c.leaked_department, m.c.absorbed_department, sa.func.count().label("n"))
+        .group_by(m.c.hotspot, m.c.leaked_department, m.c.absorbed_department)
+        .subquery("routes")
+    )
+    ranked = sa.select(
+        routes,
+        sa.func.row_number().over(partition_by=routes.c.hotspot,
+                                  order_by=(routes.c.n.desc(), routes.c.leaked_department,
+                                            routes.c.absorbed_department)).label("rk"),
+        (sa.cast(routes.c.n, sa.Double) / sa.func.sum(routes.c.n).over(partition_by=routes.c.hotspot)).label("share"),
+    ).subquery("ranked_routes")
+    q = (
+        sa.select(stats_q, ranked.c.leaked_department, ranked.c.absorbed_department, ranked.c.share)
+        .join(ranked, sa.and_(ranked.c.hotspot == stats_q.c.hotspot, ranked.c.rk == 1))
+        .order_by(stats_q.c.hotspot)
+    )
+    stats = _frame(conn, q, ["hotspot", "customers", "moments", "churned_after", "churned_any", "revenue_at_stake",
+                             "leaked_department", "absorbed_department", "route_share"])
+    total, total_churned = conn.execute(
+        sa.select(sa.func.count(), sa.func.sum(sa.case((out.c.churned.is_(True), 1), else_=0)))
+    ).one()
+    total, total_churned = int(total or 0), int(total_churned or 0)
+    if stats.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in HOTSPOT_COLUMNS})
+    stats = _numeric(stats, ints=("customers", "moments", "churned_after", "churned_any"),
+                     floats=("revenue_at_stake",))
+    rows = []
+    for r in stats.itertuples(index=False):
+        n0 = total - r.customers
+        c0 = total_churned - r.churned_any
+        rr, lo, hi = risk_ratio(r.churned_after, r.customers, c0, n0)
+        p1 = r.churned_after / r.customers if r.customers else float("nan")
+        p0 = c0 / n0 if n0 else float("nan")
+        rows.append({
+            "hotspot": r.hotspot, "customers": r.customers, "moments": r.moments,
+            "customer_share": r.customers / total if total else float("nan"),
+            "churn_rate": p1, "churn_rate_never": p0, "lift": rr, "lift_low": lo, "lift_high": hi,
+            "excess_churned": r.customers * (p1 - p0), "revenue_at_stake": r.revenue_at_stake,
+            "leaked_department": r.leaked_department, "absorbed_department": r.absorbed_department,
+            "route_share": float(r.route_share),
+        })
+    frame = pd.DataFrame(rows)
+    frame["description"] = frame["hotspot"].map(HOTSPOT_DESCRIPTIONS).fillna("")
+    frame = frame.sort_values(["excess_churned", "customers"], ascending=False, ignore_index=True)
+    for col in ("hotspot", "leaked_department", "absorbed_department", "description"):
+        frame[col] = frame[col].astype("string")
+    return frame[HOTSPOT_COLUMNS]
+
+
+# ----------------------------------------------------------------------------- drill-down
+
+def mask_email(value) -> str:
+    """``jane.doe@example.com`` -> ``j***@e***.com``; empty for missing values."""
+    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
+        return ""
+    text = str(value)
+    if "@" not in text:
+        return "***"
+    local, _, domain = text.partition("@")
+    host, dot, tld = domain.rpartition(".")
+    return f"{local[:1]}***@{(host or tld)[:1]}***{dot}{tld if host else ''}"
+
+
+def mask_phone(value) -> str:
+    """Keep the last two digits: ``+1 555 010 2233`` -> ``*********33``."""
+    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
+        return ""
+    digits = [ch for ch in str(value) if ch.isdigit()]
+    return "*" * max(len(digits) - 2, 0) + "".join(digits[-2:])
+
+
+def hotspot_customers(
+    conn: Connection,
+    hotspot: str,
+    *,
+    repeat_days: float = 7.0,
+    dead_end_days: float = 30.0,
+    limit: int | None = 500,
+    moments: sa.FromClause | None = None,
+) -> pd.DataFrame:
+    """The customers in one hotspot, most moments first, with masked contact details.
+
+    Out: ``cx_id, moments, first_at, last_at, leaked_department, absorbed_department, churned,
+    revenue_12m, email, phone`` (email and phone masked: cohorts leave the app as files).
+    """
+    from cxdash.store import KIND_TABLES, identity_map_table
+
+    m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days)
+    out = customer_outcomes(conn)
+    crm, im = KIND_TABLES["customers"], identity_map_table
+    contact = (
+        sa.select(im.c.cx_id, sa.func.min(crm.c.email).label("email"), sa.func.min(crm.c.phone).label("phone"))
+        .select_from(crm.join(im, im.c.id_key == crm.c.id_key))
+        .group_by(im.c.cx_id)
+        .subquery("contact")
+    )
+    per_cx = (
+        sa.select(
+            m.c.cx_id, sa.func.count().label("moments"), sa.func.min(m.c.ts).label("first_at"),
+            sa.func.max(m.c.ts).label("last_at"), sa.func.min(m.c.leaked_department).label("leaked"),
+            sa.func.min(m.c.absorbed_department).label("absorbed"),
+        )
+        .where(m.c.hotspot == hotspot)
+        .group_by(m.c.cx_id)
+        .subquery("per_cx")
+    )
+    q = (
+        sa.select(per_cx, out.c.churned, out.c.revenue_12m, contact.c.email, contact.c.phone)
+        .select_from(
+            per_cx.join(out, out.c.case_id == per_cx.c.cx_id).outerjoin(contact, contact.c.cx_id == per_cx.c.cx_id)
+        )
+        .order_by(per_cx.c.moments.desc(), per_cx.c.cx_id)
+    )
+    if limit:
+        q = q.limit(limit)
+    cols = ["cx_id", "moments", "first_at", "last_at", "leaked_department", "absorbed_department", "churned",
+            "revenue_12m", "email", "phone"]
+    frame = _frame(conn, q, cols)
+    frame = _numeric(frame, ints=("moments",), floats=("revenue_12m",))
+    frame["churned"] = frame["churned"].astype("bool")
+    frame["email"] = pd.array([mask_email(v) for v in frame["email"]], dtype="string")
+    frame["phone"] = pd.array([mask_phone(v) for v in frame["phone"]], dtype="string")
+    return frame
+
+
+def customer_journey(conn: Connection, cx_id: str, *, limit: int = 500) -> pd.DataFrame:
+    """One customer's timeline, oldest first: ``ts, activity, department, channel, value``."""
+    jl = journey_log()
+    q = (
+        sa.select(jl.c.ts, jl.c.activity, jl.c.department, jl.c.channel, jl.c.value)
+        .where(jl.c.cx_id == cx_id)
+        .order_by(jl.c.ts, jl.c.activity)
+        .limit(limit)
+    )
+    return _numeric(_frame(conn, q, ["ts", "activity", "department", "channel", "value"]), floats=("value",))
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def neutralise_cell(value):
+    """Prefix text that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab,
+    CR) with a quote, so an exported cohort cannot carry CSV injection."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def cohort_csv(frame: pd.DataFrame) -> bytes:
+    """The cohort as UTF-8 CSV with every text cell neutralised (see ``neutralise_cell``)."""
+    safe = frame.copy()
+    for col in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[col]) and not pd.api.types.is_datetime64_any_dtype(safe[col]):
+            safe[col] = safe[col].astype(object).map(neutralise_cell)
+    safe.columns = [neutralise_cell(str(c)) for c in safe.columns]
+    return safe.to_csv(index=False).encode("utf-8")
+
+
+def customer_segments(field_name: str = "segment") -> sa.Subquery:
+    """``case_id, segment``: each customer's CRM ``segment`` (or another CRM field, e.g.
+    ``plan`` or ``region``), for funnel breakdowns."""
+    from cxdash.store import KIND_TABLES, identity_map_table
+
+    crm, im = KIND_TABLES["customers"], identity_map_table
+    return (
+        sa.select(im.c.cx_id.label("case_id"), sa.func.min(crm.c[field_name]).label("segment"))
+        .select_from(crm.join(im, im.c.id_key == crm.c.id_key))
+        .group_by(im.c.cx_id)
+        .subquery("segments")
+    )

@@ -1,0 +1,475 @@
+"""UI helpers for the Journeys & friction page: filters kept in session state and the URL,
+cached queries (keyed on the data version and the filter set), sentences and plotly figures."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from cxdash import journeys as jr
+from cxdash.config import database_url
+from cxdash.ui import data
+from cxdash.ui.charts import _colour_map
+
+# ----------------------------------------------------------------------------- filters
+
+KEY_PREFIX = "journeys_"
+MIN_SHARE = "journeys_min_share"
+TOP_N = "journeys_top_n"
+COLLAPSE = "journeys_collapse"
+BY_DEPARTMENT = "journeys_by_department"
+RENAME = "journeys_rename"
+ANCHOR = "journeys_anchor"
+DIRECTION = "journeys_direction"
+STEPS = "journeys_steps"
+REPEAT_DAYS = "journeys_repeat_days"
+HOTSPOT = "journeys_hotspot"
+CUSTOMER = "journeys_customer"
+EDGE = "journeys_edge"
+FUNNEL_STEPS = "journeys_funnel_steps"
+FUNNEL_DAYS = "journeys_funnel_days"
+
+DEFAULTS: dict[str, object] = {
+    MIN_SHARE: 0.005,
+    TOP_N: 15,
+    COLLAPSE: True,
+    BY_DEPARTMENT: False,
+    RENAME: "",
+    ANCHOR: "cancel_page",
+    DIRECTION: "before",
+    STEPS: 5,
+    REPEAT_DAYS: 7,
+    FUNNEL_STEPS: "",
+    FUNNEL_DAYS: 30,
+}
+_URL_KEYS = (MIN_SHARE, TOP_N, COLLAPSE, BY_DEPARTMENT, ANCHOR, DIRECTION, STEPS, REPEAT_DAYS, HOTSPOT)
+
+
+def _parse(key: str, raw: str):
+    default = DEFAULTS.get(key)
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes")
+    if isinstance(default, int):
+        return int(float(raw))
+    if isinstance(default, float):
+        return float(raw)
+    return raw
+
+
+def init_filters() -> None:
+    """Seed the page's session-state keys: from the URL when a shared link carries them, else
+    the defaults. Call before the widgets are drawn."""
+    for key, default in DEFAULTS.items():
+        if key in st.session_state:
+            continue
+        short = key.removeprefix(KEY_PREFIX)
+        if short in st.query_params:
+            try:
+                st.session_state[key] = _parse(key, st.query_params[short])
+                continue
+            except ValueError:
+                pass
+        st.session_state[key] = default
+    if HOTSPOT not in st.session_state and "hotspot" in st.query_params:
+        st.session_state[HOTSPOT] = st.query_params["hotspot"]
+
+
+def sync_url() -> None:
+    """Write the chosen filters into the URL so the view can be shared as a link."""
+    for key in _URL_KEYS:
+        value = st.session_state.get(key)
+        if value is None:
+            continue
+        st.query_params[key.removeprefix(KEY_PREFIX)] = str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def parse_rename(text: str) -> tuple[tuple[str, str], ...]:
+    """``"contact: billing => contact\\nresolved: billing => resolved"`` -> pairs (old, new)."""
+    pairs = []
+    for line in (text or "").splitlines():
+        if "=>" in line:
+            old, new = (part.strip() for part in line.split("=>", 1))
+            if old and new:
+                pairs.append((old, new))
+    return tuple(pairs)
+
+
+@dataclass(frozen=True)
+class MapFilters:
+    min_share: float
+    top_n: int | None
+    collapse: bool
+    by_department: bool
+    rename: tuple[tuple[str, str], ...]
+
+    def spec(self) -> jr.LogSpec:
+        return jr.LogSpec(
+            department_key="department", rename=dict(self.rename), by_department=self.by_department,
+            top_n=self.top_n or None, collapse_repeats=self.collapse,
+        )
+
+
+def map_filters() -> MapFilters:
+    s = st.session_state
+    return MapFilters(
+        min_share=float(s[MIN_SHARE]), top_n=int(s[TOP_N]) or None, collapse=bool(s[COLLAPSE]),
+        by_department=bool(s[BY_DEPARTMENT]), rename=parse_rename(str(s[RENAME])),
+    )
+
+
+# ----------------------------------------------------------------------------- cached queries
+
+def _key() -> tuple[str, int]:
+    return database_url(), data.version()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _dfg(url: str, version: int, filters: MapFilters) -> pd.DataFrame:
+    with data._store(url).connect() as conn:
+        return jr.discover_dfg(conn, jr.journey_log(), filters.spec(), min_share=filters.min_share)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _nodes(url: str, version: int, filters: MapFilters) -> pd.DataFrame:
+    with data._store(url).connect() as conn:
+        return jr.activity_nodes(conn, jr.journey_log(), filters.spec())
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _paths(url: str, version: int, filters: MapFilters, anchor: str, direction: str, steps: int) -> pd.DataFrame:
+    fn = jr.paths_to if direction == "before" else jr.paths_from
+    with data._store(url).connect() as conn:
+        return fn(conn, jr.journey_log(), anchor, steps=steps, spec=filters.spec())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _hotspots(url: str, version: int, repeat_days: int) -> pd.DataFrame:
+    with data._store(url).connect() as conn:
+        return jr.hotspots(conn, repeat_days=repeat_days)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _hotspot_customers(url: str, version: int, hotspot: str, repeat_days: int) -> pd.DataFrame:
+    with data._store(url).connect() as conn:
+        return jr.hotspot_customers(conn, hotspot, repeat_days=repeat_days)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _customer_journey(url: str, version: int, cx_id: str) -> pd.DataFrame:
+    with data._store(url).connect() as conn:
+        return jr.customer_journey(conn, cx_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _edge_customers(url: str, version: int, filters: MapFilters, source: str, target: str) -> pd.DataFrame:
+    with data._store(url).connect() as conn:
+        return jr.edge_customers(conn, jr.journey_log(), source, target, filters.spec())
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _variants(url: str, version: int, filters: MapFilters, max_steps: int, rarest: bool, contains: str) -> pd.DataFrame:
+    with data._store(url).connect() as conn:
+        return jr.discover_variants(
+            conn, jr.journey_log(), filters.spec(), outcomes=jr.customer_outcomes(conn), max_steps=max_steps,
+            rarest=rarest, contains=contains or None, limit=30,
+        )
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _funnel(url: str, version: int, steps: tuple[str, ...], days: int, by_segment: bool) -> pd.DataFrame:
+    with data._store(url).connect() as conn:
+        return jr.funnel(conn, jr.journey_log(), list(steps), window_days=days,
+                         segments=jr.customer_segments() if by_segment else None)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _handoffs(url: str, version: int) -> pd.DataFrame:
+    with data._store(url).connect() as conn:
+        return jr.discover_handoffs(conn, jr.journey_log(), department_key="department")
+
+
+def dfg(filters: MapFilters) -> pd.DataFrame:
+    return _dfg(*_key(), filters)
+
+
+def nodes(filters: MapFilters) -> pd.DataFrame:
+    return _nodes(*_key(), filters)
+
+
+def paths(filters: MapFilters, anchor: str, direction: str, steps: int) -> pd.DataFrame:
+    """Sankey links around ``anchor``; every activity can be the anchor, so top-N does not apply."""
+    return _paths(*_key(), replace(filters, top_n=None), anchor, direction, int(steps))
+
+
+def all_activities(filters: MapFilters) -> list[str]:
+    """Every activity after rename/department grouping (not cut to top N), most frequent first."""
+    return _nodes(*_key(), replace(filters, top_n=None, min_share=0.0))["activity"].tolist()
+
+
+def hotspot_table(repeat_days: int) -> pd.DataFrame:
+    return _hotspots(*_key(), int(repeat_days))
+
+
+def hotspot_cohort(hotspot: str, repeat_days: int) -> pd.DataFrame:
+    return _hotspot_customers(*_key(), hotspot, int(repeat_days))
+
+
+def customer_timeline(cx_id: str) -> pd.DataFrame:
+    return _customer_journey(*_key(), cx_id)
+
+
+def edge_cohort(filters: MapFilters, edge: str) -> pd.DataFrame:
+    source, _, target = edge.partition(" → ")
+    return _edge_customers(*_key(), filters, source, target)
+
+
+def variants(filters: MapFilters, max_steps: int, rarest: bool, contains: str) -> pd.DataFrame:
+    return _variants(*_key(), filters, int(max_steps), bool(rarest), contains or "")
+
+
+def funnel(steps: list[str], days: int, by_segment: bool) -> pd.DataFrame:
+    return _funnel(*_key(), tuple(steps), int(days), bool(by_segment))
+
+
+def handoffs() -> pd.DataFrame:
+    return _handoffs(*_key())
+
+
+def has_journeys() -> bool:
+    return not data.sources().empty
+
+
+def cohort_csv(frame: pd.DataFrame) -> bytes:
+    return jr.cohort_csv(frame)
+
+
+# ----------------------------------------------------------------------------- words
+
+def duration(seconds) -> str:
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "n/a"
+    s = float(seconds)
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 2 * 3600:
+        return f"{s / 60:.0f} min"
+    if s < 2 * 86400:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
+def lead_sentence(spots: pd.DataFrame, edges: pd.DataFrame) -> str:
+    """The page's answer: the biggest leak, or (without churn data) the main path."""
+    if len(spots) and spots["lift"].notna().any() and (spots["excess_churned"] > 0).any():
+        top = spots.iloc[0]
+        route = f"{top['leaked_department']}'s step leaked them"
+        if top["absorbed_department"] and top["absorbed_department"] != jr.NONE:
+            route += f", {top['absorbed_department']} absorbed them"
+        return (
+            f"The biggest leak is **{top['hotspot']}**: **{int(top['customers']):,} customers** "
+            f"({top['customer_share']:.1%}), churn lift **{top['lift']:.2f}** (95% CI {top['lift_low']:.2f}–"
+            f"{top['lift_high']:.2f}): {top['churn_rate']:.0%} churned after it vs {top['churn_rate_never']:.0%} of "
+            f"customers who never hit it; {route}. Revenue at stake: {money(top['revenue_at_stake'])} a year."
+        )
+    if len(edges):
+        top = edges.iloc[0]
+        return (
+            f"The most travelled step is **{top['source']} → {top['target']}**: {int(top['count']):,} times by "
+            f"{int(top['customers']):,} customers ({top['customer_share']:.0%}), median {duration(top['median_seconds'])}"
+            " between them. No churn data is loaded, so friction is not ranked by churn."
+        )
+    return "No journeys yet: load extracts with customer identifiers and timestamps."
+
+
+def money(value: float) -> str:
+    from cxdash.ui.formatting import money as _money
+
+    return _money(float(value))
+
+
+def hotspot_display(spots: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "hotspot": spots["hotspot"],
+        "customers": spots["customers"],
+        "share of customers": spots["customer_share"] * 100,
+        "churn after": spots["churn_rate"] * 100,
+        "churn never hit": spots["churn_rate_never"] * 100,
+        "lift": spots["lift"],
+        "95% CI": [f"{lo:.2f}–{hi:.2f}" for lo, hi in zip(spots["lift_low"], spots["lift_high"], strict=True)],
+        "excess churned": spots["excess_churned"],
+        "revenue at stake": spots["revenue_at_stake"],
+        "leaked by": spots["leaked_department"],
+        "absorbed by": spots["absorbed_department"],
+        "what it is": spots["description"],
+    })
+
+
+def edge_labels(edges: pd.DataFrame, limit: int = 60) -> list[str]:
+    top = edges[(edges["source"] != jr.OTHER) | (edges["target"] != jr.OTHER)].head(limit)
+    return [f"{s} → {t}" for s, t in zip(top["source"], top["target"], strict=True)]
+
+
+# ----------------------------------------------------------------------------- figures
+
+def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 40) -> go.Figure:
+    """The directly-follows graph: activities in columns by department, coloured by department,
+    sized by customers; the ``max_edges`` busiest edges drawn with width by count."""
+    e = edges[edges["source"] != edges["target"]].head(max_edges)
+    names = pd.unique(pd.concat([e["source"], e["target"]], ignore_index=True)) if len(e) else []
+    info = node_frame.set_index("activity") if len(node_frame) else pd.DataFrame()
+    dept = {a: (info.loc[a, "department"] if a in info.index else "other") for a in names}
+    customers = {a: (int(info.loc[a, "customers"]) if a in info.index else 0) for a in names}
+    departments = sorted(set(dept.values()))
+    colours = _colour_map(departments)
+    # A ring ordered by department (then reach): each department is an arc of its colour, and
+    # every edge is a chord, so 100+ activities thinned to the busiest edges stay legible.
+    order = sorted(names, key=lambda a: (departments.index(dept[a]), -customers[a], a))
+    n = max(len(order), 1)
+    pos = {a: (math.cos(math.pi / 2 - 2 * math.pi * i / n), math.sin(math.pi / 2 - 2 * math.pi * i / n))
+           for i, a in enumerate(order)}
+    fig = go.Figure()
+    top = float(e["count"].max()) if len(e) else 1.0
+    for r in e.itertuples(index=False):
+        (x0, y0), (x1, y1) = pos[r.source], pos[r.target]
+        width = 1 + 9 * math.sqrt(r.count / top)
+        fig.add_annotation(
+            x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2,
+            arrowsize=0.5, arrowwidth=width, arrowcolor="rgba(100,116,139,0.30)", standoff=14, startstandoff=10,
+            text="",
+        )
+        fig.add_trace(go.Scatter(
+            x=[(x0 + x1) / 2], y=[(y0 + y1) / 2], mode="markers", marker=dict(size=8, opacity=0),
+            hovertemplate=(f"{r.source} → {r.target}<br>{r.count:,} times, {r.customers:,} customers "
+                           f"({r.customer_share:.0%})<br>median {duration(r.median_seconds)}, p90 "
+                           f"{duration(r.p90_seconds)}<extra></extra>"),
+            showlegend=False,
+        ))
+    biggest = max(customers.values()) if customers else 1
+    for d in departments:
+        members = [a for a in names if dept[a] == d]
+        fig.add_trace(go.Scatter(
+            x=[pos[a][0] for a in members], y=[pos[a][1] for a in members], mode="markers+text", name=d,
+            text=members,
+            textposition=["middle right" if pos[a][0] > 0.05 else ("middle left" if pos[a][0] < -0.05 else
+                          ("top center" if pos[a][1] > 0 else "bottom center")) for a in members],
+            marker=dict(size=[14 + 30 * math.sqrt(customers[a] / max(biggest, 1)) for a in members],
+                        color=colours[d], line=dict(width=1, color="white")),
+            customdata=[customers[a] for a in members],
+            hovertemplate="%{text}<br>%{customdata:,} customers<extra>" + d + "</extra>",
+        ))
+    fig.update_layout(
+        height=640, margin=dict(l=10, r=10, t=40, b=10),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title_text="department"),
+        xaxis=dict(visible=False, range=[-1.9, 1.9]),
+        yaxis=dict(visible=False, range=[-1.25, 1.25], scaleanchor="x"),
+        plot_bgcolor="white",
+    )
+    return fig
+
+
+def sankey(links: pd.DataFrame, anchor: str, max_links: int = 60) -> go.Figure:
+    """Paths to (or from) the anchor: one column per step offset."""
+    top = links.sort_values("customers", ascending=False).head(max_links)
+    keys = pd.unique(pd.concat([
+        top["source_offset"].astype(str) + "|" + top["source"],
+        top["target_offset"].astype(str) + "|" + top["target"],
+    ], ignore_index=True)) if len(top) else []
+    index = {k: i for i, k in enumerate(keys)}
+    offsets = [int(k.split("|", 1)[0]) for k in keys]
+    lo, hi = (min(offsets), max(offsets)) if offsets else (0, 1)
+    span = max(hi - lo, 1)
+    labels = [k.split("|", 1)[1] for k in keys]
+    colours = ["#dc2626" if lab == anchor else "#0ea5e9" for lab in labels]
+    fig = go.Figure(go.Sankey(
+        arrangement="snap",
+        node=dict(label=labels, color=colours, pad=12, thickness=14,
+                  x=[0.01 + 0.98 * (o - lo) / span for o in offsets]),
+        link=dict(
+            source=[index[f"{o}|{s}"] for o, s in zip(top["source_offset"], top["source"], strict=True)],
+            target=[index[f"{o}|{t}"] for o, t in zip(top["target_offset"], top["target"], strict=True)],
+            value=top["customers"].tolist(), color="rgba(100,116,139,0.25)",
+            hovertemplate="%{source.label} → %{target.label}: %{value:,} customers<extra></extra>",
+        ),
+    ))
+    fig.update_layout(height=480, margin=dict(l=10, r=10, t=30, b=10), font=dict(size=12))
+    return fig
+
+
+def hotspot_chart(spots: pd.DataFrame) -> go.Figure:
+    s = spots.iloc[::-1]
+    err_hi = (s["lift_high"] - s["lift"]).tolist()
+    err_lo = (s["lift"] - s["lift_low"]).tolist()
+    colours = ["#dc2626" if lo > 1 else ("#16a34a" if hi < 1 else "#94a3b8")
+               for lo, hi in zip(s["lift_low"], s["lift_high"], strict=True)]
+    fig = go.Figure(go.Bar(
+        x=s["lift"], y=s["hotspot"], orientation="h", marker_color=colours,
+        error_x=dict(type="data", array=err_hi, arrayminus=err_lo, color="#334155"),
+        text=[f"{c:,} customers" for c in s["customers"]], textposition="inside", insidetextanchor="start",
+        hovertemplate="%{y}: lift %{x:.2f}<extra></extra>",
+    ))
+    fig.add_vline(x=1, line_dash="dash", line_color="#64748b")
+    fig.update_layout(height=90 + 42 * len(s), margin=dict(l=10, r=10, t=30, b=10),
+                      xaxis_title="churn lift vs customers who never hit it (95% CI)")
+    return fig
+
+
+def funnel_chart(frame: pd.DataFrame) -> go.Figure:
+    fig = go.Figure()
+    for seg, part in frame.groupby("segment", sort=True):
+        fig.add_trace(go.Bar(x=part["activity"], y=part["conversion"] * 100, name=str(seg),
+                             text=[f"{c:,}" for c in part["customers"]], textposition="outside"))
+    fig.update_layout(height=380, barmode="group", yaxis_title="% of customers entering",
+                      margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.05, x=0))
+    return fig
+
+
+def handoff_chart(frame: pd.DataFrame) -> go.Figure:
+    departments = sorted(set(frame["source_department"]) | set(frame["target_department"]))
+    idx = {d: i for i, d in enumerate(departments)}
+    colours = _colour_map(departments)
+    fig = go.Figure(go.Sankey(
+        node=dict(label=departments, color=[colours[d] for d in departments], pad=15, thickness=16),
+        link=dict(source=[idx[d] for d in frame["source_department"]],
+                  target=[idx[d] for d in frame["target_department"]], value=frame["count"].tolist(),
+                  customdata=[duration(s) for s in frame["median_seconds"]],
+                  hovertemplate="%{source.label} → %{target.label}: %{value:,} handoffs, median wait "
+                                "%{customdata}<extra></extra>",
+                  color="rgba(100,116,139,0.25)"),
+    ))
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10))
+    return fig
+
+
+def filters_as_dict(filters: MapFilters) -> dict:
+    return asdict(filters)
+
+
+def default_funnel(activities: list[str]) -> list[str]:
+    """A sensible first funnel: the purchase path when the data has one, else the three most
+    frequent activities."""
+    for candidate in (["pricing", "checkout", "purchase"], ["register request", "decide", "pay compensation"]):
+        if all(a in activities for a in candidate):
+            return candidate
+    return activities[:3]
+
+
+def funnel_display(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "segment": frame["segment"], "step": frame["step"], "activity": frame["activity"],
+        "customers": frame["customers"], "conversion": [f"{v:.1%}" if v == v else "" for v in frame["conversion"]],
+        "from previous step": [f"{v:.1%}" if v == v else "" for v in frame["step_conversion"]],
+        "dropped": frame["dropped"],
+        "median time to convert": [duration(s) for s in frame["median_seconds_to_convert"]],
+    })
+
+
+def handoff_display(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "from": frame["source_department"], "to": frame["target_department"], "handoffs": frame["count"],
+        "customers": frame["customers"], "median wait": [duration(s) for s in frame["median_seconds"]],
+        "p90 wait": [duration(s) for s in frame["p90_seconds"]],
+    })

@@ -1,0 +1,153 @@
+"""Journeys & friction: the path customers take across departments, where it breaks, who is stuck."""
+
+import streamlit as st
+
+from cxdash.ui import journeys as ju
+from cxdash.ui.frame import page_guard
+
+page_guard(__file__)
+
+st.title("Journeys & friction")
+
+if not ju.has_journeys():
+    st.info(
+        "No data loaded yet. Run `make run` (it builds the demo company) or load extracts with "
+        "`python -m cxdash ingest FILE --source NAME`; any event log with a case, an activity and a "
+        "timestamp works (map the case column to customer_id)."
+    )
+    st.stop()
+
+ju.init_filters()
+with st.sidebar:
+    st.subheader("Journey filters")
+    st.slider("Minimum edge share (%)", 0.0, 5.0, step=0.1, key=ju.MIN_SHARE + "_pct",
+              value=float(st.session_state[ju.MIN_SHARE]) * 100,
+              help="Edges carrying less than this share of all transitions are pooled into (other), "
+                   "so shares still add up to 100%.")
+    st.session_state[ju.MIN_SHARE] = st.session_state[ju.MIN_SHARE + "_pct"] / 100
+    st.number_input("Activities shown (top N, 0 = all)", 0, 500, step=1, key=ju.TOP_N,
+                    help="Less frequent activities are grouped as (other).")
+    st.toggle("Collapse repeated steps", key=ju.COLLAPSE, help="a a b becomes a b")
+    st.toggle("Group activities by department", key=ju.BY_DEPARTMENT)
+    st.text_area("Rename rules (old => new, one a line)", key=ju.RENAME, height=80,
+                 help="Several activities renamed to one name are grouped, e.g. `contact: billing => contact`.")
+    st.number_input("Repeat-contact window (days)", 1, 90, key=ju.REPEAT_DAYS)
+ju.sync_url()
+
+filters = ju.map_filters()
+repeat_days = int(st.session_state[ju.REPEAT_DAYS])
+spots = ju.hotspot_table(repeat_days)
+edges = ju.dfg(filters)
+st.markdown(ju.lead_sentence(spots, edges))
+
+c1, c2, c3, c4 = st.columns(4, border=True)
+node_frame = ju.nodes(filters)
+c1.metric("Customers with journeys", f"{int(node_frame['customers'].max()) if len(node_frame) else 0:,}",
+          help="Identified customers with at least one step (the largest activity reach).")
+c2.metric("Transitions", f"{int(edges['count'].sum()):,}", help="Directly-follows pairs after the filters.")
+c3.metric("Activities", f"{len(node_frame):,}")
+c4.metric("Friction hotspots with lift > 1",
+          f"{int((spots['lift_low'] > 1).sum()) if len(spots) else 0} of {len(spots)}",
+          help="Hotspots whose 95% confidence interval of churn lift lies above 1.")
+
+st.subheader("Journey map")
+st.caption("Busiest transitions between activities, coloured by department; hover an arrow's middle for "
+           "counts and times. Use the sidebar filters to thin it out.")
+st.plotly_chart(ju.journey_map(edges, node_frame), width="stretch", key="journeys_map_chart")
+
+st.subheader("Paths around one step")
+activities = ju.all_activities(filters)
+if st.session_state[ju.ANCHOR] not in activities and activities:
+    st.session_state[ju.ANCHOR] = activities[0]
+a1, a2, a3 = st.columns([3, 2, 2])
+a1.selectbox("Step", activities, key=ju.ANCHOR)
+a2.radio("Show", ["before", "after"], key=ju.DIRECTION, horizontal=True,
+         format_func=lambda d: f"steps {d} it")
+a3.slider("Steps", 1, 10, key=ju.STEPS)
+links = ju.paths(filters, st.session_state[ju.ANCHOR], st.session_state[ju.DIRECTION], st.session_state[ju.STEPS])
+if len(links):
+    st.plotly_chart(ju.sankey(links, st.session_state[ju.ANCHOR]), width="stretch", key="journeys_sankey_chart")
+else:
+    st.info("No customer has steps around that one.")
+
+st.subheader("Friction hotspots")
+if len(spots):
+    st.caption("Ranked by excess churned customers: customers touched × (churn after the moment − churn of "
+               "customers who never hit it). Red bars: lift above 1 with 95% confidence.")
+    st.plotly_chart(ju.hotspot_chart(spots), width="stretch", key="journeys_hotspot_chart")
+    st.dataframe(
+        ju.hotspot_display(spots), hide_index=True, width="stretch",
+        column_config={
+            "customers": st.column_config.NumberColumn(format="localized"),
+            "share of customers": st.column_config.NumberColumn(format="%.1f%%"),
+            "churn after": st.column_config.NumberColumn(format="%.1f%%"),
+            "churn never hit": st.column_config.NumberColumn(format="%.1f%%"),
+            "lift": st.column_config.NumberColumn(format="%.2f"),
+            "excess churned": st.column_config.NumberColumn(format="%.0f"),
+            "revenue at stake": st.column_config.NumberColumn(format="localized",
+                                                               help="12-month revenue of touched customers "
+                                                                    "who have not churned"),
+        },
+    )
+else:
+    st.info("No friction moments found (no tickets, errors or failed payments in the loaded data).")
+
+st.subheader("Drill down")
+left, right = st.columns(2)
+with left:
+    if len(spots):
+        names = spots["hotspot"].tolist()
+        if st.session_state.get(ju.HOTSPOT) not in names:
+            st.session_state[ju.HOTSPOT] = names[0]
+        st.selectbox("Customers in hotspot", names, key=ju.HOTSPOT)
+        cohort = ju.hotspot_cohort(st.session_state[ju.HOTSPOT], repeat_days)
+        st.caption(f"{len(cohort):,} customers (most moments first; emails and phones masked).")
+        st.dataframe(cohort, hide_index=True, width="stretch", height=260,
+                     column_config={"revenue_12m": st.column_config.NumberColumn("revenue (12 m)", format="%.2f")})
+        st.download_button("Export cohort (CSV)", ju.cohort_csv(cohort),
+                           file_name=f"cohort-{st.session_state[ju.HOTSPOT].replace(' ', '-')}.csv",
+                           mime="text/csv", key="journeys_export")
+    else:
+        cohort = None
+with right:
+    edge_names = ju.edge_labels(edges)
+    st.selectbox("Customers on edge", edge_names, key=ju.EDGE)
+    if st.session_state.get(ju.EDGE):
+        on_edge = ju.edge_cohort(filters, st.session_state[ju.EDGE])
+        st.caption(f"{len(on_edge):,} customers took this step.")
+        st.dataframe(on_edge, hide_index=True, width="stretch", height=260)
+        st.download_button("Export edge cohort (CSV)", ju.cohort_csv(on_edge), file_name="edge-cohort.csv",
+                           mime="text/csv", key="journeys_edge_export")
+
+ids = cohort["cx_id"].tolist() if cohort is not None and len(cohort) else []
+if ids:
+    st.selectbox("Open one customer's timeline", ids, key=ju.CUSTOMER)
+    st.dataframe(ju.customer_timeline(st.session_state[ju.CUSTOMER]), hide_index=True, width="stretch", height=320)
+
+st.subheader("Variants, funnels and handoffs")
+tab_v, tab_f, tab_h = st.tabs(["Variants", "Funnel", "Handoffs"])
+with tab_v:
+    v1, v2, v3 = st.columns([2, 2, 3])
+    max_steps = v1.number_input("First N steps of each journey", 2, 50, value=5, key="journeys_variant_steps")
+    rarest = v2.toggle("Rarest first", key="journeys_variant_rarest")
+    contains = v3.text_input("Containing", key="journeys_variant_contains")
+    st.dataframe(ju.variants(filters, max_steps, rarest, contains), hide_index=True, width="stretch",
+                 column_config={"share": st.column_config.NumberColumn(format="percent"),
+                                "churn_rate": st.column_config.NumberColumn(format="percent")})
+with tab_f:
+    default_steps = ju.default_funnel(activities)
+    chosen = st.multiselect("Ordered steps", activities, default=default_steps, key=ju.FUNNEL_STEPS + "_list")
+    f1, f2 = st.columns(2)
+    days = f1.number_input("Conversion window (days)", 1, 365, key=ju.FUNNEL_DAYS)
+    by_segment = f2.toggle("Break down by segment", key="journeys_funnel_segment")
+    if chosen:
+        frame = ju.funnel(chosen, days, by_segment)
+        st.plotly_chart(ju.funnel_chart(frame), width="stretch", key="journeys_funnel_chart")
+        st.dataframe(ju.funnel_display(frame), hide_index=True, width="stretch")
+with tab_h:
+    hand = ju.handoffs()
+    if len(hand):
+        st.plotly_chart(ju.handoff_chart(hand), width="stretch", key="journeys_handoff_chart")
+        st.dataframe(ju.handoff_display(hand), hide_index=True, width="stretch")
+    else:
+        st.info("Every step belongs to one department: no handoffs.")

@@ -1,0 +1,428 @@
+"""Journeys and friction: the directly-follows graph against pm4py and hand-worked logs, noise
+controls, variants, funnels, handoffs, friction detection on both backends, the demo's planted
+friction, and the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import warnings
+from contextlib import redirect_stdout
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from cxdash import journeys as jr
+from cxdash.ingest import ingest_file
+from cxdash.mapping import Mapping
+from cxdash.store import KIND_TABLES, identity_map_table, open_store
+
+T0 = datetime(2024, 1, 1)
+PM4PY_KEYS = dict(case_key="case:concept:name", activity_key="concept:name", timestamp_key="time:timestamp")
+
+
+def _pm4py():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return pytest.importorskip("pm4py")
+
+
+def _duck():
+    return sa.create_engine("duckdb:///:memory:")
+
+
+def _pm4py_expected(frame: pd.DataFrame):
+    pm4py = _pm4py()
+    frame = frame.copy()
+    frame["case:concept:name"] = frame["case:concept:name"].astype(str)
+    # pm4py reads start/end activities off the frame's row order: give it a time-sorted log
+    # (our functions get the rows in any order)
+    frame = frame.sort_values(["case:concept:name", "time:timestamp"], kind="stable")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keys = dict(case_id_key=PM4PY_KEYS["case_key"], activity_key=PM4PY_KEYS["activity_key"],
+                    timestamp_key=PM4PY_KEYS["timestamp_key"])
+        dfg, starts, ends = pm4py.discover_dfg(frame, **keys)
+        perf, _, _ = pm4py.discover_performance_dfg(
+            frame, case_id_key=PM4PY_KEYS["case_key"], activity_key=PM4PY_KEYS["activity_key"],
+            timestamp_key=PM4PY_KEYS["timestamp_key"], perf_aggregation_key="all",
+        )
+    return dfg, starts, ends, perf
+
+
+def _assert_same_as_pm4py(frame: pd.DataFrame):
+    dfg, starts, ends, perf = _pm4py_expected(frame)
+    engine = _duck()
+    with engine.begin() as conn:
+        table = jr.event_log_table(conn, frame, "log")
+        ours = jr.discover_dfg(conn, table, **PM4PY_KEYS)
+        our_starts = jr.start_activities(conn, table, **PM4PY_KEYS)
+        our_ends = jr.end_activities(conn, table, **PM4PY_KEYS)
+    got = {(s, t): int(n) for s, t, n in zip(ours["source"], ours["target"], ours["count"], strict=True)}
+    assert got == {k: int(v) for k, v in dfg.items()}
+    assert our_starts == {k: int(v) for k, v in starts.items()}
+    assert our_ends == {k: int(v) for k, v in ends.items()}
+    by_edge = ours.set_index(["source", "target"])
+    for edge, stats in perf.items():
+        assert by_edge.loc[edge, "median_seconds"] == pytest.approx(float(stats["median"]), abs=1e-6)
+        assert by_edge.loc[edge, "mean_seconds"] == pytest.approx(float(stats["mean"]), abs=1e-6)
+    # pm4py does not report distinct cases or p90 per edge: check those against plain pandas
+    f = frame.sort_values(["case:concept:name", "time:timestamp"], kind="stable")
+    g = f.groupby("case:concept:name")
+    f = f.assign(next=g["concept:name"].shift(-1), secs=(g["time:timestamp"].shift(-1) - f["time:timestamp"])
+                 .dt.total_seconds()).dropna(subset=["next"])
+    exp = f.groupby(["concept:name", "next"]).agg(customers=("case:concept:name", "nunique"),
+                                                   p90=("secs", lambda s: s.quantile(0.9)))
+    for edge, row in exp.iterrows():
+        assert by_edge.loc[edge, "customers"] == row["customers"]
+        assert by_edge.loc[edge, "p90_seconds"] == pytest.approx(row["p90"], abs=1e-6)
+    return ours
+
+
+def _running_example(public_data) -> pd.DataFrame:
+    frame = pd.read_csv(public_data / "pm4py_running_example" / "running-example.csv")
+    frame = frame.drop(columns=frame.columns[0])
+    frame["time:timestamp"] = pd.to_datetime(frame["time:timestamp"], utc=True)
+    return frame
+
+
+# ----------------------------------------------------------------------------- pm4py anchor
+
+def test_dfg_counts_and_times_equal_pm4py_on_the_running_example_csv(public_data):
+    ours = _assert_same_as_pm4py(_running_example(public_data))
+    assert ours["count"].sum() == 36  # 42 events in 6 cases
+
+
+def test_dfg_equals_pm4py_on_the_running_example_xes(public_data):
+    pm4py = _pm4py()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        log = pm4py.read_xes(str(public_data / "pm4py_running_example" / "running-example.xes"), show_progress_bar=False)
+    _assert_same_as_pm4py(log[["case:concept:name", "concept:name", "time:timestamp"]])
+
+
+def test_dfg_equals_pm4py_on_a_generated_log_with_hundreds_of_cases():
+    rng = np.random.default_rng(5)
+    rows = []
+    for case in range(300):
+        n = int(rng.integers(1, 16))
+        gaps = rng.integers(1, 10_000, n)
+        times = np.cumsum(gaps) + case * 1_000_000
+        acts = rng.choice([f"step {i}" for i in range(9)], n, p=[0.2, 0.15, 0.15, 0.1, 0.1, 0.1, 0.1, 0.05, 0.05])
+        rows += [(f"c{case}", a, T0 + timedelta(seconds=int(t))) for a, t in zip(acts, times, strict=True)]
+    frame = pd.DataFrame(rows, columns=["case:concept:name", "concept:name", "time:timestamp"])
+    frame = frame.sample(frac=1, random_state=1).reset_index(drop=True)  # order must not matter
+    _assert_same_as_pm4py(frame)
+
+
+# ----------------------------------------------------------------------------- hand-made logs
+#   c1: a(0)  b(60)  c(180)              departments: a, b web; c support
+#   c2: a(0)  c(30)
+#   c3: a(0)  b(120) b(150) c(200)
+
+TINY = [
+    ("c1", "a", 0), ("c1", "b", 60), ("c1", "c", 180),
+    ("c2", "a", 0), ("c2", "c", 30),
+    ("c3", "a", 0), ("c3", "b", 120), ("c3", "b", 150), ("c3", "c", 200),
+]
+
+
+@pytest.fixture
+def tiny():
+    frame = pd.DataFrame(
+        [(c, a, T0 + timedelta(seconds=s), "support" if a == "c" else "web") for c, a, s in TINY],
+        columns=["case", "act", "time", "dept"],
+    )
+    engine = _duck()
+    with engine.begin() as conn:
+        table = jr.event_log_table(conn, frame, "tiny")
+        yield conn, table
+    engine.dispose()
+
+
+KEYS = dict(case_key="case", activity_key="act", timestamp_key="time")
+
+
+def _edges(frame):
+    return {(s, t): (int(n), int(c)) for s, t, n, c in zip(frame["source"], frame["target"], frame["count"],
+                                                             frame["customers"], strict=True)}
+
+
+def test_tiny_dfg_counts_customers_and_times_by_hand(tiny):
+    conn, t = tiny
+    dfg = jr.discover_dfg(conn, t, **KEYS)
+    assert _edges(dfg) == {("a", "b"): (2, 2), ("b", "c"): (2, 2), ("a", "c"): (1, 1), ("b", "b"): (1, 1)}
+    row = dfg.set_index(["source", "target"])
+    assert row.loc[("a", "b"), "median_seconds"] == 90.0
+    assert row.loc[("a", "b"), "p90_seconds"] == pytest.approx(114.0)  # 60 + 0.9 * (120 - 60)
+    assert row.loc[("b", "c"), "median_seconds"] == 85.0  # (120 + 50) / 2
+    assert row.loc[("a", "b"), "customer_share"] == pytest.approx(2 / 3)
+    assert dfg["share"].sum() == pytest.approx(1.0)
+
+
+def test_collapsing_repeated_steps_removes_self_loops_and_joins_their_time(tiny):
+    conn, t = tiny
+    dfg = jr.discover_dfg(conn, t, collapse_repeats=True, **KEYS)
+    assert _edges(dfg) == {("a", "b"): (2, 2), ("b", "c"): (2, 2), ("a", "c"): (1, 1)}
+    assert dfg.set_index(["source", "target"]).loc[("b", "c"), "median_seconds"] == 100.0  # (120 + 80) / 2
+
+
+def test_rare_edges_pool_into_other_so_shares_add_to_one(tiny):
+    conn, t = tiny
+    dfg = jr.discover_dfg(conn, t, min_share=0.2, **KEYS)
+    assert _edges(dfg) == {("a", "b"): (2, 2), ("b", "c"): (2, 2), (jr.OTHER, jr.OTHER): (2, 2)}
+    assert dfg["share"].sum() == pytest.approx(1.0)
+
+
+def test_rename_rules_top_n_and_department_grouping(tiny):
+    conn, t = tiny
+    renamed = jr.discover_dfg(conn, t, jr.LogSpec(rename={"b": "x"}), **KEYS)
+    assert set(_edges(renamed)) == {("a", "x"), ("x", "c"), ("a", "c"), ("x", "x")}
+    top2 = jr.discover_dfg(conn, t, jr.LogSpec(top_n=2), **KEYS)  # a, b, c all 3x: ties by name keep a, b
+    assert set(_edges(top2)) == {("a", "b"), ("b", jr.OTHER), ("a", jr.OTHER), ("b", "b")}
+    depts = jr.discover_dfg(conn, t, jr.LogSpec(by_department=True), department_key="dept", **KEYS)
+    assert _edges(depts) == {("web", "web"): (3, 2), ("web", "support"): (3, 3)}
+
+
+def test_start_and_end_activities(tiny):
+    conn, t = tiny
+    assert jr.start_activities(conn, t, **KEYS) == {"a": 3}
+    assert jr.end_activities(conn, t, **KEYS) == {"c": 3}
+
+
+def test_variants_with_share_churn_and_duration(tiny):
+    conn, t = tiny
+    outcomes = sa.select(
+        sa.literal_column("'c2'").label("case_id"), sa.true().label("churned")
+    ).union_all(sa.select(sa.literal_column("'c1'"), sa.false())).subquery("outcomes")
+    v = jr.discover_variants(conn, t, outcomes=outcomes, **KEYS).set_index("variant")
+    assert set(v.index) == {"a > b > c", "a > c", "a > b > b > c"}
+    assert (v["customers"] == 1).all() and v["share"].sum() == pytest.approx(1.0)
+    assert v.loc["a > c", "churn_rate"] == 1.0 and v.loc["a > b > c", "churn_rate"] == 0.0
+    assert math.isnan(v.loc["a > b > b > c", "churn_rate"])  # no outcome known
+    assert v.loc["a > b > b > c", "median_seconds"] == 200.0
+    assert v.loc["a > b > b > c", "steps"] == 4
+    first2 = jr.discover_variants(conn, t, max_steps=2, **KEYS).set_index("variant")
+    assert first2.loc["a > b", "customers"] == 2
+    rare = jr.discover_variants(conn, t, max_steps=2, rarest=True, contains="c", **KEYS)
+    assert rare["variant"].tolist() == ["a > c"]
+
+
+def test_funnel_conversion_drop_off_and_time_with_a_window(tiny):
+    conn, t = tiny
+    f = jr.funnel(conn, t, ["a", "b", "c"], window_days=1, **KEYS)
+    assert f["customers"].tolist() == [3, 2, 2]
+    assert f["dropped"].tolist() == [0, 1, 0]
+    assert f["conversion"].tolist() == pytest.approx([1.0, 2 / 3, 2 / 3])
+    assert f["step_conversion"].tolist() == pytest.approx([1.0, 2 / 3, 1.0])
+    assert f["median_seconds_to_convert"].tolist() == pytest.approx([0.0, 90.0, 190.0])
+    short = jr.funnel(conn, t, ["a", "b", "c"], window_days=150 / 86400, **KEYS)
+    assert short["customers"].tolist() == [3, 2, 0]  # c comes after 180 s and 200 s
+    backwards = jr.funnel(conn, t, ["c", "a"], window_days=1, **KEYS)
+    assert backwards["customers"].tolist() == [3, 0]  # order matters
+
+
+def test_funnel_breaks_down_by_segment(tiny):
+    conn, t = tiny
+    seg = sa.select(sa.literal_column("'c1'").label("case_id"), sa.literal_column("'smb'").label("segment")).union_all(
+        sa.select(sa.literal_column("'c2'"), sa.literal_column("'smb'")),
+        sa.select(sa.literal_column("'c3'"), sa.literal_column("'enterprise'")),
+    ).subquery("seg")
+    f = jr.funnel(conn, t, ["a", "b"], segments=seg, **KEYS)
+    got = {(s, k): n for s, k, n in zip(f["segment"], f["step"], f["customers"], strict=True)}
+    assert got == {("enterprise", 1): 1, ("enterprise", 2): 1, ("smb", 1): 2, ("smb", 2): 1}
+
+
+def test_paths_to_and_from_an_anchor(tiny):
+    conn, t = tiny
+    to_c = jr.paths_to(conn, t, "c", steps=1, **KEYS)
+    assert {(r.source_offset, r.source, r.target, r.customers) for r in to_c.itertuples()} == {
+        (-1, "b", "c", 2), (-1, "a", "c", 1)}
+    from_a = jr.paths_from(conn, t, "a", steps=2, **KEYS)
+    assert {(r.source_offset, r.source, r.target_offset, r.target, r.customers) for r in from_a.itertuples()} == {
+        (0, "a", 1, "b", 2), (0, "a", 1, "c", 1), (1, "b", 2, "c", 1), (1, "b", 2, "b", 1)}
+
+
+def test_handoffs_count_department_changes_and_their_waits(tiny):
+    conn, t = tiny
+    h = jr.discover_handoffs(conn, t, department_key="dept", **KEYS)
+    assert h[["source_department", "target_department", "count", "customers"]].values.tolist() == [
+        ["web", "support", 3, 3]]
+    assert h["median_seconds"].iloc[0] == 50.0  # waits 120, 30, 50
+
+
+def test_edge_customers_lists_the_cases_on_an_edge(tiny):
+    conn, t = tiny
+    e = jr.edge_customers(conn, t, "a", "b", **KEYS)
+    assert e["case_id"].tolist() == ["c1", "c3"]
+
+
+# ----------------------------------------------------------------------------- friction, both backends
+
+CRM = "customer_id,email,phone,signup_date\nC1,one@x.com,5550001111,2023-01-01\nC2,two@x.com,,2023-01-01\n" \
+      "C3,three@x.com,,2023-01-01\nC4,four@x.com,,2023-01-01\n"
+TICKETS = (
+    "ticket_id,customer_id,opened_at,closed_at,channel,topic,transfers,department\n"
+    "T1,C1,2024-01-01 09:00,2024-01-01 10:00,chat,billing,0,billing\n"
+    "T2,C1,2024-01-03 09:00,2024-01-03 10:00,phone,billing,0,support\n"  # repeat of T1 (2 days)
+    "T3,C1,2024-01-20 09:00,2024-01-20 10:00,email,billing,0,billing\n"  # 17 days later: not a repeat
+    "T4,C2,2024-01-01 09:00,2024-01-02 09:00,chat,login,2,support\n"  # transferred
+    "T5,C2,2024-01-04 09:00,2024-01-04 10:00,chat,billing,0,billing\n"  # other topic: not a repeat
+    "T6,C3,2024-02-01 09:00,2024-02-01 10:00,web_form,how_to,0,support\n"
+    "T7,C3,2024-02-09 09:00,2024-02-09 10:00,phone,how_to,0,support\n"  # 8 days: repeat only with a 10-day window
+    "T8,C4,2024-03-01 12:00,2024-03-01 13:00,chat,checkout,0,tech\n"
+)
+WEB = (
+    "customer_id,timestamp,activity\n"
+    "C1,2024-01-02 20:00,help_page\n"
+    "C4,2024-03-01 10:00,checkout\nC4,2024-03-01 10:01,checkout_error\nC4,2024-03-01 10:05,help_page\n"
+)
+
+
+def _load_tiny_company(store, tmp_path):
+    files = {"crm.csv": CRM, "tickets.csv": TICKETS, "web.csv": WEB}
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    ingest_file(store, tmp_path / "crm.csv", source="crm", kind="customers", department="sales",
+                mapping=Mapping("customers", {"customer_id": "customer_id", "email": "email", "phone": "phone",
+                                              "signup_date": "signup_date"}))
+    ingest_file(store, tmp_path / "tickets.csv", source="helpdesk", kind="tickets", department="support",
+                mapping=Mapping("tickets", {c: c for c in ("ticket_id", "customer_id", "opened_at", "closed_at",
+                                                           "channel", "topic", "transfers", "department")}))
+    ingest_file(store, tmp_path / "web.csv", source="web", kind="events", department="web",
+                mapping=Mapping("events", {"customer_id": "customer_id", "timestamp": "timestamp",
+                                           "activity": "activity"}))
+
+
+def _moments(conn, **kw):
+    m = jr.friction_moments(**kw)
+    rows = conn.execute(sa.select(m.c.hotspot, m.c.cx_id, m.c.ts, m.c.leaked_department, m.c.absorbed_department)
+                        .order_by(m.c.hotspot, m.c.cx_id, m.c.ts)).all()
+    return [(h, c, pd.Timestamp(t).strftime("%m-%d %H:%M"), lk, ab) for h, c, t, lk, ab in rows]
+
+
+def test_friction_moments_by_hand_on_both_backends(store, tmp_path):
+    _load_tiny_company(store, tmp_path)
+    with store.connect() as conn:
+        got = _moments(conn)
+        assert got == [
+            ("checkout error", "C4", "03-01 10:01", "web", "tech"),
+            ("help page then contact", "C1", "01-03 09:00", "web", "support"),
+            ("help page then contact", "C4", "03-01 12:00", "web", "tech"),
+            ("repeat contact", "C1", "01-03 09:00", "billing", "support"),
+            ("transferred ticket", "C2", "01-01 09:00", "support", "billing"),
+        ]
+        wider = [m for m in _moments(conn, repeat_days=10) if m[0] == "repeat contact"]
+        assert [m[1] for m in wider] == ["C1", "C3"]
+        dfg = jr.discover_dfg(conn, jr.journey_log())
+        edges = _edges(dfg)
+        # C1: signup, contact billing, resolved billing, help_page, contact billing, ... (hand-listed)
+        assert edges[("contact: billing", "resolved: billing")] == (4, 2)
+        assert edges[("checkout", "checkout_error")] == (1, 1)
+        assert dfg["count"].sum() == 24 - 4  # 24 steps (4 signups, 16 ticket steps, 4 web) of 4 customers
+        spots = jr.hotspots(conn)
+        assert set(spots["hotspot"]) == {"checkout error", "help page then contact", "repeat contact",
+                                         "transferred ticket"}
+        assert spots.set_index("hotspot").loc["help page then contact", "customers"] == 2
+
+
+def test_risk_ratio_and_its_log_confidence_interval_by_hand():
+    rr, lo, hi = jr.risk_ratio(20, 100, 10, 100)
+    se = math.sqrt(1 / 20 - 1 / 100 + 1 / 10 - 1 / 100)
+    assert rr == pytest.approx(2.0)
+    assert lo == pytest.approx(2.0 * math.exp(-1.959963984540054 * se))
+    assert hi == pytest.approx(2.0 * math.exp(1.959963984540054 * se))
+    assert jr.risk_ratio(0, 10, 5, 10)[0] == pytest.approx((0.5 / 11) / (5.5 / 11))  # zero cell: +0.5
+
+
+def test_masking_and_csv_neutralising():
+    assert jr.mask_email("Jane.Doe@example.com") == "J***@e***.com"
+    assert jr.mask_phone("+1 (555) 010-2233") == "*********33"
+    assert jr.mask_email(None) == "" and jr.mask_phone(float("nan")) == ""
+    frame = pd.DataFrame({"cx_id": ["=HYPERLINK(1)", "+1", "-2", "@x", "\tt", "\rr", "ok"], "n": range(7)})
+    text = jr.cohort_csv(frame).decode()
+    lines = text.splitlines()
+    assert lines[1].startswith("'=HYPERLINK") and lines[2].startswith("'+1") and lines[3].startswith("'-2")
+    assert lines[4].startswith("'@x") and "'\tt" in text and "'\rr" in text and "\nok,6" in text
+
+
+# ----------------------------------------------------------------------------- the demo company
+
+@pytest.fixture(scope="module")
+def demo(demo_store):
+    s = open_store(demo_store["url"], create=False)
+    yield s
+    s.dispose()
+
+
+def test_demo_dfg_equals_an_independent_pandas_computation(demo):
+    with demo.connect() as conn:
+        jl = jr.journey_log()
+        raw = pd.DataFrame(conn.execute(sa.select(jl.c.cx_id, jl.c.activity, jl.c.ts)).all(),
+                           columns=["cx_id", "activity", "ts"])
+        ours = jr.discover_dfg(conn, jl)
+    raw = raw.sort_values(["cx_id", "ts", "activity"], kind="stable")
+    g = raw.groupby("cx_id")
+    raw["target"] = g["activity"].shift(-1)
+    raw["secs"] = (g["ts"].shift(-1) - raw["ts"]).dt.total_seconds()
+    pairs = raw.dropna(subset=["target"])
+    exp = pairs.groupby(["activity", "target"]).agg(count=("cx_id", "size"), customers=("cx_id", "nunique"),
+                                                      median=("secs", "median"))
+    got = ours.set_index(["source", "target"])
+    assert len(got) == len(exp) > 100
+    assert exp["count"].tolist() == got.loc[exp.index, "count"].tolist()
+    assert exp["customers"].tolist() == got.loc[exp.index, "customers"].tolist()
+    assert np.allclose(exp["median"].to_numpy(), got.loc[exp.index, "median_seconds"].to_numpy())
+
+
+def test_demo_repeat_contacts_equal_a_pandas_count(demo):
+    k, im = KIND_TABLES["tickets"], identity_map_table
+    with demo.connect() as conn:
+        t = pd.DataFrame(conn.execute(sa.select(im.c.cx_id, k.c.opened_at, k.c.topic)
+                                      .select_from(k.join(im, im.c.id_key == k.c.id_key))).all(),
+                         columns=["cx_id", "opened", "topic"])
+        m = jr.friction_moments()
+        n_sql = conn.execute(sa.select(sa.func.count()).select_from(m).where(m.c.hotspot == "repeat contact")).scalar()
+    t["topic"] = t["topic"].fillna("other")
+    pairs = t.merge(t, on=["cx_id", "topic"], suffixes=("", "_prev"))
+    gap = (pairs["opened"] - pairs["opened_prev"]).dt.total_seconds()
+    repeats = pairs[(gap > 0) & (gap <= 7 * 86400)].drop_duplicates(["cx_id", "opened", "topic"])
+    assert n_sql == len(repeats) > 50
+
+
+def test_the_demos_planted_friction_tops_the_hotspot_ranking_with_lift_above_one(demo):
+    with demo.connect() as conn:
+        spots = jr.hotspots(conn)
+    top = spots.head(4).set_index("hotspot")
+    for planted in ("checkout error", "transferred ticket", "repeat contact"):
+        assert planted in top.index, spots[["hotspot", "lift", "excess_churned"]]
+        assert top.loc[planted, "lift"] > 1 and top.loc[planted, "lift_low"] > 1
+        assert top.loc[planted, "revenue_at_stake"] > 0
+    assert (spots["excess_churned"].diff().dropna() <= 1e-9).all()  # ranked
+    with demo.connect() as conn:
+        cohort = jr.hotspot_customers(conn, "checkout error", limit=None)
+        assert len(cohort) == spots.set_index("hotspot").loc["checkout error", "customers"]
+        assert cohort["email"].str.contains(r"\*\*\*@").all()
+        assert not cohort["email"].str.contains(r"^[a-z]{2,}@", regex=True).any()
+        journey = jr.customer_journey(conn, cohort["cx_id"].iloc[0])
+        assert "checkout_error" in set(journey["activity"])
+
+
+def test_cli_prints_the_edges_as_json(demo_store):
+    from cxdash.cli import main
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["--db", demo_store["url"], "journeys", "--json"]) == 0
+    edges = json.loads(buf.getvalue())
+    assert {"source", "target", "count", "customers", "median_seconds"} <= set(edges[0])
+    s = open_store(demo_store["url"], create=False)
+    with s.connect() as conn:
+        jl = jr.journey_log()
+        steps, customers = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(jl.c.cx_id)))).one()
+    s.dispose()
+    assert sum(e["count"] for e in edges) == steps - customers  # every step but each customer's last

@@ -1,0 +1,119 @@
+"""The Journeys & friction page: headless (AppTest) on the demo company and on an uploaded
+pm4py event log, and in a real browser with screenshots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cxdash.ingest import ingest_file
+from cxdash.mapping import Mapping
+from cxdash.store import open_store
+from tests.browser_support import chromium, require_browser, running_app
+
+REPO = Path(__file__).resolve().parents[1]
+PAGE = str(REPO / "pages" / "journeys.py")
+
+
+@pytest.fixture
+def demo_env(demo_store, monkeypatch):
+    monkeypatch.setenv("CXDASH_DB_URL", demo_store["url"])
+    return demo_store
+
+
+def _run(at: AppTest) -> AppTest:
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_page_leads_with_the_biggest_leak_ranks_planted_friction_first_and_keeps_filters(demo_env):
+    at = _run(AppTest.from_file(PAGE, default_timeout=120))
+    assert at.title[0].value == "Journeys & friction"
+    lead = at.markdown[0].value
+    assert lead.startswith("The biggest leak is **") and "churn lift **" in lead
+    hotspots = at.dataframe[0].value
+    assert {"checkout error", "transferred ticket", "repeat contact"} <= set(hotspots["hotspot"].head(4))
+    assert (hotspots.head(4)["lift"] > 1).all()
+    cohort = at.dataframe[1].value
+    assert len(cohort) > 10 and cohort["email"].str.contains(r"\*\*\*@").all()
+    labels = {m.label for m in at.metric}
+    assert {"Customers with journeys", "Transitions", "Activities"} <= labels
+    # filters live in session state and in the URL
+    at.toggle(key="journeys_by_department").set_value(True)
+    _run(at)
+    assert at.session_state["journeys_by_department"] is True
+    assert at.query_params["by_department"] in ("true", ["true"])
+    anchors = at.selectbox(key="journeys_anchor").options
+    assert {"web", "support", "billing"} <= set(anchors)  # activities are now departments
+
+
+def test_a_shared_link_restores_the_filters(demo_env):
+    at = AppTest.from_file(PAGE, default_timeout=120)
+    at.query_params["top_n"] = "5"
+    at.query_params["anchor"] = "checkout_error"
+    at.query_params["direction"] = "after"
+    _run(at)
+    assert at.session_state["journeys_top_n"] == 5
+    assert at.session_state["journeys_direction"] == "after"
+    assert at.metric[2].value == "6"  # five activities and (other)
+
+
+def test_page_works_on_an_uploaded_pm4py_event_log(public_data, tmp_path, monkeypatch):
+    url = f"duckdb:///{tmp_path / 'log.duckdb'}"
+    store = open_store(url)
+    ingest_file(
+        store, public_data / "pm4py_running_example" / "running-example.csv", source="process", kind="events",
+        department="operations",
+        mapping=Mapping("events", {"customer_id": "case:concept:name", "timestamp": "time:timestamp",
+                                   "activity": "concept:name"}),
+    )
+    store.dispose()
+    monkeypatch.setenv("CXDASH_DB_URL", url)
+    at = _run(AppTest.from_file(PAGE, default_timeout=120))
+    assert "most travelled step is **check ticket → decide**" in at.markdown[0].value
+    assert at.metric[0].value == "6"  # six cases
+
+
+def test_an_empty_store_says_how_to_load_data(tmp_path, monkeypatch):
+    url = f"duckdb:///{tmp_path / 'empty.duckdb'}"
+    open_store(url).dispose()
+    monkeypatch.setenv("CXDASH_DB_URL", url)
+    at = _run(AppTest.from_file(PAGE, default_timeout=60))
+    assert "No data loaded yet" in at.info[0].value
+
+
+@pytest.mark.browser
+def test_journeys_page_in_a_real_browser(demo_store, tmp_path, artifacts):
+    require_browser()
+    with running_app(demo_store["url"], tmp_path / "server.log") as url, chromium() as browser:
+        _drive_the_page(browser, url, artifacts)
+
+
+def _drive_the_page(browser, app_url, artifacts):
+    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page.goto(f"{app_url}/journeys", wait_until="networkidle")
+    page.get_by_text("The biggest leak is").wait_for(timeout=120_000)
+    page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)
+    page.wait_for_timeout(2000)
+    shots = {}
+    for name, heading in (("map", "Journey map"), ("sankey", "Paths around one step"),
+                          ("hotspots", "Friction hotspots"), ("drilldown", "Drill down")):
+        section = page.get_by_role("heading", name=heading)
+        section.scroll_into_view_if_needed()
+        page.wait_for_timeout(800)
+        box = section.bounding_box()
+        shot = artifacts / f"journeys-{name}.png"
+        page.screenshot(path=str(shot), clip={"x": 0, "y": box["y"] - 10 + page.evaluate("window.scrollY"),
+                                              "width": 1500, "height": 900}, full_page=True)
+        shots[name] = shot
+    page.screenshot(path=str(artifacts / "journeys.png"), full_page=True)
+    content = page.content()
+    assert "Traceback" not in content
+    for shot in shots.values():
+        assert shot.stat().st_size > 20_000
+    # the drill-down lists masked customers and offers the export
+    assert page.get_by_role("button", name="Export cohort (CSV)").count() == 1
+    page.close()

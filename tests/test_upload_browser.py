@@ -1,0 +1,93 @@
+"""A newcomer in a real browser uploads public extracts and a hostile file, sees the detected
+mapping, the validation report and the loaded data (screenshots in the test artifacts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxdash.overview import source_summary
+from cxdash.store import open_store
+from tests.browser_support import chromium, require_browser, running_app
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def empty_app(tmp_path_factory):
+    require_browser()
+    root = tmp_path_factory.mktemp("upload_app")
+    url = f"duckdb:///{root / 'cx.duckdb'}"
+    open_store(url).dispose()
+    with running_app(url, root / "server.log") as app, chromium() as browser:
+        yield {"app": app, "db": url, "browser": browser}
+
+
+def _open_upload(ctx):
+    page = ctx["browser"].new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(f"{ctx['app']}/upload", wait_until="networkidle")
+    page.get_by_text("Drop one or more CSV extracts").wait_for(timeout=60_000)
+    return page
+
+
+def _upload(page, path):
+    page.locator('input[type="file"]').set_input_files(str(path))
+    page.get_by_text("Map the columns").wait_for(timeout=60_000)
+
+
+def _sources(db: str):
+    store = open_store(db, create=False)
+    with store.connect() as conn:
+        frame = source_summary(conn)
+    store.dispose()
+    return frame.set_index("name")
+
+
+def test_the_telco_table_uploads_with_a_detected_mapping(empty_app, public_data, artifacts):
+    page = _open_upload(empty_app)
+    _upload(page, public_data / "telco_churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv")
+    page.screenshot(path=str(artifacts / "upload_telco_mapping.png"), full_page=True)
+    page.get_by_role("button", name="Check the file").click()
+    page.get_by_text("All 7,043 rows pass").wait_for(timeout=60_000)
+    page.get_by_role("button", name="Load 7,043 rows").click()
+    page.get_by_text("loaded; read 7,043").wait_for(timeout=120_000)
+    page.get_by_text("loaded; read 7,043").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "upload_telco_loaded.png"), full_page=True)
+    stored = _sources(empty_app["db"])
+    assert stored.loc["wa_fn_usec_telco_customer_churn", "rows"] == 7043
+    assert stored.loc["wa_fn_usec_telco_customer_churn", "kind"] == "customers"
+    page.close()
+
+
+def test_a_hostile_file_shows_every_failure_and_loads_nothing_on_request(empty_app, tmp_path, artifacts):
+    bad = tmp_path / "helpdesk_export.csv"
+    bad.write_text(
+        "Ticket #,Requester Email,Created,Resolved,Topic\n"
+        "T1,ann@example.com,2024-01-02 10:00,2024-01-03 10:00,billing\n"
+        "T2,,2024-01-05 10:00,,login\n"
+        "T3,cy@example.com,not a date,2024-01-07 10:00,login\n"
+        "T4,=cmd|' /C calc'!A0,2024-01-08 10:00,2024-01-07 10:00,bug\n"
+    )
+    before = _sources(empty_app["db"])
+    page = _open_upload(empty_app)
+    _upload(page, bad)
+    page.get_by_role("button", name="Check the file").click()
+    page.get_by_text("3 of 4 rows break a rule").wait_for(timeout=60_000)
+    page.get_by_text("Failed rules").wait_for()
+    page.get_by_text("Every failure").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "upload_hostile_report.png"), full_page=True)
+    assert page.get_by_role("button", name="Download the rejected rows with reasons (CSV)").is_visible()
+    page.get_by_role("button", name="Load nothing").click()
+    page.get_by_text("Nothing was loaded").wait_for(timeout=30_000)
+    after = _sources(empty_app["db"])
+    assert list(after.index) == list(before.index)
+    page.close()
+
+
+def test_the_data_health_page_reports_the_uploaded_source(empty_app, artifacts):
+    page = empty_app["browser"].new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(f"{empty_app['app']}/data_health", wait_until="networkidle")
+    page.get_by_text("Coverage: who each number can speak for").wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(artifacts / "data_health.png"), full_page=True)
+    assert "wa_fn_usec_telco_customer_churn" in page.content()
+    page.close()
