@@ -23,7 +23,7 @@ from scipy.sparse.csgraph import connected_components
 from sqlalchemy.engine import Connection
 
 from cxdash.kinds import IDENTITY_FIELDS, KINDS
-from cxdash.store import KIND_TABLES, bulk_insert, identity_hubs_table, identity_map_table
+from cxdash.store import KIND_TABLES, bulk_insert, identity_hubs_table, identity_map_table, read_frame
 
 __all__ = ["DEFAULT_HUB_DEGREE", "rebuild_identity_map", "stitch"]
 
@@ -48,8 +48,8 @@ def _edges_and_nodes(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
             edge_selects.append(
                 sa.select(t.c.id_key.label("a"), key.label("b")).where(t.c[f].is_not(None), t.c.id_key != key)
             )
-    nodes = pd.DataFrame(conn.execute(sa.union(*node_selects)).fetchall(), columns=["node", "crm"])
-    edges = pd.DataFrame(conn.execute(sa.union(*edge_selects)).fetchall(), columns=["a", "b"])
+    nodes = read_frame(conn, sa.union(*node_selects))
+    edges = read_frame(conn, sa.union(*edge_selects))
     return edges, nodes
 
 

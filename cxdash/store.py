@@ -31,6 +31,7 @@ from cxdash.kinds import KINDS, SourceKind
 
 __all__ = [
     "ANALYTICS",
+    "read_frame",
     "APP_STATE",
     "Store",
     "StoreLockedError",
@@ -348,3 +349,18 @@ activation_table = sa.Table(
     sa.Column("actor", sa.String),
     sa.Column("updated_at", sa.DateTime, nullable=False),
 )
+
+
+def read_frame(conn: Connection, stmt) -> pd.DataFrame:
+    """Run a SELECT and return its rows as a frame, fast for millions of rows.
+
+    DuckDB hands its result over as columns (no Python row objects); other engines go through
+    plain tuples (building a frame from SQLAlchemy ``Row`` objects is pathologically slow).
+    """
+    result = conn.execute(stmt)
+    columns = list(result.keys())
+    if conn.dialect.name == "duckdb":
+        frame = conn.connection.driver_connection.fetch_df()
+        frame.columns = columns
+        return frame
+    return pd.DataFrame.from_records([tuple(r) for r in result], columns=columns)
