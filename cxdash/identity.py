@@ -59,63 +59,77 @@ def stitch(edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_H
     In: ``edges`` (a, b) and ``nodes`` (node, crm: bool, True for identifiers that are a CRM
     record's primary key). Out: ``(id_map, hubs)`` with id_map columns ``id_key, cx_id, known``
     (one row per node) and hubs ``id_key, degree``.
+
+    Works on integer codes throughout (millions of identifiers take seconds, not minutes).
     """
-    all_nodes = pd.unique(pd.concat([nodes["node"], edges["a"], edges["b"]], ignore_index=True).astype(str))
-    codes = pd.Index(all_nodes)
-    n = len(codes)
-    if n == 0:
+    n_nodes, n_edges = len(nodes), len(edges)
+    everything = np.concatenate(
+        [nodes["node"].astype(str).to_numpy(), edges["a"].astype(str).to_numpy(), edges["b"].astype(str).to_numpy()]
+    )
+    if len(everything) == 0:
         return pd.DataFrame(columns=["id_key", "cx_id", "known"]), pd.DataFrame(columns=["id_key", "degree"])
-    a = codes.get_indexer(edges["a"].astype(str))
-    b = codes.get_indexer(edges["b"].astype(str))
-    pairs = pd.DataFrame({"a": np.minimum(a, b), "b": np.maximum(a, b)}).drop_duplicates()
-    degree = np.bincount(np.concatenate([pairs["a"].to_numpy(), pairs["b"].to_numpy()]), minlength=n)
-    crm = codes.isin(nodes.loc[nodes["crm"].astype(bool), "node"].astype(str))
-    hub = (degree > hub_degree) | _ambiguous(pairs, crm, n)
-    keep = ~(hub[pairs["a"].to_numpy()] | hub[pairs["b"].to_numpy()])
-    pa_, pb_ = pairs["a"].to_numpy()[keep], pairs["b"].to_numpy()[keep]
-    graph = coo_matrix((np.ones(len(pa_), dtype=np.int8), (pa_, pb_)), shape=(n, n))
-    _, labels = connected_components(graph, directed=False)
+    # sort=True: code order is the keys' lexical order, used below to break ties.
+    codes, keys = pd.factorize(everything, sort=True)
+    keys = np.asarray(keys, dtype=object)
+    n = len(keys)
+    node_codes = codes[:n_nodes]
+    a, b = codes[n_nodes : n_nodes + n_edges], codes[n_nodes + n_edges :]
+    packed = np.unique(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
+    pa_, pb_ = packed // n, packed % n
+    degree = np.bincount(np.concatenate([pa_, pb_]), minlength=n)
+    crm = np.zeros(n, dtype=bool)
+    crm[node_codes[nodes["crm"].astype(bool).to_numpy()]] = True
+    hub = (degree > hub_degree) | _ambiguous(pa_, pb_, crm, n)
+    keep = ~(hub[pa_] | hub[pb_])
+    graph = coo_matrix((np.ones(int(keep.sum()), dtype=np.int8), (pa_[keep], pb_[keep])), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
 
-    frame = pd.DataFrame({"id_key": codes.astype(str), "component": labels})
-    crm_nodes = set(nodes.loc[nodes["crm"].astype(bool), "node"].astype(str))
-    frame["crm"] = frame["id_key"].isin(crm_nodes)
-    field = frame["id_key"].str.split(":", n=1).str[0]
-    value = frame["id_key"].str.split(":", n=1).str[1]
+    key_series = pd.Series(keys, dtype="string")
+    parts = key_series.str.split(":", n=1)
+    field, value = parts.str[0], parts.str[1]
     precedence = {f: i for i, f in enumerate(IDENTITY_FIELDS)}
-    frame["rank"] = np.where(frame["crm"], -1, field.map(precedence).fillna(len(precedence)).astype(int))
-    frame["label"] = np.where(field == "customer_id", value, frame["id_key"])
-    best = frame.sort_values(["component", "rank", "label"]).drop_duplicates("component")
-    comp_label = best.set_index("component")["label"]
-    comp_known = frame.groupby("component")["crm"].any()
-    frame["cx_id"] = frame["component"].map(comp_label)
-    frame["known"] = frame["component"].map(comp_known).astype(bool)
-    hubs = pd.DataFrame({"id_key": codes[hub].astype(str), "degree": degree[hub].astype("int64")})
-    return frame[["id_key", "cx_id", "known"]].reset_index(drop=True), hubs
+    rank = np.where(crm, -1, field.map(precedence).fillna(len(precedence)).astype(int).to_numpy())
+    # The best node of each component: CRM record first, then by identifier precedence, then key.
+    order = np.lexsort((np.arange(n), rank, component))
+    first = np.ones(n, dtype=bool)
+    first[1:] = component[order][1:] != component[order][:-1]
+    best_of = np.empty(component.max() + 1, dtype=np.int64)
+    best_of[component[order][first]] = order[first]
+    label = np.where((field == "customer_id").to_numpy(dtype=bool), value.to_numpy(dtype=object), keys)
+    known_of = np.zeros(component.max() + 1, dtype=bool)
+    np.logical_or.at(known_of, component, crm)
+    id_map = pd.DataFrame(
+        {"id_key": keys, "cx_id": label[best_of[component]], "known": known_of[component]}
+    )
+    hubs = pd.DataFrame({"id_key": keys[hub], "degree": degree[hub].astype("int64")})
+    return id_map, hubs
 
 
-def _ambiguous(pairs: pd.DataFrame, crm: np.ndarray, n: int) -> np.ndarray:
+def _ambiguous(pa_: np.ndarray, pb_: np.ndarray, crm: np.ndarray, n: int) -> np.ndarray:
     """Identifiers that would merge two different CRM customers.
 
     The CRM is the authority on who is a distinct customer: an identifier on two CRM records
     (a shared household phone), or one directly linked to identifiers of two CRM records (a
     helpdesk's own address typed into tickets from many callers) must not link anyone.
     """
-    both = pd.concat(
-        [pairs.rename(columns={"a": "u", "b": "v"}), pairs.rename(columns={"a": "v", "b": "u"})], ignore_index=True
-    )
+    u = np.concatenate([pa_, pb_])
+    v = np.concatenate([pb_, pa_])
     crm_idx = np.flatnonzero(crm)
-    # Owner of each identifier written on a CRM record: that record.
-    owned = both[np.isin(both["u"].to_numpy(), crm_idx)].rename(columns={"u": "owner", "v": "node"})
-    owned = pd.concat([owned, pd.DataFrame({"owner": crm_idx, "node": crm_idx})], ignore_index=True).drop_duplicates()
-    owners_per_node = owned.groupby("node")["owner"].nunique()
-    ambiguous = np.zeros(n, dtype=bool)
-    shared = owners_per_node.index[owners_per_node > 1].to_numpy()
-    ambiguous[shared] = True
-    sole = owned[owned["node"].isin(owners_per_node.index[owners_per_node == 1])]
-    reach = both.merge(sole, left_on="v", right_on="node")[["u", "owner"]].drop_duplicates()
-    reach = reach[~np.isin(reach["u"].to_numpy(), crm_idx)]
-    per_node = reach.groupby("u")["owner"].nunique()
-    ambiguous[per_node.index[per_node > 1].to_numpy()] = True
+    # Owner of each identifier written on a CRM record: that record (and a record owns itself).
+    from_crm = crm[u]
+    owner = np.concatenate([u[from_crm], crm_idx])
+    node = np.concatenate([v[from_crm], crm_idx])
+    pairs = np.unique(node.astype(np.int64) * n + owner)
+    node, owner = pairs // n, pairs % n
+    owners_per_node = np.bincount(node, minlength=n)
+    ambiguous = owners_per_node > 1
+    sole_owner = np.full(n, -1, dtype=np.int64)
+    single = owners_per_node[node] == 1
+    sole_owner[node[single]] = owner[single]
+    # Identifiers one link away from identifiers of two different CRM records.
+    reach = (sole_owner[v] >= 0) & ~crm[u]
+    pairs = np.unique(u[reach].astype(np.int64) * n + sole_owner[v[reach]])
+    ambiguous |= np.bincount(pairs // n, minlength=n) > 1
     ambiguous[crm_idx] = False  # a CRM record's own key is never ambiguous
     return ambiguous
 
@@ -144,13 +158,9 @@ def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE)
     bulk_insert(conn, identity_map_table, id_map)
     bulk_insert(conn, identity_hubs_table, hubs)
     if len(hubs):
+        # Re-keying changes no link (a hub links nothing, and the rows' other identifiers are
+        # nodes already), so the map just computed stays right for the re-keyed rows.
         _rekey_hub_rows(conn)
-        edges, nodes = _edges_and_nodes(conn)
-        id_map, hubs = stitch(edges, nodes, hub_degree)
-        conn.execute(identity_map_table.delete())
-        conn.execute(identity_hubs_table.delete())
-        bulk_insert(conn, identity_map_table, id_map)
-        bulk_insert(conn, identity_hubs_table, hubs)
     summary = {
         "identifiers": int(len(id_map)),
         "customers": int(id_map.loc[id_map["known"], "cx_id"].nunique()) if len(id_map) else 0,
