@@ -364,3 +364,42 @@ def read_frame(conn: Connection, stmt) -> pd.DataFrame:
         frame.columns = columns
         return frame
     return pd.DataFrame.from_records([tuple(r) for r in result], columns=columns)
+
+
+# ----------------------------------------------------------------------------- access & privacy (issue 7)
+# App state: the people who may sign in (argon2 hashes only, never a password), the audit log
+# (who did what, when; erasures hold a salted hash of the customer id, never the id), and the
+# erasure suppression list (salted hashes of every identifier of an erased customer, so that
+# re-loading an old extract does not bring the customer back). Keys are explicit (no
+# autoincrement on DuckDB).
+users_table = sa.Table(
+    "users",
+    APP_STATE,
+    sa.Column("username", sa.String, primary_key=True),
+    sa.Column("role", sa.String, nullable=False),
+    sa.Column("password_hash", sa.String),  # NULL for single-sign-on accounts
+    sa.Column("disabled", sa.Boolean, nullable=False),
+    sa.Column("failed_attempts", sa.BigInteger, nullable=False),
+    sa.Column("locked_until", sa.DateTime),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("last_sign_in_at", sa.DateTime),
+)
+
+audit_table = sa.Table(
+    "audit_log",
+    APP_STATE,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("actor", sa.String, nullable=False),
+    sa.Column("action", sa.String, nullable=False),
+    sa.Column("detail", sa.Text),  # JSON; never personal data
+)
+
+suppression_table = sa.Table(
+    "erasure_suppression",
+    APP_STATE,
+    sa.Column("id_hash", sa.String, primary_key=True),  # HMAC-SHA256 of "field:normalised value"
+    sa.Column("field", sa.String, nullable=False),
+    sa.Column("erased_at", sa.DateTime, nullable=False),
+)

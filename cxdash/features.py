@@ -1,0 +1,612 @@
+"""Churn features per customer as of a cutoff, from every department, computed in the database.
+
+``customer_features(conn, cutoff=...)`` returns one row per customer who was a customer at the
+cutoff. Only rows *before* the cutoff are read, so a snapshot never sees its own future. The
+heavy work (counts, sums, latest timestamps, repeat contacts via a window function) runs as
+portable SQLAlchemy Core aggregates, one query per source kind; pandas only joins the per-kind
+results (one row per customer each) and turns timestamps into ages.
+
+``labelled_features(conn, label_column=...)`` is the "bring your own label" path: a customer
+table that carries its own churn column (``churn_label`` or any unmapped attribute such as
+Telco's ``Churn``). Rows with an empty label are returned too (label NaN): they are scored but
+never trained on.
+
+Columns that look like identifiers (row numbers, ids, names, emails, phones, free text with a
+different value on almost every row) are recognised by name and by content and never become
+features.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cxdash.store import KIND_TABLES, identity_map_table, loads_table, sources_table
+from cxdash.timeline import FAILED_PAYMENT_STATUSES
+
+__all__ = [
+    "AGE_CAP_DAYS",
+    "FeatureFrame",
+    "INTENT_SIGNALS",
+    "LabelError",
+    "attribute_columns",
+    "churned_between",
+    "customer_features",
+    "data_as_of",
+    "identifier_like",
+    "labelled_features",
+    "parse_label",
+]
+
+log = logging.getLogger(__name__)
+
+AGE_CAP_DAYS = 365.0  # "never" and anything older than a year look the same to the model
+REPEAT_WINDOW_DAYS = 7
+MARKETING_WINDOW_DAYS = 90
+
+# Intent signals: (feature stem, which table, LIKE patterns on the lower-cased activity/topic).
+INTENT_SIGNALS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "cancel_page": ("events", ("%cancel%",)),
+    "competitor_compare": ("events", ("%competitor%", "%compare%")),
+    "downgrade_page": ("events", ("%downgrade%",)),
+    "cancellation_ticket": ("tickets", ("%cancel%",)),
+    "complaint": ("tickets", ("%complain%",)),
+}
+COMPLAINT_MAX_SATISFACTION = 2.0  # a contact rated this low counts as a complaint too
+
+# Columns that are part of the CRM record but never features.
+_NOT_FEATURES = {"customer_id", "account_id", "email", "phone", "name", "churn_label", "signup_date"}
+_CATEGORICAL_CRM = ("segment", "region", "plan", "acquisition_channel", "campaign")
+# Names that always mean an identifier, and names that do only when nearly every row differs
+# ("PhoneService" yes/no and "PlanName" are features; "Phone" numbers and "Name" are not).
+_ID_NAME = re.compile(
+    r"(^|_)(id|ids|uuid|guid|key|surname|firstname|lastname|fullname|email|e_mail|ssn|iban|rownum|rownumber|"
+    r"row_number|row_no|row_id|index|idx)($|_)"
+)
+_WEAK_ID_NAME = re.compile(r"(^|_)(name|phone|mobile|tel|telephone|address|mail|number|no|nr|ip|row)($|_)")
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_PHONE = re.compile(r"^\+?[\d\s().-]{7,}$")
+
+
+class LabelError(ValueError):
+    """The label column cannot be used (missing, one class only, not yes/no)."""
+
+
+@dataclass
+class FeatureFrame:
+    """A feature snapshot: ``frame`` is indexed by ``cx_id`` and holds ``customer_id`` (as the
+    source gave it), the ``numeric`` and ``categorical`` feature columns, ``value`` (revenue in
+    the year before the cutoff) and ``label`` (float 0/1, NaN when unknown)."""
+
+    frame: pd.DataFrame
+    numeric: list[str]
+    categorical: list[str]
+    cutoff: datetime | None
+    dropped: dict[str, str] = field(default_factory=dict)  # column -> why it is not a feature
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _norm_name(name: str) -> str:
+    s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name))
+    return re.sub(r"[^a-z0-9]+", "_", s.lower()).strip("_")
+
+
+def identifier_like(name: str, values: pd.Series) -> str | None:
+    """Why ``values`` (column ``name``) is an identifier and not a feature, or None.
+
+    By name (``customerID``, ``RowNumber``, ``Surname``, ``email``...) or by content: emails or
+    phone numbers, integers that count 1..n or are unique per row, or text with a different value
+    on (almost) every row.
+    """
+    norm = _norm_name(name)
+    if _ID_NAME.search(norm):
+        return "identifier by its name"
+    s = values.dropna()
+    if s.empty:
+        return None
+    if _WEAK_ID_NAME.search(norm) and s.astype(str).nunique() > 0.5 * len(s) and len(s) >= 20:
+        return "identifier by its name and a different value on almost every row"
+    if not pd.api.types.is_numeric_dtype(s):
+        text = s.astype(str).str.strip()
+        sample = text.head(500)
+        if sample.str.match(_EMAIL).mean() > 0.8:
+            return "holds email addresses"
+        if sample.str.match(_PHONE).mean() > 0.8 and pd.to_numeric(sample, errors="coerce").isna().mean() > 0.5:
+            return "holds phone numbers"
+        numeric = pd.to_numeric(text, errors="coerce")
+        if numeric.notna().mean() < 0.9 and len(s) >= 50 and text.nunique() > 0.5 * len(s):
+            return "a different value on almost every row (free text or an id)"
+        s = numeric.dropna()
+    if len(s) >= 50 and pd.api.types.is_numeric_dtype(s):
+        ints = s[np.isclose(s, np.round(s))]
+        if len(ints) == len(s) and s.nunique() == len(s):
+            d = np.diff(np.sort(s.to_numpy(dtype=float)))
+            if (d == 1).mean() > 0.95:
+                return "counts 1, 2, 3... (a row number)"
+            if s.min() > 1e5:
+                return "an integer unique to every row (an id)"
+    return None
+
+
+def parse_label(values: pd.Series) -> pd.Series:
+    """Yes/no, true/false, 1/0, churned/active as float 1/0; empty or unknown as NaN."""
+    text = values.astype("string").str.strip().str.lower()
+    yes = {"1", "1.0", "true", "t", "yes", "y", "churned", "churn", "left", "cancelled", "canceled", "lost", "exited"}
+    no = {"0", "0.0", "false", "f", "no", "n", "active", "retained", "stayed", "current"}
+    out = pd.Series(np.nan, index=values.index, dtype=float)
+    out[text.isin(yes).fillna(False).to_numpy(dtype=bool)] = 1.0
+    out[text.isin(no).fillna(False).to_numpy(dtype=bool)] = 0.0
+    return out
+
+
+def _epoch(col) -> sa.ColumnElement:
+    return sa.extract("epoch", col)
+
+
+def _since(cutoff: datetime, days: float) -> datetime:
+    return cutoff - timedelta(days=days)
+
+
+def _count_if(cond) -> sa.ColumnElement:
+    return sa.func.sum(sa.case((cond, 1), else_=0))
+
+
+def _max_if(cond, col) -> sa.ColumnElement:
+    return sa.func.max(sa.case((cond, col), else_=None))
+
+
+def _like_any(col, patterns: tuple[str, ...]) -> sa.ColumnElement:
+    low = sa.func.lower(sa.func.coalesce(col, ""))
+    return sa.or_(*[low.like(p) for p in patterns])
+
+
+def _frame(conn: Connection, query) -> pd.DataFrame:
+    result = conn.execute(query)
+    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+
+
+def _has_rows(conn: Connection, kind: str) -> bool:
+    t = KIND_TABLES[kind]
+    return conn.execute(sa.select(sa.literal(1)).select_from(t).limit(1)).first() is not None
+
+
+def data_as_of(conn: Connection) -> datetime | None:
+    """The latest timestamp among event-like rows (the data's "now")."""
+    candidates = []
+    for kind, col in (("events", "timestamp"), ("tickets", "opened_at"), ("transactions", "timestamp"),
+                      ("subscriptions", "start"), ("subscriptions", "end"), ("customers", "signup_date")):
+        candidates.append(conn.execute(sa.select(sa.func.max(KIND_TABLES[kind].c[col]))).scalar())
+    found = [pd.Timestamp(c).to_pydatetime() for c in candidates if c is not None and not pd.isna(c)]
+    return max(found) if found else None
+
+
+# ----------------------------------------------------------------------------- the customer record
+def _crm(conn: Connection, source: str | None) -> pd.DataFrame:
+    """One CRM row per customer: canonical fields, attrs, source."""
+    c, im = KIND_TABLES["customers"], identity_map_table
+    cols = [im.c.cx_id, c.c.source, c.c.load_id, c.c.row_number, c.c.customer_id, c.c.signup_date,
+            *[c.c[n] for n in _CATEGORICAL_CRM], c.c.consent_marketing, c.c.churn_label, c.c.attrs]
+    q = sa.select(*cols).select_from(c.join(im, im.c.id_key == c.c.id_key))
+    if source:
+        q = q.where(c.c.source == source)
+    crm = _frame(conn, q)
+    if crm.empty:
+        return crm
+    crm = crm.sort_values(["load_id", "row_number"]).drop_duplicates("cx_id", keep="last")
+    return crm.set_index("cx_id")
+
+
+def attribute_columns(attrs: pd.Series) -> pd.DataFrame:
+    """Parse the ``attrs`` JSON text (one object per row) into columns (strings, NaN if absent)."""
+    parsed = [json.loads(a) if isinstance(a, str) and a else {} for a in attrs.tolist()]
+    frame = pd.DataFrame.from_records(parsed, index=attrs.index)
+    return frame
+
+
+def _typed_attributes(attrs: pd.DataFrame, dropped: dict[str, str]) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Attribute columns as numbers or low-cardinality categories; identifiers and free text dropped."""
+    out, numeric, categorical = {}, [], []
+    for name in attrs.columns:
+        col = attrs[name]
+        raw = col.astype("string").str.strip().replace("", pd.NA)
+        if raw.notna().sum() == 0:
+            dropped[f"attr:{name}"] = "always empty"
+            continue
+        why = identifier_like(name, raw)
+        if why:
+            dropped[f"attr:{name}"] = why
+            continue
+        key = "attr_" + _norm_name(name)
+        num = pd.to_numeric(raw, errors="coerce")
+        if num.notna().sum() >= 0.95 * raw.notna().sum():
+            out[key] = num.astype(float)
+            numeric.append(key)
+        elif raw.nunique() <= max(50, 0.02 * len(raw)):
+            out[key] = raw.astype(object).where(raw.notna(), None)
+            categorical.append(key)
+        else:
+            dropped[f"attr:{name}"] = "too many distinct values to be a category"
+    return pd.DataFrame(out, index=attrs.index), numeric, categorical
+
+
+def _crm_features(crm: pd.DataFrame, cutoff: datetime | None, dropped: dict[str, str],
+                  exclude_attrs: set[str]) -> tuple[pd.DataFrame, list[str], list[str]]:
+    feats = pd.DataFrame(index=crm.index)
+    numeric, categorical = [], []
+    signup = pd.to_datetime(crm["signup_date"])
+    if cutoff is not None and signup.notna().any():
+        feats["tenure_days"] = (pd.Timestamp(cutoff) - signup).dt.total_seconds() / 86400
+        numeric.append("tenure_days")
+    for name in _CATEGORICAL_CRM:
+        col = crm[name].astype("string")
+        if col.notna().any():
+            feats[name] = col.astype(object).where(col.notna(), "(none)")
+            categorical.append(name)
+    if crm["consent_marketing"].notna().any():
+        feats["consent_marketing"] = crm["consent_marketing"].astype("Float64").astype(float)
+        numeric.append("consent_marketing")
+    attrs = attribute_columns(crm["attrs"])
+    attrs = attrs[[c for c in attrs.columns if c not in exclude_attrs]]
+    typed, n2, c2 = _typed_attributes(attrs, dropped)
+    feats = feats.join(typed)
+    return feats, numeric + n2, categorical + c2
+
+
+# ----------------------------------------------------------------------------- per-kind aggregates
+def _event_aggregates(conn: Connection, cutoff: datetime) -> pd.DataFrame:
+    e, im, s = KIND_TABLES["events"], identity_map_table, sources_table
+    dept = sa.func.lower(sa.func.coalesce(e.c.department, s.c.department))
+    marketing = dept == "marketing"
+    act = sa.func.lower(sa.func.coalesce(e.c.activity, ""))
+    d7, d30, d90 = _since(cutoff, 7), _since(cutoff, 30), _since(cutoff, MARKETING_WINDOW_DAYS)
+    cols = [
+        _count_if(~marketing).label("web_events"),
+        _count_if(sa.and_(~marketing, e.c.timestamp >= d30)).label("web_events_30d"),
+        _count_if(sa.and_(~marketing, e.c.timestamp >= d90)).label("web_events_90d"),
+        _max_if(~marketing, e.c.timestamp).label("last_web_ts"),
+        _count_if(sa.and_(~marketing, act.like("%error%"))).label("checkout_errors"),
+        _count_if(sa.and_(~marketing, act.like("%error%"), e.c.timestamp >= d30)).label("checkout_errors_30d"),
+        _max_if(sa.and_(~marketing, act.like("%error%")), e.c.timestamp).label("last_checkout_errors_ts"),
+        _count_if(sa.and_(marketing, e.c.timestamp >= d90)).label("marketing_touches_90d"),
+        _count_if(sa.and_(marketing, e.c.timestamp >= d90, sa.or_(act.like("%open%"), act.like("%click%"))))
+        .label("marketing_engaged_90d"),
+        _max_if(sa.and_(marketing, sa.or_(act.like("%open%"), act.like("%click%"))), e.c.timestamp)
+        .label("last_marketing_engaged_ts"),
+    ]
+    for stem, (kind, patterns) in INTENT_SIGNALS.items():
+        if kind != "events":
+            continue
+        hit = sa.and_(~marketing, _like_any(e.c.activity, patterns))
+        cols += [
+            _max_if(hit, e.c.timestamp).label(f"last_{stem}_ts"),
+            _count_if(sa.and_(hit, e.c.timestamp >= d7)).label(f"{stem}_7d"),
+            _count_if(sa.and_(hit, e.c.timestamp >= d30)).label(f"{stem}_30d"),
+        ]
+    q = (
+        sa.select(im.c.cx_id, *cols)
+        .select_from(e.join(im, im.c.id_key == e.c.id_key).join(s, s.c.name == e.c.source))
+        .where(e.c.timestamp < cutoff)
+        .group_by(im.c.cx_id)
+    )
+    return _frame(conn, q)
+
+
+def _ticket_aggregates(conn: Connection, cutoff: datetime) -> pd.DataFrame:
+    k, im = KIND_TABLES["tickets"], identity_map_table
+    topic = sa.func.lower(sa.func.coalesce(k.c.topic, "other"))
+    base = (
+        sa.select(
+            im.c.cx_id,
+            k.c.opened_at,
+            k.c.closed_at,
+            k.c.transfers,
+            k.c.satisfaction,
+            k.c.topic,
+            sa.func.lag(k.c.opened_at).over(partition_by=[im.c.cx_id, topic], order_by=k.c.opened_at).label("prev_at"),
+        )
+        .select_from(k.join(im, im.c.id_key == k.c.id_key))
+        .where(k.c.opened_at < cutoff)
+        .subquery("t")
+    )
+    t = base.c
+    d7, d30, d90 = _since(cutoff, 7), _since(cutoff, 30), _since(cutoff, 90)
+    repeat = sa.and_(t.prev_at.is_not(None), _epoch(t.opened_at) - _epoch(t.prev_at) <= REPEAT_WINDOW_DAYS * 86400)
+    closed = sa.and_(t.closed_at.is_not(None), t.closed_at < cutoff)
+    transferred = sa.func.coalesce(t.transfers, 0) > 0
+    complaint = sa.or_(_like_any(t.topic, INTENT_SIGNALS["complaint"][1]), t.satisfaction <= COMPLAINT_MAX_SATISFACTION)
+    cols = [
+        sa.func.count().label("contacts"),
+        _count_if(t.opened_at >= d30).label("contacts_30d"),
+        _count_if(t.opened_at >= d90).label("contacts_90d"),
+        sa.func.max(t.opened_at).label("last_contact_ts"),
+        _count_if(sa.not_(closed)).label("open_tickets"),
+        _count_if(repeat).label("repeat_contacts"),
+        _count_if(sa.and_(repeat, t.opened_at >= d90)).label("repeat_contacts_90d"),
+        _max_if(repeat, t.opened_at).label("last_repeat_contacts_ts"),
+        sa.func.sum(sa.func.coalesce(t.transfers, 0)).label("transfers"),
+        _count_if(sa.and_(transferred, t.opened_at >= d90)).label("transferred_contacts_90d"),
+        _max_if(transferred, t.opened_at).label("last_transfers_ts"),
+        # satisfaction only once the contact is closed before the cutoff (it is given at closing)
+        sa.func.avg(sa.case((closed, t.satisfaction), else_=None)).label("satisfaction_avg"),
+        sa.func.min(sa.case((closed, t.satisfaction), else_=None)).label("satisfaction_min"),
+        sa.func.avg(sa.case((closed, _epoch(t.closed_at) - _epoch(t.opened_at)), else_=None)).label("resolution_s_avg"),
+    ]
+    for stem, (kind, patterns) in INTENT_SIGNALS.items():
+        if kind != "tickets":
+            continue
+        hit = complaint if stem == "complaint" else _like_any(t.topic, patterns)
+        if stem == "complaint":
+            hit = sa.or_(_like_any(t.topic, patterns), sa.and_(closed, t.satisfaction <= COMPLAINT_MAX_SATISFACTION))
+        cols += [
+            _max_if(hit, t.opened_at).label(f"last_{stem}_ts"),
+            _count_if(sa.and_(hit, t.opened_at >= d7)).label(f"{stem}_7d"),
+            _count_if(sa.and_(hit, t.opened_at >= d30)).label(f"{stem}_30d"),
+        ]
+    return _frame(conn, sa.select(t.cx_id, *cols).group_by(t.cx_id))
+
+
+def _transaction_aggregates(conn: Connection, cutoff: datetime) -> pd.DataFrame:
+    x, im = KIND_TABLES["transactions"], identity_map_table
+    failed = sa.func.lower(sa.func.coalesce(x.c.status, "")).in_(FAILED_PAYMENT_STATUSES)
+    paid = sa.and_(sa.not_(failed), x.c.amount >= 0)
+    refund = sa.and_(sa.not_(failed), x.c.amount < 0)
+    d30, d90, d365 = _since(cutoff, 30), _since(cutoff, 90), _since(cutoff, 365)
+    q = (
+        sa.select(
+            im.c.cx_id,
+            _count_if(paid).label("purchases"),
+            _count_if(sa.and_(paid, x.c.timestamp >= d90)).label("purchases_90d"),
+            sa.func.sum(sa.case((sa.not_(failed), x.c.amount), else_=0.0)).label("revenue"),
+            sa.func.sum(sa.case((sa.and_(sa.not_(failed), x.c.timestamp >= d365), x.c.amount), else_=0.0))
+            .label("revenue_365d"),
+            sa.func.sum(sa.case((sa.and_(sa.not_(failed), x.c.timestamp >= d90), x.c.amount), else_=0.0))
+            .label("revenue_90d"),
+            _max_if(paid, x.c.timestamp).label("last_purchase_ts"),
+            _count_if(refund).label("refunds"),
+            _count_if(failed).label("failed_payments"),
+            _count_if(sa.and_(failed, x.c.timestamp >= d30)).label("failed_payments_30d"),
+            _count_if(sa.and_(failed, x.c.timestamp >= d90)).label("failed_payments_90d"),
+            _max_if(failed, x.c.timestamp).label("last_failed_payments_ts"),
+        )
+        .select_from(x.join(im, im.c.id_key == x.c.id_key))
+        .where(x.c.timestamp < cutoff)
+        .group_by(im.c.cx_id)
+    )
+    return _frame(conn, q)
+
+
+def _subscription_state(conn: Connection, cutoff: datetime, horizon_days: float | None) -> pd.DataFrame:
+    """Per customer with a subscription started before the cutoff: first start, MRR live at the
+    cutoff, whether anything is live at the cutoff, and (with a horizon) whether the last live
+    subscription ended within it."""
+    u, im = KIND_TABLES["subscriptions"], identity_map_table
+    live = sa.and_(u.c.start < cutoff, sa.or_(u.c.end.is_(None), u.c.end > cutoff))
+    far = datetime(9999, 1, 1)
+    cols = [
+        im.c.cx_id,
+        sa.func.min(u.c.start).label("first_start_ts"),
+        sa.func.sum(sa.case((live, sa.func.coalesce(u.c.mrr, 0.0)), else_=0.0)).label("mrr"),
+        _count_if(live).label("live_subscriptions"),
+        _count_if(sa.and_(u.c.end.is_not(None), u.c.end <= cutoff)).label("ended_subscriptions"),
+        # latest end among subscriptions live at the cutoff (far future when one has no end)
+        sa.func.max(sa.case((live, sa.func.coalesce(u.c.end, sa.literal(far, sa.DateTime))), else_=None)).label("live_until"),
+    ]
+    q = (
+        sa.select(*cols)
+        .select_from(u.join(im, im.c.id_key == u.c.id_key))
+        .where(u.c.start < cutoff)
+        .group_by(im.c.cx_id)
+    )
+    return _frame(conn, q)
+
+
+def churned_between(conn: Connection, start: datetime, end: datetime) -> pd.Series:
+    """For customers live at ``start``: True when every subscription they had live then has
+    ended by ``end``. Index ``cx_id``."""
+    subs = _subscription_state(conn, start, None)
+    subs = subs[subs["live_subscriptions"] > 0].set_index("cx_id")
+    return pd.to_datetime(subs["live_until"]) <= pd.Timestamp(end)
+
+
+# ----------------------------------------------------------------------------- assembling a snapshot
+def _age_days(cutoff: datetime, ts: pd.Series) -> pd.Series:
+    ages = (pd.Timestamp(cutoff) - pd.to_datetime(ts)).dt.total_seconds() / 86400
+    return ages.clip(lower=0, upper=AGE_CAP_DAYS).fillna(AGE_CAP_DAYS)
+
+
+def customer_features(
+    conn: Connection,
+    *,
+    cutoff: datetime,
+    horizon_days: float | None = None,
+    source: str | None = None,
+) -> FeatureFrame:
+    """Features for every customer live at ``cutoff``; with ``horizon_days``, ``label`` says
+    whether they churned within that many days after it (from subscription end dates).
+
+    Live at the cutoff: a subscription started before and not ended by the cutoff; without
+    subscriptions, a CRM record signed up before the cutoff (or any identified activity).
+    Every aggregate reads only rows timestamped before the cutoff.
+    """
+    dropped: dict[str, str] = {}
+    crm = _crm(conn, source)
+    has_subs = _has_rows(conn, "subscriptions")
+    if has_subs:
+        subs = _subscription_state(conn, cutoff, horizon_days).set_index("cx_id")
+        universe = subs.index[subs["live_subscriptions"] > 0]
+        if not crm.empty:
+            universe = universe.intersection(crm.index)
+    elif not crm.empty:
+        signup = pd.to_datetime(crm["signup_date"])
+        universe = crm.index[signup.isna() | (signup < pd.Timestamp(cutoff))]
+        subs = pd.DataFrame(index=universe)
+    else:
+        universe = pd.Index([], name="cx_id")
+        subs = pd.DataFrame()
+
+    parts = [
+        _event_aggregates(conn, cutoff).set_index("cx_id"),
+        _ticket_aggregates(conn, cutoff).set_index("cx_id"),
+        _transaction_aggregates(conn, cutoff).set_index("cx_id"),
+    ]
+    if crm.empty and not has_subs:
+        universe = pd.Index(sorted(set().union(*[p.index for p in parts])), name="cx_id")
+    # sorted, so a snapshot (and the model trained on it) does not depend on the order in which
+    # the database happened to return its groups
+    frame = pd.DataFrame(index=pd.Index(sorted(universe), name="cx_id"))
+    for p in parts:
+        frame = frame.join(p)
+    if has_subs:
+        frame = frame.join(subs)
+
+    numeric: list[str] = []
+    categorical: list[str] = []
+    if not crm.empty:
+        crm_part = crm.reindex(frame.index)
+        feats, n1, c1 = _crm_features(crm_part, cutoff, dropped, exclude_attrs=set())
+        frame = frame.join(feats)
+        numeric += n1
+        categorical += c1
+        frame["customer_id"] = crm_part["customer_id"].astype(object)
+    if "customer_id" not in frame:
+        frame["customer_id"] = frame.index.astype(object)
+    frame["customer_id"] = frame["customer_id"].where(frame["customer_id"].notna(), pd.Series(frame.index, index=frame.index))
+
+    if has_subs:
+        first = pd.to_datetime(frame["first_start_ts"])
+        tenure = (pd.Timestamp(cutoff) - first).dt.total_seconds() / 86400
+        if "tenure_days" in frame:
+            frame["tenure_days"] = frame["tenure_days"].fillna(tenure)
+        else:
+            frame["tenure_days"] = tenure
+            numeric.append("tenure_days")
+        numeric += ["mrr", "ended_subscriptions"]
+
+    counts = [
+        "web_events", "web_events_30d", "web_events_90d", "checkout_errors", "checkout_errors_30d",
+        "marketing_touches_90d", "marketing_engaged_90d",
+        "contacts", "contacts_30d", "contacts_90d", "open_tickets", "repeat_contacts", "repeat_contacts_90d",
+        "transfers", "transferred_contacts_90d",
+        "purchases", "purchases_90d", "revenue", "revenue_90d", "refunds",
+        "failed_payments", "failed_payments_30d", "failed_payments_90d",
+    ]
+    for stem in INTENT_SIGNALS:
+        counts += [f"{stem}_7d", f"{stem}_30d"]
+    present = [c for c in counts if c in frame]
+    if present:
+        frame[present] = frame[present].astype(float).fillna(0.0)
+    # Only keep event-derived features when the kind is loaded at all: a CRM-only table must not
+    # get a wall of constant zeros.
+    loaded = {k: _has_rows(conn, k) for k in ("events", "tickets", "transactions")}
+    by_kind = {
+        "events": ["web_events", "web_events_30d", "web_events_90d", "checkout_errors", "checkout_errors_30d",
+                   "marketing_touches_90d", "marketing_engaged_90d"],
+        "tickets": ["contacts", "contacts_30d", "contacts_90d", "open_tickets", "repeat_contacts",
+                    "repeat_contacts_90d", "transfers", "transferred_contacts_90d", "satisfaction_avg", "satisfaction_min"],
+        "transactions": ["purchases", "purchases_90d", "revenue", "revenue_90d", "refunds", "failed_payments",
+                         "failed_payments_30d", "failed_payments_90d"],
+    }
+    ages = {
+        "events": ["web", "checkout_errors", "marketing_engaged"],
+        "tickets": ["contact", "repeat_contacts", "transfers"],
+        "transactions": ["purchase", "failed_payments"],
+    }
+    for stem, (kind, _) in INTENT_SIGNALS.items():
+        by_kind[kind] += [f"{stem}_7d", f"{stem}_30d"]
+        ages[kind].append(stem)
+    for kind, cols in by_kind.items():
+        if not loaded[kind]:
+            continue
+        numeric += [c for c in cols if c in frame]
+        for stem in ages[kind]:
+            frame[f"days_since_{stem}"] = _age_days(cutoff, frame.get(f"last_{stem}_ts"))
+            numeric.append(f"days_since_{stem}")
+    if loaded["tickets"]:
+        frame["resolution_hours_avg"] = frame["resolution_s_avg"].astype(float) / 3600
+        numeric.append("resolution_hours_avg")
+
+    value = frame["revenue_365d"] if "revenue_365d" in frame else pd.Series(np.nan, index=frame.index)
+    frame["value"] = value.astype(float).fillna(0.0)
+    frame["label"] = np.nan
+    if horizon_days is not None and has_subs:
+        live_until = pd.to_datetime(frame["live_until"])
+        frame["label"] = (live_until <= pd.Timestamp(cutoff + timedelta(days=horizon_days))).astype(float)
+
+    numeric = list(dict.fromkeys(n for n in numeric if n in frame))
+    for n in numeric:
+        frame[n] = pd.to_numeric(frame[n], errors="coerce").astype(float)
+    keep = ["customer_id", *numeric, *categorical, "value", "label"]
+    return FeatureFrame(frame[keep].copy(), numeric, categorical, cutoff, dropped)
+
+
+def _mapped_label_columns(conn: Connection, source: str | None) -> set[str]:
+    """The file column names that customer loads mapped to ``churn_label``."""
+    q = sa.select(loads_table.c.mapping_json).where(loads_table.c.kind == "customers")
+    if source:
+        q = q.where(loads_table.c.source == source)
+    names = set()
+    for (text,) in conn.execute(q):
+        try:
+            column = json.loads(text or "{}").get("columns", {}).get("churn_label")
+        except (ValueError, AttributeError):
+            column = None
+        if column:
+            names.add(column)
+    return names
+
+
+def labelled_features(conn: Connection, *, label_column: str = "churn_label", source: str | None = None) -> FeatureFrame:
+    """A customer table with its own label: CRM fields and attributes as features, the named
+    column as the label (``churn_label`` or any attribute column). Rows with an empty label keep
+    label NaN (scored, not trained on). Event-derived features are added as of the data's latest
+    timestamp when other kinds are loaded."""
+    crm = _crm(conn, source)
+    if crm.empty:
+        where = f" in source {source!r}" if source else ""
+        raise LabelError(f"no customer rows{where}: load a customers table with a label column first")
+    attrs = attribute_columns(crm["attrs"])
+    if label_column not in attrs.columns and label_column in _mapped_label_columns(conn, source):
+        label_column = "churn_label"  # the user named the file's column that was mapped to churn_label
+    if label_column == "churn_label":
+        label = crm["churn_label"].astype("Float64").astype(float)
+    elif label_column in attrs.columns:
+        label = parse_label(attrs[label_column])
+    else:
+        raise LabelError(
+            f"label column {label_column!r} not found on the customer table; columns: "
+            f"{['churn_label', *attrs.columns]}"
+        )
+    if label.dropna().nunique() < 2:
+        raise LabelError(f"label column {label_column!r} needs both churned and retained rows; found {label.value_counts().to_dict()}")
+    now = data_as_of(conn)
+    base = customer_features(conn, cutoff=now + timedelta(seconds=1), source=source) if now else None
+    dropped: dict[str, str] = {}
+    feats, numeric, categorical = _crm_features(crm, now, dropped, exclude_attrs={label_column})
+    frame = pd.DataFrame(index=crm.index)
+    frame["customer_id"] = crm["customer_id"].astype(object).where(crm["customer_id"].notna(), pd.Series(crm.index, index=crm.index))
+    frame = frame.join(feats)
+    if base is not None:
+        extra = [c for c in base.numeric if c not in frame]
+        frame = frame.join(base.frame[extra])
+        numeric += extra
+        frame["value"] = base.frame["value"].reindex(frame.index).fillna(0.0)
+    else:
+        frame["value"] = 0.0
+    frame["label"] = label
+    # a constant column tells the model nothing
+    numeric = [n for n in dict.fromkeys(numeric) if frame[n].nunique(dropna=True) > 1]
+    categorical = [c for c in dict.fromkeys(categorical) if frame[c].nunique(dropna=True) > 1]
+    keep = ["customer_id", *numeric, *categorical, "value", "label"]
+    return FeatureFrame(frame[keep].copy(), numeric, categorical, now, dropped)

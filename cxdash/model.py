@@ -1,0 +1,761 @@
+"""The churn/intent model: train, validate honestly, calibrate, explain each score, persist.
+
+Two ways to train, one model type:
+
+* **Event data** (``train_event_model``): feature snapshots at several cutoffs
+  (``cxdash.features.customer_features``). Validation snapshots sit at the latest cutoffs;
+  training snapshots sit early enough that their labels are known before the first validation
+  cutoff (time-based split, no leakage).
+* **A labelled customer table** (``train_labelled_model``): stratified 5-fold cross-validation;
+  rows with an empty label are left out of training.
+
+Candidates are scikit-learn ``Pipeline(ColumnTransformer, estimator)``: a logistic regression,
+a plain ``HistGradientBoostingClassifier``, a more regularised one and the average of the
+logistic and the regularised booster. The one with the best validation ROC AUC is kept (every
+candidate's score is reported, so the plain baselines are on the page beside the choice).
+Probabilities are calibrated with a Platt (sigmoid) map fitted on out-of-sample scores: it is
+monotone, so ranking metrics are unchanged by it.
+
+Reasons: each driver *group* (for example "cancel page visit": its age and its 7/30-day
+counts) is reset to the value of a typical training customer, and the change in log-odds is the
+driver's contribution. Positive contributions are the customer's reasons, each with the
+department that owns the driver and a next best action.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.calibration import calibration_curve
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sqlalchemy.engine import Connection
+from threadpoolctl import threadpool_limits
+
+from cxdash.features import (
+    AGE_CAP_DAYS,
+    INTENT_SIGNALS,
+    FeatureFrame,
+    customer_features,
+    data_as_of,
+    labelled_features,
+)
+from cxdash.store import Store, models_table
+
+__all__ = [
+    "CANDIDATES",
+    "ChurnModel",
+    "ModelNotTrainedError",
+    "driver_info",
+    "explain",
+    "latest_model",
+    "load_model",
+    "save_model",
+    "score_frame",
+    "train_event_model",
+    "train_labelled_model",
+    "model_metrics",
+]
+
+log = logging.getLogger(__name__)
+
+CANDIDATES = ("logistic", "gradient_boosting", "gradient_boosting_regularised", "blend")
+DEFAULT_HORIZON_DAYS = 30
+N_REASONS = 3
+Progress = Callable[[float, str], None]
+
+
+def _few_threads(fn):
+    """Run ``fn`` with OpenMP limited to half the cores: the boosted trees' OpenMP threads slow
+    down 20-40x when they compete with a busy machine (the app, the database, other jobs)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with threadpool_limits(limits=max(1, (os.cpu_count() or 2) // 2), user_api="openmp"):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+class ModelNotTrainedError(RuntimeError):
+    """No churn model has been trained on this store yet."""
+
+
+# ----------------------------------------------------------------------------- drivers
+@dataclass(frozen=True)
+class Driver:
+    group: str
+    label: str
+    department: str
+    action: str
+
+
+_INTENT_DRIVERS = {
+    "cancel_page": ("Visited the cancel page", "web", "Retention call within 24 h with a save offer"),
+    "competitor_compare": ("Compared us with a competitor", "sales",
+                           "Account manager sends a side-by-side comparison and a loyalty offer"),
+    "downgrade_page": ("Looked at downgrading", "sales", "Offer a right-sized plan before they cancel"),
+    "cancellation_ticket": ("Asked support to cancel", "support", "Route to the retention team today"),
+    "complaint": ("Complained or rated a contact badly", "support", "Team lead calls back to close the complaint"),
+}
+_FIXED_DRIVERS: dict[str, tuple[str, str, str]] = {
+    "checkout_errors": ("Hit checkout errors", "web", "Fix the checkout issue, apologise and credit the order"),
+    "failed_payments": ("Failed payments", "billing", "Help update the payment method; pause dunning"),
+    "repeat_contacts": ("Had to repeat a contact within 7 days", "support",
+                        "One named owner closes the open issue; no new ticket"),
+    "transfers": ("Was transferred between teams", "support", "Assign one owner; no more transfers"),
+    "support_contacts": ("Many support contacts", "support", "Proactive check-in on the open issues"),
+    "satisfaction": ("Low satisfaction with support", "support", "Service recovery call"),
+    "usage": ("Uses the product less", "web", "Success team re-onboards the key features"),
+    "marketing": ("Marketing engagement", "marketing", "Move to a relevant nurture track"),
+    "purchases": ("Purchase pattern and value", "billing", "Review billing and offer annual pricing"),
+    "tenure": ("Tenure", "sales", "Onboarding check-in for new customers"),
+    "campaign": ("Acquisition campaign", "marketing", "Campaign cohort gets the onboarding nurture"),
+    "acquisition_channel": ("Acquisition channel", "marketing", "Review the channel's onboarding"),
+    "plan": ("Plan / contract", "sales", "Offer a longer contract with a discount"),
+    "segment": ("Segment", "sales", "Segment-specific success play"),
+    "region": ("Region", "sales", "Regional team reviews the account"),
+    "consent": ("Marketing consent", "marketing", "Ask for consent at the next contact"),
+}
+_ATTR_DEPARTMENTS = (
+    (("pay", "charge", "bill", "invoice", "price", "cost"), "billing", "Review billing and payment terms"),
+    (("support", "ticket", "complain", "security", "protection", "backup"), "support",
+     "Offer the support add-on and check open issues"),
+    (("stream", "internet", "service", "device", "usage", "login", "online"), "web",
+     "Success team reviews how the product is used"),
+    (("email", "campaign", "marketing", "newsletter"), "marketing", "Move to a relevant nurture track"),
+)
+
+
+def _group_of(feature: str) -> str:
+    for stem in INTENT_SIGNALS:
+        if stem in feature:
+            return stem
+    name = feature
+    rules = (
+        ("checkout_errors", "checkout_errors"), ("failed_payments", "failed_payments"),
+        ("repeat_contacts", "repeat_contacts"), ("transfer", "transfers"), ("satisfaction", "satisfaction"),
+        ("contact", "support_contacts"), ("open_tickets", "support_contacts"), ("resolution", "support_contacts"),
+        ("marketing", "marketing"), ("web", "usage"), ("purchase", "purchases"), ("revenue", "purchases"),
+        ("refund", "purchases"), ("mrr", "purchases"), ("tenure", "tenure"), ("consent", "consent"),
+        ("ended_subscriptions", "tenure"),
+    )
+    if name.startswith("attr_"):
+        return name
+    for needle, group in rules:
+        if needle in name:
+            return group
+    return name
+
+
+def driver_info(group: str) -> Driver:
+    """Label, owning department and next best action for a driver group."""
+    if group in _INTENT_DRIVERS:
+        return Driver(group, *_INTENT_DRIVERS[group])
+    if group in _FIXED_DRIVERS:
+        return Driver(group, *_FIXED_DRIVERS[group])
+    if group.startswith("attr_"):
+        raw = group[5:]
+        label = raw.replace("_", " ").capitalize()
+        if "tenure" in raw:
+            return Driver(group, "Tenure", "sales", "Onboarding check-in for new customers")
+        if "contract" in raw:
+            return Driver(group, label, "sales", "Offer a longer contract with a discount")
+        for needles, dept, action in _ATTR_DEPARTMENTS:
+            if any(n in raw for n in needles):
+                return Driver(group, label, dept, action)
+        return Driver(group, label, "sales", "Account manager reviews the account")
+    return Driver(group, group.replace("_", " ").capitalize(), "sales", "Account manager reviews the account")
+
+
+# ----------------------------------------------------------------------------- estimators
+class BlendClassifier(ClassifierMixin, BaseEstimator):
+    """The average of several classifiers' probabilities (each fitted on the same data)."""
+
+    def __init__(self, estimators=()):
+        self.estimators = estimators
+
+    def fit(self, X, y):
+        self.estimators_ = [clone(e).fit(X, y) for e in self.estimators]
+        self.classes_ = self.estimators_[0].classes_
+        return self
+
+    def predict_proba(self, X):
+        return np.mean([e.predict_proba(X) for e in self.estimators_], axis=0)
+
+    def predict(self, X):
+        return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
+
+
+def _linear_pipeline(numeric: list[str], categorical: list[str]) -> Pipeline:
+    pre = ColumnTransformer(
+        [
+            ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
+            ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="(none)"),
+                                  OneHotEncoder(handle_unknown="ignore", min_frequency=5)), categorical),
+        ]
+    )
+    return Pipeline([("prepare", pre), ("model", LogisticRegression(max_iter=5000))])
+
+
+def _boosted_pipeline(numeric: list[str], categorical: list[str], *, regularised: bool) -> Pipeline:
+    pre = ColumnTransformer(
+        [
+            ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="(none)"),
+                                  OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan)), categorical),
+            ("num", "passthrough", numeric),
+        ]
+    )
+    mask = [True] * len(categorical) + [False] * len(numeric)
+    params = dict(categorical_features=mask, random_state=0)
+    if regularised:
+        params.update(learning_rate=0.05, max_iter=300, max_leaf_nodes=15, min_samples_leaf=40,
+                      l2_regularization=1.0, early_stopping=True, validation_fraction=0.15, n_iter_no_change=20)
+    return Pipeline([("prepare", pre), ("model", HistGradientBoostingClassifier(**params))])
+
+
+def candidate_pipeline(name: str, numeric: list[str], categorical: list[str]):
+    """A fresh, unfitted candidate by name (one of ``CANDIDATES``)."""
+    if name == "logistic":
+        return _linear_pipeline(numeric, categorical)
+    if name == "gradient_boosting":
+        return _boosted_pipeline(numeric, categorical, regularised=False)
+    if name == "gradient_boosting_regularised":
+        return _boosted_pipeline(numeric, categorical, regularised=True)
+    if name == "blend":
+        return BlendClassifier([_linear_pipeline(numeric, categorical),
+                                _boosted_pipeline(numeric, categorical, regularised=True)])
+    raise ValueError(f"unknown candidate {name!r}; choose one of {CANDIDATES}")
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+class PlattCalibration:
+    """Sigmoid map of a score's log-odds, fitted on out-of-sample scores (monotone)."""
+
+    def fit(self, scores: np.ndarray, y: np.ndarray) -> PlattCalibration:
+        lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(scores).reshape(-1, 1), y)
+        self.a_, self.b_ = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+        return self
+
+    def transform(self, scores: np.ndarray) -> np.ndarray:
+        return 1 / (1 + np.exp(-(self.a_ * _logit(scores) + self.b_)))
+
+
+@dataclass
+class ChurnModel:
+    """A fitted, calibrated churn model with what is needed to score and explain new data."""
+
+    estimator: object  # fitted Pipeline or BlendClassifier
+    calibration: PlattCalibration
+    numeric: list[str]
+    categorical: list[str]
+    reference: dict  # a typical training customer: median / most frequent value per feature
+    kind: str  # "events" or "labelled"
+    name: str  # the chosen candidate
+    label_column: str | None = None
+    source: str | None = None
+    cutoff: datetime | None = None
+    horizon_days: float | None = None
+    metrics: dict = field(default_factory=dict)
+    version: int | None = None
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+    def _x(self, frame: pd.DataFrame) -> pd.DataFrame:
+        missing = [c for c in self.features if c not in frame]
+        x = frame.reindex(columns=self.features).copy()
+        for c in missing:
+            x[c] = self.reference.get(c)
+        x[self.numeric] = x[self.numeric].astype(float)
+        for c in self.categorical:
+            x[c] = x[c].astype(object).where(x[c].notna(), None)
+        return x
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        """Calibrated churn probability per row of a feature frame."""
+        raw = self.estimator.predict_proba(self._x(frame))[:, 1]
+        return self.calibration.transform(raw)
+
+    def groups(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for f in self.features:
+            out.setdefault(_group_of(f), []).append(f)
+        return out
+
+
+# ----------------------------------------------------------------------------- metrics
+def model_metrics(y: np.ndarray, p: np.ndarray) -> dict:
+    """ROC AUC, PR AUC, Brier score, top-decile lift and capture rate, and a calibration curve."""
+    y = np.asarray(y, dtype=int)
+    p = np.asarray(p, dtype=float)
+    order = np.argsort(-p, kind="stable")
+    top = order[: max(1, int(np.ceil(0.1 * len(p))))]
+    base = y.mean()
+    frac_pos, mean_pred = calibration_curve(y, p, n_bins=10, strategy="quantile")
+    return {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "brier": float(brier_score_loss(y, p)),
+        "base_rate": float(base),
+        "top_decile_lift": float(y[top].mean() / base) if base else None,
+        "top_decile_capture": float(y[top].sum() / y.sum()) if y.sum() else None,
+        "calibration": {"predicted": [float(v) for v in mean_pred], "observed": [float(v) for v in frac_pos]},
+    }
+
+
+def _usable(ff: FeatureFrame, rows: pd.DataFrame) -> tuple[list[str], list[str]]:
+    """Features that vary in the training rows (a constant tells the model nothing)."""
+    numeric = [c for c in ff.numeric if rows[c].nunique(dropna=True) > 1]
+    categorical = [c for c in ff.categorical if rows[c].astype(str).nunique() > 1]
+    return numeric, categorical
+
+
+def _reference(rows: pd.DataFrame, numeric: list[str], categorical: list[str]) -> dict:
+    ref = {c: float(rows[c].median()) if rows[c].notna().any() else 0.0 for c in numeric}
+    for c in categorical:
+        mode = rows[c].dropna().astype(str).mode()
+        ref[c] = mode.iloc[0] if len(mode) else None
+    return ref
+
+
+def _importance(model: ChurnModel, x: pd.DataFrame, y: np.ndarray, *, repeats: int = 3) -> list[dict]:
+    """Permutation importance on validation rows: the drop in ROC AUC when a driver's features are
+    shuffled together (a driver's age and counts move as one, so they are permuted as one)."""
+    xs = model._x(x)
+    n = min(len(xs), 5000)
+    rng = np.random.default_rng(0)
+    if len(xs) > n:
+        idx = rng.choice(len(xs), n, replace=False)
+        xs, y = xs.iloc[idx].reset_index(drop=True), y[idx]
+    else:
+        xs = xs.reset_index(drop=True)
+    base = roc_auc_score(y, model.estimator.predict_proba(xs)[:, 1])
+    rows = []
+    for group, cols in model.groups().items():
+        drops = []
+        for _ in range(repeats):
+            shuffled = xs.copy()
+            order = rng.permutation(len(xs))
+            shuffled[cols] = xs[cols].iloc[order].to_numpy()
+            drops.append(base - roc_auc_score(y, model.estimator.predict_proba(shuffled)[:, 1]))
+        d = driver_info(group)
+        rows.append({"driver": group, "label": d.label, "department": d.department, "features": cols,
+                     "importance": float(np.mean(drops)), "std": float(np.std(drops))})
+    return sorted(rows, key=lambda r: -r["importance"])
+
+
+def _select(scores: dict[str, float]) -> str:
+    return max(scores, key=lambda k: (scores[k], -CANDIDATES.index(k)))
+
+
+def _report(progress: Progress | None, share: float, text: str) -> None:
+    log.info(text)
+    if progress:
+        progress(share, text)
+
+
+# ----------------------------------------------------------------------------- training
+@_few_threads
+def train_labelled_model(
+    conn: Connection,
+    *,
+    label_column: str = "churn_label",
+    source: str | None = None,
+    folds: int = 5,
+    candidates: tuple[str, ...] = CANDIDATES,
+    progress: Progress | None = None,
+) -> ChurnModel:
+    """Stratified ``folds``-fold CV on a customer table with its own label; the best candidate is
+    refitted on every labelled row and calibrated on its out-of-fold scores."""
+    _report(progress, 0.02, "Reading the customer table")
+    ff = labelled_features(conn, label_column=label_column, source=source)
+    rows = ff.frame[ff.frame["label"].notna()]
+    y = rows["label"].to_numpy(dtype=int)
+    numeric, categorical = _usable(ff, rows)
+    x = rows[numeric + categorical]
+    cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+    splits = list(cv.split(x, y))
+    oof = {name: np.zeros(len(y)) for name in candidates}
+    for i, name in enumerate(candidates):
+        _report(progress, 0.05 + 0.75 * i / len(candidates), f"Cross-validating {name.replace('_', ' ')}")
+        for train_idx, test_idx in splits:
+            est = candidate_pipeline(name, numeric, categorical).fit(x.iloc[train_idx], y[train_idx])
+            oof[name][test_idx] = est.predict_proba(x.iloc[test_idx])[:, 1]
+    fold_auc = {name: float(np.mean([roc_auc_score(y[t], oof[name][t]) for _, t in splits])) for name in candidates}
+    chosen = _select(fold_auc)
+    _report(progress, 0.85, f"Refitting {chosen.replace('_', ' ')} on all {len(y):,} labelled rows")
+    estimator = candidate_pipeline(chosen, numeric, categorical).fit(x, y)
+    calibration = PlattCalibration().fit(oof[chosen], y)
+    model = ChurnModel(estimator, calibration, numeric, categorical, _reference(x, numeric, categorical),
+                       kind="labelled", name=chosen, label_column=label_column, source=source, cutoff=ff.cutoff)
+    metrics = model_metrics(y, calibration.transform(oof[chosen]))
+    metrics["roc_auc"] = fold_auc[chosen]  # mean over folds, as the candidates are compared
+    # importance on the first fold's held-out rows, from a model that never saw them
+    _report(progress, 0.92, "Permutation importance on held-out rows")
+    train_idx, test_idx = splits[0]
+    fold_model = ChurnModel(candidate_pipeline(chosen, numeric, categorical).fit(x.iloc[train_idx], y[train_idx]),
+                            calibration, numeric, categorical, model.reference, "labelled", chosen)
+    metrics.update(
+        validation="stratified_5fold" if folds == 5 else f"stratified_{folds}fold",
+        candidates=fold_auc,
+        chosen=chosen,
+        n_train=int(len(y)),
+        n_valid=int(len(y)),
+        n_unlabelled=int(ff.frame["label"].isna().sum()),
+        label_column=label_column,
+        importance=_importance(fold_model, x.iloc[test_idx], y[test_idx]),
+        dropped=ff.dropped,
+    )
+    model.metrics = metrics
+    _report(progress, 1.0, "Done")
+    return model
+
+
+@_few_threads
+def train_event_model(
+    conn: Connection,
+    *,
+    cutoff: datetime | None = None,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
+    train_snapshots: int = 6,
+    valid_snapshots: int = 4,
+    source: str | None = None,
+    candidates: tuple[str, ...] = CANDIDATES,
+    progress: Progress | None = None,
+) -> ChurnModel:
+    """Time-based validation on event data.
+
+    ``valid_snapshots`` validation snapshots one horizon apart ending at ``cutoff`` (which
+    defaults to the data's latest timestamp minus the horizon, so its labels are complete), and
+    ``train_snapshots`` training snapshots before them, one horizon apart: the latest training
+    labels end at the first validation cutoff. Several snapshots give enough leavers to learn
+    from and span seasonal causes (a spring campaign). The chosen model is calibrated on the
+    validation snapshots.
+    """
+    now = data_as_of(conn)
+    if now is None:
+        raise ModelNotTrainedError("no data loaded: nothing to train on")
+    h = timedelta(days=horizon_days)
+    cutoff = cutoff or (now - h)
+    if cutoff + h > now + timedelta(days=1):
+        raise ValueError(f"cutoff {cutoff:%Y-%m-%d} + {horizon_days:g} days is after the data's end ({now:%Y-%m-%d}): "
+                         "the labels would be incomplete; choose an earlier cutoff or a shorter horizon")
+    valid_cutoffs = [cutoff - k * h for k in range(valid_snapshots)]
+    train_cutoffs = [cutoff - (valid_snapshots + k) * h for k in range(train_snapshots)]
+    frames = []
+    all_cutoffs = valid_cutoffs + train_cutoffs
+    for i, c in enumerate(all_cutoffs):
+        _report(progress, 0.02 + 0.45 * i / len(all_cutoffs), f"Features as of {c:%Y-%m-%d}")
+        ff = customer_features(conn, cutoff=c, horizon_days=horizon_days, source=source)
+        frames.append(ff)
+    template = frames[0]
+    valid = pd.concat([f.frame for f in frames[:valid_snapshots]])
+    train = pd.concat([f.frame for f in frames[valid_snapshots:]])
+    if train["label"].nunique() < 2 or valid["label"].nunique() < 2:
+        raise ValueError("not enough churn in the training or validation window to learn from; "
+                         "load more history or choose a longer horizon")
+    numeric, categorical = _usable(template, train)
+    y_train = train["label"].to_numpy(dtype=int)
+    y_valid = valid["label"].to_numpy(dtype=int)
+    x_train, x_valid = train[numeric + categorical], valid[numeric + categorical]
+    fitted, valid_scores, aucs = {}, {}, {}
+    for i, name in enumerate(candidates):
+        _report(progress, 0.5 + 0.35 * i / len(candidates), f"Training {name.replace('_', ' ')}")
+        est = candidate_pipeline(name, numeric, categorical).fit(x_train, y_train)
+        fitted[name] = est
+        valid_scores[name] = est.predict_proba(x_valid)[:, 1]
+        aucs[name] = float(roc_auc_score(y_valid, valid_scores[name]))
+    chosen = _select(aucs)
+    calibration = PlattCalibration().fit(valid_scores[chosen], y_valid)
+    model = ChurnModel(fitted[chosen], calibration, numeric, categorical,
+                       _reference(x_train, numeric, categorical), kind="events", name=chosen,
+                       source=source, cutoff=cutoff, horizon_days=horizon_days)
+    _report(progress, 0.9, "Permutation importance on the validation snapshots")
+    metrics = model_metrics(y_valid, calibration.transform(valid_scores[chosen]))
+    metrics.update(
+        validation="time_based",
+        train_cutoffs=[c.isoformat() for c in train_cutoffs],
+        valid_cutoffs=[c.isoformat() for c in valid_cutoffs],
+        horizon_days=horizon_days,
+        candidates=aucs,
+        chosen=chosen,
+        n_train=int(len(y_train)),
+        n_valid=int(len(y_valid)),
+        train_base_rate=float(y_train.mean()),
+        importance=_importance(model, x_valid, y_valid),
+        dropped=template.dropped,
+    )
+    model.metrics = metrics
+    _report(progress, 1.0, "Done")
+    return model
+
+
+# ----------------------------------------------------------------------------- scoring and reasons
+@_few_threads
+def explain(model: ChurnModel, frame: pd.DataFrame, *, top: int = N_REASONS) -> list[list[dict]]:
+    """The top drivers of each row's score.
+
+    For every driver group, the row's group features are set to the typical training customer's
+    values and the row is scored again; the drop in log-odds is the group's contribution. Returns,
+    per row, up to ``top`` drivers with a positive contribution, largest first: ``driver, label,
+    department, action, contribution, detail``.
+    """
+    if frame.empty:
+        return []
+    x = model._x(frame)
+    base = _logit(model.estimator.predict_proba(x)[:, 1])
+    groups = model.groups()
+    contrib = np.zeros((len(x), len(groups)))
+    names = list(groups)
+    for j, g in enumerate(names):
+        xr = x.copy()
+        for c in groups[g]:
+            xr[c] = model.reference.get(c)
+        xr[model.numeric] = xr[model.numeric].astype(float)
+        contrib[:, j] = base - _logit(model.estimator.predict_proba(xr)[:, 1])
+    out = []
+    for i in range(len(x)):
+        order = np.argsort(-contrib[i])[:top]
+        reasons = []
+        for j in order:
+            if contrib[i, j] <= 0.05:  # under ~5% change in the odds: not a reason
+                break
+            d = driver_info(names[j])
+            action = d.action
+            if names[j] in ("tenure", "attr_tenure") and _tenure_days(x.iloc[i], names[j]) > 365:
+                action = "Account manager's loyalty check-in: review usage and renewal terms"
+            reasons.append({
+                "driver": names[j], "label": d.label, "department": d.department, "action": action,
+                "contribution": round(float(contrib[i, j]), 3), "detail": _detail(names[j], x.iloc[i]),
+            })
+        out.append(reasons)
+    return out
+
+
+def _tenure_days(row: pd.Series, group: str) -> float:
+    if group == "tenure":
+        v = row.get("tenure_days")
+    else:  # a customer table's own tenure column is usually in months
+        v = row.get("attr_tenure")
+        v = v * 30.44 if v is not None and not pd.isna(v) else v
+    return float(v) if v is not None and not pd.isna(v) else 0.0
+
+
+def _detail(group: str, row: pd.Series) -> str:
+    """Words for the customer's own values of a driver ("3 days ago", "2 in 90 days")."""
+    def age(col):
+        v = row.get(col)
+        if v is None or pd.isna(v) or v >= AGE_CAP_DAYS:
+            return None
+        return "today" if v < 1 else f"{v:.0f} days ago"
+
+    if group in INTENT_SIGNALS:
+        a = age(f"days_since_{group}")
+        n = row.get(f"{group}_30d")
+        if a:
+            return f"last {a}" + (f", {n:.0f}× in 30 days" if n and not pd.isna(n) and n > 1 else "")
+        return "not recently"
+    counts = {
+        "checkout_errors": ("checkout_errors", "days_since_checkout_errors", "in total"),
+        "failed_payments": ("failed_payments_90d", "days_since_failed_payments", "in 90 days"),
+        "repeat_contacts": ("repeat_contacts_90d", "days_since_repeat_contacts", "in 90 days"),
+        "transfers": ("transferred_contacts_90d", "days_since_transfers", "transferred contacts in 90 days"),
+        "support_contacts": ("contacts_90d", "days_since_contact", "contacts in 90 days"),
+    }
+    if group in counts:
+        n_col, age_col, what = counts[group]
+        n, a = row.get(n_col), age(age_col)
+        parts = []
+        if n is not None and not pd.isna(n):
+            parts.append(f"{n:.0f} {what}")
+        if a:
+            parts.append(f"last {a}")
+        return ", ".join(parts)
+    if group == "tenure":
+        v = row.get("tenure_days")
+        return f"{v / 30.44:.0f} months" if v is not None and not pd.isna(v) else ""
+    if group == "purchases":
+        v, n = row.get("revenue_90d"), row.get("purchases_90d")
+        if v is not None and not pd.isna(v):
+            return f"{n:.0f} purchases worth {v:,.0f} in 90 days"
+        return ""
+    if group == "usage":
+        v = row.get("web_events_30d")
+        return f"{v:.0f} web visits in 30 days" if v is not None and not pd.isna(v) else ""
+    if group == "satisfaction":
+        v = row.get("satisfaction_min")
+        return f"lowest rating {v:.0f}" if v is not None and not pd.isna(v) else ""
+    cols = [c for c in row.index if _group_of(c) == group]
+    if len(cols) == 1:
+        v = row[cols[0]]
+        if isinstance(v, float):
+            return "" if pd.isna(v) else f"{v:,.4g}"
+        return "" if v is None else str(v)
+    return ""
+
+
+@_few_threads
+def score_frame(model: ChurnModel, ff: FeatureFrame, *, reasons_for: int | None = None) -> pd.DataFrame:
+    """Risk, value and reasons per customer of a feature snapshot.
+
+    Out (sorted by priority = risk x value, highest first; by risk when no value is known):
+    ``cx_id, customer_id, risk, value, priority, reasons`` (list of dicts), ``top_reason,
+    department, action``. ``reasons_for`` limits the (slower) explanation to the riskiest rows.
+    """
+    frame = ff.frame
+    out = pd.DataFrame({"cx_id": frame.index.astype(str), "customer_id": frame["customer_id"].astype(str).to_numpy()})
+    out["risk"] = model.predict_proba(frame)
+    out["value"] = frame["value"].to_numpy(dtype=float)
+    has_value = (out["value"] > 0).any()
+    out["priority"] = out["risk"] * (out["value"] if has_value else 1.0)
+    out = out.sort_values(["priority", "risk"], ascending=False, kind="stable").reset_index(drop=True)
+    n = len(out) if reasons_for is None else min(reasons_for, len(out))
+    reasons = explain(model, frame.loc[out["cx_id"].iloc[:n]]) + [[] for _ in range(len(out) - n)]
+    out["reasons"] = reasons
+    out["top_reason"] = [r[0]["label"] if r else "" for r in reasons]
+    out["department"] = [r[0]["department"] if r else "" for r in reasons]
+    out["action"] = [r[0]["action"] if r else "Keep in the regular success cadence" for r in reasons]
+    return out
+
+
+def current_features(conn: Connection, model: ChurnModel) -> FeatureFrame:
+    """Features for today's customers, the way the model was trained (as of the data's end)."""
+    if model.kind == "labelled":
+        ff = labelled_features(conn, label_column=model.label_column or "churn_label", source=model.source)
+        # customers the label already marks as gone are not at risk any more
+        ff.frame = ff.frame[ff.frame["label"] != 1]
+        return ff
+    now = data_as_of(conn)
+    return customer_features(conn, cutoff=now + timedelta(seconds=1), source=model.source)
+
+
+# ----------------------------------------------------------------------------- persistence
+def save_model(store: Store, model: ChurnModel, *, data_version: int) -> int:
+    """Store the fitted model as the newest version; returns its version number."""
+    with store.app_begin() as conn:
+        version = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(models_table.c.version), 0))).scalar()) + 1
+        model.version = version
+        blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
+        conn.execute(
+            models_table.insert().values(
+                version=version,
+                created_at=datetime.now(UTC).replace(tzinfo=None),
+                kind=model.kind,
+                estimator=model.name,
+                label_column=model.label_column,
+                source=model.source,
+                cutoff=model.cutoff,
+                horizon_days=model.horizon_days,
+                data_version=data_version,
+                metrics_json=json.dumps(model.metrics, default=str),
+                features_json=json.dumps({"numeric": model.numeric, "categorical": model.categorical}),
+                pipeline=blob,
+            )
+        )
+    return version
+
+
+def load_model(store: Store, version: int) -> ChurnModel:
+    with store.app_begin() as conn:
+        blob = conn.execute(sa.select(models_table.c.pipeline).where(models_table.c.version == version)).scalar()
+    if blob is None:
+        raise ModelNotTrainedError(f"no churn model version {version} in the store")
+    model = pickle.loads(blob)  # noqa: S301 - written by save_model into our own store
+    model.version = version
+    return model
+
+
+def latest_model(store: Store) -> ChurnModel:
+    """The newest stored model. Raises ``ModelNotTrainedError`` with the fix when there is none."""
+    with store.app_begin() as conn:
+        version = conn.execute(sa.select(sa.func.max(models_table.c.version))).scalar()
+    if version is None:
+        raise ModelNotTrainedError(
+            "No churn model has been trained yet. Train one on the Churn model page or with "
+            "`python -m cxdash train`."
+        )
+    return load_model(store, int(version))
+
+
+# ----------------------------------------------------------------------------- one call for the CLI and the page
+def _has_subscriptions(conn: Connection) -> bool:
+    from cxdash.store import KIND_TABLES
+
+    t = KIND_TABLES["subscriptions"]
+    return conn.execute(sa.select(sa.literal(1)).select_from(t).limit(1)).first() is not None
+
+
+def train(
+    store: Store,
+    *,
+    label_column: str | None = None,
+    source: str | None = None,
+    cutoff: datetime | None = None,
+    horizon_days: float = DEFAULT_HORIZON_DAYS,
+    progress: Progress | None = None,
+) -> ChurnModel:
+    """Train, save as the newest version, and score today's customers into the ``scores`` table.
+
+    With ``label_column`` the customer table's own label is used (stratified CV); otherwise the
+    label is churn within ``horizon_days`` from subscription end dates (time-based validation),
+    falling back to the CRM's ``churn_label`` when no subscriptions are loaded.
+    """
+    from cxdash.activation import store_scores
+    from cxdash.overview import data_version
+
+    def sub(lo: float, hi: float) -> Progress | None:
+        return (lambda share, text: progress(lo + (hi - lo) * share, text)) if progress else None
+
+    with store.connect() as conn:
+        version = data_version(conn)
+        if label_column is None and not _has_subscriptions(conn):
+            label_column = "churn_label"
+        if label_column is not None:
+            model = train_labelled_model(conn, label_column=label_column, source=source, progress=sub(0.0, 0.8))
+        else:
+            model = train_event_model(conn, cutoff=cutoff, horizon_days=horizon_days, source=source,
+                                      progress=sub(0.0, 0.8))
+    save_model(store, model, data_version=version)
+    _report(progress, 0.85, "Scoring today's customers")
+    store_scores(store, model)
+    _report(progress, 1.0, f"Model version {model.version} saved and customers scored")
+    return model
+
+
+def model_versions(store: Store) -> pd.DataFrame:
+    """The registry without the blobs: version, created_at, kind, estimator, cutoff, metrics (dict)."""
+    t = models_table
+    with store.app_begin() as conn:
+        rows = conn.execute(
+            sa.select(t.c.version, t.c.created_at, t.c.kind, t.c.estimator, t.c.label_column, t.c.source, t.c.cutoff,
+                      t.c.horizon_days, t.c.data_version, t.c.metrics_json, t.c.features_json)
+            .order_by(t.c.version.desc())
+        ).fetchall()
+    frame = pd.DataFrame(rows, columns=["version", "created_at", "kind", "estimator", "label_column", "source", "cutoff",
+                                        "horizon_days", "data_version", "metrics_json", "features_json"])
+    frame["metrics"] = frame.pop("metrics_json").map(json.loads)
+    frame["features"] = frame.pop("features_json").map(json.loads)
+    return frame

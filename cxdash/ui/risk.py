@@ -1,0 +1,351 @@
+"""UI helpers for the at-risk list, the customer card and the churn-model page: cached reads
+(keyed on the data version and the model version), sentences, tables and plotly figures."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from cxdash import activation, card
+from cxdash import model as churn
+from cxdash.config import database_url
+from cxdash.features import AGE_CAP_DAYS, data_as_of
+from cxdash.ui import data
+from cxdash.ui.charts import _colour_map
+from cxdash.ui.formatting import money
+
+# session-state keys, prefixed by page
+AT_RISK_DEPARTMENTS = "at_risk_departments"
+AT_RISK_STATUS = "at_risk_status"
+AT_RISK_MIN_RISK = "at_risk_min_risk"
+AT_RISK_TOP_DECILE = "at_risk_top_decile"
+AT_RISK_ACTOR = "at_risk_actor"
+AT_RISK_TABLE = "at_risk_table"
+CARD_QUERY = "card_query"
+CARD_PICK = "card_pick"
+MODEL_HORIZON = "model_horizon"
+MODEL_LABEL = "model_label"
+
+STATUS_CHOICES = {"all": None, "not yet acted on": "open", "contacted": "contacted", "actioned": "actioned"}
+
+
+# ----------------------------------------------------------------------------- model registry
+def model_info() -> dict | None:
+    """The newest model's registry row (version, estimator, cutoff, metrics...), or None."""
+    versions = _versions(database_url(), data.version(), _newest_version())
+    return None if versions.empty else versions.iloc[0].to_dict()
+
+
+def model_history() -> pd.DataFrame:
+    v = _versions(database_url(), data.version(), _newest_version())
+    if v.empty:
+        return v
+    return pd.DataFrame({
+        "version": v["version"],
+        "trained": v["created_at"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")),
+        "model": v["estimator"].str.replace("_", " "),
+        "validation": v["metrics"].map(lambda m: m.get("validation", "").replace("_", " ")),
+        "ROC AUC": v["metrics"].map(lambda m: round(m.get("roc_auc", float("nan")), 3)),
+        "top-decile lift": v["metrics"].map(lambda m: round(m.get("top_decile_lift") or float("nan"), 2)),
+        "training rows": v["metrics"].map(lambda m: m.get("n_train")),
+        "data version": v["data_version"],
+    })
+
+
+def _newest_version() -> int:
+    from sqlalchemy import func, select
+
+    from cxdash.store import models_table
+
+    with data.store().app_begin() as conn:
+        return int(conn.execute(select(func.coalesce(func.max(models_table.c.version), 0))).scalar())
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _versions(url: str, data_version: int, model_version: int) -> pd.DataFrame:
+    return churn.model_versions(data.store())
+
+
+def label_choices() -> list[str]:
+    """Columns of the customer table that could be a label: churn_label and yes/no attributes."""
+    return _label_choices(database_url(), data.version())
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _label_choices(url: str, version: int) -> list[str]:
+    import sqlalchemy as sa
+
+    from cxdash.features import attribute_columns, parse_label
+    from cxdash.store import KIND_TABLES
+
+    c = KIND_TABLES["customers"]
+    with data.store().connect() as conn:
+        has_label = conn.execute(sa.select(sa.func.count(c.c.churn_label))).scalar()
+        attrs = pd.Series([r[0] for r in conn.execute(sa.select(c.c.attrs).limit(2000))])
+    out = ["churn_label"] if has_label else []
+    if len(attrs):
+        cols = attribute_columns(attrs)
+        for name in cols.columns:
+            parsed = parse_label(cols[name])
+            if parsed.notna().mean() > 0.8 and parsed.nunique() == 2:
+                out.append(name)
+    return out
+
+
+def train(*, label_column: str | None, horizon_days: float) -> churn.ChurnModel:
+    """Train with a progress bar on the page; clears the cached registry."""
+    bar = st.progress(0.0, text="Starting")
+
+    def progress(share: float, text: str) -> None:
+        bar.progress(min(max(share, 0.0), 1.0), text=text)
+
+    model = churn.train(data.store(), label_column=label_column or None, horizon_days=horizon_days, progress=progress)
+    _versions.clear()
+    return model
+
+
+# ----------------------------------------------------------------------------- model page
+def model_sentence(info: dict) -> str:
+    m = info["metrics"]
+    how = ("time-based validation on later cutoffs" if m.get("validation") == "time_based"
+           else f"{m.get('validation', '').replace('_', ' ')} cross-validation")
+    capture = m.get("top_decile_capture")
+    lift = m.get("top_decile_lift")
+    tail = f"; the riskiest 10% of customers hold **{capture:.0%}** of those who left (lift **{lift:.1f}×**)" \
+        if capture is not None and lift is not None else ""
+    label = (f"churn within {m.get('horizon_days'):g} days" if info["kind"] == "events"
+             else f"the label column `{info.get('label_column')}`")
+    return (f"Model **v{info['version']}** ({info['estimator'].replace('_', ' ')}) predicts {label} with "
+            f"**ROC AUC {m['roc_auc']:.3f}** by {how}{tail}.")
+
+
+def candidates_figure(metrics: dict) -> go.Figure:
+    cand = metrics.get("candidates", {})
+    names = list(cand)
+    colours = ["#0ea5e9" if n == metrics.get("chosen") else "#cbd5e1" for n in names]
+    fig = go.Figure(go.Bar(x=[cand[n] for n in names], y=[n.replace("_", " ") for n in names], orientation="h",
+                           marker_color=colours, text=[f"{cand[n]:.3f}" for n in names], textposition="outside",
+                           cliponaxis=False))
+    lo = min(cand.values()) if cand else 0.5
+    fig.update_layout(height=90 + 40 * len(names), margin=dict(l=10, r=50, t=10, b=10),
+                      xaxis=dict(title="validation ROC AUC", range=[max(0.5, lo - 0.05), 1.0]))
+    return fig
+
+
+def calibration_figure(metrics: dict) -> go.Figure:
+    cal = metrics.get("calibration", {"predicted": [], "observed": []})
+    top = max([*cal["predicted"], *cal["observed"], 0.05]) * 1.05
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="perfect", line=dict(dash="dot", color="#94a3b8")))
+    fig.add_trace(go.Scatter(x=cal["predicted"], y=cal["observed"], mode="lines+markers", name="model",
+                             line=dict(color="#0ea5e9")))
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="predicted churn probability",
+                      yaxis_title="observed churn rate", legend=dict(orientation="h", y=1.05, x=0))
+    return fig
+
+
+def importance_figure(metrics: dict, top: int = 12) -> go.Figure:
+    imp = pd.DataFrame(metrics.get("importance", [])).head(top)
+    if imp.empty:
+        return go.Figure()
+    imp = imp.iloc[::-1]
+    colours = _colour_map(imp["department"])
+    fig = go.Figure(go.Bar(x=imp["importance"], y=imp["label"], orientation="h",
+                           marker_color=[colours[d] for d in imp["department"]],
+                           error_x=dict(type="data", array=imp["std"], visible=True),
+                           customdata=imp["department"],
+                           hovertemplate="%{y}<br>owner: %{customdata}<br>AUC drop %{x:.3f}<extra></extra>"))
+    fig.update_layout(height=90 + 28 * len(imp), margin=dict(l=10, r=10, t=10, b=10),
+                      xaxis_title="AUC drop when shuffled")
+    return fig
+
+
+# ----------------------------------------------------------------------------- at-risk list
+def departments() -> list[str]:
+    return ["support", "web", "billing", "sales", "marketing"]
+
+
+def at_risk_list(*, departments: list[str], status: str, min_risk: float, top_decile: bool) -> pd.DataFrame:
+    return activation.at_risk(data.store(), departments=departments or None, status=STATUS_CHOICES[status],
+                              min_risk=min_risk, only_top_decile=top_decile, limit=1000)
+
+
+def stats() -> dict:
+    return activation.activation_stats(data.store())
+
+
+def reasons_text(reasons: list[dict], n: int = 3) -> str:
+    return "; ".join(f"{r['label']} ({r['detail']})" if r.get("detail") else r["label"] for r in reasons[:n])
+
+
+def at_risk_table(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "customer": frame["customer_id"],
+        "risk": frame["risk"],
+        "value (12 months)": frame["value"],
+        "risk x value": frame["priority"],
+        "why": frame["reasons"].map(reasons_text),
+        "owner": frame["department"],
+        "next best action": frame["action"],
+        "status": frame["status"],
+    })
+
+
+def at_risk_sentence(frame: pd.DataFrame, st_: dict) -> str:
+    if frame.empty:
+        return "No customer matches these filters."
+    value = frame["priority"].sum()
+    acted = st_.get("share_acted")
+    acted_txt = f"; **{acted:.0%}** of the top-risk decile has been contacted or actioned" if acted is not None else ""
+    top = frame["top_reason"].replace("", pd.NA).dropna().value_counts()
+    why = f" The most common first reason: **{top.index[0].lower()}** ({top.iloc[0]:,} customers)." if len(top) else ""
+    return (f"**{len(frame):,} customers** on this list put **{money(value)}** of expected revenue at risk "
+            f"(risk × last year's revenue){acted_txt}.{why}")
+
+
+def department_figure(frame: pd.DataFrame) -> go.Figure:
+    g = frame.groupby(frame["department"].replace("", "none"), as_index=False).agg(
+        customers=("cx_id", "size"), at_stake=("priority", "sum")).sort_values("at_stake")
+    colours = _colour_map(g["department"])
+    fig = go.Figure(go.Bar(x=g["at_stake"], y=g["department"], orientation="h",
+                           marker_color=[colours[d] for d in g["department"]],
+                           text=[f"{n:,} customers" for n in g["customers"]], textposition="outside", cliponaxis=False))
+    fig.update_layout(height=80 + 40 * len(g), margin=dict(l=10, r=90, t=10, b=10),
+                      xaxis_title="revenue at risk (risk × value)")
+    return fig
+
+
+def mark(cx_ids: list[str], status: str, actor: str) -> int:
+    return activation.mark(data.store(), cx_ids, status, actor=actor)
+
+
+def export(frame: pd.DataFrame) -> bytes:
+    return activation.export_csv(frame)
+
+
+# ----------------------------------------------------------------------------- customer card
+def search(query: str) -> pd.DataFrame:
+    with data.store().connect() as conn:
+        return card.find_customers(conn, query)
+
+
+def example_customer() -> str | None:
+    """The highest-priority scored customer (what the card shows before a search)."""
+    top = activation.at_risk(data.store(), only_top_decile=False, limit=1)
+    return None if top.empty else str(top["cx_id"].iloc[0])
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _card(url: str, version: int, model_version: int, cx_id: str) -> dict:
+    store = data.store()
+    with store.connect() as conn:
+        now = data_as_of(conn)
+        out = {
+            "now": now,
+            "profile": card.profile(conn, cx_id),
+            "timeline": card.customer_timeline(conn, cx_id, limit=200),
+            "signals": card.recent_signals(conn, cx_id, now=now),
+            "open_tickets": card.open_tickets(conn, cx_id),
+            "contacts": card.recent_contacts(conn, cx_id),
+        }
+    out["score"] = activation.customer_score(store, cx_id)
+    return out
+
+
+def customer_card(cx_id: str) -> dict:
+    return _card(database_url(), data.version(), _newest_version(), cx_id)
+
+
+def signals_table(signals: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "signal": signals["signal"],
+        "when": signals["age_days"].map(_age_words),
+        "in the last 30 days": signals["count_30d"],
+    })
+
+
+def _age_words(days: float) -> str:
+    if days < 1:
+        return "today"
+    if days < 2:
+        return "yesterday"
+    if days >= AGE_CAP_DAYS:
+        return "over a year ago"
+    return f"{days:.0f} days ago"
+
+
+def signal_sentence(signals: pd.DataFrame) -> str:
+    if signals.empty:
+        return "No intent or friction signals on record."
+    s = signals.iloc[0]
+    return f"Most recent signal: **{s['signal']}**, {_age_words(s['age_days'])}."
+
+
+def timeline_figure(tl: pd.DataFrame) -> go.Figure:
+    frame = tl.dropna(subset=["ts"]).copy()
+    frame["department"] = frame["department"].fillna("unknown")
+    colours = _colour_map(frame["department"])
+    fig = go.Figure()
+    for dept, g in frame.groupby("department"):
+        fig.add_trace(go.Scatter(x=g["ts"], y=g["department"], mode="markers", name=dept, text=g["activity"],
+                                 marker=dict(color=colours[dept], size=9, opacity=0.8),
+                                 hovertemplate="%{x|%Y-%m-%d %H:%M}<br>%{text}<extra></extra>"))
+    fig.update_layout(height=260, margin=dict(l=10, r=10, t=10, b=10), showlegend=False)
+    return fig
+
+
+def timeline_table(tl: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "when": tl["ts"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")),
+        "what": tl["activity"],
+        "department": tl["department"],
+        "channel": tl["channel"].fillna(""),
+        "source": tl["source"],
+    })
+
+
+def contacts_table(contacts: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({
+        "opened": contacts["opened_at"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d")),
+        "topic": contacts["topic"].fillna("(none)"),
+        "channel": contacts["channel"].fillna(""),
+        "transfers": contacts["transfers"].fillna(0).astype(int),
+        "satisfaction": contacts["satisfaction"],
+        "status": contacts["status"].fillna(""),
+    })
+
+
+def told_us_sentence(contacts: pd.DataFrame) -> str:
+    if contacts.empty:
+        return "They have not contacted us."
+    topics = contacts["topic"].fillna("other").value_counts()
+    parts = ", ".join(f"{t} ({n}×)" for t, n in topics.items())
+    last = pd.Timestamp(contacts["opened_at"].iloc[0]).strftime("%d %b %Y")
+    return f"Their last {len(contacts)} contacts were about {parts}; the latest on {last}. Don't ask again."
+
+
+def profile_rows(profile: dict) -> pd.DataFrame:
+    keys = [("customer id", "customer_id"), ("name", "name"), ("email", "email"), ("phone", "phone"),
+            ("signed up", "signup_date"), ("segment", "segment"), ("region", "region"), ("plan", "plan"),
+            ("acquired via", "acquisition_channel"), ("campaign", "campaign")]
+    rows = []
+    for label, key in keys:
+        v = profile.get(key)
+        if v is None or (not isinstance(v, str) and pd.isna(v)):
+            continue
+        if isinstance(v, datetime | pd.Timestamp):
+            v = pd.Timestamp(v).strftime("%Y-%m-%d")
+        rows.append({"field": label, "value": str(v)})
+    for k, v in (profile.get("attributes") or {}).items():
+        rows.append({"field": k, "value": str(v)})
+    return pd.DataFrame(rows, columns=["field", "value"])
+
+
+def consent_text(profile: dict) -> str:
+    c = profile.get("consent_marketing")
+    if c is None or pd.isna(c):
+        return "Marketing consent: unknown — ask before any marketing."
+    return "Marketing consent: **yes**." if bool(c) else "Marketing consent: **no** — service contact only."

@@ -1,0 +1,307 @@
+"""The churn model: features without leakage, the Telco bar, the demo's planted causes,
+recent-signal-wins, persistence and the CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from threadpoolctl import threadpool_limits
+
+from cxdash import cli
+from cxdash.activation import at_risk, export_csv, mark
+from cxdash.features import customer_features, identifier_like, labelled_features
+from cxdash.ingest import ingest_file
+from cxdash.mapping import Mapping
+from cxdash.model import current_features, explain, latest_model, load_model, model_versions, train_labelled_model
+from cxdash.store import open_store
+
+TELCO_FILE = "telco_churn/WA_Fn-UseC_-Telco-Customer-Churn.csv"
+
+
+def _load(store, tmp_path, name: str, kind: str, rows: list[dict]) -> None:
+    path = tmp_path / f"{name}.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    cols = {c: c for c in rows[0]}
+    ingest_file(store, path, source=name, mapping=Mapping.from_dict({"kind": kind, "columns": cols}))
+
+
+# ----------------------------------------------------------------------------- leakage guard
+def _tiny_company(store, tmp_path) -> None:
+    """Two customers; every source also holds rows *after* 2026-01-01 that must not count."""
+    _load(store, tmp_path, "crm", "customers", [
+        {"customer_id": "C1", "email": "a@x.com", "signup_date": "2024-01-01", "plan": "pro"},
+        {"customer_id": "C2", "email": "b@x.com", "signup_date": "2025-06-01", "plan": "basic"},
+    ])
+    _load(store, tmp_path, "web", "events", [
+        {"email": "a@x.com", "timestamp": "2025-12-10 00:00:00", "activity": "home"},
+        {"email": "a@x.com", "timestamp": "2025-12-28 00:00:00", "activity": "cancel_page"},
+        {"email": "a@x.com", "timestamp": "2026-01-05 00:00:00", "activity": "cancel_page"},  # after
+        {"email": "b@x.com", "timestamp": "2025-12-30 00:00:00", "activity": "checkout_error"},
+        {"email": "b@x.com", "timestamp": "2026-01-02 00:00:00", "activity": "checkout_error"},  # after
+    ])
+    _load(store, tmp_path, "helpdesk", "tickets", [
+        {"ticket_id": "T1", "email": "a@x.com", "opened_at": "2025-12-01 00:00:00", "closed_at": "2025-12-02 00:00:00",
+         "topic": "billing", "transfers": 1, "satisfaction": 2},
+        {"ticket_id": "T2", "email": "a@x.com", "opened_at": "2025-12-04 00:00:00", "closed_at": "2025-12-05 00:00:00",
+         "topic": "billing", "transfers": 0, "satisfaction": 4},
+        {"ticket_id": "T3", "email": "a@x.com", "opened_at": "2026-01-03 00:00:00", "closed_at": "2026-01-04 00:00:00",
+         "topic": "cancellation", "transfers": 3, "satisfaction": 1},  # after
+        {"ticket_id": "T4", "email": "b@x.com", "opened_at": "2025-11-01 00:00:00", "closed_at": "2025-11-02 00:00:00",
+         "topic": "login", "transfers": 0, "satisfaction": 5},
+    ])
+    _load(store, tmp_path, "billing", "transactions", [
+        {"transaction_id": "X1", "email": "a@x.com", "timestamp": "2025-12-15 00:00:00", "amount": 100.0, "status": "paid"},
+        {"transaction_id": "X2", "email": "a@x.com", "timestamp": "2025-12-20 00:00:00", "amount": 50.0, "status": "failed"},
+        {"transaction_id": "X3", "email": "a@x.com", "timestamp": "2026-01-10 00:00:00", "amount": 999.0, "status": "paid"},
+        {"transaction_id": "X4", "email": "b@x.com", "timestamp": "2025-12-01 00:00:00", "amount": 20.0, "status": "paid"},
+    ])
+    _load(store, tmp_path, "subscriptions", "subscriptions", [
+        {"subscription_id": "S1", "customer_id": "C1", "start": "2024-01-01", "end": "2026-01-20"},
+        {"subscription_id": "S2", "customer_id": "C2", "start": "2025-06-01", "end": ""},
+    ])
+
+
+def test_features_count_only_rows_before_the_cutoff_and_match_hand_values(store, tmp_path):
+    _tiny_company(store, tmp_path)
+    with store.connect() as conn:
+        ff = customer_features(conn, cutoff=datetime(2026, 1, 1), horizon_days=30)
+    f = ff.frame.set_index("customer_id")
+    a, b = f.loc["C1"], f.loc["C2"]
+    # worked out by hand from the rows dated before 2026-01-01
+    assert a["days_since_cancel_page"] == pytest.approx(4.0)
+    assert (a["cancel_page_7d"], a["cancel_page_30d"], a["web_events"]) == (1, 1, 2)
+    assert (a["contacts"], a["repeat_contacts"], a["transfers"]) == (2, 1, 1)
+    assert a["satisfaction_avg"] == pytest.approx(3.0)
+    assert a["days_since_complaint"] == pytest.approx(31.0)  # the 2-star contact on 1 Dec
+    assert a["cancellation_ticket_30d"] == 0  # the cancellation ticket came after the cutoff
+    assert (a["purchases"], a["revenue"], a["failed_payments"]) == (1, 100.0, 1)
+    assert a["days_since_failed_payments"] == pytest.approx(12.0)
+    assert a["tenure_days"] == pytest.approx(731.0)
+    assert a["label"] == 1.0  # subscription ends 19 days after the cutoff
+    assert (b["checkout_errors"], b["days_since_checkout_errors"], b["contacts"], b["revenue"]) == (1, 2.0, 1, 20.0)
+    assert b["label"] == 0.0
+    assert "customer_id" not in ff.features and "email" not in ff.features
+
+
+# ----------------------------------------------------------------------------- identifiers
+def test_identifier_like_columns_are_recognised_by_name_and_content():
+    n = 200
+    rng = np.random.default_rng(0)
+    assert identifier_like("RowNumber", pd.Series(range(1, n + 1)))
+    assert identifier_like("customerID", pd.Series([f"{i:04d}-AB" for i in range(n)]))
+    assert identifier_like("Surname", pd.Series(rng.choice(["Lee", "Ng", "Ode"], n)))
+    assert identifier_like("contact", pd.Series([f"user{i}@mail.com" for i in range(n)]))
+    assert identifier_like("Phone", pd.Series([f"555-01{i:03d}" for i in range(n)]))
+    assert identifier_like("row", pd.Series(np.arange(n) + 1.0))  # a bare counter by content
+    assert identifier_like("notes", pd.Series([f"free text number {i}" for i in range(n)]))
+    # real features survive
+    assert identifier_like("PhoneService", pd.Series(rng.choice(["Yes", "No"], n))) is None
+    assert identifier_like("tenure", pd.Series(rng.integers(0, 72, n))) is None
+    assert identifier_like("MonthlyCharges", pd.Series(rng.uniform(20, 110, n).round(2))) is None
+
+
+def _labelled_table(tmp_path, n: int = 300) -> tuple:
+    """A customer table with its own label, identifier columns and some rows not labelled yet."""
+    rng = np.random.default_rng(3)
+    contract = rng.choice(["Month-to-month", "One year", "Two year"], n)
+    tenure = rng.integers(1, 72, n)
+    risk = 1 / (1 + np.exp(-(1.5 * (contract == "Month-to-month") - 0.05 * tenure)))
+    churn = np.where(rng.random(n) < risk, "Yes", "No").astype(object)
+    churn[-20:] = ""  # current customers: no label yet
+    ids = [f"ID-{i:05d}" for i in range(n)]
+    ids[-1] = "=HYPERLINK(\"http://evil\")"  # an unlabelled, so scored, row
+    frame = pd.DataFrame({
+        "RowNumber": np.arange(1, n + 1), "customerID": ids, "Surname": rng.choice(["Lee", "Ng", "Ode", "Kim"], n),
+        "Email": [f"c{i}@mail.com" for i in range(n)], "Contract": contract, "tenure": tenure,
+        "MonthlyCharges": rng.uniform(20, 110, n).round(2), "Churn": churn,
+    })
+    path = tmp_path / "labelled.csv"
+    frame.to_csv(path, index=False)
+    mapping = Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "customerID", "plan": "Contract"}})
+    return path, mapping, frame
+
+
+def test_bring_your_own_label_never_uses_identifiers_and_skips_empty_labels(duck, tmp_path):
+    path, mapping, frame = _labelled_table(tmp_path)
+    ingest_file(duck, path, source="accounts", mapping=mapping)
+    with duck.connect() as conn:
+        ff = labelled_features(conn, label_column="Churn")
+        model = train_labelled_model(conn, label_column="Churn", folds=3, candidates=("logistic", "gradient_boosting"))
+    assert {"attr:RowNumber", "attr:Surname", "attr:Email"} <= set(ff.dropped)
+    assert set(model.features) == {"plan", "attr_tenure", "attr_monthly_charges"}
+    assert ff.frame["label"].isna().sum() == 20
+    assert model.metrics["n_train"] == len(frame) - 20
+    assert model.metrics["roc_auc"] > 0.65
+
+
+# ----------------------------------------------------------------------------- the Telco bar
+def _plain_baselines(csv: pd.DataFrame) -> dict[str, float]:
+    """Plain LogisticRegression and HistGradientBoostingClassifier on the raw file, 5 stratified folds."""
+    y = (csv["Churn"] == "Yes").to_numpy(dtype=int)
+    x = csv.drop(columns=["customerID", "Churn"]).copy()
+    x["TotalCharges"] = pd.to_numeric(x["TotalCharges"], errors="coerce")
+    num = ["SeniorCitizen", "tenure", "MonthlyCharges", "TotalCharges"]
+    cat = [c for c in x.columns if c not in num]
+    x[num] = x[num].fillna(0.0)
+    x[cat] = x[cat].astype(object)
+    lr = make_pipeline(ColumnTransformer([("n", StandardScaler(), num), ("c", OneHotEncoder(handle_unknown="ignore"), cat)]),
+                       LogisticRegression(max_iter=5000))
+    hgb = make_pipeline(ColumnTransformer([("c", OrdinalEncoder(), cat), ("n", "passthrough", num)]),
+                        HistGradientBoostingClassifier(categorical_features=list(range(len(cat))), random_state=0))
+    folds = list(StratifiedKFold(n_splits=5, shuffle=True, random_state=0).split(x, y))
+    out = {}
+    with threadpool_limits(limits=1, user_api="openmp"):  # as cxdash.model does on a busy machine
+        for name, est in (("logistic", lr), ("gradient_boosting", hgb)):
+            aucs = []
+            for tr, te in folds:
+                aucs.append(roc_auc_score(y[te], est.fit(x.iloc[tr], y[tr]).predict_proba(x.iloc[te])[:, 1]))
+            out[name] = float(np.mean(aucs))
+    return out
+
+
+def test_telco_model_is_at_least_as_good_as_the_plain_baselines_on_the_same_folds(duck, public_data):
+    path = public_data / TELCO_FILE
+    mapping = Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "customerID", "churn_label": "Churn",
+                                                                  "plan": "Contract"}})
+    ingest_file(duck, path, source="telco", mapping=mapping)
+    with duck.connect() as conn:
+        model = train_labelled_model(conn, label_column="Churn")  # the file's name for the mapped label
+    baselines = _plain_baselines(pd.read_csv(path))
+    m = model.metrics
+    assert m["validation"] == "stratified_5fold" and m["n_train"] == 7043
+    assert m["roc_auc"] >= max(baselines.values()) - 0.002, (m["candidates"], baselines)
+    assert m["roc_auc"] >= 0.84
+    assert m["candidates"]["logistic"] == pytest.approx(baselines["logistic"], abs=0.005)
+    assert not any("customer" in f.lower() for f in model.features)
+    assert 2.0 < m["top_decile_lift"] < 1 / m["base_rate"] + 1e-9
+    assert m["importance"][0]["driver"] in {"attr_tenure", "plan"}
+
+
+# ----------------------------------------------------------------------------- the demo company
+def test_demo_time_based_validation_finds_the_planted_causes(trained_demo):
+    m = trained_demo["model"].metrics
+    assert m["validation"] == "time_based"
+    horizon = pd.Timedelta(days=m["horizon_days"])
+    assert max(pd.Timestamp(c) for c in m["train_cutoffs"]) + horizon <= min(pd.Timestamp(c) for c in m["valid_cutoffs"])
+    assert m["roc_auc"] > 0.72 and m["top_decile_lift"] > 3
+    top = {d["driver"] for d in m["importance"][:10]}
+    assert {"cancel_page", "competitor_compare"} & top
+    assert "checkout_errors" in top and "failed_payments" in top
+    assert {"transfers", "repeat_contacts"} & top
+    assert "campaign" in top  # spring_blast's fast churners
+
+
+def test_a_fresh_cancel_page_visit_outweighs_years_of_tenure(trained_demo):
+    model = trained_demo["model"]
+    store = open_store(trained_demo["url"])
+    with store.connect() as conn:
+        frame = current_features(conn, model).frame
+    quiet = frame[(frame["days_since_cancel_page"] >= 365) & (frame["days_since_competitor_compare"] >= 365)]
+    loyal = quiet.sort_values("tenure_days").iloc[[-1]].copy()
+    assert loyal["tenure_days"].iloc[0] > 2 * 365
+    fresh = loyal.copy()
+    fresh[["days_since_cancel_page", "cancel_page_7d", "cancel_page_30d"]] = [1.0, 1.0, 1.0]
+    before, after = model.predict_proba(loyal)[0], model.predict_proba(fresh)[0]
+    assert after > 3 * before and after - before > 0.1, (before, after)
+    reasons = explain(model, fresh)[0]
+    assert reasons[0]["driver"] == "cancel_page"
+    assert reasons[0]["department"] == "web" and "1 days ago" in reasons[0]["detail"]
+    store.dispose()
+
+
+def test_saved_model_round_trips_and_scores_without_retraining(trained_demo):
+    model = trained_demo["model"]
+    store = open_store(trained_demo["url"])
+    loaded = load_model(store, model.version)
+    assert latest_model(store).version == model.version
+    with store.connect() as conn:
+        ff = current_features(conn, model)
+    np.testing.assert_allclose(loaded.predict_proba(ff.frame), model.predict_proba(ff.frame))
+    versions = model_versions(store)
+    row = versions.set_index("version").loc[model.version]
+    assert row["metrics"]["roc_auc"] == pytest.approx(model.metrics["roc_auc"])
+    assert set(row["features"]["numeric"]) == set(model.numeric)
+    listed = at_risk(store, only_top_decile=False, limit=100_000)
+    assert len(listed) == len(ff.frame)
+    assert listed["priority"].is_monotonic_decreasing
+    np.testing.assert_allclose(listed["priority"], listed["risk"] * listed["value"], rtol=1e-9)
+    store.dispose()
+
+
+# ----------------------------------------------------------------------------- CLI and activation
+def test_cli_train_and_score_print_json_and_score_unlabelled_rows(tmp_path, capsys):
+    path, mapping, frame = _labelled_table(tmp_path)
+    url = f"duckdb:///{tmp_path / 'cli.duckdb'}"
+    s = open_store(url)
+    ingest_file(s, path, source="accounts", mapping=mapping)
+    s.dispose()
+    assert cli.main(["--db", url, "train", "--label-column", "Churn", "--source", "accounts", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert {"roc_auc", "pr_auc", "top_decile_lift", "n_train", "n_valid", "model_version"} <= set(out)
+    assert out["n_train"] == len(frame) - 20 and out["model_version"] == 1
+    assert cli.main(["--db", url, "score", "--top", "1000", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)["customers"]
+    ids = {r["customer_id"] for r in scored}
+    unlabelled = set(frame["customerID"].iloc[-20:])
+    churned = set(frame.loc[frame["Churn"] == "Yes", "customerID"])
+    assert unlabelled <= ids and not churned & ids  # current customers scored, known leavers not
+    assert all(0 <= r["risk"] <= 1 and isinstance(r["reasons"], list) for r in scored)
+    assert [r["risk"] for r in scored] == sorted((r["risk"] for r in scored), reverse=True)  # no value: by risk
+
+    s = open_store(url)
+    listed = at_risk(s, only_top_decile=False, limit=1000)
+    first = listed["cx_id"].iloc[:2].tolist()
+    assert mark(s, first, "contacted", actor="ana") == 2
+    mark(s, first[:1], "actioned", actor="ben")
+    after = at_risk(s, only_top_decile=False, limit=1000).set_index("cx_id")
+    assert after.loc[first[0], "status"] == "actioned" and after.loc[first[1], "status"] == "contacted"
+    assert (after["status"] == "open").sum() == len(after) - 2
+    text = export_csv(at_risk(s, only_top_decile=False, limit=1000)).decode()
+    assert "'=HYPERLINK" in text and "\n=HYPERLINK" not in text and ",=HYPERLINK" not in text
+    s.dispose()
+
+
+def test_card_and_activation_queries_agree_with_hand_values(store, tmp_path):
+    from cxdash.activation import activation_stats
+    from cxdash.card import customer_timeline, find_customers, open_tickets, recent_signals
+    from cxdash.store import bulk_insert, scores_table
+
+    _tiny_company(store, tmp_path)
+    with store.connect() as conn:
+        assert find_customers(conn, "A@X.com")["customer_id"].tolist() == ["C1"]
+        assert find_customers(conn, "C")["customer_id"].tolist() == ["C1", "C2"]  # id prefix
+        signals = recent_signals(conn, find_customers(conn, "C1")["cx_id"].iloc[0]).set_index("signal")
+        tl = customer_timeline(conn, "C1")
+        assert open_tickets(conn, "C1").empty
+    # the data's end is the subscription end, 2026-01-20
+    assert signals.loc["cancel page visit", "age_days"] == pytest.approx(15.0)
+    assert signals.loc["cancel page visit", "count_30d"] == 2
+    assert signals.loc["asked to cancel", "age_days"] == pytest.approx(17.0)
+    assert signals.loc["failed payment", "count_30d"] == 0  # 20 Dec is 31 days before
+    assert signals.index[0] == "cancel page visit"  # newest first
+    assert tl["ts"].is_monotonic_decreasing and tl["activity"].iloc[0] == "subscription ended"
+
+    now = datetime(2026, 1, 21)
+    scores = pd.DataFrame({
+        "model_version": 1, "position": [1, 2], "cx_id": ["C1", "C2"], "customer_id": ["C1", "C2"],
+        "risk": [0.9, 0.1], "value": [100.0, 20.0], "priority": [90.0, 2.0], "top_reason": ["Visited the cancel page", ""],
+        "department": ["web", ""], "action": ["Call", ""], "reasons_json": ["[]", "[]"], "scored_at": now,
+    })
+    with store.app_begin() as conn:
+        bulk_insert(conn, scores_table, scores)
+    assert at_risk(store)["customer_id"].tolist() == ["C1"]  # top decile of two customers is one
+    mark(store, ["C1"], "contacted", actor="ana")
+    stats = activation_stats(store)
+    assert (stats["at_risk"], stats["contacted"], stats["actioned"], stats["share_acted"]) == (1, 1, 0, 1.0)
+    assert at_risk(store, status="open", only_top_decile=False)["customer_id"].tolist() == ["C2"]
