@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from cxdash.identity import rebuild_identity_map
 from cxdash.kinds import IDENTITY_FIELDS, get_kind
 from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
-from cxdash.readers import ExtractError, FileFormat, iter_chunks, read_header, sniff_format
+from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
 from cxdash.store import (
     KIND_TABLES,
     Store,
@@ -198,8 +198,8 @@ def ingest_file(
     """
     if mode not in MODES:
         raise IngestError(f"mode must be one of {MODES}, not {mode!r}")
-    path = Path(path)
-    name = display_name or path.name
+    name = display_name or Path(path).name
+    path = as_csv(path)
     if not source or not source.strip():
         raise IngestError("a source name is required (for example 'crm' or 'helpdesk')")
     fmt: FileFormat = sniff_format(path)

@@ -18,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-__all__ = ["ExtractError", "FileFormat", "iter_chunks", "read_header", "sniff_format"]
+__all__ = ["ExtractError", "FileFormat", "as_csv", "iter_chunks", "read_header", "sniff_format"]
 
 _SAMPLE_BYTES = 256 * 1024
 _DELIMITERS = ",;\t|"
@@ -206,3 +206,34 @@ def _first_ragged_line(path: Path, fmt: FileFormat, n_cols: int, max_lines: int 
     except (csv.Error, UnicodeDecodeError):
         return None
     return None
+
+
+def as_csv(path: str | Path) -> Path:
+    """The file itself, or for an Excel workbook its first sheet written beside it as CSV.
+
+    The sheet is streamed row by row (openpyxl read-only mode), so a large workbook is not held
+    in memory; dates become ISO text and numbers keep their full precision.
+    """
+    path = Path(path)
+    if path.suffix.lower() not in (".xlsx", ".xlsm"):
+        return path
+    try:
+        from openpyxl import load_workbook
+    except ImportError as exc:  # pragma: no cover - openpyxl is a pinned dependency
+        raise ExtractError(f"{path.name}: reading Excel needs openpyxl; export the sheet as CSV instead.") from exc
+    out = path.with_name(path.name + ".csv")
+    try:
+        book = load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # zip or XML errors: not a workbook
+        raise ExtractError(
+            f"{path.name}: not a readable Excel workbook ({type(exc).__name__}). Export the sheet as CSV."
+        ) from exc
+    try:
+        sheet = book.worksheets[0]
+        with open(out, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            for row in sheet.iter_rows(values_only=True):
+                writer.writerow(["" if v is None else (v.isoformat(sep=" ") if hasattr(v, "isoformat") else v) for v in row])
+    finally:
+        book.close()
+    return out

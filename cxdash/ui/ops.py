@@ -18,7 +18,7 @@ from cxdash.health import coverage, governance, mapping_versions, null_rates, se
 from cxdash.ingest import IngestError, IngestResult, ingest_file, saved_mapping
 from cxdash.kinds import KINDS, get_kind
 from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
-from cxdash.readers import ExtractError, FileFormat, iter_chunks, read_header, sniff_format
+from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
 from cxdash.store import identity_hubs_table, quarantine_table, sources_table
 from cxdash.ui import data
 
@@ -59,26 +59,11 @@ def stage_upload(uploaded) -> StagedFile:
     uploaded.seek(0)
     with open(path, "wb") as out:
         shutil.copyfileobj(uploaded, out, length=4 << 20)
-    if name.lower().endswith(".xlsx"):
-        path = _xlsx_to_csv(path)
+    path = as_csv(path)
     fmt = sniff_format(path)
     header = read_header(path, fmt)
     preview = next(iter_chunks(path, fmt, chunk_rows=200), pd.DataFrame(columns=header)).head(200)
     return StagedFile(path, uploaded.name, path.stat().st_size, fmt, header, preview)
-
-
-def _xlsx_to_csv(path: Path) -> Path:
-    try:
-        frame = pd.read_excel(path, dtype=str)
-    except ImportError as exc:
-        raise ExtractError(
-            f"{path.name}: reading .xlsx needs the openpyxl package; export the sheet as CSV instead."
-        ) from exc
-    except Exception as exc:  # corrupt workbook
-        raise ExtractError(f"{path.name}: not a readable Excel workbook ({exc}). Export the sheet as CSV.") from exc
-    out = path.with_suffix(".csv")
-    frame.to_csv(out, index=False)
-    return out
 
 
 def discard(staged: StagedFile | None) -> None:
