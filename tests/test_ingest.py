@@ -196,3 +196,28 @@ def test_auto_suggested_mapping_finds_the_ticket_fields(store, tickets_csv):
     assert result.mapping.columns["ticket_id"] == "Ticket #"
     assert result.mapping.columns["opened_at"] == "Created"
     assert result.mapping.columns["closed_at"] == "Resolved"
+
+
+def test_an_excel_workbook_loads_through_the_same_path(store, tmp_path):
+    from datetime import datetime
+
+    from openpyxl import Workbook
+
+    book = Workbook()
+    sheet = book.active
+    sheet.append(["Kunde", "Zeit", "Aktion"])
+    sheet.append(["K1", datetime(2024, 3, 1, 9, 30), "login"])
+    sheet.append(["K2", datetime(2024, 3, 2, 17, 5), "checkout"])
+    p = tmp_path / "export.xlsx"
+    book.save(p)
+    m = Mapping("events", {"customer_id": "Kunde", "timestamp": "Zeit", "activity": "Aktion"})
+    assert ingest_file(store, p, source="app", mapping=m).rows_loaded == 2
+    got = rows(store, "events")
+    assert [pd.Timestamp(t) for t in got["timestamp"]] == [pd.Timestamp("2024-03-01 09:30"), pd.Timestamp("2024-03-02 17:05")]
+
+
+def test_a_corrupt_workbook_gets_a_clear_message(store, tmp_path):
+    p = tmp_path / "broken.xlsx"
+    p.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ExtractError, match="not a readable Excel workbook"):
+        ingest_file(store, p, source="app", kind="events")

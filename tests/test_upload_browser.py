@@ -58,6 +58,21 @@ def test_the_telco_table_uploads_with_a_detected_mapping(empty_app, public_data,
     page.close()
 
 
+def test_online_retail_loads_its_valid_rows_and_quarantines_the_rest(empty_app, public_data, artifacts):
+    raw = __import__("pandas").read_csv(public_data / "online_retail" / "online_retail_sample.csv", dtype=str)
+    valid = int((raw["CustomerID"].notna() & (raw["UnitPrice"].astype(float) >= 0)).sum())
+    page = _open_upload(empty_app)
+    _upload(page, public_data / "online_retail" / "online_retail_sample.csv")
+    page.get_by_role("button", name="Check the file").click()
+    page.get_by_text("rows break a rule").wait_for(timeout=120_000)
+    page.get_by_role("button", name=f"Load the {valid:,} valid rows").click()
+    page.get_by_text("loaded; read 98,750").wait_for(timeout=180_000)
+    page.get_by_text("loaded; read 98,750").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "upload_online_retail_loaded.png"), full_page=True)
+    assert _sources(empty_app["db"]).loc["online_retail_sample", "rows"] == valid
+    page.close()
+
+
 def test_a_hostile_file_shows_every_failure_and_loads_nothing_on_request(empty_app, tmp_path, artifacts):
     bad = tmp_path / "helpdesk_export.csv"
     bad.write_text(

@@ -1,0 +1,407 @@
+"""The executive page's state, cached computations and presentation helpers.
+
+Every computation is cached on the store URL, the data version and the chosen filters, so a
+rerun with the same view is served from memory and a new load shows up on the next rerun.
+Filters live in ``st.session_state`` under ``executive_*`` keys and are mirrored into
+``st.query_params`` so a view can be shared as a link.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+import streamlit as st
+
+from cxdash import kpis
+from cxdash.config import database_url
+from cxdash.ui import data
+
+# Session-state keys (page-prefixed) and the query parameter each one is shared as.
+KEY_FROM = "executive_from"
+KEY_TO = "executive_to"
+KEY_REPEAT_DAYS = "executive_repeat_days"
+KEY_HORIZON = "executive_clv_horizon"
+FILTER_KEYS = {name: f"executive_{name}" for name in ("segment", "region", "plan", "channel", "campaign", "department")}
+QUERY_NAMES = {KEY_FROM: "from", KEY_TO: "to", KEY_REPEAT_DAYS: "repeat_days", KEY_HORIZON: "horizon"} | {
+    key: name for name, key in FILTER_KEYS.items()
+}
+HORIZONS = (6, 12, 24, 36)
+
+
+@dataclass(frozen=True)
+class View:
+    """What the executive is looking at: a period, filters and the two adjustable parameters."""
+
+    first: date
+    last: date
+    filters: kpis.Filters
+    repeat_days: int
+    horizon_months: int
+
+    @property
+    def period(self) -> kpis.Period:
+        return kpis.Period.from_dates(self.first, self.last)
+
+
+# ---------------------------------------------------------------------------------- cached data
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _as_of(url: str, version: int) -> datetime | None:
+    with data._store(url).connect() as conn:
+        return kpis.as_of(conn)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _options(url: str, version: int) -> dict[str, list[str]]:
+    with data._store(url).connect() as conn:
+        return kpis.filter_options(conn)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _clv(url: str, version: int, end: datetime, horizon: int) -> kpis.ClvForecast:
+    with data._store(url).connect() as conn:
+        return kpis.predicted_clv(conn, end, horizon_months=horizon)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _report(url: str, version: int, view: View) -> kpis.KpiReport:
+    period = view.period
+    clv = _clv(url, version, period.end, view.horizon_months)
+    clv_prev = _clv(url, version, period.previous.end, view.horizon_months)
+    with data._store(url).connect() as conn:
+        report = kpis.kpi_report(
+            conn, period, view.filters, repeat_days=view.repeat_days, clv=clv, clv_previous=clv_prev
+        )
+    return kpis.attach_activation(report, data._store(url))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _trends(url: str, version: int, filters: kpis.Filters, repeat_days: int, months: int) -> pd.DataFrame:
+    with data._store(url).connect() as conn:
+        periods = kpis.monthly_periods(kpis.as_of(conn), months)
+        return kpis.kpi_table(conn, periods, filters, repeat_days=repeat_days)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _cohorts(url: str, version: int, filters: kpis.Filters) -> pd.DataFrame:
+    with data._store(url).connect() as conn:
+        return kpis.cohort_retention(conn, filters)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _conflicts(url: str, version: int, filters: kpis.Filters, repeat_days: int) -> pd.DataFrame:
+    with data._store(url).connect() as conn:
+        return kpis.conflicts(conn, filters, repeat_days=repeat_days)
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _holdout(url: str, version: int) -> dict:
+    with data._store(url).connect() as conn:
+        return kpis.holdout_check(conn)
+
+
+def as_of() -> datetime | None:
+    return _as_of(database_url(), data.version())
+
+
+def options() -> dict[str, list[str]]:
+    return _options(database_url(), data.version())
+
+
+def report(view: View) -> kpis.KpiReport:
+    return _report(database_url(), data.version(), view)
+
+
+def trends(view: View, months: int = 12) -> pd.DataFrame:
+    return _trends(database_url(), data.version(), view.filters, view.repeat_days, months)
+
+
+def cohorts(view: View) -> pd.DataFrame:
+    return _cohorts(database_url(), data.version(), view.filters)
+
+
+def conflicts(view: View) -> pd.DataFrame:
+    return _conflicts(database_url(), data.version(), view.filters, view.repeat_days)
+
+
+def holdout() -> dict:
+    return _holdout(database_url(), data.version())
+
+
+# ---------------------------------------------------------------------------------- state and sharing
+
+
+def _parse_date(text: str | None) -> date | None:
+    try:
+        return date.fromisoformat(text) if text else None
+    except ValueError:
+        return None
+
+
+def init_state(now: datetime | None) -> None:
+    """Fill the page's session state once per session: from the link's query parameters, else defaults."""
+    if st.session_state.get("executive_initialised"):
+        return
+    qp = st.query_params
+    default = kpis.default_period(now)
+    last_default = (default.end - timedelta(days=1)).date() if default else date.today()
+    first_default = default.start.date() if default else last_default - timedelta(days=89)
+    st.session_state[KEY_FROM] = _parse_date(qp.get("from")) or first_default
+    st.session_state[KEY_TO] = _parse_date(qp.get("to")) or last_default
+    try:
+        st.session_state[KEY_REPEAT_DAYS] = min(max(int(qp.get("repeat_days", kpis.DEFAULT_REPEAT_DAYS)), 1), 60)
+    except ValueError:
+        st.session_state[KEY_REPEAT_DAYS] = kpis.DEFAULT_REPEAT_DAYS
+    try:
+        horizon = int(qp.get("horizon", kpis.DEFAULT_CLV_HORIZON_MONTHS))
+    except ValueError:
+        horizon = kpis.DEFAULT_CLV_HORIZON_MONTHS
+    st.session_state[KEY_HORIZON] = horizon if horizon in HORIZONS else kpis.DEFAULT_CLV_HORIZON_MONTHS
+    known = options()
+    for name, key in FILTER_KEYS.items():
+        chosen = qp.get_all(name)
+        st.session_state[key] = [v for v in chosen if v in known.get(name, [])]
+    st.session_state["executive_initialised"] = True
+
+
+def current_view() -> View:
+    first, last = st.session_state[KEY_FROM], st.session_state[KEY_TO]
+    if last < first:
+        first, last = last, first
+    filters = kpis.Filters(**{name: tuple(st.session_state.get(key) or ()) for name, key in FILTER_KEYS.items()})
+    return View(first, last, filters, int(st.session_state[KEY_REPEAT_DAYS]), int(st.session_state[KEY_HORIZON]))
+
+
+def share_view(view: View) -> None:
+    """Mirror the view into the URL's query parameters (only what differs from an empty filter)."""
+    params: dict[str, str | list[str]] = {
+        "from": view.first.isoformat(),
+        "to": view.last.isoformat(),
+        "repeat_days": str(view.repeat_days),
+        "horizon": str(view.horizon_months),
+    }
+    for name in FILTER_KEYS:
+        values = list(getattr(view.filters, name))
+        if values:
+            params[name] = values
+    if {k: st.query_params.get_all(k) for k in params} != {
+        k: (v if isinstance(v, list) else [v]) for k, v in params.items()
+    } or set(st.query_params.keys()) - set(params):
+        st.query_params.from_dict(params)
+
+
+def filter_label(name: str) -> str:
+    return {"channel": "Acquisition channel"}.get(name, name.capitalize())
+
+
+# ---------------------------------------------------------------------------------- words and numbers
+
+# (key, card label, kind of number, True when a rise is good)
+CARDS: list[tuple[str, str, str, bool]] = [
+    ("customers", "Customers", "count", True),
+    ("active_customers", "Active customers", "count", True),
+    ("churn_rate", "Churn rate (logo)", "share", False),
+    ("retention_rate", "Retention", "share", True),
+    ("revenue_churn_rate", "Revenue churn", "share", False),
+    ("renewal_rate", "Renewal rate", "share", True),
+    ("net_revenue_retention", "Net revenue retention", "share", True),
+    ("silence_rate", "Silence metric", "share", True),
+    ("contacts_per_active_customer", "Contacts per active customer", "ratio", False),
+    ("repeat_contact_rate", "Repeat contacts", "share", False),
+    ("transfer_rate", "Transferred contacts", "share", False),
+    ("handoffs_per_resolved", "Handoffs per resolved issue", "ratio", False),
+    ("median_hours_to_resolution", "Median time to resolution", "hours", False),
+    ("satisfaction", "Satisfaction", "score", True),
+    ("clv_historical_total", "Historical CLV (revenue to date)", "money", True),
+    ("clv_historical_per_customer", "Historical CLV per customer", "money", True),
+    ("clv_predicted_total", "Predicted CLV", "money", True),
+    ("clv_predicted_per_customer", "Predicted CLV per customer", "money", True),
+    ("activation_rate", "Activation (high-risk acted on)", "share", True),
+]
+CARD_ROWS = (
+    ("Retention and renewal", CARDS[0:7]),
+    ("The silence metric", CARDS[7:14]),
+    ("Customer lifetime value and activation", CARDS[14:19]),
+)
+_DEFINITION_OF = {
+    "clv_historical_per_customer": "clv_historical_total",
+    "clv_predicted_per_customer": "clv_predicted_total",
+}
+
+
+def card_rows(report: kpis.KpiReport, per_row: int = 4) -> list[tuple[str, list[list[tuple[str, str, str, bool]]]]]:
+    """The card sections with only the KPIs the data can answer, ``per_row`` cards to a row.
+
+    The activation slot stays (empty, with its reason) because it is a KPI the company is missing,
+    not one its data cannot answer.
+    """
+    out = []
+    for title, cards in CARD_ROWS:
+        shown = [c for c in cards if report.current.get(c[0]) is not None or c[0] == "activation_rate"]
+        if shown:
+            out.append((title, [shown[i : i + per_row] for i in range(0, len(shown), per_row)]))
+    return out
+
+
+def unanswered(report: kpis.KpiReport) -> str | None:
+    """One sentence naming the KPIs the loaded data cannot answer, with the data each one needs."""
+    needs = {
+        "churn_rate": "subscriptions or a churn label", "retention_rate": "subscriptions or a churn label",
+        "revenue_churn_rate": "subscriptions with MRR", "renewal_rate": "subscriptions",
+        "net_revenue_retention": "transactions in two periods", "silence_rate": "tickets",
+        "contacts_per_active_customer": "tickets", "repeat_contact_rate": "tickets",
+        "transfer_rate": "tickets with transfer counts", "handoffs_per_resolved": "resolved tickets",
+        "median_hours_to_resolution": "resolved tickets", "satisfaction": "rated tickets",
+        "clv_historical_total": "transactions", "clv_historical_per_customer": "transactions",
+        "clv_predicted_total": "repeat purchases", "clv_predicted_per_customer": "repeat purchases",
+        "active_customers": "dated activity", "customers": "customers",
+    }
+    missing = [f"{label} (needs {needs.get(key, 'more data')})" for key, label, _, _ in CARDS
+               if report.current.get(key) is None and key != "activation_rate"]
+    return "Not answerable from the loaded data: " + "; ".join(missing) + "." if missing else None
+
+
+def number(value: float | None, kind: str) -> str:
+    if value is None or pd.isna(value):
+        return "n/a"
+    if kind == "count":
+        return f"{value:,.0f}"
+    if kind == "share":
+        return f"{value:.1%}"
+    if kind == "hours":
+        return f"{value:,.1f} h"
+    if kind == "money":
+        if abs(value) >= 1e6:
+            return f"{value / 1e6:,.2f} M"
+        if abs(value) >= 1e4:
+            return f"{value / 1e3:,.1f} k"
+        return f"{value:,.0f}"
+    return f"{value:,.2f}"
+
+
+def delta(report: kpis.KpiReport, key: str, kind: str) -> str | None:
+    if report.as_of is None:  # undated data: every period is the same snapshot
+        return None
+    d = report.delta(key)
+    if d is None or pd.isna(d):
+        return None
+    if kind == "share":
+        return f"{d * 100:+.1f} pts"
+    if kind == "money":
+        return ("+" if d >= 0 else "-") + number(abs(d), "money")
+    if kind == "count":
+        return f"{d:+,.0f}"
+    if kind == "hours":
+        return f"{d:+,.1f} h"
+    return f"{d:+,.2f}"
+
+
+def card_help(report: kpis.KpiReport, key: str) -> str:
+    name = _DEFINITION_OF.get(key, key)
+    d = kpis.DEFINITIONS[name]
+    cov = report.coverage.get(name)
+    parts = [d["definition"], f"Owner: {d['owner']}."]
+    if cov is not None:
+        parts.append(f"Coverage: {cov:.0%} of the customers in view have the data it needs.")
+    note = report.notes.get(name)
+    if note:
+        parts.append(note)
+    if key == "repeat_contact_rate":
+        parts.append(f"N = {report.repeat_days} days.")
+    return " ".join(parts)
+
+
+def coverage_caption(report: kpis.KpiReport, key: str) -> str:
+    cov = report.coverage.get(_DEFINITION_OF.get(key, key))
+    return "coverage n/a" if cov is None else f"coverage {cov:.0%}"
+
+
+def definitions_table(report: kpis.KpiReport) -> pd.DataFrame:
+    rows = []
+    for key, label, kind, _ in CARDS:
+        name = _DEFINITION_OF.get(key, key)
+        rows.append(
+            {
+                "kpi": label,
+                "key": key,
+                "value": number(report.current.get(key), kind),
+                "previous period": number(report.previous.get(key), kind),
+                "coverage": report.coverage.get(name),
+                "owner": kpis.DEFINITIONS[name]["owner"],
+                "definition": kpis.DEFINITIONS[name]["definition"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def kpi_csv(report: kpis.KpiReport) -> bytes:
+    frame = pd.DataFrame(
+        {
+            "kpi": [k for k, *_ in CARDS],
+            "value": [report.current.get(k) for k, *_ in CARDS],
+            "previous": [report.previous.get(k) for k, *_ in CARDS],
+            "coverage": [report.coverage.get(_DEFINITION_OF.get(k, k)) for k, *_ in CARDS],
+        }
+    )
+    return frame.to_csv(index=False).encode()
+
+
+def csv(frame: pd.DataFrame, index: bool = False) -> bytes:
+    return frame.to_csv(index=index).encode()
+
+
+def lead_sentence(report: kpis.KpiReport) -> str:
+    if report.period is None:
+        return "No dated activity is loaded, so there is no period to report on."
+    cur = report.current
+    if report.as_of is None:
+        parts = [f"The loaded data has no dates, so only snapshot KPIs can be shown ({report.filters.describe()}):"]
+    else:
+        parts = [f"**{report.period.label()}**, {report.filters.describe()}:"]
+    if cur.get("retention_rate") is not None:
+        basis = "" if report.churn_basis == "subscriptions" else " (from the churn label, a snapshot)"
+        parts.append(f"**{number(cur['retention_rate'], 'share')}** of customers kept{basis}")
+    if cur.get("silence_rate") is not None:
+        parts.append(f"**{number(cur['silence_rate'], 'share')}** of active customers never had to contact us")
+    if cur.get("repeat_contact_rate") is not None:
+        parts.append(f"**{number(cur['repeat_contact_rate'], 'share')}** of contacts were repeats")
+    if cur.get("clv_predicted_total") is not None:
+        parts.append(
+            f"predicted {report.clv.horizon_months}-month CLV **{number(cur['clv_predicted_total'], 'money')}**"
+        )
+    elif cur.get("clv_historical_total") is not None:
+        parts.append(f"revenue to date **{number(cur['clv_historical_total'], 'money')}**")
+    return parts[0] + " " + "; ".join(parts[1:]) + "." if len(parts) > 1 else parts[0] + " no KPI has data yet."
+
+
+def conflict_sentences(frame: pd.DataFrame) -> list[str]:
+    out = []
+    names = {k: v for k, v in (("new_customers", "new customers"), ("revenue_closed", "revenue closed"),
+                                ("tickets_closed", "tickets closed"), ("collections", "collections"))}
+    for row in frame[frame["conflict"]].itertuples():
+        dept_fmt = number(row.departmental_value, "money" if row.departmental_kpi in ("revenue_closed", "collections") else "count")
+        same = frame[(frame["department"] == row.department) & (frame["cohort_by"] == row.cohort_by) & ~frame["conflict"]]
+        others = same["shared_value"].median()
+        shared = (
+            f"90-day retention {row.shared_value:.0%} (others: {others:.0%})"
+            if row.shared_kpi == "retention_90d"
+            else f"{row.shared_value:.0%} of its tickets followed by a repeat contact (others: {others:.0%})"
+        )
+        out.append(
+            f"**{row.cohort}** ({row.department}, {row.cohort_by}): top quartile for "
+            f"{names.get(row.departmental_kpi, row.departmental_kpi)} ({dept_fmt}) but bottom quartile for the "
+            f"shared outcome: {shared}."
+        )
+    return out
+
+
+def conflict_table(frame: pd.DataFrame) -> pd.DataFrame:
+    show = frame.copy()
+    show["conflict"] = show["conflict"].map({True: "⚠", False: ""})
+    return show[
+        ["conflict", "department", "cohort_by", "cohort", "customers", "departmental_kpi", "departmental_value",
+         "shared_kpi", "shared_value", "clv_per_customer", "repeat_contact_rate", "median_hours_to_close", "p_value"]
+    ]

@@ -1,0 +1,161 @@
+"""Shared KPIs: the numbers every department is judged on, and where departmental KPIs pull against them."""
+
+import streamlit as st
+
+from cxdash.ui import data
+from cxdash.ui import executive as ex
+from cxdash.ui import executive_charts as charts
+from cxdash.ui.frame import page_guard
+
+page_guard(__file__)
+
+st.title("Shared KPIs")
+
+if data.sources().empty:
+    st.info(
+        "No data loaded yet. Run `make run` (it builds the demo company on first start) or load "
+        "your own extracts on the upload page or with `python -m cxdash ingest FILE --source NAME`."
+    )
+    st.stop()
+
+now = ex.as_of()
+ex.init_state(now)
+options = ex.options()
+
+with st.sidebar:
+    st.subheader("View")
+    if now is None:
+        st.caption("The loaded data has no dates: the KPIs are a snapshot, not a period.")
+    else:
+        st.date_input("From", key=ex.KEY_FROM)
+        st.date_input("To", key=ex.KEY_TO)
+    for name, key in ex.FILTER_KEYS.items():
+        if options.get(name):
+            st.multiselect(ex.filter_label(name), options[name], key=key, placeholder="all")
+    st.slider("Repeat contact within N days", 1, 60, key=ex.KEY_REPEAT_DAYS)
+    st.selectbox("CLV horizon (months)", ex.HORIZONS, key=ex.KEY_HORIZON)
+    st.caption("The link in the address bar keeps this view: share it to show the same numbers.")
+
+view = ex.current_view()
+ex.share_view(view)
+report = ex.report(view)
+conflicts = ex.conflicts(view)
+
+# The answer first: the period in one sentence, then any department pulling against the customer.
+st.markdown(ex.lead_sentence(report))
+flagged = ex.conflict_sentences(conflicts) if not conflicts.empty else []
+if flagged:
+    st.error("**Departmental KPIs pulling against the shared ones**\n\n" + "\n".join(f"- {s}" for s in flagged),
+             icon=":material/warning:")
+elif not conflicts.empty:
+    st.success("No cohort is in the top quartile of its department's KPI and the bottom quartile of the shared outcome.")
+if report.churn_basis != "subscriptions":
+    st.caption(f"Churn basis: {report.churn_basis}. {report.notes.get('churn_rate', '')}")
+
+for title, rows in ex.card_rows(report):
+    st.subheader(title)
+    for cards in rows:
+        for column, (key, label, kind, up_is_good) in zip(st.columns(4), cards, strict=False):
+            card = column.container(border=True)
+            card.metric(
+                label,
+                ex.number(report.current.get(key), kind),
+                ex.delta(report, key, kind),
+                delta_color="normal" if up_is_good else "inverse",
+                help=ex.card_help(report, key),
+            )
+            card.caption(ex.coverage_caption(report, key))
+missing = ex.unanswered(report)
+if missing:
+    st.caption(missing)
+if report.notes.get("clv_predicted_total") and report.coverage.get("clv_predicted_total"):
+    st.warning(f"Predicted CLV is not shown: {report.notes['clv_predicted_total']}", icon=":material/info:")
+elif report.clv is not None and report.clv.ok:
+    st.caption(f"Predicted CLV: {report.clv.message}")
+st.caption(f"Activation: {report.notes['activation_rate']}")
+st.download_button("KPIs (CSV)", ex.kpi_csv(report), "shared_kpis.csv", "text/csv", key="executive_dl_kpis")
+
+st.header("Where departmental KPIs pull against the shared ones")
+if conflicts.empty:
+    st.info("Conflicts need cohorts: load a CRM extract with campaigns/channels, tickets with teams, or opportunities.")
+else:
+    left, right = st.columns([1, 1])
+    with left:
+        quadrants = charts.conflict_quadrants(conflicts)
+        st.plotly_chart(quadrants, width="stretch", key="executive_chart_conflicts")
+    with right:
+        bars = charts.campaign_bars(conflicts)
+        st.plotly_chart(bars, width="stretch", key="executive_chart_campaigns")
+    st.dataframe(
+        ex.conflict_table(conflicts),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "departmental_value": st.column_config.NumberColumn("departmental KPI", format="localized"),
+            "shared_value": st.column_config.NumberColumn("shared outcome", format="percent"),
+            "clv_per_customer": st.column_config.NumberColumn("revenue per customer", format="localized"),
+            "repeat_contact_rate": st.column_config.NumberColumn("repeat contacts", format="percent"),
+            "median_hours_to_close": st.column_config.NumberColumn("median h to close", format="%.1f"),
+            "p_value": st.column_config.NumberColumn("p (worse than rest)", format="%.3g"),
+            "conflict": st.column_config.TextColumn("flag", width="small"),
+        },
+    )
+    c1, c2, c3 = st.columns(3)
+    c1.download_button("Conflicts (CSV)", ex.csv(conflicts), "kpi_conflicts.csv", "text/csv", key="executive_dl_conf")
+    c2.download_button("Conflict chart (PNG)", lambda: charts.to_png(quadrants), "kpi_conflicts.png", "image/png",
+                       key="executive_png_conf", on_click="ignore")
+    c3.download_button("Campaign chart (PNG)", lambda: charts.to_png(bars), "campaigns.png", "image/png",
+                       key="executive_png_camp", on_click="ignore")
+
+st.header("Trends")
+monthly = ex.trends(view)
+if monthly["active_customers"].fillna(0).sum() == 0:
+    st.info("No dated activity in the last twelve months: no trend to show.")
+else:
+    trend_fig = charts.trends(monthly, now)
+    st.plotly_chart(trend_fig, width="stretch", key="executive_chart_trends")
+    c1, c2 = st.columns(2)
+    c1.download_button("Monthly KPIs (CSV)", ex.csv(monthly), "kpi_trends.csv", "text/csv", key="executive_dl_trends")
+    c2.download_button("Trend chart (PNG)", lambda: charts.to_png(trend_fig), "kpi_trends.png", "image/png",
+                       key="executive_png_trends", on_click="ignore")
+
+st.subheader("Retention by signup cohort")
+matrix = ex.cohorts(view)
+if matrix.empty:
+    st.info("The cohort matrix needs churn dates, which only subscriptions with end dates give; the loaded data "
+            "has none (a churn label has no date).")
+else:
+    heat = charts.cohort_heatmap(matrix.tail(24).dropna(axis=1, how="all"))
+    st.plotly_chart(heat, width="stretch", key="executive_chart_cohorts")
+    c1, c2 = st.columns(2)
+    c1.download_button("Cohort matrix (CSV)", ex.csv(matrix, index=True), "cohort_retention.csv", "text/csv",
+                       key="executive_dl_cohorts")
+    c2.download_button("Cohort chart (PNG)", lambda: charts.to_png(heat), "cohort_retention.png", "image/png",
+                       key="executive_png_cohorts", on_click="ignore")
+
+with st.expander("Does the CLV model predict well? Calibration and holdout check", expanded=False):
+    st.caption("Holds out the last 40% of the purchase history (at most a year), fits BG/NBD on the rest and "
+               "compares its forecast of each customer's purchase days with what they did.")
+    check = ex.holdout() if st.toggle("Run the check", key="executive_run_holdout") else None
+    if check is not None and not check.get("ok"):
+        st.warning(check.get("message", "No check possible."), icon=":material/info:")
+    elif check is not None:
+        st.markdown(
+            f"{check['message']} Predicted **{check['predicted_total']:,.0f}** purchase days, actual "
+            f"**{check['actual_total']:,.0f}** "
+            f"({check['predicted_total'] / max(check['actual_total'], 1) - 1:+.1%})."
+        )
+        hold_fig = charts.holdout_chart(check["by_frequency"])
+        st.plotly_chart(hold_fig, width="stretch", key="executive_chart_holdout")
+        c1, c2 = st.columns(2)
+        c1.download_button("Holdout check (CSV)", ex.csv(check["by_frequency"]), "clv_holdout.csv", "text/csv",
+                           key="executive_dl_holdout")
+        c2.download_button("Holdout chart (PNG)", lambda: charts.to_png(hold_fig), "clv_holdout.png", "image/png",
+                           key="executive_png_holdout", on_click="ignore")
+
+with st.expander("Definitions, owners and coverage"):
+    table = ex.definitions_table(report)
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"coverage": st.column_config.ProgressColumn("coverage", min_value=0, max_value=1,
+                                                                            format="percent")})
+    st.download_button("Definitions (CSV)", ex.csv(table), "kpi_definitions.csv", "text/csv", key="executive_dl_defs")
