@@ -69,8 +69,135 @@ def demo(n: str, url: str, out: str) -> dict:
             "load_seconds": summary["load_seconds"]}
 
 
-STEPS = {"make-extract": make_extract, "ingest": ingest, "duckdb-read-csv": duckdb_read_csv, "demo": demo}
+def train(url: str) -> dict:
+    """Train the churn model the way the model page does (time-based validation, 30-day horizon) and
+    score every customer, so the at-risk and card pages have something to show."""
+    from cxdash import model
+    from cxdash.store import open_store
+
+    store = open_store(url)
+    t0 = time.perf_counter()
+    trained = model.train(store)
+    return {"step": "model train + score", "seconds": time.perf_counter() - t0, "version": trained.version}
+
+
+def page_compute(url: str, page: str) -> dict:
+    """Each computation of one page, cold (first call in a fresh process) then warm (second call)."""
+    from bench.pages import PAGES
+    from cxdash.store import open_store
+
+    store = open_store(url)
+    calls = PAGES[page]()
+    out: dict = {"step": f"compute {page}", "page": page, "calls": {}}
+    for phase in ("cold", "warm"):
+        total = 0.0
+        for label, fn in calls:
+            t0 = time.perf_counter()
+            try:
+                fn(store)
+                took = time.perf_counter() - t0
+            except Exception as exc:  # a page's failure is a result to report, not a reason to stop the run
+                took = time.perf_counter() - t0
+                out.setdefault("errors", {})[label] = f"{type(exc).__name__}: {exc}"[:300]
+            out["calls"].setdefault(label, {})[phase] = round(took, 3)
+            total += took
+        out[f"{phase}_seconds"] = round(total, 3)
+    out["seconds"] = out["cold_seconds"]
+    return out
+
+
+def apptest(url: str, page: str) -> dict:
+    """The Streamlit rerun of one page headless: first run with empty caches, then a rerun."""
+    import os
+    import warnings
+
+    os.environ["CXDASH_DB_URL"] = url
+    os.environ["CXDASH_AUTH"] = "off"  # time the page, not the sign-in form (a session check is negligible)
+    warnings.simplefilter("ignore")
+    from streamlit.testing.v1 import AppTest
+
+    # import the UI layer first: a running server has done so before the first visitor arrives
+    import cxdash.ui.executive  # noqa: F401
+    import cxdash.ui.journeys  # noqa: F401
+    import cxdash.ui.ops  # noqa: F401
+    import cxdash.ui.risk  # noqa: F401
+
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / f"{page}.py"), default_timeout=1800)
+    t0 = time.perf_counter()
+    at.run()
+    cold = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    at.run()
+    warm = time.perf_counter() - t0
+    errors = [str(e.value)[:300] for e in at.exception]  # st.error callouts are content, not failures
+    return {"step": f"apptest {page}", "page": page, "seconds": cold, "cold_seconds": round(cold, 3),
+            "warm_seconds": round(warm, 3), "errors": errors or None}
+
+
+PM4PY_KEYS = {"case_key": "case:concept:name", "activity_key": "concept:name", "timestamp_key": "time:timestamp"}
+
+
+def _event_log(n: int):
+    """A synthetic event log of ``n`` events (about 40 per case, 25 activities), the same for a seed."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(8)
+    cases = rng.integers(0, max(n // 40, 1), n)
+    acts = np.array([f"activity_{i:02d}" for i in range(25)])
+    ts = np.datetime64("2025-01-01T00:00:00") + rng.integers(0, 365 * 86400, n).astype("timedelta64[s]")
+    return pd.DataFrame({
+        "case:concept:name": pd.array(np.char.add("C", cases.astype(str)), dtype="string"),
+        "concept:name": pd.array(acts[rng.zipf(1.6, n) % len(acts)], dtype="string"),
+        "time:timestamp": pd.to_datetime(ts),
+    })
+
+
+def dfg_ours(n: str, db: str) -> dict:
+    """cxdash's directly-follows graph in the database on an ``n``-event log (loading not timed)."""
+    import sqlalchemy as sa
+
+    from cxdash import journeys as jr
+
+    frame = _event_log(int(n))
+    engine = sa.create_engine(f"duckdb:///{db}")
+    with engine.begin() as conn:
+        table = jr.event_log_table(conn, frame, "bench_log")
+    del frame
+    with engine.connect() as conn:
+        t0 = time.perf_counter()
+        dfg = jr.discover_dfg(conn, table, **PM4PY_KEYS)
+        took = time.perf_counter() - t0
+    return {"step": "DFG cxdash (SQL)", "size": int(n), "rows": int(n), "seconds": took, "edges": len(dfg),
+            "transitions": int(dfg["count"].sum())}
+
+
+def dfg_pm4py(n: str) -> dict:
+    """pm4py's ``discover_dfg`` on the same log as a pandas frame (counts only: less than ours computes)."""
+    import warnings
+
+    warnings.simplefilter("ignore")
+    import pm4py
+
+    frame = _event_log(int(n)).sort_values(["case:concept:name", "time:timestamp"], kind="stable")
+    frame["case:concept:name"] = frame["case:concept:name"].astype(str)
+    frame["concept:name"] = frame["concept:name"].astype(str)
+    t0 = time.perf_counter()
+    dfg, _, _ = pm4py.discover_dfg(frame, case_id_key=PM4PY_KEYS["case_key"], activity_key=PM4PY_KEYS["activity_key"],
+                                   timestamp_key=PM4PY_KEYS["timestamp_key"])
+    took = time.perf_counter() - t0
+    return {"step": "DFG pm4py", "size": int(n), "rows": int(n), "seconds": took, "edges": len(dfg),
+            "transitions": int(sum(dfg.values()))}
+
+
+STEPS = {"make-extract": make_extract, "ingest": ingest, "duckdb-read-csv": duckdb_read_csv, "demo": demo,
+         "train": train, "page-compute": page_compute, "apptest": apptest, "dfg-ours": dfg_ours,
+         "dfg-pm4py": dfg_pm4py}
 
 if __name__ == "__main__":
+    import resource
+
     result = STEPS[sys.argv[1]](*sys.argv[2:])
-    print(json.dumps(result))
+    # this process's own high-water mark (Linux reports KiB)
+    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    print(json.dumps(result, default=str))

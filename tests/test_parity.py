@@ -1,0 +1,190 @@
+"""DuckDB and PostgreSQL give the same numbers: the KPI, journey and model-feature queries run on
+both engines over the same 300-customer demo company, and every result is compared.
+
+Runs only when a PostgreSQL server is given (``CXDASH_TEST_PG_URL``; ``make test`` starts one).
+Rows are compared after sorting; floats with a relative tolerance (the engines sum and take
+percentiles in different orders).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import decimal
+import math
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cxdash import journeys as jr
+from cxdash import kpis
+from cxdash.demo import build_demo
+from tests.conftest import make_store
+
+N_CUSTOMERS, SEED = 300, 5
+RTOL = 1e-6
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    """(duckdb store, postgresql store), each holding the same demo company."""
+    root = tmp_path_factory.mktemp("parity")
+    pg = make_store("postgresql", root)  # skips without a server
+    duck = make_store("duckdb", root)
+    for store, name in ((duck, "duck"), (pg, "pg")):
+        build_demo(store, n_customers=N_CUSTOMERS, seed=SEED, out_dir=root / f"extracts_{name}")
+    yield duck, pg
+    duck.dispose()
+    pg.dispose()
+
+
+def _both(engines, fn):
+    out = []
+    for store in engines:
+        with store.connect() as conn:
+            out.append(fn(conn))
+    return out
+
+
+def _plain(value):
+    """One value in a form both engines' drivers agree on."""
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, decimal.Decimal | np.floating):
+        return float(value)
+    if isinstance(value, np.integer | np.bool_):
+        return value.item()
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime().replace(tzinfo=None)
+    if isinstance(value, dt.datetime):
+        return value.replace(tzinfo=None)
+    return value
+
+
+def _normalised(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.reset_index() if not isinstance(frame.index, pd.RangeIndex) else frame.copy()
+    frame = frame.map(_plain).astype(object)
+    keys = [c for c in frame.columns if not any(isinstance(v, float) for v in frame[c])]
+    # sort on the non-float columns (their text form, so None sorts too), floats last as a tiebreak
+    order = frame[keys].astype(str) if keys else frame.astype(str)
+    return frame.loc[order.sort_values(list(order.columns), kind="stable").index].reset_index(drop=True)
+
+
+def _same_value(a, b) -> bool:
+    a, b = _plain(a), _plain(b)
+    if isinstance(a, int | float) and isinstance(b, int | float) and not isinstance(a, bool):
+        return math.isclose(a, b, rel_tol=RTOL, abs_tol=1e-9)
+    return a == b
+
+
+def assert_same_frame(duck: pd.DataFrame, pg: pd.DataFrame, what: str) -> None:
+    assert list(duck.columns) == list(pg.columns), what
+    assert len(duck) == len(pg), f"{what}: {len(duck)} rows on DuckDB, {len(pg)} on PostgreSQL"
+    d, p = _normalised(duck), _normalised(pg)
+    for col in d.columns:
+        bad = [i for i, (a, b) in enumerate(zip(d[col], p[col], strict=True)) if not _same_value(a, b)]
+        assert not bad, (f"{what}: column {col!r} differs in {len(bad)} rows, e.g. DuckDB {d.loc[bad[0]].to_dict()} "
+                         f"vs PostgreSQL {p.loc[bad[0]].to_dict()}")
+
+
+def assert_same_mapping(duck, pg, what: str) -> None:
+    assert set(duck) == set(pg), what
+    for k in duck:
+        assert _same_value(duck[k], pg[k]), f"{what}: {k} is {duck[k]!r} on DuckDB, {pg[k]!r} on PostgreSQL"
+
+
+# ----------------------------------------------------------------------------- the data is the same
+
+def test_both_engines_hold_the_same_company(engines):
+    from cxdash.overview import source_summary
+
+    duck, pg = _both(engines, source_summary)
+    assert duck["rows"].sum() > 10_000  # a real company, not an empty comparison
+    assert_same_frame(duck.drop(columns=["loaded_at"]), pg.drop(columns=["loaded_at"]), "source_summary")
+
+
+# ----------------------------------------------------------------------------- KPIs
+
+def test_headline_kpis_are_equal(engines):
+    duck, pg = _both(engines, kpis.headline)
+    assert duck.customers == N_CUSTOMERS
+    assert_same_mapping(dataclasses.asdict(duck), dataclasses.asdict(pg), "headline")
+
+
+def test_kpi_table_by_month_is_equal(engines):
+    def table(conn):
+        return kpis.kpi_table(conn, kpis.monthly_periods(kpis.as_of(conn), 6), kpis.Filters(), repeat_days=7)
+
+    duck, pg = _both(engines, table)
+    assert len(duck) == 6
+    assert_same_frame(duck, pg, "kpi_table")
+
+
+def test_kpi_report_numbers_are_equal(engines):
+    def report(conn):
+        return kpis.kpi_report(conn, kpis.default_period(kpis.as_of(conn)), kpis.Filters(), with_clv=False)
+
+    duck, pg = _both(engines, report)
+    assert duck.churn_basis == pg.churn_basis and duck.as_of == pg.as_of
+    assert sum(v is not None for v in duck.current.values()) >= 5  # a real comparison, not of empty cards
+    for part in ("current", "previous", "coverage"):
+        assert_same_mapping(getattr(duck, part), getattr(pg, part), f"kpi_report.{part}")
+
+
+def test_cohort_retention_and_conflicts_are_equal(engines):
+    duck, pg = _both(engines, lambda c: kpis.cohort_retention(c, kpis.Filters()))
+    assert_same_frame(duck, pg, "cohort_retention")
+    duck, pg = _both(engines, lambda c: kpis.conflicts(c, kpis.Filters(), repeat_days=7))
+    assert len(duck)
+    assert_same_frame(duck, pg, "conflicts")
+
+
+def test_filter_options_are_equal(engines):
+    duck, pg = _both(engines, kpis.filter_options)
+    assert duck == pg
+
+
+# ----------------------------------------------------------------------------- journeys
+
+PAGE_SPEC = jr.LogSpec(department_key="department", top_n=15, collapse_repeats=True)
+
+
+@pytest.mark.parametrize("spec,min_share", [(None, 0.0), (PAGE_SPEC, 0.005)], ids=["raw", "page-defaults"])
+def test_directly_follows_graph_is_equal(engines, spec, min_share):
+    duck, pg = _both(engines, lambda c: jr.discover_dfg(c, jr.journey_log(), spec, min_share=min_share))
+    assert duck["count"].sum() > 1000
+    assert_same_frame(duck, pg, "discover_dfg")
+
+
+def test_activity_nodes_handoffs_and_variants_are_equal(engines):
+    duck, pg = _both(engines, lambda c: jr.activity_nodes(c, jr.journey_log(), PAGE_SPEC))
+    assert_same_frame(duck, pg, "activity_nodes")
+    duck, pg = _both(engines, lambda c: jr.discover_handoffs(c, jr.journey_log(), department_key="department"))
+    assert_same_frame(duck, pg, "discover_handoffs")
+    duck, pg = _both(engines, lambda c: jr.discover_variants(c, jr.journey_log(), PAGE_SPEC,
+                                                              outcomes=jr.customer_outcomes(c), max_steps=5, limit=1000))
+    assert_same_frame(duck, pg, "discover_variants")
+
+
+def test_friction_hotspots_are_equal(engines):
+    duck, pg = _both(engines, lambda c: jr.hotspots(c, repeat_days=7))
+    assert len(duck) >= 3
+    assert_same_frame(duck, pg, "hotspots")
+
+
+# ----------------------------------------------------------------------------- model features
+
+def test_customer_features_are_equal(engines):
+    from cxdash.features import customer_features, data_as_of
+
+    def features(conn):
+        cutoff = data_as_of(conn) - timedelta(days=60)
+        return customer_features(conn, cutoff=cutoff, horizon_days=30)
+
+    duck, pg = _both(engines, features)
+    assert duck.numeric == pg.numeric and duck.categorical == pg.categorical
+    assert len(duck.frame) > N_CUSTOMERS / 3
+    assert duck.frame["label"].notna().any()
+    assert_same_frame(duck.frame.sort_index(), pg.frame.sort_index(), "customer_features")
