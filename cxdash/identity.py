@@ -17,6 +17,8 @@ import logging
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import sqlalchemy as sa
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
@@ -63,15 +65,19 @@ def stitch(edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_H
     Works on integer codes throughout (millions of identifiers take seconds, not minutes).
     """
     n_nodes, n_edges = len(nodes), len(edges)
-    everything = np.concatenate(
-        [nodes["node"].astype(str).to_numpy(), edges["a"].astype(str).to_numpy(), edges["b"].astype(str).to_numpy()]
+    everything = pd.concat(
+        [nodes["node"].astype("string[pyarrow]"), edges["a"].astype("string[pyarrow]"),
+         edges["b"].astype("string[pyarrow]")],
+        ignore_index=True,
     )
     if len(everything) == 0:
         return pd.DataFrame(columns=["id_key", "cx_id", "known"]), pd.DataFrame(columns=["id_key", "degree"])
-    # sort=True: code order is the keys' lexical order, used below to break ties.
-    codes, keys = pd.factorize(everything, sort=True)
-    keys = np.asarray(keys, dtype=object)
+    codes, uniques = pd.factorize(everything)  # hashing in Arrow: fast for millions of strings
+    key_series = pd.Series(uniques, dtype="string[pyarrow]")
+    keys = key_series.to_numpy(dtype=object)
     n = len(keys)
+    lexical = np.empty(n, dtype=np.int64)  # each key's position in sorted order, to break ties
+    lexical[np.asarray(pc.sort_indices(pa.array(uniques)))] = np.arange(n)
     node_codes = codes[:n_nodes]
     a, b = codes[n_nodes : n_nodes + n_edges], codes[n_nodes + n_edges :]
     packed = np.unique(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
@@ -84,18 +90,19 @@ def stitch(edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_H
     graph = coo_matrix((np.ones(int(keep.sum()), dtype=np.int8), (pa_[keep], pb_[keep])), shape=(n, n))
     _, component = connected_components(graph, directed=False)
 
-    key_series = pd.Series(keys, dtype="string")
-    parts = key_series.str.split(":", n=1)
-    field, value = parts.str[0], parts.str[1]
-    precedence = {f: i for i, f in enumerate(IDENTITY_FIELDS)}
-    rank = np.where(crm, -1, field.map(precedence).fillna(len(precedence)).astype(int).to_numpy())
+    rank = np.full(n, len(IDENTITY_FIELDS), dtype=np.int64)
+    for i, f in reversed(list(enumerate(IDENTITY_FIELDS))):
+        rank[key_series.str.startswith(f + ":").to_numpy(dtype=bool)] = i
+    is_customer_id = rank == 0
+    rank[crm] = -1
     # The best node of each component: CRM record first, then by identifier precedence, then key.
-    order = np.lexsort((np.arange(n), rank, component))
+    order = np.lexsort((lexical, rank, component))
     first = np.ones(n, dtype=bool)
     first[1:] = component[order][1:] != component[order][:-1]
     best_of = np.empty(component.max() + 1, dtype=np.int64)
     best_of[component[order][first]] = order[first]
-    label = np.where((field == "customer_id").to_numpy(dtype=bool), value.to_numpy(dtype=object), keys)
+    label = keys.copy()
+    label[is_customer_id] = key_series[is_customer_id].str.slice(len("customer_id:")).to_numpy(dtype=object)
     known_of = np.zeros(component.max() + 1, dtype=bool)
     np.logical_or.at(known_of, component, crm)
     id_map = pd.DataFrame(
