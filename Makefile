@@ -28,6 +28,7 @@ dev: $(VENV)/.dev
 ## Start the app on http://localhost:8501 (builds the demo company on first run).
 run: venv
 	$(BIN)/python -m cxdash demo --if-empty --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED)
+	$(BIN)/python -m cxdash users bootstrap --demo-users
 	$(BIN)/python -m streamlit run app.py --server.port $(PORT)
 
 ## Run the whole test suite (starts and stops a throwaway PostgreSQL when one is installed).

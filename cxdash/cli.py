@@ -98,6 +98,10 @@ def cmd_ingest(args) -> int:
     if args.report and not result.failures.empty:
         result.failures.to_csv(args.report, index=False)
     print(result.summary())
+    from cxdash import audit
+
+    audit.record(store, _cli_actor(), "upload", {"source": args.source, "file": Path(args.file).name,
+                                                  "mode": args.mode, "rows_loaded": result.rows_loaded})
     return 0 if result.rows_loaded or result.rows_duplicate else 1
 
 
@@ -119,7 +123,7 @@ def cmd_journeys(args) -> int:
 def cmd_kpis(args) -> int:
     from datetime import date, timedelta
 
-    from cxdash.kpis import Period, as_of, default_period, kpi_report
+    from cxdash.kpis import Period, as_of, attach_activation, default_period, kpi_report
 
     store = _store(args)
     with store.connect() as conn:
@@ -132,7 +136,7 @@ def cmd_kpis(args) -> int:
             first = date.fromisoformat(args.date_from) if args.date_from else last - timedelta(days=89)
             period = Period.from_dates(first, last)
         report = kpi_report(conn, period, repeat_days=args.repeat_days, horizon_months=args.horizon)
-    out = report.to_dict()
+    out = attach_activation(report, store).to_dict()
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:
@@ -196,6 +200,78 @@ def cmd_score(args) -> int:
     return 0
 
 
+def _cli_actor() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except Exception:  # noqa: BLE001 - no login name in some containers
+        return "cli"
+
+
+def _read_password(args) -> str | None:
+    if not getattr(args, "password_stdin", False):
+        return None
+    return sys.stdin.readline().rstrip("\r\n")
+
+
+DEMO_USERS = {"exec": "executive", "journeys": "journey_owner", "ops": "ops", "agent": "agent"}
+
+
+def cmd_users(args) -> int:
+    """Users and roles (issue 7). Generated passwords are printed once and stored only hashed."""
+    from cxdash import auth
+
+    store, actor = _store(args), _cli_actor()
+    if args.action == "add":
+        generated = auth.add_user(store, args.name, args.role, _read_password(args), actor=actor, sso=args.sso)
+        print(f"user {args.name.lower()} added as {args.role}")
+        if generated:
+            print(f"password (shown once, store it now): {generated}")
+    elif args.action == "set-role":
+        auth.set_role(store, args.name, args.role, actor=actor)
+        print(f"user {args.name.lower()} is now {args.role}")
+    elif args.action in ("disable", "enable"):
+        auth.set_disabled(store, args.name, args.action == "disable", actor=actor)
+        print(f"user {args.name.lower()} {args.action}d")
+    elif args.action == "unlock":
+        auth.unlock(store, args.name, actor=actor)
+        print(f"user {args.name.lower()} unlocked")
+    elif args.action == "reset-password":
+        generated = auth.reset_password(store, args.name, _read_password(args), actor=actor)
+        print(f"password of {args.name.lower()} reset" + (f"; new password (shown once): {generated}" if generated else ""))
+    elif args.action == "bootstrap":
+        created = {}
+        fresh = auth.list_users(store).empty
+        if not auth.has_admin(store):
+            created["admin"] = ("admin", auth.add_user(store, "admin", "admin", actor=actor))
+        if args.demo_users and fresh:  # a fresh install only: never adds accounts to a live one
+            for name, role in DEMO_USERS.items():
+                if auth.get_user(store, name) is None:
+                    created[name] = (role, auth.add_user(store, name, role, actor=actor))
+        for name, (role, password) in created.items():
+            print(f"created {role:13} user {name!r} with password {password}  (shown once)")
+        if not created:
+            print("users already set up; `python -m cxdash users list` shows them")
+    else:  # list
+        frame = auth.list_users(store)
+        if args.json:
+            records = [{k: _jsonable(v) for k, v in r.items()} for r in frame.astype(object).to_dict("records")]
+            print(json.dumps(records, indent=2, default=str))
+        else:
+            print(frame.to_string(index=False) if len(frame) else "No users yet: `python -m cxdash users bootstrap`.")
+    return 0
+
+
+def cmd_erase(args) -> int:
+    """Right to erasure (issue 7): forget one customer everywhere and keep them forgotten."""
+    from cxdash.erasure import erase_customer
+
+    result = erase_customer(_store(args), args.customer, actor=args.actor or _cli_actor())
+    print(result.summary())
+    return 0
+
+
 def cmd_migrate(args) -> int:
     store = _store(args)
     print(f"schema up to date at {store.url}")
@@ -255,6 +331,34 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--rescore", action="store_true", help="score today's data again without retraining")
     sc.add_argument("--json", action="store_true", help="print JSON")
     sc.set_defaults(func=cmd_score)
+
+    u = sub.add_parser("users", help="manage who may sign in, and their roles")
+    usub = u.add_subparsers(dest="action", required=True)
+    ua = usub.add_parser("add", help="add a user (a password is generated and printed once unless given)")
+    ua.add_argument("name")
+    ua.add_argument("--role", required=True, choices=["executive", "journey_owner", "ops", "agent", "admin"])
+    ua.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    ua.add_argument("--sso", action="store_true", help="signs in only through single sign-on (name = email)")
+    ur = usub.add_parser("set-role", help="change a user's role")
+    ur.add_argument("name")
+    ur.add_argument("role", choices=["executive", "journey_owner", "ops", "agent", "admin"])
+    for action, text in (("disable", "stop a user signing in"), ("enable", "let a disabled user sign in again"),
+                         ("unlock", "clear a lock after failed sign-ins")):
+        usub.add_parser(action, help=text).add_argument("name")
+    up = usub.add_parser("reset-password", help="set a new password (generated and printed once unless given)")
+    up.add_argument("name")
+    up.add_argument("--password-stdin", action="store_true")
+    ub = usub.add_parser("bootstrap", help="create the first admin (password printed once) when there is none")
+    ub.add_argument("--demo-users", action="store_true",
+                    help="on a fresh install, also create one demo user per role (exec, journeys, ops, agent)")
+    ul = usub.add_parser("list", help="list users and roles")
+    ul.add_argument("--json", action="store_true")
+    u.set_defaults(func=cmd_users)
+
+    e = sub.add_parser("erase", help="erase one customer everywhere (right to erasure) and suppress re-loads")
+    e.add_argument("--customer", required=True, help="any identifier: customer id, email, phone, account, visitor")
+    e.add_argument("--actor", help="who asked, for the audit log (default: cli:<login name>)")
+    e.set_defaults(func=cmd_erase)
 
     m = sub.add_parser("migrate", help="create or upgrade the schema")
     m.set_defaults(func=cmd_migrate)

@@ -31,5 +31,10 @@ def neutralise_formulas(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def safe_csv(frame: pd.DataFrame) -> bytes:
-    """UTF-8 CSV bytes (with BOM so Excel reads accents) of ``frame``, formulas neutralised."""
-    return neutralise_formulas(frame).to_csv(index=False).encode("utf-8-sig")
+    """UTF-8 CSV bytes (with BOM so Excel reads accents) of ``frame``, formulas neutralised.
+
+    Rows end in CRLF, which also makes the writer quote any cell holding a bare carriage return:
+    with "\n" endings such a cell went out unquoted, and a spreadsheet split it into a new row
+    whose first cell could be a live formula.
+    """
+    return neutralise_formulas(frame).to_csv(index=False, lineterminator="\r\n").encode("utf-8-sig")

@@ -21,9 +21,11 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from cxdash.erasure import suppressed_hashes, suppressed_rows
 from cxdash.identity import rebuild_identity_map
 from cxdash.kinds import IDENTITY_FIELDS, get_kind
 from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
+from cxdash.privacy import secret_salt
 from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
 from cxdash.store import (
     KIND_TABLES,
@@ -65,6 +67,7 @@ class IngestResult:
     rows_loaded: int = 0
     rows_rejected: int = 0
     rows_duplicate: int = 0
+    rows_suppressed: int = 0  # rows of erased customers, dropped (see cxdash.erasure)
     load_id: int | None = None
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FAILURE_COLUMNS))
     notes: list[str] = field(default_factory=list)
@@ -75,6 +78,7 @@ class IngestResult:
         return (
             f"{self.file_name} -> {self.source} ({self.kind}): {verb}; read {self.rows_read:,}, "
             f"loaded {self.rows_loaded:,}, rejected {self.rows_rejected:,}, duplicates {self.rows_duplicate:,}"
+            + (f", erased customers' rows dropped {self.rows_suppressed:,}" if self.rows_suppressed else "")
         )
 
     def failure_counts(self) -> pd.DataFrame:
@@ -232,6 +236,9 @@ def ingest_file(
     started = datetime.now(UTC).replace(tzinfo=None)
     failure_parts: list[pd.DataFrame] = []
     total_size = path.stat().st_size
+    # Identifiers of erased customers (salted hashes): their rows never load again.
+    suppressed = suppressed_hashes(store)
+    salt = secret_salt() if suppressed else None
 
     with store.begin() as conn:
         load_id = _next_load_id(conn)
@@ -244,6 +251,10 @@ def ingest_file(
             if not fails.empty and sum(len(p) for p in failure_parts) < MAX_REPORTED_FAILURES:
                 failure_parts.append(fails)
             good = canon.drop(index=bad_rows)
+            if suppressed and len(good):
+                erased = suppressed_rows(good, suppressed, salt)
+                result.rows_suppressed += int(erased.sum())
+                good = good.loc[~erased.to_numpy()]
             result.rows_valid += len(good)
             if not dry_run and len(good) and (reject_invalid or result.rows_rejected == 0):
                 typed = coerce(kind_def, good, formats)
@@ -268,11 +279,13 @@ def ingest_file(
         )
         if result.rows_read == 0:
             raise ExtractError(f"{name}: the file has a header but no data rows.")
+        if result.rows_suppressed:
+            result.notes.append(f"{result.rows_suppressed:,} rows belong to erased customers and are left out")
         if dry_run:
             return result
         counts = result.failure_counts().head(3)
         top = "; ".join(f"{r.column}: {r.rows:,} row(s) not {r.expected}" for r in counts.itertuples())
-        if result.rows_valid == 0:
+        if result.rows_valid == 0 and not result.rows_suppressed:
             raise IngestError(f"{name}: none of the {result.rows_read:,} rows is valid; nothing was stored ({top}).", result)
         if result.rows_rejected and not reject_invalid:
             raise IngestError(

@@ -390,7 +390,7 @@ audit_table = sa.Table(
     "audit_log",
     APP_STATE,
     sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("at", sa.DateTime, nullable=False),
+    sa.Column("occurred_at", sa.DateTime, nullable=False),
     sa.Column("actor", sa.String, nullable=False),
     sa.Column("action", sa.String, nullable=False),
     sa.Column("detail", sa.Text),  # JSON; never personal data

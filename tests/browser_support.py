@@ -35,9 +35,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Sign-in is on in the app: the browser tests sign in as this admin (created by running_app).
+ADMIN_USER = "browser-admin"
+ADMIN_PASSWORD = "browser-admin-password-0"
+
+
+def sign_in(page, username: str = ADMIN_USER, password: str = ADMIN_PASSWORD) -> None:
+    """Fill in the app's sign-in form (shown to every new browser session) and wait until it is gone."""
+    page.get_by_label("User name").wait_for(timeout=60_000)
+    page.get_by_label("User name").fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_role("button", name="Sign in").wait_for(state="detached", timeout=60_000)
+
+
 @contextlib.contextmanager
-def running_app(db_url: str, log_path: Path, extra_env: dict[str, str] | None = None) -> Iterator[str]:
-    """`streamlit run app.py` on a free port against ``db_url``; yields the base URL."""
+def running_app(db_url: str, log_path: Path, extra_env: dict[str, str] | None = None,
+                users: dict[str, tuple[str, str]] | None = None) -> Iterator[str]:
+    """`streamlit run app.py` on a free port against ``db_url``; yields the base URL.
+
+    ``users`` ({name: (role, password)}) are created first; the admin of ``sign_in`` always is.
+    """
+    from tests.conftest import ensure_user
+
+    for name, (role, password) in {ADMIN_USER: ("admin", ADMIN_PASSWORD), **(users or {})}.items():
+        ensure_user(db_url, name, role, password)
     port = _free_port()
     env = dict(os.environ, CXDASH_DB_URL=db_url, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", **(extra_env or {}))
     with open(log_path, "w") as out:

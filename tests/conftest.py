@@ -94,3 +94,67 @@ def trained_demo(demo_store, tmp_path_factory):
     model = train(s)
     s.dispose()
     return {"url": url, "model": model, "dir": demo_store["dir"]}
+
+
+# ----------------------------------------------------------------------------- sign-in (issue 7)
+# Sign-in is on by default, so AppTest runs of pages start signed in as an admin: the user is
+# created in the store the test points CXDASH_DB_URL at, and the session is seeded into the
+# AppTest's session state exactly as the sign-in form would leave it. A test that needs another
+# role (or nobody) overwrites the seeded session with ``seed_session``.
+TEST_ADMIN = "pytest-admin"
+_users_made: set[tuple[str, str, str]] = set()
+
+
+def ensure_user(url: str, username: str, role: str, password: str | None = None) -> None:
+    """Make sure ``username`` exists with ``role`` (and ``password`` when given) in the store at ``url``."""
+    from cxdash import auth
+
+    key = (url, username, role)
+    if key in _users_made and password is None:
+        return
+    s = open_store(url)
+    try:
+        user = auth.get_user(s, username)
+        if user is None:
+            auth.add_user(s, username, role, password or auth.generate_password(), actor="pytest")
+        else:
+            if user["role"] != role:
+                auth.set_role(s, username, role, actor="pytest")
+            if password is not None:
+                auth.reset_password(s, username, password, actor="pytest")
+            if user["disabled"]:
+                auth.set_disabled(s, username, False, actor="pytest")
+    finally:
+        s.dispose()
+    _users_made.add(key)
+
+
+def seed_session(at, username: str | None, role: str = "admin", url: str | None = None) -> None:
+    """Sign ``at`` (an AppTest) in as ``username`` with ``role``; None signs it out."""
+    from datetime import UTC, datetime
+
+    from cxdash.auth import Session
+    from cxdash.config import database_url
+    from cxdash.ui.auth import SESSION_KEY
+
+    if username is None:
+        at.session_state[SESSION_KEY] = None
+        return
+    ensure_user(database_url(url), username, role)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    at.session_state[SESSION_KEY] = Session(username, role, now, now).to_dict()
+
+
+@pytest.fixture(autouse=True)
+def _apptest_signed_in_as_admin(monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    original = AppTest.from_file.__func__
+
+    def from_file(cls, *args, **kwargs):
+        at = original(cls, *args, **kwargs)
+        if os.environ.get("CXDASH_DB_URL"):  # never touch the developer's own store
+            seed_session(at, TEST_ADMIN, "admin")
+        return at
+
+    monkeypatch.setattr(AppTest, "from_file", classmethod(from_file))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser_support import chromium, require_browser, running_app
+from tests.browser_support import chromium, require_browser, running_app, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -26,6 +26,7 @@ def browser():
 def test_overview_shows_the_demo_company_with_real_numbers(app_url, browser, artifacts):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(app_url, wait_until="networkidle")
+    sign_in(page)
     page.get_by_text("Rows loaded per source").wait_for(timeout=60_000)
     metrics = page.locator('[data-testid="stMetric"]')
     metrics.first.wait_for(timeout=30_000)

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 from cxdash.ingest import ingest_file
 from cxdash.mapping import Mapping
 from cxdash.store import open_store
-from tests.browser_support import chromium, require_browser, running_app
+from tests.browser_support import chromium, require_browser, running_app, sign_in
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "pages" / "journeys.py")
@@ -95,6 +95,7 @@ def test_journeys_page_in_a_real_browser(demo_store, tmp_path, artifacts):
 def _drive_the_page(browser, app_url, artifacts):
     page = browser.new_page(viewport={"width": 1500, "height": 1100})
     page.goto(f"{app_url}/journeys", wait_until="networkidle")
+    sign_in(page)  # every new browser session signs in (issue 7)
     page.get_by_text("The biggest leak is").wait_for(timeout=120_000)
     page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)
     page.wait_for_timeout(2000)

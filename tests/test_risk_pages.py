@@ -116,12 +116,13 @@ def test_retrain_button_trains_a_new_version_with_a_labelled_table(tmp_path, mon
 # ----------------------------------------------------------------------------- real browser
 @pytest.mark.browser
 def test_the_three_pages_in_a_real_browser(trained_demo, artifacts, tmp_path):
-    from tests.browser_support import chromium, require_browser, running_app
+    from tests.browser_support import chromium, require_browser, running_app, sign_in
 
     require_browser()
     with running_app(trained_demo["url"], tmp_path / "server.log") as app, chromium() as browser:
         page = browser.new_page(viewport={"width": 1400, "height": 1100})
         page.goto(f"{app}/at_risk", wait_until="networkidle")
+        sign_in(page)  # every new browser session signs in (issue 7)
         page.get_by_text("Customers, highest risk × value first").wait_for(timeout=90_000)
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
         page.wait_for_timeout(1500)
@@ -129,6 +130,7 @@ def test_the_three_pages_in_a_real_browser(trained_demo, artifacts, tmp_path):
         assert "Traceback" not in page.content()
 
         page.goto(f"{app}/customer_card", wait_until="networkidle")
+        sign_in(page)  # every new browser session signs in (issue 7)
         page.get_by_text("Why they might leave").wait_for(timeout=90_000)
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
         page.wait_for_timeout(1500)
@@ -136,6 +138,7 @@ def test_the_three_pages_in_a_real_browser(trained_demo, artifacts, tmp_path):
         assert "Traceback" not in page.content()
 
         page.goto(f"{app}/model", wait_until="networkidle")
+        sign_in(page)  # every new browser session signs in (issue 7)
         page.get_by_text("What drives churn").wait_for(timeout=90_000)
         page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)
         page.wait_for_timeout(1500)

@@ -3,11 +3,13 @@ mapping, the validation report and the loaded data (screenshots in the test arti
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from cxdash.overview import source_summary
 from cxdash.store import open_store
-from tests.browser_support import chromium, require_browser, running_app
+from tests.browser_support import chromium, require_browser, running_app, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -25,6 +27,7 @@ def empty_app(tmp_path_factory):
 def _open_upload(ctx):
     page = ctx["browser"].new_page(viewport={"width": 1400, "height": 1100})
     page.goto(f"{ctx['app']}/upload", wait_until="networkidle")
+    sign_in(page)
     page.get_by_text("Drop one or more CSV extracts").wait_for(timeout=60_000)
     return page
 
@@ -58,18 +61,37 @@ def test_the_telco_table_uploads_with_a_detected_mapping(empty_app, public_data,
     page.close()
 
 
-def test_online_retail_loads_its_valid_rows_and_quarantines_the_rest(empty_app, public_data, artifacts):
-    raw = __import__("pandas").read_csv(public_data / "online_retail" / "online_retail_sample.csv", dtype=str)
-    valid = int((raw["CustomerID"].notna() & (raw["UnitPrice"].astype(float) >= 0)).sum())
+def test_online_retail_loads_through_its_detected_mapping(empty_app, public_data, artifacts):
+    n = len(__import__("pandas").read_csv(public_data / "online_retail" / "online_retail_sample.csv", dtype=str))
     page = _open_upload(empty_app)
     _upload(page, public_data / "online_retail" / "online_retail_sample.csv")
     page.get_by_role("button", name="Check the file").click()
-    page.get_by_text("rows break a rule").wait_for(timeout=120_000)
-    page.get_by_role("button", name=f"Load the {valid:,} valid rows").click()
-    page.get_by_text("loaded; read 98,750").wait_for(timeout=180_000)
-    page.get_by_text("loaded; read 98,750").scroll_into_view_if_needed()
+    page.get_by_text(f"All {n:,} rows pass").wait_for(timeout=120_000)
+    page.get_by_role("button", name=f"Load {n:,} rows").click()
+    page.get_by_text(f"loaded; read {n:,}").wait_for(timeout=180_000)
+    page.get_by_text(f"loaded; read {n:,}").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "upload_online_retail_loaded.png"), full_page=True)
-    assert _sources(empty_app["db"]).loc["online_retail_sample", "rows"] == valid
+    assert _sources(empty_app["db"]).loc["online_retail_sample", "rows"] == n
+    page.close()
+
+
+@pytest.mark.parametrize(
+    ("rel", "source", "kind"),
+    [
+        ("crm_sales_opportunities/sales_pipeline.csv", "sales_pipeline", "opportunities"),
+        ("crm_sales_opportunities/accounts.csv", "accounts", "customers"),
+        ("support_tickets/customer_support_tickets.csv", "customer_support_tickets", "tickets"),
+    ],
+)
+def test_the_other_public_extracts_upload_with_their_detected_mapping(empty_app, public_data, rel, source, kind):
+    page = _open_upload(empty_app)
+    _upload(page, public_data / rel)
+    page.get_by_role("button", name="Check the file").click()
+    page.get_by_text("Detected: read as").wait_for(timeout=120_000)
+    page.get_by_role("button", name=re.compile(r"^Load (the )?[\d,]+ (valid )?rows")).click()
+    page.get_by_text("loaded; read").wait_for(timeout=180_000)
+    stored = _sources(empty_app["db"])
+    assert stored.loc[source, "kind"] == kind and stored.loc[source, "rows"] > 0
     page.close()
 
 
@@ -101,6 +123,7 @@ def test_a_hostile_file_shows_every_failure_and_loads_nothing_on_request(empty_a
 def test_the_data_health_page_reports_the_uploaded_source(empty_app, artifacts):
     page = empty_app["browser"].new_page(viewport={"width": 1400, "height": 1100})
     page.goto(f"{empty_app['app']}/data_health", wait_until="networkidle")
+    sign_in(page)
     page.get_by_text("Coverage: who each number can speak for").wait_for(timeout=60_000)
     page.wait_for_timeout(1500)
     page.screenshot(path=str(artifacts / "data_health.png"), full_page=True)

@@ -8,7 +8,9 @@ from pathlib import Path
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
+from cxdash.auth import may_open
 from cxdash.config import redacted_url
+from cxdash.ui import auth as ui_auth
 from cxdash.ui import data
 
 REPO_DIR = Path(__file__).resolve().parents[2]
@@ -30,22 +32,40 @@ PAGE_REGISTRY: list[tuple[str, str, str, str]] = [
     ("model.py", "Churn model", ":material/model_training:", "Customers"),
     ("upload.py", "Upload extracts", ":material/upload_file:", "Data"),
     ("data_health.py", "Data health", ":material/health_and_safety:", "Data"),
+    ("admin.py", "Admin", ":material/admin_panel_settings:", "Admin"),
 ]
 
 
-def navigation_pages() -> dict[str, list]:
+def navigation_pages(role: str | None = "admin") -> dict[str, list]:
+    """The registered pages that exist and that ``role`` may open, by section."""
     sections: dict[str, list] = {}
-    for i, (file, title, icon, section) in enumerate(PAGE_REGISTRY):
-        if (PAGES_DIR / file).exists():
+    first = True
+    for file, title, icon, section in PAGE_REGISTRY:
+        if (PAGES_DIR / file).exists() and may_open(role, file):
             sections.setdefault(section, []).append(
-                st.Page(str(PAGES_DIR / file), title=title, icon=icon, default=i == 0)
+                st.Page(str(PAGES_DIR / file), title=title, icon=icon, default=first)
             )
+            first = False
     return sections
 
 
 def run_app() -> None:
-    """The frame: sidebar, navigation, then the chosen page (with a pending deep link honoured)."""
-    sections = navigation_pages()
+    """The frame: sign-in, sidebar, navigation limited to the role's pages, then the chosen page
+    (with a pending deep link honoured)."""
+    try:
+        session = ui_auth.current_session()
+    except Exception as exc:  # noqa: BLE001 - shown to the user, who can retry
+        st.error(f"The data store cannot be opened right now: {exc}")
+        st.stop()
+    if session is None:
+        # Only the sign-in form is routable: every page's address shows it (rather than a "page
+        # not found" dialog), and a pending deep link waits until after sign-in.
+        sign_in = [st.Page(ui_auth.sign_in_page, title="Sign in", icon=":material/login:", default=True)]
+        sign_in += [st.Page(ui_auth.sign_in_page, title="Sign in", url_path=Path(file).stem, visibility="hidden")
+                    for file, *_ in PAGE_REGISTRY]
+        st.navigation(sign_in, position="hidden").run()
+        return
+    sections = navigation_pages(session.role)
     current = st.navigation(sections)
     target = st.session_state.pop(DEEPLINK_KEY, None)
     if target:
@@ -66,16 +86,17 @@ def page_guard(page_file: str) -> None:
     With a ``pages/`` folder beside the entry point, Streamlit runs ``pages/x.py`` directly
     when a new session starts at ``/x``, skipping the frame (and any check it makes). The
     page then asks for the entry point, remembering where the user wanted to go.
-    A page run as its own script (AppTest, ``streamlit run pages/x.py``) is left alone.
+    A page run as its own script (AppTest, ``streamlit run pages/x.py``) is not redirected.
+    Either way the page then checks that someone is signed in whose role may open it.
     """
-    if _FRAMED.get():
-        return
-    ctx = get_script_run_ctx()
-    main = Path(ctx.main_script_path).resolve() if ctx and ctx.main_script_path else None
-    if main is None or main == Path(page_file).resolve():
-        return
-    st.session_state[DEEPLINK_KEY] = Path(page_file).name
-    st.switch_page(str(APP_PY))
+    if not _FRAMED.get():
+        ctx = get_script_run_ctx()
+        main = Path(ctx.main_script_path).resolve() if ctx and ctx.main_script_path else None
+        if main is not None and main != Path(page_file).resolve():
+            st.session_state[DEEPLINK_KEY] = Path(page_file).name
+            st.switch_page(str(APP_PY))
+    # Every page checks the role itself too: typing a page's URL is no way in.
+    ui_auth.require_role(page_file)
 
 
 def sidebar() -> None:
@@ -91,6 +112,9 @@ def sidebar() -> None:
             icon=":material/sync:",
         )
     with st.sidebar:
+        session = ui_auth.current_session()
+        if session is not None:
+            ui_auth.user_box(session)
         st.caption("One view of the customer across marketing, web, sales, support and billing.")
         try:
             st.caption(f"Store: `{redacted_url(data.store().url)}`")

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from cxdash import audit
 from cxdash.config import DATA_DIR, database_url
 from cxdash.exporting import safe_csv
 from cxdash.health import coverage, governance, mapping_versions, null_rates, set_latency_target, stitch_coverage
@@ -21,6 +22,7 @@ from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
 from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
 from cxdash.store import identity_hubs_table, quarantine_table, sources_table
 from cxdash.ui import data
+from cxdash.ui.auth import current_user, record_export
 
 UPLOAD_DIR = DATA_DIR / "uploads"
 NOT_MAPPED = "— not in this file —"
@@ -123,6 +125,10 @@ def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept
         display_name=staged.display_name,
     )
     progress(1.0, "done")
+    audit.record(data.store(), current_user(), "upload", {
+        "source": source, "file": staged.display_name, "mode": mode, "rows_loaded": result.rows_loaded,
+        "rows_rejected": result.rows_rejected, "rows_suppressed": result.rows_suppressed,
+    })
     return result
 
 
@@ -232,6 +238,8 @@ def render_report(result: IngestResult, staged: StagedFile) -> None:
             file_name=f"{default_source_name(staged.display_name)}_rejected.csv",
             mime="text/csv",
             key="upload_dl_rejected",
+            on_click=record_export,
+            args=("rejected rows", result.rows_rejected),
         )
         c2.download_button(
             "Download the failure report (CSV)",
@@ -239,4 +247,6 @@ def render_report(result: IngestResult, staged: StagedFile) -> None:
             file_name=f"{default_source_name(staged.display_name)}_failures.csv",
             mime="text/csv",
             key="upload_dl_failures",
+            on_click=record_export,
+            args=("failure report", len(result.failures)),
         )

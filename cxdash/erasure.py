@@ -1,0 +1,225 @@
+"""Right to erasure: forget one customer everywhere, and keep them forgotten.
+
+``erase_customer(store, "ann@example.com", actor="dpo")``:
+
+1. resolves the identifier (customer id, account, email, phone, visitor id, or ``field:value``)
+   to the stitched customer (``identity_map.cx_id``) and collects every identifier linked to it;
+2. deletes, in one transaction on the analytical store, every row of every table that holds one
+   of them. This is generic: any table on ``ANALYTICS`` or ``APP_STATE`` with a column named
+   ``cx_id``, ``id_key``, ``customer_id``, ``account_id``, ``email``, ``phone`` or ``visitor_id``
+   is searched, so tables added later (scores, activation lists, snapshots) are covered as long
+   as they name their customer column one of those. The quarantine holds single failing values,
+   so its rows whose value is one of the identifiers are deleted too. The identity map is then
+   rebuilt from the rows that remain;
+3. adds a salted hash of every identifier to the suppression list (``erasure_suppression``):
+   ``ingest_file`` drops rows carrying any of them, so re-loading an old extract does not bring
+   the customer back;
+4. bumps the data version (a load-log entry of kind ``erasure``) so no page serves a cached
+   result that still shows the customer, and records the request in the audit log with a salted
+   hash of the id (never the id).
+
+Hub identifiers (a helpdesk's own address, a shared household phone) belong to nobody in
+particular and are left alone, as are the other customers' rows that carry them.
+Files on disk are not rewritten: uploads are removed from ``data/uploads`` once loaded, and the
+demo extracts under ``data/demo`` are generated data.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import pandas as pd
+import sqlalchemy as sa
+
+from cxdash import audit
+from cxdash.identity import rebuild_identity_map
+from cxdash.kinds import IDENTITY_FIELDS
+from cxdash.privacy import identifier_hash, secret_salt
+from cxdash.store import (
+    ANALYTICS,
+    APP_STATE,
+    Store,
+    identity_hubs_table,
+    identity_map_table,
+    loads_table,
+    quarantine_table,
+    suppression_table,
+)
+from cxdash.validation import normalise_identity
+
+__all__ = ["CUSTOMER_COLUMNS", "ErasureError", "ErasureResult", "erase_customer", "resolve_customer",
+           "suppressed_hashes", "suppressed_rows"]
+
+log = logging.getLogger(__name__)
+
+# Column names that identify a customer in any table (documented contract for new tables).
+CUSTOMER_COLUMNS = ("cx_id", "id_key", *IDENTITY_FIELDS)
+_SKIP = {identity_hubs_table.name, suppression_table.name}
+
+
+class ErasureError(ValueError):
+    """The request cannot be carried out as given (no such customer, ambiguous, a hub)."""
+
+
+@dataclass
+class ErasureResult:
+    cx_id_hash: str
+    identifiers: int
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+    audit_id: int | None = None
+
+    @property
+    def total_rows(self) -> int:
+        return sum(self.rows_deleted.values())
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{t} {n:,}" for t, n in sorted(self.rows_deleted.items()) if n)
+        return (f"erased customer {self.cx_id_hash[:12]}… ({self.identifiers} linked identifiers): "
+                f"{self.total_rows:,} rows deleted ({parts or 'none'}); identifiers added to the suppression list")
+
+
+def _candidate_keys(identifier: str) -> list[str]:
+    text = identifier.strip()
+    field_name, sep, value = text.partition(":")
+    if sep and field_name in IDENTITY_FIELDS:
+        norm = normalise_identity(field_name, pd.Series([value], dtype="string")).iloc[0]
+        return [] if pd.isna(norm) else [f"{field_name}:{norm}"]
+    keys = []
+    for f in IDENTITY_FIELDS:
+        norm = normalise_identity(f, pd.Series([text], dtype="string")).iloc[0]
+        if not pd.isna(norm):
+            keys.append(f"{f}:{norm}")
+    return keys
+
+
+def resolve_customer(conn: sa.Connection, identifier: str) -> tuple[str, list[str]]:
+    """``(cx_id, id_keys)``: the stitched customer an identifier belongs to and all its identifiers."""
+    if not identifier or not identifier.strip():
+        raise ErasureError("give the customer's id, email, phone, account or visitor id")
+    im = identity_map_table
+    keys = _candidate_keys(identifier)
+    hubs = {r[0] for r in conn.execute(sa.select(identity_hubs_table.c.id_key)
+                                       .where(identity_hubs_table.c.id_key.in_(keys)))} if keys else set()
+    keys = [k for k in keys if k not in hubs]
+    cond = im.c.cx_id == identifier.strip()
+    if keys:
+        cond = sa.or_(cond, im.c.id_key.in_(keys))
+    if hubs:
+        cond = sa.and_(cond, im.c.id_key.not_in(hubs))
+    cx_ids = sorted({r[0] for r in conn.execute(sa.select(im.c.cx_id).where(cond))} - hubs)
+    if not cx_ids:
+        if hubs:
+            raise ErasureError("that identifier is shared by several customers (a hub), so it names no one; "
+                               "give an identifier that belongs to this customer only")
+        raise ErasureError("no customer matches that identifier (nothing to erase)")
+    if len(cx_ids) > 1:
+        raise ErasureError(f"that value matches {len(cx_ids)} different customers; prefix it with the field, "
+                           "e.g. email:ann@example.com or account_id:ACC-1")
+    cx_id = cx_ids[0]
+    id_keys = sorted(r[0] for r in conn.execute(sa.select(im.c.id_key).where(im.c.cx_id == cx_id)))
+    return cx_id, id_keys
+
+
+def _values_by_field(id_keys: list[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = defaultdict(list)
+    for key in id_keys:
+        f, _, value = key.partition(":")
+        out[f].append(value)
+    return out
+
+
+def _match(table: sa.Table, cx_id: str, id_keys: list[str], values: dict[str, list[str]]):
+    """The WHERE clause finding the customer's rows in ``table``, or None when it has no customer column."""
+    conds = []
+    if "cx_id" in table.c:
+        conds.append(table.c.cx_id == cx_id)
+    if "id_key" in table.c:
+        conds.append(table.c.id_key.in_(id_keys))
+    for f in IDENTITY_FIELDS:
+        if f in table.c and values.get(f):
+            conds.append(table.c[f].in_(values[f]))
+    if "customer_id" in table.c and "customer_id" not in values:
+        conds.append(table.c.customer_id == cx_id)  # unknown customers are keyed by their cx_id
+    return sa.or_(*conds) if conds else None
+
+
+def _delete_matching(conn: sa.Connection, metadata: sa.MetaData, cx_id: str, id_keys: list[str],
+                     values: dict[str, list[str]], counts: dict[str, int]) -> None:
+    for table in metadata.sorted_tables:
+        if table.name in _SKIP:
+            continue
+        where = _match(table, cx_id, id_keys, values)
+        if where is None:
+            continue
+        counts[table.name] = counts.get(table.name, 0) + int(conn.execute(table.delete().where(where)).rowcount or 0)
+
+
+def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResult:
+    """Erase the customer ``identifier`` belongs to from every table; see the module docstring."""
+    salt = secret_salt()
+    counts: dict[str, int] = {}
+    now = datetime.now(UTC).replace(tzinfo=None)
+    with store.begin() as conn:
+        cx_id, id_keys = resolve_customer(conn, identifier)
+        values = _values_by_field(id_keys)
+        raw_values = sorted({v for vs in values.values() for v in vs} | {cx_id})
+        q = quarantine_table
+        counts["quarantine"] = int(conn.execute(q.delete().where(sa.or_(
+            q.c.value.in_(raw_values), sa.func.lower(q.c.value).in_([v.lower() for v in raw_values])
+        ))).rowcount or 0)
+        _delete_matching(conn, ANALYTICS, cx_id, id_keys, values, counts)
+        rebuild_identity_map(conn)
+        load_id = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(loads_table.c.load_id), 0))).scalar()) + 1
+        conn.execute(loads_table.insert().values(
+            load_id=load_id, source="(erasure)", kind="erasure", mode="erase", file_name=None,
+            started_at=now, finished_at=now, rows_read=0, rows_loaded=0, rows_rejected=0,
+            rows_duplicate=0, mapping_json=None,
+        ))
+    hashes = {identifier_hash(k, salt): k.partition(":")[0] for k in id_keys}
+    with store.app_begin() as conn:
+        _delete_matching(conn, APP_STATE, cx_id, id_keys, values, counts)
+        have = {r[0] for r in conn.execute(sa.select(suppression_table.c.id_hash)
+                                           .where(suppression_table.c.id_hash.in_(list(hashes))))}
+        new = [{"id_hash": h, "field": f, "erased_at": now} for h, f in hashes.items() if h not in have]
+        if new:
+            conn.execute(suppression_table.insert(), new)
+    result = ErasureResult(identifier_hash("cx_id:" + cx_id, salt), len(id_keys),
+                           {k: v for k, v in counts.items() if v})
+    result.audit_id = audit.record(store, actor, "erasure", {
+        "request_hash": identifier_hash("request:" + identifier.strip().lower(), salt),
+        "customer_hash": result.cx_id_hash,
+        "identifiers": len(id_keys),
+        "rows_deleted": result.rows_deleted,
+    })
+    log.info(result.summary())
+    return result
+
+
+def suppressed_hashes(store: Store) -> set[str]:
+    """Every suppressed identifier hash (empty on a store that never erased anyone)."""
+    with store.app_begin() as conn:
+        return {r[0] for r in conn.execute(sa.select(suppression_table.c.id_hash))}
+
+
+def suppressed_rows(typed: pd.DataFrame, hashes: set[str], salt: bytes | None = None) -> pd.Series:
+    """Which rows carry an erased customer's identifier.
+
+    In: rows with identifier columns (any of ``IDENTITY_FIELDS``, raw or normalised) and the
+    suppressed hashes. Out: a boolean Series on ``typed``'s index. Each distinct identifier is hashed once.
+    """
+    hit = pd.Series(False, index=typed.index)
+    if not hashes:
+        return hit
+    salt = salt if salt is not None else secret_salt()
+    for f in IDENTITY_FIELDS:
+        if f not in typed.columns:
+            continue
+        col = normalise_identity(f, typed[f])
+        uniques = col.dropna().unique()
+        bad = {v for v in uniques if identifier_hash(f"{f}:{v}", salt) in hashes}
+        if bad:
+            hit |= col.isin(bad).fillna(False).astype(bool)
+    return hit

@@ -1,0 +1,279 @@
+"""Privacy rules that every page and export shares: masking, small-group suppression, consent,
+and the salted hashes that stand in for a customer's identifiers once they have been erased.
+
+* **Masking.** Personal fields (name, email, phone, address, free text) are shown in full only
+  to the roles whose job needs them (``PERSONAL_DATA_ROLES``: agents talking to the customer and
+  admins); everyone else sees ``a***@example.com``-style masks.
+* **Small groups.** An aggregate over fewer than ``k`` customers (``CXDASH_MIN_GROUP_SIZE``,
+  default 10) can single a person out, so its figures are suppressed.
+* **Consent.** A customer is in a marketing export only with an explicit ``consent_marketing``
+  of true on every CRM record that states it (a missing or false flag keeps them out).
+* **Salted hashes.** ``identifier_hash`` is an HMAC-SHA256 keyed on a secret salt that lives
+  outside the repository (``CXDASH_SECRET_SALT``, ``.streamlit/secrets.toml`` or a generated
+  file under ``data/``), so the audit log and the suppression list never hold an identifier and
+  cannot be reversed by hashing guesses without the salt.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+import secrets
+import tomllib
+from collections.abc import Iterable
+from hashlib import sha256
+from pathlib import Path
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cxdash import config
+
+__all__ = [
+    "DEFAULT_MIN_GROUP_SIZE",
+    "PERSONAL_COLUMNS",
+    "PERSONAL_DATA_ROLES",
+    "consented_customers",
+    "identifier_hash",
+    "is_personal_column",
+    "mask_address",
+    "mask_email",
+    "mask_frame",
+    "mask_name",
+    "mask_phone",
+    "mask_text",
+    "marketing_export",
+    "min_group_size",
+    "secret_salt",
+    "sees_personal_data",
+    "suppress_small_groups",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MIN_GROUP_SIZE = 10
+PERSONAL_DATA_ROLES = frozenset({"agent", "admin"})
+MASK = "***"
+
+# Column names (lower-cased, spaces/dashes as underscores) treated as personal data, by kind of
+# mask. Pages name their columns plainly ("name", "email", "Requester Email"), so the check also
+# looks at the words in a name.
+PERSONAL_COLUMNS: dict[str, str] = {
+    "name": "name", "full_name": "name", "first_name": "name", "last_name": "name", "customer_name": "name",
+    "contact_name": "name",
+    "email": "email", "e_mail": "email", "email_address": "email", "requester_email": "email",
+    "phone": "phone", "phone_number": "phone", "mobile": "phone", "telephone": "phone", "tel": "phone",
+    "address": "address", "street": "address", "street_address": "address", "postcode": "address",
+    "zip": "address", "zip_code": "address", "postal_code": "address",
+    "notes": "text", "note": "text", "comment": "text", "comments": "text", "description": "text",
+    "message": "text", "body": "text", "free_text": "text", "attrs": "text",
+}
+_WORD_KINDS = {"email": "email", "phone": "phone", "address": "address", "name": "name", "notes": "text",
+               "comment": "text", "comments": "text"}
+
+
+# ----------------------------------------------------------------------------- masks
+def mask_email(value: str | None) -> str | None:
+    """``ann.lee@example.com`` -> ``a***@example.com`` (the domain stays: it says which company)."""
+    if value is None or pd.isna(value) or not str(value).strip():
+        return value
+    text = str(value).strip()
+    local, at, domain = text.partition("@")
+    if not at:
+        return mask_text(text)
+    return f"{local[:1]}{MASK}@{domain}"
+
+
+def mask_phone(value: str | None) -> str | None:
+    """Keep only the last two digits: ``+44 20 7946 0958`` -> ``***58``."""
+    if value is None or pd.isna(value) or not str(value).strip():
+        return value
+    digits = re.sub(r"\D", "", str(value))
+    return f"{MASK}{digits[-2:]}" if len(digits) > 2 else MASK
+
+
+def mask_name(value: str | None) -> str | None:
+    """Initials only: ``Ann Lee`` -> ``A. L.``."""
+    if value is None or pd.isna(value) or not str(value).strip():
+        return value
+    return " ".join(f"{w[0].upper()}." for w in str(value).split())
+
+
+def mask_address(value: str | None) -> str | None:
+    """Nothing of a street address survives; a bare masked marker says there was one."""
+    if value is None or pd.isna(value) or not str(value).strip():
+        return value
+    return MASK
+
+
+def mask_text(value: str | None) -> str | None:
+    """Free text can hold anything (names, card numbers): replaced whole, its length hinted."""
+    if value is None or pd.isna(value) or not str(value).strip():
+        return value
+    return f"[{len(str(value))} characters hidden]"
+
+
+_MASKERS = {"email": mask_email, "phone": mask_phone, "name": mask_name, "address": mask_address, "text": mask_text}
+
+
+def _column_kind(column: str) -> str | None:
+    key = re.sub(r"[\s\-]+", "_", str(column).strip().lower())
+    if key in PERSONAL_COLUMNS:
+        return PERSONAL_COLUMNS[key]
+    for word in key.split("_"):
+        if word in _WORD_KINDS and not key.endswith(("_id", "_count", "_share")):
+            return _WORD_KINDS[word]
+    return None
+
+
+def is_personal_column(column: str) -> bool:
+    return _column_kind(column) is not None
+
+
+def sees_personal_data(role: str | None) -> bool:
+    return role in PERSONAL_DATA_ROLES
+
+
+def mask_frame(frame: pd.DataFrame, role: str | None) -> pd.DataFrame:
+    """A copy of ``frame`` with its personal columns masked unless ``role`` needs them.
+
+    In: any frame. Out: the same shape and column names; personal columns (see
+    ``PERSONAL_COLUMNS``) of a role outside ``PERSONAL_DATA_ROLES`` hold masks instead of values.
+    """
+    if sees_personal_data(role):
+        return frame
+    out = frame.copy()
+    for col in out.columns:
+        kind = _column_kind(col)
+        if kind is not None:
+            masker = _MASKERS[kind]
+            out[col] = out[col].astype(object).map(masker).astype("string")
+    return out
+
+
+# ----------------------------------------------------------------------------- small groups
+def min_group_size(explicit: int | None = None) -> int:
+    """``k``: the smallest group an aggregate may show (``CXDASH_MIN_GROUP_SIZE``, default 10)."""
+    if explicit is not None:
+        return max(int(explicit), 1)
+    raw = os.environ.get("CXDASH_MIN_GROUP_SIZE", "").strip()
+    if not raw:
+        return DEFAULT_MIN_GROUP_SIZE
+    try:
+        return max(int(raw), 1)
+    except ValueError:
+        log.warning("CXDASH_MIN_GROUP_SIZE=%r is not a whole number; using %d", raw, DEFAULT_MIN_GROUP_SIZE)
+        return DEFAULT_MIN_GROUP_SIZE
+
+
+def suppress_small_groups(
+    frame: pd.DataFrame,
+    *,
+    count_column: str = "customers",
+    k: int | None = None,
+    columns: Iterable[str] | None = None,
+    drop: bool = False,
+) -> pd.DataFrame:
+    """Hide the figures of groups smaller than ``k`` customers.
+
+    In: one row per group with ``count_column`` (distinct customers in the group). Out: a copy
+    with a boolean ``suppressed`` column; on suppressed rows ``count_column`` and ``columns``
+    (default: every numeric column) are empty. With ``drop`` those rows are removed instead.
+    Group labels (the non-numeric columns) are kept so a reader sees that a group exists.
+    """
+    k = min_group_size(k)
+    out = frame.copy()
+    small = pd.to_numeric(out[count_column], errors="coerce").fillna(0) < k
+    if drop:
+        return out.loc[~small].assign(suppressed=False).reset_index(drop=True)
+    cols = list(columns) if columns is not None else [
+        c for c in out.columns if pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_bool_dtype(out[c])
+    ]
+    if count_column not in cols:
+        cols.append(count_column)
+    for c in cols:
+        if small.any():
+            out[c] = out[c].astype("Float64") if pd.api.types.is_numeric_dtype(out[c]) else out[c].astype(object)
+            out.loc[small, c] = pd.NA
+    out["suppressed"] = small.to_numpy()
+    return out
+
+
+# ----------------------------------------------------------------------------- consent
+def consented_customers(conn: Connection) -> set[str]:
+    """The stitched customers (``cx_id``) who may receive marketing.
+
+    A customer qualifies when at least one CRM record says ``consent_marketing = true`` and
+    none says false; a customer with no flag at all does not (consent is opt-in).
+    """
+    from cxdash.store import KIND_TABLES, identity_map_table
+
+    t, im = KIND_TABLES["customers"], identity_map_table
+    yes = sa.func.sum(sa.case((t.c.consent_marketing.is_(True), 1), else_=0))
+    no = sa.func.sum(sa.case((t.c.consent_marketing.is_(False), 1), else_=0))
+    q = (
+        sa.select(im.c.cx_id)
+        .select_from(t.join(im, im.c.id_key == t.c.id_key))
+        .group_by(im.c.cx_id)
+        .having(sa.and_(yes > 0, no == 0))
+    )
+    return {r[0] for r in conn.execute(q)}
+
+
+def marketing_export(conn: Connection, frame: pd.DataFrame, *, cx_column: str = "cx_id") -> tuple[pd.DataFrame, str]:
+    """Only the rows of customers who consented to marketing, and a sentence saying what the
+    export holds (how many were left out for lack of consent)."""
+    allowed = consented_customers(conn)
+    keep = frame[cx_column].astype("string").isin(allowed).fillna(False).astype(bool)
+    out = frame.loc[keep].reset_index(drop=True)
+    left_out = int((~keep).sum())
+    note = (f"{len(out):,} customers with marketing consent; {left_out:,} without consent were left out.")
+    return out, note
+
+
+# ----------------------------------------------------------------------------- salted hashes
+SALT_ENV = "CXDASH_SECRET_SALT"
+SALT_FILE_NAME = ".secret_salt"
+
+
+def _salt_from_secrets_file() -> str | None:
+    path = config.REPO_ROOT / ".streamlit" / "secrets.toml"
+    if not path.is_file():
+        return None
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        log.warning("cannot read %s: %s", path, exc)
+        return None
+    value = data.get("cxdash_secret_salt") or data.get("cxdash", {}).get("secret_salt")
+    return str(value) if value else None
+
+
+def secret_salt() -> bytes:
+    """The installation's secret salt: ``$CXDASH_SECRET_SALT``, else ``cxdash_secret_salt`` in
+    ``.streamlit/secrets.toml``, else a random one generated once into ``data/.secret_salt``
+    (git-ignored, readable by the owner only). Keep it: suppression hashes made with one salt
+    do not match under another."""
+    value = os.environ.get(SALT_ENV) or _salt_from_secrets_file()
+    if value:
+        return value.encode("utf-8")
+    path = Path(os.environ.get("CXDASH_DATA_DIR", config.DATA_DIR)) / SALT_FILE_NAME
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first: use theirs
+            pass
+        else:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32))
+            log.warning("generated a secret salt in %s; back it up with the database", path)
+    return path.read_text().strip().encode("utf-8")
+
+
+def identifier_hash(key: str, salt: bytes | None = None) -> str:
+    """HMAC-SHA256 (hex) of an identifier written ``field:normalised value``."""
+    return hmac.new(salt if salt is not None else secret_salt(), key.encode("utf-8"), sha256).hexdigest()

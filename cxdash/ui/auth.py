@@ -1,0 +1,180 @@
+"""Sign-in for the app: the form, the session in ``st.session_state``, role checks per page.
+
+How a person gets in is set by ``CXDASH_AUTH`` (or ``[cxdash] auth`` in
+``.streamlit/secrets.toml``):
+
+* ``on`` (the default): user name and password against the users table (``cxdash.auth``);
+* ``oidc``: Streamlit's single sign-on (``st.login``, configured in the ``[auth]`` section of
+  ``secrets.toml``); the role still comes from the users table (user name = the email);
+* ``off``: nobody signs in and everyone is admin. Only for a laptop with demo data; never on a
+  shared server. Any other value counts as ``on``.
+
+The session lives on the server (the browser holds only Streamlit's connection), is checked
+against the users table on every run (a disabled account or a changed role applies at once) and
+expires after ``CXDASH_SESSION_IDLE_HOURS`` idle. A reload of the browser tab starts a new
+connection and asks to sign in again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from cxdash import audit, auth, privacy
+from cxdash.auth import AuthError, Session
+from cxdash.store import StoreLockedError
+from cxdash.ui import data
+
+log = logging.getLogger(__name__)
+
+SESSION_KEY = "auth_session"  # a dict (Session.to_dict()), so tests can seed it
+FORM_KEY = "auth_sign_in"
+AUTH_ENV = "CXDASH_AUTH"
+MODES = ("on", "oidc", "off")
+_SECRETS = Path(__file__).resolve().parents[2] / ".streamlit" / "secrets.toml"
+
+
+def auth_mode() -> str:
+    value = os.environ.get(AUTH_ENV, "").strip().lower()
+    if not value and _SECRETS.is_file():
+        try:
+            value = str(st.secrets.get("cxdash", {}).get("auth", "")).strip().lower()
+        except Exception:  # noqa: BLE001 - an unreadable secrets file: stay on the safe side
+            value = ""
+    if value and value not in MODES:
+        log.warning("%s=%r is not one of %s; password sign-in stays on", AUTH_ENV, value, MODES)
+    return value if value in MODES else "on"
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def current_session() -> Session | None:
+    """The signed-in person for this run, or None. Refreshes (or drops) the stored session."""
+    mode = auth_mode()
+    if mode == "off":
+        now = _now()
+        return Session("local", "admin", now, now, method="off")
+    raw = st.session_state.get(SESSION_KEY)
+    try:
+        session = Session.from_dict(raw) if isinstance(raw, dict) else None
+    except TypeError:
+        session = None
+    try:
+        session = auth.check_session(data.store(), session)
+    except StoreLockedError:
+        # A data load holds the embedded store for a while: pages serve the previous data, and
+        # the session stays valid within its time limits until the account can be re-read.
+        session = auth.check_session_times(session)
+    if session is None and mode == "oidc" and st.user.is_logged_in:
+        try:
+            session = auth.sso_session(data.store(), str(st.user.get("email") or ""))
+        except AuthError as exc:
+            st.error(str(exc))
+            st.button("Sign out of single sign-on", on_click=st.logout)
+            st.stop()
+    if session is None:
+        st.session_state.pop(SESSION_KEY, None)
+    else:
+        st.session_state[SESSION_KEY] = session.to_dict()
+    return session
+
+
+def current_role() -> str | None:
+    session = current_session()
+    return session.role if session else None
+
+
+def current_user() -> str:
+    """Who is acting, for the audit log."""
+    session = current_session()
+    return session.username if session else "(not signed in)"
+
+
+def sign_in_page() -> None:
+    """The sign-in form (the only thing someone who is not signed in can see)."""
+    _, middle, _ = st.columns([1, 2, 1])
+    with middle:
+        st.title("Sign in to cxdash")
+        st.caption("One view of the customer across marketing, web, sales, support and billing.")
+        if auth_mode() == "oidc":
+            st.button("Sign in with single sign-on", type="primary", on_click=st.login, key="auth_sso")
+            return
+        with st.form(FORM_KEY):
+            username = st.text_input("User name", key="auth_username", autocomplete="username")
+            password = st.text_input("Password", type="password", key="auth_password",
+                                     autocomplete="current-password")
+            submitted = st.form_submit_button("Sign in", type="primary")
+        if submitted:
+            try:
+                session = auth.authenticate(data.store(), username, password)
+            except AuthError as exc:
+                st.error(str(exc))
+                return
+            except StoreLockedError:
+                st.warning("A data load is running and holds the store; sign in again in a moment.",
+                           icon=":material/sync:")
+                return
+            st.session_state[SESSION_KEY] = session.to_dict()
+            st.rerun()
+        st.caption("No account? An admin adds people with `python -m cxdash users add NAME --role ROLE`.")
+
+
+def sign_out() -> None:
+    session = current_session()
+    st.session_state.pop(SESSION_KEY, None)
+    if session is not None and session.method != "off":
+        _audit(session.username, "sign_out")
+    if session is not None and session.method == "oidc":
+        st.logout()
+
+
+def require_role(page_file: str) -> Session:
+    """Stop the run unless someone is signed in whose role may open ``page_file``."""
+    session = current_session()
+    if session is None:
+        sign_in_page()
+        st.stop()
+    if not auth.may_open(session.role, page_file):
+        _audit(session.username, "access_denied", {"page": Path(page_file).name})
+        st.error(f"Your role ({session.role}) cannot open this page. Ask an admin if your job needs it.",
+                 icon=":material/lock:")
+        st.stop()
+    return session
+
+
+def user_box(session: Session) -> None:
+    """Who is signed in, and the way out (in the sidebar)."""
+    if session.method == "off":
+        st.caption("Sign-in is switched off (CXDASH_AUTH=off): everyone is admin.")
+        return
+    st.caption(f"Signed in as **{session.username}** · {session.role.replace('_', ' ')}")
+    st.button("Sign out", key="auth_sign_out", on_click=sign_out, icon=":material/logout:")
+
+
+# ----------------------------------------------------------------------------- privacy helpers for pages
+def masked(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with personal columns masked unless the signed-in role needs them."""
+    return privacy.mask_frame(frame, current_role())
+
+
+def record_export(name: str, rows: int | None = None) -> None:
+    """``on_click`` for a download button: the audit log notes who exported what."""
+    detail = {"file": name}
+    if rows is not None:
+        detail["rows"] = int(rows)
+    _audit(current_user(), "export", detail)
+
+
+def _audit(actor: str, action: str, detail: dict | None = None) -> None:
+    """Record an entry; a store held by a running load must not break the page (logged instead)."""
+    try:
+        audit.record(data.store(), actor, action, detail)
+    except StoreLockedError:
+        log.warning("audit entry not written (store busy): %s %s %s", actor, action, detail)

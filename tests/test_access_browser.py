@@ -1,0 +1,87 @@
+"""In a real browser, two people with different roles sign in and each sees only their own pages
+(screenshots in the test artifacts)."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxdash.store import open_store
+from tests.browser_support import chromium, require_browser, running_app, sign_in
+
+pytestmark = pytest.mark.browser
+
+AGENT = ("agent-ann", "agent", "ann's long password")
+OPS = ("ops-olu", "ops", "olu's long password")
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    require_browser()
+    from cxdash.demo import build_demo
+
+    root = tmp_path_factory.mktemp("access_app")
+    url = f"duckdb:///{root / 'cx.duckdb'}"
+    s = open_store(url)
+    build_demo(s, n_customers=300, seed=4, out_dir=root / "extracts")
+    s.dispose()
+    users = {name: (role, password) for name, role, password in (AGENT, OPS)}
+    with running_app(url, root / "server.log", users=users) as base, chromium() as browser:
+        yield {"url": base, "browser": browser}
+
+
+def _nav(page) -> str:
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    nav.wait_for(timeout=60_000)
+    return nav.inner_text()
+
+
+def test_an_agent_and_an_ops_user_each_see_only_their_pages(app, artifacts):
+    browser = app["browser"]
+
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page.goto(app["url"], wait_until="networkidle")
+    page.get_by_text("Sign in to cxdash").wait_for(timeout=60_000)
+    assert page.locator('[data-testid="stMetric"]').count() == 0  # nothing before signing in
+    page.screenshot(path=str(artifacts / "access_sign_in.png"))
+    sign_in(page, AGENT[0], AGENT[2])
+    nav = _nav(page)
+    assert "Customer card" in nav and "At-risk customers" in nav and "Overview" in nav
+    assert "Upload extracts" not in nav and "Admin" not in nav and "Shared KPIs" not in nav
+    page.get_by_text("Signed in as").wait_for()
+    page.get_by_text("Rows loaded per source").wait_for(timeout=60_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=30_000)
+    page.wait_for_timeout(1000)
+    page.screenshot(path=str(artifacts / "access_agent.png"))
+    page.close()
+
+    # Typing a page's address is no way in: the agent lands on a page of their own instead.
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page.goto(f"{app['url']}/upload", wait_until="networkidle")
+    sign_in(page, AGENT[0], AGENT[2])
+    page.get_by_role("heading", name="Overview").wait_for(timeout=60_000)
+    assert page.get_by_text("Drop one or more CSV extracts").count() == 0
+    page.close()
+
+    page = browser.new_page(viewport={"width": 1300, "height": 900})
+    page.goto(f"{app['url']}/upload", wait_until="networkidle")
+    sign_in(page, OPS[0], OPS[2])
+    page.get_by_text("Drop one or more CSV extracts").wait_for(timeout=60_000)
+    nav = _nav(page)
+    assert "Upload extracts" in nav and "Data health" in nav
+    assert "Customer card" not in nav and "At-risk customers" not in nav and "Admin" not in nav
+    page.screenshot(path=str(artifacts / "access_ops.png"))
+    page.get_by_role("button", name="Sign out").click()
+    page.get_by_text("Sign in to cxdash").wait_for(timeout=60_000)
+    assert "Traceback" not in page.content()
+    page.close()
+
+
+def test_a_wrong_password_is_refused_in_the_browser(app):
+    page = app["browser"].new_page()
+    page.goto(app["url"], wait_until="networkidle")
+    page.get_by_label("User name").fill(AGENT[0])
+    page.get_by_label("Password", exact=True).fill("not the password at all")
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("Wrong user name or password.").wait_for(timeout=30_000)
+    assert page.locator('[data-testid="stSidebarNav"]').count() == 0
+    page.close()

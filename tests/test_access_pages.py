@@ -1,0 +1,217 @@
+"""What each role can and cannot reach in the app (AppTest): pages, navigation, personal fields,
+the sign-in form, expiry, and the admin page."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from cxdash import audit, auth
+from cxdash.store import open_store
+from cxdash.ui.auth import SESSION_KEY
+from tests.conftest import ensure_user, seed_session
+
+REPO = Path(__file__).resolve().parents[1]
+PAGES = ["overview.py", "executive.py", "journeys.py", "at_risk.py", "customer_card.py", "model.py",
+         "upload.py", "data_health.py", "admin.py"]
+ALLOWED = {
+    "executive": {"overview.py", "executive.py"},
+    "journey_owner": {"overview.py", "journeys.py"},
+    "ops": {"overview.py", "upload.py", "data_health.py"},
+    "agent": {"overview.py", "customer_card.py", "at_risk.py"},
+    "admin": set(PAGES),
+}
+FULL_EMAIL = re.compile(r"\b[a-z0-9][a-z0-9._]+@example\.(?:com|net|org)\b")
+PASSWORD = "a long enough password"
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    from cxdash.demo import build_demo
+
+    root = tmp_path_factory.mktemp("access")
+    url = f"duckdb:///{root / 'demo.duckdb'}"
+    s = open_store(url)
+    build_demo(s, n_customers=300, seed=3, out_dir=root / "extracts")
+    s.dispose()
+    return url
+
+
+@pytest.fixture
+def app_env(small_demo, monkeypatch):
+    monkeypatch.setenv("CXDASH_DB_URL", small_demo)
+    return small_demo
+
+
+def _page(name: str, role: str | None) -> AppTest:
+    at = AppTest.from_file(str(REPO / "pages" / name), default_timeout=60)
+    seed_session(at, None if role is None else f"test-{role}", role or "admin")
+    return at.run()
+
+
+def _denied(at: AppTest) -> bool:
+    return any("cannot open this page" in e.value for e in at.error)
+
+
+def _visible_text(at: AppTest) -> str:
+    parts = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "error",
+                                  "success", "code", "text") for e in getattr(at, kind)]
+    parts += [f"{m.label} {m.value}" for m in at.metric]
+    for df in at.dataframe:
+        value = df.value
+        if isinstance(value, pd.DataFrame):
+            parts.append(value.astype(str).to_csv(index=False))
+    return "\n".join(str(p) for p in parts)
+
+
+@pytest.mark.parametrize("role", ["executive", "journey_owner", "ops", "agent"])
+def test_a_role_is_refused_every_page_outside_its_job(app_env, role):
+    for page in sorted(set(PAGES) - ALLOWED[role]):
+        at = _page(page, role)
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert _denied(at), f"{role} reached {page}"
+        assert not at.metric and not at.dataframe, f"{role} saw data on {page}"
+
+
+@pytest.mark.parametrize("role", ["executive", "journey_owner", "ops", "agent"])
+def test_a_role_opens_its_own_pages_and_sees_personal_fields_only_if_its_job_needs_them(app_env, role):
+    for page in sorted(ALLOWED[role]):
+        at = _page(page, role)
+        if page == "customer_card.py":  # look someone up (no model is trained in this store)
+            from cxdash.ui.risk import CARD_QUERY
+
+            at.text_input(key=CARD_QUERY).input("CUS-0000002").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert not _denied(at), f"{role} refused {page}"
+        assert at.title, page
+        emails = FULL_EMAIL.findall(_visible_text(at))
+        if role != "agent":
+            assert emails == [], f"{role} sees full emails on {page}: {emails[:3]}"
+        elif page == "customer_card.py":
+            # The agent talking to the customer sees who they are (the card itself decides how
+            # much of the email to show).
+            assert re.fullmatch(r"[A-Z][a-z]+ [A-Z][a-z]+", at.header[0].value), at.header[0].value
+
+
+def test_the_navigation_lists_only_the_pages_of_the_role(app_env, monkeypatch):
+    import streamlit as st
+
+    from cxdash.ui.frame import navigation_pages
+
+    # Outside a running app st.Page is a stub: record which files the frame would list.
+    monkeypatch.setattr(st, "Page", lambda page, **kw: Path(page).name)
+    for role, allowed in ALLOWED.items():
+        listed = {p for pages in navigation_pages(role).values() for p in pages}
+        assert listed == allowed, role
+    assert navigation_pages("nobody") == {}
+
+
+def test_nobody_signed_in_sees_only_the_sign_in_form(app_env):
+    for target in ("app.py", "pages/overview.py", "pages/customer_card.py"):
+        at = AppTest.from_file(str(REPO / target), default_timeout=60)
+        seed_session(at, None)
+        at.run()
+        assert not at.exception
+        assert [t.value for t in at.title] == ["Sign in to cxdash"], target
+        assert not at.metric and not at.dataframe and not FULL_EMAIL.findall(_visible_text(at))
+
+
+def test_signing_in_through_the_form_opens_the_app_and_is_audited(app_env):
+    ensure_user(app_env, "form-user", "journey_owner", PASSWORD)
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    seed_session(at, None)
+    at.run()
+    at.text_input(key="auth_username").input("form-user")
+    at.text_input(key="auth_password").input("not the password")
+    at.button[0].click().run()
+    assert "Wrong user name or password." in [e.value for e in at.error]
+    at.text_input(key="auth_username").input("form-user")
+    at.text_input(key="auth_password").input(PASSWORD)
+    at.button[0].click().run()
+    assert not at.exception
+    assert at.title[0].value == "Overview"
+    assert at.session_state[SESSION_KEY]["role"] == "journey_owner"
+    s = open_store(app_env)
+    log = audit.recent(s, actor="form-user")
+    s.dispose()
+    assert list(log["action"])[:2] == ["sign_in", "sign_in_failed"]
+
+
+def test_an_idle_session_expires_back_to_the_sign_in_form(app_env):
+    ensure_user(app_env, "sleepy", "ops")
+    long_ago = datetime.now(UTC).replace(tzinfo=None) - timedelta(hours=9)
+    at = AppTest.from_file(str(REPO / "pages" / "overview.py"), default_timeout=60)
+    at.session_state[SESSION_KEY] = auth.Session("sleepy", "ops", long_ago, long_ago).to_dict()
+    at.run()
+    assert [t.value for t in at.title] == ["Sign in to cxdash"]
+
+
+def test_a_disabled_account_loses_its_open_session(app_env):
+    at = _page("overview.py", "ops")
+    assert at.title[0].value == "Overview"
+    s = open_store(app_env)
+    auth.set_disabled(s, "test-ops", True, actor="pytest")
+    s.dispose()
+    at.run()
+    assert [t.value for t in at.title] == ["Sign in to cxdash"]
+    s = open_store(app_env)
+    auth.set_disabled(s, "test-ops", False, actor="pytest")
+    s.dispose()
+
+
+def test_the_admin_page_adds_a_person_and_shows_the_password_once(app_env):
+    at = _page("admin.py", "admin")
+    assert not at.exception, [e.value for e in at.exception]
+    assert "people can sign in" in at.markdown[0].value
+    at.text_input(key="admin_add_name").input("new-agent")
+    at.selectbox(key="admin_add_role").set_value("agent")
+    next(b for b in at.button if b.label == "Add").click().run()
+    assert not at.exception
+    password = at.code[0].value
+    s = open_store(app_env)
+    assert auth.authenticate(s, "new-agent", password).role == "agent"
+    s.dispose()
+    at.run()
+    assert not at.code  # shown once: gone on the next run
+
+
+def test_every_page_checks_the_role_itself():
+    """A page run straight from its URL skips the frame, so each one must call page_guard first."""
+    for path in sorted((REPO / "pages").glob("*.py")):
+        code = [line for line in path.read_text().splitlines() if line.strip() and not line.startswith(("#", '"""'))]
+        calls = [i for i, line in enumerate(code) if line.startswith("page_guard(__file__)")]
+        assert calls, f"{path.name} never calls page_guard(__file__)"
+        assert not any(line.startswith("st.") for line in code[: calls[0]]), f"{path.name} renders before page_guard"
+
+
+def test_the_admin_page_erases_a_customer_after_confirmation(tmp_path, monkeypatch):
+    from cxdash.ingest import ingest_file
+    from cxdash.mapping import Mapping
+
+    monkeypatch.setenv("CXDASH_SECRET_SALT", "page-test")
+    url = f"duckdb:///{tmp_path / 'tiny.duckdb'}"
+    s = open_store(url)
+    crm = tmp_path / "crm.csv"
+    pd.DataFrame([["C1", "ann@x.com"], ["C2", "bo@x.com"]], columns=["id", "email"]).to_csv(crm, index=False)
+    ingest_file(s, crm, source="crm", mapping=Mapping.from_dict(
+        {"kind": "customers", "columns": {"customer_id": "id", "email": "email"}}))
+    s.dispose()
+    monkeypatch.setenv("CXDASH_DB_URL", url)
+    at = _page("admin.py", "admin")
+    at.text_input(key="admin_erase_id").input("ann@x.com")
+    next(b for b in at.button if b.label == "Erase").click().run()
+    assert "Tick the confirmation first." in [e.value for e in at.error]
+    at.text_input(key="admin_erase_id").input("ann@x.com")
+    at.checkbox(key="admin_erase_confirm").check()
+    next(b for b in at.button if b.label == "Erase").click().run()
+    assert not at.exception
+    assert any("src_customers 1" in m.value for m in at.success)
+    s = open_store(url)
+    log = audit.recent(s, action="erasure")
+    s.dispose()
+    assert log.iloc[0]["actor"] == "test-admin" and "ann" not in log.iloc[0]["detail"]

@@ -1,0 +1,112 @@
+"""Masking by role, small-group suppression, marketing consent and the secret salt."""
+
+from __future__ import annotations
+
+import stat
+
+import pandas as pd
+import pytest
+
+from cxdash import privacy
+from cxdash.ingest import ingest_file
+from cxdash.mapping import Mapping
+
+
+def test_masks_keep_only_what_a_reader_needs():
+    assert privacy.mask_email("ann.lee@example.com") == "a***@example.com"
+    assert privacy.mask_email("  Bo@Shop.co.uk ") == "B***@Shop.co.uk"
+    assert privacy.mask_email("not-an-email") == "[12 characters hidden]"
+    assert privacy.mask_phone("+44 20 7946 0958") == "***58"
+    assert privacy.mask_phone("7") == "***"
+    assert privacy.mask_name("ann  lee") == "A. L."
+    assert privacy.mask_address("1 High Street, Leeds") == "***"
+    assert privacy.mask_text("called about card 4111 1111 1111 1111") == "[37 characters hidden]"
+    for f in (privacy.mask_email, privacy.mask_phone, privacy.mask_name, privacy.mask_text):
+        assert f(None) is None and f("") == ""
+
+
+FRAME = pd.DataFrame({
+    "customer_id": ["CUS-1", "CUS-2"],
+    "name": ["Ann Lee", "Bo Chan"],
+    "Requester Email": ["ann@x.com", "bo@y.org"],
+    "phone": ["555-0101", None],
+    "notes": ["angry about the bill", ""],
+    "risk": [0.9, 0.1],
+    "email_count": [3, 4],
+})
+
+
+@pytest.mark.parametrize("role", ["agent", "admin"])
+def test_agents_and_admins_see_personal_fields(role):
+    pd.testing.assert_frame_equal(privacy.mask_frame(FRAME, role), FRAME)
+
+
+@pytest.mark.parametrize("role", ["executive", "journey_owner", "ops", None])
+def test_every_other_role_sees_masks(role):
+    out = privacy.mask_frame(FRAME, role)
+    assert out["name"].tolist() == ["A. L.", "B. C."]
+    assert out["Requester Email"].tolist() == ["a***@x.com", "b***@y.org"]
+    assert out["phone"].iloc[0] == "***01" and pd.isna(out["phone"].iloc[1])
+    assert out["notes"].iloc[0] == "[20 characters hidden]"
+    # Keys and figures are not personal data and stay as they were.
+    pd.testing.assert_frame_equal(out[["customer_id", "risk", "email_count"]], FRAME[["customer_id", "risk", "email_count"]])
+    assert FRAME["name"].iloc[0] == "Ann Lee"  # the caller's frame is untouched
+
+
+GROUPS = pd.DataFrame({"segment": ["a", "b", "c"], "customers": [3, 10, 25], "churn_rate": [1.0, 0.2, 0.12]})
+
+
+def test_groups_under_k_customers_lose_their_figures_but_keep_their_label():
+    out = privacy.suppress_small_groups(GROUPS, count_column="customers")
+    assert out["suppressed"].tolist() == [True, False, False]
+    assert pd.isna(out.loc[0, "customers"]) and pd.isna(out.loc[0, "churn_rate"])
+    assert out.loc[0, "segment"] == "a"
+    assert out.loc[1, "customers"] == 10 and out.loc[2, "churn_rate"] == pytest.approx(0.12)
+
+
+def test_k_comes_from_the_environment_and_drop_removes_rows(monkeypatch):
+    monkeypatch.setenv("CXDASH_MIN_GROUP_SIZE", "11")
+    assert privacy.min_group_size() == 11
+    out = privacy.suppress_small_groups(GROUPS, count_column="customers", drop=True)
+    assert out["segment"].tolist() == ["c"]
+    monkeypatch.setenv("CXDASH_MIN_GROUP_SIZE", "3")
+    assert not privacy.suppress_small_groups(GROUPS, count_column="customers")["suppressed"].any()
+    monkeypatch.setenv("CXDASH_MIN_GROUP_SIZE", "ten")
+    assert privacy.min_group_size() == privacy.DEFAULT_MIN_GROUP_SIZE
+
+
+def _load_customers(store, tmp_path, name, rows):
+    path = tmp_path / f"{name}.csv"
+    pd.DataFrame(rows, columns=["id", "email", "consent"]).to_csv(path, index=False)
+    mapping = Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "id", "email": "email",
+                                                                  "consent_marketing": "consent"}})
+    ingest_file(store, path, source=name, mapping=mapping)
+
+
+def test_only_customers_who_said_yes_everywhere_are_in_a_marketing_export(store, tmp_path):
+    _load_customers(store, tmp_path, "crm", [
+        ["C1", "a@x.com", "yes"], ["C2", "b@x.com", "no"], ["C3", "c@x.com", ""], ["C4", "d@x.com", "true"],
+    ])
+    # A second CRM says C4 withdrew consent: one "no" is enough to leave them out.
+    _load_customers(store, tmp_path, "shop", [["C4", "d@x.com", "false"], ["C5", "e@x.com", "1"]])
+    with store.connect() as conn:
+        assert privacy.consented_customers(conn) == {"C1", "C5"}
+        frame = pd.DataFrame({"cx_id": ["C1", "C2", "C3", "C4", "C5"], "risk": [0.1, 0.2, 0.3, 0.4, 0.5]})
+        out, note = privacy.marketing_export(conn, frame)
+    assert out["cx_id"].tolist() == ["C1", "C5"]
+    assert note == "2 customers with marketing consent; 3 without consent were left out."
+
+
+def test_the_salt_comes_from_the_environment_else_a_private_generated_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXDASH_SECRET_SALT", "from-env")
+    assert privacy.secret_salt() == b"from-env"
+    monkeypatch.delenv("CXDASH_SECRET_SALT")
+    monkeypatch.setattr(privacy, "_salt_from_secrets_file", lambda: None)
+    monkeypatch.setenv("CXDASH_DATA_DIR", str(tmp_path))
+    first = privacy.secret_salt()
+    assert len(first) == 64 and privacy.secret_salt() == first
+    path = tmp_path / privacy.SALT_FILE_NAME
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    h = privacy.identifier_hash("email:ann@x.com", first)
+    assert len(h) == 64 and "ann" not in h
+    assert h != privacy.identifier_hash("email:ann@x.com", b"another salt")
