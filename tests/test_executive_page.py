@@ -213,3 +213,15 @@ def test_charts_export_as_png_through_kaleido_and_chromium(demo_store):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
     assert (width, height) == (900, 420)
+
+
+def test_table_downloads_neutralise_formula_looking_cells():
+    import pandas as pd
+
+    from cxdash.ui import executive as ex
+
+    frame = pd.DataFrame({"campaign": ["=HYPERLINK(\"x\")", "spring_blast"], "new_customers": [3, -4]})
+    text = ex.csv(frame).decode("utf-8-sig")
+    assert "'=HYPERLINK" in text and ",-4" in text
+    matrix = pd.DataFrame({"m1": [0.5]}, index=pd.Index(["@cohort"], name="cohort"))
+    assert "'@cohort" in ex.csv(matrix, index=True).decode("utf-8-sig")

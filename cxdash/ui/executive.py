@@ -16,6 +16,7 @@ import streamlit as st
 
 from cxdash import kpis
 from cxdash.config import database_url
+from cxdash.exporting import safe_csv
 from cxdash.ui import data
 
 # Session-state keys (page-prefixed) and the query parameter each one is shared as.
@@ -346,11 +347,13 @@ def kpi_csv(report: kpis.KpiReport) -> bytes:
             "coverage": [report.coverage.get(_DEFINITION_OF.get(k, k)) for k, *_ in CARDS],
         }
     )
-    return frame.to_csv(index=False).encode()
+    return safe_csv(frame)
 
 
 def csv(frame: pd.DataFrame, index: bool = False) -> bytes:
-    return frame.to_csv(index=index).encode()
+    """CSV for a download button; cohort and campaign names come from user data, so formula-looking
+    cells are neutralised like every other export."""
+    return safe_csv(frame.reset_index() if index else frame)
 
 
 def lead_sentence(report: kpis.KpiReport) -> str:
