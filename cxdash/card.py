@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 
 from cxdash.features import INTENT_SIGNALS, data_as_of
 from cxdash.kinds import IDENTITY_FIELDS
-from cxdash.store import KIND_TABLES, identity_map_table
+from cxdash.store import KIND_TABLES, customer_keys_table, identity_map_table
 from cxdash.timeline import timeline
 
 __all__ = [
@@ -70,15 +70,15 @@ def find_customers(conn: Connection, query: str, *, limit: int = 20) -> pd.DataF
     query = (query or "").strip()
     if not query:
         return pd.DataFrame(columns=["cx_id", "customer_id", "name", "matched"])
-    im, c = identity_map_table, KIND_TABLES["customers"]
+    im, ck, c = identity_map_table, customer_keys_table, KIND_TABLES["customers"]
     exact = conn.execute(
         sa.select(im.c.cx_id, im.c.id_key).where(im.c.id_key.in_(_candidate_keys(query))).limit(limit)
     ).fetchall()
     found = {r.cx_id: r.id_key.split(":", 1)[0] for r in exact}
     if len(found) < limit:
         prefix = conn.execute(
-            sa.select(im.c.cx_id)
-            .select_from(c.join(im, im.c.id_key == c.c.id_key))
+            sa.select(ck.c.cx_id)
+            .select_from(c.join(ck, ck.c.cx_key == c.c.cx_key))
             .where(c.c.customer_id.like(query.replace("%", "").replace("_", r"\_") + "%", escape="\\"))
             .order_by(c.c.customer_id)
             .limit(limit - len(found))
@@ -88,9 +88,9 @@ def find_customers(conn: Connection, query: str, *, limit: int = 20) -> pd.DataF
     if not found:
         return pd.DataFrame(columns=["cx_id", "customer_id", "name", "matched"])
     names = conn.execute(
-        sa.select(im.c.cx_id, c.c.customer_id, c.c.name)
-        .select_from(c.join(im, im.c.id_key == c.c.id_key))
-        .where(im.c.cx_id.in_(list(found)))
+        sa.select(ck.c.cx_id, c.c.customer_id, c.c.name)
+        .select_from(c.join(ck, ck.c.cx_key == c.c.cx_key))
+        .where(ck.c.cx_id.in_(list(found)))
     ).fetchall()
     crm = {r.cx_id: (r.customer_id, r.name) for r in names}
     return pd.DataFrame(
@@ -101,9 +101,9 @@ def find_customers(conn: Connection, query: str, *, limit: int = 20) -> pd.DataF
 
 def profile(conn: Connection, cx_id: str, *, mask: bool = True) -> dict:
     """The CRM record (masked email/phone unless ``mask=False``), consent and other attributes."""
-    im, c = identity_map_table, KIND_TABLES["customers"]
+    im, c = customer_keys_table, KIND_TABLES["customers"]
     row = conn.execute(
-        sa.select(c).select_from(c.join(im, im.c.id_key == c.c.id_key)).where(im.c.cx_id == cx_id)
+        sa.select(c).select_from(c.join(im, im.c.cx_key == c.c.cx_key)).where(im.c.cx_id == cx_id)
         .order_by(c.c.load_id.desc()).limit(1)
     ).mappings().first()
     if row is None:
@@ -139,7 +139,7 @@ def recent_signals(conn: Connection, cx_id: str, *, now: datetime | None = None)
     """
     now = now or data_as_of(conn)
     e, k, x = KIND_TABLES["events"], KIND_TABLES["tickets"], KIND_TABLES["transactions"]
-    im = identity_map_table
+    im = customer_keys_table
     patterns = {stem: pats for stem, (kind, pats) in INTENT_SIGNALS.items()}
     parts = []
 
@@ -147,7 +147,7 @@ def recent_signals(conn: Connection, cx_id: str, *, now: datetime | None = None)
         parts.append(
             sa.select(sa.literal(name).label("signal"), sa.func.max(ts).label("last_at"),
                       sa.func.sum(sa.case((ts >= now - pd.Timedelta(days=30).to_pytimedelta(), 1), else_=0)).label("n30"))
-            .select_from(kind_table.join(im, im.c.id_key == kind_table.c.id_key))
+            .select_from(kind_table.join(im, im.c.cx_key == kind_table.c.cx_key))
             .where(im.c.cx_id == cx_id, cond)
         )
 
@@ -177,11 +177,11 @@ def recent_signals(conn: Connection, cx_id: str, *, now: datetime | None = None)
 
 
 def _tickets(conn: Connection, cx_id: str, where, limit: int) -> pd.DataFrame:
-    k, im = KIND_TABLES["tickets"], identity_map_table
+    k, im = KIND_TABLES["tickets"], customer_keys_table
     rows = conn.execute(
         sa.select(k.c.ticket_id, k.c.opened_at, k.c.closed_at, k.c.channel, k.c.topic, k.c.transfers, k.c.status,
                   k.c.satisfaction, k.c.department)
-        .select_from(k.join(im, im.c.id_key == k.c.id_key))
+        .select_from(k.join(im, im.c.cx_key == k.c.cx_key))
         .where(im.c.cx_id == cx_id, where)
         .order_by(k.c.opened_at.desc())
         .limit(limit)

@@ -273,8 +273,13 @@ def cmd_erase(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    store = _store(args)
-    print(f"schema up to date at {store.url}")
+    from cxdash.store import open_store
+
+    store = open_store(args.db, create=False)
+    changes = store.create_schema()
+    for change in changes:
+        print(change)
+    print(f"schema up to date at {store.url}" + (f" ({len(changes)} change(s))" if changes else ""))
     return 0
 
 

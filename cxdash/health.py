@@ -24,8 +24,8 @@ from cxdash.kinds import IDENTITY_FIELDS, KINDS, get_kind
 from cxdash.overview import TIME_FIELDS
 from cxdash.store import (
     KIND_TABLES,
+    customer_keys_table,
     identity_hubs_table,
-    identity_map_table,
     loads_table,
     mappings_table,
     sources_table,
@@ -97,13 +97,13 @@ def governance(conn: Connection, now: datetime | None = None) -> pd.DataFrame:
     for kind_name in KINDS:
         t = KIND_TABLES[kind_name]
         ts = t.c[TIME_FIELDS[kind_name]]
-        im = identity_map_table
+        im = customer_keys_table
         base = sa.select(
             t.c.source.label("name"),
             sa.func.count().label("rows"),
             sa.func.max(ts).label("newest"),
             sa.func.sum(sa.case((im.c.known.is_(True), 1), else_=0)).label("stitched"),
-        ).select_from(t.outerjoin(im, im.c.id_key == t.c.id_key)).group_by(t.c.source)
+        ).select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key)).group_by(t.c.source)
         per_kind.append(pd.DataFrame(conn.execute(base).mappings().all()))
         kind = get_kind(kind_name)
         if kind.natural_key:
@@ -201,7 +201,7 @@ def stitch_coverage(conn: Connection) -> pd.DataFrame:
     identifier is a shared one) or ``anonymous`` (no identifier); ``matched_via`` is the
     identifier field the row is keyed on (email, phone, account_id...).
     """
-    im, hubs = identity_map_table, identity_hubs_table
+    im, hubs = customer_keys_table, identity_hubs_table
     parts = []
     for kind_name in KINDS:
         t = KIND_TABLES[kind_name]
@@ -217,7 +217,7 @@ def stitch_coverage(conn: Connection) -> pd.DataFrame:
         )
         parts.append(
             sa.select(t.c.source.label("source"), via.label("matched_via"), status.label("status"))
-            .select_from(t.outerjoin(im, im.c.id_key == t.c.id_key).outerjoin(hubs, hubs.c.id_key == t.c.id_key))
+            .select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key).outerjoin(hubs, hubs.c.id_key == t.c.id_key))
         )
     u = sa.union_all(*parts).subquery()
     q = sa.select(u.c.source, u.c.matched_via, u.c.status, sa.func.count().label("rows")).group_by(
@@ -231,8 +231,8 @@ def coverage(conn: Connection) -> pd.DataFrame:
 
     Out: ``measure, needs, customers_covered, share``.
     """
-    im = identity_map_table
-    known = sa.select(im.c.cx_id).where(im.c.known.is_(True)).distinct().subquery()
+    im = customer_keys_table
+    known = sa.select(im.c.cx_key).where(im.c.known.is_(True)).subquery()
     total = conn.execute(sa.select(sa.func.count()).select_from(known)).scalar() or 0
 
     def having(*kinds: str, where=None) -> int:
@@ -240,8 +240,8 @@ def coverage(conn: Connection) -> pd.DataFrame:
         for k in kinds:
             t = KIND_TABLES[k]
             sel = (
-                sa.select(im.c.cx_id)
-                .select_from(t.join(im, im.c.id_key == t.c.id_key))
+                sa.select(t.c.cx_key)
+                .select_from(t.join(im, im.c.cx_key == t.c.cx_key))
                 .where(im.c.known.is_(True))
                 .distinct()
             )

@@ -25,9 +25,16 @@ from scipy.sparse.csgraph import connected_components
 from sqlalchemy.engine import Connection
 
 from cxdash.kinds import IDENTITY_FIELDS, KINDS
-from cxdash.store import KIND_TABLES, bulk_insert, identity_hubs_table, identity_map_table, read_frame
+from cxdash.store import (
+    KIND_TABLES,
+    bulk_insert,
+    customer_keys_table,
+    identity_hubs_table,
+    identity_map_table,
+    read_frame,
+)
 
-__all__ = ["DEFAULT_HUB_DEGREE", "rebuild_identity_map", "stitch"]
+__all__ = ["DEFAULT_HUB_DEGREE", "assign_customer_keys", "rebuild_identity_map", "stamp_customer_keys", "stitch"]
 
 log = logging.getLogger(__name__)
 
@@ -156,18 +163,54 @@ def _rekey_hub_rows(conn: Connection) -> None:
             )
 
 
+def assign_customer_keys(id_map: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+    """One integer ``cx_key`` per customer of ``id_map``: a customer whose ``cx_id`` had a key
+    (``previous``: cx_id, cx_key) keeps it; new customers get new keys, in ``cx_id`` order so
+    the same data gives the same keys. Out: ``cx_key, cx_id, known`` (one row per customer)."""
+    customers = (
+        id_map.groupby("cx_id", sort=True, observed=True)["known"].any().reset_index()
+        if len(id_map) else pd.DataFrame({"cx_id": pd.Series(dtype=object), "known": pd.Series(dtype=bool)})
+    )
+    keyed = customers[["cx_id"]].merge(previous[["cx_id", "cx_key"]], on="cx_id", how="left", sort=False)
+    keys = np.array(keyed["cx_key"].to_numpy(dtype="float64", na_value=np.nan), copy=True)
+    new = np.isnan(keys)
+    start = int(previous["cx_key"].max()) + 1 if len(previous) else 1
+    keys[new] = np.arange(start, start + int(new.sum()))
+    customers.insert(0, "cx_key", keys.astype("int64"))
+    return customers
+
+
+def stamp_customer_keys(conn: Connection) -> None:
+    """Write each row's customer key from the identity map, touching only rows whose key changed."""
+    im = identity_map_table
+    for t in KIND_TABLES.values():
+        conn.execute(
+            t.update()
+            .where(im.c.id_key == t.c.id_key, t.c.cx_key.is_distinct_from(im.c.cx_key))
+            .values(cx_key=im.c.cx_key)
+        )
+        conn.execute(t.update().where(t.c.id_key.is_(None), t.c.cx_key.is_not(None)).values(cx_key=None))
+
+
 def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE) -> dict:
-    """Recompute the identity map from every stored row, inside the caller's transaction."""
+    """Recompute the identity map from every stored row, inside the caller's transaction, and
+    write every row's customer key."""
     edges, nodes = _edges_and_nodes(conn)
     id_map, hubs = stitch(edges, nodes, hub_degree)
+    previous = read_frame(conn, sa.select(customer_keys_table.c.cx_id, customer_keys_table.c.cx_key))
+    customers = assign_customer_keys(id_map, previous)
+    id_map = id_map.merge(customers[["cx_id", "cx_key"]], on="cx_id", how="left", sort=False)
     conn.execute(identity_map_table.delete())
     conn.execute(identity_hubs_table.delete())
+    conn.execute(customer_keys_table.delete())
     bulk_insert(conn, identity_map_table, id_map)
     bulk_insert(conn, identity_hubs_table, hubs)
+    bulk_insert(conn, customer_keys_table, customers)
     if len(hubs):
         # Re-keying changes no link (a hub links nothing, and the rows' other identifiers are
         # nodes already), so the map just computed stays right for the re-keyed rows.
         _rekey_hub_rows(conn)
+    stamp_customer_keys(conn)
     summary = {
         "identifiers": int(len(id_map)),
         "customers": int(id_map.loc[id_map["known"], "cx_id"].nunique()) if len(id_map) else 0,

@@ -27,7 +27,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cxdash.store import KIND_TABLES, identity_map_table, sources_table
+from cxdash.store import KIND_TABLES, customer_keys_table, sources_table
 from cxdash.timeline import FAILED_PAYMENT_STATUSES, timeline
 
 __all__ = [
@@ -201,7 +201,7 @@ def _count(conn: Connection, table: sa.Table, *where) -> int:
 
 
 def _customer_universe(conn: Connection) -> sa.Select:
-    im = identity_map_table
+    im = customer_keys_table
     has_crm = _count(conn, KIND_TABLES["customers"])
     q = sa.select(im.c.cx_id).distinct()
     if has_crm:
@@ -221,14 +221,14 @@ def churn_basis(conn: Connection) -> str:
 
 def _churned(conn: Connection, now: datetime | None) -> tuple[sa.Select, str]:
     """Select of churned cx_ids and the basis used."""
-    im = identity_map_table
+    im = customer_keys_table
     subs = KIND_TABLES["subscriptions"]
     basis = churn_basis(conn)
     if basis == "subscriptions":
         ended = sa.func.coalesce(subs.c.end, sa.literal(_FAR_FUTURE))
         per_customer = (
             sa.select(im.c.cx_id, sa.func.max(ended).label("last_end"))
-            .select_from(subs.join(im, im.c.id_key == subs.c.id_key))
+            .select_from(subs.join(im, im.c.cx_key == subs.c.cx_key))
             .group_by(im.c.cx_id)
             .subquery()
         )
@@ -237,7 +237,7 @@ def _churned(conn: Connection, now: datetime | None) -> tuple[sa.Select, str]:
         crm = KIND_TABLES["customers"]
         q = (
             sa.select(im.c.cx_id)
-            .select_from(crm.join(im, im.c.id_key == crm.c.id_key))
+            .select_from(crm.join(im, im.c.cx_key == crm.c.cx_key))
             .where(crm.c.churn_label.is_(True))
             .distinct()
         )
@@ -403,7 +403,7 @@ def _customers(conn: Connection, filters: Filters) -> tuple[sa.Subquery, str]:
     ``churn_at`` is the end of the customer's last subscription when every one has ended (subscriptions
     basis); ``label_churned`` is 1 for customers the CRM labels as churned (label basis, no date).
     """
-    im = identity_map_table
+    im = customer_keys_table
     crm = KIND_TABLES["customers"]
     subs = KIND_TABLES["subscriptions"]
     basis = churn_basis(conn)
@@ -416,7 +416,7 @@ def _customers(conn: Connection, filters: Filters) -> tuple[sa.Subquery, str]:
                 sa.func.max(label).label("label_churned"),
                 *[sa.func.max(crm.c[col]).label(col) for col in ATTRIBUTE_FILTERS.values()],
             )
-            .select_from(crm.join(im, im.c.id_key == crm.c.id_key))
+            .select_from(crm.join(im, im.c.cx_key == crm.c.cx_key))
             .group_by(im.c.cx_id)
         )
     else:
@@ -435,7 +435,7 @@ def _customers(conn: Connection, filters: Filters) -> tuple[sa.Subquery, str]:
     last_end = sa.func.max(sa.func.coalesce(subs.c.end, sa.literal(_FAR_FUTURE, sa.DateTime)))
     sub_end = (
         sa.select(im.c.cx_id, last_end.label("last_end"))
-        .select_from(subs.join(im, im.c.id_key == subs.c.id_key))
+        .select_from(subs.join(im, im.c.cx_key == subs.c.cx_key))
         .group_by(im.c.cx_id)
         .subquery("sub_end")
     )
@@ -472,7 +472,7 @@ def _tickets(cust: sa.Subquery, filters: Filters, repeat_days: int) -> sa.Subque
     """Tickets of the customers in view: ``cx_id, opened_at, closed_at, transfers, satisfaction, department,
     is_repeat`` (1 when the same customer opened a ticket on the same topic within ``repeat_days`` before)."""
     k = KIND_TABLES["tickets"]
-    im = identity_map_table
+    im = customer_keys_table
     topic = sa.func.coalesce(k.c.topic, "")
     prev_opened = sa.func.lag(k.c.opened_at).over(partition_by=[im.c.cx_id, topic], order_by=[k.c.opened_at, k.c.row_key])
     inner = (
@@ -486,7 +486,7 @@ def _tickets(cust: sa.Subquery, filters: Filters, repeat_days: int) -> sa.Subque
             prev_opened.label("prev_opened"),
         )
         .select_from(
-            k.join(im, im.c.id_key == k.c.id_key)
+            k.join(im, im.c.cx_key == k.c.cx_key)
             .join(cust, cust.c.cx_id == im.c.cx_id)
             .join(sources_table, sources_table.c.name == k.c.source)
         )
@@ -505,10 +505,10 @@ def _tickets(cust: sa.Subquery, filters: Filters, repeat_days: int) -> sa.Subque
 
 def _paid_transactions(cust: sa.Subquery) -> sa.Subquery:
     x = KIND_TABLES["transactions"]
-    im = identity_map_table
+    im = customer_keys_table
     return (
         sa.select(im.c.cx_id, x.c.timestamp.label("ts"), x.c.amount)
-        .select_from(x.join(im, im.c.id_key == x.c.id_key).join(cust, cust.c.cx_id == im.c.cx_id))
+        .select_from(x.join(im, im.c.cx_key == x.c.cx_key).join(cust, cust.c.cx_id == im.c.cx_id))
         .where(
             sa.func.lower(sa.func.coalesce(x.c.status, "")).not_in(FAILED_PAYMENT_STATUSES),
             x.c.amount.is_not(None),
@@ -609,7 +609,7 @@ def kpi_table(
 
     # -- subscriptions: revenue churn and renewal -------------------------------------------
     subs = KIND_TABLES["subscriptions"]
-    im = identity_map_table
+    im = customer_keys_table
     running = sa.and_(subs.c.start < spine.c.p_start, sa.or_(subs.c.end.is_(None), subs.c.end >= spine.c.p_start))
     ended_in = sa.and_(running, subs.c.end.is_not(None), subs.c.end < spine.c.p_end)
     kept = sa.and_(running, sa.or_(subs.c.end.is_(None), subs.c.end >= spine.c.p_end))
@@ -622,7 +622,7 @@ def kpi_table(
             sa.func.sum(sa.case((ended_in, subs.c.mrr), else_=0.0)).label("mrr_lost"),
         )
         .select_from(
-            spine.join(subs, sa.true()).join(im, im.c.id_key == subs.c.id_key).join(cust, cust.c.cx_id == im.c.cx_id)
+            spine.join(subs, sa.true()).join(im, im.c.cx_key == subs.c.cx_key).join(cust, cust.c.cx_id == im.c.cx_id)
         )
         .group_by(spine.c.bucket)
     )
@@ -1057,12 +1057,12 @@ def coverage(conn: Connection, filters: Filters | None = None) -> dict[str, floa
     """Per KPI, the share of the customers in view that have the data it needs."""
     filters = filters or Filters()
     cust, basis = _customers(conn, filters)
-    im = identity_map_table
+    im = customer_keys_table
 
     def ids(kind: str, *where) -> sa.Subquery:
         t = KIND_TABLES[kind]
         return (
-            sa.select(im.c.cx_id).select_from(t.join(im, im.c.id_key == t.c.id_key)).where(*where).distinct().subquery()
+            sa.select(im.c.cx_id).select_from(t.join(im, im.c.cx_key == t.c.cx_key)).where(*where).distinct().subquery()
         )
 
     k = KIND_TABLES["tickets"]
@@ -1395,7 +1395,7 @@ def conflicts(
 
     # sales: revenue closed per owner -> 90-day retention of the customers they won
     o = KIND_TABLES["opportunities"]
-    im = identity_map_table
+    im = customer_keys_table
     won = sa.func.lower(sa.func.coalesce(o.c.stage, "")).in_(("won", "closed won", "closed_won"))
     per_owner = (
         sa.select(o.c.owner.label("cohort"), sa.func.sum(o.c.amount).label("departmental_value"))
@@ -1405,7 +1405,7 @@ def conflicts(
     )
     owner_customers = (
         sa.select(o.c.owner, im.c.cx_id)
-        .select_from(o.join(im, im.c.id_key == o.c.id_key))
+        .select_from(o.join(im, im.c.cx_key == o.c.cx_key))
         .where(won, o.c.owner.is_not(None))
         .distinct()
         .subquery("owner_customers")
@@ -1439,7 +1439,7 @@ def conflicts(
             next_opened.label("next_opened"),
         )
         .select_from(
-            k.join(im, im.c.id_key == k.c.id_key)
+            k.join(im, im.c.cx_key == k.c.cx_key)
             .join(cust, cust.c.cx_id == im.c.cx_id)
             .join(sources_table, sources_table.c.name == k.c.source)
         )

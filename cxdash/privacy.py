@@ -22,10 +22,12 @@ import os
 import re
 import secrets
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -36,9 +38,13 @@ __all__ = [
     "DEFAULT_MIN_GROUP_SIZE",
     "PERSONAL_COLUMNS",
     "PERSONAL_DATA_ROLES",
+    "SmallGroups",
     "consented_customers",
+    "describe_export",
+    "hides_small_groups",
     "identifier_hash",
     "is_personal_column",
+    "keep_consented",
     "mask_address",
     "mask_email",
     "mask_frame",
@@ -49,7 +55,9 @@ __all__ = [
     "min_group_size",
     "secret_salt",
     "sees_personal_data",
+    "small_groups",
     "suppress_small_groups",
+    "suppressed_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -202,6 +210,169 @@ def suppress_small_groups(
     return out
 
 
+def hides_small_groups(role: str | None) -> bool:
+    """Whether ``role`` gets aggregates with small groups suppressed: every role whose job is not
+    individual customers. Agents and admins see the customers themselves, so hiding a group of
+    three from them protects no one."""
+    return not sees_personal_data(role)
+
+
+def suppressed_text(k: int | None = None) -> str:
+    """What a suppressed cell says instead of its figure."""
+    return f"suppressed: fewer than {min_group_size(k)} customers"
+
+
+NOTE_COLUMN = "suppression"
+_SECONDARY_TEXT = "suppressed: with the total, its figures would give a smaller group's away"
+
+
+@dataclass(frozen=True)
+class SmallGroups:
+    """The rows of one aggregate that describe a group too small to show (see ``small_groups``).
+
+    Masks are positional (one bool per row of ``frame``): ``small`` marks the groups of 1 to k-1
+    customers, ``mask`` those plus any group hidden only so that a published total cannot give a
+    small one away. ``k`` is None when nothing is hidden (a role that sees individuals), and then
+    every view hands the frame back unchanged.
+    """
+
+    frame: pd.DataFrame
+    k: int | None
+    what: str
+    small: np.ndarray
+    mask: np.ndarray
+    groups: np.ndarray  # each row's group (its position without ``by``)
+    sizes: np.ndarray  # each row's group size, from the first count column
+    disjoint: bool
+
+    def _count(self, rows: np.ndarray) -> int:
+        return len(pd.unique(self.groups[rows])) if rows.any() else 0
+
+    @property
+    def hidden(self) -> int:
+        """How many groups are suppressed."""
+        return self._count(self.mask)
+
+    @property
+    def shown(self) -> pd.DataFrame:
+        """The rows safe to chart or summarise (the suppressed groups left out)."""
+        return self.frame if not self.mask.any() else self.frame.loc[~self.mask]
+
+    @property
+    def note(self) -> str | None:
+        """One sentence for a caption or an export, or None when nothing is suppressed."""
+        if not self.mask.any():
+            return None
+        small, extra = self._count(self.small), self._count(self.mask & ~self.small)
+        text = (f"Suppressed (fewer than {self.k} customers each): {small:,} of "
+                f"{len(pd.unique(self.groups)):,} {self.what}")
+        if extra:
+            text += f", and {extra:,} more so that the total cannot give the small one away"
+        if self.disjoint:
+            _, first = np.unique(self.groups[self.mask], return_index=True)
+            total = int(self.sizes[self.mask][first].sum())
+            if total >= self.k:
+                text += f" (together {total:,} customers)"
+        return text + "."
+
+    def blank(self, display: pd.DataFrame | None = None, keep: Iterable[str] = ()) -> pd.DataFrame:
+        """``display`` (default: the aggregate itself; any frame with the same rows in the same
+        order, such as the page's formatted table) with the suppressed rows' cells emptied except
+        the ``keep`` columns (the group's labels), and a ``suppression`` column saying why.
+        Number columns stay numbers (whole numbers as nullable ``Int64``), so a chart draws a gap."""
+        out = (self.frame if display is None else display).copy()
+        if len(out) != len(self.mask):
+            raise ValueError(f"blank() needs one display row per aggregate row: got {len(out)}, "
+                             f"expected {len(self.mask)}")
+        if not self.mask.any():
+            return out
+        keep = set(keep)
+        for col in out.columns:
+            if col in keep:
+                continue
+            s = out[col]
+            if pd.api.types.is_integer_dtype(s):
+                out[col] = s.astype("Int64").mask(self.mask)
+            elif pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+                out[col] = s.astype("float64").where(~self.mask, np.nan)
+            else:
+                out[col] = s.astype(object).where(~self.mask, None)
+        # Right after the labels, where a reader looking at the empty cells sees why.
+        cols = list(out.columns)
+        first = next((i for i, c in enumerate(cols) if c in keep), len(cols))
+        at = next((i for i in range(first, len(cols)) if cols[i] not in keep), len(cols)) if first < len(cols) else 0
+        out.insert(at, NOTE_COLUMN, np.where(self.small, suppressed_text(self.k),
+                                             np.where(self.mask, _SECONDARY_TEXT, "")))
+        return out
+
+    def pooled(self, label_column: str, label: str, *, count_column: str = "customers",
+               sum_columns: Sequence[str] = ()) -> pd.DataFrame:
+        """The groups that may be shown, then one row standing for all the suppressed ones (their
+        labels can describe a person, such as a journey only one customer took). The pooled row
+        carries their combined ``count_column`` (and ``sum_columns``) when that is at least k."""
+        if not self.mask.any():
+            return self.frame
+        hidden = self.frame.loc[self.mask]
+        total = pd.to_numeric(hidden[count_column], errors="coerce").sum()
+        row: dict[str, object] = {c: None for c in self.frame.columns}
+        row[label_column] = f"({self.hidden:,} {label} suppressed)"
+        if total >= self.k:
+            for c in (count_column, *sum_columns):
+                row[c] = pd.to_numeric(hidden[c], errors="coerce").sum()
+        row[NOTE_COLUMN] = suppressed_text(self.k) + " each"
+        if (self.mask & ~self.small).any():
+            row[NOTE_COLUMN] += ", and one more so that the total cannot give it away"
+        out = pd.concat([self.shown.assign(**{NOTE_COLUMN: ""}), pd.DataFrame([row])], ignore_index=True)
+        for c in self.frame.columns:  # the pooled row's gaps must not turn number columns into text
+            dtype = self.frame[c].dtype
+            if pd.api.types.is_integer_dtype(dtype):
+                out[c] = pd.to_numeric(out[c], errors="coerce").astype("Int64")
+            elif pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+                out[c] = pd.to_numeric(out[c], errors="coerce").astype("float64")
+        return out
+
+
+def small_groups(
+    frame: pd.DataFrame,
+    k: int | None,
+    *,
+    what: str = "groups",
+    count_columns: Sequence[str] = ("customers",),
+    by: str | None = None,
+    disjoint: bool = False,
+) -> SmallGroups:
+    """Find the groups of an aggregate that hold 1 to k-1 customers.
+
+    In: one row per group with ``count_columns`` (distinct customers; a row is small when any of
+    them holds 1 to k-1: an empty group singles no one out), or with ``by`` several rows per
+    group (a funnel's steps per segment), a group's count being its largest. ``k`` None: nothing
+    is suppressed. ``disjoint``: the groups partition the customers (signup months, segments),
+    so the note may give the hidden groups' combined size, and when exactly one group is small
+    the next smallest is hidden too: a published total minus the shown groups would otherwise
+    give the small one's size away.
+    Out: a ``SmallGroups`` with the masks and the views a page needs (``shown``, ``blank``,
+    ``pooled``, ``note``).
+    """
+    n = len(frame)
+    if n == 0 or k is None:
+        none = np.zeros(n, dtype=bool)
+        return SmallGroups(frame, None, what, none, none, np.arange(n), np.zeros(n), disjoint)
+    k = min_group_size(k)
+    counts = pd.concat([pd.to_numeric(frame[c], errors="coerce") for c in count_columns], axis=1).fillna(0)
+    groups = np.arange(n) if by is None else frame[by].astype("string").fillna("").to_numpy()
+    if by is not None:
+        counts = counts.groupby(groups).transform("max")
+    small = ((counts > 0) & (counts < k)).any(axis=1).to_numpy()
+    sizes = counts.iloc[:, 0].to_numpy()
+    mask = small
+    if disjoint and len(pd.unique(groups[small])) == 1:
+        rest = pd.Series(sizes[~small], index=groups[~small])
+        rest = rest[rest > 0]
+        if len(rest):
+            mask = small | (groups == rest.groupby(level=0).max().idxmin())
+    return SmallGroups(frame, k, what, small, mask, groups, sizes, disjoint)
+
+
 # ----------------------------------------------------------------------------- consent
 def consented_customers(conn: Connection) -> set[str]:
     """The stitched customers (``cx_id``) who may receive marketing.
@@ -209,14 +380,14 @@ def consented_customers(conn: Connection) -> set[str]:
     A customer qualifies when at least one CRM record says ``consent_marketing = true`` and
     none says false; a customer with no flag at all does not (consent is opt-in).
     """
-    from cxdash.store import KIND_TABLES, identity_map_table
+    from cxdash.store import KIND_TABLES, customer_keys_table
 
-    t, im = KIND_TABLES["customers"], identity_map_table
+    t, im = KIND_TABLES["customers"], customer_keys_table
     yes = sa.func.sum(sa.case((t.c.consent_marketing.is_(True), 1), else_=0))
     no = sa.func.sum(sa.case((t.c.consent_marketing.is_(False), 1), else_=0))
     q = (
         sa.select(im.c.cx_id)
-        .select_from(t.join(im, im.c.id_key == t.c.id_key))
+        .select_from(t.join(im, im.c.cx_key == t.c.cx_key))
         .group_by(im.c.cx_id)
         .having(sa.and_(yes > 0, no == 0))
     )
@@ -226,12 +397,46 @@ def consented_customers(conn: Connection) -> set[str]:
 def marketing_export(conn: Connection, frame: pd.DataFrame, *, cx_column: str = "cx_id") -> tuple[pd.DataFrame, str]:
     """Only the rows of customers who consented to marketing, and a sentence saying what the
     export holds (how many were left out for lack of consent)."""
-    allowed = consented_customers(conn)
-    keep = frame[cx_column].astype("string").isin(allowed).fillna(False).astype(bool)
-    out = frame.loc[keep].reset_index(drop=True)
-    left_out = int((~keep).sum())
+    out, left_out = keep_consented(frame, consented_customers(conn), cx_column=cx_column)
     note = (f"{len(out):,} customers with marketing consent; {left_out:,} without consent were left out.")
     return out, note
+
+
+def describe_export(
+    frame: pd.DataFrame,
+    *,
+    what: str,
+    masked: Iterable[str] = (),
+    consent_left_out: int | None = None,
+    suppressed: str | None = None,
+) -> str:
+    """What an exported file holds, in a few plain sentences for the page and the audit log:
+    the rows, which personal columns are masked or in full, whether the marketing-consent filter
+    ran (and how many it left out), and what small-group suppression hid."""
+    parts = [f"{len(frame):,} rows: {what}."]
+    personal = [str(c) for c in frame.columns if is_personal_column(str(c))]
+    masked = [c for c in personal if c in set(masked)]
+    full = [c for c in personal if c not in masked]
+    if masked:
+        parts.append(f"Masked: {', '.join(masked)}.")
+    if full:
+        parts.append(f"Personal fields in full: {', '.join(full)}.")
+    if not personal:
+        parts.append("No personal fields (names, emails, phones, addresses).")
+    if consent_left_out is not None:
+        parts.append(f"Only customers with marketing consent: {consent_left_out:,} without it left out.")
+    if suppressed:
+        parts.append(suppressed)
+    return " ".join(parts)
+
+
+def keep_consented(
+    frame: pd.DataFrame, allowed: Collection[str], *, cx_column: str = "cx_id"
+) -> tuple[pd.DataFrame, int]:
+    """The rows of ``frame`` whose ``cx_column`` is in ``allowed`` (see ``consented_customers``),
+    and how many rows were left out. The UI passes a set cached on the data version."""
+    keep = frame[cx_column].astype("string").isin(allowed).fillna(False).astype(bool)
+    return frame.loc[keep].reset_index(drop=True), int((~keep).sum())
 
 
 # ----------------------------------------------------------------------------- salted hashes

@@ -37,6 +37,7 @@ __all__ = [
     "StoreLockedError",
     "bulk_insert",
     "kind_table",
+    "customer_keys_table",
     "open_store",
 ]
 
@@ -54,7 +55,7 @@ _SA_TYPES = {
 }
 
 # Columns every kind table has besides its canonical fields.
-META_COLUMNS = ("source", "load_id", "row_number", "row_key", "id_key", "attrs")
+META_COLUMNS = ("source", "load_id", "row_number", "row_key", "id_key", "cx_key", "attrs")
 
 
 def kind_columns(kind: SourceKind) -> list[sa.Column]:
@@ -65,6 +66,10 @@ def kind_columns(kind: SourceKind) -> list[sa.Column]:
         sa.Column("row_number", sa.BigInteger, nullable=False),
         sa.Column("row_key", sa.String, nullable=False),
         sa.Column("id_key", sa.String),
+        # The row's stitched customer as an integer (``customer_keys.cx_key``), written when
+        # identities are stitched so queries group and join on an integer instead of joining
+        # every row to the identity map on its text identifier.
+        sa.Column("cx_key", sa.BigInteger),
         *[sa.Column(f.name, _SA_TYPES[f.dtype]()) for f in kind.fields],
         sa.Column("attrs", sa.Text),
     ]
@@ -79,6 +84,7 @@ KIND_TABLES: dict[str, sa.Table] = {
         # columnar scans do not, and its ART indexes slow bulk loads several-fold.
         sa.Index(f"ix_src_{name}_source_key", "source", "row_key").ddl_if(dialect="postgresql"),
         sa.Index(f"ix_src_{name}_id_key", "id_key").ddl_if(dialect="postgresql"),
+        sa.Index(f"ix_src_{name}_cx_key", "cx_key").ddl_if(dialect="postgresql"),
     )
     for name, kind in KINDS.items()
 }
@@ -126,6 +132,18 @@ identity_map_table = sa.Table(
     "identity_map",
     ANALYTICS,
     sa.Column("id_key", sa.String, primary_key=True),
+    sa.Column("cx_id", sa.String, nullable=False),
+    sa.Column("known", sa.Boolean, nullable=False),
+    sa.Column("cx_key", sa.BigInteger),
+)
+
+# One row per stitched customer. ``cx_key`` is stable across rebuilds for a customer whose
+# ``cx_id`` survives (new customers get new keys), so a rebuild rewrites only the rows whose
+# customer changed.
+customer_keys_table = sa.Table(
+    "customer_keys",
+    ANALYTICS,
+    sa.Column("cx_key", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("cx_id", sa.String, nullable=False),
     sa.Column("known", sa.Boolean, nullable=False),
 )
@@ -177,12 +195,23 @@ class Store:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def create_schema(self) -> None:
-        """Create any missing tables (idempotent)."""
+    def create_schema(self) -> list[str]:
+        """Create any missing tables and add any missing columns (idempotent).
+
+        Returns what was upgraded. A store written before rows carried their customer key
+        gets the key columns and one identity rebuild, which fills them.
+        """
         with self.begin() as conn:
             ANALYTICS.create_all(conn)
+            added = _add_missing_columns(conn, ANALYTICS)
+            if any(col == "cx_key" for _, col in added):
+                from cxdash.identity import rebuild_identity_map  # identity imports this module
+
+                rebuild_identity_map(conn)
         with self.app_begin() as conn:
             APP_STATE.create_all(conn)
+            added += _add_missing_columns(conn, APP_STATE)
+        return [f"added column {table}.{col}" for table, col in added]
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -231,6 +260,26 @@ class Store:
         self.engine.dispose()
         if self.app_engine is not self.engine:
             self.app_engine.dispose()
+
+
+def _add_missing_columns(conn: Connection, metadata: sa.MetaData) -> list[tuple[str, str]]:
+    """``ALTER TABLE ... ADD COLUMN`` for columns our schema has and the database lacks.
+
+    Only nullable columns are ever added this way; names come from our own metadata, quoted
+    by the dialect.
+    """
+    prep = conn.dialect.identifier_preparer
+    added = []
+    for table in metadata.sorted_tables:
+        # the result's column names: portable (duckdb-engine's inspector reads pg_catalog)
+        have = set(conn.execute(sa.select(sa.literal_column("*")).select_from(table).limit(0)).keys())
+        for col in table.columns:
+            if col.name in have:
+                continue
+            kind = col.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(table)} ADD COLUMN {prep.quote(col.name)} {kind}")
+            added.append((table.name, col.name))
+    return added
 
 
 def make_engine(url: str) -> Engine:

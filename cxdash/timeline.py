@@ -4,7 +4,7 @@
 aggregate it inside the database. Columns:
 
 ==========  =================================================================
-cx_id       stitched customer (``identity_map``); NULL when the row has no identifier
+cx_id       stitched customer (``customer_keys``); NULL when the row has no identifier
 known       the customer has a CRM record
 ts          when it happened (naive UTC)
 activity    what happened (``checkout_error``, ``ticket: billing``, ``payment failed``...)
@@ -13,6 +13,7 @@ channel     web, chat, phone... where known
 source      the source the row came from
 kind        the source kind
 value       amount or value where the step has one
+cx_key      the customer's integer key (``customer_keys.cx_key``): count and group on this
 ==========  =================================================================
 """
 
@@ -20,17 +21,17 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from cxdash.store import KIND_TABLES, identity_map_table, sources_table
+from cxdash.store import KIND_TABLES, customer_keys_table, sources_table
 
 __all__ = ["FAILED_PAYMENT_STATUSES", "TIMELINE_COLUMNS", "timeline"]
 
-TIMELINE_COLUMNS = ("cx_id", "known", "ts", "activity", "department", "channel", "source", "kind", "value")
+TIMELINE_COLUMNS = ("cx_id", "known", "ts", "activity", "department", "channel", "source", "kind", "value", "cx_key")
 FAILED_PAYMENT_STATUSES = ("failed", "declined", "error", "payment_failed", "rejected")
 
 
 def _part(kind: str, ts, activity, *, channel=None, value=None, department=None) -> sa.Select:
     t = KIND_TABLES[kind]
-    im = identity_map_table
+    im = customer_keys_table
     s = sources_table
     dept = sa.func.coalesce(department, s.c.department) if department is not None else s.c.department
     return (
@@ -44,8 +45,9 @@ def _part(kind: str, ts, activity, *, channel=None, value=None, department=None)
             t.c.source.label("source"),
             sa.literal(kind, sa.String).label("kind"),
             sa.cast(value if value is not None else sa.null(), sa.Double).label("value"),
+            t.c.cx_key.label("cx_key"),
         )
-        .select_from(t.outerjoin(im, im.c.id_key == t.c.id_key).join(s, s.c.name == t.c.source))
+        .select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key).join(s, s.c.name == t.c.source))
         .where(ts.is_not(None))
     )
 

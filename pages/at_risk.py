@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxdash.ui import risk
+from cxdash.ui import disclosure, risk
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -51,8 +51,13 @@ with right:
     b1, b2, b3 = st.columns(3)
     contacted = b1.button("Mark contacted")
     actioned = b2.button("Mark actioned")
-    b3.download_button("Export CSV for the CRM", risk.export(frame), file_name="at_risk_customers.csv",
-                       mime="text/csv")
+    # The list feeds outreach: customers without marketing consent stay out of the file.
+    outreach, left_out = disclosure.consented(frame)
+    holds = disclosure.describe(outreach, what="at-risk customers for the CRM", consent_left_out=left_out)
+    disclosure.download("Export CSV for the CRM", risk.export(outreach), "at_risk_customers.csv",
+                        key="at_risk_export", what="at-risk list for the CRM", rows=len(outreach), note=holds,
+                        where=b3, show_note=False)
+    st.caption(holds)
 
 st.subheader("Customers, highest risk × value first")
 event = st.dataframe(

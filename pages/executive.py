@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxdash.ui import data
+from cxdash.ui import data, disclosure
 from cxdash.ui import executive as ex
 from cxdash.ui import executive_charts as charts
 from cxdash.ui.frame import page_guard
@@ -39,16 +39,24 @@ with st.sidebar:
 view = ex.current_view()
 ex.share_view(view)
 report = ex.report(view)
+# Executives see aggregates only: no group of fewer than k customers (admins see everything).
+k = disclosure.group_floor()
+if k is not None and 0 < (report.current.get("customers") or 0) < k:
+    st.warning(f"These filters leave fewer than {k} customers, too few to show figures without singling someone "
+               "out. Widen the filters or the period.", icon=":material/visibility_off:")
+    st.stop()
 conflicts = ex.conflicts(view)
+conflicts_k = disclosure.small_groups(conflicts, k, what="cohorts")
 
 # The answer first: the period in one sentence, then any department pulling against the customer.
 st.markdown(ex.lead_sentence(report))
-flagged = ex.conflict_sentences(conflicts) if not conflicts.empty else []
+flagged = ex.conflict_sentences(conflicts_k.shown) if not conflicts_k.shown.empty else []
 if flagged:
     st.error("**Departmental KPIs pulling against the shared ones**\n\n" + "\n".join(f"- {s}" for s in flagged),
              icon=":material/warning:")
 elif not conflicts.empty:
-    st.success("No cohort is in the top quartile of its department's KPI and the bottom quartile of the shared outcome.")
+    st.success("No cohort is in the top quartile of its department's KPI and the bottom quartile of the shared outcome"
+               + (f" (cohorts of fewer than {k} customers are not judged here)." if conflicts_k.mask.any() else "."))
 if report.churn_basis != "subscriptions":
     st.caption(f"Churn basis: {report.churn_basis}. {report.notes.get('churn_rate', '')}")
 
@@ -73,7 +81,8 @@ if report.notes.get("clv_predicted_total") and report.coverage.get("clv_predicte
 elif report.clv is not None and report.clv.ok:
     st.caption(f"Predicted CLV: {report.clv.message}")
 st.caption(f"Activation: {report.notes['activation_rate']}")
-st.download_button("KPIs (CSV)", ex.kpi_csv(report), "shared_kpis.csv", "text/csv", key="executive_dl_kpis")
+disclosure.download("KPIs (CSV)", ex.kpi_csv(report), "shared_kpis.csv", key="executive_dl_kpis",
+                    what="shared KPIs", rows=len(ex.CARDS))
 
 st.header("Where departmental KPIs pull against the shared ones")
 if conflicts.empty:
@@ -81,13 +90,14 @@ if conflicts.empty:
 else:
     left, right = st.columns([1, 1])
     with left:
-        quadrants = charts.conflict_quadrants(conflicts)
+        quadrants = charts.conflict_quadrants(conflicts_k.shown)
         st.plotly_chart(quadrants, width="stretch", key="executive_chart_conflicts")
     with right:
-        bars = charts.campaign_bars(conflicts)
+        bars = charts.campaign_bars(conflicts_k.shown)
         st.plotly_chart(bars, width="stretch", key="executive_chart_campaigns")
+    labels = ("department", "cohort_by", "cohort", "departmental_kpi", "shared_kpi")
     st.dataframe(
-        ex.conflict_table(conflicts),
+        conflicts_k.blank(ex.conflict_table(conflicts), keep=labels),
         hide_index=True,
         width="stretch",
         column_config={
@@ -100,24 +110,33 @@ else:
             "conflict": st.column_config.TextColumn("flag", width="small"),
         },
     )
+    if conflicts_k.note:
+        st.caption(f"{conflicts_k.note} Their figures and flags are not shown or drawn.")
     c1, c2, c3 = st.columns(3)
-    c1.download_button("Conflicts (CSV)", ex.csv(conflicts), "kpi_conflicts.csv", "text/csv", key="executive_dl_conf")
-    c2.download_button("Conflict chart (PNG)", lambda: charts.to_png(quadrants), "kpi_conflicts.png", "image/png",
-                       key="executive_png_conf", on_click="ignore")
-    c3.download_button("Campaign chart (PNG)", lambda: charts.to_png(bars), "campaigns.png", "image/png",
-                       key="executive_png_camp", on_click="ignore")
+    disclosure.download("Conflicts (CSV)", ex.csv(conflicts_k.blank(keep=labels)), "kpi_conflicts.csv",
+                        key="executive_dl_conf", what="KPI conflicts by cohort", rows=len(conflicts),
+                        note=conflicts_k.note, where=c1, show_note=False)
+    disclosure.download("Conflict chart (PNG)", lambda: charts.to_png(quadrants), "kpi_conflicts.png",
+                        mime="image/png", key="executive_png_conf", what="KPI conflict chart", where=c2)
+    disclosure.download("Campaign chart (PNG)", lambda: charts.to_png(bars), "campaigns.png", mime="image/png",
+                        key="executive_png_camp", what="campaign chart", where=c3)
 
 st.header("Trends")
 monthly = ex.trends(view)
 if monthly["active_customers"].fillna(0).sum() == 0:
     st.info("No dated activity in the last twelve months: no trend to show.")
 else:
+    monthly_k = disclosure.small_groups(monthly, k, what="months", count_columns=("customers", "active_customers"))
+    monthly = monthly_k.blank(keep=("period_start", "period_end"))
     trend_fig = charts.trends(monthly, now)
     st.plotly_chart(trend_fig, width="stretch", key="executive_chart_trends")
+    if monthly_k.note:
+        st.caption(f"{monthly_k.note} Those months are gaps in the lines.")
     c1, c2 = st.columns(2)
-    c1.download_button("Monthly KPIs (CSV)", ex.csv(monthly), "kpi_trends.csv", "text/csv", key="executive_dl_trends")
-    c2.download_button("Trend chart (PNG)", lambda: charts.to_png(trend_fig), "kpi_trends.png", "image/png",
-                       key="executive_png_trends", on_click="ignore")
+    disclosure.download("Monthly KPIs (CSV)", ex.csv(monthly), "kpi_trends.csv", key="executive_dl_trends",
+                        what="monthly KPIs", rows=len(monthly), note=monthly_k.note, where=c1, show_note=False)
+    disclosure.download("Trend chart (PNG)", lambda: charts.to_png(trend_fig), "kpi_trends.png", mime="image/png",
+                        key="executive_png_trends", what="KPI trend chart", where=c2)
 
 st.subheader("Retention by signup cohort")
 matrix = ex.cohorts(view)
@@ -125,13 +144,20 @@ if matrix.empty:
     st.info("The cohort matrix needs churn dates, which only subscriptions with end dates give; the loaded data "
             "has none (a churn label has no date).")
 else:
-    heat = charts.cohort_heatmap(matrix.tail(24).dropna(axis=1, how="all"))
-    st.plotly_chart(heat, width="stretch", key="executive_chart_cohorts")
-    c1, c2 = st.columns(2)
-    c1.download_button("Cohort matrix (CSV)", ex.csv(matrix, index=True), "cohort_retention.csv", "text/csv",
-                       key="executive_dl_cohorts")
-    c2.download_button("Cohort chart (PNG)", lambda: charts.to_png(heat), "cohort_retention.png", "image/png",
-                       key="executive_png_cohorts", on_click="ignore")
+    matrix_k = disclosure.small_groups(matrix, k, what="signup cohorts", disjoint=True)
+    if matrix_k.shown.empty:
+        st.info(f"Every signup cohort in view is too small to show. {matrix_k.note}")
+    else:
+        heat = charts.cohort_heatmap(matrix_k.shown.tail(24).dropna(axis=1, how="all"))
+        st.plotly_chart(heat, width="stretch", key="executive_chart_cohorts")
+        if matrix_k.note:
+            st.caption(f"{matrix_k.note} Those cohorts are not drawn.")
+        c1, c2 = st.columns(2)
+        disclosure.download("Cohort matrix (CSV)", ex.csv(matrix_k.blank(), index=True), "cohort_retention.csv",
+                            key="executive_dl_cohorts", what="retention by signup cohort", rows=len(matrix),
+                            note=matrix_k.note, where=c1, show_note=False)
+        disclosure.download("Cohort chart (PNG)", lambda: charts.to_png(heat), "cohort_retention.png",
+                            mime="image/png", key="executive_png_cohorts", what="cohort retention chart", where=c2)
 
 with st.expander("Does the CLV model predict well? Calibration and holdout check", expanded=False):
     st.caption("Holds out the last 40% of the purchase history (at most a year), fits BG/NBD on the rest and "
@@ -145,17 +171,24 @@ with st.expander("Does the CLV model predict well? Calibration and holdout check
             f"**{check['actual_total']:,.0f}** "
             f"({check['predicted_total'] / max(check['actual_total'], 1) - 1:+.1%})."
         )
-        hold_fig = charts.holdout_chart(check["by_frequency"])
+        by_frequency = check["by_frequency"]
+        hold_k = disclosure.small_groups(by_frequency, k, what="purchase-frequency groups", disjoint=True)
+        by_frequency = hold_k.blank(keep=(by_frequency.columns[0],))
+        hold_fig = charts.holdout_chart(by_frequency)
         st.plotly_chart(hold_fig, width="stretch", key="executive_chart_holdout")
+        if hold_k.note:
+            st.caption(hold_k.note)
         c1, c2 = st.columns(2)
-        c1.download_button("Holdout check (CSV)", ex.csv(check["by_frequency"]), "clv_holdout.csv", "text/csv",
-                           key="executive_dl_holdout")
-        c2.download_button("Holdout chart (PNG)", lambda: charts.to_png(hold_fig), "clv_holdout.png", "image/png",
-                           key="executive_png_holdout", on_click="ignore")
+        disclosure.download("Holdout check (CSV)", ex.csv(by_frequency), "clv_holdout.csv", key="executive_dl_holdout",
+                            what="CLV holdout check by purchase frequency", rows=len(by_frequency),
+                            note=hold_k.note, where=c1, show_note=False)
+        disclosure.download("Holdout chart (PNG)", lambda: charts.to_png(hold_fig), "clv_holdout.png",
+                            mime="image/png", key="executive_png_holdout", what="CLV holdout chart", where=c2)
 
 with st.expander("Definitions, owners and coverage"):
     table = ex.definitions_table(report)
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"coverage": st.column_config.ProgressColumn("coverage", min_value=0, max_value=1,
                                                                             format="percent")})
-    st.download_button("Definitions (CSV)", ex.csv(table), "kpi_definitions.csv", "text/csv", key="executive_dl_defs")
+    disclosure.download("Definitions (CSV)", ex.csv(table), "kpi_definitions.csv", key="executive_dl_defs",
+                        what="KPI definitions", rows=len(table))

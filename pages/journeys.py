@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from cxdash.ui import disclosure
 from cxdash.ui import journeys as ju
 from cxdash.ui.frame import page_guard
 
@@ -38,7 +39,11 @@ filters = ju.map_filters()
 repeat_days = int(st.session_state[ju.REPEAT_DAYS])
 spots = ju.hotspot_table(repeat_days)
 edges = ju.dfg(filters)
-st.markdown(ju.lead_sentence(spots, edges))
+# A journey owner sees no aggregate of fewer than k customers (admins see everything).
+k = disclosure.group_floor()
+spots_k = disclosure.small_groups(spots, k, what="hotspots")
+edges_k = disclosure.small_groups(edges, k, what="transitions")
+st.markdown(ju.lead_sentence(spots_k.shown, edges_k.shown))
 
 c1, c2, c3, c4 = st.columns(4, border=True)
 node_frame = ju.nodes(filters)
@@ -47,13 +52,15 @@ c1.metric("Customers with journeys", f"{int(node_frame['customers'].max()) if le
 c2.metric("Transitions", f"{int(edges['count'].sum()):,}", help="Directly-follows pairs after the filters.")
 c3.metric("Activities", f"{len(node_frame):,}")
 c4.metric("Friction hotspots with lift > 1",
-          f"{int((spots['lift_low'] > 1).sum()) if len(spots) else 0} of {len(spots)}",
+          f"{int((spots_k.shown['lift_low'] > 1).sum()) if len(spots) else 0} of {len(spots_k.shown)}",
           help="Hotspots whose 95% confidence interval of churn lift lies above 1.")
 
 st.subheader("Journey map")
 st.caption("Busiest transitions between activities, coloured by department; hover an arrow's middle for "
            "counts and times. Use the sidebar filters to thin it out.")
-st.plotly_chart(ju.journey_map(edges, node_frame), width="stretch", key="journeys_map_chart")
+st.plotly_chart(ju.journey_map(edges_k.shown, node_frame), width="stretch", key="journeys_map_chart")
+if edges_k.note:
+    st.caption(f"{edges_k.note} They are not drawn.")
 
 st.subheader("Paths around one step")
 activities = ju.all_activities(filters)
@@ -65,8 +72,14 @@ a2.radio("Show", ["before", "after"], key=ju.DIRECTION, horizontal=True,
          format_func=lambda d: f"steps {d} it")
 a3.slider("Steps", 1, 10, key=ju.STEPS)
 links = ju.paths(filters, st.session_state[ju.ANCHOR], st.session_state[ju.DIRECTION], st.session_state[ju.STEPS])
-if len(links):
-    st.plotly_chart(ju.sankey(links, st.session_state[ju.ANCHOR]), width="stretch", key="journeys_sankey_chart")
+links_k = disclosure.small_groups(links, k, what="links")
+if len(links_k.shown):
+    st.plotly_chart(ju.sankey(links_k.shown, st.session_state[ju.ANCHOR]), width="stretch",
+                    key="journeys_sankey_chart")
+    if links_k.note:
+        st.caption(f"{links_k.note} They are not drawn.")
+elif len(links):
+    st.info(f"Every path around that step is too small to show. {links_k.note}")
 else:
     st.info("No customer has steps around that one.")
 
@@ -74,9 +87,10 @@ st.subheader("Friction hotspots")
 if len(spots):
     st.caption("Ranked by excess churned customers: customers touched × (churn after the moment − churn of "
                "customers who never hit it). Red bars: lift above 1 with 95% confidence.")
-    st.plotly_chart(ju.hotspot_chart(spots), width="stretch", key="journeys_hotspot_chart")
+    st.plotly_chart(ju.hotspot_chart(spots_k.shown), width="stretch", key="journeys_hotspot_chart")
     st.dataframe(
-        ju.hotspot_display(spots), hide_index=True, width="stretch",
+        spots_k.blank(ju.hotspot_display(spots), keep=("hotspot", "leaked by", "absorbed by", "what it is")),
+        hide_index=True, width="stretch",
         column_config={
             "customers": st.column_config.NumberColumn(format="localized"),
             "share of customers": st.column_config.NumberColumn(format="%.1f%%"),
@@ -91,12 +105,14 @@ if len(spots):
     )
 else:
     st.info("No friction moments found (no tickets, errors or failed payments in the loaded data).")
+if spots_k.note:
+    st.caption(spots_k.note)
 
 st.subheader("Drill down")
 left, right = st.columns(2)
 with left:
-    if len(spots):
-        names = spots["hotspot"].tolist()
+    if len(spots_k.shown):
+        names = spots_k.shown["hotspot"].tolist()
         if st.session_state.get(ju.HOTSPOT) not in names:
             st.session_state[ju.HOTSPOT] = names[0]
         st.selectbox("Customers in hotspot", names, key=ju.HOTSPOT)
@@ -104,20 +120,26 @@ with left:
         st.caption(f"{len(cohort):,} customers (most moments first; emails and phones masked).")
         st.dataframe(cohort, hide_index=True, width="stretch", height=260,
                      column_config={"revenue_12m": st.column_config.NumberColumn("revenue (12 m)", format="%.2f")})
-        st.download_button("Export cohort (CSV)", ju.cohort_csv(cohort),
-                           file_name=f"cohort-{st.session_state[ju.HOTSPOT].replace(' ', '-')}.csv",
-                           mime="text/csv", key="journeys_export")
+        outreach, left_out = disclosure.consented(cohort)
+        disclosure.download("Export cohort (CSV)", ju.cohort_csv(outreach),
+                            f"cohort-{st.session_state[ju.HOTSPOT].replace(' ', '-')}.csv", key="journeys_export",
+                            what="hotspot cohort", rows=len(outreach),
+                            note=disclosure.describe(outreach, what="customers in the hotspot", masked=("email", "phone"),
+                                                     consent_left_out=left_out))
     else:
         cohort = None
 with right:
-    edge_names = ju.edge_labels(edges)
+    edge_names = ju.edge_labels(edges_k.shown)
     st.selectbox("Customers on edge", edge_names, key=ju.EDGE)
     if st.session_state.get(ju.EDGE):
         on_edge = ju.edge_cohort(filters, st.session_state[ju.EDGE])
         st.caption(f"{len(on_edge):,} customers took this step.")
         st.dataframe(on_edge, hide_index=True, width="stretch", height=260)
-        st.download_button("Export edge cohort (CSV)", ju.cohort_csv(on_edge), file_name="edge-cohort.csv",
-                           mime="text/csv", key="journeys_edge_export")
+        outreach, left_out = disclosure.consented(on_edge, cx_column="case_id")
+        disclosure.download("Export edge cohort (CSV)", ju.cohort_csv(outreach), "edge-cohort.csv",
+                            key="journeys_edge_export", what="edge cohort", rows=len(outreach),
+                            note=disclosure.describe(outreach, what="customers who took the step",
+                                                     consent_left_out=left_out))
 
 ids = cohort["cx_id"].tolist() if cohort is not None and len(cohort) else []
 if ids:
@@ -131,9 +153,14 @@ with tab_v:
     max_steps = v1.number_input("First N steps of each journey", 2, 50, value=5, key="journeys_variant_steps")
     rarest = v2.toggle("Rarest first", key="journeys_variant_rarest")
     contains = v3.text_input("Containing", key="journeys_variant_contains")
-    st.dataframe(ju.variants(filters, max_steps, rarest, contains), hide_index=True, width="stretch",
+    variants_k = disclosure.small_groups(ju.variants(filters, max_steps, rarest, contains), k, what="journeys",
+                                         disjoint=True)
+    st.dataframe(variants_k.pooled("variant", "rarer journeys", sum_columns=("share",)), hide_index=True,
+                 width="stretch",
                  column_config={"share": st.column_config.NumberColumn(format="percent"),
                                 "churn_rate": st.column_config.NumberColumn(format="percent")})
+    if variants_k.note:
+        st.caption(f"{variants_k.note} A journey so rare can describe one person, so those rows are pooled.")
 with tab_f:
     default_steps = ju.default_funnel(activities)
     chosen = st.multiselect("Ordered steps", activities, default=default_steps, key=ju.FUNNEL_STEPS + "_list")
@@ -142,12 +169,19 @@ with tab_f:
     by_segment = f2.toggle("Break down by segment", key="journeys_funnel_segment")
     if chosen:
         frame = ju.funnel(chosen, days, by_segment)
-        st.plotly_chart(ju.funnel_chart(frame), width="stretch", key="journeys_funnel_chart")
-        st.dataframe(ju.funnel_display(frame), hide_index=True, width="stretch")
+        funnel_k = disclosure.small_groups(frame, k, what="segments", by="segment", disjoint=True)
+        st.plotly_chart(ju.funnel_chart(funnel_k.shown), width="stretch", key="journeys_funnel_chart")
+        st.dataframe(funnel_k.blank(ju.funnel_display(frame), keep=("segment", "step", "activity")), hide_index=True,
+                     width="stretch")
+        if funnel_k.note:
+            st.caption(funnel_k.note)
 with tab_h:
     hand = ju.handoffs()
+    hand_k = disclosure.small_groups(hand, k, what="handoffs")
     if len(hand):
-        st.plotly_chart(ju.handoff_chart(hand), width="stretch", key="journeys_handoff_chart")
-        st.dataframe(ju.handoff_display(hand), hide_index=True, width="stretch")
+        st.plotly_chart(ju.handoff_chart(hand_k.shown), width="stretch", key="journeys_handoff_chart")
+        st.dataframe(hand_k.blank(ju.handoff_display(hand), keep=("from", "to")), hide_index=True, width="stretch")
+        if hand_k.note:
+            st.caption(hand_k.note)
     else:
         st.info("Every step belongs to one department: no handoffs.")

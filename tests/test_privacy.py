@@ -75,6 +75,70 @@ def test_k_comes_from_the_environment_and_drop_removes_rows(monkeypatch):
     assert privacy.min_group_size() == privacy.DEFAULT_MIN_GROUP_SIZE
 
 
+def test_a_small_group_keeps_its_label_and_says_it_is_suppressed():
+    g = privacy.small_groups(GROUPS, 10, what="segments")
+    table = g.blank(keep=["segment"])
+    assert table["segment"].tolist() == ["a", "b", "c"]
+    assert pd.isna(table.loc[0, "customers"]) and pd.isna(table.loc[0, "churn_rate"])
+    assert table["suppression"].tolist() == ["suppressed: fewer than 10 customers", "", ""]
+    assert table.loc[2, "customers"] == 25 and table.loc[2, "churn_rate"] == pytest.approx(0.12)
+    assert g.shown["segment"].tolist() == ["b", "c"]
+    assert g.note == "Suppressed (fewer than 10 customers each): 1 of 3 segments."
+
+
+def test_roles_that_see_individuals_get_every_figure():
+    assert not privacy.hides_small_groups("agent") and not privacy.hides_small_groups("admin")
+    assert all(privacy.hides_small_groups(r) for r in ("executive", "journey_owner", "ops", None))
+    g = privacy.small_groups(GROUPS, None)
+    assert g.note is None and g.blank().equals(GROUPS) and g.shown.equals(GROUPS)
+
+
+def test_an_empty_group_is_not_small_and_any_count_column_can_make_a_row_small():
+    months = pd.DataFrame({"month": ["jan", "feb", "mar"], "customers": [50, 40, 0], "active_customers": [30, 4, 0]})
+    g = privacy.small_groups(months, 10, count_columns=("customers", "active_customers"))
+    assert g.mask.tolist() == [False, True, False]
+
+
+def test_when_one_group_of_a_partition_is_small_the_next_smallest_is_hidden_too():
+    # Published total 3 + 10 + 25 = 38: hiding only "a" would leave 38 - 10 - 25 = 3 in plain sight.
+    g = privacy.small_groups(GROUPS, 10, what="segments", disjoint=True)
+    assert g.mask.tolist() == [True, True, False]
+    assert g.blank()["suppression"].iloc[1].startswith("suppressed: with the total")
+    assert g.note == ("Suppressed (fewer than 10 customers each): 1 of 3 segments, and 1 more so that the total "
+                      "cannot give the small one away (together 13 customers).")
+
+
+def test_a_funnel_segment_is_as_big_as_its_entry_step():
+    funnel = pd.DataFrame({"segment": ["x", "x", "y", "y", "z", "z"], "step": [1, 2] * 3,
+                           "customers": [20, 5, 4, 1, 30, 10]})
+    g = privacy.small_groups(funnel, 10, by="segment", what="segments")
+    # x converts only 5 at step 2, but its group (20 who entered) is big enough; y (4) is not.
+    assert g.mask.tolist() == [False, False, True, True, False, False]
+    assert g.note == "Suppressed (fewer than 10 customers each): 1 of 3 segments."
+
+
+def test_rare_journeys_are_pooled_into_one_row_with_their_combined_count():
+    variants = pd.DataFrame({"variant": ["a > b", "a > c", "a > d", "b"], "customers": [50, 3, 2, 9],
+                             "share": [0.78125, 0.046875, 0.03125, 0.140625]})
+    out = privacy.small_groups(variants, 10, what="journeys", disjoint=True).pooled(
+        "variant", "rarer journeys", sum_columns=("share",))
+    assert out["variant"].tolist() == ["a > b", "(3 rarer journeys suppressed)"]
+    assert out["customers"].tolist() == [50, 14] and out["share"].iloc[1] == pytest.approx(14 / 64)
+    # Two rare journeys of 3 and 2 customers: their total (5) would be a small group itself.
+    out = privacy.small_groups(variants.iloc[:3], 10, disjoint=True).pooled("variant", "rarer journeys")
+    assert pd.isna(out["customers"].iloc[1])
+
+
+def test_an_export_says_what_it_holds():
+    frame = pd.DataFrame({"cx_id": ["C1"], "email": ["a***@x.com"], "phone": ["***12"], "name": ["Ann Lee"]})
+    text = privacy.describe_export(frame, what="customers in the hotspot", masked=("email", "phone"),
+                                   consent_left_out=3)
+    assert text == ("1 rows: customers in the hotspot. Masked: email, phone. Personal fields in full: name. "
+                    "Only customers with marketing consent: 3 without it left out.")
+    text = privacy.describe_export(frame[["cx_id"]], what="ids")
+    assert text == "1 rows: ids. No personal fields (names, emails, phones, addresses)."
+
+
 def _load_customers(store, tmp_path, name, rows):
     path = tmp_path / f"{name}.csv"
     pd.DataFrame(rows, columns=["id", "email", "consent"]).to_csv(path, index=False)

@@ -85,6 +85,7 @@ def edit_user(name: str, action: str, role: str | None = None) -> str | None:
 def erase(identifier: str) -> ErasureResult:
     result = erase_customer(data.store(), identifier, actor=current_user())
     st.cache_data.clear()  # nothing cached may still show the customer
+    data.forget_version()
     return result
 
 

@@ -164,11 +164,16 @@ def masked(frame: pd.DataFrame) -> pd.DataFrame:
     return privacy.mask_frame(frame, current_role())
 
 
-def record_export(name: str, rows: int | None = None) -> None:
-    """``on_click`` for a download button: the audit log notes who exported what."""
-    detail = {"file": name}
+def record_export(name: str, rows: int | None = None, *, what: str | None = None, contains: str | None = None) -> None:
+    """``on_click`` for a download button (``cxdash.ui.disclosure.download`` wires it): the audit
+    log notes who exported which file, when, how many rows, and what it holds."""
+    detail: dict[str, object] = {"file": name}
     if rows is not None:
         detail["rows"] = int(rows)
+    if what:
+        detail["what"] = what
+    if contains:
+        detail["contains"] = contains
     _audit(current_user(), "export", detail)
 
 

@@ -6,6 +6,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from cxdash.ui.figures import memoised_figure
+
 DEPARTMENT_COLOURS = {
     "marketing": "#7c3aed",
     "web": "#0ea5e9",
@@ -24,6 +26,7 @@ def _colour_map(departments) -> dict[str, str]:
     return out
 
 
+@memoised_figure
 def monthly_customers_by_department(frame: pd.DataFrame) -> go.Figure:
     fig = px.line(
         frame,
@@ -42,6 +45,7 @@ def monthly_customers_by_department(frame: pd.DataFrame) -> go.Figure:
     return fig
 
 
+@memoised_figure
 def rows_by_source(frame: pd.DataFrame) -> go.Figure:
     fig = px.bar(
         frame.sort_values("rows"),

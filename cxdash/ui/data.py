@@ -3,6 +3,8 @@ load shows up on the next rerun and nothing stale is served."""
 
 from __future__ import annotations
 
+import time
+
 import pandas as pd
 import streamlit as st
 
@@ -15,7 +17,11 @@ from cxdash.store import Store, StoreLockedError, open_store
 # back to what it last showed (a scheduled ingest holds the DuckDB file while it writes).
 UI_LOCK_TIMEOUT_S = 3.0
 BUSY_KEY = "data_store_busy"
+# A page asks for the version once per cached call; opening the DuckDB file for each costs
+# tens of milliseconds, so an answer is reused for this long (a load made in this app forgets it).
+VERSION_REUSE_S = 1.0
 _last_version: dict[str, int] = {}
+_version_seen_at: dict[str, float] = {}
 
 
 @st.cache_resource(show_spinner=False)
@@ -33,6 +39,9 @@ def version() -> int:
     """The data version; while a load holds the store, the last version seen (pages then serve
     their cached results: the previous data, until the load commits)."""
     url = database_url()
+    seen = _version_seen_at.get(url)
+    if seen is not None and time.monotonic() - seen < VERSION_REUSE_S and url in _last_version:
+        return _last_version[url]
     try:
         with store().connect() as conn:
             v = data_version(conn)
@@ -43,7 +52,13 @@ def version() -> int:
         return _last_version[url]
     st.session_state[BUSY_KEY] = False
     _last_version[url] = v
+    _version_seen_at[url] = time.monotonic()
     return v
+
+
+def forget_version() -> None:
+    """After a load or an erasure made in this app: the next page run reads the version afresh."""
+    _version_seen_at.clear()
 
 
 def busy() -> bool:

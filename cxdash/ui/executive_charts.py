@@ -12,6 +12,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from cxdash.ui.figures import memoised_figure
+
 log = logging.getLogger(__name__)
 
 BAD = "#dc2626"
@@ -36,6 +38,7 @@ def _layout(fig: go.Figure, height: int) -> go.Figure:
     return fig
 
 
+@memoised_figure
 def trends(frame: pd.DataFrame, now=None) -> go.Figure:
     """Small multiples of the monthly KPIs (``kpis.kpi_table`` over monthly periods). A last month that
     the data does not cover to its end (``now`` before it ends) is drawn as an open marker."""
@@ -68,6 +71,7 @@ def trends(frame: pd.DataFrame, now=None) -> go.Figure:
     return fig
 
 
+@memoised_figure
 def cohort_heatmap(matrix: pd.DataFrame) -> go.Figure:
     """Signup cohorts (rows) x months since signup (columns), coloured by the share retained."""
     values = matrix.drop(columns=["customers"])
@@ -93,6 +97,7 @@ def cohort_heatmap(matrix: pd.DataFrame) -> go.Figure:
     return _layout(fig, max(320, 22 * len(labels) + 120))
 
 
+@memoised_figure
 def conflict_quadrants(frame: pd.DataFrame) -> go.Figure:
     """Each cohort placed by its departmental KPI rank (x) and its shared-outcome rank (y) within its
     department. Bottom-right: looks good to the department, bad for the shared outcome. Conflicts in red."""
@@ -139,6 +144,7 @@ def conflict_quadrants(frame: pd.DataFrame) -> go.Figure:
     return fig
 
 
+@memoised_figure
 def campaign_bars(frame: pd.DataFrame) -> go.Figure:
     """Marketing's view beside the shared one: new customers per campaign, coloured by 90-day retention."""
     f = frame[(frame["department"] == "marketing") & (frame["cohort_by"] == "campaign")].sort_values("departmental_value")
@@ -154,6 +160,7 @@ def campaign_bars(frame: pd.DataFrame) -> go.Figure:
     return _layout(fig, 120 + 28 * max(len(f), 1))
 
 
+@memoised_figure
 def holdout_chart(by_frequency: pd.DataFrame) -> go.Figure:
     label = by_frequency.columns[0]
     fig = go.Figure(

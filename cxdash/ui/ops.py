@@ -21,8 +21,8 @@ from cxdash.kinds import KINDS, get_kind
 from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
 from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
 from cxdash.store import identity_hubs_table, quarantine_table, sources_table
-from cxdash.ui import data
-from cxdash.ui.auth import current_user, record_export
+from cxdash.ui import data, disclosure
+from cxdash.ui.auth import current_user
 
 UPLOAD_DIR = DATA_DIR / "uploads"
 NOT_MAPPED = "— not in this file —"
@@ -125,6 +125,7 @@ def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept
         display_name=staged.display_name,
     )
     progress(1.0, "done")
+    data.forget_version()
     audit.record(data.store(), current_user(), "upload", {
         "source": source, "file": staged.display_name, "mode": mode, "rows_loaded": result.rows_loaded,
         "rows_rejected": result.rows_rejected, "rows_suppressed": result.rows_suppressed,
@@ -232,21 +233,21 @@ def render_report(result: IngestResult, staged: StagedFile) -> None:
         st.markdown("**Every failure** (line numbers count the header as line 1)")
         st.dataframe(result.failures.head(2000), hide_index=True, width="stretch")
         c1, c2 = st.columns(2)
-        c1.download_button(
+        disclosure.download(
             "Download the rejected rows with reasons (CSV)",
-            data=rejected_rows_csv(staged, result),
-            file_name=f"{default_source_name(staged.display_name)}_rejected.csv",
-            mime="text/csv",
+            rejected_rows_csv(staged, result),
+            f"{default_source_name(staged.display_name)}_rejected.csv",
             key="upload_dl_rejected",
-            on_click=record_export,
-            args=("rejected rows", result.rows_rejected),
+            what="rejected rows of an upload, as in the file",
+            rows=result.rows_rejected,
+            where=c1,
         )
-        c2.download_button(
+        disclosure.download(
             "Download the failure report (CSV)",
-            data=failures_csv(result),
-            file_name=f"{default_source_name(staged.display_name)}_failures.csv",
-            mime="text/csv",
+            failures_csv(result),
+            f"{default_source_name(staged.display_name)}_failures.csv",
             key="upload_dl_failures",
-            on_click=record_export,
-            args=("failure report", len(result.failures)),
+            what="failure report of an upload",
+            rows=len(result.failures),
+            where=c2,
         )

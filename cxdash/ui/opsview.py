@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cxdash.ui.charts import _colour_map
+from cxdash.ui.figures import memoised_figure
 
 FRESHNESS_WARN_HOURS = 48
 
@@ -97,6 +98,7 @@ def governance_table(gov: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+@memoised_figure
 def coverage_chart(cov: pd.DataFrame) -> go.Figure:
     frame = cov.assign(share=cov["share"].fillna(0))
     fig = px.bar(frame, x="share", y="measure", orientation="h", text="share", hover_data=["needs", "customers_covered"],
@@ -106,6 +108,7 @@ def coverage_chart(cov: pd.DataFrame) -> go.Figure:
     return fig
 
 
+@memoised_figure
 def stitch_chart(stitch: pd.DataFrame) -> go.Figure:
     frame = stitch.groupby(["source", "status"], as_index=False)["rows"].sum()
     frame["share"] = frame["rows"] / frame.groupby("source")["rows"].transform("sum")
@@ -117,6 +120,7 @@ def stitch_chart(stitch: pd.DataFrame) -> go.Figure:
     return fig
 
 
+@memoised_figure
 def null_chart(nulls: pd.DataFrame) -> go.Figure:
     fig = px.bar(nulls, x="null_share", y="field", color="source", orientation="h", barmode="group",
                  color_discrete_map=_colour_map(nulls["source"]), labels={"null_share": "share missing", "field": ""})

@@ -1,0 +1,93 @@
+"""What leaves the screen: aggregates with small groups suppressed for the viewer's role, marketing
+exports limited to customers who consented, and every download written to the audit log.
+
+Pages call these instead of ``st.download_button`` and instead of showing an aggregate as it
+comes from the database:
+
+* ``group_floor()``: k (``CXDASH_MIN_GROUP_SIZE``, default 10) for a role that may not see
+  individuals (executive, journey owner, ops), None for agents and admins, whose job is the
+  customers themselves. Pass it to ``small_groups``.
+* ``small_groups(frame, k, ...)``: which groups to suppress (``cxdash.privacy.small_groups``);
+  chart ``.shown``, table ``.blank(...)`` or ``.pooled(...)``, caption ``.note``.
+* ``consented(frame)``: only the customers with marketing consent, and how many were left out.
+* ``download(...)``: ``st.download_button`` whose click records who exported which file, how
+  many rows and what it holds; the sentence about what it holds is shown under the button.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import pandas as pd
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from cxdash import privacy
+from cxdash.config import database_url
+from cxdash.privacy import SmallGroups
+from cxdash.ui import data
+from cxdash.ui.auth import current_role, record_export
+
+__all__ = ["SmallGroups", "consented", "describe", "download", "group_floor", "small_groups"]
+
+
+def group_floor() -> int | None:
+    """k for the signed-in role, or None when its aggregates are not suppressed."""
+    return privacy.min_group_size() if privacy.hides_small_groups(current_role()) else None
+
+
+def small_groups(frame: pd.DataFrame, k: int | None, **kwargs) -> SmallGroups:
+    """See ``cxdash.privacy.small_groups`` (``what``, ``count_columns``, ``by``, ``disjoint``)."""
+    return privacy.small_groups(frame, k, **kwargs)
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _consented(url: str, version: int) -> frozenset[str]:
+    # A resource, not cache_data: the set can hold a million ids and is never mutated, so it is
+    # shared rather than copied on every rerun. Keyed on the data version: a load or an
+    # erasure (both move it) is seen at once.
+    with data._store(url).connect() as conn:
+        return frozenset(privacy.consented_customers(conn))
+
+
+def consented(frame: pd.DataFrame, *, cx_column: str = "cx_id") -> tuple[pd.DataFrame, int]:
+    """The rows of customers with marketing consent (see ``privacy.consented_customers``) and how
+    many rows were left out."""
+    if frame.empty:
+        return frame, 0
+    return privacy.keep_consented(frame, _consented(database_url(), data.version()), cx_column=cx_column)
+
+
+def describe(frame: pd.DataFrame, *, what: str, masked: Iterable[str] = (), consent_left_out: int | None = None,
+             suppressed: str | None = None) -> str:
+    """What an exported file holds (``privacy.describe_export``)."""
+    return privacy.describe_export(frame, what=what, masked=masked, consent_left_out=consent_left_out,
+                                   suppressed=suppressed)
+
+
+def download(
+    label: str,
+    payload: bytes | str | Callable[[], bytes],
+    file_name: str,
+    *,
+    key: str,
+    what: str,
+    rows: int | None = None,
+    note: str | None = None,
+    mime: str = "text/csv",
+    where: DeltaGenerator | None = None,
+    show_note: bool = True,
+    **kwargs,
+) -> bool:
+    """An audited ``st.download_button``: the click writes ``export`` to the audit log with the
+    file name, ``what`` it is, ``rows`` and ``note`` (what it holds: masking, consent, suppression;
+    never personal data). ``note`` is also shown under the button unless ``show_note`` is False.
+    ``payload`` may be a callable, run only when someone downloads (charts as PNG)."""
+    where = where if where is not None else st
+    clicked = where.download_button(
+        label, payload, file_name=file_name, mime=mime, key=key, on_click=record_export,
+        args=(file_name, rows), kwargs={"what": what, "contains": note}, **kwargs,
+    )
+    if note and show_note:
+        where.caption(note)
+    return clicked

@@ -1,0 +1,192 @@
+"""What leaves the screen (AppTest): small groups suppressed for roles that see aggregates only,
+no customer without marketing consent in an outreach export, and every export in the audit log."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from streamlit.delta_generator import DeltaGenerator
+from streamlit.testing.v1 import AppTest
+
+from cxdash import audit, kpis
+from cxdash.activation import at_risk
+from cxdash.store import open_store
+from tests.conftest import seed_session
+
+REPO = Path(__file__).resolve().parents[1]
+SUPPRESSED = "suppressed: fewer than 10 customers"
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory):
+    """300 customers: many campaigns, sales owners and signup months hold fewer than 10."""
+    from cxdash.demo import build_demo
+
+    root = tmp_path_factory.mktemp("privacy_pages")
+    url = f"duckdb:///{root / 'demo.duckdb'}"
+    s = open_store(url)
+    build_demo(s, n_customers=300, seed=3, out_dir=root / "extracts")
+    s.dispose()
+    return url
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """The files the pages offer, by file name. AppTest runs without Streamlit's media server, so
+    the bytes of a download are caught on their way into ``download_button``."""
+    files: dict[str, bytes] = {}
+    original = DeltaGenerator.download_button
+
+    def catch(self, label, data, file_name=None, *args, **kwargs):
+        files[file_name] = data() if callable(data) and not file_name.endswith(".png") else data
+        return original(self, label, data, file_name, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaGenerator, "download_button", catch)
+    import streamlit as st
+
+    monkeypatch.setattr(st, "download_button", lambda *a, **kw: catch(st._main, *a, **kw))
+    return files
+
+
+def _page(name: str, role: str) -> AppTest:
+    at = AppTest.from_file(str(REPO / "pages" / name), default_timeout=120)
+    seed_session(at, f"test-{role}", role)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _table_with(at: AppTest, column: str) -> pd.DataFrame:
+    return next(d.value for d in at.dataframe if isinstance(d.value, pd.DataFrame) and column in d.value.columns)
+
+
+def _conflicts(url: str) -> pd.DataFrame:
+    s = open_store(url)
+    with s.connect() as conn:
+        out = kpis.conflicts(conn)
+    s.dispose()
+    return out
+
+
+def test_an_executive_sees_no_figure_of_a_cohort_under_10_customers(small_demo, monkeypatch, downloads):
+    monkeypatch.setenv("CXDASH_DB_URL", small_demo)
+    monkeypatch.delenv("CXDASH_MIN_GROUP_SIZE", raising=False)
+    truth = _conflicts(small_demo)
+    small = truth[(truth["customers"] > 0) & (truth["customers"] < 10)]
+    big = truth[truth["customers"] >= 10]
+    assert len(small) and len(big), "the demo should have cohorts on both sides of k"
+
+    at = _page("executive.py", "executive")
+    table = _table_with(at, "cohort_by").set_index(["department", "cohort_by", "cohort"])
+    for row in small.itertuples():
+        shown = table.loc[(row.department, row.cohort_by, row.cohort)]
+        assert shown["suppression"] == SUPPRESSED
+        assert pd.isna(shown["customers"]) and pd.isna(shown["departmental_value"]) and pd.isna(shown["shared_value"])
+    for row in big.itertuples():
+        shown = table.loc[(row.department, row.cohort_by, row.cohort)]
+        assert shown["customers"] == row.customers and shown["suppression"] == ""
+    assert any(f"{len(small)} of {len(truth)} cohorts" in c.value for c in at.caption)
+
+    # The exported file holds what the screen holds: labels, no figures.
+    exported = pd.read_csv(io.BytesIO(downloads["kpi_conflicts.csv"]), encoding="utf-8-sig")
+    exported = exported.set_index(["department", "cohort_by", "cohort"])
+    for row in small.itertuples():
+        assert pd.isna(exported.loc[(row.department, row.cohort_by, row.cohort), "customers"])
+        assert exported.loc[(row.department, row.cohort_by, row.cohort), "suppression"] == SUPPRESSED
+
+    # Signup cohorts: the CSV of the retention matrix hides the small months too.
+    matrix = pd.read_csv(io.BytesIO(downloads["cohort_retention.csv"]), encoding="utf-8-sig")
+    tiny = matrix["suppression"] == SUPPRESSED
+    assert tiny.any() and matrix.loc[tiny, "customers"].isna().all()
+    assert (matrix.loc[matrix["suppression"].isna(), "customers"] >= 10).all()
+
+    # An admin works with individual customers and sees every figure; k is configurable.
+    admin = _page("executive.py", "admin")
+    assert "suppression" not in _table_with(admin, "cohort_by").columns
+    monkeypatch.setenv("CXDASH_MIN_GROUP_SIZE", str(int(small["customers"].max())))
+    at = _page("executive.py", "executive")
+    table = _table_with(at, "cohort_by").set_index(["department", "cohort_by", "cohort"])
+    largest_small = small.loc[small["customers"].idxmax()]
+    assert table.loc[(largest_small.department, largest_small.cohort_by, largest_small.cohort), "customers"] == \
+        largest_small.customers
+
+
+def test_filters_that_leave_a_handful_of_customers_show_no_figures(small_demo, monkeypatch):
+    monkeypatch.setenv("CXDASH_DB_URL", small_demo)
+    truth = _conflicts(small_demo)
+    tiny = truth[(truth["cohort_by"] == "campaign") & (truth["customers"] < 10) & (truth["customers"] > 0)].iloc[0]
+    at = AppTest.from_file(str(REPO / "pages" / "executive.py"), default_timeout=120)
+    seed_session(at, "test-executive", "executive")
+    at.query_params["campaign"] = tiny.cohort
+    at.run()
+    assert not at.exception
+    assert any("fewer than 10 customers" in w.value for w in at.warning)
+    assert not at.metric and not at.dataframe
+
+
+def test_a_journey_owner_sees_rare_journeys_pooled(small_demo, monkeypatch):
+    monkeypatch.setenv("CXDASH_DB_URL", small_demo)
+    admin = _table_with(_page("journeys.py", "admin"), "variant")
+    rare = admin[admin["customers"] < 10]
+    assert len(rare), "the small demo has journeys taken by fewer than 10 customers"
+    owner = _table_with(_page("journeys.py", "journey_owner"), "variant")
+    assert not owner["variant"].isin(rare["variant"]).any()
+    pooled = owner[owner["suppression"] != ""]
+    assert len(pooled) == 1 and pooled["variant"].iloc[0] == f"({len(rare)} rarer journeys suppressed)"
+    assert pooled["customers"].iloc[0] == rare["customers"].sum()
+    assert (owner.loc[owner["suppression"] == "", "customers"] >= 10).all()
+
+
+@pytest.fixture
+def trained_env(trained_demo, monkeypatch):
+    monkeypatch.setenv("CXDASH_DB_URL", trained_demo["url"])
+    return trained_demo
+
+
+def test_the_crm_export_leaves_out_customers_without_marketing_consent(trained_env, downloads):
+    crm = pd.read_csv(trained_env["dir"] / "crm_customers.csv", dtype=str)
+    opted_in = set(crm.loc[crm["Marketing Opt-In"] == "yes", "CustomerID"])
+    at = _page("at_risk.py", "agent")
+    listed = set(at.dataframe[0].value["customer"])
+    without = listed - opted_in
+    assert without, "the list should hold customers without consent, or this test proves nothing"
+
+    exported = pd.read_csv(io.BytesIO(downloads["at_risk_customers.csv"]), dtype=str)
+    assert set(exported["customer_id"]) == listed & opted_in
+    assert not set(exported["customer_id"]) & without
+    holds = f"Only customers with marketing consent: {len(without):,} without it left out."
+    assert any(holds in c.value for c in at.caption)
+
+
+def test_an_export_writes_who_what_and_how_many_rows_to_the_audit_log(trained_env):
+    at = _page("at_risk.py", "agent")
+    at.download_button(key="at_risk_export").click().run()
+    assert not at.exception
+    s = open_store(trained_env["url"])
+    log = audit.recent(s, action="export", actor="test-agent", limit=1)
+    listed = at_risk(s, limit=1000)
+    s.dispose()
+    assert len(log) == 1
+    detail = json.loads(log.iloc[0]["detail"])
+    crm = pd.read_csv(trained_env["dir"] / "crm_customers.csv", dtype=str)
+    opted_in = set(crm.loc[crm["Marketing Opt-In"] == "yes", "CustomerID"])
+    assert detail["file"] == "at_risk_customers.csv"
+    assert detail["rows"] == int(listed["customer_id"].isin(opted_in).sum())
+    assert "marketing consent" in detail["contains"]
+    assert pd.Timestamp(log.iloc[0]["occurred_at"]) > pd.Timestamp.now("UTC").tz_localize(None) - pd.Timedelta("5min")
+
+
+def test_every_download_in_the_app_goes_through_the_audited_helper():
+    """A bare st.download_button would leave no trace in the audit log."""
+    offenders = []
+    for path in [*(REPO / "pages").glob("*.py"), *(REPO / "cxdash" / "ui").glob("*.py"), REPO / "app.py"]:
+        if path.name == "disclosure.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            if "download_button(" in line:
+                offenders.append(f"{path.relative_to(REPO)}:{n}")
+    assert offenders == [], "use cxdash.ui.disclosure.download: " + ", ".join(offenders)
