@@ -23,22 +23,26 @@ def _with_conn(fn: Callable) -> Callable[[Store], object]:
     return run
 
 
-def _overview() -> list[Computation]:
-    from cxdash import overview
-    from cxdash.kpis import headline
+def _summary(name: str) -> Computation:
+    from cxdash import summaries
 
-    return [
-        ("overview.source_summary", _with_conn(overview.source_summary)),
-        ("kpis.headline", _with_conn(headline)),
-        ("overview.activity_by_month", _with_conn(overview.activity_by_month)),
-    ]
+    return (f"summaries.get({name})", _with_conn(lambda c: summaries.get(c, name)))
+
+
+def _overview() -> list[Computation]:
+    # what the page calls: the summaries stored after the load (computed live if missing)
+    return [_summary("source_summary"), _summary("headline"), _summary("activity_by_month")]
 
 
 def _data_health() -> list[Computation]:
-    from cxdash import health
+    from cxdash import health, summaries
 
-    return [(f"health.{f.__name__}", _with_conn(f))
-            for f in (health.governance, health.null_rates, health.stitch_coverage, health.coverage)]
+    def governance(conn):
+        return health.governance(conn, stats=summaries.get(conn, "source_stats"),
+                                 latency=summaries.get(conn, "source_latency"))
+
+    return [("health.governance (stored scans)", _with_conn(governance)),
+            *(_summary(n) for n in ("null_rates", "stitch_coverage", "coverage"))]
 
 
 def _journey_filters():

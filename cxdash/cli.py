@@ -98,8 +98,10 @@ def cmd_ingest(args) -> int:
     if args.report and not result.failures.empty:
         result.failures.to_csv(args.report, index=False)
     print(result.summary())
-    from cxdash import audit
+    from cxdash import audit, summaries
 
+    if result.stored and (result.rows_loaded or args.mode == "replace"):
+        summaries.refresh(store)
     audit.record(store, _cli_actor(), "upload", {"source": args.source, "file": Path(args.file).name,
                                                   "mode": args.mode, "rows_loaded": result.rows_loaded})
     return 0 if result.rows_loaded or result.rows_duplicate else 1

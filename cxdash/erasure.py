@@ -34,7 +34,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import sqlalchemy as sa
 
-from cxdash import audit
+from cxdash import audit, summaries
 from cxdash.identity import rebuild_identity_map
 from cxdash.kinds import IDENTITY_FIELDS
 from cxdash.privacy import identifier_hash, secret_salt
@@ -171,6 +171,7 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
             q.c.value.in_(raw_values), sa.func.lower(q.c.value).in_([v.lower() for v in raw_values])
         ))).rowcount or 0)
         _delete_matching(conn, ANALYTICS, cx_id, id_keys, values, counts)
+        summaries.clear(conn)  # stored aggregates counted the customer
         rebuild_identity_map(conn)
         load_id = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(loads_table.c.load_id), 0))).scalar()) + 1
         conn.execute(loads_table.insert().values(

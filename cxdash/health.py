@@ -52,12 +52,21 @@ def _hours(expr) -> sa.ColumnElement:
     return sa.extract("epoch", expr) / 3600.0
 
 
-def governance(conn: Connection, now: datetime | None = None) -> pd.DataFrame:
+def governance(
+    conn: Connection,
+    now: datetime | None = None,
+    *,
+    stats: pd.DataFrame | None = None,
+    latency: pd.DataFrame | None = None,
+) -> pd.DataFrame:
     """One row per source.
 
     Out: ``name, kind, department, rows, last_load_at, loads, quality,
     quality_all_loads, freshness_hours, latency_p50_hours, latency_p95_hours,
     latency_target_hours, latency_ok, stitched_share, duplicate_keys``.
+
+    ``stats`` (``source_stats``) and ``latency`` (``source_latency``) are the scans over every
+    row; pass stored ones (cxdash/summaries.py) to skip them. Freshness is always relative to ``now``.
     """
     now = now or _now()
     src = pd.DataFrame(conn.execute(sa.select(sources_table)).mappings().all())
@@ -93,29 +102,10 @@ def governance(conn: Connection, now: datetime | None = None) -> pd.DataFrame:
         ).mappings().all()
     ).set_index("source")
 
-    per_kind = []
-    for kind_name in KINDS:
-        t = KIND_TABLES[kind_name]
-        ts = t.c[TIME_FIELDS[kind_name]]
-        im = customer_keys_table
-        base = sa.select(
-            t.c.source.label("name"),
-            sa.func.count().label("rows"),
-            sa.func.max(ts).label("newest"),
-            sa.func.sum(sa.case((im.c.known.is_(True), 1), else_=0)).label("stitched"),
-        ).select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key)).group_by(t.c.source)
-        per_kind.append(pd.DataFrame(conn.execute(base).mappings().all()))
-        kind = get_kind(kind_name)
-        if kind.natural_key:
-            key = t.c[kind.natural_key[0]]
-            dup = sa.select(
-                t.c.source.label("name"), (sa.func.count(key) - sa.func.count(sa.distinct(key))).label("duplicate_keys")
-            ).group_by(t.c.source)
-            per_kind.append(pd.DataFrame(conn.execute(dup).mappings().all()))
-    stats = pd.concat([p for p in per_kind if not p.empty], ignore_index=True)
-    stats = stats.groupby("name").first() if not stats.empty else pd.DataFrame()
-
-    latency = _latency(conn)
+    stats = source_stats(conn) if stats is None else stats
+    stats = stats.set_index("name") if len(stats) else pd.DataFrame()
+    latency_frame = source_latency(conn) if latency is None else latency
+    latency = {r.source: (r.p50, r.p95) for r in latency_frame.itertuples()}
     rows = []
     for s in src.itertuples():
         st = stats.loc[s.name] if s.name in stats.index else None
@@ -149,6 +139,41 @@ def governance(conn: Connection, now: datetime | None = None) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+def source_stats(conn: Connection) -> pd.DataFrame:
+    """Per source: ``name, rows, newest`` (latest event time), ``stitched`` (rows of CRM
+    customers), ``duplicate_keys`` (repeated natural keys). A scan of every row."""
+    per_kind = []
+    for kind_name in KINDS:
+        t = KIND_TABLES[kind_name]
+        ts = t.c[TIME_FIELDS[kind_name]]
+        im = customer_keys_table
+        base = sa.select(
+            t.c.source.label("name"),
+            sa.func.count().label("rows"),
+            sa.func.max(ts).label("newest"),
+            sa.func.sum(sa.case((im.c.known.is_(True), 1), else_=0)).label("stitched"),
+        ).select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key)).group_by(t.c.source)
+        per_kind.append(pd.DataFrame(conn.execute(base).mappings().all()))
+        kind = get_kind(kind_name)
+        if kind.natural_key:
+            key = t.c[kind.natural_key[0]]
+            dup = sa.select(
+                t.c.source.label("name"), (sa.func.count(key) - sa.func.count(sa.distinct(key))).label("duplicate_keys")
+            ).group_by(t.c.source)
+            per_kind.append(pd.DataFrame(conn.execute(dup).mappings().all()))
+    stats = pd.concat([p for p in per_kind if not p.empty], ignore_index=True)
+    if stats.empty:
+        return pd.DataFrame(columns=["name", "rows", "newest", "stitched", "duplicate_keys"])
+    return stats.groupby("name", as_index=False).first()
+
+
+
+def source_latency(conn: Connection) -> pd.DataFrame:
+    """Per source: ``source, p50, p95`` hours from event to load (see ``_latency``)."""
+    rows = [(k, v[0], v[1]) for k, v in _latency(conn).items()]
+    return pd.DataFrame(rows, columns=["source", "p50", "p95"])
 
 
 def _latency(conn: Connection) -> dict[str, tuple[float | None, float | None]]:

@@ -28,7 +28,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cxdash.store import KIND_TABLES, customer_keys_table, sources_table
-from cxdash.timeline import FAILED_PAYMENT_STATUSES, timeline
+from cxdash.timeline import FAILED_PAYMENT_STATUSES, TIMELINE_TIME_COLUMNS, timeline
 
 __all__ = [
     "ACTIVE_WINDOW_DAYS",
@@ -200,10 +200,12 @@ def _count(conn: Connection, table: sa.Table, *where) -> int:
     return int(conn.execute(sa.select(sa.func.count()).select_from(table).where(*where)).scalar() or 0)
 
 
-def _customer_universe(conn: Connection) -> sa.Select:
+def _customer_universe(conn: Connection, by: str = "cx_id") -> sa.Select:
+    """The customers the KPIs are about (CRM customers when a CRM is loaded), as ``cx_id`` or,
+    with ``by="cx_key"``, as integer keys (cheaper to join and count)."""
     im = customer_keys_table
     has_crm = _count(conn, KIND_TABLES["customers"])
-    q = sa.select(im.c.cx_id).distinct()
+    q = sa.select(im.c[by]).distinct()
     if has_crm:
         q = q.where(im.c.known.is_(True))
     return q
@@ -219,59 +221,59 @@ def churn_basis(conn: Connection) -> str:
     return "none"
 
 
-def _churned(conn: Connection, now: datetime | None) -> tuple[sa.Select, str]:
-    """Select of churned cx_ids and the basis used."""
+def _churned(conn: Connection, now: datetime | None, by: str = "cx_id") -> tuple[sa.Select, str]:
+    """Select of churned customers (``cx_id``, or integer ``cx_key`` with ``by="cx_key"``) and the basis used."""
     im = customer_keys_table
     subs = KIND_TABLES["subscriptions"]
     basis = churn_basis(conn)
     if basis == "subscriptions":
         ended = sa.func.coalesce(subs.c.end, sa.literal(_FAR_FUTURE))
         per_customer = (
-            sa.select(im.c.cx_id, sa.func.max(ended).label("last_end"))
+            sa.select(im.c[by], sa.func.max(ended).label("last_end"))
             .select_from(subs.join(im, im.c.cx_key == subs.c.cx_key))
-            .group_by(im.c.cx_id)
+            .group_by(im.c[by])
             .subquery()
         )
-        return sa.select(per_customer.c.cx_id).where(per_customer.c.last_end <= now), basis
+        return sa.select(per_customer.c[by]).where(per_customer.c.last_end <= now), basis
     if basis == "label":
         crm = KIND_TABLES["customers"]
         q = (
-            sa.select(im.c.cx_id)
+            sa.select(im.c[by])
             .select_from(crm.join(im, im.c.cx_key == crm.c.cx_key))
             .where(crm.c.churn_label.is_(True))
             .distinct()
         )
         return q, basis
-    return sa.select(im.c.cx_id).where(sa.false()), basis
+    return sa.select(im.c[by]).where(sa.false()), basis
 
 
 def headline(conn: Connection) -> Headline:
     """Customers, active, churned and revenue over everything stored."""
     now = as_of(conn)
-    universe = _customer_universe(conn).subquery()
+    # counted on the integer customer keys every row carries: no text joins over the event rows
+    universe = _customer_universe(conn, by="cx_key").subquery()
     customers = conn.execute(sa.select(sa.func.count()).select_from(universe)).scalar() or 0
-    churned_q, basis = _churned(conn, now)
+    churned_q, basis = _churned(conn, now, by="cx_key")
     churned_sq = churned_q.subquery()
     churned = (
         conn.execute(
-            sa.select(sa.func.count()).select_from(universe.join(churned_sq, churned_sq.c.cx_id == universe.c.cx_id))
+            sa.select(sa.func.count()).select_from(universe.join(churned_sq, churned_sq.c.cx_key == universe.c.cx_key))
         ).scalar()
         or 0
     )
     active = 0
     if now is not None:
-        tl = timeline()
-        recent = (
-            sa.select(tl.c.cx_id)
-            .where(tl.c.ts > now - timedelta(days=ACTIVE_WINDOW_DAYS), tl.c.cx_id.is_not(None))
-            .distinct()
-            .subquery()
-        )
+        since = now - timedelta(days=ACTIVE_WINDOW_DAYS)
+        parts = []
+        for kind, col in TIMELINE_TIME_COLUMNS:
+            t = KIND_TABLES[kind]
+            parts.append(sa.select(t.c.cx_key).where(t.c[col] > since, t.c.cx_key.is_not(None)))
+        recent = sa.union(*parts).subquery()
         active = (
             conn.execute(
                 sa.select(sa.func.count())
-                .select_from(universe.join(recent, recent.c.cx_id == universe.c.cx_id))
-                .where(universe.c.cx_id.not_in(sa.select(churned_sq.c.cx_id)))
+                .select_from(universe.join(recent, recent.c.cx_key == universe.c.cx_key))
+                .where(universe.c.cx_key.not_in(sa.select(churned_sq.c.cx_key)))
             ).scalar()
             or 0
         )

@@ -155,6 +155,17 @@ identity_hubs_table = sa.Table(
     sa.Column("degree", sa.BigInteger, nullable=False),
 )
 
+# Aggregates over every row, computed after each load for the landing pages (cxdash/summaries.py).
+summaries_table = sa.Table(
+    "summaries",
+    ANALYTICS,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("data_version", sa.BigInteger, nullable=False),
+    sa.Column("computed_at", sa.DateTime, nullable=False),
+    sa.Column("seconds", sa.Double),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+)
+
 mappings_table = sa.Table(
     "mappings",
     APP_STATE,

@@ -23,9 +23,16 @@ import sqlalchemy as sa
 
 from cxdash.store import KIND_TABLES, customer_keys_table, sources_table
 
-__all__ = ["FAILED_PAYMENT_STATUSES", "TIMELINE_COLUMNS", "timeline"]
+__all__ = ["FAILED_PAYMENT_STATUSES", "TIMELINE_COLUMNS", "TIMELINE_TIME_COLUMNS", "timeline"]
 
 TIMELINE_COLUMNS = ("cx_id", "known", "ts", "activity", "department", "channel", "source", "kind", "value", "cx_key")
+# (kind, time column) of every timeline step: a query that needs only "who did anything when"
+# reads these columns directly, with the rows' integer customer key, instead of the whole timeline.
+TIMELINE_TIME_COLUMNS = (
+    ("customers", "signup_date"), ("events", "timestamp"), ("tickets", "opened_at"), ("tickets", "closed_at"),
+    ("transactions", "timestamp"), ("subscriptions", "start"), ("subscriptions", "end"),
+    ("opportunities", "created_at"), ("opportunities", "closed_at"),
+)
 FAILED_PAYMENT_STATUSES = ("failed", "declined", "error", "payment_failed", "rejected")
 
 

@@ -109,3 +109,17 @@ def test_migrate_upgrades_a_store_written_before_rows_had_keys(tmp_path):
     assert len(with_id) == 5 and with_id["row_key_int"].notna().all()  # 2 CRM rows + 3 web visits
     assert (with_id["row_key_int"] == with_id["map_key"]).all()
     assert upgraded.create_schema() == []  # idempotent
+
+
+def test_the_timeline_time_columns_list_every_step_of_the_timeline():
+    """Queries that read TIMELINE_TIME_COLUMNS directly must see exactly the steps of timeline()."""
+    from cxdash.timeline import TIMELINE_TIME_COLUMNS, timeline
+
+    tl = timeline()
+    parts = tl.element.selects
+    got = []
+    for part in parts:
+        ts = part.selected_columns.ts
+        table = next(iter(ts.base_columns)).table
+        got.append((table.name.removeprefix("src_"), next(iter(ts.base_columns)).name))
+    assert sorted(got) == sorted(TIMELINE_TIME_COLUMNS)

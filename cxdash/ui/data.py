@@ -8,9 +8,10 @@ import time
 import pandas as pd
 import streamlit as st
 
+from cxdash import summaries
 from cxdash.config import database_url
-from cxdash.kpis import Headline, headline
-from cxdash.overview import activity_by_month, data_version, source_summary
+from cxdash.kpis import Headline
+from cxdash.overview import data_version
 from cxdash.store import Store, StoreLockedError, open_store
 
 # A page waits this long for a running load to release the embedded database before it falls
@@ -68,19 +69,19 @@ def busy() -> bool:
 @st.cache_data(show_spinner=False, max_entries=8)
 def _sources(url: str, version: int) -> pd.DataFrame:
     with _store(url).connect() as conn:
-        return source_summary(conn)
+        return summaries.get(conn, "source_summary", version)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _headline(url: str, version: int) -> Headline:
     with _store(url).connect() as conn:
-        return headline(conn)
+        return summaries.get(conn, "headline", version)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _activity(url: str, version: int) -> pd.DataFrame:
     with _store(url).connect() as conn:
-        return activity_by_month(conn)
+        return summaries.get(conn, "activity_by_month", version)
 
 
 def sources() -> pd.DataFrame:

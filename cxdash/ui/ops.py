@@ -12,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from cxdash import audit
+from cxdash import audit, summaries
 from cxdash.config import DATA_DIR, database_url
 from cxdash.exporting import safe_csv
-from cxdash.health import coverage, governance, mapping_versions, null_rates, set_latency_target, stitch_coverage
+from cxdash.health import governance, mapping_versions, set_latency_target
 from cxdash.ingest import IngestError, IngestResult, ingest_file, saved_mapping
 from cxdash.kinds import KINDS, get_kind
 from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
@@ -124,6 +124,9 @@ def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept
         progress=on_progress,
         display_name=staged.display_name,
     )
+    if result.stored:
+        progress(0.99, "updating the overview and data health summaries")
+        summaries.refresh(data.store())
     progress(1.0, "done")
     data.forget_version()
     audit.record(data.store(), current_user(), "upload", {
@@ -164,12 +167,13 @@ def failures_csv(result: IngestResult) -> bytes:
 def _health(url: str, version: int) -> dict:
     store = data.store()
     with store.connect() as conn:
-        gov = governance(conn)
+        gov = governance(conn, stats=summaries.get(conn, "source_stats", version),
+                         latency=summaries.get(conn, "source_latency", version))
         out = {
             "governance": gov,
-            "nulls": null_rates(conn),
-            "stitch": stitch_coverage(conn),
-            "coverage": coverage(conn),
+            "nulls": summaries.get(conn, "null_rates", version),
+            "stitch": summaries.get(conn, "stitch_coverage", version),
+            "coverage": summaries.get(conn, "coverage", version),
             "hubs": pd.DataFrame(conn.execute(identity_hubs_table.select()).mappings().all(), columns=["id_key", "degree"]),
             "quarantine": pd.DataFrame(
                 conn.execute(
