@@ -53,7 +53,7 @@ def run_step(*args: str, timeout: float = 3600) -> dict:
     return out
 
 
-def bench_size(n: int, tmp: Path, store_1m: str | None, dfg_events: int) -> dict:
+def bench_size(n: int, tmp: Path, store_1m: str | None) -> dict:
     db = tmp / f"demo_{n}.duckdb"
     url = f"duckdb:///{db}"
     size: dict = {"customers": n, "steps": []}
@@ -68,13 +68,29 @@ def bench_size(n: int, tmp: Path, store_1m: str | None, dfg_events: int) -> dict
         size["steps"].append(run_step("page-compute", url, page))
     for page in PAGES:
         size["steps"].append(run_step("apptest", url, page))
-    ours = run_step("dfg-ours", str(dfg_events), str(tmp / f"dfg_{n}.duckdb"))
-    ref = run_step("dfg-pm4py", str(dfg_events))
-    size["steps"] += [ours, ref]
-    if ours.get("seconds") and ref.get("seconds"):
-        size["dfg_speedup_vs_pm4py"] = round(ref["seconds"] / ours["seconds"], 2)
     db.unlink(missing_ok=True)
     return size
+
+
+def bench_dfg(events: int, tmp: Path) -> dict:
+    """The directly-follows graph of one synthetic ``events``-event log, ours against pm4py's
+    ``discover_dfg`` (run once, independent of the demo sizes). Ratios are pm4py's time over
+    ours: the full graph the journeys page shows (counts, customers, median, p90), and the counts
+    alone (pm4py's measure); CPU-time ratios beside them, since a shared machine stretches the
+    wall clock of a multi-threaded query more than that of single-threaded pandas. Our first
+    run also reads the table into DuckDB's buffers (pm4py's frame is already in memory); the
+    step's ``warm_seconds`` is a rerun of the full graph."""
+    db = tmp / "dfg.duckdb"
+    ours = run_step("dfg-ours", str(events), str(db))
+    db.unlink(missing_ok=True)
+    ref = run_step("dfg-pm4py", str(events))
+    out: dict = {"events": events, "steps": [ours, ref]}
+    if ours.get("seconds") and ref.get("seconds"):
+        out["speedup_vs_pm4py"] = round(ref["seconds"] / ours["seconds"], 2)
+        out["counts_speedup_vs_pm4py"] = round(ref["seconds"] / ours["counts_seconds"], 2)
+        out["cpu_speedup_vs_pm4py"] = round(ref["cpu_seconds"] / ours["cpu_seconds"], 2)
+        out["counts_cpu_speedup_vs_pm4py"] = round(ref["cpu_seconds"] / ours["counts_cpu_seconds"], 2)
+    return out
 
 
 def _verdict(ok: bool | None) -> str:
@@ -100,15 +116,27 @@ def checks(results: dict) -> list[dict]:
         peak = max((s.get("peak_rss_mb") or 0) for s in size["steps"])
         rows.append({"target": "peak RSS of any step", "size": n, "value": peak, "limit": f"< {RSS_MB} MB",
                      "ok": peak < RSS_MB})
-        if "dfg_speedup_vs_pm4py" in size:
-            rows.append({"target": "DFG speed-up vs pm4py", "size": n, "value": size["dfg_speedup_vs_pm4py"],
-                         "limit": f">= {DFG_SPEEDUP}x", "ok": size["dfg_speedup_vs_pm4py"] >= DFG_SPEEDUP})
+    dfg = results.get("dfg")
+    if dfg:
+        n = f"{dfg['events'] / 1e6:g}M ev"
+        peak = max((s.get("peak_rss_mb") or 0) for s in dfg["steps"])
+        rows.append({"target": "peak RSS of the DFG steps", "size": n, "value": peak, "limit": f"< {RSS_MB} MB",
+                     "ok": peak < RSS_MB})
+        if "speedup_vs_pm4py" in dfg:
+            rows.append({"target": "DFG speed-up vs pm4py (page's graph)", "size": n,
+                         "value": dfg["speedup_vs_pm4py"], "limit": f">= {DFG_SPEEDUP}x",
+                         "ok": dfg["speedup_vs_pm4py"] >= DFG_SPEEDUP})
+            for key, label in (("counts_speedup_vs_pm4py", "DFG speed-up vs pm4py (counts only)"),
+                               ("cpu_speedup_vs_pm4py", "DFG CPU-time ratio (page's graph)"),
+                               ("counts_cpu_speedup_vs_pm4py", "DFG CPU-time ratio (counts only)")):
+                rows.append({"target": label, "size": n, "value": dfg[key], "limit": "(shown)", "ok": None})
     return rows
 
 
 def print_tables(results: dict) -> None:
     print(f"\n{'step':<36}{'customers':>10}{'seconds':>10}{'warm s':>9}{'rows/s':>13}{'peak RSS MB':>13}")
     every = [(None, s) for s in results["steps"]] + [(sz["customers"], s) for sz in results["sizes"] for s in sz["steps"]]
+    every += [(None, s) for s in results.get("dfg", {}).get("steps", [])]
     for n, s in every:
         if s.get("failed"):
             print(f"{s['step']:<36}{n or '':>10}  FAILED: {s['failed']}")
@@ -128,13 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ingest-rows", type=int, default=1_000_000, help="rows in the ingest-throughput extract")
     p.add_argument("--store-1m", help="an existing 1M-customer DuckDB store to copy instead of generating one "
                                       "(the file itself is never opened)")
-    p.add_argument("--dfg-events", type=int, help="events in the DFG-vs-pm4py log (default: 40 per customer of the "
-                                                  "largest size, at most 10M)")
+    p.add_argument("--dfg-events", type=int, default=10_000_000,
+                   help="events in the DFG-vs-pm4py log, run once (default: 10M, issue 5's size; 0 skips it)")
     p.add_argument("--skip-ingest", action="store_true", help="skip the ingest-vs-read_csv comparison")
     p.add_argument("--out", default=str(HERE / "results.json"))
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    dfg_events = args.dfg_events or min(40 * max(sizes), 10_000_000)
     results: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
                                  "load_average_at_start": os.getloadavg()},
                      "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": [], "sizes": []}
@@ -152,7 +179,10 @@ def main(argv: list[str] | None = None) -> int:
                 results["ingest_ratio_vs_duckdb_read_csv"] = round(ours["seconds"] / ref["seconds"], 2)
         for n in sizes:
             print(f"{n:,} customers", flush=True)
-            results["sizes"].append(bench_size(n, tmp, args.store_1m, dfg_events))
+            results["sizes"].append(bench_size(n, tmp, args.store_1m))
+        if args.dfg_events:
+            print(f"directly-follows graph of a {args.dfg_events:,}-event log, ours and pm4py's", flush=True)
+            results["dfg"] = bench_dfg(args.dfg_events, tmp)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     results["checks"] = checks(results)
     Path(args.out).write_text(json.dumps(results, indent=2, default=str))

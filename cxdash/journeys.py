@@ -33,6 +33,7 @@ __all__ = [
     "discover_dfg",
     "discover_handoffs",
     "discover_variants",
+    "dfg_counts",
     "dfg_query",
     "edge_customers",
     "event_log_table",
@@ -50,6 +51,7 @@ __all__ = [
     "neutralise_cell",
     "risk_ratio",
     "journey_log",
+    "activity_counts",
     "activity_nodes",
     "paths_from",
     "paths_to",
@@ -114,8 +116,9 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
     """The event log in standard columns with the noise controls applied.
 
     In: ``events`` with the columns named in ``spec`` (or keyword overrides such as
-    ``case_key="case:concept:name"``). Out (a subquery): ``case_id, activity, ts, department,
-    tiebreak``, one row per step; rows without case, activity or time are dropped.
+    ``case_key="case:concept:name"``). Out (a subquery): ``case_id, activity, ts, department``
+    and, when ``order_key`` is given, ``tiebreak``; one row per step; rows without case,
+    activity or time are dropped.
     """
     s = _spec(spec, **keys)
     c = events.c
@@ -128,14 +131,16 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
         )
     if s.by_department:
         activity = department
-    tiebreak = sa.cast(c[s.order_key], sa.String) if s.order_key else sa.literal("", sa.String)
+    # Without an order key there is no tiebreak column: a constant in every window's ORDER BY
+    # still costs a comparison in the sort. The key keeps its own type (numbers sort as numbers).
+    tiebreak = [c[s.order_key].label("tiebreak")] if s.order_key else []
     base = (
         sa.select(
             sa.cast(c[s.case_key], sa.String).label("case_id"),
             activity.label("activity"),
             c[s.timestamp_key].label("ts"),
             department.label("department"),
-            tiebreak.label("tiebreak"),
+            *tiebreak,
         )
         .where(c[s.case_key].is_not(None), c[s.activity_key].is_not(None), c[s.timestamp_key].is_not(None))
         .cte("log_base")
@@ -148,23 +153,31 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
             sa.func.row_number().over(order_by=(counts.c.n.desc(), counts.c.activity)).label("rk"),
         ).subquery()
         keep = sa.select(ranked.c.activity).where(ranked.c.rk <= s.top_n)
-        log = sa.select(
-            log.c.case_id,
-            sa.case((log.c.activity.in_(keep), log.c.activity), else_=sa.literal(OTHER, sa.String)).label("activity"),
-            log.c.ts, log.c.department, log.c.tiebreak,
-        ).cte("log_top")
+        other = sa.case((log.c.activity.in_(keep), log.c.activity), else_=sa.literal(OTHER, sa.String))
+        log = sa.select(*[other.label("activity") if col.key == "activity" else col for col in log.c]).cte("log_top")
     if s.collapse_repeats:
-        prev = sa.func.lag(log.c.activity).over(
-            partition_by=log.c.case_id, order_by=(log.c.ts, log.c.tiebreak, log.c.activity)
-        )
-        with_prev = sa.select(log, prev.label("prev_activity")).subquery("log_prev")
-        log = (
-            sa.select(with_prev.c.case_id, with_prev.c.activity, with_prev.c.ts, with_prev.c.department,
-                      with_prev.c.tiebreak)
-            .where(sa.or_(with_prev.c.prev_activity.is_(None), with_prev.c.prev_activity != with_prev.c.activity))
-            .cte("log_collapsed")
-        )
+        log = _drop_repeats(log, "activity", _step_order(log), "log_collapsed")
     return log
+
+
+def _step_order(log: sa.FromClause, activity=None) -> tuple:
+    """How the steps of one case are ordered: time, then the order key when there is one, then
+    the activity (its name, or its code, which sorts the same way)."""
+    tiebreak = (log.c.tiebreak,) if "tiebreak" in log.c else ()
+    return (log.c.ts, *tiebreak, log.c.activity if activity is None else activity)
+
+
+def _drop_repeats(log: sa.FromClause, key: str, order: tuple, name: str) -> sa.CTE:
+    """``log`` without the steps whose column ``key`` repeats the case's previous step
+    (``a a b`` -> ``a b``)."""
+    w = dict(order_by=(log.c.case_id, *order))  # see _coded_steps: one ordering instead of partitions
+    prev = sa.case((sa.func.lag(log.c.case_id).over(**w) == log.c.case_id, sa.func.lag(log.c[key]).over(**w)))
+    with_prev = sa.select(log, prev.label("prev_key")).subquery(name + "_prev")
+    return (
+        sa.select(*[with_prev.c[col.key] for col in log.c])
+        .where(sa.or_(with_prev.c.prev_key.is_(None), with_prev.c.prev_key != with_prev.c[key]))
+        .cte(name)
+    )
 
 
 def transitions(log: sa.FromClause) -> sa.CTE:
@@ -173,8 +186,9 @@ def transitions(log: sa.FromClause) -> sa.CTE:
     Out: ``case_id, step`` (1-based position of the source step), ``source, target, source_ts,
     target_ts, source_department, target_department, seconds`` (target minus source time).
     """
-    order = (log.c.ts, log.c.tiebreak, log.c.activity)
-    w = dict(partition_by=log.c.case_id, order_by=order)
+    # Partitioned here: with three text columns carried along, the one-ordering form of
+    # _coded_steps measured slower on DuckDB.
+    w = dict(partition_by=log.c.case_id, order_by=_step_order(log))
     steps = sa.select(
         log.c.case_id,
         sa.func.row_number().over(**w).label("step"),
@@ -200,40 +214,148 @@ def _p90(col):
     return sa.func.percentile_cont(0.9).within_group(col)
 
 
-def dfg_query(events: sa.FromClause, spec: LogSpec | None = None, *, min_share: float = 0.0, **keys) -> sa.Select:
-    """The directly-follows graph as a query (see ``discover_dfg``)."""
-    log = prepare_log(events, spec, **keys)
-    t = transitions(log)
-    edge_n = (
-        sa.select(t.c.source, t.c.target, sa.func.count().label("n"))
-        .group_by(t.c.source, t.c.target)
-        .subquery("edge_n")
+def _median_and_p90(col):
+    """Both percentiles from one sort of each group: ``percentile_cont(ARRAY[0.5, 0.9])``, an
+    array (PostgreSQL and DuckDB both take one); index it with ``[1]`` and ``[2]``."""
+    fractions = sa.cast(sa.literal_column("ARRAY[0.5, 0.9]"), sa.ARRAY(sa.Double))
+    return sa.type_coerce(sa.func.percentile_cont(fractions).within_group(col), sa.ARRAY(sa.Double))
+
+
+def _coded_steps(events: sa.FromClause, spec: LogSpec | None, keys) -> tuple[sa.CTE, sa.CTE]:
+    """The log's steps with activities as integer codes, each beside its case's next step.
+
+    Returns ``(codes, steps)``: ``codes`` is ``activity, code`` (code = the activity's rank by
+    name, so codes sort like names); ``steps`` is ``case_id, ts, source, target, seconds``
+    with one row per step, ``target`` and ``seconds`` NULL on each case's last step (so
+    counting those rows counts the cases).
+
+    Why codes: the window's sort and the aggregations then compare integers instead of text,
+    which is most of the cost of the graph on a large log; names come back on the few result
+    rows. Rename rules and top N act on the small table of distinct activities (same rules
+    as ``prepare_log``), and collapsing repeats works on the codes, in ``prepare_log``'s order.
+    """
+    s = _spec(spec, **keys)
+    log = prepare_log(events, LogSpec(**{**s.__dict__, "rename": {}, "top_n": None, "collapse_repeats": False}))
+    counts = sa.select(log.c.activity, sa.func.count().label("n")).group_by(log.c.activity).subquery("activity_n")
+    name = counts.c.activity
+    if s.rename and not s.by_department:  # grouping by department replaces the names anyway
+        name = sa.case(*[(name == old, sa.literal(new, sa.String)) for old, new in s.rename.items()], else_=name)
+    mapping = sa.select(counts.c.activity, name.label("name"), counts.c.n).subquery("renamed")
+    if s.top_n:
+        totals = (
+            sa.select(mapping.c.name, sa.func.sum(mapping.c.n).label("n")).group_by(mapping.c.name).subquery("name_n")
+        )
+        ranked = sa.select(
+            totals.c.name, sa.func.row_number().over(order_by=(totals.c.n.desc(), totals.c.name)).label("rk")
+        ).subquery("name_rank")
+        mapping = (
+            sa.select(mapping.c.activity,
+                      sa.case((ranked.c.rk <= s.top_n, mapping.c.name), else_=sa.literal(OTHER, sa.String)).label("name"))
+            .select_from(mapping.join(ranked, ranked.c.name == mapping.c.name))
+            .subquery("top_names")
+        )
+    dictionary = sa.select(
+        mapping.c.activity, mapping.c.name, sa.func.dense_rank().over(order_by=mapping.c.name).label("code")
+    ).cte("activity_codes")
+    codes = sa.select(dictionary.c.name.label("activity"), dictionary.c.code).distinct().cte("code_names")
+    tiebreak = (log.c.tiebreak,) if "tiebreak" in log.c else ()
+    coded = (
+        sa.select(log.c.case_id, dictionary.c.code, log.c.ts, *tiebreak)
+        .select_from(log.join(dictionary, dictionary.c.activity == log.c.activity))
+        .cte("coded_log")
     )
-    total = sa.select(sa.func.count()).select_from(t).scalar_subquery()
-    keep = (sa.cast(edge_n.c.n, sa.Double) / sa.func.nullif(total, 0)) >= min_share
-    source = sa.case((keep, t.c.source), else_=sa.literal(OTHER, sa.String)) if min_share > 0 else t.c.source
-    target = sa.case((keep, t.c.target), else_=sa.literal(OTHER, sa.String)) if min_share > 0 else t.c.target
-    # Only pooling needs each edge's total beside its transitions.
-    joined = t.join(edge_n, sa.and_(edge_n.c.source == t.c.source, edge_n.c.target == t.c.target)) if min_share > 0 else t
-    customers_all = sa.select(sa.func.count(sa.distinct(log.c.case_id))).scalar_subquery()
-    count = sa.func.count()
+    if s.collapse_repeats:
+        coded = _drop_repeats(coded, "code", _step_order(coded, coded.c.code), "coded_collapsed")
+    # One ordering of the whole log (case, time, ...) rather than PARTITION BY case: the same
+    # sort, but DuckDB evaluates it with less work per row; a step's successor counts only when
+    # it belongs to the same case.
+    w = dict(order_by=(coded.c.case_id, *_step_order(coded, coded.c.code)))
+    same_case = sa.func.lead(coded.c.case_id).over(**w) == coded.c.case_id
+    steps = sa.select(
+        coded.c.case_id,
+        coded.c.ts,
+        coded.c.code.label("source"),
+        sa.case((same_case, sa.func.lead(coded.c.code).over(**w))).label("target"),
+        sa.case((same_case, _epoch(sa.func.lead(coded.c.ts).over(**w)) - _epoch(coded.c.ts))).label("seconds"),
+    ).cte("coded_steps")
+    return codes, steps
+
+
+def dfg_query(events: sa.FromClause, spec: LogSpec | None = None, *, min_share: float = 0.0, **keys) -> sa.Select:
+    """The directly-follows graph as a query (see ``discover_dfg``).
+
+    One window pass over the log (on activity codes, see ``_coded_steps``); counts, customers
+    and times are aggregated on codes, and pooling rare edges into ``(other)`` maps each small
+    edge to the pooled one through the (small) table of edge counts.
+    """
+    codes, steps = _coded_steps(events, spec, keys)
+    pairs = sa.select(steps).where(steps.c.target.is_not(None)).subquery("pairs")
+    if min_share > 0:
+        edge_n = (
+            sa.select(pairs.c.source, pairs.c.target, sa.func.count().label("n"))
+            .group_by(pairs.c.source, pairs.c.target)
+            .subquery("edge_n")
+        )
+        # "(other)" may already be an activity (top N): pooled edges then join its edges, as by name.
+        other = sa.func.coalesce(
+            sa.select(codes.c.code).where(codes.c.activity == OTHER).scalar_subquery(), sa.literal(0)
+        )
+        keep = sa.cast(edge_n.c.n, sa.Double) / sa.cast(sa.func.sum(edge_n.c.n).over(), sa.Double) >= min_share
+        pooled_edge = sa.select(
+            edge_n.c.source, edge_n.c.target,
+            sa.case((keep, edge_n.c.source), else_=other).label("pooled_source"),
+            sa.case((keep, edge_n.c.target), else_=other).label("pooled_target"),
+        ).subquery("pooled_edge")
+        pairs = (
+            sa.select(
+                pooled_edge.c.pooled_source.label("source"), pooled_edge.c.pooled_target.label("target"),
+                pairs.c.case_id, pairs.c.seconds,
+            )
+            .select_from(pairs.join(pooled_edge, sa.and_(pooled_edge.c.source == pairs.c.source,
+                                                         pooled_edge.c.target == pairs.c.target)))
+            .cte("pooled_pairs")
+        )
+    else:
+        pairs = sa.select(pairs).cte("pairs")  # read twice below: computed once
+    stats = (
+        sa.select(
+            pairs.c.source, pairs.c.target, sa.func.count().label("n"),
+            _median_and_p90(pairs.c.seconds).label("percentiles"), sa.func.avg(pairs.c.seconds).label("mean_seconds"),
+        )
+        .group_by(pairs.c.source, pairs.c.target)
+        .subquery("edge_stats")
+    )
+    # distinct cases per edge as a second grouping: cheaper than COUNT(DISTINCT) beside percentiles
+    case_edges = sa.select(pairs.c.source, pairs.c.target, pairs.c.case_id).distinct().subquery("case_edges")
+    customers = (
+        sa.select(case_edges.c.source, case_edges.c.target, sa.func.count().label("customers"))
+        .group_by(case_edges.c.source, case_edges.c.target)
+        .subquery("edge_customers")
+    )
+    n_cases = sa.select(sa.func.count()).select_from(steps).where(steps.c.target.is_(None)).scalar_subquery()
+    src, tgt = codes.alias("source_name"), codes.alias("target_name")
+    source = sa.func.coalesce(src.c.activity, sa.literal(OTHER, sa.String))
+    target = sa.func.coalesce(tgt.c.activity, sa.literal(OTHER, sa.String))
     return (
         sa.select(
             source.label("source"),
             target.label("target"),
-            count.label("count"),
-            sa.func.count(sa.distinct(t.c.case_id)).label("customers"),
-            (sa.cast(count, sa.Double) / sa.func.nullif(total, 0)).label("share"),
-            (sa.cast(sa.func.count(sa.distinct(t.c.case_id)), sa.Double) / sa.func.nullif(customers_all, 0)).label(
+            stats.c.n.label("count"),
+            customers.c.customers,
+            (sa.cast(stats.c.n, sa.Double) / sa.cast(sa.func.sum(stats.c.n).over(), sa.Double)).label("share"),
+            (sa.cast(customers.c.customers, sa.Double) / sa.cast(sa.func.nullif(n_cases, 0), sa.Double)).label(
                 "customer_share"
             ),
-            _median(t.c.seconds).label("median_seconds"),
-            _p90(t.c.seconds).label("p90_seconds"),
-            sa.func.avg(t.c.seconds).label("mean_seconds"),
+            stats.c.percentiles[1].label("median_seconds"),
+            stats.c.percentiles[2].label("p90_seconds"),
+            stats.c.mean_seconds,
         )
-        .select_from(joined)
-        .group_by(source, target)
-        .order_by(count.desc(), source, target)
+        .select_from(
+            stats.join(customers, sa.and_(customers.c.source == stats.c.source, customers.c.target == stats.c.target))
+            .outerjoin(src, src.c.code == stats.c.source)
+            .outerjoin(tgt, tgt.c.code == stats.c.target)
+        )
+        .order_by(stats.c.n.desc(), source, target)
     )
 
 
@@ -277,9 +399,28 @@ def discover_dfg(
                     floats=("share", "customer_share", "median_seconds", "p90_seconds", "mean_seconds"))
 
 
+def dfg_counts(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
+    """Transition counts only, pm4py ``discover_dfg``'s measure (no customers, no times): the
+    like-for-like figure for benchmarks. Out: ``source, target, count``, most frequent first."""
+    codes, steps = _coded_steps(events, spec, keys)
+    src, tgt = codes.alias("source_name"), codes.alias("target_name")
+    edges = (
+        sa.select(steps.c.source, steps.c.target, sa.func.count().label("n"))
+        .where(steps.c.target.is_not(None))
+        .group_by(steps.c.source, steps.c.target)
+        .subquery("edge_n")
+    )
+    q = (
+        sa.select(src.c.activity, tgt.c.activity, edges.c.n)
+        .select_from(edges.join(src, src.c.code == edges.c.source).join(tgt, tgt.c.code == edges.c.target))
+        .order_by(edges.c.n.desc(), src.c.activity, tgt.c.activity)
+    )
+    return _numeric(_frame(conn, q, ["source", "target", "count"]), ints=("count",))
+
+
 def _ends(conn: Connection, events, spec, keys, *, first: bool) -> dict[str, int]:
     log = prepare_log(events, spec, **keys)
-    order = (log.c.ts, log.c.tiebreak, log.c.activity)
+    order = _step_order(log)
     if not first:
         order = tuple(c.desc() for c in order)
     ranked = sa.select(
@@ -306,34 +447,67 @@ def end_activities(conn: Connection, events: sa.FromClause, spec: LogSpec | None
 
 def activity_nodes(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
     """One row per activity: ``activity, count, customers, department`` (its most frequent
-    department), ``starts, ends`` (cases starting / ending with it)."""
-    log = prepare_log(events, spec, **keys)
+    department), ``starts, ends`` (cases starting / ending with it), most frequent first.
+
+    One pass over the log: each step is flagged as its case's first or last, and (with
+    ``collapse_repeats``) as a repeat of the step before, by looking at its neighbours in one
+    ordering (case, time, ...); then everything is counted. Collapsing never removes a case's
+    first step, a case's last run keeps its activity, and no activity leaves a case entirely,
+    so starts, ends and customers are the same with or without it; counts skip the repeats.
+    """
+    s = _spec(spec, **keys)
+    log = prepare_log(events, LogSpec(**{**s.__dict__, "collapse_repeats": False}))
+    w = dict(order_by=(log.c.case_id, *_step_order(log)))
+    after_same_case = sa.func.lag(log.c.case_id).over(**w) == log.c.case_id
+    repeat = sa.and_(after_same_case, sa.func.lag(log.c.activity).over(**w) == log.c.activity)
+    steps = sa.select(
+        log.c.case_id, log.c.activity, log.c.department,
+        sa.case((after_same_case, 0), else_=1).label("is_start"),
+        sa.case((sa.func.lead(log.c.case_id).over(**w) == log.c.case_id, 0), else_=1).label("is_end"),
+        (sa.case((repeat, 0), else_=1) if s.collapse_repeats else sa.literal(1)).label("kept"),
+    ).cte("flagged_steps")
     by_dept = (
-        sa.select(log.c.activity, log.c.department, sa.func.count().label("n"))
-        .group_by(log.c.activity, log.c.department)
-        .subquery()
+        sa.select(steps.c.activity, steps.c.department, sa.func.count().label("n"))
+        .where(steps.c.kept == 1)
+        .group_by(steps.c.activity, steps.c.department)
+        .subquery("by_department")
     )
     dept = sa.select(
         by_dept.c.activity, by_dept.c.department,
         sa.func.row_number().over(partition_by=by_dept.c.activity,
                                   order_by=(by_dept.c.n.desc(), by_dept.c.department)).label("rk"),
-    ).subquery()
+    ).subquery("top_department")
     stats = (
-        sa.select(log.c.activity, sa.func.count().label("n"), sa.func.count(sa.distinct(log.c.case_id)).label("cust"))
-        .group_by(log.c.activity)
-        .subquery()
+        sa.select(
+            steps.c.activity, sa.func.sum(steps.c.kept).label("n"),
+            sa.func.count(sa.distinct(steps.c.case_id)).label("cust"),
+            sa.func.sum(steps.c.is_start).label("starts"), sa.func.sum(steps.c.is_end).label("ends"),
+        )
+        .group_by(steps.c.activity)
+        .subquery("activity_stats")
     )
     q = (
-        sa.select(stats.c.activity, stats.c.n, stats.c.cust, dept.c.department)
+        sa.select(stats.c.activity, stats.c.n, stats.c.cust, dept.c.department, stats.c.starts, stats.c.ends)
         .join(dept, sa.and_(dept.c.activity == stats.c.activity, dept.c.rk == 1))
         .order_by(stats.c.n.desc(), stats.c.activity)
     )
-    frame = _numeric(_frame(conn, q, ["activity", "count", "customers", "department"]), ints=("count", "customers"))
-    starts = start_activities(conn, events, spec, **keys)
-    ends = end_activities(conn, events, spec, **keys)
-    frame["starts"] = frame["activity"].map(lambda a: starts.get(a, 0)).astype("int64")
-    frame["ends"] = frame["activity"].map(lambda a: ends.get(a, 0)).astype("int64")
-    return frame
+    cols = ["activity", "count", "customers", "department", "starts", "ends"]
+    return _numeric(_frame(conn, q, cols), ints=("count", "customers", "starts", "ends"))
+
+
+def activity_counts(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
+    """``activity, count``: every activity after renaming, department grouping and top N, with
+    its number of steps, most frequent first. A plain grouping (no window): for pickers that
+    list the activities. Counts are before ``collapse_repeats``, which removes steps but never
+    a whole activity."""
+    s = _spec(spec, **keys)
+    log = prepare_log(events, LogSpec(**{**s.__dict__, "collapse_repeats": False}))
+    q = (
+        sa.select(log.c.activity, sa.func.count().label("n"))
+        .group_by(log.c.activity)
+        .order_by(sa.func.count().desc(), log.c.activity)
+    )
+    return _numeric(_frame(conn, q, ["activity", "count"]), ints=("count",))
 
 
 def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
@@ -362,11 +536,17 @@ def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | N
 def edge_customers(
     conn: Connection, events: sa.FromClause, source: str, target: str, spec: LogSpec | None = None, **keys
 ) -> pd.DataFrame:
-    """The cases that took the edge ``source -> target``: ``case_id, times, first_at, median_seconds``."""
-    t = transitions(prepare_log(events, spec, **keys))
+    """The cases that took the edge ``source -> target``: ``case_id, times, first_at, median_seconds``.
+
+    The same steps as ``discover_dfg`` (same noise controls), so the cohort matches the edge."""
+    codes, t = _coded_steps(events, spec, keys)
+
+    def code(name: str):
+        return sa.select(codes.c.code).where(codes.c.activity == name).scalar_subquery()
+
     q = (
-        sa.select(t.c.case_id, sa.func.count(), sa.func.min(t.c.source_ts), _median(t.c.seconds))
-        .where(t.c.source == source, t.c.target == target)
+        sa.select(t.c.case_id, sa.func.count(), sa.func.min(t.c.ts), _median(t.c.seconds))
+        .where(t.c.source == code(source), t.c.target == code(target))
         .group_by(t.c.case_id)
         .order_by(sa.func.count().desc(), t.c.case_id)
     )
@@ -374,12 +554,14 @@ def edge_customers(
                     floats=("median_seconds",))
 
 
-def _positions(log: sa.FromClause) -> sa.Subquery:
-    order = (log.c.ts, log.c.tiebreak, log.c.activity)
+def _positions(log: sa.FromClause) -> sa.CTE:
+    """``case_id, activity, ts, pos``: each step's 1-based position in its case. A CTE, since
+    callers read it more than once (a subquery would run its window each time)."""
+    order = _step_order(log)
     return sa.select(
         log.c.case_id, log.c.activity, log.c.ts,
         sa.func.row_number().over(partition_by=log.c.case_id, order_by=order).label("pos"),
-    ).subquery("positions")
+    ).cte("positions")
 
 
 def _paths(conn, events, anchor: str, steps: int, spec, keys, *, before: bool) -> pd.DataFrame:
@@ -473,7 +655,7 @@ def discover_variants(
             (_epoch(sa.func.max(kept.c.ts)) - _epoch(sa.func.min(kept.c.ts))).label("seconds"),
         )
         .group_by(kept.c.case_id)
-        .subquery("per_case")
+        .cte("per_case")  # read three times below; as a subquery its window ran three times
     )
     churned = sa.literal(None, sa.Boolean)
     src = per_case
@@ -673,7 +855,7 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0) -
     Out (a CTE, usable like a subquery): ``cx_id, ts, hotspot, leaked_department,
     absorbed_department``.
     """
-    from cxdash.store import KIND_TABLES, identity_map_table, sources_table
+    from cxdash.store import KIND_TABLES, customer_keys_table, sources_table
 
     # One scan of the timeline, shared by every part (a CTE referenced several times is
     # materialised once by DuckDB and PostgreSQL).
@@ -725,9 +907,9 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0) -
     )
 
     # tickets: transfers and long waits (read from the tickets table for transfers / duration)
-    k, im, src = KIND_TABLES["tickets"], identity_map_table, sources_table
+    k, im, src = KIND_TABLES["tickets"], customer_keys_table, sources_table
     dept = sa.func.coalesce(k.c.department, src.c.department, "unknown")
-    tickets_from = k.join(im, im.c.id_key == k.c.id_key).join(src, src.c.name == k.c.source)
+    tickets_from = k.join(im, im.c.cx_key == k.c.cx_key).join(src, src.c.name == k.c.source)
     transferred = (
         sa.select(im.c.cx_id, k.c.opened_at.label("ts"), sa.literal("transferred ticket", sa.String).label("hotspot"),
                   dept.label("leaked_department"))
@@ -767,7 +949,7 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0) -
             sa.func.lead(jl.c.ts).over(**w).label("next_ts"),
         )
         .where(jl.c.activity != "subscription ended")
-        .subquery("seq")
+        .cte("seq")  # read by rework and dead ends: one window pass, not two
     )
     rework = sa.select(
         seq.c.cx_id, seq.c.ts, sa.literal("rework", sa.String).label("hotspot"), seq.c.department.label("leaked_department")
@@ -797,24 +979,24 @@ def customer_outcomes(conn: Connection) -> sa.Subquery:
     from datetime import timedelta
 
     from cxdash.kpis import _churned, _customer_universe, as_of
-    from cxdash.store import KIND_TABLES, identity_map_table
+    from cxdash.store import KIND_TABLES, customer_keys_table
     from cxdash.timeline import FAILED_PAYMENT_STATUSES
 
     now = as_of(conn)
     universe = _customer_universe(conn).subquery("universe")
     churned_q, _basis = _churned(conn, now)
     churned = churned_q.subquery("churned")
-    im, subs, tx = identity_map_table, KIND_TABLES["subscriptions"], KIND_TABLES["transactions"]
+    im, subs, tx = customer_keys_table, KIND_TABLES["subscriptions"], KIND_TABLES["transactions"]
     ends = (
         sa.select(im.c.cx_id, sa.func.max(subs.c.end).label("churned_at"))
-        .select_from(subs.join(im, im.c.id_key == subs.c.id_key))
+        .select_from(subs.join(im, im.c.cx_key == subs.c.cx_key))
         .group_by(im.c.cx_id)
         .subquery("ends")
     )
     since = (now or sa.func.now()) - timedelta(days=365) if now else None
     rev_q = (
         sa.select(im.c.cx_id, sa.func.sum(tx.c.amount).label("revenue"))
-        .select_from(tx.join(im, im.c.id_key == tx.c.id_key))
+        .select_from(tx.join(im, im.c.cx_key == tx.c.cx_key))
         .where(sa.func.lower(sa.func.coalesce(tx.c.status, "")).not_in(FAILED_PAYMENT_STATUSES))
         .group_by(im.c.cx_id)
     )
@@ -981,14 +1163,14 @@ def hotspot_customers(
     Out: ``cx_id, moments, first_at, last_at, leaked_department, absorbed_department, churned,
     revenue_12m, email, phone`` (email and phone masked: cohorts leave the app as files).
     """
-    from cxdash.store import KIND_TABLES, identity_map_table
+    from cxdash.store import KIND_TABLES, customer_keys_table
 
     m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days)
     out = customer_outcomes(conn)
-    crm, im = KIND_TABLES["customers"], identity_map_table
+    crm, im = KIND_TABLES["customers"], customer_keys_table
     contact = (
         sa.select(im.c.cx_id, sa.func.min(crm.c.email).label("email"), sa.func.min(crm.c.phone).label("phone"))
-        .select_from(crm.join(im, im.c.id_key == crm.c.id_key))
+        .select_from(crm.join(im, im.c.cx_key == crm.c.cx_key))
         .group_by(im.c.cx_id)
         .subquery("contact")
     )
@@ -1057,12 +1239,12 @@ def cohort_csv(frame: pd.DataFrame) -> bytes:
 def customer_segments(field_name: str = "segment") -> sa.Subquery:
     """``case_id, segment``: each customer's CRM ``segment`` (or another CRM field, e.g.
     ``plan`` or ``region``), for funnel breakdowns."""
-    from cxdash.store import KIND_TABLES, identity_map_table
+    from cxdash.store import KIND_TABLES, customer_keys_table
 
-    crm, im = KIND_TABLES["customers"], identity_map_table
+    crm, im = KIND_TABLES["customers"], customer_keys_table
     return (
         sa.select(im.c.cx_id.label("case_id"), sa.func.min(crm.c[field_name]).label("segment"))
-        .select_from(crm.join(im, im.c.id_key == crm.c.id_key))
+        .select_from(crm.join(im, im.c.cx_key == crm.c.cx_key))
         .group_by(im.c.cx_id)
         .subquery("segments")
     )

@@ -261,6 +261,86 @@ def test_edge_customers_lists_the_cases_on_an_edge(tiny):
     assert e["case_id"].tolist() == ["c1", "c3"]
 
 
+def test_activity_nodes_count_reach_departments_starts_and_ends_by_hand():
+    # TINY plus c4: d(0) d(10), a case that is one repeated step
+    frame = pd.DataFrame(
+        [(c, a, T0 + timedelta(seconds=s), "support" if a in ("c", "d") else "web")
+         for c, a, s in TINY + [("c4", "d", 0), ("c4", "d", 10)]],
+        columns=["case", "act", "time", "dept"],
+    )
+    engine = _duck()
+    with engine.begin() as conn:
+        t = jr.event_log_table(conn, frame, "nodes")
+        plain = jr.activity_nodes(conn, t, department_key="dept", **KEYS).set_index("activity")
+        collapsed = jr.activity_nodes(conn, t, collapse_repeats=True, department_key="dept", **KEYS).set_index("activity")
+        counts = jr.activity_counts(conn, t, collapse_repeats=True, **KEYS)
+    cols = ["count", "customers", "department", "starts", "ends"]
+    assert plain.loc[["a", "b", "c", "d"], cols].values.tolist() == [
+        [3, 3, "web", 3, 0], [3, 2, "web", 0, 0], [3, 3, "support", 0, 3], [2, 1, "support", 1, 1]]
+    # collapsing drops c3's second b and c4's second d; reach, starts and ends stay
+    assert collapsed.loc[["a", "b", "c", "d"], cols].values.tolist() == [
+        [3, 3, "web", 3, 0], [2, 2, "web", 0, 0], [3, 3, "support", 0, 3], [1, 1, "support", 1, 1]]
+    assert collapsed.index.tolist() == ["a", "c", "b", "d"]  # most frequent first, ties by name
+    # the picker's list: every activity, counted before collapsing, most frequent first
+    assert counts.values.tolist() == [["a", 3], ["b", 3], ["c", 3], ["d", 2]]
+
+
+def _pandas_dfg(frame: pd.DataFrame, *, rename: dict, top_n: int, collapse: bool, min_share: float) -> pd.DataFrame:
+    """The directly-follows graph with the noise controls, computed step by step in pandas."""
+    f = frame.rename(columns={"case:concept:name": "case", "concept:name": "act", "time:timestamp": "ts"})
+    f["act"] = f["act"].map(lambda a: rename.get(a, a))
+    n = f.groupby("act").size().reset_index(name="n").sort_values(["n", "act"], ascending=[False, True])
+    keep = set(n["act"].head(top_n))
+    f["act"] = f["act"].where(f["act"].isin(keep), jr.OTHER)
+    f = f.sort_values(["case", "ts", "act"], kind="stable")
+    if collapse:
+        f = f[f["act"] != f.groupby("case")["act"].shift(1)]
+    g = f.groupby("case")
+    f = f.assign(target=g["act"].shift(-1), secs=(g["ts"].shift(-1) - f["ts"]).dt.total_seconds())
+    n_cases = f["case"].nunique()
+    pairs = f.dropna(subset=["target"]).rename(columns={"act": "source"})
+    share = pairs.groupby(["source", "target"])["case"].transform("size") / len(pairs)
+    small = share < min_share
+    pairs.loc[small, ["source", "target"]] = jr.OTHER
+    out = pairs.groupby(["source", "target"]).agg(
+        count=("case", "size"), customers=("case", "nunique"), median_seconds=("secs", "median"),
+        p90_seconds=("secs", lambda s: s.quantile(0.9)), mean_seconds=("secs", "mean"))
+    out["share"] = out["count"] / len(pairs)
+    out["customer_share"] = out["customers"] / n_cases
+    return out
+
+
+def test_dfg_with_every_noise_control_equals_a_pandas_computation():
+    rng = np.random.default_rng(12)
+    n = 6000
+    frame = pd.DataFrame({
+        "case:concept:name": [f"k{i}" for i in rng.integers(0, 300, n)],
+        "concept:name": [f"s{i}" for i in rng.zipf(1.5, n) % 14],
+        # whole minutes over a few days: plenty of equal times, so the tie-break by name matters
+        "time:timestamp": T0 + pd.to_timedelta(rng.integers(0, 5000, n), unit="min"),
+    })
+    controls = dict(rename={"s7": "s1", "s9": "s1", "s3": "three"}, top_n=6, collapse=True, min_share=0.02)
+    exp = _pandas_dfg(frame, **controls)
+    spec = jr.LogSpec(rename=controls["rename"], top_n=controls["top_n"], collapse_repeats=True)
+    engine = _duck()
+    with engine.begin() as conn:
+        t = jr.event_log_table(conn, frame, "noisy")
+        got = jr.discover_dfg(conn, t, spec, min_share=controls["min_share"], **PM4PY_KEYS)
+        edge = exp.drop(index=(jr.OTHER, jr.OTHER), errors="ignore")["count"].idxmax()
+        cohort = jr.edge_customers(conn, t, *edge, spec, **PM4PY_KEYS)
+    got = got.set_index(["source", "target"])
+    # both kinds of "(other)": the pooled rare edges, and the activities beyond the top N
+    assert (jr.OTHER, jr.OTHER) in got.index
+    assert any(jr.OTHER in edge and edge != (jr.OTHER, jr.OTHER) for edge in got.index)
+    assert sorted(got.index) == sorted(exp.index)
+    for col in ("count", "customers"):
+        assert got.loc[exp.index, col].tolist() == exp[col].tolist(), col
+    for col in ("median_seconds", "p90_seconds", "mean_seconds", "share", "customer_share"):
+        assert np.allclose(got.loc[exp.index, col].to_numpy(float), exp[col].to_numpy(float)), col
+    # the edge's cohort is the same set of steps: its cases and times add up to the edge
+    assert cohort["times"].sum() == exp.loc[edge, "count"] and len(cohort) == exp.loc[edge, "customers"]
+
+
 # ----------------------------------------------------------------------------- friction, both backends
 
 CRM = "customer_id,email,phone,signup_date\nC1,one@x.com,5550001111,2023-01-01\nC2,two@x.com,,2023-01-01\n" \

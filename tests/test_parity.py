@@ -168,6 +168,19 @@ def test_activity_nodes_handoffs_and_variants_are_equal(engines):
     assert_same_frame(duck, pg, "discover_variants")
 
 
+def test_activity_list_paths_and_edge_cohort_are_equal(engines):
+    duck, pg = _both(engines, lambda c: jr.activity_counts(c, jr.journey_log(), PAGE_SPEC))
+    assert_same_frame(duck, pg, "activity_counts")
+    duck, pg = _both(engines, lambda c: jr.paths_to(c, jr.journey_log(), "cancel_page", steps=5, spec=PAGE_SPEC))
+    assert_same_frame(duck, pg, "paths_to")
+    duck, pg = _both(engines, lambda c: jr.dfg_counts(c, jr.journey_log(), PAGE_SPEC))
+    source, target = duck.iloc[0]["source"], duck.iloc[0]["target"]
+    assert_same_frame(duck, pg, "dfg_counts")
+    duck, pg = _both(engines, lambda c: jr.edge_customers(c, jr.journey_log(), source, target, PAGE_SPEC))
+    assert len(duck) > 10
+    assert_same_frame(duck, pg, "edge_customers")
+
+
 def test_friction_hotspots_are_equal(engines):
     duck, pg = _both(engines, lambda c: jr.hotspots(c, repeat_days=7))
     assert len(duck) >= 3

@@ -14,6 +14,7 @@ from cxdash import journeys as jr
 from cxdash.config import database_url
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
+from cxdash.ui.figures import memoised_figure
 
 # ----------------------------------------------------------------------------- filters
 
@@ -140,6 +141,12 @@ def _nodes(url: str, version: int, filters: MapFilters) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
+def _activities(url: str, version: int, filters: MapFilters) -> list[str]:
+    with data._store(url).connect() as conn:
+        return jr.activity_counts(conn, jr.journey_log(), filters.spec())["activity"].tolist()
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
 def _paths(url: str, version: int, filters: MapFilters, anchor: str, direction: str, steps: int) -> pd.DataFrame:
     fn = jr.paths_to if direction == "before" else jr.paths_from
     with data._store(url).connect() as conn:
@@ -206,8 +213,9 @@ def paths(filters: MapFilters, anchor: str, direction: str, steps: int) -> pd.Da
 
 
 def all_activities(filters: MapFilters) -> list[str]:
-    """Every activity after rename/department grouping (not cut to top N), most frequent first."""
-    return _nodes(*_key(), replace(filters, top_n=None, min_share=0.0))["activity"].tolist()
+    """Every activity after rename/department grouping (not cut to top N), most frequent first.
+    A plain count (no journey ordering), keyed only on the filters that change the names."""
+    return _activities(*_key(), replace(filters, top_n=None, min_share=0.0, collapse=False))
 
 
 def hotspot_table(repeat_days: int) -> pd.DataFrame:
@@ -315,6 +323,7 @@ def edge_labels(edges: pd.DataFrame, limit: int = 60) -> list[str]:
 
 # ----------------------------------------------------------------------------- figures
 
+@memoised_figure
 def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 40) -> go.Figure:
     """The directly-follows graph: activities in columns by department, coloured by department,
     sized by customers; the ``max_edges`` busiest edges drawn with width by count."""
@@ -333,20 +342,26 @@ def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 
            for i, a in enumerate(order)}
     fig = go.Figure()
     top = float(e["count"].max()) if len(e) else 1.0
+    # All arrows in one layout update and all edge hovers in one trace: plotly validates each
+    # add_annotation / add_trace call against the whole figure, seconds for 40 edges.
+    arrows, mid_x, mid_y, hover = [], [], [], []
     for r in e.itertuples(index=False):
         (x0, y0), (x1, y1) = pos[r.source], pos[r.target]
-        width = 1 + 9 * math.sqrt(r.count / top)
-        fig.add_annotation(
+        arrows.append(dict(
             x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2,
-            arrowsize=0.5, arrowwidth=width, arrowcolor="rgba(100,116,139,0.30)", standoff=14, startstandoff=10,
-            text="",
-        )
+            arrowsize=0.5, arrowwidth=1 + 9 * math.sqrt(r.count / top), arrowcolor="rgba(100,116,139,0.30)",
+            standoff=14, startstandoff=10, text="",
+        ))
+        mid_x.append((x0 + x1) / 2)
+        mid_y.append((y0 + y1) / 2)
+        hover.append(f"{r.source} → {r.target}<br>{r.count:,} times, {r.customers:,} customers "
+                     f"({r.customer_share:.0%})<br>median {duration(r.median_seconds)}, p90 "
+                     f"{duration(r.p90_seconds)}")
+    if arrows:
+        fig.update_layout(annotations=arrows)
         fig.add_trace(go.Scatter(
-            x=[(x0 + x1) / 2], y=[(y0 + y1) / 2], mode="markers", marker=dict(size=8, opacity=0),
-            hovertemplate=(f"{r.source} → {r.target}<br>{r.count:,} times, {r.customers:,} customers "
-                           f"({r.customer_share:.0%})<br>median {duration(r.median_seconds)}, p90 "
-                           f"{duration(r.p90_seconds)}<extra></extra>"),
-            showlegend=False,
+            x=mid_x, y=mid_y, mode="markers", marker=dict(size=8, opacity=0), text=hover,
+            hovertemplate="%{text}<extra></extra>", showlegend=False,
         ))
     biggest = max(customers.values()) if customers else 1
     for d in departments:
@@ -371,6 +386,7 @@ def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 
     return fig
 
 
+@memoised_figure
 def sankey(links: pd.DataFrame, anchor: str, max_links: int = 60) -> go.Figure:
     """Paths to (or from) the anchor: one column per step offset."""
     top = links.sort_values("customers", ascending=False).head(max_links)
@@ -399,6 +415,7 @@ def sankey(links: pd.DataFrame, anchor: str, max_links: int = 60) -> go.Figure:
     return fig
 
 
+@memoised_figure
 def hotspot_chart(spots: pd.DataFrame) -> go.Figure:
     s = spots.iloc[::-1]
     err_hi = (s["lift_high"] - s["lift"]).tolist()
@@ -417,6 +434,7 @@ def hotspot_chart(spots: pd.DataFrame) -> go.Figure:
     return fig
 
 
+@memoised_figure
 def funnel_chart(frame: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for seg, part in frame.groupby("segment", sort=True):
@@ -427,6 +445,7 @@ def funnel_chart(frame: pd.DataFrame) -> go.Figure:
     return fig
 
 
+@memoised_figure
 def handoff_chart(frame: pd.DataFrame) -> go.Figure:
     departments = sorted(set(frame["source_department"]) | set(frame["target_department"]))
     idx = {d: i for i, d in enumerate(departments)}
