@@ -24,6 +24,7 @@ __all__ = [
     "at_risk",
     "customer_score",
     "export_csv",
+    "list_version",
     "mark",
     "store_scores",
 ]
@@ -37,17 +38,21 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-def store_scores(store: Store, model, *, reasons_for: int = 20_000) -> int:
+def store_scores(store: Store, model, *, reasons_for: int = 20_000, features=None) -> int:
     """Score today's customers with ``model`` and replace the ``scores`` table with the result.
 
-    Reasons are worked out for the ``reasons_for`` highest-priority customers (the customer card
-    explains anyone else on demand). Returns the number of customers scored.
+    Reasons are worked out for the ``reasons_for`` highest-priority customers (the others are
+    stored without reasons: the explanation costs a couple dozen model evaluations per customer).
+    ``features``: today's ``FeatureFrame`` when the caller has it already (training does).
+    Returns the number of customers scored.
     """
     from cxdash.model import current_features, score_frame
 
-    with store.connect() as conn:
-        ff = current_features(conn, model)
-    scored = score_frame(model, ff, reasons_for=reasons_for)
+    if features is None:
+        with store.connect() as conn:
+            features = current_features(conn, model)
+    scored = score_frame(model, features, reasons_for=reasons_for)
+    del features
     out = pd.DataFrame(
         {
             "model_version": model.version or 0,
@@ -68,6 +73,21 @@ def store_scores(store: Store, model, *, reasons_for: int = 20_000) -> int:
         conn.execute(scores_table.delete())
         bulk_insert(conn, scores_table, out)
     return len(out)
+
+
+def list_version(store: Store) -> tuple[str, int, int, int]:
+    """A fingerprint of what the at-risk list reads besides the data: when customers were last
+    scored (and how many), and the activation log's size and newest entry. It changes the moment
+    anyone marks a customer, from any session or the CLI, so a cache keyed on it is never stale."""
+    s, a = scores_table, activation_table
+    with store.app_begin() as conn:
+        scored_at, scored, logged, newest = conn.execute(sa.select(
+            sa.select(sa.func.max(s.c.scored_at)).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(s).scalar_subquery(),
+            sa.select(sa.func.count()).select_from(a).scalar_subquery(),
+            sa.select(sa.func.coalesce(sa.func.max(a.c.id), 0)).scalar_subquery(),
+        )).one()
+    return str(scored_at), int(scored or 0), int(logged or 0), int(newest or 0)
 
 
 def _latest_activation() -> sa.Subquery:

@@ -29,7 +29,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cxdash.store import KIND_TABLES, identity_map_table, loads_table, sources_table
+from cxdash.store import KIND_TABLES, customer_keys_table, loads_table, read_frame, sources_table
 from cxdash.timeline import FAILED_PAYMENT_STATUSES
 
 __all__ = [
@@ -37,6 +37,9 @@ __all__ = [
     "FeatureFrame",
     "INTENT_SIGNALS",
     "LabelError",
+    "MISSING_CATEGORY",
+    "Sample",
+    "SnapshotReader",
     "attribute_columns",
     "churned_between",
     "customer_features",
@@ -49,6 +52,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 AGE_CAP_DAYS = 365.0  # "never" and anything older than a year look the same to the model
+# An empty category is a category of its own, spelled the same everywhere: None and NaN would
+# reach the model's encoders as two different things (one a category, one imputed).
+MISSING_CATEGORY = "(none)"
 REPEAT_WINDOW_DAYS = 7
 MARKETING_WINDOW_DAYS = 90
 
@@ -173,8 +179,35 @@ def _like_any(col, patterns: tuple[str, ...]) -> sa.ColumnElement:
 
 
 def _frame(conn: Connection, query) -> pd.DataFrame:
-    result = conn.execute(query)
-    return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    # columnar on DuckDB: building a frame from Python row tuples took 2/3 of a snapshot's time
+    return read_frame(conn, query)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A deterministic customer sample: the customers whose integer key ``cx_key`` leaves
+    ``offset`` when divided by ``every`` (1 in ``every`` customers; keys follow the customer id
+    order, so this is a systematic sample across the customer base)."""
+
+    every: int
+    offset: int = 0
+
+    def __post_init__(self):
+        if self.every < 1 or not 0 <= self.offset < self.every:
+            raise ValueError(f"a sample needs every >= 1 and 0 <= offset < every, not {self}")
+
+    def where(self, cx_key) -> sa.ColumnElement:
+        return (cx_key % self.every) == self.offset
+
+
+def _key(cx_key) -> sa.ColumnElement:
+    """The customer's integer key beside its ``cx_id`` in a per-customer aggregate (one key per
+    id): pandas then joins the kinds' results on integers, not on a million strings."""
+    return sa.func.min(cx_key).label("cx_key")
+
+
+def _sampled(query, cx_key, sample: Sample | None):
+    return query if sample is None or sample.every == 1 else query.where(sample.where(cx_key))
 
 
 def _has_rows(conn: Connection, kind: str) -> bool:
@@ -195,10 +228,10 @@ def data_as_of(conn: Connection) -> datetime | None:
 # ----------------------------------------------------------------------------- the customer record
 def _crm(conn: Connection, source: str | None) -> pd.DataFrame:
     """One CRM row per customer: canonical fields, attrs, source."""
-    c, im = KIND_TABLES["customers"], identity_map_table
-    cols = [im.c.cx_id, c.c.source, c.c.load_id, c.c.row_number, c.c.customer_id, c.c.signup_date,
+    c, im = KIND_TABLES["customers"], customer_keys_table
+    cols = [im.c.cx_id, im.c.cx_key, c.c.source, c.c.load_id, c.c.row_number, c.c.customer_id, c.c.signup_date,
             *[c.c[n] for n in _CATEGORICAL_CRM], c.c.consent_marketing, c.c.churn_label, c.c.attrs]
-    q = sa.select(*cols).select_from(c.join(im, im.c.id_key == c.c.id_key))
+    q = sa.select(*cols).select_from(c.join(im, im.c.cx_key == c.c.cx_key))
     if source:
         q = q.where(c.c.source == source)
     crm = _frame(conn, q)
@@ -209,9 +242,19 @@ def _crm(conn: Connection, source: str | None) -> pd.DataFrame:
 
 
 def attribute_columns(attrs: pd.Series) -> pd.DataFrame:
-    """Parse the ``attrs`` JSON text (one object per row) into columns (strings, NaN if absent)."""
-    parsed = [json.loads(a) if isinstance(a, str) and a else {} for a in attrs.tolist()]
-    frame = pd.DataFrame.from_records(parsed, index=attrs.index)
+    """Parse the ``attrs`` JSON text (one object per row) into columns (strings, NaN if absent).
+
+    Each distinct text is parsed once (a million customers often carry a few hundred distinct
+    attribute sets), then spread back over the rows.
+    """
+    codes, texts = pd.factorize(attrs, use_na_sentinel=True)
+    parsed = [json.loads(a) if isinstance(a, str) and a else {} for a in texts]
+    if not any(parsed):
+        return pd.DataFrame(index=attrs.index)
+    table = pd.DataFrame.from_records([*parsed, {}])  # the extra last row: no attrs at all
+    codes = np.where(codes < 0, len(parsed), codes)
+    frame = table.iloc[codes]
+    frame.index = attrs.index
     return frame
 
 
@@ -234,7 +277,7 @@ def _typed_attributes(attrs: pd.DataFrame, dropped: dict[str, str]) -> tuple[pd.
             out[key] = num.astype(float)
             numeric.append(key)
         elif raw.nunique() <= max(50, 0.02 * len(raw)):
-            out[key] = raw.astype(object).where(raw.notna(), None)
+            out[key] = raw.astype(object).where(raw.notna(), MISSING_CATEGORY)
             categorical.append(key)
         else:
             dropped[f"attr:{name}"] = "too many distinct values to be a category"
@@ -252,7 +295,7 @@ def _crm_features(crm: pd.DataFrame, cutoff: datetime | None, dropped: dict[str,
     for name in _CATEGORICAL_CRM:
         col = crm[name].astype("string")
         if col.notna().any():
-            feats[name] = col.astype(object).where(col.notna(), "(none)")
+            feats[name] = col.astype(object).where(col.notna(), MISSING_CATEGORY)
             categorical.append(name)
     if crm["consent_marketing"].notna().any():
         feats["consent_marketing"] = crm["consent_marketing"].astype("Float64").astype(float)
@@ -265,8 +308,8 @@ def _crm_features(crm: pd.DataFrame, cutoff: datetime | None, dropped: dict[str,
 
 
 # ----------------------------------------------------------------------------- per-kind aggregates
-def _event_aggregates(conn: Connection, cutoff: datetime) -> pd.DataFrame:
-    e, im, s = KIND_TABLES["events"], identity_map_table, sources_table
+def _event_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None = None) -> pd.DataFrame:
+    e, im, s = KIND_TABLES["events"], customer_keys_table, sources_table
     dept = sa.func.lower(sa.func.coalesce(e.c.department, s.c.department))
     marketing = dept == "marketing"
     act = sa.func.lower(sa.func.coalesce(e.c.activity, ""))
@@ -295,20 +338,21 @@ def _event_aggregates(conn: Connection, cutoff: datetime) -> pd.DataFrame:
             _count_if(sa.and_(hit, e.c.timestamp >= d30)).label(f"{stem}_30d"),
         ]
     q = (
-        sa.select(im.c.cx_id, *cols)
-        .select_from(e.join(im, im.c.id_key == e.c.id_key).join(s, s.c.name == e.c.source))
+        sa.select(im.c.cx_id, _key(im.c.cx_key), *cols)
+        .select_from(e.join(im, im.c.cx_key == e.c.cx_key).join(s, s.c.name == e.c.source))
         .where(e.c.timestamp < cutoff)
         .group_by(im.c.cx_id)
     )
-    return _frame(conn, q)
+    return _frame(conn, _sampled(q, e.c.cx_key, sample))
 
 
-def _ticket_aggregates(conn: Connection, cutoff: datetime) -> pd.DataFrame:
-    k, im = KIND_TABLES["tickets"], identity_map_table
+def _ticket_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None = None) -> pd.DataFrame:
+    k, im = KIND_TABLES["tickets"], customer_keys_table
     topic = sa.func.lower(sa.func.coalesce(k.c.topic, "other"))
-    base = (
+    base = _sampled(
         sa.select(
             im.c.cx_id,
+            im.c.cx_key,
             k.c.opened_at,
             k.c.closed_at,
             k.c.transfers,
@@ -316,10 +360,10 @@ def _ticket_aggregates(conn: Connection, cutoff: datetime) -> pd.DataFrame:
             k.c.topic,
             sa.func.lag(k.c.opened_at).over(partition_by=[im.c.cx_id, topic], order_by=k.c.opened_at).label("prev_at"),
         )
-        .select_from(k.join(im, im.c.id_key == k.c.id_key))
-        .where(k.c.opened_at < cutoff)
-        .subquery("t")
-    )
+        .select_from(k.join(im, im.c.cx_key == k.c.cx_key))
+        .where(k.c.opened_at < cutoff),
+        k.c.cx_key, sample,
+    ).subquery("t")
     t = base.c
     d7, d30, d90 = _since(cutoff, 7), _since(cutoff, 30), _since(cutoff, 90)
     repeat = sa.and_(t.prev_at.is_not(None), _epoch(t.opened_at) - _epoch(t.prev_at) <= REPEAT_WINDOW_DAYS * 86400)
@@ -354,11 +398,11 @@ def _ticket_aggregates(conn: Connection, cutoff: datetime) -> pd.DataFrame:
             _count_if(sa.and_(hit, t.opened_at >= d7)).label(f"{stem}_7d"),
             _count_if(sa.and_(hit, t.opened_at >= d30)).label(f"{stem}_30d"),
         ]
-    return _frame(conn, sa.select(t.cx_id, *cols).group_by(t.cx_id))
+    return _frame(conn, sa.select(t.cx_id, _key(t.cx_key), *cols).group_by(t.cx_id))
 
 
-def _transaction_aggregates(conn: Connection, cutoff: datetime) -> pd.DataFrame:
-    x, im = KIND_TABLES["transactions"], identity_map_table
+def _transaction_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None = None) -> pd.DataFrame:
+    x, im = KIND_TABLES["transactions"], customer_keys_table
     failed = sa.func.lower(sa.func.coalesce(x.c.status, "")).in_(FAILED_PAYMENT_STATUSES)
     paid = sa.and_(sa.not_(failed), x.c.amount >= 0)
     refund = sa.and_(sa.not_(failed), x.c.amount < 0)
@@ -366,6 +410,7 @@ def _transaction_aggregates(conn: Connection, cutoff: datetime) -> pd.DataFrame:
     q = (
         sa.select(
             im.c.cx_id,
+            _key(im.c.cx_key),
             _count_if(paid).label("purchases"),
             _count_if(sa.and_(paid, x.c.timestamp >= d90)).label("purchases_90d"),
             sa.func.sum(sa.case((sa.not_(failed), x.c.amount), else_=0.0)).label("revenue"),
@@ -380,22 +425,24 @@ def _transaction_aggregates(conn: Connection, cutoff: datetime) -> pd.DataFrame:
             _count_if(sa.and_(failed, x.c.timestamp >= d90)).label("failed_payments_90d"),
             _max_if(failed, x.c.timestamp).label("last_failed_payments_ts"),
         )
-        .select_from(x.join(im, im.c.id_key == x.c.id_key))
+        .select_from(x.join(im, im.c.cx_key == x.c.cx_key))
         .where(x.c.timestamp < cutoff)
         .group_by(im.c.cx_id)
     )
-    return _frame(conn, q)
+    return _frame(conn, _sampled(q, x.c.cx_key, sample))
 
 
-def _subscription_state(conn: Connection, cutoff: datetime, horizon_days: float | None) -> pd.DataFrame:
+def _subscription_state(conn: Connection, cutoff: datetime, horizon_days: float | None,
+                        sample: Sample | None = None) -> pd.DataFrame:
     """Per customer with a subscription started before the cutoff: first start, MRR live at the
     cutoff, whether anything is live at the cutoff, and (with a horizon) whether the last live
     subscription ended within it."""
-    u, im = KIND_TABLES["subscriptions"], identity_map_table
+    u, im = KIND_TABLES["subscriptions"], customer_keys_table
     live = sa.and_(u.c.start < cutoff, sa.or_(u.c.end.is_(None), u.c.end > cutoff))
     far = datetime(9999, 1, 1)
     cols = [
         im.c.cx_id,
+        _key(im.c.cx_key),
         sa.func.min(u.c.start).label("first_start_ts"),
         sa.func.sum(sa.case((live, sa.func.coalesce(u.c.mrr, 0.0)), else_=0.0)).label("mrr"),
         _count_if(live).label("live_subscriptions"),
@@ -405,11 +452,11 @@ def _subscription_state(conn: Connection, cutoff: datetime, horizon_days: float 
     ]
     q = (
         sa.select(*cols)
-        .select_from(u.join(im, im.c.id_key == u.c.id_key))
+        .select_from(u.join(im, im.c.cx_key == u.c.cx_key))
         .where(u.c.start < cutoff)
         .group_by(im.c.cx_id)
     )
-    return _frame(conn, q)
+    return _frame(conn, _sampled(q, u.c.cx_key, sample))
 
 
 def churned_between(conn: Connection, start: datetime, end: datetime) -> pd.Series:
@@ -432,57 +479,118 @@ def customer_features(
     cutoff: datetime,
     horizon_days: float | None = None,
     source: str | None = None,
+    sample: Sample | None = None,
 ) -> FeatureFrame:
     """Features for every customer live at ``cutoff``; with ``horizon_days``, ``label`` says
     whether they churned within that many days after it (from subscription end dates).
 
     Live at the cutoff: a subscription started before and not ended by the cutoff; without
     subscriptions, a CRM record signed up before the cutoff (or any identified activity).
-    Every aggregate reads only rows timestamped before the cutoff.
+    Every aggregate reads only rows timestamped before the cutoff. With ``sample``, only that
+    sample of customers (filtered in the database, so a sample costs a fraction of the work).
+    Several snapshots of one store: ``SnapshotReader``.
     """
-    dropped: dict[str, str] = {}
-    crm = _crm(conn, source)
-    has_subs = _has_rows(conn, "subscriptions")
+    return SnapshotReader(conn, source=source).features(cutoff, horizon_days=horizon_days, sample=sample)
+
+
+class SnapshotReader:
+    """Feature snapshots of one store at any number of cutoffs.
+
+    The customer table (with its JSON attributes) is read and typed once, not once per cutoff:
+    an attribute is a number, a category or dropped for the whole customer base, so every
+    snapshot of a training run has the same columns.
+    """
+
+    def __init__(self, conn: Connection, *, source: str | None = None):
+        self.conn = conn
+        self.dropped: dict[str, str] = {}
+        # keyed by the integer cx_key: a snapshot joins the kinds' results on it
+        self.crm = _crm(conn, source).reset_index().set_index("cx_key")
+        self.loaded = {k: _has_rows(conn, k) for k in ("events", "tickets", "transactions", "subscriptions")}
+        self.crm_features = pd.DataFrame(index=self.crm.index)
+        self.crm_numeric: list[str] = []
+        self.crm_categorical: list[str] = []
+        if not self.crm.empty:
+            # tenure depends on the cutoff: added per snapshot
+            self.crm_features, self.crm_numeric, self.crm_categorical = _crm_features(
+                self.crm, None, self.dropped, exclude_attrs=set())
+            self.signup = pd.to_datetime(self.crm["signup_date"])
+
+    def features(self, cutoff: datetime, *, horizon_days: float | None = None,
+                 sample: Sample | None = None) -> FeatureFrame:
+        """One snapshot; see ``customer_features``."""
+        return _snapshot(self, cutoff, horizon_days, sample)
+
+    def live_count(self, cutoff: datetime) -> int:
+        """About how many customers a full snapshot at ``cutoff`` holds, without computing it
+        (to size a sample before paying for the features)."""
+        if self.loaded["subscriptions"]:
+            u = KIND_TABLES["subscriptions"]
+            live = sa.and_(u.c.start < cutoff, sa.or_(u.c.end.is_(None), u.c.end > cutoff))
+            q = sa.select(sa.func.count(sa.distinct(u.c.cx_key))).where(live)
+            return int(self.conn.execute(q).scalar() or 0)
+        if not self.crm.empty:
+            return int((self.signup.isna() | (self.signup < pd.Timestamp(cutoff))).sum())
+        return int(self.conn.execute(sa.select(sa.func.count()).select_from(customer_keys_table)).scalar() or 0)
+
+
+def _snapshot(reader: SnapshotReader, cutoff: datetime, horizon_days: float | None,
+              sample: Sample | None) -> FeatureFrame:
+    conn, crm = reader.conn, reader.crm  # crm: indexed by cx_key
+    dropped = dict(reader.dropped)
+    has_subs = reader.loaded["subscriptions"]
+    results = []  # every per-customer query result: cx_id, cx_key, aggregates
     if has_subs:
-        subs = _subscription_state(conn, cutoff, horizon_days).set_index("cx_id")
+        results.append(_subscription_state(conn, cutoff, horizon_days, sample))
+        subs = _by_key(results[-1])
         universe = subs.index[subs["live_subscriptions"] > 0]
         if not crm.empty:
             universe = universe.intersection(crm.index)
     elif not crm.empty:
-        signup = pd.to_datetime(crm["signup_date"])
-        universe = crm.index[signup.isna() | (signup < pd.Timestamp(cutoff))]
+        signup = reader.signup
+        live = signup.isna() | (signup < pd.Timestamp(cutoff))
+        if sample is not None:
+            live &= (crm.index % sample.every) == sample.offset
+        universe = crm.index[live]
         subs = pd.DataFrame(index=universe)
     else:
-        universe = pd.Index([], name="cx_id")
+        universe = pd.Index([], dtype="int64")
         subs = pd.DataFrame()
 
-    parts = [
-        _event_aggregates(conn, cutoff).set_index("cx_id"),
-        _ticket_aggregates(conn, cutoff).set_index("cx_id"),
-        _transaction_aggregates(conn, cutoff).set_index("cx_id"),
-    ]
+    kinds = [_event_aggregates(conn, cutoff, sample), _ticket_aggregates(conn, cutoff, sample),
+             _transaction_aggregates(conn, cutoff, sample)]
+    results += kinds
+    parts = [_by_key(r) for r in kinds]
     if crm.empty and not has_subs:
-        universe = pd.Index(sorted(set().union(*[p.index for p in parts])), name="cx_id")
-    # sorted, so a snapshot (and the model trained on it) does not depend on the order in which
-    # the database happened to return its groups
-    frame = pd.DataFrame(index=pd.Index(sorted(universe), name="cx_id"))
+        universe = parts[0].index.union(parts[1].index).union(parts[2].index)
+    # the customer's cx_id per key (from the CRM when it is loaded, else from the query results)
+    ids = crm["cx_id"] if not crm.empty else (
+        pd.concat([r[["cx_key", "cx_id"]] for r in results]).drop_duplicates("cx_key").set_index("cx_key")["cx_id"])
+    # sorted by cx_id, so a snapshot (and the model trained on it) does not depend on the order in
+    # which the database happened to return its groups, nor on the keys' history
+    order = ids.reindex(universe).sort_values(kind="stable")
+    frame = pd.DataFrame(index=pd.Index(order.index, name="cx_key"))
     for p in parts:
         frame = frame.join(p)
     if has_subs:
         frame = frame.join(subs)
+    cx_id = pd.Series(order.to_numpy(), index=frame.index)
 
     numeric: list[str] = []
     categorical: list[str] = []
     if not crm.empty:
         crm_part = crm.reindex(frame.index)
-        feats, n1, c1 = _crm_features(crm_part, cutoff, dropped, exclude_attrs=set())
-        frame = frame.join(feats)
-        numeric += n1
-        categorical += c1
+        signup = reader.signup.reindex(frame.index)
+        if reader.signup.notna().any():
+            frame["tenure_days"] = (pd.Timestamp(cutoff) - signup).dt.total_seconds() / 86400
+            numeric.append("tenure_days")
+        frame = frame.join(reader.crm_features)
+        numeric += reader.crm_numeric
+        categorical += reader.crm_categorical
         frame["customer_id"] = crm_part["customer_id"].astype(object)
     if "customer_id" not in frame:
-        frame["customer_id"] = frame.index.astype(object)
-    frame["customer_id"] = frame["customer_id"].where(frame["customer_id"].notna(), pd.Series(frame.index, index=frame.index))
+        frame["customer_id"] = cx_id.astype(object)
+    frame["customer_id"] = frame["customer_id"].where(frame["customer_id"].notna(), cx_id.astype(object))
 
     if has_subs:
         first = pd.to_datetime(frame["first_start_ts"])
@@ -509,7 +617,7 @@ def customer_features(
         frame[present] = frame[present].astype(float).fillna(0.0)
     # Only keep event-derived features when the kind is loaded at all: a CRM-only table must not
     # get a wall of constant zeros.
-    loaded = {k: _has_rows(conn, k) for k in ("events", "tickets", "transactions")}
+    loaded = reader.loaded
     by_kind = {
         "events": ["web_events", "web_events_30d", "web_events_90d", "checkout_errors", "checkout_errors_30d",
                    "marketing_touches_90d", "marketing_engaged_90d"],
@@ -548,7 +656,14 @@ def customer_features(
     for n in numeric:
         frame[n] = pd.to_numeric(frame[n], errors="coerce").astype(float)
     keep = ["customer_id", *numeric, *categorical, "value", "label"]
-    return FeatureFrame(frame[keep].copy(), numeric, categorical, cutoff, dropped)
+    out = frame[keep].copy()
+    out.index = pd.Index(cx_id.to_numpy(), name="cx_id")
+    return FeatureFrame(out, numeric, categorical, cutoff, dropped)
+
+
+def _by_key(result: pd.DataFrame) -> pd.DataFrame:
+    """A per-customer query result indexed by the integer key (its cx_id column dropped)."""
+    return result.drop(columns="cx_id").set_index("cx_key")
 
 
 def _mapped_label_columns(conn: Connection, source: str | None) -> set[str]:

@@ -5,7 +5,9 @@ Two ways to train, one model type:
 * **Event data** (``train_event_model``): feature snapshots at several cutoffs
   (``cxdash.features.customer_features``). Validation snapshots sit at the latest cutoffs;
   training snapshots sit early enough that their labels are known before the first validation
-  cutoff (time-based split, no leakage).
+  cutoff (time-based split, no leakage). Above ``MAX_TRAIN_ROWS`` (``MAX_VALID_ROWS``) rows the
+  snapshots are a customer sample drawn in the database, reported in ``metrics["sample_note"]``;
+  every customer is still scored.
 * **A labelled customer table** (``train_labelled_model``): stratified 5-fold cross-validation;
   rows with an empty label are left out of training.
 
@@ -45,14 +47,17 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 from sqlalchemy.engine import Connection
 from threadpoolctl import threadpool_limits
 
 from cxdash.features import (
     AGE_CAP_DAYS,
     INTENT_SIGNALS,
+    MISSING_CATEGORY,
     FeatureFrame,
+    Sample,
+    SnapshotReader,
     customer_features,
     data_as_of,
     labelled_features,
@@ -77,8 +82,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CANDIDATES = ("logistic", "gradient_boosting", "gradient_boosting_regularised", "blend")
+_BLEND_OF = ("logistic", "gradient_boosting_regularised")
 DEFAULT_HORIZON_DAYS = 30
 N_REASONS = 3
+# Above these many rows, the training (validation) snapshots are a customer sample: a boosted
+# model learns no more from millions of rows than from 200,000, and features, fits and the
+# validation scoring all cost in proportion to the rows. Every customer is still scored.
+MAX_TRAIN_ROWS = 200_000
+MAX_VALID_ROWS = 200_000
+# HistGradientBoostingClassifier takes at most 255 categories per feature; rarer ones share one.
+MAX_CATEGORIES = 255
 Progress = Callable[[float, str], None]
 
 
@@ -197,6 +210,15 @@ class BlendClassifier(ClassifierMixin, BaseEstimator):
         self.classes_ = self.estimators_[0].classes_
         return self
 
+    @classmethod
+    def of_fitted(cls, fitted: list) -> BlendClassifier:
+        """The blend of classifiers already fitted on the same data (what ``fit`` would give when
+        they are deterministic, as every candidate is: no second fit of the same model)."""
+        blend = cls(list(fitted))
+        blend.estimators_ = list(fitted)
+        blend.classes_ = fitted[0].classes_
+        return blend
+
     def predict_proba(self, X):
         return np.mean([e.predict_proba(X) for e in self.estimators_], axis=0)
 
@@ -204,12 +226,25 @@ class BlendClassifier(ClassifierMixin, BaseEstimator):
         return self.classes_[(self.predict_proba(X)[:, 1] >= 0.5).astype(int)]
 
 
+def as_text(x) -> np.ndarray:
+    """Category columns as a fixed-width text array, missing as ``MISSING_CATEGORY``.
+
+    scikit-learn's encoders count and look up categories of a text array in numpy, but those of
+    an object array one Python value at a time: seconds per 100,000 rows, most of a fit's time.
+    """
+    frame = pd.DataFrame(x)
+    return frame.where(frame.notna(), MISSING_CATEGORY).to_numpy(dtype=str)
+
+
+def _categories() -> FunctionTransformer:
+    return FunctionTransformer(as_text, feature_names_out="one-to-one")
+
+
 def _linear_pipeline(numeric: list[str], categorical: list[str]) -> Pipeline:
     pre = ColumnTransformer(
         [
             ("num", make_pipeline(SimpleImputer(strategy="median"), StandardScaler()), numeric),
-            ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="(none)"),
-                                  OneHotEncoder(handle_unknown="ignore", min_frequency=5)), categorical),
+            ("cat", make_pipeline(_categories(), OneHotEncoder(handle_unknown="ignore", min_frequency=5)), categorical),
         ]
     )
     return Pipeline([("prepare", pre), ("model", LogisticRegression(max_iter=5000))])
@@ -218,8 +253,8 @@ def _linear_pipeline(numeric: list[str], categorical: list[str]) -> Pipeline:
 def _boosted_pipeline(numeric: list[str], categorical: list[str], *, regularised: bool) -> Pipeline:
     pre = ColumnTransformer(
         [
-            ("cat", make_pipeline(SimpleImputer(strategy="constant", fill_value="(none)"),
-                                  OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan)), categorical),
+            ("cat", make_pipeline(_categories(), OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
+                                                              max_categories=MAX_CATEGORIES)), categorical),
             ("num", "passthrough", numeric),
         ]
     )
@@ -240,8 +275,7 @@ def candidate_pipeline(name: str, numeric: list[str], categorical: list[str]):
     if name == "gradient_boosting_regularised":
         return _boosted_pipeline(numeric, categorical, regularised=True)
     if name == "blend":
-        return BlendClassifier([_linear_pipeline(numeric, categorical),
-                                _boosted_pipeline(numeric, categorical, regularised=True)])
+        return BlendClassifier([candidate_pipeline(p, numeric, categorical) for p in _BLEND_OF])
     raise ValueError(f"unknown candidate {name!r}; choose one of {CANDIDATES}")
 
 
@@ -291,7 +325,7 @@ class ChurnModel:
             x[c] = self.reference.get(c)
         x[self.numeric] = x[self.numeric].astype(float)
         for c in self.categorical:
-            x[c] = x[c].astype(object).where(x[c].notna(), None)
+            x[c] = x[c].astype(object).where(x[c].notna(), MISSING_CATEGORY)
         return x
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
@@ -337,7 +371,7 @@ def _reference(rows: pd.DataFrame, numeric: list[str], categorical: list[str]) -
     ref = {c: float(rows[c].median()) if rows[c].notna().any() else 0.0 for c in numeric}
     for c in categorical:
         mode = rows[c].dropna().astype(str).mode()
-        ref[c] = mode.iloc[0] if len(mode) else None
+        ref[c] = mode.iloc[0] if len(mode) else MISSING_CATEGORY
     return ref
 
 
@@ -352,15 +386,26 @@ def _importance(model: ChurnModel, x: pd.DataFrame, y: np.ndarray, *, repeats: i
         xs, y = xs.iloc[idx].reset_index(drop=True), y[idx]
     else:
         xs = xs.reset_index(drop=True)
-    base = roc_auc_score(y, model.estimator.predict_proba(xs)[:, 1])
+    base_p = model.estimator.predict_proba(xs)[:, 1]
+    base = roc_auc_score(y, base_p)
     rows = []
     for group, cols in model.groups().items():
         drops = []
         for _ in range(repeats):
-            shuffled = xs.copy()
             order = rng.permutation(len(xs))
-            shuffled[cols] = xs[cols].iloc[order].to_numpy()
-            drops.append(base - roc_auc_score(y, model.estimator.predict_proba(shuffled)[:, 1]))
+            moved = xs[cols].iloc[order].reset_index(drop=True)
+            # a row whose shuffled driver values equal its own keeps its score: re-score the others
+            # (exact, and most rows for a rare signal such as a cancel-page visit)
+            same = np.ones(len(xs), dtype=bool)
+            for c in cols:
+                a, b = xs[c], moved[c]
+                same &= ((a == b) | (a.isna() & b.isna())).to_numpy(dtype=bool)
+            p = base_p.copy()
+            if not same.all():
+                shuffled = xs.loc[~same].copy()
+                shuffled[cols] = moved.loc[~same, cols].to_numpy()
+                p[~same] = model.estimator.predict_proba(shuffled)[:, 1]
+            drops.append(base - roc_auc_score(y, p))
         d = driver_info(group)
         rows.append({"driver": group, "label": d.label, "department": d.department, "features": cols,
                      "importance": float(np.mean(drops)), "std": float(np.std(drops))})
@@ -375,6 +420,31 @@ def _report(progress: Progress | None, share: float, text: str) -> None:
     log.info(text)
     if progress:
         progress(share, text)
+
+
+def _snapshot_samples(reader: SnapshotReader, valid_cutoffs: list[datetime], train_cutoffs: list[datetime],
+                      max_train_rows: int, max_valid_rows: int) -> dict:
+    """One ``Sample`` (or None: every customer) per snapshot, validation cutoffs first, so that
+    the training and the validation snapshots each hold at most about their row cap. Consecutive
+    snapshots take different customers (offsets 0, 1, 2...), so the sample spans more of the base."""
+    def plan(cutoffs: list[datetime], cap: int) -> tuple[int, int]:
+        full = sum(reader.live_count(c) for c in cutoffs)
+        return full, max(1, -(-full // max(cap, 1)))
+
+    train_full, train_every = plan(train_cutoffs, max_train_rows)
+    valid_full, valid_every = plan(valid_cutoffs, max_valid_rows)
+    samples = [None if valid_every == 1 else Sample(valid_every, k % valid_every) for k in range(len(valid_cutoffs))]
+    samples += [None if train_every == 1 else Sample(train_every, k % train_every) for k in range(len(train_cutoffs))]
+    note = None
+    if train_every > 1 or valid_every > 1:
+        parts = []
+        if train_every > 1:
+            parts.append(f"trained on 1 in {train_every} customers of each training snapshot "
+                         f"(of {train_full:,} customer-snapshots)")
+        if valid_every > 1:
+            parts.append(f"validated on 1 in {valid_every} of each validation snapshot (of {valid_full:,})")
+        note = "; ".join(parts) + ": a different systematic customer sample per snapshot. Every customer is scored."
+    return {"samples": samples, "train_every": train_every, "valid_every": valid_every, "note": note}
 
 
 # ----------------------------------------------------------------------------- training
@@ -442,9 +512,12 @@ def train_event_model(
     horizon_days: float = DEFAULT_HORIZON_DAYS,
     train_snapshots: int = 6,
     valid_snapshots: int = 4,
+    max_train_rows: int = MAX_TRAIN_ROWS,
+    max_valid_rows: int = MAX_VALID_ROWS,
     source: str | None = None,
     candidates: tuple[str, ...] = CANDIDATES,
     progress: Progress | None = None,
+    reader: SnapshotReader | None = None,
 ) -> ChurnModel:
     """Time-based validation on event data.
 
@@ -454,6 +527,10 @@ def train_event_model(
     labels end at the first validation cutoff. Several snapshots give enough leavers to learn
     from and span seasonal causes (a spring campaign). The chosen model is calibrated on the
     validation snapshots.
+
+    When the training (validation) snapshots together would hold more than ``max_train_rows``
+    (``max_valid_rows``) customers, each snapshot is a 1-in-k customer sample, a different one
+    per snapshot, drawn in the database; ``metrics["sample_note"]`` says so.
     """
     now = data_as_of(conn)
     if now is None:
@@ -465,12 +542,14 @@ def train_event_model(
                          "the labels would be incomplete; choose an earlier cutoff or a shorter horizon")
     valid_cutoffs = [cutoff - k * h for k in range(valid_snapshots)]
     train_cutoffs = [cutoff - (valid_snapshots + k) * h for k in range(train_snapshots)]
+    _report(progress, 0.01, "Reading the customer table")
+    reader = reader or SnapshotReader(conn, source=source)
+    sampling = _snapshot_samples(reader, valid_cutoffs, train_cutoffs, max_train_rows, max_valid_rows)
     frames = []
     all_cutoffs = valid_cutoffs + train_cutoffs
     for i, c in enumerate(all_cutoffs):
         _report(progress, 0.02 + 0.45 * i / len(all_cutoffs), f"Features as of {c:%Y-%m-%d}")
-        ff = customer_features(conn, cutoff=c, horizon_days=horizon_days, source=source)
-        frames.append(ff)
+        frames.append(reader.features(c, horizon_days=horizon_days, sample=sampling["samples"][i]))
     template = frames[0]
     valid = pd.concat([f.frame for f in frames[:valid_snapshots]])
     train = pd.concat([f.frame for f in frames[valid_snapshots:]])
@@ -481,10 +560,15 @@ def train_event_model(
     y_train = train["label"].to_numpy(dtype=int)
     y_valid = valid["label"].to_numpy(dtype=int)
     x_train, x_valid = train[numeric + categorical], valid[numeric + categorical]
+    del frames
     fitted, valid_scores, aucs = {}, {}, {}
     for i, name in enumerate(candidates):
         _report(progress, 0.5 + 0.35 * i / len(candidates), f"Training {name.replace('_', ' ')}")
-        est = candidate_pipeline(name, numeric, categorical).fit(x_train, y_train)
+        parts = _BLEND_OF if name == "blend" else ()
+        if parts and all(p in fitted for p in parts):  # the blend averages two fitted candidates
+            est = BlendClassifier.of_fitted([fitted[p] for p in parts])
+        else:
+            est = candidate_pipeline(name, numeric, categorical).fit(x_train, y_train)
         fitted[name] = est
         valid_scores[name] = est.predict_proba(x_valid)[:, 1]
         aucs[name] = float(roc_auc_score(y_valid, valid_scores[name]))
@@ -504,6 +588,9 @@ def train_event_model(
         chosen=chosen,
         n_train=int(len(y_train)),
         n_valid=int(len(y_valid)),
+        sample_note=sampling["note"],
+        train_sample_every=sampling["train_every"],
+        valid_sample_every=sampling["valid_every"],
         train_base_rate=float(y_train.mean()),
         importance=_importance(model, x_valid, y_valid),
         dropped=template.dropped,
@@ -531,31 +618,56 @@ def explain(model: ChurnModel, frame: pd.DataFrame, *, top: int = N_REASONS) -> 
     contrib = np.zeros((len(x), len(groups)))
     names = list(groups)
     for j, g in enumerate(names):
-        xr = x.copy()
+        # Only rows whose driver differs from the typical customer's can change score when it is
+        # reset (most customers never visited the cancel page): score just those (exact).
+        rows = _differs_from(x, groups[g], model.reference)
+        if not rows.any():
+            continue
+        xr = x.loc[rows].copy()
         for c in groups[g]:
-            xr[c] = model.reference.get(c)
-        xr[model.numeric] = xr[model.numeric].astype(float)
-        contrib[:, j] = base - _logit(model.estimator.predict_proba(xr)[:, 1])
+            xr[c] = float(model.reference.get(c)) if c in model.numeric else model.reference.get(c)
+        contrib[rows, j] = base[rows] - _logit(model.estimator.predict_proba(xr)[:, 1])
+    infos = [driver_info(n) for n in names]
+    # the top drivers of every row at once; words only for the rows and drivers that are reasons
+    k = min(top, len(names))
+    order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
+    picked = np.take_along_axis(contrib, order, axis=1)
+    n_reasons = (picked > 0.05).sum(axis=1)  # under ~5% change in the odds is not a reason (sorted: a prefix)
+    columns, values = list(x.columns), x.to_numpy(dtype=object)
     out = []
     for i in range(len(x)):
-        order = np.argsort(-contrib[i])[:top]
+        n = int(n_reasons[i])
+        if n == 0:
+            out.append([])
+            continue
+        row = dict(zip(columns, values[i], strict=True))
         reasons = []
-        for j in order:
-            if contrib[i, j] <= 0.05:  # under ~5% change in the odds: not a reason
-                break
-            d = driver_info(names[j])
+        for j in order[i, :n]:
+            d = infos[j]
             action = d.action
-            if names[j] in ("tenure", "attr_tenure") and _tenure_days(x.iloc[i], names[j]) > 365:
+            if names[j] in ("tenure", "attr_tenure") and _tenure_days(row, names[j]) > 365:
                 action = "Account manager's loyalty check-in: review usage and renewal terms"
             reasons.append({
                 "driver": names[j], "label": d.label, "department": d.department, "action": action,
-                "contribution": round(float(contrib[i, j]), 3), "detail": _detail(names[j], x.iloc[i]),
+                "contribution": round(float(contrib[i, j]), 3), "detail": _detail(names[j], row, groups[names[j]]),
             })
         out.append(reasons)
     return out
 
 
-def _tenure_days(row: pd.Series, group: str) -> float:
+def _differs_from(x: pd.DataFrame, cols: list[str], reference: dict) -> np.ndarray:
+    """Per row of ``x``: does any of ``cols`` differ from its ``reference`` value (missing = missing)?"""
+    out = np.zeros(len(x), dtype=bool)
+    for c in cols:
+        ref, v = reference.get(c), x[c]
+        if ref is None or (isinstance(ref, float) and np.isnan(ref)):
+            out |= v.notna().to_numpy()
+        else:
+            out |= (v.isna() | (v != ref)).to_numpy(dtype=bool)
+    return out
+
+
+def _tenure_days(row: dict, group: str) -> float:
     if group == "tenure":
         v = row.get("tenure_days")
     else:  # a customer table's own tenure column is usually in months
@@ -564,8 +676,9 @@ def _tenure_days(row: pd.Series, group: str) -> float:
     return float(v) if v is not None and not pd.isna(v) else 0.0
 
 
-def _detail(group: str, row: pd.Series) -> str:
-    """Words for the customer's own values of a driver ("3 days ago", "2 in 90 days")."""
+def _detail(group: str, row: dict, cols: list[str]) -> str:
+    """Words for the customer's own values of a driver ("3 days ago", "2 in 90 days"); ``row``
+    maps feature names to the customer's values, ``cols`` are the driver group's features."""
     def age(col):
         v = row.get(col)
         if v is None or pd.isna(v) or v >= AGE_CAP_DAYS:
@@ -608,7 +721,6 @@ def _detail(group: str, row: pd.Series) -> str:
     if group == "satisfaction":
         v = row.get("satisfaction_min")
         return f"lowest rating {v:.0f}" if v is not None and not pd.isna(v) else ""
-    cols = [c for c in row.index if _group_of(c) == group]
     if len(cols) == 1:
         v = row[cols[0]]
         if isinstance(v, float):
@@ -641,15 +753,18 @@ def score_frame(model: ChurnModel, ff: FeatureFrame, *, reasons_for: int | None 
     return out
 
 
-def current_features(conn: Connection, model: ChurnModel) -> FeatureFrame:
-    """Features for today's customers, the way the model was trained (as of the data's end)."""
+def current_features(conn: Connection, model: ChurnModel, *, reader: SnapshotReader | None = None) -> FeatureFrame:
+    """Features for today's customers, the way the model was trained (as of the data's end).
+    ``reader``: one already open on ``conn`` (training's), so the customer table is not read again."""
     if model.kind == "labelled":
         ff = labelled_features(conn, label_column=model.label_column or "churn_label", source=model.source)
         # customers the label already marks as gone are not at risk any more
         ff.frame = ff.frame[ff.frame["label"] != 1]
         return ff
     now = data_as_of(conn)
-    return customer_features(conn, cutoff=now + timedelta(seconds=1), source=model.source)
+    if reader is None:
+        return customer_features(conn, cutoff=now + timedelta(seconds=1), source=model.source)
+    return reader.features(now + timedelta(seconds=1))
 
 
 # ----------------------------------------------------------------------------- persistence
@@ -729,6 +844,7 @@ def train(
     def sub(lo: float, hi: float) -> Progress | None:
         return (lambda share, text: progress(lo + (hi - lo) * share, text)) if progress else None
 
+    today = None
     with store.connect() as conn:
         version = data_version(conn)
         if label_column is None and not _has_subscriptions(conn):
@@ -736,11 +852,15 @@ def train(
         if label_column is not None:
             model = train_labelled_model(conn, label_column=label_column, source=source, progress=sub(0.0, 0.8))
         else:
+            reader = SnapshotReader(conn, source=source)  # read the customer table once for both
             model = train_event_model(conn, cutoff=cutoff, horizon_days=horizon_days, source=source,
-                                      progress=sub(0.0, 0.8))
+                                      progress=sub(0.0, 0.8), reader=reader)
+            _report(progress, 0.82, "Features of today's customers")
+            today = current_features(conn, model, reader=reader)
+            del reader
     save_model(store, model, data_version=version)
     _report(progress, 0.85, "Scoring today's customers")
-    store_scores(store, model)
+    store_scores(store, model, features=today)
     _report(progress, 1.0, f"Model version {model.version} saved and customers scored")
     return model
 

@@ -24,7 +24,8 @@ else:
     c4.metric("Top-decile capture", f"{m['top_decile_capture']:.0%}",
               help="Share of all leavers found in the riskiest 10%.")
     st.caption(f"{m['n_train']:,} training rows, {m['n_valid']:,} validation rows; trained "
-               f"{info['created_at']:%Y-%m-%d %H:%M} on data version {info['data_version']}.")
+               f"{info['created_at']:%Y-%m-%d %H:%M} on data version {info['data_version']}."
+               + (f" Sampled: {m['sample_note']}" if m.get("sample_note") else ""))
 
     left, right = st.columns(2)
     with left:

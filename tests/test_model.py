@@ -305,3 +305,111 @@ def test_card_and_activation_queries_agree_with_hand_values(store, tmp_path):
     stats = activation_stats(store)
     assert (stats["at_risk"], stats["contacted"], stats["actioned"], stats["share_acted"]) == (1, 1, 0, 1.0)
     assert at_risk(store, status="open", only_top_decile=False)["customer_id"].tolist() == ["C2"]
+
+
+# ----------------------------------------------------------------------------- scale (issue 6's 1M bar)
+def test_a_customer_sample_is_the_full_snapshot_restricted_to_those_customers(demo_store):
+    from datetime import timedelta
+
+    import sqlalchemy as sa
+
+    from cxdash.features import Sample, SnapshotReader, data_as_of
+    from cxdash.store import customer_keys_table
+
+    store = open_store(demo_store["url"])
+    with store.connect() as conn:
+        keys = pd.DataFrame(conn.execute(sa.select(customer_keys_table.c.cx_id, customer_keys_table.c.cx_key)).fetchall(),
+                            columns=["cx_id", "cx_key"]).set_index("cx_id")["cx_key"]
+        reader = SnapshotReader(conn)
+        cutoff = data_as_of(conn) - timedelta(days=60)
+        full = reader.features(cutoff, horizon_days=30).frame
+        parts = [reader.features(cutoff, horizon_days=30, sample=Sample(3, k)).frame for k in range(3)]
+    store.dispose()
+    for k, part in enumerate(parts):
+        assert len(part) > 0 and (keys.loc[part.index] % 3 == k).all()
+        pd.testing.assert_frame_equal(part, full.loc[part.index])
+    assert sorted(pd.concat(parts).index) == sorted(full.index)  # the three residues cover everyone once
+
+
+def test_large_training_sets_are_sampled_and_say_so(demo_store, tmp_path):
+    import shutil
+
+    path = tmp_path / "sampled.duckdb"
+    shutil.copy(demo_store["url"].removeprefix("duckdb:///"), path)
+    store = open_store(f"duckdb:///{path}")
+    with store.connect() as conn:
+        full = train_event_model_fast(conn)
+        # caps 2.5 and 1.5 times below the full sizes: 1 in 3 and 1 in 2 customers per snapshot
+        sampled = train_event_model_fast(conn, max_train_rows=int(full.metrics["n_train"] / 2.5),
+                                         max_valid_rows=int(full.metrics["n_valid"] / 1.5))
+    store.dispose()
+    m = sampled.metrics
+    assert full.metrics["sample_note"] is None and full.metrics["train_sample_every"] == 1
+    assert m["train_sample_every"] == 3 and m["valid_sample_every"] == 2
+    assert m["n_train"] == pytest.approx(full.metrics["n_train"] / 3, rel=0.1)
+    assert m["n_valid"] == pytest.approx(full.metrics["n_valid"] / 2, rel=0.1)
+    assert "1 in 3" in m["sample_note"] and "Every customer is scored" in m["sample_note"]
+    assert m["roc_auc"] > 0.65
+
+
+def train_event_model_fast(conn, **kwargs):
+    from cxdash.model import train_event_model
+
+    return train_event_model(conn, candidates=("gradient_boosting",), **kwargs)
+
+
+def test_reasons_scored_only_where_a_driver_differs_match_a_brute_force_reset(trained_demo):
+    """``explain`` re-scores only the rows whose driver differs from the typical customer; a
+    brute-force reset of every row for every driver must give the same top reasons."""
+    from cxdash.model import _logit
+
+    model = trained_demo["model"]
+    store = open_store(trained_demo["url"])
+    with store.connect() as conn:
+        frame = current_features(conn, model).frame
+    store.dispose()
+    rows = frame.iloc[np.argsort(-model.predict_proba(frame))[:300]]
+    x = model._x(rows)
+    base = _logit(model.estimator.predict_proba(x)[:, 1])
+    expected = []
+    contrib = {}
+    for group, cols in model.groups().items():
+        reset = x.copy()
+        for c in cols:
+            reset[c] = model.reference[c]
+        reset[model.numeric] = reset[model.numeric].astype(float)
+        contrib[group] = base - _logit(model.estimator.predict_proba(reset)[:, 1])
+    table = pd.DataFrame(contrib)
+    for i in range(len(rows)):
+        top = table.iloc[i].sort_values(ascending=False, kind="stable").head(3)
+        expected.append([(g, round(float(v), 3)) for g, v in top.items() if v > 0.05])
+    got = [[(r["driver"], r["contribution"]) for r in rs] for rs in explain(model, rows)]
+    assert got == expected
+    assert sum(map(len, got)) > 300  # most of the riskiest customers have reasons
+
+
+def test_a_category_with_more_values_than_the_booster_takes_still_trains():
+    from cxdash.model import candidate_pipeline
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    company = np.array([f"Company {i}" for i in range(400)])[rng.integers(0, 400, n)]
+    x = pd.DataFrame({"company": company.astype(object), "tenure": rng.uniform(0, 60, n)})
+    x.loc[:50, "company"] = None
+    y = (rng.random(n) < np.where(x["tenure"] < 12, 0.4, 0.1)).astype(int)
+    for name in ("gradient_boosting", "blend"):
+        est = candidate_pipeline(name, ["tenure"], ["company"]).fit(x, y)
+        p = est.predict_proba(x)[:, 1]
+        assert roc_auc_score(y, p) > 0.6
+
+
+def test_attributes_parsed_once_per_distinct_text_equal_a_row_by_row_parse():
+    from cxdash.features import attribute_columns
+
+    texts = pd.Series(['{"Company": "Acme", "Seats": "3"}', '{"Company": null}', None, "",
+                       '{"Company": "Acme", "Seats": "3"}', '{"Tier": "gold"}'], index=list("abcdef"))
+    expected = pd.DataFrame.from_records(
+        [{"Company": "Acme", "Seats": "3"}, {"Company": None}, {}, {}, {"Company": "Acme", "Seats": "3"}, {"Tier": "gold"}],
+        index=list("abcdef"))
+    pd.testing.assert_frame_equal(attribute_columns(texts), expected)
+    assert attribute_columns(pd.Series([None, "{}"], index=[1, 2])).shape == (2, 0)

@@ -57,6 +57,36 @@ def test_at_risk_page_lists_the_top_decile_and_filters_by_owner(trained_env):
     assert 0 < len(filtered) < len(table) and set(filtered["owner"]) == {"web"}
 
 
+def test_a_marked_customer_shows_its_new_status_at_once_though_the_list_is_cached(trained_demo, tmp_path,
+                                                                                 monkeypatch):
+    import shutil
+
+    from cxdash.activation import mark
+    from cxdash.ui import risk
+
+    path = tmp_path / "marked.duckdb"  # a copy: marks must not leak into the shared trained store
+    shutil.copy(trained_demo["url"].removeprefix("duckdb:///"), path)
+    url = f"duckdb:///{path}"
+    monkeypatch.setenv("CXDASH_DB_URL", url)
+    at = _run("at_risk.py")
+    first, second = at.dataframe[0].value["customer"].iloc[:2]
+    assert set(at.dataframe[0].value["status"]) == {"open"}
+    store = open_store(url)
+    ids = at_risk(store, limit=2)["cx_id"].tolist()
+    # another session (or the CLI) marks one customer: the next rerun shows it
+    mark(store, ids[:1], "contacted", actor="ana")
+    store.dispose()
+    at.run()
+    table = at.dataframe[0].value.set_index("customer")
+    assert table.loc[first, "status"] == "contacted" and table.loc[second, "status"] == "open"
+    # this page's own mark action clears the cached list
+    risk.mark(ids[1:2], "actioned", "ben")
+    at.run()
+    table = at.dataframe[0].value.set_index("customer")
+    assert table.loc[second, "status"] == "actioned"
+    assert {m.label: m.value for m in at.metric}["Actioned"] == "1"
+
+
 def test_customer_card_finds_a_customer_by_phone_and_masks_contact_details(trained_env):
     crm = pd.read_csv(trained_env["dir"] / "crm_customers.csv", dtype=str)
     store = open_store(trained_env["url"])

@@ -15,6 +15,7 @@ from cxdash.config import database_url
 from cxdash.features import AGE_CAP_DAYS, data_as_of
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
+from cxdash.ui.figures import memoised_figure
 from cxdash.ui.formatting import money
 
 # session-state keys, prefixed by page
@@ -122,6 +123,7 @@ def model_sentence(info: dict) -> str:
             f"**ROC AUC {m['roc_auc']:.3f}** by {how}{tail}.")
 
 
+@memoised_figure
 def candidates_figure(metrics: dict) -> go.Figure:
     cand = metrics.get("candidates", {})
     names = list(cand)
@@ -135,6 +137,7 @@ def candidates_figure(metrics: dict) -> go.Figure:
     return fig
 
 
+@memoised_figure
 def calibration_figure(metrics: dict) -> go.Figure:
     cal = metrics.get("calibration", {"predicted": [], "observed": []})
     top = max([*cal["predicted"], *cal["observed"], 0.05]) * 1.05
@@ -169,11 +172,29 @@ def departments() -> list[str]:
 
 
 def at_risk_list(*, departments: list[str], status: str, min_risk: float, top_decile: bool) -> pd.DataFrame:
-    return activation.at_risk(data.store(), departments=departments or None, status=STATUS_CHOICES[status],
-                              min_risk=min_risk, only_top_decile=top_decile, limit=1000)
+    return _at_risk(database_url(), data.version(), _list_version(), tuple(sorted(departments or ())),
+                    STATUS_CHOICES[status], float(min_risk), bool(top_decile))
 
 
 def stats() -> dict:
+    return _stats(database_url(), data.version(), _list_version())
+
+
+def _list_version() -> tuple:
+    return activation.list_version(data.store())
+
+
+# Keyed on the data version and the list's own version (new scores, any mark from any session),
+# and cleared by ``mark`` as well, so a customer marked here shows its new status at once.
+@st.cache_data(show_spinner=False, max_entries=32)
+def _at_risk(url: str, version: int, list_version: tuple, departments: tuple[str, ...], status: str | None,
+             min_risk: float, top_decile: bool) -> pd.DataFrame:
+    return activation.at_risk(data.store(), departments=list(departments) or None, status=status,
+                              min_risk=min_risk, only_top_decile=top_decile, limit=1000)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _stats(url: str, version: int, list_version: tuple) -> dict:
     return activation.activation_stats(data.store())
 
 
@@ -219,7 +240,10 @@ def department_figure(frame: pd.DataFrame) -> go.Figure:
 
 
 def mark(cx_ids: list[str], status: str, actor: str) -> int:
-    return activation.mark(data.store(), cx_ids, status, actor=actor)
+    n = activation.mark(data.store(), cx_ids, status, actor=actor)
+    _at_risk.clear()
+    _stats.clear()
+    return n
 
 
 def export(frame: pd.DataFrame) -> bytes:
