@@ -435,7 +435,11 @@ def keep_consented(
 ) -> tuple[pd.DataFrame, int]:
     """The rows of ``frame`` whose ``cx_column`` is in ``allowed`` (see ``consented_customers``),
     and how many rows were left out. The UI passes a set cached on the data version."""
-    keep = frame[cx_column].astype("string").isin(allowed).fillna(False).astype(bool)
+    # look each row up in the (large, cached) set: Series.isin(set) would rebuild a hash table
+    # of every consenting customer on every rerun to filter a page of rows
+    contains = allowed.__contains__ if isinstance(allowed, (set, frozenset, dict)) else set(allowed).__contains__
+    keep = pd.Series([isinstance(v, str) and contains(v) for v in frame[cx_column].astype("string").astype(object)],
+                     index=frame.index, dtype=bool)
     return frame.loc[keep].reset_index(drop=True), int((~keep).sum())
 
 
