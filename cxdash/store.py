@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
@@ -324,6 +325,22 @@ def open_store(url: str | None = None, app_url: str | None = None, *, create: bo
     return store
 
 
+def _as_arrow(frame: pd.DataFrame) -> pa.Table | pd.DataFrame:
+    """``frame`` as one contiguous Arrow table for DuckDB to scan, else the frame itself.
+
+    DuckDB scans Arrow columns with less work than a pandas frame (5-25% of a 1M-row insert
+    in the issue 8 measurements), and a one-chunk table keeps its parallel, order-preserving
+    insert from writing row groups twice: columns chunked at different rows reach it as many
+    small batches, which it writes, then merges and rewrites at commit (a pandas scan does that
+    now and then too). Values are the same either way (NaN and missing become NULL); a column
+    Arrow cannot type (mixed Python objects) keeps the pandas scan.
+    """
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False).combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return frame
+
+
 def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
     """Append ``frame`` (columns named like ``table``'s) inside the caller's transaction."""
     if frame.empty:
@@ -338,7 +355,7 @@ def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
         # DuckDB 2 refuses new work while an earlier result is only partly read (scalar()).
         raw.complete()
         view = f"_cxdash_bulk_{id(frame)}"
-        raw.register(view, frame)
+        raw.register(view, _as_arrow(frame))
         try:
             # Identifiers only, all quoted by the dialect (table and column names come from our
             # own schema, never from a file); the rows travel as a registered frame.

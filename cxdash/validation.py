@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.compute as pc
 
 from cxdash.kinds import IDENTITY_FIELDS, SourceKind
 
@@ -24,12 +26,15 @@ __all__ = [
     "FAILURE_COLUMNS",
     "Formats",
     "build_schema",
+    "check",
     "coerce",
     "detect_formats",
     "normalise_identity",
     "parse_bool",
     "parse_datetime",
     "parse_number",
+    "parse_fields",
+    "typed_frame",
     "validate",
 ]
 
@@ -82,8 +87,35 @@ class Formats:
 
 
 # ---------------------------------------------------------------- parsers (one definition each)
+def _iso_fast(s: pd.Series) -> pd.Series | None:
+    """ISO 8601 text parsed by Arrow's C++ parser, or None when pandas has to decide.
+
+    Arrow's cast accepts a strict subset of what ``pd.to_datetime(format="ISO8601")`` accepts
+    (``YYYY-MM-DD[( |T)hh[:mm[:ss[.ffffff]]]]``, and the same with a zone offset) and gives the
+    same instants (tests/test_ingest_fast_path.py compares the two value by value). A column
+    where any value is outside that subset, or mixes offsets and local times, returns None
+    and goes through pandas whole, so the result never depends on which path ran.
+    """
+    try:
+        arr = pyarrow.array(s.array, type=pyarrow.large_string(), from_pandas=True)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, TypeError):
+        return None
+    for target in (pyarrow.timestamp("us"), pyarrow.timestamp("us", tz="UTC")):
+        try:
+            ts = pc.cast(arr, target)
+        except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError):
+            continue
+        values = ts.cast(pyarrow.timestamp("us")).to_numpy(zero_copy_only=False)
+        return pd.Series(values.astype("datetime64[us]"), index=s.index)
+    return None
+
+
 def parse_datetime(s: pd.Series, fmt: str) -> pd.Series:
     """Parse text to naive UTC timestamps; unparseable values become NaT."""
+    if fmt == "ISO8601":
+        fast = _iso_fast(s)
+        if fast is not None:
+            return fast
     if fmt in ("epoch_s", "epoch_ms"):
         num = pd.to_numeric(s, errors="coerce")
         out = pd.to_datetime(num, unit="s" if fmt == "epoch_s" else "ms", errors="coerce", utc=True)
@@ -131,15 +163,29 @@ def _detect_date_format(sample: pd.Series) -> tuple[str | None, str | None]:
     sample = sample.dropna()
     if sample.empty:
         return "ISO8601", None
-    scores = {}
-    for fmt in _DATE_FORMATS:
-        parsed = parse_datetime(sample, fmt)
+
+    def score(values: pd.Series, fmt: str) -> int:
+        parsed = parse_datetime(values, fmt)
         ok = parsed.notna()
         if fmt.startswith("epoch"):
             # Epochs must land in a plausible range to count (not any number).
             ok &= parsed.between(pd.Timestamp("1990-01-01"), pd.Timestamp("2100-01-01"))
-            ok &= sample.str.fullmatch(r"\d{9,13}").fillna(False).astype(bool)
-        scores[fmt] = int(ok.sum())
+            ok &= values.str.fullmatch(r"\d{9,13}").fillna(False).astype(bool)
+        return int(ok.sum())
+
+    # A format is first tried on the head of the sample: when even a perfect rest could not
+    # reach the best full score so far, it can neither win nor tie, and the rest is skipped.
+    head = sample.iloc[:200]
+    rest = len(sample) - len(head)
+    scores: dict[str, int] = {}
+    for fmt in _DATE_FORMATS:
+        best_so_far = max(scores.values(), default=0)
+        if rest and best_so_far:
+            on_head = score(head, fmt)
+            if on_head + rest < best_so_far:
+                scores[fmt] = on_head  # below the best either way: not a winner
+                continue
+        scores[fmt] = score(sample, fmt)
     best = max(scores.values())
     if best == 0:
         return None, None
@@ -189,35 +235,87 @@ def _plausible_dates(parsed: pd.Series) -> pd.Series:
     return parsed.isna() | parsed.between(pd.Timestamp("1900-01-01"), pd.Timestamp("2100-12-31"))
 
 
-def build_schema(kind: SourceKind, present: list[str], formats: Formats) -> pa.DataFrameSchema:
-    """The pandera contract for ``kind`` restricted to the mapped fields in ``present``."""
+def _field_parser(kind: SourceKind, name: str, formats: Formats):
+    """The one parser of field ``name``: text Series -> typed Series (NA where unreadable).
+
+    Identity fields are normalised, text is stripped; ``int`` fields stay float here (see
+    ``typed_frame``) so a check can see a fractional value before it is rounded.
+    """
+    f = kind.field(name)
+    if name in IDENTITY_FIELDS:
+        return lambda s: normalise_identity(name, s)
+    if f.dtype == "datetime":
+        fmt = formats.dates.get(name, "ISO8601")
+        return lambda s: parse_datetime(s, fmt)
+    if f.dtype in ("float", "int"):
+        dec = formats.decimal.get(name, ".")
+        return lambda s: parse_number(s, dec)
+    if f.dtype == "bool":
+        return parse_bool
+
+    def text(s: pd.Series) -> pd.Series:
+        t = s.astype("string").str.strip()
+        return t.mask(t == "")
+
+    return text
+
+
+def parse_fields(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> dict[str, pd.Series]:
+    """Every canonical field of ``frame`` parsed once, in the kind's field order."""
+    return {f.name: _field_parser(kind, f.name, formats)(frame[f.name]) for f in kind.fields if f.name in frame.columns}
+
+
+def _reusing(parsed: dict[str, pd.Series] | None, name: str, parse):
+    """``parse``, answered from ``parsed[name]``: the parse of the frame being validated.
+
+    pandera hands a check the column, or for a nullable column its non-missing values: rows of
+    that same frame, so the answer is the parsed values of those rows, without a second parse.
+    """
+    if not parsed or name not in parsed:
+        return parse
+    done = parsed[name]
+
+    def run(s: pd.Series) -> pd.Series:
+        if len(s) == len(done) and s.index.equals(done.index):
+            return done
+        return done.reindex(s.index)
+
+    return run
+
+
+def build_schema(
+    kind: SourceKind, present: list[str], formats: Formats, parsed: dict[str, pd.Series] | None = None
+) -> pa.DataFrameSchema:
+    """The pandera contract for ``kind`` restricted to the mapped fields in ``present``.
+
+    ``parsed``, when given, must be ``parse_fields`` of the very frame this schema will validate
+    (as in ``check``): the checks then reuse those parses. The rules and their outcome are the
+    same with or without it.
+    """
     columns: dict[str, pa.Column] = {}
     for f in kind.fields:
         if f.name not in present:
             continue
         checks: list[pa.Check] = []
+        parse = _reusing(parsed, f.name, _field_parser(kind, f.name, formats))
         if f.dtype == "datetime":
             fmt = formats.dates.get(f.name, "ISO8601")
             shown = "ISO 8601 like 2024-01-31 or 2024-01-31 14:05" if fmt == "ISO8601" else fmt
-            checks.append(
-                _parses(lambda s, fmt=fmt: parse_datetime(s, fmt), f"a date/time in the format {shown}", "date")
-            )
+            checks.append(_parses(parse, f"a date/time in the format {shown}", "date"))
             checks.append(
                 pa.Check(
-                    lambda s, fmt=fmt: _plausible_dates(parse_datetime(s, fmt)),
+                    lambda s, parse=parse: _plausible_dates(parse(s)),
                     name="plausible_date",
                     error="a date between 1900 and 2100",
                 )
             )
         elif f.dtype in ("float", "int"):
             dec = formats.decimal.get(f.name, ".")
-            checks.append(
-                _parses(lambda s, dec=dec: parse_number(s, dec), "a number" + (" (decimal comma)" if dec == "," else ""), "number")
-            )
+            checks.append(_parses(parse, "a number" + (" (decimal comma)" if dec == "," else ""), "number"))
             if f.dtype == "int":
                 checks.append(
                     pa.Check(
-                        lambda s, dec=dec: s.isna() | ((parse_number(s, dec) % 1).fillna(0) == 0),
+                        lambda s, parse=parse: s.isna() | ((parse(s) % 1).fillna(0) == 0),
                         name="whole_number",
                         error="a whole number",
                     )
@@ -226,7 +324,7 @@ def build_schema(kind: SourceKind, present: list[str], formats: Formats) -> pa.D
             if lo is not None:
                 checks.append(
                     pa.Check(
-                        lambda s, dec=dec, lo=lo: s.isna() | ~(parse_number(s, dec) < lo).fillna(False),
+                        lambda s, parse=parse, lo=lo: s.isna() | ~(parse(s) < lo).fillna(False),
                         name="minimum",
                         error=f"a value of at least {lo}",
                     )
@@ -234,13 +332,13 @@ def build_schema(kind: SourceKind, present: list[str], formats: Formats) -> pa.D
             if hi is not None:
                 checks.append(
                     pa.Check(
-                        lambda s, dec=dec, hi=hi: s.isna() | ~(parse_number(s, dec) > hi).fillna(False),
+                        lambda s, parse=parse, hi=hi: s.isna() | ~(parse(s) > hi).fillna(False),
                         name="maximum",
                         error=f"a value of at most {hi}",
                     )
                 )
         elif f.dtype == "bool":
-            checks.append(_parses(parse_bool, "yes/no, true/false or 1/0", "yes_no"))
+            checks.append(_parses(parse, "yes/no, true/false or 1/0", "yes_no"))
         columns[f.name] = pa.Column(
             dtype=None,
             nullable=not f.required,
@@ -278,14 +376,24 @@ def validate(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> pd.Data
     Besides the per-field contract: every row needs at least one customer identifier, and
     ordered date pairs (opened before closed) must be in order.
     """
+    return check(kind, frame, formats)[0]
+
+
+def check(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
+    """``validate`` and the parsed values of every row, each field parsed once.
+
+    Returns the failure-case frame and ``parse_fields(kind, frame, formats)``, which the
+    pandera checks have just used; ``typed_frame`` turns the valid rows of it into ``coerce``'s result.
+    """
     present = [c for c in frame.columns if c in kind.field_names]
-    failures = [_pandera_failures(build_schema(kind, present, formats), frame[present])]
+    parsed = parse_fields(kind, frame, formats)
+    failures = [_pandera_failures(build_schema(kind, present, formats, parsed), frame[present])]
 
     ids = [f for f in IDENTITY_FIELDS if f in present]
     if ids:
         has_id = pd.Series(False, index=frame.index)
         for f in ids:
-            has_id |= normalise_identity(f, frame[f]).notna()
+            has_id |= parsed[f].notna()
         missing = frame.index[~has_id]
         if len(missing):
             failures.append(
@@ -301,8 +409,7 @@ def validate(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> pd.Data
             )
     for early, late in kind.ordered:
         if early in present and late in present:
-            a = parse_datetime(frame[early], formats.dates.get(early, "ISO8601"))
-            b = parse_datetime(frame[late], formats.dates.get(late, "ISO8601"))
+            a, b = parsed[early], parsed[late]
             bad = frame.index[(b < a).fillna(False).astype(bool)]
             if len(bad):
                 failures.append(
@@ -319,27 +426,26 @@ def validate(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> pd.Data
     out = pd.concat([f for f in failures if not f.empty], ignore_index=True) if any(
         not f.empty for f in failures
     ) else pd.DataFrame(columns=FAILURE_COLUMNS)
-    return out
+    return out, parsed
+
+
+def typed_frame(kind: SourceKind, parsed: dict[str, pd.Series], rows: pd.Index | None = None) -> pd.DataFrame:
+    """The typed frame of ``parsed`` (from ``parse_fields``/``check``), limited to ``rows``
+    (the valid ones; all when None): ``int`` fields become whole numbers (Int64) here."""
+    columns = {}
+    for name, s in parsed.items():
+        if rows is not None and not (len(rows) == len(s) and rows.equals(s.index)):
+            s = s.loc[rows]
+        if kind.field(name).dtype == "int" and name not in IDENTITY_FIELDS:
+            s = s.round().astype("Int64")
+        columns[name] = s
+    if not columns:
+        return pd.DataFrame(index=rows)
+    return pd.DataFrame(columns)  # the Series share one index: no alignment work
 
 
 def coerce(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> pd.DataFrame:
     """Typed values for the (already validated) canonical fields of ``frame``."""
-    out = pd.DataFrame(index=frame.index)
-    for f in kind.fields:
-        if f.name not in frame.columns:
-            continue
-        s = frame[f.name]
-        if f.name in IDENTITY_FIELDS:
-            out[f.name] = normalise_identity(f.name, s)
-        elif f.dtype == "datetime":
-            out[f.name] = parse_datetime(s, formats.dates.get(f.name, "ISO8601"))
-        elif f.dtype == "float":
-            out[f.name] = parse_number(s, formats.decimal.get(f.name, "."))
-        elif f.dtype == "int":
-            out[f.name] = parse_number(s, formats.decimal.get(f.name, ".")).round().astype("Int64")
-        elif f.dtype == "bool":
-            out[f.name] = parse_bool(s)
-        else:
-            t = s.astype("string").str.strip()
-            out[f.name] = t.mask(t == "")
-    return out
+    if not any(f.name in frame.columns for f in kind.fields):
+        return pd.DataFrame(index=frame.index)
+    return typed_frame(kind, parse_fields(kind, frame, formats))
