@@ -121,7 +121,14 @@ def parse_datetime(s: pd.Series, fmt: str) -> pd.Series:
         out = pd.to_datetime(num, unit="s" if fmt == "epoch_s" else "ms", errors="coerce", utc=True)
     else:
         out = pd.to_datetime(s, format=fmt, errors="coerce", utc=True)
+        # pandas reads "now" and "today" as the moment of parsing: in an extract they are not a date
+        words = s.astype("string").str.strip().str.lower().isin(_RELATIVE_DATE_WORDS).fillna(False).astype(bool)
+        if words.any():
+            out = out.mask(words)
     return out.dt.tz_localize(None).astype("datetime64[us]")
+
+
+_RELATIVE_DATE_WORDS = ("now", "today", "yesterday", "tomorrow")
 
 
 _NUM_JUNK = re.compile(r"[\s\u00a0$€£¥]")

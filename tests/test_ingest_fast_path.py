@@ -304,3 +304,14 @@ def test_a_failure_after_the_first_chunk_was_written_stores_nothing(store, tmp_p
     assert calls["n"] == 3  # two chunks were validated / written before the failure
     assert snapshot(store) == before and stored(store) == rows_before
     assert not read_ahead_threads()
+
+
+def test_now_and_today_are_not_dates():
+    """pandas parses "now" and "today" as the current time; a cell saying so is not a date."""
+    import pandas as pd
+
+    from cxdash.validation import parse_datetime
+
+    got = parse_datetime(pd.Series(["2024-01-31", "now", " Today ", "yesterday", "2024-02-01 10:00"]), "ISO8601")
+    assert got.isna().tolist() == [False, True, True, True, False]
+    assert got.iloc[0] == pd.Timestamp("2024-01-31")
