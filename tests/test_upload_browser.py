@@ -125,7 +125,9 @@ def test_the_data_health_page_reports_the_uploaded_source(empty_app, artifacts):
     page.goto(f"{empty_app['app']}/data_health", wait_until="networkidle")
     sign_in(page)
     page.get_by_text("Coverage: who each number can speak for").wait_for(timeout=60_000)
-    page.wait_for_timeout(1500)
+    # the screenshot is for a person to look at: wait until both charts have drawn their bars
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)
+    page.wait_for_timeout(3000)
     page.screenshot(path=str(artifacts / "data_health.png"), full_page=True)
     assert "wa_fn_usec_telco_customer_churn" in page.content()
     page.close()
