@@ -158,3 +158,17 @@ def _apptest_signed_in_as_admin(monkeypatch):
         return at
 
     monkeypatch.setattr(AppTest, "from_file", classmethod(from_file))
+
+
+@pytest.fixture(scope="module")
+def small_demo(tmp_path_factory) -> str:
+    """URL of a 300-customer demo store (seed 3), one per test module: many campaigns, sales
+    owners and signup months hold fewer than 10 customers."""
+    from cxdash.demo import build_demo
+
+    root = tmp_path_factory.mktemp("small_demo")
+    url = f"duckdb:///{root / 'demo.duckdb'}"
+    s = open_store(url)
+    build_demo(s, n_customers=300, seed=3, out_dir=root / "extracts")
+    s.dispose()
+    return url

@@ -30,18 +30,6 @@ FULL_EMAIL = re.compile(r"\b[a-z0-9][a-z0-9._]+@example\.(?:com|net|org)\b")
 PASSWORD = "a long enough password"
 
 
-@pytest.fixture(scope="module")
-def small_demo(tmp_path_factory):
-    from cxdash.demo import build_demo
-
-    root = tmp_path_factory.mktemp("access")
-    url = f"duckdb:///{root / 'demo.duckdb'}"
-    s = open_store(url)
-    build_demo(s, n_customers=300, seed=3, out_dir=root / "extracts")
-    s.dispose()
-    return url
-
-
 @pytest.fixture
 def app_env(small_demo, monkeypatch):
     monkeypatch.setenv("CXDASH_DB_URL", small_demo)

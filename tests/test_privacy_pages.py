@@ -21,19 +21,6 @@ REPO = Path(__file__).resolve().parents[1]
 SUPPRESSED = "suppressed: fewer than 10 customers"
 
 
-@pytest.fixture(scope="module")
-def small_demo(tmp_path_factory):
-    """300 customers: many campaigns, sales owners and signup months hold fewer than 10."""
-    from cxdash.demo import build_demo
-
-    root = tmp_path_factory.mktemp("privacy_pages")
-    url = f"duckdb:///{root / 'demo.duckdb'}"
-    s = open_store(url)
-    build_demo(s, n_customers=300, seed=3, out_dir=root / "extracts")
-    s.dispose()
-    return url
-
-
 @pytest.fixture
 def downloads(monkeypatch):
     """The files the pages offer, by file name. AppTest runs without Streamlit's media server, so
