@@ -120,7 +120,8 @@ def test_a_hostile_file_shows_every_failure_and_loads_nothing_on_request(empty_a
     page.close()
 
 
-def test_the_data_health_page_reports_the_uploaded_source(empty_app, artifacts):
+def test_the_data_health_page_reports_the_uploaded_source(empty_app, artifacts, public_data):
+    """Needs the public extracts the earlier tests of this module upload (skips without ../shared)."""
     page = empty_app["browser"].new_page(viewport={"width": 1400, "height": 1100})
     page.goto(f"{empty_app['app']}/data_health", wait_until="networkidle")
     sign_in(page)
