@@ -192,7 +192,7 @@ class Headline:
 
 def as_of(conn: Connection) -> datetime | None:
     """The data's "now": the latest timestamp of any stored row."""
-    tl = timeline()
+    tl = timeline(("ts",))
     return conn.execute(sa.select(sa.func.max(tl.c.ts))).scalar()
 
 
@@ -225,22 +225,32 @@ def _churned(conn: Connection, now: datetime | None, by: str = "cx_id") -> tuple
     """Select of churned customers (``cx_id``, or integer ``cx_key`` with ``by="cx_key"``) and the basis used."""
     im = customer_keys_table
     subs = KIND_TABLES["subscriptions"]
+    crm = KIND_TABLES["customers"]
     basis = churn_basis(conn)
+
+    def keyed(t: sa.Table) -> tuple[sa.ColumnElement, sa.FromClause]:
+        # On integer keys the rows carry the key themselves: no join to the identity table.
+        if by == "cx_key":
+            return t.c.cx_key, t
+        return im.c[by], t.join(im, im.c.cx_key == t.c.cx_key)
+
     if basis == "subscriptions":
         ended = sa.func.coalesce(subs.c.end, sa.literal(_FAR_FUTURE))
+        key, src = keyed(subs)
         per_customer = (
-            sa.select(im.c[by], sa.func.max(ended).label("last_end"))
-            .select_from(subs.join(im, im.c.cx_key == subs.c.cx_key))
-            .group_by(im.c[by])
+            sa.select(key.label(by), sa.func.max(ended).label("last_end"))
+            .select_from(src)
+            .where(subs.c.cx_key.is_not(None))
+            .group_by(key)
             .subquery()
         )
         return sa.select(per_customer.c[by]).where(per_customer.c.last_end <= now), basis
     if basis == "label":
-        crm = KIND_TABLES["customers"]
+        key, src = keyed(crm)
         q = (
-            sa.select(im.c[by])
-            .select_from(crm.join(im, im.c.cx_key == crm.c.cx_key))
-            .where(crm.c.churn_label.is_(True))
+            sa.select(key.label(by))
+            .select_from(src)
+            .where(crm.c.churn_label.is_(True), crm.c.cx_key.is_not(None))
             .distinct()
         )
         return q, basis
@@ -400,12 +410,13 @@ def _spine(periods: list[Period]) -> sa.Subquery:
 
 
 def _customers(conn: Connection, filters: Filters) -> tuple[sa.Subquery, str]:
-    """One row per customer in view: ``cx_id, signup_at, churn_at, label_churned`` (0/1) and the CRM attributes.
+    """One row per customer in view: ``cx_key, signup_at, churn_at, label_churned`` (0/1) and the CRM attributes.
 
-    ``churn_at`` is the end of the customer's last subscription when every one has ended (subscriptions
-    basis); ``label_churned`` is 1 for customers the CRM labels as churned (label basis, no date).
+    Customers are their integer keys (``customer_keys.cx_key``): every query below joins and groups
+    rows on the ``cx_key`` stamped on them, never on the text identifier. ``churn_at`` is the end of
+    the customer's last subscription when every one has ended (subscriptions basis);
+    ``label_churned`` is 1 for customers the CRM labels as churned (label basis, no date).
     """
-    im = customer_keys_table
     crm = KIND_TABLES["customers"]
     subs = KIND_TABLES["subscriptions"]
     basis = churn_basis(conn)
@@ -413,43 +424,43 @@ def _customers(conn: Connection, filters: Filters) -> tuple[sa.Subquery, str]:
         label = sa.case((crm.c.churn_label.is_(True), 1), else_=0)
         base = (
             sa.select(
-                im.c.cx_id,
+                crm.c.cx_key,
                 sa.func.min(crm.c.signup_date).label("signup_at"),
                 sa.func.max(label).label("label_churned"),
                 *[sa.func.max(crm.c[col]).label(col) for col in ATTRIBUTE_FILTERS.values()],
             )
-            .select_from(crm.join(im, im.c.cx_key == crm.c.cx_key))
-            .group_by(im.c.cx_id)
+            .where(crm.c.cx_key.is_not(None))
+            .group_by(crm.c.cx_key)
         )
     else:
-        tl = timeline()
+        tl = timeline(("cx_key", "ts"))
         base = (
             sa.select(
-                tl.c.cx_id,
+                tl.c.cx_key,
                 sa.func.min(tl.c.ts).label("signup_at"),
                 sa.literal(0, sa.Integer).label("label_churned"),
                 *[sa.cast(sa.null(), sa.String).label(col) for col in ATTRIBUTE_FILTERS.values()],
             )
-            .where(tl.c.cx_id.is_not(None))
-            .group_by(tl.c.cx_id)
+            .where(tl.c.cx_key.is_not(None))
+            .group_by(tl.c.cx_key)
         )
     base_sq = base.subquery("crm_customers")
     last_end = sa.func.max(sa.func.coalesce(subs.c.end, sa.literal(_FAR_FUTURE, sa.DateTime)))
     sub_end = (
-        sa.select(im.c.cx_id, last_end.label("last_end"))
-        .select_from(subs.join(im, im.c.cx_key == subs.c.cx_key))
-        .group_by(im.c.cx_id)
+        sa.select(subs.c.cx_key, last_end.label("last_end"))
+        .where(subs.c.cx_key.is_not(None))
+        .group_by(subs.c.cx_key)
         .subquery("sub_end")
     )
     use_subs = basis == "subscriptions"
     churn_at = sa.case((sub_end.c.last_end < sa.literal(_FAR_FUTURE, sa.DateTime), sub_end.c.last_end), else_=sa.null())
     q = sa.select(
-        base_sq.c.cx_id,
+        base_sq.c.cx_key,
         base_sq.c.signup_at,
         (churn_at if use_subs else sa.cast(sa.null(), sa.DateTime)).label("churn_at"),
         (sa.literal(0, sa.Integer) if use_subs else base_sq.c.label_churned).label("label_churned"),
         *[base_sq.c[col] for col in ATTRIBUTE_FILTERS.values()],
-    ).select_from(base_sq.outerjoin(sub_end, sub_end.c.cx_id == base_sq.c.cx_id))
+    ).select_from(base_sq.outerjoin(sub_end, sub_end.c.cx_key == base_sq.c.cx_key))
     for name, col in ATTRIBUTE_FILTERS.items():
         values = getattr(filters, name)
         if values:
@@ -471,15 +482,14 @@ def _epoch(col) -> sa.ColumnElement:
 
 
 def _tickets(cust: sa.Subquery, filters: Filters, repeat_days: int) -> sa.Subquery:
-    """Tickets of the customers in view: ``cx_id, opened_at, closed_at, transfers, satisfaction, department,
+    """Tickets of the customers in view: ``cx_key, opened_at, closed_at, transfers, satisfaction, department,
     is_repeat`` (1 when the same customer opened a ticket on the same topic within ``repeat_days`` before)."""
     k = KIND_TABLES["tickets"]
-    im = customer_keys_table
     topic = sa.func.coalesce(k.c.topic, "")
-    prev_opened = sa.func.lag(k.c.opened_at).over(partition_by=[im.c.cx_id, topic], order_by=[k.c.opened_at, k.c.row_key])
+    prev_opened = sa.func.lag(k.c.opened_at).over(partition_by=[k.c.cx_key, topic], order_by=[k.c.opened_at, k.c.row_key])
     inner = (
         sa.select(
-            im.c.cx_id,
+            k.c.cx_key,
             k.c.opened_at,
             k.c.closed_at,
             k.c.transfers,
@@ -487,16 +497,12 @@ def _tickets(cust: sa.Subquery, filters: Filters, repeat_days: int) -> sa.Subque
             sa.cast(_department_of_ticket(), sa.String).label("department"),
             prev_opened.label("prev_opened"),
         )
-        .select_from(
-            k.join(im, im.c.cx_key == k.c.cx_key)
-            .join(cust, cust.c.cx_id == im.c.cx_id)
-            .join(sources_table, sources_table.c.name == k.c.source)
-        )
+        .select_from(k.join(cust, cust.c.cx_key == k.c.cx_key).join(sources_table, sources_table.c.name == k.c.source))
         .subquery("tickets_w")
     )
     within = _epoch(inner.c.opened_at) - _epoch(inner.c.prev_opened) <= repeat_days * 86400.0
     q = sa.select(
-        inner.c.cx_id, inner.c.opened_at, inner.c.closed_at, inner.c.transfers, inner.c.satisfaction,
+        inner.c.cx_key, inner.c.opened_at, inner.c.closed_at, inner.c.transfers, inner.c.satisfaction,
         inner.c.department,
         sa.case((sa.and_(inner.c.prev_opened.is_not(None), within), 1), else_=0).label("is_repeat"),
     )
@@ -507,15 +513,24 @@ def _tickets(cust: sa.Subquery, filters: Filters, repeat_days: int) -> sa.Subque
 
 def _paid_transactions(cust: sa.Subquery) -> sa.Subquery:
     x = KIND_TABLES["transactions"]
-    im = customer_keys_table
     return (
-        sa.select(im.c.cx_id, x.c.timestamp.label("ts"), x.c.amount)
-        .select_from(x.join(im, im.c.cx_key == x.c.cx_key).join(cust, cust.c.cx_id == im.c.cx_id))
+        sa.select(x.c.cx_key, x.c.timestamp.label("ts"), x.c.amount)
+        .select_from(x.join(cust, cust.c.cx_key == x.c.cx_key))
         .where(
             sa.func.lower(sa.func.coalesce(x.c.status, "")).not_in(FAILED_PAYMENT_STATUSES),
             x.c.amount.is_not(None),
         )
         .subquery("paid")
+    )
+
+
+def _with_cx_id(per_key: sa.Subquery, columns: tuple[str, ...] | None = None) -> sa.Select:
+    """``cx_id`` and ``columns`` (default: all but ``cx_key``) of a per-customer result keyed on ``cx_key``:
+    the text identifier is joined once, on the small per-customer result, for outputs that name customers."""
+    im = customer_keys_table
+    names = [c.name for c in per_key.c if c.name != "cx_key"] if columns is None else list(columns)
+    return sa.select(im.c.cx_id, *[per_key.c[n] for n in names]).select_from(
+        per_key.join(im, im.c.cx_key == per_key.c.cx_key)
     )
 
 
@@ -611,7 +626,6 @@ def kpi_table(
 
     # -- subscriptions: revenue churn and renewal -------------------------------------------
     subs = KIND_TABLES["subscriptions"]
-    im = customer_keys_table
     running = sa.and_(subs.c.start < spine.c.p_start, sa.or_(subs.c.end.is_(None), subs.c.end >= spine.c.p_start))
     ended_in = sa.and_(running, subs.c.end.is_not(None), subs.c.end < spine.c.p_end)
     kept = sa.and_(running, sa.or_(subs.c.end.is_(None), subs.c.end >= spine.c.p_end))
@@ -623,9 +637,7 @@ def kpi_table(
             sa.func.sum(sa.case((running, subs.c.mrr), else_=0.0)).label("mrr_start"),
             sa.func.sum(sa.case((ended_in, subs.c.mrr), else_=0.0)).label("mrr_lost"),
         )
-        .select_from(
-            spine.join(subs, sa.true()).join(im, im.c.cx_key == subs.c.cx_key).join(cust, cust.c.cx_id == im.c.cx_id)
-        )
+        .select_from(spine.join(subs, sa.true()).join(cust, cust.c.cx_key == subs.c.cx_key))
         .group_by(spine.c.bucket)
     )
     f = _frame(conn, q)
@@ -634,13 +646,13 @@ def kpi_table(
         out["revenue_churn_rate"] = _ratio(f["mrr_lost"], f["mrr_start"])
 
     # -- active customers and the silence metric ---------------------------------------------
-    tl = timeline()
+    tl = timeline(("cx_key", "ts", "department"))
     tk = _tickets(cust, filters, repeat_days)
     # With periods on day boundaries, the timeline is first reduced to one row per customer and day
     # (several times fewer rows to join against the periods; the same answer).
     day_aligned = all(_at_midnight(p.start) and _at_midnight(p.end) for p in periods)
-    steps = sa.select(tl.c.cx_id, (_day(tl.c.ts) if day_aligned else tl.c.ts).label("ts")).where(
-        tl.c.cx_id.is_not(None),
+    steps = sa.select(tl.c.cx_key, (_day(tl.c.ts) if day_aligned else tl.c.ts).label("ts")).where(
+        tl.c.cx_key.is_not(None),
         tl.c.ts >= min(p.start for p in periods),
         tl.c.ts < max(p.end for p in periods),
     )
@@ -648,17 +660,17 @@ def kpi_table(
         steps = steps.where(tl.c.department.in_(filters.department))
     steps = steps.distinct().subquery("steps")
     act = (
-        sa.select(spine.c.bucket, steps.c.cx_id)
+        sa.select(spine.c.bucket, steps.c.cx_key)
         .select_from(
             spine.join(steps, sa.and_(steps.c.ts >= spine.c.p_start, steps.c.ts < spine.c.p_end))
-            .join(cust, cust.c.cx_id == steps.c.cx_id)
+            .join(cust, cust.c.cx_key == steps.c.cx_key)
         )
         .where(_not_churned_by(cust, spine.c.p_end))
         .distinct()
         .subquery("act")
     )
     contacted = (
-        sa.select(spine.c.bucket, tk.c.cx_id)
+        sa.select(spine.c.bucket, tk.c.cx_key)
         .select_from(spine.join(tk, sa.and_(tk.c.opened_at >= spine.c.p_start, tk.c.opened_at < spine.c.p_end)))
         .distinct()
         .subquery("contacted")
@@ -667,10 +679,10 @@ def kpi_table(
         sa.select(
             act.c.bucket,
             sa.func.count().label("active"),
-            sa.func.count(contacted.c.cx_id).label("contacted"),
+            sa.func.count(contacted.c.cx_key).label("contacted"),
         )
         .select_from(
-            act.outerjoin(contacted, sa.and_(contacted.c.bucket == act.c.bucket, contacted.c.cx_id == act.c.cx_id))
+            act.outerjoin(contacted, sa.and_(contacted.c.bucket == act.c.bucket, contacted.c.cx_key == act.c.cx_key))
         )
         .group_by(act.c.bucket)
     )
@@ -726,12 +738,12 @@ def kpi_table(
         per = (
             sa.select(
                 spine.c.bucket,
-                paid.c.cx_id,
+                paid.c.cx_key,
                 sa.func.sum(sa.case((in_cur, paid.c.amount), else_=0.0)).label("cur"),
                 sa.func.sum(sa.case((in_prev, paid.c.amount), else_=0.0)).label("prev"),
             )
             .select_from(spine.join(paid, sa.and_(paid.c.ts >= spine.c.prev_start, paid.c.ts < spine.c.p_end)))
-            .group_by(spine.c.bucket, paid.c.cx_id)
+            .group_by(spine.c.bucket, paid.c.cx_key)
             .subquery("per")
         )
         q = sa.select(
@@ -842,24 +854,24 @@ def rfm_in_database(conn: Connection, end: datetime, cust: sa.Subquery | None = 
     paid = _paid_transactions(cust)
     day = sa.cast(paid.c.ts, sa.Date)
     daily = (
-        sa.select(paid.c.cx_id, day.label("day"), sa.func.sum(paid.c.amount).label("amount"))
+        sa.select(paid.c.cx_key, day.label("day"), sa.func.sum(paid.c.amount).label("amount"))
         .where(paid.c.ts < end, paid.c.amount > 0)
-        .group_by(paid.c.cx_id, day)
+        .group_by(paid.c.cx_key, day)
         .subquery("daily")
     )
     ranked = sa.select(
         daily,
-        sa.func.row_number().over(partition_by=daily.c.cx_id, order_by=daily.c.day).label("rn"),
+        sa.func.row_number().over(partition_by=daily.c.cx_key, order_by=daily.c.day).label("rn"),
     ).subquery("ranked")
-    q = sa.select(
-        ranked.c.cx_id,
+    per_key = sa.select(
+        ranked.c.cx_key,
         (sa.func.count() - 1).label("frequency"),
         sa.func.min(ranked.c.day).label("first_day"),
         sa.func.max(ranked.c.day).label("last_day"),
         sa.func.sum(sa.case((ranked.c.rn > 1, ranked.c.amount), else_=0.0)).label("repeat_amount"),
         sa.func.sum(sa.case((ranked.c.rn > 1, ranked.c.amount * ranked.c.amount), else_=0.0)).label("repeat_amount_sq"),
-    ).group_by(ranked.c.cx_id)
-    f = _frame(conn, q, index="cx_id")
+    ).group_by(ranked.c.cx_key).subquery("per_key")
+    f = _frame(conn, _with_cx_id(per_key), index="cx_id")
     if f.empty:
         return pd.DataFrame(columns=["frequency", "recency", "T", "monetary_value", "spend_cv"])
     obs_day = pd.Timestamp((end - timedelta(microseconds=1)).date())
@@ -1023,12 +1035,13 @@ def holdout_check(conn: Connection, *, holdout_share: float = 0.4, max_holdout_d
     except (ConvergenceError, ValueError) as exc:
         return {**base, "ok": False, "message": f"The purchase model did not converge on the calibration data: {exc}"}
     day = sa.cast(paid.c.ts, sa.Date)
-    q = (
-        sa.select(paid.c.cx_id, sa.func.count(sa.distinct(day)).label("actual"))
+    per_key = (
+        sa.select(paid.c.cx_key, sa.func.count(sa.distinct(day)).label("actual"))
         .where(paid.c.ts >= cal_end, paid.c.ts < end, paid.c.amount > 0)
-        .group_by(paid.c.cx_id)
+        .group_by(paid.c.cx_key)
+        .subquery("actual")
     )
-    actual = _frame(conn, q, index="cx_id")["actual"]
+    actual = _frame(conn, _with_cx_id(per_key), index="cx_id")["actual"]
     frame = rfm.copy()
     frame["actual"] = actual.reindex(frame.index).fillna(0).astype(float)
     frame["predicted"] = np.asarray(
@@ -1059,21 +1072,18 @@ def coverage(conn: Connection, filters: Filters | None = None) -> dict[str, floa
     """Per KPI, the share of the customers in view that have the data it needs."""
     filters = filters or Filters()
     cust, basis = _customers(conn, filters)
-    im = customer_keys_table
 
     def ids(kind: str, *where) -> sa.Subquery:
         t = KIND_TABLES[kind]
-        return (
-            sa.select(im.c.cx_id).select_from(t.join(im, im.c.cx_key == t.c.cx_key)).where(*where).distinct().subquery()
-        )
+        return sa.select(t.c.cx_key).where(t.c.cx_key.is_not(None), *where).distinct().subquery()
 
     k = KIND_TABLES["tickets"]
     x = KIND_TABLES["transactions"]
     u = KIND_TABLES["subscriptions"]
     crm = KIND_TABLES["customers"]
-    tl = timeline()
+    tl = timeline(("cx_key", "ts"))
     sets = {
-        "activity": sa.select(tl.c.cx_id).where(tl.c.cx_id.is_not(None)).distinct().subquery(),
+        "activity": sa.select(tl.c.cx_key).where(tl.c.cx_key.is_not(None)).distinct().subquery(),
         "subscription": ids("subscriptions"),
         "mrr": ids("subscriptions", u.c.mrr.is_not(None)),
         "label": ids("customers", crm.c.churn_label.is_not(None)),
@@ -1087,8 +1097,8 @@ def coverage(conn: Connection, filters: Filters | None = None) -> dict[str, floa
     joined = cust
     for name, sq in sets.items():
         a = sq.alias(f"cov_{name}")
-        joined = joined.outerjoin(a, a.c.cx_id == cust.c.cx_id)
-        cols.append(sa.func.count(a.c.cx_id).label(name))
+        joined = joined.outerjoin(a, a.c.cx_key == cust.c.cx_key)
+        cols.append(sa.func.count(a.c.cx_key).label(name))
     row = conn.execute(sa.select(*cols).select_from(joined)).mappings().one()
     n = row["n"]
 
@@ -1219,7 +1229,7 @@ def kpi_report(
     any_forecast = any(f is not None and f.ok for f in (clv, clv_previous))
     if any_forecast and filters.active:
         cust, _ = _customers(conn, filters)
-        customers_in_view = list(conn.execute(sa.select(cust.c.cx_id)).scalars())
+        customers_in_view = list(conn.execute(_with_cx_id(cust, columns=())).scalars())
     for forecast, target in ((clv, current), (clv_previous, previous)):
         if forecast is None:
             target["clv_predicted_total"] = None
@@ -1310,7 +1320,7 @@ CONFLICT_COLUMNS = (
 
 
 def _customer_outcomes(conn: Connection, cust: sa.Subquery, basis: str, now: datetime, repeat_days: int) -> sa.Subquery:
-    """Per customer in view: ``cx_id``, the CRM attributes, ``retained_90`` (1/0, NULL when too recent or
+    """Per customer in view: ``cx_key``, the CRM attributes, ``retained_90`` (1/0, NULL when too recent or
     unknown), ``revenue`` to date, ``contacts`` and ``repeats``."""
     if basis == "subscriptions":
         lived = _epoch(cust.c.churn_at) - _epoch(cust.c.signup_at)
@@ -1324,16 +1334,16 @@ def _customer_outcomes(conn: Connection, cust: sa.Subquery, basis: str, now: dat
     else:
         retained = sa.cast(sa.null(), sa.Integer)
     paid = _paid_transactions(cust)
-    revenue = sa.select(paid.c.cx_id, sa.func.sum(paid.c.amount).label("revenue")).group_by(paid.c.cx_id).subquery("rev")
+    revenue = sa.select(paid.c.cx_key, sa.func.sum(paid.c.amount).label("revenue")).group_by(paid.c.cx_key).subquery("rev")
     tk = _tickets(cust, Filters(), repeat_days)
     contacts = (
-        sa.select(tk.c.cx_id, sa.func.count().label("contacts"), sa.func.sum(tk.c.is_repeat).label("repeats"))
-        .group_by(tk.c.cx_id)
+        sa.select(tk.c.cx_key, sa.func.count().label("contacts"), sa.func.sum(tk.c.is_repeat).label("repeats"))
+        .group_by(tk.c.cx_key)
         .subquery("con")
     )
     return (
         sa.select(
-            cust.c.cx_id,
+            cust.c.cx_key,
             *[cust.c[col] for col in ATTRIBUTE_FILTERS.values()],
             sa.cast(retained, sa.Integer).label("retained_90"),
             sa.func.coalesce(revenue.c.revenue, 0.0).label("revenue"),
@@ -1341,7 +1351,7 @@ def _customer_outcomes(conn: Connection, cust: sa.Subquery, basis: str, now: dat
             sa.func.coalesce(contacts.c.repeats, 0).label("repeats"),
         )
         .select_from(
-            cust.outerjoin(revenue, revenue.c.cx_id == cust.c.cx_id).outerjoin(contacts, contacts.c.cx_id == cust.c.cx_id)
+            cust.outerjoin(revenue, revenue.c.cx_key == cust.c.cx_key).outerjoin(contacts, contacts.c.cx_key == cust.c.cx_key)
         )
         .subquery("outcomes")
     )
@@ -1349,10 +1359,10 @@ def _customer_outcomes(conn: Connection, cust: sa.Subquery, basis: str, now: dat
 
 def _shared_by(group_col, oc: sa.Subquery) -> list:
     return [
-        sa.func.count(sa.distinct(oc.c.cx_id)).label("customers"),
+        sa.func.count(sa.distinct(oc.c.cx_key)).label("customers"),
         sa.func.avg(sa.cast(oc.c.retained_90, sa.Double)).label("retention_90d"),
         sa.func.count(oc.c.retained_90).label("ranked_customers"),
-        (sa.func.sum(oc.c.revenue) / sa.func.count(sa.distinct(oc.c.cx_id))).label("clv_per_customer"),
+        (sa.func.sum(oc.c.revenue) / sa.func.count(sa.distinct(oc.c.cx_key))).label("clv_per_customer"),
         (sa.cast(sa.func.sum(oc.c.repeats), sa.Double) / sa.func.nullif(sa.func.sum(oc.c.contacts), 0)).label(
             "repeat_contact_rate"
         ),
@@ -1397,7 +1407,6 @@ def conflicts(
 
     # sales: revenue closed per owner -> 90-day retention of the customers they won
     o = KIND_TABLES["opportunities"]
-    im = customer_keys_table
     won = sa.func.lower(sa.func.coalesce(o.c.stage, "")).in_(("won", "closed won", "closed_won"))
     per_owner = (
         sa.select(o.c.owner.label("cohort"), sa.func.sum(o.c.amount).label("departmental_value"))
@@ -1406,9 +1415,8 @@ def conflicts(
         .subquery("per_owner")
     )
     owner_customers = (
-        sa.select(o.c.owner, im.c.cx_id)
-        .select_from(o.join(im, im.c.cx_key == o.c.cx_key))
-        .where(won, o.c.owner.is_not(None))
+        sa.select(o.c.owner, o.c.cx_key)
+        .where(won, o.c.owner.is_not(None), o.c.cx_key.is_not(None))
         .distinct()
         .subquery("owner_customers")
     )
@@ -1416,7 +1424,7 @@ def conflicts(
         sa.select(per_owner.c.cohort, sa.func.max(per_owner.c.departmental_value).label("departmental_value"), *_shared_by(None, oc))
         .select_from(
             per_owner.join(owner_customers, owner_customers.c.owner == per_owner.c.cohort).join(
-                oc, oc.c.cx_id == owner_customers.c.cx_id
+                oc, oc.c.cx_key == owner_customers.c.cx_key
             )
         )
         .group_by(per_owner.c.cohort)
@@ -1431,27 +1439,23 @@ def conflicts(
     # support: tickets closed per team -> share of them followed by a repeat contact
     k = KIND_TABLES["tickets"]
     topic = sa.func.coalesce(k.c.topic, "")
-    next_opened = sa.func.lead(k.c.opened_at).over(partition_by=[im.c.cx_id, topic], order_by=[k.c.opened_at, k.c.row_key])
+    next_opened = sa.func.lead(k.c.opened_at).over(partition_by=[k.c.cx_key, topic], order_by=[k.c.opened_at, k.c.row_key])
     tw = (
         sa.select(
-            im.c.cx_id,
+            k.c.cx_key,
             sa.cast(_department_of_ticket(), sa.String).label("team"),
             k.c.opened_at,
             k.c.closed_at,
             next_opened.label("next_opened"),
         )
-        .select_from(
-            k.join(im, im.c.cx_key == k.c.cx_key)
-            .join(cust, cust.c.cx_id == im.c.cx_id)
-            .join(sources_table, sources_table.c.name == k.c.source)
-        )
+        .select_from(k.join(cust, cust.c.cx_key == k.c.cx_key).join(sources_table, sources_table.c.name == k.c.source))
         .subquery("tw")
     )
     again = sa.and_(tw.c.next_opened.is_not(None), _epoch(tw.c.next_opened) - _epoch(tw.c.opened_at) <= repeat_days * 86400.0)
     q = (
         sa.select(
             tw.c.team.label("cohort"),
-            sa.func.count(sa.distinct(tw.c.cx_id)).label("customers"),
+            sa.func.count(sa.distinct(tw.c.cx_key)).label("customers"),
             sa.func.count().label("departmental_value"),
             sa.func.avg(sa.case((again, 1.0), else_=0.0)).label("shared_value"),
             sa.func.count().label("ranked_customers"),
@@ -1472,7 +1476,7 @@ def conflicts(
     paid = _paid_transactions(cust)
     per_region = (
         sa.select(cust.c.region.label("cohort"), sa.func.sum(paid.c.amount).label("departmental_value"))
-        .select_from(paid.join(cust, cust.c.cx_id == paid.c.cx_id))
+        .select_from(paid.join(cust, cust.c.cx_key == paid.c.cx_key))
         .where(cust.c.region.is_not(None))
         .group_by(cust.c.region)
         .subquery("per_region")

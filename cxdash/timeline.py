@@ -19,6 +19,8 @@ cx_key      the customer's integer key (``customer_keys.cx_key``): count and gro
 
 from __future__ import annotations
 
+import functools
+
 import sqlalchemy as sa
 
 from cxdash.store import KIND_TABLES, customer_keys_table, sources_table
@@ -36,30 +38,35 @@ TIMELINE_TIME_COLUMNS = (
 FAILED_PAYMENT_STATUSES = ("failed", "declined", "error", "payment_failed", "rejected")
 
 
-def _part(kind: str, ts, activity, *, channel=None, value=None, department=None) -> sa.Select:
+def _part(kind: str, ts, activity, *, columns=TIMELINE_COLUMNS, channel=None, value=None, department=None) -> sa.Select:
     t = KIND_TABLES[kind]
     im = customer_keys_table
     s = sources_table
     dept = sa.func.coalesce(department, s.c.department) if department is not None else s.c.department
-    return (
-        sa.select(
-            im.c.cx_id.label("cx_id"),
-            im.c.known.label("known"),
-            ts.label("ts"),
-            sa.cast(activity, sa.String).label("activity"),
-            sa.cast(dept, sa.String).label("department"),
-            sa.cast(channel if channel is not None else sa.null(), sa.String).label("channel"),
-            t.c.source.label("source"),
-            sa.literal(kind, sa.String).label("kind"),
-            sa.cast(value if value is not None else sa.null(), sa.Double).label("value"),
-            t.c.cx_key.label("cx_key"),
-        )
-        .select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key).join(s, s.c.name == t.c.source))
-        .where(ts.is_not(None))
-    )
+    exprs = {
+        "cx_id": lambda: im.c.cx_id,
+        "known": lambda: im.c.known,
+        "ts": lambda: ts,
+        "activity": lambda: sa.cast(activity, sa.String),
+        "department": lambda: sa.cast(dept, sa.String),
+        "channel": lambda: sa.cast(channel if channel is not None else sa.null(), sa.String),
+        "source": lambda: t.c.source,
+        "kind": lambda: sa.literal(kind, sa.String),
+        "value": lambda: sa.cast(value if value is not None else sa.null(), sa.Double),
+        "cx_key": lambda: t.c.cx_key,
+    }
+    joined = t.join(s, s.c.name == t.c.source)
+    if {"cx_id", "known"} & set(columns):
+        joined = t.outerjoin(im, im.c.cx_key == t.c.cx_key).join(s, s.c.name == t.c.source)
+    return sa.select(*[exprs[c]().label(c) for c in columns]).select_from(joined).where(ts.is_not(None))
 
 
-def timeline() -> sa.Subquery:
+def timeline(columns: tuple[str, ...] = TIMELINE_COLUMNS) -> sa.Subquery:
+    """The timeline's steps with ``columns`` (default all, see the module docstring). Leaving out
+    ``cx_id`` and ``known`` leaves out the join to ``customer_keys``: group and join on ``cx_key``."""
+    unknown = set(columns) - set(TIMELINE_COLUMNS)
+    if unknown:
+        raise ValueError(f"unknown timeline columns {sorted(unknown)}; choose from {TIMELINE_COLUMNS}")
     c, e, k, x, u, o = (KIND_TABLES[n] for n in ("customers", "events", "tickets", "transactions", "subscriptions", "opportunities"))
     failed = sa.func.lower(sa.func.coalesce(x.c.status, "")).in_(FAILED_PAYMENT_STATUSES)
     tx_activity = sa.case(
@@ -68,16 +75,17 @@ def timeline() -> sa.Subquery:
         else_="purchase",
     )
     topic = sa.func.coalesce(k.c.topic, "other")
+    part = functools.partial(_part, columns=tuple(columns))
     parts = [
-        _part("customers", c.c.signup_date, sa.literal("signup")),
-        _part("events", e.c.timestamp, e.c.activity, channel=e.c.channel, value=e.c.value, department=e.c.department),
-        _part("tickets", k.c.opened_at, sa.literal("contact: ") + topic, channel=k.c.channel, department=k.c.department),
-        _part("tickets", k.c.closed_at, sa.literal("resolved: ") + topic, channel=k.c.channel, department=k.c.department),
-        _part("transactions", x.c.timestamp, tx_activity, value=x.c.amount),
-        _part("subscriptions", u.c.start, sa.literal("subscription started"), value=u.c.mrr),
-        _part("subscriptions", u.c.end, sa.literal("subscription ended"), value=u.c.mrr),
-        _part("opportunities", o.c.created_at, sa.literal("opportunity created"), value=o.c.amount),
-        _part(
+        part("customers", c.c.signup_date, sa.literal("signup")),
+        part("events", e.c.timestamp, e.c.activity, channel=e.c.channel, value=e.c.value, department=e.c.department),
+        part("tickets", k.c.opened_at, sa.literal("contact: ") + topic, channel=k.c.channel, department=k.c.department),
+        part("tickets", k.c.closed_at, sa.literal("resolved: ") + topic, channel=k.c.channel, department=k.c.department),
+        part("transactions", x.c.timestamp, tx_activity, value=x.c.amount),
+        part("subscriptions", u.c.start, sa.literal("subscription started"), value=u.c.mrr),
+        part("subscriptions", u.c.end, sa.literal("subscription ended"), value=u.c.mrr),
+        part("opportunities", o.c.created_at, sa.literal("opportunity created"), value=o.c.amount),
+        part(
             "opportunities",
             o.c.closed_at,
             sa.literal("opportunity ") + sa.func.coalesce(sa.func.lower(o.c.stage), "closed"),
