@@ -45,46 +45,68 @@ def _data_health() -> list[Computation]:
             *(_summary(n) for n in ("null_rates", "stitch_coverage", "coverage"))]
 
 
-def _journey_filters():
-    from cxdash import journeys as jr
+def _stored_views(prefix: str) -> Computation:
+    """Everything the page reads on its first render: its default view, stored after the load
+    (computed live when missing, as the page does)."""
+    from cxdash import summaries, views
 
-    # the page's defaults (cxdash/ui/journeys.py DEFAULTS)
-    spec = jr.LogSpec(department_key="department", top_n=15, collapse_repeats=True)
-    return jr, spec, 0.005
+    def read(conn):
+        computed: dict = {}
+        for name in summaries.VIEWS:
+            if name.startswith(prefix):
+                params = views.default_params(conn, name, computed)
+                if params is not None:
+                    computed[name] = summaries.get(conn, name, params=params)
+        return computed
+
+    return (f"default view ({prefix}*, stored after the load)", _with_conn(read))
+
+
+def _live(name: str, label: str) -> Computation:
+    """One of the page's computations run live with the default view's parameters (what any other
+    view costs, and what the refresh after a load pays)."""
+    from cxdash import summaries, views
+
+    def run(conn):
+        computed: dict = {}
+        for other in summaries.VIEWS:  # parameters that follow from earlier results (cohorts, funnel)
+            if other == name:
+                break
+            if other.startswith(name.split(".")[0]) and other in ("journeys.activities", "journeys.hotspots",
+                                                                  "journeys.dfg"):
+                params = views.default_params(conn, other, computed)
+                computed[other] = summaries.get(conn, other, params=params)
+        params = views.default_params(conn, name, computed)
+        return None if params is None else views.COMPUTATIONS[name](conn, **params)
+
+    return (f"live: {label}", _with_conn(run))
 
 
 def _journeys() -> list[Computation]:
-    jr, spec, min_share = _journey_filters()
     return [
-        ("journeys.hotspots", _with_conn(lambda c: jr.hotspots(c, repeat_days=7))),
-        ("journeys.discover_dfg", _with_conn(lambda c: jr.discover_dfg(c, jr.journey_log(), spec, min_share=min_share))),
-        ("journeys.activity_nodes", _with_conn(lambda c: jr.activity_nodes(c, jr.journey_log(), spec))),
-        ("journeys.paths_to", _with_conn(lambda c: jr.paths_to(c, jr.journey_log(), "cancel_page", steps=5, spec=spec))),
-        ("journeys.discover_variants", _with_conn(lambda c: jr.discover_variants(
-            c, jr.journey_log(), spec, outcomes=jr.customer_outcomes(c), max_steps=5, limit=30))),
-        ("journeys.discover_handoffs", _with_conn(
-            lambda c: jr.discover_handoffs(c, jr.journey_log(), department_key="department"))),
+        _stored_views("journeys."),
+        _live("journeys.hotspots", "journeys.hotspots"),
+        _live("journeys.dfg", "journeys.discover_dfg"),
+        _live("journeys.nodes", "journeys.activity_nodes"),
+        _live("journeys.paths", "journeys.paths_to"),
+        _live("journeys.variants", "journeys.discover_variants"),
+        _live("journeys.handoffs", "journeys.discover_handoffs"),
+        _live("journeys.funnel", "journeys.funnel"),
+        _live("journeys.hotspot_customers", "journeys.hotspot_customers"),
+        _live("journeys.edge_customers", "journeys.edge_customers"),
     ]
 
 
 def _executive() -> list[Computation]:
     from cxdash import kpis
 
-    def report(conn):
-        now = kpis.as_of(conn)
-        period = kpis.default_period(now)
-        clv = kpis.predicted_clv(conn, period.end, horizon_months=kpis.DEFAULT_CLV_HORIZON_MONTHS)
-        clv_prev = kpis.predicted_clv(conn, period.previous.end, horizon_months=kpis.DEFAULT_CLV_HORIZON_MONTHS)
-        return kpis.kpi_report(conn, period, kpis.Filters(), repeat_days=kpis.DEFAULT_REPEAT_DAYS, clv=clv,
-                               clv_previous=clv_prev)
-
     return [
         ("kpis.as_of + filter_options", _with_conn(lambda c: (kpis.as_of(c), kpis.filter_options(c)))),
-        ("kpis.kpi_report (+ 2 CLV fits)", _with_conn(report)),
-        ("kpis.kpi_table (12 months)", _with_conn(lambda c: kpis.kpi_table(
-            c, kpis.monthly_periods(kpis.as_of(c), 12), kpis.Filters(), repeat_days=kpis.DEFAULT_REPEAT_DAYS))),
-        ("kpis.cohort_retention", _with_conn(lambda c: kpis.cohort_retention(c, kpis.Filters()))),
-        ("kpis.conflicts", _with_conn(lambda c: kpis.conflicts(c, kpis.Filters(), repeat_days=kpis.DEFAULT_REPEAT_DAYS))),
+        _stored_views("executive."),
+        _live("executive.report", "kpis.kpi_report (+ 2 CLV fits)"),
+        _live("executive.trends", "kpis.kpi_table (12 months)"),
+        _live("executive.cohorts", "kpis.cohort_retention"),
+        _live("executive.conflicts", "kpis.conflicts"),
     ]
 
 

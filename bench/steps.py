@@ -66,7 +66,8 @@ def demo(n: str, url: str, out: str) -> dict:
     summary = build_demo(store, n_customers=int(n), seed=7, out_dir=Path(out))
     return {"step": "demo generate + load", "size": int(n), "rows": summary["rows"],
             "seconds": time.perf_counter() - t0, "generate_seconds": summary["generate_seconds"],
-            "load_seconds": summary["load_seconds"]}
+            "load_seconds": summary["load_seconds"], "summary_seconds": summary["summary_seconds"],
+            "summaries": summary["summaries"]}
 
 
 def train(url: str) -> dict:

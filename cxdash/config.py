@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["DATA_DIR", "DEFAULT_DB_PATH", "database_url", "redacted_url"]
+__all__ = ["DATA_DIR", "DEFAULT_DB_PATH", "database_url", "duckdb_memory_limit", "redacted_url"]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("CXDASH_DATA_DIR", REPO_ROOT / "data"))
@@ -20,6 +20,24 @@ def database_url(explicit: str | None = None) -> str:
     if env:
         return env
     return f"duckdb:///{DEFAULT_DB_PATH}"
+
+
+# DuckDB takes up to 80% of the machine's memory by default; on a laptop that leaves too little for
+# the app and everything else, so cxdash caps it (it spills big sorts and joins to disk instead).
+DEFAULT_DUCKDB_MEMORY_LIMIT = "4GB"
+
+
+def duckdb_memory_limit() -> str | None:
+    """DuckDB's memory cap: ``CXDASH_DUCKDB_MEMORY_LIMIT`` (e.g. ``8GB``; ``default`` leaves
+    DuckDB's own 80% of RAM), else 4GB."""
+    value = os.environ.get("CXDASH_DUCKDB_MEMORY_LIMIT", DEFAULT_DUCKDB_MEMORY_LIMIT).strip()
+    if value.lower() in ("", "default", "none"):
+        return None
+    import re
+
+    if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", value, flags=re.IGNORECASE):
+        raise ValueError(f"CXDASH_DUCKDB_MEMORY_LIMIT={value!r} is not a size; write it like 4GB or 8GiB")
+    return value
 
 
 def redacted_url(url: str) -> str:

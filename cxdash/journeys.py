@@ -58,6 +58,8 @@ __all__ = [
     "prepare_log",
     "start_activities",
     "transitions",
+    "KEYED",
+    "case_names",
 ]
 
 OTHER = "(other)"
@@ -65,16 +67,21 @@ START = "(start)"
 END = "(end)"
 
 
-def journey_log(*, known_only: bool = False) -> sa.Subquery:
+def journey_log(*, known_only: bool = False, keyed: bool = False) -> sa.Subquery:
     """The store's journeys: the unified timeline restricted to identified customers.
 
     Out columns: ``cx_id, ts, activity, department, channel, kind, value`` (see ``timeline``).
+    With ``keyed=True`` the case is the integer ``cx_key`` instead of ``cx_id`` (pass
+    ``KEYED`` as the spec's keys): the same journeys without joining every step to the
+    customer table, and windows that sort integers. Results naming cases then hold keys;
+    ``case_names()`` turns them back into ``cx_id``.
     """
-    tl = timeline()
+    case = "cx_key" if keyed else "cx_id"
+    tl = timeline((case, "ts", "activity", "department", "channel", "kind", "value", *(("known",) if known_only else ())))
     q = sa.select(
-        tl.c.cx_id, tl.c.ts, tl.c.activity, sa.func.coalesce(tl.c.department, "unknown").label("department"),
+        tl.c[case], tl.c.ts, tl.c.activity, sa.func.coalesce(tl.c.department, "unknown").label("department"),
         tl.c.channel, tl.c.kind, tl.c.value,
-    ).where(tl.c.cx_id.is_not(None), tl.c.activity.is_not(None))
+    ).where(tl.c[case].is_not(None), tl.c.activity.is_not(None))
     if known_only:
         q = q.where(tl.c.known.is_(True))
     return q.subquery("journey_log")
@@ -102,6 +109,35 @@ class LogSpec:
     collapse_repeats: bool = False
 
 
+@dataclass(frozen=True)
+class MapFilters:
+    """The Journeys page's noise controls, as chosen in its sidebar: the minimum share of an edge
+    (smaller ones pooled into ``(other)``), the top-N activities, collapsing repeats, grouping by
+    department and rename rules (``(old, new)`` pairs)."""
+
+    min_share: float
+    top_n: int | None
+    collapse: bool
+    by_department: bool
+    rename: tuple[tuple[str, str], ...]
+
+    def spec(self) -> LogSpec:
+        return LogSpec(
+            department_key="department", rename=dict(self.rename), by_department=self.by_department,
+            top_n=self.top_n or None, collapse_repeats=self.collapse,
+        )
+
+
+KEYED = {"case_key": "cx_key"}  # the spec keys of ``journey_log(keyed=True)``
+
+
+def case_names() -> sa.Subquery:
+    """``case_id`` (cx_key) -> ``name`` (cx_id), to name the cases of a keyed journey log."""
+    from cxdash.store import customer_keys_table as im
+
+    return sa.select(im.c.cx_key.label("case_id"), im.c.cx_id.label("name")).subquery("case_names")
+
+
 def _spec(spec: LogSpec | None, **keys) -> LogSpec:
     base = spec or LogSpec()
     given = {k: v for k, v in keys.items() if v is not None}
@@ -122,6 +158,8 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
     """
     s = _spec(spec, **keys)
     c = events.c
+    # Integer case keys stay integers (the windows sort them several times faster than text).
+    case_id = c[s.case_key] if isinstance(c[s.case_key].type, sa.Integer) else sa.cast(c[s.case_key], sa.String)
     activity = sa.cast(c[s.activity_key], sa.String)
     department = sa.cast(c[s.department_key], sa.String) if s.department_key else sa.literal("unknown", sa.String)
     department = sa.func.coalesce(department, "unknown")
@@ -136,7 +174,7 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
     tiebreak = [c[s.order_key].label("tiebreak")] if s.order_key else []
     base = (
         sa.select(
-            sa.cast(c[s.case_key], sa.String).label("case_id"),
+            case_id.label("case_id"),
             activity.label("activity"),
             c[s.timestamp_key].label("ts"),
             department.label("department"),
@@ -515,40 +553,85 @@ def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | N
 
     Out: ``source_department, target_department, count, customers, median_seconds,
     p90_seconds`` (the wait between the last step of one department and the first of the next).
+
+    The steps are those of ``transitions(prepare_log(...))`` in the same order, but the window
+    runs once over integer codes (activities for the order, departments for the pair), as the
+    directly-follows graph does: on a large log that is several times less work than carrying
+    three text columns through a partitioned window.
     """
     s = _spec(spec, **keys)
     if not s.department_key:
         s = LogSpec(**{**s.__dict__, "department_key": "department"})
-    t = transitions(prepare_log(events, s))
-    q = (
+    log = prepare_log(events, s)
+    acts = sa.select(
+        log.c.activity, sa.func.dense_rank().over(order_by=log.c.activity).label("code")
+    ).distinct().cte("handoff_activities")
+    depts = sa.select(
+        log.c.department, sa.func.dense_rank().over(order_by=log.c.department).label("code")
+    ).distinct().cte("handoff_departments")
+    tiebreak = (log.c.tiebreak,) if "tiebreak" in log.c else ()
+    coded = (
+        sa.select(log.c.case_id, log.c.ts, *tiebreak, acts.c.code, depts.c.code.label("dept"))
+        .select_from(log.join(acts, acts.c.activity == log.c.activity).join(depts, depts.c.department == log.c.department))
+        .cte("handoff_log")
+    )
+    w = dict(order_by=(coded.c.case_id, *_step_order(coded, coded.c.code)))  # codes sort like the names
+    same_case = sa.func.lead(coded.c.case_id).over(**w) == coded.c.case_id
+    steps = sa.select(
+        coded.c.case_id,
+        coded.c.dept.label("source"),
+        sa.case((same_case, sa.func.lead(coded.c.dept).over(**w))).label("target"),
+        sa.case((same_case, _epoch(sa.func.lead(coded.c.ts).over(**w)) - _epoch(coded.c.ts))).label("seconds"),
+    ).subquery("handoff_steps")
+    both = _median_and_p90(steps.c.seconds)
+    pairs = (
         sa.select(
-            t.c.source_department, t.c.target_department, sa.func.count(), sa.func.count(sa.distinct(t.c.case_id)),
-            _median(t.c.seconds), _p90(t.c.seconds),
+            steps.c.source, steps.c.target, sa.func.count().label("n"),
+            sa.func.count(sa.distinct(steps.c.case_id)).label("customers"), both.label("pct"),
         )
-        .where(t.c.source_department != t.c.target_department)
-        .group_by(t.c.source_department, t.c.target_department)
-        .order_by(sa.func.count().desc(), t.c.source_department, t.c.target_department)
+        .where(steps.c.target.is_not(None), steps.c.source != steps.c.target)
+        .group_by(steps.c.source, steps.c.target)
+        .subquery("handoff_pairs")
+    )
+    src, dst = depts.alias("source_dept"), depts.alias("target_dept")
+    q = (
+        sa.select(src.c.department, dst.c.department, pairs.c.n, pairs.c.customers, pairs.c.pct[1], pairs.c.pct[2])
+        .select_from(pairs.join(src, src.c.code == pairs.c.source).join(dst, dst.c.code == pairs.c.target))
+        .order_by(pairs.c.n.desc(), src.c.department, dst.c.department)
     )
     cols = ["source_department", "target_department", "count", "customers", "median_seconds", "p90_seconds"]
     return _numeric(_frame(conn, q, cols), ints=("count", "customers"), floats=("median_seconds", "p90_seconds"))
 
 
 def edge_customers(
-    conn: Connection, events: sa.FromClause, source: str, target: str, spec: LogSpec | None = None, **keys
+    conn: Connection, events: sa.FromClause, source: str, target: str, spec: LogSpec | None = None, *,
+    case_names: sa.FromClause | None = None, **keys
 ) -> pd.DataFrame:
     """The cases that took the edge ``source -> target``: ``case_id, times, first_at, median_seconds``.
 
-    The same steps as ``discover_dfg`` (same noise controls), so the cohort matches the edge."""
+    The same steps as ``discover_dfg`` (same noise controls), so the cohort matches the edge.
+    ``case_names`` (``case_id, name``, see ``case_names()``) names the cases of a keyed log."""
     codes, t = _coded_steps(events, spec, keys)
 
     def code(name: str):
         return sa.select(codes.c.code).where(codes.c.activity == name).scalar_subquery()
 
-    q = (
-        sa.select(t.c.case_id, sa.func.count(), sa.func.min(t.c.ts), _median(t.c.seconds))
+    per_case = (
+        sa.select(t.c.case_id, sa.func.count().label("times"), sa.func.min(t.c.ts).label("first_at"),
+                  _median(t.c.seconds).label("median_seconds"))
         .where(t.c.source == code(source), t.c.target == code(target))
         .group_by(t.c.case_id)
-        .order_by(sa.func.count().desc(), t.c.case_id)
+        .subquery("edge_cases")
+    )
+    case = per_case.c.case_id
+    src = per_case
+    if case_names is not None:
+        case = case_names.c.name
+        src = per_case.join(case_names, case_names.c.case_id == per_case.c.case_id)
+    q = (
+        sa.select(case, per_case.c.times, per_case.c.first_at, per_case.c.median_seconds)
+        .select_from(src)
+        .order_by(per_case.c.times.desc(), case)
     )
     return _numeric(_frame(conn, q, ["case_id", "times", "first_at", "median_seconds"]), ints=("times",),
                     floats=("median_seconds",))
@@ -972,49 +1055,48 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0) -
     return sa.union_all(*parts).cte("friction_moments")
 
 
-def customer_outcomes(conn: Connection) -> sa.Subquery:
-    """Per customer of the KPI universe: ``case_id`` (cx_id), ``churned`` (the shared KPI
-    definition), ``churned_at`` (last subscription end, NULL when unknown), ``revenue_12m``
-    (revenue in the 365 days up to the data's latest date, same rule as the revenue KPI)."""
+def customer_outcomes(conn: Connection, *, keyed: bool = False) -> sa.Subquery:
+    """Per customer of the KPI universe: ``case_id`` (cx_id, or the integer cx_key with
+    ``keyed=True``), ``churned`` (the shared KPI definition), ``churned_at`` (last subscription
+    end, NULL when unknown), ``revenue_12m`` (revenue in the 365 days up to the data's latest
+    date, same rule as the revenue KPI)."""
     from datetime import timedelta
 
     from cxdash.kpis import _churned, _customer_universe, as_of
     from cxdash.store import KIND_TABLES, customer_keys_table
     from cxdash.timeline import FAILED_PAYMENT_STATUSES
 
+    by = "cx_key" if keyed else "cx_id"
     now = as_of(conn)
-    universe = _customer_universe(conn).subquery("universe")
-    churned_q, _basis = _churned(conn, now)
+    universe = _customer_universe(conn, by=by).subquery("universe")
+    churned_q, _basis = _churned(conn, now, by=by)
     churned = churned_q.subquery("churned")
     im, subs, tx = customer_keys_table, KIND_TABLES["subscriptions"], KIND_TABLES["transactions"]
-    ends = (
-        sa.select(im.c.cx_id, sa.func.max(subs.c.end).label("churned_at"))
-        .select_from(subs.join(im, im.c.cx_key == subs.c.cx_key))
-        .group_by(im.c.cx_id)
-        .subquery("ends")
-    )
+
+    def per_customer(t: sa.Table, value, name: str, *where) -> sa.Select:
+        if keyed:  # the rows carry the key: no join
+            return sa.select(t.c.cx_key.label(by), value.label(name)).where(t.c.cx_key.is_not(None), *where).group_by(
+                t.c.cx_key)
+        return (sa.select(im.c.cx_id.label(by), value.label(name)).select_from(t.join(im, im.c.cx_key == t.c.cx_key))
+                .where(*where).group_by(im.c.cx_id))
+
+    ends = per_customer(subs, sa.func.max(subs.c.end), "churned_at").subquery("ends")
     since = (now or sa.func.now()) - timedelta(days=365) if now else None
-    rev_q = (
-        sa.select(im.c.cx_id, sa.func.sum(tx.c.amount).label("revenue"))
-        .select_from(tx.join(im, im.c.cx_key == tx.c.cx_key))
-        .where(sa.func.lower(sa.func.coalesce(tx.c.status, "")).not_in(FAILED_PAYMENT_STATUSES))
-        .group_by(im.c.cx_id)
-    )
-    if since is not None:
-        rev_q = rev_q.where(tx.c.timestamp > since)
-    rev = rev_q.subquery("revenue")
-    is_churned = churned.c.cx_id.is_not(None)
+    paid = sa.func.lower(sa.func.coalesce(tx.c.status, "")).not_in(FAILED_PAYMENT_STATUSES)
+    recent = (tx.c.timestamp > since,) if since is not None else ()
+    rev = per_customer(tx, sa.func.sum(tx.c.amount), "revenue", paid, *recent).subquery("revenue")
+    is_churned = churned.c[by].is_not(None)
     return (
         sa.select(
-            universe.c.cx_id.label("case_id"),
+            universe.c[by].label("case_id"),
             is_churned.label("churned"),
             sa.case((is_churned, ends.c.churned_at)).label("churned_at"),
             sa.func.coalesce(rev.c.revenue, 0.0).label("revenue_12m"),
         )
         .select_from(
-            universe.outerjoin(churned, churned.c.cx_id == universe.c.cx_id)
-            .outerjoin(ends, ends.c.cx_id == universe.c.cx_id)
-            .outerjoin(rev, rev.c.cx_id == universe.c.cx_id)
+            universe.outerjoin(churned, churned.c[by] == universe.c[by])
+            .outerjoin(ends, ends.c[by] == universe.c[by])
+            .outerjoin(rev, rev.c[by] == universe.c[by])
         )
         .subquery("outcomes")
     )
@@ -1236,12 +1318,19 @@ def cohort_csv(frame: pd.DataFrame) -> bytes:
     return safe.to_csv(index=False).encode("utf-8")
 
 
-def customer_segments(field_name: str = "segment") -> sa.Subquery:
+def customer_segments(field_name: str = "segment", *, keyed: bool = False) -> sa.Subquery:
     """``case_id, segment``: each customer's CRM ``segment`` (or another CRM field, e.g.
-    ``plan`` or ``region``), for funnel breakdowns."""
+    ``plan`` or ``region``), for funnel breakdowns; ``case_id`` is the cx_key with ``keyed=True``."""
     from cxdash.store import KIND_TABLES, customer_keys_table
 
     crm, im = KIND_TABLES["customers"], customer_keys_table
+    if keyed:
+        return (
+            sa.select(crm.c.cx_key.label("case_id"), sa.func.min(crm.c[field_name]).label("segment"))
+            .where(crm.c.cx_key.is_not(None))
+            .group_by(crm.c.cx_key)
+            .subquery("segments")
+        )
     return (
         sa.select(im.c.cx_id.label("case_id"), sa.func.min(crm.c[field_name]).label("segment"))
         .select_from(crm.join(im, im.c.cx_key == crm.c.cx_key))

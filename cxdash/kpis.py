@@ -835,7 +835,9 @@ class ClvForecast:
     repeat_buyers: int = 0
 
     def total(self, customers=None) -> float | None:
-        if not self.ok:
+        """The forecast summed over ``customers`` (default all); None without per-customer values
+        (a forecast read back from a stored report keeps only its totals)."""
+        if not self.ok or self.per_customer.empty:
             return None
         values = self.per_customer if customers is None else self.per_customer.reindex(list(customers)).dropna()
         return float(values.sum())
@@ -1151,6 +1153,51 @@ class KpiReport:
         if a is None or b is None:
             return None
         return a - b
+
+    def to_state(self) -> dict:
+        """Everything but the per-customer forecasts, as JSON values (``from_state`` reads it back).
+        The totals those forecasts give are already in ``current`` and ``previous``."""
+
+        def forecast(f: ClvForecast | None) -> dict | None:
+            if f is None:
+                return None
+            return {"ok": f.ok, "message": f.message, "horizon_months": f.horizon_months,
+                    "params": {k: float(v) for k, v in f.params.items()}, "repeat_buyers": int(f.repeat_buyers)}
+
+        return {
+            "as_of": self.as_of.isoformat() if self.as_of else None,
+            "period": [self.period.start.isoformat(), self.period.end.isoformat()] if self.period else None,
+            "filters": {f.name: list(getattr(self.filters, f.name)) for f in fields(self.filters)},
+            "churn_basis": self.churn_basis,
+            "repeat_days": self.repeat_days,
+            "current": self.current,
+            "previous": self.previous,
+            "coverage": self.coverage,
+            "clv": forecast(self.clv),
+            "clv_previous": forecast(self.clv_previous),
+            "notes": self.notes,
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> KpiReport:
+        def forecast(d: dict | None) -> ClvForecast | None:
+            return None if d is None else ClvForecast(d["ok"], d["message"], d["horizon_months"], params=d["params"],
+                                                      repeat_buyers=d["repeat_buyers"])
+
+        period = state["period"]
+        return cls(
+            datetime.fromisoformat(state["as_of"]) if state["as_of"] else None,
+            Period(datetime.fromisoformat(period[0]), datetime.fromisoformat(period[1])) if period else None,
+            Filters(**state["filters"]),
+            state["churn_basis"],
+            state["repeat_days"],
+            dict(state["current"]),
+            dict(state["previous"]),
+            dict(state["coverage"]),
+            forecast(state["clv"]),
+            forecast(state["clv_previous"]),
+            dict(state["notes"]),
+        )
 
     def to_dict(self) -> dict:
         """Flat JSON-ready dict: every KPI under its own key, plus ``previous``, ``coverage`` and context."""

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from cxdash.config import database_url
+from cxdash.config import database_url, duckdb_memory_limit
 from cxdash.kinds import KINDS, SourceKind
 
 __all__ = [
@@ -306,9 +306,13 @@ def make_engine(url: str) -> Engine:
         else:
             engine = sa.create_engine(url)
 
+        limit = duckdb_memory_limit()
+
         @sa.event.listens_for(engine, "connect")
-        def _quiet(dbapi_connection, _record):  # no progress bars on a server's stdout
-            dbapi_connection.execute("SET enable_progress_bar = false")
+        def _settings(dbapi_connection, _record):
+            dbapi_connection.execute("SET enable_progress_bar = false")  # no progress bars on a server's stdout
+            if limit:  # validated in duckdb_memory_limit: a size like 4GB
+                dbapi_connection.execute(f"SET memory_limit = '{limit}'")
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)

@@ -150,7 +150,7 @@ st.subheader("Variants, funnels and handoffs")
 tab_v, tab_f, tab_h = st.tabs(["Variants", "Funnel", "Handoffs"])
 with tab_v:
     v1, v2, v3 = st.columns([2, 2, 3])
-    max_steps = v1.number_input("First N steps of each journey", 2, 50, value=5, key="journeys_variant_steps")
+    max_steps = v1.number_input("First N steps of each journey", 2, 50, value=ju.VARIANT_STEPS, key="journeys_variant_steps")
     rarest = v2.toggle("Rarest first", key="journeys_variant_rarest")
     contains = v3.text_input("Containing", key="journeys_variant_contains")
     variants_k = disclosure.small_groups(ju.variants(filters, max_steps, rarest, contains), k, what="journeys",

@@ -172,3 +172,12 @@ def small_demo(tmp_path_factory) -> str:
     build_demo(s, n_customers=300, seed=3, out_dir=root / "extracts")
     s.dispose()
     return url
+
+
+@pytest.fixture(autouse=True)
+def _background_refreshes_finish():
+    """An upload hands the default views to a background thread; a test's store must outlive it."""
+    yield
+    from cxdash import summaries
+
+    summaries.wait_for_background(timeout=600)

@@ -459,6 +459,69 @@ def test_demo_dfg_equals_an_independent_pandas_computation(demo):
     assert np.allclose(exp["median"].to_numpy(), got.loc[exp.index, "median_seconds"].to_numpy())
 
 
+def test_demo_handoffs_equal_an_independent_pandas_computation(demo):
+    """The coded one-window handoffs against the steps in pandas: same order (case, time, activity
+    name), department changes counted with their waits."""
+    with demo.connect() as conn:
+        jl = jr.journey_log()
+        raw = pd.DataFrame(conn.execute(sa.select(jl.c.cx_id, jl.c.activity, jl.c.ts, jl.c.department)).all(),
+                           columns=["cx_id", "activity", "ts", "department"])
+        ours = jr.discover_handoffs(conn, jl, department_key="department")
+    raw = raw.sort_values(["cx_id", "ts", "activity"], kind="stable")
+    g = raw.groupby("cx_id")
+    raw["to"] = g["department"].shift(-1)
+    raw["secs"] = (g["ts"].shift(-1) - raw["ts"]).dt.total_seconds()
+    moves = raw[raw["to"].notna() & (raw["to"] != raw["department"])]
+    exp = moves.groupby(["department", "to"]).agg(count=("cx_id", "size"), customers=("cx_id", "nunique"),
+                                                  median=("secs", "median"), p90=("secs", lambda v: v.quantile(0.9)))
+    got = ours.set_index(["source_department", "target_department"])
+    assert len(got) == len(exp) >= 6
+    assert exp["count"].tolist() == got.loc[exp.index, "count"].tolist()
+    assert exp["customers"].tolist() == got.loc[exp.index, "customers"].tolist()
+    assert np.allclose(exp["median"].to_numpy(), got.loc[exp.index, "median_seconds"].to_numpy())
+    assert np.allclose(exp["p90"].to_numpy(), got.loc[exp.index, "p90_seconds"].to_numpy())
+    assert ours["count"].is_monotonic_decreasing
+
+
+def test_the_pages_journeys_on_integer_keys_equal_the_journeys_on_customer_ids(demo):
+    """The page reads the keyed log (cx_key cases); every result equals the same computation on the
+    cx_id log, with customers named by cx_id where the result lists them."""
+    from dataclasses import replace
+
+    from cxdash import views
+
+    run = views.COMPUTATIONS
+    f = views.DEFAULT_MAP_FILTERS
+    spec, jl = f.spec(), jr.journey_log()
+    params = views.map_params(f)
+    wide = views.map_params(views.path_filters(f))
+    with demo.connect() as conn:
+        edge = jr.dfg_counts(conn, jl, spec).iloc[0]
+        steps = ["pricing", "checkout", "purchase"]
+        pairs = {
+            "dfg": (run["journeys.dfg"](conn, **params), jr.discover_dfg(conn, jl, spec, min_share=f.min_share)),
+            "nodes": (run["journeys.nodes"](conn, **params), jr.activity_nodes(conn, jl, spec)),
+            "paths": (run["journeys.paths"](conn, **wide, anchor="cancel_page", direction="before", steps=5),
+                      jr.paths_to(conn, jl, "cancel_page", steps=5, spec=replace(spec, top_n=None))),
+            "paths after": (run["journeys.paths"](conn, **wide, anchor="pricing", direction="after", steps=3),
+                            jr.paths_from(conn, jl, "pricing", steps=3, spec=replace(spec, top_n=None))),
+            "variants": (run["journeys.variants"](conn, **params, max_steps=5, rarest=False, contains=""),
+                         jr.discover_variants(conn, jl, spec, outcomes=jr.customer_outcomes(conn), max_steps=5,
+                                              limit=30)),
+            "funnel": (run["journeys.funnel"](conn, steps=steps, days=30, by_segment=True),
+                       jr.funnel(conn, jl, steps, window_days=30, segments=jr.customer_segments())),
+            "handoffs": (run["journeys.handoffs"](conn), jr.discover_handoffs(conn, jl, department_key="department")),
+            "edge cohort": (run["journeys.edge_customers"](conn, **params, source=edge["source"], target=edge["target"]),
+                            jr.edge_customers(conn, jl, edge["source"], edge["target"], spec)),
+        }
+        activities = run["journeys.activities"](conn, **views.map_params(views.activity_filters(f)))
+        assert activities == jr.activity_counts(conn, jl, views.activity_filters(f).spec())["activity"].tolist()
+    for name, (keyed, by_id) in pairs.items():
+        assert len(by_id), f"{name}: an empty comparison proves nothing"
+        pd.testing.assert_frame_equal(keyed, by_id, check_dtype=False, obj=name)
+    assert pairs["edge cohort"][0]["case_id"].str.startswith("CUS-").all()  # named, not numbered
+
+
 def test_demo_repeat_contacts_equal_a_pandas_count(demo):
     k, im = KIND_TABLES["tickets"], identity_map_table
     with demo.connect() as conn:

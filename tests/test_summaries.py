@@ -43,13 +43,13 @@ def _same(a, b):
 def test_stored_summaries_equal_the_live_ones_and_a_new_load_is_never_served_stale(store, tmp_path):
     _load(store, tmp_path, "crm.csv", CRM, "crm", CRM_MAP)
     took = summaries.refresh(store)
-    assert set(took) == set(summaries.SUMMARIES)
+    assert set(summaries.LANDING) <= set(took)
     with store.connect() as conn:
         version = data_version(conn)
         stored = dict(conn.execute(sa.select(summaries_table.c.name, summaries_table.c.data_version)).fetchall())
-        assert stored == dict.fromkeys(summaries.SUMMARIES, version)
+        assert {n: v for n, v in stored.items() if n in summaries.LANDING} == dict.fromkeys(summaries.LANDING, version)
         live = summaries._computations()
-        for name in summaries.SUMMARIES:
+        for name in summaries.LANDING:
             _same(summaries.get(conn, name), live[name](conn))
         assert summaries.get(conn, "headline").customers == 3
 
@@ -98,3 +98,151 @@ def test_governance_from_stored_scans_equals_governance_computed_live(store, tmp
                             latency=summaries.get(conn, "source_latency"))
     _same(stored, live)
     assert live.set_index("name").loc["web", "rows"] == 3
+
+
+# ----------------------------------------------------------------------------- payloads
+
+
+def test_a_frame_payload_keeps_its_index_column_names_and_types():
+    from datetime import datetime
+
+    matrix = pd.DataFrame(
+        {"customers": [12, 30], 0: [1.0, 0.9], 1: [0.75, float("nan")]},
+        index=pd.DatetimeIndex([datetime(2024, 1, 1), datetime(2024, 2, 1)], name="cohort"),
+    )
+    back = summaries._decode("x", summaries._encode(matrix))
+    pd.testing.assert_frame_equal(back, matrix, check_index_type=False)
+    assert list(back.columns) == ["customers", 0, 1]  # the month numbers stay integers
+
+    table = pd.DataFrame({"period_start": pd.to_datetime(["2024-01-01", "2024-02-01"]), "churn_rate": [0.1, None],
+                          "label": ["a", None]}, index=pd.RangeIndex(2, name="bucket"))
+    back = summaries._decode("x", summaries._encode(table))
+    pd.testing.assert_frame_equal(back, table)
+    assert back.index.name == "bucket"
+
+
+def test_a_kpi_report_read_back_has_every_number_but_no_per_customer_forecast(small_demo):
+    from cxdash import kpis
+    from cxdash.store import open_store
+
+    store = open_store(small_demo)
+    with store.connect() as conn:
+        report = kpis.kpi_report(conn)
+    store.dispose()
+    assert report.clv is not None and report.clv.ok and len(report.clv.per_customer)
+    back = summaries._decode("executive.report", summaries._encode(report))
+    assert back.to_state() == report.to_state()
+    assert back.period == report.period and back.filters == report.filters
+    assert back.current["clv_predicted_total"] == pytest.approx(report.clv.total())
+    # the totals are kept; a read-back forecast cannot be re-summed over other customers
+    assert back.clv.total() is None and back.clv.message == report.clv.message
+
+
+# ----------------------------------------------------------------------------- the pages' default views
+
+
+def test_every_default_view_is_stored_after_a_load_and_equals_the_live_computation(small_demo):
+    from datetime import timedelta
+
+    from cxdash import views
+    from cxdash.kpis import Filters
+    from cxdash.store import open_store
+
+    store = open_store(small_demo)  # build_demo refreshed the summaries after loading
+    try:
+        with store.connect() as conn:
+            version = data_version(conn)
+            computed: dict = {}
+            for name in summaries.VIEWS:
+                params = views.default_params(conn, name, computed)
+                assert params is not None, f"{name}: the demo company has every part of the default views"
+                found = summaries.lookup(conn, name, version, params)
+                assert found is not summaries.MISSING, f"{name} was not stored with its default parameters"
+                live = views.COMPUTATIONS[name](conn, **params)
+                computed[name] = live
+                if hasattr(live, "to_state"):
+                    assert found.to_state() == live.to_state(), name
+                elif isinstance(live, pd.DataFrame):
+                    assert len(live), f"{name}: an empty default view proves nothing"
+                    pd.testing.assert_frame_equal(found, live, check_dtype=False, check_index_type=False, obj=name)
+                else:
+                    assert found == live, name
+            # another view is not stored: the page computes it live
+            period = computed["executive.report"].period
+            other = views.report_params(period.start.date() - timedelta(days=30), period.end.date() - timedelta(days=31),
+                                        Filters(), 7, 12)
+            assert summaries.lookup(conn, "executive.report", version, other) is summaries.MISSING
+            # a stored view of an older data version is not served
+            assert summaries.lookup(conn, "journeys.handoffs", version - 1, {}) is summaries.MISSING
+    finally:
+        store.dispose()
+
+
+
+def _refuse(name):
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{name} was computed live")
+
+    return refuse
+
+
+PAGE_COMPUTATIONS = {
+    "executive.py": ("kpis", ("kpi_report", "kpi_table", "cohort_retention", "conflicts", "predicted_clv")),
+    "journeys.py": ("journeys", ("discover_dfg", "activity_nodes", "activity_counts", "paths_to", "hotspots",
+                                 "discover_variants", "funnel", "discover_handoffs", "hotspot_customers",
+                                 "edge_customers")),
+}
+
+
+@pytest.mark.parametrize("page", sorted(PAGE_COMPUTATIONS))
+def test_a_page_opens_on_its_stored_default_view_and_computes_any_other_view_live(small_demo, monkeypatch, page):
+    import importlib
+    from pathlib import Path
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("CXDASH_DB_URL", small_demo)
+    st.cache_data.clear()
+    module_name, functions = PAGE_COMPUTATIONS[page]
+    module = importlib.import_module(f"cxdash.{module_name}")
+    for fn in functions:
+        monkeypatch.setattr(module, fn, _refuse(fn))
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "pages" / page), default_timeout=120)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) >= 2  # the page drew its charts from the stored view
+
+    # another view is not stored: the page computes it (here: refused, so the page reports it)
+    if page == "executive.py":
+        at.slider(key="executive_repeat_days").set_value(14).run()
+    else:
+        at.toggle(key="journeys_collapse").set_value(False).run()
+    assert at.exception and "was computed live" in str(at.exception[0].value)
+
+
+@pytest.mark.parametrize("store", ["duckdb"], indirect=True)
+def test_a_background_refresh_stores_the_views_and_one_overtaken_by_a_load_stores_nothing(store, tmp_path):
+    _load(store, tmp_path, "crm.csv", CRM, "crm", CRM_MAP)
+    _load(store, tmp_path, "web.csv", WEB, "web", WEB_MAP)
+    summaries.refresh_in_background(store, ("journeys.handoffs", "executive.cohorts")).join(timeout=300)
+    with store.connect() as conn:
+        version = data_version(conn)
+        assert summaries.lookup(conn, "journeys.handoffs", version, {}) is not summaries.MISSING
+        assert summaries.lookup(conn, "executive.cohorts", version, {"filters": {}}) is not summaries.MISSING
+
+    # A load lands while a refresh computes: what it computed describes data that is gone, so it
+    # stores nothing (and its earlier results, of an older version, are never served).
+    more = "id,mail,joined\nC4,dee@x.org,2024-03-05\n"
+
+    def load_meanwhile(name):
+        if name == "headline":
+            _load(store, tmp_path, "crm2.csv", more, "crm2", CRM_MAP)
+
+    summaries.refresh(store, summaries.LANDING, progress=load_meanwhile)
+    with store.connect() as conn:
+        new_version = data_version(conn)
+        assert new_version > version
+        assert summaries.lookup(conn, "headline", new_version) is summaries.MISSING
+        assert summaries.lookup(conn, "journeys.handoffs", new_version, {}) is summaries.MISSING
+        assert summaries.get(conn, "headline").customers == 4  # computed live: the new customer counts

@@ -84,6 +84,25 @@ def _activity(url: str, version: int) -> pd.DataFrame:
         return summaries.get(conn, "activity_by_month", version)
 
 
+def stored(url: str, version: int, name: str, params: dict | None = None):
+    """A view stored after the last load (``cxdash.summaries``) or ``summaries.MISSING``: callers
+    compute it live on a miss, inside their own cache."""
+    with _store(url).connect() as conn:
+        return summaries.lookup(conn, name, version, params)
+
+
+def view(url: str, version: int, name: str, params: dict):
+    """A page computation of ``cxdash.views``: the stored result when the last load stored this
+    view, else computed now with the same function and parameters. Call it inside a cached function."""
+    from cxdash.views import COMPUTATIONS
+
+    found = stored(url, version, name, params)
+    if found is not summaries.MISSING:
+        return found
+    with _store(url).connect() as conn:
+        return COMPUTATIONS[name](conn, **params)
+
+
 def sources() -> pd.DataFrame:
     return _sources(database_url(), version())
 

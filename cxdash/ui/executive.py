@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cxdash import kpis
+from cxdash import kpis, summaries, views
 from cxdash.config import database_url
 from cxdash.exporting import safe_csv
 from cxdash.ui import data
@@ -69,33 +69,34 @@ def _clv(url: str, version: int, end: datetime, horizon: int) -> kpis.ClvForecas
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _report(url: str, version: int, view: View) -> kpis.KpiReport:
-    period = view.period
-    clv = _clv(url, version, period.end, view.horizon_months)
-    clv_prev = _clv(url, version, period.previous.end, view.horizon_months)
-    with data._store(url).connect() as conn:
-        report = kpis.kpi_report(
-            conn, period, view.filters, repeat_days=view.repeat_days, clv=clv, clv_previous=clv_prev
-        )
+    params = views.report_params(view.first, view.last, view.filters, view.repeat_days, view.horizon_months)
+    report = data.stored(url, version, "executive.report", params)
+    if report is summaries.MISSING:
+        period = view.period
+        clv = _clv(url, version, period.end, view.horizon_months)
+        clv_prev = _clv(url, version, period.previous.end, view.horizon_months)
+        with data._store(url).connect() as conn:
+            report = kpis.kpi_report(
+                conn, period, view.filters, repeat_days=view.repeat_days, clv=clv, clv_previous=clv_prev
+            )
     return kpis.attach_activation(report, data._store(url))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _trends(url: str, version: int, filters: kpis.Filters, repeat_days: int, months: int) -> pd.DataFrame:
-    with data._store(url).connect() as conn:
-        periods = kpis.monthly_periods(kpis.as_of(conn), months)
-        return kpis.kpi_table(conn, periods, filters, repeat_days=repeat_days)
+    params = {"filters": views.filter_params(filters), "repeat_days": repeat_days, "months": months}
+    return data.view(url, version, "executive.trends", params)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _cohorts(url: str, version: int, filters: kpis.Filters) -> pd.DataFrame:
-    with data._store(url).connect() as conn:
-        return kpis.cohort_retention(conn, filters)
+    return data.view(url, version, "executive.cohorts", {"filters": views.filter_params(filters)})
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _conflicts(url: str, version: int, filters: kpis.Filters, repeat_days: int) -> pd.DataFrame:
-    with data._store(url).connect() as conn:
-        return kpis.conflicts(conn, filters, repeat_days=repeat_days)
+    params = {"filters": views.filter_params(filters), "repeat_days": repeat_days}
+    return data.view(url, version, "executive.conflicts", params)
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

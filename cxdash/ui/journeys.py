@@ -4,13 +4,14 @@ cached queries (keyed on the data version and the filter set), sentences and plo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
 from cxdash import journeys as jr
+from cxdash import views
 from cxdash.config import database_url
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
@@ -34,19 +35,21 @@ EDGE = "journeys_edge"
 FUNNEL_STEPS = "journeys_funnel_steps"
 FUNNEL_DAYS = "journeys_funnel_days"
 
+_D = views.JOURNEY_DEFAULTS  # shared with the default view stored after each load
 DEFAULTS: dict[str, object] = {
-    MIN_SHARE: 0.005,
-    TOP_N: 15,
-    COLLAPSE: True,
-    BY_DEPARTMENT: False,
+    MIN_SHARE: _D["min_share"],
+    TOP_N: _D["top_n"],
+    COLLAPSE: _D["collapse"],
+    BY_DEPARTMENT: _D["by_department"],
     RENAME: "",
-    ANCHOR: "cancel_page",
-    DIRECTION: "before",
-    STEPS: 5,
-    REPEAT_DAYS: 7,
+    ANCHOR: _D["anchor"],
+    DIRECTION: _D["direction"],
+    STEPS: _D["steps"],
+    REPEAT_DAYS: _D["repeat_days"],
     FUNNEL_STEPS: "",
-    FUNNEL_DAYS: 30,
+    FUNNEL_DAYS: _D["funnel_days"],
 }
+VARIANT_STEPS = int(_D["variant_steps"])
 _URL_KEYS = (MIN_SHARE, TOP_N, COLLAPSE, BY_DEPARTMENT, ANCHOR, DIRECTION, STEPS, REPEAT_DAYS, HOTSPOT)
 
 
@@ -99,19 +102,7 @@ def parse_rename(text: str) -> tuple[tuple[str, str], ...]:
     return tuple(pairs)
 
 
-@dataclass(frozen=True)
-class MapFilters:
-    min_share: float
-    top_n: int | None
-    collapse: bool
-    by_department: bool
-    rename: tuple[tuple[str, str], ...]
-
-    def spec(self) -> jr.LogSpec:
-        return jr.LogSpec(
-            department_key="department", rename=dict(self.rename), by_department=self.by_department,
-            top_n=self.top_n or None, collapse_repeats=self.collapse,
-        )
+MapFilters = jr.MapFilters
 
 
 def map_filters() -> MapFilters:
@@ -130,39 +121,33 @@ def _key() -> tuple[str, int]:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _dfg(url: str, version: int, filters: MapFilters) -> pd.DataFrame:
-    with data._store(url).connect() as conn:
-        return jr.discover_dfg(conn, jr.journey_log(), filters.spec(), min_share=filters.min_share)
+    return data.view(url, version, "journeys.dfg", views.map_params(filters))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _nodes(url: str, version: int, filters: MapFilters) -> pd.DataFrame:
-    with data._store(url).connect() as conn:
-        return jr.activity_nodes(conn, jr.journey_log(), filters.spec())
+    return data.view(url, version, "journeys.nodes", views.map_params(filters))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _activities(url: str, version: int, filters: MapFilters) -> list[str]:
-    with data._store(url).connect() as conn:
-        return jr.activity_counts(conn, jr.journey_log(), filters.spec())["activity"].tolist()
+    return data.view(url, version, "journeys.activities", views.map_params(filters))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _paths(url: str, version: int, filters: MapFilters, anchor: str, direction: str, steps: int) -> pd.DataFrame:
-    fn = jr.paths_to if direction == "before" else jr.paths_from
-    with data._store(url).connect() as conn:
-        return fn(conn, jr.journey_log(), anchor, steps=steps, spec=filters.spec())
+    params = {**views.map_params(filters), "anchor": anchor, "direction": direction, "steps": steps}
+    return data.view(url, version, "journeys.paths", params)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _hotspots(url: str, version: int, repeat_days: int) -> pd.DataFrame:
-    with data._store(url).connect() as conn:
-        return jr.hotspots(conn, repeat_days=repeat_days)
+    return data.view(url, version, "journeys.hotspots", {"repeat_days": repeat_days})
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _hotspot_customers(url: str, version: int, hotspot: str, repeat_days: int) -> pd.DataFrame:
-    with data._store(url).connect() as conn:
-        return jr.hotspot_customers(conn, hotspot, repeat_days=repeat_days)
+    return data.view(url, version, "journeys.hotspot_customers", {"hotspot": hotspot, "repeat_days": repeat_days})
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -173,30 +158,23 @@ def _customer_journey(url: str, version: int, cx_id: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _edge_customers(url: str, version: int, filters: MapFilters, source: str, target: str) -> pd.DataFrame:
-    with data._store(url).connect() as conn:
-        return jr.edge_customers(conn, jr.journey_log(), source, target, filters.spec())
+    return data.view(url, version, "journeys.edge_customers", views.edge_params(filters, source, target))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _variants(url: str, version: int, filters: MapFilters, max_steps: int, rarest: bool, contains: str) -> pd.DataFrame:
-    with data._store(url).connect() as conn:
-        return jr.discover_variants(
-            conn, jr.journey_log(), filters.spec(), outcomes=jr.customer_outcomes(conn), max_steps=max_steps,
-            rarest=rarest, contains=contains or None, limit=30,
-        )
+    params = {**views.map_params(filters), "max_steps": max_steps, "rarest": rarest, "contains": contains}
+    return data.view(url, version, "journeys.variants", params)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _funnel(url: str, version: int, steps: tuple[str, ...], days: int, by_segment: bool) -> pd.DataFrame:
-    with data._store(url).connect() as conn:
-        return jr.funnel(conn, jr.journey_log(), list(steps), window_days=days,
-                         segments=jr.customer_segments() if by_segment else None)
+    return data.view(url, version, "journeys.funnel", {"steps": list(steps), "days": days, "by_segment": by_segment})
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _handoffs(url: str, version: int) -> pd.DataFrame:
-    with data._store(url).connect() as conn:
-        return jr.discover_handoffs(conn, jr.journey_log(), department_key="department")
+    return data.view(url, version, "journeys.handoffs", {})
 
 
 def dfg(filters: MapFilters) -> pd.DataFrame:
@@ -209,13 +187,13 @@ def nodes(filters: MapFilters) -> pd.DataFrame:
 
 def paths(filters: MapFilters, anchor: str, direction: str, steps: int) -> pd.DataFrame:
     """Sankey links around ``anchor``; every activity can be the anchor, so top-N does not apply."""
-    return _paths(*_key(), replace(filters, top_n=None), anchor, direction, int(steps))
+    return _paths(*_key(), views.path_filters(filters), anchor, direction, int(steps))
 
 
 def all_activities(filters: MapFilters) -> list[str]:
     """Every activity after rename/department grouping (not cut to top N), most frequent first.
     A plain count (no journey ordering), keyed only on the filters that change the names."""
-    return _activities(*_key(), replace(filters, top_n=None, min_share=0.0, collapse=False))
+    return _activities(*_key(), views.activity_filters(filters))
 
 
 def hotspot_table(repeat_days: int) -> pd.DataFrame:
@@ -317,8 +295,7 @@ def hotspot_display(spots: pd.DataFrame) -> pd.DataFrame:
 
 
 def edge_labels(edges: pd.DataFrame, limit: int = 60) -> list[str]:
-    top = edges[(edges["source"] != jr.OTHER) | (edges["target"] != jr.OTHER)].head(limit)
-    return [f"{s} → {t}" for s, t in zip(top["source"], top["target"], strict=True)]
+    return [f"{s} → {t}" for s, t in views.edge_labels(edges, limit)]
 
 
 # ----------------------------------------------------------------------------- figures
@@ -467,13 +444,7 @@ def filters_as_dict(filters: MapFilters) -> dict:
     return asdict(filters)
 
 
-def default_funnel(activities: list[str]) -> list[str]:
-    """A sensible first funnel: the purchase path when the data has one, else the three most
-    frequent activities."""
-    for candidate in (["pricing", "checkout", "purchase"], ["register request", "decide", "pay compensation"]):
-        if all(a in activities for a in candidate):
-            return candidate
-    return activities[:3]
+default_funnel = views.default_funnel
 
 
 def funnel_display(frame: pd.DataFrame) -> pd.DataFrame:

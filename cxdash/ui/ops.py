@@ -126,7 +126,10 @@ def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept
     )
     if result.stored:
         progress(0.99, "updating the overview and data health summaries")
-        summaries.refresh(data.store())
+        summaries.refresh(data.store(), summaries.LANDING)
+        # The Shared KPIs and Journeys default views take minutes on a large store: they are
+        # prepared in the background (those pages compute live until they are stored).
+        summaries.refresh_in_background(data.store(), summaries.VIEWS)
     progress(1.0, "done")
     data.forget_version()
     audit.record(data.store(), current_user(), "upload", {

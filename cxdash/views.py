@@ -1,0 +1,265 @@
+"""The Shared KPIs and Journeys pages' computations as plain functions of their parameters, and
+each page's default view.
+
+A page's first render on a large store is its default view (the last 90 days, no filters, the
+default journey filters). ``cxdash.summaries`` computes those views after every load and stores
+them with the data version, so the first visit reads them instead of scanning every row; any
+other view is computed live. Both sides build their parameters with the functions here, so a
+stored view is found exactly when the page asks for the same thing.
+
+Parameters are plain JSON values (strings, numbers, lists, dicts): ``params_key`` turns them into
+the stored name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import date, timedelta
+
+from sqlalchemy.engine import Connection
+
+from cxdash import journeys as jr
+from cxdash import kpis
+
+__all__ = [
+    "COMPUTATIONS",
+    "DEFAULT_MAP_FILTERS",
+    "JOURNEY_DEFAULTS",
+    "default_params",
+    "edge_params",
+    "filter_params",
+    "map_params",
+    "params_key",
+    "report_params",
+]
+
+# The Journeys page's widget defaults (cxdash/ui/journeys.py seeds its session state from these).
+JOURNEY_DEFAULTS: dict[str, object] = {
+    "min_share": 0.005,
+    "top_n": 15,
+    "collapse": True,
+    "by_department": False,
+    "anchor": "cancel_page",
+    "direction": "before",
+    "steps": 5,
+    "repeat_days": 7,
+    "funnel_days": 30,
+    "variant_steps": 5,
+}
+DEFAULT_MAP_FILTERS = jr.MapFilters(
+    min_share=float(JOURNEY_DEFAULTS["min_share"]), top_n=int(JOURNEY_DEFAULTS["top_n"]),
+    collapse=bool(JOURNEY_DEFAULTS["collapse"]), by_department=bool(JOURNEY_DEFAULTS["by_department"]), rename=(),
+)
+
+
+def params_key(name: str, params: dict | None) -> str:
+    """The stored name of ``name`` computed with ``params``: the same parameters give the same key."""
+    if not params:
+        return name
+    return name + "?" + json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+
+
+# ----------------------------------------------------------------------------- Shared KPIs
+
+
+def filter_params(filters: kpis.Filters) -> dict:
+    return {name: list(values) for name, values in asdict(filters).items() if values}
+
+
+def report_params(first: date, last: date, filters: kpis.Filters, repeat_days: int, horizon: int) -> dict:
+    return {"first": first.isoformat(), "last": last.isoformat(), "filters": filter_params(filters),
+            "repeat_days": int(repeat_days), "horizon": int(horizon)}
+
+
+def _report(conn: Connection, first: str, last: str, filters: dict, repeat_days: int, horizon: int) -> kpis.KpiReport:
+    period = kpis.Period.from_dates(date.fromisoformat(first), date.fromisoformat(last))
+    return kpis.kpi_report(conn, period, kpis.Filters(**filters), repeat_days=repeat_days, horizon_months=horizon)
+
+
+def _trends(conn: Connection, filters: dict, repeat_days: int, months: int):
+    periods = kpis.monthly_periods(kpis.as_of(conn), months)
+    return kpis.kpi_table(conn, periods, kpis.Filters(**filters), repeat_days=repeat_days)
+
+
+def _cohorts(conn: Connection, filters: dict):
+    return kpis.cohort_retention(conn, kpis.Filters(**filters))
+
+
+def _conflicts(conn: Connection, filters: dict, repeat_days: int):
+    return kpis.conflicts(conn, kpis.Filters(**filters), repeat_days=repeat_days)
+
+
+def _executive_defaults(conn: Connection) -> dict[str, dict] | None:
+    period = kpis.default_period(kpis.as_of(conn))
+    if period is None:
+        return None
+    first, last = period.start.date(), (period.end - timedelta(days=1)).date()
+    repeat, horizon = kpis.DEFAULT_REPEAT_DAYS, kpis.DEFAULT_CLV_HORIZON_MONTHS
+    return {
+        "executive.report": report_params(first, last, kpis.Filters(), repeat, horizon),
+        "executive.trends": {"filters": {}, "repeat_days": repeat, "months": 12},
+        "executive.cohorts": {"filters": {}},
+        "executive.conflicts": {"filters": {}, "repeat_days": repeat},
+    }
+
+
+# ----------------------------------------------------------------------------- Journeys
+
+
+def map_params(filters: jr.MapFilters) -> dict:
+    return {"filters": {**asdict(filters), "rename": [list(pair) for pair in filters.rename]}}
+
+
+def _map(params: dict) -> jr.MapFilters:
+    f = dict(params)
+    f["rename"] = tuple(tuple(pair) for pair in f.get("rename", ()))
+    return jr.MapFilters(**f)
+
+
+def activity_filters(filters: jr.MapFilters) -> jr.MapFilters:
+    """The filters the activity picker is keyed on: only those that change the names."""
+    from dataclasses import replace
+
+    return replace(filters, top_n=None, min_share=0.0, collapse=False)
+
+
+def path_filters(filters: jr.MapFilters) -> jr.MapFilters:
+    """Every activity can be a path's anchor, so top-N does not apply to paths."""
+    from dataclasses import replace
+
+    return replace(filters, top_n=None)
+
+
+def edge_params(filters: jr.MapFilters, source: str, target: str) -> dict:
+    return {**map_params(filters), "source": source, "target": target}
+
+
+# The page's journeys run on the keyed log (integer customer keys: no join of every step to the
+# customer table, integer sorts in the windows); only results that list customers name them.
+def _log():
+    return jr.journey_log(keyed=True)
+
+
+def _spec(filters: dict) -> jr.LogSpec:
+    from dataclasses import replace
+
+    return replace(_map(filters).spec(), **jr.KEYED)
+
+
+def _dfg(conn, filters):
+    return jr.discover_dfg(conn, _log(), _spec(filters), min_share=_map(filters).min_share)
+
+
+def _nodes(conn, filters):
+    return jr.activity_nodes(conn, _log(), _spec(filters))
+
+
+def _activities(conn, filters):
+    return jr.activity_counts(conn, _log(), _spec(filters))["activity"].tolist()
+
+
+def _paths(conn, filters, anchor, direction, steps):
+    fn = jr.paths_to if direction == "before" else jr.paths_from
+    return fn(conn, _log(), anchor, steps=steps, spec=_spec(filters))
+
+
+def _hotspots(conn, repeat_days):
+    return jr.hotspots(conn, repeat_days=repeat_days)
+
+
+def _hotspot_customers(conn, hotspot, repeat_days):
+    return jr.hotspot_customers(conn, hotspot, repeat_days=repeat_days)
+
+
+def _edge_customers(conn, filters, source, target):
+    return jr.edge_customers(conn, _log(), source, target, _spec(filters), case_names=jr.case_names())
+
+
+def _variants(conn, filters, max_steps, rarest, contains):
+    return jr.discover_variants(conn, _log(), _spec(filters), outcomes=jr.customer_outcomes(conn, keyed=True),
+                                max_steps=max_steps, rarest=rarest, contains=contains or None, limit=30)
+
+
+def _funnel(conn, steps, days, by_segment):
+    return jr.funnel(conn, _log(), list(steps), window_days=days, segments=jr.customer_segments(keyed=True)
+                     if by_segment else None, **jr.KEYED)
+
+
+def _handoffs(conn):
+    return jr.discover_handoffs(conn, _log(), department_key="department", **jr.KEYED)
+
+
+def default_funnel(activities: list[str]) -> list[str]:
+    """A sensible first funnel: the purchase path when the data has one, else the three most
+    frequent activities."""
+    for candidate in (["pricing", "checkout", "purchase"], ["register request", "decide", "pay compensation"]):
+        if all(a in activities for a in candidate):
+            return candidate
+    return activities[:3]
+
+
+def edge_labels(edges, limit: int = 60) -> list[tuple[str, str]]:
+    """The edges offered for a cohort, busiest first, leaving out (other) -> (other)."""
+    top = edges[(edges["source"] != jr.OTHER) | (edges["target"] != jr.OTHER)].head(limit)
+    return list(zip(top["source"], top["target"], strict=True))
+
+
+def _journey_defaults(conn: Connection, computed: dict[str, object]) -> dict[str, dict]:
+    """The default view's parameters; the cohorts and the funnel follow from results already computed."""
+    d = JOURNEY_DEFAULTS
+    f = DEFAULT_MAP_FILTERS
+    out = {
+        "journeys.hotspots": {"repeat_days": d["repeat_days"]},
+        "journeys.dfg": map_params(f),
+        "journeys.nodes": map_params(f),
+        "journeys.activities": map_params(activity_filters(f)),
+        "journeys.variants": {**map_params(f), "max_steps": d["variant_steps"], "rarest": False, "contains": ""},
+        "journeys.handoffs": {},
+    }
+    activities = computed.get("journeys.activities")
+    if activities is not None:
+        anchor = d["anchor"] if d["anchor"] in activities or not activities else activities[0]
+        out["journeys.paths"] = {**map_params(path_filters(f)), "anchor": anchor, "direction": d["direction"],
+                                 "steps": d["steps"]}
+        steps = default_funnel(activities)
+        if steps:
+            out["journeys.funnel"] = {"steps": steps, "days": d["funnel_days"], "by_segment": False}
+    spots = computed.get("journeys.hotspots")
+    if spots is not None and len(spots):
+        out["journeys.hotspot_customers"] = {"hotspot": str(spots["hotspot"].iloc[0]), "repeat_days": d["repeat_days"]}
+    edges = computed.get("journeys.dfg")
+    if edges is not None and len(edge_labels(edges)):
+        source, target = edge_labels(edges)[0]
+        out["journeys.edge_customers"] = edge_params(f, source, target)
+    return out
+
+
+# ----------------------------------------------------------------------------- the registry
+
+# name -> compute(conn, **params)
+COMPUTATIONS = {
+    "executive.report": _report,
+    "executive.trends": _trends,
+    "executive.cohorts": _cohorts,
+    "executive.conflicts": _conflicts,
+    "journeys.hotspots": _hotspots,
+    "journeys.dfg": _dfg,
+    "journeys.nodes": _nodes,
+    "journeys.activities": _activities,
+    "journeys.paths": _paths,
+    "journeys.variants": _variants,
+    "journeys.funnel": _funnel,
+    "journeys.handoffs": _handoffs,
+    "journeys.hotspot_customers": _hotspot_customers,
+    "journeys.edge_customers": _edge_customers,
+}
+
+
+def default_params(conn: Connection, name: str, computed: dict[str, object]) -> dict | None:
+    """The parameters of ``name`` in its page's default view (None: the view has no such part),
+    given the default-view results ``computed`` so far (in ``COMPUTATIONS`` order)."""
+    if name.startswith("executive."):
+        defaults = _executive_defaults(conn)
+        return None if defaults is None else defaults[name]
+    return _journey_defaults(conn, computed).get(name)
