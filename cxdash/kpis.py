@@ -386,7 +386,7 @@ def filter_options(conn: Connection) -> dict[str, list[str]]:
     for name, col in ATTRIBUTE_FILTERS.items():
         rows = conn.execute(sa.select(crm.c[col]).where(crm.c[col].is_not(None)).distinct()).scalars()
         out[name] = sorted(str(v) for v in rows)
-    tl = timeline()
+    tl = timeline(("department",))
     rows = conn.execute(sa.select(tl.c.department).where(tl.c.department.is_not(None)).distinct()).scalars()
     out["department"] = sorted(str(v) for v in rows)
     return out

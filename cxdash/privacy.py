@@ -385,13 +385,15 @@ def consented_customers(conn: Connection) -> set[str]:
     t, im = KIND_TABLES["customers"], customer_keys_table
     yes = sa.func.sum(sa.case((t.c.consent_marketing.is_(True), 1), else_=0))
     no = sa.func.sum(sa.case((t.c.consent_marketing.is_(False), 1), else_=0))
-    q = (
-        sa.select(im.c.cx_id)
-        .select_from(t.join(im, im.c.cx_key == t.c.cx_key))
-        .group_by(im.c.cx_id)
+    keys = (
+        sa.select(t.c.cx_key)
+        .where(t.c.cx_key.is_not(None))
+        .group_by(t.c.cx_key)
         .having(sa.and_(yes > 0, no == 0))
-    )
-    return {r[0] for r in conn.execute(q)}
+        .subquery("consenting")
+    )  # grouped on the rows' integer key; the ids are joined on the (smaller) result
+    q = sa.select(im.c.cx_id).select_from(keys.join(im, im.c.cx_key == keys.c.cx_key))
+    return set(conn.execute(q).scalars())
 
 
 def marketing_export(conn: Connection, frame: pd.DataFrame, *, cx_column: str = "cx_id") -> tuple[pd.DataFrame, str]:
@@ -435,11 +437,15 @@ def keep_consented(
 ) -> tuple[pd.DataFrame, int]:
     """The rows of ``frame`` whose ``cx_column`` is in ``allowed`` (see ``consented_customers``),
     and how many rows were left out. The UI passes a set cached on the data version."""
-    # look each row up in the (large, cached) set: Series.isin(set) would rebuild a hash table
-    # of every consenting customer on every rerun to filter a page of rows
-    contains = allowed.__contains__ if isinstance(allowed, (set, frozenset, dict)) else set(allowed).__contains__
-    keep = pd.Series([isinstance(v, str) and contains(v) for v in frame[cx_column].astype("string").astype(object)],
-                     index=frame.index, dtype=bool)
+    values = frame[cx_column].astype("string").astype(object)
+    if isinstance(allowed, pd.Index):
+        # a cached index keeps its hash table: one vectorised probe per row, nothing rebuilt
+        keep = pd.Series(allowed.get_indexer(values.where(values.notna(), None)) >= 0, index=frame.index, dtype=bool)
+    else:
+        # look each row up in the (large) set: Series.isin(set) would rebuild a hash table of
+        # every consenting customer to filter a page of rows
+        contains = allowed.__contains__ if isinstance(allowed, (set, frozenset, dict)) else set(allowed).__contains__
+        keep = pd.Series([isinstance(v, str) and contains(v) for v in values], index=frame.index, dtype=bool)
     return frame.loc[keep].reset_index(drop=True), int((~keep).sum())
 
 

@@ -41,6 +41,18 @@ def _headline(conn: Connection):
     return headline(conn)
 
 
+def _consented_customers(conn: Connection) -> pd.DataFrame:
+    from cxdash.privacy import consented_customers
+
+    return pd.DataFrame({"cx_id": sorted(consented_customers(conn))}, dtype="string")
+
+
+def _filter_options(conn: Connection) -> dict[str, list[str]]:
+    from cxdash.kpis import filter_options
+
+    return filter_options(conn)
+
+
 def _computations() -> dict[str, Callable[..., object]]:
     from cxdash import health, overview, views
 
@@ -53,6 +65,8 @@ def _computations() -> dict[str, Callable[..., object]]:
         "coverage": health.coverage,
         "source_stats": health.source_stats,
         "source_latency": health.source_latency,
+        "consented_customers": _consented_customers,
+        "filter_options": _filter_options,
         **views.COMPUTATIONS,
     }
 
@@ -60,7 +74,7 @@ def _computations() -> dict[str, Callable[..., object]]:
 # The landing pages' scans (no parameters), then the default views of Shared KPIs and Journeys
 # (cxdash/views.py), in an order where a view's parameters only need results computed before it.
 LANDING = ("source_summary", "activity_by_month", "headline", "null_rates", "stitch_coverage", "coverage",
-           "source_stats", "source_latency")
+           "source_stats", "source_latency", "consented_customers", "filter_options")
 VIEWS = ("executive.report", "executive.trends", "executive.cohorts", "executive.conflicts",
          "journeys.hotspots", "journeys.dfg", "journeys.nodes", "journeys.activities", "journeys.paths",
          "journeys.variants", "journeys.funnel", "journeys.handoffs", "journeys.hotspot_customers",

@@ -120,8 +120,8 @@ with left:
         st.caption(f"{len(cohort):,} customers (most moments first; emails and phones masked).")
         st.dataframe(cohort, hide_index=True, width="stretch", height=260,
                      column_config={"revenue_12m": st.column_config.NumberColumn("revenue (12 m)", format="%.2f")})
-        outreach, left_out = disclosure.consented(cohort)
-        disclosure.download("Export cohort (CSV)", ju.cohort_csv(outreach),
+        outreach, left_out = ju.hotspot_outreach(st.session_state[ju.HOTSPOT], repeat_days)
+        disclosure.download("Export cohort (CSV)", lambda: ju.cohort_csv(outreach),
                             f"cohort-{st.session_state[ju.HOTSPOT].replace(' ', '-')}.csv", key="journeys_export",
                             what="hotspot cohort", rows=len(outreach),
                             note=disclosure.describe(outreach, what="customers in the hotspot", masked=("email", "phone"),
@@ -135,8 +135,8 @@ with right:
         on_edge = ju.edge_cohort(filters, st.session_state[ju.EDGE])
         st.caption(f"{len(on_edge):,} customers took this step.")
         st.dataframe(on_edge, hide_index=True, width="stretch", height=260)
-        outreach, left_out = disclosure.consented(on_edge, cx_column="case_id")
-        disclosure.download("Export edge cohort (CSV)", ju.cohort_csv(outreach), "edge-cohort.csv",
+        outreach, left_out = ju.edge_outreach(filters, st.session_state[ju.EDGE])
+        disclosure.download("Export edge cohort (CSV)", lambda: ju.cohort_csv(outreach), "edge-cohort.csv",
                             key="journeys_edge_export", what="edge cohort", rows=len(outreach),
                             note=disclosure.describe(outreach, what="customers who took the step",
                                                      consent_left_out=left_out))

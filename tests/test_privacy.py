@@ -174,3 +174,12 @@ def test_the_salt_comes_from_the_environment_else_a_private_generated_file(tmp_p
     h = privacy.identifier_hash("email:ann@x.com", first)
     assert len(h) == 64 and "ann" not in h
     assert h != privacy.identifier_hash("email:ann@x.com", b"another salt")
+
+
+def test_keeping_consented_rows_is_the_same_with_a_set_and_with_the_cached_index():
+    frame = pd.DataFrame({"cx_id": ["C1", "C2", None, "C3", "C1", "c1"], "n": range(6)})
+    allowed = {"C1", "C3", "C9"}
+    by_set, left_set = privacy.keep_consented(frame, allowed)
+    by_index, left_index = privacy.keep_consented(frame, pd.Index(sorted(allowed), dtype=object))
+    assert by_set["n"].tolist() == by_index["n"].tolist() == [0, 3, 4]  # ids are matched exactly, case included
+    assert left_set == left_index == 3  # C2, the row without an id, and c1

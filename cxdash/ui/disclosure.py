@@ -42,12 +42,20 @@ def small_groups(frame: pd.DataFrame, k: int | None, **kwargs) -> SmallGroups:
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
-def _consented(url: str, version: int) -> frozenset[str]:
-    # A resource, not cache_data: the set can hold a million ids and is never mutated, so it is
-    # shared rather than copied on every rerun. Keyed on the data version: a load or an
-    # erasure (both move it) is seen at once.
-    with data._store(url).connect() as conn:
-        return frozenset(privacy.consented_customers(conn))
+def _consented(url: str, version: int) -> pd.Index:
+    # A resource, not cache_data: the index can hold a million ids and is never mutated, so it is
+    # shared rather than copied on every rerun, and its hash table is built once. Keyed on the
+    # data version: a load or an erasure (both move it) is seen at once.
+    from cxdash import summaries
+
+    with data._store(url).connect() as conn:  # stored after each load (a million ids take seconds to gather)
+        ids = summaries.get(conn, "consented_customers", version)["cx_id"].dropna()
+    return pd.Index(ids.astype(object).unique(), dtype=object)
+
+
+def consented_set(url: str, version: int) -> pd.Index:
+    """The customers with marketing consent (``privacy.consented_customers``), shared across reruns."""
+    return _consented(url, version)
 
 
 def consented(frame: pd.DataFrame, *, cx_column: str = "cx_id") -> tuple[pd.DataFrame, int]:

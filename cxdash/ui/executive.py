@@ -51,14 +51,14 @@ class View:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _as_of(url: str, version: int) -> datetime | None:
-    with data._store(url).connect() as conn:
-        return kpis.as_of(conn)
+    with data._store(url).connect() as conn:  # the headline stored after the load carries it
+        return summaries.get(conn, "headline", version).as_of
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _options(url: str, version: int) -> dict[str, list[str]]:
     with data._store(url).connect() as conn:
-        return kpis.filter_options(conn)
+        return summaries.get(conn, "filter_options", version)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

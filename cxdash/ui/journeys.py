@@ -11,9 +11,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cxdash import journeys as jr
-from cxdash import views
+from cxdash import privacy, views
 from cxdash.config import database_url
-from cxdash.ui import data
+from cxdash.ui import data, disclosure
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
 
@@ -231,6 +231,29 @@ def has_journeys() -> bool:
 
 def cohort_csv(frame: pd.DataFrame) -> bytes:
     return jr.cohort_csv(frame)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _hotspot_outreach(url: str, version: int, hotspot: str, repeat_days: int) -> tuple[pd.DataFrame, int]:
+    cohort = _hotspot_customers(url, version, hotspot, repeat_days)
+    return privacy.keep_consented(cohort, disclosure.consented_set(url, version))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _edge_outreach(url: str, version: int, filters: MapFilters, source: str, target: str) -> tuple[pd.DataFrame, int]:
+    cohort = _edge_customers(url, version, filters, source, target)
+    return privacy.keep_consented(cohort, disclosure.consented_set(url, version), cx_column="case_id")
+
+
+def hotspot_outreach(hotspot: str, repeat_days: int) -> tuple[pd.DataFrame, int]:
+    """The hotspot's customers who consented to marketing (what the export holds) and how many
+    were left out; cached with the cohort, so a rerun does not filter it again."""
+    return _hotspot_outreach(*_key(), hotspot, int(repeat_days))
+
+
+def edge_outreach(filters: MapFilters, edge: str) -> tuple[pd.DataFrame, int]:
+    source, _, target = edge.partition(" → ")
+    return _edge_outreach(*_key(), filters, source, target)
 
 
 # ----------------------------------------------------------------------------- words
