@@ -8,7 +8,6 @@ the list for a CRM with spreadsheet formulas neutralised.
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, datetime
 
@@ -31,7 +30,6 @@ __all__ = [
 
 STATUSES = ("contacted", "actioned")
 AT_RISK_SHARE = 0.10  # the top decile by risk is "at risk" (the same decile the lift is measured on)
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def _now() -> datetime:
@@ -241,12 +239,6 @@ def activation_stats(store: Store) -> dict:
     }
 
 
-def _neutralise(value):
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def export_csv(frame: pd.DataFrame) -> bytes:
     """The at-risk list as CSV for a CRM import; cells that a spreadsheet would run as a formula
     (starting with = + - @ or a tab) are prefixed with a quote."""
@@ -263,9 +255,6 @@ def export_csv(frame: pd.DataFrame) -> bytes:
             "status": frame["status"],
         }
     )
-    for col in out.columns:
-        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
-            out[col] = out[col].map(_neutralise)
-    buf = io.StringIO()
-    out.to_csv(buf, index=False)
-    return buf.getvalue().encode("utf-8")
+    from cxdash.exporting import safe_csv
+
+    return safe_csv(out)  # formulas neutralised, and a carriage return in a cell cannot start a row

@@ -25,6 +25,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash.exporting import FORMULA_PREFIXES
 from cxdash.timeline import timeline
 
 __all__ = [
@@ -1297,25 +1298,20 @@ def customer_journey(conn: Connection, cx_id: str, *, limit: int = 500) -> pd.Da
     return _numeric(_frame(conn, q, ["ts", "activity", "department", "channel", "value"]), floats=("value",))
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
 def neutralise_cell(value):
     """Prefix text that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab,
     CR) with a quote, so an exported cohort cannot carry CSV injection."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
         return "'" + value
     return value
 
 
 def cohort_csv(frame: pd.DataFrame) -> bytes:
-    """The cohort as UTF-8 CSV with every text cell neutralised (see ``neutralise_cell``)."""
-    safe = frame.copy()
-    for col in safe.columns:
-        if not pd.api.types.is_numeric_dtype(safe[col]) and not pd.api.types.is_datetime64_any_dtype(safe[col]):
-            safe[col] = safe[col].astype(object).map(neutralise_cell)
-    safe.columns = [neutralise_cell(str(c)) for c in safe.columns]
-    return safe.to_csv(index=False).encode("utf-8")
+    """The cohort as a spreadsheet-safe CSV (``cxdash.exporting.safe_csv``): formulas neutralised,
+    and a cell holding a carriage return quoted so it cannot start a row of its own."""
+    from cxdash.exporting import safe_csv
+
+    return safe_csv(frame)
 
 
 def customer_segments(field_name: str = "segment", *, keyed: bool = False) -> sa.Subquery:

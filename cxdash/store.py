@@ -285,12 +285,19 @@ def _add_missing_columns(conn: Connection, metadata: sa.MetaData) -> list[tuple[
     for table in metadata.sorted_tables:
         # the result's column names: portable (duckdb-engine's inspector reads pg_catalog)
         have = set(conn.execute(sa.select(sa.literal_column("*")).select_from(table).limit(0)).keys())
+        new = []
         for col in table.columns:
             if col.name in have:
                 continue
             kind = col.type.compile(dialect=conn.dialect)
             conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(table)} ADD COLUMN {prep.quote(col.name)} {kind}")
             added.append((table.name, col.name))
+            new.append(col.name)
+        # create_all makes indexes only with new tables: an index on an added column comes here
+        # (the same dialect conditions apply, e.g. PostgreSQL-only indexes)
+        for index in table.indexes:
+            if {c.name for c in index.columns} & set(new):
+                index.create(conn, checkfirst=True)
     return added
 
 

@@ -123,3 +123,24 @@ def test_the_timeline_time_columns_list_every_step_of_the_timeline():
         table = next(iter(ts.base_columns)).table
         got.append((table.name.removeprefix("src_"), next(iter(ts.base_columns)).name))
     assert sorted(got) == sorted(TIMELINE_TIME_COLUMNS)
+
+
+def test_migrate_on_postgresql_also_creates_the_key_index(tmp_path):
+    from tests.conftest import make_store
+
+    store = make_store("postgresql", tmp_path)  # skips without a server
+    _load(store, tmp_path, "crm.csv", CRM, "crm", CRM_MAP)
+    with store.begin() as conn:  # the schema before rows carried keys (dropping the column drops its index)
+        for t in KIND_TABLES.values():
+            conn.exec_driver_sql(f'ALTER TABLE "{t.name}" DROP COLUMN cx_key')
+        conn.exec_driver_sql('ALTER TABLE identity_map DROP COLUMN cx_key')
+
+    def key_indexes():
+        with store.connect() as conn:
+            names = conn.execute(sa.text("SELECT indexname FROM pg_indexes WHERE indexname LIKE :p"), {"p": "ix_src_%"})
+            return {n for n in names.scalars() if n.endswith("_cx_key")}
+
+    assert key_indexes() == set()
+    assert "added column src_customers.cx_key" in store.create_schema()
+    assert key_indexes() == {f"ix_src_{name}_cx_key" for name in KIND_TABLES}
+    store.dispose()

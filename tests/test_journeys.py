@@ -569,3 +569,12 @@ def test_cli_prints_the_edges_as_json(demo_store):
         steps, customers = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(jl.c.cx_id)))).one()
     s.dispose()
     assert sum(e["count"] for e in edges) == steps - customers  # every step but each customer's last
+
+
+def test_a_carriage_return_in_a_cohort_cell_cannot_start_a_row_of_its_own():
+    import csv
+    import io
+
+    frame = pd.DataFrame({"cx_id": ["C1", "C2"], "note": ["fine", "line\r=HYPERLINK(\"x\")"]})
+    rows = list(csv.reader(io.StringIO(jr.cohort_csv(frame).decode("utf-8-sig"), newline="")))
+    assert rows == [["cx_id", "note"], ["C1", "fine"], ["C2", 'line\r=HYPERLINK("x")']]
