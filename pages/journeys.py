@@ -121,7 +121,8 @@ with left:
         st.dataframe(cohort, hide_index=True, width="stretch", height=260,
                      column_config={"revenue_12m": st.column_config.NumberColumn("revenue (12 m)", format="%.2f")})
         outreach, left_out = ju.hotspot_outreach(st.session_state[ju.HOTSPOT], repeat_days)
-        disclosure.download("Export cohort (CSV)", lambda: ju.cohort_csv(outreach),
+        # bound now: the file is built when clicked, after `outreach` is reused for the edge cohort below
+        disclosure.download("Export cohort (CSV)", lambda frame=outreach: ju.cohort_csv(frame),
                             f"cohort-{st.session_state[ju.HOTSPOT].replace(' ', '-')}.csv", key="journeys_export",
                             what="hotspot cohort", rows=len(outreach),
                             note=disclosure.describe(outreach, what="customers in the hotspot", masked=("email", "phone"),
@@ -136,7 +137,7 @@ with right:
         st.caption(f"{len(on_edge):,} customers took this step.")
         st.dataframe(on_edge, hide_index=True, width="stretch", height=260)
         outreach, left_out = ju.edge_outreach(filters, st.session_state[ju.EDGE])
-        disclosure.download("Export edge cohort (CSV)", lambda: ju.cohort_csv(outreach), "edge-cohort.csv",
+        disclosure.download("Export edge cohort (CSV)", lambda frame=outreach: ju.cohort_csv(frame), "edge-cohort.csv",
                             key="journeys_edge_export", what="edge cohort", rows=len(outreach),
                             note=disclosure.describe(outreach, what="customers who took the step",
                                                      consent_left_out=left_out))

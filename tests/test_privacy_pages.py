@@ -21,15 +21,24 @@ REPO = Path(__file__).resolve().parents[1]
 SUPPRESSED = "suppressed: fewer than 10 customers"
 
 
+class _Files(dict):
+    """File name -> bytes. A page may pass a callable that Streamlit runs only when the user
+    clicks, after the script has finished: it is run here on first access, just as late."""
+
+    def __getitem__(self, name):
+        data = super().__getitem__(name)
+        return data() if callable(data) else data
+
+
 @pytest.fixture
 def downloads(monkeypatch):
     """The files the pages offer, by file name. AppTest runs without Streamlit's media server, so
     the bytes of a download are caught on their way into ``download_button``."""
-    files: dict[str, bytes] = {}
+    files = _Files()
     original = DeltaGenerator.download_button
 
     def catch(self, label, data, file_name=None, *args, **kwargs):
-        files[file_name] = data() if callable(data) and not file_name.endswith(".png") else data
+        files[file_name] = data
         return original(self, label, data, file_name, *args, **kwargs)
 
     monkeypatch.setattr(DeltaGenerator, "download_button", catch)
@@ -126,6 +135,27 @@ def test_a_journey_owner_sees_rare_journeys_pooled(small_demo, monkeypatch):
     assert len(pooled) == 1 and pooled["variant"].iloc[0] == f"({len(rare)} rarer journeys suppressed)"
     assert pooled["customers"].iloc[0] == rare["customers"].sum()
     assert (owner.loc[owner["suppression"] == "", "customers"] >= 10).all()
+
+
+def test_each_journey_cohort_export_holds_its_own_cohort_when_clicked(small_demo, monkeypatch, downloads):
+    """The cohort files are built on click, after the script ran: each must still be its own
+    cohort (the hotspot's customers, the edge's cases), of consenting customers only."""
+    from cxdash import journeys as jr
+    from cxdash import privacy
+
+    monkeypatch.setenv("CXDASH_DB_URL", small_demo)
+    at = _page("journeys.py", "admin")
+    hotspot = at.selectbox(key="journeys_hotspot").value
+    s = open_store(small_demo)
+    with s.connect() as conn:
+        cohort = jr.hotspot_customers(conn, hotspot, repeat_days=7)
+        consenting = privacy.consented_customers(conn)
+    s.dispose()
+    hot = pd.read_csv(io.BytesIO(downloads[f"cohort-{hotspot.replace(' ', '-')}.csv"]), encoding="utf-8-sig", dtype=str)
+    assert "cx_id" in hot.columns and len(hot)
+    assert set(hot["cx_id"]) == set(cohort["cx_id"]) & consenting
+    edge = pd.read_csv(io.BytesIO(downloads["edge-cohort.csv"]), encoding="utf-8-sig", dtype=str)
+    assert "case_id" in edge.columns and set(edge["case_id"]) <= consenting
 
 
 @pytest.fixture
