@@ -69,13 +69,8 @@ def _live(name: str, label: str) -> Computation:
 
     def run(conn):
         computed: dict = {}
-        for other in summaries.VIEWS:  # parameters that follow from earlier results (cohorts, funnel)
-            if other == name:
-                break
-            if other.startswith(name.split(".")[0]) and other in ("journeys.activities", "journeys.hotspots",
-                                                                  "journeys.dfg"):
-                params = views.default_params(conn, other, computed)
-                computed[other] = summaries.get(conn, other, params=params)
+        for other in views.DEPENDS_ON.get(name, ()):  # results that set this one's parameters (read, not timed apart)
+            computed[other] = summaries.get(conn, other, params=views.default_params(conn, other, computed))
         params = views.default_params(conn, name, computed)
         return None if params is None else views.COMPUTATIONS[name](conn, **params)
 
@@ -98,10 +93,12 @@ def _journeys() -> list[Computation]:
 
 
 def _executive() -> list[Computation]:
-    from cxdash import kpis
+    from cxdash import summaries
 
     return [
-        ("kpis.as_of + filter_options", _with_conn(lambda c: (kpis.as_of(c), kpis.filter_options(c)))),
+        # what the page reads first: the data date (in the stored headline) and the filter options
+        ("data date + filter options (stored)", _with_conn(
+            lambda c: (summaries.get(c, "headline").as_of, summaries.get(c, "filter_options")))),
         _stored_views("executive."),
         _live("executive.report", "kpis.kpi_report (+ 2 CLV fits)"),
         _live("executive.trends", "kpis.kpi_table (12 months)"),

@@ -933,17 +933,24 @@ def _with_absorber(raw: sa.Subquery, contacts: sa.Subquery, days: float) -> sa.S
     ).where(ranked.c.rk == 1)
 
 
-def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0) -> sa.CTE:
+def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, keyed: bool = False) -> sa.CTE:
     """Every friction moment in the store (see ``HOTSPOT_DESCRIPTIONS``).
 
     Out (a CTE, usable like a subquery): ``cx_id, ts, hotspot, leaked_department,
-    absorbed_department``.
+    absorbed_department``. With ``keyed=True`` the ``cx_id`` column holds the customer's
+    integer ``cx_key`` (the keyed journey log: no join of every step to the customer table).
     """
     from cxdash.store import KIND_TABLES, customer_keys_table, sources_table
 
     # One scan of the timeline, shared by every part (a CTE referenced several times is
     # materialised once by DuckDB and PostgreSQL).
-    jl = journey_log().element.cte("journey_steps")
+    if keyed:
+        keyed_log = journey_log(keyed=True)
+        jl = sa.select(
+            keyed_log.c.cx_key.label("cx_id"), *[c for c in keyed_log.c if c.name != "cx_key"]
+        ).cte("journey_steps")
+    else:
+        jl = journey_log().element.cte("journey_steps")
     contacts = _contacts(jl)
     window = repeat_days * 86400.0
     parts: list[sa.Select] = []
@@ -993,20 +1000,23 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0) -
     # tickets: transfers and long waits (read from the tickets table for transfers / duration)
     k, im, src = KIND_TABLES["tickets"], customer_keys_table, sources_table
     dept = sa.func.coalesce(k.c.department, src.c.department, "unknown")
-    tickets_from = k.join(im, im.c.cx_key == k.c.cx_key).join(src, src.c.name == k.c.source)
+    if keyed:
+        tickets_from, ticket_customer = k.join(src, src.c.name == k.c.source), k.c.cx_key
+    else:
+        tickets_from, ticket_customer = k.join(im, im.c.cx_key == k.c.cx_key).join(src, src.c.name == k.c.source), im.c.cx_id
     transferred = (
-        sa.select(im.c.cx_id, k.c.opened_at.label("ts"), sa.literal("transferred ticket", sa.String).label("hotspot"),
+        sa.select(ticket_customer.label("cx_id"), k.c.opened_at.label("ts"), sa.literal("transferred ticket", sa.String).label("hotspot"),
                   dept.label("leaked_department"))
         .select_from(tickets_from)
-        .where(k.c.transfers > 0, k.c.opened_at.is_not(None))
+        .where(k.c.transfers > 0, k.c.opened_at.is_not(None), ticket_customer.is_not(None))
     )
     parts.append(_with_absorber(moments(transferred, "transferred"), contacts, repeat_days))
     topic = sa.func.coalesce(k.c.topic, "other")
     durations = (
-        sa.select(im.c.cx_id, k.c.opened_at.label("ts"), dept.label("department"), topic.label("topic"),
-                  _seconds_between(k.c.closed_at, k.c.opened_at).label("seconds"))
+        sa.select(ticket_customer.label("cx_id"), k.c.opened_at.label("ts"), dept.label("department"),
+                  topic.label("topic"), _seconds_between(k.c.closed_at, k.c.opened_at).label("seconds"))
         .select_from(tickets_from)
-        .where(k.c.closed_at.is_not(None), k.c.opened_at.is_not(None))
+        .where(k.c.closed_at.is_not(None), k.c.opened_at.is_not(None), ticket_customer.is_not(None))
         .subquery("durations")
     )
     p90 = (
@@ -1127,7 +1137,8 @@ HOTSPOT_COLUMNS = [
 
 
 def hotspots(
-    conn: Connection, *, repeat_days: float = 7.0, dead_end_days: float = 30.0, moments: sa.FromClause | None = None
+    conn: Connection, *, repeat_days: float = 7.0, dead_end_days: float = 30.0, moments: sa.FromClause | None = None,
+    keyed: bool = False,
 ) -> pd.DataFrame:
     """Friction hotspots ranked by the churn they come with.
 
@@ -1137,10 +1148,12 @@ def hotspots(
     with a 95% CI (``lift_low``, ``lift_high``); ``excess_churned`` = customers x (churn_rate -
     churn_rate_never), the ranking key; ``revenue_at_stake`` = last-12-months revenue of
     touched customers who have not churned (yet); ``leaked_department -> absorbed_department``
-    = the most common route and ``route_share`` its share of the moments.
+    = the most common route and ``route_share`` its share of the moments. ``keyed`` computes
+    on integer customer keys (the same result, less work on a large store).
     """
-    m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days)
-    out = customer_outcomes(conn)
+    m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days,
+                                                             keyed=keyed)
+    out = customer_outcomes(conn, keyed=keyed)
     per_cx = (
         sa.select(m.c.hotspot, m.c.cx_id, sa.func.min(m.c.ts).label("first_ts"), sa.func.count().label("n"))
         .group_by(m.c.hotspot, m.c.cx_id)
@@ -1240,21 +1253,27 @@ def hotspot_customers(
     dead_end_days: float = 30.0,
     limit: int | None = 500,
     moments: sa.FromClause | None = None,
+    keyed: bool = False,
 ) -> pd.DataFrame:
     """The customers in one hotspot, most moments first, with masked contact details.
 
     Out: ``cx_id, moments, first_at, last_at, leaked_department, absorbed_department, churned,
     revenue_12m, email, phone`` (email and phone masked: cohorts leave the app as files).
+    ``keyed`` computes on integer customer keys and names the customers on the result.
     """
     from cxdash.store import KIND_TABLES, customer_keys_table
 
-    m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days)
-    out = customer_outcomes(conn)
+    m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days,
+                                                             keyed=keyed)
+    out = customer_outcomes(conn, keyed=keyed)
     crm, im = KIND_TABLES["customers"], customer_keys_table
+    crm_customer = crm.c.cx_key if keyed else im.c.cx_id
     contact = (
-        sa.select(im.c.cx_id, sa.func.min(crm.c.email).label("email"), sa.func.min(crm.c.phone).label("phone"))
-        .select_from(crm.join(im, im.c.cx_key == crm.c.cx_key))
-        .group_by(im.c.cx_id)
+        sa.select(crm_customer.label("cx_id"), sa.func.min(crm.c.email).label("email"),
+                  sa.func.min(crm.c.phone).label("phone"))
+        .select_from(crm if keyed else crm.join(im, im.c.cx_key == crm.c.cx_key))
+        .where(crm.c.cx_key.is_not(None))
+        .group_by(crm_customer)
         .subquery("contact")
     )
     per_cx = (
@@ -1267,12 +1286,16 @@ def hotspot_customers(
         .group_by(m.c.cx_id)
         .subquery("per_cx")
     )
+    joined = per_cx.join(out, out.c.case_id == per_cx.c.cx_id).outerjoin(contact, contact.c.cx_id == per_cx.c.cx_id)
+    name = per_cx.c.cx_id
+    if keyed:  # name the customers on the (small) result
+        names = case_names()
+        joined, name = joined.join(names, names.c.case_id == per_cx.c.cx_id), names.c.name
+    rest = [c for c in per_cx.c if c.name != "cx_id"]
     q = (
-        sa.select(per_cx, out.c.churned, out.c.revenue_12m, contact.c.email, contact.c.phone)
-        .select_from(
-            per_cx.join(out, out.c.case_id == per_cx.c.cx_id).outerjoin(contact, contact.c.cx_id == per_cx.c.cx_id)
-        )
-        .order_by(per_cx.c.moments.desc(), per_cx.c.cx_id)
+        sa.select(name.label("cx_id"), *rest, out.c.churned, out.c.revenue_12m, contact.c.email, contact.c.phone)
+        .select_from(joined)
+        .order_by(per_cx.c.moments.desc(), name)
     )
     if limit:
         q = q.limit(limit)

@@ -25,6 +25,7 @@ from cxdash import kpis
 __all__ = [
     "COMPUTATIONS",
     "DEFAULT_MAP_FILTERS",
+    "DEPENDS_ON",
     "JOURNEY_DEFAULTS",
     "default_params",
     "edge_params",
@@ -165,11 +166,11 @@ def _paths(conn, filters, anchor, direction, steps):
 
 
 def _hotspots(conn, repeat_days):
-    return jr.hotspots(conn, repeat_days=repeat_days)
+    return jr.hotspots(conn, repeat_days=repeat_days, keyed=True)
 
 
 def _hotspot_customers(conn, hotspot, repeat_days):
-    return jr.hotspot_customers(conn, hotspot, repeat_days=repeat_days)
+    return jr.hotspot_customers(conn, hotspot, repeat_days=repeat_days, keyed=True)
 
 
 def _edge_customers(conn, filters, source, target):
@@ -253,6 +254,15 @@ COMPUTATIONS = {
     "journeys.handoffs": _handoffs,
     "journeys.hotspot_customers": _hotspot_customers,
     "journeys.edge_customers": _edge_customers,
+}
+
+
+# The default-view results whose values set another view's default parameters.
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "journeys.paths": ("journeys.activities",),
+    "journeys.funnel": ("journeys.activities",),
+    "journeys.hotspot_customers": ("journeys.hotspots",),
+    "journeys.edge_customers": ("journeys.dfg",),
 }
 
 

@@ -513,7 +513,11 @@ def test_the_pages_journeys_on_integer_keys_equal_the_journeys_on_customer_ids(d
             "handoffs": (run["journeys.handoffs"](conn), jr.discover_handoffs(conn, jl, department_key="department")),
             "edge cohort": (run["journeys.edge_customers"](conn, **params, source=edge["source"], target=edge["target"]),
                             jr.edge_customers(conn, jl, edge["source"], edge["target"], spec)),
+            "hotspots": (run["journeys.hotspots"](conn, repeat_days=7), jr.hotspots(conn, repeat_days=7)),
         }
+        for spot in pairs["hotspots"][1]["hotspot"]:
+            pairs[f"hotspot cohort {spot}"] = (run["journeys.hotspot_customers"](conn, hotspot=spot, repeat_days=7),
+                                               jr.hotspot_customers(conn, spot, repeat_days=7))
         activities = run["journeys.activities"](conn, **views.map_params(views.activity_filters(f)))
         assert activities == jr.activity_counts(conn, jl, views.activity_filters(f).spec())["activity"].tolist()
     for name, (keyed, by_id) in pairs.items():

@@ -261,3 +261,11 @@ def test_a_background_refresh_stores_the_views_and_one_overtaken_by_a_load_store
         assert summaries.lookup(conn, "headline", new_version) is summaries.MISSING
         assert summaries.lookup(conn, "journeys.handoffs", new_version, {}) is summaries.MISSING
         assert summaries.get(conn, "headline").customers == 4  # computed live: the new customer counts
+
+
+def test_a_view_whose_parameters_follow_from_other_results_is_refreshed_after_them():
+    from cxdash import views
+
+    for name, needs in views.DEPENDS_ON.items():
+        assert name in summaries.VIEWS and all(n in summaries.VIEWS for n in needs)
+        assert all(summaries.VIEWS.index(n) < summaries.VIEWS.index(name) for n in needs), name
