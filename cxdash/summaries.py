@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from cxdash.store import Store, summaries_table
 
-__all__ = ["LANDING", "MISSING", "SUMMARIES", "VIEWS", "clear", "get", "lookup", "refresh", "refresh_in_background", "summaries_table",
+__all__ = ["LANDING", "MISSING", "SUMMARIES", "VIEWS", "clear", "get", "decode", "lookup", "refresh", "stored_payloads", "refresh_in_background", "summaries_table",
            "wait_for_background"]
 
 log = logging.getLogger(__name__)
@@ -173,6 +173,28 @@ def lookup(conn: Connection, name: str, version: int, params: dict | None = None
         return MISSING
     try:
         return _decode(name, bytes(row.payload))
+    except Exception:  # a damaged row is a cache miss, not an error
+        log.warning("summary %s could not be read; computing it", name, exc_info=True)
+        return MISSING
+
+
+def stored_payloads(conn: Connection, version: int) -> dict[str, bytes]:
+    """Every stored payload of data ``version`` by stored name, in one query (a page reads a dozen)."""
+    rows = conn.execute(
+        sa.select(summaries_table.c.name, summaries_table.c.payload).where(summaries_table.c.data_version == version)
+    )
+    return {name: bytes(payload) for name, payload in rows}
+
+
+def decode(name: str, params: dict | None, payloads: dict[str, bytes]):
+    """The result of ``name`` with ``params`` from ``stored_payloads``, or ``MISSING``."""
+    from cxdash.views import params_key
+
+    payload = payloads.get(params_key(name, params))
+    if payload is None:
+        return MISSING
+    try:
+        return _decode(name, payload)
     except Exception:  # a damaged row is a cache miss, not an error
         log.warning("summary %s could not be read; computing it", name, exc_info=True)
         return MISSING

@@ -269,3 +269,24 @@ def test_a_view_whose_parameters_follow_from_other_results_is_refreshed_after_th
     for name, needs in views.DEPENDS_ON.items():
         assert name in summaries.VIEWS and all(n in summaries.VIEWS for n in needs)
         assert all(summaries.VIEWS.index(n) < summaries.VIEWS.index(name) for n in needs), name
+
+
+@pytest.mark.parametrize("store", ["duckdb"], indirect=True)
+def test_a_view_stored_after_a_page_read_the_stored_results_is_still_found(store, tmp_path):
+    """The upload page stores the views in the background, after the first visitor's page read
+    what was stored for the version: a later lookup must see them, not a cached absence."""
+    from cxdash import views
+    from cxdash.ui import data
+
+    _load(store, tmp_path, "crm.csv", CRM, "crm", CRM_MAP)
+    _load(store, tmp_path, "web.csv", WEB, "web", WEB_MAP)
+    url = str(store.engine.url)
+    with store.connect() as conn:
+        version = data_version(conn)
+    assert data.stored(url, version, "journeys.handoffs", {}) is summaries.MISSING
+    summaries.refresh(store, ("journeys.handoffs",))
+    found = data.stored(url, version, "journeys.handoffs", {})
+    assert found is not summaries.MISSING and len(found)
+    with store.connect() as conn:
+        pd.testing.assert_frame_equal(found, views.COMPUTATIONS["journeys.handoffs"](conn), check_dtype=False)
+    data._store.clear()

@@ -84,11 +84,22 @@ def _activity(url: str, version: int) -> pd.DataFrame:
         return summaries.get(conn, "activity_by_month", version)
 
 
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _payloads(url: str, version: int) -> dict[str, bytes]:
+    # Every stored result of this data version, read once: a page looks up a dozen, and each
+    # lookup would otherwise open the database file. Shared by every session (never mutated).
+    with _store(url).connect() as conn:
+        return summaries.stored_payloads(conn, version)
+
+
 def stored(url: str, version: int, name: str, params: dict | None = None):
     """A view stored after the last load (``cxdash.summaries``) or ``summaries.MISSING``: callers
     compute it live on a miss, inside their own cache."""
-    with _store(url).connect() as conn:
-        return summaries.lookup(conn, name, version, params)
+    found = summaries.decode(name, params, _payloads(url, version))
+    if found is summaries.MISSING:  # stored since the payloads were read (the upload page's background refresh)?
+        with _store(url).connect() as conn:
+            found = summaries.lookup(conn, name, version, params)
+    return found
 
 
 def view(url: str, version: int, name: str, params: dict):
