@@ -164,18 +164,11 @@ def lookup(conn: Connection, name: str, version: int, params: dict | None = None
     """The stored result of ``name`` with ``params`` for data ``version``, or ``MISSING``."""
     from cxdash.views import params_key
 
+    key = params_key(name, params)
     row = conn.execute(
-        sa.select(summaries_table.c.payload).where(
-            summaries_table.c.name == params_key(name, params), summaries_table.c.data_version == version
-        )
+        sa.select(summaries_table.c.payload).where(summaries_table.c.name == key, summaries_table.c.data_version == version)
     ).first()
-    if row is None:
-        return MISSING
-    try:
-        return _decode(name, bytes(row.payload))
-    except Exception:  # a damaged row is a cache miss, not an error
-        log.warning("summary %s could not be read; computing it", name, exc_info=True)
-        return MISSING
+    return MISSING if row is None else decode(name, params, {key: bytes(row.payload)})
 
 
 def stored_payloads(conn: Connection, version: int) -> dict[str, bytes]:

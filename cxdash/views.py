@@ -27,12 +27,19 @@ __all__ = [
     "DEFAULT_MAP_FILTERS",
     "DEPENDS_ON",
     "JOURNEY_DEFAULTS",
+    "cohorts_params",
+    "conflicts_params",
     "default_params",
     "edge_params",
     "filter_params",
+    "funnel_params",
+    "hotspot_params",
     "map_params",
     "params_key",
+    "paths_params",
     "report_params",
+    "trends_params",
+    "variants_params",
 ]
 
 # The Journeys page's widget defaults (cxdash/ui/journeys.py seeds its session state from these).
@@ -73,6 +80,18 @@ def report_params(first: date, last: date, filters: kpis.Filters, repeat_days: i
             "repeat_days": int(repeat_days), "horizon": int(horizon)}
 
 
+def trends_params(filters: kpis.Filters, repeat_days: int, months: int) -> dict:
+    return {"filters": filter_params(filters), "repeat_days": int(repeat_days), "months": int(months)}
+
+
+def cohorts_params(filters: kpis.Filters) -> dict:
+    return {"filters": filter_params(filters)}
+
+
+def conflicts_params(filters: kpis.Filters, repeat_days: int) -> dict:
+    return {"filters": filter_params(filters), "repeat_days": int(repeat_days)}
+
+
 def _report(conn: Connection, first: str, last: str, filters: dict, repeat_days: int, horizon: int) -> kpis.KpiReport:
     period = kpis.Period.from_dates(date.fromisoformat(first), date.fromisoformat(last))
     return kpis.kpi_report(conn, period, kpis.Filters(**filters), repeat_days=repeat_days, horizon_months=horizon)
@@ -99,9 +118,9 @@ def _executive_defaults(conn: Connection) -> dict[str, dict] | None:
     repeat, horizon = kpis.DEFAULT_REPEAT_DAYS, kpis.DEFAULT_CLV_HORIZON_MONTHS
     return {
         "executive.report": report_params(first, last, kpis.Filters(), repeat, horizon),
-        "executive.trends": {"filters": {}, "repeat_days": repeat, "months": 12},
-        "executive.cohorts": {"filters": {}},
-        "executive.conflicts": {"filters": {}, "repeat_days": repeat},
+        "executive.trends": trends_params(kpis.Filters(), repeat, 12),
+        "executive.cohorts": cohorts_params(kpis.Filters()),
+        "executive.conflicts": conflicts_params(kpis.Filters(), repeat),
     }
 
 
@@ -134,6 +153,23 @@ def path_filters(filters: jr.MapFilters) -> jr.MapFilters:
 
 def edge_params(filters: jr.MapFilters, source: str, target: str) -> dict:
     return {**map_params(filters), "source": source, "target": target}
+
+
+def paths_params(filters: jr.MapFilters, anchor: str, direction: str, steps: int) -> dict:
+    """``filters`` as the page passes them (``path_filters``), the anchor step and the direction."""
+    return {**map_params(filters), "anchor": anchor, "direction": direction, "steps": int(steps)}
+
+
+def variants_params(filters: jr.MapFilters, max_steps: int, rarest: bool, contains: str) -> dict:
+    return {**map_params(filters), "max_steps": int(max_steps), "rarest": bool(rarest), "contains": contains or ""}
+
+
+def funnel_params(steps, days: int, by_segment: bool) -> dict:
+    return {"steps": list(steps), "days": int(days), "by_segment": bool(by_segment)}
+
+
+def hotspot_params(hotspot: str, repeat_days: int) -> dict:
+    return {"hotspot": hotspot, "repeat_days": int(repeat_days)}
 
 
 # The page's journeys run on the keyed log (integer customer keys: no join of every step to the
@@ -215,20 +251,19 @@ def _journey_defaults(conn: Connection, computed: dict[str, object]) -> dict[str
         "journeys.dfg": map_params(f),
         "journeys.nodes": map_params(f),
         "journeys.activities": map_params(activity_filters(f)),
-        "journeys.variants": {**map_params(f), "max_steps": d["variant_steps"], "rarest": False, "contains": ""},
+        "journeys.variants": variants_params(f, d["variant_steps"], False, ""),
         "journeys.handoffs": {},
     }
     activities = computed.get("journeys.activities")
     if activities is not None:
         anchor = d["anchor"] if d["anchor"] in activities or not activities else activities[0]
-        out["journeys.paths"] = {**map_params(path_filters(f)), "anchor": anchor, "direction": d["direction"],
-                                 "steps": d["steps"]}
+        out["journeys.paths"] = paths_params(path_filters(f), anchor, d["direction"], d["steps"])
         steps = default_funnel(activities)
         if steps:
-            out["journeys.funnel"] = {"steps": steps, "days": d["funnel_days"], "by_segment": False}
+            out["journeys.funnel"] = funnel_params(steps, d["funnel_days"], False)
     spots = computed.get("journeys.hotspots")
     if spots is not None and len(spots):
-        out["journeys.hotspot_customers"] = {"hotspot": str(spots["hotspot"].iloc[0]), "repeat_days": d["repeat_days"]}
+        out["journeys.hotspot_customers"] = hotspot_params(str(spots["hotspot"].iloc[0]), d["repeat_days"])
     edges = computed.get("journeys.dfg")
     if edges is not None and len(edge_labels(edges)):
         source, target = edge_labels(edges)[0]

@@ -84,19 +84,17 @@ def _report(url: str, version: int, view: View) -> kpis.KpiReport:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _trends(url: str, version: int, filters: kpis.Filters, repeat_days: int, months: int) -> pd.DataFrame:
-    params = {"filters": views.filter_params(filters), "repeat_days": repeat_days, "months": months}
-    return data.view(url, version, "executive.trends", params)
+    return data.view(url, version, "executive.trends", views.trends_params(filters, repeat_days, months))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _cohorts(url: str, version: int, filters: kpis.Filters) -> pd.DataFrame:
-    return data.view(url, version, "executive.cohorts", {"filters": views.filter_params(filters)})
+    return data.view(url, version, "executive.cohorts", views.cohorts_params(filters))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _conflicts(url: str, version: int, filters: kpis.Filters, repeat_days: int) -> pd.DataFrame:
-    params = {"filters": views.filter_params(filters), "repeat_days": repeat_days}
-    return data.view(url, version, "executive.conflicts", params)
+    return data.view(url, version, "executive.conflicts", views.conflicts_params(filters, repeat_days))
 
 
 @st.cache_data(show_spinner=False, max_entries=4)

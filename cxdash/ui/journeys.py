@@ -136,8 +136,7 @@ def _activities(url: str, version: int, filters: MapFilters) -> list[str]:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _paths(url: str, version: int, filters: MapFilters, anchor: str, direction: str, steps: int) -> pd.DataFrame:
-    params = {**views.map_params(filters), "anchor": anchor, "direction": direction, "steps": steps}
-    return data.view(url, version, "journeys.paths", params)
+    return data.view(url, version, "journeys.paths", views.paths_params(filters, anchor, direction, steps))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -147,7 +146,7 @@ def _hotspots(url: str, version: int, repeat_days: int) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _hotspot_customers(url: str, version: int, hotspot: str, repeat_days: int) -> pd.DataFrame:
-    return data.view(url, version, "journeys.hotspot_customers", {"hotspot": hotspot, "repeat_days": repeat_days})
+    return data.view(url, version, "journeys.hotspot_customers", views.hotspot_params(hotspot, repeat_days))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -163,13 +162,12 @@ def _edge_customers(url: str, version: int, filters: MapFilters, source: str, ta
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _variants(url: str, version: int, filters: MapFilters, max_steps: int, rarest: bool, contains: str) -> pd.DataFrame:
-    params = {**views.map_params(filters), "max_steps": max_steps, "rarest": rarest, "contains": contains}
-    return data.view(url, version, "journeys.variants", params)
+    return data.view(url, version, "journeys.variants", views.variants_params(filters, max_steps, rarest, contains))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _funnel(url: str, version: int, steps: tuple[str, ...], days: int, by_segment: bool) -> pd.DataFrame:
-    return data.view(url, version, "journeys.funnel", {"steps": list(steps), "days": days, "by_segment": by_segment})
+    return data.view(url, version, "journeys.funnel", views.funnel_params(steps, days, by_segment))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
