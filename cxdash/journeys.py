@@ -1217,7 +1217,8 @@ def hotspots(
         })
     frame = pd.DataFrame(rows)
     frame["description"] = frame["hotspot"].map(HOTSPOT_DESCRIPTIONS).fillna("")
-    frame = frame.sort_values(["excess_churned", "customers"], ascending=False, ignore_index=True)
+    frame = frame.sort_values(["excess_churned", "customers", "hotspot"], ascending=[False, False, True],
+                              ignore_index=True, kind="stable")  # the name breaks ties: the same order every run
     for col in ("hotspot", "leaked_department", "absorbed_department", "description"):
         frame[col] = frame[col].astype("string")
     return frame[HOTSPOT_COLUMNS]

@@ -1570,8 +1570,10 @@ def conflicts(
         "cohort"
     ].transform("size")
     out["conflict"] = out["departmental_top_quartile"] & out["shared_bottom_quartile"] & out["shared_significantly_worse"]
+    # the cohort name breaks ties, so equal values come out in the same order on every run and engine
     out = out.sort_values(
-        ["conflict", "department", "cohort_by", "departmental_value"], ascending=[False, True, True, False], ignore_index=True
+        ["conflict", "department", "cohort_by", "departmental_value", "cohort"],
+        ascending=[False, True, True, False, True], ignore_index=True, kind="stable",
     )
     return out[[*CONFLICT_COLUMNS, "median_hours_to_close"]]
 
