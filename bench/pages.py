@@ -23,9 +23,27 @@ def _with_conn(fn: Callable) -> Callable[[Store], object]:
     return run
 
 
+def _churn(conn) -> str | None:
+    """The churn definition the pages follow (the bench stores choose none: the suggestion), read
+    from the stored candidates as the pages do."""
+    from cxdash import churn, summaries
+
+    stored = summaries.get(conn, "churn_candidates")
+    return churn.resolve(conn, None, [churn.Candidate.from_dict(d) for d in stored]).name
+
+
+def _headline(conn):
+    from cxdash import summaries
+
+    name = _churn(conn)
+    return summaries.get(conn, "headline", params={"churn": name} if name else None)
+
+
 def _summary(name: str) -> Computation:
     from cxdash import summaries
 
+    if name == "headline":
+        return ("summaries.get(headline)", _with_conn(_headline))
     return (f"summaries.get({name})", _with_conn(lambda c: summaries.get(c, name)))
 
 
@@ -54,7 +72,7 @@ def _stored_views(prefix: str) -> Computation:
         computed: dict = {}
         for name in summaries.VIEWS:
             if name.startswith(prefix):
-                params = views.default_params(conn, name, computed)
+                params = views.default_params(conn, name, computed, _churn(conn))
                 if params is not None:
                     computed[name] = summaries.get(conn, name, params=params)
         return computed
@@ -70,8 +88,9 @@ def _live(name: str, label: str) -> Computation:
     def run(conn):
         computed: dict = {}
         for other in views.DEPENDS_ON.get(name, ()):  # results that set this one's parameters (read, not timed apart)
-            computed[other] = summaries.get(conn, other, params=views.default_params(conn, other, computed))
-        params = views.default_params(conn, name, computed)
+            computed[other] = summaries.get(conn, other, params=views.default_params(conn, other, computed,
+                                                                                     _churn(conn)))
+        params = views.default_params(conn, name, computed, _churn(conn))
         return None if params is None else views.COMPUTATIONS[name](conn, **params)
 
     return (f"live: {label}", _with_conn(run))
@@ -98,7 +117,7 @@ def _executive() -> list[Computation]:
     return [
         # what the page reads first: the data date (in the stored headline) and the filter options
         ("data date + filter options (stored)", _with_conn(
-            lambda c: (summaries.get(c, "headline").as_of, summaries.get(c, "filter_options")))),
+            lambda c: (_headline(c).as_of, summaries.get(c, "filter_options")))),
         _stored_views("executive."),
         _live("executive.report", "kpis.kpi_report (+ 2 CLV fits)"),
         _live("executive.trends", "kpis.kpi_table (12 months)"),

@@ -122,12 +122,45 @@ def cmd_journeys(args) -> int:
     return 0
 
 
+def _churn_in_force(store):
+    """The company's churn definition (or the suggestion when none is chosen)."""
+    from cxdash import churn
+
+    with store.connect() as conn:
+        return churn.resolve(conn, churn.chosen_name(store))
+
+
+def cmd_churn(args) -> int:
+    from cxdash import churn, summaries
+
+    store = _store(args)
+    if args.use:
+        res = churn.choose(store, args.use, actor=_cli_actor())
+        # the pages' stored figures follow the new definition before this returns
+        summaries.refresh(store, ("churn_candidates", "headline", *summaries.VIEWS))
+    else:
+        res = _churn_in_force(store)
+    if args.json:
+        print(json.dumps(res.to_dict(), indent=2, default=str))
+        return 0
+    if args.use:
+        print(f"churn definition set to {res.name}: {res.definition.describe()}")
+    for c in res.candidates:
+        mark = "*" if c.name == res.name else " "
+        rate = "n/a" if c.rate is None else f"{c.rate:7.2%}"
+        print(f"{mark} {c.name:32} {rate}  {c.churned:>9,} of {c.customers:>9,}  "
+              f"{'dated' if c.dated else 'snapshot'}  {c.note}")
+    print(res.caption())
+    return 0
+
+
 def cmd_kpis(args) -> int:
     from datetime import date, timedelta
 
     from cxdash.kpis import Period, as_of, attach_activation, default_period, kpi_report
 
     store = _store(args)
+    definition = _churn_in_force(store).definition
     with store.connect() as conn:
         now = as_of(conn)
         period = default_period(now)
@@ -137,12 +170,12 @@ def cmd_kpis(args) -> int:
             last = date.fromisoformat(args.date_to) if args.date_to else (period.end - timedelta(days=1)).date()
             first = date.fromisoformat(args.date_from) if args.date_from else last - timedelta(days=89)
             period = Period.from_dates(first, last)
-        report = kpi_report(conn, period, repeat_days=args.repeat_days, horizon_months=args.horizon)
+        report = kpi_report(conn, period, repeat_days=args.repeat_days, horizon_months=args.horizon, churn=definition)
     out = attach_activation(report, store).to_dict()
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:
-        for key in ("as_of", "period_start", "period_end", "churn_basis", *[k for k in report.current]):
+        for key in ("as_of", "period_start", "period_end", "churn_definition", *[k for k in report.current]):
             print(f"{key:32} {out.get(key)}")
     return 0
 
@@ -366,6 +399,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--customer", required=True, help="any identifier: customer id, email, phone, account, visitor")
     e.add_argument("--actor", help="who asked, for the audit log (default: cli:<login name>)")
     e.set_defaults(func=cmd_erase)
+
+    c = sub.add_parser("churn", help="the churn definitions the data supports, with their figures; choose one")
+    c.add_argument("--json", action="store_true",
+                   help='print {"definition": NAME, "candidates": [{"name", "basis", "source", "customers", ...}]}')
+    c.add_argument("--use", metavar="NAME", help="make NAME the company's churn definition (audited), e.g. "
+                   "label:crm, subscriptions, events:churn, inactivity:90")
+    c.set_defaults(func=cmd_churn)
 
     m = sub.add_parser("migrate", help="create or upgrade the schema")
     m.set_defaults(func=cmd_migrate)

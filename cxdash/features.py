@@ -501,9 +501,18 @@ class SnapshotReader:
     snapshot of a training run has the same columns.
     """
 
-    def __init__(self, conn: Connection, *, source: str | None = None):
+    def __init__(self, conn: Connection, *, source: str | None = None, churn=None):
+        """``churn``: a dated ``cxdash.churn.Definition`` whose churn dates give the labels and the
+        customers already gone at a cutoff (None: subscription ends, as before)."""
         self.conn = conn
         self.dropped: dict[str, str] = {}
+        self.churn_at: pd.Series | None = None  # cx_key -> when the customer churned, under ``churn``
+        if churn is not None:
+            from cxdash.churn import churned
+
+            gone = _frame(conn, churned(conn, churn))
+            self.churn_at = pd.Series(pd.to_datetime(gone["churn_at"]).to_numpy(), index=gone["cx_key"].astype("int64"),
+                                      dtype="datetime64[ns]")
         # keyed by the integer cx_key: a snapshot joins the kinds' results on it
         self.crm = _crm(conn, source).reset_index().set_index("cx_key")
         self.loaded = {k: _has_rows(conn, k) for k in ("events", "tickets", "transactions", "subscriptions")}
@@ -539,11 +548,13 @@ def _snapshot(reader: SnapshotReader, cutoff: datetime, horizon_days: float | No
     conn, crm = reader.conn, reader.crm  # crm: indexed by cx_key
     dropped = dict(reader.dropped)
     has_subs = reader.loaded["subscriptions"]
+    churn_at = reader.churn_at
     results = []  # every per-customer query result: cx_id, cx_key, aggregates
     if has_subs:
         results.append(_subscription_state(conn, cutoff, horizon_days, sample))
         subs = _by_key(results[-1])
-        universe = subs.index[subs["live_subscriptions"] > 0]
+        # with another churn definition, who is still a customer is that definition's call
+        universe = subs.index if churn_at is not None else subs.index[subs["live_subscriptions"] > 0]
         if not crm.empty:
             universe = universe.intersection(crm.index)
     elif not crm.empty:
@@ -563,6 +574,9 @@ def _snapshot(reader: SnapshotReader, cutoff: datetime, horizon_days: float | No
     parts = [_by_key(r) for r in kinds]
     if crm.empty and not has_subs:
         universe = parts[0].index.union(parts[1].index).union(parts[2].index)
+    if churn_at is not None:  # customers already gone at the cutoff are not at risk of leaving
+        gone_by = churn_at.reindex(universe)
+        universe = universe[~(gone_by <= pd.Timestamp(cutoff)).to_numpy()]
     # the customer's cx_id per key (from the CRM when it is loaded, else from the query results)
     ids = crm["cx_id"] if not crm.empty else (
         pd.concat([r[["cx_key", "cx_id"]] for r in results]).drop_duplicates("cx_key").set_index("cx_key")["cx_id"])
@@ -648,7 +662,10 @@ def _snapshot(reader: SnapshotReader, cutoff: datetime, horizon_days: float | No
     value = frame["revenue_365d"] if "revenue_365d" in frame else pd.Series(np.nan, index=frame.index)
     frame["value"] = value.astype(float).fillna(0.0)
     frame["label"] = np.nan
-    if horizon_days is not None and has_subs:
+    if horizon_days is not None and churn_at is not None:
+        when = churn_at.reindex(frame.index)
+        frame["label"] = (when <= pd.Timestamp(cutoff + timedelta(days=horizon_days))).astype(float)
+    elif horizon_days is not None and has_subs:
         live_until = pd.to_datetime(frame["live_until"])
         frame["label"] = (live_until <= pd.Timestamp(cutoff + timedelta(days=horizon_days))).astype(float)
 

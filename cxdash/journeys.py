@@ -1066,23 +1066,29 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
     return sa.union_all(*parts).cte("friction_moments")
 
 
-def customer_outcomes(conn: Connection, *, keyed: bool = False) -> sa.Subquery:
+def customer_outcomes(conn: Connection, *, keyed: bool = False, churn=None) -> sa.Subquery:
     """Per customer of the KPI universe: ``case_id`` (cx_id, or the integer cx_key with
-    ``keyed=True``), ``churned`` (the shared KPI definition), ``churned_at`` (last subscription
-    end, NULL when unknown), ``revenue_12m`` (revenue in the 365 days up to the data's latest
-    date, same rule as the revenue KPI)."""
+    ``keyed=True``), ``churned`` under the churn definition in force (``churn``, a
+    ``cxdash.churn.Definition``; default the suggested one), ``churned_at`` (when, NULL for an
+    undated label), ``revenue_12m`` (revenue in the 365 days up to the data's latest date, same
+    rule as the revenue KPI)."""
     from datetime import timedelta
 
-    from cxdash.kpis import _churned, _customer_universe, as_of
+    from cxdash import churn as churn_defs
+    from cxdash.kpis import as_of
     from cxdash.store import KIND_TABLES, customer_keys_table
     from cxdash.timeline import FAILED_PAYMENT_STATUSES
 
     by = "cx_key" if keyed else "cx_id"
     now = as_of(conn)
-    universe = _customer_universe(conn, by=by).subquery("universe")
-    churned_q, _basis = _churned(conn, now, by=by)
-    churned = churned_q.subquery("churned")
-    im, subs, tx = customer_keys_table, KIND_TABLES["subscriptions"], KIND_TABLES["transactions"]
+    universe = churn_defs.customer_universe(conn, by=by).subquery("universe")
+    definition = churn_defs.in_force(conn, churn)
+    if definition is None:
+        churned = sa.select(universe.c[by], sa.cast(sa.null(), sa.DateTime).label("churn_at")).where(
+            sa.false()).subquery("churned")
+    else:
+        churned = churn_defs.churned(conn, definition, now=now, by=by).subquery("churned")
+    im, tx = customer_keys_table, KIND_TABLES["transactions"]
 
     def per_customer(t: sa.Table, value, name: str, *where) -> sa.Select:
         if keyed:  # the rows carry the key: no join
@@ -1091,7 +1097,6 @@ def customer_outcomes(conn: Connection, *, keyed: bool = False) -> sa.Subquery:
         return (sa.select(im.c.cx_id.label(by), value.label(name)).select_from(t.join(im, im.c.cx_key == t.c.cx_key))
                 .where(*where).group_by(im.c.cx_id))
 
-    ends = per_customer(subs, sa.func.max(subs.c.end), "churned_at").subquery("ends")
     since = (now or sa.func.now()) - timedelta(days=365) if now else None
     paid = sa.func.lower(sa.func.coalesce(tx.c.status, "")).not_in(FAILED_PAYMENT_STATUSES)
     recent = (tx.c.timestamp > since,) if since is not None else ()
@@ -1101,12 +1106,11 @@ def customer_outcomes(conn: Connection, *, keyed: bool = False) -> sa.Subquery:
         sa.select(
             universe.c[by].label("case_id"),
             is_churned.label("churned"),
-            sa.case((is_churned, ends.c.churned_at)).label("churned_at"),
+            sa.cast(churned.c.churn_at, sa.DateTime).label("churned_at"),
             sa.func.coalesce(rev.c.revenue, 0.0).label("revenue_12m"),
         )
         .select_from(
             universe.outerjoin(churned, churned.c[by] == universe.c[by])
-            .outerjoin(ends, ends.c[by] == universe.c[by])
             .outerjoin(rev, rev.c[by] == universe.c[by])
         )
         .subquery("outcomes")
@@ -1138,9 +1142,10 @@ HOTSPOT_COLUMNS = [
 
 def hotspots(
     conn: Connection, *, repeat_days: float = 7.0, dead_end_days: float = 30.0, moments: sa.FromClause | None = None,
-    keyed: bool = False,
+    keyed: bool = False, churn=None,
 ) -> pd.DataFrame:
-    """Friction hotspots ranked by the churn they come with.
+    """Friction hotspots ranked by the churn they come with (under ``churn``, a
+    ``cxdash.churn.Definition``; default the suggested definition).
 
     For each hotspot: ``customers`` touched (of the KPI universe) and ``moments``;
     ``churn_rate`` = share of touched customers who churned after their first moment;
@@ -1153,7 +1158,7 @@ def hotspots(
     """
     m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days,
                                                              keyed=keyed)
-    out = customer_outcomes(conn, keyed=keyed)
+    out = customer_outcomes(conn, keyed=keyed, churn=churn)
     per_cx = (
         sa.select(m.c.hotspot, m.c.cx_id, sa.func.min(m.c.ts).label("first_ts"), sa.func.count().label("n"))
         .group_by(m.c.hotspot, m.c.cx_id)
@@ -1255,8 +1260,10 @@ def hotspot_customers(
     limit: int | None = 500,
     moments: sa.FromClause | None = None,
     keyed: bool = False,
+    churn=None,
 ) -> pd.DataFrame:
-    """The customers in one hotspot, most moments first, with masked contact details.
+    """The customers in one hotspot, most moments first, with masked contact details (``churned``
+    under ``churn``, default the suggested definition).
 
     Out: ``cx_id, moments, first_at, last_at, leaked_department, absorbed_department, churned,
     revenue_12m, email, phone`` (email and phone masked: cohorts leave the app as files).
@@ -1266,7 +1273,7 @@ def hotspot_customers(
 
     m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days,
                                                              keyed=keyed)
-    out = customer_outcomes(conn, keyed=keyed)
+    out = customer_outcomes(conn, keyed=keyed, churn=churn)
     crm, im = KIND_TABLES["customers"], customer_keys_table
     crm_customer = crm.c.cx_key if keyed else im.c.cx_id
     contact = (

@@ -98,6 +98,7 @@ KINDS: dict[str, SourceKind] = {
                 Field("campaign", description="Marketing campaign that acquired the customer"),
                 Field("consent_marketing", "bool", description="May receive marketing"),
                 Field("churn_label", "bool", description="Churned (a label the source provides)"),
+                Field("churned_at", "datetime", description="When the customer churned (dates the churn label)"),
             ),
             natural_key=("customer_id",),
         ),
@@ -187,6 +188,18 @@ KINDS: dict[str, SourceKind] = {
             ),
             natural_key=("opportunity_id",),
             ordered=(("created_at", "closed_at"),),
+        ),
+        SourceKind(
+            "churn",
+            "success",
+            "Churn or cancellation events: one row per churn, with its date and an optional reason.",
+            (
+                Field("churn_id", description="The churn or cancellation record's own id"),
+                *_ids("customer_id", "account_id", "email", "phone"),
+                Field("churned_at", "datetime", required=True, description="When the customer churned or cancelled"),
+                Field("reason", description="Why, as the source records it (reason code or text)"),
+            ),
+            natural_key=("churn_id",),
         ),
     )
 }

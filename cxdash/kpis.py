@@ -27,6 +27,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash import churn as churn_defs
+from cxdash.churn import Definition
 from cxdash.store import KIND_TABLES, customer_keys_table, sources_table
 from cxdash.timeline import FAILED_PAYMENT_STATUSES, TIMELINE_TIME_COLUMNS, timeline
 
@@ -49,6 +51,7 @@ __all__ = [
     "kpi_table",
     "monthly_periods",
     "predicted_clv",
+    "snapshot_splits",
 ]
 
 log = logging.getLogger(__name__)
@@ -176,8 +179,9 @@ class Headline:
     customers: int
     active_customers: int
     churned_customers: int
-    churn_basis: str  # "subscriptions", "label" or "none"
+    churn_basis: str  # the definition's basis: "label", "subscriptions", "events", "inactivity", or "none"
     revenue: float
+    churn_definition: str | None = None  # the churn definition's name (cxdash.churn)
 
     def to_dict(self) -> dict:
         return {
@@ -186,6 +190,7 @@ class Headline:
             "active_customers": self.active_customers,
             "churned_customers": self.churned_customers,
             "churn_basis": self.churn_basis,
+            "churn_definition": self.churn_definition,
             "revenue": self.revenue,
         }
 
@@ -201,69 +206,37 @@ def _count(conn: Connection, table: sa.Table, *where) -> int:
 
 
 def _customer_universe(conn: Connection, by: str = "cx_id") -> sa.Select:
-    """The customers the KPIs are about (CRM customers when a CRM is loaded), as ``cx_id`` or,
-    with ``by="cx_key"``, as integer keys (cheaper to join and count)."""
-    im = customer_keys_table
-    has_crm = _count(conn, KIND_TABLES["customers"])
-    q = sa.select(im.c[by]).distinct()
-    if has_crm:
-        q = q.where(im.c.known.is_(True))
-    return q
+    """The customers the KPIs are about (see ``cxdash.churn.customer_universe``)."""
+    return churn_defs.customer_universe(conn, by=by)
 
 
-def churn_basis(conn: Connection) -> str:
-    """Where churn comes from: ``subscriptions`` when any are loaded, else the CRM ``label``, else ``none``."""
-    if _count(conn, KIND_TABLES["subscriptions"]):
-        return "subscriptions"
-    crm = KIND_TABLES["customers"]
-    if _count(conn, crm, crm.c.churn_label.is_not(None)):
-        return "label"
-    return "none"
+def churn_basis(conn: Connection, churn: Definition | None = None) -> str:
+    """The basis of the churn definition in force (``label``, ``subscriptions``, ``events``,
+    ``inactivity``), or ``none`` when the data supports no definition."""
+    definition = churn_defs.in_force(conn, churn)
+    return definition.basis if definition else "none"
 
 
-def _churned(conn: Connection, now: datetime | None, by: str = "cx_id") -> tuple[sa.Select, str]:
-    """Select of churned customers (``cx_id``, or integer ``cx_key`` with ``by="cx_key"``) and the basis used."""
-    im = customer_keys_table
-    subs = KIND_TABLES["subscriptions"]
-    crm = KIND_TABLES["customers"]
-    basis = churn_basis(conn)
-
-    def keyed(t: sa.Table) -> tuple[sa.ColumnElement, sa.FromClause]:
-        # On integer keys the rows carry the key themselves: no join to the identity table.
-        if by == "cx_key":
-            return t.c.cx_key, t
-        return im.c[by], t.join(im, im.c.cx_key == t.c.cx_key)
-
-    if basis == "subscriptions":
-        ended = sa.func.coalesce(subs.c.end, sa.literal(_FAR_FUTURE))
-        key, src = keyed(subs)
-        per_customer = (
-            sa.select(key.label(by), sa.func.max(ended).label("last_end"))
-            .select_from(src)
-            .where(subs.c.cx_key.is_not(None))
-            .group_by(key)
-            .subquery()
-        )
-        return sa.select(per_customer.c[by]).where(per_customer.c.last_end <= now), basis
-    if basis == "label":
-        key, src = keyed(crm)
-        q = (
-            sa.select(key.label(by))
-            .select_from(src)
-            .where(crm.c.churn_label.is_(True), crm.c.cx_key.is_not(None))
-            .distinct()
-        )
-        return q, basis
-    return sa.select(im.c[by]).where(sa.false()), basis
+def _churned(conn: Connection, now: datetime | None, by: str = "cx_id", churn: Definition | None = None
+             ) -> tuple[sa.Select, str]:
+    """Select of churned customers (``by``: ``cx_id`` or the integer ``cx_key``) under the definition
+    in force (``churn``, default the suggestion), and its basis (see ``churn_basis``)."""
+    definition = churn_defs.in_force(conn, churn)
+    if definition is None:
+        return sa.select(customer_keys_table.c[by]).where(sa.false()), "none"
+    gone = churn_defs.churned(conn, definition, now=now, by=by).subquery("gone")
+    return sa.select(gone.c[by]), definition.basis
 
 
-def headline(conn: Connection) -> Headline:
-    """Customers, active, churned and revenue over everything stored."""
+def headline(conn: Connection, churn: Definition | None = None) -> Headline:
+    """Customers, active, churned (under ``churn``, default the suggested definition) and revenue
+    over everything stored."""
     now = as_of(conn)
+    churn = churn_defs.in_force(conn, churn)
     # counted on the integer customer keys every row carries: no text joins over the event rows
     universe = _customer_universe(conn, by="cx_key").subquery()
     customers = conn.execute(sa.select(sa.func.count()).select_from(universe)).scalar() or 0
-    churned_q, basis = _churned(conn, now, by="cx_key")
+    churned_q, basis = _churned(conn, now, by="cx_key", churn=churn)
     churned_sq = churned_q.subquery()
     churned = (
         conn.execute(
@@ -293,7 +266,8 @@ def headline(conn: Connection) -> Headline:
             sa.func.lower(sa.func.coalesce(tx.c.status, "")).not_in(FAILED_PAYMENT_STATUSES)
         )
     ).scalar()
-    return Headline(now, int(customers), int(active), int(churned), basis, float(revenue or 0.0))
+    return Headline(now, int(customers), int(active), int(churned), basis, float(revenue or 0.0),
+                    churn.name if churn else None)
 
 
 # ---------------------------------------------------------------------------------- periods and filters
@@ -409,24 +383,22 @@ def _spine(periods: list[Period]) -> sa.Subquery:
     return (sa.union_all(*rows) if len(rows) > 1 else rows[0]).subquery("spine")
 
 
-def _customers(conn: Connection, filters: Filters) -> tuple[sa.Subquery, str]:
-    """One row per customer in view: ``cx_key, signup_at, churn_at, label_churned`` (0/1) and the CRM attributes.
+def _customers(conn: Connection, filters: Filters, churn: Definition | None = None) -> tuple[sa.Subquery, str]:
+    """One row per customer in view: ``cx_key, signup_at, churn_at, label_churned`` (0/1) and the CRM
+    attributes, and how churn is known: ``dated``, ``snapshot`` (an undated label) or ``none``.
 
     Customers are their integer keys (``customer_keys.cx_key``): every query below joins and groups
-    rows on the ``cx_key`` stamped on them, never on the text identifier. ``churn_at`` is the end of
-    the customer's last subscription when every one has ended (subscriptions basis);
-    ``label_churned`` is 1 for customers the CRM labels as churned (label basis, no date).
+    rows on the ``cx_key`` stamped on them, never on the text identifier. Churn follows ``churn``
+    (``cxdash.churn``; default the suggested definition): ``churn_at`` is when a customer churned
+    under a dated definition; ``label_churned`` is 1 for customers an undated label says churned.
     """
     crm = KIND_TABLES["customers"]
-    subs = KIND_TABLES["subscriptions"]
-    basis = churn_basis(conn)
+    definition = churn_defs.in_force(conn, churn)
     if _count(conn, crm):
-        label = sa.case((crm.c.churn_label.is_(True), 1), else_=0)
         base = (
             sa.select(
                 crm.c.cx_key,
                 sa.func.min(crm.c.signup_date).label("signup_at"),
-                sa.func.max(label).label("label_churned"),
                 *[sa.func.max(crm.c[col]).label(col) for col in ATTRIBUTE_FILTERS.values()],
             )
             .where(crm.c.cx_key.is_not(None))
@@ -438,34 +410,37 @@ def _customers(conn: Connection, filters: Filters) -> tuple[sa.Subquery, str]:
             sa.select(
                 tl.c.cx_key,
                 sa.func.min(tl.c.ts).label("signup_at"),
-                sa.literal(0, sa.Integer).label("label_churned"),
                 *[sa.cast(sa.null(), sa.String).label(col) for col in ATTRIBUTE_FILTERS.values()],
             )
             .where(tl.c.cx_key.is_not(None))
             .group_by(tl.c.cx_key)
         )
     base_sq = base.subquery("crm_customers")
-    last_end = sa.func.max(sa.func.coalesce(subs.c.end, sa.literal(_FAR_FUTURE, sa.DateTime)))
-    sub_end = (
-        sa.select(subs.c.cx_key, last_end.label("last_end"))
-        .where(subs.c.cx_key.is_not(None))
-        .group_by(subs.c.cx_key)
-        .subquery("sub_end")
-    )
-    use_subs = basis == "subscriptions"
-    churn_at = sa.case((sub_end.c.last_end < sa.literal(_FAR_FUTURE, sa.DateTime), sub_end.c.last_end), else_=sa.null())
+    if definition is None:
+        mode = "none"
+        churn_at, label_churned, joined = sa.cast(sa.null(), sa.DateTime), sa.literal(0, sa.Integer), base_sq
+    else:
+        gone = churn_defs.churned(conn, definition).subquery("gone")
+        joined = base_sq.outerjoin(gone, gone.c.cx_key == base_sq.c.cx_key)
+        if churn_defs.is_dated(conn, definition):
+            mode = "dated"
+            churn_at, label_churned = gone.c.churn_at, sa.literal(0, sa.Integer)
+        else:
+            mode = "snapshot"
+            churn_at = sa.cast(sa.null(), sa.DateTime)
+            label_churned = sa.case((gone.c.cx_key.is_not(None), 1), else_=0)
     q = sa.select(
         base_sq.c.cx_key,
         base_sq.c.signup_at,
-        (churn_at if use_subs else sa.cast(sa.null(), sa.DateTime)).label("churn_at"),
-        (sa.literal(0, sa.Integer) if use_subs else base_sq.c.label_churned).label("label_churned"),
+        sa.cast(churn_at, sa.DateTime).label("churn_at"),
+        label_churned.label("label_churned"),
         *[base_sq.c[col] for col in ATTRIBUTE_FILTERS.values()],
-    ).select_from(base_sq.outerjoin(sub_end, sub_end.c.cx_key == base_sq.c.cx_key))
+    ).select_from(joined)
     for name, col in ATTRIBUTE_FILTERS.items():
         values = getattr(filters, name)
         if values:
             q = q.where(base_sq.c[col].in_(values))
-    return q.subquery("cust"), basis
+    return q.subquery("cust"), mode
 
 
 def _not_churned_by(cust: sa.Subquery, moment) -> sa.ColumnElement:
@@ -575,8 +550,10 @@ def kpi_table(
     filters: Filters | None = None,
     *,
     repeat_days: int = DEFAULT_REPEAT_DAYS,
+    churn: Definition | None = None,
 ) -> pd.DataFrame:
-    """Every period-based shared KPI for each period, computed in the database.
+    """Every period-based shared KPI for each period, computed in the database (churn under ``churn``,
+    default the suggested definition).
 
     In: periods (any lengths, may overlap). Out: one row per period, indexed ``0..len-1`` like
     ``periods``, columns ``period_start, period_end`` and ``KPI_COLUMNS`` (NaN where the data has no
@@ -594,7 +571,7 @@ def kpi_table(
     if not periods:
         return out
     spine = _spine(periods)
-    cust, basis = _customers(conn, filters)
+    cust, basis = _customers(conn, filters, churn)
 
     # -- customers, base at start, churn -------------------------------------------------
     signed_by_end = sa.or_(cust.c.signup_at.is_(None), cust.c.signup_at < spine.c.p_end)
@@ -615,11 +592,11 @@ def kpi_table(
     )
     f = _frame(conn, q)
     out["customers"] = f["customers"].reindex(out.index).fillna(0).astype(int)
-    if basis == "subscriptions":
+    if basis == "dated":
         out["customers_at_start"] = f["customers_at_start"]
         out["churned_in_period"] = f["churned_in_period"]
         out["churn_rate"] = _ratio(f["churned_in_period"], f["customers_at_start"])
-    elif basis == "label":
+    elif basis == "snapshot":
         out["churned_in_period"] = f["label_churned"]
         out["churn_rate"] = _ratio(f["label_churned"], f["customers"])
     out["retention_rate"] = 1.0 - out["churn_rate"]
@@ -771,19 +748,20 @@ def kpi_table(
 # ---------------------------------------------------------------------------------- cohorts
 
 
-def cohort_retention(conn: Connection, filters: Filters | None = None, *, now: datetime | None = None) -> pd.DataFrame:
-    """Monthly signup-cohort retention matrix (subscriptions basis only).
+def cohort_retention(conn: Connection, filters: Filters | None = None, *, now: datetime | None = None,
+                     churn: Definition | None = None) -> pd.DataFrame:
+    """Monthly signup-cohort retention matrix (dated churn definitions only, see ``cxdash.churn``).
 
     Out: index ``cohort`` (first day of the signup month), columns ``0, 1, 2, ...`` (months since
     signup), values the share of the cohort not churned at the end of that month since signup
     (calendar months: a customer who signed up in March and left in May is retained at months 0 and 1).
     Cells after the data's latest month are NaN. Also a ``customers`` column (cohort size).
-    Empty when churn dates are unknown (label basis or no churn data).
+    Empty when churn dates are unknown (an undated label, or no churn data).
     """
     filters = filters or Filters()
     now = now or as_of(conn)
-    cust, basis = _customers(conn, filters)
-    if basis != "subscriptions" or now is None:
+    cust, basis = _customers(conn, filters, churn)
+    if basis != "dated" or now is None:
         return pd.DataFrame()
     sy, sm = sa.extract("year", cust.c.signup_at), sa.extract("month", cust.c.signup_at)
     cy, cm = sa.extract("year", cust.c.churn_at), sa.extract("month", cust.c.churn_at)
@@ -1067,13 +1045,52 @@ def holdout_check(conn: Connection, *, holdout_share: float = 0.4, max_holdout_d
     }
 
 
+# ---------------------------------------------------------------------------------- snapshot splits
+
+SPLIT_COLUMNS = ("attribute", "value", "customers", "churned", "churn_rate")
+
+
+def snapshot_splits(conn: Connection, filters: Filters | None = None, churn: Definition | None = None
+                    ) -> pd.DataFrame:
+    """Churn per value of each CRM attribute filter (segment, region, plan, channel, campaign) under
+    the definition in force, over everything stored: what a customer table without dates can show.
+
+    Out: ``SPLIT_COLUMNS``, one row per attribute value (attributes with one value or none left
+    out), the most customers first within each attribute.
+    """
+    cust, mode = _customers(conn, filters or Filters(), churn)
+    frames = []
+    if mode == "none":
+        return pd.DataFrame(columns=list(SPLIT_COLUMNS))
+    gone = cust.c.label_churned if mode == "snapshot" else sa.case((cust.c.churn_at.is_not(None), 1), else_=0)
+    for name, col in ATTRIBUTE_FILTERS.items():
+        q = (sa.select(cust.c[col].label("value"), sa.func.count().label("customers"), sa.func.sum(gone).label("churned"))
+             .where(cust.c[col].is_not(None)).group_by(cust.c[col]))
+        f = _frame(conn, q, index="")
+        if len(f) < 2:
+            continue
+        f.insert(0, "attribute", name)
+        frames.append(f.sort_values(["customers", "value"], ascending=[False, True], kind="stable"))
+    if not frames:
+        return pd.DataFrame(columns=list(SPLIT_COLUMNS))
+    out = pd.concat(frames, ignore_index=True)
+    out["value"] = out["value"].astype(str)
+    out["customers"] = out["customers"].astype(int)
+    out["churned"] = out["churned"].astype(int)
+    out["churn_rate"] = out["churned"] / out["customers"]
+    return out[list(SPLIT_COLUMNS)]
+
+
 # ---------------------------------------------------------------------------------- coverage and the report
 
 
-def coverage(conn: Connection, filters: Filters | None = None) -> dict[str, float | None]:
-    """Per KPI, the share of the customers in view that have the data it needs."""
+def coverage(conn: Connection, filters: Filters | None = None, churn: Definition | None = None
+             ) -> dict[str, float | None]:
+    """Per KPI, the share of the customers in view that have the data it needs (for churn: the
+    customers the definition in force can judge)."""
     filters = filters or Filters()
-    cust, basis = _customers(conn, filters)
+    churn = churn_defs.in_force(conn, churn)
+    cust, basis = _customers(conn, filters, churn)
 
     def ids(kind: str, *where) -> sa.Subquery:
         t = KIND_TABLES[kind]
@@ -1089,6 +1106,7 @@ def coverage(conn: Connection, filters: Filters | None = None) -> dict[str, floa
         "subscription": ids("subscriptions"),
         "mrr": ids("subscriptions", u.c.mrr.is_not(None)),
         "label": ids("customers", crm.c.churn_label.is_not(None)),
+        "churn": churn_defs.covered(conn, churn).subquery() if churn is not None else ids("customers", sa.false()),
         "ticket": ids("tickets"),
         "transfers": ids("tickets", k.c.transfers.is_not(None)),
         "closed": ids("tickets", k.c.closed_at.is_not(None)),
@@ -1107,7 +1125,7 @@ def coverage(conn: Connection, filters: Filters | None = None) -> dict[str, floa
     def share(name: str) -> float | None:
         return (row[name] / n) if n else None
 
-    churn_cov = share("subscription") if basis == "subscriptions" else share("label") if basis == "label" else 0.0
+    churn_cov = share("churn") if basis != "none" else 0.0
     return {
         "customers": 1.0 if n else None,
         "active_customers": share("activity"),
@@ -1144,6 +1162,10 @@ class KpiReport:
     clv: ClvForecast | None = None
     clv_previous: ClvForecast | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    churn_definition: str | None = None  # the churn definition's name (cxdash.churn)
+    churn_dated: bool = False  # churn has dates: period figures; else a snapshot
+    # With no dates at all: churn per CRM attribute value (``snapshot_splits``), else empty.
+    splits: pd.DataFrame | None = None
 
     def value(self, name: str) -> float | None:
         return self.current.get(name)
@@ -1176,6 +1198,9 @@ class KpiReport:
             "clv": forecast(self.clv),
             "clv_previous": forecast(self.clv_previous),
             "notes": self.notes,
+            "churn_definition": self.churn_definition,
+            "churn_dated": self.churn_dated,
+            "splits": None if self.splits is None else self.splits.to_dict(orient="records"),
         }
 
     @classmethod
@@ -1197,6 +1222,9 @@ class KpiReport:
             forecast(state["clv"]),
             forecast(state["clv_previous"]),
             dict(state["notes"]),
+            state.get("churn_definition"),
+            bool(state.get("churn_dated")),
+            None if state.get("splits") is None else pd.DataFrame(state["splits"], columns=list(SPLIT_COLUMNS)),
         )
 
     def to_dict(self) -> dict:
@@ -1207,6 +1235,8 @@ class KpiReport:
             "period_end": (self.period.end - timedelta(days=1)).date().isoformat() if self.period else None,
             "filters": {f.name: list(getattr(self.filters, f.name)) for f in fields(self.filters)},
             "churn_basis": self.churn_basis,
+            "churn_definition": self.churn_definition,
+            "churn_dated": self.churn_dated,
             "repeat_days": self.repeat_days,
         }
         out.update(self.current)
@@ -1236,6 +1266,7 @@ def kpi_report(
     clv: ClvForecast | None = None,
     clv_previous: ClvForecast | None = None,
     with_clv: bool = True,
+    churn: Definition | None = None,
 ) -> KpiReport:
     """Every shared KPI for ``period`` (default: the 90 days to the data's latest date) and the previous period.
 
@@ -1245,20 +1276,37 @@ def kpi_report(
     filters = filters or Filters()
     now = as_of(conn)
     period = period or default_period(now)
-    basis = churn_basis(conn)
-    cov = coverage(conn, filters)
+    churn = churn_defs.in_force(conn, churn)
+    basis = churn.basis if churn else "none"
+    dated = churn_defs.is_dated(conn, churn)
+    cov = coverage(conn, filters, churn)
+    if churn is None:
+        churn_note = "No churn label, subscriptions, churn records or dated activity loaded: churn is unknown."
+    else:
+        churn_note = f"Churn = {churn.describe()} [{churn.name}]." + (
+            "" if dated else " The definition has no dates: a snapshot, the same for every period.")
     notes = {
-        "churn_rate": {
-            "subscriptions": "From subscriptions: a customer churns when their last subscription ends.",
-            "label": "From the customers' churn label (no dates): a snapshot, the same for every period.",
-            "none": "No subscriptions and no churn label loaded: churn is unknown.",
-        }[basis],
+        "churn_rate": churn_note,
         "activation_rate": "Not available yet: no customers have been scored for churn risk.",
     }
     if period is None:
+        # No dates at all (a customer table with a label): every figure a snapshot allows.
         empty = {name: None for name in DEFINITIONS}
-        return KpiReport(now, None, filters, basis, repeat_days, empty, dict(empty), cov, notes=notes)
-    table = kpi_table(conn, [period, period.previous], filters, repeat_days=repeat_days)
+        current = dict(empty)
+        cust, mode = _customers(conn, filters, churn)
+        n, gone = conn.execute(sa.select(sa.func.count(), sa.func.sum(cust.c.label_churned))).one()
+        current["customers"] = int(n or 0)
+        if mode == "snapshot" and n:
+            current["churned_in_period"] = int(gone or 0)
+            current["churn_rate"] = float(gone or 0) / n
+            current["retention_rate"] = 1.0 - current["churn_rate"]
+        notes["period"] = ("The loaded data has no dates, so these are a snapshot. Figures over a period (active "
+                           "customers, the silence metric, contacts, revenue, renewal and CLV) need dated data: "
+                           "events, tickets, transactions or subscriptions.")
+        return KpiReport(now, None, filters, basis, repeat_days, current, dict(empty), cov, notes=notes,
+                         churn_definition=churn.name if churn else None, churn_dated=dated,
+                         splits=snapshot_splits(conn, filters, churn))
+    table = kpi_table(conn, [period, period.previous], filters, repeat_days=repeat_days, churn=churn)
     current = {c: _clean(table.at[0, c]) for c in KPI_COLUMNS}
     previous = {c: _clean(table.at[1, c]) for c in KPI_COLUMNS}
     for values in (current, previous):
@@ -1267,7 +1315,7 @@ def kpi_report(
                 values[c] = int(values[c])
         if not cov.get("active_customers"):  # no dated activity at all: unknown, not zero
             values["active_customers"] = values["silent_customers"] = None
-    if basis == "label":
+    if not dated:
         previous["churn_rate"] = previous["retention_rate"] = None  # a snapshot has no previous period
     customers_in_view = None
     if with_clv and (clv is None or clv_previous is None):
@@ -1275,7 +1323,7 @@ def kpi_report(
         clv_previous = clv_previous or predicted_clv(conn, period.previous.end, horizon_months=horizon_months)
     any_forecast = any(f is not None and f.ok for f in (clv, clv_previous))
     if any_forecast and filters.active:
-        cust, _ = _customers(conn, filters)
+        cust, _ = _customers(conn, filters, churn)
         customers_in_view = list(conn.execute(_with_cx_id(cust, columns=())).scalars())
     for forecast, target in ((clv, current), (clv_previous, previous)):
         if forecast is None:
@@ -1289,7 +1337,8 @@ def kpi_report(
     if clv is not None and not clv.ok:
         notes["clv_predicted_total"] = clv.message
     current["activation_rate"] = previous["activation_rate"] = None
-    return KpiReport(now, period, filters, basis, repeat_days, current, previous, cov, clv, clv_previous, notes)
+    return KpiReport(now, period, filters, basis, repeat_days, current, previous, cov, clv, clv_previous, notes,
+                     churn_definition=churn.name if churn else None, churn_dated=dated)
 
 
 
@@ -1369,14 +1418,14 @@ CONFLICT_COLUMNS = (
 def _customer_outcomes(conn: Connection, cust: sa.Subquery, basis: str, now: datetime, repeat_days: int) -> sa.Subquery:
     """Per customer in view: ``cx_key``, the CRM attributes, ``retained_90`` (1/0, NULL when too recent or
     unknown), ``revenue`` to date, ``contacts`` and ``repeats``."""
-    if basis == "subscriptions":
+    if basis == "dated":
         lived = _epoch(cust.c.churn_at) - _epoch(cust.c.signup_at)
         retained = sa.case(
             (sa.or_(cust.c.signup_at.is_(None), cust.c.signup_at > now - timedelta(days=90)), sa.null()),
             (sa.or_(cust.c.churn_at.is_(None), lived >= 90 * 86400.0), 1),
             else_=0,
         )
-    elif basis == "label":
+    elif basis == "snapshot":
         retained = 1 - cust.c.label_churned
     else:
         retained = sa.cast(sa.null(), sa.Integer)
@@ -1422,6 +1471,7 @@ def conflicts(
     *,
     now: datetime | None = None,
     repeat_days: int = DEFAULT_REPEAT_DAYS,
+    churn: Definition | None = None,
 ) -> pd.DataFrame:
     """Departmental KPIs per cohort beside the shared outcome of the same customers.
 
@@ -1438,7 +1488,7 @@ def conflicts(
     now = now or as_of(conn)
     if now is None:
         return pd.DataFrame(columns=list(CONFLICT_COLUMNS))
-    cust, basis = _customers(conn, filters)
+    cust, basis = _customers(conn, filters, churn)
     oc = _customer_outcomes(conn, cust, basis, now, repeat_days)
     frames = []
 

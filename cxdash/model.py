@@ -51,6 +51,8 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEnc
 from sqlalchemy.engine import Connection
 from threadpoolctl import threadpool_limits
 
+from cxdash import churn as churn_defs
+from cxdash.churn import Definition
 from cxdash.features import (
     AGE_CAP_DAYS,
     INTENT_SIGNALS,
@@ -58,7 +60,6 @@ from cxdash.features import (
     FeatureFrame,
     Sample,
     SnapshotReader,
-    customer_features,
     data_as_of,
     labelled_features,
 )
@@ -313,6 +314,7 @@ class ChurnModel:
     horizon_days: float | None = None
     metrics: dict = field(default_factory=dict)
     version: int | None = None
+    churn_definition: str | None = None  # the churn definition its labels follow (cxdash.churn)
 
     @property
     def features(self) -> list[str]:
@@ -518,8 +520,10 @@ def train_event_model(
     candidates: tuple[str, ...] = CANDIDATES,
     progress: Progress | None = None,
     reader: SnapshotReader | None = None,
+    churn: Definition | None = None,
 ) -> ChurnModel:
-    """Time-based validation on event data.
+    """Time-based validation on event data; labels from subscription ends, or from ``churn`` (a dated
+    ``cxdash.churn`` definition: churn records, a dated label, inactivity) when given.
 
     ``valid_snapshots`` validation snapshots one horizon apart ending at ``cutoff`` (which
     defaults to the data's latest timestamp minus the horizon, so its labels are complete), and
@@ -543,7 +547,7 @@ def train_event_model(
     valid_cutoffs = [cutoff - k * h for k in range(valid_snapshots)]
     train_cutoffs = [cutoff - (valid_snapshots + k) * h for k in range(train_snapshots)]
     _report(progress, 0.01, "Reading the customer table")
-    reader = reader or SnapshotReader(conn, source=source)
+    reader = reader or SnapshotReader(conn, source=source, churn=churn)
     sampling = _snapshot_samples(reader, valid_cutoffs, train_cutoffs, max_train_rows, max_valid_rows)
     frames = []
     all_cutoffs = valid_cutoffs + train_cutoffs
@@ -763,8 +767,17 @@ def current_features(conn: Connection, model: ChurnModel, *, reader: SnapshotRea
         return ff
     now = data_as_of(conn)
     if reader is None:
-        return customer_features(conn, cutoff=now + timedelta(seconds=1), source=model.source)
+        reader = SnapshotReader(conn, source=model.source, churn=_reader_definition(model.churn_definition))
     return reader.features(now + timedelta(seconds=1))
+
+
+def _reader_definition(name: str | None) -> Definition | None:
+    """The definition a snapshot reads labels and leavers from: None for subscriptions (their own
+    columns), else the dated definition."""
+    if not name:
+        return None
+    d = Definition.parse(name)
+    return None if d.basis == "subscriptions" else d
 
 
 # ----------------------------------------------------------------------------- persistence
@@ -845,19 +858,35 @@ def train(
         return (lambda share, text: progress(lo + (hi - lo) * share, text)) if progress else None
 
     today = None
+    chosen = churn_defs.chosen_name(store)
     with store.connect() as conn:
         version = data_version(conn)
-        if label_column is None and not _has_subscriptions(conn):
-            label_column = "churn_label"
+        definition = None
+        if label_column is None:
+            res = churn_defs.resolve(conn, chosen)
+            definition = res.definition
+            if definition is None:
+                raise ModelNotTrainedError(
+                    "no churn definition fits the loaded data, so there is nothing to learn: load a customer table "
+                    "with a churn label, subscriptions, churn records, or dated purchases or activity")
+            if definition.basis == "label" and not res.dated:
+                label_column, source = "churn_label", source or definition.source
         if label_column is not None:
             model = train_labelled_model(conn, label_column=label_column, source=source, progress=sub(0.0, 0.8))
         else:
-            reader = SnapshotReader(conn, source=source)  # read the customer table once for both
+            reader_definition = _reader_definition(definition.name)
+            # read the customer table once for both
+            reader = SnapshotReader(conn, source=source, churn=reader_definition)
             model = train_event_model(conn, cutoff=cutoff, horizon_days=horizon_days, source=source,
-                                      progress=sub(0.0, 0.8), reader=reader)
+                                      progress=sub(0.0, 0.8), reader=reader, churn=reader_definition)
+            model.churn_definition = definition.name  # current_features below reads it
             _report(progress, 0.82, "Features of today's customers")
             today = current_features(conn, model, reader=reader)
             del reader
+        if definition is not None:
+            model.churn_definition = definition.name
+            model.metrics["churn_definition"] = definition.name
+            model.metrics["churn_definition_text"] = definition.describe()
     save_model(store, model, data_version=version)
     _report(progress, 0.85, "Scoring today's customers")
     store_scores(store, model, features=today)

@@ -19,6 +19,7 @@ TIME_FIELDS = {
     "transactions": "timestamp",
     "subscriptions": "start",
     "opportunities": "created_at",
+    "churn": "churned_at",
 }
 
 SOURCE_COLUMNS = [

@@ -40,6 +40,7 @@ __all__ = [
     "kind_table",
     "customer_keys_table",
     "open_store",
+    "settings_table",
 ]
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,16 @@ mappings_table = sa.Table(
     sa.Column("version", sa.BigInteger, nullable=False),
     sa.Column("mapping_json", sa.Text, nullable=False),
     sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+# Company-wide choices that are not data: the churn definition ("churn_definition") and the like.
+settings_table = sa.Table(
+    "settings",
+    APP_STATE,
+    sa.Column("key", sa.String, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("updated_by", sa.String),
 )
 
 

@@ -35,10 +35,28 @@ log = logging.getLogger(__name__)
 
 
 
-def _headline(conn: Connection):
+def _headline(conn: Connection, churn: str | None = None):
+    from cxdash.churn import Definition
     from cxdash.kpis import headline
 
-    return headline(conn)
+    return headline(conn, Definition.parse(churn) if churn else None)
+
+
+def _churn_candidates(conn: Connection) -> list[dict]:
+    from cxdash.churn import candidates
+
+    return [c.to_dict() for c in candidates(conn)]
+
+
+def effective_churn(store: Store, stored_candidates: list[dict] | None = None) -> str | None:
+    """The name of the churn definition in force: the company's choice (app state) when the data
+    supports it, else the suggestion. ``stored_candidates``: the ``churn_candidates`` summary."""
+    from cxdash import churn
+
+    chosen = churn.chosen_name(store)
+    with store.connect() as conn:
+        cands = None if stored_candidates is None else [churn.Candidate.from_dict(d) for d in stored_candidates]
+        return churn.resolve(conn, chosen, cands).name
 
 
 def _consented_customers(conn: Connection) -> pd.DataFrame:
@@ -59,6 +77,7 @@ def _computations() -> dict[str, Callable[..., object]]:
     return {
         "source_summary": overview.source_summary,
         "activity_by_month": overview.activity_by_month,
+        "churn_candidates": _churn_candidates,
         "headline": _headline,
         "null_rates": health.null_rates,
         "stitch_coverage": health.stitch_coverage,
@@ -73,13 +92,17 @@ def _computations() -> dict[str, Callable[..., object]]:
 
 # The landing pages' scans (no parameters), then the default views of Shared KPIs and Journeys
 # (cxdash/views.py), in an order where a view's parameters only need results computed before it.
-LANDING = ("source_summary", "activity_by_month", "headline", "null_rates", "stitch_coverage", "coverage",
+LANDING = ("source_summary", "activity_by_month", "churn_candidates", "headline", "null_rates", "stitch_coverage", "coverage",
            "source_stats", "source_latency", "consented_customers", "filter_options")
 VIEWS = ("executive.report", "executive.trends", "executive.cohorts", "executive.conflicts",
          "journeys.hotspots", "journeys.dfg", "journeys.nodes", "journeys.activities", "journeys.paths",
          "journeys.variants", "journeys.funnel", "journeys.handoffs", "journeys.hotspot_customers",
          "journeys.edge_customers")
 SUMMARIES = LANDING + VIEWS
+# Summaries whose figures depend on the churn definition in force: stored with its name.
+CHURN_DEPENDENT = frozenset({"headline", "executive.report", "executive.trends", "executive.cohorts",
+                             "executive.conflicts", "journeys.hotspots", "journeys.hotspot_customers",
+                             "journeys.variants"})
 
 MISSING = object()  # lookup() found no stored result for the current version
 
@@ -154,6 +177,7 @@ def _decode(name: str, payload: bytes):
             as_of=datetime.fromisoformat(data["as_of"]) if data.get("as_of") else None,
             customers=data["customers"], active_customers=data["active_customers"],
             churned_customers=data["churned_customers"], churn_basis=data["churn_basis"], revenue=data["revenue"],
+            churn_definition=data.get("churn_definition"),
         )
     raise ValueError(f"unknown summary payload for {name!r}")
 
@@ -224,12 +248,22 @@ def refresh(store: Store, names: tuple[str, ...] = SUMMARIES, progress: Callable
     computations = _computations()
     results: dict[str, object] = {}
     payloads: dict[str, tuple[str, bytes]] = {}
+    churn: str | None = None
+    churn_known = False
     with _refresh_lock:
         with store.connect() as conn:
             version = data_version(conn)
+            if "churn_candidates" not in names:
+                stored = lookup(conn, "churn_candidates", version)
+                results["churn_candidates"] = None if stored is MISSING else stored
         for name in names:
+            if name in CHURN_DEPENDENT and not churn_known:
+                churn, churn_known = effective_churn(store, results.get("churn_candidates")), True
             with store.connect() as conn:
-                params = default_params(conn, name, results) if name in VIEWS else {}
+                if name in VIEWS:
+                    params = default_params(conn, name, results, churn)
+                else:
+                    params = {"churn": churn} if name in CHURN_DEPENDENT and churn else {}
                 if params is None:  # the store has nothing this view could show
                     continue
                 if progress:

@@ -33,7 +33,7 @@ TIMELINE_COLUMNS = ("cx_id", "known", "ts", "activity", "department", "channel",
 TIMELINE_TIME_COLUMNS = (
     ("customers", "signup_date"), ("events", "timestamp"), ("tickets", "opened_at"), ("tickets", "closed_at"),
     ("transactions", "timestamp"), ("subscriptions", "start"), ("subscriptions", "end"),
-    ("opportunities", "created_at"), ("opportunities", "closed_at"),
+    ("opportunities", "created_at"), ("opportunities", "closed_at"), ("churn", "churned_at"),
 )
 FAILED_PAYMENT_STATUSES = ("failed", "declined", "error", "payment_failed", "rejected")
 
@@ -67,7 +67,8 @@ def timeline(columns: tuple[str, ...] = TIMELINE_COLUMNS) -> sa.Subquery:
     unknown = set(columns) - set(TIMELINE_COLUMNS)
     if unknown:
         raise ValueError(f"unknown timeline columns {sorted(unknown)}; choose from {TIMELINE_COLUMNS}")
-    c, e, k, x, u, o = (KIND_TABLES[n] for n in ("customers", "events", "tickets", "transactions", "subscriptions", "opportunities"))
+    c, e, k, x, u, o, ch = (KIND_TABLES[n] for n in ("customers", "events", "tickets", "transactions", "subscriptions",
+                                                     "opportunities", "churn"))
     failed = sa.func.lower(sa.func.coalesce(x.c.status, "")).in_(FAILED_PAYMENT_STATUSES)
     tx_activity = sa.case(
         (failed, "payment failed"),
@@ -91,5 +92,8 @@ def timeline(columns: tuple[str, ...] = TIMELINE_COLUMNS) -> sa.Subquery:
             sa.literal("opportunity ") + sa.func.coalesce(sa.func.lower(o.c.stage), "closed"),
             value=o.c.amount,
         ),
+        # a churn record, and the date a CRM's churn label carries: the journey's last step
+        part("churn", ch.c.churned_at, sa.literal("churned")),
+        part("customers", c.c.churned_at, sa.literal("churned")),
     ]
     return sa.union_all(*parts).subquery("timeline")

@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from cxdash import journeys as jr
 from cxdash import kpis
+from cxdash.churn import Definition
 
 __all__ = [
     "COMPUTATIONS",
@@ -34,6 +35,7 @@ __all__ = [
     "filter_params",
     "funnel_params",
     "hotspot_params",
+    "hotspots_params",
     "map_params",
     "params_key",
     "paths_params",
@@ -61,6 +63,16 @@ DEFAULT_MAP_FILTERS = jr.MapFilters(
 )
 
 
+def _churn(params: dict, churn: str | None) -> dict:
+    """``params`` with the churn definition in force (its name; ``cxdash.churn``) for a view whose
+    figures depend on it: a stored view is found only for the definition it was computed with."""
+    return {**params, "churn": churn} if churn else params
+
+
+def _definition(churn: str | None) -> Definition | None:
+    return Definition.parse(churn) if churn else None
+
+
 def params_key(name: str, params: dict | None) -> str:
     """The stored name of ``name`` computed with ``params``: the same parameters give the same key."""
     if not params:
@@ -75,52 +87,55 @@ def filter_params(filters: kpis.Filters) -> dict:
     return {name: list(values) for name, values in asdict(filters).items() if values}
 
 
-def report_params(first: date, last: date, filters: kpis.Filters, repeat_days: int, horizon: int) -> dict:
-    return {"first": first.isoformat(), "last": last.isoformat(), "filters": filter_params(filters),
-            "repeat_days": int(repeat_days), "horizon": int(horizon)}
+def report_params(first: date, last: date, filters: kpis.Filters, repeat_days: int, horizon: int,
+                  churn: str | None = None) -> dict:
+    return _churn({"first": first.isoformat(), "last": last.isoformat(), "filters": filter_params(filters),
+                   "repeat_days": int(repeat_days), "horizon": int(horizon)}, churn)
 
 
-def trends_params(filters: kpis.Filters, repeat_days: int, months: int) -> dict:
-    return {"filters": filter_params(filters), "repeat_days": int(repeat_days), "months": int(months)}
+def trends_params(filters: kpis.Filters, repeat_days: int, months: int, churn: str | None = None) -> dict:
+    return _churn({"filters": filter_params(filters), "repeat_days": int(repeat_days), "months": int(months)}, churn)
 
 
-def cohorts_params(filters: kpis.Filters) -> dict:
-    return {"filters": filter_params(filters)}
+def cohorts_params(filters: kpis.Filters, churn: str | None = None) -> dict:
+    return _churn({"filters": filter_params(filters)}, churn)
 
 
-def conflicts_params(filters: kpis.Filters, repeat_days: int) -> dict:
-    return {"filters": filter_params(filters), "repeat_days": int(repeat_days)}
+def conflicts_params(filters: kpis.Filters, repeat_days: int, churn: str | None = None) -> dict:
+    return _churn({"filters": filter_params(filters), "repeat_days": int(repeat_days)}, churn)
 
 
-def _report(conn: Connection, first: str, last: str, filters: dict, repeat_days: int, horizon: int) -> kpis.KpiReport:
+def _report(conn: Connection, first: str, last: str, filters: dict, repeat_days: int, horizon: int,
+            churn: str | None = None) -> kpis.KpiReport:
     period = kpis.Period.from_dates(date.fromisoformat(first), date.fromisoformat(last))
-    return kpis.kpi_report(conn, period, kpis.Filters(**filters), repeat_days=repeat_days, horizon_months=horizon)
+    return kpis.kpi_report(conn, period, kpis.Filters(**filters), repeat_days=repeat_days, horizon_months=horizon,
+                           churn=_definition(churn))
 
 
-def _trends(conn: Connection, filters: dict, repeat_days: int, months: int):
+def _trends(conn: Connection, filters: dict, repeat_days: int, months: int, churn: str | None = None):
     periods = kpis.monthly_periods(kpis.as_of(conn), months)
-    return kpis.kpi_table(conn, periods, kpis.Filters(**filters), repeat_days=repeat_days)
+    return kpis.kpi_table(conn, periods, kpis.Filters(**filters), repeat_days=repeat_days, churn=_definition(churn))
 
 
-def _cohorts(conn: Connection, filters: dict):
-    return kpis.cohort_retention(conn, kpis.Filters(**filters))
+def _cohorts(conn: Connection, filters: dict, churn: str | None = None):
+    return kpis.cohort_retention(conn, kpis.Filters(**filters), churn=_definition(churn))
 
 
-def _conflicts(conn: Connection, filters: dict, repeat_days: int):
-    return kpis.conflicts(conn, kpis.Filters(**filters), repeat_days=repeat_days)
+def _conflicts(conn: Connection, filters: dict, repeat_days: int, churn: str | None = None):
+    return kpis.conflicts(conn, kpis.Filters(**filters), repeat_days=repeat_days, churn=_definition(churn))
 
 
-def _executive_defaults(conn: Connection) -> dict[str, dict] | None:
+def _executive_defaults(conn: Connection, churn: str | None) -> dict[str, dict] | None:
     period = kpis.default_period(kpis.as_of(conn))
     if period is None:
         return None
     first, last = period.start.date(), (period.end - timedelta(days=1)).date()
     repeat, horizon = kpis.DEFAULT_REPEAT_DAYS, kpis.DEFAULT_CLV_HORIZON_MONTHS
     return {
-        "executive.report": report_params(first, last, kpis.Filters(), repeat, horizon),
-        "executive.trends": trends_params(kpis.Filters(), repeat, 12),
-        "executive.cohorts": cohorts_params(kpis.Filters()),
-        "executive.conflicts": conflicts_params(kpis.Filters(), repeat),
+        "executive.report": report_params(first, last, kpis.Filters(), repeat, horizon, churn),
+        "executive.trends": trends_params(kpis.Filters(), repeat, 12, churn),
+        "executive.cohorts": cohorts_params(kpis.Filters(), churn),
+        "executive.conflicts": conflicts_params(kpis.Filters(), repeat, churn),
     }
 
 
@@ -160,16 +175,22 @@ def paths_params(filters: jr.MapFilters, anchor: str, direction: str, steps: int
     return {**map_params(filters), "anchor": anchor, "direction": direction, "steps": int(steps)}
 
 
-def variants_params(filters: jr.MapFilters, max_steps: int, rarest: bool, contains: str) -> dict:
-    return {**map_params(filters), "max_steps": int(max_steps), "rarest": bool(rarest), "contains": contains or ""}
+def variants_params(filters: jr.MapFilters, max_steps: int, rarest: bool, contains: str, churn: str | None = None
+                    ) -> dict:
+    return _churn({**map_params(filters), "max_steps": int(max_steps), "rarest": bool(rarest),
+                   "contains": contains or ""}, churn)
 
 
 def funnel_params(steps, days: int, by_segment: bool) -> dict:
     return {"steps": list(steps), "days": int(days), "by_segment": bool(by_segment)}
 
 
-def hotspot_params(hotspot: str, repeat_days: int) -> dict:
-    return {"hotspot": hotspot, "repeat_days": int(repeat_days)}
+def hotspot_params(hotspot: str, repeat_days: int, churn: str | None = None) -> dict:
+    return _churn({"hotspot": hotspot, "repeat_days": int(repeat_days)}, churn)
+
+
+def hotspots_params(repeat_days: int, churn: str | None = None) -> dict:
+    return _churn({"repeat_days": int(repeat_days)}, churn)
 
 
 # The page's journeys run on the keyed log (integer customer keys: no join of every step to the
@@ -201,20 +222,21 @@ def _paths(conn, filters, anchor, direction, steps):
     return fn(conn, _log(), anchor, steps=steps, spec=_spec(filters))
 
 
-def _hotspots(conn, repeat_days):
-    return jr.hotspots(conn, repeat_days=repeat_days, keyed=True)
+def _hotspots(conn, repeat_days, churn=None):
+    return jr.hotspots(conn, repeat_days=repeat_days, keyed=True, churn=_definition(churn))
 
 
-def _hotspot_customers(conn, hotspot, repeat_days):
-    return jr.hotspot_customers(conn, hotspot, repeat_days=repeat_days, keyed=True)
+def _hotspot_customers(conn, hotspot, repeat_days, churn=None):
+    return jr.hotspot_customers(conn, hotspot, repeat_days=repeat_days, keyed=True, churn=_definition(churn))
 
 
 def _edge_customers(conn, filters, source, target):
     return jr.edge_customers(conn, _log(), source, target, _spec(filters), case_names=jr.case_names())
 
 
-def _variants(conn, filters, max_steps, rarest, contains):
-    return jr.discover_variants(conn, _log(), _spec(filters), outcomes=jr.customer_outcomes(conn, keyed=True),
+def _variants(conn, filters, max_steps, rarest, contains, churn=None):
+    outcomes = jr.customer_outcomes(conn, keyed=True, churn=_definition(churn))
+    return jr.discover_variants(conn, _log(), _spec(filters), outcomes=outcomes,
                                 max_steps=max_steps, rarest=rarest, contains=contains or None, limit=30)
 
 
@@ -242,16 +264,16 @@ def edge_labels(edges, limit: int = 60) -> list[tuple[str, str]]:
     return list(zip(top["source"], top["target"], strict=True))
 
 
-def _journey_defaults(conn: Connection, computed: dict[str, object]) -> dict[str, dict]:
+def _journey_defaults(conn: Connection, computed: dict[str, object], churn: str | None) -> dict[str, dict]:
     """The default view's parameters; the cohorts and the funnel follow from results already computed."""
     d = JOURNEY_DEFAULTS
     f = DEFAULT_MAP_FILTERS
     out = {
-        "journeys.hotspots": {"repeat_days": d["repeat_days"]},
+        "journeys.hotspots": hotspots_params(int(d["repeat_days"]), churn),
         "journeys.dfg": map_params(f),
         "journeys.nodes": map_params(f),
         "journeys.activities": map_params(activity_filters(f)),
-        "journeys.variants": variants_params(f, d["variant_steps"], False, ""),
+        "journeys.variants": variants_params(f, d["variant_steps"], False, "", churn),
         "journeys.handoffs": {},
     }
     activities = computed.get("journeys.activities")
@@ -263,7 +285,7 @@ def _journey_defaults(conn: Connection, computed: dict[str, object]) -> dict[str
             out["journeys.funnel"] = funnel_params(steps, d["funnel_days"], False)
     spots = computed.get("journeys.hotspots")
     if spots is not None and len(spots):
-        out["journeys.hotspot_customers"] = hotspot_params(str(spots["hotspot"].iloc[0]), d["repeat_days"])
+        out["journeys.hotspot_customers"] = hotspot_params(str(spots["hotspot"].iloc[0]), d["repeat_days"], churn)
     edges = computed.get("journeys.dfg")
     if edges is not None and len(edge_labels(edges)):
         source, target = edge_labels(edges)[0]
@@ -301,10 +323,11 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
 }
 
 
-def default_params(conn: Connection, name: str, computed: dict[str, object]) -> dict | None:
+def default_params(conn: Connection, name: str, computed: dict[str, object], churn: str | None = None) -> dict | None:
     """The parameters of ``name`` in its page's default view (None: the view has no such part),
-    given the default-view results ``computed`` so far (in ``COMPUTATIONS`` order)."""
+    given the default-view results ``computed`` so far (in ``COMPUTATIONS`` order) and the churn
+    definition in force (its name)."""
     if name.startswith("executive."):
-        defaults = _executive_defaults(conn)
+        defaults = _executive_defaults(conn, churn)
         return None if defaults is None else defaults[name]
-    return _journey_defaults(conn, computed).get(name)
+    return _journey_defaults(conn, computed, churn).get(name)

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxdash.ui import data, disclosure
+from cxdash.ui import churnview, data, disclosure
 from cxdash.ui import executive as ex
 from cxdash.ui import executive_charts as charts
 from cxdash.ui.frame import page_guard
@@ -57,8 +57,9 @@ if flagged:
 elif not conflicts.empty:
     st.success("No cohort is in the top quartile of its department's KPI and the bottom quartile of the shared outcome"
                + (f" (cohorts of fewer than {k} customers are not judged here)." if conflicts_k.mask.any() else "."))
-if report.churn_basis != "subscriptions":
-    st.caption(f"Churn basis: {report.churn_basis}. {report.notes.get('churn_rate', '')}")
+churnview.caption()
+if report.period is None:
+    st.info(report.notes.get("period", ""), icon=":material/event_busy:")
 
 for title, rows in ex.card_rows(report):
     st.subheader(title)
@@ -83,6 +84,13 @@ elif report.clv is not None and report.clv.ok:
 st.caption(f"Activation: {report.notes['activation_rate']}")
 disclosure.download("KPIs (CSV)", ex.kpi_csv(report), "shared_kpis.csv", key="executive_dl_kpis",
                     what="shared KPIs", rows=len(ex.CARDS))
+
+splits = ex.churn_splits(report, k)
+if splits is not None:
+    st.subheader("Churn by customer group")
+    st.dataframe(splits, hide_index=True, width="stretch", column_config=ex.SPLIT_COLUMNS)
+    st.caption("Every customer in view, by the groups the customer table carries: a snapshot, as the data has "
+               f"no dates. Groups of fewer than {k or 1} customers are left out.")
 
 st.header("Where departmental KPIs pull against the shared ones")
 if conflicts.empty:
@@ -141,8 +149,8 @@ else:
 st.subheader("Retention by signup cohort")
 matrix = ex.cohorts(view)
 if matrix.empty:
-    st.info("The cohort matrix needs churn dates, which only subscriptions with end dates give; the loaded data "
-            "has none (a churn label has no date).")
+    st.info("The cohort matrix needs churn dates and signup dates; the churn definition in force has no dates "
+            "(a churn flag without a churn date column) or the data has no signups.")
 else:
     matrix_k = disclosure.small_groups(matrix, k, what="signup cohorts", disjoint=True)
     if matrix_k.shown.empty:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxdash.ui import charts, data, formatting
+from cxdash.ui import charts, churnview, data, formatting
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -36,9 +36,10 @@ c3.metric(
     formatting.share(head.churned_customers, head.customers) if head.churn_basis != "none" else None,
     delta_color="off",
     delta_arrow="off",
-    help=formatting.definition("churned_customers") + f" Basis here: {head.churn_basis}.",
+    help=formatting.definition("churned_customers"),
 )
 c4.metric("Revenue", formatting.money(head.revenue), help=formatting.definition("revenue"))
+churnview.caption()
 
 left, right = st.columns([3, 2])
 with left:

@@ -152,11 +152,13 @@ def test_every_default_view_is_stored_after_a_load_and_equals_the_live_computati
 
     store = open_store(small_demo)  # build_demo refreshed the summaries after loading
     try:
+        churn = summaries.effective_churn(store)
+        assert churn == "subscriptions", "the demo company's churn is its subscriptions' ends"
         with store.connect() as conn:
             version = data_version(conn)
             computed: dict = {}
             for name in summaries.VIEWS:
-                params = views.default_params(conn, name, computed)
+                params = views.default_params(conn, name, computed, churn)
                 assert params is not None, f"{name}: the demo company has every part of the default views"
                 found = summaries.lookup(conn, name, version, params)
                 assert found is not summaries.MISSING, f"{name} was not stored with its default parameters"
@@ -244,7 +246,11 @@ def test_a_background_refresh_stores_the_views_and_one_overtaken_by_a_load_store
     with store.connect() as conn:
         version = data_version(conn)
         assert summaries.lookup(conn, "journeys.handoffs", version, {}) is not summaries.MISSING
-        assert summaries.lookup(conn, "executive.cohorts", version, {"filters": {}}) is not summaries.MISSING
+        from cxdash import views
+        from cxdash.kpis import Filters
+
+        cohorts = views.cohorts_params(Filters(), summaries.effective_churn(store))
+        assert summaries.lookup(conn, "executive.cohorts", version, cohorts) is not summaries.MISSING
 
     # A load lands while a refresh computes: what it computed describes data that is gone, so it
     # stores nothing (and its earlier results, of an older version, are never served).

@@ -8,7 +8,7 @@ import time
 import pandas as pd
 import streamlit as st
 
-from cxdash import summaries
+from cxdash import churn, summaries
 from cxdash.config import database_url
 from cxdash.kpis import Headline
 from cxdash.overview import data_version
@@ -73,9 +73,45 @@ def _sources(url: str, version: int) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _headline(url: str, version: int) -> Headline:
+def _headline(url: str, version: int, churn_name: str | None) -> Headline:
     with _store(url).connect() as conn:
-        return summaries.get(conn, "headline", version)
+        return summaries.get(conn, "headline", version, {"churn": churn_name} if churn_name else None)
+
+
+_chosen_churn: dict[str, tuple[float, str | None]] = {}
+
+
+def chosen_churn() -> str | None:
+    """The company's stored churn definition (app state), read at most once a second."""
+    url = database_url()
+    seen = _chosen_churn.get(url)
+    if seen is not None and time.monotonic() - seen[0] < VERSION_REUSE_S:
+        return seen[1]
+    name = churn.chosen_name(store())
+    _chosen_churn[url] = (time.monotonic(), name)
+    return name
+
+
+def forget_churn_choice() -> None:
+    """After the churn definition was chosen in this app: read it afresh on the next run."""
+    _chosen_churn.clear()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _churn_resolution(url: str, version: int, chosen: str | None) -> churn.Resolution:
+    with _store(url).connect() as conn:
+        stored = summaries.get(conn, "churn_candidates", version)
+        return churn.resolve(conn, chosen, [churn.Candidate.from_dict(d) for d in stored])
+
+
+def churn_resolution() -> churn.Resolution:
+    """The churn definition in force, its candidates and how it came to be (chosen or suggested)."""
+    return _churn_resolution(database_url(), version(), chosen_churn())
+
+
+def churn_name() -> str | None:
+    """The name of the churn definition in force (every churn figure on every page follows it)."""
+    return churn_resolution().name
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -119,7 +155,7 @@ def sources() -> pd.DataFrame:
 
 
 def overview_headline() -> Headline:
-    return _headline(database_url(), version())
+    return _headline(database_url(), version(), churn_name())
 
 
 def monthly_activity() -> pd.DataFrame:

@@ -15,6 +15,7 @@ import pandas as pd
 import streamlit as st
 
 from cxdash import kpis, summaries, views
+from cxdash.churn import Definition
 from cxdash.config import database_url
 from cxdash.exporting import safe_csv
 from cxdash.ui import data
@@ -40,6 +41,7 @@ class View:
     filters: kpis.Filters
     repeat_days: int
     horizon_months: int
+    churn: str | None = None  # the churn definition in force (its name, cxdash.churn)
 
     @property
     def period(self) -> kpis.Period:
@@ -47,12 +49,6 @@ class View:
 
 
 # ---------------------------------------------------------------------------------- cached data
-
-
-@st.cache_data(show_spinner=False, max_entries=4)
-def _as_of(url: str, version: int) -> datetime | None:
-    with data._store(url).connect() as conn:  # the headline stored after the load carries it
-        return summaries.get(conn, "headline", version).as_of
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -69,7 +65,8 @@ def _clv(url: str, version: int, end: datetime, horizon: int) -> kpis.ClvForecas
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _report(url: str, version: int, view: View) -> kpis.KpiReport:
-    params = views.report_params(view.first, view.last, view.filters, view.repeat_days, view.horizon_months)
+    params = views.report_params(view.first, view.last, view.filters, view.repeat_days, view.horizon_months,
+                                 view.churn)
     report = data.stored(url, version, "executive.report", params)
     if report is summaries.MISSING:
         period = view.period
@@ -77,24 +74,26 @@ def _report(url: str, version: int, view: View) -> kpis.KpiReport:
         clv_prev = _clv(url, version, period.previous.end, view.horizon_months)
         with data._store(url).connect() as conn:
             report = kpis.kpi_report(
-                conn, period, view.filters, repeat_days=view.repeat_days, clv=clv, clv_previous=clv_prev
+                conn, period, view.filters, repeat_days=view.repeat_days, clv=clv, clv_previous=clv_prev,
+                churn=Definition.parse(view.churn) if view.churn else None,
             )
     return kpis.attach_activation(report, data._store(url))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _trends(url: str, version: int, filters: kpis.Filters, repeat_days: int, months: int) -> pd.DataFrame:
-    return data.view(url, version, "executive.trends", views.trends_params(filters, repeat_days, months))
+def _trends(url: str, version: int, filters: kpis.Filters, repeat_days: int, months: int, churn: str | None
+            ) -> pd.DataFrame:
+    return data.view(url, version, "executive.trends", views.trends_params(filters, repeat_days, months, churn))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _cohorts(url: str, version: int, filters: kpis.Filters) -> pd.DataFrame:
-    return data.view(url, version, "executive.cohorts", views.cohorts_params(filters))
+def _cohorts(url: str, version: int, filters: kpis.Filters, churn: str | None) -> pd.DataFrame:
+    return data.view(url, version, "executive.cohorts", views.cohorts_params(filters, churn))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _conflicts(url: str, version: int, filters: kpis.Filters, repeat_days: int) -> pd.DataFrame:
-    return data.view(url, version, "executive.conflicts", views.conflicts_params(filters, repeat_days))
+def _conflicts(url: str, version: int, filters: kpis.Filters, repeat_days: int, churn: str | None) -> pd.DataFrame:
+    return data.view(url, version, "executive.conflicts", views.conflicts_params(filters, repeat_days, churn))
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -104,7 +103,7 @@ def _holdout(url: str, version: int) -> dict:
 
 
 def as_of() -> datetime | None:
-    return _as_of(database_url(), data.version())
+    return data.overview_headline().as_of  # the headline stored after the load carries it
 
 
 def options() -> dict[str, list[str]]:
@@ -116,15 +115,15 @@ def report(view: View) -> kpis.KpiReport:
 
 
 def trends(view: View, months: int = 12) -> pd.DataFrame:
-    return _trends(database_url(), data.version(), view.filters, view.repeat_days, months)
+    return _trends(database_url(), data.version(), view.filters, view.repeat_days, months, view.churn)
 
 
 def cohorts(view: View) -> pd.DataFrame:
-    return _cohorts(database_url(), data.version(), view.filters)
+    return _cohorts(database_url(), data.version(), view.filters, view.churn)
 
 
 def conflicts(view: View) -> pd.DataFrame:
-    return _conflicts(database_url(), data.version(), view.filters, view.repeat_days)
+    return _conflicts(database_url(), data.version(), view.filters, view.repeat_days, view.churn)
 
 
 def holdout() -> dict:
@@ -172,7 +171,8 @@ def current_view() -> View:
     if last < first:
         first, last = last, first
     filters = kpis.Filters(**{name: tuple(st.session_state.get(key) or ()) for name, key in FILTER_KEYS.items()})
-    return View(first, last, filters, int(st.session_state[KEY_REPEAT_DAYS]), int(st.session_state[KEY_HORIZON]))
+    return View(first, last, filters, int(st.session_state[KEY_REPEAT_DAYS]), int(st.session_state[KEY_HORIZON]),
+                data.churn_name())
 
 
 def share_view(view: View) -> None:
@@ -249,7 +249,8 @@ def card_rows(report: kpis.KpiReport, per_row: int = 4) -> list[tuple[str, list[
 def unanswered(report: kpis.KpiReport) -> str | None:
     """One sentence naming the KPIs the loaded data cannot answer, with the data each one needs."""
     needs = {
-        "churn_rate": "subscriptions or a churn label", "retention_rate": "subscriptions or a churn label",
+        "churn_rate": "a churn label, subscriptions, churn records or dated activity",
+        "retention_rate": "a churn label, subscriptions, churn records or dated activity",
         "revenue_churn_rate": "subscriptions with MRR", "renewal_rate": "subscriptions",
         "net_revenue_retention": "transactions in two periods", "silence_rate": "tickets",
         "contacts_per_active_customer": "tickets", "repeat_contact_rate": "tickets",
@@ -259,9 +260,29 @@ def unanswered(report: kpis.KpiReport) -> str | None:
         "clv_predicted_total": "repeat purchases", "clv_predicted_per_customer": "repeat purchases",
         "active_customers": "dated activity", "customers": "customers",
     }
+    if report.period is None:  # no dates at all: everything over a period needs them
+        needs = {key: "dated data" for key in needs if key not in ("customers", "churn_rate", "retention_rate")} | {
+            key: needs[key] for key in ("churn_rate", "retention_rate")}
     missing = [f"{label} (needs {needs.get(key, 'more data')})" for key, label, _, _ in CARDS
                if report.current.get(key) is None and key != "activation_rate"]
     return "Not answerable from the loaded data: " + "; ".join(missing) + "." if missing else None
+
+
+SPLIT_COLUMNS = {
+    "customers": st.column_config.NumberColumn(format="localized"),
+    "churned": st.column_config.NumberColumn(format="localized"),
+    "churn rate": st.column_config.NumberColumn(format="percent"),
+}
+
+
+def churn_splits(report: kpis.KpiReport, k: int | None) -> pd.DataFrame | None:
+    """Churn per customer group for a snapshot report (no dates), groups under ``k`` customers left
+    out; None when the report has none."""
+    splits = report.splits
+    if splits is None or splits.empty:
+        return None
+    shown = splits[splits["customers"] >= (k or 1)]
+    return shown.rename(columns={"attribute": "group by", "churn_rate": "churn rate"})
 
 
 def number(value: float | None, kind: str) -> str:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pandas as pd
 
 from cxdash.kpis import DEFINITIONS, Headline
+
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$])")
+
+
+def plain(text: str) -> str:
+    """``text`` with every markdown character escaped: names and values from loaded files (a source
+    name, a ticket topic) show as typed, never as a link, an image or emphasis."""
+    return _MARKDOWN.sub(r"\\\1", str(text))
 
 
 def definition(name: str) -> str:
@@ -40,12 +49,12 @@ def age(ts, now: datetime | None = None) -> str:
 
 def overview_sentence(head: Headline, sources: pd.DataFrame) -> str:
     n_sources = len(sources)
-    departments = ", ".join(sorted(sources["department"].dropna().unique()))
+    departments = plain(", ".join(sorted(sources["department"].dropna().unique())))
     as_of = head.as_of.strftime("%d %b %Y") if head.as_of else "n/a"
     churn = (
-        f"**{head.churned_customers:,}** have churned ({head.churn_basis})"
+        f"**{head.churned_customers:,}** have churned ({plain(head.churn_definition or head.churn_basis)})"
         if head.churn_basis != "none"
-        else "churn is unknown (no subscriptions or churn label loaded)"
+        else "churn is unknown (no churn label, subscriptions, churn records or dated activity loaded)"
     )
     return (
         f"**{head.customers:,} customers** joined across **{n_sources} sources** ({departments}); "

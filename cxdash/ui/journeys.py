@@ -140,13 +140,13 @@ def _paths(url: str, version: int, filters: MapFilters, anchor: str, direction: 
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _hotspots(url: str, version: int, repeat_days: int) -> pd.DataFrame:
-    return data.view(url, version, "journeys.hotspots", {"repeat_days": repeat_days})
+def _hotspots(url: str, version: int, repeat_days: int, churn: str | None) -> pd.DataFrame:
+    return data.view(url, version, "journeys.hotspots", views.hotspots_params(repeat_days, churn))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _hotspot_customers(url: str, version: int, hotspot: str, repeat_days: int) -> pd.DataFrame:
-    return data.view(url, version, "journeys.hotspot_customers", views.hotspot_params(hotspot, repeat_days))
+def _hotspot_customers(url: str, version: int, hotspot: str, repeat_days: int, churn: str | None) -> pd.DataFrame:
+    return data.view(url, version, "journeys.hotspot_customers", views.hotspot_params(hotspot, repeat_days, churn))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -161,8 +161,10 @@ def _edge_customers(url: str, version: int, filters: MapFilters, source: str, ta
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _variants(url: str, version: int, filters: MapFilters, max_steps: int, rarest: bool, contains: str) -> pd.DataFrame:
-    return data.view(url, version, "journeys.variants", views.variants_params(filters, max_steps, rarest, contains))
+def _variants(url: str, version: int, filters: MapFilters, max_steps: int, rarest: bool, contains: str,
+              churn: str | None) -> pd.DataFrame:
+    return data.view(url, version, "journeys.variants",
+                     views.variants_params(filters, max_steps, rarest, contains, churn))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -195,11 +197,11 @@ def all_activities(filters: MapFilters) -> list[str]:
 
 
 def hotspot_table(repeat_days: int) -> pd.DataFrame:
-    return _hotspots(*_key(), int(repeat_days))
+    return _hotspots(*_key(), int(repeat_days), data.churn_name())
 
 
 def hotspot_cohort(hotspot: str, repeat_days: int) -> pd.DataFrame:
-    return _hotspot_customers(*_key(), hotspot, int(repeat_days))
+    return _hotspot_customers(*_key(), hotspot, int(repeat_days), data.churn_name())
 
 
 def customer_timeline(cx_id: str) -> pd.DataFrame:
@@ -212,7 +214,7 @@ def edge_cohort(filters: MapFilters, edge: str) -> pd.DataFrame:
 
 
 def variants(filters: MapFilters, max_steps: int, rarest: bool, contains: str) -> pd.DataFrame:
-    return _variants(*_key(), filters, int(max_steps), bool(rarest), contains or "")
+    return _variants(*_key(), filters, int(max_steps), bool(rarest), contains or "", data.churn_name())
 
 
 def funnel(steps: list[str], days: int, by_segment: bool) -> pd.DataFrame:
@@ -232,8 +234,9 @@ def cohort_csv(frame: pd.DataFrame) -> bytes:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _hotspot_outreach(url: str, version: int, hotspot: str, repeat_days: int) -> tuple[pd.DataFrame, int]:
-    cohort = _hotspot_customers(url, version, hotspot, repeat_days)
+def _hotspot_outreach(url: str, version: int, hotspot: str, repeat_days: int, churn: str | None
+                      ) -> tuple[pd.DataFrame, int]:
+    cohort = _hotspot_customers(url, version, hotspot, repeat_days, churn)
     return privacy.keep_consented(cohort, disclosure.consented_set(url, version))
 
 
@@ -246,7 +249,7 @@ def _edge_outreach(url: str, version: int, filters: MapFilters, source: str, tar
 def hotspot_outreach(hotspot: str, repeat_days: int) -> tuple[pd.DataFrame, int]:
     """The hotspot's customers who consented to marketing (what the export holds) and how many
     were left out; cached with the cohort, so a rerun does not filter it again."""
-    return _hotspot_outreach(*_key(), hotspot, int(repeat_days))
+    return _hotspot_outreach(*_key(), hotspot, int(repeat_days), data.churn_name())
 
 
 def edge_outreach(filters: MapFilters, edge: str) -> tuple[pd.DataFrame, int]:

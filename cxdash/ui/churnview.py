@@ -1,0 +1,64 @@
+"""The churn definition on the pages: the caption under every churn figure, and the chooser (ops, admin)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from cxdash import churn, summaries
+from cxdash.ui import data
+from cxdash.ui.formatting import plain
+
+CHOICE_KEY = "health_churn_definition"
+
+
+def caption(where=None) -> churn.Resolution:
+    """Say under a churn figure which definition it follows; when another reading of the loaded data
+    disagrees by more than the threshold, a warning with both figures instead of a caption."""
+    where = where if where is not None else st
+    res = data.churn_resolution()
+    text = plain(res.caption())
+    if res.definition is not None and res.others_disagreeing():
+        where.warning(text, icon=":material/compare_arrows:")
+    elif res.definition is None or not res.chosen:
+        where.info(text, icon=":material/help:")
+    else:
+        where.caption(text)
+    return res
+
+
+def candidates_table(res: churn.Resolution) -> pd.DataFrame:
+    """One row per definition the data supports, with its figures, the one in force marked."""
+    rows = []
+    for c in res.candidates:
+        rows.append({
+            "in force": "●" if c.name == res.name else "",
+            "definition": c.name,
+            "what counts as churn": c.definition.describe(),
+            "customers judged": c.customers,
+            "churned": c.churned,
+            "churn rate": c.rate,
+            "dated": "yes" if c.dated else "no (snapshot)",
+            "note": c.note,
+            "subscription churn": c.extra.get("subscription_churn_rate"),
+        })
+    return pd.DataFrame(rows)
+
+
+TABLE_COLUMNS = {
+    "customers judged": st.column_config.NumberColumn(format="localized"),
+    "churned": st.column_config.NumberColumn(format="localized"),
+    "churn rate": st.column_config.NumberColumn(format="percent"),
+    "subscription churn": st.column_config.NumberColumn(
+        format="percent", help="Subscriptions ended over all subscriptions (subscription churn, not customer churn)"),
+}
+
+
+def choose(name: str, actor: str) -> churn.Resolution:
+    """Store the company's churn definition, then prepare the pages' stored views for it in the
+    background (pages compute live until then)."""
+    store = data.store()
+    res = churn.choose(store, name, actor=actor)
+    data.forget_churn_choice()
+    summaries.refresh_in_background(store, ("headline", *summaries.VIEWS))
+    return res
