@@ -15,6 +15,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash.churn import Definition, churned
 from cxdash.features import INTENT_SIGNALS, data_as_of
 from cxdash.kinds import IDENTITY_FIELDS
 from cxdash.store import KIND_TABLES, customer_keys_table, identity_map_table
@@ -118,6 +119,28 @@ def profile(conn: Connection, cx_id: str, *, mask: bool = True) -> dict:
     except ValueError:
         out["attributes"] = {}
     return out
+
+
+def churn_status(conn: Connection, cx_id: str, definition: Definition | None) -> dict:
+    """Whether the customer has churned under the churn definition in force and when, and every
+    churn or cancellation record on file for them (with its reason), whatever the definition.
+
+    Out: ``definition`` (its name or None), ``churned`` (bool, None when no definition fits the
+    data), ``churned_at`` (None for an undated label), ``records`` (frame ``churned_at, reason,
+    source``, newest first).
+    """
+    im, ch = customer_keys_table, KIND_TABLES["churn"]
+    key = conn.execute(sa.select(im.c.cx_key).where(im.c.cx_id == cx_id)).scalar()
+    rows = conn.execute(
+        sa.select(ch.c.churned_at, ch.c.reason, ch.c.source).where(ch.c.cx_key == key).order_by(ch.c.churned_at.desc())
+    ).fetchall() if key is not None else []
+    records = pd.DataFrame(rows, columns=["churned_at", "reason", "source"])
+    if definition is None or key is None:
+        return {"definition": None, "churned": None, "churned_at": None, "records": records}
+    gone = churned(conn, definition).subquery("gone")
+    hit = conn.execute(sa.select(gone.c.churn_at).where(gone.c.cx_key == key)).first()
+    return {"definition": definition.name, "churned": hit is not None, "churned_at": hit.churn_at if hit else None,
+            "records": records}
 
 
 def customer_timeline(conn: Connection, cx_id: str, *, limit: int = 200) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxdash.ui import disclosure, risk
+from cxdash.ui import churnview, disclosure, risk
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -28,6 +28,7 @@ frame = risk.at_risk_list(
 )
 stats = risk.stats()
 st.markdown(risk.at_risk_sentence(frame, stats))
+churnview.caption()
 
 c1, c2, c3, c4 = st.columns(4, border=True)
 c1.metric("At risk (top 10%)", f"{stats['at_risk']:,}")

@@ -41,6 +41,7 @@ if score:
 else:
     lead = f"Not scored yet. {risk.signal_sentence(c['signals'])}"
 st.markdown(lead)
+st.markdown(risk.churn_sentence(c["churn"]))
 
 c1, c2, c3, c4 = st.columns(4, border=True)
 c1.metric("Churn risk", f"{score['risk']:.0%}" if score else "n/a")

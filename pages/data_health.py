@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxdash.ui import ops, opsview
+from cxdash.ui import auth, churnview, ops, opsview
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -16,6 +16,21 @@ if gov.empty:
     st.stop()
 
 st.markdown(opsview.verdict(gov))
+
+st.subheader("Churn definition")
+res = churnview.caption()
+if res.candidates:
+    st.dataframe(churnview.candidates_table(res), hide_index=True, width="stretch",
+                 column_config=churnview.TABLE_COLUMNS)
+    names = [c.name for c in res.candidates]
+    with st.form("health_churn_form", border=False):
+        left, right = st.columns([3, 1], vertical_alignment="bottom")
+        pick = left.selectbox("The company's churn definition (every page's churn figures follow it)", names,
+                              index=names.index(res.name) if res.name in names else 0, key=churnview.CHOICE_KEY)
+        if right.form_submit_button("Use this definition", type="primary"):
+            chosen = churnview.choose(pick, auth.current_user())
+            st.success(f"Churn now follows {chosen.name}. Pages use it from their next run; their stored views "
+                       "are being prepared in the background.")
 
 c1, c2, c3, c4 = st.columns(4, border=True)
 c1.metric("Sources", len(gov))

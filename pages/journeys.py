@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxdash.ui import disclosure
+from cxdash.ui import churnview, disclosure
 from cxdash.ui import journeys as ju
 from cxdash.ui.frame import page_guard
 
@@ -54,6 +54,7 @@ c3.metric("Activities", f"{len(node_frame):,}")
 c4.metric("Friction hotspots with lift > 1",
           f"{int((spots_k.shown['lift_low'] > 1).sum()) if len(spots) else 0} of {len(spots_k.shown)}",
           help="Hotspots whose 95% confidence interval of churn lift lies above 1.")
+churnview.caption()
 
 st.subheader("Journey map")
 st.caption("Busiest transitions between activities, coloured by department; hover an arrow's middle for "

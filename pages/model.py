@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxdash.ui import risk
+from cxdash.ui import churnview, risk
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -27,6 +27,10 @@ else:
                f"{info['created_at']:%Y-%m-%d %H:%M} on data version {info['data_version']}."
                + (f" Sampled: {m['sample_note']}" if m.get("sample_note") else ""))
 
+    if m.get("churn_definition"):
+        st.caption(risk.model_churn_caption(m))
+    churnview.caption()
+
     left, right = st.columns(2)
     with left:
         st.subheader("What drives churn")
@@ -38,11 +42,12 @@ else:
         st.plotly_chart(risk.candidates_figure(m), width="stretch")
 
 st.subheader("Retrain")
-choices = ["(churn from subscriptions)", *risk.label_choices()]
+choices = ["(the company's churn definition)", *risk.label_choices()]
 with st.form("model_retrain"):
     label = st.selectbox("Label", choices, key=risk.MODEL_LABEL,
-                         help="Churn from subscription end dates (time-based validation), or a label column "
-                              "of your customer table (stratified 5-fold cross-validation).")
+                         help="The company's churn definition (chosen on Data health: dated definitions get "
+                              "time-based validation, an undated label stratified 5-fold cross-validation), or "
+                              "another label column of your customer table.")
     horizon = st.number_input("Horizon (days)", 7, 365, 30, key=risk.MODEL_HORIZON,
                               help="Predict churn within this many days.")
     go = st.form_submit_button("Train a new version", type="primary")

@@ -11,12 +11,13 @@ import streamlit as st
 
 from cxdash import activation, card
 from cxdash import model as churn
+from cxdash.churn import Definition
 from cxdash.config import database_url
 from cxdash.features import AGE_CAP_DAYS, data_as_of
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
-from cxdash.ui.formatting import money
+from cxdash.ui.formatting import money, plain
 
 # session-state keys, prefixed by page
 AT_RISK_DEPARTMENTS = "at_risk_departments"
@@ -109,6 +110,11 @@ def train(*, label_column: str | None, horizon_days: float) -> churn.ChurnModel:
 
 
 # ----------------------------------------------------------------------------- model page
+def model_churn_caption(metrics: dict) -> str:
+    return (f"Its labels follow the churn definition {plain(metrics['churn_definition'])} "
+            f"({plain(metrics.get('churn_definition_text', ''))}), as it stood when it was trained.")
+
+
 def model_sentence(info: dict) -> str:
     m = info["metrics"]
     how = ("time-based validation on later cutoffs" if m.get("validation") == "time_based"
@@ -263,11 +269,13 @@ def example_customer() -> str | None:
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _card(url: str, version: int, model_version: int, cx_id: str) -> dict:
+def _card(url: str, version: int, model_version: int, cx_id: str, churn_name: str | None) -> dict:
     store = data.store()
     with store.connect() as conn:
         now = data_as_of(conn)
+        definition = Definition.parse(churn_name) if churn_name else None
         out = {
+            "churn": card.churn_status(conn, cx_id, definition),
             "now": now,
             "profile": card.profile(conn, cx_id),
             "timeline": card.customer_timeline(conn, cx_id, limit=200),
@@ -280,7 +288,25 @@ def _card(url: str, version: int, model_version: int, cx_id: str) -> dict:
 
 
 def customer_card(cx_id: str) -> dict:
-    return _card(database_url(), data.version(), _newest_version(), cx_id)
+    return _card(database_url(), data.version(), _newest_version(), cx_id, data.churn_name())
+
+
+def churn_sentence(status: dict) -> str:
+    """The customer's churn status under the company's definition, and what their churn records say."""
+    records = status["records"]
+    said = ""
+    if not records.empty:
+        latest = records.iloc[0]
+        when = "" if pd.isna(latest["churned_at"]) else f" on {pd.Timestamp(latest['churned_at']):%d %b %Y}"
+        reason = f", reason: {plain(str(latest['reason']))}" if pd.notna(latest["reason"]) else ""
+        said = f" A churn record says they left{when}{reason}."
+    if status["churned"] is None:
+        return "Whether this customer has churned is unknown: no churn definition fits the loaded data." + said
+    if status["churned"]:
+        when = (f" on {pd.Timestamp(status['churned_at']):%d %b %Y}" if status["churned_at"] is not None
+                and not pd.isna(status["churned_at"]) else "")
+        return f"**Churned{when}** under the company's definition ({plain(status['definition'])})." + said
+    return f"Still a customer under the company's definition ({plain(status['definition'])})." + said
 
 
 def signals_table(signals: pd.DataFrame) -> pd.DataFrame:

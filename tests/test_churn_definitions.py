@@ -1,0 +1,254 @@
+"""Churn is a definition the company chooses: every reading the data supports is offered with its
+figures, one is suggested, the choice is stored and every churn figure follows it.
+
+The SaaS company (tests/saas_company.py) is the export that once showed "0.0% churn" while the
+accounts' own flag said 22%: its subscriptions never close an account's last row. Expected
+figures are computed here from the generated frames with pandas, not read from cxdash.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from cxdash import audit, churn, kpis
+from cxdash.cli import main
+from cxdash.store import open_store
+from tests import saas_company
+
+
+@pytest.fixture(scope="module")
+def saas(tmp_path_factory):
+    """The SaaS company loaded through the CLI, file by file, with the mappings its ops person wrote."""
+    root = tmp_path_factory.mktemp("saas")
+    company = saas_company.build()
+    files = company.write(root / "exports")
+    url = f"duckdb:///{root / 'saas.duckdb'}"
+    for name, mapping in saas_company.MAPPINGS.items():
+        mapping_path = root / f"{name}.json"
+        mapping_path.write_text(json.dumps(mapping))
+        code = main(["--db", url, "ingest", str(files[name]), "--source", name, "--kind", mapping["kind"],
+                     "--mapping", str(mapping_path)])
+        assert code == 0, name
+    return {"url": url, "company": company, "root": root}
+
+
+def _json_out(capsys, argv) -> dict:
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _expected_events_churn(company) -> pd.Series:
+    """Per account, the date of its latest churn event (the events definition's churn date)."""
+    ev = company.churn_events
+    return pd.to_datetime(ev["churn_date"]).groupby(ev["account_id"]).max()
+
+
+def test_every_definition_the_saas_export_supports_is_offered_with_its_own_figures(saas, capsys):
+    company = saas["company"]
+    out = _json_out(capsys, ["--db", saas["url"], "churn", "--json"])
+    by_name = {c["name"]: c for c in out["candidates"]}
+    assert set(by_name) == {"label:accounts", "subscriptions", "events:churn_events"}
+
+    flag = company.accounts["churn_flag"] == "True"
+    label = by_name["label:accounts"]
+    assert (label["basis"], label["customers"], label["churned"]) == ("label", len(company.accounts), int(flag.sum()))
+    assert label["rate"] == pytest.approx(0.22) and label["dated"] is False
+
+    subs = company.subscriptions
+    last_open = subs.groupby("account_id")["end_date"].apply(lambda s: s.isna().any())
+    sub = by_name["subscriptions"]
+    assert sub["customers"] == subs["account_id"].nunique()
+    assert sub["churned"] == int((~last_open).sum()) == 0  # every account keeps an open subscription
+    assert sub["subscription_churn_rate"] == pytest.approx(subs["end_date"].notna().mean(), abs=1e-6)  # JSON: 6 places
+    assert sub["subscriptions"] == len(subs)
+
+    events = by_name["events:churn_events"]
+    churned = _expected_events_churn(company)
+    assert (events["basis"], events["customers"], events["churned"]) == ("events", len(company.accounts), len(churned))
+    assert events["rate"] == pytest.approx(len(churned) / len(company.accounts))
+    assert events["dated"] is True
+
+    # Suggested: the company's own churn records; never the definition that finds nobody.
+    assert out["definition"] == "events:churn_events" and out["chosen"] is False
+    # Subscriptions disagree with it by 24 points (the label by 2, within the 5-point threshold).
+    assert out["disagreeing"] == ["subscriptions"]
+
+
+def test_the_kpis_follow_the_suggested_dated_definition_over_the_period(saas, capsys):
+    company = saas["company"]
+    report = _json_out(capsys, ["--db", saas["url"], "kpis", "--json"])
+    assert report["churn_definition"] == "events:churn_events"
+    # The 90 days up to the data's last day, computed from the exports.
+    p_end = company.as_of.normalize() + pd.Timedelta(days=1)
+    p_start = p_end - pd.Timedelta(days=90)
+    signup = pd.to_datetime(company.accounts.set_index("account_id")["signup_date"])
+    churn_at = _expected_events_churn(company).reindex(signup.index)
+    at_start = (signup < p_start) & (churn_at.isna() | (churn_at >= p_start))
+    churned_in = at_start & churn_at.notna() & (churn_at < p_end)
+    assert churned_in.sum() > 0, "the test world should have churn in the period"
+    assert report["customers_at_start"] == int(at_start.sum())
+    assert report["churned_in_period"] == int(churned_in.sum())
+    assert report["churn_rate"] == pytest.approx(churned_in.sum() / at_start.sum())
+
+
+def test_choosing_the_label_is_stored_audited_and_moves_every_churn_figure(saas, capsys, tmp_path):
+    import shutil
+
+    # a copy: the choice must not leak into the other tests of this module
+    src = saas["url"].removeprefix("duckdb:///")
+    path = tmp_path / "chosen.duckdb"
+    shutil.copy(src, path)
+    url = f"duckdb:///{path}"
+    flag = saas["company"].accounts["churn_flag"] == "True"
+
+    out = _json_out(capsys, ["--db", url, "churn", "--use", "label:accounts", "--json"])
+    assert out["definition"] == "label:accounts" and out["chosen"] is True
+    store = open_store(url)
+    try:
+        assert churn.chosen_name(store) == "label:accounts"
+        entry = audit.recent(store, action="churn_definition")
+        assert len(entry) == 1 and json.loads(entry["detail"].iloc[0]) == {"from": None, "to": "label:accounts"}
+
+        report = _json_out(capsys, ["--db", url, "kpis", "--json"])
+        assert report["churn_definition"] == "label:accounts"
+        assert report["churn_rate"] == pytest.approx(flag.mean())  # a snapshot: the labelled share
+        assert report["previous"]["churn_rate"] is None  # an undated label has no previous period
+
+        from cxdash import summaries
+        from cxdash.overview import data_version
+
+        with store.connect() as conn:  # the headline stored by `churn --use` follows the choice
+            stored = summaries.lookup(conn, "headline", data_version(conn), {"churn": "label:accounts"})
+            res = churn.resolve(conn, churn.chosen_name(store))
+        assert stored is not summaries.MISSING
+        assert stored.churned_customers == int(flag.sum()) and stored.churn_definition == "label:accounts"
+        caption = res.caption()
+        # label 22% against subscriptions 0%: both figures beside the number
+        assert "22.0% (44 of 200 customers)" in caption and "subscriptions: 0.0% (0 of 200 customers)" in caption
+    finally:
+        store.dispose()
+
+
+def test_a_definition_the_data_does_not_support_is_refused_and_nothing_changes(saas, capsys):
+    capsys.readouterr()
+    assert main(["--db", saas["url"], "churn", "--use", "label:billing"]) == 1
+    err = capsys.readouterr().err
+    assert "does not support churn definition 'label:billing'" in err
+    assert "label:accounts" in err and "events:churn_events" in err  # the candidates, named
+    assert main(["--db", saas["url"], "churn", "--use", "churned please"]) == 1
+    assert "label:SOURCE, subscriptions, events:SOURCE or inactivity:DAYS" in capsys.readouterr().err
+    store = open_store(saas["url"])
+    try:
+        assert churn.chosen_name(store) is None
+        assert audit.recent(store, action="churn_definition").empty
+    finally:
+        store.dispose()
+
+
+def test_hotspots_and_outcomes_read_the_definition_in_force(saas):
+    from cxdash import journeys
+
+    company = saas["company"]
+    store = open_store(saas["url"])
+    try:
+        with store.connect() as conn:
+            out = journeys.customer_outcomes(conn, churn=churn.Definition.parse("events:churn_events"))
+            import sqlalchemy as sa
+
+            rows = pd.DataFrame(conn.execute(sa.select(out.c.case_id, out.c.churned, out.c.churned_at)).fetchall(),
+                                columns=["case_id", "churned", "churned_at"])
+            label = journeys.customer_outcomes(conn, churn=churn.Definition.parse("label:accounts"))
+            n_label = conn.execute(sa.select(sa.func.count()).select_from(label).where(label.c.churned.is_(True))).scalar()
+    finally:
+        store.dispose()
+    expected = _expected_events_churn(company)
+    assert int(rows["churned"].sum()) == len(expected)
+    got = rows[rows["churned"]].set_index("case_id")["churned_at"]
+    assert sorted(pd.to_datetime(got).dt.normalize()) == sorted(expected.dt.normalize())
+    assert n_label == int((company.accounts["churn_flag"] == "True").sum())
+
+
+def test_the_card_says_whether_the_customer_left_and_what_their_churn_record_says(saas):
+    from cxdash import card
+
+    company = saas["company"]
+    ev = company.churn_events.iloc[0]
+    store = open_store(saas["url"])
+    try:
+        with store.connect() as conn:
+            import sqlalchemy as sa
+
+            from cxdash.store import KIND_TABLES, customer_keys_table
+
+            crm, im = KIND_TABLES["customers"], customer_keys_table
+            cx_id = conn.execute(sa.select(im.c.cx_id).select_from(crm.join(im, im.c.cx_key == crm.c.cx_key))
+                                 .where(crm.c.customer_id == ev["account_id"])).scalar()
+            status = card.churn_status(conn, cx_id, churn.Definition.parse("events:churn_events"))
+            label_status = card.churn_status(conn, cx_id, churn.Definition.parse("label:accounts"))
+    finally:
+        store.dispose()
+    assert status["churned"] is True and status["definition"] == "events:churn_events"
+    assert pd.Timestamp(status["churned_at"]).normalize() == pd.Timestamp(ev["churn_date"])
+    assert status["records"]["reason"].tolist()[0] == ev["reason_code"]
+    flagged = company.accounts.set_index("account_id").at[ev["account_id"], "churn_flag"] == "True"
+    assert label_status["churned"] is flagged and label_status["churned_at"] is None  # the label has no date
+
+
+def test_a_label_model_trains_when_the_label_is_chosen(saas, tmp_path, capsys):
+    import shutil
+
+    from cxdash.model import train
+
+    path = tmp_path / "model.duckdb"
+    shutil.copy(saas["url"].removeprefix("duckdb:///"), path)
+    url = f"duckdb:///{path}"
+    assert main(["--db", url, "churn", "--use", "label:accounts"]) == 0
+    store = open_store(url)
+    try:
+        model = train(store)
+    finally:
+        store.dispose()
+    assert model.kind == "labelled" and model.churn_definition == "label:accounts"
+    assert model.metrics["churn_definition"] == "label:accounts"
+    assert model.metrics["base_rate"] == pytest.approx(0.22, abs=0.01)
+
+
+def test_a_retailer_without_labels_or_subscriptions_gets_inactivity_with_a_window_from_its_purchase_gaps(
+        public_data, tmp_path):
+    from cxdash.ingest import ingest_file
+    from cxdash.mapping import Mapping
+    from tests.test_executive_page import RETAIL_MAPPING
+
+    store = open_store(f"duckdb:///{tmp_path / 'retail.duckdb'}")
+    try:
+        ingest_file(store, public_data / "online_retail" / "online_retail_sample.csv", source="shop",
+                    mapping=Mapping.from_dict(RETAIL_MAPPING), reject_invalid=True)
+        with store.connect() as conn:
+            cands = churn.candidates(conn)
+            headline = kpis.headline(conn)
+    finally:
+        store.dispose()
+    assert [c.definition.basis for c in cands] == ["inactivity"]
+    # the window: 90th percentile of gaps between a customer's consecutive purchase days, rounded up
+    raw = pd.read_csv(public_data / "online_retail" / "online_retail_sample.csv", dtype=str)
+    raw = raw[raw["CustomerID"].notna()]
+    qty = pd.to_numeric(raw["Quantity"], errors="coerce")
+    price = pd.to_numeric(raw["UnitPrice"], errors="coerce")
+    raw = raw[qty.notna() & price.notna() & (price >= 0)]
+    days = pd.to_datetime(raw["InvoiceDate"], format="mixed", dayfirst=False).dt.normalize()
+    per = pd.DataFrame({"c": raw["CustomerID"], "d": days}).drop_duplicates().sort_values(["c", "d"])
+    gaps = per.groupby("c")["d"].diff().dt.days.dropna()
+    p90 = gaps.quantile(0.9)
+    window = next(s for s in (30, 60, 90, 120, 180, 270, 365, 540, 730) if p90 <= s)
+    assert cands[0].definition.days == window
+    assert headline.churn_definition == f"inactivity:{window}"
+    # churned: customers whose last activity is more than the window before the data's end
+    last = per.groupby("c")["d"].max()
+    end = pd.to_datetime(raw["InvoiceDate"], format="mixed").max()
+    expected = int((last + pd.Timedelta(days=window) <= end).sum())
+    assert abs(cands[0].churned - expected) <= max(2, expected // 100)  # timestamps vs days at the boundary
+    assert cands[0].customers == last.size
