@@ -17,7 +17,17 @@ if gov.empty:
 
 st.markdown(opsview.verdict(gov))
 
+c1, c2, c3, c4 = st.columns(4, border=True)
+c1.metric("Sources", len(gov))
+c2.metric("Rows passing validation (last loads)", opsview.pct(opsview.weighted_quality(gov)))
+c3.metric("Rows linked to a CRM customer", opsview.pct(opsview.weighted_stitch(gov)))
+c4.metric("Slowest activation (p95)", opsview.hours(gov["latency_p95_hours"].max()))
+
+st.subheader("Sources")
+st.dataframe(opsview.governance_table(gov), hide_index=True, width="stretch", column_config=opsview.GOVERNANCE_COLUMNS)
+
 st.subheader("Churn definition")
+churnview.flash()
 res = churnview.caption()
 if res.candidates:
     st.dataframe(churnview.candidates_table(res), hide_index=True, width="stretch",
@@ -28,18 +38,8 @@ if res.candidates:
         pick = left.selectbox("The company's churn definition (every page's churn figures follow it)", names,
                               index=names.index(res.name) if res.name in names else 0, key=churnview.CHOICE_KEY)
         if right.form_submit_button("Use this definition", type="primary"):
-            chosen = churnview.choose(pick, auth.current_user())
-            st.success(f"Churn now follows {chosen.name}. Pages use it from their next run; their stored views "
-                       "are being prepared in the background.")
-
-c1, c2, c3, c4 = st.columns(4, border=True)
-c1.metric("Sources", len(gov))
-c2.metric("Rows passing validation (last loads)", opsview.pct(opsview.weighted_quality(gov)))
-c3.metric("Rows linked to a CRM customer", opsview.pct(opsview.weighted_stitch(gov)))
-c4.metric("Slowest activation (p95)", opsview.hours(gov["latency_p95_hours"].max()))
-
-st.subheader("Sources")
-st.dataframe(opsview.governance_table(gov), hide_index=True, width="stretch", column_config=opsview.GOVERNANCE_COLUMNS)
+            churnview.choose(pick, auth.current_user())
+            st.rerun()
 
 left, right = st.columns(2)
 with left:

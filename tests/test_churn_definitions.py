@@ -252,3 +252,33 @@ def test_a_retailer_without_labels_or_subscriptions_gets_inactivity_with_a_windo
     expected = int((last + pd.Timedelta(days=window) <= end).sum())
     assert abs(cands[0].churned - expected) <= max(2, expected // 100)  # timestamps vs days at the boundary
     assert cands[0].customers == last.size
+
+
+def test_a_customer_table_without_dates_gets_snapshot_kpis_and_churn_by_group(public_data, tmp_path):
+    from cxdash.ingest import ingest_file
+    from cxdash.mapping import Mapping
+    from tests.test_churn_browser import TELCO
+
+    csv = public_data / "telco_churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv"
+    store = open_store(f"duckdb:///{tmp_path / 'telco.duckdb'}")
+    try:
+        ingest_file(store, csv, source="crm", mapping=Mapping.from_dict(TELCO))
+        with store.connect() as conn:
+            report = kpis.kpi_report(conn, None)
+            splits = kpis.snapshot_splits(conn)
+    finally:
+        store.dispose()
+    raw = pd.read_csv(csv)
+    gone = raw["Churn"] == "Yes"
+    assert report.period is None and report.churn_definition == "label:crm" and not report.churn_dated
+    assert report.current["customers"] == 7043
+    assert round(report.current["churn_rate"], 4) == 0.2654
+    assert report.current["churned_in_period"] == int(gone.sum())
+    assert report.current["silence_rate"] is None and "need dated data" in report.notes["period"]
+    for attribute, column in (("plan", "Contract"), ("segment", "InternetService")):
+        got = splits[splits["attribute"] == attribute].set_index("value")
+        expected = gone.groupby(raw[column]).agg(["size", "sum"])
+        assert sorted(got.index) == sorted(expected.index)
+        for value, row in expected.iterrows():
+            assert (got.at[value, "customers"], got.at[value, "churned"]) == (row["size"], row["sum"])
+            assert got.at[value, "churn_rate"] == pytest.approx(row["sum"] / row["size"])

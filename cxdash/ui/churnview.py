@@ -10,6 +10,7 @@ from cxdash.ui import data
 from cxdash.ui.formatting import plain
 
 CHOICE_KEY = "health_churn_definition"
+DONE_KEY = "health_churn_done"
 
 
 def caption(where=None) -> churn.Resolution:
@@ -61,4 +62,13 @@ def choose(name: str, actor: str) -> churn.Resolution:
     res = churn.choose(store, name, actor=actor)
     data.forget_churn_choice()
     summaries.refresh_in_background(store, ("headline", *summaries.VIEWS))
+    st.session_state[DONE_KEY] = res.name
     return res
+
+
+def flash() -> None:
+    """After a choice (and the rerun that shows it): say once what changed."""
+    name = st.session_state.pop(DONE_KEY, None)
+    if name:
+        st.success(plain(f"Churn now follows {name}. Every page uses it from now on; their stored views are being "
+                         "prepared in the background."), icon=":material/check_circle:")

@@ -68,7 +68,11 @@ def _report(url: str, version: int, view: View) -> kpis.KpiReport:
     params = views.report_params(view.first, view.last, view.filters, view.repeat_days, view.horizon_months,
                                  view.churn)
     report = data.stored(url, version, "executive.report", params)
-    if report is summaries.MISSING:
+    if report is summaries.MISSING and as_of() is None:  # no dates at all: the snapshot report, not a period
+        with data._store(url).connect() as conn:
+            report = kpis.kpi_report(conn, None, view.filters, repeat_days=view.repeat_days, with_clv=False,
+                                     churn=Definition.parse(view.churn) if view.churn else None)
+    elif report is summaries.MISSING:
         period = view.period
         clv = _clv(url, version, period.end, view.horizon_months)
         clv_prev = _clv(url, version, period.previous.end, view.horizon_months)
@@ -377,15 +381,22 @@ def csv(frame: pd.DataFrame, index: bool = False) -> bytes:
 
 
 def lead_sentence(report: kpis.KpiReport) -> str:
-    if report.period is None:
-        return "No dated activity is loaded, so there is no period to report on."
     cur = report.current
+    if report.period is None:
+        n = cur.get("customers")
+        if not n:
+            return "No dated activity is loaded, so there is no period to report on."
+        head = f"The loaded data has no dates, so this is a snapshot of all **{n:,} customers** ({report.filters.describe()})"
+        if cur.get("churn_rate") is None:
+            return head + "; churn is unknown."
+        return (head + f": **{cur['churned_in_period']:,}** have churned, **{number(cur['churn_rate'], 'share')}**, "
+                f"and **{number(cur['retention_rate'], 'share')}** are kept.")
     if report.as_of is None:
         parts = [f"The loaded data has no dates, so only snapshot KPIs can be shown ({report.filters.describe()}):"]
     else:
         parts = [f"**{report.period.label()}**, {report.filters.describe()}:"]
     if cur.get("retention_rate") is not None:
-        basis = "" if report.churn_basis == "subscriptions" else " (from the churn label, a snapshot)"
+        basis = "" if report.churn_dated else " (from an undated churn label, a snapshot)"
         parts.append(f"**{number(cur['retention_rate'], 'share')}** of customers kept{basis}")
     if cur.get("silence_rate") is not None:
         parts.append(f"**{number(cur['silence_rate'], 'share')}** of active customers never had to contact us")

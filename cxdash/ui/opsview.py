@@ -73,7 +73,7 @@ def verdict(gov: pd.DataFrame) -> str:
     found = problems(gov)
     if not found:
         return f"All {len(gov)} sources are clean, fresh and linked to customers."
-    head = f"{len(found)} thing{'s' if len(found) != 1 else ''} need attention: "
+    head = f"{len(found)} thing{'s need' if len(found) != 1 else ' needs'} attention: "
     return head + "; ".join(found[:4]) + ("; ..." if len(found) > 4 else ".")
 
 
