@@ -95,7 +95,7 @@ def _norm(name: str) -> str:
 _SYNONYMS: dict[str, tuple[str, ...]] = {
     "customer_id": (r"customer_?id", r"cust(omer)?_?(no|num|number|key|ref)", r"client_?id", r"user_?id",
                     r"contact_?id", r"member_?id", r"case_concept_name_customer", r"account$",
-                    r"^caller(_id)?$", r"^requester(_id)?$", r"^customer$"),
+                    r"^caller(_id)?$", r"^requester(_id)?$", r"^customer$", r"^account_?(id|no|number)$"),
     "account_id": (r"(billing_)?account_?(no|num|number|id|ref)?$", r"acct_?(no|id)?"),
     "email": (r"e_?mail", r"email_?address", r"requester_email", r"contact_email", r"user_email"),
     "phone": (r"phone(_?(no|num|number))?$", r"^mobile", r"^tel(ephone)?", r"msisdn"),
@@ -239,6 +239,8 @@ def suggest_mapping(kind: str | SourceKind, header: list[str], sample: pd.DataFr
             for col, n in normed.items():
                 if col in taken or n == "id":
                     continue
+                if f.name == "customer_id" and pat.startswith("^account") and "account_id" in kind.field_names:
+                    continue  # the kind has an account_id field of its own for this column
                 if re.search(pat, n) and _values_fit(f, values(col), col):
                     found = col
                     break
