@@ -265,16 +265,6 @@ def suggest_mapping(kind: str | SourceKind, header: list[str], sample: pd.DataFr
                         columns[f.name] = col
                         taken.add(col)
                         break
-    # A process log's case is often its only key (pm4py's case:concept:name): it stands for the
-    # customer too, so the file can be loaded; the mapping shows it and can be changed. A web
-    # session is never taken for a customer.
-    if (
-        kind.identity_fields
-        and not any(f in columns for f in kind.identity_fields)
-        and "customer_id" in kind.field_names
-        and "case" in normed.get(columns.get("case_id", ""), "")
-    ):
-        columns["customer_id"] = columns["case_id"]
     return Mapping(kind.name, columns)
 
 

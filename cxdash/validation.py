@@ -341,7 +341,7 @@ def _describe_date_format(fmt: str) -> str:
     return f"{order}-first ({fmt})" if order else fmt
 
 
-_ZONED = re.compile(r"(Z|[+\-]\d{2}:?\d{2}|\s(?:UTC|GMT))$", re.IGNORECASE)
+_ZONED = re.compile(r"(?:Z|[+\-]\d{2}:?\d{2}|\s(?:UTC|GMT))$", re.IGNORECASE)
 
 
 def _date_note(name: str, fmt: str, values: pd.Series, alternatives: list[str] | None = None) -> str:

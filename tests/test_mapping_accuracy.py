@@ -64,6 +64,8 @@ CASES = [
          {"customer_id": "ID"}, ("customer_id",)),
     Case("CDNOW summary with transactions (lifetimes)", "public:cdnow/cdnow_customers_summary_with_transactions.csv",
          "customers", {"customer_id": "ID"}, ("customer_id",)),
+    # A person maps the case as the customer to load this log; auto-mapping does not guess that
+    # (a case is not always a customer: tests/test_public_files.py wants such a log refused).
     Case("pm4py running example (CSV)", "public:pm4py_running_example/running-example.csv", "events",
          {"timestamp": "time:timestamp", "activity": ("concept:name", "Activity"), "case_id": "case:concept:name",
           "customer_id": "case:concept:name", "department": ("org:resource", "Resource")},
