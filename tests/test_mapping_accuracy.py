@@ -20,7 +20,7 @@ import pytest
 from cxdash.kinds import IDENTITY_FIELDS
 from cxdash.mapping import suggest_mapping
 from cxdash.readers import iter_chunks, read_header, sniff_format
-from tests.conftest import FIXTURES, PUBLIC
+from tests.conftest import FIXTURES, PUBLIC, REPO
 
 EXPORTS = FIXTURES / "exports"
 IDENTITY = "(customer identifier)"
@@ -199,3 +199,6 @@ def test_overall_share_of_fields_mapped_right_is_at_least_ninety_percent_and_the
     lines.append("Not scored: " + "; ".join(f"`{p}` ({why})" for p, why in NOT_SCORED.items()) + ".")
     (artifacts / "mapping_accuracy.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert share >= 0.9, "\n".join(lines)
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    stale = [line for line in lines if line and line not in readme]
+    assert not stale, f"README's 'How well auto-mapping does' table differs from the measured one: {stale}"
