@@ -409,7 +409,7 @@ def ingest_file(
         formats = detect_formats(kind_def, canonical_sample)
         if formats.ambiguous:  # day-first vs month-first: settled on every value of the column
             whole = read_columns(path, fmt, sorted({mapping.columns[f] for f in formats.ambiguous}))
-            refine_dates(kind_def, formats, {f: whole[mapping.columns[f]] for f in formats.ambiguous})
+            refine_dates(formats, {f: whole[mapping.columns[f]] for f in formats.ambiguous})
     mapping.formats = formats.to_dict()
     result = IngestResult(source, mapping.kind, name, fmt.describe(), mapping)
     result.notes = [f"read as {fmt.describe()}", *formats.notes]

@@ -92,8 +92,14 @@ class Formats:
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Formats:
+        """Formats saved with a mapping; their notes say they are the saved ones."""
         d = d or {}
-        return cls(dict(d.get("dates", {})), dict(d.get("decimal", {})), currency=dict(d.get("currency", {})))
+        out = cls(dict(d.get("dates", {})), dict(d.get("decimal", {})), currency=dict(d.get("currency", {})))
+        saved = " (as saved with the mapping)"
+        out.notes = [f"{k}: dates read as {_describe_date_format(v)}{saved}" for k, v in out.dates.items()]
+        out.notes += [f"{k}: numbers use a decimal comma{saved}" for k, v in out.decimal.items() if v == ","]
+        out.notes += [f"{k}: amounts were in {v} when the mapping was saved" for k, v in out.currency.items()]
+        return out
 
 
 # ---------------------------------------------------------------- parsers (one definition each)
@@ -157,7 +163,7 @@ _RELATIVE_DATE_WORDS = ("now", "today", "yesterday", "tomorrow")
 # Currency signs and the ISO 4217 codes exports commonly write beside an amount. A "$" alone does
 # not say which dollar: it is read as USD and the load notes say so.
 _CURRENCY_SIGNS = {"$": "USD", "US$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY", "₹": "INR", "₩": "KRW", "R$": "BRL",
-                   "CHF": "CHF", "kr": "SEK", "zł": "PLN"}
+                   "CHF": "CHF", "zł": "PLN"}
 _CURRENCY_CODES = frozenset(
     ["USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "NZD", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF", "INR", "CNY", "HKD", "SGD", "ZAR", "BRL", "MXN", "KRW", "TRY", "ILS", "AED", "SAR", "RUB"]
 )
@@ -228,12 +234,15 @@ def parse_money(s: pd.Series, decimal: str = ".") -> tuple[pd.Series, pd.Series]
         plain = pc.and_(plain, pc.invert(pc.match_substring(arr, ".")))
     plain = plain.fill_null(False)
     n_plain = pc.sum(plain).as_py() or 0
+    mask = np.zeros(len(s), dtype=bool)
     if n_plain:
-        values = pc.cast(pc.utf8_trim_whitespace(pc.filter(arr, plain)), pyarrow.float64())
-        mask = np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool)
-        out.iloc[np.flatnonzero(mask)] = values.to_numpy(zero_copy_only=False)
-    else:
-        mask = np.zeros(len(s), dtype=bool)
+        try:
+            values = pc.cast(pc.utf8_trim_whitespace(pc.filter(arr, plain)), pyarrow.float64())
+        except pyarrow.ArrowInvalid:  # a value Arrow declines goes the slow way with the rest
+            values = None
+        if values is not None:
+            mask = np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool)
+            out.iloc[np.flatnonzero(mask)] = values.to_numpy(zero_copy_only=False)
     rest = ~mask & np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
     if rest.any():
         idx = np.flatnonzero(rest)
@@ -351,8 +360,13 @@ def _date_note(name: str, fmt: str, values: pd.Series, alternatives: list[str] |
         note += "; times written with Z, an offset (+02:00) or UTC are converted to UTC (stored without a zone)"
     if alternatives:
         other = next(a for a in alternatives if a != fmt)
-        example = values.dropna().iloc[0]
-        one, two = parse_datetime(pd.Series([example]), fmt).iloc[0], parse_datetime(pd.Series([example]), other).iloc[0]
+        text = values.dropna().astype("string").head(1000)
+        first, second = parse_datetime(text, fmt), parse_datetime(text, other)
+        differ = (first != second).fillna(False).to_numpy()
+        if not differ.any():  # every day equals its month: both readings give the same dates
+            return note
+        i = int(np.flatnonzero(differ)[0])
+        example, one, two = text.iloc[i], first.iloc[i], second.iloc[i]
         note += (
             f". AMBIGUOUS: every value of the column reads both day-first and month-first ({fmt} and {other}); "
             f"read as {_order(fmt)}-first, so {example} is {one:%d %B %Y}, not {two:%d %B %Y}. If that is wrong, "
@@ -367,11 +381,13 @@ def _prefer_sibling_order(formats: Formats) -> None:
     if len(known) != 1:
         return
     order = known.pop()
+    sibling = next(f for f, fmt in formats.dates.items() if f not in formats.ambiguous and _order(fmt) == order)
     for name, alternatives in formats.ambiguous.items():
         formats.dates[name] = next((a for a in alternatives if _order(a) == order), formats.dates[name])
+        formats.notes.append(f"{name}: day/month order taken from {sibling}, whose dates read only {order}-first")
 
 
-def refine_dates(kind: SourceKind, formats: Formats, columns: dict[str, pd.Series]) -> Formats:
+def refine_dates(formats: Formats, columns: dict[str, pd.Series]) -> Formats:
     """Settle day-first vs month-first on the whole column: ``columns`` holds every value of the
     ambiguous date fields (``formats.ambiguous``). A column where some value reads only one way
     takes that way; a column where every value reads both ways keeps the default and its note

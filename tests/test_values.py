@@ -5,6 +5,8 @@ plain pandas in each test; every refused file leaves the store empty."""
 
 from __future__ import annotations
 
+import io
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -225,3 +227,33 @@ def test_a_file_without_line_breaks_in_values_numbers_lines_as_records_plus_one(
     assert n == 5000 and lines.breaks == 0
     assert lines.lines([0, 4999]).tolist() == [2, 5001]
     assert read_header(p) == ["a", "b"]
+
+
+def test_an_ambiguous_date_column_follows_the_order_of_the_files_other_date_column(duck, tmp_path):
+    text = ("ticket_id,email,opened_at,closed_at\n"
+            "T1,a@x.org,03/04/2024,13/04/2024\n"  # closed_at reads only day-first (13 is no month)
+            "T2,b@x.org,05/06/2024,07/06/2024\n")
+    result = ingest_file(duck, _write(tmp_path, "t.csv", text), source="desk", kind="tickets")
+    assert any("opened_at: day/month order taken from closed_at" in n for n in result.notes), result.notes
+    assert [str(t)[:10] for t in _rows(duck, "tickets")["opened_at"]] == ["2024-04-03", "2024-06-05"]
+
+
+def test_a_second_load_with_the_saved_mapping_says_which_saved_formats_it_used(duck, tmp_path):
+    p = _write(tmp_path, "orders.csv", "order_id;customer_id;order_date;amount\nO1;C1;31.01.2024;1.234,56\n")
+    ingest_file(duck, p, source="eu", kind="transactions")
+    again = ingest_file(duck, p, source="eu")
+    assert "amount: numbers use a decimal comma (as saved with the mapping)" in again.notes
+    assert any(n.startswith("timestamp: dates read as day-first (%d.%m.%Y) (as saved") for n in again.notes)
+
+
+def test_the_rejected_rows_download_finds_each_record_by_its_number_not_its_line(duck, tmp_path):
+    from cxdash.ui.ops import StagedFile, rejected_rows_csv
+
+    p = _write(tmp_path, "tickets.csv", MULTILINE)
+    with pytest.raises(IngestError) as err:
+        ingest_file(duck, p, source="desk", kind="tickets")
+    fmt = sniff_format(p)
+    staged = StagedFile(p, "tickets.csv", p.stat().st_size, fmt, read_header(p, fmt), pd.DataFrame())
+    out = pd.read_csv(io.BytesIO(rejected_rows_csv(staged, err.value.result)), dtype=str)
+    assert out[["line", "record", "ticket_id"]].values.tolist() == [["7", "4", "T4"]]
+    assert out["description"].iloc[0] == "again\ntwo lines"
