@@ -245,11 +245,14 @@ def parse_money(s: pd.Series, decimal: str = ".") -> tuple[pd.Series, pd.Series]
             out.iloc[np.flatnonzero(mask)] = values.to_numpy(zero_copy_only=False)
     rest = ~mask & np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
     if rest.any():
+        # Written amounts repeat (prices, plan fees): each distinct text is read once.
         idx = np.flatnonzero(rest)
-        texts = arr.take(pyarrow.array(idx)).to_pylist()
-        pairs = [_money_one(t, decimal) for t in texts]
-        out.iloc[idx] = [p[0] for p in pairs]
-        currency.iloc[idx] = [p[1] for p in pairs]
+        texts = arr.take(pyarrow.array(idx))
+        distinct = pc.unique(texts)
+        pairs = [_money_one(t, decimal) for t in distinct.to_pylist()]
+        where = pc.index_in(texts, value_set=distinct).to_numpy(zero_copy_only=False)
+        out.iloc[idx] = np.array([p[0] for p in pairs], dtype="float64")[where]
+        currency.iloc[idx] = np.array([p[1] for p in pairs], dtype=object)[where]
     out = out.where(np.isfinite(out))
     return out, currency.mask(out.isna())
 
