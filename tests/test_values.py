@@ -10,6 +10,8 @@ import io
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from cxdash.cli import main
 from cxdash.ingest import IngestError, ingest_file
@@ -257,3 +259,19 @@ def test_the_rejected_rows_download_finds_each_record_by_its_number_not_its_line
     out = pd.read_csv(io.BytesIO(rejected_rows_csv(staged, err.value.result)), dtype=str)
     assert out[["line", "record", "ticket_id"]].values.tolist() == [["7", "4", "T4"]]
     assert out["description"].iloc[0] == "again\ntwo lines"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.decimals(min_value=-(10**9), max_value=10**9, places=2, allow_nan=False, allow_infinity=False))
+def test_any_amount_written_with_either_decimal_mark_reads_back_and_the_other_mark_is_never_guessed(d):
+    from cxdash.validation import parse_number
+
+    point = f"{d:,.2f}"  # Python's own formatting: 1,234.56
+    comma = point.replace(",", "_").replace(".", ",").replace("_", ".")  # 1.234,56
+    value = float(d)
+    assert parse_number(pd.Series([point], dtype="str"), ".").iloc[0] == pytest.approx(value)
+    assert parse_number(pd.Series([comma], dtype="str"), ",").iloc[0] == pytest.approx(value)
+    assert pd.isna(parse_number(pd.Series([comma], dtype="str"), ".").iloc[0])
+    assert pd.isna(parse_number(pd.Series([point], dtype="str"), ",").iloc[0])
+    accounting = f"({abs(d):,.2f})"
+    assert parse_number(pd.Series([accounting], dtype="str"), ".").iloc[0] == pytest.approx(-abs(value))
