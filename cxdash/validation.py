@@ -524,7 +524,7 @@ def detect_formats(kind: SourceKind, frame: pd.DataFrame, sample_rows: int | Non
                     formats.currency[f.name] = ", ".join(sorted(codes))
                     text = _currency_note(kind, f.name, cur, set(frame.columns))
                     if text and col.dropna().astype("string").str.contains(r"\$", regex=True).fillna(False).any():
-                        text += " ('$' is read as USD: a dollar sign does not say which dollar)"
+                        text += " (a dollar sign is read as USD: it does not say which dollar)"
                     if text:
                         money_notes.append(text)
     _prefer_sibling_order(formats)

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from cxdash.kinds import IDENTITY_FIELDS
@@ -202,3 +203,48 @@ def test_overall_share_of_fields_mapped_right_is_at_least_ninety_percent_and_the
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     stale = [line for line in lines if line and line not in readme]
     assert not stale, f"README's 'How well auto-mapping does' table differs from the measured one: {stale}"
+
+
+NAMES = [
+    ("customers", "churn_flag", ["True", "False"], "churn_label"),
+    ("customers", "Exited", ["1", "0"], "churn_label"),
+    ("customers", "Churn", ["Yes", "No"], "churn_label"),
+    ("customers", "churned", ["y", "n"], "churn_label"),
+    ("customers", "is_churned", ["t", "f"], "churn_label"),
+    ("customers", "account_name", ["Acme Ltd", "Globex"], "name"),
+    ("customers", "signup_date", ["2024-01-02", "2024-02-03"], "signup_date"),
+    ("customers", "Country", ["DE", "FR"], "region"),
+    ("tickets", "ComplaintID", ["1", "2"], "ticket_id"),
+    ("tickets", "Complaint ID", ["1", "2"], "ticket_id"),
+    ("tickets", "case_id", ["C1", "C2"], "ticket_id"),
+    ("tickets", "case_number", ["C1", "C2"], "ticket_id"),
+    ("tickets", "incident_number", ["INC1", "INC2"], "ticket_id"),
+    ("tickets", "Ticket ID", ["1", "2"], "ticket_id"),
+    ("tickets", "submitted_at", ["2024-01-02 10:00", "2024-01-03 11:00"], "opened_at"),
+    ("tickets", "created", ["2024-01-02 10:00", "2024-01-03 11:00"], "opened_at"),
+    ("tickets", "Date received", ["2024-01-02", "2024-01-03"], "opened_at"),
+    ("tickets", "created_date", ["2024-01-02", "2024-01-03"], "opened_at"),
+    ("tickets", "satisfaction_score", ["4", "5"], "satisfaction"),
+    ("subscriptions", "start_date", ["2024-01-02", "2024-01-03"], "start"),
+    ("subscriptions", "end_date", ["2024-06-02", None], "end"),
+    ("subscriptions", "churn_date", ["2024-06-02", None], "end"),
+    ("subscriptions", "mrr_amount", ["49.00", "99.00"], "mrr"),
+    ("subscriptions", "plan_tier", ["Pro", "Basic"], "plan"),
+    ("events", "usage_date", ["2024-01-02", "2024-01-03"], "timestamp"),
+    ("events", "feature_name", ["export", "api"], "activity"),
+    ("events", "event_type", ["click", "view"], "activity"),
+    ("transactions", "InvoiceDate", ["2010-12-01 08:26:00", "2010-12-01 08:28:00"], "timestamp"),
+    ("transactions", "InvoiceNo", ["536365", "536366"], "transaction_id"),
+    ("transactions", "UnitPrice", ["2.55", "3.39"], "unit_price"),
+    ("transactions", "Quantity", ["6", "8"], "quantity"),
+    ("transactions", "CustomerID", ["17850", "13047"], "customer_id"),
+]
+
+
+@pytest.mark.parametrize(("kind", "column", "values", "field_name"), NAMES, ids=[f"{n[1]}->{n[3]}" for n in NAMES])
+def test_a_common_export_column_name_maps_to_its_field(kind, column, values, field_name):
+    other = {"customers": "customer_id", "tickets": "email", "subscriptions": "customer_id", "events": "user_id",
+             "transactions": "email"}[kind]
+    header = [other, column] if other != column else [column]
+    sample = pd.DataFrame({other: ["a@x.org", "b@x.org"], column: values}, dtype="str")
+    assert suggest_mapping(kind, header, sample).columns.get(field_name) == column

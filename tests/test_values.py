@@ -141,6 +141,7 @@ def test_amounts_with_signs_codes_and_accounting_negatives_keep_their_currency_p
     assert [None if pd.isna(c) else c for c in rows["currency"]] == currencies
     assert any("MIXED currencies" in n for n in result.notes)
     assert any("decimal point" in n for n in result.notes)
+    assert any("dollar sign is read as USD" in n for n in result.notes)
 
 
 def test_a_european_file_reads_decimal_commas_and_says_so(duck, tmp_path):
