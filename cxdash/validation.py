@@ -747,6 +747,8 @@ def check(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> tuple[pd.D
                     }
                 )
             )
+    if "currency" in present:
+        failures.extend(_currency_conflicts(kind, frame, formats, parsed, present))
     for early, late in kind.ordered:
         if early in present and late in present:
             a, b = parsed[early], parsed[late]
@@ -767,6 +769,26 @@ def check(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> tuple[pd.D
         not f.empty for f in failures
     ) else pd.DataFrame(columns=FAILURE_COLUMNS)
     return out, parsed
+
+
+def _currency_conflicts(
+    kind: SourceKind, frame: pd.DataFrame, formats: Formats, parsed: dict[str, pd.Series], present: list[str]
+) -> list[pd.DataFrame]:
+    """Rows whose amount is written with one currency (``€12``) while the currency column says another."""
+    stated = parsed["currency"].str.upper()
+    out = []
+    for f in kind.fields:
+        if f.dtype != "float" or f.name not in present or f.name in IDENTITY_FIELDS:
+            continue
+        _, written = parse_money(frame[f.name], formats.decimal.get(f.name, "."))
+        bad = frame.index[(written.notna() & stated.notna() & (written != stated)).fillna(False).to_numpy(dtype=bool)]
+        if len(bad):
+            out.append(pd.DataFrame({
+                "row": bad, "field": f.name, "rule": "currency_match",
+                "value": frame.loc[bad, f.name].astype(object).to_numpy(),
+                "expected": "an amount in the currency the currency column gives for its row",
+            }))
+    return out
 
 
 def typed_frame(kind: SourceKind, parsed: dict[str, pd.Series], rows: pd.Index | None = None) -> pd.DataFrame:

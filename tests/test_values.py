@@ -276,3 +276,13 @@ def test_any_amount_written_with_either_decimal_mark_reads_back_and_the_other_ma
     assert pd.isna(parse_number(pd.Series([point], dtype="str"), ",").iloc[0])
     accounting = f"({abs(d):,.2f})"
     assert parse_number(pd.Series([accounting], dtype="str"), ".").iloc[0] == pytest.approx(-abs(value))
+
+
+def test_an_amount_written_in_another_currency_than_its_currency_column_is_refused(duck, tmp_path):
+    text = "order_id,customer_id,order_date,amount,currency\nO1,C1,2024-01-01,€12.00,EUR\nO2,C2,2024-01-02,$30.00,eur\n"
+    with pytest.raises(IngestError) as err:
+        ingest_file(duck, _write(tmp_path, "orders.csv", text), source="shop", kind="transactions")
+    f = err.value.result.failures
+    assert f[["line", "record", "column", "rule", "value"]].values.tolist() == [[3, 2, "amount", "currency_match", "$30.00"]]
+    assert "currency column" in str(err.value)
+    _nothing_stored(duck, "transactions")
