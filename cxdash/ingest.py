@@ -180,14 +180,24 @@ def _attrs_json(raw: pd.DataFrame, unmapped: list[str]) -> pd.Series | None:
     return pd.Series(values, index=raw.index, dtype="string")
 
 
-def _failures_in_file_terms(failures: pd.DataFrame, mapping: Mapping, lines: LineMap | None = None) -> pd.DataFrame:
+def _failures_in_file_terms(
+    failures: pd.DataFrame, mapping: Mapping, lines: LineMap | None = None, file: tuple[Path, FileFormat, int] | None = None
+) -> pd.DataFrame:
     """Report failures with the file's own column names, the physical ``line`` the record starts
-    on (header is line 1; a quoted value may span lines) and the 1-based data ``record`` number."""
+    on (header is line 1; a quoted value may span lines) and the 1-based data ``record`` number.
+    ``file`` (path, format, records read) lets the lines be checked against the file itself."""
     if failures.empty:
         return pd.DataFrame(columns=["line", "record", "column", "field", "rule", "value", "expected"])
     out = failures.copy()
     rows = out["row"].astype("int64").to_numpy()
-    out["line"] = (lines.lines(rows) if lines is not None else rows + 2).astype("int64")
+    if lines is None:
+        out["line"] = rows + 2
+    elif file is None:
+        out["line"] = lines.lines(rows)
+    else:
+        distinct = np.unique(rows)
+        at = dict(zip(distinct.tolist(), lines.exact(*file, distinct).tolist(), strict=True))
+        out["line"] = np.array([at[r] for r in rows.tolist()], dtype="int64")
     out["record"] = rows + 1
     out["column"] = out["field"].map(lambda f: mapping.columns.get(f, f))
     out["value"] = out["value"].astype(object).where(out["value"].notna(), None)
@@ -448,6 +458,7 @@ def ingest_file(
             pd.concat(failure_parts, ignore_index=True) if failure_parts else pd.DataFrame(columns=FAILURE_COLUMNS),
             mapping,
             lines,
+            (path, fmt, result.rows_read),
         )
         if result.rows_read == 0:
             raise ExtractError(f"{name}: the file has a header but no data rows.")

@@ -286,3 +286,20 @@ def test_an_amount_written_in_another_currency_than_its_currency_column_is_refus
     assert f[["line", "record", "column", "rule", "value"]].values.tolist() == [[3, 2, "amount", "currency_match", "$30.00"]]
     assert "currency column" in str(err.value)
     _nothing_stored(duck, "transactions")
+
+
+def test_blank_lines_before_a_bad_record_still_give_its_physical_line(duck, tmp_path):
+    text = (
+        "ticket_id,email,opened_at,description\n"  # line 1
+        "T1,a@x.org,2024-01-01,one\n"  # line 2, record 1
+        "\n"  # line 3: blank, skipped
+        'T2,b@x.org,2024-01-02,"two\nlines"\n'  # lines 4-5, record 2
+        "\n"  # line 6: blank
+        "T3,c@x.org,never,three\n"  # line 7, record 3
+    )
+    with pytest.raises(IngestError) as err:
+        ingest_file(duck, _write(tmp_path, "t.csv", text), source="desk", kind="tickets")
+    f = err.value.result.failures
+    assert f[["line", "record", "value"]].values.tolist() == [[7, 3, "never"]]
+    assert text.splitlines()[7 - 1].startswith("T3,")
+    _nothing_stored(duck, "tickets")
