@@ -439,11 +439,6 @@ def _decimal_evidence(sample: pd.Series) -> tuple[int, int, int]:
     return point_only, comma_only, both
 
 
-def _detect_decimal(sample: pd.Series) -> str:
-    point_only, comma_only, _ = _decimal_evidence(sample)
-    return "," if comma_only > point_only else "."
-
-
 def _decimal_note(name: str, sample: pd.Series) -> tuple[str, str]:
     """(decimal mark, the load note saying which mark was detected and what the other one means)."""
     point_only, comma_only, both = _decimal_evidence(sample)
