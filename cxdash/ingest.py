@@ -34,7 +34,16 @@ from cxdash.identity import rebuild_identity_map
 from cxdash.kinds import IDENTITY_FIELDS, get_kind
 from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
 from cxdash.privacy import secret_salt
-from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
+from cxdash.readers import (
+    ExtractError,
+    FileFormat,
+    LineMap,
+    as_csv,
+    iter_chunks,
+    read_columns,
+    read_header,
+    sniff_format,
+)
 from cxdash.store import (
     KIND_TABLES,
     Store,
@@ -45,7 +54,7 @@ from cxdash.store import (
     quarantine_table,
     sources_table,
 )
-from cxdash.validation import FAILURE_COLUMNS, Formats, check, detect_formats, typed_frame
+from cxdash.validation import FAILURE_COLUMNS, Formats, check, detect_formats, refine_dates, typed_frame
 
 __all__ = ["IngestError", "IngestResult", "ingest_file", "saved_mapping"]
 
@@ -171,15 +180,28 @@ def _attrs_json(raw: pd.DataFrame, unmapped: list[str]) -> pd.Series | None:
     return pd.Series(values, index=raw.index, dtype="string")
 
 
-def _failures_in_file_terms(failures: pd.DataFrame, mapping: Mapping) -> pd.DataFrame:
-    """Report failures with the file's own column names and line numbers (header is line 1)."""
+def _failures_in_file_terms(
+    failures: pd.DataFrame, mapping: Mapping, lines: LineMap | None = None, file: tuple[Path, FileFormat, int] | None = None
+) -> pd.DataFrame:
+    """Report failures with the file's own column names, the physical ``line`` the record starts
+    on (header is line 1; a quoted value may span lines) and the 1-based data ``record`` number.
+    ``file`` (path, format, records read) lets the lines be checked against the file itself."""
     if failures.empty:
-        return pd.DataFrame(columns=["line", "column", "field", "rule", "value", "expected"])
+        return pd.DataFrame(columns=["line", "record", "column", "field", "rule", "value", "expected"])
     out = failures.copy()
-    out["line"] = out["row"].astype("int64") + 2
+    rows = out["row"].astype("int64").to_numpy()
+    if lines is None:
+        out["line"] = rows + 2
+    elif file is None:
+        out["line"] = lines.lines(rows)
+    else:
+        distinct = np.unique(rows)
+        at = dict(zip(distinct.tolist(), lines.exact(*file, distinct).tolist(), strict=True))
+        out["line"] = np.array([at[r] for r in rows.tolist()], dtype="int64")
+    out["record"] = rows + 1
     out["column"] = out["field"].map(lambda f: mapping.columns.get(f, f))
     out["value"] = out["value"].astype(object).where(out["value"].notna(), None)
-    return out[["line", "column", "field", "rule", "value", "expected"]]
+    return out[["line", "record", "column", "field", "rule", "value", "expected"]]
 
 
 def _canonical(frame: pd.DataFrame, mapping: Mapping) -> pd.DataFrame:
@@ -228,6 +250,7 @@ def _prepared_chunks(
     load_id: int,
     store_rows: bool,
     reject_invalid: bool,
+    lines: LineMap | None = None,
 ) -> Iterator[_Prepared]:
     """Validate each chunk of the file and build the rows it stores (no database access).
 
@@ -250,13 +273,13 @@ def _prepared_chunks(
             good = good.loc[~erased.to_numpy()]
         rows = None
         if store_rows and len(good) and (reject_invalid or rejected_so_far == 0):
-            rows = _stored_rows(kind_def, mapping, parsed, good.index, chunk, unmapped, source, load_id)
+            rows = _stored_rows(kind_def, mapping, parsed, good.index, chunk, unmapped, source, load_id, lines)
         yield _Prepared(len(chunk), len(bad_rows), erased_count, len(good), fails, rows)
 
 
 def _stored_rows(
     kind_def, mapping: Mapping, parsed: dict[str, pd.Series], rows: pd.Index, chunk: pd.DataFrame,
-    unmapped: list[str], source: str, load_id: int,
+    unmapped: list[str], source: str, load_id: int, lines: LineMap | None = None,
 ) -> pd.DataFrame:
     """The valid ``rows`` of a chunk as the kind's table stores them: typed fields and metadata."""
     typed = typed_frame(kind_def, parsed, rows)
@@ -272,7 +295,10 @@ def _stored_rows(
         "id_key": _id_keys(typed),
         "source": _constant(source, n, index),
         "load_id": _constant(load_id, n, index),
-        "row_number": pd.Series((rows.to_numpy() + 2).astype("int64"), index=index),
+        # the physical line the record starts on, as the failure report cites it
+        "row_number": pd.Series(
+            (lines.lines(rows.to_numpy()) if lines is not None else rows.to_numpy() + 2).astype("int64"), index=index
+        ),
     }
     if attrs is not None:  # else the column stays NULL
         stored["attrs"] = attrs
@@ -366,7 +392,8 @@ def ingest_file(
     header = read_header(path, fmt)
     # One pass over the file: its first block (about 8 MB) is the sample that the mapping and
     # the formats are judged on, and then the first rows validated and loaded.
-    pieces = iter_chunks(path, fmt, chunk_rows=2000)
+    lines = LineMap()
+    pieces = iter_chunks(path, fmt, chunk_rows=2000, lines=lines)
     sample = next(pieces, None)
     if sample is None or sample.empty:
         raise ExtractError(f"{name}: the file has a header but no data rows.")
@@ -386,7 +413,13 @@ def ingest_file(
     unmapped = [c for c in header if c not in mapped_columns and c in sample.columns]
 
     canonical_sample = _canonical(sample, mapping)
-    formats = Formats.from_dict(mapping.formats) if mapping.formats else detect_formats(kind_def, canonical_sample)
+    if mapping.formats:
+        formats = Formats.from_dict(mapping.formats)
+    else:
+        formats = detect_formats(kind_def, canonical_sample)
+        if formats.ambiguous:  # day-first vs month-first: settled on every value of the column
+            whole = read_columns(path, fmt, sorted({mapping.columns[f] for f in formats.ambiguous}))
+            refine_dates(formats, {f: whole[mapping.columns[f]] for f in formats.ambiguous})
     mapping.formats = formats.to_dict()
     result = IngestResult(source, mapping.kind, name, fmt.describe(), mapping)
     result.notes = [f"read as {fmt.describe()}", *formats.notes]
@@ -404,7 +437,7 @@ def ingest_file(
         chunks = _prepared_chunks(
             _regrouped(itertools.chain([sample], pieces), chunk_rows), kind_def=kind_def, mapping=mapping, formats=formats,
             unmapped=unmapped, suppressed=suppressed, salt=salt, source=source, load_id=load_id,
-            store_rows=not dry_run, reject_invalid=reject_invalid,
+            store_rows=not dry_run, reject_invalid=reject_invalid, lines=lines,
         )
         # The next chunk is read, validated and keyed in a worker thread while this one is
         # written (the database releases the GIL); every write stays here, in this transaction.
@@ -424,6 +457,8 @@ def ingest_file(
         result.failures = _failures_in_file_terms(
             pd.concat(failure_parts, ignore_index=True) if failure_parts else pd.DataFrame(columns=FAILURE_COLUMNS),
             mapping,
+            lines,
+            (path, fmt, result.rows_read),
         )
         if result.rows_read == 0:
             raise ExtractError(f"{name}: the file has a header but no data rows.")

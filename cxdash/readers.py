@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-__all__ = ["ExtractError", "FileFormat", "as_csv", "iter_chunks", "read_header", "sniff_format"]
+__all__ = ["ExtractError", "FileFormat", "LineMap", "as_csv", "iter_chunks", "read_columns", "read_header", "sniff_format"]
 
 _SAMPLE_BYTES = 256 * 1024
 _DELIMITERS = ",;\t|"
@@ -39,6 +41,107 @@ class FileFormat:
         names = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
         comp = f", {self.compression}-compressed" if self.compression else ""
         return f"{self.encoding}, {names.get(self.delimiter, repr(self.delimiter))}-separated{comp}"
+
+
+class LineMap:
+    """The physical line of the file each data record starts on.
+
+    A quoted value may hold line breaks, so record ``r`` (0-based) starts on line
+    ``r + 2 + (line breaks inside the records before it)``. Only records holding a break are
+    remembered (as breakpoints), so a file without any costs nothing but the scan that finds none.
+    ``iter_chunks(..., lines=LineMap())`` fills it as it reads; ask it only about records read.
+    Blank lines are skipped by the reader and not seen here: ``exact`` checks for them.
+    """
+
+    def __init__(self) -> None:
+        self._records: list[np.ndarray] = []  # records holding line breaks, ascending
+        self._cumulative: list[np.ndarray] = []  # breaks in the records up to and including each
+        self._total = 0
+
+    def add(self, first_record: int, breaks: np.ndarray) -> None:
+        """Record the line breaks inside each record of a batch starting at ``first_record``."""
+        where = np.flatnonzero(breaks)
+        if not len(where):
+            return
+        counts = breaks[where].astype("int64")
+        self._records.append(where.astype("int64") + first_record)
+        self._cumulative.append(np.cumsum(counts) + self._total)
+        self._total += int(counts.sum())
+
+    @property
+    def breaks(self) -> int:
+        """Line breaks found inside values so far."""
+        return self._total
+
+    def lines(self, records) -> np.ndarray:
+        """Physical line numbers (header = line 1) of 0-based data ``records``."""
+        records = np.asarray(records, dtype="int64")
+        if not self._records:
+            return records + 2
+        if len(self._records) > 1:  # asked once per chunk: join the batches' breakpoints once
+            self._records, self._cumulative = [np.concatenate(self._records)], [np.concatenate(self._cumulative)]
+        at, cum = self._records[0], self._cumulative[0]
+        pos = np.searchsorted(at, records, side="left")  # breakpoints strictly before each record
+        before = np.where(pos > 0, cum[np.maximum(pos - 1, 0)], 0)
+        return records + 2 + before
+
+
+    def exact(self, path: str | Path, fmt: FileFormat, n_records: int, records) -> np.ndarray:
+        """``lines(records)`` checked against the file: when the file holds more line breaks than
+        its records account for (blank lines, which the reader skips) or is UTF-16, the lines are
+        counted by reading the file with Python's csv module up to the last record asked about.
+        Meant for the few records a failure report cites, after the whole file was read."""
+        records = np.asarray(records, dtype="int64")
+        if not len(records):
+            return records
+        if not fmt.encoding.startswith("utf-16"):
+            total = _count_newlines(Path(path))
+            if total in (1 + n_records + self._total, n_records + self._total):
+                return self.lines(records)
+        return _scan_lines(Path(path), fmt, records)
+
+
+def _count_newlines(path: Path) -> int:
+    n = 0
+    with _open_binary(path) as fh:
+        while block := fh.read(8 << 20):
+            n += block.count(b"\n")
+    return n
+
+
+def _scan_lines(path: Path, fmt: FileFormat, records: np.ndarray) -> np.ndarray:
+    """The physical start line of each 0-based data record, counted by Python's csv reader
+    (blank lines skipped as the Arrow reader skips them)."""
+    csv.field_size_limit(1 << 24)
+    wanted = set(int(r) for r in records)
+    last = max(wanted)
+    found: dict[int, int] = {}
+    with _text_stream(path, fmt) as fh:
+        reader = csv.reader(fh, delimiter=fmt.delimiter)
+        next(reader, None)
+        end_of_previous, record = reader.line_num, -1
+        for row in reader:
+            if row:
+                record += 1
+                if record in wanted:
+                    found[record] = end_of_previous + 1
+                if record >= last:
+                    break
+            end_of_previous = reader.line_num
+    fallback = records + 2
+    return np.array([found.get(int(r), int(f)) for r, f in zip(records, fallback, strict=True)], dtype="int64")
+
+
+def _breaks_per_row(batch: pa.RecordBatch) -> np.ndarray | None:
+    """Line breaks inside the values of each row of ``batch`` (None when there are none)."""
+    total = None
+    for col in batch.columns:
+        # A cheap test first: most columns of most files hold no line break at all.
+        if not pc.any(pc.match_substring(col, "\n")).as_py():
+            continue
+        n = pc.count_substring(col, "\n").fill_null(0).to_numpy(zero_copy_only=False)
+        total = n if total is None else total + n
+    return total
 
 
 def _open_binary(path: Path):
@@ -123,12 +226,15 @@ def _check_header(path: Path, header: list[str]) -> None:
         seen[h] = i
 
 
-def iter_chunks(path: str | Path, fmt: FileFormat | None = None, chunk_rows: int = 250_000) -> Iterator[pd.DataFrame]:
+def iter_chunks(
+    path: str | Path, fmt: FileFormat | None = None, chunk_rows: int = 250_000, lines: LineMap | None = None
+) -> Iterator[pd.DataFrame]:
     """Yield the file's rows as frames of text (missing values as NA), about ``chunk_rows`` at a time.
 
-    Rows keep their position in the file: the index is the data-row number (0-based), so
-    line ``index + 2`` in the file is the row (line 1 is the header). Streams with pyarrow's
-    CSV reader, so a large file is never held in memory whole.
+    Rows keep their position in the file: the index is the data-record number (0-based). A
+    record starts on line ``index + 2`` (line 1 is the header) unless a quoted value before it
+    spans lines: give ``lines`` (a ``LineMap``) to learn each record's physical line.
+    Streams with pyarrow's CSV reader, so a large file is never held in memory whole.
     """
     path = Path(path)
     fmt = fmt or sniff_format(path)
@@ -161,6 +267,10 @@ def iter_chunks(path: str | Path, fmt: FileFormat | None = None, chunk_rows: int
             ),
         )
         for batch in reader:
+            if lines is not None:
+                breaks = _breaks_per_row(batch)
+                if breaks is not None:
+                    lines.add(offset + pending_rows, breaks)
             pending.append(batch)
             pending_rows += batch.num_rows
             if pending_rows >= chunk_rows:
@@ -189,6 +299,29 @@ def iter_chunks(path: str | Path, fmt: FileFormat | None = None, chunk_rows: int
         ) from exc
     if pending:
         yield flush()
+
+
+def read_columns(path: str | Path, fmt: FileFormat, columns: list[str]) -> pd.DataFrame:
+    """Every value of ``columns`` (as text, NA for empty), the rest of the file skipped.
+
+    For decisions that need a whole column rather than its first rows (day-first vs
+    month-first dates); the columns are held in memory, the others are not.
+    """
+    path = Path(path)
+    header = read_header(path, fmt)
+    table = pacsv.read_csv(
+        pa.input_stream(str(path), compression="detect"),
+        read_options=pacsv.ReadOptions(encoding=fmt.encoding, block_size=8 << 20, column_names=header, skip_rows=1),
+        parse_options=pacsv.ParseOptions(delimiter=fmt.delimiter, newlines_in_values=True),
+        convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in header},
+            include_columns=list(columns),
+            strings_can_be_null=True,
+            quoted_strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
+    return table.to_pandas()
 
 
 def _first_ragged_line(path: Path, fmt: FileFormat, n_cols: int, max_lines: int = 20_000_000) -> tuple[int, int] | None:

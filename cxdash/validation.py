@@ -34,6 +34,8 @@ __all__ = [
     "parse_datetime",
     "parse_number",
     "parse_fields",
+    "parse_money",
+    "refine_dates",
     "typed_frame",
     "validate",
 ]
@@ -76,14 +78,28 @@ class Formats:
     dates: dict[str, str] = field(default_factory=dict)  # field -> format
     decimal: dict[str, str] = field(default_factory=dict)  # field -> "." or ","
     notes: list[str] = field(default_factory=list)
+    # field -> the currency its amounts carry ("EUR"; "EUR, USD" when mixed), from signs/codes
+    currency: dict[str, str] = field(default_factory=dict)
+    # field -> date formats that read every value of the sample equally well (day- vs month-first);
+    # ``refine_dates`` settles them on the whole column. Not saved: a saved format is a decision.
+    ambiguous: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"dates": dict(self.dates), "decimal": dict(self.decimal)}
+        d = {"dates": dict(self.dates), "decimal": dict(self.decimal)}
+        if self.currency:
+            d["currency"] = dict(self.currency)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict | None) -> Formats:
+        """Formats saved with a mapping; their notes say they are the saved ones."""
         d = d or {}
-        return cls(dict(d.get("dates", {})), dict(d.get("decimal", {})))
+        out = cls(dict(d.get("dates", {})), dict(d.get("decimal", {})), currency=dict(d.get("currency", {})))
+        saved = " (as saved with the mapping)"
+        out.notes = [f"{k}: dates read as {_describe_date_format(v)}{saved}" for k, v in out.dates.items()]
+        out.notes += [f"{k}: numbers use a decimal comma{saved}" for k, v in out.decimal.items() if v == ","]
+        out.notes += [f"{k}: amounts were in {v} when the mapping was saved" for k, v in out.currency.items()]
+        return out
 
 
 # ---------------------------------------------------------------- parsers (one definition each)
@@ -110,12 +126,24 @@ def _iso_fast(s: pd.Series) -> pd.Series | None:
     return None
 
 
+_ZONE_WORD = re.compile(r"\s*\b(?:UTC|GMT)$", re.IGNORECASE)
+
+
 def parse_datetime(s: pd.Series, fmt: str) -> pd.Series:
-    """Parse text to naive UTC timestamps; unparseable values become NaT."""
+    """Parse text to naive UTC timestamps; unparseable values become NaT.
+
+    ISO text with ``Z``, an offset (``+02:00``) or a trailing ``UTC``/``GMT`` word is converted
+    to UTC; ISO text without a zone is taken as UTC already. ``epoch_s``/``epoch_ms`` read Unix
+    time in seconds / milliseconds.
+    """
     if fmt == "ISO8601":
         fast = _iso_fast(s)
         if fast is not None:
             return fast
+        # "2019-10-01 00:00:00 UTC" (BigQuery, many exports): the zone word is an offset of zero.
+        text = s.astype("string")
+        if text.str.contains(_ZONE_WORD, regex=True).fillna(False).any():
+            s = text.str.replace(_ZONE_WORD, "Z", regex=True)
     if fmt in ("epoch_s", "epoch_ms"):
         num = pd.to_numeric(s, errors="coerce")
         out = pd.to_datetime(num, unit="s" if fmt == "epoch_s" else "ms", errors="coerce", utc=True)
@@ -131,21 +159,111 @@ def parse_datetime(s: pd.Series, fmt: str) -> pd.Series:
 _RELATIVE_DATE_WORDS = ("now", "today", "yesterday", "tomorrow")
 
 
-_NUM_JUNK = re.compile(r"[\s\u00a0$€£¥]")
+# ---------------------------------------------------------------- amounts
+# Currency signs and the ISO 4217 codes exports commonly write beside an amount. A "$" alone does
+# not say which dollar: it is read as USD and the load notes say so.
+_CURRENCY_SIGNS = {"$": "USD", "US$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY", "₹": "INR", "₩": "KRW", "R$": "BRL",
+                   "CHF": "CHF", "zł": "PLN"}
+_CURRENCY_CODES = frozenset(
+    ["USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "NZD", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF", "INR", "CNY", "HKD", "SGD", "ZAR", "BRL", "MXN", "KRW", "TRY", "ILS", "AED", "SAR", "RUB"]
+)
+_SIGN_PATTERN = "|".join(re.escape(k) for k in sorted(_CURRENCY_SIGNS, key=len, reverse=True))
+_MONEY = re.compile(
+    r"^\(?\s*(?P<s1>[-+\u2212])?\s*(?P<pre>" + _SIGN_PATTERN + r"|[A-Za-z]{3}(?=[\s\d(+\-.,]))?\s*"
+    r"(?P<s2>[-+\u2212])?\s*(?P<num>\d[\d.,'\u00a0\u202f ]*|[.,]\d+)\s*"
+    r"(?P<post>" + _SIGN_PATTERN + r"|[A-Za-z]{3})?\s*(?P<s3>-)?\s*\)?$"
+)
+_GROUP = r"[,'\u00a0\u202f ]"  # thousands separators of a decimal-point number
+# A number as one decimal mark writes it: grouped thousands (1,234 / 1.234 / 1 234) or none.
+_POINT_NUMBER = re.compile(r"\d{1,3}(?:(?P<g>[,'\u00a0\u202f ])\d{3})(?:(?P=g)\d{3})*(?:\.\d*)?|\d+(?:\.\d*)?|\.\d+")
+_COMMA_NUMBER = re.compile(r"\d{1,3}(?:(?P<g>[.'\u00a0\u202f ])\d{3})(?:(?P=g)\d{3})*(?:,\d*)?|\d+(?:,\d*)?|,\d+")
+
+
+def _currency_of(token: str | None) -> str | None:
+    if not token:
+        return None
+    if token in _CURRENCY_SIGNS:
+        return _CURRENCY_SIGNS[token]
+    code = token.upper()
+    return code if code in _CURRENCY_CODES else ""  # "" = letters that are no currency: not a number
+
+
+def _money_one(text: str, decimal: str) -> tuple[float, str | None]:
+    """One written amount -> (value or NaN, ISO currency or None)."""
+    m = _MONEY.match(text.strip())
+    if not m:
+        return np.nan, None
+    opened, closed = text.strip().startswith("("), text.strip().endswith(")")
+    if opened != closed:
+        return np.nan, None
+    pre, post = _currency_of(m["pre"]), _currency_of(m["post"])
+    if pre == "" or post == "" or (pre and post and pre != post):
+        return np.nan, None
+    signs = [x for x in (m["s1"], m["s2"], m["s3"]) if x]
+    if len(signs) > 1 or (signs and opened):
+        return np.nan, None
+    num = m["num"].strip()
+    if not (_COMMA_NUMBER if decimal == "," else _POINT_NUMBER).fullmatch(num):
+        return np.nan, None
+    num = re.sub(r"[.'\u00a0\u202f ]", "", num).replace(",", ".") if decimal == "," else re.sub(_GROUP, "", num)
+    value = float(num)
+    if opened or (signs and signs[0] in "-\u2212"):
+        value = -value
+    return value, pre or post
+
+
+def parse_money(s: pd.Series, decimal: str = ".") -> tuple[pd.Series, pd.Series]:
+    """Written amounts -> (float values, currency codes), NA where a value is not an amount.
+
+    Reads ``1234.5``, ``1,234.56`` (``decimal='.'``) or ``1.234,56`` (``decimal=','``), a currency
+    sign or ISO code before or after (``$12``, ``€12``, ``12 EUR``, ``USD 12.00``) and accounting
+    negatives ``(12.00)``. A value written with the other decimal mark is not read (``1.234,56``
+    in a decimal-point column is NA, never 1.23456): the check reports it.
+    Plain numbers take Arrow's parser; only the rest go value by value.
+    """
+    currency = pd.Series(pd.NA, index=s.index, dtype="string")
+    out = pd.Series(np.nan, index=s.index, dtype="float64")
+    try:
+        arr = pyarrow.array(s.array, type=pyarrow.large_string(), from_pandas=True)
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError, TypeError):
+        arr = pyarrow.array(s.astype("string").array, type=pyarrow.large_string(), from_pandas=True)
+    # A plain number reads the same with either mark unless it holds a "." (1.234 is 1234 with a
+    # decimal comma): only then is the fast cast wrong for a decimal-comma column.
+    plain = pc.match_substring_regex(arr, r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
+    if decimal == ",":
+        plain = pc.and_(plain, pc.invert(pc.match_substring(arr, ".")))
+    plain = plain.fill_null(False)
+    n_plain = pc.sum(plain).as_py() or 0
+    mask = np.zeros(len(s), dtype=bool)
+    if n_plain:
+        try:
+            values = pc.cast(pc.utf8_trim_whitespace(pc.filter(arr, plain)), pyarrow.float64())
+        except pyarrow.ArrowInvalid:  # a value Arrow declines goes the slow way with the rest
+            values = None
+        if values is not None:
+            mask = np.asarray(plain.to_numpy(zero_copy_only=False), dtype=bool)
+            out.iloc[np.flatnonzero(mask)] = values.to_numpy(zero_copy_only=False)
+    rest = ~mask & np.asarray(pc.is_valid(arr).to_numpy(zero_copy_only=False), dtype=bool)
+    if rest.any():
+        # Written amounts repeat (prices, plan fees): each distinct text is read once.
+        idx = np.flatnonzero(rest)
+        texts = arr.take(pyarrow.array(idx))
+        distinct = pc.unique(texts)
+        pairs = [_money_one(t, decimal) for t in distinct.to_pylist()]
+        where = pc.index_in(texts, value_set=distinct).to_numpy(zero_copy_only=False)
+        out.iloc[idx] = np.array([p[0] for p in pairs], dtype="float64")[where]
+        currency.iloc[idx] = np.array([p[1] for p in pairs], dtype=object)[where]
+    out = out.where(np.isfinite(out))
+    return out, currency.mask(out.isna())
 
 
 def parse_number(s: pd.Series, decimal: str = ".") -> pd.Series:
-    """Parse text to float; ``1.234,50`` with ``decimal=','``; currency signs and spaces ignored."""
-    t = s.astype("string").str.replace(_NUM_JUNK, "", regex=True)
-    if decimal == ",":
-        t = t.str.replace(".", "", regex=False).str.replace(",", ".", regex=False)
-    else:
-        t = t.str.replace(",", "", regex=False)
-    out = pd.to_numeric(t, errors="coerce").astype("float64")
-    return out.where(np.isfinite(out))
+    """Parse text to float (see ``parse_money``: signs, codes, ``(12.00)``, the column's decimal mark)."""
+    return parse_money(s, decimal)[0]
 
 
 def parse_bool(s: pd.Series) -> pd.Series:
+    """Yes/no text -> boolean: true/false, yes/no, y/n, t/f, 1/0 (any case, trimmed); NA otherwise."""
     low = s.astype("string").str.strip().str.lower()
     out = pd.Series(pd.NA, index=s.index, dtype="boolean")
     out[low.isin(_TRUE)] = True
@@ -166,10 +284,8 @@ def normalise_identity(field_name: str, s: pd.Series) -> pd.Series:
 
 
 # ---------------------------------------------------------------- format detection
-def _detect_date_format(sample: pd.Series) -> tuple[str | None, str | None]:
-    sample = sample.dropna()
-    if sample.empty:
-        return "ISO8601", None
+def _date_scores(sample: pd.Series) -> dict[str, int]:
+    """How many values of ``sample`` (no NA) each of ``_DATE_FORMATS`` reads (pruned: see below)."""
 
     def score(values: pd.Series, fmt: str) -> int:
         parsed = parse_datetime(values, fmt)
@@ -193,48 +309,240 @@ def _detect_date_format(sample: pd.Series) -> tuple[str | None, str | None]:
                 scores[fmt] = on_head  # below the best either way: not a winner
                 continue
         scores[fmt] = score(sample, fmt)
+    return scores
+
+
+def _date_winners(sample: pd.Series) -> list[str]:
+    """The formats that read the most values of ``sample``, in ``_DATE_FORMATS`` order ([] if none)."""
+    sample = sample.dropna()
+    if sample.empty:
+        return ["ISO8601"]
+    scores = _date_scores(sample)
     best = max(scores.values())
-    if best == 0:
+    return [f for f in _DATE_FORMATS if scores[f] == best] if best else []
+
+
+def _detect_date_format(sample: pd.Series) -> tuple[str | None, str | None]:
+    """The best date format of ``sample`` and, when another reads it as well, a note saying so."""
+    winners = _date_winners(sample)
+    if not winners:
         return None, None
-    winners = [f for f in _DATE_FORMATS if scores[f] == best]
     note = None
     if len(winners) > 1:
         note = f"every value also reads as {winners[1]}; chose {winners[0]} (day-first); check a few dates"
     return winners[0], note
 
 
-def _detect_decimal(sample: pd.Series) -> str:
-    sample = sample.dropna().astype("string").str.replace(_NUM_JUNK, "", regex=True)
-    if sample.empty:
-        return "."
-    comma = sample.str.fullmatch(r"-?\d{1,3}(\.\d{3})*(,\d+)?|-?\d+,\d+").fillna(False).astype(bool)
-    point = sample.str.fullmatch(r"-?\d{1,3}(,\d{3})*(\.\d+)?|-?\d+(\.\d+)?").fillna(False).astype(bool)
-    return "," if comma.sum() > point.sum() else "."
+def _order(fmt: str) -> str | None:
+    """``day`` / ``month`` for a format that puts the day / the month first, else None."""
+    if re.match(r"%d[/.\-]%m", fmt):
+        return "day"
+    if re.match(r"%m[/.\-]%d", fmt):
+        return "month"
+    return None
 
 
-def detect_formats(kind: SourceKind, frame: pd.DataFrame, sample_rows: int = 5000) -> Formats:
-    """Detect date formats and decimal separators of a canonical-named text frame."""
+def _describe_date_format(fmt: str) -> str:
+    if fmt == "epoch_s":
+        return "epoch seconds (Unix time, e.g. 1569888000 = 2019-10-01 00:00 UTC)"
+    if fmt == "epoch_ms":
+        return "epoch milliseconds (Unix time in ms, e.g. 1569888000000 = 2019-10-01 00:00 UTC)"
+    if fmt == "ISO8601":
+        return "ISO 8601"
+    order = _order(fmt)
+    return f"{order}-first ({fmt})" if order else fmt
+
+
+_ZONED = re.compile(r"(?:Z|[+\-]\d{2}:?\d{2}|\s(?:UTC|GMT))$", re.IGNORECASE)
+
+
+def _date_note(name: str, fmt: str, values: pd.Series, alternatives: list[str] | None = None) -> str:
+    """The load note for a date column: its format, zones, and for an ambiguous column both readings."""
+    note = f"{name}: dates read as {_describe_date_format(fmt)}"
+    if fmt == "ISO8601" and values.dropna().astype("string").str.strip().str.contains(_ZONED).fillna(False).any():
+        note += "; times written with Z, an offset (+02:00) or UTC are converted to UTC (stored without a zone)"
+    if alternatives:
+        other = next(a for a in alternatives if a != fmt)
+        text = values.dropna().astype("string").head(1000)
+        first, second = parse_datetime(text, fmt), parse_datetime(text, other)
+        differ = (first != second).fillna(False).to_numpy()
+        if not differ.any():  # every day equals its month: both readings give the same dates
+            return note
+        i = int(np.flatnonzero(differ)[0])
+        example, one, two = text.iloc[i], first.iloc[i], second.iloc[i]
+        note += (
+            f". AMBIGUOUS: every value of the column reads both day-first and month-first ({fmt} and {other}); "
+            f"read as {_order(fmt)}-first, so {example} is {one:%d %B %Y}, not {two:%d %B %Y}. If that is wrong, "
+            f'give the mapping "formats": {{"dates": {{"{name}": "{other}"}}}}'
+        )
+    return note
+
+
+def _prefer_sibling_order(formats: Formats) -> None:
+    """An ambiguous date column reads in the order an unambiguous date column of the file uses."""
+    known = {_order(fmt) for f, fmt in formats.dates.items() if f not in formats.ambiguous} - {None}
+    if len(known) != 1:
+        return
+    order = known.pop()
+    sibling = next(f for f, fmt in formats.dates.items() if f not in formats.ambiguous and _order(fmt) == order)
+    for name, alternatives in formats.ambiguous.items():
+        formats.dates[name] = next((a for a in alternatives if _order(a) == order), formats.dates[name])
+        formats.notes.append(f"{name}: day/month order taken from {sibling}, whose dates read only {order}-first")
+
+
+def refine_dates(formats: Formats, columns: dict[str, pd.Series]) -> Formats:
+    """Settle day-first vs month-first on the whole column: ``columns`` holds every value of the
+    ambiguous date fields (``formats.ambiguous``). A column where some value reads only one way
+    takes that way; a column where every value reads both ways keeps the default and its note
+    naming both readings. Returns ``formats``, updated in place."""
+    for name, alternatives in list(formats.ambiguous.items()):
+        if name not in columns:
+            continue
+        values = pd.Series(pd.unique(columns[name].dropna().astype("string").str.strip()), dtype="string")
+        scores = {fmt: int(parse_datetime(values, fmt).notna().sum()) for fmt in alternatives}
+        best = max(scores.values())
+        winners = [fmt for fmt in alternatives if scores[fmt] == best]
+        formats.notes = [n for n in formats.notes if not n.startswith(f"{name}: dates read as")]
+        if len(winners) == 1:
+            fmt = winners[0]
+            formats.dates[name] = fmt
+            del formats.ambiguous[name]
+            formats.notes.append(
+                f"{name}: dates read as {_describe_date_format(fmt)}, decided on the whole column "
+                f"(the first rows read both ways; {best - min(scores.values()):,} distinct values read only this way)"
+            )
+        else:
+            formats.notes.append(_date_note(name, formats.dates[name], values, alternatives))
+    return formats
+
+
+def _number_text(value: str) -> str | None:
+    """The digits-and-marks part of a written amount (no sign, currency or parentheses)."""
+    m = _MONEY.match(value.strip())
+    return m["num"].strip() if m else None
+
+
+def _decimal_evidence(sample: pd.Series) -> tuple[int, int, int]:
+    """(values only a decimal point reads, only a decimal comma reads, both read differently)."""
+    point_only = comma_only = both = 0
+    for v in pd.unique(sample.dropna().astype("string")):
+        num = _number_text(str(v))
+        if num is None:
+            continue
+        p, c = bool(_POINT_NUMBER.fullmatch(num)), bool(_COMMA_NUMBER.fullmatch(num))
+        if p and not c:
+            point_only += 1
+        elif c and not p:
+            comma_only += 1
+        elif p and c and ("." in num or "," in num):
+            both += 1
+    return point_only, comma_only, both
+
+
+def _decimal_note(name: str, sample: pd.Series) -> tuple[str, str]:
+    """(decimal mark, the load note saying which mark was detected and what the other one means)."""
+    point_only, comma_only, both = _decimal_evidence(sample)
+    mark = "," if comma_only > point_only else "."
+    if mark == ",":
+        note = f"{name}: numbers use a decimal comma (1.234,56 = 1234.56)"
+        minority = point_only
+    else:
+        note = f"{name}: numbers use a decimal point (1,234.56)"
+        minority = comma_only
+    if minority:
+        note += (
+            f"; {minority:,} distinct value(s) in the first rows are written with the other mark and will be "
+            "rejected, not guessed"
+        )
+    elif both and not (point_only or comma_only):
+        note += (
+            "; no value shows which mark the file uses (values like 1.234 read either way): read with a decimal "
+            'point; if the file uses a decimal comma give the mapping "formats": {"decimal": {"' + name + '": ","}}'
+        )
+    return mark, note
+
+
+def _currency_note(kind: SourceKind, name: str, currencies: pd.Series, mapped: set[str]) -> str | None:
+    counts = currencies.dropna().value_counts()
+    if counts.empty:
+        return None
+    listed = ", ".join(f"{c} ({n:,} rows)" for c, n in counts.items())
+    if len(counts) > 1:
+        note = f"{name}: MIXED currencies in one column (first rows: {listed})"
+    else:
+        note = f"{name}: amounts are in {counts.index[0]} (from the sign or code written beside them)"
+    if "currency" in kind.field_names and "currency" not in mapped:
+        note += "; each row's currency is stored in the currency field"
+    elif "currency" not in kind.field_names:
+        note += "; this kind stores no currency: the figures are shown as the numbers written"
+        if len(counts) > 1:
+            note += ", so totals add different currencies; load one currency per file"
+    return note
+
+
+def detect_formats(kind: SourceKind, frame: pd.DataFrame, sample_rows: int | None = 5000) -> Formats:
+    """Detect date formats, decimal marks and currencies of a canonical-named text frame.
+
+    Shape in: text columns named by the kind's fields. Out: ``Formats`` whose ``notes`` say, per
+    field, what was detected (date format, time zones, epoch unit, decimal mark, currencies) and
+    whose ``ambiguous`` lists date fields the sample could not settle (see ``refine_dates``).
+    """
     formats = Formats()
-    head = frame.head(sample_rows)
+    head = frame.head(sample_rows) if sample_rows else frame
+    money_notes: list[str] = []
+    readable: set[str] = set()  # date fields some format reads
     for f in kind.fields:
-        if f.name not in head.columns:
+        if f.name not in head.columns or f.name in IDENTITY_FIELDS:
             continue
         col = head[f.name]
         if f.dtype == "datetime":
-            fmt, note = _detect_date_format(col)
-            formats.dates[f.name] = fmt or "ISO8601"
-            if fmt:
-                formats.notes.append(f"{f.name}: dates read as {fmt}" + (f" ({note})" if note else ""))
+            winners = _date_winners(col)
+            if not winners:
+                formats.dates[f.name] = "ISO8601"
+                continue
+            formats.dates[f.name] = winners[0]
+            readable.add(f.name)
+            orders = {_order(w) for w in winners}
+            if {"day", "month"} <= orders:
+                day = next(w for w in winners if _order(w) == "day")
+                month = next(w for w in winners if _order(w) == "month")
+                formats.ambiguous[f.name] = [day, month]
         elif f.dtype in ("float", "int"):
-            formats.decimal[f.name] = _detect_decimal(col)
-            if formats.decimal[f.name] == ",":
-                formats.notes.append(f"{f.name}: numbers use a decimal comma (1.234,50)")
+            mark, note = _decimal_note(f.name, col)
+            formats.decimal[f.name] = mark
+            if col.dropna().astype("string").str.contains(r"\d[.,]\d", regex=True).fillna(False).any() or mark == ",":
+                formats.notes.append(note)
+            if f.dtype == "float":
+                _, cur = parse_money(col, mark)
+                codes = cur.dropna().unique()
+                if len(codes):
+                    formats.currency[f.name] = ", ".join(sorted(codes))
+                    text = _currency_note(kind, f.name, cur, set(frame.columns))
+                    if text and col.dropna().astype("string").str.contains(r"\$", regex=True).fillna(False).any():
+                        text += " (a dollar sign is read as USD: it does not say which dollar)"
+                    if text:
+                        money_notes.append(text)
+    _prefer_sibling_order(formats)
+    for name, fmt in formats.dates.items():
+        col = head[name]
+        if name not in readable or col.dropna().empty:
+            continue
+        formats.notes.append(_date_note(name, fmt, col, formats.ambiguous.get(name)))
+    formats.notes.extend(money_notes)
     return formats
 
 
 # ---------------------------------------------------------------- the contract
 def _parses(parser, expected: str, name: str) -> pa.Check:
     return pa.Check(lambda s: s.isna() | parser(s).notna(), name=name, error=expected)
+
+
+_NUMBER_EXPECTED = {
+    ".": "a number with a decimal point like 1,234.56 (this column's numbers use a decimal point; "
+         "a value written 1.234,56 uses a decimal comma and is not guessed)",
+    ",": "a number with a decimal comma like 1.234,56 (this column's numbers use a decimal comma; "
+         "a value written 1,234.56 uses a decimal point and is not guessed)",
+}
 
 
 def _plausible_dates(parsed: pd.Series) -> pd.Series:
@@ -268,8 +576,28 @@ def _field_parser(kind: SourceKind, name: str, formats: Formats):
 
 
 def parse_fields(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> dict[str, pd.Series]:
-    """Every canonical field of ``frame`` parsed once, in the kind's field order."""
-    return {f.name: _field_parser(kind, f.name, formats)(frame[f.name]) for f in kind.fields if f.name in frame.columns}
+    """Every canonical field of ``frame`` parsed once, in the kind's field order.
+
+    When an amount is written with its currency (``€12``, ``12 EUR``) and the kind has a
+    ``currency`` field that no column feeds, the result also holds ``currency``: each row's code
+    (from the first money field that carries one).
+    """
+    out: dict[str, pd.Series] = {}
+    currency: pd.Series | None = None
+    fill = "currency" in kind.field_names and "currency" not in frame.columns
+    for f in kind.fields:
+        if f.name not in frame.columns:
+            continue
+        if fill and f.dtype == "float" and f.name not in IDENTITY_FIELDS:
+            values, codes = parse_money(frame[f.name], formats.decimal.get(f.name, "."))
+            out[f.name] = values
+            if codes.notna().any():
+                currency = codes if currency is None else currency.fillna(codes)
+        else:
+            out[f.name] = _field_parser(kind, f.name, formats)(frame[f.name])
+    if currency is not None:
+        out["currency"] = currency
+    return out
 
 
 def _reusing(parsed: dict[str, pd.Series] | None, name: str, parse):
@@ -318,7 +646,7 @@ def build_schema(
             )
         elif f.dtype in ("float", "int"):
             dec = formats.decimal.get(f.name, ".")
-            checks.append(_parses(parse, "a number" + (" (decimal comma)" if dec == "," else ""), "number"))
+            checks.append(_parses(parse, _NUMBER_EXPECTED[dec], "number"))
             if f.dtype == "int":
                 checks.append(
                     pa.Check(
@@ -414,6 +742,8 @@ def check(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> tuple[pd.D
                     }
                 )
             )
+    if "currency" in present:
+        failures.extend(_currency_conflicts(kind, frame, formats, parsed, present))
     for early, late in kind.ordered:
         if early in present and late in present:
             a, b = parsed[early], parsed[late]
@@ -434,6 +764,26 @@ def check(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> tuple[pd.D
         not f.empty for f in failures
     ) else pd.DataFrame(columns=FAILURE_COLUMNS)
     return out, parsed
+
+
+def _currency_conflicts(
+    kind: SourceKind, frame: pd.DataFrame, formats: Formats, parsed: dict[str, pd.Series], present: list[str]
+) -> list[pd.DataFrame]:
+    """Rows whose amount is written with one currency (``€12``) while the currency column says another."""
+    stated = parsed["currency"].str.upper()
+    out = []
+    for f in kind.fields:
+        if f.dtype != "float" or f.name not in present or f.name in IDENTITY_FIELDS:
+            continue
+        _, written = parse_money(frame[f.name], formats.decimal.get(f.name, "."))
+        bad = frame.index[(written.notna() & stated.notna() & (written != stated)).fillna(False).to_numpy(dtype=bool)]
+        if len(bad):
+            out.append(pd.DataFrame({
+                "row": bad, "field": f.name, "rule": "currency_match",
+                "value": frame.loc[bad, f.name].astype(object).to_numpy(),
+                "expected": "an amount in the currency the currency column gives for its row",
+            }))
+    return out
 
 
 def typed_frame(kind: SourceKind, parsed: dict[str, pd.Series], rows: pd.Index | None = None) -> pd.DataFrame:

@@ -146,18 +146,21 @@ def rejected_rows_csv(staged: StagedFile, result: IngestResult) -> bytes:
         return safe_csv(pd.DataFrame())
     reasons = (
         failures.assign(reason=failures["column"].astype(str) + ": expected " + failures["expected"].astype(str))
-        .groupby("line")["reason"]
+        .groupby("record")["reason"]
         .agg("; ".join)
     )
-    wanted = set(int(x) - 2 for x in reasons.index)
+    line_of = failures.groupby("record")["line"].first()
+    wanted = set(int(x) - 1 for x in reasons.index)
     parts = []
     for chunk in iter_chunks(staged.path, staged.fmt):
         hit = chunk[chunk.index.isin(wanted)]
         if len(hit):
             parts.append(hit)
     rows = pd.concat(parts) if parts else pd.DataFrame(columns=staged.header)
-    rows.insert(0, "line", rows.index + 2)
-    rows.insert(1, "reasons", rows["line"].map(reasons))
+    records = pd.Series(rows.index + 1, index=rows.index)
+    rows.insert(0, "line", records.map(line_of))
+    rows.insert(1, "record", records)
+    rows.insert(2, "reasons", records.map(reasons))
     return safe_csv(rows)
 
 
