@@ -137,6 +137,11 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
     "subscription_id": (r"sub(scription)?_?(id|ref|no)",),
     "start": (r"start", r"begin", r"activated", r"from$"),
     "end": (r"end", r"cancel", r"terminat", r"churn_?date", r"until$", r"to$"),
+    # the churn kind: one row per churn or cancellation (and a customer table's dated churn label)
+    # never a bare "date": a customer table's other dates must not date its churn label
+    "churned_at": (r"churn(ed)?_?(date|at|on|time)", r"cancel+(ed|ation)_?(date|at|on)", r"termination_?date"),
+    "reason": (r"reason", r"cause", r"why", r"feedback"),
+    "churn_id": (r"(churn|cancel+ation)_?(event_)?id",),
     "mrr": (r"mrr", r"monthly", r"recurring", r"arr"),
     "opportunity_id": (r"opp(ortunity)?_?(id|no|ref)?$", r"deal_?id"),
     "created_at": (r"created", r"engage_?date", r"open(ed)?_?date", r"start"),
