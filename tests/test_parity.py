@@ -201,3 +201,23 @@ def test_customer_features_are_equal(engines):
     assert len(duck.frame) > N_CUSTOMERS / 3
     assert duck.frame["label"].notna().any()
     assert_same_frame(duck.frame.sort_index(), pg.frame.sort_index(), "customer_features")
+
+
+def test_churn_candidates_and_every_definition_are_equal(engines):
+    from cxdash import churn
+
+    def cands(conn):
+        found = churn.candidates(conn)
+        # inactivity at another window too: date arithmetic in SQL on both engines
+        extra = churn.Definition("inactivity", days=60)
+        churned = {c.name: sorted(map(tuple, conn.execute(churn.churned(conn, c.definition, by="cx_id")).fetchall()))
+                   for c in [*found, churn.Candidate(extra, 0, 0, True)]}
+        return [c.to_dict() for c in found], churned
+
+    (duck_c, duck_sets), (pg_c, pg_sets) = _both(engines, cands)
+    assert {c["basis"] for c in duck_c} >= {"subscriptions", "inactivity"}  # the demo has both readings
+    assert duck_c == pg_c
+    assert duck_sets.keys() == pg_sets.keys()
+    for name in duck_sets:
+        assert len(duck_sets[name]) > 0, name
+        assert [(a, _plain(b)) for a, b in duck_sets[name]] == [(a, _plain(b)) for a, b in pg_sets[name]], name
