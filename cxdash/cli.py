@@ -137,7 +137,7 @@ def cmd_churn(args) -> int:
     if args.use:
         res = churn.choose(store, args.use, actor=_cli_actor())
         # the pages' stored figures follow the new definition before this returns
-        summaries.refresh(store, ("churn_candidates", "headline", *summaries.VIEWS))
+        summaries.refresh(store, summaries.CHURN_REFRESH)
     else:
         res = _churn_in_force(store)
     if args.json:

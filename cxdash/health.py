@@ -20,6 +20,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash import churn as churn_defs
 from cxdash.kinds import IDENTITY_FIELDS, KINDS, get_kind
 from cxdash.overview import TIME_FIELDS
 from cxdash.store import (
@@ -251,11 +252,13 @@ def stitch_coverage(conn: Connection) -> pd.DataFrame:
     return pd.DataFrame(conn.execute(q).fetchall(), columns=["source", "matched_via", "status", "rows"])
 
 
-def coverage(conn: Connection) -> pd.DataFrame:
-    """Share of CRM customers that have the data each headline KPI and the churn model need.
+def coverage(conn: Connection, churn: str | None = None) -> pd.DataFrame:
+    """Share of CRM customers that have the data each headline KPI and the churn model need; for
+    churn, the customers the churn definition ``churn`` (its name; default the suggested one) can judge.
 
     Out: ``measure, needs, customers_covered, share``.
     """
+    definition = churn_defs.in_force(conn, churn_defs.Definition.parse(churn) if churn else None)
     im = customer_keys_table
     known = sa.select(im.c.cx_key).where(im.c.known.is_(True)).subquery()
     total = conn.execute(sa.select(sa.func.count()).select_from(known)).scalar() or 0
@@ -276,13 +279,20 @@ def coverage(conn: Connection) -> pd.DataFrame:
         u = sa.union(*parts).subquery()
         return conn.execute(sa.select(sa.func.count()).select_from(u)).scalar() or 0
 
+    def judged(definition) -> int:
+        if definition is None:
+            return 0
+        cov = churn_defs.covered(conn, definition).subquery()
+        return conn.execute(sa.select(sa.func.count()).select_from(cov.join(known, known.c.cx_key == cov.c.cx_key))
+                            ).scalar() or 0
+
     def source_loaded(kind: str) -> bool:
         return bool(conn.execute(sa.select(sa.func.count()).select_from(KIND_TABLES[kind])).scalar())
 
     rows = [
         ("revenue & lifetime value", "a transaction", having("transactions")),
-        ("churn & retention", "a subscription or a churn label", having("subscriptions")
-         + (having("customers", where=lambda t: t.c.churn_label.is_not(None)) if not source_loaded("subscriptions") else 0)),
+        ("churn & retention", f"what the churn definition needs ({definition.name})" if definition
+         else "a churn label, subscriptions, churn records or dated activity", judged(definition)),
         ("active customers", "an event, contact or purchase", having("events", "tickets", "transactions")),
         ("silence metric & contacts", "the support source loaded (no ticket is a real zero)",
          total if source_loaded("tickets") else 0),

@@ -100,9 +100,11 @@ VIEWS = ("executive.report", "executive.trends", "executive.cohorts", "executive
          "journeys.edge_customers")
 SUMMARIES = LANDING + VIEWS
 # Summaries whose figures depend on the churn definition in force: stored with its name.
-CHURN_DEPENDENT = frozenset({"headline", "executive.report", "executive.trends", "executive.cohorts",
+CHURN_DEPENDENT = frozenset({"headline", "coverage", "executive.report", "executive.trends", "executive.cohorts",
                              "executive.conflicts", "journeys.hotspots", "journeys.hotspot_customers",
                              "journeys.variants"})
+# What a new choice of churn definition recomputes (in refresh order).
+CHURN_REFRESH = tuple(name for name in SUMMARIES if name in CHURN_DEPENDENT)
 
 MISSING = object()  # lookup() found no stored result for the current version
 

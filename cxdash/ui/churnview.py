@@ -61,7 +61,7 @@ def choose(name: str, actor: str) -> churn.Resolution:
     store = data.store()
     res = churn.choose(store, name, actor=actor)
     data.forget_churn_choice()
-    summaries.refresh_in_background(store, ("headline", *summaries.VIEWS))
+    summaries.refresh_in_background(store, summaries.CHURN_REFRESH)
     st.session_state[DONE_KEY] = res.name
     return res
 

@@ -170,7 +170,7 @@ def failures_csv(result: IngestResult) -> bytes:
 
 # ---------------------------------------------------------------- data health (cached)
 @st.cache_data(show_spinner=False, max_entries=4, ttl=300)
-def _health(url: str, version: int) -> dict:
+def _health(url: str, version: int, churn_name: str | None) -> dict:
     store = data.store()
     with store.connect() as conn:
         gov = governance(conn, stats=summaries.get(conn, "source_stats", version),
@@ -179,7 +179,7 @@ def _health(url: str, version: int) -> dict:
             "governance": gov,
             "nulls": summaries.get(conn, "null_rates", version),
             "stitch": summaries.get(conn, "stitch_coverage", version),
-            "coverage": summaries.get(conn, "coverage", version),
+            "coverage": summaries.get(conn, "coverage", version, {"churn": churn_name} if churn_name else None),
             "hubs": pd.DataFrame(conn.execute(identity_hubs_table.select()).mappings().all(), columns=["id_key", "degree"]),
             "quarantine": pd.DataFrame(
                 conn.execute(
@@ -195,7 +195,7 @@ def _health(url: str, version: int) -> dict:
 
 
 def health() -> dict:
-    return _health(database_url(), data.version())
+    return _health(database_url(), data.version(), data.churn_name())
 
 
 def save_latency_target(source: str, hours: float | None) -> None:
