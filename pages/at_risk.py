@@ -29,6 +29,7 @@ frame = risk.at_risk_list(
 stats = risk.stats()
 st.markdown(risk.at_risk_sentence(frame, stats))
 churnview.caption()
+churnview.model_mismatch(risk.model_info()["metrics"])
 
 c1, c2, c3, c4 = st.columns(4, border=True)
 c1.metric("At risk (top 10%)", f"{stats['at_risk']:,}")

@@ -30,6 +30,7 @@ else:
     if m.get("churn_definition"):
         st.caption(risk.model_churn_caption(m))
     churnview.caption()
+    churnview.model_mismatch(m)
 
     left, right = st.columns(2)
     with left:

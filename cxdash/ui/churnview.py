@@ -28,6 +28,16 @@ def caption(where=None) -> churn.Resolution:
     return res
 
 
+def model_mismatch(metrics: dict, where=None) -> None:
+    """Warn when the newest model learned another churn definition than the one in force now."""
+    trained = metrics.get("churn_definition")
+    current = data.churn_name()
+    if trained and current and trained != current:
+        (where or st).warning(plain(
+            f"The churn model learned churn as {trained}; the company's definition is now {current}. Its risks "
+            "answer the old question until it is retrained (Churn model page)."), icon=":material/update:")
+
+
 def candidates_table(res: churn.Resolution) -> pd.DataFrame:
     """One row per definition the data supports, with its figures, the one in force marked."""
     rows = []
