@@ -34,6 +34,7 @@ TIMELINE_TIME_COLUMNS = (
     ("customers", "signup_date"), ("events", "timestamp"), ("tickets", "opened_at"), ("tickets", "closed_at"),
     ("transactions", "timestamp"), ("subscriptions", "start"), ("subscriptions", "end"),
     ("opportunities", "created_at"), ("opportunities", "closed_at"), ("churn", "churned_at"),
+    ("customers", "churned_at"),
 )
 FAILED_PAYMENT_STATUSES = ("failed", "declined", "error", "payment_failed", "rejected")
 
