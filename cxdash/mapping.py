@@ -213,6 +213,7 @@ CLEAR_MIN_SCORE = 3.5
 CLEAR_MARGIN = 2.0
 # Share of rows repeating the kind's own key above which the kind is contradicted.
 REPEAT_CONTRADICTS = 0.05
+MIN_ROWS_FOR_UNIQUENESS = 20
 
 _ID_SUFFIX = re.compile(r"(^|_)(id|key|no|nr|num|number|ref|code)$")
 _ACTIVITY_HINTS = {"name", "type", "event", "feature", "action", "activity", "kind", "step"}
@@ -388,6 +389,7 @@ def _rank_one(kind: SourceKind, header: list[str], sample: pd.DataFrame | None, 
                 f"{cols} repeats: {repeated:,} of the {keyed:,} rows read repeat a key, so not one row per {what}",
             )
     elif kind.natural_key and not set(kind.natural_key) <= set(IDENTITY_FIELDS):
+        score -= 0.5
         reasons.append(f"no {' + '.join(kind.natural_key)} column")
 
     if row_id and row_id not in entity:
@@ -409,6 +411,12 @@ def _rank_one(kind: SourceKind, header: list[str], sample: pd.DataFrame | None, 
             reasons.append(
                 f"several rows per customer ({per.nunique():,} distinct {mapping.columns[ids[0]]!r} "
                 f"in {len(per):,} rows), as {kind.name} have"
+            )
+        elif len(per) >= MIN_ROWS_FOR_UNIQUENESS:  # a handful of rows proves nothing either way
+            score -= 1.0
+            reasons.append(
+                f"every row is a different customer ({mapping.columns[ids[0]]!r} is unique in {len(per):,} rows): "
+                f"not a log of many {kind.name} per customer"
             )
 
     for f in kind.fields:
