@@ -214,6 +214,8 @@ CLEAR_MARGIN = 2.0
 # Share of rows repeating the kind's own key above which the kind is contradicted.
 REPEAT_CONTRADICTS = 0.05
 MIN_ROWS_FOR_UNIQUENESS = 20
+# Below this a reading that fits is called "unlikely" (shown, but with little for it).
+POSSIBLE_MIN_SCORE = 1.5
 
 _ID_SUFFIX = re.compile(r"(^|_)(id|key|no|nr|num|number|ref|code)$")
 _ACTIVITY_HINTS = {"name", "type", "event", "feature", "action", "activity", "kind", "step"}
@@ -226,7 +228,7 @@ class KindGuess:
 
     kind: str
     score: float
-    confidence: str  # "clear" | "possible" | "unlikely"
+    confidence: str  # "clear" | "possible" | "unlikely" (fits, weak evidence) | "no fit" (a required field is missing)
     reasons: list[str]
     mapping: Mapping
     fits: bool  # every required field of the kind has a column
@@ -370,6 +372,7 @@ def _rank_one(kind: SourceKind, header: list[str], sample: pd.DataFrame | None, 
     elif kind.identity_fields:
         score -= 1.0
         reasons.append("no customer identifier: no column reads as " + ", ".join(kind.identity_fields))
+        # (rank_kinds adds which identifier columns the file has that this kind does not take)
 
     contradicted = False
     entity = _customer_entity(kind, mapping)
@@ -427,8 +430,8 @@ def _rank_one(kind: SourceKind, header: list[str], sample: pd.DataFrame | None, 
                 reasons.append(f"no date column for {f.name}")
     if not any(f.dtype == "datetime" and f.name in mapping.columns for f in kind.fields) and not missing:
         reasons.append("no date column")
-    return KindGuess(kind.name, round(score, 2), "unlikely" if not fits else "possible", reasons, mapping,
-                     fits, identified, contradicted, found_by)
+    confidence = "no fit" if not fits else "possible" if score >= POSSIBLE_MIN_SCORE else "unlikely"
+    return KindGuess(kind.name, round(score, 2), confidence, reasons, mapping, fits, identified, contradicted, found_by)
 
 
 def rank_kinds(header: list[str], sample: pd.DataFrame | None = None) -> list[KindGuess]:
@@ -438,6 +441,14 @@ def rank_kinds(header: list[str], sample: pd.DataFrame | None = None) -> list[Ki
     and its own key does not repeat; otherwise no guess is clear and a person must choose."""
     row_id = _row_id_column(header, sample)
     guesses = [_rank_one(kind, header, sample, row_id) for kind in KINDS.values()]
+    # Identifier columns some kind reads (account_id): name them where a kind cannot take them.
+    id_columns = {g.mapping.columns[f]: f for g in guesses for f in IDENTITY_FIELDS if f in g.mapping.columns}
+    for g in guesses:
+        if not g.identified and id_columns:
+            i = next(i for i, r in enumerate(g.reasons) if r.startswith("no customer identifier"))
+            g.reasons[i] += "; " + ", ".join(
+                f"{col!r} reads as {f}, which {g.kind} do not take" for col, f in id_columns.items()
+            )
     guesses.sort(key=lambda g: (not g.fits, -g.score, list(KINDS).index(g.kind)))
     best = guesses[0]
     runner = next((g for g in guesses[1:] if g.fits), None)
@@ -445,7 +456,7 @@ def rank_kinds(header: list[str], sample: pd.DataFrame | None = None) -> list[Ki
     if best.fits and not best.contradicted and best.score >= CLEAR_MIN_SCORE and margin >= CLEAR_MARGIN:
         best.confidence = "clear"
         if runner:
-            best.reasons.append(f"leads the next reading ({runner.kind}) by {margin:.1f} points")
+            best.reasons.append(f"the next best reading, {runner.kind}, has much less for it")
     return guesses
 
 

@@ -69,13 +69,8 @@ else:
             "nothing is checked or loaded until you do."
         )
     default_index = None
-if guesses:
-    # Reasons quote the file's column names: shown in a table, never as markdown.
-    st.dataframe(
-        ops.guesses_table(guesses), hide_index=True, width="stretch",
-        column_config={"evidence": st.column_config.TextColumn("evidence", width="large")},
-    )
-labels = {g.kind: f"{g.kind} ({ops.guesses_table([g])['how sure'][0]})" for g in guesses}
+ops.render_guesses(guesses)
+labels = {g.kind: f"{g.kind} ({ops.HOW_SURE[g.confidence]})" for g in guesses}
 kind = st.selectbox(
     "Kind of extract", ranked, index=default_index, key=f"upload_kind_{token}_{source}",
     format_func=lambda k: labels.get(k, k), placeholder="Choose the kind of this extract",
@@ -100,8 +95,19 @@ for i, field in enumerate(ops.kind_fields(kind)):
     if pick != ops.NOT_MAPPED:
         chosen_columns[field.name] = pick
 mapping = ops.make_mapping(kind, chosen_columns)
+ids = [f.name for f in ops.kind_fields(kind) if f.name in ops.IDENTITY_FIELDS]
+if ids and not any(f in chosen_columns for f in ids):
+    st.warning(
+        f"No column is mapped to a customer identifier of {kind} ({', '.join(ids)}): the check will refuse the "
+        "file. Map the column that names the customer, or choose another kind."
+    )
+    others = {c: f for c, f in ops.identifier_columns(staged).items() if f not in ids}
+    if others:
+        st.text(f"Identifier columns in the file that {kind} do not take: "
+                + ", ".join(f"{c!r} ({f})" for c, f in others.items()))
 st.markdown("**Mapping used**, field by field, and how each column was found")
-st.dataframe(ops.mapping_table(kind, chosen_columns, mapping0, found_by), hide_index=True, width="stretch")
+table = ops.mapping_table(kind, chosen_columns, mapping0, found_by)
+st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)
 
 with st.expander("Preview (first rows of the file)", expanded=False):
     st.dataframe(staged.preview.head(50), hide_index=True, width="stretch")

@@ -132,7 +132,7 @@ def test_the_cli_refuses_an_ambiguous_file_naming_the_candidates_and_stores_noth
     out = capsys.readouterr()
     assert code != 0
     assert "cannot tell which kind of extract this is" in out.err and "--kind " in out.err
-    assert "Candidates: " in out.err and "customers (possible" in out.err and "transactions (possible" in out.err
+    assert "Candidates: " in out.err and "customers (unlikely" in out.err and "transactions (unlikely" in out.err
     assert "kind guesses (best first)" in out.out and "each row is one churn event" in out.out
     assert nothing_stored(db)
 

@@ -58,9 +58,16 @@ def test_without_a_saved_mapping_the_page_shows_the_guesses_and_waits_for_a_kind
     box = kind_box(at)
     assert box.value is None  # no default: the user must choose
     assert "Choose the kind of extract above" in " ".join(i.value for i in at.info)
-    guesses = at.dataframe[0].value
-    assert guesses["kind"].iloc[0] == "tickets" and guesses["how sure"].iloc[0] == "clearly this"
-    assert "each row is one ticket" in " ".join(guesses["evidence"])
+    headings = [m.value for m in at.markdown if m.value.startswith("**1. ")]
+    assert headings == ["**1. tickets** · clearly this"]
+    assert "• column 'ticket_id' is unique in the 150 rows read: one row per ticket" in texts(at)
+    from cxdash.kinds import KINDS
+
+    if "account_id" in KINDS["tickets"].field_names:  # identifiers on every kind (issue 13, another part)
+        assert "• column 'account_id' identifies the customer (account_id)" in texts(at)
+    else:
+        assert ("• no customer identifier: no column reads as customer_id, email, phone; "
+                "'account_id' reads as account_id, which tickets do not take") in texts(at)
     assert not any(b.label == "Check the file" for b in at.button)  # nothing to check before a kind
 
 

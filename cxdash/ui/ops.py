@@ -19,7 +19,7 @@ from cxdash.config import DATA_DIR, database_url
 from cxdash.exporting import safe_csv
 from cxdash.health import governance, mapping_versions, set_latency_target
 from cxdash.ingest import IngestError, IngestResult, ingest_file, saved_mapping
-from cxdash.kinds import KINDS, get_kind
+from cxdash.kinds import IDENTITY_FIELDS, KINDS, get_kind
 from cxdash.mapping import KindGuess, Mapping, MappingError, rank_kinds
 from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
 from cxdash.store import identity_hubs_table, quarantine_table, sources_table
@@ -129,20 +129,40 @@ def mapping_table(kind: str, chosen: dict[str, str], start: Mapping, found_by: d
     return pd.DataFrame(rows)
 
 
+HOW_SURE = {"clear": "clearly this", "possible": "possible", "unlikely": "unlikely", "no fit": "does not fit"}
+
+
 def guesses_table(guesses: list[KindGuess]) -> pd.DataFrame:
-    """One row per kind, best first: ``rank``, ``kind``, ``how sure``, ``score``, ``evidence``."""
+    """One row per kind, best first: ``rank``, ``kind``, ``how sure``, ``evidence``."""
     return pd.DataFrame(
         {
             "rank": range(1, len(guesses) + 1),
             "kind": [g.kind for g in guesses],
-            "how sure": [
-                {"clear": "clearly this", "possible": "possible", "unlikely": "does not fit"}[g.confidence]
-                for g in guesses
-            ],
-            "score": [g.score for g in guesses],
+            "how sure": [HOW_SURE[g.confidence] for g in guesses],
             "evidence": ["; ".join(g.reasons) for g in guesses],
         }
     )
+
+
+def render_guesses(guesses: list[KindGuess]) -> None:
+    """The likely kinds in full (each with its evidence, as plain text: it quotes the file's
+    column names), the others in a table under an expander."""
+    shown = [g for g in guesses if g.fits][:3] or guesses[:1]
+    for i, g in enumerate(shown, 1):
+        with st.container(border=True):
+            st.markdown(f"**{i}. {g.kind}** · {HOW_SURE[g.confidence]}")
+            st.text("\n".join(f"• {r}" for r in g.reasons))
+    rest = [g for g in guesses if g not in shown]
+    if rest:
+        with st.expander(f"The other {len(rest)} kinds"):
+            st.dataframe(guesses_table(rest).drop(columns="rank"), hide_index=True, width="stretch")
+
+
+def identifier_columns(staged: StagedFile) -> dict[str, str]:
+    """Columns of the file that some kind reads as a customer identifier: ``{column: field}``."""
+    return {
+        g.mapping.columns[f]: f for g in staged.guesses or [] for f in IDENTITY_FIELDS if f in g.mapping.columns
+    }
 
 
 def report_key(staged: StagedFile, source: str, mapping: Mapping, mode: str) -> str:
@@ -278,8 +298,9 @@ def source_names() -> list[str]:
 
 
 __all__ = [
-    "K_FILE", "K_REPORT", "K_RESULT", "NOT_MAPPED", "ExtractError", "IngestError", "MappingError", "StagedFile",
-    "check", "discard", "failures_csv", "guesses_table", "health", "initial_mapping", "kind_fields", "kind_names",
+    "HOW_SURE", "IDENTITY_FIELDS", "K_FILE", "K_REPORT", "K_RESULT", "NOT_MAPPED", "ExtractError", "IngestError",
+    "MappingError", "StagedFile",
+    "check", "discard", "failures_csv", "guesses_table", "health", "identifier_columns", "render_guesses", "initial_mapping", "kind_fields", "kind_names",
     "known_sources", "load", "mapping_table", "rejected_rows_csv", "report_key", "save_latency_target",
     "saved_for", "source_names", "stage_upload",
 ]
