@@ -107,7 +107,7 @@ if ids and not any(f in chosen_columns for f in ids):
                 + ", ".join(f"{c!r} ({f})" for c, f in others.items()))
 st.markdown("**Mapping used**, field by field, and how each column was found")
 table = ops.mapping_table(kind, chosen_columns, mapping0, found_by)
-st.dataframe(table, hide_index=True, width="stretch", height=36 * (len(table) + 1) + 4)
+st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
 
 with st.expander("Preview (first rows of the file)", expanded=False):
     st.dataframe(staged.preview.head(50), hide_index=True, width="stretch")

@@ -229,14 +229,14 @@ def test_a_file_matching_nobody_says_so_before_loading(tmp_path, capsys):
     assert stored_counts(db)["events"] == 0
 
 
-def test_new_crm_customers_raise_the_headline_count(tmp_path, duck):
+def test_new_crm_customers_raise_the_headline_count(tmp_path, store):
     first = tmp_path / "crm1.csv"
     first.write_text("customer_id,email\nC1,a@example.com\nC2,b@example.com\n")
-    ingest_file(duck, first, source="crm", kind="customers")
+    ingest_file(store, first, source="crm", kind="customers")
     # By hand: C2 is known, C3 and C4 are new; C4 appears twice.
     second = tmp_path / "crm2.csv"
     second.write_text("customer_id,email,name\nC2,b@example.com,x\nC3,c@example.com,y\nC4,d@example.com,z\n")
-    impact = ingest_file(duck, second, source="crm", dry_run=True).impact
+    impact = ingest_file(store, second, source="crm", dry_run=True).impact
     assert (impact.rows, impact.rows_known, impact.new_customers) == (3, 1, 2)
     assert (impact.customers_before, impact.customers_after) == (2, 4)
 
