@@ -61,25 +61,27 @@ class LoadImpact:
 
     def lines(self) -> list[str]:
         """The impact in sentences, most important first."""
+        def rows(n: int) -> str:
+            return f"{n:,} valid row{'' if n == 1 else 's'}"
+
         out = []
-        if self.matches_nobody:
+        if not self.store_has_customers:
+            out.append(f"The store holds no customers yet: all {rows(self.rows)} are new.")
+        elif self.matches_nobody:
             out.append(
-                f"None of the {self.rows:,} rows matches a customer already stored: check that the identifier "
+                f"None of the {rows(self.rows)} matches a customer already stored: check that the identifier "
                 "columns are mapped to the right fields before loading."
             )
-        if not self.store_has_customers:
-            out.append(f"The store holds no customers yet: all {self.rows:,} rows are new.")
         else:
             out.append(
-                f"{self.rows_known:,} of {self.rows:,} rows match {self.customers_matched:,} customers already known"
+                f"{self.rows_known:,} of the {rows(self.rows)} match {self.customers_matched:,} customer"
+                f"{'' if self.customers_matched == 1 else 's'} already known"
                 + (f"; {self.rows_seen:,} match identifiers other sources hold (no CRM record)" if self.rows_seen else "")
                 + f"; {self.rows_new:,} match nobody."
             )
         out.append(f"New customers: {self.new_customers:,}.")
         change = self.customers_after - self.customers_before
-        out.append(
-            f"Customers (headline): {self.customers_before:,} -> {self.customers_after:,} ({change:+,})."
-        )
+        out.append(f"Customers (headline): {self.customers_before:,} -> {self.customers_after:,} ({change:+,}).")
         out.extend(self.notes)
         return out
 
@@ -159,7 +161,7 @@ def load_impact(conn: Connection, kind: str, ids: pd.DataFrame) -> LoadImpact:
         impact.customers_after = impact.customers_before + impact.new_customers
         if impact.store_has_crm and impact.rows_new:
             impact.notes.append(
-                f"{impact.rows_new:,} rows match no CRM customer: they load as unmatched and do not change the "
-                "customer count."
+                f"{impact.rows_new:,} row{'' if impact.rows_new == 1 else 's'} match no CRM customer: they load as "
+                "unmatched and do not change the customer count."
             )
     return impact

@@ -210,7 +210,7 @@ def _save_mapping(store: Store, source: str, mapping: Mapping) -> None:
             )
 
 
-def _row_keys(kind_name: str, typed: pd.DataFrame, attrs: pd.Series | None) -> pd.Series:
+def _row_keys(kind_name: str, typed: pd.DataFrame, attrs: pd.Series | None, content: np.ndarray | None = None) -> pd.Series:
     kind = get_kind(kind_name)
     if kind.natural_key and all(k in typed.columns for k in kind.natural_key):
         parts = [typed[k].astype("string") for k in kind.natural_key]
@@ -220,8 +220,7 @@ def _row_keys(kind_name: str, typed: pd.DataFrame, attrs: pd.Series | None) -> p
         return key
     # No natural key: the row's content. Identical rows in one file get an occurrence
     # number in SQL, so the same file loaded twice yields the same keys.
-    content = typed if attrs is None else typed.assign(attrs=attrs)
-    h = pd.util.hash_pandas_object(content, index=False).to_numpy()
+    h = content if content is not None else _content_hash(typed, attrs)
     # "<hash as decimal>#1", formatted by Arrow (numpy's str conversion is ~10x slower).
     suffix = pa.scalar("#1", pa.large_string())
     keys = pc.binary_join_element_wise(pa.array(h).cast(pa.large_string()), suffix, pa.scalar("", pa.large_string()))
@@ -299,13 +298,18 @@ class _Prepared:
     ids: pd.DataFrame | None = None
 
 
+def _content_hash(typed: pd.DataFrame, attrs: pd.Series | None) -> np.ndarray:
+    """A 64-bit hash of every value on each row, mapped (typed) or not (``attrs``)."""
+    content = typed if attrs is None else typed.assign(attrs=attrs)
+    return pd.util.hash_pandas_object(content, index=False).to_numpy()
+
+
 def _key_frame(kind_def, typed: pd.DataFrame, attrs: pd.Series | None, natural: bool) -> pd.DataFrame:
     """``line`` (file line), ``key`` (the declared key as text, or None) and ``content`` (a hash of
     every value on the row, mapped or not) of typed rows: what the duplicate report is made of."""
-    content = typed if attrs is None else typed.assign(attrs=attrs)
     out = pd.DataFrame({
         "line": (typed.index.to_numpy() + 2).astype("int64"),
-        "content": pd.util.hash_pandas_object(content, index=False).to_numpy(),
+        "content": _content_hash(typed, attrs),
     })
     if natural:
         parts = [typed[k].astype("string") for k in kind_def.natural_key]
@@ -370,30 +374,31 @@ def _prepared_chunks(
         rows = keys = ids = None
         if len(good):
             typed = typed_frame(kind_def, parsed, good.index)
+            if mapping.kind == "transactions" and "amount" not in typed.columns and {"quantity", "unit_price"} <= set(
+                typed.columns
+            ):  # before the keys: the amount is part of the row's content
+                typed["amount"] = typed["quantity"] * typed["unit_price"]
             attrs = _attrs_json(chunk if len(good) == len(chunk) else chunk.loc[good.index], unmapped)
             natural = bool(kind_def.natural_key) and all(k in typed.columns for k in kind_def.natural_key)
             keys = _key_frame(kind_def, typed, attrs, natural)
             if collect_ids:
                 ids = _id_frame(kind_def, typed)
             if store_rows and (reject_invalid or rejected_so_far == 0):
-                rows = _stored_rows(kind_def, mapping, typed, attrs, source, load_id)
+                rows = _stored_rows(kind_def, mapping, typed, attrs, source, load_id, keys["content"].to_numpy())
         yield _Prepared(len(chunk), len(bad_rows), erased_count, len(good), fails, rows, keys, ids)
 
 
 def _stored_rows(
     kind_def, mapping: Mapping, typed: pd.DataFrame, attrs: pd.Series | None, source: str, load_id: int,
+    content: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The valid rows of a chunk (``typed``, indexed by data-row number, and their unmapped
     columns as JSON) as the kind's table stores them: typed fields and metadata."""
     rows = typed.index
-    if mapping.kind == "transactions" and "amount" not in typed.columns and {"quantity", "unit_price"} <= set(
-        typed.columns
-    ):
-        typed["amount"] = typed["quantity"] * typed["unit_price"]
     n, index = len(typed), typed.index
     stored = {
         **{c: typed[c] for c in typed.columns},
-        "row_key": _row_keys(mapping.kind, typed, attrs),
+        "row_key": _row_keys(mapping.kind, typed, attrs, content),
         "id_key": _id_keys(typed),
         "source": _constant(source, n, index),
         "load_id": _constant(load_id, n, index),

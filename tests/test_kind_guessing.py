@@ -187,7 +187,7 @@ def test_check_stores_nothing_and_prints_the_mapping_and_the_impact(tmp_path, ca
     out = capsys.readouterr().out
     assert code == 0
     assert "timestamp *            <- 'timestamp'" in out and "(exact name)" in out
-    assert "impact: The store holds no customers yet: all 1,000 rows are new." in out
+    assert "impact: The store holds no customers yet: all 1,000 valid rows are new." in out
     assert "impact: New customers: 330." in out  # 330 distinct user ids (make_files.py)
     assert "nothing stored" in out
     assert nothing_stored(db)
@@ -224,7 +224,7 @@ def test_a_file_matching_nobody_says_so_before_loading(tmp_path, capsys):
     code = main(["--db", db, "ingest", str(KINDS_DIR / "clickstream.csv"), "--source", "web", "--check"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "impact: None of the 1,000 rows matches a customer already stored" in out
+    assert "impact: None of the 1,000 valid rows matches a customer already stored" in out
     assert "impact: Customers (headline): 60 -> 60 (+0)." in out
     assert stored_counts(db)["events"] == 0
 

@@ -14,6 +14,7 @@ from tests.browser_support import chromium, require_browser, running_app, sign_i
 from tests.conftest import FIXTURES
 
 pytestmark = pytest.mark.browser
+PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +36,10 @@ def _open_upload(ctx):
 
 
 def _upload(page, path, kind: str | None = None):
-    """Upload ``path``; with ``kind``, choose it (the page waits for a choice when no mapping is saved)."""
+    """Upload ``path`` and wait until the page asks for the kind; with ``kind``, choose it."""
     page.locator('input[type="file"]').set_input_files(str(path))
-    page.get_by_text("What kind of extract is this?").wait_for(timeout=60_000)
+    # the last thing the page draws while it waits for a kind (no mapping is saved for these sources)
+    page.get_by_text("Choose the kind of extract above").wait_for(timeout=120_000)
     if kind:
         _choose_kind(page, kind)
 
@@ -45,8 +47,15 @@ def _upload(page, path, kind: str | None = None):
 def _choose_kind(page, kind: str):
     """Pick ``kind`` in the "Kind of extract" combobox (options read "tickets (clearly this)")."""
     box = page.get_by_role("combobox", name="Kind of extract")
-    box.click()
-    page.get_by_role("option", name=re.compile(rf"^{kind} \(")).click()
+    option = page.get_by_role("option", name=re.compile(rf"^{kind} \("))
+    for _ in range(3):  # a click during a redraw can open a list that the redraw closes
+        box.click()
+        try:
+            option.wait_for(timeout=10_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+    option.click()
     page.get_by_text("Map the columns").wait_for(timeout=60_000)
 
 
@@ -125,7 +134,7 @@ def test_a_hostile_file_shows_every_failure_and_loads_nothing_on_request(empty_a
     page.get_by_text("Failed rules").wait_for()
     page.get_by_text("Every failure").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "upload_hostile_report.png"), full_page=True)
-    assert page.get_by_role("button", name="Download the rejected rows with reasons (CSV)").is_visible()
+    page.get_by_role("button", name="Download the rejected rows with reasons (CSV)").wait_for(timeout=30_000)
     page.get_by_role("button", name="Load nothing").click()
     page.get_by_text("Nothing was loaded").wait_for(timeout=30_000)
     after = _sources(empty_app["db"])
