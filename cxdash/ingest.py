@@ -304,13 +304,11 @@ def _content_hash(typed: pd.DataFrame, attrs: pd.Series | None) -> np.ndarray:
     return pd.util.hash_pandas_object(content, index=False).to_numpy()
 
 
-def _key_frame(kind_def, typed: pd.DataFrame, attrs: pd.Series | None, natural: bool) -> pd.DataFrame:
-    """``line`` (file line), ``key`` (the declared key as text, or None) and ``content`` (a hash of
-    every value on the row, mapped or not) of typed rows: what the duplicate report is made of."""
-    out = pd.DataFrame({
-        "line": (typed.index.to_numpy() + 2).astype("int64"),
-        "content": _content_hash(typed, attrs),
-    })
+def _key_frame(kind_def, typed: pd.DataFrame, content: np.ndarray, natural: bool) -> pd.DataFrame:
+    """``line`` (file line), ``key`` (the declared key as text, when ``natural``) and ``content``
+    (a hash of every value on the row, mapped or not) of typed rows: what the duplicate report is
+    made of."""
+    out = pd.DataFrame({"line": (typed.index.to_numpy() + 2).astype("int64"), "content": content})
     if natural:
         parts = [typed[k].astype("string") for k in kind_def.natural_key]
         key = parts[0]
@@ -378,13 +376,22 @@ def _prepared_chunks(
                 typed.columns
             ):  # before the keys: the amount is part of the row's content
                 typed["amount"] = typed["quantity"] * typed["unit_price"]
-            attrs = _attrs_json(chunk if len(good) == len(chunk) else chunk.loc[good.index], unmapped)
+            raw = chunk if len(good) == len(chunk) else chunk.loc[good.index]
             natural = bool(kind_def.natural_key) and all(k in typed.columns for k in kind_def.natural_key)
-            keys = _key_frame(kind_def, typed, attrs, natural)
+            if store_rows and (reject_invalid or rejected_so_far == 0):
+                attrs = _attrs_json(raw, unmapped)
+                keys = _key_frame(kind_def, typed, _content_hash(typed, attrs), natural)
+                rows = _stored_rows(kind_def, mapping, typed, attrs, source, load_id, keys["content"].to_numpy())
+            else:
+                # Nothing of this chunk is stored: the unmapped columns need not become JSON, the
+                # duplicate report only compares rows of this run with each other.
+                other = raw[unmapped].set_axis([f"attr:{c}" for c in unmapped], axis=1) if unmapped else None
+                content = pd.util.hash_pandas_object(
+                    typed if other is None else pd.concat([typed, other], axis=1), index=False
+                ).to_numpy()
+                keys = _key_frame(kind_def, typed, content, natural)
             if collect_ids:
                 ids = _id_frame(kind_def, typed)
-            if store_rows and (reject_invalid or rejected_so_far == 0):
-                rows = _stored_rows(kind_def, mapping, typed, attrs, source, load_id, keys["content"].to_numpy())
         yield _Prepared(len(chunk), len(bad_rows), erased_count, len(good), fails, rows, keys, ids)
 
 
