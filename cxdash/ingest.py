@@ -44,6 +44,7 @@ from cxdash.store import (
     loads_table,
     mappings_table,
     quarantine_table,
+    read_frame,
     sources_table,
 )
 from cxdash.validation import FAILURE_COLUMNS, Formats, check, detect_formats, typed_frame
@@ -210,7 +211,7 @@ def _save_mapping(store: Store, source: str, mapping: Mapping) -> None:
             )
 
 
-def _row_keys(kind_name: str, typed: pd.DataFrame, attrs: pd.Series | None, content: np.ndarray | None = None) -> pd.Series:
+def _row_keys(kind_name: str, typed: pd.DataFrame, attrs: pd.Series | None) -> pd.Series:
     kind = get_kind(kind_name)
     if kind.natural_key and all(k in typed.columns for k in kind.natural_key):
         parts = [typed[k].astype("string") for k in kind.natural_key]
@@ -220,7 +221,7 @@ def _row_keys(kind_name: str, typed: pd.DataFrame, attrs: pd.Series | None, cont
         return key
     # No natural key: the row's content. Identical rows in one file get an occurrence
     # number in SQL, so the same file loaded twice yields the same keys.
-    h = content if content is not None else _content_hash(typed, attrs)
+    h = _content_hash(typed, attrs)
     # "<hash as decimal>#1", formatted by Arrow (numpy's str conversion is ~10x slower).
     suffix = pa.scalar("#1", pa.large_string())
     keys = pc.binary_join_element_wise(pa.array(h).cast(pa.large_string()), suffix, pa.scalar("", pa.large_string()))
@@ -377,27 +378,24 @@ def _prepared_chunks(
             ):  # before the keys: the amount is part of the row's content
                 typed["amount"] = typed["quantity"] * typed["unit_price"]
             raw = chunk if len(good) == len(chunk) else chunk.loc[good.index]
-            natural = bool(kind_def.natural_key) and all(k in typed.columns for k in kind_def.natural_key)
             if store_rows and (reject_invalid or rejected_so_far == 0):
-                attrs = _attrs_json(raw, unmapped)
-                keys = _key_frame(kind_def, typed, _content_hash(typed, attrs), natural)
-                rows = _stored_rows(kind_def, mapping, typed, attrs, source, load_id, keys["content"].to_numpy())
-            else:
-                # Nothing of this chunk is stored: the unmapped columns need not become JSON, the
-                # duplicate report only compares rows of this run with each other.
+                rows = _stored_rows(kind_def, mapping, typed, _attrs_json(raw, unmapped), source, load_id)
+            if collect_ids:
+                # A check stores nothing, so its duplicate report is made here: the unmapped
+                # columns need not become JSON, rows of this run are only compared with each other.
+                # (A load reads its few repeated keys back from the table instead: no cost per row.)
+                natural = bool(kind_def.natural_key) and all(k in typed.columns for k in kind_def.natural_key)
                 other = raw[unmapped].set_axis([f"attr:{c}" for c in unmapped], axis=1) if unmapped else None
                 content = pd.util.hash_pandas_object(
                     typed if other is None else pd.concat([typed, other], axis=1), index=False
                 ).to_numpy()
                 keys = _key_frame(kind_def, typed, content, natural)
-            if collect_ids:
                 ids = _id_frame(kind_def, typed)
         yield _Prepared(len(chunk), len(bad_rows), erased_count, len(good), fails, rows, keys, ids)
 
 
 def _stored_rows(
     kind_def, mapping: Mapping, typed: pd.DataFrame, attrs: pd.Series | None, source: str, load_id: int,
-    content: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The valid rows of a chunk (``typed``, indexed by data-row number, and their unmapped
     columns as JSON) as the kind's table stores them: typed fields and metadata."""
@@ -405,7 +403,7 @@ def _stored_rows(
     n, index = len(typed), typed.index
     stored = {
         **{c: typed[c] for c in typed.columns},
-        "row_key": _row_keys(mapping.kind, typed, attrs, content),
+        "row_key": _row_keys(mapping.kind, typed, attrs),
         "id_key": _id_keys(typed),
         "source": _constant(source, n, index),
         "load_id": _constant(load_id, n, index),
@@ -517,18 +515,16 @@ def _unclear_message(file_name: str, guesses: list[KindGuess]) -> str:
 
 
 def _duplicate_report(
-    result: IngestResult, key_parts: list[pd.DataFrame], natural: bool, header: list[str], sample: pd.DataFrame
+    result: IngestResult, key_parts: list[pd.DataFrame], total: int, header: list[str], sample: pd.DataFrame
 ) -> pd.DataFrame:
-    """Fill the duplicate counts of ``result`` from the rows' keys and content hashes; set
-    ``result.refused`` when most rows repeat the declared key. Returns the conflicting rows as
-    quarantine records (``row_number, column_name, rule, value, reason``)."""
+    """Fill the duplicate counts of ``result`` from ``key_parts`` (frames of ``line, key, content``:
+    every row with a repeated declared key, or every row) among ``total`` rows; set
+    ``result.refused`` when most rows repeat the key. Returns the conflicting rows as quarantine
+    records (``row_number, column_name, rule, value, reason``)."""
     empty = pd.DataFrame(columns=["row_number", "column_name", "rule", "value", "reason"])
-    if not key_parts:
+    if not key_parts or not total:
         return empty
     keys = pd.concat(key_parts, ignore_index=True).sort_values("line", kind="stable")
-    if not natural:
-        result.rows_identical_kept = int(keys["content"].duplicated().sum())
-        return empty
     repeated = keys["key"].duplicated()
     exact = keys.duplicated(["key", "content"])
     conflicting = repeated & ~exact
@@ -537,7 +533,7 @@ def _duplicate_report(
     result.conflicting_keys = [str(k) for k in keys.loc[conflicting, "key"].unique()[:MAX_LISTED_KEYS]]
     n_repeated = int(repeated.sum())
     kind_def = get_kind(result.kind)
-    if len(keys) and n_repeated / len(keys) > DUPLICATE_REFUSAL_SHARE:
+    if n_repeated / total > DUPLICATE_REFUSAL_SHARE:
         others = [g for g in rank_kinds(header, sample) if g.kind != result.kind and g.fits]
         likely = (
             f" It reads best as {others[0].kind} ({'; '.join(others[0].reasons[:2])}): load it with --kind "
@@ -545,7 +541,7 @@ def _duplicate_report(
             if others else " Check which kind of extract it is."
         )
         result.refused = (
-            f"{result.file_name}: {n_repeated:,} of {len(keys):,} rows repeat a {result.duplicate_key} of an earlier "
+            f"{result.file_name}: {n_repeated:,} of {total:,} rows repeat a {result.duplicate_key} of an earlier "
             f"line, so this is probably not a {kind_def.name} extract (one row per {kind_def.name.rstrip('s')}); "
             f"nothing was stored.{likely}"
         )
@@ -562,6 +558,37 @@ def _duplicate_report(
         "reason": [f"same key as line {first_line.get(k)} with different values; line {first_line.get(k)} was loaded"
                    for k in rows["key"]],
     })
+
+
+def _repeats_in_load(
+    conn: sa.Connection, result: IngestResult, kind_def, target: sa.Table, load_id: int, natural: bool,
+    header: list[str], sample: pd.DataFrame,
+) -> pd.DataFrame | None:
+    """The duplicate report of a load whose rows are in ``target`` (not yet de-duplicated).
+
+    Keys repeat rarely, so one ``count(distinct)`` settles the common case; otherwise only the
+    rows of repeated keys are read back and compared. Returns the conflicting rows as quarantine
+    records, or None.
+    """
+    this_load = sa.and_(target.c.source == result.source, target.c.load_id == load_id)
+    total, distinct = conn.execute(
+        sa.select(sa.func.count(), sa.func.count(sa.distinct(target.c.row_key))).where(this_load)
+    ).one()
+    if total == distinct:
+        return None
+    if not natural:
+        result.rows_identical_kept = int(total - distinct)
+        return None
+    repeated = sa.select(target.c.row_key).where(this_load).group_by(target.c.row_key).having(sa.func.count() > 1)
+    values = [target.c[f] for f in kind_def.field_names] + [target.c.attrs]
+    frame = read_frame(conn, sa.select(target.c.row_number.label("line"), target.c.row_key.label("key"), *values)
+                       .where(this_load, target.c.row_key.in_(repeated)))
+    keys = pd.DataFrame({
+        "line": frame["line"].astype("int64"),
+        "key": frame["key"],
+        "content": pd.util.hash_pandas_object(frame.drop(columns=["line", "key"]), index=False).to_numpy(),
+    })
+    return _duplicate_report(result, [keys], int(total), header, sample)
 
 
 def ingest_file(
@@ -679,14 +706,16 @@ def ingest_file(
             raise ExtractError(f"{name}: the file has a header but no data rows.")
         if result.rows_suppressed:
             result.notes.append(f"{result.rows_suppressed:,} rows belong to erased customers and are left out")
-        conflicts = _duplicate_report(result, key_parts, natural, header, sample)
+        conflicts = None
         if dry_run:
+            if natural:
+                _duplicate_report(result, key_parts, sum(len(k) for k in key_parts), header, sample)
+            else:
+                result.rows_identical_kept = int(pd.concat(key_parts)["content"].duplicated().sum()) if key_parts else 0
             ids = pd.concat(id_parts, ignore_index=True) if id_parts else pd.DataFrame(
                 columns=["line", "primary_key", "id_key"])
             result.impact = load_impact(conn, mapping.kind, ids)
             return result
-        if result.refused:
-            raise IngestError(result.refused, result)
         counts = result.failure_counts().head(3)
         top = "; ".join(f"{r.column}: {r.rows:,} row(s) not {r.expected}" for r in counts.itertuples())
         if result.rows_valid == 0 and not result.rows_suppressed:
@@ -699,9 +728,11 @@ def ingest_file(
                 result,
             )
 
+        conflicts = _repeats_in_load(conn, result, kind_def, target, load_id, natural, header, sample)
+        if result.refused:
+            raise IngestError(result.refused, result)
         if mode == "replace":
             conn.execute(target.delete().where(target.c.source == source, target.c.load_id != load_id))
-        natural = bool(kind_def.natural_key) and all(k in mapping.columns for k in kind_def.natural_key)
         result.rows_loaded = _deduplicate(
             conn, kind_def, target, natural=natural, source=source, load_id=load_id, against_earlier=mode == "append"
         )
@@ -713,7 +744,7 @@ def ingest_file(
             q = q.assign(load_id=load_id, source=source, reason=q["expected"].map(lambda e: f"expected {e}"))
             q["value"] = q["value"].map(lambda v: None if v is None else str(v))
             bulk_insert(conn, quarantine_table, q)
-        if len(conflicts):
+        if conflicts is not None and len(conflicts):
             # Not loaded (the first line of the key is), but never silently: kept for review.
             bulk_insert(conn, quarantine_table, conflicts.assign(load_id=load_id, source=source))
         finished = datetime.now(UTC).replace(tzinfo=None)
