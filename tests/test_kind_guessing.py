@@ -298,3 +298,18 @@ def test_the_callers_mapping_is_not_changed(duck, tmp_path):
     before = json.dumps(m.to_dict(), sort_keys=True)
     ingest_file(duck, p, source="billing", mapping=m)
     assert json.dumps(m.to_dict(), sort_keys=True) == before
+
+
+def test_check_of_a_file_with_invalid_rows_exits_non_zero_and_says_it_would_not_load(tmp_path, capsys):
+    db = f"duckdb:///{tmp_path / 'cx.duckdb'}"
+    p = tmp_path / "tickets.csv"
+    p.write_text("ticket_id,email,opened_at\nT1,a@example.com,2024-01-01\nT2,b@example.com,yesterday\n")
+    code = main(["--db", db, "ingest", str(p), "--source", "helpdesk", "--kind", "tickets", "--check"])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "failure: opened_at: 1 row(s) not" in out and "it would NOT load as it is." in out
+    assert nothing_stored(db)
+    assert main(["--db", db, "ingest", str(p), "--source", "helpdesk", "--kind", "tickets", "--check",
+                 "--reject-invalid"]) == 0
+    assert "it would load." in capsys.readouterr().out
+    assert nothing_stored(db)

@@ -137,3 +137,19 @@ def test_file_text_is_never_rendered_as_markdown(db):
     rendered = " ".join(m.value for m in at.markdown) + " ".join(e.value for e in at.error)
     assert "**T1**" not in rendered and "[click]" not in rendered
     assert "**T1**" in texts(at)  # shown, as plain text
+
+
+def test_a_source_with_a_saved_mapping_starts_from_it(db):
+    from cxdash.ingest import ingest_file
+    from cxdash.mapping import Mapping
+
+    store = open_store(db)
+    saved = Mapping("events", {"customer_id": "user_id", "timestamp": "timestamp", "activity": "page"})
+    ingest_file(store, KINDS_DIR / "clickstream.csv", source="clickstream", mapping=saved)
+    store.dispose()
+    at = upload("clickstream.csv", (KINDS_DIR / "clickstream.csv").read_bytes())
+    assert kind_box(at).value == "events"  # the user's earlier choice, not a fresh guess
+    assert "has a saved mapping of kind events" in " ".join(c.value for c in at.caption)
+    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("field")
+    assert table.loc["activity *", "column"] == "page"  # the saved column, not the guessed event_type
+    assert table.loc["activity *", "found by"] == "saved for this source"
