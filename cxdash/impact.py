@@ -68,8 +68,9 @@ class LoadImpact:
         if not self.store_has_customers:
             out.append(f"The store holds no customers yet: all {rows(self.rows)} are new.")
         elif self.matches_nobody:
+            who = "The one valid row matches" if self.rows == 1 else f"None of the {rows(self.rows)} matches"
             out.append(
-                f"None of the {rows(self.rows)} matches a customer already stored: check that the identifier "
+                f"{who} {'no' if self.rows == 1 else 'a'} customer already stored: check that the identifier "
                 "columns are mapped to the right fields before loading."
             )
         else:
@@ -161,7 +162,7 @@ def load_impact(conn: Connection, kind: str, ids: pd.DataFrame) -> LoadImpact:
         impact.customers_after = impact.customers_before + impact.new_customers
         if impact.store_has_crm and impact.rows_new:
             impact.notes.append(
-                f"{impact.rows_new:,} row{'' if impact.rows_new == 1 else 's'} match no CRM customer: they load as "
-                "unmatched and do not change the customer count."
+                ("1 row matches" if impact.rows_new == 1 else f"{impact.rows_new:,} rows match")
+                + " no CRM customer: they load as unmatched and do not change the customer count."
             )
     return impact

@@ -153,3 +153,18 @@ def test_a_source_with_a_saved_mapping_starts_from_it(db):
     table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("field")
     assert table.loc["activity *", "column"] == "page"  # the saved column, not the guessed event_type
     assert table.loc["activity *", "found by"] == "saved for this source"
+
+
+def test_a_file_that_matches_nobody_says_so_before_it_is_loaded(db):
+    from cxdash.ingest import ingest_file
+
+    store = open_store(db)
+    ingest_file(store, KINDS_DIR / "saas_accounts.csv", source="crm", kind="customers")
+    store.dispose()
+    at = upload("clickstream.csv", (KINDS_DIR / "clickstream.csv").read_bytes())
+    kind_box(at).select("events").run()
+    at.button(key="upload_check").click().run()
+    warnings = " ".join(w.value for w in at.warning)
+    assert "None of the 1,000 valid rows matches a customer already stored" in warnings
+    assert "Customers (headline): 60 -> 60 (+0)." in texts(at)  # 60 accounts in the fixture
+    assert counts(db)["events"] == 0

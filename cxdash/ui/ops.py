@@ -335,12 +335,10 @@ def render_report(result: IngestResult, staged: StagedFile) -> None:
     st.text("\n".join(duplicates))
     if result.impact is not None:
         st.markdown("**What loading it would change**")
-        if result.impact.matches_nobody:
-            st.warning(
-                "This file matches none of the customers already stored. Check the identifier columns "
-                "of the mapping before loading."
-            )
-        st.text("\n".join(result.impact.lines()))
+        lines = result.impact.lines()
+        if result.impact.matches_nobody:  # numbers and our own words only: safe as a warning
+            st.warning(lines.pop(0))
+        st.text("\n".join(lines))
     if result.rows_rejected:
         counts = result.failure_counts()
         st.markdown("**Failed rules** (rows per rule)")
