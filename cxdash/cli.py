@@ -75,8 +75,44 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _print_guesses(guesses, limit: int = 4) -> None:
+    print("kind guesses (best first):")
+    for g in guesses[:limit]:
+        print(f"  {g.kind:14} {g.confidence:9} score {g.score:5.1f}")
+        for reason in g.reasons:
+            print(f"      - {reason}")
+
+
+def _print_mapping(result) -> None:
+    origin = {
+        "given": "given with --mapping",
+        "saved": f"saved for source {result.source!r} (its earlier choice)",
+        "guessed": f"guessed: the file is clearly {result.kind}",
+        "kind": f"suggested for --kind {result.kind}",
+    }.get(result.mapping_origin, result.mapping_origin)
+    print(f"mapping ({origin}), field <- column (found by):")
+    for r in result.mapping_table().itertuples():
+        column = repr(r.column) if r.column else "-"
+        print(f"  {r.field:22} <- {column:32} ({r._3})")
+
+
+def _print_report(result) -> None:
+    for note in result.notes:
+        print(f"note: {note}")
+    counts = result.failure_counts()
+    for r in counts.itertuples():
+        print(f"failure: {r.column}: {r.rows:,} row(s) not {r.expected} ({r.rule})")
+    for line in result.duplicate_lines():
+        print(f"duplicates: {line}")
+    if result.refused:
+        print(f"refused: {result.refused}")
+    if result.impact is not None:
+        for line in result.impact.lines():
+            print(f"impact: {line}")
+
+
 def cmd_ingest(args) -> int:
-    from cxdash.ingest import IngestError, ingest_file
+    from cxdash.ingest import IngestError, KindUnclearError, ingest_file
     from cxdash.mapping import load_mapping
 
     store = _store(args)
@@ -90,13 +126,36 @@ def cmd_ingest(args) -> int:
             mapping=mapping,
             mode=args.mode,
             reject_invalid=args.reject_invalid,
+            dry_run=args.check,
         )
+    except KindUnclearError as exc:
+        _print_guesses(exc.guesses)
+        raise
     except IngestError as exc:
-        if exc.result is not None and args.report:
-            exc.result.failures.to_csv(args.report, index=False)
+        if exc.result is not None:
+            _print_mapping(exc.result)
+            _print_report(exc.result)
+            if args.report:
+                exc.result.failures.to_csv(args.report, index=False)
         raise
     if args.report and not result.failures.empty:
         result.failures.to_csv(args.report, index=False)
+    if result.guesses and result.mapping_origin in ("guessed", "kind"):
+        _print_guesses(result.guesses, limit=3)
+    _print_mapping(result)
+    if args.check:
+        _print_report(result)
+        would_load = result.refused is None and result.rows_valid > 0 and (
+            args.reject_invalid or result.rows_rejected == 0
+        )
+        print(
+            f"check of {result.file_name} as {result.kind} for {result.source}: nothing stored; read "
+            f"{result.rows_read:,}, valid {result.rows_valid:,}, rejected {result.rows_rejected:,}; "
+            + ("it would load." if would_load else "it would NOT load as it is.")
+        )
+        return 0 if would_load else 1
+    for line in result.duplicate_lines():
+        print(f"duplicates: {line}")
     print(result.summary())
     from cxdash import audit, summaries
 
@@ -338,11 +397,14 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("ingest", help="validate and load one CSV extract")
     i.add_argument("file")
     i.add_argument("--source", required=True, help="source name, e.g. crm or helpdesk")
-    i.add_argument("--kind", help="source kind (detected when omitted)")
+    i.add_argument("--kind", help="source kind; when omitted it is guessed, and the load stops unless one kind is "
+                                  "clearly right (the source's saved mapping is used when there is one)")
     i.add_argument("--mapping", help='mapping JSON: {"kind": KIND, "columns": {FIELD: COLUMN}}')
     i.add_argument("--mode", choices=["append", "replace"], default="append")
     i.add_argument("--reject-invalid", action="store_true", help="load valid rows, quarantine invalid ones")
     i.add_argument("--report", help="write the rejected rows with reasons to this CSV")
+    i.add_argument("--check", action="store_true",
+                   help="validate and report (kind guesses, mapping, failures, duplicates, impact) without loading")
     i.set_defaults(func=cmd_ingest)
 
     j = sub.add_parser("journeys", help="print the directly-follows graph of customer journeys")

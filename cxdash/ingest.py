@@ -31,8 +31,9 @@ import sqlalchemy as sa
 
 from cxdash.erasure import suppressed_hashes, suppressed_rows
 from cxdash.identity import rebuild_identity_map
+from cxdash.impact import LoadImpact, load_impact
 from cxdash.kinds import IDENTITY_FIELDS, get_kind
-from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
+from cxdash.mapping import KindGuess, Mapping, MappingError, clear_guess, rank_kinds
 from cxdash.privacy import secret_salt
 from cxdash.readers import (
     ExtractError,
@@ -52,16 +53,28 @@ from cxdash.store import (
     loads_table,
     mappings_table,
     quarantine_table,
+    read_frame,
     sources_table,
 )
 from cxdash.validation import FAILURE_COLUMNS, Formats, check, detect_formats, refine_dates, typed_frame
 
-__all__ = ["IngestError", "IngestResult", "ingest_file", "saved_mapping"]
+__all__ = [
+    "DUPLICATE_REFUSAL_SHARE",
+    "IngestError",
+    "IngestResult",
+    "KindUnclearError",
+    "choose_mapping",
+    "ingest_file",
+    "saved_mapping",
+]
 
 log = logging.getLogger(__name__)
 
 MODES = ("append", "replace")
 MAX_REPORTED_FAILURES = 100_000
+# A file whose rows repeat the kind's key more often than this is refused: it is another kind.
+DUPLICATE_REFUSAL_SHARE = 0.5
+MAX_LISTED_KEYS = 20
 
 
 class IngestError(ValueError):
@@ -70,6 +83,15 @@ class IngestError(ValueError):
     def __init__(self, message: str, result: IngestResult | None = None):
         super().__init__(message)
         self.result = result
+
+
+class KindUnclearError(IngestError):
+    """No kind was given, none is saved for the source, and no reading of the file is clearly
+    right: ``guesses`` (best first, with reasons) name the candidates; nothing was stored."""
+
+    def __init__(self, message: str, guesses: list[KindGuess]):
+        super().__init__(message)
+        self.guesses = guesses
 
 
 @dataclass
@@ -89,6 +111,20 @@ class IngestResult:
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FAILURE_COLUMNS))
     notes: list[str] = field(default_factory=list)
     stored: bool = False
+    # Where the mapping came from: "given" (--mapping, the page), "saved" (the source's earlier
+    # choice) or "guessed" (clearly one kind); per field, how its column was found.
+    mapping_origin: str = "given"
+    field_sources: dict[str, str] = field(default_factory=dict)
+    guesses: list[KindGuess] = field(default_factory=list)
+    # Duplicates: only on the kind's declared key (``duplicate_key``, e.g. "ticket_id ('Ticket ID')").
+    duplicate_key: str | None = None
+    rows_repeated_exact: int = 0  # same key, same values as an earlier line of the file
+    rows_repeated_conflicting: int = 0  # same key, different values: the first line is kept
+    conflicting_keys: list[str] = field(default_factory=list)
+    rows_identical_kept: int = 0  # identical lines of a keyless kind, all kept (numbered #2, #3...)
+    rows_already_loaded: int = 0  # rows the source already held from earlier loads
+    refused: str | None = None  # why the file would not load (a check reports it, a load raises it)
+    impact: LoadImpact | None = None  # computed by a check (dry run)
 
     def summary(self) -> str:
         verb = "loaded" if self.stored else "NOT loaded"
@@ -97,6 +133,51 @@ class IngestResult:
             f"loaded {self.rows_loaded:,}, rejected {self.rows_rejected:,}, duplicates {self.rows_duplicate:,}"
             + (f", erased customers' rows dropped {self.rows_suppressed:,}" if self.rows_suppressed else "")
         )
+
+    def mapping_table(self) -> pd.DataFrame:
+        """The mapping used, column by column: ``field``, ``column``, ``found by``; fields the
+        kind has but the file does not fill are listed with an empty column."""
+        kind = get_kind(self.kind)
+        return pd.DataFrame(
+            [
+                {
+                    "field": f.name + (" *" if f.required else ""),
+                    "column": self.mapping.columns.get(f.name, ""),
+                    "found by": self.field_sources.get(f.name, "") if f.name in self.mapping.columns else "not mapped",
+                }
+                for f in kind.fields
+            ]
+        )
+
+    def duplicate_lines(self) -> list[str]:
+        """What happened to repeated rows, in sentences (empty when nothing repeated)."""
+        out = []
+        if self.duplicate_key:
+            repeats = self.rows_repeated_exact + self.rows_repeated_conflicting
+            if repeats:
+                what = (
+                    "the file is refused" if self.refused else
+                    "the first line of each key is kept; identical repeats are dropped, conflicting ones go to "
+                    "the quarantine"
+                )
+                out.append(
+                    f"{repeats:,} rows repeat a {self.duplicate_key} of an earlier line: "
+                    f"{self.rows_repeated_exact:,} identical, {self.rows_repeated_conflicting:,} with different "
+                    f"values ({what})."
+                )
+            else:
+                out.append(f"No row repeats a {self.duplicate_key}.")
+            if self.conflicting_keys:
+                out.append("Keys with conflicting rows: " + ", ".join(self.conflicting_keys)
+                           + (" ..." if self.rows_repeated_conflicting > len(self.conflicting_keys) else ""))
+        elif self.rows_identical_kept:
+            out.append(
+                f"{self.rows_identical_kept:,} lines repeat an earlier line exactly; {self.kind} declare no key, "
+                "so all are kept."
+            )
+        if self.rows_already_loaded:
+            out.append(f"{self.rows_already_loaded:,} rows were already loaded into {self.source} earlier (skipped).")
+        return out
 
     def failure_counts(self) -> pd.DataFrame:
         """Failures per (column, rule): what an ops user reads first."""
@@ -149,8 +230,7 @@ def _row_keys(kind_name: str, typed: pd.DataFrame, attrs: pd.Series | None) -> p
         return key
     # No natural key: the row's content. Identical rows in one file get an occurrence
     # number in SQL, so the same file loaded twice yields the same keys.
-    content = typed if attrs is None else typed.assign(attrs=attrs)
-    h = pd.util.hash_pandas_object(content, index=False).to_numpy()
+    h = _content_hash(typed, attrs)
     # "<hash as decimal>#1", formatted by Arrow (numpy's str conversion is ~10x slower).
     suffix = pa.scalar("#1", pa.large_string())
     keys = pc.binary_join_element_wise(pa.array(h).cast(pa.large_string()), suffix, pa.scalar("", pa.large_string()))
@@ -235,6 +315,47 @@ class _Prepared:
     valid: int
     failures: pd.DataFrame
     rows: pd.DataFrame | None
+    # ``line, key, content`` of the valid rows (kinds with a declared key mapped; else content only)
+    keys: pd.DataFrame | None = None
+    # ``line, primary_key, id_key`` of the valid rows, for the impact (checks only)
+    ids: pd.DataFrame | None = None
+
+
+def _content_hash(typed: pd.DataFrame, attrs: pd.Series | None) -> np.ndarray:
+    """A 64-bit hash of every value on each row, mapped (typed) or not (``attrs``)."""
+    content = typed if attrs is None else typed.assign(attrs=attrs)
+    return pd.util.hash_pandas_object(content, index=False).to_numpy()
+
+
+def _key_frame(kind_def, typed: pd.DataFrame, content: np.ndarray, natural: bool) -> pd.DataFrame:
+    """``line`` (file line), ``key`` (the declared key as text, when ``natural``) and ``content``
+    (a hash of every value on the row, mapped or not) of typed rows: what the duplicate report is
+    made of."""
+    out = pd.DataFrame({"line": (typed.index.to_numpy() + 2).astype("int64"), "content": content})
+    if natural:
+        parts = [typed[k].astype("string") for k in kind_def.natural_key]
+        key = parts[0]
+        for part in parts[1:]:
+            key = key + "|" + part
+        out["key"] = key.to_numpy()
+    return out
+
+
+def _id_frame(kind_def, typed: pd.DataFrame) -> pd.DataFrame:
+    """One row per identifier on each typed row: ``line``, ``primary_key``, ``id_key``."""
+    primary = _id_keys(typed)
+    parts = []
+    for f in kind_def.identity_fields:
+        if f in typed.columns:
+            present = typed[f].notna().to_numpy()
+            parts.append(pd.DataFrame({
+                "line": (typed.index.to_numpy()[present] + 2).astype("int64"),
+                "primary_key": primary.to_numpy()[present],
+                "id_key": (f + ":" + typed[f].astype("string")).to_numpy()[present],
+            }))
+    if not parts:
+        return pd.DataFrame(columns=["line", "primary_key", "id_key"])
+    return pd.concat(parts, ignore_index=True)
 
 
 def _prepared_chunks(
@@ -251,6 +372,7 @@ def _prepared_chunks(
     store_rows: bool,
     reject_invalid: bool,
     lines: LineMap | None = None,
+    collect_ids: bool = False,
 ) -> Iterator[_Prepared]:
     """Validate each chunk of the file and build the rows it stores (no database access).
 
@@ -271,23 +393,37 @@ def _prepared_chunks(
             erased = suppressed_rows(good, suppressed, salt)
             erased_count = int(erased.sum())
             good = good.loc[~erased.to_numpy()]
-        rows = None
-        if store_rows and len(good) and (reject_invalid or rejected_so_far == 0):
-            rows = _stored_rows(kind_def, mapping, parsed, good.index, chunk, unmapped, source, load_id, lines)
-        yield _Prepared(len(chunk), len(bad_rows), erased_count, len(good), fails, rows)
+        rows = keys = ids = None
+        if len(good):
+            typed = typed_frame(kind_def, parsed, good.index)
+            if mapping.kind == "transactions" and "amount" not in typed.columns and {"quantity", "unit_price"} <= set(
+                typed.columns
+            ):  # before the keys: the amount is part of the row's content
+                typed["amount"] = typed["quantity"] * typed["unit_price"]
+            raw = chunk if len(good) == len(chunk) else chunk.loc[good.index]
+            if store_rows and (reject_invalid or rejected_so_far == 0):
+                rows = _stored_rows(kind_def, mapping, typed, _attrs_json(raw, unmapped), source, load_id, lines)
+            if collect_ids:
+                # A check stores nothing, so its duplicate report is made here: the unmapped
+                # columns need not become JSON, rows of this run are only compared with each other.
+                # (A load reads its few repeated keys back from the table instead: no cost per row.)
+                natural = bool(kind_def.natural_key) and all(k in typed.columns for k in kind_def.natural_key)
+                other = raw[unmapped].set_axis([f"attr:{c}" for c in unmapped], axis=1) if unmapped else None
+                content = pd.util.hash_pandas_object(
+                    typed if other is None else pd.concat([typed, other], axis=1), index=False
+                ).to_numpy()
+                keys = _key_frame(kind_def, typed, content, natural)
+                ids = _id_frame(kind_def, typed)
+        yield _Prepared(len(chunk), len(bad_rows), erased_count, len(good), fails, rows, keys, ids)
 
 
 def _stored_rows(
-    kind_def, mapping: Mapping, parsed: dict[str, pd.Series], rows: pd.Index, chunk: pd.DataFrame,
-    unmapped: list[str], source: str, load_id: int, lines: LineMap | None = None,
+    kind_def, mapping: Mapping, typed: pd.DataFrame, attrs: pd.Series | None, source: str, load_id: int,
+    lines: LineMap | None = None,
 ) -> pd.DataFrame:
-    """The valid ``rows`` of a chunk as the kind's table stores them: typed fields and metadata."""
-    typed = typed_frame(kind_def, parsed, rows)
-    if mapping.kind == "transactions" and "amount" not in typed.columns and {"quantity", "unit_price"} <= set(
-        typed.columns
-    ):
-        typed["amount"] = typed["quantity"] * typed["unit_price"]
-    attrs = _attrs_json(chunk if len(rows) == len(chunk) else chunk.loc[rows], unmapped)
+    """The valid rows of a chunk (``typed``, indexed by data-row number, and their unmapped
+    columns as JSON) as the kind's table stores them: typed fields and metadata."""
+    rows = typed.index
     n, index = len(typed), typed.index
     stored = {
         **{c: typed[c] for c in typed.columns},
@@ -358,6 +494,130 @@ def _next_load_id(conn: sa.Connection) -> int:
     return int(current or 0) + 1
 
 
+def choose_mapping(
+    store: Store,
+    source: str,
+    header: list[str],
+    sample: pd.DataFrame,
+    *,
+    kind: str | None = None,
+    mapping: Mapping | None = None,
+    file_name: str = "the file",
+) -> tuple[Mapping, str, dict[str, str], list[KindGuess]]:
+    """The mapping a load uses, where it came from, how each field was found, and the kind guesses.
+
+    In order: the ``mapping`` given (a copy: the caller's object is never changed); the source's
+    saved mapping (the user's earlier choice) when its kind agrees with ``kind``; the suggestion
+    for ``kind``; and with no kind at all, the best reading of the file only when
+    ``rank_kinds`` calls it clear. Otherwise raises ``KindUnclearError`` naming the candidates.
+    Returns ``(mapping, origin, field_sources, guesses)`` with origin ``given | saved | guessed | kind``.
+    """
+    if mapping is not None:
+        if kind and kind != mapping.kind:
+            raise MappingError(f"--kind {kind} disagrees with the mapping's kind {mapping.kind}")
+        copy = Mapping(mapping.kind, dict(mapping.columns), dict(mapping.formats))
+        return copy, "given", dict.fromkeys(copy.columns, "given"), []
+    saved = saved_mapping(store, source)
+    if saved is not None and (kind is None or saved.kind == kind):
+        return saved, "saved", dict.fromkeys(saved.columns, f"saved for source {source!r}"), []
+    guesses = rank_kinds(header, sample)
+    if kind:
+        get_kind(kind)
+        chosen = next(g for g in guesses if g.kind == kind)
+        return chosen.mapping, "kind", dict(chosen.found_by), guesses
+    chosen = clear_guess(guesses)
+    if chosen is None:
+        raise KindUnclearError(_unclear_message(file_name, guesses), guesses)
+    return chosen.mapping, "guessed", dict(chosen.found_by), guesses
+
+
+def _unclear_message(file_name: str, guesses: list[KindGuess]) -> str:
+    fitting = [g for g in guesses if g.fits][:3] or guesses[:1]
+    listed = " | ".join(f"{g.kind} ({g.confidence}, score {g.score:.1f}): " + "; ".join(g.reasons[:3]) for g in fitting)
+    return (
+        f"{file_name}: cannot tell which kind of extract this is, so nothing was stored. Candidates: {listed}. "
+        f"Say which with --kind {fitting[0].kind} (or another of: {', '.join(g.kind for g in fitting)}), "
+        "or give a mapping with --mapping."
+    )
+
+
+def _duplicate_report(
+    result: IngestResult, key_parts: list[pd.DataFrame], total: int, header: list[str], sample: pd.DataFrame
+) -> pd.DataFrame:
+    """Fill the duplicate counts of ``result`` from ``key_parts`` (frames of ``line, key, content``:
+    every row with a repeated declared key, or every row) among ``total`` rows; set
+    ``result.refused`` when most rows repeat the key. Returns the conflicting rows as quarantine
+    records (``row_number, column_name, rule, value, reason``)."""
+    empty = pd.DataFrame(columns=["row_number", "column_name", "rule", "value", "reason"])
+    if not key_parts or not total:
+        return empty
+    keys = pd.concat(key_parts, ignore_index=True).sort_values("line", kind="stable")
+    repeated = keys["key"].duplicated()
+    exact = keys.duplicated(["key", "content"])
+    conflicting = repeated & ~exact
+    result.rows_repeated_exact = int(exact.sum())
+    result.rows_repeated_conflicting = int(conflicting.sum())
+    result.conflicting_keys = [str(k) for k in keys.loc[conflicting, "key"].unique()[:MAX_LISTED_KEYS]]
+    n_repeated = int(repeated.sum())
+    kind_def = get_kind(result.kind)
+    if n_repeated / total > DUPLICATE_REFUSAL_SHARE:
+        others = [g for g in rank_kinds(header, sample) if g.kind != result.kind and g.fits]
+        likely = (
+            f" It reads best as {others[0].kind} ({'; '.join(others[0].reasons[:2])}): load it with --kind "
+            f"{others[0].kind}, or choose that kind on the upload page."
+            if others else " Check which kind of extract it is."
+        )
+        result.refused = (
+            f"{result.file_name}: {n_repeated:,} of {total:,} rows repeat a {result.duplicate_key} of an earlier "
+            f"line, so this is probably not a {kind_def.name} extract (one row per {kind_def.name.rstrip('s')}); "
+            f"nothing was stored.{likely}"
+        )
+    if not conflicting.any():
+        return empty
+    first_line = keys.loc[~repeated].set_index("key")["line"]
+    rows = keys.loc[conflicting]
+    column = ", ".join(result.mapping.columns[k] for k in kind_def.natural_key)
+    return pd.DataFrame({
+        "row_number": rows["line"].to_numpy(),
+        "column_name": column,
+        "rule": "conflicting_duplicate",
+        "value": rows["key"].astype(str).to_numpy(),
+        "reason": [f"same key as line {first_line.get(k)} with different values; line {first_line.get(k)} was loaded"
+                   for k in rows["key"]],
+    })
+
+
+def _repeats_in_load(
+    conn: sa.Connection, result: IngestResult, kind_def, target: sa.Table, load_id: int, natural: bool,
+    header: list[str], sample: pd.DataFrame,
+) -> pd.DataFrame | None:
+    """The duplicate report of a load whose rows are in ``target`` (not yet de-duplicated).
+
+    Keys repeat rarely, so one ``count(distinct)`` settles the common case; otherwise only the
+    rows of repeated keys are read back and compared. Returns the conflicting rows as quarantine
+    records, or None.
+    """
+    this_load = sa.and_(target.c.source == result.source, target.c.load_id == load_id)
+    total, distinct = conn.execute(
+        sa.select(sa.func.count(), sa.func.count(sa.distinct(target.c.row_key))).where(this_load)
+    ).one()
+    if total == distinct:
+        return None
+    if not natural:
+        result.rows_identical_kept = int(total - distinct)
+        return None
+    repeated = sa.select(target.c.row_key).where(this_load).group_by(target.c.row_key).having(sa.func.count() > 1)
+    values = [target.c[f] for f in kind_def.field_names] + [target.c.attrs]
+    frame = read_frame(conn, sa.select(target.c.row_number.label("line"), target.c.row_key.label("key"), *values)
+                       .where(this_load, target.c.row_key.in_(repeated)))
+    keys = pd.DataFrame({
+        "line": frame["line"].astype("int64"),
+        "key": frame["key"],
+        "content": pd.util.hash_pandas_object(frame.drop(columns=["line", "key"]), index=False).to_numpy(),
+    })
+    return _duplicate_report(result, [keys], int(total), header, sample)
+
+
 def ingest_file(
     store: Store,
     path: str | Path,
@@ -376,7 +636,12 @@ def ingest_file(
 ) -> IngestResult:
     """Validate ``path`` and load it as ``source`` in one transaction.
 
-    ``mapping`` defaults to the mapping saved for ``source``, else an auto-suggested one.
+    ``mapping`` defaults to the mapping saved for ``source``, else the suggestion for ``kind``, else
+    (no kind) the clearly right reading of the file; when no reading is clearly right nothing is
+    read further and ``KindUnclearError`` names the candidates (see ``choose_mapping``). Rows are
+    dropped as duplicates only on the kind's declared key; a file where most rows repeat it is
+    refused (``IngestError``; a dry run reports it in ``result.refused``). A dry run also
+    computes ``result.impact`` (``cxdash.impact.load_impact``).
     With ``reject_invalid`` the valid rows load and invalid ones go to quarantine; without
     it any invalid row loads nothing and raises ``IngestError`` carrying the report.
     ``dry_run`` validates and reports without storing anything.
@@ -397,17 +662,20 @@ def ingest_file(
     sample = next(pieces, None)
     if sample is None or sample.empty:
         raise ExtractError(f"{name}: the file has a header but no data rows.")
-    if mapping is None:
-        mapping = saved_mapping(store, source)
-        if mapping is not None and mapping.kind != (kind or mapping.kind):
-            mapping = None
-    if mapping is None:
-        kind = kind or detect_kind(header, sample)
-        mapping = suggest_mapping(kind, header, sample)
-    elif kind and kind != mapping.kind:
-        raise MappingError(f"--kind {kind} disagrees with the mapping's kind {mapping.kind}")
+    mapping, origin, field_sources, guesses = choose_mapping(
+        store, source, header, sample, kind=kind, mapping=mapping, file_name=name
+    )
     mapping.check(header, file_name=name)
     kind_def = get_kind(mapping.kind)
+    # A source holds one kind: say so before reading the whole file.
+    with store.connect() as conn:
+        existing_kind = conn.execute(
+            sa.select(sources_table.c.kind).where(sources_table.c.name == source)
+        ).scalar()
+    if existing_kind is not None and existing_kind != mapping.kind:
+        raise IngestError(
+            f"source {source!r} already holds {existing_kind} data; load {mapping.kind} under another source name"
+        )
     department = department or kind_def.department
     mapped_columns = set(mapping.columns.values())
     unmapped = [c for c in header if c not in mapped_columns and c in sample.columns]
@@ -423,10 +691,16 @@ def ingest_file(
     mapping.formats = formats.to_dict()
     result = IngestResult(source, mapping.kind, name, fmt.describe(), mapping)
     result.notes = [f"read as {fmt.describe()}", *formats.notes]
+    result.mapping_origin, result.field_sources, result.guesses = origin, field_sources, guesses
+    natural = bool(kind_def.natural_key) and all(k in mapping.columns for k in kind_def.natural_key)
+    if natural:
+        result.duplicate_key = " + ".join(f"{k} ({mapping.columns[k]!r})" for k in kind_def.natural_key)
 
     target = KIND_TABLES[mapping.kind]
     started = datetime.now(UTC).replace(tzinfo=None)
     failure_parts: list[pd.DataFrame] = []
+    key_parts: list[pd.DataFrame] = []
+    id_parts: list[pd.DataFrame] = []
     total_size = path.stat().st_size
     # Identifiers of erased customers (salted hashes): their rows never load again.
     suppressed = suppressed_hashes(store)
@@ -437,7 +711,7 @@ def ingest_file(
         chunks = _prepared_chunks(
             _regrouped(itertools.chain([sample], pieces), chunk_rows), kind_def=kind_def, mapping=mapping, formats=formats,
             unmapped=unmapped, suppressed=suppressed, salt=salt, source=source, load_id=load_id,
-            store_rows=not dry_run, reject_invalid=reject_invalid, lines=lines,
+            store_rows=not dry_run, reject_invalid=reject_invalid, lines=lines, collect_ids=dry_run,
         )
         # The next chunk is read, validated and keyed in a worker thread while this one is
         # written (the database releases the GIL); every write stays here, in this transaction.
@@ -451,6 +725,10 @@ def ingest_file(
                     failure_parts.append(part.failures)
                 if part.rows is not None:
                     bulk_insert(conn, target, part.rows)
+                if part.keys is not None:
+                    key_parts.append(part.keys)
+                if part.ids is not None and len(part.ids):
+                    id_parts.append(part.ids)
                 if progress:
                     progress(result.rows_read, total_size)
 
@@ -464,7 +742,15 @@ def ingest_file(
             raise ExtractError(f"{name}: the file has a header but no data rows.")
         if result.rows_suppressed:
             result.notes.append(f"{result.rows_suppressed:,} rows belong to erased customers and are left out")
+        conflicts = None
         if dry_run:
+            if natural:
+                _duplicate_report(result, key_parts, sum(len(k) for k in key_parts), header, sample)
+            else:
+                result.rows_identical_kept = int(pd.concat(key_parts)["content"].duplicated().sum()) if key_parts else 0
+            ids = pd.concat(id_parts, ignore_index=True) if id_parts else pd.DataFrame(
+                columns=["line", "primary_key", "id_key"])
+            result.impact = load_impact(conn, mapping.kind, ids)
             return result
         counts = result.failure_counts().head(3)
         top = "; ".join(f"{r.column}: {r.rows:,} row(s) not {r.expected}" for r in counts.itertuples())
@@ -478,18 +764,25 @@ def ingest_file(
                 result,
             )
 
+        conflicts = _repeats_in_load(conn, result, kind_def, target, load_id, natural, header, sample)
+        if result.refused:
+            raise IngestError(result.refused, result)
         if mode == "replace":
             conn.execute(target.delete().where(target.c.source == source, target.c.load_id != load_id))
-        natural = bool(kind_def.natural_key) and all(k in mapping.columns for k in kind_def.natural_key)
         result.rows_loaded = _deduplicate(
             conn, kind_def, target, natural=natural, source=source, load_id=load_id, against_earlier=mode == "append"
         )
         result.rows_duplicate = result.rows_valid - result.rows_loaded
+        repeats = result.rows_repeated_exact + result.rows_repeated_conflicting
+        result.rows_already_loaded = max(result.rows_duplicate - repeats, 0)
         if not result.failures.empty:
             q = result.failures.rename(columns={"line": "row_number", "column": "column_name"})
             q = q.assign(load_id=load_id, source=source, reason=q["expected"].map(lambda e: f"expected {e}"))
             q["value"] = q["value"].map(lambda v: None if v is None else str(v))
             bulk_insert(conn, quarantine_table, q)
+        if conflicts is not None and len(conflicts):
+            # Not loaded (the first line of the key is), but never silently: kept for review.
+            bulk_insert(conn, quarantine_table, conflicts.assign(load_id=load_id, source=source))
         finished = datetime.now(UTC).replace(tzinfo=None)
         conn.execute(
             loads_table.insert().values(
@@ -500,6 +793,7 @@ def ingest_file(
             )
         )
         existing = conn.execute(sa.select(sources_table.c.kind).where(sources_table.c.name == source)).first()
+        # (checked before reading too; checked again here, inside the transaction, for a concurrent load)
         if existing is None:
             conn.execute(sources_table.insert().values(
                 name=source, kind=mapping.kind, department=department, created_at=finished

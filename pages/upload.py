@@ -1,4 +1,5 @@
-"""Upload extracts (ops): map the columns once, see every rejected value, then load safely."""
+"""Upload extracts (ops): choose the kind from ranked guesses, map the columns once, see every rejected
+value, the duplicates and the load's impact, then load exactly what was checked."""
 
 import streamlit as st
 
@@ -29,29 +30,55 @@ if st.session_state.get(ops.K_FILE, (None,))[0] != token:
     try:
         staged = ops.stage_upload(uploaded)
     except ops.ExtractError as exc:
-        st.error(str(exc))
+        st.error("This file cannot be read:")
+        st.text(str(exc))
         st.stop()
     st.session_state[ops.K_FILE] = (token, staged)
     st.session_state.pop(ops.K_REPORT, None)
     st.session_state.pop(ops.K_RESULT, None)
 staged = st.session_state[ops.K_FILE][1]
 
-st.markdown(f"**{staged.display_name}**: {len(staged.header)} columns, read as {staged.fmt.describe()}.")
+st.text(f"{staged.display_name}: {len(staged.header)} columns, read as {staged.fmt.describe()}.")
 
 known = ops.known_sources()
-left, right = st.columns(2)
-default_source = ops.default_source_name(staged.display_name)
-source = left.text_input(
-    "Source name", value=default_source, key=f"upload_source_{token}",
+source = st.text_input(
+    "Source name", value=ops.default_source_name(staged.display_name), key=f"upload_source_{token}",
     help="One name per export (crm, helpdesk, billing...). Existing sources: " + (", ".join(known["name"]) or "none"),
 ).strip()
-mapping0 = ops.initial_mapping(staged, source, None)
-kind = right.selectbox(
-    "Kind of extract", ops.kind_names(), index=ops.kind_names().index(mapping0.kind), key=f"upload_kind_{token}",
-    help="Detected from the column names and values; change it if it is wrong.",
+
+saved = ops.saved_for(staged, source)
+guesses = staged.guesses or []
+ranked = [g.kind for g in guesses] or ops.kind_names()
+st.subheader("What kind of extract is this?")
+if saved is not None:
+    st.caption(
+        f"Source '{source}' has a saved mapping of kind {saved.kind} (its earlier choice): it is used unless "
+        "you choose another kind."
+    )
+    default_index = ranked.index(saved.kind)
+else:
+    best = guesses[0] if guesses else None
+    if best is not None and best.confidence == "clear":
+        st.caption(
+            f"Best guess: {best.kind}, clearly ahead of the others. Check the evidence and choose the kind: "
+            "nothing is checked or loaded until you do."
+        )
+    else:
+        st.caption(
+            "No kind is clearly right for this file. Read the evidence for each and choose the kind: "
+            "nothing is checked or loaded until you do."
+        )
+    default_index = None
+ops.render_guesses(guesses)
+labels = {g.kind: f"{g.kind} ({ops.HOW_SURE[g.confidence]})" for g in guesses}
+kind = st.selectbox(
+    "Kind of extract", ranked, index=default_index, key=f"upload_kind_{token}_{source}",
+    format_func=lambda k: labels.get(k, k), placeholder="Choose the kind of this extract",
 )
-if kind != mapping0.kind:
-    mapping0 = ops.initial_mapping(staged, source, kind)
+if kind is None:
+    st.info("Choose the kind of extract above to map its columns.")
+    st.stop()
+mapping0, found_by = ops.initial_mapping(staged, source, kind)
 
 st.subheader("Map the columns")
 st.caption("Fields marked * are required. Columns you leave unmapped are kept as attributes, not dropped.")
@@ -63,37 +90,62 @@ for i, field in enumerate(ops.kind_fields(kind)):
     label = f"{field.name}{' *' if field.required else ''}"
     pick = grid[i % 3].selectbox(
         label, options, index=options.index(current) if current in options else 0,
-        key=f"upload_map_{token}_{kind}_{field.name}", help=field.description or None,
+        key=f"upload_map_{token}_{source}_{kind}_{field.name}", help=field.description or None,
     )
     if pick != ops.NOT_MAPPED:
         chosen_columns[field.name] = pick
 mapping = ops.make_mapping(kind, chosen_columns)
+ids = [f.name for f in ops.kind_fields(kind) if f.name in ops.IDENTITY_FIELDS]
+if ids and not any(f in chosen_columns for f in ids):
+    st.warning(
+        f"No column is mapped to a customer identifier of {kind} ({', '.join(ids)}): the check will refuse the "
+        "file. Map the column that names the customer, or choose another kind."
+    )
+    others = {c: f for c, f in ops.identifier_columns(staged).items() if f not in ids}
+    if others:
+        st.text(f"Identifier columns in the file that {kind} do not take: "
+                + ", ".join(f"{c!r} ({f})" for c, f in others.items()))
+st.markdown("**Mapping used**, field by field, and how each column was found")
+table = ops.mapping_table(kind, chosen_columns, mapping0, found_by)
+st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
 
 with st.expander("Preview (first rows of the file)", expanded=False):
     st.dataframe(staged.preview.head(50), hide_index=True, width="stretch")
 
+mode = st.radio(
+    "When this source already has data", ["append", "replace"], horizontal=True, key="upload_mode",
+    help="append adds new rows and skips rows already loaded; replace swaps the source's rows in one step.",
+)
+key = ops.report_key(staged, source, mapping, mode)
+
 if st.button("Check the file", type="primary", key="upload_check"):
+    st.session_state.pop(ops.K_RESULT, None)
     try:
         with st.spinner("Validating every row..."):
-            st.session_state[ops.K_REPORT] = (source, ops.check(staged, source, mapping))
-        st.session_state.pop(ops.K_RESULT, None)
+            st.session_state[ops.K_REPORT] = (key, ops.check(staged, source, mapping, mode=mode))
     except (ops.ExtractError, ops.MappingError, ops.IngestError) as exc:
         st.session_state.pop(ops.K_REPORT, None)
-        st.error(str(exc))
+        st.error("The file cannot be checked with this mapping:")
+        st.text(str(exc))
 
 report = st.session_state.get(ops.K_REPORT)
-if report and report[0] == source:
+if report and report[0] != key:
+    st.warning(
+        "The file, source name, kind, mapping or mode changed since the last check: check the file again "
+        "before loading."
+    )
+elif report:
     result = report[1]
     ops.render_report(result, staged)
-    mode = st.radio(
-        "When this source already has data", ["append", "replace"], horizontal=True, key="upload_mode",
-        help="append adds new rows and skips rows already loaded; replace swaps the source's rows in one step.",
-    )
-    if result.rows_rejected:
+    go, accept_invalid = False, False
+    if result.refused:
+        st.info("Nothing can be loaded from this file as it is: choose another kind or fix the file.")
+    elif result.rows_rejected:
         c1, c2 = st.columns(2)
         go = c1.button(
             f"Load the {result.rows_valid:,} valid rows, quarantine {result.rows_rejected:,}", key="upload_go_partial"
         )
+        accept_invalid = go
         if c2.button("Load nothing", key="upload_cancel"):
             st.session_state.pop(ops.K_REPORT, None)
             st.info("Nothing was loaded. Fix the file and upload it again.")
@@ -103,15 +155,19 @@ if report and report[0] == source:
     if go:
         bar = st.progress(0.0, "starting")
         try:
-            done = ops.load(staged, source, mapping, mode=mode, accept_invalid=True, progress=bar.progress)
+            done = ops.load(staged, source, mapping, mode=mode, accept_invalid=accept_invalid, progress=bar.progress)
             st.session_state[ops.K_RESULT] = done
             st.session_state.pop(ops.K_REPORT, None)
             ops.discard(staged)
             st.session_state.pop(ops.K_FILE, None)
         except (ops.ExtractError, ops.MappingError, ops.IngestError) as exc:
-            st.error(f"Nothing was stored: {exc}")
+            st.error("Nothing was stored:")
+            st.text(str(exc))
 
 done = st.session_state.get(ops.K_RESULT)
 if done:
-    st.success(done.summary())
+    st.success(f"{done.rows_loaded:,} rows loaded into '{done.source}' ({done.kind}).")
+    st.text(done.summary())
+    if done.duplicate_lines():
+        st.text("\n".join(done.duplicate_lines()))
     st.caption("The mapping was saved for this source. Every page now shows the new data.")

@@ -3,6 +3,8 @@ the checking and loading calls, and cached governance figures."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import shutil
 import uuid
@@ -17,8 +19,8 @@ from cxdash.config import DATA_DIR, database_url
 from cxdash.exporting import safe_csv
 from cxdash.health import governance, mapping_versions, set_latency_target
 from cxdash.ingest import IngestError, IngestResult, ingest_file, saved_mapping
-from cxdash.kinds import KINDS, get_kind
-from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
+from cxdash.kinds import IDENTITY_FIELDS, KINDS, get_kind
+from cxdash.mapping import KindGuess, Mapping, MappingError, rank_kinds
 from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
 from cxdash.store import identity_hubs_table, quarantine_table, sources_table
 from cxdash.ui import data, disclosure
@@ -43,6 +45,9 @@ class StagedFile:
     fmt: FileFormat
     header: list[str]
     preview: pd.DataFrame
+    sha256: str = ""
+    # The kinds this file could be, best first, judged on its first block of rows (as the load does).
+    guesses: list[KindGuess] | None = None
 
 
 def _safe_name(name: str) -> str:
@@ -59,13 +64,24 @@ def stage_upload(uploaded) -> StagedFile:
     name = _safe_name(uploaded.name)
     path = folder / name
     uploaded.seek(0)
-    with open(path, "wb") as out:
-        shutil.copyfileobj(uploaded, out, length=4 << 20)
-    path = as_csv(path)
-    fmt = sniff_format(path)
-    header = read_header(path, fmt)
-    preview = next(iter_chunks(path, fmt, chunk_rows=200), pd.DataFrame(columns=header)).head(200)
-    return StagedFile(path, uploaded.name, path.stat().st_size, fmt, header, preview)
+    digest = hashlib.sha256()
+    try:
+        with open(path, "wb") as out:
+            while block := uploaded.read(4 << 20):
+                digest.update(block)
+                out.write(block)
+        path = as_csv(path)
+        fmt = sniff_format(path)
+        header = read_header(path, fmt)
+        # The same first block the load judges the mapping on (iter_chunks reads whole blocks).
+        sample = next(iter_chunks(path, fmt, chunk_rows=2000), pd.DataFrame(columns=header))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # a file that cannot be read is not kept
+        raise
+    return StagedFile(
+        path, uploaded.name, path.stat().st_size, fmt, header, sample.head(200), digest.hexdigest(),
+        rank_kinds(header, sample) if len(sample) else [],
+    )
 
 
 def discard(staged: StagedFile | None) -> None:
@@ -77,13 +93,86 @@ def known_sources() -> pd.DataFrame:
     return data.sources()
 
 
-def initial_mapping(staged: StagedFile, source: str, kind: str | None) -> Mapping:
-    """The saved mapping of the source when it fits the file, else a suggestion."""
+def saved_for(staged: StagedFile, source: str) -> Mapping | None:
+    """The mapping saved for ``source`` (the user's earlier choice) when every column it names is in the file."""
     saved = saved_mapping(data.store(), source) if source else None
-    if saved is not None and (kind is None or saved.kind == kind) and all(c in staged.header for c in saved.columns.values()):
+    if saved is not None and all(c in staged.header for c in saved.columns.values()):
         return saved
-    kind = kind or detect_kind(staged.header, staged.preview)
-    return suggest_mapping(kind, staged.header, staged.preview)
+    return None
+
+
+def initial_mapping(staged: StagedFile, source: str, kind: str) -> tuple[Mapping, dict[str, str]]:
+    """The mapping to start from for ``kind`` and how each field was found: the source's saved
+    mapping when it is of this kind and fits the file, else the guess for ``kind``."""
+    saved = saved_for(staged, source)
+    if saved is not None and saved.kind == kind:
+        return saved, dict.fromkeys(saved.columns, "saved for this source")
+    guess = next((g for g in staged.guesses or [] if g.kind == kind), None)
+    if guess is None:
+        return Mapping(kind, {}), {}
+    return Mapping(kind, dict(guess.mapping.columns)), dict(guess.found_by)
+
+
+def mapping_table(kind: str, chosen: dict[str, str], start: Mapping, found_by: dict[str, str]) -> pd.DataFrame:
+    """The mapping the page will use, field by field: ``field``, ``column``, ``found by`` (how the
+    suggestion was made, "chosen by you" where the user changed it, "not mapped")."""
+    rows = []
+    for f in get_kind(kind).fields:
+        col = chosen.get(f.name)
+        if col is None:
+            how = "not mapped"
+        elif start.columns.get(f.name) == col:
+            how = found_by.get(f.name, "suggested")
+        else:
+            how = "chosen by you"
+        rows.append({"field": f.name + (" *" if f.required else ""), "column": col or "", "found by": how})
+    return pd.DataFrame(rows)
+
+
+HOW_SURE = {"clear": "clearly this", "possible": "possible", "unlikely": "unlikely", "no fit": "does not fit"}
+
+
+def guesses_table(guesses: list[KindGuess]) -> pd.DataFrame:
+    """One row per kind, best first: ``rank``, ``kind``, ``how sure``, ``evidence``."""
+    return pd.DataFrame(
+        {
+            "rank": range(1, len(guesses) + 1),
+            "kind": [g.kind for g in guesses],
+            "how sure": [HOW_SURE[g.confidence] for g in guesses],
+            "evidence": ["; ".join(g.reasons) for g in guesses],
+        }
+    )
+
+
+def render_guesses(guesses: list[KindGuess]) -> None:
+    """The likely kinds in full (each with its evidence, as plain text: it quotes the file's
+    column names), the others in a table under an expander."""
+    shown = [g for g in guesses if g.fits][:3] or guesses[:1]
+    for i, g in enumerate(shown, 1):
+        with st.container(border=True):
+            st.markdown(f"**{i}. {g.kind}** · {HOW_SURE[g.confidence]}")
+            st.text("\n".join(f"• {r}" for r in g.reasons))
+    rest = [g for g in guesses if g not in shown]
+    if rest:
+        with st.expander(f"The other {len(rest)} kinds"):
+            st.dataframe(guesses_table(rest).drop(columns="rank"), hide_index=True, width="stretch")
+
+
+def identifier_columns(staged: StagedFile) -> dict[str, str]:
+    """Columns of the file that some kind reads as a customer identifier: ``{column: field}``."""
+    return {
+        g.mapping.columns[f]: f for g in staged.guesses or [] for f in IDENTITY_FIELDS if f in g.mapping.columns
+    }
+
+
+def report_key(staged: StagedFile, source: str, mapping: Mapping, mode: str) -> str:
+    """A key over everything that decides a check's result: the file's bytes, the source, the
+    kind, the mapping and the mode. A report is only used to load under the same key."""
+    payload = json.dumps(
+        {"file": staged.sha256, "source": source, "kind": mapping.kind, "columns": mapping.columns, "mode": mode},
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def kind_names() -> list[str]:
@@ -94,10 +183,12 @@ def kind_fields(kind: str):
     return get_kind(kind).fields
 
 
-def check(staged: StagedFile, source: str, mapping: Mapping) -> IngestResult:
-    """Validate without storing anything (a dry run of the one ingest path)."""
+def check(staged: StagedFile, source: str, mapping: Mapping, *, mode: str = "append") -> IngestResult:
+    """Validate without storing anything (a dry run of the one ingest path): failures,
+    duplicates on the declared key, refusal, and the load's impact."""
     return ingest_file(
-        data.store(), staged.path, source=source, mapping=mapping, dry_run=True, display_name=staged.display_name
+        data.store(), staged.path, source=source, mapping=mapping, mode=mode, dry_run=True,
+        display_name=staged.display_name,
     )
 
 
@@ -210,9 +301,11 @@ def source_names() -> list[str]:
 
 
 __all__ = [
-    "K_FILE", "K_REPORT", "K_RESULT", "NOT_MAPPED", "ExtractError", "IngestError", "MappingError", "StagedFile",
-    "check", "discard", "failures_csv", "health", "initial_mapping", "kind_fields", "kind_names", "known_sources",
-    "load", "rejected_rows_csv", "save_latency_target", "source_names", "stage_upload",
+    "HOW_SURE", "IDENTITY_FIELDS", "K_FILE", "K_REPORT", "K_RESULT", "NOT_MAPPED", "ExtractError", "IngestError",
+    "MappingError", "StagedFile",
+    "check", "discard", "failures_csv", "guesses_table", "health", "identifier_columns", "render_guesses", "initial_mapping", "kind_fields", "kind_names",
+    "known_sources", "load", "mapping_table", "rejected_rows_csv", "report_key", "save_latency_target",
+    "saved_for", "source_names", "stage_upload",
 ]
 
 
@@ -227,6 +320,9 @@ def make_mapping(kind: str, columns: dict[str, str]) -> Mapping:
 
 def render_report(result: IngestResult, staged: StagedFile) -> None:
     """The validation report: the verdict first, then every failed rule with examples."""
+    if result.refused:
+        st.error("This file will not load as it is:")
+        st.text(result.refused)  # names columns and values of the file: never markdown
     if result.rows_rejected == 0:
         st.success(f"All {result.rows_read:,} rows pass. Nothing is stored until you load.")
     else:
@@ -234,8 +330,18 @@ def render_report(result: IngestResult, staged: StagedFile) -> None:
             f"{result.rows_rejected:,} of {result.rows_read:,} rows break a rule "
             f"({result.rows_rejected / result.rows_read:.1%}); {result.rows_valid:,} are valid."
         )
-    for note in result.notes:
-        st.caption(f"Detected: {note}")
+    st.text("\n".join(f"Detected: {note}" for note in result.notes))
+    st.markdown("**Duplicates**")
+    duplicates = result.duplicate_lines() or [
+        f"{result.kind} declare no key: no row is dropped as a duplicate."
+    ]
+    st.text("\n".join(duplicates))
+    if result.impact is not None:
+        st.markdown("**What loading it would change**")
+        lines = result.impact.lines()
+        if result.impact.matches_nobody:  # numbers and our own words only: safe as a warning
+            st.warning(lines.pop(0))
+        st.text("\n".join(lines))
     if result.rows_rejected:
         counts = result.failure_counts()
         st.markdown("**Failed rules** (rows per rule)")
@@ -245,7 +351,7 @@ def render_report(result: IngestResult, staged: StagedFile) -> None:
         c1, c2 = st.columns(2)
         disclosure.download(
             "Download the rejected rows with reasons (CSV)",
-            rejected_rows_csv(staged, result),
+            lambda: rejected_rows_csv(staged, result),  # read from the file only when downloaded
             f"{default_source_name(staged.display_name)}_rejected.csv",
             key="upload_dl_rejected",
             what="rejected rows of an upload, as in the file",

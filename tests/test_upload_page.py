@@ -1,0 +1,170 @@
+"""The upload page headless (AppTest): it waits for the user to choose the kind, shows the guesses
+and the mapping with how each column was found, loads only what was checked, and keeps "Load the
+valid rows" apart from "Load"."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from streamlit.testing.v1 import AppTest
+
+from cxdash.store import KIND_TABLES, open_store, quarantine_table, sources_table
+from tests.conftest import FIXTURES, REPO
+
+PAGE = str(REPO / "pages" / "upload.py")
+KINDS_DIR = FIXTURES / "kinds"
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    url = f"duckdb:///{tmp_path / 'cx.duckdb'}"
+    open_store(url).dispose()
+    monkeypatch.setenv("CXDASH_DB_URL", url)
+    monkeypatch.setattr("cxdash.ui.ops.UPLOAD_DIR", tmp_path / "uploads")
+    return url
+
+
+def counts(url: str) -> dict[str, int]:
+    store = open_store(url)
+    with store.connect() as conn:
+        out = {k: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for k, t in KIND_TABLES.items()}
+        out["sources"] = conn.execute(sa.select(sa.func.count()).select_from(sources_table)).scalar()
+        out["quarantine"] = conn.execute(sa.select(sa.func.count()).select_from(quarantine_table)).scalar()
+    store.dispose()
+    return out
+
+
+def upload(name: str, content: bytes) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=120).run()
+    at.file_uploader(key="upload_files").upload(name, content, "text/csv")
+    return at.run()
+
+
+def texts(at: AppTest) -> str:
+    return "\n".join(t.value for t in at.text)
+
+
+def kind_box(at: AppTest):
+    return next(s for s in at.selectbox if s.label == "Kind of extract")
+
+
+def button(at: AppTest, start: str):
+    return next(b for b in at.button if b.label.startswith(start))
+
+
+def test_without_a_saved_mapping_the_page_shows_the_guesses_and_waits_for_a_kind(db):
+    at = upload("saas_support_tickets.csv", (KINDS_DIR / "saas_support_tickets.csv").read_bytes())
+    assert not at.exception
+    box = kind_box(at)
+    assert box.value is None  # no default: the user must choose
+    assert "Choose the kind of extract above" in " ".join(i.value for i in at.info)
+    headings = [m.value for m in at.markdown if m.value.startswith("**1. ")]
+    assert headings == ["**1. tickets** · clearly this"]
+    assert "• column 'ticket_id' is unique in the 150 rows read: one row per ticket" in texts(at)
+    from cxdash.kinds import KINDS
+
+    if "account_id" in KINDS["tickets"].field_names:  # identifiers on every kind (issue 13, another part)
+        assert "• column 'account_id' identifies the customer (account_id)" in texts(at)
+    else:
+        assert ("• no customer identifier: no column reads as customer_id, email, phone; "
+                "'account_id' reads as account_id, which tickets do not take") in texts(at)
+    assert not any(b.label == "Check the file" for b in at.button)  # nothing to check before a kind
+
+
+def test_the_mapping_shows_how_each_column_was_found(db):
+    at = upload("clickstream.csv", (KINDS_DIR / "clickstream.csv").read_bytes())
+    kind_box(at).select("events").run()
+    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("field")
+    assert table.loc["timestamp *", "column"] == "timestamp" and table.loc["timestamp *", "found by"] == "exact name"
+    assert table.loc["customer_id", "found by"] == "synonym"
+    assert table.loc["email", "found by"] == "not mapped"
+    next(s for s in at.selectbox if s.label == "value").select("referrer").run()
+    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("field")
+    assert table.loc["value", "found by"] == "chosen by you"
+
+
+def test_a_check_is_invalidated_by_a_change_of_mapping_and_nothing_loads_until_checked_again(db):
+    at = upload("clickstream.csv", (KINDS_DIR / "clickstream.csv").read_bytes())
+    kind_box(at).select("events").run()
+    at.button(key="upload_check").click().run()
+    assert any(b.label.startswith("Load 1,000 rows") for b in at.button)
+    assert "New customers: 330." in texts(at)  # the impact, before loading (330 users in make_files.py)
+    next(s for s in at.selectbox if s.label == "channel").select(ops_not_mapped()).run()
+    assert "changed since the last check" in " ".join(w.value for w in at.warning)
+    assert not any(b.label.startswith("Load") for b in at.button)
+    assert counts(db)["events"] == 0
+    at.button(key="upload_check").click().run()
+    button(at, "Load 1,000 rows").click().run()
+    assert counts(db)["events"] == 1000
+
+
+def ops_not_mapped() -> str:
+    from cxdash.ui.ops import NOT_MAPPED
+
+    return NOT_MAPPED
+
+
+def test_load_valid_rows_and_load_are_separate_choices(db):
+    bad = (
+        "ticket_id,email,opened_at\n"
+        "T1,a@example.com,2024-01-01 10:00\nT2,b@example.com,not a date\nT3,c@example.com,2024-01-03 10:00\n"
+    )
+    at = upload("helpdesk.csv", bad.encode())
+    kind_box(at).select("tickets").run()
+    at.button(key="upload_check").click().run()
+    labels = [b.label for b in at.button]
+    assert "Load the 2 valid rows, quarantine 1" in labels and not any(x.startswith("Load 2 rows") for x in labels)
+    button(at, "Load the 2 valid rows").click().run()
+    got = counts(db)
+    assert got["tickets"] == 2 and got["quarantine"] == 1
+
+
+def test_a_file_mostly_repeating_its_key_is_refused_on_the_page(db):
+    at = upload("clickstream.csv", (KINDS_DIR / "clickstream.csv").read_bytes())
+    kind_box(at).select("customers").run()
+    at.button(key="upload_check").click().run()
+    assert "670 of 1,000 rows repeat a customer_id" in texts(at)
+    assert "probably not a customers extract" in texts(at)
+    assert not any(b.label.startswith("Load") for b in at.button)
+    assert counts(db)["customers"] == 0 and counts(db)["sources"] == 0
+
+
+def test_file_text_is_never_rendered_as_markdown(db):
+    hostile = "ticket_id,email,opened_at\n**T1**,a@example.com,2024-01-01\n**T1**,b@example.com,2024-01-02\n"
+    at = upload("[click](http_evil).csv", hostile.encode())
+    kind_box(at).select("tickets").run()
+    at.button(key="upload_check").click().run()
+    rendered = " ".join(m.value for m in at.markdown) + " ".join(e.value for e in at.error)
+    assert "**T1**" not in rendered and "[click]" not in rendered
+    assert "**T1**" in texts(at)  # shown, as plain text
+
+
+def test_a_source_with_a_saved_mapping_starts_from_it(db):
+    from cxdash.ingest import ingest_file
+    from cxdash.mapping import Mapping
+
+    store = open_store(db)
+    saved = Mapping("events", {"customer_id": "user_id", "timestamp": "timestamp", "activity": "page"})
+    ingest_file(store, KINDS_DIR / "clickstream.csv", source="clickstream", mapping=saved)
+    store.dispose()
+    at = upload("clickstream.csv", (KINDS_DIR / "clickstream.csv").read_bytes())
+    assert kind_box(at).value == "events"  # the user's earlier choice, not a fresh guess
+    assert "has a saved mapping of kind events" in " ".join(c.value for c in at.caption)
+    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("field")
+    assert table.loc["activity *", "column"] == "page"  # the saved column, not the guessed event_type
+    assert table.loc["activity *", "found by"] == "saved for this source"
+
+
+def test_a_file_that_matches_nobody_says_so_before_it_is_loaded(db):
+    from cxdash.ingest import ingest_file
+
+    store = open_store(db)
+    ingest_file(store, KINDS_DIR / "saas_accounts.csv", source="crm", kind="customers")
+    store.dispose()
+    at = upload("clickstream.csv", (KINDS_DIR / "clickstream.csv").read_bytes())
+    kind_box(at).select("events").run()
+    at.button(key="upload_check").click().run()
+    warnings = " ".join(w.value for w in at.warning)
+    assert "None of the 1,000 valid rows matches a customer already stored" in warnings
+    assert "Customers (headline): 60 -> 60 (+0)." in texts(at)  # 60 accounts in the fixture
+    assert counts(db)["events"] == 0
