@@ -77,8 +77,8 @@ def test_feature_usage_names_events_and_says_no_customer_identifier_is_present()
     best = guesses_for(KINDS_DIR / "saas_feature_usage.csv")[0]
     assert best.kind == "events" and not best.identified
     assert any(r.startswith("no customer identifier") for r in best.reasons)
-    assert best.mapping.columns["activity"] == "feature_name"  # found from the values, not a synonym
-    assert best.found_by["activity"] == "values"
+    assert best.mapping.columns["activity"] == "feature_name"
+    assert best.found_by["activity"] == "synonym"  # the name table knows feature_name
 
 
 def test_the_clickstream_as_customers_says_how_often_the_user_id_repeats():
@@ -113,8 +113,10 @@ def test_tickets_are_not_read_as_subscriptions_and_accounts_not_as_subscriptions
         ("crm_sales_opportunities/accounts.csv", "customers", True),
         # an event log of a process with no customer column: events, but not sure
         ("pm4py_running_example/running-example.csv", "events", False),
-        # per-customer summaries keyed by a bare "ID" and a product list: nothing fits clearly
-        ("cdnow/cdnow_customers_summary.csv", None, False),
+        # per-customer RFM summaries keyed by a bare "ID" (the customer, as nothing else identifies one):
+        # one row per customer, a customer table
+        ("cdnow/cdnow_customers_summary.csv", "customers", True),
+        # a product list: nothing fits clearly
         ("crm_sales_opportunities/products.csv", None, False),
     ],
 )
@@ -127,14 +129,25 @@ def test_each_public_file_gets_the_right_top_guess(public_data, rel, kind, clear
 
 # ------------------------------------------------------------------------------ the CLI
 def test_the_cli_refuses_an_ambiguous_file_naming_the_candidates_and_stores_nothing(tmp_path, capsys):
+    # start, end and a value per customer: periods of a subscription, or purchases with a value?
+    path = tmp_path / "periods.csv"
+    path.write_text("customer,start,end,value\nC1,2024-01-01,2024-03-01,10\nC2,2024-01-05,,20\nC1,2024-04-01,,12\n")
     db = f"duckdb:///{tmp_path / 'cx.duckdb'}"
-    code = main(["--db", db, "ingest", str(KINDS_DIR / "saas_churn_events.csv"), "--source", "churn"])
+    code = main(["--db", db, "ingest", str(path), "--source", "periods"])
     out = capsys.readouterr()
     assert code != 0
     assert "cannot tell which kind of extract this is" in out.err and "--kind " in out.err
-    assert "Candidates: " in out.err and "customers (unlikely" in out.err and "transactions (unlikely" in out.err
-    assert "kind guesses (best first)" in out.out and "each row is one churn event" in out.out
+    assert "Candidates: " in out.err and "transactions (possible" in out.err and "subscriptions (possible" in out.err
+    assert "kind guesses (best first)" in out.out
     assert nothing_stored(db)
+
+
+def test_churn_events_load_as_the_churn_kind_without_being_told(tmp_path, capsys):
+    db = f"duckdb:///{tmp_path / 'cx.duckdb'}"
+    code = main(["--db", db, "ingest", str(KINDS_DIR / "saas_churn_events.csv"), "--source", "churn_events"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "the file is clearly churn" in out.out
 
 
 def test_the_library_refuses_an_unclear_kind_the_same_way(duck):
