@@ -34,6 +34,8 @@ def _jsonable(value):
 
 
 def cmd_sources(args) -> int:
+    if getattr(args, "action", None) == "set":
+        return cmd_sources_set(args)
     from cxdash.health import governance
     from cxdash.overview import source_summary
 
@@ -50,6 +52,15 @@ def cmd_sources(args) -> int:
         print(json.dumps(records, indent=2, default=str))
     else:
         print(frame.to_string(index=False) if len(frame) else "No sources loaded yet.")
+    return 0
+
+
+def cmd_sources_set(args) -> int:
+    from cxdash.sources import set_source_owner
+
+    after = set_source_owner(_store(args), args.source, department=args.department, owner=args.owner,
+                             actor=_cli_actor())
+    print(f"source {args.source}: department {after['department']}, owner {after['owner']}")
     return 0
 
 
@@ -90,6 +101,9 @@ def cmd_ingest(args) -> int:
             mapping=mapping,
             mode=args.mode,
             reject_invalid=args.reject_invalid,
+            department=args.department,
+            owner=args.owner,
+            links=_links(args.link),
         )
     except IngestError as exc:
         if exc.result is not None and args.report:
@@ -105,6 +119,12 @@ def cmd_ingest(args) -> int:
     audit.record(store, _cli_actor(), "upload", {"source": args.source, "file": Path(args.file).name,
                                                   "mode": args.mode, "rows_loaded": result.rows_loaded})
     return 0 if result.rows_loaded or result.rows_duplicate else 1
+
+
+def _links(texts: list[str] | None) -> dict | None:
+    from cxdash.links import parse_link
+
+    return dict(parse_link(t) for t in texts) if texts else None
 
 
 def cmd_journeys(args) -> int:
@@ -294,6 +314,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sources", help="list loaded sources")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_sources)
+    ssub = s.add_subparsers(dest="action", required=False)
+    ss = ssub.add_parser("set", help="change a source's department and/or owner (audited)")
+    ss.add_argument("source")
+    ss.add_argument("--department", help="the department its steps belong to on journeys and hotspots")
+    ss.add_argument("--owner", help="the team or person to call about it")
 
     d = sub.add_parser("demo", help="generate the demo company's extracts and load them")
     d.add_argument("--customers", type=int, default=10_000)
@@ -310,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--mode", choices=["append", "replace"], default="append")
     i.add_argument("--reject-invalid", action="store_true", help="load valid rows, quarantine invalid ones")
     i.add_argument("--report", help="write the rejected rows with reasons to this CSV")
+    i.add_argument("--link", action="append", metavar="COLUMN=SOURCE.FIELD",
+                   help="the column holds keys of a loaded source (e.g. subscription_id=subs.subscription_id): "
+                        "rows with no customer identifier reach theirs through it (repeatable)")
+    i.add_argument("--department", help="the source's department (default: the kind's; a re-load keeps it)")
+    i.add_argument("--owner", help="the team or person who owns the source (default: its department)")
     i.set_defaults(func=cmd_ingest)
 
     j = sub.add_parser("journeys", help="print the directly-follows graph of customer journeys")

@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from cxdash.erasure import suppressed_hashes, suppressed_rows
 from cxdash.identity import rebuild_identity_map
 from cxdash.kinds import IDENTITY_FIELDS, get_kind
+from cxdash.links import check_link_targets, has_link_value, link_counts, link_keys, save_source_links
 from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
 from cxdash.privacy import secret_salt
 from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
@@ -80,6 +81,9 @@ class IngestResult:
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FAILURE_COLUMNS))
     notes: list[str] = field(default_factory=list)
     stored: bool = False
+    # Rows of this load whose customer comes through a link (cxdash.links.link_counts):
+    # {"linked", "matched", "ambiguous", "unknown"}; empty without links.
+    links: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         verb = "loaded" if self.stored else "NOT loaded"
@@ -240,6 +244,10 @@ def _prepared_chunks(
         # Every row through the pandera contract; each field is parsed once, and the typed
         # values of the valid rows come from that same parse.
         fails, parsed = check(kind_def, canon, formats)
+        if mapping.links and not fails.empty:
+            # a row carrying a declared link key has its customer through the link
+            linked = chunk.index[has_link_value(chunk, mapping.links).to_numpy()]
+            fails = fails[~((fails["rule"] == "customer_identifier") & fails["row"].isin(linked))]
         bad_rows = pd.Index(fails["row"].unique()) if not fails.empty else pd.Index([])
         rejected_so_far += len(bad_rows)
         good = canon.drop(index=bad_rows) if len(bad_rows) else canon
@@ -276,6 +284,8 @@ def _stored_rows(
     }
     if attrs is not None:  # else the column stays NULL
         stored["attrs"] = attrs
+    if mapping.links:
+        stored["link_key"] = link_keys(chunk if len(rows) == len(chunk) else chunk.loc[rows], mapping.links)
     return pd.DataFrame(stored)
 
 
@@ -342,6 +352,8 @@ def ingest_file(
     mode: str = "append",
     reject_invalid: bool = False,
     department: str | None = None,
+    owner: str | None = None,
+    links: dict[str, dict[str, str]] | None = None,
     dry_run: bool = False,
     chunk_rows: int = 250_000,
     progress: Callable[[int, int], None] | None = None,
@@ -354,6 +366,9 @@ def ingest_file(
     With ``reject_invalid`` the valid rows load and invalid ones go to quarantine; without
     it any invalid row loads nothing and raises ``IngestError`` carrying the report.
     ``dry_run`` validates and reports without storing anything.
+    ``department`` and ``owner`` (a team or person) are the source's; a new source takes its
+    kind's department for both, a re-load without them keeps the stored ones.
+    ``links`` adds link columns to the mapping (``{COLUMN: {"source", "field"}}``, cxdash.links).
     Raises ``ExtractError`` / ``MappingError`` when the file or mapping cannot be used at all.
     """
     if mode not in MODES:
@@ -379,9 +394,13 @@ def ingest_file(
         mapping = suggest_mapping(kind, header, sample)
     elif kind and kind != mapping.kind:
         raise MappingError(f"--kind {kind} disagrees with the mapping's kind {mapping.kind}")
+    if links:
+        mapping.links = {**mapping.links, **links}
     mapping.check(header, file_name=name)
     kind_def = get_kind(mapping.kind)
-    department = department or kind_def.department
+    if mapping.links:
+        with store.connect() as conn:
+            check_link_targets(conn, mapping.links, source=source)
     mapped_columns = set(mapping.columns.values())
     unmapped = [c for c in header if c not in mapped_columns and c in sample.columns]
 
@@ -467,16 +486,28 @@ def ingest_file(
         existing = conn.execute(sa.select(sources_table.c.kind).where(sources_table.c.name == source)).first()
         if existing is None:
             conn.execute(sources_table.insert().values(
-                name=source, kind=mapping.kind, department=department, created_at=finished
+                name=source, kind=mapping.kind, department=department or kind_def.department,
+                owner=owner or department or kind_def.department, created_at=finished,
             ))
         elif existing.kind != mapping.kind:
             raise IngestError(
                 f"source {source!r} already holds {existing.kind} data; load {mapping.kind} under another source name"
             )
-        else:
-            conn.execute(sources_table.update().where(sources_table.c.name == source).values(department=department))
+        elif department or owner:  # a re-load without them keeps what was set
+            given = {k: v for k, v in (("department", department), ("owner", owner)) if v}
+            conn.execute(sources_table.update().where(sources_table.c.name == source).values(**given))
+        if mapping.links or mode == "replace":
+            save_source_links(conn, source, mapping.links, replace=mode == "replace")
         if rebuild_identities:
             rebuild_identity_map(conn)
+            if mapping.links:
+                result.links = link_counts(conn, mapping.kind, source, load_id)
+                if result.links["linked"]:
+                    result.notes.append(
+                        f"{result.links['matched']:,} of {result.links['linked']:,} rows keyed only by a link reached "
+                        f"a customer; {result.links['unknown']:,} have a key the linked source does not hold and "
+                        f"{result.links['ambiguous']:,} a key shared by several customers (left unmatched)"
+                    )
         result.load_id = load_id
         result.stored = True
     _save_mapping(store, source, mapping)

@@ -177,7 +177,8 @@ def _health(url: str, version: int) -> dict:
             "nulls": summaries.get(conn, "null_rates", version),
             "stitch": summaries.get(conn, "stitch_coverage", version),
             "coverage": summaries.get(conn, "coverage", version),
-            "hubs": pd.DataFrame(conn.execute(identity_hubs_table.select()).mappings().all(), columns=["id_key", "degree"]),
+            "hubs": pd.DataFrame(conn.execute(identity_hubs_table.select()).mappings().all(),
+                                 columns=["id_key", "degree", "reason"]),
             "quarantine": pd.DataFrame(
                 conn.execute(
                     quarantine_table.select().order_by(quarantine_table.c.load_id.desc()).limit(500)
@@ -199,6 +200,15 @@ def save_latency_target(source: str, hours: float | None) -> None:
     with data.store().begin() as conn:
         set_latency_target(conn, source, hours)
     _health.clear()
+
+
+def save_source_owner(source: str, department: str | None, owner: str | None) -> dict:
+    """Change a source's department and owner (audited as the signed-in user)."""
+    from cxdash.sources import set_source_owner
+
+    after = set_source_owner(data.store(), source, department=department, owner=owner, actor=current_user())
+    _health.clear()
+    return after
 
 
 def source_names() -> list[str]:

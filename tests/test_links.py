@@ -1,0 +1,269 @@
+"""Links between extracts, on a hand-built SaaS company (tests/fixtures/saas).
+
+Five departments' exports: CRM accounts, billing subscriptions, support tickets keyed by
+account, and a product-usage log that knows only the subscription id. Expected values are
+computed here with plain pandas joins on the fixture files, not read from cxdash.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from cxdash import audit
+from cxdash.cli import main
+from cxdash.health import stitch_coverage
+from cxdash.ingest import IngestError, ingest_file
+from cxdash.links import LinkError, match_rates, parse_link, suggest_links
+from cxdash.mapping import Mapping, MappingError
+from cxdash.sources import department_owners, set_source_owner, source_owners
+from cxdash.store import KIND_TABLES, customer_keys_table, link_conflicts_table, sources_table
+from cxdash.timeline import timeline
+from tests.conftest import FIXTURES
+
+SAAS = FIXTURES / "saas"
+ACCOUNTS = {"kind": "customers", "columns": {
+    "customer_id": "account_id", "account_id": "account_id", "name": "account_name",
+    "signup_date": "signup_date", "plan": "plan_tier", "churn_label": "churn_flag"}}
+SUBSCRIPTIONS = {"kind": "subscriptions", "columns": {
+    "subscription_id": "subscription_id", "account_id": "account_id", "start": "start_date", "end": "end_date",
+    "mrr": "mrr_amount"}}
+TICKETS = {"kind": "tickets", "columns": {
+    "ticket_id": "ticket_id", "account_id": "account_id", "opened_at": "created_at", "topic": "topic",
+    "status": "status"}}
+USAGE = {"kind": "events", "columns": {"timestamp": "usage_date", "activity": "feature_name", "value": "usage_count"},
+         "links": {"subscription_id": {"source": "subs", "field": "subscription_id"}}}
+
+
+def csv(name: str) -> pd.DataFrame:
+    return pd.read_csv(SAAS / name, dtype=str, keep_default_na=False).replace("", pd.NA)
+
+
+def load_company(store, *, usage: bool = True):
+    ingest_file(store, SAAS / "accounts.csv", source="crm", mapping=Mapping.from_dict(ACCOUNTS))
+    ingest_file(store, SAAS / "subscriptions.csv", source="subs", mapping=Mapping.from_dict(SUBSCRIPTIONS))
+    ingest_file(store, SAAS / "tickets.csv", source="helpdesk", mapping=Mapping.from_dict(TICKETS))
+    if usage:
+        return ingest_file(store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(USAGE),
+                           department="product")
+    return None
+
+
+def customer_of_rows(conn, source: str) -> pd.DataFrame:
+    """``row_number, cx_id`` of every stored row of ``source`` (events), cx_id None when unmatched."""
+    t, ck = KIND_TABLES["events"], customer_keys_table
+    q = (sa.select(t.c.row_number, ck.c.cx_id).select_from(t.outerjoin(ck, ck.c.cx_key == t.c.cx_key))
+         .where(t.c.source == source).order_by(t.c.row_number))
+    return pd.DataFrame([tuple(r) for r in conn.execute(q)], columns=["row_number", "cx_id"], dtype=object)
+
+
+def expected_usage_accounts() -> pd.Series:
+    """Each usage row's account by a plain join: a subscription id the extract repeats keeps its
+    first line (the subscriptions kind's natural key), as a person reading the file top-down would."""
+    usage = csv("feature_usage.csv")
+    subs = csv("subscriptions.csv").drop_duplicates("subscription_id", keep="first")
+    joined = usage.merge(subs[["subscription_id", "account_id"]], on="subscription_id", how="left")
+    joined.index = joined.index + 2  # file line of each row (header is line 1)
+    return joined["account_id"]
+
+
+def test_every_usage_row_keyed_by_subscription_reaches_its_account(store):
+    result = load_company(store)
+    expected = expected_usage_accounts()
+    with store.connect() as conn:
+        got = customer_of_rows(conn, "usage").set_index("row_number")["cx_id"]
+    assert len(got) == len(expected) == 18
+    for line, account in expected.items():
+        assert (got[line] if pd.notna(got[line]) else None) == (account if pd.notna(account) else None), line
+    per_account = expected.dropna().value_counts().sort_index()
+    assert got.dropna().value_counts().sort_index().to_dict() == per_account.to_dict()
+    # the load says how its linked rows fared: 17 rows carry a subscription id, S99 is unknown
+    usage = csv("feature_usage.csv")
+    carried = int(usage["subscription_id"].notna().sum())
+    known = int(usage["subscription_id"].isin(csv("subscriptions.csv")["subscription_id"]).sum())
+    assert result.links == {"linked": carried, "matched": known, "ambiguous": 0, "unknown": carried - known}
+    assert result.links["unknown"] == 1
+
+
+def test_an_unknown_subscription_id_stays_unmatched_and_is_counted_in_stitch_coverage(store):
+    load_company(store)
+    with store.connect() as conn:
+        cov = stitch_coverage(conn)
+    usage = cov[cov["source"] == "usage"].set_index(["matched_via", "status"])["rows"].to_dict()
+    assert usage[("link", "crm customer")] == 16
+    assert usage[("link", "unmatched link")] == 1  # S99
+    assert usage[("none", "anonymous")] == 1  # the row without any key
+
+
+def test_the_match_rate_suggestion_equals_the_true_overlap(store):
+    load_company(store, usage=False)
+    usage = csv("feature_usage.csv")
+    subs = csv("subscriptions.csv")
+    values = usage["subscription_id"].dropna()
+    true_rate = values.isin(subs["subscription_id"]).mean()
+    suggestions = suggest_links(store, usage)
+    best = suggestions[0]
+    assert (best.column, best.source, best.field) == ("subscription_id", "subs", "subscription_id")
+    assert best.total == len(values) and best.matched == int(values.isin(subs["subscription_id"]).sum())
+    assert best.match_rate == pytest.approx(true_rate)
+    assert [s.column for s in suggestions] == ["subscription_id"]  # usage ids, dates, counts match nothing
+    declared = match_rates(store, usage, USAGE["links"])
+    assert declared[0].match_rate == pytest.approx(true_rate)
+
+
+def test_a_subscription_id_reused_by_a_second_account_merges_nobody(store):
+    load_company(store)
+    with store.connect() as conn:
+        ck = customer_keys_table
+        known = sorted(r[0] for r in conn.execute(sa.select(ck.c.cx_id).where(ck.c.known.is_(True))))
+    assert known == sorted(csv("accounts.csv")["account_id"])  # A3 and A4 are still two customers
+
+
+def test_an_order_id_on_two_accounts_leaves_its_lines_unmatched_and_counted(store, tmp_path):
+    ingest_file(store, SAAS / "accounts.csv", source="crm", mapping=Mapping.from_dict(ACCOUNTS))
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,account_id,ordered_at,amount\nO1,A1,2024-05-01,10\nO2,A2,2024-05-02,20\n"
+                      "O3,A3,2024-05-03,30\nO3,A4,2024-05-03,31\n")
+    lines = tmp_path / "lines.csv"
+    lines.write_text("line_id,order_id,added_at,product\nL1,O1,2024-05-01,pen\nL2,O1,2024-05-01,ink\n"
+                     "L3,O2,2024-05-02,pad\nL4,O3,2024-05-03,desk\nL5,O3,2024-05-03,lamp\n")
+    ingest_file(store, orders, source="orders", mapping=Mapping.from_dict({"kind": "transactions", "columns": {
+        "transaction_id": "order_id", "account_id": "account_id", "timestamp": "ordered_at", "amount": "amount"}}))
+    result = ingest_file(
+        store, lines, source="order_lines", links={"order_id": {"source": "orders", "field": "transaction_id"}},
+        mapping=Mapping.from_dict({"kind": "events", "columns": {"timestamp": "added_at", "activity": "product"}}),
+    )
+    assert result.links == {"linked": 5, "matched": 3, "ambiguous": 2, "unknown": 0}
+    with store.connect() as conn:
+        got = [None if pd.isna(c) else c for c in customer_of_rows(conn, "order_lines")["cx_id"]]
+        conflicts = [tuple(r) for r in conn.execute(sa.select(link_conflicts_table))]
+        cov = stitch_coverage(conn)
+        known = sorted(r[0] for r in conn.execute(
+            sa.select(customer_keys_table.c.cx_id).where(customer_keys_table.c.known.is_(True))))
+    assert got == ["A1", "A1", "A2", None, None]
+    assert conflicts == [("orders.transaction_id:O3", 2)]
+    lines_cov = cov[cov["source"] == "order_lines"].set_index("status")["rows"].to_dict()
+    assert lines_cov == {"crm customer": 3, "ambiguous link": 2}
+    assert "A3" in known and "A4" in known  # the shared order id merged nobody
+
+
+def test_a_linked_row_needs_no_identifier_but_an_undeclared_one_is_refused(store):
+    load_company(store, usage=False)
+    bare = {k: v for k, v in USAGE.items() if k != "links"}
+    with pytest.raises(MappingError, match="no column identifies the customer.*link column"):
+        ingest_file(store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(bare))
+    with store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(KIND_TABLES["events"])).scalar() == 0
+
+
+def test_a_link_to_a_source_not_loaded_is_refused_with_the_fix(store):
+    load_company(store, usage=False)
+    wrong = {**USAGE, "links": {"subscription_id": {"source": "billing", "field": "subscription_id"}}}
+    with pytest.raises(LinkError, match="no source named 'billing'.*crm.*helpdesk.*subs"):
+        ingest_file(store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(wrong))
+    wrong_field = {**USAGE, "links": {"subscription_id": {"source": "subs", "field": "account_id"}}}
+    with pytest.raises(LinkError, match="linkable key is subscription_id"):
+        ingest_file(store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(wrong_field))
+    with store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(KIND_TABLES["events"])).scalar() == 0
+        assert "usage" not in {r[0] for r in conn.execute(sa.select(sources_table.c.name))}
+
+
+def test_parse_link_reads_column_source_and_field():
+    assert parse_link("sub_ref=billing.eu.subscription_id") == (
+        "sub_ref", {"source": "billing.eu", "field": "subscription_id"})
+    with pytest.raises(LinkError, match="COLUMN=SOURCE.FIELD"):
+        parse_link("sub_ref")
+
+
+def test_the_cli_link_flag_loads_usage_through_subscriptions(duck, tmp_path, capsys):
+    load_company(duck, usage=False)
+    mapping = tmp_path / "usage.json"
+    mapping.write_text(json.dumps({k: v for k, v in USAGE.items() if k != "links"}))
+    url = duck.url
+    duck.dispose()
+    code = main(["--db", url, "ingest", str(SAAS / "feature_usage.csv"), "--source", "usage", "--mapping",
+                 str(mapping), "--link", "subscription_id=subs.subscription_id", "--department", "product",
+                 "--owner", "Product analytics"])
+    assert code == 0, capsys.readouterr()
+    with duck.connect() as conn:
+        got = customer_of_rows(conn, "usage")["cx_id"]
+        owners = source_owners(conn).set_index("name")
+    assert int(got.notna().sum()) == int(expected_usage_accounts().notna().sum()) == 16
+    assert owners.loc["usage", "department"] == "product" and owners.loc["usage", "owner"] == "Product analytics"
+
+
+# ----------------------------------------------------------------------------- department and owner
+
+def test_department_and_owner_default_from_the_kind_and_survive_a_reload(store):
+    load_company(store)
+    with store.connect() as conn:
+        owners = source_owners(conn).set_index("name")
+    # kinds.py: customers -> sales, subscriptions -> billing, tickets -> support; usage was given "product"
+    assert owners.loc["crm", ["department", "owner"]].tolist() == ["sales", "sales"]
+    assert owners.loc["subs", ["department", "owner"]].tolist() == ["billing", "billing"]
+    assert owners.loc["helpdesk", ["department", "owner"]].tolist() == ["support", "support"]
+    assert owners.loc["usage", ["department", "owner"]].tolist() == ["product", "product"]
+    set_source_owner(store, "helpdesk", owner="Tier-2 lead (Maya)", actor="ops-ana")
+    # re-loads without a department or owner keep the stored ones (the tickets dedupe to nothing new)
+    ingest_file(store, SAAS / "tickets.csv", source="helpdesk", mapping=Mapping.from_dict(TICKETS))
+    ingest_file(store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(USAGE))
+    with store.connect() as conn:
+        owners = source_owners(conn).set_index("name")
+    assert owners.loc["helpdesk", ["department", "owner"]].tolist() == ["support", "Tier-2 lead (Maya)"]
+    assert owners.loc["usage", ["department", "owner"]].tolist() == ["product", "product"]
+
+
+def test_usage_loaded_as_events_shows_as_product_on_the_timeline(store):
+    load_company(store)
+    tl = timeline(("source", "department"))
+    with store.connect() as conn:
+        rows = conn.execute(sa.select(tl.c.source, tl.c.department).distinct()).fetchall()
+    departments = dict(rows)
+    assert departments["usage"] == "product"
+    assert departments["helpdesk"] == "support"
+
+
+def test_editing_department_and_owner_is_audited_and_refuses_unknown_sources(store):
+    load_company(store, usage=False)
+    after = set_source_owner(store, "subs", department="finance", owner="Billing ops (Lee)", actor="ops-ana")
+    assert after == {"department": "finance", "owner": "Billing ops (Lee)"}
+    entry = audit.recent(store, action="source_owner_changed").iloc[0]
+    assert entry["actor"] == "ops-ana"
+    assert json.loads(entry["detail"]) == {
+        "source": "subs", "before": {"department": "billing", "owner": "billing"},
+        "after": {"department": "finance", "owner": "Billing ops (Lee)"},
+    }
+    with store.connect() as conn:
+        assert department_owners(conn)["finance"] == "Billing ops (Lee)"
+    with pytest.raises(KeyError, match="no source named 'nope'"):
+        set_source_owner(store, "nope", owner="x")
+    with pytest.raises(ValueError, match="cannot be blank"):
+        set_source_owner(store, "subs", owner="  ")
+
+
+def test_the_sources_set_command_changes_department_and_owner(duck, capsys):
+    load_company(duck, usage=False)
+    url = duck.url
+    duck.dispose()
+    assert main(["--db", url, "sources", "set", "helpdesk", "--department", "customer care", "--owner", "Sam"]) == 0
+    out = capsys.readouterr().out
+    assert "helpdesk" in out and "customer care" in out and "Sam" in out
+    with duck.connect() as conn:
+        owners = source_owners(conn).set_index("name")
+    assert owners.loc["helpdesk", ["department", "owner"]].tolist() == ["customer care", "Sam"]
+    assert main(["--db", url, "sources", "set", "ghost", "--owner", "Sam"]) == 1
+
+
+def test_an_invalid_load_keeps_the_sources_department_and_owner(store, tmp_path):
+    load_company(store, usage=False)
+    set_source_owner(store, "helpdesk", owner="Maya", actor="t")
+    bad = tmp_path / "tickets.csv"
+    bad.write_text("ticket_id,account_id,created_at,topic,status\nT9,A1,not a date,bug,open\n")
+    with pytest.raises(IngestError):
+        ingest_file(store, bad, source="helpdesk", mapping=Mapping.from_dict(TICKETS), owner="Someone else")
+    with store.connect() as conn:
+        assert source_owners(conn).set_index("name").loc["helpdesk", "owner"] == "Maya"
