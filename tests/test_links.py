@@ -20,7 +20,7 @@ from cxdash.ingest import IngestError, ingest_file
 from cxdash.links import LinkError, match_rates, parse_link, suggest_links
 from cxdash.mapping import Mapping, MappingError
 from cxdash.sources import department_owners, set_source_owner, source_owners
-from cxdash.store import KIND_TABLES, customer_keys_table, link_conflicts_table, sources_table
+from cxdash.store import KIND_TABLES, customer_keys_table, link_conflicts_table, source_links_table, sources_table
 from cxdash.timeline import timeline
 from tests.conftest import FIXTURES
 
@@ -267,3 +267,54 @@ def test_an_invalid_load_keeps_the_sources_department_and_owner(store, tmp_path)
         ingest_file(store, bad, source="helpdesk", mapping=Mapping.from_dict(TICKETS), owner="Someone else")
     with store.connect() as conn:
         assert source_owners(conn).set_index("name").loc["helpdesk", "owner"] == "Maya"
+
+
+# ----------------------------------------------------------------------------- migrate
+
+def _downgrade(store) -> None:
+    """Make ``store`` look like the schema before this change: no account_id on events, tickets
+    and opportunities, no link keys, no source owner, no hub reason, no link tables."""
+    with store.begin() as conn:
+        for name in ("events", "tickets", "opportunities"):
+            conn.exec_driver_sql(f'ALTER TABLE "src_{name}" DROP COLUMN account_id')
+        for t in KIND_TABLES.values():
+            conn.exec_driver_sql(f'ALTER TABLE "{t.name}" DROP COLUMN link_key')
+        conn.exec_driver_sql("ALTER TABLE sources DROP COLUMN owner")
+        conn.exec_driver_sql("ALTER TABLE identity_hubs DROP COLUMN reason")
+        conn.exec_driver_sql("DROP TABLE source_links")
+        conn.exec_driver_sql("DROP TABLE link_conflicts")
+
+
+def test_migrate_upgrades_a_store_of_the_previous_schema(store):
+    load_company(store, usage=False)
+    _downgrade(store)
+    changes = store.create_schema()
+    expected = {f"added column src_{k}.account_id" for k in ("events", "tickets", "opportunities")}
+    expected |= {f"added column {t.name}.link_key" for t in KIND_TABLES.values()}
+    expected |= {"added column sources.owner", "added column identity_hubs.reason"}
+    assert expected <= set(changes)
+    assert store.create_schema() == []  # idempotent
+    with store.connect() as conn:
+        owners = source_owners(conn).set_index("name")
+        # the new tables exist (and are empty: no link declared yet)
+        assert conn.execute(sa.select(sa.func.count()).select_from(link_conflicts_table)).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).select_from(source_links_table)).scalar() == 0
+    assert owners["owner"].isna().all() and owners.loc["helpdesk", "department"] == "support"  # nothing invented
+    # the upgraded store takes linked loads and account ids on tickets
+    ingest_file(store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(USAGE))
+    with store.connect() as conn:
+        got = customer_of_rows(conn, "usage")["cx_id"]
+        tickets = conn.execute(sa.select(sa.func.count()).select_from(KIND_TABLES["tickets"])
+                               .where(KIND_TABLES["tickets"].c.cx_key.is_not(None))).scalar()
+    assert int(got.notna().sum()) == int(expected_usage_accounts().notna().sum())
+    assert tickets == len(csv("tickets.csv"))
+
+
+def test_migrate_on_the_command_line_reports_the_new_columns(duck, capsys):
+    load_company(duck, usage=False)
+    _downgrade(duck)
+    url = duck.url
+    duck.dispose()
+    assert main(["--db", url, "migrate"]) == 0
+    out = capsys.readouterr().out
+    assert "added column src_events.account_id" in out and "added column sources.owner" in out
