@@ -318,3 +318,74 @@ def test_migrate_on_the_command_line_reports_the_new_columns(duck, capsys):
     assert main(["--db", url, "migrate"]) == 0
     out = capsys.readouterr().out
     assert "added column src_events.account_id" in out and "added column sources.owner" in out
+
+
+def test_erasing_an_account_also_erases_the_usage_rows_that_reached_it_through_a_link(store):
+    from cxdash.erasure import erase_customer
+
+    load_company(store)
+    expected = expected_usage_accounts()
+    with store.connect() as conn:
+        before = customer_of_rows(conn, "usage")
+    erase_customer(store, "A5", actor="dpo")
+    with store.connect() as conn:
+        after = customer_of_rows(conn, "usage")
+    # A5's usage rows (through S6 and S7) are gone; every other row is still there, still stitched
+    assert len(before) - len(after) == int((expected == "A5").sum()) == 4
+    assert "A5" not in set(after["cx_id"].dropna())
+    kept = expected[expected != "A5"]
+    assert after.set_index("row_number")["cx_id"].dropna().value_counts().to_dict() == \
+        kept.dropna().value_counts().to_dict()
+
+
+def _product_runs() -> tuple[int, int]:
+    """By hand from the fixture files: per account, its steps in time order with their department
+    (signup: sales; subscription start/end: billing; ticket: support; usage: product, through the
+    subscription), and the maximal runs of product steps. Out: (runs entered from another
+    department, runs left for another department)."""
+    accounts, subs, tickets = csv("accounts.csv"), csv("subscriptions.csv"), csv("tickets.csv")
+    subs = subs.drop_duplicates("subscription_id", keep="first")
+    usage = csv("feature_usage.csv").merge(subs[["subscription_id", "account_id"]], on="subscription_id")
+    steps = pd.concat([
+        pd.DataFrame({"account": accounts["account_id"], "ts": accounts["signup_date"], "dept": "sales"}),
+        pd.DataFrame({"account": subs["account_id"], "ts": subs["start_date"], "dept": "billing"}),
+        pd.DataFrame({"account": subs["account_id"], "ts": subs["end_date"], "dept": "billing"}),
+        pd.DataFrame({"account": tickets["account_id"], "ts": tickets["created_at"], "dept": "support"}),
+        pd.DataFrame({"account": usage["account_id"], "ts": usage["usage_date"], "dept": "product"}),
+    ]).dropna(subset=["ts"])
+    entered = left = 0
+    for _, g in steps.sort_values(["account", "ts"], kind="stable").groupby("account"):
+        depts = g["dept"].tolist()
+        for i, d in enumerate(depts):
+            if d == "product" and i > 0 and depts[i - 1] != "product":
+                entered += 1
+            if d == "product" and i + 1 < len(depts) and depts[i + 1] != "product":
+                left += 1
+    return entered, left
+
+
+def test_handoffs_count_product_as_its_own_department(store):
+    from cxdash import journeys as jr
+
+    load_company(store)
+    with store.connect() as conn:
+        h = jr.discover_handoffs(conn, jr.journey_log(), department_key="department")
+    entered, left = _product_runs()
+    assert entered > 0 and left > 0
+    assert int(h.loc[h["target_department"] == "product", "count"].sum()) == entered
+    assert int(h.loc[h["source_department"] == "product", "count"].sum()) == left
+    assert "web" not in set(h["source_department"]) | set(h["target_department"])
+
+
+def test_who_to_call_names_the_owner_of_the_department_that_leaked():
+    from cxdash.ui.journeys import hotspot_display
+
+    spots = pd.DataFrame({
+        "hotspot": ["repeat contact", "dead end"], "customers": [3, 2], "customer_share": [0.3, 0.2],
+        "churn_rate": [0.5, 0.5], "churn_rate_never": [0.1, 0.1], "lift": [5.0, 5.0], "lift_low": [1.0, 1.0],
+        "lift_high": [9.0, 9.0], "excess_churned": [1.2, 0.8], "revenue_at_stake": [0.0, 0.0],
+        "leaked_department": ["support", "product"], "absorbed_department": ["support", "(none)"],
+        "description": ["", ""],
+    })
+    shown = hotspot_display(spots, {"support": "Tier-2 lead (Maya)"})
+    assert shown["who to call"].tolist() == ["Tier-2 lead (Maya)", "product"]  # no owner named: the department
