@@ -32,7 +32,7 @@ import sqlalchemy as sa
 from cxdash.erasure import suppressed_hashes, suppressed_rows
 from cxdash.identity import rebuild_identity_map
 from cxdash.kinds import IDENTITY_FIELDS, get_kind
-from cxdash.links import check_link_targets, has_link_value, link_counts, link_keys, save_source_links
+from cxdash.links import check_link_targets, has_link_value, link_counts, link_keys, match_rates, save_source_links
 from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
 from cxdash.privacy import secret_salt
 from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
@@ -84,6 +84,9 @@ class IngestResult:
     # Rows of this load whose customer comes through a link (cxdash.links.link_counts):
     # {"linked", "matched", "ambiguous", "unknown"}; empty without links.
     links: dict[str, int] = field(default_factory=dict)
+    # Match rate of each declared link on the file's first rows, computed before loading
+    # (cxdash.links.LinkSuggestion); empty without links.
+    link_rates: list = field(default_factory=list)
 
     def summary(self) -> str:
         verb = "loaded" if self.stored else "NOT loaded"
@@ -398,9 +401,11 @@ def ingest_file(
         mapping.links = {**mapping.links, **links}
     mapping.check(header, file_name=name)
     kind_def = get_kind(mapping.kind)
+    link_rates = []
     if mapping.links:
         with store.connect() as conn:
             check_link_targets(conn, mapping.links, source=source)
+            link_rates = match_rates(conn, sample, mapping.links)  # before anything is stored
     mapped_columns = set(mapping.columns.values())
     unmapped = [c for c in header if c not in mapped_columns and c in sample.columns]
 
@@ -409,6 +414,11 @@ def ingest_file(
     mapping.formats = formats.to_dict()
     result = IngestResult(source, mapping.kind, name, fmt.describe(), mapping)
     result.notes = [f"read as {fmt.describe()}", *formats.notes]
+    result.link_rates = link_rates
+    result.notes += [
+        f"link {r.column} -> {r.source}.{r.field}: {r.matched:,} of the first {r.total:,} rows with a value match "
+        f"({r.match_rate:.0%})" for r in link_rates
+    ]
 
     target = KIND_TABLES[mapping.kind]
     started = datetime.now(UTC).replace(tzinfo=None)

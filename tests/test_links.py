@@ -389,3 +389,16 @@ def test_who_to_call_names_the_owner_of_the_department_that_leaked():
     })
     shown = hotspot_display(spots, {"support": "Tier-2 lead (Maya)"})
     assert shown["who to call"].tolist() == ["Tier-2 lead (Maya)", "product"]  # no owner named: the department
+
+
+def test_a_dry_run_reports_the_links_match_rate_and_stores_nothing(store):
+    load_company(store, usage=False)
+    result = ingest_file(store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(USAGE),
+                         dry_run=True)
+    values = csv("feature_usage.csv")["subscription_id"].dropna()
+    rate = result.link_rates[0]
+    assert (rate.matched, rate.total) == (int(values.isin(csv("subscriptions.csv")["subscription_id"]).sum()),
+                                          len(values))
+    assert any("link subscription_id -> subs.subscription_id: 16 of the first 17" in n for n in result.notes)
+    with store.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(KIND_TABLES["events"])).scalar() == 0
