@@ -32,7 +32,15 @@ import sqlalchemy as sa
 from cxdash.erasure import suppressed_hashes, suppressed_rows
 from cxdash.identity import rebuild_identity_map
 from cxdash.kinds import IDENTITY_FIELDS, get_kind
-from cxdash.links import check_link_targets, has_link_value, link_counts, link_keys, match_rates, save_source_links
+from cxdash.links import (
+    check_link_targets,
+    has_link_value,
+    link_counts,
+    link_keys,
+    match_rates,
+    save_source_links,
+    suggest_links,
+)
 from cxdash.mapping import Mapping, MappingError, detect_kind, suggest_mapping
 from cxdash.privacy import secret_salt
 from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
@@ -340,6 +348,25 @@ def _read_ahead(items: Iterator, depth: int = 1) -> Iterator:
         worker.join()
 
 
+def _offer_links(store: Store, mapping: Mapping, sample: pd.DataFrame, source: str, name: str) -> None:
+    """A file with no customer identifier and no declared link cannot load; when some column's
+    values are keys of a loaded source, say so and how to declare it (nothing is chosen silently)."""
+    kind_def = get_kind(mapping.kind)
+    if mapping.links or not kind_def.identity_fields or any(f in mapping.columns for f in kind_def.identity_fields):
+        return
+    found = suggest_links(store, sample, exclude_source=source)
+    if found:
+        offers = "; ".join(
+            f"--link {s.column}={s.source}.{s.field} ({s.matched:,} of {s.total:,} rows match, {s.match_rate:.0%})"
+            for s in found[:3]
+        )
+        raise MappingError(
+            f"{name}: no column identifies the customer, but some columns hold keys of loaded sources. "
+            f"Declare the right one as a link: {offers}. Or map a customer identifier "
+            f"({', '.join(kind_def.identity_fields)})."
+        )
+
+
 def _next_load_id(conn: sa.Connection) -> int:
     current = conn.execute(sa.select(sa.func.max(loads_table.c.load_id))).scalar()
     return int(current or 0) + 1
@@ -399,6 +426,7 @@ def ingest_file(
         raise MappingError(f"--kind {kind} disagrees with the mapping's kind {mapping.kind}")
     if links:
         mapping.links = {**mapping.links, **links}
+    _offer_links(store, mapping, sample, source, name)
     mapping.check(header, file_name=name)
     kind_def = get_kind(mapping.kind)
     link_rates = []
