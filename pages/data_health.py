@@ -67,8 +67,12 @@ with st.expander("Set a source's department and owner", expanded=False):
     )
     owner_src = st.selectbox("Source", list(gov["name"]), key="health_owner_source")
     row = gov.loc[gov["name"] == owner_src].iloc[0]
-    new_department = st.text_input("Department", value=str(row["department"] or ""), key="health_owner_department")
-    new_owner = st.text_input("Owner (team or person)", value=str(row.get("owner") or ""), key="health_owner_owner")
+    # keys per source: a widget keeps its typed value across reruns, so one key for every source
+    # would carry the first source's department over to the next one chosen
+    new_department = st.text_input("Department", value=str(row["department"] or ""),
+                                   key=f"health_owner_department_{owner_src}")
+    new_owner = st.text_input("Owner (team or person)", value=str(row.get("owner") or ""),
+                              key=f"health_owner_owner_{owner_src}")
     if st.button("Save department and owner", key="health_owner_save"):
         try:
             ops.save_source_owner(owner_src, new_department, new_owner)

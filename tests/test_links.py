@@ -408,3 +408,32 @@ def test_a_dry_run_reports_the_links_match_rate_and_stores_nothing(store):
     assert any("link subscription_id -> subs.subscription_id: 16 of the first 17" in n for n in result.notes)
     with store.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(KIND_TABLES["events"])).scalar() == 0
+
+
+def test_the_data_health_page_edits_a_sources_department_and_owner(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from cxdash.store import open_store
+    from tests.conftest import REPO, TEST_ADMIN
+
+    url = f"duckdb:///{tmp_path / 'page.duckdb'}"
+    s = open_store(url)
+    load_company(s, usage=False)
+    s.dispose()
+    monkeypatch.setenv("CXDASH_DB_URL", url)
+    at = AppTest.from_file(str(REPO / "pages" / "data_health.py"), default_timeout=60).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert table.set_index("source").loc["helpdesk", ["department", "owner"]].tolist() == ["support", "support"]
+    at.selectbox(key="health_owner_source").set_value("helpdesk").run()
+    assert at.text_input(key="health_owner_department_helpdesk").value == "support"
+    at.text_input(key="health_owner_owner_helpdesk").set_value("Tier-2 lead (Maya)").run()
+    at.button(key="health_owner_save").click().run()
+    assert not at.exception
+    s = open_store(url)
+    with s.connect() as conn:
+        owners = source_owners(conn).set_index("name")
+    entry = audit.recent(s, action="source_owner_changed").iloc[0]
+    s.dispose()
+    assert owners.loc["helpdesk", ["department", "owner"]].tolist() == ["support", "Tier-2 lead (Maya)"]
+    assert entry["actor"] == TEST_ADMIN
