@@ -437,3 +437,24 @@ def test_the_data_health_page_edits_a_sources_department_and_owner(tmp_path, mon
     s.dispose()
     assert owners.loc["helpdesk", ["department", "owner"]].tolist() == ["support", "Tier-2 lead (Maya)"]
     assert entry["actor"] == TEST_ADMIN
+
+
+def test_ticket_comments_reach_the_account_through_tickets_and_links_chain(store, tmp_path):
+    """Comments know the ticket; these tickets know only the subscription: two links to the account."""
+    load_company(store, usage=False)
+    tickets = tmp_path / "sub_tickets.csv"
+    tickets.write_text("case_ref,sub,opened\nK1,S1,2024-03-01\nK2,S6,2024-04-01\nK3,S99,2024-04-02\n")
+    comments = tmp_path / "comments.csv"
+    comments.write_text("comment_id,case_ref,written_at,body\nC1,K1,2024-03-01,hello\nC2,K1,2024-03-02,thanks\n"
+                        "C3,K2,2024-04-01,help\nC4,K3,2024-04-03,anyone\nC5,T2,2024-05-12,ok\n")
+    ingest_file(store, tickets, source="sub_desk", links={"sub": {"source": "subs", "field": "subscription_id"}},
+                mapping=Mapping.from_dict({"kind": "tickets", "columns": {"ticket_id": "case_ref", "opened_at": "opened"}}))
+    result = ingest_file(
+        store, comments, source="comments", links={"case_ref": {"source": "sub_desk", "field": "ticket_id"}},
+        mapping=Mapping.from_dict({"kind": "events", "columns": {"timestamp": "written_at", "activity": "body"}}),
+    )
+    # by hand: K1 -> S1 -> A1, K2 -> S6 -> A5, K3 -> S99 (unknown), T2 is not a sub_desk ticket
+    with store.connect() as conn:
+        got = [None if pd.isna(c) else c for c in customer_of_rows(conn, "comments")["cx_id"]]
+    assert got == ["A1", "A1", "A5", None, None]
+    assert result.links == {"linked": 5, "matched": 3, "ambiguous": 0, "unknown": 2}
