@@ -101,8 +101,10 @@ def check(staged: StagedFile, source: str, mapping: Mapping) -> IngestResult:
     )
 
 
-def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept_invalid: bool, progress) -> IngestResult:
-    """Store the file in one transaction, reporting progress as a share of the file read."""
+def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept_invalid: bool, progress,
+         department: str | None = None, owner: str | None = None) -> IngestResult:
+    """Store the file in one transaction, reporting progress as a share of the file read.
+    ``department`` / ``owner``: the source's (None keeps the stored ones, or the kind's for a new source)."""
     size = max(staged.size, 1)
     est_rows = None
 
@@ -123,6 +125,8 @@ def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept
         reject_invalid=accept_invalid,
         progress=on_progress,
         display_name=staged.display_name,
+        department=department,
+        owner=owner,
     )
     if result.stored:
         progress(0.99, "updating the overview and data health summaries")
@@ -137,6 +141,14 @@ def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept
         "rows_rejected": result.rows_rejected, "rows_suppressed": result.rows_suppressed,
     })
     return result
+
+
+def link_suggestions(staged: StagedFile, source: str, min_rate: float = 0.5) -> list:
+    """Columns of the staged file whose values are keys of a loaded source, with their match
+    rates on the preview rows (``cxdash.links.suggest_links``), best first."""
+    from cxdash.links import suggest_links
+
+    return suggest_links(data.store(), staged.preview, exclude_source=source, min_rate=min_rate)
 
 
 def rejected_rows_csv(staged: StagedFile, result: IngestResult) -> bytes:
