@@ -44,7 +44,7 @@ def cmd_sources(args) -> int:
         frame = source_summary(conn)
         gov = governance(conn)
     if len(frame):
-        extra = ["quality", "freshness_hours", "latency_p50_hours", "latency_p95_hours", "latency_target_hours",
+        extra = ["owner", "quality", "freshness_hours", "latency_p50_hours", "latency_p95_hours", "latency_target_hours",
                  "stitched_share", "duplicate_keys"]
         frame = frame.merge(gov[["name", *extra]], on="name", how="left")
     records = [{k: _jsonable(v) for k, v in rec.items()} for rec in frame.astype(object).to_dict("records")]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -167,3 +168,37 @@ def test_no_customer_ever_holds_two_crm_records_whatever_the_graph(g, rnd):
     m2, hubs2 = stitch(e2, n2, hub_degree=hub_degree)
     assert dict(zip(m2["id_key"], m2["cx_id"], strict=True)) == owner
     assert sorted(hubs2["id_key"]) == sorted(hubs["id_key"])
+
+
+def test_a_chain_of_real_rows_between_two_crm_records_keeps_them_apart(store, tmp_path):
+    """The issue 14 chain, built from loaded extracts: CRM C1 (email a) - web visit (visitor v1,
+    email a) - web visit (v1, email other) - ticket (email other, phone p) - ticket (phone p,
+    email b) - CRM C2 (email b)."""
+    from cxdash.ingest import ingest_file
+    from cxdash.mapping import Mapping
+    from cxdash.store import KIND_TABLES, customer_keys_table
+
+    crm = tmp_path / "crm.csv"
+    crm.write_text("id,email\nC1,a@x.org\nC2,b@x.org\n")
+    web = tmp_path / "web.csv"
+    web.write_text("cookie,email,at,page\nv1,a@x.org,2024-01-01 10:00,home\nv1,other@x.org,2024-01-02 10:00,cart\n")
+    desk = tmp_path / "desk.csv"
+    desk.write_text("ticket,email,phone,opened\nT1,other@x.org,555-000-1111,2024-01-03\n"
+                    "T2,b@x.org,555-000-1111,2024-01-04\n")
+    ingest_file(store, crm, source="crm", mapping=Mapping("customers", {"customer_id": "id", "email": "email"}))
+    ingest_file(store, web, source="web", mapping=Mapping("events", {
+        "visitor_id": "cookie", "email": "email", "timestamp": "at", "activity": "page"}))
+    ingest_file(store, desk, source="desk", mapping=Mapping("tickets", {
+        "ticket_id": "ticket", "email": "email", "phone": "phone", "opened_at": "opened"}))
+    ck = customer_keys_table
+    with store.connect() as conn:
+        known = sorted(r[0] for r in conn.execute(sa.select(ck.c.cx_id).where(ck.c.known.is_(True))))
+        tickets = dict(conn.execute(
+            sa.select(KIND_TABLES["tickets"].c.ticket_id, ck.c.cx_id)
+            .select_from(KIND_TABLES["tickets"].outerjoin(ck, ck.c.cx_key == KIND_TABLES["tickets"].c.cx_key))
+        ).fetchall())
+    assert known == ["C1", "C2"]
+    # by hand: a=1 link from C1, v1=2, other=3; b=1 from C2, p=2, other=3: "other" is equally near
+    # both and links no one. T1 is keyed on that email, so it is matched on its phone (C2's side);
+    # T2 on email b (C2).
+    assert tickets == {"T1": "C2", "T2": "C2"}
