@@ -112,6 +112,9 @@ def cmd_ingest(args) -> int:
     if args.report and not result.failures.empty:
         result.failures.to_csv(args.report, index=False)
     print(result.summary())
+    for note in result.notes:
+        if note.startswith("link ") or "keyed only by a link" in note:
+            print(f"  {note}")
     from cxdash import audit, summaries
 
     if result.stored and (result.rows_loaded or args.mode == "replace"):
