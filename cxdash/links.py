@@ -42,6 +42,7 @@ from cxdash.kinds import KINDS, get_kind
 from cxdash.store import (
     KIND_TABLES,
     Store,
+    bulk_insert,
     link_conflicts_table,
     source_links_table,
     sources_table,
@@ -64,7 +65,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 MAX_LINK_DEPTH = 3
-_BATCH = 1000  # values per IN (...) list
 
 
 class LinkError(ValueError):
@@ -289,48 +289,67 @@ def _connection(store_or_conn: Store | Connection):
     return nullcontext(store_or_conn)
 
 
-def _overlap(conn: Connection, kind: str, source: str, field: str, values: list[str]) -> dict[str, int]:
-    """``{value: customers}`` for the ``values`` that rows of ``source`` hold in ``field``."""
-    t = KIND_TABLES[kind]
-    found: dict[str, int] = {}
-    for i in range(0, len(values), _BATCH):
-        batch = values[i : i + _BATCH]
-        q = (
-            sa.select(t.c[field], sa.func.count(sa.distinct(t.c.cx_key)))
-            .where(t.c.source == source, t.c[field].in_(batch))
-            .group_by(t.c[field])
-        )
-        found.update({r[0]: int(r[1]) for r in conn.execute(q)})
-    return found
+def _overlaps(
+    conn: Connection, frame: pd.DataFrame, pairs: list[tuple[str, str, str, str]]
+) -> list[LinkSuggestion]:
+    """Match figures of each ``(column, source, kind, field)`` of ``pairs`` on ``frame``.
 
-
-def _rate(conn: Connection, frame: pd.DataFrame, column: str, source: str, kind: str, field: str) -> LinkSuggestion:
-    values = _values(frame[column]).dropna()
-    distinct = sorted(values.unique().tolist())
-    found = _overlap(conn, kind, source, field, distinct) if distinct else {}
-    customers = pd.to_numeric(values.map(found), errors="coerce")
-    matched = int(customers.notna().sum())
-    total = int(len(values))
-    return LinkSuggestion(
-        column, source, field, matched / total if total else 0.0, matched, total,
-        ambiguous=int((customers > 1).sum()), no_customer=int((customers == 0).sum()),
+    The distinct values of the columns go once into a temporary table; each target is then one
+    join in the database (a key table of millions of rows is never read into memory, and no IN
+    list grows with the file). The table is dropped before returning.
+    """
+    columns = sorted({p[0] for p in pairs})
+    values = {c: _values(frame[c]).dropna() for c in columns}
+    probe_rows = pd.DataFrame(
+        [(c, v) for c in columns for v in values[c].unique().tolist()], columns=["column_name", "value"]
     )
+    found: dict[tuple[str, str, str], dict[str, int]] = {}
+    if len(probe_rows):
+        probe = sa.Table("link_probe", sa.MetaData(), sa.Column("column_name", sa.String),
+                         sa.Column("value", sa.String), prefixes=["TEMPORARY"])
+        probe.create(conn)
+        try:
+            bulk_insert(conn, probe, probe_rows)
+            for ts, kind, tf in sorted({(p[1], p[2], p[3]) for p in pairs}):
+                t = KIND_TABLES[kind]
+                wanted = [p[0] for p in pairs if (p[1], p[3]) == (ts, tf)]
+                q = (
+                    sa.select(probe.c.column_name, probe.c.value, sa.func.count(sa.distinct(t.c.cx_key)))
+                    .select_from(probe.join(t, sa.and_(t.c[tf] == probe.c.value, t.c.source == ts)))
+                    .where(probe.c.column_name.in_(wanted))
+                    .group_by(probe.c.column_name, probe.c.value)
+                )
+                for column, value, customers in conn.execute(q):
+                    found.setdefault((column, ts, tf), {})[value] = int(customers)
+        finally:
+            probe.drop(conn)
+    out = []
+    for column, ts, _kind, tf in pairs:
+        v = values[column]
+        customers = pd.to_numeric(v.map(found.get((column, ts, tf), {})), errors="coerce")
+        matched, total = int(customers.notna().sum()), int(len(v))
+        out.append(LinkSuggestion(
+            column, ts, tf, matched / total if total else 0.0, matched, total,
+            ambiguous=int((customers > 1).sum()), no_customer=int((customers == 0).sum()),
+        ))
+    return out
 
 
 def match_rates(store_or_conn: Store | Connection, frame: pd.DataFrame,
                 links: dict[str, dict[str, str]]) -> list[LinkSuggestion]:
     """The match rate of each declared link on ``frame`` (the file's rows, its own column
-    names), computed against the loaded target before anything is stored."""
+    names), computed against the loaded target before anything is stored. A link to a source
+    that is not loaded, or a column the frame lacks, matches nothing."""
     with _connection(store_or_conn) as conn:
         kinds = _source_kinds(conn)
-        out = []
-        for column, target in links.items():
-            ts, tf = target["source"], target["field"]
-            if ts not in kinds or column not in frame.columns:
-                out.append(LinkSuggestion(column, ts, tf, 0.0, 0, int(frame[column].notna().sum())
-                                          if column in frame.columns else 0))
-                continue
-            out.append(_rate(conn, frame, column, ts, kinds[ts], tf))
+        usable = [(c, t["source"], kinds[t["source"]], t["field"]) for c, t in links.items()
+                  if t["source"] in kinds and c in frame.columns and t["field"] in KINDS[kinds[t["source"]]].link_keys]
+        rates = {(r.column, r.source, r.field): r for r in _overlaps(conn, frame, usable)} if usable else {}
+    out = []
+    for column, target in links.items():
+        key = (column, target["source"], target["field"])
+        total = int(_values(frame[column]).notna().sum()) if column in frame.columns else 0
+        out.append(rates.get(key) or LinkSuggestion(column, target["source"], target["field"], 0.0, 0, total))
     return out
 
 
@@ -341,22 +360,21 @@ def suggest_links(
     columns: list[str] | None = None,
     exclude_source: str | None = None,
     min_rate: float = 0.5,
+    max_rows: int = 20_000,
 ) -> list[LinkSuggestion]:
     """Candidate links for a file not loaded yet: each column of ``sample`` (or ``columns``)
     whose values are keys of a loaded source (its kind's ``link_keys``), with the share of the
-    sample's rows that match.
+    sample's rows that match (on its first ``max_rows`` rows).
 
     Out: suggestions with ``match_rate >= min_rate`` (and at least one match), best first
     (rate, then matched rows, then names). ``exclude_source`` leaves out the file's own source.
     """
+    sample = sample.head(max_rows)
     columns = list(sample.columns if columns is None else columns)
     with _connection(store_or_conn) as conn:
         targets = [(name, kind, f) for name, kind in sorted(_source_kinds(conn).items())
                    for f in KINDS[kind].link_keys if name != exclude_source]
-        out = []
-        for column in columns:
-            for ts, kind, tf in targets:
-                s = _rate(conn, sample, column, ts, kind, tf)
-                if s.matched and s.match_rate >= min_rate:
-                    out.append(s)
+        pairs = [(c, ts, kind, tf) for c in columns for ts, kind, tf in targets]
+        found = _overlaps(conn, sample, pairs) if pairs else []
+    out = [s for s in found if s.matched and s.match_rate >= min_rate]
     return sorted(out, key=lambda s: (-s.match_rate, -s.matched, s.column, s.source, s.field))
