@@ -56,13 +56,19 @@ def _edges_and_nodes(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
         t = KIND_TABLES[kind_name]
         is_crm = sa.literal(kind_name == "customers")
         node_selects.append(sa.select(t.c.id_key.label("node"), is_crm.label("crm")).where(t.c.id_key.is_not(None)))
-        for f in kind.identity_fields:
+        # Only identifiers the table holds at all (one count per column, a cheap columnar scan):
+        # every kind may carry an account_id, few sources do, and each branch of the union below
+        # is a filtered scan of the whole table.
+        present = conn.execute(sa.select(*[sa.func.count(t.c[f]) for f in kind.identity_fields])).one()
+        for f, n in zip(kind.identity_fields, present, strict=True):
+            if not n:
+                continue
             key = _key_expr(f, t.c[f])
             edge_selects.append(
                 sa.select(t.c.id_key.label("a"), key.label("b")).where(t.c[f].is_not(None), t.c.id_key != key)
             )
     nodes = read_frame(conn, sa.union(*node_selects))
-    edges = read_frame(conn, sa.union(*edge_selects))
+    edges = read_frame(conn, sa.union(*edge_selects)) if edge_selects else pd.DataFrame({"a": [], "b": []}, dtype=object)
     return edges, nodes
 
 
