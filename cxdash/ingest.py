@@ -543,8 +543,9 @@ def ingest_file(
                 if result.links["linked"]:
                     result.notes.append(
                         f"{result.links['matched']:,} of {result.links['linked']:,} rows keyed only by a link reached "
-                        f"a customer; {result.links['unknown']:,} have a key the linked source does not hold and "
-                        f"{result.links['ambiguous']:,} a key shared by several customers (left unmatched)"
+                        f"a customer; {result.links['unknown']:,} have a key the linked source does not hold (or "
+                        f"holds on rows of no customer) and {result.links['ambiguous']:,} a key shared by several "
+                        "customers (both left unmatched)"
                     )
         result.load_id = load_id
         result.stored = True
