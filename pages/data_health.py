@@ -75,7 +75,7 @@ with st.expander("Set a source's department and owner", expanded=False):
                               key=f"health_owner_owner_{owner_src}")
     if st.button("Save department and owner", key="health_owner_save"):
         try:
-            ops.save_source_owner(owner_src, new_department, new_owner)
+            ops.save_source_owner(owner_src, new_department.strip() or None, new_owner.strip() or None)
         except ValueError as exc:
             st.error("Not saved:")
             st.text(str(exc))  # the message quotes typed text: shown as text, never markdown
