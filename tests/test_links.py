@@ -25,17 +25,12 @@ from cxdash.timeline import timeline
 from tests.conftest import FIXTURES
 
 SAAS = FIXTURES / "saas"
-ACCOUNTS = {"kind": "customers", "columns": {
-    "customer_id": "account_id", "account_id": "account_id", "name": "account_name",
-    "signup_date": "signup_date", "plan": "plan_tier", "churn_label": "churn_flag"}}
-SUBSCRIPTIONS = {"kind": "subscriptions", "columns": {
-    "subscription_id": "subscription_id", "account_id": "account_id", "start": "start_date", "end": "end_date",
-    "mrr": "mrr_amount"}}
-TICKETS = {"kind": "tickets", "columns": {
-    "ticket_id": "ticket_id", "account_id": "account_id", "opened_at": "created_at", "topic": "topic",
-    "status": "status"}}
-USAGE = {"kind": "events", "columns": {"timestamp": "usage_date", "activity": "feature_name", "value": "usage_count"},
-         "links": {"subscription_id": {"source": "subs", "field": "subscription_id"}}}
+# The mappings a person would write for these exports (tests/fixtures/saas/*.mapping.json);
+# usage declares its subscription_id column a link to the "subs" source.
+ACCOUNTS, SUBSCRIPTIONS, TICKETS, USAGE = (
+    json.loads((SAAS / f"{name}.mapping.json").read_text())
+    for name in ("accounts", "subscriptions", "tickets", "feature_usage")
+)
 
 
 def csv(name: str) -> pd.DataFrame:
