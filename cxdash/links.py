@@ -53,6 +53,7 @@ __all__ = [
     "LinkError",
     "LinkSuggestion",
     "check_link_targets",
+    "has_link_value",
     "link_counts",
     "link_keys",
     "match_rates",

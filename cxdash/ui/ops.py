@@ -240,8 +240,9 @@ def default_source_name(file_name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", stem).strip("_") or "source"
 
 
-def make_mapping(kind: str, columns: dict[str, str]) -> Mapping:
-    return Mapping(kind, dict(columns))
+def make_mapping(kind: str, columns: dict[str, str], links: dict[str, dict[str, str]] | None = None) -> Mapping:
+    """``links``: link columns (cxdash.links), e.g. a chosen ``link_suggestions`` entry's ``as_link()``."""
+    return Mapping(kind, dict(columns), links=dict(links or {}))
 
 
 def render_report(result: IngestResult, staged: StagedFile) -> None:
