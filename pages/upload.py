@@ -67,7 +67,7 @@ for i, field in enumerate(ops.kind_fields(kind)):
     )
     if pick != ops.NOT_MAPPED:
         chosen_columns[field.name] = pick
-mapping = ops.make_mapping(kind, chosen_columns)
+mapping = ops.make_mapping(kind, chosen_columns, mapping0.links)  # a saved mapping's link columns stay
 
 with st.expander("Preview (first rows of the file)", expanded=False):
     st.dataframe(staged.preview.head(50), hide_index=True, width="stretch")
