@@ -34,6 +34,8 @@ def _jsonable(value):
 
 
 def cmd_sources(args) -> int:
+    if getattr(args, "action", None) == "set":
+        return cmd_sources_set(args)
     from cxdash.health import governance
     from cxdash.overview import source_summary
 
@@ -42,7 +44,7 @@ def cmd_sources(args) -> int:
         frame = source_summary(conn)
         gov = governance(conn)
     if len(frame):
-        extra = ["quality", "freshness_hours", "latency_p50_hours", "latency_p95_hours", "latency_target_hours",
+        extra = ["owner", "quality", "freshness_hours", "latency_p50_hours", "latency_p95_hours", "latency_target_hours",
                  "stitched_share", "duplicate_keys"]
         frame = frame.merge(gov[["name", *extra]], on="name", how="left")
     records = [{k: _jsonable(v) for k, v in rec.items()} for rec in frame.astype(object).to_dict("records")]
@@ -50,6 +52,15 @@ def cmd_sources(args) -> int:
         print(json.dumps(records, indent=2, default=str))
     else:
         print(frame.to_string(index=False) if len(frame) else "No sources loaded yet.")
+    return 0
+
+
+def cmd_sources_set(args) -> int:
+    from cxdash.sources import set_source_owner
+
+    after = set_source_owner(_store(args), args.source, department=args.department, owner=args.owner,
+                             actor=_cli_actor())
+    print(f"source {args.source}: department {after['department']}, owner {after['owner']}")
     return 0
 
 
@@ -127,6 +138,9 @@ def cmd_ingest(args) -> int:
             mode=args.mode,
             reject_invalid=args.reject_invalid,
             dry_run=args.check,
+            department=args.department,
+            owner=args.owner,
+            links=_links(args.link),
         )
     except KindUnclearError as exc:
         _print_guesses(exc.guesses)
@@ -157,6 +171,9 @@ def cmd_ingest(args) -> int:
     for line in result.duplicate_lines():
         print(f"duplicates: {line}")
     print(result.summary())
+    for note in result.notes:
+        if note.startswith("link ") or "keyed only by a link" in note:
+            print(f"  {note}")
     from cxdash import audit, summaries
 
     if result.stored and (result.rows_loaded or args.mode == "replace"):
@@ -164,6 +181,12 @@ def cmd_ingest(args) -> int:
     audit.record(store, _cli_actor(), "upload", {"source": args.source, "file": Path(args.file).name,
                                                   "mode": args.mode, "rows_loaded": result.rows_loaded})
     return 0 if result.rows_loaded or result.rows_duplicate else 1
+
+
+def _links(texts: list[str] | None) -> dict | None:
+    from cxdash.links import parse_link
+
+    return dict(parse_link(t) for t in texts) if texts else None
 
 
 def cmd_journeys(args) -> int:
@@ -386,6 +409,11 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sources", help="list loaded sources")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.set_defaults(func=cmd_sources)
+    ssub = s.add_subparsers(dest="action", required=False)
+    ss = ssub.add_parser("set", help="change a source's department and/or owner (audited)")
+    ss.add_argument("source")
+    ss.add_argument("--department", help="the department its steps belong to on journeys and hotspots")
+    ss.add_argument("--owner", help="the team or person to call about it")
 
     d = sub.add_parser("demo", help="generate the demo company's extracts and load them")
     d.add_argument("--customers", type=int, default=10_000)
@@ -405,6 +433,11 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--report", help="write the rejected rows with reasons to this CSV")
     i.add_argument("--check", action="store_true",
                    help="validate and report (kind guesses, mapping, failures, duplicates, impact) without loading")
+    i.add_argument("--link", action="append", metavar="COLUMN=SOURCE.FIELD",
+                   help="the column holds keys of a loaded source (e.g. subscription_id=subs.subscription_id): "
+                        "rows with no customer identifier reach theirs through it (repeatable)")
+    i.add_argument("--department", help="the source's department (default: the kind's; a re-load keeps it)")
+    i.add_argument("--owner", help="the team or person who owns the source (default: its department)")
     i.set_defaults(func=cmd_ingest)
 
     j = sub.add_parser("journeys", help="print the directly-follows graph of customer journeys")

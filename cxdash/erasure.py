@@ -157,6 +157,20 @@ def _delete_matching(conn: sa.Connection, metadata: sa.MetaData, cx_id: str, id_
         counts[table.name] = counts.get(table.name, 0) + int(conn.execute(table.delete().where(where)).rowcount or 0)
 
 
+def _delete_linked_rows(conn: sa.Connection, cx_id: str, counts: dict[str, int]) -> None:
+    """Rows that carry no identifier and reached the customer through a link (a usage row keyed
+    by the customer's subscription id, cxdash/links.py): found by the customer's key."""
+    from cxdash.store import KIND_TABLES, customer_keys_table
+
+    ck = customer_keys_table
+    cx_key = conn.execute(sa.select(ck.c.cx_key).where(ck.c.cx_id == cx_id)).scalar()
+    if cx_key is None:
+        return
+    for t in KIND_TABLES.values():
+        gone = conn.execute(t.delete().where(t.c.cx_key == cx_key, t.c.id_key.is_(None), t.c.link_key.is_not(None)))
+        counts[t.name] = counts.get(t.name, 0) + int(gone.rowcount or 0)
+
+
 def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResult:
     """Erase the customer ``identifier`` belongs to from every table; see the module docstring."""
     salt = secret_salt()
@@ -170,6 +184,7 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
         counts["quarantine"] = int(conn.execute(q.delete().where(sa.or_(
             q.c.value.in_(raw_values), sa.func.lower(q.c.value).in_([v.lower() for v in raw_values])
         ))).rowcount or 0)
+        _delete_linked_rows(conn, cx_id, counts)
         _delete_matching(conn, ANALYTICS, cx_id, id_keys, values, counts)
         summaries.clear(conn)  # stored aggregates counted the customer
         rebuild_identity_map(conn)

@@ -27,6 +27,7 @@ from cxdash.store import (
     KIND_TABLES,
     customer_keys_table,
     identity_hubs_table,
+    link_conflicts_table,
     loads_table,
     mappings_table,
     sources_table,
@@ -62,7 +63,7 @@ def governance(
 ) -> pd.DataFrame:
     """One row per source.
 
-    Out: ``name, kind, department, rows, last_load_at, loads, quality,
+    Out: ``name, kind, department, owner, rows, last_load_at, loads, quality,
     quality_all_loads, freshness_hours, latency_p50_hours, latency_p95_hours,
     latency_target_hours, latency_ok, stitched_share, duplicate_keys``.
 
@@ -74,7 +75,7 @@ def governance(
     if src.empty:
         return pd.DataFrame(
             columns=[
-                "name", "kind", "department", "rows", "last_load_at", "loads", "quality",
+                "name", "kind", "department", "owner", "rows", "last_load_at", "loads", "quality",
                 "quality_all_loads", "freshness_hours", "latency_p50_hours", "latency_p95_hours",
                 "latency_target_hours", "latency_ok", "stitched_share", "duplicate_keys",
             ]
@@ -121,6 +122,7 @@ def governance(
                 "name": s.name,
                 "kind": s.kind,
                 "department": s.department,
+                "owner": getattr(s, "owner", None),
                 "rows": n_rows,
                 "last_load_at": ll["finished_at"] if ll is not None else None,
                 "loads": int(tot["loads"]) if tot is not None else 0,
@@ -224,26 +226,34 @@ def stitch_coverage(conn: Connection) -> pd.DataFrame:
 
     Out: ``source, matched_via, status, rows`` where ``status`` is ``crm customer``
     (linked to a CRM record), ``unmatched`` (identified, but no CRM record), ``hub`` (its only
-    identifier is a shared one) or ``anonymous`` (no identifier); ``matched_via`` is the
-    identifier field the row is keyed on (email, phone, account_id...).
+    identifier is a shared one), ``anonymous`` (no identifier), and for rows whose only key is a
+    link to another extract (cxdash/links.py) ``unmatched link`` (no linked row with a customer
+    holds the key) or ``ambiguous link`` (the key leads to several customers);
+    ``matched_via`` is the identifier field the row is keyed on (email, phone, account_id...),
+    ``link`` for those.
     """
-    im, hubs = customer_keys_table, identity_hubs_table
+    im, hubs, conflicts = customer_keys_table, identity_hubs_table, link_conflicts_table
     parts = []
     for kind_name in KINDS:
         t = KIND_TABLES[kind_name]
+        by_link = sa.and_(t.c.id_key.is_(None), t.c.link_key.is_not(None))
         via = sa.case(
             *[(t.c.id_key.like(f"{f}:%"), f) for f in IDENTITY_FIELDS],
+            (by_link, "link"),
             else_="none",
         )
         status = sa.case(
-            (t.c.id_key.is_(None), "anonymous"),
+            (sa.and_(t.c.id_key.is_(None), t.c.link_key.is_(None)), "anonymous"),
+            (sa.and_(by_link, conflicts.c.link_key.is_not(None)), "ambiguous link"),
+            (sa.and_(by_link, t.c.cx_key.is_(None)), "unmatched link"),
             (hubs.c.id_key.is_not(None), "hub"),
             (im.c.known.is_(True), "crm customer"),
             else_="unmatched",
         )
         parts.append(
             sa.select(t.c.source.label("source"), via.label("matched_via"), status.label("status"))
-            .select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key).outerjoin(hubs, hubs.c.id_key == t.c.id_key))
+            .select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key).outerjoin(hubs, hubs.c.id_key == t.c.id_key)
+                         .outerjoin(conflicts, conflicts.c.link_key == t.c.link_key))
         )
     u = sa.union_all(*parts).subquery()
     q = sa.select(u.c.source, u.c.matched_via, u.c.status, sa.func.count().label("rows")).group_by(

@@ -2,10 +2,13 @@
 
 Nodes are normalised identifiers written ``field:value`` (``email:ann@example.com``). Every row
 links the identifiers it carries (a CRM row links customer id, account, email and phone; a
-logged-in web event links its cookie to an email). Customers are the connected components.
-An identifier linked to more distinct identifiers than ``hub_degree`` (a helpdesk's own
-address, a placeholder phone) would merge strangers: it is reported as a hub and not used
-to link anything.
+logged-in web event links its cookie to an email). Customers are the connected components,
+except that no component ever holds two CRM records: an identifier linked to more distinct
+identifiers than ``hub_degree`` (a helpdesk's own address, a placeholder phone), or equally
+near two CRM records, is reported as a hub and links nothing, and every other identifier joins
+the CRM record it is fewest links away from (see ``stitch``). Rows whose only identifier is a
+key of another extract (a subscription id) get their customer through that extract's rows
+afterwards (``cxdash.links``); a link never joins identities.
 
 Each component gets a ``cx_id``: the CRM customer id when the component holds a CRM record
 (``known``), otherwise its most specific identifier.
@@ -25,6 +28,7 @@ from scipy.sparse.csgraph import connected_components
 from sqlalchemy.engine import Connection
 
 from cxdash.kinds import IDENTITY_FIELDS, KINDS
+from cxdash.links import resolve_links
 from cxdash.store import (
     KIND_TABLES,
     bulk_insert,
@@ -52,24 +56,44 @@ def _edges_and_nodes(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
         t = KIND_TABLES[kind_name]
         is_crm = sa.literal(kind_name == "customers")
         node_selects.append(sa.select(t.c.id_key.label("node"), is_crm.label("crm")).where(t.c.id_key.is_not(None)))
-        for f in kind.identity_fields:
+        # Only identifiers the table holds at all (one count per column, a cheap columnar scan):
+        # every kind may carry an account_id, few sources do, and each branch of the union below
+        # is a filtered scan of the whole table.
+        present = conn.execute(sa.select(*[sa.func.count(t.c[f]) for f in kind.identity_fields])).one()
+        for f, n in zip(kind.identity_fields, present, strict=True):
+            if not n:
+                continue
             key = _key_expr(f, t.c[f])
             edge_selects.append(
                 sa.select(t.c.id_key.label("a"), key.label("b")).where(t.c[f].is_not(None), t.c.id_key != key)
             )
     nodes = read_frame(conn, sa.union(*node_selects))
-    edges = read_frame(conn, sa.union(*edge_selects))
+    edges = read_frame(conn, sa.union(*edge_selects)) if edge_selects else pd.DataFrame({"a": [], "b": []}, dtype=object)
     return edges, nodes
 
 
 def stitch(edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_HUB_DEGREE) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Connected components of the identity graph.
+    """Customers as components of the identity graph, never holding two CRM records.
 
     In: ``edges`` (a, b) and ``nodes`` (node, crm: bool, True for identifiers that are a CRM
     record's primary key). Out: ``(id_map, hubs)`` with id_map columns ``id_key, cx_id, known``
-    (one row per node) and hubs ``id_key, degree``.
+    (one row per node) and hubs ``id_key, degree, reason``; ``id_map.attrs["refused_links"]``
+    counts links left unused because their two ends belong to different CRM records.
 
-    Works on integer codes throughout (millions of identifiers take seconds, not minutes).
+    The CRM is the authority on who is a distinct customer, so "no identifier may merge two
+    CRM records" holds for chains of any length:
+
+    1. an identifier linked to more than ``hub_degree`` distinct identifiers (a helpdesk's own
+       address, a placeholder phone) links nothing (reason ``many links``);
+    2. every other identifier joins the CRM record it is the fewest links away from (a
+       breadth-first search from all CRM records at once, one layer at a time). One reached in
+       the same layer from two CRM records is equally near both: it joins neither and links
+       nothing (reason ``equally near two CRM customers``);
+    3. a link whose two ends joined different CRM records is refused (counted, not used);
+    4. identifiers no CRM record reaches form components among themselves.
+
+    The result depends only on the graph, not on the order of ``edges`` or ``nodes``. Works on
+    integer codes throughout (millions of identifiers take seconds, not minutes).
     """
     n_nodes, n_edges = len(nodes), len(edges)
     everything = pd.concat(
@@ -78,7 +102,9 @@ def stitch(edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_H
         ignore_index=True,
     )
     if len(everything) == 0:
-        return pd.DataFrame(columns=["id_key", "cx_id", "known"]), pd.DataFrame(columns=["id_key", "degree"])
+        empty = pd.DataFrame(columns=["id_key", "cx_id", "known"])
+        empty.attrs["refused_links"] = 0
+        return empty, pd.DataFrame(columns=["id_key", "degree", "reason"])
     codes, uniques = pd.factorize(everything)  # hashing in Arrow: fast for millions of strings
     key_series = pd.Series(uniques, dtype="string[pyarrow]")
     keys = key_series.to_numpy(dtype=object)
@@ -89,12 +115,20 @@ def stitch(edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_H
     a, b = codes[n_nodes : n_nodes + n_edges], codes[n_nodes + n_edges :]
     packed = np.unique(np.minimum(a, b).astype(np.int64) * n + np.maximum(a, b))
     pa_, pb_ = packed // n, packed % n
+    loops = pa_ == pb_
+    pa_, pb_ = pa_[~loops], pb_[~loops]
     degree = np.bincount(np.concatenate([pa_, pb_]), minlength=n)
     crm = np.zeros(n, dtype=bool)
     crm[node_codes[nodes["crm"].astype(bool).to_numpy()]] = True
-    hub = (degree > hub_degree) | _ambiguous(pa_, pb_, crm, n)
-    keep = ~(hub[pa_] | hub[pb_])
-    graph = coo_matrix((np.ones(int(keep.sum()), dtype=np.int8), (pa_[keep], pb_[keep])), shape=(n, n))
+    crowded = degree > hub_degree
+    keep = ~(crowded[pa_] | crowded[pb_])
+    u, v = pa_[keep], pb_[keep]
+    owner = _nearest_crm_record(u, v, np.flatnonzero(crm), n)
+    contested = owner == _CONTESTED
+    lu, lv = owner[u], owner[v]
+    refused = (lu >= 0) & (lv >= 0) & (lu != lv)
+    usable = (lu == lv) & (lu != _CONTESTED)
+    graph = coo_matrix((np.ones(int(usable.sum()), dtype=np.int8), (u[usable], v[usable])), shape=(n, n))
     _, component = connected_components(graph, directed=False)
 
     rank = np.full(n, len(IDENTITY_FIELDS), dtype=np.int64)
@@ -115,37 +149,57 @@ def stitch(edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_H
     id_map = pd.DataFrame(
         {"id_key": keys, "cx_id": label[best_of[component]], "known": known_of[component]}
     )
-    hubs = pd.DataFrame({"id_key": keys[hub], "degree": degree[hub].astype("int64")})
+    id_map.attrs["refused_links"] = int(refused.sum())
+    hub = crowded | contested
+    reason = np.where(crowded[hub], "many links", "equally near two CRM customers")
+    hubs = pd.DataFrame({"id_key": keys[hub], "degree": degree[hub].astype("int64"), "reason": reason})
     return id_map, hubs
 
 
-def _ambiguous(pa_: np.ndarray, pb_: np.ndarray, crm: np.ndarray, n: int) -> np.ndarray:
-    """Identifiers that would merge two different CRM customers.
+_UNREACHED, _CONTESTED = -1, -2
 
-    The CRM is the authority on who is a distinct customer: an identifier on two CRM records
-    (a shared household phone), or one directly linked to identifiers of two CRM records (a
-    helpdesk's own address typed into tickets from many callers) must not link anyone.
+
+def _nearest_crm_record(u: np.ndarray, v: np.ndarray, seeds: np.ndarray, n: int) -> np.ndarray:
+    """For each of ``n`` nodes of the undirected graph (``u``, ``v``): the CRM record (a node
+    of ``seeds``) it is the fewest links away from, ``_CONTESTED`` when two are equally near,
+    ``_UNREACHED`` when none reaches it. A CRM record owns itself.
+
+    A breadth-first search from every CRM record at once, one layer per step, on a CSR
+    adjacency: a node first reached in a layer takes the record of the nodes that reached it;
+    reached from two records in the same layer it is contested and reaches no further (it
+    links nothing). Nothing depends on the order of the edges.
     """
-    u = np.concatenate([pa_, pb_])
-    v = np.concatenate([pb_, pa_])
-    crm_idx = np.flatnonzero(crm)
-    # Owner of each identifier written on a CRM record: that record (and a record owns itself).
-    from_crm = crm[u]
-    owner = np.concatenate([u[from_crm], crm_idx])
-    node = np.concatenate([v[from_crm], crm_idx])
-    pairs = np.unique(node.astype(np.int64) * n + owner)
-    node, owner = pairs // n, pairs % n
-    owners_per_node = np.bincount(node, minlength=n)
-    ambiguous = owners_per_node > 1
-    sole_owner = np.full(n, -1, dtype=np.int64)
-    single = owners_per_node[node] == 1
-    sole_owner[node[single]] = owner[single]
-    # Identifiers one link away from identifiers of two different CRM records.
-    reach = (sole_owner[v] >= 0) & ~crm[u]
-    pairs = np.unique(u[reach].astype(np.int64) * n + sole_owner[v[reach]])
-    ambiguous |= np.bincount(pairs // n, minlength=n) > 1
-    ambiguous[crm_idx] = False  # a CRM record's own key is never ambiguous
-    return ambiguous
+    owner = np.full(n, _UNREACHED, dtype=np.int64)
+    owner[seeds] = seeds
+    if len(u) == 0 or len(seeds) == 0:
+        return owner
+    src = np.concatenate([u, v])
+    dst = np.concatenate([v, u])
+    by_src = np.argsort(src, kind="stable")
+    neighbours = dst[by_src]
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(src, minlength=n), out=indptr[1:])
+    frontier = seeds
+    while frontier.size:
+        starts = indptr[frontier]
+        counts = indptr[frontier + 1] - starts
+        total = int(counts.sum())
+        if total == 0:
+            break
+        # positions of every frontier node's neighbours in ``neighbours``
+        offsets = np.repeat(starts - (np.cumsum(counts) - counts), counts)
+        reached = neighbours[np.arange(total, dtype=np.int64) + offsets]
+        via = np.repeat(owner[frontier], counts)
+        fresh = owner[reached] == _UNREACHED
+        reached, via = reached[fresh], via[fresh]
+        if reached.size == 0:
+            break
+        pairs = np.unique(reached * n + via)
+        nodes_, first, per_node = np.unique(pairs // n, return_index=True, return_counts=True)
+        owners = (pairs % n)[first]
+        owner[nodes_] = np.where(per_node > 1, _CONTESTED, owners)
+        frontier = nodes_[per_node == 1]
+    return owner
 
 
 def _rekey_hub_rows(conn: Connection) -> None:
@@ -189,7 +243,10 @@ def stamp_customer_keys(conn: Connection) -> None:
             .where(im.c.id_key == t.c.id_key, t.c.cx_key.is_distinct_from(im.c.cx_key))
             .values(cx_key=im.c.cx_key)
         )
-        conn.execute(t.update().where(t.c.id_key.is_(None), t.c.cx_key.is_not(None)).values(cx_key=None))
+        # rows with a link key and no identifier get their customer in ``resolve_links``
+        conn.execute(
+            t.update().where(t.c.id_key.is_(None), t.c.link_key.is_(None), t.c.cx_key.is_not(None)).values(cx_key=None)
+        )
 
 
 def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE) -> dict:
@@ -197,6 +254,7 @@ def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE)
     write every row's customer key."""
     edges, nodes = _edges_and_nodes(conn)
     id_map, hubs = stitch(edges, nodes, hub_degree)
+    refused = int(id_map.attrs.get("refused_links", 0))
     previous = read_frame(conn, sa.select(customer_keys_table.c.cx_id, customer_keys_table.c.cx_key))
     customers = assign_customer_keys(id_map, previous)
     id_map = id_map.merge(customers[["cx_id", "cx_key"]], on="cx_id", how="left", sort=False)
@@ -211,10 +269,13 @@ def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE)
         # nodes already), so the map just computed stays right for the re-keyed rows.
         _rekey_hub_rows(conn)
     stamp_customer_keys(conn)
+    links = resolve_links(conn)
     summary = {
         "identifiers": int(len(id_map)),
         "customers": int(id_map.loc[id_map["known"], "cx_id"].nunique()) if len(id_map) else 0,
         "hubs": int(len(hubs)),
+        "refused_links": refused,
+        "link_conflicts": links["conflicts"],
     }
     log.info("identity map rebuilt: %s", summary)
     return summary

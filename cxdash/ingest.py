@@ -33,6 +33,15 @@ from cxdash.erasure import suppressed_hashes, suppressed_rows
 from cxdash.identity import rebuild_identity_map
 from cxdash.impact import LoadImpact, load_impact
 from cxdash.kinds import IDENTITY_FIELDS, get_kind
+from cxdash.links import (
+    check_link_targets,
+    has_link_value,
+    link_counts,
+    link_keys,
+    match_rates,
+    save_source_links,
+    suggest_links,
+)
 from cxdash.mapping import KindGuess, Mapping, MappingError, clear_guess, rank_kinds
 from cxdash.privacy import secret_salt
 from cxdash.readers import (
@@ -125,6 +134,12 @@ class IngestResult:
     rows_already_loaded: int = 0  # rows the source already held from earlier loads
     refused: str | None = None  # why the file would not load (a check reports it, a load raises it)
     impact: LoadImpact | None = None  # computed by a check (dry run)
+    # Rows of this load whose customer comes through a link (cxdash.links.link_counts):
+    # {"linked", "matched", "ambiguous", "unknown"}; empty without links.
+    links: dict[str, int] = field(default_factory=dict)
+    # Match rate of each declared link on the file's first rows, computed before loading
+    # (cxdash.links.LinkSuggestion); empty without links.
+    link_rates: list = field(default_factory=list)
 
     def summary(self) -> str:
         verb = "loaded" if self.stored else "NOT loaded"
@@ -385,6 +400,10 @@ def _prepared_chunks(
         # Every row through the pandera contract; each field is parsed once, and the typed
         # values of the valid rows come from that same parse.
         fails, parsed = check(kind_def, canon, formats)
+        if mapping.links and not fails.empty:
+            # a row carrying a declared link key has its customer through the link
+            linked = chunk.index[has_link_value(chunk, mapping.links).to_numpy()]
+            fails = fails[~((fails["rule"] == "customer_identifier") & fails["row"].isin(linked))]
         bad_rows = pd.Index(fails["row"].unique()) if not fails.empty else pd.Index([])
         rejected_so_far += len(bad_rows)
         good = canon.drop(index=bad_rows) if len(bad_rows) else canon
@@ -402,7 +421,7 @@ def _prepared_chunks(
                 typed["amount"] = typed["quantity"] * typed["unit_price"]
             raw = chunk if len(good) == len(chunk) else chunk.loc[good.index]
             if store_rows and (reject_invalid or rejected_so_far == 0):
-                rows = _stored_rows(kind_def, mapping, typed, _attrs_json(raw, unmapped), source, load_id, lines)
+                rows = _stored_rows(kind_def, mapping, typed, _attrs_json(raw, unmapped), source, load_id, lines, raw)
             if collect_ids:
                 # A check stores nothing, so its duplicate report is made here: the unmapped
                 # columns need not become JSON, rows of this run are only compared with each other.
@@ -419,7 +438,7 @@ def _prepared_chunks(
 
 def _stored_rows(
     kind_def, mapping: Mapping, typed: pd.DataFrame, attrs: pd.Series | None, source: str, load_id: int,
-    lines: LineMap | None = None,
+    lines: LineMap | None = None, raw: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The valid rows of a chunk (``typed``, indexed by data-row number, and their unmapped
     columns as JSON) as the kind's table stores them: typed fields and metadata."""
@@ -438,6 +457,8 @@ def _stored_rows(
     }
     if attrs is not None:  # else the column stays NULL
         stored["attrs"] = attrs
+    if mapping.links:
+        stored["link_key"] = link_keys(raw, mapping.links)  # the valid rows as read: their link columns
     return pd.DataFrame(stored)
 
 
@@ -489,6 +510,25 @@ def _read_ahead(items: Iterator, depth: int = 1) -> Iterator:
         worker.join()
 
 
+def _offer_links(store: Store, mapping: Mapping, sample: pd.DataFrame, source: str, name: str) -> None:
+    """A file with no customer identifier and no declared link cannot load; when some column's
+    values are keys of a loaded source, say so and how to declare it (nothing is chosen silently)."""
+    kind_def = get_kind(mapping.kind)
+    if mapping.links or not kind_def.identity_fields or any(f in mapping.columns for f in kind_def.identity_fields):
+        return
+    found = suggest_links(store, sample, exclude_source=source)
+    if found:
+        offers = "; ".join(
+            f"--link {s.column}={s.source}.{s.field} ({s.matched:,} of {s.total:,} rows match, {s.match_rate:.0%})"
+            for s in found[:3]
+        )
+        raise MappingError(
+            f"{name}: no column identifies the customer, but some columns hold keys of loaded sources. "
+            f"Declare the right one as a link: {offers}. Or map a customer identifier "
+            f"({', '.join(kind_def.identity_fields)})."
+        )
+
+
 def _next_load_id(conn: sa.Connection) -> int:
     current = conn.execute(sa.select(sa.func.max(loads_table.c.load_id))).scalar()
     return int(current or 0) + 1
@@ -515,7 +555,8 @@ def choose_mapping(
     if mapping is not None:
         if kind and kind != mapping.kind:
             raise MappingError(f"--kind {kind} disagrees with the mapping's kind {mapping.kind}")
-        copy = Mapping(mapping.kind, dict(mapping.columns), dict(mapping.formats))
+        copy = Mapping(mapping.kind, dict(mapping.columns), dict(mapping.formats),
+                       {c: dict(t) for c, t in mapping.links.items()})
         return copy, "given", dict.fromkeys(copy.columns, "given"), []
     saved = saved_mapping(store, source)
     if saved is not None and (kind is None or saved.kind == kind):
@@ -628,6 +669,8 @@ def ingest_file(
     mode: str = "append",
     reject_invalid: bool = False,
     department: str | None = None,
+    owner: str | None = None,
+    links: dict[str, dict[str, str]] | None = None,
     dry_run: bool = False,
     chunk_rows: int = 250_000,
     progress: Callable[[int, int], None] | None = None,
@@ -645,6 +688,9 @@ def ingest_file(
     With ``reject_invalid`` the valid rows load and invalid ones go to quarantine; without
     it any invalid row loads nothing and raises ``IngestError`` carrying the report.
     ``dry_run`` validates and reports without storing anything.
+    ``department`` and ``owner`` (a team or person) are the source's; a new source takes its
+    kind's department for both, a re-load without them keeps the stored ones.
+    ``links`` adds link columns to the mapping (``{COLUMN: {"source", "field"}}``, cxdash.links).
     Raises ``ExtractError`` / ``MappingError`` when the file or mapping cannot be used at all.
     """
     if mode not in MODES:
@@ -665,6 +711,9 @@ def ingest_file(
     mapping, origin, field_sources, guesses = choose_mapping(
         store, source, header, sample, kind=kind, mapping=mapping, file_name=name
     )
+    if links:
+        mapping.links = {**mapping.links, **links}  # a copy already: the caller's mapping is not changed
+    _offer_links(store, mapping, sample, source, name)
     mapping.check(header, file_name=name)
     kind_def = get_kind(mapping.kind)
     # A source holds one kind: say so before reading the whole file.
@@ -676,7 +725,11 @@ def ingest_file(
         raise IngestError(
             f"source {source!r} already holds {existing_kind} data; load {mapping.kind} under another source name"
         )
-    department = department or kind_def.department
+    link_rates = []
+    if mapping.links:
+        with store.connect() as conn:
+            check_link_targets(conn, mapping.links, source=source)
+            link_rates = match_rates(conn, sample, mapping.links)  # before anything is stored
     mapped_columns = set(mapping.columns.values())
     unmapped = [c for c in header if c not in mapped_columns and c in sample.columns]
 
@@ -695,6 +748,11 @@ def ingest_file(
     natural = bool(kind_def.natural_key) and all(k in mapping.columns for k in kind_def.natural_key)
     if natural:
         result.duplicate_key = " + ".join(f"{k} ({mapping.columns[k]!r})" for k in kind_def.natural_key)
+    result.link_rates = link_rates
+    result.notes += [
+        f"link {r.column} -> {r.source}.{r.field}: {r.matched:,} of the first {r.total:,} rows with a value match "
+        f"({r.match_rate:.0%})" for r in link_rates
+    ]
 
     target = KIND_TABLES[mapping.kind]
     started = datetime.now(UTC).replace(tzinfo=None)
@@ -796,16 +854,29 @@ def ingest_file(
         # (checked before reading too; checked again here, inside the transaction, for a concurrent load)
         if existing is None:
             conn.execute(sources_table.insert().values(
-                name=source, kind=mapping.kind, department=department, created_at=finished
+                name=source, kind=mapping.kind, department=department or kind_def.department,
+                owner=owner or department or kind_def.department, created_at=finished,
             ))
         elif existing.kind != mapping.kind:
             raise IngestError(
                 f"source {source!r} already holds {existing.kind} data; load {mapping.kind} under another source name"
             )
-        else:
-            conn.execute(sources_table.update().where(sources_table.c.name == source).values(department=department))
+        elif department or owner:  # a re-load without them keeps what was set
+            given = {k: v for k, v in (("department", department), ("owner", owner)) if v}
+            conn.execute(sources_table.update().where(sources_table.c.name == source).values(**given))
+        if mapping.links or mode == "replace":
+            save_source_links(conn, source, mapping.links, replace=mode == "replace")
         if rebuild_identities:
             rebuild_identity_map(conn)
+            if mapping.links:
+                result.links = link_counts(conn, mapping.kind, source, load_id)
+                if result.links["linked"]:
+                    result.notes.append(
+                        f"{result.links['matched']:,} of {result.links['linked']:,} rows keyed only by a link reached "
+                        f"a customer; {result.links['unknown']:,} have a key the linked source does not hold (or "
+                        f"holds on rows of no customer) and {result.links['ambiguous']:,} a key shared by several "
+                        "customers (both left unmatched)"
+                    )
         result.load_id = load_id
         result.stored = True
     _save_mapping(store, source, mapping)

@@ -49,6 +49,9 @@ class SourceKind:
     ordered: tuple[tuple[str, str], ...] = ()
     # Ranges checked at the point of entry: field -> (min, max), either may be None.
     ranges: dict[str, tuple[float | None, float | None]] = field(default_factory=dict)
+    # Record ids other extracts may link to (a usage log keyed by subscription id reaches its
+    # account through the subscriptions extract): see ``cxdash.links``.
+    link_keys: tuple[str, ...] = ()
 
     @property
     def field_names(self) -> tuple[str, ...]:
@@ -107,7 +110,7 @@ KINDS: dict[str, SourceKind] = {
             "web",
             "Web, app and marketing interactions: who did what when.",
             (
-                *_ids("customer_id", "email", "visitor_id"),
+                *_ids("customer_id", "account_id", "email", "visitor_id"),
                 Field("timestamp", "datetime", required=True),
                 Field("activity", required=True, description="What happened (page, event name)"),
                 Field("case_id", description="Session or case the event belongs to"),
@@ -116,6 +119,7 @@ KINDS: dict[str, SourceKind] = {
                 Field("value", "float"),
             ),
             natural_key=(),
+            link_keys=("case_id",),
         ),
         SourceKind(
             "tickets",
@@ -123,7 +127,7 @@ KINDS: dict[str, SourceKind] = {
             "Support contacts: tickets, chats and calls.",
             (
                 Field("ticket_id", required=True),
-                *_ids("customer_id", "email", "phone"),
+                *_ids("customer_id", "account_id", "email", "phone"),
                 Field("opened_at", "datetime", required=True),
                 Field("closed_at", "datetime"),
                 Field("channel"),
@@ -136,6 +140,7 @@ KINDS: dict[str, SourceKind] = {
             natural_key=("ticket_id",),
             ordered=(("opened_at", "closed_at"),),
             ranges={"transfers": (0, None)},
+            link_keys=("ticket_id",),
         ),
         SourceKind(
             "transactions",
@@ -154,6 +159,7 @@ KINDS: dict[str, SourceKind] = {
             ),
             natural_key=(),
             ranges={"unit_price": (0, None)},
+            link_keys=("transaction_id",),
         ),
         SourceKind(
             "subscriptions",
@@ -171,6 +177,7 @@ KINDS: dict[str, SourceKind] = {
             natural_key=("subscription_id",),
             ordered=(("start", "end"),),
             ranges={"mrr": (0, None)},
+            link_keys=("subscription_id",),
         ),
         SourceKind(
             "opportunities",
@@ -178,7 +185,7 @@ KINDS: dict[str, SourceKind] = {
             "Sales pipeline: opportunities per account.",
             (
                 Field("opportunity_id"),
-                *_ids("customer_id"),
+                *_ids("customer_id", "account_id"),
                 Field("created_at", "datetime"),
                 Field("closed_at", "datetime"),
                 Field("stage"),
@@ -188,6 +195,7 @@ KINDS: dict[str, SourceKind] = {
             ),
             natural_key=("opportunity_id",),
             ordered=(("created_at", "closed_at"),),
+            link_keys=("opportunity_id",),
         ),
         SourceKind(
             "churn",

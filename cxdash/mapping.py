@@ -1,8 +1,10 @@
 """Column mappings: which column of a file holds which canonical field of a kind.
 
 A mapping is the JSON object ``{"kind": KIND, "columns": {FIELD: COLUMN_IN_FILE}}``, optionally
-with ``"formats"`` (detected date formats / decimal separators), exactly what the upload
-page saves per source and what ``python -m cxdash ingest --mapping`` reads.
+with ``"formats"`` (detected date formats / decimal separators) and ``"links"`` (columns holding
+another source's keys, ``{COLUMN_IN_FILE: {"source": SOURCE, "field": FIELD}}``, see
+``cxdash.links``), exactly what the upload page saves per source and what
+``python -m cxdash ingest --mapping`` reads.
 """
 
 from __future__ import annotations
@@ -40,11 +42,15 @@ class Mapping:
     kind: str
     columns: dict[str, str]
     formats: dict = field(default_factory=dict)
+    # file column -> {"source": SOURCE, "field": FIELD}: the column holds keys of another source
+    links: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = {"kind": self.kind, "columns": dict(self.columns)}
         if self.formats:
             d["formats"] = self.formats
+        if self.links:
+            d["links"] = {c: dict(t) for c, t in self.links.items()}
         return d
 
     def to_json(self) -> str:
@@ -57,7 +63,8 @@ class Mapping:
         get_kind(d["kind"])
         if not isinstance(d["columns"], dict):
             raise MappingError('"columns" must be an object of FIELD: COLUMN_IN_FILE.')
-        return cls(d["kind"], {str(k): str(v) for k, v in d["columns"].items() if v}, dict(d.get("formats") or {}))
+        return cls(d["kind"], {str(k): str(v) for k, v in d["columns"].items() if v}, dict(d.get("formats") or {}),
+                   _links_from(d.get("links")))
 
     def check(self, header: list[str], *, file_name: str = "the file") -> None:
         """Raise ``MappingError`` unless every mapped column exists and the kind's needs are met."""
@@ -80,11 +87,30 @@ class Mapping:
                 f"{file_name}: no column is mapped to the required field(s) {missing} of kind {kind.name!r}. "
                 "Map them in the upload page or in the mapping JSON."
             )
-        if kind.identity_fields and not any(f in self.columns for f in kind.identity_fields):
+        for column in self.links:
+            if column not in header:
+                raise MappingError(f"{file_name}: link column {column!r} is not in the file. Columns in the file: {header}")
+        if kind.identity_fields and not any(f in self.columns for f in kind.identity_fields) and not self.links:
             raise MappingError(
                 f"{file_name}: no column identifies the customer. Map one of {list(kind.identity_fields)} "
-                "(for example a CustomerID, account number or email column)."
+                "(for example a CustomerID, account number or email column), or declare a link column "
+                "holding another source's keys (--link COLUMN=SOURCE.FIELD)."
             )
+
+
+def _links_from(raw) -> dict[str, dict[str, str]]:
+    """The mapping's ``links`` checked for shape: ``{COLUMN: {"source": S, "field": F}}``."""
+    if not raw:
+        return {}
+    example = '"links": {"subscription_id": {"source": "subs", "field": "subscription_id"}}'
+    if not isinstance(raw, dict):
+        raise MappingError(f'"links" must be an object of COLUMN: {{"source", "field"}}, like {example}.')
+    out = {}
+    for column, target in raw.items():
+        if not isinstance(target, dict) or not target.get("source") or not target.get("field"):
+            raise MappingError(f'link {column!r} needs a "source" and a "field", like {example}.')
+        out[str(column)] = {"source": str(target["source"]), "field": str(target["field"])}
+    return out
 
 
 def load_mapping(path: str | Path) -> Mapping:

@@ -39,8 +39,11 @@ __all__ = [
     "bulk_insert",
     "kind_table",
     "customer_keys_table",
+    "link_conflicts_table",
     "open_store",
     "settings_table",
+    "source_links_table",
+    "sources_table",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,7 +60,7 @@ _SA_TYPES = {
 }
 
 # Columns every kind table has besides its canonical fields.
-META_COLUMNS = ("source", "load_id", "row_number", "row_key", "id_key", "cx_key", "attrs")
+META_COLUMNS = ("source", "load_id", "row_number", "row_key", "id_key", "cx_key", "link_key", "attrs")
 
 
 def kind_columns(kind: SourceKind) -> list[sa.Column]:
@@ -72,6 +75,9 @@ def kind_columns(kind: SourceKind) -> list[sa.Column]:
         # identities are stitched so queries group and join on an integer instead of joining
         # every row to the identity map on its text identifier.
         sa.Column("cx_key", sa.BigInteger),
+        # A key of another extract the row reaches its customer through, written
+        # ``<source>.<field>:<value>`` (``subs.subscription_id:S-17``); see cxdash/links.py.
+        sa.Column("link_key", sa.String),
         *[sa.Column(f.name, _SA_TYPES[f.dtype]()) for f in kind.fields],
         sa.Column("attrs", sa.Text),
     ]
@@ -87,6 +93,7 @@ KIND_TABLES: dict[str, sa.Table] = {
         sa.Index(f"ix_src_{name}_source_key", "source", "row_key").ddl_if(dialect="postgresql"),
         sa.Index(f"ix_src_{name}_id_key", "id_key").ddl_if(dialect="postgresql"),
         sa.Index(f"ix_src_{name}_cx_key", "cx_key").ddl_if(dialect="postgresql"),
+        sa.Index(f"ix_src_{name}_link_key", "link_key").ddl_if(dialect="postgresql"),
     )
     for name, kind in KINDS.items()
 }
@@ -99,6 +106,29 @@ sources_table = sa.Table(
     sa.Column("department", sa.String, nullable=False),
     sa.Column("created_at", sa.DateTime, nullable=False),
     sa.Column("latency_target_hours", sa.Double),
+    # The team or person who answers for the source ("who to call"); NULL until someone says.
+    sa.Column("owner", sa.String),
+)
+
+# Link columns a source declared (its mapping's ``links``): rows of ``source`` whose only
+# identifier is ``column_name`` reach their customer through ``target_source``'s rows with the
+# same ``target_field`` (cxdash/links.py). Replaced on each load of ``source``.
+source_links_table = sa.Table(
+    "source_links",
+    ANALYTICS,
+    sa.Column("source", sa.String, primary_key=True),
+    sa.Column("column_name", sa.String, primary_key=True),
+    sa.Column("target_source", sa.String, nullable=False),
+    sa.Column("target_field", sa.String, nullable=False),
+)
+
+# Link keys that lead to more than one customer (a subscription id reused across accounts):
+# rows carrying them stay unmatched. Rebuilt with the identity map.
+link_conflicts_table = sa.Table(
+    "link_conflicts",
+    ANALYTICS,
+    sa.Column("link_key", sa.String, primary_key=True),
+    sa.Column("customers", sa.BigInteger, nullable=False),
 )
 
 loads_table = sa.Table(
@@ -155,6 +185,8 @@ identity_hubs_table = sa.Table(
     ANALYTICS,
     sa.Column("id_key", sa.String, primary_key=True),
     sa.Column("degree", sa.BigInteger, nullable=False),
+    # "many links" or "equally near two CRM customers" (cxdash.identity.stitch)
+    sa.Column("reason", sa.String),
 )
 
 # Aggregates over every row, computed after each load for the landing pages (cxdash/summaries.py).

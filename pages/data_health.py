@@ -55,7 +55,8 @@ with st.expander("Missing values in key fields", expanded=False):
 with st.expander(f"Shared identifiers kept from merging people ({len(h['hubs'])})", expanded=False):
     st.caption(
         "An email or phone that links many different customers (a helpdesk's own address, a placeholder "
-        "number) would merge strangers into one profile. These are excluded from linking."
+        "number) would merge strangers into one profile, and one equally near two CRM records would merge two "
+        "customers the CRM keeps apart. These are excluded from linking; `reason` says which."
     )
     st.dataframe(h["hubs"], hide_index=True, width="stretch")
 
@@ -73,3 +74,25 @@ with st.expander("Set an activation-latency target", expanded=False):
         ops.save_latency_target(src, hours)
         st.success(f"Target for {src} set to {hours:g} h.")
         st.rerun()
+
+with st.expander("Set a source's department and owner", expanded=False):
+    st.caption(
+        "The department places the source's steps on journeys, handoffs and hotspots (where a row does not "
+        "name its own); the owner is who to call about it. Both start as the kind's department."
+    )
+    owner_src = st.selectbox("Source", list(gov["name"]), key="health_owner_source")
+    row = gov.loc[gov["name"] == owner_src].iloc[0]
+    # keys per source: a widget keeps its typed value across reruns, so one key for every source
+    # would carry the first source's department over to the next one chosen
+    new_department = st.text_input("Department", value=str(row["department"] or ""),
+                                   key=f"health_owner_department_{owner_src}")
+    new_owner = st.text_input("Owner (team or person)", value=str(row.get("owner") or ""),
+                              key=f"health_owner_owner_{owner_src}")
+    if st.button("Save department and owner", key="health_owner_save"):
+        try:
+            ops.save_source_owner(owner_src, new_department.strip() or None, new_owner.strip() or None)
+        except ValueError as exc:
+            st.error("Not saved:")
+            st.text(str(exc))  # the message quotes typed text: shown as text, never markdown
+        else:
+            st.rerun()

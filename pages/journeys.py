@@ -90,7 +90,8 @@ if len(spots):
                "customers who never hit it). Red bars: lift above 1 with 95% confidence.")
     st.plotly_chart(ju.hotspot_chart(spots_k.shown), width="stretch", key="journeys_hotspot_chart")
     st.dataframe(
-        spots_k.blank(ju.hotspot_display(spots), keep=("hotspot", "leaked by", "absorbed by", "what it is")),
+        spots_k.blank(ju.hotspot_display(spots, ju.department_owners()),
+                      keep=("hotspot", "leaked by", "absorbed by", "who to call", "what it is")),
         hide_index=True, width="stretch",
         column_config={
             "customers": st.column_config.NumberColumn(format="localized"),

@@ -94,7 +94,7 @@ for i, field in enumerate(ops.kind_fields(kind)):
     )
     if pick != ops.NOT_MAPPED:
         chosen_columns[field.name] = pick
-mapping = ops.make_mapping(kind, chosen_columns)
+mapping = ops.make_mapping(kind, chosen_columns, mapping0.links)  # a saved mapping's link columns stay
 ids = [f.name for f in ops.kind_fields(kind) if f.name in ops.IDENTITY_FIELDS]
 if ids and not any(f in chosen_columns for f in ids):
     st.warning(

@@ -200,6 +200,19 @@ def hotspot_table(repeat_days: int) -> pd.DataFrame:
     return _hotspots(*_key(), int(repeat_days), data.churn_name())
 
 
+@st.cache_data(show_spinner=False, max_entries=4, ttl=300)
+def _department_owners(url: str, version: int) -> dict[str, str]:
+    from cxdash.sources import department_owners
+
+    with data._store(url).connect() as conn:
+        return department_owners(conn)
+
+
+def department_owners() -> dict[str, str]:
+    """``{department: owner}`` of the loaded sources (who to call about a hotspot)."""
+    return _department_owners(*_key())
+
+
 def hotspot_cohort(hotspot: str, repeat_days: int) -> pd.DataFrame:
     return _hotspot_customers(*_key(), hotspot, int(repeat_days), data.churn_name())
 
@@ -301,7 +314,10 @@ def money(value: float) -> str:
     return _money(float(value))
 
 
-def hotspot_display(spots: pd.DataFrame) -> pd.DataFrame:
+def hotspot_display(spots: pd.DataFrame, owners: dict[str, str] | None = None) -> pd.DataFrame:
+    """The hotspot table as shown; ``owners`` (department -> owner) fills "who to call" for the
+    department that leaked the customers, the department itself where no source names an owner."""
+    owners = owners or {}
     return pd.DataFrame({
         "hotspot": spots["hotspot"],
         "customers": spots["customers"],
@@ -314,6 +330,7 @@ def hotspot_display(spots: pd.DataFrame) -> pd.DataFrame:
         "revenue at stake": spots["revenue_at_stake"],
         "leaked by": spots["leaked_department"],
         "absorbed by": spots["absorbed_department"],
+        "who to call": [owners.get(d, d) for d in spots["leaked_department"]],
         "what it is": spots["description"],
     })
 

@@ -192,8 +192,10 @@ def check(staged: StagedFile, source: str, mapping: Mapping, *, mode: str = "app
     )
 
 
-def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept_invalid: bool, progress) -> IngestResult:
-    """Store the file in one transaction, reporting progress as a share of the file read."""
+def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept_invalid: bool, progress,
+         department: str | None = None, owner: str | None = None) -> IngestResult:
+    """Store the file in one transaction, reporting progress as a share of the file read.
+    ``department`` / ``owner``: the source's (None keeps the stored ones, or the kind's for a new source)."""
     size = max(staged.size, 1)
     est_rows = None
 
@@ -214,6 +216,8 @@ def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept
         reject_invalid=accept_invalid,
         progress=on_progress,
         display_name=staged.display_name,
+        department=department,
+        owner=owner,
     )
     if result.stored:
         progress(0.99, "updating the overview and data health summaries")
@@ -228,6 +232,14 @@ def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept
         "rows_rejected": result.rows_rejected, "rows_suppressed": result.rows_suppressed,
     })
     return result
+
+
+def link_suggestions(staged: StagedFile, source: str, min_rate: float = 0.5) -> list:
+    """Columns of the staged file whose values are keys of a loaded source, with their match
+    rates on the preview rows (``cxdash.links.suggest_links``), best first."""
+    from cxdash.links import suggest_links
+
+    return suggest_links(data.store(), staged.preview, exclude_source=source, min_rate=min_rate)
 
 
 def rejected_rows_csv(staged: StagedFile, result: IngestResult) -> bytes:
@@ -271,7 +283,8 @@ def _health(url: str, version: int, churn_name: str | None) -> dict:
             "nulls": summaries.get(conn, "null_rates", version),
             "stitch": summaries.get(conn, "stitch_coverage", version),
             "coverage": summaries.get(conn, "coverage", version, {"churn": churn_name} if churn_name else None),
-            "hubs": pd.DataFrame(conn.execute(identity_hubs_table.select()).mappings().all(), columns=["id_key", "degree"]),
+            "hubs": pd.DataFrame(conn.execute(identity_hubs_table.select()).mappings().all(),
+                                 columns=["id_key", "degree", "reason"]),
             "quarantine": pd.DataFrame(
                 conn.execute(
                     quarantine_table.select().order_by(quarantine_table.c.load_id.desc()).limit(500)
@@ -295,6 +308,15 @@ def save_latency_target(source: str, hours: float | None) -> None:
     _health.clear()
 
 
+def save_source_owner(source: str, department: str | None, owner: str | None) -> dict:
+    """Change a source's department and owner (audited as the signed-in user)."""
+    from cxdash.sources import set_source_owner
+
+    after = set_source_owner(data.store(), source, department=department, owner=owner, actor=current_user())
+    _health.clear()
+    return after
+
+
 def source_names() -> list[str]:
     with data.store().connect() as conn:
         return [r[0] for r in conn.execute(sources_table.select().with_only_columns(sources_table.c.name))]
@@ -314,8 +336,9 @@ def default_source_name(file_name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", stem).strip("_") or "source"
 
 
-def make_mapping(kind: str, columns: dict[str, str]) -> Mapping:
-    return Mapping(kind, dict(columns))
+def make_mapping(kind: str, columns: dict[str, str], links: dict[str, dict[str, str]] | None = None) -> Mapping:
+    """``links``: link columns (cxdash.links), e.g. a chosen ``link_suggestions`` entry's ``as_link()``."""
+    return Mapping(kind, dict(columns), links=dict(links or {}))
 
 
 def render_report(result: IngestResult, staged: StagedFile) -> None:

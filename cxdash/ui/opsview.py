@@ -82,7 +82,8 @@ def governance_table(gov: pd.DataFrame) -> pd.DataFrame:
         {
             "source": gov["name"],
             "kind": gov["kind"],
-            "owner": gov["department"],
+            "department": gov["department"],
+            "owner": gov["owner"] if "owner" in gov else gov["department"],
             "rows": gov["rows"],
             "quality": gov["quality"],
             "linked": gov["stitched_share"],

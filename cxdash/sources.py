@@ -1,0 +1,68 @@
+"""Who a source belongs to: its department and its owner.
+
+Each loaded source has a ``department`` (the part of the company its rows belong to on journeys,
+handoffs and hotspots, where a row does not say so itself) and an ``owner`` (the team or person
+to call about it). Both are set at upload, default to the kind's department
+(``cxdash.kinds``: a web-events source is "web", a product-usage log loaded as events can say
+"product"), are kept across re-loads, and are edited here (Data health page, ``python -m cxdash
+sources set``), each change audited.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cxdash import audit
+from cxdash.store import Store, sources_table
+
+__all__ = ["department_owners", "set_source_owner", "source_owners"]
+
+log = logging.getLogger(__name__)
+
+
+def source_owners(conn: Connection) -> pd.DataFrame:
+    """Out: ``name, kind, department, owner``, one row per source, by name."""
+    s = sources_table
+    rows = conn.execute(sa.select(s.c.name, s.c.kind, s.c.department, s.c.owner).order_by(s.c.name)).fetchall()
+    return pd.DataFrame([tuple(r) for r in rows], columns=["name", "kind", "department", "owner"])
+
+
+def department_owners(conn: Connection) -> dict[str, str]:
+    """``{department: owner}``: who to call about a department's steps. When several sources of
+    one department name different owners, all are named (sorted, joined by ", ")."""
+    frame = source_owners(conn).dropna(subset=["department", "owner"])
+    return {d: ", ".join(sorted(set(g["owner"]))) for d, g in frame.groupby("department", sort=True)}
+
+
+def set_source_owner(
+    store: Store, source: str, *, department: str | None = None, owner: str | None = None, actor: str = "unknown"
+) -> dict[str, str | None]:
+    """Change ``source``'s department and/or owner (a None argument leaves that one as it is;
+    blank text is refused). Records an ``source_owner_changed`` audit entry with the old and new
+    values. Out: the source's ``{"department", "owner"}`` after the change.
+    Raises ``KeyError`` for an unknown source, ``ValueError`` for blank values or nothing to change.
+    """
+    changes = {k: v for k, v in (("department", department), ("owner", owner)) if v is not None}
+    if not changes:
+        raise ValueError("give a department, an owner or both")
+    for key, value in changes.items():
+        if not str(value).strip():
+            raise ValueError(f"the {key} cannot be blank: name a team or a person")
+        changes[key] = str(value).strip()
+    s = sources_table
+    with store.begin() as conn:
+        before = conn.execute(sa.select(s.c.department, s.c.owner).where(s.c.name == source)).first()
+        if before is None:
+            known = [r[0] for r in conn.execute(sa.select(s.c.name).order_by(s.c.name))]
+            raise KeyError(f"no source named {source!r}; loaded sources: {known or 'none yet'}")
+        conn.execute(s.update().where(s.c.name == source).values(**changes))
+    after = {"department": changes.get("department", before.department), "owner": changes.get("owner", before.owner)}
+    audit.record(store, actor, "source_owner_changed", {
+        "source": source, "before": {"department": before.department, "owner": before.owner}, "after": after,
+    })
+    log.info("source %s: %s", source, after)
+    return after
