@@ -32,13 +32,55 @@ def saas(tmp_path_factory):
         code = main(["--db", url, "ingest", str(files[name]), "--source", name, "--kind", mapping["kind"],
                      "--mapping", str(mapping_path)])
         assert code == 0, name
+    # feature usage carries only a subscription id: it reaches the account through that extract
+    usage = root / "usage.json"
+    usage.write_text(json.dumps({"kind": "events", "columns": {"timestamp": "usage_date", "activity": "feature_name"}}))
+    code = main(["--db", url, "ingest", str(files["usage"]), "--source", "usage", "--kind", "events", "--mapping",
+                 str(usage), "--link", "subscription_id=subscriptions.subscription_id", "--department", "product"])
+    assert code == 0, "usage"
     return {"url": url, "company": company, "root": root}
+
+
+def test_usage_keyed_by_subscription_reaches_its_account(saas):
+    import sqlalchemy as sa
+
+    from cxdash.store import KIND_TABLES
+
+    company = saas["company"]
+    owner = company.subscriptions.set_index("subscription_id")["account_id"]
+    expected = company.usage["subscription_id"].map(owner).value_counts().sort_index()
+    store = open_store(saas["url"])
+    try:
+        with store.connect() as conn:
+            ev, crm = KIND_TABLES["events"], KIND_TABLES["customers"]
+            rows = conn.execute(
+                sa.select(crm.c.customer_id, sa.func.count()).select_from(ev.join(crm, crm.c.cx_key == ev.c.cx_key))
+                .where(ev.c.source == "usage").group_by(crm.c.customer_id)).fetchall()
+    finally:
+        store.dispose()
+    got = pd.Series(dict(rows)).sort_index()
+    assert got.sum() == len(company.usage)  # every usage row reached an account
+    pd.testing.assert_series_equal(got, expected, check_names=False)
 
 
 def _json_out(capsys, argv) -> dict:
     capsys.readouterr()
     assert main(argv) == 0
     return json.loads(capsys.readouterr().out)
+
+
+def _activity(company) -> pd.Series:
+    """Every moment an account showed it was there (signup, subscription start, ticket, usage),
+    indexed by account: what the inactivity definition reads."""
+    owner = company.subscriptions.set_index("subscription_id")["account_id"]
+    parts = [
+        pd.Series(pd.to_datetime(company.accounts["signup_date"]).to_numpy(), index=company.accounts["account_id"]),
+        pd.Series(pd.to_datetime(company.subscriptions["start_date"]).to_numpy(), index=company.subscriptions["account_id"]),
+        pd.Series(pd.to_datetime(company.tickets["submitted_at"]).to_numpy(), index=company.tickets["account_id"]),
+        pd.Series(pd.to_datetime(company.usage["usage_date"]).to_numpy(),
+                  index=company.usage["subscription_id"].map(owner).to_numpy()),
+    ]
+    return pd.concat(parts)
 
 
 def _expected_events_churn(company) -> pd.Series:
@@ -51,7 +93,9 @@ def test_every_definition_the_saas_export_supports_is_offered_with_its_own_figur
     company = saas["company"]
     out = _json_out(capsys, ["--db", saas["url"], "churn", "--json"])
     by_name = {c["name"]: c for c in out["candidates"]}
-    assert set(by_name) == {"label:accounts", "subscriptions", "events:churn_events"}
+    inactivity = [n for n in by_name if n.startswith("inactivity:")]
+    assert set(by_name) == {"label:accounts", "subscriptions", "events:churn_events", *inactivity}
+    assert len(inactivity) == 1  # the usage log is activity: inactivity is offered too
 
     flag = company.accounts["churn_flag"] == "True"
     label = by_name["label:accounts"]
@@ -72,10 +116,25 @@ def test_every_definition_the_saas_export_supports_is_offered_with_its_own_figur
     assert events["rate"] == pytest.approx(len(churned) / len(company.accounts))
     assert events["dated"] is True
 
+    # Inactivity: the window from the gaps between a customer's activity days (no purchases here),
+    # churned when the last activity is that many days before the data's end.
+    steps = _activity(company)
+    days = steps.dt.normalize().groupby(level=0).apply(lambda d: d.drop_duplicates().sort_values().diff().dt.days)
+    p90 = days.dropna().quantile(0.9)
+    window = next(w for w in (30, 60, 90, 120, 180, 270, 365, 540, 730) if p90 <= w)
+    assert inactivity == [f"inactivity:{window}"]
+    end = max(company.as_of, pd.to_datetime(company.usage["usage_date"]).max())
+    last = steps.groupby(level=0).max()
+    gone = last + pd.Timedelta(days=window) <= end
+    assert (by_name[inactivity[0]]["customers"], by_name[inactivity[0]]["churned"]) == (last.size, int(gone.sum()))
+
     # Suggested: the company's own churn records; never the definition that finds nobody.
     assert out["definition"] == "events:churn_events" and out["chosen"] is False
     # Subscriptions disagree with it by 24 points (the label by 2, within the 5-point threshold).
-    assert out["disagreeing"] == ["subscriptions"]
+    rate = events["rate"]
+    expected = sorted(n for n, c in by_name.items() if n != out["definition"] and abs(c["rate"] - rate) > 0.05)
+    assert "subscriptions" in expected and "label:accounts" not in expected
+    assert sorted(out["disagreeing"]) == expected
 
 
 def test_the_kpis_follow_the_suggested_dated_definition_over_the_period(saas, capsys):
