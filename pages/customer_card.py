@@ -38,6 +38,8 @@ st.header(name)
 if score:
     lead = (f"**{score['risk']:.0%} risk of leaving** — next best action: **{score['action']}** "
             f"(owner: {score['department'] or 'n/a'}). {risk.signal_sentence(c['signals'])}")
+elif c["churn"]["churned"]:
+    lead = f"Not scored: this customer has already left, so the conversation is a win-back. {risk.signal_sentence(c['signals'])}"
 else:
     lead = f"Not scored yet. {risk.signal_sentence(c['signals'])}"
 st.markdown(lead)
