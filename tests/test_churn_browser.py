@@ -103,8 +103,12 @@ def test_data_health_offers_the_saas_definitions_and_choosing_one_moves_the_over
         page.get_by_label("The company's churn definition").click()
         page.get_by_role("option", name="label:accounts").click()
         page.get_by_role("button", name="Use this definition").click()
-        page.get_by_text("Churn now follows label:accounts").wait_for(timeout=60_000)
-        page.get_by_text("chosen by the company").wait_for(timeout=60_000)
+        try:
+            page.get_by_text("[label:accounts], chosen by the company").wait_for(timeout=120_000)
+        except Exception:
+            page.screenshot(path=str(artifacts / "churn_data_health_choice_failed.png"), full_page=True)
+            print((root / "server.log").read_text()[-3000:])
+            raise
         page.get_by_role("link", name="Overview").click()
         page.get_by_text("Rows loaded per source").wait_for(timeout=90_000)
         cards = _metrics(page)

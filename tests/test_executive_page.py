@@ -112,6 +112,7 @@ def test_an_uploaded_telco_table_uses_the_churn_label_and_says_so(telco_url, mon
     assert cards["Customers"] == "7,043"
     assert cards["Churn rate (logo)"] == f"{1869 / 7043:.1%}"  # SOURCE.md: 1,869 of 7,043 churned
     text = " ".join(c.value for c in at.caption) + " ".join(m.value for m in at.markdown)
+    text += " ".join(i.value for i in at.info)  # the churn definition, suggested (not chosen): an info box
     assert "label" in text
     assert any("no dates" in i.value or "churn dates" in i.value for i in at.info)
 
