@@ -32,19 +32,20 @@ def _churn(conn) -> str | None:
     return churn.resolve(conn, None, [churn.Candidate.from_dict(d) for d in stored]).name
 
 
-def _headline(conn):
+def _stored(conn, name: str):
+    """A landing summary as the page reads it: with the churn definition's name when it depends on it."""
     from cxdash import summaries
 
-    name = _churn(conn)
-    return summaries.get(conn, "headline", params={"churn": name} if name else None)
+    churn = _churn(conn) if name in summaries.CHURN_DEPENDENT else None
+    return summaries.get(conn, name, params={"churn": churn} if churn else None)
+
+
+def _headline(conn):
+    return _stored(conn, "headline")
 
 
 def _summary(name: str) -> Computation:
-    from cxdash import summaries
-
-    if name == "headline":
-        return ("summaries.get(headline)", _with_conn(_headline))
-    return (f"summaries.get({name})", _with_conn(lambda c: summaries.get(c, name)))
+    return (f"summaries.get({name})", _with_conn(lambda c: _stored(c, name)))
 
 
 def _overview() -> list[Computation]:
