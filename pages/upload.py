@@ -107,7 +107,7 @@ if choices:
         "These columns hold keys of a source already loaded: a row without a customer identifier of its own "
         "reaches the customer of the row it links to (a row with an identifier keeps its own). A link never "
         "merges two customers: a key shared by several customers leaves its rows unmatched. Match rates are "
-        "measured on the file's first rows."
+        f"measured on the first {ops.sample_rows(staged):,} rows read (the whole file when it is no longer)."
     )
     if saved_links:
         st.caption(f"Links saved for source '{source}' are ticked (its earlier choice).")
@@ -129,7 +129,7 @@ if choices:
         # name is shown underneath as plain text
         if st.checkbox(f"Link {i}: to {s.source}.{s.field}", key=box_key):
             ticked.append(s)
-        st.text(f"    {ops.link_label(s)}")
+        st.text(f"    {ops.link_label(s, ops.sample_rows(staged))}")
 links = {}
 for s in ticked:
     links.setdefault(s.column, {"source": s.source, "field": s.field})  # one target per column

@@ -101,8 +101,8 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
     assert box.value is True
     assert "no customer identifier is mapped, so the suggested links are ticked" in " ".join(
         c.value for c in at.caption).lower()
-    assert (f"subscription_id -> subscriptions.subscription_id: {int(in_subs.sum()):,} of {len(usage):,} rows "
-            f"with a value match ({in_subs.mean():.0%})") in _texts(at)
+    assert (f"column 'subscription_id': {int(in_subs.sum()):,} of the {len(usage):,} rows with a value hold a "
+            f"subscription_id of subscriptions ({in_subs.mean():.0%})") in _texts(at)
     table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("field")
     assert table.loc["link -> subscriptions.subscription_id", "column"] == "subscription_id"
     # the department and owner the usage log belongs to (events start as "web")
@@ -113,8 +113,9 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
     at.run()
     assert "can be changed later on Data health" in " ".join(c.value for c in at.caption)
     at.button(key="upload_check").click().run()
-    assert (f"subscription_id -> subscriptions.subscription_id: {int(in_subs.sum()):,} of the first {len(usage):,} "
-            f"rows with a value match ({in_subs.mean():.0%}).") in _texts(at)
+    assert (f"column 'subscription_id' -> subscriptions.subscription_id: {int(in_subs.sum()):,} of the "
+            f"{len(usage):,} rows with a value (in the first block read) hold a subscription_id of subscriptions "
+            f"({in_subs.mean():.0%}).") in _texts(at)
     next(b for b in at.button if b.label.startswith(f"Load {len(usage):,} rows")).click().run()
     assert not at.exception
     summaries.wait_for_background(timeout=600)

@@ -275,18 +275,29 @@ def link_choices(staged: StagedFile, source: str, saved: dict[str, dict[str, str
     return found
 
 
-def link_label(s) -> str:
-    """A link choice in words: ``column -> source.field: matched of total rows match (rate)``."""
-    return (f"{s.column} -> {s.source}.{s.field}: {s.matched:,} of {s.total:,} rows with a value match "
-            f"({s.match_rate:.0%})")
+def link_label(s, rows: int | None = None) -> str:
+    """A link choice in words: which file column, how many of its values are keys of the target,
+    and (given ``rows``, the rows measured) how many rows carry no value and so cannot link."""
+    out = (f"column {s.column!r}: {s.matched:,} of the {s.total:,} rows with a value hold a {s.field} of "
+           f"{s.source} ({s.match_rate:.0%})")
+    if rows is not None and rows > s.total:
+        missing = rows - s.total
+        out += f"; {missing:,} row{' has' if missing == 1 else 's have'} no value (they stay without a customer)"
+    return out + (f"; {s.ambiguous:,} of them a key shared by several customers (left unmatched)"
+                  if s.ambiguous else "")
+
+
+def sample_rows(staged: StagedFile) -> int:
+    """How many rows link match rates are measured on (the file's first block)."""
+    return len(staged.sample if staged.sample is not None else staged.preview)
 
 
 def link_rate_lines(rates: list) -> list[str]:
     """A check's ``result.link_rates`` in sentences, one per declared link."""
     out = []
     for r in rates:
-        line = (f"{r.column} -> {r.source}.{r.field}: {r.matched:,} of the first {r.total:,} rows with a value "
-                f"match ({r.match_rate:.0%}).")
+        line = (f"column {r.column!r} -> {r.source}.{r.field}: {r.matched:,} of the {r.total:,} rows with a value "
+                f"(in the first block read) hold a {r.field} of {r.source} ({r.match_rate:.0%}).")
         if r.ambiguous:
             line += f" {r.ambiguous:,} of them carry a key shared by several customers: they will stay unmatched."
         if r.no_customer:
@@ -307,7 +318,7 @@ def link_outcome_lines(result: IngestResult) -> list[str]:
     return [
         f"{counts['linked']:,} rows reach their customer only through the link to {targets}:",
         f"  {counts['matched']:,} reached a customer;",
-        f"  {counts['unknown']:,} carry a key that {targets} does not hold (or holds on rows of no customer): "
+        f"  {counts['unknown']:,} carry a key that {targets} does not hold (or whose row there has no customer): "
         "unmatched;",
         f"  {counts['ambiguous']:,} carry a key shared by several customers: unmatched, so that no two customers "
         "are merged.",
@@ -414,7 +425,7 @@ __all__ = [
     "HOW_SURE", "IDENTITY_FIELDS", "K_FILE", "K_REPORT", "K_RESULT", "NOT_MAPPED", "ExtractError", "IngestError", "LinkError",
     "MappingError", "StagedFile",
     "check", "discard", "failures_csv", "guesses_table", "health", "identifier_columns", "render_guesses", "initial_mapping", "kind_fields", "kind_names",
-    "known_sources", "link_choices", "link_label", "link_outcome_lines", "link_rate_lines", "link_suggestions",
+    "known_sources", "link_choices", "link_label", "link_outcome_lines", "link_rate_lines", "link_suggestions", "sample_rows",
     "load", "make_mapping", "mapping_table", "source_department_owner", "rejected_rows_csv", "report_key", "save_latency_target",
     "saved_for", "source_names", "stage_upload",
 ]
@@ -458,6 +469,13 @@ def render_report(result: IngestResult, staged: StagedFile) -> None:
         if result.impact.matches_nobody:  # numbers and our own words only: safe as a warning
             st.warning(lines.pop(0))
         st.text("\n".join(lines))
+        if result.link_rates:
+            # the impact counts rows by their own identifier: rows keyed only by a link are not in it
+            st.caption(
+                "These figures count rows that carry a customer identifier of their own. Rows keyed only by a "
+                "link are not in them: they can only reach customers already loaded (never new ones); see Links "
+                "above for how many match."
+            )
     if result.rows_rejected:
         counts = result.failure_counts()
         st.markdown("**Failed rules** (rows per rule)")
