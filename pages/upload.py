@@ -246,6 +246,9 @@ if done:
     st.text(done.summary())
     if done.duplicate_lines():
         st.text("\n".join(done.duplicate_lines()))
+    stored_department, stored_owner, _ = ops.source_department_owner(done.source, done.kind)
+    st.text(f"Department: {stored_department}; owner: {stored_owner or stored_department} "
+            "(change them on Data health).")
     if done.links:
         st.markdown("**Rows reached through links**")
         st.text("\n".join(ops.link_outcome_lines(done)))

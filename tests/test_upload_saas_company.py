@@ -120,7 +120,9 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
     assert not at.exception
     summaries.wait_for_background(timeout=600)
     after = _texts(at)
-    assert f"{len(usage):,} rows reach their customer only through the link to subscriptions.subscription_id:" in after
+    assert "Department: product; owner: Product analytics (change them on Data health)." in after
+    assert (f"{len(usage):,} rows have no customer identifier of their own and rely on the link to "
+            "subscriptions.subscription_id:") in after
     assert f"  {int(in_subs.sum()):,} reached a customer;" in after
     assert f"  {int((~in_subs).sum()):,} carry a key that subscriptions.subscription_id does not hold" in after
 

@@ -316,7 +316,7 @@ def link_outcome_lines(result: IngestResult) -> list[str]:
         return [f"No stored row relies on the link to {targets}: every row has an identifier of its own "
                 "or no link value."]
     return [
-        f"{counts['linked']:,} rows reach their customer only through the link to {targets}:",
+        f"{counts['linked']:,} rows have no customer identifier of their own and rely on the link to {targets}:",
         f"  {counts['matched']:,} reached a customer;",
         f"  {counts['unknown']:,} carry a key that {targets} does not hold (or whose row there has no customer): "
         "unmatched;",
