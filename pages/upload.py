@@ -118,18 +118,22 @@ if choices:
         )
     else:
         st.caption(
-            "No customer identifier is mapped, so the suggested links are ticked: without one, the file's rows "
-            "could reach no customer. Untick a link you do not trust."
+            "No customer identifier is mapped, so the suggested links whose column name says what it holds are "
+            "ticked: without one, the file's rows could reach no customer. A column whose values match by chance "
+            "(a count equal to numeric ticket ids) is left for you to tick. Untick a link you do not trust."
         )
     for i, s in enumerate(choices, 1):
         box_key = f"upload_link_{token}_{source}_{kind}_{s.column}_{s.source}_{s.field}"
         if box_key not in st.session_state:  # the default is set once: later clicks are the user's
-            st.session_state[box_key] = s.column in saved_links or (not saved_links and not has_id)
+            st.session_state[box_key] = s.column in saved_links or (
+                not saved_links and not has_id and ops.link_names_agree(s.column, s.field))
         # a widget label renders markdown: it names only our source and field; the file's column
         # name is shown underneath as plain text
         if st.checkbox(f"Link {i}: to {s.source}.{s.field}", key=box_key):
             ticked.append(s)
         st.text(f"    {ops.link_label(s, ops.sample_rows(staged))}")
+        if not ops.link_names_agree(s.column, s.field):
+            st.caption(f"The column's name does not say it holds a {s.field}: its values may match by chance.")
 links = {}
 for s in ticked:
     links.setdefault(s.column, {"source": s.source, "field": s.field})  # one target per column

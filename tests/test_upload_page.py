@@ -255,3 +255,21 @@ def test_ticking_or_unticking_a_link_invalidates_the_check(db):
     button(at, "Load 18 rows").click().run()
     assert counts(db)["events"] == 18
     assert f"  {matched} reached a customer;" in texts(at)
+
+
+def test_a_count_that_equals_numeric_ticket_ids_is_offered_unticked_and_the_named_link_ticked(db, tmp_path):
+    from cxdash.ingest import ingest_file
+
+    _load_subscriptions(db)
+    tickets = tmp_path / "numeric_tickets.csv"
+    tickets.write_text("ticket_id,email,opened_at\n" + "".join(
+        f"{i},user{i}@example.com,2024-01-{1 + i % 28:02d}\n" for i in range(1, 101)))
+    store = open_store(db)
+    ingest_file(store, tickets, source="helpdesk", kind="tickets")
+    store.dispose()
+    at = upload("feature_usage.csv", (SAAS / "feature_usage.csv").read_bytes())  # its usage counts are 1..300
+    kind_box(at).select("events").run()
+    boxes = {c.label: c.value for c in at.checkbox}
+    assert boxes["Link 1: to subs.subscription_id"] is True
+    assert boxes["Link 2: to helpdesk.ticket_id"] is False  # 15 of the 18 counts are ticket numbers, by chance
+    assert "does not say it holds a ticket_id" in " ".join(c.value for c in at.caption)

@@ -253,6 +253,26 @@ def link_suggestions(staged: StagedFile, source: str, min_rate: float = 0.5) -> 
     return suggest_links(data.store(), rows, exclude_source=source, min_rate=min_rate)
 
 
+# Other names departments give a linkable key's column (order lines carry an order id that is
+# the transactions extract's transaction_id).
+_KEY_NAMES = {
+    "transaction_id": ("transaction", "order", "invoice", "payment"),
+    "ticket_id": ("ticket", "case", "incident", "complaint"),
+    "subscription_id": ("subscription", "sub"),
+    "opportunity_id": ("opportunity", "opp", "deal"),
+    "case_id": ("case", "session"),
+}
+
+
+def link_names_agree(column: str, field: str) -> bool:
+    """True when the file column's name says it holds the target key (``subscription_id``,
+    ``SubscriptionID``, ``sub_ref``, ``order_id`` for a transaction id). Values alone can match
+    by accident: small counts equal numeric ticket ids."""
+    words = re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1_\2", column).lower())
+    stems = _KEY_NAMES.get(field, (field.removesuffix("_id"),))
+    return any(w in stems for w in words) or re.sub(r"[^a-z]", "", column.lower()) == re.sub(r"[^a-z]", "", field)
+
+
 def link_choices(staged: StagedFile, source: str, saved: dict[str, dict[str, str]] | None = None) -> list:
     """The links the page offers: every suggestion (``link_suggestions``) and every link of the
     source's saved mapping (measured too, even below the suggestion threshold), as
@@ -271,6 +291,8 @@ def link_choices(staged: StagedFile, source: str, saved: dict[str, dict[str, str
     if extra:
         rows = staged.sample if staged.sample is not None else staged.preview
         found = [*found, *match_rates(data.store(), rows, extra)]
+    # a column whose name says what it holds first (stable: best match rate within each group)
+    found = sorted(found, key=lambda x: not link_names_agree(x.column, x.field))
     st.session_state["upload_link_choices"] = (cache_key, found)
     return found
 
@@ -425,7 +447,7 @@ __all__ = [
     "HOW_SURE", "IDENTITY_FIELDS", "K_FILE", "K_REPORT", "K_RESULT", "NOT_MAPPED", "ExtractError", "IngestError", "LinkError",
     "MappingError", "StagedFile",
     "check", "discard", "failures_csv", "guesses_table", "health", "identifier_columns", "render_guesses", "initial_mapping", "kind_fields", "kind_names",
-    "known_sources", "link_choices", "link_label", "link_outcome_lines", "link_rate_lines", "link_suggestions", "sample_rows",
+    "known_sources", "link_choices", "link_label", "link_names_agree", "link_outcome_lines", "link_rate_lines", "link_suggestions", "sample_rows",
     "load", "make_mapping", "mapping_table", "source_department_owner", "rejected_rows_csv", "report_key", "save_latency_target",
     "saved_for", "source_names", "stage_upload",
 ]
