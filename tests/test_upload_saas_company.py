@@ -99,7 +99,8 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
     # the page offers the link with its match rate, ticked because no identifier is mapped
     box = next(c for c in at.checkbox if c.label == "Link 1: to subscriptions.subscription_id")
     assert box.value is True
-    assert "no customer identifier is mapped, so the suggested links are ticked" in " ".join(
+    assert "no customer identifier is mapped, so the suggested links whose column name says what it holds are " \
+           "ticked" in " ".join(
         c.value for c in at.caption).lower()
     assert (f"column 'subscription_id': {int(in_subs.sum()):,} of the {len(usage):,} rows with a value hold a "
             f"subscription_id of subscriptions ({in_subs.mean():.0%})") in _texts(at)
