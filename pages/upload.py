@@ -139,7 +139,7 @@ for s in ticked:
     links.setdefault(s.column, {"source": s.source, "field": s.field})  # one target per column
 doubled = sorted({s.column for s in ticked if links[s.column] != {"source": s.source, "field": s.field}})
 if doubled:
-    st.warning("A column can link to one source only: the first ticked link of these columns (the best match) "
+    st.warning("A column can link to one source only: the first ticked link of these columns (listed first) "
                "is used. Untick the other to make the choice yours.")
     st.text(", ".join(doubled))
 mapping = ops.make_mapping(kind, chosen_columns, links)
