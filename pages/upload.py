@@ -107,7 +107,7 @@ if choices:
         "These columns hold keys of a source already loaded: a row without a customer identifier of its own "
         "reaches the customer of the row it links to (a row with an identifier keeps its own). A link never "
         "merges two customers: a key shared by several customers leaves its rows unmatched. Match rates are "
-        f"measured on the first {ops.sample_rows(staged):,} rows read (the whole file when it is no longer)."
+        f"measured on the first {ops.sample_rows(staged):,} rows read (all of them when the file is that short)."
     )
     if saved_links:
         st.caption(f"Links saved for source '{source}' are ticked (its earlier choice).")
