@@ -94,20 +94,97 @@ for i, field in enumerate(ops.kind_fields(kind)):
     )
     if pick != ops.NOT_MAPPED:
         chosen_columns[field.name] = pick
-mapping = ops.make_mapping(kind, chosen_columns, mapping0.links)  # a saved mapping's link columns stay
 ids = [f.name for f in ops.kind_fields(kind) if f.name in ops.IDENTITY_FIELDS]
-if ids and not any(f in chosen_columns for f in ids):
+has_id = not ids or any(f in chosen_columns for f in ids)
+
+# Links: columns whose values are keys of a loaded source (a usage log's subscription_id).
+saved_links = mapping0.links if mapping0.kind == kind else {}
+choices = ops.link_choices(staged, source, saved_links)
+ticked = []
+if choices:
+    st.subheader("Links to loaded sources")
+    st.caption(
+        "These columns hold keys of a source already loaded: a row without a customer identifier of its own "
+        "reaches the customer of the row it links to (a row with an identifier keeps its own). A link never "
+        "merges two customers: a key shared by several customers leaves its rows unmatched. Match rates are "
+        f"measured on the first {ops.sample_rows(staged):,} rows read (all of them when the file is that short)."
+    )
+    if saved_links:
+        st.caption(f"Links saved for source '{source}' are ticked (its earlier choice).")
+    elif has_id:
+        st.caption(
+            "A customer identifier is mapped, so no link is ticked for you: tick one only for rows that lack "
+            "the identifier."
+        )
+    else:
+        st.caption(
+            "No customer identifier is mapped, so the suggested links whose column name says what it holds are "
+            "ticked: without one, the file's rows could reach no customer. A column whose values match by chance "
+            "(a count equal to numeric ticket ids) is left for you to tick. Untick a link you do not trust."
+        )
+    for i, s in enumerate(choices, 1):
+        box_key = f"upload_link_{token}_{source}_{kind}_{s.column}_{s.source}_{s.field}"
+        if box_key not in st.session_state:  # the default is set once: later clicks are the user's
+            st.session_state[box_key] = s.column in saved_links or (
+                not saved_links and not has_id and ops.link_names_agree(s.column, s.field))
+        # a widget label renders markdown: it names only our source and field; the file's column
+        # name is shown underneath as plain text
+        if st.checkbox(f"Link {i}: to {s.source}.{s.field}", key=box_key):
+            ticked.append(s)
+        st.text(f"    {ops.link_label(s, ops.sample_rows(staged))}")
+        if not ops.link_names_agree(s.column, s.field):
+            st.caption(f"The column's name does not say it holds a {s.field}: its values may match by chance.")
+links = {}
+for s in ticked:
+    links.setdefault(s.column, {"source": s.source, "field": s.field})  # one target per column
+doubled = sorted({s.column for s in ticked if links[s.column] != {"source": s.source, "field": s.field}})
+if doubled:
+    st.warning("A column can link to one source only: the first ticked link of these columns (listed first) "
+               "is used. Untick the other to make the choice yours.")
+    st.text(", ".join(doubled))
+mapping = ops.make_mapping(kind, chosen_columns, links)
+if not has_id and links:
+    st.info(
+        f"No column is mapped to a customer identifier of {kind} ({', '.join(ids)}): the rows reach their "
+        "customer only through the ticked link."
+    )
+elif not has_id:
+    fix = "Tick a link above, map" if choices else "Map"
     st.warning(
-        f"No column is mapped to a customer identifier of {kind} ({', '.join(ids)}): the check will refuse the "
-        "file. Map the column that names the customer, or choose another kind."
+        f"No column is mapped to a customer identifier of {kind} ({', '.join(ids)}) and no link is ticked: the "
+        f"check will refuse the file. {fix} the column that names the customer, or choose another kind."
     )
     others = {c: f for c, f in ops.identifier_columns(staged).items() if f not in ids}
     if others:
         st.text(f"Identifier columns in the file that {kind} do not take: "
                 + ", ".join(f"{c!r} ({f})" for c, f in others.items()))
+    if not choices:
+        st.caption(
+            "No column of this file holds keys of a loaded source (subscription, ticket, transaction, opportunity "
+            "or case ids), so no link can be offered."
+        )
 st.markdown("**Mapping used**, field by field, and how each column was found")
-table = ops.mapping_table(kind, chosen_columns, mapping0, found_by)
+table = ops.mapping_table(kind, chosen_columns, mapping0, found_by, [s for s in ticked if s.column in links])
 st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 1) + 3)
+
+st.subheader("Department and owner")
+stored_dept, stored_owner, exists = ops.source_department_owner(source, kind)
+c1, c2 = st.columns(2)
+department = c1.text_input(
+    "Department", value=stored_dept, key=f"upload_department_{token}_{source}_{kind}",
+    help="Where this source's rows sit on journeys, handoffs and hotspots (unless a row names its own).",
+).strip()
+owner = c2.text_input(
+    "Owner (team or person)", value=stored_owner or "", key=f"upload_owner_{token}_{source}_{kind}",
+    placeholder="none named: the department is shown as the owner",
+).strip()
+if exists:
+    st.caption(f"Source '{source}' is loaded already: these are its stored department and owner. "
+               "They can be changed later on Data health.")
+else:
+    st.caption(f"A new source starts with its kind's department ({stored_dept} for {kind}); change it if the "
+               "file belongs to another team (product usage is 'product', not 'web'). Both can be changed later "
+               "on Data health.")
 
 with st.expander("Preview (first rows of the file)", expanded=False):
     st.dataframe(staged.preview.head(50), hide_index=True, width="stretch")
@@ -123,15 +200,17 @@ if st.button("Check the file", type="primary", key="upload_check"):
     try:
         with st.spinner("Validating every row..."):
             st.session_state[ops.K_REPORT] = (key, ops.check(staged, source, mapping, mode=mode))
-    except (ops.ExtractError, ops.MappingError, ops.IngestError) as exc:
+    except (ops.ExtractError, ops.MappingError, ops.IngestError, ops.LinkError) as exc:
         st.session_state.pop(ops.K_REPORT, None)
         st.error("The file cannot be checked with this mapping:")
-        st.text(str(exc))
+        st.text(str(exc))  # quotes the file's columns: plain text
+        if choices and not has_id and not links:
+            st.info("On this page, a link is declared by ticking it under 'Links to loaded sources'.")
 
 report = st.session_state.get(ops.K_REPORT)
 if report and report[0] != key:
     st.warning(
-        "The file, source name, kind, mapping or mode changed since the last check: check the file again "
+        "The file, source name, kind, mapping, links or mode changed since the last check: check the file again "
         "before loading."
     )
 elif report:
@@ -155,12 +234,13 @@ elif report:
     if go:
         bar = st.progress(0.0, "starting")
         try:
-            done = ops.load(staged, source, mapping, mode=mode, accept_invalid=accept_invalid, progress=bar.progress)
+            done = ops.load(staged, source, mapping, mode=mode, accept_invalid=accept_invalid, progress=bar.progress,
+                            department=department or None, owner=owner or None)
             st.session_state[ops.K_RESULT] = done
             st.session_state.pop(ops.K_REPORT, None)
             ops.discard(staged)
             st.session_state.pop(ops.K_FILE, None)
-        except (ops.ExtractError, ops.MappingError, ops.IngestError) as exc:
+        except (ops.ExtractError, ops.MappingError, ops.IngestError, ops.LinkError) as exc:
             st.error("Nothing was stored:")
             st.text(str(exc))
 
@@ -170,4 +250,10 @@ if done:
     st.text(done.summary())
     if done.duplicate_lines():
         st.text("\n".join(done.duplicate_lines()))
+    stored_department, stored_owner, _ = ops.source_department_owner(done.source, done.kind)
+    st.text(f"Department: {stored_department}; owner: {stored_owner or stored_department} "
+            "(change them on Data health).")
+    if done.links:
+        st.markdown("**Rows reached through links**")
+        st.text("\n".join(ops.link_outcome_lines(done)))
     st.caption("The mapping was saved for this source. Every page now shows the new data.")

@@ -157,6 +157,53 @@ def test_the_saas_tickets_file_shows_ranked_guesses_and_waits_for_the_kind(empty
     page.close()
 
 
+def test_a_usage_log_is_offered_its_link_and_loads_under_its_department(empty_app, artifacts):
+    """The SaaS fixture's usage log knows only the subscription id: with the subscriptions loaded,
+    the page offers the link with its match rate, ticked (no identifier is mapped), and the log
+    loads under the department typed for it."""
+    import json
+
+    import pandas as pd
+
+    from cxdash.ingest import ingest_file
+    from cxdash.mapping import Mapping
+
+    saas = FIXTURES / "saas"
+    store = open_store(empty_app["db"])
+    ingest_file(store, saas / "subscriptions.csv", source="subs",
+                mapping=Mapping.from_dict(json.loads((saas / "subscriptions.mapping.json").read_text())))
+    store.dispose()
+    usage = pd.read_csv(saas / "feature_usage.csv", dtype=str)
+    carried = usage["subscription_id"].dropna()
+    matched = int(carried.isin(pd.read_csv(saas / "subscriptions.csv", dtype=str)["subscription_id"]).sum())
+
+    page = _open_upload(empty_app)
+    _upload(page, saas / "feature_usage.csv", "events")
+    page.get_by_text("Links to loaded sources").wait_for(timeout=60_000)
+    # the public extracts loaded by the tests above hold numeric ticket ids that small usage counts
+    # may equal: the link whose column names a subscription is the one ticked
+    link = page.get_by_role("checkbox", name=re.compile(r"^Link \d+: to subs\.subscription_id$"))
+    assert link.is_checked()
+    page.get_by_text(f"{matched} of the {len(carried)} rows with a value hold").wait_for(timeout=30_000)
+    department = page.get_by_label("Department", exact=True)
+    department.fill("product")
+    department.press("Enter")
+    page.get_by_text("Links to loaded sources").scroll_into_view_if_needed()
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(artifacts / "upload_usage_link_suggestion.png"), full_page=True)
+    page.get_by_role("button", name="Check the file").click()
+    page.get_by_text(f"{matched} of the {len(carried)} rows with a value (in the first block read)").wait_for(timeout=60_000)
+    page.screenshot(path=str(artifacts / "upload_usage_link_check.png"), full_page=True)
+    page.get_by_role("button", name=f"Load {len(usage)} rows").click()
+    page.get_by_text(f"{matched} reached a customer").wait_for(timeout=120_000)
+    page.get_by_text(f"{matched} reached a customer").scroll_into_view_if_needed()
+    page.screenshot(path=str(artifacts / "upload_usage_link_loaded.png"), full_page=True)
+    stored = _sources(empty_app["db"])
+    assert stored.loc["feature_usage", "rows"] == len(usage)
+    assert stored.loc["feature_usage", "department"] == "product"
+    page.close()
+
+
 def test_the_data_health_page_reports_the_uploaded_source(empty_app, artifacts, public_data):
     """Needs the public extracts the earlier tests of this module upload (skips without ../shared)."""
     page = empty_app["browser"].new_page(viewport={"width": 1400, "height": 1100})

@@ -168,3 +168,108 @@ def test_a_file_that_matches_nobody_says_so_before_it_is_loaded(db):
     assert "None of the 1,000 valid rows matches a customer already stored" in warnings
     assert "Customers (headline): 60 -> 60 (+0)." in texts(at)  # 60 accounts in the fixture
     assert counts(db)["events"] == 0
+
+
+# ----------------------------------------------------------------------------- links to loaded sources
+SAAS = FIXTURES / "saas"
+
+
+def _load_subscriptions(url: str) -> None:
+    """The hand-built SaaS fixture's subscriptions, loaded as source 'subs' (the usage log links to it)."""
+    import json
+
+    from cxdash.ingest import ingest_file
+    from cxdash.mapping import Mapping
+
+    store = open_store(url)
+    mapping = Mapping.from_dict(json.loads((SAAS / "subscriptions.mapping.json").read_text()))
+    ingest_file(store, SAAS / "subscriptions.csv", source="subs", mapping=mapping)
+    store.dispose()
+
+
+def _usage_match() -> tuple[int, int]:
+    """By hand from the fixture files: usage rows with a subscription id, and those the subscriptions hold."""
+    import pandas as pd
+
+    usage = pd.read_csv(SAAS / "feature_usage.csv", dtype=str)
+    subs = pd.read_csv(SAAS / "subscriptions.csv", dtype=str)
+    carried = usage["subscription_id"].dropna()
+    return len(carried), int(carried.isin(subs["subscription_id"]).sum())
+
+
+def link_box(at: AppTest):
+    return next(c for c in at.checkbox if c.label == "Link 1: to subs.subscription_id")
+
+
+def test_a_usage_log_without_identifier_is_offered_its_link_ticked_with_the_match_rate(db):
+    _load_subscriptions(db)
+    at = upload("feature_usage.csv", (SAAS / "feature_usage.csv").read_bytes())
+    kind_box(at).select("events").run()
+    total, matched = _usage_match()  # 17 and 16 (S99 is no subscription)
+    assert link_box(at).value is True
+    assert f"column 'subscription_id': {matched} of the {total} rows with a value hold a subscription_id of subs " \
+           f"({matched / total:.0%}); 1 row has no value (they stay without a customer)" in texts(at)
+    assert "rows reach their customer only through the ticked link" in " ".join(i.value for i in at.info)
+
+
+def test_a_link_is_not_ticked_for_you_when_an_identifier_is_mapped(db):
+    _load_subscriptions(db)
+    rows = "usage_id,account_id,subscription_id,usage_date,feature_name\nU1,A1,S1,2024-02-01,reports\n" \
+           "U2,A2,S3,2024-02-02,api\nU3,A1,S2,2024-02-03,api\n"
+    at = upload("usage_with_accounts.csv", rows.encode())
+    kind_box(at).select("events").run()
+    assert link_box(at).value is False
+    assert "A customer identifier is mapped, so no link is ticked for you" in " ".join(c.value for c in at.caption)
+
+
+def test_an_unticked_link_without_identifier_is_refused_and_nothing_is_stored(db):
+    _load_subscriptions(db)
+    before = counts(db)
+    at = upload("feature_usage.csv", (SAAS / "feature_usage.csv").read_bytes())
+    kind_box(at).select("events").run()
+    link_box(at).uncheck().run()
+    assert "no link is ticked: the check will refuse the file" in " ".join(w.value for w in at.warning)
+    at.button(key="upload_check").click().run()
+    assert "The file cannot be checked with this mapping:" in " ".join(e.value for e in at.error)
+    assert "no column identifies the customer" in texts(at)
+    assert "a link is declared by ticking it" in " ".join(i.value for i in at.info)
+    assert not any(b.label.startswith("Load") for b in at.button)
+    after = counts(db)
+    assert after == before and after["events"] == 0
+
+
+def test_ticking_or_unticking_a_link_invalidates_the_check(db):
+    _load_subscriptions(db)
+    at = upload("feature_usage.csv", (SAAS / "feature_usage.csv").read_bytes())
+    kind_box(at).select("events").run()
+    at.button(key="upload_check").click().run()
+    total, matched = _usage_match()
+    assert f"column 'subscription_id' -> subs.subscription_id: {matched} of the {total} rows with a value (in the " \
+           f"first block read) hold a subscription_id of subs ({matched / total:.0%})." in texts(at)
+    assert any(b.label.startswith("Load 18 rows") for b in at.button)  # 18 lines in the fixture
+    link_box(at).uncheck().run()
+    assert "changed since the last check" in " ".join(w.value for w in at.warning)
+    assert not any(b.label.startswith("Load") for b in at.button)
+    link_box(at).check().run()  # back to the mapping that was checked: its report applies again
+    assert any(b.label.startswith("Load 18 rows") for b in at.button)
+    button(at, "Load 18 rows").click().run()
+    assert counts(db)["events"] == 18
+    assert f"  {matched} reached a customer;" in texts(at)
+
+
+def test_a_count_that_equals_numeric_ticket_ids_is_offered_unticked_and_the_named_link_ticked(db, tmp_path):
+    from cxdash.ingest import ingest_file
+
+    _load_subscriptions(db)
+    tickets = tmp_path / "numeric_tickets.csv"
+    tickets.write_text("ticket_id,email,opened_at\n" + "".join(
+        f"{i},user{i}@example.com,2024-01-{1 + i % 28:02d}\n" for i in range(1, 101)))
+    store = open_store(db)
+    ingest_file(store, tickets, source="helpdesk", kind="tickets")
+    store.dispose()
+    at = upload("feature_usage.csv", (SAAS / "feature_usage.csv").read_bytes())  # its usage counts are 1..300
+    kind_box(at).select("events").run()
+    boxes = {c.label: c.value for c in at.checkbox}
+    assert boxes["Link 1: to subs.subscription_id"] is True
+    assert boxes["Link 2: to helpdesk.ticket_id"] is False  # 15 of the 18 counts are ticket numbers, by chance
+    assert "does not say it holds a ticket_id" in " ".join(c.value for c in at.caption)

@@ -20,6 +20,7 @@ from cxdash.exporting import safe_csv
 from cxdash.health import governance, mapping_versions, set_latency_target
 from cxdash.ingest import IngestError, IngestResult, ingest_file, saved_mapping
 from cxdash.kinds import IDENTITY_FIELDS, KINDS, get_kind
+from cxdash.links import LinkError
 from cxdash.mapping import KindGuess, Mapping, MappingError, rank_kinds
 from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
 from cxdash.store import identity_hubs_table, quarantine_table, sources_table
@@ -48,6 +49,8 @@ class StagedFile:
     sha256: str = ""
     # The kinds this file could be, best first, judged on its first block of rows (as the load does).
     guesses: list[KindGuess] | None = None
+    # That first block itself (the rows link suggestions are measured on, as a check measures them).
+    sample: pd.DataFrame | None = None
 
 
 def _safe_name(name: str) -> str:
@@ -80,7 +83,7 @@ def stage_upload(uploaded) -> StagedFile:
         raise
     return StagedFile(
         path, uploaded.name, path.stat().st_size, fmt, header, sample.head(200), digest.hexdigest(),
-        rank_kinds(header, sample) if len(sample) else [],
+        rank_kinds(header, sample) if len(sample) else [], sample,
     )
 
 
@@ -113,9 +116,11 @@ def initial_mapping(staged: StagedFile, source: str, kind: str) -> tuple[Mapping
     return Mapping(kind, dict(guess.mapping.columns)), dict(guess.found_by)
 
 
-def mapping_table(kind: str, chosen: dict[str, str], start: Mapping, found_by: dict[str, str]) -> pd.DataFrame:
+def mapping_table(kind: str, chosen: dict[str, str], start: Mapping, found_by: dict[str, str],
+                  links: list | None = None) -> pd.DataFrame:
     """The mapping the page will use, field by field: ``field``, ``column``, ``found by`` (how the
-    suggestion was made, "chosen by you" where the user changed it, "not mapped")."""
+    suggestion was made, "chosen by you" where the user changed it, "not mapped"), then one row
+    per chosen link (``links``: ``LinkSuggestion``), its field reading ``link -> source.field``."""
     rows = []
     for f in get_kind(kind).fields:
         col = chosen.get(f.name)
@@ -126,6 +131,9 @@ def mapping_table(kind: str, chosen: dict[str, str], start: Mapping, found_by: d
         else:
             how = "chosen by you"
         rows.append({"field": f.name + (" *" if f.required else ""), "column": col or "", "found by": how})
+    for s in links or []:
+        rows.append({"field": f"link -> {s.source}.{s.field}", "column": s.column,
+                     "found by": f"ticked: {s.matched:,} of {s.total:,} values match ({s.match_rate:.0%})"})
     return pd.DataFrame(rows)
 
 
@@ -167,9 +175,10 @@ def identifier_columns(staged: StagedFile) -> dict[str, str]:
 
 def report_key(staged: StagedFile, source: str, mapping: Mapping, mode: str) -> str:
     """A key over everything that decides a check's result: the file's bytes, the source, the
-    kind, the mapping and the mode. A report is only used to load under the same key."""
+    kind, the mapping (with its link columns) and the mode. A report is only used to load under the same key."""
     payload = json.dumps(
-        {"file": staged.sha256, "source": source, "kind": mapping.kind, "columns": mapping.columns, "mode": mode},
+        {"file": staged.sha256, "source": source, "kind": mapping.kind, "columns": mapping.columns,
+         "links": mapping.links, "mode": mode},
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -236,10 +245,122 @@ def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept
 
 def link_suggestions(staged: StagedFile, source: str, min_rate: float = 0.5) -> list:
     """Columns of the staged file whose values are keys of a loaded source, with their match
-    rates on the preview rows (``cxdash.links.suggest_links``), best first."""
+    rates on the file's first block of rows (the rows a check measures them on,
+    ``cxdash.links.suggest_links``), best first."""
     from cxdash.links import suggest_links
 
-    return suggest_links(data.store(), staged.preview, exclude_source=source, min_rate=min_rate)
+    rows = staged.sample if staged.sample is not None else staged.preview
+    return suggest_links(data.store(), rows, exclude_source=source, min_rate=min_rate)
+
+
+# Other names departments give a linkable key's column (order lines carry an order id that is
+# the transactions extract's transaction_id).
+_KEY_NAMES = {
+    "transaction_id": ("transaction", "order", "invoice", "payment"),
+    "ticket_id": ("ticket", "case", "incident", "complaint"),
+    "subscription_id": ("subscription", "sub"),
+    "opportunity_id": ("opportunity", "opp", "deal"),
+    "case_id": ("case", "session"),
+}
+
+
+def link_names_agree(column: str, field: str) -> bool:
+    """True when the file column's name says it holds the target key (``subscription_id``,
+    ``SubscriptionID``, ``sub_ref``, ``order_id`` for a transaction id). Values alone can match
+    by accident: small counts equal numeric ticket ids."""
+    words = re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1_\2", column).lower())
+    stems = _KEY_NAMES.get(field, (field.removesuffix("_id"),))
+    return any(w in stems for w in words) or re.sub(r"[^a-z]", "", column.lower()) == re.sub(r"[^a-z]", "", field)
+
+
+def link_choices(staged: StagedFile, source: str, saved: dict[str, dict[str, str]] | None = None) -> list:
+    """The links the page offers: every suggestion (``link_suggestions``) and every link of the
+    source's saved mapping (measured too, even below the suggestion threshold), as
+    ``cxdash.links.LinkSuggestion``, best first, the saved ones that were not suggested last.
+    Cached per file, source and data version: the page reruns on every click."""
+    from cxdash.links import match_rates
+
+    cache_key = ("upload_link_choices", staged.sha256, source, data.version(),
+                 json.dumps(saved or {}, sort_keys=True))
+    cached = st.session_state.get("upload_link_choices")
+    if cached is not None and cached[0] == cache_key:
+        return cached[1]
+    found = link_suggestions(staged, source)
+    offered = {(s.column, s.source, s.field) for s in found}
+    extra = {c: t for c, t in (saved or {}).items() if (c, t["source"], t["field"]) not in offered}
+    if extra:
+        rows = staged.sample if staged.sample is not None else staged.preview
+        found = [*found, *match_rates(data.store(), rows, extra)]
+    # a column whose name says what it holds first (stable: best match rate within each group)
+    found = sorted(found, key=lambda x: not link_names_agree(x.column, x.field))
+    st.session_state["upload_link_choices"] = (cache_key, found)
+    return found
+
+
+def link_label(s, rows: int | None = None) -> str:
+    """A link choice in words: which file column, how many of its values are keys of the target,
+    and (given ``rows``, the rows measured) how many rows carry no value and so cannot link."""
+    out = (f"column {s.column!r}: {s.matched:,} of the {s.total:,} rows with a value hold a {s.field} of "
+           f"{s.source} ({s.match_rate:.0%})")
+    if rows is not None and rows > s.total:
+        missing = rows - s.total
+        out += f"; {missing:,} row{' has' if missing == 1 else 's have'} no value (they stay without a customer)"
+    return out + (f"; {s.ambiguous:,} of them a key shared by several customers (left unmatched)"
+                  if s.ambiguous else "")
+
+
+def sample_rows(staged: StagedFile) -> int:
+    """How many rows link match rates are measured on (the file's first block)."""
+    return len(staged.sample if staged.sample is not None else staged.preview)
+
+
+def link_rate_lines(rates: list) -> list[str]:
+    """A check's ``result.link_rates`` in sentences, one per declared link."""
+    out = []
+    for r in rates:
+        line = (f"column {r.column!r} -> {r.source}.{r.field}: {r.matched:,} of the {r.total:,} rows with a value "
+                f"(in the first block read) hold a {r.field} of {r.source} ({r.match_rate:.0%}).")
+        if r.ambiguous:
+            line += f" {r.ambiguous:,} of them carry a key shared by several customers: they will stay unmatched."
+        if r.no_customer:
+            line += f" {r.no_customer:,} match rows of {r.source} that have no customer yet."
+        out.append(line)
+    return out
+
+
+def link_outcome_lines(result: IngestResult) -> list[str]:
+    """A load's ``result.links`` (rows keyed only by a link) in sentences; empty without links."""
+    counts = result.links
+    if not counts:
+        return []
+    targets = ", ".join(f"{t['source']}.{t['field']}" for t in result.mapping.links.values())
+    if not counts.get("linked"):
+        return [f"No stored row relies on the link to {targets}: every row has an identifier of its own "
+                "or no link value."]
+    return [
+        f"{counts['linked']:,} rows have no customer identifier of their own and rely on the link to {targets}:",
+        f"  {counts['matched']:,} reached a customer;",
+        f"  {counts['unknown']:,} carry a key that {targets} does not hold (or whose row there has no customer): "
+        "unmatched;",
+        f"  {counts['ambiguous']:,} carry a key shared by several customers: unmatched, so that no two customers "
+        "are merged.",
+    ]
+
+
+def source_department_owner(source: str, kind: str) -> tuple[str, str | None, bool]:
+    """The department and owner to offer for ``source`` at upload: the stored ones when the
+    source exists (owner None when none was ever set), else the kind's department and no owner
+    (the load then names the department as the owner). Out: ``(department, owner, exists)``."""
+    from cxdash.sources import source_owners
+
+    with data.store().connect() as conn:
+        owners = source_owners(conn)
+    row = owners[owners["name"] == source]
+    if len(row):
+        dept, owner = row.iloc[0]["department"], row.iloc[0]["owner"]
+        return (str(dept) if pd.notna(dept) else get_kind(kind).department,
+                str(owner) if pd.notna(owner) else None, True)
+    return get_kind(kind).department, None, False
 
 
 def rejected_rows_csv(staged: StagedFile, result: IngestResult) -> bytes:
@@ -323,10 +444,11 @@ def source_names() -> list[str]:
 
 
 __all__ = [
-    "HOW_SURE", "IDENTITY_FIELDS", "K_FILE", "K_REPORT", "K_RESULT", "NOT_MAPPED", "ExtractError", "IngestError",
+    "HOW_SURE", "IDENTITY_FIELDS", "K_FILE", "K_REPORT", "K_RESULT", "NOT_MAPPED", "ExtractError", "IngestError", "LinkError",
     "MappingError", "StagedFile",
     "check", "discard", "failures_csv", "guesses_table", "health", "identifier_columns", "render_guesses", "initial_mapping", "kind_fields", "kind_names",
-    "known_sources", "load", "mapping_table", "rejected_rows_csv", "report_key", "save_latency_target",
+    "known_sources", "link_choices", "link_label", "link_names_agree", "link_outcome_lines", "link_rate_lines", "link_suggestions", "sample_rows",
+    "load", "make_mapping", "mapping_table", "source_department_owner", "rejected_rows_csv", "report_key", "save_latency_target",
     "saved_for", "source_names", "stage_upload",
 ]
 
@@ -353,7 +475,11 @@ def render_report(result: IngestResult, staged: StagedFile) -> None:
             f"{result.rows_rejected:,} of {result.rows_read:,} rows break a rule "
             f"({result.rows_rejected / result.rows_read:.1%}); {result.rows_valid:,} are valid."
         )
-    st.text("\n".join(f"Detected: {note}" for note in result.notes))
+    link_notes = len(result.link_rates)  # said under "Links" below, in full
+    st.text("\n".join(f"Detected: {note}" for note in result.notes if not (link_notes and note.startswith("link "))))
+    if result.link_rates:
+        st.markdown("**Links** (rows that reach their customer through another source's key)")
+        st.text("\n".join(link_rate_lines(result.link_rates)))
     st.markdown("**Duplicates**")
     duplicates = result.duplicate_lines() or [
         f"{result.kind} declare no key: no row is dropped as a duplicate."
@@ -365,6 +491,13 @@ def render_report(result: IngestResult, staged: StagedFile) -> None:
         if result.impact.matches_nobody:  # numbers and our own words only: safe as a warning
             st.warning(lines.pop(0))
         st.text("\n".join(lines))
+        if result.link_rates:
+            # the impact counts rows by their own identifier: rows keyed only by a link are not in it
+            st.caption(
+                "These figures count rows that carry a customer identifier of their own. Rows keyed only by a "
+                "link are not in them: they can only reach customers already loaded (never new ones); see Links "
+                "above for how many match."
+            )
     if result.rows_rejected:
         counts = result.failure_counts()
         st.markdown("**Failed rules** (rows per rule)")
