@@ -38,7 +38,9 @@ c3.metric(
     delta_arrow="off",
     help=formatting.definition("churned_customers"),
 )
-c4.metric("Revenue", formatting.money(head.revenue), help=formatting.definition("revenue"))
+has_sales = "transactions" in set(sources["kind"])  # no transactions loaded: revenue is unknown, not zero
+c4.metric("Revenue", formatting.money(head.revenue) if has_sales else "n/a",
+          help=formatting.definition("revenue") + ("" if has_sales else " No transactions are loaded."))
 churnview.caption()
 
 left, right = st.columns([3, 2])
