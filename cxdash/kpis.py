@@ -51,6 +51,7 @@ __all__ = [
     "kpi_table",
     "monthly_periods",
     "predicted_clv",
+    "money_currency",
     "snapshot_splits",
 ]
 
@@ -182,9 +183,11 @@ class Headline:
     churn_basis: str  # the definition's basis: "label", "subscriptions", "events", "inactivity", or "none"
     revenue: float
     churn_definition: str | None = None  # the churn definition's name (cxdash.churn)
+    currency: str | None = None  # the transactions' currency (``money_currency``)
 
     def to_dict(self) -> dict:
         return {
+            "currency": self.currency,
             "as_of": self.as_of.isoformat() if self.as_of else None,
             "customers": self.customers,
             "active_customers": self.active_customers,
@@ -267,7 +270,18 @@ def headline(conn: Connection, churn: Definition | None = None) -> Headline:
         )
     ).scalar()
     return Headline(now, int(customers), int(active), int(churned), basis, float(revenue or 0.0),
-                    churn.name if churn else None)
+                    churn.name if churn else None, money_currency(conn))
+
+
+def money_currency(conn: Connection) -> str | None:
+    """The currency of the money figures: the transactions' one currency code, ``mixed: A, B`` when
+    they hold several (amounts are then summed as recorded), None when no currency is known."""
+    x = KIND_TABLES["transactions"]
+    code = sa.func.upper(sa.func.trim(x.c.currency))
+    found = sorted(r for (r,) in conn.execute(sa.select(code).where(x.c.currency.is_not(None)).distinct().limit(4)) if r)
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else "mixed: " + ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
 
 
 # ---------------------------------------------------------------------------------- periods and filters
@@ -1166,6 +1180,7 @@ class KpiReport:
     churn_dated: bool = False  # churn has dates: period figures; else a snapshot
     # With no dates at all: churn per CRM attribute value (``snapshot_splits``), else empty.
     splits: pd.DataFrame | None = None
+    currency: str | None = None  # the money figures' currency (``money_currency``)
 
     def value(self, name: str) -> float | None:
         return self.current.get(name)
@@ -1201,6 +1216,7 @@ class KpiReport:
             "churn_definition": self.churn_definition,
             "churn_dated": self.churn_dated,
             "splits": None if self.splits is None else self.splits.to_dict(orient="records"),
+            "currency": self.currency,
         }
 
     @classmethod
@@ -1225,6 +1241,7 @@ class KpiReport:
             state.get("churn_definition"),
             bool(state.get("churn_dated")),
             None if state.get("splits") is None else pd.DataFrame(state["splits"], columns=list(SPLIT_COLUMNS)),
+            state.get("currency"),
         )
 
     def to_dict(self) -> dict:
@@ -1305,7 +1322,7 @@ def kpi_report(
                            "events, tickets, transactions or subscriptions.")
         return KpiReport(now, None, filters, basis, repeat_days, current, dict(empty), cov, notes=notes,
                          churn_definition=churn.name if churn else None, churn_dated=dated,
-                         splits=snapshot_splits(conn, filters, churn))
+                         splits=snapshot_splits(conn, filters, churn), currency=money_currency(conn))
     table = kpi_table(conn, [period, period.previous], filters, repeat_days=repeat_days, churn=churn)
     current = {c: _clean(table.at[0, c]) for c in KPI_COLUMNS}
     previous = {c: _clean(table.at[1, c]) for c in KPI_COLUMNS}
@@ -1338,7 +1355,8 @@ def kpi_report(
         notes["clv_predicted_total"] = clv.message
     current["activation_rate"] = previous["activation_rate"] = None
     return KpiReport(now, period, filters, basis, repeat_days, current, previous, cov, clv, clv_previous, notes,
-                     churn_definition=churn.name if churn else None, churn_dated=dated)
+                     churn_definition=churn.name if churn else None, churn_dated=dated,
+                     currency=money_currency(conn))
 
 
 

@@ -179,7 +179,7 @@ def _decode(name: str, payload: bytes):
             as_of=datetime.fromisoformat(data["as_of"]) if data.get("as_of") else None,
             customers=data["customers"], active_customers=data["active_customers"],
             churned_customers=data["churned_customers"], churn_basis=data["churn_basis"], revenue=data["revenue"],
-            churn_definition=data.get("churn_definition"),
+            churn_definition=data.get("churn_definition"), currency=data.get("currency"),
         )
     raise ValueError(f"unknown summary payload for {name!r}")
 

@@ -68,7 +68,7 @@ for title, rows in ex.card_rows(report):
             card = column.container(border=True)
             card.metric(
                 label,
-                ex.number(report.current.get(key), kind),
+                ex.number(report.current.get(key), kind, report.currency),
                 ex.delta(report, key, kind),
                 delta_color="normal" if up_is_good else "inverse",
                 help=ex.card_help(report, key),

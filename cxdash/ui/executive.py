@@ -289,9 +289,11 @@ def churn_splits(report: kpis.KpiReport, k: int | None) -> pd.DataFrame | None:
     return shown.rename(columns={"attribute": "group by", "churn_rate": "churn rate"})
 
 
-def number(value: float | None, kind: str) -> str:
+def number(value: float | None, kind: str, currency: str | None = None) -> str:
     if value is None or pd.isna(value):
         return "n/a"
+    if kind == "money" and currency:
+        return f"{number(value, kind)} {currency}"
     if kind == "count":
         return f"{value:,.0f}"
     if kind == "share":
@@ -316,7 +318,7 @@ def delta(report: kpis.KpiReport, key: str, kind: str) -> str | None:
     if kind == "share":
         return f"{d * 100:+.1f} pts"
     if kind == "money":
-        return ("+" if d >= 0 else "-") + number(abs(d), "money")
+        return ("+" if d >= 0 else "-") + number(abs(d), "money", report.currency)
     if kind == "count":
         return f"{d:+,.0f}"
     if kind == "hours":

@@ -27,12 +27,13 @@ def share(part: int, whole: int) -> str | None:
     return f"{part / whole:.1%} of customers" if whole else None
 
 
-def money(value: float) -> str:
+def money(value: float, currency: str | None = None) -> str:
+    unit = f" {currency}" if currency else ""
     if abs(value) >= 1e6:
-        return f"{value / 1e6:,.2f} M"
+        return f"{value / 1e6:,.2f} M{unit}"
     if abs(value) >= 1e4:
-        return f"{value / 1e3:,.1f} k"
-    return f"{value:,.2f}"
+        return f"{value / 1e3:,.1f} k{unit}"
+    return f"{value:,.2f}{unit}"
 
 
 def age(ts, now: datetime | None = None) -> str:
