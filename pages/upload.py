@@ -4,6 +4,7 @@ value, the duplicates and the load's impact, then load exactly what was checked.
 import streamlit as st
 
 from cxdash.ui import ops
+from cxdash.ui.formatting import plain
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -110,7 +111,7 @@ if choices:
         f"measured on the first {ops.sample_rows(staged):,} rows read (all of them when the file is that short)."
     )
     if saved_links:
-        st.caption(f"Links saved for source '{source}' are ticked (its earlier choice).")
+        st.caption(f"Links saved for source '{plain(source)}' are ticked (its earlier choice).")
     elif has_id:
         st.caption(
             "A customer identifier is mapped, so no link is ticked for you: tick one only for rows that lack "
@@ -179,10 +180,10 @@ owner = c2.text_input(
     placeholder="none named: the department is shown as the owner",
 ).strip()
 if exists:
-    st.caption(f"Source '{source}' is loaded already: these are its stored department and owner. "
+    st.caption(f"Source '{plain(source)}' is loaded already: these are its stored department and owner. "
                "They can be changed later on Data health.")
 else:
-    st.caption(f"A new source starts with its kind's department ({stored_dept} for {kind}); change it if the "
+    st.caption(f"A new source starts with its kind's department ({plain(stored_dept)} for {kind}); change it if the "
                "file belongs to another team (product usage is 'product', not 'web'). Both can be changed later "
                "on Data health.")
 
@@ -246,7 +247,7 @@ elif report:
 
 done = st.session_state.get(ops.K_RESULT)
 if done:
-    st.success(f"{done.rows_loaded:,} rows loaded into '{done.source}' ({done.kind}).")
+    st.success(f"{done.rows_loaded:,} rows loaded into '{plain(done.source)}' ({done.kind}).")
     st.text(done.summary())
     if done.duplicate_lines():
         st.text("\n".join(done.duplicate_lines()))

@@ -181,3 +181,13 @@ def _background_refreshes_finish():
     from cxdash import summaries
 
     summaries.wait_for_background(timeout=600)
+
+
+@pytest.fixture
+def db(tmp_path, monkeypatch):
+    """An empty DuckDB store the pages run against (``CXDASH_DB_URL``), with uploads staged under tmp_path."""
+    url = f"duckdb:///{tmp_path / 'cx.duckdb'}"
+    open_store(url).dispose()
+    monkeypatch.setenv("CXDASH_DB_URL", url)
+    monkeypatch.setattr("cxdash.ui.ops.UPLOAD_DIR", tmp_path / "uploads")
+    return url

@@ -4,7 +4,6 @@ valid rows" apart from "Load"."""
 
 from __future__ import annotations
 
-import pytest
 import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
@@ -13,15 +12,6 @@ from tests.conftest import FIXTURES, REPO
 
 PAGE = str(REPO / "pages" / "upload.py")
 KINDS_DIR = FIXTURES / "kinds"
-
-
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    url = f"duckdb:///{tmp_path / 'cx.duckdb'}"
-    open_store(url).dispose()
-    monkeypatch.setenv("CXDASH_DB_URL", url)
-    monkeypatch.setattr("cxdash.ui.ops.UPLOAD_DIR", tmp_path / "uploads")
-    return url
 
 
 def counts(url: str) -> dict[str, int]:

@@ -29,15 +29,6 @@ def company(tmp_path_factory):
     return {"frames": built, "files": built.write(root / "exports"), "root": root}
 
 
-@pytest.fixture
-def db(tmp_path, monkeypatch):
-    url = f"duckdb:///{tmp_path / 'cx.duckdb'}"
-    open_store(url).dispose()
-    monkeypatch.setenv("CXDASH_DB_URL", url)
-    monkeypatch.setattr("cxdash.ui.ops.UPLOAD_DIR", tmp_path / "uploads")
-    return url
-
-
 def _texts(at: AppTest) -> str:
     return "\n".join(t.value for t in at.text)
 
