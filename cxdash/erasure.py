@@ -4,19 +4,23 @@
 
 1. resolves the identifier (customer id, account, email, phone, visitor id, or ``field:value``)
    to the stitched customer (``identity_map.cx_id``) and collects every identifier linked to it;
-2. deletes, in one transaction on the analytical store, every row of every table that holds one
+2. first, on the app-state store, adds a salted hash of every identifier to the suppression list
+   (``erasure_suppression``): ``ingest_file`` drops rows carrying any of them, so neither a load
+   running meanwhile nor re-loading an old extract brings the customer back; the customer's
+   app-state rows (scores, follow-ups) go in the same transaction;
+3. deletes, in one transaction on the analytical store, every row of every table that holds one
    of them. This is generic: any table on ``ANALYTICS`` or ``APP_STATE`` with a column named
    ``cx_id``, ``id_key``, ``customer_id``, ``account_id``, ``email``, ``phone`` or ``visitor_id``
    is searched, so tables added later (scores, activation lists, snapshots) are covered as long
    as they name their customer column one of those. The quarantine holds single failing values,
    so its rows whose value is one of the identifiers are deleted too. The identity map is then
-   rebuilt from the rows that remain;
-3. adds a salted hash of every identifier to the suppression list (``erasure_suppression``):
-   ``ingest_file`` drops rows carrying any of them, so re-loading an old extract does not bring
-   the customer back;
-4. bumps the data version (a load-log entry of kind ``erasure``) so no page serves a cached
-   result that still shows the customer, and records the request in the audit log with a salted
-   hash of the id (never the id).
+   rebuilt from the rows that remain, and the data version moves (a load-log entry of kind
+   ``erasure``) so no page serves a cached result that still shows the customer;
+4. sweeps the app state again (rows a scoring run wrote between 2 and 3, the stored summaries)
+   and records the request in the audit log with a salted hash of the id (never the id).
+
+Every step is idempotent on the customer: if one fails, running the same request again finishes
+the job (a customer already gone from the analytical store is recognised by the suppression list).
 
 Hub identifiers (a helpdesk's own address, a shared household phone) belong to nobody in
 particular and are left alone, as are the other customers' rows that carry them.
@@ -69,6 +73,7 @@ class ErasureResult:
     cx_id_hash: str
     identifiers: int
     rows_deleted: dict[str, int] = field(default_factory=dict)
+    already_erased: bool = False  # a retry: the customer was gone from the analytical store already
     audit_id: int | None = None
 
     @property
@@ -76,6 +81,9 @@ class ErasureResult:
         return sum(self.rows_deleted.values())
 
     def summary(self) -> str:
+        if self.already_erased:
+            return (f"already erased: the identifier is on the suppression list; the app state was swept again "
+                    f"({self.total_rows:,} rows deleted)")
         parts = ", ".join(f"{t} {n:,}" for t, n in sorted(self.rows_deleted.items()) if n)
         return (f"erased customer {self.cx_id_hash[:12]}… ({self.identifiers} linked identifiers): "
                 f"{self.total_rows:,} rows deleted ({parts or 'none'}); identifiers added to the suppression list")
@@ -172,13 +180,37 @@ def _delete_linked_rows(conn: sa.Connection, cx_id: str, counts: dict[str, int])
 
 
 def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResult:
-    """Erase the customer ``identifier`` belongs to from every table; see the module docstring."""
+    """Erase the customer ``identifier`` belongs to from every table; see the module docstring.
+
+    Three steps, each idempotent on the customer, so a retry after a failure at any point finishes
+    the job: (1) on the app-state store, the suppression hashes (from then on no load brings the
+    customer back) and the customer's app rows (scores, follow-ups); (2) one transaction on the
+    analytical store; (3) on the app-state store again, app rows written meanwhile (a scoring run
+    between 1 and 2) and the stored summaries. A retry whose customer is already gone from the
+    analytical store (a failure in step 3) finds the identifier suppressed and runs step 3 again.
+    """
     salt = secret_salt()
     counts: dict[str, int] = {}
     now = datetime.now(UTC).replace(tzinfo=None)
     with store.begin() as conn:
-        cx_id, id_keys = resolve_customer(conn, identifier)
-        values = _values_by_field(id_keys)
+        try:
+            cx_id, id_keys = resolve_customer(conn, identifier)
+        except ErasureError:
+            if not _already_suppressed(store, identifier, salt):
+                raise
+            return _finish_erased(store, identifier, actor=actor, salt=salt)
+    values = _values_by_field(id_keys)
+    hashes = {identifier_hash(k, salt): k.partition(":")[0] for k in id_keys}
+    hashes[identifier_hash("cx_id:" + cx_id, salt)] = "cx_id"
+    with store.app_begin() as conn:  # 1
+        have = {r[0] for r in conn.execute(sa.select(suppression_table.c.id_hash)
+                                           .where(suppression_table.c.id_hash.in_(list(hashes))))}
+        new = [{"id_hash": h, "field": f, "erased_at": now} for h, f in hashes.items() if h not in have]
+        if new:
+            conn.execute(suppression_table.insert(), new)
+        _delete_matching(conn, APP_STATE, cx_id, id_keys, values, counts)
+    _fail_point("suppressed")
+    with store.begin() as conn:  # 2
         raw_values = sorted({v for vs in values.values() for v in vs} | {cx_id})
         q = quarantine_table
         counts["quarantine"] = int(conn.execute(q.delete().where(sa.or_(
@@ -186,22 +218,12 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
         ))).rowcount or 0)
         _delete_linked_rows(conn, cx_id, counts)
         _delete_matching(conn, ANALYTICS, cx_id, id_keys, values, counts)
-        summaries.clear(conn)  # stored aggregates counted the customer
         rebuild_identity_map(conn)
-        load_id = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(loads_table.c.load_id), 0))).scalar()) + 1
-        conn.execute(loads_table.insert().values(
-            load_id=load_id, source="(erasure)", kind="erasure", mode="erase", file_name=None,
-            started_at=now, finished_at=now, rows_read=0, rows_loaded=0, rows_rejected=0,
-            rows_duplicate=0, mapping_json=None,
-        ))
-    hashes = {identifier_hash(k, salt): k.partition(":")[0] for k in id_keys}
-    with store.app_begin() as conn:
+        _bump_data_version(conn, now)
+    _fail_point("analytics")
+    with store.app_begin() as conn:  # 3
         _delete_matching(conn, APP_STATE, cx_id, id_keys, values, counts)
-        have = {r[0] for r in conn.execute(sa.select(suppression_table.c.id_hash)
-                                           .where(suppression_table.c.id_hash.in_(list(hashes))))}
-        new = [{"id_hash": h, "field": f, "erased_at": now} for h, f in hashes.items() if h not in have]
-        if new:
-            conn.execute(suppression_table.insert(), new)
+        summaries.clear(conn)  # stored aggregates counted the customer
     result = ErasureResult(identifier_hash("cx_id:" + cx_id, salt), len(id_keys),
                            {k: v for k, v in counts.items() if v})
     result.audit_id = audit.record(store, actor, "erasure", {
@@ -209,6 +231,55 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
         "customer_hash": result.cx_id_hash,
         "identifiers": len(id_keys),
         "rows_deleted": result.rows_deleted,
+    })
+    log.info(result.summary())
+    return result
+
+
+def _fail_point(step: str) -> None:
+    """A place where tests make an erasure fail between its steps (a crash, a lost connection)."""
+
+
+def _bump_data_version(conn: sa.Connection, now: datetime) -> None:
+    load_id = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(loads_table.c.load_id), 0))).scalar()) + 1
+    conn.execute(loads_table.insert().values(
+        load_id=load_id, source="(erasure)", kind="erasure", mode="erase", file_name=None,
+        started_at=now, finished_at=now, rows_read=0, rows_loaded=0, rows_rejected=0,
+        rows_duplicate=0, mapping_json=None,
+    ))
+
+
+def _already_suppressed(store: Store, identifier: str, salt: bytes) -> bool:
+    """Is ``identifier`` (as typed) one of an erased customer's identifiers?"""
+    keys = [*_candidate_keys(identifier), "cx_id:" + identifier.strip()]
+    wanted = [identifier_hash(k, salt) for k in keys]
+    with store.app_begin() as conn:
+        return conn.execute(sa.select(sa.func.count()).select_from(suppression_table)
+                            .where(suppression_table.c.id_hash.in_(wanted))).scalar() > 0
+
+
+def _finish_erased(store: Store, identifier: str, *, actor: str, salt: bytes) -> ErasureResult:
+    """Step 3 again, for a customer already gone from the analytical store: delete the app rows of
+    every suppressed identifier (found by hashing the app tables' customer columns; the ids
+    themselves are no longer on record) and the stored summaries."""
+    suppressed = suppressed_hashes(store)
+    counts: dict[str, int] = {}
+    with store.app_begin() as conn:
+        for table in APP_STATE.sorted_tables:
+            if table.name in _SKIP:
+                continue
+            for col in (c for c in ("cx_id", *IDENTITY_FIELDS) if c in table.c):
+                distinct = [r[0] for r in conn.execute(sa.select(table.c[col]).where(table.c[col].is_not(None))
+                                                       .distinct())]
+                gone = [v for v in distinct if identifier_hash(f"{col}:{v}", salt) in suppressed]
+                if gone:
+                    n = conn.execute(table.delete().where(table.c[col].in_(gone))).rowcount or 0
+                    counts[table.name] = counts.get(table.name, 0) + int(n)
+        summaries.clear(conn)
+    result = ErasureResult(identifier_hash("request:" + identifier.strip().lower(), salt), 0,
+                           {k: v for k, v in counts.items() if v}, already_erased=True)
+    result.audit_id = audit.record(store, actor, "erasure", {
+        "request_hash": result.cx_id_hash, "already_erased": True, "rows_deleted": result.rows_deleted,
     })
     log.info(result.summary())
     return result

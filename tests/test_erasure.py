@@ -165,7 +165,9 @@ def test_the_audit_log_holds_a_salted_hash_never_the_id(erased):
 def test_the_suppression_list_holds_one_salted_hash_per_identifier(erased):
     with erased["store"].app_begin() as conn:
         hashes = set(conn.execute(sa.select(suppression_table.c.id_hash)).scalars())
-    assert hashes == {identifier_hash(k, SALT.encode()) for k in erased["keys"]}
+    # one per linked identifier, and the customer's own id (how a retry recognises them)
+    expected = {identifier_hash(k, SALT.encode()) for k in [*erased["keys"], "cx_id:" + erased["cx_id"]]}
+    assert hashes == expected
 
 
 def test_the_data_version_moved_so_no_cache_serves_the_customer(erased):
@@ -245,5 +247,103 @@ def test_the_cli_erases_by_email_and_prints_no_identifier(tmp_path, capsys):
     assert main(["--db", url, "erase", "--customer", "ANN@x.com", "--actor", "dpo"]) == 0
     out = capsys.readouterr().out
     assert "src_customers 1" in out and "ann" not in out.lower() and "C1" not in out
-    assert main(["--db", url, "erase", "--customer", "ann@x.com"]) == 1
+    # Asked again, the customer is recognised as erased already (nothing left to find), not unknown.
+    assert main(["--db", url, "erase", "--customer", "ann@x.com"]) == 0
+    assert "already erased" in capsys.readouterr().out
+    assert main(["--db", url, "erase", "--customer", "nobody@x.com"]) == 1
     assert "no customer matches" in capsys.readouterr().err
+
+
+def _two_customer_store(tmp_path):
+    """CRM CUST-ANN (ann) and CUST-BO (bo), a ticket each, and a score and a follow-up row each."""
+    s = open_store(f"duckdb:///{tmp_path / 'two.duckdb'}")
+    crm, tickets = tmp_path / "crm.csv", tmp_path / "tickets.csv"
+    pd.DataFrame([["CUST-ANN", "ann@x.com"], ["CUST-BO", "bo@x.com"]], columns=["id", "email"]).to_csv(crm, index=False)
+    pd.DataFrame([["T1", "ann@x.com", "2026-01-02"], ["T2", "bo@x.com", "2026-01-03"]],
+                 columns=["tid", "email", "opened"]).to_csv(tickets, index=False)
+    ingest_file(s, crm, source="crm", mapping=Mapping.from_dict(
+        {"kind": "customers", "columns": {"customer_id": "id", "email": "email"}}))
+    ingest_file(s, tickets, source="helpdesk", mapping=Mapping.from_dict(
+        {"kind": "tickets", "columns": {"ticket_id": "tid", "email": "email", "opened_at": "opened"}}))
+    _score(s, ["CUST-ANN", "CUST-BO"])
+    return s
+
+
+def _score(store, cx_ids, start=0):
+    now = datetime(2026, 2, 1)
+    with store.app_begin() as conn:
+        for i, c in enumerate(cx_ids, start=start):
+            conn.execute(scores_table.insert().values(model_version=1, position=i, cx_id=c, customer_id=c,
+                                                      risk=0.5, scored_at=now))
+            conn.execute(activation_table.insert().values(id=i + 1, cx_id=c, customer_id=c, status="open",
+                                                          actor="agent", updated_at=now))
+
+
+def _app_customers(store) -> list[str]:
+    with store.app_begin() as conn:
+        return sorted(conn.execute(sa.select(scores_table.c.cx_id)).scalars().all()
+                      + conn.execute(sa.select(activation_table.c.cx_id)).scalars().all())
+
+
+def _rows_of(store, cx_key_of: str) -> int:
+    with store.connect() as conn:
+        t = KIND_TABLES["tickets"]
+        return conn.execute(sa.select(sa.func.count()).select_from(t).where(t.c.email == cx_key_of)).scalar()
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def _crash_at(monkeypatch, where):
+    import cxdash.erasure as erasure
+
+    def fail(step):
+        if step == where:
+            raise _Crash(step)
+
+    monkeypatch.setattr(erasure, "_fail_point", fail)
+
+
+def test_a_failure_after_the_suppression_leaves_a_request_a_retry_finishes(tmp_path, monkeypatch):
+    store = _two_customer_store(tmp_path)
+    _crash_at(monkeypatch, "suppressed")
+    with pytest.raises(_Crash):
+        erase_customer(store, "ann@x.com", actor="dpo")
+    # The suppression and the app rows went first; the analytical rows are still there.
+    assert _app_customers(store) == ["CUST-BO", "CUST-BO"]
+    with store.app_begin() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(suppression_table)).scalar() == 3
+    assert _rows_of(store, "ann@x.com") == 1
+    monkeypatch.undo()
+    monkeypatch.setenv("CXDASH_SECRET_SALT", SALT)
+    result = erase_customer(store, "ann@x.com", actor="dpo")
+    assert not result.already_erased
+    assert result.rows_deleted["src_customers"] == 1 and result.rows_deleted["src_tickets"] == 1
+    assert _rows_of(store, "ann@x.com") == 0 and _rows_of(store, "bo@x.com") == 1
+    assert _traces(store, {"ann@x.com", "CUST-ANN"}, set()) == []
+    with store.app_begin() as conn:  # the retry added no second hash
+        assert conn.execute(sa.select(sa.func.count()).select_from(suppression_table)).scalar() == 3
+
+
+def test_a_failure_after_the_analytical_step_is_finished_by_a_retry_that_sweeps_the_app_state(tmp_path, monkeypatch):
+    store = _two_customer_store(tmp_path)
+    _crash_at(monkeypatch, "analytics")
+    with pytest.raises(_Crash):
+        erase_customer(store, "CUST-ANN", actor="dpo")
+    assert _rows_of(store, "ann@x.com") == 0
+    # A scoring run between the steps wrote the customer back into the app state.
+    _score(store, ["CUST-ANN"], start=10)
+    assert "CUST-ANN" in _app_customers(store)
+    monkeypatch.undo()
+    monkeypatch.setenv("CXDASH_SECRET_SALT", SALT)
+    # The retry names them by email: gone from the analytical store, but on the suppression list.
+    result = erase_customer(store, "ANN@x.com", actor="dpo")
+    assert result.already_erased
+    assert result.rows_deleted == {"scores": 1, "activation": 1}
+    assert _app_customers(store) == ["CUST-BO", "CUST-BO"]
+    assert _traces(store, {"ann@x.com", "CUST-ANN"}, set()) == []
+    assert "already erased" in result.summary()
+    # Someone never erased is still refused as unknown, not swept.
+    with pytest.raises(ErasureError, match="no customer matches"):
+        erase_customer(store, "nobody@x.com", actor="dpo")
