@@ -278,9 +278,12 @@ def iter_chunks(
     except pa.ArrowInvalid as exc:
         detail = str(exc).replace("CSV parse error: ", "")
         if "UTF8" in detail or "utf8" in detail.lower():
+            bad = _first_undecodable_line(path, fmt.encoding)
+            where = (f"line {bad:,} is not valid {fmt.encoding}" if bad else
+                     f"after data row {offset + pending_rows:,} the text is not valid {fmt.encoding}")
             raise ExtractError(
-                f"{path.name}: mixed text encodings: after data row {offset + pending_rows:,} the text is not valid "
-                f"{fmt.encoding} (the start of the file was). Re-export the whole file as UTF-8."
+                f"{path.name}: mixed text encodings: {where} (the start of the file was). "
+                "Re-export the whole file as UTF-8."
             ) from exc
         if "straddling" in detail or "block" in detail:
             raise ExtractError(
@@ -322,6 +325,20 @@ def read_columns(path: str | Path, fmt: FileFormat, columns: list[str]) -> pd.Da
         ),
     )
     return table.to_pandas()
+
+
+def _first_undecodable_line(path: Path, encoding: str, max_lines: int = 50_000_000) -> int | None:
+    """The file line number (1 = header) of the first line that is not valid ``encoding``, read
+    line by line in binary (on the error path only: the block reader cannot say which row)."""
+    with _open_binary(path) as fh:
+        for number, raw in enumerate(fh, start=1):
+            if number > max_lines:
+                return None
+            try:
+                raw.decode(encoding)
+            except UnicodeDecodeError:
+                return number
+    return None
 
 
 def _first_ragged_line(path: Path, fmt: FileFormat, n_cols: int, max_lines: int = 20_000_000) -> tuple[int, int] | None:

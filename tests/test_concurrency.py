@@ -83,3 +83,51 @@ def test_ingest_and_reader_processes_share_the_duckdb_file(tmp_path):
     before, after = report["seen"][0], report["seen"][-1]
     assert "app_events" not in before  # the reader saw the previous data while the load ran...
     assert "app_events" in after  # ...and the new data once it committed
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time, duckdb
+    con = duckdb.connect(sys.argv[1])  # read-write: an exclusive lock on the file, as a load holds it
+    con.execute("begin transaction")
+    print("locked", flush=True)
+    sys.stdin.readline()  # hold it until the test says so
+    """
+)
+
+
+def test_a_page_opened_while_a_load_holds_the_file_shows_the_previous_data_and_says_so(small_demo, tmp_path,
+                                                                                        monkeypatch):
+    import shutil
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from cxdash.ui import data
+
+    src = Path(small_demo.removeprefix("duckdb:///"))
+    db = tmp_path / "busy.duckdb"
+    shutil.copy(src, db)
+    monkeypatch.setenv("CXDASH_DB_URL", f"duckdb:///{db}")
+    app = Path(__file__).resolve().parents[1] / "app.py"  # the frame, as a user's session runs it
+    at = AppTest.from_file(str(app), default_timeout=120).run()
+    assert not at.exception, [e.value for e in at.exception]
+    before = {m.label: m.value for m in at.metric}
+    assert before["Customers"] == "300"
+    assert not any("A data load is running" in i.value for i in at.info)
+
+    monkeypatch.setattr(data, "VERSION_REUSE_S", 0.0)  # read the version afresh on the next run
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        at.run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert any("A data load is running" in i.value for i in at.info)
+        assert {m.label: m.value for m in at.metric} == before  # the previous data, not an error or a blank
+    finally:
+        holder.stdin.write("done\n")
+        holder.stdin.flush()
+        holder.wait(timeout=60)
+    at.run()  # the load is over: the note goes
+    assert not any("A data load is running" in i.value for i in at.info)

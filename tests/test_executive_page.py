@@ -141,18 +141,6 @@ def test_an_empty_store_says_how_to_load_data(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------- in a real browser
 
 
-def _sign_in_if_asked(page) -> None:
-    """The app may ask new sessions to sign in (issue 7); the test user is the browser admin."""
-    from tests import browser_support as bs
-
-    form = page.get_by_label("User name")
-    try:
-        form.wait_for(timeout=8_000)
-    except Exception:  # no sign-in form: sign-in is off
-        return
-    bs.sign_in(page)
-
-
 @pytest.mark.browser
 def test_the_page_in_a_real_browser_on_demo_telco_and_online_retail(
     demo_store, telco_url, retail_url, artifacts, tmp_path
@@ -175,7 +163,7 @@ def test_the_page_in_a_real_browser_on_demo_telco_and_online_retail(
                 page = browser.new_page(viewport={"width": 1500, "height": 1100})
                 # Through the router (app.py), as a user arrives: open the app, pick the page.
                 page.goto(app_url, wait_until="networkidle")
-                _sign_in_if_asked(page)
+                bs.sign_in(page)  # running_app creates users, so every new session signs in
                 page.get_by_role("link", name="Shared KPIs").click()
                 page.get_by_role("heading", name="Shared KPIs").wait_for(timeout=60_000)
                 page.locator('[data-testid="stMetric"]').first.wait_for(timeout=90_000)

@@ -87,7 +87,12 @@ def chosen_churn() -> str | None:
     seen = _chosen_churn.get(url)
     if seen is not None and time.monotonic() - seen[0] < VERSION_REUSE_S:
         return seen[1]
-    name = churn.chosen_name(store())
+    try:
+        name = churn.chosen_name(store())
+    except StoreLockedError:
+        if seen is None:
+            raise
+        return seen[1]  # a load holds the store: the choice last read (as the version does)
     _chosen_churn[url] = (time.monotonic(), name)
     return name
 

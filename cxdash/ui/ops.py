@@ -57,7 +57,11 @@ def _safe_name(name: str) -> str:
     """A file name with no directories and only harmless characters (uploads name the file)."""
     base = Path(name.replace("\\", "/")).name
     base = re.sub(r"[^A-Za-z0-9._-]+", "_", base).strip("._") or "upload"
-    return base[:120]
+    if len(base) <= 120:
+        return base
+    stem, dot, ext = base.rpartition(".")
+    # a long name keeps its extension: the reader is chosen by it
+    return f"{stem[:110]}.{ext[:9]}" if dot and stem and len(ext) <= 9 else base[:120]
 
 
 def stage_upload(uploaded) -> StagedFile:
