@@ -51,12 +51,10 @@ __all__ = [
     "mask_name",
     "mask_phone",
     "mask_text",
-    "marketing_export",
     "min_group_size",
     "secret_salt",
     "sees_personal_data",
     "small_groups",
-    "suppress_small_groups",
     "suppressed_text",
 ]
 
@@ -175,39 +173,6 @@ def min_group_size(explicit: int | None = None) -> int:
     except ValueError:
         log.warning("CXDASH_MIN_GROUP_SIZE=%r is not a whole number; using %d", raw, DEFAULT_MIN_GROUP_SIZE)
         return DEFAULT_MIN_GROUP_SIZE
-
-
-def suppress_small_groups(
-    frame: pd.DataFrame,
-    *,
-    count_column: str = "customers",
-    k: int | None = None,
-    columns: Iterable[str] | None = None,
-    drop: bool = False,
-) -> pd.DataFrame:
-    """Hide the figures of groups smaller than ``k`` customers.
-
-    In: one row per group with ``count_column`` (distinct customers in the group). Out: a copy
-    with a boolean ``suppressed`` column; on suppressed rows ``count_column`` and ``columns``
-    (default: every numeric column) are empty. With ``drop`` those rows are removed instead.
-    Group labels (the non-numeric columns) are kept so a reader sees that a group exists.
-    """
-    k = min_group_size(k)
-    out = frame.copy()
-    small = pd.to_numeric(out[count_column], errors="coerce").fillna(0) < k
-    if drop:
-        return out.loc[~small].assign(suppressed=False).reset_index(drop=True)
-    cols = list(columns) if columns is not None else [
-        c for c in out.columns if pd.api.types.is_numeric_dtype(out[c]) and not pd.api.types.is_bool_dtype(out[c])
-    ]
-    if count_column not in cols:
-        cols.append(count_column)
-    for c in cols:
-        if small.any():
-            out[c] = out[c].astype("Float64") if pd.api.types.is_numeric_dtype(out[c]) else out[c].astype(object)
-            out.loc[small, c] = pd.NA
-    out["suppressed"] = small.to_numpy()
-    return out
 
 
 def hides_small_groups(role: str | None) -> bool:
@@ -394,14 +359,6 @@ def consented_customers(conn: Connection) -> set[str]:
     )  # grouped on the rows' integer key; the ids are joined on the (smaller) result
     q = sa.select(im.c.cx_id).select_from(keys.join(im, im.c.cx_key == keys.c.cx_key))
     return set(conn.execute(q).scalars())
-
-
-def marketing_export(conn: Connection, frame: pd.DataFrame, *, cx_column: str = "cx_id") -> tuple[pd.DataFrame, str]:
-    """Only the rows of customers who consented to marketing, and a sentence saying what the
-    export holds (how many were left out for lack of consent)."""
-    out, left_out = keep_consented(frame, consented_customers(conn), cx_column=cx_column)
-    note = (f"{len(out):,} customers with marketing consent; {left_out:,} without consent were left out.")
-    return out, note
 
 
 def describe_export(

@@ -56,21 +56,12 @@ def test_every_other_role_sees_masks(role):
 GROUPS = pd.DataFrame({"segment": ["a", "b", "c"], "customers": [3, 10, 25], "churn_rate": [1.0, 0.2, 0.12]})
 
 
-def test_groups_under_k_customers_lose_their_figures_but_keep_their_label():
-    out = privacy.suppress_small_groups(GROUPS, count_column="customers")
-    assert out["suppressed"].tolist() == [True, False, False]
-    assert pd.isna(out.loc[0, "customers"]) and pd.isna(out.loc[0, "churn_rate"])
-    assert out.loc[0, "segment"] == "a"
-    assert out.loc[1, "customers"] == 10 and out.loc[2, "churn_rate"] == pytest.approx(0.12)
-
-
-def test_k_comes_from_the_environment_and_drop_removes_rows(monkeypatch):
+def test_k_comes_from_the_environment(monkeypatch):
     monkeypatch.setenv("CXDASH_MIN_GROUP_SIZE", "11")
     assert privacy.min_group_size() == 11
-    out = privacy.suppress_small_groups(GROUPS, count_column="customers", drop=True)
-    assert out["segment"].tolist() == ["c"]
+    assert privacy.small_groups(GROUPS, privacy.min_group_size()).shown["segment"].tolist() == ["c"]
     monkeypatch.setenv("CXDASH_MIN_GROUP_SIZE", "3")
-    assert not privacy.suppress_small_groups(GROUPS, count_column="customers")["suppressed"].any()
+    assert privacy.small_groups(GROUPS, privacy.min_group_size()).shown["segment"].tolist() == ["a", "b", "c"]
     monkeypatch.setenv("CXDASH_MIN_GROUP_SIZE", "ten")
     assert privacy.min_group_size() == privacy.DEFAULT_MIN_GROUP_SIZE
 
@@ -156,9 +147,9 @@ def test_only_customers_who_said_yes_everywhere_are_in_a_marketing_export(store,
     with store.connect() as conn:
         assert privacy.consented_customers(conn) == {"C1", "C5"}
         frame = pd.DataFrame({"cx_id": ["C1", "C2", "C3", "C4", "C5"], "risk": [0.1, 0.2, 0.3, 0.4, 0.5]})
-        out, note = privacy.marketing_export(conn, frame)
+        out, left_out = privacy.keep_consented(frame, privacy.consented_customers(conn))
     assert out["cx_id"].tolist() == ["C1", "C5"]
-    assert note == "2 customers with marketing consent; 3 without consent were left out."
+    assert left_out == 3
 
 
 def test_the_salt_comes_from_the_environment_else_a_private_generated_file(tmp_path, monkeypatch):

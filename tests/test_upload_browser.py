@@ -204,8 +204,19 @@ def test_a_usage_log_is_offered_its_link_and_loads_under_its_department(empty_ap
     page.close()
 
 
-def test_the_data_health_page_reports_the_uploaded_source(empty_app, artifacts, public_data):
-    """Needs the public extracts the earlier tests of this module upload (skips without ../shared)."""
+def test_the_data_health_page_reports_a_loaded_source(empty_app, artifacts, tmp_path):
+    """Loads its own small extract (through the same ingest path), so it needs no earlier test."""
+    from cxdash.ingest import ingest_file
+    from cxdash.mapping import Mapping
+
+    crm = tmp_path / "health_crm.csv"
+    crm.write_text("id,email,signup\n" + "".join(f"H{i},h{i}@example.com,2024-02-{i + 1:02d}\n" for i in range(17)))
+    store = open_store(empty_app["db"], create=False)
+    try:
+        ingest_file(store, crm, source="health_crm", mapping=Mapping.from_dict(
+            {"kind": "customers", "columns": {"customer_id": "id", "email": "email", "signup_date": "signup"}}))
+    finally:
+        store.dispose()
     page = empty_app["browser"].new_page(viewport={"width": 1400, "height": 1100})
     page.goto(f"{empty_app['app']}/data_health", wait_until="networkidle")
     sign_in(page)
@@ -214,5 +225,5 @@ def test_the_data_health_page_reports_the_uploaded_source(empty_app, artifacts, 
     page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)
     page.wait_for_timeout(3000)
     page.screenshot(path=str(artifacts / "data_health.png"), full_page=True)
-    assert "wa_fn_usec_telco_customer_churn" in page.content()
+    assert "health_crm" in page.content()
     page.close()
