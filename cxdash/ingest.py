@@ -17,6 +17,7 @@ import itertools
 import json
 import logging
 import queue
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -659,7 +660,20 @@ def _repeats_in_load(
     return _duplicate_report(result, [keys], int(total), header, sample)
 
 
-def ingest_file(
+def ingest_file(store: Store, path: str | Path, **options) -> IngestResult:
+    """Validate ``path`` and load it as ``source`` in one transaction (see ``_ingest_file`` for the
+    options). An Excel workbook is read through a CSV copy of its first sheet in a private
+    temporary folder, removed afterwards whatever happens: no copy of the data stays on disk."""
+    csv_path = as_csv(path)
+    try:
+        options["display_name"] = options.get("display_name") or Path(path).name
+        return _ingest_file(store, csv_path, **options)
+    finally:
+        if csv_path != Path(path):
+            shutil.rmtree(csv_path.parent, ignore_errors=True)
+
+
+def _ingest_file(
     store: Store,
     path: str | Path,
     *,
@@ -696,7 +710,6 @@ def ingest_file(
     if mode not in MODES:
         raise IngestError(f"mode must be one of {MODES}, not {mode!r}")
     name = display_name or Path(path).name
-    path = as_csv(path)
     if not source or not source.strip():
         raise IngestError("a source name is required (for example 'crm' or 'helpdesk')")
     fmt: FileFormat = sniff_format(path)

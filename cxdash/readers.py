@@ -10,6 +10,8 @@ import codecs
 import csv
 import gzip
 import io
+import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -358,8 +360,9 @@ def _first_ragged_line(path: Path, fmt: FileFormat, n_cols: int, max_lines: int 
     return None
 
 
-def as_csv(path: str | Path) -> Path:
-    """The file itself, or for an Excel workbook its first sheet written beside it as CSV.
+def as_csv(path: str | Path, out_dir: str | Path | None = None) -> Path:
+    """The file itself, or for an Excel workbook its first sheet written as CSV into ``out_dir``
+    (default: a new private temporary folder, never beside the input; the caller removes it).
 
     The sheet is streamed row by row (openpyxl read-only mode), so a large workbook is not held
     in memory; dates become ISO text and numbers keep their full precision.
@@ -371,10 +374,13 @@ def as_csv(path: str | Path) -> Path:
         from openpyxl import load_workbook
     except ImportError as exc:  # pragma: no cover - openpyxl is a pinned dependency
         raise ExtractError(f"{path.name}: reading Excel needs openpyxl; export the sheet as CSV instead.") from exc
-    out = path.with_name(path.name + ".csv")
+    folder = Path(out_dir) if out_dir is not None else Path(tempfile.mkdtemp(prefix="cxdash-sheet-"))
+    out = folder / (path.name + ".csv")
     try:
         book = load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # zip or XML errors: not a workbook
+        if out_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
         raise ExtractError(
             f"{path.name}: not a readable Excel workbook ({type(exc).__name__}). Export the sheet as CSV."
         ) from exc
@@ -384,6 +390,12 @@ def as_csv(path: str | Path) -> Path:
             writer = csv.writer(fh)
             for row in sheet.iter_rows(values_only=True):
                 writer.writerow(["" if v is None else (v.isoformat(sep=" ") if hasattr(v, "isoformat") else v) for v in row])
+    except BaseException:
+        if out_dir is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            out.unlink(missing_ok=True)
+        raise
     finally:
         book.close()
     return out

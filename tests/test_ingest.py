@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -211,7 +212,14 @@ def test_an_excel_workbook_loads_through_the_same_path(store, tmp_path):
     p = tmp_path / "export.xlsx"
     book.save(p)
     m = Mapping("events", {"customer_id": "Kunde", "timestamp": "Zeit", "activity": "Aktion"})
-    assert ingest_file(store, p, source="app", mapping=m).rows_loaded == 2
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*"))
+    result = ingest_file(store, p, source="app", mapping=m)
+    assert result.rows_loaded == 2 and result.file_name == "export.xlsx"
+    # the sheet's CSV copy is gone: nothing beside the input, nothing left in the temp folder
+    assert not (tmp_path / "export.xlsx.csv").exists()
+    assert set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*")) == before
     got = rows(store, "events")
     assert [pd.Timestamp(t) for t in got["timestamp"]] == [pd.Timestamp("2024-03-01 09:30"), pd.Timestamp("2024-03-02 17:05")]
 
@@ -219,5 +227,9 @@ def test_an_excel_workbook_loads_through_the_same_path(store, tmp_path):
 def test_a_corrupt_workbook_gets_a_clear_message(store, tmp_path):
     p = tmp_path / "broken.xlsx"
     p.write_bytes(b"PK\x03\x04 not really a zip")
+    import tempfile
+
+    before = set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*"))
     with pytest.raises(ExtractError, match="not a readable Excel workbook"):
         ingest_file(store, p, source="app", kind="events")
+    assert set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*")) == before

@@ -129,3 +129,23 @@ def test_no_sql_text_is_built_from_strings_in_the_package():
     out = subprocess.run([str(ruff), "check", "--select", "S608", "--no-cache", "cxdash", "pages", "app.py"],
                          cwd=REPO, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout
+
+
+def test_uploads_abandoned_for_a_day_are_swept_when_the_next_file_is_staged(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from cxdash.ui import ops
+
+    monkeypatch.setattr(ops, "UPLOAD_DIR", tmp_path / "uploads")
+    old, fresh = tmp_path / "uploads" / "old", tmp_path / "uploads" / "fresh"
+    for folder in (old, fresh):
+        folder.mkdir(parents=True)
+        (folder / "export.csv").write_text("CustomerID,Email\nC1,a@example.com\n")
+    day_ago = time.time() - ops.STALE_UPLOAD_S - 60
+    os.utime(old, (day_ago, day_ago))
+    up = io.BytesIO(b"CustomerID,Email\nC2,b@example.com\n")
+    up.name = "next.csv"
+    staged = ops.stage_upload(up)
+    left = {p.name for p in (tmp_path / "uploads").iterdir()}
+    assert "old" not in left and "fresh" in left and staged.path.parent.name in left

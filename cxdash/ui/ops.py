@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,8 +65,28 @@ def _safe_name(name: str) -> str:
     return f"{stem[:110]}.{ext[:9]}" if dot and stem and len(ext) <= 9 else base[:120]
 
 
+STALE_UPLOAD_S = 24 * 3600  # a staged file nobody loaded or discarded for a day was abandoned
+
+
+def sweep_stale_uploads(now: float | None = None) -> int:
+    """Remove staged uploads older than ``STALE_UPLOAD_S`` (a closed tab never discards its file;
+    a refused one may have been left too): no copy of an extract stays on disk. Returns how many."""
+    now = time.time() if now is None else now
+    gone = 0
+    for folder in UPLOAD_DIR.glob("*") if UPLOAD_DIR.is_dir() else ():
+        try:
+            if folder.is_dir() and now - folder.stat().st_mtime > STALE_UPLOAD_S:
+                shutil.rmtree(folder, ignore_errors=True)
+                gone += 1
+        except FileNotFoundError:  # another session swept it first
+            continue
+    return gone
+
+
 def stage_upload(uploaded) -> StagedFile:
-    """Copy a Streamlit UploadedFile to a private folder under data/uploads and sniff it."""
+    """Copy a Streamlit UploadedFile to a private folder under data/uploads and sniff it (and
+    sweep the uploads abandoned there first)."""
+    sweep_stale_uploads()
     folder = UPLOAD_DIR / uuid.uuid4().hex
     folder.mkdir(parents=True, exist_ok=True)
     name = _safe_name(uploaded.name)
@@ -77,7 +98,7 @@ def stage_upload(uploaded) -> StagedFile:
             while block := uploaded.read(4 << 20):
                 digest.update(block)
                 out.write(block)
-        path = as_csv(path)
+        path = as_csv(path, out_dir=folder)  # inside the staged folder, removed with it
         fmt = sniff_format(path)
         header = read_header(path, fmt)
         # The same first block the load judges the mapping on (iter_chunks reads whole blocks).
