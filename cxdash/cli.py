@@ -245,6 +245,8 @@ def cmd_hotspots(args) -> int:
           f"{'95% CI':>13} {'p (BH)':>9}  significant")
 
     def share(part: int, whole: int, rate) -> str:
+        if not whole:  # an empty group: no rate, and "0 of 0" would read as one
+            return "-"
         return f"{part:,} of {whole:,}" + ("" if rate is None else f" ({rate:.1%})")
 
     for r in records:
@@ -256,7 +258,8 @@ def cmd_hotspots(args) -> int:
             lift, ci = f"{r['lift']:.2f}", f"{r['ci_low']:.2f}-{r['ci_high']:.2f}"
         p = "-" if r["p_adjusted"] is None else f"{r['p_adjusted']:.3g}"
         print(f"{r['hotspot']:24} {r['customers']:>9,} {hit:>22} {base:>24} {lift:>6} {ci:>13} {p:>9}  "
-              f"{'yes' if r['significant'] else 'no'}" + (f"  ({r['why']})" if r["why"] else ""))
+              f"{'yes' if r['significant'] else ('no' if r['p_adjusted'] is not None else 'not tested')}"
+              + (f"  ({r['why']})" if r["why"] else ""))
     print(note or f"{significant} of {tested} hotspots tested are significant: more churn among customers who hit "
                   f"them, Fisher's exact test, p-values adjusted by Benjamini-Hochberg across the {tested} tested, "
                   f"adjusted p < {ALPHA}.")

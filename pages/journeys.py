@@ -52,7 +52,7 @@ c1.metric("Customers with journeys", f"{int(node_frame['customers'].max()) if le
 c2.metric("Transitions", f"{int(edges['count'].sum()):,}", help="Directly-follows pairs after the filters.")
 c3.metric("Activities", f"{len(node_frame):,}")
 significant, significant_help = ju.significance_metric(spots_k.shown)
-c4.metric("Significant friction hotspots (BH-adjusted)", significant, help=significant_help)
+c4.metric("Significant hotspots (BH)", significant, help=significant_help)
 churnview.caption()
 
 st.subheader("Journey map")

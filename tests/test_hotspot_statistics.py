@@ -297,7 +297,7 @@ def _page(url: str, monkeypatch):
 
 def test_the_page_on_a_complaints_log_says_in_words_why_hotspots_have_no_lift(complaints, monkeypatch):
     at = _page(complaints, monkeypatch)
-    metric = next(m for m in at.metric if m.label.startswith("Significant friction hotspots"))
+    metric = next(m for m in at.metric if m.label.startswith("Significant hotspots"))
     assert metric.value == "n/a"
     notes = [i.value for i in at.info]
     assert any(n.startswith("No churn data: hotspots are ranked by customers touched; lift needs churned and "
@@ -310,7 +310,7 @@ def test_the_page_on_a_complaints_log_says_in_words_why_hotspots_have_no_lift(co
 
 def test_the_page_counts_significant_hotspots_of_those_tested_with_counts_beside_rates(labelled, monkeypatch):
     at = _page(labelled, monkeypatch)
-    metric = next(m for m in at.metric if m.label == "Significant friction hotspots (BH-adjusted)")
+    metric = next(m for m in at.metric if m.label == "Significant hotspots (BH)")
     n1, a, n0, c = _expected_table(TRANSFERRED)
     p = fisher_exact([[a, n1 - a], [c, n0 - c]]).pvalue
     n1r, ar, n0r, cr = _expected_table(REPEATERS)

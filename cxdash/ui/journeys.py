@@ -341,9 +341,10 @@ def significance_metric(spots: pd.DataFrame) -> tuple[str, str]:
         note = ranking_note(spots) or "No friction moments found."
         return "n/a", note + " No hotspot could be tested."
     return (f"{significant} of {tested} tested",
-            "Hotspots with more churn among the customers who hit them than among those who never did: lift above 1 "
-            f"and a p-value below 0.05 (Fisher's exact test) after the Benjamini–Hochberg adjustment across the "
-            f"{tested} hotspots tested, which keeps chance findings out when many hotspots are ranked at once.")
+            "BH: p-values adjusted by Benjamini–Hochberg. Hotspots with more churn among the customers who hit them "
+            "than among those who never did: lift above 1 and a p-value below 0.05 (Fisher's exact test) after the "
+            f"Benjamini–Hochberg adjustment across the {tested} hotspots tested, which keeps chance findings out when "
+            "many hotspots are ranked at once.")
 
 
 def hotspot_caption(spots: pd.DataFrame) -> str:
@@ -365,6 +366,16 @@ def money(value: float) -> str:
     from cxdash.ui.formatting import money as _money
 
     return _money(float(value))
+
+
+def _verdict(significant, tested, p_adjusted, lift) -> str:
+    if significant:
+        return "yes: more churn"
+    if not tested:
+        return "not tested"
+    if p_adjusted < 0.05 and lift < 1:  # friction that comes with less churn is not a leak, but it is a finding
+        return "no: less churn"
+    return "no"
 
 
 def hotspot_display(spots: pd.DataFrame, owners: dict[str, str] | None = None) -> pd.DataFrame:
@@ -389,12 +400,12 @@ def hotspot_display(spots: pd.DataFrame, owners: dict[str, str] | None = None) -
             "95% CI": ["" if pd.isna(lo) else f"{lo:.2f}–{hi:.2f}"
                        for lo, hi in zip(spots["ci_low"], spots["ci_high"], strict=True)],
             "p (BH-adjusted)": [p_text(p) for p in spots["p_adjusted"]],
-            "significant": ["yes" if sig else ("no" if tested else "not tested")
-                            for sig, tested in zip(spots["significant"], spots["tested"], strict=True)],
-            "no lift because": spots["why"].fillna(""),
-            "excess churned": spots["excess_churned"],
-            "revenue at stake": spots["revenue_at_stake"],
+            "significant": [_verdict(sig, tested, p, lift) for sig, tested, p, lift in zip(
+                spots["significant"], spots["tested"], spots["p_adjusted"], spots["lift"], strict=True)],
         })
+        if spots["why"].fillna("").ne("").any():  # a column of blanks would only push the owners off screen
+            out["no lift because"] = spots["why"].fillna("")
+        out.update({"excess churned": spots["excess_churned"], "revenue at stake": spots["revenue_at_stake"]})
     out.update({
         "leaked by": spots["leaked_department"],
         "absorbed by": spots["absorbed_department"],
