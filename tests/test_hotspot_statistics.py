@@ -322,3 +322,30 @@ def test_the_page_counts_significant_hotspots_of_those_tested_with_counts_beside
     assert table.loc["transferred ticket", "never hit it: churned"] == f"{c} of {n0} ({c / n0:.1%})"
     assert np.isnan(table.loc["repeat contact", "lift"])
     assert table.loc["repeat contact", "no lift because"] == f"no churned customer among the {n1r} hit"
+
+
+def test_a_hotspot_frame_stored_in_the_old_shape_is_not_read_but_computed_again(labelled):
+    from datetime import UTC
+
+    from cxdash import summaries, views
+    from cxdash.overview import data_version
+    from cxdash.store import summaries_table
+
+    old = pd.DataFrame({"hotspot": ["transferred ticket"], "customers": [21], "lift": [75.0], "lift_low": [1.76],
+                        "lift_high": [3191.0]})  # the shape before the statistics were fixed
+    store = open_store(labelled, create=False)
+    try:
+        with store.begin() as conn:
+            version = data_version(conn)
+            for churn_name in (None, "label:crm"):
+                legacy = {"repeat_days": 7, **({"churn": churn_name} if churn_name else {})}
+                conn.execute(summaries_table.insert().values(
+                    name=views.params_key("journeys.hotspots", legacy), data_version=version,
+                    computed_at=datetime.now(UTC).replace(tzinfo=None), seconds=0.0,
+                    payload=summaries._encode(old)))
+        with store.connect() as conn:
+            got = summaries.get(conn, "journeys.hotspots", version, views.hotspots_params(7, "label:crm"))
+    finally:
+        store.dispose()
+    assert list(got.columns) == jr.HOTSPOT_COLUMNS
+    assert got.set_index("hotspot").loc["transferred ticket", "lift"] == pytest.approx((10 / 20) / (6 / 38))
