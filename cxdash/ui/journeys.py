@@ -299,6 +299,11 @@ def p_text(p) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _p_relation(p) -> str:
+    text = p_text(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def lead_sentence(spots: pd.DataFrame, edges: pd.DataFrame) -> str:
     """The page's answer: the biggest leak that holds up statistically, else what the hotspots
     cannot show and the main path."""
@@ -311,7 +316,7 @@ def lead_sentence(spots: pd.DataFrame, edges: pd.DataFrame) -> str:
         return (
             f"The biggest leak is **{top['hotspot']}**: **{int(top['customers']):,} customers** "
             f"({top['customer_share']:.1%}), churn lift **{top['lift']:.2f}** (95% CI {top['ci_low']:.2f}–"
-            f"{top['ci_high']:.2f}, adjusted p {p_text(top['p_adjusted'])}): "
+            f"{top['ci_high']:.2f}, adjusted p {_p_relation(top['p_adjusted'])}): "
             f"{_of(top['churned'], top['customers_judged'], top['churn_rate'])} churned after it vs "
             f"{_of(top['baseline_churned'], top['baseline_customers'], top['baseline_churn_rate'])} of customers "
             f"who never hit it; {route}. Revenue at stake: {money(top['revenue_at_stake'])} a year."
