@@ -204,6 +204,68 @@ def cmd_journeys(args) -> int:
     return 0
 
 
+HOTSPOT_FIELDS = ("hotspot", "customers", "customers_judged", "churned", "churned_before", "churn_rate",
+                  "baseline_customers", "baseline_churned", "baseline_churn_rate", "lift", "ci_low", "ci_high",
+                  "p_value", "p_adjusted", "significant", "why", "leaked_department", "absorbed_department")
+
+
+def _plain(value):
+    """A frame cell as a JSON value: numpy scalars as Python ones, NaN / NA as null."""
+    import pandas as pd
+
+    if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def cmd_hotspots(args) -> int:
+    from cxdash.hotspot_stats import ALPHA, ranking_note, significance_counts
+    from cxdash.journeys import hotspots
+
+    store = _store(args)
+    definition = _churn_in_force(store).definition
+    with store.connect() as conn:
+        frame = hotspots(conn, repeat_days=args.repeat_days, keyed=True, churn=definition)
+    significant, tested = significance_counts(frame)
+    note = ranking_note(frame)
+    records = [{k: _plain(v) for k, v in rec.items()} for rec in frame[list(HOTSPOT_FIELDS)].to_dict("records")]
+    if args.json:
+        print(json.dumps({
+            "churn_definition": definition.name if definition is not None else None,
+            "repeat_days": args.repeat_days, "test": "Fisher's exact, two-sided",
+            "adjustment": "Benjamini-Hochberg", "alpha": ALPHA, "tested": tested, "significant": significant,
+            "note": note, "hotspots": records,
+        }, indent=2))
+        return 0
+    if frame.empty:
+        print("No friction moments found (no tickets, errors or failed payments in the loaded data).")
+        return 0
+    print(f"churn definition: {definition.name if definition is not None else 'none'}")
+    print(f"{'hotspot':24} {'customers':>9} {'hit: churned':>22} {'never hit: churned':>24} {'lift':>6} "
+          f"{'95% CI':>13} {'p (BH)':>9}  significant")
+
+    def share(part: int, whole: int, rate) -> str:
+        if not whole:  # an empty group: no rate, and "0 of 0" would read as one
+            return "-"
+        return f"{part:,} of {whole:,}" + ("" if rate is None else f" ({rate:.1%})")
+
+    for r in records:
+        hit = share(r["churned"], r["customers_judged"], r["churn_rate"])
+        base = share(r["baseline_churned"], r["baseline_customers"], r["baseline_churn_rate"])
+        if r["lift"] is None:
+            lift, ci = "-", "-"
+        else:
+            lift, ci = f"{r['lift']:.2f}", f"{r['ci_low']:.2f}-{r['ci_high']:.2f}"
+        p = "-" if r["p_adjusted"] is None else f"{r['p_adjusted']:.3g}"
+        print(f"{r['hotspot']:24} {r['customers']:>9,} {hit:>22} {base:>24} {lift:>6} {ci:>13} {p:>9}  "
+              f"{'yes' if r['significant'] else ('no' if r['p_adjusted'] is not None else 'not tested')}"
+              + (f"  ({r['why']})" if r["why"] else ""))
+    print(note or f"{significant} of {tested} hotspots tested are significant: more churn among customers who hit "
+                  f"them, Fisher's exact test, p-values adjusted by Benjamini-Hochberg across the {tested} tested, "
+                  f"adjusted p < {ALPHA}.")
+    return 0
+
+
 def _churn_in_force(store):
     """The company's churn definition (or the suggestion when none is chosen)."""
     from cxdash import churn
@@ -444,6 +506,12 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--json", action="store_true", help="print JSON: source, target, count, customers, median_seconds")
     j.add_argument("--min-share", type=float, default=0.0, help="pool edges below this share of transitions")
     j.set_defaults(func=cmd_journeys)
+
+    h = sub.add_parser("hotspots", help="friction hotspots with the churn they come with (counts, lift, "
+                                        "Benjamini-Hochberg-adjusted p), under the churn definition in force")
+    h.add_argument("--json", action="store_true", help="print JSON (NaN as null)")
+    h.add_argument("--repeat-days", type=int, default=7, help="a repeat contact comes within N days (default 7)")
+    h.set_defaults(func=cmd_hotspots)
 
     k = sub.add_parser("kpis", help="the shared KPIs for a period (default: the 90 days to the latest data)")
     k.add_argument("--json", action="store_true", help="print JSON")

@@ -26,6 +26,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cxdash.exporting import FORMULA_PREFIXES
+from cxdash.hotspot_stats import risk_ratio  # the hotspots' lift; kept importable from here
 from cxdash.timeline import timeline
 
 __all__ = [
@@ -1070,8 +1071,9 @@ def customer_outcomes(conn: Connection, *, keyed: bool = False, churn=None) -> s
     """Per customer of the KPI universe: ``case_id`` (cx_id, or the integer cx_key with
     ``keyed=True``), ``churned`` under the churn definition in force (``churn``, a
     ``cxdash.churn.Definition``; default the suggested one), ``churned_at`` (when, NULL for an
-    undated label), ``revenue_12m`` (revenue in the 365 days up to the data's latest date, same
-    rule as the revenue KPI)."""
+    undated label), ``churn_known`` (the definition judges the customer: ``churn.covered``; false
+    for everyone when no definition fits the data), ``revenue_12m`` (revenue in the 365 days up to
+    the data's latest date, same rule as the revenue KPI)."""
     from datetime import timedelta
 
     from cxdash import churn as churn_defs
@@ -1086,8 +1088,10 @@ def customer_outcomes(conn: Connection, *, keyed: bool = False, churn=None) -> s
     if definition is None:
         churned = sa.select(universe.c[by], sa.cast(sa.null(), sa.DateTime).label("churn_at")).where(
             sa.false()).subquery("churned")
+        judged = sa.select(universe.c[by]).where(sa.false()).subquery("judged")
     else:
         churned = churn_defs.churned(conn, definition, now=now, by=by).subquery("churned")
+        judged = churn_defs.covered(conn, definition, by=by).subquery("judged")
     im, tx = customer_keys_table, KIND_TABLES["transactions"]
 
     def per_customer(t: sa.Table, value, name: str, *where) -> sa.Select:
@@ -1107,36 +1111,24 @@ def customer_outcomes(conn: Connection, *, keyed: bool = False, churn=None) -> s
             universe.c[by].label("case_id"),
             is_churned.label("churned"),
             sa.cast(churned.c.churn_at, sa.DateTime).label("churned_at"),
+            # a churned customer is judged by definition, whatever covered() says of them
+            sa.or_(judged.c[by].is_not(None), is_churned).label("churn_known"),
             sa.func.coalesce(rev.c.revenue, 0.0).label("revenue_12m"),
         )
         .select_from(
             universe.outerjoin(churned, churned.c[by] == universe.c[by])
+            .outerjoin(judged, judged.c[by] == universe.c[by])
             .outerjoin(rev, rev.c[by] == universe.c[by])
         )
         .subquery("outcomes")
     )
 
 
-def risk_ratio(a: int, n1: int, c: int, n0: int, z: float = 1.959963984540054) -> tuple[float, float, float]:
-    """Risk ratio (a/n1)/(c/n0) with its 95% confidence interval on the log scale
-    (Katz). Adds 0.5 to every cell when one is zero, so the ratio stays finite."""
-    import math
-
-    if n1 <= 0 or n0 <= 0:
-        return float("nan"), float("nan"), float("nan")
-    b, d = n1 - a, n0 - c
-    if min(a, b, c, d) == 0:
-        a, b, c, d = a + 0.5, b + 0.5, c + 0.5, d + 0.5
-    n1, n0 = a + b, c + d
-    rr = (a / n1) / (c / n0)
-    se = math.sqrt(1 / a - 1 / n1 + 1 / c - 1 / n0)
-    return rr, math.exp(math.log(rr) - z * se), math.exp(math.log(rr) + z * se)
-
-
 HOTSPOT_COLUMNS = [
-    "hotspot", "customers", "moments", "customer_share", "churn_rate", "churn_rate_never", "lift", "lift_low",
-    "lift_high", "excess_churned", "revenue_at_stake", "leaked_department", "absorbed_department", "route_share",
-    "description",
+    "hotspot", "customers", "moments", "customer_share", "customers_judged", "churned", "churned_before",
+    "churn_rate", "baseline_customers", "baseline_churned", "baseline_churn_rate", "lift", "ci_low", "ci_high",
+    "p_value", "p_adjusted", "tested", "significant", "why", "churn_definition", "excess_churned",
+    "revenue_at_stake", "leaked_department", "absorbed_department", "route_share", "description",
 ]
 
 
@@ -1144,35 +1136,55 @@ def hotspots(
     conn: Connection, *, repeat_days: float = 7.0, dead_end_days: float = 30.0, moments: sa.FromClause | None = None,
     keyed: bool = False, churn=None,
 ) -> pd.DataFrame:
-    """Friction hotspots ranked by the churn they come with (under ``churn``, a
-    ``cxdash.churn.Definition``; default the suggested definition).
+    """Friction hotspots with the churn they come with (under ``churn``, a
+    ``cxdash.churn.Definition``; default the suggested definition), ranked by excess churned
+    customers, or by customers touched when churn cannot be compared.
 
-    For each hotspot: ``customers`` touched (of the KPI universe) and ``moments``;
-    ``churn_rate`` = share of touched customers who churned after their first moment;
-    ``churn_rate_never`` = churn among customers who never hit it; ``lift`` = their ratio
-    with a 95% CI (``lift_low``, ``lift_high``); ``excess_churned`` = customers x (churn_rate -
-    churn_rate_never), the ranking key; ``revenue_at_stake`` = last-12-months revenue of
-    touched customers who have not churned (yet); ``leaked_department -> absorbed_department``
-    = the most common route and ``route_share`` its share of the moments. ``keyed`` computes
-    on integer customer keys (the same result, less work on a large store).
+    Out: one row per hotspot, ``HOTSPOT_COLUMNS``: ``customers`` touched (of the KPI universe),
+    ``moments`` and ``customer_share``; the 2x2 table of the comparison: ``customers_judged`` (touched,
+    churn known, not churned before the first moment; ``churned_before`` counts those left out for
+    that), ``churned`` (of them, churned after it), ``baseline_customers`` (never hit it, churn
+    known) and ``baseline_churned``; then the rates, ``lift`` (risk ratio, NaN with a ``why`` when
+    a zero cell or unknown churn leaves none), ``ci_low``/``ci_high`` (95%), ``p_value`` (Fisher,
+    two-sided), ``p_adjusted`` (Benjamini-Hochberg across the hotspots ``tested``), ``significant``
+    and ``churn_definition`` (its name, NA when none): see ``cxdash.hotspot_stats``.
+    ``excess_churned`` = customers_judged x (churn_rate - baseline_churn_rate) is the ranking key;
+    ``revenue_at_stake`` = last-12-months revenue of touched customers who have not churned (yet);
+    ``leaked_department -> absorbed_department`` = the most common route and ``route_share`` its
+    share of the moments. ``keyed`` computes on integer customer keys (the same result, less work
+    on a large store).
     """
+    from cxdash import churn as churn_defs
+    from cxdash.hotspot_stats import hotspot_statistics
+
     m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days,
                                                              keyed=keyed)
-    out = customer_outcomes(conn, keyed=keyed, churn=churn)
+    definition = churn_defs.in_force(conn, churn)
+    out = customer_outcomes(conn, keyed=keyed, churn=definition)
     per_cx = (
         sa.select(m.c.hotspot, m.c.cx_id, sa.func.min(m.c.ts).label("first_ts"), sa.func.count().label("n"))
         .group_by(m.c.hotspot, m.c.cx_id)
         .subquery("per_cx")
     )
-    after = sa.and_(out.c.churned.is_(True), sa.or_(out.c.churned_at.is_(None), out.c.churned_at >= per_cx.c.first_ts))
+    known = out.c.churn_known.is_(True)
+    is_churned = out.c.churned.is_(True)
+    # an undated churn (a snapshot label) cannot be placed before the moment: it counts as after
+    after = sa.and_(known, is_churned, sa.or_(out.c.churned_at.is_(None), out.c.churned_at >= per_cx.c.first_ts))
+    before = sa.and_(known, is_churned, out.c.churned_at < per_cx.c.first_ts)
+
+    def count_if(condition) -> sa.ColumnElement:
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
     stats_q = (
         sa.select(
             per_cx.c.hotspot,
             sa.func.count().label("customers"),
             sa.func.sum(per_cx.c.n).label("moments"),
-            sa.func.sum(sa.case((after, 1), else_=0)).label("churned_after"),
-            sa.func.sum(sa.case((out.c.churned.is_(True), 1), else_=0)).label("churned_any"),
-            sa.func.sum(sa.case((out.c.churned.is_(True), 0.0), else_=out.c.revenue_12m)).label("revenue_at_stake"),
+            count_if(known).label("known"),
+            count_if(after).label("churned"),
+            count_if(before).label("churned_before"),
+            count_if(sa.and_(known, is_churned)).label("churned_any"),
+            sa.func.sum(sa.case((is_churned, 0.0), else_=out.c.revenue_12m)).label("revenue_at_stake"),
         )
         .select_from(per_cx.join(out, out.c.case_id == per_cx.c.cx_id))
         .group_by(per_cx.c.hotspot)
@@ -1195,35 +1207,25 @@ def hotspots(
         .join(ranked, sa.and_(ranked.c.hotspot == stats_q.c.hotspot, ranked.c.rk == 1))
         .order_by(stats_q.c.hotspot)
     )
-    stats = _frame(conn, q, ["hotspot", "customers", "moments", "churned_after", "churned_any", "revenue_at_stake",
-                             "leaked_department", "absorbed_department", "route_share"])
-    total, total_churned = conn.execute(
-        sa.select(sa.func.count(), sa.func.sum(sa.case((out.c.churned.is_(True), 1), else_=0)))
+    stats = _frame(conn, q, ["hotspot", "customers", "moments", "known", "churned", "churned_before", "churned_any",
+                             "revenue_at_stake", "leaked_department", "absorbed_department", "route_share"])
+    total, total_known, total_churned = conn.execute(
+        sa.select(sa.func.count(), count_if(known), count_if(sa.and_(known, is_churned)))
     ).one()
-    total, total_churned = int(total or 0), int(total_churned or 0)
+    total, total_known, total_churned = int(total or 0), int(total_known or 0), int(total_churned or 0)
     if stats.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in HOTSPOT_COLUMNS})
-    stats = _numeric(stats, ints=("customers", "moments", "churned_after", "churned_any"),
-                     floats=("revenue_at_stake",))
-    rows = []
-    for r in stats.itertuples(index=False):
-        n0 = total - r.customers
-        c0 = total_churned - r.churned_any
-        rr, lo, hi = risk_ratio(r.churned_after, r.customers, c0, n0)
-        p1 = r.churned_after / r.customers if r.customers else float("nan")
-        p0 = c0 / n0 if n0 else float("nan")
-        rows.append({
-            "hotspot": r.hotspot, "customers": r.customers, "moments": r.moments,
-            "customer_share": r.customers / total if total else float("nan"),
-            "churn_rate": p1, "churn_rate_never": p0, "lift": rr, "lift_low": lo, "lift_high": hi,
-            "excess_churned": r.customers * (p1 - p0), "revenue_at_stake": r.revenue_at_stake,
-            "leaked_department": r.leaked_department, "absorbed_department": r.absorbed_department,
-            "route_share": float(r.route_share),
-        })
-    frame = pd.DataFrame(rows)
+    stats = _numeric(stats, ints=("customers", "moments", "known", "churned", "churned_before", "churned_any"),
+                     floats=("revenue_at_stake", "route_share"))
+    stats["customer_share"] = stats["customers"] / total if total else float("nan")
+    stats["customers_judged"] = stats["known"] - stats["churned_before"]
+    stats["baseline_customers"] = total_known - stats["known"]
+    stats["baseline_churned"] = total_churned - stats["churned_any"]
+    frame = hotspot_statistics(stats, churn_definition=definition.name if definition is not None else None)
     frame["description"] = frame["hotspot"].map(HOTSPOT_DESCRIPTIONS).fillna("")
+    # the name breaks ties: the same order every run; no comparable churn (NaN) ranks by reach
     frame = frame.sort_values(["excess_churned", "customers", "hotspot"], ascending=[False, False, True],
-                              ignore_index=True, kind="stable")  # the name breaks ties: the same order every run
+                              na_position="last", ignore_index=True, kind="stable")
     for col in ("hotspot", "leaked_department", "absorbed_department", "description"):
         frame[col] = frame[col].astype("string")
     return frame[HOTSPOT_COLUMNS]

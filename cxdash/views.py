@@ -189,8 +189,14 @@ def hotspot_params(hotspot: str, repeat_days: int, churn: str | None = None) -> 
     return _churn({"hotspot": hotspot, "repeat_days": int(repeat_days)}, churn)
 
 
+# The hotspot frame's shape (cxdash.journeys.HOTSPOT_COLUMNS). Part of its stored name, so a frame
+# stored by an older version of the code is not found and is computed again; raise it whenever
+# the columns or their meaning change.
+HOTSPOTS_SHAPE = 2
+
+
 def hotspots_params(repeat_days: int, churn: str | None = None) -> dict:
-    return _churn({"repeat_days": int(repeat_days)}, churn)
+    return _churn({"repeat_days": int(repeat_days), "shape": HOTSPOTS_SHAPE}, churn)
 
 
 # The page's journeys run on the keyed log (integer customer keys: no join of every step to the
@@ -222,7 +228,7 @@ def _paths(conn, filters, anchor, direction, steps):
     return fn(conn, _log(), anchor, steps=steps, spec=_spec(filters))
 
 
-def _hotspots(conn, repeat_days, churn=None):
+def _hotspots(conn, repeat_days, churn=None, shape=HOTSPOTS_SHAPE):
     return jr.hotspots(conn, repeat_days=repeat_days, keyed=True, churn=_definition(churn))
 
 

@@ -51,9 +51,8 @@ c1.metric("Customers with journeys", f"{int(node_frame['customers'].max()) if le
           help="Identified customers with at least one step (the largest activity reach).")
 c2.metric("Transitions", f"{int(edges['count'].sum()):,}", help="Directly-follows pairs after the filters.")
 c3.metric("Activities", f"{len(node_frame):,}")
-c4.metric("Friction hotspots with lift > 1",
-          f"{int((spots_k.shown['lift_low'] > 1).sum()) if len(spots) else 0} of {len(spots_k.shown)}",
-          help="Hotspots whose 95% confidence interval of churn lift lies above 1.")
+significant, significant_help = ju.significance_metric(spots_k.shown)
+c4.metric("Significant hotspots (BH)", significant, help=significant_help)
 churnview.caption()
 
 st.subheader("Journey map")
@@ -86,9 +85,12 @@ else:
 
 st.subheader("Friction hotspots")
 if len(spots):
-    st.caption("Ranked by excess churned customers: customers touched × (churn after the moment − churn of "
-               "customers who never hit it). Red bars: lift above 1 with 95% confidence.")
-    st.plotly_chart(ju.hotspot_chart(spots_k.shown), width="stretch", key="journeys_hotspot_chart")
+    note = ju.ranking_note(spots)
+    if note:  # nothing to compare churn on: say so instead of showing lifts
+        st.info(note, icon=":material/help:")
+    else:
+        st.caption(ju.hotspot_caption(spots_k.shown))
+        st.plotly_chart(ju.hotspot_chart(spots_k.shown), width="stretch", key="journeys_hotspot_chart")
     st.dataframe(
         spots_k.blank(ju.hotspot_display(spots, ju.department_owners()),
                       keep=("hotspot", "leaked by", "absorbed by", "who to call", "what it is")),
@@ -96,9 +98,14 @@ if len(spots):
         column_config={
             "customers": st.column_config.NumberColumn(format="localized"),
             "share of customers": st.column_config.NumberColumn(format="%.1f%%"),
-            "churn after": st.column_config.NumberColumn(format="%.1f%%"),
-            "churn never hit": st.column_config.NumberColumn(format="%.1f%%"),
-            "lift": st.column_config.NumberColumn(format="%.2f"),
+            "churned after it": st.column_config.TextColumn(
+                help="Customers who hit it, churn known, churned after their first moment of it, of those judged"),
+            "never hit it: churned": st.column_config.TextColumn(
+                help="Customers who never hit it, churn known: how many churned"),
+            "lift": st.column_config.NumberColumn(format="%.2f", help="Churn rate of those who hit it ÷ churn rate "
+                                                  "of those who never did; blank when a group has no churned customer"),
+            "p (BH-adjusted)": st.column_config.TextColumn(
+                help="Fisher's exact test, two-sided, adjusted by Benjamini–Hochberg across the hotspots tested"),
             "excess churned": st.column_config.NumberColumn(format="%.0f"),
             "revenue at stake": st.column_config.NumberColumn(format="localized",
                                                                help="12-month revenue of touched customers "

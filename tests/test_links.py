@@ -387,8 +387,11 @@ def test_who_to_call_names_the_owner_of_the_department_that_leaked():
 
     spots = pd.DataFrame({
         "hotspot": ["repeat contact", "dead end"], "customers": [3, 2], "customer_share": [0.3, 0.2],
-        "churn_rate": [0.5, 0.5], "churn_rate_never": [0.1, 0.1], "lift": [5.0, 5.0], "lift_low": [1.0, 1.0],
-        "lift_high": [9.0, 9.0], "excess_churned": [1.2, 0.8], "revenue_at_stake": [0.0, 0.0],
+        "customers_judged": [3, 2], "churned": [2, 1], "churn_rate": [2 / 3, 0.5], "baseline_customers": [7, 8],
+        "baseline_churned": [1, 1], "baseline_churn_rate": [1 / 7, 1 / 8], "lift": [5.0, 5.0], "ci_low": [1.0, 1.0],
+        "ci_high": [9.0, 9.0], "p_adjusted": [0.2, 0.2], "tested": [True, True], "significant": [False, False],
+        "why": ["", ""], "churn_definition": ["subscriptions", "subscriptions"], "excess_churned": [1.2, 0.8],
+        "revenue_at_stake": [0.0, 0.0],
         "leaked_department": ["support", "product"], "absorbed_department": ["support", "(none)"],
         "description": ["", ""],
     })

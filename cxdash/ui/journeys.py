@@ -13,6 +13,7 @@ import streamlit as st
 from cxdash import journeys as jr
 from cxdash import privacy, views
 from cxdash.config import database_url
+from cxdash.hotspot_stats import ranking_note, significance_counts
 from cxdash.ui import data, disclosure
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
@@ -285,27 +286,85 @@ def duration(seconds) -> str:
     return f"{s / 86400:.1f} days"
 
 
+def _of(part, whole, rate) -> str:
+    """``"12 of 340 (3.5%)"``; empty when the group is empty."""
+    if whole is None or pd.isna(whole) or int(whole) == 0:
+        return ""
+    return f"{int(part):,} of {int(whole):,} ({float(rate):.1%})"
+
+
+def p_text(p) -> str:
+    if p is None or pd.isna(p):
+        return ""
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _p_relation(p) -> str:
+    text = p_text(p)
+    return text if text.startswith("<") else f"= {text}"
+
+
 def lead_sentence(spots: pd.DataFrame, edges: pd.DataFrame) -> str:
-    """The page's answer: the biggest leak, or (without churn data) the main path."""
-    if len(spots) and spots["lift"].notna().any() and (spots["excess_churned"] > 0).any():
-        top = spots.iloc[0]
+    """The page's answer: the biggest leak that holds up statistically, else what the hotspots
+    cannot show and the main path."""
+    significant, tested = significance_counts(spots)
+    if significant:
+        top = spots[spots["significant"].astype(bool)].iloc[0]
         route = f"{top['leaked_department']}'s step leaked them"
         if top["absorbed_department"] and top["absorbed_department"] != jr.NONE:
             route += f", {top['absorbed_department']} absorbed them"
         return (
             f"The biggest leak is **{top['hotspot']}**: **{int(top['customers']):,} customers** "
-            f"({top['customer_share']:.1%}), churn lift **{top['lift']:.2f}** (95% CI {top['lift_low']:.2f}–"
-            f"{top['lift_high']:.2f}): {top['churn_rate']:.0%} churned after it vs {top['churn_rate_never']:.0%} of "
-            f"customers who never hit it; {route}. Revenue at stake: {money(top['revenue_at_stake'])} a year."
+            f"({top['customer_share']:.1%}), churn lift **{top['lift']:.2f}** (95% CI {top['ci_low']:.2f}–"
+            f"{top['ci_high']:.2f}, adjusted p {_p_relation(top['p_adjusted'])}): "
+            f"{_of(top['churned'], top['customers_judged'], top['churn_rate'])} churned after it vs "
+            f"{_of(top['baseline_churned'], top['baseline_customers'], top['baseline_churn_rate'])} of customers "
+            f"who never hit it; {route}. Revenue at stake: {money(top['revenue_at_stake'])} a year."
+        )
+    if tested:
+        most = spots.sort_values(["customers", "hotspot"], ascending=[False, True]).iloc[0]
+        return (
+            f"No friction hotspot comes with significantly more churn: none of the {tested} tested has a lift above 1 "
+            f"with a Benjamini–Hochberg-adjusted p below 0.05. The most common is **{most['hotspot']}** "
+            f"({int(most['customers']):,} customers, {most['customer_share']:.1%})."
         )
     if len(edges):
         top = edges.iloc[0]
+        why = ranking_note(spots) or "No churn data is loaded, so friction is not ranked by churn."
         return (
             f"The most travelled step is **{top['source']} → {top['target']}**: {int(top['count']):,} times by "
             f"{int(top['customers']):,} customers ({top['customer_share']:.0%}), median {duration(top['median_seconds'])}"
-            " between them. No churn data is loaded, so friction is not ranked by churn."
+            f" between them. {why}"
         )
     return "No journeys yet: load extracts with customer identifiers and timestamps."
+
+
+def significance_metric(spots: pd.DataFrame) -> tuple[str, str]:
+    """The headline figure on significant hotspots and its help text: ``(value, help)``."""
+    significant, tested = significance_counts(spots)
+    if not tested:
+        note = ranking_note(spots) or "No friction moments found."
+        return "n/a", note + " No hotspot could be tested."
+    return (f"{significant} of {tested} tested",
+            "BH: p-values adjusted by Benjamini–Hochberg. Hotspots with more churn among the customers who hit them "
+            "than among those who never did: lift above 1 and a p-value below 0.05 (Fisher's exact test) after the "
+            f"Benjamini–Hochberg adjustment across the {tested} hotspots tested, which keeps chance findings out when "
+            "many hotspots are ranked at once.")
+
+
+def hotspot_caption(spots: pd.DataFrame) -> str:
+    """What the hotspot chart and table show, in words (the test, the adjustment, what is not drawn)."""
+    significant, tested = significance_counts(spots)
+    text = ("Ranked by excess churned customers: customers judged × (churn after the moment − churn of customers who "
+            "never hit it). Lift = churn rate of those who hit it ÷ churn rate of those who never did (95% CI); "
+            f"p from Fisher's exact test (two-sided), adjusted by Benjamini–Hochberg across the {tested} hotspots "
+            "tested. Red: significantly more churn (adjusted p < 0.05, lift > 1); green: significantly less; grey: "
+            "not significant.")
+    missing = spots[spots["lift"].isna()]
+    if len(missing):
+        text += " No lift, so not drawn: " + "; ".join(
+            f"{h} ({w})" for h, w in zip(missing["hotspot"], missing["why"], strict=True)) + "."
+    return text
 
 
 def money(value: float) -> str:
@@ -314,25 +373,51 @@ def money(value: float) -> str:
     return _money(float(value))
 
 
+def _verdict(significant, tested, p_adjusted, lift) -> str:
+    if significant:
+        return "yes: more churn"
+    if not tested:
+        return "not tested"
+    if p_adjusted < 0.05 and lift < 1:  # friction that comes with less churn is not a leak, but it is a finding
+        return "no: less churn"
+    return "no"
+
+
 def hotspot_display(spots: pd.DataFrame, owners: dict[str, str] | None = None) -> pd.DataFrame:
-    """The hotspot table as shown; ``owners`` (department -> owner) fills "who to call" for the
+    """The hotspot table as shown: counts beside every rate, the lift with its interval and the
+    adjusted p, and in words why a hotspot has no lift. Without any churn data the churn columns
+    are left out (the page says why). ``owners`` (department -> owner) fills "who to call" for the
     department that leaked the customers, the department itself where no source names an owner."""
     owners = owners or {}
-    return pd.DataFrame({
+    churn_known = bool(spots["churn_definition"].notna().any()) if len(spots) else False
+    out = {
         "hotspot": spots["hotspot"],
         "customers": spots["customers"],
         "share of customers": spots["customer_share"] * 100,
-        "churn after": spots["churn_rate"] * 100,
-        "churn never hit": spots["churn_rate_never"] * 100,
-        "lift": spots["lift"],
-        "95% CI": [f"{lo:.2f}–{hi:.2f}" for lo, hi in zip(spots["lift_low"], spots["lift_high"], strict=True)],
-        "excess churned": spots["excess_churned"],
-        "revenue at stake": spots["revenue_at_stake"],
+    }
+    if churn_known:
+        out.update({
+            "churned after it": [_of(a, n, r) for a, n, r in
+                                 zip(spots["churned"], spots["customers_judged"], spots["churn_rate"], strict=True)],
+            "never hit it: churned": [_of(c, n, r) for c, n, r in zip(
+                spots["baseline_churned"], spots["baseline_customers"], spots["baseline_churn_rate"], strict=True)],
+            "lift": spots["lift"],
+            "95% CI": ["" if pd.isna(lo) else f"{lo:.2f}–{hi:.2f}"
+                       for lo, hi in zip(spots["ci_low"], spots["ci_high"], strict=True)],
+            "p (BH-adjusted)": [p_text(p) for p in spots["p_adjusted"]],
+            "significant": [_verdict(sig, tested, p, lift) for sig, tested, p, lift in zip(
+                spots["significant"], spots["tested"], spots["p_adjusted"], spots["lift"], strict=True)],
+        })
+        if spots["why"].fillna("").ne("").any():  # a column of blanks would only push the owners off screen
+            out["no lift because"] = spots["why"].fillna("")
+        out.update({"excess churned": spots["excess_churned"], "revenue at stake": spots["revenue_at_stake"]})
+    out.update({
         "leaked by": spots["leaked_department"],
         "absorbed by": spots["absorbed_department"],
         "who to call": [owners.get(d, d) for d in spots["leaked_department"]],
         "what it is": spots["description"],
     })
+    return pd.DataFrame(out)
 
 
 def edge_labels(edges: pd.DataFrame, limit: int = 60) -> list[str]:
@@ -435,16 +520,26 @@ def sankey(links: pd.DataFrame, anchor: str, max_links: int = 60) -> go.Figure:
 
 @memoised_figure
 def hotspot_chart(spots: pd.DataFrame) -> go.Figure:
-    s = spots.iloc[::-1]
-    err_hi = (s["lift_high"] - s["lift"]).tolist()
-    err_lo = (s["lift"] - s["lift_low"]).tolist()
-    colours = ["#dc2626" if lo > 1 else ("#16a34a" if hi < 1 else "#94a3b8")
-               for lo, hi in zip(s["lift_low"], s["lift_high"], strict=True)]
+    """Each hotspot's lift with its 95% interval, for the hotspots that have one (the caption
+    names the others): red when significantly above 1, green when significantly below, else grey."""
+    s = spots[spots["lift"].notna()].iloc[::-1]
+    err_hi = (s["ci_high"] - s["lift"]).tolist()
+    err_lo = (s["lift"] - s["ci_low"]).tolist()
+    below = (s["p_adjusted"] < 0.05) & (s["lift"] < 1)
+    colours = ["#dc2626" if sig else ("#16a34a" if low else "#94a3b8")
+               for sig, low in zip(s["significant"].astype(bool), below, strict=True)]
+    hover = [f"{h}: lift {lift:.2f} (95% CI {lo:.2f}–{hi:.2f}), adjusted p {p_text(p)}<br>"
+             f"hit it: {_of(a, n1, r1)} churned; never hit it: {_of(c, n0, r0)}"
+             for h, lift, lo, hi, p, a, n1, r1, c, n0, r0 in zip(
+                 s["hotspot"], s["lift"], s["ci_low"], s["ci_high"], s["p_adjusted"], s["churned"],
+                 s["customers_judged"], s["churn_rate"], s["baseline_churned"], s["baseline_customers"],
+                 s["baseline_churn_rate"], strict=True)]
     fig = go.Figure(go.Bar(
         x=s["lift"], y=s["hotspot"], orientation="h", marker_color=colours,
         error_x=dict(type="data", array=err_hi, arrayminus=err_lo, color="#334155"),
-        text=[f"{c:,} customers" for c in s["customers"]], textposition="inside", insidetextanchor="start",
-        hovertemplate="%{y}: lift %{x:.2f}<extra></extra>",
+        text=[f"{a:,} of {n:,} churned" for a, n in zip(s["churned"], s["customers_judged"], strict=True)],
+        textposition="inside", insidetextanchor="start",
+        customdata=hover, hovertemplate="%{customdata}<extra></extra>",
     ))
     fig.add_vline(x=1, line_dash="dash", line_color="#64748b")
     fig.update_layout(height=90 + 42 * len(s), margin=dict(l=10, r=10, t=30, b=10),
