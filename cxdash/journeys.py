@@ -55,7 +55,9 @@ __all__ = [
     "neutralise_cell",
     "risk_ratio",
     "journey_log",
+    "journey_customers",
     "activity_counts",
+    "first_positions",
     "activity_nodes",
     "paths_from",
     "paths_to",
@@ -565,6 +567,38 @@ def activity_counts(conn: Connection, events: sa.FromClause, spec: LogSpec | Non
         .order_by(sa.func.count().desc(), log.c.activity)
     )
     return _numeric(_frame(conn, q, ["activity", "count"]), ints=("count",))
+
+
+def journey_customers(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> int:
+    """How many distinct cases (customers) have at least one step in the log after ``spec``'s
+    noise controls. None of those controls removes a customer (top N pools activities into
+    ``(other)``, collapsing keeps each run's first step), so this is every case with a step."""
+    log = prepare_log(events, spec, **keys)
+    return int(conn.execute(sa.select(sa.func.count(sa.distinct(log.c.case_id)))).scalar() or 0)
+
+
+def first_positions(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
+    """Where in their journeys customers first reach each activity.
+
+    Out: ``activity, customers`` (cases reaching it), ``median_first_position`` (the median,
+    over those cases, of the 1-based position of the case's first step with that activity, in
+    the journey's step order), sorted by that median, then most customers first, then name.
+    Used to put a funnel's steps in the order customers take them rather than by frequency.
+    """
+    p = _positions(prepare_log(events, spec, **keys))
+    first = (
+        sa.select(p.c.case_id, p.c.activity, sa.func.min(p.c.pos).label("first_pos"))
+        .group_by(p.c.case_id, p.c.activity)
+        .subquery("first_pos")
+    )
+    median = _median(first.c.first_pos)
+    q = (
+        sa.select(first.c.activity, sa.func.count().label("customers"), median.label("median_first_position"))
+        .group_by(first.c.activity)
+        .order_by(median, sa.func.count().desc(), first.c.activity)
+    )
+    return _numeric(_frame(conn, q, ["activity", "customers", "median_first_position"]), ints=("customers",),
+                    floats=("median_first_position",))
 
 
 def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
