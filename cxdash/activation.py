@@ -149,6 +149,9 @@ def at_risk(
                                         "department", "action", "reasons_json", "status", "actor", "updated_at"])
     frame["reasons"] = frame.pop("reasons_json").map(lambda t: json.loads(t) if t else [])
     frame["status"] = frame["status"].fillna("open")
+    # value is NULL when no basis is known (cxdash.features.value_basis): NaN, not None, so it stays numeric
+    for col in ("risk", "value", "priority"):
+        frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
     return frame
 
 

@@ -19,7 +19,7 @@ from cxdash.churn import Definition, churned
 from cxdash.features import INTENT_SIGNALS, data_as_of
 from cxdash.kinds import IDENTITY_FIELDS
 from cxdash.store import KIND_TABLES, customer_keys_table, identity_map_table
-from cxdash.timeline import timeline
+from cxdash.timeline import step_order, timeline
 
 __all__ = [
     "find_customers",
@@ -144,12 +144,13 @@ def churn_status(conn: Connection, cx_id: str, definition: Definition | None) ->
 
 
 def customer_timeline(conn: Connection, cx_id: str, *, limit: int = 200) -> pd.DataFrame:
-    """The customer's steps across departments, newest first: ``ts, activity, department, channel, source, value``."""
+    """The customer's steps across departments, newest first (steps at the same time in the files' order,
+    reversed): ``ts, activity, department, channel, source, value``."""
     tl = timeline()
     rows = conn.execute(
         sa.select(tl.c.ts, tl.c.activity, tl.c.department, tl.c.channel, tl.c.source, tl.c.value)
         .where(tl.c.cx_id == cx_id)
-        .order_by(tl.c.ts.desc())
+        .order_by(*step_order(tl, descending=True))  # same-time steps: the files' order, reversed
         .limit(limit)
     ).fetchall()
     return pd.DataFrame(rows, columns=["ts", "activity", "department", "channel", "source", "value"])

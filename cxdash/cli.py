@@ -365,7 +365,9 @@ def cmd_score(args) -> int:
         store_scores(store, model)
         frame = at_risk(store, only_top_decile=False, limit=args.top)
     records = [
-        {"customer_id": r.customer_id, "risk": float(r.risk), "value": float(r.value), "priority": float(r.priority),
+        # value is unknown (None) when neither transactions nor subscription MRR are loaded
+        {"customer_id": r.customer_id, "risk": float(r.risk), "value": None if r.value != r.value or r.value is None
+         else float(r.value), "priority": float(r.priority),
          "department": r.department, "action": r.action,
          "reasons": [{k: x[k] for k in ("label", "department", "action", "detail")} for x in r.reasons]}
         for r in frame.itertuples()

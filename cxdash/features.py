@@ -40,11 +40,13 @@ __all__ = [
     "MISSING_CATEGORY",
     "Sample",
     "SnapshotReader",
+    "VALUE_BASES",
     "attribute_columns",
     "churned_between",
     "customer_features",
     "data_as_of",
     "identifier_like",
+    "value_basis",
     "labelled_features",
     "parse_label",
 ]
@@ -89,8 +91,10 @@ class LabelError(ValueError):
 @dataclass
 class FeatureFrame:
     """A feature snapshot: ``frame`` is indexed by ``cx_id`` and holds ``customer_id`` (as the
-    source gave it), the ``numeric`` and ``categorical`` feature columns, ``value`` (revenue in
-    the year before the cutoff) and ``label`` (float 0/1, NaN when unknown)."""
+    source gave it), the ``numeric`` and ``categorical`` feature columns, ``value`` (what the
+    customer is worth a year, by ``value_basis``: revenue in the year before the cutoff, else 12
+    × the MRR live at the cutoff; NaN when neither is known) and ``label`` (float 0/1, NaN when
+    unknown)."""
 
     frame: pd.DataFrame
     numeric: list[str]
@@ -101,6 +105,25 @@ class FeatureFrame:
     @property
     def features(self) -> list[str]:
         return [*self.numeric, *self.categorical]
+
+
+# What a customer's ``value`` is, by basis (``value_basis``), in words for the pages.
+VALUE_BASES = {
+    "revenue": "value = revenue in the last 12 months",
+    "mrr": "value = 12 × MRR of live subscriptions (no transactions loaded)",
+}
+
+
+def value_basis(conn: Connection) -> str | None:
+    """Where customers' value comes from: ``"revenue"`` when transactions are loaded (last 12
+    months' revenue), else ``"mrr"`` when subscriptions carry an MRR (12 × the MRR live at the
+    cutoff), else None (unknown). One basis for every customer, so values compare."""
+    if _has_rows(conn, "transactions"):
+        return "revenue"
+    u = KIND_TABLES["subscriptions"]
+    if conn.execute(sa.select(sa.literal(1)).where(u.c.mrr.is_not(None)).limit(1)).first() is not None:
+        return "mrr"
+    return None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -516,6 +539,7 @@ class SnapshotReader:
         # keyed by the integer cx_key: a snapshot joins the kinds' results on it
         self.crm = _crm(conn, source).reset_index().set_index("cx_key")
         self.loaded = {k: _has_rows(conn, k) for k in ("events", "tickets", "transactions", "subscriptions")}
+        self.value_basis = value_basis(conn)
         self.crm_features = pd.DataFrame(index=self.crm.index)
         self.crm_numeric: list[str] = []
         self.crm_categorical: list[str] = []
@@ -541,6 +565,16 @@ class SnapshotReader:
         if not self.crm.empty:
             return int((self.signup.isna() | (self.signup < pd.Timestamp(cutoff))).sum())
         return int(self.conn.execute(sa.select(sa.func.count()).select_from(customer_keys_table)).scalar() or 0)
+
+
+def _value(frame: pd.DataFrame, basis: str | None) -> pd.Series:
+    """Each customer's value on ``basis`` (see ``value_basis``); a customer without revenue or a
+    live subscription is worth 0, and every value is NaN when the basis is unknown."""
+    if basis == "revenue" and "revenue_365d" in frame:
+        return frame["revenue_365d"].astype(float).fillna(0.0)
+    if basis == "mrr" and "mrr" in frame:
+        return 12.0 * frame["mrr"].astype(float).fillna(0.0)
+    return pd.Series(np.nan, index=frame.index, dtype="float64")
 
 
 def _snapshot(reader: SnapshotReader, cutoff: datetime, horizon_days: float | None,
@@ -659,8 +693,7 @@ def _snapshot(reader: SnapshotReader, cutoff: datetime, horizon_days: float | No
         frame["resolution_hours_avg"] = frame["resolution_s_avg"].astype(float) / 3600
         numeric.append("resolution_hours_avg")
 
-    value = frame["revenue_365d"] if "revenue_365d" in frame else pd.Series(np.nan, index=frame.index)
-    frame["value"] = value.astype(float).fillna(0.0)
+    frame["value"] = _value(frame, reader.value_basis)
     frame["label"] = np.nan
     if horizon_days is not None and churn_at is not None:
         when = churn_at.reindex(frame.index)
@@ -733,9 +766,11 @@ def labelled_features(conn: Connection, *, label_column: str = "churn_label", so
         extra = [c for c in base.numeric if c not in frame]
         frame = frame.join(base.frame[extra])
         numeric += extra
-        frame["value"] = base.frame["value"].reindex(frame.index).fillna(0.0)
+        value = base.frame["value"].reindex(frame.index)
+        # a customer missing from the snapshot is worth 0 on a known basis; no basis stays unknown
+        frame["value"] = value if value_basis(conn) is None else value.fillna(0.0)
     else:
-        frame["value"] = 0.0
+        frame["value"] = np.nan
     frame["label"] = label
     # a constant column tells the model nothing
     numeric = [n for n in dict.fromkeys(numeric) if frame[n].nunique(dropna=True) > 1]

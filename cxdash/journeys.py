@@ -12,8 +12,11 @@ SQLAlchemy Core (window functions ``LEAD``/``LAG``/``ROW_NUMBER``, ``percentile_
 WITHIN GROUP``, ``EXTRACT(EPOCH FROM ...)``), so the same code gives the same numbers on
 DuckDB and PostgreSQL; only the small aggregated result comes back as a frame.
 
-Steps of one case that share a timestamp are ordered by ``order_key`` when given, else by
-activity name, so results are deterministic.
+Steps of one case that share a timestamp keep the order of the files they came from, as pm4py's
+stable sort does: the store's journey log carries each step's load, line and step within the
+line (``cxdash.timeline.STEP_ORDER``) and every ordering here sorts by time, then those. Another
+log can name its own ``order_key``; without one, ties fall back to the activity name, so results
+are deterministic.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from sqlalchemy.engine import Connection
 
 from cxdash.exporting import FORMULA_PREFIXES
 from cxdash.hotspot_stats import risk_ratio  # the hotspots' lift; kept importable from here
-from cxdash.timeline import timeline
+from cxdash.timeline import STEP_ORDER, step_order, timeline
 
 __all__ = [
     "OTHER",
@@ -53,7 +56,9 @@ __all__ = [
     "neutralise_cell",
     "risk_ratio",
     "journey_log",
+    "journey_customers",
     "activity_counts",
+    "first_positions",
     "activity_nodes",
     "paths_from",
     "paths_to",
@@ -72,17 +77,19 @@ END = "(end)"
 def journey_log(*, known_only: bool = False, keyed: bool = False) -> sa.Subquery:
     """The store's journeys: the unified timeline restricted to identified customers.
 
-    Out columns: ``cx_id, ts, activity, department, channel, kind, value`` (see ``timeline``).
+    Out columns: ``cx_id, ts, activity, department, channel, kind, value`` and the tie order
+    ``load_id, row_number, row_step`` (see ``timeline``).
     With ``keyed=True`` the case is the integer ``cx_key`` instead of ``cx_id`` (pass
     ``KEYED`` as the spec's keys): the same journeys without joining every step to the
     customer table, and windows that sort integers. Results naming cases then hold keys;
     ``case_names()`` turns them back into ``cx_id``.
     """
     case = "cx_key" if keyed else "cx_id"
-    tl = timeline((case, "ts", "activity", "department", "channel", "kind", "value", *(("known",) if known_only else ())))
+    tl = timeline((case, "ts", "activity", "department", "channel", "kind", "value", *STEP_ORDER,
+                   *(("known",) if known_only else ())))
     q = sa.select(
         tl.c[case], tl.c.ts, tl.c.activity, sa.func.coalesce(tl.c.department, "unknown").label("department"),
-        tl.c.channel, tl.c.kind, tl.c.value,
+        tl.c.channel, tl.c.kind, tl.c.value, *(tl.c[name] for name in STEP_ORDER),
     ).where(tl.c[case].is_not(None), tl.c.activity.is_not(None))
     if known_only:
         q = q.where(tl.c.known.is_(True))
@@ -94,6 +101,9 @@ class LogSpec:
     """Which columns of an event log hold the case, activity, time (and optionally department),
     and the noise controls applied before any discovery.
 
+    ``order_key`` names the column(s) that order steps at the same time (the file's order);
+    left at None it is the journey log's ``load_id, row_number, row_step`` when the log has
+    them, else none (ties then go by activity name); ``()`` asks for no order key.
     ``rename`` maps activity names to new names (several to one groups them);
     ``by_department`` replaces each activity by its department; ``top_n`` keeps the N most
     frequent activities and puts the rest in ``(other)``; ``collapse_repeats`` drops a step
@@ -104,7 +114,7 @@ class LogSpec:
     activity_key: str = "activity"
     timestamp_key: str = "ts"
     department_key: str | None = None
-    order_key: str | None = None
+    order_key: str | tuple[str, ...] | None = None
     rename: Mapping[str, str] = field(default_factory=dict)
     by_department: bool = False
     top_n: int | None = None
@@ -154,9 +164,9 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
     """The event log in standard columns with the noise controls applied.
 
     In: ``events`` with the columns named in ``spec`` (or keyword overrides such as
-    ``case_key="case:concept:name"``). Out (a subquery): ``case_id, activity, ts, department``
-    and, when ``order_key`` is given, ``tiebreak``; one row per step; rows without case,
-    activity or time are dropped.
+    ``case_key="case:concept:name"``). Out (a CTE): ``case_id, activity, ts, department``
+    and one ``tiebreak_<i>`` column per order key column (see ``LogSpec.order_key``); one row
+    per step; rows without case, activity or time are dropped.
     """
     s = _spec(spec, **keys)
     c = events.c
@@ -173,7 +183,7 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
         activity = department
     # Without an order key there is no tiebreak column: a constant in every window's ORDER BY
     # still costs a comparison in the sort. The key keeps its own type (numbers sort as numbers).
-    tiebreak = [c[s.order_key].label("tiebreak")] if s.order_key else []
+    tiebreak = [c[name].label(f"tiebreak_{i}") for i, name in enumerate(_order_keys(s, events), start=1)]
     base = (
         sa.select(
             case_id.label("case_id"),
@@ -200,11 +210,22 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
     return log
 
 
+def _order_keys(spec: LogSpec, events: sa.FromClause) -> tuple[str, ...]:
+    """The columns of ``events`` that order a case's steps at the same time (see ``LogSpec``)."""
+    if spec.order_key is None:
+        return STEP_ORDER if all(name in events.c for name in STEP_ORDER) else ()
+    return (spec.order_key,) if isinstance(spec.order_key, str) else tuple(spec.order_key)
+
+
+def _tiebreaks(log: sa.FromClause) -> tuple:
+    """A prepared log's order key columns (``tiebreak_1``, ``tiebreak_2``...), in order."""
+    return tuple(col for col in log.c if col.key.startswith("tiebreak_"))
+
+
 def _step_order(log: sa.FromClause, activity=None) -> tuple:
-    """How the steps of one case are ordered: time, then the order key when there is one, then
-    the activity (its name, or its code, which sorts the same way)."""
-    tiebreak = (log.c.tiebreak,) if "tiebreak" in log.c else ()
-    return (log.c.ts, *tiebreak, log.c.activity if activity is None else activity)
+    """How the steps of one case are ordered: time, then the order key (the files' order) when
+    there is one, then the activity (its name, or its code, which sorts the same way)."""
+    return (log.c.ts, *_tiebreaks(log), log.c.activity if activity is None else activity)
 
 
 def _drop_repeats(log: sa.FromClause, key: str, order: tuple, name: str) -> sa.CTE:
@@ -298,9 +319,8 @@ def _coded_steps(events: sa.FromClause, spec: LogSpec | None, keys) -> tuple[sa.
         mapping.c.activity, mapping.c.name, sa.func.dense_rank().over(order_by=mapping.c.name).label("code")
     ).cte("activity_codes")
     codes = sa.select(dictionary.c.name.label("activity"), dictionary.c.code).distinct().cte("code_names")
-    tiebreak = (log.c.tiebreak,) if "tiebreak" in log.c else ()
     coded = (
-        sa.select(log.c.case_id, dictionary.c.code, log.c.ts, *tiebreak)
+        sa.select(log.c.case_id, dictionary.c.code, log.c.ts, *_tiebreaks(log))
         .select_from(log.join(dictionary, dictionary.c.activity == log.c.activity))
         .cte("coded_log")
     )
@@ -550,6 +570,38 @@ def activity_counts(conn: Connection, events: sa.FromClause, spec: LogSpec | Non
     return _numeric(_frame(conn, q, ["activity", "count"]), ints=("count",))
 
 
+def journey_customers(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> int:
+    """How many distinct cases (customers) have at least one step in the log after ``spec``'s
+    noise controls. None of those controls removes a customer (top N pools activities into
+    ``(other)``, collapsing keeps each run's first step), so this is every case with a step."""
+    log = prepare_log(events, spec, **keys)
+    return int(conn.execute(sa.select(sa.func.count(sa.distinct(log.c.case_id)))).scalar() or 0)
+
+
+def first_positions(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
+    """Where in their journeys customers first reach each activity.
+
+    Out: ``activity, customers`` (cases reaching it), ``median_first_position`` (the median,
+    over those cases, of the 1-based position of the case's first step with that activity, in
+    the journey's step order), sorted by that median, then most customers first, then name.
+    Used to put a funnel's steps in the order customers take them rather than by frequency.
+    """
+    p = _positions(prepare_log(events, spec, **keys))
+    first = (
+        sa.select(p.c.case_id, p.c.activity, sa.func.min(p.c.pos).label("first_pos"))
+        .group_by(p.c.case_id, p.c.activity)
+        .subquery("first_pos")
+    )
+    median = _median(first.c.first_pos)
+    q = (
+        sa.select(first.c.activity, sa.func.count().label("customers"), median.label("median_first_position"))
+        .group_by(first.c.activity)
+        .order_by(median, sa.func.count().desc(), first.c.activity)
+    )
+    return _numeric(_frame(conn, q, ["activity", "customers", "median_first_position"]), ints=("customers",),
+                    floats=("median_first_position",))
+
+
 def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
     """Who hands the customer to whom: transitions whose two steps belong to different departments.
 
@@ -571,9 +623,8 @@ def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | N
     depts = sa.select(
         log.c.department, sa.func.dense_rank().over(order_by=log.c.department).label("code")
     ).distinct().cte("handoff_departments")
-    tiebreak = (log.c.tiebreak,) if "tiebreak" in log.c else ()
     coded = (
-        sa.select(log.c.case_id, log.c.ts, *tiebreak, acts.c.code, depts.c.code.label("dept"))
+        sa.select(log.c.case_id, log.c.ts, *_tiebreaks(log), acts.c.code, depts.c.code.label("dept"))
         .select_from(log.join(acts, acts.c.activity == log.c.activity).join(depts, depts.c.department == log.c.department))
         .cte("handoff_log")
     )
@@ -780,7 +831,9 @@ def funnel(
     **keys,
 ) -> pd.DataFrame:
     """An ordered funnel: each case enters at its first ``steps[0]`` and converts through step
-    k when it does ``steps[k]`` after step k-1 and within ``window_days`` of entering.
+    k when it does ``steps[k]`` after step k-1 and within ``window_days`` of entering. "After"
+    is by the journey's step order (time, then the files' order), so a step logged at the same
+    second but on a later line still follows.
 
     ``segments`` (optional selectable ``case_id, segment``) breaks the funnel down by segment.
     Out: one row per (segment, step): ``segment`` ("all" without segments), ``step`` (1-based),
@@ -790,10 +843,12 @@ def funnel(
     """
     if not steps:
         raise ValueError("funnel() needs at least one step, e.g. steps=['checkout', 'purchase']")
-    log = prepare_log(events, spec, **keys)
+    log = _positions(prepare_log(events, spec, **keys))
     window_s = window_days * 86400.0
+    # Within a case time never decreases with the position, so the earliest qualifying position
+    # and the earliest qualifying time belong to the same step.
     entry = (
-        sa.select(log.c.case_id, sa.func.min(log.c.ts).label("t1"))
+        sa.select(log.c.case_id, sa.func.min(log.c.pos).label("p1"), sa.func.min(log.c.ts).label("t1"))
         .where(log.c.activity == steps[0])
         .group_by(log.c.case_id)
         .subquery("f1")
@@ -801,13 +856,13 @@ def funnel(
     reached = [entry]
     prev = entry
     for k, name in enumerate(steps[1:], start=2):
-        prev_ts = prev.c[f"t{k - 1}"]
         nxt = (
-            sa.select(prev.c.case_id, prev.c.t1, sa.func.min(log.c.ts).label(f"t{k}"))
+            sa.select(prev.c.case_id, prev.c.t1, sa.func.min(log.c.pos).label(f"p{k}"),
+                      sa.func.min(log.c.ts).label(f"t{k}"))
             .select_from(prev.join(log, log.c.case_id == prev.c.case_id))
             .where(
                 log.c.activity == name,
-                log.c.ts > prev_ts,
+                log.c.pos > prev.c[f"p{k - 1}"],
                 _epoch(log.c.ts) - _epoch(prev.c.t1) <= window_s,
             )
             .group_by(prev.c.case_id, prev.c.t1)
@@ -1035,7 +1090,7 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
     parts.append(_with_absorber(moments(waits, "waits"), contacts, repeat_days))
 
     # rework and dead ends, from each step's neighbours
-    w = dict(partition_by=jl.c.cx_id, order_by=(jl.c.ts, jl.c.activity))
+    w = dict(partition_by=jl.c.cx_id, order_by=(*step_order(jl), jl.c.activity))
     seq = (
         sa.select(
             jl.c.cx_id, jl.c.ts, jl.c.activity, jl.c.department,
@@ -1320,12 +1375,13 @@ def hotspot_customers(
 
 
 def customer_journey(conn: Connection, cx_id: str, *, limit: int = 500) -> pd.DataFrame:
-    """One customer's timeline, oldest first: ``ts, activity, department, channel, value``."""
+    """One customer's timeline, oldest first (steps at the same time in the files' order):
+    ``ts, activity, department, channel, value``."""
     jl = journey_log()
     q = (
         sa.select(jl.c.ts, jl.c.activity, jl.c.department, jl.c.channel, jl.c.value)
         .where(jl.c.cx_id == cx_id)
-        .order_by(jl.c.ts, jl.c.activity)
+        .order_by(*step_order(jl), jl.c.activity)
         .limit(limit)
     )
     return _numeric(_frame(conn, q, ["ts", "activity", "department", "channel", "value"]), floats=("value",))

@@ -95,7 +95,8 @@ def _computations() -> dict[str, Callable[..., object]]:
 LANDING = ("source_summary", "activity_by_month", "churn_candidates", "headline", "null_rates", "stitch_coverage", "coverage",
            "source_stats", "source_latency", "consented_customers", "filter_options")
 VIEWS = ("executive.report", "executive.trends", "executive.cohorts", "executive.conflicts",
-         "journeys.hotspots", "journeys.dfg", "journeys.nodes", "journeys.activities", "journeys.paths",
+         "journeys.hotspots", "journeys.dfg", "journeys.nodes", "journeys.customers", "journeys.activities",
+         "journeys.positions", "journeys.paths",
          "journeys.variants", "journeys.funnel", "journeys.handoffs", "journeys.hotspot_customers",
          "journeys.edge_customers")
 SUMMARIES = LANDING + VIEWS

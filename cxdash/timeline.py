@@ -14,7 +14,13 @@ source      the source the row came from
 kind        the source kind
 value       amount or value where the step has one
 cx_key      the customer's integer key (``customer_keys.cx_key``): count and group on this
+load_id     the load that stored the row (loads are numbered in the order they ran)
+row_number  the line of the file the row was read from
+row_step    0 for a row's first step, 1 for its second (a ticket's closing, a subscription's end)
 ==========  =================================================================
+
+Steps at the same time keep the order of the files: ``STEP_ORDER`` (``load_id, row_number,
+row_step``) after ``ts`` is the order pm4py's stable sort gives a log read from those files.
 """
 
 from __future__ import annotations
@@ -25,9 +31,14 @@ import sqlalchemy as sa
 
 from cxdash.store import KIND_TABLES, customer_keys_table, sources_table
 
-__all__ = ["FAILED_PAYMENT_STATUSES", "TIMELINE_COLUMNS", "TIMELINE_TIME_COLUMNS", "timeline"]
+__all__ = ["FAILED_PAYMENT_STATUSES", "STEP_ORDER", "TIMELINE_COLUMNS", "TIMELINE_TIME_COLUMNS", "step_order",
+           "timeline"]
 
-TIMELINE_COLUMNS = ("cx_id", "known", "ts", "activity", "department", "channel", "source", "kind", "value", "cx_key")
+TIMELINE_COLUMNS = ("cx_id", "known", "ts", "activity", "department", "channel", "source", "kind", "value", "cx_key",
+                    "load_id", "row_number", "row_step")
+# How steps at the same time are ordered: as the files held them (load, then line, then the
+# row's first step before its second).
+STEP_ORDER = ("load_id", "row_number", "row_step")
 # (kind, time column) of every timeline step: a query that needs only "who did anything when"
 # reads these columns directly, with the rows' integer customer key, instead of the whole timeline.
 TIMELINE_TIME_COLUMNS = (
@@ -39,7 +50,8 @@ TIMELINE_TIME_COLUMNS = (
 FAILED_PAYMENT_STATUSES = ("failed", "declined", "error", "payment_failed", "rejected")
 
 
-def _part(kind: str, ts, activity, *, columns=TIMELINE_COLUMNS, channel=None, value=None, department=None) -> sa.Select:
+def _part(kind: str, ts, activity, *, columns=TIMELINE_COLUMNS, channel=None, value=None, department=None,
+          step: int = 0) -> sa.Select:
     t = KIND_TABLES[kind]
     im = customer_keys_table
     s = sources_table
@@ -55,6 +67,9 @@ def _part(kind: str, ts, activity, *, columns=TIMELINE_COLUMNS, channel=None, va
         "kind": lambda: sa.literal(kind, sa.String),
         "value": lambda: sa.cast(value if value is not None else sa.null(), sa.Double),
         "cx_key": lambda: t.c.cx_key,
+        "load_id": lambda: t.c.load_id,
+        "row_number": lambda: t.c.row_number,
+        "row_step": lambda: sa.literal(step, sa.Integer),
     }
     joined = t.join(s, s.c.name == t.c.source)
     if {"cx_id", "known"} & set(columns):
@@ -82,19 +97,28 @@ def timeline(columns: tuple[str, ...] = TIMELINE_COLUMNS) -> sa.Subquery:
         part("customers", c.c.signup_date, sa.literal("signup")),
         part("events", e.c.timestamp, e.c.activity, channel=e.c.channel, value=e.c.value, department=e.c.department),
         part("tickets", k.c.opened_at, sa.literal("contact: ") + topic, channel=k.c.channel, department=k.c.department),
-        part("tickets", k.c.closed_at, sa.literal("resolved: ") + topic, channel=k.c.channel, department=k.c.department),
+        part("tickets", k.c.closed_at, sa.literal("resolved: ") + topic, channel=k.c.channel, department=k.c.department,
+             step=1),
         part("transactions", x.c.timestamp, tx_activity, value=x.c.amount),
         part("subscriptions", u.c.start, sa.literal("subscription started"), value=u.c.mrr),
-        part("subscriptions", u.c.end, sa.literal("subscription ended"), value=u.c.mrr),
+        part("subscriptions", u.c.end, sa.literal("subscription ended"), value=u.c.mrr, step=1),
         part("opportunities", o.c.created_at, sa.literal("opportunity created"), value=o.c.amount),
         part(
             "opportunities",
             o.c.closed_at,
             sa.literal("opportunity ") + sa.func.coalesce(sa.func.lower(o.c.stage), "closed"),
             value=o.c.amount,
+            step=1,
         ),
         # a churn record, and the date a CRM's churn label carries: the journey's last step
         part("churn", ch.c.churned_at, sa.literal("churned")),
-        part("customers", c.c.churned_at, sa.literal("churned")),
+        part("customers", c.c.churned_at, sa.literal("churned"), step=1),
     ]
     return sa.union_all(*parts).subquery("timeline")
+
+
+def step_order(steps: sa.FromClause, *, descending: bool = False) -> tuple:
+    """The ORDER BY of timeline steps (``steps`` has ``ts`` and the ``STEP_ORDER`` columns): time,
+    then the files' order; ``descending`` for newest first."""
+    cols = (steps.c.ts, *(steps.c[name] for name in STEP_ORDER))
+    return tuple(c.desc() for c in cols) if descending else cols

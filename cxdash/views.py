@@ -223,6 +223,14 @@ def _activities(conn, filters):
     return jr.activity_counts(conn, _log(), _spec(filters))["activity"].tolist()
 
 
+def _customers(conn, filters):
+    return {"customers": jr.journey_customers(conn, _log(), _spec(filters))}
+
+
+def _positions(conn, filters):
+    return jr.first_positions(conn, _log(), _spec(filters))
+
+
 def _paths(conn, filters, anchor, direction, steps):
     fn = jr.paths_to if direction == "before" else jr.paths_from
     return fn(conn, _log(), anchor, steps=steps, spec=_spec(filters))
@@ -255,13 +263,32 @@ def _handoffs(conn):
     return jr.discover_handoffs(conn, _log(), department_key="department", **jr.KEYED)
 
 
-def default_funnel(activities: list[str]) -> list[str]:
-    """A sensible first funnel: the purchase path when the data has one, else the three most
-    frequent activities."""
-    for candidate in (["pricing", "checkout", "purchase"], ["register request", "decide", "pay compensation"]):
+KNOWN_FUNNELS = (["pricing", "checkout", "purchase"], ["register request", "decide", "pay compensation"])
+
+
+def default_funnel(activities: list[str], positions=None) -> list[str]:
+    """A sensible first funnel: a known path (``KNOWN_FUNNELS``, already in its order) when the
+    data has one, else the three most frequent activities (``activities`` comes most frequent
+    first) put in the order customers reach them: by ``positions`` (``journeys.first_positions``:
+    median position of the first occurrence, then reach, then name). A funnel in frequency order
+    would put a frequent late step (cart lines outnumber views) before the steps leading to it.
+    Without ``positions`` the three keep their frequency order."""
+    for candidate in KNOWN_FUNNELS:
         if all(a in activities for a in candidate):
             return candidate
-    return activities[:3]
+    top = activities[:3]
+    if positions is None or not len(positions):
+        return top
+    rank = {a: i for i, a in enumerate(positions["activity"])}
+    return sorted(top, key=lambda a: (rank.get(a, len(rank)), activities.index(a)))
+
+
+def default_funnel_note(activities: list[str], steps: list[str]) -> str:
+    """What the default funnel is, in words, for the page's caption."""
+    if any(steps == candidate for candidate in KNOWN_FUNNELS):
+        return "Default steps: the data's purchase path, in its own order."
+    return ("Default steps: the three most frequent activities, in the order customers first reach them "
+            "(median position of their first occurrence in each journey), not by frequency.")
 
 
 def edge_labels(edges, limit: int = 60) -> list[tuple[str, str]]:
@@ -278,7 +305,9 @@ def _journey_defaults(conn: Connection, computed: dict[str, object], churn: str 
         "journeys.hotspots": hotspots_params(int(d["repeat_days"]), churn),
         "journeys.dfg": map_params(f),
         "journeys.nodes": map_params(f),
+        "journeys.customers": map_params(activity_filters(f)),
         "journeys.activities": map_params(activity_filters(f)),
+        "journeys.positions": map_params(activity_filters(f)),
         "journeys.variants": variants_params(f, d["variant_steps"], False, "", churn),
         "journeys.handoffs": {},
     }
@@ -286,7 +315,7 @@ def _journey_defaults(conn: Connection, computed: dict[str, object], churn: str 
     if activities is not None:
         anchor = d["anchor"] if d["anchor"] in activities or not activities else activities[0]
         out["journeys.paths"] = paths_params(path_filters(f), anchor, d["direction"], d["steps"])
-        steps = default_funnel(activities)
+        steps = default_funnel(activities, computed.get("journeys.positions"))
         if steps:
             out["journeys.funnel"] = funnel_params(steps, d["funnel_days"], False)
     spots = computed.get("journeys.hotspots")
@@ -310,7 +339,9 @@ COMPUTATIONS = {
     "journeys.hotspots": _hotspots,
     "journeys.dfg": _dfg,
     "journeys.nodes": _nodes,
+    "journeys.customers": _customers,
     "journeys.activities": _activities,
+    "journeys.positions": _positions,
     "journeys.paths": _paths,
     "journeys.variants": _variants,
     "journeys.funnel": _funnel,
@@ -323,7 +354,7 @@ COMPUTATIONS = {
 # The default-view results whose values set another view's default parameters.
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "journeys.paths": ("journeys.activities",),
-    "journeys.funnel": ("journeys.activities",),
+    "journeys.funnel": ("journeys.activities", "journeys.positions"),
     "journeys.hotspot_customers": ("journeys.hotspots",),
     "journeys.edge_customers": ("journeys.dfg",),
 }

@@ -27,7 +27,8 @@ frame = risk.at_risk_list(
     top_decile=st.session_state[risk.AT_RISK_TOP_DECILE],
 )
 stats = risk.stats()
-st.markdown(risk.at_risk_sentence(frame, stats))
+basis = risk.customer_value_basis()
+st.markdown(risk.at_risk_sentence(frame, stats, basis))
 churnview.caption()
 churnview.model_mismatch(risk.model_info()["metrics"])
 
@@ -45,7 +46,7 @@ if frame.empty:
 left, right = st.columns([2, 3])
 with left:
     st.subheader("Risk at stake by owning department")
-    st.plotly_chart(risk.department_figure(frame), width="stretch")
+    st.plotly_chart(risk.department_figure(frame, basis), width="stretch")
 with right:
     st.subheader("Act on selected customers")
     st.text_input("Your name", key=risk.AT_RISK_ACTOR, placeholder="who is acting")
@@ -61,9 +62,9 @@ with right:
                         where=b3, show_note=False)
     st.caption(holds)
 
-st.subheader("Customers, highest risk × value first")
+st.subheader("Customers, highest risk × value first" if basis else "Customers, highest risk first")
 event = st.dataframe(
-    risk.at_risk_table(frame),
+    risk.at_risk_table(frame, basis),
     hide_index=True,
     width="stretch",
     key=risk.AT_RISK_TABLE,

@@ -47,8 +47,8 @@ st.markdown(ju.lead_sentence(spots_k.shown, edges_k.shown))
 
 c1, c2, c3, c4 = st.columns(4, border=True)
 node_frame = ju.nodes(filters)
-c1.metric("Customers with journeys", f"{int(node_frame['customers'].max()) if len(node_frame) else 0:,}",
-          help="Identified customers with at least one step (the largest activity reach).")
+c1.metric("Customers with journeys", f"{ju.journey_customers(filters):,}",
+          help="Identified customers with at least one step in the journeys.")
 c2.metric("Transitions", f"{int(edges['count'].sum()):,}", help="Directly-follows pairs after the filters.")
 c3.metric("Activities", f"{len(node_frame):,}")
 significant, significant_help = ju.significance_metric(spots_k.shown)
@@ -172,8 +172,10 @@ with tab_v:
     if variants_k.note:
         st.caption(f"{variants_k.note} A journey so rare can describe one person, so those rows are pooled.")
 with tab_f:
-    default_steps = ju.default_funnel(activities)
+    default_steps, default_note = ju.default_funnel(filters, activities)
     chosen = st.multiselect("Ordered steps", activities, default=default_steps, key=ju.FUNNEL_STEPS + "_list")
+    if chosen == default_steps:
+        st.caption(default_note)
     f1, f2 = st.columns(2)
     days = f1.number_input("Conversion window (days)", 1, 365, key=ju.FUNNEL_DAYS)
     by_segment = f2.toggle("Break down by segment", key="journeys_funnel_segment")

@@ -444,10 +444,12 @@ def demo(demo_store):
 def test_demo_dfg_equals_an_independent_pandas_computation(demo):
     with demo.connect() as conn:
         jl = jr.journey_log()
-        raw = pd.DataFrame(conn.execute(sa.select(jl.c.cx_id, jl.c.activity, jl.c.ts)).all(),
-                           columns=["cx_id", "activity", "ts"])
+        order = ["load_id", "row_number", "row_step"]
+        raw = pd.DataFrame(conn.execute(sa.select(jl.c.cx_id, jl.c.activity, jl.c.ts, *(jl.c[o] for o in order))).all(),
+                           columns=["cx_id", "activity", "ts", *order])
         ours = jr.discover_dfg(conn, jl)
-    raw = raw.sort_values(["cx_id", "ts", "activity"], kind="stable")
+    # steps at the same time keep the files' order (load, line, step of the line)
+    raw = raw.sort_values(["cx_id", "ts", *order], kind="stable")
     g = raw.groupby("cx_id")
     raw["target"] = g["activity"].shift(-1)
     raw["secs"] = (g["ts"].shift(-1) - raw["ts"]).dt.total_seconds()
@@ -462,14 +464,16 @@ def test_demo_dfg_equals_an_independent_pandas_computation(demo):
 
 
 def test_demo_handoffs_equal_an_independent_pandas_computation(demo):
-    """The coded one-window handoffs against the steps in pandas: same order (case, time, activity
-    name), department changes counted with their waits."""
+    """The coded one-window handoffs against the steps in pandas: same order (case, time, then the
+    files' order), department changes counted with their waits."""
     with demo.connect() as conn:
         jl = jr.journey_log()
-        raw = pd.DataFrame(conn.execute(sa.select(jl.c.cx_id, jl.c.activity, jl.c.ts, jl.c.department)).all(),
-                           columns=["cx_id", "activity", "ts", "department"])
+        order = ["load_id", "row_number", "row_step"]
+        raw = pd.DataFrame(conn.execute(sa.select(jl.c.cx_id, jl.c.activity, jl.c.ts, jl.c.department,
+                                                  *(jl.c[o] for o in order))).all(),
+                           columns=["cx_id", "activity", "ts", "department", *order])
         ours = jr.discover_handoffs(conn, jl, department_key="department")
-    raw = raw.sort_values(["cx_id", "ts", "activity"], kind="stable")
+    raw = raw.sort_values(["cx_id", "ts", *order], kind="stable")
     g = raw.groupby("cx_id")
     raw["to"] = g["department"].shift(-1)
     raw["secs"] = (g["ts"].shift(-1) - raw["ts"]).dt.total_seconds()

@@ -205,7 +205,8 @@ def _refuse(name):
 
 PAGE_COMPUTATIONS = {
     "executive.py": ("kpis", ("kpi_report", "kpi_table", "cohort_retention", "conflicts", "predicted_clv")),
-    "journeys.py": ("journeys", ("discover_dfg", "activity_nodes", "activity_counts", "paths_to", "hotspots",
+    "journeys.py": ("journeys", ("discover_dfg", "activity_nodes", "activity_counts", "journey_customers",
+                                 "first_positions", "paths_to", "hotspots",
                                  "discover_variants", "funnel", "discover_handoffs", "hotspot_customers",
                                  "edge_customers")),
 }

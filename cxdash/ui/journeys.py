@@ -136,6 +136,16 @@ def _activities(url: str, version: int, filters: MapFilters) -> list[str]:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
+def _customers(url: str, version: int, filters: MapFilters) -> int:
+    return int(data.view(url, version, "journeys.customers", views.map_params(filters))["customers"])
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _positions(url: str, version: int, filters: MapFilters) -> pd.DataFrame:
+    return data.view(url, version, "journeys.positions", views.map_params(filters))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
 def _paths(url: str, version: int, filters: MapFilters, anchor: str, direction: str, steps: int) -> pd.DataFrame:
     return data.view(url, version, "journeys.paths", views.paths_params(filters, anchor, direction, steps))
 
@@ -195,6 +205,18 @@ def all_activities(filters: MapFilters) -> list[str]:
     """Every activity after rename/department grouping (not cut to top N), most frequent first.
     A plain count (no journey ordering), keyed only on the filters that change the names."""
     return _activities(*_key(), views.activity_filters(filters))
+
+
+def journey_customers(filters: MapFilters) -> int:
+    """Distinct customers with at least one step in the journeys (no filter removes a customer,
+    so it is keyed like the activity picker)."""
+    return _customers(*_key(), views.activity_filters(filters))
+
+
+def default_funnel(filters: MapFilters, activities: list[str]) -> tuple[list[str], str]:
+    """The funnel's default steps and a sentence saying how they were chosen."""
+    steps = views.default_funnel(activities, _positions(*_key(), views.activity_filters(filters)))
+    return steps, views.default_funnel_note(activities, steps)
 
 
 def hotspot_table(repeat_days: int) -> pd.DataFrame:
@@ -578,9 +600,6 @@ def handoff_chart(frame: pd.DataFrame) -> go.Figure:
 
 def filters_as_dict(filters: MapFilters) -> dict:
     return asdict(filters)
-
-
-default_funnel = views.default_funnel
 
 
 def funnel_display(frame: pd.DataFrame) -> pd.DataFrame:

@@ -13,7 +13,7 @@ from cxdash import activation, card
 from cxdash import model as churn
 from cxdash.churn import Definition
 from cxdash.config import database_url
-from cxdash.features import AGE_CAP_DAYS, data_as_of
+from cxdash.features import AGE_CAP_DAYS, VALUE_BASES, data_as_of, value_basis
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
@@ -186,6 +186,18 @@ def stats() -> dict:
     return _stats(database_url(), data.version(), _list_version())
 
 
+@st.cache_data(show_spinner=False, max_entries=4)
+def _value_basis(url: str, version: int) -> str | None:
+    with data.store().connect() as conn:
+        return value_basis(conn)
+
+
+def customer_value_basis() -> str | None:
+    """Where the list's value comes from (``cxdash.features.value_basis``): "revenue", "mrr" or
+    None (unknown)."""
+    return _value_basis(database_url(), data.version())
+
+
 def _list_version() -> tuple:
     return activation.list_version(data.store())
 
@@ -208,12 +220,14 @@ def reasons_text(reasons: list[dict], n: int = 3) -> str:
     return "; ".join(f"{r['label']} ({r['detail']})" if r.get("detail") else r["label"] for r in reasons[:n])
 
 
-def at_risk_table(frame: pd.DataFrame) -> pd.DataFrame:
+def at_risk_table(frame: pd.DataFrame, basis: str | None = "revenue") -> pd.DataFrame:
+    """The list as shown; without a value basis the value columns are left out (the sentence
+    says the value is unknown) rather than shown as blanks or zeros."""
+    money_columns = {"value (12 months)": frame["value"], "risk x value": frame["priority"]} if basis else {}
     return pd.DataFrame({
         "customer": frame["customer_id"],
         "risk": frame["risk"],
-        "value (12 months)": frame["value"],
-        "risk x value": frame["priority"],
+        **money_columns,
         "why": frame["reasons"].map(reasons_text),
         "owner": frame["department"],
         "next best action": frame["action"],
@@ -221,19 +235,25 @@ def at_risk_table(frame: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def at_risk_sentence(frame: pd.DataFrame, st_: dict) -> str:
+def at_risk_sentence(frame: pd.DataFrame, st_: dict, basis: str | None = "revenue") -> str:
+    """The list in one sentence: how many customers, the expected revenue at risk (sum of risk ×
+    value, with what value means) or, without a value basis, that the value is unknown."""
     if frame.empty:
         return "No customer matches these filters."
-    value = frame["priority"].sum()
     acted = st_.get("share_acted")
     acted_txt = f"; **{acted:.0%}** of the top-risk decile has been contacted or actioned" if acted is not None else ""
     top = frame["top_reason"].replace("", pd.NA).dropna().value_counts()
     why = f" The most common first reason: **{top.index[0].lower()}** ({top.iloc[0]:,} customers)." if len(top) else ""
+    if basis is None:
+        return (f"**{len(frame):,} customers** on this list. Their value is unknown (no transactions and no "
+                f"subscription MRR loaded), so no revenue at risk is shown and the list is ranked by risk "
+                f"alone{acted_txt}.{why}")
+    value = frame["priority"].sum()
     return (f"**{len(frame):,} customers** on this list put **{money(value)}** of expected revenue at risk "
-            f"(risk × last year's revenue){acted_txt}.{why}")
+            f"(risk × value; {VALUE_BASES[basis]}){acted_txt}.{why}")
 
 
-def department_figure(frame: pd.DataFrame) -> go.Figure:
+def department_figure(frame: pd.DataFrame, basis: str | None = "revenue") -> go.Figure:
     g = frame.groupby(frame["department"].replace("", "none"), as_index=False).agg(
         customers=("cx_id", "size"), at_stake=("priority", "sum")).sort_values("at_stake")
     colours = _colour_map(g["department"])
@@ -241,7 +261,8 @@ def department_figure(frame: pd.DataFrame) -> go.Figure:
                            marker_color=[colours[d] for d in g["department"]],
                            text=[f"{n:,} customers" for n in g["customers"]], textposition="outside", cliponaxis=False))
     fig.update_layout(height=80 + 40 * len(g), margin=dict(l=10, r=90, t=10, b=10),
-                      xaxis_title="revenue at risk (risk × value)")
+                      xaxis_title="revenue at risk (risk × value)" if basis else
+                      "expected leavers (sum of risk; value unknown)")
     return fig
 
 
