@@ -346,15 +346,19 @@ def test_large_training_sets_are_sampled_and_say_so(demo_store, tmp_path):
     store = open_store(f"duckdb:///{path}")
     with store.connect() as conn:
         full = train_event_model_fast(conn)
-        # caps 2.5 and 1.5 times below the full sizes: 1 in 3 and 1 in 2 customers per snapshot
+        # caps 2.5 and 1.5 times below the full sizes: 1 in 3 and 1 in 2 customers per snapshot (the
+        # validation cap covers the held-out and the selection snapshots together)
+        full_valid = full.metrics["n_valid"] + full.metrics["n_select"]
         sampled = train_event_model_fast(conn, max_train_rows=int(full.metrics["n_train"] / 2.5),
-                                         max_valid_rows=int(full.metrics["n_valid"] / 1.5))
+                                         max_valid_rows=int(full_valid / 1.5))
     store.dispose()
     m = sampled.metrics
     assert full.metrics["sample_note"] is None and full.metrics["train_sample_every"] == 1
     assert m["train_sample_every"] == 3 and m["valid_sample_every"] == 2
     assert m["n_train"] == pytest.approx(full.metrics["n_train"] / 3, rel=0.1)
     assert m["n_valid"] == pytest.approx(full.metrics["n_valid"] / 2, rel=0.1)
+    assert m["n_select"] == pytest.approx(full.metrics["n_select"] / 2, rel=0.1)
+    assert m["valid_samples"] == [[2, 0], [2, 1]]  # each held-out snapshot's own half of the customers
     assert "1 in 3" in m["sample_note"] and "Every customer is scored" in m["sample_note"]
     assert m["roc_auc"] > 0.65
 
