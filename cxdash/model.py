@@ -437,8 +437,12 @@ def weighted_roc_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
     """ROC AUC with row weights (``roc_auc_score(y, p, sample_weight=w)``, ties counted half), in
     one pass over the scores' distinct values: the bootstrap calls it a thousand times."""
     levels, level = np.unique(p, return_inverse=True)
-    pos = np.bincount(level, weights=w * (y == 1), minlength=len(levels))
-    neg = np.bincount(level, weights=w * (y == 0), minlength=len(levels))
+    return _auc_at_levels(np.asarray(y), level, len(levels), np.asarray(w, dtype=float))
+
+
+def _auc_at_levels(y: np.ndarray, level: np.ndarray, n_levels: int, w: np.ndarray) -> float:
+    pos = np.bincount(level, weights=w * (y == 1), minlength=n_levels)
+    neg = np.bincount(level, weights=w * (y == 0), minlength=n_levels)
     below = np.cumsum(neg) - neg  # negative weight strictly below each level
     return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
 
@@ -456,13 +460,14 @@ def roc_auc_interval(y: np.ndarray, p: np.ndarray, groups=None, *, resamples: in
     codes = pd.factorize(pd.Series(np.arange(len(y)) if groups is None else np.asarray(groups)))[0]
     n_groups = int(codes.max()) + 1 if len(codes) else 0
     rng = np.random.default_rng(seed)
+    levels, rank = np.unique(np.asarray(p, dtype=float), return_inverse=True)  # the scores' order, once
     aucs = []
     for _ in range(resamples):
         draws = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
         w = draws[codes].astype(float)
         if (w * y).sum() == 0 or (w * (1 - y)).sum() == 0:
             continue
-        aucs.append(weighted_roc_auc(y, p, w))
+        aucs.append(_auc_at_levels(y, rank, len(levels), w))
     tail = (1 - level) / 2
     low, high = (np.quantile(aucs, [tail, 1 - tail]) if aucs else (np.nan, np.nan))
     return {
