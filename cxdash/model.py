@@ -803,8 +803,8 @@ def train_event_model(
     metrics.update(
         validation="time_based",
         evaluated_on=(f"{len(y_valid):,} customer-snapshots as of {when(valid_cutoffs)} "
-                      f"({valid.index.nunique():,} customers), later than every snapshot the model was fitted, "
-                      "chosen or calibrated on"),
+                      f"({valid.index.nunique():,} customers), held out: later than every snapshot the model was "
+                      "fitted, chosen or calibrated on"),
         train_cutoffs=[c.isoformat() for c in train_cutoffs],
         select_cutoffs=[c.isoformat() for c in select_cutoffs],
         valid_cutoffs=[c.isoformat() for c in valid_cutoffs],

@@ -303,10 +303,11 @@ def test_model_page_shows_the_held_out_counts_interval_and_base_rate(trained_dem
     m = trained_demo["model"].metrics
     at = _page(trained_demo["url"], monkeypatch)
     tiles = {x.label: x.value for x in at.metric}
-    assert tiles["Held-out churned"] == f"{m['n_positive_valid']:,} of {m['n_valid']:,}"
+    assert tiles["Held-out churned"] == f"{m['n_positive_valid']:,}"
     assert tiles["ROC AUC"] == f"{m['roc_auc']:.3f}"
     captions = " ".join(c.value for c in at.caption)
     assert f"95% interval {m['roc_auc_ci_low']:.3f}–{m['roc_auc_ci_high']:.3f}" in captions
+    assert f"of {m['n_valid']:,} held-out rows: base rate {m['base_rate']:.1%}" in captions
     assert f"random ranking: {m['base_rate']:.3f}" in captions
     assert f"{m['top_decile_positive']:,} churned among the riskiest {m['top_decile_n']:,}" in captions
     assert not at.warning or all("fitted with" not in w.value for w in at.warning)

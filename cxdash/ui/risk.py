@@ -109,7 +109,11 @@ def train(*, label_column: str | None, horizon_days: float) -> churn.ChurnModel:
     def progress(share: float, text: str) -> None:
         bar.progress(min(max(share, 0.0), 1.0), text=text)
 
-    model = churn.train(data.store(), label_column=label_column or None, horizon_days=horizon_days, progress=progress)
+    try:
+        model = churn.train(data.store(), label_column=label_column or None, horizon_days=horizon_days,
+                            progress=progress)
+    finally:
+        bar.empty()  # a half-full bar must not outlive a failed run
     _versions.clear()
     return model
 
@@ -135,14 +139,12 @@ def model_sentence(info: dict) -> str:
         how = ("time-based validation on later cutoffs" if m.get("validation") == "time_based"
                else f"{m.get('validation', '').replace('_', ' ')} cross-validation")
         return f"{head} with **ROC AUC {m['roc_auc']:.3f}** by {how}, measured on the rows that also chose it."
-    how = ("time-based validation: the held-out snapshots are later than every one it was fitted, chosen or "
-           "calibrated on" if m.get("validation") == "time_based"
-           else "a stratified held-out part of the labelled customers, used neither to choose nor to calibrate it")
+    how = "time-based validation" if m.get("validation") == "time_based" else "a stratified hold-out"
     lift = m.get("top_decile_lift")
-    tail = (f"; the riskiest {m['top_decile_n']:,} held-out customers hold **{m['top_decile_positive']:,}** of those "
-            f"who left (lift **{lift:.1f}×**)") if lift is not None else ""
-    return (f"{head}. On {plain(m['evaluated_on'])}: **ROC AUC {m['roc_auc']:.3f}** (95% interval "
-            f"{m['roc_auc_ci_low']:.3f}–{m['roc_auc_ci_high']:.3f}) by {how}{tail}.")
+    tail = (f" The riskiest {m['top_decile_n']:,} of them hold **{m['top_decile_positive']:,}** of the "
+            f"{m['n_positive_valid']:,} who left (lift **{lift:.1f}×**).") if lift is not None else ""
+    return (f"{head}: **ROC AUC {m['roc_auc']:.3f}** (95% interval {m['roc_auc_ci_low']:.3f}–"
+            f"{m['roc_auc_ci_high']:.3f}) by {how}, measured on {plain(m['evaluated_on'])}.{tail}")
 
 
 def metric_tiles(metrics: dict) -> list[dict]:
@@ -165,9 +167,9 @@ def metric_tiles(metrics: dict) -> list[dict]:
              "help": capture_help, "caption": ""},
         ]
     return [
-        {"label": "Held-out churned", "value": f"{m['n_positive_valid']:,} of {m['n_valid']:,}",
+        {"label": "Held-out churned", "value": f"{m['n_positive_valid']:,}",
          "help": "Churned customers among the held-out rows every figure here is measured on.",
-         "caption": f"base rate {base:.1%}"},
+         "caption": f"of {m['n_valid']:,} held-out rows: base rate {base:.1%}"},
         {"label": "ROC AUC", "value": f"{m['roc_auc']:.3f}",
          "help": f"{auc_help} Interval: {m.get('roc_auc_ci_method', 'bootstrap')}.",
          "caption": f"95% interval {m['roc_auc_ci_low']:.3f}–{m['roc_auc_ci_high']:.3f}"},
