@@ -324,6 +324,16 @@ def cmd_kpis(args) -> int:
     return 0
 
 
+# ``train --json``: the held-out report (cxdash.model.model_metrics) and how it was obtained.
+TRAIN_JSON_KEYS = (
+    "validation", "evaluated_on", "n_valid", "n_positive_valid", "base_rate", "roc_auc", "roc_auc_ci_low",
+    "roc_auc_ci_high", "roc_auc_ci_level", "roc_auc_ci_method", "pr_auc", "brier", "top_decile_n",
+    "top_decile_positive", "top_decile_rate", "top_decile_lift", "top_decile_capture", "valid_cutoffs",
+    "valid_customers", "selection", "select_cutoffs", "n_select", "n_positive_select", "n_train", "train_cutoffs",
+    "candidates", "chosen", "fitted_with",
+)
+
+
 def cmd_train(args) -> int:
     from datetime import datetime
 
@@ -338,17 +348,20 @@ def cmd_train(args) -> int:
     model = train(store, label_column=args.label_column, source=args.source, cutoff=cutoff,
                   horizon_days=args.horizon_days, progress=progress)
     m = model.metrics
-    out = {k: m.get(k) for k in ("roc_auc", "pr_auc", "top_decile_lift", "top_decile_capture", "brier", "base_rate",
-                                  "n_train", "n_valid", "validation", "chosen", "candidates")}
+    out = {k: m.get(k) for k in TRAIN_JSON_KEYS}
     out.update(model_version=model.version, kind=model.kind, label_column=model.label_column,
                cutoff=model.cutoff, horizon_days=model.horizon_days,
                top_drivers=[d["label"] for d in m.get("importance", [])[:8]])
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:
-        print(f"model version {model.version} ({model.name}, {m['validation']}): ROC AUC {m['roc_auc']:.3f}, "
-              f"PR AUC {m['pr_auc']:.3f}, top-decile lift {m['top_decile_lift']:.2f}; "
-              f"{m['n_train']:,} training rows, {m['n_valid']:,} validation rows")
+        print(f"model version {model.version} ({model.name}, {m['validation'].replace('_', ' ')}), measured on "
+              f"{m['evaluated_on']}: {m['n_positive_valid']:,} of {m['n_valid']:,} churned "
+              f"(base rate {m['base_rate']:.1%}); ROC AUC {m['roc_auc']:.3f} "
+              f"(95% CI {m['roc_auc_ci_low']:.3f}-{m['roc_auc_ci_high']:.3f}, bootstrap), "
+              f"PR AUC {m['pr_auc']:.3f} against a base rate of {m['base_rate']:.3f}, top-decile lift "
+              f"{m['top_decile_lift']:.2f} ({m['top_decile_positive']:,} churned in the riskiest {m['top_decile_n']:,}); "
+              f"{m['n_train']:,} training rows, {m['n_select']:,} rows to choose and calibrate")
     return 0
 
 

@@ -1,22 +1,38 @@
-"""The churn/intent model: train, validate honestly, calibrate, explain each score, persist.
+"""The churn/intent model: train, choose, calibrate, report honestly, explain each score, persist.
 
-Two ways to train, one model type:
+Every model is fitted on one part of the data, chosen among the candidates and calibrated on a
+second part, and its reported figures come from a third, held-out part that neither choice nor
+calibration saw:
 
-* **Event data** (``train_event_model``): feature snapshots at several cutoffs
-  (``cxdash.features.customer_features``). Validation snapshots sit at the latest cutoffs;
-  training snapshots sit early enough that their labels are known before the first validation
-  cutoff (time-based split, no leakage). Above ``MAX_TRAIN_ROWS`` (``MAX_VALID_ROWS``) rows the
+* **Event data** (``train_event_model``): feature snapshots at several cutoffs one horizon apart
+  (``cxdash.features.customer_features``). The latest ``valid_snapshots`` are held out for the
+  report; the ``select_snapshots`` before them choose the candidate and fit the calibration; the
+  ``train_snapshots`` before those fit the candidates. Each part's labels are known before the next
+  part's first cutoff (time-based, no leakage). Above ``MAX_TRAIN_ROWS`` (``MAX_VALID_ROWS``) rows the
   snapshots are a customer sample drawn in the database, reported in ``metrics["sample_note"]``;
   every customer is still scored.
-* **A labelled customer table** (``train_labelled_model``): stratified 5-fold cross-validation;
-  rows with an empty label are left out of training.
+* **A labelled customer table** (``train_labelled_model``, a snapshot-only label): a stratified
+  ``HOLDOUT_SHARE`` of the labelled customers is held out for the report; stratified 5-fold
+  cross-validation on the rest chooses the candidate and gives the out-of-fold scores the
+  calibration is fitted on; the chosen candidate is then fitted on the rest (never on the held-out
+  customers). Rows with an empty label are left out of training.
+
+Fewer than ``MIN_CHURNED`` churned customers in the held-out validation (or in the part that
+chooses and calibrates) raise ``NotEnoughChurnError`` before any model is fitted or saved.
+
+The report (``model_metrics``): ``n_valid``, ``n_positive_valid``, the base rate, ROC AUC with a 95%
+bootstrap interval (customers resampled with replacement, a fixed seed), PR AUC (average
+precision) beside the base rate, and the top decile's lift with its counts.
 
 Candidates are scikit-learn ``Pipeline(ColumnTransformer, estimator)``: a logistic regression,
 a plain ``HistGradientBoostingClassifier``, a more regularised one and the average of the
-logistic and the regularised booster. The one with the best validation ROC AUC is kept (every
-candidate's score is reported, so the plain baselines are on the page beside the choice).
-Probabilities are calibrated with a Platt (sigmoid) map fitted on out-of-sample scores: it is
-monotone, so ranking metrics are unchanged by it.
+logistic and the regularised booster. The one with the best selection ROC AUC is kept (every
+candidate's selection score is reported, so the plain baselines are on the page beside the
+choice). Probabilities are calibrated with a Platt (sigmoid) map fitted on out-of-sample scores.
+
+Models are saved with the versions of python, scikit-learn, numpy and pandas they were fitted
+with; ``load_model`` refuses one fitted with other versions (``ModelVersionError``) before
+unpickling it.
 
 Reasons: each driver *group* (for example "cancel page visit": its age and its 7/30-day
 counts) is reset to the value of a typical training customer, and the change in log-odds is the
@@ -31,12 +47,14 @@ import json
 import logging
 import os
 import pickle
+import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
+import sklearn
 import sqlalchemy as sa
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.calibration import calibration_curve
@@ -45,7 +63,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, OrdinalEncoder, StandardScaler
 from sqlalchemy.engine import Connection
@@ -68,7 +86,12 @@ from cxdash.store import Store, models_table
 __all__ = [
     "CANDIDATES",
     "ChurnModel",
+    "MIN_CHURNED",
     "ModelNotTrainedError",
+    "ModelVersionError",
+    "NotEnoughChurnError",
+    "fitted_with",
+    "version_problem",
     "driver_info",
     "explain",
     "latest_model",
@@ -93,6 +116,14 @@ MAX_TRAIN_ROWS = 200_000
 MAX_VALID_ROWS = 200_000
 # HistGradientBoostingClassifier takes at most 255 categories per feature; rarer ones share one.
 MAX_CATEGORIES = 255
+# Below this many churned customers a ROC AUC swings by more than 0.1 from one sample to the next
+# (3 leavers in 1,714 once read 0.934 where the truth was 0.45): no model is saved.
+MIN_CHURNED = 20
+# The share of a snapshot-only label's customers held out for the report (stratified).
+HOLDOUT_SHARE = 0.3
+# The ROC AUC interval: customers resampled with replacement this many times, from this seed.
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0
 Progress = Callable[[float, str], None]
 
 
@@ -110,6 +141,61 @@ def _few_threads(fn):
 
 class ModelNotTrainedError(RuntimeError):
     """No churn model has been trained on this store yet."""
+
+
+class NotEnoughChurnError(ValueError):
+    """Too few churned customers in one part of the data for a model's figures to mean anything;
+    raised before anything is fitted, so no model is saved. ``part`` names the part ("held-out
+    validation", "selection and calibration", "training"), ``found`` its churned customers,
+    ``customers`` its rows (customers, or customer-snapshots), ``needed`` the minimum."""
+
+    def __init__(self, message: str, *, part: str, found: int, customers: int, needed: int = MIN_CHURNED):
+        super().__init__(message)
+        self.part, self.found, self.customers, self.needed = part, found, customers, needed
+
+
+class ModelVersionError(RuntimeError):
+    """A stored model was fitted with other library versions than the running ones: unpickling it
+    could fail or, worse, score differently without a word. Retrain instead."""
+
+
+# ----------------------------------------------------------------------------- library versions
+# What a pickled pipeline depends on. Python is compared on major.minor (pickles are stable across
+# its patch releases); the libraries exactly (scikit-learn itself warns on any difference).
+_VERSIONED = ("python", "scikit-learn", "numpy", "pandas")
+
+
+def fitted_with() -> dict[str, str]:
+    """The running versions of python, scikit-learn, numpy and pandas: ``{name: version}``."""
+    return {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
+            "numpy": np.__version__, "pandas": pd.__version__}
+
+
+def _comparable(name: str, version: str) -> str:
+    return ".".join(str(version).split(".")[:2]) if name == "python" else str(version)
+
+
+def version_problem(saved: dict | None, *, version: int | None = None) -> str | None:
+    """Why a model fitted with the ``saved`` versions must not be loaded here, or None when it may.
+
+    ``saved``: the ``fitted_with`` dict stored with the model (None or empty for a model saved
+    before versions were recorded). The message names both versions of every library that differs
+    and says to retrain.
+    """
+    which = f"Churn model version {version}" if version is not None else "The churn model"
+    fix = "Retrain it on the Churn model page or with `python -m cxdash train`."
+    if not saved:
+        return (f"{which} was saved without the library versions it was fitted with (before they were recorded), "
+                f"so it cannot be loaded safely. {fix}")
+    now = fitted_with()
+    differ = [name for name in _VERSIONED
+              if _comparable(name, saved.get(name, "unknown")) != _comparable(name, now[name])]
+    if not differ:
+        return None
+    then_txt = ", ".join(f"{n} {saved.get(n, 'unknown')}" for n in differ)
+    now_txt = ", ".join(f"{n} {now[n]}" for n in differ)
+    return (f"{which} was fitted with {then_txt}; this app runs {now_txt}. A model is only loaded with the "
+            f"versions it was fitted with. {fix}")
 
 
 # ----------------------------------------------------------------------------- drivers
@@ -315,6 +401,10 @@ class ChurnModel:
     metrics: dict = field(default_factory=dict)
     version: int | None = None
     churn_definition: str | None = None  # the churn definition its labels follow (cxdash.churn)
+    library_versions: dict = field(default_factory=fitted_with)  # what it was fitted with (``version_problem``)
+    # a snapshot-only label: the cx_ids of the held-out customers its figures were measured on
+    # (event models are evaluated on whole snapshots: ``metrics["valid_cutoffs"]``)
+    held_out_ids: list[str] | None = None
 
     @property
     def features(self) -> list[str]:
@@ -343,23 +433,107 @@ class ChurnModel:
 
 
 # ----------------------------------------------------------------------------- metrics
-def model_metrics(y: np.ndarray, p: np.ndarray) -> dict:
-    """ROC AUC, PR AUC, Brier score, top-decile lift and capture rate, and a calibration curve."""
+def weighted_roc_auc(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> float:
+    """ROC AUC with row weights (``roc_auc_score(y, p, sample_weight=w)``, ties counted half), in
+    one pass over the scores' distinct values: the bootstrap calls it a thousand times."""
+    levels, level = np.unique(p, return_inverse=True)
+    return _auc_at_levels(np.asarray(y), level, len(levels), np.asarray(w, dtype=float))
+
+
+def _auc_at_levels(y: np.ndarray, level: np.ndarray, n_levels: int, w: np.ndarray) -> float:
+    pos = np.bincount(level, weights=w * (y == 1), minlength=n_levels)
+    neg = np.bincount(level, weights=w * (y == 0), minlength=n_levels)
+    below = np.cumsum(neg) - neg  # negative weight strictly below each level
+    return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
+
+
+def roc_auc_interval(y: np.ndarray, p: np.ndarray, groups=None, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> dict:
+    """A percentile bootstrap interval for ROC AUC: ``groups`` (one per row; the customer) are drawn
+    with replacement, every row of a drawn customer counting once per draw, so a customer seen in
+    two snapshots is resampled as one. Resamples without both classes are skipped (counted).
+
+    Out: ``roc_auc_ci_low``, ``roc_auc_ci_high``, ``roc_auc_ci_level``, ``roc_auc_ci_resamples``
+    (used), ``roc_auc_ci_method`` (words).
+    """
+    y = np.asarray(y, dtype=int)
+    codes = pd.factorize(pd.Series(np.arange(len(y)) if groups is None else np.asarray(groups)))[0]
+    n_groups = int(codes.max()) + 1 if len(codes) else 0
+    rng = np.random.default_rng(seed)
+    levels, rank = np.unique(np.asarray(p, dtype=float), return_inverse=True)  # the scores' order, once
+    aucs = []
+    for _ in range(resamples):
+        draws = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)
+        w = draws[codes].astype(float)
+        if (w * y).sum() == 0 or (w * (1 - y)).sum() == 0:
+            continue
+        aucs.append(_auc_at_levels(y, rank, len(levels), w))
+    tail = (1 - level) / 2
+    low, high = (np.quantile(aucs, [tail, 1 - tail]) if aucs else (np.nan, np.nan))
+    return {
+        "roc_auc_ci_low": float(low), "roc_auc_ci_high": float(high), "roc_auc_ci_level": level,
+        "roc_auc_ci_resamples": len(aucs),
+        "roc_auc_ci_method": (f"percentile bootstrap, {resamples:,} resamples of the held-out customers "
+                              f"with replacement (seed {seed})"),
+    }
+
+
+def model_metrics(y: np.ndarray, p: np.ndarray, groups=None, *, resamples: int = BOOTSTRAP_RESAMPLES) -> dict:
+    """The held-out report of calibrated probabilities ``p`` against labels ``y`` (one row each;
+    ``groups``: the customer of each row, for the interval).
+
+    Out: ``n_valid``, ``n_positive_valid``, ``base_rate``, ``roc_auc`` and its interval (see
+    ``roc_auc_interval``), ``pr_auc`` (average precision: compare with the base rate, what a random
+    ranking scores), ``brier``, the top decile (``top_decile_n`` rows whose risk is at least the
+    ``ceil(10%)``-th highest, ties kept together; ``top_decile_positive`` of them churned;
+    ``top_decile_rate``, ``top_decile_lift`` = rate / base rate, ``top_decile_capture`` = share of
+    all churned) and a 10-bin quantile calibration curve.
+    """
     y = np.asarray(y, dtype=int)
     p = np.asarray(p, dtype=float)
-    order = np.argsort(-p, kind="stable")
-    top = order[: max(1, int(np.ceil(0.1 * len(p))))]
+    k = max(1, int(np.ceil(0.1 * len(p))))
+    threshold = float(np.sort(p)[::-1][k - 1])
+    top = p >= threshold
     base = y.mean()
+    n_top, pos_top = int(top.sum()), int(y[top].sum())
     frac_pos, mean_pred = calibration_curve(y, p, n_bins=10, strategy="quantile")
-    return {
+    out = {
+        "n_valid": int(len(y)),
+        "n_positive_valid": int(y.sum()),
+        "base_rate": float(base),
         "roc_auc": float(roc_auc_score(y, p)),
         "pr_auc": float(average_precision_score(y, p)),
         "brier": float(brier_score_loss(y, p)),
-        "base_rate": float(base),
-        "top_decile_lift": float(y[top].mean() / base) if base else None,
-        "top_decile_capture": float(y[top].sum() / y.sum()) if y.sum() else None,
+        "top_decile_threshold": threshold,
+        "top_decile_n": n_top,
+        "top_decile_positive": pos_top,
+        "top_decile_rate": pos_top / n_top,
+        "top_decile_lift": float(pos_top / n_top / base) if base else None,
+        "top_decile_capture": float(pos_top / y.sum()) if y.sum() else None,
         "calibration": {"predicted": [float(v) for v in mean_pred], "observed": [float(v) for v in frac_pos]},
     }
+    out.update(roc_auc_interval(y, p, groups, resamples=resamples))
+    return out
+
+
+def _too_little_churn(y: np.ndarray, *, part: str, where: str, fix: str) -> None:
+    """Raise ``NotEnoughChurnError`` when ``y`` holds fewer than ``MIN_CHURNED`` churned rows."""
+    found = int(np.asarray(y).sum())
+    if found >= MIN_CHURNED:
+        return
+    raise NotEnoughChurnError(
+        f"Only {found} churned customer{'s' if found != 1 else ''} in the {part} ({len(y):,} {where}); at least "
+        f"{MIN_CHURNED} are needed for the model's figures to mean anything, so no model was trained or saved. "
+        f"Try {fix}.",
+        part=part, found=found, customers=int(len(y)))
+
+
+def _fixes(*, horizon_days: float | None) -> str:
+    parts = ["another churn definition (`python -m cxdash churn` lists them; choose one on Data health)"]
+    if horizon_days is not None:
+        parts.append(f"a longer horizon than {horizon_days:g} days")
+    parts.append("more history (older extracts)" if horizon_days is not None else "more labelled customers")
+    return ", ".join(parts[:-1]) + " or " + parts[-1]
 
 
 def _usable(ff: FeatureFrame, rows: pd.DataFrame) -> tuple[list[str], list[str]]:
@@ -457,48 +631,70 @@ def train_labelled_model(
     label_column: str = "churn_label",
     source: str | None = None,
     folds: int = 5,
+    holdout_share: float = HOLDOUT_SHARE,
     candidates: tuple[str, ...] = CANDIDATES,
     progress: Progress | None = None,
 ) -> ChurnModel:
-    """Stratified ``folds``-fold CV on a customer table with its own label; the best candidate is
-    refitted on every labelled row and calibrated on its out-of-fold scores."""
+    """A customer table with its own (snapshot-only) label.
+
+    A stratified ``holdout_share`` of the labelled customers is held out (seed 0). On the rest,
+    stratified ``folds``-fold CV scores every candidate; the best is fitted on the rest and
+    calibrated on its out-of-fold scores. The report (``metrics``) is measured on the held-out
+    customers only (their cx_ids: ``model.held_out_ids``). Raises ``NotEnoughChurnError`` before
+    fitting when the held-out part would hold fewer than ``MIN_CHURNED`` churned customers.
+    """
     _report(progress, 0.02, "Reading the customer table")
     ff = labelled_features(conn, label_column=label_column, source=source)
     rows = ff.frame[ff.frame["label"].notna()]
-    y = rows["label"].to_numpy(dtype=int)
-    numeric, categorical = _usable(ff, rows)
-    x = rows[numeric + categorical]
+    y_all = rows["label"].to_numpy(dtype=int)
+    fix = _fixes(horizon_days=None)
+    # the held-out part cannot hold more churned customers than the whole label (and a stratified
+    # split needs a few of each class): say so before splitting
+    _too_little_churn(y_all, part="label", where=f"labelled customers, {label_column}", fix=fix)
+    dev_idx, valid_idx = train_test_split(np.arange(len(y_all)), test_size=holdout_share, stratify=y_all,
+                                          random_state=0)
+    dev_idx, valid_idx = np.sort(dev_idx), np.sort(valid_idx)
+    y_valid = y_all[valid_idx]
+    _too_little_churn(y_valid, part="held-out validation", where="held-out customers", fix=fix)
+    dev, valid = rows.iloc[dev_idx], rows.iloc[valid_idx]
+    y = y_all[dev_idx]
+    numeric, categorical = _usable(ff, dev)
+    x, x_valid = dev[numeric + categorical], valid[numeric + categorical]
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
     splits = list(cv.split(x, y))
     oof = {name: np.zeros(len(y)) for name in candidates}
     for i, name in enumerate(candidates):
-        _report(progress, 0.05 + 0.75 * i / len(candidates), f"Cross-validating {name.replace('_', ' ')}")
+        _report(progress, 0.05 + 0.7 * i / len(candidates), f"Cross-validating {name.replace('_', ' ')}")
         for train_idx, test_idx in splits:
             est = candidate_pipeline(name, numeric, categorical).fit(x.iloc[train_idx], y[train_idx])
             oof[name][test_idx] = est.predict_proba(x.iloc[test_idx])[:, 1]
     fold_auc = {name: float(np.mean([roc_auc_score(y[t], oof[name][t]) for _, t in splits])) for name in candidates}
     chosen = _select(fold_auc)
-    _report(progress, 0.85, f"Refitting {chosen.replace('_', ' ')} on all {len(y):,} labelled rows")
+    _report(progress, 0.8, f"Fitting {chosen.replace('_', ' ')} on {len(y):,} labelled customers (held-out ones apart)")
     estimator = candidate_pipeline(chosen, numeric, categorical).fit(x, y)
     calibration = PlattCalibration().fit(oof[chosen], y)
     model = ChurnModel(estimator, calibration, numeric, categorical, _reference(x, numeric, categorical),
-                       kind="labelled", name=chosen, label_column=label_column, source=source, cutoff=ff.cutoff)
-    metrics = model_metrics(y, calibration.transform(oof[chosen]))
-    metrics["roc_auc"] = fold_auc[chosen]  # mean over folds, as the candidates are compared
-    # importance on the first fold's held-out rows, from a model that never saw them
+                       kind="labelled", name=chosen, label_column=label_column, source=source, cutoff=ff.cutoff,
+                       held_out_ids=[str(i) for i in valid.index])
+    _report(progress, 0.88, f"Measuring on {len(y_valid):,} held-out customers")
+    metrics = model_metrics(y_valid, model.predict_proba(valid))
     _report(progress, 0.92, "Permutation importance on held-out rows")
-    train_idx, test_idx = splits[0]
-    fold_model = ChurnModel(candidate_pipeline(chosen, numeric, categorical).fit(x.iloc[train_idx], y[train_idx]),
-                            calibration, numeric, categorical, model.reference, "labelled", chosen)
     metrics.update(
-        validation="stratified_5fold" if folds == 5 else f"stratified_{folds}fold",
+        validation="stratified_holdout",
+        evaluated_on=(f"{len(y_valid):,} customers held out at random (stratified by the label, {holdout_share:.0%}, "
+                      "seed 0), used neither to choose the model nor to calibrate it"),
+        holdout_share=holdout_share,
+        valid_customers=int(len(y_valid)),
+        selection=f"stratified_{folds}fold",
         candidates=fold_auc,
         chosen=chosen,
         n_train=int(len(y)),
-        n_valid=int(len(y)),
+        n_select=int(len(y)),
+        n_positive_select=int(y.sum()),
         n_unlabelled=int(ff.frame["label"].isna().sum()),
         label_column=label_column,
-        importance=_importance(fold_model, x.iloc[test_idx], y[test_idx]),
+        importance=_importance(model, x_valid, y_valid),
+        importance_on="held-out customers",
         dropped=ff.dropped,
     )
     model.metrics = metrics
@@ -513,7 +709,8 @@ def train_event_model(
     cutoff: datetime | None = None,
     horizon_days: float = DEFAULT_HORIZON_DAYS,
     train_snapshots: int = 6,
-    valid_snapshots: int = 4,
+    select_snapshots: int = 2,
+    valid_snapshots: int = 2,
     max_train_rows: int = MAX_TRAIN_ROWS,
     max_valid_rows: int = MAX_VALID_ROWS,
     source: str | None = None,
@@ -525,16 +722,20 @@ def train_event_model(
     """Time-based validation on event data; labels from subscription ends, or from ``churn`` (a dated
     ``cxdash.churn`` definition: churn records, a dated label, inactivity) when given.
 
-    ``valid_snapshots`` validation snapshots one horizon apart ending at ``cutoff`` (which
-    defaults to the data's latest timestamp minus the horizon, so its labels are complete), and
-    ``train_snapshots`` training snapshots before them, one horizon apart: the latest training
-    labels end at the first validation cutoff. Several snapshots give enough leavers to learn
-    from and span seasonal causes (a spring campaign). The chosen model is calibrated on the
-    validation snapshots.
+    Snapshots one horizon apart, newest first: ``valid_snapshots`` held out for the report, ending at
+    ``cutoff`` (which defaults to the data's latest timestamp minus the horizon, so its labels are
+    complete); ``select_snapshots`` before them, on which the candidate is chosen and the calibration
+    fitted; ``train_snapshots`` before those, on which the candidates are fitted. Each part's labels
+    end by the next part's first cutoff. Several snapshots give enough leavers to learn from and span
+    seasonal causes (a spring campaign).
 
-    When the training (validation) snapshots together would hold more than ``max_train_rows``
-    (``max_valid_rows``) customers, each snapshot is a 1-in-k customer sample, a different one
-    per snapshot, drawn in the database; ``metrics["sample_note"]`` says so.
+    When the training (selection and held-out) snapshots together would hold more than
+    ``max_train_rows`` (``max_valid_rows``) customers, each snapshot is a 1-in-k customer sample, a
+    different one per snapshot, drawn in the database; ``metrics["sample_note"]`` says so and
+    ``metrics["valid_samples"]`` gives each held-out snapshot's ``[every, offset]`` (None: everyone).
+
+    Raises ``NotEnoughChurnError`` before fitting when the held-out, the selection or the training
+    snapshots hold fewer than ``MIN_CHURNED`` churned customers.
     """
     now = data_as_of(conn)
     if now is None:
@@ -545,27 +746,39 @@ def train_event_model(
         raise ValueError(f"cutoff {cutoff:%Y-%m-%d} + {horizon_days:g} days is after the data's end ({now:%Y-%m-%d}): "
                          "the labels would be incomplete; choose an earlier cutoff or a shorter horizon")
     valid_cutoffs = [cutoff - k * h for k in range(valid_snapshots)]
-    train_cutoffs = [cutoff - (valid_snapshots + k) * h for k in range(train_snapshots)]
+    select_cutoffs = [cutoff - (valid_snapshots + k) * h for k in range(select_snapshots)]
+    train_cutoffs = [cutoff - (valid_snapshots + select_snapshots + k) * h for k in range(train_snapshots)]
     _report(progress, 0.01, "Reading the customer table")
     reader = reader or SnapshotReader(conn, source=source, churn=churn)
-    sampling = _snapshot_samples(reader, valid_cutoffs, train_cutoffs, max_train_rows, max_valid_rows)
+    # the held-out and the selection snapshots share the validation row cap
+    sampling = _snapshot_samples(reader, valid_cutoffs + select_cutoffs, train_cutoffs, max_train_rows, max_valid_rows)
     frames = []
-    all_cutoffs = valid_cutoffs + train_cutoffs
+    all_cutoffs = valid_cutoffs + select_cutoffs + train_cutoffs
     for i, c in enumerate(all_cutoffs):
         _report(progress, 0.02 + 0.45 * i / len(all_cutoffs), f"Features as of {c:%Y-%m-%d}")
         frames.append(reader.features(c, horizon_days=horizon_days, sample=sampling["samples"][i]))
     template = frames[0]
+    n_vs = valid_snapshots + select_snapshots
     valid = pd.concat([f.frame for f in frames[:valid_snapshots]])
-    train = pd.concat([f.frame for f in frames[valid_snapshots:]])
-    if train["label"].nunique() < 2 or valid["label"].nunique() < 2:
-        raise ValueError("not enough churn in the training or validation window to learn from; "
-                         "load more history or choose a longer horizon")
-    numeric, categorical = _usable(template, train)
-    y_train = train["label"].to_numpy(dtype=int)
-    y_valid = valid["label"].to_numpy(dtype=int)
-    x_train, x_valid = train[numeric + categorical], valid[numeric + categorical]
+    select = pd.concat([f.frame for f in frames[valid_snapshots:n_vs]])
+    train = pd.concat([f.frame for f in frames[n_vs:]])
     del frames
-    fitted, valid_scores, aucs = {}, {}, {}
+    fix = _fixes(horizon_days=horizon_days)
+
+    def when(cutoffs: list[datetime]) -> str:
+        return ", ".join(f"{c:%Y-%m-%d}" for c in sorted(cutoffs))
+
+    y_valid = valid["label"].to_numpy(dtype=int)
+    y_select = select["label"].to_numpy(dtype=int)
+    y_train = train["label"].to_numpy(dtype=int)
+    for y, part, cutoffs in ((y_valid, "held-out validation", valid_cutoffs),
+                             (y_select, "selection and calibration snapshots", select_cutoffs),
+                             (y_train, "training snapshots", train_cutoffs)):
+        _too_little_churn(y, part=part, fix=fix,
+                          where=f"customer-snapshots as of {when(cutoffs)}, churn within {horizon_days:g} days")
+    numeric, categorical = _usable(template, train)
+    x_train, x_select = train[numeric + categorical], select[numeric + categorical]
+    fitted, select_scores, aucs = {}, {}, {}
     for i, name in enumerate(candidates):
         _report(progress, 0.5 + 0.35 * i / len(candidates), f"Training {name.replace('_', ' ')}")
         parts = _BLEND_OF if name == "blend" else ()
@@ -574,29 +787,44 @@ def train_event_model(
         else:
             est = candidate_pipeline(name, numeric, categorical).fit(x_train, y_train)
         fitted[name] = est
-        valid_scores[name] = est.predict_proba(x_valid)[:, 1]
-        aucs[name] = float(roc_auc_score(y_valid, valid_scores[name]))
+        select_scores[name] = est.predict_proba(x_select)[:, 1]
+        aucs[name] = float(roc_auc_score(y_select, select_scores[name]))
     chosen = _select(aucs)
-    calibration = PlattCalibration().fit(valid_scores[chosen], y_valid)
+    calibration = PlattCalibration().fit(select_scores[chosen], y_select)
     model = ChurnModel(fitted[chosen], calibration, numeric, categorical,
                        _reference(x_train, numeric, categorical), kind="events", name=chosen,
                        source=source, cutoff=cutoff, horizon_days=horizon_days)
-    _report(progress, 0.9, "Permutation importance on the validation snapshots")
-    metrics = model_metrics(y_valid, calibration.transform(valid_scores[chosen]))
+    _report(progress, 0.88, f"Measuring on the held-out snapshots ({when(valid_cutoffs)})")
+    metrics = model_metrics(y_valid, model.predict_proba(valid), groups=valid.index.to_numpy())
+    # Importance is description, not a figure of merit nor an input to the choice: measured on every
+    # snapshot the candidates were not fitted on (selection and held-out), it rests on twice the leavers.
+    _report(progress, 0.9, "Permutation importance on the selection and held-out snapshots")
+    unseen = pd.concat([valid, select])
     metrics.update(
         validation="time_based",
+        evaluated_on=(f"{len(y_valid):,} customer-snapshots as of {when(valid_cutoffs)} "
+                      f"({valid.index.nunique():,} customers), held out: later than every snapshot the model was "
+                      "fitted, chosen or calibrated on"),
         train_cutoffs=[c.isoformat() for c in train_cutoffs],
+        select_cutoffs=[c.isoformat() for c in select_cutoffs],
         valid_cutoffs=[c.isoformat() for c in valid_cutoffs],
+        valid_samples=[None if smp is None else [smp.every, smp.offset]
+                       for smp in sampling["samples"][:valid_snapshots]],
+        valid_customers=int(valid.index.nunique()),
         horizon_days=horizon_days,
+        selection="time_based",
         candidates=aucs,
         chosen=chosen,
         n_train=int(len(y_train)),
-        n_valid=int(len(y_valid)),
+        n_select=int(len(y_select)),
+        n_positive_select=int(y_select.sum()),
+        n_positive_train=int(y_train.sum()),
         sample_note=sampling["note"],
         train_sample_every=sampling["train_every"],
         valid_sample_every=sampling["valid_every"],
         train_base_rate=float(y_train.mean()),
-        importance=_importance(model, x_valid, y_valid),
+        importance=_importance(model, unseen[numeric + categorical], unseen["label"].to_numpy(dtype=int)),
+        importance_on="selection and held-out snapshots",
         dropped=template.dropped,
     )
     model.metrics = metrics
@@ -782,7 +1010,10 @@ def _reader_definition(name: str | None) -> Definition | None:
 
 # ----------------------------------------------------------------------------- persistence
 def save_model(store: Store, model: ChurnModel, *, data_version: int) -> int:
-    """Store the fitted model as the newest version; returns its version number."""
+    """Store the fitted model as the newest version; returns its version number. The library
+    versions it was fitted with go into the registry row's metrics (``fitted_with``), readable
+    without unpickling it."""
+    model.metrics["fitted_with"] = dict(model.library_versions)
     with store.app_begin() as conn:
         version = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(models_table.c.version), 0))).scalar()) + 1
         model.version = version
@@ -807,11 +1038,18 @@ def save_model(store: Store, model: ChurnModel, *, data_version: int) -> int:
 
 
 def load_model(store: Store, version: int) -> ChurnModel:
+    """The stored model ``version``. Raises ``ModelNotTrainedError`` when there is none, and
+    ``ModelVersionError`` (naming both versions, saying to retrain) when it was fitted with other
+    library versions than the running ones: checked on the registry row, before unpickling."""
+    t = models_table
     with store.app_begin() as conn:
-        blob = conn.execute(sa.select(models_table.c.pipeline).where(models_table.c.version == version)).scalar()
-    if blob is None:
+        row = conn.execute(sa.select(t.c.metrics_json, t.c.pipeline).where(t.c.version == version)).first()
+    if row is None:
         raise ModelNotTrainedError(f"no churn model version {version} in the store")
-    model = pickle.loads(blob)  # noqa: S301 - written by save_model into our own store
+    problem = version_problem(json.loads(row.metrics_json).get("fitted_with"), version=version)
+    if problem:
+        raise ModelVersionError(problem)
+    model = pickle.loads(row.pipeline)  # noqa: S301 - written by save_model into our own store, same versions
     model.version = version
     return model
 

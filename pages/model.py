@@ -16,14 +16,16 @@ if info is None:
 else:
     m = info["metrics"]
     st.markdown(risk.model_sentence(info))
-    c1, c2, c3, c4 = st.columns(4, border=True)
-    c1.metric("ROC AUC", f"{m['roc_auc']:.3f}", help="Chance a leaver is ranked above a stayer (0.5 = coin toss).")
-    c2.metric("PR AUC", f"{m['pr_auc']:.3f}", help=f"Average precision; the base rate is {m['base_rate']:.1%}.")
-    c3.metric("Top-decile lift", f"{m['top_decile_lift']:.1f}×",
-              help="Churn rate among the riskiest 10% divided by the overall churn rate.")
-    c4.metric("Top-decile capture", f"{m['top_decile_capture']:.0%}",
-              help="Share of all leavers found in the riskiest 10%.")
-    st.caption(f"{m['n_train']:,} training rows, {m['n_valid']:,} validation rows; trained "
+    for text in risk.model_warnings(info):
+        st.warning(text, icon=":material/warning:")
+    tiles = risk.metric_tiles(m)
+    for col, tile in zip(st.columns(len(tiles), border=True), tiles, strict=True):
+        col.metric(tile["label"], tile["value"], help=tile["help"])
+        if tile["caption"]:
+            col.caption(tile["caption"])
+    st.caption(f"{m['n_train']:,} training rows"
+               + (f", {m['n_select']:,} rows to choose the candidate and calibrate" if m.get("n_select") else "")
+               + f", {m['n_valid']:,} held-out rows; trained "
                f"{info['created_at']:%Y-%m-%d %H:%M} on data version {info['data_version']}."
                + (f" Sampled: {m['sample_note']}" if m.get("sample_note") else ""))
 
@@ -39,7 +41,7 @@ else:
     with right:
         st.subheader("Are the probabilities honest?")
         st.plotly_chart(risk.calibration_figure(m), width="stretch")
-        st.subheader("Candidates compared on the same validation")
+        st.subheader(risk.candidates_heading(m))
         st.plotly_chart(risk.candidates_figure(m), width="stretch")
 
 st.subheader("Retrain")
@@ -56,7 +58,7 @@ if go:
     try:
         model = risk.train(label_column=None if label == choices[0] else label, horizon_days=float(horizon))
     except (ValueError, RuntimeError) as exc:
-        st.error(f"Training failed: {exc}")
+        st.error(risk.training_error(exc), icon=":material/error:")
     else:
         st.success(f"Model version {model.version} trained and every customer scored.")
         st.rerun()

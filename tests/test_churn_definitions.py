@@ -257,23 +257,29 @@ def test_the_card_says_whether_the_customer_left_and_what_their_churn_record_say
     assert label_status["churned"] is flagged and label_status["churned_at"] is None  # the label has no date
 
 
-def test_a_label_model_trains_when_the_label_is_chosen(saas, tmp_path, capsys):
+def test_a_chosen_label_with_too_few_leavers_to_hold_out_saves_no_model_and_says_so(saas, tmp_path, capsys):
+    """The label has 44 leavers in 200 accounts: its stratified 30% held out holds 13, too few for a
+    model's figures (issue 14), so the label model is refused before fitting and nothing is saved."""
     import shutil
 
-    from cxdash.model import train
+    from cxdash.model import NotEnoughChurnError, model_versions, train
 
     path = tmp_path / "model.duckdb"
     shutil.copy(saas["url"].removeprefix("duckdb:///"), path)
     url = f"duckdb:///{path}"
     assert main(["--db", url, "churn", "--use", "label:accounts"]) == 0
+    flagged = int((saas["company"].accounts["churn_flag"] == "True").sum())
     store = open_store(url)
     try:
-        model = train(store)
+        with pytest.raises(NotEnoughChurnError) as caught:
+            train(store)
+        assert model_versions(store).empty
     finally:
         store.dispose()
-    assert model.kind == "labelled" and model.churn_definition == "label:accounts"
-    assert model.metrics["churn_definition"] == "label:accounts"
-    assert model.metrics["base_rate"] == pytest.approx(0.22, abs=0.01)
+    # the label path (held-out customers, not snapshots): 30% of the accounts and of their leavers
+    assert caught.value.part == "held-out validation" and "held-out customers" in str(caught.value)
+    assert caught.value.customers == round(0.3 * len(saas["company"].accounts))
+    assert caught.value.found == int(0.3 * flagged)
 
 
 def test_a_retailer_without_labels_or_subscriptions_gets_inactivity_with_a_window_from_its_purchase_gaps(

@@ -13,7 +13,6 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
@@ -141,13 +140,18 @@ def test_bring_your_own_label_never_uses_identifiers_and_skips_empty_labels(duck
     assert {"attr:RowNumber", "attr:Surname", "attr:Email"} <= set(ff.dropped)
     assert set(model.features) == {"plan", "attr_tenure", "attr_monthly_charges"}
     assert ff.frame["label"].isna().sum() == 20
-    assert model.metrics["n_train"] == len(frame) - 20
-    assert model.metrics["roc_auc"] > 0.65
+    # 280 labelled rows: 30% (84) held out for the report, the other 196 fitted on
+    assert (model.metrics["n_train"], model.metrics["n_valid"]) == (196, 84)
+    # on 84 held-out customers the figure is noisy: compare it with the generator's own risk there
+    held = frame.set_index("customerID").loc[ff.frame.loc[model.held_out_ids, "customer_id"]]
+    oracle = roc_auc_score(held["Churn"] == "Yes", 1.5 * (held["Contract"] == "Month-to-month") - 0.05 * held["tenure"])
+    assert model.metrics["roc_auc"] > oracle - 0.1 and model.metrics["roc_auc_ci_low"] > 0.5, (model.metrics, oracle)
 
 
 # ----------------------------------------------------------------------------- the Telco bar
-def _plain_baselines(csv: pd.DataFrame) -> dict[str, float]:
-    """Plain LogisticRegression and HistGradientBoostingClassifier on the raw file, 5 stratified folds."""
+def _plain_baselines(csv: pd.DataFrame, held_out: pd.Series) -> dict[str, float]:
+    """Plain LogisticRegression and HistGradientBoostingClassifier on the raw file, fitted on the
+    rows not ``held_out`` and scored (ROC AUC) on the held-out ones."""
     y = (csv["Churn"] == "Yes").to_numpy(dtype=int)
     x = csv.drop(columns=["customerID", "Churn"]).copy()
     x["TotalCharges"] = pd.to_numeric(x["TotalCharges"], errors="coerce")
@@ -157,32 +161,34 @@ def _plain_baselines(csv: pd.DataFrame) -> dict[str, float]:
     x[cat] = x[cat].astype(object)
     lr = make_pipeline(ColumnTransformer([("n", StandardScaler(), num), ("c", OneHotEncoder(handle_unknown="ignore"), cat)]),
                        LogisticRegression(max_iter=5000))
-    hgb = make_pipeline(ColumnTransformer([("c", OrdinalEncoder(), cat), ("n", "passthrough", num)]),
+    hgb = make_pipeline(ColumnTransformer([("c", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
+                                            cat), ("n", "passthrough", num)]),
                         HistGradientBoostingClassifier(categorical_features=list(range(len(cat))), random_state=0))
-    folds = list(StratifiedKFold(n_splits=5, shuffle=True, random_state=0).split(x, y))
+    te = held_out.to_numpy(dtype=bool)
     out = {}
     with threadpool_limits(limits=1, user_api="openmp"):  # as cxdash.model does on a busy machine
         for name, est in (("logistic", lr), ("gradient_boosting", hgb)):
-            aucs = []
-            for tr, te in folds:
-                aucs.append(roc_auc_score(y[te], est.fit(x.iloc[tr], y[tr]).predict_proba(x.iloc[te])[:, 1]))
-            out[name] = float(np.mean(aucs))
+            out[name] = float(roc_auc_score(y[te], est.fit(x[~te], y[~te]).predict_proba(x[te])[:, 1]))
     return out
 
 
-def test_telco_model_is_at_least_as_good_as_the_plain_baselines_on_the_same_folds(duck, public_data):
+def test_telco_model_is_at_least_as_good_as_the_plain_baselines_on_the_same_held_out_customers(duck, public_data):
     path = public_data / TELCO_FILE
     mapping = Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "customerID", "churn_label": "Churn",
                                                                   "plan": "Contract"}})
     ingest_file(duck, path, source="telco", mapping=mapping)
     with duck.connect() as conn:
         model = train_labelled_model(conn, label_column="Churn")  # the file's name for the mapped label
-    baselines = _plain_baselines(pd.read_csv(path))
+        ids = labelled_features(conn, label_column="Churn").frame.loc[model.held_out_ids, "customer_id"]
+    csv = pd.read_csv(path)
+    held_out = csv["customerID"].isin(set(ids))
+    baselines = _plain_baselines(csv, held_out)
     m = model.metrics
-    assert m["validation"] == "stratified_5fold" and m["n_train"] == 7043
-    assert m["roc_auc"] >= max(baselines.values()) - 0.002, (m["candidates"], baselines)
+    assert m["validation"] == "stratified_holdout" and m["n_train"] + m["n_valid"] == 7043
+    assert m["n_valid"] == held_out.sum() == int(np.ceil(0.3 * 7043))
+    assert m["n_positive_valid"] == (csv.loc[held_out, "Churn"] == "Yes").sum()
+    assert m["roc_auc"] >= max(baselines.values()) - 0.005, (m["candidates"], baselines)
     assert m["roc_auc"] >= 0.84
-    assert m["candidates"]["logistic"] == pytest.approx(baselines["logistic"], abs=0.005)
     assert not any("customer" in f.lower() for f in model.features)
     assert 2.0 < m["top_decile_lift"] < 1 / m["base_rate"] + 1e-9
     assert m["importance"][0]["driver"] in {"attr_tenure", "plan"}
@@ -249,7 +255,8 @@ def test_cli_train_and_score_print_json_and_score_unlabelled_rows(tmp_path, caps
     assert cli.main(["--db", url, "train", "--label-column", "Churn", "--source", "accounts", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert {"roc_auc", "pr_auc", "top_decile_lift", "n_train", "n_valid", "model_version"} <= set(out)
-    assert out["n_train"] == len(frame) - 20 and out["model_version"] == 1
+    assert out["n_train"] + out["n_valid"] == len(frame) - 20 and out["model_version"] == 1
+    assert out["n_positive_valid"] == round(0.3 * (frame["Churn"] == "Yes").sum())  # stratified: 30% of 85
     assert cli.main(["--db", url, "score", "--top", "1000", "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)["customers"]
     ids = {r["customer_id"] for r in scored}
@@ -339,15 +346,19 @@ def test_large_training_sets_are_sampled_and_say_so(demo_store, tmp_path):
     store = open_store(f"duckdb:///{path}")
     with store.connect() as conn:
         full = train_event_model_fast(conn)
-        # caps 2.5 and 1.5 times below the full sizes: 1 in 3 and 1 in 2 customers per snapshot
+        # caps 2.5 and 1.5 times below the full sizes: 1 in 3 and 1 in 2 customers per snapshot (the
+        # validation cap covers the held-out and the selection snapshots together)
+        full_valid = full.metrics["n_valid"] + full.metrics["n_select"]
         sampled = train_event_model_fast(conn, max_train_rows=int(full.metrics["n_train"] / 2.5),
-                                         max_valid_rows=int(full.metrics["n_valid"] / 1.5))
+                                         max_valid_rows=int(full_valid / 1.5))
     store.dispose()
     m = sampled.metrics
     assert full.metrics["sample_note"] is None and full.metrics["train_sample_every"] == 1
     assert m["train_sample_every"] == 3 and m["valid_sample_every"] == 2
     assert m["n_train"] == pytest.approx(full.metrics["n_train"] / 3, rel=0.1)
     assert m["n_valid"] == pytest.approx(full.metrics["n_valid"] / 2, rel=0.1)
+    assert m["n_select"] == pytest.approx(full.metrics["n_select"] / 2, rel=0.1)
+    assert m["valid_samples"] == [[2, 0], [2, 1]]  # each held-out snapshot's own half of the customers
     assert "1 in 3" in m["sample_note"] and "Every customer is scored" in m["sample_note"]
     assert m["roc_auc"] > 0.65
 

@@ -49,8 +49,13 @@ def model_history() -> pd.DataFrame:
         "version": v["version"],
         "trained": v["created_at"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")),
         "model": v["estimator"].str.replace("_", " "),
-        "validation": v["metrics"].map(lambda m: m.get("validation", "").replace("_", " ")),
+        "validation": v["metrics"].map(lambda m: m.get("validation", "").replace("_", " ")
+                                       + ("" if held_out(m) else " (not held out)")),
+        "held-out churned": v["metrics"].map(
+            lambda m: f"{m['n_positive_valid']:,} of {m['n_valid']:,}" if held_out(m) else "not measured"),
         "ROC AUC": v["metrics"].map(lambda m: round(m.get("roc_auc", float("nan")), 3)),
+        "95% interval": v["metrics"].map(
+            lambda m: f"{m['roc_auc_ci_low']:.3f}–{m['roc_auc_ci_high']:.3f}" if held_out(m) else ""),
         "top-decile lift": v["metrics"].map(lambda m: round(m.get("top_decile_lift") or float("nan"), 2)),
         "training rows": v["metrics"].map(lambda m: m.get("n_train")),
         "data version": v["data_version"],
@@ -104,7 +109,11 @@ def train(*, label_column: str | None, horizon_days: float) -> churn.ChurnModel:
     def progress(share: float, text: str) -> None:
         bar.progress(min(max(share, 0.0), 1.0), text=text)
 
-    model = churn.train(data.store(), label_column=label_column or None, horizon_days=horizon_days, progress=progress)
+    try:
+        model = churn.train(data.store(), label_column=label_column or None, horizon_days=horizon_days,
+                            progress=progress)
+    finally:
+        bar.empty()  # a half-full bar must not outlive a failed run
     _versions.clear()
     return model
 
@@ -115,18 +124,88 @@ def model_churn_caption(metrics: dict) -> str:
             f"({plain(metrics.get('churn_definition_text', ''))}), as it stood when it was trained.")
 
 
+def held_out(metrics: dict) -> bool:
+    """Were this model's figures measured on customers that neither chose nor calibrated it? (Models
+    trained before held-out evaluation were reported on the rows that chose them.)"""
+    return "n_positive_valid" in metrics
+
+
 def model_sentence(info: dict) -> str:
     m = info["metrics"]
-    how = ("time-based validation on later cutoffs" if m.get("validation") == "time_based"
-           else f"{m.get('validation', '').replace('_', ' ')} cross-validation")
-    capture = m.get("top_decile_capture")
-    lift = m.get("top_decile_lift")
-    tail = f"; the riskiest 10% of customers hold **{capture:.0%}** of those who left (lift **{lift:.1f}×**)" \
-        if capture is not None and lift is not None else ""
     label = (f"churn within {m.get('horizon_days'):g} days" if info["kind"] == "events"
-             else f"the label column `{info.get('label_column')}`")
-    return (f"Model **v{info['version']}** ({info['estimator'].replace('_', ' ')}) predicts {label} with "
-            f"**ROC AUC {m['roc_auc']:.3f}** by {how}{tail}.")
+             else f"the label column {plain(info.get('label_column'))}")
+    head = f"Model **v{info['version']}** ({info['estimator'].replace('_', ' ')}) predicts {label}"
+    if not held_out(m):
+        how = ("time-based validation on later cutoffs" if m.get("validation") == "time_based"
+               else f"{m.get('validation', '').replace('_', ' ')} cross-validation")
+        return f"{head} with **ROC AUC {m['roc_auc']:.3f}** by {how}, measured on the rows that also chose it."
+    how = "time-based validation" if m.get("validation") == "time_based" else "a stratified hold-out"
+    lift = m.get("top_decile_lift")
+    tail = (f" The riskiest {m['top_decile_n']:,} of them hold **{m['top_decile_positive']:,}** of the "
+            f"{m['n_positive_valid']:,} who left (lift **{lift:.1f}×**).") if lift is not None else ""
+    return (f"{head}: **ROC AUC {m['roc_auc']:.3f}** (95% interval {m['roc_auc_ci_low']:.3f}–"
+            f"{m['roc_auc_ci_high']:.3f}) by {how}, measured on {plain(m['evaluated_on'])}.{tail}")
+
+
+def metric_tiles(metrics: dict) -> list[dict]:
+    """The model page's headline figures: ``label, value, help, caption`` per tile, held-out ones
+    when the model has them (older models: the figures they reported, see ``model_warnings``)."""
+    m = metrics
+    base, lift, capture = m.get("base_rate"), m.get("top_decile_lift"), m.get("top_decile_capture")
+    auc_help = "Chance a leaver is ranked above a stayer (0.5 = coin toss)."
+    pr_help = "Average precision: how pure the list is as you go down it. A random ranking scores the base rate."
+    lift_help = "Churn rate among the riskiest 10% divided by the overall churn rate."
+    capture_help = "Share of all leavers found in the riskiest 10%."
+    if not held_out(m):
+        return [
+            {"label": "ROC AUC", "value": f"{m['roc_auc']:.3f}", "help": auc_help, "caption": "not held out"},
+            {"label": "PR AUC", "value": f"{m['pr_auc']:.3f}", "help": pr_help,
+             "caption": f"base rate {base:.1%}" if base is not None else ""},
+            {"label": "Top-decile lift", "value": f"{lift:.1f}×" if lift is not None else "n/a", "help": lift_help,
+             "caption": ""},
+            {"label": "Top-decile capture", "value": f"{capture:.0%}" if capture is not None else "n/a",
+             "help": capture_help, "caption": ""},
+        ]
+    return [
+        {"label": "Held-out churned", "value": f"{m['n_positive_valid']:,}",
+         "help": "Churned customers among the held-out rows every figure here is measured on.",
+         "caption": f"of {m['n_valid']:,} held-out rows: base rate {base:.1%}"},
+        {"label": "ROC AUC", "value": f"{m['roc_auc']:.3f}",
+         "help": f"{auc_help} Interval: {m.get('roc_auc_ci_method', 'bootstrap')}.",
+         "caption": f"95% interval {m['roc_auc_ci_low']:.3f}–{m['roc_auc_ci_high']:.3f}"},
+        {"label": "PR AUC", "value": f"{m['pr_auc']:.3f}", "help": pr_help,
+         "caption": f"random ranking: {base:.3f}"},
+        {"label": "Top-decile lift", "value": f"{lift:.1f}×" if lift is not None else "n/a", "help": lift_help,
+         "caption": f"{m['top_decile_positive']:,} churned among the riskiest {m['top_decile_n']:,}"},
+        {"label": "Top-decile capture", "value": f"{capture:.0%}" if capture is not None else "n/a",
+         "help": capture_help, "caption": f"{m['top_decile_positive']:,} of {m['n_positive_valid']:,} who churned"},
+    ]
+
+
+def model_warnings(info: dict) -> list[str]:
+    """What a reader of the newest model's figures must know first (plain text, escaped for markdown):
+    figures not held out, an interval that reaches a coin toss, library versions that differ from
+    the running ones (the model can then not be loaded to score again)."""
+    m = info["metrics"]
+    out = []
+    if not held_out(m):
+        out.append(f"Version {info['version']} was trained before held-out evaluation: its figures were measured on "
+                   "the same rows that chose and calibrated it, so they flatter it. Retrain for figures measured on "
+                   "customers the model never saw.")
+    elif m["roc_auc_ci_low"] <= 0.5:
+        out.append(f"The ROC AUC's 95% interval reaches {m['roc_auc_ci_low']:.3f}: on these "
+                   f"{m['n_positive_valid']:,} held-out leavers the model may rank no better than a coin toss.")
+    problem = churn.version_problem(m.get("fitted_with"), version=info["version"])
+    if problem:
+        out.append(problem)
+    return [plain(t) for t in out]
+
+
+def training_error(exc: Exception) -> str:
+    """A failed training run in words for the page (escaped: messages can name columns from files)."""
+    if isinstance(exc, churn.NotEnoughChurnError):
+        return f"**Too little churn to measure a model: no model was saved.** {plain(str(exc))}"
+    return f"Training failed: {plain(str(exc))}"
 
 
 @memoised_figure
@@ -139,8 +218,21 @@ def candidates_figure(metrics: dict) -> go.Figure:
                            cliponaxis=False))
     lo = min(cand.values()) if cand else 0.5
     fig.update_layout(height=90 + 40 * len(names), margin=dict(l=10, r=50, t=10, b=10),
-                      xaxis=dict(title="validation ROC AUC", range=[max(0.5, lo - 0.05), 1.0]))
+                      xaxis=dict(title=f"ROC AUC on the {_selection_words(metrics)} (chooses; not the report)",
+                                 range=[max(0.5, lo - 0.05), 1.0]))
     return fig
+
+
+def _selection_words(metrics: dict) -> str:
+    if not held_out(metrics):
+        return "validation rows"
+    return "selection snapshots" if metrics.get("validation") == "time_based" else "cross-validation folds"
+
+
+def candidates_heading(metrics: dict) -> str:
+    if not held_out(metrics):
+        return "Candidates compared on the same validation"
+    return f"Candidates compared on the {_selection_words(metrics)}"
 
 
 @memoised_figure
