@@ -888,7 +888,7 @@ def _own_words(group: str, row: dict, cols: list[str]) -> str:
         return ""
     if group == "usage":
         v = row.get("web_events_30d")
-        return f"{v:.0f} web visits in 30 days" if v is not None and not pd.isna(v) else ""
+        return f"{v:.0f} web visit{'' if v == 1 else 's'} in 30 days" if v is not None and not pd.isna(v) else ""
     if group == "satisfaction":
         v = row.get("satisfaction_min")
         return f"lowest rating {v:.0f}" if v is not None and not pd.isna(v) else ""
