@@ -174,7 +174,7 @@ def _signal_selects(now: datetime, where_customer, names: list[str]) -> list[sa.
 
     def rows(table, ts, cond, name, detail):
         parts.append(
-            sa.select(im.c.cx_id.label("cx_id"), sa.literal(name).label("signal"), sa.cast(ts, sa.DateTime).label("ts"),
+            sa.select(im.c.cx_id.label("cx_id"), sa.cast(sa.literal(name), sa.String).label("signal"), sa.cast(ts, sa.DateTime).label("ts"),
                       sa.cast(detail, sa.String).label("detail"))
             .select_from(table.join(im, im.c.cx_key == table.c.cx_key))
             .where(where_customer(im.c.cx_id), cond, sa.or_(ts.is_(None), ts <= now))

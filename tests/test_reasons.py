@@ -255,18 +255,18 @@ def test_asked_to_cancel_9_days_ago_wins_over_a_usage_top_reason(company):
     assert sig["signal"].iloc[0] == "cancellation_ticket" and sig["age_days"].iloc[0] == pytest.approx(9.0)
 
 
-def test_failed_payments_count_every_failed_status(duck, tmp_path):
+def test_failed_payments_count_every_failed_status(store, tmp_path):
     from cxdash.signals import FAILED_PAYMENT_STATUSES
 
     day = datetime(2026, 2, 1)
     statuses = [*FAILED_PAYMENT_STATUSES, "paid", "refunded"]
-    _ingest(duck, tmp_path, "crm", "customers", pd.DataFrame({"customer_id": ["P1"], "email": ["p1@shop.test"]}))
-    _ingest(duck, tmp_path, "billing", "transactions", pd.DataFrame({
+    _ingest(store, tmp_path, "crm", "customers", pd.DataFrame({"customer_id": ["P1"], "email": ["p1@shop.test"]}))
+    _ingest(store, tmp_path, "billing", "transactions", pd.DataFrame({
         "transaction_id": [f"X{i}" for i in range(len(statuses))], "customer_id": "P1",
         "timestamp": [day + timedelta(days=i) for i in range(len(statuses))], "amount": 10.0,
         "status": [s.upper() for s in statuses]}))
-    with duck.connect() as conn:
-        sig = recent_signals(conn, _cx(duck, "P1")).set_index("signal")
+    with store.connect() as conn:
+        sig = recent_signals(conn, _cx(store, "P1")).set_index("signal")
     assert sig.loc["failed_payment", "count"] == len(FAILED_PAYMENT_STATUSES)
     # the newest failed one is the last failed status, len(FAILED)-1 days after the first; the data ends 2 days later
     assert sig.loc["failed_payment", "age_days"] == pytest.approx(2.0)
