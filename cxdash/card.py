@@ -165,9 +165,9 @@ SIGNAL_COLUMNS = ["signal", "noun", "label", "strength", "department", "action",
                   "count", "detail"]
 
 
-def _signal_selects(now: datetime, where_customer, names: list[str]) -> list[sa.Select]:
+def _signal_selects(now: datetime, where_customer, names: list[str], since: datetime | None) -> list[sa.Select]:
     """One select per signal of ``names``: ``cx_id, signal, ts, detail`` for every row showing it,
-    up to ``now``, for the customers ``where_customer(cx_id column)`` keeps."""
+    up to ``now`` (and from ``since``), for the customers ``where_customer(cx_id column)`` keeps."""
     e, k, x, ch = (KIND_TABLES[n] for n in ("events", "tickets", "transactions", "churn"))
     im = customer_keys_table
     parts = []
@@ -179,6 +179,8 @@ def _signal_selects(now: datetime, where_customer, names: list[str]) -> list[sa.
             .select_from(table.join(im, im.c.cx_key == table.c.cx_key))
             .where(where_customer(im.c.cx_id), cond, sa.or_(ts.is_(None), ts <= now))
         )
+        if since is not None:
+            parts[-1] = parts[-1].where(ts >= since)
 
     closed = sa.and_(k.c.closed_at.is_not(None), k.c.closed_at <= now)
     for name in names:
@@ -220,7 +222,8 @@ def row_signals(conn: Connection, *, now: datetime | None = None, cx_id: str | N
     reason, the ticket's topic, the event's name), read with the ``cxdash.signals`` predicates.
 
     In: one customer (``cx_id``) or all; ``names`` (default: every row-level signal);
-    ``since_days``: only signals seen in that many days before ``now`` (``now``: the data's end).
+    ``since_days``: only rows of the last that many days before ``now`` (``now``: the data's end;
+    the counts then cover that window only).
     Out: ``cx_id`` plus ``SIGNAL_COLUMNS``, newest first per customer (undated records last).
     """
     now = now or data_as_of(conn)
@@ -231,7 +234,8 @@ def row_signals(conn: Connection, *, now: datetime | None = None, cx_id: str | N
     def where_customer(col):
         return sa.true() if cx_id is None else col == cx_id
 
-    u = sa.union_all(*_signal_selects(now, where_customer, names)).subquery("signal_rows")
+    since = None if since_days is None else now - timedelta(days=since_days)
+    u = sa.union_all(*_signal_selects(now, where_customer, names, since)).subquery("signal_rows")
     by = [u.c.cx_id, u.c.signal]
     d30 = now - timedelta(days=30)
     ranked = sa.select(
@@ -242,8 +246,6 @@ def row_signals(conn: Connection, *, now: datetime | None = None, cx_id: str | N
     ).subquery("ranked")
     q = sa.select(ranked.c.cx_id, ranked.c.signal, ranked.c.ts, ranked.c.detail, ranked.c.n, ranked.c.n30) \
         .where(ranked.c.rn == 1)
-    if since_days is not None:
-        q = q.where(ranked.c.ts >= now - timedelta(days=since_days))
     frame = pd.DataFrame(conn.execute(q).fetchall(), columns=["cx_id", "signal", "last_at", "detail", "count", "count_30d"])
     reg = [signals.SIGNALS[n] for n in frame["signal"]]
     frame["noun"] = [s.noun for s in reg]
