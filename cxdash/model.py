@@ -137,7 +137,8 @@ _SIGNAL_GROUPS = {
 _INTENT_DRIVERS = tuple(s.name for s in signals.SIGNALS.values() if s.strength == signals.INTENT)
 # Drivers that are not signals: what the customer is (tenure, plan) or does (usage, purchases).
 _FIXED_DRIVERS: dict[str, tuple[str, str, str]] = {
-    "support_contacts": ("Many support contacts", "support", "Proactive check-in on the open issues"),
+    "support_contacts": ("More support contacts than retained customers", "support",
+                         "Proactive check-in on the open issues"),
     "usage": ("Uses the product less", "web", "Success team re-onboards the key features"),
     "marketing": ("Marketing engagement", "marketing", "Move to a relevant nurture track"),
     "purchases": ("Purchase pattern and value", "billing", "Review billing and offer annual pricing"),
@@ -731,7 +732,7 @@ def explain(model: ChurnModel, frame: pd.DataFrame, *, top: int = N_REASONS,
             if risky_side_only and not _on_risky_side(names[j], feature, value, reference, direction,
                                                       feature in model.categorical):
                 continue
-            d = infos[j]
+            d = _directed(infos[j], direction)
             action = d.action
             if names[j] in ("tenure", "attr_tenure") and _tenure_days(row, names[j]) > 365:
                 action = "Account manager's loyalty check-in: review usage and renewal terms"
@@ -739,12 +740,35 @@ def explain(model: ChurnModel, frame: pd.DataFrame, *, top: int = N_REASONS,
                 "signal": d.signal or names[j], "driver": names[j], "label": d.label, "feature": feature,
                 "value": value, "reference": _plain(reference), "direction": direction,
                 "department": d.department, "action": action, "contribution": round(float(contrib[i, j]), 3),
-                "detail": _detail(names[j], row, groups[names[j]], feature=feature, reference=reference),
+                "detail": _detail(names[j], row, groups[names[j]], feature=feature, reference=reference,
+                                  direction=direction),
             })
             if len(reasons) == top:
                 break
         out.append(reasons)
     return out
+
+
+# Non-signal drivers whose risky side the data decides: their words depend on that side (the
+# label must not say "uses the product less" of a customer who uses it more than retained ones).
+_DIRECTED_WORDS = {
+    ("usage", "lower"): ("Uses the product less than retained customers", "Success team re-onboards the key features"),
+    ("usage", "higher"): ("More web activity than retained customers",
+                          "Success team asks what they came for (help, billing or cancel pages)"),
+    ("marketing", "lower"): ("Less marketing engagement than retained customers", "Move to a relevant nurture track"),
+    ("marketing", "higher"): ("More marketing engagement than retained customers",
+                              "Check the messages they open; move to a relevant nurture track"),
+    ("purchases", "lower"): ("Buys less than retained customers", "Review billing and offer annual pricing"),
+    ("purchases", "higher"): ("Spends more than retained customers", "Account manager reviews value for money"),
+    ("tenure", "lower"): ("Newer than retained customers", "Onboarding check-in for new customers"),
+    ("tenure", "higher"): ("Longer-standing than retained customers",
+                           "Account manager's loyalty check-in: review usage and renewal terms"),
+}
+
+
+def _directed(d: Driver, direction: str | None) -> Driver:
+    words = _DIRECTED_WORDS.get((d.group, direction or ""))
+    return d if words is None else Driver(d.group, words[0], d.department, words[1], d.signal)
 
 
 def _main_spec(model: ChurnModel, group: str) -> tuple[str | None, object, str | None]:
@@ -770,7 +794,7 @@ def _plain(v):
     if v is None:
         return None
     if isinstance(v, str):
-        return None if v == MISSING_CATEGORY else v
+        return v
     if isinstance(v, bool | np.bool_):
         return float(v)
     if isinstance(v, int | float | np.integer | np.floating):
@@ -823,29 +847,47 @@ def _tenure_days(row: dict, group: str) -> float:
     return float(v) if v is not None and not pd.isna(v) else 0.0
 
 
-def _detail(group: str, row: dict, cols: list[str], *, feature: str | None = None, reference=None) -> str:
-    """Words for the customer's own values of a driver ("3 days ago", "2 in 90 days") and, but for
-    an intent signal, the typical retained customer's value of the main ``feature``; ``row`` maps
-    feature names to the customer's values, ``cols`` are the driver group's features."""
+def _detail(group: str, row: dict, cols: list[str], *, feature: str | None = None, reference=None,
+            direction: str | None = None) -> str:
+    """Words for the customer's own values of a driver ("last 3 days ago", "2 in 90 days") and, but
+    for an intent signal, how the main ``feature`` compares with the typical retained customer's
+    value; ``row`` maps feature names to the customer's values, ``cols`` are the driver group's
+    features."""
     own = _own_words(group, row, cols)
-    if group in _INTENT_DRIVERS or feature is None or _plain(reference) is None:
+    if group in _INTENT_DRIVERS or feature is None or reference is None:
         return own
-    typical = f"typical retained customer: {_feature_words(feature, _plain(reference))}"
-    return f"{own}; {typical}" if own else f"{_feature_words(feature, _plain(row.get(feature)))}; {typical}"
+    value = _plain(row.get(feature))
+    own = own or _feature_words(feature, value)
+    than = {"higher": "more than", "lower": "less than"}.get(direction or "", "unlike")
+    return f"{own}; {than} a typical retained customer ({_feature_words(feature, _plain(reference))})"
+
+
+# how a feature's value reads ("{} web visits in 30 days")
+_FEATURE_WORDS = {
+    "web_events_30d": "{:,.0f} web visits in 30 days", "web_events_90d": "{:,.0f} web visits in 90 days",
+    "web_events": "{:,.0f} web visits in all", "marketing_engaged_90d": "{:,.0f} marketing opens or clicks in 90 days",
+    "marketing_touches_90d": "{:,.0f} marketing messages in 90 days", "revenue_90d": "{:,.0f} revenue in 90 days",
+    "purchases_90d": "{:,.0f} purchases in 90 days", "mrr": "MRR {:,.0f}", "revenue": "{:,.0f} revenue in all",
+    "contacts_90d": "{:,.0f} contacts in 90 days", "contacts_30d": "{:,.0f} contacts in 30 days",
+    "contacts": "{:,.0f} contacts in all", "open_tickets": "{:,.0f} open tickets",
+    "ended_subscriptions": "{:,.0f} ended subscriptions", "consent_marketing": "consent {:.0f} (1 = yes)",
+}
 
 
 def _feature_words(feature: str, v) -> str:
     """One feature value in words: months of tenure, days ago, a rating, a count."""
     if v is None:
-        return "none"
+        return "none recorded"
     if isinstance(v, str):
-        return v
+        return "none recorded" if v == MISSING_CATEGORY else v
     if feature == "tenure_days":
         return f"{v / 30.44:.0f} months"
     if feature.startswith("days_since_"):
         return "none in a year" if v >= AGE_CAP_DAYS else ("today" if v < 1 else f"{v:.0f} days ago")
     if feature.startswith("satisfaction"):
-        return f"rating {v:.3g}"
+        return f"lowest rating {v:.3g}" if feature == "satisfaction_min" else f"average rating {v:.3g}"
+    if feature in _FEATURE_WORDS:
+        return _FEATURE_WORDS[feature].format(v)
     return f"{v:,.4g}"
 
 
@@ -893,10 +935,8 @@ def _own_words(group: str, row: dict, cols: list[str]) -> str:
         v = row.get("satisfaction_min")
         return f"lowest rating {v:.0f}" if v is not None and not pd.isna(v) else ""
     if len(cols) == 1:
-        v = row[cols[0]]
-        if isinstance(v, float):
-            return "" if pd.isna(v) else f"{v:,.4g}"
-        return "" if v is None else str(v)
+        v = _plain(row[cols[0]])
+        return "" if v is None else _feature_words(cols[0], v)
     return ""
 
 
