@@ -20,8 +20,10 @@ monotone, so ranking metrics are unchanged by it.
 
 Reasons: each driver *group* (for example "cancel page visit": its age and its 7/30-day
 counts) is reset to the value of a typical training customer, and the change in log-odds is the
-driver's contribution. Positive contributions are the customer's reasons, each with the
-department that owns the driver and a next best action.
+driver's contribution. Positive contributions are the customer's reasons when the customer's own
+value is on the risky side of the typical *retained* training customer's (``reason_baseline``), each
+with its value, that reference, the side on which risk rises, the owning department and a next best
+action; a driver that is a signal takes its words, owner and action from ``cxdash.signals``.
 """
 
 from __future__ import annotations
@@ -883,7 +885,7 @@ def _feature_words(feature: str, v) -> str:
     if feature == "tenure_days":
         return f"{v / 30.44:.0f} months"
     if feature.startswith("days_since_"):
-        return "none in a year" if v >= AGE_CAP_DAYS else ("today" if v < 1 else f"{v:.0f} days ago")
+        return "none in a year" if v >= AGE_CAP_DAYS else ("today" if v < 1 else f"{int(v)} days ago")
     if feature.startswith("satisfaction"):
         return f"lowest rating {v:.3g}" if feature == "satisfaction_min" else f"average rating {v:.3g}"
     if feature in _FEATURE_WORDS:
@@ -896,7 +898,7 @@ def _own_words(group: str, row: dict, cols: list[str]) -> str:
         v = row.get(col)
         if v is None or pd.isna(v) or v >= AGE_CAP_DAYS:
             return None
-        return "today" if v < 1 else f"{v:.0f} days ago"
+        return "today" if v < 1 else f"{int(v)} days ago"  # whole days elapsed, as the card's signals
 
     if group in _INTENT_DRIVERS:
         a = age(f"days_since_{group}")

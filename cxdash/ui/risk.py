@@ -228,9 +228,9 @@ def at_risk_table(frame: pd.DataFrame) -> pd.DataFrame:
         "risk": frame["risk"],
         "value (12 months)": frame["value"],
         "risk x value": frame["priority"],
-        "why": frame["reasons"].map(reasons_text),
-        "owner": frame["department"],
         "next best action": frame["action"],
+        "owner": frame["department"],
+        "why": frame["reasons"].map(reasons_text),
         "status": frame["status"],
     })
 
