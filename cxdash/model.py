@@ -873,6 +873,10 @@ _FEATURE_WORDS = {
     "contacts_90d": "{:,.0f} contacts in 90 days", "contacts_30d": "{:,.0f} contacts in 30 days",
     "contacts": "{:,.0f} contacts in all", "open_tickets": "{:,.0f} open tickets",
     "ended_subscriptions": "{:,.0f} ended subscriptions", "consent_marketing": "consent {:.0f} (1 = yes)",
+    "checkout_errors_30d": "{:,.0f} in 30 days", "checkout_errors": "{:,.0f} in all",
+    "failed_payments_90d": "{:,.0f} in 90 days", "failed_payments_30d": "{:,.0f} in 30 days",
+    "failed_payments": "{:,.0f} in all", "repeat_contacts_90d": "{:,.0f} in 90 days", "repeat_contacts": "{:,.0f} in all",
+    "transferred_contacts_90d": "{:,.0f} transferred contacts in 90 days", "transfers": "{:,.0f} transfers in all",
 }
 
 
@@ -907,7 +911,7 @@ def _own_words(group: str, row: dict, cols: list[str]) -> str:
             return f"last {a}" + (f", {n:.0f}× in 30 days" if n and not pd.isna(n) and n > 1 else "")
         return "not recently"
     counts = {
-        "checkout_errors": ("checkout_errors", "days_since_checkout_errors", "in total"),
+        "checkout_errors": ("checkout_errors_30d", "days_since_checkout_errors", "in 30 days"),
         "failed_payments": ("failed_payments_90d", "days_since_failed_payments", "in 90 days"),
         "repeat_contacts": ("repeat_contacts_90d", "days_since_repeat_contacts", "in 90 days"),
         "transfers": ("transferred_contacts_90d", "days_since_transfers", "transferred contacts in 90 days"),
