@@ -141,7 +141,7 @@ _INTENT_DRIVERS = tuple(s.name for s in signals.SIGNALS.values() if s.strength =
 _FIXED_DRIVERS: dict[str, tuple[str, str, str]] = {
     "support_contacts": ("More support contacts than retained customers", "support",
                          "Proactive check-in on the open issues"),
-    "usage": ("Uses the product less", "web", "Success team re-onboards the key features"),
+    "usage": ("Product usage", "web", "Success team re-onboards the key features"),
     "marketing": ("Marketing engagement", "marketing", "Move to a relevant nurture track"),
     "purchases": ("Purchase pattern and value", "billing", "Review billing and offer annual pricing"),
     "tenure": ("Tenure", "sales", "Onboarding check-in for new customers"),
