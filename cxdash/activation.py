@@ -44,12 +44,18 @@ def store_scores(store: Store, model, *, reasons_for: int = 20_000, features=Non
     ``features``: today's ``FeatureFrame`` when the caller has it already (training does).
     Returns the number of customers scored.
     """
+    from cxdash.card import row_signals
     from cxdash.model import current_features, score_frame
+    from cxdash.next_action import RECENT_SIGNAL_DAYS, STRONG
+    from cxdash.signals import SIGNALS
 
-    if features is None:
-        with store.connect() as conn:
+    with store.connect() as conn:
+        if features is None:
             features = current_features(conn, model)
-    scored = score_frame(model, features, reasons_for=reasons_for)
+        # the recent intent signals and churn records decide the next action (cxdash.next_action)
+        strong = [s.name for s in SIGNALS.values() if s.strength in STRONG]
+        seen = row_signals(conn, names=strong, since_days=RECENT_SIGNAL_DAYS)
+    scored = score_frame(model, features, reasons_for=reasons_for, seen=seen)
     del features
     out = pd.DataFrame(
         {

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash import signals
 from cxdash.churn import Definition, churned
-from cxdash.features import INTENT_SIGNALS, data_as_of
+from cxdash.features import data_as_of
 from cxdash.kinds import IDENTITY_FIELDS
 from cxdash.store import KIND_TABLES, customer_keys_table, identity_map_table
 from cxdash.timeline import step_order, timeline
@@ -29,6 +30,7 @@ __all__ = [
     "profile",
     "recent_contacts",
     "recent_signals",
+    "row_signals",
     "customer_timeline",
 ]
 
@@ -156,48 +158,136 @@ def customer_timeline(conn: Connection, cx_id: str, *, limit: int = 200) -> pd.D
     return pd.DataFrame(rows, columns=["ts", "activity", "department", "channel", "source", "value"])
 
 
-def recent_signals(conn: Connection, cx_id: str, *, now: datetime | None = None) -> pd.DataFrame:
-    """The latest intent and friction signals with their age in days, newest first.
+# Row-level signals the card lists: every registry signal read from one source row (or, for a
+# repeat contact, from the customer's previous ticket). Journey-shaped ones (a long wait, a dead
+# end) need the whole journey log and are on the Journeys page instead.
+ROW_KINDS = ("events", "tickets", "transactions", "churn")
+SIGNAL_COLUMNS = ["signal", "noun", "label", "strength", "department", "action", "last_at", "age_days", "count_30d",
+                  "count", "detail"]
 
-    Out: ``signal, last_at, age_days, count_30d``.
-    """
-    now = now or data_as_of(conn)
-    e, k, x = KIND_TABLES["events"], KIND_TABLES["tickets"], KIND_TABLES["transactions"]
+
+def _signal_selects(now: datetime, where_customer, names: list[str], since: datetime | None) -> list[sa.Select]:
+    """One select per signal of ``names``: ``cx_id, signal, ts, detail`` for every row showing it,
+    up to ``now`` (and from ``since``), for the customers ``where_customer(cx_id column)`` keeps."""
+    e, k, x, ch = (KIND_TABLES[n] for n in ("events", "tickets", "transactions", "churn"))
     im = customer_keys_table
-    patterns = {stem: pats for stem, (kind, pats) in INTENT_SIGNALS.items()}
     parts = []
 
-    def add(kind_table, ts, cond, name):
+    def rows(table, ts, cond, name, detail):
         parts.append(
-            sa.select(sa.literal(name).label("signal"), sa.func.max(ts).label("last_at"),
-                      sa.func.sum(sa.case((ts >= now - pd.Timedelta(days=30).to_pytimedelta(), 1), else_=0)).label("n30"))
-            .select_from(kind_table.join(im, im.c.cx_key == kind_table.c.cx_key))
-            .where(im.c.cx_id == cx_id, cond)
+            sa.select(im.c.cx_id.label("cx_id"), sa.cast(sa.literal(name), sa.String).label("signal"), sa.cast(ts, sa.DateTime).label("ts"),
+                      sa.cast(detail, sa.String).label("detail"))
+            .select_from(table.join(im, im.c.cx_key == table.c.cx_key))
+            .where(where_customer(im.c.cx_id), cond, sa.or_(ts.is_(None), ts <= now))
         )
+        if since is not None:
+            parts[-1] = parts[-1].where(ts >= since)
 
-    def like_any(col, pats):
-        low = sa.func.lower(sa.func.coalesce(col, ""))
-        return sa.or_(*[low.like(p) for p in pats])
+    closed = sa.and_(k.c.closed_at.is_not(None), k.c.closed_at <= now)
+    for name in names:
+        sig = signals.SIGNALS[name]
+        if sig.kind == "events":
+            rows(e, e.c.timestamp, signals.matches(sig, e.c.activity), name, e.c.activity)
+        elif sig.kind == "transactions":
+            rows(x, x.c.timestamp, signals.matches(sig, x.c[sig.column]), name, x.c.status)
+        elif name == "repeat_contact":
+            t = (
+                sa.select(k.c.cx_key, k.c.opened_at, k.c.topic,
+                          signals.previous_same_topic(k.c.opened_at, k.c.cx_key, k.c.topic, k.c.load_id,
+                                                      k.c.row_number).label("prev_at"))
+                .select_from(k.join(im, im.c.cx_key == k.c.cx_key))
+                .where(where_customer(im.c.cx_id))
+                .subquery("repeat_candidates")
+            )
+            rows(t, t.c.opened_at, signals.is_repeat(t.c.opened_at, t.c.prev_at), name, t.c.topic)
+        elif sig.kind == "tickets":
+            if name == "transfer":
+                cond = signals.matches(sig, k.c.transfers)
+            elif name == "low_satisfaction":
+                cond = signals.matches(sig, None, satisfaction=k.c.satisfaction, closed=closed)
+            else:
+                cond = signals.matches(sig, k.c[sig.column], satisfaction=k.c.satisfaction, closed=closed)
+            rows(k, k.c.opened_at, cond, name, k.c.topic if name != "low_satisfaction" else k.c.satisfaction)
+        elif sig.kind == "churn":
+            # a churn record, and an event named like a cancellation ("subscription cancelled")
+            rows(ch, ch.c.churned_at, sa.true(), name, ch.c.reason)
+            rows(e, e.c.timestamp, signals.matches(sig, e.c.activity), name, e.c.activity)
+        elif sig.kind in ROW_KINDS:  # a signal declared later on a kind handled above is a bug here
+            raise ValueError(f"signal {name!r} of kind {sig.kind!r} has no card query")
+    return parts
 
-    labels = {
-        "cancel_page": "cancel page visit", "competitor_compare": "competitor comparison",
-        "downgrade_page": "downgrade page visit", "cancellation_ticket": "asked to cancel", "complaint": "complaint",
-    }
-    for stem, (kind, pats) in INTENT_SIGNALS.items():
-        if kind == "events":
-            add(e, e.c.timestamp, like_any(e.c.activity, pats), labels[stem])
-        else:
-            add(k, k.c.opened_at, like_any(k.c.topic, patterns[stem]), labels[stem])
-    add(e, e.c.timestamp, like_any(e.c.activity, ("%error%",)), "checkout error")
-    add(x, x.c.timestamp, sa.func.lower(sa.func.coalesce(x.c.status, "")).in_(("failed", "declined", "error")),
-        "failed payment")
-    add(k, k.c.opened_at, sa.func.coalesce(k.c.transfers, 0) > 0, "transferred contact")
-    rows = conn.execute(sa.union_all(*parts)).fetchall()
-    frame = pd.DataFrame(rows, columns=["signal", "last_at", "count_30d"])
-    frame = frame[frame["last_at"].notna()].copy()
-    frame["age_days"] = [(now - pd.Timestamp(t).to_pydatetime()).total_seconds() / 86400 for t in frame["last_at"]]
+
+def row_signals(conn: Connection, *, now: datetime | None = None, cx_id: str | None = None,
+                names: list[str] | None = None, since_days: float | None = None) -> pd.DataFrame:
+    """Per customer and signal: the latest occurrence, its age and its detail (a churn record's
+    reason, the ticket's topic, the event's name), read with the ``cxdash.signals`` predicates.
+
+    In: one customer (``cx_id``) or all; ``names`` (default: every row-level signal);
+    ``since_days``: only rows of the last that many days before ``now`` (``now``: the data's end;
+    the counts then cover that window only).
+    Out: ``cx_id`` plus ``SIGNAL_COLUMNS``, newest first per customer (undated records last).
+    """
+    now = now or data_as_of(conn)
+    if now is None:  # nothing loaded
+        return pd.DataFrame(columns=["cx_id", *SIGNAL_COLUMNS])
+    names = names or [s.name for s in signals.SIGNALS.values() if s.kind in ROW_KINDS]
+
+    def where_customer(col):
+        return sa.true() if cx_id is None else col == cx_id
+
+    since = None if since_days is None else now - timedelta(days=since_days)
+    u = sa.union_all(*_signal_selects(now, where_customer, names, since)).subquery("signal_rows")
+    by = [u.c.cx_id, u.c.signal]
+    d30 = now - timedelta(days=30)
+    ranked = sa.select(
+        u.c.cx_id, u.c.signal, u.c.ts, u.c.detail,
+        sa.func.row_number().over(partition_by=by, order_by=[u.c.ts.desc().nulls_last(), u.c.detail]).label("rn"),
+        sa.func.count().over(partition_by=by).label("n"),
+        sa.func.sum(sa.case((u.c.ts >= d30, 1), else_=0)).over(partition_by=by).label("n30"),
+    ).subquery("ranked")
+    q = sa.select(ranked.c.cx_id, ranked.c.signal, ranked.c.ts, ranked.c.detail, ranked.c.n, ranked.c.n30) \
+        .where(ranked.c.rn == 1)
+    frame = pd.DataFrame(conn.execute(q).fetchall(), columns=["cx_id", "signal", "last_at", "detail", "count", "count_30d"])
+    reg = [signals.SIGNALS[n] for n in frame["signal"]]
+    frame["noun"] = [s.noun for s in reg]
+    frame["label"] = [s.label for s in reg]
+    frame["strength"] = [s.strength for s in reg]
+    frame["department"] = [s.department for s in reg]
+    frame["action"] = [s.action for s in reg]
+    last = pd.to_datetime(frame["last_at"])
+    frame["age_days"] = ((pd.Timestamp(now) - last).dt.total_seconds() / 86400).astype(float)
+    frame["count"] = frame["count"].fillna(0).astype(int)
     frame["count_30d"] = frame["count_30d"].fillna(0).astype(int)
-    return frame.sort_values("age_days").reset_index(drop=True)[["signal", "last_at", "age_days", "count_30d"]]
+    frame["detail"] = [_signal_detail(n, d) for n, d in zip(frame["signal"], frame["detail"], strict=True)]
+    # same age: the registry's order (intent before friction)
+    frame["_order"] = frame["signal"].map({n: i for i, n in enumerate(signals.SIGNALS)})
+    frame = frame.sort_values(["cx_id", "age_days", "_order"], na_position="last", kind="stable")
+    return frame.reset_index(drop=True)[["cx_id", *SIGNAL_COLUMNS]]
+
+
+def _signal_detail(name: str, raw) -> str:
+    if raw is None or (isinstance(raw, float) and pd.isna(raw)) or str(raw).strip() == "":
+        return ""
+    raw = str(raw).strip()
+    if name == "churn_event":
+        return f"reason: {raw}" if raw.lower() not in signals.CHURN_ACTIVITIES else f"recorded as {raw!r}"
+    if name == "low_satisfaction":
+        return f"rated {float(raw):g}"
+    if name == "failed_payment":
+        return f"status {raw}"
+    return raw
+
+
+def recent_signals(conn: Connection, cx_id: str, *, now: datetime | None = None) -> pd.DataFrame:
+    """Every row-level signal on record for one customer (intent, friction and churn records, as
+    ``cxdash.signals`` declares them), newest first, with its age in days as of ``now`` (default:
+    the data's end).
+
+    Out: ``signal`` (the registry name), ``noun`` (words for a list), ``label``, ``strength``
+    (intent / friction / churn), ``department``, ``action``, ``last_at``, ``age_days`` (NaN for an
+    undated record), ``count_30d``, ``count``, ``detail`` (a churn record's reason, a ticket's topic).
+    """
+    return row_signals(conn, now=now, cx_id=cx_id).drop(columns="cx_id")
 
 
 def _tickets(conn: Connection, cx_id: str, where, limit: int) -> pd.DataFrame:
@@ -224,3 +314,81 @@ def open_tickets(conn: Connection, cx_id: str) -> pd.DataFrame:
 def recent_contacts(conn: Connection, cx_id: str, *, limit: int = 10) -> pd.DataFrame:
     """What the customer already told us: their latest contacts with topic, channel and transfers."""
     return _tickets(conn, cx_id, sa.true(), limit)
+
+
+REASON_KEYS = ("signal", "label", "value", "reference", "direction", "department", "action", "detail")
+
+
+def identifiers(conn: Connection, cx_id: str, *, mask: bool = True) -> list[dict]:
+    """Every identifier stitched into the customer: ``[{"field", "value"}]`` sorted by field, emails
+    and phones masked unless ``mask=False``."""
+    im = identity_map_table
+    keys = conn.execute(sa.select(im.c.id_key).where(im.c.cx_id == cx_id).order_by(im.c.id_key)).scalars().all()
+    out = []
+    for key in keys:
+        field, _, value = key.partition(":")
+        if mask and field == "email":
+            value = mask_email(value)
+        elif mask and field == "phone":
+            value = mask_phone(value)
+        out.append({"field": field, "value": value})
+    return out
+
+
+def customer_summary(store, cx_id: str, *, mask: bool = True, definition: Definition | None = None) -> dict:
+    """The stitched customer as the front line needs it, for the CLI (``python -m cxdash card``).
+
+    Out: ``cx_id, customer_id, name, identifiers`` (see ``identifiers``), ``identifiers_masked``,
+    ``churn`` (the churn records with their reasons, and the status under ``definition``),
+    ``signals`` (newest first: ``signal, label, strength, age_days, last_at, count_30d, detail``),
+    ``risk`` (None when not scored), ``risk_note`` (why there is no risk, else None),
+    ``model_version``, ``reasons`` (structured, ``REASON_KEYS``), ``next_action`` (see
+    ``cxdash.next_action.next_action``).
+    """
+    from cxdash.activation import customer_score
+    from cxdash.next_action import next_action
+    from cxdash.store import models_table
+
+    with store.connect() as conn:
+        prof = profile(conn, cx_id, mask=mask)
+        ids = identifiers(conn, cx_id, mask=mask)
+        seen = recent_signals(conn, cx_id)
+        status = churn_status(conn, cx_id, definition)
+    with store.app_begin() as conn:
+        newest = conn.execute(sa.select(sa.func.max(models_table.c.version))).scalar()
+    score = customer_score(store, cx_id) if newest is not None else None
+    if newest is None:
+        note = "No churn model has been trained yet, so there is no risk score: train one with `python -m cxdash train`."
+    elif score is None:
+        note = (f"Model v{newest} did not score this customer: only customers live at scoring time are scored "
+                "(this one has left, or is not a current customer).")
+    else:
+        note = None
+    reasons = [{k: r.get(k) for k in REASON_KEYS} for r in (score or {}).get("reasons", [])]
+    records = status["records"]
+    return {
+        "cx_id": cx_id,
+        "customer_id": prof.get("customer_id"),
+        "name": prof.get("name"),
+        "identifiers": ids,
+        "identifiers_masked": mask,
+        "churn": {
+            "definition": status["definition"], "churned": status["churned"], "churned_at": status["churned_at"],
+            "records": [{"churned_at": r.churned_at, "reason": r.reason, "source": r.source}
+                        for r in records.itertuples()],
+        },
+        "signals": [
+            {"signal": r.signal, "label": r.noun, "strength": r.strength, "age_days": _round(r.age_days),
+             "last_at": r.last_at, "count_30d": int(r.count_30d), "detail": r.detail}
+            for r in seen.itertuples()
+        ],
+        "risk": None if score is None else float(score["risk"]),
+        "risk_note": note,
+        "model_version": None if score is None else int(score["model_version"]),
+        "reasons": reasons,
+        "next_action": next_action(seen, reasons),
+    }
+
+
+def _round(v) -> float | None:
+    return None if v is None or pd.isna(v) else round(float(v), 2)

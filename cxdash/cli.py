@@ -365,6 +365,12 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _reason_record(reason: dict) -> dict:
+    from cxdash.card import REASON_KEYS
+
+    return {k: reason.get(k) for k in REASON_KEYS}
+
+
 def cmd_score(args) -> int:
     from cxdash.activation import at_risk, store_scores
     from cxdash.model import latest_model
@@ -379,10 +385,10 @@ def cmd_score(args) -> int:
         frame = at_risk(store, only_top_decile=False, limit=args.top)
     records = [
         # value is unknown (None) when neither transactions nor subscription MRR are loaded
-        {"customer_id": r.customer_id, "risk": float(r.risk), "value": None if r.value != r.value or r.value is None
-         else float(r.value), "priority": float(r.priority),
-         "department": r.department, "action": r.action,
-         "reasons": [{k: x[k] for k in ("label", "department", "action", "detail")} for x in r.reasons]}
+        {"cx_id": r.cx_id, "customer_id": r.customer_id, "risk": float(r.risk),
+         "value": None if r.value is None or r.value != r.value else float(r.value),
+         "priority": float(r.priority), "department": r.department, "action": r.action,
+         "reasons": [_reason_record(x) for x in r.reasons]}
         for r in frame.itertuples()
     ]
     if args.json:
@@ -390,7 +396,44 @@ def cmd_score(args) -> int:
     else:
         for r in records:
             reasons = "; ".join(x["label"] for x in r["reasons"])
-            print(f"{r['customer_id']:20} risk {r['risk']:.3f}  {reasons}")
+            print(f"{r['customer_id']:20} risk {r['risk']:.3f}  {reasons}  -> {r['action']}")
+    return 0
+
+
+def cmd_card(args) -> int:
+    from cxdash.card import customer_summary, find_customers
+    from cxdash.next_action import age_words
+
+    store = _store(args)
+    with store.connect() as conn:
+        matches = find_customers(conn, args.identifier)
+    if matches.empty:
+        print(f"cxdash card: no customer matches {args.identifier!r}; give a full customer id, email or phone "
+              "(a customer id prefix also works)", file=sys.stderr)
+        return 1
+    exact = matches[matches["matched"] != "customer_id prefix"]
+    pick = exact if len(exact) == 1 else matches
+    if len(pick) > 1:
+        listed = ", ".join(f"{r.customer_id} ({r.matched})" for r in pick.itertuples())
+        print(f"cxdash card: {len(pick)} customers match {args.identifier!r}: {listed}; give one of them in full",
+              file=sys.stderr)
+        return 2
+    definition = _churn_in_force(store).definition
+    out = customer_summary(store, str(pick["cx_id"].iloc[0]), mask=not args.unmasked, definition=definition)
+    if args.json:
+        print(json.dumps(out, indent=2, default=_jsonable))
+        return 0
+    print(f"{out['customer_id'] or out['cx_id']}  {out['name'] or ''}  (cx_id {out['cx_id']})")
+    print("identifiers: " + ", ".join(f"{i['field']}={i['value']}" for i in out["identifiers"]))
+    print(f"risk: {out['risk']:.0%}" if out["risk"] is not None else f"risk: n/a. {out['risk_note']}")
+    print(f"next action: {out['next_action']['action']} (owner: {out['next_action']['department'] or 'n/a'})")
+    for r in out["reasons"]:
+        print(f"  why: {r['label']} — {r['detail']}")
+    if not out["signals"]:
+        print("signals: none on record")
+    for sig in out["signals"]:
+        detail = f" ({sig['detail']})" if sig["detail"] else ""
+        print(f"  signal: {sig['label']} {age_words(sig['age_days'])}{detail}")
     return 0
 
 
@@ -549,6 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--rescore", action="store_true", help="score today's data again without retraining")
     sc.add_argument("--json", action="store_true", help="print JSON")
     sc.set_defaults(func=cmd_score)
+
+    cd = sub.add_parser("card", help="one customer's card: identifiers, signals, risk, reasons and next action")
+    cd.add_argument("identifier", help="customer id, email or phone (any format), or a customer id prefix")
+    cd.add_argument("--unmasked", action="store_true", help="show emails and phones in full (default: masked)")
+    cd.add_argument("--json", action="store_true", help="print JSON")
+    cd.set_defaults(func=cmd_card)
 
     u = sub.add_parser("users", help="manage who may sign in, and their roles")
     usub = u.add_subparsers(dest="action", required=True)

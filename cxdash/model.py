@@ -36,8 +36,10 @@ unpickling it.
 
 Reasons: each driver *group* (for example "cancel page visit": its age and its 7/30-day
 counts) is reset to the value of a typical training customer, and the change in log-odds is the
-driver's contribution. Positive contributions are the customer's reasons, each with the
-department that owns the driver and a next best action.
+driver's contribution. Positive contributions are the customer's reasons when the customer's own
+value is on the risky side of the typical *retained* training customer's (``reason_baseline``), each
+with its value, that reference, the side on which risk rises, the owning department and a next best
+action; a driver that is a signal takes its words, owner and action from ``cxdash.signals``.
 """
 
 from __future__ import annotations
@@ -70,10 +72,10 @@ from sqlalchemy.engine import Connection
 from threadpoolctl import threadpool_limits
 
 from cxdash import churn as churn_defs
+from cxdash import signals
 from cxdash.churn import Definition
 from cxdash.features import (
     AGE_CAP_DAYS,
-    INTENT_SIGNALS,
     MISSING_CATEGORY,
     FeatureFrame,
     Sample,
@@ -94,6 +96,8 @@ __all__ = [
     "version_problem",
     "driver_info",
     "explain",
+    "main_feature",
+    "reason_baseline",
     "latest_model",
     "load_model",
     "save_model",
@@ -205,25 +209,25 @@ class Driver:
     label: str
     department: str
     action: str
+    signal: str | None = None  # the cxdash.signals name when the driver is a signal
 
 
-_INTENT_DRIVERS = {
-    "cancel_page": ("Visited the cancel page", "web", "Retention call within 24 h with a save offer"),
-    "competitor_compare": ("Compared us with a competitor", "sales",
-                           "Account manager sends a side-by-side comparison and a loyalty offer"),
-    "downgrade_page": ("Looked at downgrading", "sales", "Offer a right-sized plan before they cancel"),
-    "cancellation_ticket": ("Asked support to cancel", "support", "Route to the retention team today"),
-    "complaint": ("Complained or rated a contact badly", "support", "Team lead calls back to close the complaint"),
+# Driver groups that are signals: their words, owner and next action are the registry's. The
+# intent signals' groups carry the signal's own name (their features are ``cancel_page_30d``...).
+_SIGNAL_GROUPS = {
+    "checkout_errors": "checkout_error",
+    "failed_payments": "failed_payment",
+    "repeat_contacts": "repeat_contact",
+    "transfers": "transfer",
+    "satisfaction": "low_satisfaction",
+    **{s.name: s.name for s in signals.SIGNALS.values() if s.strength == signals.INTENT},
 }
+_INTENT_DRIVERS = tuple(s.name for s in signals.SIGNALS.values() if s.strength == signals.INTENT)
+# Drivers that are not signals: what the customer is (tenure, plan) or does (usage, purchases).
 _FIXED_DRIVERS: dict[str, tuple[str, str, str]] = {
-    "checkout_errors": ("Hit checkout errors", "web", "Fix the checkout issue, apologise and credit the order"),
-    "failed_payments": ("Failed payments", "billing", "Help update the payment method; pause dunning"),
-    "repeat_contacts": ("Had to repeat a contact within 7 days", "support",
-                        "One named owner closes the open issue; no new ticket"),
-    "transfers": ("Was transferred between teams", "support", "Assign one owner; no more transfers"),
-    "support_contacts": ("Many support contacts", "support", "Proactive check-in on the open issues"),
-    "satisfaction": ("Low satisfaction with support", "support", "Service recovery call"),
-    "usage": ("Uses the product less", "web", "Success team re-onboards the key features"),
+    "support_contacts": ("More support contacts than retained customers", "support",
+                         "Proactive check-in on the open issues"),
+    "usage": ("Product usage", "web", "Success team re-onboards the key features"),
     "marketing": ("Marketing engagement", "marketing", "Move to a relevant nurture track"),
     "purchases": ("Purchase pattern and value", "billing", "Review billing and offer annual pricing"),
     "tenure": ("Tenure", "sales", "Onboarding check-in for new customers"),
@@ -242,10 +246,32 @@ _ATTR_DEPARTMENTS = (
      "Success team reviews how the product is used"),
     (("email", "campaign", "marketing", "newsletter"), "marketing", "Move to a relevant nurture track"),
 )
+# A driver's *main feature*: the value a reason shows and compares with retained customers. The
+# first one the model has wins. Its risky side: "higher"/"lower" as declared, ``"signal"`` for the
+# signal's own direction, None when the training data tells (``reason_baseline``).
+_MAIN_FEATURES: dict[str, tuple[tuple[str, str | None], ...]] = {
+    **{stem: ((f"{stem}_30d", "signal"), (f"{stem}_7d", "signal"), (f"days_since_{stem}", "lower"))
+       for stem in _INTENT_DRIVERS},
+    "checkout_errors": (("checkout_errors_30d", "signal"), ("checkout_errors", "signal"),
+                        ("days_since_checkout_errors", "lower")),
+    "failed_payments": (("failed_payments_90d", "signal"), ("failed_payments_30d", "signal"),
+                        ("failed_payments", "signal"), ("days_since_failed_payments", "lower")),
+    "repeat_contacts": (("repeat_contacts_90d", "signal"), ("repeat_contacts", "signal"),
+                        ("days_since_repeat_contacts", "lower")),
+    "transfers": (("transferred_contacts_90d", "signal"), ("transfers", "signal"), ("days_since_transfers", "lower")),
+    "satisfaction": (("satisfaction_min", "signal"), ("satisfaction_avg", "signal")),
+    "support_contacts": (("contacts_90d", "higher"), ("contacts_30d", "higher"), ("contacts", "higher"),
+                         ("open_tickets", "higher")),
+    "usage": (("web_events_30d", None), ("web_events_90d", None), ("web_events", None)),
+    "marketing": (("marketing_engaged_90d", None), ("marketing_touches_90d", None)),
+    "purchases": (("revenue_90d", None), ("purchases_90d", None), ("mrr", None), ("revenue", None)),
+    "tenure": (("tenure_days", None), ("ended_subscriptions", None)),
+    "consent": (("consent_marketing", None),),
+}
 
 
 def _group_of(feature: str) -> str:
-    for stem in INTENT_SIGNALS:
+    for stem in _INTENT_DRIVERS:
         if stem in feature:
             return stem
     name = feature
@@ -266,9 +292,11 @@ def _group_of(feature: str) -> str:
 
 
 def driver_info(group: str) -> Driver:
-    """Label, owning department and next best action for a driver group."""
-    if group in _INTENT_DRIVERS:
-        return Driver(group, *_INTENT_DRIVERS[group])
+    """Label, owning department and next best action for a driver group; a signal's come from
+    ``cxdash.signals``."""
+    if group in _SIGNAL_GROUPS:
+        s = signals.signal(_SIGNAL_GROUPS[group])
+        return Driver(group, s.label, s.department, s.action, s.name)
     if group in _FIXED_DRIVERS:
         return Driver(group, *_FIXED_DRIVERS[group])
     if group.startswith("attr_"):
@@ -283,6 +311,42 @@ def driver_info(group: str) -> Driver:
                 return Driver(group, label, dept, action)
         return Driver(group, label, "sales", "Account manager reviews the account")
     return Driver(group, group.replace("_", " ").capitalize(), "sales", "Account manager reviews the account")
+
+
+def main_feature(group: str, features: list[str]) -> tuple[str | None, str | None]:
+    """The feature a driver group's reason shows (the first of its declared ones the model has,
+    else its first feature) and its declared risky side ("higher", "lower", or None: learned)."""
+    have = set(features)
+    for feature, side in _MAIN_FEATURES.get(group, ()):
+        if feature in have:
+            if side == "signal":
+                side = signals.signal(_SIGNAL_GROUPS[group]).direction
+            return feature, side
+    own = [f for f in features if _group_of(f) == group]
+    return (own[0], None) if own else (None, None)
+
+
+def reason_baseline(rows: pd.DataFrame, y: np.ndarray, numeric: list[str], categorical: list[str]) -> dict:
+    """What a retained customer typically looks like, per feature, for the reasons' comparison.
+
+    In: training rows, their labels (1 = churned), the feature names. Out: ``{feature:
+    {"reference": median (number) or most frequent value (category) among the retained rows,
+    "learned": "higher"/"lower"/None}}``; ``learned`` is the side where the churned rows' mean lies
+    (None when equal, for a category, or with no churned or no retained rows).
+    """
+    y = np.asarray(y, dtype=float)
+    kept, gone = rows[y == 0], rows[y == 1]
+    out: dict[str, dict] = {}
+    for c in numeric:
+        v = pd.to_numeric(kept[c], errors="coerce")
+        ref = float(v.median()) if v.notna().any() else None
+        m0, m1 = v.mean(), pd.to_numeric(gone[c], errors="coerce").mean()
+        learned = None if pd.isna(m0) or pd.isna(m1) or m0 == m1 else ("higher" if m1 > m0 else "lower")
+        out[c] = {"reference": ref, "learned": learned}
+    for c in categorical:
+        mode = kept[c].dropna().astype(str).mode()
+        out[c] = {"reference": mode.iloc[0] if len(mode) else None, "learned": None}
+    return out
 
 
 # ----------------------------------------------------------------------------- estimators
@@ -405,6 +469,9 @@ class ChurnModel:
     # a snapshot-only label: the cx_ids of the held-out customers its figures were measured on
     # (event models are evaluated on whole snapshots: ``metrics["valid_cutoffs"]``)
     held_out_ids: list[str] | None = None
+    # per feature, the typical retained training customer and the side churners lean to
+    # (``reason_baseline``); models saved before it existed have none (see ``explain``)
+    reason_baseline: dict = field(default_factory=dict)
 
     @property
     def features(self) -> list[str]:
@@ -676,6 +743,7 @@ def train_labelled_model(
     model = ChurnModel(estimator, calibration, numeric, categorical, _reference(x, numeric, categorical),
                        kind="labelled", name=chosen, label_column=label_column, source=source, cutoff=ff.cutoff,
                        held_out_ids=[str(i) for i in valid.index])
+    model.reason_baseline = reason_baseline(x, y, numeric, categorical)
     _report(progress, 0.88, f"Measuring on {len(y_valid):,} held-out customers")
     metrics = model_metrics(y_valid, model.predict_proba(valid))
     _report(progress, 0.92, "Permutation importance on held-out rows")
@@ -794,6 +862,7 @@ def train_event_model(
     model = ChurnModel(fitted[chosen], calibration, numeric, categorical,
                        _reference(x_train, numeric, categorical), kind="events", name=chosen,
                        source=source, cutoff=cutoff, horizon_days=horizon_days)
+    model.reason_baseline = reason_baseline(x_train, y_train, numeric, categorical)
     _report(progress, 0.88, f"Measuring on the held-out snapshots ({when(valid_cutoffs)})")
     metrics = model_metrics(y_valid, model.predict_proba(valid), groups=valid.index.to_numpy())
     # Importance is description, not a figure of merit nor an input to the choice: measured on every
@@ -834,13 +903,26 @@ def train_event_model(
 
 # ----------------------------------------------------------------------------- scoring and reasons
 @_few_threads
-def explain(model: ChurnModel, frame: pd.DataFrame, *, top: int = N_REASONS) -> list[list[dict]]:
-    """The top drivers of each row's score.
+def explain(model: ChurnModel, frame: pd.DataFrame, *, top: int = N_REASONS,
+            risky_side_only: bool = True) -> list[list[dict]]:
+    """The top reasons for each row's score, in the structured form the card, the at-risk list and
+    the CLI show.
 
     For every driver group, the row's group features are set to the typical training customer's
-    values and the row is scored again; the drop in log-odds is the group's contribution. Returns,
-    per row, up to ``top`` drivers with a positive contribution, largest first: ``driver, label,
-    department, action, contribution, detail``.
+    values and the row is scored again; the drop in log-odds is the group's contribution. A driver
+    is a reason when it adds over ~5% to the odds *and* the customer's own value of its main
+    feature (``main_feature``) is strictly on the risky side of the typical retained customer's
+    (``ChurnModel.reason_baseline``): more support contacts than retained customers have, a lowest
+    rating below theirs and at most ``signals.COMPLAINT_MAX_SATISFACTION``, never a count of 0. A
+    category is a reason when it differs from the retained customers' most frequent one. A number
+    whose risky side is neither declared nor learned is not shown (the model's contribution alone
+    could contradict the customer's own data). ``risky_side_only=False`` keeps every driver above
+    the threshold (to study the model, not to show).
+
+    Returns, per row, up to ``top`` reasons, largest contribution first: ``signal`` (the signal's
+    name, or the driver's for a non-signal driver), ``driver``, ``label``, ``feature``, ``value``,
+    ``reference``, ``direction`` ("higher"/"lower": the side on which risk rises; None for a
+    category), ``department``, ``action``, ``contribution``, ``detail`` (words).
     """
     if frame.empty:
         return []
@@ -860,31 +942,118 @@ def explain(model: ChurnModel, frame: pd.DataFrame, *, top: int = N_REASONS) -> 
             xr[c] = float(model.reference.get(c)) if c in model.numeric else model.reference.get(c)
         contrib[rows, j] = base[rows] - _logit(model.estimator.predict_proba(xr)[:, 1])
     infos = [driver_info(n) for n in names]
-    # the top drivers of every row at once; words only for the rows and drivers that are reasons
-    k = min(top, len(names))
-    order = np.argsort(-contrib, axis=1, kind="stable")[:, :k]
-    picked = np.take_along_axis(contrib, order, axis=1)
-    n_reasons = (picked > 0.05).sum(axis=1)  # under ~5% change in the odds is not a reason (sorted: a prefix)
+    mains = [_main_spec(model, n) for n in names]
+    # the largest contributions of every row at once; words only for the rows and drivers that are reasons
+    order = np.argsort(-contrib, axis=1, kind="stable")
+    above = np.take_along_axis(contrib, order, axis=1) > 0.05  # under ~5% change in the odds is not a reason
+    n_above = above.sum(axis=1)  # sorted: a prefix
     columns, values = list(x.columns), x.to_numpy(dtype=object)
     out = []
     for i in range(len(x)):
-        n = int(n_reasons[i])
+        n = int(n_above[i])
         if n == 0:
             out.append([])
             continue
         row = dict(zip(columns, values[i], strict=True))
         reasons = []
         for j in order[i, :n]:
-            d = infos[j]
+            feature, reference, direction = mains[j]
+            value = _plain(row.get(feature)) if feature else None
+            if risky_side_only and not _on_risky_side(names[j], feature, value, reference, direction,
+                                                      feature in model.categorical):
+                continue
+            d = _directed(infos[j], direction)
             action = d.action
             if names[j] in ("tenure", "attr_tenure") and _tenure_days(row, names[j]) > 365:
                 action = "Account manager's loyalty check-in: review usage and renewal terms"
             reasons.append({
-                "driver": names[j], "label": d.label, "department": d.department, "action": action,
-                "contribution": round(float(contrib[i, j]), 3), "detail": _detail(names[j], row, groups[names[j]]),
+                "signal": d.signal or names[j], "driver": names[j], "label": d.label, "feature": feature,
+                "value": value, "reference": _plain(reference), "direction": direction,
+                "department": d.department, "action": action, "contribution": round(float(contrib[i, j]), 3),
+                "detail": _detail(names[j], row, groups[names[j]], feature=feature, reference=reference,
+                                  direction=direction),
             })
+            if len(reasons) == top:
+                break
         out.append(reasons)
     return out
+
+
+# Non-signal drivers whose risky side the data decides: their words depend on that side (the
+# label must not say "uses the product less" of a customer who uses it more than retained ones).
+_DIRECTED_WORDS = {
+    ("usage", "lower"): ("Uses the product less than retained customers", "Success team re-onboards the key features"),
+    ("usage", "higher"): ("More web activity than retained customers",
+                          "Success team asks what they came for (help, billing or cancel pages)"),
+    ("marketing", "lower"): ("Less marketing engagement than retained customers", "Move to a relevant nurture track"),
+    ("marketing", "higher"): ("More marketing engagement than retained customers",
+                              "Check the messages they open; move to a relevant nurture track"),
+    ("purchases", "lower"): ("Buys less than retained customers", "Review billing and offer annual pricing"),
+    ("purchases", "higher"): ("Spends more than retained customers", "Account manager reviews value for money"),
+    ("tenure", "lower"): ("Newer than retained customers", "Onboarding check-in for new customers"),
+    ("tenure", "higher"): ("Longer-standing than retained customers",
+                           "Account manager's loyalty check-in: review usage and renewal terms"),
+}
+
+
+def _directed(d: Driver, direction: str | None) -> Driver:
+    words = _DIRECTED_WORDS.get((d.group, direction or ""))
+    return d if words is None else Driver(d.group, words[0], d.department, words[1], d.signal)
+
+
+def _main_spec(model: ChurnModel, group: str) -> tuple[str | None, object, str | None]:
+    """A driver group's main feature, the typical retained customer's value of it, and the side on
+    which risk rises (declared, else learned from the training data; None for a category or when
+    neither tells). A model saved before ``reason_baseline`` existed compares with its typical
+    training customer and shows no number whose side is not declared."""
+    feature, side = main_feature(group, model.groups()[group])
+    if feature is None:
+        return None, None, None
+    baseline = (getattr(model, "reason_baseline", None) or {}).get(feature)
+    if baseline is None:
+        reference, learned = model.reference.get(feature), None
+    else:
+        reference, learned = baseline.get("reference"), baseline.get("learned")
+    if feature in model.categorical:
+        return feature, reference, None
+    return feature, reference, side or learned
+
+
+def _plain(v):
+    """A feature value as JSON holds it: float, str or None (NaN and missing are None)."""
+    if v is None:
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool | np.bool_):
+        return float(v)
+    if isinstance(v, int | float | np.integer | np.floating):
+        return None if np.isnan(float(v)) else float(v)
+    return str(v)
+
+
+def _on_risky_side(group: str, feature: str | None, value, reference, direction: str | None,
+                   categorical: bool) -> bool:
+    """Is the customer's value strictly on the side of the retained customers' typical value where
+    risk rises? Missing values and unknown sides are not."""
+    if feature is None or value is None or reference is None:
+        return False
+    if categorical:
+        return str(value) != str(reference)
+    if direction == "higher":
+        risky = value > reference
+    elif direction == "lower":
+        risky = value < reference
+    else:
+        return False
+    if group in _SIGNAL_GROUPS:
+        if feature.startswith("days_since_"):
+            risky = risky and value < AGE_CAP_DAYS  # the cap means never
+        elif group == "satisfaction":
+            risky = risky and value <= signals.COMPLAINT_MAX_SATISFACTION
+        else:  # a count of a signal: none on record is never a reason
+            risky = risky and value > 0
+    return bool(risky)
 
 
 def _differs_from(x: pd.DataFrame, cols: list[str], reference: dict) -> np.ndarray:
@@ -908,23 +1077,69 @@ def _tenure_days(row: dict, group: str) -> float:
     return float(v) if v is not None and not pd.isna(v) else 0.0
 
 
-def _detail(group: str, row: dict, cols: list[str]) -> str:
-    """Words for the customer's own values of a driver ("3 days ago", "2 in 90 days"); ``row``
-    maps feature names to the customer's values, ``cols`` are the driver group's features."""
+def _detail(group: str, row: dict, cols: list[str], *, feature: str | None = None, reference=None,
+            direction: str | None = None) -> str:
+    """Words for the customer's own values of a driver ("last 3 days ago", "2 in 90 days") and, but
+    for an intent signal, how the main ``feature`` compares with the typical retained customer's
+    value; ``row`` maps feature names to the customer's values, ``cols`` are the driver group's
+    features."""
+    own = _own_words(group, row, cols)
+    if group in _INTENT_DRIVERS or feature is None or reference is None:
+        return own
+    value = _plain(row.get(feature))
+    own = own or _feature_words(feature, value)
+    than = {"higher": "more than", "lower": "less than"}.get(direction or "", "unlike")
+    return f"{own}; {than} a typical retained customer ({_feature_words(feature, _plain(reference))})"
+
+
+# how a feature's value reads ("{} web visits in 30 days")
+_FEATURE_WORDS = {
+    "web_events_30d": "{:,.0f} web visits in 30 days", "web_events_90d": "{:,.0f} web visits in 90 days",
+    "web_events": "{:,.0f} web visits in all", "marketing_engaged_90d": "{:,.0f} marketing opens or clicks in 90 days",
+    "marketing_touches_90d": "{:,.0f} marketing messages in 90 days", "revenue_90d": "{:,.0f} revenue in 90 days",
+    "purchases_90d": "{:,.0f} purchases in 90 days", "mrr": "MRR {:,.0f}", "revenue": "{:,.0f} revenue in all",
+    "contacts_90d": "{:,.0f} contacts in 90 days", "contacts_30d": "{:,.0f} contacts in 30 days",
+    "contacts": "{:,.0f} contacts in all", "open_tickets": "{:,.0f} open tickets",
+    "ended_subscriptions": "{:,.0f} ended subscriptions", "consent_marketing": "consent {:.0f} (1 = yes)",
+    "checkout_errors_30d": "{:,.0f} in 30 days", "checkout_errors": "{:,.0f} in all",
+    "failed_payments_90d": "{:,.0f} in 90 days", "failed_payments_30d": "{:,.0f} in 30 days",
+    "failed_payments": "{:,.0f} in all", "repeat_contacts_90d": "{:,.0f} in 90 days", "repeat_contacts": "{:,.0f} in all",
+    "transferred_contacts_90d": "{:,.0f} transferred contacts in 90 days", "transfers": "{:,.0f} transfers in all",
+}
+
+
+def _feature_words(feature: str, v) -> str:
+    """One feature value in words: months of tenure, days ago, a rating, a count."""
+    if v is None:
+        return "none recorded"
+    if isinstance(v, str):
+        return "none recorded" if v == MISSING_CATEGORY else v
+    if feature == "tenure_days":
+        return f"{v / 30.44:.0f} months"
+    if feature.startswith("days_since_"):
+        return "none in a year" if v >= AGE_CAP_DAYS else ("today" if v < 1 else f"{int(v)} days ago")
+    if feature.startswith("satisfaction"):
+        return f"lowest rating {v:.3g}" if feature == "satisfaction_min" else f"average rating {v:.3g}"
+    if feature in _FEATURE_WORDS:
+        return _FEATURE_WORDS[feature].format(v)
+    return f"{v:,.4g}"
+
+
+def _own_words(group: str, row: dict, cols: list[str]) -> str:
     def age(col):
         v = row.get(col)
         if v is None or pd.isna(v) or v >= AGE_CAP_DAYS:
             return None
-        return "today" if v < 1 else f"{v:.0f} days ago"
+        return "today" if v < 1 else f"{int(v)} days ago"  # whole days elapsed, as the card's signals
 
-    if group in INTENT_SIGNALS:
+    if group in _INTENT_DRIVERS:
         a = age(f"days_since_{group}")
         n = row.get(f"{group}_30d")
         if a:
             return f"last {a}" + (f", {n:.0f}× in 30 days" if n and not pd.isna(n) and n > 1 else "")
         return "not recently"
     counts = {
-        "checkout_errors": ("checkout_errors", "days_since_checkout_errors", "in total"),
+        "checkout_errors": ("checkout_errors_30d", "days_since_checkout_errors", "in 30 days"),
         "failed_payments": ("failed_payments_90d", "days_since_failed_payments", "in 90 days"),
         "repeat_contacts": ("repeat_contacts_90d", "days_since_repeat_contacts", "in 90 days"),
         "transfers": ("transferred_contacts_90d", "days_since_transfers", "transferred contacts in 90 days"),
@@ -949,26 +1164,31 @@ def _detail(group: str, row: dict, cols: list[str]) -> str:
         return ""
     if group == "usage":
         v = row.get("web_events_30d")
-        return f"{v:.0f} web visits in 30 days" if v is not None and not pd.isna(v) else ""
+        return f"{v:.0f} web visit{'' if v == 1 else 's'} in 30 days" if v is not None and not pd.isna(v) else ""
     if group == "satisfaction":
         v = row.get("satisfaction_min")
         return f"lowest rating {v:.0f}" if v is not None and not pd.isna(v) else ""
     if len(cols) == 1:
-        v = row[cols[0]]
-        if isinstance(v, float):
-            return "" if pd.isna(v) else f"{v:,.4g}"
-        return "" if v is None else str(v)
+        v = _plain(row[cols[0]])
+        return "" if v is None else _feature_words(cols[0], v)
     return ""
 
 
 @_few_threads
-def score_frame(model: ChurnModel, ff: FeatureFrame, *, reasons_for: int | None = None) -> pd.DataFrame:
-    """Risk, value and reasons per customer of a feature snapshot.
+def score_frame(model: ChurnModel, ff: FeatureFrame, *, reasons_for: int | None = None,
+                seen: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Risk, value, reasons and next action per customer of a feature snapshot.
 
+    ``seen``: the customers' recent strong signals (``cx_id, signal, age_days``, as
+    ``cxdash.card.row_signals`` gives them); without it they are read from the snapshot's
+    ``days_since_<intent signal>`` features. The next action follows ``cxdash.next_action``.
     Out (sorted by priority = risk x value, highest first; by risk when no value is known):
-    ``cx_id, customer_id, risk, value, priority, reasons`` (list of dicts), ``top_reason,
-    department, action``. ``reasons_for`` limits the (slower) explanation to the riskiest rows.
+    ``cx_id, customer_id, risk, value, priority, reasons`` (list of dicts, see ``explain``),
+    ``top_reason, department, action``. ``reasons_for`` limits the (slower) explanation to the
+    riskiest rows.
     """
+    from cxdash.next_action import next_action
+
     frame = ff.frame
     out = pd.DataFrame({"cx_id": frame.index.astype(str), "customer_id": frame["customer_id"].astype(str).to_numpy()})
     out["risk"] = model.predict_proba(frame)
@@ -980,8 +1200,29 @@ def score_frame(model: ChurnModel, ff: FeatureFrame, *, reasons_for: int | None 
     reasons = explain(model, frame.loc[out["cx_id"].iloc[:n]]) + [[] for _ in range(len(out) - n)]
     out["reasons"] = reasons
     out["top_reason"] = [r[0]["label"] if r else "" for r in reasons]
-    out["department"] = [r[0]["department"] if r else "" for r in reasons]
-    out["action"] = [r[0]["action"] if r else "Keep in the regular success cadence" for r in reasons]
+    by_customer = _seen_by_customer(frame, seen)
+    nexts = [next_action(by_customer.get(cx, ()), r) for cx, r in zip(out["cx_id"], reasons, strict=True)]
+    out["department"] = [a["department"] for a in nexts]
+    out["action"] = [a["action"] for a in nexts]
+    return out
+
+
+def _seen_by_customer(frame: pd.DataFrame, seen: pd.DataFrame | None) -> dict[str, list[tuple[str, float]]]:
+    """``cx_id -> [(signal, age_days)]``: from ``seen`` when given, else from the snapshot's
+    intent-signal ages (a signal older than ``AGE_CAP_DAYS`` is none)."""
+    out: dict[str, list[tuple[str, float]]] = {}
+    if seen is not None:
+        for cx, name, age in zip(seen["cx_id"].astype(str), seen["signal"], seen["age_days"], strict=True):
+            out.setdefault(cx, []).append((name, float(age)))
+        return out
+    for stem in _INTENT_DRIVERS:
+        col = f"days_since_{stem}"
+        if col not in frame:
+            continue
+        ages = frame[col]
+        hit = ages.notna() & (ages < AGE_CAP_DAYS)
+        for cx, age in zip(frame.index[hit].astype(str), ages[hit], strict=True):
+            out.setdefault(cx, []).append((stem, float(age)))
     return out
 
 

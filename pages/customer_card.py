@@ -35,13 +35,15 @@ profile, score = c["profile"], c["score"]
 name = profile.get("name") or profile.get("customer_id") or cx_id
 st.header(name)
 
+# the next action follows the newest intent signal or churn record, else the top reason (cxdash.next_action)
+action = risk.next_action_sentence(c["next"])
 if score:
-    lead = (f"**{score['risk']:.0%} risk of leaving** — next best action: **{score['action']}** "
-            f"(owner: {score['department'] or 'n/a'}). {risk.signal_sentence(c['signals'])}")
+    lead = f"**{score['risk']:.0%} risk of leaving** — {action}. {risk.signal_sentence(c['signals'])}"
 elif c["churn"]["churned"]:
-    lead = f"Not scored: this customer has already left, so the conversation is a win-back. {risk.signal_sentence(c['signals'])}"
+    lead = (f"Not scored: this customer has already left, so the conversation is a win-back — {action}. "
+            f"{risk.signal_sentence(c['signals'])}")
 else:
-    lead = f"Not scored yet. {risk.signal_sentence(c['signals'])}"
+    lead = f"Not scored yet — {action}. {risk.signal_sentence(c['signals'])}"
 st.markdown(lead)
 st.markdown(risk.churn_sentence(c["churn"]))
 
@@ -56,13 +58,12 @@ with left:
     st.subheader("Why they might leave")
     if score and score["reasons"]:
         for r in score["reasons"]:
-            detail = f" — {r['detail']}" if r.get("detail") else ""
-            st.markdown(f"- **{r['label']}**{detail} · owner **{r['department']}** · {r['action']}")
+            st.markdown(risk.reason_line(r))
     else:
-        st.markdown("No strong risk drivers.")
+        st.markdown(risk.no_reasons_text(score))
     st.subheader("Recent signals")
     if c["signals"].empty:
-        st.markdown("No intent or friction signals on record.")
+        st.markdown("No intent, friction or churn signals on record.")
     else:
         st.dataframe(risk.signals_table(c["signals"]), hide_index=True, width="stretch")
     st.subheader("What they already told us")

@@ -14,6 +14,7 @@ from cxdash import model as churn
 from cxdash.churn import Definition
 from cxdash.config import database_url
 from cxdash.features import AGE_CAP_DAYS, VALUE_BASES, data_as_of, value_basis
+from cxdash.next_action import age_words, next_action
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
@@ -308,6 +309,19 @@ def _stats(url: str, version: int, list_version: tuple) -> dict:
     return activation.activation_stats(data.store())
 
 
+def reason_line(r: dict) -> str:
+    """One reason as a markdown list item; the detail (it can hold a category from a file) escaped."""
+    detail = f" — {plain(r['detail'])}" if r.get("detail") else ""
+    return f"- **{plain(r['label'])}**{detail} · owner **{plain(r['department'])}** · {plain(r['action'])}"
+
+
+def no_reasons_text(score: dict | None) -> str:
+    if score is None:
+        return "Not scored, so no model reasons."
+    return ("No driver puts this customer on the risky side of the typical retained customer "
+            "(reasons are shown only where the customer's own data is worse).")
+
+
 def reasons_text(reasons: list[dict], n: int = 3) -> str:
     return "; ".join(f"{r['label']} ({r['detail']})" if r.get("detail") else r["label"] for r in reasons[:n])
 
@@ -320,9 +334,9 @@ def at_risk_table(frame: pd.DataFrame, basis: str | None = "revenue") -> pd.Data
         "customer": frame["customer_id"],
         "risk": frame["risk"],
         **money_columns,
-        "why": frame["reasons"].map(reasons_text),
-        "owner": frame["department"],
         "next best action": frame["action"],
+        "owner": frame["department"],
+        "why": frame["reasons"].map(reasons_text),
         "status": frame["status"],
     })
 
@@ -397,6 +411,7 @@ def _card(url: str, version: int, model_version: int, cx_id: str, churn_name: st
             "contacts": card.recent_contacts(conn, cx_id),
         }
     out["score"] = activation.customer_score(store, cx_id)
+    out["next"] = next_action(out["signals"], (out["score"] or {}).get("reasons", []))
     return out
 
 
@@ -423,28 +438,36 @@ def churn_sentence(status: dict) -> str:
 
 
 def signals_table(signals: pd.DataFrame) -> pd.DataFrame:
+    """The card's signal list: what, how strong, when, how often lately, and the record's own words."""
     return pd.DataFrame({
-        "signal": signals["signal"],
+        "signal": signals["noun"],
+        "kind": signals["strength"],
         "when": signals["age_days"].map(_age_words),
         "in the last 30 days": signals["count_30d"],
+        "detail": signals["detail"],
+        "owner": signals["department"],
     })
 
 
 def _age_words(days: float) -> str:
-    if days < 1:
-        return "today"
-    if days < 2:
-        return "yesterday"
-    if days >= AGE_CAP_DAYS:
+    if days is not None and not pd.isna(days) and days >= AGE_CAP_DAYS:
         return "over a year ago"
-    return f"{days:.0f} days ago"
+    return age_words(days)
 
 
 def signal_sentence(signals: pd.DataFrame) -> str:
+    """The newest signal in words (markdown; the record's detail escaped), or that there is none."""
     if signals.empty:
-        return "No intent or friction signals on record."
+        return "No intent, friction or churn signals on record."
     s = signals.iloc[0]
-    return f"Most recent signal: **{s['signal']}**, {_age_words(s['age_days'])}."
+    detail = f" ({plain(s['detail'])})" if s["detail"] else ""
+    return f"Most recent signal: **{plain(s['noun'])}**{detail}, {_age_words(s['age_days'])}."
+
+
+def next_action_sentence(nxt: dict) -> str:
+    """The card's lead action (markdown): the action and its owner."""
+    owner = nxt["department"] or "n/a"
+    return f"next best action: **{plain(nxt['action'])}** (owner: {plain(owner)})"
 
 
 def timeline_figure(tl: pd.DataFrame) -> go.Figure:
