@@ -18,6 +18,8 @@ from sqlalchemy.engine import Connection
 from cxdash.churn import Definition, churned
 from cxdash.features import INTENT_SIGNALS, data_as_of
 from cxdash.kinds import IDENTITY_FIELDS
+from cxdash.privacy import mask_email, mask_phone
+from cxdash.signals import occurrences
 from cxdash.store import KIND_TABLES, customer_keys_table, identity_map_table
 from cxdash.timeline import timeline
 
@@ -31,25 +33,6 @@ __all__ = [
     "recent_signals",
     "customer_timeline",
 ]
-
-
-def mask_email(email: str | None) -> str | None:
-    """``ann.lee@example.com`` -> ``a*****e@example.com``."""
-    if not email or "@" not in email:
-        return email
-    local, domain = email.split("@", 1)
-    if len(local) <= 2:
-        return f"{local[:1]}*@{domain}"
-    return f"{local[0]}{'*' * (len(local) - 2)}{local[-1]}@{domain}"
-
-
-def mask_phone(phone: str | None) -> str | None:
-    """Every digit but the last three hidden: ``555-254-5727`` -> ``***-***-*727``."""
-    if not phone:
-        return phone
-    digits = [i for i, ch in enumerate(phone) if ch.isdigit()]
-    hide = set(digits[:-3])
-    return "".join("*" if i in hide else ch for i, ch in enumerate(phone))
 
 
 def _candidate_keys(query: str) -> list[str]:
@@ -161,7 +144,7 @@ def recent_signals(conn: Connection, cx_id: str, *, now: datetime | None = None)
     Out: ``signal, last_at, age_days, count_30d``.
     """
     now = now or data_as_of(conn)
-    e, k, x = KIND_TABLES["events"], KIND_TABLES["tickets"], KIND_TABLES["transactions"]
+    e, k = KIND_TABLES["events"], KIND_TABLES["tickets"]
     im = customer_keys_table
     patterns = {stem: pats for stem, (kind, pats) in INTENT_SIGNALS.items()}
     parts = []
@@ -187,9 +170,9 @@ def recent_signals(conn: Connection, cx_id: str, *, now: datetime | None = None)
             add(e, e.c.timestamp, like_any(e.c.activity, pats), labels[stem])
         else:
             add(k, k.c.opened_at, like_any(k.c.topic, patterns[stem]), labels[stem])
-    add(e, e.c.timestamp, like_any(e.c.activity, ("%error%",)), "checkout error")
-    add(x, x.c.timestamp, sa.func.lower(sa.func.coalesce(x.c.status, "")).in_(("failed", "declined", "error")),
-        "failed payment")
+    for name, label in (("checkout_error", "checkout error"), ("failed_payment", "failed payment")):
+        rows = occurrences(name).subquery(name)
+        add(rows, rows.c.ts, sa.true(), label)
     add(k, k.c.opened_at, sa.func.coalesce(k.c.transfers, 0) > 0, "transferred contact")
     rows = conn.execute(sa.union_all(*parts)).fetchall()
     frame = pd.DataFrame(rows, columns=["signal", "last_at", "count_30d"])
