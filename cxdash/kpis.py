@@ -119,8 +119,9 @@ DEFINITIONS: dict[str, dict[str, str]] = {
         "owner": "Support",
     },
     "repeat_contact_rate": {
-        "definition": "Share of the period's contacts that repeat an earlier contact by the same customer about "
-        "the same topic (any topic when none is recorded) within N days.",
+        "definition": "Share of the period's contacts that come within N days of the same customer's previous "
+        "contact on the same topic (topics compared ignoring case and blanks; contacts without a topic count as one "
+        "topic). The friction page's repeat-contact hotspot counts the same contacts.",
         "owner": "Shared (all departments)",
     },
     "transfer_rate": {
@@ -690,7 +691,7 @@ def kpi_table(
                 sa.func.count().label("contacts"),
                 sa.func.sum(tk.c.is_repeat).label("repeats"),
                 sa.func.count(tk.c.transfers).label("with_transfers"),
-                sa.func.sum(sa.case((tk.c.transfers > 0, 1), else_=0)).label("transferred"),
+                sa.func.sum(sa.case((matches("transfer", tk.c.transfers), 1), else_=0)).label("transferred"),
             )
             .select_from(spine.join(tk, opened_in))
             .group_by(spine.c.bucket)
@@ -1412,8 +1413,8 @@ DEPARTMENTAL_DEFINITIONS: dict[str, dict[str, str]] = {
         "owner": "Shared (all departments)",
     },
     "repeat_after_close": {
-        "definition": "Share of the team's resolved tickets followed by another contact from the same customer on the "
-        "same topic within N days (the issue was not really solved).",
+        "definition": "Share of the team's resolved tickets followed by a repeat contact: the same customer's next "
+        "contact on the same topic within N days (the issue was not really solved).",
         "owner": "Shared (all departments)",
     },
 }
