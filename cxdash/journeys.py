@@ -995,12 +995,12 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
 
     # repeat contacts: the registry's (the same tickets the repeat-contact KPI counts). The earlier
     # ticket's department leaked the customer, the repeat's own absorbed them.
-    order = (k.c.opened_at, k.c.cx_key, k.c.topic, *file_order(k))
+    by_topic = (k.c.opened_at, k.c.cx_key, k.c.topic, *file_order(k))
     same_topic = (
         sa.select(
             ticket_customer.label("cx_id"), k.c.opened_at.label("ts"), dept.label("absorbed_department"),
-            previous_same_topic(*order).label("prev_at"),
-            sa.func.lag(dept).over(**repeat_window(*order)).label("leaked_department"),
+            previous_same_topic(*by_topic).label("prev_at"),
+            sa.func.lag(dept).over(**repeat_window(*by_topic)).label("leaked_department"),
         )
         .select_from(tickets_from)
         .where(k.c.cx_key.is_not(None), k.c.opened_at.is_not(None))

@@ -262,6 +262,13 @@ def test_the_model_reads_the_registry_intent_signals():
     assert features.COMPLAINT_MAX_SATISFACTION is signals.COMPLAINT_MAX_SATISFACTION
 
 
+def test_a_signal_over_several_rows_has_no_one_row_reading():
+    with pytest.raises(ValueError, match="repeat_contact"):
+        signals.occurrences("repeat_contact")
+    with pytest.raises(ValueError, match="long_wait"):
+        signals.matches("long_wait", sa.column("activity"))
+
+
 def test_the_masks_are_one_implementation():
     from cxdash import privacy
 
