@@ -19,7 +19,8 @@ from cxdash import signals
 from cxdash.churn import Definition, churned
 from cxdash.features import data_as_of
 from cxdash.kinds import IDENTITY_FIELDS
-from cxdash.store import KIND_TABLES, customer_keys_table, identity_map_table
+from cxdash.privacy import mask_email, mask_phone
+from cxdash.store import KIND_TABLES, customer_keys_table, identity_map_table, sources_table
 from cxdash.timeline import step_order, timeline
 
 __all__ = [
@@ -33,25 +34,6 @@ __all__ = [
     "row_signals",
     "customer_timeline",
 ]
-
-
-def mask_email(email: str | None) -> str | None:
-    """``ann.lee@example.com`` -> ``a*****e@example.com``."""
-    if not email or "@" not in email:
-        return email
-    local, domain = email.split("@", 1)
-    if len(local) <= 2:
-        return f"{local[:1]}*@{domain}"
-    return f"{local[0]}{'*' * (len(local) - 2)}{local[-1]}@{domain}"
-
-
-def mask_phone(phone: str | None) -> str | None:
-    """Every digit but the last three hidden: ``555-254-5727`` -> ``***-***-*727``."""
-    if not phone:
-        return phone
-    digits = [i for i, ch in enumerate(phone) if ch.isdigit()]
-    hide = set(digits[:-3])
-    return "".join("*" if i in hide else ch for i, ch in enumerate(phone))
 
 
 def _candidate_keys(query: str) -> list[str]:
@@ -184,10 +166,18 @@ def _signal_selects(now: datetime, where_customer, names: list[str], since: date
             parts[-1] = parts[-1].where(ts >= since)
 
     closed = sa.and_(k.c.closed_at.is_not(None), k.c.closed_at <= now)
+    src = sources_table
+    # event signals are read from the customer's own steps, never from a marketing send or click
+    product = (
+        sa.select(e.c.cx_key, e.c.timestamp, e.c.activity)
+        .select_from(e.join(src, src.c.name == e.c.source))
+        .where(signals.product_event(sa.func.coalesce(e.c.department, src.c.department)))
+        .subquery("product_events")
+    )
     for name in names:
         sig = signals.SIGNALS[name]
         if sig.kind == "events":
-            rows(e, e.c.timestamp, signals.matches(sig, e.c.activity), name, e.c.activity)
+            rows(product, product.c.timestamp, signals.matches(sig, product.c.activity), name, product.c.activity)
         elif sig.kind == "transactions":
             rows(x, x.c.timestamp, signals.matches(sig, x.c[sig.column]), name, x.c.status)
         elif name == "repeat_contact":

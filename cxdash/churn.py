@@ -31,8 +31,9 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash.signals import CHURN_ACTIVITIES, matches
 from cxdash.store import KIND_TABLES, Store, customer_keys_table, settings_table
-from cxdash.timeline import FAILED_PAYMENT_STATUSES, timeline
+from cxdash.timeline import timeline
 
 __all__ = [
     "BASES",
@@ -60,14 +61,6 @@ BASES = ("label", "subscriptions", "events", "inactivity")
 SETTING_KEY = "churn_definition"
 # Two definitions whose rates differ by more than this (in points of the rate) are shown together.
 DISAGREEMENT_POINTS = 5.0
-# Activity names (lower case) that record a churn in an events extract. A visit to the cancel page
-# is an intent signal, not a churn, so names are matched whole, not as substrings.
-CHURN_ACTIVITIES = (
-    "churn", "churned", "churn event", "cancelled", "canceled", "cancellation", "cancellation confirmed",
-    "cancellation completed", "subscription cancelled", "subscription canceled", "subscription ended",
-    "account closed", "account cancelled", "account canceled", "account deleted", "customer churned",
-    "contract terminated", "terminated",
-)
 # The inactivity window is rounded up to one of these (days), so the name reads like a policy.
 _INACTIVITY_STEPS = (30, 60, 90, 120, 180, 270, 365, 540, 730)
 _DEFAULT_INACTIVITY_DAYS = 90
@@ -198,7 +191,7 @@ def _activity_steps() -> sa.Subquery:
     """``cx_key, ts`` of every step that shows a customer is still there: events, purchases and
     other transactions that went through, contacts, subscription starts and signups."""
     e, x, k, u, c = (KIND_TABLES[n] for n in ("events", "transactions", "tickets", "subscriptions", "customers"))
-    paid = sa.func.lower(sa.func.coalesce(x.c.status, "")).not_in(FAILED_PAYMENT_STATUSES)
+    paid = sa.not_(matches("failed_payment", x.c.status))
     parts = [
         sa.select(e.c.cx_key, e.c.timestamp.label("ts")).where(e.c.timestamp.is_not(None)),
         sa.select(x.c.cx_key, x.c.timestamp.label("ts")).where(x.c.timestamp.is_not(None), paid),
@@ -230,7 +223,7 @@ def _events_table(conn: Connection, source: str) -> tuple[sa.Table, sa.ColumnEle
     if conn.execute(sa.select(sa.literal(1)).where(ch.c.source == source).limit(1)).first() is not None:
         return ch, ch.c.churned_at, ch.c.source == source
     e = KIND_TABLES["events"]
-    return e, e.c.timestamp, sa.and_(e.c.source == source, sa.func.lower(sa.func.trim(e.c.activity)).in_(CHURN_ACTIVITIES))
+    return e, e.c.timestamp, sa.and_(e.c.source == source, matches("churn_event", e.c.activity))
 
 
 def churned(conn: Connection, definition: Definition, *, now: datetime | None = None, by: str = "cx_key") -> sa.Select:
@@ -345,7 +338,7 @@ def default_inactivity_days(conn: Connection) -> tuple[int, str]:
     customer's consecutive purchase days (or, with too few repeat purchases, activity days),
     rounded up to a round number of days. Returns the days and a sentence saying where they came from."""
     x = KIND_TABLES["transactions"]
-    paid = sa.func.lower(sa.func.coalesce(x.c.status, "")).not_in(FAILED_PAYMENT_STATUSES)
+    paid = sa.not_(matches("failed_payment", x.c.status))
     purchases = sa.select(x.c.cx_key, sa.cast(x.c.timestamp, sa.Date).label("day")).where(
         x.c.cx_key.is_not(None), x.c.timestamp.is_not(None), paid)
     steps = _activity_steps()
@@ -402,7 +395,7 @@ def candidates(conn: Connection) -> list[Candidate]:
                  "subscription_churn_rate": round(ended / total, 6) if total else None}
         out.append(Candidate(d, *_counts(conn, d, now), dated=True, note="the last subscription's end", extra=extra,
                              origin="subscriptions"))
-    for source in _sources(conn, "events", sa.func.lower(sa.func.trim(e.c.activity)).in_(CHURN_ACTIVITIES)):
+    for source in _sources(conn, "events", matches("churn_event", e.c.activity)):
         if source in {c.definition.source for c in out if c.definition.basis == "events"}:
             continue
         d = Definition("events", source)

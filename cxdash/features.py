@@ -29,8 +29,18 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash import signals
+from cxdash.signals import (
+    COMPLAINT_MAX_SATISFACTION,  # noqa: F401 (read here by older callers; declared in cxdash.signals)
+    INTENT,
+    REPEAT_WINDOW_DAYS,
+    file_order,
+    is_repeat,
+    matches,
+    previous_same_topic,
+    product_event,
+)
 from cxdash.store import KIND_TABLES, customer_keys_table, loads_table, read_frame, sources_table
-from cxdash.timeline import FAILED_PAYMENT_STATUSES
 
 __all__ = [
     "AGE_CAP_DAYS",
@@ -57,18 +67,13 @@ AGE_CAP_DAYS = 365.0  # "never" and anything older than a year look the same to 
 # An empty category is a category of its own, spelled the same everywhere: None and NaN would
 # reach the model's encoders as two different things (one a category, one imputed).
 MISSING_CATEGORY = "(none)"
-REPEAT_WINDOW_DAYS = 7
 MARKETING_WINDOW_DAYS = 90
 
-# Intent signals: (feature stem, which table, LIKE patterns on the lower-cased activity/topic).
+# The intent signals the model reads, from the registry (``cxdash.signals``): feature stem ->
+# (source kind, LIKE patterns). Each stem gives ``{stem}_7d``, ``{stem}_30d`` and ``days_since_{stem}``.
 INTENT_SIGNALS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "cancel_page": ("events", ("%cancel%",)),
-    "competitor_compare": ("events", ("%competitor%", "%compare%")),
-    "downgrade_page": ("events", ("%downgrade%",)),
-    "cancellation_ticket": ("tickets", ("%cancel%",)),
-    "complaint": ("tickets", ("%complain%",)),
+    s.name: (s.kind, s.patterns) for kind in ("events", "tickets") for s in signals.of_kind(kind, strength=INTENT)
 }
-COMPLAINT_MAX_SATISFACTION = 2.0  # a contact rated this low counts as a complaint too
 
 # Columns that are part of the CRM record but never features.
 _NOT_FEATURES = {"customer_id", "account_id", "email", "phone", "name", "churn_label", "signup_date"}
@@ -194,11 +199,6 @@ def _count_if(cond) -> sa.ColumnElement:
 
 def _max_if(cond, col) -> sa.ColumnElement:
     return sa.func.max(sa.case((cond, col), else_=None))
-
-
-def _like_any(col, patterns: tuple[str, ...]) -> sa.ColumnElement:
-    low = sa.func.lower(sa.func.coalesce(col, ""))
-    return sa.or_(*[low.like(p) for p in patterns])
 
 
 def _frame(conn: Connection, query) -> pd.DataFrame:
@@ -333,28 +333,29 @@ def _crm_features(crm: pd.DataFrame, cutoff: datetime | None, dropped: dict[str,
 # ----------------------------------------------------------------------------- per-kind aggregates
 def _event_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None = None) -> pd.DataFrame:
     e, im, s = KIND_TABLES["events"], customer_keys_table, sources_table
-    dept = sa.func.lower(sa.func.coalesce(e.c.department, s.c.department))
-    marketing = dept == "marketing"
+    product = product_event(sa.func.coalesce(e.c.department, s.c.department))
+    marketing = sa.not_(product)
     act = sa.func.lower(sa.func.coalesce(e.c.activity, ""))
+    checkout_error = sa.and_(product, matches("checkout_error", e.c.activity))
     d7, d30, d90 = _since(cutoff, 7), _since(cutoff, 30), _since(cutoff, MARKETING_WINDOW_DAYS)
     cols = [
-        _count_if(~marketing).label("web_events"),
-        _count_if(sa.and_(~marketing, e.c.timestamp >= d30)).label("web_events_30d"),
-        _count_if(sa.and_(~marketing, e.c.timestamp >= d90)).label("web_events_90d"),
-        _max_if(~marketing, e.c.timestamp).label("last_web_ts"),
-        _count_if(sa.and_(~marketing, act.like("%error%"))).label("checkout_errors"),
-        _count_if(sa.and_(~marketing, act.like("%error%"), e.c.timestamp >= d30)).label("checkout_errors_30d"),
-        _max_if(sa.and_(~marketing, act.like("%error%")), e.c.timestamp).label("last_checkout_errors_ts"),
+        _count_if(product).label("web_events"),
+        _count_if(sa.and_(product, e.c.timestamp >= d30)).label("web_events_30d"),
+        _count_if(sa.and_(product, e.c.timestamp >= d90)).label("web_events_90d"),
+        _max_if(product, e.c.timestamp).label("last_web_ts"),
+        _count_if(checkout_error).label("checkout_errors"),
+        _count_if(sa.and_(checkout_error, e.c.timestamp >= d30)).label("checkout_errors_30d"),
+        _max_if(checkout_error, e.c.timestamp).label("last_checkout_errors_ts"),
         _count_if(sa.and_(marketing, e.c.timestamp >= d90)).label("marketing_touches_90d"),
         _count_if(sa.and_(marketing, e.c.timestamp >= d90, sa.or_(act.like("%open%"), act.like("%click%"))))
         .label("marketing_engaged_90d"),
         _max_if(sa.and_(marketing, sa.or_(act.like("%open%"), act.like("%click%"))), e.c.timestamp)
         .label("last_marketing_engaged_ts"),
     ]
-    for stem, (kind, patterns) in INTENT_SIGNALS.items():
+    for stem, (kind, _) in INTENT_SIGNALS.items():
         if kind != "events":
             continue
-        hit = sa.and_(~marketing, _like_any(e.c.activity, patterns))
+        hit = sa.and_(product, matches(stem, e.c.activity))
         cols += [
             _max_if(hit, e.c.timestamp).label(f"last_{stem}_ts"),
             _count_if(sa.and_(hit, e.c.timestamp >= d7)).label(f"{stem}_7d"),
@@ -371,7 +372,6 @@ def _event_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None 
 
 def _ticket_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None = None) -> pd.DataFrame:
     k, im = KIND_TABLES["tickets"], customer_keys_table
-    topic = sa.func.lower(sa.func.coalesce(k.c.topic, "other"))
     base = _sampled(
         sa.select(
             im.c.cx_id,
@@ -381,7 +381,8 @@ def _ticket_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None
             k.c.transfers,
             k.c.satisfaction,
             k.c.topic,
-            sa.func.lag(k.c.opened_at).over(partition_by=[im.c.cx_id, topic], order_by=k.c.opened_at).label("prev_at"),
+            # the cutoff drops only tickets after it, which a look back never reads
+            previous_same_topic(k.c.opened_at, k.c.cx_key, k.c.topic, *file_order(k)).label("prev_at"),
         )
         .select_from(k.join(im, im.c.cx_key == k.c.cx_key))
         .where(k.c.opened_at < cutoff),
@@ -389,10 +390,9 @@ def _ticket_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None
     ).subquery("t")
     t = base.c
     d7, d30, d90 = _since(cutoff, 7), _since(cutoff, 30), _since(cutoff, 90)
-    repeat = sa.and_(t.prev_at.is_not(None), _epoch(t.opened_at) - _epoch(t.prev_at) <= REPEAT_WINDOW_DAYS * 86400)
+    repeat = is_repeat(t.opened_at, t.prev_at, REPEAT_WINDOW_DAYS)
     closed = sa.and_(t.closed_at.is_not(None), t.closed_at < cutoff)
-    transferred = sa.func.coalesce(t.transfers, 0) > 0
-    complaint = sa.or_(_like_any(t.topic, INTENT_SIGNALS["complaint"][1]), t.satisfaction <= COMPLAINT_MAX_SATISFACTION)
+    transferred = matches("transfer", t.transfers)
     cols = [
         sa.func.count().label("contacts"),
         _count_if(t.opened_at >= d30).label("contacts_30d"),
@@ -410,12 +410,11 @@ def _ticket_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None
         sa.func.min(sa.case((closed, t.satisfaction), else_=None)).label("satisfaction_min"),
         sa.func.avg(sa.case((closed, _epoch(t.closed_at) - _epoch(t.opened_at)), else_=None)).label("resolution_s_avg"),
     ]
-    for stem, (kind, patterns) in INTENT_SIGNALS.items():
+    for stem, (kind, _) in INTENT_SIGNALS.items():
         if kind != "tickets":
             continue
-        hit = complaint if stem == "complaint" else _like_any(t.topic, patterns)
-        if stem == "complaint":
-            hit = sa.or_(_like_any(t.topic, patterns), sa.and_(closed, t.satisfaction <= COMPLAINT_MAX_SATISFACTION))
+        # a rating counts once the contact was closed before the cutoff (it is given at closing)
+        hit = matches(stem, t.topic, satisfaction=t.satisfaction, closed=closed)
         cols += [
             _max_if(hit, t.opened_at).label(f"last_{stem}_ts"),
             _count_if(sa.and_(hit, t.opened_at >= d7)).label(f"{stem}_7d"),
@@ -426,7 +425,7 @@ def _ticket_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None
 
 def _transaction_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None = None) -> pd.DataFrame:
     x, im = KIND_TABLES["transactions"], customer_keys_table
-    failed = sa.func.lower(sa.func.coalesce(x.c.status, "")).in_(FAILED_PAYMENT_STATUSES)
+    failed = matches("failed_payment", x.c.status)
     paid = sa.and_(sa.not_(failed), x.c.amount >= 0)
     refund = sa.and_(sa.not_(failed), x.c.amount < 0)
     d30, d90, d365 = _since(cutoff, 30), _since(cutoff, 90), _since(cutoff, 365)

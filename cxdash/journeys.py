@@ -30,7 +30,17 @@ from sqlalchemy.engine import Connection
 
 from cxdash.exporting import FORMULA_PREFIXES
 from cxdash.hotspot_stats import risk_ratio  # the hotspots' lift; kept importable from here
-from cxdash.timeline import STEP_ORDER, step_order, timeline
+from cxdash.privacy import mask_email, mask_phone
+from cxdash.signals import (
+    SIGNALS,
+    file_order,
+    is_repeat,
+    matches,
+    previous_same_topic,
+    product_event,
+    repeat_window,
+)
+from cxdash.timeline import FAILED_PAYMENT_STEP, STEP_ORDER, step_order, timeline
 
 __all__ = [
     "OTHER",
@@ -941,19 +951,21 @@ def event_log_table(conn: Connection, frame: pd.DataFrame, name: str = "event_lo
 # ``repeat_days`` (for a repeat contact: the department that took the repeat), "(none)" when
 # the customer did not get back in touch.
 
-ERROR_STEPS = ("checkout_error", "payment failed")
 CONTACT_PREFIX = "contact: "
 NONE = "(none)"
-HOTSPOT_DESCRIPTIONS = {
-    "repeat contact": "a second ticket on the same topic within N days of an earlier one, on any channel",
-    "help page then contact": "a ticket within N days of a help-page visit: self-service did not solve it",
-    "transferred ticket": "a ticket passed on at least once (transfers > 0)",
-    "checkout error": "the checkout failed (web step checkout_error)",
-    "payment failed": "a payment was declined or failed (billing)",
-    "rework": "the same non-browsing step again within N days (a -> a), e.g. paying twice",
-    "long wait": "a ticket open longer than the 90th percentile for its topic",
-    "dead end": "an error after which the customer did nothing for N days",
-}
+# What each hotspot means, in the words the registry declares for its signal.
+HOTSPOT_DESCRIPTIONS = {s.hotspot: s.description for s in SIGNALS.values() if s.hotspot}
+
+
+def _error_step(steps) -> sa.ColumnElement[bool]:
+    """Is a journey step (a row with ``kind, activity, department``) an error: a checkout error
+    (``cxdash.signals``: a product event named like an error) or a failed payment (a transaction
+    with a failed status, which the timeline names ``FAILED_PAYMENT_STEP``)?"""
+    return sa.or_(_checkout_error_step(steps), sa.and_(steps.kind == "transactions", steps.activity == FAILED_PAYMENT_STEP))
+
+
+def _checkout_error_step(steps) -> sa.ColumnElement[bool]:
+    return sa.and_(steps.kind == "events", product_event(steps.department), matches("checkout_error", steps.activity))
 
 
 def _seconds_between(later, earlier):
@@ -969,24 +981,30 @@ def _contacts(jl: sa.FromClause) -> sa.Subquery:
 
 
 def _with_absorber(raw: sa.Subquery, contacts: sa.Subquery, days: float) -> sa.Select:
-    """Add ``absorbed_department``: the department of the first contact after the moment."""
-    after = contacts.c.ts > raw.c.ts
-    near = _seconds_between(contacts.c.ts, raw.c.ts) <= days * 86400.0
+    """Add ``absorbed_department``: the department of the first contact after the moment. Every
+    row of ``raw`` stays a moment of its own (two errors in the same second are two errors, as the
+    model's features count them); the absorber is looked up once per customer, time and hotspot."""
+    at = sa.select(raw.c.cx_id, raw.c.ts, raw.c.hotspot).distinct().subquery(raw.name + "_at")
+    after = contacts.c.ts > at.c.ts
+    near = _seconds_between(contacts.c.ts, at.c.ts) <= days * 86400.0
     ranked = (
         sa.select(
-            raw,
+            at,
             contacts.c.department.label("next_department"),
             sa.func.row_number().over(
-                partition_by=(raw.c.cx_id, raw.c.ts, raw.c.hotspot), order_by=(contacts.c.ts, contacts.c.department)
+                partition_by=(at.c.cx_id, at.c.ts, at.c.hotspot), order_by=(contacts.c.ts, contacts.c.department)
             ).label("rk"),
         )
-        .select_from(raw.outerjoin(contacts, sa.and_(contacts.c.cx_id == raw.c.cx_id, after, near)))
-        .subquery("absorbed")
+        .select_from(at.outerjoin(contacts, sa.and_(contacts.c.cx_id == at.c.cx_id, after, near)))
+        .subquery(raw.name + "_absorbed")
     )
+    first = sa.select(ranked.c.cx_id, ranked.c.ts, ranked.c.hotspot, ranked.c.next_department).where(
+        ranked.c.rk == 1).subquery(raw.name + "_first")
     return sa.select(
-        ranked.c.cx_id, ranked.c.ts, ranked.c.hotspot, ranked.c.leaked_department,
-        sa.func.coalesce(ranked.c.next_department, NONE).label("absorbed_department"),
-    ).where(ranked.c.rk == 1)
+        raw.c.cx_id, raw.c.ts, raw.c.hotspot, raw.c.leaked_department,
+        sa.func.coalesce(first.c.next_department, NONE).label("absorbed_department"),
+    ).select_from(raw.join(first, sa.and_(first.c.cx_id == raw.c.cx_id, first.c.ts == raw.c.ts,
+                                          first.c.hotspot == raw.c.hotspot)))
 
 
 def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, keyed: bool = False) -> sa.CTE:
@@ -1014,27 +1032,40 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
     def moments(q: sa.Select, name: str) -> sa.Subquery:
         return q.subquery(name.replace(" ", "_"))
 
-    # errors
+    # errors: checkout errors and failed payments, as the registry defines them
     errors = sa.select(
-        jl.c.cx_id, jl.c.ts, sa.case((jl.c.activity == "checkout_error", "checkout error"), else_="payment failed")
-        .label("hotspot"),
+        jl.c.cx_id, jl.c.ts,
+        sa.case((_checkout_error_step(jl.c), SIGNALS["checkout_error"].hotspot),
+                else_=SIGNALS["failed_payment"].hotspot).label("hotspot"),
         jl.c.department.label("leaked_department"),
-    ).where(jl.c.activity.in_(ERROR_STEPS))
+    ).where(_error_step(jl.c))
     parts.append(_with_absorber(moments(errors, "errors"), contacts, repeat_days))
 
-    # repeat contacts: a contact preceded within N days by a contact on the same topic
-    c1, c2 = contacts.alias("first_contact"), contacts.alias("repeat_contact")
-    pairs = sa.select(
-        c2.c.cx_id, c2.c.ts, c1.c.department.label("leaked_department"), c2.c.department.label("absorbed_department"),
-        sa.func.row_number().over(partition_by=(c2.c.cx_id, c2.c.ts, c2.c.activity), order_by=c1.c.ts.desc())
-        .label("rk"),
-    ).select_from(
-        c2.join(c1, sa.and_(c1.c.cx_id == c2.c.cx_id, c1.c.activity == c2.c.activity, c1.c.ts < c2.c.ts,
-                            _seconds_between(c2.c.ts, c1.c.ts) <= window))
-    ).subquery("repeat_pairs")
+    # tickets: repeat contacts, transfers and long waits, read from the tickets table
+    k, im, src = KIND_TABLES["tickets"], customer_keys_table, sources_table
+    dept = sa.func.coalesce(k.c.department, src.c.department, "unknown")
+    if keyed:
+        tickets_from, ticket_customer = k.join(src, src.c.name == k.c.source), k.c.cx_key
+    else:
+        tickets_from, ticket_customer = k.join(im, im.c.cx_key == k.c.cx_key).join(src, src.c.name == k.c.source), im.c.cx_id
+
+    # repeat contacts: the registry's (the same tickets the repeat-contact KPI counts). The earlier
+    # ticket's department leaked the customer, the repeat's own absorbed them.
+    by_topic = (k.c.opened_at, k.c.cx_key, k.c.topic, *file_order(k))
+    same_topic = (
+        sa.select(
+            ticket_customer.label("cx_id"), k.c.opened_at.label("ts"), dept.label("absorbed_department"),
+            previous_same_topic(*by_topic).label("prev_at"),
+            sa.func.lag(dept).over(**repeat_window(*by_topic)).label("leaked_department"),
+        )
+        .select_from(tickets_from)
+        .where(k.c.cx_key.is_not(None), k.c.opened_at.is_not(None))
+        .subquery("same_topic")
+    )
     parts.append(
-        sa.select(pairs.c.cx_id, pairs.c.ts, sa.literal("repeat contact", sa.String).label("hotspot"),
-                  pairs.c.leaked_department, pairs.c.absorbed_department).where(pairs.c.rk == 1)
+        sa.select(same_topic.c.cx_id, same_topic.c.ts, sa.literal(SIGNALS["repeat_contact"].hotspot, sa.String)
+                  .label("hotspot"), same_topic.c.leaked_department, same_topic.c.absorbed_department)
+        .where(is_repeat(same_topic.c.ts, same_topic.c.prev_at, repeat_days))
     )
 
     # help page, then a contact within N days
@@ -1053,18 +1084,11 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
                   hp.c.leaked_department, hp.c.absorbed_department).where(hp.c.rk == 1)
     )
 
-    # tickets: transfers and long waits (read from the tickets table for transfers / duration)
-    k, im, src = KIND_TABLES["tickets"], customer_keys_table, sources_table
-    dept = sa.func.coalesce(k.c.department, src.c.department, "unknown")
-    if keyed:
-        tickets_from, ticket_customer = k.join(src, src.c.name == k.c.source), k.c.cx_key
-    else:
-        tickets_from, ticket_customer = k.join(im, im.c.cx_key == k.c.cx_key).join(src, src.c.name == k.c.source), im.c.cx_id
     transferred = (
         sa.select(ticket_customer.label("cx_id"), k.c.opened_at.label("ts"), sa.literal("transferred ticket", sa.String).label("hotspot"),
                   dept.label("leaked_department"))
         .select_from(tickets_from)
-        .where(k.c.transfers > 0, k.c.opened_at.is_not(None), ticket_customer.is_not(None))
+        .where(matches("transfer", k.c.transfers), k.c.opened_at.is_not(None), ticket_customer.is_not(None))
     )
     parts.append(_with_absorber(moments(transferred, "transferred"), contacts, repeat_days))
     topic = sa.func.coalesce(k.c.topic, "other")
@@ -1093,7 +1117,7 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
     w = dict(partition_by=jl.c.cx_id, order_by=(*step_order(jl), jl.c.activity))
     seq = (
         sa.select(
-            jl.c.cx_id, jl.c.ts, jl.c.activity, jl.c.department,
+            jl.c.cx_id, jl.c.ts, jl.c.activity, jl.c.department, jl.c.kind,
             sa.func.lag(jl.c.activity).over(**w).label("prev_activity"),
             sa.func.lag(jl.c.ts).over(**w).label("prev_ts"),
             sa.func.lead(jl.c.ts).over(**w).label("next_ts"),
@@ -1114,7 +1138,7 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
         seq.c.cx_id, seq.c.ts, sa.literal("dead end", sa.String).label("hotspot"),
         seq.c.department.label("leaked_department"), sa.literal(NONE, sa.String).label("absorbed_department"),
     ).where(
-        seq.c.activity.in_(ERROR_STEPS),
+        _error_step(seq.c),
         _seconds_between(data_end, seq.c.ts) > dead_end_days * 86400.0,
         sa.or_(seq.c.next_ts.is_(None), _seconds_between(seq.c.next_ts, seq.c.ts) > dead_end_days * 86400.0),
     )
@@ -1287,26 +1311,6 @@ def hotspots(
 
 
 # ----------------------------------------------------------------------------- drill-down
-
-def mask_email(value) -> str:
-    """``jane.doe@example.com`` -> ``j***@e***.com``; empty for missing values."""
-    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
-        return ""
-    text = str(value)
-    if "@" not in text:
-        return "***"
-    local, _, domain = text.partition("@")
-    host, dot, tld = domain.rpartition(".")
-    return f"{local[:1]}***@{(host or tld)[:1]}***{dot}{tld if host else ''}"
-
-
-def mask_phone(value) -> str:
-    """Keep the last two digits: ``+1 555 010 2233`` -> ``*********33``."""
-    if value is None or (isinstance(value, float) and value != value) or value is pd.NA:
-        return ""
-    digits = [ch for ch in str(value) if ch.isdigit()]
-    return "*" * max(len(digits) - 2, 0) + "".join(digits[-2:])
-
 
 def hotspot_customers(
     conn: Connection,

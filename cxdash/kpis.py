@@ -29,8 +29,9 @@ from sqlalchemy.engine import Connection
 
 from cxdash import churn as churn_defs
 from cxdash.churn import Definition
+from cxdash.signals import file_order, is_repeat, matches, next_same_topic, previous_same_topic
 from cxdash.store import KIND_TABLES, customer_keys_table, sources_table
-from cxdash.timeline import FAILED_PAYMENT_STATUSES, TIMELINE_TIME_COLUMNS, timeline
+from cxdash.timeline import TIMELINE_TIME_COLUMNS, timeline
 
 __all__ = [
     "ACTIVE_WINDOW_DAYS",
@@ -118,8 +119,9 @@ DEFINITIONS: dict[str, dict[str, str]] = {
         "owner": "Support",
     },
     "repeat_contact_rate": {
-        "definition": "Share of the period's contacts that repeat an earlier contact by the same customer about "
-        "the same topic (any topic when none is recorded) within N days.",
+        "definition": "Share of the period's contacts that come within N days of the same customer's previous "
+        "contact on the same topic (topics compared ignoring case and blanks; contacts without a topic count as one "
+        "topic). The friction page's repeat-contact hotspot counts the same contacts.",
         "owner": "Shared (all departments)",
     },
     "transfer_rate": {
@@ -266,7 +268,7 @@ def headline(conn: Connection, churn: Definition | None = None) -> Headline:
     tx = KIND_TABLES["transactions"]
     revenue = conn.execute(
         sa.select(sa.func.coalesce(sa.func.sum(tx.c.amount), 0.0)).where(
-            sa.func.lower(sa.func.coalesce(tx.c.status, "")).not_in(FAILED_PAYMENT_STATUSES)
+            sa.not_(matches("failed_payment", tx.c.status))
         )
     ).scalar()
     return Headline(now, int(customers), int(active), int(churned), basis, float(revenue or 0.0),
@@ -472,10 +474,10 @@ def _epoch(col) -> sa.ColumnElement:
 
 def _tickets(cust: sa.Subquery, filters: Filters, repeat_days: int) -> sa.Subquery:
     """Tickets of the customers in view: ``cx_key, opened_at, closed_at, transfers, satisfaction, department,
-    is_repeat`` (1 when the same customer opened a ticket on the same topic within ``repeat_days`` before)."""
+    is_repeat`` (1 when the ticket repeats the customer's previous one on the same topic within
+    ``repeat_days``: ``cxdash.signals``' repeat contact, the same one the friction hotspot counts)."""
     k = KIND_TABLES["tickets"]
-    topic = sa.func.coalesce(k.c.topic, "")
-    prev_opened = sa.func.lag(k.c.opened_at).over(partition_by=[k.c.cx_key, topic], order_by=[k.c.opened_at, k.c.row_key])
+    prev_opened = previous_same_topic(k.c.opened_at, k.c.cx_key, k.c.topic, *file_order(k))
     inner = (
         sa.select(
             k.c.cx_key,
@@ -489,11 +491,10 @@ def _tickets(cust: sa.Subquery, filters: Filters, repeat_days: int) -> sa.Subque
         .select_from(k.join(cust, cust.c.cx_key == k.c.cx_key).join(sources_table, sources_table.c.name == k.c.source))
         .subquery("tickets_w")
     )
-    within = _epoch(inner.c.opened_at) - _epoch(inner.c.prev_opened) <= repeat_days * 86400.0
     q = sa.select(
         inner.c.cx_key, inner.c.opened_at, inner.c.closed_at, inner.c.transfers, inner.c.satisfaction,
         inner.c.department,
-        sa.case((sa.and_(inner.c.prev_opened.is_not(None), within), 1), else_=0).label("is_repeat"),
+        sa.case((is_repeat(inner.c.opened_at, inner.c.prev_opened, repeat_days), 1), else_=0).label("is_repeat"),
     )
     if filters.department:
         q = q.where(inner.c.department.in_(filters.department))
@@ -505,10 +506,7 @@ def _paid_transactions(cust: sa.Subquery) -> sa.Subquery:
     return (
         sa.select(x.c.cx_key, x.c.timestamp.label("ts"), x.c.amount)
         .select_from(x.join(cust, cust.c.cx_key == x.c.cx_key))
-        .where(
-            sa.func.lower(sa.func.coalesce(x.c.status, "")).not_in(FAILED_PAYMENT_STATUSES),
-            x.c.amount.is_not(None),
-        )
+        .where(sa.not_(matches("failed_payment", x.c.status)), x.c.amount.is_not(None))
         .subquery("paid")
     )
 
@@ -693,7 +691,7 @@ def kpi_table(
                 sa.func.count().label("contacts"),
                 sa.func.sum(tk.c.is_repeat).label("repeats"),
                 sa.func.count(tk.c.transfers).label("with_transfers"),
-                sa.func.sum(sa.case((tk.c.transfers > 0, 1), else_=0)).label("transferred"),
+                sa.func.sum(sa.case((matches("transfer", tk.c.transfers), 1), else_=0)).label("transferred"),
             )
             .select_from(spine.join(tk, opened_in))
             .group_by(spine.c.bucket)
@@ -1415,8 +1413,8 @@ DEPARTMENTAL_DEFINITIONS: dict[str, dict[str, str]] = {
         "owner": "Shared (all departments)",
     },
     "repeat_after_close": {
-        "definition": "Share of the team's resolved tickets followed by another contact from the same customer on the "
-        "same topic within N days (the issue was not really solved).",
+        "definition": "Share of the team's resolved tickets followed by a repeat contact: the same customer's next "
+        "contact on the same topic within N days (the issue was not really solved).",
         "owner": "Shared (all departments)",
     },
 }
@@ -1553,8 +1551,7 @@ def conflicts(
 
     # support: tickets closed per team -> share of them followed by a repeat contact
     k = KIND_TABLES["tickets"]
-    topic = sa.func.coalesce(k.c.topic, "")
-    next_opened = sa.func.lead(k.c.opened_at).over(partition_by=[k.c.cx_key, topic], order_by=[k.c.opened_at, k.c.row_key])
+    next_opened = next_same_topic(k.c.opened_at, k.c.cx_key, k.c.topic, *file_order(k))
     tw = (
         sa.select(
             k.c.cx_key,
@@ -1566,7 +1563,7 @@ def conflicts(
         .select_from(k.join(cust, cust.c.cx_key == k.c.cx_key).join(sources_table, sources_table.c.name == k.c.source))
         .subquery("tw")
     )
-    again = sa.and_(tw.c.next_opened.is_not(None), _epoch(tw.c.next_opened) - _epoch(tw.c.opened_at) <= repeat_days * 86400.0)
+    again = is_repeat(tw.c.next_opened, tw.c.opened_at, repeat_days)  # the next ticket on the topic repeats this one
     q = (
         sa.select(
             tw.c.team.label("cohort"),

@@ -12,6 +12,22 @@ activity, a ticket's topic, a transaction's status), or, for a repeat contact, a
 customer's tickets (``previous_same_topic`` + ``is_repeat``). Journey-shaped signals (a long
 wait, a dead end, rework, a help page before a contact) are found by ``cxdash.journeys`` from the
 journey log; their words and owners live here too.
+
+Choices every reader shares (so they are made here, once):
+
+* **Event signals come from product events only.** An event whose department (the row's, else its
+  source's) is ``marketing`` is a send, open or click of a campaign, not a step the customer took:
+  a ``delivery_error`` there is no checkout error and a "cancel" campaign no cancel intent
+  (``product_event``). Events with no department at all count as product events.
+* **Repeat contacts** are counted per stitched customer (the rows' integer ``cx_key``, one per
+  ``cx_id``) and topic (``topic_key``: trimmed, case-insensitive; tickets without a topic count as
+  one topic, so on an export without topics any return within the window is a repeat). Tickets
+  opened at the same moment keep their order in the files: load, then row number (``file_order``).
+  Each ticket after the first of a topic that comes within the window of the previous one is one
+  repeat contact; the department that *leaked* it is the previous ticket's, the one that
+  *absorbed* it the repeat's own.
+* **Whole-value matches** (payment statuses, churn activity names) ignore case and surrounding
+  blanks; pattern matches ignore case.
 """
 
 from __future__ import annotations
@@ -29,10 +45,15 @@ __all__ = [
     "SIGNALS",
     "Signal",
     "by_hotspot",
+    "file_order",
     "is_repeat",
     "matches",
+    "next_same_topic",
+    "occurrences",
     "of_kind",
     "previous_same_topic",
+    "product_event",
+    "repeat_window",
     "signal",
     "topic_key",
 ]
@@ -103,15 +124,15 @@ _SIGNALS = (
            "a churn record, or an event named like a cancellation ('cancelled', 'account closed')"),
     Signal("checkout_error", "Hit checkout errors", "checkout error", "events", "web",
            "Fix the checkout issue, apologise and credit the order", FRICTION,
-           "a web or app step whose name contains 'error' (checkout_error, app error)", "activity", ("%error%",),
-           hotspot="checkout error"),
+           "a web or app step (not a marketing send) whose name contains 'error' (checkout_error, App Error)",
+           "activity", ("%error%",), hotspot="checkout error"),
     Signal("failed_payment", "Failed payments", "failed payment", "transactions", "billing",
            "Help update the payment method; pause dunning", FRICTION,
            "a payment with status " + ", ".join(FAILED_PAYMENT_STATUSES), "status", hotspot="payment failed"),
     Signal("repeat_contact", f"Had to repeat a contact within {REPEAT_WINDOW_DAYS} days", "repeat contact", "tickets",
            "support", "One named owner closes the open issue; no new ticket", FRICTION,
-           "a second ticket on the same topic within N days of an earlier one, on any channel",
-           hotspot="repeat contact"),
+           "a ticket within N days of the customer's previous ticket on the same topic (any channel; topics compared "
+           "ignoring case and blanks)", hotspot="repeat contact"),
     Signal("transfer", "Was transferred between teams", "transferred contact", "tickets", "support",
            "Assign one owner; no more transfers", FRICTION, "a ticket passed on at least once (transfers > 0)",
            hotspot="transferred ticket"),
@@ -157,6 +178,17 @@ def _lower(col) -> sa.ColumnElement:
     return sa.func.lower(sa.func.coalesce(col, ""))
 
 
+def _whole(col) -> sa.ColumnElement:
+    """A text value as whole-value matches compare it: trimmed, lower case, '' when missing."""
+    return sa.func.lower(sa.func.trim(sa.func.coalesce(col, "")))
+
+
+def product_event(department) -> sa.ColumnElement[bool]:
+    """Is an event with this ``department`` (the row's, else its source's) a step the customer took,
+    rather than a marketing send, open or click? Event signals are read from these only."""
+    return _lower(department) != "marketing"
+
+
 def matches(sig: Signal | str, col, *, satisfaction=None, closed=None) -> sa.ColumnElement[bool]:
     """Does a source row show ``sig``? ``col`` is the row's column named by ``sig.column``
     (activity, topic or status); a complaint also needs the row's ``satisfaction`` and whether it
@@ -164,18 +196,18 @@ def matches(sig: Signal | str, col, *, satisfaction=None, closed=None) -> sa.Col
     Signals found in the journey log or over several rows (repeat contacts) have no row predicate."""
     s = signal(sig) if isinstance(sig, str) else sig
     if s.name == "failed_payment":
-        return _lower(col).in_(FAILED_PAYMENT_STATUSES)
+        return _whole(col).in_(FAILED_PAYMENT_STATUSES)
     if s.name == "transfer":
         return sa.func.coalesce(col, 0) > 0
     if s.name == "low_satisfaction":
         return _rated_low(satisfaction, closed)
     if s.name == "churn_event":
-        return _lower(col).in_(CHURN_ACTIVITIES)
+        return _whole(col).in_(CHURN_ACTIVITIES)
     if not s.patterns:
         raise ValueError(f"signal {s.name!r} is not a predicate on one row ({s.description})")
     hit = sa.or_(*[_lower(col).like(p) for p in s.patterns])
     if s.name == "cancel_page":  # a cancellation itself is a churn record, not an intent
-        hit = sa.and_(hit, _lower(col).not_in(CHURN_ACTIVITIES))
+        hit = sa.and_(hit, _whole(col).not_in(CHURN_ACTIVITIES))
     if s.name == "complaint" and satisfaction is not None:
         hit = sa.or_(hit, _rated_low(satisfaction, closed))
     return hit
@@ -193,14 +225,63 @@ def topic_key(topic) -> sa.ColumnElement:
     return sa.func.lower(sa.func.trim(sa.func.coalesce(topic, "")))
 
 
+def file_order(table) -> tuple:
+    """The order of a source table's rows in their files: load, then row number. The tie-break of
+    rows with the same timestamp (``previous_same_topic(..., *file_order(tickets))``)."""
+    return (table.c.load_id, table.c.row_number)
+
+
+def repeat_window(opened_at, customer, topic, *tie_break) -> dict:
+    """The window over one customer's tickets on one topic, oldest first (``**`` it into ``.over()``
+    to read the previous ticket's department, say). ``customer`` is the rows' ``cx_key``."""
+    return {"partition_by": [customer, topic_key(topic)], "order_by": [opened_at, *tie_break]}
+
+
 def previous_same_topic(opened_at, customer, topic, *tie_break) -> sa.ColumnElement:
     """The opening time of the customer's previous ticket on the same topic (a window expression).
     Tickets opened at the same time keep their order in the file: pass the row's load and row
-    number (or ``row_key``) as ``tie_break``."""
-    return sa.func.lag(opened_at).over(partition_by=[customer, topic_key(topic)], order_by=[opened_at, *tie_break])
+    number (``*file_order(tickets)``) as ``tie_break``."""
+    return sa.func.lag(opened_at).over(**repeat_window(opened_at, customer, topic, *tie_break))
+
+
+def next_same_topic(opened_at, customer, topic, *tie_break) -> sa.ColumnElement:
+    """The opening time of the customer's next ticket on the same topic (the same window as
+    ``previous_same_topic``): ``is_repeat(next, opened_at)`` says the ticket was followed by a
+    repeat, which holds for exactly the tickets the repeats came after."""
+    return sa.func.lead(opened_at).over(**repeat_window(opened_at, customer, topic, *tie_break))
 
 
 def is_repeat(opened_at, previous_at, days: float = REPEAT_WINDOW_DAYS) -> sa.ColumnElement[bool]:
-    """Does a ticket opened at ``opened_at`` repeat one opened at ``previous_at`` (within ``days``)?"""
+    """Does a ticket opened at ``opened_at`` repeat one opened at ``previous_at`` (within ``days``)?
+    False, never NULL, when either time is missing."""
     gap = sa.cast(sa.extract("epoch", opened_at), sa.Double) - sa.cast(sa.extract("epoch", previous_at), sa.Double)
-    return sa.and_(previous_at.is_not(None), gap <= days * 86400.0)
+    return sa.and_(previous_at.is_not(None), opened_at.is_not(None), gap <= days * 86400.0)
+
+
+def occurrences(sig: Signal | str) -> sa.Select:
+    """Every source row showing a one-row signal: ``cx_key, ts`` (rows without a customer or a time
+    left out). Events are product events only; a complaint's or a low rating's contact counts once
+    it is closed. For one customer's list (the card); aggregates over many signals at once read
+    ``matches`` in a single scan instead."""
+    from cxdash.store import KIND_TABLES, sources_table
+
+    s = signal(sig) if isinstance(sig, str) else sig
+    if s.kind == "events":
+        e, src = KIND_TABLES["events"], sources_table
+        return (
+            sa.select(e.c.cx_key, e.c.timestamp.label("ts"))
+            .select_from(e.join(src, src.c.name == e.c.source))
+            .where(product_event(sa.func.coalesce(e.c.department, src.c.department)), matches(s, e.c[s.column]),
+                   e.c.cx_key.is_not(None), e.c.timestamp.is_not(None))
+        )
+    if s.kind == "tickets":
+        k = KIND_TABLES["tickets"]
+        col = k.c.transfers if s.name == "transfer" else (k.c[s.column] if s.column else None)
+        hit = matches(s, col, satisfaction=k.c.satisfaction, closed=k.c.closed_at.is_not(None))
+        return sa.select(k.c.cx_key, k.c.opened_at.label("ts")).where(
+            hit, k.c.cx_key.is_not(None), k.c.opened_at.is_not(None))
+    if s.kind == "transactions":
+        x = KIND_TABLES["transactions"]
+        return sa.select(x.c.cx_key, x.c.timestamp.label("ts")).where(
+            matches(s, x.c[s.column]), x.c.cx_key.is_not(None), x.c.timestamp.is_not(None))
+    raise ValueError(f"signal {s.name!r} is not read from one source row ({s.description})")

@@ -29,10 +29,11 @@ import functools
 
 import sqlalchemy as sa
 
+from cxdash.signals import FAILED_PAYMENT_STATUSES, matches
 from cxdash.store import KIND_TABLES, customer_keys_table, sources_table
 
-__all__ = ["FAILED_PAYMENT_STATUSES", "STEP_ORDER", "TIMELINE_COLUMNS", "TIMELINE_TIME_COLUMNS", "step_order",
-           "timeline"]
+__all__ = ["FAILED_PAYMENT_STATUSES", "FAILED_PAYMENT_STEP", "STEP_ORDER", "TIMELINE_COLUMNS", "TIMELINE_TIME_COLUMNS",
+           "step_order", "timeline"]
 
 TIMELINE_COLUMNS = ("cx_id", "known", "ts", "activity", "department", "channel", "source", "kind", "value", "cx_key",
                     "load_id", "row_number", "row_step")
@@ -47,7 +48,9 @@ TIMELINE_TIME_COLUMNS = (
     ("opportunities", "created_at"), ("opportunities", "closed_at"), ("churn", "churned_at"),
     ("customers", "churned_at"),
 )
-FAILED_PAYMENT_STATUSES = ("failed", "declined", "error", "payment_failed", "rejected")
+# FAILED_PAYMENT_STATUSES is declared in cxdash.signals; it stays importable from here for the
+# callers that read it with the timeline (journeys.customer_outcomes).
+FAILED_PAYMENT_STEP = "payment failed"  # the activity of a transaction that shows a failed payment
 
 
 def _part(kind: str, ts, activity, *, columns=TIMELINE_COLUMNS, channel=None, value=None, department=None,
@@ -85,9 +88,9 @@ def timeline(columns: tuple[str, ...] = TIMELINE_COLUMNS) -> sa.Subquery:
         raise ValueError(f"unknown timeline columns {sorted(unknown)}; choose from {TIMELINE_COLUMNS}")
     c, e, k, x, u, o, ch = (KIND_TABLES[n] for n in ("customers", "events", "tickets", "transactions", "subscriptions",
                                                      "opportunities", "churn"))
-    failed = sa.func.lower(sa.func.coalesce(x.c.status, "")).in_(FAILED_PAYMENT_STATUSES)
+    failed = matches("failed_payment", x.c.status)
     tx_activity = sa.case(
-        (failed, "payment failed"),
+        (failed, FAILED_PAYMENT_STEP),
         (x.c.amount < 0, "refund"),
         else_="purchase",
     )
