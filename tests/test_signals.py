@@ -193,12 +193,12 @@ def test_every_reader_follows_the_same_repeat_window(company, days):
         assert _conflict_repeats(conn, days).sum() == by_hand
 
 
-def _card_counts(conn, signal_label: str) -> dict[str, int]:
+def _card_counts(conn, signal_name: str) -> dict[str, int]:
     """Per cx_id: the card's count of the signal over the last 30 days (all of March here)."""
     out = {}
     for cx_id in conn.execute(sa.select(customer_keys_table.c.cx_id)).scalars().all():
         recent = card.recent_signals(conn, cx_id, now=NOW)
-        hit = recent[recent["signal"] == signal_label]
+        hit = recent[recent["signal"] == signal_name]
         if not hit.empty:
             out[cx_id] = int(hit["count_30d"].iloc[0])
     return out
@@ -220,7 +220,7 @@ def test_checkout_errors_are_counted_alike_by_features_hotspot_and_card(company)
     with company.connect() as conn:
         feats = _features(conn)
         moments = _moments(conn, "checkout error")
-        card_counts = _by_customer(conn, _card_counts(conn, "checkout error"))
+        card_counts = _by_customer(conn, _card_counts(conn, "checkout_error"))
         feature_counts = _by_customer(conn, feats["checkout_errors"].to_dict())
         hotspot_counts = _by_customer(conn, moments["cx_id"].value_counts().to_dict())
     assert feature_counts == hotspot_counts == card_counts == CHECKOUT_ERRORS
@@ -234,7 +234,7 @@ def test_failed_payments_are_counted_alike_for_every_failed_status(company):
     with company.connect() as conn:
         feats = _features(conn)
         moments = _moments(conn, "payment failed")
-        card_counts = _by_customer(conn, _card_counts(conn, "failed payment"))
+        card_counts = _by_customer(conn, _card_counts(conn, "failed_payment"))
         feature_counts = _by_customer(conn, feats["failed_payments"].to_dict())
         hotspot_counts = _by_customer(conn, moments["cx_id"].value_counts().to_dict())
         paid = kpis.kpi_table(conn, [MARCH]).loc[0, "revenue"]
