@@ -296,4 +296,4 @@ def test_a_view_stored_after_a_page_read_the_stored_results_is_still_found(store
     assert found is not summaries.MISSING and len(found)
     with store.connect() as conn:
         pd.testing.assert_frame_equal(found, views.COMPUTATIONS["journeys.handoffs"](conn), check_dtype=False)
-    data._store.clear()
+    data.store_at.clear()

@@ -26,14 +26,15 @@ _version_seen_at: dict[str, float] = {}
 
 
 @st.cache_resource(show_spinner=False)
-def _store(url: str) -> Store:
+def store_at(url: str) -> Store:
+    """The store at ``url``, opened once per app process (pages' cached reads key on the URL)."""
     store = open_store(url)
     store.lock_timeout_s = UI_LOCK_TIMEOUT_S
     return store
 
 
 def store() -> Store:
-    return _store(database_url())
+    return store_at(database_url())
 
 
 def version() -> int:
@@ -68,13 +69,13 @@ def busy() -> bool:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _sources(url: str, version: int) -> pd.DataFrame:
-    with _store(url).connect() as conn:
+    with store_at(url).connect() as conn:
         return summaries.get(conn, "source_summary", version)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _headline(url: str, version: int, churn_name: str | None) -> Headline:
-    with _store(url).connect() as conn:
+    with store_at(url).connect() as conn:
         return summaries.get(conn, "headline", version, {"churn": churn_name} if churn_name else None)
 
 
@@ -104,7 +105,7 @@ def forget_churn_choice() -> None:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _churn_resolution(url: str, version: int, chosen: str | None) -> churn.Resolution:
-    with _store(url).connect() as conn:
+    with store_at(url).connect() as conn:
         stored = summaries.get(conn, "churn_candidates", version)
         return churn.resolve(conn, chosen, [churn.Candidate.from_dict(d) for d in stored])
 
@@ -121,7 +122,7 @@ def churn_name() -> str | None:
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _activity(url: str, version: int) -> pd.DataFrame:
-    with _store(url).connect() as conn:
+    with store_at(url).connect() as conn:
         return summaries.get(conn, "activity_by_month", version)
 
 
@@ -129,7 +130,7 @@ def _activity(url: str, version: int) -> pd.DataFrame:
 def _payloads(url: str, version: int) -> dict[str, bytes]:
     # Every stored result of this data version, read once: a page looks up a dozen, and each
     # lookup would otherwise open the database file. Shared by every session (never mutated).
-    with _store(url).connect() as conn:
+    with store_at(url).connect() as conn:
         return summaries.stored_payloads(conn, version)
 
 
@@ -138,7 +139,7 @@ def stored(url: str, version: int, name: str, params: dict | None = None):
     compute it live on a miss, inside their own cache."""
     found = summaries.decode(name, params, _payloads(url, version))
     if found is summaries.MISSING:  # stored since the payloads were read (the upload page's background refresh)?
-        with _store(url).connect() as conn:
+        with store_at(url).connect() as conn:
             found = summaries.lookup(conn, name, version, params)
     return found
 
@@ -151,7 +152,7 @@ def view(url: str, version: int, name: str, params: dict):
     found = stored(url, version, name, params)
     if found is not summaries.MISSING:
         return found
-    with _store(url).connect() as conn:
+    with store_at(url).connect() as conn:
         return COMPUTATIONS[name](conn, **params)
 
 

@@ -48,7 +48,7 @@ def _consented(url: str, version: int) -> pd.Index:
     # data version: a load or an erasure (both move it) is seen at once.
     from cxdash import summaries
 
-    with data._store(url).connect() as conn:  # stored after each load (a million ids take seconds to gather)
+    with data.store_at(url).connect() as conn:  # stored after each load (a million ids take seconds to gather)
         ids = summaries.get(conn, "consented_customers", version)["cx_id"].dropna()
     return pd.Index(ids.astype(object).unique(), dtype=object)
 

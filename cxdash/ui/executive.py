@@ -53,13 +53,13 @@ class View:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _options(url: str, version: int) -> dict[str, list[str]]:
-    with data._store(url).connect() as conn:
+    with data.store_at(url).connect() as conn:
         return summaries.get(conn, "filter_options", version)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _clv(url: str, version: int, end: datetime, horizon: int) -> kpis.ClvForecast:
-    with data._store(url).connect() as conn:
+    with data.store_at(url).connect() as conn:
         return kpis.predicted_clv(conn, end, horizon_months=horizon)
 
 
@@ -69,19 +69,19 @@ def _report(url: str, version: int, view: View) -> kpis.KpiReport:
                                  view.churn)
     report = data.stored(url, version, "executive.report", params)
     if report is summaries.MISSING and as_of() is None:  # no dates at all: the snapshot report, not a period
-        with data._store(url).connect() as conn:
+        with data.store_at(url).connect() as conn:
             report = kpis.kpi_report(conn, None, view.filters, repeat_days=view.repeat_days, with_clv=False,
                                      churn=Definition.parse(view.churn) if view.churn else None)
     elif report is summaries.MISSING:
         period = view.period
         clv = _clv(url, version, period.end, view.horizon_months)
         clv_prev = _clv(url, version, period.previous.end, view.horizon_months)
-        with data._store(url).connect() as conn:
+        with data.store_at(url).connect() as conn:
             report = kpis.kpi_report(
                 conn, period, view.filters, repeat_days=view.repeat_days, clv=clv, clv_previous=clv_prev,
                 churn=Definition.parse(view.churn) if view.churn else None,
             )
-    return kpis.attach_activation(report, data._store(url))
+    return kpis.attach_activation(report, data.store_at(url))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -102,7 +102,7 @@ def _conflicts(url: str, version: int, filters: kpis.Filters, repeat_days: int, 
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _holdout(url: str, version: int) -> dict:
-    with data._store(url).connect() as conn:
+    with data.store_at(url).connect() as conn:
         return kpis.holdout_check(conn)
 
 

@@ -162,7 +162,7 @@ def _hotspot_customers(url: str, version: int, hotspot: str, repeat_days: int, c
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _customer_journey(url: str, version: int, cx_id: str) -> pd.DataFrame:
-    with data._store(url).connect() as conn:
+    with data.store_at(url).connect() as conn:
         return jr.customer_journey(conn, cx_id)
 
 
@@ -227,7 +227,7 @@ def hotspot_table(repeat_days: int) -> pd.DataFrame:
 def _department_owners(url: str, version: int) -> dict[str, str]:
     from cxdash.sources import department_owners
 
-    with data._store(url).connect() as conn:
+    with data.store_at(url).connect() as conn:
         return department_owners(conn)
 
 
