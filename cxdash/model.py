@@ -596,7 +596,7 @@ def _too_little_churn(y: np.ndarray, *, part: str, where: str, fix: str) -> None
 
 
 def _fixes(*, horizon_days: float | None) -> str:
-    parts = ["another churn definition (`python -m cxdash churn` lists them; choose one on Data health)"]
+    parts = ["another churn definition (the command 'python -m cxdash churn' lists them; choose one on Data health)"]
     if horizon_days is not None:
         parts.append(f"a longer horizon than {horizon_days:g} days")
     parts.append("more history (older extracts)" if horizon_days is not None else "more labelled customers")

@@ -372,7 +372,9 @@ def train_event_model_fast(conn, **kwargs):
 def test_reasons_scored_only_where_a_driver_differs_match_a_brute_force_reset(trained_demo):
     """``explain`` re-scores only the rows whose driver differs from the typical customer; a
     brute-force reset of every row for every driver must give the same top reasons."""
-    from cxdash.model import _logit
+    from scipy.special import logit
+
+    from cxdash.features import MISSING_CATEGORY
 
     model = trained_demo["model"]
     store = open_store(trained_demo["url"])
@@ -380,8 +382,16 @@ def test_reasons_scored_only_where_a_driver_differs_match_a_brute_force_reset(tr
         frame = current_features(conn, model).frame
     store.dispose()
     rows = frame.iloc[np.argsort(-model.predict_proba(frame))[:300]]
-    x = model._x(rows)
-    base = _logit(model.estimator.predict_proba(x)[:, 1])
+    # the estimator's own input, built here from the public feature lists (a missing category is a category)
+    x = rows.reindex(columns=model.features).copy()
+    x[model.numeric] = x[model.numeric].astype(float)
+    for c in model.categorical:
+        x[c] = x[c].astype(object).where(x[c].notna(), MISSING_CATEGORY)
+
+    def log_odds(frame):
+        return logit(np.clip(model.estimator.predict_proba(frame)[:, 1], 1e-6, 1 - 1e-6))
+
+    base = log_odds(x)
     expected = []
     contrib = {}
     for group, cols in model.groups().items():
@@ -389,7 +399,7 @@ def test_reasons_scored_only_where_a_driver_differs_match_a_brute_force_reset(tr
         for c in cols:
             reset[c] = model.reference[c]
         reset[model.numeric] = reset[model.numeric].astype(float)
-        contrib[group] = base - _logit(model.estimator.predict_proba(reset)[:, 1])
+        contrib[group] = base - log_odds(reset)
     table = pd.DataFrame(contrib)
     for i in range(len(rows)):
         top = table.iloc[i].sort_values(ascending=False, kind="stable").head(3)
