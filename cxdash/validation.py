@@ -365,7 +365,8 @@ def _date_note(name: str, fmt: str, values: pd.Series, alternatives: list[str] |
         other = next(a for a in alternatives if a != fmt)
         text = values.dropna().astype("string").head(1000)
         first, second = parse_datetime(text, fmt), parse_datetime(text, other)
-        differ = (first != second).fillna(False).to_numpy()
+        # a value one reading cannot parse (another format in the same column) shows no difference
+        differ = (first.notna() & second.notna() & (first != second)).fillna(False).to_numpy()
         if not differ.any():  # every day equals its month: both readings give the same dates
             return note
         i = int(np.flatnonzero(differ)[0])

@@ -233,3 +233,28 @@ def test_a_corrupt_workbook_gets_a_clear_message(store, tmp_path):
     with pytest.raises(ExtractError, match="not a readable Excel workbook"):
         ingest_file(store, p, source="app", kind="events")
     assert set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*")) == before
+
+
+def test_the_callers_mapping_is_never_changed_by_a_load(store, tmp_path):
+    p = tmp_path / "events.csv"
+    p.write_text("who,when,what\nC1,2024-03-01 09:30,login\nC2,02/03/2024 10:00,checkout\n")
+    m = Mapping("events", {"customer_id": "who", "timestamp": "when", "activity": "what"})
+    before = json.dumps(m.to_dict(), sort_keys=True)
+    result = ingest_file(store, p, source="app", mapping=m, reject_invalid=True, links={})
+    # (two date formats in one column once crashed the format note; one row is read, the other refused)
+    assert result.rows_loaded + result.rows_rejected == 2 and result.rows_loaded >= 1
+    assert result.mapping.formats  # the load settled the formats on its own copy...
+    assert json.dumps(m.to_dict(), sort_keys=True) == before  # ...never on the caller's
+
+
+def test_a_source_of_another_kind_is_refused_before_the_file_is_read_through(store, tmp_path):
+    crm = tmp_path / "crm.csv"
+    crm.write_text("id,email\nC1,a@x.com\n")
+    ingest_file(store, crm, source="app", mapping=Mapping("customers", {"customer_id": "id", "email": "email"}))
+    # An events file whose last line is broken: the kind is refused first, so the break is never reached.
+    events = tmp_path / "events.csv"
+    good = "".join(f"C{i},2024-03-01 09:30,login\n" for i in range(400_000))  # past the first 8 MB block
+    events.write_text("who,when,what\n" + good + "C9,2024-03-02,login,extra,cells\n")
+    with pytest.raises(IngestError, match="already holds customers data"):
+        ingest_file(store, events, source="app",
+                    mapping=Mapping("events", {"customer_id": "who", "timestamp": "when", "activity": "what"}))

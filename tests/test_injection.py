@@ -149,3 +149,15 @@ def test_uploads_abandoned_for_a_day_are_swept_when_the_next_file_is_staged(tmp_
     staged = ops.stage_upload(up)
     left = {p.name for p in (tmp_path / "uploads").iterdir()}
     assert "old" not in left and "fresh" in left and staged.path.parent.name in left
+
+
+def test_a_file_that_cannot_be_read_is_not_kept_in_the_upload_folder(tmp_path, monkeypatch):
+    from cxdash.readers import ExtractError
+    from cxdash.ui import ops
+
+    monkeypatch.setattr(ops, "UPLOAD_DIR", tmp_path / "uploads")
+    up = io.BytesIO(bytes(range(256)) * 64)  # binary, not a CSV
+    up.name = "export.csv"
+    with pytest.raises(ExtractError, match="binary"):
+        ops.stage_upload(up)
+    assert list((tmp_path / "uploads").iterdir()) == []
