@@ -21,11 +21,18 @@ READER = textwrap.dedent(
     store.lock_timeout_s = 120
     seen, errors, reads = [], [], 0
     def alive(pid):
+        # a finished writer stays a zombie until the test reaps it: that is not alive
         try:
-            os.kill(pid, 0)
-            return True
-        except OSError:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
             return False
+        except OSError:
+            try:
+                os.kill(pid, 0)
+                return True
+            except OSError:
+                return False
     deadline = time.time() + 180
     while time.time() < deadline:
         running = alive(writer_pid)
