@@ -503,9 +503,31 @@ def cmd_users(args) -> int:
 def cmd_erase(args) -> int:
     """Right to erasure (issue 7): forget one customer everywhere and keep them forgotten."""
     from cxdash.erasure import erase_customer
+    from cxdash.store import compact_duckdb_file
 
-    result = erase_customer(_store(args), args.customer, actor=args.actor or _cli_actor())
+    store = _store(args)
+    result = erase_customer(store, args.customer, actor=args.actor or _cli_actor())
     print(result.summary())
+    if args.compact:
+        store.dispose()
+        engines = [store.engine] + ([store.app_engine] if store.app_engine is not store.engine else [])
+        for path in filter(None, map(compact_duckdb_file, engines)):
+            print(f"{path.name} rewritten from its live rows: no freed space or old statistics keep the ids")
+    return 0
+
+
+def cmd_compact(args) -> int:
+    """Rewrite an embedded DuckDB store from its live rows (after erasures; the app should be stopped)."""
+    from cxdash.store import compact_duckdb_file
+
+    store = _store(args)
+    store.dispose()
+    engines = [store.engine] + ([store.app_engine] if store.app_engine is not store.engine else [])
+    done = [p for p in map(compact_duckdb_file, engines) if p]
+    if not done:
+        print("nothing to compact: the store is not an embedded DuckDB file")
+    for path in done:
+        print(f"{path.name} rewritten from its live rows ({path.stat().st_size:,} bytes)")
     return 0
 
 
@@ -625,7 +647,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("erase", help="erase one customer everywhere (right to erasure) and suppress re-loads")
     e.add_argument("--customer", required=True, help="any identifier: customer id, email, phone, account, visitor")
     e.add_argument("--actor", help="who asked, for the audit log (default: cli:<login name>)")
+    e.add_argument("--no-compact", dest="compact", action="store_false",
+                   help="do not rewrite an embedded DuckDB file afterwards (its old statistics may then keep the ids)")
     e.set_defaults(func=cmd_erase)
+    cp = sub.add_parser("compact", help="rewrite an embedded DuckDB store from its live rows (stop the app first)")
+    cp.set_defaults(func=cmd_compact)
 
     c = sub.add_parser("churn", help="the churn definitions the data supports, with their figures; choose one")
     c.add_argument("--json", action="store_true",

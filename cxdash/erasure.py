@@ -19,6 +19,11 @@
 4. sweeps the app state again (rows a scoring run wrote between 2 and 3, the stored summaries)
    and records the request in the audit log with a salted hash of the id (never the id).
 
+On an embedded DuckDB file the freed space is then overwritten (``scrub_freed_space``): DuckDB
+frees deleted rows' blocks without erasing them, so the file would otherwise still hold the ids.
+What erasure cannot reach: backups and copies of the database, exported CSVs and extracts people
+keep, and the source systems themselves.
+
 Every step is idempotent on the customer: if one fails, running the same request again finishes
 the job (a customer already gone from the analytical store is recognised by the suppression list).
 
@@ -74,6 +79,7 @@ class ErasureResult:
     identifiers: int
     rows_deleted: dict[str, int] = field(default_factory=dict)
     already_erased: bool = False  # a retry: the customer was gone from the analytical store already
+    scrubbed: bool = False  # the embedded database file's freed space was overwritten (scrub_freed_space)
     audit_id: int | None = None
 
     @property
@@ -192,13 +198,13 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
     salt = secret_salt()
     counts: dict[str, int] = {}
     now = datetime.now(UTC).replace(tzinfo=None)
-    with store.begin() as conn:
-        try:
+    try:
+        with store.connect() as conn:
             cx_id, id_keys = resolve_customer(conn, identifier)
-        except ErasureError:
-            if not _already_suppressed(store, identifier, salt):
-                raise
-            return _finish_erased(store, identifier, actor=actor, salt=salt)
+    except ErasureError:
+        if not _already_suppressed(store, identifier, salt):
+            raise
+        return _finish_erased(store, identifier, actor=actor, salt=salt)
     values = _values_by_field(id_keys)
     hashes = {identifier_hash(k, salt): k.partition(":")[0] for k in id_keys}
     hashes[identifier_hash("cx_id:" + cx_id, salt)] = "cx_id"
@@ -226,6 +232,8 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
         summaries.clear(conn)  # stored aggregates counted the customer
     result = ErasureResult(identifier_hash("cx_id:" + cx_id, salt), len(id_keys),
                            {k: v for k, v in counts.items() if v})
+    touched = {t for t, n in counts.items() if n} | REBUILT_TABLES
+    result.scrubbed = scrub_freed_space(store, touched)
     result.audit_id = audit.record(store, actor, "erasure", {
         "request_hash": identifier_hash("request:" + identifier.strip().lower(), salt),
         "customer_hash": result.cx_id_hash,
@@ -234,6 +242,60 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
     })
     log.info(result.summary())
     return result
+
+
+# Tables an erasure rewrites whatever it deleted from them: the identity map and the customer keys
+# are rebuilt, the summaries cleared (all three held the customer's identifiers).
+REBUILT_TABLES = {identity_map_table.name, "customer_keys", "summaries"}
+
+
+def scrub_freed_space(store: Store, tables: set[str]) -> bool:
+    """Leave no copy of deleted rows in an embedded DuckDB file (a PostgreSQL server reuses its own
+    space; its VACUUM is the operator's). True when a DuckDB file was scrubbed.
+
+    DuckDB marks deleted rows and frees whole blocks at a checkpoint, but never overwrites them, so
+    the deleted values stay readable in the file (``strings demo.duckdb``). Each table in ``tables``
+    is rewritten in place (its rows copied out, deleted, copied back: the old row groups become
+    free blocks), then every free block is overwritten by a throw-away table of random numbers
+    that is dropped again. The file itself is not replaced, so connections that other threads of
+    this process hold stay valid. It costs a copy of the touched tables (seconds on a demo, about
+    a minute on a million customers): an erasure is rare and must be complete.
+    """
+    done = False
+    opens = [(store.engine, store.connect)]
+    if store.app_engine is not store.engine:
+        opens.append((store.app_engine, store.app_connect))
+    for engine, connect in opens:
+        if engine.dialect.name != "duckdb":
+            continue
+        with connect() as conn:
+            names = set(sa.inspect(conn).get_table_names()) & tables
+            conn.rollback()  # the inspection began a transaction: the rewrite is one of its own
+            with conn.begin():
+                for name in sorted(names):
+                    quoted = conn.dialect.identifier_preparer.quote(name)
+                    conn.exec_driver_sql(f"CREATE TEMP TABLE cxdash_keep AS SELECT * FROM {quoted}")  # noqa: S608
+                    conn.exec_driver_sql(f"DELETE FROM {quoted}")  # noqa: S608
+                    conn.exec_driver_sql(f"INSERT INTO {quoted} SELECT * FROM cxdash_keep")  # noqa: S608
+                    conn.exec_driver_sql("DROP TABLE cxdash_keep")
+            conn.exec_driver_sql("CHECKPOINT")
+            conn.commit()
+            free_blocks, block_size = conn.exec_driver_sql(
+                "SELECT free_blocks, block_size FROM pragma_database_size()").one()
+            if free_blocks:
+                # 8 incompressible bytes a row, a fifth more than the free space, so every free block is written
+                rows = int(free_blocks * block_size / 8 * 1.2) + 1
+                conn.execute(sa.text("CREATE TABLE cxdash_scrub AS SELECT hash(range, random()) AS x "
+                                     "FROM range(:rows)"), {"rows": rows})
+                conn.commit()
+                conn.exec_driver_sql("CHECKPOINT")
+                conn.commit()
+                conn.exec_driver_sql("DROP TABLE cxdash_scrub")
+                conn.commit()
+                conn.exec_driver_sql("CHECKPOINT")
+            conn.commit()
+        done = True
+    return done
 
 
 def _fail_point(step: str) -> None:
@@ -278,6 +340,8 @@ def _finish_erased(store: Store, identifier: str, *, actor: str, salt: bytes) ->
         summaries.clear(conn)
     result = ErasureResult(identifier_hash("request:" + identifier.strip().lower(), salt), 0,
                            {k: v for k, v in counts.items() if v}, already_erased=True)
+    # which tables the interrupted run deleted from is not known: every table is rewritten
+    result.scrubbed = scrub_freed_space(store, {t.name for t in (*ANALYTICS.sorted_tables, *APP_STATE.sorted_tables)})
     result.audit_id = audit.record(store, actor, "erasure", {
         "request_hash": result.cx_id_hash, "already_erased": True, "rows_deleted": result.rows_deleted,
     })

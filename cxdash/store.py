@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ __all__ = [
     "APP_STATE",
     "Store",
     "StoreLockedError",
+    "compact_duckdb_file",
     "bulk_insert",
     "kind_table",
     "customer_keys_table",
@@ -284,6 +286,12 @@ class Store:
             yield conn
 
     @contextlib.contextmanager
+    def app_connect(self) -> Iterator[Connection]:
+        """A connection to the app-state store, no transaction begun (``connect`` for app state)."""
+        with self._retrying(self.app_engine.connect) as conn:
+            yield conn
+
+    @contextlib.contextmanager
     def app_begin(self) -> Iterator[Connection]:
         with self._retrying(self.app_engine.connect) as conn, conn.begin():
             yield conn
@@ -370,6 +378,38 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def compact_duckdb_file(engine: Engine) -> Path | None:
+    """Rewrite an embedded DuckDB file from its live rows only (None for any other engine).
+
+    DuckDB frees deleted rows' blocks without erasing them, and old column statistics stay in its
+    metadata: an erased customer's id can still be read from the file's bytes. The live database
+    is copied into a new file (``COPY FROM DATABASE``) while this process holds the old file's
+    write lock, and the new file then takes its name. Other processes wait on the lock and open
+    the new file afterwards; a connection in *this* process that is open meanwhile would keep
+    writing to the old one, so call this from a command line (``erase``, ``compact``), not from a
+    page of the running app.
+    """
+    if engine.dialect.name != "duckdb" or not engine.url.database or engine.url.database == ":memory:":
+        return None
+    import duckdb
+
+    path = Path(engine.url.database).resolve()
+    fresh = path.with_name(path.name + ".compact")
+    fresh.unlink(missing_ok=True)
+    con = duckdb.connect(str(path))  # the write lock on the old file, held until the swap is done
+    try:
+        con.execute("CHECKPOINT")  # the write-ahead log is in the file: none belongs to the new one
+        name = con.execute("SELECT current_database()").fetchone()[0]
+        con.execute("ATTACH ? AS cxdash_compact", [str(fresh)])
+        con.execute(f'COPY FROM DATABASE "{name}" TO cxdash_compact')  # noqa: S608 - the database's own name
+        con.execute("DETACH cxdash_compact")
+        os.replace(fresh, path)
+    finally:
+        con.close()
+        fresh.unlink(missing_ok=True)
+    return path
 
 
 def open_store(url: str | None = None, app_url: str | None = None, *, create: bool = True) -> Store:

@@ -122,6 +122,33 @@ def _identifiers(keys):
     return values, phones
 
 
+def _file_hits(db, values) -> dict[str, int]:
+    """How often each value occurs in the database file's bytes and its write-ahead log (what
+    `strings demo.duckdb` would find)."""
+    wal = db.with_name(db.name + ".wal")
+    raw = db.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    return {v: raw.count(v.encode()) for v in values if raw.count(v.encode())}
+
+
+def test_no_row_of_the_customer_survives_in_the_freed_space_and_a_compaction_leaves_no_byte(erased):
+    from cxdash.store import compact_duckdb_file
+
+    store, db = erased["store"], erased["root"] / "demo.duckdb"
+    store.dispose()
+    values, _ = _identifiers(erased["keys"])
+    values |= {erased["cx_id"]}
+    # After the erasure's scrub, what is left is at most DuckDB's old column statistics (a row
+    # group's smallest and largest value), never the rows: emails and phones are nobody's extreme.
+    assert erased["result"].scrubbed
+    left = _file_hits(db, values)
+    assert set(left) <= {erased["cx_id"], *(k.split(":", 1)[1] for k in erased["keys"] if k.startswith("customer_id:"))}
+    # The compaction (the CLI's erase runs it) rewrites the file from its live rows: nothing is left.
+    assert compact_duckdb_file(store.engine) == db.resolve()
+    assert _file_hits(db, values) == {}
+    with store.connect() as conn:  # and the store still opens and holds everyone else
+        assert conn.execute(sa.select(sa.func.count()).select_from(identity_map_table)).scalar() > 0
+
+
 def test_the_chosen_customer_really_has_several_kinds_of_identifier(erased):
     fields = {k.split(":")[0] for k in erased["keys"]}
     assert {"customer_id", "email", "phone", "account_id", "visitor_id"} <= fields
@@ -247,6 +274,8 @@ def test_the_cli_erases_by_email_and_prints_no_identifier(tmp_path, capsys):
     assert main(["--db", url, "erase", "--customer", "ANN@x.com", "--actor", "dpo"]) == 0
     out = capsys.readouterr().out
     assert "src_customers 1" in out and "ann" not in out.lower() and "C1" not in out
+    assert "rewritten from its live rows" in out
+    assert _file_hits(tmp_path / "cli.duckdb", {"ann@x.com", "C1"}) == {}
     # Asked again, the customer is recognised as erased already (nothing left to find), not unknown.
     assert main(["--db", url, "erase", "--customer", "ann@x.com"]) == 0
     assert "already erased" in capsys.readouterr().out
