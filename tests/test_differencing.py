@@ -162,3 +162,14 @@ def test_an_admin_sees_view_b_on_the_page(attack_url, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     assert not any("cannot be shown" in w.value for w in at.warning)
     assert len(at.metric) > 0
+
+
+def test_the_refusal_names_filter_values_as_text_never_as_markdown():
+    from cxdash.ui.executive import refusal_text
+
+    check = privacy.DifferencingCheck(K, 20, {"region": 1}, (privacy.Refusal("region", ("![p](http://h/x.png)",), 1,
+                                                                              "complement"),))
+    text = refusal_text(check)
+    # every markdown character escaped by a backslash (written out by hand)
+    assert r"\!\[p\]\(http\://h/x\.png\)" in text, text
+    assert "![p](" not in text
