@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from cxdash.store import Store, audit_table
 
-__all__ = ["ACTIONS", "recent", "record"]
+__all__ = ["ACTIONS", "amend", "recent", "record", "record_in"]
 
 log = logging.getLogger(__name__)
 
@@ -32,18 +32,35 @@ def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
+def _text(detail: dict | None) -> str:
+    return json.dumps(detail or {}, default=str, sort_keys=True)
+
+
+def record_in(conn: sa.Connection, actor: str, action: str, detail: dict | None = None, *,
+              at: datetime | None = None) -> int:
+    """Append one entry on ``conn`` (the caller's transaction on the app-state database) and return
+    its id (max + 1: a concurrent writer's clash raises ``IntegrityError``; ``record`` retries)."""
+    next_id = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(audit_table.c.id), 0))).scalar()) + 1
+    conn.execute(audit_table.insert().values(
+        id=next_id, occurred_at=at or _now(), actor=actor or "unknown", action=action, detail=_text(detail)
+    ))
+    return next_id
+
+
+def amend(conn: sa.Connection, entry_id: int, detail: dict) -> None:
+    """Replace the detail of entry ``entry_id`` on ``conn``: how a load's ``upload`` entry, written
+    as started before the load, says how it ended inside the load's own transaction (an update of
+    one committed row, so no id is chosen inside a long transaction; see ``cxdash.ingest``)."""
+    conn.execute(audit_table.update().where(audit_table.c.id == entry_id).values(detail=_text(detail)))
+
+
 def record(store: Store, actor: str, action: str, detail: dict | None = None, *, at: datetime | None = None) -> int:
     """Append one entry and return its id. Ids are explicit (max + 1, retried on a clash with a
     concurrent writer), so the log reads in order on every engine."""
-    text = json.dumps(detail or {}, default=str, sort_keys=True)
     for attempt in range(5):
         try:
             with store.app_begin() as conn:
-                next_id = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(audit_table.c.id), 0))).scalar()) + 1
-                conn.execute(audit_table.insert().values(
-                    id=next_id, occurred_at=at or _now(), actor=actor or "unknown", action=action, detail=text
-                ))
-            return next_id
+                return record_in(conn, actor, action, detail, at=at)
         except sa.exc.IntegrityError:
             if attempt == 4:
                 raise

@@ -4,7 +4,8 @@
 * Passwords are stored only as argon2id hashes (``argon2-cffi``: salted, memory-hard); a hash
   made with weaker parameters is upgraded at the next sign-in.
 * ``MAX_FAILED_ATTEMPTS`` wrong passwords in a row lock the account for ``LOCK_MINUTES``; an
-  admin can unlock it earlier. An unknown user name costs the same time as a wrong password.
+  admin can unlock it earlier. An unknown user name, a locked account and a wrong password get the
+  same message and cost the same time (the audit log keeps the real reason).
 * A session ends after ``CXDASH_SESSION_IDLE_HOURS`` (default 8) without activity, or
   ``MAX_SESSION_HOURS`` after sign-in, and at once when the account is disabled; a role change
   applies at the next page run.
@@ -272,13 +273,22 @@ def has_admin(store: Store) -> bool:
 
 
 # ----------------------------------------------------------------------------- sign-in
-WRONG = "Wrong user name or password."
+# One answer for every refusal that does not need the right password: an unknown user name, a wrong
+# password, a locked account and an account without a password (single sign-on) all read the same,
+# so the form cannot be used to find out which user names exist. The audit log keeps the real reason.
+WRONG = (f"Wrong user name or password, or the account is locked after {MAX_FAILED_ATTEMPTS} failed sign-ins "
+         f"(it opens again after {LOCK_MINUTES} minutes; an admin can unlock it sooner).")
 
 
 def authenticate(store: Store, username: str, password: str, *, now: datetime | None = None) -> Session:
     """Check a user name and password; return a fresh session or raise ``AuthError``.
 
-    Every outcome is audited. A locked account is refused without looking at the password.
+    Every outcome is audited with its true reason (``sign_in_failed`` with ``reason``: unknown user,
+    locked, single sign-on account, wrong password, disabled). The message is ``WRONG`` for all of
+    them except "disabled", which is said only to someone who gave the right password. Each refusal
+    before the password check does one argon2 verification of a dummy hash, so unknown, locked and
+    wrong-password answers take the same time (one verification each). A locked account is refused
+    whatever the password.
     """
     now = now or _now()
     user = get_user(store, username)
@@ -288,13 +298,14 @@ def authenticate(store: Store, username: str, password: str, *, now: datetime | 
         raise AuthError(WRONG)
     name = user["username"]
     if user["locked_until"] is not None and user["locked_until"] > now:
-        audit.record(store, name, "sign_in_failed", {"reason": "locked"})
+        _verify(None, password or "")  # the time of a real check, and its result ignored
         minutes = max(1, int((user["locked_until"] - now).total_seconds() // 60) + 1)
-        raise AuthError(f"Too many failed sign-ins: this account is locked for {minutes} more minute(s). "
-                        "An admin can unlock it sooner.")
+        audit.record(store, name, "sign_in_failed", {"reason": "locked", "minutes_left": minutes})
+        raise AuthError(WRONG)
     if user["password_hash"] is None:
+        _verify(None, password or "")
         audit.record(store, name, "sign_in_failed", {"reason": "single sign-on account"})
-        raise AuthError("This account signs in through single sign-on.")
+        raise AuthError(WRONG)
     if not _verify(user["password_hash"], password or ""):
         failed = int(user["failed_attempts"] or 0) + 1
         locked_until = now + timedelta(minutes=LOCK_MINUTES) if failed >= MAX_FAILED_ATTEMPTS else None
@@ -305,7 +316,6 @@ def authenticate(store: Store, username: str, password: str, *, now: datetime | 
         audit.record(store, name, "sign_in_failed", {"reason": "wrong password", "attempt": failed})
         if locked_until:
             audit.record(store, name, "account_locked", {"minutes": LOCK_MINUTES})
-            raise AuthError(f"Too many failed sign-ins: this account is locked for {LOCK_MINUTES} minutes.")
         raise AuthError(WRONG)
     if user["disabled"]:
         audit.record(store, name, "sign_in_failed", {"reason": "disabled"})

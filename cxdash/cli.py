@@ -141,6 +141,7 @@ def cmd_ingest(args) -> int:
             department=args.department,
             owner=args.owner,
             links=_links(args.link),
+            actor=_cli_actor(),  # the upload audit entry commits with the data (cxdash.ingest.ingest_file)
         )
     except KindUnclearError as exc:
         _print_guesses(exc.guesses)
@@ -174,12 +175,10 @@ def cmd_ingest(args) -> int:
     for note in result.notes:
         if note.startswith("link ") or "keyed only by a link" in note:
             print(f"  {note}")
-    from cxdash import audit, summaries
+    from cxdash import summaries
 
     if result.stored and (result.rows_loaded or args.mode == "replace"):
         summaries.refresh(store)
-    audit.record(store, _cli_actor(), "upload", {"source": args.source, "file": Path(args.file).name,
-                                                  "mode": args.mode, "rows_loaded": result.rows_loaded})
     return 0 if result.rows_loaded or result.rows_duplicate else 1
 
 

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import sqlalchemy as sa
 
+from cxdash import audit
 from cxdash.erasure import suppressed_hashes, suppressed_rows
 from cxdash.identity import rebuild_identity_map
 from cxdash.impact import LoadImpact, load_impact
@@ -660,17 +661,60 @@ def _repeats_in_load(
     return _duplicate_report(result, [keys], int(total), header, sample)
 
 
-def ingest_file(store: Store, path: str | Path, **options) -> IngestResult:
+def _upload_detail(source: str, file_name: str, mode: str, status: str, result: IngestResult | None = None) -> dict:
+    detail = {"source": source, "file": file_name, "mode": mode, "status": status}
+    if result is not None:
+        detail |= {"load_id": result.load_id, "rows_loaded": result.rows_loaded, "rows_rejected": result.rows_rejected,
+                   "rows_suppressed": result.rows_suppressed}
+    return detail
+
+
+def ingest_file(store: Store, path: str | Path, *, actor: str | None = None, **options) -> IngestResult:
     """Validate ``path`` and load it as ``source`` in one transaction (see ``_ingest_file`` for the
     options). An Excel workbook is read through a CSV copy of its first sheet in a private
-    temporary folder, removed afterwards whatever happens: no copy of the data stays on disk."""
-    csv_path = as_csv(path)
+    temporary folder, removed afterwards whatever happens: no copy of the data stays on disk.
+
+    ``actor`` (who loads, for the audit log; None: not audited, as the demo builder) makes a load
+    (not a dry run) leave an ``upload`` entry that cannot be missing once the data is committed:
+    the entry is written *before* the load with ``status: started``, and its detail is set to
+    ``stored`` (with the load id and row counts) *inside the load's transaction* when the analytics
+    and app-state tables share a database, so the data and the entry commit together, whatever
+    kills the process afterwards (the summaries refresh, a kill -9). Amending a row committed
+    before the load, rather than inserting one inside it, keeps the load from choosing an audit
+    id in a transaction that may run for minutes: on DuckDB its snapshot would not see entries
+    written meanwhile (sign-ins) and the insert would clash with them at the end. When app state
+    lives in another database the two cannot commit together, so the entry is completed right
+    after the load's commit, before anything else runs; an entry still ``started`` then means the
+    process died around that commit, and the loads table says whether it happened. A load that
+    fails is marked ``failed`` with the error's type (never its message, which may quote data).
+    """
+    mode = options.get("mode", "append")
+    options["display_name"] = options.get("display_name") or Path(path).name
+    entry = None
+    if actor is not None and not options.get("dry_run"):
+        entry = audit.record(store, actor, "upload", _upload_detail(options.get("source", ""), options["display_name"],
+                                                                    mode, "started"))
+        options["audit_entry"] = entry
     try:
-        options["display_name"] = options.get("display_name") or Path(path).name
-        return _ingest_file(store, csv_path, **options)
-    finally:
-        if csv_path != Path(path):
-            shutil.rmtree(csv_path.parent, ignore_errors=True)
+        csv_path = as_csv(path)
+        try:
+            result = _ingest_file(store, csv_path, **options)
+        finally:
+            if csv_path != Path(path):
+                shutil.rmtree(csv_path.parent, ignore_errors=True)
+    except Exception as exc:
+        if entry is not None:
+            failed = _upload_detail(options.get("source", ""), options["display_name"], mode, "failed")
+            try:
+                with store.app_begin() as conn:
+                    audit.amend(conn, entry, failed | {"error": type(exc).__name__})
+            except Exception:  # the load's own error is the one to report
+                log.exception("could not mark upload audit entry %s as failed", entry)
+        raise
+    if entry is not None and store.app_engine is not store.engine:
+        with store.app_begin() as conn:
+            audit.amend(conn, entry, _upload_detail(result.source, result.file_name, mode, "stored", result))
+    return result
 
 
 def _ingest_file(
@@ -690,6 +734,7 @@ def _ingest_file(
     progress: Callable[[int, int], None] | None = None,
     rebuild_identities: bool = True,
     display_name: str | None = None,
+    audit_entry: int | None = None,
 ) -> IngestResult:
     """Validate ``path`` and load it as ``source`` in one transaction.
 
@@ -705,6 +750,7 @@ def _ingest_file(
     ``department`` and ``owner`` (a team or person) are the source's; a new source takes its
     kind's department for both, a re-load without them keeps the stored ones.
     ``links`` adds link columns to the mapping (``{COLUMN: {"source", "field"}}``, cxdash.links).
+    ``audit_entry``: the ``upload`` audit entry ``ingest_file`` started, completed in this transaction.
     Raises ``ExtractError`` / ``MappingError`` when the file or mapping cannot be used at all.
     """
     if mode not in MODES:
@@ -892,6 +938,8 @@ def _ingest_file(
                     )
         result.load_id = load_id
         result.stored = True
+        if audit_entry is not None and store.app_engine is store.engine:  # commits with the data (ingest_file)
+            audit.amend(conn, audit_entry, _upload_detail(source, name, mode, "stored", result))
     _save_mapping(store, source, mapping)
     log.info(result.summary())
     return result

@@ -36,11 +36,14 @@ from cxdash import config
 
 __all__ = [
     "DEFAULT_MIN_GROUP_SIZE",
+    "DifferencingCheck",
     "PERSONAL_COLUMNS",
     "PERSONAL_DATA_ROLES",
+    "Refusal",
     "SmallGroups",
     "consented_customers",
     "describe_export",
+    "differencing_check",
     "hides_small_groups",
     "identifier_hash",
     "is_personal_column",
@@ -449,3 +452,115 @@ def secret_salt() -> bytes:
 def identifier_hash(key: str, salt: bytes | None = None) -> str:
     """HMAC-SHA256 (hex) of an identifier written ``field:normalised value``."""
     return hmac.new(salt if salt is not None else secret_salt(), key.encode("utf-8"), sha256).hexdigest()
+
+
+# ----------------------------------------------------------------------------- differencing
+@dataclass(frozen=True)
+class Refusal:
+    """Why one filtered view may not be shown: ``dimension`` is the filter (``region``), ``values``
+    what it kept (empty for the view as a whole), ``customers`` the group that would be exposed
+    (1 to k-1) and ``kind`` which group that is: ``view`` (the customers in view), ``complement``
+    (the customers this filter removes from the otherwise-same view) or ``value`` (the customers
+    one kept value adds to the view)."""
+
+    dimension: str | None
+    values: tuple[str, ...]
+    customers: int
+    kind: str
+
+
+@dataclass(frozen=True)
+class DifferencingCheck:
+    """The outcome of ``differencing_check``: the view's size, the size of each filter's
+    complement, and the groups that are too small (empty: the view may be shown)."""
+
+    k: int | None
+    customers: int
+    complements: dict[str, int]
+    refusals: tuple[Refusal, ...]
+
+    @property
+    def allowed(self) -> bool:
+        return not self.refusals
+
+
+def _exposed(n: int, k: int) -> bool:
+    return 0 < n < k
+
+
+def differencing_check(conn: Connection, filters, k: int | None) -> DifferencingCheck:
+    """Whether a view filtered by ``filters`` (``cxdash.kpis.Filters``) may be shown to a role whose
+    aggregates hide groups under ``k`` customers (None: a role that sees individuals; always allowed).
+
+    Suppressing the small view alone is not enough: two allowed views that differ by one filter
+    give the customers between them away by subtraction (21 customers minus 20 is one person's
+    revenue). So the view is shown only when each of these holds at least ``k`` customers or none:
+
+    * the view itself;
+    * for each active attribute filter, its complement: the customers that filter removes from
+      the otherwise-same view (the view with that filter dropped, minus the view);
+    * for a filter that keeps several values and removes someone, each value's customers within
+      the otherwise-same view (else "R1, R5" minus "R1" would give R5's group away while both
+      views and both complements are large). A filter that removes no one is the view without
+      it, so its values are not judged: any narrower choice has its own complement checked.
+
+    This closes the differences of two views that differ in one filter. Views that differ in
+    several filters at once can in principle still be combined into a "tracker" (Denning,
+    1979); the README says so.
+
+    The ``department`` filter restricts activity, not the customer set, so it has no complement in
+    customers and is not checked. Counts are of stitched customers with their CRM attributes as the
+    KPI queries read them (a customer's largest value per attribute), all in one query inside the
+    database: one ``SUM(CASE ...)`` per dimension and per kept value, over one grouped scan of the
+    CRM table.
+
+    In: an open connection, the filters, k. Out: a ``DifferencingCheck`` (``allowed``, the counts,
+    and the refusals in filter order).
+    """
+    from cxdash.kpis import ATTRIBUTE_FILTERS
+    from cxdash.store import KIND_TABLES
+
+    crm = KIND_TABLES["customers"]
+    active = {name: tuple(getattr(filters, name)) for name in ATTRIBUTE_FILTERS if getattr(filters, name)}
+    if k is None or not active:
+        return DifferencingCheck(k, -1 if k is None else 0, {}, ())
+    k = min_group_size(k)
+    cols = {name: ATTRIBUTE_FILTERS[name] for name in active}
+    per_customer = (
+        sa.select(crm.c.cx_key, *[sa.func.max(crm.c[col]).label(col) for col in cols.values()])
+        .where(crm.c.cx_key.is_not(None))
+        .group_by(crm.c.cx_key)
+        .subquery("filter_attributes")
+    )
+    keep = {name: per_customer.c[col].in_(active[name]) for name, col in cols.items()}
+
+    def count(*conditions) -> sa.ColumnElement:
+        return sa.func.coalesce(sa.func.sum(sa.case((sa.and_(*conditions), 1), else_=0)), 0)
+
+    labels: list[tuple[str, str | None, str | None]] = [("view", None, None)]
+    measures = [count(*keep.values()).label("c0")]
+    for name in active:
+        others = [cond for other, cond in keep.items() if other != name]
+        labels.append(("without", name, None))
+        measures.append(count(*others).label(f"c{len(measures)}") if others else sa.func.count().label(f"c{len(measures)}"))
+        if len(active[name]) > 1:
+            for value in active[name]:
+                labels.append(("value", name, value))
+                measures.append(count(*others, per_customer.c[cols[name]] == value).label(f"c{len(measures)}"))
+    row = conn.execute(sa.select(*measures).select_from(per_customer)).one()
+    counts = [int(v or 0) for v in row]
+    view = counts[0]
+    refusals: list[Refusal] = []
+    if _exposed(view, k):
+        refusals.append(Refusal(None, (), view, "view"))
+    complements: dict[str, int] = {}
+    for (kind, name, value), n in zip(labels[1:], counts[1:], strict=True):
+        if kind == "without":
+            complements[name] = n - view
+            if _exposed(n - view, k):
+                refusals.append(Refusal(name, active[name], n - view, "complement"))
+        elif complements[name] and _exposed(n, k):
+            # a filter that removes no one is the view without it: dropping a value from it is
+            # already judged by the narrower view's own complement
+            refusals.append(Refusal(name, (value,), n, "value"))
+    return DifferencingCheck(k, view, complements, tuple(refusals))

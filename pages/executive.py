@@ -45,6 +45,11 @@ if k is not None and 0 < (report.current.get("customers") or 0) < k:
     st.warning(f"These filters leave fewer than {k} customers, too few to show figures without singling someone "
                "out. Widen the filters or the period.", icon=":material/visibility_off:")
     st.stop()
+# ... nor by differencing two views (this one and the one without a filter): see privacy.differencing_check.
+check = ex.differencing(view, k)
+if check is not None and not check.allowed:
+    st.warning(ex.refusal_text(check), icon=":material/visibility_off:")
+    st.stop()
 conflicts = ex.conflicts(view)
 conflicts_k = disclosure.small_groups(conflicts, k, what="cohorts")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from cxdash import auth
 from cxdash.store import open_store
 from tests.browser_support import chromium, require_browser, running_app, sign_in
 
@@ -82,6 +83,6 @@ def test_a_wrong_password_is_refused_in_the_browser(app):
     page.get_by_label("User name").fill(AGENT[0])
     page.get_by_label("Password", exact=True).fill("not the password at all")
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_text("Wrong user name or password.").wait_for(timeout=30_000)
+    page.get_by_text(auth.WRONG).wait_for(timeout=30_000)
     assert page.locator('[data-testid="stSidebarNav"]').count() == 0
     page.close()

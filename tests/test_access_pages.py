@@ -117,7 +117,7 @@ def test_signing_in_through_the_form_opens_the_app_and_is_audited(app_env):
     at.text_input(key="auth_username").input("form-user")
     at.text_input(key="auth_password").input("not the password")
     at.button[0].click().run()
-    assert "Wrong user name or password." in [e.value for e in at.error]
+    assert auth.WRONG in [e.value for e in at.error]
     at.text_input(key="auth_username").input("form-user")
     at.text_input(key="auth_password").input(PASSWORD)
     at.button[0].click().run()
@@ -203,3 +203,27 @@ def test_the_admin_page_erases_a_customer_after_confirmation(tmp_path, monkeypat
     log = audit.recent(s, action="erasure")
     s.dispose()
     assert log.iloc[0]["actor"] == "test-admin" and "ann" not in log.iloc[0]["detail"]
+
+
+def test_the_sign_in_form_says_the_same_for_an_unknown_name_a_wrong_password_and_a_locked_account(app_env):
+    ensure_user(app_env, "locked-user", "ops", PASSWORD)
+    ensure_user(app_env, "known-user", "ops", PASSWORD)
+    s = open_store(app_env)
+    try:
+        for _ in range(auth.MAX_FAILED_ATTEMPTS):
+            with pytest.raises(auth.AuthError):
+                auth.authenticate(s, "locked-user", "not the password")
+    finally:
+        s.dispose()
+    shown = {}
+    for case, (user, password) in {"unknown": ("no-such-user", "not the password"),
+                                   "wrong password": ("known-user", "not the password"),
+                                   "locked": ("locked-user", PASSWORD)}.items():
+        at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+        seed_session(at, None)
+        at.run()
+        at.text_input(key="auth_username").input(user)
+        at.text_input(key="auth_password").input(password)
+        at.button[0].click().run()
+        shown[case] = [e.value for e in at.error]
+    assert shown == dict.fromkeys(shown, [auth.WRONG]), shown

@@ -66,17 +66,61 @@ def test_unknown_user_and_wrong_password_get_the_same_answer(people):
     assert "zed-typed-a-password" not in audit.recent(people).to_string()
 
 
+def test_unknown_locked_and_wrong_password_sign_ins_read_the_same_and_cost_one_verification(people, monkeypatch):
+    now = auth._now()
+    auth.add_user(people, "cy", "ops", PASSWORD, actor="root")
+    for _ in range(auth.MAX_FAILED_ATTEMPTS):
+        with pytest.raises(AuthError):
+            auth.authenticate(people, "cy", "bad password!", now=now)
+    assert auth.get_user(people, "cy")["locked_until"] is not None
+    calls: list[str] = []
+
+    class CountingHasher:  # the real argon2 hasher, counting its verifications
+        def __init__(self, real):
+            self.real = real
+
+        def verify(self, stored_hash, password):
+            calls.append(stored_hash)
+            return self.real.verify(stored_hash, password)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    monkeypatch.setattr(auth, "_hasher", CountingHasher(auth._hasher))
+    answers, verifications = {}, {}
+    for case, (user, password) in {
+        "unknown user": ("nobody-here", "bad password!"),
+        "wrong password": ("ann", "bad password!"),
+        "locked, wrong password": ("cy", "bad password!"),
+        "locked, right password": ("cy", PASSWORD),
+    }.items():
+        calls.clear()
+        with pytest.raises(AuthError) as refused:
+            auth.authenticate(people, user, password, now=now + timedelta(minutes=1))
+        answers[case], verifications[case] = str(refused.value), len(calls)
+    assert set(answers.values()) == {auth.WRONG}, answers
+    assert "this account is locked" not in auth.WRONG
+    # the same work on every path: one argon2 verification (a dummy hash where there is nothing to check)
+    assert verifications == dict.fromkeys(answers, 1)
+    # the audit log still tells them apart
+    failed = audit.recent(people)
+    reasons = [json.loads(d)["reason"]
+               for d in failed.loc[failed["action"] == "sign_in_failed", "detail"].head(4)]
+    assert sorted(reasons) == sorted(["unknown user", "wrong password", "locked", "locked"])
+
+
 def test_five_failures_lock_the_account_for_fifteen_minutes(people):
     now = auth._now()
     for _ in range(auth.MAX_FAILED_ATTEMPTS - 1):
         with pytest.raises(AuthError, match="Wrong"):
             auth.authenticate(people, "ann", "bad password!", now=now)
-    with pytest.raises(AuthError, match="locked for 15 minutes"):
+    with pytest.raises(AuthError, match="locked after 5 failed sign-ins"):
         auth.authenticate(people, "ann", "bad password!", now=now)
     # Even the right password is refused while locked, and the lock is in the audit log.
     with pytest.raises(AuthError, match="locked"):
         auth.authenticate(people, "ann", PASSWORD, now=now + timedelta(minutes=14))
     assert "account_locked" in set(audit.recent(people)["action"])
+    assert auth.get_user(people, "ann")["locked_until"] == now + timedelta(minutes=15)
     session = auth.authenticate(people, "ann", PASSWORD, now=now + timedelta(minutes=15, seconds=1))
     assert session.role == "agent"
     assert auth.get_user(people, "ann")["failed_attempts"] == 0

@@ -14,11 +14,12 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cxdash import kpis, summaries, views
+from cxdash import kpis, privacy, summaries, views
 from cxdash.churn import Definition
 from cxdash.config import database_url
 from cxdash.exporting import safe_csv
 from cxdash.ui import data
+from cxdash.ui.formatting import plain
 
 # Session-state keys (page-prefixed) and the query parameter each one is shared as.
 KEY_FROM = "executive_from"
@@ -104,6 +105,19 @@ def _conflicts(url: str, version: int, filters: kpis.Filters, repeat_days: int, 
 def _holdout(url: str, version: int) -> dict:
     with data.store_at(url).connect() as conn:
         return kpis.holdout_check(conn)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _differencing(url: str, version: int, filters: kpis.Filters, k: int) -> privacy.DifferencingCheck:
+    with data.store_at(url).connect() as conn:
+        return privacy.differencing_check(conn, filters, k)
+
+
+def differencing(view: View, k: int | None) -> privacy.DifferencingCheck | None:
+    """``privacy.differencing_check`` for the view's filters, or None for a role that sees individuals."""
+    if k is None:
+        return None
+    return _differencing(database_url(), data.version(), view.filters, k)
 
 
 def as_of() -> datetime | None:
@@ -199,6 +213,31 @@ def share_view(view: View) -> None:
 
 def filter_label(name: str) -> str:
     return {"channel": "Acquisition channel"}.get(name, name.capitalize())
+
+
+def refusal_text(check: privacy.DifferencingCheck) -> str:
+    """Why a view is refused, in words (markdown; filter values escaped, they come from loaded files):
+    which filter, how many customers it would expose, and what to change."""
+    k = check.k
+    parts = []
+    for r in check.refusals:
+        values = ", ".join(plain(v) for v in r.values)
+        label = filter_label(r.dimension) if r.dimension else ""
+        if r.kind == "view":
+            parts.append(f"These filters leave {r.customers:,} customers, fewer than {k}.")
+        elif r.kind == "complement":
+            parts.append(
+                f"The {label} filter ({values}) removes only {r.customers:,} customer"
+                f"{'' if r.customers == 1 else 's'} from the otherwise-same view: comparing this view with the one "
+                f"without the {label} filter would give their figures away. Drop the {label} filter, or keep fewer "
+                f"{label.lower()} values so that it removes at least {k} customers.")
+        else:
+            parts.append(
+                f"{label} {values} holds only {r.customers:,} customer{'' if r.customers == 1 else 's'} of this "
+                f"view: comparing views with and without it would give their figures away. Remove {values} from "
+                f"the {label} filter, or widen the other filters.")
+    return ("This view cannot be shown: it could single out a customer (groups of fewer than "
+            f"{k} customers are hidden, including by comparing two views). " + " ".join(parts))
 
 
 # ---------------------------------------------------------------------------------- words and numbers

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from cxdash import audit, summaries
+from cxdash import summaries
 from cxdash.config import DATA_DIR, database_url
 from cxdash.exporting import safe_csv
 from cxdash.health import governance, mapping_versions, set_latency_target
@@ -252,6 +252,7 @@ def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept
         display_name=staged.display_name,
         department=department,
         owner=owner,
+        actor=current_user(),  # the upload audit entry commits with the data (cxdash.ingest.ingest_file)
     )
     if result.stored:
         progress(0.99, "updating the overview and data health summaries")
@@ -261,10 +262,6 @@ def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept
         summaries.refresh_in_background(data.store(), summaries.VIEWS)
     progress(1.0, "done")
     data.forget_version()
-    audit.record(data.store(), current_user(), "upload", {
-        "source": source, "file": staged.display_name, "mode": mode, "rows_loaded": result.rows_loaded,
-        "rows_rejected": result.rows_rejected, "rows_suppressed": result.rows_suppressed,
-    })
     return result
 
 
