@@ -151,21 +151,58 @@ def _breaks_per_row(batch: pa.RecordBatch) -> np.ndarray | None:
     return total
 
 
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _compression(path: Path) -> str | None:
+    """"gzip" when the file starts with gzip's magic bytes, whatever its name; else None."""
+    try:
+        with open(path, "rb") as fh:
+            return "gzip" if fh.read(2) == _GZIP_MAGIC else None
+    except OSError:
+        return None
+
+
 def _open_binary(path: Path):
-    if str(path).endswith(".gz"):
+    if _compression(path) == "gzip":
         return gzip.open(path, "rb")
     return open(path, "rb")
+
+
+def _first_nul_line(path: Path) -> int | None:
+    """The line number (1 = header) holding the file's first NUL byte, read in binary blocks."""
+    newlines = 0
+    with _open_binary(path) as fh:
+        while block := fh.read(8 << 20):
+            at = block.find(b"\x00")
+            if at >= 0:
+                return newlines + block.count(b"\n", 0, at) + 1
+            newlines += block.count(b"\n")
+    return None
+
+
+def _nul_error(path: Path, where: str) -> ExtractError:
+    return ExtractError(
+        f"{path.name}: {where} holds a NUL byte (character 0), which no text export contains: the file is "
+        "damaged or not text. Export it again as CSV, or remove the NUL characters."
+    )
 
 
 def sniff_format(path: str | Path) -> FileFormat:
     """Detect encoding (UTF-8 with/without BOM, UTF-16, Latin-1) and the delimiter."""
     path = Path(path)
-    compression = "gzip" if str(path).endswith(".gz") else None
+    compression = _compression(path)
     try:
         with _open_binary(path) as fh:
             raw = fh.read(_SAMPLE_BYTES)
     except (OSError, EOFError) as exc:
         raise ExtractError(f"{path.name}: cannot be read ({exc}). Check the file is a CSV export.") from exc
+    if raw.startswith(_ZIP_MAGIC):
+        raise ExtractError(
+            f"{path.name}: this is a zip archive, not a text CSV (an Excel workbook or a zipped export). "
+            "Name an Excel workbook .xlsx; unzip a zipped export and load the CSV inside."
+        )
     if not raw.strip():
         raise ExtractError(f"{path.name}: the file is empty. Export the table again with its header row.")
     if raw.startswith(codecs.BOM_UTF16_LE) or raw.startswith(codecs.BOM_UTF16_BE):
@@ -207,6 +244,8 @@ def read_header(path: str | Path, fmt: FileFormat | None = None) -> list[str]:
     fmt = fmt or sniff_format(path)
     with _text_stream(path, fmt) as fh:
         first = fh.readline(_MAX_HEADER_CHARS + 1)
+    if "\x00" in first:
+        raise _nul_error(path, "line 1 (the header)")
     if len(first) > _MAX_HEADER_CHARS:
         raise ExtractError(
             f"{path.name}: the first line is longer than {_MAX_HEADER_CHARS:,} characters; that is not a header row. "
@@ -261,7 +300,7 @@ def iter_chunks(
 
     try:
         reader = pacsv.open_csv(
-            pa.input_stream(str(path), compression="detect"),
+            pa.input_stream(str(path), compression=fmt.compression),
             read_options=pacsv.ReadOptions(
                 encoding=fmt.encoding, block_size=8 << 20, column_names=header, skip_rows=1
             ),
@@ -274,6 +313,8 @@ def iter_chunks(
             ),
         )
         for batch in reader:
+            if any(pc.any(pc.match_substring(col, "\x00")).as_py() for col in batch.columns):
+                raise _nul_error(path, _nul_place(path, fmt, batch, offset + pending_rows, lines))
             if lines is not None:
                 breaks = _breaks_per_row(batch)
                 if breaks is not None:
@@ -320,7 +361,7 @@ def read_columns(path: str | Path, fmt: FileFormat, columns: list[str]) -> pd.Da
     path = Path(path)
     header = read_header(path, fmt)
     table = pacsv.read_csv(
-        pa.input_stream(str(path), compression="detect"),
+        pa.input_stream(str(path), compression=fmt.compression),
         read_options=pacsv.ReadOptions(encoding=fmt.encoding, block_size=8 << 20, column_names=header, skip_rows=1),
         parse_options=pacsv.ParseOptions(delimiter=fmt.delimiter, newlines_in_values=True),
         convert_options=pacsv.ConvertOptions(
@@ -332,6 +373,24 @@ def read_columns(path: str | Path, fmt: FileFormat, columns: list[str]) -> pd.Da
         ),
     )
     return table.to_pandas()
+
+
+def _nul_place(path: Path, fmt: FileFormat, batch: pa.RecordBatch, first_record: int, lines: LineMap | None) -> str:
+    """Where the first NUL byte is, in words: its line counted in the bytes (UTF-8, Latin-1), or
+    for UTF-16 (where every other byte is zero) the data record holding it."""
+    if not fmt.encoding.startswith("utf-16"):
+        line = _first_nul_line(path)
+        if line:
+            return f"line {line:,}"
+    hit = None
+    for col in batch.columns:
+        found = pc.match_substring(col, "\x00").fill_null(False).to_numpy(zero_copy_only=False)
+        rows = np.flatnonzero(found)
+        if len(rows):
+            hit = int(rows[0]) if hit is None else min(hit, int(rows[0]))
+    record = first_record + (hit or 0)
+    line = int((lines.lines([record]) if lines is not None else np.array([record + 2]))[0])
+    return f"line {line:,}"
 
 
 def _first_undecodable_line(path: Path, encoding: str, max_lines: int = 50_000_000) -> int | None:
