@@ -70,13 +70,15 @@ def rewrite(src, dst, replace: dict[str, bytes] | None = None, stream: dict[str,
     return dst
 
 
-def refused_quickly(path, *, match: str, seconds: float = 10, megabytes: float = 64) -> str:
-    """Call ``as_csv`` and return its refusal, asserting it came fast and in little memory."""
+def refused_quickly(store, path, *, match: str, seconds: float = 10, megabytes: float = 64) -> str:
+    """Load ``path`` into ``store`` and return the refusal, asserting it came fast, in little memory,
+    without a traceback, and with the store unchanged."""
+    before = snapshot(store)
     tracemalloc.start()
     began = time.monotonic()
     try:
         with pytest.raises(ExtractError, match=match) as info:
-            as_csv(path)
+            ingest_file(store, path, source="web", mapping=EVENTS)
         elapsed = time.monotonic() - began
         _, peak = tracemalloc.get_traced_memory()
     finally:
@@ -86,21 +88,22 @@ def refused_quickly(path, *, match: str, seconds: float = 10, megabytes: float =
     message = str(info.value)
     assert message.startswith(f"{path.name}: ")
     assert "Traceback" not in message and "File \"" not in message
+    assert snapshot(store) == before
     return message
 
 
-def test_shared_strings_expanding_to_300_mb_are_refused_before_reading(tmp_path):
+def test_shared_strings_expanding_to_300_mb_are_refused_before_reading(loaded, tmp_path):
     src = small_book(tmp_path / "src.xlsx")
     body = b"A" * (1 << 20)
     bomb = rewrite(src, tmp_path / "strings_bomb.xlsx", stream={"xl/sharedStrings.xml": (
         b'<?xml version="1.0"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
         b'count="1" uniqueCount="1"><si><t>', body, 300, b"</t></si></sst>")})
     assert bomb.stat().st_size < 2 << 20  # small on disk
-    message = refused_quickly(bomb, match="shared strings")
+    message = refused_quickly(loaded, bomb, match="shared strings")
     assert "300 MB" in message and "256 MB" in message and "CXDASH_XLSX_MAX_SHARED_STRINGS_MB" in message
 
 
-def test_a_member_expanding_a_thousand_times_is_refused_by_its_ratio(tmp_path, monkeypatch):
+def test_a_member_expanding_a_thousand_times_is_refused_by_its_ratio(loaded, tmp_path, monkeypatch):
     src = small_book(tmp_path / "src.xlsx")
     # 40 MB of one repeated row: below every size limit, but a ratio no real sheet has.
     row = b'<row><c t="inlineStr"><is><t>x</t></is></c></row>'
@@ -111,46 +114,46 @@ def test_a_member_expanding_a_thousand_times_is_refused_by_its_ratio(tmp_path, m
         info = zf.getinfo("xl/worksheets/sheet1.xml")
     expected = info.file_size / info.compress_size  # computed from the zip directory itself
     assert expected > 200
-    message = refused_quickly(bomb, match="expands")
+    message = refused_quickly(loaded, bomb, match="expands")
     assert f"{expected:,.0f} times" in message and "CXDASH_XLSX_MAX_RATIO" in message
 
 
-def test_a_total_expansion_above_the_limit_is_refused(tmp_path, monkeypatch):
+def test_a_total_expansion_above_the_limit_is_refused(loaded, tmp_path, monkeypatch):
     monkeypatch.setenv("CXDASH_XLSX_MAX_EXPANDED_MB", "1")
     src = small_book(tmp_path / "src.xlsx", rows=[("cust", "when", "what")] + [(f"C{i}", "2024-01-01", f"a{i}" * 40) for i in range(20_000)])
-    message = refused_quickly(src, match="expand to")
+    message = refused_quickly(loaded, src, match="expand to")
     assert "above the limit of 1 MB" in message and "CXDASH_XLSX_MAX_EXPANDED_MB" in message
 
 
-def test_a_sheet_declaring_ten_million_rows_is_refused_before_streaming(tmp_path):
+def test_a_sheet_declaring_ten_million_rows_is_refused_before_streaming(loaded, tmp_path):
     src = small_book(tmp_path / "src.xlsx")
     with zipfile.ZipFile(src) as zf:
         sheet = zf.read("xl/worksheets/sheet1.xml")
     assert b'<dimension ref="A1:C2"/>' in sheet
     bomb = rewrite(src, tmp_path / "rows_bomb.xlsx",
                    replace={"xl/worksheets/sheet1.xml": sheet.replace(b'ref="A1:C2"', b'ref="A1:Z10000000"')})
-    message = refused_quickly(bomb, match="declares", seconds=5)
+    message = refused_quickly(loaded, bomb, match="declares", seconds=5)
     assert "10,000,000 rows" in message and "1,048,576 rows" in message and "CXDASH_XLSX_MAX_ROWS" in message
 
 
-def test_a_sheet_declaring_too_many_cells_is_refused(tmp_path):
+def test_a_sheet_declaring_too_many_cells_is_refused(loaded, tmp_path):
     src = small_book(tmp_path / "src.xlsx")
     with zipfile.ZipFile(src) as zf:
         sheet = zf.read("xl/worksheets/sheet1.xml")
     bomb = rewrite(src, tmp_path / "cells_bomb.xlsx",
                    replace={"xl/worksheets/sheet1.xml": sheet.replace(b'ref="A1:C2"', b'ref="A1:XFD1000000"')})
-    message = refused_quickly(bomb, match="cells", seconds=5)
+    message = refused_quickly(loaded, bomb, match="cells", seconds=5)
     assert f"{1_000_000 * 16_384:,} cells" in message and "CXDASH_XLSX_MAX_CELLS" in message
 
 
-def test_rows_beyond_the_limit_are_refused_while_streaming_when_the_sheet_hides_its_size(tmp_path, monkeypatch):
+def test_rows_beyond_the_limit_are_refused_while_streaming_when_the_sheet_hides_its_size(loaded, tmp_path, monkeypatch):
     monkeypatch.setenv("CXDASH_XLSX_MAX_ROWS", "1000")
     src = small_book(tmp_path / "src.xlsx")
     rows = b"".join(b'<row r="%d"><c r="A%d"><v>%d</v></c></row>' % (i, i, i) for i in range(1, 5001))
     bomb = rewrite(src, tmp_path / "hidden_rows.xlsx", replace={"xl/worksheets/sheet1.xml": (
         b'<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
         b"<sheetData>" + rows + b"</sheetData></worksheet>")})  # no <dimension>: size unknown up front
-    message = refused_quickly(bomb, match="more than 1,000 rows")
+    message = refused_quickly(loaded, bomb, match="more than 1,000 rows")
     assert "CXDASH_XLSX_MAX_ROWS" in message
 
 
@@ -167,22 +170,22 @@ def slow_sheet(tmp_path, name: str, dimension: bytes):
     (b'<dimension ref="A1:B1000000"/>', "reading the sheet"),  # streamed: the clock is read every 256 rows
     (b"", "sizing the sheets"),  # no declared size: counted before openpyxl would read it all to size it
 ])
-def test_reading_longer_than_the_time_limit_stops(tmp_path, monkeypatch, dimension, stage):
+def test_reading_longer_than_the_time_limit_stops(loaded, tmp_path, monkeypatch, dimension, stage):
     monkeypatch.setenv("CXDASH_XLSX_MAX_SECONDS", "0.5")
     monkeypatch.setenv("CXDASH_XLSX_MAX_RATIO", "100000")  # only the clock may stop this one
     slow = slow_sheet(tmp_path, "slow.xlsx", dimension)
-    message = refused_quickly(slow, match=f"{stage} took more than 0.5 s", seconds=5)
+    message = refused_quickly(loaded, slow, match=f"{stage} took more than 0.5 s", seconds=5)
     assert "CXDASH_XLSX_MAX_SECONDS" in message
 
 
-def test_a_million_undeclared_rows_are_counted_exactly_against_the_row_limit(tmp_path, monkeypatch):
+def test_a_million_undeclared_rows_are_counted_exactly_against_the_row_limit(loaded, tmp_path, monkeypatch):
     monkeypatch.setenv("CXDASH_XLSX_MAX_RATIO", "100000")
     slow = slow_sheet(tmp_path, "million.xlsx", b"")
     monkeypatch.setenv("CXDASH_XLSX_MAX_ROWS", "999999")
-    refused_quickly(slow, match="more than 999,999 rows")
+    refused_quickly(loaded, slow, match="more than 999,999 rows")
     monkeypatch.setenv("CXDASH_XLSX_MAX_ROWS", "1000000")
     monkeypatch.setenv("CXDASH_XLSX_MAX_CELLS", "1999999")  # two cells a row
-    refused_quickly(slow, match="more than 1,999,999 cells")
+    refused_quickly(loaded, slow, match="more than 1,999,999 cells")
 
 
 def test_a_bad_limit_value_is_named(tmp_path, monkeypatch):
