@@ -160,7 +160,7 @@ def test_null_like_customer_ids_are_refused_as_missing_and_never_become_customer
 
 
 def test_zero_width_and_full_width_characters_do_not_make_a_second_customer_and_erasure_reaches_both(duck, tmp_path):
-    crm = write(tmp_path, "crm.csv", "id,email\nK1,ann@example.com\nK2,bo@example.com\n".encode())
+    crm = write(tmp_path, "crm.csv", b"id,email\nK1,ann@example.com\nK2,bo@example.com\n")
     ingest_file(duck, crm, source="crm", mapping=CRM)
     desk = write(tmp_path, "desk.csv", (
         "t,email,opened\n"
@@ -175,7 +175,7 @@ def test_zero_width_and_full_width_characters_do_not_make_a_second_customer_and_
 
 
 def test_a_cyrillic_look_alike_email_is_kept_apart_and_named_in_the_notes(duck, tmp_path):
-    crm = write(tmp_path, "crm.csv", "id,email\nK1,ann@example.com\n".encode())
+    crm = write(tmp_path, "crm.csv", b"id,email\nK1,ann@example.com\n")
     ingest_file(duck, crm, source="crm", mapping=CRM)
     spoof = "\u0430nn@example.com"  # Cyrillic a
     desk = write(tmp_path, "desk.csv", f"t,email,opened\nT1,{spoof},2024-01-01\nT2,ann@example.com,2024-01-02\n".encode())
