@@ -138,7 +138,7 @@ def _write_report(result, path: str) -> None:
     if total > written:
         last = int(result.failures["line"].max())
         print(f"report: {path} holds the first {written:,} of {total:,} failures (through line {last:,}); "
-              f"the other {total - written:,} are on later lines of the file: fix these and run again")
+              f"the other {total - written:,} are on line {last:,} or later of the file: fix these and run again")
     else:
         print(f"report: {path} holds all {written:,} failures")
 

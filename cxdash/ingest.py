@@ -820,8 +820,10 @@ def _ingest_file(
                 result.rows_valid += part.valid
                 if not part.failures.empty:
                     room = max_failures - failures_kept
-                    if room > 0:
-                        failure_parts.append(part.failures.head(room))
+                    if room > 0:  # cut in line order, so "the rest are after line N" holds
+                        kept = part.failures if room >= len(part.failures) else (
+                            part.failures.sort_values("row", kind="stable").head(room))
+                        failure_parts.append(kept)
                         failures_kept += min(room, len(part.failures))
                     result.failures_total += len(part.failures)
                 if part.flags is not None:
@@ -849,7 +851,7 @@ def _ingest_file(
             last = int(result.failures["line"].max())
             result.notes.append(
                 f"failures: only the first {len(result.failures):,} of {result.failures_total:,} are listed "
-                f"(through line {last:,}); the counts below cover those. The rest are after line {last:,}: "
+                f"(through line {last:,}); the counts below cover those. The rest are on line {last:,} or later: "
                 "fix these and check again."
             )
         if flag_parts:

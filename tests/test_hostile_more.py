@@ -225,5 +225,16 @@ def test_the_cli_report_says_when_it_was_cut_and_where_the_rest_are(tmp_path, ca
               str(write(tmp_path, "m.json", EVENTS.to_json().encode())), "--report", str(report)])
     out = capsys.readouterr().out
     assert "holds the first 100 of 250 failures (through line 101)" in out
-    assert "the other 150 are on later lines" in out
+    assert "the other 150 are on line 101 or later" in out
     assert len(pd.read_csv(report, encoding="utf-8-sig")) == 100
+
+
+def test_a_cut_failure_list_keeps_the_first_lines_of_the_file_whatever_the_rule_order(duck, tmp_path):
+    body = "cust,when,what\n" + ",never,x\n" * 50  # two failures a line: no customer, no date
+    p = write(tmp_path, "bad2.csv", body.encode())
+    with pytest.raises(IngestError) as info:
+        ingest_file(duck, p, source="web", mapping=EVENTS, max_failures=10)
+    result = info.value.result
+    assert result.failures_total == 100
+    assert sorted(result.failures["line"].tolist()) == [2, 2, 3, 3, 4, 4, 5, 5, 6, 6]
+    assert any("only the first 10 of 100 are listed (through line 6)" in n for n in result.notes)
