@@ -122,6 +122,27 @@ def _print_report(result) -> None:
             print(f"impact: {line}")
 
 
+# ``--report`` keeps this many failures in memory (the app's own list keeps fewer); past it the
+# report says it was cut and where the rest are.
+REPORT_MAX_FAILURES = 2_000_000
+
+
+def _write_report(result, path: str) -> None:
+    """Write every kept failure to ``path`` through the formula-neutralising CSV writer (a value
+    like ``=HYPERLINK(...)`` from the file must not run when the report is opened), and say how
+    many were written and, when the list was cut, where the rest are."""
+    from cxdash.exporting import safe_csv
+
+    Path(path).write_bytes(safe_csv(result.failures))
+    written, total = len(result.failures), result.failures_total
+    if total > written:
+        last = int(result.failures["line"].max())
+        print(f"report: {path} holds the first {written:,} of {total:,} failures (through line {last:,}); "
+              f"the other {total - written:,} are on line {last:,} or later of the file: fix these and run again")
+    else:
+        print(f"report: {path} holds all {written:,} failures")
+
+
 def cmd_ingest(args) -> int:
     from cxdash.ingest import IngestError, KindUnclearError, ingest_file
     from cxdash.mapping import load_mapping
@@ -142,6 +163,7 @@ def cmd_ingest(args) -> int:
             owner=args.owner,
             links=_links(args.link),
             actor=_cli_actor(),  # the upload audit entry commits with the data (cxdash.ingest.ingest_file)
+            **({"max_failures": REPORT_MAX_FAILURES} if args.report else {}),
         )
     except KindUnclearError as exc:
         _print_guesses(exc.guesses)
@@ -151,10 +173,10 @@ def cmd_ingest(args) -> int:
             _print_mapping(exc.result)
             _print_report(exc.result)
             if args.report:
-                exc.result.failures.to_csv(args.report, index=False)
+                _write_report(exc.result, args.report)
         raise
     if args.report and not result.failures.empty:
-        result.failures.to_csv(args.report, index=False)
+        _write_report(result, args.report)
     if result.guesses and result.mapping_origin in ("guessed", "kind"):
         _print_guesses(result.guesses, limit=3)
     _print_mapping(result)

@@ -67,7 +67,18 @@ from cxdash.store import (
     read_frame,
     sources_table,
 )
-from cxdash.validation import FAILURE_COLUMNS, Formats, check, detect_formats, refine_dates, typed_frame
+from cxdash.validation import (
+    FAILURE_COLUMNS,
+    Formats,
+    check,
+    check_formats,
+    detect_formats,
+    identity_examples,
+    identity_flags,
+    identity_notes,
+    refine_dates,
+    typed_frame,
+)
 
 __all__ = [
     "DUPLICATE_REFUSAL_SHARE",
@@ -120,6 +131,8 @@ class IngestResult:
     rows_suppressed: int = 0  # rows of erased customers, dropped (see cxdash.erasure)
     load_id: int | None = None
     failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=FAILURE_COLUMNS))
+    # every failure found; ``failures`` keeps the first ``max_failures`` of them (a note says so)
+    failures_total: int = 0
     notes: list[str] = field(default_factory=list)
     stored: bool = False
     # Where the mapping came from: "given" (--mapping, the page), "saved" (the source's earlier
@@ -336,6 +349,9 @@ class _Prepared:
     keys: pd.DataFrame | None = None
     # ``line, primary_key, id_key`` of the valid rows, for the impact (checks only)
     ids: pd.DataFrame | None = None
+    # identifier values worth a note (validation.identity_examples) and how many per (field, flag)
+    flags: pd.DataFrame | None = None
+    flag_counts: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def _content_hash(typed: pd.DataFrame, attrs: pd.Series | None) -> np.ndarray:
@@ -435,7 +451,10 @@ def _prepared_chunks(
                 ).to_numpy()
                 keys = _key_frame(kind_def, typed, content, natural)
                 ids = _id_frame(kind_def, typed)
-        yield _Prepared(len(chunk), len(bad_rows), erased_count, len(good), fails, rows, keys, ids)
+        flags = identity_flags(canon)
+        flag_counts = {k: int(v) for k, v in flags.groupby(["field", "flag"]).size().items()} if len(flags) else {}
+        yield _Prepared(len(chunk), len(bad_rows), erased_count, len(good), fails, rows, keys, ids,
+                        flags=identity_examples(flags) if len(flags) else None, flag_counts=flag_counts)
 
 
 def _stored_rows(
@@ -735,6 +754,7 @@ def _ingest_file(
     rebuild_identities: bool = True,
     display_name: str | None = None,
     audit_entry: int | None = None,
+    max_failures: int = MAX_REPORTED_FAILURES,
 ) -> IngestResult:
     """Validate ``path`` and load it as ``source`` in one transaction.
 
@@ -751,6 +771,8 @@ def _ingest_file(
     kind's department for both, a re-load without them keeps the stored ones.
     ``links`` adds link columns to the mapping (``{COLUMN: {"source", "field"}}``, cxdash.links).
     ``audit_entry``: the ``upload`` audit entry ``ingest_file`` started, completed in this transaction.
+    ``max_failures`` bounds the failures kept in ``result.failures`` (in file order);
+    ``result.failures_total`` counts them all and a note says when the list was cut.
     Raises ``ExtractError`` / ``MappingError`` when the file or mapping cannot be used at all.
     """
     if mode not in MODES:
@@ -794,6 +816,7 @@ def _ingest_file(
 
     canonical_sample = _canonical(sample, mapping)
     if mapping.formats:
+        check_formats(kind_def, mapping.formats, name)
         formats = Formats.from_dict(mapping.formats)
     else:
         formats = detect_formats(kind_def, canonical_sample)
@@ -816,6 +839,9 @@ def _ingest_file(
     target = KIND_TABLES[mapping.kind]
     started = datetime.now(UTC).replace(tzinfo=None)
     failure_parts: list[pd.DataFrame] = []
+    failures_kept = 0
+    flag_parts: list[pd.DataFrame] = []
+    flag_counts: dict[tuple[str, str], int] = {}
     key_parts: list[pd.DataFrame] = []
     id_parts: list[pd.DataFrame] = []
     total_size = path.stat().st_size
@@ -838,8 +864,18 @@ def _ingest_file(
                 result.rows_rejected += part.rejected
                 result.rows_suppressed += part.suppressed
                 result.rows_valid += part.valid
-                if not part.failures.empty and sum(len(p) for p in failure_parts) < MAX_REPORTED_FAILURES:
-                    failure_parts.append(part.failures)
+                if not part.failures.empty:
+                    room = max_failures - failures_kept
+                    if room > 0:  # cut in line order, so "the rest are after line N" holds
+                        kept = part.failures if room >= len(part.failures) else (
+                            part.failures.sort_values("row", kind="stable").head(room))
+                        failure_parts.append(kept)
+                        failures_kept += min(room, len(part.failures))
+                    result.failures_total += len(part.failures)
+                if part.flags is not None:
+                    flag_parts.append(part.flags)
+                for k, n in part.flag_counts.items():
+                    flag_counts[k] = flag_counts.get(k, 0) + n
                 if part.rows is not None:
                     bulk_insert(conn, target, part.rows)
                 if part.keys is not None:
@@ -857,6 +893,18 @@ def _ingest_file(
         )
         if result.rows_read == 0:
             raise ExtractError(f"{name}: the file has a header but no data rows.")
+        if result.failures_total > len(result.failures):
+            last = int(result.failures["line"].max())
+            result.notes.append(
+                f"failures: only the first {len(result.failures):,} of {result.failures_total:,} are listed "
+                f"(through line {last:,}); the counts below cover those. The rest are on line {last:,} or later: "
+                "fix these and check again."
+            )
+        if flag_parts:
+            flags = pd.concat(flag_parts, ignore_index=True)
+            rows = flags["row"].astype("int64").to_numpy()
+            flags["row"] = lines.exact(path, fmt, result.rows_read, rows)
+            result.notes += identity_notes(flags, flag_counts, mapping.columns)
         if result.rows_suppressed:
             result.notes.append(f"{result.rows_suppressed:,} rows belong to erased customers and are left out")
         conflicts = None

@@ -63,7 +63,11 @@ class Mapping:
         get_kind(d["kind"])
         if not isinstance(d["columns"], dict):
             raise MappingError('"columns" must be an object of FIELD: COLUMN_IN_FILE.')
-        return cls(d["kind"], {str(k): str(v) for k, v in d["columns"].items() if v}, dict(d.get("formats") or {}),
+        formats = d.get("formats") or {}
+        if not isinstance(formats, dict):  # each entry is checked against the kind when a file is loaded
+            raise MappingError(f'"formats" must be an object like {{"dates": {{"opened_at": "%d/%m/%Y"}}, '
+                               f'"decimal": {{"amount": ","}}}}, not {formats!r}.')
+        return cls(d["kind"], {str(k): str(v) for k, v in d["columns"].items() if v}, dict(formats),
                    _links_from(d.get("links")))
 
     def check(self, header: list[str], *, file_name: str = "the file") -> None:

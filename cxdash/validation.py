@@ -11,7 +11,9 @@ the checks and by the conversion so the two cannot disagree.
 
 from __future__ import annotations
 
+import functools
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,6 +31,11 @@ __all__ = [
     "check",
     "coerce",
     "detect_formats",
+    "NULL_TOKENS",
+    "check_formats",
+    "identity_flags",
+    "identity_examples",
+    "identity_notes",
     "normalise_identity",
     "parse_bool",
     "parse_datetime",
@@ -271,9 +278,55 @@ def parse_bool(s: pd.Series) -> pd.Series:
     return out
 
 
+# Texts that spreadsheets and databases write for "no value": in an identifier column they are
+# missing, never an id (``customer_id:NULL`` would merge every such row into one customer).
+NULL_TOKENS = frozenset({"null", "n/a", "na", "none", "nan", "#n/a", "-", "--", "nil", "(null)", "(blank)"})
+
+
+@functools.cache
+def _invisible_pattern() -> str:
+    """A regex class of every control (Cc) and format (Cf: zero-width, bidi marks, BOM, soft
+    hyphen) character, plus line/paragraph separators: invisible in an identifier, so removed.
+    Built once from the Unicode database rather than kept as a hand-written list."""
+    ranges: list[str] = []
+    start = prev = None
+    for cp in range(0x110000):
+        hit = unicodedata.category(chr(cp)) in ("Cc", "Cf", "Zl", "Zp")
+        if hit and start is None:
+            start = cp
+        if not hit and start is not None:
+            ranges.append(re.escape(chr(start)) + ("-" + re.escape(chr(prev)) if prev != start else ""))
+            start = None
+        prev = cp
+    return "[" + "".join(ranges) + "]"
+
+
+def _not_plain(t: pd.Series) -> pd.Series:
+    """True where a value holds anything but printable ASCII (one Arrow kernel: ~10 ms a million)."""
+    plain = pc.ascii_is_printable(pyarrow.array(t, type=pyarrow.large_string()))
+    return pd.Series(pc.invert(plain).fill_null(False).to_numpy(zero_copy_only=False), index=t.index)
+
+
+def _visible(t: pd.Series) -> pd.Series:
+    """``t`` in Unicode NFKC with control and format characters removed. Only values holding
+    something other than printable ASCII are touched (the rest are already so)."""
+    odd = _not_plain(t)
+    if not odd.any():
+        return t
+    fixed = t[odd].str.normalize("NFKC").str.replace(_invisible_pattern(), "", regex=True)
+    return t.mask(odd, fixed)
+
+
 def normalise_identity(field_name: str, s: pd.Series) -> pd.Series:
-    """Normalise an identifier for matching: emails lower-cased, phones to their last 10 digits."""
-    t = s.astype("string").str.strip()
+    """Normalise an identifier for matching, stitching and erasure: Unicode NFKC (full-width
+    ``ＡＮＮ`` is ``ANN``), control and zero-width characters removed, trimmed; emails lower-cased,
+    phones to their last 10 digits; empty text and the null-like ``NULL_TOKENS`` become NA.
+
+    Shape: text Series in, ``string`` Series out (same index). Letters of other scripts that look
+    Latin (Cyrillic ``а``) are not folded: ``identity_flags`` reports them instead.
+    """
+    t = _visible(s.astype("string")).str.strip()
+    t = t.mask(t.str.lower().isin(NULL_TOKENS).fillna(False).astype(bool))
     if field_name == "email":
         t = t.str.lower()
     elif field_name == "phone":
@@ -281,6 +334,128 @@ def normalise_identity(field_name: str, s: pd.Series) -> pd.Series:
         t = digits.str.slice(-10)
     t = t.mask(t == "")
     return t
+
+
+_LATIN = re.compile(r"[A-Za-z]")
+_LOOKALIKE_SCRIPTS = re.compile(r"[\u0370-\u03ff\u0400-\u052f]")  # Greek, Cyrillic (+ supplement)
+
+
+def identity_flags(frame: pd.DataFrame) -> pd.DataFrame:
+    """Identifier values worth a note: ``null_token`` (a ``NULL``-like text read as missing) and
+    ``mixed_script`` (Latin mixed with Greek or Cyrillic letters, which can look identical to
+    Latin ones: a second, look-alike customer rather than a typo).
+
+    Shape in: a canonical-named text frame. Out: columns ``row`` (the frame's index), ``field``,
+    ``flag``, ``value`` (as written); empty when nothing is flagged.
+    """
+    parts = []
+    for name in IDENTITY_FIELDS:
+        if name not in frame.columns:
+            continue
+        raw = frame[name].astype("string")
+        text = _visible(raw).str.strip()
+        nulls = text.str.lower().isin(NULL_TOKENS).fillna(False).astype(bool)
+        mixed = pd.Series(False, index=raw.index)
+        odd = _not_plain(raw)  # only a value with non-ASCII letters can mix scripts
+        if odd.any():
+            some = text[odd]
+            hit = (some.str.contains(_LOOKALIKE_SCRIPTS, regex=True) & some.str.contains(_LATIN, regex=True))
+            mixed[hit[hit.fillna(False)].index] = True
+        for flag, hit in (("null_token", nulls), ("mixed_script", mixed)):
+            if hit.any():
+                parts.append(pd.DataFrame({"row": raw.index[hit.to_numpy()], "field": name, "flag": flag,
+                                           "value": raw[hit].astype(object).to_numpy()}))
+    if not parts:
+        return pd.DataFrame(columns=["row", "field", "flag", "value"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def identity_examples(flags: pd.DataFrame, examples: int = 3) -> pd.DataFrame:
+    """The part of ``identity_flags`` a note needs: the first ``examples`` rows of each field and
+    flag, plus the first row of each distinct null-like token (so a note can list them all)."""
+    if flags.empty:
+        return flags
+    first = flags.groupby(["field", "flag"], sort=False).head(examples)
+    token = flags["value"].astype(str).str.strip().str.lower()
+    nulls = flags[flags["flag"] == "null_token"].loc[~token[flags["flag"] == "null_token"].duplicated()]
+    return pd.concat([first, nulls]).drop_duplicates().sort_values("row", kind="stable")
+
+
+def identity_notes(flags: pd.DataFrame, counts: dict[tuple[str, str], int], columns: dict[str, str],
+                   examples: int = 3) -> list[str]:
+    """Load notes, one per field and flag, from ``identity_examples`` rows whose ``row`` is a file
+    line number; ``counts`` holds how many values each (field, flag) had in the whole file and
+    ``columns`` maps field -> the file's column name."""
+    notes = []
+    for (name, flag), n in sorted(counts.items()):
+        group = flags[(flags["field"] == name) & (flags["flag"] == flag)]
+        column = columns.get(name, name)
+        shown = ", ".join(f"line {int(r.row):,}: {r.value!r}" for r in group.head(examples).itertuples())
+        more = f" and {n - min(n, examples):,} more" if n > examples else ""
+        if flag == "null_token":
+            tokens = ", ".join(repr(v) for v in sorted(set(group["value"].astype(str).str.strip())))
+            notes.append(f"{column}: {n:,} value(s) like {tokens} read as missing, not as identifiers "
+                         f"({shown}{more})")
+        else:
+            notes.append(
+                f"{column}: {n:,} value(s) mix Latin with Greek or Cyrillic letters that can look identical "
+                f"({shown}{more}); they are kept as separate identifiers, not merged with the Latin look-alike. "
+                "Check them at the source."
+            )
+    return notes
+
+
+_FORMAT_SECTIONS = ("dates", "decimal", "currency")
+
+
+def check_formats(kind: SourceKind, formats: dict, file_name: str = "the mapping") -> None:
+    """Raise ``ValueError`` (a ``MappingError`` when raised through ingest) unless a mapping's
+    ``"formats"`` is ``{"dates": {FIELD: FORMAT}, "decimal": {FIELD: "." or ","}, "currency":
+    {FIELD: TEXT}}`` with fields of ``kind`` of the right type; the message names the entry and
+    the allowed values."""
+    from cxdash.mapping import MappingError
+
+    if not isinstance(formats, dict):
+        raise MappingError(f'{file_name}: "formats" must be an object like {{"dates": {{"opened_at": "%d/%m/%Y"}}, '
+                           f'"decimal": {{"amount": ","}}}}, not {formats!r}.')
+    for section, entries in formats.items():
+        if section not in _FORMAT_SECTIONS:
+            raise MappingError(f'{file_name}: "formats" has an unknown entry {section!r}; '
+                               f"the allowed entries are {', '.join(_FORMAT_SECTIONS)}.")
+        if not isinstance(entries, dict):
+            raise MappingError(f'{file_name}: "formats"."{section}" must be an object of FIELD: VALUE, not {entries!r}.')
+        for name, value in entries.items():
+            if name not in kind.field_names:
+                raise MappingError(f'{file_name}: "formats"."{section}" names {name!r}, not a field of kind '
+                                   f"{kind.name!r}; its fields are: {', '.join(kind.field_names)}.")
+            dtype = kind.field(name).dtype
+            if section == "dates":
+                allowed = ", ".join(_DATE_FORMATS)
+                if dtype != "datetime":
+                    raise MappingError(f'{file_name}: "formats"."dates" names {name!r}, which is not a date field.')
+                if not isinstance(value, str) or (value not in _DATE_FORMATS and not _valid_strftime(value)):
+                    raise MappingError(f'{file_name}: "formats"."dates"."{name}" is {value!r}, not a date format. '
+                                       f"Use one of {allowed}, or a strftime pattern such as \"%d/%m/%Y %H:%M\".")
+            elif section == "decimal":
+                if dtype not in ("float", "int"):
+                    raise MappingError(f'{file_name}: "formats"."decimal" names {name!r}, which is not a number field.')
+                if value not in (".", ","):
+                    raise MappingError(f'{file_name}: "formats"."decimal"."{name}" is {value!r}; '
+                                       'the allowed values are "." (decimal point) and "," (decimal comma).')
+            elif not isinstance(value, str):
+                raise MappingError(f'{file_name}: "formats"."currency"."{name}" is {value!r}; give a currency '
+                                   'code such as "EUR".')
+
+
+def _valid_strftime(fmt: str) -> bool:
+    """True when ``fmt`` holds a ``%`` directive that pandas accepts as a date format."""
+    if "%" not in fmt:
+        return False
+    try:
+        pd.to_datetime(pd.Series(["2024-01-01"]), format=fmt, errors="coerce")
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 # ---------------------------------------------------------------- format detection
