@@ -3,6 +3,7 @@
 import streamlit as st
 
 from cxdash.ui import admin
+from cxdash.ui.figures import plotly_chart
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -77,5 +78,5 @@ with audit_tab:
     if chart is None:
         st.info("Nothing in the audit log yet.")
     else:
-        st.plotly_chart(chart, width="stretch")
+        plotly_chart(chart, width="stretch")
         st.dataframe(log, hide_index=True, width="stretch")
