@@ -4,6 +4,7 @@ import streamlit as st
 
 from cxdash.ui import auth, churnview, ops, opsview
 from cxdash.ui.figures import plotly_chart
+from cxdash.ui.formatting import plain
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -73,7 +74,7 @@ with st.expander("Set an activation-latency target", expanded=False):
     )
     if st.button("Save target", key="health_target_save"):
         ops.save_latency_target(src, hours)
-        st.success(f"Target for {src} set to {hours:g} h.")
+        st.success(f"Target for {plain(src)} set to {hours:g} h.")
         st.rerun()
 
 with st.expander("Set a source's department and owner", expanded=False):

@@ -29,6 +29,7 @@ from cxdash import audit, auth, privacy
 from cxdash.auth import AuthError, Session
 from cxdash.store import StoreLockedError
 from cxdash.ui import data
+from cxdash.ui.formatting import plain
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ def current_session() -> Session | None:
         try:
             session = auth.sso_session(data.store(), str(st.user.get("email") or ""))
         except AuthError as exc:
-            st.error(str(exc))
+            st.error(plain(exc))
             st.button("Sign out of single sign-on", on_click=st.logout)
             st.stop()
     if session is None:
@@ -115,7 +116,7 @@ def sign_in_page() -> None:
             try:
                 session = auth.authenticate(data.store(), username, password)
             except AuthError as exc:
-                st.error(str(exc))
+                st.error(plain(exc))
                 return
             except StoreLockedError:
                 st.warning("A data load is running and holds the store; sign in again in a moment.",
@@ -154,7 +155,7 @@ def user_box(session: Session) -> None:
     if session.method == "off":
         st.caption("Sign-in is switched off (CXDASH_AUTH=off): everyone is admin.")
         return
-    st.caption(f"Signed in as **{session.username}** · {session.role.replace('_', ' ')}")
+    st.caption(f"Signed in as **{plain(session.username)}** · {session.role.replace('_', ' ')}")
     st.button("Sign out", key="auth_sign_out", on_click=sign_out, icon=":material/logout:")
 
 
