@@ -21,6 +21,7 @@ import re
 import shutil
 import socket
 import threading
+import urllib.parse
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -162,11 +163,10 @@ HOSTILE_ID = "HX-0"
 N_HOSTILE = 30  # enough customers for every group to be shown (the page's floor is smaller)
 
 
-def _hostile_files(root, port: int) -> dict[str, tuple[object, dict]]:
+def _hostile_files(root, port: int, start: pd.Timestamp) -> dict[str, tuple[object, dict]]:
     """CSV extracts whose names, topics, activities, departments, campaign, plan, segment and churn
     reason are hostile: ``{source name: (path, mapping)}``."""
     ids = [f"HX-{i}" for i in range(N_HOSTILE)]
-    start = pd.Timestamp("2025-06-01")
     crm = pd.DataFrame({
         "customer_id": ids,
         "name": [_payload("Name", port)] + [f"Hostile customer {i}" for i in range(1, N_HOSTILE)],
@@ -208,6 +208,7 @@ def hostile_app(trained_demo, tmp_path_factory):
     from tests.browser_support import chromium, require_browser, running_app
 
     require_browser()
+    from cxdash.features import data_as_of
     from cxdash.ingest import ingest_file
     from cxdash.mapping import Mapping
     from cxdash.model import train
@@ -219,21 +220,24 @@ def hostile_app(trained_demo, tmp_path_factory):
     url = f"duckdb:///{path}"
     with _listener() as (port, requests):
         store = open_store(url)
-        for source, (csv, mapping) in _hostile_files(root, port).items():
+        with store.connect() as conn:
+            start = pd.Timestamp(data_as_of(conn)).normalize() - pd.Timedelta(days=40)
+        for source, (csv, mapping) in _hostile_files(root, port, start).items():
+            if mapping["kind"] == "churn":  # after the retrain: the demo's churn definition stays the one trained on
+                train(store)
             ingest_file(store, csv, source=source, mapping=Mapping.from_dict(json.loads(json.dumps(mapping))))
-        train(store)
         store.dispose()
         with running_app(url, root / "server.log") as app, chromium() as browser:
             yield {"app": app, "port": port, "requests": requests, "browser": browser, "root": root}
 
 
-def _open(ctx, path: str, ready: str):
+def _open(ctx, path: str, ready: str, query: str = ""):
     from tests.browser_support import sign_in
 
     page = ctx["browser"].new_page(viewport={"width": 1440, "height": 1200})
     fetched: list[str] = []
     page.on("request", lambda r: fetched.append(r.url))
-    page.goto(f"{ctx['app']}/{path}", wait_until="networkidle")
+    page.goto(f"{ctx['app']}/{path}{query}", wait_until="networkidle")
     sign_in(page)
     page.get_by_text(ready).first.wait_for(timeout=120_000)
     page.wait_for_load_state("networkidle")
@@ -273,12 +277,16 @@ PAGES = [
 @pytest.mark.browser
 @pytest.mark.parametrize(("path", "ready"), PAGES, ids=[p or "overview" for p, _ in PAGES])
 def test_hostile_values_fetch_nothing_and_link_nowhere_on_every_page(hostile_app, artifacts, path, ready):
-    page, fetched = _open(hostile_app, path, ready)
+    # on Journeys, every activity and edge is drawn and the hostile step is the anchor of the paths
+    # chart, so its name reaches the map, the sankey and the selectors
+    query = ("?" + urllib.parse.urlencode({"min_share": 0, "top_n": 0, "anchor": _payload("Activity", hostile_app["port"])})
+             if path == "journeys" else "")
+    page, fetched = _open(hostile_app, path, ready, query)
     _assert_inert(hostile_app, page, fetched)
     if path == "journeys":
+        page.screenshot(path=str(artifacts / "hostile_journeys.png"), full_page=True)
         seen = _seen(page)
         assert _payload("Activity", hostile_app["port"]) in seen  # the step's name, as typed
-        page.screenshot(path=str(artifacts / "hostile_journeys.png"), full_page=True)
     page.close()
 
 
@@ -291,6 +299,7 @@ def test_the_customer_card_shows_a_hostile_name_topic_and_reason_as_typed(hostil
     page.get_by_text("What they already told us").wait_for(timeout=120_000)
     page.wait_for_load_state("networkidle")
     page.wait_for_timeout(2500)
+    page.screenshot(path=str(artifacts / "hostile_customer_card.png"), full_page=True)
     _assert_inert(hostile_app, page, fetched)
     header = page.locator('[data-testid="stHeading"] h2').first.inner_text().replace(WORD_JOINER, "")
     assert header == _payload("Name", port)
@@ -298,7 +307,6 @@ def test_the_customer_card_shows_a_hostile_name_topic_and_reason_as_typed(hostil
     assert f"were about {_payload('Topic', port)} (1×)" in seen
     assert f"reason: {_payload('Reason', port)}." in seen
     assert "**bold**" in seen and ":red[alert]" in seen and "$x^2$" in seen
-    page.screenshot(path=str(artifacts / "hostile_customer_card.png"), full_page=True)
     page.close()
 
 
@@ -309,18 +317,18 @@ def test_an_uploaded_file_s_hostile_name_and_a_hostile_source_name_show_as_typed
     name = "**bold** $x^2$ :red[alert] [click](x) ![p](pixel.png) <img src=i.png>.csv"
     path = hostile_app["root"] / "upload" / name
     path.parent.mkdir(exist_ok=True)
-    path.write_text("ticket_id,customer_id,opened_at,topic\nU1,HX-1,2025-06-03,billing\n")
+    path.write_text("customer_id,timestamp,activity,department\nHX-1,2025-06-03,Visited pricing,web\n")
     page.locator('input[type="file"]').set_input_files(str(path))
     page.get_by_text("Choose the kind of extract above").wait_for(timeout=120_000)
-    source = page.get_by_label("Source name")
+    source = page.get_by_role("textbox", name="Source name")
     source.fill(_payload("Source", port))  # a loaded source: its saved mapping is named in a caption
     source.press("Enter")
     page.get_by_text("has a saved mapping of kind events").wait_for(timeout=60_000)
     page.wait_for_load_state("networkidle")
     page.wait_for_timeout(2000)
+    page.screenshot(path=str(artifacts / "hostile_upload.png"), full_page=True)
     _assert_inert(hostile_app, page, fetched)
     seen = _seen(page)
     assert f"{name}: 4 columns" in seen
     assert f"Source '{_payload('Source', port)}' has a saved mapping" in seen
-    page.screenshot(path=str(artifacts / "hostile_upload.png"), full_page=True)
     page.close()
