@@ -155,7 +155,7 @@ def _listener():
 def _payload(label: str, port: int) -> str:
     host = f"http://127.0.0.1:{port}"
     return (f"{label} ![p]({host}/pixel.png) [click]({host}/x) **bold** $x^2$ :red[alert] "
-            f"<img src={host}/i.png>")
+            f"<img src={host}/i.png> <a href={host}/a>a</a>")
 
 
 HOSTILE_ID = "HX-0"
@@ -233,6 +233,7 @@ def hostile_app(trained_demo, tmp_path_factory):
 def _open(ctx, path: str, ready: str):
     from tests.browser_support import sign_in
 
+    ctx["requests"].clear()  # each page is judged on what it fetched itself
     page = ctx["browser"].new_page(viewport={"width": 1440, "height": 1200})
     fetched: list[str] = []
     page.on("request", lambda r: fetched.append(r.url))
@@ -252,7 +253,7 @@ def _seen(page) -> str:
 def _assert_inert(ctx, page, fetched: list[str]) -> None:
     host = f"127.0.0.1:{ctx['port']}"
     assert ctx["requests"] == [], f"the page fetched the attacker's address: {ctx['requests']}"
-    assert not [u for u in fetched if host in u or re.search(r"/(pixel|i)\.png$|/x$", u)]
+    assert not [u for u in fetched if host in u or re.search(r"/(pixel|i)\.png$|/[xa]$", u)]
     pointing = page.evaluate(
         """host => [...document.querySelectorAll('*')].flatMap(el => [...el.attributes]
              .filter(a => /(^|:)(href|src|srcset|action|data)$/i.test(a.name) && a.value.includes(host))
