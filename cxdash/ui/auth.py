@@ -77,7 +77,7 @@ def current_session() -> Session | None:
         try:
             session = auth.sso_session(data.store(), str(st.user.get("email") or ""))
         except AuthError as exc:
-            st.error(plain(exc))
+            st.error(str(exc))
             st.button("Sign out of single sign-on", on_click=st.logout)
             st.stop()
     if session is None:
@@ -116,7 +116,7 @@ def sign_in_page() -> None:
             try:
                 session = auth.authenticate(data.store(), username, password)
             except AuthError as exc:
-                st.error(plain(exc))
+                st.error(str(exc))
                 return
             except StoreLockedError:
                 st.warning("A data load is running and holds the store; sign in again in a moment.",
