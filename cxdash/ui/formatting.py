@@ -15,12 +15,13 @@ from cxdash.kpis import DEFINITIONS, Headline
 _PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 # Line breaks would let a value start its own block (a "===" underline makes a heading, "---" a rule).
 _LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
-# Streamlit's markdown links bare URLs, www. names and emails, and turns ":material/x:" into an icon, on
-# the parsed text (after escapes are gone), so escaping cannot stop them: an invisible word joiner
-# (U+2060) after each colon, before each "@" and inside "www." breaks those patterns without
-# changing what the reader sees.
+# Streamlit's markdown links bare URLs ("http://"), www. names and emails, and turns ":material/x:" into
+# an icon, on the parsed text (after escapes are gone), so escaping cannot stop them: an invisible
+# word joiner (U+2060) after a colon that a slash follows (after any letters: "http:/", ":material/"),
+# before each "@" and inside "www." breaks those patterns without changing what the reader sees.
+# (":red[x]" and ":smile:" are stopped by the escapes; a browser test checks all of them.)
 WORD_JOINER = "\u2060"
-_AUTOLINK_PARTS = re.compile(r"(:)|(\\@)|(?i:(w)(ww\\\.))")
+_AUTOLINK_PARTS = re.compile(r"(:)(?=[A-Za-z]*\\/)|(\\@)|(?i:(w)(ww\\\.))")
 
 
 def _break_autolinks(match: re.Match) -> str:
@@ -38,8 +39,9 @@ def plain(text: object) -> str:
 
     The reader sees the value as typed: no link, image, emphasis, heading, list, table, LaTeX ($...$),
     colour (:red[...]), icon or emoji shortcode, HTML or entity. Line breaks become one space, leading and
-    trailing blanks are dropped, and invisible word joiners (U+2060) sit after colons, before "@" and in
-    "www." (see above): strip ``WORD_JOINER`` to compare what a page shows with the stored value.
+    trailing blanks are dropped, and invisible word joiners (U+2060) sit after a colon that a slash
+    follows, before "@" and in "www." (see above): strip ``WORD_JOINER`` to compare what a page shows
+    with the stored value.
     """
     # Leading blanks would make an indented code block where the value starts a paragraph.
     one_line = _LINE_BREAKS.sub(" ", str(text)).strip()
