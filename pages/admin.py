@@ -3,6 +3,8 @@
 import streamlit as st
 
 from cxdash.ui import admin
+from cxdash.ui.figures import plotly_chart
+from cxdash.ui.formatting import plain
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -27,9 +29,9 @@ with users_tab:
             try:
                 password = admin.add_user(name, role, sso)
             except admin.UserError as exc:
-                st.error(str(exc))
+                st.error(plain(exc))
             else:
-                st.success(f"{name} added as {role}.")
+                st.success(f"{plain(name)} added as {role}.")
                 if password:
                     st.warning("Their password is shown only this once; pass it on safely:", icon=":material/key:")
                     st.code(password, language=None)
@@ -43,9 +45,9 @@ with users_tab:
             try:
                 password = admin.edit_user(who, action, new_role)
             except admin.UserError as exc:
-                st.error(str(exc))
+                st.error(plain(exc))
             else:
-                st.success(f"{action.capitalize()}: done for {who}.")
+                st.success(f"{action.capitalize()}: done for {plain(who)}.")
                 if password:
                     st.warning("The new password is shown only this once:", icon=":material/key:")
                     st.code(password, language=None)
@@ -66,7 +68,7 @@ with erase_tab:
                 try:
                     result = admin.erase(ident)
                 except admin.ErasureFailed as exc:
-                    st.error(str(exc))
+                    st.error(plain(exc))
                 else:
                     st.success(result.summary())
 
@@ -77,5 +79,5 @@ with audit_tab:
     if chart is None:
         st.info("Nothing in the audit log yet.")
     else:
-        st.plotly_chart(chart, width="stretch")
+        plotly_chart(chart, width="stretch")
         st.dataframe(log, hide_index=True, width="stretch")

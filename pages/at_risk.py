@@ -3,6 +3,7 @@
 import streamlit as st
 
 from cxdash.ui import churnview, disclosure, risk
+from cxdash.ui.figures import plotly_chart
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -46,7 +47,7 @@ if frame.empty:
 left, right = st.columns([2, 3])
 with left:
     st.subheader("Risk at stake by owning department")
-    st.plotly_chart(risk.department_figure(frame, basis), width="stretch")
+    plotly_chart(risk.department_figure(frame, basis), width="stretch")
 with right:
     st.subheader("Act on selected customers")
     st.text_input("Your name", key=risk.AT_RISK_ACTOR, placeholder="who is acting")

@@ -3,6 +3,8 @@
 import streamlit as st
 
 from cxdash.ui import risk
+from cxdash.ui.figures import plotly_chart
+from cxdash.ui.formatting import plain
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -15,7 +17,7 @@ cx_id = None
 if query.strip():
     matches = risk.search(query)
     if matches.empty:
-        st.warning(f"No customer matches {query!r}. Try the full email or the customer id.")
+        st.warning(f"No customer matches {plain(repr(query))}. Try the full email or the customer id.")
         st.stop()
     if len(matches) > 1:
         labels = [f"{r.customer_id} — {r.name or ''} ({r.matched})" for r in matches.itertuples()]
@@ -33,7 +35,7 @@ else:
 c = risk.customer_card(cx_id)
 profile, score = c["profile"], c["score"]
 name = profile.get("name") or profile.get("customer_id") or cx_id
-st.header(name)
+st.header(plain(name), anchor=False)  # a name from a file: shown as typed
 
 # the next action follows the newest intent signal or churn record, else the top reason (cxdash.next_action)
 action = risk.next_action_sentence(c["next"])
@@ -51,7 +53,7 @@ c1, c2, c3, c4 = st.columns(4, border=True)
 c1.metric("Churn risk", f"{score['risk']:.0%}" if score else "n/a")
 c2.metric("Value (12 months)", f"{score['value']:,.0f}" if score else "n/a")
 c3.metric("Open tickets", f"{len(c['open_tickets'])}")
-c4.metric("Follow-up status", score["status"] if score else "n/a")
+c4.metric("Follow-up status", plain(score["status"]) if score else "n/a")
 
 left, right = st.columns([3, 2])
 with left:
@@ -82,5 +84,5 @@ st.subheader("Timeline across departments, newest first")
 if c["timeline"].empty:
     st.markdown("Nothing on record.")
 else:
-    st.plotly_chart(risk.timeline_figure(c["timeline"]), width="stretch")
+    plotly_chart(risk.timeline_figure(c["timeline"]), width="stretch")
     st.dataframe(risk.timeline_table(c["timeline"]).head(50), hide_index=True, width="stretch")

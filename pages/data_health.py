@@ -3,6 +3,8 @@
 import streamlit as st
 
 from cxdash.ui import auth, churnview, ops, opsview
+from cxdash.ui.figures import plotly_chart
+from cxdash.ui.formatting import plain
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -44,13 +46,13 @@ if res.candidates:
 left, right = st.columns(2)
 with left:
     st.subheader("Coverage: who each number can speak for")
-    st.plotly_chart(opsview.coverage_chart(h["coverage"]), width="stretch")
+    plotly_chart(opsview.coverage_chart(h["coverage"]), width="stretch")
 with right:
     st.subheader("How rows were linked to customers")
-    st.plotly_chart(opsview.stitch_chart(h["stitch"]), width="stretch")
+    plotly_chart(opsview.stitch_chart(h["stitch"]), width="stretch")
 
 with st.expander("Missing values in key fields", expanded=False):
-    st.plotly_chart(opsview.null_chart(h["nulls"]), width="stretch")
+    plotly_chart(opsview.null_chart(h["nulls"]), width="stretch")
 
 with st.expander(f"Shared identifiers kept from merging people ({len(h['hubs'])})", expanded=False):
     st.caption(
@@ -72,7 +74,7 @@ with st.expander("Set an activation-latency target", expanded=False):
     )
     if st.button("Save target", key="health_target_save"):
         ops.save_latency_target(src, hours)
-        st.success(f"Target for {src} set to {hours:g} h.")
+        st.success(f"Target for {plain(src)} set to {hours:g} h.")
         st.rerun()
 
 with st.expander("Set a source's department and owner", expanded=False):

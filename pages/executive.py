@@ -5,6 +5,7 @@ import streamlit as st
 from cxdash.ui import churnview, data, disclosure
 from cxdash.ui import executive as ex
 from cxdash.ui import executive_charts as charts
+from cxdash.ui.figures import plotly_chart
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -104,10 +105,10 @@ else:
     left, right = st.columns([1, 1])
     with left:
         quadrants = charts.conflict_quadrants(conflicts_k.shown)
-        st.plotly_chart(quadrants, width="stretch", key="executive_chart_conflicts")
+        plotly_chart(quadrants, width="stretch", key="executive_chart_conflicts")
     with right:
         bars = charts.campaign_bars(conflicts_k.shown)
-        st.plotly_chart(bars, width="stretch", key="executive_chart_campaigns")
+        plotly_chart(bars, width="stretch", key="executive_chart_campaigns")
     labels = ("department", "cohort_by", "cohort", "departmental_kpi", "shared_kpi")
     st.dataframe(
         conflicts_k.blank(ex.conflict_table(conflicts), keep=labels),
@@ -142,7 +143,7 @@ else:
     monthly_k = disclosure.small_groups(monthly, k, what="months", count_columns=("customers", "active_customers"))
     monthly = monthly_k.blank(keep=("period_start", "period_end"))
     trend_fig = charts.trends(monthly, now)
-    st.plotly_chart(trend_fig, width="stretch", key="executive_chart_trends")
+    plotly_chart(trend_fig, width="stretch", key="executive_chart_trends")
     if monthly_k.note:
         st.caption(f"{monthly_k.note} Those months are gaps in the lines.")
     c1, c2 = st.columns(2)
@@ -162,7 +163,7 @@ else:
         st.info(f"Every signup cohort in view is too small to show. {matrix_k.note}")
     else:
         heat = charts.cohort_heatmap(matrix_k.shown.tail(24).dropna(axis=1, how="all"))
-        st.plotly_chart(heat, width="stretch", key="executive_chart_cohorts")
+        plotly_chart(heat, width="stretch", key="executive_chart_cohorts")
         if matrix_k.note:
             st.caption(f"{matrix_k.note} Those cohorts are not drawn.")
         c1, c2 = st.columns(2)
@@ -188,7 +189,7 @@ with st.expander("Does the CLV model predict well? Calibration and holdout check
         hold_k = disclosure.small_groups(by_frequency, k, what="purchase-frequency groups", disjoint=True)
         by_frequency = hold_k.blank(keep=(by_frequency.columns[0],))
         hold_fig = charts.holdout_chart(by_frequency)
-        st.plotly_chart(hold_fig, width="stretch", key="executive_chart_holdout")
+        plotly_chart(hold_fig, width="stretch", key="executive_chart_holdout")
         if hold_k.note:
             st.caption(hold_k.note)
         c1, c2 = st.columns(2)

@@ -4,6 +4,7 @@ import streamlit as st
 
 from cxdash.ui import churnview, disclosure
 from cxdash.ui import journeys as ju
+from cxdash.ui.figures import plotly_chart
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -58,7 +59,7 @@ churnview.caption()
 st.subheader("Journey map")
 st.caption("Busiest transitions between activities, coloured by department; hover an arrow's middle for "
            "counts and times. Use the sidebar filters to thin it out.")
-st.plotly_chart(ju.journey_map(edges_k.shown, node_frame), width="stretch", key="journeys_map_chart")
+plotly_chart(ju.journey_map(edges_k.shown, node_frame), width="stretch", key="journeys_map_chart")
 if edges_k.note:
     st.caption(f"{edges_k.note} They are not drawn.")
 
@@ -74,7 +75,7 @@ a3.slider("Steps", 1, 10, key=ju.STEPS)
 links = ju.paths(filters, st.session_state[ju.ANCHOR], st.session_state[ju.DIRECTION], st.session_state[ju.STEPS])
 links_k = disclosure.small_groups(links, k, what="links")
 if len(links_k.shown):
-    st.plotly_chart(ju.sankey(links_k.shown, st.session_state[ju.ANCHOR]), width="stretch",
+    plotly_chart(ju.sankey(links_k.shown, st.session_state[ju.ANCHOR]), width="stretch",
                     key="journeys_sankey_chart")
     if links_k.note:
         st.caption(f"{links_k.note} They are not drawn.")
@@ -90,7 +91,7 @@ if len(spots):
         st.info(note, icon=":material/help:")
     else:
         st.caption(ju.hotspot_caption(spots_k.shown))
-        st.plotly_chart(ju.hotspot_chart(spots_k.shown), width="stretch", key="journeys_hotspot_chart")
+        plotly_chart(ju.hotspot_chart(spots_k.shown), width="stretch", key="journeys_hotspot_chart")
     st.dataframe(
         spots_k.blank(ju.hotspot_display(spots, ju.department_owners()),
                       keep=("hotspot", "leaked by", "absorbed by", "who to call", "what it is")),
@@ -182,7 +183,7 @@ with tab_f:
     if chosen:
         frame = ju.funnel(chosen, days, by_segment)
         funnel_k = disclosure.small_groups(frame, k, what="segments", by="segment", disjoint=True)
-        st.plotly_chart(ju.funnel_chart(funnel_k.shown), width="stretch", key="journeys_funnel_chart")
+        plotly_chart(ju.funnel_chart(funnel_k.shown), width="stretch", key="journeys_funnel_chart")
         st.dataframe(funnel_k.blank(ju.funnel_display(frame), keep=("segment", "step", "activity")), hide_index=True,
                      width="stretch")
         if funnel_k.note:
@@ -191,7 +192,7 @@ with tab_h:
     hand = ju.handoffs()
     hand_k = disclosure.small_groups(hand, k, what="handoffs")
     if len(hand):
-        st.plotly_chart(ju.handoff_chart(hand_k.shown), width="stretch", key="journeys_handoff_chart")
+        plotly_chart(ju.handoff_chart(hand_k.shown), width="stretch", key="journeys_handoff_chart")
         st.dataframe(hand_k.blank(ju.handoff_display(hand), keep=("from", "to")), hide_index=True, width="stretch")
         if hand_k.note:
             st.caption(hand_k.note)

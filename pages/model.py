@@ -3,6 +3,7 @@
 import streamlit as st
 
 from cxdash.ui import churnview, risk
+from cxdash.ui.figures import plotly_chart
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -37,12 +38,12 @@ else:
     left, right = st.columns(2)
     with left:
         st.subheader("What drives churn")
-        st.plotly_chart(risk.importance_figure(m), width="stretch")
+        plotly_chart(risk.importance_figure(m), width="stretch")
     with right:
         st.subheader("Are the probabilities honest?")
-        st.plotly_chart(risk.calibration_figure(m), width="stretch")
+        plotly_chart(risk.calibration_figure(m), width="stretch")
         st.subheader(risk.candidates_heading(m))
-        st.plotly_chart(risk.candidates_figure(m), width="stretch")
+        plotly_chart(risk.candidates_figure(m), width="stretch")
 
 st.subheader("Retrain")
 choices = ["(the company's churn definition)", *risk.label_choices()]

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from cxdash.ui import charts, churnview, data, formatting
+from cxdash.ui.figures import plotly_chart
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -46,10 +47,10 @@ churnview.caption()
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Customers active each month, by department")
-    st.plotly_chart(charts.monthly_customers_by_department(data.monthly_activity()), width="stretch")
+    plotly_chart(charts.monthly_customers_by_department(data.monthly_activity()), width="stretch")
 with right:
     st.subheader("Rows loaded per source")
-    st.plotly_chart(charts.rows_by_source(sources), width="stretch")
+    plotly_chart(charts.rows_by_source(sources), width="stretch")
 
 st.subheader("Sources")
 st.dataframe(

@@ -44,7 +44,8 @@ st.text(f"{staged.display_name}: {len(staged.header)} columns, read as {staged.f
 known = ops.known_sources()
 source = st.text_input(
     "Source name", value=ops.default_source_name(staged.display_name), key=f"upload_source_{token}",
-    help="One name per export (crm, helpdesk, billing...). Existing sources: " + (", ".join(known["name"]) or "none"),
+    help="One name per export (crm, helpdesk, billing...). Existing sources: "
+    + (", ".join(plain(n) for n in known["name"]) or "none"),
 ).strip()
 
 saved = ops.saved_for(staged, source)
@@ -53,7 +54,7 @@ ranked = [g.kind for g in guesses] or ops.kind_names()
 st.subheader("What kind of extract is this?")
 if saved is not None:
     st.caption(
-        f"Source '{source}' has a saved mapping of kind {saved.kind} (its earlier choice): it is used unless "
+        f"Source '{plain(source)}' has a saved mapping of kind {saved.kind} (its earlier choice): it is used unless "
         "you choose another kind."
     )
     default_index = ranked.index(saved.kind)
@@ -128,9 +129,9 @@ if choices:
         if box_key not in st.session_state:  # the default is set once: later clicks are the user's
             st.session_state[box_key] = s.column in saved_links or (
                 not saved_links and not has_id and ops.link_names_agree(s.column, s.field))
-        # a widget label renders markdown: it names only our source and field; the file's column
+        # a widget label renders markdown: the source name (escaped) and our field; the file's column
         # name is shown underneath as plain text
-        if st.checkbox(f"Link {i}: to {s.source}.{s.field}", key=box_key):
+        if st.checkbox(f"Link {i}: to {plain(s.source)}.{s.field}", key=box_key):
             ticked.append(s)
         st.text(f"    {ops.link_label(s, ops.sample_rows(staged))}")
         if not ops.link_names_agree(s.column, s.field):
@@ -231,7 +232,7 @@ elif report:
             st.info("Nothing was loaded. Fix the file and upload it again.")
             st.stop()
     else:
-        go = st.button(f"Load {result.rows_valid:,} rows into '{source}'", type="primary", key="upload_go")
+        go = st.button(f"Load {result.rows_valid:,} rows into '{plain(source)}'", type="primary", key="upload_go")
     if go:
         bar = st.progress(0.0, "starting")
         try:

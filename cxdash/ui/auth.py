@@ -29,6 +29,7 @@ from cxdash import audit, auth, privacy
 from cxdash.auth import AuthError, Session
 from cxdash.store import StoreLockedError
 from cxdash.ui import data
+from cxdash.ui.formatting import plain
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,7 @@ def user_box(session: Session) -> None:
     if session.method == "off":
         st.caption("Sign-in is switched off (CXDASH_AUTH=off): everyone is admin.")
         return
-    st.caption(f"Signed in as **{session.username}** · {session.role.replace('_', ' ')}")
+    st.caption(f"Signed in as **{plain(session.username)}** · {session.role.replace('_', ' ')}")
     st.button("Sign out", key="auth_sign_out", on_click=sign_out, icon=":material/logout:")
 
 

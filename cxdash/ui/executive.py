@@ -427,15 +427,15 @@ def lead_sentence(report: kpis.KpiReport) -> str:
         n = cur.get("customers")
         if not n:
             return "No dated activity is loaded, so there is no period to report on."
-        head = f"The loaded data has no dates, so this is a snapshot of all **{n:,} customers** ({report.filters.describe()})"
+        head = f"The loaded data has no dates, so this is a snapshot of all **{n:,} customers** ({plain(report.filters.describe())})"
         if cur.get("churn_rate") is None:
             return head + "; churn is unknown."
         return (head + f": **{cur['churned_in_period']:,}** have churned, **{number(cur['churn_rate'], 'share')}**, "
                 f"and **{number(cur['retention_rate'], 'share')}** are kept.")
     if report.as_of is None:
-        parts = [f"The loaded data has no dates, so only snapshot KPIs can be shown ({report.filters.describe()}):"]
+        parts = [f"The loaded data has no dates, so only snapshot KPIs can be shown ({plain(report.filters.describe())}):"]
     else:
-        parts = [f"**{report.period.label()}**, {report.filters.describe()}:"]
+        parts = [f"**{report.period.label()}**, {plain(report.filters.describe())}:"]
     if cur.get("retention_rate") is not None:
         basis = "" if report.churn_dated else " (from an undated churn label, a snapshot)"
         parts.append(f"**{number(cur['retention_rate'], 'share')}** of customers kept{basis}")
@@ -466,7 +466,7 @@ def conflict_sentences(frame: pd.DataFrame) -> list[str]:
             else f"{row.shared_value:.0%} of its tickets followed by a repeat contact (others: {others:.0%})"
         )
         out.append(
-            f"**{row.cohort}** ({row.department}, {row.cohort_by}): top quartile for "
+            f"**{plain(row.cohort)}** ({plain(row.department)}, {plain(row.cohort_by)}): top quartile for "
             f"{names.get(row.departmental_kpi, row.departmental_kpi)} ({dept_fmt}) but bottom quartile for the "
             f"shared outcome: {shared}."
         )

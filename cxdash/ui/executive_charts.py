@@ -13,6 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from cxdash.ui.figures import memoised_figure
+from cxdash.ui.formatting import plot_text
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def conflict_quadrants(frame: pd.DataFrame) -> go.Figure:
                 x=normal["x"], y=normal["y"], mode="markers", name=str(dept),
                 marker=dict(size=10, color=DEPARTMENT_COLOURS.get(str(dept), NEUTRAL), opacity=0.55),
                 text=normal["cohort_by"] + ": " + normal["cohort"],
-                hovertemplate="%{text}<extra>" + str(dept) + "</extra>",
+                hovertemplate="%{text}<extra>" + plot_text(dept) + "</extra>",
             )
         )
     bad = f[f["conflict"]]

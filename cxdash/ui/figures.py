@@ -13,8 +13,12 @@ import threading
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
 
-__all__ = ["memoised_figure"]
+from cxdash.ui.formatting import plot_text
+
+__all__ = ["escape_figure_text", "memoised_figure", "plotly_chart"]
 
 _lock = threading.Lock()
 MAX_FIGURES = 32  # per chart function
@@ -32,6 +36,49 @@ def _frame_key(value) -> object:
     if isinstance(value, np.ndarray):
         return ("array", value.shape, str(value.dtype), hash(value.tobytes()))
     return repr(value)
+
+
+# Trace properties that carry values from the data and that plotly draws through its HTML-subset
+# text renderer (category ticks, legend entries, node labels, point labels). ``customdata`` and the
+# templates are left alone: the chart functions build those, escaping the data they put in them.
+_DATA_TEXT = ("x", "y", "text", "hovertext", "labels", "ids", "parents", "name", "legendgroup")
+_NESTED_TEXT = (("node", "label"), ("link", "label"))
+_ESCAPED = "_cxdash_text_escaped"
+
+
+def _escaped_values(values):
+    if isinstance(values, str):
+        return plot_text(values)
+    if isinstance(values, tuple | list | np.ndarray | pd.Series | pd.Index):
+        items = list(values)
+        if any(isinstance(v, str) for v in items):
+            return [plot_text(v) if isinstance(v, str) else v for v in items]
+    return values
+
+
+def escape_figure_text(fig: go.Figure) -> go.Figure:
+    """``fig`` with every data-bearing string of its traces (see ``_DATA_TEXT``) escaped by
+    ``formatting.plot_text``, so a loaded value such as ``<a href=...>`` shows as typed rather than as
+    a link. Changes ``fig`` in place once (a memoised figure is not escaped twice) and returns it."""
+    if getattr(fig, _ESCAPED, False):
+        return fig
+    for trace in fig.data:
+        for prop in _DATA_TEXT:
+            if prop in trace and trace[prop] is not None:
+                new = _escaped_values(trace[prop])
+                if new is not trace[prop]:
+                    trace[prop] = new
+        for parent, prop in _NESTED_TEXT:
+            if parent in trace and trace[parent] is not None and trace[parent][prop] is not None:
+                trace[parent][prop] = _escaped_values(trace[parent][prop])
+    object.__setattr__(fig, _ESCAPED, True)
+    return fig
+
+
+def plotly_chart(fig: go.Figure, **kwargs):
+    """``st.plotly_chart`` for a figure whose traces may hold loaded values: they are escaped first
+    (``escape_figure_text``). Same keyword arguments as ``st.plotly_chart``."""
+    return st.plotly_chart(escape_figure_text(fig), **kwargs)
 
 
 def memoised_figure(build):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import UTC, datetime
 
@@ -9,13 +10,49 @@ import pandas as pd
 
 from cxdash.kpis import DEFINITIONS, Headline
 
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$])")
+# Every ASCII punctuation character can be backslash-escaped in CommonMark, and escaping all of them
+# is simpler to trust than a list of the ones some markdown feature happens to use today.
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+# Line breaks would let a value start its own block (a "===" underline makes a heading, "---" a rule).
+_LINE_BREAKS = re.compile(r"[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]+")
+# Streamlit's markdown links bare URLs ("http://"), www. names and emails, and turns ":material/x:" into
+# an icon, on the parsed text (after escapes are gone), so escaping cannot stop them: an invisible
+# word joiner (U+2060) after a colon that a slash follows (after any letters: "http:/", ":material/"),
+# before each "@" and inside "www." breaks those patterns without changing what the reader sees.
+# (":red[x]" and ":smile:" are stopped by the escapes; a browser test checks all of them.)
+WORD_JOINER = "\u2060"
+_AUTOLINK_PARTS = re.compile(r"(:)(?=[A-Za-z]*\\/)|(\\@)|(?i:(w)(ww\\\.))")
 
 
-def plain(text: str) -> str:
-    """``text`` with every markdown character escaped: names and values from loaded files (a source
-    name, a ticket topic) show as typed, never as a link, an image or emphasis."""
-    return _MARKDOWN.sub(r"\\\1", str(text))
+def _break_autolinks(match: re.Match) -> str:
+    colon, at, w, ww = match.groups()
+    if colon:
+        return colon + WORD_JOINER
+    if at:
+        return WORD_JOINER + at
+    return w + WORD_JOINER + ww
+
+
+def plain(text: object) -> str:
+    """``text`` (any value; str() of it) made safe for every place Streamlit reads markdown: st.markdown,
+    captions, headers, alerts, metric labels and help, expander and widget labels.
+
+    The reader sees the value as typed: no link, image, emphasis, heading, list, table, LaTeX ($...$),
+    colour (:red[...]), icon or emoji shortcode, HTML or entity. Line breaks become one space, leading and
+    trailing blanks are dropped, and invisible word joiners (U+2060) sit after a colon that a slash
+    follows, before "@" and in "www." (see above): strip ``WORD_JOINER`` to compare what a page shows
+    with the stored value.
+    """
+    # Leading blanks would make an indented code block where the value starts a paragraph.
+    one_line = _LINE_BREAKS.sub(" ", str(text)).strip()
+    escaped = _PUNCTUATION.sub(r"\\\1", one_line)
+    return _AUTOLINK_PARTS.sub(_break_autolinks, escaped)
+
+
+def plot_text(text: object) -> str:
+    """``text`` (any value) for a plotly title, label, tick or hover text: plotly reads a few HTML tags
+    there (``<a href>``, ``<b>``, ``<br>``) and entities, so ``<``, ``>`` and ``&`` are escaped."""
+    return html.escape(str(text), quote=False)
 
 
 def definition(name: str) -> str:

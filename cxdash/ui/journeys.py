@@ -17,6 +17,7 @@ from cxdash.hotspot_stats import ranking_note, significance_counts
 from cxdash.ui import data, disclosure
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
+from cxdash.ui.formatting import plain, plot_text
 
 # ----------------------------------------------------------------------------- filters
 
@@ -332,11 +333,11 @@ def lead_sentence(spots: pd.DataFrame, edges: pd.DataFrame) -> str:
     significant, tested = significance_counts(spots)
     if significant:
         top = spots[spots["significant"].astype(bool)].iloc[0]
-        route = f"{top['leaked_department']}'s step leaked them"
+        route = f"{plain(top['leaked_department'])}'s step leaked them"
         if top["absorbed_department"] and top["absorbed_department"] != jr.NONE:
-            route += f", {top['absorbed_department']} absorbed them"
+            route += f", {plain(top['absorbed_department'])} absorbed them"
         return (
-            f"The biggest leak is **{top['hotspot']}**: **{int(top['customers']):,} customers** "
+            f"The biggest leak is **{plain(top['hotspot'])}**: **{int(top['customers']):,} customers** "
             f"({top['customer_share']:.1%}), churn lift **{top['lift']:.2f}** (95% CI {top['ci_low']:.2f}–"
             f"{top['ci_high']:.2f}, adjusted p {_p_relation(top['p_adjusted'])}): "
             f"{_of(top['churned'], top['customers_judged'], top['churn_rate'])} churned after it vs "
@@ -347,14 +348,14 @@ def lead_sentence(spots: pd.DataFrame, edges: pd.DataFrame) -> str:
         most = spots.sort_values(["customers", "hotspot"], ascending=[False, True]).iloc[0]
         return (
             f"No friction hotspot comes with significantly more churn: none of the {tested} tested has a lift above 1 "
-            f"with a Benjamini–Hochberg-adjusted p below 0.05. The most common is **{most['hotspot']}** "
+            f"with a Benjamini–Hochberg-adjusted p below 0.05. The most common is **{plain(most['hotspot'])}** "
             f"({int(most['customers']):,} customers, {most['customer_share']:.1%})."
         )
     if len(edges):
         top = edges.iloc[0]
         why = ranking_note(spots) or "No churn data is loaded, so friction is not ranked by churn."
         return (
-            f"The most travelled step is **{top['source']} → {top['target']}**: {int(top['count']):,} times by "
+            f"The most travelled step is **{plain(top['source'])} → {plain(top['target'])}**: {int(top['count']):,} times by "
             f"{int(top['customers']):,} customers ({top['customer_share']:.0%}), median {duration(top['median_seconds'])}"
             f" between them. {why}"
         )
@@ -385,7 +386,7 @@ def hotspot_caption(spots: pd.DataFrame) -> str:
     missing = spots[spots["lift"].isna()]
     if len(missing):
         text += " No lift, so not drawn: " + "; ".join(
-            f"{h} ({w})" for h, w in zip(missing["hotspot"], missing["why"], strict=True)) + "."
+            f"{plain(h)} ({plain(w)})" for h, w in zip(missing["hotspot"], missing["why"], strict=True)) + "."
     return text
 
 
@@ -479,14 +480,14 @@ def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 
         ))
         mid_x.append((x0 + x1) / 2)
         mid_y.append((y0 + y1) / 2)
-        hover.append(f"{r.source} → {r.target}<br>{r.count:,} times, {r.customers:,} customers "
+        hover.append(f"{plot_text(r.source)} → {plot_text(r.target)}<br>{r.count:,} times, {r.customers:,} customers "
                      f"({r.customer_share:.0%})<br>median {duration(r.median_seconds)}, p90 "
                      f"{duration(r.p90_seconds)}")
     if arrows:
         fig.update_layout(annotations=arrows)
         fig.add_trace(go.Scatter(
-            x=mid_x, y=mid_y, mode="markers", marker=dict(size=8, opacity=0), text=hover,
-            hovertemplate="%{text}<extra></extra>", showlegend=False,
+            x=mid_x, y=mid_y, mode="markers", marker=dict(size=8, opacity=0), customdata=hover,
+            hovertemplate="%{customdata}<extra></extra>", showlegend=False,
         ))
     biggest = max(customers.values()) if customers else 1
     for d in departments:
@@ -499,7 +500,7 @@ def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 
             marker=dict(size=[14 + 30 * math.sqrt(customers[a] / max(biggest, 1)) for a in members],
                         color=colours[d], line=dict(width=1, color="white")),
             customdata=[customers[a] for a in members],
-            hovertemplate="%{text}<br>%{customdata:,} customers<extra>" + d + "</extra>",
+            hovertemplate="%{text}<br>%{customdata:,} customers<extra>" + plot_text(d) + "</extra>",
         ))
     fig.update_layout(
         height=640, margin=dict(l=10, r=10, t=40, b=10),
@@ -550,7 +551,7 @@ def hotspot_chart(spots: pd.DataFrame) -> go.Figure:
     below = (s["p_adjusted"] < 0.05) & (s["lift"] < 1)
     colours = ["#dc2626" if sig else ("#16a34a" if low else "#94a3b8")
                for sig, low in zip(s["significant"].astype(bool), below, strict=True)]
-    hover = [f"{h}: lift {lift:.2f} (95% CI {lo:.2f}–{hi:.2f}), adjusted p {p_text(p)}<br>"
+    hover = [f"{plot_text(h)}: lift {lift:.2f} (95% CI {lo:.2f}–{hi:.2f}), adjusted p {p_text(p)}<br>"
              f"hit it: {_of(a, n1, r1)} churned; never hit it: {_of(c, n0, r0)}"
              for h, lift, lo, hi, p, a, n1, r1, c, n0, r0 in zip(
                  s["hotspot"], s["lift"], s["ci_low"], s["ci_high"], s["p_adjusted"], s["churned"],

@@ -11,6 +11,7 @@ import streamlit as st
 
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
+from cxdash.ui.formatting import plain
 
 FRESHNESS_WARN_HOURS = 48
 
@@ -55,17 +56,17 @@ def problems(gov: pd.DataFrame) -> list[str]:
     if len(stale):
         ages = stale["freshness_hours"].astype(float)
         span = hours(ages.min()) if len(stale) == 1 else f"{hours(ages.min())} to {hours(ages.max())}"
-        names = ", ".join(f"**{n}**" for n in stale["name"])
+        names = ", ".join(f"**{plain(n)}**" for n in stale["name"])
         out.append(f"{names} {'has' if len(stale) == 1 else 'have'} no record newer than {span}")
     for r in gov.itertuples():
         if not _missing(r.quality) and r.quality < 0.99:
-            out.append(f"**{r.name}** rejected {1 - r.quality:.1%} of its last load")
+            out.append(f"**{plain(r.name)}** rejected {1 - r.quality:.1%} of its last load")
         if r.latency_ok is False:
             out.append(
-                f"**{r.name}** activation p95 {hours(r.latency_p95_hours)} is over its target {hours(r.latency_target_hours)}"
+                f"**{plain(r.name)}** activation p95 {hours(r.latency_p95_hours)} is over its target {hours(r.latency_target_hours)}"
             )
         if not _missing(r.stitched_share) and r.stitched_share < 0.8:
-            out.append(f"only {r.stitched_share:.0%} of **{r.name}** rows are linked to a known customer")
+            out.append(f"only {r.stitched_share:.0%} of **{plain(r.name)}** rows are linked to a known customer")
     return out
 
 

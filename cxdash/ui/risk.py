@@ -18,7 +18,7 @@ from cxdash.next_action import age_words, next_action
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
-from cxdash.ui.formatting import money, plain
+from cxdash.ui.formatting import money, plain, plot_text
 
 # session-state keys, prefixed by page
 AT_RISK_DEPARTMENTS = "at_risk_departments"
@@ -258,7 +258,7 @@ def importance_figure(metrics: dict, top: int = 12) -> go.Figure:
     fig = go.Figure(go.Bar(x=imp["importance"], y=imp["label"], orientation="h",
                            marker_color=[colours[d] for d in imp["department"]],
                            error_x=dict(type="data", array=imp["std"], visible=True),
-                           customdata=imp["department"],
+                           customdata=imp["department"].map(plot_text),
                            hovertemplate="%{y}<br>owner: %{customdata}<br>AUC drop %{x:.3f}<extra></extra>"))
     fig.update_layout(height=90 + 28 * len(imp), margin=dict(l=10, r=10, t=10, b=10),
                       xaxis_title="AUC drop when shuffled")
@@ -349,7 +349,8 @@ def at_risk_sentence(frame: pd.DataFrame, st_: dict, basis: str | None = "revenu
     acted = st_.get("share_acted")
     acted_txt = f"; **{acted:.0%}** of the top-risk decile has been contacted or actioned" if acted is not None else ""
     top = frame["top_reason"].replace("", pd.NA).dropna().value_counts()
-    why = f" The most common first reason: **{top.index[0].lower()}** ({top.iloc[0]:,} customers)." if len(top) else ""
+    why = (f" The most common first reason: **{plain(top.index[0].lower())}** ({top.iloc[0]:,} customers)."
+           if len(top) else "")
     if basis is None:
         return (f"**{len(frame):,} customers** on this list. Their value is unknown (no transactions and no "
                 f"subscription MRR loaded), so no revenue at risk is shown and the list is ranked by risk "
@@ -508,7 +509,7 @@ def told_us_sentence(contacts: pd.DataFrame) -> str:
     if contacts.empty:
         return "They have not contacted us."
     topics = contacts["topic"].fillna("other").value_counts()
-    parts = ", ".join(f"{t} ({n}×)" for t, n in topics.items())
+    parts = ", ".join(f"{plain(t)} ({n}×)" for t, n in topics.items())
     last = pd.Timestamp(contacts["opened_at"].iloc[0]).strftime("%d %b %Y")
     return f"Their last {len(contacts)} contacts were about {parts}; the latest on {last}. Don't ask again."
 
