@@ -16,7 +16,7 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from xml.etree import ElementTree
@@ -485,6 +485,7 @@ class WorkbookLimits:
 _MB = 1 << 20
 _RATIO_MIN_BYTES = 1 << 20  # small members (styles, themes) compress far better than data; never a threat
 _TIME_CHECK_ROWS = 256
+_TICK_ROWS = 20_000  # how often as_csv tells its caller how far it got
 
 
 def _check_zip(path: Path, limits: WorkbookLimits) -> None:
@@ -627,7 +628,8 @@ def _formulas_without_values(book, sheet) -> tuple[list[str], int]:
     return names, count
 
 
-def as_csv(path: str | Path, out_dir: str | Path | None = None, limits: WorkbookLimits | None = None) -> Path:
+def as_csv(path: str | Path, out_dir: str | Path | None = None, limits: WorkbookLimits | None = None,
+           tick: Callable[[int], None] | None = None) -> Path:
     """The file itself, or for an Excel workbook its first sheet written as CSV into ``out_dir``
     (default: a new private temporary folder, never beside the input; the caller removes it).
 
@@ -637,6 +639,8 @@ def as_csv(path: str | Path, out_dir: str | Path | None = None, limits: Workbook
     ratios and the sheet's declared size are checked before reading, rows, cells and time while
     streaming. Formula cells without a saved value are refused (they would load as empty).
     Raises ``ExtractError`` with the limit, the value found and how to raise it.
+    ``tick(rows so far)`` is called now and then while streaming: a caller can show progress, and
+    stop the work by raising (the upload page's run is stopped when its session ends).
     """
     path = Path(path)
     if path.suffix.lower() not in (".xlsx", ".xlsm"):
@@ -674,6 +678,8 @@ def as_csv(path: str | Path, out_dir: str | Path | None = None, limits: Workbook
                 if cells > limits.cells:
                     raise limits.refuse(path.name, "cells", f"the sheet has more than {limits.cells:,} cells",
                                         f"{limits.cells:,} cells")
+                if rows % _TICK_ROWS == 0 and tick is not None:
+                    tick(rows)
                 if rows % _TIME_CHECK_ROWS == 0 and time.monotonic() - started > limits.seconds:
                     raise limits.refuse(path.name, "seconds", f"reading the sheet took more than "
                                         f"{limits.seconds:,g} s (stopped at row {rows:,})", f"{limits.seconds:,g} s")

@@ -250,3 +250,31 @@ def test_more_formula_cells_than_named_are_counted(tmp_path):
         as_csv(tmp_path / "many.xlsx")
     expected_names = ", ".join(f"B{i}" for i in range(2, 14))  # the first twelve
     assert f"30 formula cells have no saved value ({expected_names} …)" in str(info.value)
+
+
+def test_a_caller_that_stops_listening_stops_the_reading_and_nothing_is_left(tmp_path):
+    """The upload page's tick redraws a line; when its session has ended Streamlit raises there.
+    Here the tick raises after the first report: the conversion stops and its temp folder goes."""
+    import tempfile
+    from pathlib import Path
+
+    rows = [("cust", "when", "what")] + [(f"C{i}", "2024-01-01 10:00", "login") for i in range(50_000)]
+    book = small_book(tmp_path / "big.xlsx", rows=rows)
+    seen = []
+
+    class SessionEnded(Exception):
+        pass
+
+    def tick(n):
+        seen.append(n)
+        raise SessionEnded
+
+    before = set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*"))
+    with pytest.raises(SessionEnded):
+        as_csv(book, tick=tick)
+    assert seen == [20_000]  # stopped at the first report, not after the 50,000 rows
+    assert set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*")) == before
+    # Listened to until the end, the same workbook reads through and reports as it goes.
+    seen.clear()
+    out = as_csv(book, out_dir=tmp_path, tick=seen.append)
+    assert seen == [20_000, 40_000] and sum(1 for _ in out.open()) == 50_001

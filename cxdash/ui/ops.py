@@ -98,7 +98,11 @@ def stage_upload(uploaded) -> StagedFile:
             while block := uploaded.read(4 << 20):
                 digest.update(block)
                 out.write(block)
-        path = as_csv(path, out_dir=folder)  # inside the staged folder, removed with it
+        # inside the staged folder, removed with it; each tick redraws a line, which is where
+        # Streamlit stops a run whose session has ended (nobody waits for the workbook any more)
+        note = st.empty()
+        path = as_csv(path, out_dir=folder, tick=lambda n: note.caption(f"Reading the workbook: {n:,} rows so far"))
+        note.empty()
         fmt = sniff_format(path)
         header = read_header(path, fmt)
         # The same first block the load judges the mapping on (iter_chunks reads whole blocks).
@@ -220,10 +224,13 @@ def kind_fields(kind: str):
 def check(staged: StagedFile, source: str, mapping: Mapping, *, mode: str = "append") -> IngestResult:
     """Validate without storing anything (a dry run of the one ingest path): failures,
     duplicates on the declared key, refusal, and the load's impact."""
-    return ingest_file(
+    note = st.empty()  # each redraw is also where Streamlit stops the check of a session that ended
+    result = ingest_file(
         data.store(), staged.path, source=source, mapping=mapping, mode=mode, dry_run=True,
-        display_name=staged.display_name,
+        display_name=staged.display_name, progress=lambda rows, _total: note.caption(f"Checking: {rows:,} rows read"),
     )
+    note.empty()
+    return result
 
 
 def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept_invalid: bool, progress,
