@@ -71,6 +71,8 @@ with erase_tab:
                     st.error(plain(exc))
                 else:
                     st.success(result.summary())
+                    if result.scrubbed:
+                        st.info(admin.COMPACT_ADVICE, icon=":material/cleaning_services:")
 
 with audit_tab:
     action = st.selectbox("Action", ["(all)", *admin.audit_actions()], key=admin.AUDIT_ACTION)

@@ -25,6 +25,14 @@ ADD_SSO = "admin_add_sso"
 EDIT_USER = "admin_edit_user"
 EDIT_ACTION = "admin_edit_action"
 EDIT_ROLE = "admin_edit_role"
+# After an erasure from this page: the file's freed space is overwritten, but only an offline
+# rewrite removes old column statistics (cxdash.store.compact_duckdb_file) without risking the
+# connections this app process holds.
+COMPACT_ADVICE = (
+    "The database file's freed space was overwritten. Its old column statistics can still hold the smallest "
+    "or largest id of a block: to remove those too, stop the app and run `python -m cxdash compact` "
+    "(the command line's `erase` does this by itself)."
+)
 ERASE_ID = "admin_erase_id"
 ERASE_CONFIRM = "admin_erase_confirm"
 AUDIT_ACTION = "admin_audit_action"
