@@ -6,6 +6,7 @@ from cxdash.ui import churnview, data, disclosure
 from cxdash.ui import executive as ex
 from cxdash.ui import executive_charts as charts
 from cxdash.ui.figures import plotly_chart
+from cxdash.ui.formatting import plain
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -84,10 +85,10 @@ missing = ex.unanswered(report)
 if missing:
     st.caption(missing)
 if report.notes.get("clv_predicted_total") and report.coverage.get("clv_predicted_total"):
-    st.warning(f"Predicted CLV is not shown: {report.notes['clv_predicted_total']}", icon=":material/info:")
+    st.warning(f"Predicted CLV is not shown: {plain(report.notes['clv_predicted_total'])}", icon=":material/info:")
 elif report.clv is not None and report.clv.ok:
-    st.caption(f"Predicted CLV: {report.clv.message}")
-st.caption(f"Activation: {report.notes['activation_rate']}")
+    st.caption(f"Predicted CLV: {plain(report.clv.message)}")
+st.caption(f"Activation: {plain(report.notes['activation_rate'])}")
 disclosure.download("KPIs (CSV)", ex.kpi_csv(report), "shared_kpis.csv", key="executive_dl_kpis",
                     what="shared KPIs", rows=len(ex.CARDS))
 

@@ -12,6 +12,7 @@ from cxdash.auth import may_open
 from cxdash.config import redacted_url
 from cxdash.ui import auth as ui_auth
 from cxdash.ui import data
+from cxdash.ui.formatting import plain
 
 REPO_DIR = Path(__file__).resolve().parents[2]
 PAGES_DIR = REPO_DIR / "pages"
@@ -55,7 +56,7 @@ def run_app() -> None:
     try:
         session = ui_auth.current_session()
     except Exception as exc:  # noqa: BLE001 - shown to the user, who can retry
-        st.error(f"The data store cannot be opened right now: {exc}")
+        st.error(f"The data store cannot be opened right now: {plain(exc)}")
         st.stop()
     if session is None:
         # Only the sign-in form is routable: every page's address shows it (rather than a "page
@@ -103,7 +104,7 @@ def sidebar() -> None:
     try:
         data.version()
     except Exception as exc:  # noqa: BLE001 - shown to the user, who can retry
-        st.error(f"The data store cannot be opened right now: {exc}")
+        st.error(f"The data store cannot be opened right now: {plain(exc)}")
         st.stop()
     if data.busy():
         st.info(
@@ -119,4 +120,4 @@ def sidebar() -> None:
         try:
             st.caption(f"Store: `{redacted_url(data.store().url)}`")
         except Exception as exc:  # the page itself shows the full message
-            st.caption(f"Store unavailable: {exc}")
+            st.caption(f"Store unavailable: {plain(exc)}")
