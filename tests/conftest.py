@@ -191,3 +191,15 @@ def db(tmp_path, monkeypatch):
     monkeypatch.setenv("CXDASH_DB_URL", url)
     monkeypatch.setattr("cxdash.ui.ops.UPLOAD_DIR", tmp_path / "uploads")
     return url
+
+
+@pytest.fixture
+def loaded(store, tmp_path):
+    """A store that already holds a good load, so 'untouched' means something (hostile-file tests)."""
+    from cxdash.ingest import ingest_file
+    from tests.hostile_support import EVENTS, GOOD
+
+    p = tmp_path / "good.csv"
+    p.write_text(GOOD)
+    ingest_file(store, p, source="web", mapping=EVENTS)
+    return store

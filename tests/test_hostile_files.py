@@ -16,31 +16,8 @@ from cxdash.exporting import safe_csv
 from cxdash.ingest import IngestError, ingest_file
 from cxdash.mapping import Mapping, MappingError
 from cxdash.readers import ExtractError
-from cxdash.store import ANALYTICS, KIND_TABLES
-
-EVENTS = Mapping("events", {"customer_id": "cust", "timestamp": "when", "activity": "what"})
-GOOD = "cust,when,what\nC1,2024-01-01 10:00,login\nC2,2024-01-02 11:00,checkout\n"
-
-
-def snapshot(store) -> dict[str, int]:
-    with store.connect() as conn:
-        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for t in ANALYTICS.sorted_tables}
-
-
-@pytest.fixture
-def loaded(store, tmp_path):
-    """A store that already holds a good load, so 'untouched' means something."""
-    p = tmp_path / "good.csv"
-    p.write_text(GOOD)
-    ingest_file(store, p, source="web", mapping=EVENTS)
-    return store
-
-
-def write(tmp_path, name: str, content: bytes):
-    p = tmp_path / name
-    p.write_bytes(content)
-    return p
-
+from cxdash.store import KIND_TABLES
+from tests.hostile_support import EVENTS, GOOD, snapshot, write
 
 HOSTILE = [
     ("empty.csv", b"", ExtractError, "empty"),

@@ -18,36 +18,16 @@ from cxdash.erasure import erase_customer
 from cxdash.ingest import IngestError, ingest_file
 from cxdash.mapping import Mapping, MappingError
 from cxdash.readers import ExtractError
-from cxdash.store import ANALYTICS, KIND_TABLES
+from cxdash.store import KIND_TABLES
 from cxdash.validation import normalise_identity
+from tests.hostile_support import EVENTS, GOOD, snapshot, write
 
-EVENTS = Mapping("events", {"customer_id": "cust", "timestamp": "when", "activity": "what"})
-GOOD = "cust,when,what\nC1,2024-01-01 10:00,login\nC2,2024-01-02 11:00,checkout\n"
 CRM = Mapping("customers", {"customer_id": "id", "email": "email"})
 TICKETS = Mapping("tickets", {"ticket_id": "t", "email": "email", "opened_at": "opened"})
 
 
-def snapshot(store) -> dict[str, int]:
-    with store.connect() as conn:
-        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for t in ANALYTICS.sorted_tables}
-
-
 def no_traceback(message: str) -> None:
     assert "Traceback" not in message and 'File "' not in message and "Error:" not in message
-
-
-@pytest.fixture
-def loaded(store, tmp_path):
-    p = tmp_path / "good.csv"
-    p.write_text(GOOD)
-    ingest_file(store, p, source="web", mapping=EVENTS)
-    return store
-
-
-def write(tmp_path, name: str, content: bytes):
-    p = tmp_path / name
-    p.write_bytes(content)
-    return p
 
 
 def column(store, kind: str, name: str, source: str) -> list:

@@ -13,28 +13,10 @@ import zipfile
 
 import openpyxl
 import pytest
-import sqlalchemy as sa
 
 from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
 from cxdash.readers import ExtractError, WorkbookLimits, as_csv
-from cxdash.store import ANALYTICS
-
-EVENTS = Mapping("events", {"customer_id": "cust", "timestamp": "when", "activity": "what"})
-GOOD = "cust,when,what\nC1,2024-01-01 10:00,login\nC2,2024-01-02 11:00,checkout\n"
-
-
-def snapshot(store) -> dict[str, int]:
-    with store.connect() as conn:
-        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for t in ANALYTICS.sorted_tables}
-
-
-@pytest.fixture
-def loaded(store, tmp_path):
-    p = tmp_path / "good.csv"
-    p.write_text(GOOD)
-    ingest_file(store, p, source="web", mapping=EVENTS)
-    return store
+from tests.hostile_support import EVENTS, snapshot
 
 
 @pytest.fixture(autouse=True)
