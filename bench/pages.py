@@ -57,11 +57,14 @@ def _data_health() -> list[Computation]:
     from cxdash import health, summaries
 
     def governance(conn):
-        return health.governance(conn, stats=summaries.get(conn, "source_stats"),
-                                 latency=summaries.get(conn, "source_latency"))
+        return health.governance(
+            conn, stats=summaries.get(conn, "source_stats"), latency=summaries.get(conn, "source_latency")
+        )
 
-    return [("health.governance (stored scans)", _with_conn(governance)),
-            *(_summary(n) for n in ("null_rates", "stitch_coverage", "coverage"))]
+    return [
+        ("health.governance (stored scans)", _with_conn(governance)),
+        *(_summary(n) for n in ("null_rates", "stitch_coverage", "coverage")),
+    ]
 
 
 def _stored_views(prefix: str) -> Computation:
@@ -89,8 +92,9 @@ def _live(name: str, label: str) -> Computation:
     def run(conn):
         computed: dict = {}
         for other in views.DEPENDS_ON.get(name, ()):  # results that set this one's parameters (read, not timed apart)
-            computed[other] = summaries.get(conn, other, params=views.default_params(conn, other, computed,
-                                                                                     _churn(conn)))
+            computed[other] = summaries.get(
+                conn, other, params=views.default_params(conn, other, computed, _churn(conn))
+            )
         params = views.default_params(conn, name, computed, _churn(conn))
         return None if params is None else views.COMPUTATIONS[name](conn, **params)
 
@@ -117,8 +121,10 @@ def _executive() -> list[Computation]:
 
     return [
         # what the page reads first: the data date (in the stored headline) and the filter options
-        ("data date + filter options (stored)", _with_conn(
-            lambda c: (_headline(c).as_of, summaries.get(c, "filter_options")))),
+        (
+            "data date + filter options (stored)",
+            _with_conn(lambda c: (_headline(c).as_of, summaries.get(c, "filter_options"))),
+        ),
         _stored_views("executive."),
         _live("executive.report", "kpis.kpi_report (+ 2 CLV fits)"),
         _live("executive.trends", "kpis.kpi_table (12 months)"),
@@ -145,9 +151,13 @@ def _customer_card() -> list[Computation]:
         cx_id = str(top["cx_id"].iloc[0])
         with store.connect() as conn:
             now = data_as_of(conn)
-            out = (card.profile(conn, cx_id), card.customer_timeline(conn, cx_id, limit=200),
-                   card.recent_signals(conn, cx_id, now=now), card.open_tickets(conn, cx_id),
-                   card.recent_contacts(conn, cx_id))
+            out = (
+                card.profile(conn, cx_id),
+                card.customer_timeline(conn, cx_id, limit=200),
+                card.recent_signals(conn, cx_id, now=now),
+                card.open_tickets(conn, cx_id),
+                card.recent_contacts(conn, cx_id),
+            )
         return out, activation.customer_score(store, cx_id)
 
     return [

@@ -37,16 +37,26 @@ def run_step(*args: str, timeout: float = 3600) -> dict:
     """Run ``python -m bench.steps ARGS``; its JSON result plus the wall time (or the error)."""
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable, "-m", "bench.steps", *args], cwd=REPO, capture_output=True, text=True,
-                              check=False, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench.steps", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return {"step": " ".join(args[:2]), "failed": f"timed out after {timeout:.0f} s", "seconds": None}
     wall = time.perf_counter() - t0
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         print(f"  ! step {args[:2]} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-        return {"step": " ".join(args[:2]), "failed": proc.stderr.strip().splitlines()[-1:] or ["no output"],
-                "seconds": None, "wall_seconds": round(wall, 3)}
+        return {
+            "step": " ".join(args[:2]),
+            "failed": proc.stderr.strip().splitlines()[-1:] or ["no output"],
+            "seconds": None,
+            "wall_seconds": round(wall, 3),
+        }
     out = json.loads(lines[-1])
     out["wall_seconds"] = round(wall, 3)
     print(f"  {out['step']:<34} {out.get('seconds') or 0:9.2f} s  {out.get('peak_rss_mb') or 0:8.0f} MB", flush=True)
@@ -99,10 +109,17 @@ def _verdict(ok: bool | None) -> str:
 
 def checks(results: dict) -> list[dict]:
     """One row per target: what was measured, the limit, pass/fail."""
-    rows = [{"target": "ingest within 3x of DuckDB read_csv", "size": results.get("ingest_rows"),
-             "value": results.get("ingest_ratio_vs_duckdb_read_csv"), "limit": f"<= {INGEST_RATIO}x",
-             "ok": None if results.get("ingest_ratio_vs_duckdb_read_csv") is None
-             else results["ingest_ratio_vs_duckdb_read_csv"] <= INGEST_RATIO}]
+    rows = [
+        {
+            "target": "ingest within 3x of DuckDB read_csv",
+            "size": results.get("ingest_rows"),
+            "value": results.get("ingest_ratio_vs_duckdb_read_csv"),
+            "limit": f"<= {INGEST_RATIO}x",
+            "ok": None
+            if results.get("ingest_ratio_vs_duckdb_read_csv") is None
+            else results["ingest_ratio_vs_duckdb_read_csv"] <= INGEST_RATIO,
+        }
+    ]
     for size in results["sizes"]:
         n = size["customers"]
         at_scale = n >= 1_000_000  # the page targets are set for 1M customers; smaller sizes show the trend
@@ -110,32 +127,57 @@ def checks(results: dict) -> list[dict]:
             if s.get("step", "").startswith("apptest") and s.get("cold_seconds") is not None:
                 for phase, limit in (("cold", COLD_S), ("warm", WARM_S)):
                     v = s[f"{phase}_seconds"]
-                    rows.append({"target": f"{s['page']} page {phase} (AppTest)", "size": n, "value": round(v, 2),
-                                 "limit": f"< {limit} s", "ok": (v < limit) if at_scale else None,
-                                 "errors": s.get("errors")})
+                    rows.append(
+                        {
+                            "target": f"{s['page']} page {phase} (AppTest)",
+                            "size": n,
+                            "value": round(v, 2),
+                            "limit": f"< {limit} s",
+                            "ok": (v < limit) if at_scale else None,
+                            "errors": s.get("errors"),
+                        }
+                    )
         peak = max((s.get("peak_rss_mb") or 0) for s in size["steps"])
-        rows.append({"target": "peak RSS of any step", "size": n, "value": peak, "limit": f"< {RSS_MB} MB",
-                     "ok": peak < RSS_MB})
+        rows.append(
+            {"target": "peak RSS of any step", "size": n, "value": peak, "limit": f"< {RSS_MB} MB", "ok": peak < RSS_MB}
+        )
     dfg = results.get("dfg")
     if dfg:
         n = f"{dfg['events'] / 1e6:g}M ev"
         peak = max((s.get("peak_rss_mb") or 0) for s in dfg["steps"])
-        rows.append({"target": "peak RSS of the DFG steps", "size": n, "value": peak, "limit": f"< {RSS_MB} MB",
-                     "ok": peak < RSS_MB})
+        rows.append(
+            {
+                "target": "peak RSS of the DFG steps",
+                "size": n,
+                "value": peak,
+                "limit": f"< {RSS_MB} MB",
+                "ok": peak < RSS_MB,
+            }
+        )
         if "speedup_vs_pm4py" in dfg:
-            rows.append({"target": "DFG speed-up vs pm4py (page's graph)", "size": n,
-                         "value": dfg["speedup_vs_pm4py"], "limit": f">= {DFG_SPEEDUP}x",
-                         "ok": dfg["speedup_vs_pm4py"] >= DFG_SPEEDUP})
-            for key, label in (("counts_speedup_vs_pm4py", "DFG speed-up vs pm4py (counts only)"),
-                               ("cpu_speedup_vs_pm4py", "DFG CPU-time ratio (page's graph)"),
-                               ("counts_cpu_speedup_vs_pm4py", "DFG CPU-time ratio (counts only)")):
+            rows.append(
+                {
+                    "target": "DFG speed-up vs pm4py (page's graph)",
+                    "size": n,
+                    "value": dfg["speedup_vs_pm4py"],
+                    "limit": f">= {DFG_SPEEDUP}x",
+                    "ok": dfg["speedup_vs_pm4py"] >= DFG_SPEEDUP,
+                }
+            )
+            for key, label in (
+                ("counts_speedup_vs_pm4py", "DFG speed-up vs pm4py (counts only)"),
+                ("cpu_speedup_vs_pm4py", "DFG CPU-time ratio (page's graph)"),
+                ("counts_cpu_speedup_vs_pm4py", "DFG CPU-time ratio (counts only)"),
+            ):
                 rows.append({"target": label, "size": n, "value": dfg[key], "limit": "(shown)", "ok": None})
     return rows
 
 
 def print_tables(results: dict) -> None:
     print(f"\n{'step':<36}{'customers':>10}{'seconds':>10}{'warm s':>9}{'rows/s':>13}{'peak RSS MB':>13}")
-    every = [(None, s) for s in results["steps"]] + [(sz["customers"], s) for sz in results["sizes"] for s in sz["steps"]]
+    every = [(None, s) for s in results["steps"]] + [
+        (sz["customers"], s) for sz in results["sizes"] for s in sz["steps"]
+    ]
     every += [(None, s) for s in results.get("dfg", {}).get("steps", [])]
     for n, s in every:
         if s.get("failed"):
@@ -146,25 +188,40 @@ def print_tables(results: dict) -> None:
         print(f"{s['step']:<36}{n or '':>10}{s['seconds']:>10.2f}{warm:>9}{rate:>13}{s.get('peak_rss_mb') or '':>13}")
     print(f"\n{'target':<44}{'customers':>10}{'value':>10}  {'limit':<14}result")
     for c in results["checks"]:
-        print(f"{c['target']:<44}{c['size'] or '':>10}{c['value'] if c['value'] is not None else '':>10}  "
-              f"{c['limit']:<14}{_verdict(c['ok'])}{'  (errors: ' + str(c['errors'])[:80] + ')' if c.get('errors') else ''}")
+        print(
+            f"{c['target']:<44}{c['size'] or '':>10}{c['value'] if c['value'] is not None else '':>10}  "
+            f"{c['limit']:<14}{_verdict(c['ok'])}{'  (errors: ' + str(c['errors'])[:80] + ')' if c.get('errors') else ''}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", default="10000,100000", help="customer counts for the demo companies")
     p.add_argument("--ingest-rows", type=int, default=1_000_000, help="rows in the ingest-throughput extract")
-    p.add_argument("--store-1m", help="an existing 1M-customer DuckDB store to copy instead of generating one "
-                                      "(the file itself is never opened)")
-    p.add_argument("--dfg-events", type=int, default=10_000_000,
-                   help="events in the DFG-vs-pm4py log, run once (default: 10M, issue 5's size; 0 skips it)")
+    p.add_argument(
+        "--store-1m",
+        help="an existing 1M-customer DuckDB store to copy instead of generating one (the file itself is never opened)",
+    )
+    p.add_argument(
+        "--dfg-events",
+        type=int,
+        default=10_000_000,
+        help="events in the DFG-vs-pm4py log, run once (default: 10M, issue 5's size; 0 skips it)",
+    )
     p.add_argument("--skip-ingest", action="store_true", help="skip the ingest-vs-read_csv comparison")
     p.add_argument("--out", default=str(HERE / "results.json"))
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    results: dict = {"machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                                 "load_average_at_start": os.getloadavg()},
-                     "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "steps": [], "sizes": []}
+    results: dict = {
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": os.getloadavg(),
+        },
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "steps": [],
+        "sizes": [],
+    }
     with tempfile.TemporaryDirectory(prefix="cxdash-bench-") as tmp:
         tmp = Path(tmp)
         if not args.skip_ingest:

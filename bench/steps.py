@@ -28,8 +28,13 @@ def make_extract(path: str, rows: str) -> dict:
     )
     t0 = time.perf_counter()
     pacsv.write_csv(table, path)
-    return {"step": "make extract", "size": n, "rows": n, "seconds": time.perf_counter() - t0,
-            "bytes": Path(path).stat().st_size}
+    return {
+        "step": "make extract",
+        "size": n,
+        "rows": n,
+        "seconds": time.perf_counter() - t0,
+        "bytes": Path(path).stat().st_size,
+    }
 
 
 def ingest(path: str, url: str) -> dict:
@@ -38,12 +43,24 @@ def ingest(path: str, url: str) -> dict:
     from cxdash.store import open_store
 
     store = open_store(url)
-    mapping = Mapping("events", {"customer_id": "user_id", "timestamp": "event_time", "activity": "event_name",
-                                 "case_id": "session", "channel": "device"})
+    mapping = Mapping(
+        "events",
+        {
+            "customer_id": "user_id",
+            "timestamp": "event_time",
+            "activity": "event_name",
+            "case_id": "session",
+            "channel": "device",
+        },
+    )
     t0 = time.perf_counter()
     result = ingest_file(store, path, source="bench", mapping=mapping, chunk_rows=500_000)
-    return {"step": "cxdash ingest", "size": result.rows_read, "rows": result.rows_loaded,
-            "seconds": time.perf_counter() - t0}
+    return {
+        "step": "cxdash ingest",
+        "size": result.rows_read,
+        "rows": result.rows_loaded,
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 def duckdb_read_csv(path: str, db: str) -> dict:
@@ -64,10 +81,16 @@ def demo(n: str, url: str, out: str) -> dict:
     store = open_store(url)
     t0 = time.perf_counter()
     summary = build_demo(store, n_customers=int(n), seed=7, out_dir=Path(out))
-    return {"step": "demo generate + load", "size": int(n), "rows": summary["rows"],
-            "seconds": time.perf_counter() - t0, "generate_seconds": summary["generate_seconds"],
-            "load_seconds": summary["load_seconds"], "summary_seconds": summary["summary_seconds"],
-            "summaries": summary["summaries"]}
+    return {
+        "step": "demo generate + load",
+        "size": int(n),
+        "rows": summary["rows"],
+        "seconds": time.perf_counter() - t0,
+        "generate_seconds": summary["generate_seconds"],
+        "load_seconds": summary["load_seconds"],
+        "summary_seconds": summary["summary_seconds"],
+        "summaries": summary["summaries"],
+    }
 
 
 def train(url: str) -> dict:
@@ -131,8 +154,14 @@ def apptest(url: str, page: str) -> dict:
     at.run()
     warm = time.perf_counter() - t0
     errors = [str(e.value)[:300] for e in at.exception]  # st.error callouts are content, not failures
-    return {"step": f"apptest {page}", "page": page, "seconds": cold, "cold_seconds": round(cold, 3),
-            "warm_seconds": round(warm, 3), "errors": errors or None}
+    return {
+        "step": f"apptest {page}",
+        "page": page,
+        "seconds": cold,
+        "cold_seconds": round(cold, 3),
+        "warm_seconds": round(warm, 3),
+        "errors": errors or None,
+    }
 
 
 PM4PY_KEYS = {"case_key": "case:concept:name", "activity_key": "concept:name", "timestamp_key": "time:timestamp"}
@@ -147,11 +176,13 @@ def _event_log(n: int):
     cases = rng.integers(0, max(n // 40, 1), n)
     acts = np.array([f"activity_{i:02d}" for i in range(25)])
     ts = np.datetime64("2025-01-01T00:00:00") + rng.integers(0, 365 * 86400, n).astype("timedelta64[s]")
-    return pd.DataFrame({
-        "case:concept:name": pd.array(np.char.add("C", cases.astype(str)), dtype="string"),
-        "concept:name": pd.array(acts[rng.zipf(1.6, n) % len(acts)], dtype="string"),
-        "time:timestamp": pd.to_datetime(ts),
-    })
+    return pd.DataFrame(
+        {
+            "case:concept:name": pd.array(np.char.add("C", cases.astype(str)), dtype="string"),
+            "concept:name": pd.array(acts[rng.zipf(1.6, n) % len(acts)], dtype="string"),
+            "time:timestamp": pd.to_datetime(ts),
+        }
+    )
 
 
 def _timed(fn):
@@ -181,9 +212,18 @@ def dfg_ours(n: str, db: str) -> dict:
         # the first query also reads the table into DuckDB's buffers; a rerun shows the query alone
         _, warm, _ = _timed(lambda: jr.discover_dfg(conn, table, **PM4PY_KEYS))
     assert counts["count"].tolist() == dfg["count"].tolist()
-    return {"step": "DFG cxdash (SQL)", "size": int(n), "rows": int(n), "seconds": took, "cpu_seconds": cpu,
-            "warm_seconds": warm, "counts_seconds": counts_took, "counts_cpu_seconds": counts_cpu,
-            "edges": len(dfg), "transitions": int(dfg["count"].sum())}
+    return {
+        "step": "DFG cxdash (SQL)",
+        "size": int(n),
+        "rows": int(n),
+        "seconds": took,
+        "cpu_seconds": cpu,
+        "warm_seconds": warm,
+        "counts_seconds": counts_took,
+        "counts_cpu_seconds": counts_cpu,
+        "edges": len(dfg),
+        "transitions": int(dfg["count"].sum()),
+    }
 
 
 def dfg_pm4py(n: str) -> dict:
@@ -196,16 +236,36 @@ def dfg_pm4py(n: str) -> dict:
     frame = _event_log(int(n)).sort_values(["case:concept:name", "time:timestamp"], kind="stable")
     frame["case:concept:name"] = frame["case:concept:name"].astype(str)
     frame["concept:name"] = frame["concept:name"].astype(str)
-    (dfg, _, _), took, cpu = _timed(lambda: pm4py.discover_dfg(
-        frame, case_id_key=PM4PY_KEYS["case_key"], activity_key=PM4PY_KEYS["activity_key"],
-        timestamp_key=PM4PY_KEYS["timestamp_key"]))
-    return {"step": "DFG pm4py", "size": int(n), "rows": int(n), "seconds": took, "cpu_seconds": cpu,
-            "edges": len(dfg), "transitions": int(sum(dfg.values()))}
+    (dfg, _, _), took, cpu = _timed(
+        lambda: pm4py.discover_dfg(
+            frame,
+            case_id_key=PM4PY_KEYS["case_key"],
+            activity_key=PM4PY_KEYS["activity_key"],
+            timestamp_key=PM4PY_KEYS["timestamp_key"],
+        )
+    )
+    return {
+        "step": "DFG pm4py",
+        "size": int(n),
+        "rows": int(n),
+        "seconds": took,
+        "cpu_seconds": cpu,
+        "edges": len(dfg),
+        "transitions": int(sum(dfg.values())),
+    }
 
 
-STEPS = {"make-extract": make_extract, "ingest": ingest, "duckdb-read-csv": duckdb_read_csv, "demo": demo,
-         "train": train, "page-compute": page_compute, "apptest": apptest, "dfg-ours": dfg_ours,
-         "dfg-pm4py": dfg_pm4py}
+STEPS = {
+    "make-extract": make_extract,
+    "ingest": ingest,
+    "duckdb-read-csv": duckdb_read_csv,
+    "demo": demo,
+    "train": train,
+    "page-compute": page_compute,
+    "apptest": apptest,
+    "dfg-ours": dfg_ours,
+    "dfg-pm4py": dfg_pm4py,
+}
 
 if __name__ == "__main__":
     import resource

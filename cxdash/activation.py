@@ -85,12 +85,14 @@ def list_version(store: Store) -> tuple[str, int, int, int]:
     anyone marks a customer, from any session or the CLI, so a cache keyed on it is never stale."""
     s, a = scores_table, activation_table
     with store.app_begin() as conn:
-        scored_at, scored, logged, newest = conn.execute(sa.select(
-            sa.select(sa.func.max(s.c.scored_at)).scalar_subquery(),
-            sa.select(sa.func.count()).select_from(s).scalar_subquery(),
-            sa.select(sa.func.count()).select_from(a).scalar_subquery(),
-            sa.select(sa.func.coalesce(sa.func.max(a.c.id), 0)).scalar_subquery(),
-        )).one()
+        scored_at, scored, logged, newest = conn.execute(
+            sa.select(
+                sa.select(sa.func.max(s.c.scored_at)).scalar_subquery(),
+                sa.select(sa.func.count()).select_from(s).scalar_subquery(),
+                sa.select(sa.func.count()).select_from(a).scalar_subquery(),
+                sa.select(sa.func.coalesce(sa.func.max(a.c.id), 0)).scalar_subquery(),
+            )
+        ).one()
     return str(scored_at), int(scored or 0), int(logged or 0), int(newest or 0)
 
 
@@ -133,8 +135,21 @@ def at_risk(
     la = _latest_activation()
     with store.app_begin() as conn:
         q = (
-            sa.select(s.c.position, s.c.cx_id, s.c.customer_id, s.c.risk, s.c.value, s.c.priority, s.c.top_reason,
-                      s.c.department, s.c.action, s.c.reasons_json, la.c.status, la.c.actor, la.c.updated_at)
+            sa.select(
+                s.c.position,
+                s.c.cx_id,
+                s.c.customer_id,
+                s.c.risk,
+                s.c.value,
+                s.c.priority,
+                s.c.top_reason,
+                s.c.department,
+                s.c.action,
+                s.c.reasons_json,
+                la.c.status,
+                la.c.actor,
+                la.c.updated_at,
+            )
             .select_from(s.outerjoin(la, la.c.cx_id == s.c.cx_id))
             .where(s.c.risk >= min_risk)
             .order_by(s.c.position)
@@ -151,8 +166,24 @@ def at_risk(
         elif status:
             q = q.where(la.c.status == status)
         rows = conn.execute(q).fetchall()
-    frame = pd.DataFrame(rows, columns=["position", "cx_id", "customer_id", "risk", "value", "priority", "top_reason",
-                                        "department", "action", "reasons_json", "status", "actor", "updated_at"])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "position",
+            "cx_id",
+            "customer_id",
+            "risk",
+            "value",
+            "priority",
+            "top_reason",
+            "department",
+            "action",
+            "reasons_json",
+            "status",
+            "actor",
+            "updated_at",
+        ],
+    )
     frame["reasons"] = frame.pop("reasons_json").map(lambda t: json.loads(t) if t else [])
     frame["status"] = frame["status"].fillna("open")
     # value is NULL when no basis is known (cxdash.features.value_basis): NaN, not None, so it stays numeric
@@ -166,11 +197,15 @@ def customer_score(store: Store, cx_id: str) -> dict | None:
     s = scores_table
     la = _latest_activation()
     with store.app_begin() as conn:
-        row = conn.execute(
-            sa.select(s, la.c.status, la.c.actor, la.c.updated_at)
-            .select_from(s.outerjoin(la, la.c.cx_id == s.c.cx_id))
-            .where(s.c.cx_id == cx_id)
-        ).mappings().first()
+        row = (
+            conn.execute(
+                sa.select(s, la.c.status, la.c.actor, la.c.updated_at)
+                .select_from(s.outerjoin(la, la.c.cx_id == s.c.cx_id))
+                .where(s.c.cx_id == cx_id)
+            )
+            .mappings()
+            .first()
+        )
     if row is None:
         return None
     out = dict(row)
@@ -196,15 +231,21 @@ def mark(store: Store, cx_ids: list[str], status: str, *, actor: str) -> int:
         for i, cx in enumerate(cx_ids):
             r = scored.get(cx)
             reasons = json.loads(r.reasons_json or "[]") if r is not None else []
-            rows.append({
-                "id": next_id + i, "cx_id": cx, "customer_id": r.customer_id if r is not None else cx,
-                "model_version": r.model_version if r is not None else None,
-                "risk": r.risk if r is not None else None,
-                "reasons": "; ".join(x["label"] for x in reasons),
-                "department": r.department if r is not None else None,
-                "action": r.action if r is not None else None,
-                "status": status, "actor": actor.strip(), "updated_at": now,
-            })
+            rows.append(
+                {
+                    "id": next_id + i,
+                    "cx_id": cx,
+                    "customer_id": r.customer_id if r is not None else cx,
+                    "model_version": r.model_version if r is not None else None,
+                    "risk": r.risk if r is not None else None,
+                    "reasons": "; ".join(x["label"] for x in reasons),
+                    "department": r.department if r is not None else None,
+                    "action": r.action if r is not None else None,
+                    "status": status,
+                    "actor": actor.strip(),
+                    "updated_at": now,
+                }
+            )
         conn.execute(a.insert(), rows)
     return len(rows)
 
@@ -220,7 +261,13 @@ def activation_stats(store: Store) -> dict:
     with store.app_begin() as conn:
         threshold = _risk_threshold(conn)
         if threshold is None:
-            return {"at_risk": 0, "contacted": 0, "actioned": 0, "share_acted": None, "median_hours_to_first_action": None}
+            return {
+                "at_risk": 0,
+                "contacted": 0,
+                "actioned": 0,
+                "share_acted": None,
+                "median_hours_to_first_action": None,
+            }
         counts = conn.execute(
             sa.select(
                 sa.func.count().label("at_risk"),
@@ -257,8 +304,9 @@ def export_csv(frame: pd.DataFrame) -> bytes:
             "risk": frame["risk"].round(4),
             "value": frame["value"].round(2),
             "priority": frame["priority"].round(2),
-            "reasons": frame["reasons"].map(lambda rs: "; ".join(f"{r['label']} ({r['detail']})" if r.get("detail")
-                                                                 else r["label"] for r in rs)),
+            "reasons": frame["reasons"].map(
+                lambda rs: "; ".join(f"{r['label']} ({r['detail']})" if r.get("detail") else r["label"] for r in rs)
+            ),
             "owning_department": frame["department"],
             "next_best_action": frame["action"],
             "status": frame["status"],

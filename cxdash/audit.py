@@ -22,9 +22,20 @@ log = logging.getLogger(__name__)
 
 # The actions the app writes; others may be added (the column is free text).
 ACTIONS = (
-    "sign_in", "sign_in_failed", "sign_out", "account_locked", "access_denied",
-    "user_added", "role_changed", "user_disabled", "user_enabled", "password_reset", "user_unlocked",
-    "upload", "export", "erasure",
+    "sign_in",
+    "sign_in_failed",
+    "sign_out",
+    "account_locked",
+    "access_denied",
+    "user_added",
+    "role_changed",
+    "user_disabled",
+    "user_enabled",
+    "password_reset",
+    "user_unlocked",
+    "upload",
+    "export",
+    "erasure",
 )
 
 
@@ -36,14 +47,17 @@ def _text(detail: dict | None) -> str:
     return json.dumps(detail or {}, default=str, sort_keys=True)
 
 
-def record_in(conn: sa.Connection, actor: str, action: str, detail: dict | None = None, *,
-              at: datetime | None = None) -> int:
+def record_in(
+    conn: sa.Connection, actor: str, action: str, detail: dict | None = None, *, at: datetime | None = None
+) -> int:
     """Append one entry on ``conn`` (the caller's transaction on the app-state database) and return
     its id (max + 1: a concurrent writer's clash raises ``IntegrityError``; ``record`` retries)."""
     next_id = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(audit_table.c.id), 0))).scalar()) + 1
-    conn.execute(audit_table.insert().values(
-        id=next_id, occurred_at=at or _now(), actor=actor or "unknown", action=action, detail=_text(detail)
-    ))
+    conn.execute(
+        audit_table.insert().values(
+            id=next_id, occurred_at=at or _now(), actor=actor or "unknown", action=action, detail=_text(detail)
+        )
+    )
     return next_id
 
 

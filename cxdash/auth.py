@@ -193,8 +193,9 @@ def _require_user(store: Store, username: str) -> dict:
     return user
 
 
-def add_user(store: Store, username: str, role: str, password: str | None = None, *, actor: str = "system",
-             sso: bool = False) -> str | None:
+def add_user(
+    store: Store, username: str, role: str, password: str | None = None, *, actor: str = "system", sso: bool = False
+) -> str | None:
     """Create a user. Returns the password when one was generated (show it once), else None.
     ``sso`` creates an account that signs in only through single sign-on (no password)."""
     name, role = _norm_name(username), check_role(role)
@@ -210,10 +211,19 @@ def add_user(store: Store, username: str, role: str, password: str | None = None
     with store.app_begin() as conn:
         if conn.execute(sa.select(users_table.c.username).where(users_table.c.username == name)).first():
             raise UserError(f"user {name!r} already exists; use `users set-role` or `users reset-password`")
-        conn.execute(users_table.insert().values(
-            username=name, role=role, password_hash=stored, disabled=False, failed_attempts=0,
-            locked_until=None, created_at=now, updated_at=now, last_sign_in_at=None,
-        ))
+        conn.execute(
+            users_table.insert().values(
+                username=name,
+                role=role,
+                password_hash=stored,
+                disabled=False,
+                failed_attempts=0,
+                locked_until=None,
+                created_at=now,
+                updated_at=now,
+                last_sign_in_at=None,
+            )
+        )
     audit.record(store, actor, "user_added", {"user": name, "role": role, "sso": sso})
     return generated
 
@@ -221,8 +231,9 @@ def add_user(store: Store, username: str, role: str, password: str | None = None
 def _update(store: Store, username: str, **values) -> dict:
     user = _require_user(store, username)
     with store.app_begin() as conn:
-        conn.execute(users_table.update().where(users_table.c.username == user["username"])
-                     .values(updated_at=_now(), **values))
+        conn.execute(
+            users_table.update().where(users_table.c.username == user["username"]).values(updated_at=_now(), **values)
+        )
     return user
 
 
@@ -257,8 +268,15 @@ def list_users(store: Store) -> pd.DataFrame:
     """Out: ``username, role, disabled, locked_until, failed_attempts, last_sign_in_at, created_at``
     (never the hashes)."""
     t = users_table
-    cols = [t.c.username, t.c.role, t.c.disabled, t.c.locked_until, t.c.failed_attempts, t.c.last_sign_in_at,
-            t.c.created_at]
+    cols = [
+        t.c.username,
+        t.c.role,
+        t.c.disabled,
+        t.c.locked_until,
+        t.c.failed_attempts,
+        t.c.last_sign_in_at,
+        t.c.created_at,
+    ]
     with store.app_begin() as conn:
         rows = conn.execute(sa.select(*cols).order_by(t.c.username)).fetchall()
     return pd.DataFrame([tuple(r) for r in rows], columns=[c.name for c in cols])
@@ -266,8 +284,10 @@ def list_users(store: Store) -> pd.DataFrame:
 
 def has_admin(store: Store) -> bool:
     with store.app_begin() as conn:
-        q = sa.select(sa.func.count()).select_from(users_table).where(
-            users_table.c.role == "admin", users_table.c.disabled.is_(False)
+        q = (
+            sa.select(sa.func.count())
+            .select_from(users_table)
+            .where(users_table.c.role == "admin", users_table.c.disabled.is_(False))
         )
         return bool(conn.execute(q).scalar())
 
@@ -276,8 +296,10 @@ def has_admin(store: Store) -> bool:
 # One answer for every refusal that does not need the right password: an unknown user name, a wrong
 # password, a locked account and an account without a password (single sign-on) all read the same,
 # so the form cannot be used to find out which user names exist. The audit log keeps the real reason.
-WRONG = (f"Wrong user name or password, or the account is locked after {MAX_FAILED_ATTEMPTS} failed sign-ins "
-         f"(it opens again after {LOCK_MINUTES} minutes; an admin can unlock it sooner).")
+WRONG = (
+    f"Wrong user name or password, or the account is locked after {MAX_FAILED_ATTEMPTS} failed sign-ins "
+    f"(it opens again after {LOCK_MINUTES} minutes; an admin can unlock it sooner)."
+)
 
 
 def authenticate(store: Store, username: str, password: str, *, now: datetime | None = None) -> Session:
@@ -310,9 +332,11 @@ def authenticate(store: Store, username: str, password: str, *, now: datetime | 
         failed = int(user["failed_attempts"] or 0) + 1
         locked_until = now + timedelta(minutes=LOCK_MINUTES) if failed >= MAX_FAILED_ATTEMPTS else None
         with store.app_begin() as conn:
-            conn.execute(users_table.update().where(users_table.c.username == name).values(
-                failed_attempts=0 if locked_until else failed, locked_until=locked_until
-            ))
+            conn.execute(
+                users_table.update()
+                .where(users_table.c.username == name)
+                .values(failed_attempts=0 if locked_until else failed, locked_until=locked_until)
+            )
         audit.record(store, name, "sign_in_failed", {"reason": "wrong password", "attempt": failed})
         if locked_until:
             audit.record(store, name, "account_locked", {"minutes": LOCK_MINUTES})
@@ -335,13 +359,18 @@ def sso_session(store: Store, email: str, *, now: datetime | None = None) -> Ses
     now = now or _now()
     user = get_user(store, email or "")
     if user is None or user["disabled"]:
-        audit.record(store, "(unknown user)" if user is None else user["username"], "sign_in_failed",
-                     {"reason": "no enabled account for this single sign-on identity", "method": "oidc"})
-        raise AuthError("You are signed in with single sign-on, but no cxdash role is assigned to you yet. "
-                        "Ask an admin to add you (user name = your email).")
+        audit.record(
+            store,
+            "(unknown user)" if user is None else user["username"],
+            "sign_in_failed",
+            {"reason": "no enabled account for this single sign-on identity", "method": "oidc"},
+        )
+        raise AuthError(
+            "You are signed in with single sign-on, but no cxdash role is assigned to you yet. "
+            "Ask an admin to add you (user name = your email)."
+        )
     with store.app_begin() as conn:
-        conn.execute(users_table.update().where(users_table.c.username == user["username"])
-                     .values(last_sign_in_at=now))
+        conn.execute(users_table.update().where(users_table.c.username == user["username"]).values(last_sign_in_at=now))
     audit.record(store, user["username"], "sign_in", {"method": "oidc"})
     return Session(user["username"], user["role"], now, now, method="oidc")
 

@@ -79,22 +79,47 @@ def find_customers(conn: Connection, query: str, *, limit: int = 20) -> pd.DataF
     ).fetchall()
     crm = {r.cx_id: (r.customer_id, r.name) for r in names}
     return pd.DataFrame(
-        [{"cx_id": cx, "customer_id": crm.get(cx, (cx, None))[0], "name": crm.get(cx, (None, None))[1], "matched": m}
-         for cx, m in found.items()]
+        [
+            {"cx_id": cx, "customer_id": crm.get(cx, (cx, None))[0], "name": crm.get(cx, (None, None))[1], "matched": m}
+            for cx, m in found.items()
+        ]
     )
 
 
 def profile(conn: Connection, cx_id: str, *, mask: bool = True) -> dict:
     """The CRM record (masked email/phone unless ``mask=False``), consent and other attributes."""
     im, c = customer_keys_table, KIND_TABLES["customers"]
-    row = conn.execute(
-        sa.select(c).select_from(c.join(im, im.c.cx_key == c.c.cx_key)).where(im.c.cx_id == cx_id)
-        .order_by(c.c.load_id.desc()).limit(1)
-    ).mappings().first()
+    row = (
+        conn.execute(
+            sa.select(c)
+            .select_from(c.join(im, im.c.cx_key == c.c.cx_key))
+            .where(im.c.cx_id == cx_id)
+            .order_by(c.c.load_id.desc())
+            .limit(1)
+        )
+        .mappings()
+        .first()
+    )
     if row is None:
         return {"cx_id": cx_id, "known": False}
-    out = {k: row[k] for k in ("customer_id", "account_id", "name", "email", "phone", "signup_date", "segment",
-                               "region", "plan", "acquisition_channel", "campaign", "consent_marketing", "source")}
+    out = {
+        k: row[k]
+        for k in (
+            "customer_id",
+            "account_id",
+            "name",
+            "email",
+            "phone",
+            "signup_date",
+            "segment",
+            "region",
+            "plan",
+            "acquisition_channel",
+            "campaign",
+            "consent_marketing",
+            "source",
+        )
+    }
     out["cx_id"], out["known"] = cx_id, True
     if mask:
         out["email"], out["phone"] = mask_email(out["email"]), mask_phone(out["phone"])
@@ -115,16 +140,26 @@ def churn_status(conn: Connection, cx_id: str, definition: Definition | None) ->
     """
     im, ch = customer_keys_table, KIND_TABLES["churn"]
     key = conn.execute(sa.select(im.c.cx_key).where(im.c.cx_id == cx_id)).scalar()
-    rows = conn.execute(
-        sa.select(ch.c.churned_at, ch.c.reason, ch.c.source).where(ch.c.cx_key == key).order_by(ch.c.churned_at.desc())
-    ).fetchall() if key is not None else []
+    rows = (
+        conn.execute(
+            sa.select(ch.c.churned_at, ch.c.reason, ch.c.source)
+            .where(ch.c.cx_key == key)
+            .order_by(ch.c.churned_at.desc())
+        ).fetchall()
+        if key is not None
+        else []
+    )
     records = pd.DataFrame(rows, columns=["churned_at", "reason", "source"])
     if definition is None or key is None:
         return {"definition": None, "churned": None, "churned_at": None, "records": records}
     gone = churned(conn, definition).subquery("gone")
     hit = conn.execute(sa.select(gone.c.churn_at).where(gone.c.cx_key == key)).first()
-    return {"definition": definition.name, "churned": hit is not None, "churned_at": hit.churn_at if hit else None,
-            "records": records}
+    return {
+        "definition": definition.name,
+        "churned": hit is not None,
+        "churned_at": hit.churn_at if hit else None,
+        "records": records,
+    }
 
 
 def customer_timeline(conn: Connection, cx_id: str, *, limit: int = 200) -> pd.DataFrame:
@@ -144,8 +179,19 @@ def customer_timeline(conn: Connection, cx_id: str, *, limit: int = 200) -> pd.D
 # repeat contact, from the customer's previous ticket). Journey-shaped ones (a long wait, a dead
 # end) need the whole journey log and are on the Journeys page instead.
 ROW_KINDS = ("events", "tickets", "transactions", "churn")
-SIGNAL_COLUMNS = ["signal", "noun", "label", "strength", "department", "action", "last_at", "age_days", "count_30d",
-                  "count", "detail"]
+SIGNAL_COLUMNS = [
+    "signal",
+    "noun",
+    "label",
+    "strength",
+    "department",
+    "action",
+    "last_at",
+    "age_days",
+    "count_30d",
+    "count",
+    "detail",
+]
 
 
 def _signal_selects(now: datetime, where_customer, names: list[str], since: datetime | None) -> list[sa.Select]:
@@ -157,8 +203,12 @@ def _signal_selects(now: datetime, where_customer, names: list[str], since: date
 
     def rows(table, ts, cond, name, detail):
         parts.append(
-            sa.select(im.c.cx_id.label("cx_id"), sa.cast(sa.literal(name), sa.String).label("signal"), sa.cast(ts, sa.DateTime).label("ts"),
-                      sa.cast(detail, sa.String).label("detail"))
+            sa.select(
+                im.c.cx_id.label("cx_id"),
+                sa.cast(sa.literal(name), sa.String).label("signal"),
+                sa.cast(ts, sa.DateTime).label("ts"),
+                sa.cast(detail, sa.String).label("detail"),
+            )
             .select_from(table.join(im, im.c.cx_key == table.c.cx_key))
             .where(where_customer(im.c.cx_id), cond, sa.or_(ts.is_(None), ts <= now))
         )
@@ -182,9 +232,14 @@ def _signal_selects(now: datetime, where_customer, names: list[str], since: date
             rows(x, x.c.timestamp, signals.matches(sig, x.c[sig.column]), name, x.c.status)
         elif name == "repeat_contact":
             t = (
-                sa.select(k.c.cx_key, k.c.opened_at, k.c.topic,
-                          signals.previous_same_topic(k.c.opened_at, k.c.cx_key, k.c.topic, k.c.load_id,
-                                                      k.c.row_number).label("prev_at"))
+                sa.select(
+                    k.c.cx_key,
+                    k.c.opened_at,
+                    k.c.topic,
+                    signals.previous_same_topic(
+                        k.c.opened_at, k.c.cx_key, k.c.topic, k.c.load_id, k.c.row_number
+                    ).label("prev_at"),
+                )
                 .select_from(k.join(im, im.c.cx_key == k.c.cx_key))
                 .where(where_customer(im.c.cx_id))
                 .subquery("repeat_candidates")
@@ -207,8 +262,14 @@ def _signal_selects(now: datetime, where_customer, names: list[str], since: date
     return parts
 
 
-def row_signals(conn: Connection, *, now: datetime | None = None, cx_id: str | None = None,
-                names: list[str] | None = None, since_days: float | None = None) -> pd.DataFrame:
+def row_signals(
+    conn: Connection,
+    *,
+    now: datetime | None = None,
+    cx_id: str | None = None,
+    names: list[str] | None = None,
+    since_days: float | None = None,
+) -> pd.DataFrame:
     """Per customer and signal: the latest occurrence, its age and its detail (a churn record's
     reason, the ticket's topic, the event's name), read with the ``cxdash.signals`` predicates.
 
@@ -230,14 +291,20 @@ def row_signals(conn: Connection, *, now: datetime | None = None, cx_id: str | N
     by = [u.c.cx_id, u.c.signal]
     d30 = now - timedelta(days=30)
     ranked = sa.select(
-        u.c.cx_id, u.c.signal, u.c.ts, u.c.detail,
+        u.c.cx_id,
+        u.c.signal,
+        u.c.ts,
+        u.c.detail,
         sa.func.row_number().over(partition_by=by, order_by=[u.c.ts.desc().nulls_last(), u.c.detail]).label("rn"),
         sa.func.count().over(partition_by=by).label("n"),
         sa.func.sum(sa.case((u.c.ts >= d30, 1), else_=0)).over(partition_by=by).label("n30"),
     ).subquery("ranked")
-    q = sa.select(ranked.c.cx_id, ranked.c.signal, ranked.c.ts, ranked.c.detail, ranked.c.n, ranked.c.n30) \
-        .where(ranked.c.rn == 1)
-    frame = pd.DataFrame(conn.execute(q).fetchall(), columns=["cx_id", "signal", "last_at", "detail", "count", "count_30d"])
+    q = sa.select(ranked.c.cx_id, ranked.c.signal, ranked.c.ts, ranked.c.detail, ranked.c.n, ranked.c.n30).where(
+        ranked.c.rn == 1
+    )
+    frame = pd.DataFrame(
+        conn.execute(q).fetchall(), columns=["cx_id", "signal", "last_at", "detail", "count", "count_30d"]
+    )
     reg = [signals.SIGNALS[n] for n in frame["signal"]]
     frame["noun"] = [s.noun for s in reg]
     frame["label"] = [s.label for s in reg]
@@ -283,15 +350,36 @@ def recent_signals(conn: Connection, cx_id: str, *, now: datetime | None = None)
 def _tickets(conn: Connection, cx_id: str, where, limit: int) -> pd.DataFrame:
     k, im = KIND_TABLES["tickets"], customer_keys_table
     rows = conn.execute(
-        sa.select(k.c.ticket_id, k.c.opened_at, k.c.closed_at, k.c.channel, k.c.topic, k.c.transfers, k.c.status,
-                  k.c.satisfaction, k.c.department)
+        sa.select(
+            k.c.ticket_id,
+            k.c.opened_at,
+            k.c.closed_at,
+            k.c.channel,
+            k.c.topic,
+            k.c.transfers,
+            k.c.status,
+            k.c.satisfaction,
+            k.c.department,
+        )
         .select_from(k.join(im, im.c.cx_key == k.c.cx_key))
         .where(im.c.cx_id == cx_id, where)
         .order_by(k.c.opened_at.desc())
         .limit(limit)
     ).fetchall()
-    return pd.DataFrame(rows, columns=["ticket_id", "opened_at", "closed_at", "channel", "topic", "transfers", "status",
-                                       "satisfaction", "team"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "ticket_id",
+            "opened_at",
+            "closed_at",
+            "channel",
+            "topic",
+            "transfers",
+            "status",
+            "satisfaction",
+            "team",
+        ],
+    )
 
 
 def open_tickets(conn: Connection, cx_id: str) -> pd.DataFrame:
@@ -348,10 +436,14 @@ def customer_summary(store, cx_id: str, *, mask: bool = True, definition: Defini
         newest = conn.execute(sa.select(sa.func.max(models_table.c.version))).scalar()
     score = customer_score(store, cx_id) if newest is not None else None
     if newest is None:
-        note = "No churn model has been trained yet, so there is no risk score: train one with `python -m cxdash train`."
+        note = (
+            "No churn model has been trained yet, so there is no risk score: train one with `python -m cxdash train`."
+        )
     elif score is None:
-        note = (f"Model v{newest} did not score this customer: only customers live at scoring time are scored "
-                "(this one has left, or is not a current customer).")
+        note = (
+            f"Model v{newest} did not score this customer: only customers live at scoring time are scored "
+            "(this one has left, or is not a current customer)."
+        )
     else:
         note = None
     reasons = [{k: r.get(k) for k in REASON_KEYS} for r in (score or {}).get("reasons", [])]
@@ -363,13 +455,23 @@ def customer_summary(store, cx_id: str, *, mask: bool = True, definition: Defini
         "identifiers": ids,
         "identifiers_masked": mask,
         "churn": {
-            "definition": status["definition"], "churned": status["churned"], "churned_at": status["churned_at"],
-            "records": [{"churned_at": r.churned_at, "reason": r.reason, "source": r.source}
-                        for r in records.itertuples()],
+            "definition": status["definition"],
+            "churned": status["churned"],
+            "churned_at": status["churned_at"],
+            "records": [
+                {"churned_at": r.churned_at, "reason": r.reason, "source": r.source} for r in records.itertuples()
+            ],
         },
         "signals": [
-            {"signal": r.signal, "label": r.noun, "strength": r.strength, "age_days": _round(r.age_days),
-             "last_at": r.last_at, "count_30d": int(r.count_30d), "detail": r.detail}
+            {
+                "signal": r.signal,
+                "label": r.noun,
+                "strength": r.strength,
+                "age_days": _round(r.age_days),
+                "last_at": r.last_at,
+                "count_30d": int(r.count_30d),
+                "detail": r.detail,
+            }
             for r in seen.itertuples()
         ],
         "risk": None if score is None else float(score["risk"]),

@@ -101,13 +101,17 @@ class Definition:
             )
         if basis == "subscriptions":
             if arg:
-                raise ChurnDefinitionError(f"{name!r}: the subscriptions definition takes no source; use 'subscriptions'")
+                raise ChurnDefinitionError(
+                    f"{name!r}: the subscriptions definition takes no source; use 'subscriptions'"
+                )
             return cls("subscriptions")
         if basis == "inactivity":
             try:
                 days = int(arg)
             except ValueError:
-                raise ChurnDefinitionError(f"{name!r}: give the inactivity window in days, e.g. inactivity:90") from None
+                raise ChurnDefinitionError(
+                    f"{name!r}: give the inactivity window in days, e.g. inactivity:90"
+                ) from None
             if not 1 <= days <= 3650:
                 raise ChurnDefinitionError(f"{name!r}: the inactivity window must be 1 to 3650 days")
             return cls("inactivity", days=days)
@@ -153,18 +157,32 @@ class Candidate:
 
     def to_dict(self) -> dict:
         return {
-            "name": self.name, "basis": self.definition.basis, "source": self.definition.source,
-            "customers": self.customers, "churned": self.churned,
-            "rate": None if self.rate is None else round(self.rate, 6), "dated": self.dated,
-            "description": self.definition.describe(), "note": self.note, "origin": self.origin, **self.extra,
+            "name": self.name,
+            "basis": self.definition.basis,
+            "source": self.definition.source,
+            "customers": self.customers,
+            "churned": self.churned,
+            "rate": None if self.rate is None else round(self.rate, 6),
+            "dated": self.dated,
+            "description": self.definition.describe(),
+            "note": self.note,
+            "origin": self.origin,
+            **self.extra,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Candidate:
         """The inverse of ``to_dict`` (stored summaries keep candidates as JSON)."""
         known = {"name", "basis", "source", "customers", "churned", "rate", "dated", "description", "note", "origin"}
-        return cls(Definition.parse(d["name"]), int(d["customers"]), int(d["churned"]), bool(d["dated"]),
-                   d.get("note", ""), {k: v for k, v in d.items() if k not in known}, d.get("origin", ""))
+        return cls(
+            Definition.parse(d["name"]),
+            int(d["customers"]),
+            int(d["churned"]),
+            bool(d["dated"]),
+            d.get("note", ""),
+            {k: v for k, v in d.items() if k not in known},
+            d.get("origin", ""),
+        )
 
     def figure(self) -> str:
         if self.rate is None:
@@ -280,8 +298,12 @@ def is_dated(conn: Connection, definition: Definition | None) -> bool:
     if definition.basis != "label":
         return True
     crm = KIND_TABLES["customers"]
-    return conn.execute(sa.select(sa.literal(1)).where(
-        crm.c.source == definition.source, crm.c.churned_at.is_not(None)).limit(1)).first() is not None
+    return (
+        conn.execute(
+            sa.select(sa.literal(1)).where(crm.c.source == definition.source, crm.c.churned_at.is_not(None)).limit(1)
+        ).first()
+        is not None
+    )
 
 
 def in_force(conn: Connection, definition: Definition | None) -> Definition | None:
@@ -321,7 +343,8 @@ def _counts(conn: Connection, definition: Definition, now: datetime | None) -> t
     gone = churned(conn, definition, now=now).subquery("gone")
     judged = universe.join(cov, cov.c.cx_key == universe.c.cx_key)
     q = sa.select(sa.func.count(), sa.func.count(gone.c.cx_key)).select_from(
-        judged.outerjoin(gone, gone.c.cx_key == universe.c.cx_key))
+        judged.outerjoin(gone, gone.c.cx_key == universe.c.cx_key)
+    )
     customers, churned_n = conn.execute(q).one()
     return int(customers or 0), int(churned_n or 0)
 
@@ -340,7 +363,8 @@ def default_inactivity_days(conn: Connection) -> tuple[int, str]:
     x = KIND_TABLES["transactions"]
     paid = sa.not_(matches("failed_payment", x.c.status))
     purchases = sa.select(x.c.cx_key, sa.cast(x.c.timestamp, sa.Date).label("day")).where(
-        x.c.cx_key.is_not(None), x.c.timestamp.is_not(None), paid)
+        x.c.cx_key.is_not(None), x.c.timestamp.is_not(None), paid
+    )
     steps = _activity_steps()
     activity = sa.select(steps.c.cx_key, sa.cast(steps.c.ts, sa.Date).label("day")).where(steps.c.cx_key.is_not(None))
     for what, days in (("purchase", purchases), ("activity", activity)):
@@ -349,15 +373,17 @@ def default_inactivity_days(conn: Connection) -> tuple[int, str]:
         gaps_inner = sa.select(d.c.day.label("day"), prev.label("prev")).subquery("gaps_inner")
         gap = sa.cast(gaps_inner.c.day, sa.Date) - sa.cast(gaps_inner.c.prev, sa.Date)
         gaps = sa.select(sa.cast(gap, sa.Integer).label("gap")).where(gaps_inner.c.prev.is_not(None)).subquery("gaps")
-        n, p90 = conn.execute(
-            sa.select(sa.func.count(), sa.func.percentile_cont(0.9).within_group(gaps.c.gap))
-        ).one()
+        n, p90 = conn.execute(sa.select(sa.func.count(), sa.func.percentile_cont(0.9).within_group(gaps.c.gap))).one()
         if n and n >= _MIN_GAPS and p90 is not None and not math.isnan(float(p90)):
             window = _round_up(float(p90))
-            return window, (f"{window} days: 90% of the {int(n):,} gaps between a customer's {what} days are "
-                            f"{float(p90):.0f} days or shorter")
-    return _DEFAULT_INACTIVITY_DAYS, (f"{_DEFAULT_INACTIVITY_DAYS} days, a common default: too few repeat purchases "
-                                      "or visits to measure the usual gap")
+            return window, (
+                f"{window} days: 90% of the {int(n):,} gaps between a customer's {what} days are "
+                f"{float(p90):.0f} days or shorter"
+            )
+    return _DEFAULT_INACTIVITY_DAYS, (
+        f"{_DEFAULT_INACTIVITY_DAYS} days, a common default: too few repeat purchases "
+        "or visits to measure the usual gap"
+    )
 
 
 def _sources(conn: Connection, kind: str, *where) -> list[str]:
@@ -378,29 +404,50 @@ def candidates(conn: Connection) -> list[Candidate]:
     crm, e = KIND_TABLES["customers"], KIND_TABLES["events"]
     for source in _sources(conn, "churn"):
         d = Definition("events", source)
-        out.append(Candidate(d, *_counts(conn, d, now), dated=True, note="churn records, one per churn", origin="churn"))
+        out.append(
+            Candidate(d, *_counts(conn, d, now), dated=True, note="churn records, one per churn", origin="churn")
+        )
     labelled = _sources(conn, "customers", crm.c.churn_label.is_not(None))
     for source in labelled:
         d = Definition("label", source)
-        dated = conn.execute(sa.select(sa.literal(1)).where(
-            crm.c.source == source, crm.c.churned_at.is_not(None)).limit(1)).first() is not None
+        dated = (
+            conn.execute(
+                sa.select(sa.literal(1)).where(crm.c.source == source, crm.c.churned_at.is_not(None)).limit(1)
+            ).first()
+            is not None
+        )
         note = "dated by its churn date column" if dated else "a snapshot: the flag carries no date"
         out.append(Candidate(d, *_counts(conn, d, now), dated=dated, note=note, origin="customers"))
     if _has_rows(conn, "subscriptions"):
         d = Definition("subscriptions")
         subs = KIND_TABLES["subscriptions"]
-        total, ended = conn.execute(sa.select(
-            sa.func.count(), sa.func.count(sa.case((subs.c.end <= (now or _FAR_FUTURE), 1))))).one()
-        extra = {"subscriptions": int(total or 0), "subscriptions_ended": int(ended or 0),
-                 "subscription_churn_rate": round(ended / total, 6) if total else None}
-        out.append(Candidate(d, *_counts(conn, d, now), dated=True, note="the last subscription's end", extra=extra,
-                             origin="subscriptions"))
+        total, ended = conn.execute(
+            sa.select(sa.func.count(), sa.func.count(sa.case((subs.c.end <= (now or _FAR_FUTURE), 1))))
+        ).one()
+        extra = {
+            "subscriptions": int(total or 0),
+            "subscriptions_ended": int(ended or 0),
+            "subscription_churn_rate": round(ended / total, 6) if total else None,
+        }
+        out.append(
+            Candidate(
+                d,
+                *_counts(conn, d, now),
+                dated=True,
+                note="the last subscription's end",
+                extra=extra,
+                origin="subscriptions",
+            )
+        )
     for source in _sources(conn, "events", matches("churn_event", e.c.activity)):
         if source in {c.definition.source for c in out if c.definition.basis == "events"}:
             continue
         d = Definition("events", source)
-        out.append(Candidate(d, *_counts(conn, d, now), dated=True, note="events whose activity records a churn",
-                             origin="events"))
+        out.append(
+            Candidate(
+                d, *_counts(conn, d, now), dated=True, note="events whose activity records a churn", origin="events"
+            )
+        )
     if now is not None and (_has_rows(conn, "transactions") or _has_rows(conn, "events")):
         days, why = default_inactivity_days(conn)
         d = Definition("inactivity", days=days)
@@ -435,8 +482,11 @@ def disagreements(cands: list[Candidate], effective: Candidate, points: float = 
     """The other candidates whose rate differs from ``effective``'s by more than ``points``."""
     if effective.rate is None:
         return []
-    return [c for c in cands if c.name != effective.name and c.rate is not None
-            and abs(c.rate - effective.rate) * 100 > points]
+    return [
+        c
+        for c in cands
+        if c.name != effective.name and c.rate is not None and abs(c.rate - effective.rate) * 100 > points
+    ]
 
 
 # ---------------------------------------------------------------------------------- the company's choice
@@ -467,9 +517,15 @@ class Resolution:
         """One sentence for under a churn figure: the definition, chosen or suggested, and any
         other reading that differs by more than the threshold, with both figures."""
         if self.definition is None:
-            return ("Churn is unknown: no churn label, subscriptions, churn records or dated activity are loaded. "
-                    "Load one of them to measure churn.")
-        how = "chosen by the company" if self.chosen else "suggested from the data (not chosen yet: ops can choose on Data health)"
+            return (
+                "Churn is unknown: no churn label, subscriptions, churn records or dated activity are loaded. "
+                "Load one of them to measure churn."
+            )
+        how = (
+            "chosen by the company"
+            if self.chosen
+            else "suggested from the data (not chosen yet: ops can choose on Data health)"
+        )
         text = f"Churn = {self.definition.describe()} [{self.name}], {how}."
         if self.candidate and not self.candidate.dated:
             text += " It has no dates: a snapshot, the same for every period."
@@ -477,14 +533,20 @@ class Resolution:
             text += " " + self.note
         others = self.others_disagreeing()
         if others and self.candidate:
-            text += (f" Other readings disagree by more than {DISAGREEMENT_POINTS:.0f} points: "
-                     f"{self.candidate.figure()} against " + "; ".join(c.figure() for c in others) + ".")
+            text += (
+                f" Other readings disagree by more than {DISAGREEMENT_POINTS:.0f} points: "
+                f"{self.candidate.figure()} against " + "; ".join(c.figure() for c in others) + "."
+            )
         return text
 
     def to_dict(self) -> dict:
-        return {"definition": self.name, "chosen": self.chosen, "note": self.note,
-                "candidates": [c.to_dict() for c in self.candidates],
-                "disagreeing": [c.name for c in self.others_disagreeing()]}
+        return {
+            "definition": self.name,
+            "chosen": self.chosen,
+            "note": self.note,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "disagreeing": [c.name for c in self.others_disagreeing()],
+        }
 
 
 def resolve(conn: Connection, chosen: str | None, cands: list[Candidate] | None = None) -> Resolution:
@@ -502,8 +564,9 @@ def resolve(conn: Connection, chosen: str | None, cands: list[Candidate] | None 
             return Resolution(d, by_name[d.name], cands, chosen=True)
         if d is not None and d.basis == "inactivity" and any(c.definition.basis == "inactivity" for c in cands):
             # another window than the suggested one: figures for it on demand
-            cand = Candidate(d, *_counts(conn, d, _as_of(conn)), dated=True, note=f"{d.days} days, chosen",
-                             origin="activity")
+            cand = Candidate(
+                d, *_counts(conn, d, _as_of(conn)), dated=True, note=f"{d.days} days, chosen", origin="activity"
+            )
             return Resolution(d, cand, [*cands, cand], chosen=True)
         note = f"The chosen definition {chosen!r} no longer fits the loaded data, so the suggestion is used."
     best = suggest(cands)
@@ -532,13 +595,16 @@ def choose(store: Store, name: str, *, actor: str) -> Resolution:
             definition.basis == "inactivity" and any(c.definition.basis == "inactivity" for c in cands)
         ):
             offered = ", ".join(names) or "none (load a churn label, subscriptions, churn records or dated activity)"
-            raise ChurnDefinitionError(f"the loaded data does not support churn definition {name!r}; candidates: {offered}")
+            raise ChurnDefinitionError(
+                f"the loaded data does not support churn definition {name!r}; candidates: {offered}"
+            )
     previous = chosen_name(store)
     now = datetime.now(UTC).replace(tzinfo=None)
     with store.app_begin() as conn:
         conn.execute(settings_table.delete().where(settings_table.c.key == SETTING_KEY))
-        conn.execute(settings_table.insert().values(key=SETTING_KEY, value=definition.name, updated_at=now,
-                                                    updated_by=actor))
+        conn.execute(
+            settings_table.insert().values(key=SETTING_KEY, value=definition.name, updated_at=now, updated_by=actor)
+        )
     audit.record(store, actor, "churn_definition", {"from": previous, "to": definition.name})
     with store.connect() as conn:
         return resolve(conn, definition.name, cands)

@@ -44,8 +44,16 @@ def cmd_sources(args) -> int:
         frame = source_summary(conn)
         gov = governance(conn)
     if len(frame):
-        extra = ["owner", "quality", "freshness_hours", "latency_p50_hours", "latency_p95_hours", "latency_target_hours",
-                 "stitched_share", "duplicate_keys"]
+        extra = [
+            "owner",
+            "quality",
+            "freshness_hours",
+            "latency_p50_hours",
+            "latency_p95_hours",
+            "latency_target_hours",
+            "stitched_share",
+            "duplicate_keys",
+        ]
         frame = frame.merge(gov[["name", *extra]], on="name", how="left")
     records = [{k: _jsonable(v) for k, v in rec.items()} for rec in frame.astype(object).to_dict("records")]
     if args.json:
@@ -58,8 +66,9 @@ def cmd_sources(args) -> int:
 def cmd_sources_set(args) -> int:
     from cxdash.sources import set_source_owner
 
-    after = set_source_owner(_store(args), args.source, department=args.department, owner=args.owner,
-                             actor=_cli_actor())
+    after = set_source_owner(
+        _store(args), args.source, department=args.department, owner=args.owner, actor=_cli_actor()
+    )
     print(f"source {args.source}: department {after['department']}, owner {after['owner']}")
     return 0
 
@@ -137,8 +146,10 @@ def _write_report(result, path: str) -> None:
     written, total = len(result.failures), result.failures_total
     if total > written:
         last = int(result.failures["line"].max())
-        print(f"report: {path} holds the first {written:,} of {total:,} failures (through line {last:,}); "
-              f"the other {total - written:,} are on line {last:,} or later of the file: fix these and run again")
+        print(
+            f"report: {path} holds the first {written:,} of {total:,} failures (through line {last:,}); "
+            f"the other {total - written:,} are on line {last:,} or later of the file: fix these and run again"
+        )
     else:
         print(f"report: {path} holds all {written:,} failures")
 
@@ -182,8 +193,8 @@ def cmd_ingest(args) -> int:
     _print_mapping(result)
     if args.check:
         _print_report(result)
-        would_load = result.refused is None and result.rows_valid > 0 and (
-            args.reject_invalid or result.rows_rejected == 0
+        would_load = (
+            result.refused is None and result.rows_valid > 0 and (args.reject_invalid or result.rows_rejected == 0)
         )
         print(
             f"check of {result.file_name} as {result.kind} for {result.source}: nothing stored; read "
@@ -225,9 +236,26 @@ def cmd_journeys(args) -> int:
     return 0
 
 
-HOTSPOT_FIELDS = ("hotspot", "customers", "customers_judged", "churned", "churned_before", "churn_rate",
-                  "baseline_customers", "baseline_churned", "baseline_churn_rate", "lift", "ci_low", "ci_high",
-                  "p_value", "p_adjusted", "significant", "why", "leaked_department", "absorbed_department")
+HOTSPOT_FIELDS = (
+    "hotspot",
+    "customers",
+    "customers_judged",
+    "churned",
+    "churned_before",
+    "churn_rate",
+    "baseline_customers",
+    "baseline_churned",
+    "baseline_churn_rate",
+    "lift",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "significant",
+    "why",
+    "leaked_department",
+    "absorbed_department",
+)
 
 
 def _plain(value):
@@ -251,19 +279,31 @@ def cmd_hotspots(args) -> int:
     note = ranking_note(frame)
     records = [{k: _plain(v) for k, v in rec.items()} for rec in frame[list(HOTSPOT_FIELDS)].to_dict("records")]
     if args.json:
-        print(json.dumps({
-            "churn_definition": definition.name if definition is not None else None,
-            "repeat_days": args.repeat_days, "test": "Fisher's exact, two-sided",
-            "adjustment": "Benjamini-Hochberg", "alpha": ALPHA, "tested": tested, "significant": significant,
-            "note": note, "hotspots": records,
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "churn_definition": definition.name if definition is not None else None,
+                    "repeat_days": args.repeat_days,
+                    "test": "Fisher's exact, two-sided",
+                    "adjustment": "Benjamini-Hochberg",
+                    "alpha": ALPHA,
+                    "tested": tested,
+                    "significant": significant,
+                    "note": note,
+                    "hotspots": records,
+                },
+                indent=2,
+            )
+        )
         return 0
     if frame.empty:
         print("No friction moments found (no tickets, errors or failed payments in the loaded data).")
         return 0
     print(f"churn definition: {definition.name if definition is not None else 'none'}")
-    print(f"{'hotspot':24} {'customers':>9} {'hit: churned':>22} {'never hit: churned':>24} {'lift':>6} "
-          f"{'95% CI':>13} {'p (BH)':>9}  significant")
+    print(
+        f"{'hotspot':24} {'customers':>9} {'hit: churned':>22} {'never hit: churned':>24} {'lift':>6} "
+        f"{'95% CI':>13} {'p (BH)':>9}  significant"
+    )
 
     def share(part: int, whole: int, rate) -> str:
         if not whole:  # an empty group: no rate, and "0 of 0" would read as one
@@ -278,12 +318,17 @@ def cmd_hotspots(args) -> int:
         else:
             lift, ci = f"{r['lift']:.2f}", f"{r['ci_low']:.2f}-{r['ci_high']:.2f}"
         p = "-" if r["p_adjusted"] is None else f"{r['p_adjusted']:.3g}"
-        print(f"{r['hotspot']:24} {r['customers']:>9,} {hit:>22} {base:>24} {lift:>6} {ci:>13} {p:>9}  "
-              f"{'yes' if r['significant'] else ('no' if r['p_adjusted'] is not None else 'not tested')}"
-              + (f"  ({r['why']})" if r["why"] else ""))
-    print(note or f"{significant} of {tested} hotspots tested are significant: more churn among customers who hit "
-                  f"them, Fisher's exact test, p-values adjusted by Benjamini-Hochberg across the {tested} tested, "
-                  f"adjusted p < {ALPHA}.")
+        print(
+            f"{r['hotspot']:24} {r['customers']:>9,} {hit:>22} {base:>24} {lift:>6} {ci:>13} {p:>9}  "
+            f"{'yes' if r['significant'] else ('no' if r['p_adjusted'] is not None else 'not tested')}"
+            + (f"  ({r['why']})" if r["why"] else "")
+        )
+    print(
+        note
+        or f"{significant} of {tested} hotspots tested are significant: more churn among customers who hit "
+        f"them, Fisher's exact test, p-values adjusted by Benjamini-Hochberg across the {tested} tested, "
+        f"adjusted p < {ALPHA}."
+    )
     return 0
 
 
@@ -313,8 +358,10 @@ def cmd_churn(args) -> int:
     for c in res.candidates:
         mark = "*" if c.name == res.name else " "
         rate = "n/a" if c.rate is None else f"{c.rate:7.2%}"
-        print(f"{mark} {c.name:32} {rate}  {c.churned:>9,} of {c.customers:>9,}  "
-              f"{'dated' if c.dated else 'snapshot'}  {c.note}")
+        print(
+            f"{mark} {c.name:32} {rate}  {c.churned:>9,} of {c.customers:>9,}  "
+            f"{'dated' if c.dated else 'snapshot'}  {c.note}"
+        )
     print(res.caption())
     return 0
 
@@ -347,11 +394,34 @@ def cmd_kpis(args) -> int:
 
 # ``train --json``: the held-out report (cxdash.model.model_metrics) and how it was obtained.
 TRAIN_JSON_KEYS = (
-    "validation", "evaluated_on", "n_valid", "n_positive_valid", "base_rate", "roc_auc", "roc_auc_ci_low",
-    "roc_auc_ci_high", "roc_auc_ci_level", "roc_auc_ci_method", "pr_auc", "brier", "top_decile_n",
-    "top_decile_positive", "top_decile_rate", "top_decile_lift", "top_decile_capture", "valid_cutoffs",
-    "valid_customers", "selection", "select_cutoffs", "n_select", "n_positive_select", "n_train", "train_cutoffs",
-    "candidates", "chosen", "fitted_with",
+    "validation",
+    "evaluated_on",
+    "n_valid",
+    "n_positive_valid",
+    "base_rate",
+    "roc_auc",
+    "roc_auc_ci_low",
+    "roc_auc_ci_high",
+    "roc_auc_ci_level",
+    "roc_auc_ci_method",
+    "pr_auc",
+    "brier",
+    "top_decile_n",
+    "top_decile_positive",
+    "top_decile_rate",
+    "top_decile_lift",
+    "top_decile_capture",
+    "valid_cutoffs",
+    "valid_customers",
+    "selection",
+    "select_cutoffs",
+    "n_select",
+    "n_positive_select",
+    "n_train",
+    "train_cutoffs",
+    "candidates",
+    "chosen",
+    "fitted_with",
 )
 
 
@@ -366,23 +436,36 @@ def cmd_train(args) -> int:
     def progress(share: float, text: str) -> None:
         log.info("%3.0f%% %s", 100 * share, text)
 
-    model = train(store, label_column=args.label_column, source=args.source, cutoff=cutoff,
-                  horizon_days=args.horizon_days, progress=progress)
+    model = train(
+        store,
+        label_column=args.label_column,
+        source=args.source,
+        cutoff=cutoff,
+        horizon_days=args.horizon_days,
+        progress=progress,
+    )
     m = model.metrics
     out = {k: m.get(k) for k in TRAIN_JSON_KEYS}
-    out.update(model_version=model.version, kind=model.kind, label_column=model.label_column,
-               cutoff=model.cutoff, horizon_days=model.horizon_days,
-               top_drivers=[d["label"] for d in m.get("importance", [])[:8]])
+    out.update(
+        model_version=model.version,
+        kind=model.kind,
+        label_column=model.label_column,
+        cutoff=model.cutoff,
+        horizon_days=model.horizon_days,
+        top_drivers=[d["label"] for d in m.get("importance", [])[:8]],
+    )
     if args.json:
         print(json.dumps(out, indent=2, default=str))
     else:
-        print(f"model version {model.version} ({model.name}, {m['validation'].replace('_', ' ')}), measured on "
-              f"{m['evaluated_on']}: {m['n_positive_valid']:,} of {m['n_valid']:,} churned "
-              f"(base rate {m['base_rate']:.1%}); ROC AUC {m['roc_auc']:.3f} "
-              f"(95% CI {m['roc_auc_ci_low']:.3f}-{m['roc_auc_ci_high']:.3f}, bootstrap), "
-              f"PR AUC {m['pr_auc']:.3f} against a base rate of {m['base_rate']:.3f}, top-decile lift "
-              f"{m['top_decile_lift']:.2f} ({m['top_decile_positive']:,} churned in the riskiest {m['top_decile_n']:,}); "
-              f"{m['n_train']:,} training rows, {m['n_select']:,} rows to choose and calibrate")
+        print(
+            f"model version {model.version} ({model.name}, {m['validation'].replace('_', ' ')}), measured on "
+            f"{m['evaluated_on']}: {m['n_positive_valid']:,} of {m['n_valid']:,} churned "
+            f"(base rate {m['base_rate']:.1%}); ROC AUC {m['roc_auc']:.3f} "
+            f"(95% CI {m['roc_auc_ci_low']:.3f}-{m['roc_auc_ci_high']:.3f}, bootstrap), "
+            f"PR AUC {m['pr_auc']:.3f} against a base rate of {m['base_rate']:.3f}, top-decile lift "
+            f"{m['top_decile_lift']:.2f} ({m['top_decile_positive']:,} churned in the riskiest {m['top_decile_n']:,}); "
+            f"{m['n_train']:,} training rows, {m['n_select']:,} rows to choose and calibrate"
+        )
     return 0
 
 
@@ -406,10 +489,16 @@ def cmd_score(args) -> int:
         frame = at_risk(store, only_top_decile=False, limit=args.top)
     records = [
         # value is unknown (None) when neither transactions nor subscription MRR are loaded
-        {"cx_id": r.cx_id, "customer_id": r.customer_id, "risk": float(r.risk),
-         "value": None if r.value is None or r.value != r.value else float(r.value),
-         "priority": float(r.priority), "department": r.department, "action": r.action,
-         "reasons": [_reason_record(x) for x in r.reasons]}
+        {
+            "cx_id": r.cx_id,
+            "customer_id": r.customer_id,
+            "risk": float(r.risk),
+            "value": None if r.value is None or r.value != r.value else float(r.value),
+            "priority": float(r.priority),
+            "department": r.department,
+            "action": r.action,
+            "reasons": [_reason_record(x) for x in r.reasons],
+        }
         for r in frame.itertuples()
     ]
     if args.json:
@@ -429,15 +518,20 @@ def cmd_card(args) -> int:
     with store.connect() as conn:
         matches = find_customers(conn, args.identifier)
     if matches.empty:
-        print(f"cxdash card: no customer matches {args.identifier!r}; give a full customer id, email or phone "
-              "(a customer id prefix also works)", file=sys.stderr)
+        print(
+            f"cxdash card: no customer matches {args.identifier!r}; give a full customer id, email or phone "
+            "(a customer id prefix also works)",
+            file=sys.stderr,
+        )
         return 1
     exact = matches[matches["matched"] != "customer_id prefix"]
     pick = exact if len(exact) == 1 else matches
     if len(pick) > 1:
         listed = ", ".join(f"{r.customer_id} ({r.matched})" for r in pick.itertuples())
-        print(f"cxdash card: {len(pick)} customers match {args.identifier!r}: {listed}; give one of them in full",
-              file=sys.stderr)
+        print(
+            f"cxdash card: {len(pick)} customers match {args.identifier!r}: {listed}; give one of them in full",
+            file=sys.stderr,
+        )
         return 2
     definition = _churn_in_force(store).definition
     out = customer_summary(store, str(pick["cx_id"].iloc[0]), mask=not args.unmasked, definition=definition)
@@ -497,7 +591,10 @@ def cmd_users(args) -> int:
         print(f"user {args.name.lower()} unlocked")
     elif args.action == "reset-password":
         generated = auth.reset_password(store, args.name, _read_password(args), actor=actor)
-        print(f"password of {args.name.lower()} reset" + (f"; new password (shown once): {generated}" if generated else ""))
+        print(
+            f"password of {args.name.lower()} reset"
+            + (f"; new password (shown once): {generated}" if generated else "")
+        )
     elif args.action == "bootstrap":
         created = {}
         fresh = auth.list_users(store).empty
@@ -588,17 +685,27 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("ingest", help="validate and load one CSV extract")
     i.add_argument("file")
     i.add_argument("--source", required=True, help="source name, e.g. crm or helpdesk")
-    i.add_argument("--kind", help="source kind; when omitted it is guessed, and the load stops unless one kind is "
-                                  "clearly right (the source's saved mapping is used when there is one)")
+    i.add_argument(
+        "--kind",
+        help="source kind; when omitted it is guessed, and the load stops unless one kind is "
+        "clearly right (the source's saved mapping is used when there is one)",
+    )
     i.add_argument("--mapping", help='mapping JSON: {"kind": KIND, "columns": {FIELD: COLUMN}}')
     i.add_argument("--mode", choices=["append", "replace"], default="append")
     i.add_argument("--reject-invalid", action="store_true", help="load valid rows, quarantine invalid ones")
     i.add_argument("--report", help="write the rejected rows with reasons to this CSV")
-    i.add_argument("--check", action="store_true",
-                   help="validate and report (kind guesses, mapping, failures, duplicates, impact) without loading")
-    i.add_argument("--link", action="append", metavar="COLUMN=SOURCE.FIELD",
-                   help="the column holds keys of a loaded source (e.g. subscription_id=subs.subscription_id): "
-                        "rows with no customer identifier reach theirs through it (repeatable)")
+    i.add_argument(
+        "--check",
+        action="store_true",
+        help="validate and report (kind guesses, mapping, failures, duplicates, impact) without loading",
+    )
+    i.add_argument(
+        "--link",
+        action="append",
+        metavar="COLUMN=SOURCE.FIELD",
+        help="the column holds keys of a loaded source (e.g. subscription_id=subs.subscription_id): "
+        "rows with no customer identifier reach theirs through it (repeatable)",
+    )
     i.add_argument("--department", help="the source's department (default: the kind's; a re-load keeps it)")
     i.add_argument("--owner", help="the team or person who owns the source (default: its department)")
     i.set_defaults(func=cmd_ingest)
@@ -608,8 +715,11 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--min-share", type=float, default=0.0, help="pool edges below this share of transitions")
     j.set_defaults(func=cmd_journeys)
 
-    h = sub.add_parser("hotspots", help="friction hotspots with the churn they come with (counts, lift, "
-                                        "Benjamini-Hochberg-adjusted p), under the churn definition in force")
+    h = sub.add_parser(
+        "hotspots",
+        help="friction hotspots with the churn they come with (counts, lift, "
+        "Benjamini-Hochberg-adjusted p), under the churn definition in force",
+    )
     h.add_argument("--json", action="store_true", help="print JSON (NaN as null)")
     h.add_argument("--repeat-days", type=int, default=7, help="a repeat contact comes within N days (default 7)")
     h.set_defaults(func=cmd_hotspots)
@@ -652,15 +762,21 @@ def build_parser() -> argparse.ArgumentParser:
     ur = usub.add_parser("set-role", help="change a user's role")
     ur.add_argument("name")
     ur.add_argument("role", choices=["executive", "journey_owner", "ops", "agent", "admin"])
-    for action, text in (("disable", "stop a user signing in"), ("enable", "let a disabled user sign in again"),
-                         ("unlock", "clear a lock after failed sign-ins")):
+    for action, text in (
+        ("disable", "stop a user signing in"),
+        ("enable", "let a disabled user sign in again"),
+        ("unlock", "clear a lock after failed sign-ins"),
+    ):
         usub.add_parser(action, help=text).add_argument("name")
     up = usub.add_parser("reset-password", help="set a new password (generated and printed once unless given)")
     up.add_argument("name")
     up.add_argument("--password-stdin", action="store_true")
     ub = usub.add_parser("bootstrap", help="create the first admin (password printed once) when there is none")
-    ub.add_argument("--demo-users", action="store_true",
-                    help="on a fresh install, also create one demo user per role (exec, journeys, ops, agent)")
+    ub.add_argument(
+        "--demo-users",
+        action="store_true",
+        help="on a fresh install, also create one demo user per role (exec, journeys, ops, agent)",
+    )
     ul = usub.add_parser("list", help="list users and roles")
     ul.add_argument("--json", action="store_true")
     u.set_defaults(func=cmd_users)
@@ -668,17 +784,28 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("erase", help="erase one customer everywhere (right to erasure) and suppress re-loads")
     e.add_argument("--customer", required=True, help="any identifier: customer id, email, phone, account, visitor")
     e.add_argument("--actor", help="who asked, for the audit log (default: cli:<login name>)")
-    e.add_argument("--no-compact", dest="compact", action="store_false",
-                   help="do not rewrite an embedded DuckDB file afterwards (its old statistics may then keep the ids)")
+    e.add_argument(
+        "--no-compact",
+        dest="compact",
+        action="store_false",
+        help="do not rewrite an embedded DuckDB file afterwards (its old statistics may then keep the ids)",
+    )
     e.set_defaults(func=cmd_erase)
     cp = sub.add_parser("compact", help="rewrite an embedded DuckDB store from its live rows (stop the app first)")
     cp.set_defaults(func=cmd_compact)
 
     c = sub.add_parser("churn", help="the churn definitions the data supports, with their figures; choose one")
-    c.add_argument("--json", action="store_true",
-                   help='print {"definition": NAME, "candidates": [{"name", "basis", "source", "customers", ...}]}')
-    c.add_argument("--use", metavar="NAME", help="make NAME the company's churn definition (audited), e.g. "
-                   "label:crm, subscriptions, events:churn, inactivity:90")
+    c.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"definition": NAME, "candidates": [{"name", "basis", "source", "customers", ...}]}',
+    )
+    c.add_argument(
+        "--use",
+        metavar="NAME",
+        help="make NAME the company's churn definition (audited), e.g. "
+        "label:crm, subscriptions, events:churn, inactivity:90",
+    )
     c.set_defaults(func=cmd_churn)
 
     m = sub.add_parser("migrate", help="create or upgrade the schema")

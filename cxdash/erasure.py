@@ -59,8 +59,15 @@ from cxdash.store import (
 )
 from cxdash.validation import normalise_identity
 
-__all__ = ["CUSTOMER_COLUMNS", "ErasureError", "ErasureResult", "erase_customer", "resolve_customer",
-           "suppressed_hashes", "suppressed_rows"]
+__all__ = [
+    "CUSTOMER_COLUMNS",
+    "ErasureError",
+    "ErasureResult",
+    "erase_customer",
+    "resolve_customer",
+    "suppressed_hashes",
+    "suppressed_rows",
+]
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +95,15 @@ class ErasureResult:
 
     def summary(self) -> str:
         if self.already_erased:
-            return (f"already erased: the identifier is on the suppression list; the app state was swept again "
-                    f"({self.total_rows:,} rows deleted)")
+            return (
+                f"already erased: the identifier is on the suppression list; the app state was swept again "
+                f"({self.total_rows:,} rows deleted)"
+            )
         parts = ", ".join(f"{t} {n:,}" for t, n in sorted(self.rows_deleted.items()) if n)
-        return (f"erased customer {self.cx_id_hash[:12]}… ({self.identifiers} linked identifiers): "
-                f"{self.total_rows:,} rows deleted ({parts or 'none'}); identifiers added to the suppression list")
+        return (
+            f"erased customer {self.cx_id_hash[:12]}… ({self.identifiers} linked identifiers): "
+            f"{self.total_rows:,} rows deleted ({parts or 'none'}); identifiers added to the suppression list"
+        )
 
 
 def _candidate_keys(identifier: str) -> list[str]:
@@ -115,8 +126,14 @@ def resolve_customer(conn: sa.Connection, identifier: str) -> tuple[str, list[st
         raise ErasureError("give the customer's id, email, phone, account or visitor id")
     im = identity_map_table
     keys = _candidate_keys(identifier)
-    hubs = {r[0] for r in conn.execute(sa.select(identity_hubs_table.c.id_key)
-                                       .where(identity_hubs_table.c.id_key.in_(keys)))} if keys else set()
+    hubs = (
+        {
+            r[0]
+            for r in conn.execute(sa.select(identity_hubs_table.c.id_key).where(identity_hubs_table.c.id_key.in_(keys)))
+        }
+        if keys
+        else set()
+    )
     keys = [k for k in keys if k not in hubs]
     cond = im.c.cx_id == identifier.strip()
     if keys:
@@ -126,12 +143,16 @@ def resolve_customer(conn: sa.Connection, identifier: str) -> tuple[str, list[st
     cx_ids = sorted({r[0] for r in conn.execute(sa.select(im.c.cx_id).where(cond))} - hubs)
     if not cx_ids:
         if hubs:
-            raise ErasureError("that identifier is shared by several customers (a hub), so it names no one; "
-                               "give an identifier that belongs to this customer only")
+            raise ErasureError(
+                "that identifier is shared by several customers (a hub), so it names no one; "
+                "give an identifier that belongs to this customer only"
+            )
         raise ErasureError("no customer matches that identifier (nothing to erase)")
     if len(cx_ids) > 1:
-        raise ErasureError(f"that value matches {len(cx_ids)} different customers; prefix it with the field, "
-                           "e.g. email:ann@example.com or account_id:ACC-1")
+        raise ErasureError(
+            f"that value matches {len(cx_ids)} different customers; prefix it with the field, "
+            "e.g. email:ann@example.com or account_id:ACC-1"
+        )
     cx_id = cx_ids[0]
     id_keys = sorted(r[0] for r in conn.execute(sa.select(im.c.id_key).where(im.c.cx_id == cx_id)))
     return cx_id, id_keys
@@ -160,8 +181,14 @@ def _match(table: sa.Table, cx_id: str, id_keys: list[str], values: dict[str, li
     return sa.or_(*conds) if conds else None
 
 
-def _delete_matching(conn: sa.Connection, metadata: sa.MetaData, cx_id: str, id_keys: list[str],
-                     values: dict[str, list[str]], counts: dict[str, int]) -> None:
+def _delete_matching(
+    conn: sa.Connection,
+    metadata: sa.MetaData,
+    cx_id: str,
+    id_keys: list[str],
+    values: dict[str, list[str]],
+    counts: dict[str, int],
+) -> None:
     for table in metadata.sorted_tables:
         if table.name in _SKIP:
             continue
@@ -209,8 +236,12 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
     hashes = {identifier_hash(k, salt): k.partition(":")[0] for k in id_keys}
     hashes[identifier_hash("cx_id:" + cx_id, salt)] = "cx_id"
     with store.app_begin() as conn:  # 1
-        have = {r[0] for r in conn.execute(sa.select(suppression_table.c.id_hash)
-                                           .where(suppression_table.c.id_hash.in_(list(hashes))))}
+        have = {
+            r[0]
+            for r in conn.execute(
+                sa.select(suppression_table.c.id_hash).where(suppression_table.c.id_hash.in_(list(hashes)))
+            )
+        }
         new = [{"id_hash": h, "field": f, "erased_at": now} for h, f in hashes.items() if h not in have]
         if new:
             conn.execute(suppression_table.insert(), new)
@@ -219,9 +250,14 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
     with store.begin() as conn:  # 2
         raw_values = sorted({v for vs in values.values() for v in vs} | {cx_id})
         q = quarantine_table
-        counts["quarantine"] = int(conn.execute(q.delete().where(sa.or_(
-            q.c.value.in_(raw_values), sa.func.lower(q.c.value).in_([v.lower() for v in raw_values])
-        ))).rowcount or 0)
+        counts["quarantine"] = int(
+            conn.execute(
+                q.delete().where(
+                    sa.or_(q.c.value.in_(raw_values), sa.func.lower(q.c.value).in_([v.lower() for v in raw_values]))
+                )
+            ).rowcount
+            or 0
+        )
         _delete_linked_rows(conn, cx_id, counts)
         _delete_matching(conn, ANALYTICS, cx_id, id_keys, values, counts)
         rebuild_identity_map(conn)
@@ -230,16 +266,22 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
     with store.app_begin() as conn:  # 3
         _delete_matching(conn, APP_STATE, cx_id, id_keys, values, counts)
         summaries.clear(conn)  # stored aggregates counted the customer
-    result = ErasureResult(identifier_hash("cx_id:" + cx_id, salt), len(id_keys),
-                           {k: v for k, v in counts.items() if v})
+    result = ErasureResult(
+        identifier_hash("cx_id:" + cx_id, salt), len(id_keys), {k: v for k, v in counts.items() if v}
+    )
     touched = {t for t, n in counts.items() if n} | REBUILT_TABLES
     result.scrubbed = scrub_freed_space(store, touched)
-    result.audit_id = audit.record(store, actor, "erasure", {
-        "request_hash": identifier_hash("request:" + identifier.strip().lower(), salt),
-        "customer_hash": result.cx_id_hash,
-        "identifiers": len(id_keys),
-        "rows_deleted": result.rows_deleted,
-    })
+    result.audit_id = audit.record(
+        store,
+        actor,
+        "erasure",
+        {
+            "request_hash": identifier_hash("request:" + identifier.strip().lower(), salt),
+            "customer_hash": result.cx_id_hash,
+            "identifiers": len(id_keys),
+            "rows_deleted": result.rows_deleted,
+        },
+    )
     log.info(result.summary())
     return result
 
@@ -281,12 +323,15 @@ def scrub_freed_space(store: Store, tables: set[str]) -> bool:
             conn.exec_driver_sql("CHECKPOINT")
             conn.commit()
             free_blocks, block_size = conn.exec_driver_sql(
-                "SELECT free_blocks, block_size FROM pragma_database_size()").one()
+                "SELECT free_blocks, block_size FROM pragma_database_size()"
+            ).one()
             if free_blocks:
                 # 8 incompressible bytes a row, a fifth more than the free space, so every free block is written
                 rows = int(free_blocks * block_size / 8 * 1.2) + 1
-                conn.execute(sa.text("CREATE TABLE cxdash_scrub AS SELECT hash(range, random()) AS x "
-                                     "FROM range(:rows)"), {"rows": rows})
+                conn.execute(
+                    sa.text("CREATE TABLE cxdash_scrub AS SELECT hash(range, random()) AS x FROM range(:rows)"),
+                    {"rows": rows},
+                )
                 conn.commit()
                 conn.exec_driver_sql("CHECKPOINT")
                 conn.commit()
@@ -304,11 +349,22 @@ def _fail_point(step: str) -> None:
 
 def _bump_data_version(conn: sa.Connection, now: datetime) -> None:
     load_id = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(loads_table.c.load_id), 0))).scalar()) + 1
-    conn.execute(loads_table.insert().values(
-        load_id=load_id, source="(erasure)", kind="erasure", mode="erase", file_name=None,
-        started_at=now, finished_at=now, rows_read=0, rows_loaded=0, rows_rejected=0,
-        rows_duplicate=0, mapping_json=None,
-    ))
+    conn.execute(
+        loads_table.insert().values(
+            load_id=load_id,
+            source="(erasure)",
+            kind="erasure",
+            mode="erase",
+            file_name=None,
+            started_at=now,
+            finished_at=now,
+            rows_read=0,
+            rows_loaded=0,
+            rows_rejected=0,
+            rows_duplicate=0,
+            mapping_json=None,
+        )
+    )
 
 
 def _already_suppressed(store: Store, identifier: str, salt: bytes) -> bool:
@@ -316,8 +372,12 @@ def _already_suppressed(store: Store, identifier: str, salt: bytes) -> bool:
     keys = [*_candidate_keys(identifier), "cx_id:" + identifier.strip()]
     wanted = [identifier_hash(k, salt) for k in keys]
     with store.app_begin() as conn:
-        return conn.execute(sa.select(sa.func.count()).select_from(suppression_table)
-                            .where(suppression_table.c.id_hash.in_(wanted))).scalar() > 0
+        return (
+            conn.execute(
+                sa.select(sa.func.count()).select_from(suppression_table).where(suppression_table.c.id_hash.in_(wanted))
+            ).scalar()
+            > 0
+        )
 
 
 def _finish_erased(store: Store, identifier: str, *, actor: str, salt: bytes) -> ErasureResult:
@@ -331,20 +391,32 @@ def _finish_erased(store: Store, identifier: str, *, actor: str, salt: bytes) ->
             if table.name in _SKIP:
                 continue
             for col in (c for c in ("cx_id", *IDENTITY_FIELDS) if c in table.c):
-                distinct = [r[0] for r in conn.execute(sa.select(table.c[col]).where(table.c[col].is_not(None))
-                                                       .distinct())]
+                distinct = [
+                    r[0] for r in conn.execute(sa.select(table.c[col]).where(table.c[col].is_not(None)).distinct())
+                ]
                 gone = [v for v in distinct if identifier_hash(f"{col}:{v}", salt) in suppressed]
                 if gone:
                     n = conn.execute(table.delete().where(table.c[col].in_(gone))).rowcount or 0
                     counts[table.name] = counts.get(table.name, 0) + int(n)
         summaries.clear(conn)
-    result = ErasureResult(identifier_hash("request:" + identifier.strip().lower(), salt), 0,
-                           {k: v for k, v in counts.items() if v}, already_erased=True)
+    result = ErasureResult(
+        identifier_hash("request:" + identifier.strip().lower(), salt),
+        0,
+        {k: v for k, v in counts.items() if v},
+        already_erased=True,
+    )
     # which tables the interrupted run deleted from is not known: every table is rewritten
     result.scrubbed = scrub_freed_space(store, {t.name for t in (*ANALYTICS.sorted_tables, *APP_STATE.sorted_tables)})
-    result.audit_id = audit.record(store, actor, "erasure", {
-        "request_hash": result.cx_id_hash, "already_erased": True, "rows_deleted": result.rows_deleted,
-    })
+    result.audit_id = audit.record(
+        store,
+        actor,
+        "erasure",
+        {
+            "request_hash": result.cx_id_hash,
+            "already_erased": True,
+            "rows_deleted": result.rows_deleted,
+        },
+    )
     log.info(result.summary())
     return result
 

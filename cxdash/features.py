@@ -241,8 +241,14 @@ def _has_rows(conn: Connection, kind: str) -> bool:
 def data_as_of(conn: Connection) -> datetime | None:
     """The latest timestamp among event-like rows (the data's "now")."""
     candidates = []
-    for kind, col in (("events", "timestamp"), ("tickets", "opened_at"), ("transactions", "timestamp"),
-                      ("subscriptions", "start"), ("subscriptions", "end"), ("customers", "signup_date")):
+    for kind, col in (
+        ("events", "timestamp"),
+        ("tickets", "opened_at"),
+        ("transactions", "timestamp"),
+        ("subscriptions", "start"),
+        ("subscriptions", "end"),
+        ("customers", "signup_date"),
+    ):
         candidates.append(conn.execute(sa.select(sa.func.max(KIND_TABLES[kind].c[col]))).scalar())
     found = [pd.Timestamp(c).to_pydatetime() for c in candidates if c is not None and not pd.isna(c)]
     return max(found) if found else None
@@ -252,8 +258,19 @@ def data_as_of(conn: Connection) -> datetime | None:
 def _crm(conn: Connection, source: str | None) -> pd.DataFrame:
     """One CRM row per customer: canonical fields, attrs, source."""
     c, im = KIND_TABLES["customers"], customer_keys_table
-    cols = [im.c.cx_id, im.c.cx_key, c.c.source, c.c.load_id, c.c.row_number, c.c.customer_id, c.c.signup_date,
-            *[c.c[n] for n in _CATEGORICAL_CRM], c.c.consent_marketing, c.c.churn_label, c.c.attrs]
+    cols = [
+        im.c.cx_id,
+        im.c.cx_key,
+        c.c.source,
+        c.c.load_id,
+        c.c.row_number,
+        c.c.customer_id,
+        c.c.signup_date,
+        *[c.c[n] for n in _CATEGORICAL_CRM],
+        c.c.consent_marketing,
+        c.c.churn_label,
+        c.c.attrs,
+    ]
     q = sa.select(*cols).select_from(c.join(im, im.c.cx_key == c.c.cx_key))
     if source:
         q = q.where(c.c.source == source)
@@ -307,8 +324,9 @@ def _typed_attributes(attrs: pd.DataFrame, dropped: dict[str, str]) -> tuple[pd.
     return pd.DataFrame(out, index=attrs.index), numeric, categorical
 
 
-def _crm_features(crm: pd.DataFrame, cutoff: datetime | None, dropped: dict[str, str],
-                  exclude_attrs: set[str]) -> tuple[pd.DataFrame, list[str], list[str]]:
+def _crm_features(
+    crm: pd.DataFrame, cutoff: datetime | None, dropped: dict[str, str], exclude_attrs: set[str]
+) -> tuple[pd.DataFrame, list[str], list[str]]:
     feats = pd.DataFrame(index=crm.index)
     numeric, categorical = [], []
     signup = pd.to_datetime(crm["signup_date"])
@@ -347,10 +365,12 @@ def _event_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None 
         _count_if(sa.and_(checkout_error, e.c.timestamp >= d30)).label("checkout_errors_30d"),
         _max_if(checkout_error, e.c.timestamp).label("last_checkout_errors_ts"),
         _count_if(sa.and_(marketing, e.c.timestamp >= d90)).label("marketing_touches_90d"),
-        _count_if(sa.and_(marketing, e.c.timestamp >= d90, sa.or_(act.like("%open%"), act.like("%click%"))))
-        .label("marketing_engaged_90d"),
-        _max_if(sa.and_(marketing, sa.or_(act.like("%open%"), act.like("%click%"))), e.c.timestamp)
-        .label("last_marketing_engaged_ts"),
+        _count_if(sa.and_(marketing, e.c.timestamp >= d90, sa.or_(act.like("%open%"), act.like("%click%")))).label(
+            "marketing_engaged_90d"
+        ),
+        _max_if(sa.and_(marketing, sa.or_(act.like("%open%"), act.like("%click%"))), e.c.timestamp).label(
+            "last_marketing_engaged_ts"
+        ),
     ]
     for stem, (kind, _) in INTENT_SIGNALS.items():
         if kind != "events":
@@ -386,7 +406,8 @@ def _ticket_aggregates(conn: Connection, cutoff: datetime, sample: Sample | None
         )
         .select_from(k.join(im, im.c.cx_key == k.c.cx_key))
         .where(k.c.opened_at < cutoff),
-        k.c.cx_key, sample,
+        k.c.cx_key,
+        sample,
     ).subquery("t")
     t = base.c
     d7, d30, d90 = _since(cutoff, 7), _since(cutoff, 30), _since(cutoff, 90)
@@ -436,10 +457,12 @@ def _transaction_aggregates(conn: Connection, cutoff: datetime, sample: Sample |
             _count_if(paid).label("purchases"),
             _count_if(sa.and_(paid, x.c.timestamp >= d90)).label("purchases_90d"),
             sa.func.sum(sa.case((sa.not_(failed), x.c.amount), else_=0.0)).label("revenue"),
-            sa.func.sum(sa.case((sa.and_(sa.not_(failed), x.c.timestamp >= d365), x.c.amount), else_=0.0))
-            .label("revenue_365d"),
-            sa.func.sum(sa.case((sa.and_(sa.not_(failed), x.c.timestamp >= d90), x.c.amount), else_=0.0))
-            .label("revenue_90d"),
+            sa.func.sum(sa.case((sa.and_(sa.not_(failed), x.c.timestamp >= d365), x.c.amount), else_=0.0)).label(
+                "revenue_365d"
+            ),
+            sa.func.sum(sa.case((sa.and_(sa.not_(failed), x.c.timestamp >= d90), x.c.amount), else_=0.0)).label(
+                "revenue_90d"
+            ),
             _max_if(paid, x.c.timestamp).label("last_purchase_ts"),
             _count_if(refund).label("refunds"),
             _count_if(failed).label("failed_payments"),
@@ -454,8 +477,9 @@ def _transaction_aggregates(conn: Connection, cutoff: datetime, sample: Sample |
     return _frame(conn, _sampled(q, x.c.cx_key, sample))
 
 
-def _subscription_state(conn: Connection, cutoff: datetime, horizon_days: float | None,
-                        sample: Sample | None = None) -> pd.DataFrame:
+def _subscription_state(
+    conn: Connection, cutoff: datetime, horizon_days: float | None, sample: Sample | None = None
+) -> pd.DataFrame:
     """Per customer with a subscription started before the cutoff: first start, MRR live at the
     cutoff, whether anything is live at the cutoff, and (with a horizon) whether the last live
     subscription ended within it."""
@@ -470,7 +494,9 @@ def _subscription_state(conn: Connection, cutoff: datetime, horizon_days: float 
         _count_if(live).label("live_subscriptions"),
         _count_if(sa.and_(u.c.end.is_not(None), u.c.end <= cutoff)).label("ended_subscriptions"),
         # latest end among subscriptions live at the cutoff (far future when one has no end)
-        sa.func.max(sa.case((live, sa.func.coalesce(u.c.end, sa.literal(far, sa.DateTime))), else_=None)).label("live_until"),
+        sa.func.max(sa.case((live, sa.func.coalesce(u.c.end, sa.literal(far, sa.DateTime))), else_=None)).label(
+            "live_until"
+        ),
     ]
     q = (
         sa.select(*cols)
@@ -533,8 +559,11 @@ class SnapshotReader:
             from cxdash.churn import churned
 
             gone = _frame(conn, churned(conn, churn))
-            self.churn_at = pd.Series(pd.to_datetime(gone["churn_at"]).to_numpy(), index=gone["cx_key"].astype("int64"),
-                                      dtype="datetime64[ns]")
+            self.churn_at = pd.Series(
+                pd.to_datetime(gone["churn_at"]).to_numpy(),
+                index=gone["cx_key"].astype("int64"),
+                dtype="datetime64[ns]",
+            )
         # keyed by the integer cx_key: a snapshot joins the kinds' results on it
         self.crm = _crm(conn, source).reset_index().set_index("cx_key")
         self.loaded = {k: _has_rows(conn, k) for k in ("events", "tickets", "transactions", "subscriptions")}
@@ -545,11 +574,13 @@ class SnapshotReader:
         if not self.crm.empty:
             # tenure depends on the cutoff: added per snapshot
             self.crm_features, self.crm_numeric, self.crm_categorical = _crm_features(
-                self.crm, None, self.dropped, exclude_attrs=set())
+                self.crm, None, self.dropped, exclude_attrs=set()
+            )
             self.signup = pd.to_datetime(self.crm["signup_date"])
 
-    def features(self, cutoff: datetime, *, horizon_days: float | None = None,
-                 sample: Sample | None = None) -> FeatureFrame:
+    def features(
+        self, cutoff: datetime, *, horizon_days: float | None = None, sample: Sample | None = None
+    ) -> FeatureFrame:
         """One snapshot; see ``customer_features``."""
         return _snapshot(self, cutoff, horizon_days, sample)
 
@@ -576,8 +607,9 @@ def _value(frame: pd.DataFrame, basis: str | None) -> pd.Series:
     return pd.Series(np.nan, index=frame.index, dtype="float64")
 
 
-def _snapshot(reader: SnapshotReader, cutoff: datetime, horizon_days: float | None,
-              sample: Sample | None) -> FeatureFrame:
+def _snapshot(
+    reader: SnapshotReader, cutoff: datetime, horizon_days: float | None, sample: Sample | None
+) -> FeatureFrame:
     conn, crm = reader.conn, reader.crm  # crm: indexed by cx_key
     dropped = dict(reader.dropped)
     has_subs = reader.loaded["subscriptions"]
@@ -601,8 +633,11 @@ def _snapshot(reader: SnapshotReader, cutoff: datetime, horizon_days: float | No
         universe = pd.Index([], dtype="int64")
         subs = pd.DataFrame()
 
-    kinds = [_event_aggregates(conn, cutoff, sample), _ticket_aggregates(conn, cutoff, sample),
-             _transaction_aggregates(conn, cutoff, sample)]
+    kinds = [
+        _event_aggregates(conn, cutoff, sample),
+        _ticket_aggregates(conn, cutoff, sample),
+        _transaction_aggregates(conn, cutoff, sample),
+    ]
     results += kinds
     parts = [_by_key(r) for r in kinds]
     if crm.empty and not has_subs:
@@ -611,8 +646,13 @@ def _snapshot(reader: SnapshotReader, cutoff: datetime, horizon_days: float | No
         gone_by = churn_at.reindex(universe)
         universe = universe[~(gone_by <= pd.Timestamp(cutoff)).to_numpy()]
     # the customer's cx_id per key (from the CRM when it is loaded, else from the query results)
-    ids = crm["cx_id"] if not crm.empty else (
-        pd.concat([r[["cx_key", "cx_id"]] for r in results]).drop_duplicates("cx_key").set_index("cx_key")["cx_id"])
+    ids = (
+        crm["cx_id"]
+        if not crm.empty
+        else (
+            pd.concat([r[["cx_key", "cx_id"]] for r in results]).drop_duplicates("cx_key").set_index("cx_key")["cx_id"]
+        )
+    )
     # sorted by cx_id, so a snapshot (and the model trained on it) does not depend on the order in
     # which the database happened to return its groups, nor on the keys' history
     order = ids.reindex(universe).sort_values(kind="stable")
@@ -650,12 +690,29 @@ def _snapshot(reader: SnapshotReader, cutoff: datetime, horizon_days: float | No
         numeric += ["mrr", "ended_subscriptions"]
 
     counts = [
-        "web_events", "web_events_30d", "web_events_90d", "checkout_errors", "checkout_errors_30d",
-        "marketing_touches_90d", "marketing_engaged_90d",
-        "contacts", "contacts_30d", "contacts_90d", "open_tickets", "repeat_contacts", "repeat_contacts_90d",
-        "transfers", "transferred_contacts_90d",
-        "purchases", "purchases_90d", "revenue", "revenue_90d", "refunds",
-        "failed_payments", "failed_payments_30d", "failed_payments_90d",
+        "web_events",
+        "web_events_30d",
+        "web_events_90d",
+        "checkout_errors",
+        "checkout_errors_30d",
+        "marketing_touches_90d",
+        "marketing_engaged_90d",
+        "contacts",
+        "contacts_30d",
+        "contacts_90d",
+        "open_tickets",
+        "repeat_contacts",
+        "repeat_contacts_90d",
+        "transfers",
+        "transferred_contacts_90d",
+        "purchases",
+        "purchases_90d",
+        "revenue",
+        "revenue_90d",
+        "refunds",
+        "failed_payments",
+        "failed_payments_30d",
+        "failed_payments_90d",
     ]
     for stem in INTENT_SIGNALS:
         counts += [f"{stem}_7d", f"{stem}_30d"]
@@ -666,12 +723,37 @@ def _snapshot(reader: SnapshotReader, cutoff: datetime, horizon_days: float | No
     # get a wall of constant zeros.
     loaded = reader.loaded
     by_kind = {
-        "events": ["web_events", "web_events_30d", "web_events_90d", "checkout_errors", "checkout_errors_30d",
-                   "marketing_touches_90d", "marketing_engaged_90d"],
-        "tickets": ["contacts", "contacts_30d", "contacts_90d", "open_tickets", "repeat_contacts",
-                    "repeat_contacts_90d", "transfers", "transferred_contacts_90d", "satisfaction_avg", "satisfaction_min"],
-        "transactions": ["purchases", "purchases_90d", "revenue", "revenue_90d", "refunds", "failed_payments",
-                         "failed_payments_30d", "failed_payments_90d"],
+        "events": [
+            "web_events",
+            "web_events_30d",
+            "web_events_90d",
+            "checkout_errors",
+            "checkout_errors_30d",
+            "marketing_touches_90d",
+            "marketing_engaged_90d",
+        ],
+        "tickets": [
+            "contacts",
+            "contacts_30d",
+            "contacts_90d",
+            "open_tickets",
+            "repeat_contacts",
+            "repeat_contacts_90d",
+            "transfers",
+            "transferred_contacts_90d",
+            "satisfaction_avg",
+            "satisfaction_min",
+        ],
+        "transactions": [
+            "purchases",
+            "purchases_90d",
+            "revenue",
+            "revenue_90d",
+            "refunds",
+            "failed_payments",
+            "failed_payments_30d",
+            "failed_payments_90d",
+        ],
     }
     ages = {
         "events": ["web", "checkout_errors", "marketing_engaged"],
@@ -731,7 +813,9 @@ def _mapped_label_columns(conn: Connection, source: str | None) -> set[str]:
     return names
 
 
-def labelled_features(conn: Connection, *, label_column: str = "churn_label", source: str | None = None) -> FeatureFrame:
+def labelled_features(
+    conn: Connection, *, label_column: str = "churn_label", source: str | None = None
+) -> FeatureFrame:
     """A customer table with its own label: CRM fields and attributes as features, the named
     column as the label (``churn_label`` or any attribute column). Rows with an empty label keep
     label NaN (scored, not trained on). Event-derived features are added as of the data's latest
@@ -749,17 +833,20 @@ def labelled_features(conn: Connection, *, label_column: str = "churn_label", so
         label = parse_label(attrs[label_column])
     else:
         raise LabelError(
-            f"label column {label_column!r} not found on the customer table; columns: "
-            f"{['churn_label', *attrs.columns]}"
+            f"label column {label_column!r} not found on the customer table; columns: {['churn_label', *attrs.columns]}"
         )
     if label.dropna().nunique() < 2:
-        raise LabelError(f"label column {label_column!r} needs both churned and retained rows; found {label.value_counts().to_dict()}")
+        raise LabelError(
+            f"label column {label_column!r} needs both churned and retained rows; found {label.value_counts().to_dict()}"
+        )
     now = data_as_of(conn)
     base = customer_features(conn, cutoff=now + timedelta(seconds=1), source=source) if now else None
     dropped: dict[str, str] = {}
     feats, numeric, categorical = _crm_features(crm, now, dropped, exclude_attrs={label_column})
     frame = pd.DataFrame(index=crm.index)
-    frame["customer_id"] = crm["customer_id"].astype(object).where(crm["customer_id"].notna(), pd.Series(crm.index, index=crm.index))
+    frame["customer_id"] = (
+        crm["customer_id"].astype(object).where(crm["customer_id"].notna(), pd.Series(crm.index, index=crm.index))
+    )
     frame = frame.join(feats)
     if base is not None:
         extra = [c for c in base.numeric if c not in frame]

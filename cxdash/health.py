@@ -75,23 +75,34 @@ def governance(
     if src.empty:
         return pd.DataFrame(
             columns=[
-                "name", "kind", "department", "owner", "rows", "last_load_at", "loads", "quality",
-                "quality_all_loads", "freshness_hours", "latency_p50_hours", "latency_p95_hours",
-                "latency_target_hours", "latency_ok", "stitched_share", "duplicate_keys",
+                "name",
+                "kind",
+                "department",
+                "owner",
+                "rows",
+                "last_load_at",
+                "loads",
+                "quality",
+                "quality_all_loads",
+                "freshness_hours",
+                "latency_p50_hours",
+                "latency_p95_hours",
+                "latency_target_hours",
+                "latency_ok",
+                "stitched_share",
+                "duplicate_keys",
             ]
         )
     lt = loads_table
-    last = (
-        sa.select(lt.c.source, sa.func.max(lt.c.load_id).label("load_id"))
-        .group_by(lt.c.source)
-        .subquery()
-    )
+    last = sa.select(lt.c.source, sa.func.max(lt.c.load_id).label("load_id")).group_by(lt.c.source).subquery()
     last_loads = pd.DataFrame(
         conn.execute(
             sa.select(lt.c.source, lt.c.finished_at, lt.c.rows_read, lt.c.rows_rejected).join(
                 last, sa.and_(last.c.source == lt.c.source, last.c.load_id == lt.c.load_id)
             )
-        ).mappings().all()
+        )
+        .mappings()
+        .all()
     ).set_index("source")
     totals = pd.DataFrame(
         conn.execute(
@@ -101,7 +112,9 @@ def governance(
                 sa.func.sum(lt.c.rows_rejected).label("rejected"),
                 sa.func.count().label("loads"),
             ).group_by(lt.c.source)
-        ).mappings().all()
+        )
+        .mappings()
+        .all()
     ).set_index("source")
 
     stats = source_stats(conn) if stats is None else stats
@@ -152,12 +165,16 @@ def source_stats(conn: Connection) -> pd.DataFrame:
         t = KIND_TABLES[kind_name]
         ts = t.c[TIME_FIELDS[kind_name]]
         im = customer_keys_table
-        base = sa.select(
-            t.c.source.label("name"),
-            sa.func.count().label("rows"),
-            sa.func.max(ts).label("newest"),
-            sa.func.sum(sa.case((im.c.known.is_(True), 1), else_=0)).label("stitched"),
-        ).select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key)).group_by(t.c.source)
+        base = (
+            sa.select(
+                t.c.source.label("name"),
+                sa.func.count().label("rows"),
+                sa.func.max(ts).label("newest"),
+                sa.func.sum(sa.case((im.c.known.is_(True), 1), else_=0)).label("stitched"),
+            )
+            .select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key))
+            .group_by(t.c.source)
+        )
         per_kind.append(pd.DataFrame(conn.execute(base).mappings().all()))
         kind = get_kind(kind_name)
         if kind.natural_key:
@@ -170,7 +187,6 @@ def source_stats(conn: Connection) -> pd.DataFrame:
     if stats.empty:
         return pd.DataFrame(columns=["name", "rows", "newest", "stitched", "duplicate_keys"])
     return stats.groupby("name", as_index=False).first()
-
 
 
 def source_latency(conn: Connection) -> pd.DataFrame:
@@ -251,14 +267,18 @@ def stitch_coverage(conn: Connection) -> pd.DataFrame:
             else_="unmatched",
         )
         parts.append(
-            sa.select(t.c.source.label("source"), via.label("matched_via"), status.label("status"))
-            .select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key).outerjoin(hubs, hubs.c.id_key == t.c.id_key)
-                         .outerjoin(conflicts, conflicts.c.link_key == t.c.link_key))
+            sa.select(t.c.source.label("source"), via.label("matched_via"), status.label("status")).select_from(
+                t.outerjoin(im, im.c.cx_key == t.c.cx_key)
+                .outerjoin(hubs, hubs.c.id_key == t.c.id_key)
+                .outerjoin(conflicts, conflicts.c.link_key == t.c.link_key)
+            )
         )
     u = sa.union_all(*parts).subquery()
-    q = sa.select(u.c.source, u.c.matched_via, u.c.status, sa.func.count().label("rows")).group_by(
-        u.c.source, u.c.matched_via, u.c.status
-    ).order_by(u.c.source, sa.desc("rows"))
+    q = (
+        sa.select(u.c.source, u.c.matched_via, u.c.status, sa.func.count().label("rows"))
+        .group_by(u.c.source, u.c.matched_via, u.c.status)
+        .order_by(u.c.source, sa.desc("rows"))
+    )
     return pd.DataFrame(conn.execute(q).fetchall(), columns=["source", "matched_via", "status", "rows"])
 
 
@@ -293,21 +313,36 @@ def coverage(conn: Connection, churn: str | None = None) -> pd.DataFrame:
         if definition is None:
             return 0
         cov = churn_defs.covered(conn, definition).subquery()
-        return conn.execute(sa.select(sa.func.count()).select_from(cov.join(known, known.c.cx_key == cov.c.cx_key))
-                            ).scalar() or 0
+        return (
+            conn.execute(
+                sa.select(sa.func.count()).select_from(cov.join(known, known.c.cx_key == cov.c.cx_key))
+            ).scalar()
+            or 0
+        )
 
     def source_loaded(kind: str) -> bool:
         return bool(conn.execute(sa.select(sa.func.count()).select_from(KIND_TABLES[kind])).scalar())
 
     rows = [
         ("revenue & lifetime value", "a transaction", having("transactions")),
-        ("churn & retention", f"what the churn definition needs ({definition.name})" if definition
-         else "a churn label, subscriptions, churn records or dated activity", judged(definition)),
+        (
+            "churn & retention",
+            f"what the churn definition needs ({definition.name})"
+            if definition
+            else "a churn label, subscriptions, churn records or dated activity",
+            judged(definition),
+        ),
         ("active customers", "an event, contact or purchase", having("events", "tickets", "transactions")),
-        ("silence metric & contacts", "the support source loaded (no ticket is a real zero)",
-         total if source_loaded("tickets") else 0),
-        ("churn model", "a CRM record and behaviour from another department",
-         having("events", "tickets", "transactions", "subscriptions")),
+        (
+            "silence metric & contacts",
+            "the support source loaded (no ticket is a real zero)",
+            total if source_loaded("tickets") else 0,
+        ),
+        (
+            "churn model",
+            "a CRM record and behaviour from another department",
+            having("events", "tickets", "transactions", "subscriptions"),
+        ),
     ]
     return pd.DataFrame(
         [
@@ -319,13 +354,13 @@ def coverage(conn: Connection, churn: str | None = None) -> pd.DataFrame:
 
 def set_latency_target(conn: Connection, source: str, hours: float | None) -> None:
     """The owner's target for activation latency (p95, hours)."""
-    res = conn.execute(
-        sources_table.update().where(sources_table.c.name == source).values(latency_target_hours=hours)
-    )
+    res = conn.execute(sources_table.update().where(sources_table.c.name == source).values(latency_target_hours=hours))
     if res.rowcount == 0:
         raise KeyError(f"no source named {source!r}")
 
 
 def mapping_versions(app_conn: Connection) -> dict[str, int]:
     """Current mapping version per source (from the app-state store)."""
-    return {r.source: int(r.version) for r in app_conn.execute(sa.select(mappings_table.c.source, mappings_table.c.version))}
+    return {
+        r.source: int(r.version) for r in app_conn.execute(sa.select(mappings_table.c.source, mappings_table.c.version))
+    }

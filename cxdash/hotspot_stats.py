@@ -39,11 +39,30 @@ ALPHA = 0.05
 CONFIDENCE = 0.95
 NO_DEFINITION = "churn unknown: no churn definition"
 # In: the counts per hotspot that hotspot_statistics reads.
-COUNT_COLUMNS = ["hotspot", "customers", "customers_judged", "churned", "churned_before", "baseline_customers",
-                 "baseline_churned"]
+COUNT_COLUMNS = [
+    "hotspot",
+    "customers",
+    "customers_judged",
+    "churned",
+    "churned_before",
+    "baseline_customers",
+    "baseline_churned",
+]
 # Out: what it adds.
-STAT_COLUMNS = ["churn_rate", "baseline_churn_rate", "lift", "ci_low", "ci_high", "p_value", "p_adjusted",
-                "tested", "significant", "why", "excess_churned", "churn_definition"]
+STAT_COLUMNS = [
+    "churn_rate",
+    "baseline_churn_rate",
+    "lift",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "tested",
+    "significant",
+    "why",
+    "excess_churned",
+    "churn_definition",
+]
 
 
 def risk_ratio(a: int, n1: int, c: int, n0: int, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
@@ -74,8 +93,10 @@ def _why(customers: int, n1: int, a: int, before: int, n0: int, c: int, definiti
     if a == 0:
         return f"no churned customer among the {n1:,} hit"
     if c == 0:
-        return (f"no churned customer among the {n0:,} who never hit it, so the ratio has no finite value "
-                f"({a:,} of {n1:,} hit churned)")
+        return (
+            f"no churned customer among the {n0:,} who never hit it, so the ratio has no finite value "
+            f"({a:,} of {n1:,} hit churned)"
+        )
     return ""
 
 
@@ -107,8 +128,17 @@ def hotspot_statistics(counts: pd.DataFrame, *, churn_definition: str | None, al
     tested = np.zeros(n, dtype=bool)
     why = []
     for i in range(n):
-        why.append(_why(int(col["customers"][i]), int(n1[i]), int(a[i]), int(col["churned_before"][i]), int(n0[i]),
-                        int(c[i]), churn_definition))
+        why.append(
+            _why(
+                int(col["customers"][i]),
+                int(n1[i]),
+                int(a[i]),
+                int(col["churned_before"][i]),
+                int(n0[i]),
+                int(c[i]),
+                churn_definition,
+            )
+        )
         if not known:
             continue
         if not why[i]:
@@ -127,8 +157,9 @@ def hotspot_statistics(counts: pd.DataFrame, *, churn_definition: str | None, al
     out["p_value"], out["p_adjusted"] = p, adjusted
     out["tested"] = tested
     with np.errstate(invalid="ignore"):
-        out["significant"] = tested & ~np.isnan(lift) & (np.nan_to_num(adjusted, nan=1.0) < alpha) & \
-            (np.nan_to_num(lift, nan=0.0) > 1.0)
+        out["significant"] = (
+            tested & ~np.isnan(lift) & (np.nan_to_num(adjusted, nan=1.0) < alpha) & (np.nan_to_num(lift, nan=0.0) > 1.0)
+        )
     out["why"] = pd.array(why, dtype="string")
     out["excess_churned"] = n1 * (rate1 - rate0)
     out["churn_definition"] = pd.array([churn_definition] * n, dtype="string")
@@ -139,7 +170,9 @@ def significance_counts(spots: pd.DataFrame) -> tuple[int, int]:
     """``(significant, tested)`` among the rows of a hotspot frame (``hotspot_statistics``'s columns)."""
     if spots.empty:
         return 0, 0
-    return int(spots["significant"].fillna(False).astype(bool).sum()), int(spots["tested"].fillna(False).astype(bool).sum())
+    return int(spots["significant"].fillna(False).astype(bool).sum()), int(
+        spots["tested"].fillna(False).astype(bool).sum()
+    )
 
 
 def ranking_note(spots: pd.DataFrame) -> str | None:

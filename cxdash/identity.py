@@ -68,11 +68,15 @@ def _edges_and_nodes(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
                 sa.select(t.c.id_key.label("a"), key.label("b")).where(t.c[f].is_not(None), t.c.id_key != key)
             )
     nodes = read_frame(conn, sa.union(*node_selects))
-    edges = read_frame(conn, sa.union(*edge_selects)) if edge_selects else pd.DataFrame({"a": [], "b": []}, dtype=object)
+    edges = (
+        read_frame(conn, sa.union(*edge_selects)) if edge_selects else pd.DataFrame({"a": [], "b": []}, dtype=object)
+    )
     return edges, nodes
 
 
-def stitch(edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_HUB_DEGREE) -> tuple[pd.DataFrame, pd.DataFrame]:
+def stitch(
+    edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_HUB_DEGREE
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Customers as components of the identity graph, never holding two CRM records.
 
     In: ``edges`` (a, b) and ``nodes`` (node, crm: bool, True for identifiers that are a CRM
@@ -97,8 +101,11 @@ def stitch(edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_H
     """
     n_nodes, n_edges = len(nodes), len(edges)
     everything = pd.concat(
-        [nodes["node"].astype("string[pyarrow]"), edges["a"].astype("string[pyarrow]"),
-         edges["b"].astype("string[pyarrow]")],
+        [
+            nodes["node"].astype("string[pyarrow]"),
+            edges["a"].astype("string[pyarrow]"),
+            edges["b"].astype("string[pyarrow]"),
+        ],
         ignore_index=True,
     )
     if len(everything) == 0:
@@ -146,9 +153,7 @@ def stitch(edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_H
     label[is_customer_id] = key_series[is_customer_id].str.slice(len("customer_id:")).to_numpy(dtype=object)
     known_of = np.zeros(component.max() + 1, dtype=bool)
     np.logical_or.at(known_of, component, crm)
-    id_map = pd.DataFrame(
-        {"id_key": keys, "cx_id": label[best_of[component]], "known": known_of[component]}
-    )
+    id_map = pd.DataFrame({"id_key": keys, "cx_id": label[best_of[component]], "known": known_of[component]})
     id_map.attrs["refused_links"] = int(refused.sum())
     hub = crowded | contested
     reason = np.where(crowded[hub], "many links", "equally near two CRM customers")
@@ -211,9 +216,7 @@ def _rekey_hub_rows(conn: Connection) -> None:
         for f in kind.identity_fields:
             key = _key_expr(f, t.c[f])
             conn.execute(
-                t.update()
-                .where(t.c.id_key.in_(hubs), t.c[f].is_not(None), key.not_in(hubs))
-                .values(id_key=key)
+                t.update().where(t.c.id_key.in_(hubs), t.c[f].is_not(None), key.not_in(hubs)).values(id_key=key)
             )
 
 
@@ -223,7 +226,8 @@ def assign_customer_keys(id_map: pd.DataFrame, previous: pd.DataFrame) -> pd.Dat
     the same data gives the same keys. Out: ``cx_key, cx_id, known`` (one row per customer)."""
     customers = (
         id_map.groupby("cx_id", sort=True, observed=True)["known"].any().reset_index()
-        if len(id_map) else pd.DataFrame({"cx_id": pd.Series(dtype=object), "known": pd.Series(dtype=bool)})
+        if len(id_map)
+        else pd.DataFrame({"cx_id": pd.Series(dtype=object), "known": pd.Series(dtype=bool)})
     )
     keyed = customers[["cx_id"]].merge(previous[["cx_id", "cx_key"]], on="cx_id", how="left", sort=False)
     keys = np.array(keyed["cx_key"].to_numpy(dtype="float64", na_value=np.nan), copy=True)

@@ -61,6 +61,7 @@ class LoadImpact:
 
     def lines(self) -> list[str]:
         """The impact in sentences, most important first."""
+
         def rows(n: int) -> str:
             return f"{n:,} valid row{'' if n == 1 else 's'}"
 
@@ -77,7 +78,11 @@ class LoadImpact:
             out.append(
                 f"{self.rows_known:,} of the {rows(self.rows)} match {self.customers_matched:,} customer"
                 f"{'' if self.customers_matched == 1 else 's'} already known"
-                + (f"; {self.rows_seen:,} match identifiers other sources hold (no CRM record)" if self.rows_seen else "")
+                + (
+                    f"; {self.rows_seen:,} match identifiers other sources hold (no CRM record)"
+                    if self.rows_seen
+                    else ""
+                )
                 + f"; {self.rows_new:,} match nobody."
             )
         out.append(f"New customers: {self.new_customers:,}.")
@@ -87,10 +92,22 @@ class LoadImpact:
         return out
 
     def to_dict(self) -> dict:
-        return {k: getattr(self, k) for k in (
-            "kind", "rows", "rows_known", "rows_seen", "rows_new", "customers_matched", "new_customers",
-            "customers_before", "customers_after", "store_has_customers", "matches_nobody",
-        )}
+        return {
+            k: getattr(self, k)
+            for k in (
+                "kind",
+                "rows",
+                "rows_known",
+                "rows_seen",
+                "rows_new",
+                "customers_matched",
+                "new_customers",
+                "customers_before",
+                "customers_after",
+                "store_has_customers",
+                "matches_nobody",
+            )
+        }
 
 
 def _has_rows(conn: Connection, table: sa.Table) -> bool:

@@ -186,8 +186,9 @@ class IngestResult:
             repeats = self.rows_repeated_exact + self.rows_repeated_conflicting
             if repeats:
                 what = (
-                    "the file is refused" if self.refused else
-                    "the first line of each key is kept; identical repeats are dropped, conflicting ones go to "
+                    "the file is refused"
+                    if self.refused
+                    else "the first line of each key is kept; identical repeats are dropped, conflicting ones go to "
                     "the quarantine"
                 )
                 out.append(
@@ -198,8 +199,11 @@ class IngestResult:
             else:
                 out.append(f"No row repeats a {self.duplicate_key}.")
             if self.conflicting_keys:
-                out.append("Keys with conflicting rows: " + ", ".join(self.conflicting_keys)
-                           + (" ..." if self.rows_repeated_conflicting > len(self.conflicting_keys) else ""))
+                out.append(
+                    "Keys with conflicting rows: "
+                    + ", ".join(self.conflicting_keys)
+                    + (" ..." if self.rows_repeated_conflicting > len(self.conflicting_keys) else "")
+                )
         elif self.rows_identical_kept:
             out.append(
                 f"{self.rows_identical_kept:,} lines repeat an earlier line exactly; {self.kind} declare no key, "
@@ -224,9 +228,7 @@ class IngestResult:
 
 def saved_mapping(store: Store, source: str) -> Mapping | None:
     with store.app_begin() as conn:
-        row = conn.execute(
-            sa.select(mappings_table.c.mapping_json).where(mappings_table.c.source == source)
-        ).first()
+        row = conn.execute(sa.select(mappings_table.c.mapping_json).where(mappings_table.c.source == source)).first()
     return Mapping.from_dict(json.loads(row[0])) if row else None
 
 
@@ -291,7 +293,10 @@ def _attrs_json(raw: pd.DataFrame, unmapped: list[str]) -> pd.Series | None:
 
 
 def _failures_in_file_terms(
-    failures: pd.DataFrame, mapping: Mapping, lines: LineMap | None = None, file: tuple[Path, FileFormat, int] | None = None
+    failures: pd.DataFrame,
+    mapping: Mapping,
+    lines: LineMap | None = None,
+    file: tuple[Path, FileFormat, int] | None = None,
 ) -> pd.DataFrame:
     """Report failures with the file's own column names, the physical ``line`` the record starts
     on (header is line 1; a quoted value may span lines) and the 1-based data ``record`` number.
@@ -381,11 +386,15 @@ def _id_frame(kind_def, typed: pd.DataFrame) -> pd.DataFrame:
     for f in kind_def.identity_fields:
         if f in typed.columns:
             present = typed[f].notna().to_numpy()
-            parts.append(pd.DataFrame({
-                "line": (typed.index.to_numpy()[present] + 2).astype("int64"),
-                "primary_key": primary.to_numpy()[present],
-                "id_key": (f + ":" + typed[f].astype("string")).to_numpy()[present],
-            }))
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "line": (typed.index.to_numpy()[present] + 2).astype("int64"),
+                        "primary_key": primary.to_numpy()[present],
+                        "id_key": (f + ":" + typed[f].astype("string")).to_numpy()[present],
+                    }
+                )
+            )
     if not parts:
         return pd.DataFrame(columns=["line", "primary_key", "id_key"])
     return pd.concat(parts, ignore_index=True)
@@ -433,8 +442,10 @@ def _prepared_chunks(
         rows = keys = ids = None
         if len(good):
             typed = typed_frame(kind_def, parsed, good.index)
-            if mapping.kind == "transactions" and "amount" not in typed.columns and {"quantity", "unit_price"} <= set(
-                typed.columns
+            if (
+                mapping.kind == "transactions"
+                and "amount" not in typed.columns
+                and {"quantity", "unit_price"} <= set(typed.columns)
             ):  # before the keys: the amount is part of the row's content
                 typed["amount"] = typed["quantity"] * typed["unit_price"]
             raw = chunk if len(good) == len(chunk) else chunk.loc[good.index]
@@ -453,13 +464,29 @@ def _prepared_chunks(
                 ids = _id_frame(kind_def, typed)
         flags = identity_flags(canon)
         flag_counts = {k: int(v) for k, v in flags.groupby(["field", "flag"]).size().items()} if len(flags) else {}
-        yield _Prepared(len(chunk), len(bad_rows), erased_count, len(good), fails, rows, keys, ids,
-                        flags=identity_examples(flags) if len(flags) else None, flag_counts=flag_counts)
+        yield _Prepared(
+            len(chunk),
+            len(bad_rows),
+            erased_count,
+            len(good),
+            fails,
+            rows,
+            keys,
+            ids,
+            flags=identity_examples(flags) if len(flags) else None,
+            flag_counts=flag_counts,
+        )
 
 
 def _stored_rows(
-    kind_def, mapping: Mapping, typed: pd.DataFrame, attrs: pd.Series | None, source: str, load_id: int,
-    lines: LineMap | None = None, raw: pd.DataFrame | None = None,
+    kind_def,
+    mapping: Mapping,
+    typed: pd.DataFrame,
+    attrs: pd.Series | None,
+    source: str,
+    load_id: int,
+    lines: LineMap | None = None,
+    raw: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """The valid rows of a chunk (``typed``, indexed by data-row number, and their unmapped
     columns as JSON) as the kind's table stores them: typed fields and metadata."""
@@ -576,8 +603,9 @@ def choose_mapping(
     if mapping is not None:
         if kind and kind != mapping.kind:
             raise MappingError(f"--kind {kind} disagrees with the mapping's kind {mapping.kind}")
-        copy = Mapping(mapping.kind, dict(mapping.columns), dict(mapping.formats),
-                       {c: dict(t) for c, t in mapping.links.items()})
+        copy = Mapping(
+            mapping.kind, dict(mapping.columns), dict(mapping.formats), {c: dict(t) for c, t in mapping.links.items()}
+        )
         return copy, "given", dict.fromkeys(copy.columns, "given"), []
     saved = saved_mapping(store, source)
     if saved is not None and (kind is None or saved.kind == kind):
@@ -627,7 +655,8 @@ def _duplicate_report(
         likely = (
             f" It reads best as {others[0].kind} ({'; '.join(others[0].reasons[:2])}): load it with --kind "
             f"{others[0].kind}, or choose that kind on the upload page."
-            if others else " Check which kind of extract it is."
+            if others
+            else " Check which kind of extract it is."
         )
         result.refused = (
             f"{result.file_name}: {n_repeated:,} of {total:,} rows repeat a {result.duplicate_key} of an earlier "
@@ -639,19 +668,29 @@ def _duplicate_report(
     first_line = keys.loc[~repeated].set_index("key")["line"]
     rows = keys.loc[conflicting]
     column = ", ".join(result.mapping.columns[k] for k in kind_def.natural_key)
-    return pd.DataFrame({
-        "row_number": rows["line"].to_numpy(),
-        "column_name": column,
-        "rule": "conflicting_duplicate",
-        "value": rows["key"].astype(str).to_numpy(),
-        "reason": [f"same key as line {first_line.get(k)} with different values; line {first_line.get(k)} was loaded"
-                   for k in rows["key"]],
-    })
+    return pd.DataFrame(
+        {
+            "row_number": rows["line"].to_numpy(),
+            "column_name": column,
+            "rule": "conflicting_duplicate",
+            "value": rows["key"].astype(str).to_numpy(),
+            "reason": [
+                f"same key as line {first_line.get(k)} with different values; line {first_line.get(k)} was loaded"
+                for k in rows["key"]
+            ],
+        }
+    )
 
 
 def _repeats_in_load(
-    conn: sa.Connection, result: IngestResult, kind_def, target: sa.Table, load_id: int, natural: bool,
-    header: list[str], sample: pd.DataFrame,
+    conn: sa.Connection,
+    result: IngestResult,
+    kind_def,
+    target: sa.Table,
+    load_id: int,
+    natural: bool,
+    header: list[str],
+    sample: pd.DataFrame,
 ) -> pd.DataFrame | None:
     """The duplicate report of a load whose rows are in ``target`` (not yet de-duplicated).
 
@@ -670,21 +709,31 @@ def _repeats_in_load(
         return None
     repeated = sa.select(target.c.row_key).where(this_load).group_by(target.c.row_key).having(sa.func.count() > 1)
     values = [target.c[f] for f in kind_def.field_names] + [target.c.attrs]
-    frame = read_frame(conn, sa.select(target.c.row_number.label("line"), target.c.row_key.label("key"), *values)
-                       .where(this_load, target.c.row_key.in_(repeated)))
-    keys = pd.DataFrame({
-        "line": frame["line"].astype("int64"),
-        "key": frame["key"],
-        "content": pd.util.hash_pandas_object(frame.drop(columns=["line", "key"]), index=False).to_numpy(),
-    })
+    frame = read_frame(
+        conn,
+        sa.select(target.c.row_number.label("line"), target.c.row_key.label("key"), *values).where(
+            this_load, target.c.row_key.in_(repeated)
+        ),
+    )
+    keys = pd.DataFrame(
+        {
+            "line": frame["line"].astype("int64"),
+            "key": frame["key"],
+            "content": pd.util.hash_pandas_object(frame.drop(columns=["line", "key"]), index=False).to_numpy(),
+        }
+    )
     return _duplicate_report(result, [keys], int(total), header, sample)
 
 
 def _upload_detail(source: str, file_name: str, mode: str, status: str, result: IngestResult | None = None) -> dict:
     detail = {"source": source, "file": file_name, "mode": mode, "status": status}
     if result is not None:
-        detail |= {"load_id": result.load_id, "rows_loaded": result.rows_loaded, "rows_rejected": result.rows_rejected,
-                   "rows_suppressed": result.rows_suppressed}
+        detail |= {
+            "load_id": result.load_id,
+            "rows_loaded": result.rows_loaded,
+            "rows_rejected": result.rows_rejected,
+            "rows_suppressed": result.rows_suppressed,
+        }
     return detail
 
 
@@ -711,8 +760,9 @@ def ingest_file(store: Store, path: str | Path, *, actor: str | None = None, **o
     options["display_name"] = options.get("display_name") or Path(path).name
     entry = None
     if actor is not None and not options.get("dry_run"):
-        entry = audit.record(store, actor, "upload", _upload_detail(options.get("source", ""), options["display_name"],
-                                                                    mode, "started"))
+        entry = audit.record(
+            store, actor, "upload", _upload_detail(options.get("source", ""), options["display_name"], mode, "started")
+        )
         options["audit_entry"] = entry
     try:
         csv_path = as_csv(path)
@@ -799,9 +849,7 @@ def _ingest_file(
     kind_def = get_kind(mapping.kind)
     # A source holds one kind: say so before reading the whole file.
     with store.connect() as conn:
-        existing_kind = conn.execute(
-            sa.select(sources_table.c.kind).where(sources_table.c.name == source)
-        ).scalar()
+        existing_kind = conn.execute(sa.select(sources_table.c.kind).where(sources_table.c.name == source)).scalar()
     if existing_kind is not None and existing_kind != mapping.kind:
         raise IngestError(
             f"source {source!r} already holds {existing_kind} data; load {mapping.kind} under another source name"
@@ -833,7 +881,8 @@ def _ingest_file(
     result.link_rates = link_rates
     result.notes += [
         f"link {r.column} -> {r.source}.{r.field}: {r.matched:,} of the first {r.total:,} rows with a value match "
-        f"({r.match_rate:.0%})" for r in link_rates
+        f"({r.match_rate:.0%})"
+        for r in link_rates
     ]
 
     target = KIND_TABLES[mapping.kind]
@@ -852,9 +901,19 @@ def _ingest_file(
     with store.begin() as conn:
         load_id = _next_load_id(conn)
         chunks = _prepared_chunks(
-            _regrouped(itertools.chain([sample], pieces), chunk_rows), kind_def=kind_def, mapping=mapping, formats=formats,
-            unmapped=unmapped, suppressed=suppressed, salt=salt, source=source, load_id=load_id,
-            store_rows=not dry_run, reject_invalid=reject_invalid, lines=lines, collect_ids=dry_run,
+            _regrouped(itertools.chain([sample], pieces), chunk_rows),
+            kind_def=kind_def,
+            mapping=mapping,
+            formats=formats,
+            unmapped=unmapped,
+            suppressed=suppressed,
+            salt=salt,
+            source=source,
+            load_id=load_id,
+            store_rows=not dry_run,
+            reject_invalid=reject_invalid,
+            lines=lines,
+            collect_ids=dry_run,
         )
         # The next chunk is read, validated and keyed in a worker thread while this one is
         # written (the database releases the GIL); every write stays here, in this transaction.
@@ -867,8 +926,11 @@ def _ingest_file(
                 if not part.failures.empty:
                     room = max_failures - failures_kept
                     if room > 0:  # cut in line order, so "the rest are after line N" holds
-                        kept = part.failures if room >= len(part.failures) else (
-                            part.failures.sort_values("row", kind="stable").head(room))
+                        kept = (
+                            part.failures
+                            if room >= len(part.failures)
+                            else (part.failures.sort_values("row", kind="stable").head(room))
+                        )
                         failure_parts.append(kept)
                         failures_kept += min(room, len(part.failures))
                     result.failures_total += len(part.failures)
@@ -913,14 +975,19 @@ def _ingest_file(
                 _duplicate_report(result, key_parts, sum(len(k) for k in key_parts), header, sample)
             else:
                 result.rows_identical_kept = int(pd.concat(key_parts)["content"].duplicated().sum()) if key_parts else 0
-            ids = pd.concat(id_parts, ignore_index=True) if id_parts else pd.DataFrame(
-                columns=["line", "primary_key", "id_key"])
+            ids = (
+                pd.concat(id_parts, ignore_index=True)
+                if id_parts
+                else pd.DataFrame(columns=["line", "primary_key", "id_key"])
+            )
             result.impact = load_impact(conn, mapping.kind, ids)
             return result
         counts = result.failure_counts().head(3)
         top = "; ".join(f"{r.column}: {r.rows:,} row(s) not {r.expected}" for r in counts.itertuples())
         if result.rows_valid == 0 and not result.rows_suppressed:
-            raise IngestError(f"{name}: none of the {result.rows_read:,} rows is valid; nothing was stored ({top}).", result)
+            raise IngestError(
+                f"{name}: none of the {result.rows_read:,} rows is valid; nothing was stored ({top}).", result
+            )
         if result.rows_rejected and not reject_invalid:
             raise IngestError(
                 f"{name}: {result.rows_rejected:,} of {result.rows_read:,} rows are invalid, nothing was loaded "
@@ -951,19 +1018,32 @@ def _ingest_file(
         finished = datetime.now(UTC).replace(tzinfo=None)
         conn.execute(
             loads_table.insert().values(
-                load_id=load_id, source=source, kind=mapping.kind, mode=mode, file_name=name,
-                started_at=started, finished_at=finished, rows_read=result.rows_read,
-                rows_loaded=result.rows_loaded, rows_rejected=result.rows_rejected,
-                rows_duplicate=result.rows_duplicate, mapping_json=mapping.to_json(),
+                load_id=load_id,
+                source=source,
+                kind=mapping.kind,
+                mode=mode,
+                file_name=name,
+                started_at=started,
+                finished_at=finished,
+                rows_read=result.rows_read,
+                rows_loaded=result.rows_loaded,
+                rows_rejected=result.rows_rejected,
+                rows_duplicate=result.rows_duplicate,
+                mapping_json=mapping.to_json(),
             )
         )
         existing = conn.execute(sa.select(sources_table.c.kind).where(sources_table.c.name == source)).first()
         # (checked before reading too; checked again here, inside the transaction, for a concurrent load)
         if existing is None:
-            conn.execute(sources_table.insert().values(
-                name=source, kind=mapping.kind, department=department or kind_def.department,
-                owner=owner or department or kind_def.department, created_at=finished,
-            ))
+            conn.execute(
+                sources_table.insert().values(
+                    name=source,
+                    kind=mapping.kind,
+                    department=department or kind_def.department,
+                    owner=owner or department or kind_def.department,
+                    created_at=finished,
+                )
+            )
         elif existing.kind != mapping.kind:
             raise IngestError(
                 f"source {source!r} already holds {existing.kind} data; load {mapping.kind} under another source name"

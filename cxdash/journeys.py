@@ -95,11 +95,28 @@ def journey_log(*, known_only: bool = False, keyed: bool = False) -> sa.Subquery
     ``case_names()`` turns them back into ``cx_id``.
     """
     case = "cx_key" if keyed else "cx_id"
-    tl = timeline((case, "ts", "activity", "department", "channel", "kind", "value", *STEP_ORDER,
-                   *(("known",) if known_only else ())))
+    tl = timeline(
+        (
+            case,
+            "ts",
+            "activity",
+            "department",
+            "channel",
+            "kind",
+            "value",
+            *STEP_ORDER,
+            *(("known",) if known_only else ()),
+        )
+    )
     q = sa.select(
-        tl.c[case], tl.c.ts, tl.c.activity, sa.func.coalesce(tl.c.department, "unknown").label("department"),
-        tl.c.channel, tl.c.kind, tl.c.value, *(tl.c[name] for name in STEP_ORDER),
+        tl.c[case],
+        tl.c.ts,
+        tl.c.activity,
+        sa.func.coalesce(tl.c.department, "unknown").label("department"),
+        tl.c.channel,
+        tl.c.kind,
+        tl.c.value,
+        *(tl.c[name] for name in STEP_ORDER),
     ).where(tl.c[case].is_not(None), tl.c.activity.is_not(None))
     if known_only:
         q = q.where(tl.c.known.is_(True))
@@ -145,8 +162,11 @@ class MapFilters:
 
     def spec(self) -> LogSpec:
         return LogSpec(
-            department_key="department", rename=dict(self.rename), by_department=self.by_department,
-            top_n=self.top_n or None, collapse_repeats=self.collapse,
+            department_key="department",
+            rename=dict(self.rename),
+            by_department=self.by_department,
+            top_n=self.top_n or None,
+            collapse_repeats=self.collapse,
         )
 
 
@@ -320,8 +340,10 @@ def _coded_steps(events: sa.FromClause, spec: LogSpec | None, keys) -> tuple[sa.
             totals.c.name, sa.func.row_number().over(order_by=(totals.c.n.desc(), totals.c.name)).label("rk")
         ).subquery("name_rank")
         mapping = (
-            sa.select(mapping.c.activity,
-                      sa.case((ranked.c.rk <= s.top_n, mapping.c.name), else_=sa.literal(OTHER, sa.String)).label("name"))
+            sa.select(
+                mapping.c.activity,
+                sa.case((ranked.c.rk <= s.top_n, mapping.c.name), else_=sa.literal(OTHER, sa.String)).label("name"),
+            )
             .select_from(mapping.join(ranked, ranked.c.name == mapping.c.name))
             .subquery("top_names")
         )
@@ -372,25 +394,34 @@ def dfg_query(events: sa.FromClause, spec: LogSpec | None = None, *, min_share: 
         )
         keep = sa.cast(edge_n.c.n, sa.Double) / sa.cast(sa.func.sum(edge_n.c.n).over(), sa.Double) >= min_share
         pooled_edge = sa.select(
-            edge_n.c.source, edge_n.c.target,
+            edge_n.c.source,
+            edge_n.c.target,
             sa.case((keep, edge_n.c.source), else_=other).label("pooled_source"),
             sa.case((keep, edge_n.c.target), else_=other).label("pooled_target"),
         ).subquery("pooled_edge")
         pairs = (
             sa.select(
-                pooled_edge.c.pooled_source.label("source"), pooled_edge.c.pooled_target.label("target"),
-                pairs.c.case_id, pairs.c.seconds,
+                pooled_edge.c.pooled_source.label("source"),
+                pooled_edge.c.pooled_target.label("target"),
+                pairs.c.case_id,
+                pairs.c.seconds,
             )
-            .select_from(pairs.join(pooled_edge, sa.and_(pooled_edge.c.source == pairs.c.source,
-                                                         pooled_edge.c.target == pairs.c.target)))
+            .select_from(
+                pairs.join(
+                    pooled_edge, sa.and_(pooled_edge.c.source == pairs.c.source, pooled_edge.c.target == pairs.c.target)
+                )
+            )
             .cte("pooled_pairs")
         )
     else:
         pairs = sa.select(pairs).cte("pairs")  # read twice below: computed once
     stats = (
         sa.select(
-            pairs.c.source, pairs.c.target, sa.func.count().label("n"),
-            _median_and_p90(pairs.c.seconds).label("percentiles"), sa.func.avg(pairs.c.seconds).label("mean_seconds"),
+            pairs.c.source,
+            pairs.c.target,
+            sa.func.count().label("n"),
+            _median_and_p90(pairs.c.seconds).label("percentiles"),
+            sa.func.avg(pairs.c.seconds).label("mean_seconds"),
         )
         .group_by(pairs.c.source, pairs.c.target)
         .subquery("edge_stats")
@@ -430,7 +461,14 @@ def dfg_query(events: sa.FromClause, spec: LogSpec | None = None, *, min_share: 
 
 
 DFG_COLUMNS = [
-    "source", "target", "count", "customers", "share", "customer_share", "median_seconds", "p90_seconds",
+    "source",
+    "target",
+    "count",
+    "customers",
+    "share",
+    "customer_share",
+    "median_seconds",
+    "p90_seconds",
     "mean_seconds",
 ]
 
@@ -465,8 +503,11 @@ def discover_dfg(
     Sorted by count, most frequent first.
     """
     frame = _frame(conn, dfg_query(events, spec, min_share=min_share, **keys), DFG_COLUMNS)
-    return _numeric(frame, ints=("count", "customers"),
-                    floats=("share", "customer_share", "median_seconds", "p90_seconds", "mean_seconds"))
+    return _numeric(
+        frame,
+        ints=("count", "customers"),
+        floats=("share", "customer_share", "median_seconds", "p90_seconds", "mean_seconds"),
+    )
 
 
 def dfg_counts(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
@@ -531,7 +572,9 @@ def activity_nodes(conn: Connection, events: sa.FromClause, spec: LogSpec | None
     after_same_case = sa.func.lag(log.c.case_id).over(**w) == log.c.case_id
     repeat = sa.and_(after_same_case, sa.func.lag(log.c.activity).over(**w) == log.c.activity)
     steps = sa.select(
-        log.c.case_id, log.c.activity, log.c.department,
+        log.c.case_id,
+        log.c.activity,
+        log.c.department,
         sa.case((after_same_case, 0), else_=1).label("is_start"),
         sa.case((sa.func.lead(log.c.case_id).over(**w) == log.c.case_id, 0), else_=1).label("is_end"),
         (sa.case((repeat, 0), else_=1) if s.collapse_repeats else sa.literal(1)).label("kept"),
@@ -543,15 +586,19 @@ def activity_nodes(conn: Connection, events: sa.FromClause, spec: LogSpec | None
         .subquery("by_department")
     )
     dept = sa.select(
-        by_dept.c.activity, by_dept.c.department,
-        sa.func.row_number().over(partition_by=by_dept.c.activity,
-                                  order_by=(by_dept.c.n.desc(), by_dept.c.department)).label("rk"),
+        by_dept.c.activity,
+        by_dept.c.department,
+        sa.func.row_number()
+        .over(partition_by=by_dept.c.activity, order_by=(by_dept.c.n.desc(), by_dept.c.department))
+        .label("rk"),
     ).subquery("top_department")
     stats = (
         sa.select(
-            steps.c.activity, sa.func.sum(steps.c.kept).label("n"),
+            steps.c.activity,
+            sa.func.sum(steps.c.kept).label("n"),
             sa.func.count(sa.distinct(steps.c.case_id)).label("cust"),
-            sa.func.sum(steps.c.is_start).label("starts"), sa.func.sum(steps.c.is_end).label("ends"),
+            sa.func.sum(steps.c.is_start).label("starts"),
+            sa.func.sum(steps.c.is_end).label("ends"),
         )
         .group_by(steps.c.activity)
         .subquery("activity_stats")
@@ -608,8 +655,11 @@ def first_positions(conn: Connection, events: sa.FromClause, spec: LogSpec | Non
         .group_by(first.c.activity)
         .order_by(median, sa.func.count().desc(), first.c.activity)
     )
-    return _numeric(_frame(conn, q, ["activity", "customers", "median_first_position"]), ints=("customers",),
-                    floats=("median_first_position",))
+    return _numeric(
+        _frame(conn, q, ["activity", "customers", "median_first_position"]),
+        ints=("customers",),
+        floats=("median_first_position",),
+    )
 
 
 def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
@@ -627,15 +677,21 @@ def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | N
     if not s.department_key:
         s = LogSpec(**{**s.__dict__, "department_key": "department"})
     log = prepare_log(events, s)
-    acts = sa.select(
-        log.c.activity, sa.func.dense_rank().over(order_by=log.c.activity).label("code")
-    ).distinct().cte("handoff_activities")
-    depts = sa.select(
-        log.c.department, sa.func.dense_rank().over(order_by=log.c.department).label("code")
-    ).distinct().cte("handoff_departments")
+    acts = (
+        sa.select(log.c.activity, sa.func.dense_rank().over(order_by=log.c.activity).label("code"))
+        .distinct()
+        .cte("handoff_activities")
+    )
+    depts = (
+        sa.select(log.c.department, sa.func.dense_rank().over(order_by=log.c.department).label("code"))
+        .distinct()
+        .cte("handoff_departments")
+    )
     coded = (
         sa.select(log.c.case_id, log.c.ts, *_tiebreaks(log), acts.c.code, depts.c.code.label("dept"))
-        .select_from(log.join(acts, acts.c.activity == log.c.activity).join(depts, depts.c.department == log.c.department))
+        .select_from(
+            log.join(acts, acts.c.activity == log.c.activity).join(depts, depts.c.department == log.c.department)
+        )
         .cte("handoff_log")
     )
     w = dict(order_by=(coded.c.case_id, *_step_order(coded, coded.c.code)))  # codes sort like the names
@@ -649,8 +705,11 @@ def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | N
     both = _median_and_p90(steps.c.seconds)
     pairs = (
         sa.select(
-            steps.c.source, steps.c.target, sa.func.count().label("n"),
-            sa.func.count(sa.distinct(steps.c.case_id)).label("customers"), both.label("pct"),
+            steps.c.source,
+            steps.c.target,
+            sa.func.count().label("n"),
+            sa.func.count(sa.distinct(steps.c.case_id)).label("customers"),
+            both.label("pct"),
         )
         .where(steps.c.target.is_not(None), steps.c.source != steps.c.target)
         .group_by(steps.c.source, steps.c.target)
@@ -667,8 +726,14 @@ def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | N
 
 
 def edge_customers(
-    conn: Connection, events: sa.FromClause, source: str, target: str, spec: LogSpec | None = None, *,
-    case_names: sa.FromClause | None = None, **keys
+    conn: Connection,
+    events: sa.FromClause,
+    source: str,
+    target: str,
+    spec: LogSpec | None = None,
+    *,
+    case_names: sa.FromClause | None = None,
+    **keys,
 ) -> pd.DataFrame:
     """The cases that took the edge ``source -> target``: ``case_id, times, first_at, median_seconds``.
 
@@ -680,8 +745,12 @@ def edge_customers(
         return sa.select(codes.c.code).where(codes.c.activity == name).scalar_subquery()
 
     per_case = (
-        sa.select(t.c.case_id, sa.func.count().label("times"), sa.func.min(t.c.ts).label("first_at"),
-                  _median(t.c.seconds).label("median_seconds"))
+        sa.select(
+            t.c.case_id,
+            sa.func.count().label("times"),
+            sa.func.min(t.c.ts).label("first_at"),
+            _median(t.c.seconds).label("median_seconds"),
+        )
         .where(t.c.source == code(source), t.c.target == code(target))
         .group_by(t.c.case_id)
         .subquery("edge_cases")
@@ -696,8 +765,9 @@ def edge_customers(
         .select_from(src)
         .order_by(per_case.c.times.desc(), case)
     )
-    return _numeric(_frame(conn, q, ["case_id", "times", "first_at", "median_seconds"]), ints=("times",),
-                    floats=("median_seconds",))
+    return _numeric(
+        _frame(conn, q, ["case_id", "times", "first_at", "median_seconds"]), ints=("times",), floats=("median_seconds",)
+    )
 
 
 def _positions(log: sa.FromClause) -> sa.CTE:
@@ -705,7 +775,9 @@ def _positions(log: sa.FromClause) -> sa.CTE:
     callers read it more than once (a subquery would run its window each time)."""
     order = _step_order(log)
     return sa.select(
-        log.c.case_id, log.c.activity, log.c.ts,
+        log.c.case_id,
+        log.c.activity,
+        log.c.ts,
         sa.func.row_number().over(partition_by=log.c.case_id, order_by=order).label("pos"),
     ).cte("positions")
 
@@ -729,17 +801,25 @@ def _paths(conn, events, anchor: str, steps: int, spec, keys, *, before: bool) -
     )
     w = dict(partition_by=near.c.case_id, order_by=near.c.pos)
     pairs = sa.select(
-        near.c.case_id, near.c.offset.label("source_offset"), near.c.activity.label("source"),
+        near.c.case_id,
+        near.c.offset.label("source_offset"),
+        near.c.activity.label("source"),
         sa.func.lead(near.c.offset).over(**w).label("target_offset"),
         sa.func.lead(near.c.activity).over(**w).label("target"),
     ).subquery("pairs")
     q = (
-        sa.select(pairs.c.source_offset, pairs.c.source, pairs.c.target_offset, pairs.c.target,
-                  sa.func.count(sa.distinct(pairs.c.case_id)))
+        sa.select(
+            pairs.c.source_offset,
+            pairs.c.source,
+            pairs.c.target_offset,
+            pairs.c.target,
+            sa.func.count(sa.distinct(pairs.c.case_id)),
+        )
         .where(pairs.c.target.is_not(None))
         .group_by(pairs.c.source_offset, pairs.c.source, pairs.c.target_offset, pairs.c.target)
-        .order_by(pairs.c.source_offset, sa.func.count(sa.distinct(pairs.c.case_id)).desc(), pairs.c.source,
-                  pairs.c.target)
+        .order_by(
+            pairs.c.source_offset, sa.func.count(sa.distinct(pairs.c.case_id)).desc(), pairs.c.source, pairs.c.target
+        )
     )
     cols = ["source_offset", "source", "target_offset", "target", "customers"]
     return _numeric(_frame(conn, q, cols), ints=("source_offset", "target_offset", "customers"))
@@ -794,9 +874,9 @@ def discover_variants(
         sa.select(
             kept.c.case_id,
             # SQLAlchemy 2.1's portable ordered aggregate: string_agg(x, sep ORDER BY pos).
-            sa.func.aggregate_strings(kept.c.activity, VARIANT_SEPARATOR).aggregate_order_by(kept.c.pos).label(
-                "variant"
-            ),
+            sa.func.aggregate_strings(kept.c.activity, VARIANT_SEPARATOR)
+            .aggregate_order_by(kept.c.pos)
+            .label("variant"),
             sa.func.count().label("steps"),
             (_epoch(sa.func.max(kept.c.ts)) - _epoch(sa.func.min(kept.c.ts))).label("seconds"),
         )
@@ -812,7 +892,9 @@ def discover_variants(
     customers = sa.func.count()
     q = (
         sa.select(
-            per_case.c.variant, sa.func.min(per_case.c.steps), customers,
+            per_case.c.variant,
+            sa.func.min(per_case.c.steps),
+            customers,
             sa.cast(customers, sa.Double) / sa.func.nullif(n_cases, 0),
             sa.func.avg(sa.case((churned.is_(True), 1.0), (churned.is_(False), 0.0))),
             _median(per_case.c.seconds),
@@ -826,8 +908,9 @@ def discover_variants(
     if limit:
         q = q.limit(limit)
     cols = ["variant", "steps", "customers", "share", "churn_rate", "median_seconds"]
-    return _numeric(_frame(conn, q, cols), ints=("steps", "customers"),
-                    floats=("share", "churn_rate", "median_seconds"))
+    return _numeric(
+        _frame(conn, q, cols), ints=("steps", "customers"), floats=("share", "churn_rate", "median_seconds")
+    )
 
 
 def funnel(
@@ -867,8 +950,9 @@ def funnel(
     prev = entry
     for k, name in enumerate(steps[1:], start=2):
         nxt = (
-            sa.select(prev.c.case_id, prev.c.t1, sa.func.min(log.c.pos).label(f"p{k}"),
-                      sa.func.min(log.c.ts).label(f"t{k}"))
+            sa.select(
+                prev.c.case_id, prev.c.t1, sa.func.min(log.c.pos).label(f"p{k}"), sa.func.min(log.c.ts).label(f"t{k}")
+            )
             .select_from(prev.join(log, log.c.case_id == prev.c.case_id))
             .where(
                 log.c.activity == name,
@@ -889,14 +973,19 @@ def funnel(
             seg = sa.func.coalesce(sa.cast(segments.c.segment, sa.String), "unknown")
         secs = _epoch(sq.c[f"t{k}"]) - _epoch(sq.c.t1)
         parts.append(
-            sa.select(seg.label("segment"), sa.literal_column(str(k)).label("step"),
-                      sa.func.count().label("customers"), _median(secs).label("median_seconds"))
+            sa.select(
+                seg.label("segment"),
+                sa.literal_column(str(k)).label("step"),
+                sa.func.count().label("customers"),
+                _median(secs).label("median_seconds"),
+            )
             .select_from(base)
             .group_by(seg)
         )
     u = sa.union_all(*parts).subquery("funnel")
-    rows = _frame(conn, sa.select(u).order_by(u.c.segment, u.c.step),
-                  ["segment", "step", "customers", "median_seconds"])
+    rows = _frame(
+        conn, sa.select(u).order_by(u.c.segment, u.c.step), ["segment", "step", "customers", "median_seconds"]
+    )
     rows = _numeric(rows, ints=("step", "customers"), floats=("median_seconds",))
     segs = sorted(rows["segment"].unique()) if len(rows) else ["all"]
     grid = pd.MultiIndex.from_product([segs, range(1, len(steps) + 1)], names=["segment", "step"])
@@ -910,8 +999,18 @@ def funnel(
     out["step_conversion"] = (out["customers"] / previous.where(previous > 0)).astype("float64")
     out["dropped"] = (previous - out["customers"]).astype("int64")
     out = out.rename(columns={"median_seconds": "median_seconds_to_convert"})
-    return out[["segment", "step", "activity", "customers", "conversion", "step_conversion", "dropped",
-                "median_seconds_to_convert"]]
+    return out[
+        [
+            "segment",
+            "step",
+            "activity",
+            "customers",
+            "conversion",
+            "step_conversion",
+            "dropped",
+            "median_seconds_to_convert",
+        ]
+    ]
 
 
 def event_log_table(conn: Connection, frame: pd.DataFrame, name: str = "event_log") -> sa.Table:
@@ -961,7 +1060,9 @@ def _error_step(steps) -> sa.ColumnElement[bool]:
     """Is a journey step (a row with ``kind, activity, department``) an error: a checkout error
     (``cxdash.signals``: a product event named like an error) or a failed payment (a transaction
     with a failed status, which the timeline names ``FAILED_PAYMENT_STEP``)?"""
-    return sa.or_(_checkout_error_step(steps), sa.and_(steps.kind == "transactions", steps.activity == FAILED_PAYMENT_STEP))
+    return sa.or_(
+        _checkout_error_step(steps), sa.and_(steps.kind == "transactions", steps.activity == FAILED_PAYMENT_STEP)
+    )
 
 
 def _checkout_error_step(steps) -> sa.ColumnElement[bool]:
@@ -991,20 +1092,27 @@ def _with_absorber(raw: sa.Subquery, contacts: sa.Subquery, days: float) -> sa.S
         sa.select(
             at,
             contacts.c.department.label("next_department"),
-            sa.func.row_number().over(
-                partition_by=(at.c.cx_id, at.c.ts, at.c.hotspot), order_by=(contacts.c.ts, contacts.c.department)
-            ).label("rk"),
+            sa.func.row_number()
+            .over(partition_by=(at.c.cx_id, at.c.ts, at.c.hotspot), order_by=(contacts.c.ts, contacts.c.department))
+            .label("rk"),
         )
         .select_from(at.outerjoin(contacts, sa.and_(contacts.c.cx_id == at.c.cx_id, after, near)))
         .subquery(raw.name + "_absorbed")
     )
-    first = sa.select(ranked.c.cx_id, ranked.c.ts, ranked.c.hotspot, ranked.c.next_department).where(
-        ranked.c.rk == 1).subquery(raw.name + "_first")
+    first = (
+        sa.select(ranked.c.cx_id, ranked.c.ts, ranked.c.hotspot, ranked.c.next_department)
+        .where(ranked.c.rk == 1)
+        .subquery(raw.name + "_first")
+    )
     return sa.select(
-        raw.c.cx_id, raw.c.ts, raw.c.hotspot, raw.c.leaked_department,
+        raw.c.cx_id,
+        raw.c.ts,
+        raw.c.hotspot,
+        raw.c.leaked_department,
         sa.func.coalesce(first.c.next_department, NONE).label("absorbed_department"),
-    ).select_from(raw.join(first, sa.and_(first.c.cx_id == raw.c.cx_id, first.c.ts == raw.c.ts,
-                                          first.c.hotspot == raw.c.hotspot)))
+    ).select_from(
+        raw.join(first, sa.and_(first.c.cx_id == raw.c.cx_id, first.c.ts == raw.c.ts, first.c.hotspot == raw.c.hotspot))
+    )
 
 
 def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, keyed: bool = False) -> sa.CTE:
@@ -1020,9 +1128,9 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
     # materialised once by DuckDB and PostgreSQL).
     if keyed:
         keyed_log = journey_log(keyed=True)
-        jl = sa.select(
-            keyed_log.c.cx_key.label("cx_id"), *[c for c in keyed_log.c if c.name != "cx_key"]
-        ).cte("journey_steps")
+        jl = sa.select(keyed_log.c.cx_key.label("cx_id"), *[c for c in keyed_log.c if c.name != "cx_key"]).cte(
+            "journey_steps"
+        )
     else:
         jl = journey_log().element.cte("journey_steps")
     contacts = _contacts(jl)
@@ -1034,9 +1142,11 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
 
     # errors: checkout errors and failed payments, as the registry defines them
     errors = sa.select(
-        jl.c.cx_id, jl.c.ts,
-        sa.case((_checkout_error_step(jl.c), SIGNALS["checkout_error"].hotspot),
-                else_=SIGNALS["failed_payment"].hotspot).label("hotspot"),
+        jl.c.cx_id,
+        jl.c.ts,
+        sa.case(
+            (_checkout_error_step(jl.c), SIGNALS["checkout_error"].hotspot), else_=SIGNALS["failed_payment"].hotspot
+        ).label("hotspot"),
         jl.c.department.label("leaked_department"),
     ).where(_error_step(jl.c))
     parts.append(_with_absorber(moments(errors, "errors"), contacts, repeat_days))
@@ -1047,14 +1157,19 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
     if keyed:
         tickets_from, ticket_customer = k.join(src, src.c.name == k.c.source), k.c.cx_key
     else:
-        tickets_from, ticket_customer = k.join(im, im.c.cx_key == k.c.cx_key).join(src, src.c.name == k.c.source), im.c.cx_id
+        tickets_from, ticket_customer = (
+            k.join(im, im.c.cx_key == k.c.cx_key).join(src, src.c.name == k.c.source),
+            im.c.cx_id,
+        )
 
     # repeat contacts: the registry's (the same tickets the repeat-contact KPI counts). The earlier
     # ticket's department leaked the customer, the repeat's own absorbed them.
     by_topic = (k.c.opened_at, k.c.cx_key, k.c.topic, *file_order(k))
     same_topic = (
         sa.select(
-            ticket_customer.label("cx_id"), k.c.opened_at.label("ts"), dept.label("absorbed_department"),
+            ticket_customer.label("cx_id"),
+            k.c.opened_at.label("ts"),
+            dept.label("absorbed_department"),
             previous_same_topic(*by_topic).label("prev_at"),
             sa.func.lag(dept).over(**repeat_window(*by_topic)).label("leaked_department"),
         )
@@ -1063,38 +1178,69 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
         .subquery("same_topic")
     )
     parts.append(
-        sa.select(same_topic.c.cx_id, same_topic.c.ts, sa.literal(SIGNALS["repeat_contact"].hotspot, sa.String)
-                  .label("hotspot"), same_topic.c.leaked_department, same_topic.c.absorbed_department)
-        .where(is_repeat(same_topic.c.ts, same_topic.c.prev_at, repeat_days))
+        sa.select(
+            same_topic.c.cx_id,
+            same_topic.c.ts,
+            sa.literal(SIGNALS["repeat_contact"].hotspot, sa.String).label("hotspot"),
+            same_topic.c.leaked_department,
+            same_topic.c.absorbed_department,
+        ).where(is_repeat(same_topic.c.ts, same_topic.c.prev_at, repeat_days))
     )
 
     # help page, then a contact within N days
     help_visits = sa.select(jl.c.cx_id, jl.c.ts, jl.c.department).where(jl.c.activity == "help_page").subquery("hv")
-    hp = sa.select(
-        contacts.c.cx_id, contacts.c.ts, help_visits.c.department.label("leaked_department"),
-        contacts.c.department.label("absorbed_department"),
-        sa.func.row_number().over(partition_by=(contacts.c.cx_id, contacts.c.ts, contacts.c.activity),
-                                  order_by=help_visits.c.ts.desc()).label("rk"),
-    ).select_from(
-        contacts.join(help_visits, sa.and_(help_visits.c.cx_id == contacts.c.cx_id, help_visits.c.ts <= contacts.c.ts,
-                                           _seconds_between(contacts.c.ts, help_visits.c.ts) <= window))
-    ).subquery("help_then_contact")
+    hp = (
+        sa.select(
+            contacts.c.cx_id,
+            contacts.c.ts,
+            help_visits.c.department.label("leaked_department"),
+            contacts.c.department.label("absorbed_department"),
+            sa.func.row_number()
+            .over(partition_by=(contacts.c.cx_id, contacts.c.ts, contacts.c.activity), order_by=help_visits.c.ts.desc())
+            .label("rk"),
+        )
+        .select_from(
+            contacts.join(
+                help_visits,
+                sa.and_(
+                    help_visits.c.cx_id == contacts.c.cx_id,
+                    help_visits.c.ts <= contacts.c.ts,
+                    _seconds_between(contacts.c.ts, help_visits.c.ts) <= window,
+                ),
+            )
+        )
+        .subquery("help_then_contact")
+    )
     parts.append(
-        sa.select(hp.c.cx_id, hp.c.ts, sa.literal("help page then contact", sa.String).label("hotspot"),
-                  hp.c.leaked_department, hp.c.absorbed_department).where(hp.c.rk == 1)
+        sa.select(
+            hp.c.cx_id,
+            hp.c.ts,
+            sa.literal("help page then contact", sa.String).label("hotspot"),
+            hp.c.leaked_department,
+            hp.c.absorbed_department,
+        ).where(hp.c.rk == 1)
     )
 
     transferred = (
-        sa.select(ticket_customer.label("cx_id"), k.c.opened_at.label("ts"), sa.literal("transferred ticket", sa.String).label("hotspot"),
-                  dept.label("leaked_department"))
+        sa.select(
+            ticket_customer.label("cx_id"),
+            k.c.opened_at.label("ts"),
+            sa.literal("transferred ticket", sa.String).label("hotspot"),
+            dept.label("leaked_department"),
+        )
         .select_from(tickets_from)
         .where(matches("transfer", k.c.transfers), k.c.opened_at.is_not(None), ticket_customer.is_not(None))
     )
     parts.append(_with_absorber(moments(transferred, "transferred"), contacts, repeat_days))
     topic = sa.func.coalesce(k.c.topic, "other")
     durations = (
-        sa.select(ticket_customer.label("cx_id"), k.c.opened_at.label("ts"), dept.label("department"),
-                  topic.label("topic"), _seconds_between(k.c.closed_at, k.c.opened_at).label("seconds"))
+        sa.select(
+            ticket_customer.label("cx_id"),
+            k.c.opened_at.label("ts"),
+            dept.label("department"),
+            topic.label("topic"),
+            _seconds_between(k.c.closed_at, k.c.opened_at).label("seconds"),
+        )
         .select_from(tickets_from)
         .where(k.c.closed_at.is_not(None), k.c.opened_at.is_not(None), ticket_customer.is_not(None))
         .subquery("durations")
@@ -1106,8 +1252,12 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
         .subquery("topic_p90")
     )
     waits = (
-        sa.select(durations.c.cx_id, durations.c.ts, sa.literal("long wait", sa.String).label("hotspot"),
-                  durations.c.department.label("leaked_department"))
+        sa.select(
+            durations.c.cx_id,
+            durations.c.ts,
+            sa.literal("long wait", sa.String).label("hotspot"),
+            durations.c.department.label("leaked_department"),
+        )
         .select_from(durations.join(p90, p90.c.topic == durations.c.topic))
         .where(durations.c.seconds > p90.c.p90)
     )
@@ -1117,7 +1267,11 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
     w = dict(partition_by=jl.c.cx_id, order_by=(*step_order(jl), jl.c.activity))
     seq = (
         sa.select(
-            jl.c.cx_id, jl.c.ts, jl.c.activity, jl.c.department, jl.c.kind,
+            jl.c.cx_id,
+            jl.c.ts,
+            jl.c.activity,
+            jl.c.department,
+            jl.c.kind,
             sa.func.lag(jl.c.activity).over(**w).label("prev_activity"),
             sa.func.lag(jl.c.ts).over(**w).label("prev_ts"),
             sa.func.lead(jl.c.ts).over(**w).label("next_ts"),
@@ -1126,7 +1280,10 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
         .cte("seq")  # read by rework and dead ends: one window pass, not two
     )
     rework = sa.select(
-        seq.c.cx_id, seq.c.ts, sa.literal("rework", sa.String).label("hotspot"), seq.c.department.label("leaked_department")
+        seq.c.cx_id,
+        seq.c.ts,
+        sa.literal("rework", sa.String).label("hotspot"),
+        seq.c.department.label("leaked_department"),
     ).where(
         seq.c.activity == seq.c.prev_activity,
         seq.c.department.not_in(("web", "marketing")),
@@ -1135,8 +1292,11 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
     parts.append(_with_absorber(moments(rework, "rework"), contacts, repeat_days))
     data_end = sa.select(sa.func.max(jl.c.ts)).scalar_subquery()
     dead = sa.select(
-        seq.c.cx_id, seq.c.ts, sa.literal("dead end", sa.String).label("hotspot"),
-        seq.c.department.label("leaked_department"), sa.literal(NONE, sa.String).label("absorbed_department"),
+        seq.c.cx_id,
+        seq.c.ts,
+        sa.literal("dead end", sa.String).label("hotspot"),
+        seq.c.department.label("leaked_department"),
+        sa.literal(NONE, sa.String).label("absorbed_department"),
     ).where(
         _error_step(seq.c),
         _seconds_between(data_end, seq.c.ts) > dead_end_days * 86400.0,
@@ -1165,8 +1325,11 @@ def customer_outcomes(conn: Connection, *, keyed: bool = False, churn=None) -> s
     universe = churn_defs.customer_universe(conn, by=by).subquery("universe")
     definition = churn_defs.in_force(conn, churn)
     if definition is None:
-        churned = sa.select(universe.c[by], sa.cast(sa.null(), sa.DateTime).label("churn_at")).where(
-            sa.false()).subquery("churned")
+        churned = (
+            sa.select(universe.c[by], sa.cast(sa.null(), sa.DateTime).label("churn_at"))
+            .where(sa.false())
+            .subquery("churned")
+        )
         judged = sa.select(universe.c[by]).where(sa.false()).subquery("judged")
     else:
         churned = churn_defs.churned(conn, definition, now=now, by=by).subquery("churned")
@@ -1175,10 +1338,17 @@ def customer_outcomes(conn: Connection, *, keyed: bool = False, churn=None) -> s
 
     def per_customer(t: sa.Table, value, name: str, *where) -> sa.Select:
         if keyed:  # the rows carry the key: no join
-            return sa.select(t.c.cx_key.label(by), value.label(name)).where(t.c.cx_key.is_not(None), *where).group_by(
-                t.c.cx_key)
-        return (sa.select(im.c.cx_id.label(by), value.label(name)).select_from(t.join(im, im.c.cx_key == t.c.cx_key))
-                .where(*where).group_by(im.c.cx_id))
+            return (
+                sa.select(t.c.cx_key.label(by), value.label(name))
+                .where(t.c.cx_key.is_not(None), *where)
+                .group_by(t.c.cx_key)
+            )
+        return (
+            sa.select(im.c.cx_id.label(by), value.label(name))
+            .select_from(t.join(im, im.c.cx_key == t.c.cx_key))
+            .where(*where)
+            .group_by(im.c.cx_id)
+        )
 
     since = (now or sa.func.now()) - timedelta(days=365) if now else None
     paid = sa.func.lower(sa.func.coalesce(tx.c.status, "")).not_in(FAILED_PAYMENT_STATUSES)
@@ -1204,16 +1374,43 @@ def customer_outcomes(conn: Connection, *, keyed: bool = False, churn=None) -> s
 
 
 HOTSPOT_COLUMNS = [
-    "hotspot", "customers", "moments", "customer_share", "customers_judged", "churned", "churned_before",
-    "churn_rate", "baseline_customers", "baseline_churned", "baseline_churn_rate", "lift", "ci_low", "ci_high",
-    "p_value", "p_adjusted", "tested", "significant", "why", "churn_definition", "excess_churned",
-    "revenue_at_stake", "leaked_department", "absorbed_department", "route_share", "description",
+    "hotspot",
+    "customers",
+    "moments",
+    "customer_share",
+    "customers_judged",
+    "churned",
+    "churned_before",
+    "churn_rate",
+    "baseline_customers",
+    "baseline_churned",
+    "baseline_churn_rate",
+    "lift",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "p_adjusted",
+    "tested",
+    "significant",
+    "why",
+    "churn_definition",
+    "excess_churned",
+    "revenue_at_stake",
+    "leaked_department",
+    "absorbed_department",
+    "route_share",
+    "description",
 ]
 
 
 def hotspots(
-    conn: Connection, *, repeat_days: float = 7.0, dead_end_days: float = 30.0, moments: sa.FromClause | None = None,
-    keyed: bool = False, churn=None,
+    conn: Connection,
+    *,
+    repeat_days: float = 7.0,
+    dead_end_days: float = 30.0,
+    moments: sa.FromClause | None = None,
+    keyed: bool = False,
+    churn=None,
 ) -> pd.DataFrame:
     """Friction hotspots with the churn they come with (under ``churn``, a
     ``cxdash.churn.Definition``; default the suggested definition), ranked by excess churned
@@ -1236,8 +1433,11 @@ def hotspots(
     from cxdash import churn as churn_defs
     from cxdash.hotspot_stats import hotspot_statistics
 
-    m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days,
-                                                             keyed=keyed)
+    m = (
+        moments
+        if moments is not None
+        else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days, keyed=keyed)
+    )
     definition = churn_defs.in_force(conn, churn)
     out = customer_outcomes(conn, keyed=keyed, churn=definition)
     per_cx = (
@@ -1276,9 +1476,12 @@ def hotspots(
     )
     ranked = sa.select(
         routes,
-        sa.func.row_number().over(partition_by=routes.c.hotspot,
-                                  order_by=(routes.c.n.desc(), routes.c.leaked_department,
-                                            routes.c.absorbed_department)).label("rk"),
+        sa.func.row_number()
+        .over(
+            partition_by=routes.c.hotspot,
+            order_by=(routes.c.n.desc(), routes.c.leaked_department, routes.c.absorbed_department),
+        )
+        .label("rk"),
         (sa.cast(routes.c.n, sa.Double) / sa.func.sum(routes.c.n).over(partition_by=routes.c.hotspot)).label("share"),
     ).subquery("ranked_routes")
     q = (
@@ -1286,16 +1489,34 @@ def hotspots(
         .join(ranked, sa.and_(ranked.c.hotspot == stats_q.c.hotspot, ranked.c.rk == 1))
         .order_by(stats_q.c.hotspot)
     )
-    stats = _frame(conn, q, ["hotspot", "customers", "moments", "known", "churned", "churned_before", "churned_any",
-                             "revenue_at_stake", "leaked_department", "absorbed_department", "route_share"])
+    stats = _frame(
+        conn,
+        q,
+        [
+            "hotspot",
+            "customers",
+            "moments",
+            "known",
+            "churned",
+            "churned_before",
+            "churned_any",
+            "revenue_at_stake",
+            "leaked_department",
+            "absorbed_department",
+            "route_share",
+        ],
+    )
     total, total_known, total_churned = conn.execute(
         sa.select(sa.func.count(), count_if(known), count_if(sa.and_(known, is_churned)))
     ).one()
     total, total_known, total_churned = int(total or 0), int(total_known or 0), int(total_churned or 0)
     if stats.empty:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in HOTSPOT_COLUMNS})
-    stats = _numeric(stats, ints=("customers", "moments", "known", "churned", "churned_before", "churned_any"),
-                     floats=("revenue_at_stake", "route_share"))
+    stats = _numeric(
+        stats,
+        ints=("customers", "moments", "known", "churned", "churned_before", "churned_any"),
+        floats=("revenue_at_stake", "route_share"),
+    )
     stats["customer_share"] = stats["customers"] / total if total else float("nan")
     stats["customers_judged"] = stats["known"] - stats["churned_before"]
     stats["baseline_customers"] = total_known - stats["known"]
@@ -1303,14 +1524,20 @@ def hotspots(
     frame = hotspot_statistics(stats, churn_definition=definition.name if definition is not None else None)
     frame["description"] = frame["hotspot"].map(HOTSPOT_DESCRIPTIONS).fillna("")
     # the name breaks ties: the same order every run; no comparable churn (NaN) ranks by reach
-    frame = frame.sort_values(["excess_churned", "customers", "hotspot"], ascending=[False, False, True],
-                              na_position="last", ignore_index=True, kind="stable")
+    frame = frame.sort_values(
+        ["excess_churned", "customers", "hotspot"],
+        ascending=[False, False, True],
+        na_position="last",
+        ignore_index=True,
+        kind="stable",
+    )
     for col in ("hotspot", "leaked_department", "absorbed_department", "description"):
         frame[col] = frame[col].astype("string")
     return frame[HOTSPOT_COLUMNS]
 
 
 # ----------------------------------------------------------------------------- drill-down
+
 
 def hotspot_customers(
     conn: Connection,
@@ -1332,14 +1559,20 @@ def hotspot_customers(
     """
     from cxdash.store import KIND_TABLES, customer_keys_table
 
-    m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days,
-                                                             keyed=keyed)
+    m = (
+        moments
+        if moments is not None
+        else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days, keyed=keyed)
+    )
     out = customer_outcomes(conn, keyed=keyed, churn=churn)
     crm, im = KIND_TABLES["customers"], customer_keys_table
     crm_customer = crm.c.cx_key if keyed else im.c.cx_id
     contact = (
-        sa.select(crm_customer.label("cx_id"), sa.func.min(crm.c.email).label("email"),
-                  sa.func.min(crm.c.phone).label("phone"))
+        sa.select(
+            crm_customer.label("cx_id"),
+            sa.func.min(crm.c.email).label("email"),
+            sa.func.min(crm.c.phone).label("phone"),
+        )
         .select_from(crm if keyed else crm.join(im, im.c.cx_key == crm.c.cx_key))
         .where(crm.c.cx_key.is_not(None))
         .group_by(crm_customer)
@@ -1347,8 +1580,11 @@ def hotspot_customers(
     )
     per_cx = (
         sa.select(
-            m.c.cx_id, sa.func.count().label("moments"), sa.func.min(m.c.ts).label("first_at"),
-            sa.func.max(m.c.ts).label("last_at"), sa.func.min(m.c.leaked_department).label("leaked"),
+            m.c.cx_id,
+            sa.func.count().label("moments"),
+            sa.func.min(m.c.ts).label("first_at"),
+            sa.func.max(m.c.ts).label("last_at"),
+            sa.func.min(m.c.leaked_department).label("leaked"),
             sa.func.min(m.c.absorbed_department).label("absorbed"),
         )
         .where(m.c.hotspot == hotspot)
@@ -1368,8 +1604,18 @@ def hotspot_customers(
     )
     if limit:
         q = q.limit(limit)
-    cols = ["cx_id", "moments", "first_at", "last_at", "leaked_department", "absorbed_department", "churned",
-            "revenue_12m", "email", "phone"]
+    cols = [
+        "cx_id",
+        "moments",
+        "first_at",
+        "last_at",
+        "leaked_department",
+        "absorbed_department",
+        "churned",
+        "revenue_12m",
+        "email",
+        "phone",
+    ]
     frame = _frame(conn, q, cols)
     frame = _numeric(frame, ints=("moments",), floats=("revenue_12m",))
     frame["churned"] = frame["churned"].astype("bool")

@@ -159,8 +159,16 @@ DEFINITIONS: dict[str, dict[str, str]] = {
 
 # The keys `python -m cxdash kpis --json` prints (at least).
 CLI_KEYS = (
-    "customers", "active_customers", "churn_rate", "retention_rate", "repeat_contact_rate", "silence_rate",
-    "contacts_per_active_customer", "transfer_rate", "clv_historical_total", "clv_predicted_total",
+    "customers",
+    "active_customers",
+    "churn_rate",
+    "retention_rate",
+    "repeat_contact_rate",
+    "silence_rate",
+    "contacts_per_active_customer",
+    "transfer_rate",
+    "clv_historical_total",
+    "clv_predicted_total",
 )
 
 # Filter name -> CRM field it restricts.
@@ -222,8 +230,9 @@ def churn_basis(conn: Connection, churn: Definition | None = None) -> str:
     return definition.basis if definition else "none"
 
 
-def _churned(conn: Connection, now: datetime | None, by: str = "cx_id", churn: Definition | None = None
-             ) -> tuple[sa.Select, str]:
+def _churned(
+    conn: Connection, now: datetime | None, by: str = "cx_id", churn: Definition | None = None
+) -> tuple[sa.Select, str]:
     """Select of churned customers (``by``: ``cx_id`` or the integer ``cx_key``) under the definition
     in force (``churn``, default the suggestion), and its basis (see ``churn_basis``)."""
     definition = churn_defs.in_force(conn, churn)
@@ -271,8 +280,16 @@ def headline(conn: Connection, churn: Definition | None = None) -> Headline:
             sa.not_(matches("failed_payment", tx.c.status))
         )
     ).scalar()
-    return Headline(now, int(customers), int(active), int(churned), basis, float(revenue or 0.0),
-                    churn.name if churn else None, money_currency(conn))
+    return Headline(
+        now,
+        int(customers),
+        int(active),
+        int(churned),
+        basis,
+        float(revenue or 0.0),
+        churn.name if churn else None,
+        money_currency(conn),
+    )
 
 
 def money_currency(conn: Connection) -> str | None:
@@ -280,7 +297,9 @@ def money_currency(conn: Connection) -> str | None:
     they hold several (amounts are then summed as recorded), None when no currency is known."""
     x = KIND_TABLES["transactions"]
     code = sa.func.upper(sa.func.trim(x.c.currency))
-    found = sorted(r for (r,) in conn.execute(sa.select(code).where(x.c.currency.is_not(None)).distinct().limit(4)) if r)
+    found = sorted(
+        r for (r,) in conn.execute(sa.select(code).where(x.c.currency.is_not(None)).distinct().limit(4)) if r
+    )
     if not found:
         return None
     return found[0] if len(found) == 1 else "mixed: " + ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
@@ -311,7 +330,9 @@ class Period:
     @classmethod
     def from_dates(cls, first: date, last: date) -> Period:
         """The days ``first`` to ``last``, both included."""
-        return cls(datetime(first.year, first.month, first.day), datetime(last.year, last.month, last.day) + timedelta(days=1))
+        return cls(
+            datetime(first.year, first.month, first.day), datetime(last.year, last.month, last.day) + timedelta(days=1)
+        )
 
     def label(self) -> str:
         last = self.end - timedelta(days=1)
@@ -492,7 +513,11 @@ def _tickets(cust: sa.Subquery, filters: Filters, repeat_days: int) -> sa.Subque
         .subquery("tickets_w")
     )
     q = sa.select(
-        inner.c.cx_key, inner.c.opened_at, inner.c.closed_at, inner.c.transfers, inner.c.satisfaction,
+        inner.c.cx_key,
+        inner.c.opened_at,
+        inner.c.closed_at,
+        inner.c.transfers,
+        inner.c.satisfaction,
         inner.c.department,
         sa.case((is_repeat(inner.c.opened_at, inner.c.prev_opened, repeat_days), 1), else_=0).label("is_repeat"),
     )
@@ -546,14 +571,38 @@ def _ratio(num, den) -> pd.Series:
 
 
 KPI_COLUMNS = (
-    "customers", "active_customers", "customers_at_start", "churned_in_period", "churn_rate", "retention_rate",
-    "revenue_churn_rate", "renewal_rate", "net_revenue_retention", "revenue", "contacts", "silent_customers",
-    "silence_rate", "contacts_per_active_customer", "repeat_contact_rate", "transfer_rate", "handoffs_per_resolved",
-    "median_hours_to_resolution", "satisfaction", "clv_historical_total", "clv_historical_per_customer",
+    "customers",
+    "active_customers",
+    "customers_at_start",
+    "churned_in_period",
+    "churn_rate",
+    "retention_rate",
+    "revenue_churn_rate",
+    "renewal_rate",
+    "net_revenue_retention",
+    "revenue",
+    "contacts",
+    "silent_customers",
+    "silence_rate",
+    "contacts_per_active_customer",
+    "repeat_contact_rate",
+    "transfer_rate",
+    "handoffs_per_resolved",
+    "median_hours_to_resolution",
+    "satisfaction",
+    "clv_historical_total",
+    "clv_historical_per_customer",
 )
 
 
-COUNT_COLUMNS = ("customers", "active_customers", "customers_at_start", "churned_in_period", "contacts", "silent_customers")
+COUNT_COLUMNS = (
+    "customers",
+    "active_customers",
+    "customers_at_start",
+    "churned_in_period",
+    "contacts",
+    "silent_customers",
+)
 
 
 def kpi_table(
@@ -651,8 +700,9 @@ def kpi_table(
     act = (
         sa.select(spine.c.bucket, steps.c.cx_key)
         .select_from(
-            spine.join(steps, sa.and_(steps.c.ts >= spine.c.p_start, steps.c.ts < spine.c.p_end))
-            .join(cust, cust.c.cx_key == steps.c.cx_key)
+            spine.join(steps, sa.and_(steps.c.ts >= spine.c.p_start, steps.c.ts < spine.c.p_end)).join(
+                cust, cust.c.cx_key == steps.c.cx_key
+            )
         )
         .where(_not_churned_by(cust, spine.c.p_end))
         .distinct()
@@ -760,8 +810,9 @@ def kpi_table(
 # ---------------------------------------------------------------------------------- cohorts
 
 
-def cohort_retention(conn: Connection, filters: Filters | None = None, *, now: datetime | None = None,
-                     churn: Definition | None = None) -> pd.DataFrame:
+def cohort_retention(
+    conn: Connection, filters: Filters | None = None, *, now: datetime | None = None, churn: Definition | None = None
+) -> pd.DataFrame:
     """Monthly signup-cohort retention matrix (dated churn definitions only, see ``cxdash.churn``).
 
     Out: index ``cohort`` (first day of the signup month), columns ``0, 1, 2, ...`` (months since
@@ -855,14 +906,20 @@ def rfm_in_database(conn: Connection, end: datetime, cust: sa.Subquery | None = 
         daily,
         sa.func.row_number().over(partition_by=daily.c.cx_key, order_by=daily.c.day).label("rn"),
     ).subquery("ranked")
-    per_key = sa.select(
-        ranked.c.cx_key,
-        (sa.func.count() - 1).label("frequency"),
-        sa.func.min(ranked.c.day).label("first_day"),
-        sa.func.max(ranked.c.day).label("last_day"),
-        sa.func.sum(sa.case((ranked.c.rn > 1, ranked.c.amount), else_=0.0)).label("repeat_amount"),
-        sa.func.sum(sa.case((ranked.c.rn > 1, ranked.c.amount * ranked.c.amount), else_=0.0)).label("repeat_amount_sq"),
-    ).group_by(ranked.c.cx_key).subquery("per_key")
+    per_key = (
+        sa.select(
+            ranked.c.cx_key,
+            (sa.func.count() - 1).label("frequency"),
+            sa.func.min(ranked.c.day).label("first_day"),
+            sa.func.max(ranked.c.day).label("last_day"),
+            sa.func.sum(sa.case((ranked.c.rn > 1, ranked.c.amount), else_=0.0)).label("repeat_amount"),
+            sa.func.sum(sa.case((ranked.c.rn > 1, ranked.c.amount * ranked.c.amount), else_=0.0)).label(
+                "repeat_amount_sq"
+            ),
+        )
+        .group_by(ranked.c.cx_key)
+        .subquery("per_key")
+    )
     f = _frame(conn, _with_cx_id(per_key), index="cx_id")
     if f.empty:
         return pd.DataFrame(columns=["frequency", "recency", "T", "monetary_value", "spend_cv"])
@@ -878,7 +935,9 @@ def rfm_in_database(conn: Connection, end: datetime, cust: sa.Subquery | None = 
     out["monetary_value"] = mean
     # Coefficient of variation of the repeat purchases' spend (customers with two or more of them).
     var = (f["repeat_amount_sq"].astype(float) / n - mean**2).clip(lower=0.0)
-    out["spend_cv"] = np.where((out["frequency"] >= 2) & (mean > 0), np.sqrt(var) / np.where(mean > 0, mean, 1.0), np.nan)
+    out["spend_cv"] = np.where(
+        (out["frequency"] >= 2) & (mean > 0), np.sqrt(var) / np.where(mean > 0, mean, 1.0), np.nan
+    )
     return out.sort_index()
 
 
@@ -908,8 +967,10 @@ def _fit_bgnbd(rfm: pd.DataFrame):
 def _penalty_note(penalizer: float) -> str:
     if not penalizer:
         return ""
-    return (f" The plain maximum-likelihood fit had no interior optimum, so BG/NBD was fitted with a small "
-            f"L2 penalty ({penalizer}).")
+    return (
+        f" The plain maximum-likelihood fit had no interior optimum, so BG/NBD was fitted with a small "
+        f"L2 penalty ({penalizer})."
+    )
 
 
 class _OwnAverageSpend:
@@ -972,14 +1033,25 @@ def predicted_clv(
             gg = _OwnAverageSpend(rfm["frequency"], rfm["monetary_value"])
             spend_note = "own average spend (spend per purchase hardly varies within a customer, Gamma-Gamma p -> inf)"
         clv = customer_lifetime_value(
-            bg, gg, rfm["frequency"], rfm["recency"], rfm["T"], rfm["monetary_value"],
-            horizon_months=horizon_months, discount_rate_monthly=discount_rate_monthly, freq="D",
+            bg,
+            gg,
+            rfm["frequency"],
+            rfm["recency"],
+            rfm["T"],
+            rfm["monetary_value"],
+            horizon_months=horizon_months,
+            discount_rate_monthly=discount_rate_monthly,
+            freq="D",
         )
     except (ConvergenceError, ValueError, FloatingPointError) as exc:
-        return ClvForecast(False, f"The CLV model did not give a usable fit: {exc}", horizon_months, repeat_buyers=repeaters)
+        return ClvForecast(
+            False, f"The CLV model did not give a usable fit: {exc}", horizon_months, repeat_buyers=repeaters
+        )
     clv = pd.Series(np.asarray(clv, dtype=float), index=rfm.index, name="clv")
     if not np.all(np.isfinite(clv)):
-        return ClvForecast(False, "The CLV model produced non-finite values; not shown.", horizon_months, repeat_buyers=repeaters)
+        return ClvForecast(
+            False, "The CLV model produced non-finite values; not shown.", horizon_months, repeat_buyers=repeaters
+        )
     return ClvForecast(
         True,
         f"BG/NBD on {len(rfm):,} buyers ({repeaters:,} repeat buyers"
@@ -1021,7 +1093,11 @@ def holdout_check(conn: Connection, *, holdout_share: float = 0.4, max_holdout_d
     repeaters = int((rfm["frequency"] > 0).sum())
     base = {"calibration_end": cal_end, "holdout_days": holdout_days}
     if repeaters < MIN_REPEAT_BUYERS:
-        return {**base, "ok": False, "message": f"Only {repeaters} repeat buyers before {cal_end:%d %b %Y}: too few to fit."}
+        return {
+            **base,
+            "ok": False,
+            "message": f"Only {repeaters} repeat buyers before {cal_end:%d %b %Y}: too few to fit.",
+        }
     try:
         bg, penalizer = _fit_bgnbd(rfm)
     except (ConvergenceError, ValueError) as exc:
@@ -1040,7 +1116,9 @@ def holdout_check(conn: Connection, *, holdout_share: float = 0.4, max_holdout_d
         bg.expected_purchases(float(holdout_days), frame["frequency"], frame["recency"], frame["T"]), dtype=float
     )
     frame["bucket"] = frame["frequency"].clip(upper=7)
-    by = frame.groupby("bucket").agg(customers=("actual", "size"), actual=("actual", "mean"), predicted=("predicted", "mean"))
+    by = frame.groupby("bucket").agg(
+        customers=("actual", "size"), actual=("actual", "mean"), predicted=("predicted", "mean")
+    )
     by.index = [f"{int(i)}+" if i == 7 else str(int(i)) for i in by.index]
     by.index.name = "repeat purchases in calibration"
     return {
@@ -1062,8 +1140,7 @@ def holdout_check(conn: Connection, *, holdout_share: float = 0.4, max_holdout_d
 SPLIT_COLUMNS = ("attribute", "value", "customers", "churned", "churn_rate")
 
 
-def snapshot_splits(conn: Connection, filters: Filters | None = None, churn: Definition | None = None
-                    ) -> pd.DataFrame:
+def snapshot_splits(conn: Connection, filters: Filters | None = None, churn: Definition | None = None) -> pd.DataFrame:
     """Churn per value of each CRM attribute filter (segment, region, plan, channel, campaign) under
     the definition in force, over everything stored: what a customer table without dates can show.
 
@@ -1076,8 +1153,13 @@ def snapshot_splits(conn: Connection, filters: Filters | None = None, churn: Def
         return pd.DataFrame(columns=list(SPLIT_COLUMNS))
     gone = cust.c.label_churned if mode == "snapshot" else sa.case((cust.c.churn_at.is_not(None), 1), else_=0)
     for name, col in ATTRIBUTE_FILTERS.items():
-        q = (sa.select(cust.c[col].label("value"), sa.func.count().label("customers"), sa.func.sum(gone).label("churned"))
-             .where(cust.c[col].is_not(None)).group_by(cust.c[col]))
+        q = (
+            sa.select(
+                cust.c[col].label("value"), sa.func.count().label("customers"), sa.func.sum(gone).label("churned")
+            )
+            .where(cust.c[col].is_not(None))
+            .group_by(cust.c[col])
+        )
         f = _frame(conn, q, index="")
         if len(f) < 2:
             continue
@@ -1096,8 +1178,9 @@ def snapshot_splits(conn: Connection, filters: Filters | None = None, churn: Def
 # ---------------------------------------------------------------------------------- coverage and the report
 
 
-def coverage(conn: Connection, filters: Filters | None = None, churn: Definition | None = None
-             ) -> dict[str, float | None]:
+def coverage(
+    conn: Connection, filters: Filters | None = None, churn: Definition | None = None
+) -> dict[str, float | None]:
     """Per KPI, the share of the customers in view that have the data it needs (for churn: the
     customers the definition in force can judge)."""
     filters = filters or Filters()
@@ -1196,8 +1279,13 @@ class KpiReport:
         def forecast(f: ClvForecast | None) -> dict | None:
             if f is None:
                 return None
-            return {"ok": f.ok, "message": f.message, "horizon_months": f.horizon_months,
-                    "params": {k: float(v) for k, v in f.params.items()}, "repeat_buyers": int(f.repeat_buyers)}
+            return {
+                "ok": f.ok,
+                "message": f.message,
+                "horizon_months": f.horizon_months,
+                "params": {k: float(v) for k, v in f.params.items()},
+                "repeat_buyers": int(f.repeat_buyers),
+            }
 
         return {
             "as_of": self.as_of.isoformat() if self.as_of else None,
@@ -1220,8 +1308,13 @@ class KpiReport:
     @classmethod
     def from_state(cls, state: dict) -> KpiReport:
         def forecast(d: dict | None) -> ClvForecast | None:
-            return None if d is None else ClvForecast(d["ok"], d["message"], d["horizon_months"], params=d["params"],
-                                                      repeat_buyers=d["repeat_buyers"])
+            return (
+                None
+                if d is None
+                else ClvForecast(
+                    d["ok"], d["message"], d["horizon_months"], params=d["params"], repeat_buyers=d["repeat_buyers"]
+                )
+            )
 
         period = state["period"]
         return cls(
@@ -1299,7 +1392,8 @@ def kpi_report(
         churn_note = "No churn label, subscriptions, churn records or dated activity loaded: churn is unknown."
     else:
         churn_note = f"Churn = {churn.describe()} [{churn.name}]." + (
-            "" if dated else " The definition has no dates: a snapshot, the same for every period.")
+            "" if dated else " The definition has no dates: a snapshot, the same for every period."
+        )
     notes = {
         "churn_rate": churn_note,
         "activation_rate": "Not available yet: no customers have been scored for churn risk.",
@@ -1315,12 +1409,26 @@ def kpi_report(
             current["churned_in_period"] = int(gone or 0)
             current["churn_rate"] = float(gone or 0) / n
             current["retention_rate"] = 1.0 - current["churn_rate"]
-        notes["period"] = ("The loaded data has no dates, so these are a snapshot. Figures over a period (active "
-                           "customers, the silence metric, contacts, revenue, renewal and CLV) need dated data: "
-                           "events, tickets, transactions or subscriptions.")
-        return KpiReport(now, None, filters, basis, repeat_days, current, dict(empty), cov, notes=notes,
-                         churn_definition=churn.name if churn else None, churn_dated=dated,
-                         splits=snapshot_splits(conn, filters, churn), currency=money_currency(conn))
+        notes["period"] = (
+            "The loaded data has no dates, so these are a snapshot. Figures over a period (active "
+            "customers, the silence metric, contacts, revenue, renewal and CLV) need dated data: "
+            "events, tickets, transactions or subscriptions."
+        )
+        return KpiReport(
+            now,
+            None,
+            filters,
+            basis,
+            repeat_days,
+            current,
+            dict(empty),
+            cov,
+            notes=notes,
+            churn_definition=churn.name if churn else None,
+            churn_dated=dated,
+            splits=snapshot_splits(conn, filters, churn),
+            currency=money_currency(conn),
+        )
     table = kpi_table(conn, [period, period.previous], filters, repeat_days=repeat_days, churn=churn)
     current = {c: _clean(table.at[0, c]) for c in KPI_COLUMNS}
     previous = {c: _clean(table.at[1, c]) for c in KPI_COLUMNS}
@@ -1352,10 +1460,22 @@ def kpi_report(
     if clv is not None and not clv.ok:
         notes["clv_predicted_total"] = clv.message
     current["activation_rate"] = previous["activation_rate"] = None
-    return KpiReport(now, period, filters, basis, repeat_days, current, previous, cov, clv, clv_previous, notes,
-                     churn_definition=churn.name if churn else None, churn_dated=dated,
-                     currency=money_currency(conn))
-
+    return KpiReport(
+        now,
+        period,
+        filters,
+        basis,
+        repeat_days,
+        current,
+        previous,
+        cov,
+        clv,
+        clv_previous,
+        notes,
+        churn_definition=churn.name if churn else None,
+        churn_dated=dated,
+        currency=money_currency(conn),
+    )
 
 
 def attach_activation(report: KpiReport, store) -> KpiReport:
@@ -1425,9 +1545,21 @@ MIN_COHORT_CUSTOMERS = 20  # smaller cohorts are shown but not ranked (their sha
 # (one-sided z-test at this level, Bonferroni-corrected for the number of cohorts compared).
 CONFLICT_ALPHA = 0.01
 CONFLICT_COLUMNS = (
-    "department", "cohort_by", "cohort", "customers", "departmental_kpi", "departmental_value", "shared_kpi",
-    "shared_value", "clv_per_customer", "repeat_contact_rate", "departmental_top_quartile", "shared_bottom_quartile",
-    "p_value", "shared_significantly_worse", "conflict",
+    "department",
+    "cohort_by",
+    "cohort",
+    "customers",
+    "departmental_kpi",
+    "departmental_value",
+    "shared_kpi",
+    "shared_value",
+    "clv_per_customer",
+    "repeat_contact_rate",
+    "departmental_top_quartile",
+    "shared_bottom_quartile",
+    "p_value",
+    "shared_significantly_worse",
+    "conflict",
 )
 
 
@@ -1446,7 +1578,9 @@ def _customer_outcomes(conn: Connection, cust: sa.Subquery, basis: str, now: dat
     else:
         retained = sa.cast(sa.null(), sa.Integer)
     paid = _paid_transactions(cust)
-    revenue = sa.select(paid.c.cx_key, sa.func.sum(paid.c.amount).label("revenue")).group_by(paid.c.cx_key).subquery("rev")
+    revenue = (
+        sa.select(paid.c.cx_key, sa.func.sum(paid.c.amount).label("revenue")).group_by(paid.c.cx_key).subquery("rev")
+    )
     tk = _tickets(cust, Filters(), repeat_days)
     contacts = (
         sa.select(tk.c.cx_key, sa.func.count().label("contacts"), sa.func.sum(tk.c.is_repeat).label("repeats"))
@@ -1463,7 +1597,9 @@ def _customer_outcomes(conn: Connection, cust: sa.Subquery, basis: str, now: dat
             sa.func.coalesce(contacts.c.repeats, 0).label("repeats"),
         )
         .select_from(
-            cust.outerjoin(revenue, revenue.c.cx_key == cust.c.cx_key).outerjoin(contacts, contacts.c.cx_key == cust.c.cx_key)
+            cust.outerjoin(revenue, revenue.c.cx_key == cust.c.cx_key).outerjoin(
+                contacts, contacts.c.cx_key == cust.c.cx_key
+            )
         )
         .subquery("outcomes")
     )
@@ -1510,7 +1646,11 @@ def conflicts(
 
     # marketing: new customers per campaign and per acquisition channel -> 90-day retention
     for col, label in (("campaign", "campaign"), ("acquisition_channel", "channel")):
-        q = sa.select(oc.c[col].label("cohort"), *_shared_by(oc.c[col], oc)).where(oc.c[col].is_not(None)).group_by(oc.c[col])
+        q = (
+            sa.select(oc.c[col].label("cohort"), *_shared_by(oc.c[col], oc))
+            .where(oc.c[col].is_not(None))
+            .group_by(oc.c[col])
+        )
         f = _frame(conn, q, index="")
         if not f.empty:
             f["department"], f["cohort_by"] = "marketing", label
@@ -1534,7 +1674,11 @@ def conflicts(
         .subquery("owner_customers")
     )
     q = (
-        sa.select(per_owner.c.cohort, sa.func.max(per_owner.c.departmental_value).label("departmental_value"), *_shared_by(None, oc))
+        sa.select(
+            per_owner.c.cohort,
+            sa.func.max(per_owner.c.departmental_value).label("departmental_value"),
+            *_shared_by(None, oc),
+        )
         .select_from(
             per_owner.join(owner_customers, owner_customers.c.owner == per_owner.c.cohort).join(
                 oc, oc.c.cx_key == owner_customers.c.cx_key
@@ -1571,9 +1715,9 @@ def conflicts(
             sa.func.count().label("departmental_value"),
             sa.func.avg(sa.case((again, 1.0), else_=0.0)).label("shared_value"),
             sa.func.count().label("ranked_customers"),
-            sa.func.percentile_cont(0.5).within_group((_epoch(tw.c.closed_at) - _epoch(tw.c.opened_at)) / 3600.0).label(
-                "median_hours_to_close"
-            ),
+            sa.func.percentile_cont(0.5)
+            .within_group((_epoch(tw.c.closed_at) - _epoch(tw.c.opened_at)) / 3600.0)
+            .label("median_hours_to_close"),
         )
         .where(tw.c.closed_at.is_not(None), tw.c.team.is_not(None))
         .group_by(tw.c.team)
@@ -1594,7 +1738,11 @@ def conflicts(
         .subquery("per_region")
     )
     q = (
-        sa.select(per_region.c.cohort, sa.func.max(per_region.c.departmental_value).label("departmental_value"), *_shared_by(None, oc))
+        sa.select(
+            per_region.c.cohort,
+            sa.func.max(per_region.c.departmental_value).label("departmental_value"),
+            *_shared_by(None, oc),
+        )
         .select_from(per_region.join(oc, oc.c.region == per_region.c.cohort))
         .group_by(per_region.c.cohort)
     )
@@ -1608,7 +1756,13 @@ def conflicts(
     if not frames:
         return pd.DataFrame(columns=list(CONFLICT_COLUMNS))
     out = pd.concat(frames, ignore_index=True)
-    for col in ("departmental_value", "shared_value", "clv_per_customer", "repeat_contact_rate", "median_hours_to_close"):
+    for col in (
+        "departmental_value",
+        "shared_value",
+        "clv_per_customer",
+        "repeat_contact_rate",
+        "median_hours_to_close",
+    ):
         if col not in out.columns:
             out[col] = np.nan
         out[col] = pd.to_numeric(out[col], errors="coerce").astype(float)
@@ -1634,11 +1788,15 @@ def conflicts(
     out["shared_significantly_worse"] = out["p_value"] < CONFLICT_ALPHA / out.groupby(["department", "cohort_by"])[
         "cohort"
     ].transform("size")
-    out["conflict"] = out["departmental_top_quartile"] & out["shared_bottom_quartile"] & out["shared_significantly_worse"]
+    out["conflict"] = (
+        out["departmental_top_quartile"] & out["shared_bottom_quartile"] & out["shared_significantly_worse"]
+    )
     # the cohort name breaks ties, so equal values come out in the same order on every run and engine
     out = out.sort_values(
         ["conflict", "department", "cohort_by", "departmental_value", "cohort"],
-        ascending=[False, True, True, False, True], ignore_index=True, kind="stable",
+        ascending=[False, True, True, False, True],
+        ignore_index=True,
+        kind="stable",
     )
     return out[[*CONFLICT_COLUMNS, "median_hours_to_close"]]
 

@@ -169,8 +169,11 @@ def save_source_links(conn: Connection, source: str, links: dict[str, dict[str, 
         conn.execute(t.delete().where(t.c.source == source))
     for column, target in links.items():
         conn.execute(t.delete().where(t.c.source == source, t.c.column_name == column))
-        conn.execute(t.insert().values(source=source, column_name=column, target_source=target["source"],
-                                       target_field=target["field"]))
+        conn.execute(
+            t.insert().values(
+                source=source, column_name=column, target_source=target["source"], target_field=target["field"]
+            )
+        )
 
 
 def _targets(conn: Connection) -> list[tuple[str, str, str]]:
@@ -192,13 +195,17 @@ def _resolution(targets: list[tuple[str, str, str]]) -> sa.Subquery:
     for ts, kind, tf in targets:
         t = KIND_TABLES[kind]
         parts.append(
-            sa.select((sa.literal(f"{ts}.{tf}:", sa.String) + t.c[tf]).label("link_key"), t.c.cx_key)
-            .where(t.c.source == ts, t.c[tf].is_not(None), t.c.cx_key.is_not(None))
+            sa.select((sa.literal(f"{ts}.{tf}:", sa.String) + t.c[tf]).label("link_key"), t.c.cx_key).where(
+                t.c.source == ts, t.c[tf].is_not(None), t.c.cx_key.is_not(None)
+            )
         )
     u = sa.union_all(*parts).subquery("link_targets")
     return (
-        sa.select(u.c.link_key, sa.func.count(sa.distinct(u.c.cx_key)).label("customers"),
-                  sa.func.min(u.c.cx_key).label("cx_key"))
+        sa.select(
+            u.c.link_key,
+            sa.func.count(sa.distinct(u.c.cx_key)).label("customers"),
+            sa.func.min(u.c.cx_key).label("cx_key"),
+        )
         .group_by(u.c.link_key)
         .subquery("link_resolution")
     )
@@ -217,9 +224,14 @@ def resolve_links(conn: Connection) -> dict:
     linked = list(KIND_TABLES.values())
     resolved_keys = conflicts = 0
     if targets:
-        stage = sa.Table("link_resolved", sa.MetaData(), sa.Column("link_key", sa.String),
-                         sa.Column("customers", sa.BigInteger), sa.Column("cx_key", sa.BigInteger),
-                         prefixes=["TEMPORARY"])
+        stage = sa.Table(
+            "link_resolved",
+            sa.MetaData(),
+            sa.Column("link_key", sa.String),
+            sa.Column("customers", sa.BigInteger),
+            sa.Column("cx_key", sa.BigInteger),
+            prefixes=["TEMPORARY"],
+        )
         for _depth in range(MAX_LINK_DEPTH):  # a target row may itself have its customer through a link
             res = _resolution(targets)
             stage.create(conn)
@@ -227,35 +239,49 @@ def resolve_links(conn: Connection) -> dict:
             changed = 0
             for t in linked:
                 one = sa.and_(stage.c.link_key == t.c.link_key, stage.c.customers == 1)
-                changed += int(conn.execute(
-                    t.update()
-                    .where(one, t.c.id_key.is_(None), t.c.cx_key.is_distinct_from(stage.c.cx_key))
-                    .values(cx_key=stage.c.cx_key)
-                ).rowcount or 0)
-                unresolved = ~sa.exists(sa.select(sa.literal(1)).where(
-                    stage.c.link_key == t.c.link_key, stage.c.customers == 1))
-                changed += int(conn.execute(
-                    t.update()
-                    .where(t.c.id_key.is_(None), t.c.link_key.is_not(None), t.c.cx_key.is_not(None), unresolved)
-                    .values(cx_key=None)
-                ).rowcount or 0)
+                changed += int(
+                    conn.execute(
+                        t.update()
+                        .where(one, t.c.id_key.is_(None), t.c.cx_key.is_distinct_from(stage.c.cx_key))
+                        .values(cx_key=stage.c.cx_key)
+                    ).rowcount
+                    or 0
+                )
+                unresolved = ~sa.exists(
+                    sa.select(sa.literal(1)).where(stage.c.link_key == t.c.link_key, stage.c.customers == 1)
+                )
+                changed += int(
+                    conn.execute(
+                        t.update()
+                        .where(t.c.id_key.is_(None), t.c.link_key.is_not(None), t.c.cx_key.is_not(None), unresolved)
+                        .values(cx_key=None)
+                    ).rowcount
+                    or 0
+                )
             resolved_keys, conflicts = conn.execute(
-                sa.select(sa.func.sum(sa.case((stage.c.customers == 1, 1), else_=0)),
-                          sa.func.sum(sa.case((stage.c.customers > 1, 1), else_=0)))
+                sa.select(
+                    sa.func.sum(sa.case((stage.c.customers == 1, 1), else_=0)),
+                    sa.func.sum(sa.case((stage.c.customers > 1, 1), else_=0)),
+                )
             ).one()
             last = _depth == MAX_LINK_DEPTH - 1 or not changed
             if last:
-                conn.execute(link_conflicts_table.insert().from_select(
-                    ["link_key", "customers"],
-                    sa.select(stage.c.link_key, stage.c.customers).where(stage.c.customers > 1),
-                ))
+                conn.execute(
+                    link_conflicts_table.insert().from_select(
+                        ["link_key", "customers"],
+                        sa.select(stage.c.link_key, stage.c.customers).where(stage.c.customers > 1),
+                    )
+                )
             stage.drop(conn)
             if last:
                 break
     else:  # no link declared (any more): rows that had a customer through one lose it
         for t in linked:
-            conn.execute(t.update().where(t.c.id_key.is_(None), t.c.link_key.is_not(None), t.c.cx_key.is_not(None))
-                         .values(cx_key=None))
+            conn.execute(
+                t.update()
+                .where(t.c.id_key.is_(None), t.c.link_key.is_not(None), t.c.cx_key.is_not(None))
+                .values(cx_key=None)
+            )
     summary = {"link_keys": int(resolved_keys or 0), "conflicts": int(conflicts or 0)}
     if targets:
         log.info("links resolved: %s", summary)
@@ -290,9 +316,7 @@ def _connection(store_or_conn: Store | Connection):
     return nullcontext(store_or_conn)
 
 
-def _overlaps(
-    conn: Connection, frame: pd.DataFrame, pairs: list[tuple[str, str, str, str]]
-) -> list[LinkSuggestion]:
+def _overlaps(conn: Connection, frame: pd.DataFrame, pairs: list[tuple[str, str, str, str]]) -> list[LinkSuggestion]:
     """Match figures of each ``(column, source, kind, field)`` of ``pairs`` on ``frame``.
 
     The distinct values of the columns go once into a temporary table; each target is then one
@@ -306,8 +330,13 @@ def _overlaps(
     )
     found: dict[tuple[str, str, str], dict[str, int]] = {}
     if len(probe_rows):
-        probe = sa.Table("link_probe", sa.MetaData(), sa.Column("column_name", sa.String),
-                         sa.Column("value", sa.String), prefixes=["TEMPORARY"])
+        probe = sa.Table(
+            "link_probe",
+            sa.MetaData(),
+            sa.Column("column_name", sa.String),
+            sa.Column("value", sa.String),
+            prefixes=["TEMPORARY"],
+        )
         probe.create(conn)
         try:
             bulk_insert(conn, probe, probe_rows)
@@ -329,22 +358,34 @@ def _overlaps(
         v = values[column]
         customers = pd.to_numeric(v.map(found.get((column, ts, tf), {})), errors="coerce")
         matched, total = int(customers.notna().sum()), int(len(v))
-        out.append(LinkSuggestion(
-            column, ts, tf, matched / total if total else 0.0, matched, total,
-            ambiguous=int((customers > 1).sum()), no_customer=int((customers == 0).sum()),
-        ))
+        out.append(
+            LinkSuggestion(
+                column,
+                ts,
+                tf,
+                matched / total if total else 0.0,
+                matched,
+                total,
+                ambiguous=int((customers > 1).sum()),
+                no_customer=int((customers == 0).sum()),
+            )
+        )
     return out
 
 
-def match_rates(store_or_conn: Store | Connection, frame: pd.DataFrame,
-                links: dict[str, dict[str, str]]) -> list[LinkSuggestion]:
+def match_rates(
+    store_or_conn: Store | Connection, frame: pd.DataFrame, links: dict[str, dict[str, str]]
+) -> list[LinkSuggestion]:
     """The match rate of each declared link on ``frame`` (the file's rows, its own column
     names), computed against the loaded target before anything is stored. A link to a source
     that is not loaded, or a column the frame lacks, matches nothing."""
     with _connection(store_or_conn) as conn:
         kinds = _source_kinds(conn)
-        usable = [(c, t["source"], kinds[t["source"]], t["field"]) for c, t in links.items()
-                  if t["source"] in kinds and c in frame.columns and t["field"] in KINDS[kinds[t["source"]]].link_keys]
+        usable = [
+            (c, t["source"], kinds[t["source"]], t["field"])
+            for c, t in links.items()
+            if t["source"] in kinds and c in frame.columns and t["field"] in KINDS[kinds[t["source"]]].link_keys
+        ]
         rates = {(r.column, r.source, r.field): r for r in _overlaps(conn, frame, usable)} if usable else {}
     out = []
     for column, target in links.items():
@@ -373,8 +414,12 @@ def suggest_links(
     sample = sample.head(max_rows)
     columns = list(sample.columns if columns is None else columns)
     with _connection(store_or_conn) as conn:
-        targets = [(name, kind, f) for name, kind in sorted(_source_kinds(conn).items())
-                   for f in KINDS[kind].link_keys if name != exclude_source]
+        targets = [
+            (name, kind, f)
+            for name, kind in sorted(_source_kinds(conn).items())
+            for f in KINDS[kind].link_keys
+            if name != exclude_source
+        ]
         pairs = [(c, ts, kind, tf) for c in columns for ts, kind, tf in targets]
         found = _overlaps(conn, sample, pairs) if pairs else []
     out = [s for s in found if s.matched and s.match_rate >= min_rate]

@@ -59,16 +59,24 @@ class Mapping:
     @classmethod
     def from_dict(cls, d: dict) -> Mapping:
         if not isinstance(d, dict) or "kind" not in d or "columns" not in d:
-            raise MappingError('A mapping is a JSON object like {"kind": "tickets", "columns": {"ticket_id": "Ticket #"}}.')
+            raise MappingError(
+                'A mapping is a JSON object like {"kind": "tickets", "columns": {"ticket_id": "Ticket #"}}.'
+            )
         get_kind(d["kind"])
         if not isinstance(d["columns"], dict):
             raise MappingError('"columns" must be an object of FIELD: COLUMN_IN_FILE.')
         formats = d.get("formats") or {}
         if not isinstance(formats, dict):  # each entry is checked against the kind when a file is loaded
-            raise MappingError(f'"formats" must be an object like {{"dates": {{"opened_at": "%d/%m/%Y"}}, '
-                               f'"decimal": {{"amount": ","}}}}, not {formats!r}.')
-        return cls(d["kind"], {str(k): str(v) for k, v in d["columns"].items() if v}, dict(formats),
-                   _links_from(d.get("links")))
+            raise MappingError(
+                f'"formats" must be an object like {{"dates": {{"opened_at": "%d/%m/%Y"}}, '
+                f'"decimal": {{"amount": ","}}}}, not {formats!r}.'
+            )
+        return cls(
+            d["kind"],
+            {str(k): str(v) for k, v in d["columns"].items() if v},
+            dict(formats),
+            _links_from(d.get("links")),
+        )
 
     def check(self, header: list[str], *, file_name: str = "the file") -> None:
         """Raise ``MappingError`` unless every mapped column exists and the kind's needs are met."""
@@ -93,7 +101,9 @@ class Mapping:
             )
         for column in self.links:
             if column not in header:
-                raise MappingError(f"{file_name}: link column {column!r} is not in the file. Columns in the file: {header}")
+                raise MappingError(
+                    f"{file_name}: link column {column!r} is not in the file. Columns in the file: {header}"
+                )
         if kind.identity_fields and not any(f in self.columns for f in kind.identity_fields) and not self.links:
             raise MappingError(
                 f"{file_name}: no column identifies the customer. Map one of {list(kind.identity_fields)} "
@@ -135,9 +145,20 @@ def _norm(name: str) -> str:
 # (``_norm``: "Complaint ID" and "ComplaintID" both become ``complaint_id``). A name match is
 # only taken when the column's values fit the field (``_values_fit``).
 _SYNONYMS: dict[str, tuple[str, ...]] = {
-    "customer_id": (r"customer_?id", r"cust(omer)?_?(no|num|number|key|ref)", r"client_?id", r"user_?id",
-                    r"contact_?id", r"member_?id", r"case_concept_name_customer", r"account$",
-                    r"^caller(_id)?$", r"^requester(_id)?$", r"^customer$", r"^account_?(id|no|number)$"),
+    "customer_id": (
+        r"customer_?id",
+        r"cust(omer)?_?(no|num|number|key|ref)",
+        r"client_?id",
+        r"user_?id",
+        r"contact_?id",
+        r"member_?id",
+        r"case_concept_name_customer",
+        r"account$",
+        r"^caller(_id)?$",
+        r"^requester(_id)?$",
+        r"^customer$",
+        r"^account_?(id|no|number)$",
+    ),
     "account_id": (r"(billing_)?account_?(no|num|number|id|ref)?$", r"acct_?(no|id)?"),
     "email": (r"e_?mail", r"email_?address", r"requester_email", r"contact_email", r"user_email"),
     "phone": (r"phone(_?(no|num|number))?$", r"^mobile", r"^tel(ephone)?", r"msisdn"),
@@ -151,21 +172,53 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
     "campaign": (r"campaign", r"utm_campaign"),
     "consent_marketing": (r"opt_?in", r"consent", r"marketing_?(ok|allowed|permission)"),
     "churn_label": (r"churn(ed)?$", r"^churn_?(flag|label|status|ind(icator)?)$", r"is_churn", r"exited", r"attrition"),
-    "timestamp": (r"time_?stamp", r"event_?(time|date|at|ts)$", r"time_timestamp",
-                  r"(txn|transaction|invoice|order|payment|usage|activity|churn)_?(date|time|at)",
-                  r"occurred", r"date_?time", r"sent_?at", r"^created", r"^ts$", r"date$", r"time$", r"_at$"),
-    "activity": (r"activity", r"event_?(name|type)?$", r"feature(_?name)?$", r"action", r"concept_name$", r"touch",
-                 r"step", r"page"),
+    "timestamp": (
+        r"time_?stamp",
+        r"event_?(time|date|at|ts)$",
+        r"time_timestamp",
+        r"(txn|transaction|invoice|order|payment|usage|activity|churn)_?(date|time|at)",
+        r"occurred",
+        r"date_?time",
+        r"sent_?at",
+        r"^created",
+        r"^ts$",
+        r"date$",
+        r"time$",
+        r"_at$",
+    ),
+    "activity": (
+        r"activity",
+        r"event_?(name|type)?$",
+        r"feature(_?name)?$",
+        r"action",
+        r"concept_name$",
+        r"touch",
+        r"step",
+        r"page",
+    ),
     "case_id": (r"case_?id", r"session", r"case_concept_name", r"visit_?id"),
     "department": (r"department", r"team", r"dept", r"org_?(unit|resource)", r"assignment_?group", r"queue"),
     "channel": (r"channel", r"medium", r"device", r"submitted_via", r"^via$", r"origin$"),
     "value": (r"value", r"revenue", r"costs?$"),
-    "ticket_id": (r"ticket_?(id|no|number|_)?$", r"complaint_?(id|no|number)?$", r"case_?(id|no|number)",
-                  r"incident(_?(id|no|number))?$", r"^number$"),
-    "opened_at": (r"(created|opened|submitted|reported|received)(_at|_date|_on|_time)?$", r"^date_?(received|opened|created)$",
-                  r"open_?date", r"first_response"),
-    "closed_at": (r"(closed|resolved|solved|completed)(_at|_date|_on|_time)?$", r"close_?date", r"resolution_?(date|at)",
-                  r"time_to_resolution"),
+    "ticket_id": (
+        r"ticket_?(id|no|number|_)?$",
+        r"complaint_?(id|no|number)?$",
+        r"case_?(id|no|number)",
+        r"incident(_?(id|no|number))?$",
+        r"^number$",
+    ),
+    "opened_at": (
+        r"(created|opened|submitted|reported|received)(_at|_date|_on|_time)?$",
+        r"^date_?(received|opened|created)$",
+        r"open_?date",
+        r"first_response",
+    ),
+    "closed_at": (
+        r"(closed|resolved|solved|completed)(_at|_date|_on|_time)?$",
+        r"close_?date",
+        r"resolution_?(date|at)",
+        r"time_to_resolution",
+    ),
     "topic": (r"topic", r"subject", r"category", r"intent", r"issue_?type", r"ticket_?type", r"reason", r"^issue$"),
     "transfers": (r"transfers?(_count)?$", r"handoffs?", r"escalations?(_count)?$", r"reassignment_?count"),
     "status": (r"status", r"state$", r"deal_?stage"),
@@ -192,8 +245,13 @@ _SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 
 # Each kind's own record id: a bare "id" column is that, unless nothing else identifies the customer.
-_OWN_ID = {"customers": "customer_id", "tickets": "ticket_id", "transactions": "transaction_id",
-           "subscriptions": "subscription_id", "opportunities": "opportunity_id"}
+_OWN_ID = {
+    "customers": "customer_id",
+    "tickets": "ticket_id",
+    "transactions": "transaction_id",
+    "subscriptions": "subscription_id",
+    "opportunities": "opportunity_id",
+}
 # A column whose name says it measures a span of time holds durations, not dates.
 _DURATION_NAME = re.compile(
     r"(hours?|hrs?|minutes?|mins?|seconds?|secs?|days|duration|elapsed|sla|^time_to_|_time_to_|"
@@ -402,8 +460,9 @@ def _row_id_column(header: list[str], sample: pd.DataFrame | None) -> str | None
     return None
 
 
-def _with_values(kind: SourceKind, mapping: Mapping, header: list[str], sample: pd.DataFrame | None,
-                 found_by: dict[str, str]) -> list[str]:
+def _with_values(
+    kind: SourceKind, mapping: Mapping, header: list[str], sample: pd.DataFrame | None, found_by: dict[str, str]
+) -> list[str]:
     """Fill required text fields that no column name gave from the values (an event name column:
     text that repeats). Changes ``mapping`` and ``found_by``; returns the reasons."""
     reasons: list[str] = []
@@ -478,7 +537,9 @@ def _rank_one(kind: SourceKind, header: list[str], sample: pd.DataFrame | None, 
     if filled:
         reasons.append(
             f"{len(used)} of the file's {len(header)} columns fit its fields ("
-            + ", ".join(f"{mapping.columns[f]!r} as {f}" for f in filled[:6]) + (", ..." if len(filled) > 6 else "") + ")"
+            + ", ".join(f"{mapping.columns[f]!r} as {f}" for f in filled[:6])
+            + (", ..." if len(filled) > 6 else "")
+            + ")"
         )
 
     ids = [f for f in kind.identity_fields if f in mapping.columns]

@@ -171,8 +171,12 @@ _VERSIONED = ("python", "scikit-learn", "numpy", "pandas")
 
 def fitted_with() -> dict[str, str]:
     """The running versions of python, scikit-learn, numpy and pandas: ``{name: version}``."""
-    return {"python": platform.python_version(), "scikit-learn": sklearn.__version__,
-            "numpy": np.__version__, "pandas": pd.__version__}
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "pandas": pd.__version__,
+    }
 
 
 def _comparable(name: str, version: str) -> str:
@@ -189,17 +193,22 @@ def version_problem(saved: dict | None, *, version: int | None = None) -> str | 
     which = f"Churn model version {version}" if version is not None else "The churn model"
     fix = "Retrain it on the Churn model page or with `python -m cxdash train`."
     if not saved:
-        return (f"{which} was saved without the library versions it was fitted with (before they were recorded), "
-                f"so it cannot be loaded safely. {fix}")
+        return (
+            f"{which} was saved without the library versions it was fitted with (before they were recorded), "
+            f"so it cannot be loaded safely. {fix}"
+        )
     now = fitted_with()
-    differ = [name for name in _VERSIONED
-              if _comparable(name, saved.get(name, "unknown")) != _comparable(name, now[name])]
+    differ = [
+        name for name in _VERSIONED if _comparable(name, saved.get(name, "unknown")) != _comparable(name, now[name])
+    ]
     if not differ:
         return None
     then_txt = ", ".join(f"{n} {saved.get(n, 'unknown')}" for n in differ)
     now_txt = ", ".join(f"{n} {now[n]}" for n in differ)
-    return (f"{which} was fitted with {then_txt}; this app runs {now_txt}. A model is only loaded with the "
-            f"versions it was fitted with. {fix}")
+    return (
+        f"{which} was fitted with {then_txt}; this app runs {now_txt}. A model is only loaded with the "
+        f"versions it was fitted with. {fix}"
+    )
 
 
 # ----------------------------------------------------------------------------- drivers
@@ -225,8 +234,11 @@ _SIGNAL_GROUPS = {
 _INTENT_DRIVERS = tuple(s.name for s in signals.SIGNALS.values() if s.strength == signals.INTENT)
 # Drivers that are not signals: what the customer is (tenure, plan) or does (usage, purchases).
 _FIXED_DRIVERS: dict[str, tuple[str, str, str]] = {
-    "support_contacts": ("More support contacts than retained customers", "support",
-                         "Proactive check-in on the open issues"),
+    "support_contacts": (
+        "More support contacts than retained customers",
+        "support",
+        "Proactive check-in on the open issues",
+    ),
     "usage": ("Product usage", "web", "Success team re-onboards the key features"),
     "marketing": ("Marketing engagement", "marketing", "Move to a relevant nurture track"),
     "purchases": ("Purchase pattern and value", "billing", "Review billing and offer annual pricing"),
@@ -240,28 +252,50 @@ _FIXED_DRIVERS: dict[str, tuple[str, str, str]] = {
 }
 _ATTR_DEPARTMENTS = (
     (("pay", "charge", "bill", "invoice", "price", "cost"), "billing", "Review billing and payment terms"),
-    (("support", "ticket", "complain", "security", "protection", "backup"), "support",
-     "Offer the support add-on and check open issues"),
-    (("stream", "internet", "service", "device", "usage", "login", "online"), "web",
-     "Success team reviews how the product is used"),
+    (
+        ("support", "ticket", "complain", "security", "protection", "backup"),
+        "support",
+        "Offer the support add-on and check open issues",
+    ),
+    (
+        ("stream", "internet", "service", "device", "usage", "login", "online"),
+        "web",
+        "Success team reviews how the product is used",
+    ),
     (("email", "campaign", "marketing", "newsletter"), "marketing", "Move to a relevant nurture track"),
 )
 # A driver's *main feature*: the value a reason shows and compares with retained customers. The
 # first one the model has wins. Its risky side: "higher"/"lower" as declared, ``"signal"`` for the
 # signal's own direction, None when the training data tells (``reason_baseline``).
 _MAIN_FEATURES: dict[str, tuple[tuple[str, str | None], ...]] = {
-    **{stem: ((f"{stem}_30d", "signal"), (f"{stem}_7d", "signal"), (f"days_since_{stem}", "lower"))
-       for stem in _INTENT_DRIVERS},
-    "checkout_errors": (("checkout_errors_30d", "signal"), ("checkout_errors", "signal"),
-                        ("days_since_checkout_errors", "lower")),
-    "failed_payments": (("failed_payments_90d", "signal"), ("failed_payments_30d", "signal"),
-                        ("failed_payments", "signal"), ("days_since_failed_payments", "lower")),
-    "repeat_contacts": (("repeat_contacts_90d", "signal"), ("repeat_contacts", "signal"),
-                        ("days_since_repeat_contacts", "lower")),
+    **{
+        stem: ((f"{stem}_30d", "signal"), (f"{stem}_7d", "signal"), (f"days_since_{stem}", "lower"))
+        for stem in _INTENT_DRIVERS
+    },
+    "checkout_errors": (
+        ("checkout_errors_30d", "signal"),
+        ("checkout_errors", "signal"),
+        ("days_since_checkout_errors", "lower"),
+    ),
+    "failed_payments": (
+        ("failed_payments_90d", "signal"),
+        ("failed_payments_30d", "signal"),
+        ("failed_payments", "signal"),
+        ("days_since_failed_payments", "lower"),
+    ),
+    "repeat_contacts": (
+        ("repeat_contacts_90d", "signal"),
+        ("repeat_contacts", "signal"),
+        ("days_since_repeat_contacts", "lower"),
+    ),
     "transfers": (("transferred_contacts_90d", "signal"), ("transfers", "signal"), ("days_since_transfers", "lower")),
     "satisfaction": (("satisfaction_min", "signal"), ("satisfaction_avg", "signal")),
-    "support_contacts": (("contacts_90d", "higher"), ("contacts_30d", "higher"), ("contacts", "higher"),
-                         ("open_tickets", "higher")),
+    "support_contacts": (
+        ("contacts_90d", "higher"),
+        ("contacts_30d", "higher"),
+        ("contacts", "higher"),
+        ("open_tickets", "higher"),
+    ),
     "usage": (("web_events_30d", None), ("web_events_90d", None), ("web_events", None)),
     "marketing": (("marketing_engaged_90d", None), ("marketing_touches_90d", None)),
     "purchases": (("revenue_90d", None), ("purchases_90d", None), ("mrr", None), ("revenue", None)),
@@ -276,11 +310,22 @@ def _group_of(feature: str) -> str:
             return stem
     name = feature
     rules = (
-        ("checkout_errors", "checkout_errors"), ("failed_payments", "failed_payments"),
-        ("repeat_contacts", "repeat_contacts"), ("transfer", "transfers"), ("satisfaction", "satisfaction"),
-        ("contact", "support_contacts"), ("open_tickets", "support_contacts"), ("resolution", "support_contacts"),
-        ("marketing", "marketing"), ("web", "usage"), ("purchase", "purchases"), ("revenue", "purchases"),
-        ("refund", "purchases"), ("mrr", "purchases"), ("tenure", "tenure"), ("consent", "consent"),
+        ("checkout_errors", "checkout_errors"),
+        ("failed_payments", "failed_payments"),
+        ("repeat_contacts", "repeat_contacts"),
+        ("transfer", "transfers"),
+        ("satisfaction", "satisfaction"),
+        ("contact", "support_contacts"),
+        ("open_tickets", "support_contacts"),
+        ("resolution", "support_contacts"),
+        ("marketing", "marketing"),
+        ("web", "usage"),
+        ("purchase", "purchases"),
+        ("revenue", "purchases"),
+        ("refund", "purchases"),
+        ("mrr", "purchases"),
+        ("tenure", "tenure"),
+        ("consent", "consent"),
         ("ended_subscriptions", "tenure"),
     )
     if name.startswith("attr_"):
@@ -404,16 +449,32 @@ def _linear_pipeline(numeric: list[str], categorical: list[str]) -> Pipeline:
 def _boosted_pipeline(numeric: list[str], categorical: list[str], *, regularised: bool) -> Pipeline:
     pre = ColumnTransformer(
         [
-            ("cat", make_pipeline(_categories(), OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=np.nan,
-                                                              max_categories=MAX_CATEGORIES)), categorical),
+            (
+                "cat",
+                make_pipeline(
+                    _categories(),
+                    OrdinalEncoder(
+                        handle_unknown="use_encoded_value", unknown_value=np.nan, max_categories=MAX_CATEGORIES
+                    ),
+                ),
+                categorical,
+            ),
             ("num", "passthrough", numeric),
         ]
     )
     mask = [True] * len(categorical) + [False] * len(numeric)
     params = dict(categorical_features=mask, random_state=0)
     if regularised:
-        params.update(learning_rate=0.05, max_iter=300, max_leaf_nodes=15, min_samples_leaf=40,
-                      l2_regularization=1.0, early_stopping=True, validation_fraction=0.15, n_iter_no_change=20)
+        params.update(
+            learning_rate=0.05,
+            max_iter=300,
+            max_leaf_nodes=15,
+            min_samples_leaf=40,
+            l2_regularization=1.0,
+            early_stopping=True,
+            validation_fraction=0.15,
+            n_iter_no_change=20,
+        )
     return Pipeline([("prepare", pre), ("model", HistGradientBoostingClassifier(**params))])
 
 
@@ -514,8 +575,15 @@ def _auc_at_levels(y: np.ndarray, level: np.ndarray, n_levels: int, w: np.ndarra
     return float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
 
 
-def roc_auc_interval(y: np.ndarray, p: np.ndarray, groups=None, *, resamples: int = BOOTSTRAP_RESAMPLES,
-                     seed: int = BOOTSTRAP_SEED, level: float = 0.95) -> dict:
+def roc_auc_interval(
+    y: np.ndarray,
+    p: np.ndarray,
+    groups=None,
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = 0.95,
+) -> dict:
     """A percentile bootstrap interval for ROC AUC: ``groups`` (one per row; the customer) are drawn
     with replacement, every row of a drawn customer counting once per draw, so a customer seen in
     two snapshots is resampled as one. Resamples without both classes are skipped (counted).
@@ -536,12 +604,15 @@ def roc_auc_interval(y: np.ndarray, p: np.ndarray, groups=None, *, resamples: in
             continue
         aucs.append(_auc_at_levels(y, rank, len(levels), w))
     tail = (1 - level) / 2
-    low, high = (np.quantile(aucs, [tail, 1 - tail]) if aucs else (np.nan, np.nan))
+    low, high = np.quantile(aucs, [tail, 1 - tail]) if aucs else (np.nan, np.nan)
     return {
-        "roc_auc_ci_low": float(low), "roc_auc_ci_high": float(high), "roc_auc_ci_level": level,
+        "roc_auc_ci_low": float(low),
+        "roc_auc_ci_high": float(high),
+        "roc_auc_ci_level": level,
         "roc_auc_ci_resamples": len(aucs),
-        "roc_auc_ci_method": (f"percentile bootstrap, {resamples:,} resamples of the held-out customers "
-                              f"with replacement (seed {seed})"),
+        "roc_auc_ci_method": (
+            f"percentile bootstrap, {resamples:,} resamples of the held-out customers with replacement (seed {seed})"
+        ),
     }
 
 
@@ -592,7 +663,10 @@ def _too_little_churn(y: np.ndarray, *, part: str, where: str, fix: str) -> None
         f"Only {found} churned customer{'s' if found != 1 else ''} in the {part} ({len(y):,} {where}); at least "
         f"{MIN_CHURNED} are needed for the model's figures to mean anything, so no model was trained or saved. "
         f"Try {fix}.",
-        part=part, found=found, customers=int(len(y)))
+        part=part,
+        found=found,
+        customers=int(len(y)),
+    )
 
 
 def _fixes(*, horizon_days: float | None) -> str:
@@ -650,8 +724,16 @@ def _importance(model: ChurnModel, x: pd.DataFrame, y: np.ndarray, *, repeats: i
                 p[~same] = model.estimator.predict_proba(shuffled)[:, 1]
             drops.append(base - roc_auc_score(y, p))
         d = driver_info(group)
-        rows.append({"driver": group, "label": d.label, "department": d.department, "features": cols,
-                     "importance": float(np.mean(drops)), "std": float(np.std(drops))})
+        rows.append(
+            {
+                "driver": group,
+                "label": d.label,
+                "department": d.department,
+                "features": cols,
+                "importance": float(np.mean(drops)),
+                "std": float(np.std(drops)),
+            }
+        )
     return sorted(rows, key=lambda r: -r["importance"])
 
 
@@ -665,11 +747,17 @@ def _report(progress: Progress | None, share: float, text: str) -> None:
         progress(share, text)
 
 
-def _snapshot_samples(reader: SnapshotReader, valid_cutoffs: list[datetime], train_cutoffs: list[datetime],
-                      max_train_rows: int, max_valid_rows: int) -> dict:
+def _snapshot_samples(
+    reader: SnapshotReader,
+    valid_cutoffs: list[datetime],
+    train_cutoffs: list[datetime],
+    max_train_rows: int,
+    max_valid_rows: int,
+) -> dict:
     """One ``Sample`` (or None: every customer) per snapshot, validation cutoffs first, so that
     the training and the validation snapshots each hold at most about their row cap. Consecutive
     snapshots take different customers (offsets 0, 1, 2...), so the sample spans more of the base."""
+
     def plan(cutoffs: list[datetime], cap: int) -> tuple[int, int]:
         full = sum(reader.live_count(c) for c in cutoffs)
         return full, max(1, -(-full // max(cap, 1)))
@@ -682,8 +770,10 @@ def _snapshot_samples(reader: SnapshotReader, valid_cutoffs: list[datetime], tra
     if train_every > 1 or valid_every > 1:
         parts = []
         if train_every > 1:
-            parts.append(f"trained on 1 in {train_every} customers of each training snapshot "
-                         f"(of {train_full:,} customer-snapshots)")
+            parts.append(
+                f"trained on 1 in {train_every} customers of each training snapshot "
+                f"(of {train_full:,} customer-snapshots)"
+            )
         if valid_every > 1:
             parts.append(f"validated on 1 in {valid_every} of each validation snapshot (of {valid_full:,})")
         note = "; ".join(parts) + ": a different systematic customer sample per snapshot. Every customer is scored."
@@ -718,8 +808,9 @@ def train_labelled_model(
     # the held-out part cannot hold more churned customers than the whole label (and a stratified
     # split needs a few of each class): say so before splitting
     _too_little_churn(y_all, part="label", where=f"labelled customers, {label_column}", fix=fix)
-    dev_idx, valid_idx = train_test_split(np.arange(len(y_all)), test_size=holdout_share, stratify=y_all,
-                                          random_state=0)
+    dev_idx, valid_idx = train_test_split(
+        np.arange(len(y_all)), test_size=holdout_share, stratify=y_all, random_state=0
+    )
     dev_idx, valid_idx = np.sort(dev_idx), np.sort(valid_idx)
     y_valid = y_all[valid_idx]
     _too_little_churn(y_valid, part="held-out validation", where="held-out customers", fix=fix)
@@ -740,17 +831,29 @@ def train_labelled_model(
     _report(progress, 0.8, f"Fitting {chosen.replace('_', ' ')} on {len(y):,} labelled customers (held-out ones apart)")
     estimator = candidate_pipeline(chosen, numeric, categorical).fit(x, y)
     calibration = PlattCalibration().fit(oof[chosen], y)
-    model = ChurnModel(estimator, calibration, numeric, categorical, _reference(x, numeric, categorical),
-                       kind="labelled", name=chosen, label_column=label_column, source=source, cutoff=ff.cutoff,
-                       held_out_ids=[str(i) for i in valid.index])
+    model = ChurnModel(
+        estimator,
+        calibration,
+        numeric,
+        categorical,
+        _reference(x, numeric, categorical),
+        kind="labelled",
+        name=chosen,
+        label_column=label_column,
+        source=source,
+        cutoff=ff.cutoff,
+        held_out_ids=[str(i) for i in valid.index],
+    )
     model.reason_baseline = reason_baseline(x, y, numeric, categorical)
     _report(progress, 0.88, f"Measuring on {len(y_valid):,} held-out customers")
     metrics = model_metrics(y_valid, model.predict_proba(valid))
     _report(progress, 0.92, "Permutation importance on held-out rows")
     metrics.update(
         validation="stratified_holdout",
-        evaluated_on=(f"{len(y_valid):,} customers held out at random (stratified by the label, {holdout_share:.0%}, "
-                      "seed 0), used neither to choose the model nor to calibrate it"),
+        evaluated_on=(
+            f"{len(y_valid):,} customers held out at random (stratified by the label, {holdout_share:.0%}, "
+            "seed 0), used neither to choose the model nor to calibrate it"
+        ),
         holdout_share=holdout_share,
         valid_customers=int(len(y_valid)),
         selection=f"stratified_{folds}fold",
@@ -811,8 +914,10 @@ def train_event_model(
     h = timedelta(days=horizon_days)
     cutoff = cutoff or (now - h)
     if cutoff + h > now + timedelta(days=1):
-        raise ValueError(f"cutoff {cutoff:%Y-%m-%d} + {horizon_days:g} days is after the data's end ({now:%Y-%m-%d}): "
-                         "the labels would be incomplete; choose an earlier cutoff or a shorter horizon")
+        raise ValueError(
+            f"cutoff {cutoff:%Y-%m-%d} + {horizon_days:g} days is after the data's end ({now:%Y-%m-%d}): "
+            "the labels would be incomplete; choose an earlier cutoff or a shorter horizon"
+        )
     valid_cutoffs = [cutoff - k * h for k in range(valid_snapshots)]
     select_cutoffs = [cutoff - (valid_snapshots + k) * h for k in range(select_snapshots)]
     train_cutoffs = [cutoff - (valid_snapshots + select_snapshots + k) * h for k in range(train_snapshots)]
@@ -839,11 +944,14 @@ def train_event_model(
     y_valid = valid["label"].to_numpy(dtype=int)
     y_select = select["label"].to_numpy(dtype=int)
     y_train = train["label"].to_numpy(dtype=int)
-    for y, part, cutoffs in ((y_valid, "held-out validation", valid_cutoffs),
-                             (y_select, "selection and calibration snapshots", select_cutoffs),
-                             (y_train, "training snapshots", train_cutoffs)):
-        _too_little_churn(y, part=part, fix=fix,
-                          where=f"customer-snapshots as of {when(cutoffs)}, churn within {horizon_days:g} days")
+    for y, part, cutoffs in (
+        (y_valid, "held-out validation", valid_cutoffs),
+        (y_select, "selection and calibration snapshots", select_cutoffs),
+        (y_train, "training snapshots", train_cutoffs),
+    ):
+        _too_little_churn(
+            y, part=part, fix=fix, where=f"customer-snapshots as of {when(cutoffs)}, churn within {horizon_days:g} days"
+        )
     numeric, categorical = _usable(template, train)
     x_train, x_select = train[numeric + categorical], select[numeric + categorical]
     fitted, select_scores, aucs = {}, {}, {}
@@ -859,9 +967,18 @@ def train_event_model(
         aucs[name] = float(roc_auc_score(y_select, select_scores[name]))
     chosen = _select(aucs)
     calibration = PlattCalibration().fit(select_scores[chosen], y_select)
-    model = ChurnModel(fitted[chosen], calibration, numeric, categorical,
-                       _reference(x_train, numeric, categorical), kind="events", name=chosen,
-                       source=source, cutoff=cutoff, horizon_days=horizon_days)
+    model = ChurnModel(
+        fitted[chosen],
+        calibration,
+        numeric,
+        categorical,
+        _reference(x_train, numeric, categorical),
+        kind="events",
+        name=chosen,
+        source=source,
+        cutoff=cutoff,
+        horizon_days=horizon_days,
+    )
     model.reason_baseline = reason_baseline(x_train, y_train, numeric, categorical)
     _report(progress, 0.88, f"Measuring on the held-out snapshots ({when(valid_cutoffs)})")
     metrics = model_metrics(y_valid, model.predict_proba(valid), groups=valid.index.to_numpy())
@@ -871,14 +988,17 @@ def train_event_model(
     unseen = pd.concat([valid, select])
     metrics.update(
         validation="time_based",
-        evaluated_on=(f"{len(y_valid):,} customer-snapshots as of {when(valid_cutoffs)} "
-                      f"({valid.index.nunique():,} customers), held out: later than every snapshot the model was "
-                      "fitted, chosen or calibrated on"),
+        evaluated_on=(
+            f"{len(y_valid):,} customer-snapshots as of {when(valid_cutoffs)} "
+            f"({valid.index.nunique():,} customers), held out: later than every snapshot the model was "
+            "fitted, chosen or calibrated on"
+        ),
         train_cutoffs=[c.isoformat() for c in train_cutoffs],
         select_cutoffs=[c.isoformat() for c in select_cutoffs],
         valid_cutoffs=[c.isoformat() for c in valid_cutoffs],
-        valid_samples=[None if smp is None else [smp.every, smp.offset]
-                       for smp in sampling["samples"][:valid_snapshots]],
+        valid_samples=[
+            None if smp is None else [smp.every, smp.offset] for smp in sampling["samples"][:valid_snapshots]
+        ],
         valid_customers=int(valid.index.nunique()),
         horizon_days=horizon_days,
         selection="time_based",
@@ -903,8 +1023,9 @@ def train_event_model(
 
 # ----------------------------------------------------------------------------- scoring and reasons
 @_few_threads
-def explain(model: ChurnModel, frame: pd.DataFrame, *, top: int = N_REASONS,
-            risky_side_only: bool = True) -> list[list[dict]]:
+def explain(
+    model: ChurnModel, frame: pd.DataFrame, *, top: int = N_REASONS, risky_side_only: bool = True
+) -> list[list[dict]]:
     """The top reasons for each row's score, in the structured form the card, the at-risk list and
     the CLI show.
 
@@ -959,20 +1080,31 @@ def explain(model: ChurnModel, frame: pd.DataFrame, *, top: int = N_REASONS,
         for j in order[i, :n]:
             feature, reference, direction = mains[j]
             value = _plain(row.get(feature)) if feature else None
-            if risky_side_only and not _on_risky_side(names[j], feature, value, reference, direction,
-                                                      feature in model.categorical):
+            if risky_side_only and not _on_risky_side(
+                names[j], feature, value, reference, direction, feature in model.categorical
+            ):
                 continue
             d = _directed(infos[j], direction)
             action = d.action
             if names[j] in ("tenure", "attr_tenure") and _tenure_days(row, names[j]) > 365:
                 action = "Account manager's loyalty check-in: review usage and renewal terms"
-            reasons.append({
-                "signal": d.signal or names[j], "driver": names[j], "label": d.label, "feature": feature,
-                "value": value, "reference": _plain(reference), "direction": direction,
-                "department": d.department, "action": action, "contribution": round(float(contrib[i, j]), 3),
-                "detail": _detail(names[j], row, groups[names[j]], feature=feature, reference=reference,
-                                  direction=direction),
-            })
+            reasons.append(
+                {
+                    "signal": d.signal or names[j],
+                    "driver": names[j],
+                    "label": d.label,
+                    "feature": feature,
+                    "value": value,
+                    "reference": _plain(reference),
+                    "direction": direction,
+                    "department": d.department,
+                    "action": action,
+                    "contribution": round(float(contrib[i, j]), 3),
+                    "detail": _detail(
+                        names[j], row, groups[names[j]], feature=feature, reference=reference, direction=direction
+                    ),
+                }
+            )
             if len(reasons) == top:
                 break
         out.append(reasons)
@@ -983,16 +1115,22 @@ def explain(model: ChurnModel, frame: pd.DataFrame, *, top: int = N_REASONS,
 # label must not say "uses the product less" of a customer who uses it more than retained ones).
 _DIRECTED_WORDS = {
     ("usage", "lower"): ("Uses the product less than retained customers", "Success team re-onboards the key features"),
-    ("usage", "higher"): ("More web activity than retained customers",
-                          "Success team asks what they came for (help, billing or cancel pages)"),
+    ("usage", "higher"): (
+        "More web activity than retained customers",
+        "Success team asks what they came for (help, billing or cancel pages)",
+    ),
     ("marketing", "lower"): ("Less marketing engagement than retained customers", "Move to a relevant nurture track"),
-    ("marketing", "higher"): ("More marketing engagement than retained customers",
-                              "Check the messages they open; move to a relevant nurture track"),
+    ("marketing", "higher"): (
+        "More marketing engagement than retained customers",
+        "Check the messages they open; move to a relevant nurture track",
+    ),
     ("purchases", "lower"): ("Buys less than retained customers", "Review billing and offer annual pricing"),
     ("purchases", "higher"): ("Spends more than retained customers", "Account manager reviews value for money"),
     ("tenure", "lower"): ("Newer than retained customers", "Onboarding check-in for new customers"),
-    ("tenure", "higher"): ("Longer-standing than retained customers",
-                           "Account manager's loyalty check-in: review usage and renewal terms"),
+    ("tenure", "higher"): (
+        "Longer-standing than retained customers",
+        "Account manager's loyalty check-in: review usage and renewal terms",
+    ),
 }
 
 
@@ -1032,8 +1170,7 @@ def _plain(v):
     return str(v)
 
 
-def _on_risky_side(group: str, feature: str | None, value, reference, direction: str | None,
-                   categorical: bool) -> bool:
+def _on_risky_side(group: str, feature: str | None, value, reference, direction: str | None, categorical: bool) -> bool:
     """Is the customer's value strictly on the side of the retained customers' typical value where
     risk rises? Missing values and unknown sides are not."""
     if feature is None or value is None or reference is None:
@@ -1077,8 +1214,9 @@ def _tenure_days(row: dict, group: str) -> float:
     return float(v) if v is not None and not pd.isna(v) else 0.0
 
 
-def _detail(group: str, row: dict, cols: list[str], *, feature: str | None = None, reference=None,
-            direction: str | None = None) -> str:
+def _detail(
+    group: str, row: dict, cols: list[str], *, feature: str | None = None, reference=None, direction: str | None = None
+) -> str:
     """Words for the customer's own values of a driver ("last 3 days ago", "2 in 90 days") and, but
     for an intent signal, how the main ``feature`` compares with the typical retained customer's
     value; ``row`` maps feature names to the customer's values, ``cols`` are the driver group's
@@ -1094,17 +1232,30 @@ def _detail(group: str, row: dict, cols: list[str], *, feature: str | None = Non
 
 # how a feature's value reads ("{} web visits in 30 days")
 _FEATURE_WORDS = {
-    "web_events_30d": "{:,.0f} web visits in 30 days", "web_events_90d": "{:,.0f} web visits in 90 days",
-    "web_events": "{:,.0f} web visits in all", "marketing_engaged_90d": "{:,.0f} marketing opens or clicks in 90 days",
-    "marketing_touches_90d": "{:,.0f} marketing messages in 90 days", "revenue_90d": "{:,.0f} revenue in 90 days",
-    "purchases_90d": "{:,.0f} purchases in 90 days", "mrr": "MRR {:,.0f}", "revenue": "{:,.0f} revenue in all",
-    "contacts_90d": "{:,.0f} contacts in 90 days", "contacts_30d": "{:,.0f} contacts in 30 days",
-    "contacts": "{:,.0f} contacts in all", "open_tickets": "{:,.0f} open tickets",
-    "ended_subscriptions": "{:,.0f} ended subscriptions", "consent_marketing": "consent {:.0f} (1 = yes)",
-    "checkout_errors_30d": "{:,.0f} in 30 days", "checkout_errors": "{:,.0f} in all",
-    "failed_payments_90d": "{:,.0f} in 90 days", "failed_payments_30d": "{:,.0f} in 30 days",
-    "failed_payments": "{:,.0f} in all", "repeat_contacts_90d": "{:,.0f} in 90 days", "repeat_contacts": "{:,.0f} in all",
-    "transferred_contacts_90d": "{:,.0f} transferred contacts in 90 days", "transfers": "{:,.0f} transfers in all",
+    "web_events_30d": "{:,.0f} web visits in 30 days",
+    "web_events_90d": "{:,.0f} web visits in 90 days",
+    "web_events": "{:,.0f} web visits in all",
+    "marketing_engaged_90d": "{:,.0f} marketing opens or clicks in 90 days",
+    "marketing_touches_90d": "{:,.0f} marketing messages in 90 days",
+    "revenue_90d": "{:,.0f} revenue in 90 days",
+    "purchases_90d": "{:,.0f} purchases in 90 days",
+    "mrr": "MRR {:,.0f}",
+    "revenue": "{:,.0f} revenue in all",
+    "contacts_90d": "{:,.0f} contacts in 90 days",
+    "contacts_30d": "{:,.0f} contacts in 30 days",
+    "contacts": "{:,.0f} contacts in all",
+    "open_tickets": "{:,.0f} open tickets",
+    "ended_subscriptions": "{:,.0f} ended subscriptions",
+    "consent_marketing": "consent {:.0f} (1 = yes)",
+    "checkout_errors_30d": "{:,.0f} in 30 days",
+    "checkout_errors": "{:,.0f} in all",
+    "failed_payments_90d": "{:,.0f} in 90 days",
+    "failed_payments_30d": "{:,.0f} in 30 days",
+    "failed_payments": "{:,.0f} in all",
+    "repeat_contacts_90d": "{:,.0f} in 90 days",
+    "repeat_contacts": "{:,.0f} in all",
+    "transferred_contacts_90d": "{:,.0f} transferred contacts in 90 days",
+    "transfers": "{:,.0f} transfers in all",
 }
 
 
@@ -1175,8 +1326,9 @@ def _own_words(group: str, row: dict, cols: list[str]) -> str:
 
 
 @_few_threads
-def score_frame(model: ChurnModel, ff: FeatureFrame, *, reasons_for: int | None = None,
-                seen: pd.DataFrame | None = None) -> pd.DataFrame:
+def score_frame(
+    model: ChurnModel, ff: FeatureFrame, *, reasons_for: int | None = None, seen: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Risk, value, reasons and next action per customer of a feature snapshot.
 
     ``seen``: the customers' recent strong signals (``cx_id, signal, age_days``, as
@@ -1301,8 +1453,7 @@ def latest_model(store: Store) -> ChurnModel:
         version = conn.execute(sa.select(sa.func.max(models_table.c.version))).scalar()
     if version is None:
         raise ModelNotTrainedError(
-            "No churn model has been trained yet. Train one on the Churn model page or with "
-            "`python -m cxdash train`."
+            "No churn model has been trained yet. Train one on the Churn model page or with `python -m cxdash train`."
         )
     return load_model(store, int(version))
 
@@ -1347,7 +1498,8 @@ def train(
             if definition is None:
                 raise ModelNotTrainedError(
                     "no churn definition fits the loaded data, so there is nothing to learn: load a customer table "
-                    "with a churn label, subscriptions, churn records, or dated purchases or activity")
+                    "with a churn label, subscriptions, churn records, or dated purchases or activity"
+                )
             if definition.basis == "label" and not res.dated:
                 label_column, source = "churn_label", source or definition.source
         if label_column is not None:
@@ -1356,8 +1508,15 @@ def train(
             reader_definition = _reader_definition(definition.name)
             # read the customer table once for both
             reader = SnapshotReader(conn, source=source, churn=reader_definition)
-            model = train_event_model(conn, cutoff=cutoff, horizon_days=horizon_days, source=source,
-                                      progress=sub(0.0, 0.8), reader=reader, churn=reader_definition)
+            model = train_event_model(
+                conn,
+                cutoff=cutoff,
+                horizon_days=horizon_days,
+                source=source,
+                progress=sub(0.0, 0.8),
+                reader=reader,
+                churn=reader_definition,
+            )
             model.churn_definition = definition.name  # current_features below reads it
             _report(progress, 0.82, "Features of today's customers")
             today = current_features(conn, model, reader=reader)
@@ -1378,12 +1537,36 @@ def model_versions(store: Store) -> pd.DataFrame:
     t = models_table
     with store.app_begin() as conn:
         rows = conn.execute(
-            sa.select(t.c.version, t.c.created_at, t.c.kind, t.c.estimator, t.c.label_column, t.c.source, t.c.cutoff,
-                      t.c.horizon_days, t.c.data_version, t.c.metrics_json, t.c.features_json)
-            .order_by(t.c.version.desc())
+            sa.select(
+                t.c.version,
+                t.c.created_at,
+                t.c.kind,
+                t.c.estimator,
+                t.c.label_column,
+                t.c.source,
+                t.c.cutoff,
+                t.c.horizon_days,
+                t.c.data_version,
+                t.c.metrics_json,
+                t.c.features_json,
+            ).order_by(t.c.version.desc())
         ).fetchall()
-    frame = pd.DataFrame(rows, columns=["version", "created_at", "kind", "estimator", "label_column", "source", "cutoff",
-                                        "horizon_days", "data_version", "metrics_json", "features_json"])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "version",
+            "created_at",
+            "kind",
+            "estimator",
+            "label_column",
+            "source",
+            "cutoff",
+            "horizon_days",
+            "data_version",
+            "metrics_json",
+            "features_json",
+        ],
+    )
     frame["metrics"] = frame.pop("metrics_json").map(json.loads)
     frame["features"] = frame.pop("features_json").map(json.loads)
     return frame

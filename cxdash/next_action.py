@@ -55,8 +55,12 @@ def _seen(signals) -> list[tuple[str, float]]:
     return [(str(n), float(a)) for n, a in signals]
 
 
-def next_action(signals: pd.DataFrame | Iterable[tuple[str, float]] | None, reasons: list[Mapping] | None, *,
-                recent_days: float = RECENT_SIGNAL_DAYS) -> dict:
+def next_action(
+    signals: pd.DataFrame | Iterable[tuple[str, float]] | None,
+    reasons: list[Mapping] | None,
+    *,
+    recent_days: float = RECENT_SIGNAL_DAYS,
+) -> dict:
     """The next best action for one customer.
 
     In: ``signals`` (a frame with ``signal`` = a ``cxdash.signals`` name and ``age_days``, as
@@ -67,17 +71,38 @@ def next_action(signals: pd.DataFrame | Iterable[tuple[str, float]] | None, reas
     (None unless a signal decides), ``because`` (why: "asked to cancel 9 days ago", or the reason's
     label) and ``basis`` ("signal", "reason" or "default").
     """
-    strong = [(n, a) for n, a in _seen(signals)
-              if n in SIGNALS and SIGNALS[n].strength in STRONG and not math.isnan(a) and a <= recent_days]
+    strong = [
+        (n, a)
+        for n, a in _seen(signals)
+        if n in SIGNALS and SIGNALS[n].strength in STRONG and not math.isnan(a) and a <= recent_days
+    ]
     if strong:
         name, age = min(strong, key=lambda s: (s[1], _RANK[s[0]]))
         sig = SIGNALS[name]
         because = f"{sig.noun} {age_words(age)}"
-        return {"action": f"{sig.action} — {because}", "department": sig.department, "signal": name,
-                "age_days": round(age, 2), "because": because, "basis": "signal"}
+        return {
+            "action": f"{sig.action} — {because}",
+            "department": sig.department,
+            "signal": name,
+            "age_days": round(age, 2),
+            "because": because,
+            "basis": "signal",
+        }
     if reasons:
         top = reasons[0]
-        return {"action": top["action"], "department": top.get("department") or "", "signal": top.get("signal"),
-                "age_days": None, "because": top.get("label", ""), "basis": "reason"}
-    return {"action": DEFAULT_ACTION, "department": "", "signal": None, "age_days": None,
-            "because": "no recent intent signal and no reason above the typical retained customer", "basis": "default"}
+        return {
+            "action": top["action"],
+            "department": top.get("department") or "",
+            "signal": top.get("signal"),
+            "age_days": None,
+            "because": top.get("label", ""),
+            "basis": "reason",
+        }
+    return {
+        "action": DEFAULT_ACTION,
+        "department": "",
+        "signal": None,
+        "age_days": None,
+        "because": "no recent intent signal and no reason above the typical retained customer",
+        "basis": "default",
+    }

@@ -23,7 +23,16 @@ TIME_FIELDS = {
 }
 
 SOURCE_COLUMNS = [
-    "name", "kind", "department", "rows", "customers", "first_at", "last_at", "loaded_at", "loads", "rows_rejected",
+    "name",
+    "kind",
+    "department",
+    "rows",
+    "customers",
+    "first_at",
+    "last_at",
+    "loaded_at",
+    "loads",
+    "rows_rejected",
 ]
 
 
@@ -51,8 +60,7 @@ def source_summary(conn: Connection) -> pd.DataFrame:
                 sa.func.count(sa.distinct(t.c.cx_key)).label("customers"),
                 sa.func.min(ts).label("first_at"),
                 sa.func.max(ts).label("last_at"),
-            )
-            .group_by(t.c.source)
+            ).group_by(t.c.source)
         )
     stats = sa.union_all(*parts).subquery("stats")
     loads = (
@@ -68,11 +76,16 @@ def source_summary(conn: Connection) -> pd.DataFrame:
     s = sources_table
     q = (
         sa.select(
-            s.c.name, s.c.kind, s.c.department,
+            s.c.name,
+            s.c.kind,
+            s.c.department,
             sa.func.coalesce(stats.c.rows, 0).label("rows"),
             sa.func.coalesce(stats.c.customers, 0).label("customers"),
-            stats.c.first_at, stats.c.last_at,
-            loads.c.loaded_at, loads.c.loads, loads.c.rows_rejected,
+            stats.c.first_at,
+            stats.c.last_at,
+            loads.c.loaded_at,
+            loads.c.loads,
+            loads.c.rows_rejected,
         )
         .select_from(s.outerjoin(stats, stats.c.name == s.c.name).outerjoin(loads, loads.c.source == s.c.name))
         .order_by(s.c.name)
@@ -94,19 +107,16 @@ def activity_by_month(conn: Connection) -> pd.DataFrame:
     tl = timeline()
     year = sa.extract("year", tl.c.ts).label("year")
     month = sa.extract("month", tl.c.ts).label("month")
-    q = (
-        sa.select(
-            year, month, tl.c.department,
-            sa.func.count().label("rows"),
-            sa.func.count(sa.distinct(tl.c.cx_key)).label("customers"),
-        )
-        .group_by(year, month, tl.c.department)
-    )
+    q = sa.select(
+        year,
+        month,
+        tl.c.department,
+        sa.func.count().label("rows"),
+        sa.func.count(sa.distinct(tl.c.cx_key)).label("customers"),
+    ).group_by(year, month, tl.c.department)
     frame = pd.DataFrame(conn.execute(q).fetchall(), columns=["year", "month", "department", "rows", "customers"])
     if frame.empty:
         return pd.DataFrame(columns=["month", "department", "rows", "customers"])
-    frame["month"] = pd.to_datetime(
-        {"year": frame["year"].astype(int), "month": frame["month"].astype(int), "day": 1}
-    )
+    frame["month"] = pd.to_datetime({"year": frame["year"].astype(int), "month": frame["month"].astype(int), "day": 1})
     frame["department"] = frame["department"].fillna("unknown")
     return frame[["month", "department", "rows", "customers"]].sort_values(["month", "department"], ignore_index=True)

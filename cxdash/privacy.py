@@ -71,17 +71,47 @@ MASK = "***"
 # mask. Pages name their columns plainly ("name", "email", "Requester Email"), so the check also
 # looks at the words in a name.
 PERSONAL_COLUMNS: dict[str, str] = {
-    "name": "name", "full_name": "name", "first_name": "name", "last_name": "name", "customer_name": "name",
+    "name": "name",
+    "full_name": "name",
+    "first_name": "name",
+    "last_name": "name",
+    "customer_name": "name",
     "contact_name": "name",
-    "email": "email", "e_mail": "email", "email_address": "email", "requester_email": "email",
-    "phone": "phone", "phone_number": "phone", "mobile": "phone", "telephone": "phone", "tel": "phone",
-    "address": "address", "street": "address", "street_address": "address", "postcode": "address",
-    "zip": "address", "zip_code": "address", "postal_code": "address",
-    "notes": "text", "note": "text", "comment": "text", "comments": "text", "description": "text",
-    "message": "text", "body": "text", "free_text": "text", "attrs": "text",
+    "email": "email",
+    "e_mail": "email",
+    "email_address": "email",
+    "requester_email": "email",
+    "phone": "phone",
+    "phone_number": "phone",
+    "mobile": "phone",
+    "telephone": "phone",
+    "tel": "phone",
+    "address": "address",
+    "street": "address",
+    "street_address": "address",
+    "postcode": "address",
+    "zip": "address",
+    "zip_code": "address",
+    "postal_code": "address",
+    "notes": "text",
+    "note": "text",
+    "comment": "text",
+    "comments": "text",
+    "description": "text",
+    "message": "text",
+    "body": "text",
+    "free_text": "text",
+    "attrs": "text",
 }
-_WORD_KINDS = {"email": "email", "phone": "phone", "address": "address", "name": "name", "notes": "text",
-               "comment": "text", "comments": "text"}
+_WORD_KINDS = {
+    "email": "email",
+    "phone": "phone",
+    "address": "address",
+    "name": "name",
+    "notes": "text",
+    "comment": "text",
+    "comments": "text",
+}
 
 
 # ----------------------------------------------------------------------------- masks
@@ -232,8 +262,9 @@ class SmallGroups:
         if not self.mask.any():
             return None
         small, extra = self._count(self.small), self._count(self.mask & ~self.small)
-        text = (f"Suppressed (fewer than {self.k} customers each): {small:,} of "
-                f"{len(pd.unique(self.groups)):,} {self.what}")
+        text = (
+            f"Suppressed (fewer than {self.k} customers each): {small:,} of {len(pd.unique(self.groups)):,} {self.what}"
+        )
         if extra:
             text += f", and {extra:,} more so that the total cannot give the small one away"
         if self.disjoint:
@@ -250,8 +281,9 @@ class SmallGroups:
         Number columns stay numbers (whole numbers as nullable ``Int64``), so a chart draws a gap."""
         out = (self.frame if display is None else display).copy()
         if len(out) != len(self.mask):
-            raise ValueError(f"blank() needs one display row per aggregate row: got {len(out)}, "
-                             f"expected {len(self.mask)}")
+            raise ValueError(
+                f"blank() needs one display row per aggregate row: got {len(out)}, expected {len(self.mask)}"
+            )
         if not self.mask.any():
             return out
         keep = set(keep)
@@ -269,12 +301,14 @@ class SmallGroups:
         cols = list(out.columns)
         first = next((i for i, c in enumerate(cols) if c in keep), len(cols))
         at = next((i for i in range(first, len(cols)) if cols[i] not in keep), len(cols)) if first < len(cols) else 0
-        out.insert(at, NOTE_COLUMN, np.where(self.small, suppressed_text(self.k),
-                                             np.where(self.mask, _SECONDARY_TEXT, "")))
+        out.insert(
+            at, NOTE_COLUMN, np.where(self.small, suppressed_text(self.k), np.where(self.mask, _SECONDARY_TEXT, ""))
+        )
         return out
 
-    def pooled(self, label_column: str, label: str, *, count_column: str = "customers",
-               sum_columns: Sequence[str] = ()) -> pd.DataFrame:
+    def pooled(
+        self, label_column: str, label: str, *, count_column: str = "customers", sum_columns: Sequence[str] = ()
+    ) -> pd.DataFrame:
         """The groups that may be shown, then one row standing for all the suppressed ones (their
         labels can describe a person, such as a journey only one customer took). The pooled row
         carries their combined ``count_column`` (and ``sum_columns``) when that is at least k."""
@@ -542,7 +576,9 @@ def differencing_check(conn: Connection, filters, k: int | None) -> Differencing
     for name in active:
         others = [cond for other, cond in keep.items() if other != name]
         labels.append(("without", name, None))
-        measures.append(count(*others).label(f"c{len(measures)}") if others else sa.func.count().label(f"c{len(measures)}"))
+        measures.append(
+            count(*others).label(f"c{len(measures)}") if others else sa.func.count().label(f"c{len(measures)}")
+        )
         if len(active[name]) > 1:
             for value in active[name]:
                 labels.append(("value", name, value))

@@ -27,7 +27,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-__all__ = ["ExtractError", "FileFormat", "LineMap", "WorkbookLimits", "as_csv", "iter_chunks", "read_columns", "read_header", "sniff_format"]
+__all__ = [
+    "ExtractError",
+    "FileFormat",
+    "LineMap",
+    "WorkbookLimits",
+    "as_csv",
+    "iter_chunks",
+    "read_columns",
+    "read_header",
+    "sniff_format",
+]
 
 _SAMPLE_BYTES = 256 * 1024
 _DELIMITERS = ",;\t|"
@@ -92,7 +102,6 @@ class LineMap:
         before = np.where(pos > 0, cum[np.maximum(pos - 1, 0)], 0)
         return records + 2 + before
 
-
     def exact(self, path: str | Path, fmt: FileFormat, n_records: int, records) -> np.ndarray:
         """``lines(records)`` checked against the file: when the file holds more line breaks than
         its records account for (blank lines, which the reader skips) or is UTF-16, the lines are
@@ -156,7 +165,7 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 
 def _compression(path: Path) -> str | None:
-    """"gzip" when the file starts with gzip's magic bytes, whatever its name; else None."""
+    """ "gzip" when the file starts with gzip's magic bytes, whatever its name; else None."""
     try:
         with open(path, "rb") as fh:
             return "gzip" if fh.read(2) == _GZIP_MAGIC else None
@@ -312,9 +321,7 @@ def iter_chunks(
     try:
         reader = pacsv.open_csv(
             pa.input_stream(str(path), compression=fmt.compression),
-            read_options=pacsv.ReadOptions(
-                encoding=fmt.encoding, block_size=8 << 20, column_names=header, skip_rows=1
-            ),
+            read_options=pacsv.ReadOptions(encoding=fmt.encoding, block_size=8 << 20, column_names=header, skip_rows=1),
             parse_options=pacsv.ParseOptions(delimiter=fmt.delimiter, newlines_in_values=True),
             convert_options=pacsv.ConvertOptions(
                 column_types={c: pa.string() for c in header},
@@ -338,8 +345,11 @@ def iter_chunks(
         detail = str(exc).replace("CSV parse error: ", "")
         if "UTF8" in detail or "utf8" in detail.lower():
             bad = _first_undecodable_line(path, fmt.encoding)
-            where = (f"line {bad:,} is not valid {fmt.encoding}" if bad else
-                     f"after data row {offset + pending_rows:,} the text is not valid {fmt.encoding}")
+            where = (
+                f"line {bad:,} is not valid {fmt.encoding}"
+                if bad
+                else f"after data row {offset + pending_rows:,} the text is not valid {fmt.encoding}"
+            )
             raise ExtractError(
                 f"{path.name}: mixed text encodings: {where} (the start of the file was). "
                 "Re-export the whole file as UTF-8."
@@ -498,27 +508,39 @@ def _check_zip(path: Path, limits: WorkbookLimits) -> None:
         return  # not a zip: load_workbook says it is not a workbook
     total = sum(m.file_size for m in members)
     if total > limits.expanded_mb * _MB:
-        raise limits.refuse(path.name, "expanded_mb", f"its contents expand to {total / _MB:,.0f} MB",
-                            f"{limits.expanded_mb:,.0f} MB")
+        raise limits.refuse(
+            path.name, "expanded_mb", f"its contents expand to {total / _MB:,.0f} MB", f"{limits.expanded_mb:,.0f} MB"
+        )
     for m in members:
         if m.filename.lower().endswith("sharedstrings.xml") and m.file_size > limits.shared_strings_mb * _MB:
-            raise limits.refuse(path.name, "shared_strings_mb",
-                                f"its shared strings ({m.filename}) expand to {m.file_size / _MB:,.0f} MB",
-                                f"{limits.shared_strings_mb:,.0f} MB")
+            raise limits.refuse(
+                path.name,
+                "shared_strings_mb",
+                f"its shared strings ({m.filename}) expand to {m.file_size / _MB:,.0f} MB",
+                f"{limits.shared_strings_mb:,.0f} MB",
+            )
     for m in members:
         if m.file_size > _RATIO_MIN_BYTES:
             ratio = m.file_size / max(m.compress_size, 1)
             if ratio > limits.ratio:
                 raise limits.refuse(
-                    path.name, "ratio",
+                    path.name,
+                    "ratio",
                     f"{m.filename} expands {ratio:,.0f} times ({m.compress_size:,} bytes to {m.file_size:,})",
-                    f"{limits.ratio:,.0f} times")
+                    f"{limits.ratio:,.0f} times",
+                )
 
 
 def _tags(buf: bytes, end: int, name: bytes) -> int:
     """Start tags ``<name`` (or ``<prefix:name``) in ``buf[:end]``, counted without allocating
     (plain ``bytes.count``; a stray ``:name `` in text only makes the count err high)."""
-    return sum(buf.count(lead + name + tail, 0, end) for lead in (b"<", b":") for tail in (b" ", b">", b"/", b"\n", b"\t", b"\r"))
+    return sum(
+        buf.count(lead + name + tail, 0, end)
+        for lead in (b"<", b":")
+        for tail in (b" ", b">", b"/", b"\n", b"\t", b"\r")
+    )
+
+
 _SHEET_HEAD = re.compile(rb"<(?:\w+:)?(dimension|sheetData)[\s>/]")
 
 
@@ -545,7 +567,7 @@ def _check_undeclared_sheets(path: Path, limits: WorkbookLimits) -> None:
                 if not found or found.group(1) != b"sheetData":
                     continue  # not a worksheet, or one that declares its size (checked after opening)
                 rows = cells = 0
-                carry = head[found.start():]
+                carry = head[found.start() :]
                 while True:
                     block = fh.read(4 << 20)
                     buf = carry + block
@@ -555,14 +577,26 @@ def _check_undeclared_sheets(path: Path, limits: WorkbookLimits) -> None:
                     cells += _tags(buf, cut, b"c")
                     carry = buf[cut:]
                     if rows > limits.rows:
-                        raise limits.refuse(path.name, "rows", f"a sheet ({member.filename}) has more than "
-                                            f"{limits.rows:,} rows", f"{limits.rows:,} rows")
+                        raise limits.refuse(
+                            path.name,
+                            "rows",
+                            f"a sheet ({member.filename}) has more than {limits.rows:,} rows",
+                            f"{limits.rows:,} rows",
+                        )
                     if cells > limits.cells:
-                        raise limits.refuse(path.name, "cells", f"a sheet ({member.filename}) has more than "
-                                            f"{limits.cells:,} cells", f"{limits.cells:,} cells")
+                        raise limits.refuse(
+                            path.name,
+                            "cells",
+                            f"a sheet ({member.filename}) has more than {limits.cells:,} cells",
+                            f"{limits.cells:,} cells",
+                        )
                     if time.monotonic() - started > limits.seconds:
-                        raise limits.refuse(path.name, "seconds", f"sizing the sheets took more than "
-                                            f"{limits.seconds:,g} s", f"{limits.seconds:,g} s")
+                        raise limits.refuse(
+                            path.name,
+                            "seconds",
+                            f"sizing the sheets took more than {limits.seconds:,g} s",
+                            f"{limits.seconds:,g} s",
+                        )
                     if not block:
                         break
 
@@ -579,8 +613,12 @@ def _check_dimension(file_name: str, sheet, limits: WorkbookLimits) -> None:
     if rows > limits.rows:
         raise limits.refuse(file_name, "rows", f"the sheet declares {rows:,} rows", f"{limits.rows:,} rows")
     if rows * cols > limits.cells:
-        raise limits.refuse(file_name, "cells", f"the sheet declares {rows:,} rows x {cols:,} columns "
-                            f"= {rows * cols:,} cells", f"{limits.cells:,} cells")
+        raise limits.refuse(
+            file_name,
+            "cells",
+            f"the sheet declares {rows:,} rows x {cols:,} columns = {rows * cols:,} cells",
+            f"{limits.cells:,} cells",
+        )
 
 
 _FORMULA_NAMES = 12
@@ -628,8 +666,12 @@ def _formulas_without_values(book, sheet) -> tuple[list[str], int]:
     return names, count
 
 
-def as_csv(path: str | Path, out_dir: str | Path | None = None, limits: WorkbookLimits | None = None,
-           tick: Callable[[int], None] | None = None) -> Path:
+def as_csv(
+    path: str | Path,
+    out_dir: str | Path | None = None,
+    limits: WorkbookLimits | None = None,
+    tick: Callable[[int], None] | None = None,
+) -> Path:
     """The file itself, or for an Excel workbook its first sheet written as CSV into ``out_dir``
     (default: a new private temporary folder, never beside the input; the caller removes it).
 
@@ -673,17 +715,25 @@ def as_csv(path: str | Path, out_dir: str | Path | None = None, limits: Workbook
                 rows += 1
                 cells += len(row)
                 if rows > limits.rows:
-                    raise limits.refuse(path.name, "rows", f"the sheet has more than {limits.rows:,} rows",
-                                        f"{limits.rows:,} rows")
+                    raise limits.refuse(
+                        path.name, "rows", f"the sheet has more than {limits.rows:,} rows", f"{limits.rows:,} rows"
+                    )
                 if cells > limits.cells:
-                    raise limits.refuse(path.name, "cells", f"the sheet has more than {limits.cells:,} cells",
-                                        f"{limits.cells:,} cells")
+                    raise limits.refuse(
+                        path.name, "cells", f"the sheet has more than {limits.cells:,} cells", f"{limits.cells:,} cells"
+                    )
                 if rows % _TICK_ROWS == 0 and tick is not None:
                     tick(rows)
                 if rows % _TIME_CHECK_ROWS == 0 and time.monotonic() - started > limits.seconds:
-                    raise limits.refuse(path.name, "seconds", f"reading the sheet took more than "
-                                        f"{limits.seconds:,g} s (stopped at row {rows:,})", f"{limits.seconds:,g} s")
-                writer.writerow(["" if v is None else (v.isoformat(sep=" ") if hasattr(v, "isoformat") else v) for v in row])
+                    raise limits.refuse(
+                        path.name,
+                        "seconds",
+                        f"reading the sheet took more than {limits.seconds:,g} s (stopped at row {rows:,})",
+                        f"{limits.seconds:,g} s",
+                    )
+                writer.writerow(
+                    ["" if v is None else (v.isoformat(sep=" ") if hasattr(v, "isoformat") else v) for v in row]
+                )
         names, count = _formulas_without_values(book, sheet)
         if count:
             more = " …" if count > len(names) else ""

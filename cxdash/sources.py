@@ -61,8 +61,15 @@ def set_source_owner(
             raise KeyError(f"no source named {source!r}; loaded sources: {known or 'none yet'}")
         conn.execute(s.update().where(s.c.name == source).values(**changes))
     after = {"department": changes.get("department", before.department), "owner": changes.get("owner", before.owner)}
-    audit.record(store, actor, "source_owner_changed", {
-        "source": source, "before": {"department": before.department, "owner": before.owner}, "after": after,
-    })
+    audit.record(
+        store,
+        actor,
+        "source_owner_changed",
+        {
+            "source": source,
+            "before": {"department": before.department, "owner": before.owner},
+            "after": after,
+        },
+    )
     log.info("source %s: %s", source, after)
     return after

@@ -236,8 +236,12 @@ def _is_lock_error(exc: BaseException) -> bool:
     # "unique file handle conflict": DuckDB 2 refuses to open a file while another thread of this
     # process is closing its last connection to it (the upload page's background summaries
     # refresh, then the audit entry): transient like a lock, so retried the same way.
-    return ("could not set lock" in text or "conflicting lock" in text or "database is locked" in text
-            or "unique file handle conflict" in text)
+    return (
+        "could not set lock" in text
+        or "conflicting lock" in text
+        or "database is locked" in text
+        or "unique file handle conflict" in text
+    )
 
 
 @dataclass

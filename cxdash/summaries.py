@@ -28,11 +28,23 @@ from sqlalchemy.engine import Connection
 
 from cxdash.store import Store, summaries_table
 
-__all__ = ["LANDING", "MISSING", "SUMMARIES", "VIEWS", "clear", "get", "decode", "lookup", "refresh", "stored_payloads", "refresh_in_background", "summaries_table",
-           "wait_for_background"]
+__all__ = [
+    "LANDING",
+    "MISSING",
+    "SUMMARIES",
+    "VIEWS",
+    "clear",
+    "get",
+    "decode",
+    "lookup",
+    "refresh",
+    "stored_payloads",
+    "refresh_in_background",
+    "summaries_table",
+    "wait_for_background",
+]
 
 log = logging.getLogger(__name__)
-
 
 
 def _headline(conn: Connection, churn: str | None = None):
@@ -92,18 +104,52 @@ def _computations() -> dict[str, Callable[..., object]]:
 
 # The landing pages' scans (no parameters), then the default views of Shared KPIs and Journeys
 # (cxdash/views.py), in an order where a view's parameters only need results computed before it.
-LANDING = ("source_summary", "activity_by_month", "churn_candidates", "headline", "null_rates", "stitch_coverage", "coverage",
-           "source_stats", "source_latency", "consented_customers", "filter_options")
-VIEWS = ("executive.report", "executive.trends", "executive.cohorts", "executive.conflicts",
-         "journeys.hotspots", "journeys.dfg", "journeys.nodes", "journeys.customers", "journeys.activities",
-         "journeys.positions", "journeys.paths",
-         "journeys.variants", "journeys.funnel", "journeys.handoffs", "journeys.hotspot_customers",
-         "journeys.edge_customers")
+LANDING = (
+    "source_summary",
+    "activity_by_month",
+    "churn_candidates",
+    "headline",
+    "null_rates",
+    "stitch_coverage",
+    "coverage",
+    "source_stats",
+    "source_latency",
+    "consented_customers",
+    "filter_options",
+)
+VIEWS = (
+    "executive.report",
+    "executive.trends",
+    "executive.cohorts",
+    "executive.conflicts",
+    "journeys.hotspots",
+    "journeys.dfg",
+    "journeys.nodes",
+    "journeys.customers",
+    "journeys.activities",
+    "journeys.positions",
+    "journeys.paths",
+    "journeys.variants",
+    "journeys.funnel",
+    "journeys.handoffs",
+    "journeys.hotspot_customers",
+    "journeys.edge_customers",
+)
 SUMMARIES = LANDING + VIEWS
 # Summaries whose figures depend on the churn definition in force: stored with its name.
-CHURN_DEPENDENT = frozenset({"headline", "coverage", "executive.report", "executive.trends", "executive.cohorts",
-                             "executive.conflicts", "journeys.hotspots", "journeys.hotspot_customers",
-                             "journeys.variants"})
+CHURN_DEPENDENT = frozenset(
+    {
+        "headline",
+        "coverage",
+        "executive.report",
+        "executive.trends",
+        "executive.cohorts",
+        "executive.conflicts",
+        "journeys.hotspots",
+        "journeys.hotspot_customers",
+        "journeys.variants",
+    }
+)
 # What a new choice of churn definition recomputes (in refresh order).
 CHURN_REFRESH = tuple(name for name in SUMMARIES if name in CHURN_DEPENDENT)
 
@@ -111,6 +157,7 @@ MISSING = object()  # lookup() found no stored result for the current version
 
 
 # ----------------------------------------------------------------------------- payloads
+
 
 def _frame_payload(frame: pd.DataFrame) -> bytes:
     """A frame as Parquet with a JSON header that restores what Parquet cannot hold: non-string
@@ -178,14 +225,19 @@ def _decode(name: str, payload: bytes):
 
         return Headline(
             as_of=datetime.fromisoformat(data["as_of"]) if data.get("as_of") else None,
-            customers=data["customers"], active_customers=data["active_customers"],
-            churned_customers=data["churned_customers"], churn_basis=data["churn_basis"], revenue=data["revenue"],
-            churn_definition=data.get("churn_definition"), currency=data.get("currency"),
+            customers=data["customers"],
+            active_customers=data["active_customers"],
+            churned_customers=data["churned_customers"],
+            churn_basis=data["churn_basis"],
+            revenue=data["revenue"],
+            churn_definition=data.get("churn_definition"),
+            currency=data.get("currency"),
         )
     raise ValueError(f"unknown summary payload for {name!r}")
 
 
 # ----------------------------------------------------------------------------- reading and writing
+
 
 def lookup(conn: Connection, name: str, version: int, params: dict | None = None):
     """The stored result of ``name`` with ``params`` for data ``version``, or ``MISSING``."""
@@ -193,7 +245,9 @@ def lookup(conn: Connection, name: str, version: int, params: dict | None = None
 
     key = params_key(name, params)
     row = conn.execute(
-        sa.select(summaries_table.c.payload).where(summaries_table.c.name == key, summaries_table.c.data_version == version)
+        sa.select(summaries_table.c.payload).where(
+            summaries_table.c.name == key, summaries_table.c.data_version == version
+        )
     ).first()
     return MISSING if row is None else decode(name, params, {key: bytes(row.payload)})
 
@@ -235,8 +289,9 @@ _refresh_lock = threading.Lock()  # one refresh at a time in a process: they wou
 _background: list[threading.Thread] = []
 
 
-def refresh(store: Store, names: tuple[str, ...] = SUMMARIES, progress: Callable[[str], None] | None = None
-            ) -> dict[str, float]:
+def refresh(
+    store: Store, names: tuple[str, ...] = SUMMARIES, progress: Callable[[str], None] | None = None
+) -> dict[str, float]:
     """Compute and store every summary (each view with its default parameters) for the current data
     version. Returns seconds per summary; ``progress(name)`` is called before each one.
 
@@ -285,14 +340,20 @@ def refresh(store: Store, names: tuple[str, ...] = SUMMARIES, progress: Callable
                 log.info("data changed during the summaries refresh (version %s); not stored", version)
                 return took
             for name in names:  # every earlier result of these names, whatever its parameters
-                conn.execute(summaries_table.delete().where(
-                    sa.or_(summaries_table.c.name == name,
-                           summaries_table.c.name.startswith(name + "?", autoescape=True))
-                ))
+                conn.execute(
+                    summaries_table.delete().where(
+                        sa.or_(
+                            summaries_table.c.name == name,
+                            summaries_table.c.name.startswith(name + "?", autoescape=True),
+                        )
+                    )
+                )
             for name, (key, payload) in payloads.items():
-                conn.execute(summaries_table.insert().values(
-                    name=key, data_version=version, computed_at=now, seconds=took[name], payload=payload
-                ))
+                conn.execute(
+                    summaries_table.insert().values(
+                        name=key, data_version=version, computed_at=now, seconds=took[name], payload=payload
+                    )
+                )
     log.info("summaries refreshed for data version %s: %s", version, took)
     return took
 

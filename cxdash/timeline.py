@@ -32,20 +32,47 @@ import sqlalchemy as sa
 from cxdash.signals import FAILED_PAYMENT_STATUSES, matches
 from cxdash.store import KIND_TABLES, customer_keys_table, sources_table
 
-__all__ = ["FAILED_PAYMENT_STATUSES", "FAILED_PAYMENT_STEP", "STEP_ORDER", "TIMELINE_COLUMNS", "TIMELINE_TIME_COLUMNS",
-           "step_order", "timeline"]
+__all__ = [
+    "FAILED_PAYMENT_STATUSES",
+    "FAILED_PAYMENT_STEP",
+    "STEP_ORDER",
+    "TIMELINE_COLUMNS",
+    "TIMELINE_TIME_COLUMNS",
+    "step_order",
+    "timeline",
+]
 
-TIMELINE_COLUMNS = ("cx_id", "known", "ts", "activity", "department", "channel", "source", "kind", "value", "cx_key",
-                    "load_id", "row_number", "row_step")
+TIMELINE_COLUMNS = (
+    "cx_id",
+    "known",
+    "ts",
+    "activity",
+    "department",
+    "channel",
+    "source",
+    "kind",
+    "value",
+    "cx_key",
+    "load_id",
+    "row_number",
+    "row_step",
+)
 # How steps at the same time are ordered: as the files held them (load, then line, then the
 # row's first step before its second).
 STEP_ORDER = ("load_id", "row_number", "row_step")
 # (kind, time column) of every timeline step: a query that needs only "who did anything when"
 # reads these columns directly, with the rows' integer customer key, instead of the whole timeline.
 TIMELINE_TIME_COLUMNS = (
-    ("customers", "signup_date"), ("events", "timestamp"), ("tickets", "opened_at"), ("tickets", "closed_at"),
-    ("transactions", "timestamp"), ("subscriptions", "start"), ("subscriptions", "end"),
-    ("opportunities", "created_at"), ("opportunities", "closed_at"), ("churn", "churned_at"),
+    ("customers", "signup_date"),
+    ("events", "timestamp"),
+    ("tickets", "opened_at"),
+    ("tickets", "closed_at"),
+    ("transactions", "timestamp"),
+    ("subscriptions", "start"),
+    ("subscriptions", "end"),
+    ("opportunities", "created_at"),
+    ("opportunities", "closed_at"),
+    ("churn", "churned_at"),
     ("customers", "churned_at"),
 )
 # FAILED_PAYMENT_STATUSES is declared in cxdash.signals; it stays importable from here for the
@@ -53,8 +80,9 @@ TIMELINE_TIME_COLUMNS = (
 FAILED_PAYMENT_STEP = "payment failed"  # the activity of a transaction that shows a failed payment
 
 
-def _part(kind: str, ts, activity, *, columns=TIMELINE_COLUMNS, channel=None, value=None, department=None,
-          step: int = 0) -> sa.Select:
+def _part(
+    kind: str, ts, activity, *, columns=TIMELINE_COLUMNS, channel=None, value=None, department=None, step: int = 0
+) -> sa.Select:
     t = KIND_TABLES[kind]
     im = customer_keys_table
     s = sources_table
@@ -86,8 +114,10 @@ def timeline(columns: tuple[str, ...] = TIMELINE_COLUMNS) -> sa.Subquery:
     unknown = set(columns) - set(TIMELINE_COLUMNS)
     if unknown:
         raise ValueError(f"unknown timeline columns {sorted(unknown)}; choose from {TIMELINE_COLUMNS}")
-    c, e, k, x, u, o, ch = (KIND_TABLES[n] for n in ("customers", "events", "tickets", "transactions", "subscriptions",
-                                                     "opportunities", "churn"))
+    c, e, k, x, u, o, ch = (
+        KIND_TABLES[n]
+        for n in ("customers", "events", "tickets", "transactions", "subscriptions", "opportunities", "churn")
+    )
     failed = matches("failed_payment", x.c.status)
     tx_activity = sa.case(
         (failed, FAILED_PAYMENT_STEP),
@@ -100,8 +130,14 @@ def timeline(columns: tuple[str, ...] = TIMELINE_COLUMNS) -> sa.Subquery:
         part("customers", c.c.signup_date, sa.literal("signup")),
         part("events", e.c.timestamp, e.c.activity, channel=e.c.channel, value=e.c.value, department=e.c.department),
         part("tickets", k.c.opened_at, sa.literal("contact: ") + topic, channel=k.c.channel, department=k.c.department),
-        part("tickets", k.c.closed_at, sa.literal("resolved: ") + topic, channel=k.c.channel, department=k.c.department,
-             step=1),
+        part(
+            "tickets",
+            k.c.closed_at,
+            sa.literal("resolved: ") + topic,
+            channel=k.c.channel,
+            department=k.c.department,
+            step=1,
+        ),
         part("transactions", x.c.timestamp, tx_activity, value=x.c.amount),
         part("subscriptions", u.c.start, sa.literal("subscription started"), value=u.c.mrr),
         part("subscriptions", u.c.end, sa.literal("subscription ended"), value=u.c.mrr, step=1),

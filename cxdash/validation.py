@@ -169,10 +169,48 @@ _RELATIVE_DATE_WORDS = ("now", "today", "yesterday", "tomorrow")
 # ---------------------------------------------------------------- amounts
 # Currency signs and the ISO 4217 codes exports commonly write beside an amount. A "$" alone does
 # not say which dollar: it is read as USD and the load notes say so.
-_CURRENCY_SIGNS = {"$": "USD", "US$": "USD", "€": "EUR", "£": "GBP", "¥": "JPY", "₹": "INR", "₩": "KRW", "R$": "BRL",
-                   "CHF": "CHF", "zł": "PLN"}
+_CURRENCY_SIGNS = {
+    "$": "USD",
+    "US$": "USD",
+    "€": "EUR",
+    "£": "GBP",
+    "¥": "JPY",
+    "₹": "INR",
+    "₩": "KRW",
+    "R$": "BRL",
+    "CHF": "CHF",
+    "zł": "PLN",
+}
 _CURRENCY_CODES = frozenset(
-    ["USD", "EUR", "GBP", "JPY", "CHF", "CAD", "AUD", "NZD", "SEK", "NOK", "DKK", "PLN", "CZK", "HUF", "INR", "CNY", "HKD", "SGD", "ZAR", "BRL", "MXN", "KRW", "TRY", "ILS", "AED", "SAR", "RUB"]
+    [
+        "USD",
+        "EUR",
+        "GBP",
+        "JPY",
+        "CHF",
+        "CAD",
+        "AUD",
+        "NZD",
+        "SEK",
+        "NOK",
+        "DKK",
+        "PLN",
+        "CZK",
+        "HUF",
+        "INR",
+        "CNY",
+        "HKD",
+        "SGD",
+        "ZAR",
+        "BRL",
+        "MXN",
+        "KRW",
+        "TRY",
+        "ILS",
+        "AED",
+        "SAR",
+        "RUB",
+    ]
 )
 _SIGN_PATTERN = "|".join(re.escape(k) for k in sorted(_CURRENCY_SIGNS, key=len, reverse=True))
 _MONEY = re.compile(
@@ -359,12 +397,20 @@ def identity_flags(frame: pd.DataFrame) -> pd.DataFrame:
         odd = _not_plain(raw)  # only a value with non-ASCII letters can mix scripts
         if odd.any():
             some = text[odd]
-            hit = (some.str.contains(_LOOKALIKE_SCRIPTS, regex=True) & some.str.contains(_LATIN, regex=True))
+            hit = some.str.contains(_LOOKALIKE_SCRIPTS, regex=True) & some.str.contains(_LATIN, regex=True)
             mixed[hit[hit.fillna(False)].index] = True
         for flag, hit in (("null_token", nulls), ("mixed_script", mixed)):
             if hit.any():
-                parts.append(pd.DataFrame({"row": raw.index[hit.to_numpy()], "field": name, "flag": flag,
-                                           "value": raw[hit].astype(object).to_numpy()}))
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "row": raw.index[hit.to_numpy()],
+                            "field": name,
+                            "flag": flag,
+                            "value": raw[hit].astype(object).to_numpy(),
+                        }
+                    )
+                )
     if not parts:
         return pd.DataFrame(columns=["row", "field", "flag", "value"])
     return pd.concat(parts, ignore_index=True)
@@ -381,8 +427,9 @@ def identity_examples(flags: pd.DataFrame, examples: int = 3) -> pd.DataFrame:
     return pd.concat([first, nulls]).drop_duplicates().sort_values("row", kind="stable")
 
 
-def identity_notes(flags: pd.DataFrame, counts: dict[tuple[str, str], int], columns: dict[str, str],
-                   examples: int = 3) -> list[str]:
+def identity_notes(
+    flags: pd.DataFrame, counts: dict[tuple[str, str], int], columns: dict[str, str], examples: int = 3
+) -> list[str]:
     """Load notes, one per field and flag, from ``identity_examples`` rows whose ``row`` is a file
     line number; ``counts`` holds how many values each (field, flag) had in the whole file and
     ``columns`` maps field -> the file's column name."""
@@ -394,8 +441,7 @@ def identity_notes(flags: pd.DataFrame, counts: dict[tuple[str, str], int], colu
         more = f" and {n - min(n, examples):,} more" if n > examples else ""
         if flag == "null_token":
             tokens = ", ".join(repr(v) for v in sorted(set(group["value"].astype(str).str.strip())))
-            notes.append(f"{column}: {n:,} value(s) like {tokens} read as missing, not as identifiers "
-                         f"({shown}{more})")
+            notes.append(f"{column}: {n:,} value(s) like {tokens} read as missing, not as identifiers ({shown}{more})")
         else:
             notes.append(
                 f"{column}: {n:,} value(s) mix Latin with Greek or Cyrillic letters that can look identical "
@@ -416,35 +462,48 @@ def check_formats(kind: SourceKind, formats: dict, file_name: str = "the mapping
     from cxdash.mapping import MappingError
 
     if not isinstance(formats, dict):
-        raise MappingError(f'{file_name}: "formats" must be an object like {{"dates": {{"opened_at": "%d/%m/%Y"}}, '
-                           f'"decimal": {{"amount": ","}}}}, not {formats!r}.')
+        raise MappingError(
+            f'{file_name}: "formats" must be an object like {{"dates": {{"opened_at": "%d/%m/%Y"}}, '
+            f'"decimal": {{"amount": ","}}}}, not {formats!r}.'
+        )
     for section, entries in formats.items():
         if section not in _FORMAT_SECTIONS:
-            raise MappingError(f'{file_name}: "formats" has an unknown entry {section!r}; '
-                               f"the allowed entries are {', '.join(_FORMAT_SECTIONS)}.")
+            raise MappingError(
+                f'{file_name}: "formats" has an unknown entry {section!r}; '
+                f"the allowed entries are {', '.join(_FORMAT_SECTIONS)}."
+            )
         if not isinstance(entries, dict):
-            raise MappingError(f'{file_name}: "formats"."{section}" must be an object of FIELD: VALUE, not {entries!r}.')
+            raise MappingError(
+                f'{file_name}: "formats"."{section}" must be an object of FIELD: VALUE, not {entries!r}.'
+            )
         for name, value in entries.items():
             if name not in kind.field_names:
-                raise MappingError(f'{file_name}: "formats"."{section}" names {name!r}, not a field of kind '
-                                   f"{kind.name!r}; its fields are: {', '.join(kind.field_names)}.")
+                raise MappingError(
+                    f'{file_name}: "formats"."{section}" names {name!r}, not a field of kind '
+                    f"{kind.name!r}; its fields are: {', '.join(kind.field_names)}."
+                )
             dtype = kind.field(name).dtype
             if section == "dates":
                 allowed = ", ".join(_DATE_FORMATS)
                 if dtype != "datetime":
                     raise MappingError(f'{file_name}: "formats"."dates" names {name!r}, which is not a date field.')
                 if not isinstance(value, str) or (value not in _DATE_FORMATS and not _valid_strftime(value)):
-                    raise MappingError(f'{file_name}: "formats"."dates"."{name}" is {value!r}, not a date format. '
-                                       f"Use one of {allowed}, or a strftime pattern such as \"%d/%m/%Y %H:%M\".")
+                    raise MappingError(
+                        f'{file_name}: "formats"."dates"."{name}" is {value!r}, not a date format. '
+                        f'Use one of {allowed}, or a strftime pattern such as "%d/%m/%Y %H:%M".'
+                    )
             elif section == "decimal":
                 if dtype not in ("float", "int"):
                     raise MappingError(f'{file_name}: "formats"."decimal" names {name!r}, which is not a number field.')
                 if value not in (".", ","):
-                    raise MappingError(f'{file_name}: "formats"."decimal"."{name}" is {value!r}; '
-                                       'the allowed values are "." (decimal point) and "," (decimal comma).')
+                    raise MappingError(
+                        f'{file_name}: "formats"."decimal"."{name}" is {value!r}; '
+                        'the allowed values are "." (decimal point) and "," (decimal comma).'
+                    )
             elif not isinstance(value, str):
-                raise MappingError(f'{file_name}: "formats"."currency"."{name}" is {value!r}; give a currency '
-                                   'code such as "EUR".')
+                raise MappingError(
+                    f'{file_name}: "formats"."currency"."{name}" is {value!r}; give a currency code such as "EUR".'
+                )
 
 
 def _valid_strftime(fmt: str) -> bool:
@@ -715,9 +774,9 @@ def _parses(parser, expected: str, name: str) -> pa.Check:
 
 _NUMBER_EXPECTED = {
     ".": "a number with a decimal point like 1,234.56 (this column's numbers use a decimal point; "
-         "a value written 1.234,56 uses a decimal comma and is not guessed)",
+    "a value written 1.234,56 uses a decimal comma and is not guessed)",
     ",": "a number with a decimal comma like 1.234,56 (this column's numbers use a decimal comma; "
-         "a value written 1,234.56 uses a decimal point and is not guessed)",
+    "a value written 1,234.56 uses a decimal point and is not guessed)",
 }
 
 
@@ -936,9 +995,11 @@ def check(kind: SourceKind, frame: pd.DataFrame, formats: Formats) -> tuple[pd.D
                         }
                     )
                 )
-    out = pd.concat([f for f in failures if not f.empty], ignore_index=True) if any(
-        not f.empty for f in failures
-    ) else pd.DataFrame(columns=FAILURE_COLUMNS)
+    out = (
+        pd.concat([f for f in failures if not f.empty], ignore_index=True)
+        if any(not f.empty for f in failures)
+        else pd.DataFrame(columns=FAILURE_COLUMNS)
+    )
     return out, parsed
 
 
@@ -954,11 +1015,17 @@ def _currency_conflicts(
         _, written = parse_money(frame[f.name], formats.decimal.get(f.name, "."))
         bad = frame.index[(written.notna() & stated.notna() & (written != stated)).fillna(False).to_numpy(dtype=bool)]
         if len(bad):
-            out.append(pd.DataFrame({
-                "row": bad, "field": f.name, "rule": "currency_match",
-                "value": frame.loc[bad, f.name].astype(object).to_numpy(),
-                "expected": "an amount in the currency the currency column gives for its row",
-            }))
+            out.append(
+                pd.DataFrame(
+                    {
+                        "row": bad,
+                        "field": f.name,
+                        "rule": "currency_match",
+                        "value": frame.loc[bad, f.name].astype(object).to_numpy(),
+                        "expected": "an amount in the currency the currency column gives for its row",
+                    }
+                )
+            )
     return out
 
 

@@ -58,8 +58,11 @@ JOURNEY_DEFAULTS: dict[str, object] = {
     "variant_steps": 5,
 }
 DEFAULT_MAP_FILTERS = jr.MapFilters(
-    min_share=float(JOURNEY_DEFAULTS["min_share"]), top_n=int(JOURNEY_DEFAULTS["top_n"]),
-    collapse=bool(JOURNEY_DEFAULTS["collapse"]), by_department=bool(JOURNEY_DEFAULTS["by_department"]), rename=(),
+    min_share=float(JOURNEY_DEFAULTS["min_share"]),
+    top_n=int(JOURNEY_DEFAULTS["top_n"]),
+    collapse=bool(JOURNEY_DEFAULTS["collapse"]),
+    by_department=bool(JOURNEY_DEFAULTS["by_department"]),
+    rename=(),
 )
 
 
@@ -87,10 +90,19 @@ def filter_params(filters: kpis.Filters) -> dict:
     return {name: list(values) for name, values in asdict(filters).items() if values}
 
 
-def report_params(first: date, last: date, filters: kpis.Filters, repeat_days: int, horizon: int,
-                  churn: str | None = None) -> dict:
-    return _churn({"first": first.isoformat(), "last": last.isoformat(), "filters": filter_params(filters),
-                   "repeat_days": int(repeat_days), "horizon": int(horizon)}, churn)
+def report_params(
+    first: date, last: date, filters: kpis.Filters, repeat_days: int, horizon: int, churn: str | None = None
+) -> dict:
+    return _churn(
+        {
+            "first": first.isoformat(),
+            "last": last.isoformat(),
+            "filters": filter_params(filters),
+            "repeat_days": int(repeat_days),
+            "horizon": int(horizon),
+        },
+        churn,
+    )
 
 
 def trends_params(filters: kpis.Filters, repeat_days: int, months: int, churn: str | None = None) -> dict:
@@ -105,11 +117,13 @@ def conflicts_params(filters: kpis.Filters, repeat_days: int, churn: str | None 
     return _churn({"filters": filter_params(filters), "repeat_days": int(repeat_days)}, churn)
 
 
-def _report(conn: Connection, first: str, last: str, filters: dict, repeat_days: int, horizon: int,
-            churn: str | None = None) -> kpis.KpiReport:
+def _report(
+    conn: Connection, first: str, last: str, filters: dict, repeat_days: int, horizon: int, churn: str | None = None
+) -> kpis.KpiReport:
     period = kpis.Period.from_dates(date.fromisoformat(first), date.fromisoformat(last))
-    return kpis.kpi_report(conn, period, kpis.Filters(**filters), repeat_days=repeat_days, horizon_months=horizon,
-                           churn=_definition(churn))
+    return kpis.kpi_report(
+        conn, period, kpis.Filters(**filters), repeat_days=repeat_days, horizon_months=horizon, churn=_definition(churn)
+    )
 
 
 def _trends(conn: Connection, filters: dict, repeat_days: int, months: int, churn: str | None = None):
@@ -175,10 +189,12 @@ def paths_params(filters: jr.MapFilters, anchor: str, direction: str, steps: int
     return {**map_params(filters), "anchor": anchor, "direction": direction, "steps": int(steps)}
 
 
-def variants_params(filters: jr.MapFilters, max_steps: int, rarest: bool, contains: str, churn: str | None = None
-                    ) -> dict:
-    return _churn({**map_params(filters), "max_steps": int(max_steps), "rarest": bool(rarest),
-                   "contains": contains or ""}, churn)
+def variants_params(
+    filters: jr.MapFilters, max_steps: int, rarest: bool, contains: str, churn: str | None = None
+) -> dict:
+    return _churn(
+        {**map_params(filters), "max_steps": int(max_steps), "rarest": bool(rarest), "contains": contains or ""}, churn
+    )
 
 
 def funnel_params(steps, days: int, by_segment: bool) -> dict:
@@ -250,13 +266,27 @@ def _edge_customers(conn, filters, source, target):
 
 def _variants(conn, filters, max_steps, rarest, contains, churn=None):
     outcomes = jr.customer_outcomes(conn, keyed=True, churn=_definition(churn))
-    return jr.discover_variants(conn, _log(), _spec(filters), outcomes=outcomes,
-                                max_steps=max_steps, rarest=rarest, contains=contains or None, limit=30)
+    return jr.discover_variants(
+        conn,
+        _log(),
+        _spec(filters),
+        outcomes=outcomes,
+        max_steps=max_steps,
+        rarest=rarest,
+        contains=contains or None,
+        limit=30,
+    )
 
 
 def _funnel(conn, steps, days, by_segment):
-    return jr.funnel(conn, _log(), list(steps), window_days=days, segments=jr.customer_segments(keyed=True)
-                     if by_segment else None, **jr.KEYED)
+    return jr.funnel(
+        conn,
+        _log(),
+        list(steps),
+        window_days=days,
+        segments=jr.customer_segments(keyed=True) if by_segment else None,
+        **jr.KEYED,
+    )
 
 
 def _handoffs(conn):
@@ -287,8 +317,10 @@ def default_funnel_note(activities: list[str], steps: list[str]) -> str:
     """What the default funnel is, in words, for the page's caption."""
     if any(steps == candidate for candidate in KNOWN_FUNNELS):
         return "Default steps: the data's purchase path, in its own order."
-    return ("Default steps: the three most frequent activities, in the order customers first reach them "
-            "(median position of their first occurrence in each journey), not by frequency.")
+    return (
+        "Default steps: the three most frequent activities, in the order customers first reach them "
+        "(median position of their first occurrence in each journey), not by frequency."
+    )
 
 
 def edge_labels(edges, limit: int = 60) -> list[tuple[str, str]]:

@@ -39,8 +39,9 @@ with users_tab:
         st.subheader("Change a person")
         who = st.selectbox("User", people["username"].tolist(), key=admin.EDIT_USER)
         action = st.selectbox("Change", admin.EDIT_ACTIONS, key=admin.EDIT_ACTION)
-        new_role = st.selectbox("New role (for a role change)", admin.ROLES, key=admin.EDIT_ROLE,
-                                format_func=admin.ROLE_LABELS.get)
+        new_role = st.selectbox(
+            "New role (for a role change)", admin.ROLES, key=admin.EDIT_ROLE, format_func=admin.ROLE_LABELS.get
+        )
         if st.form_submit_button("Apply") and who:
             try:
                 password = admin.edit_user(who, action, new_role)

@@ -38,8 +38,11 @@ c1.metric("At risk (top 10%)", f"{stats['at_risk']:,}")
 c2.metric("Contacted", f"{stats['contacted']:,}")
 c3.metric("Actioned", f"{stats['actioned']:,}")
 hours = stats["median_hours_to_first_action"]
-c4.metric("Time to first action", "n/a" if hours is None else f"{hours:.1f} h",
-          help="Median time from scoring to the first contact or action (activation latency).")
+c4.metric(
+    "Time to first action",
+    "n/a" if hours is None else f"{hours:.1f} h",
+    help="Median time from scoring to the first contact or action (activation latency).",
+)
 
 if frame.empty:
     st.stop()
@@ -58,9 +61,17 @@ with right:
     # The list feeds outreach: customers without marketing consent stay out of the file.
     outreach, left_out = disclosure.consented(frame)
     holds = disclosure.describe(outreach, what="at-risk customers for the CRM", consent_left_out=left_out)
-    disclosure.download("Export CSV for the CRM", risk.export(outreach), "at_risk_customers.csv",
-                        key="at_risk_export", what="at-risk list for the CRM", rows=len(outreach), note=holds,
-                        where=b3, show_note=False)
+    disclosure.download(
+        "Export CSV for the CRM",
+        risk.export(outreach),
+        "at_risk_customers.csv",
+        key="at_risk_export",
+        what="at-risk list for the CRM",
+        rows=len(outreach),
+        note=holds,
+        where=b3,
+        show_note=False,
+    )
     st.caption(holds)
 
 st.subheader("Customers, highest risk × value first" if basis else "Customers, highest risk first")

@@ -11,8 +11,11 @@ page_guard(__file__)
 
 st.title("Customer card")
 
-query = st.text_input("Find a customer by id, email or phone", key=risk.CARD_QUERY,
-                      placeholder="CUS-0000123, ann@example.com, +1 555 123 4567")
+query = st.text_input(
+    "Find a customer by id, email or phone",
+    key=risk.CARD_QUERY,
+    placeholder="CUS-0000123, ann@example.com, +1 555 123 4567",
+)
 cx_id = None
 if query.strip():
     matches = risk.search(query)
@@ -42,8 +45,10 @@ action = risk.next_action_sentence(c["next"])
 if score:
     lead = f"**{score['risk']:.0%} risk of leaving** — {action}. {risk.signal_sentence(c['signals'])}"
 elif c["churn"]["churned"]:
-    lead = (f"Not scored: this customer has already left, so the conversation is a win-back — {action}. "
-            f"{risk.signal_sentence(c['signals'])}")
+    lead = (
+        f"Not scored: this customer has already left, so the conversation is a win-back — {action}. "
+        f"{risk.signal_sentence(c['signals'])}"
+    )
 else:
     lead = f"Not scored yet — {action}. {risk.signal_sentence(c['signals'])}"
 st.markdown(lead)

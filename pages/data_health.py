@@ -32,13 +32,18 @@ st.subheader("Churn definition")
 churnview.flash()
 res = churnview.caption()
 if res.candidates:
-    st.dataframe(churnview.candidates_table(res), hide_index=True, width="stretch",
-                 column_config=churnview.TABLE_COLUMNS)
+    st.dataframe(
+        churnview.candidates_table(res), hide_index=True, width="stretch", column_config=churnview.TABLE_COLUMNS
+    )
     names = [c.name for c in res.candidates]
     with st.form("health_churn_form", border=False):
         left, right = st.columns([3, 1], vertical_alignment="bottom")
-        pick = left.selectbox("The company's churn definition (every page's churn figures follow it)", names,
-                              index=names.index(res.name) if res.name in names else 0, key=churnview.CHOICE_KEY)
+        pick = left.selectbox(
+            "The company's churn definition (every page's churn figures follow it)",
+            names,
+            index=names.index(res.name) if res.name in names else 0,
+            key=churnview.CHOICE_KEY,
+        )
         if right.form_submit_button("Use this definition", type="primary"):
             churnview.choose(pick, auth.current_user())
             st.rerun()
@@ -69,8 +74,11 @@ with st.expander("Set an activation-latency target", expanded=False):
     src = st.selectbox("Source", list(gov["name"]), key="health_target_source")
     current = gov.loc[gov["name"] == src, "latency_target_hours"].iloc[0]
     hours = st.number_input(
-        "Target: 95% of records usable within (hours)", min_value=0.0, value=float(current) if current == current and current is not None else 24.0,
-        step=1.0, key="health_target_hours",
+        "Target: 95% of records usable within (hours)",
+        min_value=0.0,
+        value=float(current) if current == current and current is not None else 24.0,
+        step=1.0,
+        key="health_target_hours",
     )
     if st.button("Save target", key="health_target_save"):
         ops.save_latency_target(src, hours)
@@ -86,10 +94,12 @@ with st.expander("Set a source's department and owner", expanded=False):
     row = gov.loc[gov["name"] == owner_src].iloc[0]
     # keys per source: a widget keeps its typed value across reruns, so one key for every source
     # would carry the first source's department over to the next one chosen
-    new_department = st.text_input("Department", value=str(row["department"] or ""),
-                                   key=f"health_owner_department_{owner_src}")
-    new_owner = st.text_input("Owner (team or person)", value=str(row.get("owner") or ""),
-                              key=f"health_owner_owner_{owner_src}")
+    new_department = st.text_input(
+        "Department", value=str(row["department"] or ""), key=f"health_owner_department_{owner_src}"
+    )
+    new_owner = st.text_input(
+        "Owner (team or person)", value=str(row.get("owner") or ""), key=f"health_owner_owner_{owner_src}"
+    )
     if st.button("Save department and owner", key="health_owner_save"):
         try:
             ops.save_source_owner(owner_src, new_department.strip() or None, new_owner.strip() or None)

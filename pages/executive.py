@@ -44,8 +44,11 @@ report = ex.report(view)
 # Executives see aggregates only: no group of fewer than k customers (admins see everything).
 k = disclosure.group_floor()
 if k is not None and 0 < (report.current.get("customers") or 0) < k:
-    st.warning(f"These filters leave fewer than {k} customers, too few to show figures without singling someone "
-               "out. Widen the filters or the period.", icon=":material/visibility_off:")
+    st.warning(
+        f"These filters leave fewer than {k} customers, too few to show figures without singling someone "
+        "out. Widen the filters or the period.",
+        icon=":material/visibility_off:",
+    )
     st.stop()
 # ... nor by differencing two views (this one and the one without a filter): see privacy.differencing_check.
 check = ex.differencing(view, k)
@@ -59,11 +62,15 @@ conflicts_k = disclosure.small_groups(conflicts, k, what="cohorts")
 st.markdown(ex.lead_sentence(report))
 flagged = ex.conflict_sentences(conflicts_k.shown) if not conflicts_k.shown.empty else []
 if flagged:
-    st.error("**Departmental KPIs pulling against the shared ones**\n\n" + "\n".join(f"- {s}" for s in flagged),
-             icon=":material/warning:")
+    st.error(
+        "**Departmental KPIs pulling against the shared ones**\n\n" + "\n".join(f"- {s}" for s in flagged),
+        icon=":material/warning:",
+    )
 elif not conflicts.empty:
-    st.success("No cohort is in the top quartile of its department's KPI and the bottom quartile of the shared outcome"
-               + (f" (cohorts of fewer than {k} customers are not judged here)." if conflicts_k.mask.any() else "."))
+    st.success(
+        "No cohort is in the top quartile of its department's KPI and the bottom quartile of the shared outcome"
+        + (f" (cohorts of fewer than {k} customers are not judged here)." if conflicts_k.mask.any() else ".")
+    )
 churnview.caption()
 if report.period is None:
     st.info(report.notes.get("period", ""), icon=":material/event_busy:")
@@ -89,15 +96,18 @@ if report.notes.get("clv_predicted_total") and report.coverage.get("clv_predicte
 elif report.clv is not None and report.clv.ok:
     st.caption(f"Predicted CLV: {plain(report.clv.message)}")
 st.caption(f"Activation: {plain(report.notes['activation_rate'])}")
-disclosure.download("KPIs (CSV)", ex.kpi_csv(report), "shared_kpis.csv", key="executive_dl_kpis",
-                    what="shared KPIs", rows=len(ex.CARDS))
+disclosure.download(
+    "KPIs (CSV)", ex.kpi_csv(report), "shared_kpis.csv", key="executive_dl_kpis", what="shared KPIs", rows=len(ex.CARDS)
+)
 
 splits = ex.churn_splits(report, k)
 if splits is not None:
     st.subheader("Churn by customer group")
     st.dataframe(splits, hide_index=True, width="stretch", column_config=ex.SPLIT_COLUMNS)
-    st.caption("Every customer in view, by the groups the customer table carries: a snapshot, as the data has "
-               f"no dates. Groups of fewer than {k or 1} customers are left out.")
+    st.caption(
+        "Every customer in view, by the groups the customer table carries: a snapshot, as the data has "
+        f"no dates. Groups of fewer than {k or 1} customers are left out."
+    )
 
 st.header("Where departmental KPIs pull against the shared ones")
 if conflicts.empty:
@@ -128,13 +138,35 @@ else:
     if conflicts_k.note:
         st.caption(f"{conflicts_k.note} Their figures and flags are not shown or drawn.")
     c1, c2, c3 = st.columns(3)
-    disclosure.download("Conflicts (CSV)", ex.csv(conflicts_k.blank(keep=labels)), "kpi_conflicts.csv",
-                        key="executive_dl_conf", what="KPI conflicts by cohort", rows=len(conflicts),
-                        note=conflicts_k.note, where=c1, show_note=False)
-    disclosure.download("Conflict chart (PNG)", lambda: charts.to_png(quadrants), "kpi_conflicts.png",
-                        mime="image/png", key="executive_png_conf", what="KPI conflict chart", where=c2)
-    disclosure.download("Campaign chart (PNG)", lambda: charts.to_png(bars), "campaigns.png", mime="image/png",
-                        key="executive_png_camp", what="campaign chart", where=c3)
+    disclosure.download(
+        "Conflicts (CSV)",
+        ex.csv(conflicts_k.blank(keep=labels)),
+        "kpi_conflicts.csv",
+        key="executive_dl_conf",
+        what="KPI conflicts by cohort",
+        rows=len(conflicts),
+        note=conflicts_k.note,
+        where=c1,
+        show_note=False,
+    )
+    disclosure.download(
+        "Conflict chart (PNG)",
+        lambda: charts.to_png(quadrants),
+        "kpi_conflicts.png",
+        mime="image/png",
+        key="executive_png_conf",
+        what="KPI conflict chart",
+        where=c2,
+    )
+    disclosure.download(
+        "Campaign chart (PNG)",
+        lambda: charts.to_png(bars),
+        "campaigns.png",
+        mime="image/png",
+        key="executive_png_camp",
+        what="campaign chart",
+        where=c3,
+    )
 
 st.header("Trends")
 monthly = ex.trends(view)
@@ -148,16 +180,34 @@ else:
     if monthly_k.note:
         st.caption(f"{monthly_k.note} Those months are gaps in the lines.")
     c1, c2 = st.columns(2)
-    disclosure.download("Monthly KPIs (CSV)", ex.csv(monthly), "kpi_trends.csv", key="executive_dl_trends",
-                        what="monthly KPIs", rows=len(monthly), note=monthly_k.note, where=c1, show_note=False)
-    disclosure.download("Trend chart (PNG)", lambda: charts.to_png(trend_fig), "kpi_trends.png", mime="image/png",
-                        key="executive_png_trends", what="KPI trend chart", where=c2)
+    disclosure.download(
+        "Monthly KPIs (CSV)",
+        ex.csv(monthly),
+        "kpi_trends.csv",
+        key="executive_dl_trends",
+        what="monthly KPIs",
+        rows=len(monthly),
+        note=monthly_k.note,
+        where=c1,
+        show_note=False,
+    )
+    disclosure.download(
+        "Trend chart (PNG)",
+        lambda: charts.to_png(trend_fig),
+        "kpi_trends.png",
+        mime="image/png",
+        key="executive_png_trends",
+        what="KPI trend chart",
+        where=c2,
+    )
 
 st.subheader("Retention by signup cohort")
 matrix = ex.cohorts(view)
 if matrix.empty:
-    st.info("The cohort matrix needs churn dates and signup dates; the churn definition in force has no dates "
-            "(a churn flag without a churn date column) or the data has no signups.")
+    st.info(
+        "The cohort matrix needs churn dates and signup dates; the churn definition in force has no dates "
+        "(a churn flag without a churn date column) or the data has no signups."
+    )
 else:
     matrix_k = disclosure.small_groups(matrix, k, what="signup cohorts", disjoint=True)
     if matrix_k.shown.empty:
@@ -168,15 +218,32 @@ else:
         if matrix_k.note:
             st.caption(f"{matrix_k.note} Those cohorts are not drawn.")
         c1, c2 = st.columns(2)
-        disclosure.download("Cohort matrix (CSV)", ex.csv(matrix_k.blank(), index=True), "cohort_retention.csv",
-                            key="executive_dl_cohorts", what="retention by signup cohort", rows=len(matrix),
-                            note=matrix_k.note, where=c1, show_note=False)
-        disclosure.download("Cohort chart (PNG)", lambda: charts.to_png(heat), "cohort_retention.png",
-                            mime="image/png", key="executive_png_cohorts", what="cohort retention chart", where=c2)
+        disclosure.download(
+            "Cohort matrix (CSV)",
+            ex.csv(matrix_k.blank(), index=True),
+            "cohort_retention.csv",
+            key="executive_dl_cohorts",
+            what="retention by signup cohort",
+            rows=len(matrix),
+            note=matrix_k.note,
+            where=c1,
+            show_note=False,
+        )
+        disclosure.download(
+            "Cohort chart (PNG)",
+            lambda: charts.to_png(heat),
+            "cohort_retention.png",
+            mime="image/png",
+            key="executive_png_cohorts",
+            what="cohort retention chart",
+            where=c2,
+        )
 
 with st.expander("Does the CLV model predict well? Calibration and holdout check", expanded=False):
-    st.caption("Holds out the last 40% of the purchase history (at most a year), fits BG/NBD on the rest and "
-               "compares its forecast of each customer's purchase days with what they did.")
+    st.caption(
+        "Holds out the last 40% of the purchase history (at most a year), fits BG/NBD on the rest and "
+        "compares its forecast of each customer's purchase days with what they did."
+    )
     check = ex.holdout() if st.toggle("Run the check", key="executive_run_holdout") else None
     if check is not None and not check.get("ok"):
         st.warning(check.get("message", "No check possible."), icon=":material/info:")
@@ -194,16 +261,42 @@ with st.expander("Does the CLV model predict well? Calibration and holdout check
         if hold_k.note:
             st.caption(hold_k.note)
         c1, c2 = st.columns(2)
-        disclosure.download("Holdout check (CSV)", ex.csv(by_frequency), "clv_holdout.csv", key="executive_dl_holdout",
-                            what="CLV holdout check by purchase frequency", rows=len(by_frequency),
-                            note=hold_k.note, where=c1, show_note=False)
-        disclosure.download("Holdout chart (PNG)", lambda: charts.to_png(hold_fig), "clv_holdout.png",
-                            mime="image/png", key="executive_png_holdout", what="CLV holdout chart", where=c2)
+        disclosure.download(
+            "Holdout check (CSV)",
+            ex.csv(by_frequency),
+            "clv_holdout.csv",
+            key="executive_dl_holdout",
+            what="CLV holdout check by purchase frequency",
+            rows=len(by_frequency),
+            note=hold_k.note,
+            where=c1,
+            show_note=False,
+        )
+        disclosure.download(
+            "Holdout chart (PNG)",
+            lambda: charts.to_png(hold_fig),
+            "clv_holdout.png",
+            mime="image/png",
+            key="executive_png_holdout",
+            what="CLV holdout chart",
+            where=c2,
+        )
 
 with st.expander("Definitions, owners and coverage"):
     table = ex.definitions_table(report)
-    st.dataframe(table, hide_index=True, width="stretch",
-                 column_config={"coverage": st.column_config.ProgressColumn("coverage", min_value=0, max_value=1,
-                                                                            format="percent")})
-    disclosure.download("Definitions (CSV)", ex.csv(table), "kpi_definitions.csv", key="executive_dl_defs",
-                        what="KPI definitions", rows=len(table))
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "coverage": st.column_config.ProgressColumn("coverage", min_value=0, max_value=1, format="percent")
+        },
+    )
+    disclosure.download(
+        "Definitions (CSV)",
+        ex.csv(table),
+        "kpi_definitions.csv",
+        key="executive_dl_defs",
+        what="KPI definitions",
+        rows=len(table),
+    )

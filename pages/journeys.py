@@ -22,17 +22,33 @@ if not ju.has_journeys():
 ju.init_filters()
 with st.sidebar:
     st.subheader("Journey filters")
-    st.slider("Minimum edge share (%)", 0.0, 5.0, step=0.1, key=ju.MIN_SHARE + "_pct",
-              value=float(st.session_state[ju.MIN_SHARE]) * 100,
-              help="Edges carrying less than this share of all transitions are pooled into (other), "
-                   "so shares still add up to 100%.")
+    st.slider(
+        "Minimum edge share (%)",
+        0.0,
+        5.0,
+        step=0.1,
+        key=ju.MIN_SHARE + "_pct",
+        value=float(st.session_state[ju.MIN_SHARE]) * 100,
+        help="Edges carrying less than this share of all transitions are pooled into (other), "
+        "so shares still add up to 100%.",
+    )
     st.session_state[ju.MIN_SHARE] = st.session_state[ju.MIN_SHARE + "_pct"] / 100
-    st.number_input("Activities shown (top N, 0 = all)", 0, 500, step=1, key=ju.TOP_N,
-                    help="Less frequent activities are grouped as (other).")
+    st.number_input(
+        "Activities shown (top N, 0 = all)",
+        0,
+        500,
+        step=1,
+        key=ju.TOP_N,
+        help="Less frequent activities are grouped as (other).",
+    )
     st.toggle("Collapse repeated steps", key=ju.COLLAPSE, help="a a b becomes a b")
     st.toggle("Group activities by department", key=ju.BY_DEPARTMENT)
-    st.text_area("Rename rules (old => new, one a line)", key=ju.RENAME, height=80,
-                 help="Several activities renamed to one name are grouped, e.g. `contact: billing => contact`.")
+    st.text_area(
+        "Rename rules (old => new, one a line)",
+        key=ju.RENAME,
+        height=80,
+        help="Several activities renamed to one name are grouped, e.g. `contact: billing => contact`.",
+    )
     st.number_input("Repeat-contact window (days)", 1, 90, key=ju.REPEAT_DAYS)
 ju.sync_url()
 
@@ -48,8 +64,11 @@ st.markdown(ju.lead_sentence(spots_k.shown, edges_k.shown))
 
 c1, c2, c3, c4 = st.columns(4, border=True)
 node_frame = ju.nodes(filters)
-c1.metric("Customers with journeys", f"{ju.journey_customers(filters):,}",
-          help="Identified customers with at least one step in the journeys.")
+c1.metric(
+    "Customers with journeys",
+    f"{ju.journey_customers(filters):,}",
+    help="Identified customers with at least one step in the journeys.",
+)
 c2.metric("Transitions", f"{int(edges['count'].sum()):,}", help="Directly-follows pairs after the filters.")
 c3.metric("Activities", f"{len(node_frame):,}")
 significant, significant_help = ju.significance_metric(spots_k.shown)
@@ -57,8 +76,10 @@ c4.metric("Significant hotspots (BH)", significant, help=significant_help)
 churnview.caption()
 
 st.subheader("Journey map")
-st.caption("Busiest transitions between activities, coloured by department; hover an arrow's middle for "
-           "counts and times. Use the sidebar filters to thin it out.")
+st.caption(
+    "Busiest transitions between activities, coloured by department; hover an arrow's middle for "
+    "counts and times. Use the sidebar filters to thin it out."
+)
 plotly_chart(ju.journey_map(edges_k.shown, node_frame), width="stretch", key="journeys_map_chart")
 if edges_k.note:
     st.caption(f"{edges_k.note} They are not drawn.")
@@ -69,14 +90,12 @@ if st.session_state[ju.ANCHOR] not in activities and activities:
     st.session_state[ju.ANCHOR] = activities[0]
 a1, a2, a3 = st.columns([3, 2, 2])
 a1.selectbox("Step", activities, key=ju.ANCHOR)
-a2.radio("Show", ["before", "after"], key=ju.DIRECTION, horizontal=True,
-         format_func=lambda d: f"steps {d} it")
+a2.radio("Show", ["before", "after"], key=ju.DIRECTION, horizontal=True, format_func=lambda d: f"steps {d} it")
 a3.slider("Steps", 1, 10, key=ju.STEPS)
 links = ju.paths(filters, st.session_state[ju.ANCHOR], st.session_state[ju.DIRECTION], st.session_state[ju.STEPS])
 links_k = disclosure.small_groups(links, k, what="links")
 if len(links_k.shown):
-    plotly_chart(ju.sankey(links_k.shown, st.session_state[ju.ANCHOR]), width="stretch",
-                    key="journeys_sankey_chart")
+    plotly_chart(ju.sankey(links_k.shown, st.session_state[ju.ANCHOR]), width="stretch", key="journeys_sankey_chart")
     if links_k.note:
         st.caption(f"{links_k.note} They are not drawn.")
 elif len(links):
@@ -93,24 +112,33 @@ if len(spots):
         st.caption(ju.hotspot_caption(spots_k.shown))
         plotly_chart(ju.hotspot_chart(spots_k.shown), width="stretch", key="journeys_hotspot_chart")
     st.dataframe(
-        spots_k.blank(ju.hotspot_display(spots, ju.department_owners()),
-                      keep=("hotspot", "leaked by", "absorbed by", "who to call", "what it is")),
-        hide_index=True, width="stretch",
+        spots_k.blank(
+            ju.hotspot_display(spots, ju.department_owners()),
+            keep=("hotspot", "leaked by", "absorbed by", "who to call", "what it is"),
+        ),
+        hide_index=True,
+        width="stretch",
         column_config={
             "customers": st.column_config.NumberColumn(format="localized"),
             "share of customers": st.column_config.NumberColumn(format="%.1f%%"),
             "churned after it": st.column_config.TextColumn(
-                help="Customers who hit it, churn known, churned after their first moment of it, of those judged"),
+                help="Customers who hit it, churn known, churned after their first moment of it, of those judged"
+            ),
             "never hit it: churned": st.column_config.TextColumn(
-                help="Customers who never hit it, churn known: how many churned"),
-            "lift": st.column_config.NumberColumn(format="%.2f", help="Churn rate of those who hit it ÷ churn rate "
-                                                  "of those who never did; blank when a group has no churned customer"),
+                help="Customers who never hit it, churn known: how many churned"
+            ),
+            "lift": st.column_config.NumberColumn(
+                format="%.2f",
+                help="Churn rate of those who hit it ÷ churn rate "
+                "of those who never did; blank when a group has no churned customer",
+            ),
             "p (BH-adjusted)": st.column_config.TextColumn(
-                help="Fisher's exact test, two-sided, adjusted by Benjamini–Hochberg across the hotspots tested"),
+                help="Fisher's exact test, two-sided, adjusted by Benjamini–Hochberg across the hotspots tested"
+            ),
             "excess churned": st.column_config.NumberColumn(format="%.0f"),
-            "revenue at stake": st.column_config.NumberColumn(format="localized",
-                                                               help="12-month revenue of touched customers "
-                                                                    "who have not churned"),
+            "revenue at stake": st.column_config.NumberColumn(
+                format="localized", help="12-month revenue of touched customers who have not churned"
+            ),
         },
     )
 else:
@@ -128,15 +156,26 @@ with left:
         st.selectbox("Customers in hotspot", names, key=ju.HOTSPOT)
         cohort = ju.hotspot_cohort(st.session_state[ju.HOTSPOT], repeat_days)
         st.caption(f"{len(cohort):,} customers (most moments first; emails and phones masked).")
-        st.dataframe(cohort, hide_index=True, width="stretch", height=260,
-                     column_config={"revenue_12m": st.column_config.NumberColumn("revenue (12 m)", format="%.2f")})
+        st.dataframe(
+            cohort,
+            hide_index=True,
+            width="stretch",
+            height=260,
+            column_config={"revenue_12m": st.column_config.NumberColumn("revenue (12 m)", format="%.2f")},
+        )
         outreach, left_out = ju.hotspot_outreach(st.session_state[ju.HOTSPOT], repeat_days)
         # bound now: the file is built when clicked, after `outreach` is reused for the edge cohort below
-        disclosure.download("Export cohort (CSV)", lambda frame=outreach: ju.cohort_csv(frame),
-                            f"cohort-{st.session_state[ju.HOTSPOT].replace(' ', '-')}.csv", key="journeys_export",
-                            what="hotspot cohort", rows=len(outreach),
-                            note=disclosure.describe(outreach, what="customers in the hotspot", masked=("email", "phone"),
-                                                     consent_left_out=left_out))
+        disclosure.download(
+            "Export cohort (CSV)",
+            lambda frame=outreach: ju.cohort_csv(frame),
+            f"cohort-{st.session_state[ju.HOTSPOT].replace(' ', '-')}.csv",
+            key="journeys_export",
+            what="hotspot cohort",
+            rows=len(outreach),
+            note=disclosure.describe(
+                outreach, what="customers in the hotspot", masked=("email", "phone"), consent_left_out=left_out
+            ),
+        )
     else:
         cohort = None
 with right:
@@ -147,10 +186,15 @@ with right:
         st.caption(f"{len(on_edge):,} customers took this step.")
         st.dataframe(on_edge, hide_index=True, width="stretch", height=260)
         outreach, left_out = ju.edge_outreach(filters, st.session_state[ju.EDGE])
-        disclosure.download("Export edge cohort (CSV)", lambda frame=outreach: ju.cohort_csv(frame), "edge-cohort.csv",
-                            key="journeys_edge_export", what="edge cohort", rows=len(outreach),
-                            note=disclosure.describe(outreach, what="customers who took the step",
-                                                     consent_left_out=left_out))
+        disclosure.download(
+            "Export edge cohort (CSV)",
+            lambda frame=outreach: ju.cohort_csv(frame),
+            "edge-cohort.csv",
+            key="journeys_edge_export",
+            what="edge cohort",
+            rows=len(outreach),
+            note=disclosure.describe(outreach, what="customers who took the step", consent_left_out=left_out),
+        )
 
 ids = cohort["cx_id"].tolist() if cohort is not None and len(cohort) else []
 if ids:
@@ -161,15 +205,23 @@ st.subheader("Variants, funnels and handoffs")
 tab_v, tab_f, tab_h = st.tabs(["Variants", "Funnel", "Handoffs"])
 with tab_v:
     v1, v2, v3 = st.columns([2, 2, 3])
-    max_steps = v1.number_input("First N steps of each journey", 2, 50, value=ju.VARIANT_STEPS, key="journeys_variant_steps")
+    max_steps = v1.number_input(
+        "First N steps of each journey", 2, 50, value=ju.VARIANT_STEPS, key="journeys_variant_steps"
+    )
     rarest = v2.toggle("Rarest first", key="journeys_variant_rarest")
     contains = v3.text_input("Containing", key="journeys_variant_contains")
-    variants_k = disclosure.small_groups(ju.variants(filters, max_steps, rarest, contains), k, what="journeys",
-                                         disjoint=True)
-    st.dataframe(variants_k.pooled("variant", "rarer journeys", sum_columns=("share",)), hide_index=True,
-                 width="stretch",
-                 column_config={"share": st.column_config.NumberColumn(format="percent"),
-                                "churn_rate": st.column_config.NumberColumn(format="percent")})
+    variants_k = disclosure.small_groups(
+        ju.variants(filters, max_steps, rarest, contains), k, what="journeys", disjoint=True
+    )
+    st.dataframe(
+        variants_k.pooled("variant", "rarer journeys", sum_columns=("share",)),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "share": st.column_config.NumberColumn(format="percent"),
+            "churn_rate": st.column_config.NumberColumn(format="percent"),
+        },
+    )
     if variants_k.note:
         st.caption(f"{variants_k.note} A journey so rare can describe one person, so those rows are pooled.")
 with tab_f:
@@ -184,8 +236,11 @@ with tab_f:
         frame = ju.funnel(chosen, days, by_segment)
         funnel_k = disclosure.small_groups(frame, k, what="segments", by="segment", disjoint=True)
         plotly_chart(ju.funnel_chart(funnel_k.shown), width="stretch", key="journeys_funnel_chart")
-        st.dataframe(funnel_k.blank(ju.funnel_display(frame), keep=("segment", "step", "activity")), hide_index=True,
-                     width="stretch")
+        st.dataframe(
+            funnel_k.blank(ju.funnel_display(frame), keep=("segment", "step", "activity")),
+            hide_index=True,
+            width="stretch",
+        )
         if funnel_k.note:
             st.caption(funnel_k.note)
 with tab_h:

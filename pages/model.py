@@ -12,8 +12,10 @@ st.title("Churn model")
 
 info = risk.model_info()
 if info is None:
-    st.info("No churn model has been trained yet. Train one below (or run `python -m cxdash train`); "
-            "on the demo company it takes about a minute.")
+    st.info(
+        "No churn model has been trained yet. Train one below (or run `python -m cxdash train`); "
+        "on the demo company it takes about a minute."
+    )
 else:
     m = info["metrics"]
     st.markdown(risk.model_sentence(info))
@@ -24,11 +26,13 @@ else:
         col.metric(tile["label"], tile["value"], help=tile["help"])
         if tile["caption"]:
             col.caption(tile["caption"])
-    st.caption(f"{m['n_train']:,} training rows"
-               + (f", {m['n_select']:,} rows to choose the candidate and calibrate" if m.get("n_select") else "")
-               + f", {m['n_valid']:,} held-out rows; trained "
-               f"{info['created_at']:%Y-%m-%d %H:%M} on data version {info['data_version']}."
-               + (f" Sampled: {m['sample_note']}" if m.get("sample_note") else ""))
+    st.caption(
+        f"{m['n_train']:,} training rows"
+        + (f", {m['n_select']:,} rows to choose the candidate and calibrate" if m.get("n_select") else "")
+        + f", {m['n_valid']:,} held-out rows; trained "
+        f"{info['created_at']:%Y-%m-%d %H:%M} on data version {info['data_version']}."
+        + (f" Sampled: {m['sample_note']}" if m.get("sample_note") else "")
+    )
 
     if m.get("churn_definition"):
         st.caption(risk.model_churn_caption(m))
@@ -48,12 +52,17 @@ else:
 st.subheader("Retrain")
 choices = ["(the company's churn definition)", *risk.label_choices()]
 with st.form("model_retrain"):
-    label = st.selectbox("Label", choices, key=risk.MODEL_LABEL,
-                         help="The company's churn definition (chosen on Data health: dated definitions get "
-                              "time-based validation, an undated label stratified 5-fold cross-validation), or "
-                              "another label column of your customer table.")
-    horizon = st.number_input("Horizon (days)", 7, 365, 30, key=risk.MODEL_HORIZON,
-                              help="Predict churn within this many days.")
+    label = st.selectbox(
+        "Label",
+        choices,
+        key=risk.MODEL_LABEL,
+        help="The company's churn definition (chosen on Data health: dated definitions get "
+        "time-based validation, an undated label stratified 5-fold cross-validation), or "
+        "another label column of your customer table.",
+    )
+    horizon = st.number_input(
+        "Horizon (days)", 7, 365, 30, key=risk.MODEL_HORIZON, help="Predict churn within this many days."
+    )
     go = st.form_submit_button("Train a new version", type="primary")
 if go:
     try:

@@ -40,8 +40,11 @@ c3.metric(
     help=formatting.definition("churned_customers"),
 )
 has_sales = "transactions" in set(sources["kind"])  # no transactions loaded: revenue is unknown, not zero
-c4.metric("Revenue", formatting.money(head.revenue, head.currency) if has_sales else "n/a",
-          help=formatting.definition("revenue") + ("" if has_sales else " No transactions are loaded."))
+c4.metric(
+    "Revenue",
+    formatting.money(head.revenue, head.currency) if has_sales else "n/a",
+    help=formatting.definition("revenue") + ("" if has_sales else " No transactions are loaded."),
+)
 churnview.caption()
 
 left, right = st.columns([3, 2])

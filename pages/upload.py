@@ -43,7 +43,9 @@ st.text(f"{staged.display_name}: {len(staged.header)} columns, read as {staged.f
 
 known = ops.known_sources()
 source = st.text_input(
-    "Source name", value=ops.default_source_name(staged.display_name), key=f"upload_source_{token}",
+    "Source name",
+    value=ops.default_source_name(staged.display_name),
+    key=f"upload_source_{token}",
     help="One name per export (crm, helpdesk, billing...). Existing sources: "
     + (", ".join(plain(n) for n in known["name"]) or "none"),
 ).strip()
@@ -74,8 +76,12 @@ else:
 ops.render_guesses(guesses)
 labels = {g.kind: f"{g.kind} ({ops.HOW_SURE[g.confidence]})" for g in guesses}
 kind = st.selectbox(
-    "Kind of extract", ranked, index=default_index, key=f"upload_kind_{token}_{source}",
-    format_func=lambda k: labels.get(k, k), placeholder="Choose the kind of this extract",
+    "Kind of extract",
+    ranked,
+    index=default_index,
+    key=f"upload_kind_{token}_{source}",
+    format_func=lambda k: labels.get(k, k),
+    placeholder="Choose the kind of this extract",
 )
 if kind is None:
     st.info("Choose the kind of extract above to map its columns.")
@@ -91,8 +97,11 @@ for i, field in enumerate(ops.kind_fields(kind)):
     current = mapping0.columns.get(field.name)
     label = f"{field.name}{' *' if field.required else ''}"
     pick = grid[i % 3].selectbox(
-        label, options, index=options.index(current) if current in options else 0,
-        key=f"upload_map_{token}_{source}_{kind}_{field.name}", help=field.description or None,
+        label,
+        options,
+        index=options.index(current) if current in options else 0,
+        key=f"upload_map_{token}_{source}_{kind}_{field.name}",
+        help=field.description or None,
     )
     if pick != ops.NOT_MAPPED:
         chosen_columns[field.name] = pick
@@ -128,7 +137,8 @@ if choices:
         box_key = f"upload_link_{token}_{source}_{kind}_{s.column}_{s.source}_{s.field}"
         if box_key not in st.session_state:  # the default is set once: later clicks are the user's
             st.session_state[box_key] = s.column in saved_links or (
-                not saved_links and not has_id and ops.link_names_agree(s.column, s.field))
+                not saved_links and not has_id and ops.link_names_agree(s.column, s.field)
+            )
         # a widget label renders markdown: the source name (escaped) and our field; the file's column
         # name is shown underneath as plain text
         if st.checkbox(f"Link {i}: to {plain(s.source)}.{s.field}", key=box_key):
@@ -141,8 +151,10 @@ for s in ticked:
     links.setdefault(s.column, {"source": s.source, "field": s.field})  # one target per column
 doubled = sorted({s.column for s in ticked if links[s.column] != {"source": s.source, "field": s.field}})
 if doubled:
-    st.warning("A column can link to one source only: the first ticked link of these columns (listed first) "
-               "is used. Untick the other to make the choice yours.")
+    st.warning(
+        "A column can link to one source only: the first ticked link of these columns (listed first) "
+        "is used. Untick the other to make the choice yours."
+    )
     st.text(", ".join(doubled))
 mapping = ops.make_mapping(kind, chosen_columns, links)
 if not has_id and links:
@@ -158,8 +170,10 @@ elif not has_id:
     )
     others = {c: f for c, f in ops.identifier_columns(staged).items() if f not in ids}
     if others:
-        st.text(f"Identifier columns in the file that {kind} do not take: "
-                + ", ".join(f"{c!r} ({f})" for c, f in others.items()))
+        st.text(
+            f"Identifier columns in the file that {kind} do not take: "
+            + ", ".join(f"{c!r} ({f})" for c, f in others.items())
+        )
     if not choices:
         st.caption(
             "No column of this file holds keys of a loaded source (subscription, ticket, transaction, opportunity "
@@ -173,26 +187,37 @@ st.subheader("Department and owner")
 stored_dept, stored_owner, exists = ops.source_department_owner(source, kind)
 c1, c2 = st.columns(2)
 department = c1.text_input(
-    "Department", value=stored_dept, key=f"upload_department_{token}_{source}_{kind}",
+    "Department",
+    value=stored_dept,
+    key=f"upload_department_{token}_{source}_{kind}",
     help="Where this source's rows sit on journeys, handoffs and hotspots (unless a row names its own).",
 ).strip()
 owner = c2.text_input(
-    "Owner (team or person)", value=stored_owner or "", key=f"upload_owner_{token}_{source}_{kind}",
+    "Owner (team or person)",
+    value=stored_owner or "",
+    key=f"upload_owner_{token}_{source}_{kind}",
     placeholder="none named: the department is shown as the owner",
 ).strip()
 if exists:
-    st.caption(f"Source '{plain(source)}' is loaded already: these are its stored department and owner. "
-               "They can be changed later on Data health.")
+    st.caption(
+        f"Source '{plain(source)}' is loaded already: these are its stored department and owner. "
+        "They can be changed later on Data health."
+    )
 else:
-    st.caption(f"A new source starts with its kind's department ({plain(stored_dept)} for {kind}); change it if the "
-               "file belongs to another team (product usage is 'product', not 'web'). Both can be changed later "
-               "on Data health.")
+    st.caption(
+        f"A new source starts with its kind's department ({plain(stored_dept)} for {kind}); change it if the "
+        "file belongs to another team (product usage is 'product', not 'web'). Both can be changed later "
+        "on Data health."
+    )
 
 with st.expander("Preview (first rows of the file)", expanded=False):
     st.dataframe(staged.preview.head(50), hide_index=True, width="stretch")
 
 mode = st.radio(
-    "When this source already has data", ["append", "replace"], horizontal=True, key="upload_mode",
+    "When this source already has data",
+    ["append", "replace"],
+    horizontal=True,
+    key="upload_mode",
     help="append adds new rows and skips rows already loaded; replace swaps the source's rows in one step.",
 )
 key = ops.report_key(staged, source, mapping, mode)
@@ -236,8 +261,16 @@ elif report:
     if go:
         bar = st.progress(0.0, "starting")
         try:
-            done = ops.load(staged, source, mapping, mode=mode, accept_invalid=accept_invalid, progress=bar.progress,
-                            department=department or None, owner=owner or None)
+            done = ops.load(
+                staged,
+                source,
+                mapping,
+                mode=mode,
+                accept_invalid=accept_invalid,
+                progress=bar.progress,
+                department=department or None,
+                owner=owner or None,
+            )
             st.session_state[ops.K_RESULT] = done
             st.session_state.pop(ops.K_REPORT, None)
             ops.discard(staged)
@@ -253,8 +286,9 @@ if done:
     if done.duplicate_lines():
         st.text("\n".join(done.duplicate_lines()))
     stored_department, stored_owner, _ = ops.source_department_owner(done.source, done.kind)
-    st.text(f"Department: {stored_department}; owner: {stored_owner or stored_department} "
-            "(change them on Data health).")
+    st.text(
+        f"Department: {stored_department}; owner: {stored_owner or stored_department} (change them on Data health)."
+    )
     if done.links:
         st.markdown("**Rows reached through links**")
         st.text("\n".join(ops.link_outcome_lines(done)))

@@ -17,8 +17,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("CXDASH_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
     "--disable-dev-shm-usage",
 ]
 
@@ -50,8 +56,12 @@ def sign_in(page, username: str = ADMIN_USER, password: str = ADMIN_PASSWORD) ->
 
 
 @contextlib.contextmanager
-def running_app(db_url: str, log_path: Path, extra_env: dict[str, str] | None = None,
-                users: dict[str, tuple[str, str]] | None = None) -> Iterator[str]:
+def running_app(
+    db_url: str,
+    log_path: Path,
+    extra_env: dict[str, str] | None = None,
+    users: dict[str, tuple[str, str]] | None = None,
+) -> Iterator[str]:
     """`streamlit run app.py` on a free port against ``db_url``; yields the base URL.
 
     ``users`` ({name: (role, password)}) are created first; the admin of ``sign_in`` always is.
@@ -64,9 +74,23 @@ def running_app(db_url: str, log_path: Path, extra_env: dict[str, str] | None = 
     env = dict(os.environ, CXDASH_DB_URL=db_url, STREAMLIT_BROWSER_GATHER_USAGE_STATS="false", **(extra_env or {}))
     with open(log_path, "w") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.port", str(port),
-             "--server.headless", "true", "--server.address", "127.0.0.1"],
-            cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                str(REPO / "app.py"),
+                "--server.port",
+                str(port),
+                "--server.headless",
+                "true",
+                "--server.address",
+                "127.0.0.1",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:

@@ -14,7 +14,9 @@ GOOD = "cust,when,what\nC1,2024-01-01 10:00,login\nC2,2024-01-02 11:00,checkout\
 
 def snapshot(store) -> dict[str, int]:
     with store.connect() as conn:
-        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for t in ANALYTICS.sorted_tables}
+        return {
+            t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for t in ANALYTICS.sorted_tables
+        }
 
 
 def write(tmp_path, name: str, content: bytes):

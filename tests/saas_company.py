@@ -21,17 +21,49 @@ STALE = 4  # accounts with a churn event whose flag was never set
 REASONS = ("pricing", "support", "missing_features", "competitor", "budget")
 
 MAPPINGS = {
-    "accounts": {"kind": "customers", "columns": {
-        "customer_id": "account_id", "name": "account_name", "signup_date": "signup_date", "plan": "plan_tier",
-        "region": "country", "segment": "industry", "churn_label": "churn_flag"}},
-    "subscriptions": {"kind": "subscriptions", "columns": {
-        "subscription_id": "subscription_id", "customer_id": "account_id", "start": "start_date", "end": "end_date",
-        "plan": "plan_tier", "mrr": "mrr_amount"}},
-    "tickets": {"kind": "tickets", "columns": {
-        "ticket_id": "ticket_id", "customer_id": "account_id", "opened_at": "submitted_at", "closed_at": "closed_at",
-        "satisfaction": "satisfaction_score", "topic": "priority"}},
-    "churn_events": {"kind": "churn", "columns": {
-        "churn_id": "churn_event_id", "customer_id": "account_id", "churned_at": "churn_date", "reason": "reason_code"}},
+    "accounts": {
+        "kind": "customers",
+        "columns": {
+            "customer_id": "account_id",
+            "name": "account_name",
+            "signup_date": "signup_date",
+            "plan": "plan_tier",
+            "region": "country",
+            "segment": "industry",
+            "churn_label": "churn_flag",
+        },
+    },
+    "subscriptions": {
+        "kind": "subscriptions",
+        "columns": {
+            "subscription_id": "subscription_id",
+            "customer_id": "account_id",
+            "start": "start_date",
+            "end": "end_date",
+            "plan": "plan_tier",
+            "mrr": "mrr_amount",
+        },
+    },
+    "tickets": {
+        "kind": "tickets",
+        "columns": {
+            "ticket_id": "ticket_id",
+            "customer_id": "account_id",
+            "opened_at": "submitted_at",
+            "closed_at": "closed_at",
+            "satisfaction": "satisfaction_score",
+            "topic": "priority",
+        },
+    },
+    "churn_events": {
+        "kind": "churn",
+        "columns": {
+            "churn_id": "churn_event_id",
+            "customer_id": "account_id",
+            "churned_at": "churn_date",
+            "reason": "reason_code",
+        },
+    },
 }
 
 
@@ -55,8 +87,14 @@ class SaasCompany:
     @property
     def as_of(self) -> pd.Timestamp:
         """The latest timestamp anywhere in the exports (the data's "now")."""
-        stamps = [self.accounts["signup_date"], self.subscriptions["start_date"], self.subscriptions["end_date"],
-                  self.tickets["submitted_at"], self.tickets["closed_at"], self.churn_events["churn_date"]]
+        stamps = [
+            self.accounts["signup_date"],
+            self.subscriptions["start_date"],
+            self.subscriptions["end_date"],
+            self.tickets["submitted_at"],
+            self.tickets["closed_at"],
+            self.churn_events["churn_date"],
+        ]
         return max(pd.to_datetime(s).max() for s in stamps)
 
 
@@ -66,17 +104,19 @@ def build(seed: int = 13) -> SaasCompany:
     signup = pd.Timestamp("2022-01-01") + pd.to_timedelta(rng.integers(0, 540, N_ACCOUNTS), unit="D")
     flagged = np.zeros(N_ACCOUNTS, dtype=bool)
     flagged[rng.choice(N_ACCOUNTS, FLAGGED, replace=False)] = True
-    accounts = pd.DataFrame({
-        "account_id": ids,
-        "account_name": [f"Company {i}" for i in range(1, N_ACCOUNTS + 1)],
-        "industry": rng.choice(["retail", "health", "software", "finance"], N_ACCOUNTS),
-        "country": rng.choice(["US", "UK", "DE", "FR"], N_ACCOUNTS),
-        "signup_date": signup.strftime("%Y-%m-%d"),
-        "plan_tier": rng.choice(["Basic", "Pro", "Enterprise"], N_ACCOUNTS),
-        "seats": rng.integers(1, 200, N_ACCOUNTS),
-        "is_trial": rng.choice(["True", "False"], N_ACCOUNTS),
-        "churn_flag": np.where(flagged, "True", "False"),
-    })
+    accounts = pd.DataFrame(
+        {
+            "account_id": ids,
+            "account_name": [f"Company {i}" for i in range(1, N_ACCOUNTS + 1)],
+            "industry": rng.choice(["retail", "health", "software", "finance"], N_ACCOUNTS),
+            "country": rng.choice(["US", "UK", "DE", "FR"], N_ACCOUNTS),
+            "signup_date": signup.strftime("%Y-%m-%d"),
+            "plan_tier": rng.choice(["Basic", "Pro", "Enterprise"], N_ACCOUNTS),
+            "seats": rng.integers(1, 200, N_ACCOUNTS),
+            "is_trial": rng.choice(["True", "False"], N_ACCOUNTS),
+            "churn_flag": np.where(flagged, "True", "False"),
+        }
+    )
 
     # churn events: every flagged account, and a few whose flag the CRM never updated
     stale = rng.choice(np.flatnonzero(~flagged), STALE, replace=False)
@@ -84,14 +124,16 @@ def build(seed: int = 13) -> SaasCompany:
     end = pd.Timestamp("2024-12-31")
     span = (end - signup[churners]).days.to_numpy()
     churn_day = signup[churners] + pd.to_timedelta(60 + (rng.random(len(churners)) * (span - 60)).astype(int), unit="D")
-    churn_events = pd.DataFrame({
-        "churn_event_id": [f"CE{i:03d}" for i in range(1, len(churners) + 1)],
-        "account_id": [ids[i] for i in churners],
-        "churn_date": churn_day.strftime("%Y-%m-%d"),
-        "reason_code": rng.choice(REASONS, len(churners)),
-        "refund_amount_usd": np.round(rng.random(len(churners)) * 100, 2),
-        "feedback_text": "",
-    })
+    churn_events = pd.DataFrame(
+        {
+            "churn_event_id": [f"CE{i:03d}" for i in range(1, len(churners) + 1)],
+            "account_id": [ids[i] for i in churners],
+            "churn_date": churn_day.strftime("%Y-%m-%d"),
+            "reason_code": rng.choice(REASONS, len(churners)),
+            "refund_amount_usd": np.round(rng.random(len(churners)) * 100, 2),
+            "feedback_text": "",
+        }
+    )
 
     # subscriptions: a first one from signup; a third of accounts upgraded to a second; the
     # account's last subscription is never closed in this export
@@ -115,24 +157,38 @@ def build(seed: int = 13) -> SaasCompany:
         for _ in range(int(rng.integers(0, 5))):
             opened = signup[i] + pd.Timedelta(hours=int(rng.integers(24, (end - signup[i]).days * 24)))
             closed = opened + pd.Timedelta(hours=int(rng.integers(1, 96)))
-            t_rows.append((acc, opened, closed, int(rng.integers(1, 6)), rng.choice(["low", "medium", "high"]),
-                           rng.choice(["True", "False"])))
-    tickets = pd.DataFrame(t_rows, columns=["account_id", "submitted_at", "closed_at", "satisfaction_score", "priority",
-                                            "escalation_flag"])
+            t_rows.append(
+                (
+                    acc,
+                    opened,
+                    closed,
+                    int(rng.integers(1, 6)),
+                    rng.choice(["low", "medium", "high"]),
+                    rng.choice(["True", "False"]),
+                )
+            )
+    tickets = pd.DataFrame(
+        t_rows, columns=["account_id", "submitted_at", "closed_at", "satisfaction_score", "priority", "escalation_flag"]
+    )
     tickets.insert(0, "ticket_id", [f"T{i:05d}" for i in range(1, len(tickets) + 1)])
-    tickets["resolution_time_hours"] = ((tickets["closed_at"] - tickets["submitted_at"]).dt.total_seconds() / 3600).round(1)
+    tickets["resolution_time_hours"] = (
+        (tickets["closed_at"] - tickets["submitted_at"]).dt.total_seconds() / 3600
+    ).round(1)
     tickets["submitted_at"] = tickets["submitted_at"].dt.strftime("%Y-%m-%d %H:%M:%S")
     tickets["closed_at"] = tickets["closed_at"].dt.strftime("%Y-%m-%d %H:%M:%S")
 
     # feature usage keyed only by subscription id (reaches the account through the subscriptions extract)
     picks = rng.choice(len(subs), 600)
-    usage = pd.DataFrame({
-        "usage_id": [f"U{i:05d}" for i in range(1, 601)],
-        "subscription_id": subs["subscription_id"].to_numpy()[picks],
-        "usage_date": (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, 600), unit="D")).strftime(
-            "%Y-%m-%d"),
-        "feature_name": rng.choice(["dashboard", "export", "api", "alerts"], 600),
-        "usage_count": rng.integers(1, 50, 600),
-        "error_count": rng.integers(0, 3, 600),
-    })
+    usage = pd.DataFrame(
+        {
+            "usage_id": [f"U{i:05d}" for i in range(1, 601)],
+            "subscription_id": subs["subscription_id"].to_numpy()[picks],
+            "usage_date": (pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 365, 600), unit="D")).strftime(
+                "%Y-%m-%d"
+            ),
+            "feature_name": rng.choice(["dashboard", "export", "api", "alerts"], 600),
+            "usage_count": rng.integers(1, 50, 600),
+            "error_count": rng.integers(0, 3, 600),
+        }
+    )
     return SaasCompany(accounts, subs, tickets, usage, churn_events)

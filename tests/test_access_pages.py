@@ -17,8 +17,17 @@ from cxdash.ui.auth import SESSION_KEY
 from tests.conftest import ensure_user, seed_session
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = ["overview.py", "executive.py", "journeys.py", "at_risk.py", "customer_card.py", "model.py",
-         "upload.py", "data_health.py", "admin.py"]
+PAGES = [
+    "overview.py",
+    "executive.py",
+    "journeys.py",
+    "at_risk.py",
+    "customer_card.py",
+    "model.py",
+    "upload.py",
+    "data_health.py",
+    "admin.py",
+]
 ALLOWED = {
     "executive": {"overview.py", "executive.py"},
     "journey_owner": {"overview.py", "journeys.py"},
@@ -47,8 +56,23 @@ def _denied(at: AppTest) -> bool:
 
 
 def _visible_text(at: AppTest) -> str:
-    parts = [e.value for kind in ("title", "header", "subheader", "markdown", "caption", "info", "warning", "error",
-                                  "success", "code", "text") for e in getattr(at, kind)]
+    parts = [
+        e.value
+        for kind in (
+            "title",
+            "header",
+            "subheader",
+            "markdown",
+            "caption",
+            "info",
+            "warning",
+            "error",
+            "success",
+            "code",
+            "text",
+        )
+        for e in getattr(at, kind)
+    ]
     parts += [f"{m.label} {m.value}" for m in at.metric]
     for df in at.dataframe:
         value = df.value
@@ -186,8 +210,12 @@ def test_the_admin_page_erases_a_customer_after_confirmation(tmp_path, monkeypat
     s = open_store(url)
     crm = tmp_path / "crm.csv"
     pd.DataFrame([["C1", "ann@x.com"], ["C2", "bo@x.com"]], columns=["id", "email"]).to_csv(crm, index=False)
-    ingest_file(s, crm, source="crm", mapping=Mapping.from_dict(
-        {"kind": "customers", "columns": {"customer_id": "id", "email": "email"}}))
+    ingest_file(
+        s,
+        crm,
+        source="crm",
+        mapping=Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "id", "email": "email"}}),
+    )
     s.dispose()
     monkeypatch.setenv("CXDASH_DB_URL", url)
     at = _page("admin.py", "admin")
@@ -217,9 +245,11 @@ def test_the_sign_in_form_says_the_same_for_an_unknown_name_a_wrong_password_and
     finally:
         s.dispose()
     shown = {}
-    for case, (user, password) in {"unknown": ("no-such-user", "not the password"),
-                                   "wrong password": ("known-user", "not the password"),
-                                   "locked": ("locked-user", PASSWORD)}.items():
+    for case, (user, password) in {
+        "unknown": ("no-such-user", "not the password"),
+        "wrong password": ("known-user", "not the password"),
+        "locked": ("locked-user", PASSWORD),
+    }.items():
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
         seed_session(at, None)
         at.run()

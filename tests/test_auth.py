@@ -104,8 +104,7 @@ def test_unknown_locked_and_wrong_password_sign_ins_read_the_same_and_cost_one_v
     assert verifications == dict.fromkeys(answers, 1)
     # the audit log still tells them apart
     failed = audit.recent(people)
-    reasons = [json.loads(d)["reason"]
-               for d in failed.loc[failed["action"] == "sign_in_failed", "detail"].head(4)]
+    reasons = [json.loads(d)["reason"] for d in failed.loc[failed["action"] == "sign_in_failed", "detail"].head(4)]
     assert sorted(reasons) == sorted(["unknown user", "wrong password", "locked", "locked"])
 
 
@@ -197,8 +196,17 @@ EXPECTED_PAGES = {
     "ops": {"overview.py", "upload.py", "data_health.py"},
     "agent": {"overview.py", "customer_card.py", "at_risk.py"},
 }
-ALL_PAGES = ["overview.py", "executive.py", "journeys.py", "at_risk.py", "customer_card.py", "model.py",
-             "upload.py", "data_health.py", "admin.py"]
+ALL_PAGES = [
+    "overview.py",
+    "executive.py",
+    "journeys.py",
+    "at_risk.py",
+    "customer_card.py",
+    "model.py",
+    "upload.py",
+    "data_health.py",
+    "admin.py",
+]
 
 
 @pytest.mark.parametrize("role", auth.ROLES)
@@ -227,8 +235,18 @@ def test_cli_users_add_set_role_disable_list(tmp_path, capsys, monkeypatch, fast
     code, out, _ = _cli(capsys, url, "users", "add", "Eve", "--role", "ops")
     assert code == 0
     password = out.split("shown once, store it now): ")[1].strip()
-    code, out, _ = _cli(capsys, url, "users", "add", "fay", "--role", "agent", "--password-stdin",
-                        stdin=PASSWORD + "\n", monkeypatch=monkeypatch)
+    code, out, _ = _cli(
+        capsys,
+        url,
+        "users",
+        "add",
+        "fay",
+        "--role",
+        "agent",
+        "--password-stdin",
+        stdin=PASSWORD + "\n",
+        monkeypatch=monkeypatch,
+    )
     assert code == 0 and "password" not in out.replace("--password", "")
     code, _, err = _cli(capsys, url, "users", "add", "eve", "--role", "ops")
     assert code == 1 and "already exists" in err

@@ -15,8 +15,10 @@ from tests.browser_support import chromium, require_browser, running_app, sign_i
 
 pytestmark = pytest.mark.browser
 
-TELCO = {"kind": "customers", "columns": {"customer_id": "customerID", "churn_label": "Churn", "plan": "Contract",
-                                          "segment": "InternetService"}}
+TELCO = {
+    "kind": "customers",
+    "columns": {"customer_id": "customerID", "churn_label": "Churn", "plan": "Contract", "segment": "InternetService"},
+}
 
 
 @pytest.fixture(scope="module")
@@ -36,8 +38,9 @@ def _metrics(page) -> dict[str, str]:
     return out
 
 
-def test_the_telco_export_shows_its_snapshot_kpis_with_the_churn_label(public_data, browser, artifacts,
-                                                                         tmp_path_factory):
+def test_the_telco_export_shows_its_snapshot_kpis_with_the_churn_label(
+    public_data, browser, artifacts, tmp_path_factory
+):
     import pandas as pd
 
     root = tmp_path_factory.mktemp("telco_browser")
@@ -68,8 +71,9 @@ def test_the_telco_export_shows_its_snapshot_kpis_with_the_churn_label(public_da
         page.close()
 
 
-def test_data_health_offers_the_saas_definitions_and_choosing_one_moves_the_overview(browser, artifacts,
-                                                                                        tmp_path_factory):
+def test_data_health_offers_the_saas_definitions_and_choosing_one_moves_the_overview(
+    browser, artifacts, tmp_path_factory
+):
     root = tmp_path_factory.mktemp("saas_browser")
     company = saas_company.build()
     files = company.write(root / "exports")

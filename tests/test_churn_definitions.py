@@ -29,14 +29,42 @@ def saas(tmp_path_factory):
     for name, mapping in saas_company.MAPPINGS.items():
         mapping_path = root / f"{name}.json"
         mapping_path.write_text(json.dumps(mapping))
-        code = main(["--db", url, "ingest", str(files[name]), "--source", name, "--kind", mapping["kind"],
-                     "--mapping", str(mapping_path)])
+        code = main(
+            [
+                "--db",
+                url,
+                "ingest",
+                str(files[name]),
+                "--source",
+                name,
+                "--kind",
+                mapping["kind"],
+                "--mapping",
+                str(mapping_path),
+            ]
+        )
         assert code == 0, name
     # feature usage carries only a subscription id: it reaches the account through that extract
     usage = root / "usage.json"
     usage.write_text(json.dumps({"kind": "events", "columns": {"timestamp": "usage_date", "activity": "feature_name"}}))
-    code = main(["--db", url, "ingest", str(files["usage"]), "--source", "usage", "--kind", "events", "--mapping",
-                 str(usage), "--link", "subscription_id=subscriptions.subscription_id", "--department", "product"])
+    code = main(
+        [
+            "--db",
+            url,
+            "ingest",
+            str(files["usage"]),
+            "--source",
+            "usage",
+            "--kind",
+            "events",
+            "--mapping",
+            str(usage),
+            "--link",
+            "subscription_id=subscriptions.subscription_id",
+            "--department",
+            "product",
+        ]
+    )
     assert code == 0, "usage"
     return {"url": url, "company": company, "root": root}
 
@@ -54,8 +82,11 @@ def test_usage_keyed_by_subscription_reaches_its_account(saas):
         with store.connect() as conn:
             ev, crm = KIND_TABLES["events"], KIND_TABLES["customers"]
             rows = conn.execute(
-                sa.select(crm.c.customer_id, sa.func.count()).select_from(ev.join(crm, crm.c.cx_key == ev.c.cx_key))
-                .where(ev.c.source == "usage").group_by(crm.c.customer_id)).fetchall()
+                sa.select(crm.c.customer_id, sa.func.count())
+                .select_from(ev.join(crm, crm.c.cx_key == ev.c.cx_key))
+                .where(ev.c.source == "usage")
+                .group_by(crm.c.customer_id)
+            ).fetchall()
     finally:
         store.dispose()
     got = pd.Series(dict(rows)).sort_index()
@@ -75,10 +106,14 @@ def _activity(company) -> pd.Series:
     owner = company.subscriptions.set_index("subscription_id")["account_id"]
     parts = [
         pd.Series(pd.to_datetime(company.accounts["signup_date"]).to_numpy(), index=company.accounts["account_id"]),
-        pd.Series(pd.to_datetime(company.subscriptions["start_date"]).to_numpy(), index=company.subscriptions["account_id"]),
+        pd.Series(
+            pd.to_datetime(company.subscriptions["start_date"]).to_numpy(), index=company.subscriptions["account_id"]
+        ),
         pd.Series(pd.to_datetime(company.tickets["submitted_at"]).to_numpy(), index=company.tickets["account_id"]),
-        pd.Series(pd.to_datetime(company.usage["usage_date"]).to_numpy(),
-                  index=company.usage["subscription_id"].map(owner).to_numpy()),
+        pd.Series(
+            pd.to_datetime(company.usage["usage_date"]).to_numpy(),
+            index=company.usage["subscription_id"].map(owner).to_numpy(),
+        ),
     ]
     return pd.concat(parts)
 
@@ -218,10 +253,14 @@ def test_hotspots_and_outcomes_read_the_definition_in_force(saas):
             out = journeys.customer_outcomes(conn, churn=churn.Definition.parse("events:churn_events"))
             import sqlalchemy as sa
 
-            rows = pd.DataFrame(conn.execute(sa.select(out.c.case_id, out.c.churned, out.c.churned_at)).fetchall(),
-                                columns=["case_id", "churned", "churned_at"])
+            rows = pd.DataFrame(
+                conn.execute(sa.select(out.c.case_id, out.c.churned, out.c.churned_at)).fetchall(),
+                columns=["case_id", "churned", "churned_at"],
+            )
             label = journeys.customer_outcomes(conn, churn=churn.Definition.parse("label:accounts"))
-            n_label = conn.execute(sa.select(sa.func.count()).select_from(label).where(label.c.churned.is_(True))).scalar()
+            n_label = conn.execute(
+                sa.select(sa.func.count()).select_from(label).where(label.c.churned.is_(True))
+            ).scalar()
     finally:
         store.dispose()
     expected = _expected_events_churn(company)
@@ -244,8 +283,11 @@ def test_the_card_says_whether_the_customer_left_and_what_their_churn_record_say
             from cxdash.store import KIND_TABLES, customer_keys_table
 
             crm, im = KIND_TABLES["customers"], customer_keys_table
-            cx_id = conn.execute(sa.select(im.c.cx_id).select_from(crm.join(im, im.c.cx_key == crm.c.cx_key))
-                                 .where(crm.c.customer_id == ev["account_id"])).scalar()
+            cx_id = conn.execute(
+                sa.select(im.c.cx_id)
+                .select_from(crm.join(im, im.c.cx_key == crm.c.cx_key))
+                .where(crm.c.customer_id == ev["account_id"])
+            ).scalar()
             status = card.churn_status(conn, cx_id, churn.Definition.parse("events:churn_events"))
             label_status = card.churn_status(conn, cx_id, churn.Definition.parse("label:accounts"))
     finally:
@@ -283,15 +325,21 @@ def test_a_chosen_label_with_too_few_leavers_to_hold_out_saves_no_model_and_says
 
 
 def test_a_retailer_without_labels_or_subscriptions_gets_inactivity_with_a_window_from_its_purchase_gaps(
-        public_data, tmp_path):
+    public_data, tmp_path
+):
     from cxdash.ingest import ingest_file
     from cxdash.mapping import Mapping
     from tests.test_executive_page import RETAIL_MAPPING
 
     store = open_store(f"duckdb:///{tmp_path / 'retail.duckdb'}")
     try:
-        ingest_file(store, public_data / "online_retail" / "online_retail_sample.csv", source="shop",
-                    mapping=Mapping.from_dict(RETAIL_MAPPING), reject_invalid=True)
+        ingest_file(
+            store,
+            public_data / "online_retail" / "online_retail_sample.csv",
+            source="shop",
+            mapping=Mapping.from_dict(RETAIL_MAPPING),
+            reject_invalid=True,
+        )
         with store.connect() as conn:
             cands = churn.candidates(conn)
             headline = kpis.headline(conn)

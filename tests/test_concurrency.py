@@ -54,7 +54,9 @@ def test_ingest_and_reader_processes_share_the_duckdb_file(tmp_path):
     db = f"duckdb:///{tmp_path / 'shared.duckdb'}"
     setup = subprocess.run(
         [sys.executable, "-m", "cxdash", "--db", db, "demo", "--customers", "300", "--out", str(tmp_path / "demo")],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert setup.returncode == 0, setup.stderr
     rng = np.random.default_rng(1)
@@ -69,12 +71,27 @@ def test_ingest_and_reader_processes_share_the_duckdb_file(tmp_path):
     big_path = tmp_path / "big.csv"
     big.to_csv(big_path, index=False)
     mapping = tmp_path / "m.json"
-    mapping.write_text(json.dumps({"kind": "events", "columns": {"visitor_id": "user", "timestamp": "at", "activity": "event"}}))
+    mapping.write_text(
+        json.dumps({"kind": "events", "columns": {"visitor_id": "user", "timestamp": "at", "activity": "event"}})
+    )
 
     writer = subprocess.Popen(
-        [sys.executable, "-m", "cxdash", "--db", db, "ingest", str(big_path), "--source", "app_events",
-         "--mapping", str(mapping)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "cxdash",
+            "--db",
+            db,
+            "ingest",
+            str(big_path),
+            "--source",
+            "app_events",
+            "--mapping",
+            str(mapping),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     out = tmp_path / "reader.json"
     reader = subprocess.run(
@@ -103,8 +120,9 @@ HOLDER = textwrap.dedent(
 )
 
 
-def test_a_page_opened_while_a_load_holds_the_file_shows_the_previous_data_and_says_so(small_demo, tmp_path,
-                                                                                        monkeypatch):
+def test_a_page_opened_while_a_load_holds_the_file_shows_the_previous_data_and_says_so(
+    small_demo, tmp_path, monkeypatch
+):
     import shutil
     from pathlib import Path
 
@@ -124,8 +142,9 @@ def test_a_page_opened_while_a_load_holds_the_file_shows_the_previous_data_and_s
     assert not any("A data load is running" in i.value for i in at.info)
 
     monkeypatch.setattr(data, "VERSION_REUSE_S", 0.0)  # read the version afresh on the next run
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(db)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         at.run()

@@ -6,7 +6,9 @@ from cxdash import kpis
 from cxdash.ingest import ingest_file
 from cxdash.mapping import Mapping
 
-MAPPING = Mapping("transactions", {"transaction_id": "id", "customer_id": "cust", "timestamp": "at", "amount": "amount"})
+MAPPING = Mapping(
+    "transactions", {"transaction_id": "id", "customer_id": "cust", "timestamp": "at", "amount": "amount"}
+)
 
 
 def _load(store, tmp_path, text: str, source: str = "shop") -> None:

@@ -26,15 +26,25 @@ CRM_LATER = """id,mail,joined
 C3,cy@x.org,2024-03-05
 """
 
-CRM_MAP = Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "id", "email": "mail", "signup_date": "joined"}})
-WEB_MAP = Mapping.from_dict({"kind": "events", "columns": {"visitor_id": "visitor", "email": "mail", "timestamp": "at",
-                                                            "activity": "page"}})
-TICKET_MAP = Mapping.from_dict({"kind": "tickets", "columns": {"ticket_id": "ticket", "email": "mail", "opened_at": "opened"}})
+CRM_MAP = Mapping.from_dict(
+    {"kind": "customers", "columns": {"customer_id": "id", "email": "mail", "signup_date": "joined"}}
+)
+WEB_MAP = Mapping.from_dict(
+    {"kind": "events", "columns": {"visitor_id": "visitor", "email": "mail", "timestamp": "at", "activity": "page"}}
+)
+TICKET_MAP = Mapping.from_dict(
+    {"kind": "tickets", "columns": {"ticket_id": "ticket", "email": "mail", "opened_at": "opened"}}
+)
 
 
 def test_new_customers_get_new_keys_and_old_ones_keep_theirs():
-    id_map = pd.DataFrame({"id_key": ["customer_id:C1", "email:a", "customer_id:C2", "visitor:v9"],
-                           "cx_id": ["C1", "C1", "C2", "visitor:v9"], "known": [True, True, True, False]})
+    id_map = pd.DataFrame(
+        {
+            "id_key": ["customer_id:C1", "email:a", "customer_id:C2", "visitor:v9"],
+            "cx_id": ["C1", "C1", "C2", "visitor:v9"],
+            "known": [True, True, True, False],
+        }
+    )
     previous = pd.DataFrame({"cx_id": ["C2", "gone"], "cx_key": [7, 9]})
     got = assign_customer_keys(id_map, previous).set_index("cx_id")
     assert got.loc["C2", "cx_key"] == 7  # kept
@@ -48,10 +58,16 @@ def _rows_with_keys(conn) -> pd.DataFrame:
     im, ck = identity_map_table, customer_keys_table
     parts = []
     for name, t in KIND_TABLES.items():
-        q = (sa.select(sa.literal(name).label("kind"), t.c.id_key, t.c.cx_key.label("row_key_int"),
-                       im.c.cx_key.label("map_key"), ck.c.cx_id)
-             .select_from(t.outerjoin(im, im.c.id_key == t.c.id_key).outerjoin(ck, ck.c.cx_key == t.c.cx_key)))
-        parts.append(pd.DataFrame(conn.execute(q).fetchall(), columns=["kind", "id_key", "row_key_int", "map_key", "cx_id"]))
+        q = sa.select(
+            sa.literal(name).label("kind"),
+            t.c.id_key,
+            t.c.cx_key.label("row_key_int"),
+            im.c.cx_key.label("map_key"),
+            ck.c.cx_id,
+        ).select_from(t.outerjoin(im, im.c.id_key == t.c.id_key).outerjoin(ck, ck.c.cx_key == t.c.cx_key))
+        parts.append(
+            pd.DataFrame(conn.execute(q).fetchall(), columns=["kind", "id_key", "row_key_int", "map_key", "cx_id"])
+        )
     return pd.concat(parts, ignore_index=True)
 
 
@@ -67,7 +83,9 @@ def test_every_row_carries_its_customers_key_after_each_load(store, tmp_path):
     _load(store, tmp_path, "tickets.csv", TICKETS, "desk", TICKET_MAP)
     with store.connect() as conn:
         rows = _rows_with_keys(conn)
-        keys_before = dict(conn.execute(sa.select(customer_keys_table.c.cx_id, customer_keys_table.c.cx_key)).fetchall())
+        keys_before = dict(
+            conn.execute(sa.select(customer_keys_table.c.cx_id, customer_keys_table.c.cx_key)).fetchall()
+        )
     with_id = rows[rows["id_key"].notna()]
     assert (with_id["row_key_int"] == with_id["map_key"]).all()
     assert rows["row_key_int"].notna().all()
@@ -96,8 +114,8 @@ def test_migrate_upgrades_a_store_written_before_rows_had_keys(tmp_path):
     with store.begin() as conn:  # make it look like the schema before this change
         for t in KIND_TABLES.values():
             conn.exec_driver_sql(f'ALTER TABLE "{t.name}" DROP COLUMN cx_key')
-        conn.exec_driver_sql('ALTER TABLE identity_map DROP COLUMN cx_key')
-        conn.exec_driver_sql('DROP TABLE customer_keys')
+        conn.exec_driver_sql("ALTER TABLE identity_map DROP COLUMN cx_key")
+        conn.exec_driver_sql("DROP TABLE customer_keys")
     store.dispose()
 
     upgraded = open_store(url, create=False)
@@ -133,7 +151,7 @@ def test_migrate_on_postgresql_also_creates_the_key_index(tmp_path):
     with store.begin() as conn:  # the schema before rows carried keys (dropping the column drops its index)
         for t in KIND_TABLES.values():
             conn.exec_driver_sql(f'ALTER TABLE "{t.name}" DROP COLUMN cx_key')
-        conn.exec_driver_sql('ALTER TABLE identity_map DROP COLUMN cx_key')
+        conn.exec_driver_sql("ALTER TABLE identity_map DROP COLUMN cx_key")
 
     def key_indexes():
         with store.connect() as conn:

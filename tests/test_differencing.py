@@ -48,16 +48,37 @@ def attack_url(tmp_path_factory) -> str:
     root = tmp_path_factory.mktemp("differencing")
     customers = _customers()
     customers.to_csv(root / "crm.csv", index=False)
-    tx = pd.DataFrame({"cust": customers["id"], "when": "2024-03-01",
-                       "amount": [1000.0 + i for i in range(len(customers))]})
+    tx = pd.DataFrame(
+        {"cust": customers["id"], "when": "2024-03-01", "amount": [1000.0 + i for i in range(len(customers))]}
+    )
     tx.to_csv(root / "billing.csv", index=False)
     url = f"duckdb:///{root / 'attack.duckdb'}"
     store = open_store(url)
-    ingest_file(store, root / "crm.csv", source="crm", mapping=Mapping.from_dict(
-        {"kind": "customers", "columns": {"customer_id": "id", "campaign": "campaign", "plan": "plan",
-                                          "region": "region", "signup_date": "signup"}}))
-    ingest_file(store, root / "billing.csv", source="billing", mapping=Mapping.from_dict(
-        {"kind": "transactions", "columns": {"customer_id": "cust", "timestamp": "when", "amount": "amount"}}))
+    ingest_file(
+        store,
+        root / "crm.csv",
+        source="crm",
+        mapping=Mapping.from_dict(
+            {
+                "kind": "customers",
+                "columns": {
+                    "customer_id": "id",
+                    "campaign": "campaign",
+                    "plan": "plan",
+                    "region": "region",
+                    "signup_date": "signup",
+                },
+            }
+        ),
+    )
+    ingest_file(
+        store,
+        root / "billing.csv",
+        source="billing",
+        mapping=Mapping.from_dict(
+            {"kind": "transactions", "columns": {"customer_id": "cust", "timestamp": "when", "amount": "amount"}}
+        ),
+    )
     store.dispose()
     return url
 
@@ -111,7 +132,8 @@ def test_several_kept_values_each_need_k_customers(attack_url):
     check = _check(attack_url, Filters(campaign=("X",), plan=("Y",), region=("R1", "R5")))
     assert not check.allowed
     assert [(r.dimension, r.values, r.customers) for r in check.refusals if r.kind == "value"] == [
-        ("region", ("R5",), 1)]
+        ("region", ("R5",), 1)
+    ]
 
 
 def test_a_role_that_sees_individuals_sees_both_views(attack_url):
@@ -167,8 +189,9 @@ def test_an_admin_sees_view_b_on_the_page(attack_url, monkeypatch):
 def test_the_refusal_names_filter_values_as_text_never_as_markdown():
     from cxdash.ui.executive import refusal_text
 
-    check = privacy.DifferencingCheck(K, 20, {"region": 1}, (privacy.Refusal("region", ("![p](http://h/x.png)",), 1,
-                                                                              "complement"),))
+    check = privacy.DifferencingCheck(
+        K, 20, {"region": 1}, (privacy.Refusal("region", ("![p](http://h/x.png)",), 1, "complement"),)
+    )
     text = refusal_text(check)
     # every punctuation character escaped by a backslash, and a word joiner (U+2060) after the
     # scheme's colon so no autolink forms (written out by hand)

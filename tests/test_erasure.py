@@ -98,21 +98,53 @@ def erased(tmp_path_factory):
         now = datetime(2026, 1, 1)
         with store.app_begin() as conn:
             for i, c in enumerate([cx_id, other]):
-                conn.execute(scores_table.insert().values(model_version=1, position=i, cx_id=c, customer_id=c,
-                                                          risk=0.5, scored_at=now))
-                conn.execute(activation_table.insert().values(id=i + 1, cx_id=c, customer_id=c, status="contacted",
-                                                              actor="agent", updated_at=now))
+                conn.execute(
+                    scores_table.insert().values(
+                        model_version=1, position=i, cx_id=c, customer_id=c, risk=0.5, scored_at=now
+                    )
+                )
+                conn.execute(
+                    activation_table.insert().values(
+                        id=i + 1, cx_id=c, customer_id=c, status="contacted", actor="agent", updated_at=now
+                    )
+                )
         with store.begin() as conn:
-            conn.execute(quarantine_table.insert(), [
-                {"load_id": 1, "source": "helpdesk", "row_number": 5, "column_name": "Requester Email",
-                 "rule": "x", "value": email.upper(), "reason": "test"},
-                {"load_id": 1, "source": "helpdesk", "row_number": 6, "column_name": "Requester Email",
-                 "rule": "x", "value": "someone.else@example.com", "reason": "test"},
-            ])
+            conn.execute(
+                quarantine_table.insert(),
+                [
+                    {
+                        "load_id": 1,
+                        "source": "helpdesk",
+                        "row_number": 5,
+                        "column_name": "Requester Email",
+                        "rule": "x",
+                        "value": email.upper(),
+                        "reason": "test",
+                    },
+                    {
+                        "load_id": 1,
+                        "source": "helpdesk",
+                        "row_number": 6,
+                        "column_name": "Requester Email",
+                        "rule": "x",
+                        "value": "someone.else@example.com",
+                        "reason": "test",
+                    },
+                ],
+            )
         written = "(" + phone[:3] + ") " + phone[3:6] + "-" + phone[6:]  # the phone as a person types it
         result = erase_customer(store, written, actor="dpo@company")
-        yield {"store": store, "root": root, "cx_id": cx_id, "keys": keys, "other": other, "result": result,
-               "before": before, "customers_before": customers_before, "request": written}
+        yield {
+            "store": store,
+            "root": root,
+            "cx_id": cx_id,
+            "keys": keys,
+            "other": other,
+            "result": result,
+            "before": before,
+            "customers_before": customers_before,
+            "request": written,
+        }
         store.dispose()
 
 
@@ -206,8 +238,9 @@ def test_the_data_version_moved_so_no_cache_serves_the_customer(erased):
 def test_reloading_the_original_extracts_does_not_bring_the_customer_back(erased):
     store, before = erased["store"], erased["before"]
     with store.connect() as conn:
-        loads = conn.execute(sa.select(loads_table.c.source, loads_table.c.file_name)
-                             .where(loads_table.c.kind != "erasure")).fetchall()
+        loads = conn.execute(
+            sa.select(loads_table.c.source, loads_table.c.file_name).where(loads_table.c.kind != "erasure")
+        ).fetchall()
     suppressed = 0
     for source, file_name in loads:
         result = ingest_file(store, erased["root"] / "extracts" / file_name, source=source, mode="replace")
@@ -242,14 +275,32 @@ def test_a_hub_identifier_is_refused_because_it_names_no_one(store, tmp_path):
     rows = [[f"C{i}", f"c{i}@x.com", "555000000" + str(i % 10)] for i in range(30)]
     crm = tmp_path / "crm.csv"
     pd.DataFrame(rows, columns=["id", "email", "phone"]).to_csv(crm, index=False)
-    ingest_file(store, crm, source="crm", mapping=Mapping.from_dict(
-        {"kind": "customers", "columns": {"customer_id": "id", "email": "email"}}))
+    ingest_file(
+        store,
+        crm,
+        source="crm",
+        mapping=Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "id", "email": "email"}}),
+    )
     tickets = tmp_path / "t.csv"
-    pd.DataFrame({"tid": [f"T{i}" for i in range(30)], "email": ["help@shop.com"] * 30,
-                  "cust": [f"C{i}" for i in range(30)], "opened": ["2024-01-02"] * 30}).to_csv(tickets, index=False)
-    ingest_file(store, tickets, source="helpdesk", mapping=Mapping.from_dict(
-        {"kind": "tickets", "columns": {"ticket_id": "tid", "email": "email", "customer_id": "cust",
-                                        "opened_at": "opened"}}))
+    pd.DataFrame(
+        {
+            "tid": [f"T{i}" for i in range(30)],
+            "email": ["help@shop.com"] * 30,
+            "cust": [f"C{i}" for i in range(30)],
+            "opened": ["2024-01-02"] * 30,
+        }
+    ).to_csv(tickets, index=False)
+    ingest_file(
+        store,
+        tickets,
+        source="helpdesk",
+        mapping=Mapping.from_dict(
+            {
+                "kind": "tickets",
+                "columns": {"ticket_id": "tid", "email": "email", "customer_id": "cust", "opened_at": "opened"},
+            }
+        ),
+    )
     with pytest.raises(ErasureError, match="hub"):
         erase_customer(store, "help@shop.com", actor="dpo")
     # Erasing one of them removes their CRM row and their ticket, and leaves the shared address
@@ -268,8 +319,12 @@ def test_the_cli_erases_by_email_and_prints_no_identifier(tmp_path, capsys):
     s = open_store(url)
     crm = tmp_path / "crm.csv"
     pd.DataFrame([["C1", "ann@x.com"], ["C2", "bo@x.com"]], columns=["id", "email"]).to_csv(crm, index=False)
-    ingest_file(s, crm, source="crm", mapping=Mapping.from_dict(
-        {"kind": "customers", "columns": {"customer_id": "id", "email": "email"}}))
+    ingest_file(
+        s,
+        crm,
+        source="crm",
+        mapping=Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "id", "email": "email"}}),
+    )
     s.dispose()
     assert main(["--db", url, "erase", "--customer", "ANN@x.com", "--actor", "dpo"]) == 0
     out = capsys.readouterr().out
@@ -288,12 +343,23 @@ def _two_customer_store(tmp_path):
     s = open_store(f"duckdb:///{tmp_path / 'two.duckdb'}")
     crm, tickets = tmp_path / "crm.csv", tmp_path / "tickets.csv"
     pd.DataFrame([["CUST-ANN", "ann@x.com"], ["CUST-BO", "bo@x.com"]], columns=["id", "email"]).to_csv(crm, index=False)
-    pd.DataFrame([["T1", "ann@x.com", "2026-01-02"], ["T2", "bo@x.com", "2026-01-03"]],
-                 columns=["tid", "email", "opened"]).to_csv(tickets, index=False)
-    ingest_file(s, crm, source="crm", mapping=Mapping.from_dict(
-        {"kind": "customers", "columns": {"customer_id": "id", "email": "email"}}))
-    ingest_file(s, tickets, source="helpdesk", mapping=Mapping.from_dict(
-        {"kind": "tickets", "columns": {"ticket_id": "tid", "email": "email", "opened_at": "opened"}}))
+    pd.DataFrame(
+        [["T1", "ann@x.com", "2026-01-02"], ["T2", "bo@x.com", "2026-01-03"]], columns=["tid", "email", "opened"]
+    ).to_csv(tickets, index=False)
+    ingest_file(
+        s,
+        crm,
+        source="crm",
+        mapping=Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "id", "email": "email"}}),
+    )
+    ingest_file(
+        s,
+        tickets,
+        source="helpdesk",
+        mapping=Mapping.from_dict(
+            {"kind": "tickets", "columns": {"ticket_id": "tid", "email": "email", "opened_at": "opened"}}
+        ),
+    )
     _score(s, ["CUST-ANN", "CUST-BO"])
     return s
 
@@ -302,16 +368,24 @@ def _score(store, cx_ids, start=0):
     now = datetime(2026, 2, 1)
     with store.app_begin() as conn:
         for i, c in enumerate(cx_ids, start=start):
-            conn.execute(scores_table.insert().values(model_version=1, position=i, cx_id=c, customer_id=c,
-                                                      risk=0.5, scored_at=now))
-            conn.execute(activation_table.insert().values(id=i + 1, cx_id=c, customer_id=c, status="open",
-                                                          actor="agent", updated_at=now))
+            conn.execute(
+                scores_table.insert().values(
+                    model_version=1, position=i, cx_id=c, customer_id=c, risk=0.5, scored_at=now
+                )
+            )
+            conn.execute(
+                activation_table.insert().values(
+                    id=i + 1, cx_id=c, customer_id=c, status="open", actor="agent", updated_at=now
+                )
+            )
 
 
 def _app_customers(store) -> list[str]:
     with store.app_begin() as conn:
-        return sorted(conn.execute(sa.select(scores_table.c.cx_id)).scalars().all()
-                      + conn.execute(sa.select(activation_table.c.cx_id)).scalars().all())
+        return sorted(
+            conn.execute(sa.select(scores_table.c.cx_id)).scalars().all()
+            + conn.execute(sa.select(activation_table.c.cx_id)).scalars().all()
+        )
 
 
 def _rows_of(store, cx_key_of: str) -> int:

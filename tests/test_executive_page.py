@@ -19,11 +19,20 @@ from cxdash.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "pages" / "executive.py")
-TELCO_MAPPING = {"kind": "customers", "columns": {"customer_id": "customerID", "churn_label": "Churn", "plan": "Contract"}}
+TELCO_MAPPING = {
+    "kind": "customers",
+    "columns": {"customer_id": "customerID", "churn_label": "Churn", "plan": "Contract"},
+}
 RETAIL_MAPPING = {
     "kind": "transactions",
-    "columns": {"customer_id": "CustomerID", "timestamp": "InvoiceDate", "quantity": "Quantity",
-                "unit_price": "UnitPrice", "transaction_id": "InvoiceNo", "product": "Description"},
+    "columns": {
+        "customer_id": "CustomerID",
+        "timestamp": "InvoiceDate",
+        "quantity": "Quantity",
+        "unit_price": "UnitPrice",
+        "transaction_id": "InvoiceNo",
+        "product": "Description",
+    },
 }
 
 
@@ -37,8 +46,12 @@ def demo_env(demo_store, monkeypatch):
 def telco_url(public_data, tmp_path_factory):
     url = f"duckdb:///{tmp_path_factory.mktemp('telco') / 'telco.duckdb'}"
     store = open_store(url)
-    ingest_file(store, public_data / "telco_churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv", source="crm",
-                mapping=Mapping.from_dict(TELCO_MAPPING))
+    ingest_file(
+        store,
+        public_data / "telco_churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv",
+        source="crm",
+        mapping=Mapping.from_dict(TELCO_MAPPING),
+    )
     store.dispose()
     return url
 
@@ -47,8 +60,13 @@ def telco_url(public_data, tmp_path_factory):
 def retail_url(public_data, tmp_path_factory):
     url = f"duckdb:///{tmp_path_factory.mktemp('retail') / 'retail.duckdb'}"
     store = open_store(url)
-    ingest_file(store, public_data / "online_retail" / "online_retail_sample.csv", source="shop",
-                mapping=Mapping.from_dict(RETAIL_MAPPING), reject_invalid=True)
+    ingest_file(
+        store,
+        public_data / "online_retail" / "online_retail_sample.csv",
+        source="shop",
+        mapping=Mapping.from_dict(RETAIL_MAPPING),
+        reject_invalid=True,
+    )
     store.dispose()
     return url
 
@@ -209,7 +227,7 @@ def test_table_downloads_neutralise_formula_looking_cells():
 
     from cxdash.ui import executive as ex
 
-    frame = pd.DataFrame({"campaign": ["=HYPERLINK(\"x\")", "spring_blast"], "new_customers": [3, -4]})
+    frame = pd.DataFrame({"campaign": ['=HYPERLINK("x")', "spring_blast"], "new_customers": [3, -4]})
     text = ex.csv(frame).decode("utf-8-sig")
     assert "'=HYPERLINK" in text and ",-4" in text
     matrix = pd.DataFrame({"m1": [0.5]}, index=pd.Index(["@cohort"], name="cohort"))

@@ -131,7 +131,11 @@ def test_sql_looking_names_and_values_are_stored_as_inert_text(loaded, tmp_path)
 
 
 def test_formula_cells_are_stored_verbatim_and_neutralised_on_export(loaded, tmp_path):
-    p = write(tmp_path, "formulas.csv", b'cust,when,what\nC5,2024-01-05 10:00,=HYPERLINK("http://x")\nC6,2024-01-05,@SUM(A1)\n')
+    p = write(
+        tmp_path,
+        "formulas.csv",
+        b'cust,when,what\nC5,2024-01-05 10:00,=HYPERLINK("http://x")\nC6,2024-01-05,@SUM(A1)\n',
+    )
     ingest_file(loaded, p, source="web", mapping=EVENTS)
     t = KIND_TABLES["events"]
     with loaded.connect() as conn:

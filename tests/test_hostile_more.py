@@ -91,9 +91,13 @@ BAD_FORMATS = [
     ({"dates": {"timestamp": "bogus"}}, '"formats"."dates"."timestamp" is \'bogus\', not a date format', "%d/%m/%Y"),
     ({"dates": "x"}, '"formats"."dates" must be an object', "FIELD: VALUE"),
     ({"decimal": {"timestamp": ","}}, '"formats"."decimal" names \'timestamp\', which is not a number field', ""),
-    ({"decimal": {"value": ";"}}, '"formats"."decimal"."value" is \';\'', '"." (decimal point) and "," (decimal comma)'),
-    ({"colour": {}}, '"formats" has an unknown entry \'colour\'', "dates, decimal, currency"),
-    ({"dates": {"when": "%Y"}}, '"formats"."dates" names \'when\', not a field of kind \'events\'', "timestamp"),
+    (
+        {"decimal": {"value": ";"}},
+        '"formats"."decimal"."value" is \';\'',
+        '"." (decimal point) and "," (decimal comma)',
+    ),
+    ({"colour": {}}, "\"formats\" has an unknown entry 'colour'", "dates, decimal, currency"),
+    ({"dates": {"when": "%Y"}}, "\"formats\".\"dates\" names 'when', not a field of kind 'events'", "timestamp"),
 ]
 
 
@@ -142,11 +146,16 @@ def test_null_like_customer_ids_are_refused_as_missing_and_never_become_customer
 def test_zero_width_and_full_width_characters_do_not_make_a_second_customer_and_erasure_reaches_both(duck, tmp_path):
     crm = write(tmp_path, "crm.csv", b"id,email\nK1,ann@example.com\nK2,bo@example.com\n")
     ingest_file(duck, crm, source="crm", mapping=CRM)
-    desk = write(tmp_path, "desk.csv", (
-        "t,email,opened\n"
-        "T1,ann\u200b@example.com,2024-01-01\n"  # a zero-width space inside
-        "T2,\ufeffＡＮＮ@example.com,2024-01-02\n"  # a BOM and full-width letters
-        "T3,bo@example.com,2024-01-03\n").encode())
+    desk = write(
+        tmp_path,
+        "desk.csv",
+        (
+            "t,email,opened\n"
+            "T1,ann\u200b@example.com,2024-01-01\n"  # a zero-width space inside
+            "T2,\ufeffＡＮＮ@example.com,2024-01-02\n"  # a BOM and full-width letters
+            "T3,bo@example.com,2024-01-03\n"
+        ).encode(),
+    )
     ingest_file(duck, desk, source="desk", mapping=TICKETS)
     assert column(duck, "tickets", "email", "desk") == ["ann@example.com", "ann@example.com", "bo@example.com"]
     erase_customer(duck, "ann@example.com", actor="dpo")
@@ -158,7 +167,9 @@ def test_a_cyrillic_look_alike_email_is_kept_apart_and_named_in_the_notes(duck, 
     crm = write(tmp_path, "crm.csv", b"id,email\nK1,ann@example.com\n")
     ingest_file(duck, crm, source="crm", mapping=CRM)
     spoof = "\u0430nn@example.com"  # Cyrillic a
-    desk = write(tmp_path, "desk.csv", f"t,email,opened\nT1,{spoof},2024-01-01\nT2,ann@example.com,2024-01-02\n".encode())
+    desk = write(
+        tmp_path, "desk.csv", f"t,email,opened\nT1,{spoof},2024-01-01\nT2,ann@example.com,2024-01-02\n".encode()
+    )
     result = ingest_file(duck, desk, source="desk", mapping=TICKETS)
     note = next(n for n in result.notes if "Greek or Cyrillic" in n)
     assert note.startswith("email: 1 value(s) mix Latin") and f"line 2: {spoof!r}" in note
@@ -180,12 +191,26 @@ def test_failures_beyond_the_kept_list_are_counted_and_noted(duck, tmp_path):
 
 
 def test_the_cli_report_writes_every_failure_neutralised(tmp_path, capsys):
-    body = "cust,when,what\n" + "".join(f"=HYPERLINK(\"http://x/{i}\"),never,x\n" for i in range(300))
+    body = "cust,when,what\n" + "".join(f'=HYPERLINK("http://x/{i}"),never,x\n' for i in range(300))
     p = write(tmp_path, "bad.csv", body.encode())
     report = tmp_path / "report.csv"
     db = f"duckdb:///{tmp_path / 'cx.duckdb'}"
-    code = cli.main(["--db", db, "ingest", str(p), "--source", "web", "--kind", "events", "--mapping",
-                     str(write(tmp_path, "m.json", EVENTS.to_json().encode())), "--report", str(report)])
+    code = cli.main(
+        [
+            "--db",
+            db,
+            "ingest",
+            str(p),
+            "--source",
+            "web",
+            "--kind",
+            "events",
+            "--mapping",
+            str(write(tmp_path, "m.json", EVENTS.to_json().encode())),
+            "--report",
+            str(report),
+        ]
+    )
     assert code != 0
     out = capsys.readouterr().out
     assert f"report: {report} holds all 300 failures" in out
@@ -201,8 +226,22 @@ def test_the_cli_report_says_when_it_was_cut_and_where_the_rest_are(tmp_path, ca
     p = write(tmp_path, "bad.csv", body.encode())
     report = tmp_path / "report.csv"
     db = f"duckdb:///{tmp_path / 'cx.duckdb'}"
-    cli.main(["--db", db, "ingest", str(p), "--source", "web", "--kind", "events", "--mapping",
-              str(write(tmp_path, "m.json", EVENTS.to_json().encode())), "--report", str(report)])
+    cli.main(
+        [
+            "--db",
+            db,
+            "ingest",
+            str(p),
+            "--source",
+            "web",
+            "--kind",
+            "events",
+            "--mapping",
+            str(write(tmp_path, "m.json", EVENTS.to_json().encode())),
+            "--report",
+            str(report),
+        ]
+    )
     out = capsys.readouterr().out
     assert "holds the first 100 of 250 failures (through line 101)" in out
     assert "the other 150 are on line 101 or later" in out

@@ -33,7 +33,9 @@ def small_book(path, rows=(("cust", "when", "what"), ("C1", "2024-01-01 10:00", 
     return path
 
 
-def rewrite(src, dst, replace: dict[str, bytes] | None = None, stream: dict[str, tuple[bytes, bytes, int, bytes]] | None = None):
+def rewrite(
+    src, dst, replace: dict[str, bytes] | None = None, stream: dict[str, tuple[bytes, bytes, int, bytes]] | None = None
+):
     """Copy workbook ``src`` to ``dst`` with some members replaced: ``replace`` by bytes, ``stream``
     by head + body * n + tail written in pieces (so a huge member never exists in memory)."""
     replace, stream = replace or {}, stream or {}
@@ -69,7 +71,7 @@ def refused_quickly(store, path, *, match: str, seconds: float = 10, megabytes: 
     assert peak < megabytes * (1 << 20), f"peak {peak / (1 << 20):.0f} MB"
     message = str(info.value)
     assert message.startswith(f"{path.name}: ")
-    assert "Traceback" not in message and "File \"" not in message
+    assert "Traceback" not in message and 'File "' not in message
     assert snapshot(store) == before
     return message
 
@@ -77,9 +79,19 @@ def refused_quickly(store, path, *, match: str, seconds: float = 10, megabytes: 
 def test_shared_strings_expanding_to_300_mb_are_refused_before_reading(loaded, tmp_path):
     src = small_book(tmp_path / "src.xlsx")
     body = b"A" * (1 << 20)
-    bomb = rewrite(src, tmp_path / "strings_bomb.xlsx", stream={"xl/sharedStrings.xml": (
-        b'<?xml version="1.0"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
-        b'count="1" uniqueCount="1"><si><t>', body, 300, b"</t></si></sst>")})
+    bomb = rewrite(
+        src,
+        tmp_path / "strings_bomb.xlsx",
+        stream={
+            "xl/sharedStrings.xml": (
+                b'<?xml version="1.0"?><sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
+                b'count="1" uniqueCount="1"><si><t>',
+                body,
+                300,
+                b"</t></si></sst>",
+            )
+        },
+    )
     assert bomb.stat().st_size < 2 << 20  # small on disk
     message = refused_quickly(loaded, bomb, match="shared strings")
     assert "300 MB" in message and "256 MB" in message and "CXDASH_XLSX_MAX_SHARED_STRINGS_MB" in message
@@ -89,9 +101,19 @@ def test_a_member_expanding_a_thousand_times_is_refused_by_its_ratio(loaded, tmp
     src = small_book(tmp_path / "src.xlsx")
     # 40 MB of one repeated row: below every size limit, but a ratio no real sheet has.
     row = b'<row><c t="inlineStr"><is><t>x</t></is></c></row>'
-    bomb = rewrite(src, tmp_path / "ratio_bomb.xlsx", stream={"xl/worksheets/sheet1.xml": (
-        b'<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
-        b"<sheetData>", row * 20_000, 40, b"</sheetData></worksheet>")})
+    bomb = rewrite(
+        src,
+        tmp_path / "ratio_bomb.xlsx",
+        stream={
+            "xl/worksheets/sheet1.xml": (
+                b'<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+                b"<sheetData>",
+                row * 20_000,
+                40,
+                b"</sheetData></worksheet>",
+            )
+        },
+    )
     with zipfile.ZipFile(bomb) as zf:
         info = zf.getinfo("xl/worksheets/sheet1.xml")
     expected = info.file_size / info.compress_size  # computed from the zip directory itself
@@ -102,7 +124,10 @@ def test_a_member_expanding_a_thousand_times_is_refused_by_its_ratio(loaded, tmp
 
 def test_a_total_expansion_above_the_limit_is_refused(loaded, tmp_path, monkeypatch):
     monkeypatch.setenv("CXDASH_XLSX_MAX_EXPANDED_MB", "1")
-    src = small_book(tmp_path / "src.xlsx", rows=[("cust", "when", "what")] + [(f"C{i}", "2024-01-01", f"a{i}" * 40) for i in range(20_000)])
+    src = small_book(
+        tmp_path / "src.xlsx",
+        rows=[("cust", "when", "what")] + [(f"C{i}", "2024-01-01", f"a{i}" * 40) for i in range(20_000)],
+    )
     message = refused_quickly(loaded, src, match="expand to")
     assert "above the limit of 1 MB" in message and "CXDASH_XLSX_MAX_EXPANDED_MB" in message
 
@@ -112,8 +137,11 @@ def test_a_sheet_declaring_ten_million_rows_is_refused_before_streaming(loaded, 
     with zipfile.ZipFile(src) as zf:
         sheet = zf.read("xl/worksheets/sheet1.xml")
     assert b'<dimension ref="A1:C2"/>' in sheet
-    bomb = rewrite(src, tmp_path / "rows_bomb.xlsx",
-                   replace={"xl/worksheets/sheet1.xml": sheet.replace(b'ref="A1:C2"', b'ref="A1:Z10000000"')})
+    bomb = rewrite(
+        src,
+        tmp_path / "rows_bomb.xlsx",
+        replace={"xl/worksheets/sheet1.xml": sheet.replace(b'ref="A1:C2"', b'ref="A1:Z10000000"')},
+    )
     message = refused_quickly(loaded, bomb, match="declares", seconds=5)
     assert "10,000,000 rows" in message and "1,048,576 rows" in message and "CXDASH_XLSX_MAX_ROWS" in message
 
@@ -122,8 +150,11 @@ def test_a_sheet_declaring_too_many_cells_is_refused(loaded, tmp_path):
     src = small_book(tmp_path / "src.xlsx")
     with zipfile.ZipFile(src) as zf:
         sheet = zf.read("xl/worksheets/sheet1.xml")
-    bomb = rewrite(src, tmp_path / "cells_bomb.xlsx",
-                   replace={"xl/worksheets/sheet1.xml": sheet.replace(b'ref="A1:C2"', b'ref="A1:XFD1000000"')})
+    bomb = rewrite(
+        src,
+        tmp_path / "cells_bomb.xlsx",
+        replace={"xl/worksheets/sheet1.xml": sheet.replace(b'ref="A1:C2"', b'ref="A1:XFD1000000"')},
+    )
     message = refused_quickly(loaded, bomb, match="cells", seconds=5)
     assert f"{1_000_000 * 16_384:,} cells" in message and "CXDASH_XLSX_MAX_CELLS" in message
 
@@ -132,9 +163,16 @@ def test_rows_beyond_the_limit_are_refused_while_streaming_when_the_sheet_hides_
     monkeypatch.setenv("CXDASH_XLSX_MAX_ROWS", "1000")
     src = small_book(tmp_path / "src.xlsx")
     rows = b"".join(b'<row r="%d"><c r="A%d"><v>%d</v></c></row>' % (i, i, i) for i in range(1, 5001))
-    bomb = rewrite(src, tmp_path / "hidden_rows.xlsx", replace={"xl/worksheets/sheet1.xml": (
-        b'<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
-        b"<sheetData>" + rows + b"</sheetData></worksheet>")})  # no <dimension>: size unknown up front
+    bomb = rewrite(
+        src,
+        tmp_path / "hidden_rows.xlsx",
+        replace={
+            "xl/worksheets/sheet1.xml": (
+                b'<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+                b"<sheetData>" + rows + b"</sheetData></worksheet>"
+            )
+        },
+    )  # no <dimension>: size unknown up front
     message = refused_quickly(loaded, bomb, match="more than 1,000 rows")
     assert "CXDASH_XLSX_MAX_ROWS" in message
 
@@ -143,15 +181,29 @@ def slow_sheet(tmp_path, name: str, dimension: bytes):
     """A million small rows (64 MB of XML, 190 KB on disk): seconds to read, not a bomb by size."""
     src = small_book(tmp_path / "src.xlsx")
     row = b'<row><c t="inlineStr"><is><t>x</t></is></c><c><v>1</v></c></row>'
-    return rewrite(src, tmp_path / name, stream={"xl/worksheets/sheet1.xml": (
-        b'<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
-        + dimension + b"<sheetData>", row * 1000, 1000, b"</sheetData></worksheet>")})
+    return rewrite(
+        src,
+        tmp_path / name,
+        stream={
+            "xl/worksheets/sheet1.xml": (
+                b'<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+                + dimension
+                + b"<sheetData>",
+                row * 1000,
+                1000,
+                b"</sheetData></worksheet>",
+            )
+        },
+    )
 
 
-@pytest.mark.parametrize(("dimension", "stage"), [
-    (b'<dimension ref="A1:B1000000"/>', "reading the sheet"),  # streamed: the clock is read every 256 rows
-    (b"", "sizing the sheets"),  # no declared size: counted before openpyxl would read it all to size it
-])
+@pytest.mark.parametrize(
+    ("dimension", "stage"),
+    [
+        (b'<dimension ref="A1:B1000000"/>', "reading the sheet"),  # streamed: the clock is read every 256 rows
+        (b"", "sizing the sheets"),  # no declared size: counted before openpyxl would read it all to size it
+    ],
+)
 def test_reading_longer_than_the_time_limit_stops(loaded, tmp_path, monkeypatch, dimension, stage):
     monkeypatch.setenv("CXDASH_XLSX_MAX_SECONDS", "0.5")
     monkeypatch.setenv("CXDASH_XLSX_MAX_RATIO", "100000")  # only the clock may stop this one
@@ -185,8 +237,11 @@ def test_a_bomb_through_ingest_leaves_the_store_and_disk_as_they_were(loaded, tm
     src = small_book(tmp_path / "src.xlsx")
     with zipfile.ZipFile(src) as zf:
         sheet = zf.read("xl/worksheets/sheet1.xml")
-    bomb = rewrite(src, tmp_path / "rows_bomb.xlsx",
-                   replace={"xl/worksheets/sheet1.xml": sheet.replace(b'ref="A1:C2"', b'ref="A1:Z10000000"')})
+    bomb = rewrite(
+        src,
+        tmp_path / "rows_bomb.xlsx",
+        replace={"xl/worksheets/sheet1.xml": sheet.replace(b'ref="A1:C2"', b'ref="A1:Z10000000"')},
+    )
     before, files = snapshot(loaded), sorted(tmp_path.iterdir())
     with pytest.raises(ExtractError, match="CXDASH_XLSX_MAX_ROWS"):
         ingest_file(loaded, bomb, source="web", mapping=EVENTS)
@@ -196,8 +251,10 @@ def test_a_bomb_through_ingest_leaves_the_store_and_disk_as_they_were(loaded, tm
 
 def formula_book(path, cached: bool):
     """Two data rows whose 'what' column is a formula; with ``cached`` the value Excel would save."""
-    src = small_book(path.with_name("plain.xlsx"), rows=[("cust", "when", "what", "n"), ("C1", "2024-01-01", None, 2),
-                                                        ("C2", "2024-01-02", None, 3)])
+    src = small_book(
+        path.with_name("plain.xlsx"),
+        rows=[("cust", "when", "what", "n"), ("C1", "2024-01-01", None, 2), ("C2", "2024-01-02", None, 3)],
+    )
     with zipfile.ZipFile(src) as zf:
         sheet = zf.read("xl/worksheets/sheet1.xml").decode()
     for r in (2, 3):

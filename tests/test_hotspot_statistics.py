@@ -33,11 +33,20 @@ T0 = datetime(2024, 1, 1, 9, 0)
 def _counts(rows: list[tuple]) -> pd.DataFrame:
     """(hotspot, customers judged, churned, baseline customers, baseline churned) -> the counts frame,
     every customer touched judged, nobody churned before their moment."""
-    return pd.DataFrame([
-        {"hotspot": h, "customers": n1, "customers_judged": n1, "churned": a, "churned_before": 0,
-         "baseline_customers": n0, "baseline_churned": c}
-        for h, n1, a, n0, c in rows
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "hotspot": h,
+                "customers": n1,
+                "customers_judged": n1,
+                "churned": a,
+                "churned_before": 0,
+                "baseline_customers": n0,
+                "baseline_churned": c,
+            }
+            for h, n1, a, n0, c in rows
+        ]
+    )
 
 
 def _bh(p: list[float]) -> list[float]:
@@ -54,6 +63,7 @@ def _bh(p: list[float]) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- on hand-built counts
+
 
 def test_lift_interval_and_p_values_equal_scipys_on_hand_built_counts():
     rows = [("a", 120, 30, 880, 88), ("b", 50, 9, 950, 109), ("c", 300, 24, 700, 94)]
@@ -79,7 +89,11 @@ def test_lift_interval_and_p_values_equal_scipys_on_hand_built_counts():
 
 
 def test_zero_cells_never_create_a_lift_and_say_why():
-    rows = [("both zero", 12, 0, 300, 0), ("none hit churned", 12, 0, 300, 30), ("none never hit churned", 40, 6, 300, 0)]
+    rows = [
+        ("both zero", 12, 0, 300, 0),
+        ("none hit churned", 12, 0, 300, 30),
+        ("none never hit churned", 40, 6, 300, 0),
+    ]
     got = hs.hotspot_statistics(_counts(rows), churn_definition="label:crm").set_index("hotspot")
     assert got[["lift", "ci_low", "ci_high"]].isna().all().all()
     assert not got["significant"].any()
@@ -116,8 +130,9 @@ def test_without_a_churn_definition_no_hotspot_has_a_rate_a_lift_or_a_test():
     assert row["why"] == "churn unknown: no churn definition"
     assert all(math.isnan(row[c]) for c in ("churn_rate", "baseline_churn_rate", "lift", "p_value", "p_adjusted"))
     assert not row["tested"] and not row["significant"] and pd.isna(row["churn_definition"])
-    assert hs.ranking_note(got) == ("No churn data: hotspots are ranked by customers touched; lift needs churned "
-                                    "and retained customers.")
+    assert hs.ranking_note(got) == (
+        "No churn data: hotspots are ranked by customers touched; lift needs churned and retained customers."
+    )
 
 
 # ----------------------------------------------------------------------------- small companies in a store
@@ -143,13 +158,28 @@ def _write_company(folder: Path, *, churned: list[str] | None, crm: bool = True)
     tickets = []
     for i, c in enumerate(ids):
         opened = T0 + timedelta(days=i)
-        tickets.append({"ticket_id": f"T{i}", "customer_id": c, "opened_at": opened,
-                        "closed_at": opened + timedelta(hours=1), "topic": f"topic {i}",
-                        "transfers": 1 if c in TRANSFERRED else 0})
+        tickets.append(
+            {
+                "ticket_id": f"T{i}",
+                "customer_id": c,
+                "opened_at": opened,
+                "closed_at": opened + timedelta(hours=1),
+                "topic": f"topic {i}",
+                "transfers": 1 if c in TRANSFERRED else 0,
+            }
+        )
         if c in REPEATERS:
             again = opened + timedelta(days=2)
-            tickets.append({"ticket_id": f"R{i}", "customer_id": c, "opened_at": again,
-                            "closed_at": again + timedelta(hours=1), "topic": f"topic {i}", "transfers": 0})
+            tickets.append(
+                {
+                    "ticket_id": f"R{i}",
+                    "customer_id": c,
+                    "opened_at": again,
+                    "closed_at": again + timedelta(hours=1),
+                    "topic": f"topic {i}",
+                    "transfers": 0,
+                }
+            )
     out["tickets"] = folder / "tickets.csv"
     pd.DataFrame(tickets).to_csv(out["tickets"], index=False)
     return out
@@ -163,9 +193,16 @@ def _load(url: str, files: dict[str, Path], *, label: bool) -> None:
             if label:
                 columns["churn_label"] = "churned"
             ingest_file(store, files["crm"], source="crm", kind="customers", mapping=Mapping("customers", columns))
-        ingest_file(store, files["tickets"], source="helpdesk", kind="tickets", department="support",
-                    mapping=Mapping("tickets", {c: c for c in ("ticket_id", "customer_id", "opened_at", "closed_at",
-                                                               "topic", "transfers")}))
+        ingest_file(
+            store,
+            files["tickets"],
+            source="helpdesk",
+            kind="tickets",
+            department="support",
+            mapping=Mapping(
+                "tickets", {c: c for c in ("ticket_id", "customer_id", "opened_at", "closed_at", "topic", "transfers")}
+            ),
+        )
     finally:
         store.dispose()
 
@@ -236,7 +273,8 @@ def test_zero_percent_against_zero_percent_gives_no_lift_and_the_reason(tmp_path
     assert list(spots.index) == ["transferred ticket", "repeat contact"]  # 21 touched, then 15
     assert hs.ranking_note(spots.reset_index()) == (
         "Nobody churned under label:crm (0 of 58 customers judged): hotspots are ranked by customers touched; lift "
-        "needs churned and retained customers.")
+        "needs churned and retained customers."
+    )
 
 
 def test_a_complaints_log_without_churn_ranks_hotspots_by_customers_touched(complaints):
@@ -285,6 +323,7 @@ def test_the_cli_on_a_complaints_log_says_why_there_is_no_lift(complaints, capsy
 
 # ----------------------------------------------------------------------------- the page
 
+
 def _page(url: str, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
@@ -300,8 +339,12 @@ def test_the_page_on_a_complaints_log_says_in_words_why_hotspots_have_no_lift(co
     metric = next(m for m in at.metric if m.label.startswith("Significant hotspots"))
     assert metric.value == "n/a"
     notes = [i.value for i in at.info]
-    assert any(n.startswith("No churn data: hotspots are ranked by customers touched; lift needs churned and "
-                            "retained customers") for n in notes), notes
+    assert any(
+        n.startswith(
+            "No churn data: hotspots are ranked by customers touched; lift needs churned and retained customers"
+        )
+        for n in notes
+    ), notes
     table = at.dataframe[0].value
     assert table["hotspot"].tolist() == ["transferred ticket", "repeat contact"]
     assert "lift" not in table.columns and "churned after it" not in table.columns
@@ -331,18 +374,30 @@ def test_a_hotspot_frame_stored_in_the_old_shape_is_not_read_but_computed_again(
     from cxdash.overview import data_version
     from cxdash.store import summaries_table
 
-    old = pd.DataFrame({"hotspot": ["transferred ticket"], "customers": [21], "lift": [75.0], "lift_low": [1.76],
-                        "lift_high": [3191.0]})  # the shape before the statistics were fixed
+    old = pd.DataFrame(
+        {
+            "hotspot": ["transferred ticket"],
+            "customers": [21],
+            "lift": [75.0],
+            "lift_low": [1.76],
+            "lift_high": [3191.0],
+        }
+    )  # the shape before the statistics were fixed
     store = open_store(labelled, create=False)
     try:
         with store.begin() as conn:
             version = data_version(conn)
             for churn_name in (None, "label:crm"):
                 legacy = {"repeat_days": 7, **({"churn": churn_name} if churn_name else {})}
-                conn.execute(summaries_table.insert().values(
-                    name=views.params_key("journeys.hotspots", legacy), data_version=version,
-                    computed_at=datetime.now(UTC).replace(tzinfo=None), seconds=0.0,
-                    payload=summaries._encode(old)))
+                conn.execute(
+                    summaries_table.insert().values(
+                        name=views.params_key("journeys.hotspots", legacy),
+                        data_version=version,
+                        computed_at=datetime.now(UTC).replace(tzinfo=None),
+                        seconds=0.0,
+                        payload=summaries._encode(old),
+                    )
+                )
         with store.connect() as conn:
             got = summaries.get(conn, "journeys.hotspots", version, views.hotspots_params(7, "label:crm"))
     finally:

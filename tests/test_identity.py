@@ -68,8 +68,15 @@ def test_phone_formats_normalise_to_the_same_key():
 # ----------------------------------------------------------------------------- CRM records never merge
 def test_a_long_chain_between_two_crm_records_merges_neither():
     """CRM C1 - email a - web visitor - another email - phone - email b - CRM C2 (issue 14)."""
-    chain = ["customer_id:C1", "email:a@x.org", "visitor_id:v1", "email:other@x.org", "phone:5550001111",
-             "email:b@x.org", "customer_id:C2"]
+    chain = [
+        "customer_id:C1",
+        "email:a@x.org",
+        "visitor_id:v1",
+        "email:other@x.org",
+        "phone:5550001111",
+        "email:b@x.org",
+        "customer_id:C2",
+    ]
     e, n = graph(list(zip(chain, chain[1:], strict=False)), crm=["customer_id:C1", "customer_id:C2"])
     m, hubs = stitch(e, n)
     got = dict(zip(m["id_key"], m["cx_id"], strict=True))
@@ -99,8 +106,11 @@ def test_bridges_of_three_to_six_links_keep_two_crm_records_apart(bridge):
 def test_an_identifier_on_one_record_and_linked_to_anothers_stays_with_its_own():
     """A web event carries C1's email and C2's phone: the event's link is refused, both keep theirs."""
     e, n = graph(
-        [("customer_id:C1", "email:a@x.org"), ("customer_id:C2", "phone:5550002222"),
-         ("email:a@x.org", "phone:5550002222")],
+        [
+            ("customer_id:C1", "email:a@x.org"),
+            ("customer_id:C2", "phone:5550002222"),
+            ("email:a@x.org", "phone:5550002222"),
+        ],
         crm=["customer_id:C1", "customer_id:C2"],
     )
     m, hubs = stitch(e, n)
@@ -183,20 +193,32 @@ def test_a_chain_of_real_rows_between_two_crm_records_keeps_them_apart(store, tm
     web = tmp_path / "web.csv"
     web.write_text("cookie,email,at,page\nv1,a@x.org,2024-01-01 10:00,home\nv1,other@x.org,2024-01-02 10:00,cart\n")
     desk = tmp_path / "desk.csv"
-    desk.write_text("ticket,email,phone,opened\nT1,other@x.org,555-000-1111,2024-01-03\n"
-                    "T2,b@x.org,555-000-1111,2024-01-04\n")
+    desk.write_text(
+        "ticket,email,phone,opened\nT1,other@x.org,555-000-1111,2024-01-03\nT2,b@x.org,555-000-1111,2024-01-04\n"
+    )
     ingest_file(store, crm, source="crm", mapping=Mapping("customers", {"customer_id": "id", "email": "email"}))
-    ingest_file(store, web, source="web", mapping=Mapping("events", {
-        "visitor_id": "cookie", "email": "email", "timestamp": "at", "activity": "page"}))
-    ingest_file(store, desk, source="desk", mapping=Mapping("tickets", {
-        "ticket_id": "ticket", "email": "email", "phone": "phone", "opened_at": "opened"}))
+    ingest_file(
+        store,
+        web,
+        source="web",
+        mapping=Mapping("events", {"visitor_id": "cookie", "email": "email", "timestamp": "at", "activity": "page"}),
+    )
+    ingest_file(
+        store,
+        desk,
+        source="desk",
+        mapping=Mapping("tickets", {"ticket_id": "ticket", "email": "email", "phone": "phone", "opened_at": "opened"}),
+    )
     ck = customer_keys_table
     with store.connect() as conn:
         known = sorted(r[0] for r in conn.execute(sa.select(ck.c.cx_id).where(ck.c.known.is_(True))))
-        tickets = dict(conn.execute(
-            sa.select(KIND_TABLES["tickets"].c.ticket_id, ck.c.cx_id)
-            .select_from(KIND_TABLES["tickets"].outerjoin(ck, ck.c.cx_key == KIND_TABLES["tickets"].c.cx_key))
-        ).fetchall())
+        tickets = dict(
+            conn.execute(
+                sa.select(KIND_TABLES["tickets"].c.ticket_id, ck.c.cx_id).select_from(
+                    KIND_TABLES["tickets"].outerjoin(ck, ck.c.cx_key == KIND_TABLES["tickets"].c.cx_key)
+                )
+            ).fetchall()
+        )
     assert known == ["C1", "C2"]
     # by hand: a=1 link from C1, v1=2, other=3; b=1 from C2, p=2, other=3: "other" is equally near
     # both and links no one. T1 is keyed on that email, so it is matched on its phone (C2's side);

@@ -38,7 +38,9 @@ TICKET_MAPPING = {
 
 def counts(store) -> dict[str, int]:
     with store.connect() as conn:
-        out = {name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for name, t in KIND_TABLES.items()}
+        out = {
+            name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for name, t in KIND_TABLES.items()
+        }
         out["loads"] = conn.execute(sa.select(sa.func.count()).select_from(loads_table)).scalar()
         out["quarantine"] = conn.execute(sa.select(sa.func.count()).select_from(quarantine_table)).scalar()
     return out
@@ -143,10 +145,18 @@ def test_an_odd_but_valid_export_loads_correctly(store, tmp_path):
 
 def test_quantity_and_unit_price_give_the_amount(store, tmp_path):
     p = tmp_path / "lines.csv"
-    p.write_text("Invoice,Cust,When,Qty,Price\n1,C1,2024-01-01 10:00,3,2.5\n1,C1,2024-01-01 10:00,-1,2.5\n", encoding="utf-8")
+    p.write_text(
+        "Invoice,Cust,When,Qty,Price\n1,C1,2024-01-01 10:00,3,2.5\n1,C1,2024-01-01 10:00,-1,2.5\n", encoding="utf-8"
+    )
     m = Mapping(
         "transactions",
-        {"transaction_id": "Invoice", "customer_id": "Cust", "timestamp": "When", "quantity": "Qty", "unit_price": "Price"},
+        {
+            "transaction_id": "Invoice",
+            "customer_id": "Cust",
+            "timestamp": "When",
+            "quantity": "Qty",
+            "unit_price": "Price",
+        },
     )
     ingest_file(store, p, source="shop", mapping=m)
     assert rows(store, "transactions")["amount"].tolist() == [7.5, -2.5]
@@ -221,7 +231,10 @@ def test_an_excel_workbook_loads_through_the_same_path(store, tmp_path):
     assert not (tmp_path / "export.xlsx.csv").exists()
     assert set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*")) == before
     got = rows(store, "events")
-    assert [pd.Timestamp(t) for t in got["timestamp"]] == [pd.Timestamp("2024-03-01 09:30"), pd.Timestamp("2024-03-02 17:05")]
+    assert [pd.Timestamp(t) for t in got["timestamp"]] == [
+        pd.Timestamp("2024-03-01 09:30"),
+        pd.Timestamp("2024-03-02 17:05"),
+    ]
 
 
 def test_a_corrupt_workbook_gets_a_clear_message(store, tmp_path):
@@ -256,5 +269,9 @@ def test_a_source_of_another_kind_is_refused_before_the_file_is_read_through(sto
     good = "".join(f"C{i},2024-03-01 09:30,login\n" for i in range(400_000))  # past the first 8 MB block
     events.write_text("who,when,what\n" + good + "C9,2024-03-02,login,extra,cells\n")
     with pytest.raises(IngestError, match="already holds customers data"):
-        ingest_file(store, events, source="app",
-                    mapping=Mapping("events", {"customer_id": "who", "timestamp": "when", "activity": "what"}))
+        ingest_file(
+            store,
+            events,
+            source="app",
+            mapping=Mapping("events", {"customer_id": "who", "timestamp": "when", "activity": "what"}),
+        )

@@ -37,12 +37,43 @@ from cxdash.validation import (
 )
 
 ISO_EDGE_CASES = [
-    "2024-01-31", "2024-01-31 14:05", "2024-01-31T14:05", "2024-01-31T14:05:06", "2024-01-31 14:05:06.123",
-    "2024-01-31T14:05:06.123456", "2024-01-31T14:05:06.1234567", "2024-01-31T14:05:06Z", "2024-01-31T14:05:06+02:00",
-    "2024-01-31T14:05:06+0200", "2024-01-31T14:05:06-05:30", "2024-01-31 14", "2024-01", "2024", "20240131",
-    "2024-1-5", "2024-01-31 ", " 2024-01-31", "2024-02-30", "2024-02-29", "2023-02-29", "2024-01-31T24:00:00",
-    "2024-01-31T23:59:60", "3000-01-01", "1600-01-01", "0001-01-01", "9999-12-31", "2024-01-31t14:05",
-    "2024/01/31", "-2024-01-31", "2024-01-31T14:05:06 Z", "2024-13-01", "2024-00-10", "1e3", "", "nan", "yesterday",
+    "2024-01-31",
+    "2024-01-31 14:05",
+    "2024-01-31T14:05",
+    "2024-01-31T14:05:06",
+    "2024-01-31 14:05:06.123",
+    "2024-01-31T14:05:06.123456",
+    "2024-01-31T14:05:06.1234567",
+    "2024-01-31T14:05:06Z",
+    "2024-01-31T14:05:06+02:00",
+    "2024-01-31T14:05:06+0200",
+    "2024-01-31T14:05:06-05:30",
+    "2024-01-31 14",
+    "2024-01",
+    "2024",
+    "20240131",
+    "2024-1-5",
+    "2024-01-31 ",
+    " 2024-01-31",
+    "2024-02-30",
+    "2024-02-29",
+    "2023-02-29",
+    "2024-01-31T24:00:00",
+    "2024-01-31T23:59:60",
+    "3000-01-01",
+    "1600-01-01",
+    "0001-01-01",
+    "9999-12-31",
+    "2024-01-31t14:05",
+    "2024/01/31",
+    "-2024-01-31",
+    "2024-01-31T14:05:06 Z",
+    "2024-13-01",
+    "2024-00-10",
+    "1e3",
+    "",
+    "nan",
+    "yesterday",
 ]
 
 
@@ -81,7 +112,10 @@ def test_a_column_mixing_zone_offsets_and_local_times_reads_as_pandas_reads_it()
     assert same_instants(parse_datetime(column, "ISO8601"), pandas_iso(column))
     offsets = pd.Series(["2024-01-31T14:05:06Z", "2024-01-31T14:05:06+02:00", None], dtype="str")
     assert _iso_fast(offsets) is not None
-    assert parse_datetime(offsets, "ISO8601").tolist()[:2] == [pd.Timestamp("2024-01-31 14:05:06"), pd.Timestamp("2024-01-31 12:05:06")]
+    assert parse_datetime(offsets, "ISO8601").tolist()[:2] == [
+        pd.Timestamp("2024-01-31 14:05:06"),
+        pd.Timestamp("2024-01-31 12:05:06"),
+    ]
 
 
 def exhaustive_date_format(sample: pd.Series) -> tuple[str | None, str | None]:
@@ -144,18 +178,27 @@ def test_reusing_the_parse_in_the_checks_changes_no_failure(monkeypatch):
     present = list(MESSY_TICKETS.columns)
     formats = Formats()
     plain = _pandera_failures(build_schema(kind, present, formats), MESSY_TICKETS)
-    reused = _pandera_failures(build_schema(kind, present, formats, parse_fields(kind, MESSY_TICKETS, formats)), MESSY_TICKETS)
+    reused = _pandera_failures(
+        build_schema(kind, present, formats, parse_fields(kind, MESSY_TICKETS, formats)), MESSY_TICKETS
+    )
     key = ["row", "field", "rule"]
     assert len(plain) >= 6  # the frame does break rules
     assert plain.sort_values(key).reset_index(drop=True).equals(reused.sort_values(key).reset_index(drop=True))
 
     parsed_columns = []
     real_parse = validation.parse_datetime
-    monkeypatch.setattr(validation, "parse_datetime", lambda s, fmt: parsed_columns.append(len(s)) or real_parse(s, fmt))
+    monkeypatch.setattr(
+        validation, "parse_datetime", lambda s, fmt: parsed_columns.append(len(s)) or real_parse(s, fmt)
+    )
     failures, _ = check(kind, MESSY_TICKETS, formats)
     assert parsed_columns == [6, 6]  # opened_at and closed_at once each, though closed_at has gaps
     assert set(zip(failures["row"], failures["rule"], strict=True)) >= {
-        (1, "date"), (1, "minimum"), (2, "whole_number"), (3, "number"), (4, "plausible_date"), (2, "date_order"),
+        (1, "date"),
+        (1, "minimum"),
+        (2, "whole_number"),
+        (3, "number"),
+        (4, "plausible_date"),
+        (2, "date_order"),
         (2, "required"),
     }
     good = MESSY_TICKETS.drop(index=failures["row"].unique())
@@ -188,7 +231,9 @@ def test_row_keys_are_the_ones_the_earlier_formula_gave(store, tmp_path):
     raw = pd.read_csv(p, dtype="str", keep_default_na=False).replace("", pd.NA)
     canon = pd.DataFrame({f: raw[c] for f, c in EVENTS_MAPPING.items()})
     typed = coerce(get_kind("events"), canon, Formats.from_dict({"dates": {"timestamp": "ISO8601"}}))
-    attrs = raw[["browser", "campaign"]].to_json(orient="records", lines=True, force_ascii=False).rstrip("\n").split("\n")
+    attrs = (
+        raw[["browser", "campaign"]].to_json(orient="records", lines=True, force_ascii=False).rstrip("\n").split("\n")
+    )
     content = typed.copy()
     content["attrs"] = pd.Series(attrs, index=typed.index, dtype="string")
     h = pd.util.hash_pandas_object(content, index=False).to_numpy()
@@ -206,7 +251,9 @@ def test_duckdb_receives_the_same_values_through_arrow(duck):
             "row_number": np.arange(2, 6, dtype="int64"),
             "row_key": pd.Series(["a", "b", "c", "d"], dtype="string"),
             "ticket_id": pd.Series(["T1", None, "", "T4"], dtype="string"),
-            "opened_at": pd.Series(pd.to_datetime(["2024-01-01 10:00", None, "1901-05-06 00:00", "2099-12-31 23:59:59"], format="ISO8601")).astype("datetime64[us]"),
+            "opened_at": pd.Series(
+                pd.to_datetime(["2024-01-01 10:00", None, "1901-05-06 00:00", "2099-12-31 23:59:59"], format="ISO8601")
+            ).astype("datetime64[us]"),
             "transfers": pd.array([1, None, 0, -3], dtype="Int64"),
             "satisfaction": [4.5, np.nan, np.inf, -0.0],
         }
@@ -245,15 +292,21 @@ def in_pieces(monkeypatch, rows_per_piece: int = 2) -> None:
 def stored(store) -> list[tuple]:
     t = KIND_TABLES["events"]
     with store.connect() as conn:
-        return [tuple(r) for r in conn.execute(
-            sa.select(t.c.row_number, t.c.row_key, t.c.id_key, t.c.customer_id, t.c.timestamp, t.c.activity, t.c.attrs)
-            .order_by(t.c.row_number)
-        ).all()]
+        return [
+            tuple(r)
+            for r in conn.execute(
+                sa.select(
+                    t.c.row_number, t.c.row_key, t.c.id_key, t.c.customer_id, t.c.timestamp, t.c.activity, t.c.attrs
+                ).order_by(t.c.row_number)
+            ).all()
+        ]
 
 
 def snapshot(store) -> dict[str, int]:
     with store.connect() as conn:
-        return {t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for t in ANALYTICS.sorted_tables}
+        return {
+            t.name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for t in ANALYTICS.sorted_tables
+        }
 
 
 def read_ahead_threads() -> list[threading.Thread]:

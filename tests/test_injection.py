@@ -31,8 +31,7 @@ SQL_VALUES = [
     "1; UPDATE identity_map SET cx_id = 'x'",
     "Zoë \\'; SELECT pg_sleep(10); --",
 ]
-FORMULAS = ['=HYPERLINK("http://evil.example","click")', "+SUM(1,2)", "-2+3", "@cmd|' /C calc'!A0",
-            "\tTAB", "\rCR"]
+FORMULAS = ['=HYPERLINK("http://evil.example","click")', "+SUM(1,2)", "-2+3", "@cmd|' /C calc'!A0", "\tTAB", "\rCR"]
 EVIL_SOURCE = 'crm"; DROP TABLE loads; --'
 
 
@@ -41,17 +40,20 @@ def loaded(store, tmp_path):
     # A carriage return inside a cell is a line break to the CSV reader, so "\rCR" is in the
     # export test only.
     names = SQL_VALUES + [f for f in FORMULAS if "\r" not in f]
-    frame = pd.DataFrame({
-        "CustomerID": [f"C{i}" for i in range(len(names))],
-        "Full Name": names,
-        "Email": [f"p{i}@example.com" for i in range(len(names))],
-        EVIL_COLUMN: list(reversed(names)),
-        "=1+1": ["=2+2"] * len(names),
-    })
+    frame = pd.DataFrame(
+        {
+            "CustomerID": [f"C{i}" for i in range(len(names))],
+            "Full Name": names,
+            "Email": [f"p{i}@example.com" for i in range(len(names))],
+            EVIL_COLUMN: list(reversed(names)),
+            "=1+1": ["=2+2"] * len(names),
+        }
+    )
     path = tmp_path / "evil.csv"
     frame.to_csv(path, index=False)
-    mapping = Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "CustomerID", "name": "Full Name",
-                                                                  "email": "Email"}})
+    mapping = Mapping.from_dict(
+        {"kind": "customers", "columns": {"customer_id": "CustomerID", "name": "Full Name", "email": "Email"}}
+    )
     result = ingest_file(store, path, source=EVIL_SOURCE, mapping=mapping)
     return {"store": store, "frame": frame, "result": result}
 
@@ -77,14 +79,15 @@ def test_sql_in_names_values_and_source_is_stored_as_plain_text(loaded):
 
 def test_formula_cells_are_neutralised_in_every_export(loaded):
     # A bare carriage return must not split a row (the second half would start with a live formula).
-    frame = pd.concat([loaded["frame"], pd.DataFrame({"Full Name": ["\rCR", "ok\r=cmd|' /C calc'!A0"]})],
-                      ignore_index=True)
+    frame = pd.concat(
+        [loaded["frame"], pd.DataFrame({"Full Name": ["\rCR", "ok\r=cmd|' /C calc'!A0"]})], ignore_index=True
+    )
     data = safe_csv(frame).decode("utf-8-sig")
     rows = list(csv.reader(io.StringIO(data, newline="")))
     assert len(rows) == len(frame) + 1 and {len(r) for r in rows} == {len(frame.columns)}
     cells = [c for row in rows for c in row]
     assert not [c for c in cells if c.startswith(FORMULA_PREFIXES)]
-    assert "'=HYPERLINK(\"http://evil.example\",\"click\")" in cells and "'-2+3" in cells
+    assert '\'=HYPERLINK("http://evil.example","click")' in cells and "'-2+3" in cells
     assert "'=1+1" in rows[0]  # a hostile header too
 
 
@@ -95,9 +98,21 @@ def test_sql_in_audit_details_is_stored_verbatim(store):
     assert json.loads(log.iloc[0]["detail"]) == {"file": SQL_VALUES[0]}
 
 
-HOSTILE_NAMES = ["../../../../etc/passwd", "..\\..\\windows\\system32\\config\\sam", "/abs/path/x.csv",
-                 "....//....//x.csv", "a/../../b.csv", "\x00evil.csv", "..", ".", "", "CON", "x" * 500 + ".csv",
-                 "name with spaces;rm -rf ~.csv", "%2e%2e%2fsecret.csv"]
+HOSTILE_NAMES = [
+    "../../../../etc/passwd",
+    "..\\..\\windows\\system32\\config\\sam",
+    "/abs/path/x.csv",
+    "....//....//x.csv",
+    "a/../../b.csv",
+    "\x00evil.csv",
+    "..",
+    ".",
+    "",
+    "CON",
+    "x" * 500 + ".csv",
+    "name with spaces;rm -rf ~.csv",
+    "%2e%2e%2fsecret.csv",
+]
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
@@ -126,8 +141,12 @@ def test_no_sql_text_is_built_from_strings_in_the_package():
     ruff = Path(sys.executable).with_name("ruff")
     if not ruff.exists():
         pytest.skip("ruff not installed")
-    out = subprocess.run([str(ruff), "check", "--select", "S608", "--no-cache", "cxdash", "pages", "app.py"],
-                         cwd=REPO, capture_output=True, text=True)
+    out = subprocess.run(
+        [str(ruff), "check", "--select", "S608", "--no-cache", "cxdash", "pages", "app.py"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout
 
 

@@ -28,10 +28,12 @@ def _store_with(tmp_path, csv: str):
 
 def test_customers_with_journeys_counts_every_customer_with_a_step_not_the_busiest_activitys_reach(tmp_path):
     """Five customers, no activity reached by more than two: the count is 5, the old figure 2."""
-    csv = ("customer_id,timestamp,activity\n"
-           "A,2024-01-01 10:00,view\nB,2024-01-01 10:00,view\n"
-           "C,2024-01-02 10:00,search\nD,2024-01-02 11:00,search\n"
-           "E,2024-01-03 09:00,help_page\nA,2024-01-04 09:00,cart\n")
+    csv = (
+        "customer_id,timestamp,activity\n"
+        "A,2024-01-01 10:00,view\nB,2024-01-01 10:00,view\n"
+        "C,2024-01-02 10:00,search\nD,2024-01-02 11:00,search\n"
+        "E,2024-01-03 09:00,help_page\nA,2024-01-04 09:00,cart\n"
+    )
     store = _store_with(tmp_path, csv)
     try:
         with store.connect() as conn:
@@ -93,7 +95,10 @@ def test_the_default_funnel_orders_its_steps_as_customers_reach_them_not_by_freq
     assert activities == ["cart", "view", "purchase"]  # 7, 4 and 2 steps: frequency order is wrong
     # by hand: first positions view 1,1,1; cart 2,2,3; purchase 5,5 (A: v c c c p; B: v c c; C: v v c c p)
     assert positions.set_index("activity")["median_first_position"].to_dict() == {
-        "view": 1.0, "cart": 2.0, "purchase": 5.0}
+        "view": 1.0,
+        "cart": 2.0,
+        "purchase": 5.0,
+    }
     assert positions.set_index("activity")["customers"].to_dict() == {"view": 3, "cart": 3, "purchase": 2}
     assert views.default_funnel(activities, positions) == ["view", "cart", "purchase"]
     assert stored_default["steps"] == ["view", "cart", "purchase"]  # the view stored after a load agrees
@@ -101,10 +106,18 @@ def test_the_default_funnel_orders_its_steps_as_customers_reach_them_not_by_freq
 
 
 def test_a_known_purchase_path_keeps_its_own_order():
-    positions = pd.DataFrame({"activity": ["purchase", "checkout", "pricing"], "customers": [3, 3, 3],
-                              "median_first_position": [1.0, 2.0, 3.0]})
+    positions = pd.DataFrame(
+        {
+            "activity": ["purchase", "checkout", "pricing"],
+            "customers": [3, 3, 3],
+            "median_first_position": [1.0, 2.0, 3.0],
+        }
+    )
     assert views.default_funnel(["purchase", "checkout", "pricing", "x"], positions) == [
-        "pricing", "checkout", "purchase"]
+        "pricing",
+        "checkout",
+        "purchase",
+    ]
 
 
 @pytest.mark.parametrize("repeat_purchases", [False, True])

@@ -19,8 +19,17 @@ from cxdash.mapping import Mapping
 from cxdash.store import open_store
 
 T0 = datetime(2024, 3, 1, 8, 0)
-HELPDESK_STEPS = ["ticket opened", "assigned", "agent reply", "customer reply", "escalated", "reopened", "resolved",
-                  "closed", "survey sent"]
+HELPDESK_STEPS = [
+    "ticket opened",
+    "assigned",
+    "agent reply",
+    "customer reply",
+    "escalated",
+    "reopened",
+    "resolved",
+    "closed",
+    "survey sent",
+]
 EVENTS_MAP = Mapping("events", {"customer_id": "customer_id", "timestamp": "timestamp", "activity": "activity"})
 
 
@@ -54,9 +63,12 @@ def _pm4py_view(frame: pd.DataFrame, case: str, activity: str, ts: str):
         log = pm4py.format_dataframe(frame.copy(), case_id=case, activity_key=activity, timestamp_key=ts)
         dfg, starts, ends = pm4py.discover_dfg(log)
         variants = pm4py.get_variants(log)
-    return ({k: int(v) for k, v in dfg.items()}, {k: int(v) for k, v in starts.items()},
-            {k: int(v) for k, v in ends.items()},
-            Counter({tuple(k): int(v if not isinstance(v, list) else len(v)) for k, v in variants.items()}))
+    return (
+        {k: int(v) for k, v in dfg.items()},
+        {k: int(v) for k, v in starts.items()},
+        {k: int(v) for k, v in ends.items()},
+        Counter({tuple(k): int(v if not isinstance(v, list) else len(v)) for k, v in variants.items()}),
+    )
 
 
 def _ours(conn, events: sa.FromClause, spec: jr.LogSpec | None = None, **keys):
@@ -66,8 +78,12 @@ def _ours(conn, events: sa.FromClause, spec: jr.LogSpec | None = None, **keys):
         {(s, t): int(n) for s, t, n in zip(dfg["source"], dfg["target"], dfg["count"], strict=True)},
         jr.start_activities(conn, events, spec, **keys),
         jr.end_activities(conn, events, spec, **keys),
-        Counter({tuple(v.split(jr.VARIANT_SEPARATOR)): int(n)
-                 for v, n in zip(variants["variant"], variants["customers"], strict=True)}),
+        Counter(
+            {
+                tuple(v.split(jr.VARIANT_SEPARATOR)): int(n)
+                for v, n in zip(variants["variant"], variants["customers"], strict=True)
+            }
+        ),
     )
 
 
@@ -77,8 +93,9 @@ def _load(store, tmp_path, frame: pd.DataFrame, parts: int = 1) -> None:
     for i, chunk in enumerate(np.array_split(np.arange(len(frame)), parts)):
         path = tmp_path / f"helpdesk_{i}.csv"
         frame.iloc[chunk].to_csv(path, index=False)
-        ingest_file(store, path, source="helpdesk", kind="events", department="support", mapping=EVENTS_MAP,
-                    mode="append")
+        ingest_file(
+            store, path, source="helpdesk", kind="events", department="support", mapping=EVENTS_MAP, mode="append"
+        )
 
 
 def test_the_helpdesk_log_is_tie_heavy_and_ties_decide_edges():
@@ -118,19 +135,34 @@ def test_handoffs_paths_and_funnels_follow_the_file_order_at_a_tie(tmp_path):
     """Hand-made: C1's cart and purchase share a second, cart on the earlier line; C2's share a
     second with purchase first. The funnel converts C1 only, the handoff web -> billing is C1's,
     the path before purchase and the customer's timeline list the steps in the file's order."""
-    csv = ("customer_id,timestamp,activity,department\n"
-           "C1,2024-01-01 10:00:00,view,web\n"
-           "C2,2024-01-01 10:00:00,view,web\n"
-           "C1,2024-01-01 10:05:00,cart,web\n"
-           "C2,2024-01-01 10:05:00,purchase,billing\n"
-           "C1,2024-01-01 10:05:00,purchase,billing\n"
-           "C2,2024-01-01 10:05:00,cart,web\n")
+    csv = (
+        "customer_id,timestamp,activity,department\n"
+        "C1,2024-01-01 10:00:00,view,web\n"
+        "C2,2024-01-01 10:00:00,view,web\n"
+        "C1,2024-01-01 10:05:00,cart,web\n"
+        "C2,2024-01-01 10:05:00,purchase,billing\n"
+        "C1,2024-01-01 10:05:00,purchase,billing\n"
+        "C2,2024-01-01 10:05:00,cart,web\n"
+    )
     (tmp_path / "shop.csv").write_text(csv)
     store = open_store(f"duckdb:///{tmp_path / 'cx.duckdb'}")
     try:
-        ingest_file(store, tmp_path / "shop.csv", source="shop", kind="events", department="web",
-                    mapping=Mapping("events", {"customer_id": "customer_id", "timestamp": "timestamp",
-                                               "activity": "activity", "department": "department"}))
+        ingest_file(
+            store,
+            tmp_path / "shop.csv",
+            source="shop",
+            kind="events",
+            department="web",
+            mapping=Mapping(
+                "events",
+                {
+                    "customer_id": "customer_id",
+                    "timestamp": "timestamp",
+                    "activity": "activity",
+                    "department": "department",
+                },
+            ),
+        )
         with store.connect() as conn:
             jl = jr.journey_log()
             f = jr.funnel(conn, jl, ["view", "cart", "purchase"])
@@ -142,7 +174,9 @@ def test_handoffs_paths_and_funnels_follow_the_file_order_at_a_tie(tmp_path):
         store.dispose()
     assert f["customers"].tolist() == [2, 2, 1]
     assert {(r.source_department, r.target_department): r.count for r in hand.itertuples()} == {
-        ("web", "billing"): 2, ("billing", "web"): 1}
+        ("web", "billing"): 2,
+        ("billing", "web"): 1,
+    }
     assert timelines == [["view", "cart", "purchase"], ["view", "purchase", "cart"]]
     links = {(r.source, r.target): r.customers for r in before.itertuples()}
     assert links == {("view", "cart"): 1, ("cart", "purchase"): 1, ("view", "purchase"): 1}
@@ -156,9 +190,16 @@ def test_journeys_of_online_retail_invoices_equal_pm4py(public_data, tmp_path):
     assert frame.duplicated(["CustomerID", "InvoiceDate"], keep=False).mean() > 0.9
     store = open_store(f"duckdb:///{tmp_path / 'cx.duckdb'}")
     try:
-        ingest_file(store, path, source="retail", kind="events", department="sales",
-                    mapping=Mapping("events", {"customer_id": "CustomerID", "timestamp": "InvoiceDate",
-                                               "activity": "StockCode"}))
+        ingest_file(
+            store,
+            path,
+            source="retail",
+            kind="events",
+            department="sales",
+            mapping=Mapping(
+                "events", {"customer_id": "CustomerID", "timestamp": "InvoiceDate", "activity": "StockCode"}
+            ),
+        )
         with store.connect() as conn:
             stored = conn.execute(sa.select(sa.func.count()).select_from(jr.journey_log())).scalar()
             dfg, starts, ends, _ = _ours(conn, jr.journey_log(keyed=True), **jr.KEYED)

@@ -44,12 +44,18 @@ def _pm4py_expected(frame: pd.DataFrame):
     frame = frame.sort_values(["case:concept:name", "time:timestamp"], kind="stable")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        keys = dict(case_id_key=PM4PY_KEYS["case_key"], activity_key=PM4PY_KEYS["activity_key"],
-                    timestamp_key=PM4PY_KEYS["timestamp_key"])
+        keys = dict(
+            case_id_key=PM4PY_KEYS["case_key"],
+            activity_key=PM4PY_KEYS["activity_key"],
+            timestamp_key=PM4PY_KEYS["timestamp_key"],
+        )
         dfg, starts, ends = pm4py.discover_dfg(frame, **keys)
         perf, _, _ = pm4py.discover_performance_dfg(
-            frame, case_id_key=PM4PY_KEYS["case_key"], activity_key=PM4PY_KEYS["activity_key"],
-            timestamp_key=PM4PY_KEYS["timestamp_key"], perf_aggregation_key="all",
+            frame,
+            case_id_key=PM4PY_KEYS["case_key"],
+            activity_key=PM4PY_KEYS["activity_key"],
+            timestamp_key=PM4PY_KEYS["timestamp_key"],
+            perf_aggregation_key="all",
         )
     return dfg, starts, ends, perf
 
@@ -73,10 +79,12 @@ def _assert_same_as_pm4py(frame: pd.DataFrame):
     # pm4py does not report distinct cases or p90 per edge: check those against plain pandas
     f = frame.sort_values(["case:concept:name", "time:timestamp"], kind="stable")
     g = f.groupby("case:concept:name")
-    f = f.assign(next=g["concept:name"].shift(-1), secs=(g["time:timestamp"].shift(-1) - f["time:timestamp"])
-                 .dt.total_seconds()).dropna(subset=["next"])
-    exp = f.groupby(["concept:name", "next"]).agg(customers=("case:concept:name", "nunique"),
-                                                   p90=("secs", lambda s: s.quantile(0.9)))
+    f = f.assign(
+        next=g["concept:name"].shift(-1), secs=(g["time:timestamp"].shift(-1) - f["time:timestamp"]).dt.total_seconds()
+    ).dropna(subset=["next"])
+    exp = f.groupby(["concept:name", "next"]).agg(
+        customers=("case:concept:name", "nunique"), p90=("secs", lambda s: s.quantile(0.9))
+    )
     for edge, row in exp.iterrows():
         assert by_edge.loc[edge, "customers"] == row["customers"]
         assert by_edge.loc[edge, "p90_seconds"] == pytest.approx(row["p90"], abs=1e-6)
@@ -92,6 +100,7 @@ def _running_example(public_data) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- pm4py anchor
 
+
 def test_dfg_counts_and_times_equal_pm4py_on_the_running_example_csv(public_data):
     ours = _assert_same_as_pm4py(_running_example(public_data))
     assert ours["count"].sum() == 36  # 42 events in 6 cases
@@ -101,7 +110,9 @@ def test_dfg_equals_pm4py_on_the_running_example_xes(public_data):
     pm4py = _pm4py()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        log = pm4py.read_xes(str(public_data / "pm4py_running_example" / "running-example.xes"), show_progress_bar=False)
+        log = pm4py.read_xes(
+            str(public_data / "pm4py_running_example" / "running-example.xes"), show_progress_bar=False
+        )
     _assert_same_as_pm4py(log[["case:concept:name", "concept:name", "time:timestamp"]])
 
 
@@ -125,9 +136,15 @@ def test_dfg_equals_pm4py_on_a_generated_log_with_hundreds_of_cases():
 #   c3: a(0)  b(120) b(150) c(200)
 
 TINY = [
-    ("c1", "a", 0), ("c1", "b", 60), ("c1", "c", 180),
-    ("c2", "a", 0), ("c2", "c", 30),
-    ("c3", "a", 0), ("c3", "b", 120), ("c3", "b", 150), ("c3", "c", 200),
+    ("c1", "a", 0),
+    ("c1", "b", 60),
+    ("c1", "c", 180),
+    ("c2", "a", 0),
+    ("c2", "c", 30),
+    ("c3", "a", 0),
+    ("c3", "b", 120),
+    ("c3", "b", 150),
+    ("c3", "c", 200),
 ]
 
 
@@ -148,8 +165,10 @@ KEYS = dict(case_key="case", activity_key="act", timestamp_key="time")
 
 
 def _edges(frame):
-    return {(s, t): (int(n), int(c)) for s, t, n, c in zip(frame["source"], frame["target"], frame["count"],
-                                                             frame["customers"], strict=True)}
+    return {
+        (s, t): (int(n), int(c))
+        for s, t, n, c in zip(frame["source"], frame["target"], frame["count"], frame["customers"], strict=True)
+    }
 
 
 def test_tiny_dfg_counts_customers_and_times_by_hand(tiny):
@@ -196,9 +215,11 @@ def test_start_and_end_activities(tiny):
 
 def test_variants_with_share_churn_and_duration(tiny):
     conn, t = tiny
-    outcomes = sa.select(
-        sa.literal_column("'c2'").label("case_id"), sa.true().label("churned")
-    ).union_all(sa.select(sa.literal_column("'c1'"), sa.false())).subquery("outcomes")
+    outcomes = (
+        sa.select(sa.literal_column("'c2'").label("case_id"), sa.true().label("churned"))
+        .union_all(sa.select(sa.literal_column("'c1'"), sa.false()))
+        .subquery("outcomes")
+    )
     v = jr.discover_variants(conn, t, outcomes=outcomes, **KEYS).set_index("variant")
     assert set(v.index) == {"a > b > c", "a > c", "a > b > b > c"}
     assert (v["customers"] == 1).all() and v["share"].sum() == pytest.approx(1.0)
@@ -228,10 +249,14 @@ def test_funnel_conversion_drop_off_and_time_with_a_window(tiny):
 
 def test_funnel_breaks_down_by_segment(tiny):
     conn, t = tiny
-    seg = sa.select(sa.literal_column("'c1'").label("case_id"), sa.literal_column("'smb'").label("segment")).union_all(
-        sa.select(sa.literal_column("'c2'"), sa.literal_column("'smb'")),
-        sa.select(sa.literal_column("'c3'"), sa.literal_column("'enterprise'")),
-    ).subquery("seg")
+    seg = (
+        sa.select(sa.literal_column("'c1'").label("case_id"), sa.literal_column("'smb'").label("segment"))
+        .union_all(
+            sa.select(sa.literal_column("'c2'"), sa.literal_column("'smb'")),
+            sa.select(sa.literal_column("'c3'"), sa.literal_column("'enterprise'")),
+        )
+        .subquery("seg")
+    )
     f = jr.funnel(conn, t, ["a", "b"], segments=seg, **KEYS)
     got = {(s, k): n for s, k, n in zip(f["segment"], f["step"], f["customers"], strict=True)}
     assert got == {("enterprise", 1): 1, ("enterprise", 2): 1, ("smb", 1): 2, ("smb", 2): 1}
@@ -241,17 +266,24 @@ def test_paths_to_and_from_an_anchor(tiny):
     conn, t = tiny
     to_c = jr.paths_to(conn, t, "c", steps=1, **KEYS)
     assert {(r.source_offset, r.source, r.target, r.customers) for r in to_c.itertuples()} == {
-        (-1, "b", "c", 2), (-1, "a", "c", 1)}
+        (-1, "b", "c", 2),
+        (-1, "a", "c", 1),
+    }
     from_a = jr.paths_from(conn, t, "a", steps=2, **KEYS)
     assert {(r.source_offset, r.source, r.target_offset, r.target, r.customers) for r in from_a.itertuples()} == {
-        (0, "a", 1, "b", 2), (0, "a", 1, "c", 1), (1, "b", 2, "c", 1), (1, "b", 2, "b", 1)}
+        (0, "a", 1, "b", 2),
+        (0, "a", 1, "c", 1),
+        (1, "b", 2, "c", 1),
+        (1, "b", 2, "b", 1),
+    }
 
 
 def test_handoffs_count_department_changes_and_their_waits(tiny):
     conn, t = tiny
     h = jr.discover_handoffs(conn, t, department_key="dept", **KEYS)
     assert h[["source_department", "target_department", "count", "customers"]].values.tolist() == [
-        ["web", "support", 3, 3]]
+        ["web", "support", 3, 3]
+    ]
     assert h["median_seconds"].iloc[0] == 50.0  # waits 120, 30, 50
 
 
@@ -264,22 +296,34 @@ def test_edge_customers_lists_the_cases_on_an_edge(tiny):
 def test_activity_nodes_count_reach_departments_starts_and_ends_by_hand():
     # TINY plus c4: d(0) d(10), a case that is one repeated step
     frame = pd.DataFrame(
-        [(c, a, T0 + timedelta(seconds=s), "support" if a in ("c", "d") else "web")
-         for c, a, s in TINY + [("c4", "d", 0), ("c4", "d", 10)]],
+        [
+            (c, a, T0 + timedelta(seconds=s), "support" if a in ("c", "d") else "web")
+            for c, a, s in TINY + [("c4", "d", 0), ("c4", "d", 10)]
+        ],
         columns=["case", "act", "time", "dept"],
     )
     engine = _duck()
     with engine.begin() as conn:
         t = jr.event_log_table(conn, frame, "nodes")
         plain = jr.activity_nodes(conn, t, department_key="dept", **KEYS).set_index("activity")
-        collapsed = jr.activity_nodes(conn, t, collapse_repeats=True, department_key="dept", **KEYS).set_index("activity")
+        collapsed = jr.activity_nodes(conn, t, collapse_repeats=True, department_key="dept", **KEYS).set_index(
+            "activity"
+        )
         counts = jr.activity_counts(conn, t, collapse_repeats=True, **KEYS)
     cols = ["count", "customers", "department", "starts", "ends"]
     assert plain.loc[["a", "b", "c", "d"], cols].values.tolist() == [
-        [3, 3, "web", 3, 0], [3, 2, "web", 0, 0], [3, 3, "support", 0, 3], [2, 1, "support", 1, 1]]
+        [3, 3, "web", 3, 0],
+        [3, 2, "web", 0, 0],
+        [3, 3, "support", 0, 3],
+        [2, 1, "support", 1, 1],
+    ]
     # collapsing drops c3's second b and c4's second d; reach, starts and ends stay
     assert collapsed.loc[["a", "b", "c", "d"], cols].values.tolist() == [
-        [3, 3, "web", 3, 0], [2, 2, "web", 0, 0], [3, 3, "support", 0, 3], [1, 1, "support", 1, 1]]
+        [3, 3, "web", 3, 0],
+        [2, 2, "web", 0, 0],
+        [3, 3, "support", 0, 3],
+        [1, 1, "support", 1, 1],
+    ]
     assert collapsed.index.tolist() == ["a", "c", "b", "d"]  # most frequent first, ties by name
     # the picker's list: every activity, counted before collapsing, most frequent first
     assert counts.values.tolist() == [["a", 3], ["b", 3], ["c", 3], ["d", 2]]
@@ -303,8 +347,12 @@ def _pandas_dfg(frame: pd.DataFrame, *, rename: dict, top_n: int, collapse: bool
     small = share < min_share
     pairs.loc[small, ["source", "target"]] = jr.OTHER
     out = pairs.groupby(["source", "target"]).agg(
-        count=("case", "size"), customers=("case", "nunique"), median_seconds=("secs", "median"),
-        p90_seconds=("secs", lambda s: s.quantile(0.9)), mean_seconds=("secs", "mean"))
+        count=("case", "size"),
+        customers=("case", "nunique"),
+        median_seconds=("secs", "median"),
+        p90_seconds=("secs", lambda s: s.quantile(0.9)),
+        mean_seconds=("secs", "mean"),
+    )
     out["share"] = out["count"] / len(pairs)
     out["customer_share"] = out["customers"] / n_cases
     return out
@@ -313,12 +361,14 @@ def _pandas_dfg(frame: pd.DataFrame, *, rename: dict, top_n: int, collapse: bool
 def test_dfg_with_every_noise_control_equals_a_pandas_computation():
     rng = np.random.default_rng(12)
     n = 6000
-    frame = pd.DataFrame({
-        "case:concept:name": [f"k{i}" for i in rng.integers(0, 300, n)],
-        "concept:name": [f"s{i}" for i in rng.zipf(1.5, n) % 14],
-        # whole minutes over a few days: plenty of equal times, so the tie-break by name matters
-        "time:timestamp": T0 + pd.to_timedelta(rng.integers(0, 5000, n), unit="min"),
-    })
+    frame = pd.DataFrame(
+        {
+            "case:concept:name": [f"k{i}" for i in rng.integers(0, 300, n)],
+            "concept:name": [f"s{i}" for i in rng.zipf(1.5, n) % 14],
+            # whole minutes over a few days: plenty of equal times, so the tie-break by name matters
+            "time:timestamp": T0 + pd.to_timedelta(rng.integers(0, 5000, n), unit="min"),
+        }
+    )
     controls = dict(rename={"s7": "s1", "s9": "s1", "s3": "three"}, top_n=6, collapse=True, min_share=0.02)
     exp = _pandas_dfg(frame, **controls)
     spec = jr.LogSpec(rename=controls["rename"], top_n=controls["top_n"], collapse_repeats=True)
@@ -343,8 +393,10 @@ def test_dfg_with_every_noise_control_equals_a_pandas_computation():
 
 # ----------------------------------------------------------------------------- friction, both backends
 
-CRM = "customer_id,email,phone,signup_date\nC1,one@x.com,5550001111,2023-01-01\nC2,two@x.com,,2023-01-01\n" \
-      "C3,three@x.com,,2023-01-01\nC4,four@x.com,,2023-01-01\n"
+CRM = (
+    "customer_id,email,phone,signup_date\nC1,one@x.com,5550001111,2023-01-01\nC2,two@x.com,,2023-01-01\n"
+    "C3,three@x.com,,2023-01-01\nC4,four@x.com,,2023-01-01\n"
+)
 TICKETS = (
     "ticket_id,customer_id,opened_at,closed_at,channel,topic,transfers,department\n"
     "T1,C1,2024-01-01 09:00,2024-01-01 10:00,chat,billing,0,billing\n"
@@ -367,21 +419,57 @@ def _load_tiny_company(store, tmp_path):
     files = {"crm.csv": CRM, "tickets.csv": TICKETS, "web.csv": WEB}
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    ingest_file(store, tmp_path / "crm.csv", source="crm", kind="customers", department="sales",
-                mapping=Mapping("customers", {"customer_id": "customer_id", "email": "email", "phone": "phone",
-                                              "signup_date": "signup_date"}))
-    ingest_file(store, tmp_path / "tickets.csv", source="helpdesk", kind="tickets", department="support",
-                mapping=Mapping("tickets", {c: c for c in ("ticket_id", "customer_id", "opened_at", "closed_at",
-                                                           "channel", "topic", "transfers", "department")}))
-    ingest_file(store, tmp_path / "web.csv", source="web", kind="events", department="web",
-                mapping=Mapping("events", {"customer_id": "customer_id", "timestamp": "timestamp",
-                                           "activity": "activity"}))
+    ingest_file(
+        store,
+        tmp_path / "crm.csv",
+        source="crm",
+        kind="customers",
+        department="sales",
+        mapping=Mapping(
+            "customers",
+            {"customer_id": "customer_id", "email": "email", "phone": "phone", "signup_date": "signup_date"},
+        ),
+    )
+    ingest_file(
+        store,
+        tmp_path / "tickets.csv",
+        source="helpdesk",
+        kind="tickets",
+        department="support",
+        mapping=Mapping(
+            "tickets",
+            {
+                c: c
+                for c in (
+                    "ticket_id",
+                    "customer_id",
+                    "opened_at",
+                    "closed_at",
+                    "channel",
+                    "topic",
+                    "transfers",
+                    "department",
+                )
+            },
+        ),
+    )
+    ingest_file(
+        store,
+        tmp_path / "web.csv",
+        source="web",
+        kind="events",
+        department="web",
+        mapping=Mapping("events", {"customer_id": "customer_id", "timestamp": "timestamp", "activity": "activity"}),
+    )
 
 
 def _moments(conn, **kw):
     m = jr.friction_moments(**kw)
-    rows = conn.execute(sa.select(m.c.hotspot, m.c.cx_id, m.c.ts, m.c.leaked_department, m.c.absorbed_department)
-                        .order_by(m.c.hotspot, m.c.cx_id, m.c.ts)).all()
+    rows = conn.execute(
+        sa.select(m.c.hotspot, m.c.cx_id, m.c.ts, m.c.leaked_department, m.c.absorbed_department).order_by(
+            m.c.hotspot, m.c.cx_id, m.c.ts
+        )
+    ).all()
     return [(h, c, pd.Timestamp(t).strftime("%m-%d %H:%M"), lk, ab) for h, c, t, lk, ab in rows]
 
 
@@ -405,8 +493,12 @@ def test_friction_moments_by_hand_on_both_backends(store, tmp_path):
         assert edges[("checkout", "checkout_error")] == (1, 1)
         assert dfg["count"].sum() == 24 - 4  # 24 steps (4 signups, 16 ticket steps, 4 web) of 4 customers
         spots = jr.hotspots(conn)
-        assert set(spots["hotspot"]) == {"checkout error", "help page then contact", "repeat contact",
-                                         "transferred ticket"}
+        assert set(spots["hotspot"]) == {
+            "checkout error",
+            "help page then contact",
+            "repeat contact",
+            "transferred ticket",
+        }
         assert spots.set_index("hotspot").loc["help page then contact", "customers"] == 2
 
 
@@ -435,6 +527,7 @@ def test_masking_is_the_privacy_rule_and_csv_neutralising():
 
 # ----------------------------------------------------------------------------- the demo company
 
+
 @pytest.fixture(scope="module")
 def demo(demo_store):
     s = open_store(demo_store["url"], create=False)
@@ -446,8 +539,10 @@ def test_demo_dfg_equals_an_independent_pandas_computation(demo):
     with demo.connect() as conn:
         jl = jr.journey_log()
         order = ["load_id", "row_number", "row_step"]
-        raw = pd.DataFrame(conn.execute(sa.select(jl.c.cx_id, jl.c.activity, jl.c.ts, *(jl.c[o] for o in order))).all(),
-                           columns=["cx_id", "activity", "ts", *order])
+        raw = pd.DataFrame(
+            conn.execute(sa.select(jl.c.cx_id, jl.c.activity, jl.c.ts, *(jl.c[o] for o in order))).all(),
+            columns=["cx_id", "activity", "ts", *order],
+        )
         ours = jr.discover_dfg(conn, jl)
     # steps at the same time keep the files' order (load, line, step of the line)
     raw = raw.sort_values(["cx_id", "ts", *order], kind="stable")
@@ -455,8 +550,9 @@ def test_demo_dfg_equals_an_independent_pandas_computation(demo):
     raw["target"] = g["activity"].shift(-1)
     raw["secs"] = (g["ts"].shift(-1) - raw["ts"]).dt.total_seconds()
     pairs = raw.dropna(subset=["target"])
-    exp = pairs.groupby(["activity", "target"]).agg(count=("cx_id", "size"), customers=("cx_id", "nunique"),
-                                                      median=("secs", "median"))
+    exp = pairs.groupby(["activity", "target"]).agg(
+        count=("cx_id", "size"), customers=("cx_id", "nunique"), median=("secs", "median")
+    )
     got = ours.set_index(["source", "target"])
     assert len(got) == len(exp) > 100
     assert exp["count"].tolist() == got.loc[exp.index, "count"].tolist()
@@ -470,17 +566,24 @@ def test_demo_handoffs_equal_an_independent_pandas_computation(demo):
     with demo.connect() as conn:
         jl = jr.journey_log()
         order = ["load_id", "row_number", "row_step"]
-        raw = pd.DataFrame(conn.execute(sa.select(jl.c.cx_id, jl.c.activity, jl.c.ts, jl.c.department,
-                                                  *(jl.c[o] for o in order))).all(),
-                           columns=["cx_id", "activity", "ts", "department", *order])
+        raw = pd.DataFrame(
+            conn.execute(
+                sa.select(jl.c.cx_id, jl.c.activity, jl.c.ts, jl.c.department, *(jl.c[o] for o in order))
+            ).all(),
+            columns=["cx_id", "activity", "ts", "department", *order],
+        )
         ours = jr.discover_handoffs(conn, jl, department_key="department")
     raw = raw.sort_values(["cx_id", "ts", *order], kind="stable")
     g = raw.groupby("cx_id")
     raw["to"] = g["department"].shift(-1)
     raw["secs"] = (g["ts"].shift(-1) - raw["ts"]).dt.total_seconds()
     moves = raw[raw["to"].notna() & (raw["to"] != raw["department"])]
-    exp = moves.groupby(["department", "to"]).agg(count=("cx_id", "size"), customers=("cx_id", "nunique"),
-                                                  median=("secs", "median"), p90=("secs", lambda v: v.quantile(0.9)))
+    exp = moves.groupby(["department", "to"]).agg(
+        count=("cx_id", "size"),
+        customers=("cx_id", "nunique"),
+        median=("secs", "median"),
+        p90=("secs", lambda v: v.quantile(0.9)),
+    )
     got = ours.set_index(["source_department", "target_department"])
     assert len(got) == len(exp) >= 6
     assert exp["count"].tolist() == got.loc[exp.index, "count"].tolist()
@@ -508,23 +611,34 @@ def test_the_pages_journeys_on_integer_keys_equal_the_journeys_on_customer_ids(d
         pairs = {
             "dfg": (run["journeys.dfg"](conn, **params), jr.discover_dfg(conn, jl, spec, min_share=f.min_share)),
             "nodes": (run["journeys.nodes"](conn, **params), jr.activity_nodes(conn, jl, spec)),
-            "paths": (run["journeys.paths"](conn, **wide, anchor="cancel_page", direction="before", steps=5),
-                      jr.paths_to(conn, jl, "cancel_page", steps=5, spec=replace(spec, top_n=None))),
-            "paths after": (run["journeys.paths"](conn, **wide, anchor="pricing", direction="after", steps=3),
-                            jr.paths_from(conn, jl, "pricing", steps=3, spec=replace(spec, top_n=None))),
-            "variants": (run["journeys.variants"](conn, **params, max_steps=5, rarest=False, contains=""),
-                         jr.discover_variants(conn, jl, spec, outcomes=jr.customer_outcomes(conn), max_steps=5,
-                                              limit=30)),
-            "funnel": (run["journeys.funnel"](conn, steps=steps, days=30, by_segment=True),
-                       jr.funnel(conn, jl, steps, window_days=30, segments=jr.customer_segments())),
+            "paths": (
+                run["journeys.paths"](conn, **wide, anchor="cancel_page", direction="before", steps=5),
+                jr.paths_to(conn, jl, "cancel_page", steps=5, spec=replace(spec, top_n=None)),
+            ),
+            "paths after": (
+                run["journeys.paths"](conn, **wide, anchor="pricing", direction="after", steps=3),
+                jr.paths_from(conn, jl, "pricing", steps=3, spec=replace(spec, top_n=None)),
+            ),
+            "variants": (
+                run["journeys.variants"](conn, **params, max_steps=5, rarest=False, contains=""),
+                jr.discover_variants(conn, jl, spec, outcomes=jr.customer_outcomes(conn), max_steps=5, limit=30),
+            ),
+            "funnel": (
+                run["journeys.funnel"](conn, steps=steps, days=30, by_segment=True),
+                jr.funnel(conn, jl, steps, window_days=30, segments=jr.customer_segments()),
+            ),
             "handoffs": (run["journeys.handoffs"](conn), jr.discover_handoffs(conn, jl, department_key="department")),
-            "edge cohort": (run["journeys.edge_customers"](conn, **params, source=edge["source"], target=edge["target"]),
-                            jr.edge_customers(conn, jl, edge["source"], edge["target"], spec)),
+            "edge cohort": (
+                run["journeys.edge_customers"](conn, **params, source=edge["source"], target=edge["target"]),
+                jr.edge_customers(conn, jl, edge["source"], edge["target"], spec),
+            ),
             "hotspots": (run["journeys.hotspots"](conn, repeat_days=7), jr.hotspots(conn, repeat_days=7)),
         }
         for spot in pairs["hotspots"][1]["hotspot"]:
-            pairs[f"hotspot cohort {spot}"] = (run["journeys.hotspot_customers"](conn, hotspot=spot, repeat_days=7),
-                                               jr.hotspot_customers(conn, spot, repeat_days=7))
+            pairs[f"hotspot cohort {spot}"] = (
+                run["journeys.hotspot_customers"](conn, hotspot=spot, repeat_days=7),
+                jr.hotspot_customers(conn, spot, repeat_days=7),
+            )
         activities = run["journeys.activities"](conn, **views.map_params(views.activity_filters(f)))
         assert activities == jr.activity_counts(conn, jl, views.activity_filters(f).spec())["activity"].tolist()
     for name, (keyed, by_id) in pairs.items():
@@ -536,9 +650,12 @@ def test_the_pages_journeys_on_integer_keys_equal_the_journeys_on_customer_ids(d
 def test_demo_repeat_contacts_equal_a_pandas_count(demo):
     k, im = KIND_TABLES["tickets"], identity_map_table
     with demo.connect() as conn:
-        t = pd.DataFrame(conn.execute(sa.select(im.c.cx_id, k.c.opened_at, k.c.topic)
-                                      .select_from(k.join(im, im.c.id_key == k.c.id_key))).all(),
-                         columns=["cx_id", "opened", "topic"])
+        t = pd.DataFrame(
+            conn.execute(
+                sa.select(im.c.cx_id, k.c.opened_at, k.c.topic).select_from(k.join(im, im.c.id_key == k.c.id_key))
+            ).all(),
+            columns=["cx_id", "opened", "topic"],
+        )
         m = jr.friction_moments()
         n_sql = conn.execute(sa.select(sa.func.count()).select_from(m).where(m.c.hotspot == "repeat contact")).scalar()
     t["topic"] = t["topic"].fillna("other")
@@ -586,6 +703,6 @@ def test_a_carriage_return_in_a_cohort_cell_cannot_start_a_row_of_its_own():
     import csv
     import io
 
-    frame = pd.DataFrame({"cx_id": ["C1", "C2"], "note": ["fine", "line\r=HYPERLINK(\"x\")"]})
+    frame = pd.DataFrame({"cx_id": ["C1", "C2"], "note": ["fine", 'line\r=HYPERLINK("x")']})
     rows = list(csv.reader(io.StringIO(jr.cohort_csv(frame).decode("utf-8-sig"), newline="")))
     assert rows == [["cx_id", "note"], ["C1", "fine"], ["C2", 'line\r=HYPERLINK("x")']]

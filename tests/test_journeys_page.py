@@ -65,10 +65,14 @@ def test_page_works_on_an_uploaded_pm4py_event_log(public_data, tmp_path, monkey
     url = f"duckdb:///{tmp_path / 'log.duckdb'}"
     store = open_store(url)
     ingest_file(
-        store, public_data / "pm4py_running_example" / "running-example.csv", source="process", kind="events",
+        store,
+        public_data / "pm4py_running_example" / "running-example.csv",
+        source="process",
+        kind="events",
         department="operations",
-        mapping=Mapping("events", {"customer_id": "case:concept:name", "timestamp": "time:timestamp",
-                                   "activity": "concept:name"}),
+        mapping=Mapping(
+            "events", {"customer_id": "case:concept:name", "timestamp": "time:timestamp", "activity": "concept:name"}
+        ),
     )
     store.dispose()
     monkeypatch.setenv("CXDASH_DB_URL", url)
@@ -100,15 +104,22 @@ def _drive_the_page(browser, app_url, artifacts):
     page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)
     page.wait_for_timeout(2000)
     shots = {}
-    for name, heading in (("map", "Journey map"), ("sankey", "Paths around one step"),
-                          ("hotspots", "Friction hotspots"), ("drilldown", "Drill down")):
+    for name, heading in (
+        ("map", "Journey map"),
+        ("sankey", "Paths around one step"),
+        ("hotspots", "Friction hotspots"),
+        ("drilldown", "Drill down"),
+    ):
         section = page.get_by_role("heading", name=heading)
         section.scroll_into_view_if_needed()
         page.wait_for_timeout(800)
         box = section.bounding_box()
         shot = artifacts / f"journeys-{name}.png"
-        page.screenshot(path=str(shot), clip={"x": 0, "y": box["y"] - 10 + page.evaluate("window.scrollY"),
-                                              "width": 1500, "height": 900}, full_page=True)
+        page.screenshot(
+            path=str(shot),
+            clip={"x": 0, "y": box["y"] - 10 + page.evaluate("window.scrollY"), "width": 1500, "height": 900},
+            full_page=True,
+        )
         shots[name] = shot
     page.screenshot(path=str(artifacts / "journeys.png"), full_page=True)
     content = page.content()

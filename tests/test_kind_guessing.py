@@ -31,7 +31,9 @@ def stored_counts(db: str) -> dict[str, int]:
     """Rows in every data table and in the load log, source list and saved mappings."""
     store = open_store(db)
     with store.connect() as conn:
-        out = {name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for name, t in KIND_TABLES.items()}
+        out = {
+            name: conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() for name, t in KIND_TABLES.items()
+        }
         for t in (loads_table, sources_table, quarantine_table):
             out[t.name] = conn.execute(sa.select(sa.func.count()).select_from(t)).scalar()
     with store.app_begin() as conn:
@@ -97,7 +99,9 @@ def test_tickets_are_not_read_as_subscriptions_and_accounts_not_as_subscriptions
     tickets = guesses_for(KINDS_DIR / "saas_support_tickets.csv")
     subs = next(g for g in tickets if g.kind == "subscriptions")
     assert tickets[0].kind == "tickets" and tickets[0].score - subs.score >= 2
-    assert "column 'ticket_id' is unique: each row is one ticket, and subscriptions has no field for that" in subs.reasons
+    assert (
+        "column 'ticket_id' is unique: each row is one ticket, and subscriptions has no field for that" in subs.reasons
+    )
     accounts = guesses_for(KINDS_DIR / "saas_accounts.csv")
     assert accounts[0].kind == "customers"
     assert "column 'account_id' is unique in the 60 rows read: one row per customer" in accounts[0].reasons
@@ -285,8 +289,10 @@ def test_duplicates_are_counted_on_the_declared_key_and_conflicts_are_quarantine
 def test_most_rows_repeating_the_key_refuses_the_load_and_stores_nothing(duck, tmp_path):
     p = tmp_path / "tickets.csv"
     # 5 rows, 3 of them repeat T1 (3/5 = 60% > 50%)
-    p.write_text("ticket_id,email,opened_at\n" + "".join(
-        f"T{1 if i < 4 else i},u{i}@example.com,2024-01-0{i + 1} 10:00\n" for i in range(5)))
+    p.write_text(
+        "ticket_id,email,opened_at\n"
+        + "".join(f"T{1 if i < 4 else i},u{i}@example.com,2024-01-0{i + 1} 10:00\n" for i in range(5))
+    )
     with pytest.raises(IngestError, match=r"3 of 5 rows repeat a ticket_id .* probably not a tickets extract"):
         ingest_file(duck, p, source="helpdesk", kind="tickets")
     with duck.connect() as conn:
@@ -322,7 +328,9 @@ def test_check_of_a_file_with_invalid_rows_exits_non_zero_and_says_it_would_not_
     assert code == 1
     assert "failure: opened_at: 1 row(s) not" in out and "it would NOT load as it is." in out
     assert nothing_stored(db)
-    assert main(["--db", db, "ingest", str(p), "--source", "helpdesk", "--kind", "tickets", "--check",
-                 "--reject-invalid"]) == 0
+    assert (
+        main(["--db", db, "ingest", str(p), "--source", "helpdesk", "--kind", "tickets", "--check", "--reject-invalid"])
+        == 0
+    )
     assert "it would load." in capsys.readouterr().out
     assert nothing_stored(db)

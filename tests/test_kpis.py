@@ -80,20 +80,55 @@ EVENTS = """customer_id,ts,activity
 C2,2024-06-30 18:00,feature_use
 """
 MAPPINGS = {
-    "crm": ("customers", CRM, {
-        "customer_id": "customer_id", "email": "email", "signup_date": "signup_date", "segment": "segment",
-        "region": "region", "plan": "plan", "acquisition_channel": "channel", "campaign": "campaign",
-    }),
-    "subscriptions": ("subscriptions", SUBSCRIPTIONS, {
-        "subscription_id": "sub", "customer_id": "customer_id", "start": "start", "end": "end", "mrr": "mrr",
-    }),
-    "helpdesk": ("tickets", TICKETS, {
-        "ticket_id": "ticket", "email": "email", "opened_at": "opened", "closed_at": "closed", "topic": "topic",
-        "transfers": "transfers", "satisfaction": "csat", "department": "team",
-    }),
-    "billing": ("transactions", TRANSACTIONS, {
-        "customer_id": "customer_id", "timestamp": "ts", "amount": "amount", "status": "status",
-    }),
+    "crm": (
+        "customers",
+        CRM,
+        {
+            "customer_id": "customer_id",
+            "email": "email",
+            "signup_date": "signup_date",
+            "segment": "segment",
+            "region": "region",
+            "plan": "plan",
+            "acquisition_channel": "channel",
+            "campaign": "campaign",
+        },
+    ),
+    "subscriptions": (
+        "subscriptions",
+        SUBSCRIPTIONS,
+        {
+            "subscription_id": "sub",
+            "customer_id": "customer_id",
+            "start": "start",
+            "end": "end",
+            "mrr": "mrr",
+        },
+    ),
+    "helpdesk": (
+        "tickets",
+        TICKETS,
+        {
+            "ticket_id": "ticket",
+            "email": "email",
+            "opened_at": "opened",
+            "closed_at": "closed",
+            "topic": "topic",
+            "transfers": "transfers",
+            "satisfaction": "csat",
+            "department": "team",
+        },
+    ),
+    "billing": (
+        "transactions",
+        TRANSACTIONS,
+        {
+            "customer_id": "customer_id",
+            "timestamp": "ts",
+            "amount": "amount",
+            "status": "status",
+        },
+    ),
     "web": ("events", EVENTS, {"customer_id": "customer_id", "timestamp": "ts", "activity": "activity"}),
 }
 Q2 = kpis.Period.from_dates(date(2024, 4, 1), date(2024, 6, 30))  # previous: 1 Jan - 31 Mar 2024 (91 days)
@@ -239,12 +274,22 @@ def test_the_kpi_queries_agree_across_engines(tiny):
 def test_churn_from_a_label_when_there_are_no_subscriptions(duck, tmp_path):
     path = tmp_path / "telco.csv"
     path.write_text("id,Churn,Contract\nA,Yes,Month-to-month\nB,No,One year\nC,No,Two year\nD,Yes,Month-to-month\n")
-    ingest_file(duck, path, source="crm", mapping=Mapping.from_dict(
-        {"kind": "customers", "columns": {"customer_id": "id", "churn_label": "Churn", "plan": "Contract"}}))
+    ingest_file(
+        duck,
+        path,
+        source="crm",
+        mapping=Mapping.from_dict(
+            {"kind": "customers", "columns": {"customer_id": "id", "churn_label": "Churn", "plan": "Contract"}}
+        ),
+    )
     with duck.connect() as conn:
         report = kpis.kpi_report(conn, with_clv=False)
-        plan = kpis.kpi_report(conn, kpis.Period.from_dates(date(2024, 1, 1), date(2024, 3, 31)),
-                               kpis.Filters(plan=["Month-to-month"]), with_clv=False)
+        plan = kpis.kpi_report(
+            conn,
+            kpis.Period.from_dates(date(2024, 1, 1), date(2024, 3, 31)),
+            kpis.Filters(plan=["Month-to-month"]),
+            with_clv=False,
+        )
     assert report.churn_basis == "label" and report.period is None  # no dates at all
     with duck.connect() as conn:
         labelled = kpis.kpi_table(conn, [Q2]).loc[0]
@@ -274,8 +319,12 @@ def demo(demo_store):
     email = hd["Requester Email"].str.lower()
     email = email.where(~email.str.startswith("support@"))
     hd["who"] = email.map(by_email).fillna(_digits10(hd["Requester Phone"]).map(by_phone))
-    for f, cols in ((subs, ["start_date", "end_date"]), (bill, ["txn_date"]), (hd, ["Created", "Resolved"]),
-                    (crm, ["Signup Date"])):
+    for f, cols in (
+        (subs, ["start_date", "end_date"]),
+        (bill, ["txn_date"]),
+        (hd, ["Created", "Resolved"]),
+        (crm, ["Signup Date"]),
+    ):
         for c in cols:
             f[c] = pd.to_datetime(f[c], format="ISO8601")
     bill["amount"] = bill["amount"].astype(float)
@@ -291,8 +340,18 @@ def demo(demo_store):
         report = kpis.kpi_report(conn, period)
         spring = kpis.kpi_table(conn, [period], kpis.Filters(campaign=["spring_blast"])).loc[0]
     store.dispose()
-    return dict(crm=crm, subs=subs, bill=bill, hd=hd, now=now, period=period, table=table, conflicts=conflicts,
-                report=report, spring=spring)
+    return dict(
+        crm=crm,
+        subs=subs,
+        bill=bill,
+        hd=hd,
+        now=now,
+        period=period,
+        table=table,
+        conflicts=conflicts,
+        report=report,
+        spring=spring,
+    )
 
 
 def test_demo_churn_renewal_and_revenue_churn_match_pandas(demo):
@@ -411,10 +470,25 @@ def test_cli_prints_the_kpis_as_json(demo_store, demo, capsys):
 
 def test_holdout_check_on_online_retail_matches_a_direct_fit(duck, public_data):
     path = public_data / "online_retail" / "online_retail_sample.csv"
-    ingest_file(duck, path, source="shop", reject_invalid=True, mapping=Mapping.from_dict({
-        "kind": "transactions", "columns": {"customer_id": "CustomerID", "timestamp": "InvoiceDate",
-                                            "quantity": "Quantity", "unit_price": "UnitPrice",
-                                            "transaction_id": "InvoiceNo", "product": "Description"}}))
+    ingest_file(
+        duck,
+        path,
+        source="shop",
+        reject_invalid=True,
+        mapping=Mapping.from_dict(
+            {
+                "kind": "transactions",
+                "columns": {
+                    "customer_id": "CustomerID",
+                    "timestamp": "InvoiceDate",
+                    "quantity": "Quantity",
+                    "unit_price": "UnitPrice",
+                    "transaction_id": "InvoiceNo",
+                    "product": "Description",
+                },
+            }
+        ),
+    )
     with duck.connect() as conn:
         check = kpis.holdout_check(conn)
     assert check["ok"], check["message"]
@@ -423,8 +497,14 @@ def test_holdout_check_on_online_retail_matches_a_direct_fit(duck, public_data):
     raw["amount"] = raw["Quantity"] * raw["UnitPrice"]
     raw["ts"] = pd.to_datetime(raw["InvoiceDate"])
     cal_end = check["calibration_end"] - pd.Timedelta(days=1)
-    ref = calibration_and_holdout(raw, customer_col="CustomerID", timestamp_col="ts", amount_col="amount",
-                                  calibration_end=cal_end, observation_end=raw["ts"].max())
+    ref = calibration_and_holdout(
+        raw,
+        customer_col="CustomerID",
+        timestamp_col="ts",
+        amount_col="amount",
+        calibration_end=cal_end,
+        observation_end=raw["ts"].max(),
+    )
     ref = ref[ref["T_cal"] > 0]
     assert check["customers"] == len(ref)
     assert check["actual_total"] == ref["frequency_holdout"].sum()
@@ -432,7 +512,9 @@ def test_holdout_check_on_online_retail_matches_a_direct_fit(duck, public_data):
     # with a small penalty, which the reference fit repeats.
     assert check["penalizer"] == kpis.FALLBACK_PENALIZER and "penalty" in check["message"]
     bg = BGNBD(penalizer_coef=check["penalizer"]).fit(ref["frequency_cal"], ref["recency_cal"], ref["T_cal"])
-    predicted = bg.expected_purchases(float(check["holdout_days"]), ref["frequency_cal"], ref["recency_cal"], ref["T_cal"])
+    predicted = bg.expected_purchases(
+        float(check["holdout_days"]), ref["frequency_cal"], ref["recency_cal"], ref["T_cal"]
+    )
     assert check["predicted_total"] == pytest.approx(float(np.sum(predicted)), rel=1e-4)
     # The model should be in the right ballpark on real data (within 30% in total).
     assert 0.7 < check["predicted_total"] / check["actual_total"] < 1.3
@@ -443,8 +525,9 @@ def test_rfm_in_the_database_equals_the_pandas_summary(tiny):
         got = kpis.rfm_in_database(conn, Q2.end)
     tx = pd.read_csv(pd.io.common.StringIO(TRANSACTIONS))
     tx = tx[tx["status"] != "failed"]
-    ref = rfm_summary(tx, customer_col="customer_id", timestamp_col="ts", amount_col="amount",
-                      observation_end="2024-06-30")
+    ref = rfm_summary(
+        tx, customer_col="customer_id", timestamp_col="ts", amount_col="amount", observation_end="2024-06-30"
+    )
     got.index.name = "customer_id"
     pd.testing.assert_frame_equal(got[["frequency", "recency", "T", "monetary_value"]], ref, check_names=False)
 
@@ -458,10 +541,15 @@ def test_activation_is_the_share_of_the_top_risk_decile_acted_on(tiny):
     assert report.value("activation_rate") is None and "scored" in report.notes["activation_rate"]
     # Twenty scored customers: the top decile is the two riskiest; one of them was contacted, and a
     # low-risk customer was actioned (which does not count).
-    scores = pd.DataFrame({
-        "model_version": 1, "position": range(1, 21), "cx_id": [f"X{i}" for i in range(20)],
-        "risk": [0.9, 0.8] + [0.1] * 18, "scored_at": datetime(2024, 6, 30),
-    })
+    scores = pd.DataFrame(
+        {
+            "model_version": 1,
+            "position": range(1, 21),
+            "cx_id": [f"X{i}" for i in range(20)],
+            "risk": [0.9, 0.8] + [0.1] * 18,
+            "scored_at": datetime(2024, 6, 30),
+        }
+    )
     with tiny.app_begin() as conn:
         bulk_insert(conn, scores_table, scores)
     mark(tiny, ["X1"], "contacted", actor="agent")

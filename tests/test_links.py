@@ -42,16 +42,21 @@ def load_company(store, *, usage: bool = True):
     ingest_file(store, SAAS / "subscriptions.csv", source="subs", mapping=Mapping.from_dict(SUBSCRIPTIONS))
     ingest_file(store, SAAS / "tickets.csv", source="helpdesk", mapping=Mapping.from_dict(TICKETS))
     if usage:
-        return ingest_file(store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(USAGE),
-                           department="product")
+        return ingest_file(
+            store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(USAGE), department="product"
+        )
     return None
 
 
 def customer_of_rows(conn, source: str) -> pd.DataFrame:
     """``row_number, cx_id`` of every stored row of ``source`` (events), cx_id None when unmatched."""
     t, ck = KIND_TABLES["events"], customer_keys_table
-    q = (sa.select(t.c.row_number, ck.c.cx_id).select_from(t.outerjoin(ck, ck.c.cx_key == t.c.cx_key))
-         .where(t.c.source == source).order_by(t.c.row_number))
+    q = (
+        sa.select(t.c.row_number, ck.c.cx_id)
+        .select_from(t.outerjoin(ck, ck.c.cx_key == t.c.cx_key))
+        .where(t.c.source == source)
+        .order_by(t.c.row_number)
+    )
     return pd.DataFrame([tuple(r) for r in conn.execute(q)], columns=["row_number", "cx_id"], dtype=object)
 
 
@@ -120,15 +125,36 @@ def test_a_subscription_id_reused_by_a_second_account_merges_nobody(store):
 def test_an_order_id_on_two_accounts_leaves_its_lines_unmatched_and_counted(store, tmp_path):
     ingest_file(store, SAAS / "accounts.csv", source="crm", mapping=Mapping.from_dict(ACCOUNTS))
     orders = tmp_path / "orders.csv"
-    orders.write_text("order_id,account_id,ordered_at,amount\nO1,A1,2024-05-01,10\nO2,A2,2024-05-02,20\n"
-                      "O3,A3,2024-05-03,30\nO3,A4,2024-05-03,31\n")
+    orders.write_text(
+        "order_id,account_id,ordered_at,amount\nO1,A1,2024-05-01,10\nO2,A2,2024-05-02,20\n"
+        "O3,A3,2024-05-03,30\nO3,A4,2024-05-03,31\n"
+    )
     lines = tmp_path / "lines.csv"
-    lines.write_text("line_id,order_id,added_at,product\nL1,O1,2024-05-01,pen\nL2,O1,2024-05-01,ink\n"
-                     "L3,O2,2024-05-02,pad\nL4,O3,2024-05-03,desk\nL5,O3,2024-05-03,lamp\n")
-    ingest_file(store, orders, source="orders", mapping=Mapping.from_dict({"kind": "transactions", "columns": {
-        "transaction_id": "order_id", "account_id": "account_id", "timestamp": "ordered_at", "amount": "amount"}}))
+    lines.write_text(
+        "line_id,order_id,added_at,product\nL1,O1,2024-05-01,pen\nL2,O1,2024-05-01,ink\n"
+        "L3,O2,2024-05-02,pad\nL4,O3,2024-05-03,desk\nL5,O3,2024-05-03,lamp\n"
+    )
+    ingest_file(
+        store,
+        orders,
+        source="orders",
+        mapping=Mapping.from_dict(
+            {
+                "kind": "transactions",
+                "columns": {
+                    "transaction_id": "order_id",
+                    "account_id": "account_id",
+                    "timestamp": "ordered_at",
+                    "amount": "amount",
+                },
+            }
+        ),
+    )
     result = ingest_file(
-        store, lines, source="order_lines", links={"order_id": {"source": "orders", "field": "transaction_id"}},
+        store,
+        lines,
+        source="order_lines",
+        links={"order_id": {"source": "orders", "field": "transaction_id"}},
         mapping=Mapping.from_dict({"kind": "events", "columns": {"timestamp": "added_at", "activity": "product"}}),
     )
     assert result.links == {"linked": 5, "matched": 3, "ambiguous": 2, "unknown": 0}
@@ -136,8 +162,10 @@ def test_an_order_id_on_two_accounts_leaves_its_lines_unmatched_and_counted(stor
         got = [None if pd.isna(c) else c for c in customer_of_rows(conn, "order_lines")["cx_id"]]
         conflicts = [tuple(r) for r in conn.execute(sa.select(link_conflicts_table))]
         cov = stitch_coverage(conn)
-        known = sorted(r[0] for r in conn.execute(
-            sa.select(customer_keys_table.c.cx_id).where(customer_keys_table.c.known.is_(True))))
+        known = sorted(
+            r[0]
+            for r in conn.execute(sa.select(customer_keys_table.c.cx_id).where(customer_keys_table.c.known.is_(True)))
+        )
     assert got == ["A1", "A1", "A2", None, None]
     assert conflicts == [("orders.transaction_id:O3", 2)]
     lines_cov = cov[cov["source"] == "order_lines"].set_index("status")["rows"].to_dict()
@@ -175,7 +203,9 @@ def test_a_link_to_a_source_not_loaded_is_refused_with_the_fix(store):
 
 def test_parse_link_reads_column_source_and_field():
     assert parse_link("sub_ref=billing.eu.subscription_id") == (
-        "sub_ref", {"source": "billing.eu", "field": "subscription_id"})
+        "sub_ref",
+        {"source": "billing.eu", "field": "subscription_id"},
+    )
     with pytest.raises(LinkError, match="COLUMN=SOURCE.FIELD"):
         parse_link("sub_ref")
 
@@ -186,9 +216,24 @@ def test_the_cli_link_flag_loads_usage_through_subscriptions(duck, tmp_path, cap
     mapping.write_text(json.dumps({k: v for k, v in USAGE.items() if k != "links"}))
     url = duck.url
     duck.dispose()
-    code = main(["--db", url, "ingest", str(SAAS / "feature_usage.csv"), "--source", "usage", "--mapping",
-                 str(mapping), "--link", "subscription_id=subs.subscription_id", "--department", "product",
-                 "--owner", "Product analytics"])
+    code = main(
+        [
+            "--db",
+            url,
+            "ingest",
+            str(SAAS / "feature_usage.csv"),
+            "--source",
+            "usage",
+            "--mapping",
+            str(mapping),
+            "--link",
+            "subscription_id=subs.subscription_id",
+            "--department",
+            "product",
+            "--owner",
+            "Product analytics",
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     # the CLI says how the link fared: 16 of the 17 rows with a subscription id matched, S99 did not
@@ -202,6 +247,7 @@ def test_the_cli_link_flag_loads_usage_through_subscriptions(duck, tmp_path, cap
 
 
 # ----------------------------------------------------------------------------- department and owner
+
 
 def test_department_and_owner_default_from_the_kind_and_survive_a_reload(store):
     load_company(store)
@@ -239,7 +285,8 @@ def test_editing_department_and_owner_is_audited_and_refuses_unknown_sources(sto
     entry = audit.recent(store, action="source_owner_changed").iloc[0]
     assert entry["actor"] == "ops-ana"
     assert json.loads(entry["detail"]) == {
-        "source": "subs", "before": {"department": "billing", "owner": "billing"},
+        "source": "subs",
+        "before": {"department": "billing", "owner": "billing"},
         "after": {"department": "finance", "owner": "Billing ops (Lee)"},
     }
     with store.connect() as conn:
@@ -276,6 +323,7 @@ def test_an_invalid_load_keeps_the_sources_department_and_owner(store, tmp_path)
 
 # ----------------------------------------------------------------------------- migrate
 
+
 def _downgrade(store) -> None:
     """Make ``store`` look like the schema before this change: no account_id on events, tickets
     and opportunities, no link keys, no source owner, no hub reason, no link tables."""
@@ -309,8 +357,11 @@ def test_migrate_upgrades_a_store_of_the_previous_schema(store):
     ingest_file(store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(USAGE))
     with store.connect() as conn:
         got = customer_of_rows(conn, "usage")["cx_id"]
-        tickets = conn.execute(sa.select(sa.func.count()).select_from(KIND_TABLES["tickets"])
-                               .where(KIND_TABLES["tickets"].c.cx_key.is_not(None))).scalar()
+        tickets = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(KIND_TABLES["tickets"])
+            .where(KIND_TABLES["tickets"].c.cx_key.is_not(None))
+        ).scalar()
     assert int(got.notna().sum()) == int(expected_usage_accounts().notna().sum())
     assert tickets == len(csv("tickets.csv"))
 
@@ -339,8 +390,10 @@ def test_erasing_an_account_also_erases_the_usage_rows_that_reached_it_through_a
     assert len(before) - len(after) == int((expected == "A5").sum()) == 4
     assert "A5" not in set(after["cx_id"].dropna())
     kept = expected[expected != "A5"]
-    assert after.set_index("row_number")["cx_id"].dropna().value_counts().to_dict() == \
-        kept.dropna().value_counts().to_dict()
+    assert (
+        after.set_index("row_number")["cx_id"].dropna().value_counts().to_dict()
+        == kept.dropna().value_counts().to_dict()
+    )
 
 
 def _product_runs() -> tuple[int, int]:
@@ -351,13 +404,15 @@ def _product_runs() -> tuple[int, int]:
     accounts, subs, tickets = csv("accounts.csv"), csv("subscriptions.csv"), csv("tickets.csv")
     subs = subs.drop_duplicates("subscription_id", keep="first")
     usage = csv("feature_usage.csv").merge(subs[["subscription_id", "account_id"]], on="subscription_id")
-    steps = pd.concat([
-        pd.DataFrame({"account": accounts["account_id"], "ts": accounts["signup_date"], "dept": "sales"}),
-        pd.DataFrame({"account": subs["account_id"], "ts": subs["start_date"], "dept": "billing"}),
-        pd.DataFrame({"account": subs["account_id"], "ts": subs["end_date"], "dept": "billing"}),
-        pd.DataFrame({"account": tickets["account_id"], "ts": tickets["created_at"], "dept": "support"}),
-        pd.DataFrame({"account": usage["account_id"], "ts": usage["usage_date"], "dept": "product"}),
-    ]).dropna(subset=["ts"])
+    steps = pd.concat(
+        [
+            pd.DataFrame({"account": accounts["account_id"], "ts": accounts["signup_date"], "dept": "sales"}),
+            pd.DataFrame({"account": subs["account_id"], "ts": subs["start_date"], "dept": "billing"}),
+            pd.DataFrame({"account": subs["account_id"], "ts": subs["end_date"], "dept": "billing"}),
+            pd.DataFrame({"account": tickets["account_id"], "ts": tickets["created_at"], "dept": "support"}),
+            pd.DataFrame({"account": usage["account_id"], "ts": usage["usage_date"], "dept": "product"}),
+        ]
+    ).dropna(subset=["ts"])
     entered = left = 0
     for _, g in steps.sort_values(["account", "ts"], kind="stable").groupby("account"):
         depts = g["dept"].tolist()
@@ -385,28 +440,47 @@ def test_handoffs_count_product_as_its_own_department(store):
 def test_who_to_call_names_the_owner_of_the_department_that_leaked():
     from cxdash.ui.journeys import hotspot_display
 
-    spots = pd.DataFrame({
-        "hotspot": ["repeat contact", "dead end"], "customers": [3, 2], "customer_share": [0.3, 0.2],
-        "customers_judged": [3, 2], "churned": [2, 1], "churn_rate": [2 / 3, 0.5], "baseline_customers": [7, 8],
-        "baseline_churned": [1, 1], "baseline_churn_rate": [1 / 7, 1 / 8], "lift": [5.0, 5.0], "ci_low": [1.0, 1.0],
-        "ci_high": [9.0, 9.0], "p_adjusted": [0.2, 0.2], "tested": [True, True], "significant": [False, False],
-        "why": ["", ""], "churn_definition": ["subscriptions", "subscriptions"], "excess_churned": [1.2, 0.8],
-        "revenue_at_stake": [0.0, 0.0],
-        "leaked_department": ["support", "product"], "absorbed_department": ["support", "(none)"],
-        "description": ["", ""],
-    })
+    spots = pd.DataFrame(
+        {
+            "hotspot": ["repeat contact", "dead end"],
+            "customers": [3, 2],
+            "customer_share": [0.3, 0.2],
+            "customers_judged": [3, 2],
+            "churned": [2, 1],
+            "churn_rate": [2 / 3, 0.5],
+            "baseline_customers": [7, 8],
+            "baseline_churned": [1, 1],
+            "baseline_churn_rate": [1 / 7, 1 / 8],
+            "lift": [5.0, 5.0],
+            "ci_low": [1.0, 1.0],
+            "ci_high": [9.0, 9.0],
+            "p_adjusted": [0.2, 0.2],
+            "tested": [True, True],
+            "significant": [False, False],
+            "why": ["", ""],
+            "churn_definition": ["subscriptions", "subscriptions"],
+            "excess_churned": [1.2, 0.8],
+            "revenue_at_stake": [0.0, 0.0],
+            "leaked_department": ["support", "product"],
+            "absorbed_department": ["support", "(none)"],
+            "description": ["", ""],
+        }
+    )
     shown = hotspot_display(spots, {"support": "Tier-2 lead (Maya)"})
     assert shown["who to call"].tolist() == ["Tier-2 lead (Maya)", "product"]  # no owner named: the department
 
 
 def test_a_dry_run_reports_the_links_match_rate_and_stores_nothing(store):
     load_company(store, usage=False)
-    result = ingest_file(store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(USAGE),
-                         dry_run=True)
+    result = ingest_file(
+        store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(USAGE), dry_run=True
+    )
     values = csv("feature_usage.csv")["subscription_id"].dropna()
     rate = result.link_rates[0]
-    assert (rate.matched, rate.total) == (int(values.isin(csv("subscriptions.csv")["subscription_id"]).sum()),
-                                          len(values))
+    assert (rate.matched, rate.total) == (
+        int(values.isin(csv("subscriptions.csv")["subscription_id"]).sum()),
+        len(values),
+    )
     assert any("link subscription_id -> subs.subscription_id: 16 of the first 17" in n for n in result.notes)
     with store.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(KIND_TABLES["events"])).scalar() == 0
@@ -447,12 +521,22 @@ def test_ticket_comments_reach_the_account_through_tickets_and_links_chain(store
     tickets = tmp_path / "sub_tickets.csv"
     tickets.write_text("case_ref,sub,opened\nK1,S1,2024-03-01\nK2,S6,2024-04-01\nK3,S99,2024-04-02\n")
     comments = tmp_path / "comments.csv"
-    comments.write_text("comment_id,case_ref,written_at,body\nC1,K1,2024-03-01,hello\nC2,K1,2024-03-02,thanks\n"
-                        "C3,K2,2024-04-01,help\nC4,K3,2024-04-03,anyone\nC5,T2,2024-05-12,ok\n")
-    ingest_file(store, tickets, source="sub_desk", links={"sub": {"source": "subs", "field": "subscription_id"}},
-                mapping=Mapping.from_dict({"kind": "tickets", "columns": {"ticket_id": "case_ref", "opened_at": "opened"}}))
+    comments.write_text(
+        "comment_id,case_ref,written_at,body\nC1,K1,2024-03-01,hello\nC2,K1,2024-03-02,thanks\n"
+        "C3,K2,2024-04-01,help\nC4,K3,2024-04-03,anyone\nC5,T2,2024-05-12,ok\n"
+    )
+    ingest_file(
+        store,
+        tickets,
+        source="sub_desk",
+        links={"sub": {"source": "subs", "field": "subscription_id"}},
+        mapping=Mapping.from_dict({"kind": "tickets", "columns": {"ticket_id": "case_ref", "opened_at": "opened"}}),
+    )
     result = ingest_file(
-        store, comments, source="comments", links={"case_ref": {"source": "sub_desk", "field": "ticket_id"}},
+        store,
+        comments,
+        source="comments",
+        links={"case_ref": {"source": "sub_desk", "field": "ticket_id"}},
         mapping=Mapping.from_dict({"kind": "events", "columns": {"timestamp": "written_at", "activity": "body"}}),
     )
     # by hand: K1 -> S1 -> A1, K2 -> S6 -> A5, K3 -> S99 (unknown), T2 is not a sub_desk ticket

@@ -28,7 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def crm_file(tmp_path) -> Path:
     path = tmp_path / "crm.csv"
-    pd.DataFrame({"customer_id": ["a1", "a2", "a3"], "email": ["a@x.org", "b@x.org", "c@x.org"]}).to_csv(path, index=False)
+    pd.DataFrame({"customer_id": ["a1", "a2", "a3"], "email": ["a@x.org", "b@x.org", "c@x.org"]}).to_csv(
+        path, index=False
+    )
     return path
 
 
@@ -82,7 +84,9 @@ def test_a_process_killed_right_after_the_commit_leaves_a_stored_upload_entry(tm
     load_ids = _load_ids(url)
     assert len(load_ids) == 1  # the data is committed
     entries = _uploads(url)
-    assert [(e["actor"], e["status"], e["load_id"], e["rows_loaded"]) for e in entries] == [("ann", "stored", load_ids[0], 3)]
+    assert [(e["actor"], e["status"], e["load_id"], e["rows_loaded"]) for e in entries] == [
+        ("ann", "stored", load_ids[0], 3)
+    ]
 
 
 def test_a_load_that_rolls_back_is_recorded_as_failed_and_stores_nothing(tmp_path, crm_file, monkeypatch):

@@ -110,10 +110,17 @@ def test_plot_text_shows_tags_and_entities_as_typed(text):
 
 
 def test_a_figure_s_data_labels_are_escaped_once_and_its_templates_are_not():
-    fig = go.Figure(go.Bar(x=["<a href=http://h/x>x</a>", "a & b"], y=[1, 2], name="<b>dept</b>",
-                           hovertemplate="%{x}<br>%{y}<extra></extra>"))
-    fig.add_trace(go.Sankey(node=dict(label=["<img src=http://h/i.png>", "plain"]),
-                            link=dict(source=[0], target=[1], value=[1])))
+    fig = go.Figure(
+        go.Bar(
+            x=["<a href=http://h/x>x</a>", "a & b"],
+            y=[1, 2],
+            name="<b>dept</b>",
+            hovertemplate="%{x}<br>%{y}<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Sankey(node=dict(label=["<img src=http://h/i.png>", "plain"]), link=dict(source=[0], target=[1], value=[1]))
+    )
     escape_figure_text(fig)
     escape_figure_text(fig)  # a memoised figure shown again is not escaped twice
     assert list(fig.data[0].x) == ["&lt;a href=http://h/x&gt;x&lt;/a&gt;", "a &amp; b"]
@@ -155,8 +162,10 @@ def _listener():
 
 def _payload(label: str, port: int) -> str:
     host = f"http://127.0.0.1:{port}"
-    return (f"{label} ![p]({host}/pixel.png) [click]({host}/x) **bold** $x^2$ :red[alert] :material/home: "
-            f":smile: <img src={host}/i.png> <a href={host}/a>a</a>")
+    return (
+        f"{label} ![p]({host}/pixel.png) [click]({host}/x) **bold** $x^2$ :red[alert] :material/home: "
+        f":smile: <img src={host}/i.png> <a href={host}/a>a</a>"
+    )
 
 
 HOSTILE_ID = "HX-0"
@@ -167,27 +176,47 @@ def _hostile_files(root, port: int, start: pd.Timestamp) -> dict[str, tuple[obje
     """CSV extracts whose names, topics, activities, departments, campaign, plan, segment and churn
     reason are hostile: ``{source name: (path, mapping)}``."""
     ids = [f"HX-{i}" for i in range(N_HOSTILE)]
-    crm = pd.DataFrame({
-        "customer_id": ids,
-        "name": [_payload("Name", port)] + [f"Hostile customer {i}" for i in range(1, N_HOSTILE)],
-        "signup_date": [(start - pd.Timedelta(days=100 + i)).date() for i in range(N_HOSTILE)],
-        "campaign": _payload("Campaign", port),
-        "plan": _payload("Plan", port),
-        "segment": _payload("Segment", port),
-    })
-    events = pd.DataFrame([
-        {"customer_id": c, "timestamp": start + pd.Timedelta(days=i % 20, hours=h),
-         "activity": _payload("Activity", port) if h == 1 else "Visited pricing",
-         "department": _payload("Dept", port)}
-        for i, c in enumerate(ids) for h in (0, 1, 2)
-    ])
-    tickets = pd.DataFrame([
-        {"ticket_id": f"HT-{i}", "customer_id": c, "opened_at": start + pd.Timedelta(days=i % 20, hours=5),
-         "topic": _payload("Topic", port), "department": _payload("Team", port)}
-        for i, c in enumerate(ids)
-    ])
-    churn = pd.DataFrame({"customer_id": [HOSTILE_ID], "churned_at": [start + pd.Timedelta(days=25)],
-                          "reason": [_payload("Reason", port)]})
+    crm = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "name": [_payload("Name", port)] + [f"Hostile customer {i}" for i in range(1, N_HOSTILE)],
+            "signup_date": [(start - pd.Timedelta(days=100 + i)).date() for i in range(N_HOSTILE)],
+            "campaign": _payload("Campaign", port),
+            "plan": _payload("Plan", port),
+            "segment": _payload("Segment", port),
+        }
+    )
+    events = pd.DataFrame(
+        [
+            {
+                "customer_id": c,
+                "timestamp": start + pd.Timedelta(days=i % 20, hours=h),
+                "activity": _payload("Activity", port) if h == 1 else "Visited pricing",
+                "department": _payload("Dept", port),
+            }
+            for i, c in enumerate(ids)
+            for h in (0, 1, 2)
+        ]
+    )
+    tickets = pd.DataFrame(
+        [
+            {
+                "ticket_id": f"HT-{i}",
+                "customer_id": c,
+                "opened_at": start + pd.Timedelta(days=i % 20, hours=5),
+                "topic": _payload("Topic", port),
+                "department": _payload("Team", port),
+            }
+            for i, c in enumerate(ids)
+        ]
+    )
+    churn = pd.DataFrame(
+        {
+            "customer_id": [HOSTILE_ID],
+            "churned_at": [start + pd.Timedelta(days=25)],
+            "reason": [_payload("Reason", port)],
+        }
+    )
     out = {}
     for name, frame, kind, columns in (
         ("crm_hostile", crm, "customers", {c: c for c in crm.columns}),
@@ -258,7 +287,9 @@ def _assert_inert(ctx, page, fetched: list[str]) -> None:
     pointing = page.evaluate(
         """host => [...document.querySelectorAll('*')].flatMap(el => [...el.attributes]
              .filter(a => /(^|:)(href|src|srcset|action|data)$/i.test(a.name) && a.value.includes(host))
-             .map(a => el.tagName + ' ' + a.name + '=' + a.value))""", host)
+             .map(a => el.tagName + ' ' + a.name + '=' + a.value))""",
+        host,
+    )
     assert pointing == [], pointing
     assert page.locator(".katex").count() == 0  # no $...$ turned into LaTeX
     assert "Traceback" not in page.content()

@@ -38,37 +38,119 @@ def _load(store, tmp_path, name: str, kind: str, rows: list[dict]) -> None:
 # ----------------------------------------------------------------------------- leakage guard
 def _tiny_company(store, tmp_path) -> None:
     """Two customers; every source also holds rows *after* 2026-01-01 that must not count."""
-    _load(store, tmp_path, "crm", "customers", [
-        {"customer_id": "C1", "email": "a@x.com", "signup_date": "2024-01-01", "plan": "pro"},
-        {"customer_id": "C2", "email": "b@x.com", "signup_date": "2025-06-01", "plan": "basic"},
-    ])
-    _load(store, tmp_path, "web", "events", [
-        {"email": "a@x.com", "timestamp": "2025-12-10 00:00:00", "activity": "home"},
-        {"email": "a@x.com", "timestamp": "2025-12-28 00:00:00", "activity": "cancel_page"},
-        {"email": "a@x.com", "timestamp": "2026-01-05 00:00:00", "activity": "cancel_page"},  # after
-        {"email": "b@x.com", "timestamp": "2025-12-30 00:00:00", "activity": "checkout_error"},
-        {"email": "b@x.com", "timestamp": "2026-01-02 00:00:00", "activity": "checkout_error"},  # after
-    ])
-    _load(store, tmp_path, "helpdesk", "tickets", [
-        {"ticket_id": "T1", "email": "a@x.com", "opened_at": "2025-12-01 00:00:00", "closed_at": "2025-12-02 00:00:00",
-         "topic": "billing", "transfers": 1, "satisfaction": 2},
-        {"ticket_id": "T2", "email": "a@x.com", "opened_at": "2025-12-04 00:00:00", "closed_at": "2025-12-05 00:00:00",
-         "topic": "billing", "transfers": 0, "satisfaction": 4},
-        {"ticket_id": "T3", "email": "a@x.com", "opened_at": "2026-01-03 00:00:00", "closed_at": "2026-01-04 00:00:00",
-         "topic": "cancellation", "transfers": 3, "satisfaction": 1},  # after
-        {"ticket_id": "T4", "email": "b@x.com", "opened_at": "2025-11-01 00:00:00", "closed_at": "2025-11-02 00:00:00",
-         "topic": "login", "transfers": 0, "satisfaction": 5},
-    ])
-    _load(store, tmp_path, "billing", "transactions", [
-        {"transaction_id": "X1", "email": "a@x.com", "timestamp": "2025-12-15 00:00:00", "amount": 100.0, "status": "paid"},
-        {"transaction_id": "X2", "email": "a@x.com", "timestamp": "2025-12-20 00:00:00", "amount": 50.0, "status": "failed"},
-        {"transaction_id": "X3", "email": "a@x.com", "timestamp": "2026-01-10 00:00:00", "amount": 999.0, "status": "paid"},
-        {"transaction_id": "X4", "email": "b@x.com", "timestamp": "2025-12-01 00:00:00", "amount": 20.0, "status": "paid"},
-    ])
-    _load(store, tmp_path, "subscriptions", "subscriptions", [
-        {"subscription_id": "S1", "customer_id": "C1", "start": "2024-01-01", "end": "2026-01-20"},
-        {"subscription_id": "S2", "customer_id": "C2", "start": "2025-06-01", "end": ""},
-    ])
+    _load(
+        store,
+        tmp_path,
+        "crm",
+        "customers",
+        [
+            {"customer_id": "C1", "email": "a@x.com", "signup_date": "2024-01-01", "plan": "pro"},
+            {"customer_id": "C2", "email": "b@x.com", "signup_date": "2025-06-01", "plan": "basic"},
+        ],
+    )
+    _load(
+        store,
+        tmp_path,
+        "web",
+        "events",
+        [
+            {"email": "a@x.com", "timestamp": "2025-12-10 00:00:00", "activity": "home"},
+            {"email": "a@x.com", "timestamp": "2025-12-28 00:00:00", "activity": "cancel_page"},
+            {"email": "a@x.com", "timestamp": "2026-01-05 00:00:00", "activity": "cancel_page"},  # after
+            {"email": "b@x.com", "timestamp": "2025-12-30 00:00:00", "activity": "checkout_error"},
+            {"email": "b@x.com", "timestamp": "2026-01-02 00:00:00", "activity": "checkout_error"},  # after
+        ],
+    )
+    _load(
+        store,
+        tmp_path,
+        "helpdesk",
+        "tickets",
+        [
+            {
+                "ticket_id": "T1",
+                "email": "a@x.com",
+                "opened_at": "2025-12-01 00:00:00",
+                "closed_at": "2025-12-02 00:00:00",
+                "topic": "billing",
+                "transfers": 1,
+                "satisfaction": 2,
+            },
+            {
+                "ticket_id": "T2",
+                "email": "a@x.com",
+                "opened_at": "2025-12-04 00:00:00",
+                "closed_at": "2025-12-05 00:00:00",
+                "topic": "billing",
+                "transfers": 0,
+                "satisfaction": 4,
+            },
+            {
+                "ticket_id": "T3",
+                "email": "a@x.com",
+                "opened_at": "2026-01-03 00:00:00",
+                "closed_at": "2026-01-04 00:00:00",
+                "topic": "cancellation",
+                "transfers": 3,
+                "satisfaction": 1,
+            },  # after
+            {
+                "ticket_id": "T4",
+                "email": "b@x.com",
+                "opened_at": "2025-11-01 00:00:00",
+                "closed_at": "2025-11-02 00:00:00",
+                "topic": "login",
+                "transfers": 0,
+                "satisfaction": 5,
+            },
+        ],
+    )
+    _load(
+        store,
+        tmp_path,
+        "billing",
+        "transactions",
+        [
+            {
+                "transaction_id": "X1",
+                "email": "a@x.com",
+                "timestamp": "2025-12-15 00:00:00",
+                "amount": 100.0,
+                "status": "paid",
+            },
+            {
+                "transaction_id": "X2",
+                "email": "a@x.com",
+                "timestamp": "2025-12-20 00:00:00",
+                "amount": 50.0,
+                "status": "failed",
+            },
+            {
+                "transaction_id": "X3",
+                "email": "a@x.com",
+                "timestamp": "2026-01-10 00:00:00",
+                "amount": 999.0,
+                "status": "paid",
+            },
+            {
+                "transaction_id": "X4",
+                "email": "b@x.com",
+                "timestamp": "2025-12-01 00:00:00",
+                "amount": 20.0,
+                "status": "paid",
+            },
+        ],
+    )
+    _load(
+        store,
+        tmp_path,
+        "subscriptions",
+        "subscriptions",
+        [
+            {"subscription_id": "S1", "customer_id": "C1", "start": "2024-01-01", "end": "2026-01-20"},
+            {"subscription_id": "S2", "customer_id": "C2", "start": "2025-06-01", "end": ""},
+        ],
+    )
 
 
 def test_features_count_only_rows_before_the_cutoff_and_match_hand_values(store, tmp_path):
@@ -119,12 +201,19 @@ def _labelled_table(tmp_path, n: int = 300) -> tuple:
     churn = np.where(rng.random(n) < risk, "Yes", "No").astype(object)
     churn[-20:] = ""  # current customers: no label yet
     ids = [f"ID-{i:05d}" for i in range(n)]
-    ids[-1] = "=HYPERLINK(\"http://evil\")"  # an unlabelled, so scored, row
-    frame = pd.DataFrame({
-        "RowNumber": np.arange(1, n + 1), "customerID": ids, "Surname": rng.choice(["Lee", "Ng", "Ode", "Kim"], n),
-        "Email": [f"c{i}@mail.com" for i in range(n)], "Contract": contract, "tenure": tenure,
-        "MonthlyCharges": rng.uniform(20, 110, n).round(2), "Churn": churn,
-    })
+    ids[-1] = '=HYPERLINK("http://evil")'  # an unlabelled, so scored, row
+    frame = pd.DataFrame(
+        {
+            "RowNumber": np.arange(1, n + 1),
+            "customerID": ids,
+            "Surname": rng.choice(["Lee", "Ng", "Ode", "Kim"], n),
+            "Email": [f"c{i}@mail.com" for i in range(n)],
+            "Contract": contract,
+            "tenure": tenure,
+            "MonthlyCharges": rng.uniform(20, 110, n).round(2),
+            "Churn": churn,
+        }
+    )
     path = tmp_path / "labelled.csv"
     frame.to_csv(path, index=False)
     mapping = Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "customerID", "plan": "Contract"}})
@@ -159,11 +248,19 @@ def _plain_baselines(csv: pd.DataFrame, held_out: pd.Series) -> dict[str, float]
     cat = [c for c in x.columns if c not in num]
     x[num] = x[num].fillna(0.0)
     x[cat] = x[cat].astype(object)
-    lr = make_pipeline(ColumnTransformer([("n", StandardScaler(), num), ("c", OneHotEncoder(handle_unknown="ignore"), cat)]),
-                       LogisticRegression(max_iter=5000))
-    hgb = make_pipeline(ColumnTransformer([("c", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1),
-                                            cat), ("n", "passthrough", num)]),
-                        HistGradientBoostingClassifier(categorical_features=list(range(len(cat))), random_state=0))
+    lr = make_pipeline(
+        ColumnTransformer([("n", StandardScaler(), num), ("c", OneHotEncoder(handle_unknown="ignore"), cat)]),
+        LogisticRegression(max_iter=5000),
+    )
+    hgb = make_pipeline(
+        ColumnTransformer(
+            [
+                ("c", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1), cat),
+                ("n", "passthrough", num),
+            ]
+        ),
+        HistGradientBoostingClassifier(categorical_features=list(range(len(cat))), random_state=0),
+    )
     te = held_out.to_numpy(dtype=bool)
     out = {}
     with threadpool_limits(limits=1, user_api="openmp"):  # as cxdash.model does on a busy machine
@@ -174,8 +271,9 @@ def _plain_baselines(csv: pd.DataFrame, held_out: pd.Series) -> dict[str, float]
 
 def test_telco_model_is_at_least_as_good_as_the_plain_baselines_on_the_same_held_out_customers(duck, public_data):
     path = public_data / TELCO_FILE
-    mapping = Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "customerID", "churn_label": "Churn",
-                                                                  "plan": "Contract"}})
+    mapping = Mapping.from_dict(
+        {"kind": "customers", "columns": {"customer_id": "customerID", "churn_label": "Churn", "plan": "Contract"}}
+    )
     ingest_file(duck, path, source="telco", mapping=mapping)
     with duck.connect() as conn:
         model = train_labelled_model(conn, label_column="Churn")  # the file's name for the mapped label
@@ -199,7 +297,9 @@ def test_demo_time_based_validation_finds_the_planted_causes(trained_demo):
     m = trained_demo["model"].metrics
     assert m["validation"] == "time_based"
     horizon = pd.Timedelta(days=m["horizon_days"])
-    assert max(pd.Timestamp(c) for c in m["train_cutoffs"]) + horizon <= min(pd.Timestamp(c) for c in m["valid_cutoffs"])
+    assert max(pd.Timestamp(c) for c in m["train_cutoffs"]) + horizon <= min(
+        pd.Timestamp(c) for c in m["valid_cutoffs"]
+    )
     assert m["roc_auc"] > 0.72 and m["top_decile_lift"] > 3
     top = {d["driver"] for d in m["importance"][:10]}
     assert {"cancel_page", "competitor_compare"} & top
@@ -300,11 +400,22 @@ def test_card_and_activation_queries_agree_with_hand_values(store, tmp_path):
     assert tl["ts"].is_monotonic_decreasing and tl["activity"].iloc[0] == "subscription ended"
 
     now = datetime(2026, 1, 21)
-    scores = pd.DataFrame({
-        "model_version": 1, "position": [1, 2], "cx_id": ["C1", "C2"], "customer_id": ["C1", "C2"],
-        "risk": [0.9, 0.1], "value": [100.0, 20.0], "priority": [90.0, 2.0], "top_reason": ["Visited the cancel page", ""],
-        "department": ["web", ""], "action": ["Call", ""], "reasons_json": ["[]", "[]"], "scored_at": now,
-    })
+    scores = pd.DataFrame(
+        {
+            "model_version": 1,
+            "position": [1, 2],
+            "cx_id": ["C1", "C2"],
+            "customer_id": ["C1", "C2"],
+            "risk": [0.9, 0.1],
+            "value": [100.0, 20.0],
+            "priority": [90.0, 2.0],
+            "top_reason": ["Visited the cancel page", ""],
+            "department": ["web", ""],
+            "action": ["Call", ""],
+            "reasons_json": ["[]", "[]"],
+            "scored_at": now,
+        }
+    )
     with store.app_begin() as conn:
         bulk_insert(conn, scores_table, scores)
     assert at_risk(store)["customer_id"].tolist() == ["C1"]  # top decile of two customers is one
@@ -325,8 +436,10 @@ def test_a_customer_sample_is_the_full_snapshot_restricted_to_those_customers(de
 
     store = open_store(demo_store["url"])
     with store.connect() as conn:
-        keys = pd.DataFrame(conn.execute(sa.select(customer_keys_table.c.cx_id, customer_keys_table.c.cx_key)).fetchall(),
-                            columns=["cx_id", "cx_key"]).set_index("cx_id")["cx_key"]
+        keys = pd.DataFrame(
+            conn.execute(sa.select(customer_keys_table.c.cx_id, customer_keys_table.c.cx_key)).fetchall(),
+            columns=["cx_id", "cx_key"],
+        ).set_index("cx_id")["cx_key"]
         reader = SnapshotReader(conn)
         cutoff = data_as_of(conn) - timedelta(days=60)
         full = reader.features(cutoff, horizon_days=30).frame
@@ -349,8 +462,9 @@ def test_large_training_sets_are_sampled_and_say_so(demo_store, tmp_path):
         # caps 2.5 and 1.5 times below the full sizes: 1 in 3 and 1 in 2 customers per snapshot (the
         # validation cap covers the held-out and the selection snapshots together)
         full_valid = full.metrics["n_valid"] + full.metrics["n_select"]
-        sampled = train_event_model_fast(conn, max_train_rows=int(full.metrics["n_train"] / 2.5),
-                                         max_valid_rows=int(full_valid / 1.5))
+        sampled = train_event_model_fast(
+            conn, max_train_rows=int(full.metrics["n_train"] / 2.5), max_valid_rows=int(full_valid / 1.5)
+        )
     store.dispose()
     m = sampled.metrics
     assert full.metrics["sample_note"] is None and full.metrics["train_sample_every"] == 1
@@ -428,10 +542,27 @@ def test_a_category_with_more_values_than_the_booster_takes_still_trains():
 def test_attributes_parsed_once_per_distinct_text_equal_a_row_by_row_parse():
     from cxdash.features import attribute_columns
 
-    texts = pd.Series(['{"Company": "Acme", "Seats": "3"}', '{"Company": null}', None, "",
-                       '{"Company": "Acme", "Seats": "3"}', '{"Tier": "gold"}'], index=list("abcdef"))
+    texts = pd.Series(
+        [
+            '{"Company": "Acme", "Seats": "3"}',
+            '{"Company": null}',
+            None,
+            "",
+            '{"Company": "Acme", "Seats": "3"}',
+            '{"Tier": "gold"}',
+        ],
+        index=list("abcdef"),
+    )
     expected = pd.DataFrame.from_records(
-        [{"Company": "Acme", "Seats": "3"}, {"Company": None}, {}, {}, {"Company": "Acme", "Seats": "3"}, {"Tier": "gold"}],
-        index=list("abcdef"))
+        [
+            {"Company": "Acme", "Seats": "3"},
+            {"Company": None},
+            {},
+            {},
+            {"Company": "Acme", "Seats": "3"},
+            {"Tier": "gold"},
+        ],
+        index=list("abcdef"),
+    )
     pd.testing.assert_frame_equal(attribute_columns(texts), expected)
     assert attribute_columns(pd.Series([None, "{}"], index=[1, 2])).shape == (2, 0)

@@ -45,8 +45,15 @@ def _accounts(tmp_path, *, n: int, churned: int, seed: int = 0):
     risk = (contract == "monthly") * 2.0 - 0.03 * tenure + rng.normal(0, 1, n)
     churn = np.full(n, "No", dtype=object)
     churn[np.argsort(-risk, kind="stable")[:churned]] = "Yes"
-    frame = pd.DataFrame({"AccountNo": [f"A{i:05d}" for i in range(n)], "Contract": contract, "tenure": tenure,
-                          "Seats": rng.integers(1, 50, n), "Churn": churn})
+    frame = pd.DataFrame(
+        {
+            "AccountNo": [f"A{i:05d}" for i in range(n)],
+            "Contract": contract,
+            "tenure": tenure,
+            "Seats": rng.integers(1, 50, n),
+            "Churn": churn,
+        }
+    )
     path = tmp_path / "accounts.csv"
     frame.to_csv(path, index=False)
     mapping = Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "AccountNo", "plan": "Contract"}})
@@ -105,15 +112,28 @@ def _quiet_subscriptions(store, tmp_path) -> None:
     for i in range(40):
         ends[i] = (datetime(2025, 1, 10) + timedelta(days=7 * i)).strftime("%Y-%m-%d")
     ends[40], ends[41], ends[42] = "2025-11-17", "2025-11-22", "2025-12-22"  # 45, 40 and 10 days before the end
-    crm = pd.DataFrame({"customer_id": [f"C{i:03d}" for i in range(n)], "signup_date": "2023-06-01",
-                        "plan": np.where(np.arange(n) % 3 == 0, "pro", "basic")})
-    subs = pd.DataFrame({"subscription_id": [f"S{i:03d}" for i in range(n)], "customer_id": crm["customer_id"],
-                         "start": "2023-06-01", "end": ends})
+    crm = pd.DataFrame(
+        {
+            "customer_id": [f"C{i:03d}" for i in range(n)],
+            "signup_date": "2023-06-01",
+            "plan": np.where(np.arange(n) % 3 == 0, "pro", "basic"),
+        }
+    )
+    subs = pd.DataFrame(
+        {
+            "subscription_id": [f"S{i:03d}" for i in range(n)],
+            "customer_id": crm["customer_id"],
+            "start": "2023-06-01",
+            "end": ends,
+        }
+    )
     web = pd.DataFrame({"customer_id": ["C199"], "timestamp": ["2026-01-01 00:00:00"], "activity": ["home"]})
     for name, kind, frame in (("crm", "customers", crm), ("subs", "subscriptions", subs), ("web", "events", web)):
         path = tmp_path / f"{name}.csv"
         frame.to_csv(path, index=False)
-        ingest_file(store, path, source=name, mapping=Mapping.from_dict({"kind": kind, "columns": {c: c for c in frame}}))
+        ingest_file(
+            store, path, source=name, mapping=Mapping.from_dict({"kind": kind, "columns": {c: c for c in frame}})
+        )
 
 
 def test_dated_churn_with_3_leavers_in_the_held_out_snapshots_is_refused_with_counts_and_what_to_try(tmp_path, capsys):
@@ -125,8 +145,10 @@ def test_dated_churn_with_3_leavers_in_the_held_out_snapshots_is_refused_with_co
     err = capsys.readouterr().err
     # held-out cutoffs 2 Dec and 2 Nov 2025 (the end minus one and two 30-day horizons): on 2 Nov, 200 - 40
     # customers are live and the two who leave in November churn; on 2 Dec 158 are live and one churns
-    assert "Only 3 churned customers in the held-out validation (318 customer-snapshots as of 2025-11-02, " \
-           "2025-12-02, churn within 30 days)" in err
+    assert (
+        "Only 3 churned customers in the held-out validation (318 customer-snapshots as of 2025-11-02, "
+        "2025-12-02, churn within 30 days)" in err
+    )
     assert "a longer horizon than 30 days" in err and "python -m cxdash churn" in err and "more history" in err
     assert _model_count(url) == 0
 
@@ -138,8 +160,12 @@ def test_demo_held_out_figures_equal_sklearn_on_the_snapshots_the_report_names(t
     s = open_store(trained_demo["url"])
     with s.connect() as conn:
         reader = SnapshotReader(conn)  # the demo's churn is its subscriptions' ends
-        rows = pd.concat([reader.features(pd.Timestamp(c).to_pydatetime(), horizon_days=m["horizon_days"]).frame
-                          for c in m["valid_cutoffs"]])
+        rows = pd.concat(
+            [
+                reader.features(pd.Timestamp(c).to_pydatetime(), horizon_days=m["horizon_days"]).frame
+                for c in m["valid_cutoffs"]
+            ]
+        )
     s.dispose()
     assert m["valid_samples"] == [None, None]  # every customer of each held-out snapshot
     y = rows["label"].to_numpy(dtype=int)
@@ -170,16 +196,16 @@ def test_demo_choice_and_calibration_used_only_snapshots_before_the_held_out_one
     model = trained_demo["model"]
     m = model.metrics
     h = pd.Timedelta(days=m["horizon_days"])
-    train_c, select_c, valid_c = ([pd.Timestamp(c) for c in m[k]] for k in ("train_cutoffs", "select_cutoffs",
-                                                                          "valid_cutoffs"))
+    train_c, select_c, valid_c = (
+        [pd.Timestamp(c) for c in m[k]] for k in ("train_cutoffs", "select_cutoffs", "valid_cutoffs")
+    )
     # each part's labels (cutoff, cutoff + horizon] end before the next part begins
     assert max(train_c) + h <= min(select_c) and max(select_c) + h <= min(valid_c)
     assert not set(select_c) & set(valid_c) and not set(train_c) & set(valid_c)
     s = open_store(trained_demo["url"])
     with s.connect() as conn:
         reader = SnapshotReader(conn)
-        select = pd.concat([reader.features(c.to_pydatetime(), horizon_days=m["horizon_days"]).frame
-                            for c in select_c])
+        select = pd.concat([reader.features(c.to_pydatetime(), horizon_days=m["horizon_days"]).frame for c in select_c])
     s.dispose()
     y = select["label"].to_numpy(dtype=int)
     raw = model.estimator.predict_proba(model._x(select))[:, 1]
@@ -215,9 +241,11 @@ def test_labelled_held_out_customers_are_stratified_never_fitted_on_and_scored_a
     assert m["base_rate"] == pytest.approx(0.2)
     # the saved estimator is the chosen candidate fitted on the other 420 customers only
     refit = candidate_pipeline(model.name, model.numeric, model.categorical).fit(
-        rest[model.features], rest["label"].to_numpy(dtype=int))
-    np.testing.assert_allclose(refit.predict_proba(model._x(held))[:, 1],
-                               model.estimator.predict_proba(model._x(held))[:, 1])
+        rest[model.features], rest["label"].to_numpy(dtype=int)
+    )
+    np.testing.assert_allclose(
+        refit.predict_proba(model._x(held))[:, 1], model.estimator.predict_proba(model._x(held))[:, 1]
+    )
 
 
 def test_the_bootstraps_weighted_auc_equals_sklearns_with_sample_weights_on_tied_scores():

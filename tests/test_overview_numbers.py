@@ -101,8 +101,13 @@ def test_distinct_customers_per_source_match_a_hand_stitching(resolved, stored):
 def test_time_span_per_source_matches_the_extract(extracts, stored):
     summary, _ = stored
     time_col = {
-        "crm": "Signup Date", "web": "event_time", "marketing": "Sent At", "helpdesk": "Created",
-        "billing": "txn_date", "subscriptions": "start_date", "sales": "Created",
+        "crm": "Signup Date",
+        "web": "event_time",
+        "marketing": "Sent At",
+        "helpdesk": "Created",
+        "billing": "txn_date",
+        "subscriptions": "start_date",
+        "sales": "Created",
     }
     for name, col in time_col.items():
         ts = pd.to_datetime(extracts[name][col], format="ISO8601")
@@ -141,10 +146,15 @@ def test_headline_customers_churned_revenue_and_active(extracts, resolved, store
 
     window_start = as_of - pd.Timedelta(days=30)
     pairs = [
-        (resolved["web"]["who"], times[0]), (resolved["marketing"]["who"], times[1]),
-        (resolved["helpdesk"]["who"], times[2]), (resolved["helpdesk"]["who"], times[3]),
-        (resolved["billing"]["who"], times[4]), (subs["who"], times[5]), (subs["who"], times[6]),
-        (resolved["sales"]["who"], times[7]), (resolved["sales"]["who"], times[8]),
+        (resolved["web"]["who"], times[0]),
+        (resolved["marketing"]["who"], times[1]),
+        (resolved["helpdesk"]["who"], times[2]),
+        (resolved["helpdesk"]["who"], times[3]),
+        (resolved["billing"]["who"], times[4]),
+        (subs["who"], times[5]),
+        (subs["who"], times[6]),
+        (resolved["sales"]["who"], times[7]),
+        (resolved["sales"]["who"], times[8]),
         (resolved["crm"]["who"], times[9]),
     ]
     recent = set()

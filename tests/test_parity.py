@@ -85,8 +85,10 @@ def assert_same_frame(duck: pd.DataFrame, pg: pd.DataFrame, what: str) -> None:
     d, p = _normalised(duck), _normalised(pg)
     for col in d.columns:
         bad = [i for i, (a, b) in enumerate(zip(d[col], p[col], strict=True)) if not _same_value(a, b)]
-        assert not bad, (f"{what}: column {col!r} differs in {len(bad)} rows, e.g. DuckDB {d.loc[bad[0]].to_dict()} "
-                         f"vs PostgreSQL {p.loc[bad[0]].to_dict()}")
+        assert not bad, (
+            f"{what}: column {col!r} differs in {len(bad)} rows, e.g. DuckDB {d.loc[bad[0]].to_dict()} "
+            f"vs PostgreSQL {p.loc[bad[0]].to_dict()}"
+        )
 
 
 def assert_same_mapping(duck, pg, what: str) -> None:
@@ -97,6 +99,7 @@ def assert_same_mapping(duck, pg, what: str) -> None:
 
 # ----------------------------------------------------------------------------- the data is the same
 
+
 def test_both_engines_hold_the_same_company(engines):
     from cxdash.overview import source_summary
 
@@ -106,6 +109,7 @@ def test_both_engines_hold_the_same_company(engines):
 
 
 # ----------------------------------------------------------------------------- KPIs
+
 
 def test_headline_kpis_are_equal(engines):
     duck, pg = _both(engines, kpis.headline)
@@ -163,8 +167,12 @@ def test_activity_nodes_handoffs_and_variants_are_equal(engines):
     assert_same_frame(duck, pg, "activity_nodes")
     duck, pg = _both(engines, lambda c: jr.discover_handoffs(c, jr.journey_log(), department_key="department"))
     assert_same_frame(duck, pg, "discover_handoffs")
-    duck, pg = _both(engines, lambda c: jr.discover_variants(c, jr.journey_log(), PAGE_SPEC,
-                                                              outcomes=jr.customer_outcomes(c), max_steps=5, limit=1000))
+    duck, pg = _both(
+        engines,
+        lambda c: jr.discover_variants(
+            c, jr.journey_log(), PAGE_SPEC, outcomes=jr.customer_outcomes(c), max_steps=5, limit=1000
+        ),
+    )
     assert_same_frame(duck, pg, "discover_variants")
 
 
@@ -189,6 +197,7 @@ def test_friction_hotspots_are_equal(engines):
 
 # ----------------------------------------------------------------------------- model features
 
+
 def test_customer_features_are_equal(engines):
     from cxdash.features import customer_features, data_as_of
 
@@ -210,8 +219,10 @@ def test_churn_candidates_and_every_definition_are_equal(engines):
         found = churn.candidates(conn)
         # inactivity at another window too: date arithmetic in SQL on both engines
         extra = churn.Definition("inactivity", days=60)
-        churned = {c.name: sorted(map(tuple, conn.execute(churn.churned(conn, c.definition, by="cx_id")).fetchall()))
-                   for c in [*found, churn.Candidate(extra, 0, 0, True)]}
+        churned = {
+            c.name: sorted(map(tuple, conn.execute(churn.churned(conn, c.definition, by="cx_id")).fetchall()))
+            for c in [*found, churn.Candidate(extra, 0, 0, True)]
+        }
         return [c.to_dict() for c in found], churned
 
     (duck_c, duck_sets), (pg_c, pg_sets) = _both(engines, cands)

@@ -24,22 +24,14 @@ def test_postgres_round_trip() -> None:
     try:
         with engine.begin() as conn:
             assert conn.dialect.name == "postgresql"
-            conn.execute(
-                text(
-                    "CREATE TEMP TABLE harness_probe (id int PRIMARY KEY, label text NOT NULL)"
-                )
-            )
+            conn.execute(text("CREATE TEMP TABLE harness_probe (id int PRIMARY KEY, label text NOT NULL)"))
             conn.execute(
                 text("INSERT INTO harness_probe (id, label) VALUES (:id, :label)"),
                 [{"id": 1, "label": "héllo"}, {"id": 2, "label": "world"}],
             )
-            rows = conn.execute(
-                text("SELECT id, label FROM harness_probe ORDER BY id")
-            ).all()
+            rows = conn.execute(text("SELECT id, label FROM harness_probe ORDER BY id")).all()
             assert [tuple(r) for r in rows] == [(1, "héllo"), (2, "world")]
-            assert (
-                conn.execute(text("SELECT current_database()")).scalar_one() == "cxdash"
-            )
+            assert conn.execute(text("SELECT current_database()")).scalar_one() == "cxdash"
             assert conn.execute(text("SHOW server_encoding")).scalar_one() == "UTF8"
     finally:
         engine.dispose()

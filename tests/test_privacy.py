@@ -25,15 +25,17 @@ def test_masks_keep_only_what_a_reader_needs():
         assert f(None) is None and f("") == ""
 
 
-FRAME = pd.DataFrame({
-    "customer_id": ["CUS-1", "CUS-2"],
-    "name": ["Ann Lee", "Bo Chan"],
-    "Requester Email": ["ann@x.com", "bo@y.org"],
-    "phone": ["555-0101", None],
-    "notes": ["angry about the bill", ""],
-    "risk": [0.9, 0.1],
-    "email_count": [3, 4],
-})
+FRAME = pd.DataFrame(
+    {
+        "customer_id": ["CUS-1", "CUS-2"],
+        "name": ["Ann Lee", "Bo Chan"],
+        "Requester Email": ["ann@x.com", "bo@y.org"],
+        "phone": ["555-0101", None],
+        "notes": ["angry about the bill", ""],
+        "risk": [0.9, 0.1],
+        "email_count": [3, 4],
+    }
+)
 
 
 @pytest.mark.parametrize("role", ["agent", "admin"])
@@ -49,7 +51,9 @@ def test_every_other_role_sees_masks(role):
     assert out["phone"].iloc[0] == "***01" and pd.isna(out["phone"].iloc[1])
     assert out["notes"].iloc[0] == "[20 characters hidden]"
     # Keys and figures are not personal data and stay as they were.
-    pd.testing.assert_frame_equal(out[["customer_id", "risk", "email_count"]], FRAME[["customer_id", "risk", "email_count"]])
+    pd.testing.assert_frame_equal(
+        out[["customer_id", "risk", "email_count"]], FRAME[["customer_id", "risk", "email_count"]]
+    )
     assert FRAME["name"].iloc[0] == "Ann Lee"  # the caller's frame is untouched
 
 
@@ -95,13 +99,16 @@ def test_when_one_group_of_a_partition_is_small_the_next_smallest_is_hidden_too(
     g = privacy.small_groups(GROUPS, 10, what="segments", disjoint=True)
     assert g.mask.tolist() == [True, True, False]
     assert g.blank()["suppression"].iloc[1].startswith("suppressed: with the total")
-    assert g.note == ("Suppressed (fewer than 10 customers each): 1 of 3 segments, and 1 more so that the total "
-                      "cannot give the small one away (together 13 customers).")
+    assert g.note == (
+        "Suppressed (fewer than 10 customers each): 1 of 3 segments, and 1 more so that the total "
+        "cannot give the small one away (together 13 customers)."
+    )
 
 
 def test_a_funnel_segment_is_as_big_as_its_entry_step():
-    funnel = pd.DataFrame({"segment": ["x", "x", "y", "y", "z", "z"], "step": [1, 2] * 3,
-                           "customers": [20, 5, 4, 1, 30, 10]})
+    funnel = pd.DataFrame(
+        {"segment": ["x", "x", "y", "y", "z", "z"], "step": [1, 2] * 3, "customers": [20, 5, 4, 1, 30, 10]}
+    )
     g = privacy.small_groups(funnel, 10, by="segment", what="segments")
     # x converts only 5 at step 2, but its group (20 who entered) is big enough; y (4) is not.
     assert g.mask.tolist() == [False, False, True, True, False, False]
@@ -109,10 +116,16 @@ def test_a_funnel_segment_is_as_big_as_its_entry_step():
 
 
 def test_rare_journeys_are_pooled_into_one_row_with_their_combined_count():
-    variants = pd.DataFrame({"variant": ["a > b", "a > c", "a > d", "b"], "customers": [50, 3, 2, 9],
-                             "share": [0.78125, 0.046875, 0.03125, 0.140625]})
+    variants = pd.DataFrame(
+        {
+            "variant": ["a > b", "a > c", "a > d", "b"],
+            "customers": [50, 3, 2, 9],
+            "share": [0.78125, 0.046875, 0.03125, 0.140625],
+        }
+    )
     out = privacy.small_groups(variants, 10, what="journeys", disjoint=True).pooled(
-        "variant", "rarer journeys", sum_columns=("share",))
+        "variant", "rarer journeys", sum_columns=("share",)
+    )
     assert out["variant"].tolist() == ["a > b", "(3 rarer journeys suppressed)"]
     assert out["customers"].tolist() == [50, 14] and out["share"].iloc[1] == pytest.approx(14 / 64)
     # Two rare journeys of 3 and 2 customers: their total (5) would be a small group itself.
@@ -122,10 +135,13 @@ def test_rare_journeys_are_pooled_into_one_row_with_their_combined_count():
 
 def test_an_export_says_what_it_holds():
     frame = pd.DataFrame({"cx_id": ["C1"], "email": ["a***@x.com"], "phone": ["***12"], "name": ["Ann Lee"]})
-    text = privacy.describe_export(frame, what="customers in the hotspot", masked=("email", "phone"),
-                                   consent_left_out=3)
-    assert text == ("1 rows: customers in the hotspot. Masked: email, phone. Personal fields in full: name. "
-                    "Only customers with marketing consent: 3 without it left out.")
+    text = privacy.describe_export(
+        frame, what="customers in the hotspot", masked=("email", "phone"), consent_left_out=3
+    )
+    assert text == (
+        "1 rows: customers in the hotspot. Masked: email, phone. Personal fields in full: name. "
+        "Only customers with marketing consent: 3 without it left out."
+    )
     text = privacy.describe_export(frame[["cx_id"]], what="ids")
     assert text == "1 rows: ids. No personal fields (names, emails, phones, addresses)."
 
@@ -133,15 +149,24 @@ def test_an_export_says_what_it_holds():
 def _load_customers(store, tmp_path, name, rows):
     path = tmp_path / f"{name}.csv"
     pd.DataFrame(rows, columns=["id", "email", "consent"]).to_csv(path, index=False)
-    mapping = Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "id", "email": "email",
-                                                                  "consent_marketing": "consent"}})
+    mapping = Mapping.from_dict(
+        {"kind": "customers", "columns": {"customer_id": "id", "email": "email", "consent_marketing": "consent"}}
+    )
     ingest_file(store, path, source=name, mapping=mapping)
 
 
 def test_only_customers_who_said_yes_everywhere_are_in_a_marketing_export(store, tmp_path):
-    _load_customers(store, tmp_path, "crm", [
-        ["C1", "a@x.com", "yes"], ["C2", "b@x.com", "no"], ["C3", "c@x.com", ""], ["C4", "d@x.com", "true"],
-    ])
+    _load_customers(
+        store,
+        tmp_path,
+        "crm",
+        [
+            ["C1", "a@x.com", "yes"],
+            ["C2", "b@x.com", "no"],
+            ["C3", "c@x.com", ""],
+            ["C4", "d@x.com", "true"],
+        ],
+    )
     # A second CRM says C4 withdrew consent: one "no" is enough to leave them out.
     _load_customers(store, tmp_path, "shop", [["C4", "d@x.com", "false"], ["C5", "e@x.com", "1"]])
     with store.connect() as conn:

@@ -107,8 +107,10 @@ def test_an_executive_sees_no_figure_of_a_cohort_under_10_customers(small_demo, 
     at = _page("executive.py", "executive")
     table = _table_with(at, "cohort_by").set_index(["department", "cohort_by", "cohort"])
     largest_small = small.loc[small["customers"].idxmax()]
-    assert table.loc[(largest_small.department, largest_small.cohort_by, largest_small.cohort), "customers"] == \
-        largest_small.customers
+    assert (
+        table.loc[(largest_small.department, largest_small.cohort_by, largest_small.cohort), "customers"]
+        == largest_small.customers
+    )
 
 
 def test_filters_that_leave_a_handful_of_customers_show_no_figures(small_demo, monkeypatch):

@@ -31,8 +31,19 @@ CASES = [
 
 def _load(public_data, tmp_path, rel, mapping, source, capsys):
     db = f"duckdb:///{tmp_path / 'pub.duckdb'}"
-    code = main(["--db", db, "ingest", str(public_data / rel), "--source", source,
-                 "--mapping", str(MAPPINGS / mapping), "--reject-invalid"])
+    code = main(
+        [
+            "--db",
+            db,
+            "ingest",
+            str(public_data / rel),
+            "--source",
+            source,
+            "--mapping",
+            str(MAPPINGS / mapping),
+            "--reject-invalid",
+        ]
+    )
     out = capsys.readouterr()
     assert code == 0, out.err
     return db, out.out
@@ -52,7 +63,8 @@ def test_every_public_file_loads_and_accounts_for_every_row(public_data, tmp_pat
     db, out = _load(public_data, tmp_path, rel, mapping, source, capsys)
     n = len(pd.read_csv(public_data / rel, dtype=str))
     loaded, rejected, duplicates = (
-        int(re.search(rf"{word} ([\d,]+)", out).group(1).replace(",", "")) for word in ("loaded", "rejected", "duplicates")
+        int(re.search(rf"{word} ([\d,]+)", out).group(1).replace(",", ""))
+        for word in ("loaded", "rejected", "duplicates")
     )
     assert loaded + rejected + duplicates == n
     kind = json.loads((MAPPINGS / mapping).read_text())["kind"]
@@ -73,7 +85,9 @@ def test_telco_churn_label_gives_the_churn_count(public_data, tmp_path, capsys):
     assert {"gender", "tenure", "MonthlyCharges", "TotalCharges"} <= attrs.keys()  # unmapped columns kept
 
 
-def test_online_retail_rejects_exactly_the_rows_without_a_customer_or_with_negative_prices(public_data, tmp_path, capsys):
+def test_online_retail_rejects_exactly_the_rows_without_a_customer_or_with_negative_prices(
+    public_data, tmp_path, capsys
+):
     db, _ = _load(public_data, tmp_path, CASES[1][0], CASES[1][1], "retail", capsys)
     raw = pd.read_csv(public_data / CASES[1][0], dtype={"CustomerID": str, "InvoiceNo": str, "StockCode": str})
     valid = raw["CustomerID"].notna() & (raw["UnitPrice"] >= 0)

@@ -33,8 +33,9 @@ N = 400
 def _ingest(store, folder, name: str, kind: str, frame: pd.DataFrame) -> None:
     path = folder / f"{name}.csv"
     frame.to_csv(path, index=False)
-    ingest_file(store, path, source=name,
-                mapping=Mapping.from_dict({"kind": kind, "columns": {c: c for c in frame.columns}}))
+    ingest_file(
+        store, path, source=name, mapping=Mapping.from_dict({"kind": kind, "columns": {c: c for c in frame.columns}})
+    )
 
 
 def _company(seed: int = 5) -> dict[str, pd.DataFrame]:
@@ -45,53 +46,101 @@ def _company(seed: int = 5) -> dict[str, pd.DataFrame]:
     contacts = rng.choice([0, 1, 2, 3, 4, 6], size=N, p=[0.25, 0.2, 0.2, 0.15, 0.1, 0.1])
     # planted: few visits, no contacts at all (disengaged) or many contacts, and a 4 as the lowest rating
     lowest = rng.choice([5, 4, 2], size=N, p=[0.6, 0.3, 0.1])
-    score = (-1.6 + 1.8 * (visits <= 2) + 1.0 * (contacts == 0) + 0.6 * (contacts >= 4) + 0.8 * (lowest == 4)
-             + 1.2 * (lowest == 2))
+    score = (
+        -1.6
+        + 1.8 * (visits <= 2)
+        + 1.0 * (contacts == 0)
+        + 0.6 * (contacts >= 4)
+        + 0.8 * (lowest == 4)
+        + 1.2 * (lowest == 2)
+    )
     churned = rng.random(N) < 1 / (1 + np.exp(-score))
-    customers = pd.DataFrame({
-        "customer_id": ids, "email": [f"{c.lower()}@shop.test" for c in ids],
-        "signup_date": "2024-01-15", "plan": rng.choice(["basic", "pro"], size=N),
-        "churn_label": np.where(churned, "yes", "no"),
-    })
+    customers = pd.DataFrame(
+        {
+            "customer_id": ids,
+            "email": [f"{c.lower()}@shop.test" for c in ids],
+            "signup_date": "2024-01-15",
+            "plan": rng.choice(["basic", "pro"], size=N),
+            "churn_label": np.where(churned, "yes", "no"),
+        }
+    )
     events, tickets = [], []
     for i, c in enumerate(ids):
         for k in range(visits[i]):
-            events.append({"customer_id": c, "timestamp": AS_OF - timedelta(days=int(rng.integers(1, 29)), hours=k),
-                           "activity": "dashboard"})
+            events.append(
+                {
+                    "customer_id": c,
+                    "timestamp": AS_OF - timedelta(days=int(rng.integers(1, 29)), hours=k),
+                    "activity": "dashboard",
+                }
+            )
         ratings = [5] * contacts[i]
         if contacts[i]:
             ratings[-1] = lowest[i]
         for k in range(contacts[i]):
             opened = AS_OF - timedelta(days=int(rng.integers(10, 80)), hours=k)
-            tickets.append({"ticket_id": f"T{c}-{k}", "customer_id": c, "opened_at": opened,
-                            "closed_at": opened + timedelta(hours=5), "topic": f"question {k}",
-                            "satisfaction": ratings[k]})
+            tickets.append(
+                {
+                    "ticket_id": f"T{c}-{k}",
+                    "customer_id": c,
+                    "opened_at": opened,
+                    "closed_at": opened + timedelta(hours=5),
+                    "topic": f"question {k}",
+                    "satisfaction": ratings[k],
+                }
+            )
     events.append({"customer_id": ids[0], "timestamp": AS_OF, "activity": "dashboard"})  # pins the data's end
     return {"customers": customers, "events": pd.DataFrame(events), "tickets": pd.DataFrame(tickets)}
 
 
 def _extras() -> dict[str, pd.DataFrame]:
     """Three customers the issue names, on top of the planted base (all still customers)."""
-    customers = pd.DataFrame({
-        "customer_id": ["X-RATED", "X-PRICE", "X-CANCEL"],
-        "email": ["rated@shop.test", "price@shop.test", "cancel@shop.test"],
-        "signup_date": "2024-01-15", "plan": "basic", "churn_label": "no",
-    })
+    customers = pd.DataFrame(
+        {
+            "customer_id": ["X-RATED", "X-PRICE", "X-CANCEL"],
+            "email": ["rated@shop.test", "price@shop.test", "cancel@shop.test"],
+            "signup_date": "2024-01-15",
+            "plan": "basic",
+            "churn_label": "no",
+        }
+    )
     rated = [AS_OF - timedelta(days=d) for d in (60, 40, 20)]
-    tickets = pd.DataFrame({
-        "ticket_id": ["TR-1", "TR-2", "TR-3"], "customer_id": "X-RATED", "opened_at": rated,
-        "closed_at": [t + timedelta(hours=3) for t in rated], "topic": ["setup", "setup help", "invoice"],
-        "satisfaction": [5, 5, 4],
-    })
-    events = pd.DataFrame({"customer_id": ["X-RATED", "X-PRICE", "X-CANCEL"], "activity": "dashboard",
-                           "timestamp": [AS_OF - timedelta(days=3)] * 3})
-    churn = pd.DataFrame({"churn_id": ["CH-1"], "customer_id": ["X-PRICE"],
-                          "churned_at": [AS_OF - timedelta(days=5)], "reason": ["pricing"]})
+    tickets = pd.DataFrame(
+        {
+            "ticket_id": ["TR-1", "TR-2", "TR-3"],
+            "customer_id": "X-RATED",
+            "opened_at": rated,
+            "closed_at": [t + timedelta(hours=3) for t in rated],
+            "topic": ["setup", "setup help", "invoice"],
+            "satisfaction": [5, 5, 4],
+        }
+    )
+    events = pd.DataFrame(
+        {
+            "customer_id": ["X-RATED", "X-PRICE", "X-CANCEL"],
+            "activity": "dashboard",
+            "timestamp": [AS_OF - timedelta(days=3)] * 3,
+        }
+    )
+    churn = pd.DataFrame(
+        {
+            "churn_id": ["CH-1"],
+            "customer_id": ["X-PRICE"],
+            "churned_at": [AS_OF - timedelta(days=5)],
+            "reason": ["pricing"],
+        }
+    )
     return {"customers": customers, "tickets": tickets, "events": events, "churn": churn}
 
 
-CANCEL_TICKET = pd.DataFrame({"ticket_id": ["TC-1"], "customer_id": ["X-CANCEL"],
-                              "opened_at": [AS_OF - timedelta(days=9)], "topic": ["Cancellation request"]})
+CANCEL_TICKET = pd.DataFrame(
+    {
+        "ticket_id": ["TC-1"],
+        "customer_id": ["X-CANCEL"],
+        "opened_at": [AS_OF - timedelta(days=9)],
+        "topic": ["Cancellation request"],
+    }
+)
 
 
 @pytest.fixture(scope="module")
@@ -113,8 +162,14 @@ def company(tmp_path_factory):
     _ingest(store, folder, "helpdesk_late", "tickets", CANCEL_TICKET)
     store_scores(store, model)
     frames["tickets"] = pd.concat([frames["tickets"], CANCEL_TICKET], ignore_index=True)
-    yield {"store": store, "url": url, "untrained": untrained, "model": model, "frames": frames,
-           "churn": extra["churn"]}
+    yield {
+        "store": store,
+        "url": url,
+        "untrained": untrained,
+        "model": model,
+        "frames": frames,
+        "churn": extra["churn"],
+    }
     store.dispose()
 
 
@@ -131,11 +186,21 @@ def _features_by_hand(frames: dict, *, without_late_ticket: bool) -> pd.DataFram
     ev = frames["events"]
     ts = pd.to_datetime(ev["timestamp"])
     out = pd.DataFrame(index=frames["customers"]["customer_id"])
-    out["contacts_90d"] = tickets[(opened >= cutoff - pd.Timedelta(days=90)) & (opened < cutoff)] \
-        .groupby("customer_id").size().reindex(out.index).fillna(0.0)
+    out["contacts_90d"] = (
+        tickets[(opened >= cutoff - pd.Timedelta(days=90)) & (opened < cutoff)]
+        .groupby("customer_id")
+        .size()
+        .reindex(out.index)
+        .fillna(0.0)
+    )
     out["satisfaction_min"] = tickets[closed.notna() & (closed < cutoff)].groupby("customer_id")["satisfaction"].min()
-    out["web_events_30d"] = ev[(ts >= cutoff - pd.Timedelta(days=30)) & (ts < cutoff)] \
-        .groupby("customer_id").size().reindex(out.index).fillna(0.0)
+    out["web_events_30d"] = (
+        ev[(ts >= cutoff - pd.Timedelta(days=30)) & (ts < cutoff)]
+        .groupby("customer_id")
+        .size()
+        .reindex(out.index)
+        .fillna(0.0)
+    )
     out["label"] = (frames["customers"].set_index("customer_id")["churn_label"] == "yes").astype(int)
     return out
 
@@ -265,10 +330,21 @@ def test_failed_payments_count_every_failed_status(store, tmp_path):
     day = datetime(2026, 2, 1)
     statuses = [*FAILED_PAYMENT_STATUSES, "paid", "refunded"]
     _ingest(store, tmp_path, "crm", "customers", pd.DataFrame({"customer_id": ["P1"], "email": ["p1@shop.test"]}))
-    _ingest(store, tmp_path, "billing", "transactions", pd.DataFrame({
-        "transaction_id": [f"X{i}" for i in range(len(statuses))], "customer_id": "P1",
-        "timestamp": [day + timedelta(days=i) for i in range(len(statuses))], "amount": 10.0,
-        "status": [s.upper() for s in statuses]}))
+    _ingest(
+        store,
+        tmp_path,
+        "billing",
+        "transactions",
+        pd.DataFrame(
+            {
+                "transaction_id": [f"X{i}" for i in range(len(statuses))],
+                "customer_id": "P1",
+                "timestamp": [day + timedelta(days=i) for i in range(len(statuses))],
+                "amount": 10.0,
+                "status": [s.upper() for s in statuses],
+            }
+        ),
+    )
     with store.connect() as conn:
         sig = recent_signals(conn, _cx(store, "P1")).set_index("signal")
     assert sig.loc["failed_payment", "count"] == len(FAILED_PAYMENT_STATUSES)
@@ -281,8 +357,12 @@ def test_next_action_follows_the_newest_strong_signal_in_the_window():
 
     reasons = [{"signal": "usage", "label": "Uses the product less", "action": "Re-onboard", "department": "web"}]
     cancel, compare = SIGNALS["cancellation_ticket"], SIGNALS["competitor_compare"]
-    got = next_action(pd.DataFrame({"signal": ["checkout_error", "competitor_compare", "cancellation_ticket"],
-                                    "age_days": [0.5, 3.2, 9.9]}), reasons)
+    got = next_action(
+        pd.DataFrame(
+            {"signal": ["checkout_error", "competitor_compare", "cancellation_ticket"], "age_days": [0.5, 3.2, 9.9]}
+        ),
+        reasons,
+    )
     assert got["action"] == f"{compare.action} — competitor comparison 3 days ago"  # friction never decides
     assert (got["signal"], got["department"], got["basis"]) == ("competitor_compare", compare.department, "signal")
     got = next_action([("cancellation_ticket", 9.0), ("cancel_page", 45.0)], reasons)
@@ -301,14 +381,19 @@ def test_cli_card_json_is_the_stitched_customer_with_signals_risk_reasons_and_ne
     listed = _listed(company).loc["X-CANCEL"]
     assert out["cx_id"] == listed["cx_id"] and out["customer_id"] == "X-CANCEL"
     ids = {(i["field"], i["value"]) for i in out["identifiers"]}
-    assert ("customer_id", "X-CANCEL") in ids and ("email", "c***@shop.test") in ids  # masked by default (privacy.mask_email)
+    assert ("customer_id", "X-CANCEL") in ids and (
+        "email",
+        "c***@shop.test",
+    ) in ids  # masked by default (privacy.mask_email)
     assert out["identifiers_masked"] is True
     ages = [s["age_days"] for s in out["signals"]]
     assert ages == sorted(ages) and out["signals"][0]["signal"] == "cancellation_ticket" and ages[0] == 9.0
     assert out["risk"] == pytest.approx(listed["risk"]) and out["risk_note"] is None
     assert [r["signal"] for r in out["reasons"]] == [r["signal"] for r in listed["reasons"]]
-    assert all(set(r) == {"signal", "label", "value", "reference", "direction", "department", "action", "detail"}
-               for r in out["reasons"])
+    assert all(
+        set(r) == {"signal", "label", "value", "reference", "direction", "department", "action", "detail"}
+        for r in out["reasons"]
+    )
     nxt = out["next_action"]
     assert (nxt["signal"], nxt["age_days"]) == ("cancellation_ticket", 9.0)
     assert nxt["action"] == listed["action"] == f"{SIGNALS['cancellation_ticket'].action} — asked to cancel 9 days ago"
@@ -343,9 +428,16 @@ def test_cli_score_json_gives_structured_reasons_and_the_next_action(company, ca
     for cid in ("X-CANCEL", "X-PRICE", "X-RATED"):
         r = scored[cid]
         assert r["action"] == listed.loc[cid, "action"]
-        assert r["reasons"] == [{k: x.get(k) for k in ("signal", "label", "value", "reference", "direction",
-                                                        "department", "action", "detail")}
-                                for x in listed.loc[cid, "reasons"]]
+        assert r["reasons"] == [
+            {
+                k: x.get(k)
+                for k in ("signal", "label", "value", "reference", "direction", "department", "action", "detail")
+            }
+            for x in listed.loc[cid, "reasons"]
+        ]
     assert any(r["reasons"] for r in scored.values())
-    assert all(set(x) == {"signal", "label", "value", "reference", "direction", "department", "action", "detail"}
-               for r in scored.values() for x in r["reasons"])
+    assert all(
+        set(x) == {"signal", "label", "value", "reference", "direction", "department", "action", "detail"}
+        for r in scored.values()
+        for x in r["reasons"]
+    )

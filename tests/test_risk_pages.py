@@ -57,8 +57,7 @@ def test_at_risk_page_lists_the_top_decile_and_filters_by_owner(trained_env):
     assert 0 < len(filtered) < len(table) and set(filtered["owner"]) == {"web"}
 
 
-def test_a_marked_customer_shows_its_new_status_at_once_though_the_list_is_cached(trained_demo, tmp_path,
-                                                                                 monkeypatch):
+def test_a_marked_customer_shows_its_new_status_at_once_though_the_list_is_cached(trained_demo, tmp_path, monkeypatch):
     import shutil
 
     from cxdash.activation import mark
@@ -127,12 +126,22 @@ def test_retrain_button_trains_a_new_version_with_a_labelled_table(tmp_path, mon
     contract = rng.choice(["monthly", "yearly"], n)
     churn = np.where(rng.random(n) < np.where(contract == "monthly", 0.5, 0.1), "Yes", "No")
     path = tmp_path / "accounts.csv"
-    pd.DataFrame({"AccountNo": [f"A{i:04d}" for i in range(n)], "Contract": contract,
-                  "Seats": rng.integers(1, 50, n), "Churn": churn}).to_csv(path, index=False)
+    pd.DataFrame(
+        {
+            "AccountNo": [f"A{i:04d}" for i in range(n)],
+            "Contract": contract,
+            "Seats": rng.integers(1, 50, n),
+            "Churn": churn,
+        }
+    ).to_csv(path, index=False)
     url = f"duckdb:///{tmp_path / 'labelled.duckdb'}"
     store = open_store(url)
-    ingest_file(store, path, source="accounts",
-                mapping=Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "AccountNo", "plan": "Contract"}}))
+    ingest_file(
+        store,
+        path,
+        source="accounts",
+        mapping=Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "AccountNo", "plan": "Contract"}}),
+    )
     monkeypatch.setenv("CXDASH_DB_URL", url)
     at = _run("model.py")
     at.selectbox(key="model_label").set_value("Churn")

@@ -63,8 +63,16 @@ T14,C4,2024-03-04 09:00,2024-03-04 10:00,Billing,support
 #   C5: one ticket. C4 and C5 both on billing 2 days apart are different customers.
 REPEATS = 6
 # leaked (the earlier ticket's team) -> absorbed (the repeat's team), one pair per repeat
-REPEAT_PAIRS = sorted([("billing", "support"), ("support", "tech"), ("support", "billing"), ("billing", "tech"),
-                       ("support", "tech"), ("billing", "support")])
+REPEAT_PAIRS = sorted(
+    [
+        ("billing", "support"),
+        ("support", "tech"),
+        ("support", "billing"),
+        ("billing", "tech"),
+        ("support", "tech"),
+        ("billing", "support"),
+    ]
+)
 
 EVENTS = """customer_id,ts,activity,department,channel
 C1,2024-03-10 12:00,checkout,web,web
@@ -88,14 +96,46 @@ TRANSACTIONS = "customer_id,ts,amount,status\n" + "".join(
 
 MAPPINGS = {
     "crm": ("customers", CRM, {"customer_id": "customer_id", "email": "email", "signup_date": "signup_date"}),
-    "helpdesk": ("tickets", HELPDESK, {"ticket_id": "ticket", "email": "email", "opened_at": "opened",
-                                       "closed_at": "closed", "topic": "topic", "department": "team"}),
-    "chat": ("tickets", CHAT, {"ticket_id": "ticket", "customer_id": "customer_id", "opened_at": "opened",
-                               "closed_at": "closed", "topic": "topic", "department": "team"}),
-    "web": ("events", EVENTS, {"customer_id": "customer_id", "timestamp": "ts", "activity": "activity",
-                               "department": "department", "channel": "channel"}),
-    "billing": ("transactions", TRANSACTIONS, {"customer_id": "customer_id", "timestamp": "ts", "amount": "amount",
-                                               "status": "status"}),
+    "helpdesk": (
+        "tickets",
+        HELPDESK,
+        {
+            "ticket_id": "ticket",
+            "email": "email",
+            "opened_at": "opened",
+            "closed_at": "closed",
+            "topic": "topic",
+            "department": "team",
+        },
+    ),
+    "chat": (
+        "tickets",
+        CHAT,
+        {
+            "ticket_id": "ticket",
+            "customer_id": "customer_id",
+            "opened_at": "opened",
+            "closed_at": "closed",
+            "topic": "topic",
+            "department": "team",
+        },
+    ),
+    "web": (
+        "events",
+        EVENTS,
+        {
+            "customer_id": "customer_id",
+            "timestamp": "ts",
+            "activity": "activity",
+            "department": "department",
+            "channel": "channel",
+        },
+    ),
+    "billing": (
+        "transactions",
+        TRANSACTIONS,
+        {"customer_id": "customer_id", "timestamp": "ts", "amount": "amount", "status": "status"},
+    ),
 }
 MARCH = kpis.Period.from_dates(date(2024, 3, 1), date(2024, 3, 31))
 NOW = datetime(2024, 4, 1)
@@ -142,8 +182,9 @@ def test_the_pandas_count_agrees_with_the_hand_count():
 
 def _moments(conn, hotspot: str, days: float = 7) -> pd.DataFrame:
     m = journeys.friction_moments(repeat_days=days)
-    rows = conn.execute(sa.select(m.c.cx_id, m.c.leaked_department, m.c.absorbed_department)
-                        .where(m.c.hotspot == hotspot)).fetchall()
+    rows = conn.execute(
+        sa.select(m.c.cx_id, m.c.leaked_department, m.c.absorbed_department).where(m.c.hotspot == hotspot)
+    ).fetchall()
     return pd.DataFrame(rows, columns=["cx_id", "leaked", "absorbed"])
 
 
@@ -207,8 +248,11 @@ def _card_counts(conn, signal_name: str) -> dict[str, int]:
 def _by_customer(conn, counts: dict) -> dict[str, int]:
     """Per CRM customer id (the test's names) from counts per cx_id, leaving out zeros."""
     c, im = KIND_TABLES["customers"], customer_keys_table
-    ids = dict(conn.execute(sa.select(im.c.cx_id, c.c.customer_id).select_from(c.join(im, im.c.cx_key == c.c.cx_key)))
-               .fetchall())
+    ids = dict(
+        conn.execute(
+            sa.select(im.c.cx_id, c.c.customer_id).select_from(c.join(im, im.c.cx_key == c.c.cx_key))
+        ).fetchall()
+    )
     return {ids[k]: int(v) for k, v in counts.items() if v}
 
 
@@ -240,23 +284,34 @@ def test_failed_payments_are_counted_alike_for_every_failed_status(company):
         paid = kpis.kpi_table(conn, [MARCH]).loc[0, "revenue"]
     assert feature_counts == hotspot_counts == card_counts == expected
     # revenue leaves the failed payments out: 10+11+... over the paid and refunded rows only
-    assert paid == pytest.approx(sum(10 + i for i, s in enumerate(_STATUSES) if s not in signals.FAILED_PAYMENT_STATUSES))
+    assert paid == pytest.approx(
+        sum(10 + i for i, s in enumerate(_STATUSES) if s not in signals.FAILED_PAYMENT_STATUSES)
+    )
 
 
 def test_hotspot_descriptions_are_the_registry_words():
     for hotspot, text in journeys.HOTSPOT_DESCRIPTIONS.items():
         assert signals.by_hotspot(hotspot).description == text
     assert set(journeys.HOTSPOT_DESCRIPTIONS) == {
-        "repeat contact", "help page then contact", "transferred ticket", "checkout error", "payment failed",
-        "rework", "long wait", "dead end"}
+        "repeat contact",
+        "help page then contact",
+        "transferred ticket",
+        "checkout error",
+        "payment failed",
+        "rework",
+        "long wait",
+        "dead end",
+    }
 
 
 def test_the_model_reads_the_registry_intent_signals():
     from cxdash import features
 
     assert features.INTENT_SIGNALS == {
-        "cancel_page": ("events", ("%cancel%",)), "competitor_compare": ("events", ("%competitor%", "%compare%")),
-        "downgrade_page": ("events", ("%downgrade%",)), "cancellation_ticket": ("tickets", ("%cancel%",)),
+        "cancel_page": ("events", ("%cancel%",)),
+        "competitor_compare": ("events", ("%competitor%", "%compare%")),
+        "downgrade_page": ("events", ("%downgrade%",)),
+        "cancellation_ticket": ("tickets", ("%cancel%",)),
         "complaint": ("tickets", ("%complain%",)),
     }
     assert features.COMPLAINT_MAX_SATISFACTION is signals.COMPLAINT_MAX_SATISFACTION
@@ -277,6 +332,7 @@ def test_the_masks_are_one_implementation():
 
 
 # ----------------------------------------------------------------------------- no second definition
+
 
 def _modules() -> list[Path]:
     return sorted(p for p in CXDASH.rglob("*.py") if p.name != "signals.py")
@@ -299,8 +355,12 @@ def test_no_module_but_the_registry_spells_a_signal_pattern_or_the_failed_status
             elif isinstance(node, ast.Assign | ast.AnnAssign):
                 targets = node.targets if isinstance(node, ast.Assign) else [node.target]
                 names = {t.id for t in targets if isinstance(t, ast.Name)}
-                declared = {"FAILED_PAYMENT_STATUSES", "CHURN_ACTIVITIES", "COMPLAINT_MAX_SATISFACTION",
-                            "REPEAT_WINDOW_DAYS"}
+                declared = {
+                    "FAILED_PAYMENT_STATUSES",
+                    "CHURN_ACTIVITIES",
+                    "COMPLAINT_MAX_SATISFACTION",
+                    "REPEAT_WINDOW_DAYS",
+                }
                 if names & declared:
                     found.append((path.name, node.lineno, sorted(names & declared)))
     assert found == []

@@ -22,9 +22,12 @@ v1,ann@x.org,2024-02-01 10:00,home
 v3,cy@x.org,2024-03-02 09:00,home
 v3,cy@x.org,2024-03-09 09:00,cancel
 """
-CRM_MAP = Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "id", "email": "mail", "signup_date": "joined"}})
-WEB_MAP = Mapping.from_dict({"kind": "events", "columns": {"visitor_id": "visitor", "email": "mail", "timestamp": "at",
-                                                            "activity": "page"}})
+CRM_MAP = Mapping.from_dict(
+    {"kind": "customers", "columns": {"customer_id": "id", "email": "mail", "signup_date": "joined"}}
+)
+WEB_MAP = Mapping.from_dict(
+    {"kind": "events", "columns": {"visitor_id": "visitor", "email": "mail", "timestamp": "at", "activity": "page"}}
+)
 
 
 def _load(store, tmp_path, name, text, source, mapping):
@@ -65,9 +68,14 @@ def test_stored_summaries_equal_the_live_ones_and_a_new_load_is_never_served_sta
         # a tampered payload of the current version is a miss, not an error
     with store.begin() as conn:
         conn.execute(summaries_table.delete())
-        conn.execute(summaries_table.insert().values(name="headline", data_version=data_version(conn),
-                                                     computed_at=pd.Timestamp("2026-01-01").to_pydatetime(),
-                                                     payload=b"Pnot parquet"))
+        conn.execute(
+            summaries_table.insert().values(
+                name="headline",
+                data_version=data_version(conn),
+                computed_at=pd.Timestamp("2026-01-01").to_pydatetime(),
+                payload=b"Pnot parquet",
+            )
+        )
     with store.connect() as conn:
         assert summaries.get(conn, "headline").customers == 3
 
@@ -96,8 +104,9 @@ def test_governance_from_stored_scans_equals_governance_computed_live(store, tmp
     now = datetime(2024, 4, 1)
     with store.connect() as conn:
         live = governance(conn, now)
-        stored = governance(conn, now, stats=summaries.get(conn, "source_stats"),
-                            latency=summaries.get(conn, "source_latency"))
+        stored = governance(
+            conn, now, stats=summaries.get(conn, "source_stats"), latency=summaries.get(conn, "source_latency")
+        )
     _same(stored, live)
     assert live.set_index("name").loc["web", "rows"] == 3
 
@@ -116,8 +125,10 @@ def test_a_frame_payload_keeps_its_index_column_names_and_types():
     pd.testing.assert_frame_equal(back, matrix, check_index_type=False)
     assert list(back.columns) == ["customers", 0, 1]  # the month numbers stay integers
 
-    table = pd.DataFrame({"period_start": pd.to_datetime(["2024-01-01", "2024-02-01"]), "churn_rate": [0.1, None],
-                          "label": ["a", None]}, index=pd.RangeIndex(2, name="bucket"))
+    table = pd.DataFrame(
+        {"period_start": pd.to_datetime(["2024-01-01", "2024-02-01"]), "churn_rate": [0.1, None], "label": ["a", None]},
+        index=pd.RangeIndex(2, name="bucket"),
+    )
     back = summaries._decode("x", summaries._encode(table))
     pd.testing.assert_frame_equal(back, table)
     assert back.index.name == "bucket"
@@ -173,14 +184,14 @@ def test_every_default_view_is_stored_after_a_load_and_equals_the_live_computati
                     assert found == live, name
             # another view is not stored: the page computes it live
             period = computed["executive.report"].period
-            other = views.report_params(period.start.date() - timedelta(days=30), period.end.date() - timedelta(days=31),
-                                        Filters(), 7, 12)
+            other = views.report_params(
+                period.start.date() - timedelta(days=30), period.end.date() - timedelta(days=31), Filters(), 7, 12
+            )
             assert summaries.lookup(conn, "executive.report", version, other) is summaries.MISSING
             # a stored view of an older data version is not served
             assert summaries.lookup(conn, "journeys.handoffs", version - 1, {}) is summaries.MISSING
     finally:
         store.dispose()
-
 
 
 def _same_state(a, b, where: str) -> None:
@@ -205,10 +216,23 @@ def _refuse(name):
 
 PAGE_COMPUTATIONS = {
     "executive.py": ("kpis", ("kpi_report", "kpi_table", "cohort_retention", "conflicts", "predicted_clv")),
-    "journeys.py": ("journeys", ("discover_dfg", "activity_nodes", "activity_counts", "journey_customers",
-                                 "first_positions", "paths_to", "hotspots",
-                                 "discover_variants", "funnel", "discover_handoffs", "hotspot_customers",
-                                 "edge_customers")),
+    "journeys.py": (
+        "journeys",
+        (
+            "discover_dfg",
+            "activity_nodes",
+            "activity_counts",
+            "journey_customers",
+            "first_positions",
+            "paths_to",
+            "hotspots",
+            "discover_variants",
+            "funnel",
+            "discover_handoffs",
+            "hotspot_customers",
+            "edge_customers",
+        ),
+    ),
 }
 
 

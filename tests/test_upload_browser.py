@@ -170,8 +170,12 @@ def test_a_usage_log_is_offered_its_link_and_loads_under_its_department(empty_ap
 
     saas = FIXTURES / "saas"
     store = open_store(empty_app["db"])
-    ingest_file(store, saas / "subscriptions.csv", source="subs",
-                mapping=Mapping.from_dict(json.loads((saas / "subscriptions.mapping.json").read_text())))
+    ingest_file(
+        store,
+        saas / "subscriptions.csv",
+        source="subs",
+        mapping=Mapping.from_dict(json.loads((saas / "subscriptions.mapping.json").read_text())),
+    )
     store.dispose()
     usage = pd.read_csv(saas / "feature_usage.csv", dtype=str)
     carried = usage["subscription_id"].dropna()
@@ -192,7 +196,9 @@ def test_a_usage_log_is_offered_its_link_and_loads_under_its_department(empty_ap
     page.wait_for_timeout(1500)
     page.screenshot(path=str(artifacts / "upload_usage_link_suggestion.png"), full_page=True)
     page.get_by_role("button", name="Check the file").click()
-    page.get_by_text(f"{matched} of the {len(carried)} rows with a value (in the first block read)").wait_for(timeout=60_000)
+    page.get_by_text(f"{matched} of the {len(carried)} rows with a value (in the first block read)").wait_for(
+        timeout=60_000
+    )
     page.screenshot(path=str(artifacts / "upload_usage_link_check.png"), full_page=True)
     page.get_by_role("button", name=f"Load {len(usage)} rows").click()
     page.get_by_text(f"{matched} reached a customer").wait_for(timeout=120_000)
@@ -213,8 +219,14 @@ def test_the_data_health_page_reports_a_loaded_source(empty_app, artifacts, tmp_
     crm.write_text("id,email,signup\n" + "".join(f"H{i},h{i}@example.com,2024-02-{i + 1:02d}\n" for i in range(17)))
     store = open_store(empty_app["db"], create=False)
     try:
-        ingest_file(store, crm, source="health_crm", mapping=Mapping.from_dict(
-            {"kind": "customers", "columns": {"customer_id": "id", "email": "email", "signup_date": "signup"}}))
+        ingest_file(
+            store,
+            crm,
+            source="health_crm",
+            mapping=Mapping.from_dict(
+                {"kind": "customers", "columns": {"customer_id": "id", "email": "email", "signup_date": "signup"}}
+            ),
+        )
     finally:
         store.dispose()
     page = empty_app["browser"].new_page(viewport={"width": 1400, "height": 1100})

@@ -56,8 +56,10 @@ def test_without_a_saved_mapping_the_page_shows_the_guesses_and_waits_for_a_kind
     if "account_id" in KINDS["tickets"].field_names:  # identifiers on every kind (issue 13, another part)
         assert "• column 'account_id' identifies the customer (account_id)" in texts(at)
     else:
-        assert ("• no customer identifier: no column reads as customer_id, email, phone; "
-                "'account_id' reads as account_id, which tickets do not take") in texts(at)
+        assert (
+            "• no customer identifier: no column reads as customer_id, email, phone; "
+            "'account_id' reads as account_id, which tickets do not take"
+        ) in texts(at)
     assert not any(b.label == "Check the file" for b in at.button)  # nothing to check before a kind
 
 
@@ -197,15 +199,19 @@ def test_a_usage_log_without_identifier_is_offered_its_link_ticked_with_the_matc
     kind_box(at).select("events").run()
     total, matched = _usage_match()  # 17 and 16 (S99 is no subscription)
     assert link_box(at).value is True
-    assert f"column 'subscription_id': {matched} of the {total} rows with a value hold a subscription_id of subs " \
-           f"({matched / total:.0%}); 1 row has no value (they stay without a customer)" in texts(at)
+    assert (
+        f"column 'subscription_id': {matched} of the {total} rows with a value hold a subscription_id of subs "
+        f"({matched / total:.0%}); 1 row has no value (they stay without a customer)" in texts(at)
+    )
     assert "rows reach their customer only through the ticked link" in " ".join(i.value for i in at.info)
 
 
 def test_a_link_is_not_ticked_for_you_when_an_identifier_is_mapped(db):
     _load_subscriptions(db)
-    rows = "usage_id,account_id,subscription_id,usage_date,feature_name\nU1,A1,S1,2024-02-01,reports\n" \
-           "U2,A2,S3,2024-02-02,api\nU3,A1,S2,2024-02-03,api\n"
+    rows = (
+        "usage_id,account_id,subscription_id,usage_date,feature_name\nU1,A1,S1,2024-02-01,reports\n"
+        "U2,A2,S3,2024-02-02,api\nU3,A1,S2,2024-02-03,api\n"
+    )
     at = upload("usage_with_accounts.csv", rows.encode())
     kind_box(at).select("events").run()
     assert link_box(at).value is False
@@ -234,8 +240,10 @@ def test_ticking_or_unticking_a_link_invalidates_the_check(db):
     kind_box(at).select("events").run()
     at.button(key="upload_check").click().run()
     total, matched = _usage_match()
-    assert f"column 'subscription_id' -> subs.subscription_id: {matched} of the {total} rows with a value (in the " \
-           f"first block read) hold a subscription_id of subs ({matched / total:.0%})." in texts(at)
+    assert (
+        f"column 'subscription_id' -> subs.subscription_id: {matched} of the {total} rows with a value (in the "
+        f"first block read) hold a subscription_id of subs ({matched / total:.0%})." in texts(at)
+    )
     assert any(b.label.startswith("Load 18 rows") for b in at.button)  # 18 lines in the fixture
     link_box(at).uncheck().run()
     assert "changed since the last check" in " ".join(w.value for w in at.warning)
@@ -252,8 +260,10 @@ def test_a_count_that_equals_numeric_ticket_ids_is_offered_unticked_and_the_name
 
     _load_subscriptions(db)
     tickets = tmp_path / "numeric_tickets.csv"
-    tickets.write_text("ticket_id,email,opened_at\n" + "".join(
-        f"{i},user{i}@example.com,2024-01-{1 + i % 28:02d}\n" for i in range(1, 101)))
+    tickets.write_text(
+        "ticket_id,email,opened_at\n"
+        + "".join(f"{i},user{i}@example.com,2024-01-{1 + i % 28:02d}\n" for i in range(1, 101))
+    )
     store = open_store(db)
     ingest_file(store, tickets, source="helpdesk", kind="tickets")
     store.dispose()

@@ -90,11 +90,14 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
     # the page offers the link with its match rate, ticked because no identifier is mapped
     box = next(c for c in at.checkbox if c.label == "Link 1: to subscriptions.subscription_id")
     assert box.value is True
-    assert "no customer identifier is mapped, so the suggested links whose column name says what it holds are " \
-           "ticked" in " ".join(
-        c.value for c in at.caption).lower()
-    assert (f"column 'subscription_id': {int(in_subs.sum()):,} of the {len(usage):,} rows with a value hold a "
-            f"subscription_id of subscriptions ({in_subs.mean():.0%})") in _texts(at)
+    assert (
+        "no customer identifier is mapped, so the suggested links whose column name says what it holds are "
+        "ticked" in " ".join(c.value for c in at.caption).lower()
+    )
+    assert (
+        f"column 'subscription_id': {int(in_subs.sum()):,} of the {len(usage):,} rows with a value hold a "
+        f"subscription_id of subscriptions ({in_subs.mean():.0%})"
+    ) in _texts(at)
     table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("field")
     assert table.loc["link -> subscriptions.subscription_id", "column"] == "subscription_id"
     # the department and owner the usage log belongs to (events start as "web")
@@ -105,23 +108,30 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
     at.run()
     assert "can be changed later on Data health" in " ".join(c.value for c in at.caption)
     at.button(key="upload_check").click().run()
-    assert (f"column 'subscription_id' -> subscriptions.subscription_id: {int(in_subs.sum()):,} of the "
-            f"{len(usage):,} rows with a value (in the first block read) hold a subscription_id of subscriptions "
-            f"({in_subs.mean():.0%}).") in _texts(at)
+    assert (
+        f"column 'subscription_id' -> subscriptions.subscription_id: {int(in_subs.sum()):,} of the "
+        f"{len(usage):,} rows with a value (in the first block read) hold a subscription_id of subscriptions "
+        f"({in_subs.mean():.0%})."
+    ) in _texts(at)
     next(b for b in at.button if b.label.startswith(f"Load {len(usage):,} rows")).click().run()
     assert not at.exception
     summaries.wait_for_background(timeout=600)
     after = _texts(at)
     assert "Department: product; owner: Product analytics (change them on Data health)." in after
-    assert (f"{len(usage):,} rows have no customer identifier of their own and rely on the link to "
-            "subscriptions.subscription_id:") in after
+    assert (
+        f"{len(usage):,} rows have no customer identifier of their own and rely on the link to "
+        "subscriptions.subscription_id:"
+    ) in after
     assert f"  {int(in_subs.sum()):,} reached a customer;" in after
     assert f"  {int((~in_subs).sum()):,} carry a key that subscriptions.subscription_id does not hold" in after
 
     # rows stored per table, as the files hold them (every key is unique in these exports)
     assert _rows_per_source(db) == {
-        "accounts": len(frames.accounts), "subscriptions": len(subs), "tickets": len(frames.tickets),
-        "churn_events": len(frames.churn_events), "usage": len(usage),
+        "accounts": len(frames.accounts),
+        "subscriptions": len(subs),
+        "tickets": len(frames.tickets),
+        "churn_events": len(frames.churn_events),
+        "usage": len(usage),
     }
 
     store = open_store(db)
@@ -131,8 +141,9 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
             [tuple(r) for r in conn.execute(sa.select(ev.c.row_number, ev.c.cx_key).where(ev.c.source == "usage"))],
             columns=["row_number", "cx_key"],
         ).set_index("row_number")["cx_key"]
-        account_key = {a: k for a, k in conn.execute(
-            sa.select(crm.c.account_id, crm.c.cx_key).where(crm.c.source == "accounts"))}
+        account_key = {
+            a: k for a, k in conn.execute(sa.select(crm.c.account_id, crm.c.cx_key).where(crm.c.source == "accounts"))
+        }
         cands = {c.name: c for c in churn.candidates(conn)}
         owners = source_owners(conn).set_index("name")
         tl = timeline(("source", "department"))
@@ -144,7 +155,8 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
     # the usage rows that reached an account are exactly those whose subscription is in the extract,
     # each at the account that subscription belongs to (row_number: the file line, header = line 1)
     account_of_line = usage.merge(subs[["subscription_id", "account_id"]], on="subscription_id", how="left")[
-        "account_id"].set_axis(usage.index + 2)
+        "account_id"
+    ].set_axis(usage.index + 2)
     assert int(usage_rows.notna().sum()) == int(in_subs.sum())
     expected_keys = account_of_line.map(account_key)
     assert usage_rows.sort_index().astype("Int64").tolist() == expected_keys.sort_index().astype("Int64").tolist()

@@ -25,8 +25,14 @@ def saas(tmp_path_factory):
     store = open_store(f"duckdb:///{root / 'cx.duckdb'}")
     for name in ("accounts", "subscriptions", "tickets", "churn_events"):
         m = saas_company.MAPPINGS[name]
-        ingest_file(store, paths[name], source=name, kind=m["kind"], mapping=Mapping(m["kind"], m["columns"]),
-                    reject_invalid=True)
+        ingest_file(
+            store,
+            paths[name],
+            source=name,
+            kind=m["kind"],
+            mapping=Mapping(m["kind"], m["columns"]),
+            reject_invalid=True,
+        )
     yield store, company
     store.dispose()
 
@@ -37,8 +43,9 @@ def test_without_transactions_value_is_twelve_times_the_mrr_live_at_the_cutoff(s
         assert value_basis(conn) == "mrr"
         cutoff = data_as_of(conn) + timedelta(seconds=1)
         ff = customer_features(conn, cutoff=cutoff)
-    subs = company.subscriptions.assign(start=pd.to_datetime(company.subscriptions["start_date"]),
-                                        end=pd.to_datetime(company.subscriptions["end_date"]))
+    subs = company.subscriptions.assign(
+        start=pd.to_datetime(company.subscriptions["start_date"]), end=pd.to_datetime(company.subscriptions["end_date"])
+    )
     live = (subs["start"] < pd.Timestamp(cutoff)) & (subs["end"].isna() | (subs["end"] > pd.Timestamp(cutoff)))
     mrr = subs[live].groupby(subs["account_id"].astype(str))["mrr_amount"].sum()
     got = ff.frame.set_index(ff.frame["customer_id"].astype(str))["value"]
@@ -53,15 +60,29 @@ def test_the_at_risk_sentence_sums_risk_times_value_and_names_the_basis():
     from cxdash.ui import risk
     from cxdash.ui.formatting import money
 
-    frame = pd.DataFrame({"cx_id": ["a", "b", "c"], "customer_id": ["A", "B", "C"], "risk": [0.5, 0.25, 0.1],
-                          "value": [1200.0, 2400.0, 0.0], "top_reason": ["", "", ""], "department": ["", "", ""],
-                          "action": ["", "", ""], "status": ["open"] * 3, "reasons": [[], [], []]})
+    frame = pd.DataFrame(
+        {
+            "cx_id": ["a", "b", "c"],
+            "customer_id": ["A", "B", "C"],
+            "risk": [0.5, 0.25, 0.1],
+            "value": [1200.0, 2400.0, 0.0],
+            "top_reason": ["", "", ""],
+            "department": ["", "", ""],
+            "action": ["", "", ""],
+            "status": ["open"] * 3,
+            "reasons": [[], [], []],
+        }
+    )
     frame["priority"] = frame["risk"] * frame["value"]
     text = risk.at_risk_sentence(frame, {}, "mrr")
     assert money(0.5 * 1200 + 0.25 * 2400) in text  # 1,200 by hand
     assert "12 × MRR" in text and VALUE_BASES["mrr"] in text
-    assert list(risk.at_risk_table(frame, "mrr").columns[:4]) == ["customer", "risk", "value (12 months)",
-                                                                  "risk x value"]
+    assert list(risk.at_risk_table(frame, "mrr").columns[:4]) == [
+        "customer",
+        "risk",
+        "value (12 months)",
+        "risk x value",
+    ]
 
 
 def test_with_neither_transactions_nor_mrr_the_value_is_unknown_and_the_page_says_so(tmp_path):
@@ -70,21 +91,44 @@ def test_with_neither_transactions_nor_mrr_the_value_is_unknown_and_the_page_say
 
     (tmp_path / "crm.csv").write_text("id,joined\nC1,2024-01-01\nC2,2024-02-01\nC3,2024-03-01\n")
     (tmp_path / "tickets.csv").write_text(
-        "ticket,id,opened\nT1,C1,2024-04-01 10:00\nT2,C2,2024-04-02 10:00\nT3,C1,2024-04-03 10:00\n")
+        "ticket,id,opened\nT1,C1,2024-04-01 10:00\nT2,C2,2024-04-02 10:00\nT3,C1,2024-04-03 10:00\n"
+    )
     store = open_store(f"duckdb:///{tmp_path / 'cx.duckdb'}")
     try:
-        ingest_file(store, tmp_path / "crm.csv", source="crm", kind="customers",
-                    mapping=Mapping("customers", {"customer_id": "id", "signup_date": "joined"}))
-        ingest_file(store, tmp_path / "tickets.csv", source="helpdesk", kind="tickets",
-                    mapping=Mapping("tickets", {"ticket_id": "ticket", "customer_id": "id", "opened_at": "opened"}))
+        ingest_file(
+            store,
+            tmp_path / "crm.csv",
+            source="crm",
+            kind="customers",
+            mapping=Mapping("customers", {"customer_id": "id", "signup_date": "joined"}),
+        )
+        ingest_file(
+            store,
+            tmp_path / "tickets.csv",
+            source="helpdesk",
+            kind="tickets",
+            mapping=Mapping("tickets", {"ticket_id": "ticket", "customer_id": "id", "opened_at": "opened"}),
+        )
         with store.connect() as conn:
             assert value_basis(conn) is None
             ff = customer_features(conn, cutoff=data_as_of(conn) + timedelta(seconds=1))
     finally:
         store.dispose()
     assert len(ff.frame) == 3 and ff.frame["value"].isna().all()  # unknown, not 0
-    frame = pd.DataFrame({"cx_id": ["a"], "customer_id": ["C1"], "risk": [0.4], "value": [np.nan], "priority": [0.4],
-                          "top_reason": [""], "department": [""], "action": [""], "status": ["open"], "reasons": [[]]})
+    frame = pd.DataFrame(
+        {
+            "cx_id": ["a"],
+            "customer_id": ["C1"],
+            "risk": [0.4],
+            "value": [np.nan],
+            "priority": [0.4],
+            "top_reason": [""],
+            "department": [""],
+            "action": [""],
+            "status": ["open"],
+            "reasons": [[]],
+        }
+    )
     text = risk.at_risk_sentence(frame, {}, None)
     assert "value is unknown" in text and "revenue at risk is shown" in text and "0.00" not in text
     assert "value (12 months)" not in risk.at_risk_table(frame, None).columns

@@ -46,7 +46,10 @@ def test_yes_no_flags_in_every_common_spelling_load_as_booleans(duck, tmp_path):
     text = "customer_id,churn_flag,opt_in\n" + "".join(f"C{i},{w},{w}\n" for i, w in enumerate(written))
     p = _write(tmp_path, "flags.csv", text)
     result = ingest_file(duck, p, source="crm", kind="customers")
-    assert result.mapping.columns["churn_label"] == "churn_flag" and result.mapping.columns["consent_marketing"] == "opt_in"
+    assert (
+        result.mapping.columns["churn_label"] == "churn_flag"
+        and result.mapping.columns["consent_marketing"] == "opt_in"
+    )
     rows = _rows(duck, "customers")
     assert rows["churn_label"].tolist() == meaning
     assert rows["consent_marketing"].tolist() == meaning
@@ -55,8 +58,12 @@ def test_yes_no_flags_in_every_common_spelling_load_as_booleans(duck, tmp_path):
 def test_a_flag_that_is_not_yes_or_no_is_refused_with_its_line_and_nothing_is_stored(duck, tmp_path):
     p = _write(tmp_path, "flags.csv", "customer_id,churn_flag\nC1,True\nC2,maybe\nC3,False\n")
     with pytest.raises(IngestError) as err:
-        ingest_file(duck, p, source="crm", mapping=Mapping("customers", {"customer_id": "customer_id",
-                                                                          "churn_label": "churn_flag"}))
+        ingest_file(
+            duck,
+            p,
+            source="crm",
+            mapping=Mapping("customers", {"customer_id": "customer_id", "churn_label": "churn_flag"}),
+        )
     assert "churn_flag" in str(err.value) and "yes/no" in str(err.value)
     f = err.value.result.failures
     assert f[["line", "record", "value"]].values.tolist() == [[3, 2, "maybe"]]
@@ -64,13 +71,27 @@ def test_a_flag_that_is_not_yes_or_no_is_refused_with_its_line_and_nothing_is_st
 
 
 def test_an_escalation_flag_is_never_mapped_as_a_transfer_count_nor_a_duration_as_a_date():
-    header = ["ticket_id", "account_id", "submitted_at", "resolution_time_hours", "first_response_time_minutes",
-              "escalation_flag", "Time to Resolution", "escalations"]
+    header = [
+        "ticket_id",
+        "account_id",
+        "submitted_at",
+        "resolution_time_hours",
+        "first_response_time_minutes",
+        "escalation_flag",
+        "Time to Resolution",
+        "escalations",
+    ]
     sample = pd.DataFrame(
-        {"ticket_id": ["T1", "T2"], "account_id": ["A1", "A2"], "submitted_at": ["2024-01-02 10:00", "2024-01-03 11:00"],
-         "resolution_time_hours": ["6.5", "48"], "first_response_time_minutes": ["12", "5"],
-         "escalation_flag": ["True", "False"], "Time to Resolution": ["02:30:00", "1 days 04:00:00"],
-         "escalations": ["0", "1"]},
+        {
+            "ticket_id": ["T1", "T2"],
+            "account_id": ["A1", "A2"],
+            "submitted_at": ["2024-01-02 10:00", "2024-01-03 11:00"],
+            "resolution_time_hours": ["6.5", "48"],
+            "first_response_time_minutes": ["12", "5"],
+            "escalation_flag": ["True", "False"],
+            "Time to Resolution": ["02:30:00", "1 days 04:00:00"],
+            "escalations": ["0", "1"],
+        },
         dtype="str",
     )
     m = suggest_mapping("tickets", header, sample).columns
@@ -83,9 +104,18 @@ def test_an_escalation_flag_is_never_mapped_as_a_transfer_count_nor_a_duration_a
 
 # ---------------------------------------------------------------- timestamps
 def test_utc_words_z_and_offsets_are_stored_as_naive_utc(duck, tmp_path):
-    written = ["2019-10-01 00:00:00 UTC", "2019-10-01T10:00:00Z", "2019-10-01T10:00:00+02:00", "2019-10-01T23:30:00-05:00"]
+    written = [
+        "2019-10-01 00:00:00 UTC",
+        "2019-10-01T10:00:00Z",
+        "2019-10-01T10:00:00+02:00",
+        "2019-10-01T23:30:00-05:00",
+    ]
     utc = ["2019-10-01 00:00:00", "2019-10-01 10:00:00", "2019-10-01 08:00:00", "2019-10-02 04:30:00"]  # by hand
-    p = _write(tmp_path, "events.csv", "user_id,event_time,event_type\n" + "".join(f"U{i},{w},view\n" for i, w in enumerate(written)))
+    p = _write(
+        tmp_path,
+        "events.csv",
+        "user_id,event_time,event_type\n" + "".join(f"U{i},{w},view\n" for i, w in enumerate(written)),
+    )
     result = ingest_file(duck, p, source="web", kind="events")
     assert [str(t) for t in _rows(duck, "events")["timestamp"]] == utc
     assert any("converted to UTC" in n for n in result.notes)
@@ -94,16 +124,29 @@ def test_utc_words_z_and_offsets_are_stored_as_naive_utc(duck, tmp_path):
 @pytest.mark.parametrize(("scale", "word"), [(1, "epoch seconds"), (1000, "epoch milliseconds")])
 def test_epoch_times_are_read_by_magnitude_and_the_notes_say_which(duck, tmp_path, scale, word):
     seconds = [1569888000, 1569891600, 1572566400]  # 2019-10-01 00:00, 01:00 and 2019-11-01 00:00 UTC
-    p = _write(tmp_path, "events.csv", "user_id,ts,event_type\n" + "".join(f"U{i},{s * scale},view\n" for i, s in enumerate(seconds)))
-    result = ingest_file(duck, p, source="web", mapping=Mapping("events", {"customer_id": "user_id", "timestamp": "ts",
-                                                                           "activity": "event_type"}))
-    assert [str(t) for t in _rows(duck, "events")["timestamp"]] == ["2019-10-01 00:00:00", "2019-10-01 01:00:00",
-                                                                  "2019-11-01 00:00:00"]
+    p = _write(
+        tmp_path,
+        "events.csv",
+        "user_id,ts,event_type\n" + "".join(f"U{i},{s * scale},view\n" for i, s in enumerate(seconds)),
+    )
+    result = ingest_file(
+        duck,
+        p,
+        source="web",
+        mapping=Mapping("events", {"customer_id": "user_id", "timestamp": "ts", "activity": "event_type"}),
+    )
+    assert [str(t) for t in _rows(duck, "events")["timestamp"]] == [
+        "2019-10-01 00:00:00",
+        "2019-10-01 01:00:00",
+        "2019-11-01 00:00:00",
+    ]
     assert any(word in n for n in result.notes), result.notes
 
 
 def test_a_column_where_every_date_reads_both_ways_loads_day_first_and_the_notes_name_both_readings(duck, tmp_path):
-    p = _write(tmp_path, "orders.csv", "order_id,customer_id,order_date,amount\nO1,C1,03/04/2024,10\nO2,C2,05/06/2024,20\n")
+    p = _write(
+        tmp_path, "orders.csv", "order_id,customer_id,order_date,amount\nO1,C1,03/04/2024,10\nO2,C2,05/06/2024,20\n"
+    )
     result = ingest_file(duck, p, source="shop", kind="transactions")
     note = next(n for n in result.notes if n.startswith("timestamp: dates"))
     assert "AMBIGUOUS" in note and "%d/%m/%Y" in note and "%m/%d/%Y" in note
@@ -154,10 +197,18 @@ def test_a_european_file_reads_decimal_commas_and_says_so(duck, tmp_path):
 @pytest.mark.parametrize(
     ("text", "bad", "mark"),
     [
-        ("order_id,customer_id,order_date,amount\nO1,C1,2024-01-01,\"1,234.56\"\nO2,C2,2024-01-02,12.50\n"
-         "O3,C3,2024-01-03,\"1.234,56\"\n", "1.234,56", "decimal point"),
-        ("order_id;customer_id;order_date;amount\nO1;C1;2024-01-01;1.234,56\nO2;C2;2024-01-02;12,50\n"
-         "O3;C3;2024-01-03;1,234.56\n", "1,234.56", "decimal comma"),
+        (
+            'order_id,customer_id,order_date,amount\nO1,C1,2024-01-01,"1,234.56"\nO2,C2,2024-01-02,12.50\n'
+            'O3,C3,2024-01-03,"1.234,56"\n',
+            "1.234,56",
+            "decimal point",
+        ),
+        (
+            "order_id;customer_id;order_date;amount\nO1;C1;2024-01-01;1.234,56\nO2;C2;2024-01-02;12,50\n"
+            "O3;C3;2024-01-03;1,234.56\n",
+            "1,234.56",
+            "decimal comma",
+        ),
     ],
     ids=["comma-written value in a decimal-point file", "point-written value in a decimal-comma file"],
 )
@@ -173,7 +224,11 @@ def test_a_number_written_with_the_other_decimal_mark_is_refused_not_read_as_1_2
 
 
 def test_subscription_revenue_in_euros_records_the_currency_in_the_formats_and_notes(duck, tmp_path):
-    p = _write(tmp_path, "subs.csv", "subscription_id,account_id,start_date,mrr\nS1,A1,2024-01-01,€49.00\nS2,A2,2024-02-01,€99.00\n")
+    p = _write(
+        tmp_path,
+        "subs.csv",
+        "subscription_id,account_id,start_date,mrr\nS1,A1,2024-01-01,€49.00\nS2,A2,2024-02-01,€99.00\n",
+    )
     result = ingest_file(duck, p, source="billing", kind="subscriptions")
     assert _rows(duck, "subscriptions")["mrr"].tolist() == [49.0, 99.0]
     assert result.mapping.formats["currency"] == {"mrr": "EUR"}
@@ -205,8 +260,21 @@ def test_stored_rows_and_quarantine_carry_the_physical_line_and_the_cli_report_b
     p = _write(tmp_path, "tickets.csv", MULTILINE)
     db = f"duckdb:///{tmp_path / 'cx.duckdb'}"
     report = tmp_path / "report.csv"
-    code = main(["--db", db, "ingest", str(p), "--source", "desk", "--kind", "tickets", "--reject-invalid",
-                 "--report", str(report)])
+    code = main(
+        [
+            "--db",
+            db,
+            "ingest",
+            str(p),
+            "--source",
+            "desk",
+            "--kind",
+            "tickets",
+            "--reject-invalid",
+            "--report",
+            str(report),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     rep = pd.read_csv(report)
     assert rep[["line", "record", "column"]].values.tolist() == [[7, 4, "opened_at"]]
@@ -233,9 +301,11 @@ def test_a_file_without_line_breaks_in_values_numbers_lines_as_records_plus_one(
 
 
 def test_an_ambiguous_date_column_follows_the_order_of_the_files_other_date_column(duck, tmp_path):
-    text = ("ticket_id,email,opened_at,closed_at\n"
-            "T1,a@x.org,03/04/2024,13/04/2024\n"  # closed_at reads only day-first (13 is no month)
-            "T2,b@x.org,05/06/2024,07/06/2024\n")
+    text = (
+        "ticket_id,email,opened_at,closed_at\n"
+        "T1,a@x.org,03/04/2024,13/04/2024\n"  # closed_at reads only day-first (13 is no month)
+        "T2,b@x.org,05/06/2024,07/06/2024\n"
+    )
     result = ingest_file(duck, _write(tmp_path, "t.csv", text), source="desk", kind="tickets")
     assert any("opened_at: day/month order taken from closed_at" in n for n in result.notes), result.notes
     assert [str(t)[:10] for t in _rows(duck, "tickets")["opened_at"]] == ["2024-04-03", "2024-06-05"]
@@ -283,7 +353,9 @@ def test_an_amount_written_in_another_currency_than_its_currency_column_is_refus
     with pytest.raises(IngestError) as err:
         ingest_file(duck, _write(tmp_path, "orders.csv", text), source="shop", kind="transactions")
     f = err.value.result.failures
-    assert f[["line", "record", "column", "rule", "value"]].values.tolist() == [[3, 2, "amount", "currency_match", "$30.00"]]
+    assert f[["line", "record", "column", "rule", "value"]].values.tolist() == [
+        [3, 2, "amount", "currency_match", "$30.00"]
+    ]
     assert "currency column" in str(err.value)
     _nothing_stored(duck, "transactions")
 

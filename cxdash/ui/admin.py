@@ -51,13 +51,15 @@ def users_table(frame: pd.DataFrame) -> pd.DataFrame:
     status = pd.Series("active", index=frame.index, dtype="string")
     status[locked.notna() & (locked > now)] = "locked until " + locked.dt.strftime("%H:%M UTC")
     status[frame["disabled"].astype(bool)] = "disabled"
-    return pd.DataFrame({
-        "user": frame["username"].astype("string"),
-        "role": frame["role"].astype("string").str.replace("_", " "),
-        "status": status,
-        "last sign-in": pd.to_datetime(frame["last_sign_in_at"], errors="coerce"),
-        "created": pd.to_datetime(frame["created_at"], errors="coerce"),
-    })
+    return pd.DataFrame(
+        {
+            "user": frame["username"].astype("string"),
+            "role": frame["role"].astype("string").str.replace("_", " "),
+            "status": status,
+            "last sign-in": pd.to_datetime(frame["last_sign_in_at"], errors="coerce"),
+            "created": pd.to_datetime(frame["created_at"], errors="coerce"),
+        }
+    )
 
 
 def summary_sentence(frame: pd.DataFrame, log: pd.DataFrame) -> str:
@@ -65,9 +67,11 @@ def summary_sentence(frame: pd.DataFrame, log: pd.DataFrame) -> str:
     admins = int((active["role"] == "admin").sum()) if len(active) else 0
     erasures = int((log["action"] == "erasure").sum()) if len(log) else 0
     denied = int((log["action"].isin(["sign_in_failed", "access_denied"])).sum()) if len(log) else 0
-    return (f"**{len(active):,} people can sign in** ({admins} admin{'s' if admins != 1 else ''}); "
-            f"the last {len(log):,} audit entries hold {erasures:,} erasure request(s) and "
-            f"{denied:,} refused sign-in or page access attempt(s).")
+    return (
+        f"**{len(active):,} people can sign in** ({admins} admin{'s' if admins != 1 else ''}); "
+        f"the last {len(log):,} audit entries hold {erasures:,} erasure request(s) and "
+        f"{denied:,} refused sign-in or page access attempt(s)."
+    )
 
 
 def add_user(name: str, role: str, sso: bool) -> str | None:
@@ -117,8 +121,7 @@ def audit_chart(frame: pd.DataFrame):
         return None
     when = pd.to_datetime(frame["occurred_at"])
     bucket = "h" if when.max() - when.min() < pd.Timedelta(days=2) else "D"
-    daily = (frame.assign(when=when.dt.floor(bucket))
-             .groupby(["when", "action"]).size().rename("entries").reset_index())
+    daily = frame.assign(when=when.dt.floor(bucket)).groupby(["when", "action"]).size().rename("entries").reset_index()
     fig = px.bar(daily, x="when", y="entries", color="action", height=260)
     fig.update_layout(margin=dict(l=10, r=10, t=10, b=10), legend_title_text="", xaxis_title="", yaxis_title="entries")
     return fig

@@ -109,8 +109,7 @@ def sign_in_page() -> None:
             return
         with st.form(FORM_KEY):
             username = st.text_input("User name", key="auth_username", autocomplete="username")
-            password = st.text_input("Password", type="password", key="auth_password",
-                                     autocomplete="current-password")
+            password = st.text_input("Password", type="password", key="auth_password", autocomplete="current-password")
             submitted = st.form_submit_button("Sign in", type="primary")
         if submitted:
             try:
@@ -119,8 +118,9 @@ def sign_in_page() -> None:
                 st.error(str(exc))
                 return
             except StoreLockedError:
-                st.warning("A data load is running and holds the store; sign in again in a moment.",
-                           icon=":material/sync:")
+                st.warning(
+                    "A data load is running and holds the store; sign in again in a moment.", icon=":material/sync:"
+                )
                 return
             st.session_state[SESSION_KEY] = session.to_dict()
             st.rerun()
@@ -144,8 +144,10 @@ def require_role(page_file: str) -> Session:
         st.stop()
     if not auth.may_open(session.role, page_file):
         _audit(session.username, "access_denied", {"page": Path(page_file).name})
-        st.error(f"Your role ({session.role}) cannot open this page. Ask an admin if your job needs it.",
-                 icon=":material/lock:")
+        st.error(
+            f"Your role ({session.role}) cannot open this page. Ask an admin if your job needs it.",
+            icon=":material/lock:",
+        )
         st.stop()
     return session
 

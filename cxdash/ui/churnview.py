@@ -33,26 +33,32 @@ def model_mismatch(metrics: dict, where=None) -> None:
     trained = metrics.get("churn_definition")
     current = data.churn_name()
     if trained and current and trained != current:
-        (where or st).warning(plain(
-            f"The churn model learned churn as {trained}; the company's definition is now {current}. Its risks "
-            "answer the old question until it is retrained (Churn model page)."), icon=":material/update:")
+        (where or st).warning(
+            plain(
+                f"The churn model learned churn as {trained}; the company's definition is now {current}. Its risks "
+                "answer the old question until it is retrained (Churn model page)."
+            ),
+            icon=":material/update:",
+        )
 
 
 def candidates_table(res: churn.Resolution) -> pd.DataFrame:
     """One row per definition the data supports, with its figures, the one in force marked."""
     rows = []
     for c in res.candidates:
-        rows.append({
-            "in force": "●" if c.name == res.name else "",
-            "definition": c.name,
-            "what counts as churn": c.definition.describe(),
-            "customers judged": c.customers,
-            "churned": c.churned,
-            "churn rate": c.rate,
-            "dated": "yes" if c.dated else "no (snapshot)",
-            "note": c.note,
-            "subscription churn": c.extra.get("subscription_churn_rate"),
-        })
+        rows.append(
+            {
+                "in force": "●" if c.name == res.name else "",
+                "definition": c.name,
+                "what counts as churn": c.definition.describe(),
+                "customers judged": c.customers,
+                "churned": c.churned,
+                "churn rate": c.rate,
+                "dated": "yes" if c.dated else "no (snapshot)",
+                "note": c.note,
+                "subscription churn": c.extra.get("subscription_churn_rate"),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -61,7 +67,8 @@ TABLE_COLUMNS = {
     "churned": st.column_config.NumberColumn(format="localized"),
     "churn rate": st.column_config.NumberColumn(format="percent"),
     "subscription churn": st.column_config.NumberColumn(
-        format="percent", help="Subscriptions ended over all subscriptions (subscription churn, not customer churn)"),
+        format="percent", help="Subscriptions ended over all subscriptions (subscription churn, not customer churn)"
+    ),
 }
 
 
@@ -80,5 +87,10 @@ def flash() -> None:
     """After a choice (and the rerun that shows it): say once what changed."""
     name = st.session_state.pop(DONE_KEY, None)
     if name:
-        st.success(plain(f"Churn now follows {name}. Every page uses it from now on; their stored views are being "
-                         "prepared in the background."), icon=":material/check_circle:")
+        st.success(
+            plain(
+                f"Churn now follows {name}. Every page uses it from now on; their stored views are being "
+                "prepared in the background."
+            ),
+            icon=":material/check_circle:",
+        )

@@ -66,11 +66,18 @@ def consented(frame: pd.DataFrame, *, cx_column: str = "cx_id") -> tuple[pd.Data
     return privacy.keep_consented(frame, _consented(database_url(), data.version()), cx_column=cx_column)
 
 
-def describe(frame: pd.DataFrame, *, what: str, masked: Iterable[str] = (), consent_left_out: int | None = None,
-             suppressed: str | None = None) -> str:
+def describe(
+    frame: pd.DataFrame,
+    *,
+    what: str,
+    masked: Iterable[str] = (),
+    consent_left_out: int | None = None,
+    suppressed: str | None = None,
+) -> str:
     """What an exported file holds (``privacy.describe_export``)."""
-    return privacy.describe_export(frame, what=what, masked=masked, consent_left_out=consent_left_out,
-                                   suppressed=suppressed)
+    return privacy.describe_export(
+        frame, what=what, masked=masked, consent_left_out=consent_left_out, suppressed=suppressed
+    )
 
 
 def download(
@@ -93,8 +100,15 @@ def download(
     ``payload`` may be a callable, run only when someone downloads (charts as PNG)."""
     where = where if where is not None else st
     clicked = where.download_button(
-        label, payload, file_name=file_name, mime=mime, key=key, on_click=record_export,
-        args=(file_name, rows), kwargs={"what": what, "contains": note}, **kwargs,
+        label,
+        payload,
+        file_name=file_name,
+        mime=mime,
+        key=key,
+        on_click=record_export,
+        args=(file_name, rows),
+        kwargs={"what": what, "contains": note},
+        **kwargs,
     )
     if note and show_note:
         where.caption(note)

@@ -66,28 +66,39 @@ def _clv(url: str, version: int, end: datetime, horizon: int) -> kpis.ClvForecas
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _report(url: str, version: int, view: View) -> kpis.KpiReport:
-    params = views.report_params(view.first, view.last, view.filters, view.repeat_days, view.horizon_months,
-                                 view.churn)
+    params = views.report_params(view.first, view.last, view.filters, view.repeat_days, view.horizon_months, view.churn)
     report = data.stored(url, version, "executive.report", params)
     if report is summaries.MISSING and as_of() is None:  # no dates at all: the snapshot report, not a period
         with data.store_at(url).connect() as conn:
-            report = kpis.kpi_report(conn, None, view.filters, repeat_days=view.repeat_days, with_clv=False,
-                                     churn=Definition.parse(view.churn) if view.churn else None)
+            report = kpis.kpi_report(
+                conn,
+                None,
+                view.filters,
+                repeat_days=view.repeat_days,
+                with_clv=False,
+                churn=Definition.parse(view.churn) if view.churn else None,
+            )
     elif report is summaries.MISSING:
         period = view.period
         clv = _clv(url, version, period.end, view.horizon_months)
         clv_prev = _clv(url, version, period.previous.end, view.horizon_months)
         with data.store_at(url).connect() as conn:
             report = kpis.kpi_report(
-                conn, period, view.filters, repeat_days=view.repeat_days, clv=clv, clv_previous=clv_prev,
+                conn,
+                period,
+                view.filters,
+                repeat_days=view.repeat_days,
+                clv=clv,
+                clv_previous=clv_prev,
                 churn=Definition.parse(view.churn) if view.churn else None,
             )
     return kpis.attach_activation(report, data.store_at(url))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _trends(url: str, version: int, filters: kpis.Filters, repeat_days: int, months: int, churn: str | None
-            ) -> pd.DataFrame:
+def _trends(
+    url: str, version: int, filters: kpis.Filters, repeat_days: int, months: int, churn: str | None
+) -> pd.DataFrame:
     return data.view(url, version, "executive.trends", views.trends_params(filters, repeat_days, months, churn))
 
 
@@ -189,8 +200,14 @@ def current_view() -> View:
     if last < first:
         first, last = last, first
     filters = kpis.Filters(**{name: tuple(st.session_state.get(key) or ()) for name, key in FILTER_KEYS.items()})
-    return View(first, last, filters, int(st.session_state[KEY_REPEAT_DAYS]), int(st.session_state[KEY_HORIZON]),
-                data.churn_name())
+    return View(
+        first,
+        last,
+        filters,
+        int(st.session_state[KEY_REPEAT_DAYS]),
+        int(st.session_state[KEY_HORIZON]),
+        data.churn_name(),
+    )
 
 
 def share_view(view: View) -> None:
@@ -230,14 +247,18 @@ def refusal_text(check: privacy.DifferencingCheck) -> str:
                 f"The {label} filter ({values}) removes only {r.customers:,} customer"
                 f"{'' if r.customers == 1 else 's'} from the otherwise-same view: comparing this view with the one "
                 f"without the {label} filter would give their figures away. Drop the {label} filter, or keep fewer "
-                f"{label.lower()} values so that it removes at least {k} customers.")
+                f"{label.lower()} values so that it removes at least {k} customers."
+            )
         else:
             parts.append(
                 f"{label} {values} holds only {r.customers:,} customer{'' if r.customers == 1 else 's'} of this "
                 f"view: comparing views with and without it would give their figures away. Remove {values} from "
-                f"the {label} filter, or widen the other filters.")
-    return ("This view cannot be shown: it could single out a customer (groups of fewer than "
-            f"{k} customers are hidden, including by comparing two views). " + " ".join(parts))
+                f"the {label} filter, or widen the other filters."
+            )
+    return (
+        "This view cannot be shown: it could single out a customer (groups of fewer than "
+        f"{k} customers are hidden, including by comparing two views). " + " ".join(parts)
+    )
 
 
 # ---------------------------------------------------------------------------------- words and numbers
@@ -294,20 +315,32 @@ def unanswered(report: kpis.KpiReport) -> str | None:
     needs = {
         "churn_rate": "a churn label, subscriptions, churn records or dated activity",
         "retention_rate": "a churn label, subscriptions, churn records or dated activity",
-        "revenue_churn_rate": "subscriptions with MRR", "renewal_rate": "subscriptions",
-        "net_revenue_retention": "transactions in two periods", "silence_rate": "tickets",
-        "contacts_per_active_customer": "tickets", "repeat_contact_rate": "tickets",
-        "transfer_rate": "tickets with transfer counts", "handoffs_per_resolved": "resolved tickets",
-        "median_hours_to_resolution": "resolved tickets", "satisfaction": "rated tickets",
-        "clv_historical_total": "transactions", "clv_historical_per_customer": "transactions",
-        "clv_predicted_total": "repeat purchases", "clv_predicted_per_customer": "repeat purchases",
-        "active_customers": "dated activity", "customers": "customers",
+        "revenue_churn_rate": "subscriptions with MRR",
+        "renewal_rate": "subscriptions",
+        "net_revenue_retention": "transactions in two periods",
+        "silence_rate": "tickets",
+        "contacts_per_active_customer": "tickets",
+        "repeat_contact_rate": "tickets",
+        "transfer_rate": "tickets with transfer counts",
+        "handoffs_per_resolved": "resolved tickets",
+        "median_hours_to_resolution": "resolved tickets",
+        "satisfaction": "rated tickets",
+        "clv_historical_total": "transactions",
+        "clv_historical_per_customer": "transactions",
+        "clv_predicted_total": "repeat purchases",
+        "clv_predicted_per_customer": "repeat purchases",
+        "active_customers": "dated activity",
+        "customers": "customers",
     }
     if report.period is None:  # no dates at all: everything over a period needs them
         needs = {key: "dated data" for key in needs if key not in ("customers", "churn_rate", "retention_rate")} | {
-            key: needs[key] for key in ("churn_rate", "retention_rate")}
-    missing = [f"{label} (needs {needs.get(key, 'more data')})" for key, label, _, _ in CARDS
-               if report.current.get(key) is None and key != "activation_rate"]
+            key: needs[key] for key in ("churn_rate", "retention_rate")
+        }
+    missing = [
+        f"{label} (needs {needs.get(key, 'more data')})"
+        for key, label, _, _ in CARDS
+        if report.current.get(key) is None and key != "activation_rate"
+    ]
     return "Not answerable from the loaded data: " + "; ".join(missing) + "." if missing else None
 
 
@@ -430,10 +463,14 @@ def lead_sentence(report: kpis.KpiReport) -> str:
         head = f"The loaded data has no dates, so this is a snapshot of all **{n:,} customers** ({plain(report.filters.describe())})"
         if cur.get("churn_rate") is None:
             return head + "; churn is unknown."
-        return (head + f": **{cur['churned_in_period']:,}** have churned, **{number(cur['churn_rate'], 'share')}**, "
-                f"and **{number(cur['retention_rate'], 'share')}** are kept.")
+        return (
+            head + f": **{cur['churned_in_period']:,}** have churned, **{number(cur['churn_rate'], 'share')}**, "
+            f"and **{number(cur['retention_rate'], 'share')}** are kept."
+        )
     if report.as_of is None:
-        parts = [f"The loaded data has no dates, so only snapshot KPIs can be shown ({plain(report.filters.describe())}):"]
+        parts = [
+            f"The loaded data has no dates, so only snapshot KPIs can be shown ({plain(report.filters.describe())}):"
+        ]
     else:
         parts = [f"**{report.period.label()}**, {plain(report.filters.describe())}:"]
     if cur.get("retention_rate") is not None:
@@ -454,11 +491,22 @@ def lead_sentence(report: kpis.KpiReport) -> str:
 
 def conflict_sentences(frame: pd.DataFrame) -> list[str]:
     out = []
-    names = {k: v for k, v in (("new_customers", "new customers"), ("revenue_closed", "revenue closed"),
-                                ("tickets_closed", "tickets closed"), ("collections", "collections"))}
+    names = {
+        k: v
+        for k, v in (
+            ("new_customers", "new customers"),
+            ("revenue_closed", "revenue closed"),
+            ("tickets_closed", "tickets closed"),
+            ("collections", "collections"),
+        )
+    }
     for row in frame[frame["conflict"]].itertuples():
-        dept_fmt = number(row.departmental_value, "money" if row.departmental_kpi in ("revenue_closed", "collections") else "count")
-        same = frame[(frame["department"] == row.department) & (frame["cohort_by"] == row.cohort_by) & ~frame["conflict"]]
+        dept_fmt = number(
+            row.departmental_value, "money" if row.departmental_kpi in ("revenue_closed", "collections") else "count"
+        )
+        same = frame[
+            (frame["department"] == row.department) & (frame["cohort_by"] == row.cohort_by) & ~frame["conflict"]
+        ]
         others = same["shared_value"].median()
         shared = (
             f"90-day retention {row.shared_value:.0%} (others: {others:.0%})"
@@ -477,6 +525,19 @@ def conflict_table(frame: pd.DataFrame) -> pd.DataFrame:
     show = frame.copy()
     show["conflict"] = show["conflict"].map({True: "⚠", False: ""})
     return show[
-        ["conflict", "department", "cohort_by", "cohort", "customers", "departmental_kpi", "departmental_value",
-         "shared_kpi", "shared_value", "clv_per_customer", "repeat_contact_rate", "median_hours_to_close", "p_value"]
+        [
+            "conflict",
+            "department",
+            "cohort_by",
+            "cohort",
+            "customers",
+            "departmental_kpi",
+            "departmental_value",
+            "shared_kpi",
+            "shared_value",
+            "clv_per_customer",
+            "repeat_contact_rate",
+            "median_hours_to_close",
+            "p_value",
+        ]
     ]

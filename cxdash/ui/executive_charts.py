@@ -44,7 +44,11 @@ def trends(frame: pd.DataFrame, now=None) -> go.Figure:
     """Small multiples of the monthly KPIs (``kpis.kpi_table`` over monthly periods). A last month that
     the data does not cover to its end (``now`` before it ends) is drawn as an open marker."""
     panels = [p for p in TREND_PANELS if p[0] in frame.columns and frame[p[0]].notna().any()]
-    partial = now is not None and len(frame) and pd.Timestamp(frame["period_end"].iloc[-1]) > pd.Timestamp(now).normalize() + pd.Timedelta(days=1)
+    partial = (
+        now is not None
+        and len(frame)
+        and pd.Timestamp(frame["period_end"].iloc[-1]) > pd.Timestamp(now).normalize() + pd.Timedelta(days=1)
+    )
     cols = 3
     rows = max(1, -(-len(panels) // cols))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[1] for p in panels], vertical_spacing=0.16)
@@ -55,8 +59,15 @@ def trends(frame: pd.DataFrame, now=None) -> go.Figure:
         if partial:
             symbols[-1] = "circle-open"
         fig.add_trace(
-            go.Scatter(x=x, y=frame[col], mode="lines+markers", line=dict(color="#2563eb"), showlegend=False, name=col,
-                       marker=dict(symbol=symbols, size=8)),
+            go.Scatter(
+                x=x,
+                y=frame[col],
+                mode="lines+markers",
+                line=dict(color="#2563eb"),
+                showlegend=False,
+                name=col,
+                marker=dict(symbol=symbols, size=8),
+            ),
             row=r,
             col=c,
         )
@@ -66,8 +77,14 @@ def trends(frame: pd.DataFrame, now=None) -> go.Figure:
         fig.add_annotation(text="No monthly data", showarrow=False)
     fig = _layout(fig, 260 * rows)
     if partial:
-        fig.update_layout(title=dict(text=f"Open marker: {pd.Timestamp(now):%b %Y} so far (to {pd.Timestamp(now):%d %b})",
-                                     font=dict(size=12, color=NEUTRAL), x=0, y=0.995))
+        fig.update_layout(
+            title=dict(
+                text=f"Open marker: {pd.Timestamp(now):%b %Y} so far (to {pd.Timestamp(now):%d %b})",
+                font=dict(size=12, color=NEUTRAL),
+                x=0,
+                y=0.995,
+            )
+        )
         fig.update_layout(margin=dict(t=60))
     return fig
 
@@ -117,7 +134,10 @@ def conflict_quadrants(frame: pd.DataFrame) -> go.Figure:
         normal = part[~part["conflict"]]
         fig.add_trace(
             go.Scatter(
-                x=normal["x"], y=normal["y"], mode="markers", name=str(dept),
+                x=normal["x"],
+                y=normal["y"],
+                mode="markers",
+                name=str(dept),
                 marker=dict(size=10, color=DEPARTMENT_COLOURS.get(str(dept), NEUTRAL), opacity=0.55),
                 text=normal["cohort_by"] + ": " + normal["cohort"],
                 hovertemplate="%{text}<extra>" + plot_text(dept) + "</extra>",
@@ -127,9 +147,14 @@ def conflict_quadrants(frame: pd.DataFrame) -> go.Figure:
     if not bad.empty:
         fig.add_trace(
             go.Scatter(
-                x=bad["x"], y=bad["y"], mode="markers+text", name="conflict",
+                x=bad["x"],
+                y=bad["y"],
+                mode="markers+text",
+                name="conflict",
                 marker=dict(size=18, color=BAD, symbol="diamond", line=dict(color="white", width=1)),
-                text=bad["cohort"], textposition="middle left", textfont=dict(color=BAD, size=14),
+                text=bad["cohort"],
+                textposition="middle left",
+                textfont=dict(color=BAD, size=14),
                 hovertemplate="%{text}<extra>conflict</extra>",
             )
         )
@@ -138,8 +163,12 @@ def conflict_quadrants(frame: pd.DataFrame) -> go.Figure:
     fig = _layout(fig, 450)
     fig.update_layout(
         legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, title_text=""),
-        title=dict(text="Shaded corner: good for the department, bad for the customer",
-                   font=dict(size=13, color=BAD), x=0, y=0.98),
+        title=dict(
+            text="Shaded corner: good for the department, bad for the customer",
+            font=dict(size=13, color=BAD),
+            x=0,
+            y=0.98,
+        ),
         margin=dict(t=70),
     )
     return fig
@@ -148,15 +177,43 @@ def conflict_quadrants(frame: pd.DataFrame) -> go.Figure:
 @memoised_figure
 def campaign_bars(frame: pd.DataFrame) -> go.Figure:
     """Marketing's view beside the shared one: new customers per campaign, coloured by 90-day retention."""
-    f = frame[(frame["department"] == "marketing") & (frame["cohort_by"] == "campaign")].sort_values("departmental_value")
+    f = frame[(frame["department"] == "marketing") & (frame["cohort_by"] == "campaign")].sort_values(
+        "departmental_value"
+    )
     colours = [BAD if c else NEUTRAL for c in f["conflict"]]
-    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=("New customers (marketing)", "Kept at 90 days (shared)"))
-    fig.add_trace(go.Bar(x=f["departmental_value"], y=f["cohort"], orientation="h", marker_color=colours,
-                         showlegend=False, hovertemplate="%{y}: %{x:,} new customers<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Bar(x=f["shared_value"], y=f["cohort"], orientation="h", marker_color=colours, showlegend=False,
-                         text=[f"{v:.0%}" if pd.notna(v) else "" for v in f["shared_value"]], textposition="auto",
-                         hovertemplate="%{y}: %{x:.1%} retained at 90 days<extra></extra>"), row=1, col=2)
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        shared_yaxes=True,
+        horizontal_spacing=0.04,
+        subplot_titles=("New customers (marketing)", "Kept at 90 days (shared)"),
+    )
+    fig.add_trace(
+        go.Bar(
+            x=f["departmental_value"],
+            y=f["cohort"],
+            orientation="h",
+            marker_color=colours,
+            showlegend=False,
+            hovertemplate="%{y}: %{x:,} new customers<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    fig.add_trace(
+        go.Bar(
+            x=f["shared_value"],
+            y=f["cohort"],
+            orientation="h",
+            marker_color=colours,
+            showlegend=False,
+            text=[f"{v:.0%}" if pd.notna(v) else "" for v in f["shared_value"]],
+            textposition="auto",
+            hovertemplate="%{y}: %{x:.1%} retained at 90 days<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
     fig.update_xaxes(tickformat=".0%", range=[0, 1], row=1, col=2)
     return _layout(fig, 120 + 28 * max(len(f), 1))
 
@@ -167,7 +224,9 @@ def holdout_chart(by_frequency: pd.DataFrame) -> go.Figure:
     fig = go.Figure(
         [
             go.Bar(x=by_frequency[label], y=by_frequency["actual"], name="actual", marker_color=NEUTRAL),
-            go.Bar(x=by_frequency[label], y=by_frequency["predicted"], name="predicted (BG/NBD)", marker_color="#2563eb"),
+            go.Bar(
+                x=by_frequency[label], y=by_frequency["predicted"], name="predicted (BG/NBD)", marker_color="#2563eb"
+            ),
         ]
     )
     fig.update_layout(barmode="group", legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0))

@@ -31,8 +31,12 @@ def _frame_key(value) -> object:
     if isinstance(value, pd.DataFrame):
         hashed = pd.util.hash_pandas_object(value.astype(str), index=True).to_numpy()
         # order matters (a chart draws rows in order): weight each row's hash by its position
-        return ("frame", tuple(map(str, value.columns)), value.shape,
-                int((hashed * (np.arange(len(hashed), dtype=np.uint64) * 2 + 1)).sum()))
+        return (
+            "frame",
+            tuple(map(str, value.columns)),
+            value.shape,
+            int((hashed * (np.arange(len(hashed), dtype=np.uint64) * 2 + 1)).sum()),
+        )
     if isinstance(value, np.ndarray):
         return ("array", value.shape, str(value.dtype), hash(value.tobytes()))
     return repr(value)

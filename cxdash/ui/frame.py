@@ -62,8 +62,10 @@ def run_app() -> None:
         # Only the sign-in form is routable: every page's address shows it (rather than a "page
         # not found" dialog), and a pending deep link waits until after sign-in.
         sign_in = [st.Page(ui_auth.sign_in_page, title="Sign in", icon=":material/login:", default=True)]
-        sign_in += [st.Page(ui_auth.sign_in_page, title="Sign in", url_path=Path(file).stem, visibility="hidden")
-                    for file, *_ in PAGE_REGISTRY]
+        sign_in += [
+            st.Page(ui_auth.sign_in_page, title="Sign in", url_path=Path(file).stem, visibility="hidden")
+            for file, *_ in PAGE_REGISTRY
+        ]
         st.navigation(sign_in, position="hidden").run()
         return
     sections = navigation_pages(session.role)

@@ -110,12 +110,16 @@ MapFilters = jr.MapFilters
 def map_filters() -> MapFilters:
     s = st.session_state
     return MapFilters(
-        min_share=float(s[MIN_SHARE]), top_n=int(s[TOP_N]) or None, collapse=bool(s[COLLAPSE]),
-        by_department=bool(s[BY_DEPARTMENT]), rename=parse_rename(str(s[RENAME])),
+        min_share=float(s[MIN_SHARE]),
+        top_n=int(s[TOP_N]) or None,
+        collapse=bool(s[COLLAPSE]),
+        by_department=bool(s[BY_DEPARTMENT]),
+        rename=parse_rename(str(s[RENAME])),
     )
 
 
 # ----------------------------------------------------------------------------- cached queries
+
 
 def _key() -> tuple[str, int]:
     return database_url(), data.version()
@@ -173,10 +177,12 @@ def _edge_customers(url: str, version: int, filters: MapFilters, source: str, ta
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _variants(url: str, version: int, filters: MapFilters, max_steps: int, rarest: bool, contains: str,
-              churn: str | None) -> pd.DataFrame:
-    return data.view(url, version, "journeys.variants",
-                     views.variants_params(filters, max_steps, rarest, contains, churn))
+def _variants(
+    url: str, version: int, filters: MapFilters, max_steps: int, rarest: bool, contains: str, churn: str | None
+) -> pd.DataFrame:
+    return data.view(
+        url, version, "journeys.variants", views.variants_params(filters, max_steps, rarest, contains, churn)
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -271,8 +277,9 @@ def cohort_csv(frame: pd.DataFrame) -> bytes:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _hotspot_outreach(url: str, version: int, hotspot: str, repeat_days: int, churn: str | None
-                      ) -> tuple[pd.DataFrame, int]:
+def _hotspot_outreach(
+    url: str, version: int, hotspot: str, repeat_days: int, churn: str | None
+) -> tuple[pd.DataFrame, int]:
     cohort = _hotspot_customers(url, version, hotspot, repeat_days, churn)
     return privacy.keep_consented(cohort, disclosure.consented_set(url, version))
 
@@ -295,6 +302,7 @@ def edge_outreach(filters: MapFilters, edge: str) -> tuple[pd.DataFrame, int]:
 
 
 # ----------------------------------------------------------------------------- words
+
 
 def duration(seconds) -> str:
     if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
@@ -368,25 +376,32 @@ def significance_metric(spots: pd.DataFrame) -> tuple[str, str]:
     if not tested:
         note = ranking_note(spots) or "No friction moments found."
         return "n/a", note + " No hotspot could be tested."
-    return (f"{significant} of {tested} tested",
-            "BH: p-values adjusted by Benjamini–Hochberg. Hotspots with more churn among the customers who hit them "
-            "than among those who never did: lift above 1 and a p-value below 0.05 (Fisher's exact test) after the "
-            f"Benjamini–Hochberg adjustment across the {tested} hotspots tested, which keeps chance findings out when "
-            "many hotspots are ranked at once.")
+    return (
+        f"{significant} of {tested} tested",
+        "BH: p-values adjusted by Benjamini–Hochberg. Hotspots with more churn among the customers who hit them "
+        "than among those who never did: lift above 1 and a p-value below 0.05 (Fisher's exact test) after the "
+        f"Benjamini–Hochberg adjustment across the {tested} hotspots tested, which keeps chance findings out when "
+        "many hotspots are ranked at once.",
+    )
 
 
 def hotspot_caption(spots: pd.DataFrame) -> str:
     """What the hotspot chart and table show, in words (the test, the adjustment, what is not drawn)."""
     significant, tested = significance_counts(spots)
-    text = ("Ranked by excess churned customers: customers judged × (churn after the moment − churn of customers who "
-            "never hit it). Lift = churn rate of those who hit it ÷ churn rate of those who never did (95% CI); "
-            f"p from Fisher's exact test (two-sided), adjusted by Benjamini–Hochberg across the {tested} hotspots "
-            "tested. Red: significantly more churn (adjusted p < 0.05, lift > 1); green: significantly less; grey: "
-            "not significant.")
+    text = (
+        "Ranked by excess churned customers: customers judged × (churn after the moment − churn of customers who "
+        "never hit it). Lift = churn rate of those who hit it ÷ churn rate of those who never did (95% CI); "
+        f"p from Fisher's exact test (two-sided), adjusted by Benjamini–Hochberg across the {tested} hotspots "
+        "tested. Red: significantly more churn (adjusted p < 0.05, lift > 1); green: significantly less; grey: "
+        "not significant."
+    )
     missing = spots[spots["lift"].isna()]
     if len(missing):
-        text += " No lift, so not drawn: " + "; ".join(
-            f"{plain(h)} ({plain(w)})" for h, w in zip(missing["hotspot"], missing["why"], strict=True)) + "."
+        text += (
+            " No lift, so not drawn: "
+            + "; ".join(f"{plain(h)} ({plain(w)})" for h, w in zip(missing["hotspot"], missing["why"], strict=True))
+            + "."
+        )
     return text
 
 
@@ -419,27 +434,46 @@ def hotspot_display(spots: pd.DataFrame, owners: dict[str, str] | None = None) -
         "share of customers": spots["customer_share"] * 100,
     }
     if churn_known:
-        out.update({
-            "churned after it": [_of(a, n, r) for a, n, r in
-                                 zip(spots["churned"], spots["customers_judged"], spots["churn_rate"], strict=True)],
-            "never hit it: churned": [_of(c, n, r) for c, n, r in zip(
-                spots["baseline_churned"], spots["baseline_customers"], spots["baseline_churn_rate"], strict=True)],
-            "lift": spots["lift"],
-            "95% CI": ["" if pd.isna(lo) else f"{lo:.2f}–{hi:.2f}"
-                       for lo, hi in zip(spots["ci_low"], spots["ci_high"], strict=True)],
-            "p (BH-adjusted)": [p_text(p) for p in spots["p_adjusted"]],
-            "significant": [_verdict(sig, tested, p, lift) for sig, tested, p, lift in zip(
-                spots["significant"], spots["tested"], spots["p_adjusted"], spots["lift"], strict=True)],
-        })
+        out.update(
+            {
+                "churned after it": [
+                    _of(a, n, r)
+                    for a, n, r in zip(spots["churned"], spots["customers_judged"], spots["churn_rate"], strict=True)
+                ],
+                "never hit it: churned": [
+                    _of(c, n, r)
+                    for c, n, r in zip(
+                        spots["baseline_churned"],
+                        spots["baseline_customers"],
+                        spots["baseline_churn_rate"],
+                        strict=True,
+                    )
+                ],
+                "lift": spots["lift"],
+                "95% CI": [
+                    "" if pd.isna(lo) else f"{lo:.2f}–{hi:.2f}"
+                    for lo, hi in zip(spots["ci_low"], spots["ci_high"], strict=True)
+                ],
+                "p (BH-adjusted)": [p_text(p) for p in spots["p_adjusted"]],
+                "significant": [
+                    _verdict(sig, tested, p, lift)
+                    for sig, tested, p, lift in zip(
+                        spots["significant"], spots["tested"], spots["p_adjusted"], spots["lift"], strict=True
+                    )
+                ],
+            }
+        )
         if spots["why"].fillna("").ne("").any():  # a column of blanks would only push the owners off screen
             out["no lift because"] = spots["why"].fillna("")
         out.update({"excess churned": spots["excess_churned"], "revenue at stake": spots["revenue_at_stake"]})
-    out.update({
-        "leaked by": spots["leaked_department"],
-        "absorbed by": spots["absorbed_department"],
-        "who to call": [owners.get(d, d) for d in spots["leaked_department"]],
-        "what it is": spots["description"],
-    })
+    out.update(
+        {
+            "leaked by": spots["leaked_department"],
+            "absorbed by": spots["absorbed_department"],
+            "who to call": [owners.get(d, d) for d in spots["leaked_department"]],
+            "what it is": spots["description"],
+        }
+    )
     return pd.DataFrame(out)
 
 
@@ -448,6 +482,7 @@ def edge_labels(edges: pd.DataFrame, limit: int = 60) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- figures
+
 
 @memoised_figure
 def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 40) -> go.Figure:
@@ -464,8 +499,10 @@ def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 
     # every edge is a chord, so 100+ activities thinned to the busiest edges stay legible.
     order = sorted(names, key=lambda a: (departments.index(dept[a]), -customers[a], a))
     n = max(len(order), 1)
-    pos = {a: (math.cos(math.pi / 2 - 2 * math.pi * i / n), math.sin(math.pi / 2 - 2 * math.pi * i / n))
-           for i, a in enumerate(order)}
+    pos = {
+        a: (math.cos(math.pi / 2 - 2 * math.pi * i / n), math.sin(math.pi / 2 - 2 * math.pi * i / n))
+        for i, a in enumerate(order)
+    }
     fig = go.Figure()
     top = float(e["count"].max()) if len(e) else 1.0
     # All arrows in one layout update and all edge hovers in one trace: plotly validates each
@@ -473,37 +510,74 @@ def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 
     arrows, mid_x, mid_y, hover = [], [], [], []
     for r in e.itertuples(index=False):
         (x0, y0), (x1, y1) = pos[r.source], pos[r.target]
-        arrows.append(dict(
-            x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y", showarrow=True, arrowhead=2,
-            arrowsize=0.5, arrowwidth=1 + 9 * math.sqrt(r.count / top), arrowcolor="rgba(100,116,139,0.30)",
-            standoff=14, startstandoff=10, text="",
-        ))
+        arrows.append(
+            dict(
+                x=x1,
+                y=y1,
+                ax=x0,
+                ay=y0,
+                xref="x",
+                yref="y",
+                axref="x",
+                ayref="y",
+                showarrow=True,
+                arrowhead=2,
+                arrowsize=0.5,
+                arrowwidth=1 + 9 * math.sqrt(r.count / top),
+                arrowcolor="rgba(100,116,139,0.30)",
+                standoff=14,
+                startstandoff=10,
+                text="",
+            )
+        )
         mid_x.append((x0 + x1) / 2)
         mid_y.append((y0 + y1) / 2)
-        hover.append(f"{plot_text(r.source)} → {plot_text(r.target)}<br>{r.count:,} times, {r.customers:,} customers "
-                     f"({r.customer_share:.0%})<br>median {duration(r.median_seconds)}, p90 "
-                     f"{duration(r.p90_seconds)}")
+        hover.append(
+            f"{plot_text(r.source)} → {plot_text(r.target)}<br>{r.count:,} times, {r.customers:,} customers "
+            f"({r.customer_share:.0%})<br>median {duration(r.median_seconds)}, p90 "
+            f"{duration(r.p90_seconds)}"
+        )
     if arrows:
         fig.update_layout(annotations=arrows)
-        fig.add_trace(go.Scatter(
-            x=mid_x, y=mid_y, mode="markers", marker=dict(size=8, opacity=0), customdata=hover,
-            hovertemplate="%{customdata}<extra></extra>", showlegend=False,
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=mid_x,
+                y=mid_y,
+                mode="markers",
+                marker=dict(size=8, opacity=0),
+                customdata=hover,
+                hovertemplate="%{customdata}<extra></extra>",
+                showlegend=False,
+            )
+        )
     biggest = max(customers.values()) if customers else 1
     for d in departments:
         members = [a for a in names if dept[a] == d]
-        fig.add_trace(go.Scatter(
-            x=[pos[a][0] for a in members], y=[pos[a][1] for a in members], mode="markers+text", name=d,
-            text=members,
-            textposition=["middle right" if pos[a][0] > 0.05 else ("middle left" if pos[a][0] < -0.05 else
-                          ("top center" if pos[a][1] > 0 else "bottom center")) for a in members],
-            marker=dict(size=[14 + 30 * math.sqrt(customers[a] / max(biggest, 1)) for a in members],
-                        color=colours[d], line=dict(width=1, color="white")),
-            customdata=[customers[a] for a in members],
-            hovertemplate="%{text}<br>%{customdata:,} customers<extra>" + plot_text(d) + "</extra>",
-        ))
+        fig.add_trace(
+            go.Scatter(
+                x=[pos[a][0] for a in members],
+                y=[pos[a][1] for a in members],
+                mode="markers+text",
+                name=d,
+                text=members,
+                textposition=[
+                    "middle right"
+                    if pos[a][0] > 0.05
+                    else ("middle left" if pos[a][0] < -0.05 else ("top center" if pos[a][1] > 0 else "bottom center"))
+                    for a in members
+                ],
+                marker=dict(
+                    size=[14 + 30 * math.sqrt(customers[a] / max(biggest, 1)) for a in members],
+                    color=colours[d],
+                    line=dict(width=1, color="white"),
+                ),
+                customdata=[customers[a] for a in members],
+                hovertemplate="%{text}<br>%{customdata:,} customers<extra>" + plot_text(d) + "</extra>",
+            )
+        )
     fig.update_layout(
-        height=640, margin=dict(l=10, r=10, t=40, b=10),
+        height=640,
+        margin=dict(l=10, r=10, t=40, b=10),
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title_text="department"),
         xaxis=dict(visible=False, range=[-1.9, 1.9]),
         yaxis=dict(visible=False, range=[-1.25, 1.25], scaleanchor="x"),
@@ -516,27 +590,40 @@ def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 
 def sankey(links: pd.DataFrame, anchor: str, max_links: int = 60) -> go.Figure:
     """Paths to (or from) the anchor: one column per step offset."""
     top = links.sort_values("customers", ascending=False).head(max_links)
-    keys = pd.unique(pd.concat([
-        top["source_offset"].astype(str) + "|" + top["source"],
-        top["target_offset"].astype(str) + "|" + top["target"],
-    ], ignore_index=True)) if len(top) else []
+    keys = (
+        pd.unique(
+            pd.concat(
+                [
+                    top["source_offset"].astype(str) + "|" + top["source"],
+                    top["target_offset"].astype(str) + "|" + top["target"],
+                ],
+                ignore_index=True,
+            )
+        )
+        if len(top)
+        else []
+    )
     index = {k: i for i, k in enumerate(keys)}
     offsets = [int(k.split("|", 1)[0]) for k in keys]
     lo, hi = (min(offsets), max(offsets)) if offsets else (0, 1)
     span = max(hi - lo, 1)
     labels = [k.split("|", 1)[1] for k in keys]
     colours = ["#dc2626" if lab == anchor else "#0ea5e9" for lab in labels]
-    fig = go.Figure(go.Sankey(
-        arrangement="snap",
-        node=dict(label=labels, color=colours, pad=12, thickness=14,
-                  x=[0.01 + 0.98 * (o - lo) / span for o in offsets]),
-        link=dict(
-            source=[index[f"{o}|{s}"] for o, s in zip(top["source_offset"], top["source"], strict=True)],
-            target=[index[f"{o}|{t}"] for o, t in zip(top["target_offset"], top["target"], strict=True)],
-            value=top["customers"].tolist(), color="rgba(100,116,139,0.25)",
-            hovertemplate="%{source.label} → %{target.label}: %{value:,} customers<extra></extra>",
-        ),
-    ))
+    fig = go.Figure(
+        go.Sankey(
+            arrangement="snap",
+            node=dict(
+                label=labels, color=colours, pad=12, thickness=14, x=[0.01 + 0.98 * (o - lo) / span for o in offsets]
+            ),
+            link=dict(
+                source=[index[f"{o}|{s}"] for o, s in zip(top["source_offset"], top["source"], strict=True)],
+                target=[index[f"{o}|{t}"] for o, t in zip(top["target_offset"], top["target"], strict=True)],
+                value=top["customers"].tolist(),
+                color="rgba(100,116,139,0.25)",
+                hovertemplate="%{source.label} → %{target.label}: %{value:,} customers<extra></extra>",
+            ),
+        )
+    )
     fig.update_layout(height=480, margin=dict(l=10, r=10, t=30, b=10), font=dict(size=12))
     return fig
 
@@ -549,24 +636,48 @@ def hotspot_chart(spots: pd.DataFrame) -> go.Figure:
     err_hi = (s["ci_high"] - s["lift"]).tolist()
     err_lo = (s["lift"] - s["ci_low"]).tolist()
     below = (s["p_adjusted"] < 0.05) & (s["lift"] < 1)
-    colours = ["#dc2626" if sig else ("#16a34a" if low else "#94a3b8")
-               for sig, low in zip(s["significant"].astype(bool), below, strict=True)]
-    hover = [f"{plot_text(h)}: lift {lift:.2f} (95% CI {lo:.2f}–{hi:.2f}), adjusted p {p_text(p)}<br>"
-             f"hit it: {_of(a, n1, r1)} churned; never hit it: {_of(c, n0, r0)}"
-             for h, lift, lo, hi, p, a, n1, r1, c, n0, r0 in zip(
-                 s["hotspot"], s["lift"], s["ci_low"], s["ci_high"], s["p_adjusted"], s["churned"],
-                 s["customers_judged"], s["churn_rate"], s["baseline_churned"], s["baseline_customers"],
-                 s["baseline_churn_rate"], strict=True)]
-    fig = go.Figure(go.Bar(
-        x=s["lift"], y=s["hotspot"], orientation="h", marker_color=colours,
-        error_x=dict(type="data", array=err_hi, arrayminus=err_lo, color="#334155"),
-        text=[f"{a:,} of {n:,} churned" for a, n in zip(s["churned"], s["customers_judged"], strict=True)],
-        textposition="inside", insidetextanchor="start",
-        customdata=hover, hovertemplate="%{customdata}<extra></extra>",
-    ))
+    colours = [
+        "#dc2626" if sig else ("#16a34a" if low else "#94a3b8")
+        for sig, low in zip(s["significant"].astype(bool), below, strict=True)
+    ]
+    hover = [
+        f"{plot_text(h)}: lift {lift:.2f} (95% CI {lo:.2f}–{hi:.2f}), adjusted p {p_text(p)}<br>"
+        f"hit it: {_of(a, n1, r1)} churned; never hit it: {_of(c, n0, r0)}"
+        for h, lift, lo, hi, p, a, n1, r1, c, n0, r0 in zip(
+            s["hotspot"],
+            s["lift"],
+            s["ci_low"],
+            s["ci_high"],
+            s["p_adjusted"],
+            s["churned"],
+            s["customers_judged"],
+            s["churn_rate"],
+            s["baseline_churned"],
+            s["baseline_customers"],
+            s["baseline_churn_rate"],
+            strict=True,
+        )
+    ]
+    fig = go.Figure(
+        go.Bar(
+            x=s["lift"],
+            y=s["hotspot"],
+            orientation="h",
+            marker_color=colours,
+            error_x=dict(type="data", array=err_hi, arrayminus=err_lo, color="#334155"),
+            text=[f"{a:,} of {n:,} churned" for a, n in zip(s["churned"], s["customers_judged"], strict=True)],
+            textposition="inside",
+            insidetextanchor="start",
+            customdata=hover,
+            hovertemplate="%{customdata}<extra></extra>",
+        )
+    )
     fig.add_vline(x=1, line_dash="dash", line_color="#64748b")
-    fig.update_layout(height=90 + 42 * len(s), margin=dict(l=10, r=10, t=30, b=10),
-                      xaxis_title="churn lift vs customers who never hit it (95% CI)")
+    fig.update_layout(
+        height=90 + 42 * len(s),
+        margin=dict(l=10, r=10, t=30, b=10),
+        xaxis_title="churn lift vs customers who never hit it (95% CI)",
+    )
     return fig
 
 
@@ -574,10 +685,22 @@ def hotspot_chart(spots: pd.DataFrame) -> go.Figure:
 def funnel_chart(frame: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for seg, part in frame.groupby("segment", sort=True):
-        fig.add_trace(go.Bar(x=part["activity"], y=part["conversion"] * 100, name=str(seg),
-                             text=[f"{c:,}" for c in part["customers"]], textposition="outside"))
-    fig.update_layout(height=380, barmode="group", yaxis_title="% of customers entering",
-                      margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=1.05, x=0))
+        fig.add_trace(
+            go.Bar(
+                x=part["activity"],
+                y=part["conversion"] * 100,
+                name=str(seg),
+                text=[f"{c:,}" for c in part["customers"]],
+                textposition="outside",
+            )
+        )
+    fig.update_layout(
+        height=380,
+        barmode="group",
+        yaxis_title="% of customers entering",
+        margin=dict(l=10, r=10, t=30, b=10),
+        legend=dict(orientation="h", y=1.05, x=0),
+    )
     return fig
 
 
@@ -586,15 +709,20 @@ def handoff_chart(frame: pd.DataFrame) -> go.Figure:
     departments = sorted(set(frame["source_department"]) | set(frame["target_department"]))
     idx = {d: i for i, d in enumerate(departments)}
     colours = _colour_map(departments)
-    fig = go.Figure(go.Sankey(
-        node=dict(label=departments, color=[colours[d] for d in departments], pad=15, thickness=16),
-        link=dict(source=[idx[d] for d in frame["source_department"]],
-                  target=[idx[d] for d in frame["target_department"]], value=frame["count"].tolist(),
-                  customdata=[duration(s) for s in frame["median_seconds"]],
-                  hovertemplate="%{source.label} → %{target.label}: %{value:,} handoffs, median wait "
-                                "%{customdata}<extra></extra>",
-                  color="rgba(100,116,139,0.25)"),
-    ))
+    fig = go.Figure(
+        go.Sankey(
+            node=dict(label=departments, color=[colours[d] for d in departments], pad=15, thickness=16),
+            link=dict(
+                source=[idx[d] for d in frame["source_department"]],
+                target=[idx[d] for d in frame["target_department"]],
+                value=frame["count"].tolist(),
+                customdata=[duration(s) for s in frame["median_seconds"]],
+                hovertemplate="%{source.label} → %{target.label}: %{value:,} handoffs, median wait "
+                "%{customdata}<extra></extra>",
+                color="rgba(100,116,139,0.25)",
+            ),
+        )
+    )
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10))
     return fig
 
@@ -604,18 +732,28 @@ def filters_as_dict(filters: MapFilters) -> dict:
 
 
 def funnel_display(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "segment": frame["segment"], "step": frame["step"], "activity": frame["activity"],
-        "customers": frame["customers"], "conversion": [f"{v:.1%}" if v == v else "" for v in frame["conversion"]],
-        "from previous step": [f"{v:.1%}" if v == v else "" for v in frame["step_conversion"]],
-        "dropped": frame["dropped"],
-        "median time to convert": [duration(s) for s in frame["median_seconds_to_convert"]],
-    })
+    return pd.DataFrame(
+        {
+            "segment": frame["segment"],
+            "step": frame["step"],
+            "activity": frame["activity"],
+            "customers": frame["customers"],
+            "conversion": [f"{v:.1%}" if v == v else "" for v in frame["conversion"]],
+            "from previous step": [f"{v:.1%}" if v == v else "" for v in frame["step_conversion"]],
+            "dropped": frame["dropped"],
+            "median time to convert": [duration(s) for s in frame["median_seconds_to_convert"]],
+        }
+    )
 
 
 def handoff_display(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "from": frame["source_department"], "to": frame["target_department"], "handoffs": frame["count"],
-        "customers": frame["customers"], "median wait": [duration(s) for s in frame["median_seconds"]],
-        "p90 wait": [duration(s) for s in frame["p90_seconds"]],
-    })
+    return pd.DataFrame(
+        {
+            "from": frame["source_department"],
+            "to": frame["target_department"],
+            "handoffs": frame["count"],
+            "customers": frame["customers"],
+            "median wait": [duration(s) for s in frame["median_seconds"]],
+            "p90 wait": [duration(s) for s in frame["p90_seconds"]],
+        }
+    )

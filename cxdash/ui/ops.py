@@ -111,8 +111,15 @@ def stage_upload(uploaded) -> StagedFile:
         shutil.rmtree(folder, ignore_errors=True)  # a file that cannot be read is not kept
         raise
     return StagedFile(
-        path, uploaded.name, path.stat().st_size, fmt, header, sample.head(200), digest.hexdigest(),
-        rank_kinds(header, sample) if len(sample) else [], sample,
+        path,
+        uploaded.name,
+        path.stat().st_size,
+        fmt,
+        header,
+        sample.head(200),
+        digest.hexdigest(),
+        rank_kinds(header, sample) if len(sample) else [],
+        sample,
     )
 
 
@@ -145,8 +152,9 @@ def initial_mapping(staged: StagedFile, source: str, kind: str) -> tuple[Mapping
     return Mapping(kind, dict(guess.mapping.columns)), dict(guess.found_by)
 
 
-def mapping_table(kind: str, chosen: dict[str, str], start: Mapping, found_by: dict[str, str],
-                  links: list | None = None) -> pd.DataFrame:
+def mapping_table(
+    kind: str, chosen: dict[str, str], start: Mapping, found_by: dict[str, str], links: list | None = None
+) -> pd.DataFrame:
     """The mapping the page will use, field by field: ``field``, ``column``, ``found by`` (how the
     suggestion was made, "chosen by you" where the user changed it, "not mapped"), then one row
     per chosen link (``links``: ``LinkSuggestion``), its field reading ``link -> source.field``."""
@@ -161,8 +169,13 @@ def mapping_table(kind: str, chosen: dict[str, str], start: Mapping, found_by: d
             how = "chosen by you"
         rows.append({"field": f.name + (" *" if f.required else ""), "column": col or "", "found by": how})
     for s in links or []:
-        rows.append({"field": f"link -> {s.source}.{s.field}", "column": s.column,
-                     "found by": f"ticked: {s.matched:,} of {s.total:,} values match ({s.match_rate:.0%})"})
+        rows.append(
+            {
+                "field": f"link -> {s.source}.{s.field}",
+                "column": s.column,
+                "found by": f"ticked: {s.matched:,} of {s.total:,} values match ({s.match_rate:.0%})",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -197,17 +210,21 @@ def render_guesses(guesses: list[KindGuess]) -> None:
 
 def identifier_columns(staged: StagedFile) -> dict[str, str]:
     """Columns of the file that some kind reads as a customer identifier: ``{column: field}``."""
-    return {
-        g.mapping.columns[f]: f for g in staged.guesses or [] for f in IDENTITY_FIELDS if f in g.mapping.columns
-    }
+    return {g.mapping.columns[f]: f for g in staged.guesses or [] for f in IDENTITY_FIELDS if f in g.mapping.columns}
 
 
 def report_key(staged: StagedFile, source: str, mapping: Mapping, mode: str) -> str:
     """A key over everything that decides a check's result: the file's bytes, the source, the
     kind, the mapping (with its link columns) and the mode. A report is only used to load under the same key."""
     payload = json.dumps(
-        {"file": staged.sha256, "source": source, "kind": mapping.kind, "columns": mapping.columns,
-         "links": mapping.links, "mode": mode},
+        {
+            "file": staged.sha256,
+            "source": source,
+            "kind": mapping.kind,
+            "columns": mapping.columns,
+            "links": mapping.links,
+            "mode": mode,
+        },
         sort_keys=True,
     )
     return hashlib.sha256(payload.encode()).hexdigest()
@@ -226,15 +243,30 @@ def check(staged: StagedFile, source: str, mapping: Mapping, *, mode: str = "app
     duplicates on the declared key, refusal, and the load's impact."""
     note = st.empty()  # each redraw is also where Streamlit stops the check of a session that ended
     result = ingest_file(
-        data.store(), staged.path, source=source, mapping=mapping, mode=mode, dry_run=True,
-        display_name=staged.display_name, progress=lambda rows, _total: note.caption(f"Checking: {rows:,} rows read"),
+        data.store(),
+        staged.path,
+        source=source,
+        mapping=mapping,
+        mode=mode,
+        dry_run=True,
+        display_name=staged.display_name,
+        progress=lambda rows, _total: note.caption(f"Checking: {rows:,} rows read"),
     )
     note.empty()
     return result
 
 
-def load(staged: StagedFile, source: str, mapping: Mapping, *, mode: str, accept_invalid: bool, progress,
-         department: str | None = None, owner: str | None = None) -> IngestResult:
+def load(
+    staged: StagedFile,
+    source: str,
+    mapping: Mapping,
+    *,
+    mode: str,
+    accept_invalid: bool,
+    progress,
+    department: str | None = None,
+    owner: str | None = None,
+) -> IngestResult:
     """Store the file in one transaction, reporting progress as a share of the file read.
     ``department`` / ``owner``: the source's (None keeps the stored ones, or the kind's for a new source)."""
     size = max(staged.size, 1)
@@ -309,8 +341,7 @@ def link_choices(staged: StagedFile, source: str, saved: dict[str, dict[str, str
     Cached per file, source and data version: the page reruns on every click."""
     from cxdash.links import match_rates
 
-    cache_key = ("upload_link_choices", staged.sha256, source, data.version(),
-                 json.dumps(saved or {}, sort_keys=True))
+    cache_key = ("upload_link_choices", staged.sha256, source, data.version(), json.dumps(saved or {}, sort_keys=True))
     cached = st.session_state.get("upload_link_choices")
     if cached is not None and cached[0] == cache_key:
         return cached[1]
@@ -329,13 +360,16 @@ def link_choices(staged: StagedFile, source: str, saved: dict[str, dict[str, str
 def link_label(s, rows: int | None = None) -> str:
     """A link choice in words: which file column, how many of its values are keys of the target,
     and (given ``rows``, the rows measured) how many rows carry no value and so cannot link."""
-    out = (f"column {s.column!r}: {s.matched:,} of the {s.total:,} rows with a value hold a {s.field} of "
-           f"{s.source} ({s.match_rate:.0%})")
+    out = (
+        f"column {s.column!r}: {s.matched:,} of the {s.total:,} rows with a value hold a {s.field} of "
+        f"{s.source} ({s.match_rate:.0%})"
+    )
     if rows is not None and rows > s.total:
         missing = rows - s.total
         out += f"; {missing:,} row{' has' if missing == 1 else 's have'} no value (they stay without a customer)"
-    return out + (f"; {s.ambiguous:,} of them a key shared by several customers (left unmatched)"
-                  if s.ambiguous else "")
+    return out + (
+        f"; {s.ambiguous:,} of them a key shared by several customers (left unmatched)" if s.ambiguous else ""
+    )
 
 
 def sample_rows(staged: StagedFile) -> int:
@@ -347,8 +381,10 @@ def link_rate_lines(rates: list) -> list[str]:
     """A check's ``result.link_rates`` in sentences, one per declared link."""
     out = []
     for r in rates:
-        line = (f"column {r.column!r} -> {r.source}.{r.field}: {r.matched:,} of the {r.total:,} rows with a value "
-                f"(in the first block read) hold a {r.field} of {r.source} ({r.match_rate:.0%}).")
+        line = (
+            f"column {r.column!r} -> {r.source}.{r.field}: {r.matched:,} of the {r.total:,} rows with a value "
+            f"(in the first block read) hold a {r.field} of {r.source} ({r.match_rate:.0%})."
+        )
         if r.ambiguous:
             line += f" {r.ambiguous:,} of them carry a key shared by several customers: they will stay unmatched."
         if r.no_customer:
@@ -364,8 +400,9 @@ def link_outcome_lines(result: IngestResult) -> list[str]:
         return []
     targets = ", ".join(f"{t['source']}.{t['field']}" for t in result.mapping.links.values())
     if not counts.get("linked"):
-        return [f"No stored row relies on the link to {targets}: every row has an identifier of its own "
-                "or no link value."]
+        return [
+            f"No stored row relies on the link to {targets}: every row has an identifier of its own or no link value."
+        ]
     return [
         f"{counts['linked']:,} rows have no customer identifier of their own and rely on the link to {targets}:",
         f"  {counts['matched']:,} reached a customer;",
@@ -387,8 +424,11 @@ def source_department_owner(source: str, kind: str) -> tuple[str, str | None, bo
     row = owners[owners["name"] == source]
     if len(row):
         dept, owner = row.iloc[0]["department"], row.iloc[0]["owner"]
-        return (str(dept) if pd.notna(dept) else get_kind(kind).department,
-                str(owner) if pd.notna(owner) else None, True)
+        return (
+            str(dept) if pd.notna(dept) else get_kind(kind).department,
+            str(owner) if pd.notna(owner) else None,
+            True,
+        )
     return get_kind(kind).department, None, False
 
 
@@ -426,19 +466,23 @@ def failures_csv(result: IngestResult) -> bytes:
 def _health(url: str, version: int, churn_name: str | None) -> dict:
     store = data.store()
     with store.connect() as conn:
-        gov = governance(conn, stats=summaries.get(conn, "source_stats", version),
-                         latency=summaries.get(conn, "source_latency", version))
+        gov = governance(
+            conn,
+            stats=summaries.get(conn, "source_stats", version),
+            latency=summaries.get(conn, "source_latency", version),
+        )
         out = {
             "governance": gov,
             "nulls": summaries.get(conn, "null_rates", version),
             "stitch": summaries.get(conn, "stitch_coverage", version),
             "coverage": summaries.get(conn, "coverage", version, {"churn": churn_name} if churn_name else None),
-            "hubs": pd.DataFrame(conn.execute(identity_hubs_table.select()).mappings().all(),
-                                 columns=["id_key", "degree", "reason"]),
+            "hubs": pd.DataFrame(
+                conn.execute(identity_hubs_table.select()).mappings().all(), columns=["id_key", "degree", "reason"]
+            ),
             "quarantine": pd.DataFrame(
-                conn.execute(
-                    quarantine_table.select().order_by(quarantine_table.c.load_id.desc()).limit(500)
-                ).mappings().all(),
+                conn.execute(quarantine_table.select().order_by(quarantine_table.c.load_id.desc()).limit(500))
+                .mappings()
+                .all(),
                 columns=[c.name for c in quarantine_table.columns],
             ),
         }
@@ -473,12 +517,45 @@ def source_names() -> list[str]:
 
 
 __all__ = [
-    "HOW_SURE", "IDENTITY_FIELDS", "K_FILE", "K_REPORT", "K_RESULT", "NOT_MAPPED", "ExtractError", "IngestError", "LinkError",
-    "MappingError", "StagedFile",
-    "check", "discard", "failures_csv", "guesses_table", "health", "identifier_columns", "render_guesses", "initial_mapping", "kind_fields", "kind_names",
-    "known_sources", "link_choices", "link_label", "link_names_agree", "link_outcome_lines", "link_rate_lines", "link_suggestions", "sample_rows",
-    "load", "make_mapping", "mapping_table", "source_department_owner", "rejected_rows_csv", "report_key", "save_latency_target",
-    "saved_for", "source_names", "stage_upload",
+    "HOW_SURE",
+    "IDENTITY_FIELDS",
+    "K_FILE",
+    "K_REPORT",
+    "K_RESULT",
+    "NOT_MAPPED",
+    "ExtractError",
+    "IngestError",
+    "LinkError",
+    "MappingError",
+    "StagedFile",
+    "check",
+    "discard",
+    "failures_csv",
+    "guesses_table",
+    "health",
+    "identifier_columns",
+    "render_guesses",
+    "initial_mapping",
+    "kind_fields",
+    "kind_names",
+    "known_sources",
+    "link_choices",
+    "link_label",
+    "link_names_agree",
+    "link_outcome_lines",
+    "link_rate_lines",
+    "link_suggestions",
+    "sample_rows",
+    "load",
+    "make_mapping",
+    "mapping_table",
+    "source_department_owner",
+    "rejected_rows_csv",
+    "report_key",
+    "save_latency_target",
+    "saved_for",
+    "source_names",
+    "stage_upload",
 ]
 
 
@@ -510,9 +587,7 @@ def render_report(result: IngestResult, staged: StagedFile) -> None:
         st.markdown("**Links** (rows that reach their customer through another source's key)")
         st.text("\n".join(link_rate_lines(result.link_rates)))
     st.markdown("**Duplicates**")
-    duplicates = result.duplicate_lines() or [
-        f"{result.kind} declare no key: no row is dropped as a duplicate."
-    ]
+    duplicates = result.duplicate_lines() or [f"{result.kind} declare no key: no row is dropped as a duplicate."]
     st.text("\n".join(duplicates))
     if result.impact is not None:
         st.markdown("**What loading it would change**")

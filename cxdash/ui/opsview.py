@@ -95,7 +95,9 @@ def governance_table(gov: pd.DataFrame) -> pd.DataFrame:
             "duplicate keys": gov["duplicate_keys"],
             "loads": gov["loads"],
             "mapping version": gov.get("mapping_version"),
-            "last load": gov["last_load_at"].map(lambda t: "" if _missing(t) else pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")),
+            "last load": gov["last_load_at"].map(
+                lambda t: "" if _missing(t) else pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")
+            ),
         }
     )
 
@@ -103,8 +105,16 @@ def governance_table(gov: pd.DataFrame) -> pd.DataFrame:
 @memoised_figure
 def coverage_chart(cov: pd.DataFrame) -> go.Figure:
     frame = cov.assign(share=cov["share"].fillna(0))
-    fig = px.bar(frame, x="share", y="measure", orientation="h", text="share", hover_data=["needs", "customers_covered"],
-                 range_x=[0, 1.08], labels={"share": "share of customers", "measure": ""})
+    fig = px.bar(
+        frame,
+        x="share",
+        y="measure",
+        orientation="h",
+        text="share",
+        hover_data=["needs", "customers_covered"],
+        range_x=[0, 1.08],
+        labels={"share": "share of customers", "measure": ""},
+    )
     fig.update_traces(texttemplate="%{text:.0%}", textposition="outside", marker_color="#0f766e", cliponaxis=False)
     fig.update_layout(margin=dict(l=10, r=30, t=10, b=10), height=300, xaxis_tickformat=".0%")
     return fig
@@ -115,16 +125,36 @@ def stitch_chart(stitch: pd.DataFrame) -> go.Figure:
     frame = stitch.groupby(["source", "status"], as_index=False)["rows"].sum()
     frame["share"] = frame["rows"] / frame.groupby("source")["rows"].transform("sum")
     colours = {"crm customer": "#0f766e", "unmatched": "#f59e0b", "hub": "#dc2626", "anonymous": "#94a3b8"}
-    fig = px.bar(frame, x="share", y="source", color="status", orientation="h", color_discrete_map=colours,
-                 hover_data=["rows"], labels={"share": "share of rows", "source": ""})
-    fig.update_layout(margin=dict(l=10, r=10, t=10, b=10), height=300, xaxis_tickformat=".0%",
-                      legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title_text=""))
+    fig = px.bar(
+        frame,
+        x="share",
+        y="source",
+        color="status",
+        orientation="h",
+        color_discrete_map=colours,
+        hover_data=["rows"],
+        labels={"share": "share of rows", "source": ""},
+    )
+    fig.update_layout(
+        margin=dict(l=10, r=10, t=10, b=10),
+        height=300,
+        xaxis_tickformat=".0%",
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title_text=""),
+    )
     return fig
 
 
 @memoised_figure
 def null_chart(nulls: pd.DataFrame) -> go.Figure:
-    fig = px.bar(nulls, x="null_share", y="field", color="source", orientation="h", barmode="group",
-                 color_discrete_map=_colour_map(nulls["source"]), labels={"null_share": "share missing", "field": ""})
+    fig = px.bar(
+        nulls,
+        x="null_share",
+        y="field",
+        color="source",
+        orientation="h",
+        barmode="group",
+        color_discrete_map=_colour_map(nulls["source"]),
+        labels={"null_share": "share missing", "field": ""},
+    )
     fig.update_layout(margin=dict(l=10, r=10, t=10, b=10), height=360, xaxis_tickformat=".0%")
     return fig

@@ -46,21 +46,26 @@ def model_history() -> pd.DataFrame:
     v = _versions(database_url(), data.version(), _newest_version())
     if v.empty:
         return v
-    return pd.DataFrame({
-        "version": v["version"],
-        "trained": v["created_at"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")),
-        "model": v["estimator"].str.replace("_", " "),
-        "validation": v["metrics"].map(lambda m: m.get("validation", "").replace("_", " ")
-                                       + ("" if held_out(m) else " (not held out)")),
-        "held-out churned": v["metrics"].map(
-            lambda m: f"{m['n_positive_valid']:,} of {m['n_valid']:,}" if held_out(m) else "not measured"),
-        "ROC AUC": v["metrics"].map(lambda m: round(m.get("roc_auc", float("nan")), 3)),
-        "95% interval": v["metrics"].map(
-            lambda m: f"{m['roc_auc_ci_low']:.3f}–{m['roc_auc_ci_high']:.3f}" if held_out(m) else ""),
-        "top-decile lift": v["metrics"].map(lambda m: round(m.get("top_decile_lift") or float("nan"), 2)),
-        "training rows": v["metrics"].map(lambda m: m.get("n_train")),
-        "data version": v["data_version"],
-    })
+    return pd.DataFrame(
+        {
+            "version": v["version"],
+            "trained": v["created_at"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")),
+            "model": v["estimator"].str.replace("_", " "),
+            "validation": v["metrics"].map(
+                lambda m: m.get("validation", "").replace("_", " ") + ("" if held_out(m) else " (not held out)")
+            ),
+            "held-out churned": v["metrics"].map(
+                lambda m: f"{m['n_positive_valid']:,} of {m['n_valid']:,}" if held_out(m) else "not measured"
+            ),
+            "ROC AUC": v["metrics"].map(lambda m: round(m.get("roc_auc", float("nan")), 3)),
+            "95% interval": v["metrics"].map(
+                lambda m: f"{m['roc_auc_ci_low']:.3f}–{m['roc_auc_ci_high']:.3f}" if held_out(m) else ""
+            ),
+            "top-decile lift": v["metrics"].map(lambda m: round(m.get("top_decile_lift") or float("nan"), 2)),
+            "training rows": v["metrics"].map(lambda m: m.get("n_train")),
+            "data version": v["data_version"],
+        }
+    )
 
 
 def _newest_version() -> int:
@@ -111,8 +116,9 @@ def train(*, label_column: str | None, horizon_days: float) -> churn.ChurnModel:
         bar.progress(min(max(share, 0.0), 1.0), text=text)
 
     try:
-        model = churn.train(data.store(), label_column=label_column or None, horizon_days=horizon_days,
-                            progress=progress)
+        model = churn.train(
+            data.store(), label_column=label_column or None, horizon_days=horizon_days, progress=progress
+        )
     finally:
         bar.empty()  # a half-full bar must not outlive a failed run
     _versions.clear()
@@ -121,8 +127,10 @@ def train(*, label_column: str | None, horizon_days: float) -> churn.ChurnModel:
 
 # ----------------------------------------------------------------------------- model page
 def model_churn_caption(metrics: dict) -> str:
-    return (f"Its labels follow the churn definition {plain(metrics['churn_definition'])} "
-            f"({plain(metrics.get('churn_definition_text', ''))}), as it stood when it was trained.")
+    return (
+        f"Its labels follow the churn definition {plain(metrics['churn_definition'])} "
+        f"({plain(metrics.get('churn_definition_text', ''))}), as it stood when it was trained."
+    )
 
 
 def held_out(metrics: dict) -> bool:
@@ -133,19 +141,33 @@ def held_out(metrics: dict) -> bool:
 
 def model_sentence(info: dict) -> str:
     m = info["metrics"]
-    label = (f"churn within {m.get('horizon_days'):g} days" if info["kind"] == "events"
-             else f"the label column {plain(info.get('label_column'))}")
+    label = (
+        f"churn within {m.get('horizon_days'):g} days"
+        if info["kind"] == "events"
+        else f"the label column {plain(info.get('label_column'))}"
+    )
     head = f"Model **v{info['version']}** ({info['estimator'].replace('_', ' ')}) predicts {label}"
     if not held_out(m):
-        how = ("time-based validation on later cutoffs" if m.get("validation") == "time_based"
-               else f"{m.get('validation', '').replace('_', ' ')} cross-validation")
+        how = (
+            "time-based validation on later cutoffs"
+            if m.get("validation") == "time_based"
+            else f"{m.get('validation', '').replace('_', ' ')} cross-validation"
+        )
         return f"{head} with **ROC AUC {m['roc_auc']:.3f}** by {how}, measured on the rows that also chose it."
     how = "time-based validation" if m.get("validation") == "time_based" else "a stratified hold-out"
     lift = m.get("top_decile_lift")
-    tail = (f" The riskiest {m['top_decile_n']:,} of them hold **{m['top_decile_positive']:,}** of the "
-            f"{m['n_positive_valid']:,} who left (lift **{lift:.1f}×**).") if lift is not None else ""
-    return (f"{head}: **ROC AUC {m['roc_auc']:.3f}** (95% interval {m['roc_auc_ci_low']:.3f}–"
-            f"{m['roc_auc_ci_high']:.3f}) by {how}, measured on {plain(m['evaluated_on'])}.{tail}")
+    tail = (
+        (
+            f" The riskiest {m['top_decile_n']:,} of them hold **{m['top_decile_positive']:,}** of the "
+            f"{m['n_positive_valid']:,} who left (lift **{lift:.1f}×**)."
+        )
+        if lift is not None
+        else ""
+    )
+    return (
+        f"{head}: **ROC AUC {m['roc_auc']:.3f}** (95% interval {m['roc_auc_ci_low']:.3f}–"
+        f"{m['roc_auc_ci_high']:.3f}) by {how}, measured on {plain(m['evaluated_on'])}.{tail}"
+    )
 
 
 def metric_tiles(metrics: dict) -> list[dict]:
@@ -160,26 +182,51 @@ def metric_tiles(metrics: dict) -> list[dict]:
     if not held_out(m):
         return [
             {"label": "ROC AUC", "value": f"{m['roc_auc']:.3f}", "help": auc_help, "caption": "not held out"},
-            {"label": "PR AUC", "value": f"{m['pr_auc']:.3f}", "help": pr_help,
-             "caption": f"base rate {base:.1%}" if base is not None else ""},
-            {"label": "Top-decile lift", "value": f"{lift:.1f}×" if lift is not None else "n/a", "help": lift_help,
-             "caption": ""},
-            {"label": "Top-decile capture", "value": f"{capture:.0%}" if capture is not None else "n/a",
-             "help": capture_help, "caption": ""},
+            {
+                "label": "PR AUC",
+                "value": f"{m['pr_auc']:.3f}",
+                "help": pr_help,
+                "caption": f"base rate {base:.1%}" if base is not None else "",
+            },
+            {
+                "label": "Top-decile lift",
+                "value": f"{lift:.1f}×" if lift is not None else "n/a",
+                "help": lift_help,
+                "caption": "",
+            },
+            {
+                "label": "Top-decile capture",
+                "value": f"{capture:.0%}" if capture is not None else "n/a",
+                "help": capture_help,
+                "caption": "",
+            },
         ]
     return [
-        {"label": "Held-out churned", "value": f"{m['n_positive_valid']:,}",
-         "help": "Churned customers among the held-out rows every figure here is measured on.",
-         "caption": f"of {m['n_valid']:,} held-out rows: base rate {base:.1%}"},
-        {"label": "ROC AUC", "value": f"{m['roc_auc']:.3f}",
-         "help": f"{auc_help} Interval: {m.get('roc_auc_ci_method', 'bootstrap')}.",
-         "caption": f"95% interval {m['roc_auc_ci_low']:.3f}–{m['roc_auc_ci_high']:.3f}"},
-        {"label": "PR AUC", "value": f"{m['pr_auc']:.3f}", "help": pr_help,
-         "caption": f"random ranking: {base:.3f}"},
-        {"label": "Top-decile lift", "value": f"{lift:.1f}×" if lift is not None else "n/a", "help": lift_help,
-         "caption": f"{m['top_decile_positive']:,} churned among the riskiest {m['top_decile_n']:,}"},
-        {"label": "Top-decile capture", "value": f"{capture:.0%}" if capture is not None else "n/a",
-         "help": capture_help, "caption": f"{m['top_decile_positive']:,} of {m['n_positive_valid']:,} who churned"},
+        {
+            "label": "Held-out churned",
+            "value": f"{m['n_positive_valid']:,}",
+            "help": "Churned customers among the held-out rows every figure here is measured on.",
+            "caption": f"of {m['n_valid']:,} held-out rows: base rate {base:.1%}",
+        },
+        {
+            "label": "ROC AUC",
+            "value": f"{m['roc_auc']:.3f}",
+            "help": f"{auc_help} Interval: {m.get('roc_auc_ci_method', 'bootstrap')}.",
+            "caption": f"95% interval {m['roc_auc_ci_low']:.3f}–{m['roc_auc_ci_high']:.3f}",
+        },
+        {"label": "PR AUC", "value": f"{m['pr_auc']:.3f}", "help": pr_help, "caption": f"random ranking: {base:.3f}"},
+        {
+            "label": "Top-decile lift",
+            "value": f"{lift:.1f}×" if lift is not None else "n/a",
+            "help": lift_help,
+            "caption": f"{m['top_decile_positive']:,} churned among the riskiest {m['top_decile_n']:,}",
+        },
+        {
+            "label": "Top-decile capture",
+            "value": f"{capture:.0%}" if capture is not None else "n/a",
+            "help": capture_help,
+            "caption": f"{m['top_decile_positive']:,} of {m['n_positive_valid']:,} who churned",
+        },
     ]
 
 
@@ -190,12 +237,16 @@ def model_warnings(info: dict) -> list[str]:
     m = info["metrics"]
     out = []
     if not held_out(m):
-        out.append(f"Version {info['version']} was trained before held-out evaluation: its figures were measured on "
-                   "the same rows that chose and calibrated it, so they flatter it. Retrain for figures measured on "
-                   "customers the model never saw.")
+        out.append(
+            f"Version {info['version']} was trained before held-out evaluation: its figures were measured on "
+            "the same rows that chose and calibrated it, so they flatter it. Retrain for figures measured on "
+            "customers the model never saw."
+        )
     elif m["roc_auc_ci_low"] <= 0.5:
-        out.append(f"The ROC AUC's 95% interval reaches {m['roc_auc_ci_low']:.3f}: on these "
-                   f"{m['n_positive_valid']:,} held-out leavers the model may rank no better than a coin toss.")
+        out.append(
+            f"The ROC AUC's 95% interval reaches {m['roc_auc_ci_low']:.3f}: on these "
+            f"{m['n_positive_valid']:,} held-out leavers the model may rank no better than a coin toss."
+        )
     problem = churn.version_problem(m.get("fitted_with"), version=info["version"])
     if problem:
         out.append(problem)
@@ -214,13 +265,26 @@ def candidates_figure(metrics: dict) -> go.Figure:
     cand = metrics.get("candidates", {})
     names = list(cand)
     colours = ["#0ea5e9" if n == metrics.get("chosen") else "#cbd5e1" for n in names]
-    fig = go.Figure(go.Bar(x=[cand[n] for n in names], y=[n.replace("_", " ") for n in names], orientation="h",
-                           marker_color=colours, text=[f"{cand[n]:.3f}" for n in names], textposition="outside",
-                           cliponaxis=False))
+    fig = go.Figure(
+        go.Bar(
+            x=[cand[n] for n in names],
+            y=[n.replace("_", " ") for n in names],
+            orientation="h",
+            marker_color=colours,
+            text=[f"{cand[n]:.3f}" for n in names],
+            textposition="outside",
+            cliponaxis=False,
+        )
+    )
     lo = min(cand.values()) if cand else 0.5
-    fig.update_layout(height=90 + 40 * len(names), margin=dict(l=10, r=50, t=10, b=10),
-                      xaxis=dict(title=f"ROC AUC on the {_selection_words(metrics)} (chooses; not the report)",
-                                 range=[max(0.5, lo - 0.05), 1.0]))
+    fig.update_layout(
+        height=90 + 40 * len(names),
+        margin=dict(l=10, r=50, t=10, b=10),
+        xaxis=dict(
+            title=f"ROC AUC on the {_selection_words(metrics)} (chooses; not the report)",
+            range=[max(0.5, lo - 0.05), 1.0],
+        ),
+    )
     return fig
 
 
@@ -241,11 +305,21 @@ def calibration_figure(metrics: dict) -> go.Figure:
     cal = metrics.get("calibration", {"predicted": [], "observed": []})
     top = max([*cal["predicted"], *cal["observed"], 0.05]) * 1.05
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=[0, top], y=[0, top], mode="lines", name="perfect", line=dict(dash="dot", color="#94a3b8")))
-    fig.add_trace(go.Scatter(x=cal["predicted"], y=cal["observed"], mode="lines+markers", name="model",
-                             line=dict(color="#0ea5e9")))
-    fig.update_layout(height=340, margin=dict(l=10, r=10, t=10, b=10), xaxis_title="predicted churn probability",
-                      yaxis_title="observed churn rate", legend=dict(orientation="h", y=1.05, x=0))
+    fig.add_trace(
+        go.Scatter(x=[0, top], y=[0, top], mode="lines", name="perfect", line=dict(dash="dot", color="#94a3b8"))
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=cal["predicted"], y=cal["observed"], mode="lines+markers", name="model", line=dict(color="#0ea5e9")
+        )
+    )
+    fig.update_layout(
+        height=340,
+        margin=dict(l=10, r=10, t=10, b=10),
+        xaxis_title="predicted churn probability",
+        yaxis_title="observed churn rate",
+        legend=dict(orientation="h", y=1.05, x=0),
+    )
     return fig
 
 
@@ -255,13 +329,20 @@ def importance_figure(metrics: dict, top: int = 12) -> go.Figure:
         return go.Figure()
     imp = imp.iloc[::-1]
     colours = _colour_map(imp["department"])
-    fig = go.Figure(go.Bar(x=imp["importance"], y=imp["label"], orientation="h",
-                           marker_color=[colours[d] for d in imp["department"]],
-                           error_x=dict(type="data", array=imp["std"], visible=True),
-                           customdata=imp["department"].map(plot_text),
-                           hovertemplate="%{y}<br>owner: %{customdata}<br>AUC drop %{x:.3f}<extra></extra>"))
-    fig.update_layout(height=90 + 28 * len(imp), margin=dict(l=10, r=10, t=10, b=10),
-                      xaxis_title="AUC drop when shuffled")
+    fig = go.Figure(
+        go.Bar(
+            x=imp["importance"],
+            y=imp["label"],
+            orientation="h",
+            marker_color=[colours[d] for d in imp["department"]],
+            error_x=dict(type="data", array=imp["std"], visible=True),
+            customdata=imp["department"].map(plot_text),
+            hovertemplate="%{y}<br>owner: %{customdata}<br>AUC drop %{x:.3f}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        height=90 + 28 * len(imp), margin=dict(l=10, r=10, t=10, b=10), xaxis_title="AUC drop when shuffled"
+    )
     return fig
 
 
@@ -271,8 +352,15 @@ def departments() -> list[str]:
 
 
 def at_risk_list(*, departments: list[str], status: str, min_risk: float, top_decile: bool) -> pd.DataFrame:
-    return _at_risk(database_url(), data.version(), _list_version(), tuple(sorted(departments or ())),
-                    STATUS_CHOICES[status], float(min_risk), bool(top_decile))
+    return _at_risk(
+        database_url(),
+        data.version(),
+        _list_version(),
+        tuple(sorted(departments or ())),
+        STATUS_CHOICES[status],
+        float(min_risk),
+        bool(top_decile),
+    )
 
 
 def stats() -> dict:
@@ -298,10 +386,23 @@ def _list_version() -> tuple:
 # Keyed on the data version and the list's own version (new scores, any mark from any session),
 # and cleared by ``mark`` as well, so a customer marked here shows its new status at once.
 @st.cache_data(show_spinner=False, max_entries=32)
-def _at_risk(url: str, version: int, list_version: tuple, departments: tuple[str, ...], status: str | None,
-             min_risk: float, top_decile: bool) -> pd.DataFrame:
-    return activation.at_risk(data.store(), departments=list(departments) or None, status=status,
-                              min_risk=min_risk, only_top_decile=top_decile, limit=1000)
+def _at_risk(
+    url: str,
+    version: int,
+    list_version: tuple,
+    departments: tuple[str, ...],
+    status: str | None,
+    min_risk: float,
+    top_decile: bool,
+) -> pd.DataFrame:
+    return activation.at_risk(
+        data.store(),
+        departments=list(departments) or None,
+        status=status,
+        min_risk=min_risk,
+        only_top_decile=top_decile,
+        limit=1000,
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -318,8 +419,10 @@ def reason_line(r: dict) -> str:
 def no_reasons_text(score: dict | None) -> str:
     if score is None:
         return "Not scored, so no model reasons."
-    return ("No driver puts this customer on the risky side of the typical retained customer "
-            "(reasons are shown only where the customer's own data is worse).")
+    return (
+        "No driver puts this customer on the risky side of the typical retained customer "
+        "(reasons are shown only where the customer's own data is worse)."
+    )
 
 
 def reasons_text(reasons: list[dict], n: int = 3) -> str:
@@ -330,15 +433,17 @@ def at_risk_table(frame: pd.DataFrame, basis: str | None = "revenue") -> pd.Data
     """The list as shown; without a value basis the value columns are left out (the sentence
     says the value is unknown) rather than shown as blanks or zeros."""
     money_columns = {"value (12 months)": frame["value"], "risk x value": frame["priority"]} if basis else {}
-    return pd.DataFrame({
-        "customer": frame["customer_id"],
-        "risk": frame["risk"],
-        **money_columns,
-        "next best action": frame["action"],
-        "owner": frame["department"],
-        "why": frame["reasons"].map(reasons_text),
-        "status": frame["status"],
-    })
+    return pd.DataFrame(
+        {
+            "customer": frame["customer_id"],
+            "risk": frame["risk"],
+            **money_columns,
+            "next best action": frame["action"],
+            "owner": frame["department"],
+            "why": frame["reasons"].map(reasons_text),
+            "status": frame["status"],
+        }
+    )
 
 
 def at_risk_sentence(frame: pd.DataFrame, st_: dict, basis: str | None = "revenue") -> str:
@@ -349,27 +454,47 @@ def at_risk_sentence(frame: pd.DataFrame, st_: dict, basis: str | None = "revenu
     acted = st_.get("share_acted")
     acted_txt = f"; **{acted:.0%}** of the top-risk decile has been contacted or actioned" if acted is not None else ""
     top = frame["top_reason"].replace("", pd.NA).dropna().value_counts()
-    why = (f" The most common first reason: **{plain(top.index[0].lower())}** ({top.iloc[0]:,} customers)."
-           if len(top) else "")
+    why = (
+        f" The most common first reason: **{plain(top.index[0].lower())}** ({top.iloc[0]:,} customers)."
+        if len(top)
+        else ""
+    )
     if basis is None:
-        return (f"**{len(frame):,} customers** on this list. Their value is unknown (no transactions and no "
-                f"subscription MRR loaded), so no revenue at risk is shown and the list is ranked by risk "
-                f"alone{acted_txt}.{why}")
+        return (
+            f"**{len(frame):,} customers** on this list. Their value is unknown (no transactions and no "
+            f"subscription MRR loaded), so no revenue at risk is shown and the list is ranked by risk "
+            f"alone{acted_txt}.{why}"
+        )
     value = frame["priority"].sum()
-    return (f"**{len(frame):,} customers** on this list put **{money(value)}** of expected revenue at risk "
-            f"(risk × value; {VALUE_BASES[basis]}){acted_txt}.{why}")
+    return (
+        f"**{len(frame):,} customers** on this list put **{money(value)}** of expected revenue at risk "
+        f"(risk × value; {VALUE_BASES[basis]}){acted_txt}.{why}"
+    )
 
 
 def department_figure(frame: pd.DataFrame, basis: str | None = "revenue") -> go.Figure:
-    g = frame.groupby(frame["department"].replace("", "none"), as_index=False).agg(
-        customers=("cx_id", "size"), at_stake=("priority", "sum")).sort_values("at_stake")
+    g = (
+        frame.groupby(frame["department"].replace("", "none"), as_index=False)
+        .agg(customers=("cx_id", "size"), at_stake=("priority", "sum"))
+        .sort_values("at_stake")
+    )
     colours = _colour_map(g["department"])
-    fig = go.Figure(go.Bar(x=g["at_stake"], y=g["department"], orientation="h",
-                           marker_color=[colours[d] for d in g["department"]],
-                           text=[f"{n:,} customers" for n in g["customers"]], textposition="outside", cliponaxis=False))
-    fig.update_layout(height=80 + 40 * len(g), margin=dict(l=10, r=90, t=10, b=10),
-                      xaxis_title="revenue at risk (risk × value)" if basis else
-                      "expected leavers (sum of risk; value unknown)")
+    fig = go.Figure(
+        go.Bar(
+            x=g["at_stake"],
+            y=g["department"],
+            orientation="h",
+            marker_color=[colours[d] for d in g["department"]],
+            text=[f"{n:,} customers" for n in g["customers"]],
+            textposition="outside",
+            cliponaxis=False,
+        )
+    )
+    fig.update_layout(
+        height=80 + 40 * len(g),
+        margin=dict(l=10, r=90, t=10, b=10),
+        xaxis_title="revenue at risk (risk × value)" if basis else "expected leavers (sum of risk; value unknown)",
+    )
     return fig
 
 
@@ -432,22 +557,27 @@ def churn_sentence(status: dict) -> str:
     if status["churned"] is None:
         return "Whether this customer has churned is unknown: no churn definition fits the loaded data." + said
     if status["churned"]:
-        when = (f" on {pd.Timestamp(status['churned_at']):%d %b %Y}" if status["churned_at"] is not None
-                and not pd.isna(status["churned_at"]) else "")
+        when = (
+            f" on {pd.Timestamp(status['churned_at']):%d %b %Y}"
+            if status["churned_at"] is not None and not pd.isna(status["churned_at"])
+            else ""
+        )
         return f"**Churned{when}** under the company's definition ({plain(status['definition'])})." + said
     return f"Still a customer under the company's definition ({plain(status['definition'])})." + said
 
 
 def signals_table(signals: pd.DataFrame) -> pd.DataFrame:
     """The card's signal list: what, how strong, when, how often lately, and the record's own words."""
-    return pd.DataFrame({
-        "signal": signals["noun"],
-        "kind": signals["strength"],
-        "when": signals["age_days"].map(_age_words),
-        "in the last 30 days": signals["count_30d"],
-        "detail": signals["detail"],
-        "owner": signals["department"],
-    })
+    return pd.DataFrame(
+        {
+            "signal": signals["noun"],
+            "kind": signals["strength"],
+            "when": signals["age_days"].map(_age_words),
+            "in the last 30 days": signals["count_30d"],
+            "detail": signals["detail"],
+            "owner": signals["department"],
+        }
+    )
 
 
 def _age_words(days: float) -> str:
@@ -477,32 +607,44 @@ def timeline_figure(tl: pd.DataFrame) -> go.Figure:
     colours = _colour_map(frame["department"])
     fig = go.Figure()
     for dept, g in frame.groupby("department"):
-        fig.add_trace(go.Scatter(x=g["ts"], y=g["department"], mode="markers", name=dept, text=g["activity"],
-                                 marker=dict(color=colours[dept], size=9, opacity=0.8),
-                                 hovertemplate="%{x|%Y-%m-%d %H:%M}<br>%{text}<extra></extra>"))
+        fig.add_trace(
+            go.Scatter(
+                x=g["ts"],
+                y=g["department"],
+                mode="markers",
+                name=dept,
+                text=g["activity"],
+                marker=dict(color=colours[dept], size=9, opacity=0.8),
+                hovertemplate="%{x|%Y-%m-%d %H:%M}<br>%{text}<extra></extra>",
+            )
+        )
     fig.update_layout(height=260, margin=dict(l=10, r=10, t=10, b=10), showlegend=False)
     return fig
 
 
 def timeline_table(tl: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "when": tl["ts"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")),
-        "what": tl["activity"],
-        "department": tl["department"],
-        "channel": tl["channel"].fillna(""),
-        "source": tl["source"],
-    })
+    return pd.DataFrame(
+        {
+            "when": tl["ts"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")),
+            "what": tl["activity"],
+            "department": tl["department"],
+            "channel": tl["channel"].fillna(""),
+            "source": tl["source"],
+        }
+    )
 
 
 def contacts_table(contacts: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "opened": contacts["opened_at"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d")),
-        "topic": contacts["topic"].fillna("(none)"),
-        "channel": contacts["channel"].fillna(""),
-        "transfers": contacts["transfers"].fillna(0).astype(int),
-        "satisfaction": contacts["satisfaction"],
-        "status": contacts["status"].fillna(""),
-    })
+    return pd.DataFrame(
+        {
+            "opened": contacts["opened_at"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d")),
+            "topic": contacts["topic"].fillna("(none)"),
+            "channel": contacts["channel"].fillna(""),
+            "transfers": contacts["transfers"].fillna(0).astype(int),
+            "satisfaction": contacts["satisfaction"],
+            "status": contacts["status"].fillna(""),
+        }
+    )
 
 
 def told_us_sentence(contacts: pd.DataFrame) -> str:
@@ -515,9 +657,18 @@ def told_us_sentence(contacts: pd.DataFrame) -> str:
 
 
 def profile_rows(profile: dict) -> pd.DataFrame:
-    keys = [("customer id", "customer_id"), ("name", "name"), ("email", "email"), ("phone", "phone"),
-            ("signed up", "signup_date"), ("segment", "segment"), ("region", "region"), ("plan", "plan"),
-            ("acquired via", "acquisition_channel"), ("campaign", "campaign")]
+    keys = [
+        ("customer id", "customer_id"),
+        ("name", "name"),
+        ("email", "email"),
+        ("phone", "phone"),
+        ("signed up", "signup_date"),
+        ("segment", "segment"),
+        ("region", "region"),
+        ("plan", "plan"),
+        ("acquired via", "acquisition_channel"),
+        ("campaign", "campaign"),
+    ]
     rows = []
     for label, key in keys:
         v = profile.get(key)
