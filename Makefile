@@ -37,6 +37,7 @@ test: dev
 
 lint: dev
 	$(BIN)/ruff check cxdash pages app.py tests
+	$(BIN)/ruff format --check cxdash pages app.py tests bench
 
 clean-data:
 	rm -rf data/demo data/cxdash.duckdb data/cxdash.duckdb.wal
