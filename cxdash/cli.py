@@ -316,7 +316,8 @@ def cmd_hotspots(args) -> int:
         if r["lift"] is None:
             lift, ci = "-", "-"
         else:
-            lift, ci = f"{r['lift']:.2f}", f"{r['ci_low']:.2f}-{r['ci_high']:.2f}"
+            lift = f"{r['lift']:.2f}"
+            ci = "-" if r["ci_low"] is None else f"{r['ci_low']:.2f}-{r['ci_high']:.2f}"
         p = "-" if r["p_adjusted"] is None else f"{r['p_adjusted']:.3g}"
         print(
             f"{r['hotspot']:24} {r['customers']:>9,} {hit:>22} {base:>24} {lift:>6} {ci:>13} {p:>9}  "

@@ -68,12 +68,17 @@ STAT_COLUMNS = [
 def risk_ratio(a: int, n1: int, c: int, n0: int, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
     """Risk ratio (a/n1)/(c/n0) and its confidence interval (Katz's log interval, as
     ``scipy.stats.contingency.relative_risk`` gives it). NaN for all three when the ratio is not a
-    finite positive number: an empty group, or no case in either group (no +0.5 correction)."""
+    finite positive number: an empty group, or no case in either group (no +0.5 correction).
+    When every customer of a group churned (``a == n1`` or ``c == n0``) that group adds no variance
+    to Katz's interval, which then looks precise on a single customer (1 of 1 churned gave
+    3.34-5.54): the ratio is kept and the interval is NaN (not known)."""
     from scipy.stats.contingency import relative_risk
 
     if n1 <= 0 or n0 <= 0 or a <= 0 or c <= 0:
         return math.nan, math.nan, math.nan
     result = relative_risk(int(a), int(n1), int(c), int(n0))
+    if a >= n1 or c >= n0:
+        return float(result.relative_risk), math.nan, math.nan
     ci = result.confidence_interval(confidence_level=confidence)
     return float(result.relative_risk), float(ci.low), float(ci.high)
 

@@ -404,3 +404,13 @@ def test_a_hotspot_frame_stored_in_the_old_shape_is_not_read_but_computed_again(
         store.dispose()
     assert list(got.columns) == jr.HOTSPOT_COLUMNS
     assert got.set_index("hotspot").loc["transferred ticket", "lift"] == pytest.approx((10 / 20) / (6 / 38))
+
+
+def test_a_group_where_everyone_churned_keeps_its_ratio_but_claims_no_interval():
+    # Seen on the SaaS export: 1 of 1 hit churned against 46 of 198. Katz's interval has no
+    # variance from a group whose every member churned and printed 3.34-5.54 on one customer.
+    lift, low, high = hs.risk_ratio(1, 1, 46, 198)
+    assert lift == pytest.approx((1 / 1) / (46 / 198))
+    assert math.isnan(low) and math.isnan(high)
+    lift, low, high = hs.risk_ratio(3, 10, 5, 5)  # every never-hit customer churned
+    assert lift == pytest.approx(0.3) and math.isnan(low) and math.isnan(high)

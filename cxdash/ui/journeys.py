@@ -330,6 +330,13 @@ def p_text(p) -> str:
     return "< 0.001" if p < 0.001 else f"{p:.3f}"
 
 
+def _ci_text(row) -> str:
+    """A hotspot's 95% interval in words; not known when every customer of a group churned."""
+    if pd.isna(row["ci_low"]):
+        return "95% CI not known: every customer of one group churned"
+    return f"95% CI {row['ci_low']:.2f}–{row['ci_high']:.2f}"
+
+
 def _p_relation(p) -> str:
     text = p_text(p)
     return text if text.startswith("<") else f"= {text}"
@@ -346,8 +353,8 @@ def lead_sentence(spots: pd.DataFrame, edges: pd.DataFrame) -> str:
             route += f", {plain(top['absorbed_department'])} absorbed them"
         return (
             f"The biggest leak is **{plain(top['hotspot'])}**: **{int(top['customers']):,} customers** "
-            f"({top['customer_share']:.1%}), churn lift **{top['lift']:.2f}** (95% CI {top['ci_low']:.2f}–"
-            f"{top['ci_high']:.2f}, adjusted p {_p_relation(top['p_adjusted'])}): "
+            f"({top['customer_share']:.1%}), churn lift **{top['lift']:.2f}** ({_ci_text(top)}, "
+            f"adjusted p {_p_relation(top['p_adjusted'])}): "
             f"{_of(top['churned'], top['customers_judged'], top['churn_rate'])} churned after it vs "
             f"{_of(top['baseline_churned'], top['baseline_customers'], top['baseline_churn_rate'])} of customers "
             f"who never hit it; {route}. Revenue at stake: {money(top['revenue_at_stake'])} a year."
@@ -451,8 +458,8 @@ def hotspot_display(spots: pd.DataFrame, owners: dict[str, str] | None = None) -
                 ],
                 "lift": spots["lift"],
                 "95% CI": [
-                    "" if pd.isna(lo) else f"{lo:.2f}–{hi:.2f}"
-                    for lo, hi in zip(spots["ci_low"], spots["ci_high"], strict=True)
+                    "" if pd.isna(lift) else ("not known" if pd.isna(lo) else f"{lo:.2f}–{hi:.2f}")
+                    for lift, lo, hi in zip(spots["lift"], spots["ci_low"], spots["ci_high"], strict=True)
                 ],
                 "p (BH-adjusted)": [p_text(p) for p in spots["p_adjusted"]],
                 "significant": [
