@@ -117,3 +117,111 @@ def sources_table(sources: pd.DataFrame) -> pd.DataFrame:
         }
     )
     return out
+
+
+# ----------------------------------------------------------------------------- one formatting layer
+# Every figure a page shows goes through these, so a number reads the same everywhere: its unit, its
+# thousands separators, and a dash (never "None", "nan" or 0) where it is not known.
+UNKNOWN = "—"
+
+# Column names as the code knows them -> as a person reads them. ``label`` falls back to the name
+# with underscores as spaces, so a new column is never shown in snake_case.
+LABELS: dict[str, str] = {
+    "cx_id": "customer key",
+    "customer_id": "customer id",
+    "cohort_by": "cohort by",
+    "departmental_kpi": "departmental KPI",
+    "median_seconds": "median wait",
+    "median_hours": "median wait (hours)",
+    "median_days": "median wait (days)",
+    "rows_rejected": "rows rejected",
+    "first_at": "first record",
+    "last_at": "newest record",
+    "loaded_at": "last load",
+    "n": "customers",
+}
+
+
+def label(column: object) -> str:
+    """A column name as a person reads it: ``LABELS`` first, else underscores as spaces."""
+    name = str(column)
+    return LABELS.get(name, name.replace("_", " ").strip())
+
+
+def labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with its columns renamed by ``label`` (values untouched)."""
+    return frame.rename(columns={c: label(c) for c in frame.columns})
+
+
+def _missing(value: object) -> bool:
+    if value is None:
+        return True
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def count(value: object, noun: str | None = None) -> str:
+    """``1,426`` (``1,426 customers`` with a noun; singular for 1), or ``—`` when unknown."""
+    if _missing(value):
+        return UNKNOWN
+    n = int(value)
+    if noun is None:
+        return f"{n:,}"
+    return f"{n:,} {noun if n == 1 else plural(noun)}"
+
+
+def plural(noun: str) -> str:
+    """The plural of a simple English noun ("thing" -> "things", "customer" -> "customers")."""
+    if noun.endswith(("s", "x", "ch", "sh")):
+        return noun + "es"
+    if noun.endswith("y") and noun[-2:-1] not in "aeiou":
+        return noun[:-1] + "ies"
+    return noun + "s"
+
+
+def percent(value: object, digits: int = 1) -> str:
+    """A share (0.123) as ``12.3%``, or ``—`` when unknown."""
+    if _missing(value):
+        return UNKNOWN
+    return f"{float(value):.{digits}%}"
+
+
+def money_exact(value: object, currency: str | None = None) -> str:
+    """Money to the cent with its currency (``5,531.73 USD``), or ``—`` when unknown; ``money``
+    rounds to k / M for headline figures."""
+    if _missing(value):
+        return UNKNOWN
+    unit = f" {currency}" if currency else ""
+    return f"{float(value):,.2f}{unit}"
+
+
+def duration(seconds: object) -> str:
+    """A length of time in the unit a person would use: ``45 min``, ``5.2 h``, ``17.8 days``; ``—`` when
+    unknown."""
+    if _missing(seconds):
+        return UNKNOWN
+    s = float(seconds)
+    if abs(s) < 3600:
+        return f"{s / 60:.0f} min"
+    if abs(s) < 86400 * 2:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:,.1f} days"
+
+
+def day(ts: object) -> str:
+    """A date as ``2 Dec 2026``, or ``—`` when unknown."""
+    if _missing(ts):
+        return UNKNOWN
+    t = pd.Timestamp(ts)
+    return f"{t.day} {t.strftime('%b %Y')}"
+
+
+def versus(days: int | float | None = None, words: str | None = None) -> str:
+    """What a change is measured against, for a delta's caption: ``vs the previous 90 days``."""
+    if words:
+        return f"vs {words}"
+    if days is None:
+        return "vs the previous period"
+    return f"vs the previous {int(days):,} days"
