@@ -410,6 +410,19 @@ def _maximise(
     return _FitResult(best.x.copy(), float(-best.fun), str(best.message), n_ok, H)
 
 
+def _compress(*columns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The distinct rows of ``columns`` (equal-length float arrays) and how many times each occurs.
+
+    Customers with equal (frequency, recency, T) contribute equal terms to a likelihood, so a fit over
+    the distinct rows weighted by their counts is the same fit; recency and T are whole periods, so a
+    million customers shrink to some tens of thousands of rows (as lifetimes' ``weights`` do).
+    """
+    # pandas hashes the rows (0.15 s at 1M); np.unique(axis=0) sorts them as bytes (2 s).
+    counted = pd.DataFrame({str(i): c for i, c in enumerate(columns)}).value_counts(sort=False)
+    rows = tuple(counted.index.get_level_values(i).to_numpy(dtype=float) for i in range(len(columns)))
+    return rows, counted.to_numpy(dtype=float)
+
+
 def _standard_errors(res: _FitResult, params: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
     """Asymptotic standard errors from the inverse observed information (delta method from log space)."""
     cov_log = np.linalg.inv(res.hessian_log)
@@ -503,9 +516,12 @@ class BGNBD:
         A1, A2, D, has, *_ = cls._loglik_terms(params, x, tx, T)
         return A1 + A2 + np.where(has, np.logaddexp(0.0, D), 0.0)
 
-    def _objective(self, logp: np.ndarray, x, tx, T) -> tuple[float, np.ndarray]:
+    def _objective(self, logp: np.ndarray, x, tx, T, weights=None) -> tuple[float, np.ndarray]:
+        """Mean negative log-likelihood (and its gradient in log-parameters) over customers; ``weights``
+        counts how many customers each row stands for (``_compress``), 1 each when None."""
         params = np.exp(logp)
         r, alpha, a, b = params
+        wt = np.ones(len(x)) if weights is None else weights
         A1, A2, D, has, ln_aT, ln_atx, bx1 = self._loglik_terms(params, x, tx, T)
         ll = A1 + A2 + np.where(has, np.logaddexp(0.0, D), 0.0)
         w = np.where(has, special.expit(D), 0.0)  # = 1 - P(alive)
@@ -514,9 +530,9 @@ class BGNBD:
         g_alpha = r / alpha - (r + x) / (alpha + T) + w * (r + x) * (1.0 / (alpha + T) - 1.0 / (alpha + tx))
         g_a = dg(a + b) - dg(a + b + x) + w / a
         g_b = dg(b + x) - dg(a + b + x) - dg(b) + dg(a + b) - w / bx1
-        n = len(x)
-        grad = np.array([g_r.sum(), g_alpha.sum(), g_a.sum(), g_b.sum()]) * params  # chain rule d/dlog
-        f = -ll.sum() / n + self.penalizer_coef * np.sum(params**2)
+        n = wt.sum()
+        grad = np.array([wt @ g_r, wt @ g_alpha, wt @ g_a, wt @ g_b]) * params  # chain rule d/dlog
+        f = -(wt @ ll) / n + self.penalizer_coef * np.sum(params**2)
         g = -grad / n + self.penalizer_coef * 2.0 * params**2
         if not np.isfinite(f):
             return np.inf, np.zeros_like(logp)
@@ -538,12 +554,13 @@ class BGNBD:
             )
         rng = np.random.default_rng(self.random_state)
         base = np.array([0.0, np.log(max(np.mean(TT), 1e-6)) - 1.0, 0.0, 0.0])
+        (ux, utx, uT), counts = _compress(x, tx, TT)
         starts = [np.zeros(4), base] + [base + rng.normal(0.0, 1.0, 4) for _ in range(max(self.n_restarts - 2, 0))]
         starts = [
             np.clip(s, -self.max_log_param + 1, self.max_log_param - 1) for s in starts[: max(self.n_restarts, 1)]
         ]
         res = _maximise(
-            lambda p: self._objective(p, x, tx, TT),
+            lambda p: self._objective(p, ux, utx, uT, counts),
             starts,
             bound=self.max_log_param,
             maxiter=self.maxiter,
@@ -554,7 +571,7 @@ class BGNBD:
         params = np.exp(res.log_params)
         self.params_ = dict(zip(self._names, map(float, params), strict=True))
         self.standard_errors_ = _standard_errors(res, params, self._names)
-        self.loglik_ = float(self._loglik_per_customer(params, x, tx, TT).sum())
+        self.loglik_ = float(counts @ self._loglik_per_customer(params, ux, utx, uT))
         self.converged_ = True
         self.n_customers_ = int(len(x))
         self.optimizer_message_ = res.message

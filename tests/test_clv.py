@@ -517,3 +517,21 @@ def test_cdnow_calibration_and_holdout(cdnow_tx):
     per_cust_days = hold.drop_duplicates(["sample_id", "date"]).groupby("sample_id").size()
     assert (out["frequency_holdout"] == per_cust_days.reindex(out.index).fillna(0)).all()
     assert out["frequency_holdout"].sum() == 1882
+
+
+def test_bgnbd_fit_on_repeated_customers_counts_every_customer():
+    # 3,000 customers but only a few hundred distinct (frequency, recency, T): the fit works on the
+    # distinct rows weighted by their counts, and its log-likelihood is still the sum over customers.
+    rng = np.random.default_rng(3)
+    n = 3000
+    T = rng.integers(20, 60, n).astype(float)
+    active = np.minimum(rng.exponential(25, n), T)  # customers drop out, so a and b are identified
+    x = rng.poisson(rng.gamma(0.8, 1 / 8, n) * active).astype(float)
+    tx = np.where(x > 0, np.floor(active * rng.beta(np.maximum(x, 1), 1)), 0.0)
+    m = BGNBD().fit(x, tx, T)
+    params = np.array([m.params_[k] for k in ("r", "alpha", "a", "b")])
+    by_customer = BGNBD._loglik_per_customer(params, x, tx, T)
+    assert m.loglik_ == pytest.approx(by_customer.sum(), rel=1e-12)
+    assert m.n_customers_ == n
+    distinct = pd.DataFrame({"x": x, "tx": tx, "T": T}).drop_duplicates()
+    assert len(distinct) < n / 2  # the case this test is about: many customers share a row
