@@ -370,7 +370,7 @@ def cmd_churn(args) -> int:
 def cmd_kpis(args) -> int:
     from datetime import date, timedelta
 
-    from cxdash.kpis import Period, as_of, attach_activation, default_period, kpi_report
+    from cxdash.kpis import Filters, Period, as_of, attach_activation, default_period, kpi_report
 
     store = _store(args)
     definition = _churn_in_force(store).definition
@@ -383,7 +383,10 @@ def cmd_kpis(args) -> int:
             last = date.fromisoformat(args.date_to) if args.date_to else (period.end - timedelta(days=1)).date()
             first = date.fromisoformat(args.date_from) if args.date_from else last - timedelta(days=89)
             period = Period.from_dates(first, last)
-        report = kpi_report(conn, period, repeat_days=args.repeat_days, horizon_months=args.horizon, churn=definition)
+        filters = Filters(**{name: getattr(args, name) or () for name in VIEW_FILTERS})
+        report = kpi_report(
+            conn, period, filters, repeat_days=args.repeat_days, horizon_months=args.horizon, churn=definition
+        )
     out = attach_activation(report, store).to_dict()
     if args.json:
         print(json.dumps(out, indent=2, default=str))
@@ -391,6 +394,17 @@ def cmd_kpis(args) -> int:
         for key in ("as_of", "period_start", "period_end", "churn_definition", *[k for k in report.current]):
             print(f"{key:32} {out.get(key)}")
     return 0
+
+
+# The filters a Shared KPIs or Journeys view takes (cxdash.kpis.Filters), as the command line spells them.
+VIEW_FILTERS = ("segment", "region", "plan", "channel", "campaign", "department")
+
+
+def _view_filter_arguments(parser) -> None:
+    """``--segment X`` etc. (repeatable: any of the values), so any view a page shows can be scripted."""
+    for name in VIEW_FILTERS:
+        what = "the team whose activity and contacts count" if name == "department" else f"customers whose {name} is"
+        parser.add_argument(f"--{name}", action="append", metavar="VALUE", help=f"only {what} VALUE (repeatable)")
 
 
 # ``train --json``: the held-out report (cxdash.model.model_metrics) and how it was obtained.
@@ -731,6 +745,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--to", dest="date_to", help="last day (included), YYYY-MM-DD")
     k.add_argument("--repeat-days", type=int, default=7, help="a repeat contact comes within N days (default 7)")
     k.add_argument("--horizon", type=int, default=12, help="predicted CLV horizon in months (default 12)")
+    _view_filter_arguments(k)
     k.set_defaults(func=cmd_kpis)
 
     t = sub.add_parser("train", help="train the churn model, save it as a new version and score customers")
