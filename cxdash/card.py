@@ -80,8 +80,8 @@ def _like_any_case(column, text: str, *, anywhere: bool) -> sa.ColumnElement:
 def find_customers(conn: Connection, query: str, *, limit: int = 20) -> pd.DataFrame:
     """Customers matching ``query`` by any identifier or by name, exact identifiers first.
 
-    Matches, in this order: the customer key itself; any stitched identifier (customer id, account,
-    email in any case, phone in any format by its digits, visitor id) exactly; a customer id that
+    Matches, in this order: any stitched identifier (customer id, account, email in any case, phone
+    in any format by its digits, visitor id) exactly; the customer key itself; a customer id that
     starts with the query (any case); a CRM name that contains it (any case: "abbott" finds every
     Abbott). At most ``limit`` customers.
 
@@ -93,8 +93,6 @@ def find_customers(conn: Connection, query: str, *, limit: int = 20) -> pd.DataF
         return pd.DataFrame(columns=columns)
     im, ck, c = identity_map_table, customer_keys_table, KIND_TABLES["customers"]
     found: dict[str, str] = {}
-    if conn.execute(sa.select(ck.c.cx_id).where(ck.c.cx_id == query).limit(1)).first() is not None:
-        found[query] = "cx_id"
     exact = conn.execute(
         sa.select(im.c.cx_id, im.c.id_key)
         .where(im.c.id_key.in_(_candidate_keys(query)))
@@ -103,6 +101,9 @@ def find_customers(conn: Connection, query: str, *, limit: int = 20) -> pd.DataF
     ).fetchall()
     for r in exact:
         found.setdefault(r.cx_id, r.id_key.split(":", 1)[0])
+    # the key itself (shown in exports and the audit log); often equal to a customer id found above
+    if conn.execute(sa.select(ck.c.cx_id).where(ck.c.cx_id == query).limit(1)).first() is not None:
+        found.setdefault(query, "cx_id")
     crm = sa.select(ck.c.cx_id, c.c.customer_id, c.c.name).select_from(c.join(ck, ck.c.cx_key == c.c.cx_key))
     for matched, cond, order in (
         ("customer id prefix", _like_any_case(c.c.customer_id, query, anywhere=False), c.c.customer_id),

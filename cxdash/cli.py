@@ -101,8 +101,15 @@ def cmd_demo(args) -> int:
     if _newest_model(store) is not None:
         print("a churn model exists already; not retrained (python -m cxdash train retrains)")
         return 0
+    from cxdash.model import NotEnoughChurnError
+
     print("training the first churn model on the demo (progress below; --no-train skips this)")
-    model = _train_with_progress(store)
+    try:
+        model = _train_with_progress(store)
+    except NotEnoughChurnError as exc:
+        # A small demo can hold too few leavers to measure a model: the demo itself is loaded.
+        print(f"demo loaded, but no churn model was trained: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 0
     print(_train_summary(model))
     return 0
 

@@ -72,18 +72,19 @@ event = st.dataframe(
     on_select="rerun",
     # a click on any cell (or the row's box) opens the card; in bulk mode the boxes tick rows
     selection_mode="multi-row" if bulk else ["single-row", "single-cell"],
-    row_height=68,  # taller than 4rem: Streamlit then wraps the reason and the action instead of cutting them
+    row_height=74,  # taller than 4rem: Streamlit then wraps the reason and the action instead of cutting them
     placeholder="—",
+    # widths add up to the main column at 1440 px (with the row boxes): no sideways scrolling
     column_config={
-        "customer": st.column_config.TextColumn(width=130, pinned=True),
-        "customer id": st.column_config.TextColumn(width=100),
+        "customer": st.column_config.TextColumn(width=128),
+        "customer id": st.column_config.TextColumn(width=98),
         "risk": st.column_config.ProgressColumn("risk", format="%d%%", min_value=0, max_value=100, width=62),
-        value_column: st.column_config.NumberColumn(format="localized", width=140, help=risk.value_help(basis)),
+        value_column: st.column_config.NumberColumn(format="localized", width=135, help=risk.value_help(basis)),
         "top reason": st.column_config.TextColumn(
-            width=210, help="The first reason the model gives; the card lists every reason with the customer's figures."
+            width=205, help="The first reason the model gives; the card lists every reason with the customer's figures."
         ),
         "next best action (owner)": st.column_config.TextColumn(
-            width=222, help="What to do next, and in brackets the department that owns it."
+            width=215, help="What to do next, and in brackets the department that owns it."
         ),
         "status": st.column_config.TextColumn(
             width=85, help="open: nobody has contacted or actioned this customer since they were scored."
