@@ -26,7 +26,7 @@ venv: $(VENV)/.runtime
 dev: $(VENV)/.dev
 
 ## Start the app on http://localhost:8501 (builds the demo company and trains its first churn
-## model on first run, about 20 s at 10,000 customers; a failed training still starts the app).
+## model on first run, 17-30 s at 10,000 customers; a failed training still starts the app).
 run: venv
 	$(BIN)/python -m cxdash demo --if-empty --customers $(DEMO_CUSTOMERS) --seed $(DEMO_SEED)
 	$(BIN)/python -m cxdash train --if-missing || echo "no churn model yet: At-risk customers and the customer card say how to train one"

@@ -95,7 +95,7 @@ def cmd_demo(args) -> int:
             f"(total {time.perf_counter() - started:.1f} s) into {store.url}"
         )
     # At-risk customers and the customer card need a model: the demo comes with its first one
-    # (about 20 s at 10,000 customers), so every page works on the first visit.
+    # (17-30 s at 10,000 customers on 2 cores), so every page works on the first visit.
     if args.no_train or not built:  # a store that held data already: `train --if-missing` decides
         return 0
     if _newest_model(store) is not None:

@@ -58,6 +58,7 @@ st.subheader("Customers, highest risk × value first" if basis else "Customers, 
 bulk = st.toggle(
     "Select several to mark at once",
     key=risk.AT_RISK_BULK,
+    on_change=risk.clear_list_selection,
     help="Off: a click on a row opens that customer's card. On: tick rows, then mark them contacted or actioned.",
 )
 if not bulk:

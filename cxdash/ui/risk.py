@@ -139,7 +139,7 @@ def no_model_notice(what: str) -> None:
     if may_open(role, "model.py"):
         st.info(
             f"No churn model yet, so {what} is empty. Train the first one on the Churn model page "
-            "(about 20 seconds on the 10,000-customer demo), or run `python -m cxdash train`.",
+            "(under a minute on the 10,000-customer demo), or run `python -m cxdash train`.",
             icon=":material/model_training:",
         )
         if st.button("Open the Churn model page", icon=":material/arrow_forward:", key="no_model_open"):
@@ -544,6 +544,12 @@ def show_flash(key: str) -> None:
         st.success(text, icon=":material/check_circle:")
 
 
+def clear_list_selection() -> None:
+    """``on_change`` of the bulk toggle: rows ticked for marking must not open a card once a click
+    opens one again (nor stay ticked unseen)."""
+    st.session_state[AT_RISK_TABLE] = {"selection": {"rows": [], "columns": [], "cells": []}}
+
+
 def open_card(cx_id: str) -> None:
     """Go to the customer card showing ``cx_id`` (the search box emptied so it does not win)."""
     st.session_state[CARD_CUSTOMER] = cx_id
@@ -784,8 +790,8 @@ def signal_sentence(signals: pd.DataFrame) -> str:
 
 def next_action_sentence(nxt: dict) -> str:
     """The card's lead action (markdown): the action and its owner."""
-    owner = nxt["department"] or "n/a"
-    return f"next best action: **{plain(nxt['action'])}** (owner: {plain(owner)})"
+    owner = f" (owner: {plain(nxt['department'])})" if not _blank(nxt.get("department")) else ""
+    return f"next best action: **{plain(nxt['action'])}**{owner}"
 
 
 def timeline_figure(tl: pd.DataFrame) -> go.Figure:
