@@ -116,6 +116,31 @@ def test_like_wildcards_in_a_query_are_taken_literally(conn, crm):
     assert card.find_customers(conn, "%").empty
 
 
+def test_search_reads_the_same_on_every_backend(store, tmp_path):
+    from cxdash.ingest import ingest_file
+    from cxdash.mapping import Mapping
+
+    (tmp_path / "crm.csv").write_text(
+        "id,full_name,mail,tel\n"
+        "C1,Ann Abbott,Ann.Abbott@Example.com,+1 (555) 123-4567\n"
+        "C2,Bob ABBOTTSON,bob@example.com,555.987.6543\n"
+        "C3,Cy 50%_off,cy@example.com,\n"
+    )
+    mapping = {"customer_id": "id", "name": "full_name", "email": "mail", "phone": "tel"}
+    ingest_file(store, tmp_path / "crm.csv", source="crm", mapping=Mapping("customers", mapping))
+    with store.connect() as c:
+
+        def ids(q):
+            return sorted(card.find_customers(c, q)["customer_id"])
+
+        assert ids("abbott") == ["C1", "C2"]  # any case, anywhere in the name
+        assert ids("ann.abbott@example.com") == ["C1"] and ids("ANN.ABBOTT@EXAMPLE.COM") == ["C1"]
+        assert ids("+1 555 123 4567") == ["C1"] and ids("5551234567") == ["C1"] and ids("555-987-6543") == ["C2"]
+        assert ids("c2") == ["C2"]  # a customer id in another case (prefix)
+        assert ids("%_") == ["C3"]  # wildcards are literal: only the name that holds "%_"
+        assert ids("nobody") == []
+
+
 # ----------------------------------------------------------------------------- contact details by role
 @pytest.mark.parametrize("role", ["agent", "admin"])
 def test_agents_and_admins_see_email_and_phone_in_full(conn, crm, role):
