@@ -33,7 +33,7 @@ stats = risk.stats()
 basis = risk.customer_value_basis()
 currency = risk.currency()
 risk.show_flash(risk.AT_RISK_FLASH)
-st.markdown(risk.at_risk_sentence(frame, stats, basis))
+st.markdown(risk.at_risk_sentence(frame, stats, basis, currency))
 churnview.caption()
 churnview.model_mismatch(risk.model_info()["metrics"])
 
@@ -112,7 +112,7 @@ if bulk:
 left, right = st.columns([2, 3])
 with left:
     st.subheader("Risk at stake by owning department")
-    plotly_chart(risk.department_figure(frame, basis), width="stretch")
+    plotly_chart(risk.department_figure(frame, basis, currency), width="stretch")
 with right:
     st.subheader("Export for the CRM")
     # The list feeds outreach: customers without marketing consent stay out of the file.

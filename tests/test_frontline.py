@@ -253,6 +253,8 @@ def test_the_list_shows_name_value_with_period_and_currency_reason_and_action(tr
     ]
     shown = table.astype(str).to_string()
     assert "None" not in shown and "nan" not in shown
+    at_stake = (top["risk"] * top["value"]).sum()  # the list's expected revenue at risk, by hand
+    assert f"{at_stake / 1e3:,.1f} k USD" in listing.markdown[0].value
 
 
 # ----------------------------------------------------------------------------- no model yet

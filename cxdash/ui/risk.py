@@ -558,7 +558,7 @@ def open_card(cx_id: str) -> None:
     st.switch_page(str(PAGES_DIR / "customer_card.py"))
 
 
-def at_risk_sentence(frame: pd.DataFrame, st_: dict, basis: str | None = "revenue") -> str:
+def at_risk_sentence(frame: pd.DataFrame, st_: dict, basis: str | None = "revenue", currency: str | None = None) -> str:
     """The list in one sentence: how many customers, the expected revenue at risk (sum of risk ×
     value, with what value means) or, without a value basis, that the value is unknown."""
     if frame.empty:
@@ -581,12 +581,12 @@ def at_risk_sentence(frame: pd.DataFrame, st_: dict, basis: str | None = "revenu
         )
     value = frame["priority"].sum()
     return (
-        f"**{len(frame):,} customers** on this list put **{money(value)}** of expected revenue at risk "
+        f"**{len(frame):,} customers** on this list put **{money(value, currency)}** of expected revenue at risk "
         f"(risk × value; {VALUE_BASES[basis]}){acted_txt}.{why}"
     )
 
 
-def department_figure(frame: pd.DataFrame, basis: str | None = "revenue") -> go.Figure:
+def department_figure(frame: pd.DataFrame, basis: str | None = "revenue", currency: str | None = None) -> go.Figure:
     g = (
         frame.groupby(frame["department"].replace("", "none"), as_index=False)
         .agg(customers=("cx_id", "size"), at_stake=("priority", "sum"))
@@ -607,7 +607,9 @@ def department_figure(frame: pd.DataFrame, basis: str | None = "revenue") -> go.
     fig.update_layout(
         height=80 + 40 * len(g),
         margin=dict(l=10, r=90, t=10, b=10),
-        xaxis_title="revenue at risk (risk × value)" if basis else "expected leavers (sum of risk; value unknown)",
+        xaxis_title=(f"revenue at risk (risk × value{', ' + plot_text(currency) if currency else ''})")
+        if basis
+        else "expected leavers (sum of risk; value unknown)",
     )
     return fig
 
