@@ -23,6 +23,7 @@ __all__ = [
     "at_risk",
     "customer_score",
     "export_csv",
+    "follow_up",
     "list_version",
     "mark",
     "store_scores",
@@ -212,6 +213,18 @@ def customer_score(store: Store, cx_id: str) -> dict | None:
     out["reasons"] = json.loads(out.pop("reasons_json") or "[]")
     out["status"] = out["status"] or "open"
     return out
+
+
+def follow_up(store: Store, cx_id: str) -> dict:
+    """One customer's follow-up status from the activation log, scored or not (a customer who has
+    left can be marked too): ``status`` ("open" when nobody has acted), ``actor`` and ``updated_at``
+    (None while open)."""
+    la = _latest_activation()
+    with store.app_begin() as conn:
+        row = conn.execute(sa.select(la.c.status, la.c.actor, la.c.updated_at).where(la.c.cx_id == cx_id)).first()
+    if row is None:
+        return {"status": "open", "actor": None, "updated_at": None}
+    return {"status": row.status, "actor": row.actor, "updated_at": row.updated_at}
 
 
 def mark(store: Store, cx_ids: list[str], status: str, *, actor: str) -> int:

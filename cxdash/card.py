@@ -24,6 +24,7 @@ from cxdash.store import KIND_TABLES, customer_keys_table, identity_map_table, s
 from cxdash.timeline import step_order, timeline
 
 __all__ = [
+    "customer_names",
     "find_customers",
     "mask_email",
     "mask_phone",
@@ -37,53 +38,124 @@ __all__ = [
 
 
 def _candidate_keys(query: str) -> list[str]:
+    """The identity-map keys ``query`` could be, normalised the way loads normalise identifiers
+    (``cxdash.validation.normalise_identity``): any id field as typed, an email lower-cased, a phone
+    by its last 10 digits (so "+1 555 123 4567" and "5551234567" are the same key)."""
+    from cxdash.validation import normalise_identity
+
     q = query.strip()
-    keys = [f"{f}:{q}" for f in IDENTITY_FIELDS if f not in ("email", "phone")]
-    if "@" in q:
-        keys.append(f"email:{q.lower()}")
-    digits = re.sub(r"\D", "", q)
-    if len(digits) >= 7:
-        keys.append(f"phone:{digits[-10:]}")
+    keys = []
+    for f in IDENTITY_FIELDS:
+        if f == "email" and "@" not in q:
+            continue
+        if f == "phone" and len(re.sub(r"\D", "", q)) < 7:
+            continue
+        v = normalise_identity(f, pd.Series([q])).iloc[0]
+        if not pd.isna(v):
+            keys.append(f"{f}:{v}")
     return keys
 
 
-def find_customers(conn: Connection, query: str, *, limit: int = 20) -> pd.DataFrame:
-    """Customers matching an exact id, email or phone (any format), or a customer id prefix.
+# How a match is named on the card's pick list, best first: an exact identifier, then a name.
+MATCH_WORDS = {
+    "cx_id": "customer key",
+    "customer_id": "customer id",
+    "account_id": "account id",
+    "email": "email",
+    "phone": "phone",
+    "visitor_id": "visitor id",
+    "customer id prefix": "customer id starts so",
+    "name": "name",
+}
 
-    Out: ``cx_id, customer_id, name, matched`` (which identifier matched).
+
+def _like_any_case(column, text: str, *, anywhere: bool) -> sa.ColumnElement:
+    """``column`` contains (or starts with) ``text``, ignoring case, with LIKE's wildcards in ``text``
+    taken literally (portable: DuckDB and PostgreSQL both read ``ESCAPE``)."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", r"\%").replace("_", r"\_")
+    pattern = ("%" if anywhere else "") + escaped + "%"
+    return sa.func.lower(column).like(pattern, escape="\\")
+
+
+def find_customers(conn: Connection, query: str, *, limit: int = 20) -> pd.DataFrame:
+    """Customers matching ``query`` by any identifier or by name, exact identifiers first.
+
+    Matches, in this order: any stitched identifier (customer id, account, email in any case, phone
+    in any format by its digits, visitor id) exactly; the customer key itself; a customer id that
+    starts with the query (any case); a CRM name that contains it (any case: "abbott" finds every
+    Abbott). At most ``limit`` customers.
+
+    Out: ``cx_id, customer_id, name, matched`` (which identifier matched: a ``MATCH_WORDS`` key).
     """
+    columns = ["cx_id", "customer_id", "name", "matched"]
     query = (query or "").strip()
     if not query:
-        return pd.DataFrame(columns=["cx_id", "customer_id", "name", "matched"])
+        return pd.DataFrame(columns=columns)
     im, ck, c = identity_map_table, customer_keys_table, KIND_TABLES["customers"]
+    found: dict[str, str] = {}
     exact = conn.execute(
-        sa.select(im.c.cx_id, im.c.id_key).where(im.c.id_key.in_(_candidate_keys(query))).limit(limit)
+        sa.select(im.c.cx_id, im.c.id_key)
+        .where(im.c.id_key.in_(_candidate_keys(query)))
+        .order_by(im.c.id_key)
+        .limit(limit)
     ).fetchall()
-    found = {r.cx_id: r.id_key.split(":", 1)[0] for r in exact}
-    if len(found) < limit:
-        prefix = conn.execute(
-            sa.select(ck.c.cx_id)
-            .select_from(c.join(ck, ck.c.cx_key == c.c.cx_key))
-            .where(c.c.customer_id.like(query.replace("%", "").replace("_", r"\_") + "%", escape="\\"))
-            .order_by(c.c.customer_id)
+    for r in exact:
+        found.setdefault(r.cx_id, r.id_key.split(":", 1)[0])
+    # the key itself (shown in exports and the audit log); often equal to a customer id found above
+    if conn.execute(sa.select(ck.c.cx_id).where(ck.c.cx_id == query).limit(1)).first() is not None:
+        found.setdefault(query, "cx_id")
+    crm = sa.select(ck.c.cx_id, c.c.customer_id, c.c.name).select_from(c.join(ck, ck.c.cx_key == c.c.cx_key))
+    for matched, cond, order in (
+        ("customer id prefix", _like_any_case(c.c.customer_id, query, anywhere=False), c.c.customer_id),
+        ("name", _like_any_case(c.c.name, query, anywhere=True), c.c.name),
+    ):
+        if len(found) >= limit:
+            break
+        rows = conn.execute(
+            crm.where(cond, ck.c.cx_id.not_in(list(found)) if found else sa.true())
+            .order_by(order, c.c.customer_id)
             .limit(limit - len(found))
         ).fetchall()
-        for r in prefix:
-            found.setdefault(r.cx_id, "customer_id prefix")
+        for r in rows:
+            found.setdefault(r.cx_id, matched)
     if not found:
-        return pd.DataFrame(columns=["cx_id", "customer_id", "name", "matched"])
-    names = conn.execute(
-        sa.select(ck.c.cx_id, c.c.customer_id, c.c.name)
-        .select_from(c.join(ck, ck.c.cx_key == c.c.cx_key))
-        .where(ck.c.cx_id.in_(list(found)))
-    ).fetchall()
-    crm = {r.cx_id: (r.customer_id, r.name) for r in names}
+        return pd.DataFrame(columns=columns)
+    names = conn.execute(crm.where(ck.c.cx_id.in_(list(found))).order_by(c.c.load_id.desc())).fetchall()
+    known: dict[str, tuple] = {}
+    for r in names:  # the newest CRM record names the customer
+        known.setdefault(r.cx_id, (r.customer_id, r.name))
     return pd.DataFrame(
         [
-            {"cx_id": cx, "customer_id": crm.get(cx, (cx, None))[0], "name": crm.get(cx, (None, None))[1], "matched": m}
+            {
+                "cx_id": cx,
+                "customer_id": known.get(cx, (cx, None))[0],
+                "name": known.get(cx, (None, None))[1],
+                "matched": m,
+            }
             for cx, m in found.items()
-        ]
+        ],
+        columns=columns,
     )
+
+
+def customer_names(conn: Connection, cx_ids: list[str]) -> dict[str, str | None]:
+    """The CRM name of each customer key (the newest CRM record's; None when it has none).
+
+    In: up to a few thousand ``cx_id``. Out: ``{cx_id: name}`` for the keys that have a CRM record.
+    """
+    if not cx_ids:
+        return {}
+    ck, c = customer_keys_table, KIND_TABLES["customers"]
+    rows = conn.execute(
+        sa.select(ck.c.cx_id, c.c.name)
+        .select_from(c.join(ck, ck.c.cx_key == c.c.cx_key))
+        .where(ck.c.cx_id.in_(list(cx_ids)))
+        .order_by(c.c.load_id.desc())
+    ).fetchall()
+    out: dict[str, str | None] = {}
+    for r in rows:
+        out.setdefault(r.cx_id, r.name)
+    return out
 
 
 def profile(conn: Connection, cx_id: str, *, mask: bool = True) -> dict:

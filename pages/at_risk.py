@@ -1,9 +1,11 @@
-"""At-risk customers: who is about to leave, why, who owns it, and what to do, ranked by value at risk."""
+"""At-risk customers: who is about to leave, why, who owns it, and what to do, ranked by value at risk.
+A click on a row opens that customer's card."""
 
 import streamlit as st
 
 from cxdash.ui import churnview, disclosure, risk
 from cxdash.ui.figures import plotly_chart
+from cxdash.ui.formatting import count, duration, percent
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -11,7 +13,7 @@ page_guard(__file__)
 st.title("At-risk customers")
 
 if risk.model_info() is None:
-    st.info("No churn model yet: train one on the **Churn model** page or with `python -m cxdash train`.")
+    risk.no_model_notice("the at-risk list")
     st.stop()
 
 with st.sidebar:
@@ -29,35 +31,90 @@ frame = risk.at_risk_list(
 )
 stats = risk.stats()
 basis = risk.customer_value_basis()
-st.markdown(risk.at_risk_sentence(frame, stats, basis))
+currency = risk.currency()
+risk.show_flash(risk.AT_RISK_FLASH)
+st.markdown(risk.at_risk_sentence(frame, stats, basis, currency))
 churnview.caption()
 churnview.model_mismatch(risk.model_info()["metrics"])
 
 c1, c2, c3, c4 = st.columns(4, border=True)
-c1.metric("At risk (top 10%)", f"{stats['at_risk']:,}")
-c2.metric("Contacted", f"{stats['contacted']:,}")
-c3.metric("Actioned", f"{stats['actioned']:,}")
+c1.metric("At risk (riskiest 10%)", count(stats["at_risk"]))
+c2.metric("Contacted", count(stats["contacted"]), help="Customers of the riskiest 10% whose latest mark is contacted.")
+c3.metric("Actioned", count(stats["actioned"]), help="Customers of the riskiest 10% whose latest mark is actioned.")
 hours = stats["median_hours_to_first_action"]
 c4.metric(
     "Time to first action",
-    "n/a" if hours is None else f"{hours:.1f} h",
-    help="Median time from scoring to the first contact or action (activation latency).",
+    duration(None if hours is None else hours * 3600),
+    help="Median time from scoring to the first contact or action (activation latency)"
+    + ("; nobody has acted on this scoring yet." if hours is None else "."),
 )
+if stats["share_acted"] is not None:
+    c4.caption(f"{percent(stats['share_acted'])} of the riskiest 10% acted on")
 
 if frame.empty:
     st.stop()
 
+st.subheader("Customers, highest risk × value first" if basis else "Customers, highest risk first")
+bulk = st.toggle(
+    "Select several to mark at once",
+    key=risk.AT_RISK_BULK,
+    on_change=risk.clear_list_selection,
+    help="Off: a click on a row opens that customer's card. On: tick rows, then mark them contacted or actioned.",
+)
+if not bulk:
+    st.caption("Click a customer to open their card: contact details, what they told us, and the buttons to mark them.")
+table = risk.at_risk_table(frame, basis, currency)
+value_column = risk.value_label(basis, currency)
+event = st.dataframe(
+    table,
+    hide_index=True,
+    width="stretch",
+    key=risk.AT_RISK_TABLE,
+    on_select="rerun",
+    # a click on any cell (or the row's box) opens the card; in bulk mode the boxes tick rows
+    selection_mode="multi-row" if bulk else ["single-row", "single-cell"],
+    row_height=74,  # taller than 4rem: Streamlit then wraps the reason and the action instead of cutting them
+    placeholder="—",
+    # widths add up to the main column at 1440 px (with the row boxes): no sideways scrolling
+    column_config={
+        "customer": st.column_config.TextColumn(width=128),
+        "customer id": st.column_config.TextColumn(width=98),
+        "risk": st.column_config.ProgressColumn("risk", format="%d%%", min_value=0, max_value=100, width=62),
+        value_column: st.column_config.NumberColumn(format="localized", width=135, help=risk.value_help(basis)),
+        "top reason": st.column_config.TextColumn(
+            width=205, help="The first reason the model gives; the card lists every reason with the customer's figures."
+        ),
+        "next best action (owner)": st.column_config.TextColumn(
+            width=215, help="What to do next, and in brackets the department that owns it."
+        ),
+        "status": st.column_config.TextColumn(
+            width=85, help="open: nobody has contacted or actioned this customer since they were scored."
+        ),
+    },
+)
+rows = list(event.selection.rows) if event is not None else []
+if not bulk:
+    clicked = rows or [cell[0] for cell in (event.selection.cells if event is not None else [])]
+    if clicked:
+        risk.open_card(str(frame["cx_id"].iloc[clicked[0]]))
+
+if bulk:
+    b1, b2, _ = st.columns([1, 1, 4])
+    contacted = b1.button("Mark contacted", disabled=not rows)
+    actioned = b2.button("Mark actioned", disabled=not rows)
+    st.caption(f"{count(len(rows), 'customer')} selected. Marks are recorded under your name; the CRM reads them.")
+    if (contacted or actioned) and rows:
+        status = "contacted" if contacted else "actioned"
+        n = risk.mark(frame["cx_id"].iloc[rows].tolist(), status)
+        risk.flash(risk.AT_RISK_FLASH, f"Recorded {count(n, 'customer')} as {status}.")
+        st.rerun()
+
 left, right = st.columns([2, 3])
 with left:
     st.subheader("Risk at stake by owning department")
-    plotly_chart(risk.department_figure(frame, basis), width="stretch")
+    plotly_chart(risk.department_figure(frame, basis, currency), width="stretch")
 with right:
-    st.subheader("Act on selected customers")
-    st.text_input("Your name", key=risk.AT_RISK_ACTOR, placeholder="who is acting")
-    st.caption("Select rows in the list below, then record what you did. The CRM reads the activation table.")
-    b1, b2, b3 = st.columns(3)
-    contacted = b1.button("Mark contacted")
-    actioned = b2.button("Mark actioned")
+    st.subheader("Export for the CRM")
     # The list feeds outreach: customers without marketing consent stay out of the file.
     outreach, left_out = disclosure.consented(frame)
     holds = disclosure.describe(outreach, what="at-risk customers for the CRM", consent_left_out=left_out)
@@ -69,34 +126,6 @@ with right:
         what="at-risk list for the CRM",
         rows=len(outreach),
         note=holds,
-        where=b3,
         show_note=False,
     )
     st.caption(holds)
-
-st.subheader("Customers, highest risk × value first" if basis else "Customers, highest risk first")
-event = st.dataframe(
-    risk.at_risk_table(frame, basis),
-    hide_index=True,
-    width="stretch",
-    key=risk.AT_RISK_TABLE,
-    on_select="rerun",
-    selection_mode="multi-row",
-    column_config={
-        "risk": st.column_config.ProgressColumn("risk", format="percent", min_value=0.0, max_value=1.0),
-        "value (12 months)": st.column_config.NumberColumn(format="localized"),
-        "risk x value": st.column_config.NumberColumn(format="localized"),
-        "why": st.column_config.TextColumn(width="large"),
-    },
-)
-if contacted or actioned:
-    rows = event.selection.rows if event is not None else []
-    actor = st.session_state[risk.AT_RISK_ACTOR]
-    if not rows:
-        st.warning("Select at least one customer in the list first.")
-    elif not actor.strip():
-        st.warning("Enter your name so the CRM knows who acted.")
-    else:
-        n = risk.mark(frame["cx_id"].iloc[rows].tolist(), "contacted" if contacted else "actioned", actor)
-        st.success(f"Recorded {n} customer(s) as {'contacted' if contacted else 'actioned'}.")
-        st.rerun()

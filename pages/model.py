@@ -14,7 +14,7 @@ info = risk.model_info()
 if info is None:
     st.info(
         "No churn model has been trained yet. Train one below (or run `python -m cxdash train`); "
-        "on the demo company it takes about a minute."
+        "on the 10,000-customer demo it takes under a minute."
     )
 else:
     m = info["metrics"]

@@ -170,7 +170,7 @@ def test_the_crm_export_leaves_out_customers_without_marketing_consent(trained_e
     crm = pd.read_csv(trained_env["dir"] / "crm_customers.csv", dtype=str)
     opted_in = set(crm.loc[crm["Marketing Opt-In"] == "yes", "CustomerID"])
     at = _page("at_risk.py", "agent")
-    listed = set(at.dataframe[0].value["customer"])
+    listed = set(at.dataframe[0].value["customer id"])
     without = listed - opted_in
     assert without, "the list should hold customers without consent, or this test proves nothing"
 

@@ -49,12 +49,13 @@ def test_at_risk_page_lists_the_top_decile_and_filters_by_owner(trained_env):
     top = at_risk(store, limit=100_000)
     store.dispose()
     table = at.dataframe[0].value
-    assert len(table) == len(top) and list(table["customer"]) == list(top["customer_id"])
+    assert len(table) == len(top) and list(table["customer id"]) == list(top["customer_id"])
     assert f"{len(top):,} customers" in at.markdown[0].value
     at.multiselect(key="at_risk_departments").set_value(["web"]).run()
     assert not at.exception
     filtered = at.dataframe[0].value
-    assert 0 < len(filtered) < len(table) and set(filtered["owner"]) == {"web"}
+    assert 0 < len(filtered) < len(table)
+    assert filtered["next best action (owner)"].str.endswith("(web)").all()
 
 
 def test_a_marked_customer_shows_its_new_status_at_once_though_the_list_is_cached(trained_demo, tmp_path, monkeypatch):
@@ -68,7 +69,7 @@ def test_a_marked_customer_shows_its_new_status_at_once_though_the_list_is_cache
     url = f"duckdb:///{path}"
     monkeypatch.setenv("CXDASH_DB_URL", url)
     at = _run("at_risk.py")
-    first, second = at.dataframe[0].value["customer"].iloc[:2]
+    first, second = at.dataframe[0].value["customer id"].iloc[:2]
     assert set(at.dataframe[0].value["status"]) == {"open"}
     store = open_store(url)
     ids = at_risk(store, limit=2)["cx_id"].tolist()
@@ -76,17 +77,17 @@ def test_a_marked_customer_shows_its_new_status_at_once_though_the_list_is_cache
     mark(store, ids[:1], "contacted", actor="ana")
     store.dispose()
     at.run()
-    table = at.dataframe[0].value.set_index("customer")
+    table = at.dataframe[0].value.set_index("customer id")
     assert table.loc[first, "status"] == "contacted" and table.loc[second, "status"] == "open"
     # this page's own mark action clears the cached list
     risk.mark(ids[1:2], "actioned", "ben")
     at.run()
-    table = at.dataframe[0].value.set_index("customer")
+    table = at.dataframe[0].value.set_index("customer id")
     assert table.loc[second, "status"] == "actioned"
     assert {m.label: m.value for m in at.metric}["Actioned"] == "1"
 
 
-def test_customer_card_finds_a_customer_by_phone_and_masks_contact_details(trained_env):
+def test_customer_card_finds_a_customer_by_phone_in_another_format(trained_env):
     crm = pd.read_csv(trained_env["dir"] / "crm_customers.csv", dtype=str)
     store = open_store(trained_env["url"])
     top = at_risk(store, only_top_decile=False, limit=1)
@@ -98,10 +99,8 @@ def test_customer_card_finds_a_customer_by_phone_and_masks_contact_details(train
     assert not at.exception, [e.value for e in at.exception]
     assert at.header[0].value == row["Full Name"]
     assert "risk of leaving" in at.markdown[0].value and "next best action" in at.markdown[0].value
-    profile = at.dataframe[-3].value if len(at.dataframe) >= 3 else None
-    shown = " ".join(str(d.value.to_string()) for d in at.dataframe)
-    assert row["Email"].lower() not in shown and mask_email(row["Email"].lower()) in shown
-    assert profile is not None
+    # an admin sees the contact details in full (cxdash.privacy.PERSONAL_DATA_ROLES)
+    assert f"Email: {row['Email'].lower()}" in [t.value for t in at.text]
     timeline = at.dataframe[-1].value
     assert timeline["when"].is_monotonic_decreasing
 
@@ -117,7 +116,7 @@ def test_pages_explain_what_to_do_before_any_model_exists(demo_store, monkeypatc
     assert "No churn model yet" in _run("at_risk.py").info[0].value
     assert "No churn model has been trained yet" in _run("model.py").info[0].value
     card = _run("customer_card.py")
-    assert "Search for a customer" in card.info[0].value
+    assert "No churn model yet" in card.info[0].value and "Search for a customer" in card.info[1].value
 
 
 def test_retrain_button_trains_a_new_version_with_a_labelled_table(tmp_path, monkeypatch):

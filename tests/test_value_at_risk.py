@@ -77,11 +77,11 @@ def test_the_at_risk_sentence_sums_risk_times_value_and_names_the_basis():
     text = risk.at_risk_sentence(frame, {}, "mrr")
     assert money(0.5 * 1200 + 0.25 * 2400) in text  # 1,200 by hand
     assert "12 × MRR" in text and VALUE_BASES["mrr"] in text
-    assert list(risk.at_risk_table(frame, "mrr").columns[:4]) == [
+    assert list(risk.at_risk_table(frame, "mrr", "EUR").columns[:4]) == [
         "customer",
+        "customer id",
         "risk",
-        "value (12 months)",
-        "risk x value",
+        "12 × MRR (EUR)",  # what the value is and its currency, in the header
     ]
 
 
@@ -131,4 +131,11 @@ def test_with_neither_transactions_nor_mrr_the_value_is_unknown_and_the_page_say
     )
     text = risk.at_risk_sentence(frame, {}, None)
     assert "value is unknown" in text and "revenue at risk is shown" in text and "0.00" not in text
-    assert "value (12 months)" not in risk.at_risk_table(frame, None).columns
+    assert list(risk.at_risk_table(frame, None).columns) == [
+        "customer",
+        "customer id",
+        "risk",
+        "top reason",
+        "next best action (owner)",
+        "status",
+    ]

@@ -9,26 +9,32 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cxdash import activation, card
+from cxdash import activation, card, privacy
 from cxdash import model as churn
+from cxdash.auth import may_open
 from cxdash.churn import Definition
 from cxdash.config import database_url
 from cxdash.features import AGE_CAP_DAYS, VALUE_BASES, data_as_of, value_basis
 from cxdash.next_action import age_words, next_action
+from cxdash.ui import auth as ui_auth
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
-from cxdash.ui.formatting import money, plain, plot_text
+from cxdash.ui.formatting import UNKNOWN, count, day, money, percent, plain, plot_text
+from cxdash.ui.frame import PAGES_DIR
 
 # session-state keys, prefixed by page
 AT_RISK_DEPARTMENTS = "at_risk_departments"
 AT_RISK_STATUS = "at_risk_status"
 AT_RISK_MIN_RISK = "at_risk_min_risk"
 AT_RISK_TOP_DECILE = "at_risk_top_decile"
-AT_RISK_ACTOR = "at_risk_actor"
+AT_RISK_BULK = "at_risk_bulk"
 AT_RISK_TABLE = "at_risk_table"
+AT_RISK_FLASH = "at_risk_flash"  # what the last mark did, shown once on the next run
 CARD_QUERY = "card_query"
 CARD_PICK = "card_pick"
+CARD_CUSTOMER = "card_customer"  # the cx_id the at-risk list opened the card on
+CARD_FLASH = "card_flash"
 MODEL_HORIZON = "model_horizon"
 MODEL_LABEL = "model_label"
 
@@ -123,6 +129,27 @@ def train(*, label_column: str | None, horizon_days: float) -> churn.ChurnModel:
         bar.empty()  # a half-full bar must not outlive a failed run
     _versions.clear()
     return model
+
+
+def no_model_notice(what: str) -> None:
+    """Say that no churn model exists yet and who can train one, in words the signed-in role can act
+    on: someone who may open the Churn model page gets a link to it, anyone else is told to ask an
+    admin. ``what``: what the missing model holds back ("the at-risk list")."""
+    role = ui_auth.current_role()
+    if may_open(role, "model.py"):
+        st.info(
+            f"No churn model yet, so {what} is empty. Train the first one on the Churn model page "
+            "(under a minute on the 10,000-customer demo), or run `python -m cxdash train`.",
+            icon=":material/model_training:",
+        )
+        if st.button("Open the Churn model page", icon=":material/arrow_forward:", key="no_model_open"):
+            st.switch_page(str(PAGES_DIR / "model.py"))
+    else:
+        st.info(
+            f"No churn model yet, so {what} is empty. Ask an admin to train the churn model "
+            "(Churn model page, or `python -m cxdash train`).",
+            icon=":material/model_training:",
+        )
 
 
 # ----------------------------------------------------------------------------- model page
@@ -352,7 +379,9 @@ def departments() -> list[str]:
 
 
 def at_risk_list(*, departments: list[str], status: str, min_risk: float, top_decile: bool) -> pd.DataFrame:
-    return _at_risk(
+    """The filtered list (``cxdash.activation.at_risk`` columns plus ``name``, the CRM name, masked
+    for a role that may not see personal data)."""
+    frame = _at_risk(
         database_url(),
         data.version(),
         _list_version(),
@@ -361,6 +390,9 @@ def at_risk_list(*, departments: list[str], status: str, min_risk: float, top_de
         float(min_risk),
         bool(top_decile),
     )
+    if not privacy.sees_personal_data(ui_auth.current_role()):
+        frame = frame.assign(name=frame["name"].map(privacy.mask_name))
+    return frame
 
 
 def stats() -> dict:
@@ -395,14 +427,39 @@ def _at_risk(
     min_risk: float,
     top_decile: bool,
 ) -> pd.DataFrame:
-    return activation.at_risk(
-        data.store(),
+    store = data.store()
+    frame = activation.at_risk(
+        store,
         departments=list(departments) or None,
         status=status,
         min_risk=min_risk,
         only_top_decile=top_decile,
         limit=1000,
     )
+    with store.connect() as conn:
+        names = card.customer_names(conn, frame["cx_id"].tolist())
+    frame["name"] = frame["cx_id"].map(names)
+    return frame
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _currency(url: str, version: int) -> str | None:
+    from cxdash.kpis import money_currency
+
+    with data.store().connect() as conn:
+        return money_currency(conn)
+
+
+def currency() -> str | None:
+    """The money figures' currency (the transactions' code, ``cxdash.kpis.money_currency``), or None."""
+    return _currency(database_url(), data.version())
+
+
+def value_label(basis: str | None, currency: str | None = None) -> str:
+    """The value column's header, short enough for the list at 1440 px: the period and the currency
+    ("12-month value (USD)"; ``value_help`` says it is the last 12 months' revenue)."""
+    what = {"revenue": "12-month value", "mrr": "12 × MRR"}.get(basis or "", "value")
+    return f"{what} ({currency})" if currency else what
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -429,30 +486,87 @@ def reasons_text(reasons: list[dict], n: int = 3) -> str:
     return "; ".join(f"{r['label']} ({r['detail']})" if r.get("detail") else r["label"] for r in reasons[:n])
 
 
-def at_risk_table(frame: pd.DataFrame, basis: str | None = "revenue") -> pd.DataFrame:
-    """The list as shown; without a value basis the value columns are left out (the sentence
-    says the value is unknown) rather than shown as blanks or zeros."""
-    money_columns = {"value (12 months)": frame["value"], "risk x value": frame["priority"]} if basis else {}
+def at_risk_table(frame: pd.DataFrame, basis: str | None = "revenue", currency: str | None = None) -> pd.DataFrame:
+    """The list as shown, one row per customer: name, customer id, risk (whole percent), value (whole
+    currency units, headed by ``value_label``), top reason, next best action, owner, follow-up
+    status ("open" until someone contacts or actions them). The owning department follows the
+    action in brackets, so the list fits a 1440 px screen without scrolling sideways.
+    Without a value basis the value column is left out (the sentence says the value is unknown)
+    rather than shown as blanks or zeros; an unknown name or reason is "—"."""
+    names = frame["name"] if "name" in frame else pd.Series(None, index=frame.index, dtype=object)
+    value = {value_label(basis, currency): frame["value"].round(0)} if basis else {}
     return pd.DataFrame(
         {
-            "customer": frame["customer_id"],
-            "risk": frame["risk"],
-            **money_columns,
-            "next best action": frame["action"],
-            "owner": frame["department"],
-            "why": frame["reasons"].map(reasons_text),
-            "status": frame["status"],
+            "customer": names.map(lambda n: UNKNOWN if _blank(n) else str(n)),
+            "customer id": frame["customer_id"],
+            "risk": (frame["risk"] * 100).round(0),
+            **value,
+            # the first reason's words only: the card lists every reason with the customer's own figures
+            "top reason": [_top_reason(r, t) for r, t in zip(frame["reasons"], frame["top_reason"], strict=True)],
+            "next best action (owner)": [
+                _action_with_owner(a, d) for a, d in zip(frame["action"], frame["department"], strict=True)
+            ],
+            "status": frame["status"].fillna("open"),
         }
     )
 
 
-def at_risk_sentence(frame: pd.DataFrame, st_: dict, basis: str | None = "revenue") -> str:
+def value_help(basis: str | None) -> str | None:
+    """What the list's value column means (its header names the period and currency)."""
+    return None if basis is None else VALUE_BASES[basis].capitalize() + ", rounded to whole units."
+
+
+def _top_reason(reasons: list[dict], top_reason) -> str:
+    if reasons:
+        return str(reasons[0]["label"])
+    return UNKNOWN if _blank(top_reason) else str(top_reason)
+
+
+def _action_with_owner(action, department) -> str:
+    if _blank(action):
+        return UNKNOWN
+    return f"{action} ({department})" if not _blank(department) else str(action)
+
+
+def _blank(v) -> bool:
+    return v is None or (not isinstance(v, str) and pd.isna(v)) or (isinstance(v, str) and not v.strip())
+
+
+def flash(key: str, text: str) -> None:
+    """Keep ``text`` for the next run of the page (``show_flash``): a message written just before
+    ``st.rerun`` would vanish with the rerun."""
+    st.session_state[key] = text
+
+
+def show_flash(key: str) -> None:
+    text = st.session_state.pop(key, None)
+    if text:
+        st.success(text, icon=":material/check_circle:")
+
+
+def clear_list_selection() -> None:
+    """``on_change`` of the bulk toggle: rows ticked for marking must not open a card once a click
+    opens one again (nor stay ticked unseen)."""
+    st.session_state[AT_RISK_TABLE] = {"selection": {"rows": [], "columns": [], "cells": []}}
+
+
+def open_card(cx_id: str) -> None:
+    """Go to the customer card showing ``cx_id`` (the search box emptied so it does not win)."""
+    st.session_state[CARD_CUSTOMER] = cx_id
+    st.session_state[CARD_QUERY] = ""
+    st.session_state.pop(CARD_PICK, None)
+    st.switch_page(str(PAGES_DIR / "customer_card.py"))
+
+
+def at_risk_sentence(frame: pd.DataFrame, st_: dict, basis: str | None = "revenue", currency: str | None = None) -> str:
     """The list in one sentence: how many customers, the expected revenue at risk (sum of risk ×
     value, with what value means) or, without a value basis, that the value is unknown."""
     if frame.empty:
         return "No customer matches these filters."
     acted = st_.get("share_acted")
-    acted_txt = f"; **{acted:.0%}** of the top-risk decile has been contacted or actioned" if acted is not None else ""
+    acted_txt = (
+        f"; **{percent(acted)}** of the top-risk decile has been contacted or actioned" if acted is not None else ""
+    )
     top = frame["top_reason"].replace("", pd.NA).dropna().value_counts()
     why = (
         f" The most common first reason: **{plain(top.index[0].lower())}** ({top.iloc[0]:,} customers)."
@@ -467,12 +581,12 @@ def at_risk_sentence(frame: pd.DataFrame, st_: dict, basis: str | None = "revenu
         )
     value = frame["priority"].sum()
     return (
-        f"**{len(frame):,} customers** on this list put **{money(value)}** of expected revenue at risk "
+        f"**{len(frame):,} customers** on this list put **{money(value, currency)}** of expected revenue at risk "
         f"(risk × value; {VALUE_BASES[basis]}){acted_txt}.{why}"
     )
 
 
-def department_figure(frame: pd.DataFrame, basis: str | None = "revenue") -> go.Figure:
+def department_figure(frame: pd.DataFrame, basis: str | None = "revenue", currency: str | None = None) -> go.Figure:
     g = (
         frame.groupby(frame["department"].replace("", "none"), as_index=False)
         .agg(customers=("cx_id", "size"), at_stake=("priority", "sum"))
@@ -493,15 +607,20 @@ def department_figure(frame: pd.DataFrame, basis: str | None = "revenue") -> go.
     fig.update_layout(
         height=80 + 40 * len(g),
         margin=dict(l=10, r=90, t=10, b=10),
-        xaxis_title="revenue at risk (risk × value)" if basis else "expected leavers (sum of risk; value unknown)",
+        xaxis_title=(f"revenue at risk (risk × value{', ' + plot_text(currency) if currency else ''})")
+        if basis
+        else "expected leavers (sum of risk; value unknown)",
     )
     return fig
 
 
-def mark(cx_ids: list[str], status: str, actor: str) -> int:
-    n = activation.mark(data.store(), cx_ids, status, actor=actor)
+def mark(cx_ids: list[str], status: str, actor: str | None = None) -> int:
+    """Record ``status`` for these customers as the signed-in user (``actor`` only for tests and
+    scripts) and drop every cached read that shows a status: the list, its figures and the cards."""
+    n = activation.mark(data.store(), cx_ids, status, actor=actor or ui_auth.current_user())
     _at_risk.clear()
     _stats.clear()
+    _card.clear()
     return n
 
 
@@ -510,9 +629,23 @@ def export(frame: pd.DataFrame) -> bytes:
 
 
 # ----------------------------------------------------------------------------- customer card
+SEARCH_LIMIT = 20
+
+
 def search(query: str) -> pd.DataFrame:
+    """Customers matching ``query`` by name, email, phone or any id (``cxdash.card.find_customers``),
+    names masked for a role that may not see personal data."""
     with data.store().connect() as conn:
-        return card.find_customers(conn, query)
+        found = card.find_customers(conn, query, limit=SEARCH_LIMIT)
+    if not privacy.sees_personal_data(ui_auth.current_role()):
+        found = found.assign(name=found["name"].map(privacy.mask_name))
+    return found
+
+
+def match_label(row) -> str:
+    """One search match for the pick list: name, customer id, and what matched."""
+    name = UNKNOWN if _blank(row.name) else str(row.name)
+    return f"{name} · {row.customer_id} (matched by {card.MATCH_WORDS.get(row.matched, row.matched)})"
 
 
 def example_customer() -> str | None:
@@ -521,8 +654,11 @@ def example_customer() -> str | None:
     return None if top.empty else str(top["cx_id"].iloc[0])
 
 
+# Keyed on the list version too: a mark (here or anywhere) changes the follow-up status the card shows.
 @st.cache_data(show_spinner=False, max_entries=64)
-def _card(url: str, version: int, model_version: int, cx_id: str, churn_name: str | None) -> dict:
+def _card(
+    url: str, version: int, model_version: int, list_version: tuple, cx_id: str, churn_name: str | None, mask: bool
+) -> dict:
     store = data.store()
     with store.connect() as conn:
         now = data_as_of(conn)
@@ -530,19 +666,78 @@ def _card(url: str, version: int, model_version: int, cx_id: str, churn_name: st
         out = {
             "churn": card.churn_status(conn, cx_id, definition),
             "now": now,
-            "profile": card.profile(conn, cx_id),
+            "profile": card.profile(conn, cx_id, mask=mask),
             "timeline": card.customer_timeline(conn, cx_id, limit=200),
             "signals": card.recent_signals(conn, cx_id, now=now),
             "open_tickets": card.open_tickets(conn, cx_id),
             "contacts": card.recent_contacts(conn, cx_id),
         }
     out["score"] = activation.customer_score(store, cx_id)
+    out["follow_up"] = activation.follow_up(store, cx_id)
     out["next"] = next_action(out["signals"], (out["score"] or {}).get("reasons", []))
+    out["masked"] = mask
     return out
 
 
 def customer_card(cx_id: str) -> dict:
-    return _card(database_url(), data.version(), _newest_version(), cx_id, data.churn_name())
+    """Everything the card shows for one customer; email and phone in full only for a role whose job
+    needs them (``cxdash.privacy.PERSONAL_DATA_ROLES``: agents and admins), masked for the others."""
+    mask = not privacy.sees_personal_data(ui_auth.current_role())
+    return _card(database_url(), data.version(), _newest_version(), _list_version(), cx_id, data.churn_name(), mask)
+
+
+def card_title(c: dict, cx_id: str) -> str:
+    """The card's heading: the CRM name, else the customer id, else the customer key (escaped)."""
+    p = c["profile"]
+    for key in ("name", "customer_id"):
+        if not _blank(p.get(key)):
+            return plain(p[key])
+    return plain(cx_id)
+
+
+def risk_tile(c: dict) -> tuple[str, str]:
+    """The churn-risk figure and its help (why it is unknown when it is)."""
+    score = c["score"]
+    if score:
+        return percent(score["risk"], 0), "Chance of leaving in the model's horizon, from the newest churn model."
+    if c["churn"]["churned"]:
+        return UNKNOWN, "Not scored: this customer has already left (only current customers are scored)."
+    return UNKNOWN, "Not scored: the newest churn model did not score this customer (not a current customer)."
+
+
+def value_tile(c: dict, basis: str | None, currency: str | None) -> tuple[str, str]:
+    score = c["score"]
+    if not score:
+        return UNKNOWN, "Not scored, so no value was worked out for this customer."
+    if basis is None or _blank(score.get("value")):
+        return UNKNOWN, "Unknown: no transactions and no subscription MRR are loaded."
+    return count(round(float(score["value"]))), VALUE_BASES[basis].capitalize() + "."
+
+
+def follow_up_tile(c: dict) -> tuple[str, str | None]:
+    """The follow-up status and, once someone acted, who and when ("by agent · 2 Dec 2026 08:14")."""
+    f = c["follow_up"]
+    if f["status"] == "open":
+        return "open", "Nobody has contacted or actioned them yet."
+    when = pd.Timestamp(f["updated_at"])
+    return str(f["status"]), f"by {plain(f['actor'])} · {day(when)} {when:%H:%M} UTC"
+
+
+def contact_rows(profile: dict) -> list[tuple[str, str, str | None]]:
+    """Email, phone and marketing consent for the card's contact block: ``(label, value, help)``,
+    values as stored (masked when the role may not see them), "—" with a reason when unknown."""
+    out = []
+    for label, key in (("Email", "email"), ("Phone", "phone")):
+        v = profile.get(key)
+        out.append((label, UNKNOWN, f"No {key} on the CRM record.") if _blank(v) else (label, str(v), None))
+    c = profile.get("consent_marketing")
+    if c is None or pd.isna(c):
+        out.append(("Marketing consent", "unknown", "The CRM record does not say: ask before any marketing."))
+    elif bool(c):
+        out.append(("Marketing consent", "yes", "Opted in to marketing."))
+    else:
+        out.append(("Marketing consent", "no", "Service contact only: no marketing offers."))
+    return out
 
 
 def churn_sentence(status: dict) -> str:
@@ -597,8 +792,8 @@ def signal_sentence(signals: pd.DataFrame) -> str:
 
 def next_action_sentence(nxt: dict) -> str:
     """The card's lead action (markdown): the action and its owner."""
-    owner = nxt["department"] or "n/a"
-    return f"next best action: **{plain(nxt['action'])}** (owner: {plain(owner)})"
+    owner = f" (owner: {plain(nxt['department'])})" if not _blank(nxt.get("department")) else ""
+    return f"next best action: **{plain(nxt['action'])}**{owner}"
 
 
 def timeline_figure(tl: pd.DataFrame) -> go.Figure:
@@ -628,21 +823,26 @@ def timeline_table(tl: pd.DataFrame) -> pd.DataFrame:
             "when": tl["ts"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")),
             "what": tl["activity"],
             "department": tl["department"],
-            "channel": tl["channel"].fillna(""),
+            "channel": tl["channel"].map(lambda v: UNKNOWN if _blank(v) else v),
             "source": tl["source"],
         }
     )
 
 
 def contacts_table(contacts: pd.DataFrame) -> pd.DataFrame:
+    """Tickets as the card lists them; an unknown topic, channel, transfer count, rating or status is "—"."""
+
+    def known(v, fmt=str):
+        return UNKNOWN if _blank(v) else fmt(v)
+
     return pd.DataFrame(
         {
-            "opened": contacts["opened_at"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d")),
-            "topic": contacts["topic"].fillna("(none)"),
-            "channel": contacts["channel"].fillna(""),
-            "transfers": contacts["transfers"].fillna(0).astype(int),
-            "satisfaction": contacts["satisfaction"],
-            "status": contacts["status"].fillna(""),
+            "opened": contacts["opened_at"].map(day),
+            "topic": contacts["topic"].map(known),
+            "channel": contacts["channel"].map(known),
+            "transfers": contacts["transfers"].map(lambda v: known(v, lambda x: f"{int(x):,}")),
+            "satisfaction": contacts["satisfaction"].map(lambda v: known(v, lambda x: f"{float(x):g}")),
+            "status": contacts["status"].map(known),
         }
     )
 
@@ -657,11 +857,11 @@ def told_us_sentence(contacts: pd.DataFrame) -> str:
 
 
 def profile_rows(profile: dict) -> pd.DataFrame:
+    """The CRM record's other fields (contact details are in ``contact_rows``): ``field, value``,
+    fields the record leaves empty left out."""
     keys = [
         ("customer id", "customer_id"),
         ("name", "name"),
-        ("email", "email"),
-        ("phone", "phone"),
         ("signed up", "signup_date"),
         ("segment", "segment"),
         ("region", "region"),
@@ -678,12 +878,5 @@ def profile_rows(profile: dict) -> pd.DataFrame:
             v = pd.Timestamp(v).strftime("%Y-%m-%d")
         rows.append({"field": label, "value": str(v)})
     for k, v in (profile.get("attributes") or {}).items():
-        rows.append({"field": k, "value": str(v)})
+        rows.append({"field": k.replace("_", " "), "value": str(v)})
     return pd.DataFrame(rows, columns=["field", "value"])
-
-
-def consent_text(profile: dict) -> str:
-    c = profile.get("consent_marketing")
-    if c is None or pd.isna(c):
-        return "Marketing consent: unknown — ask before any marketing."
-    return "Marketing consent: **yes**." if bool(c) else "Marketing consent: **no** — service contact only."
