@@ -21,7 +21,7 @@ def run(*args: str, db: str) -> subprocess.CompletedProcess:
 
 def test_demo_then_sources_json_lists_every_department(tmp_path):
     db = f"duckdb:///{tmp_path / 'cli.duckdb'}"
-    done = run("demo", "--customers", "400", "--seed", "3", "--out", str(tmp_path / "x"), db=db)
+    done = run("demo", "--no-train", "--customers", "400", "--seed", "3", "--out", str(tmp_path / "x"), db=db)
     assert done.returncode == 0, done.stderr
     assert "400 customers" in done.stdout
     listed = run("sources", "--json", db=db)
