@@ -78,7 +78,7 @@ if report.period is None:
 for title, rows in ex.card_rows(report):
     st.subheader(title)
     for cards in rows:
-        for column, (key, label, kind, up_is_good) in zip(st.columns(4), cards, strict=False):
+        for column, (key, label, kind, up_is_good) in zip(st.columns(ex.CARDS_PER_ROW), cards, strict=False):
             card = column.container(border=True)
             card.metric(
                 label,

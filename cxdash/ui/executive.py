@@ -297,7 +297,13 @@ _DEFINITION_OF = {
 }
 
 
-def card_rows(report: kpis.KpiReport, per_row: int = 3) -> list[tuple[str, list[list[tuple[str, str, str, bool]]]]]:
+# Three to a row: at 1440 px a card then has room for its title and its change with the comparison.
+CARDS_PER_ROW = 3
+
+
+def card_rows(
+    report: kpis.KpiReport, per_row: int = CARDS_PER_ROW
+) -> list[tuple[str, list[list[tuple[str, str, str, bool]]]]]:
     """The card sections with only the KPIs the data can answer, ``per_row`` cards to a row.
 
     The activation slot stays (empty, with its reason) because it is a KPI the company is missing,
@@ -606,7 +612,14 @@ SHARED_KPIS = {
     "retention_90d": "kept at 90 days",
     "repeat_after_close": "repeat after close",
 }
-COHORT_BY = {"campaign": "campaign", "channel": "acquisition channel", "owner": "sales owner", "team": "support team"}
+# A cohort's grouping, named with its department (the departments' KPIs are grouped these ways).
+COHORT_BY = {
+    "campaign": "marketing campaign",
+    "channel": "acquisition channel",
+    "owner": "sales owner",
+    "team": "support team",
+    "region": "billing region",
+}
 
 
 def _departmental(kpi: str, value: object, currency: str | None) -> str:
@@ -639,12 +652,22 @@ def conflict_sentences(frame: pd.DataFrame, currency: str | None = None) -> list
 CONFLICT_LABELS = ("department", "cohort_by", "cohort", "departmental_kpi", "shared_kpi")
 
 
+def p_value(p: object) -> str:
+    """A p-value to two digits, ``< 0.001`` below that (never ``0`` or ``1e-82``), ``—`` when unknown."""
+    if p is None or pd.isna(p):
+        return fmt.UNKNOWN
+    p = float(p)
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
+
+
 def conflict_table(frame: pd.DataFrame, currency: str | None = None) -> pd.DataFrame:
     """The conflicts (``kpis.conflicts``, possibly with suppressed rows blanked) as a person reads them:
     one column per idea, headed in words, every figure with its unit and ``—`` where it is not shown.
 
-    Out: ``flag, department · grouped by, cohort, customers, departmental KPI, shared outcome, revenue per
-    customer, repeat contacts, median time to close, p (worse than rest)`` and, when rows were
+    Out: ``flag, group`` (the grouping with its department: "marketing campaign"), ``cohort, customers,
+    departmental KPI, shared outcome, revenue / customer, repeats, time to close, p`` and, when rows were
     suppressed, ``suppression``."""
     f = frame.reset_index(drop=True)
 
@@ -654,8 +677,8 @@ def conflict_table(frame: pd.DataFrame, currency: str | None = None) -> pd.DataF
     out = pd.DataFrame(
         {
             "flag": f["conflict"].map(lambda c: "⚠" if c is True or c == 1 else ""),
-            "department · grouped by": [
-                f"{d} · {COHORT_BY.get(c, fmt.label(c))}" for d, c in zip(f["department"], f["cohort_by"], strict=True)
+            "group": [
+                COHORT_BY.get(c, f"{d} {fmt.label(c)}") for d, c in zip(f["department"], f["cohort_by"], strict=True)
             ],
             "cohort": f["cohort"],
             "customers": f["customers"],
@@ -667,12 +690,12 @@ def conflict_table(frame: pd.DataFrame, currency: str | None = None) -> pd.DataF
                 fmt.UNKNOWN if v is None or pd.isna(v) else f"{fmt.percent(v)} {SHARED_KPIS.get(k, fmt.label(k))}"
                 for k, v in zip(f["shared_kpi"], f["shared_value"], strict=True)
             ],
-            "revenue per customer": each("clv_per_customer", lambda v: number(v, "money", currency)),
-            "repeat contacts": each("repeat_contact_rate", fmt.percent),
-            "median time to close": each(
+            "revenue / customer": each("clv_per_customer", lambda v: number(v, "money", currency)),
+            "repeats": each("repeat_contact_rate", fmt.percent),
+            "time to close": each(
                 "median_hours_to_close", lambda v: fmt.duration(None if v is None or pd.isna(v) else v * 3600)
             ),
-            "p (worse than rest)": each("p_value", lambda v: fmt.UNKNOWN if v is None or pd.isna(v) else f"{v:.2g}"),
+            "p": each("p_value", p_value),
         }
     )
     if "suppression" in f.columns:
@@ -687,22 +710,23 @@ CONFLICT_COLUMN_CONFIG = {
         width=40,
         help="⚠: a conflict (top quartile for the department, bottom quartile for the shared outcome)",
     ),
-    "department · grouped by": st.column_config.TextColumn(width=165),
-    "cohort": st.column_config.TextColumn(width=105),
+    "group": st.column_config.TextColumn(width=140, help="How the department groups its customers."),
+    "cohort": st.column_config.TextColumn(width=100),
     "customers": st.column_config.TextColumn(width=75),
     "departmental KPI": st.column_config.TextColumn(
         width=140, help="What the department is judged on, for this cohort."
     ),
     "shared outcome": st.column_config.TextColumn(
-        width=140,
+        width=135,
         help="The same customers' shared outcome: the share kept at 90 days, or the share of the team's tickets "
         "followed by a repeat contact after closing.",
     ),
-    "revenue per customer": st.column_config.TextColumn(width=90),
-    "repeat contacts": st.column_config.TextColumn(width=70),
-    "median time to close": st.column_config.TextColumn(width=80),
-    "p (worse than rest)": st.column_config.TextColumn(
-        width=70,
-        help="How likely a shared outcome this much worse than the rest of the department's is by chance alone.",
+    "revenue / customer": st.column_config.TextColumn(width=110, help="Revenue to date per customer of the cohort."),
+    "repeats": st.column_config.TextColumn(width=70, help="Share of the cohort's contacts that were repeat contacts."),
+    "time to close": st.column_config.TextColumn(width=90, help="Median time from opening to closing a ticket."),
+    "p": st.column_config.TextColumn(
+        width=55,
+        help="p-value: how likely a shared outcome this much worse than the rest of the department's is by chance "
+        "alone (small: unlikely to be chance).",
     ),
 }
