@@ -710,7 +710,7 @@ CONFLICT_COLUMN_CONFIG = {
         width=40,
         help="⚠: a conflict (top quartile for the department, bottom quartile for the shared outcome)",
     ),
-    "group": st.column_config.TextColumn(width=140, help="How the department groups its customers."),
+    "group": st.column_config.TextColumn(width=130, help="How the department groups its customers."),
     "cohort": st.column_config.TextColumn(width=100),
     "customers": st.column_config.TextColumn(width=75),
     "departmental KPI": st.column_config.TextColumn(
@@ -721,7 +721,7 @@ CONFLICT_COLUMN_CONFIG = {
         help="The same customers' shared outcome: the share kept at 90 days, or the share of the team's tickets "
         "followed by a repeat contact after closing.",
     ),
-    "revenue / customer": st.column_config.TextColumn(width=110, help="Revenue to date per customer of the cohort."),
+    "revenue / customer": st.column_config.TextColumn(width=120, help="Revenue to date per customer of the cohort."),
     "repeats": st.column_config.TextColumn(width=70, help="Share of the cohort's contacts that were repeat contacts."),
     "time to close": st.column_config.TextColumn(width=90, help="Median time from opening to closing a ticket."),
     "p": st.column_config.TextColumn(
