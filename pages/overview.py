@@ -46,7 +46,7 @@ st.dataframe(
         "kind": st.column_config.TextColumn("kind", width=95),
         "owner": st.column_config.TextColumn("owner", width=85),
         "from": st.column_config.TextColumn("from", width=95),
-        "to (newest record)": st.column_config.TextColumn("to (newest record)", width=175),
+        "to (newest record)": st.column_config.TextColumn("to (newest record)", width=165),
         "rows": st.column_config.NumberColumn("rows", format="localized", width=80),
         "customers": st.column_config.NumberColumn(
             "customers", format="localized", width=80, help=formatting.SOURCES_COLUMNS_HELP["customers"]
@@ -54,7 +54,7 @@ st.dataframe(
         "anonymous or unmatched": st.column_config.NumberColumn(
             "anonymous or unmatched",
             format="localized",
-            width=150,
+            width=165,
             help=formatting.SOURCES_COLUMNS_HELP["anonymous or unmatched"],
         ),
         "rejected rows": st.column_config.NumberColumn("rejected rows", format="localized", width=95),

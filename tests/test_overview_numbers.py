@@ -38,6 +38,7 @@ def extracts(demo_store):
 def resolved(extracts):
     """Every extract with a ``who`` column: the CRM id, or the raw identifier when unmatched."""
     crm = extracts["crm"]
+
     # A CRM record without an email (phone, account) claims no row: a missing key must not map a row
     # that lacks it too (pandas maps <NA> to whatever customer had none).
     def lookup(keys: pd.Series) -> dict:

@@ -193,7 +193,7 @@ def campaign_bars(frame: pd.DataFrame) -> go.Figure:
         rows=1,
         cols=2,
         shared_yaxes=True,
-        horizontal_spacing=0.12,
+        horizontal_spacing=0.16,
         subplot_titles=("New customers (marketing)", "Kept at 90 days (shared)"),
     )
     fig.add_trace(
