@@ -111,7 +111,8 @@ DEFINITIONS: dict[str, dict[str, str]] = {
     },
     "silence_rate": {
         "definition": "The silence metric: share of active customers who did not have to contact the company "
-        "(no ticket opened) in the period.",
+        "(no ticket opened) in the period. It depends on the period's length: over 90 days more customers have "
+        "had a reason to contact us than in any one month, so a 90-day figure is lower than the monthly ones.",
         "owner": "Shared (all departments)",
     },
     "contacts_per_active_customer": {

@@ -1,7 +1,7 @@
 """Every role walks every page it may open, in Chromium at 1440 x 900, and no page shows a raw
 value: no ``None``/``nan``/``NaN`` in its text, tables or charts, no snake_case column header, and
 nothing wider than the page (issue 16). A screenshot of each role x page is kept in test-artifacts/
-as ``walk_<role>_<page>.png``.
+as ``walk_<role>_<page>.png``. The store is a 2,000-customer demo with a trained churn model.
 
 How tables are read: ``st.dataframe`` is a glide data grid drawn on a <canvas>, so its text is not in
 the DOM as the reader sees it. Two sources are used:
@@ -155,6 +155,10 @@ def app(tmp_path_factory):
     url = f"duckdb:///{root / 'cx.duckdb'}"
     s = open_store(url)
     build_demo(s, n_customers=2000, seed=7, out_dir=root / "extracts")
+    # A trained churn model, as `make run` leaves one, so the at-risk list and the card show their tables.
+    from cxdash.model import train
+
+    train(s)
     s.dispose()
     with running_app(url, root / "server.log", users=USERS) as base, chromium() as browser:
         yield {"url": base, "browser": browser}

@@ -516,13 +516,8 @@ DEFINITION_COLUMNS = {
     "KPI": st.column_config.TextColumn(width=180),
     "value": st.column_config.TextColumn(width=95),
     "previous period": st.column_config.TextColumn(width=100, help="The period of the same length just before."),
-    "coverage": st.column_config.ProgressColumn(
-        "coverage",
-        min_value=0,
-        max_value=1,
-        format="percent",
-        width=90,
-        help="Share of the customers in view with the data the KPI needs.",
+    "coverage": st.column_config.TextColumn(
+        width=90, help="Share of the customers in view with the data the KPI needs (—: not answerable)."
     ),
     "owner": st.column_config.TextColumn(width=130),
     "definition": st.column_config.TextColumn(width=320, help="Hover or widen the column to read it whole."),
@@ -538,7 +533,7 @@ def definitions_table(report: kpis.KpiReport) -> pd.DataFrame:
                 "KPI": label,
                 "value": number(report.current.get(key), kind, report.currency),
                 "previous period": number(report.previous.get(key), kind, report.currency),
-                "coverage": report.coverage.get(name),
+                "coverage": fmt.percent(report.coverage.get(name), 0),
                 "owner": kpis.DEFINITIONS[name]["owner"],
                 "definition": kpis.DEFINITIONS[name]["definition"],
             }
@@ -583,7 +578,8 @@ def lead_sentence(report: kpis.KpiReport) -> str:
         ]
     else:
         parts = [
-            f"**{report.period.label()}** ({round(report.period.days):,} days), {plain(report.filters.describe())}:"
+            f"**{fmt.span(report.period.start, report.period.end - timedelta(days=1))}** "
+            f"({round(report.period.days):,} days), {plain(report.filters.describe())}:"
         ]
     if cur.get("retention_rate") is not None:
         basis = "" if report.churn_dated else " (from an undated churn label, a snapshot)"
