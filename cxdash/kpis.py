@@ -111,7 +111,8 @@ DEFINITIONS: dict[str, dict[str, str]] = {
     },
     "silence_rate": {
         "definition": "The silence metric: share of active customers who did not have to contact the company "
-        "(no ticket opened) in the period.",
+        "(no ticket opened) in the period. It depends on the period's length: over 90 days more customers have "
+        "had a reason to contact us than in any one month, so a 90-day figure is lower than the monthly ones.",
         "owner": "Shared (all departments)",
     },
     "contacts_per_active_customer": {
@@ -968,8 +969,9 @@ def _penalty_note(penalizer: float) -> str:
     if not penalizer:
         return ""
     return (
-        f" The plain maximum-likelihood fit had no interior optimum, so BG/NBD was fitted with a small "
-        f"L2 penalty ({penalizer})."
+        " The model's plain fit did not settle on these purchases, so it was fitted with a small "
+        f"penalty that keeps its parameters from running to extremes (L2 penalty {penalizer}); the "
+        "forecast is a little more cautious for it."
     )
 
 
@@ -1016,7 +1018,7 @@ def predicted_clv(
             horizon_months,
             repeat_buyers=repeaters,
         )
-    spend_note = "Gamma-Gamma spend"
+    spend_note = "a spend model (Gamma-Gamma) that pulls each customer's average spend toward everyone's"
     try:
         bg, penalizer = _fit_bgnbd(rfm)
         constant_spend = float(np.nanmedian(rfm["spend_cv"])) < 0.01 if rfm["spend_cv"].notna().any() else False
@@ -1031,7 +1033,10 @@ def predicted_clv(
             # Gamma-Gamma's p -> infinity: a customer's spend per purchase barely varies, so its posterior
             # mean tends to the customer's own average (the repeat buyers' mean for one-time buyers).
             gg = _OwnAverageSpend(rfm["frequency"], rfm["monetary_value"])
-            spend_note = "own average spend (spend per purchase hardly varies within a customer, Gamma-Gamma p -> inf)"
+            spend_note = (
+                "each customer's own average spend (their spend per purchase hardly varies, so it needs "
+                "no pulling toward everyone's)"
+            )
         clv = customer_lifetime_value(
             bg,
             gg,
@@ -1045,19 +1050,30 @@ def predicted_clv(
         )
     except (ConvergenceError, ValueError, FloatingPointError) as exc:
         return ClvForecast(
-            False, f"The CLV model did not give a usable fit: {exc}", horizon_months, repeat_buyers=repeaters
+            False,
+            "The purchase model found no stable fit on these purchases, so no forecast is shown "
+            "(revenue to date is unaffected). A longer purchase history or more customers who buy "
+            f"more than once usually fixes this. Details: {exc}",
+            horizon_months,
+            repeat_buyers=repeaters,
         )
     clv = pd.Series(np.asarray(clv, dtype=float), index=rfm.index, name="clv")
     if not np.all(np.isfinite(clv)):
         return ClvForecast(
-            False, "The CLV model produced non-finite values; not shown.", horizon_months, repeat_buyers=repeaters
+            False,
+            "The purchase model gave impossible (infinite) values on these purchases, so no forecast is "
+            "shown (revenue to date is unaffected). A longer purchase history usually fixes this.",
+            horizon_months,
+            repeat_buyers=repeaters,
         )
     return ClvForecast(
         True,
-        f"BG/NBD on {len(rfm):,} buyers ({repeaters:,} repeat buyers"
-        + (f"; parameters fitted on a random {MAX_FIT_CUSTOMERS:,}" if len(rfm) > MAX_FIT_CUSTOMERS else "")
-        + f") with {spend_note}, "
-        f"{horizon_months}-month horizon, 1% monthly discount." + _penalty_note(penalizer),
+        f"Forecast from each customer's own purchase history (how often, how recently and how much they "
+        f"bought) by a standard model of customers who buy until they quietly stop (BG/NBD), fitted on "
+        f"{len(rfm):,} buyers, {repeaters:,} of whom bought more than once"
+        + (f" (its parameters on a random {MAX_FIT_CUSTOMERS:,} of them)" if len(rfm) > MAX_FIT_CUSTOMERS else "")
+        + f", with {spend_note}; the next {horizon_months} months, future revenue discounted 1% a month."
+        + _penalty_note(penalizer),
         horizon_months,
         clv,
         {**{f"bgnbd_{k}": v for k, v in bg.params_.items()}, **{f"gg_{k}": v for k, v in gg.params_.items()}},

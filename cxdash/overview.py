@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cxdash.kinds import KINDS
-from cxdash.store import KIND_TABLES, loads_table, sources_table
+from cxdash.store import KIND_TABLES, customer_keys_table, loads_table, sources_table
 
 __all__ = ["SOURCE_COLUMNS", "TIME_FIELDS", "data_version", "source_summary"]
 
@@ -28,6 +28,8 @@ SOURCE_COLUMNS = [
     "department",
     "rows",
     "customers",
+    "identified",
+    "unmatched",
     "first_at",
     "last_at",
     "loaded_at",
@@ -44,10 +46,14 @@ def data_version(conn: Connection) -> int:
 def source_summary(conn: Connection) -> pd.DataFrame:
     """One row per loaded source.
 
-    Out: ``name, kind, department, rows, customers`` (distinct stitched customers with at
-    least one row), ``first_at, last_at`` (time span of the rows), ``loaded_at`` (last load),
-    ``loads``, ``rows_rejected`` (over all loads).
+    Out: ``name, kind, department, rows, customers`` (distinct stitched people with at least one
+    row), ``identified`` (of those, the customers the KPIs count: stitched to a CRM customer when a
+    customer source is loaded, else every one), ``unmatched`` (the rest: people the source knows
+    only by its own ids, such as anonymous web visitors never tied to a CRM customer; ``customers =
+    identified + unmatched``), ``first_at, last_at`` (time span of the rows), ``loaded_at`` (last
+    load), ``loads``, ``rows_rejected`` (over all loads).
     """
+    keys = customer_keys_table
     parts = []
     for kind in KINDS:
         t = KIND_TABLES[kind]
@@ -56,11 +62,15 @@ def source_summary(conn: Connection) -> pd.DataFrame:
             sa.select(
                 t.c.source.label("name"),
                 sa.func.count().label("rows"),
-                # every row carries its customer's integer key: no join to count customers
+                # every row carries its person's integer key: one join to the key table tells CRM
+                # customers from ids no CRM record claims
                 sa.func.count(sa.distinct(t.c.cx_key)).label("customers"),
+                sa.func.count(sa.distinct(sa.case((keys.c.known.is_(True), t.c.cx_key)))).label("identified"),
                 sa.func.min(ts).label("first_at"),
                 sa.func.max(ts).label("last_at"),
-            ).group_by(t.c.source)
+            )
+            .select_from(t.outerjoin(keys, keys.c.cx_key == t.c.cx_key))
+            .group_by(t.c.source)
         )
     stats = sa.union_all(*parts).subquery("stats")
     loads = (
@@ -81,6 +91,8 @@ def source_summary(conn: Connection) -> pd.DataFrame:
             s.c.department,
             sa.func.coalesce(stats.c.rows, 0).label("rows"),
             sa.func.coalesce(stats.c.customers, 0).label("customers"),
+            sa.func.coalesce(stats.c.identified, 0).label("identified"),
+            sa.literal(0).label("unmatched"),
             stats.c.first_at,
             stats.c.last_at,
             loads.c.loaded_at,
@@ -91,8 +103,13 @@ def source_summary(conn: Connection) -> pd.DataFrame:
         .order_by(s.c.name)
     )
     frame = pd.DataFrame(conn.execute(q).fetchall(), columns=SOURCE_COLUMNS)
-    for c in ("rows", "customers", "loads", "rows_rejected"):
+    for c in ("rows", "customers", "identified", "loads", "rows_rejected"):
         frame[c] = frame[c].fillna(0).astype("int64")
+    crm = KIND_TABLES["customers"]
+    if conn.execute(sa.select(sa.literal(1)).select_from(crm).limit(1)).first() is None:
+        # No CRM to check ids against: every stitched person is a customer (as cxdash.churn's universe).
+        frame["identified"] = frame["customers"]
+    frame["unmatched"] = frame["customers"] - frame["identified"]
     return frame
 
 

@@ -60,7 +60,7 @@ conflicts_k = disclosure.small_groups(conflicts, k, what="cohorts")
 
 # The answer first: the period in one sentence, then any department pulling against the customer.
 st.markdown(ex.lead_sentence(report))
-flagged = ex.conflict_sentences(conflicts_k.shown) if not conflicts_k.shown.empty else []
+flagged = ex.conflict_sentences(conflicts_k.shown, report.currency) if not conflicts_k.shown.empty else []
 if flagged:
     st.error(
         "**Departmental KPIs pulling against the shared ones**\n\n" + "\n".join(f"- {s}" for s in flagged),
@@ -78,7 +78,7 @@ if report.period is None:
 for title, rows in ex.card_rows(report):
     st.subheader(title)
     for cards in rows:
-        for column, (key, label, kind, up_is_good) in zip(st.columns(4), cards, strict=False):
+        for column, (key, label, kind, up_is_good) in zip(st.columns(ex.CARDS_PER_ROW), cards, strict=False):
             card = column.container(border=True)
             card.metric(
                 label,
@@ -88,13 +88,15 @@ for title, rows in ex.card_rows(report):
                 help=ex.card_help(report, key),
             )
             card.caption(ex.coverage_caption(report, key))
+    if title == "The silence metric" and report.current.get("silence_rate") is not None:
+        st.caption(ex.SILENCE_WINDOWS)
 missing = ex.unanswered(report)
 if missing:
     st.caption(missing)
 if report.notes.get("clv_predicted_total") and report.coverage.get("clv_predicted_total"):
     st.warning(f"Predicted CLV is not shown: {plain(report.notes['clv_predicted_total'])}", icon=":material/info:")
-elif report.clv is not None and report.clv.ok:
-    st.caption(f"Predicted CLV: {plain(report.clv.message)}")
+elif ex.clv_caption(report):
+    st.caption(ex.clv_caption(report))
 st.caption(f"Activation: {plain(report.notes['activation_rate'])}")
 disclosure.download(
     "KPIs (CSV)", ex.kpi_csv(report), "shared_kpis.csv", key="executive_dl_kpis", what="shared KPIs", rows=len(ex.CARDS)
@@ -120,20 +122,12 @@ else:
     with right:
         bars = charts.campaign_bars(conflicts_k.shown)
         plotly_chart(bars, width="stretch", key="executive_chart_campaigns")
-    labels = ("department", "cohort_by", "cohort", "departmental_kpi", "shared_kpi")
+    labels = ex.CONFLICT_LABELS
     st.dataframe(
-        conflicts_k.blank(ex.conflict_table(conflicts), keep=labels),
+        ex.conflict_table(conflicts_k.blank(keep=labels), report.currency),
         hide_index=True,
         width="stretch",
-        column_config={
-            "departmental_value": st.column_config.NumberColumn("departmental KPI", format="localized"),
-            "shared_value": st.column_config.NumberColumn("shared outcome", format="percent"),
-            "clv_per_customer": st.column_config.NumberColumn("revenue per customer", format="localized"),
-            "repeat_contact_rate": st.column_config.NumberColumn("repeat contacts", format="percent"),
-            "median_hours_to_close": st.column_config.NumberColumn("median h to close", format="%.1f"),
-            "p_value": st.column_config.NumberColumn("p (worse than rest)", format="%.3g"),
-            "conflict": st.column_config.TextColumn("flag", width="small"),
-        },
+        column_config=ex.CONFLICT_COLUMN_CONFIG,
     )
     if conflicts_k.note:
         st.caption(f"{conflicts_k.note} Their figures and flags are not shown or drawn.")
@@ -175,8 +169,15 @@ if monthly["active_customers"].fillna(0).sum() == 0:
 else:
     monthly_k = disclosure.small_groups(monthly, k, what="months", count_columns=("customers", "active_customers"))
     monthly = monthly_k.blank(keep=("period_start", "period_end"))
-    trend_fig = charts.trends(monthly, now)
+    trend_fig = charts.trends(monthly, now, report.currency)
+    st.caption(
+        "Each point is one calendar month (the last twelve, whatever period is chosen above); a card's change "
+        f"is {ex.comparison(report)}."
+    )
     plotly_chart(trend_fig, width="stretch", key="executive_chart_trends")
+    silence = ex.silence_explained(report, monthly)
+    if silence:
+        st.caption(silence)
     if monthly_k.note:
         st.caption(f"{monthly_k.note} Those months are gaps in the lines.")
     c1, c2 = st.columns(2)
@@ -241,8 +242,9 @@ else:
 
 with st.expander("Does the CLV model predict well? Calibration and holdout check", expanded=False):
     st.caption(
-        "Holds out the last 40% of the purchase history (at most a year), fits BG/NBD on the rest and "
-        "compares its forecast of each customer's purchase days with what they did."
+        "Hides the last 40% of the purchase history (at most a year) from the purchase model, fits it on the "
+        "rest, and compares its forecast of the days each customer buys on with what they really did. Bars "
+        "that match mean the predicted CLV can be trusted for customers like these."
     )
     check = ex.holdout() if st.toggle("Run the check", key="executive_run_holdout") else None
     if check is not None and not check.get("ok"):
@@ -288,9 +290,7 @@ with st.expander("Definitions, owners and coverage"):
         table,
         hide_index=True,
         width="stretch",
-        column_config={
-            "coverage": st.column_config.ProgressColumn("coverage", min_value=0, max_value=1, format="percent")
-        },
+        column_config=ex.DEFINITION_COLUMNS,
     )
     disclosure.download(
         "Definitions (CSV)",

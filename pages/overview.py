@@ -20,31 +20,12 @@ if sources.empty:
 
 head = data.overview_headline()
 st.markdown(formatting.overview_sentence(head, sources))
-
-c1, c2, c3, c4 = st.columns(4, border=True)
-c1.metric("Customers", f"{head.customers:,}", help=formatting.definition("customers"))
-c2.metric(
-    "Active (last 30 days)",
-    f"{head.active_customers:,}",
-    formatting.share(head.active_customers, head.customers),
-    delta_color="off",
-    delta_arrow="off",
-    help=formatting.definition("active_customers"),
-)
-c3.metric(
-    "Churned",
-    f"{head.churned_customers:,}" if head.churn_basis != "none" else "n/a",
-    formatting.share(head.churned_customers, head.customers) if head.churn_basis != "none" else None,
-    delta_color="off",
-    delta_arrow="off",
-    help=formatting.definition("churned_customers"),
-)
-has_sales = "transactions" in set(sources["kind"])  # no transactions loaded: revenue is unknown, not zero
-c4.metric(
-    "Revenue",
-    formatting.money(head.revenue, head.currency) if has_sales else "n/a",
-    help=formatting.definition("revenue") + ("" if has_sales else " No transactions are loaded."),
-)
+for card, (title, value, context, caption, help_text) in zip(
+    st.columns(4), formatting.overview_cards(head, sources), strict=True
+):
+    box = card.container(border=True)
+    box.metric(title, value, context, delta_color="off", delta_arrow="off", help=help_text)
+    box.caption(caption)
 churnview.caption()
 
 left, right = st.columns([3, 2])
@@ -61,8 +42,21 @@ st.dataframe(
     hide_index=True,
     width="stretch",
     column_config={
-        "rows": st.column_config.NumberColumn("rows", format="localized"),
-        "customers": st.column_config.NumberColumn("customers", format="localized"),
-        "rejected": st.column_config.NumberColumn("rejected rows", format="localized"),
+        "source": st.column_config.TextColumn("source", width=95),
+        "kind": st.column_config.TextColumn("kind", width=95),
+        "owner": st.column_config.TextColumn("owner", width=85),
+        "from": st.column_config.TextColumn("from", width=95),
+        "to (newest record)": st.column_config.TextColumn("to (newest record)", width=165),
+        "rows": st.column_config.NumberColumn("rows", format="localized", width=80),
+        "customers": st.column_config.NumberColumn(
+            "customers", format="localized", width=80, help=formatting.SOURCES_COLUMNS_HELP["customers"]
+        ),
+        "anonymous or unmatched": st.column_config.NumberColumn(
+            "anonymous or unmatched",
+            format="localized",
+            width=165,
+            help=formatting.SOURCES_COLUMNS_HELP["anonymous or unmatched"],
+        ),
+        "rejected rows": st.column_config.NumberColumn("rejected rows", format="localized", width=95),
     },
 )

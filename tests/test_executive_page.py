@@ -6,7 +6,7 @@ are checked by hand and with pandas in test_kpis.py).
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -91,16 +91,74 @@ def test_the_page_leads_with_the_numbers_and_flags_spring_blast(demo_env):
     assert cards["Retention"] == f"{report.value('retention_rate'):.1%}"
     assert cards["Silence metric"] == f"{report.value('silence_rate'):.1%}"
     assert cards["Repeat contacts"] == f"{report.value('repeat_contact_rate'):.1%}"
-    assert cards["Predicted CLV"] != "n/a"
-    assert cards["Activation (high-risk acted on)"] == "n/a"
+    assert cards["Predicted CLV"] != "—"
+    assert cards["Activation (high-risk acted on)"] == "—"  # unknown: a dash, with the reason in its help
     # The lead sentence states the period and the headline shares, before anything else.
-    assert report.period.label() in at.markdown[0].value
+    start, last = report.period.start, report.period.end - timedelta(days=1)
+    assert f"{start.day} {start:%b %Y} – {last.day} {last:%b %Y}" in at.markdown[0].value
     # spring_blast is called out above the cards, in red.
     alarm = at.error[0].value
     assert "spring_blast" in alarm.replace("\\", "") and "90-day retention" in alarm
     assert any("spring_blast" in str(v) for v in at.dataframe[0].value["cohort"])
     # The default view goes into the address bar so it can be shared.
     assert at.query_params["from"] == report.period.start.date().isoformat()
+
+
+def test_every_change_names_its_comparison_and_money_its_currency(demo_env):
+    import pandas as pd
+
+    at = _run()
+    assert not at.exception, [e.value for e in at.exception]
+    # The demo's billing extract records its currency: read it straight from the CSV.
+    billing = pd.read_csv(demo_env["dir"] / "billing_transactions.csv", dtype=str)
+    currency_column = next(c for c in billing.columns if "currenc" in c.lower())
+    (currency,) = billing[currency_column].str.strip().str.upper().dropna().unique()
+    deltas = [m for m in at.metric if m.delta]
+    assert len(deltas) >= 10
+    for m in deltas:  # the default period is 90 days: every change says against what
+        assert m.delta.endswith("vs the previous 90 days"), (m.label, m.delta)
+    money = {m.label: m.value for m in at.metric if "CLV" in m.label}
+    assert money and all(v.endswith(f" {currency}") for v in money.values()), money
+    # Durations in hours or minutes, never bare seconds.
+    resolution = next(m for m in at.metric if m.label == "Median time to resolution")
+    assert resolution.value.endswith((" h", " min", " days"))
+
+
+def test_the_silence_card_and_the_monthly_trend_say_why_they_differ(demo_env):
+    at = _run()
+    assert not at.exception, [e.value for e in at.exception]
+    store = open_store(demo_env["url"])
+    with store.connect() as conn:
+        report = kpis.kpi_report(conn, with_clv=False)
+        monthly = kpis.kpi_table(conn, kpis.monthly_periods(kpis.as_of(conn), 12))
+    store.dispose()
+    card, low, high = report.value("silence_rate"), monthly["silence_rate"].min(), monthly["silence_rate"].max()
+    assert card < low  # the 90-day window catches more contacts than any one month: the reason for the words
+    explained = [c.value for c in at.caption if "silence metric is" in c.value]
+    assert len(explained) == 1
+    assert f"{card:.1%}" in explained[0] and f"{low:.1%}" in explained[0] and f"{high:.1%}" in explained[0]
+    assert "each month" in explained[0] and "90 days" in explained[0]
+
+
+def test_the_conflict_table_reads_in_words_with_units(demo_env):
+    at = _run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert not [c for c in table.columns if "_" in str(c)], list(table.columns)
+    cells = table.astype(str).to_numpy().ravel().tolist()
+    assert not {"None", "nan", "NaN", "<NA>"} & set(cells)
+    import re
+
+    spring = table[table["cohort"] == "spring_blast"].iloc[0]
+    assert re.fullmatch(r"\d{1,3}(,\d{3})* new customers", spring["departmental KPI"]), spring["departmental KPI"]
+    assert re.fullmatch(r"\d{1,3}(,\d{3})*", spring["customers"])
+    assert spring["group"] == "marketing campaign"
+    assert spring["p"] == "< 0.001" or re.fullmatch(r"0\.\d{2,3}|1\.00", spring["p"])
+    assert re.fullmatch(r"\d{1,3}(,\d{3})* USD", spring["revenue / customer"]), spring["revenue / customer"]
+    # Jargon is gone from the captions: the CLV model is described in plain words.
+    captions = " ".join(c.value for c in at.caption)
+    assert "Gamma-Gamma" not in captions and "p -> inf" not in captions and "→" not in captions
+    assert "how often, how recently and how much they bought" in captions
 
 
 def test_a_shared_link_restores_the_filters_and_the_numbers_follow(demo_env):
@@ -144,7 +202,7 @@ def test_online_retail_shows_the_clv_holdout_check(retail_url, monkeypatch):
     assert not at.exception, [e.value for e in at.exception]
     body = " ".join(m.value for m in at.markdown)
     assert "purchase days" in body and "Predicted" in body
-    assert {m.label: m.value for m in at.metric}["Historical CLV (revenue to date)"] != "n/a"
+    assert {m.label: m.value for m in at.metric}["Historical CLV (to date)"] != "—"
 
 
 def test_an_empty_store_says_how_to_load_data(tmp_path, monkeypatch):

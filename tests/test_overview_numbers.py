@@ -38,9 +38,15 @@ def extracts(demo_store):
 def resolved(extracts):
     """Every extract with a ``who`` column: the CRM id, or the raw identifier when unmatched."""
     crm = extracts["crm"]
-    by_email = dict(zip(crm["Email"].str.lower(), crm["CustomerID"], strict=True))
-    by_phone = dict(zip(_digits10(crm["Phone"]), crm["CustomerID"], strict=True))
-    by_account = dict(zip(crm["Billing Account"], crm["CustomerID"], strict=True))
+
+    # A CRM record without an email (phone, account) claims no row: a missing key must not map a row
+    # that lacks it too (pandas maps <NA> to whatever customer had none).
+    def lookup(keys: pd.Series) -> dict:
+        return {k: v for k, v in zip(keys, crm["CustomerID"], strict=True) if pd.notna(k)}
+
+    by_email = lookup(crm["Email"].str.lower())
+    by_phone = lookup(_digits10(crm["Phone"]))
+    by_account = lookup(crm["Billing Account"])
     out = {"crm": crm.assign(who=crm["CustomerID"])}
 
     web = extracts["web"].copy()
@@ -162,3 +168,33 @@ def test_headline_customers_churned_revenue_and_active(extracts, resolved, store
         recent |= set(who[(ts > window_start) & (ts <= as_of)])
     active = (recent & set(crm["CustomerID"])) - churned
     assert head.active_customers == len(active)
+
+
+def test_each_source_splits_its_people_into_customers_and_anonymous_or_unmatched_ids(extracts, resolved, stored):
+    """Issue 16: the web source showed 13,966 "customers" against 10,000 in all. A person is a customer
+    when the hand stitching reaches a CRM id; everyone else (anonymous cookies, unknown emails) is
+    counted apart, and no source has more customers than the company."""
+    summary, head = stored
+    crm_ids = set(extracts["crm"]["CustomerID"])
+    for name, frame in resolved.items():
+        who = frame["who"].dropna().unique()
+        identified = sum(1 for w in who if w in crm_ids)
+        assert summary.loc[name, "identified"] == identified, name
+        assert summary.loc[name, "unmatched"] == len(who) - identified, name
+        assert summary.loc[name, "identified"] <= head.customers, name
+    # The demo's web source has visitors who never signed in: they exist and are not customers.
+    web_visitors = resolved["web"]["who"].str.startswith("visitor:").sum()
+    assert web_visitors > 0 and summary.loc["web", "unmatched"] > 0
+
+
+def test_the_overview_sentence_and_table_show_both_counts(stored):
+    from cxdash.ui import formatting
+
+    summary, head = stored
+    sources = summary.reset_index()
+    sentence = formatting.overview_sentence(head, sources)
+    web = summary.loc["web"]
+    assert f"{web['unmatched']:,} anonymous visitors in web" in sentence
+    table = formatting.sources_table(sources).set_index("source")
+    assert table.loc["web", "customers"] == web["identified"] <= head.customers
+    assert table.loc["web", "anonymous or unmatched"] == web["unmatched"]

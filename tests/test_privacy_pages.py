@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from cxdash import audit, kpis
 from cxdash.activation import at_risk
 from cxdash.store import open_store
+from cxdash.ui import executive as ex
 from tests.conftest import seed_session
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,14 +78,16 @@ def test_an_executive_sees_no_figure_of_a_cohort_under_10_customers(small_demo, 
     assert len(small) and len(big), "the demo should have cohorts on both sides of k"
 
     at = _page("executive.py", "executive")
-    table = _table_with(at, "cohort_by").set_index(["department", "cohort_by", "cohort"])
+    # The page's table reads in words: a cohort is found by its group ("marketing campaign") and name,
+    # and a hidden figure is a dash.
+    table = _table_with(at, "group").set_index(["group", "cohort"])
     for row in small.itertuples():
-        shown = table.loc[(row.department, row.cohort_by, row.cohort)]
+        shown = table.loc[(ex.COHORT_BY[row.cohort_by], row.cohort)]
         assert shown["suppression"] == SUPPRESSED
-        assert pd.isna(shown["customers"]) and pd.isna(shown["departmental_value"]) and pd.isna(shown["shared_value"])
+        assert shown["customers"] == shown["departmental KPI"] == shown["shared outcome"] == "—"
     for row in big.itertuples():
-        shown = table.loc[(row.department, row.cohort_by, row.cohort)]
-        assert shown["customers"] == row.customers and shown["suppression"] == ""
+        shown = table.loc[(ex.COHORT_BY[row.cohort_by], row.cohort)]
+        assert shown["customers"] == f"{row.customers:,}" and shown["suppression"] == ""
     assert any(f"{len(small)} of {len(truth)} cohorts" in c.value for c in at.caption)
 
     # The exported file holds what the screen holds: labels, no figures.
@@ -102,14 +105,14 @@ def test_an_executive_sees_no_figure_of_a_cohort_under_10_customers(small_demo, 
 
     # An admin works with individual customers and sees every figure; k is configurable.
     admin = _page("executive.py", "admin")
-    assert "suppression" not in _table_with(admin, "cohort_by").columns
+    assert "suppression" not in _table_with(admin, "group").columns
     monkeypatch.setenv("CXDASH_MIN_GROUP_SIZE", str(int(small["customers"].max())))
     at = _page("executive.py", "executive")
-    table = _table_with(at, "cohort_by").set_index(["department", "cohort_by", "cohort"])
+    table = _table_with(at, "group").set_index(["group", "cohort"])
     largest_small = small.loc[small["customers"].idxmax()]
     assert (
-        table.loc[(largest_small.department, largest_small.cohort_by, largest_small.cohort), "customers"]
-        == largest_small.customers
+        table.loc[(ex.COHORT_BY[largest_small.cohort_by], largest_small.cohort), "customers"]
+        == f"{largest_small.customers:,}"
     )
 
 

@@ -42,6 +42,7 @@ def monthly_customers_by_department(frame: pd.DataFrame) -> go.Figure:
         height=360,
         legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title_text=""),
     )
+    fig.update_yaxes(tickformat=",d")
     return fig
 
 

@@ -19,6 +19,7 @@ from cxdash.churn import Definition
 from cxdash.config import database_url
 from cxdash.exporting import safe_csv
 from cxdash.ui import data
+from cxdash.ui import formatting as fmt
 from cxdash.ui.formatting import plain
 
 # Session-state keys (page-prefixed) and the query parameter each one is shared as.
@@ -279,7 +280,7 @@ CARDS: list[tuple[str, str, str, bool]] = [
     ("handoffs_per_resolved", "Handoffs per resolved issue", "ratio", False),
     ("median_hours_to_resolution", "Median time to resolution", "hours", False),
     ("satisfaction", "Satisfaction", "score", True),
-    ("clv_historical_total", "Historical CLV (revenue to date)", "money", True),
+    ("clv_historical_total", "Historical CLV (to date)", "money", True),
     ("clv_historical_per_customer", "Historical CLV per customer", "money", True),
     ("clv_predicted_total", "Predicted CLV", "money", True),
     ("clv_predicted_per_customer", "Predicted CLV per customer", "money", True),
@@ -296,7 +297,13 @@ _DEFINITION_OF = {
 }
 
 
-def card_rows(report: kpis.KpiReport, per_row: int = 4) -> list[tuple[str, list[list[tuple[str, str, str, bool]]]]]:
+# Three to a row: at 1440 px a card then has room for its title and its change with the comparison.
+CARDS_PER_ROW = 3
+
+
+def card_rows(
+    report: kpis.KpiReport, per_row: int = CARDS_PER_ROW
+) -> list[tuple[str, list[list[tuple[str, str, str, bool]]]]]:
     """The card sections with only the KPIs the data can answer, ``per_row`` cards to a row.
 
     The activation slot stays (empty, with its reason) because it is a KPI the company is missing,
@@ -362,60 +369,159 @@ def churn_splits(report: kpis.KpiReport, k: int | None) -> pd.DataFrame | None:
 
 
 def number(value: float | None, kind: str, currency: str | None = None) -> str:
+    """One KPI value with its unit: ``1,426``, ``71.1%``, ``3.5 h``, ``28.81 M USD`` (``currency`` as
+    recorded; the company's ``CXDASH_CURRENCY`` when the data names none); ``—`` when unknown."""
     if value is None or pd.isna(value):
-        return "n/a"
-    if kind == "money" and currency:
-        return f"{number(value, kind)} {currency}"
+        return fmt.UNKNOWN
+    if kind == "money":
+        code = fmt.currency(currency)
+        return fmt.money(value, code) if abs(value) >= 1e4 else f"{value:,.0f}" + (f" {code}" if code else "")
     if kind == "count":
         return f"{value:,.0f}"
     if kind == "share":
         return f"{value:.1%}"
     if kind == "hours":
-        return f"{value:,.1f} h"
-    if kind == "money":
-        if abs(value) >= 1e6:
-            return f"{value / 1e6:,.2f} M"
-        if abs(value) >= 1e4:
-            return f"{value / 1e3:,.1f} k"
-        return f"{value:,.0f}"
+        return fmt.duration(value * 3600)
     return f"{value:,.2f}"
 
 
+def comparison(report: kpis.KpiReport) -> str:
+    """What every delta on the page is measured against: ``vs the previous 90 days`` (the period of
+    the same length just before the chosen one)."""
+    if report.period is None:
+        return fmt.versus()
+    return fmt.versus(round(report.period.days))
+
+
 def delta(report: kpis.KpiReport, key: str, kind: str) -> str | None:
+    """The change since the previous period with its unit and what it is compared with
+    (``+1,022 vs the previous 90 days``, ``-2.0 pts vs ...``); None when there is nothing to compare."""
     if report.as_of is None:  # undated data: every period is the same snapshot
         return None
     d = report.delta(key)
     if d is None or pd.isna(d):
         return None
-    if kind == "share":
-        return f"{d * 100:+.1f} pts"
     if kind == "money":
-        return ("+" if d >= 0 else "-") + number(abs(d), "money", report.currency)
-    if kind == "count":
-        return f"{d:+,.0f}"
-    if kind == "hours":
-        return f"{d:+,.1f} h"
-    return f"{d:+,.2f}"
+        change = ("+" if d >= 0 else "-") + number(abs(d), "money", report.currency)
+    elif kind == "hours":
+        change = ("+" if d >= 0 else "-") + fmt.duration(abs(d) * 3600)
+    else:
+        change = fmt.signed(d, kind)
+    return f"{change} {comparison(report)}"
+
+
+def window(report: kpis.KpiReport, key: str) -> str:
+    """The time a card's figure covers, in words: the period for most, revenue up to its end for
+    historical CLV, the months after it for predicted CLV."""
+    if report.period is None:
+        return "all the loaded data (it has no dates)"
+    last = fmt.day(report.period.end - timedelta(days=1))
+    if key.startswith("clv_historical"):
+        return f"all revenue up to {last}"
+    if key.startswith("clv_predicted"):
+        months = report.clv.horizon_months if report.clv is not None else kpis.DEFAULT_CLV_HORIZON_MONTHS
+        return f"the {months} months after {last}"
+    if key == "customers":
+        return f"customers at {last}"
+    return fmt.period_words(report.period.start, report.period.end)
 
 
 def card_help(report: kpis.KpiReport, key: str) -> str:
     name = _DEFINITION_OF.get(key, key)
     d = kpis.DEFINITIONS[name]
     cov = report.coverage.get(name)
-    parts = [d["definition"], f"Owner: {d['owner']}."]
+    parts = [d["definition"], f"Owner: {d['owner']}.", f"Covers {window(report, key)}."]
+    if report.as_of is not None and report.period is not None:
+        parts.append(f"The change is {comparison(report)} (the period of the same length just before).")
     if cov is not None:
         parts.append(f"Coverage: {cov:.0%} of the customers in view have the data it needs.")
+    if key.startswith("clv"):
+        parts.append(fmt.currency_note(report.currency))
+    if key == "silence_rate":
+        parts.append(SILENCE_WINDOWS)
     note = report.notes.get(name)
     if note:
         parts.append(note)
+    elif report.current.get(key) is None:
+        parts.append("Not known for this view (shown as —).")
     if key == "repeat_contact_rate":
         parts.append(f"N = {report.repeat_days} days.")
     return " ".join(parts)
 
 
+def clv_caption(report: kpis.KpiReport) -> str | None:
+    """How the predicted CLV is made, in plain words (from the forecast's fields, so a report stored
+    before the wording changed reads the same), or None when there is no forecast."""
+    clv = report.clv
+    if clv is None or not clv.ok:
+        return None
+    spend = (
+        "a spend model that pulls each customer's average spend toward everyone's"
+        if any(k.startswith("gg_") for k in clv.params)
+        else "each customer's own average spend (it hardly varies from one purchase to the next)"
+    )
+    text = (
+        "Predicted CLV is a forecast from each customer's own purchase history: how often, how recently and "
+        "how much they bought. A standard model of customers who buy until they quietly stop (BG/NBD) gives "
+        f"each one's expected purchases in the next {clv.horizon_months} months, from {fmt.count(clv.repeat_buyers)} "
+        f"customers who bought more than once; {spend} prices them; future revenue is discounted 1% a month. "
+        "The holdout check below shows how well it predicts on this data."
+    )
+    if "penalty" in clv.message:
+        text += (
+            " The model's plain fit did not settle on these purchases, so it was held back by a small penalty: "
+            "the forecast is a little cautious."
+        )
+    return text
+
+
+SILENCE_WINDOWS = (
+    "The silence metric card counts the whole period: a customer who opened one ticket at any time in it is "
+    "not silent. "
+    "The trend below counts each calendar month on its own, in which fewer customers need us, so its monthly "
+    "figures run higher than the period's."
+)
+
+
 def coverage_caption(report: kpis.KpiReport, key: str) -> str:
+    """The line under a card: the time its figure covers and the share of customers it rests on."""
     cov = report.coverage.get(_DEFINITION_OF.get(key, key))
-    return "coverage n/a" if cov is None else f"coverage {cov:.0%}"
+    covered = "coverage not known" if cov is None else f"coverage {cov:.0%}"
+    money = ""
+    if key.startswith("clv") and fmt.currency(report.currency) is None:
+        money = f" · {fmt.NO_CURRENCY}"
+    return f"{window(report, key)} · {covered}{money}"
+
+
+def silence_explained(report: kpis.KpiReport, monthly: pd.DataFrame) -> str | None:
+    """Why the silence card and the monthly trend show different figures (plain text), or None when
+    either is missing. Both are the same measure (active customers who opened no ticket) over
+    different windows: the period, and each calendar month."""
+    card = report.current.get("silence_rate")
+    if card is None or report.period is None or "silence_rate" not in monthly.columns:
+        return None
+    months = monthly["silence_rate"].dropna()
+    if months.empty:
+        return None
+    days = round(report.period.days)
+    return (
+        f"The silence metric is {fmt.percent(card)} over the {days:,} days of the period and "
+        f"{fmt.percent(months.min())}–{fmt.percent(months.max())} in each month of the trend: the same measure "
+        "(active customers who opened no ticket) over a longer window. A customer who opened one ticket in the "
+        f"{days:,} days is not silent over the period, but is silent in every month without a ticket."
+    )
+
+
+DEFINITION_COLUMNS = {
+    "KPI": st.column_config.TextColumn(width=180),
+    "value": st.column_config.TextColumn(width=95),
+    "previous period": st.column_config.TextColumn(width=100, help="The period of the same length just before."),
+    "coverage": st.column_config.TextColumn(
+        width=90, help="Share of the customers in view with the data the KPI needs (—: not answerable)."
+    ),
+    "owner": st.column_config.TextColumn(width=130),
+    "definition": st.column_config.TextColumn(width=320, help="Hover or widen the column to read it whole."),
+}
 
 
 def definitions_table(report: kpis.KpiReport) -> pd.DataFrame:
@@ -424,11 +530,10 @@ def definitions_table(report: kpis.KpiReport) -> pd.DataFrame:
         name = _DEFINITION_OF.get(key, key)
         rows.append(
             {
-                "kpi": label,
-                "key": key,
-                "value": number(report.current.get(key), kind),
-                "previous period": number(report.previous.get(key), kind),
-                "coverage": report.coverage.get(name),
+                "KPI": label,
+                "value": number(report.current.get(key), kind, report.currency),
+                "previous period": number(report.previous.get(key), kind, report.currency),
+                "coverage": fmt.percent(report.coverage.get(name), 0),
                 "owner": kpis.DEFINITIONS[name]["owner"],
                 "definition": kpis.DEFINITIONS[name]["definition"],
             }
@@ -472,7 +577,10 @@ def lead_sentence(report: kpis.KpiReport) -> str:
             f"The loaded data has no dates, so only snapshot KPIs can be shown ({plain(report.filters.describe())}):"
         ]
     else:
-        parts = [f"**{report.period.label()}**, {plain(report.filters.describe())}:"]
+        parts = [
+            f"**{fmt.span(report.period.start, report.period.end - timedelta(days=1))}** "
+            f"({round(report.period.days):,} days), {plain(report.filters.describe())}:"
+        ]
     if cur.get("retention_rate") is not None:
         basis = "" if report.churn_dated else " (from an undated churn label, a snapshot)"
         parts.append(f"**{number(cur['retention_rate'], 'share')}** of customers kept{basis}")
@@ -482,28 +590,45 @@ def lead_sentence(report: kpis.KpiReport) -> str:
         parts.append(f"**{number(cur['repeat_contact_rate'], 'share')}** of contacts were repeats")
     if cur.get("clv_predicted_total") is not None:
         parts.append(
-            f"predicted {report.clv.horizon_months}-month CLV **{number(cur['clv_predicted_total'], 'money')}**"
+            f"predicted {report.clv.horizon_months}-month CLV "
+            f"**{number(cur['clv_predicted_total'], 'money', report.currency)}**"
         )
     elif cur.get("clv_historical_total") is not None:
-        parts.append(f"revenue to date **{number(cur['clv_historical_total'], 'money')}**")
+        parts.append(f"revenue to date **{number(cur['clv_historical_total'], 'money', report.currency)}**")
     return parts[0] + " " + "; ".join(parts[1:]) + "." if len(parts) > 1 else parts[0] + " no KPI has data yet."
 
 
-def conflict_sentences(frame: pd.DataFrame) -> list[str]:
+DEPARTMENTAL_KPIS = {
+    "new_customers": ("new customers", "count"),
+    "revenue_closed": ("revenue closed", "money"),
+    "tickets_closed": ("tickets closed", "count"),
+    "collections": ("collected", "money"),
+}
+SHARED_KPIS = {
+    "retention_90d": "kept at 90 days",
+    "repeat_after_close": "repeat after close",
+}
+# A cohort's grouping, named with its department (the departments' KPIs are grouped these ways).
+COHORT_BY = {
+    "campaign": "marketing campaign",
+    "channel": "acquisition channel",
+    "owner": "sales owner",
+    "team": "support team",
+    "region": "billing region",
+}
+
+
+def _departmental(kpi: str, value: object, currency: str | None) -> str:
+    name, kind = DEPARTMENTAL_KPIS.get(kpi, (fmt.label(kpi), "count"))
+    if value is None or pd.isna(value):
+        return fmt.UNKNOWN
+    return f"{number(float(value), kind, currency)} {name}"
+
+
+def conflict_sentences(frame: pd.DataFrame, currency: str | None = None) -> list[str]:
     out = []
-    names = {
-        k: v
-        for k, v in (
-            ("new_customers", "new customers"),
-            ("revenue_closed", "revenue closed"),
-            ("tickets_closed", "tickets closed"),
-            ("collections", "collections"),
-        )
-    }
     for row in frame[frame["conflict"]].itertuples():
-        dept_fmt = number(
-            row.departmental_value, "money" if row.departmental_kpi in ("revenue_closed", "collections") else "count"
-        )
+        dept_fmt = _departmental(row.departmental_kpi, row.departmental_value, currency)
         same = frame[
             (frame["department"] == row.department) & (frame["cohort_by"] == row.cohort_by) & ~frame["conflict"]
         ]
@@ -514,30 +639,90 @@ def conflict_sentences(frame: pd.DataFrame) -> list[str]:
             else f"{row.shared_value:.0%} of its tickets followed by a repeat contact (others: {others:.0%})"
         )
         out.append(
-            f"**{plain(row.cohort)}** ({plain(row.department)}, {plain(row.cohort_by)}): top quartile for "
-            f"{names.get(row.departmental_kpi, row.departmental_kpi)} ({dept_fmt}) but bottom quartile for the "
-            f"shared outcome: {shared}."
+            f"**{plain(row.cohort)}** ({plain(row.department)}, {plain(COHORT_BY.get(row.cohort_by, row.cohort_by))}): "
+            f"top quartile for its department ({dept_fmt}) but bottom quartile for the shared outcome: {shared}."
         )
     return out
 
 
-def conflict_table(frame: pd.DataFrame) -> pd.DataFrame:
-    show = frame.copy()
-    show["conflict"] = show["conflict"].map({True: "⚠", False: ""})
-    return show[
-        [
-            "conflict",
-            "department",
-            "cohort_by",
-            "cohort",
-            "customers",
-            "departmental_kpi",
-            "departmental_value",
-            "shared_kpi",
-            "shared_value",
-            "clv_per_customer",
-            "repeat_contact_rate",
-            "median_hours_to_close",
-            "p_value",
-        ]
-    ]
+CONFLICT_LABELS = ("department", "cohort_by", "cohort", "departmental_kpi", "shared_kpi")
+
+
+def p_value(p: object) -> str:
+    """A p-value to two digits, ``< 0.001`` below that (never ``0`` or ``1e-82``), ``—`` when unknown."""
+    if p is None or pd.isna(p):
+        return fmt.UNKNOWN
+    p = float(p)
+    if p < 0.001:
+        return "< 0.001"
+    return f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
+
+
+def conflict_table(frame: pd.DataFrame, currency: str | None = None) -> pd.DataFrame:
+    """The conflicts (``kpis.conflicts``, possibly with suppressed rows blanked) as a person reads them:
+    one column per idea, headed in words, every figure with its unit and ``—`` where it is not shown.
+
+    Out: ``flag, group`` (the grouping with its department: "marketing campaign"), ``cohort, customers,
+    departmental KPI, shared outcome, revenue / customer, repeats, time to close, p`` and, when rows were
+    suppressed, ``suppression``."""
+    f = frame.reset_index(drop=True)
+
+    def each(column: str, render) -> pd.Series:
+        return pd.Series([render(v) for v in f[column]], index=f.index, dtype=object)
+
+    out = pd.DataFrame(
+        {
+            "flag": f["conflict"].map(lambda c: "⚠" if c is True or c == 1 else ""),
+            "group": [
+                COHORT_BY.get(c, f"{d} {fmt.label(c)}") for d, c in zip(f["department"], f["cohort_by"], strict=True)
+            ],
+            "cohort": f["cohort"],
+            "customers": f["customers"],
+            "departmental KPI": [
+                _departmental(k, v, currency)
+                for k, v in zip(f["departmental_kpi"], f["departmental_value"], strict=True)
+            ],
+            "shared outcome": [
+                fmt.UNKNOWN if v is None or pd.isna(v) else f"{fmt.percent(v)} {SHARED_KPIS.get(k, fmt.label(k))}"
+                for k, v in zip(f["shared_kpi"], f["shared_value"], strict=True)
+            ],
+            "revenue / customer": each("clv_per_customer", lambda v: number(v, "money", currency)),
+            "repeats": each("repeat_contact_rate", fmt.percent),
+            "time to close": each(
+                "median_hours_to_close", lambda v: fmt.duration(None if v is None or pd.isna(v) else v * 3600)
+            ),
+            "p": each("p_value", p_value),
+        }
+    )
+    if "suppression" in f.columns:
+        out.insert(4, "suppression", f["suppression"])
+    out["customers"] = out["customers"].map(fmt.count)
+    return out
+
+
+CONFLICT_COLUMN_CONFIG = {
+    "flag": st.column_config.TextColumn(
+        "flag",
+        width=40,
+        help="⚠: a conflict (top quartile for the department, bottom quartile for the shared outcome)",
+    ),
+    "group": st.column_config.TextColumn(width=130, help="How the department groups its customers."),
+    "cohort": st.column_config.TextColumn(width=100),
+    "customers": st.column_config.TextColumn(width=75),
+    "departmental KPI": st.column_config.TextColumn(
+        width=140, help="What the department is judged on, for this cohort."
+    ),
+    "shared outcome": st.column_config.TextColumn(
+        width=135,
+        help="The same customers' shared outcome: the share kept at 90 days, or the share of the team's tickets "
+        "followed by a repeat contact after closing.",
+    ),
+    "revenue / customer": st.column_config.TextColumn(width=120, help="Revenue to date per customer of the cohort."),
+    "repeats": st.column_config.TextColumn(width=70, help="Share of the cohort's contacts that were repeat contacts."),
+    "time to close": st.column_config.TextColumn(width=90, help="Median time from opening to closing a ticket."),
+    "p": st.column_config.TextColumn(
+        width=55,
+        help="p-value: how likely a shared outcome this much worse than the rest of the department's is by chance "
+        "alone (small: unlikely to be chance).",
+    ),
+}

@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from cxdash.ui.figures import memoised_figure
-from cxdash.ui.formatting import plot_text
+from cxdash.ui.formatting import NO_CURRENCY, currency, plot_text
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +25,8 @@ DEPARTMENT_COLOURS = {"marketing": "#7c3aed", "sales": "#16a34a", "support": "#f
 # (column, title, kind) of the trend panels
 TREND_PANELS = [
     ("active_customers", "Active customers", "count"),
-    ("retention_rate", "Retention (monthly)", "share"),
-    ("silence_rate", "Silence metric", "share"),
+    ("retention_rate", "Retention (each month)", "share"),
+    ("silence_rate", "Silence metric (each month)", "share"),
     ("repeat_contact_rate", "Repeat contacts", "share"),
     ("contacts_per_active_customer", "Contacts per active customer", "ratio"),
     ("transfer_rate", "Transferred contacts", "share"),
@@ -40,10 +40,18 @@ def _layout(fig: go.Figure, height: int) -> go.Figure:
 
 
 @memoised_figure
-def trends(frame: pd.DataFrame, now=None) -> go.Figure:
+def trends(frame: pd.DataFrame, now=None, money_currency: str | None = None) -> go.Figure:
     """Small multiples of the monthly KPIs (``kpis.kpi_table`` over monthly periods). A last month that
-    the data does not cover to its end (``now`` before it ends) is drawn as an open marker."""
-    panels = [p for p in TREND_PANELS if p[0] in frame.columns and frame[p[0]].notna().any()]
+    the data does not cover to its end (``now`` before it ends) is drawn as an open marker. Money is
+    titled with its currency (``money_currency`` as recorded, else the company setting, else "currency
+    not recorded")."""
+    code = currency(money_currency)
+    unit = {"money": f" ({code or NO_CURRENCY})"}
+    panels = [
+        (col, title + unit.get(kind, ""), kind)
+        for col, title, kind in TREND_PANELS
+        if col in frame.columns and frame[col].notna().any()
+    ]
     partial = (
         now is not None
         and len(frame)
@@ -185,7 +193,7 @@ def campaign_bars(frame: pd.DataFrame) -> go.Figure:
         rows=1,
         cols=2,
         shared_yaxes=True,
-        horizontal_spacing=0.04,
+        horizontal_spacing=0.16,
         subplot_titles=("New customers (marketing)", "Kept at 90 days (shared)"),
     )
     fig.add_trace(
@@ -214,7 +222,9 @@ def campaign_bars(frame: pd.DataFrame) -> go.Figure:
         row=1,
         col=2,
     )
-    fig.update_xaxes(tickformat=".0%", range=[0, 1], row=1, col=2)
+    fig.update_xaxes(tickformat=",d", nticks=4, row=1, col=1)
+    fig.update_xaxes(tickformat=".0%", range=[0, 1], tickvals=[0, 0.5, 1], row=1, col=2)
+    fig.update_annotations(font_size=12)
     return _layout(fig, 120 + 28 * max(len(f), 1))
 
 
@@ -225,7 +235,10 @@ def holdout_chart(by_frequency: pd.DataFrame) -> go.Figure:
         [
             go.Bar(x=by_frequency[label], y=by_frequency["actual"], name="actual", marker_color=NEUTRAL),
             go.Bar(
-                x=by_frequency[label], y=by_frequency["predicted"], name="predicted (BG/NBD)", marker_color="#2563eb"
+                x=by_frequency[label],
+                y=by_frequency["predicted"],
+                name="predicted by the purchase model",
+                marker_color="#2563eb",
             ),
         ]
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import os
 import re
 from datetime import UTC, datetime
 
@@ -86,34 +87,114 @@ def age(ts, now: datetime | None = None) -> str:
 
 
 def overview_sentence(head: Headline, sources: pd.DataFrame) -> str:
+    """The Overview's opening sentence (markdown; source names escaped): customers, sources, active,
+    churned, and the people sources saw who are not customers (anonymous visitors and other ids no CRM
+    customer claims), so no source reads as having more customers than exist."""
     n_sources = len(sources)
     departments = plain(", ".join(sorted(sources["department"].dropna().unique())))
-    as_of = head.as_of.strftime("%d %b %Y") if head.as_of else "n/a"
+    as_of = day(head.as_of) if head.as_of else UNKNOWN
     churn = (
         f"**{head.churned_customers:,}** have churned ({plain(head.churn_definition or head.churn_basis)})"
         if head.churn_basis != "none"
         else "churn is unknown (no churn label, subscriptions, churn records or dated activity loaded)"
     )
-    return (
-        f"**{head.customers:,} customers** joined across **{n_sources} sources** ({departments}); "
+    out = (
+        f"**{count(head.customers, 'customer')}** joined across **{n_sources} sources** ({departments}); "
         f"**{head.active_customers:,}** were active in the 30 days to {as_of}, {churn}."
     )
+    if "unmatched" in sources.columns and sources["unmatched"].sum() > 0:
+        others = sources[sources["unmatched"] > 0].sort_values("unmatched", ascending=False)
+        parts = [
+            f"{count(r.unmatched, 'anonymous visitor' if r.kind == 'events' else 'unmatched id')} in {plain(r.name)}"
+            for r in others.itertuples()
+        ]
+        out += (
+            " Not counted as customers: " + ", ".join(parts) + " (people a source knows only by its own ids, "
+            "never matched to a CRM customer)."
+        )
+    return out
+
+
+def overview_cards(head: Headline, sources: pd.DataFrame) -> list[tuple[str, str, str | None, str, str]]:
+    """The Overview's four headline cards as ``(title, value, context, caption, help)``: each value with
+    its unit, ``context`` what it is a share of (shown under the value, or None), ``caption`` the period
+    it covers, ``help`` its definition, owner and anything unknown about it (plain text)."""
+    as_of = day(head.as_of) if head.as_of else None
+    churn_known = head.churn_basis != "none"
+    sales = sources[sources["kind"] == "transactions"]
+    customers = (
+        "Customers",
+        count(head.customers),
+        None,
+        "every customer, all time",
+        definition("customers"),
+    )
+    active = (
+        "Active (last 30 days)",
+        count(head.active_customers) if as_of else UNKNOWN,
+        share(head.active_customers, head.customers) if as_of else None,
+        f"in the 30 days to {as_of}" if as_of else "the data has no dates",
+        definition("active_customers") + ("" if as_of else " The loaded data has no dates, so activity is unknown."),
+    )
+    churned = (
+        "Churned",
+        count(head.churned_customers) if churn_known else UNKNOWN,
+        share(head.churned_customers, head.customers) if churn_known else None,
+        f"by {as_of}" if churn_known and as_of else ("all time" if churn_known else "churn is unknown"),
+        definition("churned_customers")
+        + ("" if churn_known else " No churn label, subscriptions, churn records or dated activity are loaded."),
+    )
+    if sales.empty:  # no transactions loaded: revenue is unknown, not zero
+        revenue = (
+            "Revenue",
+            UNKNOWN,
+            None,
+            "no transactions loaded",
+            definition("revenue") + " No transactions are loaded.",
+        )
+    else:
+        code = currency(head.currency)
+        revenue = (
+            "Revenue",
+            money(head.revenue, code),
+            None if code else NO_CURRENCY,
+            "paid transactions, " + span(sales["first_at"].min(), sales["last_at"].max()),
+            definition("revenue") + " " + currency_note(head.currency),
+        )
+    return [customers, active, churned, revenue]
+
+
+SOURCES_COLUMNS_HELP = {
+    "customers": "Customers (stitched to a CRM customer record) with at least one row in this source.",
+    "anonymous or unmatched": (
+        "People this source knows only by its own ids (a web cookie, an email, a phone number, an account) "
+        "that no CRM customer record claims: anonymous web visitors, for example. They are counted on no page "
+        "as customers."
+    ),
+}
 
 
 def sources_table(sources: pd.DataFrame) -> pd.DataFrame:
+    """One row per source for the Overview table, headed in words: counts stay numbers (the page gives
+    them thousands separators), dates are ``2 Dec 2026`` (the newest with its age: ``31 Oct 2026 (31 days
+    ago)``); when each source was last loaded is on Data health. Customers and the ids
+    no CRM customer claims are two columns (``source_summary``'s ``identified`` and ``unmatched``)."""
     now = datetime.now(UTC).replace(tzinfo=None)
+    identified = sources["identified"] if "identified" in sources.columns else sources["customers"]
+    unmatched = sources["unmatched"] if "unmatched" in sources.columns else pd.Series(0, index=sources.index)
     out = pd.DataFrame(
         {
             "source": sources["name"],
             "kind": sources["kind"],
             "owner": sources["department"],
             "rows": sources["rows"],
-            "customers": sources["customers"],
-            "from": sources["first_at"].map(lambda t: "" if pd.isna(t) else pd.Timestamp(t).strftime("%Y-%m-%d")),
-            "to": sources["last_at"].map(lambda t: "" if pd.isna(t) else pd.Timestamp(t).strftime("%Y-%m-%d")),
-            "newest record": sources["last_at"].map(lambda t: age(t, now)),
-            "last load": sources["loaded_at"].map(lambda t: age(t, now)),
-            "rejected": sources["rows_rejected"],
+            "customers": identified,
+            "anonymous or unmatched": unmatched,
+            "from": sources["first_at"].map(day),
+            "to (newest record)": sources["last_at"].map(
+                lambda t: UNKNOWN if _missing(t) else f"{day(t)} ({age(t, now)})"
+            ),
+            "rejected rows": sources["rows_rejected"],
         }
     )
     return out
@@ -208,6 +289,80 @@ def duration(seconds: object) -> str:
     if abs(s) < 86400 * 2:
         return f"{s / 3600:.1f} h"
     return f"{s / 86400:,.1f} days"
+
+
+def signed(value: object, kind: str = "count", currency: str | None = None) -> str | None:
+    """A change with its sign and unit: ``+1,022``, ``-2.0 pts`` (shares, in percentage points),
+    ``+4.52 M USD``, ``+0.1 h``; None when unknown (no delta shown)."""
+    if _missing(value):
+        return None
+    v = float(value)
+    sign = "+" if v >= 0 else "-"
+    if kind == "share":
+        return f"{v * 100:+.1f} pts"
+    if kind == "money":
+        return sign + money(abs(v), currency)
+    if kind == "count":
+        return f"{v:+,.0f}"
+    if kind == "hours":
+        return f"{v:+,.1f} h"
+    return f"{v:+,.2f}"
+
+
+def span(first: object, last: object) -> str:
+    """Two dates as a range, ``2 Nov 2023 – 31 Oct 2026``; ``—`` when either is unknown."""
+    if _missing(first) or _missing(last):
+        return UNKNOWN
+    return f"{day(first)} – {day(last)}"
+
+
+def period_words(start: object, end: object) -> str:
+    """A half-open period ``[start, end)`` in words: ``the 90 days to 31 Oct 2026`` (the last day is
+    the one before ``end``); ``—`` when unknown."""
+    if _missing(start) or _missing(end):
+        return UNKNOWN
+    first, stop = pd.Timestamp(start), pd.Timestamp(end)
+    days = round((stop - first).total_seconds() / 86400)
+    last = stop - pd.Timedelta(days=1)
+    return f"the {count(days, 'day')} to {day(last)}"
+
+
+# ----------------------------------------------------------------------------- currency
+CURRENCY_ENV = "CXDASH_CURRENCY"
+NO_CURRENCY = "currency not recorded"
+
+
+def currency(recorded: str | None) -> str | None:
+    """The currency of the money figures: the one the data records (``kpis.money_currency``: the
+    transactions' currency column), else the company's setting ``CXDASH_CURRENCY`` (e.g. ``EUR``),
+    else None (say ``NO_CURRENCY``; never guess one)."""
+    if recorded:
+        return recorded
+    setting = os.environ.get(CURRENCY_ENV, "").strip().upper()
+    return setting or None
+
+
+def currency_note(recorded: str | None) -> str:
+    """Where the money figures' currency comes from, as a sentence for a help text."""
+    if recorded and recorded.startswith("mixed"):
+        return (
+            f"The transactions hold several currencies ({recorded.removeprefix('mixed: ')}); amounts are summed "
+            "as recorded, without conversion."
+        )
+    if recorded:
+        return f"Currency {recorded}, as the transactions record it."
+    if currency(None):
+        return f"Currency {currency(None)}: the company's setting ({CURRENCY_ENV}); the data records none."
+    return f"The data records no currency ({NO_CURRENCY}); set {CURRENCY_ENV} (e.g. EUR) to name it."
+
+
+def money_with_unit(value: object, recorded: str | None) -> str:
+    """A headline amount (k / M) with its currency (``28.81 M USD``), ``28.81 M (currency not
+    recorded)`` when neither the data nor the company setting names one, ``—`` when unknown."""
+    if _missing(value):
+        return UNKNOWN
+    code = currency(recorded)
+    return money(float(value), code) if code else f"{money(float(value))} ({NO_CURRENCY})"
 
 
 def day(ts: object) -> str:

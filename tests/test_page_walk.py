@@ -1,0 +1,262 @@
+"""Every role walks every page it may open, in Chromium at 1440 x 900, and no page shows a raw
+value: no ``None``/``nan``/``NaN`` in its text, tables or charts, no snake_case column header, and
+nothing wider than the page (issue 16). A screenshot of each role x page is kept in test-artifacts/
+as ``walk_<role>_<page>.png``. The store is a 2,000-customer demo with a trained churn model.
+
+How tables are read: ``st.dataframe`` is a glide data grid drawn on a <canvas>, so its text is not in
+the DOM as the reader sees it. Two sources are used:
+
+- the grid's accessibility table (``role=columnheader`` / ``role=gridcell`` elements that glide keeps
+  for screen readers): the column headers exactly, and the cells' raw values;
+- every string the page paints on a canvas, recorded by wrapping ``CanvasRenderingContext2D.fillText``
+  before the app loads (``add_init_script``): the cells as formatted and shown, including the grey
+  ``None`` Streamlit paints for a missing value, which the accessibility table leaves empty.
+
+Both see only the rows the grid has drawn (it is virtualised: the first screenful), which is what a
+person sees first. Plotly charts are SVG: their text (titles, ticks, legends) is read from the DOM.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from cxdash.auth import ALL_PAGES, ROLE_PAGES, ROLES
+from cxdash.ui.frame import PAGE_REGISTRY
+from tests.browser_support import chromium, require_browser, running_app, sign_in
+
+pytestmark = pytest.mark.browser
+
+VIEWPORT = {"width": 1440, "height": 900}
+PASSWORD = "walk-the-pages-password"
+USERS = {f"walk-{role.replace('_', '-')}": (role, PASSWORD) for role in ROLES}
+
+# Recorded before any app script runs: which strings each canvas painted (the data grids' cells).
+RECORD_CANVAS_TEXT = """
+(() => {
+  const painted = new WeakMap();
+  window.__cxPainted = painted;
+  const original = CanvasRenderingContext2D.prototype.fillText;
+  CanvasRenderingContext2D.prototype.fillText = function (text, x, y, ...rest) {
+    let seen = painted.get(this.canvas);
+    if (!seen) { seen = new Set(); painted.set(this.canvas, seen); }
+    seen.add(String(text));
+    return original.call(this, text, x, y, ...rest);
+  };
+})();
+"""
+
+# Reads what a page shows, for the checks below (returns a plain object).
+READ_PAGE = """
+() => {
+  const main = document.querySelector('[data-testid="stMain"]') || document.body;
+  const block = document.querySelector('[data-testid="stMainBlockContainer"]') || main;
+  const sidebar = document.querySelector('[data-testid="stSidebar"]');
+  const painted = window.__cxPainted;
+  const grids = [...document.querySelectorAll('[data-testid="stDataFrame"]')].map((el, i) => {
+    const box = el.getBoundingClientRect();
+    const scroller = el.querySelector('.dvn-scroller');
+    const cells = new Set();
+    for (const c of el.querySelectorAll('canvas')) {
+      for (const t of (painted && painted.get(c)) || []) cells.add(t);
+    }
+    for (const c of el.querySelectorAll('[role=gridcell]')) cells.add(c.innerText);
+    return {
+      index: i,
+      headers: [...el.querySelectorAll('[role=columnheader]')].map(h => h.innerText.trim()),
+      cells: [...cells],
+      right: box.right,
+      boxWidth: box.width,
+      colWidths: [...el.querySelectorAll("[role=columnheader]")].map(h => Math.round(h.getBoundingClientRect().width)),
+      width: box.width,
+      // columns that need a horizontal scroll to be seen (glide's scroller is wider inside than out)
+      hiddenWidth: scroller ? scroller.scrollWidth - scroller.clientWidth : 0,
+    };
+  });
+  const charts = [...document.querySelectorAll('.js-plotly-plot')].map(p =>
+    [...p.querySelectorAll('text')].map(t => t.textContent).join(' | '));
+  const wide = [...block.querySelectorAll('[data-testid="stElementContainer"]')]
+    .filter(e => e.getBoundingClientRect().right > block.getBoundingClientRect().right + 2)
+    .map(e => (e.innerText || e.getAttribute('data-testid') || '').slice(0, 80));
+  return {
+    text: block.innerText,
+    sidebar: sidebar ? sidebar.innerText : '',
+    grids,
+    charts,
+    wide,
+    pageScroll: document.documentElement.scrollWidth - document.documentElement.clientWidth,
+    mainScroll: main.scrollWidth - main.clientWidth,
+    blockScroll: block.scrollWidth - block.clientWidth,
+    viewport: window.innerWidth,
+  };
+}
+"""
+
+RAW_WORD = re.compile(r"(?<![\w.-])(None|nan|NaN|NaT|null|undefined)(?![\w-])")
+SNAKE = re.compile(r"[A-Za-z0-9]_[A-Za-z0-9]")
+
+
+def raw_words(text: str) -> list[str]:
+    """The raw-value words (``None``, ``nan``, ...) in ``text``, with a little context each."""
+    out = []
+    for m in RAW_WORD.finditer(text):
+        start, end = max(m.start() - 30, 0), min(m.end() + 30, len(text))
+        out.append(text[start:end].replace("\n", " / "))
+    return out
+
+
+def findings(shown: dict) -> list[str]:
+    """Everything on a page a person should not see, in words (empty when the page is clean)."""
+    out = [f"page text shows a raw value: ...{c}..." for c in raw_words(shown["text"])]
+    out += [f"sidebar shows a raw value: ...{c}..." for c in raw_words(shown["sidebar"])]
+    for n, chart in enumerate(shown["charts"]):
+        out += [f"chart {n + 1} shows a raw value: ...{c}..." for c in raw_words(chart)]
+    for grid in shown["grids"]:
+        name = f"table {grid['index'] + 1} ({', '.join(grid['headers'][:4])}...)"
+        out += [f"{name} has a snake_case header: {h!r}" for h in grid["headers"] if SNAKE.search(h)]
+        out += [f"{name} has a raw-value header: {h!r}" for h in grid["headers"] if RAW_WORD.fullmatch(h)]
+        bad_cells = sorted({c for c in grid["cells"] if RAW_WORD.fullmatch(c.strip())})
+        if bad_cells:
+            out.append(f"{name} shows {bad_cells} in its cells")
+        if grid["right"] > shown["viewport"] + 1:
+            out.append(f"{name} ends at {grid['right']:.0f} px, past the {shown['viewport']} px window")
+        if grid["hiddenWidth"] > 2:
+            out.append(f"{name} hides {grid['hiddenWidth']} px of columns behind a horizontal scroll")
+    for what in ("pageScroll", "mainScroll", "blockScroll"):
+        if shown[what] > 2:
+            out.append(f"the page is {shown[what]} px wider than the window ({what})")
+    out += [f"an element runs past the page's right edge: {w!r}" for w in shown["wide"]]
+    return out
+
+
+def _walk() -> list[tuple[str, str, str, str]]:
+    """(role, page file, page title, url path) for every page every role may open."""
+    out = []
+    for role in ROLES:
+        allowed = ROLE_PAGES[role]
+        for file, title, _icon, _section in PAGE_REGISTRY:
+            if allowed == ALL_PAGES or file in allowed:
+                out.append((role, file, title, Path(file).stem))
+    return out
+
+
+WALK = _walk()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    require_browser()
+    from cxdash.demo import build_demo
+    from cxdash.store import open_store
+
+    root = tmp_path_factory.mktemp("page_walk")
+    url = f"duckdb:///{root / 'cx.duckdb'}"
+    s = open_store(url)
+    build_demo(s, n_customers=2000, seed=7, out_dir=root / "extracts")
+    # A trained churn model, as `make run` leaves one, so the at-risk list and the card show their tables.
+    from cxdash.model import train
+
+    train(s)
+    s.dispose()
+    with running_app(url, root / "server.log", users=USERS) as base, chromium() as browser:
+        yield {"url": base, "browser": browser}
+
+
+def settle(page, timeout_ms: int = 90_000) -> None:
+    """Wait until the script run is over (no "Running" status) and stays over, then let charts and
+    grids paint."""
+    page.locator('[data-testid="stMain"]').wait_for(timeout=timeout_ms)
+    quiet = 0
+    for _ in range(timeout_ms // 250):
+        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
+        quiet = 0 if running else quiet + 1
+        if quiet >= 8:  # two seconds without a run
+            break
+        page.wait_for_timeout(250)
+    page.wait_for_timeout(1000)
+
+
+def screenshot(page, path: Path) -> None:
+    """The whole page as a picture: Streamlit scrolls inside its main block, so the window is made as
+    tall as the page for the shot (same 1440 px width) and put back after."""
+    height = page.evaluate(
+        "() => { const m = document.querySelector('[data-testid=\"stMain\"]'); return m ? m.scrollHeight : 900; }"
+    )
+    page.set_viewport_size({"width": VIEWPORT["width"], "height": min(max(height, VIEWPORT["height"]), 12_000)})
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(path))
+    page.set_viewport_size(VIEWPORT)
+
+
+def expand_all(page) -> None:
+    """Open every closed expander (client-side only: no script run), so what it holds is checked too."""
+    closed = page.locator('[data-testid="stExpander"] details:not([open]) > summary')
+    for _ in range(closed.count()):
+        closed.first.click()
+        page.wait_for_timeout(300)
+    page.wait_for_timeout(1000)
+
+
+def open_as(browser, base: str, role: str, path: str):
+    """A fresh browser session on ``base/path``, signed in as the walk's user for ``role``."""
+    context = browser.new_context(viewport=VIEWPORT)
+    context.add_init_script(RECORD_CANVAS_TEXT)
+    page = context.new_page()
+    page.goto(f"{base}/{path}", wait_until="domcontentloaded")
+    user = next(name for name, (r, _) in USERS.items() if r == role)
+    sign_in(page, user, PASSWORD)
+    settle(page)
+    return page
+
+
+def test_the_walk_covers_every_page_each_role_may_open():
+    # computed by hand from the README's role table: 2 + 2 + 3 + 3 + every page for the admin
+    assert len([w for w in WALK if w[0] == "executive"]) == 2
+    assert len([w for w in WALK if w[0] == "agent"]) == 3
+    assert len([w for w in WALK if w[0] == "admin"]) == len(PAGE_REGISTRY)
+
+
+def test_the_checks_catch_what_a_person_should_not_see():
+    clean = {
+        "text": "Nonetheless 12 customers",
+        "sidebar": "",
+        "charts": ["Revenue | Jan 2026"],
+        "grids": [
+            {"index": 0, "headers": ["customer id", "days"], "cells": ["1,426", ""], "right": 1400, "hiddenWidth": 0}
+        ],
+        "wide": [],
+        "pageScroll": 0,
+        "mainScroll": 0,
+        "blockScroll": 0,
+        "viewport": 1440,
+    }
+    assert findings(clean) == []
+    dirty = dict(
+        clean,
+        text="median None",
+        charts=["nan"],
+        grids=[{"index": 0, "headers": ["cohort_by"], "cells": ["NaN"], "right": 1600, "hiddenWidth": 300}],
+        blockScroll=40,
+    )
+    found = " | ".join(findings(dirty))
+    for expected in ("page text", "chart 1", "snake_case header: 'cohort_by'", "['NaN']", "1600 px", "300 px", "40 px"):
+        assert expected in found
+
+
+@pytest.mark.parametrize(("role", "file", "title", "path"), WALK, ids=[f"{w[0]}-{w[3]}" for w in WALK])
+def test_every_page_shows_words_and_numbers_not_raw_values(app, artifacts, role, file, title, path):
+    page = open_as(app["browser"], app["url"], role, path)
+    try:
+        page.get_by_role("heading", level=1).first.wait_for(timeout=60_000)
+        expand_all(page)
+        shown = page.evaluate(READ_PAGE)
+        screenshot(page, artifacts / f"walk_{role}_{path}.png")
+        assert "Traceback" not in shown["text"], shown["text"][-2000:]
+        # the page the role asked for, not a refusal or another page
+        assert title in page.locator('[data-testid="stSidebarNav"]').inner_text()
+        problems = findings(shown)
+        assert not problems, f"{title} as {role}:\n- " + "\n- ".join(problems)
+    finally:
+        page.context.close()
