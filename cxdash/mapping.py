@@ -9,6 +9,7 @@ another source's keys, ``{COLUMN_IN_FILE: {"source": SOURCE, "field": FIELD}}``,
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -270,12 +271,26 @@ def _looks_like_dates(values: pd.Series, name: str = "") -> bool:
     """Do most of ``values`` (text) read as dates? Durations never do: ``01:30``, ``35``, ``2 days``,
     ``PT4H``, or plain numbers in a column named like ``resolution_time_hours`` (unless they are
     8-digit ``YYYYMMDD`` dates or epoch times in a column not named like a duration)."""
-    from cxdash.validation import _detect_date_format, parse_datetime
-
     v = values.dropna().astype("string").str.strip().head(200)
     v = v[v != ""]
     if v.empty:
         return False
+    # Ranking a file asks this of the same column once per kind (and the upload page again on every
+    # rerun); trying every date format is most of the time it takes to reach the mapping step, so
+    # the answer for the same 200 values and name is remembered.
+    return _dates_in(tuple(v.tolist()), name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _dates_in(values: tuple[str, ...], name: str) -> bool:
+    """``_looks_like_dates`` of these (stripped, non-empty) values: a pure function of its arguments."""
+    from cxdash.validation import _detect_date_format, parse_datetime
+
+    # No date format reads a value without a digit, and the verdict needs half of the values read:
+    # a column of words is answered without trying the formats.
+    if sum(any(c.isdigit() for c in x) for x in values) * 2 < len(values):
+        return False
+    v = pd.Series(values, dtype="string")
     if v.str.fullmatch(_DURATION_VALUE).fillna(False).mean() >= 0.5:
         return False
     fmt, _ = _detect_date_format(v)
