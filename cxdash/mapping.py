@@ -31,6 +31,7 @@ __all__ = [
     "load_mapping",
     "rank_kinds",
     "suggest_mapping",
+    "suggest_source_name",
 ]
 
 
@@ -661,3 +662,52 @@ def clear_guess(guesses: list[KindGuess]) -> KindGuess | None:
 def detect_kind(header: list[str], sample: pd.DataFrame | None = None) -> str:
     """The best-ranked kind (clear or not): see ``rank_kinds`` for whether it may be trusted."""
     return rank_kinds(header, sample)[0].kind
+
+
+# ----------------------------------------------------------------------------- source names
+# Extensions an extract's name may end with (``x.csv.gz``): not part of the source's name.
+_EXTENSIONS = {"csv", "gz", "txt", "tsv", "xlsx", "xls", "zip", "bz2", "xz", "json"}
+# The prefix IBM puts on its Watson Analytics sample files (``WA_Fn-UseC_-Telco-Customer-Churn``).
+_VENDOR_PREFIX = re.compile(r"^WA_Fn-UseC_-?", re.IGNORECASE)
+# Words that say how a file was made, not what it holds: an export's date, a copy's number, "final".
+_NOISE_WORD = re.compile(
+    r"(export(ed)?|extract|dump|final|copy|latest|v\d+|\d{6,}|\d{4}-\d{2}(-\d{2})?|\d{1,2})", re.IGNORECASE
+)
+_DATE_IN_NAME = re.compile(
+    r"(?<![0-9])(\d{4}[-_.]?\d{2}([-_.]?\d{2})?([T_ -]?\d{2}[-:.]?\d{2}([-:.]?\d{2})?)?|\d{2}[-_.]\d{2}[-_.]\d{4})(?![0-9])"
+)
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", name.lower())
+
+
+def suggest_source_name(file_name: str, known: list[str] | tuple[str, ...] = ()) -> str:
+    """The source name a person would give the extract ``file_name`` (an editable default).
+
+    ``WA_Fn-UseC_-Telco-Customer-Churn.csv`` -> ``Telco customer churn``: no extension, vendor
+    prefix, export date, copy number or "final"; words split at ``_``, ``-``, ``.``, spaces and
+    camelCase; sentence case, acronyms (``CRM``, ``CDNOW``) kept. A loaded source (``known``) whose
+    name differs only in case and punctuation (``telco_customer_churn``) is suggested as it is
+    spelt, so next week's file goes to the same source and finds its saved mapping. Always a
+    non-blank name, as a load requires ("Upload" when nothing is left of the file name).
+    """
+    base = re.split(r"[\\/]", str(file_name))[-1]
+    parts = base.split(".")
+    while len(parts) > 1 and parts[-1].lower() in _EXTENSIONS:
+        parts.pop()
+    stem = ".".join(parts)
+    legacy = re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_")
+    stem = _VENDOR_PREFIX.sub("", stem)
+    stem = re.sub(r"\(\d+\)", " ", stem)  # "extract (1).csv": a browser's copy number
+    stem = _DATE_IN_NAME.sub(" ", stem)  # the export's date: next week's file has another
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", _CAMEL.sub(" ", stem)) if w]
+    kept = [w for w in words if not _NOISE_WORD.fullmatch(w)] or words
+    words = [w if len(w) > 1 and w.isupper() else w.lower() for w in kept]
+    name = " ".join(words)
+    name = name[:1].upper() + name[1:] if name else "Upload"
+    for existing in known:
+        if _squash(existing) and _squash(existing) in (_squash(name), _squash(legacy)):
+            return existing
+    return name
