@@ -33,11 +33,12 @@ c4.metric("Slowest activation latency", slowest, help=why)
 st.subheader("Sources")
 st.dataframe(opsview.governance_table(gov), hide_index=True, width="stretch", column_config=opsview.GOVERNANCE_COLUMNS)
 st.caption(
-    "Activation latency is the time from an event to its being on the customer's card (the end of the load "
-    "that brought it). '95% of new within' counts only the records that were new in their load; it stays — "
+    "Activation is the latency from an event to its being on the customer's card (the end of the load that "
+    "brought it), for each source's newest record. '95% within' counts only the records that were new in their "
+    "load; it stays — "
     "until a source has one (a first load of records older than "
     f"{opsview.LATENCY_WINDOW_DAYS} days is history, not slowness). A source loaded long after its newest "
-    "record, as the demo company is, shows that delay under activation latency."
+    "record, as the demo company is, shows that delay under activation."
 )
 with st.expander("Targets, repeated keys, loads and saved mappings", expanded=False):
     st.dataframe(
@@ -93,8 +94,15 @@ with st.expander(f"Shared identifiers kept from merging people ({count(len(h['hu
     )
     st.dataframe(labelled(h["hubs"]), hide_index=True, width="stretch")
 
-with st.expander(f"Quarantined values (latest {count(len(h['quarantine']))})", expanded=False):
-    st.dataframe(labelled(h["quarantine"]), hide_index=True, width="stretch")
+quarantined = h["quarantine"]
+with st.expander(
+    f"Quarantined values (latest {count(len(quarantined))})" if len(quarantined) else "Quarantined values (none)",
+    expanded=False,
+):
+    if len(quarantined):
+        st.dataframe(labelled(quarantined), hide_index=True, width="stretch")
+    else:
+        st.caption("No load has quarantined a value: every row loaded passed validation.")
 
 with st.expander("Set an activation-latency target", expanded=False):
     src = st.selectbox("Source", list(gov["name"]), key="health_target_source")

@@ -306,3 +306,17 @@ def test_only_the_admin_sees_where_the_store_is(app_env, role):
     seed_session(admin, "sidebar-admin", "admin")
     admin.run()
     assert "duckdb" in " ".join(c.value for c in admin.sidebar.caption)
+
+
+def test_the_admin_reads_a_refusal_in_the_audit_log_in_words(app_env):
+    refused = _page("admin.py", "agent")
+    assert _denied(refused)
+    at = _page("admin.py", "admin")
+    assert not at.exception
+    log = next(d.value for d in at.dataframe if "action" in d.value.columns)
+    assert list(log.columns) == ["when", "who", "action", "detail"]
+    mine = log[log["who"] == "test-agent"]
+    assert "page: admin.py, role: agent" in set(mine.loc[mine["action"] == "access denied", "detail"])
+    assert re.search(
+        r"people can sign in\*\* \(\d+ admins?\); the last [\d,]+ audit entr(y|ies) hold", at.markdown[0].value
+    )

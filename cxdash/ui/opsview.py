@@ -33,18 +33,17 @@ GOVERNANCE_COLUMNS = {
         width="small",
         help="Share of the source's rows linked to a CRM customer.",
     ),
-    "rows": st.column_config.NumberColumn("rows", format="localized", width="small"),
-    "owner": st.column_config.TextColumn("owner", width="small"),
+    "rows": st.column_config.NumberColumn("rows", format="localized"),
     "freshness": st.column_config.TextColumn(
         "freshness", help="How old the newest record is, and how long ago the source was last loaded."
     ),
     "activation": st.column_config.TextColumn(
-        "activation latency",
+        "activation",
         help="Time from an event to its being on the customer's card (its load finished), for the newest "
         "record of the newest load. — : no dated record.",
     ),
     "activation 95%": st.column_config.TextColumn(
-        "95% of new within",
+        "95% within",
         help="Over the records that were new in their load (happened after the previous load, within "
         f"{LATENCY_WINDOW_DAYS} days before it): 95% reached the card within this time; median in brackets. "
         "— : no such record yet (one backfill of older records so far).",
@@ -137,6 +136,7 @@ def governance_table(gov: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "source": gov["name"],
+            "department": gov["department"].map(lambda d: UNKNOWN if _missing(d) else str(d)),
             "owner": owner.map(lambda o: UNKNOWN if _missing(o) else str(o)),
             "rows": gov["rows"],
             "rows passing": gov["quality"],
@@ -157,7 +157,6 @@ def upkeep_table(gov: pd.DataFrame) -> pd.DataFrame:
         {
             "source": gov["name"],
             "kind": gov["kind"],
-            "department": gov["department"].map(lambda d: UNKNOWN if _missing(d) else str(d)),
             "target": gov["latency_target_hours"].map(lambda h: "none set" if _missing(h) else hours(h)),
             "duplicate keys": gov["duplicate_keys"].map(count),
             "loads": gov["loads"].map(count),
