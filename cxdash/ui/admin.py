@@ -139,6 +139,13 @@ def audit_chart(frame: pd.DataFrame):
     daily["action"] = daily["action"].str.replace("_", " ")
     fig = px.bar(daily, x="when", y="entries", color="action", height=260)
     fig.update_layout(margin=dict(l=10, r=10, t=10, b=10), legend_title_text="", xaxis_title="", yaxis_title="entries")
+    step = pd.Timedelta(hours=1) if bucket == "h" else pd.Timedelta(days=1)
+    # one bucket alone would be stretched over the whole axis with sub-second ticks: show its neighbours
+    fig.update_traces(width=step.total_seconds() * 1000 * 0.8)  # a date axis measures bars in ms
+    fig.update_xaxes(
+        range=[daily["when"].min() - step, daily["when"].max() + step],
+        tickformat="%d %b, %H:%M" if bucket == "h" else "%d %b %Y",
+    )
     return fig
 
 
