@@ -9,6 +9,7 @@ another source's keys, ``{COLUMN_IN_FILE: {"source": SOURCE, "field": FIELD}}``,
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ __all__ = [
     "load_mapping",
     "rank_kinds",
     "suggest_mapping",
+    "suggest_source_name",
 ]
 
 
@@ -270,12 +272,26 @@ def _looks_like_dates(values: pd.Series, name: str = "") -> bool:
     """Do most of ``values`` (text) read as dates? Durations never do: ``01:30``, ``35``, ``2 days``,
     ``PT4H``, or plain numbers in a column named like ``resolution_time_hours`` (unless they are
     8-digit ``YYYYMMDD`` dates or epoch times in a column not named like a duration)."""
-    from cxdash.validation import _detect_date_format, parse_datetime
-
     v = values.dropna().astype("string").str.strip().head(200)
     v = v[v != ""]
     if v.empty:
         return False
+    # Ranking a file asks this of the same column once per kind (and the upload page again on every
+    # rerun); trying every date format is most of the time it takes to reach the mapping step, so
+    # the answer for the same 200 values and name is remembered.
+    return _dates_in(tuple(v.tolist()), name)
+
+
+@functools.lru_cache(maxsize=4096)
+def _dates_in(values: tuple[str, ...], name: str) -> bool:
+    """``_looks_like_dates`` of these (stripped, non-empty) values: a pure function of its arguments."""
+    from cxdash.validation import _detect_date_format, parse_datetime
+
+    # No date format reads a value without a digit, and the verdict needs half of the values read:
+    # a column of words is answered without trying the formats.
+    if sum(any(c.isdigit() for c in x) for x in values) * 2 < len(values):
+        return False
+    v = pd.Series(values, dtype="string")
     if v.str.fullmatch(_DURATION_VALUE).fillna(False).mean() >= 0.5:
         return False
     fmt, _ = _detect_date_format(v)
@@ -646,3 +662,52 @@ def clear_guess(guesses: list[KindGuess]) -> KindGuess | None:
 def detect_kind(header: list[str], sample: pd.DataFrame | None = None) -> str:
     """The best-ranked kind (clear or not): see ``rank_kinds`` for whether it may be trusted."""
     return rank_kinds(header, sample)[0].kind
+
+
+# ----------------------------------------------------------------------------- source names
+# Extensions an extract's name may end with (``x.csv.gz``): not part of the source's name.
+_EXTENSIONS = {"csv", "gz", "txt", "tsv", "xlsx", "xls", "zip", "bz2", "xz", "json"}
+# The prefix IBM puts on its Watson Analytics sample files (``WA_Fn-UseC_-Telco-Customer-Churn``).
+_VENDOR_PREFIX = re.compile(r"^WA_Fn-UseC_-?", re.IGNORECASE)
+# Words that say how a file was made, not what it holds: an export's date, a copy's number, "final".
+_NOISE_WORD = re.compile(
+    r"(export(ed)?|extract|dump|final|copy|latest|v\d+|\d{6,}|\d{4}-\d{2}(-\d{2})?|\d{1,2})", re.IGNORECASE
+)
+_DATE_IN_NAME = re.compile(
+    r"(?<![0-9])(\d{4}[-_.]?\d{2}([-_.]?\d{2})?([T_ -]?\d{2}[-:.]?\d{2}([-:.]?\d{2})?)?|\d{2}[-_.]\d{2}[-_.]\d{4})(?![0-9])"
+)
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "", name.lower())
+
+
+def suggest_source_name(file_name: str, known: list[str] | tuple[str, ...] = ()) -> str:
+    """The source name a person would give the extract ``file_name`` (an editable default).
+
+    ``WA_Fn-UseC_-Telco-Customer-Churn.csv`` -> ``Telco customer churn``: no extension, vendor
+    prefix, export date, copy number or "final"; words split at ``_``, ``-``, ``.``, spaces and
+    camelCase; sentence case, acronyms (``CRM``, ``CDNOW``) kept. A loaded source (``known``) whose
+    name differs only in case and punctuation (``telco_customer_churn``) is suggested as it is
+    spelt, so next week's file goes to the same source and finds its saved mapping. Always a
+    non-blank name, as a load requires ("Upload" when nothing is left of the file name).
+    """
+    base = re.split(r"[\\/]", str(file_name))[-1]
+    parts = base.split(".")
+    while len(parts) > 1 and parts[-1].lower() in _EXTENSIONS:
+        parts.pop()
+    stem = ".".join(parts)
+    legacy = re.sub(r"[^a-z0-9]+", "_", stem.lower()).strip("_")
+    stem = _VENDOR_PREFIX.sub("", stem)
+    stem = re.sub(r"\(\d+\)", " ", stem)  # "extract (1).csv": a browser's copy number
+    stem = _DATE_IN_NAME.sub(" ", stem)  # the export's date: next week's file has another
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", _CAMEL.sub(" ", stem)) if w]
+    kept = [w for w in words if not _NOISE_WORD.fullmatch(w)] or words
+    words = [w if len(w) > 1 and w.isupper() else w.lower() for w in kept]
+    name = " ".join(words)
+    name = name[:1].upper() + name[1:] if name else "Upload"
+    for existing in known:
+        if _squash(existing) and _squash(existing) in (_squash(name), _squash(legacy)):
+            return existing
+    return name

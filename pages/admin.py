@@ -76,11 +76,21 @@ with erase_tab:
                         st.info(admin.COMPACT_ADVICE, icon=":material/cleaning_services:")
 
 with audit_tab:
-    action = st.selectbox("Action", ["(all)", *admin.audit_actions()], key=admin.AUDIT_ACTION)
+    action = st.selectbox(
+        "Action",
+        ["(all)", *admin.audit_actions()],
+        key=admin.AUDIT_ACTION,
+        format_func=lambda a: a.replace("_", " "),
+    )
     log = recent if action == "(all)" else admin.audit_log(action)
     chart = admin.audit_chart(log)
     if chart is None:
         st.info("Nothing in the audit log yet.")
     else:
         plotly_chart(chart, width="stretch")
-        st.dataframe(log, hide_index=True, width="stretch")
+        st.dataframe(
+            admin.audit_table(log),
+            hide_index=True,
+            width="stretch",
+            column_config={"when": st.column_config.DatetimeColumn("when (UTC)", format="D MMM YYYY, HH:mm:ss")},
+        )

@@ -4,7 +4,7 @@ import streamlit as st
 
 from cxdash.ui import auth, churnview, ops, opsview
 from cxdash.ui.figures import plotly_chart
-from cxdash.ui.formatting import plain
+from cxdash.ui.formatting import count, labelled, percent, plain
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -20,13 +20,40 @@ if gov.empty:
 st.markdown(opsview.verdict(gov))
 
 c1, c2, c3, c4 = st.columns(4, border=True)
-c1.metric("Sources", len(gov))
-c2.metric("Rows passing validation (last loads)", opsview.pct(opsview.weighted_quality(gov)))
-c3.metric("Rows linked to a CRM customer", opsview.pct(opsview.weighted_stitch(gov)))
-c4.metric("Slowest activation (p95)", opsview.hours(gov["latency_p95_hours"].max()))
+c1.metric("Sources", count(len(gov)))
+c2.metric(
+    "Rows passing validation",
+    percent(opsview.weighted_quality(gov)),
+    help="Of the rows read in each source's last load, the share that passed validation.",
+)
+c3.metric("Rows linked to a CRM customer", percent(opsview.weighted_stitch(gov)))
+slowest, why = opsview.slowest_activation(gov)
+c4.metric("Slowest activation latency", slowest, help=why)
 
 st.subheader("Sources")
 st.dataframe(opsview.governance_table(gov), hide_index=True, width="stretch", column_config=opsview.GOVERNANCE_COLUMNS)
+st.caption(
+    "Activation is the latency from an event to its being on the customer's card (the end of the load that "
+    "brought it), for each source's newest record. '95% within' counts only the records that were new in their "
+    "load; it stays — "
+    "until a source has one (a first load of records older than "
+    f"{opsview.LATENCY_WINDOW_DAYS} days is history, not slowness). A source loaded long after its newest "
+    "record, as the demo company is, shows that delay under activation."
+)
+with st.expander("Targets, repeated keys, loads and saved mappings", expanded=False):
+    st.dataframe(
+        opsview.upkeep_table(gov),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "target": st.column_config.TextColumn(
+                "latency target (95%)", help="The owner's target: 95% of new records usable within this time."
+            ),
+            "duplicate keys": st.column_config.TextColumn(
+                "duplicate keys", help="Stored rows minus distinct natural keys (ticket ids, subscription ids...)."
+            ),
+        },
+    )
 
 st.subheader("Churn definition")
 churnview.flash()
@@ -59,16 +86,23 @@ with right:
 with st.expander("Missing values in key fields", expanded=False):
     plotly_chart(opsview.null_chart(h["nulls"]), width="stretch")
 
-with st.expander(f"Shared identifiers kept from merging people ({len(h['hubs'])})", expanded=False):
+with st.expander(f"Shared identifiers kept from merging people ({count(len(h['hubs']))})", expanded=False):
     st.caption(
         "An email or phone that links many different customers (a helpdesk's own address, a placeholder "
         "number) would merge strangers into one profile, and one equally near two CRM records would merge two "
-        "customers the CRM keeps apart. These are excluded from linking; `reason` says which."
+        "customers the CRM keeps apart. These are excluded from linking; the reason column says which."
     )
-    st.dataframe(h["hubs"], hide_index=True, width="stretch")
+    st.dataframe(labelled(h["hubs"]), hide_index=True, width="stretch")
 
-with st.expander(f"Quarantined values (latest {len(h['quarantine'])})", expanded=False):
-    st.dataframe(h["quarantine"], hide_index=True, width="stretch")
+quarantined = h["quarantine"]
+with st.expander(
+    f"Quarantined values (latest {count(len(quarantined))})" if len(quarantined) else "Quarantined values (none)",
+    expanded=False,
+):
+    if len(quarantined):
+        st.dataframe(labelled(quarantined), hide_index=True, width="stretch")
+    else:
+        st.caption("No load has quarantined a value: every row loaded passed validation.")
 
 with st.expander("Set an activation-latency target", expanded=False):
     src = st.selectbox("Source", list(gov["name"]), key="health_target_source")
@@ -82,7 +116,7 @@ with st.expander("Set an activation-latency target", expanded=False):
     )
     if st.button("Save target", key="health_target_save"):
         ops.save_latency_target(src, hours)
-        st.success(f"Target for {plain(src)} set to {hours:g} h.")
+        st.success(f"Target for {plain(src)} set: 95% of records usable within {opsview.hours(hours)}.")
         st.rerun()
 
 with st.expander("Set a source's department and owner", expanded=False):

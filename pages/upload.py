@@ -4,7 +4,7 @@ value, the duplicates and the load's impact, then load exactly what was checked.
 import streamlit as st
 
 from cxdash.ui import ops
-from cxdash.ui.formatting import plain
+from cxdash.ui.formatting import count, plain
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -16,9 +16,10 @@ st.caption(
 )
 
 files = st.file_uploader(
-    "Extract files", type=["csv", "gz", "txt", "tsv", "xlsx"], accept_multiple_files=True, key="upload_files"
+    "Extract files", type=["csv", "gz", "txt", "tsv", "xlsx"], accept_multiple_files=True, key=ops.uploader_key()
 )
 if not files:
+    st.session_state.pop(ops.K_RESULT, None)
     st.info("Drop one or more CSV extracts here to start.")
     st.stop()
 
@@ -26,6 +27,11 @@ names = [f.name for f in files]
 chosen = st.selectbox("File", names, key="upload_chosen") if len(files) > 1 else names[0]
 uploaded = files[names.index(chosen)]
 token = f"{uploaded.file_id}"
+finished = st.session_state.get(ops.K_RESULT)
+if finished and finished[0] == token:
+    # This file is loaded: what happened, and the way to the next file (no Load button to press twice).
+    ops.render_loaded(finished[1])
+    st.stop()
 if st.session_state.get(ops.K_FILE, (None,))[0] != token:
     ops.discard(st.session_state.get(ops.K_FILE, (None, None))[1])
     try:
@@ -44,7 +50,7 @@ st.text(f"{staged.display_name}: {len(staged.header)} columns, read as {staged.f
 known = ops.known_sources()
 source = st.text_input(
     "Source name",
-    value=ops.default_source_name(staged.display_name),
+    value=ops.default_source_name(staged.display_name, list(known["name"])),
     key=f"upload_source_{token}",
     help="One name per export (crm, helpdesk, billing...). Existing sources: "
     + (", ".join(plain(n) for n in known["name"]) or "none"),
@@ -257,7 +263,9 @@ elif report:
             st.info("Nothing was loaded. Fix the file and upload it again.")
             st.stop()
     else:
-        go = st.button(f"Load {result.rows_valid:,} rows into '{plain(source)}'", type="primary", key="upload_go")
+        go = st.button(
+            f"Load {count(result.rows_valid, 'row')} into '{plain(source)}'", type="primary", key="upload_go"
+        )
     if go:
         bar = st.progress(0.0, "starting")
         try:
@@ -271,25 +279,12 @@ elif report:
                 department=department or None,
                 owner=owner or None,
             )
-            st.session_state[ops.K_RESULT] = done
-            st.session_state.pop(ops.K_REPORT, None)
-            ops.discard(staged)
-            st.session_state.pop(ops.K_FILE, None)
         except (ops.ExtractError, ops.MappingError, ops.IngestError, ops.LinkError) as exc:
             st.error("Nothing was stored:")
             st.text(str(exc))
-
-done = st.session_state.get(ops.K_RESULT)
-if done:
-    st.success(f"{done.rows_loaded:,} rows loaded into '{plain(done.source)}' ({done.kind}).")
-    st.text(done.summary())
-    if done.duplicate_lines():
-        st.text("\n".join(done.duplicate_lines()))
-    stored_department, stored_owner, _ = ops.source_department_owner(done.source, done.kind)
-    st.text(
-        f"Department: {stored_department}; owner: {stored_owner or stored_department} (change them on Data health)."
-    )
-    if done.links:
-        st.markdown("**Rows reached through links**")
-        st.text("\n".join(ops.link_outcome_lines(done)))
-    st.caption("The mapping was saved for this source. Every page now shows the new data.")
+        else:
+            st.session_state[ops.K_RESULT] = (token, done)
+            st.session_state.pop(ops.K_REPORT, None)
+            ops.discard(staged)
+            st.session_state.pop(ops.K_FILE, None)
+            st.rerun()  # redraw without the check and the Load buttons: the file is loaded

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from cxdash import auth
+from cxdash import audit, auth
 from cxdash.store import open_store
 from tests.browser_support import chromium, require_browser, running_app, sign_in
 
@@ -27,7 +29,7 @@ def app(tmp_path_factory):
     s.dispose()
     users = {name: (role, password) for name, role, password in (AGENT, OPS)}
     with running_app(url, root / "server.log", users=users) as base, chromium() as browser:
-        yield {"url": base, "browser": browser}
+        yield {"url": base, "browser": browser, "db": url}
 
 
 def _nav(page) -> str:
@@ -55,13 +57,32 @@ def test_an_agent_and_an_ops_user_each_see_only_their_pages(app, artifacts):
     page.screenshot(path=str(artifacts / "access_agent.png"))
     page.close()
 
-    # Typing a page's address is no way in: the agent lands on a page of their own instead.
-    page = browser.new_page(viewport={"width": 1300, "height": 900})
-    page.goto(f"{app['url']}/upload", wait_until="networkidle")
-    sign_in(page, AGENT[0], AGENT[2])
-    page.get_by_role("heading", name="Overview").wait_for(timeout=60_000)
-    assert page.get_by_text("Drop one or more CSV extracts").count() == 0
-    page.close()
+    # Typing a page's address is no way in, and the refusal is said and recorded.
+    for path, title in (("upload", "Upload extracts"), ("admin", "Admin")):
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
+        page.goto(f"{app['url']}/{path}", wait_until="networkidle")
+        sign_in(page, AGENT[0], AGENT[2])
+        page.get_by_text(f"Your role, agent, cannot open {title}. Ask an admin if your job needs it.").wait_for(
+            timeout=60_000
+        )
+        assert page.get_by_text("Drop one or more CSV extracts").count() == 0
+        main = page.locator('[data-testid="stMain"]')
+        assert main.get_by_role("link", name="At-risk customers").count() == 1
+        assert main.get_by_role("link", name="Admin").count() == 0
+        page.screenshot(path=str(artifacts / f"access_agent_refused_{path}.png"))
+        if path == "admin":
+            # ...and the way on works: the offered link opens a page of the agent's own.
+            main.get_by_role("link", name="Overview").click()
+            page.get_by_role("heading", name="Overview").wait_for(timeout=60_000)
+        page.close()
+    # a signed-in agent typing the address (a new browser session each time, so via the deep link)
+    s = open_store(app["db"])
+    try:
+        refused = audit.recent(s, action="access_denied", actor=AGENT[0])
+    finally:
+        s.dispose()
+    pages = [json.loads(d)["page"] for d in refused["detail"]]
+    assert "upload.py" in pages and "admin.py" in pages, pages
 
     page = browser.new_page(viewport={"width": 1300, "height": 900})
     page.goto(f"{app['url']}/upload", wait_until="networkidle")
@@ -70,6 +91,8 @@ def test_an_agent_and_an_ops_user_each_see_only_their_pages(app, artifacts):
     nav = _nav(page)
     assert "Upload extracts" in nav and "Data health" in nav
     assert "Customer card" not in nav and "At-risk customers" not in nav and "Admin" not in nav
+    sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+    assert "Store" not in sidebar and "duckdb" not in sidebar, sidebar
     page.screenshot(path=str(artifacts / "access_ops.png"))
     page.get_by_role("button", name="Sign out").click()
     page.get_by_text("Sign in to cxdash").wait_for(timeout=60_000)

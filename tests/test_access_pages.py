@@ -52,7 +52,7 @@ def _page(name: str, role: str | None) -> AppTest:
 
 
 def _denied(at: AppTest) -> bool:
-    return any("cannot open this page" in e.value for e in at.error)
+    return any("cannot open" in e.value and "Ask an admin" in e.value for e in at.error)
 
 
 def _visible_text(at: AppTest) -> str:
@@ -258,3 +258,65 @@ def test_the_sign_in_form_says_the_same_for_an_unknown_name_a_wrong_password_and
         at.button[0].click().run()
         shown[case] = [e.value for e in at.error]
     assert shown == dict.fromkeys(shown, [auth.WRONG]), shown
+
+
+def _audit_entries(url: str, actor: str) -> list[dict]:
+    import json
+
+    s = open_store(url)
+    try:
+        log = audit.recent(s, action="access_denied", actor=actor)
+    finally:
+        s.dispose()
+    return [json.loads(d) for d in log["detail"]]
+
+
+def test_a_refused_deep_link_says_in_words_who_cannot_open_what_and_is_audited(app_env):
+    from cxdash.ui.frame import DEEPLINK_KEY
+
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    seed_session(at, "deeplink-agent", "agent")
+    at.session_state[DEEPLINK_KEY] = "admin.py"  # what page_guard leaves when /admin is opened first
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert [e.value for e in at.error] == ["Your role, agent, cannot open Admin. Ask an admin if your job needs it."]
+    assert not at.metric and not at.dataframe
+    assert {"page": "admin.py", "role": "agent"} in _audit_entries(app_env, "deeplink-agent")
+
+
+def test_a_page_run_outside_the_frame_names_the_pages_the_role_may_open(app_env):
+    at = _page("upload.py", "journey_owner")
+    assert [e.value for e in at.error] == [
+        "Your role, journey owner, cannot open Upload extracts. Ask an admin if your job needs it."
+    ]
+    offered = " ".join(m.value for m in at.markdown)
+    assert "Overview" in offered and "Journeys" in offered and "Admin" not in offered
+    assert {"page": "upload.py", "role": "journey_owner"} in _audit_entries(app_env, "test-journey_owner")
+
+
+@pytest.mark.parametrize("role", ["executive", "journey_owner", "ops", "agent"])
+def test_only_the_admin_sees_where_the_store_is(app_env, role):
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    seed_session(at, f"sidebar-{role}", role)
+    at.run()
+    assert not at.exception
+    sidebar = " ".join(c.value for c in at.sidebar.caption)
+    assert "Store:" not in sidebar and "duckdb" not in sidebar, sidebar
+    admin = AppTest.from_file(str(REPO / "app.py"), default_timeout=60)
+    seed_session(admin, "sidebar-admin", "admin")
+    admin.run()
+    assert "duckdb" in " ".join(c.value for c in admin.sidebar.caption)
+
+
+def test_the_admin_reads_a_refusal_in_the_audit_log_in_words(app_env):
+    refused = _page("admin.py", "agent")
+    assert _denied(refused)
+    at = _page("admin.py", "admin")
+    assert not at.exception
+    log = next(d.value for d in at.dataframe if "action" in d.value.columns)
+    assert list(log.columns) == ["when", "who", "action", "detail"]
+    mine = log[log["who"] == "test-agent"]
+    assert "page: admin.py, role: agent" in set(mine.loc[mine["action"] == "access denied", "detail"])
+    assert re.search(
+        r"people can sign in\*\* \(\d+ admins?\); the last [\d,]+ audit entr(y|ies) hold", at.markdown[0].value
+    )

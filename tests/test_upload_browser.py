@@ -70,6 +70,8 @@ def _sources(db: str):
 def test_the_telco_table_uploads_with_a_detected_mapping(empty_app, public_data, artifacts):
     page = _open_upload(empty_app)
     _upload(page, public_data / "telco_churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv", "customers")
+    # the name a person would give it, not the file's vendor prefix and underscores
+    assert page.get_by_role("textbox", name="Source name").input_value() == "Telco customer churn"
     page.screenshot(path=str(artifacts / "upload_telco_mapping.png"), full_page=True)
     page.get_by_role("button", name="Check the file").click()
     page.get_by_text("All 7,043 rows pass").wait_for(timeout=60_000)
@@ -77,9 +79,18 @@ def test_the_telco_table_uploads_with_a_detected_mapping(empty_app, public_data,
     page.get_by_text("loaded; read 7,043").wait_for(timeout=120_000)
     page.get_by_text("loaded; read 7,043").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "upload_telco_loaded.png"), full_page=True)
+    # done: nothing is left to load twice, and the way on is offered
+    another = page.get_by_role("button", name="Upload another file")
+    another.wait_for(timeout=30_000)
+    assert page.get_by_role("button", name=re.compile(r"^Load ")).count() == 0
+    assert page.get_by_role("button", name="Check the file").count() == 0
+    another.click()
+    page.get_by_text("Drop one or more CSV extracts").wait_for(timeout=60_000)
+    assert page.get_by_text("WA_Fn-UseC_-Telco-Customer-Churn.csv").count() == 0
+    page.screenshot(path=str(artifacts / "upload_telco_another.png"), full_page=True)
     stored = _sources(empty_app["db"])
-    assert stored.loc["wa_fn_usec_telco_customer_churn", "rows"] == 7043
-    assert stored.loc["wa_fn_usec_telco_customer_churn", "kind"] == "customers"
+    assert stored.loc["Telco customer churn", "rows"] == 7043
+    assert stored.loc["Telco customer churn", "kind"] == "customers"
     page.close()
 
 
@@ -93,16 +104,16 @@ def test_online_retail_loads_through_its_detected_mapping(empty_app, public_data
     page.get_by_text(f"loaded; read {n:,}").wait_for(timeout=180_000)
     page.get_by_text(f"loaded; read {n:,}").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "upload_online_retail_loaded.png"), full_page=True)
-    assert _sources(empty_app["db"]).loc["online_retail_sample", "rows"] == n
+    assert _sources(empty_app["db"]).loc["Online retail sample", "rows"] == n
     page.close()
 
 
 @pytest.mark.parametrize(
     ("rel", "source", "kind"),
     [
-        ("crm_sales_opportunities/sales_pipeline.csv", "sales_pipeline", "opportunities"),
-        ("crm_sales_opportunities/accounts.csv", "accounts", "customers"),
-        ("support_tickets/customer_support_tickets.csv", "customer_support_tickets", "tickets"),
+        ("crm_sales_opportunities/sales_pipeline.csv", "Sales pipeline", "opportunities"),
+        ("crm_sales_opportunities/accounts.csv", "Accounts", "customers"),
+        ("support_tickets/customer_support_tickets.csv", "Customer support tickets", "tickets"),
     ],
 )
 def test_the_other_public_extracts_upload_with_their_detected_mapping(empty_app, public_data, rel, source, kind):
@@ -205,8 +216,8 @@ def test_a_usage_log_is_offered_its_link_and_loads_under_its_department(empty_ap
     page.get_by_text(f"{matched} reached a customer").scroll_into_view_if_needed()
     page.screenshot(path=str(artifacts / "upload_usage_link_loaded.png"), full_page=True)
     stored = _sources(empty_app["db"])
-    assert stored.loc["feature_usage", "rows"] == len(usage)
-    assert stored.loc["feature_usage", "department"] == "product"
+    assert stored.loc["Feature usage", "rows"] == len(usage)
+    assert stored.loc["Feature usage", "department"] == "product"
     page.close()
 
 

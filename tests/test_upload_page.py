@@ -273,3 +273,44 @@ def test_a_count_that_equals_numeric_ticket_ids_is_offered_unticked_and_the_name
     assert boxes["Link 1: to subs.subscription_id"] is True
     assert boxes["Link 2: to helpdesk.ticket_id"] is False  # 15 of the 18 counts are ticket numbers, by chance
     assert "does not say it holds a ticket_id" in " ".join(c.value for c in at.caption)
+
+
+def test_after_a_load_no_load_button_is_left_and_another_file_can_follow(db):
+    at = upload("helpdesk.csv", b"ticket_id,email,opened_at\nT1,a@example.com,2024-01-01 10:00\n")
+    kind_box(at).select("tickets").run()
+    at.button(key="upload_check").click().run()
+    button(at, "Load 1 row into 'Helpdesk'").click().run()
+    assert not at.exception
+    assert counts(db)["tickets"] == 1
+    assert [s.value for s in at.success] == ["1 row loaded into 'Helpdesk' (tickets)."]
+    labels = [b.label for b in at.button]
+    assert labels == ["Upload another file"], labels  # neither Check nor any Load button
+    button(at, "Upload another file").click().run()
+    assert not at.exception and not at.success
+    assert "Drop one or more CSV extracts here to start." in [i.value for i in at.info]
+    assert counts(db)["tickets"] == 1  # nothing loaded twice
+
+
+def test_the_suggested_source_name_reads_as_a_person_would_name_the_file():
+    from cxdash.mapping import suggest_source_name
+
+    cases = {
+        "WA_Fn-UseC_-Telco-Customer-Churn.csv": "Telco customer churn",
+        "online_retail_sample.csv": "Online retail sample",
+        "sales_pipeline.csv": "Sales pipeline",
+        "CDNOW_master.txt": "CDNOW master",
+        "running-example.csv": "Running example",
+        "helpdesk_export_2024-11-03.csv.gz": "Helpdesk",
+        "billingExport_20241103_final.xlsx": "Billing",
+        "CRM customers (1).csv": "CRM customers",
+        "../../etc/passwd": "Passwd",
+        "....csv": "Upload",
+    }
+    for file_name, expected in cases.items():
+        assert suggest_source_name(file_name) == expected, file_name
+    # next week's file finds the source loaded under last week's spelling (and its saved mapping)
+    assert suggest_source_name("Telco-Customer-Churn.csv", ["crm", "telco_customer_churn"]) == "telco_customer_churn"
+    assert suggest_source_name("WA_Fn-UseC_-Telco-Customer-Churn.csv", ["wa_fn_usec_telco_customer_churn"]) == (
+        "wa_fn_usec_telco_customer_churn"
+    )
+    assert suggest_source_name("clickstream.csv", ["Clickstream"]) == "Clickstream"

@@ -7,6 +7,8 @@ not read from cxdash.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -37,6 +39,8 @@ def _upload(name: str, path, kind: str) -> AppTest:
     at = AppTest.from_file(PAGE, default_timeout=180).run()
     at.file_uploader(key="upload_files").upload(name, path.read_bytes(), "text/csv")
     at.run()
+    # the sources are named as the files are (the page offers "Churn events" for churn_events.csv)
+    next(t for t in at.text_input if t.label == "Source name").input(Path(name).stem).run()
     next(s for s in at.selectbox if s.label == "Kind of extract").select(kind).run()
     assert not at.exception, at.exception
     return at

@@ -12,6 +12,7 @@ from cxdash import audit, auth
 from cxdash.erasure import ErasureError, ErasureResult, erase_customer
 from cxdash.ui import data
 from cxdash.ui.auth import current_user
+from cxdash.ui.formatting import count
 
 ROLES = auth.ROLES
 ROLE_LABELS = auth.ROLE_LABELS
@@ -67,10 +68,11 @@ def summary_sentence(frame: pd.DataFrame, log: pd.DataFrame) -> str:
     admins = int((active["role"] == "admin").sum()) if len(active) else 0
     erasures = int((log["action"] == "erasure").sum()) if len(log) else 0
     denied = int((log["action"].isin(["sign_in_failed", "access_denied"])).sum()) if len(log) else 0
+    people = "1 person can" if len(active) == 1 else f"{count(len(active))} people can"
     return (
-        f"**{len(active):,} people can sign in** ({admins} admin{'s' if admins != 1 else ''}); "
-        f"the last {len(log):,} audit entries hold {erasures:,} erasure request(s) and "
-        f"{denied:,} refused sign-in or page access attempt(s)."
+        f"**{people} sign in** ({count(admins, 'admin')}); "
+        f"the last {count(len(log), 'audit entry')} hold {count(erasures, 'erasure request')} and "
+        f"{count(denied, 'refused sign-in or page access attempt')}."
     )
 
 
@@ -115,6 +117,18 @@ def _detail_text(text: str | None) -> str:
     return ", ".join(f"{k}: {v}" for k, v in detail.items())
 
 
+def audit_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The audit log as people read it: ``when, who, action, detail`` (actions in words)."""
+    return pd.DataFrame(
+        {
+            "when": pd.to_datetime(frame["occurred_at"]),
+            "who": frame["actor"],
+            "action": frame["action"].astype("string").str.replace("_", " "),
+            "detail": frame["detail"],
+        }
+    )
+
+
 def audit_chart(frame: pd.DataFrame):
     """Entries per hour (a log spanning under two days) or per day, by action (stacked bars)."""
     if frame.empty:
@@ -122,8 +136,16 @@ def audit_chart(frame: pd.DataFrame):
     when = pd.to_datetime(frame["occurred_at"])
     bucket = "h" if when.max() - when.min() < pd.Timedelta(days=2) else "D"
     daily = frame.assign(when=when.dt.floor(bucket)).groupby(["when", "action"]).size().rename("entries").reset_index()
+    daily["action"] = daily["action"].str.replace("_", " ")
     fig = px.bar(daily, x="when", y="entries", color="action", height=260)
     fig.update_layout(margin=dict(l=10, r=10, t=10, b=10), legend_title_text="", xaxis_title="", yaxis_title="entries")
+    step = pd.Timedelta(hours=1) if bucket == "h" else pd.Timedelta(days=1)
+    # one bucket alone would be stretched over the whole axis with sub-second ticks: show its neighbours
+    fig.update_traces(width=step.total_seconds() * 1000 * 0.8)  # a date axis measures bars in ms
+    fig.update_xaxes(
+        range=[daily["when"].min() - step, daily["when"].max() + step],
+        tickformat="%d %b, %H:%M" if bucket == "h" else "%d %b %Y",
+    )
     return fig
 
 

@@ -143,13 +143,38 @@ def require_role(page_file: str) -> Session:
         sign_in_page()
         st.stop()
     if not auth.may_open(session.role, page_file):
-        _audit(session.username, "access_denied", {"page": Path(page_file).name})
-        st.error(
-            f"Your role ({session.role}) cannot open this page. Ask an admin if your job needs it.",
-            icon=":material/lock:",
-        )
+        from cxdash.ui.frame import framed, open_pages, page_title  # the frame imports this module
+
+        refuse(session, page_file, page_title(page_file), open_pages(session.role), links=framed())
         st.stop()
     return session
+
+
+def role_name(role: str) -> str:
+    """A role as a person says it (``journey_owner`` -> ``journey owner``)."""
+    return role.replace("_", " ")
+
+
+def refusal_message(role: str, title: str) -> str:
+    """The words a refused page shows: who, what, and what to do."""
+    return f"Your role, {role_name(role)}, cannot open {title}. Ask an admin if your job needs it."
+
+
+def refuse(
+    session: Session, page_file: str, title: str, pages: list[tuple[str, str, str]], *, links: bool = True
+) -> None:
+    """Say in words that ``session``'s role may not open the page, offer the ``pages`` it may open
+    (``(path, title, icon)``; as links when the app's navigation knows them, else by name), and
+    record the refusal in the audit log (``access_denied`` with the page and the role)."""
+    _audit(session.username, "access_denied", {"page": Path(page_file).name, "role": session.role})
+    st.title(title)
+    st.error(refusal_message(session.role, title), icon=":material/lock:")
+    if pages and links:
+        st.markdown("**Pages you can open:**")
+        for path, page_title, icon in pages:
+            st.page_link(path, label=page_title, icon=icon)
+    elif pages:
+        st.markdown("**Pages you can open:** " + ", ".join(plain(t) for _, t, _ in pages))
 
 
 def user_box(session: Session) -> None:

@@ -220,6 +220,16 @@ LABELS: dict[str, str] = {
     "last_at": "newest record",
     "loaded_at": "last load",
     "n": "customers",
+    # data health and admin (issue 16, access/upload/health part)
+    "id_key": "shared identifier",
+    "degree": "records it links",
+    "load_id": "load",
+    "row_number": "line",
+    "column_name": "column",
+    "null_share": "share missing",
+    "customers_covered": "customers covered",
+    "matched_via": "matched on",
+    "occurred_at": "when",
 }
 
 

@@ -37,6 +37,50 @@ PAGE_REGISTRY: list[tuple[str, str, str, str]] = [
 ]
 
 
+def page_title(page_file: str | Path) -> str:
+    """The title the navigation gives ``page_file`` (``admin.py`` -> ``Admin``)."""
+    name = Path(page_file).name
+    return next((title for file, title, *_ in PAGE_REGISTRY if file == name), Path(name).stem.replace("_", " "))
+
+
+def refused_pages(role: str | None) -> list:
+    """Hidden pages at the addresses of the registered pages ``role`` may not open: each shows the
+    refusal in words and records it (``access_denied``), rather than the router falling back to the
+    first page without a word, as it does for an address it does not know."""
+    out = []
+    for file, title, _icon, _section in PAGE_REGISTRY:
+        if (PAGES_DIR / file).exists() and not may_open(role, file):
+            out.append(
+                st.Page(
+                    _refusal(file),
+                    title=title,
+                    icon=":material/lock:",
+                    url_path=Path(file).stem,
+                    visibility="hidden",
+                )
+            )
+    return out
+
+
+def _refusal(page_file: str):
+    def refuse() -> None:
+        session = ui_auth.current_session()
+        if session is not None:
+            ui_auth.refuse(session, page_file, page_title(page_file), open_pages(session.role))
+
+    refuse.__name__ = f"refused_{Path(page_file).stem}"
+    return refuse
+
+
+def open_pages(role: str | None) -> list[tuple[str, str, str]]:
+    """``(path in the repo, title, icon)`` of the pages ``role`` may open, in navigation order."""
+    return [
+        (f"pages/{file}", title, icon)
+        for file, title, icon, _section in PAGE_REGISTRY
+        if (PAGES_DIR / file).exists() and may_open(role, file)
+    ]
+
+
 def navigation_pages(role: str | None = "admin") -> dict[str, list]:
     """The registered pages that exist and that ``role`` may open, by section."""
     sections: dict[str, list] = {}
@@ -69,11 +113,14 @@ def run_app() -> None:
         st.navigation(sign_in, position="hidden").run()
         return
     sections = navigation_pages(session.role)
-    current = st.navigation(sections)
+    refused = refused_pages(session.role)
+    # The refused pages are hidden (not listed) but routable, so their addresses say why not.
+    current = st.navigation({**sections, "": refused} if refused else sections)
     target = st.session_state.pop(DEEPLINK_KEY, None)
     if target:
-        for page in (p for pages in sections.values() for p in pages):
-            if Path(str(page._page)).name == target and page.url_path != current.url_path:
+        stem = Path(target).stem
+        for page in [*(p for pages in sections.values() for p in pages), *refused]:
+            if page._url_path == stem and page.url_path != current.url_path:
                 st.switch_page(page)
     sidebar()
     token = _FRAMED.set(True)
@@ -81,6 +128,11 @@ def run_app() -> None:
         current.run()
     finally:
         _FRAMED.reset(token)
+
+
+def framed() -> bool:
+    """Whether this run goes through the frame (its navigation knows every page)."""
+    return _FRAMED.get()
 
 
 def page_guard(page_file: str) -> None:
@@ -119,7 +171,9 @@ def sidebar() -> None:
         if session is not None:
             ui_auth.user_box(session)
         st.caption("One view of the customer across marketing, web, sales, support and billing.")
-        try:
-            st.caption(f"Store: `{redacted_url(data.store().url)}`")
-        except Exception as exc:  # the page itself shows the full message
-            st.caption(f"Store unavailable: {plain(exc)}")
+        if session is not None and session.role == "admin":
+            # Where the data lives is the admin's business only: the URL names hosts and paths.
+            try:
+                st.caption(f"Store: `{redacted_url(data.store().url)}`")
+            except Exception as exc:  # the page itself shows the full message
+                st.caption(f"Store unavailable: {plain(exc)}")

@@ -22,11 +22,12 @@ from cxdash.health import governance, mapping_versions, set_latency_target
 from cxdash.ingest import IngestError, IngestResult, ingest_file, saved_mapping
 from cxdash.kinds import IDENTITY_FIELDS, KINDS, get_kind
 from cxdash.links import LinkError
-from cxdash.mapping import KindGuess, Mapping, MappingError, rank_kinds
+from cxdash.mapping import KindGuess, Mapping, MappingError, rank_kinds, suggest_source_name
 from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
 from cxdash.store import identity_hubs_table, quarantine_table, sources_table
 from cxdash.ui import data, disclosure
 from cxdash.ui.auth import current_user
+from cxdash.ui.formatting import count, plain
 
 UPLOAD_DIR = DATA_DIR / "uploads"
 NOT_MAPPED = "— not in this file —"
@@ -34,7 +35,8 @@ NOT_MAPPED = "— not in this file —"
 # Session-state keys (page-prefixed).
 K_FILE = "upload_file_token"
 K_REPORT = "upload_report"
-K_RESULT = "upload_result"
+K_RESULT = "upload_result"  # (uploaded file id, IngestResult) of the file just loaded
+K_UPLOADER = "upload_uploader_generation"  # a new uploader (empty) after "Upload another file"
 
 
 @dataclass
@@ -522,6 +524,7 @@ __all__ = [
     "K_FILE",
     "K_REPORT",
     "K_RESULT",
+    "K_UPLOADER",
     "NOT_MAPPED",
     "ExtractError",
     "IngestError",
@@ -551,6 +554,8 @@ __all__ = [
     "mapping_table",
     "source_department_owner",
     "rejected_rows_csv",
+    "render_loaded",
+    "uploader_key",
     "report_key",
     "save_latency_target",
     "saved_for",
@@ -559,7 +564,45 @@ __all__ = [
 ]
 
 
-def default_source_name(file_name: str) -> str:
+def default_source_name(file_name: str, known: list[str] | tuple[str, ...] = ()) -> str:
+    """The source name offered for an uploaded file (editable): see ``suggest_source_name``."""
+    return suggest_source_name(file_name, known)
+
+
+def uploader_key() -> str:
+    """The file uploader's key: a new one (so an empty uploader) after "Upload another file"."""
+    generation = st.session_state.get(K_UPLOADER, 0)
+    return "upload_files" if not generation else f"upload_files_{generation}"
+
+
+def _upload_another() -> None:
+    st.session_state[K_UPLOADER] = st.session_state.get(K_UPLOADER, 0) + 1
+    st.session_state.pop(K_RESULT, None)
+
+
+def render_loaded(done: IngestResult) -> None:
+    """What a finished load stored, and the way on to the next file (in place of the Load buttons)."""
+    st.success(f"{count(done.rows_loaded, 'row')} loaded into '{plain(done.source)}' ({done.kind}).")
+    st.text(done.summary())
+    if done.duplicate_lines():
+        st.text("\n".join(done.duplicate_lines()))
+    department, owner, _ = source_department_owner(done.source, done.kind)
+    st.text(f"Department: {department}; owner: {owner or department} (change them on Data health).")
+    if done.links:
+        st.markdown("**Rows reached through links**")
+        st.text("\n".join(link_outcome_lines(done)))
+    st.caption("The mapping was saved for this source. Every page now shows the new data.")
+    st.button(
+        "Upload another file",
+        type="primary",
+        key="upload_another",
+        on_click=_upload_another,
+        icon=":material/upload_file:",
+    )
+
+
+def file_slug(file_name: str) -> str:
+    """``file_name`` as a safe stem for a downloaded report's file name (``telco_churn``)."""
     stem = _safe_name(file_name).split(".")[0].lower()
     return re.sub(r"[^a-z0-9]+", "_", stem).strip("_") or "source"
 
@@ -612,7 +655,7 @@ def render_report(result: IngestResult, staged: StagedFile) -> None:
         disclosure.download(
             "Download the rejected rows with reasons (CSV)",
             lambda: rejected_rows_csv(staged, result),  # read from the file only when downloaded
-            f"{default_source_name(staged.display_name)}_rejected.csv",
+            f"{file_slug(staged.display_name)}_rejected.csv",
             key="upload_dl_rejected",
             what="rejected rows of an upload, as in the file",
             rows=result.rows_rejected,
@@ -621,7 +664,7 @@ def render_report(result: IngestResult, staged: StagedFile) -> None:
         disclosure.download(
             "Download the failure report (CSV)",
             failures_csv(result),
-            f"{default_source_name(staged.display_name)}_failures.csv",
+            f"{file_slug(staged.display_name)}_failures.csv",
             key="upload_dl_failures",
             what="failure report of an upload",
             rows=len(result.failures),

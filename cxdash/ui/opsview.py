@@ -9,16 +9,45 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
+from cxdash.health import LATENCY_WINDOW_DAYS
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
-from cxdash.ui.formatting import plain
+from cxdash.ui.formatting import UNKNOWN, count, day, duration, percent, plain
 
 FRESHNESS_WARN_HOURS = 48
 
 GOVERNANCE_COLUMNS = {
-    "quality": st.column_config.ProgressColumn("rows passing", format="percent", min_value=0, max_value=1),
-    "linked": st.column_config.ProgressColumn("linked to customers", format="percent", min_value=0, max_value=1),
+    "rows passing": st.column_config.ProgressColumn(
+        "valid",
+        format="percent",
+        min_value=0,
+        max_value=1,
+        width="small",
+        help="Share of the rows read in the source's last load that passed validation.",
+    ),
+    "linked": st.column_config.ProgressColumn(
+        "linked",
+        format="percent",
+        min_value=0,
+        max_value=1,
+        width="small",
+        help="Share of the source's rows linked to a CRM customer.",
+    ),
     "rows": st.column_config.NumberColumn("rows", format="localized"),
+    "freshness": st.column_config.TextColumn(
+        "freshness", help="How old the newest record is, and how long ago the source was last loaded."
+    ),
+    "activation": st.column_config.TextColumn(
+        "activation",
+        help="Time from an event to its being on the customer's card (its load finished), for the newest "
+        "record of the newest load. — : no dated record.",
+    ),
+    "activation 95%": st.column_config.TextColumn(
+        "95% within",
+        help="Over the records that were new in their load (happened after the previous load, within "
+        f"{LATENCY_WINDOW_DAYS} days before it): 95% reached the card within this time; median in brackets. "
+        "— : no such record yet (one backfill of older records so far).",
+    ),
 }
 
 
@@ -26,18 +55,9 @@ def _missing(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA or x is pd.NaT
 
 
-def pct(x) -> str:
-    return "n/a" if _missing(x) else f"{x:.1%}"
-
-
 def hours(x) -> str:
-    if _missing(x):
-        return "n/a"
-    if x < 1:
-        return f"{x * 60:.0f} min"
-    if x < 48:
-        return f"{x:.1f} h"
-    return f"{x / 24:.1f} days"
+    """Hours as a person reads a span of time (``45 min``, ``5.2 h``, ``32.4 days``), ``—`` if unknown."""
+    return UNKNOWN if _missing(x) else duration(float(x) * 3600)
 
 
 def weighted_quality(gov: pd.DataFrame) -> float | None:
@@ -50,6 +70,26 @@ def weighted_stitch(gov: pd.DataFrame) -> float | None:
     return float((q["stitched_share"] * q["rows"]).sum() / q["rows"].sum()) if q["rows"].sum() else None
 
 
+def freshness(age_hours, loaded_hours) -> str:
+    """``newest record 3.0 days old, loaded 2.0 h ago`` (either part ``—`` with its reason when unknown)."""
+    age = "no dated record" if _missing(age_hours) else f"newest record {hours(age_hours)} old"
+    loaded = "never loaded" if _missing(loaded_hours) else f"loaded {hours(loaded_hours)} ago"
+    return f"{age}, {loaded}"
+
+
+def slowest_activation(gov: pd.DataFrame) -> tuple[str, str]:
+    """The slowest source's activation latency as ``(value, which source and reading)``; ``—`` and the
+    reason when no source has a dated record."""
+    frame = gov.dropna(subset=["latency_newest_hours"])
+    if frame.empty:
+        return UNKNOWN, "No source has a dated record, so no activation latency is known."
+    row = frame.loc[frame["latency_newest_hours"].astype(float).idxmax()]
+    return hours(row["latency_newest_hours"]), (
+        f"{row['name']}: its newest record reached the customer's card this long after it happened "
+        "(the time from the event to the end of the load that brought it)."
+    )
+
+
 def problems(gov: pd.DataFrame) -> list[str]:
     out = []
     stale = gov[gov["freshness_hours"].astype(float) > FRESHNESS_WARN_HOURS]
@@ -57,47 +97,71 @@ def problems(gov: pd.DataFrame) -> list[str]:
         ages = stale["freshness_hours"].astype(float)
         span = hours(ages.min()) if len(stale) == 1 else f"{hours(ages.min())} to {hours(ages.max())}"
         names = ", ".join(f"**{plain(n)}**" for n in stale["name"])
-        out.append(f"{names} {'has' if len(stale) == 1 else 'have'} no record newer than {span}")
+        if len(stale) == 1:
+            out.append(f"the newest record of {names} is {span} old")
+        else:
+            out.append(f"the newest records of {names} are {span} old")
     for r in gov.itertuples():
         if not _missing(r.quality) and r.quality < 0.99:
-            out.append(f"**{plain(r.name)}** rejected {1 - r.quality:.1%} of its last load")
+            out.append(f"**{plain(r.name)}** rejected {percent(1 - r.quality)} of its last load")
         if r.latency_ok is False:
             out.append(
-                f"**{plain(r.name)}** activation p95 {hours(r.latency_p95_hours)} is over its target {hours(r.latency_target_hours)}"
+                f"95% of **{plain(r.name)}** records took up to {hours(r.latency_p95_hours)} to reach the card, "
+                f"over its target of {hours(r.latency_target_hours)}"
             )
         if not _missing(r.stitched_share) and r.stitched_share < 0.8:
-            out.append(f"only {r.stitched_share:.0%} of **{plain(r.name)}** rows are linked to a known customer")
+            out.append(
+                f"only {percent(r.stitched_share, 0)} of **{plain(r.name)}** rows are linked to a known customer"
+            )
     return out
 
 
 def verdict(gov: pd.DataFrame) -> str:
     found = problems(gov)
     if not found:
-        return f"All {len(gov)} sources are clean, fresh and linked to customers."
-    head = f"{len(found)} thing{'s need' if len(found) != 1 else ' needs'} attention: "
-    return head + "; ".join(found[:4]) + ("; ..." if len(found) > 4 else ".")
+        return f"All {count(len(gov), 'source')} are clean, fresh and linked to customers."
+    head = f"{count(len(found), 'thing')} {'needs' if len(found) == 1 else 'need'} attention: "
+    return head + "; ".join(found[:4]) + ("; and more below." if len(found) > 4 else ".")
+
+
+def _latency_spread(p50, p95) -> str:
+    if _missing(p95):
+        return UNKNOWN
+    return f"{hours(p95)} (median {hours(p50)})"
 
 
 def governance_table(gov: pd.DataFrame) -> pd.DataFrame:
+    """One row per source, in words and units (the keys of ``GOVERNANCE_COLUMNS`` configure them)."""
+    owner = gov["owner"].where(gov["owner"].notna(), gov["department"]) if "owner" in gov else gov["department"]
+    return pd.DataFrame(
+        {
+            "source": gov["name"],
+            "department": gov["department"].map(lambda d: UNKNOWN if _missing(d) else str(d)),
+            "owner": owner.map(lambda o: UNKNOWN if _missing(o) else str(o)),
+            "rows": gov["rows"],
+            "rows passing": gov["quality"],
+            "linked": gov["stitched_share"],
+            "freshness": [freshness(a, b) for a, b in zip(gov["freshness_hours"], gov["loaded_hours"], strict=True)],
+            "activation": gov["latency_newest_hours"].map(hours),
+            "activation 95%": [
+                _latency_spread(a, b) for a, b in zip(gov["latency_p50_hours"], gov["latency_p95_hours"], strict=True)
+            ],
+        }
+    )
+
+
+def upkeep_table(gov: pd.DataFrame) -> pd.DataFrame:
+    """Per source: its latency target, repeated keys, loads and saved mapping, in words."""
+    versions = gov["mapping_version"] if "mapping_version" in gov else pd.Series([None] * len(gov), index=gov.index)
     return pd.DataFrame(
         {
             "source": gov["name"],
             "kind": gov["kind"],
-            "department": gov["department"],
-            "owner": gov["owner"] if "owner" in gov else gov["department"],
-            "rows": gov["rows"],
-            "quality": gov["quality"],
-            "linked": gov["stitched_share"],
-            "newest record": gov["freshness_hours"].map(lambda h: f"{hours(h)} ago" if not _missing(h) else "n/a"),
-            "activation p50": gov["latency_p50_hours"].map(hours),
-            "activation p95": gov["latency_p95_hours"].map(hours),
-            "target p95": gov["latency_target_hours"].map(hours),
-            "duplicate keys": gov["duplicate_keys"],
-            "loads": gov["loads"],
-            "mapping version": gov.get("mapping_version"),
-            "last load": gov["last_load_at"].map(
-                lambda t: "" if _missing(t) else pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")
-            ),
+            "target": gov["latency_target_hours"].map(lambda h: "none set" if _missing(h) else hours(h)),
+            "duplicate keys": gov["duplicate_keys"].map(count),
+            "loads": gov["loads"].map(count),
+            "last load": gov["last_load_at"].map(day),
+            "mapping": versions.map(lambda v: "not saved" if _missing(v) else f"version {int(v)}"),
         }
     )
 
@@ -113,7 +177,7 @@ def coverage_chart(cov: pd.DataFrame) -> go.Figure:
         text="share",
         hover_data=["needs", "customers_covered"],
         range_x=[0, 1.08],
-        labels={"share": "share of customers", "measure": ""},
+        labels={"share": "share of customers", "measure": "", "customers_covered": "customers covered"},
     )
     fig.update_traces(texttemplate="%{text:.0%}", textposition="outside", marker_color="#0f766e", cliponaxis=False)
     fig.update_layout(margin=dict(l=10, r=30, t=10, b=10), height=300, xaxis_tickformat=".0%")
