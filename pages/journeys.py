@@ -80,16 +80,19 @@ st.caption(
     else "Period: all of the loaded data (it has no dates)."
 )
 
-c1, c2, c3, c4, c5 = st.columns(5, border=True)
 node_frame = ju.nodes(filters)
-people = ju.journey_people()
-identified_help, anonymous_help = ju.people_help(people, data.overview_headline().customers)
-c1.metric("Identified customers with journeys", count(people["identified"]), help=identified_help)
-c2.metric("Anonymous visitors with journeys", count(people["anonymous"]), help=anonymous_help)
-c3.metric("Transitions", count(int(edges["count"].sum())), help="Directly-follows pairs after the filters.")
-c4.metric("Activities", count(len(node_frame)))
+heads = ju.people_metrics(
+    ju.journey_people(), data.overview_headline().customers, "customers" in set(data.sources()["kind"])
+)
 significant, significant_help = ju.significance_metric(spots_k.shown)
-c5.metric("Significant hotspots (BH)", significant, help=significant_help)
+metrics = [
+    *heads,
+    ("Transitions", count(int(edges["count"].sum())), "Directly-follows pairs after the filters, in the period."),
+    ("Activities", count(len(node_frame)), "Distinct steps after the filters, in the period."),
+    ("Significant hotspots (BH)", significant, significant_help),
+]
+for column, (name, value, help_text) in zip(st.columns(len(metrics), border=True), metrics, strict=True):
+    column.metric(name, value, help=help_text)
 churnview.caption()
 
 st.subheader("Journey map")

@@ -572,15 +572,33 @@ def hotspot_detail(spots: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def people_help(people: dict[str, int], customers_total: int | None) -> tuple[str, str]:
-    """Help texts of the two headcounts: identified customers (compare with the CRM's total) and
-    anonymous visitors (cases with steps but no customer record)."""
-    total = f" of the {count(customers_total, 'customer')} in the CRM" if customers_total else ""
-    return (
-        f"Customers with a CRM record and at least one step in the period{total}.",
-        "Cases with steps in the period but no customer record (such as web visitors never linked to a "
-        "customer): they have journeys but are not customers, so they are counted apart.",
-    )
+def people_metrics(people: dict[str, int], customers_total: int | None, has_crm: bool) -> list[tuple[str, str, str]]:
+    """The headcount metrics as ``(label, value, help)``: identified customers (comparable with
+    the CRM's ``customers_total``) and anonymous visitors (cases with steps but no customer record)
+    apart; without a customer (CRM) source, one "cases" figure that says why it cannot be split."""
+    if not has_crm:
+        return [
+            (
+                "Cases with journeys",
+                count(people["identified"] + people["anonymous"]),
+                "Cases with at least one step in the period. No customer records are loaded, so cases cannot be "
+                "told apart into customers and anonymous visitors.",
+            )
+        ]
+    return [
+        (
+            "Identified customers with journeys",
+            count(people["identified"]),
+            "Customers with a customer record and at least one step in the period"
+            + (f", of the {count(customers_total, 'customer')} in total." if customers_total else "."),
+        ),
+        (
+            "Anonymous visitors with journeys",
+            count(people["anonymous"]),
+            "Cases with steps in the period but no customer record (such as web visitors never linked to a "
+            "customer): they have journeys but are not customers, so they are counted apart.",
+        ),
+    ]
 
 
 def paths_sentence(paths_frame: pd.DataFrame, anchor: str, direction: str, hidden_small: int = 0) -> str:
