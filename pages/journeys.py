@@ -89,7 +89,7 @@ metrics = [
     *heads,
     ("Transitions", count(int(edges["count"].sum())), "Directly-follows pairs after the filters, in the period."),
     ("Activities", count(len(node_frame)), "Distinct steps after the filters, in the period."),
-    ("Significant hotspots (BH)", significant, significant_help),
+    ("Significant hotspots", significant, f"Of the hotspots tested. {significant_help}"),
 ]
 for column, (name, value, help_text) in zip(st.columns(len(metrics), border=True), metrics, strict=True):
     column.metric(name, value, help=help_text)

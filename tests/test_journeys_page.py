@@ -52,7 +52,7 @@ def test_page_leads_with_the_biggest_leak_ranks_planted_friction_first_and_keeps
     cohort = at.dataframe[2].value
     assert len(cohort) > 10 and cohort["email"].str.contains(r"\*\*\*@").all()
     labels = {m.label for m in at.metric}
-    assert {"Identified customers with journeys", "Anonymous visitors with journeys", "Transitions"} <= labels
+    assert {"Identified customers", "Anonymous visitors", "Transitions", "Significant hotspots"} <= labels
     # filters live in session state and in the URL
     at.toggle(key="journeys_by_department").set_value(True)
     _run(at)
@@ -71,9 +71,9 @@ def test_the_page_opens_on_the_shared_default_period_and_says_so(demo_env):
     )
     assert at.query_params["from"] in (first.isoformat(), [first.isoformat()])
     # a narrower period counts fewer identified customers than all history
-    narrow = int(next(m.value for m in at.metric if m.label.startswith("Identified")).replace(",", ""))
+    narrow = int(next(m.value for m in at.metric if m.label == "Identified customers").replace(",", ""))
     wide_at = _run(_all_history(AppTest.from_file(PAGE, default_timeout=120)))
-    wide = int(next(m.value for m in wide_at.metric if m.label.startswith("Identified")).replace(",", ""))
+    wide = int(next(m.value for m in wide_at.metric if m.label == "Identified customers").replace(",", ""))
     assert 0 < narrow < wide <= 3000
 
 

@@ -408,9 +408,9 @@ def significance_metric(spots: pd.DataFrame) -> tuple[str, str]:
     significant, tested = significance_counts(spots)
     if not tested:
         note = ranking_note(spots) or "No friction moments found."
-        return "n/a", note + " No hotspot could be tested."
+        return UNKNOWN, note + " No hotspot could be tested."
     return (
-        f"{significant} of {tested} tested",
+        f"{significant} of {tested}",
         "BH: p-values adjusted by Benjamini–Hochberg. Hotspots with more churn among the customers who hit them "
         "than among those who never did: lift above 1 and a p-value below 0.05 (Fisher's exact test) after the "
         f"Benjamini–Hochberg adjustment across the {tested} hotspots tested, which keeps chance findings out when "
@@ -454,9 +454,9 @@ def _verdict(significant, tested, p_adjusted, lift) -> str:
     return "no"
 
 
-def _lift_text(lift, lo, hi) -> str:
+def _lift_text(lift, lo, hi, why=None) -> str:
     if pd.isna(lift):
-        return UNKNOWN
+        return f"{UNKNOWN} ({why})" if isinstance(why, str) and why else UNKNOWN
     if pd.isna(lo):
         return f"{lift:.2f} (CI not known)"
     return f"{lift:.2f} ({lo:.2f}–{hi:.2f})"
@@ -522,8 +522,10 @@ def hotspot_display(spots: pd.DataFrame, owners: pd.DataFrame | None = None) -> 
                     )
                 ],
                 "lift (95% CI)": [
-                    _lift_text(lift, lo, hi)
-                    for lift, lo, hi in zip(spots["lift"], spots["ci_low"], spots["ci_high"], strict=True)
+                    _lift_text(lift, lo, hi, why)
+                    for lift, lo, hi, why in zip(
+                        spots["lift"], spots["ci_low"], spots["ci_high"], spots["why"], strict=True
+                    )
                 ],
                 "p (BH-adjusted)": [p_text(p) or UNKNOWN for p in spots["p_adjusted"]],
                 "significant": [
@@ -587,13 +589,13 @@ def people_metrics(people: dict[str, int], customers_total: int | None, has_crm:
         ]
     return [
         (
-            "Identified customers with journeys",
+            "Identified customers",
             count(people["identified"]),
             "Customers with a customer record and at least one step in the period"
             + (f", of the {count(customers_total, 'customer')} in total." if customers_total else "."),
         ),
         (
-            "Anonymous visitors with journeys",
+            "Anonymous visitors",
             count(people["anonymous"]),
             "Cases with steps in the period but no customer record (such as web visitors never linked to a "
             "customer): they have journeys but are not customers, so they are counted apart.",
