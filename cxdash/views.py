@@ -55,7 +55,7 @@ JOURNEY_DEFAULTS: dict[str, object] = {
     "by_department": False,
     "anchor": "cancel_page",
     "direction": "before",
-    "steps": 5,
+    "steps": 3,  # paths of more steps are nearly all unique: the diagram would be one (other paths) ribbon
     "repeat_days": 7,
     "funnel_days": 30,
     "variant_steps": 5,

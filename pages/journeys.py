@@ -131,22 +131,16 @@ if len(spots):
         plotly_chart(ju.hotspot_chart(spots_k.shown), width="stretch", key="journeys_hotspot_chart")
     owners = ju.source_owners()
     st.dataframe(
-        ju.filled(spots_k.blank(ju.hotspot_display(spots, owners), keep=("hotspot", "leaked by", "who to call"))),
+        ju.filled(spots_k.blank(ju.hotspot_display(spots, owners), keep=("hotspot", "who to call"))),
         hide_index=True,
         width="stretch",
         column_config={
             "churned after it": st.column_config.TextColumn(
                 help="Customers who hit it, churn known, churned after their first moment of it, of those judged"
             ),
-            "never hit it: churned": st.column_config.TextColumn(
-                help="Customers who never hit it, churn known: how many churned"
-            ),
             "lift (95% CI)": st.column_config.TextColumn(
                 help="Churn rate of those who hit it ÷ churn rate of those who never did, with its 95% interval; "
                 "— when a group has no churned customer"
-            ),
-            "p (BH-adjusted)": st.column_config.TextColumn(
-                help="Fisher's exact test, two-sided, adjusted by Benjamini–Hochberg across the hotspots tested"
             ),
             "revenue at stake": st.column_config.TextColumn(
                 help="12-month revenue of touched customers who have not churned"
@@ -158,11 +152,20 @@ if len(spots):
         },
     )
     st.caption(ju.owners_note(spots_k.shown, owners))
-    with st.expander("What each hotspot is, where customers went next"):
+    with st.expander("What each hotspot is, who never hit it, where customers went next"):
+        st.markdown(ju.hotspot_definitions(spots))
         st.dataframe(
-            ju.filled(spots_k.blank(ju.hotspot_detail(spots), keep=("hotspot", "what it is", "absorbed by"))),
+            ju.filled(spots_k.blank(ju.hotspot_detail(spots), keep=("hotspot", "leaked by", "absorbed by"))),
             hide_index=True,
             width="stretch",
+            column_config={
+                "p (BH-adjusted)": st.column_config.TextColumn(
+                    help="Fisher's exact test, two-sided, adjusted by Benjamini–Hochberg across the hotspots tested"
+                ),
+                "never hit it: churned": st.column_config.TextColumn(
+                    help="Customers who never hit it, churn known: how many churned"
+                ),
+            },
         )
 else:
     st.info("No friction moments found in the period (no tickets, errors or failed payments in it).")
@@ -189,7 +192,7 @@ if len(spots_k.shown):
     )
     st.dataframe(ju.cohort_display(rows), hide_index=True, width="stretch", height=300)
     outreach, left_out = ju.hotspot_outreach(st.session_state[ju.HOTSPOT], repeat_days)
-    st.markdown(ju.export_sentence(len(cohort), len(outreach), left_out))
+    st.markdown(ju.export_sentence(len(cohort), len(outreach), left_out, masked=True))
     # bound now: the file is built when clicked, after `outreach` is reused for the edge cohort below
     disclosure.download(
         "Export cohort (CSV)",
@@ -201,6 +204,7 @@ if len(spots_k.shown):
         note=disclosure.describe(
             outreach, what="customers in the hotspot", masked=("email", "phone"), consent_left_out=left_out
         ),
+        show_note=False,  # the sentence above says it, against the count shown
     )
 
 ids = cohort["cx_id"].tolist() if cohort is not None and len(cohort) else []
@@ -233,6 +237,7 @@ with st.expander("Customers who took one step of the map"):
             what="edge cohort",
             rows=len(outreach),
             note=disclosure.describe(outreach, what="customers who took the step", consent_left_out=left_out),
+            show_note=False,
         )
 
 st.subheader("Variants, funnels and handoffs")

@@ -361,7 +361,8 @@ def test_the_page_counts_significant_hotspots_of_those_tested_with_counts_beside
     assert "Benjamini–Hochberg" in metric.help
     table = at.dataframe[0].value.set_index("hotspot")
     assert table.loc["transferred ticket", "churned after it"] == f"{a} of {n1} ({a / n1:.1%})"
-    assert table.loc["transferred ticket", "never hit it: churned"] == f"{c} of {n0} ({c / n0:.1%})"
+    detail = at.dataframe[1].value.set_index("hotspot")  # the comparison group, under the table
+    assert detail.loc["transferred ticket", "never hit it: churned"] == f"{c} of {n0} ({c / n0:.1%})"
     # no lift: a dash, with the reason beside it
     assert table.loc["repeat contact", "lift (95% CI)"] == f"— (no churned customer among the {n1r} hit)"
 

@@ -491,19 +491,20 @@ def owners_note(spots: pd.DataFrame, owners: pd.DataFrame) -> str:
 
 
 def hotspot_display(spots: pd.DataFrame, owners: pd.DataFrame | None = None) -> pd.DataFrame:
-    """The hotspot table as shown (every cell text, through ``cxdash.ui.formatting``): counts
-    beside every rate, the lift with its interval and the adjusted p, revenue at stake and who to
-    call. Without any churn data the churn columns are left out (the page says why). ``owners``
+    """The hotspot table as shown (every cell text, through ``cxdash.ui.formatting``), narrow enough
+    for the page at 1440 px: customers with their share, churn after it, the lift with its interval
+    (or why there is none), the verdict, revenue at stake and who to call. Without any churn data
+    the churn columns are left out (the page says why). ``owners``
     (``cxdash.sources.source_owners``) names who to call for the department that leaked the
-    customers (``cxdash.sources.responsible``); the rest is in ``hotspot_detail``."""
-    from cxdash.sources import department_name
-
+    customers (``cxdash.sources.responsible``); the comparison group, p and routes are in
+    ``hotspot_detail``."""
     owners = owners if owners is not None else pd.DataFrame(columns=["name", "kind", "department", "owner"])
     churn_known = bool(spots["churn_definition"].notna().any()) if len(spots) else False
     out = {
         "hotspot": spots["hotspot"].astype(str),
-        "customers": [count(n) for n in spots["customers"]],
-        "share of customers": [percent(v) for v in spots["customer_share"]],
+        "customers": [
+            f"{count(n)} ({percent(v)})" for n, v in zip(spots["customers"], spots["customer_share"], strict=True)
+        ],
     }
     if churn_known:
         out.update(
@@ -512,22 +513,12 @@ def hotspot_display(spots: pd.DataFrame, owners: pd.DataFrame | None = None) -> 
                     _of(a, n, r) or UNKNOWN
                     for a, n, r in zip(spots["churned"], spots["customers_judged"], spots["churn_rate"], strict=True)
                 ],
-                "never hit it: churned": [
-                    _of(c, n, r) or UNKNOWN
-                    for c, n, r in zip(
-                        spots["baseline_churned"],
-                        spots["baseline_customers"],
-                        spots["baseline_churn_rate"],
-                        strict=True,
-                    )
-                ],
                 "lift (95% CI)": [
                     _lift_text(lift, lo, hi, why)
                     for lift, lo, hi, why in zip(
                         spots["lift"], spots["ci_low"], spots["ci_high"], spots["why"], strict=True
                     )
                 ],
-                "p (BH-adjusted)": [p_text(p) or UNKNOWN for p in spots["p_adjusted"]],
                 "significant": [
                     _verdict(sig, tested, p, lift)
                     for sig, tested, p, lift in zip(
@@ -537,41 +528,68 @@ def hotspot_display(spots: pd.DataFrame, owners: pd.DataFrame | None = None) -> 
                 "revenue at stake": [money_exact(v) for v in spots["revenue_at_stake"]],
             }
         )
+    out["who to call"] = who_to_call(spots["leaked_department"], owners)
+    return pd.DataFrame(out)
+
+
+def filled(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (after ``SmallGroups.blank``) with every missing cell shown as "—" and the
+    suppression column folded into the customers cell ("fewer than 10 customers"), so no table
+    shows None or nan and a suppressed row costs no extra column."""
+    out = frame.astype(object).where(frame.notna(), UNKNOWN)
+    if "suppression" in out:
+        why = frame["suppression"].fillna("").astype(str)
+        if "customers" in out:
+            hidden = why.ne("")
+            out.loc[hidden, "customers"] = why[hidden].str.replace("suppressed: ", "", regex=False)
+            out = out.drop(columns="suppression")
+        else:
+            out["suppression"] = why
+    return out
+
+
+def hotspot_detail(spots: pd.DataFrame) -> pd.DataFrame:
+    """The hotspots' second table: the comparison group, the adjusted p, the ranking key, and where
+    customers were leaked and went next. Every cell text."""
+    from cxdash.sources import department_name
+
+    out: dict[str, object] = {"hotspot": spots["hotspot"].astype(str)}
+    if len(spots) and spots["churn_definition"].notna().any():
+        out.update(
+            {
+                "never hit it: churned": [
+                    _of(c, n, r) or UNKNOWN
+                    for c, n, r in zip(
+                        spots["baseline_churned"],
+                        spots["baseline_customers"],
+                        spots["baseline_churn_rate"],
+                        strict=True,
+                    )
+                ],
+                "p (BH-adjusted)": [p_text(p) or UNKNOWN for p in spots["p_adjusted"]],
+                "excess churned": [UNKNOWN if pd.isna(v) else f"{v:,.0f}" for v in spots["excess_churned"]],
+            }
+        )
     out.update(
         {
+            "customers": [count(n) for n in spots["customers"]],
+            "moments": [count(n) for n in spots["moments"]],
             "leaked by": [department_name(d) for d in spots["leaked_department"]],
-            "who to call": who_to_call(spots["leaked_department"], owners),
+            "absorbed by": [
+                "nobody (no contact followed)" if d == jr.NONE else department_name(d)
+                for d in spots["absorbed_department"]
+            ],
         }
     )
     return pd.DataFrame(out)
 
 
-def filled(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` with every missing cell (a suppressed row's figures) shown as "—" and the
-    suppression column's blanks left empty, so no table shows None or nan."""
-    out = frame.astype(object).where(frame.notna(), UNKNOWN)
-    if "suppression" in out:
-        out["suppression"] = frame["suppression"].fillna("").astype(str)
-    return out
-
-
-def hotspot_detail(spots: pd.DataFrame) -> pd.DataFrame:
-    """The hotspots' second table: what each one is, where customers went next, and the figures
-    behind the ranking (excess churned, why a lift is missing). Every cell text."""
-    from cxdash.sources import department_name
-
-    absorbed = [
-        "nobody (no contact followed)" if d == jr.NONE else department_name(d) for d in spots["absorbed_department"]
-    ]
-    out = {
-        "hotspot": spots["hotspot"].astype(str),
-        "what it is": spots["description"].fillna("").astype(str).replace("", UNKNOWN),
-        "absorbed by": absorbed,
-        "moments": [count(n) for n in spots["moments"]] if "moments" in spots else UNKNOWN,
-        "excess churned": [UNKNOWN if pd.isna(v) else f"{v:,.0f}" for v in spots["excess_churned"]],
-        "no lift because": spots["why"].fillna("").astype(str).replace("", UNKNOWN),
-    }
-    return pd.DataFrame(out)
+def hotspot_definitions(spots: pd.DataFrame) -> str:
+    """What each hotspot is, one markdown bullet each (values escaped)."""
+    return "\n".join(
+        f"- **{plain(h)}**: {plain(d) if isinstance(d, str) and d else UNKNOWN}"
+        for h, d in zip(spots["hotspot"], spots["description"], strict=True)
+    )
 
 
 def people_metrics(people: dict[str, int], customers_total: int | None, has_crm: bool) -> list[tuple[str, str, str]]:
@@ -709,16 +727,16 @@ def page_of(frame: pd.DataFrame, page: int, size: int = 50) -> tuple[pd.DataFram
     return frame.iloc[lo:hi], f"Customers {count(lo + 1 if n else 0)}–{count(hi)} of {count(n)}"
 
 
-def export_sentence(counted: int, exported: int, left_out: int) -> str:
-    """What the export holds against the count shown: the rows in the file and exactly who was left
-    out and why."""
+def export_sentence(counted: int, exported: int, left_out: int, *, masked: bool = False) -> str:
+    """What the export holds against the count shown: the rows in the file, exactly who was left
+    out and why, and (``masked``) that emails and phones leave masked."""
     text = f"The export holds {count(exported, 'customer')} of the {count(counted, 'customer')} counted here"
     if left_out:
         text += (
             f": {count(left_out, 'customer')} left out because they have not given marketing consent "
             "(an exported cohort is for outreach; only customers who opted in may be contacted)"
         )
-    return text + "."
+    return text + (". Emails and phones in it are masked." if masked else ".")
 
 
 def timeline_display(frame: pd.DataFrame) -> pd.DataFrame:
