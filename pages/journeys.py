@@ -142,9 +142,6 @@ if len(spots):
                 help="Churn rate of those who hit it ÷ churn rate of those who never did, with its 95% interval; "
                 "— when a group has no churned customer"
             ),
-            "revenue at stake": st.column_config.TextColumn(
-                help="12-month revenue of touched customers who have not churned"
-            ),
             "who to call": st.column_config.TextColumn(
                 help="The owner recorded on the loaded sources of the department that leaked the customer",
                 width="large",
@@ -152,7 +149,7 @@ if len(spots):
         },
     )
     st.caption(ju.owners_note(spots_k.shown, owners))
-    with st.expander("What each hotspot is, who never hit it, where customers went next"):
+    with st.expander("What each hotspot is, who never hit it, revenue at stake, where customers went next"):
         st.markdown(ju.hotspot_definitions(spots))
         st.dataframe(
             ju.filled(spots_k.blank(ju.hotspot_detail(spots), keep=("hotspot", "leaked by", "absorbed by"))),
@@ -164,6 +161,9 @@ if len(spots):
                 ),
                 "never hit it: churned": st.column_config.TextColumn(
                     help="Customers who never hit it, churn known: how many churned"
+                ),
+                "revenue at stake": st.column_config.TextColumn(
+                    help="12-month revenue of touched customers who have not churned"
                 ),
             },
         )
@@ -283,7 +283,8 @@ with tab_h:
     if len(hand):
         st.caption(
             "Rows: the department handing the customer over; columns: the one receiving them. Each cell: customers "
-            "handed over in the period · median wait from the last step of one department to the first of the next."
+            "handed over in the period · median wait from the last step of one department to the first of the next; "
+            "— where nobody was handed over."
         )
         st.dataframe(ju.handoff_table(hand, k), hide_index=True, width="stretch")
         if k:

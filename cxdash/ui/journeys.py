@@ -493,11 +493,11 @@ def owners_note(spots: pd.DataFrame, owners: pd.DataFrame) -> str:
 def hotspot_display(spots: pd.DataFrame, owners: pd.DataFrame | None = None) -> pd.DataFrame:
     """The hotspot table as shown (every cell text, through ``cxdash.ui.formatting``), narrow enough
     for the page at 1440 px: customers with their share, churn after it, the lift with its interval
-    (or why there is none), the verdict, revenue at stake and who to call. Without any churn data
+    (or why there is none), the verdict and who to call. Without any churn data
     the churn columns are left out (the page says why). ``owners``
     (``cxdash.sources.source_owners``) names who to call for the department that leaked the
-    customers (``cxdash.sources.responsible``); the comparison group, p and routes are in
-    ``hotspot_detail``."""
+    customers (``cxdash.sources.responsible``); the comparison group, p, revenue at stake and routes
+    are in ``hotspot_detail``."""
     owners = owners if owners is not None else pd.DataFrame(columns=["name", "kind", "department", "owner"])
     churn_known = bool(spots["churn_definition"].notna().any()) if len(spots) else False
     out = {
@@ -525,7 +525,6 @@ def hotspot_display(spots: pd.DataFrame, owners: pd.DataFrame | None = None) -> 
                         spots["significant"], spots["tested"], spots["p_adjusted"], spots["lift"], strict=True
                     )
                 ],
-                "revenue at stake": [money_exact(v) for v in spots["revenue_at_stake"]],
             }
         )
     out["who to call"] = who_to_call(spots["leaked_department"], owners)
@@ -541,7 +540,9 @@ def filled(frame: pd.DataFrame) -> pd.DataFrame:
         why = frame["suppression"].fillna("").astype(str)
         if "customers" in out:
             hidden = why.ne("")
-            out.loc[hidden, "customers"] = why[hidden].str.replace("suppressed: ", "", regex=False)
+            out.loc[hidden, "customers"] = (
+                why[hidden].str.replace("suppressed: ", "", regex=False).str.replace(" customers", "", regex=False)
+            )
             out = out.drop(columns="suppression")
         else:
             out["suppression"] = why
@@ -568,6 +569,7 @@ def hotspot_detail(spots: pd.DataFrame) -> pd.DataFrame:
                 ],
                 "p (BH-adjusted)": [p_text(p) or UNKNOWN for p in spots["p_adjusted"]],
                 "excess churned": [UNKNOWN if pd.isna(v) else f"{v:,.0f}" for v in spots["excess_churned"]],
+                "revenue at stake": [money_exact(v) for v in spots["revenue_at_stake"]],
             }
         )
     out.update(
@@ -675,7 +677,8 @@ def pool_small_paths(paths_frame: pd.DataFrame, k: int | None) -> tuple[pd.DataF
 
 def handoff_table(handoffs_frame: pd.DataFrame, k: int | None = None) -> pd.DataFrame:
     """Handoffs as a department-by-department table for the page: rows the department handing the
-    customer over, columns the one receiving them, each cell ``"1,234 customers · 2.3 days"``
+    customer over, columns the one receiving them (named without their code, to fit), each cell
+    ``"1,234 · 2.3 days"``
     (customers handed over, median wait until the receiving department's first step), "—" where
     nobody was handed over, and "fewer than k" for a cell of 1 to k-1 customers."""
     from cxdash.sources import department_name
@@ -692,11 +695,17 @@ def handoff_table(handoffs_frame: pd.DataFrame, k: int | None = None) -> pd.Data
             elif k and int(n) < k:
                 column.append(f"fewer than {k}")
             else:
-                column.append(f"{count(n, 'customer')} · {duration(median.loc[frm, to])}")
-        cells[f"to {department_name(to)}"] = column
+                column.append(f"{count(n)} · {duration(median.loc[frm, to])}")
+        cells[f"to {_short_department(to)}"] = column
     table = pd.DataFrame(cells)
     table.insert(0, "from", [department_name(d) for d in customers.index])
     return table
+
+
+def _short_department(code: str) -> str:
+    from cxdash.sources import DEPARTMENT_NAMES
+
+    return DEPARTMENT_NAMES.get(str(code).lower(), str(code))
 
 
 def cohort_display(cohort: pd.DataFrame) -> pd.DataFrame:
