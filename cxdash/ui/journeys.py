@@ -775,9 +775,13 @@ def edge_display(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def variants_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Variants as shown (``SmallGroups.pooled`` output): every cell text, the pooled row's
+    ``suppression`` note kept."""
+    extra = {"suppression": frame["suppression"].fillna("").astype(str)} if "suppression" in frame else {}
     return pd.DataFrame(
         {
             "journey": frame["variant"].astype(str),
+            **extra,
             "steps": [count(n) for n in frame["steps"]],
             "customers": [count(n) for n in frame["customers"]],
             "share": [percent(v) for v in frame["share"]],
