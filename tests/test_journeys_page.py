@@ -125,10 +125,10 @@ def test_journeys_page_in_a_real_browser(demo_store, tmp_path, artifacts):
 
 
 def _drive_the_page(browser, app_url, artifacts):
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
     page.goto(f"{app_url}/journeys", wait_until="networkidle")
     sign_in(page)  # every new browser session signs in (issue 7)
-    page.get_by_text("The biggest leak is").wait_for(timeout=120_000)
+    page.get_by_text("Identified customers").wait_for(timeout=120_000)  # the lead depends on the period
     page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)
     page.wait_for_timeout(2000)
     shots = {}
@@ -145,7 +145,7 @@ def _drive_the_page(browser, app_url, artifacts):
         shot = artifacts / f"journeys-{name}.png"
         page.screenshot(
             path=str(shot),
-            clip={"x": 0, "y": box["y"] - 10 + page.evaluate("window.scrollY"), "width": 1500, "height": 900},
+            clip={"x": 0, "y": box["y"] - 10 + page.evaluate("window.scrollY"), "width": 1440, "height": 900},
             full_page=True,
         )
         shots[name] = shot
