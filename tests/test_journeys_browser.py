@@ -139,6 +139,7 @@ def test_a_period_chosen_on_journeys_holds_on_shared_kpis(demo_store, tmp_path, 
         assert _from_day(page) == chosen
         page.get_by_role("link", name="Shared KPIs").click()
         page.get_by_role("heading", name="Shared KPIs").wait_for(timeout=120_000)
+        page.locator('[data-testid="stMetricValue"]').first.wait_for(timeout=120_000)  # the KPIs drawn
         _wait_idle(page)
         assert _from_day(page) == chosen
         page.screenshot(path=str(artifacts / "journeys_6_period_on_shared_kpis.png"))

@@ -900,6 +900,28 @@ def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 
     return fig
 
 
+def _stacked_y(links: pd.DataFrame, keys) -> list[float]:
+    """Each node's vertical centre: nodes of one column (step offset) stacked by their flow, so
+    plotly keeps them in their column (it ignores ``x`` unless ``y`` is given too)."""
+    flow: dict[str, float] = {}
+    for o, a, n in zip(links["source_offset"], links["source"], links["customers"], strict=True):
+        flow[f"{o}|{a}"] = flow.get(f"{o}|{a}", 0) + n
+    inflow: dict[str, float] = {}
+    for o, a, n in zip(links["target_offset"], links["target"], links["customers"], strict=True):
+        inflow[f"{o}|{a}"] = inflow.get(f"{o}|{a}", 0) + n
+    size = {k: max(flow.get(k, 0), inflow.get(k, 0), 1) for k in keys}
+    columns: dict[str, list[str]] = {}
+    for k in keys:
+        columns.setdefault(k.split("|", 1)[0], []).append(k)
+    y: dict[str, float] = {}
+    for members in columns.values():
+        total, done = sum(size[k] for k in members), 0.0
+        for k in members:
+            y[k] = 0.02 + 0.96 * (done + size[k] / 2) / total
+            done += size[k]
+    return [y[k] for k in keys]
+
+
 @memoised_figure
 def sankey(links: pd.DataFrame, anchor: str) -> go.Figure:
     """Whole paths to (or from) the anchor (``journeys.path_links``): one column per step offset,
@@ -934,6 +956,7 @@ def sankey(links: pd.DataFrame, anchor: str) -> go.Figure:
                 pad=12,
                 thickness=14,
                 x=[0.01 + 0.98 * (o - lo) / span for o in offsets],
+                y=_stacked_y(top, keys),
             ),
             link=dict(
                 source=[index[f"{o}|{s}"] for o, s in zip(top["source_offset"], top["source"], strict=True)],
