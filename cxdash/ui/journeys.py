@@ -1047,29 +1047,6 @@ def funnel_chart(frame: pd.DataFrame) -> go.Figure:
     return fig
 
 
-@memoised_figure
-def handoff_chart(frame: pd.DataFrame) -> go.Figure:
-    departments = sorted(set(frame["source_department"]) | set(frame["target_department"]))
-    idx = {d: i for i, d in enumerate(departments)}
-    colours = _colour_map(departments)
-    fig = go.Figure(
-        go.Sankey(
-            node=dict(label=departments, color=[colours[d] for d in departments], pad=15, thickness=16),
-            link=dict(
-                source=[idx[d] for d in frame["source_department"]],
-                target=[idx[d] for d in frame["target_department"]],
-                value=frame["count"].tolist(),
-                customdata=[duration(s) for s in frame["median_seconds"]],
-                hovertemplate="%{source.label} → %{target.label}: %{value:,} handoffs, median wait "
-                "%{customdata}<extra></extra>",
-                color="rgba(100,116,139,0.25)",
-            ),
-        )
-    )
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10))
-    return fig
-
-
 def filters_as_dict(filters: MapFilters) -> dict:
     return asdict(filters)
 
@@ -1085,18 +1062,5 @@ def funnel_display(frame: pd.DataFrame) -> pd.DataFrame:
             "from previous step": [percent(v) for v in frame["step_conversion"]],
             "dropped": [count(n) for n in frame["dropped"]],
             "median time to convert": [duration(s) for s in frame["median_seconds_to_convert"]],
-        }
-    )
-
-
-def handoff_display(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "from": frame["source_department"],
-            "to": frame["target_department"],
-            "handoffs": frame["count"],
-            "customers": frame["customers"],
-            "median wait": [duration(s) for s in frame["median_seconds"]],
-            "p90 wait": [duration(s) for s in frame["p90_seconds"]],
         }
     )
