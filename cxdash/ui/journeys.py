@@ -374,9 +374,11 @@ def lead_sentence(spots: pd.DataFrame, edges: pd.DataFrame) -> str:
     significant, tested = significance_counts(spots)
     if significant:
         top = spots[spots["significant"].astype(bool)].iloc[0]
-        route = f"{plain(top['leaked_department'])}'s step leaked them"
+        from cxdash.sources import department_name
+
+        route = f"a step of {plain(department_name(top['leaked_department']))} leaked them"
         if top["absorbed_department"] and top["absorbed_department"] != jr.NONE:
-            route += f", {plain(top['absorbed_department'])} absorbed them"
+            route += f", {plain(department_name(top['absorbed_department']))} absorbed them"
         return (
             f"The biggest leak is **{plain(top['hotspot'])}**: **{int(top['customers']):,} customers** "
             f"({top['customer_share']:.1%}), churn lift **{top['lift']:.2f}** ({_ci_text(top)}, "
