@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import pandas as pd
 import sqlalchemy as sa
@@ -66,6 +67,13 @@ __all__ = [
     "neutralise_cell",
     "risk_ratio",
     "journey_log",
+    "journey_people",
+    "in_period",
+    "handoff_matrix",
+    "anchor_paths",
+    "path_links",
+    "path_steps",
+    "OTHER_PATHS",
     "journey_customers",
     "activity_counts",
     "first_positions",
@@ -84,8 +92,13 @@ START = "(start)"
 END = "(end)"
 
 
-def journey_log(*, known_only: bool = False, keyed: bool = False) -> sa.Subquery:
+def journey_log(
+    *, known_only: bool = False, keyed: bool = False, since: datetime | None = None, until: datetime | None = None
+) -> sa.Subquery:
     """The store's journeys: the unified timeline restricted to identified customers.
+
+    ``since``/``until`` keep only the steps at or after ``since`` and before ``until`` (a
+    half-open period, as ``cxdash.kpis.Period``); None leaves that side open.
 
     Out columns: ``cx_id, ts, activity, department, channel, kind, value`` and the tie order
     ``load_id, row_number, row_step`` (see ``timeline``).
@@ -120,7 +133,35 @@ def journey_log(*, known_only: bool = False, keyed: bool = False) -> sa.Subquery
     ).where(tl.c[case].is_not(None), tl.c.activity.is_not(None))
     if known_only:
         q = q.where(tl.c.known.is_(True))
+    q = q.where(*in_period(tl.c.ts, since, until))
     return q.subquery("journey_log")
+
+
+def in_period(ts, since: datetime | None, until: datetime | None) -> tuple:
+    """The WHERE conditions keeping ``ts`` in ``[since, until)``; an open side adds none."""
+    out = []
+    if since is not None:
+        out.append(ts >= since)
+    if until is not None:
+        out.append(ts < until)
+    return tuple(out)
+
+
+def journey_people(conn: Connection, *, since: datetime | None = None, until: datetime | None = None) -> dict[str, int]:
+    """Who has at least one step in the journeys in ``[since, until)``, split the way the pages
+    must say it: ``identified`` (a CRM customer record exists for them) and ``anonymous`` (visitors
+    and other cases known only by an id in an activity file, with no customer record). Their sum
+    is every case with a step; only ``identified`` compares with the customer count.
+    Out: ``{"identified": n, "anonymous": m}``."""
+    tl = timeline(("cx_key", "known", "ts", "activity"))
+    known = sa.func.coalesce(tl.c.known, False)
+    q = (
+        sa.select(known, sa.func.count(sa.distinct(tl.c.cx_key)))
+        .where(tl.c.cx_key.is_not(None), tl.c.activity.is_not(None), *in_period(tl.c.ts, since, until))
+        .group_by(known)
+    )
+    counts = {bool(k): int(n) for k, n in conn.execute(q)}
+    return {"identified": counts.get(True, 0), "anonymous": counts.get(False, 0)}
 
 
 @dataclass(frozen=True)
@@ -843,6 +884,126 @@ def paths_from(
     return _paths(conn, events, start, steps, spec, keys, before=False)
 
 
+OTHER_PATHS = "(other paths)"
+_PATH_SEPARATOR = "\x1f"  # the unit separator: no activity name holds it
+PATH_COLUMNS = ["path", "steps", "customers", "paths"]
+
+
+def anchor_paths(
+    conn: Connection,
+    events: sa.FromClause,
+    anchor: str,
+    *,
+    direction: str = "before",
+    steps: int = 5,
+    top: int = 12,
+    spec: LogSpec | None = None,
+    **keys,
+) -> pd.DataFrame:
+    """Whole paths into (``direction="before"``) or out of (``"after"``) each case's first
+    ``anchor``: the up to ``steps`` steps before it and the anchor, or the anchor and the up to
+    ``steps`` steps after it, counted per distinct path.
+
+    Out (``PATH_COLUMNS``): ``path`` (the activities in journey order joined by ``\x1f``; split
+    with ``path_steps``), ``steps`` (activities on it, the anchor included), ``customers``
+    (cases taking exactly that path), ``paths`` (1); the ``top`` busiest paths, most customers
+    first (then by path), and when more exist one last row ``path = OTHER_PATHS``, ``steps`` NA,
+    pooling the rest: their customers and how many distinct paths. A path of one step is a case
+    with nothing before (after) the anchor. ``customers`` adds up to every case that reaches the
+    anchor.
+    """
+    log = prepare_log(events, spec, **keys)
+    p = _positions(log)
+    first = (
+        sa.select(p.c.case_id, sa.func.min(p.c.pos).label("anchor_pos"))
+        .where(p.c.activity == anchor)
+        .group_by(p.c.case_id)
+        .subquery("anchor")
+    )
+    offset = p.c.pos - first.c.anchor_pos
+    window = offset.between(-steps, 0) if direction == "before" else offset.between(0, steps)
+    near = (
+        sa.select(p.c.case_id, p.c.activity, p.c.pos)
+        .join(first, first.c.case_id == p.c.case_id)
+        .where(window)
+        .subquery("near")
+    )
+    per_case = (
+        sa.select(
+            near.c.case_id,
+            sa.func.aggregate_strings(near.c.activity, _PATH_SEPARATOR).aggregate_order_by(near.c.pos).label("path"),
+            sa.func.count().label("steps"),
+        )
+        .group_by(near.c.case_id)
+        .cte("anchor_path_cases")
+    )
+    customers = sa.func.count()
+    q = (
+        sa.select(per_case.c.path, sa.func.min(per_case.c.steps), customers)
+        .group_by(per_case.c.path)
+        .order_by(customers.desc(), per_case.c.path)
+    )
+    every = _numeric(_frame(conn, q, ["path", "steps", "customers"]), ints=("steps", "customers"))
+    shown = every.head(top).assign(paths=1)
+    rest = every.iloc[top:]
+    if len(rest):
+        other = pd.DataFrame(
+            {"path": [OTHER_PATHS], "steps": [pd.NA], "customers": [int(rest["customers"].sum())], "paths": [len(rest)]}
+        )
+        shown = pd.concat([shown, other], ignore_index=True)
+    shown["steps"] = shown["steps"].astype("Int64")
+    shown["customers"] = shown["customers"].astype("int64")
+    shown["paths"] = shown["paths"].astype("int64")
+    return shown[PATH_COLUMNS].reset_index(drop=True)
+
+
+def path_steps(path: str) -> list[str]:
+    """The activities of one ``anchor_paths`` path, in journey order."""
+    return path.split(_PATH_SEPARATOR)
+
+
+def path_links(paths: pd.DataFrame, anchor: str, direction: str = "before") -> pd.DataFrame:
+    """Sankey links of ``anchor_paths``: each path's consecutive steps, placed by their offset from
+    the anchor (``-2`` = two steps before it, ``0`` = the anchor), summed over paths; the pooled
+    ``OTHER_PATHS`` row becomes one link ``(other paths) -> anchor`` (``anchor -> (other paths)``
+    after it). Every link lies on a whole path that ends (starts) at the anchor, so every ribbon
+    reaches it. Out: ``source_offset, source, target_offset, target, customers``."""
+    rows: list[tuple[int, str, int, str, int]] = []
+    before = direction == "before"
+    for path, n in zip(paths["path"], paths["customers"], strict=True):
+        if path == OTHER_PATHS:
+            rows.append((-1, OTHER_PATHS, 0, anchor) if before else (0, anchor, 1, OTHER_PATHS))
+            rows[-1] = (*rows[-1], int(n))
+            continue
+        acts = path_steps(path)
+        start = -(len(acts) - 1) if before else 0
+        for i in range(len(acts) - 1):
+            rows.append((start + i, acts[i], start + i + 1, acts[i + 1], int(n)))
+    cols = ["source_offset", "source", "target_offset", "target", "customers"]
+    links = pd.DataFrame(rows, columns=cols)
+    if links.empty:
+        return links.astype({"source_offset": "int64", "target_offset": "int64", "customers": "int64"})
+    return (
+        links.groupby(cols[:4], as_index=False, sort=False)["customers"]
+        .sum()
+        .sort_values(["source_offset", "customers", "source", "target"], ascending=[True, False, True, True])
+        .reset_index(drop=True)
+    )
+
+
+def handoff_matrix(handoffs: pd.DataFrame, value: str = "customers") -> pd.DataFrame:
+    """``discover_handoffs`` as a department-by-department table: rows the department handing the
+    customer over (``source_department``), columns the one receiving them, cells ``value``
+    (``count``, ``customers``, ``median_seconds`` or ``p90_seconds``), NA where no handoff happened.
+    Departments are sorted by name on both axes, and a department that only hands over or only
+    receives still gets its row and column, so the table is square."""
+    departments = sorted(set(handoffs["source_department"]) | set(handoffs["target_department"]))
+    matrix = handoffs.pivot(index="source_department", columns="target_department", values=value)
+    matrix = matrix.reindex(index=departments, columns=departments)
+    matrix.index.name, matrix.columns.name = "from", "to"
+    return matrix
+
+
 VARIANT_SEPARATOR = " > "
 
 
@@ -1115,8 +1276,17 @@ def _with_absorber(raw: sa.Subquery, contacts: sa.Subquery, days: float) -> sa.S
     )
 
 
-def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, keyed: bool = False) -> sa.CTE:
-    """Every friction moment in the store (see ``HOTSPOT_DESCRIPTIONS``).
+def friction_moments(
+    *,
+    repeat_days: float = 7.0,
+    dead_end_days: float = 30.0,
+    keyed: bool = False,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> sa.CTE:
+    """Every friction moment in the store (see ``HOTSPOT_DESCRIPTIONS``), or those at a time in
+    ``[since, until)``. The moments are found on the whole history and then kept by their time, so
+    a repeat contact in the period whose first contact came just before it still counts.
 
     Out (a CTE, usable like a subquery): ``cx_id, ts, hotspot, leaked_department,
     absorbed_department``. With ``keyed=True`` the ``cx_id`` column holds the customer's
@@ -1303,7 +1473,10 @@ def friction_moments(*, repeat_days: float = 7.0, dead_end_days: float = 30.0, k
         sa.or_(seq.c.next_ts.is_(None), _seconds_between(seq.c.next_ts, seq.c.ts) > dead_end_days * 86400.0),
     )
     parts.append(dead)
-    return sa.union_all(*parts).cte("friction_moments")
+    if since is None and until is None:
+        return sa.union_all(*parts).cte("friction_moments")
+    every = sa.union_all(*parts).subquery("every_moment")
+    return sa.select(every).where(*in_period(every.c.ts, since, until)).cte("friction_moments")
 
 
 def customer_outcomes(conn: Connection, *, keyed: bool = False, churn=None) -> sa.Subquery:

@@ -19,7 +19,14 @@ from sqlalchemy.engine import Connection
 from cxdash import audit
 from cxdash.store import Store, sources_table
 
-__all__ = ["department_owners", "set_source_owner", "source_owners"]
+__all__ = [
+    "DEPARTMENT_NAMES",
+    "department_name",
+    "department_owners",
+    "responsible",
+    "set_source_owner",
+    "source_owners",
+]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +43,48 @@ def department_owners(conn: Connection) -> dict[str, str]:
     one department name different owners, all are named (sorted, joined by ", ")."""
     frame = source_owners(conn).dropna(subset=["department", "owner"])
     return {d: ", ".join(sorted(set(g["owner"]))) for d, g in frame.groupby("department", sort=True)}
+
+
+# Department codes as a person reads them (the kinds' defaults and the demo's ticket teams).
+DEPARTMENT_NAMES = {
+    "billing": "Billing",
+    "finance": "Finance",
+    "marketing": "Marketing",
+    "product": "Product",
+    "sales": "Sales",
+    "support": "Customer support",
+    "tech": "Technology",
+    "web": "Web / digital",
+    "unknown": "Unknown department",
+}
+
+
+def department_name(code: str) -> str:
+    """``"tech"`` -> ``"Technology (tech)"``: the department spelled out with the code the data uses;
+    a code not in ``DEPARTMENT_NAMES`` is shown as written."""
+    name = DEPARTMENT_NAMES.get(str(code).strip().lower())
+    return f"{name} ({code})" if name else str(code)
+
+
+def responsible(department: str, owners: pd.DataFrame) -> tuple[str, bool]:
+    """Who to call about a department's steps, from the sources' owners (``source_owners``).
+
+    Out: ``(text, recorded)``. When sources of ``department`` name owners: their owners, an owner
+    that is itself a department code spelled out as that department's team ("Customer support team
+    (support)"), and the sources they own, e.g. ``"Billing ops (Lee): billing, subscriptions"``;
+    ``recorded`` True. When no loaded source belongs to the department (its rows name it
+    themselves, e.g. tickets routed to "tech"): ``"Technology (tech): owner not recorded"``,
+    ``recorded`` False."""
+    rows = owners[(owners["department"] == department) & owners["owner"].notna()] if len(owners) else owners
+    if rows is None or not len(rows):
+        return f"{department_name(department)}: owner not recorded", False
+    parts = []
+    for owner, group in rows.groupby("owner", sort=True):
+        who = f"{DEPARTMENT_NAMES[owner.lower()]} team ({owner})" if owner.lower() in DEPARTMENT_NAMES else owner
+        names = sorted(group["name"])
+        owned = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        parts.append(f"{who}, owner of the {owned} source{'s' if len(names) > 1 else ''}")
+    return "; ".join(parts), True
 
 
 def set_source_owner(

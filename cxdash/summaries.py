@@ -126,6 +126,7 @@ VIEWS = (
     "journeys.dfg",
     "journeys.nodes",
     "journeys.customers",
+    "journeys.people",
     "journeys.activities",
     "journeys.positions",
     "journeys.paths",

@@ -36,6 +36,9 @@ __all__ = [
     "funnel_params",
     "hotspot_params",
     "hotspots_params",
+    "handoffs_params",
+    "people_params",
+    "period_params",
     "map_params",
     "params_key",
     "paths_params",
@@ -52,7 +55,7 @@ JOURNEY_DEFAULTS: dict[str, object] = {
     "by_department": False,
     "anchor": "cancel_page",
     "direction": "before",
-    "steps": 5,
+    "steps": 3,  # paths of more steps are nearly all unique: the diagram would be one (other paths) ribbon
     "repeat_days": 7,
     "funnel_days": 30,
     "variant_steps": 5,
@@ -156,8 +159,24 @@ def _executive_defaults(conn: Connection, churn: str | None) -> dict[str, dict] 
 # ----------------------------------------------------------------------------- Journeys
 
 
-def map_params(filters: jr.MapFilters) -> dict:
-    return {"filters": {**asdict(filters), "rename": [list(pair) for pair in filters.rename]}}
+def period_params(first: date | None, last: date | None) -> dict:
+    """The Journeys period (both days included) as view parameters; nothing when the period is
+    open (all history), so a view without a period keeps its stored name."""
+    if first is None or last is None:
+        return {}
+    return {"period": [first.isoformat(), last.isoformat()]}
+
+
+def _bounds(period) -> dict:
+    """``period`` parameter -> ``since``/``until`` keywords of the journey functions."""
+    if not period:
+        return {}
+    p = kpis.Period.from_dates(date.fromisoformat(period[0]), date.fromisoformat(period[1]))
+    return {"since": p.start, "until": p.end}
+
+
+def map_params(filters: jr.MapFilters, period: dict | None = None) -> dict:
+    return {"filters": {**asdict(filters), "rename": [list(pair) for pair in filters.rename]}, **(period or {})}
 
 
 def _map(params: dict) -> jr.MapFilters:
@@ -180,29 +199,58 @@ def path_filters(filters: jr.MapFilters) -> jr.MapFilters:
     return replace(filters, top_n=None)
 
 
-def edge_params(filters: jr.MapFilters, source: str, target: str) -> dict:
-    return {**map_params(filters), "source": source, "target": target}
+def edge_params(filters: jr.MapFilters, source: str, target: str, period: dict | None = None) -> dict:
+    return {**map_params(filters, period), "source": source, "target": target}
 
 
-def paths_params(filters: jr.MapFilters, anchor: str, direction: str, steps: int) -> dict:
+# The paths view's shape: whole paths (``journeys.anchor_paths``) since issue 16, not links.
+PATHS_SHAPE = 2
+
+
+def paths_params(filters: jr.MapFilters, anchor: str, direction: str, steps: int, period: dict | None = None) -> dict:
     """``filters`` as the page passes them (``path_filters``), the anchor step and the direction."""
-    return {**map_params(filters), "anchor": anchor, "direction": direction, "steps": int(steps)}
+    return {
+        **map_params(filters, period),
+        "anchor": anchor,
+        "direction": direction,
+        "steps": int(steps),
+        "shape": PATHS_SHAPE,
+    }
 
 
 def variants_params(
-    filters: jr.MapFilters, max_steps: int, rarest: bool, contains: str, churn: str | None = None
+    filters: jr.MapFilters,
+    max_steps: int,
+    rarest: bool,
+    contains: str,
+    churn: str | None = None,
+    period: dict | None = None,
 ) -> dict:
     return _churn(
-        {**map_params(filters), "max_steps": int(max_steps), "rarest": bool(rarest), "contains": contains or ""}, churn
+        {
+            **map_params(filters, period),
+            "max_steps": int(max_steps),
+            "rarest": bool(rarest),
+            "contains": contains or "",
+        },
+        churn,
     )
 
 
-def funnel_params(steps, days: int, by_segment: bool) -> dict:
-    return {"steps": list(steps), "days": int(days), "by_segment": bool(by_segment)}
+def funnel_params(steps, days: int, by_segment: bool, period: dict | None = None) -> dict:
+    return {"steps": list(steps), "days": int(days), "by_segment": bool(by_segment), **(period or {})}
 
 
-def hotspot_params(hotspot: str, repeat_days: int, churn: str | None = None) -> dict:
-    return _churn({"hotspot": hotspot, "repeat_days": int(repeat_days)}, churn)
+def hotspot_params(hotspot: str, repeat_days: int, churn: str | None = None, period: dict | None = None) -> dict:
+    return _churn({"hotspot": hotspot, "repeat_days": int(repeat_days), **(period or {})}, churn)
+
+
+def handoffs_params(period: dict | None = None) -> dict:
+    return dict(period or {})
+
+
+def people_params(period: dict | None = None) -> dict:
+    return dict(period or {})
 
 
 # The hotspot frame's shape (cxdash.journeys.HOTSPOT_COLUMNS). Part of its stored name, so a frame
@@ -211,14 +259,14 @@ def hotspot_params(hotspot: str, repeat_days: int, churn: str | None = None) -> 
 HOTSPOTS_SHAPE = 2
 
 
-def hotspots_params(repeat_days: int, churn: str | None = None) -> dict:
-    return _churn({"repeat_days": int(repeat_days), "shape": HOTSPOTS_SHAPE}, churn)
+def hotspots_params(repeat_days: int, churn: str | None = None, period: dict | None = None) -> dict:
+    return _churn({"repeat_days": int(repeat_days), "shape": HOTSPOTS_SHAPE, **(period or {})}, churn)
 
 
 # The page's journeys run on the keyed log (integer customer keys: no join of every step to the
 # customer table, integer sorts in the windows); only results that list customers name them.
-def _log():
-    return jr.journey_log(keyed=True)
+def _log(period=None):
+    return jr.journey_log(keyed=True, **_bounds(period))
 
 
 def _spec(filters: dict) -> jr.LogSpec:
@@ -227,48 +275,65 @@ def _spec(filters: dict) -> jr.LogSpec:
     return replace(_map(filters).spec(), **jr.KEYED)
 
 
-def _dfg(conn, filters):
-    return jr.discover_dfg(conn, _log(), _spec(filters), min_share=_map(filters).min_share)
+def _dfg(conn, filters, period=None):
+    return jr.discover_dfg(conn, _log(period), _spec(filters), min_share=_map(filters).min_share)
 
 
-def _nodes(conn, filters):
-    return jr.activity_nodes(conn, _log(), _spec(filters))
+def _nodes(conn, filters, period=None):
+    return jr.activity_nodes(conn, _log(period), _spec(filters))
 
 
-def _activities(conn, filters):
-    return jr.activity_counts(conn, _log(), _spec(filters))["activity"].tolist()
+def _activities(conn, filters, period=None):
+    return jr.activity_counts(conn, _log(period), _spec(filters))["activity"].tolist()
 
 
-def _customers(conn, filters):
-    return {"customers": jr.journey_customers(conn, _log(), _spec(filters))}
+def _customers(conn, filters, period=None):
+    return {"customers": jr.journey_customers(conn, _log(period), _spec(filters))}
 
 
-def _positions(conn, filters):
-    return jr.first_positions(conn, _log(), _spec(filters))
+def _people(conn, period=None):
+    return jr.journey_people(conn, **_bounds(period))
 
 
-def _paths(conn, filters, anchor, direction, steps):
-    fn = jr.paths_to if direction == "before" else jr.paths_from
-    return fn(conn, _log(), anchor, steps=steps, spec=_spec(filters))
+def _positions(conn, filters, period=None):
+    return jr.first_positions(conn, _log(period), _spec(filters))
 
 
-def _hotspots(conn, repeat_days, churn=None, shape=HOTSPOTS_SHAPE):
-    return jr.hotspots(conn, repeat_days=repeat_days, keyed=True, churn=_definition(churn))
+def _paths(conn, filters, anchor, direction, steps, shape=PATHS_SHAPE, period=None):
+    return jr.anchor_paths(conn, _log(period), anchor, direction=direction, steps=steps, spec=_spec(filters))
 
 
-def _hotspot_customers(conn, hotspot, repeat_days, churn=None):
-    return jr.hotspot_customers(conn, hotspot, repeat_days=repeat_days, keyed=True, churn=_definition(churn))
+def _moments(repeat_days, period):
+    return jr.friction_moments(repeat_days=repeat_days, keyed=True, **_bounds(period))
 
 
-def _edge_customers(conn, filters, source, target):
-    return jr.edge_customers(conn, _log(), source, target, _spec(filters), case_names=jr.case_names())
+def _hotspots(conn, repeat_days, churn=None, shape=HOTSPOTS_SHAPE, period=None):
+    return jr.hotspots(
+        conn, repeat_days=repeat_days, keyed=True, churn=_definition(churn), moments=_moments(repeat_days, period)
+    )
 
 
-def _variants(conn, filters, max_steps, rarest, contains, churn=None):
+def _hotspot_customers(conn, hotspot, repeat_days, churn=None, period=None):
+    return jr.hotspot_customers(
+        conn,
+        hotspot,
+        repeat_days=repeat_days,
+        keyed=True,
+        churn=_definition(churn),
+        moments=_moments(repeat_days, period),
+        limit=None,
+    )
+
+
+def _edge_customers(conn, filters, source, target, period=None):
+    return jr.edge_customers(conn, _log(period), source, target, _spec(filters), case_names=jr.case_names())
+
+
+def _variants(conn, filters, max_steps, rarest, contains, churn=None, period=None):
     outcomes = jr.customer_outcomes(conn, keyed=True, churn=_definition(churn))
     return jr.discover_variants(
         conn,
-        _log(),
+        _log(period),
         _spec(filters),
         outcomes=outcomes,
         max_steps=max_steps,
@@ -278,10 +343,10 @@ def _variants(conn, filters, max_steps, rarest, contains, churn=None):
     )
 
 
-def _funnel(conn, steps, days, by_segment):
+def _funnel(conn, steps, days, by_segment, period=None):
     return jr.funnel(
         conn,
-        _log(),
+        _log(period),
         list(steps),
         window_days=days,
         segments=jr.customer_segments(keyed=True) if by_segment else None,
@@ -289,8 +354,8 @@ def _funnel(conn, steps, days, by_segment):
     )
 
 
-def _handoffs(conn):
-    return jr.discover_handoffs(conn, _log(), department_key="department", **jr.KEYED)
+def _handoffs(conn, period=None):
+    return jr.discover_handoffs(conn, _log(period), department_key="department", **jr.KEYED)
 
 
 KNOWN_FUNNELS = (["pricing", "checkout", "purchase"], ["register request", "decide", "pay compensation"])
@@ -333,30 +398,34 @@ def _journey_defaults(conn: Connection, computed: dict[str, object], churn: str 
     """The default view's parameters; the cohorts and the funnel follow from results already computed."""
     d = JOURNEY_DEFAULTS
     f = DEFAULT_MAP_FILTERS
+    # the period both pages open on (cxdash.ui.period): the KPIs' default, all history when undated
+    default = kpis.default_period(kpis.as_of(conn))
+    p = period_params(default.start.date(), (default.end - timedelta(days=1)).date()) if default else {}
     out = {
-        "journeys.hotspots": hotspots_params(int(d["repeat_days"]), churn),
-        "journeys.dfg": map_params(f),
-        "journeys.nodes": map_params(f),
-        "journeys.customers": map_params(activity_filters(f)),
-        "journeys.activities": map_params(activity_filters(f)),
-        "journeys.positions": map_params(activity_filters(f)),
-        "journeys.variants": variants_params(f, d["variant_steps"], False, "", churn),
-        "journeys.handoffs": {},
+        "journeys.hotspots": hotspots_params(int(d["repeat_days"]), churn, p),
+        "journeys.dfg": map_params(f, p),
+        "journeys.nodes": map_params(f, p),
+        "journeys.customers": map_params(activity_filters(f), p),
+        "journeys.people": people_params(p),
+        "journeys.activities": map_params(activity_filters(f), p),
+        "journeys.positions": map_params(activity_filters(f), p),
+        "journeys.variants": variants_params(f, d["variant_steps"], False, "", churn, p),
+        "journeys.handoffs": handoffs_params(p),
     }
     activities = computed.get("journeys.activities")
     if activities is not None:
         anchor = d["anchor"] if d["anchor"] in activities or not activities else activities[0]
-        out["journeys.paths"] = paths_params(path_filters(f), anchor, d["direction"], d["steps"])
+        out["journeys.paths"] = paths_params(path_filters(f), anchor, d["direction"], d["steps"], p)
         steps = default_funnel(activities, computed.get("journeys.positions"))
         if steps:
-            out["journeys.funnel"] = funnel_params(steps, d["funnel_days"], False)
+            out["journeys.funnel"] = funnel_params(steps, d["funnel_days"], False, p)
     spots = computed.get("journeys.hotspots")
     if spots is not None and len(spots):
-        out["journeys.hotspot_customers"] = hotspot_params(str(spots["hotspot"].iloc[0]), d["repeat_days"], churn)
+        out["journeys.hotspot_customers"] = hotspot_params(str(spots["hotspot"].iloc[0]), d["repeat_days"], churn, p)
     edges = computed.get("journeys.dfg")
     if edges is not None and len(edge_labels(edges)):
         source, target = edge_labels(edges)[0]
-        out["journeys.edge_customers"] = edge_params(f, source, target)
+        out["journeys.edge_customers"] = edge_params(f, source, target, p)
     return out
 
 
@@ -378,6 +447,7 @@ COMPUTATIONS = {
     "journeys.variants": _variants,
     "journeys.funnel": _funnel,
     "journeys.handoffs": _handoffs,
+    "journeys.people": _people,
     "journeys.hotspot_customers": _hotspot_customers,
     "journeys.edge_customers": _edge_customers,
 }

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxdash.ui import churnview, data, disclosure
+from cxdash.ui import churnview, data, disclosure, period
 from cxdash.ui import executive as ex
 from cxdash.ui import executive_charts as charts
 from cxdash.ui.figures import plotly_chart
@@ -29,8 +29,7 @@ with st.sidebar:
     if now is None:
         st.caption("The loaded data has no dates: the KPIs are a snapshot, not a period.")
     else:
-        st.date_input("From", key=ex.KEY_FROM)
-        st.date_input("To", key=ex.KEY_TO)
+        period.sidebar("Shared with Journeys: a period chosen here holds there too.")
     for name, key in ex.FILTER_KEYS.items():
         if options.get(name):
             st.multiselect(ex.filter_label(name), options[name], key=key, placeholder="all")

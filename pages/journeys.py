@@ -2,9 +2,11 @@
 
 import streamlit as st
 
-from cxdash.ui import churnview, disclosure
+from cxdash import journeys as jr
+from cxdash.ui import churnview, data, disclosure, period
 from cxdash.ui import journeys as ju
 from cxdash.ui.figures import plotly_chart
+from cxdash.ui.formatting import count
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -20,7 +22,14 @@ if not ju.has_journeys():
     st.stop()
 
 ju.init_filters()
+now = data.overview_headline().as_of
+period.init(now)
 with st.sidebar:
+    st.subheader("Period")
+    if now is None:
+        st.caption("The loaded data has no dates: the journeys cover all of it.")
+    else:
+        period.sidebar("Shared with Shared KPIs: a period chosen here holds there too.")
     st.subheader("Journey filters")
     st.slider(
         "Minimum edge share (%)",
@@ -51,6 +60,9 @@ with st.sidebar:
     )
     st.number_input("Repeat-contact window (days)", 1, 90, key=ju.REPEAT_DAYS)
 ju.sync_url()
+chosen = ju.days()
+if chosen:
+    st.query_params["from"], st.query_params["to"] = chosen[0].isoformat(), chosen[1].isoformat()
 
 filters = ju.map_filters()
 repeat_days = int(st.session_state[ju.REPEAT_DAYS])
@@ -61,18 +73,26 @@ k = disclosure.group_floor()
 spots_k = disclosure.small_groups(spots, k, what="hotspots")
 edges_k = disclosure.small_groups(edges, k, what="transitions")
 st.markdown(ju.lead_sentence(spots_k.shown, edges_k.shown))
-
-c1, c2, c3, c4 = st.columns(4, border=True)
-node_frame = ju.nodes(filters)
-c1.metric(
-    "Customers with journeys",
-    f"{ju.journey_customers(filters):,}",
-    help="Identified customers with at least one step in the journeys.",
+st.caption(
+    f"Period: {period.label(*chosen)}, the same as on Shared KPIs (change it in the sidebar on either page). "
+    "Steps, friction moments and paths are those inside it."
+    if chosen
+    else "Period: all of the loaded data (it has no dates)."
 )
-c2.metric("Transitions", f"{int(edges['count'].sum()):,}", help="Directly-follows pairs after the filters.")
-c3.metric("Activities", f"{len(node_frame):,}")
+
+node_frame = ju.nodes(filters)
+heads = ju.people_metrics(
+    ju.journey_people(), data.overview_headline().customers, "customers" in set(data.sources()["kind"])
+)
 significant, significant_help = ju.significance_metric(spots_k.shown)
-c4.metric("Significant hotspots (BH)", significant, help=significant_help)
+metrics = [
+    *heads,
+    ("Transitions", count(int(edges["count"].sum())), "Directly-follows pairs after the filters, in the period."),
+    ("Activities", count(len(node_frame)), "Distinct steps after the filters, in the period."),
+    ("Significant hotspots", significant, f"Of the hotspots tested. {significant_help}"),
+]
+for column, (name, value, help_text) in zip(st.columns(len(metrics), border=True), metrics, strict=True):
+    column.metric(name, value, help=help_text)
 churnview.caption()
 
 st.subheader("Journey map")
@@ -92,16 +112,14 @@ a1, a2, a3 = st.columns([3, 2, 2])
 a1.selectbox("Step", activities, key=ju.ANCHOR)
 a2.radio("Show", ["before", "after"], key=ju.DIRECTION, horizontal=True, format_func=lambda d: f"steps {d} it")
 a3.slider("Steps", 1, 10, key=ju.STEPS)
-links = ju.paths(filters, st.session_state[ju.ANCHOR], st.session_state[ju.DIRECTION], st.session_state[ju.STEPS])
-links_k = disclosure.small_groups(links, k, what="links")
-if len(links_k.shown):
-    plotly_chart(ju.sankey(links_k.shown, st.session_state[ju.ANCHOR]), width="stretch", key="journeys_sankey_chart")
-    if links_k.note:
-        st.caption(f"{links_k.note} They are not drawn.")
-elif len(links):
-    st.info(f"Every path around that step is too small to show. {links_k.note}")
-else:
-    st.info("No customer has steps around that one.")
+anchor, direction = st.session_state[ju.ANCHOR], st.session_state[ju.DIRECTION]
+whole_paths = ju.paths(filters, anchor, direction, st.session_state[ju.STEPS])
+# A path of fewer than k customers could single someone out: pooled into (other paths).
+drawn_paths, hidden_small = ju.pool_small_paths(whole_paths, k)
+links = jr.path_links(drawn_paths, anchor, direction)
+st.markdown(ju.paths_sentence(drawn_paths, anchor, direction, hidden_small))
+if len(links):
+    plotly_chart(ju.sankey(links, anchor), width="stretch", key="journeys_sankey_chart")
 
 st.subheader("Friction hotspots")
 if len(spots):
@@ -111,81 +129,106 @@ if len(spots):
     else:
         st.caption(ju.hotspot_caption(spots_k.shown))
         plotly_chart(ju.hotspot_chart(spots_k.shown), width="stretch", key="journeys_hotspot_chart")
+    owners = ju.source_owners()
     st.dataframe(
-        spots_k.blank(
-            ju.hotspot_display(spots, ju.department_owners()),
-            keep=("hotspot", "leaked by", "absorbed by", "who to call", "what it is"),
-        ),
+        ju.filled(spots_k.blank(ju.hotspot_display(spots, owners), keep=("hotspot", "who to call"))),
         hide_index=True,
         width="stretch",
         column_config={
-            "customers": st.column_config.NumberColumn(format="localized"),
-            "share of customers": st.column_config.NumberColumn(format="%.1f%%"),
             "churned after it": st.column_config.TextColumn(
                 help="Customers who hit it, churn known, churned after their first moment of it, of those judged"
             ),
-            "never hit it: churned": st.column_config.TextColumn(
-                help="Customers who never hit it, churn known: how many churned"
+            "lift (95% CI)": st.column_config.TextColumn(
+                help="Churn rate of those who hit it ÷ churn rate of those who never did, with its 95% interval; "
+                "— when a group has no churned customer"
             ),
-            "lift": st.column_config.NumberColumn(
-                format="%.2f",
-                help="Churn rate of those who hit it ÷ churn rate "
-                "of those who never did; blank when a group has no churned customer",
-            ),
-            "p (BH-adjusted)": st.column_config.TextColumn(
-                help="Fisher's exact test, two-sided, adjusted by Benjamini–Hochberg across the hotspots tested"
-            ),
-            "excess churned": st.column_config.NumberColumn(format="%.0f"),
-            "revenue at stake": st.column_config.NumberColumn(
-                format="localized", help="12-month revenue of touched customers who have not churned"
+            "who to call": st.column_config.TextColumn(
+                help="The owner recorded on the loaded sources of the department that leaked the customer",
+                width="large",
             ),
         },
     )
+    st.caption(ju.owners_note(spots_k.shown, owners))
+    with st.expander("What each hotspot is, who never hit it, revenue at stake, where customers went next"):
+        st.markdown(ju.hotspot_definitions(spots))
+        st.dataframe(
+            ju.filled(spots_k.blank(ju.hotspot_detail(spots), keep=("hotspot", "leaked by", "absorbed by"))),
+            hide_index=True,
+            width="stretch",
+            column_config={
+                "p (BH-adjusted)": st.column_config.TextColumn(
+                    help="Fisher's exact test, two-sided, adjusted by Benjamini–Hochberg across the hotspots tested"
+                ),
+                "never hit it: churned": st.column_config.TextColumn(
+                    help="Customers who never hit it, churn known: how many churned"
+                ),
+                "revenue at stake": st.column_config.TextColumn(
+                    help="12-month revenue of touched customers who have not churned"
+                ),
+            },
+        )
 else:
-    st.info("No friction moments found (no tickets, errors or failed payments in the loaded data).")
+    st.info("No friction moments found in the period (no tickets, errors or failed payments in it).")
 if spots_k.note:
     st.caption(spots_k.note)
 
 st.subheader("Drill down")
-left, right = st.columns(2)
-with left:
-    if len(spots_k.shown):
-        names = spots_k.shown["hotspot"].tolist()
-        if st.session_state.get(ju.HOTSPOT) not in names:
-            st.session_state[ju.HOTSPOT] = names[0]
-        st.selectbox("Customers in hotspot", names, key=ju.HOTSPOT)
-        cohort = ju.hotspot_cohort(st.session_state[ju.HOTSPOT], repeat_days)
-        st.caption(f"{len(cohort):,} customers (most moments first; emails and phones masked).")
-        st.dataframe(
-            cohort,
-            hide_index=True,
-            width="stretch",
-            height=260,
-            column_config={"revenue_12m": st.column_config.NumberColumn("revenue (12 m)", format="%.2f")},
-        )
-        outreach, left_out = ju.hotspot_outreach(st.session_state[ju.HOTSPOT], repeat_days)
-        # bound now: the file is built when clicked, after `outreach` is reused for the edge cohort below
-        disclosure.download(
-            "Export cohort (CSV)",
-            lambda frame=outreach: ju.cohort_csv(frame),
-            f"cohort-{st.session_state[ju.HOTSPOT].replace(' ', '-')}.csv",
-            key="journeys_export",
-            what="hotspot cohort",
-            rows=len(outreach),
-            note=disclosure.describe(
-                outreach, what="customers in the hotspot", masked=("email", "phone"), consent_left_out=left_out
-            ),
-        )
-    else:
-        cohort = None
-with right:
+cohort = None
+if len(spots_k.shown):
+    names = spots_k.shown["hotspot"].tolist()
+    if st.session_state.get(ju.HOTSPOT) not in names:
+        st.session_state[ju.HOTSPOT] = names[0]
+    d1, d2 = st.columns([3, 1])
+    d1.selectbox("Customers in hotspot", names, key=ju.HOTSPOT)
+    cohort = ju.hotspot_cohort(st.session_state[ju.HOTSPOT], repeat_days)
+    pages = max(1, -(-len(cohort) // ju.PAGE_SIZE))
+    if int(st.session_state.get(ju.COHORT_PAGE, 1)) > pages:
+        st.session_state[ju.COHORT_PAGE] = 1
+    d2.number_input(f"Page (of {count(pages)})", 1, pages, key=ju.COHORT_PAGE)
+    rows, span = ju.page_of(cohort, st.session_state[ju.COHORT_PAGE], ju.PAGE_SIZE)
+    st.caption(
+        f"{count(len(cohort), 'customer')} in this hotspot in the period, every one listed ({span}; "
+        f"{count(ju.PAGE_SIZE)} a page, most moments first; emails and phones masked)."
+    )
+    st.dataframe(ju.cohort_display(rows), hide_index=True, width="stretch", height=300)
+    outreach, left_out = ju.hotspot_outreach(st.session_state[ju.HOTSPOT], repeat_days)
+    st.markdown(ju.export_sentence(len(cohort), len(outreach), left_out, masked=True))
+    # bound now: the file is built when clicked, after `outreach` is reused for the edge cohort below
+    disclosure.download(
+        "Export cohort (CSV)",
+        lambda frame=outreach: ju.cohort_csv(frame),
+        f"cohort-{st.session_state[ju.HOTSPOT].replace(' ', '-')}.csv",
+        key="journeys_export",
+        what="hotspot cohort",
+        rows=len(outreach),
+        note=disclosure.describe(
+            outreach, what="customers in the hotspot", masked=("email", "phone"), consent_left_out=left_out
+        ),
+        show_note=False,  # the sentence above says it, against the count shown
+    )
+
+ids = cohort["cx_id"].tolist() if cohort is not None and len(cohort) else []
+if ids:
+    if st.session_state.get(ju.CUSTOMER) not in ids:
+        st.session_state[ju.CUSTOMER] = ids[0]
+    st.selectbox("Open one customer's timeline", ids, key=ju.CUSTOMER)
+    st.caption("Their whole history, oldest first (not only the period), so the moment can be read in context.")
+    st.dataframe(
+        ju.timeline_display(ju.customer_timeline(st.session_state[ju.CUSTOMER])),
+        hide_index=True,
+        width="stretch",
+        height=320,
+    )
+
+with st.expander("Customers who took one step of the map"):
     edge_names = ju.edge_labels(edges_k.shown)
     st.selectbox("Customers on edge", edge_names, key=ju.EDGE)
     if st.session_state.get(ju.EDGE):
         on_edge = ju.edge_cohort(filters, st.session_state[ju.EDGE])
-        st.caption(f"{len(on_edge):,} customers took this step.")
-        st.dataframe(on_edge, hide_index=True, width="stretch", height=260)
+        st.caption(f"{count(len(on_edge), 'customer')} took this step in the period.")
+        st.dataframe(ju.edge_display(on_edge), hide_index=True, width="stretch", height=260)
         outreach, left_out = ju.edge_outreach(filters, st.session_state[ju.EDGE])
+        st.markdown(ju.export_sentence(len(on_edge), len(outreach), left_out))
         disclosure.download(
             "Export edge cohort (CSV)",
             lambda frame=outreach: ju.cohort_csv(frame),
@@ -194,12 +237,8 @@ with right:
             what="edge cohort",
             rows=len(outreach),
             note=disclosure.describe(outreach, what="customers who took the step", consent_left_out=left_out),
+            show_note=False,
         )
-
-ids = cohort["cx_id"].tolist() if cohort is not None and len(cohort) else []
-if ids:
-    st.selectbox("Open one customer's timeline", ids, key=ju.CUSTOMER)
-    st.dataframe(ju.customer_timeline(st.session_state[ju.CUSTOMER]), hide_index=True, width="stretch", height=320)
 
 st.subheader("Variants, funnels and handoffs")
 tab_v, tab_f, tab_h = st.tabs(["Variants", "Funnel", "Handoffs"])
@@ -214,13 +253,9 @@ with tab_v:
         ju.variants(filters, max_steps, rarest, contains), k, what="journeys", disjoint=True
     )
     st.dataframe(
-        variants_k.pooled("variant", "rarer journeys", sum_columns=("share",)),
+        ju.variants_display(variants_k.pooled("variant", "rarer journeys", sum_columns=("share",))),
         hide_index=True,
         width="stretch",
-        column_config={
-            "share": st.column_config.NumberColumn(format="percent"),
-            "churn_rate": st.column_config.NumberColumn(format="percent"),
-        },
     )
     if variants_k.note:
         st.caption(f"{variants_k.note} A journey so rare can describe one person, so those rows are pooled.")
@@ -245,11 +280,14 @@ with tab_f:
             st.caption(funnel_k.note)
 with tab_h:
     hand = ju.handoffs()
-    hand_k = disclosure.small_groups(hand, k, what="handoffs")
     if len(hand):
-        plotly_chart(ju.handoff_chart(hand_k.shown), width="stretch", key="journeys_handoff_chart")
-        st.dataframe(hand_k.blank(ju.handoff_display(hand), keep=("from", "to")), hide_index=True, width="stretch")
-        if hand_k.note:
-            st.caption(hand_k.note)
+        st.caption(
+            "Rows: the department handing the customer over; columns: the one receiving them. Each cell: customers "
+            "handed over in the period · median wait from the last step of one department to the first of the next; "
+            "— where nobody was handed over."
+        )
+        st.dataframe(ju.handoff_table(hand, k), hide_index=True, width="stretch")
+        if k:
+            st.caption(f"A cell of fewer than {k} customers shows no figure, so no one is singled out.")
     else:
-        st.info("Every step belongs to one department: no handoffs.")
+        st.info("Every step in the period belongs to one department: no handoffs.")

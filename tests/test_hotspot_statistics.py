@@ -13,7 +13,6 @@ import math
 from datetime import datetime, timedelta
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import fisher_exact
@@ -337,7 +336,7 @@ def _page(url: str, monkeypatch):
 def test_the_page_on_a_complaints_log_says_in_words_why_hotspots_have_no_lift(complaints, monkeypatch):
     at = _page(complaints, monkeypatch)
     metric = next(m for m in at.metric if m.label.startswith("Significant hotspots"))
-    assert metric.value == "n/a"
+    assert metric.value == "—"  # not known, and the notes say why
     notes = [i.value for i in at.info]
     assert any(
         n.startswith(
@@ -347,24 +346,25 @@ def test_the_page_on_a_complaints_log_says_in_words_why_hotspots_have_no_lift(co
     ), notes
     table = at.dataframe[0].value
     assert table["hotspot"].tolist() == ["transferred ticket", "repeat contact"]
-    assert "lift" not in table.columns and "churned after it" not in table.columns
+    assert "lift (95% CI)" not in table.columns and "churned after it" not in table.columns
     assert "No churn data" in at.markdown[0].value  # the lead sentence says it too
 
 
 def test_the_page_counts_significant_hotspots_of_those_tested_with_counts_beside_rates(labelled, monkeypatch):
     at = _page(labelled, monkeypatch)
-    metric = next(m for m in at.metric if m.label == "Significant hotspots (BH)")
+    metric = next(m for m in at.metric if m.label == "Significant hotspots")
     n1, a, n0, c = _expected_table(TRANSFERRED)
     p = fisher_exact([[a, n1 - a], [c, n0 - c]]).pvalue
     n1r, ar, n0r, cr = _expected_table(REPEATERS)
     p_adj = _bh([p, fisher_exact([[ar, n1r - ar], [cr, n0r - cr]]).pvalue])[0]
-    assert metric.value == f"{int(p_adj < 0.05)} of 2 tested"
+    assert metric.value == f"{int(p_adj < 0.05)} of 2"
     assert "Benjamini–Hochberg" in metric.help
     table = at.dataframe[0].value.set_index("hotspot")
     assert table.loc["transferred ticket", "churned after it"] == f"{a} of {n1} ({a / n1:.1%})"
-    assert table.loc["transferred ticket", "never hit it: churned"] == f"{c} of {n0} ({c / n0:.1%})"
-    assert np.isnan(table.loc["repeat contact", "lift"])
-    assert table.loc["repeat contact", "no lift because"] == f"no churned customer among the {n1r} hit"
+    detail = at.dataframe[1].value.set_index("hotspot")  # the comparison group, under the table
+    assert detail.loc["transferred ticket", "never hit it: churned"] == f"{c} of {n0} ({c / n0:.1%})"
+    # no lift: a dash, with the reason beside it
+    assert table.loc["repeat contact", "lift (95% CI)"] == f"— (no churned customer among the {n1r} hit)"
 
 
 def test_a_hotspot_frame_stored_in_the_old_shape_is_not_read_but_computed_again(labelled):

@@ -613,11 +613,11 @@ def test_the_pages_journeys_on_integer_keys_equal_the_journeys_on_customer_ids(d
             "nodes": (run["journeys.nodes"](conn, **params), jr.activity_nodes(conn, jl, spec)),
             "paths": (
                 run["journeys.paths"](conn, **wide, anchor="cancel_page", direction="before", steps=5),
-                jr.paths_to(conn, jl, "cancel_page", steps=5, spec=replace(spec, top_n=None)),
+                jr.anchor_paths(conn, jl, "cancel_page", direction="before", steps=5, spec=replace(spec, top_n=None)),
             ),
             "paths after": (
                 run["journeys.paths"](conn, **wide, anchor="pricing", direction="after", steps=3),
-                jr.paths_from(conn, jl, "pricing", steps=3, spec=replace(spec, top_n=None)),
+                jr.anchor_paths(conn, jl, "pricing", direction="after", steps=3, spec=replace(spec, top_n=None)),
             ),
             "variants": (
                 run["journeys.variants"](conn, **params, max_steps=5, rarest=False, contains=""),
@@ -637,7 +637,7 @@ def test_the_pages_journeys_on_integer_keys_equal_the_journeys_on_customer_ids(d
         for spot in pairs["hotspots"][1]["hotspot"]:
             pairs[f"hotspot cohort {spot}"] = (
                 run["journeys.hotspot_customers"](conn, hotspot=spot, repeat_days=7),
-                jr.hotspot_customers(conn, spot, repeat_days=7),
+                jr.hotspot_customers(conn, spot, repeat_days=7, limit=None),  # the page lists every one
             )
         activities = run["journeys.activities"](conn, **views.map_params(views.activity_filters(f)))
         assert activities == jr.activity_counts(conn, jl, views.activity_filters(f).spec())["activity"].tolist()

@@ -3,6 +3,7 @@ pm4py event log, and in a real browser with screenshots."""
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -29,18 +30,29 @@ def _run(at: AppTest) -> AppTest:
     return at
 
 
+def _all_history(at: AppTest) -> AppTest:
+    """Widen the shared period to every day of the data (the planted friction needs all of it)."""
+    at.session_state["period_from"] = date(2000, 1, 1)
+    at.session_state["period_to"] = date(2100, 1, 1)
+    return at
+
+
+def _first_float(text: str) -> float:
+    return float(text.split(" ", 1)[0])
+
+
 def test_page_leads_with_the_biggest_leak_ranks_planted_friction_first_and_keeps_filters(demo_env):
-    at = _run(AppTest.from_file(PAGE, default_timeout=120))
+    at = _run(_all_history(AppTest.from_file(PAGE, default_timeout=120)))
     assert at.title[0].value == "Journeys & friction"
     lead = at.markdown[0].value
     assert lead.startswith("The biggest leak is **") and "churn lift **" in lead
     hotspots = at.dataframe[0].value
     assert {"checkout error", "transferred ticket", "repeat contact"} <= set(hotspots["hotspot"].head(4))
-    assert (hotspots.head(4)["lift"] > 1).all()
-    cohort = at.dataframe[1].value
+    assert all(_first_float(v) > 1 for v in hotspots.head(4)["lift (95% CI)"])
+    cohort = at.dataframe[2].value
     assert len(cohort) > 10 and cohort["email"].str.contains(r"\*\*\*@").all()
     labels = {m.label for m in at.metric}
-    assert {"Customers with journeys", "Transitions", "Activities"} <= labels
+    assert {"Identified customers", "Anonymous visitors", "Transitions", "Significant hotspots"} <= labels
     # filters live in session state and in the URL
     at.toggle(key="journeys_by_department").set_value(True)
     _run(at)
@@ -48,6 +60,21 @@ def test_page_leads_with_the_biggest_leak_ranks_planted_friction_first_and_keeps
     assert at.query_params["by_department"] in ("true", ["true"])
     anchors = at.selectbox(key="journeys_anchor").options
     assert {"web", "support", "billing"} <= set(anchors)  # activities are now departments
+
+
+def test_the_page_opens_on_the_shared_default_period_and_says_so(demo_env):
+    at = _run(AppTest.from_file(PAGE, default_timeout=120))
+    first, last = at.session_state["period_from"], at.session_state["period_to"]
+    assert (last - first).days + 1 == 90  # the KPIs' default: the 90 days up to the data's latest day
+    assert any(
+        c.value.startswith("Period: ") and "(90 days), the same as on Shared KPIs" in c.value for c in at.caption
+    )
+    assert at.query_params["from"] in (first.isoformat(), [first.isoformat()])
+    # a narrower period counts fewer identified customers than all history
+    narrow = int(next(m.value for m in at.metric if m.label == "Identified customers").replace(",", ""))
+    wide_at = _run(_all_history(AppTest.from_file(PAGE, default_timeout=120)))
+    wide = int(next(m.value for m in wide_at.metric if m.label == "Identified customers").replace(",", ""))
+    assert 0 < narrow < wide <= 3000
 
 
 def test_a_shared_link_restores_the_filters(demo_env):
@@ -58,7 +85,7 @@ def test_a_shared_link_restores_the_filters(demo_env):
     _run(at)
     assert at.session_state["journeys_top_n"] == 5
     assert at.session_state["journeys_direction"] == "after"
-    assert at.metric[2].value == "6"  # five activities and (other)
+    assert next(m.value for m in at.metric if m.label == "Activities") == "6"  # five activities and (other)
 
 
 def test_page_works_on_an_uploaded_pm4py_event_log(public_data, tmp_path, monkeypatch):
@@ -76,9 +103,10 @@ def test_page_works_on_an_uploaded_pm4py_event_log(public_data, tmp_path, monkey
     )
     store.dispose()
     monkeypatch.setenv("CXDASH_DB_URL", url)
-    at = _run(AppTest.from_file(PAGE, default_timeout=120))
+    at = _run(_all_history(AppTest.from_file(PAGE, default_timeout=120)))
     assert "most travelled step is **check ticket → decide**" in at.markdown[0].value
-    assert at.metric[0].value == "6"  # six cases
+    # no customer records: one "cases" figure that says why it is not split into customers and visitors
+    assert at.metric[0].label == "Cases with journeys" and at.metric[0].value == "6"
 
 
 def test_an_empty_store_says_how_to_load_data(tmp_path, monkeypatch):
@@ -97,10 +125,10 @@ def test_journeys_page_in_a_real_browser(demo_store, tmp_path, artifacts):
 
 
 def _drive_the_page(browser, app_url, artifacts):
-    page = browser.new_page(viewport={"width": 1500, "height": 1100})
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
     page.goto(f"{app_url}/journeys", wait_until="networkidle")
     sign_in(page)  # every new browser session signs in (issue 7)
-    page.get_by_text("The biggest leak is").wait_for(timeout=120_000)
+    page.get_by_text("Identified customers").wait_for(timeout=120_000)  # the lead depends on the period
     page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)
     page.wait_for_timeout(2000)
     shots = {}
@@ -117,7 +145,7 @@ def _drive_the_page(browser, app_url, artifacts):
         shot = artifacts / f"journeys-{name}.png"
         page.screenshot(
             path=str(shot),
-            clip={"x": 0, "y": box["y"] - 10 + page.evaluate("window.scrollY"), "width": 1500, "height": 900},
+            clip={"x": 0, "y": box["y"] - 10 + page.evaluate("window.scrollY"), "width": 1440, "height": 900},
             full_page=True,
         )
         shots[name] = shot

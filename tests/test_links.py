@@ -466,8 +466,15 @@ def test_who_to_call_names_the_owner_of_the_department_that_leaked():
             "description": ["", ""],
         }
     )
-    shown = hotspot_display(spots, {"support": "Tier-2 lead (Maya)"})
-    assert shown["who to call"].tolist() == ["Tier-2 lead (Maya)", "product"]  # no owner named: the department
+    owners = pd.DataFrame(
+        {"name": ["helpdesk"], "kind": ["tickets"], "department": ["support"], "owner": ["Tier-2 lead (Maya)"]}
+    )
+    shown = hotspot_display(spots, owners)
+    # no source of the product department names an owner: the department spelled out, and said so
+    assert shown["who to call"].tolist() == [
+        "Tier-2 lead (Maya), owner of the helpdesk source",
+        "Product (product): owner not recorded",
+    ]
 
 
 def test_a_dry_run_reports_the_links_match_rate_and_stores_nothing(store):

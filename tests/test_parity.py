@@ -189,6 +189,31 @@ def test_activity_list_paths_and_edge_cohort_are_equal(engines):
     assert_same_frame(duck, pg, "edge_customers")
 
 
+def test_journeys_under_a_period_are_equal(engines):
+    """The Journeys page's period (issue 16): whole paths, headcounts, handoffs and hotspots of the
+    90 days to the data's latest day give the same numbers on both engines."""
+    from cxdash import views
+
+    def run(name, **extra):
+        def compute(conn):
+            params = views.default_params(conn, name, {"journeys.activities": ["cancel_page"]})
+            assert "period" in params
+            return views.COMPUTATIONS[name](conn, **{**params, **extra})
+
+        return _both(engines, compute)
+
+    duck, pg = run("journeys.paths")
+    assert len(duck) > 1
+    assert_same_frame(duck, pg, "anchor_paths in the period")
+    duck, pg = run("journeys.people")
+    assert duck["identified"] > 0 and duck == pg
+    duck, pg = run("journeys.handoffs")
+    assert_same_frame(duck, pg, "handoffs in the period")
+    duck, pg = run("journeys.hotspots")
+    assert len(duck) >= 3
+    assert_same_frame(duck, pg, "hotspots in the period")
+
+
 def test_friction_hotspots_are_equal(engines):
     duck, pg = _both(engines, lambda c: jr.hotspots(c, repeat_days=7))
     assert len(duck) >= 3

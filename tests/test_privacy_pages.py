@@ -131,15 +131,19 @@ def test_filters_that_leave_a_handful_of_customers_show_no_figures(small_demo, m
 
 def test_a_journey_owner_sees_rare_journeys_pooled(small_demo, monkeypatch):
     monkeypatch.setenv("CXDASH_DB_URL", small_demo)
-    admin = _table_with(_page("journeys.py", "admin"), "variant")
-    rare = admin[admin["customers"] < 10]
+
+    def customers(table: pd.DataFrame) -> pd.Series:  # shown as text, "1,234"
+        return table["customers"].str.replace(",", "").astype(int)
+
+    admin = _table_with(_page("journeys.py", "admin"), "journey")
+    rare = admin[customers(admin) < 10]
     assert len(rare), "the small demo has journeys taken by fewer than 10 customers"
-    owner = _table_with(_page("journeys.py", "journey_owner"), "variant")
-    assert not owner["variant"].isin(rare["variant"]).any()
+    owner = _table_with(_page("journeys.py", "journey_owner"), "journey")
+    assert not owner["journey"].isin(rare["journey"]).any()
     pooled = owner[owner["suppression"] != ""]
-    assert len(pooled) == 1 and pooled["variant"].iloc[0] == f"({len(rare)} rarer journeys suppressed)"
-    assert pooled["customers"].iloc[0] == rare["customers"].sum()
-    assert (owner.loc[owner["suppression"] == "", "customers"] >= 10).all()
+    assert len(pooled) == 1 and pooled["journey"].iloc[0] == f"({len(rare)} rarer journeys suppressed)"
+    assert customers(pooled).iloc[0] == customers(rare).sum()
+    assert (customers(owner[owner["suppression"] == ""]) >= 10).all()
 
 
 def test_each_journey_cohort_export_holds_its_own_cohort_when_clicked(small_demo, monkeypatch, downloads):
@@ -151,9 +155,19 @@ def test_each_journey_cohort_export_holds_its_own_cohort_when_clicked(small_demo
     monkeypatch.setenv("CXDASH_DB_URL", small_demo)
     at = _page("journeys.py", "admin")
     hotspot = at.selectbox(key="journeys_hotspot").value
+    from datetime import date, datetime, timedelta
+
+    from cxdash import views
+
     s = open_store(small_demo)
     with s.connect() as conn:
-        cohort = jr.hotspot_customers(conn, hotspot, repeat_days=7)
+        # the page's cohort: the shared default period, every customer (no row cap)
+        period = views.default_params(conn, "journeys.handoffs", {})
+        first, last = (date.fromisoformat(d) for d in period["period"])
+        since, until = datetime(first.year, first.month, first.day), datetime(last.year, last.month, last.day)
+        until += timedelta(days=1)  # both days included
+        moments = jr.friction_moments(repeat_days=7, since=since, until=until)
+        cohort = jr.hotspot_customers(conn, hotspot, repeat_days=7, moments=moments, limit=None)
         consenting = privacy.consented_customers(conn)
     s.dispose()
     hot = pd.read_csv(io.BytesIO(downloads[f"cohort-{hotspot.replace(' ', '-')}.csv"]), encoding="utf-8-sig", dtype=str)

@@ -223,8 +223,9 @@ PAGE_COMPUTATIONS = {
             "activity_nodes",
             "activity_counts",
             "journey_customers",
+            "journey_people",
             "first_positions",
-            "paths_to",
+            "anchor_paths",
             "hotspots",
             "discover_variants",
             "funnel",
@@ -268,10 +269,12 @@ def test_a_background_refresh_stores_the_views_and_one_overtaken_by_a_load_store
     _load(store, tmp_path, "crm.csv", CRM, "crm", CRM_MAP)
     _load(store, tmp_path, "web.csv", WEB, "web", WEB_MAP)
     summaries.refresh_in_background(store, ("journeys.handoffs", "executive.cohorts")).join(timeout=300)
+    from cxdash import views
+
     with store.connect() as conn:
         version = data_version(conn)
-        assert summaries.lookup(conn, "journeys.handoffs", version, {}) is not summaries.MISSING
-        from cxdash import views
+        handoffs = views.default_params(conn, "journeys.handoffs", {})  # the default period's
+        assert summaries.lookup(conn, "journeys.handoffs", version, handoffs) is not summaries.MISSING
         from cxdash.kpis import Filters
 
         cohorts = views.cohorts_params(Filters(), summaries.effective_churn(store))
@@ -290,7 +293,7 @@ def test_a_background_refresh_stores_the_views_and_one_overtaken_by_a_load_store
         new_version = data_version(conn)
         assert new_version > version
         assert summaries.lookup(conn, "headline", new_version) is summaries.MISSING
-        assert summaries.lookup(conn, "journeys.handoffs", new_version, {}) is summaries.MISSING
+        assert summaries.lookup(conn, "journeys.handoffs", new_version, handoffs) is summaries.MISSING
         assert summaries.get(conn, "headline").customers == 4  # computed live: the new customer counts
 
 
@@ -314,10 +317,11 @@ def test_a_view_stored_after_a_page_read_the_stored_results_is_still_found(store
     url = str(store.engine.url)
     with store.connect() as conn:
         version = data_version(conn)
-    assert data.stored(url, version, "journeys.handoffs", {}) is summaries.MISSING
+        params = views.default_params(conn, "journeys.handoffs", {})  # the default period's
+    assert data.stored(url, version, "journeys.handoffs", params) is summaries.MISSING
     summaries.refresh(store, ("journeys.handoffs",))
-    found = data.stored(url, version, "journeys.handoffs", {})
+    found = data.stored(url, version, "journeys.handoffs", params)
     assert found is not summaries.MISSING and len(found)
     with store.connect() as conn:
-        pd.testing.assert_frame_equal(found, views.COMPUTATIONS["journeys.handoffs"](conn), check_dtype=False)
+        pd.testing.assert_frame_equal(found, views.COMPUTATIONS["journeys.handoffs"](conn, **params), check_dtype=False)
     data.store_at.clear()

@@ -18,13 +18,13 @@ from cxdash import kpis, privacy, summaries, views
 from cxdash.churn import Definition
 from cxdash.config import database_url
 from cxdash.exporting import safe_csv
-from cxdash.ui import data
+from cxdash.ui import data, period
 from cxdash.ui import formatting as fmt
 from cxdash.ui.formatting import plain
 
 # Session-state keys (page-prefixed) and the query parameter each one is shared as.
-KEY_FROM = "executive_from"
-KEY_TO = "executive_to"
+KEY_FROM = period.FROM  # the period is shared with Journeys (cxdash/ui/period.py)
+KEY_TO = period.TO
 KEY_REPEAT_DAYS = "executive_repeat_days"
 KEY_HORIZON = "executive_clv_horizon"
 FILTER_KEYS = {name: f"executive_{name}" for name in ("segment", "region", "plan", "channel", "campaign", "department")}
@@ -175,11 +175,7 @@ def init_state(now: datetime | None) -> None:
     if st.session_state.get("executive_initialised"):
         return
     qp = st.query_params
-    default = kpis.default_period(now)
-    last_default = (default.end - timedelta(days=1)).date() if default else date.today()
-    first_default = default.start.date() if default else last_default - timedelta(days=89)
-    st.session_state[KEY_FROM] = _parse_date(qp.get("from")) or first_default
-    st.session_state[KEY_TO] = _parse_date(qp.get("to")) or last_default
+    period.init(now)
     try:
         st.session_state[KEY_REPEAT_DAYS] = min(max(int(qp.get("repeat_days", kpis.DEFAULT_REPEAT_DAYS)), 1), 60)
     except ValueError:

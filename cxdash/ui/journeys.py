@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict
+from datetime import date
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -14,10 +15,10 @@ from cxdash import journeys as jr
 from cxdash import privacy, views
 from cxdash.config import database_url
 from cxdash.hotspot_stats import ranking_note, significance_counts
-from cxdash.ui import data, disclosure
+from cxdash.ui import data, disclosure, period
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
-from cxdash.ui.formatting import plain, plot_text
+from cxdash.ui.formatting import UNKNOWN, count, day, duration, money_exact, percent, plain, plot_text
 
 # ----------------------------------------------------------------------------- filters
 
@@ -36,6 +37,8 @@ CUSTOMER = "journeys_customer"
 EDGE = "journeys_edge"
 FUNNEL_STEPS = "journeys_funnel_steps"
 FUNNEL_DAYS = "journeys_funnel_days"
+COHORT_PAGE = "journeys_cohort_page"
+PAGE_SIZE = 50  # drill-down rows a page
 
 _D = views.JOURNEY_DEFAULTS  # shared with the default view stored after each load
 DEFAULTS: dict[str, object] = {
@@ -120,49 +123,70 @@ def map_filters() -> MapFilters:
 
 # ----------------------------------------------------------------------------- cached queries
 
+# The period every journey computation runs on: ``(first, last)`` day (both included), or None for
+# all history (a store without dates). Hashable, so the cached functions are keyed on it.
+Days = tuple[date, date] | None
+
 
 def _key() -> tuple[str, int]:
     return database_url(), data.version()
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def _dfg(url: str, version: int, filters: MapFilters) -> pd.DataFrame:
-    return data.view(url, version, "journeys.dfg", views.map_params(filters))
+def days() -> Days:
+    """The shared period (``cxdash.ui.period``) when the data has dates, else None (all history)."""
+    if data.overview_headline().as_of is None:
+        return None
+    return period.current()
+
+
+def _p(chosen: Days) -> dict:
+    return views.period_params(*chosen) if chosen else {}
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _nodes(url: str, version: int, filters: MapFilters) -> pd.DataFrame:
-    return data.view(url, version, "journeys.nodes", views.map_params(filters))
+def _dfg(url: str, version: int, filters: MapFilters, chosen: Days) -> pd.DataFrame:
+    return data.view(url, version, "journeys.dfg", views.map_params(filters, _p(chosen)))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _activities(url: str, version: int, filters: MapFilters) -> list[str]:
-    return data.view(url, version, "journeys.activities", views.map_params(filters))
+def _nodes(url: str, version: int, filters: MapFilters, chosen: Days) -> pd.DataFrame:
+    return data.view(url, version, "journeys.nodes", views.map_params(filters, _p(chosen)))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _customers(url: str, version: int, filters: MapFilters) -> int:
-    return int(data.view(url, version, "journeys.customers", views.map_params(filters))["customers"])
+def _activities(url: str, version: int, filters: MapFilters, chosen: Days) -> list[str]:
+    return data.view(url, version, "journeys.activities", views.map_params(filters, _p(chosen)))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _positions(url: str, version: int, filters: MapFilters) -> pd.DataFrame:
-    return data.view(url, version, "journeys.positions", views.map_params(filters))
+def _people(url: str, version: int, chosen: Days) -> dict[str, int]:
+    return data.view(url, version, "journeys.people", views.people_params(_p(chosen)))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _paths(url: str, version: int, filters: MapFilters, anchor: str, direction: str, steps: int) -> pd.DataFrame:
-    return data.view(url, version, "journeys.paths", views.paths_params(filters, anchor, direction, steps))
+def _positions(url: str, version: int, filters: MapFilters, chosen: Days) -> pd.DataFrame:
+    return data.view(url, version, "journeys.positions", views.map_params(filters, _p(chosen)))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _paths(
+    url: str, version: int, filters: MapFilters, anchor: str, direction: str, steps: int, chosen: Days
+) -> pd.DataFrame:
+    return data.view(url, version, "journeys.paths", views.paths_params(filters, anchor, direction, steps, _p(chosen)))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _hotspots(url: str, version: int, repeat_days: int, churn: str | None) -> pd.DataFrame:
-    return data.view(url, version, "journeys.hotspots", views.hotspots_params(repeat_days, churn))
+def _hotspots(url: str, version: int, repeat_days: int, churn: str | None, chosen: Days) -> pd.DataFrame:
+    return data.view(url, version, "journeys.hotspots", views.hotspots_params(repeat_days, churn, _p(chosen)))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _hotspot_customers(url: str, version: int, hotspot: str, repeat_days: int, churn: str | None) -> pd.DataFrame:
-    return data.view(url, version, "journeys.hotspot_customers", views.hotspot_params(hotspot, repeat_days, churn))
+def _hotspot_customers(
+    url: str, version: int, hotspot: str, repeat_days: int, churn: str | None, chosen: Days
+) -> pd.DataFrame:
+    return data.view(
+        url, version, "journeys.hotspot_customers", views.hotspot_params(hotspot, repeat_days, churn, _p(chosen))
+    )
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
@@ -172,79 +196,92 @@ def _customer_journey(url: str, version: int, cx_id: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _edge_customers(url: str, version: int, filters: MapFilters, source: str, target: str) -> pd.DataFrame:
-    return data.view(url, version, "journeys.edge_customers", views.edge_params(filters, source, target))
+def _edge_customers(
+    url: str, version: int, filters: MapFilters, source: str, target: str, chosen: Days
+) -> pd.DataFrame:
+    return data.view(url, version, "journeys.edge_customers", views.edge_params(filters, source, target, _p(chosen)))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def _variants(
-    url: str, version: int, filters: MapFilters, max_steps: int, rarest: bool, contains: str, churn: str | None
+    url: str,
+    version: int,
+    filters: MapFilters,
+    max_steps: int,
+    rarest: bool,
+    contains: str,
+    churn: str | None,
+    chosen: Days,
 ) -> pd.DataFrame:
     return data.view(
-        url, version, "journeys.variants", views.variants_params(filters, max_steps, rarest, contains, churn)
+        url,
+        version,
+        "journeys.variants",
+        views.variants_params(filters, max_steps, rarest, contains, churn, _p(chosen)),
     )
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _funnel(url: str, version: int, steps: tuple[str, ...], days: int, by_segment: bool) -> pd.DataFrame:
-    return data.view(url, version, "journeys.funnel", views.funnel_params(steps, days, by_segment))
+def _funnel(url: str, version: int, steps: tuple[str, ...], days: int, by_segment: bool, chosen: Days) -> pd.DataFrame:
+    return data.view(url, version, "journeys.funnel", views.funnel_params(steps, days, by_segment, _p(chosen)))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def _handoffs(url: str, version: int) -> pd.DataFrame:
-    return data.view(url, version, "journeys.handoffs", {})
+def _handoffs(url: str, version: int, chosen: Days) -> pd.DataFrame:
+    return data.view(url, version, "journeys.handoffs", views.handoffs_params(_p(chosen)))
 
 
 def dfg(filters: MapFilters) -> pd.DataFrame:
-    return _dfg(*_key(), filters)
+    return _dfg(*_key(), filters, days())
 
 
 def nodes(filters: MapFilters) -> pd.DataFrame:
-    return _nodes(*_key(), filters)
+    return _nodes(*_key(), filters, days())
 
 
 def paths(filters: MapFilters, anchor: str, direction: str, steps: int) -> pd.DataFrame:
-    """Sankey links around ``anchor``; every activity can be the anchor, so top-N does not apply."""
-    return _paths(*_key(), views.path_filters(filters), anchor, direction, int(steps))
+    """Whole paths around ``anchor`` (``journeys.anchor_paths``); every activity can be the anchor,
+    so top-N does not apply."""
+    return _paths(*_key(), views.path_filters(filters), anchor, direction, int(steps), days())
 
 
 def all_activities(filters: MapFilters) -> list[str]:
     """Every activity after rename/department grouping (not cut to top N), most frequent first.
     A plain count (no journey ordering), keyed only on the filters that change the names."""
-    return _activities(*_key(), views.activity_filters(filters))
+    return _activities(*_key(), views.activity_filters(filters), days())
 
 
-def journey_customers(filters: MapFilters) -> int:
-    """Distinct customers with at least one step in the journeys (no filter removes a customer,
-    so it is keyed like the activity picker)."""
-    return _customers(*_key(), views.activity_filters(filters))
+def journey_people() -> dict[str, int]:
+    """``{"identified": n, "anonymous": m}``: who has a step in the period (``journeys.journey_people``)."""
+    return _people(*_key(), days())
 
 
 def default_funnel(filters: MapFilters, activities: list[str]) -> tuple[list[str], str]:
     """The funnel's default steps and a sentence saying how they were chosen."""
-    steps = views.default_funnel(activities, _positions(*_key(), views.activity_filters(filters)))
+    steps = views.default_funnel(activities, _positions(*_key(), views.activity_filters(filters), days()))
     return steps, views.default_funnel_note(activities, steps)
 
 
 def hotspot_table(repeat_days: int) -> pd.DataFrame:
-    return _hotspots(*_key(), int(repeat_days), data.churn_name())
+    return _hotspots(*_key(), int(repeat_days), data.churn_name(), days())
 
 
 @st.cache_data(show_spinner=False, max_entries=4, ttl=300)
-def _department_owners(url: str, version: int) -> dict[str, str]:
-    from cxdash.sources import department_owners
+def _source_owners(url: str, version: int) -> pd.DataFrame:
+    from cxdash.sources import source_owners
 
     with data.store_at(url).connect() as conn:
-        return department_owners(conn)
+        return source_owners(conn)
 
 
-def department_owners() -> dict[str, str]:
-    """``{department: owner}`` of the loaded sources (who to call about a hotspot)."""
-    return _department_owners(*_key())
+def source_owners() -> pd.DataFrame:
+    """The loaded sources' ``name, kind, department, owner`` (who to call about a hotspot)."""
+    return _source_owners(*_key())
 
 
 def hotspot_cohort(hotspot: str, repeat_days: int) -> pd.DataFrame:
-    return _hotspot_customers(*_key(), hotspot, int(repeat_days), data.churn_name())
+    """Every customer the hotspot counts in the period (no row limit)."""
+    return _hotspot_customers(*_key(), hotspot, int(repeat_days), data.churn_name(), days())
 
 
 def customer_timeline(cx_id: str) -> pd.DataFrame:
@@ -253,19 +290,19 @@ def customer_timeline(cx_id: str) -> pd.DataFrame:
 
 def edge_cohort(filters: MapFilters, edge: str) -> pd.DataFrame:
     source, _, target = edge.partition(" → ")
-    return _edge_customers(*_key(), filters, source, target)
+    return _edge_customers(*_key(), filters, source, target, days())
 
 
 def variants(filters: MapFilters, max_steps: int, rarest: bool, contains: str) -> pd.DataFrame:
-    return _variants(*_key(), filters, int(max_steps), bool(rarest), contains or "", data.churn_name())
+    return _variants(*_key(), filters, int(max_steps), bool(rarest), contains or "", data.churn_name(), days())
 
 
-def funnel(steps: list[str], days: int, by_segment: bool) -> pd.DataFrame:
-    return _funnel(*_key(), tuple(steps), int(days), bool(by_segment))
+def funnel(steps: list[str], days_window: int, by_segment: bool) -> pd.DataFrame:
+    return _funnel(*_key(), tuple(steps), int(days_window), bool(by_segment), days())
 
 
 def handoffs() -> pd.DataFrame:
-    return _handoffs(*_key())
+    return _handoffs(*_key(), days())
 
 
 def has_journeys() -> bool:
@@ -278,43 +315,32 @@ def cohort_csv(frame: pd.DataFrame) -> bytes:
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _hotspot_outreach(
-    url: str, version: int, hotspot: str, repeat_days: int, churn: str | None
+    url: str, version: int, hotspot: str, repeat_days: int, churn: str | None, chosen: Days
 ) -> tuple[pd.DataFrame, int]:
-    cohort = _hotspot_customers(url, version, hotspot, repeat_days, churn)
+    cohort = _hotspot_customers(url, version, hotspot, repeat_days, churn, chosen)
     return privacy.keep_consented(cohort, disclosure.consented_set(url, version))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _edge_outreach(url: str, version: int, filters: MapFilters, source: str, target: str) -> tuple[pd.DataFrame, int]:
-    cohort = _edge_customers(url, version, filters, source, target)
+def _edge_outreach(
+    url: str, version: int, filters: MapFilters, source: str, target: str, chosen: Days
+) -> tuple[pd.DataFrame, int]:
+    cohort = _edge_customers(url, version, filters, source, target, chosen)
     return privacy.keep_consented(cohort, disclosure.consented_set(url, version), cx_column="case_id")
 
 
 def hotspot_outreach(hotspot: str, repeat_days: int) -> tuple[pd.DataFrame, int]:
     """The hotspot's customers who consented to marketing (what the export holds) and how many
     were left out; cached with the cohort, so a rerun does not filter it again."""
-    return _hotspot_outreach(*_key(), hotspot, int(repeat_days), data.churn_name())
+    return _hotspot_outreach(*_key(), hotspot, int(repeat_days), data.churn_name(), days())
 
 
 def edge_outreach(filters: MapFilters, edge: str) -> tuple[pd.DataFrame, int]:
     source, _, target = edge.partition(" → ")
-    return _edge_outreach(*_key(), filters, source, target)
+    return _edge_outreach(*_key(), filters, source, target, days())
 
 
 # ----------------------------------------------------------------------------- words
-
-
-def duration(seconds) -> str:
-    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
-        return "n/a"
-    s = float(seconds)
-    if s < 120:
-        return f"{s:.0f} s"
-    if s < 2 * 3600:
-        return f"{s / 60:.0f} min"
-    if s < 2 * 86400:
-        return f"{s / 3600:.1f} h"
-    return f"{s / 86400:.1f} days"
 
 
 def _of(part, whole, rate) -> str:
@@ -348,9 +374,11 @@ def lead_sentence(spots: pd.DataFrame, edges: pd.DataFrame) -> str:
     significant, tested = significance_counts(spots)
     if significant:
         top = spots[spots["significant"].astype(bool)].iloc[0]
-        route = f"{plain(top['leaked_department'])}'s step leaked them"
+        from cxdash.sources import department_name
+
+        route = f"a step of {plain(department_name(top['leaked_department']))} leaked them"
         if top["absorbed_department"] and top["absorbed_department"] != jr.NONE:
-            route += f", {plain(top['absorbed_department'])} absorbed them"
+            route += f", {plain(department_name(top['absorbed_department']))} absorbed them"
         return (
             f"The biggest leak is **{plain(top['hotspot'])}**: **{int(top['customers']):,} customers** "
             f"({top['customer_share']:.1%}), churn lift **{top['lift']:.2f}** ({_ci_text(top)}, "
@@ -382,9 +410,9 @@ def significance_metric(spots: pd.DataFrame) -> tuple[str, str]:
     significant, tested = significance_counts(spots)
     if not tested:
         note = ranking_note(spots) or "No friction moments found."
-        return "n/a", note + " No hotspot could be tested."
+        return UNKNOWN, note + " No hotspot could be tested."
     return (
-        f"{significant} of {tested} tested",
+        f"{significant} of {tested}",
         "BH: p-values adjusted by Benjamini–Hochberg. Hotspots with more churn among the customers who hit them "
         "than among those who never did: lift above 1 and a p-value below 0.05 (Fisher's exact test) after the "
         f"Benjamini–Hochberg adjustment across the {tested} hotspots tested, which keeps chance findings out when "
@@ -428,40 +456,71 @@ def _verdict(significant, tested, p_adjusted, lift) -> str:
     return "no"
 
 
-def hotspot_display(spots: pd.DataFrame, owners: dict[str, str] | None = None) -> pd.DataFrame:
-    """The hotspot table as shown: counts beside every rate, the lift with its interval and the
-    adjusted p, and in words why a hotspot has no lift. Without any churn data the churn columns
-    are left out (the page says why). ``owners`` (department -> owner) fills "who to call" for the
-    department that leaked the customers, the department itself where no source names an owner."""
-    owners = owners or {}
+def _lift_text(lift, lo, hi, why=None) -> str:
+    if pd.isna(lift):
+        return f"{UNKNOWN} ({why})" if isinstance(why, str) and why else UNKNOWN
+    if pd.isna(lo):
+        return f"{lift:.2f} (CI not known)"
+    return f"{lift:.2f} ({lo:.2f}–{hi:.2f})"
+
+
+def who_to_call(departments, owners: pd.DataFrame) -> list[str]:
+    """``cxdash.sources.responsible`` for each department code."""
+    from cxdash.sources import responsible
+
+    return [responsible(str(d), owners)[0] for d in departments]
+
+
+def owners_note(spots: pd.DataFrame, owners: pd.DataFrame) -> str:
+    """What "who to call" is, for the caption under the hotspots (plain text, no markdown)."""
+    from cxdash.sources import responsible
+
+    missing = sorted({str(d) for d in spots["leaked_department"] if not responsible(str(d), owners)[1]})
+    text = (
+        "Who to call: the owner recorded on the loaded sources of the department whose step leaked the customer "
+        "(set on Data health, or with python -m cxdash sources set)."
+    )
+    if missing:
+        from cxdash.sources import department_name
+
+        text += (
+            " Owner not recorded for "
+            + ", ".join(department_name(d) for d in missing)
+            + ": no loaded source belongs to that department (its rows name the department themselves, such as "
+            "tickets routed to a team), so nobody can be named; record an owner for it to fill this in."
+        )
+    return text
+
+
+def hotspot_display(spots: pd.DataFrame, owners: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The hotspot table as shown (every cell text, through ``cxdash.ui.formatting``), narrow enough
+    for the page at 1440 px: customers with their share, churn after it, the lift with its interval
+    (or why there is none), the verdict and who to call. Without any churn data
+    the churn columns are left out (the page says why). ``owners``
+    (``cxdash.sources.source_owners``) names who to call for the department that leaked the
+    customers (``cxdash.sources.responsible``); the comparison group, p, revenue at stake and routes
+    are in ``hotspot_detail``."""
+    owners = owners if owners is not None else pd.DataFrame(columns=["name", "kind", "department", "owner"])
     churn_known = bool(spots["churn_definition"].notna().any()) if len(spots) else False
     out = {
-        "hotspot": spots["hotspot"],
-        "customers": spots["customers"],
-        "share of customers": spots["customer_share"] * 100,
+        "hotspot": spots["hotspot"].astype(str),
+        "customers": [
+            f"{count(n)} ({percent(v)})" for n, v in zip(spots["customers"], spots["customer_share"], strict=True)
+        ],
     }
     if churn_known:
         out.update(
             {
                 "churned after it": [
-                    _of(a, n, r)
+                    _of(a, n, r) or UNKNOWN
                     for a, n, r in zip(spots["churned"], spots["customers_judged"], spots["churn_rate"], strict=True)
                 ],
-                "never hit it: churned": [
-                    _of(c, n, r)
-                    for c, n, r in zip(
-                        spots["baseline_churned"],
-                        spots["baseline_customers"],
-                        spots["baseline_churn_rate"],
-                        strict=True,
+                "lift (95% CI)": [
+                    _lift_text(lift, lo, hi, why)
+                    for lift, lo, hi, why in zip(
+                        spots["lift"], spots["ci_low"], spots["ci_high"], spots["why"], strict=True
                     )
                 ],
-                "lift": spots["lift"],
-                "95% CI": [
-                    "" if pd.isna(lift) else ("not known" if pd.isna(lo) else f"{lo:.2f}–{hi:.2f}")
-                    for lift, lo, hi in zip(spots["lift"], spots["ci_low"], spots["ci_high"], strict=True)
-                ],
-                "p (BH-adjusted)": [p_text(p) for p in spots["p_adjusted"]],
                 "significant": [
                     _verdict(sig, tested, p, lift)
                     for sig, tested, p, lift in zip(
@@ -470,18 +529,268 @@ def hotspot_display(spots: pd.DataFrame, owners: dict[str, str] | None = None) -
                 ],
             }
         )
-        if spots["why"].fillna("").ne("").any():  # a column of blanks would only push the owners off screen
-            out["no lift because"] = spots["why"].fillna("")
-        out.update({"excess churned": spots["excess_churned"], "revenue at stake": spots["revenue_at_stake"]})
+    out["who to call"] = who_to_call(spots["leaked_department"], owners)
+    return pd.DataFrame(out)
+
+
+def filled(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (after ``SmallGroups.blank``) with every missing cell shown as "—" and the
+    suppression column folded into the customers cell ("fewer than 10 customers"), so no table
+    shows None or nan and a suppressed row costs no extra column."""
+    out = frame.astype(object).where(frame.notna(), UNKNOWN)
+    if "suppression" in out:
+        why = frame["suppression"].fillna("").astype(str)
+        if "customers" in out:
+            hidden = why.ne("")
+            out.loc[hidden, "customers"] = (
+                why[hidden].str.replace("suppressed: ", "", regex=False).str.replace(" customers", "", regex=False)
+            )
+            out = out.drop(columns="suppression")
+        else:
+            out["suppression"] = why
+    return out
+
+
+def hotspot_detail(spots: pd.DataFrame) -> pd.DataFrame:
+    """The hotspots' second table: the comparison group, the adjusted p, the ranking key, and where
+    customers were leaked and went next. Every cell text."""
+    from cxdash.sources import department_name
+
+    out: dict[str, object] = {"hotspot": spots["hotspot"].astype(str)}
+    if len(spots) and spots["churn_definition"].notna().any():
+        out.update(
+            {
+                "never hit it: churned": [
+                    _of(c, n, r) or UNKNOWN
+                    for c, n, r in zip(
+                        spots["baseline_churned"],
+                        spots["baseline_customers"],
+                        spots["baseline_churn_rate"],
+                        strict=True,
+                    )
+                ],
+                "p (BH-adjusted)": [p_text(p) or UNKNOWN for p in spots["p_adjusted"]],
+                "excess churned": [UNKNOWN if pd.isna(v) else f"{v:,.0f}" for v in spots["excess_churned"]],
+                "revenue at stake": [money_exact(v) for v in spots["revenue_at_stake"]],
+            }
+        )
     out.update(
         {
-            "leaked by": spots["leaked_department"],
-            "absorbed by": spots["absorbed_department"],
-            "who to call": [owners.get(d, d) for d in spots["leaked_department"]],
-            "what it is": spots["description"],
+            "customers": [count(n) for n in spots["customers"]],
+            "moments": [count(n) for n in spots["moments"]],
+            "leaked by": [department_name(d) for d in spots["leaked_department"]],
+            "absorbed by": [
+                "nobody (no contact followed)" if d == jr.NONE else department_name(d)
+                for d in spots["absorbed_department"]
+            ],
         }
     )
     return pd.DataFrame(out)
+
+
+def hotspot_definitions(spots: pd.DataFrame) -> str:
+    """What each hotspot is, one markdown bullet each (values escaped)."""
+    return "\n".join(
+        f"- **{plain(h)}**: {plain(d) if isinstance(d, str) and d else UNKNOWN}"
+        for h, d in zip(spots["hotspot"], spots["description"], strict=True)
+    )
+
+
+def people_metrics(people: dict[str, int], customers_total: int | None, has_crm: bool) -> list[tuple[str, str, str]]:
+    """The headcount metrics as ``(label, value, help)``: identified customers (comparable with
+    the CRM's ``customers_total``) and anonymous visitors (cases with steps but no customer record)
+    apart; without a customer (CRM) source, one "cases" figure that says why it cannot be split."""
+    if not has_crm:
+        return [
+            (
+                "Cases with journeys",
+                count(people["identified"] + people["anonymous"]),
+                "Cases with at least one step in the period. No customer records are loaded, so cases cannot be "
+                "told apart into customers and anonymous visitors.",
+            )
+        ]
+    return [
+        (
+            "Identified customers",
+            count(people["identified"]),
+            "Customers with a customer record and at least one step in the period"
+            + (f", of the {count(customers_total, 'customer')} in total." if customers_total else "."),
+        ),
+        (
+            "Anonymous visitors",
+            count(people["anonymous"]),
+            "Cases with steps in the period but no customer record (such as web visitors never linked to a "
+            "customer): they have journeys but are not customers, so they are counted apart.",
+        ),
+    ]
+
+
+def paths_sentence(paths_frame: pd.DataFrame, anchor: str, direction: str, hidden_small: int = 0) -> str:
+    """What the paths diagram draws, in words (markdown, names escaped): how many customers reached
+    the step, how many paths are drawn, how many customers the "(other paths)" bucket pools and
+    how many had no step before (after) it."""
+    total = int(paths_frame["customers"].sum()) + hidden_small
+    if not total:
+        return f"No customer reached **{plain(anchor)}** in the period."
+    real = paths_frame[paths_frame["path"] != jr.OTHER_PATHS]
+    alone = int(real.loc[real["steps"] == 1, "customers"].sum())
+    drawn = real[real["steps"] > 1]
+    other = paths_frame[paths_frame["path"] == jr.OTHER_PATHS]
+    side = "before" if direction == "before" else "after"
+    text = (
+        f"{count(total, 'customer')} reached **{plain(anchor)}** in the period (their first time). "
+        f"Drawn: the {count(len(drawn), 'busiest path')} {side} it, {count(int(drawn['customers'].sum()), 'customer')}"
+        f" ({percent(drawn['customers'].sum() / total)}); every ribbon runs whole to the step."
+    )
+    if len(other):
+        text += (
+            f" **(other paths)** pools {count(int(other['customers'].iloc[0]), 'customer')} on "
+            f"{count(int(other['paths'].iloc[0]), 'rarer path')}."
+        )
+    if alone:
+        text += f" {count(alone, 'customer')} had no step {side} it in the period, so no ribbon."
+    if hidden_small:
+        text += f" {count(hidden_small, 'customer')} on paths too small to show are left out."
+    return text
+
+
+def pool_small_paths(paths_frame: pd.DataFrame, k: int | None) -> tuple[pd.DataFrame, int]:
+    """Paths of fewer than ``k`` customers merged into the "(other paths)" row (a path so rare
+    could single someone out); the pooled row itself dropped when it stays under ``k``. Out: the
+    frame to draw and how many customers were dropped."""
+    if not k or paths_frame.empty:
+        return paths_frame, 0
+    small = (paths_frame["customers"] < k) & (paths_frame["path"] != jr.OTHER_PATHS)
+    other = paths_frame["path"] == jr.OTHER_PATHS
+    pooled_customers = int(paths_frame.loc[small | other, "customers"].sum())
+    pooled_paths = int(paths_frame.loc[small | other, "paths"].sum())
+    kept = paths_frame[~small & ~other]
+    if pooled_customers == 0:
+        return kept.reset_index(drop=True), 0
+    if pooled_customers < k:
+        return kept.reset_index(drop=True), pooled_customers
+    row = pd.DataFrame(
+        {"path": [jr.OTHER_PATHS], "steps": [pd.NA], "customers": [pooled_customers], "paths": [pooled_paths]}
+    )
+    out = pd.concat([kept, row], ignore_index=True)
+    out["steps"] = out["steps"].astype("Int64")
+    return out, 0
+
+
+def handoff_table(handoffs_frame: pd.DataFrame, k: int | None = None) -> pd.DataFrame:
+    """Handoffs as a department-by-department table for the page: rows the department handing the
+    customer over, columns the one receiving them (named without their code, to fit), each cell
+    ``"1,234 · 2.3 days"``
+    (customers handed over, median wait until the receiving department's first step), "—" where
+    nobody was handed over, and "fewer than k" for a cell of 1 to k-1 customers."""
+    from cxdash.sources import department_name
+
+    customers = jr.handoff_matrix(handoffs_frame, "customers")
+    median = jr.handoff_matrix(handoffs_frame, "median_seconds")
+    cells = {}
+    for to in customers.columns:
+        column = []
+        for frm in customers.index:
+            n = customers.loc[frm, to]
+            if pd.isna(n):
+                column.append(UNKNOWN)
+            elif k and int(n) < k:
+                column.append(f"fewer than {k}")
+            else:
+                column.append(f"{count(n)} · {duration(median.loc[frm, to])}")
+        cells[f"to {_short_department(to)}"] = column
+    table = pd.DataFrame(cells)
+    table.insert(0, "from", [department_name(d) for d in customers.index])
+    return table
+
+
+def _short_department(code: str) -> str:
+    from cxdash.sources import DEPARTMENT_NAMES
+
+    return DEPARTMENT_NAMES.get(str(code).lower(), str(code))
+
+
+def cohort_display(cohort: pd.DataFrame) -> pd.DataFrame:
+    """A hotspot's customers as shown: every cell text, human column names."""
+    from cxdash.sources import department_name
+
+    return pd.DataFrame(
+        {
+            "customer": cohort["cx_id"].astype(str),
+            "friction moments": [count(n) for n in cohort["moments"]],
+            "first": [day(t) for t in cohort["first_at"]],
+            "last": [day(t) for t in cohort["last_at"]],
+            "leaked by": [department_name(d) for d in cohort["leaked_department"]],
+            "churned": ["yes" if bool(c) else "no" for c in cohort["churned"]],
+            "revenue (12 months)": [money_exact(v) for v in cohort["revenue_12m"]],
+            "email": cohort["email"].fillna(UNKNOWN).astype(str),
+            "phone": cohort["phone"].fillna(UNKNOWN).astype(str),
+        }
+    )
+
+
+def page_of(frame: pd.DataFrame, page: int, size: int = 50) -> tuple[pd.DataFrame, str]:
+    """Rows of one page (1-based) and ``"Customers 51–100 of 1,566"``."""
+    n = len(frame)
+    pages = max(1, math.ceil(n / size))
+    page = min(max(int(page), 1), pages)
+    lo, hi = (page - 1) * size, min(page * size, n)
+    return frame.iloc[lo:hi], f"Customers {count(lo + 1 if n else 0)}–{count(hi)} of {count(n)}"
+
+
+def export_sentence(counted: int, exported: int, left_out: int, *, masked: bool = False) -> str:
+    """What the export holds against the count shown: the rows in the file, exactly who was left
+    out and why, and (``masked``) that emails and phones leave masked."""
+    text = f"The export holds {count(exported, 'customer')} of the {count(counted, 'customer')} counted here"
+    if left_out:
+        text += (
+            f": {count(left_out, 'customer')} left out because they have not given marketing consent "
+            "(an exported cohort is for outreach; only customers who opted in may be contacted)"
+        )
+    return text + (". Emails and phones in it are masked." if masked else ".")
+
+
+def timeline_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """One customer's timeline as shown: when (day and time), step, department spelled out."""
+    from cxdash.sources import department_name
+
+    return pd.DataFrame(
+        {
+            "when": [UNKNOWN if pd.isna(t) else f"{day(t)} {pd.Timestamp(t):%H:%M}" for t in frame["ts"]],
+            "step": frame["activity"].astype(str),
+            "department": [department_name(d) for d in frame["department"]],
+            "channel": frame["channel"].fillna(UNKNOWN).astype(str),
+            "value": [UNKNOWN if pd.isna(v) else f"{v:,.2f}" for v in frame["value"]],
+        }
+    )
+
+
+def edge_display(frame: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "customer": frame["case_id"].astype(str),
+            "times": [count(n) for n in frame["times"]],
+            "first time": [day(t) for t in frame["first_at"]],
+            "median wait": [duration(s) for s in frame["median_seconds"]],
+        }
+    )
+
+
+def variants_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """Variants as shown (``SmallGroups.pooled`` output): every cell text, the pooled row's
+    ``suppression`` note kept."""
+    extra = {"suppression": frame["suppression"].fillna("").astype(str)} if "suppression" in frame else {}
+    return pd.DataFrame(
+        {
+            "journey": frame["variant"].astype(str),
+            **extra,
+            "steps": [count(n) for n in frame["steps"]],
+            "customers": [count(n) for n in frame["customers"]],
+            "share": [percent(v) for v in frame["share"]],
+            "churn rate": [percent(v) for v in frame["churn_rate"]],
+            "median first to last step": [duration(s) for s in frame["median_seconds"]],
+        }
+    )
 
 
 def edge_labels(edges: pd.DataFrame, limit: int = 60) -> list[str]:
@@ -593,10 +902,34 @@ def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 
     return fig
 
 
+def _stacked_y(links: pd.DataFrame, keys) -> list[float]:
+    """Each node's vertical centre: nodes of one column (step offset) stacked by their flow, so
+    plotly keeps them in their column (it ignores ``x`` unless ``y`` is given too)."""
+    flow: dict[str, float] = {}
+    for o, a, n in zip(links["source_offset"], links["source"], links["customers"], strict=True):
+        flow[f"{o}|{a}"] = flow.get(f"{o}|{a}", 0) + n
+    inflow: dict[str, float] = {}
+    for o, a, n in zip(links["target_offset"], links["target"], links["customers"], strict=True):
+        inflow[f"{o}|{a}"] = inflow.get(f"{o}|{a}", 0) + n
+    size = {k: max(flow.get(k, 0), inflow.get(k, 0), 1) for k in keys}
+    columns: dict[str, list[str]] = {}
+    for k in keys:
+        columns.setdefault(k.split("|", 1)[0], []).append(k)
+    y: dict[str, float] = {}
+    for members in columns.values():
+        total, done = sum(size[k] for k in members), 0.0
+        for k in members:
+            y[k] = 0.02 + 0.96 * (done + size[k] / 2) / total
+            done += size[k]
+    return [y[k] for k in keys]
+
+
 @memoised_figure
-def sankey(links: pd.DataFrame, anchor: str, max_links: int = 60) -> go.Figure:
-    """Paths to (or from) the anchor: one column per step offset."""
-    top = links.sort_values("customers", ascending=False).head(max_links)
+def sankey(links: pd.DataFrame, anchor: str) -> go.Figure:
+    """Whole paths to (or from) the anchor (``journeys.path_links``): one column per step offset,
+    the anchor red, the pooled "(other paths)" grey. Every link is drawn: the paths were already
+    cut to the busiest, so no ribbon is left hanging."""
+    top = links
     keys = (
         pd.unique(
             pd.concat(
@@ -615,12 +948,17 @@ def sankey(links: pd.DataFrame, anchor: str, max_links: int = 60) -> go.Figure:
     lo, hi = (min(offsets), max(offsets)) if offsets else (0, 1)
     span = max(hi - lo, 1)
     labels = [k.split("|", 1)[1] for k in keys]
-    colours = ["#dc2626" if lab == anchor else "#0ea5e9" for lab in labels]
+    colours = ["#dc2626" if lab == anchor else ("#94a3b8" if lab == jr.OTHER_PATHS else "#0ea5e9") for lab in labels]
     fig = go.Figure(
         go.Sankey(
             arrangement="snap",
             node=dict(
-                label=labels, color=colours, pad=12, thickness=14, x=[0.01 + 0.98 * (o - lo) / span for o in offsets]
+                label=labels,
+                color=colours,
+                pad=12,
+                thickness=14,
+                x=[0.01 + 0.98 * (o - lo) / span for o in offsets],
+                y=_stacked_y(top, keys),
             ),
             link=dict(
                 source=[index[f"{o}|{s}"] for o, s in zip(top["source_offset"], top["source"], strict=True)],
@@ -711,29 +1049,6 @@ def funnel_chart(frame: pd.DataFrame) -> go.Figure:
     return fig
 
 
-@memoised_figure
-def handoff_chart(frame: pd.DataFrame) -> go.Figure:
-    departments = sorted(set(frame["source_department"]) | set(frame["target_department"]))
-    idx = {d: i for i, d in enumerate(departments)}
-    colours = _colour_map(departments)
-    fig = go.Figure(
-        go.Sankey(
-            node=dict(label=departments, color=[colours[d] for d in departments], pad=15, thickness=16),
-            link=dict(
-                source=[idx[d] for d in frame["source_department"]],
-                target=[idx[d] for d in frame["target_department"]],
-                value=frame["count"].tolist(),
-                customdata=[duration(s) for s in frame["median_seconds"]],
-                hovertemplate="%{source.label} → %{target.label}: %{value:,} handoffs, median wait "
-                "%{customdata}<extra></extra>",
-                color="rgba(100,116,139,0.25)",
-            ),
-        )
-    )
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=30, b=10))
-    return fig
-
-
 def filters_as_dict(filters: MapFilters) -> dict:
     return asdict(filters)
 
@@ -744,23 +1059,10 @@ def funnel_display(frame: pd.DataFrame) -> pd.DataFrame:
             "segment": frame["segment"],
             "step": frame["step"],
             "activity": frame["activity"],
-            "customers": frame["customers"],
-            "conversion": [f"{v:.1%}" if v == v else "" for v in frame["conversion"]],
-            "from previous step": [f"{v:.1%}" if v == v else "" for v in frame["step_conversion"]],
-            "dropped": frame["dropped"],
+            "customers": [count(n) for n in frame["customers"]],
+            "conversion": [percent(v) for v in frame["conversion"]],
+            "from previous step": [percent(v) for v in frame["step_conversion"]],
+            "dropped": [count(n) for n in frame["dropped"]],
             "median time to convert": [duration(s) for s in frame["median_seconds_to_convert"]],
-        }
-    )
-
-
-def handoff_display(frame: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "from": frame["source_department"],
-            "to": frame["target_department"],
-            "handoffs": frame["count"],
-            "customers": frame["customers"],
-            "median wait": [duration(s) for s in frame["median_seconds"]],
-            "p90 wait": [duration(s) for s in frame["p90_seconds"]],
         }
     )
