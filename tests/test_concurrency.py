@@ -53,7 +53,19 @@ READER = textwrap.dedent(
 def test_ingest_and_reader_processes_share_the_duckdb_file(tmp_path):
     db = f"duckdb:///{tmp_path / 'shared.duckdb'}"
     setup = subprocess.run(
-        [sys.executable, "-m", "cxdash", "--db", db, "demo", "--no-train", "--customers", "300", "--out", str(tmp_path / "demo")],
+        [
+            sys.executable,
+            "-m",
+            "cxdash",
+            "--db",
+            db,
+            "demo",
+            "--no-train",
+            "--customers",
+            "300",
+            "--out",
+            str(tmp_path / "demo"),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
