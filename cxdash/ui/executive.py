@@ -163,13 +163,6 @@ def holdout() -> dict:
 # ---------------------------------------------------------------------------------- state and sharing
 
 
-def _parse_date(text: str | None) -> date | None:
-    try:
-        return date.fromisoformat(text) if text else None
-    except ValueError:
-        return None
-
-
 def init_state(now: datetime | None) -> None:
     """Fill the page's session state once per session: from the link's query parameters, else defaults."""
     if st.session_state.get("executive_initialised"):
