@@ -45,6 +45,13 @@ def users() -> pd.DataFrame:
     return auth.list_users(data.store())
 
 
+def _when(values: pd.Series, missing: str) -> pd.Series:
+    """Timestamps as a person reads them ("2 Dec 2026, 08:50 UTC"); ``missing`` where there is none."""
+    stamps = pd.to_datetime(values, errors="coerce")
+    text = stamps.dt.day.astype("Int64").astype("string") + stamps.dt.strftime(" %b %Y, %H:%M UTC")
+    return text.fillna(missing).astype("string")
+
+
 def users_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One readable row per person: user, role, status, last sign-in, created."""
     now = pd.Timestamp.now(tz="UTC").tz_localize(None)
@@ -57,8 +64,8 @@ def users_table(frame: pd.DataFrame) -> pd.DataFrame:
             "user": frame["username"].astype("string"),
             "role": frame["role"].astype("string").str.replace("_", " "),
             "status": status,
-            "last sign-in": pd.to_datetime(frame["last_sign_in_at"], errors="coerce"),
-            "created": pd.to_datetime(frame["created_at"], errors="coerce"),
+            "last sign-in": _when(frame["last_sign_in_at"], "never"),
+            "created": _when(frame["created_at"], "—"),
         }
     )
 
