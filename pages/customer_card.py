@@ -103,7 +103,9 @@ with left:
     if c["signals"].empty:
         st.markdown("No intent, friction or churn signals on record.")
     else:
-        st.dataframe(risk.signals_table(c["signals"]), hide_index=True, width="stretch")
+        st.dataframe(
+            risk.signals_table(c["signals"]), hide_index=True, width="stretch", column_config=risk.SIGNALS_COLUMNS
+        )
     st.subheader("What they already told us")
     st.markdown(risk.told_us_sentence(c["contacts"]))
     if not c["contacts"].empty:

@@ -60,7 +60,11 @@ churnview.flash()
 res = churnview.caption()
 if res.candidates:
     st.dataframe(
-        churnview.candidates_table(res), hide_index=True, width="stretch", column_config=churnview.TABLE_COLUMNS
+        churnview.candidates_table(res),
+        hide_index=True,
+        width="stretch",
+        column_config=churnview.TABLE_COLUMNS,
+        row_height=churnview.TABLE_ROW_HEIGHT,
     )
     names = [c.name for c in res.candidates]
     with st.form("health_churn_form", border=False):

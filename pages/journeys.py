@@ -155,16 +155,24 @@ if len(spots):
             ju.filled(spots_k.blank(ju.hotspot_detail(spots), keep=("hotspot", "leaked by", "absorbed by"))),
             hide_index=True,
             width="stretch",
+            row_height=60,  # long department names wrap instead of pushing columns off the page
             column_config={
+                "hotspot": st.column_config.TextColumn(width=135),
                 "p (BH-adjusted)": st.column_config.TextColumn(
-                    help="Fisher's exact test, two-sided, adjusted by Benjamini–Hochberg across the hotspots tested"
+                    width=78,
+                    help="Fisher's exact test, two-sided, adjusted by Benjamini–Hochberg across the hotspots tested",
                 ),
                 "never hit it: churned": st.column_config.TextColumn(
-                    help="Customers who never hit it, churn known: how many churned"
+                    width=140, help="Customers who never hit it, churn known: how many churned"
                 ),
+                "excess churned": st.column_config.TextColumn(width=72),
                 "revenue at stake": st.column_config.TextColumn(
-                    help="12-month revenue of touched customers who have not churned"
+                    width=105, help="12-month revenue of touched customers who have not churned"
                 ),
+                "customers": st.column_config.TextColumn(width=80),
+                "moments": st.column_config.TextColumn(width=72),
+                "leaked by": st.column_config.TextColumn(width=128),
+                "absorbed by": st.column_config.TextColumn(width=128),
             },
         )
 else:

@@ -333,7 +333,7 @@ def test_hostile_values_fetch_nothing_and_link_nowhere_on_every_page(hostile_app
 def test_the_customer_card_shows_a_hostile_name_topic_and_reason_as_typed(hostile_app, artifacts):
     port = hostile_app["port"]
     page, fetched = _open(hostile_app, "customer_card", "Find a customer")
-    page.get_by_label("Find a customer by id, email or phone").fill(HOSTILE_ID)
+    page.get_by_label("Find a customer by name, email, phone or any id").fill(HOSTILE_ID)
     page.keyboard.press("Enter")
     page.get_by_text("What they already told us").wait_for(timeout=120_000)
     page.wait_for_load_state("networkidle")

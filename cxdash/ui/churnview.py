@@ -7,6 +7,7 @@ import streamlit as st
 
 from cxdash import churn, summaries
 from cxdash.ui import data
+from cxdash.ui import formatting as fmt
 from cxdash.ui.formatting import plain
 
 CHOICE_KEY = "health_churn_definition"
@@ -56,20 +57,29 @@ def candidates_table(res: churn.Resolution) -> pd.DataFrame:
                 "churn rate": c.rate,
                 "dated": "yes" if c.dated else "no (snapshot)",
                 "note": c.note,
-                "subscription churn": c.extra.get("subscription_churn_rate"),
+                "subscription churn": fmt.percent(c.extra.get("subscription_churn_rate"), 0),
             }
         )
     return pd.DataFrame(rows)
 
 
+# Widths that add up to the page's width at 1440 px (about 980 px beside the sidebar); the long
+# columns wrap in taller rows (TABLE_ROW_HEIGHT) instead of hiding the last ones behind a scroll.
 TABLE_COLUMNS = {
-    "customers judged": st.column_config.NumberColumn(format="localized"),
-    "churned": st.column_config.NumberColumn(format="localized"),
-    "churn rate": st.column_config.NumberColumn(format="percent"),
-    "subscription churn": st.column_config.NumberColumn(
-        format="percent", help="Subscriptions ended over all subscriptions (subscription churn, not customer churn)"
+    "in force": st.column_config.TextColumn(width=58),
+    "definition": st.column_config.TextColumn(width=125),
+    "what counts as churn": st.column_config.TextColumn(width=205),
+    "customers judged": st.column_config.NumberColumn(format="localized", width=110),
+    "churned": st.column_config.NumberColumn(format="localized", width=68),
+    "churn rate": st.column_config.NumberColumn(format="percent", width=68),
+    "dated": st.column_config.TextColumn(width=92),
+    "note": st.column_config.TextColumn(width=160),
+    "subscription churn": st.column_config.TextColumn(
+        width=80,
+        help="Subscriptions ended over all subscriptions (subscription churn, not customer churn)",
     ),
 }
+TABLE_ROW_HEIGHT = 74
 
 
 def choose(name: str, actor: str) -> churn.Resolution:

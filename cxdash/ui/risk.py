@@ -768,11 +768,22 @@ def signals_table(signals: pd.DataFrame) -> pd.DataFrame:
             "signal": signals["noun"],
             "kind": signals["strength"],
             "when": signals["age_days"].map(_age_words),
-            "in the last 30 days": signals["count_30d"],
+            "last 30 days": signals["count_30d"],
             "detail": signals["detail"],
             "owner": signals["department"],
         }
     )
+
+
+# The signal table sits in the card's left column (about 570 px at 1440 px): widths that fit it.
+SIGNALS_COLUMNS = {
+    "signal": st.column_config.TextColumn(width=135),
+    "kind": st.column_config.TextColumn(width=72),
+    "when": st.column_config.TextColumn(width=95),
+    "last 30 days": st.column_config.NumberColumn(width=62, help="How many times in the last 30 days"),
+    "detail": st.column_config.TextColumn(width=120),
+    "owner": st.column_config.TextColumn(width=70),
+}
 
 
 def _age_words(days: float) -> str:
