@@ -95,7 +95,9 @@ def test_journeys_with_the_pages_filters_equal_the_library_call_with_the_same_pa
     want = expected[cols].astype({"count": "int64", "customers": "int64"}).sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(got, want, check_dtype=False)
     assert printed["median_seconds"].tolist() == pytest.approx(
-        expected.set_index(key).loc[list(zip(printed["source"], printed["target"]))]["median_seconds"].tolist()
+        expected.set_index(key)
+        .loc[list(zip(printed["source"], printed["target"], strict=True))]["median_seconds"]
+        .tolist()
     )
     assert len({*printed["source"], *printed["target"]} - {jr.OTHER}) <= 6
     assert not got.equals(plain[cols].sort_values(key).reset_index(drop=True))
