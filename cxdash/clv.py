@@ -423,6 +423,14 @@ def _compress(*columns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]
     return rows, counted.to_numpy(dtype=float)
 
 
+def _distinct_rows(*columns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The distinct rows of ``columns`` (equal-length float arrays) and, for each input row, the
+    position of its distinct row: ``distinct[i][back]`` gives ``columns[i]`` back."""
+    codes, uniques = pd.MultiIndex.from_arrays(list(columns)).factorize()
+    rows = tuple(uniques.get_level_values(i).to_numpy(dtype=float) for i in range(len(columns)))
+    return rows, np.asarray(codes)
+
+
 def _standard_errors(res: _FitResult, params: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
     """Asymptotic standard errors from the inverse observed information (delta method from log space)."""
     cov_log = np.linalg.inv(res.hessian_log)
@@ -821,10 +829,14 @@ def customer_lifetime_value(
         raise ValueError("discount_rate_monthly must be > -1")
     factor = _PERIODS_PER_MONTH[freq]
     spend = np.asarray(gg.conditional_expected_average_profit(frequency, monetary_value), dtype=float)
+    # Expected purchases depend on (frequency, recency, T) alone: computed once per distinct row
+    # (a million customers share some tens of thousands) and spread back to the customers.
+    x, tx, TT = _check_frt(frequency, recency, T)
+    (ux, utx, uT), back = _distinct_rows(x, tx, TT)
     clv = np.zeros_like(spend)
     prev = np.zeros_like(spend)
     for i in range(1, int(horizon_months) + 1):
-        cum = np.asarray(bgnbd.expected_purchases(i * factor, frequency, recency, T), dtype=float)
+        cum = np.asarray(bgnbd.expected_purchases(i * factor, ux, utx, uT), dtype=float)[back]
         clv += spend * (cum - prev) / (1.0 + discount_rate_monthly) ** i
         prev = cum
     return _wrap(clv, _index_of(frequency, recency, T, monetary_value), "clv")
