@@ -103,3 +103,30 @@ def test_friction_moments_of_a_period_are_the_whole_historys_moments_inside_it(d
     pd.testing.assert_frame_equal(inside, kept)
     assert {"rework", "dead end"} & set(kept["hotspot"])  # the moments the shortcut concerns are there
     assert len(kept) < len(whole)
+
+
+def test_the_rfm_of_several_ends_in_one_pass_equals_each_ends_own_rfm(demo):
+    with demo.connect() as conn:
+        period = kpis.default_period(kpis.as_of(conn))
+        ends = [period.end, period.previous.end, period.end - timedelta(days=400)]
+        together = kpis.rfm_at_ends(conn, ends)
+        apart = {e: kpis.rfm_in_database(conn, e) for e in ends}
+        odd = period.end - timedelta(hours=5)  # not at midnight: each end on its own
+        mixed = kpis.rfm_at_ends(conn, [period.end, odd])
+        odd_alone = kpis.rfm_in_database(conn, odd)
+    for e in ends:
+        pd.testing.assert_frame_equal(together[e], apart[e])
+    assert len(apart[ends[1]]) < len(apart[ends[0]])  # fewer buyers before the earlier end
+    assert (apart[ends[1]]["frequency"].sum()) < apart[ends[0]]["frequency"].sum()
+    pd.testing.assert_frame_equal(mixed[odd], odd_alone)
+
+
+def test_the_kpi_reports_clv_equals_the_forecasts_made_one_by_one(demo):
+    with demo.connect() as conn:
+        period = kpis.default_period(kpis.as_of(conn))
+        report = kpis.kpi_report(conn, period)
+        alone = kpis.predicted_clv(conn, period.end)
+        previous = kpis.predicted_clv(conn, period.previous.end)
+    assert report.clv.ok and alone.ok
+    assert report.current["clv_predicted_total"] == alone.total()
+    assert report.previous["clv_predicted_total"] == previous.total()
