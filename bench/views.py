@@ -184,7 +184,10 @@ def _instrument_kpis(timer: PartTimer) -> None:
     from cxdash import clv, kpis
 
     timer.wrap(kpis, "predicted_clv", "  of which CLV forecasts (2)")
-    timer.wrap(kpis, "rfm_in_database", "    RFM query")
+    if hasattr(kpis, "rfm_at_ends"):  # both forecasts' purchase summaries in one query
+        timer.wrap(kpis, "rfm_at_ends", "    RFM query")
+    else:
+        timer.wrap(kpis, "rfm_in_database", "    RFM query")
     timer.wrap(kpis, "_fit_bgnbd", "    BG/NBD fit")
     timer.wrap(clv.GammaGamma, "fit", "    Gamma-Gamma fit")
     timer.wrap(clv, "customer_lifetime_value", "    CLV per customer")
