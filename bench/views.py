@@ -180,13 +180,14 @@ def journey_parts(conn, p: dict) -> list[tuple[str, Callable[[], object]]]:
 
 
 def _instrument_kpis(timer: PartTimer) -> None:
-    """The CLV forecast inside the KPI report, by part (two forecasts: the period's and the previous one's)."""
+    """The CLV forecasts inside the KPI report, by part (two: the period's and the previous one's).
+    Labels are indented under the part that contains them; a nested call counts in both."""
     from cxdash import clv, kpis
 
-    timer.wrap(kpis, "predicted_clv", "  of which CLV forecasts (2)")
-    if hasattr(kpis, "rfm_at_ends"):  # both forecasts' purchase summaries in one query
-        timer.wrap(kpis, "rfm_at_ends", "    RFM query")
-    else:
+    timer.wrap(kpis, "predicted_clv", "  of which CLV fits + scoring (2)")
+    if hasattr(kpis, "rfm_at_ends"):  # both forecasts' purchase summaries in one query, before the fits
+        timer.wrap(kpis, "rfm_at_ends", "  of which RFM query (both ends)")
+    else:  # one query inside each forecast
         timer.wrap(kpis, "rfm_in_database", "    RFM query")
     timer.wrap(kpis, "_fit_bgnbd", "    BG/NBD fit")
     timer.wrap(clv.GammaGamma, "fit", "    Gamma-Gamma fit")
