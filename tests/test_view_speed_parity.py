@@ -130,3 +130,18 @@ def test_the_kpi_reports_clv_equals_the_forecasts_made_one_by_one(demo):
     assert report.clv.ok and alone.ok
     assert report.current["clv_predicted_total"] == alone.total()
     assert report.previous["clv_predicted_total"] == previous.total()
+
+
+def test_distinct_rows_give_every_row_back_and_are_distinct():
+    from cxdash.clv import _distinct_rows
+
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 5, 2_000).astype(float)
+    tx = rng.integers(0, 30, 2_000).astype(float)
+    T = tx + rng.integers(0, 3, 2_000)
+    (ux, utx, uT), back = _distinct_rows(x, tx, T)
+    np.testing.assert_array_equal(ux[back], x)
+    np.testing.assert_array_equal(utx[back], tx)
+    np.testing.assert_array_equal(uT[back], T)
+    expected = pd.DataFrame({"x": x, "tx": tx, "T": T}).drop_duplicates()
+    assert len(ux) == len(expected) < 2_000
