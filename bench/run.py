@@ -24,6 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.views import bench_views, print_views
+from bench.views import checks as view_checks
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PAGES = ("overview", "executive", "journeys", "at_risk", "customer_card", "model", "data_health", "upload")
@@ -78,6 +81,8 @@ def bench_size(n: int, tmp: Path, store_1m: str | None) -> dict:
         size["steps"].append(run_step("page-compute", url, page))
     for page in PAGES:
         size["steps"].append(run_step("apptest", url, page))
+    size["views"] = bench_views(url)  # issue 17: live views against the floor (bench/views.py)
+    print_views(size["views"])
     db.unlink(missing_ok=True)
     return size
 
@@ -137,6 +142,7 @@ def checks(results: dict) -> list[dict]:
                             "errors": s.get("errors"),
                         }
                     )
+        rows += view_checks(size.get("views") or {}, n)
         peak = max((s.get("peak_rss_mb") or 0) for s in size["steps"])
         rows.append(
             {"target": "peak RSS of any step", "size": n, "value": peak, "limit": f"< {RSS_MB} MB", "ok": peak < RSS_MB}

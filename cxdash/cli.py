@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 from cxdash.config import DATA_DIR
@@ -265,17 +266,84 @@ def _links(texts: list[str] | None) -> dict | None:
     return dict(parse_link(t) for t in texts) if texts else None
 
 
-def cmd_journeys(args) -> int:
-    from cxdash.journeys import discover_dfg, journey_log
+def _view_period(conn, args, *, default_all: bool):
+    """The period ``--from``/``--to`` choose, as the pages read it (both days included): only ``--to``
+    means the 90 days ending then, only ``--from`` runs to the data's latest day. Without either,
+    the 90 days to the latest data (``kpis``) or all history (``default_all``: ``journeys``,
+    ``hotspots``, which have always covered all of it). Out: a ``kpis.Period`` or None (all history)."""
+    from datetime import date, timedelta
 
+    from cxdash.kpis import DEFAULT_PERIOD_DAYS, Period, as_of, default_period
+
+    period = default_period(as_of(conn))
+    if not (args.date_from or args.date_to):
+        return None if default_all else period
+    if period is None and not (args.date_from and args.date_to):
+        raise ValueError("the store holds no dated rows: give both --from and --to")
+    try:
+        last = date.fromisoformat(args.date_to) if args.date_to else (period.end - timedelta(days=1)).date()
+        first = date.fromisoformat(args.date_from) if args.date_from else last - timedelta(days=DEFAULT_PERIOD_DAYS - 1)
+    except ValueError as exc:
+        raise ValueError(f"--from/--to take a day as YYYY-MM-DD ({exc})") from None
+    if last < first:
+        raise ValueError(f"--to ({last}) is before --from ({first}): give the first day first")
+    return Period.from_dates(first, last)
+
+
+def _refuse_filters(args, command: str, page: str, offers: str) -> None:
+    """A Shared KPIs filter given to a view that has no such filter: refused, never ignored."""
+    given = [f"--{name}" for name in VIEW_FILTERS if getattr(args, name, None)]
+    if given:
+        raise ValueError(
+            f"{', '.join(given)} {'is not a filter' if len(given) == 1 else 'are not filters'} of the {page} "
+            f"page, so `{command}` cannot apply {'it' if len(given) == 1 else 'them'}: it offers {offers}. "
+            "Leave them out, or use `kpis` with them for the Shared KPIs view"
+        )
+
+
+_JOURNEY_OFFERS = "--from/--to, --min-share, --top-n, --collapse, --by-department and --rename"
+
+
+def journey_map_filters(args):
+    """The Journeys page's sidebar choices from the command line (``journeys.MapFilters``)."""
+    from cxdash.journeys import MapFilters
+
+    rename = []
+    for rule in args.rename or ():
+        old, sep, new = (part.strip() for part in rule.partition("=>"))
+        if not (sep and old and new):
+            raise ValueError(f"--rename {rule!r}: write a rule as 'old => new', e.g. 'contact: billing => contact'")
+        rename.append((old, new))
+    if args.top_n is not None and args.top_n < 0:
+        raise ValueError(f"--top-n {args.top_n}: give a number of activities, 0 or more (0 = all)")
+    return MapFilters(
+        min_share=float(args.min_share),
+        top_n=args.top_n or None,
+        collapse=bool(args.collapse),
+        by_department=bool(args.by_department),
+        rename=tuple(rename),
+    )
+
+
+def cmd_journeys(args) -> int:
+    from cxdash import views
+
+    _refuse_filters(args, "journeys", "Journeys", _JOURNEY_OFFERS)
+    filters = journey_map_filters(args)
     store = _store(args)
     with store.connect() as conn:
-        frame = discover_dfg(conn, journey_log(), min_share=args.min_share)
+        period = _view_period(conn, args, default_all=True)
+        p = views.period_params(period.start.date(), (period.end - timedelta(days=1)).date()) if period else {}
+        params = views.map_params(filters, p)
+        # the page's own computation (cxdash.views), so the CLI prints the graph the page draws
+        frame = views.COMPUTATIONS["journeys.dfg"](conn, **params)
     cols = ["source", "target", "count", "customers", "median_seconds", "p90_seconds"]
     records = [{k: _jsonable(v) for k, v in rec.items()} for rec in frame[cols].astype(object).to_dict("records")]
     if args.json:
         print(json.dumps(records, indent=2, default=str))
     else:
+        if period is not None:
+            print(f"period: {period.label()}")
         print(frame[cols].to_string(index=False) if len(frame) else "No journeys: load some extracts first.")
     return 0
 
@@ -313,12 +381,16 @@ def _plain(value):
 
 def cmd_hotspots(args) -> int:
     from cxdash.hotspot_stats import ALPHA, ranking_note, significance_counts
-    from cxdash.journeys import hotspots
+    from cxdash.journeys import friction_moments, hotspots
 
+    _refuse_filters(args, "hotspots", "Journeys", "--from/--to and --repeat-days")
     store = _store(args)
     definition = _churn_in_force(store).definition
     with store.connect() as conn:
-        frame = hotspots(conn, repeat_days=args.repeat_days, keyed=True, churn=definition)
+        period = _view_period(conn, args, default_all=True)
+        bounds = {"since": period.start, "until": period.end} if period else {}
+        moments = friction_moments(repeat_days=args.repeat_days, keyed=True, **bounds)
+        frame = hotspots(conn, repeat_days=args.repeat_days, keyed=True, churn=definition, moments=moments)
     significant, tested = significance_counts(frame)
     note = ranking_note(frame)
     records = [{k: _plain(v) for k, v in rec.items()} for rec in frame[list(HOTSPOT_FIELDS)].to_dict("records")]
@@ -327,6 +399,8 @@ def cmd_hotspots(args) -> int:
             json.dumps(
                 {
                     "churn_definition": definition.name if definition is not None else None,
+                    "period_start": period.start.date().isoformat() if period else None,
+                    "period_end": (period.end - timedelta(days=1)).date().isoformat() if period else None,
                     "repeat_days": args.repeat_days,
                     "test": "Fisher's exact, two-sided",
                     "adjustment": "Benjamini-Hochberg",
@@ -344,6 +418,7 @@ def cmd_hotspots(args) -> int:
         print("No friction moments found (no tickets, errors or failed payments in the loaded data).")
         return 0
     print(f"churn definition: {definition.name if definition is not None else 'none'}")
+    print(f"period: {period.label() if period else 'all of the loaded data'}")
     print(
         f"{'hotspot':24} {'customers':>9} {'hit: churned':>22} {'never hit: churned':>24} {'lift':>6} "
         f"{'95% CI':>13} {'p (BH)':>9}  significant"
@@ -412,21 +487,12 @@ def cmd_churn(args) -> int:
 
 
 def cmd_kpis(args) -> int:
-    from datetime import date, timedelta
-
-    from cxdash.kpis import Filters, Period, as_of, attach_activation, default_period, kpi_report
+    from cxdash.kpis import Filters, attach_activation, kpi_report
 
     store = _store(args)
     definition = _churn_in_force(store).definition
     with store.connect() as conn:
-        now = as_of(conn)
-        period = default_period(now)
-        if args.date_from or args.date_to:
-            if period is None and not (args.date_from and args.date_to):
-                raise ValueError("the store holds no dated rows: give both --from and --to")
-            last = date.fromisoformat(args.date_to) if args.date_to else (period.end - timedelta(days=1)).date()
-            first = date.fromisoformat(args.date_from) if args.date_from else last - timedelta(days=89)
-            period = Period.from_dates(first, last)
+        period = _view_period(conn, args, default_all=False)
         filters = Filters(**{name: getattr(args, name) or () for name in VIEW_FILTERS})
         report = kpi_report(
             conn, period, filters, repeat_days=args.repeat_days, horizon_months=args.horizon, churn=definition
@@ -442,6 +508,12 @@ def cmd_kpis(args) -> int:
 
 # The filters a Shared KPIs or Journeys view takes (cxdash.kpis.Filters), as the command line spells them.
 VIEW_FILTERS = ("segment", "region", "plan", "channel", "campaign", "department")
+
+
+def _period_arguments(parser, default: str) -> None:
+    """``--from``/``--to``: the pages' shared period (both days included)."""
+    parser.add_argument("--from", dest="date_from", help=f"first day, YYYY-MM-DD (default: {default})")
+    parser.add_argument("--to", dest="date_to", help="last day (included), YYYY-MM-DD")
 
 
 def _view_filter_arguments(parser) -> None:
@@ -780,6 +852,12 @@ def build_parser() -> argparse.ArgumentParser:
     j = sub.add_parser("journeys", help="print the directly-follows graph of customer journeys")
     j.add_argument("--json", action="store_true", help="print JSON: source, target, count, customers, median_seconds")
     j.add_argument("--min-share", type=float, default=0.0, help="pool edges below this share of transitions")
+    j.add_argument("--top-n", type=int, default=None, help="keep the N most frequent activities, the rest as (other)")
+    j.add_argument("--collapse", action="store_true", help="collapse repeated steps (a a b becomes a b)")
+    j.add_argument("--by-department", action="store_true", help="group activities by department")
+    j.add_argument("--rename", action="append", metavar="'OLD => NEW'", help="rename an activity (repeatable)")
+    _period_arguments(j, "all of the loaded data")
+    _view_filter_arguments(j)
     j.set_defaults(func=cmd_journeys)
 
     h = sub.add_parser(
@@ -789,12 +867,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     h.add_argument("--json", action="store_true", help="print JSON (NaN as null)")
     h.add_argument("--repeat-days", type=int, default=7, help="a repeat contact comes within N days (default 7)")
+    _period_arguments(h, "all of the loaded data")
+    _view_filter_arguments(h)
     h.set_defaults(func=cmd_hotspots)
 
     k = sub.add_parser("kpis", help="the shared KPIs for a period (default: the 90 days to the latest data)")
     k.add_argument("--json", action="store_true", help="print JSON")
-    k.add_argument("--from", dest="date_from", help="first day, YYYY-MM-DD")
-    k.add_argument("--to", dest="date_to", help="last day (included), YYYY-MM-DD")
+    _period_arguments(k, "the 90 days to the latest data")
     k.add_argument("--repeat-days", type=int, default=7, help="a repeat contact comes within N days (default 7)")
     k.add_argument("--horizon", type=int, default=12, help="predicted CLV horizon in months (default 12)")
     _view_filter_arguments(k)

@@ -423,6 +423,27 @@ def _compress(*columns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]
     return rows, counted.to_numpy(dtype=float)
 
 
+def _distinct_rows(*columns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
+    """The distinct rows of ``columns`` (equal-length float arrays) and, for each input row, the
+    position of its distinct row: ``distinct[i][back]`` gives ``columns[i]`` back."""
+    # Each column's values as small integer codes, combined into one int64 per row, then one
+    # hash factorisation (a tenth of factorising a MultiIndex of the floats at 100k rows).
+    combined = np.zeros(len(columns[0]), dtype=np.int64)
+    span = 1
+    for col in columns:
+        codes, uniques = pd.factorize(np.asarray(col, dtype=float))
+        span *= max(len(uniques), 1)
+        if span >= 2**62:  # the combined code would overflow: factorise the rows themselves
+            mi_codes, mi_uniques = pd.MultiIndex.from_arrays(list(columns)).factorize()
+            rows = tuple(mi_uniques.get_level_values(i).to_numpy(dtype=float) for i in range(len(columns)))
+            return rows, np.asarray(mi_codes)
+        combined = combined * max(len(uniques), 1) + codes
+    back, distinct = pd.factorize(combined)
+    first = np.empty(len(distinct), dtype=np.int64)
+    first[back[::-1]] = np.arange(len(back) - 1, -1, -1)  # each distinct row's first occurrence
+    return tuple(np.asarray(col, dtype=float)[first] for col in columns), np.asarray(back)
+
+
 def _standard_errors(res: _FitResult, params: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
     """Asymptotic standard errors from the inverse observed information (delta method from log space)."""
     cov_log = np.linalg.inv(res.hessian_log)
@@ -821,10 +842,14 @@ def customer_lifetime_value(
         raise ValueError("discount_rate_monthly must be > -1")
     factor = _PERIODS_PER_MONTH[freq]
     spend = np.asarray(gg.conditional_expected_average_profit(frequency, monetary_value), dtype=float)
+    # Expected purchases depend on (frequency, recency, T) alone: computed once per distinct row
+    # (a million customers share some tens of thousands) and spread back to the customers.
+    x, tx, TT = _check_frt(frequency, recency, T)
+    (ux, utx, uT), back = _distinct_rows(x, tx, TT)
     clv = np.zeros_like(spend)
     prev = np.zeros_like(spend)
     for i in range(1, int(horizon_months) + 1):
-        cum = np.asarray(bgnbd.expected_purchases(i * factor, frequency, recency, T), dtype=float)
+        cum = np.asarray(bgnbd.expected_purchases(i * factor, ux, utx, uT), dtype=float)[back]
         clv += spend * (cum - prev) / (1.0 + discount_rate_monthly) ** i
         prev = cum
     return _wrap(clv, _index_of(frequency, recency, T, monetary_value), "clv")

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pandas as pd
 import sqlalchemy as sa
@@ -1435,6 +1435,15 @@ def friction_moments(
 
     # rework and dead ends, from each step's neighbours
     w = dict(partition_by=jl.c.cx_id, order_by=(*step_order(jl), jl.c.activity))
+    # A period needs only the steps near it: a rework counts a previous step at most `window`
+    # earlier, a dead end looks `dead_end_days` ahead, so steps outside [since - window,
+    # until + dead end) cannot change a moment inside [since, until), and the window (the
+    # costliest sort of the hotspots) runs on the period's steps instead of the whole history.
+    near = in_period(
+        jl.c.ts,
+        since - timedelta(seconds=window) if since is not None else None,
+        until + timedelta(days=dead_end_days) if until is not None else None,
+    )
     seq = (
         sa.select(
             jl.c.cx_id,
@@ -1446,7 +1455,7 @@ def friction_moments(
             sa.func.lag(jl.c.ts).over(**w).label("prev_ts"),
             sa.func.lead(jl.c.ts).over(**w).label("next_ts"),
         )
-        .where(jl.c.activity != "subscription ended")
+        .where(jl.c.activity != "subscription ended", *near)
         .cte("seq")  # read by rework and dead ends: one window pass, not two
     )
     rework = sa.select(

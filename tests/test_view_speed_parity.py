@@ -1,0 +1,147 @@
+"""The faster paths of the live Shared KPIs view give the results of the slower ones they replace,
+on DuckDB and on PostgreSQL (issue 17): the RFM summary over every customer without working out
+churn, the CLV computed once per distinct (frequency, recency, T) row, and a period's friction
+moments found on the steps near the period."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from cxdash import journeys as jr
+from cxdash import kpis
+from cxdash.clv import BGNBD, GammaGamma, customer_lifetime_value
+from cxdash.demo import build_demo
+from cxdash.signals import FAILED_PAYMENT_STATUSES
+from cxdash.store import KIND_TABLES, customer_keys_table
+from tests.conftest import BACKENDS, make_store
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def demo(request, tmp_path_factory):
+    """A 300-customer demo company (seed 5) on each backend (PostgreSQL skipped without a server)."""
+    root = tmp_path_factory.mktemp(f"speed_{request.param}")
+    store = make_store(request.param, root)
+    build_demo(store, n_customers=300, seed=5, out_dir=root / "extracts")
+    yield store
+    store.dispose()
+
+
+def _end(conn):
+    return kpis.default_period(kpis.as_of(conn)).end
+
+
+def test_rfm_over_every_customer_equals_the_rfm_over_the_full_customer_set(demo):
+    with demo.connect() as conn:
+        end = _end(conn)
+        fast = kpis.rfm_in_database(conn, end)
+        full, _ = kpis._customers(conn, kpis.Filters())  # the set it used to join: keys, attributes and churn
+        slow = kpis.rfm_in_database(conn, end, full)
+        crm = pd.read_sql(sa.select(KIND_TABLES["customers"].c.cx_key), conn)
+        x = KIND_TABLES["transactions"]
+        tx = pd.read_sql(sa.select(x.c.cx_key, x.c.timestamp, x.c.amount, x.c.status), conn)
+        names = pd.read_sql(sa.select(customer_keys_table.c.cx_key, customer_keys_table.c.cx_id), conn)
+    pd.testing.assert_frame_equal(fast, slow)
+    # independently: the buyers are the CRM customers with a positive, not failed payment before the end
+    failed = tx["status"].fillna("").str.strip().str.lower().isin(FAILED_PAYMENT_STATUSES)
+    paid = tx[(tx["amount"] > 0) & (pd.to_datetime(tx["timestamp"]) < end) & ~failed]
+    keys = set(paid["cx_key"].dropna()) & set(crm["cx_key"].dropna())
+    buyers = set(names[names["cx_key"].isin(keys)]["cx_id"])
+    assert set(fast.index) == buyers and len(buyers) > 50
+
+
+def test_the_clv_computed_per_distinct_row_equals_the_clv_computed_per_customer(demo):
+    with demo.connect() as conn:
+        rfm = kpis.rfm_in_database(conn, _end(conn))
+    rfm = rfm[rfm["T"] > 0]
+    x, tx, T, m = (rfm[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T", "monetary_value"))
+    assert len(rfm[["frequency", "recency", "T"]].drop_duplicates()) < len(rfm)  # some customers share a row
+    # fixed parameters (a fit's values on such data): what matters is the same model on every row
+    bg = BGNBD()
+    bg.params_ = {"r": 0.8, "alpha": 40.0, "a": 0.6, "b": 2.5}
+    gg = GammaGamma()
+    gg.params_ = {"p": 6.0, "q": 4.0, "v": 60.0}
+    got = customer_lifetime_value(bg, gg, x, tx, T, m, horizon_months=12, discount_rate_monthly=0.01)
+
+    # the formula customer by customer (lifetimes' ``customer_lifetime_value``), with no sharing of rows
+    spend = gg.conditional_expected_average_profit(x, m)
+    expected = np.zeros(len(x))
+    prev = np.zeros(len(x))
+    for i in range(1, 13):
+        cum = np.array(
+            [bg.expected_purchases(i * 30.0, x[j : j + 1], tx[j : j + 1], T[j : j + 1])[0] for j in range(len(x))]
+        )
+        expected += spend * (cum - prev) / 1.01**i
+        prev = cum
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)
+    assert np.all(expected > 0)
+
+
+def _moments(conn, **bounds) -> pd.DataFrame:
+    m = jr.friction_moments(repeat_days=7, keyed=True, **bounds)
+    frame = pd.read_sql(sa.select(m), conn)
+    frame["ts"] = pd.to_datetime(frame["ts"])
+    return frame.sort_values(list(frame.columns), ignore_index=True)
+
+
+@pytest.mark.parametrize("days_back", [0, 45, 200])
+def test_friction_moments_of_a_period_are_the_whole_historys_moments_inside_it(demo, days_back):
+    """The period's rework and dead ends are found on the steps near it only: the same moments as
+    finding them on the whole history and keeping those in the period."""
+    with demo.connect() as conn:
+        latest = kpis.as_of(conn)
+        period = kpis.Period.from_dates(
+            (latest - timedelta(days=days_back + 89)).date(), (latest - timedelta(days=days_back)).date()
+        )
+        inside = _moments(conn, since=period.start, until=period.end)
+        whole = _moments(conn)
+    kept = whole[(whole["ts"] >= period.start) & (whole["ts"] < period.end)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(inside, kept)
+    assert {"rework", "dead end"} & set(kept["hotspot"])  # the moments the shortcut concerns are there
+    assert len(kept) < len(whole)
+
+
+def test_the_rfm_of_several_ends_in_one_pass_equals_each_ends_own_rfm(demo):
+    with demo.connect() as conn:
+        period = kpis.default_period(kpis.as_of(conn))
+        ends = [period.end, period.previous.end, period.end - timedelta(days=400)]
+        together = kpis.rfm_at_ends(conn, ends)
+        apart = {e: kpis.rfm_in_database(conn, e) for e in ends}
+        odd = period.end - timedelta(hours=5)  # not at midnight: each end on its own
+        mixed = kpis.rfm_at_ends(conn, [period.end, odd])
+        odd_alone = kpis.rfm_in_database(conn, odd)
+    for e in ends:
+        pd.testing.assert_frame_equal(together[e], apart[e])
+    assert len(apart[ends[1]]) < len(apart[ends[0]])  # fewer buyers before the earlier end
+    assert (apart[ends[1]]["frequency"].sum()) < apart[ends[0]]["frequency"].sum()
+    pd.testing.assert_frame_equal(mixed[odd], odd_alone)
+
+
+def test_the_kpi_reports_clv_equals_the_forecasts_made_one_by_one(demo):
+    with demo.connect() as conn:
+        period = kpis.default_period(kpis.as_of(conn))
+        report = kpis.kpi_report(conn, period)
+        alone = kpis.predicted_clv(conn, period.end)
+        previous = kpis.predicted_clv(conn, period.previous.end)
+    assert report.clv.ok and alone.ok
+    assert report.current["clv_predicted_total"] == alone.total()
+    assert report.previous["clv_predicted_total"] == previous.total()
+
+
+def test_distinct_rows_give_every_row_back_and_are_distinct():
+    from cxdash.clv import _distinct_rows
+
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 5, 2_000).astype(float)
+    tx = rng.integers(0, 30, 2_000).astype(float)
+    T = tx + rng.integers(0, 3, 2_000)
+    (ux, utx, uT), back = _distinct_rows(x, tx, T)
+    np.testing.assert_array_equal(ux[back], x)
+    np.testing.assert_array_equal(utx[back], tx)
+    np.testing.assert_array_equal(uT[back], T)
+    expected = pd.DataFrame({"x": x, "tx": tx, "T": T}).drop_duplicates()
+    assert len(ux) == len(expected) < 2_000
