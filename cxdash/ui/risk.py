@@ -48,6 +48,11 @@ def model_info() -> dict | None:
     return None if versions.empty else versions.iloc[0].to_dict()
 
 
+def _fixed(value, digits: int, unit: str = "") -> str:
+    """A measure to ``digits`` decimals (``0.799``, ``6.22×``), or "—" when it was not measured."""
+    return UNKNOWN if value is None or pd.isna(value) else f"{value:.{digits}f}{unit}"
+
+
 def model_history() -> pd.DataFrame:
     v = _versions(database_url(), data.version(), _newest_version())
     if v.empty:
@@ -63,12 +68,12 @@ def model_history() -> pd.DataFrame:
             "held-out churned": v["metrics"].map(
                 lambda m: f"{m['n_positive_valid']:,} of {m['n_valid']:,}" if held_out(m) else "not measured"
             ),
-            "ROC AUC": v["metrics"].map(lambda m: round(m.get("roc_auc", float("nan")), 3)),
+            "ROC AUC": v["metrics"].map(lambda m: _fixed(m.get("roc_auc"), 3)),
             "95% interval": v["metrics"].map(
-                lambda m: f"{m['roc_auc_ci_low']:.3f}–{m['roc_auc_ci_high']:.3f}" if held_out(m) else ""
+                lambda m: f"{m['roc_auc_ci_low']:.3f}–{m['roc_auc_ci_high']:.3f}" if held_out(m) else "not measured"
             ),
-            "top-decile lift": v["metrics"].map(lambda m: round(m.get("top_decile_lift") or float("nan"), 2)),
-            "training rows": v["metrics"].map(lambda m: m.get("n_train")),
+            "top-decile lift": v["metrics"].map(lambda m: _fixed(m.get("top_decile_lift"), 2, "×")),
+            "training rows": v["metrics"].map(lambda m: count(m.get("n_train"))),
             "data version": v["data_version"],
         }
     )
