@@ -75,12 +75,14 @@ def duckdb_read_csv(path: str, db: str) -> dict:
 
 
 def demo(n: str, url: str, out: str) -> dict:
+    from bench.memory import PhaseSampler
     from cxdash.demo import build_demo
     from cxdash.store import open_store
 
     store = open_store(url)
     t0 = time.perf_counter()
-    summary = build_demo(store, n_customers=int(n), seed=7, out_dir=Path(out))
+    with PhaseSampler() as sampler:
+        summary = build_demo(store, n_customers=int(n), seed=7, out_dir=Path(out), phase=sampler.phase)
     return {
         "step": "demo generate + load",
         "size": int(n),
@@ -90,6 +92,8 @@ def demo(n: str, url: str, out: str) -> dict:
         "load_seconds": summary["load_seconds"],
         "summary_seconds": summary["summary_seconds"],
         "summaries": summary["summaries"],
+        "phases": sampler.grouped(),
+        "phase_detail": sampler.phases,
     }
 
 
