@@ -39,10 +39,15 @@ def _cli(*args: str) -> tuple[float, subprocess.CompletedProcess]:
     return took, proc
 
 
-def cli_startup() -> dict:
-    """The CLI's start-up: ``python -m cxdash --help``, the fastest of three runs (seconds)."""
-    took = min(_cli("--help")[0] for _ in range(3))
-    return {"step": "CLI start-up (--help)", "seconds": took}
+def cli_startup(url: str | None = None) -> dict:
+    """The CLI's start-up, the fastest of three runs: ``python -m cxdash --help`` (the
+    interpreter and the argument parser) and, given a store's ``url``, ``sources --json`` on it
+    (the libraries a command imports and one query: what any command pays before its work)."""
+    help_seconds = min(_cli("--help")[0] for _ in range(3))
+    out = {"step": "CLI start-up", "help_seconds": help_seconds, "seconds": help_seconds}
+    if url:
+        out["seconds"] = out["command_seconds"] = min(_cli("--db", url, "sources", "--json")[0] for _ in range(3))
+    return out
 
 
 def ingest_cli(path: str, url: str) -> dict:
@@ -104,8 +109,8 @@ def append_latency(url: str) -> dict:
     demo step)."""
     from cxdash import summaries
     from cxdash.card import recent_signals
+    from cxdash.features import data_as_of
     from cxdash.ingest import ingest_file
-    from cxdash.kpis import data_as_of
     from cxdash.mapping import Mapping
     from cxdash.store import open_store
 
@@ -152,3 +157,62 @@ def append_latency(url: str) -> dict:
         out["append_refresh_seconds"] = time.perf_counter() - t2
     out["seconds"] = out["signal_to_card_seconds"] or out["cli_ingest_seconds"]
     return out
+
+
+# issue 17's limits: the whole ingest command against read_csv, a one-row signal on the card
+# against the CLI's start-up, a small append's refresh against a full one
+INGEST_CLI_RATIO, SIGNAL_STARTUP_RATIO, APPEND_REFRESH_SHARE = 3.0, 3.0, 0.10
+
+
+def checks(results: dict) -> list[dict]:
+    """One row per issue-17 target measured by these steps: value, limit, pass/fail (None: not measured)."""
+    rows = []
+    ratio = results.get("ingest_cli_ratio_vs_duckdb_read_csv")
+    rows.append(
+        {
+            "target": "ingest command (whole) / DuckDB read_csv",
+            "size": results.get("ingest_rows"),
+            "value": ratio,
+            "limit": f"<= {INGEST_CLI_RATIO}x",
+            "ok": None if ratio is None else ratio <= INGEST_CLI_RATIO,
+        }
+    )
+    for size in results["sizes"]:
+        n = size["customers"]
+        steps = {s.get("step"): s for s in size["steps"]}
+        startup = steps.get("CLI start-up", {}).get("seconds")
+        append = steps.get("one-row append to the card", {})
+        demo = steps.get("demo generate + load", {})
+        card = append.get("signal_to_card_seconds")
+        value = round(card / startup, 2) if card and startup else None
+        rows.append(
+            {
+                "target": "one-row signal to card / CLI start-up (sources)",
+                "size": n,
+                "value": value,
+                "limit": f"<= {SIGNAL_STARTUP_RATIO}x",
+                "ok": None if value is None else value <= SIGNAL_STARTUP_RATIO,
+            }
+        )
+        full, small = demo.get("summary_seconds"), append.get("append_refresh_seconds")
+        share = round(small / full, 2) if full and small is not None else None
+        rows.append(
+            {
+                "target": "refresh after a one-row append / full refresh",
+                "size": n,
+                "value": share,
+                "limit": f"<= {APPEND_REFRESH_SHARE}",
+                "ok": None if share is None else share <= APPEND_REFRESH_SHARE,
+            }
+        )
+        for phase, got in (demo.get("phases") or {}).items():
+            rows.append(
+                {
+                    "target": f"peak RSS of the demo's {phase} phase (MB)",
+                    "size": n,
+                    "value": got["peak_rss_mb"],
+                    "limit": "(shown)",
+                    "ok": None,
+                }
+            )
+    return rows

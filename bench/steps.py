@@ -259,7 +259,13 @@ def dfg_pm4py(n: str) -> dict:
     }
 
 
+from bench.latency import append_latency, cli_startup, ingest_cli, ingest_stages  # noqa: E402
+
 STEPS = {
+    "cli-startup": cli_startup,
+    "ingest-cli": ingest_cli,
+    "ingest-stages": ingest_stages,
+    "append-latency": append_latency,
     "make-extract": make_extract,
     "ingest": ingest,
     "duckdb-read-csv": duckdb_read_csv,
