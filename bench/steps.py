@@ -281,6 +281,7 @@ if __name__ == "__main__":
     import resource
 
     result = STEPS[sys.argv[1]](*sys.argv[2:])
-    # this process's own high-water mark (Linux reports KiB)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    # this process's own high-water mark, or that of the command it ran (the CLI steps); Linux reports KiB
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    result["peak_rss_mb"] = round(peak / 1024, 1)
     print(json.dumps(result, default=str))
