@@ -75,12 +75,14 @@ def duckdb_read_csv(path: str, db: str) -> dict:
 
 
 def demo(n: str, url: str, out: str) -> dict:
+    from bench.memory import PhaseSampler
     from cxdash.demo import build_demo
     from cxdash.store import open_store
 
     store = open_store(url)
     t0 = time.perf_counter()
-    summary = build_demo(store, n_customers=int(n), seed=7, out_dir=Path(out))
+    with PhaseSampler() as sampler:
+        summary = build_demo(store, n_customers=int(n), seed=7, out_dir=Path(out), phase=sampler.phase)
     return {
         "step": "demo generate + load",
         "size": int(n),
@@ -90,6 +92,8 @@ def demo(n: str, url: str, out: str) -> dict:
         "load_seconds": summary["load_seconds"],
         "summary_seconds": summary["summary_seconds"],
         "summaries": summary["summaries"],
+        "phases": sampler.grouped(),
+        "phase_detail": sampler.phases,
     }
 
 
@@ -255,7 +259,13 @@ def dfg_pm4py(n: str) -> dict:
     }
 
 
+from bench.latency import append_latency, cli_startup, ingest_cli, ingest_stages  # noqa: E402
+
 STEPS = {
+    "cli-startup": cli_startup,
+    "ingest-cli": ingest_cli,
+    "ingest-stages": ingest_stages,
+    "append-latency": append_latency,
     "make-extract": make_extract,
     "ingest": ingest,
     "duckdb-read-csv": duckdb_read_csv,
@@ -271,6 +281,7 @@ if __name__ == "__main__":
     import resource
 
     result = STEPS[sys.argv[1]](*sys.argv[2:])
-    # this process's own high-water mark (Linux reports KiB)
-    result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    # this process's own high-water mark, or that of the command it ran (the CLI steps); Linux reports KiB
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    result["peak_rss_mb"] = round(peak / 1024, 1)
     print(json.dumps(result, default=str))

@@ -19,6 +19,7 @@ import logging
 import queue
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -155,6 +156,9 @@ class IngestResult:
     # Match rate of each declared link on the file's first rows, computed before loading
     # (cxdash.links.LinkSuggestion); empty without links.
     link_rates: list = field(default_factory=list)
+    # Seconds per stage of a load ("read, validate and write", "duplicates and bookkeeping",
+    # "identity stitching", "commit"), for the log and the benchmark.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         verb = "loaded" if self.stored else "NOT loaded"
@@ -898,6 +902,7 @@ def _ingest_file(
     suppressed = suppressed_hashes(store)
     salt = secret_salt() if suppressed else None
 
+    clock = time.perf_counter()
     with store.begin() as conn:
         load_id = _next_load_id(conn)
         chunks = _prepared_chunks(
@@ -946,6 +951,7 @@ def _ingest_file(
                     id_parts.append(part.ids)
                 if progress:
                     progress(result.rows_read, total_size)
+        result.timings["read, validate and write"] = round(time.perf_counter() - clock, 3)
 
         result.failures = _failures_in_file_terms(
             pd.concat(failure_parts, ignore_index=True) if failure_parts else pd.DataFrame(columns=FAILURE_COLUMNS),
@@ -996,6 +1002,7 @@ def _ingest_file(
                 result,
             )
 
+        clock = time.perf_counter()
         conflicts = _repeats_in_load(conn, result, kind_def, target, load_id, natural, header, sample)
         if result.refused:
             raise IngestError(result.refused, result)
@@ -1053,8 +1060,11 @@ def _ingest_file(
             conn.execute(sources_table.update().where(sources_table.c.name == source).values(**given))
         if mapping.links or mode == "replace":
             save_source_links(conn, source, mapping.links, replace=mode == "replace")
+        result.timings["duplicates and bookkeeping"] = round(time.perf_counter() - clock, 3)
         if rebuild_identities:
+            clock = time.perf_counter()
             rebuild_identity_map(conn)
+            result.timings["identity stitching"] = round(time.perf_counter() - clock, 3)
             if mapping.links:
                 result.links = link_counts(conn, mapping.kind, source, load_id)
                 if result.links["linked"]:
@@ -1068,6 +1078,8 @@ def _ingest_file(
         result.stored = True
         if audit_entry is not None and store.app_engine is store.engine:  # commits with the data (ingest_file)
             audit.amend(conn, audit_entry, _upload_detail(source, name, mode, "stored", result))
+        clock = time.perf_counter()
+    result.timings["commit"] = round(time.perf_counter() - clock, 3)
     _save_mapping(store, source, mapping)
     log.info(result.summary())
     return result

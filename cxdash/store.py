@@ -456,14 +456,16 @@ def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
         raw = conn.connection.driver_connection
         # DuckDB 2 refuses new work while an earlier result is only partly read (scalar()).
         raw.complete()
-        view = f"_cxdash_bulk_{id(frame)}"
-        raw.register(view, _as_arrow(frame))
-        try:
-            # Identifiers only, all quoted by the dialect (table and column names come from our
-            # own schema, never from a file); the rows travel as a registered frame.
-            conn.exec_driver_sql(f"INSERT INTO {target} ({quoted}) SELECT {quoted} FROM {view}")  # noqa: S608
-        finally:
-            raw.unregister(view)
+        # The rows travel as a local variable that DuckDB's replacement scan reads by name, not as a
+        # registered view: a view registered and dropped inside a transaction keeps its frame alive
+        # until the commit (the catalog keeps dropped entries for a rollback), so a load of many
+        # chunks held every chunk in memory, outside DuckDB's memory_limit (issue 17: 10.8 GB for
+        # the 1M demo's web events). Identifiers only, all quoted by the dialect (table and column
+        # names come from our own schema, never from a file).
+        _cxdash_bulk_rows = _as_arrow(frame)  # noqa: F841 (read by name in the statement below)
+        raw.execute(f"INSERT INTO {target} ({quoted}) SELECT {quoted} FROM _cxdash_bulk_rows")  # noqa: S608
+        raw.complete()
+        del _cxdash_bulk_rows
     elif dialect == "postgresql":
         raw = conn.connection.driver_connection
         obj = frame.astype(object).where(frame.notna(), None)

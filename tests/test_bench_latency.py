@@ -1,0 +1,48 @@
+"""The issue-17 rows of `make bench`'s table: ratios computed from the steps' own figures."""
+
+from __future__ import annotations
+
+from bench.latency import checks
+
+
+def _results(card: float | None, startup: float, append_refresh: float, full_refresh: float) -> dict:
+    return {
+        "ingest_rows": 1_000_000,
+        "ingest_cli_ratio_vs_duckdb_read_csv": 4.5,
+        "steps": [],
+        "sizes": [
+            {
+                "customers": 200_000,
+                "steps": [
+                    {
+                        "step": "demo generate + load",
+                        "summary_seconds": full_refresh,
+                        "phases": {"load": {"seconds": 9.0, "peak_rss_mb": 1500.0}},
+                    },
+                    {"step": "CLI start-up", "seconds": startup},
+                    {
+                        "step": "one-row append to the card",
+                        "signal_to_card_seconds": card,
+                        "append_refresh_seconds": append_refresh,
+                    },
+                ],
+            }
+        ],
+    }
+
+
+def test_each_target_is_the_ratio_of_the_runs_own_figures_with_its_verdict():
+    rows = {r["target"]: r for r in checks(_results(card=5.0, startup=2.0, append_refresh=3.0, full_refresh=60.0))}
+    ingest = rows["ingest command (whole) / DuckDB read_csv"]
+    assert (ingest["value"], ingest["ok"]) == (4.5, False)  # over 3x
+    card = rows["one-row signal to card / CLI start-up (sources)"]
+    assert (card["value"], card["ok"]) == (2.5, True)  # 5 s / 2 s, within 3x
+    refresh = rows["refresh after a one-row append / full refresh"]
+    assert (refresh["value"], refresh["ok"]) == (0.05, True)  # 3 s of 60 s, within 10%
+    assert rows["peak RSS of the demo's load phase (MB)"]["value"] == 1500.0
+
+
+def test_a_signal_that_never_reached_the_card_is_not_a_pass():
+    rows = {r["target"]: r for r in checks(_results(card=None, startup=2.0, append_refresh=9.0, full_refresh=10.0))}
+    assert rows["one-row signal to card / CLI start-up (sources)"]["ok"] is None
+    assert rows["refresh after a one-row append / full refresh"]["ok"] is False  # 0.9 of a full refresh
