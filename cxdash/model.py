@@ -1217,7 +1217,7 @@ def _tenure_days(row: dict, group: str) -> float:
 def _detail(
     group: str, row: dict, cols: list[str], *, feature: str | None = None, reference=None, direction: str | None = None
 ) -> str:
-    """Words for the customer's own values of a driver ("last 3 days ago", "2 in 90 days") and, but
+    """Words for the customer's own values of a driver ("most recently 3 days ago", "2 in 90 days") and, but
     for an intent signal, how the main ``feature`` compares with the typical retained customer's
     value; ``row`` maps feature names to the customer's values, ``cols`` are the driver group's
     features."""
@@ -1268,7 +1268,9 @@ def _feature_words(feature: str, v) -> str:
     if feature == "tenure_days":
         return f"{v / 30.44:.0f} months"
     if feature.startswith("days_since_"):
-        return "none in a year" if v >= AGE_CAP_DAYS else ("today" if v < 1 else f"{int(v)} days ago")
+        if v >= AGE_CAP_DAYS:
+            return "none in a year"
+        return "today" if v < 1 else ("yesterday" if v < 2 else f"{int(v)} days ago")
     if feature.startswith("satisfaction"):
         return f"lowest rating {v:.3g}" if feature == "satisfaction_min" else f"average rating {v:.3g}"
     if feature in _FEATURE_WORDS:
@@ -1281,13 +1283,14 @@ def _own_words(group: str, row: dict, cols: list[str]) -> str:
         v = row.get(col)
         if v is None or pd.isna(v) or v >= AGE_CAP_DAYS:
             return None
-        return "today" if v < 1 else f"{int(v)} days ago"  # whole days elapsed, as the card's signals
+        # whole days elapsed, as the card's signals
+        return "today" if v < 1 else ("yesterday" if v < 2 else f"{int(v)} days ago")
 
     if group in _INTENT_DRIVERS:
         a = age(f"days_since_{group}")
         n = row.get(f"{group}_30d")
         if a:
-            return f"last {a}" + (f", {n:.0f}× in 30 days" if n and not pd.isna(n) and n > 1 else "")
+            return f"most recently {a}" + (f", {n:.0f}× in 30 days" if n and not pd.isna(n) and n > 1 else "")
         return "not recently"
     counts = {
         "checkout_errors": ("checkout_errors_30d", "days_since_checkout_errors", "in 30 days"),
@@ -1303,7 +1306,7 @@ def _own_words(group: str, row: dict, cols: list[str]) -> str:
         if n is not None and not pd.isna(n):
             parts.append(f"{n:.0f} {what}")
         if a:
-            parts.append(f"last {a}")
+            parts.append(f"most recently {a}")
         return ", ".join(parts)
     if group == "tenure":
         v = row.get("tenure_days")

@@ -322,7 +322,7 @@ def test_a_fresh_cancel_page_visit_outweighs_years_of_tenure(trained_demo):
     assert after > 3 * before and after - before > 0.1, (before, after)
     reasons = explain(model, fresh)[0]
     assert reasons[0]["driver"] == "cancel_page"
-    assert reasons[0]["department"] == "web" and "1 days ago" in reasons[0]["detail"]
+    assert reasons[0]["department"] == "web" and "most recently yesterday" in reasons[0]["detail"]
     store.dispose()
 
 

@@ -785,8 +785,8 @@ SIGNALS_COLUMNS = {
     "signal": st.column_config.TextColumn(width=135),
     "kind": st.column_config.TextColumn(width=72),
     "when": st.column_config.TextColumn(width=95),
-    "last 30 days": st.column_config.NumberColumn(width=62, help="How many times in the last 30 days"),
-    "detail": st.column_config.TextColumn(width=120),
+    "last 30 days": st.column_config.NumberColumn(width=72, help="How many times in the last 30 days"),
+    "detail": st.column_config.TextColumn(width=110),
     "owner": st.column_config.TextColumn(width=70),
 }
 
