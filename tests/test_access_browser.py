@@ -67,6 +67,7 @@ def test_an_agent_and_an_ops_user_each_see_only_their_pages(app, artifacts):
         )
         assert page.get_by_text("Drop one or more CSV extracts").count() == 0
         main = page.locator('[data-testid="stMain"]')
+        main.get_by_role("link", name="At-risk customers").wait_for(timeout=30_000)  # drawn after the message
         assert main.get_by_role("link", name="At-risk customers").count() == 1
         assert main.get_by_role("link", name="Admin").count() == 0
         page.screenshot(path=str(artifacts / f"access_agent_refused_{path}.png"))
