@@ -17,6 +17,7 @@ from cxdash.ingest import ingest_file
 from cxdash.mapping import Mapping
 from cxdash.store import open_store
 
+PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "pages" / "executive.py")
 TELCO_MAPPING = {
@@ -255,9 +256,17 @@ def test_the_page_in_a_real_browser_on_demo_telco_and_online_retail(
                     page.screenshot(path=str(artifacts / f"executive_{name}_{section.split()[0].lower()}.png"))
                 if name == "online_retail":
                     page.get_by_text("Does the CLV model predict well?").click()
-                    page.get_by_text("Run the check").click()
+                    toggle = page.get_by_role("switch", name="Run the check")
                     shown = page.get_by_text("predicted their purchase days", exact=False).first
-                    shown.wait_for(timeout=90_000)
+                    for _ in range(3):  # a click during a redraw can be lost: click until the toggle is on
+                        if not toggle.is_checked():
+                            page.get_by_text("Run the check").click()
+                        try:
+                            shown.wait_for(timeout=60_000)
+                            break
+                        except PlaywrightTimeout:
+                            continue
+                    shown.wait_for(timeout=60_000)
                     shown.scroll_into_view_if_needed()
                     page.wait_for_timeout(1500)
                     page.screenshot(path=str(artifacts / "executive_online_retail_holdout.png"))
