@@ -371,3 +371,15 @@ def test_an_uploaded_file_s_hostile_name_and_a_hostile_source_name_show_as_typed
     assert f"{name}: 4 columns" in seen
     assert f"Source '{_payload('Source', port)}' has a saved mapping" in seen
     page.close()
+
+
+def test_the_hotspot_owner_note_escapes_a_department_code_from_a_file():
+    import pandas as pd
+
+    from cxdash.ui import journeys as ju
+
+    spots = pd.DataFrame({"leaked_department": ["*team*[x](http://evil)"]})
+    owners = pd.DataFrame({"name": ["crm"], "department": ["sales"], "owner": ["sales"]})
+    note = ju.owners_note(spots, owners)
+    assert "*team*" not in note and "](http" not in note
+    assert r"\*team\*" in note

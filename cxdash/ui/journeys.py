@@ -472,7 +472,7 @@ def who_to_call(departments, owners: pd.DataFrame) -> list[str]:
 
 
 def owners_note(spots: pd.DataFrame, owners: pd.DataFrame) -> str:
-    """What "who to call" is, for the caption under the hotspots (plain text, no markdown)."""
+    """What "who to call" is, for the caption under the hotspots (markdown; department codes escaped)."""
     from cxdash.sources import responsible
 
     missing = sorted({str(d) for d in spots["leaked_department"] if not responsible(str(d), owners)[1]})
@@ -485,7 +485,7 @@ def owners_note(spots: pd.DataFrame, owners: pd.DataFrame) -> str:
 
         text += (
             " Owner not recorded for "
-            + ", ".join(department_name(d) for d in missing)
+            + ", ".join(plain(department_name(d)) for d in missing)  # department codes come from the files
             + ": no loaded source belongs to that department (its rows name the department themselves, such as "
             "tickets routed to a team), so nobody can be named; record an owner for it to fill this in."
         )
