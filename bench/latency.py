@@ -63,10 +63,10 @@ def ingest_cli(path: str, url: str) -> dict:
 def ingest_stages(path: str, url: str) -> dict:
     """The same load in process, stage by stage (``IngestResult.timings``), then the summaries
     refresh the CLI runs after it."""
-    from cxdash import summaries
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
-    from cxdash.store import open_store
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
+    from cxdash.jobs import summaries
+    from cxdash.store.database import open_store
 
     store = open_store(url)
     t0 = time.perf_counter()
@@ -88,7 +88,7 @@ def _known_customer(store) -> tuple[str, str]:
     """A CRM customer with an email (cx_id, email), the same for the same store."""
     import sqlalchemy as sa
 
-    from cxdash.store import KIND_TABLES
+    from cxdash.store.database import KIND_TABLES
 
     t = KIND_TABLES["customers"]
     with store.connect() as conn:
@@ -107,12 +107,12 @@ def append_latency(url: str) -> dict:
     the signal-to-card seconds. Then one more one-row append in process: its load alone, and
     the summaries refresh after it, to set against a full refresh (``refresh_seconds`` of the
     demo step)."""
-    from cxdash import summaries
-    from cxdash.card import recent_signals
-    from cxdash.features import data_as_of
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
-    from cxdash.store import open_store
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
+    from cxdash.jobs import summaries
+    from cxdash.risk.card import recent_signals
+    from cxdash.risk.features import data_as_of
+    from cxdash.store.database import open_store
 
     store = open_store(url)
     cx_id, email = _known_customer(store)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cxdash.store import Store
+from cxdash.store.database import Store
 
 Computation = tuple[str, Callable[[Store], object]]
 
@@ -26,7 +26,8 @@ def _with_conn(fn: Callable) -> Callable[[Store], object]:
 def _churn(conn) -> str | None:
     """The churn definition the pages follow (the bench stores choose none: the suggestion), read
     from the stored candidates as the pages do."""
-    from cxdash import churn, summaries
+    from cxdash.jobs import summaries
+    from cxdash.metrics import churn
 
     stored = summaries.get(conn, "churn_candidates")
     return churn.resolve(conn, None, [churn.Candidate.from_dict(d) for d in stored]).name
@@ -34,7 +35,7 @@ def _churn(conn) -> str | None:
 
 def _stored(conn, name: str):
     """A landing summary as the page reads it: with the churn definition's name when it depends on it."""
-    from cxdash import summaries
+    from cxdash.jobs import summaries
 
     churn = _churn(conn) if name in summaries.CHURN_DEPENDENT else None
     return summaries.get(conn, name, params={"churn": churn} if churn else None)
@@ -54,7 +55,8 @@ def _overview() -> list[Computation]:
 
 
 def _data_health() -> list[Computation]:
-    from cxdash import health, summaries
+    from cxdash.governance import health
+    from cxdash.jobs import summaries
 
     def governance(conn):
         return health.governance(
@@ -70,7 +72,7 @@ def _data_health() -> list[Computation]:
 def _stored_views(prefix: str) -> Computation:
     """Everything the page reads on its first render: its default view, stored after the load
     (computed live when missing, as the page does)."""
-    from cxdash import summaries, views
+    from cxdash.jobs import summaries, views
 
     def read(conn):
         computed: dict = {}
@@ -87,7 +89,7 @@ def _stored_views(prefix: str) -> Computation:
 def _live(name: str, label: str) -> Computation:
     """One of the page's computations run live with the default view's parameters (what any other
     view costs, and what the refresh after a load pays)."""
-    from cxdash import summaries, views
+    from cxdash.jobs import summaries, views
 
     def run(conn):
         computed: dict = {}
@@ -117,7 +119,7 @@ def _journeys() -> list[Computation]:
 
 
 def _executive() -> list[Computation]:
-    from cxdash import summaries
+    from cxdash.jobs import summaries
 
     return [
         # what the page reads first: the data date (in the stored headline) and the filter options
@@ -134,7 +136,7 @@ def _executive() -> list[Computation]:
 
 
 def _at_risk() -> list[Computation]:
-    from cxdash import activation
+    from cxdash.risk import activation
 
     return [
         ("activation.at_risk (top decile)", lambda s: activation.at_risk(s, only_top_decile=True)),
@@ -143,8 +145,8 @@ def _at_risk() -> list[Computation]:
 
 
 def _customer_card() -> list[Computation]:
-    from cxdash import activation, card
-    from cxdash.features import data_as_of
+    from cxdash.risk import activation, card
+    from cxdash.risk.features import data_as_of
 
     def one_card(store: Store):
         top = activation.at_risk(store, only_top_decile=False, limit=1)
@@ -167,7 +169,7 @@ def _customer_card() -> list[Computation]:
 
 
 def _model() -> list[Computation]:
-    from cxdash import model
+    from cxdash.risk import model
 
     return [("model.model_versions", model.model_versions)]
 

@@ -38,9 +38,9 @@ def make_extract(path: str, rows: str) -> dict:
 
 
 def ingest(path: str, url: str) -> dict:
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
-    from cxdash.store import open_store
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
+    from cxdash.store.database import open_store
 
     store = open_store(url)
     mapping = Mapping(
@@ -76,8 +76,8 @@ def duckdb_read_csv(path: str, db: str) -> dict:
 
 def demo(n: str, url: str, out: str) -> dict:
     from bench.memory import PhaseSampler
-    from cxdash.demo import build_demo
-    from cxdash.store import open_store
+    from cxdash.demo.build import build_demo
+    from cxdash.store.database import open_store
 
     store = open_store(url)
     t0 = time.perf_counter()
@@ -100,8 +100,8 @@ def demo(n: str, url: str, out: str) -> dict:
 def train(url: str) -> dict:
     """Train the churn model the way the model page does (time-based validation, 30-day horizon) and
     score every customer, so the at-risk and card pages have something to show."""
-    from cxdash import model
-    from cxdash.store import open_store
+    from cxdash.risk import model
+    from cxdash.store.database import open_store
 
     store = open_store(url)
     t0 = time.perf_counter()
@@ -112,7 +112,7 @@ def train(url: str) -> dict:
 def page_compute(url: str, page: str) -> dict:
     """Each computation of one page, cold (first call in a fresh process) then warm (second call)."""
     from bench.pages import PAGES
-    from cxdash.store import open_store
+    from cxdash.store.database import open_store
 
     store = open_store(url)
     calls = PAGES[page]()
@@ -203,7 +203,7 @@ def dfg_ours(n: str, db: str) -> dict:
     alone (what pm4py's ``discover_dfg`` computes)."""
     import sqlalchemy as sa
 
-    from cxdash import journeys as jr
+    from cxdash.journeys import discovery as jr
 
     frame = _event_log(int(n))
     engine = sa.create_engine(f"duckdb:///{db}")

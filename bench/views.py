@@ -42,7 +42,7 @@ SHIFT_DAYS = 30  # the views' period: the default 90 days, moved this many days 
 
 
 def _store(url: str):
-    from cxdash.store import open_store
+    from cxdash.store.database import open_store
 
     return open_store(url, create=False)
 
@@ -110,7 +110,7 @@ def _clock(out: dict, key: str):
 def view_parameters(conn) -> dict:
     """The views measured: the default 90-day period moved ``SHIFT_DAYS`` back, the most common
     segment (Shared KPIs) and the top 10 activities (Journeys), under the suggested churn definition."""
-    from cxdash import churn, kpis
+    from cxdash.metrics import churn, kpis
 
     period = kpis.default_period(kpis.as_of(conn))
     if period is None:
@@ -130,7 +130,8 @@ def view_parameters(conn) -> dict:
 
 def kpi_parts(conn, p: dict) -> list[tuple[str, Callable[[], object]]]:
     """The Shared KPIs page's live computations for ``p`` (``view_parameters``)."""
-    from cxdash import kpis, views
+    from cxdash.jobs import views
+    from cxdash.metrics import kpis
 
     filters = kpis.Filters(segment=(p["segment"],) if p["segment"] else ())
     repeat, horizon = kpis.DEFAULT_REPEAT_DAYS, kpis.DEFAULT_CLV_HORIZON_MONTHS
@@ -148,7 +149,7 @@ def journey_parts(conn, p: dict) -> list[tuple[str, Callable[[], object]]]:
     """The Journeys page's live computations for ``p`` (``view_parameters``), as the page calls them."""
     from dataclasses import replace
 
-    from cxdash import views
+    from cxdash.jobs import views
 
     d = views.JOURNEY_DEFAULTS
     f = replace(views.DEFAULT_MAP_FILTERS, top_n=p["top_n"])
@@ -182,7 +183,7 @@ def journey_parts(conn, p: dict) -> list[tuple[str, Callable[[], object]]]:
 def _instrument_kpis(timer: PartTimer) -> None:
     """The CLV forecasts inside the KPI report, by part (two: the period's and the previous one's).
     Labels are indented under the part that contains them; a nested call counts in both."""
-    from cxdash import clv, kpis
+    from cxdash.metrics import clv, kpis
 
     timer.wrap(kpis, "predicted_clv", "  of which CLV fits + scoring (2)")
     if hasattr(kpis, "rfm_at_ends"):  # both forecasts' purchase summaries in one query, before the fits
@@ -334,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         import tempfile
 
-        from cxdash.demo import build_demo
-        from cxdash.store import open_store
+        from cxdash.demo.build import build_demo
+        from cxdash.store.database import open_store
 
         with tempfile.TemporaryDirectory(prefix="cxdash-views-") as tmp:
             url = f"duckdb:///{Path(tmp) / 'demo.duckdb'}"

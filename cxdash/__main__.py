@@ -1,5 +1,5 @@
 import sys
 
-from cxdash.cli import main
+from cxdash.cli.main import main
 
 sys.exit(main())

@@ -57,7 +57,7 @@ score = c["score"]
 st.header(risk.card_title(c, cx_id), anchor=False)  # a name from a file: escaped, shown as typed
 risk.show_flash(risk.CARD_FLASH)
 
-# the next action follows the newest intent signal or churn record, else the top reason (cxdash.next_action)
+# the next action follows the newest intent signal or churn record, else the top reason (cxdash.risk.next_action)
 action = risk.next_action_sentence(c["next"])
 if score:
     lead = f"**{score['risk']:.0%} risk of leaving** — {action}. {risk.signal_sentence(c['signals'])}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cxdash.store import ANALYTICS, APP_STATE, Store, open_store
+from cxdash.store.database import ANALYTICS, APP_STATE, Store, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLIC = REPO.parent / "shared" / "data" / "public"
@@ -66,7 +66,7 @@ def artifacts() -> Path:
 @pytest.fixture(scope="session")
 def demo_store(tmp_path_factory):
     """A DuckDB store holding a 3,000-customer demo company, and the folder of its CSV extracts."""
-    from cxdash.demo import build_demo
+    from cxdash.demo.build import build_demo
 
     root = tmp_path_factory.mktemp("demo")
     url = f"duckdb:///{root / 'demo.duckdb'}"
@@ -84,7 +84,7 @@ def trained_demo(demo_store, tmp_path_factory):
     """
     import shutil
 
-    from cxdash.model import train
+    from cxdash.risk.model import train
 
     root = tmp_path_factory.mktemp("trained_demo")
     path = root / "demo.duckdb"
@@ -107,7 +107,7 @@ _users_made: set[tuple[str, str, str]] = set()
 
 def ensure_user(url: str, username: str, role: str, password: str | None = None) -> None:
     """Make sure ``username`` exists with ``role`` (and ``password`` when given) in the store at ``url``."""
-    from cxdash import auth
+    from cxdash.governance import auth
 
     key = (url, username, role)
     if key in _users_made and password is None:
@@ -133,8 +133,8 @@ def seed_session(at, username: str | None, role: str = "admin", url: str | None 
     """Sign ``at`` (an AppTest) in as ``username`` with ``role``; None signs it out."""
     from datetime import UTC, datetime
 
-    from cxdash.auth import Session
     from cxdash.config import database_url
+    from cxdash.governance.auth import Session
     from cxdash.ui.auth import SESSION_KEY
 
     if username is None:
@@ -164,7 +164,7 @@ def _apptest_signed_in_as_admin(monkeypatch):
 def small_demo(tmp_path_factory) -> str:
     """URL of a 300-customer demo store (seed 3), one per test module: many campaigns, sales
     owners and signup months hold fewer than 10 customers."""
-    from cxdash.demo import build_demo
+    from cxdash.demo.build import build_demo
 
     root = tmp_path_factory.mktemp("small_demo")
     url = f"duckdb:///{root / 'demo.duckdb'}"
@@ -178,7 +178,7 @@ def small_demo(tmp_path_factory) -> str:
 def _background_refreshes_finish():
     """An upload hands the default views to a background thread; a test's store must outlive it."""
     yield
-    from cxdash import summaries
+    from cxdash.jobs import summaries
 
     summaries.wait_for_background(timeout=600)
 
@@ -196,7 +196,7 @@ def db(tmp_path, monkeypatch):
 @pytest.fixture
 def loaded(store, tmp_path):
     """A store that already holds a good load, so 'untouched' means something (hostile-file tests)."""
-    from cxdash.ingest import ingest_file
+    from cxdash.ingest.load import ingest_file
     from tests.hostile_support import EVENTS, GOOD
 
     p = tmp_path / "good.csv"

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from cxdash.mapping import Mapping
-from cxdash.store import ANALYTICS
+from cxdash.ingest.mapping import Mapping
+from cxdash.store.database import ANALYTICS
 
 EVENTS = Mapping("events", {"customer_id": "cust", "timestamp": "when", "activity": "what"})
 GOOD = "cust,when,what\nC1,2024-01-01 10:00,login\nC2,2024-01-02 11:00,checkout\n"

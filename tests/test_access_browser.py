@@ -7,8 +7,9 @@ import json
 
 import pytest
 
-from cxdash import audit, auth
-from cxdash.store import open_store
+from cxdash.governance import auth
+from cxdash.store import audit
+from cxdash.store.database import open_store
 from tests.browser_support import chromium, require_browser, running_app, sign_in
 
 pytestmark = pytest.mark.browser
@@ -20,7 +21,7 @@ OPS = ("ops-olu", "ops", "olu's long password")
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     require_browser()
-    from cxdash.demo import build_demo
+    from cxdash.demo.build import build_demo
 
     root = tmp_path_factory.mktemp("access_app")
     url = f"duckdb:///{root / 'cx.duckdb'}"

@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cxdash import audit, auth
-from cxdash.store import open_store
+from cxdash.governance import auth
+from cxdash.store import audit
+from cxdash.store.database import open_store
 from cxdash.ui.auth import SESSION_KEY
 from tests.conftest import ensure_user, seed_session
 
@@ -202,8 +203,8 @@ def test_every_page_checks_the_role_itself():
 
 
 def test_the_admin_page_erases_a_customer_after_confirmation(tmp_path, monkeypatch):
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
 
     monkeypatch.setenv("CXDASH_SECRET_SALT", "page-test")
     url = f"duckdb:///{tmp_path / 'tiny.duckdb'}"

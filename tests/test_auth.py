@@ -9,10 +9,11 @@ import pytest
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 
-from cxdash import audit, auth
-from cxdash.auth import AuthError, UserError
-from cxdash.cli import main
-from cxdash.store import users_table
+from cxdash.cli.main import main
+from cxdash.governance import auth
+from cxdash.governance.auth import AuthError, UserError
+from cxdash.store import audit
+from cxdash.store.database import users_table
 
 PASSWORD = "correct horse battery"
 
@@ -257,7 +258,7 @@ def test_cli_users_add_set_role_disable_list(tmp_path, capsys, monkeypatch, fast
     assert users["eve"]["role"] == "admin" and users["fay"]["disabled"] is True
     assert all("hash" not in k for u in users.values() for k in u)
 
-    from cxdash.store import open_store
+    from cxdash.store.database import open_store
 
     s = open_store(url)
     assert auth.authenticate(s, "eve", password).role == "admin"
@@ -276,7 +277,7 @@ def test_cli_bootstrap_creates_the_first_admin_once(tmp_path, capsys, fast_hashi
     assert set(created) == {"'admin'", "'exec'", "'journeys'", "'ops'", "'agent'"}
     code, out, _ = _cli(capsys, url, "users", "bootstrap", "--demo-users")
     assert "already set up" in out  # no second password is ever printed
-    from cxdash.store import open_store
+    from cxdash.store.database import open_store
 
     s = open_store(url)
     pw = created["'agent'"].split()[0]

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.store import open_store
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.store.database import open_store
 from tests import saas_company
 from tests.browser_support import chromium, require_browser, running_app, sign_in
 
@@ -82,7 +82,7 @@ def test_data_health_offers_the_saas_definitions_and_choosing_one_moves_the_over
     store = open_store(url)
     for name, mapping in saas_company.MAPPINGS.items():
         ingest_file(store, files[name], source=name, mapping=Mapping.from_dict(json.loads(json.dumps(mapping))))
-    from cxdash import summaries
+    from cxdash.jobs import summaries
 
     summaries.refresh(store)
     store.dispose()

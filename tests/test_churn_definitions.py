@@ -13,9 +13,10 @@ import json
 import pandas as pd
 import pytest
 
-from cxdash import audit, churn, kpis
-from cxdash.cli import main
-from cxdash.store import open_store
+from cxdash.cli.main import main
+from cxdash.metrics import churn, kpis
+from cxdash.store import audit
+from cxdash.store.database import open_store
 from tests import saas_company
 
 
@@ -72,7 +73,7 @@ def saas(tmp_path_factory):
 def test_usage_keyed_by_subscription_reaches_its_account(saas):
     import sqlalchemy as sa
 
-    from cxdash.store import KIND_TABLES
+    from cxdash.store.database import KIND_TABLES
 
     company = saas["company"]
     owner = company.subscriptions.set_index("subscription_id")["account_id"]
@@ -212,8 +213,8 @@ def test_choosing_the_label_is_stored_audited_and_moves_every_churn_figure(saas,
         assert report["churn_rate"] == pytest.approx(flag.mean())  # a snapshot: the labelled share
         assert report["previous"]["churn_rate"] is None  # an undated label has no previous period
 
-        from cxdash import summaries
-        from cxdash.overview import data_version
+        from cxdash.jobs import summaries
+        from cxdash.metrics.overview import data_version
 
         with store.connect() as conn:  # the headline stored by `churn --use` follows the choice
             stored = summaries.lookup(conn, "headline", data_version(conn), {"churn": "label:accounts"})
@@ -244,7 +245,7 @@ def test_a_definition_the_data_does_not_support_is_refused_and_nothing_changes(s
 
 
 def test_hotspots_and_outcomes_read_the_definition_in_force(saas):
-    from cxdash import journeys
+    from cxdash.journeys import discovery as journeys
 
     company = saas["company"]
     store = open_store(saas["url"])
@@ -271,7 +272,7 @@ def test_hotspots_and_outcomes_read_the_definition_in_force(saas):
 
 
 def test_the_card_says_whether_the_customer_left_and_what_their_churn_record_says(saas):
-    from cxdash import card
+    from cxdash.risk import card
 
     company = saas["company"]
     ev = company.churn_events.iloc[0]
@@ -280,7 +281,7 @@ def test_the_card_says_whether_the_customer_left_and_what_their_churn_record_say
         with store.connect() as conn:
             import sqlalchemy as sa
 
-            from cxdash.store import KIND_TABLES, customer_keys_table
+            from cxdash.store.database import KIND_TABLES, customer_keys_table
 
             crm, im = KIND_TABLES["customers"], customer_keys_table
             cx_id = conn.execute(
@@ -304,7 +305,7 @@ def test_a_chosen_label_with_too_few_leavers_to_hold_out_saves_no_model_and_says
     model's figures (issue 14), so the label model is refused before fitting and nothing is saved."""
     import shutil
 
-    from cxdash.model import NotEnoughChurnError, model_versions, train
+    from cxdash.risk.model import NotEnoughChurnError, model_versions, train
 
     path = tmp_path / "model.duckdb"
     shutil.copy(saas["url"].removeprefix("duckdb:///"), path)
@@ -327,8 +328,8 @@ def test_a_chosen_label_with_too_few_leavers_to_hold_out_saves_no_model_and_says
 def test_a_retailer_without_labels_or_subscriptions_gets_inactivity_with_a_window_from_its_purchase_gaps(
     public_data, tmp_path
 ):
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
     from tests.test_executive_page import RETAIL_MAPPING
 
     store = open_store(f"duckdb:///{tmp_path / 'retail.duckdb'}")
@@ -368,8 +369,8 @@ def test_a_retailer_without_labels_or_subscriptions_gets_inactivity_with_a_windo
 
 
 def test_a_customer_table_without_dates_gets_snapshot_kpis_and_churn_by_group(public_data, tmp_path):
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
     from tests.test_churn_browser import TELCO
 
     csv = public_data / "telco_churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv"

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cxdash.cli import main
+from cxdash.cli.main import main
 
 REQUIRED_SOURCE_KEYS = {"name", "kind", "department", "rows", "customers", "loaded_at"}
 

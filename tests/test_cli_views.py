@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import churn, kpis
-from cxdash import journeys as jr
-from cxdash.cli import main
+from cxdash.cli.main import main
+from cxdash.journeys import discovery as jr
+from cxdash.metrics import churn, kpis
 
 
 def _kpis(capsys, db: str, *args: str) -> dict:

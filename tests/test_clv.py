@@ -1,4 +1,4 @@
-"""Tests for cxdash.clv (RFM summaries, BG/NBD, Gamma-Gamma, CLV).
+"""Tests for cxdash.metrics.clv (RFM summaries, BG/NBD, Gamma-Gamma, CLV).
 
 CDNOW reference checks read /work/shared/data/public/cdnow (see SOURCE.md there) and
 are skipped when that folder is absent (e.g. on a fresh CI clone).
@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
-from cxdash.clv import (
+from cxdash.metrics.clv import (
     BGNBD,
     ConvergenceError,
     GammaGamma,

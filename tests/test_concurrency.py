@@ -14,8 +14,8 @@ import pandas as pd
 READER = textwrap.dedent(
     """
     import json, sys, time, os
-    from cxdash.store import open_store
-    from cxdash.overview import source_summary
+    from cxdash.store.database import open_store
+    from cxdash.metrics.overview import source_summary
     url, writer_pid, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     store = open_store(url, create=False)
     store.lock_timeout_s = 120

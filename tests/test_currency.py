@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from cxdash import kpis
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.metrics import kpis
 
 MAPPING = Mapping(
     "transactions", {"transaction_id": "id", "customer_id": "cust", "timestamp": "at", "amount": "amount"}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import sqlalchemy as sa
 
-from cxdash.identity import assign_customer_keys
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.store import KIND_TABLES, customer_keys_table, identity_map_table, open_store
+from cxdash.identity.stitch import assign_customer_keys
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.store.database import KIND_TABLES, customer_keys_table, identity_map_table, open_store
 
 CRM = """id,mail,joined
 C1,ann@x.org,2024-01-01
@@ -131,7 +131,7 @@ def test_migrate_upgrades_a_store_written_before_rows_had_keys(tmp_path):
 
 def test_the_timeline_time_columns_list_every_step_of_the_timeline():
     """Queries that read TIMELINE_TIME_COLUMNS directly must see exactly the steps of timeline()."""
-    from cxdash.timeline import TIMELINE_TIME_COLUMNS, timeline
+    from cxdash.metrics.timeline import TIMELINE_TIME_COLUMNS, timeline
 
     tl = timeline()
     parts = tl.element.selects

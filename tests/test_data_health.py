@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
-from cxdash.health import governance
-from cxdash.store import KIND_TABLES, loads_table, open_store
+from cxdash.governance.health import governance
+from cxdash.store.database import KIND_TABLES, loads_table, open_store
 from tests.conftest import seed_session
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,8 +100,8 @@ def test_the_page_shows_latency_with_units_freshness_in_words_and_a_grammatical_
 
 
 def test_p50_and_p95_count_only_records_new_in_their_load(duck, tmp_path):
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
 
     mapping = Mapping.from_dict(
         {"kind": "events", "columns": {"customer_id": "who", "timestamp": "at", "activity": "what"}}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxdash.demo_world import FILES, HUB_EMAIL, DemoExtract, write_demo_extracts
+from cxdash.demo.world import FILES, HUB_EMAIL, DemoExtract, write_demo_extracts
 
 N = 4000
 SEED = 11

@@ -17,11 +17,11 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cxdash import privacy
-from cxdash.ingest import ingest_file
-from cxdash.kpis import Filters
-from cxdash.mapping import Mapping
-from cxdash.store import open_store
+from cxdash.governance import privacy
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.metrics.kpis import Filters
+from cxdash.store.database import open_store
 from tests.conftest import seed_session
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,13 +12,13 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import audit
-from cxdash.cli import main
-from cxdash.erasure import ErasureError, erase_customer
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.privacy import identifier_hash
-from cxdash.store import (
+from cxdash.cli.main import main
+from cxdash.governance.erasure import ErasureError, erase_customer
+from cxdash.governance.privacy import identifier_hash
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.store import audit
+from cxdash.store.database import (
     ANALYTICS,
     APP_STATE,
     KIND_TABLES,
@@ -75,7 +75,7 @@ def _traces(store, values: set[str], phones: set[str]) -> list[str]:
 @pytest.fixture(scope="module")
 def erased(tmp_path_factory):
     """A fresh 400-customer demo; the customer with the most linked identifiers erased by phone."""
-    from cxdash.demo import build_demo
+    from cxdash.demo.build import build_demo
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("CXDASH_SECRET_SALT", SALT)
@@ -163,7 +163,7 @@ def _file_hits(db, values) -> dict[str, int]:
 
 
 def test_no_row_of_the_customer_survives_in_the_freed_space_and_a_compaction_leaves_no_byte(erased):
-    from cxdash.store import compact_duckdb_file
+    from cxdash.store.database import compact_duckdb_file
 
     store, db = erased["store"], erased["root"] / "demo.duckdb"
     store.dispose()
@@ -399,7 +399,7 @@ class _Crash(RuntimeError):
 
 
 def _crash_at(monkeypatch, where):
-    import cxdash.erasure as erasure
+    import cxdash.governance.erasure as erasure
 
     def fail(step):
         if step == where:

@@ -1,6 +1,6 @@
 """The executive page ("Shared KPIs"): headless with AppTest, and in a real browser with Playwright.
 
-The numbers on the cards are compared with ``cxdash.kpis`` computed directly (whose own numbers
+The numbers on the cards are compared with ``cxdash.metrics.kpis`` computed directly (whose own numbers
 are checked by hand and with pandas in test_kpis.py).
 """
 
@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cxdash import kpis
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.store import open_store
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.metrics import kpis
+from cxdash.store.database import open_store
 
 PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
 REPO = Path(__file__).resolve().parents[1]

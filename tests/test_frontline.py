@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cxdash import card, privacy
-from cxdash.activation import at_risk, follow_up
-from cxdash.cli import main
-from cxdash.model import model_versions
-from cxdash.store import open_store
+from cxdash.cli.main import main
+from cxdash.governance import privacy
+from cxdash.risk import card
+from cxdash.risk.activation import at_risk, follow_up
+from cxdash.risk.model import model_versions
+from cxdash.store.database import open_store
 from tests.conftest import seed_session
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,7 +101,7 @@ def test_any_stitched_id_finds_the_customer(conn, crm, demo_store):
 def test_the_customer_key_itself_finds_an_anonymous_visitor(conn):
     import sqlalchemy as sa
 
-    from cxdash.store import customer_keys_table
+    from cxdash.store.database import customer_keys_table
 
     key = conn.execute(
         sa.select(customer_keys_table.c.cx_id).where(customer_keys_table.c.cx_id.like("visitor_id:%")).limit(1)
@@ -117,8 +118,8 @@ def test_like_wildcards_in_a_query_are_taken_literally(conn, crm):
 
 
 def test_search_reads_the_same_on_every_backend(store, tmp_path):
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
 
     (tmp_path / "crm.csv").write_text(
         "id,full_name,mail,tel\n"

@@ -13,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from cxdash.exporting import safe_csv
-from cxdash.ingest import IngestError, ingest_file
-from cxdash.mapping import Mapping, MappingError
-from cxdash.readers import ExtractError
-from cxdash.store import KIND_TABLES
+from cxdash.ingest.load import IngestError, ingest_file
+from cxdash.ingest.mapping import Mapping, MappingError
+from cxdash.ingest.readers import ExtractError
+from cxdash.store.database import KIND_TABLES
 from tests.hostile_support import EVENTS, GOOD, snapshot, write
 
 HOSTILE = [

@@ -13,13 +13,13 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import cli
-from cxdash.erasure import erase_customer
-from cxdash.ingest import IngestError, ingest_file
-from cxdash.mapping import Mapping, MappingError
-from cxdash.readers import ExtractError
-from cxdash.store import KIND_TABLES
-from cxdash.validation import normalise_identity
+from cxdash.cli import main as cli
+from cxdash.governance.erasure import erase_customer
+from cxdash.ingest.load import IngestError, ingest_file
+from cxdash.ingest.mapping import Mapping, MappingError
+from cxdash.ingest.readers import ExtractError
+from cxdash.ingest.validation import normalise_identity
+from cxdash.store.database import KIND_TABLES
 from tests.hostile_support import EVENTS, GOOD, snapshot, write
 
 CRM = Mapping("customers", {"customer_id": "id", "email": "email"})

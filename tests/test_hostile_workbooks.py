@@ -14,8 +14,8 @@ import zipfile
 import openpyxl
 import pytest
 
-from cxdash.ingest import ingest_file
-from cxdash.readers import ExtractError, WorkbookLimits, as_csv
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.readers import ExtractError, WorkbookLimits, as_csv
 from tests.hostile_support import EVENTS, snapshot
 
 

@@ -18,12 +18,12 @@ import pytest
 from scipy.stats import fisher_exact
 from scipy.stats.contingency import relative_risk
 
-from cxdash import hotspot_stats as hs
-from cxdash import journeys as jr
-from cxdash.cli import main
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.store import open_store
+from cxdash.cli.main import main
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.journeys import discovery as jr
+from cxdash.journeys import hotspot_stats as hs
+from cxdash.store.database import open_store
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "journeys.py")
 T0 = datetime(2024, 1, 1, 9, 0)
@@ -370,9 +370,9 @@ def test_the_page_counts_significant_hotspots_of_those_tested_with_counts_beside
 def test_a_hotspot_frame_stored_in_the_old_shape_is_not_read_but_computed_again(labelled):
     from datetime import UTC
 
-    from cxdash import summaries, views
-    from cxdash.overview import data_version
-    from cxdash.store import summaries_table
+    from cxdash.jobs import summaries, views
+    from cxdash.metrics.overview import data_version
+    from cxdash.store.database import summaries_table
 
     old = pd.DataFrame(
         {

@@ -8,8 +8,8 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cxdash.identity import stitch
-from cxdash.validation import normalise_identity
+from cxdash.identity.stitch import stitch
+from cxdash.ingest.validation import normalise_identity
 
 
 def graph(edges, crm):
@@ -184,9 +184,9 @@ def test_a_chain_of_real_rows_between_two_crm_records_keeps_them_apart(store, tm
     """The issue 14 chain, built from loaded extracts: CRM C1 (email a) - web visit (visitor v1,
     email a) - web visit (v1, email other) - ticket (email other, phone p) - ticket (phone p,
     email b) - CRM C2 (email b)."""
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
-    from cxdash.store import KIND_TABLES, customer_keys_table
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
+    from cxdash.store.database import KIND_TABLES, customer_keys_table
 
     crm = tmp_path / "crm.csv"
     crm.write_text("id,email\nC1,a@x.org\nC2,b@x.org\n")

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash.ingest import IngestError, ingest_file, saved_mapping
-from cxdash.mapping import Mapping, MappingError
-from cxdash.readers import ExtractError
-from cxdash.store import KIND_TABLES, loads_table, quarantine_table
+from cxdash.ingest.load import IngestError, ingest_file, saved_mapping
+from cxdash.ingest.mapping import Mapping, MappingError
+from cxdash.ingest.readers import ExtractError
+from cxdash.store.database import KIND_TABLES, loads_table, quarantine_table
 
 TICKETS = """Ticket #,Requester Email,Created,Resolved,Topic,Transfers,CSAT
 T1,Ann@Example.com,2024-01-02 10:00,2024-01-03 10:00,billing,1,4

@@ -17,13 +17,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-import cxdash.ingest as ingest_module
-import cxdash.validation as validation
-from cxdash.ingest import ingest_file
-from cxdash.kinds import get_kind
-from cxdash.mapping import Mapping
-from cxdash.store import ANALYTICS, KIND_TABLES, _as_arrow, bulk_insert
-from cxdash.validation import (
+import cxdash.ingest.load as ingest_module
+import cxdash.ingest.validation as validation
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.ingest.validation import (
     _DATE_FORMATS,
     Formats,
     _detect_date_format,
@@ -35,6 +33,8 @@ from cxdash.validation import (
     parse_datetime,
     parse_fields,
 )
+from cxdash.store.database import ANALYTICS, KIND_TABLES, _as_arrow, bulk_insert
+from cxdash.store.kinds import get_kind
 
 ISO_EDGE_CASES = [
     "2024-01-31",
@@ -363,7 +363,7 @@ def test_now_and_today_are_not_dates():
     """pandas parses "now" and "today" as the current time; a cell saying so is not a date."""
     import pandas as pd
 
-    from cxdash.validation import parse_datetime
+    from cxdash.ingest.validation import parse_datetime
 
     got = parse_datetime(pd.Series(["2024-01-31", "now", " Today ", "yesterday", "2024-02-01 10:00"]), "ISO8601")
     assert got.isna().tolist() == [False, True, True, True, False]

@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import audit
 from cxdash.exporting import FORMULA_PREFIXES, safe_csv
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.store import ANALYTICS, APP_STATE, KIND_TABLES, loads_table, read_frame
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.store import audit
+from cxdash.store.database import ANALYTICS, APP_STATE, KIND_TABLES, loads_table, read_frame
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -171,7 +171,7 @@ def test_uploads_abandoned_for_a_day_are_swept_when_the_next_file_is_staged(tmp_
 
 
 def test_a_file_that_cannot_be_read_is_not_kept_in_the_upload_folder(tmp_path, monkeypatch):
-    from cxdash.readers import ExtractError
+    from cxdash.ingest.readers import ExtractError
     from cxdash.ui import ops
 
     monkeypatch.setattr(ops, "UPLOAD_DIR", tmp_path / "uploads")

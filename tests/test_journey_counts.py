@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import journeys as jr
-from cxdash import views
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.store import KIND_TABLES, open_store
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.jobs import views
+from cxdash.journeys import discovery as jr
+from cxdash.store.database import KIND_TABLES, open_store
 
 EVENTS_MAP = Mapping("events", {"customer_id": "customer_id", "timestamp": "timestamp", "activity": "activity"})
 
@@ -51,7 +51,7 @@ def test_customers_with_journeys_counts_every_customer_with_a_step_not_the_busie
 def test_customers_with_journeys_on_the_demo_equal_a_pandas_count_of_customers_with_a_dated_row(demo_store):
     """Independently: every kind table's rows with a customer key and a date in one of the
     timeline's time columns, their distinct customer keys counted in pandas."""
-    from cxdash.timeline import TIMELINE_TIME_COLUMNS
+    from cxdash.metrics.timeline import TIMELINE_TIME_COLUMNS
 
     store = open_store(demo_store["url"], create=False)
     try:

@@ -13,10 +13,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import journeys as jr
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.store import open_store
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.journeys import discovery as jr
+from cxdash.store.database import open_store
 
 T0 = datetime(2024, 3, 1, 8, 0)
 HELPDESK_STEPS = [

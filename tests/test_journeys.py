@@ -16,10 +16,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import journeys as jr
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.store import KIND_TABLES, identity_map_table, open_store
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.journeys import discovery as jr
+from cxdash.store.database import KIND_TABLES, identity_map_table, open_store
 
 T0 = datetime(2024, 1, 1)
 PM4PY_KEYS = dict(case_key="case:concept:name", activity_key="concept:name", timestamp_key="time:timestamp")
@@ -514,7 +514,7 @@ def test_risk_ratio_and_its_log_confidence_interval_by_hand():
 
 
 def test_masking_is_the_privacy_rule_and_csv_neutralising():
-    # one masker for the whole app (cxdash.privacy): the cohort file hides what every page hides
+    # one masker for the whole app (cxdash.governance.privacy): the cohort file hides what every page hides
     assert jr.mask_email("Jane.Doe@example.com") == "J***@example.com"
     assert jr.mask_phone("+1 (555) 010-2233") == "***33"
     assert jr.mask_email(None) is None and pd.isna(jr.mask_phone(float("nan")))
@@ -598,7 +598,7 @@ def test_the_pages_journeys_on_integer_keys_equal_the_journeys_on_customer_ids(d
     cx_id log, with customers named by cx_id where the result lists them."""
     from dataclasses import replace
 
-    from cxdash import views
+    from cxdash.jobs import views
 
     run = views.COMPUTATIONS
     f = views.DEFAULT_MAP_FILTERS
@@ -684,7 +684,7 @@ def test_the_demos_planted_friction_tops_the_hotspot_ranking_with_lift_above_one
 
 
 def test_cli_prints_the_edges_as_json(demo_store):
-    from cxdash.cli import main
+    from cxdash.cli.main import main
 
     buf = io.StringIO()
     with redirect_stdout(buf):

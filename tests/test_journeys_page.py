@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.store import open_store
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.store.database import open_store
 from tests.browser_support import chromium, require_browser, running_app, sign_in
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,10 +10,10 @@ from datetime import date, datetime
 import pandas as pd
 import pytest
 
-from cxdash import journeys as jr
-from cxdash import views
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.jobs import views
+from cxdash.journeys import discovery as jr
 
 CRM = "id,mail,joined,consent\nC1,a@x.org,2023-06-01,true\nC2,b@x.org,2023-06-02,false\nC3,c@x.org,2023-06-03,true\nC4,d@x.org,2023-06-04,true\n"
 CRM_MAP = Mapping.from_dict(
@@ -200,7 +200,7 @@ def test_whole_paths_around_a_step_in_the_period_equal_pandas_and_every_ribbon_r
 
 def test_friction_moments_of_a_period_are_the_whole_historys_moments_at_a_time_inside_it(demo_store):
     """Independently: all moments fetched without a period, filtered by time in pandas."""
-    from cxdash.store import open_store
+    from cxdash.store.database import open_store
 
     store = open_store(demo_store["url"], create=False)
     since, until = datetime(2026, 1, 1), datetime(2026, 4, 1)
@@ -229,8 +229,8 @@ def test_the_drill_down_lists_every_customer_its_hotspot_counts_and_the_export_a
     cohort; the file's data rows are the exported count."""
     import io
 
-    from cxdash import privacy
-    from cxdash.store import open_store
+    from cxdash.governance import privacy
+    from cxdash.store.database import open_store
 
     store = open_store(demo_store["url"], create=False)
     try:
@@ -256,7 +256,7 @@ def test_the_drill_down_lists_every_customer_its_hotspot_counts_and_the_export_a
 
 
 def test_who_to_call_names_the_sources_owner_and_spells_out_a_department_with_no_owner():
-    from cxdash.sources import department_name, responsible
+    from cxdash.governance.sources import department_name, responsible
 
     owners = pd.DataFrame(
         {

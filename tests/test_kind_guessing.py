@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash.cli import main
-from cxdash.ingest import IngestError, KindUnclearError, ingest_file
-from cxdash.kinds import KINDS
-from cxdash.mapping import Mapping, rank_kinds
-from cxdash.readers import iter_chunks, read_header
-from cxdash.store import KIND_TABLES, loads_table, mappings_table, open_store, quarantine_table, sources_table
+from cxdash.cli.main import main
+from cxdash.ingest.load import IngestError, KindUnclearError, ingest_file
+from cxdash.ingest.mapping import Mapping, rank_kinds
+from cxdash.ingest.readers import iter_chunks, read_header
+from cxdash.store.database import KIND_TABLES, loads_table, mappings_table, open_store, quarantine_table, sources_table
+from cxdash.store.kinds import KINDS
 from tests.conftest import FIXTURES
 
 KINDS_DIR = FIXTURES / "kinds"

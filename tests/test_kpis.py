@@ -3,7 +3,7 @@
 * A six-customer company written as CSVs, loaded through ``ingest_file`` on DuckDB and on
   PostgreSQL (the ``store`` fixture), every KPI worked out by hand in the comments.
 * The demo company's KPIs recomputed from its CSV extracts with plain pandas.
-* The CLV calibration/holdout check on the online retail sample, recomputed with ``cxdash.clv``.
+* The CLV calibration/holdout check on the online retail sample, recomputed with ``cxdash.metrics.clv``.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxdash import kpis
-from cxdash.cli import main
-from cxdash.clv import BGNBD, calibration_and_holdout, rfm_summary
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.store import open_store
+from cxdash.cli.main import main
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.metrics import kpis
+from cxdash.metrics.clv import BGNBD, calibration_and_holdout, rfm_summary
+from cxdash.store.database import open_store
 
 # ---------------------------------------------------------------------------------- the hand-made company
 
@@ -544,8 +544,8 @@ def test_rfm_in_the_database_equals_the_pandas_summary(tiny):
 
 
 def test_activation_is_the_share_of_the_top_risk_decile_acted_on(tiny):
-    from cxdash.activation import mark
-    from cxdash.store import bulk_insert, scores_table
+    from cxdash.risk.activation import mark
+    from cxdash.store.database import bulk_insert, scores_table
 
     with tiny.connect() as conn:
         report = kpis.attach_activation(kpis.kpi_report(conn, Q2, with_clv=False), tiny)

@@ -13,15 +13,21 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import audit
-from cxdash.cli import main
-from cxdash.health import stitch_coverage
-from cxdash.ingest import IngestError, ingest_file
-from cxdash.links import LinkError, match_rates, parse_link, suggest_links
-from cxdash.mapping import Mapping, MappingError
-from cxdash.sources import department_owners, set_source_owner, source_owners
-from cxdash.store import KIND_TABLES, customer_keys_table, link_conflicts_table, source_links_table, sources_table
-from cxdash.timeline import timeline
+from cxdash.cli.main import main
+from cxdash.governance.health import stitch_coverage
+from cxdash.governance.sources import department_owners, set_source_owner, source_owners
+from cxdash.identity.links import LinkError, match_rates, parse_link, suggest_links
+from cxdash.ingest.load import IngestError, ingest_file
+from cxdash.ingest.mapping import Mapping, MappingError
+from cxdash.metrics.timeline import timeline
+from cxdash.store import audit
+from cxdash.store.database import (
+    KIND_TABLES,
+    customer_keys_table,
+    link_conflicts_table,
+    source_links_table,
+    sources_table,
+)
 from tests.conftest import FIXTURES
 
 SAAS = FIXTURES / "saas"
@@ -377,7 +383,7 @@ def test_migrate_on_the_command_line_reports_the_new_columns(duck, capsys):
 
 
 def test_erasing_an_account_also_erases_the_usage_rows_that_reached_it_through_a_link(store):
-    from cxdash.erasure import erase_customer
+    from cxdash.governance.erasure import erase_customer
 
     load_company(store)
     expected = expected_usage_accounts()
@@ -425,7 +431,7 @@ def _product_runs() -> tuple[int, int]:
 
 
 def test_handoffs_count_product_as_its_own_department(store):
-    from cxdash import journeys as jr
+    from cxdash.journeys import discovery as jr
 
     load_company(store)
     with store.connect() as conn:
@@ -496,7 +502,7 @@ def test_a_dry_run_reports_the_links_match_rate_and_stores_nothing(store):
 def test_the_data_health_page_edits_a_sources_department_and_owner(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from cxdash.store import open_store
+    from cxdash.store.database import open_store
     from tests.conftest import REPO, TEST_ADMIN
 
     url = f"duckdb:///{tmp_path / 'page.duckdb'}"

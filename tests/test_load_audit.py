@@ -17,10 +17,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import audit, summaries
-from cxdash.cli import main
-from cxdash.ingest import ingest_file
-from cxdash.store import loads_table, open_store
+from cxdash.cli.main import main
+from cxdash.ingest.load import ingest_file
+from cxdash.jobs import summaries
+from cxdash.store import audit
+from cxdash.store.database import loads_table, open_store
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -74,8 +75,8 @@ def test_a_process_killed_right_after_the_commit_leaves_a_stored_upload_entry(tm
     # The first thing after the commit is saving the mapping: the process dies there, as with kill -9.
     script = textwrap.dedent(f"""
         import os
-        import cxdash.ingest as ingest
-        from cxdash.store import open_store
+        import cxdash.ingest.load as ingest
+        from cxdash.store.database import open_store
         ingest._save_mapping = lambda *a, **k: os._exit(9)
         ingest.ingest_file(open_store({url!r}), {str(crm_file)!r}, source="crm", kind="customers", actor="ann")
     """)
@@ -96,7 +97,7 @@ def test_a_load_that_rolls_back_is_recorded_as_failed_and_stores_nothing(tmp_pat
     def broken_identity_map(*_args, **_kwargs):  # the last step inside the load's transaction
         raise OSError("disk full")
 
-    monkeypatch.setattr("cxdash.ingest.rebuild_identity_map", broken_identity_map)
+    monkeypatch.setattr("cxdash.ingest.load.rebuild_identity_map", broken_identity_map)
     try:
         with pytest.raises(OSError, match="disk full"):
             ingest_file(store, crm_file, source="crm", kind="customers", actor="ann")

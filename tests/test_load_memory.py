@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
 
-from cxdash.store import KIND_TABLES, bulk_insert
+from cxdash.store.database import KIND_TABLES, bulk_insert
 
 EVENTS = KIND_TABLES["events"]
 

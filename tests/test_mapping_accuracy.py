@@ -18,9 +18,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cxdash.kinds import IDENTITY_FIELDS
-from cxdash.mapping import suggest_mapping
-from cxdash.readers import iter_chunks, read_header, sniff_format
+from cxdash.ingest.mapping import suggest_mapping
+from cxdash.ingest.readers import iter_chunks, read_header, sniff_format
+from cxdash.store.kinds import IDENTITY_FIELDS
 from tests.conftest import FIXTURES, PUBLIC, REPO
 
 EXPORTS = FIXTURES / "exports"

@@ -237,11 +237,11 @@ def hostile_app(trained_demo, tmp_path_factory):
     from tests.browser_support import chromium, require_browser, running_app
 
     require_browser()
-    from cxdash.features import data_as_of
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
-    from cxdash.model import train
-    from cxdash.store import open_store
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
+    from cxdash.risk.features import data_as_of
+    from cxdash.risk.model import train
+    from cxdash.store.database import open_store
 
     root = tmp_path_factory.mktemp("hostile_markdown")
     path = root / "hostile.duckdb"

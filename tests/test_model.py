@@ -17,13 +17,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
-from cxdash import cli
-from cxdash.activation import at_risk, export_csv, mark
-from cxdash.features import customer_features, identifier_like, labelled_features
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.model import current_features, explain, latest_model, load_model, model_versions, train_labelled_model
-from cxdash.store import open_store
+from cxdash.cli import main as cli
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.risk.activation import at_risk, export_csv, mark
+from cxdash.risk.features import customer_features, identifier_like, labelled_features
+from cxdash.risk.model import current_features, explain, latest_model, load_model, model_versions, train_labelled_model
+from cxdash.store.database import open_store
 
 TELCO_FILE = "telco_churn/WA_Fn-UseC_-Telco-Customer-Churn.csv"
 
@@ -263,7 +263,7 @@ def _plain_baselines(csv: pd.DataFrame, held_out: pd.Series) -> dict[str, float]
     )
     te = held_out.to_numpy(dtype=bool)
     out = {}
-    with threadpool_limits(limits=1, user_api="openmp"):  # as cxdash.model does on a busy machine
+    with threadpool_limits(limits=1, user_api="openmp"):  # as cxdash.risk.model does on a busy machine
         for name, est in (("logistic", lr), ("gradient_boosting", hgb)):
             out[name] = float(roc_auc_score(y[te], est.fit(x[~te], y[~te]).predict_proba(x[te])[:, 1]))
     return out
@@ -380,9 +380,9 @@ def test_cli_train_and_score_print_json_and_score_unlabelled_rows(tmp_path, caps
 
 
 def test_card_and_activation_queries_agree_with_hand_values(store, tmp_path):
-    from cxdash.activation import activation_stats
-    from cxdash.card import customer_timeline, find_customers, open_tickets, recent_signals
-    from cxdash.store import bulk_insert, scores_table
+    from cxdash.risk.activation import activation_stats
+    from cxdash.risk.card import customer_timeline, find_customers, open_tickets, recent_signals
+    from cxdash.store.database import bulk_insert, scores_table
 
     _tiny_company(store, tmp_path)
     with store.connect() as conn:
@@ -431,8 +431,8 @@ def test_a_customer_sample_is_the_full_snapshot_restricted_to_those_customers(de
 
     import sqlalchemy as sa
 
-    from cxdash.features import Sample, SnapshotReader, data_as_of
-    from cxdash.store import customer_keys_table
+    from cxdash.risk.features import Sample, SnapshotReader, data_as_of
+    from cxdash.store.database import customer_keys_table
 
     store = open_store(demo_store["url"])
     with store.connect() as conn:
@@ -478,7 +478,7 @@ def test_large_training_sets_are_sampled_and_say_so(demo_store, tmp_path):
 
 
 def train_event_model_fast(conn, **kwargs):
-    from cxdash.model import train_event_model
+    from cxdash.risk.model import train_event_model
 
     return train_event_model(conn, candidates=("gradient_boosting",), **kwargs)
 
@@ -488,7 +488,7 @@ def test_reasons_scored_only_where_a_driver_differs_match_a_brute_force_reset(tr
     brute-force reset of every row for every driver must give the same top reasons."""
     from scipy.special import logit
 
-    from cxdash.features import MISSING_CATEGORY
+    from cxdash.risk.features import MISSING_CATEGORY
 
     model = trained_demo["model"]
     store = open_store(trained_demo["url"])
@@ -525,7 +525,7 @@ def test_reasons_scored_only_where_a_driver_differs_match_a_brute_force_reset(tr
 
 
 def test_a_category_with_more_values_than_the_booster_takes_still_trains():
-    from cxdash.model import candidate_pipeline
+    from cxdash.risk.model import candidate_pipeline
 
     rng = np.random.default_rng(0)
     n = 6000
@@ -540,7 +540,7 @@ def test_a_category_with_more_values_than_the_booster_takes_still_trains():
 
 
 def test_attributes_parsed_once_per_distinct_text_equal_a_row_by_row_parse():
-    from cxdash.features import attribute_columns
+    from cxdash.risk.features import attribute_columns
 
     texts = pd.Series(
         [

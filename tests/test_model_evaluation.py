@@ -17,11 +17,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
 from streamlit.testing.v1 import AppTest
 
-from cxdash import cli
-from cxdash.features import SnapshotReader, labelled_features
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.model import (
+from cxdash.cli import main as cli
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.risk.features import SnapshotReader, labelled_features
+from cxdash.risk.model import (
     ModelVersionError,
     NotEnoughChurnError,
     candidate_pipeline,
@@ -32,7 +32,7 @@ from cxdash.model import (
     train_labelled_model,
     weighted_roc_auc,
 )
-from cxdash.store import models_table, open_store
+from cxdash.store.database import models_table, open_store
 from tests.test_risk_pages import PAGES
 
 
@@ -191,7 +191,7 @@ def test_demo_held_out_figures_equal_sklearn_on_the_snapshots_the_report_names(t
 
 
 def test_demo_choice_and_calibration_used_only_snapshots_before_the_held_out_ones(trained_demo):
-    from cxdash.model import _logit
+    from cxdash.risk.model import _logit
 
     model = trained_demo["model"]
     m = model.metrics

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cxdash.kpis import headline
-from cxdash.overview import source_summary
-from cxdash.store import open_store
+from cxdash.metrics.kpis import headline
+from cxdash.metrics.overview import source_summary
+from cxdash.store.database import open_store
 
 
 def _digits10(s: pd.Series) -> pd.Series:

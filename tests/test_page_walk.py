@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from cxdash.auth import ALL_PAGES, ROLE_PAGES, ROLES
+from cxdash.governance.auth import ALL_PAGES, ROLE_PAGES, ROLES
 from cxdash.ui.frame import PAGE_REGISTRY
 from tests.browser_support import chromium, require_browser, running_app, sign_in
 
@@ -148,15 +148,15 @@ WALK = _walk()
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     require_browser()
-    from cxdash.demo import build_demo
-    from cxdash.store import open_store
+    from cxdash.demo.build import build_demo
+    from cxdash.store.database import open_store
 
     root = tmp_path_factory.mktemp("page_walk")
     url = f"duckdb:///{root / 'cx.duckdb'}"
     s = open_store(url)
     build_demo(s, n_customers=2000, seed=7, out_dir=root / "extracts")
     # A trained churn model, as `make run` leaves one, so the at-risk list and the card show their tables.
-    from cxdash.model import train
+    from cxdash.risk.model import train
 
     train(s)
     s.dispose()

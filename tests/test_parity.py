@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxdash import journeys as jr
-from cxdash import kpis
-from cxdash.demo import build_demo
+from cxdash.demo.build import build_demo
+from cxdash.journeys import discovery as jr
+from cxdash.metrics import kpis
 from tests.conftest import make_store
 
 N_CUSTOMERS, SEED = 300, 5
@@ -101,7 +101,7 @@ def assert_same_mapping(duck, pg, what: str) -> None:
 
 
 def test_both_engines_hold_the_same_company(engines):
-    from cxdash.overview import source_summary
+    from cxdash.metrics.overview import source_summary
 
     duck, pg = _both(engines, source_summary)
     assert duck["rows"].sum() > 10_000  # a real company, not an empty comparison
@@ -192,7 +192,7 @@ def test_activity_list_paths_and_edge_cohort_are_equal(engines):
 def test_journeys_under_a_period_are_equal(engines):
     """The Journeys page's period (issue 16): whole paths, headcounts, handoffs and hotspots of the
     90 days to the data's latest day give the same numbers on both engines."""
-    from cxdash import views
+    from cxdash.jobs import views
 
     def run(name, **extra):
         def compute(conn):
@@ -224,7 +224,7 @@ def test_friction_hotspots_are_equal(engines):
 
 
 def test_customer_features_are_equal(engines):
-    from cxdash.features import customer_features, data_as_of
+    from cxdash.risk.features import customer_features, data_as_of
 
     def features(conn):
         cutoff = data_as_of(conn) - timedelta(days=60)
@@ -238,7 +238,7 @@ def test_customer_features_are_equal(engines):
 
 
 def test_churn_candidates_and_every_definition_are_equal(engines):
-    from cxdash import churn
+    from cxdash.metrics import churn
 
     def cands(conn):
         found = churn.candidates(conn)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from bench.memory import PhaseSampler
-from cxdash.demo import build_demo
+from cxdash.demo.build import build_demo
 
 
 def test_a_phase_that_holds_memory_shows_it_and_the_next_phase_does_not_inherit_its_peak():

@@ -7,9 +7,9 @@ import stat
 import pandas as pd
 import pytest
 
-from cxdash import privacy
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
+from cxdash.governance import privacy
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
 
 
 def test_masks_keep_only_what_a_reader_needs():

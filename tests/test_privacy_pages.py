@@ -12,9 +12,10 @@ import pytest
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
-from cxdash import audit, kpis
-from cxdash.activation import at_risk
-from cxdash.store import open_store
+from cxdash.metrics import kpis
+from cxdash.risk.activation import at_risk
+from cxdash.store import audit
+from cxdash.store.database import open_store
 from cxdash.ui import executive as ex
 from tests.conftest import seed_session
 
@@ -149,15 +150,15 @@ def test_a_journey_owner_sees_rare_journeys_pooled(small_demo, monkeypatch):
 def test_each_journey_cohort_export_holds_its_own_cohort_when_clicked(small_demo, monkeypatch, downloads):
     """The cohort files are built on click, after the script ran: each must still be its own
     cohort (the hotspot's customers, the edge's cases), of consenting customers only."""
-    from cxdash import journeys as jr
-    from cxdash import privacy
+    from cxdash.governance import privacy
+    from cxdash.journeys import discovery as jr
 
     monkeypatch.setenv("CXDASH_DB_URL", small_demo)
     at = _page("journeys.py", "admin")
     hotspot = at.selectbox(key="journeys_hotspot").value
     from datetime import date, datetime, timedelta
 
-    from cxdash import views
+    from cxdash.jobs import views
 
     s = open_store(small_demo)
     with s.connect() as conn:

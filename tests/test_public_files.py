@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash.cli import main
-from cxdash.kpis import headline
-from cxdash.mapping import detect_kind
-from cxdash.readers import iter_chunks, read_header
-from cxdash.store import KIND_TABLES, open_store
+from cxdash.cli.main import main
+from cxdash.ingest.mapping import detect_kind
+from cxdash.ingest.readers import iter_chunks, read_header
+from cxdash.metrics.kpis import headline
+from cxdash.store.database import KIND_TABLES, open_store
 from tests.conftest import FIXTURES
 
 MAPPINGS = FIXTURES / "mappings"

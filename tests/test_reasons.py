@@ -17,14 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxdash import cli
-from cxdash.activation import at_risk, store_scores
-from cxdash.card import find_customers, recent_signals
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.model import current_features, explain, train
-from cxdash.signals import COMPLAINT_MAX_SATISFACTION, SIGNALS
-from cxdash.store import open_store
+from cxdash.cli import main as cli
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.metrics.signals import COMPLAINT_MAX_SATISFACTION, SIGNALS
+from cxdash.risk.activation import at_risk, store_scores
+from cxdash.risk.card import find_customers, recent_signals
+from cxdash.risk.model import current_features, explain, train
+from cxdash.store.database import open_store
 
 AS_OF = datetime(2026, 3, 31, 12, 0)  # the data's end: the latest web visit
 N = 400
@@ -325,7 +325,7 @@ def test_asked_to_cancel_9_days_ago_wins_over_a_usage_top_reason(company):
 
 
 def test_failed_payments_count_every_failed_status(store, tmp_path):
-    from cxdash.signals import FAILED_PAYMENT_STATUSES
+    from cxdash.metrics.signals import FAILED_PAYMENT_STATUSES
 
     day = datetime(2026, 2, 1)
     statuses = [*FAILED_PAYMENT_STATUSES, "paid", "refunded"]
@@ -353,7 +353,7 @@ def test_failed_payments_count_every_failed_status(store, tmp_path):
 
 
 def test_next_action_follows_the_newest_strong_signal_in_the_window():
-    from cxdash.next_action import DEFAULT_ACTION, next_action
+    from cxdash.risk.next_action import DEFAULT_ACTION, next_action
 
     reasons = [{"signal": "usage", "label": "Uses the product less", "action": "Re-onboard", "department": "web"}]
     cancel, compare = SIGNALS["cancellation_ticket"], SIGNALS["competitor_compare"]

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from cxdash.activation import at_risk
-from cxdash.card import mask_email, mask_phone
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.model import model_versions
-from cxdash.store import open_store
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.risk.activation import at_risk
+from cxdash.risk.card import mask_email, mask_phone
+from cxdash.risk.model import model_versions
+from cxdash.store.database import open_store
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = REPO / "pages"
@@ -61,7 +61,7 @@ def test_at_risk_page_lists_the_top_decile_and_filters_by_owner(trained_env):
 def test_a_marked_customer_shows_its_new_status_at_once_though_the_list_is_cached(trained_demo, tmp_path, monkeypatch):
     import shutil
 
-    from cxdash.activation import mark
+    from cxdash.risk.activation import mark
     from cxdash.ui import risk
 
     path = tmp_path / "marked.duckdb"  # a copy: marks must not leak into the shared trained store
@@ -99,14 +99,14 @@ def test_customer_card_finds_a_customer_by_phone_in_another_format(trained_env):
     assert not at.exception, [e.value for e in at.exception]
     assert at.header[0].value == row["Full Name"]
     assert "risk of leaving" in at.markdown[0].value and "next best action" in at.markdown[0].value
-    # an admin sees the contact details in full (cxdash.privacy.PERSONAL_DATA_ROLES)
+    # an admin sees the contact details in full (cxdash.governance.privacy.PERSONAL_DATA_ROLES)
     assert f"Email: {row['Email'].lower()}" in [t.value for t in at.text]
     timeline = at.dataframe[-1].value
     assert timeline["when"].is_monotonic_decreasing
 
 
 def test_masking_keeps_only_a_hint():
-    # the card masks as every page does (cxdash.privacy): the first letter and the domain, the last two digits
+    # the card masks as every page does (cxdash.governance.privacy): the first letter and the domain, the last two digits
     assert mask_email("ann.lee@example.com") == "a***@example.com"
     assert mask_phone("555-254-5727") == "***27"
 

@@ -19,11 +19,13 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import card, journeys, kpis, signals
-from cxdash.features import customer_features
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.store import KIND_TABLES, customer_keys_table
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.journeys import discovery as journeys
+from cxdash.metrics import kpis, signals
+from cxdash.risk import card
+from cxdash.risk.features import customer_features
+from cxdash.store.database import KIND_TABLES, customer_keys_table
 
 CXDASH = Path(__file__).resolve().parents[1] / "cxdash"
 
@@ -305,7 +307,7 @@ def test_hotspot_descriptions_are_the_registry_words():
 
 
 def test_the_model_reads_the_registry_intent_signals():
-    from cxdash import features
+    from cxdash.risk import features
 
     assert features.INTENT_SIGNALS == {
         "cancel_page": ("events", ("%cancel%",)),
@@ -325,7 +327,7 @@ def test_a_signal_over_several_rows_has_no_one_row_reading():
 
 
 def test_the_masks_are_one_implementation():
-    from cxdash import privacy
+    from cxdash.governance import privacy
 
     assert card.mask_email is journeys.mask_email is privacy.mask_email
     assert card.mask_phone is journeys.mask_phone is privacy.mask_phone

@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import summaries
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.overview import data_version
-from cxdash.store import summaries_table
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.jobs import summaries
+from cxdash.metrics.overview import data_version
+from cxdash.store.database import summaries_table
 
 CRM = """id,mail,joined
 C1,ann@x.org,2024-01-01
@@ -82,7 +82,7 @@ def test_stored_summaries_equal_the_live_ones_and_a_new_load_is_never_served_sta
 
 @pytest.mark.parametrize("store", ["duckdb"], indirect=True)
 def test_an_erasure_clears_the_stored_summaries(store, tmp_path):
-    from cxdash.erasure import erase_customer
+    from cxdash.governance.erasure import erase_customer
 
     _load(store, tmp_path, "crm.csv", CRM, "crm", CRM_MAP)
     summaries.refresh(store)
@@ -96,7 +96,7 @@ def test_an_erasure_clears_the_stored_summaries(store, tmp_path):
 def test_governance_from_stored_scans_equals_governance_computed_live(store, tmp_path):
     from datetime import datetime
 
-    from cxdash.health import governance
+    from cxdash.governance.health import governance
 
     _load(store, tmp_path, "crm.csv", CRM, "crm", CRM_MAP)
     _load(store, tmp_path, "web.csv", WEB, "web", WEB_MAP)
@@ -135,8 +135,8 @@ def test_a_frame_payload_keeps_its_index_column_names_and_types():
 
 
 def test_a_kpi_report_read_back_has_every_number_but_no_per_customer_forecast(small_demo):
-    from cxdash import kpis
-    from cxdash.store import open_store
+    from cxdash.metrics import kpis
+    from cxdash.store.database import open_store
 
     store = open_store(small_demo)
     with store.connect() as conn:
@@ -157,9 +157,9 @@ def test_a_kpi_report_read_back_has_every_number_but_no_per_customer_forecast(sm
 def test_every_default_view_is_stored_after_a_load_and_equals_the_live_computation(small_demo):
     from datetime import timedelta
 
-    from cxdash import views
-    from cxdash.kpis import Filters
-    from cxdash.store import open_store
+    from cxdash.jobs import views
+    from cxdash.metrics.kpis import Filters
+    from cxdash.store.database import open_store
 
     store = open_store(small_demo)  # build_demo refreshed the summaries after loading
     try:
@@ -269,13 +269,13 @@ def test_a_background_refresh_stores_the_views_and_one_overtaken_by_a_load_store
     _load(store, tmp_path, "crm.csv", CRM, "crm", CRM_MAP)
     _load(store, tmp_path, "web.csv", WEB, "web", WEB_MAP)
     summaries.refresh_in_background(store, ("journeys.handoffs", "executive.cohorts")).join(timeout=300)
-    from cxdash import views
+    from cxdash.jobs import views
 
     with store.connect() as conn:
         version = data_version(conn)
         handoffs = views.default_params(conn, "journeys.handoffs", {})  # the default period's
         assert summaries.lookup(conn, "journeys.handoffs", version, handoffs) is not summaries.MISSING
-        from cxdash.kpis import Filters
+        from cxdash.metrics.kpis import Filters
 
         cohorts = views.cohorts_params(Filters(), summaries.effective_churn(store))
         assert summaries.lookup(conn, "executive.cohorts", version, cohorts) is not summaries.MISSING
@@ -298,7 +298,7 @@ def test_a_background_refresh_stores_the_views_and_one_overtaken_by_a_load_store
 
 
 def test_a_view_whose_parameters_follow_from_other_results_is_refreshed_after_them():
-    from cxdash import views
+    from cxdash.jobs import views
 
     for name, needs in views.DEPENDS_ON.items():
         assert name in summaries.VIEWS and all(n in summaries.VIEWS for n in needs)
@@ -309,7 +309,7 @@ def test_a_view_whose_parameters_follow_from_other_results_is_refreshed_after_th
 def test_a_view_stored_after_a_page_read_the_stored_results_is_still_found(store, tmp_path):
     """The upload page stores the views in the background, after the first visitor's page read
     what was stored for the version: a later lookup must see them, not a cached absence."""
-    from cxdash import views
+    from cxdash.jobs import views
     from cxdash.ui import data
 
     _load(store, tmp_path, "crm.csv", CRM, "crm", CRM_MAP)

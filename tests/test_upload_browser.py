@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from cxdash.overview import source_summary
-from cxdash.store import open_store
+from cxdash.metrics.overview import source_summary
+from cxdash.store.database import open_store
 from tests.browser_support import chromium, require_browser, running_app, sign_in
 from tests.conftest import FIXTURES
 
@@ -176,8 +176,8 @@ def test_a_usage_log_is_offered_its_link_and_loads_under_its_department(empty_ap
 
     import pandas as pd
 
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
 
     saas = FIXTURES / "saas"
     store = open_store(empty_app["db"])
@@ -223,8 +223,8 @@ def test_a_usage_log_is_offered_its_link_and_loads_under_its_department(empty_ap
 
 def test_the_data_health_page_reports_a_loaded_source(empty_app, artifacts, tmp_path):
     """Loads its own small extract (through the same ingest path), so it needs no earlier test."""
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
 
     crm = tmp_path / "health_crm.csv"
     crm.write_text("id,email,signup\n" + "".join(f"H{i},h{i}@example.com,2024-02-{i + 1:02d}\n" for i in range(17)))

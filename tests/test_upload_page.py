@@ -7,7 +7,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
-from cxdash.store import KIND_TABLES, open_store, quarantine_table, sources_table
+from cxdash.store.database import KIND_TABLES, open_store, quarantine_table, sources_table
 from tests.conftest import FIXTURES, REPO
 
 PAGE = str(REPO / "pages" / "upload.py")
@@ -51,7 +51,7 @@ def test_without_a_saved_mapping_the_page_shows_the_guesses_and_waits_for_a_kind
     headings = [m.value for m in at.markdown if m.value.startswith("**1. ")]
     assert headings == ["**1. tickets** · clearly this"]
     assert "• column 'ticket_id' is unique in the 150 rows read: one row per ticket" in texts(at)
-    from cxdash.kinds import KINDS
+    from cxdash.store.kinds import KINDS
 
     if "account_id" in KINDS["tickets"].field_names:  # identifiers on every kind (issue 13, another part)
         assert "• column 'account_id' identifies the customer (account_id)" in texts(at)
@@ -132,8 +132,8 @@ def test_file_text_is_never_rendered_as_markdown(db):
 
 
 def test_a_source_with_a_saved_mapping_starts_from_it(db):
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
 
     store = open_store(db)
     saved = Mapping("events", {"customer_id": "user_id", "timestamp": "timestamp", "activity": "page"})
@@ -148,7 +148,7 @@ def test_a_source_with_a_saved_mapping_starts_from_it(db):
 
 
 def test_a_file_that_matches_nobody_says_so_before_it_is_loaded(db):
-    from cxdash.ingest import ingest_file
+    from cxdash.ingest.load import ingest_file
 
     store = open_store(db)
     ingest_file(store, KINDS_DIR / "saas_accounts.csv", source="crm", kind="customers")
@@ -170,8 +170,8 @@ def _load_subscriptions(url: str) -> None:
     """The hand-built SaaS fixture's subscriptions, loaded as source 'subs' (the usage log links to it)."""
     import json
 
-    from cxdash.ingest import ingest_file
-    from cxdash.mapping import Mapping
+    from cxdash.ingest.load import ingest_file
+    from cxdash.ingest.mapping import Mapping
 
     store = open_store(url)
     mapping = Mapping.from_dict(json.loads((SAAS / "subscriptions.mapping.json").read_text()))
@@ -256,7 +256,7 @@ def test_ticking_or_unticking_a_link_invalidates_the_check(db):
 
 
 def test_a_count_that_equals_numeric_ticket_ids_is_offered_unticked_and_the_named_link_ticked(db, tmp_path):
-    from cxdash.ingest import ingest_file
+    from cxdash.ingest.load import ingest_file
 
     _load_subscriptions(db)
     tickets = tmp_path / "numeric_tickets.csv"
@@ -292,7 +292,7 @@ def test_after_a_load_no_load_button_is_left_and_another_file_can_follow(db):
 
 
 def test_the_suggested_source_name_reads_as_a_person_would_name_the_file():
-    from cxdash.mapping import suggest_source_name
+    from cxdash.ingest.mapping import suggest_source_name
 
     cases = {
         "WA_Fn-UseC_-Telco-Customer-Churn.csv": "Telco customer churn",

@@ -14,10 +14,11 @@ import pytest
 import sqlalchemy as sa
 from streamlit.testing.v1 import AppTest
 
-from cxdash import churn, summaries
-from cxdash.sources import source_owners
-from cxdash.store import KIND_TABLES, open_store
-from cxdash.timeline import timeline
+from cxdash.governance.sources import source_owners
+from cxdash.jobs import summaries
+from cxdash.metrics import churn
+from cxdash.metrics.timeline import timeline
+from cxdash.store.database import KIND_TABLES, open_store
 from tests import saas_company
 from tests.conftest import REPO
 

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxdash.features import VALUE_BASES, customer_features, data_as_of, value_basis
-from cxdash.ingest import ingest_file
-from cxdash.mapping import Mapping
-from cxdash.store import open_store
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.risk.features import VALUE_BASES, customer_features, data_as_of, value_basis
+from cxdash.store.database import open_store
 from tests import saas_company
 
 

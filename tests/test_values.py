@@ -13,11 +13,11 @@ import sqlalchemy as sa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cxdash.cli import main
-from cxdash.ingest import IngestError, ingest_file
-from cxdash.mapping import Mapping, suggest_mapping
-from cxdash.readers import iter_chunks, read_header, sniff_format
-from cxdash.store import KIND_TABLES, loads_table, quarantine_table
+from cxdash.cli.main import main
+from cxdash.ingest.load import IngestError, ingest_file
+from cxdash.ingest.mapping import Mapping, suggest_mapping
+from cxdash.ingest.readers import iter_chunks, read_header, sniff_format
+from cxdash.store.database import KIND_TABLES, loads_table, quarantine_table
 from tests.conftest import FIXTURES
 
 
@@ -278,7 +278,7 @@ def test_stored_rows_and_quarantine_carry_the_physical_line_and_the_cli_report_b
     assert code == 0, capsys.readouterr().err
     rep = pd.read_csv(report)
     assert rep[["line", "record", "column"]].values.tolist() == [[7, 4, "opened_at"]]
-    from cxdash.store import open_store
+    from cxdash.store.database import open_store
 
     s = open_store(db)
     try:
@@ -290,7 +290,7 @@ def test_stored_rows_and_quarantine_carry_the_physical_line_and_the_cli_report_b
 
 
 def test_a_file_without_line_breaks_in_values_numbers_lines_as_records_plus_one(tmp_path):
-    from cxdash.readers import LineMap
+    from cxdash.ingest.readers import LineMap
 
     p = _write(tmp_path, "plain.csv", "a,b\n" + "".join(f"{i},x\n" for i in range(5000)))
     lines = LineMap()
@@ -335,7 +335,7 @@ def test_the_rejected_rows_download_finds_each_record_by_its_number_not_its_line
 @settings(max_examples=300, deadline=None)
 @given(st.decimals(min_value=-(10**9), max_value=10**9, places=2, allow_nan=False, allow_infinity=False))
 def test_any_amount_written_with_either_decimal_mark_reads_back_and_the_other_mark_is_never_guessed(d):
-    from cxdash.validation import parse_number
+    from cxdash.ingest.validation import parse_number
 
     point = f"{d:,.2f}"  # Python's own formatting: 1,234.56
     comma = point.replace(",", "_").replace(".", ",").replace("_", ".")  # 1.234,56

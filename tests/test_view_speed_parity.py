@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import journeys as jr
-from cxdash import kpis
-from cxdash.clv import BGNBD, GammaGamma, customer_lifetime_value
-from cxdash.demo import build_demo
-from cxdash.signals import FAILED_PAYMENT_STATUSES
-from cxdash.store import KIND_TABLES, customer_keys_table
+from cxdash.demo.build import build_demo
+from cxdash.journeys import discovery as jr
+from cxdash.metrics import kpis
+from cxdash.metrics.clv import BGNBD, GammaGamma, customer_lifetime_value
+from cxdash.metrics.signals import FAILED_PAYMENT_STATUSES
+from cxdash.store.database import KIND_TABLES, customer_keys_table
 from tests.conftest import BACKENDS, make_store
 
 
@@ -133,7 +133,7 @@ def test_the_kpi_reports_clv_equals_the_forecasts_made_one_by_one(demo):
 
 
 def test_distinct_rows_give_every_row_back_and_are_distinct():
-    from cxdash.clv import _distinct_rows
+    from cxdash.metrics.clv import _distinct_rows
 
     rng = np.random.default_rng(4)
     x = rng.integers(0, 5, 2_000).astype(float)

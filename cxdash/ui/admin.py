@@ -8,8 +8,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from cxdash import audit, auth
-from cxdash.erasure import ErasureError, ErasureResult, erase_customer
+from cxdash.governance import auth
+from cxdash.governance.erasure import ErasureError, ErasureResult, erase_customer
+from cxdash.store import audit
 from cxdash.ui import data
 from cxdash.ui.auth import current_user
 from cxdash.ui.formatting import count
@@ -27,7 +28,7 @@ EDIT_USER = "admin_edit_user"
 EDIT_ACTION = "admin_edit_action"
 EDIT_ROLE = "admin_edit_role"
 # After an erasure from this page: the file's freed space is overwritten, but only an offline
-# rewrite removes old column statistics (cxdash.store.compact_duckdb_file) without risking the
+# rewrite removes old column statistics (cxdash.store.database.compact_duckdb_file) without risking the
 # connections this app process holds.
 COMPACT_ADVICE = (
     "The database file's freed space was overwritten. Its old column statistics can still hold the smallest "

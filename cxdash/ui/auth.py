@@ -3,7 +3,7 @@
 How a person gets in is set by ``CXDASH_AUTH`` (or ``[cxdash] auth`` in
 ``.streamlit/secrets.toml``):
 
-* ``on`` (the default): user name and password against the users table (``cxdash.auth``);
+* ``on`` (the default): user name and password against the users table (``cxdash.governance.auth``);
 * ``oidc``: Streamlit's single sign-on (``st.login``, configured in the ``[auth]`` section of
   ``secrets.toml``); the role still comes from the users table (user name = the email);
 * ``off``: nobody signs in and everyone is admin. Only for a laptop with demo data; never on a
@@ -25,9 +25,10 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from cxdash import audit, auth, privacy
-from cxdash.auth import AuthError, Session
-from cxdash.store import StoreLockedError
+from cxdash.governance import auth, privacy
+from cxdash.governance.auth import AuthError, Session
+from cxdash.store import audit
+from cxdash.store.database import StoreLockedError
 from cxdash.ui import data
 from cxdash.ui.formatting import plain
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from cxdash import churn, summaries
+from cxdash.jobs import summaries
+from cxdash.metrics import churn
 from cxdash.ui import data
 from cxdash.ui import formatting as fmt
 from cxdash.ui.formatting import plain

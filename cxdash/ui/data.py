@@ -8,11 +8,12 @@ import time
 import pandas as pd
 import streamlit as st
 
-from cxdash import churn, summaries
 from cxdash.config import database_url
-from cxdash.kpis import Headline
-from cxdash.overview import data_version
-from cxdash.store import Store, StoreLockedError, open_store
+from cxdash.jobs import summaries
+from cxdash.metrics import churn
+from cxdash.metrics.kpis import Headline
+from cxdash.metrics.overview import data_version
+from cxdash.store.database import Store, StoreLockedError, open_store
 
 # A page waits this long for a running load to release the embedded database before it falls
 # back to what it last showed (a scheduled ingest holds the DuckDB file while it writes).
@@ -135,7 +136,7 @@ def _payloads(url: str, version: int) -> dict[str, bytes]:
 
 
 def stored(url: str, version: int, name: str, params: dict | None = None):
-    """A view stored after the last load (``cxdash.summaries``) or ``summaries.MISSING``: callers
+    """A view stored after the last load (``cxdash.jobs.summaries``) or ``summaries.MISSING``: callers
     compute it live on a miss, inside their own cache."""
     found = summaries.decode(name, params, _payloads(url, version))
     if found is summaries.MISSING:  # stored since the payloads were read (the upload page's background refresh)?
@@ -145,9 +146,9 @@ def stored(url: str, version: int, name: str, params: dict | None = None):
 
 
 def view(url: str, version: int, name: str, params: dict):
-    """A page computation of ``cxdash.views``: the stored result when the last load stored this
+    """A page computation of ``cxdash.jobs.views``: the stored result when the last load stored this
     view, else computed now with the same function and parameters. Call it inside a cached function."""
-    from cxdash.views import COMPUTATIONS
+    from cxdash.jobs.views import COMPUTATIONS
 
     found = stored(url, version, name, params)
     if found is not summaries.MISSING:

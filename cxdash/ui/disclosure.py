@@ -7,7 +7,7 @@ comes from the database:
 * ``group_floor()``: k (``CXDASH_MIN_GROUP_SIZE``, default 10) for a role that may not see
   individuals (executive, journey owner, ops), None for agents and admins, whose job is the
   customers themselves. Pass it to ``small_groups``.
-* ``small_groups(frame, k, ...)``: which groups to suppress (``cxdash.privacy.small_groups``);
+* ``small_groups(frame, k, ...)``: which groups to suppress (``cxdash.governance.privacy.small_groups``);
   chart ``.shown``, table ``.blank(...)`` or ``.pooled(...)``, caption ``.note``.
 * ``consented(frame)``: only the customers with marketing consent, and how many were left out.
 * ``download(...)``: ``st.download_button`` whose click records who exported which file, how
@@ -22,9 +22,9 @@ import pandas as pd
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from cxdash import privacy
 from cxdash.config import database_url
-from cxdash.privacy import SmallGroups
+from cxdash.governance import privacy
+from cxdash.governance.privacy import SmallGroups
 from cxdash.ui import data
 from cxdash.ui.auth import current_role, record_export
 
@@ -37,7 +37,7 @@ def group_floor() -> int | None:
 
 
 def small_groups(frame: pd.DataFrame, k: int | None, **kwargs) -> SmallGroups:
-    """See ``cxdash.privacy.small_groups`` (``what``, ``count_columns``, ``by``, ``disjoint``)."""
+    """See ``cxdash.governance.privacy.small_groups`` (``what``, ``count_columns``, ``by``, ``disjoint``)."""
     return privacy.small_groups(frame, k, **kwargs)
 
 
@@ -46,7 +46,7 @@ def _consented(url: str, version: int) -> pd.Index:
     # A resource, not cache_data: the index can hold a million ids and is never mutated, so it is
     # shared rather than copied on every rerun, and its hash table is built once. Keyed on the
     # data version: a load or an erasure (both move it) is seen at once.
-    from cxdash import summaries
+    from cxdash.jobs import summaries
 
     with data.store_at(url).connect() as conn:  # stored after each load (a million ids take seconds to gather)
         ids = summaries.get(conn, "consented_customers", version)["cx_id"].dropna()

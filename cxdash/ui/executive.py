@@ -14,10 +14,12 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import streamlit as st
 
-from cxdash import kpis, privacy, summaries, views
-from cxdash.churn import Definition
 from cxdash.config import database_url
 from cxdash.exporting import safe_csv
+from cxdash.governance import privacy
+from cxdash.jobs import summaries, views
+from cxdash.metrics import kpis
+from cxdash.metrics.churn import Definition
 from cxdash.ui import data, period
 from cxdash.ui import formatting as fmt
 from cxdash.ui.formatting import plain
@@ -43,7 +45,7 @@ class View:
     filters: kpis.Filters
     repeat_days: int
     horizon_months: int
-    churn: str | None = None  # the churn definition in force (its name, cxdash.churn)
+    churn: str | None = None  # the churn definition in force (its name, cxdash.metrics.churn)
 
     @property
     def period(self) -> kpis.Period:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from cxdash.kpis import DEFINITIONS, Headline
+from cxdash.metrics.kpis import DEFINITIONS, Headline
 
 # Every ASCII punctuation character can be backslash-escaped in CommonMark, and escaping all of them
 # is simpler to trust than a list of the ones some markdown feature happens to use today.

@@ -8,8 +8,8 @@ from pathlib import Path
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from cxdash.auth import may_open
 from cxdash.config import redacted_url
+from cxdash.governance.auth import may_open
 from cxdash.ui import auth as ui_auth
 from cxdash.ui import data
 from cxdash.ui.formatting import plain

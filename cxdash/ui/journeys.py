@@ -11,10 +11,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cxdash import journeys as jr
-from cxdash import privacy, views
 from cxdash.config import database_url
-from cxdash.hotspot_stats import ranking_note, significance_counts
+from cxdash.governance import privacy
+from cxdash.jobs import views
+from cxdash.journeys import discovery as jr
+from cxdash.journeys.hotspot_stats import ranking_note, significance_counts
 from cxdash.ui import data, disclosure, period
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
@@ -268,7 +269,7 @@ def hotspot_table(repeat_days: int) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=4, ttl=300)
 def _source_owners(url: str, version: int) -> pd.DataFrame:
-    from cxdash.sources import source_owners
+    from cxdash.governance.sources import source_owners
 
     with data.store_at(url).connect() as conn:
         return source_owners(conn)
@@ -374,7 +375,7 @@ def lead_sentence(spots: pd.DataFrame, edges: pd.DataFrame) -> str:
     significant, tested = significance_counts(spots)
     if significant:
         top = spots[spots["significant"].astype(bool)].iloc[0]
-        from cxdash.sources import department_name
+        from cxdash.governance.sources import department_name
 
         route = f"a step of {plain(department_name(top['leaked_department']))} leaked them"
         if top["absorbed_department"] and top["absorbed_department"] != jr.NONE:
@@ -465,15 +466,15 @@ def _lift_text(lift, lo, hi, why=None) -> str:
 
 
 def who_to_call(departments, owners: pd.DataFrame) -> list[str]:
-    """``cxdash.sources.responsible`` for each department code."""
-    from cxdash.sources import responsible
+    """``cxdash.governance.sources.responsible`` for each department code."""
+    from cxdash.governance.sources import responsible
 
     return [responsible(str(d), owners)[0] for d in departments]
 
 
 def owners_note(spots: pd.DataFrame, owners: pd.DataFrame) -> str:
     """What "who to call" is, for the caption under the hotspots (markdown; department codes escaped)."""
-    from cxdash.sources import responsible
+    from cxdash.governance.sources import responsible
 
     missing = sorted({str(d) for d in spots["leaked_department"] if not responsible(str(d), owners)[1]})
     text = (
@@ -481,7 +482,7 @@ def owners_note(spots: pd.DataFrame, owners: pd.DataFrame) -> str:
         "(set on Data health, or with python -m cxdash sources set)."
     )
     if missing:
-        from cxdash.sources import department_name
+        from cxdash.governance.sources import department_name
 
         text += (
             " Owner not recorded for "
@@ -497,8 +498,8 @@ def hotspot_display(spots: pd.DataFrame, owners: pd.DataFrame | None = None) -> 
     for the page at 1440 px: customers with their share, churn after it, the lift with its interval
     (or why there is none), the verdict and who to call. Without any churn data
     the churn columns are left out (the page says why). ``owners``
-    (``cxdash.sources.source_owners``) names who to call for the department that leaked the
-    customers (``cxdash.sources.responsible``); the comparison group, p, revenue at stake and routes
+    (``cxdash.governance.sources.source_owners``) names who to call for the department that leaked the
+    customers (``cxdash.governance.sources.responsible``); the comparison group, p, revenue at stake and routes
     are in ``hotspot_detail``."""
     owners = owners if owners is not None else pd.DataFrame(columns=["name", "kind", "department", "owner"])
     churn_known = bool(spots["churn_definition"].notna().any()) if len(spots) else False
@@ -554,7 +555,7 @@ def filled(frame: pd.DataFrame) -> pd.DataFrame:
 def hotspot_detail(spots: pd.DataFrame) -> pd.DataFrame:
     """The hotspots' second table: the comparison group, the adjusted p, the ranking key, and where
     customers were leaked and went next. Every cell text."""
-    from cxdash.sources import department_name
+    from cxdash.governance.sources import department_name
 
     out: dict[str, object] = {"hotspot": spots["hotspot"].astype(str)}
     if len(spots) and spots["churn_definition"].notna().any():
@@ -683,7 +684,7 @@ def handoff_table(handoffs_frame: pd.DataFrame, k: int | None = None) -> pd.Data
     ``"1,234 · 2.3 days"``
     (customers handed over, median wait until the receiving department's first step), "—" where
     nobody was handed over, and "fewer than k" for a cell of 1 to k-1 customers."""
-    from cxdash.sources import department_name
+    from cxdash.governance.sources import department_name
 
     customers = jr.handoff_matrix(handoffs_frame, "customers")
     median = jr.handoff_matrix(handoffs_frame, "median_seconds")
@@ -705,14 +706,14 @@ def handoff_table(handoffs_frame: pd.DataFrame, k: int | None = None) -> pd.Data
 
 
 def _short_department(code: str) -> str:
-    from cxdash.sources import DEPARTMENT_NAMES
+    from cxdash.governance.sources import DEPARTMENT_NAMES
 
     return DEPARTMENT_NAMES.get(str(code).lower(), str(code))
 
 
 def cohort_display(cohort: pd.DataFrame) -> pd.DataFrame:
     """A hotspot's customers as shown: every cell text, human column names."""
-    from cxdash.sources import department_name
+    from cxdash.governance.sources import department_name
 
     return pd.DataFrame(
         {
@@ -752,7 +753,7 @@ def export_sentence(counted: int, exported: int, left_out: int, *, masked: bool 
 
 def timeline_display(frame: pd.DataFrame) -> pd.DataFrame:
     """One customer's timeline as shown: when (day and time), step, department spelled out."""
-    from cxdash.sources import department_name
+    from cxdash.governance.sources import department_name
 
     return pd.DataFrame(
         {

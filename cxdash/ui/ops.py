@@ -15,16 +15,16 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from cxdash import summaries
 from cxdash.config import DATA_DIR, database_url
 from cxdash.exporting import safe_csv
-from cxdash.health import governance, mapping_versions, set_latency_target
-from cxdash.ingest import IngestError, IngestResult, ingest_file, saved_mapping
-from cxdash.kinds import IDENTITY_FIELDS, KINDS, get_kind
-from cxdash.links import LinkError
-from cxdash.mapping import KindGuess, Mapping, MappingError, rank_kinds, suggest_source_name
-from cxdash.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
-from cxdash.store import identity_hubs_table, quarantine_table, sources_table
+from cxdash.governance.health import governance, mapping_versions, set_latency_target
+from cxdash.identity.links import LinkError
+from cxdash.ingest.load import IngestError, IngestResult, ingest_file, saved_mapping
+from cxdash.ingest.mapping import KindGuess, Mapping, MappingError, rank_kinds, suggest_source_name
+from cxdash.ingest.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
+from cxdash.jobs import summaries
+from cxdash.store.database import identity_hubs_table, quarantine_table, sources_table
+from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, get_kind
 from cxdash.ui import data, disclosure
 from cxdash.ui.auth import current_user
 from cxdash.ui.formatting import count, plain
@@ -293,7 +293,7 @@ def load(
         display_name=staged.display_name,
         department=department,
         owner=owner,
-        actor=current_user(),  # the upload audit entry commits with the data (cxdash.ingest.ingest_file)
+        actor=current_user(),  # the upload audit entry commits with the data (cxdash.ingest.load.ingest_file)
     )
     if result.stored:
         progress(0.99, "updating the overview and data health summaries")
@@ -309,8 +309,8 @@ def load(
 def link_suggestions(staged: StagedFile, source: str, min_rate: float = 0.5) -> list:
     """Columns of the staged file whose values are keys of a loaded source, with their match
     rates on the file's first block of rows (the rows a check measures them on,
-    ``cxdash.links.suggest_links``), best first."""
-    from cxdash.links import suggest_links
+    ``cxdash.identity.links.suggest_links``), best first."""
+    from cxdash.identity.links import suggest_links
 
     rows = staged.sample if staged.sample is not None else staged.preview
     return suggest_links(data.store(), rows, exclude_source=source, min_rate=min_rate)
@@ -339,9 +339,9 @@ def link_names_agree(column: str, field: str) -> bool:
 def link_choices(staged: StagedFile, source: str, saved: dict[str, dict[str, str]] | None = None) -> list:
     """The links the page offers: every suggestion (``link_suggestions``) and every link of the
     source's saved mapping (measured too, even below the suggestion threshold), as
-    ``cxdash.links.LinkSuggestion``, best first, the saved ones that were not suggested last.
+    ``cxdash.identity.links.LinkSuggestion``, best first, the saved ones that were not suggested last.
     Cached per file, source and data version: the page reruns on every click."""
-    from cxdash.links import match_rates
+    from cxdash.identity.links import match_rates
 
     cache_key = ("upload_link_choices", staged.sha256, source, data.version(), json.dumps(saved or {}, sort_keys=True))
     cached = st.session_state.get("upload_link_choices")
@@ -419,7 +419,7 @@ def source_department_owner(source: str, kind: str) -> tuple[str, str | None, bo
     """The department and owner to offer for ``source`` at upload: the stored ones when the
     source exists (owner None when none was ever set), else the kind's department and no owner
     (the load then names the department as the owner). Out: ``(department, owner, exists)``."""
-    from cxdash.sources import source_owners
+    from cxdash.governance.sources import source_owners
 
     with data.store().connect() as conn:
         owners = source_owners(conn)
@@ -506,7 +506,7 @@ def save_latency_target(source: str, hours: float | None) -> None:
 
 def save_source_owner(source: str, department: str | None, owner: str | None) -> dict:
     """Change a source's department and owner (audited as the signed-in user)."""
-    from cxdash.sources import set_source_owner
+    from cxdash.governance.sources import set_source_owner
 
     after = set_source_owner(data.store(), source, department=department, owner=owner, actor=current_user())
     _health.clear()
@@ -608,7 +608,7 @@ def file_slug(file_name: str) -> str:
 
 
 def make_mapping(kind: str, columns: dict[str, str], links: dict[str, dict[str, str]] | None = None) -> Mapping:
-    """``links``: link columns (cxdash.links), e.g. a chosen ``link_suggestions`` entry's ``as_link()``."""
+    """``links``: link columns (cxdash.identity.links), e.g. a chosen ``link_suggestions`` entry's ``as_link()``."""
     return Mapping(kind, dict(columns), links=dict(links or {}))
 
 

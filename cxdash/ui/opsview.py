@@ -9,7 +9,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from cxdash.health import LATENCY_WINDOW_DAYS
+from cxdash.governance.health import LATENCY_WINDOW_DAYS
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
 from cxdash.ui.formatting import UNKNOWN, count, day, duration, percent, plain

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 
 import streamlit as st
 
-from cxdash import kpis
+from cxdash.metrics import kpis
 
 FROM = "period_from"
 TO = "period_to"

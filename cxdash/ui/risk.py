@@ -9,13 +9,14 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from cxdash import activation, card, privacy
-from cxdash import model as churn
-from cxdash.auth import may_open
-from cxdash.churn import Definition
 from cxdash.config import database_url
-from cxdash.features import AGE_CAP_DAYS, VALUE_BASES, data_as_of, value_basis
-from cxdash.next_action import age_words, next_action
+from cxdash.governance import privacy
+from cxdash.governance.auth import may_open
+from cxdash.metrics.churn import Definition
+from cxdash.risk import activation, card
+from cxdash.risk import model as churn
+from cxdash.risk.features import AGE_CAP_DAYS, VALUE_BASES, data_as_of, value_basis
+from cxdash.risk.next_action import age_words, next_action
 from cxdash.ui import auth as ui_auth
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
@@ -82,7 +83,7 @@ def model_history() -> pd.DataFrame:
 def _newest_version() -> int:
     from sqlalchemy import func, select
 
-    from cxdash.store import models_table
+    from cxdash.store.database import models_table
 
     with data.store().app_begin() as conn:
         return int(conn.execute(select(func.coalesce(func.max(models_table.c.version), 0))).scalar())
@@ -102,8 +103,8 @@ def label_choices() -> list[str]:
 def _label_choices(url: str, version: int) -> list[str]:
     import sqlalchemy as sa
 
-    from cxdash.features import attribute_columns, parse_label
-    from cxdash.store import KIND_TABLES
+    from cxdash.risk.features import attribute_columns, parse_label
+    from cxdash.store.database import KIND_TABLES
 
     c = KIND_TABLES["customers"]
     with data.store().connect() as conn:
@@ -384,7 +385,7 @@ def departments() -> list[str]:
 
 
 def at_risk_list(*, departments: list[str], status: str, min_risk: float, top_decile: bool) -> pd.DataFrame:
-    """The filtered list (``cxdash.activation.at_risk`` columns plus ``name``, the CRM name, masked
+    """The filtered list (``cxdash.risk.activation.at_risk`` columns plus ``name``, the CRM name, masked
     for a role that may not see personal data)."""
     frame = _at_risk(
         database_url(),
@@ -411,7 +412,7 @@ def _value_basis(url: str, version: int) -> str | None:
 
 
 def customer_value_basis() -> str | None:
-    """Where the list's value comes from (``cxdash.features.value_basis``): "revenue", "mrr" or
+    """Where the list's value comes from (``cxdash.risk.features.value_basis``): "revenue", "mrr" or
     None (unknown)."""
     return _value_basis(database_url(), data.version())
 
@@ -449,14 +450,14 @@ def _at_risk(
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _currency(url: str, version: int) -> str | None:
-    from cxdash.kpis import money_currency
+    from cxdash.metrics.kpis import money_currency
 
     with data.store().connect() as conn:
         return money_currency(conn)
 
 
 def currency() -> str | None:
-    """The money figures' currency (the transactions' code, ``cxdash.kpis.money_currency``), or None."""
+    """The money figures' currency (the transactions' code, ``cxdash.metrics.kpis.money_currency``), or None."""
     return _currency(database_url(), data.version())
 
 
@@ -638,7 +639,7 @@ SEARCH_LIMIT = 20
 
 
 def search(query: str) -> pd.DataFrame:
-    """Customers matching ``query`` by name, email, phone or any id (``cxdash.card.find_customers``),
+    """Customers matching ``query`` by name, email, phone or any id (``cxdash.risk.card.find_customers``),
     names masked for a role that may not see personal data."""
     with data.store().connect() as conn:
         found = card.find_customers(conn, query, limit=SEARCH_LIMIT)
@@ -686,7 +687,7 @@ def _card(
 
 def customer_card(cx_id: str) -> dict:
     """Everything the card shows for one customer; email and phone in full only for a role whose job
-    needs them (``cxdash.privacy.PERSONAL_DATA_ROLES``: agents and admins), masked for the others."""
+    needs them (``cxdash.governance.privacy.PERSONAL_DATA_ROLES``: agents and admins), masked for the others."""
     mask = not privacy.sees_personal_data(ui_auth.current_role())
     return _card(database_url(), data.version(), _newest_version(), _list_version(), cx_id, data.churn_name(), mask)
 

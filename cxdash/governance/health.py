@@ -1,0 +1,438 @@
+"""Governance figures per source: quality, freshness, activation latency, stitch coverage.
+
+Every figure is computed in the database. Definitions (shown on the data-health page):
+
+* **quality**: share of the rows read in the source's last load that passed validation.
+* **null rates**: share of stored rows with no value, for the kind's required and identity fields.
+* **duplicate keys**: stored rows minus distinct natural keys (tickets, subscriptions...).
+* **freshness**: hours from the newest record's own time to now (and from the last load to now).
+* **activation latency**: hours from an event to the moment it became usable here (on the
+  customer's card: its load finished). Two readings per source:
+
+  - p50 and p95 over the rows that were new in their load: they happened after the source's
+    previous load finished (so a full re-export does not count last week's rows again) and in the
+    ``LATENCY_WINDOW_DAYS`` days before their load (so a history backfill does not count as
+    slowness). Unknown while no row qualifies (one backfill of old records so far);
+  - the newest record's: for the newest load that brought rows, from its newest record to the
+    load's end. Known for every source with a dated row, so a snapshot loaded weeks after its last
+    record (the demo) says so, where the p50 and p95 cannot.
+* **stitched share**: share of the source's rows linked to a CRM customer.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cxdash.metrics import churn as churn_defs
+from cxdash.metrics.overview import TIME_FIELDS
+from cxdash.store.database import (
+    KIND_TABLES,
+    customer_keys_table,
+    identity_hubs_table,
+    link_conflicts_table,
+    loads_table,
+    mappings_table,
+    sources_table,
+)
+from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, get_kind
+
+__all__ = [
+    "LATENCY_WINDOW_DAYS",
+    "mapping_versions",
+    "coverage",
+    "governance",
+    "null_rates",
+    "set_latency_target",
+    "stitch_coverage",
+]
+
+LATENCY_WINDOW_DAYS = 30
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _hours(expr) -> sa.ColumnElement:
+    return sa.extract("epoch", expr) / 3600.0
+
+
+def governance(
+    conn: Connection,
+    now: datetime | None = None,
+    *,
+    stats: pd.DataFrame | None = None,
+    latency: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """One row per source.
+
+    Out: ``name, kind, department, owner, rows, last_load_at, loads, quality,
+    quality_all_loads, freshness_hours, loaded_hours, latency_p50_hours, latency_p95_hours,
+    latency_newest_hours, latency_target_hours, latency_ok, stitched_share, duplicate_keys``
+    (hours as floats, None where unknown).
+
+    ``stats`` (``source_stats``) and ``latency`` (``source_latency``) are the scans over every
+    row; pass stored ones (cxdash/jobs/summaries.py) to skip them. Freshness is always relative to ``now``.
+    """
+    now = now or _now()
+    src = pd.DataFrame(conn.execute(sa.select(sources_table)).mappings().all())
+    if src.empty:
+        return pd.DataFrame(
+            columns=[
+                "name",
+                "kind",
+                "department",
+                "owner",
+                "rows",
+                "last_load_at",
+                "loads",
+                "quality",
+                "quality_all_loads",
+                "freshness_hours",
+                "loaded_hours",
+                "latency_p50_hours",
+                "latency_p95_hours",
+                "latency_newest_hours",
+                "latency_target_hours",
+                "latency_ok",
+                "stitched_share",
+                "duplicate_keys",
+            ]
+        )
+    lt = loads_table
+    last = sa.select(lt.c.source, sa.func.max(lt.c.load_id).label("load_id")).group_by(lt.c.source).subquery()
+    last_loads = pd.DataFrame(
+        conn.execute(
+            sa.select(lt.c.source, lt.c.finished_at, lt.c.rows_read, lt.c.rows_rejected).join(
+                last, sa.and_(last.c.source == lt.c.source, last.c.load_id == lt.c.load_id)
+            )
+        )
+        .mappings()
+        .all()
+    ).set_index("source")
+    totals = pd.DataFrame(
+        conn.execute(
+            sa.select(
+                lt.c.source,
+                sa.func.sum(lt.c.rows_read).label("read"),
+                sa.func.sum(lt.c.rows_rejected).label("rejected"),
+                sa.func.count().label("loads"),
+            ).group_by(lt.c.source)
+        )
+        .mappings()
+        .all()
+    ).set_index("source")
+
+    stats = source_stats(conn) if stats is None else stats
+    stats = stats.set_index("name") if len(stats) else pd.DataFrame()
+    latency_frame = source_latency(conn) if latency is None else latency
+    if "newest" not in latency_frame:  # a summary stored before the newest record's delay was kept
+        newest = _newest_delay(conn)
+        latency_frame = latency_frame.assign(newest=latency_frame["source"].map(newest))
+        missing = sorted(set(newest) - set(latency_frame["source"]))
+        extra = pd.DataFrame({"source": missing, "p50": None, "p95": None, "newest": [newest[m] for m in missing]})
+        latency_frame = pd.concat([latency_frame, extra], ignore_index=True) if missing else latency_frame
+    latency = {r.source: (_known(r.p50), _known(r.p95), _known(r.newest)) for r in latency_frame.itertuples()}
+    rows = []
+    for s in src.itertuples():
+        st = stats.loc[s.name] if s.name in stats.index else None
+        ll = last_loads.loc[s.name] if s.name in last_loads.index else None
+        tot = totals.loc[s.name] if s.name in totals.index else None
+        n_rows = int(st["rows"]) if st is not None and pd.notna(st["rows"]) else 0
+        newest = st["newest"] if st is not None else None
+        p50, p95, newest_delay = latency.get(s.name, (None, None, None))
+        loaded_at = ll["finished_at"] if ll is not None else None
+        target = s.latency_target_hours
+        rows.append(
+            {
+                "name": s.name,
+                "kind": s.kind,
+                "department": s.department,
+                "owner": getattr(s, "owner", None),
+                "rows": n_rows,
+                "last_load_at": ll["finished_at"] if ll is not None else None,
+                "loads": int(tot["loads"]) if tot is not None else 0,
+                "quality": (1 - ll["rows_rejected"] / ll["rows_read"]) if ll is not None and ll["rows_read"] else None,
+                "quality_all_loads": (1 - tot["rejected"] / tot["read"]) if tot is not None and tot["read"] else None,
+                "freshness_hours": (now - pd.Timestamp(newest).to_pydatetime()).total_seconds() / 3600
+                if newest is not None and pd.notna(newest)
+                else None,
+                "loaded_hours": (now - pd.Timestamp(loaded_at).to_pydatetime()).total_seconds() / 3600
+                if loaded_at is not None and pd.notna(loaded_at)
+                else None,
+                "latency_p50_hours": p50,
+                "latency_p95_hours": p95,
+                "latency_newest_hours": newest_delay,
+                "latency_target_hours": target,
+                "latency_ok": (p95 <= target) if p95 is not None and target is not None and pd.notna(target) else None,
+                "stitched_share": (float(st["stitched"]) / n_rows) if n_rows and st is not None else None,
+                "duplicate_keys": int(st["duplicate_keys"])
+                if st is not None and "duplicate_keys" in st and pd.notna(st["duplicate_keys"])
+                else 0,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def source_stats(conn: Connection) -> pd.DataFrame:
+    """Per source: ``name, rows, newest`` (latest event time), ``stitched`` (rows of CRM
+    customers), ``duplicate_keys`` (repeated natural keys). A scan of every row."""
+    per_kind = []
+    for kind_name in KINDS:
+        t = KIND_TABLES[kind_name]
+        ts = t.c[TIME_FIELDS[kind_name]]
+        im = customer_keys_table
+        base = (
+            sa.select(
+                t.c.source.label("name"),
+                sa.func.count().label("rows"),
+                sa.func.max(ts).label("newest"),
+                sa.func.sum(sa.case((im.c.known.is_(True), 1), else_=0)).label("stitched"),
+            )
+            .select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key))
+            .group_by(t.c.source)
+        )
+        per_kind.append(pd.DataFrame(conn.execute(base).mappings().all()))
+        kind = get_kind(kind_name)
+        if kind.natural_key:
+            key = t.c[kind.natural_key[0]]
+            dup = sa.select(
+                t.c.source.label("name"), (sa.func.count(key) - sa.func.count(sa.distinct(key))).label("duplicate_keys")
+            ).group_by(t.c.source)
+            per_kind.append(pd.DataFrame(conn.execute(dup).mappings().all()))
+    stats = pd.concat([p for p in per_kind if not p.empty], ignore_index=True)
+    if stats.empty:
+        return pd.DataFrame(columns=["name", "rows", "newest", "stitched", "duplicate_keys"])
+    return stats.groupby("name", as_index=False).first()
+
+
+def _known(value) -> float | None:
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def source_latency(conn: Connection) -> pd.DataFrame:
+    """Per source: ``source, p50, p95`` hours from event to load over the rows new in their load,
+    and ``newest`` (the newest record's hours from event to load); see the module's definitions.
+    A source without a qualifying row has None there."""
+    spread = _latency(conn)
+    newest = _newest_delay(conn)
+    rows = [(k, *spread.get(k, (None, None)), newest.get(k)) for k in sorted(set(spread) | set(newest))]
+    return pd.DataFrame(rows, columns=["source", "p50", "p95", "newest"])
+
+
+def _loads_with_previous() -> sa.Subquery:
+    """Each load with the end of the same source's previous load (None for its first)."""
+    lt = loads_table
+    return sa.select(
+        lt.c.load_id,
+        lt.c.finished_at,
+        sa.func.lag(lt.c.finished_at).over(partition_by=lt.c.source, order_by=lt.c.load_id).label("previous"),
+    ).subquery()
+
+
+def _latency(conn: Connection) -> dict[str, tuple[float | None, float | None]]:
+    """p50/p95 hours from event to load, over rows that were new and recent when loaded."""
+    lp = _loads_with_previous()
+    parts = []
+    for kind_name in KINDS:
+        t = KIND_TABLES[kind_name]
+        ts = t.c[TIME_FIELDS[kind_name]]
+        lag = _hours(lp.c.finished_at - ts)
+        parts.append(
+            sa.select(t.c.source.label("source"), lag.label("lag_hours"))
+            .select_from(t.join(lp, lp.c.load_id == t.c.load_id))
+            .where(
+                ts.is_not(None),
+                ts <= lp.c.finished_at,
+                ts > lp.c.finished_at - timedelta(days=LATENCY_WINDOW_DAYS),
+                sa.or_(lp.c.previous.is_(None), ts > lp.c.previous),
+            )
+        )
+    u = sa.union_all(*parts).subquery()
+    q = sa.select(
+        u.c.source,
+        sa.func.percentile_cont(0.5).within_group(u.c.lag_hours).label("p50"),
+        sa.func.percentile_cont(0.95).within_group(u.c.lag_hours).label("p95"),
+    ).group_by(u.c.source)
+    return {r.source: (float(r.p50), float(r.p95)) for r in conn.execute(q)}
+
+
+def _newest_delay(conn: Connection) -> dict[str, float]:
+    """Per source, hours from the newest record of its newest load that holds rows to that load's
+    end (records dated after the load, planned renewals say, are not news that arrived)."""
+    lt = loads_table
+    parts = []
+    for kind_name in KINDS:
+        t = KIND_TABLES[kind_name]
+        ts = t.c[TIME_FIELDS[kind_name]]
+        parts.append(
+            sa.select(t.c.source.label("source"), t.c.load_id.label("load_id"), sa.func.max(ts).label("newest"))
+            .select_from(t.join(lt, lt.c.load_id == t.c.load_id))
+            .where(ts.is_not(None), ts <= lt.c.finished_at)
+            .group_by(t.c.source, t.c.load_id)
+        )
+    per_load = sa.union_all(*parts).subquery()
+    last = (
+        sa.select(per_load.c.source, sa.func.max(per_load.c.load_id).label("load_id"))
+        .group_by(per_load.c.source)
+        .subquery()
+    )
+    q = sa.select(per_load.c.source, _hours(lt.c.finished_at - per_load.c.newest).label("hours")).select_from(
+        per_load.join(last, sa.and_(last.c.source == per_load.c.source, last.c.load_id == per_load.c.load_id)).join(
+            lt, lt.c.load_id == per_load.c.load_id
+        )
+    )
+    return {r.source: float(r.hours) for r in conn.execute(q)}
+
+
+def null_rates(conn: Connection) -> pd.DataFrame:
+    """Share of stored rows without a value, per source and key field.
+
+    Out: ``source, field, null_share`` for each kind's required and identity fields.
+    """
+    out = []
+    for kind_name, kind in KINDS.items():
+        t = KIND_TABLES[kind_name]
+        fields = list(dict.fromkeys([*kind.required_fields, *kind.identity_fields]))
+        q = sa.select(
+            t.c.source, sa.func.count().label("n"), *[sa.func.count(t.c[f]).label(f) for f in fields]
+        ).group_by(t.c.source)
+        for r in conn.execute(q).mappings():
+            for f in fields:
+                if f not in kind.required_fields and not r[f]:
+                    continue  # an identifier this source does not carry at all: not a quality gap
+                out.append({"source": r["source"], "field": f, "null_share": 1 - r[f] / r["n"] if r["n"] else None})
+    return pd.DataFrame(out, columns=["source", "field", "null_share"])
+
+
+def stitch_coverage(conn: Connection) -> pd.DataFrame:
+    """How each source's rows were linked to customers.
+
+    Out: ``source, matched_via, status, rows`` where ``status`` is ``crm customer``
+    (linked to a CRM record), ``unmatched`` (identified, but no CRM record), ``hub`` (its only
+    identifier is a shared one), ``anonymous`` (no identifier), and for rows whose only key is a
+    link to another extract (cxdash/identity/links.py) ``unmatched link`` (no linked row with a customer
+    holds the key) or ``ambiguous link`` (the key leads to several customers);
+    ``matched_via`` is the identifier field the row is keyed on (email, phone, account_id...),
+    ``link`` for those.
+    """
+    im, hubs, conflicts = customer_keys_table, identity_hubs_table, link_conflicts_table
+    parts = []
+    for kind_name in KINDS:
+        t = KIND_TABLES[kind_name]
+        by_link = sa.and_(t.c.id_key.is_(None), t.c.link_key.is_not(None))
+        via = sa.case(
+            *[(t.c.id_key.like(f"{f}:%"), f) for f in IDENTITY_FIELDS],
+            (by_link, "link"),
+            else_="none",
+        )
+        status = sa.case(
+            (sa.and_(t.c.id_key.is_(None), t.c.link_key.is_(None)), "anonymous"),
+            (sa.and_(by_link, conflicts.c.link_key.is_not(None)), "ambiguous link"),
+            (sa.and_(by_link, t.c.cx_key.is_(None)), "unmatched link"),
+            (hubs.c.id_key.is_not(None), "hub"),
+            (im.c.known.is_(True), "crm customer"),
+            else_="unmatched",
+        )
+        parts.append(
+            sa.select(t.c.source.label("source"), via.label("matched_via"), status.label("status")).select_from(
+                t.outerjoin(im, im.c.cx_key == t.c.cx_key)
+                .outerjoin(hubs, hubs.c.id_key == t.c.id_key)
+                .outerjoin(conflicts, conflicts.c.link_key == t.c.link_key)
+            )
+        )
+    u = sa.union_all(*parts).subquery()
+    q = (
+        sa.select(u.c.source, u.c.matched_via, u.c.status, sa.func.count().label("rows"))
+        .group_by(u.c.source, u.c.matched_via, u.c.status)
+        .order_by(u.c.source, sa.desc("rows"))
+    )
+    return pd.DataFrame(conn.execute(q).fetchall(), columns=["source", "matched_via", "status", "rows"])
+
+
+def coverage(conn: Connection, churn: str | None = None) -> pd.DataFrame:
+    """Share of CRM customers that have the data each headline KPI and the churn model need; for
+    churn, the customers the churn definition ``churn`` (its name; default the suggested one) can judge.
+
+    Out: ``measure, needs, customers_covered, share``.
+    """
+    definition = churn_defs.in_force(conn, churn_defs.Definition.parse(churn) if churn else None)
+    im = customer_keys_table
+    known = sa.select(im.c.cx_key).where(im.c.known.is_(True)).subquery()
+    total = conn.execute(sa.select(sa.func.count()).select_from(known)).scalar() or 0
+
+    def having(*kinds: str, where=None) -> int:
+        parts = []
+        for k in kinds:
+            t = KIND_TABLES[k]
+            sel = (
+                sa.select(t.c.cx_key)
+                .select_from(t.join(im, im.c.cx_key == t.c.cx_key))
+                .where(im.c.known.is_(True))
+                .distinct()
+            )
+            if where is not None and k == "customers":
+                sel = sel.where(where(t))
+            parts.append(sel)
+        u = sa.union(*parts).subquery()
+        return conn.execute(sa.select(sa.func.count()).select_from(u)).scalar() or 0
+
+    def judged(definition) -> int:
+        if definition is None:
+            return 0
+        cov = churn_defs.covered(conn, definition).subquery()
+        return (
+            conn.execute(
+                sa.select(sa.func.count()).select_from(cov.join(known, known.c.cx_key == cov.c.cx_key))
+            ).scalar()
+            or 0
+        )
+
+    def source_loaded(kind: str) -> bool:
+        return bool(conn.execute(sa.select(sa.func.count()).select_from(KIND_TABLES[kind])).scalar())
+
+    rows = [
+        ("revenue & lifetime value", "a transaction", having("transactions")),
+        (
+            "churn & retention",
+            f"what the churn definition needs ({definition.name})"
+            if definition
+            else "a churn label, subscriptions, churn records or dated activity",
+            judged(definition),
+        ),
+        ("active customers", "an event, contact or purchase", having("events", "tickets", "transactions")),
+        (
+            "silence metric & contacts",
+            "the support source loaded (no ticket is a real zero)",
+            total if source_loaded("tickets") else 0,
+        ),
+        (
+            "churn model",
+            "a CRM record and behaviour from another department",
+            having("events", "tickets", "transactions", "subscriptions"),
+        ),
+    ]
+    return pd.DataFrame(
+        [
+            {"measure": m, "needs": n, "customers_covered": int(c), "share": (c / total) if total else None}
+            for m, n, c in rows
+        ]
+    )
+
+
+def set_latency_target(conn: Connection, source: str, hours: float | None) -> None:
+    """The owner's target for activation latency (p95, hours)."""
+    res = conn.execute(sources_table.update().where(sources_table.c.name == source).values(latency_target_hours=hours))
+    if res.rowcount == 0:
+        raise KeyError(f"no source named {source!r}")
+
+
+def mapping_versions(app_conn: Connection) -> dict[str, int]:
+    """Current mapping version per source (from the app-state store)."""
+    return {
+        r.source: int(r.version) for r in app_conn.execute(sa.select(mappings_table.c.source, mappings_table.c.version))
+    }

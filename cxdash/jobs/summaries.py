@@ -1,0 +1,388 @@
+"""Summaries computed once per load, so the pages open at once on a large store.
+
+The Overview and Data health pages show aggregates over every stored row (customers per source,
+activity per month, stitch and KPI coverage), and the Shared KPIs and Journeys pages open on a
+default view (cxdash/jobs/views.py). On a million customers each takes seconds to minutes on a laptop,
+and none depends on anything but the stored data, so ``refresh`` computes them after each
+successful load (CLI ingest, the upload page, the demo) and stores them in the ``summaries`` table
+keyed by the data version (and, for a view, its parameters). ``get`` returns the stored result
+when it belongs to the current version and otherwise computes it live (never a stale answer);
+``lookup`` only reads. An erasure clears them all.
+
+Results are stored as Parquet (frames) or JSON (the headline, the KPI report, lists), never pickled.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cxdash.store.database import Store, summaries_table
+
+__all__ = [
+    "LANDING",
+    "MISSING",
+    "SUMMARIES",
+    "VIEWS",
+    "clear",
+    "get",
+    "decode",
+    "lookup",
+    "refresh",
+    "stored_payloads",
+    "refresh_in_background",
+    "summaries_table",
+    "wait_for_background",
+]
+
+log = logging.getLogger(__name__)
+
+
+def _headline(conn: Connection, churn: str | None = None):
+    from cxdash.metrics.churn import Definition
+    from cxdash.metrics.kpis import headline
+
+    return headline(conn, Definition.parse(churn) if churn else None)
+
+
+def _churn_candidates(conn: Connection) -> list[dict]:
+    from cxdash.metrics.churn import candidates
+
+    return [c.to_dict() for c in candidates(conn)]
+
+
+def effective_churn(store: Store, stored_candidates: list[dict] | None = None) -> str | None:
+    """The name of the churn definition in force: the company's choice (app state) when the data
+    supports it, else the suggestion. ``stored_candidates``: the ``churn_candidates`` summary."""
+    from cxdash.metrics import churn
+
+    chosen = churn.chosen_name(store)
+    with store.connect() as conn:
+        cands = None if stored_candidates is None else [churn.Candidate.from_dict(d) for d in stored_candidates]
+        return churn.resolve(conn, chosen, cands).name
+
+
+def _consented_customers(conn: Connection) -> pd.DataFrame:
+    from cxdash.governance.privacy import consented_customers
+
+    return pd.DataFrame({"cx_id": sorted(consented_customers(conn))}, dtype="string")
+
+
+def _filter_options(conn: Connection) -> dict[str, list[str]]:
+    from cxdash.metrics.kpis import filter_options
+
+    return filter_options(conn)
+
+
+def _computations() -> dict[str, Callable[..., object]]:
+    from cxdash.governance import health
+    from cxdash.jobs import views
+    from cxdash.metrics import overview
+
+    return {
+        "source_summary": overview.source_summary,
+        "activity_by_month": overview.activity_by_month,
+        "churn_candidates": _churn_candidates,
+        "headline": _headline,
+        "null_rates": health.null_rates,
+        "stitch_coverage": health.stitch_coverage,
+        "coverage": health.coverage,
+        "source_stats": health.source_stats,
+        "source_latency": health.source_latency,
+        "consented_customers": _consented_customers,
+        "filter_options": _filter_options,
+        **views.COMPUTATIONS,
+    }
+
+
+# The landing pages' scans (no parameters), then the default views of Shared KPIs and Journeys
+# (cxdash/jobs/views.py), in an order where a view's parameters only need results computed before it.
+LANDING = (
+    "source_summary",
+    "activity_by_month",
+    "churn_candidates",
+    "headline",
+    "null_rates",
+    "stitch_coverage",
+    "coverage",
+    "source_stats",
+    "source_latency",
+    "consented_customers",
+    "filter_options",
+)
+VIEWS = (
+    "executive.report",
+    "executive.trends",
+    "executive.cohorts",
+    "executive.conflicts",
+    "journeys.hotspots",
+    "journeys.dfg",
+    "journeys.nodes",
+    "journeys.customers",
+    "journeys.people",
+    "journeys.activities",
+    "journeys.positions",
+    "journeys.paths",
+    "journeys.variants",
+    "journeys.funnel",
+    "journeys.handoffs",
+    "journeys.hotspot_customers",
+    "journeys.edge_customers",
+)
+SUMMARIES = LANDING + VIEWS
+# Summaries whose figures depend on the churn definition in force: stored with its name.
+CHURN_DEPENDENT = frozenset(
+    {
+        "headline",
+        "coverage",
+        "executive.report",
+        "executive.trends",
+        "executive.cohorts",
+        "executive.conflicts",
+        "journeys.hotspots",
+        "journeys.hotspot_customers",
+        "journeys.variants",
+    }
+)
+# What a new choice of churn definition recomputes (in refresh order).
+CHURN_REFRESH = tuple(name for name in SUMMARIES if name in CHURN_DEPENDENT)
+
+MISSING = object()  # lookup() found no stored result for the current version
+
+
+# ----------------------------------------------------------------------------- payloads
+
+
+def _frame_payload(frame: pd.DataFrame) -> bytes:
+    """A frame as Parquet with a JSON header that restores what Parquet cannot hold: non-string
+    column names (the cohort matrix's month numbers) and the index."""
+    range_index = isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1
+    header = {
+        "columns": [c.item() if hasattr(c, "item") else c for c in frame.columns],
+        "index": None if range_index else len(frame.index.names),
+        "index_names": list(frame.index.names),
+    }
+    flat = frame.copy(deep=False)
+    flat.columns = [f"c{i}" for i in range(flat.shape[1])]
+    if range_index:
+        flat = flat.reset_index(drop=True)
+    else:
+        flat.index.names = [f"i{i}" for i in range(flat.index.nlevels)]
+        flat = flat.reset_index()
+    buf = io.BytesIO()
+    flat.to_parquet(buf, index=False)
+    head = json.dumps(header, default=str).encode()
+    return b"F" + len(head).to_bytes(4, "big") + head + buf.getvalue()
+
+
+def _frame_from(body: bytes) -> pd.DataFrame:
+    size = int.from_bytes(body[:4], "big")
+    header = json.loads(body[4 : 4 + size])
+    flat = pd.read_parquet(io.BytesIO(body[4 + size :]))
+    if header["index"]:
+        levels = [f"i{i}" for i in range(header["index"])]
+        flat = flat.set_index(levels)
+        flat.index.names = header["index_names"]
+    else:
+        flat.index = pd.RangeIndex(len(flat), name=header["index_names"][0])
+    flat.columns = header["columns"]
+    return flat
+
+
+def _encode(value) -> bytes:
+    from cxdash.metrics.kpis import KpiReport
+
+    if isinstance(value, pd.DataFrame):
+        return _frame_payload(value)
+    if isinstance(value, KpiReport):
+        return b"K" + json.dumps(value.to_state()).encode()
+    if isinstance(value, (list, dict)):
+        return b"L" + json.dumps(value).encode()
+    return b"J" + json.dumps(value.to_dict()).encode()
+
+
+def _decode(name: str, payload: bytes):
+    tag, body = payload[:1], payload[1:]
+    if tag == b"F":
+        return _frame_from(body)
+    if tag == b"P":
+        return pd.read_parquet(io.BytesIO(body))
+    if tag == b"K":
+        from cxdash.metrics.kpis import KpiReport
+
+        return KpiReport.from_state(json.loads(body))
+    if tag == b"L":
+        return json.loads(body)
+    data = json.loads(body)
+    if name == "headline":
+        from cxdash.metrics.kpis import Headline
+
+        return Headline(
+            as_of=datetime.fromisoformat(data["as_of"]) if data.get("as_of") else None,
+            customers=data["customers"],
+            active_customers=data["active_customers"],
+            churned_customers=data["churned_customers"],
+            churn_basis=data["churn_basis"],
+            revenue=data["revenue"],
+            churn_definition=data.get("churn_definition"),
+            currency=data.get("currency"),
+        )
+    raise ValueError(f"unknown summary payload for {name!r}")
+
+
+# ----------------------------------------------------------------------------- reading and writing
+
+
+def lookup(conn: Connection, name: str, version: int, params: dict | None = None):
+    """The stored result of ``name`` with ``params`` for data ``version``, or ``MISSING``."""
+    from cxdash.jobs.views import params_key
+
+    key = params_key(name, params)
+    row = conn.execute(
+        sa.select(summaries_table.c.payload).where(
+            summaries_table.c.name == key, summaries_table.c.data_version == version
+        )
+    ).first()
+    return MISSING if row is None else decode(name, params, {key: bytes(row.payload)})
+
+
+def stored_payloads(conn: Connection, version: int) -> dict[str, bytes]:
+    """Every stored payload of data ``version`` by stored name, in one query (a page reads a dozen)."""
+    rows = conn.execute(
+        sa.select(summaries_table.c.name, summaries_table.c.payload).where(summaries_table.c.data_version == version)
+    )
+    return {name: bytes(payload) for name, payload in rows}
+
+
+def decode(name: str, params: dict | None, payloads: dict[str, bytes]):
+    """The result of ``name`` with ``params`` from ``stored_payloads``, or ``MISSING``."""
+    from cxdash.jobs.views import params_key
+
+    payload = payloads.get(params_key(name, params))
+    if payload is None:
+        return MISSING
+    try:
+        return _decode(name, payload)
+    except Exception:  # a damaged row is a cache miss, not an error
+        log.warning("summary %s could not be read; computing it", name, exc_info=True)
+        return MISSING
+
+
+def get(conn: Connection, name: str, version: int | None = None, params: dict | None = None):
+    """The summary ``name`` (with ``params``) for the current data version: stored if fresh, else computed now."""
+    from cxdash.metrics.overview import data_version
+
+    version = data_version(conn) if version is None else version
+    found = lookup(conn, name, version, params)
+    if found is not MISSING:
+        return found
+    return _computations()[name](conn, **(params or {}))
+
+
+_refresh_lock = threading.Lock()  # one refresh at a time in a process: they would only compete for the cores
+_background: list[threading.Thread] = []
+
+
+def refresh(
+    store: Store, names: tuple[str, ...] = SUMMARIES, progress: Callable[[str], None] | None = None
+) -> dict[str, float]:
+    """Compute and store every summary (each view with its default parameters) for the current data
+    version. Returns seconds per summary; ``progress(name)`` is called before each one.
+
+    Each summary gets its own connection, so another process waiting to load is kept out for one
+    computation at most. When the data changes meanwhile, nothing is written (the results would
+    describe data that is gone) and the pages compute live until the next refresh.
+    """
+    from cxdash.jobs.views import default_params, params_key
+    from cxdash.metrics.overview import data_version
+
+    took: dict[str, float] = {}
+    computations = _computations()
+    results: dict[str, object] = {}
+    payloads: dict[str, tuple[str, bytes]] = {}
+    churn: str | None = None
+    churn_known = False
+    with _refresh_lock:
+        with store.connect() as conn:
+            version = data_version(conn)
+            if "churn_candidates" not in names:
+                stored = lookup(conn, "churn_candidates", version)
+                results["churn_candidates"] = None if stored is MISSING else stored
+        for name in names:
+            if name in CHURN_DEPENDENT and not churn_known:
+                churn, churn_known = effective_churn(store, results.get("churn_candidates")), True
+            with store.connect() as conn:
+                if name in VIEWS:
+                    params = default_params(conn, name, results, churn)
+                else:
+                    params = {"churn": churn} if name in CHURN_DEPENDENT and churn else {}
+                if params is None:  # the store has nothing this view could show
+                    continue
+                if progress:
+                    progress(name)
+                t0 = time.perf_counter()
+                try:
+                    results[name] = computations[name](conn, **params)
+                    payloads[name] = (params_key(name, params), _encode(results[name]))
+                except Exception:  # the page computes it live instead; the load itself stands
+                    log.warning("summary %s could not be computed; its page will compute it live", name, exc_info=True)
+                    continue
+                took[name] = round(time.perf_counter() - t0, 3)
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with store.begin() as conn:
+            if data_version(conn) != version:
+                log.info("data changed during the summaries refresh (version %s); not stored", version)
+                return took
+            for name in names:  # every earlier result of these names, whatever its parameters
+                conn.execute(
+                    summaries_table.delete().where(
+                        sa.or_(
+                            summaries_table.c.name == name,
+                            summaries_table.c.name.startswith(name + "?", autoescape=True),
+                        )
+                    )
+                )
+            for name, (key, payload) in payloads.items():
+                conn.execute(
+                    summaries_table.insert().values(
+                        name=key, data_version=version, computed_at=now, seconds=took[name], payload=payload
+                    )
+                )
+    log.info("summaries refreshed for data version %s: %s", version, took)
+    return took
+
+
+def refresh_in_background(store: Store, names: tuple[str, ...] = VIEWS) -> threading.Thread:
+    """Start ``refresh(store, names)`` on a daemon thread and return it: the upload page hands the
+    default views to it so the ops person is not kept waiting (the pages compute live meanwhile)."""
+
+    def run() -> None:
+        try:
+            refresh(store, names)
+        except Exception:
+            log.warning("background summaries refresh failed", exc_info=True)
+
+    thread = threading.Thread(target=run, name="cxdash-summaries", daemon=True)
+    _background[:] = [t for t in _background if t.is_alive()] + [thread]
+    thread.start()
+    return thread
+
+
+def wait_for_background(timeout: float | None = None) -> None:
+    """Wait for background refreshes started in this process (tests, shutdown)."""
+    for thread in list(_background):
+        thread.join(timeout)
+
+
+def clear(conn: Connection) -> None:
+    """Forget every stored summary (an erasure changes the data without a new load)."""
+    conn.execute(summaries_table.delete())

@@ -1,0 +1,472 @@
+"""The Shared KPIs and Journeys pages' computations as plain functions of their parameters, and
+each page's default view.
+
+A page's first render on a large store is its default view (the last 90 days, no filters, the
+default journey filters). ``cxdash.jobs.summaries`` computes those views after every load and stores
+them with the data version, so the first visit reads them instead of scanning every row; any
+other view is computed live. Both sides build their parameters with the functions here, so a
+stored view is found exactly when the page asks for the same thing.
+
+Parameters are plain JSON values (strings, numbers, lists, dicts): ``params_key`` turns them into
+the stored name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import date, timedelta
+
+from sqlalchemy.engine import Connection
+
+from cxdash.journeys import discovery as jr
+from cxdash.metrics import kpis
+from cxdash.metrics.churn import Definition
+
+__all__ = [
+    "COMPUTATIONS",
+    "DEFAULT_MAP_FILTERS",
+    "DEPENDS_ON",
+    "JOURNEY_DEFAULTS",
+    "cohorts_params",
+    "conflicts_params",
+    "default_params",
+    "edge_params",
+    "filter_params",
+    "funnel_params",
+    "hotspot_params",
+    "hotspots_params",
+    "handoffs_params",
+    "people_params",
+    "period_params",
+    "map_params",
+    "params_key",
+    "paths_params",
+    "report_params",
+    "trends_params",
+    "variants_params",
+]
+
+# The Journeys page's widget defaults (cxdash/ui/journeys.py seeds its session state from these).
+JOURNEY_DEFAULTS: dict[str, object] = {
+    "min_share": 0.005,
+    "top_n": 15,
+    "collapse": True,
+    "by_department": False,
+    "anchor": "cancel_page",
+    "direction": "before",
+    "steps": 3,  # paths of more steps are nearly all unique: the diagram would be one (other paths) ribbon
+    "repeat_days": 7,
+    "funnel_days": 30,
+    "variant_steps": 5,
+}
+DEFAULT_MAP_FILTERS = jr.MapFilters(
+    min_share=float(JOURNEY_DEFAULTS["min_share"]),
+    top_n=int(JOURNEY_DEFAULTS["top_n"]),
+    collapse=bool(JOURNEY_DEFAULTS["collapse"]),
+    by_department=bool(JOURNEY_DEFAULTS["by_department"]),
+    rename=(),
+)
+
+
+def _churn(params: dict, churn: str | None) -> dict:
+    """``params`` with the churn definition in force (its name; ``cxdash.metrics.churn``) for a view whose
+    figures depend on it: a stored view is found only for the definition it was computed with."""
+    return {**params, "churn": churn} if churn else params
+
+
+def _definition(churn: str | None) -> Definition | None:
+    return Definition.parse(churn) if churn else None
+
+
+def params_key(name: str, params: dict | None) -> str:
+    """The stored name of ``name`` computed with ``params``: the same parameters give the same key."""
+    if not params:
+        return name
+    return name + "?" + json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)
+
+
+# ----------------------------------------------------------------------------- Shared KPIs
+
+
+def filter_params(filters: kpis.Filters) -> dict:
+    return {name: list(values) for name, values in asdict(filters).items() if values}
+
+
+def report_params(
+    first: date, last: date, filters: kpis.Filters, repeat_days: int, horizon: int, churn: str | None = None
+) -> dict:
+    return _churn(
+        {
+            "first": first.isoformat(),
+            "last": last.isoformat(),
+            "filters": filter_params(filters),
+            "repeat_days": int(repeat_days),
+            "horizon": int(horizon),
+        },
+        churn,
+    )
+
+
+def trends_params(filters: kpis.Filters, repeat_days: int, months: int, churn: str | None = None) -> dict:
+    return _churn({"filters": filter_params(filters), "repeat_days": int(repeat_days), "months": int(months)}, churn)
+
+
+def cohorts_params(filters: kpis.Filters, churn: str | None = None) -> dict:
+    return _churn({"filters": filter_params(filters)}, churn)
+
+
+def conflicts_params(filters: kpis.Filters, repeat_days: int, churn: str | None = None) -> dict:
+    return _churn({"filters": filter_params(filters), "repeat_days": int(repeat_days)}, churn)
+
+
+def _report(
+    conn: Connection, first: str, last: str, filters: dict, repeat_days: int, horizon: int, churn: str | None = None
+) -> kpis.KpiReport:
+    period = kpis.Period.from_dates(date.fromisoformat(first), date.fromisoformat(last))
+    return kpis.kpi_report(
+        conn, period, kpis.Filters(**filters), repeat_days=repeat_days, horizon_months=horizon, churn=_definition(churn)
+    )
+
+
+def _trends(conn: Connection, filters: dict, repeat_days: int, months: int, churn: str | None = None):
+    periods = kpis.monthly_periods(kpis.as_of(conn), months)
+    return kpis.kpi_table(conn, periods, kpis.Filters(**filters), repeat_days=repeat_days, churn=_definition(churn))
+
+
+def _cohorts(conn: Connection, filters: dict, churn: str | None = None):
+    return kpis.cohort_retention(conn, kpis.Filters(**filters), churn=_definition(churn))
+
+
+def _conflicts(conn: Connection, filters: dict, repeat_days: int, churn: str | None = None):
+    return kpis.conflicts(conn, kpis.Filters(**filters), repeat_days=repeat_days, churn=_definition(churn))
+
+
+def _executive_defaults(conn: Connection, churn: str | None) -> dict[str, dict] | None:
+    period = kpis.default_period(kpis.as_of(conn))
+    if period is None:
+        return None
+    first, last = period.start.date(), (period.end - timedelta(days=1)).date()
+    repeat, horizon = kpis.DEFAULT_REPEAT_DAYS, kpis.DEFAULT_CLV_HORIZON_MONTHS
+    return {
+        "executive.report": report_params(first, last, kpis.Filters(), repeat, horizon, churn),
+        "executive.trends": trends_params(kpis.Filters(), repeat, 12, churn),
+        "executive.cohorts": cohorts_params(kpis.Filters(), churn),
+        "executive.conflicts": conflicts_params(kpis.Filters(), repeat, churn),
+    }
+
+
+# ----------------------------------------------------------------------------- Journeys
+
+
+def period_params(first: date | None, last: date | None) -> dict:
+    """The Journeys period (both days included) as view parameters; nothing when the period is
+    open (all history), so a view without a period keeps its stored name."""
+    if first is None or last is None:
+        return {}
+    return {"period": [first.isoformat(), last.isoformat()]}
+
+
+def _bounds(period) -> dict:
+    """``period`` parameter -> ``since``/``until`` keywords of the journey functions."""
+    if not period:
+        return {}
+    p = kpis.Period.from_dates(date.fromisoformat(period[0]), date.fromisoformat(period[1]))
+    return {"since": p.start, "until": p.end}
+
+
+def map_params(filters: jr.MapFilters, period: dict | None = None) -> dict:
+    return {"filters": {**asdict(filters), "rename": [list(pair) for pair in filters.rename]}, **(period or {})}
+
+
+def _map(params: dict) -> jr.MapFilters:
+    f = dict(params)
+    f["rename"] = tuple(tuple(pair) for pair in f.get("rename", ()))
+    return jr.MapFilters(**f)
+
+
+def activity_filters(filters: jr.MapFilters) -> jr.MapFilters:
+    """The filters the activity picker is keyed on: only those that change the names."""
+    from dataclasses import replace
+
+    return replace(filters, top_n=None, min_share=0.0, collapse=False)
+
+
+def path_filters(filters: jr.MapFilters) -> jr.MapFilters:
+    """Every activity can be a path's anchor, so top-N does not apply to paths."""
+    from dataclasses import replace
+
+    return replace(filters, top_n=None)
+
+
+def edge_params(filters: jr.MapFilters, source: str, target: str, period: dict | None = None) -> dict:
+    return {**map_params(filters, period), "source": source, "target": target}
+
+
+# The paths view's shape: whole paths (``journeys.anchor_paths``) since issue 16, not links.
+PATHS_SHAPE = 2
+
+
+def paths_params(filters: jr.MapFilters, anchor: str, direction: str, steps: int, period: dict | None = None) -> dict:
+    """``filters`` as the page passes them (``path_filters``), the anchor step and the direction."""
+    return {
+        **map_params(filters, period),
+        "anchor": anchor,
+        "direction": direction,
+        "steps": int(steps),
+        "shape": PATHS_SHAPE,
+    }
+
+
+def variants_params(
+    filters: jr.MapFilters,
+    max_steps: int,
+    rarest: bool,
+    contains: str,
+    churn: str | None = None,
+    period: dict | None = None,
+) -> dict:
+    return _churn(
+        {
+            **map_params(filters, period),
+            "max_steps": int(max_steps),
+            "rarest": bool(rarest),
+            "contains": contains or "",
+        },
+        churn,
+    )
+
+
+def funnel_params(steps, days: int, by_segment: bool, period: dict | None = None) -> dict:
+    return {"steps": list(steps), "days": int(days), "by_segment": bool(by_segment), **(period or {})}
+
+
+def hotspot_params(hotspot: str, repeat_days: int, churn: str | None = None, period: dict | None = None) -> dict:
+    return _churn({"hotspot": hotspot, "repeat_days": int(repeat_days), **(period or {})}, churn)
+
+
+def handoffs_params(period: dict | None = None) -> dict:
+    return dict(period or {})
+
+
+def people_params(period: dict | None = None) -> dict:
+    return dict(period or {})
+
+
+# The hotspot frame's shape (cxdash.journeys.discovery.HOTSPOT_COLUMNS). Part of its stored name, so a frame
+# stored by an older version of the code is not found and is computed again; raise it whenever
+# the columns or their meaning change.
+HOTSPOTS_SHAPE = 2
+
+
+def hotspots_params(repeat_days: int, churn: str | None = None, period: dict | None = None) -> dict:
+    return _churn({"repeat_days": int(repeat_days), "shape": HOTSPOTS_SHAPE, **(period or {})}, churn)
+
+
+# The page's journeys run on the keyed log (integer customer keys: no join of every step to the
+# customer table, integer sorts in the windows); only results that list customers name them.
+def _log(period=None):
+    return jr.journey_log(keyed=True, **_bounds(period))
+
+
+def _spec(filters: dict) -> jr.LogSpec:
+    from dataclasses import replace
+
+    return replace(_map(filters).spec(), **jr.KEYED)
+
+
+def _dfg(conn, filters, period=None):
+    return jr.discover_dfg(conn, _log(period), _spec(filters), min_share=_map(filters).min_share)
+
+
+def _nodes(conn, filters, period=None):
+    return jr.activity_nodes(conn, _log(period), _spec(filters))
+
+
+def _activities(conn, filters, period=None):
+    return jr.activity_counts(conn, _log(period), _spec(filters))["activity"].tolist()
+
+
+def _customers(conn, filters, period=None):
+    return {"customers": jr.journey_customers(conn, _log(period), _spec(filters))}
+
+
+def _people(conn, period=None):
+    return jr.journey_people(conn, **_bounds(period))
+
+
+def _positions(conn, filters, period=None):
+    return jr.first_positions(conn, _log(period), _spec(filters))
+
+
+def _paths(conn, filters, anchor, direction, steps, shape=PATHS_SHAPE, period=None):
+    return jr.anchor_paths(conn, _log(period), anchor, direction=direction, steps=steps, spec=_spec(filters))
+
+
+def _moments(repeat_days, period):
+    return jr.friction_moments(repeat_days=repeat_days, keyed=True, **_bounds(period))
+
+
+def _hotspots(conn, repeat_days, churn=None, shape=HOTSPOTS_SHAPE, period=None):
+    return jr.hotspots(
+        conn, repeat_days=repeat_days, keyed=True, churn=_definition(churn), moments=_moments(repeat_days, period)
+    )
+
+
+def _hotspot_customers(conn, hotspot, repeat_days, churn=None, period=None):
+    return jr.hotspot_customers(
+        conn,
+        hotspot,
+        repeat_days=repeat_days,
+        keyed=True,
+        churn=_definition(churn),
+        moments=_moments(repeat_days, period),
+        limit=None,
+    )
+
+
+def _edge_customers(conn, filters, source, target, period=None):
+    return jr.edge_customers(conn, _log(period), source, target, _spec(filters), case_names=jr.case_names())
+
+
+def _variants(conn, filters, max_steps, rarest, contains, churn=None, period=None):
+    outcomes = jr.customer_outcomes(conn, keyed=True, churn=_definition(churn))
+    return jr.discover_variants(
+        conn,
+        _log(period),
+        _spec(filters),
+        outcomes=outcomes,
+        max_steps=max_steps,
+        rarest=rarest,
+        contains=contains or None,
+        limit=30,
+    )
+
+
+def _funnel(conn, steps, days, by_segment, period=None):
+    return jr.funnel(
+        conn,
+        _log(period),
+        list(steps),
+        window_days=days,
+        segments=jr.customer_segments(keyed=True) if by_segment else None,
+        **jr.KEYED,
+    )
+
+
+def _handoffs(conn, period=None):
+    return jr.discover_handoffs(conn, _log(period), department_key="department", **jr.KEYED)
+
+
+KNOWN_FUNNELS = (["pricing", "checkout", "purchase"], ["register request", "decide", "pay compensation"])
+
+
+def default_funnel(activities: list[str], positions=None) -> list[str]:
+    """A sensible first funnel: a known path (``KNOWN_FUNNELS``, already in its order) when the
+    data has one, else the three most frequent activities (``activities`` comes most frequent
+    first) put in the order customers reach them: by ``positions`` (``journeys.first_positions``:
+    median position of the first occurrence, then reach, then name). A funnel in frequency order
+    would put a frequent late step (cart lines outnumber views) before the steps leading to it.
+    Without ``positions`` the three keep their frequency order."""
+    for candidate in KNOWN_FUNNELS:
+        if all(a in activities for a in candidate):
+            return candidate
+    top = activities[:3]
+    if positions is None or not len(positions):
+        return top
+    rank = {a: i for i, a in enumerate(positions["activity"])}
+    return sorted(top, key=lambda a: (rank.get(a, len(rank)), activities.index(a)))
+
+
+def default_funnel_note(activities: list[str], steps: list[str]) -> str:
+    """What the default funnel is, in words, for the page's caption."""
+    if any(steps == candidate for candidate in KNOWN_FUNNELS):
+        return "Default steps: the data's purchase path, in its own order."
+    return (
+        "Default steps: the three most frequent activities, in the order customers first reach them "
+        "(median position of their first occurrence in each journey), not by frequency."
+    )
+
+
+def edge_labels(edges, limit: int = 60) -> list[tuple[str, str]]:
+    """The edges offered for a cohort, busiest first, leaving out (other) -> (other)."""
+    top = edges[(edges["source"] != jr.OTHER) | (edges["target"] != jr.OTHER)].head(limit)
+    return list(zip(top["source"], top["target"], strict=True))
+
+
+def _journey_defaults(conn: Connection, computed: dict[str, object], churn: str | None) -> dict[str, dict]:
+    """The default view's parameters; the cohorts and the funnel follow from results already computed."""
+    d = JOURNEY_DEFAULTS
+    f = DEFAULT_MAP_FILTERS
+    # the period both pages open on (cxdash.ui.period): the KPIs' default, all history when undated
+    default = kpis.default_period(kpis.as_of(conn))
+    p = period_params(default.start.date(), (default.end - timedelta(days=1)).date()) if default else {}
+    out = {
+        "journeys.hotspots": hotspots_params(int(d["repeat_days"]), churn, p),
+        "journeys.dfg": map_params(f, p),
+        "journeys.nodes": map_params(f, p),
+        "journeys.customers": map_params(activity_filters(f), p),
+        "journeys.people": people_params(p),
+        "journeys.activities": map_params(activity_filters(f), p),
+        "journeys.positions": map_params(activity_filters(f), p),
+        "journeys.variants": variants_params(f, d["variant_steps"], False, "", churn, p),
+        "journeys.handoffs": handoffs_params(p),
+    }
+    activities = computed.get("journeys.activities")
+    if activities is not None:
+        anchor = d["anchor"] if d["anchor"] in activities or not activities else activities[0]
+        out["journeys.paths"] = paths_params(path_filters(f), anchor, d["direction"], d["steps"], p)
+        steps = default_funnel(activities, computed.get("journeys.positions"))
+        if steps:
+            out["journeys.funnel"] = funnel_params(steps, d["funnel_days"], False, p)
+    spots = computed.get("journeys.hotspots")
+    if spots is not None and len(spots):
+        out["journeys.hotspot_customers"] = hotspot_params(str(spots["hotspot"].iloc[0]), d["repeat_days"], churn, p)
+    edges = computed.get("journeys.dfg")
+    if edges is not None and len(edge_labels(edges)):
+        source, target = edge_labels(edges)[0]
+        out["journeys.edge_customers"] = edge_params(f, source, target, p)
+    return out
+
+
+# ----------------------------------------------------------------------------- the registry
+
+# name -> compute(conn, **params)
+COMPUTATIONS = {
+    "executive.report": _report,
+    "executive.trends": _trends,
+    "executive.cohorts": _cohorts,
+    "executive.conflicts": _conflicts,
+    "journeys.hotspots": _hotspots,
+    "journeys.dfg": _dfg,
+    "journeys.nodes": _nodes,
+    "journeys.customers": _customers,
+    "journeys.activities": _activities,
+    "journeys.positions": _positions,
+    "journeys.paths": _paths,
+    "journeys.variants": _variants,
+    "journeys.funnel": _funnel,
+    "journeys.handoffs": _handoffs,
+    "journeys.people": _people,
+    "journeys.hotspot_customers": _hotspot_customers,
+    "journeys.edge_customers": _edge_customers,
+}
+
+
+# The default-view results whose values set another view's default parameters.
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "journeys.paths": ("journeys.activities",),
+    "journeys.funnel": ("journeys.activities", "journeys.positions"),
+    "journeys.hotspot_customers": ("journeys.hotspots",),
+    "journeys.edge_customers": ("journeys.dfg",),
+}
+
+
+def default_params(conn: Connection, name: str, computed: dict[str, object], churn: str | None = None) -> dict | None:
+    """The parameters of ``name`` in its page's default view (None: the view has no such part),
+    given the default-view results ``computed`` so far (in ``COMPUTATIONS`` order) and the churn
+    definition in force (its name)."""
+    if name.startswith("executive."):
+        defaults = _executive_defaults(conn, churn)
+        return None if defaults is None else defaults[name]
+    return _journey_defaults(conn, computed, churn).get(name)

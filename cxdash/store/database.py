@@ -1,0 +1,586 @@
+"""The store: one engine factory, the table definitions, bulk writes, and lock-aware connections.
+
+Two groups of tables are kept apart so each can live on its own engine later:
+
+* analytical tables (``ANALYTICS``): one table per source kind (``src_<kind>``), the identity
+  map, the load log and the quarantine. These are written together in one transaction.
+* app state (``APP_STATE``): saved column mappings (and later users, audit, model registry).
+
+Every query goes through SQLAlchemy; the only dialect-specific code is ``bulk_insert``,
+which uses each engine's native bulk path (DuckDB frame scan, PostgreSQL COPY) and falls back
+to a portable ``executemany``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.pool import NullPool
+
+from cxdash.config import database_url, duckdb_memory_limit
+from cxdash.store.kinds import KINDS, SourceKind
+
+__all__ = [
+    "ANALYTICS",
+    "read_frame",
+    "APP_STATE",
+    "Store",
+    "StoreLockedError",
+    "compact_duckdb_file",
+    "bulk_insert",
+    "kind_table",
+    "customer_keys_table",
+    "link_conflicts_table",
+    "open_store",
+    "settings_table",
+    "source_links_table",
+    "sources_table",
+]
+
+log = logging.getLogger(__name__)
+
+ANALYTICS = sa.MetaData()
+APP_STATE = sa.MetaData()
+
+_SA_TYPES = {
+    "string": sa.String,
+    "datetime": sa.DateTime,
+    "float": sa.Double,  # sa.Float is single precision on DuckDB
+    "int": sa.BigInteger,
+    "bool": sa.Boolean,
+}
+
+# Columns every kind table has besides its canonical fields.
+META_COLUMNS = ("source", "load_id", "row_number", "row_key", "id_key", "cx_key", "link_key", "attrs")
+
+
+def kind_columns(kind: SourceKind) -> list[sa.Column]:
+    """Fresh column objects for a kind's table (also used for staging tables)."""
+    return [
+        sa.Column("source", sa.String, nullable=False),
+        sa.Column("load_id", sa.BigInteger, nullable=False),
+        sa.Column("row_number", sa.BigInteger, nullable=False),
+        sa.Column("row_key", sa.String, nullable=False),
+        sa.Column("id_key", sa.String),
+        # The row's stitched customer as an integer (``customer_keys.cx_key``), written when
+        # identities are stitched so queries group and join on an integer instead of joining
+        # every row to the identity map on its text identifier.
+        sa.Column("cx_key", sa.BigInteger),
+        # A key of another extract the row reaches its customer through, written
+        # ``<source>.<field>:<value>`` (``subs.subscription_id:S-17``); see cxdash/identity/links.py.
+        sa.Column("link_key", sa.String),
+        *[sa.Column(f.name, _SA_TYPES[f.dtype]()) for f in kind.fields],
+        sa.Column("attrs", sa.Text),
+    ]
+
+
+KIND_TABLES: dict[str, sa.Table] = {
+    name: sa.Table(
+        f"src_{name}",
+        ANALYTICS,
+        *kind_columns(kind),
+        # Row-store engines need these for the anti-join and the identity join; DuckDB's
+        # columnar scans do not, and its ART indexes slow bulk loads several-fold.
+        sa.Index(f"ix_src_{name}_source_key", "source", "row_key").ddl_if(dialect="postgresql"),
+        sa.Index(f"ix_src_{name}_id_key", "id_key").ddl_if(dialect="postgresql"),
+        sa.Index(f"ix_src_{name}_cx_key", "cx_key").ddl_if(dialect="postgresql"),
+        sa.Index(f"ix_src_{name}_link_key", "link_key").ddl_if(dialect="postgresql"),
+    )
+    for name, kind in KINDS.items()
+}
+
+sources_table = sa.Table(
+    "sources",
+    ANALYTICS,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("department", sa.String, nullable=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("latency_target_hours", sa.Double),
+    # The team or person who answers for the source ("who to call"); NULL until someone says.
+    sa.Column("owner", sa.String),
+)
+
+# Link columns a source declared (its mapping's ``links``): rows of ``source`` whose only
+# identifier is ``column_name`` reach their customer through ``target_source``'s rows with the
+# same ``target_field`` (cxdash/identity/links.py). Replaced on each load of ``source``.
+source_links_table = sa.Table(
+    "source_links",
+    ANALYTICS,
+    sa.Column("source", sa.String, primary_key=True),
+    sa.Column("column_name", sa.String, primary_key=True),
+    sa.Column("target_source", sa.String, nullable=False),
+    sa.Column("target_field", sa.String, nullable=False),
+)
+
+# Link keys that lead to more than one customer (a subscription id reused across accounts):
+# rows carrying them stay unmatched. Rebuilt with the identity map.
+link_conflicts_table = sa.Table(
+    "link_conflicts",
+    ANALYTICS,
+    sa.Column("link_key", sa.String, primary_key=True),
+    sa.Column("customers", sa.BigInteger, nullable=False),
+)
+
+loads_table = sa.Table(
+    "loads",
+    ANALYTICS,
+    sa.Column("load_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("source", sa.String, nullable=False),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("mode", sa.String, nullable=False),
+    sa.Column("file_name", sa.String),
+    sa.Column("started_at", sa.DateTime, nullable=False),
+    sa.Column("finished_at", sa.DateTime, nullable=False),
+    sa.Column("rows_read", sa.BigInteger, nullable=False),
+    sa.Column("rows_loaded", sa.BigInteger, nullable=False),
+    sa.Column("rows_rejected", sa.BigInteger, nullable=False),
+    sa.Column("rows_duplicate", sa.BigInteger, nullable=False),
+    sa.Column("mapping_json", sa.Text),
+)
+
+quarantine_table = sa.Table(
+    "quarantine",
+    ANALYTICS,
+    sa.Column("load_id", sa.BigInteger, nullable=False),
+    sa.Column("source", sa.String, nullable=False),
+    sa.Column("row_number", sa.BigInteger),
+    sa.Column("column_name", sa.String),
+    sa.Column("rule", sa.String),
+    sa.Column("value", sa.Text),
+    sa.Column("reason", sa.Text),
+)
+
+identity_map_table = sa.Table(
+    "identity_map",
+    ANALYTICS,
+    sa.Column("id_key", sa.String, primary_key=True),
+    sa.Column("cx_id", sa.String, nullable=False),
+    sa.Column("known", sa.Boolean, nullable=False),
+    sa.Column("cx_key", sa.BigInteger),
+)
+
+# One row per stitched customer. ``cx_key`` is stable across rebuilds for a customer whose
+# ``cx_id`` survives (new customers get new keys), so a rebuild rewrites only the rows whose
+# customer changed.
+customer_keys_table = sa.Table(
+    "customer_keys",
+    ANALYTICS,
+    sa.Column("cx_key", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("cx_id", sa.String, nullable=False),
+    sa.Column("known", sa.Boolean, nullable=False),
+)
+
+identity_hubs_table = sa.Table(
+    "identity_hubs",
+    ANALYTICS,
+    sa.Column("id_key", sa.String, primary_key=True),
+    sa.Column("degree", sa.BigInteger, nullable=False),
+    # "many links" or "equally near two CRM customers" (cxdash.identity.stitch.stitch)
+    sa.Column("reason", sa.String),
+)
+
+# Aggregates over every row, computed after each load for the landing pages (cxdash/jobs/summaries.py).
+summaries_table = sa.Table(
+    "summaries",
+    ANALYTICS,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("data_version", sa.BigInteger, nullable=False),
+    sa.Column("computed_at", sa.DateTime, nullable=False),
+    sa.Column("seconds", sa.Double),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+)
+
+mappings_table = sa.Table(
+    "mappings",
+    APP_STATE,
+    sa.Column("source", sa.String, primary_key=True),
+    sa.Column("kind", sa.String, nullable=False),
+    sa.Column("version", sa.BigInteger, nullable=False),
+    sa.Column("mapping_json", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+# Company-wide choices that are not data: the churn definition ("churn_definition") and the like.
+settings_table = sa.Table(
+    "settings",
+    APP_STATE,
+    sa.Column("key", sa.String, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("updated_by", sa.String),
+)
+
+
+def kind_table(kind: str) -> sa.Table:
+    return KIND_TABLES[kind]
+
+
+class StoreLockedError(RuntimeError):
+    """The embedded database file is held by another writer for longer than we wait."""
+
+
+def _is_lock_error(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    # "unique file handle conflict": DuckDB 2 refuses to open a file while another thread of this
+    # process is closing its last connection to it (the upload page's background summaries
+    # refresh, then the audit entry): transient like a lock, so retried the same way.
+    return (
+        "could not set lock" in text
+        or "conflicting lock" in text
+        or "database is locked" in text
+        or "unique file handle conflict" in text
+    )
+
+
+@dataclass
+class Store:
+    """A handle on the analytical store and the app-state store (often the same database)."""
+
+    engine: Engine
+    app_engine: Engine
+    lock_timeout_s: float = 30.0
+
+    @property
+    def url(self) -> str:
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def create_schema(self) -> list[str]:
+        """Create any missing tables and add any missing columns (idempotent).
+
+        Returns what was upgraded. A store written before rows carried their customer key
+        gets the key columns and one identity rebuild, which fills them.
+        """
+        with self.begin() as conn:
+            ANALYTICS.create_all(conn)
+            added = _add_missing_columns(conn, ANALYTICS)
+            if any(col == "cx_key" for _, col in added):
+                from cxdash.identity.stitch import rebuild_identity_map  # identity imports this module
+
+                rebuild_identity_map(conn)
+        with self.app_begin() as conn:
+            APP_STATE.create_all(conn)
+            added += _add_missing_columns(conn, APP_STATE)
+        return [f"added column {table}.{col}" for table, col in added]
+
+    @contextlib.contextmanager
+    def connect(self) -> Iterator[Connection]:
+        with self._retrying(self.engine.connect) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A connection in a transaction: commits on success, rolls back on any error."""
+        with self._retrying(self.engine.connect) as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def app_connect(self) -> Iterator[Connection]:
+        """A connection to the app-state store, no transaction begun (``connect`` for app state)."""
+        with self._retrying(self.app_engine.connect) as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def app_begin(self) -> Iterator[Connection]:
+        with self._retrying(self.app_engine.connect) as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def _retrying(self, connect) -> Iterator[Connection]:
+        """Open a connection, retrying while another process holds the DuckDB file lock."""
+        deadline = time.monotonic() + self.lock_timeout_s
+        delay = 0.05
+        while True:
+            try:
+                conn = connect()
+                break
+            except sa.exc.DBAPIError as exc:  # pragma: no branch - depends on timing
+                if not _is_lock_error(exc) or time.monotonic() >= deadline:
+                    if _is_lock_error(exc):
+                        raise StoreLockedError(
+                            f"The database {self.url} is locked by another process (a running "
+                            f"ingest?) and stayed locked for {self.lock_timeout_s:.0f} s. Wait for "
+                            "it to finish and try again."
+                        ) from exc
+                    raise
+                # Short, jittered waits: a lock is usually held for one query or one load, and a
+                # long sleep would let a stream of readers starve a waiting writer.
+                time.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 1.5, 0.2)
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+        if self.app_engine is not self.engine:
+            self.app_engine.dispose()
+
+
+def _add_missing_columns(conn: Connection, metadata: sa.MetaData) -> list[tuple[str, str]]:
+    """``ALTER TABLE ... ADD COLUMN`` for columns our schema has and the database lacks.
+
+    Only nullable columns are ever added this way; names come from our own metadata, quoted
+    by the dialect.
+    """
+    prep = conn.dialect.identifier_preparer
+    added = []
+    for table in metadata.sorted_tables:
+        # the result's column names: portable (duckdb-engine's inspector reads pg_catalog)
+        have = set(conn.execute(sa.select(sa.literal_column("*")).select_from(table).limit(0)).keys())
+        new = []
+        for col in table.columns:
+            if col.name in have:
+                continue
+            kind = col.type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(table)} ADD COLUMN {prep.quote(col.name)} {kind}")
+            added.append((table.name, col.name))
+            new.append(col.name)
+        # create_all makes indexes only with new tables: an index on an added column comes here
+        # (the same dialect conditions apply, e.g. PostgreSQL-only indexes)
+        for index in table.indexes:
+            if {c.name for c in index.columns} & set(new):
+                index.create(conn, checkfirst=True)
+    return added
+
+
+def make_engine(url: str) -> Engine:
+    """The one engine factory. DuckDB files get short-lived connections (NullPool) so that
+    another process (a scheduled ingest) can take the write lock between page runs."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "duckdb":
+        db = parsed.database
+        if db and db != ":memory:":
+            Path(db).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(url, poolclass=NullPool)
+        else:
+            engine = sa.create_engine(url)
+
+        limit = duckdb_memory_limit()
+
+        @sa.event.listens_for(engine, "connect")
+        def _settings(dbapi_connection, _record):
+            dbapi_connection.execute("SET enable_progress_bar = false")  # no progress bars on a server's stdout
+            if limit:  # validated in duckdb_memory_limit: a size like 4GB
+                dbapi_connection.execute(f"SET memory_limit = '{limit}'")
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def compact_duckdb_file(engine: Engine) -> Path | None:
+    """Rewrite an embedded DuckDB file from its live rows only (None for any other engine).
+
+    DuckDB frees deleted rows' blocks without erasing them, and old column statistics stay in its
+    metadata: an erased customer's id can still be read from the file's bytes. The live database
+    is copied into a new file (``COPY FROM DATABASE``) while this process holds the old file's
+    write lock, and the new file then takes its name. Other processes wait on the lock and open
+    the new file afterwards; a connection in *this* process that is open meanwhile would keep
+    writing to the old one, so call this from a command line (``erase``, ``compact``), not from a
+    page of the running app.
+    """
+    if engine.dialect.name != "duckdb" or not engine.url.database or engine.url.database == ":memory:":
+        return None
+    import duckdb
+
+    path = Path(engine.url.database).resolve()
+    fresh = path.with_name(path.name + ".compact")
+    fresh.unlink(missing_ok=True)
+    con = duckdb.connect(str(path))  # the write lock on the old file, held until the swap is done
+    try:
+        con.execute("CHECKPOINT")  # the write-ahead log is in the file: none belongs to the new one
+        name = con.execute("SELECT current_database()").fetchone()[0]
+        con.execute("ATTACH ? AS cxdash_compact", [str(fresh)])
+        con.execute(f'COPY FROM DATABASE "{name}" TO cxdash_compact')  # noqa: S608 - the database's own name
+        con.execute("DETACH cxdash_compact")
+        os.replace(fresh, path)
+    finally:
+        con.close()
+        fresh.unlink(missing_ok=True)
+    return path
+
+
+def open_store(url: str | None = None, app_url: str | None = None, *, create: bool = True) -> Store:
+    """Open (and by default create) the store at ``url`` (see ``cxdash.config.database_url``)."""
+    url = database_url(url)
+    engine = make_engine(url)
+    app_engine = engine if not app_url or app_url == url else make_engine(app_url)
+    store = Store(engine, app_engine)
+    if create:
+        store.create_schema()
+    return store
+
+
+def _as_arrow(frame: pd.DataFrame) -> pa.Table | pd.DataFrame:
+    """``frame`` as one contiguous Arrow table for DuckDB to scan, else the frame itself.
+
+    DuckDB scans Arrow columns with less work than a pandas frame (5-25% of a 1M-row insert
+    in the issue 8 measurements), and a one-chunk table keeps its parallel, order-preserving
+    insert from writing row groups twice: columns chunked at different rows reach it as many
+    small batches, which it writes, then merges and rewrites at commit (a pandas scan does that
+    now and then too). Values are the same either way (NaN and missing become NULL); a column
+    Arrow cannot type (mixed Python objects) keeps the pandas scan.
+    """
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False).combine_chunks()
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return frame
+
+
+def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
+    """Append ``frame`` (columns named like ``table``'s) inside the caller's transaction."""
+    if frame.empty:
+        return 0
+    cols = [c.name for c in table.columns if c.name in frame.columns]
+    frame = frame[cols]
+    dialect = conn.dialect.name
+    quoted = ", ".join(conn.dialect.identifier_preparer.quote(c) for c in cols)
+    target = conn.dialect.identifier_preparer.format_table(table)
+    if dialect == "duckdb":
+        raw = conn.connection.driver_connection
+        # DuckDB 2 refuses new work while an earlier result is only partly read (scalar()).
+        raw.complete()
+        # The rows travel as a local variable that DuckDB's replacement scan reads by name, not as a
+        # registered view: a view registered and dropped inside a transaction keeps its frame alive
+        # until the commit (the catalog keeps dropped entries for a rollback), so a load of many
+        # chunks held every chunk in memory, outside DuckDB's memory_limit (issue 17: 10.8 GB for
+        # the 1M demo's web events). Identifiers only, all quoted by the dialect (table and column
+        # names come from our own schema, never from a file).
+        _cxdash_bulk_rows = _as_arrow(frame)  # noqa: F841 (read by name in the statement below)
+        raw.execute(f"INSERT INTO {target} ({quoted}) SELECT {quoted} FROM _cxdash_bulk_rows")  # noqa: S608
+        raw.complete()
+        del _cxdash_bulk_rows
+    elif dialect == "postgresql":
+        raw = conn.connection.driver_connection
+        obj = frame.astype(object).where(frame.notna(), None)
+        with raw.cursor() as cur, cur.copy(f"COPY {target} ({quoted}) FROM STDIN") as copy:
+            for row in obj.itertuples(index=False, name=None):
+                copy.write_row(row)
+    else:  # portable fallback
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        conn.execute(table.insert(), records)
+    return len(frame)
+
+
+# ----------------------------------------------------------------------------- churn model (issue 6)
+# App state: the model registry (the fitted pipeline pickled into a blob), the latest scores a
+# CRM can read, and the activation log (who contacted or actioned which at-risk customer, when).
+models_table = sa.Table(
+    "models",
+    APP_STATE,
+    sa.Column("version", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("kind", sa.String, nullable=False),  # "events" (time-based) or "labelled" (own label)
+    sa.Column("estimator", sa.String, nullable=False),
+    sa.Column("label_column", sa.String),
+    sa.Column("source", sa.String),
+    sa.Column("cutoff", sa.DateTime),
+    sa.Column("horizon_days", sa.Double),
+    sa.Column("data_version", sa.BigInteger, nullable=False),
+    sa.Column("metrics_json", sa.Text, nullable=False),
+    sa.Column("features_json", sa.Text, nullable=False),
+    sa.Column("pipeline", sa.LargeBinary, nullable=False),
+)
+
+scores_table = sa.Table(
+    "scores",
+    APP_STATE,
+    sa.Column("model_version", sa.BigInteger, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("cx_id", sa.String, nullable=False),
+    sa.Column("customer_id", sa.String),
+    sa.Column("risk", sa.Double, nullable=False),
+    sa.Column("value", sa.Double),
+    sa.Column("priority", sa.Double),
+    sa.Column("top_reason", sa.String),
+    sa.Column("department", sa.String),
+    sa.Column("action", sa.String),
+    sa.Column("reasons_json", sa.Text),
+    sa.Column("scored_at", sa.DateTime, nullable=False),
+)
+
+activation_table = sa.Table(
+    "activation",
+    APP_STATE,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("cx_id", sa.String, nullable=False),
+    sa.Column("customer_id", sa.String),
+    sa.Column("model_version", sa.BigInteger),
+    sa.Column("risk", sa.Double),
+    sa.Column("reasons", sa.Text),
+    sa.Column("department", sa.String),
+    sa.Column("action", sa.String),
+    sa.Column("status", sa.String, nullable=False),  # contacted | actioned
+    sa.Column("actor", sa.String),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+)
+
+
+def read_frame(conn: Connection, stmt) -> pd.DataFrame:
+    """Run a SELECT and return its rows as a frame, fast for millions of rows.
+
+    DuckDB hands its result over as columns (no Python row objects); other engines go through
+    plain tuples (building a frame from SQLAlchemy ``Row`` objects is pathologically slow).
+    """
+    result = conn.execute(stmt)
+    columns = list(result.keys())
+    if conn.dialect.name == "duckdb":
+        frame = conn.connection.driver_connection.fetch_df()
+        frame.columns = columns
+        return frame
+    return pd.DataFrame.from_records([tuple(r) for r in result], columns=columns)
+
+
+# ----------------------------------------------------------------------------- access & privacy (issue 7)
+# App state: the people who may sign in (argon2 hashes only, never a password), the audit log
+# (who did what, when; erasures hold a salted hash of the customer id, never the id), and the
+# erasure suppression list (salted hashes of every identifier of an erased customer, so that
+# re-loading an old extract does not bring the customer back). Keys are explicit (no
+# autoincrement on DuckDB).
+users_table = sa.Table(
+    "users",
+    APP_STATE,
+    sa.Column("username", sa.String, primary_key=True),
+    sa.Column("role", sa.String, nullable=False),
+    sa.Column("password_hash", sa.String),  # NULL for single-sign-on accounts
+    sa.Column("disabled", sa.Boolean, nullable=False),
+    sa.Column("failed_attempts", sa.BigInteger, nullable=False),
+    sa.Column("locked_until", sa.DateTime),
+    sa.Column("created_at", sa.DateTime, nullable=False),
+    sa.Column("updated_at", sa.DateTime, nullable=False),
+    sa.Column("last_sign_in_at", sa.DateTime),
+)
+
+audit_table = sa.Table(
+    "audit_log",
+    APP_STATE,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("occurred_at", sa.DateTime, nullable=False),
+    sa.Column("actor", sa.String, nullable=False),
+    sa.Column("action", sa.String, nullable=False),
+    sa.Column("detail", sa.Text),  # JSON; never personal data
+)
+
+suppression_table = sa.Table(
+    "erasure_suppression",
+    APP_STATE,
+    sa.Column("id_hash", sa.String, primary_key=True),  # HMAC-SHA256 of "field:normalised value"
+    sa.Column("field", sa.String, nullable=False),
+    sa.Column("erased_at", sa.DateTime, nullable=False),
+)
