@@ -55,7 +55,7 @@ if check is not None and not check.allowed:
     st.warning(ex.refusal_text(check), icon=":material/visibility_off:")
     st.stop()
 conflicts = ex.conflicts(view)
-conflicts_k = disclosure.small_groups(conflicts, k, what="cohorts")
+conflicts_k = disclosure.protect("conflicts", conflicts)
 
 # The answer first: the period in one sentence, then any department pulling against the customer.
 st.markdown(ex.lead_sentence(report))
@@ -166,7 +166,7 @@ monthly = ex.trends(view)
 if monthly["active_customers"].fillna(0).sum() == 0:
     st.info("No dated activity in the last twelve months: no trend to show.")
 else:
-    monthly_k = disclosure.small_groups(monthly, k, what="months", count_columns=("customers", "active_customers"))
+    monthly_k = disclosure.protect("trends", monthly)
     monthly = monthly_k.blank(keep=("period_start", "period_end"))
     trend_fig = charts.trends(monthly, now, report.currency)
     st.caption(
@@ -209,7 +209,7 @@ if matrix.empty:
         "(a churn flag without a churn date column) or the data has no signups."
     )
 else:
-    matrix_k = disclosure.small_groups(matrix, k, what="signup cohorts", disjoint=True)
+    matrix_k = disclosure.protect("signup_cohorts", matrix)
     if matrix_k.shown.empty:
         st.info(f"Every signup cohort in view is too small to show. {matrix_k.note}")
     else:
@@ -255,7 +255,7 @@ with st.expander("Does the CLV model predict well? Calibration and holdout check
             f"({check['predicted_total'] / max(check['actual_total'], 1) - 1:+.1%})."
         )
         by_frequency = check["by_frequency"]
-        hold_k = disclosure.small_groups(by_frequency, k, what="purchase-frequency groups", disjoint=True)
+        hold_k = disclosure.protect("holdout", by_frequency)
         by_frequency = hold_k.blank(keep=(by_frequency.columns[0],))
         hold_fig = charts.holdout_chart(by_frequency)
         plotly_chart(hold_fig, width="stretch", key="executive_chart_holdout")

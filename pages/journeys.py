@@ -70,8 +70,8 @@ spots = ju.hotspot_table(repeat_days)
 edges = ju.dfg(filters)
 # A journey owner sees no aggregate of fewer than k customers (admins see everything).
 k = disclosure.group_floor()
-spots_k = disclosure.small_groups(spots, k, what="hotspots")
-edges_k = disclosure.small_groups(edges, k, what="transitions")
+spots_k = disclosure.protect("hotspots", spots)
+edges_k = disclosure.protect("transitions", edges)
 st.markdown(ju.lead_sentence(spots_k.shown, edges_k.shown))
 st.caption(
     f"Period: {period.label(*chosen)}, the same as on Shared KPIs (change it in the sidebar on either page). "
@@ -257,9 +257,7 @@ with tab_v:
     )
     rarest = v2.toggle("Rarest first", key="journeys_variant_rarest")
     contains = v3.text_input("Containing", key="journeys_variant_contains")
-    variants_k = disclosure.small_groups(
-        ju.variants(filters, max_steps, rarest, contains), k, what="journeys", disjoint=True
-    )
+    variants_k = disclosure.protect("variants", ju.variants(filters, max_steps, rarest, contains))
     st.dataframe(
         ju.variants_display(variants_k.pooled("variant", "rarer journeys", sum_columns=("share",))),
         hide_index=True,
@@ -277,7 +275,7 @@ with tab_f:
     by_segment = f2.toggle("Break down by segment", key="journeys_funnel_segment")
     if chosen:
         frame = ju.funnel(chosen, days, by_segment)
-        funnel_k = disclosure.small_groups(frame, k, what="segments", by="segment", disjoint=True)
+        funnel_k = disclosure.protect("funnel", frame)
         plotly_chart(ju.funnel_chart(funnel_k.shown), width="stretch", key="journeys_funnel_chart")
         st.dataframe(
             funnel_k.blank(ju.funnel_display(frame), keep=("segment", "step", "activity")),

@@ -7,8 +7,10 @@ comes from the database:
 * ``group_floor()``: k (``CXDASH_MIN_GROUP_SIZE``, default 10) for a role that may not see
   individuals (executive, journey owner, ops), None for agents and admins, whose job is the
   customers themselves. Pass it to ``small_groups``.
-* ``small_groups(frame, k, ...)``: which groups to suppress (``cxdash.governance.privacy.small_groups``);
-  chart ``.shown``, table ``.blank(...)`` or ``.pooled(...)``, caption ``.note``.
+* ``protect(name, frame)``: the aggregate ``name`` (declared once in ``AGGREGATES``: what its
+  groups are called, which columns count customers) with the groups the signed-in role may not
+  see marked (``cxdash.governance.privacy.small_groups``); chart ``.shown``, table ``.blank(...)``
+  or ``.pooled(...)``, caption ``.note``. Pages never pick k or the counting themselves.
 * ``consented(frame)``: only the customers with marketing consent, and how many were left out.
 * ``download(...)``: ``st.download_button`` whose click records who exported which file, how
   many rows and what it holds; the sentence about what it holds is shown under the button.
@@ -17,6 +19,7 @@ comes from the database:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import pandas as pd
 import streamlit as st
@@ -28,7 +31,7 @@ from cxdash.governance.privacy import SmallGroups
 from cxdash.ui import data
 from cxdash.ui.auth import current_role, record_export
 
-__all__ = ["SmallGroups", "consented", "describe", "download", "group_floor", "small_groups"]
+__all__ = ["AGGREGATES", "Aggregate", "SmallGroups", "consented", "describe", "download", "group_floor", "protect"]
 
 
 def group_floor() -> int | None:
@@ -36,9 +39,38 @@ def group_floor() -> int | None:
     return privacy.min_group_size() if privacy.hides_small_groups(current_role()) else None
 
 
-def small_groups(frame: pd.DataFrame, k: int | None, **kwargs) -> SmallGroups:
-    """See ``cxdash.governance.privacy.small_groups`` (``what``, ``count_columns``, ``by``, ``disjoint``)."""
-    return privacy.small_groups(frame, k, **kwargs)
+@dataclass(frozen=True)
+class Aggregate:
+    """How one aggregate's groups are counted for suppression: ``what`` names the groups in the
+    note ("3 hotspots of fewer than 10 customers are hidden"), ``count_columns`` hold distinct
+    customers, ``by`` groups several rows into one group, ``disjoint`` says no customer is in two
+    groups (so a total can give a hidden group away; see ``privacy.small_groups``)."""
+
+    what: str
+    count_columns: tuple[str, ...] = ("customers",)
+    by: str | None = None
+    disjoint: bool = False
+
+
+# Every aggregate the pages show in groups, declared once.
+AGGREGATES: dict[str, Aggregate] = {
+    "conflicts": Aggregate("cohorts"),
+    "trends": Aggregate("months", count_columns=("customers", "active_customers")),
+    "signup_cohorts": Aggregate("signup cohorts", disjoint=True),
+    "holdout": Aggregate("purchase-frequency groups", disjoint=True),
+    "hotspots": Aggregate("hotspots"),
+    "transitions": Aggregate("transitions"),
+    "variants": Aggregate("journeys", disjoint=True),
+    "funnel": Aggregate("segments", by="segment", disjoint=True),
+}
+
+
+def protect(name: str, frame: pd.DataFrame) -> SmallGroups:
+    """The aggregate ``name`` (a key of ``AGGREGATES``) as the signed-in role may see it."""
+    spec = AGGREGATES[name]
+    return privacy.small_groups(
+        frame, group_floor(), what=spec.what, count_columns=spec.count_columns, by=spec.by, disjoint=spec.disjoint
+    )
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
