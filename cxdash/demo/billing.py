@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from cxdash.demo import parameters as P
+import cxdash.demo.parameters as P
 from cxdash.demo.arrays import (
     add_months,
     concat,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cxdash.demo import parameters as P
+import cxdash.demo.parameters as P
 from cxdash.demo.arrays import add_months, month_index, month_start_day
 from cxdash.demo.customers import Customers
 

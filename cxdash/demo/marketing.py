@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cxdash.demo import parameters as P
+import cxdash.demo.parameters as P
 from cxdash.demo.arrays import expand, strings, take, timestamps, uniform_between
 from cxdash.demo.episodes import Block
 from cxdash.demo.extracts import SCHEMAS

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cxdash.demo import parameters as P
+import cxdash.demo.parameters as P
 from cxdash.demo.arrays import concat, dates, digits, expand, money, strings, take, uniform_between
 from cxdash.demo.episodes import Block
 from cxdash.demo.extracts import SCHEMAS

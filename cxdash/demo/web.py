@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from cxdash.demo import parameters as P
+import cxdash.demo.parameters as P
 from cxdash.demo.arrays import (
     compact_left,
     concat,

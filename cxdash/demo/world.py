@@ -33,24 +33,28 @@ from pathlib import Path
 
 import numpy as np
 
-from cxdash.demo import billing, marketing, sales, support, web
+from cxdash.demo.billing import billing_transactions, subscriptions
 from cxdash.demo.customers import Customers
 from cxdash.demo.episodes import Block
 from cxdash.demo.extracts import FILES, MAPPINGS, DemoExtract, Writers
+from cxdash.demo.marketing import marketing_touches
 from cxdash.demo.parameters import BLOCK_CUSTOMERS, HUB_EMAIL, MAX_CUSTOMERS
+from cxdash.demo.sales import crm_customers, opportunities
+from cxdash.demo.support import helpdesk_tickets
+from cxdash.demo.web import web_events
 
 __all__ = ["FILES", "HUB_EMAIL", "MAX_CUSTOMERS", "DemoExtract", "write_demo_extracts"]
 
 # The files of one block, in the order they draw from the block's random generator: changing
 # this order changes every file after the change.
 _GENERATORS = (
-    ("crm", sales.crm_customers),
-    ("subscriptions", billing.subscriptions),
-    ("sales", sales.opportunities),
-    ("marketing", marketing.marketing_touches),
-    ("helpdesk", support.helpdesk_tickets),
-    ("billing", billing.billing_transactions),
-    ("web", web.web_events),
+    ("crm", crm_customers),
+    ("subscriptions", subscriptions),
+    ("sales", opportunities),
+    ("marketing", marketing_touches),
+    ("helpdesk", helpdesk_tickets),
+    ("billing", billing_transactions),
+    ("web", web_events),
 )
 
 
