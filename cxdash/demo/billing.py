@@ -25,6 +25,7 @@ from cxdash.demo.extracts import SCHEMAS
 
 _DESCRIPTIONS = strings(P.BILL_DESCRIPTIONS)
 _KIND_SUBSCRIPTION, _KIND_RETRY, _KIND_REFUND, _KIND_ONE_OFF = range(4)  # one-off item i: kind 3 + i
+_FIRST_ONE_OFF = _KIND_ONE_OFF * len(P.PLANS)  # where the one-offs start in BILL_DESCRIPTIONS
 
 
 def subscriptions(block: Block) -> pa.Table:
@@ -56,14 +57,15 @@ def _monthly_charges(block: Block) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return owner[keep], k[keep], t[keep]
 
 
-def billing_transactions(block: Block) -> pa.Table:
-    rng, c, a, b, e = block.rng, block.customers, block.a, block.b, block.episodes
-    mrr = c.mrr_cents[a:b]
-    owner, _k, t = _monthly_charges(block)
+def _failed_payments(block: Block, owner: np.ndarray, t: np.ndarray):
+    """The failed charges (the payment episodes), and the retry a few days later: paid when recovered.
+
+    Out: the status of every monthly charge, and the retries' customers, times and statuses.
+    """
+    e = block.episodes
     n_charges = np.bincount(owner, minlength=block.m)
     row_start = np.cumsum(n_charges) - n_charges
     status = np.full(owner.size, P.TXN_PAID, dtype=np.int64)
-    # failed payments (the episodes), with a retry a few days later that usually succeeds
     pay = e["type"] == P.EP_PAYMENT
     failed_owner, failed_k = e["owner"][pay], e["k"][pay]
     valid = failed_k < n_charges[failed_owner]
@@ -72,20 +74,33 @@ def billing_transactions(block: Block) -> pa.Table:
     retry_off = e["retry_off"][pay][valid]
     rows = row_start[failed_owner] + failed_k
     status[rows] = P.TXN_FAILED
-    retry_t = t[rows] + retry_off
     retry_status = np.where(recovered, P.TXN_PAID, P.TXN_FAILED)
-    # refunds of some paid charges
-    paid = np.flatnonzero(status == P.TXN_PAID)
-    refunded = paid[rng.random(paid.size) < P.P_REFUND]
-    # one-off purchases
+    return status, failed_owner, t[rows] + retry_off, retry_status
+
+
+def _one_offs(block: Block):
+    """One-off purchases: (customer, item, time, status); consumers never buy onboarding."""
+    rng, c = block.rng, block.customers
     one_off, _ = expand(rng.poisson(P.ONE_OFFS_PER_YEAR * block.active_years()))
     item = np.where(
-        c.seg[a:b][one_off] == P.SEG_CONSUMER,
+        c.seg[block.a : block.b][one_off] == P.SEG_CONSUMER,
         rng.choice(len(P.CONSUMER_ONE_OFF_P), one_off.size, p=P.CONSUMER_ONE_OFF_P),
         rng.choice(len(P.BUSINESS_ONE_OFF_P), one_off.size, p=P.BUSINESS_ONE_OFF_P),
     )
-    one_off_t = uniform_between(rng, block.signup_sec[one_off] + P.HOUR, block.limit_sec[one_off])
-    one_off_status = np.where(rng.random(one_off.size) < P.P_ONE_OFF_FAILS, P.TXN_FAILED, P.TXN_PAID)
+    when = uniform_between(rng, block.signup_sec[one_off] + P.HOUR, block.limit_sec[one_off])
+    status = np.where(rng.random(one_off.size) < P.P_ONE_OFF_FAILS, P.TXN_FAILED, P.TXN_PAID)
+    return one_off, item, when, status
+
+
+def billing_transactions(block: Block) -> pa.Table:
+    rng, c, a, b = block.rng, block.customers, block.a, block.b
+    mrr = c.mrr_cents[a:b]
+    owner, _k, t = _monthly_charges(block)
+    status, failed_owner, retry_t, retry_status = _failed_payments(block, owner, t)
+    # refunds of some paid charges
+    paid = np.flatnonzero(status == P.TXN_PAID)
+    refunded = paid[rng.random(paid.size) < P.P_REFUND]
+    one_off, item, one_off_t, one_off_status = _one_offs(block)
 
     n_ref = refunded.size
     cust = np.concatenate([owner, failed_owner, owner[refunded], one_off])
@@ -94,7 +109,7 @@ def billing_transactions(block: Block) -> pa.Table:
     kind = np.concatenate(
         [
             np.full(owner.size, _KIND_SUBSCRIPTION, dtype=np.int64),
-            np.ones(failed_owner.size, np.int64),
+            np.full(failed_owner.size, _KIND_RETRY, dtype=np.int64),
             np.full(n_ref, _KIND_REFUND),
             _KIND_ONE_OFF + item,
         ]
@@ -102,10 +117,14 @@ def billing_transactions(block: Block) -> pa.Table:
     amount = np.concatenate([mrr[owner], mrr[failed_owner], -mrr[owner[refunded]], P.ONE_OFF_CENTS[item]])
     ok = tt < block.limit_sec[cust]
     order = np.flatnonzero(ok)[np.argsort(tt[ok], kind="stable")]
-    cust, tt, st, kind, amount = (x[order] for x in (cust, tt, st, kind, amount))
+    return _table(block, *(x[order] for x in (cust, tt, st, kind, amount)))
+
+
+def _table(block: Block, cust, tt, st, kind, amount) -> pa.Table:
+    c, a, b = block.customers, block.a, block.b
     n = cust.size
     plan = c.plan[a:b][cust]
-    description = np.where(kind < _KIND_ONE_OFF, kind * len(P.PLANS) + plan, 9 + kind - _KIND_ONE_OFF)
+    description = np.where(kind < _KIND_ONE_OFF, kind * len(P.PLANS) + plan, _FIRST_ONE_OFF + kind - _KIND_ONE_OFF)
     ref = block.next_ids("txn", n)
     return pa.table(
         {

@@ -191,16 +191,44 @@ def _intent_noise(s: _Sessions) -> None:
     s.add_own(o, start, logged, names)
 
 
-def _table(s: _Sessions) -> pa.Table:
-    """Add the anonymous visitors, lay sessions out as timed events, and give cookies their ids."""
-    block, rng, c, m = s.block, s.block.rng, s.block.customers, s.block.m
-    n_visitors = round(P.VISITORS_PER_CUSTOMER * m)
+def _visitors(s: _Sessions):
+    """Anonymous visitors who never sign up: (visitor of each session, start, names, visitors)."""
+    block, rng = s.block, s.block.rng
+    n_visitors = round(P.VISITORS_PER_CUSTOMER * block.m)
     visitor, _ = expand(1 + rng.binomial(*P.VISITOR_SESSIONS, n_visitors))
     k = visitor.size
-    history_start = (c.as_of_day - P.HISTORY_DAYS) * P.DAY
-    visitor_start = history_start + (rng.random(k) * (block.cutoff_sec - history_start)).astype(np.int64)
-    visitor_names = pad(s.names_from(P.VISITOR_MIX, k, 4), 1 + rng.binomial(*P.VISITOR_EVENTS, k))
+    history_start = _history_start(block)
+    start = history_start + (rng.random(k) * (block.cutoff_sec - history_start)).astype(np.int64)
+    names = pad(s.names_from(P.VISITOR_MIX, k, 4), 1 + rng.binomial(*P.VISITOR_EVENTS, k))
+    return visitor, start, names, n_visitors
 
+
+def _history_start(block: Block) -> int:
+    return (block.customers.as_of_day - P.HISTORY_DAYS) * P.DAY
+
+
+def _cookies(s: _Sessions, n_visitors: int) -> tuple[pa.Array, np.ndarray]:
+    """Cookie ids "<10 digits>.<first seen epoch>" (customers' cookies first), and each one's device."""
+    block, rng, m = s.block, s.block.rng, s.block.m
+    n_customer_cookies = int(s.n_cookie.sum())
+    n_cookies = n_customer_cookies + n_visitors
+    serial = block.next_ids("cookie", n_cookies)
+    birth = np.empty(n_cookies, dtype=np.int64)
+    owner = np.repeat(np.arange(m), s.n_cookie)
+    birth[:n_customer_cookies] = block.signup_sec[owner] - block.customers.cookie_birth_jitter[block.a :][owner]
+    age = rng.integers(0, P.VISITOR_COOKIE_AGE_DAYS * P.DAY, n_visitors)
+    birth[n_customer_cookies:] = _history_start(block) - age
+    cookie_id = concat(
+        digits(1_000_000_000 + scramble(serial, 9_000_000_000, 5_562_305_899, 12_345)), digits(birth), sep="."
+    )
+    return cookie_id, rng.choice(len(P.DEVICES), n_cookies, p=P.DEVICE_P)
+
+
+def _table(s: _Sessions) -> pa.Table:
+    """Add the anonymous visitors, lay sessions out as timed events, and give cookies their ids."""
+    block, rng, c = s.block, s.block.rng, s.block.customers
+    visitor, visitor_start, visitor_names, n_visitors = _visitors(s)
+    k = visitor.size
     parts = s.parts
     cust = np.concatenate([p[0] for p in parts] + [np.full(k, -1)])
     start = np.concatenate([p[1] for p in parts] + [visitor_start])
@@ -225,17 +253,7 @@ def _table(s: _Sessions) -> pa.Table:
     order = np.argsort(t, kind="stable")  # rows come session by session, in time order
     row, t, event, who = row[order], t[order], event[order], who[order]
 
-    # cookies: unique ids "<10 digits>.<first seen epoch>"
-    n_cookies = n_customer_cookies + n_visitors
-    cookie_serial = block.next_ids("cookie", n_cookies)
-    birth = np.empty(n_cookies, dtype=np.int64)
-    cookie_owner = np.repeat(np.arange(m), s.n_cookie)
-    birth[:n_customer_cookies] = block.signup_sec[cookie_owner] - c.cookie_birth_jitter[block.a :][cookie_owner]
-    birth[n_customer_cookies:] = history_start - rng.integers(0, P.VISITOR_COOKIE_AGE_DAYS * P.DAY, n_visitors)
-    cookie_id = concat(
-        digits(1_000_000_000 + scramble(cookie_serial, 9_000_000_000, 5_562_305_899, 12_345)), digits(birth), sep="."
-    )
-    device = rng.choice(len(P.DEVICES), n_cookies, p=P.DEVICE_P)
+    cookie_id, device = _cookies(s, n_visitors)
     row_cookie = cookie[row]
     has_email = logged[row] & (who >= 0)
     session_id = concat("s", digits(scramble(session_ids, 10**10, 6_180_339_887, 987_654), 10))
