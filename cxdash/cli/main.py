@@ -51,6 +51,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     sub = p.add_subparsers(dest="command", required=True)
 
+    _add_sources(sub)
+    _add_loading(sub)
+    _add_views(sub)
+    _add_model(sub)
+    _add_users(sub)
+    _add_erasure(sub)
+    _add_churn(sub)
+    sub.add_parser("migrate", help="create or upgrade the schema")
+    return p
+
+
+def _add_sources(sub) -> None:
+    """``sources`` and ``sources set``."""
     s = sub.add_parser("sources", help="list loaded sources")
     s.add_argument("--json", action="store_true", help="print JSON")
     ssub = s.add_subparsers(dest="action", required=False)
@@ -59,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     ss.add_argument("--department", help="the department its steps belong to on journeys and hotspots")
     ss.add_argument("--owner", help="the team or person to call about it")
 
+
+def _add_loading(sub) -> None:
+    """``demo`` and ``ingest``."""
     d = sub.add_parser("demo", help="generate the demo company's extracts and load them")
     d.add_argument("--customers", type=int, default=10_000)
     d.add_argument("--seed", type=int, default=7)
@@ -97,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--department", help="the source's department (default: the kind's; a re-load keeps it)")
     i.add_argument("--owner", help="the team or person who owns the source (default: its department)")
 
+
+def _add_views(sub) -> None:
+    """``journeys``, ``hotspots`` and ``kpis``: the views the pages show."""
     j = sub.add_parser("journeys", help="print the directly-follows graph of customer journeys")
     j.add_argument("--json", action="store_true", help="print JSON: source, target, count, customers, median_seconds")
     j.add_argument("--min-share", type=float, default=0.0, help="pool edges below this share of transitions")
@@ -124,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--horizon", type=int, default=12, help="predicted CLV horizon in months (default 12)")
     view_filter_arguments(k)
 
+
+def _add_model(sub) -> None:
+    """``train``, ``score`` and ``card``."""
     t = sub.add_parser("train", help="train the churn model, save it as a new version and score customers")
     t.add_argument("--label-column", help="use this column of the customer table as the label (e.g. Churn)")
     t.add_argument("--source", help="the customer source to train on (default: every customer source)")
@@ -142,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     cd.add_argument("--unmasked", action="store_true", help="show emails and phones in full (default: masked)")
     cd.add_argument("--json", action="store_true", help="print JSON")
 
+
+def _add_users(sub) -> None:
+    """``users`` and its actions."""
     u = sub.add_parser("users", help="manage who may sign in, and their roles")
     usub = u.add_subparsers(dest="action", required=True)
     ua = usub.add_parser("add", help="add a user (a password is generated and printed once unless given)")
@@ -170,6 +195,9 @@ def build_parser() -> argparse.ArgumentParser:
     ul = usub.add_parser("list", help="list users and roles")
     ul.add_argument("--json", action="store_true")
 
+
+def _add_erasure(sub) -> None:
+    """``erase`` and ``compact``."""
     e = sub.add_parser("erase", help="erase one customer everywhere (right to erasure) and suppress re-loads")
     e.add_argument("--customer", required=True, help="any identifier: customer id, email, phone, account, visitor")
     e.add_argument("--actor", help="who asked, for the audit log (default: cli:<login name>)")
@@ -181,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub.add_parser("compact", help="rewrite an embedded DuckDB store from its live rows (stop the app first)")
 
+
+def _add_churn(sub) -> None:
+    """``churn``: list the definitions, or choose one."""
     c = sub.add_parser("churn", help="the churn definitions the data supports, with their figures; choose one")
     c.add_argument(
         "--json",
@@ -193,9 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="make NAME the company's churn definition (audited), e.g. "
         "label:crm, subscriptions, events:churn, inactivity:90",
     )
-
-    sub.add_parser("migrate", help="create or upgrade the schema")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
