@@ -20,9 +20,9 @@ def marketing_touches(block: Block) -> pa.Table:
     opted = c.consent[a:b]
     lo, hi = block.signup_sec, block.limit_sec
     # nurture emails: sent -> maybe opened -> maybe clicked
-    o, _ = expand(np.where(opted, rng.integers(*P.NURTURE_EMAILS, m), 0))
-    k = o.size
-    sent = uniform_between(rng, lo[o] + P.HOUR, hi[o])
+    owner, _ = expand(np.where(opted, rng.integers(*P.NURTURE_EMAILS, m), 0))
+    k = owner.size
+    sent = uniform_between(rng, lo[owner] + P.HOUR, hi[owner])
     campaign = len(P.CAMPAIGNS) + rng.choice(len(P.NURTURE), k)
     opened = rng.random(k) < P.P_OPEN
     clicked = opened & (rng.random(k) < P.P_CLICK_AFTER_OPEN)
@@ -31,7 +31,7 @@ def marketing_touches(block: Block) -> pa.Table:
     # the acquisition ad click on the signup day (paid campaigns), and retargeting ads
     acquired = np.flatnonzero(opted & (c.campaign[a:b] >= 0))
     retargeted = np.flatnonzero(opted & (rng.random(m) < P.P_RETARGETED))
-    cust = np.concatenate([o, o[opened], o[clicked], acquired, retargeted])
+    cust = np.concatenate([owner, owner[opened], owner[clicked], acquired, retargeted])
     t = np.concatenate(
         [
             sent,

@@ -41,35 +41,35 @@ def opportunities(block: Block) -> pa.Table:
     """The deal that won each business customer, then upsell / expansion deals."""
     rng, c, a, b, m = block.rng, block.customers, block.a, block.b, block.m
     business = c.seg[a:b] > 0
-    o, j = expand(np.where(business, rng.integers(*P.OPPORTUNITIES, m), 0))
-    k = o.size
-    acv = c.mrr_cents[a:b][o] * 12
+    owner, j = expand(np.where(business, rng.integers(*P.OPPORTUNITIES, m), 0))
+    k = owner.size
+    acv = c.mrr_cents[a:b][owner] * 12
     created = np.empty(k, np.int64)
     closed = np.empty(k, np.int64)
     first = j == 0
-    created[first] = block.signup_day[o[first]] - rng.integers(*P.FIRST_DEAL_DAYS, first.sum())
-    closed[first] = block.signup_day[o[first]]
+    created[first] = block.signup_day[owner[first]] - rng.integers(*P.FIRST_DEAL_DAYS, first.sum())
+    closed[first] = block.signup_day[owner[first]]
     later = ~first
     last_day = (block.limit_sec - 1) // P.DAY
-    created[later] = uniform_between(rng, block.signup_day[o[later]] + P.UPSELL_AFTER_DAYS, last_day[o[later]])
+    created[later] = uniform_between(rng, block.signup_day[owner[later]] + P.UPSELL_AFTER_DAYS, last_day[owner[later]])
     closed[later] = created[later] + rng.integers(*P.UPSELL_DAYS_TO_CLOSE, later.sum())
-    ok = created <= last_day[o]
-    o, created, closed, acv, first = o[ok], created[ok], closed[ok], acv[ok], first[ok]
-    k = o.size
-    end_cut = last_day[o]
-    still_open = (closed > end_cut) & ~block.churned[o]
-    lost_by_churn = (closed > end_cut) & block.churned[o]
+    ok = created <= last_day[owner]
+    owner, created, closed, acv, first = owner[ok], created[ok], closed[ok], acv[ok], first[ok]
+    k = owner.size
+    end_cut = last_day[owner]
+    still_open = (closed > end_cut) & ~block.churned[owner]
+    lost_by_churn = (closed > end_cut) & block.churned[owner]
     closed = np.where(lost_by_churn, end_cut, closed)
     won = first | (~still_open & ~lost_by_churn & (rng.random(k) < P.P_UPSELL_WON))
     stage = np.where(still_open, P.STAGE_OPEN, np.where(won, P.STAGE_WON, P.STAGE_LOST))
-    product = np.where(first, c.plan[a:b][o], rng.integers(1, len(P.OPP_PRODUCTS), k))
+    product = np.where(first, c.plan[a:b][owner], rng.integers(1, len(P.OPP_PRODUCTS), k))
     upsell = (acv * rng.uniform(*P.UPSELL_SHARE, k)).astype(np.int64) // 100 * 100
     amount = np.where(first, acv, upsell)
     ids = block.next_ids("opp", k)
     return pa.table(
         {
             "Opp ID": concat("OPP-", digits(ids + 1, 7)),
-            "CustomerID": take(c.customer_id, a + o),
+            "CustomerID": take(c.customer_id, a + owner),
             "Created": dates(created),
             "Closed": dates(closed, ~still_open),
             "Stage": take(strings(P.OPP_STAGES), stage),

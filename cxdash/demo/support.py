@@ -67,11 +67,11 @@ def helpdesk_tickets(block: Block) -> pa.Table:
 
 def _ordinary(t: _Tickets) -> None:
     block, rng = t.block, t.block.rng
-    o, _ = expand(rng.poisson(P.TICKETS_BASE + P.TICKETS_PER_YEAR * block.active_years()))
-    k = o.size
+    owner, _ = expand(rng.poisson(P.TICKETS_BASE + P.TICKETS_PER_YEAR * block.active_years()))
+    k = owner.size
     t.add(
-        o,
-        uniform_between(rng, block.signup_sec[o], block.limit_sec[o]),
+        owner,
+        uniform_between(rng, block.signup_sec[owner], block.limit_sec[owner]),
         rng.choice(len(P.TICKET_CHANNELS), k, p=P.ORDINARY_CHANNEL_P),
         rng.choice(len(P.TOPICS), k, p=P.ORDINARY_TOPIC_P),
         0,

@@ -77,24 +77,24 @@ def web_events(block: Block) -> pa.Table:
 def _routine(s: _Sessions) -> None:
     block, rng = s.block, s.block.rng
     n_sess = 2 + rng.poisson(P.SESSIONS_BASE + P.SESSIONS_PER_SQRT_YEAR * np.sqrt(block.active_years()))
-    o, _ = expand(n_sess)
-    k = o.size
-    start = uniform_between(rng, block.signup_sec[o], block.limit_sec[o])
+    owner, _ = expand(n_sess)
+    k = owner.size
+    start = uniform_between(rng, block.signup_sec[owner], block.limit_sec[owner])
     logged = rng.random(k) < P.P_SESSION_LOGGED_IN
     length = np.minimum(1 + rng.poisson(P.EVENTS_PER_SESSION, k), W)
     names = np.where(logged[:, None], s.names_from(P.LOGGED_IN_MIX, k, W), s.names_from(P.ANONYMOUS_MIX, k, W))
     names[:, 0] = np.where(logged & (rng.random(k) < P.P_SESSION_STARTS_WITH_LOGIN), P.E_LOGIN, names[:, 0])
-    s.add(o, start, logged, rng.integers(0, s.n_cookie[o]), pad(names, length))
+    s.add(owner, start, logged, rng.integers(0, s.n_cookie[owner]), pad(names, length))
 
 
 def _before_signup_and_first_login(s: _Sessions) -> None:
     """Anonymous browsing under the first cookie before signup, then the first login."""
     block, rng, m = s.block, s.block.rng, s.block.m
-    o, _ = expand(1 + rng.binomial(*P.PRE_SIGNUP_SESSIONS, m))
-    k = o.size
-    start = block.signup_sec[o] - rng.integers(P.HOUR, 30 * P.DAY, k)
+    owner, _ = expand(1 + rng.binomial(*P.PRE_SIGNUP_SESSIONS, m))
+    k = owner.size
+    start = block.signup_sec[owner] - rng.integers(P.HOUR, 30 * P.DAY, k)
     names = pad(s.names_from(P.ANONYMOUS_MIX, k, 4), np.minimum(1 + rng.poisson(P.PRE_SIGNUP_EVENTS, k), 4))
-    s.add(o, start, np.zeros(k, bool), np.zeros(k, np.int64), names)
+    s.add(owner, start, np.zeros(k, bool), np.zeros(k, np.int64), names)
     start = block.signup_sec + rng.integers(10 * P.HOUR, 20 * P.HOUR, m)
     names = np.stack([np.full(m, P.E_LOGIN), np.full(m, P.E_FEATURE), np.full(m, P.E_HELP)], 1).astype(np.int8)
     length = 2 + rng.binomial(1, P.P_FIRST_LOGIN_HELP, m)
@@ -176,11 +176,11 @@ def _intent_before_churn(s: _Sessions) -> None:
 def _intent_noise(s: _Sessions) -> None:
     """Rarely, anyone looks at the cancel page, a competitor or the downgrade page."""
     block, rng = s.block, s.block.rng
-    o, _ = expand(rng.poisson(P.INTENT_NOISE_PER_YEAR * block.active_years()))
-    k = o.size
+    owner, _ = expand(rng.poisson(P.INTENT_NOISE_PER_YEAR * block.active_years()))
+    k = owner.size
     if not k:
         return
-    start = uniform_between(rng, block.signup_sec[o], block.limit_sec[o])
+    start = uniform_between(rng, block.signup_sec[owner], block.limit_sec[owner])
     logged = rng.random(k) < P.P_NOISE_LOGGED_IN
     names = np.full((k, 2), -1, np.int8)
     items, probs = P.INTENT_NOISE_MIX
@@ -188,7 +188,7 @@ def _intent_noise(s: _Sessions) -> None:
     names[logged, 1] = names[logged, 0]
     names[logged, 0] = P.E_LOGIN
     names[~logged & (names[:, 0] == P.E_CANCEL), 0] = P.E_COMPETITOR  # the cancel page needs a login
-    s.add_own(o, start, logged, names)
+    s.add_own(owner, start, logged, names)
 
 
 def _visitors(s: _Sessions):
