@@ -11,8 +11,17 @@ import pyarrow.compute as pc
 
 import cxdash.demo.parameters as P
 from cxdash.demo.arrays import expand, strings, take, timestamps, uniform_between
+from cxdash.demo.customers import Customers
 from cxdash.demo.episodes import Block
 from cxdash.demo.extracts import SCHEMAS
+
+
+def _contact_email(c: Customers, g: np.ndarray) -> pa.Array:
+    """The customer's email as the marketing tool holds it: it keeps the case some people typed."""
+    email = take(c.email, g)
+    mixed = c.email_fmt[g] == 0
+    mixed &= (c.email_num[g] % P.MIXED_CASE_EVERY) == 0
+    return pc.if_else(pa.array(mixed), pc.utf8_capitalize(email), email)
 
 
 def marketing_touches(block: Block) -> pa.Table:
@@ -55,10 +64,7 @@ def marketing_touches(block: Block) -> pa.Table:
     order = np.flatnonzero(ok)[np.argsort(t[ok], kind="stable")]
     cust, t, touch, campaign = (x[order] for x in (cust, t, touch, campaign))
     g = a + cust
-    email = take(c.email, g)
-    mixed = c.email_fmt[g] == 0  # the marketing tool keeps the case the person typed
-    mixed &= (c.email_num[g] % P.MIXED_CASE_EVERY) == 0
-    email = pc.if_else(pa.array(mixed), pc.utf8_capitalize(email), email)
+    email = _contact_email(c, g)
     # ads: social for social signups, search for the rest; everything else is email
     channel = np.where(touch == P.TOUCH_AD, np.where(c.channel[g] == P.CH_SOCIAL, 1, 2), 0)
     return pa.table(
