@@ -8,13 +8,14 @@ import sys
 
 import pytest
 
+from cxdash.cli import main as cli_main
 from cxdash.cli.main import main
 
 REQUIRED_SOURCE_KEYS = {"name", "kind", "department", "rows", "customers", "loaded_at"}
 
 
 def run(*args: str, db: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return subprocess.run(  # noqa: S603 - this interpreter with fixed arguments, as a scheduled job runs it
         [sys.executable, "-m", "cxdash", "--db", db, *args], capture_output=True, text=True, timeout=300
     )
 
@@ -56,3 +57,17 @@ def test_bad_invocations_fail_cleanly(tmp_path, args):
     done = run(*args, db=f"duckdb:///{tmp_path / 'c.duckdb'}")
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
+
+
+def test_every_command_has_its_function_and_help_imports_no_command_module():
+    """``main`` imports a command's module only when that command runs (cxdash.cli.main.COMMAND_MODULES):
+    every subcommand the parser offers must resolve to a ``cmd_<name>``, and ``--help`` must stay light."""
+    parser = cli_main.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    assert set(sub.choices) == set(cli_main.COMMAND_MODULES)
+    for command in sub.choices:
+        assert callable(cli_main.command_function(command)), command
+    probe = "import sys, cxdash.cli.main; print(sorted(m for m in sys.modules if m.startswith(('cxdash.', 'pandas'))))"
+    command = [sys.executable, "-c", probe]
+    loaded = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)  # noqa: S603 - a fixed probe
+    assert json.loads(loaded.stdout.replace("'", '"')) == ["cxdash.cli", "cxdash.cli.arguments", "cxdash.cli.main"]

@@ -221,7 +221,7 @@ def test_the_cli_report_writes_every_failure_neutralised(tmp_path, capsys):
 
 
 def test_the_cli_report_says_when_it_was_cut_and_where_the_rest_are(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "REPORT_MAX_FAILURES", 100)
+    monkeypatch.setattr("cxdash.cli.load.REPORT_MAX_FAILURES", 100)
     body = "cust,when,what\n" + "".join(f"C{i},never,x\n" for i in range(250))
     p = write(tmp_path, "bad.csv", body.encode())
     report = tmp_path / "report.csv"

@@ -2,3 +2,8 @@
 Owns the world's parameters and generators, and the build that loads them through ingest.
 Used by the CLI and the tests; nothing in the app depends on it.
 """
+
+from cxdash.demo.build import build_demo
+from cxdash.demo.world import FILES, HUB_EMAIL, MAX_CUSTOMERS, DemoExtract, write_demo_extracts
+
+__all__ = ["FILES", "HUB_EMAIL", "MAX_CUSTOMERS", "DemoExtract", "build_demo", "write_demo_extracts"]
