@@ -102,7 +102,7 @@ def cmd_demo(args) -> int:
     if _newest_model(store) is not None:
         print("a churn model exists already; not retrained (python -m cxdash train retrains)")
         return 0
-    from cxdash.risk.model import NotEnoughChurnError
+    from cxdash.risk import NotEnoughChurnError
 
     print("training the first churn model on the demo (progress below; --no-train skips this)")
     try:
@@ -126,9 +126,9 @@ def _newest_model(store) -> int | None:
 
 
 def _train_with_progress(store, **kwargs):
-    """``cxdash.risk.model.train`` with each step and the time so far on stderr (stdout stays for the
+    """``cxdash.risk.training.train`` with each step and the time so far on stderr (stdout stays for the
     result, which may be JSON)."""
-    from cxdash.risk.model import train
+    from cxdash.risk.training import train
 
     started = time.perf_counter()
 
@@ -524,7 +524,7 @@ def _view_filter_arguments(parser) -> None:
         parser.add_argument(f"--{name}", action="append", metavar="VALUE", help=f"only {what} VALUE (repeatable)")
 
 
-# ``train --json``: the held-out report (cxdash.risk.model.model_metrics) and how it was obtained.
+# ``train --json``: the held-out report (cxdash.risk.evaluation.model_metrics) and how it was obtained.
 TRAIN_JSON_KEYS = (
     "validation",
     "evaluated_on",
@@ -611,8 +611,7 @@ def _reason_record(reason: dict) -> dict:
 
 
 def cmd_score(args) -> int:
-    from cxdash.risk.activation import at_risk, store_scores
-    from cxdash.risk.model import latest_model
+    from cxdash.risk import at_risk, latest_model, store_scores
 
     store = _store(args)
     model = latest_model(store)
@@ -646,8 +645,8 @@ def cmd_score(args) -> int:
 
 
 def cmd_card(args) -> int:
+    from cxdash.risk import age_words
     from cxdash.risk.card import customer_summary, find_customers
-    from cxdash.risk.next_action import age_words
 
     store = _store(args)
     with store.connect() as conn:
