@@ -71,7 +71,7 @@ def _model_count(url: str) -> int:
 
 # ----------------------------------------------------------------------------- too little churn
 def test_a_label_with_under_20_churned_customers_saves_no_model_and_the_cli_exits_non_zero(tmp_path, capsys):
-    path, mapping, frame = _accounts(tmp_path, n=400, churned=15)
+    path, mapping, _frame = _accounts(tmp_path, n=400, churned=15)
     url = f"duckdb:///{tmp_path / 'few.duckdb'}"
     s = open_store(url)
     ingest_file(s, path, source="accounts", mapping=mapping)
@@ -221,7 +221,7 @@ def test_demo_choice_and_calibration_used_only_snapshots_before_the_held_out_one
 
 # ----------------------------------------------------------------------------- the report holds (label)
 def test_labelled_held_out_customers_are_stratified_never_fitted_on_and_scored_as_reported(tmp_path):
-    path, mapping, frame = _accounts(tmp_path, n=600, churned=120)
+    path, mapping, _frame = _accounts(tmp_path, n=600, churned=120)
     s = open_store(f"duckdb:///{tmp_path / 'lab.duckdb'}")
     ingest_file(s, path, source="accounts", mapping=mapping)
     with s.connect() as conn:

@@ -105,7 +105,7 @@ def model_metrics(y: np.ndarray, p: np.ndarray, groups=None, *, resamples: int =
     n_top, pos_top = int(top.sum()), int(y[top].sum())
     frac_pos, mean_pred = calibration_curve(y, p, n_bins=10, strategy="quantile")
     out = {
-        "n_valid": int(len(y)),
+        "n_valid": len(y),
         "n_positive_valid": int(y.sum()),
         "base_rate": float(base),
         "roc_auc": float(roc_auc_score(y, p)),

@@ -163,24 +163,8 @@ def _snapshot(
     dropped = dict(reader.dropped)
     has_subs = reader.loaded["subscriptions"]
     churn_at = reader.churn_at
-    results = []  # every per-customer query result: cx_id, cx_key, aggregates
-    if has_subs:
-        results.append(subscription_state(conn, cutoff, horizon_days, sample))
-        subs = _by_key(results[-1])
-        # with another churn definition, who is still a customer is that definition's call
-        universe = subs.index if churn_at is not None else subs.index[subs["live_subscriptions"] > 0]
-        if not crm.empty:
-            universe = universe.intersection(crm.index)
-    elif not crm.empty:
-        signup = reader.signup
-        live = signup.isna() | (signup < pd.Timestamp(cutoff))
-        if sample is not None:
-            live &= (crm.index % sample.every) == sample.offset
-        universe = crm.index[live]
-        subs = pd.DataFrame(index=universe)
-    else:
-        universe = pd.Index([], dtype="int64")
-        subs = pd.DataFrame()
+    # every per-customer query result: cx_id, cx_key, aggregates
+    results, subs, universe = _live_customers(reader, cutoff, horizon_days, sample)
 
     kinds = [
         event_aggregates(conn, cutoff, sample),
@@ -238,7 +222,48 @@ def _snapshot(
             numeric.append("tenure_days")
         numeric += ["mrr", "ended_subscriptions"]
 
-    counts = [
+    numeric += _activity_features(frame, cutoff, reader.loaded)
+
+    frame["value"] = _value(frame, reader.value_basis)
+    frame["label"] = _label(frame, cutoff, horizon_days, churn_at, has_subs=has_subs)
+
+    numeric = list(dict.fromkeys(n for n in numeric if n in frame))
+    for n in numeric:
+        frame[n] = pd.to_numeric(frame[n], errors="coerce").astype(float)
+    keep = ["customer_id", *numeric, *categorical, "value", "label"]
+    out = frame[keep].copy()
+    out.index = pd.Index(cx_id.to_numpy(), name="cx_id")
+    return FeatureFrame(out, numeric, categorical, cutoff, dropped)
+
+
+def _live_customers(
+    reader: SnapshotReader, cutoff: datetime, horizon_days: float | None, sample: Sample | None
+) -> tuple[list[pd.DataFrame], pd.DataFrame, pd.Index]:
+    """Who is a customer at ``cutoff`` before the activity is read: the subscription query's result
+    (a list of the one result, or empty), its rows by key, and the customers' keys."""
+    conn, crm = reader.conn, reader.crm
+    if reader.loaded["subscriptions"]:
+        result = subscription_state(conn, cutoff, horizon_days, sample)
+        subs = _by_key(result)
+        # with another churn definition, who is still a customer is that definition's call
+        universe = subs.index if reader.churn_at is not None else subs.index[subs["live_subscriptions"] > 0]
+        if not crm.empty:
+            universe = universe.intersection(crm.index)
+        return [result], subs, universe
+    if not crm.empty:
+        signup = reader.signup
+        live = signup.isna() | (signup < pd.Timestamp(cutoff))
+        if sample is not None:
+            live &= (crm.index % sample.every) == sample.offset
+        universe = crm.index[live]
+        return [], pd.DataFrame(index=universe), universe
+    return [], pd.DataFrame(), pd.Index([], dtype="int64")
+
+
+# The activity features of each kind (their intent signals' 7/30-day counts are added per signal)
+# and the stems of the ``days_since_<stem>`` ages read from ``last_<stem>_ts``.
+_KIND_FEATURES = {
+    "events": (
         "web_events",
         "web_events_30d",
         "web_events_90d",
@@ -246,6 +271,8 @@ def _snapshot(
         "checkout_errors_30d",
         "marketing_touches_90d",
         "marketing_engaged_90d",
+    ),
+    "tickets": (
         "contacts",
         "contacts_30d",
         "contacts_90d",
@@ -254,6 +281,10 @@ def _snapshot(
         "repeat_contacts_90d",
         "transfers",
         "transferred_contacts_90d",
+        "satisfaction_avg",
+        "satisfaction_min",
+    ),
+    "transactions": (
         "purchases",
         "purchases_90d",
         "revenue",
@@ -262,56 +293,29 @@ def _snapshot(
         "failed_payments",
         "failed_payments_30d",
         "failed_payments_90d",
-    ]
-    for stem in INTENT_SIGNALS:
-        counts += [f"{stem}_7d", f"{stem}_30d"]
-    present = [c for c in counts if c in frame]
-    if present:
-        frame[present] = frame[present].astype(float).fillna(0.0)
-    # Only keep event-derived features when the kind is loaded at all: a CRM-only table must not
-    # get a wall of constant zeros.
-    loaded = reader.loaded
-    by_kind = {
-        "events": [
-            "web_events",
-            "web_events_30d",
-            "web_events_90d",
-            "checkout_errors",
-            "checkout_errors_30d",
-            "marketing_touches_90d",
-            "marketing_engaged_90d",
-        ],
-        "tickets": [
-            "contacts",
-            "contacts_30d",
-            "contacts_90d",
-            "open_tickets",
-            "repeat_contacts",
-            "repeat_contacts_90d",
-            "transfers",
-            "transferred_contacts_90d",
-            "satisfaction_avg",
-            "satisfaction_min",
-        ],
-        "transactions": [
-            "purchases",
-            "purchases_90d",
-            "revenue",
-            "revenue_90d",
-            "refunds",
-            "failed_payments",
-            "failed_payments_30d",
-            "failed_payments_90d",
-        ],
-    }
-    ages = {
-        "events": ["web", "checkout_errors", "marketing_engaged"],
-        "tickets": ["contact", "repeat_contacts", "transfers"],
-        "transactions": ["purchase", "failed_payments"],
-    }
+    ),
+}
+_NOT_COUNTS = ("satisfaction_avg", "satisfaction_min")  # a missing rating is unknown, not 0
+_AGE_STEMS = {
+    "events": ("web", "checkout_errors", "marketing_engaged"),
+    "tickets": ("contact", "repeat_contacts", "transfers"),
+    "transactions": ("purchase", "failed_payments"),
+}
+
+
+def _activity_features(frame: pd.DataFrame, cutoff: datetime, loaded: dict[str, bool]) -> list[str]:
+    """Fill the activity counts (none is 0) and add the ages, in ``frame``; returns the numeric
+    features of the kinds that are loaded. Only kinds loaded at all give features: a CRM-only
+    table must not get a wall of constant zeros."""
+    by_kind = {kind: list(cols) for kind, cols in _KIND_FEATURES.items()}
+    ages = {kind: list(stems) for kind, stems in _AGE_STEMS.items()}
     for stem, (kind, _) in INTENT_SIGNALS.items():
         by_kind[kind] += [f"{stem}_7d", f"{stem}_30d"]
         ages[kind].append(stem)
+    present = [c for cols in by_kind.values() for c in cols if c not in _NOT_COUNTS and c in frame]
+    if present:
+        frame[present] = frame[present].astype(float).fillna(0.0)
+    numeric = []
     for kind, cols in by_kind.items():
         if not loaded[kind]:
             continue
@@ -322,23 +326,22 @@ def _snapshot(
     if loaded["tickets"]:
         frame["resolution_hours_avg"] = frame["resolution_s_avg"].astype(float) / 3600
         numeric.append("resolution_hours_avg")
+    return numeric
 
-    frame["value"] = _value(frame, reader.value_basis)
-    frame["label"] = np.nan
-    if horizon_days is not None and churn_at is not None:
-        when = churn_at.reindex(frame.index)
-        frame["label"] = (when <= pd.Timestamp(cutoff + timedelta(days=horizon_days))).astype(float)
-    elif horizon_days is not None and has_subs:
-        live_until = pd.to_datetime(frame["live_until"])
-        frame["label"] = (live_until <= pd.Timestamp(cutoff + timedelta(days=horizon_days))).astype(float)
 
-    numeric = list(dict.fromkeys(n for n in numeric if n in frame))
-    for n in numeric:
-        frame[n] = pd.to_numeric(frame[n], errors="coerce").astype(float)
-    keep = ["customer_id", *numeric, *categorical, "value", "label"]
-    out = frame[keep].copy()
-    out.index = pd.Index(cx_id.to_numpy(), name="cx_id")
-    return FeatureFrame(out, numeric, categorical, cutoff, dropped)
+def _label(
+    frame: pd.DataFrame, cutoff: datetime, horizon_days: float | None, churn_at: pd.Series | None, *, has_subs: bool
+) -> pd.Series | float:
+    """1.0 when the customer churned within ``horizon_days`` after ``cutoff`` (by the churn
+    definition's dates, else by subscription ends), 0.0 when not, NaN without a horizon."""
+    if horizon_days is None:
+        return np.nan
+    end = pd.Timestamp(cutoff + timedelta(days=horizon_days))
+    if churn_at is not None:
+        return (churn_at.reindex(frame.index) <= end).astype(float)
+    if has_subs:
+        return (pd.to_datetime(frame["live_until"]) <= end).astype(float)
+    return np.nan
 
 
 def _by_key(result: pd.DataFrame) -> pd.DataFrame:

@@ -84,7 +84,7 @@ def _too_little_churn(y: np.ndarray, *, part: str, where: str, fix: str) -> None
         f"Try {fix}.",
         part=part,
         found=found,
-        customers=int(len(y)),
+        customers=len(y),
     )
 
 
@@ -229,12 +229,12 @@ def train_labelled_model(
             "seed 0), used neither to choose the model nor to calibrate it"
         ),
         holdout_share=holdout_share,
-        valid_customers=int(len(y_valid)),
+        valid_customers=len(y_valid),
         selection=f"stratified_{folds}fold",
         candidates=fold_auc,
         chosen=chosen,
-        n_train=int(len(y)),
-        n_select=int(len(y)),
+        n_train=len(y),
+        n_select=len(y),
         n_positive_select=int(y.sum()),
         n_unlabelled=int(ff.frame["label"].isna().sum()),
         label_column=label_column,
@@ -378,8 +378,8 @@ def train_event_model(
         selection="time_based",
         candidates=aucs,
         chosen=chosen,
-        n_train=int(len(y_train)),
-        n_select=int(len(y_select)),
+        n_train=len(y_train),
+        n_select=len(y_select),
         n_positive_select=int(y_select.sum()),
         n_positive_train=int(y_train.sum()),
         sample_note=sampling["note"],
