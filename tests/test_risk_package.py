@@ -21,8 +21,9 @@ def test_importing_the_risk_api_loads_neither_sklearn_nor_pandera():
         "import sys, cxdash.risk, cxdash.risk.next_action, cxdash.risk.scoring, cxdash.risk.persistence\n"
         "print(sorted(m for m in ('sklearn', 'pandera') if m in sys.modules))"
     )
-    # a fresh interpreter (this one has both loaded already); the command is this test's own text
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)  # noqa: S603
+    # a fresh interpreter: this one has both loaded already
+    argv = [sys.executable, "-c", code]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True)  # noqa: S603 - our interpreter, our code
     assert out.stdout.strip() == "[]"
 
 
