@@ -110,8 +110,7 @@ def append_latency(url: str) -> dict:
     from cxdash.ingest.load import ingest_file
     from cxdash.ingest.mapping import Mapping
     from cxdash.jobs import summaries
-    from cxdash.risk.card import recent_signals
-    from cxdash.risk.features import data_as_of
+    from cxdash.risk import data_as_of, recent_signals
     from cxdash.store.database import open_store
 
     store = open_store(url)

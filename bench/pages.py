@@ -145,8 +145,7 @@ def _at_risk() -> list[Computation]:
 
 
 def _customer_card() -> list[Computation]:
-    from cxdash.risk import activation, card
-    from cxdash.risk.features import data_as_of
+    from cxdash.risk import activation, card, data_as_of, recent_signals
 
     def one_card(store: Store):
         top = activation.at_risk(store, only_top_decile=False, limit=1)
@@ -156,7 +155,7 @@ def _customer_card() -> list[Computation]:
             out = (
                 card.profile(conn, cx_id),
                 card.customer_timeline(conn, cx_id, limit=200),
-                card.recent_signals(conn, cx_id, now=now),
+                recent_signals(conn, cx_id, now=now),
                 card.open_tickets(conn, cx_id),
                 card.recent_contacts(conn, cx_id),
             )
@@ -169,9 +168,9 @@ def _customer_card() -> list[Computation]:
 
 
 def _model() -> list[Computation]:
-    from cxdash.risk import model
+    from cxdash.risk import model_versions
 
-    return [("model.model_versions", model.model_versions)]
+    return [("model.model_versions", model_versions)]
 
 
 PAGES: dict[str, Callable[[], list[Computation]]] = {

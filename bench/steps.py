@@ -100,12 +100,12 @@ def demo(n: str, url: str, out: str) -> dict:
 def train(url: str) -> dict:
     """Train the churn model the way the model page does (time-based validation, 30-day horizon) and
     score every customer, so the at-risk and card pages have something to show."""
-    from cxdash.risk import model
+    from cxdash.risk import training
     from cxdash.store.database import open_store
 
     store = open_store(url)
     t0 = time.perf_counter()
-    trained = model.train(store)
+    trained = training.train(store)
     return {"step": "model train + score", "seconds": time.perf_counter() - t0, "version": trained.version}
 
 

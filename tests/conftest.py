@@ -84,7 +84,7 @@ def trained_demo(demo_store, tmp_path_factory):
     """
     import shutil
 
-    from cxdash.risk.model import train
+    from cxdash.risk.training import train
 
     root = tmp_path_factory.mktemp("trained_demo")
     path = root / "demo.duckdb"

@@ -305,7 +305,8 @@ def test_a_chosen_label_with_too_few_leavers_to_hold_out_saves_no_model_and_says
     model's figures (issue 14), so the label model is refused before fitting and nothing is saved."""
     import shutil
 
-    from cxdash.risk.model import NotEnoughChurnError, model_versions, train
+    from cxdash.risk import NotEnoughChurnError, model_versions
+    from cxdash.risk.training import train
 
     path = tmp_path / "model.duckdb"
     shutil.copy(saas["url"].removeprefix("duckdb:///"), path)

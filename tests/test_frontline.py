@@ -15,9 +15,7 @@ from streamlit.testing.v1 import AppTest
 
 from cxdash.cli.main import main
 from cxdash.governance import privacy
-from cxdash.risk import card
-from cxdash.risk.activation import at_risk, follow_up
-from cxdash.risk.model import model_versions
+from cxdash.risk import at_risk, card, follow_up, model_versions
 from cxdash.store.database import open_store
 from tests.conftest import seed_session
 

@@ -544,7 +544,7 @@ def test_rfm_in_the_database_equals_the_pandas_summary(tiny):
 
 
 def test_activation_is_the_share_of_the_top_risk_decile_acted_on(tiny):
-    from cxdash.risk.activation import mark
+    from cxdash.risk import mark
     from cxdash.store.database import bulk_insert, scores_table
 
     with tiny.connect() as conn:

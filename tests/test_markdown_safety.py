@@ -239,8 +239,8 @@ def hostile_app(trained_demo, tmp_path_factory):
     require_browser()
     from cxdash.ingest.load import ingest_file
     from cxdash.ingest.mapping import Mapping
-    from cxdash.risk.features import data_as_of
-    from cxdash.risk.model import train
+    from cxdash.risk import data_as_of
+    from cxdash.risk.training import train
     from cxdash.store.database import open_store
 
     root = tmp_path_factory.mktemp("hostile_markdown")

@@ -20,9 +20,20 @@ from threadpoolctl import threadpool_limits
 from cxdash.cli import main as cli
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.risk.activation import at_risk, export_csv, mark
-from cxdash.risk.features import customer_features, identifier_like, labelled_features
-from cxdash.risk.model import current_features, explain, latest_model, load_model, model_versions, train_labelled_model
+from cxdash.risk import (
+    at_risk,
+    current_features,
+    customer_features,
+    explain,
+    export_csv,
+    identifier_like,
+    labelled_features,
+    latest_model,
+    load_model,
+    mark,
+    model_versions,
+)
+from cxdash.risk.training import train_labelled_model
 from cxdash.store.database import open_store
 
 TELCO_FILE = "telco_churn/WA_Fn-UseC_-Telco-Customer-Churn.csv"
@@ -263,7 +274,7 @@ def _plain_baselines(csv: pd.DataFrame, held_out: pd.Series) -> dict[str, float]
     )
     te = held_out.to_numpy(dtype=bool)
     out = {}
-    with threadpool_limits(limits=1, user_api="openmp"):  # as cxdash.risk.model does on a busy machine
+    with threadpool_limits(limits=1, user_api="openmp"):  # as cxdash.risk.model.few_threads does on a busy machine
         for name, est in (("logistic", lr), ("gradient_boosting", hgb)):
             out[name] = float(roc_auc_score(y[te], est.fit(x[~te], y[~te]).predict_proba(x[te])[:, 1]))
     return out
@@ -380,8 +391,8 @@ def test_cli_train_and_score_print_json_and_score_unlabelled_rows(tmp_path, caps
 
 
 def test_card_and_activation_queries_agree_with_hand_values(store, tmp_path):
-    from cxdash.risk.activation import activation_stats
-    from cxdash.risk.card import customer_timeline, find_customers, open_tickets, recent_signals
+    from cxdash.risk import activation_stats, recent_signals
+    from cxdash.risk.card import customer_timeline, find_customers, open_tickets
     from cxdash.store.database import bulk_insert, scores_table
 
     _tiny_company(store, tmp_path)
@@ -431,7 +442,7 @@ def test_a_customer_sample_is_the_full_snapshot_restricted_to_those_customers(de
 
     import sqlalchemy as sa
 
-    from cxdash.risk.features import Sample, SnapshotReader, data_as_of
+    from cxdash.risk import Sample, SnapshotReader, data_as_of
     from cxdash.store.database import customer_keys_table
 
     store = open_store(demo_store["url"])
@@ -478,7 +489,7 @@ def test_large_training_sets_are_sampled_and_say_so(demo_store, tmp_path):
 
 
 def train_event_model_fast(conn, **kwargs):
-    from cxdash.risk.model import train_event_model
+    from cxdash.risk.training import train_event_model
 
     return train_event_model(conn, candidates=("gradient_boosting",), **kwargs)
 
@@ -488,7 +499,7 @@ def test_reasons_scored_only_where_a_driver_differs_match_a_brute_force_reset(tr
     brute-force reset of every row for every driver must give the same top reasons."""
     from scipy.special import logit
 
-    from cxdash.risk.features import MISSING_CATEGORY
+    from cxdash.risk import MISSING_CATEGORY
 
     model = trained_demo["model"]
     store = open_store(trained_demo["url"])
@@ -525,7 +536,7 @@ def test_reasons_scored_only_where_a_driver_differs_match_a_brute_force_reset(tr
 
 
 def test_a_category_with_more_values_than_the_booster_takes_still_trains():
-    from cxdash.risk.model import candidate_pipeline
+    from cxdash.risk.estimator import candidate_pipeline
 
     rng = np.random.default_rng(0)
     n = 6000
@@ -540,7 +551,7 @@ def test_a_category_with_more_values_than_the_booster_takes_still_trains():
 
 
 def test_attributes_parsed_once_per_distinct_text_equal_a_row_by_row_parse():
-    from cxdash.risk.features import attribute_columns
+    from cxdash.risk import attribute_columns
 
     texts = pd.Series(
         [

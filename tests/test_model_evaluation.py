@@ -20,18 +20,18 @@ from streamlit.testing.v1 import AppTest
 from cxdash.cli import main as cli
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.risk.features import SnapshotReader, labelled_features
-from cxdash.risk.model import (
+from cxdash.risk import (
     ModelVersionError,
     NotEnoughChurnError,
-    candidate_pipeline,
+    SnapshotReader,
+    labelled_features,
     latest_model,
     load_model,
     model_versions,
-    train,
-    train_labelled_model,
-    weighted_roc_auc,
 )
+from cxdash.risk.estimator import candidate_pipeline
+from cxdash.risk.evaluation import weighted_roc_auc
+from cxdash.risk.training import train, train_labelled_model
 from cxdash.store.database import models_table, open_store
 from tests.test_risk_pages import PAGES
 
@@ -71,7 +71,7 @@ def _model_count(url: str) -> int:
 
 # ----------------------------------------------------------------------------- too little churn
 def test_a_label_with_under_20_churned_customers_saves_no_model_and_the_cli_exits_non_zero(tmp_path, capsys):
-    path, mapping, frame = _accounts(tmp_path, n=400, churned=15)
+    path, mapping, _frame = _accounts(tmp_path, n=400, churned=15)
     url = f"duckdb:///{tmp_path / 'few.duckdb'}"
     s = open_store(url)
     ingest_file(s, path, source="accounts", mapping=mapping)
@@ -191,7 +191,7 @@ def test_demo_held_out_figures_equal_sklearn_on_the_snapshots_the_report_names(t
 
 
 def test_demo_choice_and_calibration_used_only_snapshots_before_the_held_out_ones(trained_demo):
-    from cxdash.risk.model import _logit
+    from cxdash.risk.model import logit
 
     model = trained_demo["model"]
     m = model.metrics
@@ -214,14 +214,14 @@ def test_demo_choice_and_calibration_used_only_snapshots_before_the_held_out_one
     assert m["candidates"][m["chosen"]] == pytest.approx(roc_auc_score(y, raw), abs=1e-12)
     assert m["candidates"][m["chosen"]] == max(m["candidates"].values())
     # the calibration is a logistic fit of the selection snapshots' raw log-odds, not of the held-out ones
-    platt = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(raw).reshape(-1, 1), y)
+    platt = LogisticRegression(C=1e6, max_iter=1000).fit(logit(raw).reshape(-1, 1), y)
     assert model.calibration.a_ == pytest.approx(platt.coef_[0, 0], rel=1e-3)
     assert model.calibration.b_ == pytest.approx(platt.intercept_[0], rel=1e-3)
 
 
 # ----------------------------------------------------------------------------- the report holds (label)
 def test_labelled_held_out_customers_are_stratified_never_fitted_on_and_scored_as_reported(tmp_path):
-    path, mapping, frame = _accounts(tmp_path, n=600, churned=120)
+    path, mapping, _frame = _accounts(tmp_path, n=600, churned=120)
     s = open_store(f"duckdb:///{tmp_path / 'lab.duckdb'}")
     ingest_file(s, path, source="accounts", mapping=mapping)
     with s.connect() as conn:

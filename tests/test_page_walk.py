@@ -156,7 +156,7 @@ def app(tmp_path_factory):
     s = open_store(url)
     build_demo(s, n_customers=2000, seed=7, out_dir=root / "extracts")
     # A trained churn model, as `make run` leaves one, so the at-risk list and the card show their tables.
-    from cxdash.risk.model import train
+    from cxdash.risk.training import train
 
     train(s)
     s.dispose()

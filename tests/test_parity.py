@@ -224,7 +224,7 @@ def test_friction_hotspots_are_equal(engines):
 
 
 def test_customer_features_are_equal(engines):
-    from cxdash.risk.features import customer_features, data_as_of
+    from cxdash.risk import customer_features, data_as_of
 
     def features(conn):
         cutoff = data_as_of(conn) - timedelta(days=60)

@@ -13,7 +13,7 @@ from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
 from cxdash.metrics import kpis
-from cxdash.risk.activation import at_risk
+from cxdash.risk import at_risk
 from cxdash.store import audit
 from cxdash.store.database import open_store
 from cxdash.ui import executive as ex

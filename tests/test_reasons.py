@@ -21,9 +21,9 @@ from cxdash.cli import main as cli
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.metrics.signals import COMPLAINT_MAX_SATISFACTION, SIGNALS
-from cxdash.risk.activation import at_risk, store_scores
-from cxdash.risk.card import find_customers, recent_signals
-from cxdash.risk.model import current_features, explain, train
+from cxdash.risk import at_risk, current_features, explain, recent_signals, store_scores
+from cxdash.risk.card import find_customers
+from cxdash.risk.training import train
 from cxdash.store.database import open_store
 
 AS_OF = datetime(2026, 3, 31, 12, 0)  # the data's end: the latest web visit
@@ -353,7 +353,7 @@ def test_failed_payments_count_every_failed_status(store, tmp_path):
 
 
 def test_next_action_follows_the_newest_strong_signal_in_the_window():
-    from cxdash.risk.next_action import DEFAULT_ACTION, next_action
+    from cxdash.risk import DEFAULT_ACTION, next_action
 
     reasons = [{"signal": "usage", "label": "Uses the product less", "action": "Re-onboard", "department": "web"}]
     cancel, compare = SIGNALS["cancellation_ticket"], SIGNALS["competitor_compare"]

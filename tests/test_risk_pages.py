@@ -12,9 +12,8 @@ from streamlit.testing.v1 import AppTest
 
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.risk.activation import at_risk
+from cxdash.risk import at_risk, model_versions
 from cxdash.risk.card import mask_email, mask_phone
-from cxdash.risk.model import model_versions
 from cxdash.store.database import open_store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +60,7 @@ def test_at_risk_page_lists_the_top_decile_and_filters_by_owner(trained_env):
 def test_a_marked_customer_shows_its_new_status_at_once_though_the_list_is_cached(trained_demo, tmp_path, monkeypatch):
     import shutil
 
-    from cxdash.risk.activation import mark
+    from cxdash.risk import mark
     from cxdash.ui import risk
 
     path = tmp_path / "marked.duckdb"  # a copy: marks must not leak into the shared trained store

@@ -23,8 +23,7 @@ from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.journeys import discovery as journeys
 from cxdash.metrics import kpis, signals
-from cxdash.risk import card
-from cxdash.risk.features import customer_features
+from cxdash.risk import card, customer_features, recent_signals
 from cxdash.store.database import KIND_TABLES, customer_keys_table
 
 CXDASH = Path(__file__).resolve().parents[1] / "cxdash"
@@ -240,7 +239,7 @@ def _card_counts(conn, signal_name: str) -> dict[str, int]:
     """Per cx_id: the card's count of the signal over the last 30 days (all of March here)."""
     out = {}
     for cx_id in conn.execute(sa.select(customer_keys_table.c.cx_id)).scalars().all():
-        recent = card.recent_signals(conn, cx_id, now=NOW)
+        recent = recent_signals(conn, cx_id, now=NOW)
         hit = recent[recent["signal"] == signal_name]
         if not hit.empty:
             out[cx_id] = int(hit["count_30d"].iloc[0])
@@ -307,16 +306,15 @@ def test_hotspot_descriptions_are_the_registry_words():
 
 
 def test_the_model_reads_the_registry_intent_signals():
-    from cxdash.risk import features
+    from cxdash.risk import INTENT_SIGNALS
 
-    assert features.INTENT_SIGNALS == {
+    assert INTENT_SIGNALS == {
         "cancel_page": ("events", ("%cancel%",)),
         "competitor_compare": ("events", ("%competitor%", "%compare%")),
         "downgrade_page": ("events", ("%downgrade%",)),
         "cancellation_ticket": ("tickets", ("%cancel%",)),
         "complaint": ("tickets", ("%complain%",)),
     }
-    assert features.COMPLAINT_MAX_SATISFACTION is signals.COMPLAINT_MAX_SATISFACTION
 
 
 def test_a_signal_over_several_rows_has_no_one_row_reading():

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash.risk.activation import at_risk
+from cxdash.risk import at_risk
 from cxdash.store.database import open_store
 from tests.browser_support import chromium, require_browser, running_app, sign_in
 from tests.test_journeys_browser import _from_day, _set_from_year

@@ -12,7 +12,7 @@ import pytest
 
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.risk.features import VALUE_BASES, customer_features, data_as_of, value_basis
+from cxdash.risk import VALUE_BASES, customer_features, data_as_of, value_basis
 from cxdash.store.database import open_store
 from tests import saas_company
 

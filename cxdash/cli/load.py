@@ -16,7 +16,7 @@ from cxdash.ingest.load import IngestError, KindUnclearError, ingest_file
 from cxdash.ingest.mapping import load_mapping
 from cxdash.jobs import summaries
 from cxdash.metrics.overview import data_version
-from cxdash.risk.model import NotEnoughChurnError
+from cxdash.risk import NotEnoughChurnError
 
 __all__ = ["REPORT_MAX_FAILURES", "cmd_demo", "cmd_ingest"]
 

@@ -10,10 +10,9 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from cxdash.cli.common import churn_in_force, jsonable, store_of
-from cxdash.risk.activation import at_risk, store_scores
+from cxdash.risk import age_words, at_risk, latest_model, store_scores
 from cxdash.risk.card import REASON_KEYS, customer_summary, find_customers
-from cxdash.risk.model import latest_model, train
-from cxdash.risk.next_action import age_words
+from cxdash.risk.training import train
 from cxdash.store.database import models_table
 
 __all__ = [
@@ -35,7 +34,7 @@ def newest_model(store) -> int | None:
 
 
 def train_with_progress(store, **kwargs):
-    """``cxdash.risk.model.train`` with each step and the time so far on stderr (stdout stays for the
+    """``cxdash.risk.training.train`` with each step and the time so far on stderr (stdout stays for the
     result, which may be JSON)."""
     started = time.perf_counter()
 
@@ -47,7 +46,7 @@ def train_with_progress(store, **kwargs):
     return model
 
 
-# ``train --json``: the held-out report (cxdash.risk.model.model_metrics) and how it was obtained.
+# ``train --json``: the held-out report (cxdash.risk.evaluation.model_metrics) and how it was obtained.
 TRAIN_JSON_KEYS = (
     "validation",
     "evaluated_on",

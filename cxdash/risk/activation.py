@@ -1,9 +1,10 @@
-"""Scores and activation: the at-risk list a CRM can read, and who acted on it.
+"""Activation: the at-risk list a CRM can read, and who acted on it.
 
-``store_scores`` writes the newest model's scores (one row per customer, ranked by risk x value)
-into the app-state ``scores`` table. ``mark`` appends to the ``activation`` log (contacted /
-actioned, by whom, when); the latest entry per customer is its status. ``export_csv`` writes
-the list for a CRM with spreadsheet formulas neutralised.
+``at_risk`` and ``customer_score`` read the app-state ``scores`` table, which
+``cxdash.risk.scoring.store_scores`` writes (one row per customer, ranked by risk x value).
+``mark`` appends to the ``activation`` log (contacted / actioned, by whom, when); the latest entry
+per customer is its status. ``export_csv`` writes the list for a CRM with spreadsheet formulas
+neutralised. Nothing here scores: this module reads the scores, it does not make them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from cxdash.store.database import Store, activation_table, bulk_insert, scores_table
+from cxdash.exporting import safe_csv
+from cxdash.store.database import Store, activation_table, scores_table
 
 __all__ = [
     "STATUSES",
@@ -26,7 +28,6 @@ __all__ = [
     "follow_up",
     "list_version",
     "mark",
-    "store_scores",
 ]
 
 STATUSES = ("contacted", "actioned")
@@ -35,49 +36,6 @@ AT_RISK_SHARE = 0.10  # the top decile by risk is "at risk" (the same decile the
 
 def _now() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def store_scores(store: Store, model, *, reasons_for: int = 20_000, features=None) -> int:
-    """Score today's customers with ``model`` and replace the ``scores`` table with the result.
-
-    Reasons are worked out for the ``reasons_for`` highest-priority customers (the others are
-    stored without reasons: the explanation costs a couple dozen model evaluations per customer).
-    ``features``: today's ``FeatureFrame`` when the caller has it already (training does).
-    Returns the number of customers scored.
-    """
-    from cxdash.metrics.signals import SIGNALS
-    from cxdash.risk.card import row_signals
-    from cxdash.risk.model import current_features, score_frame
-    from cxdash.risk.next_action import RECENT_SIGNAL_DAYS, STRONG
-
-    with store.connect() as conn:
-        if features is None:
-            features = current_features(conn, model)
-        # the recent intent signals and churn records decide the next action (cxdash.risk.next_action)
-        strong = [s.name for s in SIGNALS.values() if s.strength in STRONG]
-        seen = row_signals(conn, names=strong, since_days=RECENT_SIGNAL_DAYS)
-    scored = score_frame(model, features, reasons_for=reasons_for, seen=seen)
-    del features
-    out = pd.DataFrame(
-        {
-            "model_version": model.version or 0,
-            "position": np.arange(1, len(scored) + 1),
-            "cx_id": scored["cx_id"],
-            "customer_id": scored["customer_id"],
-            "risk": scored["risk"].astype(float),
-            "value": scored["value"].astype(float),
-            "priority": scored["priority"].astype(float),
-            "top_reason": scored["top_reason"],
-            "department": scored["department"],
-            "action": scored["action"],
-            "reasons_json": [json.dumps(r) for r in scored["reasons"]],
-            "scored_at": _now(),
-        }
-    )
-    with store.app_begin() as conn:
-        conn.execute(scores_table.delete())
-        bulk_insert(conn, scores_table, out)
-    return len(out)
 
 
 def list_version(store: Store) -> tuple[str, int, int, int]:
@@ -187,7 +145,7 @@ def at_risk(
     )
     frame["reasons"] = frame.pop("reasons_json").map(lambda t: json.loads(t) if t else [])
     frame["status"] = frame["status"].fillna("open")
-    # value is NULL when no basis is known (cxdash.risk.features.value_basis): NaN, not None, so it stays numeric
+    # value is NULL when no basis is known (cxdash.risk.aggregates.value_basis): NaN, not None, so it stays numeric
     for col in ("risk", "value", "priority"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("float64")
     return frame
@@ -325,6 +283,4 @@ def export_csv(frame: pd.DataFrame) -> bytes:
             "status": frame["status"],
         }
     )
-    from cxdash.exporting import safe_csv
-
     return safe_csv(out)  # formulas neutralised, and a carriage return in a cell cannot start a row

@@ -7,7 +7,7 @@ action from ``next_action``:
 1. a *strong* signal (an intent signal such as a cancellation ticket, or a churn record) seen in
    the last ``RECENT_SIGNAL_DAYS`` days: the newest one's action from ``cxdash.metrics.signals``, with its
    age beside it ("Route to the retention team today — asked to cancel 9 days ago");
-2. otherwise the action of the first reason shown for the score (``cxdash.risk.model.explain``);
+2. otherwise the action of the first reason shown for the score (``cxdash.risk.reasons.explain``);
 3. otherwise the regular cadence.
 """
 
@@ -64,8 +64,8 @@ def next_action(
     """The next best action for one customer.
 
     In: ``signals`` (a frame with ``signal`` = a ``cxdash.metrics.signals`` name and ``age_days``, as
-    ``cxdash.risk.card.recent_signals`` gives it, or ``(name, age_days)`` pairs) and the score's
-    ``reasons`` (structured, as ``cxdash.risk.model.explain`` gives them; shown ones only).
+    ``cxdash.risk.recent.recent_signals`` gives it, or ``(name, age_days)`` pairs) and the score's
+    ``reasons`` (structured, as ``cxdash.risk.reasons.explain`` gives them; shown ones only).
     Out: ``action`` (the words to show, with the signal's age when a signal decides),
     ``department``, ``signal`` (the deciding signal or reason, None for the default), ``age_days``
     (None unless a signal decides), ``because`` (why: "asked to cancel 9 days ago", or the reason's

@@ -13,10 +13,22 @@ from cxdash.config import database_url
 from cxdash.governance import privacy
 from cxdash.governance.auth import may_open
 from cxdash.metrics.churn import Definition
-from cxdash.risk import activation, card
-from cxdash.risk import model as churn
-from cxdash.risk.features import AGE_CAP_DAYS, VALUE_BASES, data_as_of, value_basis
-from cxdash.risk.next_action import age_words, next_action
+from cxdash.risk import (
+    AGE_CAP_DAYS,
+    VALUE_BASES,
+    ChurnModel,
+    NotEnoughChurnError,
+    activation,
+    age_words,
+    card,
+    data_as_of,
+    model_versions,
+    next_action,
+    recent_signals,
+    training,
+    value_basis,
+    version_problem,
+)
 from cxdash.ui import auth as ui_auth
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
@@ -91,7 +103,7 @@ def _newest_version() -> int:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _versions(url: str, data_version: int, model_version: int) -> pd.DataFrame:
-    return churn.model_versions(data.store())
+    return model_versions(data.store())
 
 
 def label_choices() -> list[str]:
@@ -103,7 +115,7 @@ def label_choices() -> list[str]:
 def _label_choices(url: str, version: int) -> list[str]:
     import sqlalchemy as sa
 
-    from cxdash.risk.features import attribute_columns, parse_label
+    from cxdash.risk import attribute_columns, parse_label
     from cxdash.store.database import KIND_TABLES
 
     c = KIND_TABLES["customers"]
@@ -120,7 +132,7 @@ def _label_choices(url: str, version: int) -> list[str]:
     return out
 
 
-def train(*, label_column: str | None, horizon_days: float) -> churn.ChurnModel:
+def train(*, label_column: str | None, horizon_days: float) -> ChurnModel:
     """Train with a progress bar on the page; clears the cached registry."""
     bar = st.progress(0.0, text="Starting")
 
@@ -128,7 +140,7 @@ def train(*, label_column: str | None, horizon_days: float) -> churn.ChurnModel:
         bar.progress(min(max(share, 0.0), 1.0), text=text)
 
     try:
-        model = churn.train(
+        model = training.train(
             data.store(), label_column=label_column or None, horizon_days=horizon_days, progress=progress
         )
     finally:
@@ -280,7 +292,7 @@ def model_warnings(info: dict) -> list[str]:
             f"The ROC AUC's 95% interval reaches {m['roc_auc_ci_low']:.3f}: on these "
             f"{m['n_positive_valid']:,} held-out leavers the model may rank no better than a coin toss."
         )
-    problem = churn.version_problem(m.get("fitted_with"), version=info["version"])
+    problem = version_problem(m.get("fitted_with"), version=info["version"])
     if problem:
         out.append(problem)
     return [plain(t) for t in out]
@@ -288,7 +300,7 @@ def model_warnings(info: dict) -> list[str]:
 
 def training_error(exc: Exception) -> str:
     """A failed training run in words for the page (escaped: messages can name columns from files)."""
-    if isinstance(exc, churn.NotEnoughChurnError):
+    if isinstance(exc, NotEnoughChurnError):
         return f"**Too little churn to measure a model: no model was saved.** {plain(str(exc))}"
     return f"Training failed: {plain(str(exc))}"
 
@@ -412,7 +424,7 @@ def _value_basis(url: str, version: int) -> str | None:
 
 
 def customer_value_basis() -> str | None:
-    """Where the list's value comes from (``cxdash.risk.features.value_basis``): "revenue", "mrr" or
+    """Where the list's value comes from (``cxdash.risk.value_basis``): "revenue", "mrr" or
     None (unknown)."""
     return _value_basis(database_url(), data.version())
 
@@ -674,7 +686,7 @@ def _card(
             "now": now,
             "profile": card.profile(conn, cx_id, mask=mask),
             "timeline": card.customer_timeline(conn, cx_id, limit=200),
-            "signals": card.recent_signals(conn, cx_id, now=now),
+            "signals": recent_signals(conn, cx_id, now=now),
             "open_tickets": card.open_tickets(conn, cx_id),
             "contacts": card.recent_contacts(conn, cx_id),
         }
