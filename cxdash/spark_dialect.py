@@ -39,10 +39,11 @@ from sqlalchemy import types as sqltypes
 from sqlalchemy.dialects import registry
 from sqlalchemy.engine import default
 from sqlalchemy.engine.interfaces import BindTyping
-from sqlalchemy.sql import compiler
+from sqlalchemy.sql import compiler, type_api
 from sqlalchemy.sql.compiler import AggregateOrderByStyle
+from sqlalchemy.sql.sqltypes import _AbstractInterval
 
-__all__ = ["SparkThriftDialect", "register"]
+__all__ = ["SparkThriftDialect", "insert_via_parquet", "register"]
 
 
 # --- types -------------------------------------------------------------------------------------------
@@ -145,6 +146,64 @@ class _SparkNumeric(sqltypes.Numeric):
         return process
 
 
+def _interval_text(value: dt.timedelta) -> str:
+    sign = "-" if value < dt.timedelta(0) else ""
+    value = abs(value)
+    hours, rest = divmod(value.seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    return f"{sign}{value.days} {hours:02d}:{minutes:02d}:{seconds:02d}.{value.microseconds:06d}"
+
+
+_INTERVAL_RE = re.compile(r"(-?)(\d+) (\d+):(\d+):(\d+)(?:\.(\d+))?")
+
+
+def _parse_interval(value):
+    if value is None or isinstance(value, dt.timedelta):
+        return value
+    m = _INTERVAL_RE.fullmatch(str(value).strip())
+    if not m:
+        raise ValueError(f"not a Spark DAY TO SECOND interval: {value!r}")
+    sign, days, h, mi, sec, frac = m.groups()
+    td = dt.timedelta(
+        days=int(days),
+        hours=int(h),
+        minutes=int(mi),
+        seconds=int(sec),
+        microseconds=int((frac or "0")[:6].ljust(6, "0")),
+    )
+    return -td if sign else td
+
+
+class _SparkInterval(type_api.NativeForEmulated, _AbstractInterval):
+    """sa.Interval as Spark's ``INTERVAL DAY TO SECOND`` (SQLAlchemy would otherwise emulate it as
+    an epoch-based timestamp, which Spark refuses to add to a timestamp)."""
+
+    __visit_name__ = "INTERVAL"
+    native = True
+    render_bind_cast = True
+
+    @classmethod
+    def adapt_emulated_to_native(cls, interval, **kw):
+        return cls()
+
+    @property
+    def _type_affinity(self):
+        return sqltypes.Interval
+
+    @property
+    def python_type(self):
+        return dt.timedelta
+
+    def bind_processor(self, dialect):
+        def process(value):
+            return None if value is None else _interval_text(value)
+
+        return process
+
+    def result_processor(self, dialect, coltype):
+        return _parse_interval
+
+
 class _SparkArray(sqltypes.ARRAY):
     """Spark sends arrays over Thrift as JSON text."""
 
@@ -204,6 +263,12 @@ class SparkTypeCompiler(HiveTypeCompiler):
     def visit_JSON(self, type_, **kw):
         return "STRING"
 
+    def visit_INTERVAL(self, type_, **kw):
+        return "INTERVAL DAY TO SECOND"
+
+    def visit_interval(self, type_, **kw):
+        return "INTERVAL DAY TO SECOND"
+
     def visit_ARRAY(self, type_, **kw):
         return f"ARRAY<{self.process(type_.item_type, **kw)}>"
 
@@ -215,6 +280,16 @@ class SparkCompiler(HiveCompiler):
     def visit_insert(self, insert_stmt, **kw):
         # Spark 3+ takes INSERT INTO t (cols) VALUES/SELECT; skip Hive's column-list stripping.
         return compiler.SQLCompiler.visit_insert(self, insert_stmt, **kw)
+
+    _ARRAY_LITERAL = re.compile(r"\s*ARRAY\s*\[(.*)\]\s*", re.IGNORECASE | re.DOTALL)
+
+    def visit_column(self, column, *args, **kwargs):
+        # literal_column("ARRAY[0.5, 0.9]") (PostgreSQL/DuckDB array syntax) -> array(0.5, 0.9)
+        if column.is_literal:
+            m = self._ARRAY_LITERAL.fullmatch(column.name)
+            if m:
+                return f"array({m.group(1)})"
+        return super().visit_column(column, *args, **kwargs)
 
     def render_bind_cast(self, type_, dbapi_type, sqltext):
         return f"CAST({sqltext} AS {self.dialect.type_compiler_instance.process(dbapi_type)})"
@@ -335,6 +410,7 @@ class SparkThriftDialect(HiveDialect):
         sqltypes.Float: _SparkFloat,
         sqltypes.Numeric: _SparkNumeric,
         sqltypes.ARRAY: _SparkArray,
+        sqltypes.Interval: _SparkInterval,
     }
 
     @classmethod
@@ -444,3 +520,44 @@ def register() -> None:
 
 
 register()
+
+
+def insert_via_parquet(conn, table: sa.Table, data, staging_dir: str) -> int:
+    """Bulk-insert ``data`` (a pandas DataFrame or pyarrow Table holding ``table``'s columns) into a
+    Spark ``table``: write it as one Parquet file under ``staging_dir``, expose it as a temporary
+    view and run a single ``INSERT INTO table (cols) SELECT CAST(...) FROM view``. Returns the rows
+    written.
+
+    ``staging_dir`` must be a path both this process and the Spark driver and executors read: a local
+    directory when the Thrift server runs on this machine; for a remote cluster, a shared filesystem
+    or object store the cluster reads (write there with pyarrow's filesystem for it instead).
+    The INSERT is one Spark job: its files are committed together or not at all.
+    """
+    import pathlib
+    import shutil
+    import uuid
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    arrow = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, preserve_index=False)
+    names = [c.name for c in table.columns if c.name in arrow.column_names]
+    arrow = arrow.select(names)
+    tag = uuid.uuid4().hex[:12]
+    target = pathlib.Path(staging_dir) / f"{table.name}-{tag}"
+    target.mkdir(parents=True)
+    pq.write_table(arrow, target / "part-0.parquet", coerce_timestamps="us", allow_truncated_timestamps=True)
+    view = f"cxdash_stage_{tag}"
+    prep = conn.dialect.identifier_preparer
+    tc = conn.dialect.type_compiler_instance
+    try:
+        conn.exec_driver_sql(f"CREATE TEMPORARY VIEW {view} USING parquet OPTIONS (path '{target.as_posix()}')")
+        cols = ", ".join(prep.quote(n) for n in names)
+        casts = ", ".join(f"CAST({prep.quote(n)} AS {tc.process(table.c[n].type)})" for n in names)
+        conn.exec_driver_sql(
+            f"INSERT INTO {prep.format_table(table)} ({cols}) SELECT {casts} FROM {view}"  # noqa: S608
+        )
+    finally:
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {view}")
+        shutil.rmtree(target, ignore_errors=True)
+    return arrow.num_rows
