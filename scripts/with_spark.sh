@@ -10,14 +10,17 @@
 # the server and deletes the temp dir -- also when CMD fails or the script is
 # interrupted. Exits with CMD's exit code.
 #
-# Spark comes from the `pyspark` wheel in the venv (it ships bin/spark-submit,
-# the Thrift server and Hive jars). Java 17+ is needed: when `java` is missing
+# Spark comes from the `pyspark` wheel pinned in requirements-spark.txt, installed
+# on first use into ~/.cache/cxdash/pyspark-VERSION (not the app's venv; it ships
+# bin/spark-submit and the Thrift server and Hive jars). Java 17+ is needed: when `java` is missing
 # and we are root (or have password-less sudo), openjdk-17-jre-headless is
 # installed from Debian's packages; otherwise the script prints one line and
 # runs CMD without the variable (the Spark tests skip themselves).
 #
 # Optional environment:
-#   CXDASH_PYTHON              python of the venv holding pyspark (default: .venv/bin/python, then python3)
+#   CXDASH_PYTHON              python with PyHive, also used to pip-install pyspark (default: .venv/bin/python, then python3)
+#   CXDASH_SPARK_HOME          an existing Spark (or pyspark) directory to use instead
+#   CXDASH_SPARK_DIR           where to pip-install pyspark (default ~/.cache/cxdash/pyspark-VERSION)
 #   CXDASH_SPARK_MASTER        Spark master (default 'local-cluster[2,1,1024]': 2 workers x 1 core x 1 GiB)
 #   CXDASH_SPARK_START_TIMEOUT seconds to wait for the server to answer (default 180)
 #   CXDASH_SPARK_KEEP_LOGS     non-empty: copy the server log to ./spark-thrift.log on exit
@@ -33,20 +36,39 @@ fi
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-# --- python + pyspark ----------------------------------------------------------
+# --- python + Spark -------------------------------------------------------------------
+# Spark comes from the pyspark wheel (bin/spark-submit plus every jar, the Thrift server's
+# included), installed with `pip --target` into its own directory rather than the app's venv:
+# with pyspark importable, pandera imports pyspark.pandas on every `import pandera.pandas`
+# (slower, and a FutureWarning about pandas 3). The test process itself needs only PyHive.
 PY="${CXDASH_PYTHON:-}"
 if [ -z "$PY" ]; then
     for cand in "$here/.venv/bin/python" "$(command -v python3 || true)"; do
         if [ -n "$cand" ] && [ -x "$cand" ]; then PY="$cand"; break; fi
     done
 fi
-SPARK_HOME_DIR="$("$PY" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))' 2>/dev/null || true)"
-if [ -z "$SPARK_HOME_DIR" ] || [ ! -x "$SPARK_HOME_DIR/bin/spark-submit" ]; then
-    log "pyspark is not installed for $PY (pip install -r requirements-dev.txt): the Spark tests will be skipped."
-    exec "$@"
+spark_pin="$(grep -E '^pyspark==' "$here/requirements-spark.txt" | head -n1)"
+spark_dir="${CXDASH_SPARK_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/cxdash/${spark_pin/==/-}}"
+has_spark() { [ -n "$1" ] && [ -x "$1/bin/spark-submit" ] && ls "$1"/jars/spark-hive-thriftserver_*.jar >/dev/null 2>&1; }
+SPARK_HOME_DIR="${CXDASH_SPARK_HOME:-}"
+if [ -n "$SPARK_HOME_DIR" ] && ! has_spark "$SPARK_HOME_DIR"; then
+    log "CXDASH_SPARK_HOME=$SPARK_HOME_DIR has no bin/spark-submit or Thrift server jar"
+    exit 1
 fi
-if ! ls "$SPARK_HOME_DIR"/jars/spark-hive-thriftserver_*.jar >/dev/null 2>&1; then
-    log "this pyspark has no Thrift server jar in $SPARK_HOME_DIR/jars: the Spark tests will be skipped."
+if [ -z "$SPARK_HOME_DIR" ]; then
+    SPARK_HOME_DIR="$spark_dir/pyspark"
+    if ! has_spark "$SPARK_HOME_DIR"; then
+        log "installing $spark_pin into $spark_dir (once; about 500 MB)"
+        t_pip=$(date +%s)
+        if ! "$PY" -m pip install -q --no-deps --upgrade --target "$spark_dir" "$spark_pin" >&2; then
+            log "could not install $spark_pin: the Spark tests will be skipped."
+            exec "$@"
+        fi
+        log "$spark_pin installed in $(($(date +%s) - t_pip))s"
+    fi
+fi
+if ! "$PY" -c 'import pyhive.hive' 2>/dev/null; then
+    log "PyHive is not installed for $PY (pip install -r requirements.txt): the Spark tests will be skipped."
     exec "$@"
 fi
 
@@ -129,7 +151,6 @@ t0=$(date +%s.%N)
     export SPARK_LOCAL_IP=127.0.0.1
     export SPARK_LOCAL_DIRS="$SPTMP/work"
     export SPARK_WORKER_DIR="$SPTMP/work"
-    export PYSPARK_PYTHON="$PY"
     exec setsid "$SPARK_HOME_DIR/bin/spark-submit" \
         --master "$master" \
         --class org.apache.spark.sql.hive.thriftserver.HiveThriftServer2 \
@@ -191,7 +212,7 @@ export CXDASH_ANALYTICS_URL="sparkthrift://cxdash@127.0.0.1:${PORT}/default"
 export CXDASH_SPARK_WAREHOUSE="$SPTMP/warehouse"
 export CXDASH_SPARK_STAGING="$SPTMP/staging"
 mkdir -p "$CXDASH_SPARK_STAGING"
-spark_version="$("$PY" -c 'import pyspark; print(pyspark.__version__)' 2>/dev/null || echo '?')"
+spark_version="$(ls "$SPARK_HOME_DIR"/jars/spark-core_*.jar 2>/dev/null | sed -E 's/.*spark-core_[0-9.]+-(.*)\.jar/\1/' | head -n1)"
 log "Spark $spark_version Thrift server ($master) ready on 127.0.0.1:$PORT in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')s; CXDASH_ANALYTICS_URL=$CXDASH_ANALYTICS_URL"
 
 # --- run the command ------------------------------------------------------------
