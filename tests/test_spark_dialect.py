@@ -303,3 +303,60 @@ def test_special_values_round_trip(both):
         assert math.isnan(got[0][2]) and got[1][2] == math.inf and got[2][2] == 1 / 3
     finally:
         s.drop(sc)
+
+
+def test_interval_arithmetic_and_array_percentiles(both):
+    """``ts + timedelta`` binds as INTERVAL DAY TO SECOND; ``percentile_cont(ARRAY[...])`` and
+    1-based array indexing (cxdash.journeys' median-and-p90) compile to Spark's forms."""
+    _, _, t = both
+    shift = dt.timedelta(days=30, hours=-1, microseconds=500)
+    fractions = sa.cast(sa.literal_column("ARRAY[0.5, 0.9]"), sa.ARRAY(sa.Double))
+    both_p = sa.type_coerce(sa.func.percentile_cont(fractions).within_group(t.c.amount), sa.ARRAY(sa.Double))
+    inner = sa.select(
+        t.c.cust.label("cust"),
+        sa.func.max(t.c.ts + shift).label("shifted"),
+        sa.func.max(t.c.ts).label("last"),
+        both_p.label("p"),
+    ).group_by(t.c.cust)
+    sq = inner.subquery()
+    rows = _same(both, sa.select(sq.c.cust, sq.c.shifted, sq.c.p[1], sq.c.p[2]))
+    sc, _, _ = both
+    direct = {
+        r.cust: r
+        for r in sc.execute(
+            sa.select(
+                t.c.cust,
+                sa.func.percentile_cont(0.5).within_group(t.c.amount).label("m"),
+                sa.func.max(t.c.ts).label("last"),
+            ).group_by(t.c.cust)
+        )
+    }
+    for cust, shifted, p50, _p90 in rows:
+        assert shifted == direct[cust].last + shift
+        assert p50 == pytest.approx(direct[cust].m)
+
+
+def test_parquet_bulk_insert_equals_row_inserts(both, tmp_path):
+    """``insert_via_parquet`` (Parquet file + temporary view + INSERT ... SELECT) stores the same
+    rows as the dialect's multi-row INSERT."""
+    import pandas as pd
+
+    from cxdash.spark_dialect import insert_via_parquet
+
+    sc, _, t = both
+    staging = os.environ.get("CXDASH_SPARK_STAGING") or str(tmp_path)
+    md = sa.MetaData()
+    bulk = _table(md, f"{t.name}_bulk")
+    bulk.create(sc)
+    try:
+        frame = pd.DataFrame(_rows())
+        frame["ts"] = pd.to_datetime(frame["ts"])
+        frame["d"] = pd.to_datetime(frame["d"]).dt.date
+        assert insert_via_parquet(sc, bulk, frame, staging) == N_ROWS
+        cols = [c.name for c in t.c]
+        got = _fetch(sc, sa.select(*[bulk.c[c] for c in cols]))
+        want = _fetch(sc, sa.select(*[t.c[c] for c in cols]))
+        assert got == want
+        assert not any(e.name.startswith(bulk.name) for e in os.scandir(staging)), "staging files left behind"
+    finally:
+        bulk.drop(sc)
