@@ -6,7 +6,7 @@
 # worker JVMs and their executor JVMs -- bound to 127.0.0.1 on a free port,
 # with its warehouse and Derby metastore in a temp dir, then runs CMD with
 #     CXDASH_ANALYTICS_URL=sparkthrift://127.0.0.1:PORT/default
-# exported (cxdash/spark_dialect.py registers the `sparkthrift` scheme) and
+# exported (cxdash/store/spark.py registers the `sparkthrift` scheme) and
 #     CXDASH_SPARK_STAGING=<a directory the server reads, for Parquet bulk loads>
 # and stops
 # the server and deletes the temp dir -- also when CMD fails or the script is

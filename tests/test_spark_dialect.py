@@ -1,4 +1,4 @@
-"""Probe of the Spark Thrift dialect (cxdash/spark_dialect.py): the SQL shapes cxdash uses give the
+"""Probe of the Spark Thrift dialect (cxdash/store/spark.py): the SQL shapes cxdash uses give the
 same answers on Spark as on DuckDB over the same rows.
 
 Runs under ``bash scripts/with_spark.sh python -m pytest -m spark tests/test_spark_dialect.py``;
@@ -25,7 +25,7 @@ if not SPARK_URL.startswith("sparkthrift://"):
         "CXDASH_ANALYTICS_URL is not a sparkthrift:// URL (run under scripts/with_spark.sh)", allow_module_level=True
     )
 
-import cxdash.spark_dialect  # noqa: E402,F401  (registers sparkthrift://)
+import cxdash.store.spark  # noqa: E402,F401  (registers sparkthrift://)
 
 N_ROWS = 400
 NAMES = [" Anna ", "anna", "BOB", "bob ", "Chloé", "dan", "Eve", " eve"]
@@ -341,7 +341,7 @@ def test_parquet_bulk_insert_equals_row_inserts(both, tmp_path):
     rows as the dialect's multi-row INSERT."""
     import pandas as pd
 
-    from cxdash.spark_dialect import insert_via_parquet
+    from cxdash.store.spark import insert_via_parquet
 
     sc, _, t = both
     staging = os.environ.get("CXDASH_SPARK_STAGING") or str(tmp_path)
