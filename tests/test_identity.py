@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cxdash.identity.stitch import stitch
-from cxdash.ingest.validation import normalise_identity
+from cxdash.ingest.identifiers import normalise_identity
 
 
 def graph(edges, crm):

@@ -77,7 +77,7 @@ def test_a_process_killed_right_after_the_commit_leaves_a_stored_upload_entry(tm
         import os
         import cxdash.ingest.load as ingest
         from cxdash.store.database import open_store
-        ingest._save_mapping = lambda *a, **k: os._exit(9)
+        ingest.save_mapping = lambda *a, **k: os._exit(9)
         ingest.ingest_file(open_store({url!r}), {str(crm_file)!r}, source="crm", kind="customers", actor="ann")
     """)
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)

@@ -21,7 +21,7 @@ log = logging.getLogger("cxdash")
 
 
 def _store(args):
-    from cxdash.store.database import open_store
+    from cxdash.jobs.stores import open_store
 
     return open_store(args.db)
 
@@ -82,7 +82,7 @@ def cmd_demo(args) -> int:
     out_dir = Path(args.out) if args.out else DATA_DIR / "demo"
     built = True
     if args.if_empty:
-        from cxdash.metrics.overview import data_version
+        from cxdash.store.version import data_version
 
         with store.connect() as conn:
             if data_version(conn):
@@ -202,11 +202,12 @@ def _write_report(result, path: str) -> None:
 def cmd_ingest(args) -> int:
     from cxdash.ingest.load import IngestError, KindUnclearError, ingest_file
     from cxdash.ingest.mapping import load_mapping
+    from cxdash.jobs.after_load import after_load, check_file
 
     store = _store(args)
     mapping = load_mapping(args.mapping) if args.mapping else None
     try:
-        result = ingest_file(
+        result = (check_file if args.check else ingest_file)(
             store,
             args.file,
             source=args.source,
@@ -214,7 +215,6 @@ def cmd_ingest(args) -> int:
             mapping=mapping,
             mode=args.mode,
             reject_invalid=args.reject_invalid,
-            dry_run=args.check,
             department=args.department,
             owner=args.owner,
             links=_links(args.link),
@@ -253,10 +253,8 @@ def cmd_ingest(args) -> int:
     for note in result.notes:
         if note.startswith("link ") or "keyed only by a link" in note:
             print(f"  {note}")
-    from cxdash.jobs import summaries
-
     if result.stored and (result.rows_loaded or args.mode == "replace"):
-        summaries.refresh(store)
+        after_load(store)
     return 0 if result.rows_loaded or result.rows_duplicate else 1
 
 
@@ -785,10 +783,11 @@ def cmd_compact(args) -> int:
 
 
 def cmd_migrate(args) -> int:
+    from cxdash.jobs.stores import upgrade_store
     from cxdash.store.database import open_store
 
     store = open_store(args.db, create=False)
-    changes = store.create_schema()
+    changes = upgrade_store(store)
     for change in changes:
         print(change)
     print(f"schema up to date at {store.url}" + (f" ({len(changes)} change(s))" if changes else ""))

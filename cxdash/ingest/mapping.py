@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxdash.ingest.errors import MappingError
+from cxdash.ingest.formats import detect_date_format
+from cxdash.ingest.parsers import parse_bool, parse_datetime, parse_number
 from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, SourceKind, get_kind
 
 __all__ = [
@@ -33,10 +36,6 @@ __all__ = [
     "suggest_mapping",
     "suggest_source_name",
 ]
-
-
-class MappingError(ValueError):
-    """The mapping does not fit the file or the kind; the message says which field and how to fix it."""
 
 
 @dataclass
@@ -285,8 +284,6 @@ def _looks_like_dates(values: pd.Series, name: str = "") -> bool:
 @functools.lru_cache(maxsize=4096)
 def _dates_in(values: tuple[str, ...], name: str) -> bool:
     """``_looks_like_dates`` of these (stripped, non-empty) values: a pure function of its arguments."""
-    from cxdash.ingest.validation import _detect_date_format, parse_datetime
-
     # No date format reads a value without a digit, and the verdict needs half of the values read:
     # a column of words is answered without trying the formats.
     if sum(any(c.isdigit() for c in x) for x in values) * 2 < len(values):
@@ -294,7 +291,7 @@ def _dates_in(values: tuple[str, ...], name: str) -> bool:
     v = pd.Series(values, dtype="string")
     if v.str.fullmatch(_DURATION_VALUE).fillna(False).mean() >= 0.5:
         return False
-    fmt, _ = _detect_date_format(v)
+    fmt, _ = detect_date_format(v)
     if fmt is None:
         return False
     plain = v.str.fullmatch(_PLAIN_NUMBER).fillna(False).mean() >= 0.5
@@ -319,16 +316,12 @@ def _values_fit(f, values: pd.Series | None, name: str) -> bool:
         return True
     low = v.str.lower()
     if f.dtype == "bool":
-        from cxdash.ingest.validation import parse_bool
-
         return bool(parse_bool(v).notna().mean() >= 0.9)
     if f.dtype in ("int", "float"):
         if low.isin(_BOOL_WORDS).all():
             return False
         if low.isin({"0", "1"}).all() and _FLAG_NAME.search(_norm(name)):
             return False
-        from cxdash.ingest.validation import parse_number
-
         # Numbers under either decimal mark: which mark is right is validation's question.
         return bool((parse_number(v, ".").notna() | parse_number(v, ",").notna()).mean() >= 0.8)
     return True

@@ -1484,8 +1484,8 @@ def train(
     label is churn within ``horizon_days`` from subscription end dates (time-based validation),
     falling back to the CRM's ``churn_label`` when no subscriptions are loaded.
     """
-    from cxdash.metrics.overview import data_version
     from cxdash.risk.activation import store_scores
+    from cxdash.store.version import data_version
 
     def sub(lo: float, hi: float) -> Progress | None:
         return (lambda share, text: progress(lo + (hi - lo) * share, text)) if progress else None
