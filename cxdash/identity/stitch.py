@@ -286,9 +286,9 @@ def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE)
     links = resolve_links(conn)
     work_done(conn, IDENTITY_REBUILD)  # a migration's request (cxdash.store.database) is met
     summary = {
-        "identifiers": int(len(id_map)),
+        "identifiers": len(id_map),
         "customers": int(id_map.loc[id_map["known"], "cx_id"].nunique()) if len(id_map) else 0,
-        "hubs": int(len(hubs)),
+        "hubs": len(hubs),
         "refused_links": refused,
         "link_conflicts": links["conflicts"],
     }

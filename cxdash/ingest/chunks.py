@@ -326,7 +326,7 @@ def read_ahead(items: Iterator, depth: int = 1) -> Iterator:
                 if not put((item, None)):
                     return
             put((done, None))
-        except BaseException as exc:  # handed to the caller's thread and raised there
+        except BaseException as exc:  # noqa: BLE001 - not swallowed: handed to the caller's thread and raised there
             put((None, exc))
         finally:
             close = getattr(items, "close", None)

@@ -66,10 +66,10 @@ from cxdash.store.version import record_change
 
 __all__ = [
     "DUPLICATE_REFUSAL_SHARE",
+    "MODES",
     "IngestError",
     "IngestResult",
     "KindUnclearError",
-    "MODES",
     "choose_mapping",
     "ingest_file",
     "saved_mapping",

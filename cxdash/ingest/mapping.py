@@ -348,7 +348,7 @@ def suggest_mapping(kind: str | SourceKind, header: list[str], sample: pd.DataFr
         key=lambda f: (not f.required, f.name not in IDENTITY_FIELDS, kind.field_names.index(f.name)),
     )
     for f in order:
-        pats = _SYNONYMS.get(f.name, ()) + (rf"^{re.escape(f.name)}$",)
+        pats = (*_SYNONYMS.get(f.name, ()), rf"^{re.escape(f.name)}$")
         found = None
         for pat in pats:
             for col, n in normed.items():

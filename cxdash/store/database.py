@@ -34,16 +34,16 @@ from cxdash.store.kinds import KINDS, SourceKind
 
 __all__ = [
     "ANALYTICS",
-    "read_frame",
     "APP_STATE",
     "Store",
     "StoreLockedError",
-    "compact_duckdb_file",
     "bulk_insert",
-    "kind_table",
+    "compact_duckdb_file",
     "customer_keys_table",
+    "kind_table",
     "link_conflicts_table",
     "open_store",
+    "read_frame",
     "settings_table",
     "source_links_table",
     "sources_table",
@@ -345,7 +345,7 @@ class Store:
                     raise
                 # Short, jittered waits: a lock is usually held for one query or one load, and a
                 # long sleep would let a stream of readers starve a waiting writer.
-                time.sleep(delay * (0.5 + random.random()))
+                time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter for a retry, not a secret
                 delay = min(delay * 1.5, 0.2)
         try:
             yield conn
@@ -460,7 +460,7 @@ def compact_duckdb_file(engine: Engine) -> Path | None:
         con.execute("CHECKPOINT")  # the write-ahead log is in the file: none belongs to the new one
         name = con.execute("SELECT current_database()").fetchone()[0]
         con.execute("ATTACH ? AS cxdash_compact", [str(fresh)])
-        con.execute(f'COPY FROM DATABASE "{name}" TO cxdash_compact')  # noqa: S608 - the database's own name
+        con.execute(f'COPY FROM DATABASE "{name}" TO cxdash_compact')
         con.execute("DETACH cxdash_compact")
         os.replace(fresh, path)
     finally:
@@ -515,7 +515,7 @@ def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
         # chunks held every chunk in memory, outside DuckDB's memory_limit (issue 17: 10.8 GB for
         # the 1M demo's web events). Identifiers only, all quoted by the dialect (table and column
         # names come from our own schema, never from a file).
-        _cxdash_bulk_rows = _as_arrow(frame)  # noqa: F841 (read by name in the statement below)
+        _cxdash_bulk_rows = _as_arrow(frame)
         raw.execute(f"INSERT INTO {target} ({quoted}) SELECT {quoted} FROM _cxdash_bulk_rows")  # noqa: S608
         raw.complete()
         del _cxdash_bulk_rows
