@@ -16,7 +16,7 @@ from cxdash.cli.main import main
 from cxdash.ingest.load import IngestError, KindUnclearError, ingest_file
 from cxdash.ingest.mapping import Mapping, rank_kinds
 from cxdash.ingest.readers import iter_chunks, read_header
-from cxdash.jobs.after_load import check_file
+from cxdash.jobs import check_file
 from cxdash.store.database import KIND_TABLES, loads_table, mappings_table, open_store, quarantine_table, sources_table
 from cxdash.store.kinds import KINDS
 from tests.conftest import FIXTURES

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from cxdash.cli.main import main
 from cxdash.ingest.load import ingest_file
-from cxdash.jobs import summaries
+from cxdash.jobs import loads
 from cxdash.store import audit
 from cxdash.store.database import loads_table, open_store
 
@@ -59,7 +59,7 @@ def test_a_summaries_refresh_that_fails_after_the_load_still_leaves_the_upload_e
     def broken_refresh(*_args, **_kwargs):
         raise RuntimeError("summaries refresh failed")
 
-    monkeypatch.setattr(summaries, "refresh", broken_refresh)
+    monkeypatch.setattr(loads, "refresh", broken_refresh)  # what runs after the load
     code = main(["--db", url, "ingest", str(crm_file), "--source", "crm", "--kind", "customers"])
     assert code == 1  # the refresh failure is reported...
     entries = _uploads(url)

@@ -21,7 +21,7 @@ log = logging.getLogger("cxdash")
 
 
 def _store(args):
-    from cxdash.jobs.stores import open_store
+    from cxdash.jobs import open_store
 
     return open_store(args.db)
 
@@ -202,7 +202,7 @@ def _write_report(result, path: str) -> None:
 def cmd_ingest(args) -> int:
     from cxdash.ingest.load import IngestError, KindUnclearError, ingest_file
     from cxdash.ingest.mapping import load_mapping
-    from cxdash.jobs.after_load import after_load, check_file
+    from cxdash.jobs import after_load, check_file
 
     store = _store(args)
     mapping = load_mapping(args.mapping) if args.mapping else None
@@ -783,7 +783,7 @@ def cmd_compact(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    from cxdash.jobs.stores import upgrade_store
+    from cxdash.jobs import upgrade_store
     from cxdash.store.database import open_store
 
     store = open_store(args.db, create=False)

@@ -10,7 +10,7 @@ from pathlib import Path
 from cxdash.demo.world import write_demo_extracts
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.jobs.after_load import after_load, stitch_identities
+from cxdash.jobs import after_load, stitch_identities
 from cxdash.store.database import Store
 
 __all__ = ["build_demo"]

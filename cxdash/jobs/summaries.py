@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from cxdash.governance import health
 from cxdash.governance.privacy import consented_customers
-from cxdash.jobs import views
+from cxdash.jobs.views import COMPUTATIONS as VIEW_COMPUTATIONS
 from cxdash.jobs.views import default_params, params_key
 from cxdash.metrics import churn, overview
 from cxdash.metrics.churn import Definition, candidates
@@ -93,7 +93,7 @@ def _computations() -> dict[str, Callable[..., object]]:
         "source_latency": health.source_latency,
         "consented_customers": _consented_customers,
         "filter_options": _filter_options,
-        **views.COMPUTATIONS,
+        **VIEW_COMPUTATIONS,
     }
 
 

@@ -9,8 +9,7 @@ import pandas as pd
 import streamlit as st
 
 from cxdash.config import database_url
-from cxdash.jobs import summaries
-from cxdash.jobs.stores import open_store
+from cxdash.jobs import open_store, summaries
 from cxdash.metrics import churn
 from cxdash.metrics.kpis import Headline
 from cxdash.store.database import Store, StoreLockedError

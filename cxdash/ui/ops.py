@@ -22,8 +22,7 @@ from cxdash.identity.links import LinkError
 from cxdash.ingest.load import IngestError, IngestResult, ingest_file, saved_mapping
 from cxdash.ingest.mapping import KindGuess, Mapping, MappingError, rank_kinds, suggest_source_name
 from cxdash.ingest.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
-from cxdash.jobs import summaries
-from cxdash.jobs.after_load import after_load, check_file
+from cxdash.jobs import after_load, check_file, summaries
 from cxdash.store.database import identity_hubs_table, quarantine_table, sources_table
 from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, get_kind
 from cxdash.ui import data, disclosure

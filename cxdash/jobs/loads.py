@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from cxdash.identity.stitch import rebuild_identity_map
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.result import IngestResult
-from cxdash.jobs import summaries
+from cxdash.jobs.summaries import SUMMARIES, refresh, refresh_in_background
 from cxdash.metrics.kpis import headline
 from cxdash.store.database import Store
 
@@ -44,7 +44,7 @@ def stitch_identities(store: Store) -> dict:
 
 def after_load(
     store: Store,
-    names: tuple[str, ...] = summaries.SUMMARIES,
+    names: tuple[str, ...] = SUMMARIES,
     *,
     stitch: bool = False,
     background: tuple[str, ...] = (),
@@ -55,7 +55,7 @@ def after_load(
     ones on a thread. Returns seconds per summary refreshed now."""
     if stitch:
         stitch_identities(store)
-    took = summaries.refresh(store, names, progress=progress) if names else {}
+    took = refresh(store, names, progress=progress) if names else {}
     if background:
-        summaries.refresh_in_background(store, background)
+        refresh_in_background(store, background)
     return took
