@@ -17,7 +17,8 @@ import itertools
 import logging
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from cxdash.identity.links import (
     save_source_links,
 )
 from cxdash.identity.stitch import rebuild_identity_map
-from cxdash.ingest.chunks import canonical, failures_in_file_terms, prepared_chunks, read_ahead, regrouped
+from cxdash.ingest.chunks import Prepared, canonical, failures_in_file_terms, prepared_chunks, read_ahead, regrouped
 from cxdash.ingest.duplicates import DUPLICATE_REFUSAL_SHARE, deduplicate, duplicate_report, repeats_in_load
 from cxdash.ingest.formats import Formats, check_formats, detect_formats, refine_dates
 from cxdash.ingest.identifiers import identity_notes
@@ -60,7 +61,7 @@ from cxdash.store.database import (
     quarantine_table,
     sources_table,
 )
-from cxdash.store.kinds import get_kind
+from cxdash.store.kinds import SourceKind, get_kind
 from cxdash.store.suppression import secret_salt, suppressed_hashes
 from cxdash.store.version import record_change
 
@@ -196,9 +197,96 @@ def _ingest_file(
     """
     if mode not in MODES:
         raise IngestError(f"mode must be one of {MODES}, not {mode!r}")
-    name = display_name or Path(path).name
     if not source or not source.strip():
         raise IngestError("a source name is required (for example 'crm' or 'helpdesk')")
+    plan = _plan(store, Path(path), source, kind, mapping, links, display_name or Path(path).name)
+    result = plan.result
+    # Identifiers of erased customers (salted hashes): their rows never load again.
+    suppressed = suppressed_hashes(store)
+    started = datetime.now(UTC).replace(tzinfo=None)
+    clock = time.perf_counter()
+    with store.begin() as conn:
+        load_id = _next_load_id(conn)
+        chunks = prepared_chunks(
+            regrouped(itertools.chain([plan.sample], plan.pieces), chunk_rows),
+            kind_def=plan.kind_def,
+            mapping=plan.mapping,
+            formats=plan.formats,
+            unmapped=plan.unmapped,
+            suppressed=suppressed,
+            salt=secret_salt() if suppressed else None,
+            source=source,
+            load_id=load_id,
+            store_rows=not dry_run,
+            reject_invalid=reject_invalid,
+            lines=plan.lines,
+            collect_ids=dry_run,
+        )
+        parts = _read_and_write(conn, plan, chunks, max_failures, progress)
+        result.timings["read, validate and write"] = round(time.perf_counter() - clock, 3)
+        _report(plan, parts)
+        if dry_run:
+            _check_outcome(conn, plan, parts, count_customers)
+            return result
+        _refuse_invalid(plan, reject_invalid)
+        clock = time.perf_counter()
+        _write_bookkeeping(conn, plan, load_id, mode, started, department, owner)
+        result.timings["duplicates and bookkeeping"] = round(time.perf_counter() - clock, 3)
+        if rebuild_identities:
+            _stitch(conn, plan, load_id)
+        result.load_id = load_id
+        result.stored = True
+        if audit_entry is not None and store.app_engine is store.engine:  # commits with the data (ingest_file)
+            audit.amend(conn, audit_entry, _upload_detail(source, plan.name, mode, "stored", result))
+        clock = time.perf_counter()
+    result.timings["commit"] = round(time.perf_counter() - clock, 3)
+    save_mapping(store, source, plan.mapping)
+    log.info(result.summary())
+    return result
+
+
+@dataclass
+class _Plan:
+    """What a load knows before it reads the whole file: the file, its first block, the mapping,
+    the formats, and the result being filled in."""
+
+    path: Path
+    name: str
+    fmt: FileFormat
+    header: list[str]
+    sample: pd.DataFrame
+    pieces: Iterator[pd.DataFrame]
+    lines: LineMap
+    mapping: Mapping
+    kind_def: SourceKind
+    formats: Formats
+    unmapped: list[str]
+    natural: bool
+    result: IngestResult
+
+
+@dataclass
+class _Parts:
+    """What the write loop collected besides the counts in the result."""
+
+    failures: list[pd.DataFrame] = field(default_factory=list)
+    flags: list[pd.DataFrame] = field(default_factory=list)
+    flag_counts: dict[tuple[str, str], int] = field(default_factory=dict)
+    keys: list[pd.DataFrame] = field(default_factory=list)
+    ids: list[pd.DataFrame] = field(default_factory=list)
+
+
+def _plan(
+    store: Store,
+    path: Path,
+    source: str,
+    kind: str | None,
+    given: Mapping | None,
+    links: dict[str, dict[str, str]] | None,
+    name: str,
+) -> _Plan:
+    """Read the header and the first block, choose the mapping, check it and the source's kind,
+    measure declared links, and settle the formats; nothing is stored."""
     fmt: FileFormat = sniff_format(path)
     header = read_header(path, fmt)
     # One pass over the file: its first block (about 8 MB) is the sample that the mapping and
@@ -209,7 +297,7 @@ def _ingest_file(
     if sample is None or sample.empty:
         raise ExtractError(f"{name}: the file has a header but no data rows.")
     mapping, origin, field_sources, guesses = choose_mapping(
-        store, source, header, sample, kind=kind, mapping=mapping, file_name=name
+        store, source, header, sample, kind=kind, mapping=given, file_name=name
     )
     if links:
         mapping.links = {**mapping.links, **links}  # a copy already: the caller's mapping is not changed
@@ -230,17 +318,7 @@ def _ingest_file(
             link_rates = match_rates(conn, sample, mapping.links)  # before anything is stored
     mapped_columns = set(mapping.columns.values())
     unmapped = [c for c in header if c not in mapped_columns and c in sample.columns]
-
-    canonical_sample = canonical(sample, mapping)
-    if mapping.formats:
-        check_formats(kind_def, mapping.formats, name)
-        formats = Formats.from_dict(mapping.formats)
-    else:
-        formats = detect_formats(kind_def, canonical_sample)
-        if formats.ambiguous:  # day-first vs month-first: settled on every value of the column
-            whole = read_columns(path, fmt, sorted({mapping.columns[f] for f in formats.ambiguous}))
-            refine_dates(formats, {f: whole[mapping.columns[f]] for f in formats.ambiguous})
-    mapping.formats = formats.to_dict()
+    formats = _formats(path, fmt, mapping, kind_def, sample, name)
     result = IngestResult(source, mapping.kind, name, fmt.describe(), mapping)
     result.notes = [f"read as {fmt.describe()}", *formats.notes]
     result.mapping_origin, result.field_sources, result.guesses = origin, field_sources, guesses
@@ -253,200 +331,232 @@ def _ingest_file(
         f"({r.match_rate:.0%})"
         for r in link_rates
     ]
+    return _Plan(path, name, fmt, header, sample, pieces, lines, mapping, kind_def, formats, unmapped, natural, result)
 
-    target = KIND_TABLES[mapping.kind]
-    started = datetime.now(UTC).replace(tzinfo=None)
-    failure_parts: list[pd.DataFrame] = []
+
+def _formats(
+    path: Path, fmt: FileFormat, mapping: Mapping, kind_def: SourceKind, sample: pd.DataFrame, name: str
+) -> Formats:
+    """The mapping's formats (checked), else those detected on the sample; day-first against
+    month-first is settled on every value of the column. Stored back into ``mapping.formats``."""
+    if mapping.formats:
+        check_formats(kind_def, mapping.formats, name)
+        formats = Formats.from_dict(mapping.formats)
+    else:
+        formats = detect_formats(kind_def, canonical(sample, mapping))
+        if formats.ambiguous:
+            whole = read_columns(path, fmt, sorted({mapping.columns[f] for f in formats.ambiguous}))
+            refine_dates(formats, {f: whole[mapping.columns[f]] for f in formats.ambiguous})
+    mapping.formats = formats.to_dict()
+    return formats
+
+
+def _read_and_write(
+    conn: Connection,
+    plan: _Plan,
+    chunks: Iterator[Prepared],
+    max_failures: int,
+    progress: Callable[[int, int], None] | None,
+) -> _Parts:
+    """Write each prepared chunk's rows into the kind's table (in ``conn``'s transaction) and add
+    up its counts; the next chunk is read, validated and keyed in a worker thread meanwhile (the
+    database releases the GIL), and every write stays here."""
+    result, parts = plan.result, _Parts()
+    target = KIND_TABLES[plan.mapping.kind]
+    total_size = plan.path.stat().st_size
     failures_kept = 0
-    flag_parts: list[pd.DataFrame] = []
-    flag_counts: dict[tuple[str, str], int] = {}
-    key_parts: list[pd.DataFrame] = []
-    id_parts: list[pd.DataFrame] = []
-    total_size = path.stat().st_size
-    # Identifiers of erased customers (salted hashes): their rows never load again.
-    suppressed = suppressed_hashes(store)
-    salt = secret_salt() if suppressed else None
+    with contextlib.closing(read_ahead(chunks)) as prepared:
+        for part in prepared:
+            result.rows_read += part.rows_read
+            result.rows_rejected += part.rejected
+            result.rows_suppressed += part.suppressed
+            result.rows_valid += part.valid
+            room = max_failures - failures_kept
+            if not part.failures.empty and room > 0:  # cut in line order, so "the rest are after line N" holds
+                kept = part.failures if room >= len(part.failures) else _first_failures(part.failures, room)
+                parts.failures.append(kept)
+                failures_kept += len(kept)
+            result.failures_total += len(part.failures)
+            if part.flags is not None:
+                parts.flags.append(part.flags)
+            for k, n in part.flag_counts.items():
+                parts.flag_counts[k] = parts.flag_counts.get(k, 0) + n
+            if part.rows is not None:
+                bulk_insert(conn, target, part.rows)
+            if part.keys is not None:
+                parts.keys.append(part.keys)
+            if part.ids is not None and len(part.ids):
+                parts.ids.append(part.ids)
+            if progress:
+                progress(result.rows_read, total_size)
+    return parts
 
-    clock = time.perf_counter()
-    with store.begin() as conn:
-        load_id = _next_load_id(conn)
-        chunks = prepared_chunks(
-            regrouped(itertools.chain([sample], pieces), chunk_rows),
-            kind_def=kind_def,
-            mapping=mapping,
-            formats=formats,
-            unmapped=unmapped,
-            suppressed=suppressed,
-            salt=salt,
-            source=source,
+
+def _first_failures(failures: pd.DataFrame, n: int) -> pd.DataFrame:
+    return failures.sort_values("row", kind="stable").head(n)
+
+
+def _report(plan: _Plan, parts: _Parts) -> None:
+    """The failures in the file's terms and the notes of a load or a check."""
+    result, lines, path, fmt = plan.result, plan.lines, plan.path, plan.fmt
+    result.failures = failures_in_file_terms(
+        pd.concat(parts.failures, ignore_index=True) if parts.failures else pd.DataFrame(columns=FAILURE_COLUMNS),
+        plan.mapping,
+        lines,
+        (path, fmt, result.rows_read),
+    )
+    if result.rows_read == 0:
+        raise ExtractError(f"{plan.name}: the file has a header but no data rows.")
+    if result.failures_total > len(result.failures):
+        last = int(result.failures["line"].max())
+        result.notes.append(
+            f"failures: only the first {len(result.failures):,} of {result.failures_total:,} are listed "
+            f"(through line {last:,}); the counts below cover those. The rest are on line {last:,} or later: "
+            "fix these and check again."
+        )
+    if parts.flags:
+        flags = pd.concat(parts.flags, ignore_index=True)
+        rows = flags["row"].astype("int64").to_numpy()
+        flags["row"] = lines.exact(path, fmt, result.rows_read, rows)
+        result.notes += identity_notes(flags, parts.flag_counts, plan.mapping.columns)
+    if result.rows_suppressed:
+        result.notes.append(f"{result.rows_suppressed:,} rows belong to erased customers and are left out")
+
+
+def _check_outcome(
+    conn: Connection, plan: _Plan, parts: _Parts, count_customers: Callable[[Connection], int] | None
+) -> None:
+    """A check's duplicate report and (given ``count_customers``) the load's impact."""
+    result = plan.result
+    if plan.natural:
+        duplicate_report(result, parts.keys, sum(len(k) for k in parts.keys), plan.header, plan.sample)
+    else:
+        result.rows_identical_kept = int(pd.concat(parts.keys)["content"].duplicated().sum()) if parts.keys else 0
+    if count_customers is not None:
+        ids = (
+            pd.concat(parts.ids, ignore_index=True)
+            if parts.ids
+            else pd.DataFrame(columns=["line", "primary_key", "id_key"])
+        )
+        result.impact = load_impact(conn, plan.mapping.kind, ids, count_customers(conn))
+
+
+def _refuse_invalid(plan: _Plan, reject_invalid: bool) -> None:
+    """A load with no valid row, or with invalid rows not accepted, stores nothing."""
+    result, name = plan.result, plan.name
+    counts = result.failure_counts().head(3)
+    top = "; ".join(f"{r.column}: {r.rows:,} row(s) not {r.expected}" for r in counts.itertuples())
+    if result.rows_valid == 0 and not result.rows_suppressed:
+        raise IngestError(
+            f"{name}: none of the {result.rows_read:,} rows is valid; nothing was stored ({top}).", result
+        )
+    if result.rows_rejected and not reject_invalid:
+        raise IngestError(
+            f"{name}: {result.rows_rejected:,} of {result.rows_read:,} rows are invalid, nothing was loaded "
+            f"({top}). Fix the file, or accept the valid rows and quarantine the rest "
+            "(--reject-invalid / 'Load valid rows').",
+            result,
+        )
+
+
+def _write_bookkeeping(
+    conn: Connection,
+    plan: _Plan,
+    load_id: int,
+    mode: str,
+    started: datetime,
+    department: str | None,
+    owner: str | None,
+) -> None:
+    """After the rows are written: duplicates, the quarantine, the load log, the data version,
+    the source and its links, all in ``conn``'s transaction."""
+    result, mapping, source = plan.result, plan.mapping, plan.result.source
+    target = KIND_TABLES[mapping.kind]
+    conflicts = repeats_in_load(conn, result, plan.kind_def, target, load_id, plan.natural, plan.header, plan.sample)
+    if result.refused:
+        raise IngestError(result.refused, result)
+    if mode == "replace":
+        conn.execute(target.delete().where(target.c.source == source, target.c.load_id != load_id))
+    result.rows_loaded = deduplicate(
+        conn,
+        plan.kind_def,
+        target,
+        natural=plan.natural,
+        source=source,
+        load_id=load_id,
+        against_earlier=mode == "append",
+    )
+    result.rows_duplicate = result.rows_valid - result.rows_loaded
+    repeats = result.rows_repeated_exact + result.rows_repeated_conflicting
+    result.rows_already_loaded = max(result.rows_duplicate - repeats, 0)
+    if not result.failures.empty:
+        q = result.failures.rename(columns={"line": "row_number", "column": "column_name"})
+        q = q.assign(load_id=load_id, source=source, reason=q["expected"].map(lambda e: f"expected {e}"))
+        q["value"] = q["value"].map(lambda v: None if v is None else str(v))
+        bulk_insert(conn, quarantine_table, q)
+    if conflicts is not None and len(conflicts):
+        # Not loaded (the first line of the key is), but never silently: kept for review.
+        bulk_insert(conn, quarantine_table, conflicts.assign(load_id=load_id, source=source))
+    finished = datetime.now(UTC).replace(tzinfo=None)
+    conn.execute(
+        loads_table.insert().values(
             load_id=load_id,
-            store_rows=not dry_run,
-            reject_invalid=reject_invalid,
-            lines=lines,
-            collect_ids=dry_run,
+            source=source,
+            kind=mapping.kind,
+            mode=mode,
+            file_name=plan.name,
+            started_at=started,
+            finished_at=finished,
+            rows_read=result.rows_read,
+            rows_loaded=result.rows_loaded,
+            rows_rejected=result.rows_rejected,
+            rows_duplicate=result.rows_duplicate,
+            mapping_json=mapping.to_json(),
         )
-        # The next chunk is read, validated and keyed in a worker thread while this one is
-        # written (the database releases the GIL); every write stays here, in this transaction.
-        with contextlib.closing(read_ahead(chunks)) as prepared:
-            for part in prepared:
-                result.rows_read += part.rows_read
-                result.rows_rejected += part.rejected
-                result.rows_suppressed += part.suppressed
-                result.rows_valid += part.valid
-                if not part.failures.empty:
-                    room = max_failures - failures_kept
-                    if room > 0:  # cut in line order, so "the rest are after line N" holds
-                        kept = (
-                            part.failures
-                            if room >= len(part.failures)
-                            else (part.failures.sort_values("row", kind="stable").head(room))
-                        )
-                        failure_parts.append(kept)
-                        failures_kept += min(room, len(part.failures))
-                    result.failures_total += len(part.failures)
-                if part.flags is not None:
-                    flag_parts.append(part.flags)
-                for k, n in part.flag_counts.items():
-                    flag_counts[k] = flag_counts.get(k, 0) + n
-                if part.rows is not None:
-                    bulk_insert(conn, target, part.rows)
-                if part.keys is not None:
-                    key_parts.append(part.keys)
-                if part.ids is not None and len(part.ids):
-                    id_parts.append(part.ids)
-                if progress:
-                    progress(result.rows_read, total_size)
-        result.timings["read, validate and write"] = round(time.perf_counter() - clock, 3)
+    )
+    record_change(conn, mode_change(mode), load_id=load_id)  # the data version moves with the commit
+    _write_source(conn, plan, department, owner, finished)
+    if mapping.links or mode == "replace":
+        save_source_links(conn, source, mapping.links, replace=mode == "replace")
 
-        result.failures = failures_in_file_terms(
-            pd.concat(failure_parts, ignore_index=True) if failure_parts else pd.DataFrame(columns=FAILURE_COLUMNS),
-            mapping,
-            lines,
-            (path, fmt, result.rows_read),
-        )
-        if result.rows_read == 0:
-            raise ExtractError(f"{name}: the file has a header but no data rows.")
-        if result.failures_total > len(result.failures):
-            last = int(result.failures["line"].max())
-            result.notes.append(
-                f"failures: only the first {len(result.failures):,} of {result.failures_total:,} are listed "
-                f"(through line {last:,}); the counts below cover those. The rest are on line {last:,} or later: "
-                "fix these and check again."
-            )
-        if flag_parts:
-            flags = pd.concat(flag_parts, ignore_index=True)
-            rows = flags["row"].astype("int64").to_numpy()
-            flags["row"] = lines.exact(path, fmt, result.rows_read, rows)
-            result.notes += identity_notes(flags, flag_counts, mapping.columns)
-        if result.rows_suppressed:
-            result.notes.append(f"{result.rows_suppressed:,} rows belong to erased customers and are left out")
-        conflicts = None
-        if dry_run:
-            if natural:
-                duplicate_report(result, key_parts, sum(len(k) for k in key_parts), header, sample)
-            else:
-                result.rows_identical_kept = int(pd.concat(key_parts)["content"].duplicated().sum()) if key_parts else 0
-            ids = (
-                pd.concat(id_parts, ignore_index=True)
-                if id_parts
-                else pd.DataFrame(columns=["line", "primary_key", "id_key"])
-            )
-            if count_customers is not None:
-                result.impact = load_impact(conn, mapping.kind, ids, count_customers(conn))
-            return result
-        counts = result.failure_counts().head(3)
-        top = "; ".join(f"{r.column}: {r.rows:,} row(s) not {r.expected}" for r in counts.itertuples())
-        if result.rows_valid == 0 and not result.rows_suppressed:
-            raise IngestError(
-                f"{name}: none of the {result.rows_read:,} rows is valid; nothing was stored ({top}).", result
-            )
-        if result.rows_rejected and not reject_invalid:
-            raise IngestError(
-                f"{name}: {result.rows_rejected:,} of {result.rows_read:,} rows are invalid, nothing was loaded "
-                f"({top}). Fix the file, or accept the valid rows and quarantine the rest "
-                "(--reject-invalid / 'Load valid rows').",
-                result,
-            )
 
-        clock = time.perf_counter()
-        conflicts = repeats_in_load(conn, result, kind_def, target, load_id, natural, header, sample)
-        if result.refused:
-            raise IngestError(result.refused, result)
-        if mode == "replace":
-            conn.execute(target.delete().where(target.c.source == source, target.c.load_id != load_id))
-        result.rows_loaded = deduplicate(
-            conn, kind_def, target, natural=natural, source=source, load_id=load_id, against_earlier=mode == "append"
-        )
-        result.rows_duplicate = result.rows_valid - result.rows_loaded
-        repeats = result.rows_repeated_exact + result.rows_repeated_conflicting
-        result.rows_already_loaded = max(result.rows_duplicate - repeats, 0)
-        if not result.failures.empty:
-            q = result.failures.rename(columns={"line": "row_number", "column": "column_name"})
-            q = q.assign(load_id=load_id, source=source, reason=q["expected"].map(lambda e: f"expected {e}"))
-            q["value"] = q["value"].map(lambda v: None if v is None else str(v))
-            bulk_insert(conn, quarantine_table, q)
-        if conflicts is not None and len(conflicts):
-            # Not loaded (the first line of the key is), but never silently: kept for review.
-            bulk_insert(conn, quarantine_table, conflicts.assign(load_id=load_id, source=source))
-        finished = datetime.now(UTC).replace(tzinfo=None)
+def _write_source(conn: Connection, plan: _Plan, department: str | None, owner: str | None, now: datetime) -> None:
+    """Register a new source, or update a known one's department and owner when given.
+    (The kind was checked before reading too; checked again here, inside the transaction, for a
+    concurrent load.)"""
+    mapping, source, kind_def = plan.mapping, plan.result.source, plan.kind_def
+    existing = conn.execute(sa.select(sources_table.c.kind).where(sources_table.c.name == source)).first()
+    if existing is None:
         conn.execute(
-            loads_table.insert().values(
-                load_id=load_id,
-                source=source,
+            sources_table.insert().values(
+                name=source,
                 kind=mapping.kind,
-                mode=mode,
-                file_name=name,
-                started_at=started,
-                finished_at=finished,
-                rows_read=result.rows_read,
-                rows_loaded=result.rows_loaded,
-                rows_rejected=result.rows_rejected,
-                rows_duplicate=result.rows_duplicate,
-                mapping_json=mapping.to_json(),
+                department=department or kind_def.department,
+                owner=owner or department or kind_def.department,
+                created_at=now,
             )
         )
-        record_change(conn, mode_change(mode), load_id=load_id)  # the data version moves with the commit
-        existing = conn.execute(sa.select(sources_table.c.kind).where(sources_table.c.name == source)).first()
-        # (checked before reading too; checked again here, inside the transaction, for a concurrent load)
-        if existing is None:
-            conn.execute(
-                sources_table.insert().values(
-                    name=source,
-                    kind=mapping.kind,
-                    department=department or kind_def.department,
-                    owner=owner or department or kind_def.department,
-                    created_at=finished,
-                )
+    elif existing.kind != mapping.kind:
+        raise IngestError(
+            f"source {source!r} already holds {existing.kind} data; load {mapping.kind} under another source name"
+        )
+    elif department or owner:  # a re-load without them keeps what was set
+        given = {k: v for k, v in (("department", department), ("owner", owner)) if v}
+        conn.execute(sources_table.update().where(sources_table.c.name == source).values(**given))
+
+
+def _stitch(conn: Connection, plan: _Plan, load_id: int) -> None:
+    """Rebuild the identity map with this load's rows; count how its linked rows were matched."""
+    result, mapping = plan.result, plan.mapping
+    clock = time.perf_counter()
+    rebuild_identity_map(conn)
+    result.timings["identity stitching"] = round(time.perf_counter() - clock, 3)
+    if mapping.links:
+        result.links = link_counts(conn, mapping.kind, result.source, load_id)
+        if result.links["linked"]:
+            result.notes.append(
+                f"{result.links['matched']:,} of {result.links['linked']:,} rows keyed only by a link reached "
+                f"a customer; {result.links['unknown']:,} have a key the linked source does not hold (or "
+                f"holds on rows of no customer) and {result.links['ambiguous']:,} a key shared by several "
+                "customers (both left unmatched)"
             )
-        elif existing.kind != mapping.kind:
-            raise IngestError(
-                f"source {source!r} already holds {existing.kind} data; load {mapping.kind} under another source name"
-            )
-        elif department or owner:  # a re-load without them keeps what was set
-            given = {k: v for k, v in (("department", department), ("owner", owner)) if v}
-            conn.execute(sources_table.update().where(sources_table.c.name == source).values(**given))
-        if mapping.links or mode == "replace":
-            save_source_links(conn, source, mapping.links, replace=mode == "replace")
-        result.timings["duplicates and bookkeeping"] = round(time.perf_counter() - clock, 3)
-        if rebuild_identities:
-            clock = time.perf_counter()
-            rebuild_identity_map(conn)
-            result.timings["identity stitching"] = round(time.perf_counter() - clock, 3)
-            if mapping.links:
-                result.links = link_counts(conn, mapping.kind, source, load_id)
-                if result.links["linked"]:
-                    result.notes.append(
-                        f"{result.links['matched']:,} of {result.links['linked']:,} rows keyed only by a link reached "
-                        f"a customer; {result.links['unknown']:,} have a key the linked source does not hold (or "
-                        f"holds on rows of no customer) and {result.links['ambiguous']:,} a key shared by several "
-                        "customers (both left unmatched)"
-                    )
-        result.load_id = load_id
-        result.stored = True
-        if audit_entry is not None and store.app_engine is store.engine:  # commits with the data (ingest_file)
-            audit.amend(conn, audit_entry, _upload_detail(source, name, mode, "stored", result))
-        clock = time.perf_counter()
-    result.timings["commit"] = round(time.perf_counter() - clock, 3)
-    save_mapping(store, source, mapping)
-    log.info(result.summary())
-    return result
