@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+import cxdash.ingest.chunks as chunks_module
 import cxdash.ingest.load as ingest_module
 import cxdash.ingest.validation as validation
 from cxdash.ingest.formats import Formats, detect_date_format
@@ -337,8 +338,9 @@ def test_a_failure_after_the_first_chunk_was_written_stores_nothing(store, tmp_p
     before, rows_before = snapshot(store), stored(store)
     in_pieces(monkeypatch)
     calls = {"n": 0}
-    name = "check" if where == "validating" else "bulk_insert"
-    real = getattr(ingest_module, name)
+    # validation runs where each chunk is prepared, writing where the load writes
+    module, name = (chunks_module, "check") if where == "validating" else (ingest_module, "bulk_insert")
+    real = getattr(module, name)
 
     def fails_on_the_third_call(*args, **kwargs):
         calls["n"] += 1
@@ -346,7 +348,7 @@ def test_a_failure_after_the_first_chunk_was_written_stores_nothing(store, tmp_p
             raise OSError("disk full (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest_module, name, fails_on_the_third_call)
+    monkeypatch.setattr(module, name, fails_on_the_third_call)
     other = tmp_path / "other.csv"
     other.write_text(EVENTS_CSV.replace("U", "V"), encoding="utf-8")
     with pytest.raises(OSError, match="disk full"):
