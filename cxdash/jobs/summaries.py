@@ -41,7 +41,6 @@ __all__ = [
     "MISSING",
     "SUMMARIES",
     "VIEWS",
-    "clear",
     "decode",
     "get",
     "lookup",
@@ -359,8 +358,3 @@ def wait_for_background(timeout: float | None = None) -> None:
     """Wait for background refreshes started in this process (tests, shutdown)."""
     for thread in list(_background):
         thread.join(timeout)
-
-
-def clear(conn: Connection) -> None:
-    """Forget every stored summary (an erasure changes the data without a new load)."""
-    conn.execute(summaries_table.delete())

@@ -35,18 +35,40 @@ from cxdash.store.kinds import KINDS, SourceKind
 __all__ = [
     "ANALYTICS",
     "APP_STATE",
+    "CHANGE_KINDS",
+    "IDENTITY_REBUILD",
+    "KIND_TABLES",
+    "META_COLUMNS",
     "Store",
     "StoreLockedError",
+    "activation_table",
+    "audit_table",
     "bulk_insert",
+    "changes_table",
     "compact_duckdb_file",
     "customer_keys_table",
-    "kind_table",
+    "identity_hubs_table",
+    "identity_map_table",
+    "kind_columns",
     "link_conflicts_table",
+    "loads_table",
+    "make_engine",
+    "mappings_table",
+    "models_table",
     "open_store",
+    "pending_work_table",
+    "quarantine_table",
     "read_frame",
+    "request_work",
+    "scores_table",
     "settings_table",
     "source_links_table",
     "sources_table",
+    "summaries_table",
+    "suppression_table",
+    "users_table",
+    "work_done",
+    "work_pending",
 ]
 
 log = logging.getLogger(__name__)
@@ -244,10 +266,6 @@ settings_table = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Column("updated_by", sa.String),
 )
-
-
-def kind_table(kind: str) -> sa.Table:
-    return KIND_TABLES[kind]
 
 
 class StoreLockedError(RuntimeError):
