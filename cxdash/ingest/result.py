@@ -67,7 +67,7 @@ class IngestResult:
     rows_identical_kept: int = 0  # identical lines of a keyless kind, all kept (numbered #2, #3...)
     rows_already_loaded: int = 0  # rows the source already held from earlier loads
     refused: str | None = None  # why the file would not load (a check reports it, a load raises it)
-    impact: LoadImpact | None = None  # computed by a check (dry run)
+    impact: LoadImpact | None = None  # a check's (cxdash.jobs.check_file: a dry run told how to count customers)
     # Rows of this load whose customer comes through a link (cxdash.identity.links.link_counts):
     # {"linked", "matched", "ambiguous", "unknown"}; empty without links.
     links: dict[str, int] = field(default_factory=dict)
