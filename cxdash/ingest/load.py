@@ -2,8 +2,10 @@
 
 The upload page, the CLI and the demo loader all call ``ingest_file``. A load is a single
 transaction: rows are written chunk by chunk into the source's table under a new load id, then
-de-duplicated against the source's earlier rows; the quarantine, the load log and the identity map
-are updated and everything is committed together.
+de-duplicated against the source's earlier rows; the quarantine, the load log, the data version
+(cxdash.store.version) and the identity map are updated and everything is committed together.
+What runs after a load (the summaries refresh) and a check's impact on the headline belong to
+cxdash.jobs: this package imports only the store and identity.
 Any failure before the commit (a bad row when invalid rows are not accepted, a full disk, a
 killed process) leaves the store exactly as it was.
 While one chunk is written, a worker thread reads, validates and keys the next one (no database
