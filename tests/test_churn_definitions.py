@@ -214,7 +214,7 @@ def test_choosing_the_label_is_stored_audited_and_moves_every_churn_figure(saas,
         assert report["previous"]["churn_rate"] is None  # an undated label has no previous period
 
         from cxdash.jobs import summaries
-        from cxdash.metrics.overview import data_version
+        from cxdash.store.version import data_version
 
         with store.connect() as conn:  # the headline stored by `churn --use` follows the choice
             stored = summaries.lookup(conn, "headline", data_version(conn), {"churn": "label:accounts"})

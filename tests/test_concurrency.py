@@ -52,7 +52,7 @@ READER = textwrap.dedent(
 
 def test_ingest_and_reader_processes_share_the_duckdb_file(tmp_path):
     db = f"duckdb:///{tmp_path / 'shared.duckdb'}"
-    setup = subprocess.run(
+    setup = subprocess.run(  # noqa: S603 - this interpreter running our own module or script, no shell
         [
             sys.executable,
             "-m",
@@ -87,7 +87,7 @@ def test_ingest_and_reader_processes_share_the_duckdb_file(tmp_path):
         json.dumps({"kind": "events", "columns": {"visitor_id": "user", "timestamp": "at", "activity": "event"}})
     )
 
-    writer = subprocess.Popen(
+    writer = subprocess.Popen(  # noqa: S603 - this interpreter running our own module or script, no shell
         [
             sys.executable,
             "-m",
@@ -106,7 +106,7 @@ def test_ingest_and_reader_processes_share_the_duckdb_file(tmp_path):
         text=True,
     )
     out = tmp_path / "reader.json"
-    reader = subprocess.run(
+    reader = subprocess.run(  # noqa: S603 - this interpreter running our own module or script, no shell
         [sys.executable, "-c", READER, db, str(writer.pid), str(out)], capture_output=True, text=True, timeout=300
     )
     stdout, stderr = writer.communicate(timeout=300)
@@ -154,7 +154,7 @@ def test_a_page_opened_while_a_load_holds_the_file_shows_the_previous_data_and_s
     assert not any("A data load is running" in i.value for i in at.info)
 
     monkeypatch.setattr(data, "VERSION_REUSE_S", 0.0)  # read the version afresh on the next run
-    holder = subprocess.Popen(
+    holder = subprocess.Popen(  # noqa: S603 - this interpreter running our own module or script, no shell
         [sys.executable, "-c", HOLDER, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:

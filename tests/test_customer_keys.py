@@ -8,7 +8,16 @@ import sqlalchemy as sa
 from cxdash.identity.stitch import assign_customer_keys
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.store.database import KIND_TABLES, customer_keys_table, identity_map_table, open_store
+from cxdash.jobs.stores import open_store as jobs_open_store
+from cxdash.jobs.stores import upgrade_store
+from cxdash.store.database import (
+    IDENTITY_REBUILD,
+    KIND_TABLES,
+    customer_keys_table,
+    identity_map_table,
+    open_store,
+    work_pending,
+)
 
 CRM = """id,mail,joined
 C1,ann@x.org,2024-01-01
@@ -119,14 +128,44 @@ def test_migrate_upgrades_a_store_written_before_rows_had_keys(tmp_path):
     store.dispose()
 
     upgraded = open_store(url, create=False)
-    changes = upgraded.create_schema()
+    changes = upgrade_store(upgraded)
     assert "added column src_events.cx_key" in changes and "added column identity_map.cx_key" in changes
+    assert any(c.startswith("identity map rebuilt") for c in changes)
     with upgraded.connect() as conn:
         rows = _rows_with_keys(conn)
     with_id = rows[rows["id_key"].notna()]
     assert len(with_id) == 5 and with_id["row_key_int"].notna().all()  # 2 CRM rows + 3 web visits
     assert (with_id["row_key_int"] == with_id["map_key"]).all()
-    assert upgraded.create_schema() == []  # idempotent
+    assert upgrade_store(upgraded) == []  # idempotent
+
+
+def test_a_rebuild_a_migration_asked_for_survives_until_the_store_is_opened_for_the_app(tmp_path):
+    """The store cannot rebuild identities itself: the migration notes it, and the first open
+    through cxdash.jobs (the app, the command line) does it, even when the process that migrated
+    the schema stopped before."""
+    url = f"duckdb:///{tmp_path / 'old.duckdb'}"
+    store = open_store(url)
+    _load(store, tmp_path, "crm.csv", CRM, "crm", CRM_MAP)
+    _load(store, tmp_path, "web.csv", WEB, "web", WEB_MAP)
+    with store.begin() as conn:
+        for t in KIND_TABLES.values():
+            conn.exec_driver_sql(f'ALTER TABLE "{t.name}" DROP COLUMN cx_key')
+        conn.exec_driver_sql("ALTER TABLE identity_map DROP COLUMN cx_key")
+        conn.exec_driver_sql("DROP TABLE customer_keys")
+    store.dispose()
+
+    migrated = open_store(url)  # the store's own open: schema upgraded, rebuild only noted
+    with migrated.connect() as conn:
+        assert work_pending(conn, IDENTITY_REBUILD)
+        assert _rows_with_keys(conn)["row_key_int"].isna().all()
+    migrated.dispose()
+    opened = jobs_open_store(url)
+    with opened.connect() as conn:
+        assert not work_pending(conn, IDENTITY_REBUILD)
+        rows = _rows_with_keys(conn)
+    with_id = rows[rows["id_key"].notna()]
+    assert len(with_id) == 5 and (with_id["row_key_int"] == with_id["map_key"]).all()
+    opened.dispose()
 
 
 def test_the_timeline_time_columns_list_every_step_of_the_timeline():

@@ -31,6 +31,7 @@ from cxdash.store.database import (
     scores_table,
     suppression_table,
 )
+from cxdash.store.version import changes_table, data_version
 
 SALT = "erasure-test-salt"
 
@@ -217,7 +218,7 @@ def test_the_audit_log_holds_a_salted_hash_never_the_id(erased):
     assert detail["request_hash"] == identifier_hash("request:" + erased["request"].lower(), SALT.encode())
     assert detail["customer_hash"] == identifier_hash("cx_id:" + erased["cx_id"], SALT.encode())
     text = log.to_string() + json.dumps(detail)
-    values, phones = _identifiers(erased["keys"])
+    values, _phones = _identifiers(erased["keys"])
     assert not any(v.lower() in text.lower() for v in values | {erased["cx_id"], erased["request"]})
 
 
@@ -231,8 +232,12 @@ def test_the_suppression_list_holds_one_salted_hash_per_identifier(erased):
 
 def test_the_data_version_moved_so_no_cache_serves_the_customer(erased):
     with erased["store"].connect() as conn:
-        last = conn.execute(sa.select(loads_table.c.kind).order_by(loads_table.c.load_id.desc()).limit(1)).scalar()
+        last = conn.execute(sa.select(changes_table.c.kind).order_by(changes_table.c.id.desc()).limit(1)).scalar()
+        loads = conn.execute(sa.select(sa.func.count(), sa.func.max(loads_table.c.load_id))).one()
+        version = data_version(conn)
     assert last == "erasure"
+    # every load of the demo moved the version once and the erasure once more; no pretend load
+    assert loads[0] == loads[1] and version == loads[1] + 1
 
 
 def test_reloading_the_original_extracts_does_not_bring_the_customer_back(erased):

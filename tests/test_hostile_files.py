@@ -110,7 +110,7 @@ def test_negative_and_text_amounts_are_rejected_where_they_make_no_sense(loaded,
 def test_a_customer_key_that_is_always_empty_loads_nothing(loaded, tmp_path):
     p = write(tmp_path, "nokey.csv", b"cust,when,what\n,2024-01-01,login\n,2024-01-02,login\n")
     before = snapshot(loaded)
-    with pytest.raises(IngestError, match="none of the 2 rows is valid.*customer identifier"):
+    with pytest.raises(IngestError, match=r"none of the 2 rows is valid.*customer identifier"):
         ingest_file(loaded, p, source="web", mapping=EVENTS, reject_invalid=True)
     assert snapshot(loaded) == before
 

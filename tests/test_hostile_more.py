@@ -15,10 +15,10 @@ import sqlalchemy as sa
 
 from cxdash.cli import main as cli
 from cxdash.governance.erasure import erase_customer
+from cxdash.ingest.identifiers import normalise_identity
 from cxdash.ingest.load import IngestError, ingest_file
 from cxdash.ingest.mapping import Mapping, MappingError
 from cxdash.ingest.readers import ExtractError
-from cxdash.ingest.validation import normalise_identity
 from cxdash.store.database import KIND_TABLES
 from tests.hostile_support import EVENTS, GOOD, snapshot, write
 

@@ -371,8 +371,8 @@ def test_a_hotspot_frame_stored_in_the_old_shape_is_not_read_but_computed_again(
     from datetime import UTC
 
     from cxdash.jobs import summaries, views
-    from cxdash.metrics.overview import data_version
     from cxdash.store.database import summaries_table
+    from cxdash.store.version import data_version
 
     old = pd.DataFrame(
         {

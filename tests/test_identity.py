@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -9,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cxdash.identity.stitch import stitch
-from cxdash.ingest.validation import normalise_identity
+from cxdash.ingest.identifiers import normalise_identity
 
 
 def graph(edges, crm):
@@ -77,7 +79,7 @@ def test_a_long_chain_between_two_crm_records_merges_neither():
         "email:b@x.org",
         "customer_id:C2",
     ]
-    e, n = graph(list(zip(chain, chain[1:], strict=False)), crm=["customer_id:C1", "customer_id:C2"])
+    e, n = graph(list(itertools.pairwise(chain)), crm=["customer_id:C1", "customer_id:C2"])
     m, hubs = stitch(e, n)
     got = dict(zip(m["id_key"], m["cx_id"], strict=True))
     # each identifier joins the CRM record it is fewest links from; the middle one is equally near both
@@ -91,7 +93,7 @@ def test_a_long_chain_between_two_crm_records_merges_neither():
 def test_bridges_of_three_to_six_links_keep_two_crm_records_apart(bridge):
     middle = [f"visitor_id:m{i}" for i in range(bridge - 1)]
     chain = ["customer_id:C1", *middle, "customer_id:C2"]
-    e, n = graph(list(zip(chain, chain[1:], strict=False)), crm=["customer_id:C1", "customer_id:C2"])
+    e, n = graph(list(itertools.pairwise(chain)), crm=["customer_id:C1", "customer_id:C2"])
     m, hubs = stitch(e, n)
     got = dict(zip(m["id_key"], m["cx_id"], strict=True))
     # by hand: node i of the middle is i+1 links from C1 and bridge-1-i from C2

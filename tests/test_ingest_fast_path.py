@@ -17,20 +17,18 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+import cxdash.ingest.chunks as chunks_module
 import cxdash.ingest.load as ingest_module
 import cxdash.ingest.validation as validation
+from cxdash.ingest.formats import Formats, detect_date_format
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
+from cxdash.ingest.parsers import DATE_FORMATS, _iso_fast, parse_datetime
 from cxdash.ingest.validation import (
-    _DATE_FORMATS,
-    Formats,
-    _detect_date_format,
-    _iso_fast,
     _pandera_failures,
     build_schema,
     check,
     coerce,
-    parse_datetime,
     parse_fields,
 )
 from cxdash.store.database import ANALYTICS, KIND_TABLES, _as_arrow, bulk_insert
@@ -94,7 +92,7 @@ def random_iso_like(rng: random.Random) -> str:
 
 
 def test_iso_dates_read_by_arrow_are_the_instants_pandas_reads():
-    rng = random.Random(8)
+    rng = random.Random(8)  # noqa: S311 - reproducible test data, not a secret
     values = ISO_EDGE_CASES + [random_iso_like(rng) for _ in range(1500)]
     accepted = 0
     for v in values:  # value by value: a column of one value takes the fast path whenever Arrow can
@@ -124,7 +122,7 @@ def exhaustive_date_format(sample: pd.Series) -> tuple[str | None, str | None]:
     if sample.empty:
         return "ISO8601", None
     scores = {}
-    for fmt in _DATE_FORMATS:
+    for fmt in DATE_FORMATS:
         parsed = parse_datetime(sample, fmt)
         ok = parsed.notna()
         if fmt.startswith("epoch"):
@@ -134,7 +132,7 @@ def exhaustive_date_format(sample: pd.Series) -> tuple[str | None, str | None]:
     best = max(scores.values())
     if best == 0:
         return None, None
-    winners = [f for f in _DATE_FORMATS if scores[f] == best]
+    winners = [f for f in DATE_FORMATS if scores[f] == best]
     note = None
     if len(winners) > 1:
         note = f"every value also reads as {winners[1]}; chose {winners[0]} (day-first); check a few dates"
@@ -156,7 +154,7 @@ def exhaustive_date_format(sample: pd.Series) -> tuple[str | None, str | None]:
 )
 def test_the_pruned_date_format_search_finds_what_the_exhaustive_one_finds(values):
     sample = pd.Series(values, dtype="str")
-    assert _detect_date_format(sample) == exhaustive_date_format(sample)
+    assert detect_date_format(sample) == exhaustive_date_format(sample)
 
 
 MESSY_TICKETS = pd.DataFrame(
@@ -340,8 +338,9 @@ def test_a_failure_after_the_first_chunk_was_written_stores_nothing(store, tmp_p
     before, rows_before = snapshot(store), stored(store)
     in_pieces(monkeypatch)
     calls = {"n": 0}
-    name = "check" if where == "validating" else "bulk_insert"
-    real = getattr(ingest_module, name)
+    # validation runs where each chunk is prepared, writing where the load writes
+    module, name = (chunks_module, "check") if where == "validating" else (ingest_module, "bulk_insert")
+    real = getattr(module, name)
 
     def fails_on_the_third_call(*args, **kwargs):
         calls["n"] += 1
@@ -349,7 +348,7 @@ def test_a_failure_after_the_first_chunk_was_written_stores_nothing(store, tmp_p
             raise OSError("disk full (simulated)")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest_module, name, fails_on_the_third_call)
+    monkeypatch.setattr(module, name, fails_on_the_third_call)
     other = tmp_path / "other.csv"
     other.write_text(EVENTS_CSV.replace("U", "V"), encoding="utf-8")
     with pytest.raises(OSError, match="disk full"):
@@ -363,7 +362,7 @@ def test_now_and_today_are_not_dates():
     """pandas parses "now" and "today" as the current time; a cell saying so is not a date."""
     import pandas as pd
 
-    from cxdash.ingest.validation import parse_datetime
+    from cxdash.ingest.parsers import parse_datetime
 
     got = parse_datetime(pd.Series(["2024-01-31", "now", " Today ", "yesterday", "2024-02-01 10:00"]), "ISO8601")
     assert got.isna().tolist() == [False, True, True, True, False]

@@ -16,6 +16,7 @@ from cxdash.cli.main import main
 from cxdash.ingest.load import IngestError, KindUnclearError, ingest_file
 from cxdash.ingest.mapping import Mapping, rank_kinds
 from cxdash.ingest.readers import iter_chunks, read_header
+from cxdash.jobs import check_file
 from cxdash.store.database import KIND_TABLES, loads_table, mappings_table, open_store, quarantine_table, sources_table
 from cxdash.store.kinds import KINDS
 from tests.conftest import FIXTURES
@@ -223,7 +224,7 @@ def test_the_impact_counts_known_and_new_customers_before_loading(tmp_path, caps
         "N4,Z-1,2024-01-01,5\nN5,Z-1,2024-03-01,5\nN6,Z-2,2024-01-01,5\n"
     )
     store = open_store(db)
-    result = ingest_file(store, subs, source="billing", kind="subscriptions", dry_run=True)
+    result = check_file(store, subs, source="billing", kind="subscriptions")
     impact = result.impact
     assert (impact.rows, impact.rows_known, impact.rows_new) == (6, 3, 3)
     assert impact.customers_matched == 2
@@ -253,7 +254,7 @@ def test_new_crm_customers_raise_the_headline_count(tmp_path, store):
     # By hand: C2 is known, C3 and C4 are new; C4 appears twice.
     second = tmp_path / "crm2.csv"
     second.write_text("customer_id,email,name\nC2,b@example.com,x\nC3,c@example.com,y\nC4,d@example.com,z\n")
-    impact = ingest_file(store, second, source="crm", dry_run=True).impact
+    impact = check_file(store, second, source="crm").impact
     assert (impact.rows, impact.rows_known, impact.new_customers) == (3, 1, 2)
     assert (impact.customers_before, impact.customers_after) == (2, 4)
 

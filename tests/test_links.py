@@ -190,14 +190,14 @@ def test_a_file_without_identifier_or_link_is_refused_naming_the_link_to_declare
 
 def test_without_any_loaded_key_to_link_to_the_message_says_to_map_an_identifier(store):
     bare = {k: v for k, v in USAGE.items() if k != "links"}
-    with pytest.raises(MappingError, match="no column identifies the customer.*or declare a link column"):
+    with pytest.raises(MappingError, match=r"no column identifies the customer.*or declare a link column"):
         ingest_file(store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(bare))
 
 
 def test_a_link_to_a_source_not_loaded_is_refused_with_the_fix(store):
     load_company(store, usage=False)
     wrong = {**USAGE, "links": {"subscription_id": {"source": "billing", "field": "subscription_id"}}}
-    with pytest.raises(LinkError, match="no source named 'billing'.*crm.*helpdesk.*subs"):
+    with pytest.raises(LinkError, match=r"no source named 'billing'.*crm.*helpdesk.*subs"):
         ingest_file(store, SAAS / "feature_usage.csv", source="usage", mapping=Mapping.from_dict(wrong))
     wrong_field = {**USAGE, "links": {"subscription_id": {"source": "subs", "field": "account_id"}}}
     with pytest.raises(LinkError, match="linkable key is subscription_id"):
@@ -212,7 +212,7 @@ def test_parse_link_reads_column_source_and_field():
         "sub_ref",
         {"source": "billing.eu", "field": "subscription_id"},
     )
-    with pytest.raises(LinkError, match="COLUMN=SOURCE.FIELD"):
+    with pytest.raises(LinkError, match=r"COLUMN=SOURCE\.FIELD"):
         parse_link("sub_ref")
 
 

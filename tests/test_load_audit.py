@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from cxdash.cli.main import main
 from cxdash.ingest.load import ingest_file
-from cxdash.jobs import summaries
+from cxdash.jobs import loads
 from cxdash.store import audit
 from cxdash.store.database import loads_table, open_store
 
@@ -59,7 +59,7 @@ def test_a_summaries_refresh_that_fails_after_the_load_still_leaves_the_upload_e
     def broken_refresh(*_args, **_kwargs):
         raise RuntimeError("summaries refresh failed")
 
-    monkeypatch.setattr(summaries, "refresh", broken_refresh)
+    monkeypatch.setattr(loads, "refresh", broken_refresh)  # what runs after the load
     code = main(["--db", url, "ingest", str(crm_file), "--source", "crm", "--kind", "customers"])
     assert code == 1  # the refresh failure is reported...
     entries = _uploads(url)
@@ -77,10 +77,12 @@ def test_a_process_killed_right_after_the_commit_leaves_a_stored_upload_entry(tm
         import os
         import cxdash.ingest.load as ingest
         from cxdash.store.database import open_store
-        ingest._save_mapping = lambda *a, **k: os._exit(9)
+        ingest.save_mapping = lambda *a, **k: os._exit(9)
         ingest.ingest_file(open_store({url!r}), {str(crm_file)!r}, source="crm", kind="customers", actor="ann")
     """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(  # noqa: S603 - this interpreter running our own script, no shell
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 9, done.stderr
     load_ids = _load_ids(url)
     assert len(load_ids) == 1  # the data is committed

@@ -10,6 +10,7 @@ import pytest
 from cxdash.governance import privacy
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
+from cxdash.store import suppression
 
 
 def test_masks_keep_only_what_a_reader_needs():
@@ -181,11 +182,11 @@ def test_the_salt_comes_from_the_environment_else_a_private_generated_file(tmp_p
     monkeypatch.setenv("CXDASH_SECRET_SALT", "from-env")
     assert privacy.secret_salt() == b"from-env"
     monkeypatch.delenv("CXDASH_SECRET_SALT")
-    monkeypatch.setattr(privacy, "_salt_from_secrets_file", lambda: None)
+    monkeypatch.setattr(suppression, "_salt_from_secrets_file", lambda: None)
     monkeypatch.setenv("CXDASH_DATA_DIR", str(tmp_path))
     first = privacy.secret_salt()
     assert len(first) == 64 and privacy.secret_salt() == first
-    path = tmp_path / privacy.SALT_FILE_NAME
+    path = tmp_path / suppression.SALT_FILE_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     h = privacy.identifier_hash("email:ann@x.com", first)
     assert len(h) == 64 and "ann" not in h

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import summaries
-from cxdash.metrics.overview import data_version
 from cxdash.store.database import summaries_table
+from cxdash.store.version import data_version
 
 CRM = """id,mail,joined
 C1,ann@x.org,2024-01-01
@@ -215,9 +215,9 @@ def _refuse(name):
 
 
 PAGE_COMPUTATIONS = {
-    "executive.py": ("kpis", ("kpi_report", "kpi_table", "cohort_retention", "conflicts", "predicted_clv")),
+    "executive.py": ("metrics.kpis", ("kpi_report", "kpi_table", "cohort_retention", "conflicts", "predicted_clv")),
     "journeys.py": (
-        "journeys",
+        "journeys.discovery",
         (
             "discover_dfg",
             "activity_nodes",

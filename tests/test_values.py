@@ -335,7 +335,7 @@ def test_the_rejected_rows_download_finds_each_record_by_its_number_not_its_line
 @settings(max_examples=300, deadline=None)
 @given(st.decimals(min_value=-(10**9), max_value=10**9, places=2, allow_nan=False, allow_infinity=False))
 def test_any_amount_written_with_either_decimal_mark_reads_back_and_the_other_mark_is_never_guessed(d):
-    from cxdash.ingest.validation import parse_number
+    from cxdash.ingest.parsers import parse_number
 
     point = f"{d:,.2f}"  # Python's own formatting: 1,234.56
     comma = point.replace(",", "_").replace(".", ",").replace("_", ".")  # 1.234,56

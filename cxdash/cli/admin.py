@@ -10,6 +10,7 @@ from cxdash.governance import auth
 from cxdash.governance.erasure import erase_customer
 from cxdash.governance.health import governance
 from cxdash.governance.sources import set_source_owner
+from cxdash.jobs import upgrade_store
 from cxdash.metrics.overview import source_summary
 from cxdash.store.database import compact_duckdb_file, open_store
 
@@ -135,7 +136,7 @@ def cmd_compact(args) -> int:
 
 def cmd_migrate(args) -> int:
     store = open_store(args.db, create=False)
-    changes = store.create_schema()
+    changes = upgrade_store(store)
     for change in changes:
         print(change)
     print(f"schema up to date at {store.url}" + (f" ({len(changes)} change(s))" if changes else ""))

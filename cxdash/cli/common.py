@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import getpass
 
+from cxdash.jobs import open_store
 from cxdash.metrics import churn
-from cxdash.store.database import open_store
 
 __all__ = ["churn_in_force", "cli_actor", "jsonable", "store_of"]
 

@@ -14,9 +14,9 @@ from cxdash.exporting import safe_csv
 from cxdash.identity.links import parse_link
 from cxdash.ingest.load import IngestError, KindUnclearError, ingest_file
 from cxdash.ingest.mapping import load_mapping
-from cxdash.jobs import summaries
-from cxdash.metrics.overview import data_version
+from cxdash.jobs import after_load, check_file
 from cxdash.risk import NotEnoughChurnError
+from cxdash.store.version import data_version
 
 __all__ = ["REPORT_MAX_FAILURES", "cmd_demo", "cmd_ingest"]
 
@@ -118,7 +118,7 @@ def cmd_ingest(args) -> int:
     store = store_of(args)
     mapping = load_mapping(args.mapping) if args.mapping else None
     try:
-        result = ingest_file(
+        result = (check_file if args.check else ingest_file)(
             store,
             args.file,
             source=args.source,
@@ -126,7 +126,6 @@ def cmd_ingest(args) -> int:
             mapping=mapping,
             mode=args.mode,
             reject_invalid=args.reject_invalid,
-            dry_run=args.check,
             department=args.department,
             owner=args.owner,
             links=_links(args.link),
@@ -167,7 +166,7 @@ def cmd_ingest(args) -> int:
             print(f"  {note}")
 
     if result.stored and (result.rows_loaded or args.mode == "replace"):
-        summaries.refresh(store)
+        after_load(store)
     return 0 if result.rows_loaded or result.rows_duplicate else 1
 
 

@@ -8,10 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cxdash.demo.world import write_demo_extracts
-from cxdash.identity.stitch import rebuild_identity_map
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.jobs import summaries
+from cxdash.jobs import after_load, stitch_identities
 from cxdash.store.database import Store
 
 __all__ = ["build_demo"]
@@ -56,10 +55,9 @@ def build_demo(
         )
         rows += result.rows_loaded
     phase("identity")
-    with store.begin() as conn:
-        rebuild_identity_map(conn)
+    stitch_identities(store)
     t2 = time.perf_counter()
-    took = summaries.refresh(store, progress=lambda name: phase(f"summary {name}"))
+    took = after_load(store, progress=lambda name: phase(f"summary {name}"))
     t3 = time.perf_counter()
     return {
         "sources": [ex.source for ex in extracts],

@@ -14,10 +14,10 @@
    is searched, so tables added later (scores, activation lists, snapshots) are covered as long
    as they name their customer column one of those. The quarantine holds single failing values,
    so its rows whose value is one of the identifiers are deleted too. The identity map is then
-   rebuilt from the rows that remain, and the data version moves (a load-log entry of kind
-   ``erasure``) so no page serves a cached result that still shows the customer;
-4. sweeps the app state again (rows a scoring run wrote between 2 and 3, the stored summaries)
-   and records the request in the audit log with a salted hash of the id (never the id).
+   rebuilt from the rows that remain, the stored summaries (which counted the customer) are
+   cleared, and the data version moves (``cxdash.store.version``: a change of kind ``erasure``)
+   so no page serves a cached result that still shows the customer;
+4. sweeps the app state again (rows a scoring run wrote between 2 and 3) and records the request in the audit log with a salted hash of the id (never the id).
 
 On an embedded DuckDB file the freed space is then overwritten (``scrub_freed_space``): DuckDB
 frees deleted rows' blocks without erasing them, so the file would otherwise still hold the ids.
@@ -43,22 +43,24 @@ from datetime import UTC, datetime
 import pandas as pd
 import sqlalchemy as sa
 
-from cxdash.governance.privacy import identifier_hash, secret_salt
 from cxdash.identity.stitch import rebuild_identity_map
-from cxdash.ingest.validation import normalise_identity
-from cxdash.jobs import summaries
+from cxdash.ingest.identifiers import normalise_identity
 from cxdash.store import audit
 from cxdash.store.database import (
     ANALYTICS,
     APP_STATE,
+    KIND_TABLES,
     Store,
+    customer_keys_table,
     identity_hubs_table,
     identity_map_table,
-    loads_table,
     quarantine_table,
+    summaries_table,
     suppression_table,
 )
 from cxdash.store.kinds import IDENTITY_FIELDS
+from cxdash.store.suppression import identifier_hash, secret_salt, suppressed_hashes
+from cxdash.store.version import record_change
 
 __all__ = [
     "CUSTOMER_COLUMNS",
@@ -66,8 +68,6 @@ __all__ = [
     "ErasureResult",
     "erase_customer",
     "resolve_customer",
-    "suppressed_hashes",
-    "suppressed_rows",
 ]
 
 log = logging.getLogger(__name__)
@@ -202,8 +202,6 @@ def _delete_matching(
 def _delete_linked_rows(conn: sa.Connection, cx_id: str, counts: dict[str, int]) -> None:
     """Rows that carry no identifier and reached the customer through a link (a usage row keyed
     by the customer's subscription id, cxdash/identity/links.py): found by the customer's key."""
-    from cxdash.store.database import KIND_TABLES, customer_keys_table
-
     ck = customer_keys_table
     cx_key = conn.execute(sa.select(ck.c.cx_key).where(ck.c.cx_id == cx_id)).scalar()
     if cx_key is None:
@@ -219,8 +217,8 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
     Three steps, each idempotent on the customer, so a retry after a failure at any point finishes
     the job: (1) on the app-state store, the suppression hashes (from then on no load brings the
     customer back) and the customer's app rows (scores, follow-ups); (2) one transaction on the
-    analytical store; (3) on the app-state store again, app rows written meanwhile (a scoring run
-    between 1 and 2) and the stored summaries. A retry whose customer is already gone from the
+    analytical store (rows, identity map, stored summaries, data version); (3) on the app-state
+    store again, app rows written meanwhile (a scoring run between 1 and 2). A retry whose customer is already gone from the
     analytical store (a failure in step 3) finds the identifier suppressed and runs step 3 again.
     """
     salt = secret_salt()
@@ -262,11 +260,11 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
         _delete_linked_rows(conn, cx_id, counts)
         _delete_matching(conn, ANALYTICS, cx_id, id_keys, values, counts)
         rebuild_identity_map(conn)
-        _bump_data_version(conn, now)
+        conn.execute(summaries_table.delete())  # stored aggregates counted the customer
+        record_change(conn, "erasure")
     _fail_point("analytics")
     with store.app_begin() as conn:  # 3
         _delete_matching(conn, APP_STATE, cx_id, id_keys, values, counts)
-        summaries.clear(conn)  # stored aggregates counted the customer
     result = ErasureResult(
         identifier_hash("cx_id:" + cx_id, salt), len(id_keys), {k: v for k, v in counts.items() if v}
     )
@@ -348,26 +346,6 @@ def _fail_point(step: str) -> None:
     """A place where tests make an erasure fail between its steps (a crash, a lost connection)."""
 
 
-def _bump_data_version(conn: sa.Connection, now: datetime) -> None:
-    load_id = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(loads_table.c.load_id), 0))).scalar()) + 1
-    conn.execute(
-        loads_table.insert().values(
-            load_id=load_id,
-            source="(erasure)",
-            kind="erasure",
-            mode="erase",
-            file_name=None,
-            started_at=now,
-            finished_at=now,
-            rows_read=0,
-            rows_loaded=0,
-            rows_rejected=0,
-            rows_duplicate=0,
-            mapping_json=None,
-        )
-    )
-
-
 def _already_suppressed(store: Store, identifier: str, salt: bytes) -> bool:
     """Is ``identifier`` (as typed) one of an erased customer's identifiers?"""
     keys = [*_candidate_keys(identifier), "cx_id:" + identifier.strip()]
@@ -384,7 +362,8 @@ def _already_suppressed(store: Store, identifier: str, salt: bytes) -> bool:
 def _finish_erased(store: Store, identifier: str, *, actor: str, salt: bytes) -> ErasureResult:
     """Step 3 again, for a customer already gone from the analytical store: delete the app rows of
     every suppressed identifier (found by hashing the app tables' customer columns; the ids
-    themselves are no longer on record) and the stored summaries."""
+    themselves are no longer on record), and clear the stored summaries again (a refresh may
+    have stored some since)."""
     suppressed = suppressed_hashes(store)
     counts: dict[str, int] = {}
     with store.app_begin() as conn:
@@ -399,7 +378,8 @@ def _finish_erased(store: Store, identifier: str, *, actor: str, salt: bytes) ->
                 if gone:
                     n = conn.execute(table.delete().where(table.c[col].in_(gone))).rowcount or 0
                     counts[table.name] = counts.get(table.name, 0) + int(n)
-        summaries.clear(conn)
+    with store.begin() as conn:
+        conn.execute(summaries_table.delete())
     result = ErasureResult(
         identifier_hash("request:" + identifier.strip().lower(), salt),
         0,
@@ -420,30 +400,3 @@ def _finish_erased(store: Store, identifier: str, *, actor: str, salt: bytes) ->
     )
     log.info(result.summary())
     return result
-
-
-def suppressed_hashes(store: Store) -> set[str]:
-    """Every suppressed identifier hash (empty on a store that never erased anyone)."""
-    with store.app_begin() as conn:
-        return {r[0] for r in conn.execute(sa.select(suppression_table.c.id_hash))}
-
-
-def suppressed_rows(typed: pd.DataFrame, hashes: set[str], salt: bytes | None = None) -> pd.Series:
-    """Which rows carry an erased customer's identifier.
-
-    In: rows with identifier columns (any of ``IDENTITY_FIELDS``, raw or normalised) and the
-    suppressed hashes. Out: a boolean Series on ``typed``'s index. Each distinct identifier is hashed once.
-    """
-    hit = pd.Series(False, index=typed.index)
-    if not hashes:
-        return hit
-    salt = salt if salt is not None else secret_salt()
-    for f in IDENTITY_FIELDS:
-        if f not in typed.columns:
-            continue
-        col = normalise_identity(f, typed[f])
-        uniques = col.dropna().unique()
-        bad = {v for v in uniques if identifier_hash(f"{f}:{v}", salt) in hashes}
-        if bad:
-            hit |= col.isin(bad).fillna(False).astype(bool)
-    return hit

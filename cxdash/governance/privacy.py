@@ -16,23 +16,18 @@ and the salted hashes that stand in for a customer's identifiers once they have 
 
 from __future__ import annotations
 
-import hmac
 import logging
 import os
 import re
-import secrets
-import tomllib
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from hashlib import sha256
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cxdash import config
+from cxdash.store.suppression import identifier_hash, secret_salt
 
 __all__ = [
     "DEFAULT_MIN_GROUP_SIZE",
@@ -441,51 +436,6 @@ def keep_consented(
         contains = allowed.__contains__ if isinstance(allowed, (set, frozenset, dict)) else set(allowed).__contains__
         keep = pd.Series([isinstance(v, str) and contains(v) for v in values], index=frame.index, dtype=bool)
     return frame.loc[keep].reset_index(drop=True), int((~keep).sum())
-
-
-# ----------------------------------------------------------------------------- salted hashes
-SALT_ENV = "CXDASH_SECRET_SALT"
-SALT_FILE_NAME = ".secret_salt"
-
-
-def _salt_from_secrets_file() -> str | None:
-    path = config.REPO_ROOT / ".streamlit" / "secrets.toml"
-    if not path.is_file():
-        return None
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        log.warning("cannot read %s: %s", path, exc)
-        return None
-    value = data.get("cxdash_secret_salt") or data.get("cxdash", {}).get("secret_salt")
-    return str(value) if value else None
-
-
-def secret_salt() -> bytes:
-    """The installation's secret salt: ``$CXDASH_SECRET_SALT``, else ``cxdash_secret_salt`` in
-    ``.streamlit/secrets.toml``, else a random one generated once into ``data/.secret_salt``
-    (git-ignored, readable by the owner only). Keep it: suppression hashes made with one salt
-    do not match under another."""
-    value = os.environ.get(SALT_ENV) or _salt_from_secrets_file()
-    if value:
-        return value.encode("utf-8")
-    path = Path(os.environ.get("CXDASH_DATA_DIR", config.DATA_DIR)) / SALT_FILE_NAME
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first: use theirs
-            pass
-        else:
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32))
-            log.warning("generated a secret salt in %s; back it up with the database", path)
-    return path.read_text().strip().encode("utf-8")
-
-
-def identifier_hash(key: str, salt: bytes | None = None) -> str:
-    """HMAC-SHA256 (hex) of an identifier written ``field:normalised value``."""
-    return hmac.new(salt if salt is not None else secret_salt(), key.encode("utf-8"), sha256).hexdigest()
 
 
 # ----------------------------------------------------------------------------- differencing

@@ -2,3 +2,15 @@
 Owns the stitching of identifiers into customer keys and the links between extracts.
 Imports only the store.
 """
+
+from cxdash.identity.links import parse_link, resolve_links, suggest_links
+from cxdash.identity.stitch import rebuild_identity_map, rebuild_if_pending, stitch
+
+__all__ = [
+    "parse_link",
+    "rebuild_identity_map",
+    "rebuild_if_pending",
+    "resolve_links",
+    "stitch",
+    "suggest_links",
+]

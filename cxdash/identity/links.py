@@ -357,7 +357,7 @@ def _overlaps(conn: Connection, frame: pd.DataFrame, pairs: list[tuple[str, str,
     for column, ts, _kind, tf in pairs:
         v = values[column]
         customers = pd.to_numeric(v.map(found.get((column, ts, tf), {})), errors="coerce")
-        matched, total = int(customers.notna().sum()), int(len(v))
+        matched, total = int(customers.notna().sum()), len(v)
         out.append(
             LinkSuggestion(
                 column,

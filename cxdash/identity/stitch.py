@@ -29,16 +29,26 @@ from sqlalchemy.engine import Connection
 
 from cxdash.identity.links import resolve_links
 from cxdash.store.database import (
+    IDENTITY_REBUILD,
     KIND_TABLES,
     bulk_insert,
     customer_keys_table,
     identity_hubs_table,
     identity_map_table,
     read_frame,
+    work_done,
+    work_pending,
 )
 from cxdash.store.kinds import IDENTITY_FIELDS, KINDS
 
-__all__ = ["DEFAULT_HUB_DEGREE", "assign_customer_keys", "rebuild_identity_map", "stamp_customer_keys", "stitch"]
+__all__ = [
+    "DEFAULT_HUB_DEGREE",
+    "assign_customer_keys",
+    "rebuild_identity_map",
+    "rebuild_if_pending",
+    "stamp_customer_keys",
+    "stitch",
+]
 
 log = logging.getLogger(__name__)
 
@@ -274,12 +284,19 @@ def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE)
         _rekey_hub_rows(conn)
     stamp_customer_keys(conn)
     links = resolve_links(conn)
+    work_done(conn, IDENTITY_REBUILD)  # a migration's request (cxdash.store.database) is met
     summary = {
-        "identifiers": int(len(id_map)),
+        "identifiers": len(id_map),
         "customers": int(id_map.loc[id_map["known"], "cx_id"].nunique()) if len(id_map) else 0,
-        "hubs": int(len(hubs)),
+        "hubs": len(hubs),
         "refused_links": refused,
         "link_conflicts": links["conflicts"],
     }
     log.info("identity map rebuilt: %s", summary)
     return summary
+
+
+def rebuild_if_pending(conn: Connection) -> dict | None:
+    """Rebuild the identity map when a migration asked for it (a store written before rows carried
+    their customer key): the summary of the rebuild, or None when none was pending."""
+    return rebuild_identity_map(conn) if work_pending(conn, IDENTITY_REBUILD) else None

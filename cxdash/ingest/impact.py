@@ -114,19 +114,18 @@ def _has_rows(conn: Connection, table: sa.Table) -> bool:
     return conn.execute(sa.select(sa.literal(1)).select_from(table).limit(1)).first() is not None
 
 
-def load_impact(conn: Connection, kind: str, ids: pd.DataFrame) -> LoadImpact:
+def load_impact(conn: Connection, kind: str, ids: pd.DataFrame, customers_before: int) -> LoadImpact:
     """The impact of loading rows of ``kind`` whose identifiers are ``ids``.
 
     ``ids`` has one row per identifier on a file row: ``line`` (the file line), ``primary_key``
     (the row's first identifier, ``field:value``) and ``id_key`` (one of its identifiers,
     ``field:value``, normalised as stored). The lookup runs in the database (a temporary table
     joined to ``identity_map``); nothing is written outside the caller's transaction, and the
-    temporary table is dropped before returning.
+    temporary table is dropped before returning. ``customers_before``: the headline's customer
+    count now (the read paths define it; the caller counts it on ``conn``).
     """
-    from cxdash.metrics.kpis import headline  # kpis imports the store; keep this module light to import
-
     impact = LoadImpact(kind)
-    impact.customers_before = headline(conn).customers
+    impact.customers_before = customers_before
     impact.store_has_crm = _has_rows(conn, KIND_TABLES["customers"])
     impact.store_has_customers = _has_rows(conn, identity_map_table)
     _IDS.drop(conn, checkfirst=True)

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from cxdash.ingest.errors import MappingError
+from cxdash.ingest.formats import detect_date_format
+from cxdash.ingest.parsers import parse_bool, parse_datetime, parse_number
 from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, SourceKind, get_kind
 
 __all__ = [
@@ -33,10 +36,6 @@ __all__ = [
     "suggest_mapping",
     "suggest_source_name",
 ]
-
-
-class MappingError(ValueError):
-    """The mapping does not fit the file or the kind; the message says which field and how to fix it."""
 
 
 @dataclass
@@ -285,8 +284,6 @@ def _looks_like_dates(values: pd.Series, name: str = "") -> bool:
 @functools.lru_cache(maxsize=4096)
 def _dates_in(values: tuple[str, ...], name: str) -> bool:
     """``_looks_like_dates`` of these (stripped, non-empty) values: a pure function of its arguments."""
-    from cxdash.ingest.validation import _detect_date_format, parse_datetime
-
     # No date format reads a value without a digit, and the verdict needs half of the values read:
     # a column of words is answered without trying the formats.
     if sum(any(c.isdigit() for c in x) for x in values) * 2 < len(values):
@@ -294,7 +291,7 @@ def _dates_in(values: tuple[str, ...], name: str) -> bool:
     v = pd.Series(values, dtype="string")
     if v.str.fullmatch(_DURATION_VALUE).fillna(False).mean() >= 0.5:
         return False
-    fmt, _ = _detect_date_format(v)
+    fmt, _ = detect_date_format(v)
     if fmt is None:
         return False
     plain = v.str.fullmatch(_PLAIN_NUMBER).fillna(False).mean() >= 0.5
@@ -319,16 +316,12 @@ def _values_fit(f, values: pd.Series | None, name: str) -> bool:
         return True
     low = v.str.lower()
     if f.dtype == "bool":
-        from cxdash.ingest.validation import parse_bool
-
         return bool(parse_bool(v).notna().mean() >= 0.9)
     if f.dtype in ("int", "float"):
         if low.isin(_BOOL_WORDS).all():
             return False
         if low.isin({"0", "1"}).all() and _FLAG_NAME.search(_norm(name)):
             return False
-        from cxdash.ingest.validation import parse_number
-
         # Numbers under either decimal mark: which mark is right is validation's question.
         return bool((parse_number(v, ".").notna() | parse_number(v, ",").notna()).mean() >= 0.8)
     return True
@@ -355,39 +348,54 @@ def suggest_mapping(kind: str | SourceKind, header: list[str], sample: pd.DataFr
         key=lambda f: (not f.required, f.name not in IDENTITY_FIELDS, kind.field_names.index(f.name)),
     )
     for f in order:
-        pats = _SYNONYMS.get(f.name, ()) + (rf"^{re.escape(f.name)}$",)
-        found = None
-        for pat in pats:
-            for col, n in normed.items():
-                if col in taken or n == "id":
-                    continue
-                if f.name == "customer_id" and pat.startswith("^account") and "account_id" in kind.field_names:
-                    continue  # the kind has an account_id field of its own for this column
-                if re.search(pat, n) and _values_fit(f, values(col), col):
-                    found = col
-                    break
-            if found:
-                break
+        found = _column_by_name(kind, f, normed, taken, values)
         if found:
             columns[f.name] = found
             taken.add(found)
-    bare_id = next((c for c, n in normed.items() if n == "id" and c not in taken), None)
-    if bare_id is not None:
-        has_identity = any(f in columns for f in kind.identity_fields)
-        own = _OWN_ID.get(kind.name)
-        if own and own in kind.field_names and own not in columns and (has_identity or own in IDENTITY_FIELDS):
-            columns[own] = bare_id
-        elif not has_identity and "customer_id" in kind.field_names:
-            columns["customer_id"] = bare_id  # e.g. lifetimes' (id, date) purchases: the id is the customer
+    _map_bare_id(kind, normed, columns, taken)
     if sample is not None:
-        for f in kind.fields:
-            if f.dtype == "datetime" and f.required and f.name not in columns:
-                for col in header:
-                    if col not in taken and col in sample.columns and _looks_like_dates(sample[col], col):
-                        columns[f.name] = col
-                        taken.add(col)
-                        break
+        _map_required_dates(kind, header, sample, columns, taken)
     return Mapping(kind.name, columns)
+
+
+def _column_by_name(kind: SourceKind, f, normed: dict[str, str], taken: set[str], values) -> str | None:
+    """The first free column whose normalised name matches one of ``f``'s patterns (in order) and
+    whose values fit the field."""
+    for pat in (*_SYNONYMS.get(f.name, ()), rf"^{re.escape(f.name)}$"):
+        for col, n in normed.items():
+            if col in taken or n == "id":
+                continue
+            if f.name == "customer_id" and pat.startswith("^account") and "account_id" in kind.field_names:
+                continue  # the kind has an account_id field of its own for this column
+            if re.search(pat, n) and _values_fit(f, values(col), col):
+                return col
+    return None
+
+
+def _map_bare_id(kind: SourceKind, normed: dict[str, str], columns: dict[str, str], taken: set[str]) -> None:
+    """A column named just ``id`` is the kind's own key, or the customer when nothing else is."""
+    bare_id = next((c for c, n in normed.items() if n == "id" and c not in taken), None)
+    if bare_id is None:
+        return
+    has_identity = any(f in columns for f in kind.identity_fields)
+    own = _OWN_ID.get(kind.name)
+    if own and own in kind.field_names and own not in columns and (has_identity or own in IDENTITY_FIELDS):
+        columns[own] = bare_id
+    elif not has_identity and "customer_id" in kind.field_names:
+        columns["customer_id"] = bare_id  # e.g. lifetimes' (id, date) purchases: the id is the customer
+
+
+def _map_required_dates(
+    kind: SourceKind, header: list[str], sample: pd.DataFrame, columns: dict[str, str], taken: set[str]
+) -> None:
+    """A required date field no name matched takes the first free column whose values are dates."""
+    for f in kind.fields:
+        if f.dtype == "datetime" and f.required and f.name not in columns:
+            for col in header:
+                if col not in taken and col in sample.columns and _looks_like_dates(sample[col], col):
+                    columns[f.name] = col
+                    taken.add(col)
+                    break
 
 
 # ---------------------------------------------------------------- which kind is this file?
@@ -568,54 +576,76 @@ def _rank_one(kind: SourceKind, header: list[str], sample: pd.DataFrame | None, 
         reasons.append("no customer identifier: no column reads as " + ", ".join(kind.identity_fields))
         # (rank_kinds adds which identifier columns the file has that this kind does not take)
 
-    contradicted = False
     entity = _customer_entity(kind, mapping)
+    delta, contradicted = _entity_evidence(kind, mapping, entity, sample, reasons)
+    score += delta
+    if row_id and row_id not in entity:
+        score += _row_id_evidence(kind, row_id, reasons)
+    if not kind.natural_key and ids and sample is not None and rows:
+        score += _per_customer_evidence(kind, mapping.columns[ids[0]], sample, reasons)
+    _date_reasons(kind, mapping, missing, reasons)
+    confidence = "no fit" if not fits else "possible" if score >= POSSIBLE_MIN_SCORE else "unlikely"
+    return KindGuess(kind.name, round(score, 2), confidence, reasons, mapping, fits, identified, contradicted, found_by)
+
+
+def _entity_evidence(
+    kind: SourceKind, mapping: Mapping, entity: list[str], sample: pd.DataFrame | None, reasons: list[str]
+) -> tuple[float, bool]:
+    """Does the kind's own key (``entity``) repeat in the sample? Its score and whether the
+    repeats contradict the kind; the reason goes first in ``reasons``."""
     what = _singular(kind.name)
-    if entity and sample is not None and rows:
+    if entity and sample is not None and len(sample):
         keyed, repeated = _repeats(sample, entity)
         cols = " + ".join(repr(c) for c in entity)
         if keyed and repeated == 0:
-            score += 2.0
             reasons.insert(0, f"column {cols} is unique in the {keyed:,} rows read: one row per {what}")
-        elif keyed:
+            return 2.0, False
+        if keyed:
             share = repeated / keyed
             contradicted = share > REPEAT_CONTRADICTS
-            score -= (1.0 + 4.0 * share) if contradicted else 0.5
             reasons.insert(
                 0,
                 f"{cols} repeats: {repeated:,} of the {keyed:,} rows read repeat a key, so not one row per {what}",
             )
-    elif kind.natural_key and not set(kind.natural_key) <= set(IDENTITY_FIELDS):
-        score -= 0.5
+            return (-(1.0 + 4.0 * share) if contradicted else -0.5), contradicted
+        return 0.0, False
+    if kind.natural_key and not set(kind.natural_key) <= set(IDENTITY_FIELDS):
         reasons.append(f"no {' + '.join(kind.natural_key)} column")
+        return -0.5, False
+    return 0.0, False
 
-    if row_id and row_id not in entity:
-        stem = _stem(row_id)
-        if set(stem.split("_")) & _kind_words(kind):
-            score += 0.5
-        else:
-            score -= 2.0
-            reasons.insert(
-                0,
-                f"column {row_id!r} is unique: each row is one {stem.replace('_', ' ') or 'record'}, "
-                f"and {kind.name} has no field for that",
-            )
 
-    if not kind.natural_key and ids and sample is not None and rows:
-        per = sample[mapping.columns[ids[0]]].dropna()
-        if len(per) and per.nunique() < len(per):
-            score += 1.0
-            reasons.append(
-                f"several rows per customer ({per.nunique():,} distinct {mapping.columns[ids[0]]!r} "
-                f"in {len(per):,} rows), as {kind.name} have"
-            )
-        elif len(per) >= MIN_ROWS_FOR_UNIQUENESS:  # a handful of rows proves nothing either way
-            score -= 1.0
-            reasons.append(
-                f"every row is a different customer ({mapping.columns[ids[0]]!r} is unique in {len(per):,} rows): "
-                f"not a log of many {kind.name} per customer"
-            )
+def _row_id_evidence(kind: SourceKind, row_id: str, reasons: list[str]) -> float:
+    """A unique column the kind has no field for says each row is something else."""
+    stem = _stem(row_id)
+    if set(stem.split("_")) & _kind_words(kind):
+        return 0.5
+    reasons.insert(
+        0,
+        f"column {row_id!r} is unique: each row is one {stem.replace('_', ' ') or 'record'}, "
+        f"and {kind.name} has no field for that",
+    )
+    return -2.0
 
+
+def _per_customer_evidence(kind: SourceKind, column: str, sample: pd.DataFrame, reasons: list[str]) -> float:
+    """A keyless kind is a log: several rows per customer (``column`` identifies them) fit it."""
+    per = sample[column].dropna()
+    if len(per) and per.nunique() < len(per):
+        reasons.append(
+            f"several rows per customer ({per.nunique():,} distinct {column!r} in {len(per):,} rows), as {kind.name} have"
+        )
+        return 1.0
+    if len(per) >= MIN_ROWS_FOR_UNIQUENESS:  # a handful of rows proves nothing either way
+        reasons.append(
+            f"every row is a different customer ({column!r} is unique in {len(per):,} rows): "
+            f"not a log of many {kind.name} per customer"
+        )
+        return -1.0
+    return 0.0
+
+
+def _date_reasons(kind: SourceKind, mapping: Mapping, missing: list[str], reasons: list[str]) -> None:
     for f in kind.fields:
         if f.dtype == "datetime" and f.required:
             if f.name in mapping.columns:
@@ -624,8 +654,6 @@ def _rank_one(kind: SourceKind, header: list[str], sample: pd.DataFrame | None, 
                 reasons.append(f"no date column for {f.name}")
     if not any(f.dtype == "datetime" and f.name in mapping.columns for f in kind.fields) and not missing:
         reasons.append("no date column")
-    confidence = "no fit" if not fits else "possible" if score >= POSSIBLE_MIN_SCORE else "unlikely"
-    return KindGuess(kind.name, round(score, 2), confidence, reasons, mapping, fits, identified, contradicted, found_by)
 
 
 def rank_kinds(header: list[str], sample: pd.DataFrame | None = None) -> list[KindGuess]:

@@ -26,20 +26,27 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash.governance import health
+from cxdash.governance.privacy import consented_customers
+from cxdash.jobs.views import COMPUTATIONS as VIEW_COMPUTATIONS
+from cxdash.jobs.views import default_params, params_key
+from cxdash.metrics import churn, overview
+from cxdash.metrics.churn import Definition, candidates
+from cxdash.metrics.kpis import Headline, KpiReport, filter_options, headline
 from cxdash.store.database import Store, summaries_table
+from cxdash.store.version import data_version
 
 __all__ = [
     "LANDING",
     "MISSING",
     "SUMMARIES",
     "VIEWS",
-    "clear",
-    "get",
     "decode",
+    "get",
     "lookup",
     "refresh",
-    "stored_payloads",
     "refresh_in_background",
+    "stored_payloads",
     "summaries_table",
     "wait_for_background",
 ]
@@ -48,23 +55,16 @@ log = logging.getLogger(__name__)
 
 
 def _headline(conn: Connection, churn: str | None = None):
-    from cxdash.metrics.churn import Definition
-    from cxdash.metrics.kpis import headline
-
     return headline(conn, Definition.parse(churn) if churn else None)
 
 
 def _churn_candidates(conn: Connection) -> list[dict]:
-    from cxdash.metrics.churn import candidates
-
     return [c.to_dict() for c in candidates(conn)]
 
 
 def effective_churn(store: Store, stored_candidates: list[dict] | None = None) -> str | None:
     """The name of the churn definition in force: the company's choice (app state) when the data
     supports it, else the suggestion. ``stored_candidates``: the ``churn_candidates`` summary."""
-    from cxdash.metrics import churn
-
     chosen = churn.chosen_name(store)
     with store.connect() as conn:
         cands = None if stored_candidates is None else [churn.Candidate.from_dict(d) for d in stored_candidates]
@@ -72,22 +72,14 @@ def effective_churn(store: Store, stored_candidates: list[dict] | None = None) -
 
 
 def _consented_customers(conn: Connection) -> pd.DataFrame:
-    from cxdash.governance.privacy import consented_customers
-
     return pd.DataFrame({"cx_id": sorted(consented_customers(conn))}, dtype="string")
 
 
 def _filter_options(conn: Connection) -> dict[str, list[str]]:
-    from cxdash.metrics.kpis import filter_options
-
     return filter_options(conn)
 
 
 def _computations() -> dict[str, Callable[..., object]]:
-    from cxdash.governance import health
-    from cxdash.jobs import views
-    from cxdash.metrics import overview
-
     return {
         "source_summary": overview.source_summary,
         "activity_by_month": overview.activity_by_month,
@@ -100,7 +92,7 @@ def _computations() -> dict[str, Callable[..., object]]:
         "source_latency": health.source_latency,
         "consented_customers": _consented_customers,
         "filter_options": _filter_options,
-        **views.COMPUTATIONS,
+        **VIEW_COMPUTATIONS,
     }
 
 
@@ -199,8 +191,6 @@ def _frame_from(body: bytes) -> pd.DataFrame:
 
 
 def _encode(value) -> bytes:
-    from cxdash.metrics.kpis import KpiReport
-
     if isinstance(value, pd.DataFrame):
         return _frame_payload(value)
     if isinstance(value, KpiReport):
@@ -217,15 +207,11 @@ def _decode(name: str, payload: bytes):
     if tag == b"P":
         return pd.read_parquet(io.BytesIO(body))
     if tag == b"K":
-        from cxdash.metrics.kpis import KpiReport
-
         return KpiReport.from_state(json.loads(body))
     if tag == b"L":
         return json.loads(body)
     data = json.loads(body)
     if name == "headline":
-        from cxdash.metrics.kpis import Headline
-
         return Headline(
             as_of=datetime.fromisoformat(data["as_of"]) if data.get("as_of") else None,
             customers=data["customers"],
@@ -244,8 +230,6 @@ def _decode(name: str, payload: bytes):
 
 def lookup(conn: Connection, name: str, version: int, params: dict | None = None):
     """The stored result of ``name`` with ``params`` for data ``version``, or ``MISSING``."""
-    from cxdash.jobs.views import params_key
-
     key = params_key(name, params)
     row = conn.execute(
         sa.select(summaries_table.c.payload).where(
@@ -265,8 +249,6 @@ def stored_payloads(conn: Connection, version: int) -> dict[str, bytes]:
 
 def decode(name: str, params: dict | None, payloads: dict[str, bytes]):
     """The result of ``name`` with ``params`` from ``stored_payloads``, or ``MISSING``."""
-    from cxdash.jobs.views import params_key
-
     payload = payloads.get(params_key(name, params))
     if payload is None:
         return MISSING
@@ -279,8 +261,6 @@ def decode(name: str, params: dict | None, payloads: dict[str, bytes]):
 
 def get(conn: Connection, name: str, version: int | None = None, params: dict | None = None):
     """The summary ``name`` (with ``params``) for the current data version: stored if fresh, else computed now."""
-    from cxdash.metrics.overview import data_version
-
     version = data_version(conn) if version is None else version
     found = lookup(conn, name, version, params)
     if found is not MISSING:
@@ -302,9 +282,6 @@ def refresh(
     computation at most. When the data changes meanwhile, nothing is written (the results would
     describe data that is gone) and the pages compute live until the next refresh.
     """
-    from cxdash.jobs.views import default_params, params_key
-    from cxdash.metrics.overview import data_version
-
     took: dict[str, float] = {}
     computations = _computations()
     results: dict[str, object] = {}
@@ -381,8 +358,3 @@ def wait_for_background(timeout: float | None = None) -> None:
     """Wait for background refreshes started in this process (tests, shutdown)."""
     for thread in list(_background):
         thread.join(timeout)
-
-
-def clear(conn: Connection) -> None:
-    """Forget every stored summary (an erasure changes the data without a new load)."""
-    conn.execute(summaries_table.delete())

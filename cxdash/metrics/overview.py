@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from cxdash.store.database import KIND_TABLES, customer_keys_table, loads_table, sources_table
 from cxdash.store.kinds import KINDS
 
-__all__ = ["SOURCE_COLUMNS", "TIME_FIELDS", "data_version", "source_summary"]
+__all__ = ["SOURCE_COLUMNS", "TIME_FIELDS", "source_summary"]
 
 # The field that places a kind's rows in time (for the time span and freshness).
 TIME_FIELDS = {
@@ -36,11 +36,6 @@ SOURCE_COLUMNS = [
     "loads",
     "rows_rejected",
 ]
-
-
-def data_version(conn: Connection) -> int:
-    """Increases with every successful load; pages key their caches on it."""
-    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(loads_table.c.load_id), 0))).scalar())
 
 
 def source_summary(conn: Connection) -> pd.DataFrame:

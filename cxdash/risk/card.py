@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cxdash.governance.privacy import mask_email, mask_phone
-from cxdash.ingest.validation import normalise_identity
+from cxdash.ingest.identifiers import normalise_identity
 from cxdash.metrics.churn import Definition, churned
 from cxdash.metrics.timeline import step_order, timeline
 from cxdash.risk.activation import customer_score
@@ -43,7 +43,7 @@ __all__ = [
 
 def _candidate_keys(query: str) -> list[str]:
     """The identity-map keys ``query`` could be, normalised the way loads normalise identifiers
-    (``cxdash.ingest.validation.normalise_identity``): any id field as typed, an email lower-cased, a phone
+    (``cxdash.ingest.identifiers.normalise_identity``): any id field as typed, an email lower-cased, a phone
     by its last 10 digits (so "+1 555 123 4567" and "5551234567" are the same key)."""
     q = query.strip()
     keys = []

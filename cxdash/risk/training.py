@@ -38,7 +38,6 @@ from sqlalchemy.engine import Connection
 
 from cxdash.metrics import churn as churn_defs
 from cxdash.metrics.churn import Definition
-from cxdash.metrics.overview import data_version
 from cxdash.risk.aggregates import Sample, data_as_of
 from cxdash.risk.attributes import MISSING_CATEGORY
 from cxdash.risk.drivers import reason_baseline
@@ -49,6 +48,7 @@ from cxdash.risk.model import MIN_CHURNED, ChurnModel, ModelNotTrainedError, Not
 from cxdash.risk.persistence import save_model
 from cxdash.risk.scoring import current_features, reader_definition, store_scores
 from cxdash.store.database import Store
+from cxdash.store.version import data_version
 
 __all__ = [
     "DEFAULT_HORIZON_DAYS",

@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -33,19 +34,41 @@ from cxdash.store.kinds import KINDS, SourceKind
 
 __all__ = [
     "ANALYTICS",
-    "read_frame",
     "APP_STATE",
+    "CHANGE_KINDS",
+    "IDENTITY_REBUILD",
+    "KIND_TABLES",
+    "META_COLUMNS",
     "Store",
     "StoreLockedError",
-    "compact_duckdb_file",
+    "activation_table",
+    "audit_table",
     "bulk_insert",
-    "kind_table",
+    "changes_table",
+    "compact_duckdb_file",
     "customer_keys_table",
+    "identity_hubs_table",
+    "identity_map_table",
+    "kind_columns",
     "link_conflicts_table",
+    "loads_table",
+    "make_engine",
+    "mappings_table",
+    "models_table",
     "open_store",
+    "pending_work_table",
+    "quarantine_table",
+    "read_frame",
+    "request_work",
+    "scores_table",
     "settings_table",
     "source_links_table",
     "sources_table",
+    "summaries_table",
+    "suppression_table",
+    "users_table",
+    "work_done",
+    "work_pending",
 ]
 
 log = logging.getLogger(__name__)
@@ -191,6 +214,28 @@ identity_hubs_table = sa.Table(
     sa.Column("reason", sa.String),
 )
 
+# The data version (cxdash/store/version.py): one row per committed change of the analytical
+# data, numbered 1, 2, 3...; the version is the highest id.
+CHANGE_KINDS = ("load", "replace", "erasure", "upgrade")
+changes_table = sa.Table(
+    "changes",
+    ANALYTICS,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("kind", sa.String, nullable=False),  # one of CHANGE_KINDS
+    sa.Column("changed_at", sa.DateTime, nullable=False),
+    sa.Column("load_id", sa.BigInteger),  # the load, for a load or a replace
+)
+
+# Work a migration left for a higher layer (a migration that needs the identity map rebuilt
+# cannot run the rebuild here: the store imports nothing above it). Done work is deleted.
+IDENTITY_REBUILD = "identity_rebuild"
+pending_work_table = sa.Table(
+    "pending_work",
+    ANALYTICS,
+    sa.Column("task", sa.String, primary_key=True),
+    sa.Column("requested_at", sa.DateTime, nullable=False),
+)
+
 # Aggregates over every row, computed after each load for the landing pages (cxdash/jobs/summaries.py).
 summaries_table = sa.Table(
     "summaries",
@@ -221,10 +266,6 @@ settings_table = sa.Table(
     sa.Column("updated_at", sa.DateTime, nullable=False),
     sa.Column("updated_by", sa.String),
 )
-
-
-def kind_table(kind: str) -> sa.Table:
-    return KIND_TABLES[kind]
 
 
 class StoreLockedError(RuntimeError):
@@ -263,20 +304,22 @@ class Store:
     def create_schema(self) -> list[str]:
         """Create any missing tables and add any missing columns (idempotent).
 
-        Returns what was upgraded. A store written before rows carried their customer key
-        gets the key columns and one identity rebuild, which fills them.
+        Returns what was upgraded. A store written before rows carried their customer key gets
+        the key columns and a note that its identity map must be rebuilt (``pending_work``; the
+        rebuild belongs to cxdash.identity, run by ``cxdash.jobs.open_store`` / ``upgrade_store``).
+        A store written before the ``changes`` table keeps its data version (its highest load id).
         """
         with self.begin() as conn:
             ANALYTICS.create_all(conn)
             added = _add_missing_columns(conn, ANALYTICS)
             if any(col == "cx_key" for _, col in added):
-                from cxdash.identity.stitch import rebuild_identity_map  # identity imports this module
-
-                rebuild_identity_map(conn)
+                request_work(conn, IDENTITY_REBUILD)
+            kept = _start_changes(conn)
         with self.app_begin() as conn:
             APP_STATE.create_all(conn)
             added += _add_missing_columns(conn, APP_STATE)
-        return [f"added column {table}.{col}" for table, col in added]
+        notes = [f"added column {table}.{col}" for table, col in added]
+        return notes + ([f"data version {kept} kept (now in the changes table)"] if kept else [])
 
     @contextlib.contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -320,7 +363,7 @@ class Store:
                     raise
                 # Short, jittered waits: a lock is usually held for one query or one load, and a
                 # long sleep would let a stream of readers starve a waiting writer.
-                time.sleep(delay * (0.5 + random.random()))
+                time.sleep(delay * (0.5 + random.random()))  # noqa: S311 - jitter for a retry, not a secret
                 delay = min(delay * 1.5, 0.2)
         try:
             yield conn
@@ -358,6 +401,34 @@ def _add_missing_columns(conn: Connection, metadata: sa.MetaData) -> list[tuple[
             if {c.name for c in index.columns} & set(new):
                 index.create(conn, checkfirst=True)
     return added
+
+
+def _start_changes(conn: Connection) -> int:
+    """Start an empty ``changes`` table at the version a store of the old scheme had (its highest
+    load id), so the version never goes back. Returns that version (0: nothing to keep)."""
+    if conn.execute(sa.select(changes_table.c.id).limit(1)).first() is not None:
+        return 0
+    old = int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(loads_table.c.load_id), 0))).scalar())
+    if old:
+        now = datetime.now(UTC).replace(tzinfo=None)
+        conn.execute(changes_table.insert().values(id=old, kind="upgrade", changed_at=now, load_id=None))
+    return old
+
+
+def request_work(conn: Connection, task: str) -> None:
+    """Note in ``conn``'s transaction that ``task`` must run on this store (idempotent)."""
+    if conn.execute(sa.select(pending_work_table.c.task).where(pending_work_table.c.task == task)).first() is None:
+        conn.execute(pending_work_table.insert().values(task=task, requested_at=datetime.now(UTC).replace(tzinfo=None)))
+
+
+def work_pending(conn: Connection, task: str) -> bool:
+    return (
+        conn.execute(sa.select(pending_work_table.c.task).where(pending_work_table.c.task == task)).first() is not None
+    )
+
+
+def work_done(conn: Connection, task: str) -> None:
+    conn.execute(pending_work_table.delete().where(pending_work_table.c.task == task))
 
 
 def make_engine(url: str) -> Engine:
@@ -407,7 +478,7 @@ def compact_duckdb_file(engine: Engine) -> Path | None:
         con.execute("CHECKPOINT")  # the write-ahead log is in the file: none belongs to the new one
         name = con.execute("SELECT current_database()").fetchone()[0]
         con.execute("ATTACH ? AS cxdash_compact", [str(fresh)])
-        con.execute(f'COPY FROM DATABASE "{name}" TO cxdash_compact')  # noqa: S608 - the database's own name
+        con.execute(f'COPY FROM DATABASE "{name}" TO cxdash_compact')
         con.execute("DETACH cxdash_compact")
         os.replace(fresh, path)
     finally:
@@ -462,7 +533,7 @@ def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
         # chunks held every chunk in memory, outside DuckDB's memory_limit (issue 17: 10.8 GB for
         # the 1M demo's web events). Identifiers only, all quoted by the dialect (table and column
         # names come from our own schema, never from a file).
-        _cxdash_bulk_rows = _as_arrow(frame)  # noqa: F841 (read by name in the statement below)
+        _cxdash_bulk_rows = _as_arrow(frame)
         raw.execute(f"INSERT INTO {target} ({quoted}) SELECT {quoted} FROM _cxdash_bulk_rows")  # noqa: S608
         raw.complete()
         del _cxdash_bulk_rows

@@ -9,11 +9,11 @@ import pandas as pd
 import streamlit as st
 
 from cxdash.config import database_url
-from cxdash.jobs import summaries
+from cxdash.jobs import open_store, summaries
 from cxdash.metrics import churn
 from cxdash.metrics.kpis import Headline
-from cxdash.metrics.overview import data_version
-from cxdash.store.database import Store, StoreLockedError, open_store
+from cxdash.store.database import Store, StoreLockedError
+from cxdash.store.version import data_version
 
 # A page waits this long for a running load to release the embedded database before it falls
 # back to what it last showed (a scheduled ingest holds the DuckDB file while it writes).

@@ -22,7 +22,7 @@ from cxdash.identity.links import LinkError
 from cxdash.ingest.load import IngestError, IngestResult, ingest_file, saved_mapping
 from cxdash.ingest.mapping import KindGuess, Mapping, MappingError, rank_kinds, suggest_source_name
 from cxdash.ingest.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
-from cxdash.jobs import summaries
+from cxdash.jobs import after_load, check_file, summaries
 from cxdash.store.database import identity_hubs_table, quarantine_table, sources_table
 from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, get_kind
 from cxdash.ui import data, disclosure
@@ -244,13 +244,12 @@ def check(staged: StagedFile, source: str, mapping: Mapping, *, mode: str = "app
     """Validate without storing anything (a dry run of the one ingest path): failures,
     duplicates on the declared key, refusal, and the load's impact."""
     note = st.empty()  # each redraw is also where Streamlit stops the check of a session that ended
-    result = ingest_file(
+    result = check_file(
         data.store(),
         staged.path,
         source=source,
         mapping=mapping,
         mode=mode,
-        dry_run=True,
         display_name=staged.display_name,
         progress=lambda rows, _total: note.caption(f"Checking: {rows:,} rows read"),
     )
@@ -297,10 +296,9 @@ def load(
     )
     if result.stored:
         progress(0.99, "updating the overview and data health summaries")
-        summaries.refresh(data.store(), summaries.LANDING)
         # The Shared KPIs and Journeys default views take minutes on a large store: they are
         # prepared in the background (those pages compute live until they are stored).
-        summaries.refresh_in_background(data.store(), summaries.VIEWS)
+        after_load(data.store(), summaries.LANDING, background=summaries.VIEWS)
     progress(1.0, "done")
     data.forget_version()
     return result

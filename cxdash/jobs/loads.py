@@ -1,0 +1,61 @@
+"""What runs around a load: the check that reports a load's impact, and the work after a load.
+
+The write path (cxdash.ingest) stores a file and knows nothing of the read paths; this module
+brings the two together. ``check_file`` is a dry run that also says how the headline customer
+count would move (the headline is a metric). ``after_load`` runs what the CLI, the upload page
+and the demo run once a load committed: stitch identities when the loads skipped it, then
+refresh the stored summaries (``cxdash.jobs.summaries``), some now and some on a thread.
+No model is rescored after a load: scoring stays the ``score`` command's and the Model page's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy.engine import Connection
+
+from cxdash.identity.stitch import rebuild_identity_map
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.result import IngestResult
+from cxdash.jobs.summaries import SUMMARIES, refresh, refresh_in_background
+from cxdash.metrics.kpis import headline
+from cxdash.store.database import Store
+
+__all__ = ["after_load", "check_file", "headline_customers", "stitch_identities"]
+
+
+def headline_customers(conn: Connection) -> int:
+    """The headline's customer count (what a check's impact reports before and after)."""
+    return headline(conn).customers
+
+
+def check_file(store: Store, path: str | Path, **options) -> IngestResult:
+    """Validate ``path`` as ``ingest_file`` would load it, storing nothing, with the load's impact
+    (``result.impact``). Options are ``ingest_file``'s."""
+    return ingest_file(store, path, dry_run=True, count_customers=headline_customers, **options)
+
+
+def stitch_identities(store: Store) -> dict:
+    """Rebuild the identity map in one transaction (after loads made with ``rebuild_identities=False``)."""
+    with store.begin() as conn:
+        return rebuild_identity_map(conn)
+
+
+def after_load(
+    store: Store,
+    names: tuple[str, ...] = SUMMARIES,
+    *,
+    stitch: bool = False,
+    background: tuple[str, ...] = (),
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, float]:
+    """The work after a committed load: stitch identities when ``stitch`` (the loads skipped it),
+    refresh the summaries ``names`` now (``progress(name)`` before each) and start ``background``
+    ones on a thread. Returns seconds per summary refreshed now."""
+    if stitch:
+        stitch_identities(store)
+    took = refresh(store, names, progress=progress) if names else {}
+    if background:
+        refresh_in_background(store, background)
+    return took
