@@ -27,6 +27,8 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash.metrics.kpis import ATTRIBUTE_FILTERS
+from cxdash.store.database import KIND_TABLES, customer_keys_table
 from cxdash.store.suppression import identifier_hash, secret_salt
 
 __all__ = [
@@ -377,8 +379,6 @@ def consented_customers(conn: Connection) -> set[str]:
     A customer qualifies when at least one CRM record says ``consent_marketing = true`` and
     none says false; a customer with no flag at all does not (consent is opt-in).
     """
-    from cxdash.store.database import KIND_TABLES, customer_keys_table
-
     t, im = KIND_TABLES["customers"], customer_keys_table
     yes = sa.func.sum(sa.case((t.c.consent_marketing.is_(True), 1), else_=0))
     no = sa.func.sum(sa.case((t.c.consent_marketing.is_(False), 1), else_=0))
@@ -501,9 +501,6 @@ def differencing_check(conn: Connection, filters, k: int | None) -> Differencing
     In: an open connection, the filters, k. Out: a ``DifferencingCheck`` (``allowed``, the counts,
     and the refusals in filter order).
     """
-    from cxdash.metrics.kpis import ATTRIBUTE_FILTERS
-    from cxdash.store.database import KIND_TABLES
-
     crm = KIND_TABLES["customers"]
     active = {name: tuple(getattr(filters, name)) for name in ATTRIBUTE_FILTERS if getattr(filters, name)}
     if k is None or not active:

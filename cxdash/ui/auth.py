@@ -137,20 +137,6 @@ def sign_out() -> None:
         st.logout()
 
 
-def require_role(page_file: str) -> Session:
-    """Stop the run unless someone is signed in whose role may open ``page_file``."""
-    session = current_session()
-    if session is None:
-        sign_in_page()
-        st.stop()
-    if not auth.may_open(session.role, page_file):
-        from cxdash.ui.frame import framed, open_pages, page_title  # the frame imports this module
-
-        refuse(session, page_file, page_title(page_file), open_pages(session.role), links=framed())
-        st.stop()
-    return session
-
-
 def role_name(role: str) -> str:
     """A role as a person says it (``journey_owner`` -> ``journey owner``)."""
     return role.replace("_", " ")

@@ -10,6 +10,7 @@ import streamlit as st
 
 from cxdash.config import database_url
 from cxdash.jobs import open_store, summaries
+from cxdash.jobs.views import COMPUTATIONS
 from cxdash.metrics import churn
 from cxdash.metrics.kpis import Headline
 from cxdash.store.database import Store, StoreLockedError
@@ -148,8 +149,6 @@ def stored(url: str, version: int, name: str, params: dict | None = None):
 def view(url: str, version: int, name: str, params: dict):
     """A page computation of ``cxdash.jobs.views``: the stored result when the last load stored this
     view, else computed now with the same function and parameters. Call it inside a cached function."""
-    from cxdash.jobs.views import COMPUTATIONS
-
     found = stored(url, version, name, params)
     if found is not summaries.MISSING:
         return found

@@ -28,6 +28,7 @@ from streamlit.delta_generator import DeltaGenerator
 from cxdash.config import database_url
 from cxdash.governance import privacy
 from cxdash.governance.privacy import SmallGroups
+from cxdash.jobs import summaries
 from cxdash.ui import data
 from cxdash.ui.auth import current_role, record_export
 
@@ -78,7 +79,6 @@ def _consented(url: str, version: int) -> pd.Index:
     # A resource, not cache_data: the index can hold a million ids and is never mutated, so it is
     # shared rather than copied on every rerun, and its hash table is built once. Keyed on the
     # data version: a load or an erasure (both move it) is seen at once.
-    from cxdash.jobs import summaries
 
     with data.store_at(url).connect() as conn:  # stored after each load (a million ids take seconds to gather)
         ids = summaries.get(conn, "consented_customers", version)["cx_id"].dropna()

@@ -9,7 +9,7 @@ import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from cxdash.config import redacted_url
-from cxdash.governance.auth import may_open
+from cxdash.governance.auth import Session, may_open
 from cxdash.ui import auth as ui_auth
 from cxdash.ui import data
 from cxdash.ui.formatting import plain
@@ -151,7 +151,19 @@ def page_guard(page_file: str) -> None:
             st.session_state[DEEPLINK_KEY] = Path(page_file).name
             st.switch_page(str(APP_PY))
     # Every page checks the role itself too: typing a page's URL is no way in.
-    ui_auth.require_role(page_file)
+    require_role(page_file)
+
+
+def require_role(page_file: str) -> Session:
+    """Stop the run unless someone is signed in whose role may open ``page_file``."""
+    session = ui_auth.current_session()
+    if session is None:
+        ui_auth.sign_in_page()
+        st.stop()
+    if not may_open(session.role, page_file):
+        ui_auth.refuse(session, page_file, page_title(page_file), open_pages(session.role), links=framed())
+        st.stop()
+    return session
 
 
 def sidebar() -> None:

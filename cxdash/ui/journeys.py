@@ -12,7 +12,8 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cxdash.config import database_url
-from cxdash.governance import privacy
+from cxdash.governance import privacy, sources
+from cxdash.governance.sources import DEPARTMENT_NAMES, department_name, responsible
 from cxdash.jobs import views
 from cxdash.journeys import discovery as jr
 from cxdash.journeys.hotspot_stats import ranking_note, significance_counts
@@ -20,6 +21,7 @@ from cxdash.ui import data, disclosure, period
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
 from cxdash.ui.formatting import UNKNOWN, count, day, duration, money_exact, percent, plain, plot_text
+from cxdash.ui.formatting import money as fmt_money
 
 # ----------------------------------------------------------------------------- filters
 
@@ -269,10 +271,8 @@ def hotspot_table(repeat_days: int) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=4, ttl=300)
 def _source_owners(url: str, version: int) -> pd.DataFrame:
-    from cxdash.governance.sources import source_owners
-
     with data.store_at(url).connect() as conn:
-        return source_owners(conn)
+        return sources.source_owners(conn)
 
 
 def source_owners() -> pd.DataFrame:
@@ -375,7 +375,6 @@ def lead_sentence(spots: pd.DataFrame, edges: pd.DataFrame) -> str:
     significant, tested = significance_counts(spots)
     if significant:
         top = spots[spots["significant"].astype(bool)].iloc[0]
-        from cxdash.governance.sources import department_name
 
         route = f"a step of {plain(department_name(top['leaked_department']))} leaked them"
         if top["absorbed_department"] and top["absorbed_department"] != jr.NONE:
@@ -442,9 +441,7 @@ def hotspot_caption(spots: pd.DataFrame) -> str:
 
 
 def money(value: float) -> str:
-    from cxdash.ui.formatting import money as _money
-
-    return _money(float(value))
+    return fmt_money(float(value))
 
 
 def _verdict(significant, tested, p_adjusted, lift) -> str:
@@ -467,23 +464,17 @@ def _lift_text(lift, lo, hi, why=None) -> str:
 
 def who_to_call(departments, owners: pd.DataFrame) -> list[str]:
     """``cxdash.governance.sources.responsible`` for each department code."""
-    from cxdash.governance.sources import responsible
-
     return [responsible(str(d), owners)[0] for d in departments]
 
 
 def owners_note(spots: pd.DataFrame, owners: pd.DataFrame) -> str:
     """What "who to call" is, for the caption under the hotspots (markdown; department codes escaped)."""
-    from cxdash.governance.sources import responsible
-
     missing = sorted({str(d) for d in spots["leaked_department"] if not responsible(str(d), owners)[1]})
     text = (
         "Who to call: the owner recorded on the loaded sources of the department whose step leaked the customer "
         "(set on Data health, or with python -m cxdash sources set)."
     )
     if missing:
-        from cxdash.governance.sources import department_name
-
         text += (
             " Owner not recorded for "
             + ", ".join(plain(department_name(d)) for d in missing)  # department codes come from the files
@@ -555,8 +546,6 @@ def filled(frame: pd.DataFrame) -> pd.DataFrame:
 def hotspot_detail(spots: pd.DataFrame) -> pd.DataFrame:
     """The hotspots' second table: the comparison group, the adjusted p, the ranking key, and where
     customers were leaked and went next. Every cell text."""
-    from cxdash.governance.sources import department_name
-
     out: dict[str, object] = {"hotspot": spots["hotspot"].astype(str)}
     if len(spots) and spots["churn_definition"].notna().any():
         out.update(
@@ -684,8 +673,6 @@ def handoff_table(handoffs_frame: pd.DataFrame, k: int | None = None) -> pd.Data
     ``"1,234 · 2.3 days"``
     (customers handed over, median wait until the receiving department's first step), "—" where
     nobody was handed over, and "fewer than k" for a cell of 1 to k-1 customers."""
-    from cxdash.governance.sources import department_name
-
     customers = jr.handoff_matrix(handoffs_frame, "customers")
     median = jr.handoff_matrix(handoffs_frame, "median_seconds")
     cells = {}
@@ -706,15 +693,11 @@ def handoff_table(handoffs_frame: pd.DataFrame, k: int | None = None) -> pd.Data
 
 
 def _short_department(code: str) -> str:
-    from cxdash.governance.sources import DEPARTMENT_NAMES
-
     return DEPARTMENT_NAMES.get(str(code).lower(), str(code))
 
 
 def cohort_display(cohort: pd.DataFrame) -> pd.DataFrame:
     """A hotspot's customers as shown: every cell text, human column names."""
-    from cxdash.governance.sources import department_name
-
     return pd.DataFrame(
         {
             "customer": cohort["cx_id"].astype(str),
@@ -753,8 +736,6 @@ def export_sentence(counted: int, exported: int, left_out: int, *, masked: bool 
 
 def timeline_display(frame: pd.DataFrame) -> pd.DataFrame:
     """One customer's timeline as shown: when (day and time), step, department spelled out."""
-    from cxdash.governance.sources import department_name
-
     return pd.DataFrame(
         {
             "when": [UNKNOWN if pd.isna(t) else f"{day(t)} {pd.Timestamp(t):%H:%M}" for t in frame["ts"]],

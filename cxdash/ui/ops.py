@@ -18,7 +18,8 @@ import streamlit as st
 from cxdash.config import DATA_DIR, database_url
 from cxdash.exporting import safe_csv
 from cxdash.governance.health import governance, mapping_versions, set_latency_target
-from cxdash.identity.links import LinkError
+from cxdash.governance.sources import set_source_owner, source_owners
+from cxdash.identity.links import LinkError, match_rates, suggest_links
 from cxdash.ingest.load import IngestError, IngestResult, ingest_file, saved_mapping
 from cxdash.ingest.mapping import KindGuess, Mapping, MappingError, rank_kinds, suggest_source_name
 from cxdash.ingest.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
@@ -308,8 +309,6 @@ def link_suggestions(staged: StagedFile, source: str, min_rate: float = 0.5) -> 
     """Columns of the staged file whose values are keys of a loaded source, with their match
     rates on the file's first block of rows (the rows a check measures them on,
     ``cxdash.identity.links.suggest_links``), best first."""
-    from cxdash.identity.links import suggest_links
-
     rows = staged.sample if staged.sample is not None else staged.preview
     return suggest_links(data.store(), rows, exclude_source=source, min_rate=min_rate)
 
@@ -339,8 +338,6 @@ def link_choices(staged: StagedFile, source: str, saved: dict[str, dict[str, str
     source's saved mapping (measured too, even below the suggestion threshold), as
     ``cxdash.identity.links.LinkSuggestion``, best first, the saved ones that were not suggested last.
     Cached per file, source and data version: the page reruns on every click."""
-    from cxdash.identity.links import match_rates
-
     cache_key = ("upload_link_choices", staged.sha256, source, data.version(), json.dumps(saved or {}, sort_keys=True))
     cached = st.session_state.get("upload_link_choices")
     if cached is not None and cached[0] == cache_key:
@@ -417,8 +414,6 @@ def source_department_owner(source: str, kind: str) -> tuple[str, str | None, bo
     """The department and owner to offer for ``source`` at upload: the stored ones when the
     source exists (owner None when none was ever set), else the kind's department and no owner
     (the load then names the department as the owner). Out: ``(department, owner, exists)``."""
-    from cxdash.governance.sources import source_owners
-
     with data.store().connect() as conn:
         owners = source_owners(conn)
     row = owners[owners["name"] == source]
@@ -504,8 +499,6 @@ def save_latency_target(source: str, hours: float | None) -> None:
 
 def save_source_owner(source: str, department: str | None, owner: str | None) -> dict:
     """Change a source's department and owner (audited as the signed-in user)."""
-    from cxdash.governance.sources import set_source_owner
-
     after = set_source_owner(data.store(), source, department=department, owner=owner, actor=current_user())
     _health.clear()
     return after

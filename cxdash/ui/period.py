@@ -15,6 +15,7 @@ from datetime import date, datetime, timedelta
 import streamlit as st
 
 from cxdash.metrics import kpis
+from cxdash.ui.formatting import count, day
 
 FROM = "period_from"
 TO = "period_to"
@@ -71,6 +72,4 @@ def current() -> tuple[date, date]:
 
 def label(first: date, last: date) -> str:
     """``1 Sep 2026 – 30 Nov 2026 (91 days)``."""
-    from cxdash.ui.formatting import count, day
-
     return f"{day(first)} – {day(last)} ({count((last - first).days + 1, 'day')})"

@@ -7,12 +7,15 @@ from datetime import datetime
 
 import pandas as pd
 import plotly.graph_objects as go
+import sqlalchemy as sa
 import streamlit as st
+from sqlalchemy import func, select
 
 from cxdash.config import database_url
 from cxdash.governance import privacy
 from cxdash.governance.auth import may_open
 from cxdash.metrics.churn import Definition
+from cxdash.metrics.kpis import money_currency
 from cxdash.risk import (
     AGE_CAP_DAYS,
     VALUE_BASES,
@@ -20,15 +23,18 @@ from cxdash.risk import (
     NotEnoughChurnError,
     activation,
     age_words,
+    attribute_columns,
     card,
     data_as_of,
     model_versions,
     next_action,
+    parse_label,
     recent_signals,
     training,
     value_basis,
     version_problem,
 )
+from cxdash.store.database import KIND_TABLES, models_table
 from cxdash.ui import auth as ui_auth
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
@@ -93,9 +99,6 @@ def model_history() -> pd.DataFrame:
 
 
 def _newest_version() -> int:
-    from sqlalchemy import func, select
-
-    from cxdash.store.database import models_table
 
     with data.store().app_begin() as conn:
         return int(conn.execute(select(func.coalesce(func.max(models_table.c.version), 0))).scalar())
@@ -113,11 +116,6 @@ def label_choices() -> list[str]:
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _label_choices(url: str, version: int) -> list[str]:
-    import sqlalchemy as sa
-
-    from cxdash.risk import attribute_columns, parse_label
-    from cxdash.store.database import KIND_TABLES
-
     c = KIND_TABLES["customers"]
     with data.store().connect() as conn:
         has_label = conn.execute(sa.select(sa.func.count(c.c.churn_label))).scalar()
@@ -462,8 +460,6 @@ def _at_risk(
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _currency(url: str, version: int) -> str | None:
-    from cxdash.metrics.kpis import money_currency
-
     with data.store().connect() as conn:
         return money_currency(conn)
 
