@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from cxdash import journeys as jr
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.journeys import discovery as jr
 from cxdash.store.database import open_store
+from tests.test_journeys import named_log
 
 T0 = datetime(2024, 3, 1, 8, 0)
 HELPDESK_STEPS = [
@@ -118,13 +119,13 @@ def test_journeys_of_a_tie_heavy_log_loaded_in_two_files_equal_pm4py(tmp_path):
         _load(store, tmp_path, frame, parts=2)
         expected = _pm4py_view(frame, "customer_id", "activity", "timestamp")
         with store.connect() as conn:
-            by_id = _ours(conn, jr.journey_log())
-            keyed = _ours(conn, jr.journey_log(keyed=True), **jr.KEYED)  # the page's log
+            by_key = _ours(conn, jr.journey_log())  # the page's log: cases are customer keys
+            by_id = _ours(conn, named_log(jr.journey_log()), case_key="cx_id")  # cases named by text ids
     finally:
         store.dispose()
     dfg, starts, ends, variants = expected
     assert sum(dfg.values()) == len(frame) - frame["customer_id"].nunique()
-    for ours in (by_id, keyed):
+    for ours in (by_key, by_id):
         assert ours[0] == dfg
         assert ours[1] == starts
         assert ours[2] == ends
@@ -168,7 +169,7 @@ def test_handoffs_paths_and_funnels_follow_the_file_order_at_a_tie(tmp_path):
             f = jr.funnel(conn, jl, ["view", "cart", "purchase"])
             hand = jr.discover_handoffs(conn, jl, department_key="department")
             before = jr.paths_to(conn, jl, "purchase", steps=2)
-            customers = conn.execute(sa.select(jl.c.cx_id).distinct()).scalars().all()
+            customers = conn.execute(sa.select(jr.case_names().c.name)).scalars().all()
             timelines = sorted(jr.customer_journey(conn, cx)["activity"].tolist() for cx in customers)
     finally:
         store.dispose()
@@ -202,7 +203,7 @@ def test_journeys_of_online_retail_invoices_equal_pm4py(public_data, tmp_path):
         )
         with store.connect() as conn:
             stored = conn.execute(sa.select(sa.func.count()).select_from(jr.journey_log())).scalar()
-            dfg, starts, ends, _ = _ours(conn, jr.journey_log(keyed=True), **jr.KEYED)
+            dfg, starts, ends, _ = _ours(conn, jr.journey_log())
     finally:
         store.dispose()
     assert stored == len(frame)  # every line loaded: the comparison is on the same events

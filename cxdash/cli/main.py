@@ -306,7 +306,7 @@ _JOURNEY_OFFERS = "--from/--to, --min-share, --top-n, --collapse, --by-departmen
 
 def journey_map_filters(args):
     """The Journeys page's sidebar choices from the command line (``journeys.MapFilters``)."""
-    from cxdash.journeys.discovery import MapFilters
+    from cxdash.journeys import MapFilters
 
     rename = []
     for rule in args.rename or ():
@@ -348,28 +348,6 @@ def cmd_journeys(args) -> int:
     return 0
 
 
-HOTSPOT_FIELDS = (
-    "hotspot",
-    "customers",
-    "customers_judged",
-    "churned",
-    "churned_before",
-    "churn_rate",
-    "baseline_customers",
-    "baseline_churned",
-    "baseline_churn_rate",
-    "lift",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_adjusted",
-    "significant",
-    "why",
-    "leaked_department",
-    "absorbed_department",
-)
-
-
 def _plain(value):
     """A frame cell as a JSON value: numpy scalars as Python ones, NaN / NA as null."""
     import pandas as pd
@@ -380,8 +358,7 @@ def _plain(value):
 
 
 def cmd_hotspots(args) -> int:
-    from cxdash.journeys.discovery import friction_moments, hotspots
-    from cxdash.journeys.hotspot_stats import ALPHA, ranking_note, significance_counts
+    from cxdash.journeys import ALPHA, REPORT_COLUMNS, friction_moments, hotspots, ranking_note, significance_counts
 
     _refuse_filters(args, "hotspots", "Journeys", "--from/--to and --repeat-days")
     store = _store(args)
@@ -389,11 +366,11 @@ def cmd_hotspots(args) -> int:
     with store.connect() as conn:
         period = _view_period(conn, args, default_all=True)
         bounds = {"since": period.start, "until": period.end} if period else {}
-        moments = friction_moments(repeat_days=args.repeat_days, keyed=True, **bounds)
-        frame = hotspots(conn, repeat_days=args.repeat_days, keyed=True, churn=definition, moments=moments)
+        moments = friction_moments(repeat_days=args.repeat_days, **bounds)
+        frame = hotspots(conn, repeat_days=args.repeat_days, churn=definition, moments=moments)
     significant, tested = significance_counts(frame)
     note = ranking_note(frame)
-    records = [{k: _plain(v) for k, v in rec.items()} for rec in frame[list(HOTSPOT_FIELDS)].to_dict("records")]
+    records = [{k: _plain(v) for k, v in rec.items()} for rec in frame[REPORT_COLUMNS].to_dict("records")]
     if args.json:
         print(
             json.dumps(
