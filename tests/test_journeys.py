@@ -298,7 +298,7 @@ def test_activity_nodes_count_reach_departments_starts_and_ends_by_hand():
     frame = pd.DataFrame(
         [
             (c, a, T0 + timedelta(seconds=s), "support" if a in ("c", "d") else "web")
-            for c, a, s in TINY + [("c4", "d", 0), ("c4", "d", 10)]
+            for c, a, s in [*TINY, ("c4", "d", 0), ("c4", "d", 10)]
         ],
         columns=["case", "act", "time", "dept"],
     )
