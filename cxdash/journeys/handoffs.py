@@ -27,7 +27,7 @@ def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | N
     Out: ``source_department, target_department, count, customers, median_seconds,
     p90_seconds`` (the wait between the last step of one department and the first of the next).
 
-    The steps are those of ``transitions(prepare_log(...))`` in the same order, but the window
+    The steps are those of ``prepare_log(...)`` in the journey's step order; the window
     runs once over integer codes (activities for the order, departments for the pair), as the
     directly-follows graph does: on a large log that is several times less work than carrying
     three text columns through a partitioned window.

@@ -88,6 +88,7 @@ def risk_ratio(a: int, n1: int, c: int, n0: int, confidence: float = CONFIDENCE)
     When every customer of a group churned (``a == n1`` or ``c == n0``) that group adds no variance
     to Katz's interval, which then looks precise on a single customer (1 of 1 churned gave
     3.34-5.54): the ratio is kept and the interval is NaN (not known)."""
+    # scipy.stats takes about as long to import as the rest of the package: only when a lift is computed
     from scipy.stats.contingency import relative_risk
 
     if n1 <= 0 or n0 <= 0 or a <= 0 or c <= 0:
@@ -135,7 +136,7 @@ def hotspot_statistics(counts: pd.DataFrame, *, churn_definition: str | None, al
     Benjamini-Hochberg adjustment runs over those. ``excess_churned`` = customers_judged x
     (churn_rate - baseline_churn_rate), NaN when a rate is unknown.
     """
-    from scipy.stats import false_discovery_control, fisher_exact
+    from scipy.stats import false_discovery_control, fisher_exact  # heavy: see risk_ratio
 
     out = counts.copy()
     n = len(out)

@@ -237,7 +237,7 @@ def _step_order(log: sa.FromClause, activity=None) -> tuple:
 def _drop_repeats(log: sa.FromClause, key: str, order: tuple, name: str) -> sa.CTE:
     """``log`` without the steps whose column ``key`` repeats the case's previous step
     (``a a b`` -> ``a b``)."""
-    w = dict(order_by=(log.c.case_id, *order))  # see _coded_steps: one ordering instead of partitions
+    w = dict(order_by=(log.c.case_id, *order))  # one ordering instead of partitions, as discovery._coded_steps
     prev = sa.case((sa.func.lag(log.c.case_id).over(**w) == log.c.case_id, sa.func.lag(log.c[key]).over(**w)))
     with_prev = sa.select(log, prev.label("prev_key")).subquery(name + "_prev")
     return (
