@@ -203,7 +203,7 @@ def dfg_ours(n: str, db: str) -> dict:
     alone (what pm4py's ``discover_dfg`` computes)."""
     import sqlalchemy as sa
 
-    from cxdash.journeys import discovery as jr
+    from cxdash import journeys as jr
 
     frame = _event_log(int(n))
     engine = sa.create_engine(f"duckdb:///{db}")

@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxdash.journeys import discovery as jr
+from cxdash import journeys as jr
 from cxdash.ui import churnview, data, disclosure, period
 from cxdash.ui import journeys as ju
 from cxdash.ui.figures import plotly_chart

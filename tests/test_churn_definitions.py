@@ -245,7 +245,7 @@ def test_a_definition_the_data_does_not_support_is_refused_and_nothing_changes(s
 
 
 def test_hotspots_and_outcomes_read_the_definition_in_force(saas):
-    from cxdash.journeys import discovery as journeys
+    from cxdash import journeys
 
     company = saas["company"]
     store = open_store(saas["url"])

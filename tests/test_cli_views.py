@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from cxdash import journeys as jr
 from cxdash.cli.main import main
-from cxdash.journeys import discovery as jr
 from cxdash.metrics import churn, kpis
 
 
@@ -69,10 +69,10 @@ def test_journeys_for_a_period_count_only_the_transitions_inside_it(small_demo, 
     log = _whole_log(small_demo)
     start, end = pd.Timestamp(first), pd.Timestamp(last) + pd.Timedelta(days=1)
     inside = log[(log["ts"] >= start) & (log["ts"] < end)]
-    steps = inside.groupby("cx_id").size()
+    steps = inside.groupby("cx_key").size()
     # every customer with n steps in the period makes n - 1 directly-follows pairs
     assert sum(e["count"] for e in month) == int((steps - 1).sum())
-    assert sum(e["count"] for e in everything) == int((log.groupby("cx_id").size() - 1).sum())
+    assert sum(e["count"] for e in everything) == int((log.groupby("cx_key").size() - 1).sum())
     assert sum(e["count"] for e in month) < sum(e["count"] for e in everything)
 
 
@@ -85,7 +85,7 @@ def test_journeys_with_the_pages_filters_equal_the_library_call_with_the_same_pa
     period = kpis.Period.from_dates(first, last)
     filters = jr.MapFilters(min_share=0.01, top_n=6, collapse=True, by_department=False, rename=())
     with sa.create_engine(small_demo).connect() as conn:
-        # the library on the customer-id log (the CLI runs the page's keyed computation)
+        # the library on the journey log (the CLI runs the page's computation)
         expected = jr.discover_dfg(
             conn, jr.journey_log(since=period.start, until=period.end), filters.spec(), min_share=0.01
         )

@@ -18,10 +18,10 @@ import pytest
 from scipy.stats import fisher_exact
 from scipy.stats.contingency import relative_risk
 
+from cxdash import journeys as jr
 from cxdash.cli.main import main
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.journeys import discovery as jr
 from cxdash.journeys import hotspot_stats as hs
 from cxdash.store.database import open_store
 

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from cxdash import journeys as jr
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import views
-from cxdash.journeys import discovery as jr
 from cxdash.store.database import KIND_TABLES, open_store
 
 EVENTS_MAP = Mapping("events", {"customer_id": "customer_id", "timestamp": "timestamp", "activity": "activity"})

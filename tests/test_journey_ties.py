@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from cxdash import journeys as jr
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.journeys import discovery as jr
 from cxdash.store.database import open_store
+from tests.test_journeys import named_log
 
 T0 = datetime(2024, 3, 1, 8, 0)
 HELPDESK_STEPS = [
@@ -118,13 +119,13 @@ def test_journeys_of_a_tie_heavy_log_loaded_in_two_files_equal_pm4py(tmp_path):
         _load(store, tmp_path, frame, parts=2)
         expected = _pm4py_view(frame, "customer_id", "activity", "timestamp")
         with store.connect() as conn:
-            by_id = _ours(conn, jr.journey_log())
-            keyed = _ours(conn, jr.journey_log(keyed=True), **jr.KEYED)  # the page's log
+            by_key = _ours(conn, jr.journey_log())  # the page's log: cases are customer keys
+            by_id = _ours(conn, named_log(jr.journey_log()), case_key="cx_id")  # cases named by text ids
     finally:
         store.dispose()
     dfg, starts, ends, variants = expected
     assert sum(dfg.values()) == len(frame) - frame["customer_id"].nunique()
-    for ours in (by_id, keyed):
+    for ours in (by_key, by_id):
         assert ours[0] == dfg
         assert ours[1] == starts
         assert ours[2] == ends
@@ -168,7 +169,7 @@ def test_handoffs_paths_and_funnels_follow_the_file_order_at_a_tie(tmp_path):
             f = jr.funnel(conn, jl, ["view", "cart", "purchase"])
             hand = jr.discover_handoffs(conn, jl, department_key="department")
             before = jr.paths_to(conn, jl, "purchase", steps=2)
-            customers = conn.execute(sa.select(jl.c.cx_id).distinct()).scalars().all()
+            customers = conn.execute(sa.select(jr.case_names().c.name)).scalars().all()
             timelines = sorted(jr.customer_journey(conn, cx)["activity"].tolist() for cx in customers)
     finally:
         store.dispose()
@@ -202,7 +203,7 @@ def test_journeys_of_online_retail_invoices_equal_pm4py(public_data, tmp_path):
         )
         with store.connect() as conn:
             stored = conn.execute(sa.select(sa.func.count()).select_from(jr.journey_log())).scalar()
-            dfg, starts, ends, _ = _ours(conn, jr.journey_log(keyed=True), **jr.KEYED)
+            dfg, starts, ends, _ = _ours(conn, jr.journey_log())
     finally:
         store.dispose()
     assert stored == len(frame)  # every line loaded: the comparison is on the same events
@@ -210,3 +211,33 @@ def test_journeys_of_online_retail_invoices_equal_pm4py(public_data, tmp_path):
     assert dfg == exp_dfg
     assert starts == exp_starts
     assert ends == exp_ends
+
+
+def test_cohorts_break_ties_by_customer_id_not_by_the_key_the_journeys_run_on(tmp_path):
+    """Every customer takes the same edge once, with both steps at the same second, and has one
+    rework moment: the cohorts tie on every count. The cohorts that name customers (an edge's, a
+    hotspot's) then list them by customer id, as when the journeys ran on customer ids; the
+    journeys run on integer keys, and two loads give keys out of id order (a load's new customers
+    take the next keys), so an order by key would show."""
+    store = open_store(f"duckdb:///{tmp_path / 'cx.duckdb'}")
+    try:
+        for i, ids in enumerate((["Z1", "Y2", "X3", "W4"], ["A1", "B2", "C3", "D4"])):
+            rows = [f"{c},2024-03-01 09:00:00,password reset" for c in ids for _ in range(2)]
+            path = tmp_path / f"resets_{i}.csv"
+            path.write_text("customer_id,timestamp,activity\n" + "\n".join(rows) + "\n")
+            ingest_file(
+                store, path, source="resets", kind="events", department="support", mapping=EVENTS_MAP, mode="append"
+            )
+        with store.connect() as conn:
+            names = jr.case_names()
+            by_key = conn.execute(sa.select(names.c.name).order_by(names.c.case_id)).scalars().all()
+            jl = jr.journey_log()
+            edge = jr.edge_customers(conn, jl, "password reset", "password reset", case_names=jr.case_names())
+            unnamed = jr.edge_customers(conn, jl, "password reset", "password reset")
+            rework = jr.hotspot_customers(conn, "rework", limit=None)
+    finally:
+        store.dispose()
+    assert len(by_key) == 8 and by_key != sorted(by_key)  # keys out of id order: the test can fail
+    assert edge["times"].tolist() == [1] * 8 and edge["case_id"].tolist() == sorted(by_key)
+    assert unnamed["case_id"].tolist() == sorted(unnamed["case_id"].tolist())  # without names: the keys
+    assert rework["moments"].tolist() == [1] * 8 and rework["cx_id"].tolist() == sorted(by_key)

@@ -16,9 +16,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from cxdash import journeys as jr
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.journeys import discovery as jr
 from cxdash.store.database import KIND_TABLES, identity_map_table, open_store
 
 T0 = datetime(2024, 1, 1)
@@ -298,7 +298,7 @@ def test_activity_nodes_count_reach_departments_starts_and_ends_by_hand():
     frame = pd.DataFrame(
         [
             (c, a, T0 + timedelta(seconds=s), "support" if a in ("c", "d") else "web")
-            for c, a, s in TINY + [("c4", "d", 0), ("c4", "d", 10)]
+            for c, a, s in [*TINY, ("c4", "d", 0), ("c4", "d", 10)]
         ],
         columns=["case", "act", "time", "dept"],
     )
@@ -464,11 +464,11 @@ def _load_tiny_company(store, tmp_path):
 
 
 def _moments(conn, **kw):
-    m = jr.friction_moments(**kw)
+    m, names = jr.friction_moments(**kw), jr.case_names()
     rows = conn.execute(
-        sa.select(m.c.hotspot, m.c.cx_id, m.c.ts, m.c.leaked_department, m.c.absorbed_department).order_by(
-            m.c.hotspot, m.c.cx_id, m.c.ts
-        )
+        sa.select(m.c.hotspot, names.c.name, m.c.ts, m.c.leaked_department, m.c.absorbed_department)
+        .join_from(m, names, names.c.case_id == m.c.cx_key)
+        .order_by(m.c.hotspot, names.c.name, m.c.ts)
     ).all()
     return [(h, c, pd.Timestamp(t).strftime("%m-%d %H:%M"), lk, ab) for h, c, t, lk, ab in rows]
 
@@ -540,18 +540,18 @@ def test_demo_dfg_equals_an_independent_pandas_computation(demo):
         jl = jr.journey_log()
         order = ["load_id", "row_number", "row_step"]
         raw = pd.DataFrame(
-            conn.execute(sa.select(jl.c.cx_id, jl.c.activity, jl.c.ts, *(jl.c[o] for o in order))).all(),
-            columns=["cx_id", "activity", "ts", *order],
+            conn.execute(sa.select(jl.c.cx_key, jl.c.activity, jl.c.ts, *(jl.c[o] for o in order))).all(),
+            columns=["cx_key", "activity", "ts", *order],
         )
         ours = jr.discover_dfg(conn, jl)
     # steps at the same time keep the files' order (load, line, step of the line)
-    raw = raw.sort_values(["cx_id", "ts", *order], kind="stable")
-    g = raw.groupby("cx_id")
+    raw = raw.sort_values(["cx_key", "ts", *order], kind="stable")
+    g = raw.groupby("cx_key")
     raw["target"] = g["activity"].shift(-1)
     raw["secs"] = (g["ts"].shift(-1) - raw["ts"]).dt.total_seconds()
     pairs = raw.dropna(subset=["target"])
     exp = pairs.groupby(["activity", "target"]).agg(
-        count=("cx_id", "size"), customers=("cx_id", "nunique"), median=("secs", "median")
+        count=("cx_key", "size"), customers=("cx_key", "nunique"), median=("secs", "median")
     )
     got = ours.set_index(["source", "target"])
     assert len(got) == len(exp) > 100
@@ -568,19 +568,19 @@ def test_demo_handoffs_equal_an_independent_pandas_computation(demo):
         order = ["load_id", "row_number", "row_step"]
         raw = pd.DataFrame(
             conn.execute(
-                sa.select(jl.c.cx_id, jl.c.activity, jl.c.ts, jl.c.department, *(jl.c[o] for o in order))
+                sa.select(jl.c.cx_key, jl.c.activity, jl.c.ts, jl.c.department, *(jl.c[o] for o in order))
             ).all(),
-            columns=["cx_id", "activity", "ts", "department", *order],
+            columns=["cx_key", "activity", "ts", "department", *order],
         )
         ours = jr.discover_handoffs(conn, jl, department_key="department")
-    raw = raw.sort_values(["cx_id", "ts", *order], kind="stable")
-    g = raw.groupby("cx_id")
+    raw = raw.sort_values(["cx_key", "ts", *order], kind="stable")
+    g = raw.groupby("cx_key")
     raw["to"] = g["department"].shift(-1)
     raw["secs"] = (g["ts"].shift(-1) - raw["ts"]).dt.total_seconds()
     moves = raw[raw["to"].notna() & (raw["to"] != raw["department"])]
     exp = moves.groupby(["department", "to"]).agg(
-        count=("cx_id", "size"),
-        customers=("cx_id", "nunique"),
+        count=("cx_key", "size"),
+        customers=("cx_key", "nunique"),
         median=("secs", "median"),
         p90=("secs", lambda v: v.quantile(0.9)),
     )
@@ -593,16 +593,39 @@ def test_demo_handoffs_equal_an_independent_pandas_computation(demo):
     assert ours["count"].is_monotonic_decreasing
 
 
-def test_the_pages_journeys_on_integer_keys_equal_the_journeys_on_customer_ids(demo):
-    """The page reads the keyed log (cx_key cases); every result equals the same computation on the
-    cx_id log, with customers named by cx_id where the result lists them."""
+def named_log(jl: sa.FromClause) -> sa.Subquery:
+    """The journey log with each case named by its customer id (text ``cx_id``) instead of its
+    integer key: the same journeys in the other shape an event log can have."""
+    names = jr.case_names()
+    return (
+        sa.select(names.c.name.label("cx_id"), *[c for c in jl.c if c.key != "cx_key"])
+        .join_from(jl, names, names.c.case_id == jl.c.cx_key)
+        .subquery("named_log")
+    )
+
+
+def _named(per_key: sa.FromClause) -> sa.Subquery:
+    """A per-customer selectable keyed on ``case_id`` = cx_key, re-keyed on the customer id."""
+    names = jr.case_names()
+    rest = [c for c in per_key.c if c.key != "case_id"]
+    return (
+        sa.select(names.c.name.label("case_id"), *rest)
+        .join_from(per_key, names, names.c.case_id == per_key.c.case_id)
+        .subquery()
+    )
+
+
+def test_the_pages_journeys_equal_the_same_journeys_cased_by_customer_id(demo):
+    """The page reads the journey log, whose cases are integer customer keys; every result equals
+    the library's on the same log with each case named by its text customer id instead (the shape
+    of an uploaded event log), customers named by cx_id where the result lists them."""
     from dataclasses import replace
 
     from cxdash.jobs import views
 
     run = views.COMPUTATIONS
     f = views.DEFAULT_MAP_FILTERS
-    spec, jl = f.spec(), jr.journey_log()
+    spec, jl = replace(f.spec(), case_key="cx_id"), named_log(jr.journey_log())
     params = views.map_params(f)
     wide = views.map_params(views.path_filters(f))
     with demo.connect() as conn:
@@ -621,30 +644,52 @@ def test_the_pages_journeys_on_integer_keys_equal_the_journeys_on_customer_ids(d
             ),
             "variants": (
                 run["journeys.variants"](conn, **params, max_steps=5, rarest=False, contains=""),
-                jr.discover_variants(conn, jl, spec, outcomes=jr.customer_outcomes(conn), max_steps=5, limit=30),
+                jr.discover_variants(
+                    conn, jl, spec, outcomes=_named(jr.customer_outcomes(conn)), max_steps=5, limit=30
+                ),
             ),
             "funnel": (
                 run["journeys.funnel"](conn, steps=steps, days=30, by_segment=True),
-                jr.funnel(conn, jl, steps, window_days=30, segments=jr.customer_segments()),
+                jr.funnel(conn, jl, steps, window_days=30, segments=_named(jr.customer_segments()), case_key="cx_id"),
             ),
-            "handoffs": (run["journeys.handoffs"](conn), jr.discover_handoffs(conn, jl, department_key="department")),
+            "handoffs": (
+                run["journeys.handoffs"](conn),
+                jr.discover_handoffs(conn, jl, department_key="department", case_key="cx_id"),
+            ),
             "edge cohort": (
                 run["journeys.edge_customers"](conn, **params, source=edge["source"], target=edge["target"]),
                 jr.edge_customers(conn, jl, edge["source"], edge["target"], spec),
             ),
-            "hotspots": (run["journeys.hotspots"](conn, repeat_days=7), jr.hotspots(conn, repeat_days=7)),
         }
-        for spot in pairs["hotspots"][1]["hotspot"]:
+        activities = run["journeys.activities"](conn, **views.map_params(views.activity_filters(f)))
+        by_id = jr.activity_counts(conn, jl, replace(views.activity_filters(f).spec(), case_key="cx_id"))
+        assert activities == by_id["activity"].tolist()
+    for name, (by_key, by_id) in pairs.items():
+        assert len(by_id), f"{name}: an empty comparison proves nothing"
+        pd.testing.assert_frame_equal(by_key, by_id, check_dtype=False, obj=name)
+    assert pairs["edge cohort"][0]["case_id"].str.startswith("CUS-").all()  # named, not numbered
+
+
+def test_the_pages_hotspots_and_cohorts_equal_the_librarys(demo):
+    """The page's hotspots and every hotspot's cohort (all of its customers, named) are the
+    library's on the whole history."""
+    from cxdash.jobs import views
+
+    run = views.COMPUTATIONS
+    with demo.connect() as conn:
+        spots = jr.hotspots(conn, repeat_days=7)
+        pairs = {"hotspots": (run["journeys.hotspots"](conn, repeat_days=7), spots)}
+        for spot in spots["hotspot"]:
             pairs[f"hotspot cohort {spot}"] = (
                 run["journeys.hotspot_customers"](conn, hotspot=spot, repeat_days=7),
                 jr.hotspot_customers(conn, spot, repeat_days=7, limit=None),  # the page lists every one
             )
-        activities = run["journeys.activities"](conn, **views.map_params(views.activity_filters(f)))
-        assert activities == jr.activity_counts(conn, jl, views.activity_filters(f).spec())["activity"].tolist()
-    for name, (keyed, by_id) in pairs.items():
-        assert len(by_id), f"{name}: an empty comparison proves nothing"
-        pd.testing.assert_frame_equal(keyed, by_id, check_dtype=False, obj=name)
-    assert pairs["edge cohort"][0]["case_id"].str.startswith("CUS-").all()  # named, not numbered
+    assert len(pairs) >= 5
+    for name, (page, library) in pairs.items():
+        assert len(library), f"{name}: an empty comparison proves nothing"
+        pd.testing.assert_frame_equal(page, library, check_dtype=False, obj=name)
+        if name != "hotspots":
+            assert library["cx_id"].str.startswith("CUS-").all() and library["cx_id"].is_unique
 
 
 def test_demo_repeat_contacts_equal_a_pandas_count(demo):
@@ -694,7 +739,7 @@ def test_cli_prints_the_edges_as_json(demo_store):
     s = open_store(demo_store["url"], create=False)
     with s.connect() as conn:
         jl = jr.journey_log()
-        steps, customers = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(jl.c.cx_id)))).one()
+        steps, customers = conn.execute(sa.select(sa.func.count(), sa.func.count(sa.distinct(jl.c.cx_key)))).one()
     s.dispose()
     assert sum(e["count"] for e in edges) == steps - customers  # every step but each customer's last
 

@@ -10,10 +10,10 @@ from datetime import date, datetime
 import pandas as pd
 import pytest
 
+from cxdash import journeys as jr
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import views
-from cxdash.journeys import discovery as jr
 
 CRM = "id,mail,joined,consent\nC1,a@x.org,2023-06-01,true\nC2,b@x.org,2023-06-02,false\nC3,c@x.org,2023-06-03,true\nC4,d@x.org,2023-06-04,true\n"
 CRM_MAP = Mapping.from_dict(
@@ -158,12 +158,11 @@ def test_whole_paths_around_a_step_in_the_period_equal_pandas_and_every_ribbon_r
         every = views.COMPUTATIONS["journeys.paths"](conn, **views.paths_params(PLAIN, anchor, direction, 5, PERIOD))
         top_one = jr.anchor_paths(
             conn,
-            jr.journey_log(keyed=True, since=datetime(2024, 2, 1), until=datetime(2024, 3, 1)),
+            jr.journey_log(since=datetime(2024, 2, 1), until=datetime(2024, 3, 1)),
             anchor,
             direction=direction,
             steps=5,
             top=1,
-            **jr.KEYED,
         )
     expected = _expected_paths(anchor, direction, 5)
     got = pd.Series(every["customers"].to_numpy(), index=[tuple(jr.path_steps(p)) for p in every["path"]])
@@ -208,16 +207,16 @@ def test_friction_moments_of_a_period_are_the_whole_historys_moments_at_a_time_i
         with store.connect() as conn:
             import sqlalchemy as sa
 
-            every = jr.friction_moments(keyed=True)
-            frame = pd.DataFrame(conn.execute(sa.select(every.c.cx_id, every.c.ts, every.c.hotspot)).all())
-            inside = jr.friction_moments(keyed=True, since=since, until=until)
-            got = pd.DataFrame(conn.execute(sa.select(inside.c.cx_id, inside.c.ts, inside.c.hotspot)).all())
+            every = jr.friction_moments()
+            frame = pd.DataFrame(conn.execute(sa.select(every.c.cx_key, every.c.ts, every.c.hotspot)).all())
+            inside = jr.friction_moments(since=since, until=until)
+            got = pd.DataFrame(conn.execute(sa.select(inside.c.cx_key, inside.c.ts, inside.c.hotspot)).all())
     finally:
         store.dispose()
-    frame.columns = got.columns = ["cx_id", "ts", "hotspot"]
+    frame.columns = got.columns = ["cx_key", "ts", "hotspot"]
     expected = frame[(frame["ts"] >= since) & (frame["ts"] < until)]
     assert 0 < len(expected) < len(frame)
-    key = ["cx_id", "ts", "hotspot"]
+    key = ["cx_key", "ts", "hotspot"]
     pd.testing.assert_frame_equal(
         got.sort_values(key).reset_index(drop=True), expected.sort_values(key).reset_index(drop=True)
     )

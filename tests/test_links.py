@@ -431,7 +431,7 @@ def _product_runs() -> tuple[int, int]:
 
 
 def test_handoffs_count_product_as_its_own_department(store):
-    from cxdash.journeys import discovery as jr
+    from cxdash import journeys as jr
 
     load_company(store)
     with store.connect() as conn:

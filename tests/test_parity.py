@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cxdash import journeys as jr
 from cxdash.demo.build import build_demo
-from cxdash.journeys import discovery as jr
 from cxdash.metrics import kpis
 from tests.conftest import make_store
 
@@ -184,8 +184,11 @@ def test_activity_list_paths_and_edge_cohort_are_equal(engines):
     duck, pg = _both(engines, lambda c: jr.dfg_counts(c, jr.journey_log(), PAGE_SPEC))
     source, target = duck.iloc[0]["source"], duck.iloc[0]["target"]
     assert_same_frame(duck, pg, "dfg_counts")
-    duck, pg = _both(engines, lambda c: jr.edge_customers(c, jr.journey_log(), source, target, PAGE_SPEC))
+    duck, pg = _both(
+        engines, lambda c: jr.edge_customers(c, jr.journey_log(), source, target, PAGE_SPEC, case_names=jr.case_names())
+    )
     assert len(duck) > 10
+    assert duck["case_id"].str.startswith("CUS-").all()  # named at the edge, not numbered
     assert_same_frame(duck, pg, "edge_customers")
 
 
@@ -218,6 +221,14 @@ def test_friction_hotspots_are_equal(engines):
     duck, pg = _both(engines, lambda c: jr.hotspots(c, repeat_days=7))
     assert len(duck) >= 3
     assert_same_frame(duck, pg, "hotspots")
+    spot = duck["hotspot"].iloc[0]
+    duck, pg = _both(engines, lambda c: jr.hotspot_customers(c, spot, repeat_days=7, limit=None))
+    assert len(duck) > 10 and duck["cx_id"].str.startswith("CUS-").all()
+    assert_same_frame(duck, pg, "hotspot_customers")
+    cx_id = str(duck["cx_id"].iloc[0])
+    duck, pg = _both(engines, lambda c: jr.customer_journey(c, cx_id))
+    assert len(duck) > 1
+    assert_same_frame(duck, pg, "customer_journey")
 
 
 # ----------------------------------------------------------------------------- model features

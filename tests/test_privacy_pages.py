@@ -150,8 +150,8 @@ def test_a_journey_owner_sees_rare_journeys_pooled(small_demo, monkeypatch):
 def test_each_journey_cohort_export_holds_its_own_cohort_when_clicked(small_demo, monkeypatch, downloads):
     """The cohort files are built on click, after the script ran: each must still be its own
     cohort (the hotspot's customers, the edge's cases), of consenting customers only."""
+    from cxdash import journeys as jr
     from cxdash.governance import privacy
-    from cxdash.journeys import discovery as jr
 
     monkeypatch.setenv("CXDASH_DB_URL", small_demo)
     at = _page("journeys.py", "admin")

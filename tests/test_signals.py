@@ -19,9 +19,9 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from cxdash import journeys
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.journeys import discovery as journeys
 from cxdash.metrics import kpis, signals
 from cxdash.risk import card, customer_features, recent_signals
 from cxdash.store.database import KIND_TABLES, customer_keys_table
@@ -182,9 +182,11 @@ def test_the_pandas_count_agrees_with_the_hand_count():
 
 
 def _moments(conn, hotspot: str, days: float = 7) -> pd.DataFrame:
-    m = journeys.friction_moments(repeat_days=days)
+    m, names = journeys.friction_moments(repeat_days=days), journeys.case_names()
     rows = conn.execute(
-        sa.select(m.c.cx_id, m.c.leaked_department, m.c.absorbed_department).where(m.c.hotspot == hotspot)
+        sa.select(names.c.name, m.c.leaked_department, m.c.absorbed_department)
+        .join_from(m, names, names.c.case_id == m.c.cx_key)
+        .where(m.c.hotspot == hotspot)
     ).fetchall()
     return pd.DataFrame(rows, columns=["cx_id", "leaked", "absorbed"])
 

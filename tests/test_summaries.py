@@ -217,7 +217,7 @@ def _refuse(name):
 PAGE_COMPUTATIONS = {
     "executive.py": ("metrics.kpis", ("kpi_report", "kpi_table", "cohort_retention", "conflicts", "predicted_clv")),
     "journeys.py": (
-        "journeys.discovery",
+        "journeys",
         (
             "discover_dfg",
             "activity_nodes",

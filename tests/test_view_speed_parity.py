@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from cxdash import journeys as jr
 from cxdash.demo.build import build_demo
-from cxdash.journeys import discovery as jr
 from cxdash.metrics import kpis
 from cxdash.metrics.clv import BGNBD, GammaGamma, customer_lifetime_value
 from cxdash.metrics.signals import FAILED_PAYMENT_STATUSES
@@ -82,7 +82,7 @@ def test_the_clv_computed_per_distinct_row_equals_the_clv_computed_per_customer(
 
 
 def _moments(conn, **bounds) -> pd.DataFrame:
-    m = jr.friction_moments(repeat_days=7, keyed=True, **bounds)
+    m = jr.friction_moments(repeat_days=7, **bounds)
     frame = pd.read_sql(sa.select(m), conn)
     frame["ts"] = pd.to_datetime(frame["ts"])
     return frame.sort_values(list(frame.columns), ignore_index=True)

@@ -10,8 +10,15 @@ import pandas as pd
 from cxdash.cli.arguments import VIEW_FILTERS
 from cxdash.cli.common import churn_in_force, cli_actor, jsonable, store_of
 from cxdash.jobs import summaries, views
-from cxdash.journeys.discovery import MapFilters, friction_moments, hotspots
-from cxdash.journeys.hotspot_stats import ALPHA, ranking_note, significance_counts
+from cxdash.journeys import (
+    ALPHA,
+    REPORT_COLUMNS,
+    MapFilters,
+    friction_moments,
+    hotspots,
+    ranking_note,
+    significance_counts,
+)
 from cxdash.metrics import churn
 from cxdash.metrics.kpis import (
     DEFAULT_PERIOD_DAYS,
@@ -23,7 +30,7 @@ from cxdash.metrics.kpis import (
     kpi_report,
 )
 
-__all__ = ["HOTSPOT_FIELDS", "cmd_churn", "cmd_hotspots", "cmd_journeys", "cmd_kpis", "journey_map_filters"]
+__all__ = ["cmd_churn", "cmd_hotspots", "cmd_journeys", "cmd_kpis", "journey_map_filters"]
 
 
 def _view_period(conn, args, *, default_all: bool):
@@ -101,28 +108,6 @@ def cmd_journeys(args) -> int:
     return 0
 
 
-HOTSPOT_FIELDS = (
-    "hotspot",
-    "customers",
-    "customers_judged",
-    "churned",
-    "churned_before",
-    "churn_rate",
-    "baseline_customers",
-    "baseline_churned",
-    "baseline_churn_rate",
-    "lift",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_adjusted",
-    "significant",
-    "why",
-    "leaked_department",
-    "absorbed_department",
-)
-
-
 def _plain(value):
     """A frame cell as a JSON value: numpy scalars as Python ones, NaN / NA as null."""
     if value is None or (not isinstance(value, (list, dict)) and pd.isna(value)):
@@ -137,11 +122,11 @@ def cmd_hotspots(args) -> int:
     with store.connect() as conn:
         period = _view_period(conn, args, default_all=True)
         bounds = {"since": period.start, "until": period.end} if period else {}
-        moments = friction_moments(repeat_days=args.repeat_days, keyed=True, **bounds)
-        frame = hotspots(conn, repeat_days=args.repeat_days, keyed=True, churn=definition, moments=moments)
+        moments = friction_moments(repeat_days=args.repeat_days, **bounds)
+        frame = hotspots(conn, repeat_days=args.repeat_days, churn=definition, moments=moments)
     significant, tested = significance_counts(frame)
     note = ranking_note(frame)
-    records = [{k: _plain(v) for k, v in rec.items()} for rec in frame[list(HOTSPOT_FIELDS)].to_dict("records")]
+    records = [{k: _plain(v) for k, v in rec.items()} for rec in frame[REPORT_COLUMNS].to_dict("records")]
     if args.json:
         print(
             json.dumps(

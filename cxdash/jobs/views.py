@@ -19,7 +19,7 @@ from datetime import date, timedelta
 
 from sqlalchemy.engine import Connection
 
-from cxdash.journeys import discovery as jr
+from cxdash import journeys as jr
 from cxdash.metrics import kpis
 from cxdash.metrics.churn import Definition
 
@@ -253,7 +253,7 @@ def people_params(period: dict | None = None) -> dict:
     return dict(period or {})
 
 
-# The hotspot frame's shape (cxdash.journeys.discovery.HOTSPOT_COLUMNS). Part of its stored name, so a frame
+# The hotspot frame's shape (cxdash.journeys.HOTSPOT_COLUMNS). Part of its stored name, so a frame
 # stored by an older version of the code is not found and is computed again; raise it whenever
 # the columns or their meaning change.
 HOTSPOTS_SHAPE = 2
@@ -263,16 +263,13 @@ def hotspots_params(repeat_days: int, churn: str | None = None, period: dict | N
     return _churn({"repeat_days": int(repeat_days), "shape": HOTSPOTS_SHAPE, **(period or {})}, churn)
 
 
-# The page's journeys run on the keyed log (integer customer keys: no join of every step to the
-# customer table, integer sorts in the windows); only results that list customers name them.
+# The journey log's cases are integer customer keys; only results that list customers name them.
 def _log(period=None):
-    return jr.journey_log(keyed=True, **_bounds(period))
+    return jr.journey_log(**_bounds(period))
 
 
 def _spec(filters: dict) -> jr.LogSpec:
-    from dataclasses import replace
-
-    return replace(_map(filters).spec(), **jr.KEYED)
+    return _map(filters).spec()
 
 
 def _dfg(conn, filters, period=None):
@@ -304,13 +301,11 @@ def _paths(conn, filters, anchor, direction, steps, shape=PATHS_SHAPE, period=No
 
 
 def _moments(repeat_days, period):
-    return jr.friction_moments(repeat_days=repeat_days, keyed=True, **_bounds(period))
+    return jr.friction_moments(repeat_days=repeat_days, **_bounds(period))
 
 
 def _hotspots(conn, repeat_days, churn=None, shape=HOTSPOTS_SHAPE, period=None):
-    return jr.hotspots(
-        conn, repeat_days=repeat_days, keyed=True, churn=_definition(churn), moments=_moments(repeat_days, period)
-    )
+    return jr.hotspots(conn, repeat_days=repeat_days, churn=_definition(churn), moments=_moments(repeat_days, period))
 
 
 def _hotspot_customers(conn, hotspot, repeat_days, churn=None, period=None):
@@ -318,7 +313,6 @@ def _hotspot_customers(conn, hotspot, repeat_days, churn=None, period=None):
         conn,
         hotspot,
         repeat_days=repeat_days,
-        keyed=True,
         churn=_definition(churn),
         moments=_moments(repeat_days, period),
         limit=None,
@@ -330,7 +324,7 @@ def _edge_customers(conn, filters, source, target, period=None):
 
 
 def _variants(conn, filters, max_steps, rarest, contains, churn=None, period=None):
-    outcomes = jr.customer_outcomes(conn, keyed=True, churn=_definition(churn))
+    outcomes = jr.customer_outcomes(conn, churn=_definition(churn))
     return jr.discover_variants(
         conn,
         _log(period),
@@ -349,13 +343,12 @@ def _funnel(conn, steps, days, by_segment, period=None):
         _log(period),
         list(steps),
         window_days=days,
-        segments=jr.customer_segments(keyed=True) if by_segment else None,
-        **jr.KEYED,
+        segments=jr.customer_segments() if by_segment else None,
     )
 
 
 def _handoffs(conn, period=None):
-    return jr.discover_handoffs(conn, _log(period), department_key="department", **jr.KEYED)
+    return jr.discover_handoffs(conn, _log(period), department_key="department")
 
 
 KNOWN_FUNNELS = (["pricing", "checkout", "purchase"], ["register request", "decide", "pay compensation"])

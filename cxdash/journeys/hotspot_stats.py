@@ -15,7 +15,7 @@ it) and those who never hit it. From the four counts of that 2x2 table:
 * ``significant``: adjusted p < ``ALPHA`` and a lift above 1.
 
 Everything here is plain pandas/scipy on the counts (the counting runs in the database, in
-``cxdash.journeys.discovery.hotspots``), so the statistics are testable on hand-built counts.
+``cxdash.journeys.friction.hotspots``), so the statistics are testable on hand-built counts.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import pandas as pd
 __all__ = [
     "ALPHA",
     "COUNT_COLUMNS",
+    "HOTSPOT_COLUMNS",
+    "REPORT_COLUMNS",
     "STAT_COLUMNS",
     "hotspot_statistics",
     "ranking_note",
@@ -38,31 +40,45 @@ __all__ = [
 ALPHA = 0.05
 CONFIDENCE = 0.95
 NO_DEFINITION = "churn unknown: no churn definition"
+# The hotspot frame (``cxdash.journeys.friction.hotspots``), declared once: each column, in the
+# frame's order, with its part: "count" (the counts hotspot_statistics reads), "stat" (what it
+# adds), "context" (what the database and the hotspot's description add); and whether the CLI's
+# ``hotspots`` report (``REPORT_COLUMNS``) prints it.
+_COLUMNS = (
+    ("hotspot", "count", True),
+    ("customers", "count", True),
+    ("moments", "context", False),
+    ("customer_share", "context", False),
+    ("customers_judged", "count", True),
+    ("churned", "count", True),
+    ("churned_before", "count", True),
+    ("churn_rate", "stat", True),
+    ("baseline_customers", "count", True),
+    ("baseline_churned", "count", True),
+    ("baseline_churn_rate", "stat", True),
+    ("lift", "stat", True),
+    ("ci_low", "stat", True),
+    ("ci_high", "stat", True),
+    ("p_value", "stat", True),
+    ("p_adjusted", "stat", True),
+    ("tested", "stat", False),
+    ("significant", "stat", True),
+    ("why", "stat", True),
+    ("churn_definition", "stat", False),
+    ("excess_churned", "stat", False),
+    ("revenue_at_stake", "context", False),
+    ("leaked_department", "context", True),
+    ("absorbed_department", "context", True),
+    ("route_share", "context", False),
+    ("description", "context", False),
+)
+HOTSPOT_COLUMNS = [name for name, _, _ in _COLUMNS]
 # In: the counts per hotspot that hotspot_statistics reads.
-COUNT_COLUMNS = [
-    "hotspot",
-    "customers",
-    "customers_judged",
-    "churned",
-    "churned_before",
-    "baseline_customers",
-    "baseline_churned",
-]
+COUNT_COLUMNS = [name for name, part, _ in _COLUMNS if part == "count"]
 # Out: what it adds.
-STAT_COLUMNS = [
-    "churn_rate",
-    "baseline_churn_rate",
-    "lift",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "p_adjusted",
-    "tested",
-    "significant",
-    "why",
-    "excess_churned",
-    "churn_definition",
-]
+STAT_COLUMNS = [name for name, part, _ in _COLUMNS if part == "stat"]
+# The columns of the CLI's report, in the frame's order.
+REPORT_COLUMNS = [name for name, _, reported in _COLUMNS if reported]
 
 
 def risk_ratio(a: int, n1: int, c: int, n0: int, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
@@ -72,6 +88,7 @@ def risk_ratio(a: int, n1: int, c: int, n0: int, confidence: float = CONFIDENCE)
     When every customer of a group churned (``a == n1`` or ``c == n0``) that group adds no variance
     to Katz's interval, which then looks precise on a single customer (1 of 1 churned gave
     3.34-5.54): the ratio is kept and the interval is NaN (not known)."""
+    # scipy.stats takes about as long to import as the rest of the package: only when a lift is computed
     from scipy.stats.contingency import relative_risk
 
     if n1 <= 0 or n0 <= 0 or a <= 0 or c <= 0:
@@ -119,7 +136,7 @@ def hotspot_statistics(counts: pd.DataFrame, *, churn_definition: str | None, al
     Benjamini-Hochberg adjustment runs over those. ``excess_churned`` = customers_judged x
     (churn_rate - baseline_churn_rate), NaN when a rate is unknown.
     """
-    from scipy.stats import false_discovery_control, fisher_exact
+    from scipy.stats import false_discovery_control, fisher_exact  # heavy: see risk_ratio
 
     out = counts.copy()
     n = len(out)

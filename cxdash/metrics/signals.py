@@ -10,7 +10,7 @@ is the same thing on every page.
 The predicates are SQLAlchemy expressions over the columns of one source row (an event's
 activity, a ticket's topic, a transaction's status), or, for a repeat contact, a window over a
 customer's tickets (``previous_same_topic`` + ``is_repeat``). Journey-shaped signals (a long
-wait, a dead end, rework, a help page before a contact) are found by ``cxdash.journeys.discovery`` from the
+wait, a dead end, rework, a help page before a contact) are found by ``cxdash.journeys.friction`` from the
 journey log; their words and owners live here too.
 
 Choices every reader shares (so they are made here, once):
@@ -96,7 +96,7 @@ CHURN = "churn"  # the customer left
 @dataclass(frozen=True)
 class Signal:
     """One signal. ``kind`` is where it is read: a source kind (``events``, ``tickets``,
-    ``transactions``, ``churn``) or ``journey`` (found from the journey log by ``cxdash.journeys.discovery``).
+    ``transactions``, ``churn``) or ``journey`` (found from the journey log by ``cxdash.journeys.friction``).
     ``column`` is the text column ``patterns`` (lower-case SQL LIKE patterns) apply to.
     ``direction`` is the side on which risk rises (``higher``: more of it is riskier).
     ``hotspot`` is its name as a friction hotspot (None when it is not one)."""

@@ -11,12 +11,12 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from cxdash import journeys as jr
 from cxdash.config import database_url
 from cxdash.governance import privacy, sources
 from cxdash.governance.sources import DEPARTMENT_NAMES, department_name, responsible
 from cxdash.jobs import views
-from cxdash.journeys import discovery as jr
-from cxdash.journeys.hotspot_stats import ranking_note, significance_counts
+from cxdash.journeys import ranking_note, significance_counts
 from cxdash.ui import data, disclosure, period
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure

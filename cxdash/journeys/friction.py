@@ -1,0 +1,437 @@
+"""Friction: the moments a journey goes wrong, and the hotspots they add up to.
+
+A friction *moment* is one row (customer, time, hotspot, leaked_department,
+absorbed_department). The department that *leaked* the customer is the one whose step went
+wrong (the error, the first contact that did not solve it, the ticket that was transferred or
+waited); the one that *absorbed* it is the department of the customer's next contact within
+``repeat_days`` (for a repeat contact: the department that took the repeat), "(none)" when the
+customer did not get back in touch. ``hotspots`` counts the moments per hotspot and compares the
+churn of the customers who hit each with the churn of those who did not
+(``cxdash.journeys.hotspot_stats``).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cxdash.journeys.cohorts import customer_outcomes
+from cxdash.journeys.hotspot_stats import HOTSPOT_COLUMNS, hotspot_statistics
+from cxdash.journeys.log import _epoch, _frame, _numeric, _p90, in_period, journey_log
+from cxdash.metrics import churn as churn_defs
+from cxdash.metrics.signals import (
+    SIGNALS,
+    file_order,
+    is_repeat,
+    matches,
+    previous_same_topic,
+    product_event,
+    repeat_window,
+)
+from cxdash.metrics.timeline import FAILED_PAYMENT_STEP, step_order
+from cxdash.store.database import KIND_TABLES, sources_table
+
+__all__ = [
+    "CONTACT_PREFIX",
+    "HOTSPOT_DESCRIPTIONS",
+    "NONE",
+    "friction_moments",
+    "hotspots",
+]
+
+CONTACT_PREFIX = "contact: "
+
+
+NONE = "(none)"
+
+
+# What each hotspot means, in the words the registry declares for its signal.
+HOTSPOT_DESCRIPTIONS = {s.hotspot: s.description for s in SIGNALS.values() if s.hotspot}
+
+
+def _error_step(steps) -> sa.ColumnElement[bool]:
+    """Is a journey step (a row with ``kind, activity, department``) an error: a checkout error
+    (``cxdash.metrics.signals``: a product event named like an error) or a failed payment (a transaction
+    with a failed status, which the timeline names ``FAILED_PAYMENT_STEP``)?"""
+    return sa.or_(
+        _checkout_error_step(steps), sa.and_(steps.kind == "transactions", steps.activity == FAILED_PAYMENT_STEP)
+    )
+
+
+def _checkout_error_step(steps) -> sa.ColumnElement[bool]:
+    return sa.and_(steps.kind == "events", product_event(steps.department), matches("checkout_error", steps.activity))
+
+
+def _seconds_between(later, earlier):
+    return _epoch(later) - _epoch(earlier)
+
+
+def _contacts(jl: sa.FromClause) -> sa.Subquery:
+    return (
+        sa.select(jl.c.cx_key, jl.c.ts, jl.c.department, jl.c.activity, jl.c.channel)
+        .where(jl.c.activity.like(CONTACT_PREFIX + "%"))
+        .subquery("contacts")
+    )
+
+
+def _with_absorber(raw: sa.Subquery, contacts: sa.Subquery, days: float) -> sa.Select:
+    """Add ``absorbed_department``: the department of the first contact after the moment. Every
+    row of ``raw`` stays a moment of its own (two errors in the same second are two errors, as the
+    model's features count them); the absorber is looked up once per customer, time and hotspot."""
+    at = sa.select(raw.c.cx_key, raw.c.ts, raw.c.hotspot).distinct().subquery(raw.name + "_at")
+    after = contacts.c.ts > at.c.ts
+    near = _seconds_between(contacts.c.ts, at.c.ts) <= days * 86400.0
+    ranked = (
+        sa.select(
+            at,
+            contacts.c.department.label("next_department"),
+            sa.func.row_number()
+            .over(partition_by=(at.c.cx_key, at.c.ts, at.c.hotspot), order_by=(contacts.c.ts, contacts.c.department))
+            .label("rk"),
+        )
+        .select_from(at.outerjoin(contacts, sa.and_(contacts.c.cx_key == at.c.cx_key, after, near)))
+        .subquery(raw.name + "_absorbed")
+    )
+    first = (
+        sa.select(ranked.c.cx_key, ranked.c.ts, ranked.c.hotspot, ranked.c.next_department)
+        .where(ranked.c.rk == 1)
+        .subquery(raw.name + "_first")
+    )
+    return sa.select(
+        raw.c.cx_key,
+        raw.c.ts,
+        raw.c.hotspot,
+        raw.c.leaked_department,
+        sa.func.coalesce(first.c.next_department, NONE).label("absorbed_department"),
+    ).select_from(
+        raw.join(
+            first, sa.and_(first.c.cx_key == raw.c.cx_key, first.c.ts == raw.c.ts, first.c.hotspot == raw.c.hotspot)
+        )
+    )
+
+
+def friction_moments(
+    *,
+    repeat_days: float = 7.0,
+    dead_end_days: float = 30.0,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> sa.CTE:
+    """Every friction moment in the store (see ``HOTSPOT_DESCRIPTIONS``), or those at a time in
+    ``[since, until)``. The moments are found on the whole history and then kept by their time, so
+    a repeat contact in the period whose first contact came just before it still counts.
+
+    Out (a CTE, usable like a subquery): ``cx_key, ts, hotspot, leaked_department,
+    absorbed_department``; ``cx_key`` is the customer's integer key, as the journey log's cases
+    (``case_names()`` names them).
+    """
+    # One scan of the timeline, shared by every part (a CTE referenced several times is
+    # materialised once by DuckDB and PostgreSQL).
+    jl = journey_log().element.cte("journey_steps")
+    contacts = _contacts(jl)
+    window = repeat_days * 86400.0
+    parts: list[sa.Select] = []
+
+    def moments(q: sa.Select, name: str) -> sa.Subquery:
+        return q.subquery(name.replace(" ", "_"))
+
+    # errors: checkout errors and failed payments, as the registry defines them
+    errors = sa.select(
+        jl.c.cx_key,
+        jl.c.ts,
+        sa.case(
+            (_checkout_error_step(jl.c), SIGNALS["checkout_error"].hotspot), else_=SIGNALS["failed_payment"].hotspot
+        ).label("hotspot"),
+        jl.c.department.label("leaked_department"),
+    ).where(_error_step(jl.c))
+    parts.append(_with_absorber(moments(errors, "errors"), contacts, repeat_days))
+
+    # tickets: repeat contacts, transfers and long waits, read from the tickets table
+    k, src = KIND_TABLES["tickets"], sources_table
+    dept = sa.func.coalesce(k.c.department, src.c.department, "unknown")
+    tickets_from, ticket_customer = k.join(src, src.c.name == k.c.source), k.c.cx_key
+
+    # repeat contacts: the registry's (the same tickets the repeat-contact KPI counts). The earlier
+    # ticket's department leaked the customer, the repeat's own absorbed them.
+    by_topic = (k.c.opened_at, k.c.cx_key, k.c.topic, *file_order(k))
+    same_topic = (
+        sa.select(
+            ticket_customer.label("cx_key"),
+            k.c.opened_at.label("ts"),
+            dept.label("absorbed_department"),
+            previous_same_topic(*by_topic).label("prev_at"),
+            sa.func.lag(dept).over(**repeat_window(*by_topic)).label("leaked_department"),
+        )
+        .select_from(tickets_from)
+        .where(k.c.cx_key.is_not(None), k.c.opened_at.is_not(None))
+        .subquery("same_topic")
+    )
+    parts.append(
+        sa.select(
+            same_topic.c.cx_key,
+            same_topic.c.ts,
+            sa.literal(SIGNALS["repeat_contact"].hotspot, sa.String).label("hotspot"),
+            same_topic.c.leaked_department,
+            same_topic.c.absorbed_department,
+        ).where(is_repeat(same_topic.c.ts, same_topic.c.prev_at, repeat_days))
+    )
+
+    # help page, then a contact within N days
+    help_visits = sa.select(jl.c.cx_key, jl.c.ts, jl.c.department).where(jl.c.activity == "help_page").subquery("hv")
+    hp = (
+        sa.select(
+            contacts.c.cx_key,
+            contacts.c.ts,
+            help_visits.c.department.label("leaked_department"),
+            contacts.c.department.label("absorbed_department"),
+            sa.func.row_number()
+            .over(
+                partition_by=(contacts.c.cx_key, contacts.c.ts, contacts.c.activity), order_by=help_visits.c.ts.desc()
+            )
+            .label("rk"),
+        )
+        .select_from(
+            contacts.join(
+                help_visits,
+                sa.and_(
+                    help_visits.c.cx_key == contacts.c.cx_key,
+                    help_visits.c.ts <= contacts.c.ts,
+                    _seconds_between(contacts.c.ts, help_visits.c.ts) <= window,
+                ),
+            )
+        )
+        .subquery("help_then_contact")
+    )
+    parts.append(
+        sa.select(
+            hp.c.cx_key,
+            hp.c.ts,
+            sa.literal("help page then contact", sa.String).label("hotspot"),
+            hp.c.leaked_department,
+            hp.c.absorbed_department,
+        ).where(hp.c.rk == 1)
+    )
+
+    transferred = (
+        sa.select(
+            ticket_customer.label("cx_key"),
+            k.c.opened_at.label("ts"),
+            sa.literal("transferred ticket", sa.String).label("hotspot"),
+            dept.label("leaked_department"),
+        )
+        .select_from(tickets_from)
+        .where(matches("transfer", k.c.transfers), k.c.opened_at.is_not(None), ticket_customer.is_not(None))
+    )
+    parts.append(_with_absorber(moments(transferred, "transferred"), contacts, repeat_days))
+    topic = sa.func.coalesce(k.c.topic, "other")
+    durations = (
+        sa.select(
+            ticket_customer.label("cx_key"),
+            k.c.opened_at.label("ts"),
+            dept.label("department"),
+            topic.label("topic"),
+            _seconds_between(k.c.closed_at, k.c.opened_at).label("seconds"),
+        )
+        .select_from(tickets_from)
+        .where(k.c.closed_at.is_not(None), k.c.opened_at.is_not(None), ticket_customer.is_not(None))
+        .subquery("durations")
+    )
+    p90 = (
+        sa.select(durations.c.topic, _p90(durations.c.seconds).label("p90"))
+        .group_by(durations.c.topic)
+        .having(sa.func.count() >= 20)
+        .subquery("topic_p90")
+    )
+    waits = (
+        sa.select(
+            durations.c.cx_key,
+            durations.c.ts,
+            sa.literal("long wait", sa.String).label("hotspot"),
+            durations.c.department.label("leaked_department"),
+        )
+        .select_from(durations.join(p90, p90.c.topic == durations.c.topic))
+        .where(durations.c.seconds > p90.c.p90)
+    )
+    parts.append(_with_absorber(moments(waits, "waits"), contacts, repeat_days))
+
+    # rework and dead ends, from each step's neighbours
+    w = dict(partition_by=jl.c.cx_key, order_by=(*step_order(jl), jl.c.activity))
+    # A period needs only the steps near it: a rework counts a previous step at most `window`
+    # earlier, a dead end looks `dead_end_days` ahead, so steps outside [since - window,
+    # until + dead end) cannot change a moment inside [since, until), and the window (the
+    # costliest sort of the hotspots) runs on the period's steps instead of the whole history.
+    near = in_period(
+        jl.c.ts,
+        since - timedelta(seconds=window) if since is not None else None,
+        until + timedelta(days=dead_end_days) if until is not None else None,
+    )
+    seq = (
+        sa.select(
+            jl.c.cx_key,
+            jl.c.ts,
+            jl.c.activity,
+            jl.c.department,
+            jl.c.kind,
+            sa.func.lag(jl.c.activity).over(**w).label("prev_activity"),
+            sa.func.lag(jl.c.ts).over(**w).label("prev_ts"),
+            sa.func.lead(jl.c.ts).over(**w).label("next_ts"),
+        )
+        .where(jl.c.activity != "subscription ended", *near)
+        .cte("seq")  # read by rework and dead ends: one window pass, not two
+    )
+    rework = sa.select(
+        seq.c.cx_key,
+        seq.c.ts,
+        sa.literal("rework", sa.String).label("hotspot"),
+        seq.c.department.label("leaked_department"),
+    ).where(
+        seq.c.activity == seq.c.prev_activity,
+        seq.c.department.not_in(("web", "marketing")),
+        _seconds_between(seq.c.ts, seq.c.prev_ts) <= window,
+    )
+    parts.append(_with_absorber(moments(rework, "rework"), contacts, repeat_days))
+    data_end = sa.select(sa.func.max(jl.c.ts)).scalar_subquery()
+    dead = sa.select(
+        seq.c.cx_key,
+        seq.c.ts,
+        sa.literal("dead end", sa.String).label("hotspot"),
+        seq.c.department.label("leaked_department"),
+        sa.literal(NONE, sa.String).label("absorbed_department"),
+    ).where(
+        _error_step(seq.c),
+        _seconds_between(data_end, seq.c.ts) > dead_end_days * 86400.0,
+        sa.or_(seq.c.next_ts.is_(None), _seconds_between(seq.c.next_ts, seq.c.ts) > dead_end_days * 86400.0),
+    )
+    parts.append(dead)
+    if since is None and until is None:
+        return sa.union_all(*parts).cte("friction_moments")
+    every = sa.union_all(*parts).subquery("every_moment")
+    return sa.select(every).where(*in_period(every.c.ts, since, until)).cte("friction_moments")
+
+
+def hotspots(
+    conn: Connection,
+    *,
+    repeat_days: float = 7.0,
+    dead_end_days: float = 30.0,
+    moments: sa.FromClause | None = None,
+    churn: churn_defs.Definition | None = None,
+) -> pd.DataFrame:
+    """Friction hotspots with the churn they come with (under ``churn``, a
+    ``cxdash.metrics.churn.Definition``; default the suggested definition), ranked by excess churned
+    customers, or by customers touched when churn cannot be compared.
+
+    Out: one row per hotspot, ``HOTSPOT_COLUMNS``: ``customers`` touched (of the KPI universe),
+    ``moments`` and ``customer_share``; the 2x2 table of the comparison: ``customers_judged`` (touched,
+    churn known, not churned before the first moment; ``churned_before`` counts those left out for
+    that), ``churned`` (of them, churned after it), ``baseline_customers`` (never hit it, churn
+    known) and ``baseline_churned``; then the rates, ``lift`` (risk ratio, NaN with a ``why`` when
+    a zero cell or unknown churn leaves none), ``ci_low``/``ci_high`` (95%), ``p_value`` (Fisher,
+    two-sided), ``p_adjusted`` (Benjamini-Hochberg across the hotspots ``tested``), ``significant``
+    and ``churn_definition`` (its name, NA when none): see ``cxdash.journeys.hotspot_stats``.
+    ``excess_churned`` = customers_judged x (churn_rate - baseline_churn_rate) is the ranking key;
+    ``revenue_at_stake`` = last-12-months revenue of touched customers who have not churned (yet);
+    ``leaked_department -> absorbed_department`` = the most common route and ``route_share`` its
+    share of the moments. ``moments`` (default: ``friction_moments`` of the whole history) are the
+    moments counted.
+    """
+    m = moments if moments is not None else friction_moments(repeat_days=repeat_days, dead_end_days=dead_end_days)
+    definition = churn_defs.in_force(conn, churn)
+    out = customer_outcomes(conn, churn=definition)
+    per_cx = (
+        sa.select(m.c.hotspot, m.c.cx_key, sa.func.min(m.c.ts).label("first_ts"), sa.func.count().label("n"))
+        .group_by(m.c.hotspot, m.c.cx_key)
+        .subquery("per_cx")
+    )
+    known = out.c.churn_known.is_(True)
+    is_churned = out.c.churned.is_(True)
+    # an undated churn (a snapshot label) cannot be placed before the moment: it counts as after
+    after = sa.and_(known, is_churned, sa.or_(out.c.churned_at.is_(None), out.c.churned_at >= per_cx.c.first_ts))
+    before = sa.and_(known, is_churned, out.c.churned_at < per_cx.c.first_ts)
+
+    def count_if(condition) -> sa.ColumnElement:
+        return sa.func.sum(sa.case((condition, 1), else_=0))
+
+    stats_q = (
+        sa.select(
+            per_cx.c.hotspot,
+            sa.func.count().label("customers"),
+            sa.func.sum(per_cx.c.n).label("moments"),
+            count_if(known).label("known"),
+            count_if(after).label("churned"),
+            count_if(before).label("churned_before"),
+            count_if(sa.and_(known, is_churned)).label("churned_any"),
+            sa.func.sum(sa.case((is_churned, 0.0), else_=out.c.revenue_12m)).label("revenue_at_stake"),
+        )
+        .select_from(per_cx.join(out, out.c.case_id == per_cx.c.cx_key))
+        .group_by(per_cx.c.hotspot)
+        .subquery("hotspot_stats")
+    )
+    routes = (
+        sa.select(m.c.hotspot, m.c.leaked_department, m.c.absorbed_department, sa.func.count().label("n"))
+        .group_by(m.c.hotspot, m.c.leaked_department, m.c.absorbed_department)
+        .subquery("routes")
+    )
+    ranked = sa.select(
+        routes,
+        sa.func.row_number()
+        .over(
+            partition_by=routes.c.hotspot,
+            order_by=(routes.c.n.desc(), routes.c.leaked_department, routes.c.absorbed_department),
+        )
+        .label("rk"),
+        (sa.cast(routes.c.n, sa.Double) / sa.func.sum(routes.c.n).over(partition_by=routes.c.hotspot)).label("share"),
+    ).subquery("ranked_routes")
+    q = (
+        sa.select(stats_q, ranked.c.leaked_department, ranked.c.absorbed_department, ranked.c.share)
+        .join(ranked, sa.and_(ranked.c.hotspot == stats_q.c.hotspot, ranked.c.rk == 1))
+        .order_by(stats_q.c.hotspot)
+    )
+    stats = _frame(
+        conn,
+        q,
+        [
+            "hotspot",
+            "customers",
+            "moments",
+            "known",
+            "churned",
+            "churned_before",
+            "churned_any",
+            "revenue_at_stake",
+            "leaked_department",
+            "absorbed_department",
+            "route_share",
+        ],
+    )
+    total, total_known, total_churned = conn.execute(
+        sa.select(sa.func.count(), count_if(known), count_if(sa.and_(known, is_churned)))
+    ).one()
+    total, total_known, total_churned = int(total or 0), int(total_known or 0), int(total_churned or 0)
+    if stats.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in HOTSPOT_COLUMNS})
+    stats = _numeric(
+        stats,
+        ints=("customers", "moments", "known", "churned", "churned_before", "churned_any"),
+        floats=("revenue_at_stake", "route_share"),
+    )
+    stats["customer_share"] = stats["customers"] / total if total else float("nan")
+    stats["customers_judged"] = stats["known"] - stats["churned_before"]
+    stats["baseline_customers"] = total_known - stats["known"]
+    stats["baseline_churned"] = total_churned - stats["churned_any"]
+    frame = hotspot_statistics(stats, churn_definition=definition.name if definition is not None else None)
+    frame["description"] = frame["hotspot"].map(HOTSPOT_DESCRIPTIONS).fillna("")
+    # the name breaks ties: the same order every run; no comparable churn (NaN) ranks by reach
+    frame = frame.sort_values(
+        ["excess_churned", "customers", "hotspot"],
+        ascending=[False, False, True],
+        na_position="last",
+        ignore_index=True,
+        kind="stable",
+    )
+    for col in ("hotspot", "leaked_department", "absorbed_department", "description"):
+        frame[col] = frame[col].astype("string")
+    return frame[HOTSPOT_COLUMNS]
