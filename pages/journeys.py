@@ -2,9 +2,9 @@
 
 import streamlit as st
 
-from cxdash import journeys as jr
 from cxdash.ui import churnview, data, disclosure, period
 from cxdash.ui import journeys as ju
+from cxdash.ui import journeys_charts as jc
 from cxdash.ui.figures import plotly_chart
 from cxdash.ui.formatting import count
 from cxdash.ui.frame import page_guard
@@ -100,7 +100,7 @@ st.caption(
     "Busiest transitions between activities, coloured by department; hover an arrow's middle for "
     "counts and times. Use the sidebar filters to thin it out."
 )
-plotly_chart(ju.journey_map(edges_k.shown, node_frame), width="stretch", key="journeys_map_chart")
+plotly_chart(jc.journey_map(edges_k.shown, node_frame), width="stretch", key="journeys_map_chart")
 if edges_k.note:
     st.caption(f"{edges_k.note} They are not drawn.")
 
@@ -116,10 +116,10 @@ anchor, direction = st.session_state[ju.ANCHOR], st.session_state[ju.DIRECTION]
 whole_paths = ju.paths(filters, anchor, direction, st.session_state[ju.STEPS])
 # A path of fewer than k customers could single someone out: pooled into (other paths).
 drawn_paths, hidden_small = ju.pool_small_paths(whole_paths, k)
-links = jr.path_links(drawn_paths, anchor, direction)
+links = ju.path_links(drawn_paths, anchor, direction)
 st.markdown(ju.paths_sentence(drawn_paths, anchor, direction, hidden_small))
 if len(links):
-    plotly_chart(ju.sankey(links, anchor), width="stretch", key="journeys_sankey_chart")
+    plotly_chart(jc.sankey(links, anchor), width="stretch", key="journeys_sankey_chart")
 
 st.subheader("Friction hotspots")
 if len(spots):
@@ -128,7 +128,7 @@ if len(spots):
         st.info(note, icon=":material/help:")
     else:
         st.caption(ju.hotspot_caption(spots_k.shown))
-        plotly_chart(ju.hotspot_chart(spots_k.shown), width="stretch", key="journeys_hotspot_chart")
+        plotly_chart(jc.hotspot_chart(spots_k.shown), width="stretch", key="journeys_hotspot_chart")
     owners = ju.source_owners()
     st.dataframe(
         ju.filled(spots_k.blank(ju.hotspot_display(spots, owners), keep=("hotspot", "who to call"))),
@@ -276,7 +276,7 @@ with tab_f:
     if chosen:
         frame = ju.funnel(chosen, days, by_segment)
         funnel_k = disclosure.protect("funnel", frame)
-        plotly_chart(ju.funnel_chart(funnel_k.shown), width="stretch", key="journeys_funnel_chart")
+        plotly_chart(jc.funnel_chart(funnel_k.shown), width="stretch", key="journeys_funnel_chart")
         st.dataframe(
             funnel_k.blank(ju.funnel_display(frame), keep=("segment", "step", "activity")),
             hide_index=True,

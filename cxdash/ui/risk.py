@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 import pandas as pd
 import plotly.graph_objects as go
 import sqlalchemy as sa
@@ -14,22 +12,16 @@ from sqlalchemy import func, select
 from cxdash.config import database_url
 from cxdash.governance import privacy
 from cxdash.governance.auth import may_open
-from cxdash.metrics.churn import Definition
 from cxdash.metrics.kpis import money_currency
 from cxdash.risk import (
-    AGE_CAP_DAYS,
     VALUE_BASES,
     ChurnModel,
     NotEnoughChurnError,
     activation,
-    age_words,
     attribute_columns,
     card,
-    data_as_of,
     model_versions,
-    next_action,
     parse_label,
-    recent_signals,
     training,
     value_basis,
     version_problem,
@@ -39,7 +31,7 @@ from cxdash.ui import auth as ui_auth
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
-from cxdash.ui.formatting import UNKNOWN, count, day, money, percent, plain, plot_text
+from cxdash.ui.formatting import UNKNOWN, count, money, percent, plain, plot_text
 from cxdash.ui.frame import PAGES_DIR
 
 # session-state keys, prefixed by page
@@ -63,7 +55,7 @@ STATUS_CHOICES = {"all": None, "not yet acted on": "open", "contacted": "contact
 # ----------------------------------------------------------------------------- model registry
 def model_info() -> dict | None:
     """The newest model's registry row (version, estimator, cutoff, metrics...), or None."""
-    versions = _versions(database_url(), data.version(), _newest_version())
+    versions = _versions(database_url(), data.version(), newest_model_version())
     return None if versions.empty else versions.iloc[0].to_dict()
 
 
@@ -73,7 +65,7 @@ def _fixed(value, digits: int, unit: str = "") -> str:
 
 
 def model_history() -> pd.DataFrame:
-    v = _versions(database_url(), data.version(), _newest_version())
+    v = _versions(database_url(), data.version(), newest_model_version())
     if v.empty:
         return v
     return pd.DataFrame(
@@ -98,7 +90,7 @@ def model_history() -> pd.DataFrame:
     )
 
 
-def _newest_version() -> int:
+def newest_model_version() -> int:
 
     with data.store().app_begin() as conn:
         return int(conn.execute(select(func.coalesce(func.max(models_table.c.version), 0))).scalar())
@@ -400,7 +392,7 @@ def at_risk_list(*, departments: list[str], status: str, min_risk: float, top_de
     frame = _at_risk(
         database_url(),
         data.version(),
-        _list_version(),
+        list_version(),
         tuple(sorted(departments or ())),
         STATUS_CHOICES[status],
         float(min_risk),
@@ -412,7 +404,7 @@ def at_risk_list(*, departments: list[str], status: str, min_risk: float, top_de
 
 
 def stats() -> dict:
-    return _stats(database_url(), data.version(), _list_version())
+    return _stats(database_url(), data.version(), list_version())
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -427,7 +419,7 @@ def customer_value_basis() -> str | None:
     return _value_basis(database_url(), data.version())
 
 
-def _list_version() -> tuple:
+def list_version() -> tuple:
     return activation.list_version(data.store())
 
 
@@ -511,7 +503,7 @@ def at_risk_table(frame: pd.DataFrame, basis: str | None = "revenue", currency: 
     value = {value_label(basis, currency): frame["value"].round(0)} if basis else {}
     return pd.DataFrame(
         {
-            "customer": names.map(lambda n: UNKNOWN if _blank(n) else str(n)),
+            "customer": names.map(lambda n: UNKNOWN if is_blank(n) else str(n)),
             "customer id": frame["customer_id"],
             "risk": (frame["risk"] * 100).round(0),
             **value,
@@ -533,16 +525,16 @@ def value_help(basis: str | None) -> str | None:
 def _top_reason(reasons: list[dict], top_reason) -> str:
     if reasons:
         return str(reasons[0]["label"])
-    return UNKNOWN if _blank(top_reason) else str(top_reason)
+    return UNKNOWN if is_blank(top_reason) else str(top_reason)
 
 
 def _action_with_owner(action, department) -> str:
-    if _blank(action):
+    if is_blank(action):
         return UNKNOWN
-    return f"{action} ({department})" if not _blank(department) else str(action)
+    return f"{action} ({department})" if not is_blank(department) else str(action)
 
 
-def _blank(v) -> bool:
+def is_blank(v) -> bool:
     return v is None or (not isinstance(v, str) and pd.isna(v)) or (isinstance(v, str) and not v.strip())
 
 
@@ -634,274 +626,8 @@ def mark(cx_ids: list[str], status: str, actor: str | None = None) -> int:
     n = activation.mark(data.store(), cx_ids, status, actor=actor or ui_auth.current_user())
     _at_risk.clear()
     _stats.clear()
-    _card.clear()
     return n
 
 
 def export(frame: pd.DataFrame) -> bytes:
     return activation.export_csv(frame)
-
-
-# ----------------------------------------------------------------------------- customer card
-SEARCH_LIMIT = 20
-
-
-def search(query: str) -> pd.DataFrame:
-    """Customers matching ``query`` by name, email, phone or any id (``cxdash.risk.card.find_customers``),
-    names masked for a role that may not see personal data."""
-    with data.store().connect() as conn:
-        found = card.find_customers(conn, query, limit=SEARCH_LIMIT)
-    if not privacy.sees_personal_data(ui_auth.current_role()):
-        found = found.assign(name=found["name"].map(privacy.mask_name))
-    return found
-
-
-def match_label(row) -> str:
-    """One search match for the pick list: name, customer id, and what matched."""
-    name = UNKNOWN if _blank(row.name) else str(row.name)
-    return f"{name} · {row.customer_id} (matched by {card.MATCH_WORDS.get(row.matched, row.matched)})"
-
-
-def example_customer() -> str | None:
-    """The highest-priority scored customer (what the card shows before a search)."""
-    top = activation.at_risk(data.store(), only_top_decile=False, limit=1)
-    return None if top.empty else str(top["cx_id"].iloc[0])
-
-
-# Keyed on the list version too: a mark (here or anywhere) changes the follow-up status the card shows.
-@st.cache_data(show_spinner=False, max_entries=64)
-def _card(
-    url: str, version: int, model_version: int, list_version: tuple, cx_id: str, churn_name: str | None, mask: bool
-) -> dict:
-    store = data.store()
-    with store.connect() as conn:
-        now = data_as_of(conn)
-        definition = Definition.parse(churn_name) if churn_name else None
-        out = {
-            "churn": card.churn_status(conn, cx_id, definition),
-            "now": now,
-            "profile": card.profile(conn, cx_id, mask=mask),
-            "timeline": card.customer_timeline(conn, cx_id, limit=200),
-            "signals": recent_signals(conn, cx_id, now=now),
-            "open_tickets": card.open_tickets(conn, cx_id),
-            "contacts": card.recent_contacts(conn, cx_id),
-        }
-    out["score"] = activation.customer_score(store, cx_id)
-    out["follow_up"] = activation.follow_up(store, cx_id)
-    out["next"] = next_action(out["signals"], (out["score"] or {}).get("reasons", []))
-    out["masked"] = mask
-    return out
-
-
-def customer_card(cx_id: str) -> dict:
-    """Everything the card shows for one customer; email and phone in full only for a role whose job
-    needs them (``cxdash.governance.privacy.PERSONAL_DATA_ROLES``: agents and admins), masked for the others."""
-    mask = not privacy.sees_personal_data(ui_auth.current_role())
-    return _card(database_url(), data.version(), _newest_version(), _list_version(), cx_id, data.churn_name(), mask)
-
-
-def card_title(c: dict, cx_id: str) -> str:
-    """The card's heading: the CRM name, else the customer id, else the customer key (escaped)."""
-    p = c["profile"]
-    for key in ("name", "customer_id"):
-        if not _blank(p.get(key)):
-            return plain(p[key])
-    return plain(cx_id)
-
-
-def risk_tile(c: dict) -> tuple[str, str]:
-    """The churn-risk figure and its help (why it is unknown when it is)."""
-    score = c["score"]
-    if score:
-        return percent(score["risk"], 0), "Chance of leaving in the model's horizon, from the newest churn model."
-    if c["churn"]["churned"]:
-        return UNKNOWN, "Not scored: this customer has already left (only current customers are scored)."
-    return UNKNOWN, "Not scored: the newest churn model did not score this customer (not a current customer)."
-
-
-def value_tile(c: dict, basis: str | None, currency: str | None) -> tuple[str, str]:
-    score = c["score"]
-    if not score:
-        return UNKNOWN, "Not scored, so no value was worked out for this customer."
-    if basis is None or _blank(score.get("value")):
-        return UNKNOWN, "Unknown: no transactions and no subscription MRR are loaded."
-    return count(round(float(score["value"]))), VALUE_BASES[basis].capitalize() + "."
-
-
-def follow_up_tile(c: dict) -> tuple[str, str | None]:
-    """The follow-up status and, once someone acted, who and when ("by agent · 2 Dec 2026 08:14")."""
-    f = c["follow_up"]
-    if f["status"] == "open":
-        return "open", "Nobody has contacted or actioned them yet."
-    when = pd.Timestamp(f["updated_at"])
-    return str(f["status"]), f"by {plain(f['actor'])} · {day(when)} {when:%H:%M} UTC"
-
-
-def contact_rows(profile: dict) -> list[tuple[str, str, str | None]]:
-    """Email, phone and marketing consent for the card's contact block: ``(label, value, help)``,
-    values as stored (masked when the role may not see them), "—" with a reason when unknown."""
-    out = []
-    for label, key in (("Email", "email"), ("Phone", "phone")):
-        v = profile.get(key)
-        out.append((label, UNKNOWN, f"No {key} on the CRM record.") if _blank(v) else (label, str(v), None))
-    c = profile.get("consent_marketing")
-    if c is None or pd.isna(c):
-        out.append(("Marketing consent", "unknown", "The CRM record does not say: ask before any marketing."))
-    elif bool(c):
-        out.append(("Marketing consent", "yes", "Opted in to marketing."))
-    else:
-        out.append(("Marketing consent", "no", "Service contact only: no marketing offers."))
-    return out
-
-
-def churn_sentence(status: dict) -> str:
-    """The customer's churn status under the company's definition, and what their churn records say."""
-    records = status["records"]
-    said = ""
-    if not records.empty:
-        latest = records.iloc[0]
-        when = "" if pd.isna(latest["churned_at"]) else f" on {pd.Timestamp(latest['churned_at']):%d %b %Y}"
-        reason = f", reason: {plain(str(latest['reason']))}" if pd.notna(latest["reason"]) else ""
-        said = f" A churn record says they left{when}{reason}."
-    if status["churned"] is None:
-        return "Whether this customer has churned is unknown: no churn definition fits the loaded data." + said
-    if status["churned"]:
-        when = (
-            f" on {pd.Timestamp(status['churned_at']):%d %b %Y}"
-            if status["churned_at"] is not None and not pd.isna(status["churned_at"])
-            else ""
-        )
-        return f"**Churned{when}** under the company's definition ({plain(status['definition'])})." + said
-    return f"Still a customer under the company's definition ({plain(status['definition'])})." + said
-
-
-def signals_table(signals: pd.DataFrame) -> pd.DataFrame:
-    """The card's signal list: what, how strong, when, how often lately, and the record's own words."""
-    return pd.DataFrame(
-        {
-            "signal": signals["noun"],
-            "kind": signals["strength"],
-            "when": signals["age_days"].map(_age_words),
-            "last 30 days": signals["count_30d"],
-            "detail": signals["detail"],
-            "owner": signals["department"],
-        }
-    )
-
-
-# The signal table sits in the card's left column (about 570 px at 1440 px): widths that fit it.
-SIGNALS_COLUMNS = {
-    "signal": st.column_config.TextColumn(width=135),
-    "kind": st.column_config.TextColumn(width=72),
-    "when": st.column_config.TextColumn(width=95),
-    "last 30 days": st.column_config.NumberColumn(width=72, help="How many times in the last 30 days"),
-    "detail": st.column_config.TextColumn(width=110),
-    "owner": st.column_config.TextColumn(width=70),
-}
-
-
-def _age_words(days: float) -> str:
-    if days is not None and not pd.isna(days) and days >= AGE_CAP_DAYS:
-        return "over a year ago"
-    return age_words(days)
-
-
-def signal_sentence(signals: pd.DataFrame) -> str:
-    """The newest signal in words (markdown; the record's detail escaped), or that there is none."""
-    if signals.empty:
-        return "No intent, friction or churn signals on record."
-    s = signals.iloc[0]
-    detail = f" ({plain(s['detail'])})" if s["detail"] else ""
-    return f"Most recent signal: **{plain(s['noun'])}**{detail}, {_age_words(s['age_days'])}."
-
-
-def next_action_sentence(nxt: dict) -> str:
-    """The card's lead action (markdown): the action and its owner."""
-    owner = f" (owner: {plain(nxt['department'])})" if not _blank(nxt.get("department")) else ""
-    return f"next best action: **{plain(nxt['action'])}**{owner}"
-
-
-def timeline_figure(tl: pd.DataFrame) -> go.Figure:
-    frame = tl.dropna(subset=["ts"]).copy()
-    frame["department"] = frame["department"].fillna("unknown")
-    colours = _colour_map(frame["department"])
-    fig = go.Figure()
-    for dept, g in frame.groupby("department"):
-        fig.add_trace(
-            go.Scatter(
-                x=g["ts"],
-                y=g["department"],
-                mode="markers",
-                name=dept,
-                text=g["activity"],
-                marker=dict(color=colours[dept], size=9, opacity=0.8),
-                hovertemplate="%{x|%Y-%m-%d %H:%M}<br>%{text}<extra></extra>",
-            )
-        )
-    fig.update_layout(height=260, margin=dict(l=10, r=10, t=10, b=10), showlegend=False)
-    return fig
-
-
-def timeline_table(tl: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "when": tl["ts"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")),
-            "what": tl["activity"],
-            "department": tl["department"],
-            "channel": tl["channel"].map(lambda v: UNKNOWN if _blank(v) else v),
-            "source": tl["source"],
-        }
-    )
-
-
-def contacts_table(contacts: pd.DataFrame) -> pd.DataFrame:
-    """Tickets as the card lists them; an unknown topic, channel, transfer count, rating or status is "—"."""
-
-    def known(v, fmt=str):
-        return UNKNOWN if _blank(v) else fmt(v)
-
-    return pd.DataFrame(
-        {
-            "opened": contacts["opened_at"].map(day),
-            "topic": contacts["topic"].map(known),
-            "channel": contacts["channel"].map(known),
-            "transfers": contacts["transfers"].map(lambda v: known(v, lambda x: f"{int(x):,}")),
-            "satisfaction": contacts["satisfaction"].map(lambda v: known(v, lambda x: f"{float(x):g}")),
-            "status": contacts["status"].map(known),
-        }
-    )
-
-
-def told_us_sentence(contacts: pd.DataFrame) -> str:
-    if contacts.empty:
-        return "They have not contacted us."
-    topics = contacts["topic"].fillna("other").value_counts()
-    parts = ", ".join(f"{plain(t)} ({n}×)" for t, n in topics.items())
-    last = pd.Timestamp(contacts["opened_at"].iloc[0]).strftime("%d %b %Y")
-    return f"Their last {len(contacts)} contacts were about {parts}; the latest on {last}. Don't ask again."
-
-
-def profile_rows(profile: dict) -> pd.DataFrame:
-    """The CRM record's other fields (contact details are in ``contact_rows``): ``field, value``,
-    fields the record leaves empty left out."""
-    keys = [
-        ("customer id", "customer_id"),
-        ("name", "name"),
-        ("signed up", "signup_date"),
-        ("segment", "segment"),
-        ("region", "region"),
-        ("plan", "plan"),
-        ("acquired via", "acquisition_channel"),
-        ("campaign", "campaign"),
-    ]
-    rows = []
-    for label, key in keys:
-        v = profile.get(key)
-        if v is None or (not isinstance(v, str) and pd.isna(v)):
-            continue
-        if isinstance(v, datetime | pd.Timestamp):
-            v = pd.Timestamp(v).strftime("%Y-%m-%d")
-        rows.append({"field": label, "value": str(v)})
-    for k, v in (profile.get("attributes") or {}).items():
-        rows.append({"field": k.replace("_", " "), "value": str(v)})
-    return pd.DataFrame(rows, columns=["field", "value"])
