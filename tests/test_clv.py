@@ -16,15 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
-from cxdash.metrics.clv import (
-    BGNBD,
-    ConvergenceError,
-    GammaGamma,
-    NotFittedError,
-    calibration_and_holdout,
-    customer_lifetime_value,
-    rfm_summary,
-)
+from cxdash.metrics.clv import BGNBD, ConvergenceError, GammaGamma, NotFittedError, customer_lifetime_value
+from cxdash.metrics.rfm import calibration_and_holdout, rfm_summary
 
 PUBLIC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "public"
 CDNOW = PUBLIC / "cdnow"

@@ -270,10 +270,10 @@ def _view_period(conn, args, *, default_all: bool):
     """The period ``--from``/``--to`` choose, as the pages read it (both days included): only ``--to``
     means the 90 days ending then, only ``--from`` runs to the data's latest day. Without either,
     the 90 days to the latest data (``kpis``) or all history (``default_all``: ``journeys``,
-    ``hotspots``, which have always covered all of it). Out: a ``kpis.Period`` or None (all history)."""
+    ``hotspots``, which have always covered all of it). Out: a ``metrics.Period`` or None (all history)."""
     from datetime import date, timedelta
 
-    from cxdash.metrics.kpis import DEFAULT_PERIOD_DAYS, Period, as_of, default_period
+    from cxdash.metrics import DEFAULT_PERIOD_DAYS, Period, as_of, default_period
 
     period = default_period(as_of(conn))
     if not (args.date_from or args.date_to):
@@ -488,7 +488,7 @@ def cmd_churn(args) -> int:
 
 
 def cmd_kpis(args) -> int:
-    from cxdash.metrics.kpis import Filters, attach_activation, kpi_report
+    from cxdash.metrics import Filters, attach_activation, kpi_report
 
     store = _store(args)
     definition = _churn_in_force(store).definition
@@ -507,7 +507,7 @@ def cmd_kpis(args) -> int:
     return 0
 
 
-# The filters a Shared KPIs or Journeys view takes (cxdash.metrics.kpis.Filters), as the command line spells them.
+# The filters a Shared KPIs or Journeys view takes (cxdash.metrics.Filters), as the command line spells them.
 VIEW_FILTERS = ("segment", "region", "plan", "channel", "campaign", "department")
 
 

@@ -523,7 +523,7 @@ def _exposed(n: int, k: int) -> bool:
 
 
 def differencing_check(conn: Connection, filters, k: int | None) -> DifferencingCheck:
-    """Whether a view filtered by ``filters`` (``cxdash.metrics.kpis.Filters``) may be shown to a role whose
+    """Whether a view filtered by ``filters`` (``cxdash.metrics.Filters``) may be shown to a role whose
     aggregates hide groups under ``k`` customers (None: a role that sees individuals; always allowed).
 
     Suppressing the small view alone is not enough: two allowed views that differ by one filter
@@ -551,7 +551,7 @@ def differencing_check(conn: Connection, filters, k: int | None) -> Differencing
     In: an open connection, the filters, k. Out: a ``DifferencingCheck`` (``allowed``, the counts,
     and the refusals in filter order).
     """
-    from cxdash.metrics.kpis import ATTRIBUTE_FILTERS
+    from cxdash.metrics import ATTRIBUTE_FILTERS
     from cxdash.store.database import KIND_TABLES
 
     crm = KIND_TABLES["customers"]

@@ -123,7 +123,7 @@ def load_impact(conn: Connection, kind: str, ids: pd.DataFrame) -> LoadImpact:
     joined to ``identity_map``); nothing is written outside the caller's transaction, and the
     temporary table is dropped before returning.
     """
-    from cxdash.metrics.kpis import headline  # kpis imports the store; keep this module light to import
+    from cxdash.metrics import headline  # metrics imports the store; keep this module light to import
 
     impact = LoadImpact(kind)
     impact.customers_before = headline(conn).customers

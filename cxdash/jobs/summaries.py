@@ -48,8 +48,8 @@ log = logging.getLogger(__name__)
 
 
 def _headline(conn: Connection, churn: str | None = None):
+    from cxdash.metrics import headline
     from cxdash.metrics.churn import Definition
-    from cxdash.metrics.kpis import headline
 
     return headline(conn, Definition.parse(churn) if churn else None)
 
@@ -78,7 +78,7 @@ def _consented_customers(conn: Connection) -> pd.DataFrame:
 
 
 def _filter_options(conn: Connection) -> dict[str, list[str]]:
-    from cxdash.metrics.kpis import filter_options
+    from cxdash.metrics import filter_options
 
     return filter_options(conn)
 
@@ -199,7 +199,7 @@ def _frame_from(body: bytes) -> pd.DataFrame:
 
 
 def _encode(value) -> bytes:
-    from cxdash.metrics.kpis import KpiReport
+    from cxdash.metrics import KpiReport
 
     if isinstance(value, pd.DataFrame):
         return _frame_payload(value)
@@ -217,14 +217,14 @@ def _decode(name: str, payload: bytes):
     if tag == b"P":
         return pd.read_parquet(io.BytesIO(body))
     if tag == b"K":
-        from cxdash.metrics.kpis import KpiReport
+        from cxdash.metrics import KpiReport
 
         return KpiReport.from_state(json.loads(body))
     if tag == b"L":
         return json.loads(body)
     data = json.loads(body)
     if name == "headline":
-        from cxdash.metrics.kpis import Headline
+        from cxdash.metrics import Headline
 
         return Headline(
             as_of=datetime.fromisoformat(data["as_of"]) if data.get("as_of") else None,

@@ -98,7 +98,7 @@ def journey_log(
     """The store's journeys: the unified timeline restricted to identified customers.
 
     ``since``/``until`` keep only the steps at or after ``since`` and before ``until`` (a
-    half-open period, as ``cxdash.metrics.kpis.Period``); None leaves that side open.
+    half-open period, as ``cxdash.metrics.Period``); None leaves that side open.
 
     Out columns: ``cx_id, ts, activity, department, channel, kind, value`` and the tie order
     ``load_id, row_number, row_step`` (see ``timeline``).
@@ -1497,8 +1497,8 @@ def customer_outcomes(conn: Connection, *, keyed: bool = False, churn=None) -> s
     the data's latest date, same rule as the revenue KPI)."""
     from datetime import timedelta
 
+    from cxdash.metrics import as_of
     from cxdash.metrics import churn as churn_defs
-    from cxdash.metrics.kpis import as_of
     from cxdash.metrics.timeline import FAILED_PAYMENT_STATUSES
     from cxdash.store.database import KIND_TABLES, customer_keys_table
 

@@ -10,8 +10,7 @@ import streamlit as st
 
 from cxdash.config import database_url
 from cxdash.jobs import summaries
-from cxdash.metrics import churn
-from cxdash.metrics.kpis import Headline
+from cxdash.metrics import Headline, churn
 from cxdash.metrics.overview import data_version
 from cxdash.store.database import Store, StoreLockedError, open_store
 

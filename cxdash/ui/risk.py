@@ -450,14 +450,14 @@ def _at_risk(
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _currency(url: str, version: int) -> str | None:
-    from cxdash.metrics.kpis import money_currency
+    from cxdash.metrics import money_currency
 
     with data.store().connect() as conn:
         return money_currency(conn)
 
 
 def currency() -> str | None:
-    """The money figures' currency (the transactions' code, ``cxdash.metrics.kpis.money_currency``), or None."""
+    """The money figures' currency (the transactions' code, ``cxdash.metrics.money_currency``), or None."""
     return _currency(database_url(), data.version())
 
 
