@@ -215,7 +215,7 @@ def _refuse(name):
 
 
 PAGE_COMPUTATIONS = {
-    "executive.py": ("kpis", ("kpi_report", "kpi_table", "cohort_retention", "conflicts", "predicted_clv")),
+    "executive.py": ("metrics", ("kpi_report", "kpi_table", "cohort_retention", "conflicts", "predicted_clv")),
     "journeys.py": (
         "journeys",
         (
