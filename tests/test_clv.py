@@ -28,7 +28,7 @@ needs_cdnow = pytest.mark.skipif(
 
 
 def sig3(x: float) -> float:
-    return round(x, 2 - int(math.floor(math.log10(abs(x)))))
+    return round(x, 2 - math.floor(math.log10(abs(x))))
 
 
 # ---------------------------------------------------------------------------
