@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
+from scipy import special
 
 __all__ = [
     "BGNBD",
@@ -126,6 +126,10 @@ def _maximise(
     Hessian there is not clearly positive definite (flat ridge: parameters not
     identified, the optimiser merely stopped somewhere on it).
     """
+    # Imported here: scipy.optimize takes about 1.3 s to import, and everything that imports
+    # cxdash.metrics (every CLI command, the journeys and risk packages) would pay it to fit nothing.
+    from scipy import optimize
+
     best = None
     n_ok = 0
     messages = []
