@@ -128,10 +128,10 @@ def _executive() -> list[Computation]:
             _with_conn(lambda c: (_headline(c).as_of, summaries.get(c, "filter_options"))),
         ),
         _stored_views("executive."),
-        _live("executive.report", "kpis.kpi_report (+ 2 CLV fits)"),
-        _live("executive.trends", "kpis.kpi_table (12 months)"),
-        _live("executive.cohorts", "kpis.cohort_retention"),
-        _live("executive.conflicts", "kpis.conflicts"),
+        _live("executive.report", "metrics.kpi_report (+ 2 CLV fits)"),
+        _live("executive.trends", "metrics.kpi_table (12 months)"),
+        _live("executive.cohorts", "metrics.cohort_retention"),
+        _live("executive.conflicts", "metrics.conflicts"),
     ]
 
 

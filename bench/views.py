@@ -110,14 +110,15 @@ def _clock(out: dict, key: str):
 def view_parameters(conn) -> dict:
     """The views measured: the default 90-day period moved ``SHIFT_DAYS`` back, the most common
     segment (Shared KPIs) and the top 10 activities (Journeys), under the suggested churn definition."""
-    from cxdash.metrics import churn, kpis
+    from cxdash import metrics
+    from cxdash.metrics import churn
 
-    period = kpis.default_period(kpis.as_of(conn))
+    period = metrics.default_period(metrics.as_of(conn))
     if period is None:
         raise SystemExit("the store holds no dated rows: there is no period to move")
     last = (period.end - timedelta(days=1 + SHIFT_DAYS)).date()
-    first = last - timedelta(days=kpis.DEFAULT_PERIOD_DAYS - 1)
-    options = kpis.filter_options(conn)
+    first = last - timedelta(days=metrics.DEFAULT_PERIOD_DAYS - 1)
+    options = metrics.filter_options(conn)
     segment = (options.get("segment") or [None])[0]
     return {
         "first": first,
@@ -130,11 +131,11 @@ def view_parameters(conn) -> dict:
 
 def kpi_parts(conn, p: dict) -> list[tuple[str, Callable[[], object]]]:
     """The Shared KPIs page's live computations for ``p`` (``view_parameters``)."""
+    from cxdash import metrics
     from cxdash.jobs import views
-    from cxdash.metrics import kpis
 
-    filters = kpis.Filters(segment=(p["segment"],) if p["segment"] else ())
-    repeat, horizon = kpis.DEFAULT_REPEAT_DAYS, kpis.DEFAULT_CLV_HORIZON_MONTHS
+    filters = metrics.Filters(segment=(p["segment"],) if p["segment"] else ())
+    repeat, horizon = metrics.DEFAULT_REPEAT_DAYS, metrics.DEFAULT_CLV_HORIZON_MONTHS
     c = views.COMPUTATIONS
     return [
         ("KPI report", lambda: c["executive.report"](conn, **views.report_params(
@@ -183,16 +184,14 @@ def journey_parts(conn, p: dict) -> list[tuple[str, Callable[[], object]]]:
 def _instrument_kpis(timer: PartTimer) -> None:
     """The CLV forecasts inside the KPI report, by part (two: the period's and the previous one's).
     Labels are indented under the part that contains them; a nested call counts in both."""
-    from cxdash.metrics import clv, kpis
+    from cxdash.metrics import clv, clv_forecast, report
 
-    timer.wrap(kpis, "predicted_clv", "  of which CLV fits + scoring (2)")
-    if hasattr(kpis, "rfm_at_ends"):  # both forecasts' purchase summaries in one query, before the fits
-        timer.wrap(kpis, "rfm_at_ends", "  of which RFM query (both ends)")
-    else:  # one query inside each forecast
-        timer.wrap(kpis, "rfm_in_database", "    RFM query")
-    timer.wrap(kpis, "_fit_bgnbd", "    BG/NBD fit")
+    # each wrapped where the KPI report's code looks the name up
+    timer.wrap(report, "predicted_clv", "  of which CLV fits + scoring (2)")
+    timer.wrap(report, "rfm_at_ends", "  of which RFM query (both ends)")
+    timer.wrap(clv_forecast, "_fit_bgnbd", "    BG/NBD fit")
     timer.wrap(clv.GammaGamma, "fit", "    Gamma-Gamma fit")
-    timer.wrap(clv, "customer_lifetime_value", "    CLV per customer")
+    timer.wrap(clv_forecast, "customer_lifetime_value", "    CLV per customer")
 
 
 def measure(url: str, what: str) -> dict:

@@ -13,8 +13,9 @@ import json
 import pandas as pd
 import pytest
 
+from cxdash import metrics
 from cxdash.cli.main import main
-from cxdash.metrics import churn, kpis
+from cxdash.metrics import churn
 from cxdash.store import audit
 from cxdash.store.database import open_store
 from tests import saas_company
@@ -344,7 +345,7 @@ def test_a_retailer_without_labels_or_subscriptions_gets_inactivity_with_a_windo
         )
         with store.connect() as conn:
             cands = churn.candidates(conn)
-            headline = kpis.headline(conn)
+            headline = metrics.headline(conn)
     finally:
         store.dispose()
     assert [c.definition.basis for c in cands] == ["inactivity"]
@@ -379,8 +380,8 @@ def test_a_customer_table_without_dates_gets_snapshot_kpis_and_churn_by_group(pu
     try:
         ingest_file(store, csv, source="crm", mapping=Mapping.from_dict(TELCO))
         with store.connect() as conn:
-            report = kpis.kpi_report(conn, None)
-            splits = kpis.snapshot_splits(conn)
+            report = metrics.kpi_report(conn, None)
+            splits = metrics.snapshot_splits(conn)
     finally:
         store.dispose()
     raw = pd.read_csv(csv)

@@ -11,8 +11,9 @@ import pytest
 import sqlalchemy as sa
 
 from cxdash import journeys as jr
+from cxdash import metrics
 from cxdash.cli.main import main
-from cxdash.metrics import churn, kpis
+from cxdash.metrics import churn
 
 
 def _kpis(capsys, db: str, *args: str) -> dict:
@@ -51,7 +52,7 @@ def _json(capsys, db: str, *args: str):
 def _month_before_latest(db: str) -> tuple[date, date]:
     """A 30-day period ending 30 days before the data's latest day: not the default view."""
     with sa.create_engine(db).connect() as conn:
-        latest = kpis.as_of(conn).date()
+        latest = metrics.as_of(conn).date()
     last = latest - timedelta(days=30)
     return last - timedelta(days=29), last
 
@@ -82,7 +83,7 @@ def test_journeys_with_the_pages_filters_equal_the_library_call_with_the_same_pa
     printed = pd.DataFrame(_json(capsys, small_demo, "journeys", *args))
     plain = pd.DataFrame(_json(capsys, small_demo, "journeys"))
 
-    period = kpis.Period.from_dates(first, last)
+    period = metrics.Period.from_dates(first, last)
     filters = jr.MapFilters(min_share=0.01, top_n=6, collapse=True, by_department=False, rename=())
     with sa.create_engine(small_demo).connect() as conn:
         # the library on the journey log (the CLI runs the page's computation)
@@ -132,7 +133,7 @@ def test_hotspots_for_a_period_equal_the_library_call_and_differ_from_all_histor
     assert (month["period_start"], month["period_end"]) == (first.isoformat(), last.isoformat())
     assert whole["period_start"] is None
 
-    period = kpis.Period.from_dates(first, last)
+    period = metrics.Period.from_dates(first, last)
     with sa.create_engine(small_demo).connect() as conn:
         definition = churn.resolve(conn, None).definition
         expected = jr.hotspots(
@@ -152,7 +153,7 @@ def test_hotspots_for_a_period_equal_the_library_call_and_differ_from_all_histor
 
 def test_kpis_from_alone_runs_to_the_latest_day(small_demo, capsys):
     with sa.create_engine(small_demo).connect() as conn:
-        latest = kpis.as_of(conn).date()
+        latest = metrics.as_of(conn).date()
     first = latest - timedelta(days=9)
     out = _kpis(capsys, small_demo, "--from", first.isoformat())
     assert out["period_start"] == first.isoformat()

@@ -16,15 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import integrate, stats
 
-from cxdash.metrics.clv import (
-    BGNBD,
-    ConvergenceError,
-    GammaGamma,
-    NotFittedError,
-    calibration_and_holdout,
-    customer_lifetime_value,
-    rfm_summary,
-)
+from cxdash.metrics.clv import BGNBD, ConvergenceError, GammaGamma, NotFittedError, customer_lifetime_value
+from cxdash.metrics.rfm import calibration_and_holdout, rfm_summary
 
 PUBLIC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "public"
 CDNOW = PUBLIC / "cdnow"
@@ -35,7 +28,7 @@ needs_cdnow = pytest.mark.skipif(
 
 
 def sig3(x: float) -> float:
-    return round(x, 2 - int(math.floor(math.log10(abs(x)))))
+    return round(x, 2 - math.floor(math.log10(abs(x))))
 
 
 # ---------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from streamlit.testing.v1 import AppTest
 from cxdash.governance import privacy
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.metrics.kpis import Filters
+from cxdash.metrics import Filters
 from cxdash.store.database import open_store
 from tests.conftest import seed_session
 

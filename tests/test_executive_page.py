@@ -1,6 +1,6 @@
 """The executive page ("Shared KPIs"): headless with AppTest, and in a real browser with Playwright.
 
-The numbers on the cards are compared with ``cxdash.metrics.kpis`` computed directly (whose own numbers
+The numbers on the cards are compared with ``cxdash.metrics`` computed directly (whose own numbers
 are checked by hand and with pandas in test_kpis.py).
 """
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from cxdash import metrics
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.metrics import kpis
 from cxdash.store.database import open_store
 
 PlaywrightTimeout = pytest.importorskip("playwright.sync_api").TimeoutError
@@ -85,7 +85,7 @@ def test_the_page_leads_with_the_numbers_and_flags_spring_blast(demo_env):
     assert at.title[0].value == "Shared KPIs"
     store = open_store(demo_env["url"])
     with store.connect() as conn:
-        report = kpis.kpi_report(conn, with_clv=False)
+        report = metrics.kpi_report(conn, with_clv=False)
     store.dispose()
     cards = {m.label: m.value for m in at.metric}
     assert cards["Customers"] == f"{report.value('customers'):,}"
@@ -130,8 +130,8 @@ def test_the_silence_card_and_the_monthly_trend_say_why_they_differ(demo_env):
     assert not at.exception, [e.value for e in at.exception]
     store = open_store(demo_env["url"])
     with store.connect() as conn:
-        report = kpis.kpi_report(conn, with_clv=False)
-        monthly = kpis.kpi_table(conn, kpis.monthly_periods(kpis.as_of(conn), 12))
+        report = metrics.kpi_report(conn, with_clv=False)
+        monthly = metrics.kpi_table(conn, metrics.monthly_periods(metrics.as_of(conn), 12))
     store.dispose()
     card, low, high = report.value("silence_rate"), monthly["silence_rate"].min(), monthly["silence_rate"].max()
     assert card < low  # the 90-day window catches more contacts than any one month: the reason for the words
@@ -169,8 +169,8 @@ def test_a_shared_link_restores_the_filters_and_the_numbers_follow(demo_env):
     assert at.session_state["executive_repeat_days"] == 14
     store = open_store(demo_env["url"])
     with store.connect() as conn:
-        period = kpis.Period.from_dates(date(2026, 5, 1), date(2026, 7, 31))
-        table = kpis.kpi_table(conn, [period], kpis.Filters(campaign=["spring_blast"]), repeat_days=14).loc[0]
+        period = metrics.Period.from_dates(date(2026, 5, 1), date(2026, 7, 31))
+        table = metrics.kpi_table(conn, [period], metrics.Filters(campaign=["spring_blast"]), repeat_days=14).loc[0]
     store.dispose()
     cards = {m.label: m.value for m in at.metric}
     assert cards["Customers"] == f"{int(table['customers']):,}"
@@ -281,7 +281,7 @@ def test_charts_export_as_png_through_kaleido_and_chromium(demo_store):
 
     store = open_store(demo_store["url"])
     with store.connect() as conn:
-        frame = kpis.conflicts(conn)
+        frame = metrics.conflicts(conn)
     store.dispose()
     png = charts.to_png(charts.conflict_quadrants(frame), width=900, height=420)
     assert png[:8] == b"\x89PNG\r\n\x1a\n"

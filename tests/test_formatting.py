@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cxdash.metrics.kpis import Headline
+from cxdash.metrics import Headline
 from cxdash.ui import formatting as f
 
 

@@ -15,11 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from cxdash import metrics
 from cxdash.cli.main import main
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.metrics import kpis
-from cxdash.metrics.clv import BGNBD, calibration_and_holdout, rfm_summary
+from cxdash.metrics.clv import BGNBD
+from cxdash.metrics.rfm import calibration_and_holdout, rfm_summary
 from cxdash.store.database import open_store
 
 # ---------------------------------------------------------------------------------- the hand-made company
@@ -131,7 +132,7 @@ MAPPINGS = {
     ),
     "web": ("events", EVENTS, {"customer_id": "customer_id", "timestamp": "ts", "activity": "activity"}),
 }
-Q2 = kpis.Period.from_dates(date(2024, 4, 1), date(2024, 6, 30))  # previous: 1 Jan - 31 Mar 2024 (91 days)
+Q2 = metrics.Period.from_dates(date(2024, 4, 1), date(2024, 6, 30))  # previous: 1 Jan - 31 Mar 2024 (91 days)
 
 
 @pytest.fixture
@@ -147,13 +148,13 @@ def test_the_period_and_its_previous_period_have_the_same_length():
     assert (Q2.start, Q2.end) == (datetime(2024, 4, 1), datetime(2024, 7, 1))
     assert (Q2.previous.start, Q2.previous.end) == (datetime(2024, 1, 1), datetime(2024, 4, 1))
     with pytest.raises(ValueError, match="must end after"):
-        kpis.Period(datetime(2024, 2, 1), datetime(2024, 1, 1))
+        metrics.Period(datetime(2024, 2, 1), datetime(2024, 1, 1))
 
 
 def test_every_period_kpi_on_the_hand_made_company(tiny):
     with tiny.connect() as conn:
-        table = kpis.kpi_table(conn, [Q2, Q2.previous])
-        assert kpis.as_of(conn) == datetime(2024, 6, 30, 18, 0)
+        table = metrics.kpi_table(conn, [Q2, Q2.previous])
+        assert metrics.as_of(conn) == datetime(2024, 6, 30, 18, 0)
     q2, q1 = table.loc[0], table.loc[1]
     # All six had signed up by 1 July; C5 (15 Apr) had not by 1 April.
     assert (q2["customers"], q1["customers"]) == (6, 5)
@@ -196,16 +197,16 @@ def test_every_period_kpi_on_the_hand_made_company(tiny):
 
 def test_repeat_contact_window_is_adjustable(tiny):
     with tiny.connect() as conn:
-        rates = {n: kpis.kpi_table(conn, [Q2], repeat_days=n).at[0, "repeat_contact_rate"] for n in (2, 7, 90)}
+        rates = {n: metrics.kpi_table(conn, [Q2], repeat_days=n).at[0, "repeat_contact_rate"] for n in (2, 7, 90)}
     # 2 days: T2 comes 3 days after T1, not a repeat. 90 days: T4 repeats T6 (87 days) as well.
     assert rates == pytest.approx({2: 0.0, 7: 0.2, 90: 0.4})
 
 
 def test_filters_restrict_customers_and_departments(tiny):
     with tiny.connect() as conn:
-        smb = kpis.kpi_table(conn, [Q2], kpis.Filters(segment=["smb"])).loc[0]
-        billing = kpis.kpi_table(conn, [Q2], kpis.Filters(department=["billing"])).loc[0]
-        blast = kpis.kpi_table(conn, [Q2], kpis.Filters(campaign=["blast"], region=["EU"])).loc[0]
+        smb = metrics.kpi_table(conn, [Q2], metrics.Filters(segment=["smb"])).loc[0]
+        billing = metrics.kpi_table(conn, [Q2], metrics.Filters(department=["billing"])).loc[0]
+        blast = metrics.kpi_table(conn, [Q2], metrics.Filters(campaign=["blast"], region=["EU"])).loc[0]
     # smb: C2, C4, C6, none of whom left; contacts T1 T2 T3 T4; C6 silent.
     assert (smb["customers"], smb["active_customers"], smb["contacts"]) == (3, 3, 4)
     assert smb["churn_rate"] == 0.0 and smb["silence_rate"] == pytest.approx(1 / 3)
@@ -220,7 +221,7 @@ def test_filters_restrict_customers_and_departments(tiny):
 
 def test_cohort_retention_matrix_by_hand(tiny):
     with tiny.connect() as conn:
-        m = kpis.cohort_retention(conn)
+        m = metrics.cohort_retention(conn)
     jan, feb, mar, apr = (pd.Timestamp(f"2024-0{i}-01") for i in (1, 2, 3, 4))
     assert list(m.index) == [jan, feb, mar, apr]
     assert m["customers"].tolist() == [2, 2, 1, 1]
@@ -234,7 +235,7 @@ def test_cohort_retention_matrix_by_hand(tiny):
 
 def test_coverage_and_the_report(tiny):
     with tiny.connect() as conn:
-        report = kpis.kpi_report(conn, Q2, with_clv=False)
+        report = metrics.kpi_report(conn, Q2, with_clv=False)
     assert report.churn_basis == "subscriptions"
     assert report.coverage["churn_rate"] == 1.0
     assert report.coverage["silence_rate"] == pytest.approx(3 / 6)  # C2, C4, C5 appear in the helpdesk
@@ -246,15 +247,15 @@ def test_coverage_and_the_report(tiny):
     assert isinstance(report.value("customers"), int)
     # Too few repeat buyers for a CLV model: said, not shown.
     with tiny.connect() as conn:
-        clv = kpis.predicted_clv(conn, Q2.end)
+        clv = metrics.predicted_clv(conn, Q2.end)
     assert not clv.ok and "repeat" in clv.message and clv.total() is None
 
 
 def test_the_kpi_queries_agree_across_engines(tiny):
     """Same data on both engines -> the same table (the ``store`` fixture runs this on each)."""
     with tiny.connect() as conn:
-        table = kpis.kpi_table(conn, kpis.monthly_periods(kpis.as_of(conn), 6), repeat_days=30)
-        conflicts = kpis.conflicts(conn)
+        table = metrics.kpi_table(conn, metrics.monthly_periods(metrics.as_of(conn), 6), repeat_days=30)
+        conflicts = metrics.conflicts(conn)
     expected_revenue = [60.0, 120.0, 170.0, 170.0, 160.0, 130.0]  # Jan..Jun, worked out from TRANSACTIONS
     assert table["revenue"].tolist() == pytest.approx(expected_revenue)
     assert table["contacts"].tolist() == [0, 0, 1, 0, 4, 1]
@@ -283,16 +284,16 @@ def test_churn_from_a_label_when_there_are_no_subscriptions(duck, tmp_path):
         ),
     )
     with duck.connect() as conn:
-        report = kpis.kpi_report(conn, with_clv=False)
-        plan = kpis.kpi_report(
+        report = metrics.kpi_report(conn, with_clv=False)
+        plan = metrics.kpi_report(
             conn,
-            kpis.Period.from_dates(date(2024, 1, 1), date(2024, 3, 31)),
-            kpis.Filters(plan=["Month-to-month"]),
+            metrics.Period.from_dates(date(2024, 1, 1), date(2024, 3, 31)),
+            metrics.Filters(plan=["Month-to-month"]),
             with_clv=False,
         )
     assert report.churn_basis == "label" and report.period is None  # no dates at all
     with duck.connect() as conn:
-        labelled = kpis.kpi_table(conn, [Q2]).loc[0]
+        labelled = metrics.kpi_table(conn, [Q2]).loc[0]
     assert labelled["churn_rate"] == pytest.approx(0.5) and labelled["retention_rate"] == pytest.approx(0.5)
     assert plan.value("churn_rate") == pytest.approx(1.0) and plan.previous["churn_rate"] is None
     assert plan.coverage["churn_rate"] == 1.0 and plan.coverage["silence_rate"] == 0.0
@@ -333,12 +334,12 @@ def demo(demo_store):
     hd["CSAT"] = hd["CSAT"].astype(float)
     store = open_store(demo_store["url"])
     with store.connect() as conn:
-        now = kpis.as_of(conn)
-        period = kpis.default_period(now)
-        table = kpis.kpi_table(conn, [period, period.previous])
-        conflicts = kpis.conflicts(conn)
-        report = kpis.kpi_report(conn, period)
-        spring = kpis.kpi_table(conn, [period], kpis.Filters(campaign=["spring_blast"])).loc[0]
+        now = metrics.as_of(conn)
+        period = metrics.default_period(now)
+        table = metrics.kpi_table(conn, [period, period.previous])
+        conflicts = metrics.conflicts(conn)
+        report = metrics.kpi_report(conn, period)
+        spring = metrics.kpi_table(conn, [period], metrics.Filters(campaign=["spring_blast"])).loc[0]
     store.dispose()
     return dict(
         crm=crm,
@@ -461,10 +462,10 @@ def test_spring_blast_is_flagged_on_the_demo_and_its_retention_matches_pandas(de
 def test_cli_prints_the_kpis_as_json(demo_store, demo, capsys):
     assert main(["--db", demo_store["url"], "kpis", "--json", "--from", "2026-07-01", "--to", "2026-09-30"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(kpis.CLI_KEYS) <= out.keys()
+    assert set(metrics.CLI_KEYS) <= out.keys()
     assert (out["period_start"], out["period_end"]) == ("2026-07-01", "2026-09-30")
     # The figures for that quarter, worked out from the extracts with pandas.
-    p = kpis.Period.from_dates(date(2026, 7, 1), date(2026, 9, 30))
+    p = metrics.Period.from_dates(date(2026, 7, 1), date(2026, 9, 30))
     crm, subs = demo["crm"], demo["subs"]
     assert out["customers"] == (crm["Signup Date"] < p.end).sum()
     opened = _opened_with_repeats(demo["hd"], p)
@@ -501,7 +502,7 @@ def test_holdout_check_on_online_retail_matches_a_direct_fit(duck, public_data):
         ),
     )
     with duck.connect() as conn:
-        check = kpis.holdout_check(conn)
+        check = metrics.holdout_check(conn)
     assert check["ok"], check["message"]
     raw = pd.read_csv(path, dtype={"InvoiceNo": str, "StockCode": str, "CustomerID": str})
     raw = raw[raw["UnitPrice"] >= 0]  # the contract rejects negative unit prices (bad-debt adjustments)
@@ -521,7 +522,7 @@ def test_holdout_check_on_online_retail_matches_a_direct_fit(duck, public_data):
     assert check["actual_total"] == ref["frequency_holdout"].sum()
     # The plain MLE puts dropout on the boundary for this short window; the check says so and refits
     # with a small penalty, which the reference fit repeats.
-    assert check["penalizer"] == kpis.FALLBACK_PENALIZER and "penalty" in check["message"]
+    assert check["penalizer"] == metrics.FALLBACK_PENALIZER and "penalty" in check["message"]
     bg = BGNBD(penalizer_coef=check["penalizer"]).fit(ref["frequency_cal"], ref["recency_cal"], ref["T_cal"])
     predicted = bg.expected_purchases(
         float(check["holdout_days"]), ref["frequency_cal"], ref["recency_cal"], ref["T_cal"]
@@ -533,7 +534,7 @@ def test_holdout_check_on_online_retail_matches_a_direct_fit(duck, public_data):
 
 def test_rfm_in_the_database_equals_the_pandas_summary(tiny):
     with tiny.connect() as conn:
-        got = kpis.rfm_in_database(conn, Q2.end)
+        got = metrics.rfm_in_database(conn, Q2.end)
     tx = pd.read_csv(pd.io.common.StringIO(TRANSACTIONS))
     tx = tx[tx["status"] != "failed"]
     ref = rfm_summary(
@@ -548,7 +549,7 @@ def test_activation_is_the_share_of_the_top_risk_decile_acted_on(tiny):
     from cxdash.store.database import bulk_insert, scores_table
 
     with tiny.connect() as conn:
-        report = kpis.attach_activation(kpis.kpi_report(conn, Q2, with_clv=False), tiny)
+        report = metrics.attach_activation(metrics.kpi_report(conn, Q2, with_clv=False), tiny)
     assert report.value("activation_rate") is None and "scored" in report.notes["activation_rate"]
     # Twenty scored customers: the top decile is the two riskiest; one of them was contacted, and a
     # low-risk customer was actioned (which does not count).
@@ -566,6 +567,6 @@ def test_activation_is_the_share_of_the_top_risk_decile_acted_on(tiny):
     mark(tiny, ["X1"], "contacted", actor="agent")
     mark(tiny, ["X7"], "actioned", actor="agent")
     with tiny.connect() as conn:
-        report = kpis.attach_activation(kpis.kpi_report(conn, Q2, with_clv=False), tiny)
+        report = metrics.attach_activation(metrics.kpi_report(conn, Q2, with_clv=False), tiny)
     assert report.value("activation_rate") == pytest.approx(1 / 2)
     assert "1 of the 2 customers" in report.notes["activation_rate"]

@@ -48,7 +48,7 @@ def modules() -> dict[str, Path]:
 
 
 def package_of(module: str) -> str:
-    """``cxdash.metrics.kpis`` -> ``metrics``; ``cxdash.config`` -> ``config``."""
+    """``cxdash.metrics.churn`` -> ``metrics``; ``cxdash.config`` -> ``config``."""
     parts = module.split(".")
     return parts[1] if len(parts) > 1 else ""
 
@@ -67,7 +67,7 @@ def cxdash_imports(path: Path, known: set[str]) -> list[tuple[str, int, bool]]:
         if isinstance(node, ast.Import):
             targets = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # `from cxdash.metrics import kpis` imports the module cxdash.metrics.kpis.
+            # `from cxdash.metrics import churn` imports the module cxdash.metrics.churn.
             targets = [
                 f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module
                 for alias in node.names
@@ -177,7 +177,7 @@ def test_pages_are_views_that_import_only_the_ui_package():
 def test_the_layer_check_sees_a_violation(tmp_path):
     """The checks above read real imports: a planted upward import is found."""
     planted = tmp_path / "planted.py"
-    planted.write_text("from cxdash.jobs import summaries\n\ndef f():\n    from cxdash.metrics import kpis\n")
+    planted.write_text("from cxdash.jobs import summaries\n\ndef f():\n    from cxdash.metrics import churn\n")
     found = cxdash_imports(planted, set(modules()))
     assert ("cxdash.jobs.summaries", 1, True) in found
-    assert ("cxdash.metrics.kpis", 4, False) in found
+    assert ("cxdash.metrics.churn", 4, False) in found

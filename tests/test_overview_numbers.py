@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from cxdash.metrics.kpis import headline
+from cxdash.metrics import headline
 from cxdash.metrics.overview import source_summary
 from cxdash.store.database import open_store
 

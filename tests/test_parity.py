@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from cxdash import journeys as jr
+from cxdash import metrics
 from cxdash.demo.build import build_demo
-from cxdash.metrics import kpis
 from tests.conftest import make_store
 
 N_CUSTOMERS, SEED = 300, 5
@@ -112,14 +112,16 @@ def test_both_engines_hold_the_same_company(engines):
 
 
 def test_headline_kpis_are_equal(engines):
-    duck, pg = _both(engines, kpis.headline)
+    duck, pg = _both(engines, metrics.headline)
     assert duck.customers == N_CUSTOMERS
     assert_same_mapping(dataclasses.asdict(duck), dataclasses.asdict(pg), "headline")
 
 
 def test_kpi_table_by_month_is_equal(engines):
     def table(conn):
-        return kpis.kpi_table(conn, kpis.monthly_periods(kpis.as_of(conn), 6), kpis.Filters(), repeat_days=7)
+        return metrics.kpi_table(
+            conn, metrics.monthly_periods(metrics.as_of(conn), 6), metrics.Filters(), repeat_days=7
+        )
 
     duck, pg = _both(engines, table)
     assert len(duck) == 6
@@ -128,7 +130,7 @@ def test_kpi_table_by_month_is_equal(engines):
 
 def test_kpi_report_numbers_are_equal(engines):
     def report(conn):
-        return kpis.kpi_report(conn, kpis.default_period(kpis.as_of(conn)), kpis.Filters(), with_clv=False)
+        return metrics.kpi_report(conn, metrics.default_period(metrics.as_of(conn)), metrics.Filters(), with_clv=False)
 
     duck, pg = _both(engines, report)
     assert duck.churn_basis == pg.churn_basis and duck.as_of == pg.as_of
@@ -138,15 +140,15 @@ def test_kpi_report_numbers_are_equal(engines):
 
 
 def test_cohort_retention_and_conflicts_are_equal(engines):
-    duck, pg = _both(engines, lambda c: kpis.cohort_retention(c, kpis.Filters()))
+    duck, pg = _both(engines, lambda c: metrics.cohort_retention(c, metrics.Filters()))
     assert_same_frame(duck, pg, "cohort_retention")
-    duck, pg = _both(engines, lambda c: kpis.conflicts(c, kpis.Filters(), repeat_days=7))
+    duck, pg = _both(engines, lambda c: metrics.conflicts(c, metrics.Filters(), repeat_days=7))
     assert len(duck)
     assert_same_frame(duck, pg, "conflicts")
 
 
 def test_filter_options_are_equal(engines):
-    duck, pg = _both(engines, kpis.filter_options)
+    duck, pg = _both(engines, metrics.filter_options)
     assert duck == pg
 
 

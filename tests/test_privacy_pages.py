@@ -12,7 +12,7 @@ import pytest
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.testing.v1 import AppTest
 
-from cxdash.metrics import kpis
+from cxdash import metrics
 from cxdash.risk import at_risk
 from cxdash.store import audit
 from cxdash.store.database import open_store
@@ -65,7 +65,7 @@ def _table_with(at: AppTest, column: str) -> pd.DataFrame:
 def _conflicts(url: str) -> pd.DataFrame:
     s = open_store(url)
     with s.connect() as conn:
-        out = kpis.conflicts(conn)
+        out = metrics.conflicts(conn)
     s.dispose()
     return out
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from cxdash.cli.main import main
 from cxdash.ingest.mapping import detect_kind
 from cxdash.ingest.readers import iter_chunks, read_header
-from cxdash.metrics.kpis import headline
+from cxdash.metrics import headline
 from cxdash.store.database import KIND_TABLES, open_store
 from tests.conftest import FIXTURES
 

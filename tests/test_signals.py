@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash import journeys
+from cxdash import journeys, metrics
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.metrics import kpis, signals
+from cxdash.metrics import signals
 from cxdash.risk import card, customer_features, recent_signals
 from cxdash.store.database import KIND_TABLES, customer_keys_table
 
@@ -138,7 +138,7 @@ MAPPINGS = {
         {"customer_id": "customer_id", "timestamp": "ts", "amount": "amount", "status": "status"},
     ),
 }
-MARCH = kpis.Period.from_dates(date(2024, 3, 1), date(2024, 3, 31))
+MARCH = metrics.Period.from_dates(date(2024, 3, 1), date(2024, 3, 31))
 NOW = datetime(2024, 4, 1)
 
 
@@ -196,13 +196,13 @@ def _features(conn) -> pd.DataFrame:
 
 
 def _kpi_repeats(conn, days: int = 7) -> int:
-    row = kpis.kpi_table(conn, [MARCH], repeat_days=days).loc[0]
+    row = metrics.kpi_table(conn, [MARCH], repeat_days=days).loc[0]
     return round(row["repeat_contact_rate"] * row["contacts"])
 
 
 def _conflict_repeats(conn, days: int = 7) -> pd.Series:
     """Per support team: its resolved tickets followed by a repeat (share x tickets closed)."""
-    f = kpis.conflicts(conn, repeat_days=days)
+    f = metrics.conflicts(conn, repeat_days=days)
     support = f[f["shared_kpi"] == "repeat_after_close"].set_index("cohort")
     return (support["shared_value"] * support["departmental_value"]).round().astype(int)
 
@@ -210,7 +210,7 @@ def _conflict_repeats(conn, days: int = 7) -> pd.Series:
 def test_repeat_contacts_are_the_same_tickets_in_the_kpi_hotspot_features_and_conflicts(company):
     expected = _pandas_repeats()
     with company.connect() as conn:
-        kpi_row = kpis.kpi_table(conn, [MARCH]).loc[0]
+        kpi_row = metrics.kpi_table(conn, [MARCH]).loc[0]
         moments = _moments(conn, "repeat contact")
         feats = _features(conn)
         by_team = _conflict_repeats(conn)
@@ -284,7 +284,7 @@ def test_failed_payments_are_counted_alike_for_every_failed_status(company):
         card_counts = _by_customer(conn, _card_counts(conn, "failed_payment"))
         feature_counts = _by_customer(conn, feats["failed_payments"].to_dict())
         hotspot_counts = _by_customer(conn, moments["cx_id"].value_counts().to_dict())
-        paid = kpis.kpi_table(conn, [MARCH]).loc[0, "revenue"]
+        paid = metrics.kpi_table(conn, [MARCH]).loc[0, "revenue"]
     assert feature_counts == hotspot_counts == card_counts == expected
     # revenue leaves the failed payments out: 10+11+... over the paid and refunded rows only
     assert paid == pytest.approx(

@@ -135,12 +135,12 @@ def test_a_frame_payload_keeps_its_index_column_names_and_types():
 
 
 def test_a_kpi_report_read_back_has_every_number_but_no_per_customer_forecast(small_demo):
-    from cxdash.metrics import kpis
+    from cxdash import metrics
     from cxdash.store.database import open_store
 
     store = open_store(small_demo)
     with store.connect() as conn:
-        report = kpis.kpi_report(conn)
+        report = metrics.kpi_report(conn)
     store.dispose()
     assert report.clv is not None and report.clv.ok and len(report.clv.per_customer)
     back = summaries._decode("executive.report", summaries._encode(report))
@@ -158,7 +158,7 @@ def test_every_default_view_is_stored_after_a_load_and_equals_the_live_computati
     from datetime import timedelta
 
     from cxdash.jobs import views
-    from cxdash.metrics.kpis import Filters
+    from cxdash.metrics import Filters
     from cxdash.store.database import open_store
 
     store = open_store(small_demo)  # build_demo refreshed the summaries after loading
@@ -215,7 +215,7 @@ def _refuse(name):
 
 
 PAGE_COMPUTATIONS = {
-    "executive.py": ("metrics.kpis", ("kpi_report", "kpi_table", "cohort_retention", "conflicts", "predicted_clv")),
+    "executive.py": ("metrics", ("kpi_report", "kpi_table", "cohort_retention", "conflicts", "predicted_clv")),
     "journeys.py": (
         "journeys",
         (
@@ -275,7 +275,7 @@ def test_a_background_refresh_stores_the_views_and_one_overtaken_by_a_load_store
         version = data_version(conn)
         handoffs = views.default_params(conn, "journeys.handoffs", {})  # the default period's
         assert summaries.lookup(conn, "journeys.handoffs", version, handoffs) is not summaries.MISSING
-        from cxdash.metrics.kpis import Filters
+        from cxdash.metrics import Filters
 
         cohorts = views.cohorts_params(Filters(), summaries.effective_churn(store))
         assert summaries.lookup(conn, "executive.cohorts", version, cohorts) is not summaries.MISSING

@@ -13,9 +13,10 @@ import pytest
 import sqlalchemy as sa
 
 from cxdash import journeys as jr
+from cxdash import metrics
 from cxdash.demo.build import build_demo
-from cxdash.metrics import kpis
 from cxdash.metrics.clv import BGNBD, GammaGamma, customer_lifetime_value
+from cxdash.metrics.customers import customers_in_view
 from cxdash.metrics.signals import FAILED_PAYMENT_STATUSES
 from cxdash.store.database import KIND_TABLES, customer_keys_table
 from tests.conftest import BACKENDS, make_store
@@ -32,15 +33,15 @@ def demo(request, tmp_path_factory):
 
 
 def _end(conn):
-    return kpis.default_period(kpis.as_of(conn)).end
+    return metrics.default_period(metrics.as_of(conn)).end
 
 
 def test_rfm_over_every_customer_equals_the_rfm_over_the_full_customer_set(demo):
     with demo.connect() as conn:
         end = _end(conn)
-        fast = kpis.rfm_in_database(conn, end)
-        full, _ = kpis._customers(conn, kpis.Filters())  # the set it used to join: keys, attributes and churn
-        slow = kpis.rfm_in_database(conn, end, full)
+        fast = metrics.rfm_in_database(conn, end)
+        full, _ = customers_in_view(conn, metrics.Filters())  # the set it used to join: keys, attributes and churn
+        slow = metrics.rfm_in_database(conn, end, full)
         crm = pd.read_sql(sa.select(KIND_TABLES["customers"].c.cx_key), conn)
         x = KIND_TABLES["transactions"]
         tx = pd.read_sql(sa.select(x.c.cx_key, x.c.timestamp, x.c.amount, x.c.status), conn)
@@ -56,7 +57,7 @@ def test_rfm_over_every_customer_equals_the_rfm_over_the_full_customer_set(demo)
 
 def test_the_clv_computed_per_distinct_row_equals_the_clv_computed_per_customer(demo):
     with demo.connect() as conn:
-        rfm = kpis.rfm_in_database(conn, _end(conn))
+        rfm = metrics.rfm_in_database(conn, _end(conn))
     rfm = rfm[rfm["T"] > 0]
     x, tx, T, m = (rfm[c].to_numpy(dtype=float) for c in ("frequency", "recency", "T", "monetary_value"))
     assert len(rfm[["frequency", "recency", "T"]].drop_duplicates()) < len(rfm)  # some customers share a row
@@ -93,8 +94,8 @@ def test_friction_moments_of_a_period_are_the_whole_historys_moments_inside_it(d
     """The period's rework and dead ends are found on the steps near it only: the same moments as
     finding them on the whole history and keeping those in the period."""
     with demo.connect() as conn:
-        latest = kpis.as_of(conn)
-        period = kpis.Period.from_dates(
+        latest = metrics.as_of(conn)
+        period = metrics.Period.from_dates(
             (latest - timedelta(days=days_back + 89)).date(), (latest - timedelta(days=days_back)).date()
         )
         inside = _moments(conn, since=period.start, until=period.end)
@@ -107,13 +108,13 @@ def test_friction_moments_of_a_period_are_the_whole_historys_moments_inside_it(d
 
 def test_the_rfm_of_several_ends_in_one_pass_equals_each_ends_own_rfm(demo):
     with demo.connect() as conn:
-        period = kpis.default_period(kpis.as_of(conn))
+        period = metrics.default_period(metrics.as_of(conn))
         ends = [period.end, period.previous.end, period.end - timedelta(days=400)]
-        together = kpis.rfm_at_ends(conn, ends)
-        apart = {e: kpis.rfm_in_database(conn, e) for e in ends}
+        together = metrics.rfm_at_ends(conn, ends)
+        apart = {e: metrics.rfm_in_database(conn, e) for e in ends}
         odd = period.end - timedelta(hours=5)  # not at midnight: each end on its own
-        mixed = kpis.rfm_at_ends(conn, [period.end, odd])
-        odd_alone = kpis.rfm_in_database(conn, odd)
+        mixed = metrics.rfm_at_ends(conn, [period.end, odd])
+        odd_alone = metrics.rfm_in_database(conn, odd)
     for e in ends:
         pd.testing.assert_frame_equal(together[e], apart[e])
     assert len(apart[ends[1]]) < len(apart[ends[0]])  # fewer buyers before the earlier end
@@ -123,10 +124,10 @@ def test_the_rfm_of_several_ends_in_one_pass_equals_each_ends_own_rfm(demo):
 
 def test_the_kpi_reports_clv_equals_the_forecasts_made_one_by_one(demo):
     with demo.connect() as conn:
-        period = kpis.default_period(kpis.as_of(conn))
-        report = kpis.kpi_report(conn, period)
-        alone = kpis.predicted_clv(conn, period.end)
-        previous = kpis.predicted_clv(conn, period.previous.end)
+        period = metrics.default_period(metrics.as_of(conn))
+        report = metrics.kpi_report(conn, period)
+        alone = metrics.predicted_clv(conn, period.end)
+        previous = metrics.predicted_clv(conn, period.previous.end)
     assert report.clv.ok and alone.ok
     assert report.current["clv_predicted_total"] == alone.total()
     assert report.previous["clv_predicted_total"] == previous.total()

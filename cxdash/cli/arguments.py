@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["VIEW_FILTERS", "period_arguments", "view_filter_arguments"]
 
-# The filters a Shared KPIs or Journeys view takes (cxdash.metrics.kpis.Filters), as the command line spells them.
+# The filters a Shared KPIs or Journeys view takes (cxdash.metrics.Filters), as the command line spells them.
 VIEW_FILTERS = ("segment", "region", "plan", "channel", "campaign", "department")
 
 

@@ -19,13 +19,13 @@ from cxdash.journeys import (
     ranking_note,
     significance_counts,
 )
-from cxdash.metrics import churn
-from cxdash.metrics.kpis import (
+from cxdash.metrics import (
     DEFAULT_PERIOD_DAYS,
     Filters,
     Period,
     as_of,
     attach_activation,
+    churn,
     default_period,
     kpi_report,
 )
@@ -37,7 +37,7 @@ def _view_period(conn, args, *, default_all: bool):
     """The period ``--from``/``--to`` choose, as the pages read it (both days included): only ``--to``
     means the 90 days ending then, only ``--from`` runs to the data's latest day. Without either,
     the 90 days to the latest data (``kpis``) or all history (``default_all``: ``journeys``,
-    ``hotspots``, which have always covered all of it). Out: a ``kpis.Period`` or None (all history)."""
+    ``hotspots``, which have always covered all of it). Out: a ``metrics.Period`` or None (all history)."""
 
     period = default_period(as_of(conn))
     if not (args.date_from or args.date_to):

@@ -27,7 +27,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cxdash.metrics.kpis import ATTRIBUTE_FILTERS
+from cxdash.metrics import ATTRIBUTE_FILTERS
 from cxdash.store.database import KIND_TABLES, customer_keys_table
 from cxdash.store.suppression import identifier_hash, secret_salt
 
@@ -473,7 +473,7 @@ def _exposed(n: int, k: int) -> bool:
 
 
 def differencing_check(conn: Connection, filters, k: int | None) -> DifferencingCheck:
-    """Whether a view filtered by ``filters`` (``cxdash.metrics.kpis.Filters``) may be shown to a role whose
+    """Whether a view filtered by ``filters`` (``cxdash.metrics.Filters``) may be shown to a role whose
     aggregates hide groups under ``k`` customers (None: a role that sees individuals; always allowed).
 
     Suppressing the small view alone is not enough: two allowed views that differ by one filter

@@ -19,7 +19,7 @@ from cxdash.identity.stitch import rebuild_identity_map
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.result import IngestResult
 from cxdash.jobs.summaries import SUMMARIES, refresh, refresh_in_background
-from cxdash.metrics.kpis import headline
+from cxdash.metrics import headline
 from cxdash.store.database import Store
 
 __all__ = ["after_load", "check_file", "headline_customers", "stitch_identities"]

@@ -30,9 +30,8 @@ from cxdash.governance import health
 from cxdash.governance.privacy import consented_customers
 from cxdash.jobs.views import COMPUTATIONS as VIEW_COMPUTATIONS
 from cxdash.jobs.views import default_params, params_key
-from cxdash.metrics import churn, overview
+from cxdash.metrics import Headline, KpiReport, churn, filter_options, headline, overview
 from cxdash.metrics.churn import Definition, candidates
-from cxdash.metrics.kpis import Headline, KpiReport, filter_options, headline
 from cxdash.store.database import Store, summaries_table
 from cxdash.store.version import data_version
 

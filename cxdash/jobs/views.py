@@ -20,7 +20,7 @@ from datetime import date, timedelta
 from sqlalchemy.engine import Connection
 
 from cxdash import journeys as jr
-from cxdash.metrics import kpis
+from cxdash import metrics
 from cxdash.metrics.churn import Definition
 
 __all__ = [
@@ -89,12 +89,12 @@ def params_key(name: str, params: dict | None) -> str:
 # ----------------------------------------------------------------------------- Shared KPIs
 
 
-def filter_params(filters: kpis.Filters) -> dict:
+def filter_params(filters: metrics.Filters) -> dict:
     return {name: list(values) for name, values in asdict(filters).items() if values}
 
 
 def report_params(
-    first: date, last: date, filters: kpis.Filters, repeat_days: int, horizon: int, churn: str | None = None
+    first: date, last: date, filters: metrics.Filters, repeat_days: int, horizon: int, churn: str | None = None
 ) -> dict:
     return _churn(
         {
@@ -108,51 +108,58 @@ def report_params(
     )
 
 
-def trends_params(filters: kpis.Filters, repeat_days: int, months: int, churn: str | None = None) -> dict:
+def trends_params(filters: metrics.Filters, repeat_days: int, months: int, churn: str | None = None) -> dict:
     return _churn({"filters": filter_params(filters), "repeat_days": int(repeat_days), "months": int(months)}, churn)
 
 
-def cohorts_params(filters: kpis.Filters, churn: str | None = None) -> dict:
+def cohorts_params(filters: metrics.Filters, churn: str | None = None) -> dict:
     return _churn({"filters": filter_params(filters)}, churn)
 
 
-def conflicts_params(filters: kpis.Filters, repeat_days: int, churn: str | None = None) -> dict:
+def conflicts_params(filters: metrics.Filters, repeat_days: int, churn: str | None = None) -> dict:
     return _churn({"filters": filter_params(filters), "repeat_days": int(repeat_days)}, churn)
 
 
 def _report(
     conn: Connection, first: str, last: str, filters: dict, repeat_days: int, horizon: int, churn: str | None = None
-) -> kpis.KpiReport:
-    period = kpis.Period.from_dates(date.fromisoformat(first), date.fromisoformat(last))
-    return kpis.kpi_report(
-        conn, period, kpis.Filters(**filters), repeat_days=repeat_days, horizon_months=horizon, churn=_definition(churn)
+) -> metrics.KpiReport:
+    period = metrics.Period.from_dates(date.fromisoformat(first), date.fromisoformat(last))
+    return metrics.kpi_report(
+        conn,
+        period,
+        metrics.Filters(**filters),
+        repeat_days=repeat_days,
+        horizon_months=horizon,
+        churn=_definition(churn),
     )
 
 
 def _trends(conn: Connection, filters: dict, repeat_days: int, months: int, churn: str | None = None):
-    periods = kpis.monthly_periods(kpis.as_of(conn), months)
-    return kpis.kpi_table(conn, periods, kpis.Filters(**filters), repeat_days=repeat_days, churn=_definition(churn))
+    periods = metrics.monthly_periods(metrics.as_of(conn), months)
+    return metrics.kpi_table(
+        conn, periods, metrics.Filters(**filters), repeat_days=repeat_days, churn=_definition(churn)
+    )
 
 
 def _cohorts(conn: Connection, filters: dict, churn: str | None = None):
-    return kpis.cohort_retention(conn, kpis.Filters(**filters), churn=_definition(churn))
+    return metrics.cohort_retention(conn, metrics.Filters(**filters), churn=_definition(churn))
 
 
 def _conflicts(conn: Connection, filters: dict, repeat_days: int, churn: str | None = None):
-    return kpis.conflicts(conn, kpis.Filters(**filters), repeat_days=repeat_days, churn=_definition(churn))
+    return metrics.conflicts(conn, metrics.Filters(**filters), repeat_days=repeat_days, churn=_definition(churn))
 
 
 def _executive_defaults(conn: Connection, churn: str | None) -> dict[str, dict] | None:
-    period = kpis.default_period(kpis.as_of(conn))
+    period = metrics.default_period(metrics.as_of(conn))
     if period is None:
         return None
     first, last = period.start.date(), (period.end - timedelta(days=1)).date()
-    repeat, horizon = kpis.DEFAULT_REPEAT_DAYS, kpis.DEFAULT_CLV_HORIZON_MONTHS
+    repeat, horizon = metrics.DEFAULT_REPEAT_DAYS, metrics.DEFAULT_CLV_HORIZON_MONTHS
     return {
-        "executive.report": report_params(first, last, kpis.Filters(), repeat, horizon, churn),
-        "executive.trends": trends_params(kpis.Filters(), repeat, 12, churn),
-        "executive.cohorts": cohorts_params(kpis.Filters(), churn),
-        "executive.conflicts": conflicts_params(kpis.Filters(), repeat, churn),
+        "executive.report": report_params(first, last, metrics.Filters(), repeat, horizon, churn),
+        "executive.trends": trends_params(metrics.Filters(), repeat, 12, churn),
+        "executive.cohorts": cohorts_params(metrics.Filters(), churn),
+        "executive.conflicts": conflicts_params(metrics.Filters(), repeat, churn),
     }
 
 
@@ -171,7 +178,7 @@ def _bounds(period) -> dict:
     """``period`` parameter -> ``since``/``until`` keywords of the journey functions."""
     if not period:
         return {}
-    p = kpis.Period.from_dates(date.fromisoformat(period[0]), date.fromisoformat(period[1]))
+    p = metrics.Period.from_dates(date.fromisoformat(period[0]), date.fromisoformat(period[1]))
     return {"since": p.start, "until": p.end}
 
 
@@ -392,7 +399,7 @@ def _journey_defaults(conn: Connection, computed: dict[str, object], churn: str 
     d = JOURNEY_DEFAULTS
     f = DEFAULT_MAP_FILTERS
     # the period both pages open on (cxdash.ui.period): the KPIs' default, all history when undated
-    default = kpis.default_period(kpis.as_of(conn))
+    default = metrics.default_period(metrics.as_of(conn))
     p = period_params(default.start.date(), (default.end - timedelta(days=1)).date()) if default else {}
     out = {
         "journeys.hotspots": hotspots_params(int(d["repeat_days"]), churn, p),

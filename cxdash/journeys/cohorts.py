@@ -10,8 +10,8 @@ from datetime import timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash.metrics import as_of
 from cxdash.metrics import churn as churn_defs
-from cxdash.metrics.kpis import as_of
 from cxdash.metrics.signals import FAILED_PAYMENT_STATUSES
 from cxdash.store.database import KIND_TABLES
 

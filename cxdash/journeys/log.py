@@ -54,7 +54,7 @@ def journey_log(*, since: datetime | None = None, until: datetime | None = None)
     """The store's journeys: the unified timeline's steps of identified customers.
 
     ``since``/``until`` keep only the steps at or after ``since`` and before ``until`` (a
-    half-open period, as ``cxdash.metrics.kpis.Period``); None leaves that side open.
+    half-open period, as ``cxdash.metrics.Period``); None leaves that side open.
 
     Out columns: ``cx_key`` (the case: the customer's integer key), ``ts, activity, department,
     channel, kind, value`` and the tie order ``load_id, row_number, row_step`` (see

@@ -33,6 +33,7 @@ from sqlalchemy.engine import Connection
 
 from cxdash.metrics.signals import CHURN_ACTIVITIES, matches
 from cxdash.metrics.timeline import timeline
+from cxdash.store import audit
 from cxdash.store.database import KIND_TABLES, Store, customer_keys_table, settings_table
 
 __all__ = [
@@ -585,8 +586,6 @@ def choose(store: Store, name: str, *, actor: str) -> Resolution:
 
     Raises ``ChurnDefinitionError`` when the name is malformed or the loaded data does not
     support it (the message lists the candidates)."""
-    from cxdash.store import audit
-
     definition = Definition.parse(name)
     with store.connect() as conn:
         cands = candidates(conn)

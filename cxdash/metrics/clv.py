@@ -5,57 +5,32 @@ Pure functions and small estimator classes, fitted by maximum likelihood with
 
 Contents
 --------
-* :func:`rfm_summary` - per-customer ``frequency`` / ``recency`` / ``T`` /
-  ``monetary_value`` from a transaction log, with the conventions of
-  ``lifetimes.utils.summary_data_from_transaction_data``.
-* :func:`calibration_and_holdout` - calibration RFM plus holdout counts/spend.
 * :class:`BGNBD` - BG/NBD purchase model, Fader, Hardie & Lee (2005),
   "Counting your customers the easy way", Marketing Science 24(2).
 * :class:`GammaGamma` - spend-per-transaction model, Fader & Hardie (2013),
   "The Gamma-Gamma model of monetary value".
 * :func:`customer_lifetime_value` - discounted CLV as ``lifetimes`` computes it.
 
-Treatment of returns / non-positive amounts
--------------------------------------------
-When ``amount_col`` is given, rows whose amount is ``< 0`` (returns, refunds) and,
-by default, ``== 0`` (free items, zero-value corrections) are **dropped before
-anything else**:
-they never create a purchase period, they are not netted against the spend of
-the period they fall in, and they do not move a customer's first purchase.
-``monetary_value`` is therefore the mean *gross* spend of the repeat purchase
-periods. A customer whose only rows are returns does not appear in the output.
-Such rows still count when ``observation_end`` is defaulted (it is the latest
-timestamp of any row: the log demonstrably covers that date). Missing amounts
-(NaN) are an error, not a silent drop. Without ``amount_col`` every row is a
-purchase (the function cannot tell returns apart).
-
-``count_zero_amounts=True`` keeps zero-value rows as purchase occasions (spend 0;
-negative rows are still dropped). The published CDNOW summaries were built that
-way: 8 of the 2,357 sample customers have a single $0.00 purchase and appear there
-with frequency 0; with the default they are absent from the summary.
+Their inputs, per-customer RFM summaries, come from :mod:`cxdash.metrics.rfm`; the forecast on the
+stored data is :mod:`cxdash.metrics.clv_forecast`.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
+from scipy import special
 
 __all__ = [
     "BGNBD",
     "ConvergenceError",
     "GammaGamma",
     "NotFittedError",
-    "calibration_and_holdout",
     "customer_lifetime_value",
-    "rfm_summary",
 ]
-
-_SUPPORTED_FREQ = ("D", "W")
 
 
 class ConvergenceError(RuntimeError):
@@ -64,215 +39,6 @@ class ConvergenceError(RuntimeError):
 
 class NotFittedError(RuntimeError):
     """A model method that needs fitted parameters was called before ``fit``."""
-
-
-# ---------------------------------------------------------------------------
-# RFM summaries
-# ---------------------------------------------------------------------------
-
-
-def _period_ordinals(ts: pd.Series | pd.DatetimeIndex, freq: str) -> np.ndarray:
-    """Integer period number of each timestamp (days, or W-SUN weeks like pandas' "W")."""
-    idx = pd.DatetimeIndex(ts)
-    if idx.tz is not None:
-        idx = idx.tz_localize(None)
-    return np.asarray(idx.to_period(freq).asi8, dtype=np.int64)
-
-
-def _one_period(ts: Any, freq: str) -> int:
-    stamp = pd.Timestamp(ts)
-    if pd.isna(stamp):
-        raise ValueError("observation_end / calibration_end must be a valid timestamp")
-    return int(_period_ordinals(pd.DatetimeIndex([stamp]), freq)[0])
-
-
-def _check_freq(freq: str, freq_multiplier: float) -> None:
-    if freq not in _SUPPORTED_FREQ:
-        raise ValueError(f"freq must be one of {_SUPPORTED_FREQ}, got {freq!r}")
-    if not (np.isfinite(freq_multiplier) and freq_multiplier > 0):
-        raise ValueError("freq_multiplier must be a positive finite number")
-
-
-def _prepare_transactions(
-    transactions: pd.DataFrame,
-    customer_col: str,
-    timestamp_col: str,
-    amount_col: str | None,
-    freq: str,
-    count_zero_amounts: bool = False,
-) -> tuple[pd.DataFrame, int | None]:
-    """Validate, drop non-positive amounts, add integer ``_period``.
-
-    Returns the purchase rows and the period of the latest row of *any* kind
-    (``None`` if there are no rows).
-    """
-    if not isinstance(transactions, pd.DataFrame):
-        raise TypeError("transactions must be a pandas DataFrame")
-    cols = [customer_col, timestamp_col] + ([amount_col] if amount_col is not None else [])
-    missing = [c for c in cols if c not in transactions.columns]
-    if missing:
-        raise KeyError(f"columns not found in transactions: {missing}")
-    df = transactions[cols].copy()
-    if df[customer_col].isna().any():
-        raise ValueError(f"{customer_col!r} contains missing customer ids")
-    ts = pd.to_datetime(df[timestamp_col])
-    if ts.isna().any():
-        raise ValueError(f"{timestamp_col!r} contains {int(ts.isna().sum())} missing/unparseable timestamps")
-    df["_period"] = _period_ordinals(ts, freq) if len(df) else np.array([], dtype=np.int64)
-    last_any = int(df["_period"].max()) if len(df) else None
-    if amount_col is not None:
-        amt = pd.to_numeric(df[amount_col], errors="raise").astype(float)
-        if amt.isna().any():
-            raise ValueError(f"{amount_col!r} contains {int(amt.isna().sum())} missing amounts")
-        df[amount_col] = amt
-        keep = (amt >= 0) if count_zero_amounts else (amt > 0)
-        df = df.loc[keep]  # returns (and, by default, zero-value rows) never create purchases
-    return df, last_any
-
-
-def _summarise_periods(
-    df: pd.DataFrame,
-    customer_col: str,
-    amount_col: str | None,
-    end_period: int,
-    freq_multiplier: float,
-) -> pd.DataFrame:
-    """RFM from purchase rows already restricted to ``_period <= end_period``."""
-    if amount_col is not None:
-        per = df.groupby([customer_col, "_period"], sort=True)[amount_col].sum().reset_index()
-    else:
-        per = df[[customer_col, "_period"]].drop_duplicates().sort_values([customer_col, "_period"])
-    g = per.groupby(customer_col, sort=True)["_period"]
-    first = g.min()
-    last = g.max()
-    out = pd.DataFrame(index=first.index)
-    out["frequency"] = (g.size() - 1).astype(np.int64)
-    out["recency"] = (last - first).astype(float) / freq_multiplier
-    out["T"] = (end_period - first).astype(float) / freq_multiplier
-    if amount_col is not None:
-        is_first = per["_period"].to_numpy() == per[customer_col].map(first).to_numpy()
-        repeat = per.loc[~is_first]
-        mv = repeat.groupby(customer_col, sort=True)[amount_col].mean()
-        out["monetary_value"] = mv.reindex(out.index).fillna(0.0).astype(float)
-    return out
-
-
-def rfm_summary(
-    transactions: pd.DataFrame,
-    *,
-    customer_col: str,
-    timestamp_col: str,
-    amount_col: str | None = None,
-    observation_end: Any = None,
-    freq: str = "D",
-    freq_multiplier: float = 1.0,
-    count_zero_amounts: bool = False,
-) -> pd.DataFrame:
-    """Per-customer RFM summary for BG/NBD and Gamma-Gamma.
-
-    Conventions are those of ``lifetimes.utils.summary_data_from_transaction_data``:
-
-    * Timestamps are bucketed into periods of ``freq`` (``"D"`` calendar days,
-      ``"W"`` pandas weeks ending Sunday). Several purchases in one period count
-      as **one** purchase whose amount is the **sum** of the amounts.
-    * ``frequency`` = number of distinct purchase periods - 1 (repeat purchases).
-    * ``recency`` = periods between the first and the last purchase period.
-    * ``T`` = periods between the first purchase period and the period of
-      ``observation_end`` (default: period of the latest row in ``transactions``).
-      Rows in periods after ``observation_end`` are ignored, rows in its period
-      are kept; customers whose first purchase is later do not appear.
-    * ``monetary_value`` (only with ``amount_col``) = mean amount of the repeat
-      purchase periods; 0 when ``frequency`` is 0.
-    * ``recency`` and ``T`` are divided by ``freq_multiplier`` (as in lifetimes):
-      e.g. ``freq="D", freq_multiplier=7`` gives weeks while still merging only
-      same-*day* purchases - which is how the CDNOW summaries were built.
-
-    Rows with ``amount < 0`` are dropped, and rows with ``amount == 0`` unless
-    ``count_zero_amounts=True`` (see module docstring).
-
-    Returns a DataFrame indexed by customer (sorted) with columns
-    ``frequency`` (int), ``recency``, ``T`` (float) and optionally ``monetary_value``.
-    """
-    _check_freq(freq, freq_multiplier)
-    df, last_any = _prepare_transactions(
-        transactions, customer_col, timestamp_col, amount_col, freq, count_zero_amounts
-    )
-    if observation_end is None:
-        if last_any is None:
-            raise ValueError("transactions is empty and no observation_end was given")
-        end_period = last_any
-    else:
-        end_period = _one_period(observation_end, freq)
-    df = df.loc[df["_period"] <= end_period]
-    out = _summarise_periods(df, customer_col, amount_col, end_period, freq_multiplier)
-    out.index.name = customer_col
-    return out
-
-
-def calibration_and_holdout(
-    transactions: pd.DataFrame,
-    *,
-    customer_col: str,
-    timestamp_col: str,
-    amount_col: str | None = None,
-    calibration_end: Any,
-    observation_end: Any = None,
-    freq: str = "D",
-    freq_multiplier: float = 1.0,
-    count_zero_amounts: bool = False,
-) -> pd.DataFrame:
-    """Split a transaction log into a calibration RFM summary and holdout outcomes.
-
-    Columns (as ``lifetimes.utils.calibration_and_holdout_data``):
-    ``frequency_cal, recency_cal, T_cal[, monetary_value_cal]`` - :func:`rfm_summary`
-    of the periods up to and including the period of ``calibration_end``;
-    ``frequency_holdout`` - number of distinct purchase periods after the
-    calibration period up to and including the period of ``observation_end``
-    (all purchases count, there is no "first" one to drop);
-    ``monetary_value_holdout`` (with ``amount_col``) - mean per-period summed spend
-    of those holdout periods (0 when none; lifetimes averages raw rows instead,
-    which disagrees with its own same-period merging);
-    ``duration_holdout`` - number of periods in the holdout window / ``freq_multiplier``.
-
-    Only customers with a calibration purchase are returned (customers first seen
-    in the holdout have no calibration features). The split is done on periods,
-    not raw timestamps, so a purchase at 15:00 on ``calibration_end`` (or, with
-    ``freq="W"``, later in the same week) belongs to calibration. Non-positive
-    amounts are dropped as in :func:`rfm_summary`.
-    """
-    _check_freq(freq, freq_multiplier)
-    df, last_any = _prepare_transactions(
-        transactions, customer_col, timestamp_col, amount_col, freq, count_zero_amounts
-    )
-    cal_period = _one_period(calibration_end, freq)
-    if observation_end is None:
-        if last_any is None:
-            raise ValueError("transactions is empty and no observation_end was given")
-        obs_period = last_any
-    else:
-        obs_period = _one_period(observation_end, freq)
-    if obs_period <= cal_period:
-        raise ValueError("observation_end must fall in a later period than calibration_end")
-
-    cal_rows = df.loc[df["_period"] <= cal_period]
-    if cal_rows.empty:
-        raise ValueError("no purchases on or before calibration_end")
-    cal = _summarise_periods(cal_rows, customer_col, amount_col, cal_period, freq_multiplier)
-    cal.columns = [f"{c}_cal" for c in cal.columns]
-
-    hold_rows = df.loc[(df["_period"] > cal_period) & (df["_period"] <= obs_period)]
-    if amount_col is not None:
-        hper = hold_rows.groupby([customer_col, "_period"], sort=True)[amount_col].sum().reset_index()
-    else:
-        hper = hold_rows[[customer_col, "_period"]].drop_duplicates()
-    hg = hper.groupby(customer_col, sort=True)
-    out = cal.copy()
-    out["frequency_holdout"] = hg.size().reindex(out.index).fillna(0).astype(np.int64)
-    if amount_col is not None:
-        out["monetary_value_holdout"] = hg[amount_col].mean().reindex(out.index).fillna(0.0).astype(float)
-    out["duration_holdout"] = float(obs_period - cal_period) / freq_multiplier
-    out.index.name = customer_col
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -360,6 +126,10 @@ def _maximise(
     Hessian there is not clearly positive definite (flat ridge: parameters not
     identified, the optimiser merely stopped somewhere on it).
     """
+    # Imported here: scipy.optimize takes about 1.3 s to import, and everything that imports
+    # cxdash.metrics (every CLI command, the journeys and risk packages) would pay it to fit nothing.
+    from scipy import optimize
+
     best = None
     n_ok = 0
     messages = []
@@ -594,7 +364,7 @@ class BGNBD:
         self.standard_errors_ = _standard_errors(res, params, self._names)
         self.loglik_ = float(counts @ self._loglik_per_customer(params, ux, utx, uT))
         self.converged_ = True
-        self.n_customers_ = int(len(x))
+        self.n_customers_ = len(x)
         self.optimizer_message_ = res.message
         return self
 
@@ -605,12 +375,6 @@ class BGNBD:
         return p["r"], p["alpha"], p["a"], p["b"]
 
     # -- predictions -------------------------------------------------------
-    def log_likelihood(self, frequency: Any, recency: Any, T: Any) -> np.ndarray | pd.Series:
-        """Per-customer log-likelihood under the fitted parameters."""
-        params = np.array(self._p())
-        x, tx, TT = _check_frt(frequency, recency, T)
-        return _wrap(self._loglik_per_customer(params, x, tx, TT), _index_of(frequency), "loglik")
-
     def probability_alive(self, frequency: Any, recency: Any, T: Any) -> np.ndarray | pd.Series:
         """P(customer still active at T | x, t_x, T) = 1 / (1 + 1[x>0] a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x))."""
         params = np.array(self._p())
@@ -853,10 +617,3 @@ def customer_lifetime_value(
         clv += spend * (cum - prev) / (1.0 + discount_rate_monthly) ** i
         prev = cum
     return _wrap(clv, _index_of(frequency, recency, T, monetary_value), "clv")
-
-
-def _round_sig(x: float, sig: int = 3) -> float:
-    """Round to ``sig`` significant figures (used by tests/reports)."""
-    if x == 0 or not math.isfinite(x):
-        return x
-    return round(x, sig - 1 - int(math.floor(math.log10(abs(x)))))

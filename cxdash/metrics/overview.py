@@ -6,6 +6,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash.metrics.timeline import timeline
 from cxdash.store.database import KIND_TABLES, customer_keys_table, loads_table, sources_table
 from cxdash.store.kinds import KINDS
 
@@ -114,8 +115,6 @@ def activity_by_month(conn: Connection) -> pd.DataFrame:
     Out: ``month`` (first day, Timestamp), ``department``, ``rows``, ``customers``.
     Computed in the database with portable EXTRACT (no engine-only date functions).
     """
-    from cxdash.metrics.timeline import timeline
-
     tl = timeline()
     year = sa.extract("year", tl.c.ts).label("year")
     month = sa.extract("month", tl.c.ts).label("month")

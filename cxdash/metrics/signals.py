@@ -36,6 +36,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from cxdash.store.database import KIND_TABLES, sources_table
+
 __all__ = [
     "CHURN_ACTIVITIES",
     "COMPLAINT_MAX_SATISFACTION",
@@ -400,8 +402,6 @@ def occurrences(sig: Signal | str) -> sa.Select:
     left out). Events are product events only; a complaint's or a low rating's contact counts once
     it is closed. For one customer's list (the card); aggregates over many signals at once read
     ``matches`` in a single scan instead."""
-    from cxdash.store.database import KIND_TABLES, sources_table
-
     s = signal(sig) if isinstance(sig, str) else sig
     if s.kind == "events":
         e, src = KIND_TABLES["events"], sources_table

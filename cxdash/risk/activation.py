@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
 from cxdash.exporting import safe_csv
+from cxdash.metrics.activation import activation_stats, latest_activation, risk_threshold
 from cxdash.store.database import Store, activation_table, scores_table
 
 __all__ = [
@@ -31,7 +31,6 @@ __all__ = [
 ]
 
 STATUSES = ("contacted", "actioned")
-AT_RISK_SHARE = 0.10  # the top decile by risk is "at risk" (the same decile the lift is measured on)
 
 
 def _now() -> datetime:
@@ -55,26 +54,6 @@ def list_version(store: Store) -> tuple[str, int, int, int]:
     return str(scored_at), int(scored or 0), int(logged or 0), int(newest or 0)
 
 
-def _latest_activation() -> sa.Subquery:
-    a = activation_table
-    newest = sa.select(a.c.cx_id, sa.func.max(a.c.id).label("id")).group_by(a.c.cx_id).subquery("newest")
-    return (
-        sa.select(a.c.cx_id, a.c.status, a.c.actor, a.c.updated_at)
-        .select_from(a.join(newest, newest.c.id == a.c.id))
-        .subquery("latest_activation")
-    )
-
-
-def _risk_threshold(conn) -> float | None:
-    """The lowest risk in the top decile."""
-    s = scores_table
-    n = conn.execute(sa.select(sa.func.count()).select_from(s)).scalar() or 0
-    if not n:
-        return None
-    k = max(1, int(np.ceil(AT_RISK_SHARE * n)))
-    return conn.execute(sa.select(s.c.risk).order_by(s.c.risk.desc()).offset(k - 1).limit(1)).scalar()
-
-
 def at_risk(
     store: Store,
     *,
@@ -91,7 +70,7 @@ def at_risk(
     ``status="open"`` keeps customers nobody has acted on yet.
     """
     s = scores_table
-    la = _latest_activation()
+    la = latest_activation()
     with store.app_begin() as conn:
         q = (
             sa.select(
@@ -115,7 +94,7 @@ def at_risk(
             .limit(limit)
         )
         if only_top_decile:
-            threshold = _risk_threshold(conn)
+            threshold = risk_threshold(conn)
             if threshold is not None:
                 q = q.where(s.c.risk >= threshold)
         if departments:
@@ -154,7 +133,7 @@ def at_risk(
 def customer_score(store: Store, cx_id: str) -> dict | None:
     """The stored score of one customer (with reasons and activation status), or None."""
     s = scores_table
-    la = _latest_activation()
+    la = latest_activation()
     with store.app_begin() as conn:
         row = (
             conn.execute(
@@ -177,7 +156,7 @@ def follow_up(store: Store, cx_id: str) -> dict:
     """One customer's follow-up status from the activation log, scored or not (a customer who has
     left can be marked too): ``status`` ("open" when nobody has acted), ``actor`` and ``updated_at``
     (None while open)."""
-    la = _latest_activation()
+    la = latest_activation()
     with store.app_begin() as conn:
         row = conn.execute(sa.select(la.c.status, la.c.actor, la.c.updated_at).where(la.c.cx_id == cx_id)).first()
     if row is None:
@@ -219,51 +198,6 @@ def mark(store: Store, cx_ids: list[str], status: str, *, actor: str) -> int:
             )
         conn.execute(a.insert(), rows)
     return len(rows)
-
-
-def activation_stats(store: Store) -> dict:
-    """How much of the at-risk list has been acted on, and how fast.
-
-    ``at_risk`` (top-decile customers), ``contacted``, ``actioned`` (latest status among them),
-    ``share_acted`` and ``median_hours_to_first_action`` (from scoring to the first log entry).
-    """
-    s, a = scores_table, activation_table
-    la = _latest_activation()
-    with store.app_begin() as conn:
-        threshold = _risk_threshold(conn)
-        if threshold is None:
-            return {
-                "at_risk": 0,
-                "contacted": 0,
-                "actioned": 0,
-                "share_acted": None,
-                "median_hours_to_first_action": None,
-            }
-        counts = conn.execute(
-            sa.select(
-                sa.func.count().label("at_risk"),
-                sa.func.sum(sa.case((la.c.status == "contacted", 1), else_=0)).label("contacted"),
-                sa.func.sum(sa.case((la.c.status == "actioned", 1), else_=0)).label("actioned"),
-            )
-            .select_from(s.outerjoin(la, la.c.cx_id == s.c.cx_id))
-            .where(s.c.risk >= threshold)
-        ).one()
-        first = (
-            sa.select(a.c.cx_id, sa.func.min(a.c.updated_at).label("first_at")).group_by(a.c.cx_id).subquery("first")
-        )
-        waits = conn.execute(
-            sa.select(s.c.scored_at, first.c.first_at).select_from(s.join(first, first.c.cx_id == s.c.cx_id))
-        ).fetchall()
-    at_risk_n = int(counts.at_risk or 0)
-    acted = int(counts.contacted or 0) + int(counts.actioned or 0)
-    hours = [max((f - sc).total_seconds(), 0) / 3600 for sc, f in waits if f is not None and sc is not None]
-    return {
-        "at_risk": at_risk_n,
-        "contacted": int(counts.contacted or 0),
-        "actioned": int(counts.actioned or 0),
-        "share_acted": acted / at_risk_n if at_risk_n else None,
-        "median_hours_to_first_action": float(np.median(hours)) if hours else None,
-    }
 
 
 def export_csv(frame: pd.DataFrame) -> bytes:

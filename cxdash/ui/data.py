@@ -11,8 +11,7 @@ import streamlit as st
 from cxdash.config import database_url
 from cxdash.jobs import open_store, summaries
 from cxdash.jobs.views import COMPUTATIONS
-from cxdash.metrics import churn
-from cxdash.metrics.kpis import Headline
+from cxdash.metrics import Headline, churn
 from cxdash.store.database import Store, StoreLockedError
 from cxdash.store.version import data_version
 

@@ -14,11 +14,11 @@ from datetime import date, datetime, timedelta
 import pandas as pd
 import streamlit as st
 
+from cxdash import metrics
 from cxdash.config import database_url
 from cxdash.exporting import safe_csv
 from cxdash.governance import privacy
 from cxdash.jobs import summaries, views
-from cxdash.metrics import kpis
 from cxdash.metrics.churn import Definition
 from cxdash.ui import data, period
 from cxdash.ui import formatting as fmt
@@ -42,14 +42,14 @@ class View:
 
     first: date
     last: date
-    filters: kpis.Filters
+    filters: metrics.Filters
     repeat_days: int
     horizon_months: int
     churn: str | None = None  # the churn definition in force (its name, cxdash.metrics.churn)
 
     @property
-    def period(self) -> kpis.Period:
-        return kpis.Period.from_dates(self.first, self.last)
+    def period(self) -> metrics.Period:
+        return metrics.Period.from_dates(self.first, self.last)
 
 
 # ---------------------------------------------------------------------------------- cached data
@@ -62,18 +62,18 @@ def _options(url: str, version: int) -> dict[str, list[str]]:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _clv(url: str, version: int, end: datetime, horizon: int) -> kpis.ClvForecast:
+def _clv(url: str, version: int, end: datetime, horizon: int) -> metrics.ClvForecast:
     with data.store_at(url).connect() as conn:
-        return kpis.predicted_clv(conn, end, horizon_months=horizon)
+        return metrics.predicted_clv(conn, end, horizon_months=horizon)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _report(url: str, version: int, view: View) -> kpis.KpiReport:
+def _report(url: str, version: int, view: View) -> metrics.KpiReport:
     params = views.report_params(view.first, view.last, view.filters, view.repeat_days, view.horizon_months, view.churn)
     report = data.stored(url, version, "executive.report", params)
     if report is summaries.MISSING and as_of() is None:  # no dates at all: the snapshot report, not a period
         with data.store_at(url).connect() as conn:
-            report = kpis.kpi_report(
+            report = metrics.kpi_report(
                 conn,
                 None,
                 view.filters,
@@ -86,7 +86,7 @@ def _report(url: str, version: int, view: View) -> kpis.KpiReport:
         clv = _clv(url, version, period.end, view.horizon_months)
         clv_prev = _clv(url, version, period.previous.end, view.horizon_months)
         with data.store_at(url).connect() as conn:
-            report = kpis.kpi_report(
+            report = metrics.kpi_report(
                 conn,
                 period,
                 view.filters,
@@ -95,34 +95,34 @@ def _report(url: str, version: int, view: View) -> kpis.KpiReport:
                 clv_previous=clv_prev,
                 churn=Definition.parse(view.churn) if view.churn else None,
             )
-    return kpis.attach_activation(report, data.store_at(url))
+    return metrics.attach_activation(report, data.store_at(url))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _trends(
-    url: str, version: int, filters: kpis.Filters, repeat_days: int, months: int, churn: str | None
+    url: str, version: int, filters: metrics.Filters, repeat_days: int, months: int, churn: str | None
 ) -> pd.DataFrame:
     return data.view(url, version, "executive.trends", views.trends_params(filters, repeat_days, months, churn))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _cohorts(url: str, version: int, filters: kpis.Filters, churn: str | None) -> pd.DataFrame:
+def _cohorts(url: str, version: int, filters: metrics.Filters, churn: str | None) -> pd.DataFrame:
     return data.view(url, version, "executive.cohorts", views.cohorts_params(filters, churn))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _conflicts(url: str, version: int, filters: kpis.Filters, repeat_days: int, churn: str | None) -> pd.DataFrame:
+def _conflicts(url: str, version: int, filters: metrics.Filters, repeat_days: int, churn: str | None) -> pd.DataFrame:
     return data.view(url, version, "executive.conflicts", views.conflicts_params(filters, repeat_days, churn))
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
 def _holdout(url: str, version: int) -> dict:
     with data.store_at(url).connect() as conn:
-        return kpis.holdout_check(conn)
+        return metrics.holdout_check(conn)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _differencing(url: str, version: int, filters: kpis.Filters, k: int) -> privacy.DifferencingCheck:
+def _differencing(url: str, version: int, filters: metrics.Filters, k: int) -> privacy.DifferencingCheck:
     with data.store_at(url).connect() as conn:
         return privacy.differencing_check(conn, filters, k)
 
@@ -142,7 +142,7 @@ def options() -> dict[str, list[str]]:
     return _options(database_url(), data.version())
 
 
-def report(view: View) -> kpis.KpiReport:
+def report(view: View) -> metrics.KpiReport:
     return _report(database_url(), data.version(), view)
 
 
@@ -172,14 +172,14 @@ def init_state(now: datetime | None) -> None:
     qp = st.query_params
     period.init(now)
     try:
-        st.session_state[KEY_REPEAT_DAYS] = min(max(int(qp.get("repeat_days", kpis.DEFAULT_REPEAT_DAYS)), 1), 60)
+        st.session_state[KEY_REPEAT_DAYS] = min(max(int(qp.get("repeat_days", metrics.DEFAULT_REPEAT_DAYS)), 1), 60)
     except ValueError:
-        st.session_state[KEY_REPEAT_DAYS] = kpis.DEFAULT_REPEAT_DAYS
+        st.session_state[KEY_REPEAT_DAYS] = metrics.DEFAULT_REPEAT_DAYS
     try:
-        horizon = int(qp.get("horizon", kpis.DEFAULT_CLV_HORIZON_MONTHS))
+        horizon = int(qp.get("horizon", metrics.DEFAULT_CLV_HORIZON_MONTHS))
     except ValueError:
-        horizon = kpis.DEFAULT_CLV_HORIZON_MONTHS
-    st.session_state[KEY_HORIZON] = horizon if horizon in HORIZONS else kpis.DEFAULT_CLV_HORIZON_MONTHS
+        horizon = metrics.DEFAULT_CLV_HORIZON_MONTHS
+    st.session_state[KEY_HORIZON] = horizon if horizon in HORIZONS else metrics.DEFAULT_CLV_HORIZON_MONTHS
     known = options()
     for name, key in FILTER_KEYS.items():
         chosen = qp.get_all(name)
@@ -191,7 +191,7 @@ def current_view() -> View:
     first, last = st.session_state[KEY_FROM], st.session_state[KEY_TO]
     if last < first:
         first, last = last, first
-    filters = kpis.Filters(**{name: tuple(st.session_state.get(key) or ()) for name, key in FILTER_KEYS.items()})
+    filters = metrics.Filters(**{name: tuple(st.session_state.get(key) or ()) for name, key in FILTER_KEYS.items()})
     return View(
         first,
         last,
@@ -293,7 +293,7 @@ CARDS_PER_ROW = 3
 
 
 def card_rows(
-    report: kpis.KpiReport, per_row: int = CARDS_PER_ROW
+    report: metrics.KpiReport, per_row: int = CARDS_PER_ROW
 ) -> list[tuple[str, list[list[tuple[str, str, str, bool]]]]]:
     """The card sections with only the KPIs the data can answer, ``per_row`` cards to a row.
 
@@ -308,7 +308,7 @@ def card_rows(
     return out
 
 
-def unanswered(report: kpis.KpiReport) -> str | None:
+def unanswered(report: metrics.KpiReport) -> str | None:
     """One sentence naming the KPIs the loaded data cannot answer, with the data each one needs."""
     needs = {
         "churn_rate": "a churn label, subscriptions, churn records or dated activity",
@@ -349,7 +349,7 @@ SPLIT_COLUMNS = {
 }
 
 
-def churn_splits(report: kpis.KpiReport, k: int | None) -> pd.DataFrame | None:
+def churn_splits(report: metrics.KpiReport, k: int | None) -> pd.DataFrame | None:
     """Churn per customer group for a snapshot report (no dates), groups under ``k`` customers left
     out; None when the report has none."""
     splits = report.splits
@@ -376,7 +376,7 @@ def number(value: float | None, kind: str, currency: str | None = None) -> str:
     return f"{value:,.2f}"
 
 
-def comparison(report: kpis.KpiReport) -> str:
+def comparison(report: metrics.KpiReport) -> str:
     """What every delta on the page is measured against: ``vs the previous 90 days`` (the period of
     the same length just before the chosen one)."""
     if report.period is None:
@@ -384,7 +384,7 @@ def comparison(report: kpis.KpiReport) -> str:
     return fmt.versus(round(report.period.days))
 
 
-def delta(report: kpis.KpiReport, key: str, kind: str) -> str | None:
+def delta(report: metrics.KpiReport, key: str, kind: str) -> str | None:
     """The change since the previous period with its unit and what it is compared with
     (``+1,022 vs the previous 90 days``, ``-2.0 pts vs ...``); None when there is nothing to compare."""
     if report.as_of is None:  # undated data: every period is the same snapshot
@@ -401,7 +401,7 @@ def delta(report: kpis.KpiReport, key: str, kind: str) -> str | None:
     return f"{change} {comparison(report)}"
 
 
-def window(report: kpis.KpiReport, key: str) -> str:
+def window(report: metrics.KpiReport, key: str) -> str:
     """The time a card's figure covers, in words: the period for most, revenue up to its end for
     historical CLV, the months after it for predicted CLV."""
     if report.period is None:
@@ -410,16 +410,16 @@ def window(report: kpis.KpiReport, key: str) -> str:
     if key.startswith("clv_historical"):
         return f"all revenue up to {last}"
     if key.startswith("clv_predicted"):
-        months = report.clv.horizon_months if report.clv is not None else kpis.DEFAULT_CLV_HORIZON_MONTHS
+        months = report.clv.horizon_months if report.clv is not None else metrics.DEFAULT_CLV_HORIZON_MONTHS
         return f"the {months} months after {last}"
     if key == "customers":
         return f"customers at {last}"
     return fmt.period_words(report.period.start, report.period.end)
 
 
-def card_help(report: kpis.KpiReport, key: str) -> str:
+def card_help(report: metrics.KpiReport, key: str) -> str:
     name = _DEFINITION_OF.get(key, key)
-    d = kpis.DEFINITIONS[name]
+    d = metrics.DEFINITIONS[name]
     cov = report.coverage.get(name)
     parts = [d["definition"], f"Owner: {d['owner']}.", f"Covers {window(report, key)}."]
     if report.as_of is not None and report.period is not None:
@@ -440,7 +440,7 @@ def card_help(report: kpis.KpiReport, key: str) -> str:
     return " ".join(parts)
 
 
-def clv_caption(report: kpis.KpiReport) -> str | None:
+def clv_caption(report: metrics.KpiReport) -> str | None:
     """How the predicted CLV is made, in plain words (from the forecast's fields, so a report stored
     before the wording changed reads the same), or None when there is no forecast."""
     clv = report.clv
@@ -474,7 +474,7 @@ SILENCE_WINDOWS = (
 )
 
 
-def coverage_caption(report: kpis.KpiReport, key: str) -> str:
+def coverage_caption(report: metrics.KpiReport, key: str) -> str:
     """The line under a card: the time its figure covers and the share of customers it rests on."""
     cov = report.coverage.get(_DEFINITION_OF.get(key, key))
     covered = "coverage not known" if cov is None else f"coverage {cov:.0%}"
@@ -484,7 +484,7 @@ def coverage_caption(report: kpis.KpiReport, key: str) -> str:
     return f"{window(report, key)} · {covered}{money}"
 
 
-def silence_explained(report: kpis.KpiReport, monthly: pd.DataFrame) -> str | None:
+def silence_explained(report: metrics.KpiReport, monthly: pd.DataFrame) -> str | None:
     """Why the silence card and the monthly trend show different figures (plain text), or None when
     either is missing. Both are the same measure (active customers who opened no ticket) over
     different windows: the period, and each calendar month."""
@@ -515,7 +515,7 @@ DEFINITION_COLUMNS = {
 }
 
 
-def definitions_table(report: kpis.KpiReport) -> pd.DataFrame:
+def definitions_table(report: metrics.KpiReport) -> pd.DataFrame:
     rows = []
     for key, label, kind, _ in CARDS:
         name = _DEFINITION_OF.get(key, key)
@@ -525,14 +525,14 @@ def definitions_table(report: kpis.KpiReport) -> pd.DataFrame:
                 "value": number(report.current.get(key), kind, report.currency),
                 "previous period": number(report.previous.get(key), kind, report.currency),
                 "coverage": fmt.percent(report.coverage.get(name), 0),
-                "owner": kpis.DEFINITIONS[name]["owner"],
-                "definition": kpis.DEFINITIONS[name]["definition"],
+                "owner": metrics.DEFINITIONS[name]["owner"],
+                "definition": metrics.DEFINITIONS[name]["definition"],
             }
         )
     return pd.DataFrame(rows)
 
 
-def kpi_csv(report: kpis.KpiReport) -> bytes:
+def kpi_csv(report: metrics.KpiReport) -> bytes:
     frame = pd.DataFrame(
         {
             "kpi": [k for k, *_ in CARDS],
@@ -550,7 +550,7 @@ def csv(frame: pd.DataFrame, index: bool = False) -> bytes:
     return safe_csv(frame.reset_index() if index else frame)
 
 
-def lead_sentence(report: kpis.KpiReport) -> str:
+def lead_sentence(report: metrics.KpiReport) -> str:
     cur = report.current
     if report.period is None:
         n = cur.get("customers")
@@ -650,7 +650,7 @@ def p_value(p: object) -> str:
 
 
 def conflict_table(frame: pd.DataFrame, currency: str | None = None) -> pd.DataFrame:
-    """The conflicts (``kpis.conflicts``, possibly with suppressed rows blanked) as a person reads them:
+    """The conflicts (``metrics.conflicts``, possibly with suppressed rows blanked) as a person reads them:
     one column per idea, headed in words, every figure with its unit and ``—`` where it is not shown.
 
     Out: ``flag, group`` (the grouping with its department: "marketing campaign"), ``cohort, customers,

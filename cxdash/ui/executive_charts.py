@@ -41,7 +41,7 @@ def _layout(fig: go.Figure, height: int) -> go.Figure:
 
 @memoised_figure
 def trends(frame: pd.DataFrame, now=None, money_currency: str | None = None) -> go.Figure:
-    """Small multiples of the monthly KPIs (``kpis.kpi_table`` over monthly periods). A last month that
+    """Small multiples of the monthly KPIs (``metrics.kpi_table`` over monthly periods). A last month that
     the data does not cover to its end (``now`` before it ends) is drawn as an open marker. Money is
     titled with its currency (``money_currency`` as recorded, else the company setting, else "currency
     not recorded")."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from cxdash.metrics.kpis import DEFINITIONS, Headline
+from cxdash.metrics import DEFINITIONS, Headline
 
 # Every ASCII punctuation character can be backslash-escaped in CommonMark, and escaping all of them
 # is simpler to trust than a list of the ones some markdown feature happens to use today.
@@ -343,7 +343,7 @@ NO_CURRENCY = "currency not recorded"
 
 
 def currency(recorded: str | None) -> str | None:
-    """The currency of the money figures: the one the data records (``kpis.money_currency``: the
+    """The currency of the money figures: the one the data records (``metrics.money_currency``: the
     transactions' currency column), else the company's setting ``CXDASH_CURRENCY`` (e.g. ``EUR``),
     else None (say ``NO_CURRENCY``; never guess one)."""
     if recorded:

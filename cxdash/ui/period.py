@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 
 import streamlit as st
 
-from cxdash.metrics import kpis
+from cxdash import metrics
 from cxdash.ui.formatting import count, day
 
 FROM = "period_from"
@@ -33,10 +33,10 @@ def _parse(text: str | None) -> date | None:
 def default(now: datetime | None) -> tuple[date, date]:
     """The days both pages open on: the KPIs' default period (the 90 days up to the data's latest
     day), or the 90 days to today when the data has no dates. Out: ``(first, last)``, both included."""
-    period = kpis.default_period(now)
+    period = metrics.default_period(now)
     if period is None:
         last = date.today()
-        return last - timedelta(days=kpis.DEFAULT_PERIOD_DAYS - 1), last
+        return last - timedelta(days=metrics.DEFAULT_PERIOD_DAYS - 1), last
     return period.start.date(), (period.end - timedelta(days=1)).date()
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 from cxdash.config import database_url
 from cxdash.governance import privacy
 from cxdash.governance.auth import may_open
-from cxdash.metrics.kpis import money_currency
+from cxdash.metrics import money_currency
 from cxdash.risk import (
     VALUE_BASES,
     ChurnModel,
@@ -457,7 +457,7 @@ def _currency(url: str, version: int) -> str | None:
 
 
 def currency() -> str | None:
-    """The money figures' currency (the transactions' code, ``cxdash.metrics.kpis.money_currency``), or None."""
+    """The money figures' currency (the transactions' code, ``cxdash.metrics.money_currency``), or None."""
     return _currency(database_url(), data.version())
 
 

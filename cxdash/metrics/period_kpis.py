@@ -1,0 +1,262 @@
+"""The KPI table: every period-based shared KPI for any list of periods, in one pass in the database.
+
+Every KPI is written once, as SQL parameterised by a *period spine* (``periods.period_spine``): a
+small derived table of ``(bucket, p_start, p_end, prev_start)`` rows. The fact tables are joined to
+the spine on their timestamp, so the same query gives the current period, the previous one and
+each month of a trend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cxdash.metrics.churn import Definition
+from cxdash.metrics.customers import Filters, customers_in_view, not_churned_by, paid_transactions, tickets_in_view
+from cxdash.metrics.definitions import DEFAULT_REPEAT_DAYS
+from cxdash.metrics.periods import Period, period_spine
+from cxdash.metrics.queries import at_midnight, count_rows, day_of, epoch, ratio, read_frame
+from cxdash.metrics.signals import matches
+from cxdash.metrics.timeline import timeline
+from cxdash.store.database import KIND_TABLES
+
+__all__ = ["COUNT_COLUMNS", "KPI_COLUMNS", "kpi_table"]
+
+
+KPI_COLUMNS = (
+    "customers",
+    "active_customers",
+    "customers_at_start",
+    "churned_in_period",
+    "churn_rate",
+    "retention_rate",
+    "revenue_churn_rate",
+    "renewal_rate",
+    "net_revenue_retention",
+    "revenue",
+    "contacts",
+    "silent_customers",
+    "silence_rate",
+    "contacts_per_active_customer",
+    "repeat_contact_rate",
+    "transfer_rate",
+    "handoffs_per_resolved",
+    "median_hours_to_resolution",
+    "satisfaction",
+    "clv_historical_total",
+    "clv_historical_per_customer",
+)
+
+
+COUNT_COLUMNS = (
+    "customers",
+    "active_customers",
+    "customers_at_start",
+    "churned_in_period",
+    "contacts",
+    "silent_customers",
+)
+
+
+def kpi_table(
+    conn: Connection,
+    periods: list[Period],
+    filters: Filters | None = None,
+    *,
+    repeat_days: int = DEFAULT_REPEAT_DAYS,
+    churn: Definition | None = None,
+) -> pd.DataFrame:
+    """Every period-based shared KPI for each period, computed in the database (churn under ``churn``,
+    default the suggested definition).
+
+    In: periods (any lengths, may overlap). Out: one row per period, indexed ``0..len-1`` like
+    ``periods``, columns ``period_start, period_end`` and ``KPI_COLUMNS`` (NaN where the data has no
+    answer: no subscriptions, no tickets...). Rates are fractions (0.25 = 25%).
+    """
+    filters = filters or Filters()
+    if repeat_days < 0:
+        raise ValueError("repeat_days must be >= 0")
+    out = pd.DataFrame(
+        {"period_start": [p.start for p in periods], "period_end": [p.end for p in periods]},
+        index=pd.RangeIndex(len(periods), name="bucket"),
+    )
+    for col in KPI_COLUMNS:
+        out[col] = np.nan
+    if not periods:
+        return out
+    spine = period_spine(periods)
+    cust, basis = customers_in_view(conn, filters, churn)
+
+    # -- customers, base at start, churn -------------------------------------------------
+    signed_by_end = sa.or_(cust.c.signup_at.is_(None), cust.c.signup_at < spine.c.p_end)
+    at_start = sa.and_(
+        sa.or_(cust.c.signup_at.is_(None), cust.c.signup_at < spine.c.p_start), not_churned_by(cust, spine.c.p_start)
+    )
+    churned_in = sa.and_(at_start, cust.c.churn_at.is_not(None), cust.c.churn_at < spine.c.p_end)
+    q = (
+        sa.select(
+            spine.c.bucket,
+            sa.func.sum(sa.case((signed_by_end, 1), else_=0)).label("customers"),
+            sa.func.sum(sa.case((at_start, 1), else_=0)).label("customers_at_start"),
+            sa.func.sum(sa.case((churned_in, 1), else_=0)).label("churned_in_period"),
+            sa.func.sum(cust.c.label_churned).label("label_churned"),
+        )
+        .select_from(spine.join(cust, sa.true()))
+        .group_by(spine.c.bucket)
+    )
+    f = read_frame(conn, q)
+    out["customers"] = f["customers"].reindex(out.index).fillna(0).astype(int)
+    if basis == "dated":
+        out["customers_at_start"] = f["customers_at_start"]
+        out["churned_in_period"] = f["churned_in_period"]
+        out["churn_rate"] = ratio(f["churned_in_period"], f["customers_at_start"])
+    elif basis == "snapshot":
+        out["churned_in_period"] = f["label_churned"]
+        out["churn_rate"] = ratio(f["label_churned"], f["customers"])
+    out["retention_rate"] = 1.0 - out["churn_rate"]
+
+    # -- subscriptions: revenue churn and renewal -------------------------------------------
+    subs = KIND_TABLES["subscriptions"]
+    running = sa.and_(subs.c.start < spine.c.p_start, sa.or_(subs.c.end.is_(None), subs.c.end >= spine.c.p_start))
+    ended_in = sa.and_(running, subs.c.end.is_not(None), subs.c.end < spine.c.p_end)
+    kept = sa.and_(running, sa.or_(subs.c.end.is_(None), subs.c.end >= spine.c.p_end))
+    q = (
+        sa.select(
+            spine.c.bucket,
+            sa.func.sum(sa.case((running, 1), else_=0)).label("due"),
+            sa.func.sum(sa.case((kept, 1), else_=0)).label("renewed"),
+            sa.func.sum(sa.case((running, subs.c.mrr), else_=0.0)).label("mrr_start"),
+            sa.func.sum(sa.case((ended_in, subs.c.mrr), else_=0.0)).label("mrr_lost"),
+        )
+        .select_from(spine.join(subs, sa.true()).join(cust, cust.c.cx_key == subs.c.cx_key))
+        .group_by(spine.c.bucket)
+    )
+    f = read_frame(conn, q)
+    if not f.empty:
+        out["renewal_rate"] = ratio(f["renewed"], f["due"])
+        out["revenue_churn_rate"] = ratio(f["mrr_lost"], f["mrr_start"])
+
+    # -- active customers and the silence metric ---------------------------------------------
+    tl = timeline(("cx_key", "ts", "department"))
+    tk = tickets_in_view(cust, filters, repeat_days)
+    # With periods on day boundaries, the timeline is first reduced to one row per customer and day
+    # (several times fewer rows to join against the periods; the same answer).
+    day_aligned = all(at_midnight(p.start) and at_midnight(p.end) for p in periods)
+    steps = sa.select(tl.c.cx_key, (day_of(tl.c.ts) if day_aligned else tl.c.ts).label("ts")).where(
+        tl.c.cx_key.is_not(None),
+        tl.c.ts >= min(p.start for p in periods),
+        tl.c.ts < max(p.end for p in periods),
+    )
+    if filters.department:
+        steps = steps.where(tl.c.department.in_(filters.department))
+    steps = steps.distinct().subquery("steps")
+    act = (
+        sa.select(spine.c.bucket, steps.c.cx_key)
+        .select_from(
+            spine.join(steps, sa.and_(steps.c.ts >= spine.c.p_start, steps.c.ts < spine.c.p_end)).join(
+                cust, cust.c.cx_key == steps.c.cx_key
+            )
+        )
+        .where(not_churned_by(cust, spine.c.p_end))
+        .distinct()
+        .subquery("act")
+    )
+    contacted = (
+        sa.select(spine.c.bucket, tk.c.cx_key)
+        .select_from(spine.join(tk, sa.and_(tk.c.opened_at >= spine.c.p_start, tk.c.opened_at < spine.c.p_end)))
+        .distinct()
+        .subquery("contacted")
+    )
+    q = (
+        sa.select(
+            act.c.bucket,
+            sa.func.count().label("active"),
+            sa.func.count(contacted.c.cx_key).label("contacted"),
+        )
+        .select_from(
+            act.outerjoin(contacted, sa.and_(contacted.c.bucket == act.c.bucket, contacted.c.cx_key == act.c.cx_key))
+        )
+        .group_by(act.c.bucket)
+    )
+    f = read_frame(conn, q).reindex(out.index)
+    out["active_customers"] = f["active"].fillna(0).astype(int)
+    out["silent_customers"] = (f["active"] - f["contacted"]).fillna(0).astype(int)
+    has_tickets = count_rows(conn, KIND_TABLES["tickets"]) > 0
+    if has_tickets:
+        out["silence_rate"] = ratio(out["silent_customers"], out["active_customers"])
+
+    # -- contacts -----------------------------------------------------------------------------
+    if has_tickets:
+        opened_in = sa.and_(tk.c.opened_at >= spine.c.p_start, tk.c.opened_at < spine.c.p_end)
+        q = (
+            sa.select(
+                spine.c.bucket,
+                sa.func.count().label("contacts"),
+                sa.func.sum(tk.c.is_repeat).label("repeats"),
+                sa.func.count(tk.c.transfers).label("with_transfers"),
+                sa.func.sum(sa.case((matches("transfer", tk.c.transfers), 1), else_=0)).label("transferred"),
+            )
+            .select_from(spine.join(tk, opened_in))
+            .group_by(spine.c.bucket)
+        )
+        f = read_frame(conn, q).reindex(out.index)
+        out["contacts"] = f["contacts"].fillna(0).astype(int)
+        out["contacts_per_active_customer"] = ratio(out["contacts"], out["active_customers"])
+        out["repeat_contact_rate"] = ratio(f["repeats"], f["contacts"])
+        out["transfer_rate"] = ratio(f["transferred"], f["with_transfers"])
+        closed_in = sa.and_(tk.c.closed_at >= spine.c.p_start, tk.c.closed_at < spine.c.p_end)
+        hours = (epoch(tk.c.closed_at) - epoch(tk.c.opened_at)) / 3600.0
+        q = (
+            sa.select(
+                spine.c.bucket,
+                sa.func.count().label("resolved"),
+                sa.func.sum(sa.func.coalesce(tk.c.transfers, 0)).label("handoffs"),
+                sa.func.percentile_cont(0.5).within_group(hours).label("median_hours"),
+                sa.func.avg(tk.c.satisfaction).label("satisfaction"),
+            )
+            .select_from(spine.join(tk, closed_in))
+            .group_by(spine.c.bucket)
+        )
+        f = read_frame(conn, q).reindex(out.index)
+        out["handoffs_per_resolved"] = ratio(f["handoffs"], f["resolved"])
+        out["median_hours_to_resolution"] = pd.to_numeric(f["median_hours"], errors="coerce").astype(float)
+        out["satisfaction"] = pd.to_numeric(f["satisfaction"], errors="coerce").astype(float)
+
+    # -- revenue, net revenue retention, historical CLV ---------------------------------------
+    if count_rows(conn, KIND_TABLES["transactions"]):
+        paid = paid_transactions(cust)
+        in_cur = sa.and_(paid.c.ts >= spine.c.p_start, paid.c.ts < spine.c.p_end)
+        in_prev = sa.and_(paid.c.ts >= spine.c.prev_start, paid.c.ts < spine.c.p_start)
+        per = (
+            sa.select(
+                spine.c.bucket,
+                paid.c.cx_key,
+                sa.func.sum(sa.case((in_cur, paid.c.amount), else_=0.0)).label("cur"),
+                sa.func.sum(sa.case((in_prev, paid.c.amount), else_=0.0)).label("prev"),
+            )
+            .select_from(spine.join(paid, sa.and_(paid.c.ts >= spine.c.prev_start, paid.c.ts < spine.c.p_end)))
+            .group_by(spine.c.bucket, paid.c.cx_key)
+            .subquery("per")
+        )
+        q = sa.select(
+            per.c.bucket,
+            sa.func.sum(per.c.cur).label("revenue"),
+            sa.func.sum(sa.case((per.c.prev > 0, per.c.cur), else_=0.0)).label("kept"),
+            sa.func.sum(sa.case((per.c.prev > 0, per.c.prev), else_=0.0)).label("base"),
+        ).group_by(per.c.bucket)
+        f = read_frame(conn, q).reindex(out.index)
+        out["revenue"] = pd.to_numeric(f["revenue"], errors="coerce").fillna(0.0).astype(float)
+        out["net_revenue_retention"] = ratio(f["kept"], f["base"])
+        ts = day_of(paid.c.ts) if day_aligned else paid.c.ts
+        by_time = sa.select(ts.label("ts"), sa.func.sum(paid.c.amount).label("amount")).group_by(ts).subquery("by_time")
+        q = (
+            sa.select(spine.c.bucket, sa.func.sum(by_time.c.amount).label("to_date"))
+            .select_from(spine.join(by_time, by_time.c.ts < spine.c.p_end))
+            .group_by(spine.c.bucket)
+        )
+        f = read_frame(conn, q).reindex(out.index)
+        out["clv_historical_total"] = pd.to_numeric(f["to_date"], errors="coerce").fillna(0.0).astype(float)
+        out["clv_historical_per_customer"] = ratio(out["clv_historical_total"], out["customers"])
+    return out
