@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from cxdash.ingest import ingest_file
 from cxdash.mapping import Mapping
 from cxdash.store import open_store
-from tests.browser_support import chromium, require_browser, running_app, sign_in
+from tests.browser_support import sign_in
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "pages" / "journeys.py")
@@ -118,10 +118,8 @@ def test_an_empty_store_says_how_to_load_data(tmp_path, monkeypatch):
 
 
 @pytest.mark.browser
-def test_journeys_page_in_a_real_browser(demo_store, tmp_path, artifacts):
-    require_browser()
-    with running_app(demo_store["url"], tmp_path / "server.log") as url, chromium() as browser:
-        _drive_the_page(browser, url, artifacts)
+def test_journeys_page_in_a_real_browser(demo_app, artifacts):
+    _drive_the_page(demo_app["browser"], demo_app["url"], artifacts)
 
 
 def _drive_the_page(browser, app_url, artifacts):
