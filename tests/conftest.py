@@ -238,5 +238,5 @@ def pytest_collection_modifyitems(config, items):
     # Every test run on PostgreSQL (a backend parameter) carries the postgres marker.
     for item in items:
         callspec = getattr(item, "callspec", None)
-        if callspec is not None and "postgresql" in callspec.params.values():
+        if callspec is not None and any(isinstance(v, str) and v == "postgresql" for v in callspec.params.values()):
             item.add_marker(pytest.mark.postgres)

@@ -23,6 +23,8 @@ from cxdash import kpis
 from cxdash.demo import build_demo
 from tests.conftest import make_store
 
+pytestmark = pytest.mark.postgres
+
 N_CUSTOMERS, SEED = 300, 5
 RTOL = 1e-6
 
