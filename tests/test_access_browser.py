@@ -9,7 +9,8 @@ import pytest
 
 from cxdash import audit, auth
 from cxdash.store import open_store
-from tests.browser_support import chromium, require_browser, running_app, sign_in
+from tests.browser_support import sign_in
+from tests.conftest import ensure_user
 
 pytestmark = pytest.mark.browser
 
@@ -18,18 +19,11 @@ OPS = ("ops-olu", "ops", "olu's long password")
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    require_browser()
-    from cxdash.demo import build_demo
-
-    root = tmp_path_factory.mktemp("access_app")
-    url = f"duckdb:///{root / 'cx.duckdb'}"
-    s = open_store(url)
-    build_demo(s, n_customers=300, seed=4, out_dir=root / "extracts")
-    s.dispose()
-    users = {name: (role, password) for name, role, password in (AGENT, OPS)}
-    with running_app(url, root / "server.log", users=users) as base, chromium() as browser:
-        yield {"url": base, "browser": browser, "db": url}
+def app(demo_app):
+    """The session's shared demo app (tests/conftest.py) with this module's agent and ops user."""
+    for name, role, password in (AGENT, OPS):
+        ensure_user(demo_app["db"], name, role, password)
+    return demo_app
 
 
 def _nav(page) -> str:
