@@ -36,7 +36,7 @@ def test_an_agent_and_an_ops_user_each_see_only_their_pages(app, artifacts):
     browser = app["browser"]
 
     page = browser.new_page(viewport={"width": 1300, "height": 900})
-    page.goto(app["url"], wait_until="networkidle")
+    page.goto(app["url"], wait_until="domcontentloaded")  # then wait for the sign-in form
     page.get_by_text("Sign in to cxdash").wait_for(timeout=60_000)
     assert page.locator('[data-testid="stMetric"]').count() == 0  # nothing before signing in
     page.screenshot(path=str(artifacts / "access_sign_in.png"))
@@ -54,7 +54,7 @@ def test_an_agent_and_an_ops_user_each_see_only_their_pages(app, artifacts):
     # Typing a page's address is no way in, and the refusal is said and recorded.
     for path, title in (("upload", "Upload extracts"), ("admin", "Admin")):
         page = browser.new_page(viewport={"width": 1440, "height": 900})
-        page.goto(f"{app['url']}/{path}", wait_until="networkidle")
+        page.goto(f"{app['url']}/{path}", wait_until="domcontentloaded")  # then wait for the sign-in form
         sign_in(page, AGENT[0], AGENT[2])
         page.get_by_text(f"Your role, agent, cannot open {title}. Ask an admin if your job needs it.").wait_for(
             timeout=60_000
@@ -80,7 +80,7 @@ def test_an_agent_and_an_ops_user_each_see_only_their_pages(app, artifacts):
     assert "upload.py" in pages and "admin.py" in pages, pages
 
     page = browser.new_page(viewport={"width": 1300, "height": 900})
-    page.goto(f"{app['url']}/upload", wait_until="networkidle")
+    page.goto(f"{app['url']}/upload", wait_until="domcontentloaded")  # then wait for the sign-in form
     sign_in(page, OPS[0], OPS[2])
     page.get_by_text("Drop one or more CSV extracts").wait_for(timeout=60_000)
     nav = _nav(page)
@@ -97,7 +97,8 @@ def test_an_agent_and_an_ops_user_each_see_only_their_pages(app, artifacts):
 
 def test_a_wrong_password_is_refused_in_the_browser(app):
     page = app["browser"].new_page()
-    page.goto(app["url"], wait_until="networkidle")
+    page.goto(app["url"], wait_until="domcontentloaded")  # then wait for the sign-in form
+    page.get_by_label("User name").wait_for(timeout=60_000)
     page.get_by_label("User name").fill(AGENT[0])
     page.get_by_label("Password", exact=True).fill("not the password at all")
     page.get_by_role("button", name="Sign in").click()

@@ -21,7 +21,7 @@ def browser(demo_app):
 
 def test_overview_shows_the_demo_company_with_real_numbers(app_url, browser, artifacts):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(app_url, wait_until="networkidle")
+    page.goto(app_url, wait_until="domcontentloaded")  # then wait for the sign-in form
     sign_in(page)
     page.get_by_text("Rows loaded per source").wait_for(timeout=60_000)
     metrics = page.locator('[data-testid="stMetric"]')

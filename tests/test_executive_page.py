@@ -240,7 +240,7 @@ def _check_in_browser(browser, app_url: str, name: str, must_show: str, artifact
     }
     page = browser.new_page(viewport={"width": 1500, "height": 1100})
     # Through the router (app.py), as a user arrives: open the app, pick the page.
-    page.goto(app_url, wait_until="networkidle")
+    page.goto(app_url, wait_until="domcontentloaded")  # then wait for the sign-in form
     bs.sign_in(page)  # running_app creates users, so every new session signs in
     page.get_by_role("link", name="Shared KPIs").click()
     page.get_by_role("heading", name="Shared KPIs").wait_for(timeout=60_000)

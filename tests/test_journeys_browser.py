@@ -51,7 +51,7 @@ def test_a_period_chosen_on_journeys_moves_its_numbers_and_holds_on_shared_kpis(
     url = demo_app["url"]
     page = demo_app["browser"].new_page(viewport={"width": 1440, "height": 900})
     try:
-        page.goto(f"{url}/journeys", wait_until="networkidle")
+        page.goto(f"{url}/journeys", wait_until="domcontentloaded")  # then wait for the sign-in form
         sign_in(page)
         page.get_by_text("Identified customers").wait_for(timeout=120_000)
         _wait_idle(page)

@@ -124,7 +124,7 @@ def test_journeys_page_in_a_real_browser(demo_app, artifacts):
 
 def _drive_the_page(browser, app_url, artifacts):
     page = browser.new_page(viewport={"width": 1440, "height": 900})
-    page.goto(f"{app_url}/journeys", wait_until="networkidle")
+    page.goto(f"{app_url}/journeys", wait_until="domcontentloaded")  # then wait for the sign-in form
     sign_in(page)  # every new browser session signs in (issue 7)
     page.get_by_text("Identified customers").wait_for(timeout=120_000)  # the lead depends on the period
     page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)

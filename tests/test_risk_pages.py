@@ -159,7 +159,7 @@ def test_the_three_pages_in_a_real_browser(demo_app, artifacts):
 
     app, browser = demo_app["url"], demo_app["browser"]
     page = browser.new_page(viewport={"width": 1400, "height": 1100})
-    page.goto(f"{app}/at_risk", wait_until="networkidle")
+    page.goto(f"{app}/at_risk", wait_until="domcontentloaded")  # then wait for the sign-in form
     sign_in(page)  # every new browser session signs in (issue 7)
     page.get_by_text("Customers, highest risk × value first").wait_for(timeout=90_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
@@ -167,7 +167,7 @@ def test_the_three_pages_in_a_real_browser(demo_app, artifacts):
     page.screenshot(path=str(artifacts / "at_risk.png"), full_page=True)
     assert "Traceback" not in page.content()
 
-    page.goto(f"{app}/customer_card", wait_until="networkidle")
+    page.goto(f"{app}/customer_card", wait_until="domcontentloaded")  # then wait for the sign-in form
     sign_in(page)  # every new browser session signs in (issue 7)
     page.get_by_text("Why they might leave").wait_for(timeout=90_000)
     page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
@@ -175,7 +175,7 @@ def test_the_three_pages_in_a_real_browser(demo_app, artifacts):
     page.screenshot(path=str(artifacts / "customer_card.png"), full_page=True)
     assert "Traceback" not in page.content()
 
-    page.goto(f"{app}/model", wait_until="networkidle")
+    page.goto(f"{app}/model", wait_until="domcontentloaded")  # then wait for the sign-in form
     sign_in(page)  # every new browser session signs in (issue 7)
     page.get_by_text("What drives churn").wait_for(timeout=90_000)
     page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)

@@ -77,7 +77,7 @@ def no_errors(page, where: str) -> None:
 
 def start(tour, role: str):
     page = tour["browser"].new_page(viewport=VIEWPORT, accept_downloads=True)
-    page.goto(tour["url"], wait_until="networkidle")
+    page.goto(tour["url"], wait_until="domcontentloaded")  # then wait for the sign-in form
     name, password = PEOPLE[role]
     sign_in(page, name, password)
     settle(page)
