@@ -218,6 +218,7 @@ def test_an_empty_store_says_how_to_load_data(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------- in a real browser
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_the_page_in_a_real_browser_on_demo_telco_and_online_retail(
     demo_app, telco_url, retail_url, artifacts, tmp_path

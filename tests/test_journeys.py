@@ -593,6 +593,7 @@ def test_demo_handoffs_equal_an_independent_pandas_computation(demo):
     assert ours["count"].is_monotonic_decreasing
 
 
+@pytest.mark.slow
 def test_the_pages_journeys_on_integer_keys_equal_the_journeys_on_customer_ids(demo):
     """The page reads the keyed log (cx_key cases); every result equals the same computation on the
     cx_id log, with customers named by cx_id where the result lists them."""

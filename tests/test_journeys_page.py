@@ -41,6 +41,7 @@ def _first_float(text: str) -> float:
     return float(text.split(" ", 1)[0])
 
 
+@pytest.mark.slow
 def test_page_leads_with_the_biggest_leak_ranks_planted_friction_first_and_keeps_filters(demo_env):
     at = _run(_all_history(AppTest.from_file(PAGE, default_timeout=120)))
     assert at.title[0].value == "Journeys & friction"
@@ -117,6 +118,7 @@ def test_an_empty_store_says_how_to_load_data(tmp_path, monkeypatch):
     assert "No data loaded yet" in at.info[0].value
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 def test_journeys_page_in_a_real_browser(demo_app, artifacts):
     _drive_the_page(demo_app["browser"], demo_app["url"], artifacts)

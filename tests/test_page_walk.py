@@ -237,6 +237,7 @@ def test_the_checks_catch_what_a_person_should_not_see():
         assert expected in found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("role", "file", "title", "path"), WALK, ids=[f"{w[0]}-{w[3]}" for w in WALK])
 def test_every_page_shows_words_and_numbers_not_raw_values(app, artifacts, role, file, title, path):
     page = open_as(app["browser"], app["url"], role, path)

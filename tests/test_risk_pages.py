@@ -153,6 +153,7 @@ def test_retrain_button_trains_a_new_version_with_a_labelled_table(tmp_path, mon
 
 
 # ----------------------------------------------------------------------------- real browser
+@pytest.mark.slow
 @pytest.mark.browser
 def test_the_three_pages_in_a_real_browser(demo_app, artifacts):
     from tests.browser_support import sign_in
