@@ -203,3 +203,40 @@ def loaded(store, tmp_path):
     p.write_text(GOOD)
     ingest_file(store, p, source="web", mapping=EVENTS)
     return store
+
+
+# ----------------------------------------------------------------------------- one app for the browser tests
+@pytest.fixture(scope="session")
+def demo_app(trained_demo, tmp_path_factory):
+    """One `streamlit run app.py` and one Chromium for the browser tests that look at the demo company:
+    a copy of ``trained_demo`` (3,000 customers, a trained model), shared by the whole session so the
+    demo is built, the server started and its caches warmed once, not once per module.
+
+    Each test opens its own browser context (its own app session, signed in afresh). Tests that
+    change what the store holds are marked ``writes_demo_app`` and run after every other test (see
+    ``pytest_collection_modifyitems``), so what the others read is the demo as built. A module adds
+    its own users with ``ensure_user(demo_app["db"], ...)`` before signing them in.
+    """
+    import shutil
+
+    from tests.browser_support import chromium, require_browser, running_app
+
+    require_browser()
+    root = tmp_path_factory.mktemp("demo_app")
+    path = root / "demo.duckdb"
+    shutil.copy(trained_demo["url"].removeprefix("duckdb:///"), path)
+    url = f"duckdb:///{path}"
+    with running_app(url, root / "server.log") as base, chromium() as browser:
+        yield {"url": base, "db": url, "browser": browser, "root": root, "dir": trained_demo["dir"]}
+
+
+def pytest_collection_modifyitems(config, items):
+    # Tests that write to the shared demo app go last, in their collected order.
+    writers = [i for i in items if i.get_closest_marker("writes_demo_app")]
+    if writers:
+        items[:] = [i for i in items if not i.get_closest_marker("writes_demo_app")] + writers
+    # Every test run on PostgreSQL (a backend parameter) carries the postgres marker.
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and any(isinstance(v, str) and v == "postgresql" for v in callspec.params.values()):
+            item.add_marker(pytest.mark.postgres)

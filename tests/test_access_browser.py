@@ -10,7 +10,8 @@ import pytest
 from cxdash.governance import auth
 from cxdash.store import audit
 from cxdash.store.database import open_store
-from tests.browser_support import chromium, require_browser, running_app, sign_in
+from tests.browser_support import sign_in
+from tests.conftest import ensure_user
 
 pytestmark = pytest.mark.browser
 
@@ -19,18 +20,11 @@ OPS = ("ops-olu", "ops", "olu's long password")
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    require_browser()
-    from cxdash.demo.build import build_demo
-
-    root = tmp_path_factory.mktemp("access_app")
-    url = f"duckdb:///{root / 'cx.duckdb'}"
-    s = open_store(url)
-    build_demo(s, n_customers=300, seed=4, out_dir=root / "extracts")
-    s.dispose()
-    users = {name: (role, password) for name, role, password in (AGENT, OPS)}
-    with running_app(url, root / "server.log", users=users) as base, chromium() as browser:
-        yield {"url": base, "browser": browser, "db": url}
+def app(demo_app):
+    """The session's shared demo app (tests/conftest.py) with this module's agent and ops user."""
+    for name, role, password in (AGENT, OPS):
+        ensure_user(demo_app["db"], name, role, password)
+    return demo_app
 
 
 def _nav(page) -> str:
@@ -43,7 +37,7 @@ def test_an_agent_and_an_ops_user_each_see_only_their_pages(app, artifacts):
     browser = app["browser"]
 
     page = browser.new_page(viewport={"width": 1300, "height": 900})
-    page.goto(app["url"], wait_until="networkidle")
+    page.goto(app["url"], wait_until="domcontentloaded")  # then wait for the sign-in form
     page.get_by_text("Sign in to cxdash").wait_for(timeout=60_000)
     assert page.locator('[data-testid="stMetric"]').count() == 0  # nothing before signing in
     page.screenshot(path=str(artifacts / "access_sign_in.png"))
@@ -61,7 +55,7 @@ def test_an_agent_and_an_ops_user_each_see_only_their_pages(app, artifacts):
     # Typing a page's address is no way in, and the refusal is said and recorded.
     for path, title in (("upload", "Upload extracts"), ("admin", "Admin")):
         page = browser.new_page(viewport={"width": 1440, "height": 900})
-        page.goto(f"{app['url']}/{path}", wait_until="networkidle")
+        page.goto(f"{app['url']}/{path}", wait_until="domcontentloaded")  # then wait for the sign-in form
         sign_in(page, AGENT[0], AGENT[2])
         page.get_by_text(f"Your role, agent, cannot open {title}. Ask an admin if your job needs it.").wait_for(
             timeout=60_000
@@ -87,7 +81,7 @@ def test_an_agent_and_an_ops_user_each_see_only_their_pages(app, artifacts):
     assert "upload.py" in pages and "admin.py" in pages, pages
 
     page = browser.new_page(viewport={"width": 1300, "height": 900})
-    page.goto(f"{app['url']}/upload", wait_until="networkidle")
+    page.goto(f"{app['url']}/upload", wait_until="domcontentloaded")  # then wait for the sign-in form
     sign_in(page, OPS[0], OPS[2])
     page.get_by_text("Drop one or more CSV extracts").wait_for(timeout=60_000)
     nav = _nav(page)
@@ -104,7 +98,8 @@ def test_an_agent_and_an_ops_user_each_see_only_their_pages(app, artifacts):
 
 def test_a_wrong_password_is_refused_in_the_browser(app):
     page = app["browser"].new_page()
-    page.goto(app["url"], wait_until="networkidle")
+    page.goto(app["url"], wait_until="domcontentloaded")  # then wait for the sign-in form
+    page.get_by_label("User name").wait_for(timeout=60_000)
     page.get_by_label("User name").fill(AGENT[0])
     page.get_by_label("Password", exact=True).fill("not the password at all")
     page.get_by_role("button", name="Sign in").click()

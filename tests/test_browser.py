@@ -4,28 +4,24 @@ from __future__ import annotations
 
 import pytest
 
-from tests.browser_support import chromium, require_browser, running_app, sign_in
+from tests.browser_support import sign_in
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def app_url(demo_store, tmp_path_factory):
-    require_browser()
-    with running_app(demo_store["url"], tmp_path_factory.mktemp("streamlit") / "server.log") as url:
-        yield url
+def app_url(demo_app):
+    return demo_app["url"]
 
 
 @pytest.fixture(scope="module")
-def browser():
-    require_browser()
-    with chromium() as b:
-        yield b
+def browser(demo_app):
+    return demo_app["browser"]
 
 
 def test_overview_shows_the_demo_company_with_real_numbers(app_url, browser, artifacts):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    page.goto(app_url, wait_until="networkidle")
+    page.goto(app_url, wait_until="domcontentloaded")  # then wait for the sign-in form
     sign_in(page)
     page.get_by_text("Rows loaded per source").wait_for(timeout=60_000)
     metrics = page.locator('[data-testid="stMetric"]')

@@ -72,6 +72,7 @@ def test_the_telco_export_shows_its_snapshot_kpis_with_the_churn_label(
         page.close()
 
 
+@pytest.mark.slow
 def test_data_health_offers_the_saas_definitions_and_choosing_one_moves_the_overview(
     browser, artifacts, tmp_path_factory
 ):

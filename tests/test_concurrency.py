@@ -10,6 +10,7 @@ import textwrap
 
 import numpy as np
 import pandas as pd
+import pytest
 
 READER = textwrap.dedent(
     """
@@ -50,6 +51,7 @@ READER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_ingest_and_reader_processes_share_the_duckdb_file(tmp_path):
     db = f"duckdb:///{tmp_path / 'shared.duckdb'}"
     setup = subprocess.run(  # noqa: S603 - this interpreter running our own module or script, no shell
@@ -132,6 +134,7 @@ HOLDER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_a_page_opened_while_a_load_holds_the_file_shows_the_previous_data_and_says_so(
     small_demo, tmp_path, monkeypatch
 ):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from cxdash.identity.stitch import assign_customer_keys
@@ -182,6 +183,7 @@ def test_the_timeline_time_columns_list_every_step_of_the_timeline():
     assert sorted(got) == sorted(TIMELINE_TIME_COLUMNS)
 
 
+@pytest.mark.postgres
 def test_migrate_on_postgresql_also_creates_the_key_index(tmp_path):
     from tests.conftest import make_store
 

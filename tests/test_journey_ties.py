@@ -183,6 +183,7 @@ def test_handoffs_paths_and_funnels_follow_the_file_order_at_a_tie(tmp_path):
     assert links == {("view", "cart"): 1, ("cart", "purchase"): 1, ("view", "purchase"): 1}
 
 
+@pytest.mark.slow
 def test_journeys_of_online_retail_invoices_equal_pm4py(public_data, tmp_path):
     """Public data with ties everywhere: every line of an invoice carries the invoice's minute.
     Case = CustomerID, activity = StockCode, time = InvoiceDate, in the file's order."""

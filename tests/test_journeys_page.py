@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.store.database import open_store
-from tests.browser_support import chromium, require_browser, running_app, sign_in
+from tests.browser_support import sign_in
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = str(REPO / "pages" / "journeys.py")
@@ -41,6 +41,7 @@ def _first_float(text: str) -> float:
     return float(text.split(" ", 1)[0])
 
 
+@pytest.mark.slow
 def test_page_leads_with_the_biggest_leak_ranks_planted_friction_first_and_keeps_filters(demo_env):
     at = _run(_all_history(AppTest.from_file(PAGE, default_timeout=120)))
     assert at.title[0].value == "Journeys & friction"
@@ -117,16 +118,15 @@ def test_an_empty_store_says_how_to_load_data(tmp_path, monkeypatch):
     assert "No data loaded yet" in at.info[0].value
 
 
+@pytest.mark.slow
 @pytest.mark.browser
-def test_journeys_page_in_a_real_browser(demo_store, tmp_path, artifacts):
-    require_browser()
-    with running_app(demo_store["url"], tmp_path / "server.log") as url, chromium() as browser:
-        _drive_the_page(browser, url, artifacts)
+def test_journeys_page_in_a_real_browser(demo_app, artifacts):
+    _drive_the_page(demo_app["browser"], demo_app["url"], artifacts)
 
 
 def _drive_the_page(browser, app_url, artifacts):
     page = browser.new_page(viewport={"width": 1440, "height": 900})
-    page.goto(f"{app_url}/journeys", wait_until="networkidle")
+    page.goto(f"{app_url}/journeys", wait_until="domcontentloaded")  # then wait for the sign-in form
     sign_in(page)  # every new browser session signs in (issue 7)
     page.get_by_text("Identified customers").wait_for(timeout=120_000)  # the lead depends on the period
     page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)

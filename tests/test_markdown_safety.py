@@ -306,6 +306,7 @@ PAGES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.parametrize(("path", "ready"), PAGES, ids=[p or "overview" for p, _ in PAGES])
 def test_hostile_values_fetch_nothing_and_link_nowhere_on_every_page(hostile_app, artifacts, path, ready):

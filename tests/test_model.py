@@ -280,6 +280,7 @@ def _plain_baselines(csv: pd.DataFrame, held_out: pd.Series) -> dict[str, float]
     return out
 
 
+@pytest.mark.slow
 def test_telco_model_is_at_least_as_good_as_the_plain_baselines_on_the_same_held_out_customers(duck, public_data):
     path = public_data / TELCO_FILE
     mapping = Mapping.from_dict(
@@ -462,6 +463,7 @@ def test_a_customer_sample_is_the_full_snapshot_restricted_to_those_customers(de
     assert sorted(pd.concat(parts).index) == sorted(full.index)  # the three residues cover everyone once
 
 
+@pytest.mark.slow
 def test_large_training_sets_are_sampled_and_say_so(demo_store, tmp_path):
     import shutil
 
@@ -535,6 +537,7 @@ def test_reasons_scored_only_where_a_driver_differs_match_a_brute_force_reset(tr
     assert sum(map(len, got)) > 300  # most of the riskiest customers have reasons
 
 
+@pytest.mark.slow
 def test_a_category_with_more_values_than_the_booster_takes_still_trains():
     from cxdash.risk.estimator import candidate_pipeline
 

@@ -1,7 +1,8 @@
 """Every role walks every page it may open, in Chromium at 1440 x 900, and no page shows a raw
 value: no ``None``/``nan``/``NaN`` in its text, tables or charts, no snake_case column header, and
 nothing wider than the page (issue 16). A screenshot of each role x page is kept in test-artifacts/
-as ``walk_<role>_<page>.png``. The store is a 2,000-customer demo with a trained churn model.
+as ``walk_<role>_<page>.png``. The store is the session's shared demo app (tests/conftest.py: a
+3,000-customer demo with a trained churn model).
 
 How tables are read: ``st.dataframe`` is a glide data grid drawn on a <canvas>, so its text is not in
 the DOM as the reader sees it. Two sources are used:
@@ -25,7 +26,8 @@ import pytest
 
 from cxdash.governance.auth import ALL_PAGES, ROLE_PAGES, ROLES
 from cxdash.ui.frame import PAGE_REGISTRY
-from tests.browser_support import chromium, require_browser, running_app, sign_in
+from tests.browser_support import sign_in
+from tests.conftest import ensure_user
 
 pytestmark = pytest.mark.browser
 
@@ -146,22 +148,12 @@ WALK = _walk()
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    require_browser()
-    from cxdash.demo.build import build_demo
-    from cxdash.store.database import open_store
-
-    root = tmp_path_factory.mktemp("page_walk")
-    url = f"duckdb:///{root / 'cx.duckdb'}"
-    s = open_store(url)
-    build_demo(s, n_customers=2000, seed=7, out_dir=root / "extracts")
-    # A trained churn model, as `make run` leaves one, so the at-risk list and the card show their tables.
-    from cxdash.risk.training import train
-
-    train(s)
-    s.dispose()
-    with running_app(url, root / "server.log", users=USERS) as base, chromium() as browser:
-        yield {"url": base, "browser": browser}
+def app(demo_app):
+    """The session's shared demo app (a 3,000-customer demo with a trained churn model, as `make run`
+    leaves one, so the at-risk list and the card show their tables), with the walk's users added."""
+    for name, (role, password) in USERS.items():
+        ensure_user(demo_app["db"], name, role, password)
+    return demo_app
 
 
 def settle(page, timeout_ms: int = 90_000) -> None:
@@ -245,6 +237,7 @@ def test_the_checks_catch_what_a_person_should_not_see():
         assert expected in found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("role", "file", "title", "path"), WALK, ids=[f"{w[0]}-{w[3]}" for w in WALK])
 def test_every_page_shows_words_and_numbers_not_raw_values(app, artifacts, role, file, title, path):
     page = open_as(app["browser"], app["url"], role, path)

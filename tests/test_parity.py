@@ -23,6 +23,8 @@ from cxdash import metrics
 from cxdash.demo.build import build_demo
 from tests.conftest import make_store
 
+pytestmark = pytest.mark.postgres
+
 N_CUSTOMERS, SEED = 300, 5
 RTOL = 1e-6
 
@@ -100,6 +102,7 @@ def assert_same_mapping(duck, pg, what: str) -> None:
 # ----------------------------------------------------------------------------- the data is the same
 
 
+@pytest.mark.slow
 def test_both_engines_hold_the_same_company(engines):
     from cxdash.metrics.overview import source_summary
 
@@ -219,6 +222,7 @@ def test_journeys_under_a_period_are_equal(engines):
     assert_same_frame(duck, pg, "hotspots in the period")
 
 
+@pytest.mark.slow
 def test_friction_hotspots_are_equal(engines):
     duck, pg = _both(engines, lambda c: jr.hotspots(c, repeat_days=7))
     assert len(duck) >= 3

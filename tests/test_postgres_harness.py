@@ -13,10 +13,13 @@ from sqlalchemy import text
 
 PG_URL = os.environ.get("CXDASH_TEST_PG_URL")
 
-pytestmark = pytest.mark.skipif(
-    not PG_URL,
-    reason="CXDASH_TEST_PG_URL not set: run via scripts/with_postgres.sh (needs PostgreSQL server binaries)",
-)
+pytestmark = [
+    pytest.mark.postgres,
+    pytest.mark.skipif(
+        not PG_URL,
+        reason="CXDASH_TEST_PG_URL not set: run via scripts/with_postgres.sh (needs PostgreSQL server binaries)",
+    ),
+]
 
 
 def test_postgres_round_trip() -> None:

@@ -70,6 +70,7 @@ def _conflicts(url: str) -> pd.DataFrame:
     return out
 
 
+@pytest.mark.slow
 def test_an_executive_sees_no_figure_of_a_cohort_under_10_customers(small_demo, monkeypatch, downloads):
     monkeypatch.setenv("CXDASH_DB_URL", small_demo)
     monkeypatch.delenv("CXDASH_MIN_GROUP_SIZE", raising=False)

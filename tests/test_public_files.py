@@ -58,6 +58,7 @@ def _rows(db: str, kind: str) -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("rel", "mapping", "source"), CASES)
 def test_every_public_file_loads_and_accounts_for_every_row(public_data, tmp_path, capsys, rel, mapping, source):
     db, out = _load(public_data, tmp_path, rel, mapping, source, capsys)
@@ -85,6 +86,7 @@ def test_telco_churn_label_gives_the_churn_count(public_data, tmp_path, capsys):
     assert {"gender", "tenure", "MonthlyCharges", "TotalCharges"} <= attrs.keys()  # unmapped columns kept
 
 
+@pytest.mark.slow
 def test_online_retail_rejects_exactly_the_rows_without_a_customer_or_with_negative_prices(
     public_data, tmp_path, capsys
 ):
@@ -98,6 +100,7 @@ def test_online_retail_rejects_exactly_the_rows_without_a_customer_or_with_negat
     assert stored["timestamp"].min() == pd.Timestamp(raw.loc[valid, "InvoiceDate"].min())
 
 
+@pytest.mark.slow
 def test_support_tickets_day_first_two_digit_years_are_read_right(public_data, tmp_path, capsys):
     db, _ = _load(public_data, tmp_path, CASES[2][0], CASES[2][1], "tickets", capsys)
     raw = pd.read_csv(public_data / CASES[2][0], dtype=str)

@@ -210,6 +210,7 @@ def _listed(company) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------- reasons
+@pytest.mark.slow
 def test_a_customer_with_no_support_contacts_never_gets_many_support_contacts(company):
     hand = _features_by_hand(company["frames"], without_late_ticket=False)
     listed = _listed(company)

@@ -152,34 +152,34 @@ def test_retrain_button_trains_a_new_version_with_a_labelled_table(tmp_path, mon
 
 
 # ----------------------------------------------------------------------------- real browser
+@pytest.mark.slow
 @pytest.mark.browser
-def test_the_three_pages_in_a_real_browser(trained_demo, artifacts, tmp_path):
-    from tests.browser_support import chromium, require_browser, running_app, sign_in
+def test_the_three_pages_in_a_real_browser(demo_app, artifacts):
+    from tests.browser_support import sign_in
 
-    require_browser()
-    with running_app(trained_demo["url"], tmp_path / "server.log") as app, chromium() as browser:
-        page = browser.new_page(viewport={"width": 1400, "height": 1100})
-        page.goto(f"{app}/at_risk", wait_until="networkidle")
-        sign_in(page)  # every new browser session signs in (issue 7)
-        page.get_by_text("Customers, highest risk × value first").wait_for(timeout=90_000)
-        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(artifacts / "at_risk.png"), full_page=True)
-        assert "Traceback" not in page.content()
+    app, browser = demo_app["url"], demo_app["browser"]
+    page = browser.new_page(viewport={"width": 1400, "height": 1100})
+    page.goto(f"{app}/at_risk", wait_until="domcontentloaded")  # then wait for the sign-in form
+    sign_in(page)  # every new browser session signs in (issue 7)
+    page.get_by_text("Customers, highest risk × value first").wait_for(timeout=90_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(artifacts / "at_risk.png"), full_page=True)
+    assert "Traceback" not in page.content()
 
-        page.goto(f"{app}/customer_card", wait_until="networkidle")
-        sign_in(page)  # every new browser session signs in (issue 7)
-        page.get_by_text("Why they might leave").wait_for(timeout=90_000)
-        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(artifacts / "customer_card.png"), full_page=True)
-        assert "Traceback" not in page.content()
+    page.goto(f"{app}/customer_card", wait_until="domcontentloaded")  # then wait for the sign-in form
+    sign_in(page)  # every new browser session signs in (issue 7)
+    page.get_by_text("Why they might leave").wait_for(timeout=90_000)
+    page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(artifacts / "customer_card.png"), full_page=True)
+    assert "Traceback" not in page.content()
 
-        page.goto(f"{app}/model", wait_until="networkidle")
-        sign_in(page)  # every new browser session signs in (issue 7)
-        page.get_by_text("What drives churn").wait_for(timeout=90_000)
-        page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)
-        page.wait_for_timeout(1500)
-        page.screenshot(path=str(artifacts / "churn_model.png"), full_page=True)
-        assert "Visited the cancel page" in page.content()
-        page.close()
+    page.goto(f"{app}/model", wait_until="domcontentloaded")  # then wait for the sign-in form
+    sign_in(page)  # every new browser session signs in (issue 7)
+    page.get_by_text("What drives churn").wait_for(timeout=90_000)
+    page.locator(".js-plotly-plot").nth(2).wait_for(timeout=60_000)
+    page.wait_for_timeout(1500)
+    page.screenshot(path=str(artifacts / "churn_model.png"), full_page=True)
+    assert "Visited the cancel page" in page.content()
+    page.close()

@@ -13,19 +13,19 @@ from __future__ import annotations
 
 import csv
 import re
-import shutil
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash.risk import at_risk
+from cxdash.risk.activation import at_risk
 from cxdash.store.database import open_store
-from tests.browser_support import chromium, require_browser, running_app, sign_in
+from tests.browser_support import sign_in
+from tests.conftest import ensure_user
 from tests.test_journeys_browser import _from_day, _set_from_year
 from tests.test_upload_browser import _choose_kind
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.writes_demo_app]
 
 VIEWPORT = {"width": 1440, "height": 900}
 PEOPLE = {
@@ -38,15 +38,12 @@ PEOPLE = {
 
 
 @pytest.fixture(scope="module")
-def tour(trained_demo, tmp_path_factory):
-    require_browser()
-    root = tmp_path_factory.mktemp("tour")
-    path = root / "tour.duckdb"
-    shutil.copy(trained_demo["url"].removeprefix("duckdb:///"), path)  # the tour writes: its own copy
-    url = f"duckdb:///{path}"
-    users = {name: (role, password) for role, (name, password) in PEOPLE.items()}
-    with running_app(url, root / "server.log", users=users) as base, chromium() as browser:
-        yield {"url": base, "db": url, "browser": browser, "root": root}
+def tour(demo_app):
+    """The session's shared demo app with the tour's people added. The tour writes (a mark, an upload),
+    so it is marked ``writes_demo_app`` and runs after every other test on that app."""
+    for role, (name, password) in PEOPLE.items():
+        ensure_user(demo_app["db"], name, role, password)
+    return demo_app
 
 
 def settle(page, timeout_ms: int = 120_000) -> None:
@@ -80,7 +77,7 @@ def no_errors(page, where: str) -> None:
 
 def start(tour, role: str):
     page = tour["browser"].new_page(viewport=VIEWPORT, accept_downloads=True)
-    page.goto(tour["url"], wait_until="networkidle")
+    page.goto(tour["url"], wait_until="domcontentloaded")  # then wait for the sign-in form
     name, password = PEOPLE[role]
     sign_in(page, name, password)
     settle(page)
@@ -141,23 +138,32 @@ def test_each_role_does_its_main_job_on_its_first_visit(tour, artifacts, public_
     open_page(page, "Journeys & friction")
     no_errors(page, "Journeys")
     shot(page, artifacts, "3_journey_owner_journeys")
+    assert page.get_by_text(re.compile(r"^Period: .* \(90 days\), the same as on Shared KPIs")).count() == 1
+    # the hotspots name who to call in words, never a bare code
+    assert page.get_by_text("Who to call: the owner recorded on the loaded sources").count() == 1
     page.get_by_role("heading", name="Drill down").scroll_into_view_if_needed()
     counted_text = page.get_by_text(re.compile(r"in this hotspot in the period, every one listed")).inner_text()
     counted = number(re.match(r"([\d,]+) customers? in this hotspot", counted_text).group(1))
-    export_text = page.get_by_text(re.compile(r"^The export holds")).first.inner_text()
+    assert f"of {counted:,}" in counted_text  # every one listed, page by page
+    export_text = page.get_by_text(re.compile(r"^The export holds")).first.inner_text()  # the hotspot's
     exported, of = (
         number(x) for x in re.match(r"The export holds ([\d,]+) customers? of the ([\d,]+)", export_text).groups()
     )
     assert of == counted and 0 < exported <= counted
+    if exported < counted:  # who was left out and why, in exact numbers
+        assert f"{counted - exported:,} customer" in export_text and "marketing consent" in export_text
     page.get_by_text("Their whole history, oldest first").scroll_into_view_if_needed()
     page.wait_for_timeout(800)
+    assert page.get_by_label("Open one customer's timeline").count() == 1
     shot(page, artifacts, "4_journey_owner_timeline")
     with page.expect_download(timeout=60_000) as download:
         page.get_by_role("button", name="Export cohort (CSV)").click()
     path = tour["root"] / "cohort.csv"
     download.value.save_as(path)
     with open(path, newline="") as f:
-        assert len(list(csv.DictReader(f))) == exported
+        cohort = list(csv.DictReader(f))
+    assert len(cohort) == exported
+    assert all("***" in (r["email"] or "***") for r in cohort)  # contact details leave masked
     settle(page)  # the click's rerun writes the export to the audit log
     page.close()
 
@@ -173,9 +179,17 @@ def test_each_role_does_its_main_job_on_its_first_visit(tour, artifacts, public_
     page.wait_for_timeout(1500)
     box = grid.bounding_box()
     assert box["x"] >= 0 and box["x"] + box["width"] <= VIEWPORT["width"]  # next best action on screen
+    overflow = grid.evaluate(
+        "g => { const s = g.querySelector('.dvn-scroller'); return s.scrollWidth - s.clientWidth; }"
+    )
+    assert overflow <= 0  # no sideways scrolling inside the list either
+    headers = grid.evaluate("g => [...g.querySelectorAll('th')].map(t => t.textContent.trim())")
+    assert {"customer", "12-month value (USD)", "top reason", "next best action (owner)", "status"} <= set(headers)
     rows = grid_rows(page)
     assert customer_id in rows[0] and "open" in rows[0]
     name = rows[0][rows[0].index(customer_id) - 1]  # the name stands before the id
+    crm = pd.read_csv(tour["dir"] / "crm_customers.csv", dtype=str).set_index("CustomerID")
+    assert name == crm.loc[customer_id, "Full Name"]  # the CRM's name for that customer
     shot(page, artifacts, "5_agent_at_risk")
     page.mouse.click(box["x"] + 100, box["y"] + 36 + 34)  # the top row's name
     page.get_by_text("Why they might leave").wait_for(timeout=60_000)
@@ -187,10 +201,14 @@ def test_each_role_does_its_main_job_on_its_first_visit(tour, artifacts, public_
     page.get_by_role("button", name="Mark contacted").click()
     page.get_by_text(f"Recorded {name} as contacted").wait_for(timeout=60_000)
     assert metric(page, "Follow-up status") == "contacted"
+    assert f"by {PEOPLE['agent'][0]}" in page.inner_text("body")
     shot(page, artifacts, "7_agent_marked")
     open_page(page, "At-risk customers")
     assert metric(page, "Contacted") == "1"
-    assert "contacted" in grid_rows(page)[0]
+    rows = grid_rows(page)
+    assert customer_id in rows[0] and "contacted" in rows[0]
+    assert "Why they might leave" not in page.inner_text("body")  # back on the list, not bounced to the card
+    no_errors(page, "At-risk customers after the mark")
     page.close()
 
     # 4. Ops uploads a public file; it is stored under the name a person would give it.

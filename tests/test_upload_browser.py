@@ -67,6 +67,7 @@ def _sources(db: str):
     return frame.set_index("name")
 
 
+@pytest.mark.slow
 def test_the_telco_table_uploads_with_a_detected_mapping(empty_app, public_data, artifacts):
     page = _open_upload(empty_app)
     _upload(page, public_data / "telco_churn" / "WA_Fn-UseC_-Telco-Customer-Churn.csv", "customers")
@@ -116,6 +117,7 @@ def test_online_retail_loads_through_its_detected_mapping(empty_app, public_data
         ("support_tickets/customer_support_tickets.csv", "Customer support tickets", "tickets"),
     ],
 )
+@pytest.mark.slow
 def test_the_other_public_extracts_upload_with_their_detected_mapping(empty_app, public_data, rel, source, kind):
     page = _open_upload(empty_app)
     _upload(page, public_data / rel, kind)
@@ -128,6 +130,7 @@ def test_the_other_public_extracts_upload_with_their_detected_mapping(empty_app,
     page.close()
 
 
+@pytest.mark.slow
 def test_a_hostile_file_shows_every_failure_and_loads_nothing_on_request(empty_app, tmp_path, artifacts):
     bad = tmp_path / "helpdesk_export.csv"
     bad.write_text(
@@ -153,6 +156,7 @@ def test_a_hostile_file_shows_every_failure_and_loads_nothing_on_request(empty_a
     page.close()
 
 
+@pytest.mark.slow
 def test_the_saas_tickets_file_shows_ranked_guesses_and_waits_for_the_kind(empty_app, artifacts):
     before = _sources(empty_app["db"])
     page = _open_upload(empty_app)
@@ -168,6 +172,7 @@ def test_the_saas_tickets_file_shows_ranked_guesses_and_waits_for_the_kind(empty
     page.close()
 
 
+@pytest.mark.slow
 def test_a_usage_log_is_offered_its_link_and_loads_under_its_department(empty_app, artifacts):
     """The SaaS fixture's usage log knows only the subscription id: with the subscriptions loaded,
     the page offers the link with its match rate, ticked (no identifier is mapped), and the log

@@ -71,6 +71,7 @@ def _rows_per_source(url: str) -> dict[str, int]:
     return out
 
 
+@pytest.mark.slow
 def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_through_its_link(db, company):
     frames, files = company["frames"], company["files"]
 
