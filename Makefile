@@ -38,7 +38,7 @@ test: dev
 	bash scripts/with_postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: dev
-	$(BIN)/ruff check cxdash pages app.py tests
+	$(BIN)/ruff check cxdash pages app.py tests bench
 	$(BIN)/ruff format --check cxdash pages app.py tests bench
 
 clean-data:

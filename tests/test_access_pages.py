@@ -258,7 +258,7 @@ def test_the_sign_in_form_says_the_same_for_an_unknown_name_a_wrong_password_and
         at.text_input(key="auth_password").input(password)
         at.button[0].click().run()
         shown[case] = [e.value for e in at.error]
-    assert shown == dict.fromkeys(shown, [auth.WRONG]), shown
+    assert shown == {key: [auth.WRONG] for key in shown}, shown
 
 
 def _audit_entries(url: str, actor: str) -> list[dict]:

@@ -15,7 +15,7 @@ REQUIRED_SOURCE_KEYS = {"name", "kind", "department", "rows", "customers", "load
 
 
 def run(*args: str, db: str) -> subprocess.CompletedProcess:
-    return subprocess.run(  # noqa: S603 - this interpreter with fixed arguments, as a scheduled job runs it
+    return subprocess.run(
         [sys.executable, "-m", "cxdash", "--db", db, *args], capture_output=True, text=True, timeout=300
     )
 
@@ -69,5 +69,5 @@ def test_every_command_has_its_function_and_help_imports_no_command_module():
         assert callable(cli_main.command_function(command)), command
     probe = "import sys, cxdash.cli.main; print(sorted(m for m in sys.modules if m.startswith(('cxdash.', 'pandas'))))"
     command = [sys.executable, "-c", probe]
-    loaded = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)  # noqa: S603 - a fixed probe
+    loaded = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(loaded.stdout.replace("'", '"')) == ["cxdash.cli", "cxdash.cli.arguments", "cxdash.cli.main"]

@@ -54,7 +54,7 @@ READER = textwrap.dedent(
 @pytest.mark.slow
 def test_ingest_and_reader_processes_share_the_duckdb_file(tmp_path):
     db = f"duckdb:///{tmp_path / 'shared.duckdb'}"
-    setup = subprocess.run(  # noqa: S603 - this interpreter running our own module or script, no shell
+    setup = subprocess.run(
         [
             sys.executable,
             "-m",
@@ -89,7 +89,7 @@ def test_ingest_and_reader_processes_share_the_duckdb_file(tmp_path):
         json.dumps({"kind": "events", "columns": {"visitor_id": "user", "timestamp": "at", "activity": "event"}})
     )
 
-    writer = subprocess.Popen(  # noqa: S603 - this interpreter running our own module or script, no shell
+    writer = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -108,7 +108,7 @@ def test_ingest_and_reader_processes_share_the_duckdb_file(tmp_path):
         text=True,
     )
     out = tmp_path / "reader.json"
-    reader = subprocess.run(  # noqa: S603 - this interpreter running our own module or script, no shell
+    reader = subprocess.run(
         [sys.executable, "-c", READER, db, str(writer.pid), str(out)], capture_output=True, text=True, timeout=300
     )
     stdout, stderr = writer.communicate(timeout=300)
@@ -157,7 +157,7 @@ def test_a_page_opened_while_a_load_holds_the_file_shows_the_previous_data_and_s
     assert not any("A data load is running" in i.value for i in at.info)
 
     monkeypatch.setattr(data, "VERSION_REUSE_S", 0.0)  # read the version afresh on the next run
-    holder = subprocess.Popen(  # noqa: S603 - this interpreter running our own module or script, no shell
+    holder = subprocess.Popen(
         [sys.executable, "-c", HOLDER, str(db)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:

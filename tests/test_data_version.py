@@ -45,9 +45,14 @@ def test_each_committed_load_moves_the_version_once_and_a_check_or_a_refused_loa
 def test_a_change_outside_a_load_moves_it_in_the_callers_transaction(store):
     with store.begin() as conn:
         assert record_change(conn, "erasure") == 1
-    with pytest.raises(RuntimeError), store.begin() as conn:
-        record_change(conn, "erasure")
-        raise RuntimeError("the change failed")  # rolled back: the version did not move
+
+    def change_then_fail():
+        with store.begin() as conn:
+            record_change(conn, "erasure")
+            raise RuntimeError("the change failed")  # rolled back: the version did not move
+
+    with pytest.raises(RuntimeError):
+        change_then_fail()
     with store.connect() as conn:
         assert data_version(conn) == 1
     with pytest.raises(ValueError, match="a change is one of"), store.begin() as conn:

@@ -152,7 +152,7 @@ def test_zero_width_and_full_width_characters_do_not_make_a_second_customer_and_
         (
             "t,email,opened\n"
             "T1,ann\u200b@example.com,2024-01-01\n"  # a zero-width space inside
-            "T2,\ufeffＡＮＮ@example.com,2024-01-02\n"  # a BOM and full-width letters
+            "T2,\ufeff\uff21\uff2e\uff2e@example.com,2024-01-02\n"  # a BOM and full-width letters
             "T3,bo@example.com,2024-01-03\n"
         ).encode(),
     )

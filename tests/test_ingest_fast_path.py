@@ -92,7 +92,7 @@ def random_iso_like(rng: random.Random) -> str:
 
 
 def test_iso_dates_read_by_arrow_are_the_instants_pandas_reads():
-    rng = random.Random(8)  # noqa: S311 - reproducible test data, not a secret
+    rng = random.Random(8)
     values = ISO_EDGE_CASES + [random_iso_like(rng) for _ in range(1500)]
     accepted = 0
     for v in values:  # value by value: a column of one value takes the fast path whenever Arrow can

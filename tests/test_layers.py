@@ -167,7 +167,7 @@ def test_streamlit_is_imported_only_in_the_ui_package():
 
 def test_pages_are_views_that_import_only_the_ui_package():
     wrong = []
-    for path in sorted((REPO / "pages").glob("*.py")) + [REPO / "app.py"]:
+    for path in [*sorted((REPO / "pages").glob("*.py")), REPO / "app.py"]:
         for target, line, _ in cxdash_imports(path, set(modules())):
             if package_of(target) != "ui":
                 wrong.append(f"{path.relative_to(REPO)}:{line} imports {target}")

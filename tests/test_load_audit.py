@@ -80,9 +80,7 @@ def test_a_process_killed_right_after_the_commit_leaves_a_stored_upload_entry(tm
         ingest.save_mapping = lambda *a, **k: os._exit(9)
         ingest.ingest_file(open_store({url!r}), {str(crm_file)!r}, source="crm", kind="customers", actor="ann")
     """)
-    done = subprocess.run(  # noqa: S603 - this interpreter running our own script, no shell
-        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 9, done.stderr
     load_ids = _load_ids(url)
     assert len(load_ids) == 1  # the data is committed

@@ -21,6 +21,7 @@ import re
 import shutil
 import socket
 import threading
+from typing import ClassVar
 
 import pandas as pd
 import plotly.graph_objects as go
@@ -132,9 +133,9 @@ def test_a_figure_s_data_labels_are_escaped_once_and_its_templates_are_not():
 
 # ----------------------------------------------------------------------------- in a real browser
 class _Listener(http.server.BaseHTTPRequestHandler):
-    requests: list[str] = []
+    requests: ClassVar[list[str]] = []
 
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):
         type(self).requests.append(self.path)
         self.send_response(204)
         self.end_headers()

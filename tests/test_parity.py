@@ -160,7 +160,7 @@ def test_filter_options_are_equal(engines):
 PAGE_SPEC = jr.LogSpec(department_key="department", top_n=15, collapse_repeats=True)
 
 
-@pytest.mark.parametrize("spec,min_share", [(None, 0.0), (PAGE_SPEC, 0.005)], ids=["raw", "page-defaults"])
+@pytest.mark.parametrize(("spec", "min_share"), [(None, 0.0), (PAGE_SPEC, 0.005)], ids=["raw", "page-defaults"])
 def test_directly_follows_graph_is_equal(engines, spec, min_share):
     duck, pg = _both(engines, lambda c: jr.discover_dfg(c, jr.journey_log(), spec, min_share=min_share))
     assert duck["count"].sum() > 1000

@@ -23,7 +23,7 @@ def test_importing_the_risk_api_loads_neither_sklearn_nor_pandera():
     )
     # a fresh interpreter: this one has both loaded already
     argv = [sys.executable, "-c", code]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True)  # noqa: S603 - our interpreter, our code
+    out = subprocess.run(argv, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
 

@@ -42,9 +42,9 @@ from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, get_kind
 
 __all__ = [
     "LATENCY_WINDOW_DAYS",
-    "mapping_versions",
     "coverage",
     "governance",
+    "mapping_versions",
     "null_rates",
     "set_latency_target",
     "stitch_coverage",

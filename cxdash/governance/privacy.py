@@ -33,9 +33,9 @@ from cxdash.store.suppression import identifier_hash, secret_salt
 
 __all__ = [
     "DEFAULT_MIN_GROUP_SIZE",
-    "DifferencingCheck",
     "PERSONAL_COLUMNS",
     "PERSONAL_DATA_ROLES",
+    "DifferencingCheck",
     "Refusal",
     "SmallGroups",
     "consented_customers",

@@ -68,11 +68,11 @@ def _visible(t: pd.Series) -> pd.Series:
 
 def normalise_identity(field_name: str, s: pd.Series) -> pd.Series:
     """Normalise an identifier for matching, stitching and erasure: Unicode NFKC (full-width
-    ``ＡＮＮ`` is ``ANN``), control and zero-width characters removed, trimmed; emails lower-cased,
+    ``\uff21\uff2e\uff2e`` is ``ANN``), control and zero-width characters removed, trimmed; emails lower-cased,
     phones to their last 10 digits; empty text and the null-like ``NULL_TOKENS`` become NA.
 
     Shape: text Series in, ``string`` Series out (same index). Letters of other scripts that look
-    Latin (Cyrillic ``а``) are not folded: ``identity_flags`` reports them instead.
+    Latin (Cyrillic ``\u0430``) are not folded: ``identity_flags`` reports them instead.
     """
     t = _visible(s.astype("string")).str.strip()
     t = t.mask(t.str.lower().isin(NULL_TOKENS).fillna(False).astype(bool))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+from typing import ClassVar
 
 import sqlalchemy as sa
 from pyhive import hive
@@ -50,7 +51,7 @@ __all__ = ["SparkThriftDialect", "insert_via_parquet", "register"]
 
 
 def _parse_date(value):
-    if value is None or isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+    if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
         return value
     if isinstance(value, dt.datetime):
         return value.date()
@@ -401,9 +402,9 @@ class SparkThriftDialect(HiveDialect):
     # Table(..., sparkthrift_partitioned_by=["load_id"]): one directory per load, so a failed or
     # withdrawn load is dropped with ALTER TABLE ... DROP PARTITION (Spark moves partition
     # columns to the end of the table's column order).
-    construct_arguments = [(sa.Table, {"partitioned_by": None})]
+    construct_arguments: ClassVar = [(sa.Table, {"partitioned_by": None})]
 
-    colspecs = {
+    colspecs: ClassVar = {
         sqltypes.Date: _SparkDate,
         sqltypes.DateTime: _SparkDateTime,
         sqltypes.Double: _SparkDouble,

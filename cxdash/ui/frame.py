@@ -187,5 +187,5 @@ def sidebar() -> None:
             # Where the data lives is the admin's business only: the URL names hosts and paths.
             try:
                 st.caption(f"Store: `{redacted_url(data.store().url)}`")
-            except Exception as exc:  # the page itself shows the full message
+            except Exception as exc:  # noqa: BLE001 - any failure to reach the store: the page itself shows the full message
                 st.caption(f"Store unavailable: {plain(exc)}")

@@ -419,9 +419,9 @@ def significance_metric(spots: pd.DataFrame) -> tuple[str, str]:
 
 def hotspot_caption(spots: pd.DataFrame) -> str:
     """What the hotspot chart and table show, in words (the test, the adjustment, what is not drawn)."""
-    significant, tested = significance_counts(spots)
+    _, tested = significance_counts(spots)
     text = (
-        "Ranked by excess churned customers: customers judged × (churn after the moment − churn of customers who "
+        "Ranked by excess churned customers: customers judged × (churn after the moment - churn of customers who "
         "never hit it). Lift = churn rate of those who hit it ÷ churn rate of those who never did (95% CI); "
         f"p from Fisher's exact test (two-sided), adjusted by Benjamini–Hochberg across the {tested} hotspots "
         "tested. Red: significantly more churn (adjusted p < 0.05, lift > 1); green: significantly less; grey: "
