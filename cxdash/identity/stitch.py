@@ -17,6 +17,7 @@ Each component gets a ``cx_id``: the CRM customer id when the component holds a 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -48,6 +49,7 @@ __all__ = [
     "rebuild_if_pending",
     "stamp_customer_keys",
     "stitch",
+    "update_identity_map",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,13 +87,17 @@ def _edges_and_nodes(conn: Connection) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def stitch(
-    edges: pd.DataFrame, nodes: pd.DataFrame, hub_degree: int = DEFAULT_HUB_DEGREE
+    edges: pd.DataFrame,
+    nodes: pd.DataFrame,
+    hub_degree: int = DEFAULT_HUB_DEGREE,
+    *,
+    crowded: Iterable[str] = (),
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Customers as components of the identity graph, never holding two CRM records.
 
     In: ``edges`` (a, b) and ``nodes`` (node, crm: bool, True for identifiers that are a CRM
-    record's primary key). Out: ``(id_map, hubs)`` with id_map columns ``id_key, cx_id, known``
-    (one row per node) and hubs ``id_key, degree, reason``; ``id_map.attrs["refused_links"]``
+    record's primary key). Out: ``(id_map, hubs)`` with id_map columns ``id_key, cx_id, known,
+    part`` (one row per node; ``part``: see below) and hubs ``id_key, degree, reason``; ``id_map.attrs["refused_links"]``
     counts links left unused because their two ends belong to different CRM records.
 
     The CRM is the authority on who is a distinct customer, so "no identifier may merge two
@@ -106,9 +112,18 @@ def stitch(
     3. a link whose two ends joined different CRM records is refused (counted, not used);
     4. identifiers no CRM record reaches form components among themselves.
 
+    Every step looks only at a node's *part*: its component of the graph without the nodes of
+    many links (such a node is a part of its own). A node's degree counts its links to hubs too,
+    so a part's result needs its edges and its links to hubs, nothing else; ``part`` names it
+    by its lexically first identifier. Appending rows only adds links, so a node of many links
+    stays one and parts only merge: ``update_identity_map`` restitches the touched parts alone.
+    ``crowded`` names nodes known to have more than ``hub_degree`` links when ``edges`` holds
+    only some of theirs (such a subgraph).
+
     The result depends only on the graph, not on the order of ``edges`` or ``nodes``. Works on
     integer codes throughout (millions of identifiers take seconds, not minutes).
     """
+    crowded_keys = crowded
     n_nodes, n_edges = len(nodes), len(edges)
     everything = pd.concat(
         [
@@ -119,7 +134,7 @@ def stitch(
         ignore_index=True,
     )
     if len(everything) == 0:
-        empty = pd.DataFrame(columns=["id_key", "cx_id", "known"])
+        empty = pd.DataFrame(columns=["id_key", "cx_id", "known", "part"])
         empty.attrs["refused_links"] = 0
         return empty, pd.DataFrame(columns=["id_key", "degree", "reason"])
     codes, uniques = pd.factorize(everything)  # hashing in Arrow: fast for millions of strings
@@ -138,8 +153,11 @@ def stitch(
     crm = np.zeros(n, dtype=bool)
     crm[node_codes[nodes["crm"].astype(bool).to_numpy()]] = True
     crowded = degree > hub_degree
+    forced = pd.Index(uniques).get_indexer(pd.Index(list(crowded_keys), dtype=object))
+    crowded[forced[forced >= 0]] = True
     keep = ~(crowded[pa_] | crowded[pb_])
     u, v = pa_[keep], pb_[keep]
+    part = _parts(u, v, lexical, n)
     owner = _nearest_crm_record(u, v, np.flatnonzero(crm), n)
     contested = owner == _CONTESTED
     lu, lv = owner[u], owner[v]
@@ -163,7 +181,9 @@ def stitch(
     label[is_customer_id] = key_series[is_customer_id].str.slice(len("customer_id:")).to_numpy(dtype=object)
     known_of = np.zeros(component.max() + 1, dtype=bool)
     np.logical_or.at(known_of, component, crm)
-    id_map = pd.DataFrame({"id_key": keys, "cx_id": label[best_of[component]], "known": known_of[component]})
+    id_map = pd.DataFrame(
+        {"id_key": keys, "cx_id": label[best_of[component]], "known": known_of[component], "part": keys[part]}
+    )
     id_map.attrs["refused_links"] = int(refused.sum())
     hub = crowded | contested
     reason = np.where(crowded[hub], "many links", "equally near two CRM customers")
@@ -172,6 +192,19 @@ def stitch(
 
 
 _UNREACHED, _CONTESTED = -1, -2
+
+
+def _parts(u: np.ndarray, v: np.ndarray, lexical: np.ndarray, n: int) -> np.ndarray:
+    """Each node's part (the components of the links ``u``-``v``) as the node code of its
+    lexically first member."""
+    graph = coo_matrix((np.ones(len(u), dtype=np.int8), (u, v)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    by_key = np.empty(n, dtype=np.int64)
+    by_key[lexical] = np.arange(n)  # node codes in key order
+    seen, first = np.unique(component[by_key], return_index=True)
+    first_of = np.empty(int(seen.max()) + 1, dtype=np.int64)
+    first_of[seen] = by_key[first]
+    return first_of[component]
 
 
 def _nearest_crm_record(u: np.ndarray, v: np.ndarray, seeds: np.ndarray, n: int) -> np.ndarray:
@@ -230,10 +263,11 @@ def _rekey_hub_rows(conn: Connection) -> None:
             )
 
 
-def assign_customer_keys(id_map: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:
+def assign_customer_keys(id_map: pd.DataFrame, previous: pd.DataFrame, start: int | None = None) -> pd.DataFrame:
     """One integer ``cx_key`` per customer of ``id_map``: a customer whose ``cx_id`` had a key
-    (``previous``: cx_id, cx_key) keeps it; new customers get new keys, in ``cx_id`` order so
-    the same data gives the same keys. Out: ``cx_key, cx_id, known`` (one row per customer)."""
+    (``previous``: cx_id, cx_key) keeps it; new customers get new keys from ``start`` (default:
+    one above ``previous``'s), in ``cx_id`` order so the same data gives the same keys.
+    Out: ``cx_key, cx_id, known`` (one row per customer)."""
     customers = (
         id_map.groupby("cx_id", sort=True, observed=True)["known"].any().reset_index()
         if len(id_map)
@@ -242,25 +276,147 @@ def assign_customer_keys(id_map: pd.DataFrame, previous: pd.DataFrame) -> pd.Dat
     keyed = customers[["cx_id"]].merge(previous[["cx_id", "cx_key"]], on="cx_id", how="left", sort=False)
     keys = np.array(keyed["cx_key"].to_numpy(dtype="float64", na_value=np.nan), copy=True)
     new = np.isnan(keys)
-    start = int(previous["cx_key"].max()) + 1 if len(previous) else 1
+    if start is None:
+        start = int(previous["cx_key"].max()) + 1 if len(previous) else 1
     keys[new] = np.arange(start, start + int(new.sum()))
     customers.insert(0, "cx_key", keys.astype("int64"))
     return customers
 
 
-def stamp_customer_keys(conn: Connection) -> None:
-    """Write each row's customer key from the identity map, touching only rows whose key changed."""
+def stamp_customer_keys(conn: Connection, within: sa.Table | None = None) -> None:
+    """Write each row's customer key from the identity map, touching only rows whose key changed
+    (only rows keyed on a ``node`` of ``within``, a table of identifiers, when given)."""
     im = identity_map_table
     for t in KIND_TABLES.values():
-        conn.execute(
-            t.update()
-            .where(im.c.id_key == t.c.id_key, t.c.cx_key.is_distinct_from(im.c.cx_key))
-            .values(cx_key=im.c.cx_key)
-        )
+        where = [im.c.id_key == t.c.id_key, t.c.cx_key.is_distinct_from(im.c.cx_key)]
+        if within is not None:
+            where.append(t.c.id_key.in_(sa.select(within.c.node)))
+        conn.execute(t.update().where(*where).values(cx_key=im.c.cx_key))
         # rows with a link key and no identifier get their customer in ``resolve_links``
         conn.execute(
             t.update().where(t.c.id_key.is_(None), t.c.link_key.is_(None), t.c.cx_key.is_not(None)).values(cx_key=None)
         )
+
+
+def _node_table(name: str) -> sa.Table:
+    return sa.Table(name, sa.MetaData(), sa.Column("node", sa.String), prefixes=["TEMPORARY"])
+
+
+def _load_identifiers(load_id: int) -> sa.CompoundSelect:
+    """Every identifier (``node``) the rows of one load carry."""
+    parts = []
+    for kind_name, kind in KINDS.items():
+        t = KIND_TABLES[kind_name]
+        mine = t.c.load_id == load_id
+        parts.append(sa.select(t.c.id_key.label("node")).where(mine, t.c.id_key.is_not(None)))
+        parts += [
+            sa.select(_key_expr(f, t.c[f]).label("node")).where(mine, t.c[f].is_not(None)) for f in kind.identity_fields
+        ]
+    return sa.union(*parts)
+
+
+def _edges_and_nodes_within(conn: Connection, touched: sa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``_edges_and_nodes`` restricted to the links with an end among ``touched``'s nodes."""
+    edge_selects, node_selects = [], []
+    inside = sa.select(touched.c.node)
+    for kind_name, kind in KINDS.items():
+        t = KIND_TABLES[kind_name]
+        is_crm = sa.literal(kind_name == "customers")
+        node_selects.append(sa.select(t.c.id_key.label("node"), is_crm.label("crm")).where(t.c.id_key.in_(inside)))
+        for f in kind.identity_fields:
+            key = _key_expr(f, t.c[f])
+            edge_selects.append(
+                sa.select(t.c.id_key.label("a"), key.label("b")).where(
+                    t.c[f].is_not(None), t.c.id_key != key, sa.or_(t.c.id_key.in_(inside), key.in_(inside))
+                )
+            )
+    return read_frame(conn, sa.union(*edge_selects)), read_frame(conn, sa.union(*node_selects))
+
+
+def _can_update(conn: Connection) -> bool:
+    """Whether the identity map may be updated part by part: no rebuild is pending (a migration's,
+    or loads that skipped stitching) and every identifier knows its part."""
+    im = identity_map_table
+    if work_pending(conn, IDENTITY_REBUILD):
+        return False
+    return conn.execute(sa.select(im.c.id_key).where(im.c.part.is_(None)).limit(1)).first() is None
+
+
+def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAULT_HUB_DEGREE) -> dict:
+    """Restitch only the parts of the identity graph (see ``stitch``) that the rows of the append
+    ``load_id`` touch, inside the caller's transaction: the same map, hubs, customer keys and
+    row keys as ``rebuild_identity_map``. Appending only adds links, so a part is what it was
+    unless this load's identifiers touch it, and touched parts can only merge. Falls back to
+    the full rebuild when the map cannot be trusted part by part (``_can_update``)."""
+    if not _can_update(conn):
+        log.info("identity map: full rebuild (a rebuild is pending or the map predates parts)")
+        return rebuild_identity_map(conn, hub_degree)
+    im, hubs_t = identity_map_table, identity_hubs_table
+    new_ids, touched = _node_table("identity_new_ids"), _node_table("identity_touched")
+    new_ids.create(conn)
+    touched.create(conn)
+    try:
+        conn.execute(new_ids.insert().from_select(["node"], _load_identifiers(load_id)))
+        parts = sa.select(im.c.part).where(im.c.id_key.in_(sa.select(new_ids.c.node))).distinct()
+        conn.execute(
+            touched.insert().from_select(
+                ["node"], sa.union(sa.select(im.c.id_key).where(im.c.part.in_(parts)), sa.select(new_ids.c.node))
+            )
+        )
+        nodes_in = sa.select(touched.c.node)
+        edges, nodes = _edges_and_nodes_within(conn, touched)
+        many = read_frame(conn, sa.select(hubs_t.c.id_key).where(hubs_t.c.reason == "many links"))["id_key"]
+        id_map, hubs = stitch(edges, nodes, hub_degree, crowded=many)
+        mine = set(read_frame(conn, nodes_in)["node"])
+        refused = int(id_map.attrs.get("refused_links", 0))
+        id_map = id_map[id_map["id_key"].isin(mine)]
+        hubs = hubs[hubs["id_key"].isin(mine)]
+        before = read_frame(conn, sa.select(im.c.cx_id).where(im.c.id_key.in_(nodes_in)).distinct())["cx_id"]
+        conn.execute(im.delete().where(im.c.id_key.in_(nodes_in)))
+        conn.execute(hubs_t.delete().where(hubs_t.c.id_key.in_(nodes_in)))
+        customers = _rekeyed_customers(conn, id_map, set(before) | set(id_map["cx_id"]))
+        id_map = id_map.merge(customers[["cx_id", "cx_key"]], on="cx_id", how="left", sort=False)
+        bulk_insert(conn, im, id_map)
+        bulk_insert(conn, hubs_t, hubs)
+        if conn.execute(sa.select(hubs_t.c.id_key).limit(1)).first() is not None:
+            _rekey_hub_rows(conn)
+        stamp_customer_keys(conn, within=touched)
+    finally:
+        touched.drop(conn)
+        new_ids.drop(conn)
+    links = resolve_links(conn)
+    summary = {
+        "identifiers": int(conn.execute(sa.select(sa.func.count()).select_from(im)).scalar()),
+        "customers": int(conn.execute(sa.select(sa.func.count(sa.distinct(im.c.cx_id))).where(im.c.known)).scalar()),
+        "hubs": int(conn.execute(sa.select(sa.func.count()).select_from(hubs_t)).scalar()),
+        "restitched": len(id_map),
+        "refused_links": refused,  # in the restitched parts
+        "link_conflicts": links["conflicts"],
+    }
+    log.info("identity map updated: %s", summary)
+    return summary
+
+
+def _rekeyed_customers(conn: Connection, id_map: pd.DataFrame, cx_ids: set[str]) -> pd.DataFrame:
+    """The customers named ``cx_ids`` once ``id_map`` (the restitched identifiers) joins the map,
+    with their keys (``assign_customer_keys``): their ``customer_keys`` rows are rewritten (the
+    ones no identifier is left with go)."""
+    im, ck = identity_map_table, customer_keys_table
+    wanted = sa.Table("identity_cx_ids", sa.MetaData(), sa.Column("cx_id", sa.String), prefixes=["TEMPORARY"])
+    wanted.create(conn)
+    try:
+        bulk_insert(conn, wanted, pd.DataFrame({"cx_id": sorted(cx_ids)}))
+        ids = sa.select(wanted.c.cx_id)
+        others = read_frame(conn, sa.select(im.c.cx_id, im.c.known).where(im.c.cx_id.in_(ids)).distinct())
+        previous = read_frame(conn, sa.select(ck.c.cx_id, ck.c.cx_key).where(ck.c.cx_id.in_(ids)))
+        top = conn.execute(sa.select(sa.func.max(ck.c.cx_key))).scalar()
+        conn.execute(ck.delete().where(ck.c.cx_id.in_(ids)))
+    finally:
+        wanted.drop(conn)
+    both = pd.concat([id_map[["cx_id", "known"]], others], ignore_index=True)
+    customers = assign_customer_keys(both, previous, start=None if top is None else int(top) + 1)
+    bulk_insert(conn, ck, customers)
+    return customers
 
 
 def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE) -> dict:

@@ -34,7 +34,7 @@ from cxdash.identity.links import (
     match_rates,
     save_source_links,
 )
-from cxdash.identity.stitch import rebuild_identity_map
+from cxdash.identity.stitch import rebuild_identity_map, update_identity_map
 from cxdash.ingest.chunks import Prepared, canonical, failures_in_file_terms, prepared_chunks, read_ahead, regrouped
 from cxdash.ingest.duplicates import DUPLICATE_REFUSAL_SHARE, deduplicate, duplicate_report, repeats_in_load
 from cxdash.ingest.formats import Formats, check_formats, detect_formats, refine_dates
@@ -56,11 +56,13 @@ from cxdash.ingest.result import IngestError, IngestResult, KindUnclearError
 from cxdash.ingest.validation import FAILURE_COLUMNS
 from cxdash.store import audit
 from cxdash.store.database import (
+    IDENTITY_REBUILD,
     KIND_TABLES,
     Store,
     bulk_insert,
     loads_table,
     quarantine_table,
+    request_work,
     sources_table,
 )
 from cxdash.store.kinds import SourceKind, get_kind
@@ -235,7 +237,9 @@ def _ingest_file(
         _write_bookkeeping(conn, plan, load_id, mode, started, department, owner)
         result.timings["duplicates and bookkeeping"] = round(time.perf_counter() - clock, 3)
         if rebuild_identities:
-            _stitch(conn, plan, load_id)
+            _stitch(conn, plan, load_id, mode)
+        else:  # the next stitch must see these rows: a full rebuild (cxdash.jobs.stitch_identities)
+            request_work(conn, IDENTITY_REBUILD)
         result.load_id = load_id
         result.stored = True
         if audit_entry is not None and store.app_engine is store.engine:  # commits with the data (ingest_file)
@@ -547,11 +551,16 @@ def _write_source(conn: Connection, plan: _Plan, department: str | None, owner: 
         conn.execute(sources_table.update().where(sources_table.c.name == source).values(**given))
 
 
-def _stitch(conn: Connection, plan: _Plan, load_id: int) -> None:
-    """Rebuild the identity map with this load's rows; count how its linked rows were matched."""
+def _stitch(conn: Connection, plan: _Plan, load_id: int, mode: str) -> None:
+    """Stitch this load's rows into the identity map (an append restitches only the parts of the
+    identity graph its identifiers touch; a replace, which removes rows, rebuilds it); count how
+    its linked rows were matched."""
     result, mapping = plan.result, plan.mapping
     clock = time.perf_counter()
-    rebuild_identity_map(conn)
+    if mode == "append":
+        update_identity_map(conn, load_id)
+    else:
+        rebuild_identity_map(conn)
     result.timings["identity stitching"] = round(time.perf_counter() - clock, 3)
     if mapping.links:
         result.links = link_counts(conn, mapping.kind, result.source, load_id)

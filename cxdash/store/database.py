@@ -192,6 +192,11 @@ identity_map_table = sa.Table(
     sa.Column("cx_id", sa.String, nullable=False),
     sa.Column("known", sa.Boolean, nullable=False),
     sa.Column("cx_key", sa.BigInteger),
+    # The identifier's part of the identity graph with the hubs of many links taken out (its
+    # lexically first identifier; a hub is a part of its own). Stitching decomposes over parts,
+    # so an append restitches only the parts its identifiers touch (cxdash.identity.stitch).
+    # NULL in a store written before: the next load rebuilds the whole map.
+    sa.Column("part", sa.String),
 )
 
 # One row per stitched customer. ``cx_key`` is stable across rebuilds for a customer whose
