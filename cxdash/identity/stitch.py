@@ -250,17 +250,21 @@ def _nearest_crm_record(u: np.ndarray, v: np.ndarray, seeds: np.ndarray, n: int)
     return owner
 
 
-def _rekey_hub_rows(conn: Connection) -> None:
+def _rekey_hub_rows(conn: Connection, load_id: int | None = None) -> int:
     """Rows whose primary identifier is a hub are keyed on their next usable identifier
-    (a ticket from the helpdesk's own address that also carries the caller's phone)."""
+    (a ticket from the helpdesk's own address that also carries the caller's phone); only the
+    rows of ``load_id`` when given. Out: how many rows moved."""
     hubs = sa.select(identity_hubs_table.c.id_key)
+    moved = 0
     for kind_name, kind in KINDS.items():
         t = KIND_TABLES[kind_name]
         for f in kind.identity_fields:
             key = _key_expr(f, t.c[f])
-            conn.execute(
-                t.update().where(t.c.id_key.in_(hubs), t.c[f].is_not(None), key.not_in(hubs)).values(id_key=key)
-            )
+            where = [t.c.id_key.in_(hubs), t.c[f].is_not(None), key.not_in(hubs)]
+            if load_id is not None:
+                where.append(t.c.load_id == load_id)
+            moved += int(conn.execute(t.update().where(*where).values(id_key=key)).rowcount or 0)
+    return moved
 
 
 def assign_customer_keys(id_map: pd.DataFrame, previous: pd.DataFrame, start: int | None = None) -> pd.DataFrame:
@@ -283,23 +287,34 @@ def assign_customer_keys(id_map: pd.DataFrame, previous: pd.DataFrame, start: in
     return customers
 
 
-def stamp_customer_keys(conn: Connection, within: sa.Table | None = None) -> None:
+def stamp_customer_keys(conn: Connection, within: sa.Table | None = None, load_id: int | None = None) -> None:
     """Write each row's customer key from the identity map, touching only rows whose key changed
-    (only rows keyed on a ``node`` of ``within``, a table of identifiers, when given)."""
+    (only the rows of ``load_id`` and rows keyed on a ``node`` of ``within``, when given)."""
     im = identity_map_table
     for t in KIND_TABLES.values():
         where = [im.c.id_key == t.c.id_key, t.c.cx_key.is_distinct_from(im.c.cx_key)]
         if within is not None:
-            where.append(t.c.id_key.in_(sa.select(within.c.node)))
+            if conn.execute(sa.select(within.c.node).limit(1)).first() is None:
+                where.append(t.c.load_id == load_id)  # a filter DuckDB answers from its zone maps
+            else:
+                where.append(sa.or_(t.c.load_id == load_id, t.c.id_key.in_(sa.select(within.c.node))))
         conn.execute(t.update().where(*where).values(cx_key=im.c.cx_key))
         # rows with a link key and no identifier get their customer in ``resolve_links``
-        conn.execute(
-            t.update().where(t.c.id_key.is_(None), t.c.link_key.is_(None), t.c.cx_key.is_not(None)).values(cx_key=None)
-        )
+        lost = [t.c.id_key.is_(None), t.c.link_key.is_(None), t.c.cx_key.is_not(None)]
+        if within is not None:
+            lost.append(t.c.load_id == load_id)
+        conn.execute(t.update().where(*lost).values(cx_key=None))
 
 
 def _node_table(name: str) -> sa.Table:
-    return sa.Table(name, sa.MetaData(), sa.Column("node", sa.String), prefixes=["TEMPORARY"])
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("node", sa.String),
+        sa.Column("field", sa.String),
+        sa.Column("value", sa.String),
+        prefixes=["TEMPORARY"],
+    )
 
 
 def _load_identifiers(load_id: int) -> sa.CompoundSelect:
@@ -315,22 +330,29 @@ def _load_identifiers(load_id: int) -> sa.CompoundSelect:
     return sa.union(*parts)
 
 
-def _edges_and_nodes_within(conn: Connection, touched: sa.Table) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``_edges_and_nodes`` restricted to the links with an end among ``touched``'s nodes."""
-    edge_selects, node_selects = [], []
+def _edges_and_nodes_within(conn: Connection, touched: sa.Table, fields: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``_edges_and_nodes`` for the links with an end among ``touched``'s nodes (whose
+    ``fields`` are given): the rows keyed on a touched node, and the rows carrying one in a field.
+    The nodes are the touched ones, CRM records marked."""
+    edges = []
     inside = sa.select(touched.c.node)
     for kind_name, kind in KINDS.items():
         t = KIND_TABLES[kind_name]
-        is_crm = sa.literal(kind_name == "customers")
-        node_selects.append(sa.select(t.c.id_key.label("node"), is_crm.label("crm")).where(t.c.id_key.in_(inside)))
+        own = t.c.id_key.in_(inside)
+        carried = [t.c[f].in_(sa.select(touched.c.value).where(touched.c.field == f)) for f in kind.identity_fields]
+        carried = [c for f, c in zip(kind.identity_fields, carried, strict=True) if f in fields]
+        rows = read_frame(
+            conn, sa.select(t.c.id_key, *[t.c[f] for f in kind.identity_fields]).where(sa.or_(own, *carried))
+        )
         for f in kind.identity_fields:
-            key = _key_expr(f, t.c[f])
-            edge_selects.append(
-                sa.select(t.c.id_key.label("a"), key.label("b")).where(
-                    t.c[f].is_not(None), t.c.id_key != key, sa.or_(t.c.id_key.in_(inside), key.in_(inside))
-                )
-            )
-    return read_frame(conn, sa.union(*edge_selects)), read_frame(conn, sa.union(*node_selects))
+            b = (f + ":" + rows[f].astype("string[pyarrow]")).where(rows[f].notna())
+            keep = b.notna() & (b != rows["id_key"]).fillna(True)
+            edges.append(pd.DataFrame({"a": rows["id_key"][keep], "b": b[keep]}))
+    nodes = read_frame(conn, inside)
+    crm = KIND_TABLES["customers"]
+    records = set(read_frame(conn, sa.select(crm.c.id_key).where(crm.c.id_key.in_(inside)).distinct())["id_key"])
+    nodes["crm"] = nodes["node"].isin(records)
+    return pd.concat(edges, ignore_index=True).drop_duplicates(), nodes
 
 
 def _can_update(conn: Connection) -> bool:
@@ -340,6 +362,21 @@ def _can_update(conn: Connection) -> bool:
     if work_pending(conn, IDENTITY_REBUILD):
         return False
     return conn.execute(sa.select(im.c.id_key).where(im.c.part.is_(None)).limit(1)).first() is None
+
+
+def _touched_nodes(conn: Connection, load_id: int, touched: sa.Table) -> pd.DataFrame:
+    """Fill ``touched`` with the identifiers of the parts the rows of ``load_id`` touch, and their
+    new identifiers: ``node, field, value``; the same as a frame."""
+    im = identity_map_table
+    conn.execute(touched.insert().from_select(["node"], _load_identifiers(load_id)))
+    parts = sa.select(im.c.part).where(im.c.id_key.in_(sa.select(touched.c.node))).distinct()
+    old = sa.select(im.c.id_key.label("node")).where(im.c.part.in_(parts))
+    nodes = read_frame(conn, sa.union(old, sa.select(touched.c.node)))["node"].astype("string[pyarrow]")
+    conn.execute(touched.delete())
+    split = nodes.str.split(":", n=1, expand=True)
+    frame = pd.DataFrame({"node": nodes, "field": split[0], "value": split[1]})
+    bulk_insert(conn, touched, frame)
+    return frame
 
 
 def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAULT_HUB_DEGREE) -> dict:
@@ -352,38 +389,40 @@ def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAUL
         log.info("identity map: full rebuild (a rebuild is pending or the map predates parts)")
         return rebuild_identity_map(conn, hub_degree)
     im, hubs_t = identity_map_table, identity_hubs_table
-    new_ids, touched = _node_table("identity_new_ids"), _node_table("identity_touched")
-    new_ids.create(conn)
+    touched = _node_table("identity_touched")
     touched.create(conn)
     try:
-        conn.execute(new_ids.insert().from_select(["node"], _load_identifiers(load_id)))
-        parts = sa.select(im.c.part).where(im.c.id_key.in_(sa.select(new_ids.c.node))).distinct()
-        conn.execute(
-            touched.insert().from_select(
-                ["node"], sa.union(sa.select(im.c.id_key).where(im.c.part.in_(parts)), sa.select(new_ids.c.node))
-            )
-        )
+        mine = _touched_nodes(conn, load_id, touched)
         nodes_in = sa.select(touched.c.node)
-        edges, nodes = _edges_and_nodes_within(conn, touched)
+        edges, nodes = _edges_and_nodes_within(conn, touched, set(mine["field"]))
         many = read_frame(conn, sa.select(hubs_t.c.id_key).where(hubs_t.c.reason == "many links"))["id_key"]
         id_map, hubs = stitch(edges, nodes, hub_degree, crowded=many)
-        mine = set(read_frame(conn, nodes_in)["node"])
         refused = int(id_map.attrs.get("refused_links", 0))
-        id_map = id_map[id_map["id_key"].isin(mine)]
-        hubs = hubs[hubs["id_key"].isin(mine)]
-        before = read_frame(conn, sa.select(im.c.cx_id).where(im.c.id_key.in_(nodes_in)).distinct())["cx_id"]
+        id_map = id_map[id_map["id_key"].isin(mine["node"])]
+        hubs = hubs[hubs["id_key"].isin(mine["node"])]
+        before = read_frame(conn, sa.select(im.c.id_key, im.c.cx_id, im.c.cx_key).where(im.c.id_key.in_(nodes_in)))
+        hubs_before = read_frame(conn, sa.select(hubs_t.c.id_key).where(hubs_t.c.id_key.in_(nodes_in)))["id_key"]
         conn.execute(im.delete().where(im.c.id_key.in_(nodes_in)))
         conn.execute(hubs_t.delete().where(hubs_t.c.id_key.in_(nodes_in)))
-        customers = _rekeyed_customers(conn, id_map, set(before) | set(id_map["cx_id"]))
+        customers = _rekeyed_customers(conn, id_map, set(before["cx_id"]) | set(id_map["cx_id"]))
         id_map = id_map.merge(customers[["cx_id", "cx_key"]], on="cx_id", how="left", sort=False)
         bulk_insert(conn, im, id_map)
         bulk_insert(conn, hubs_t, hubs)
-        if conn.execute(sa.select(hubs_t.c.id_key).limit(1)).first() is not None:
-            _rekey_hub_rows(conn)
-        stamp_customer_keys(conn, within=touched)
+        # Rows keyed on a hub move to their next usable identifier. With the same hubs as before,
+        # earlier rows were moved already: only this load's can be keyed on a hub.
+        rekey_all = set(hubs_before) != set(hubs["id_key"])
+        moved = _rekey_hub_rows(conn, None if rekey_all else load_id)
+        # This load's rows, and earlier rows keyed on an identifier whose customer changed
+        # (all of the touched parts' when rows moved).
+        conn.execute(touched.delete())
+        changed = id_map.merge(before, on="id_key", how="left", suffixes=("", "_before"))
+        changed = changed[changed["cx_key"].ne(changed["cx_key_before"]).fillna(True)]
+        if not moved:
+            mine = mine[mine["node"].isin(changed["id_key"])]
+        bulk_insert(conn, touched, mine)
+        stamp_customer_keys(conn, within=touched, load_id=load_id)
     finally:
         touched.drop(conn)
-        new_ids.drop(conn)
     links = resolve_links(conn)
     summary = {
         "identifiers": int(conn.execute(sa.select(sa.func.count()).select_from(im)).scalar()),
