@@ -47,9 +47,14 @@ PHONES = ["5550000001", "5550000002", "5550000003"]
 maybe = lambda pool: st.one_of(st.just(""), st.sampled_from(pool))  # noqa: E731 - a strategy shorthand
 
 crm_rows = st.lists(
-    st.tuples(st.sampled_from(["C1", "C2", "C3", "C4"]), maybe(EMAILS[:4]), maybe(PHONES)), min_size=1, max_size=3
+    st.tuples(st.sampled_from(["C1", "C2", "C3", "C4"]), maybe(EMAILS[:4]), maybe(PHONES)),
+    min_size=1,
+    max_size=3,
+    unique_by=lambda r: r[0],  # one row per customer, or the extract is refused
 )
-ticket_rows = st.lists(st.tuples(maybe(EMAILS), maybe(PHONES)), min_size=1, max_size=4)
+ticket_rows = st.lists(  # a ticket carries an email or a phone, or it is invalid
+    st.tuples(maybe(EMAILS), maybe(PHONES)).filter(lambda r: any(r)), min_size=1, max_size=4
+)
 web_rows = st.lists(st.tuples(st.sampled_from(["v1", "v2", "v3", "v4"]), maybe(EMAILS[:4])), min_size=1, max_size=4)
 loads = st.lists(
     st.one_of(

@@ -330,27 +330,48 @@ def _load_identifiers(load_id: int) -> sa.CompoundSelect:
     return sa.union(*parts)
 
 
-def _edges_and_nodes_within(conn: Connection, touched: sa.Table, fields: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _edges_and_nodes_within(
+    conn: Connection, touched: sa.Table, fields: set[str], keys: sa.Table | None, load_id: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``_edges_and_nodes`` for the links with an end among ``touched``'s nodes (whose
-    ``fields`` are given): the rows keyed on a touched node, and the rows carrying one in a field.
-    The nodes are the touched ones, CRM records marked."""
-    edges = []
+    ``fields`` are given). The nodes are the touched ones, CRM records marked.
+
+    Without ``keys``: the rows keyed on a touched node and the rows carrying one in a field (a
+    scan of every identifier column). With ``keys`` (the touched identifiers' customer keys, when
+    none of them is a hub): the rows of those customers and of load ``load_id``, an integer
+    filter. That is every such row: a row links its key to the identifiers it carries, two
+    identifiers linked without a hub between them are in one part, so a touched identifier's
+    rows are keyed on a touched identifier (and carry its customer key), or are this load's; and
+    the rows keyed on a hub carry only hubs (others moved off it, ``_rekey_hub_rows``).
+    """
+    edges, records = [], set()
     inside = sa.select(touched.c.node)
     for kind_name, kind in KINDS.items():
         t = KIND_TABLES[kind_name]
-        own = t.c.id_key.in_(inside)
-        carried = [t.c[f].in_(sa.select(touched.c.value).where(touched.c.field == f)) for f in kind.identity_fields]
-        carried = [c for f, c in zip(kind.identity_fields, carried, strict=True) if f in fields]
-        rows = read_frame(
-            conn, sa.select(t.c.id_key, *[t.c[f] for f in kind.identity_fields]).where(sa.or_(own, *carried))
-        )
+        columns = [t.c.id_key, *[t.c[f] for f in kind.identity_fields]]
+        # one select per condition (an OR of semi-joins would test every row against each)
+        if keys is not None:
+            selects = [
+                sa.select(*columns).where(t.c.cx_key.in_(sa.select(keys.c.cx_key)), t.c.id_key.is_not(None)),
+                sa.select(*columns).where(t.c.load_id == load_id, t.c.id_key.is_not(None)),
+            ]
+        else:
+            selects = [
+                sa.select(*columns).where(t.c.id_key.in_(inside)),
+                *[
+                    sa.select(*columns).where(t.c[f].in_(sa.select(touched.c.value).where(touched.c.field == f)))
+                    for f in kind.identity_fields
+                    if f in fields
+                ],
+            ]
+        rows = read_frame(conn, sa.union_all(*selects))
+        if kind_name == "customers":
+            records = set(rows["id_key"].dropna())
         for f in kind.identity_fields:
             b = (f + ":" + rows[f].astype("string[pyarrow]")).where(rows[f].notna())
             keep = b.notna() & (b != rows["id_key"]).fillna(True)
             edges.append(pd.DataFrame({"a": rows["id_key"][keep], "b": b[keep]}))
     nodes = read_frame(conn, inside)
-    crm = KIND_TABLES["customers"]
-    records = set(read_frame(conn, sa.select(crm.c.id_key).where(crm.c.id_key.in_(inside)).distinct())["id_key"])
     nodes["crm"] = nodes["node"].isin(records)
     return pd.concat(edges, ignore_index=True).drop_duplicates(), nodes
 
@@ -390,18 +411,25 @@ def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAUL
         return rebuild_identity_map(conn, hub_degree)
     im, hubs_t = identity_map_table, identity_hubs_table
     touched = _node_table("identity_touched")
+    keys = sa.Table("identity_keys", sa.MetaData(), sa.Column("cx_key", sa.BigInteger), prefixes=["TEMPORARY"])
     touched.create(conn)
     try:
         mine = _touched_nodes(conn, load_id, touched)
         nodes_in = sa.select(touched.c.node)
-        edges, nodes = _edges_and_nodes_within(conn, touched, set(mine["field"]))
+        before = read_frame(conn, sa.select(im.c.id_key, im.c.cx_id, im.c.cx_key).where(im.c.id_key.in_(nodes_in)))
+        hubs_before = read_frame(conn, sa.select(hubs_t.c.id_key).where(hubs_t.c.id_key.in_(nodes_in)))["id_key"]
+        if len(hubs_before):  # a hub's links reach into other parts: find them by value
+            edges, nodes = _edges_and_nodes_within(conn, touched, set(mine["field"]), None, load_id)
+        else:
+            keys.create(conn)
+            bulk_insert(conn, keys, pd.DataFrame({"cx_key": before["cx_key"].dropna().unique()}))
+            edges, nodes = _edges_and_nodes_within(conn, touched, set(mine["field"]), keys, load_id)
+            keys.drop(conn)
         many = read_frame(conn, sa.select(hubs_t.c.id_key).where(hubs_t.c.reason == "many links"))["id_key"]
         id_map, hubs = stitch(edges, nodes, hub_degree, crowded=many)
         refused = int(id_map.attrs.get("refused_links", 0))
         id_map = id_map[id_map["id_key"].isin(mine["node"])]
         hubs = hubs[hubs["id_key"].isin(mine["node"])]
-        before = read_frame(conn, sa.select(im.c.id_key, im.c.cx_id, im.c.cx_key).where(im.c.id_key.in_(nodes_in)))
-        hubs_before = read_frame(conn, sa.select(hubs_t.c.id_key).where(hubs_t.c.id_key.in_(nodes_in)))["id_key"]
         conn.execute(im.delete().where(im.c.id_key.in_(nodes_in)))
         conn.execute(hubs_t.delete().where(hubs_t.c.id_key.in_(nodes_in)))
         customers = _rekeyed_customers(conn, id_map, set(before["cx_id"]) | set(id_map["cx_id"]))
