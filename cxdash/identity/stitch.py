@@ -36,6 +36,7 @@ from cxdash.store.database import (
     customer_keys_table,
     identity_hubs_table,
     identity_map_table,
+    identity_restitch_table,
     read_frame,
     work_done,
     work_pending,
@@ -253,16 +254,33 @@ def _nearest_crm_record(u: np.ndarray, v: np.ndarray, seeds: np.ndarray, n: int)
 def _rekey_hub_rows(conn: Connection, load_id: int | None = None) -> int:
     """Rows whose primary identifier is a hub are keyed on their next usable identifier
     (a ticket from the helpdesk's own address that also carries the caller's phone); only the
-    rows of ``load_id`` when given. Out: how many rows moved."""
+    rows of ``load_id`` when given. Out: how many rows moved.
+
+    A moved row links its identifiers through its new key instead of the hub, which the next
+    stitch sees: their identifiers go to ``identity_restitch`` for the next update."""
     hubs = sa.select(identity_hubs_table.c.id_key)
     moved = 0
     for kind_name, kind in KINDS.items():
         t = KIND_TABLES[kind_name]
+        mine = [t.c.id_key.in_(hubs)] + ([t.c.load_id == load_id] if load_id is not None else [])
+        movable = sa.or_(
+            *[sa.and_(t.c[f].is_not(None), _key_expr(f, t.c[f]).not_in(hubs)) for f in kind.identity_fields]
+        )
+        nodes = [sa.select(t.c.id_key.label("id_key")).where(*mine, movable)]
+        nodes += [
+            sa.select(_key_expr(f, t.c[f]).label("id_key")).where(*mine, movable, t.c[f].is_not(None))
+            for f in kind.identity_fields
+        ]
+        fresh = sa.union(*nodes).subquery()
+        restitch = identity_restitch_table
+        conn.execute(
+            restitch.insert().from_select(
+                ["id_key"], sa.select(fresh.c.id_key).where(fresh.c.id_key.not_in(sa.select(restitch.c.id_key)))
+            )
+        )
         for f in kind.identity_fields:
             key = _key_expr(f, t.c[f])
-            where = [t.c.id_key.in_(hubs), t.c[f].is_not(None), key.not_in(hubs)]
-            if load_id is not None:
-                where.append(t.c.load_id == load_id)
+            where = [*mine, t.c[f].is_not(None), key.not_in(hubs)]
             moved += int(conn.execute(t.update().where(*where).values(id_key=key)).rowcount or 0)
     return moved
 
@@ -389,7 +407,9 @@ def _touched_nodes(conn: Connection, load_id: int, touched: sa.Table) -> pd.Data
     """Fill ``touched`` with the identifiers of the parts the rows of ``load_id`` touch, and their
     new identifiers: ``node, field, value``; the same as a frame."""
     im = identity_map_table
-    conn.execute(touched.insert().from_select(["node"], _load_identifiers(load_id)))
+    fresh = sa.union(_load_identifiers(load_id), sa.select(identity_restitch_table.c.id_key.label("node")))
+    conn.execute(touched.insert().from_select(["node"], fresh))
+    conn.execute(identity_restitch_table.delete())
     parts = sa.select(im.c.part).where(im.c.id_key.in_(sa.select(touched.c.node))).distinct()
     old = sa.select(im.c.id_key.label("node")).where(im.c.part.in_(parts))
     nodes = read_frame(conn, sa.union(old, sa.select(touched.c.node)))["node"].astype("string[pyarrow]")
@@ -404,8 +424,12 @@ def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAUL
     """Restitch only the parts of the identity graph (see ``stitch``) that the rows of the append
     ``load_id`` touch, inside the caller's transaction: the same map, hubs, customer keys and
     row keys as ``rebuild_identity_map``. Appending only adds links, so a part is what it was
-    unless this load's identifiers touch it, and touched parts can only merge. Falls back to
-    the full rebuild when the map cannot be trusted part by part (``_can_update``)."""
+    unless this load's identifiers touch it (touched parts can only merge), or the last stitch
+    moved rows off a hub (``identity_restitch``: those identifiers are touched too).
+
+    Falls back to the full rebuild when the map cannot be trusted part by part (``_can_update``:
+    a rebuild is pending, or the map predates parts) and when a touched hub of many links has
+    no longer many (rows moved off it): its links then reach parts this load does not touch."""
     if not _can_update(conn):
         log.info("identity map: full rebuild (a rebuild is pending or the map predates parts)")
         return rebuild_identity_map(conn, hub_degree)
@@ -426,42 +450,69 @@ def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAUL
             edges, nodes = _edges_and_nodes_within(conn, touched, set(mine["field"]), keys, load_id)
             keys.drop(conn)
         many = read_frame(conn, sa.select(hubs_t.c.id_key).where(hubs_t.c.reason == "many links"))["id_key"]
-        id_map, hubs = stitch(edges, nodes, hub_degree, crowded=many)
-        refused = int(id_map.attrs.get("refused_links", 0))
-        id_map = id_map[id_map["id_key"].isin(mine["node"])]
-        hubs = hubs[hubs["id_key"].isin(mine["node"])]
-        conn.execute(im.delete().where(im.c.id_key.in_(nodes_in)))
-        conn.execute(hubs_t.delete().where(hubs_t.c.id_key.in_(nodes_in)))
-        customers = _rekeyed_customers(conn, id_map, set(before["cx_id"]) | set(id_map["cx_id"]))
-        id_map = id_map.merge(customers[["cx_id", "cx_key"]], on="cx_id", how="left", sort=False)
-        bulk_insert(conn, im, id_map)
-        bulk_insert(conn, hubs_t, hubs)
-        # Rows keyed on a hub move to their next usable identifier. With the same hubs as before,
-        # earlier rows were moved already: only this load's can be keyed on a hub.
-        rekey_all = set(hubs_before) != set(hubs["id_key"])
-        moved = _rekey_hub_rows(conn, None if rekey_all else load_id)
-        # This load's rows, and earlier rows keyed on an identifier whose customer changed
-        # (all of the touched parts' when rows moved).
-        conn.execute(touched.delete())
-        changed = id_map.merge(before, on="id_key", how="left", suffixes=("", "_before"))
-        changed = changed[changed["cx_key"].ne(changed["cx_key_before"]).fillna(True)]
-        if not moved:
-            mine = mine[mine["node"].isin(changed["id_key"])]
-        bulk_insert(conn, touched, mine)
-        stamp_customer_keys(conn, within=touched, load_id=load_id)
+        id_map, hubs = stitch(edges, nodes, hub_degree, crowded=many[~many.isin(mine["node"])])
+        crowded = set(hubs.loc[hubs["reason"] == "many links", "id_key"])
+        # A hub that lost links (rows moved off it) and is one no more links parts not touched
+        # here: then everything is restitched.
+        shrunk = not set(many[many.isin(mine["node"])]) <= crowded
+        if not shrunk:
+            refused, restitched = _write_parts(conn, touched, mine, id_map, hubs, before, hubs_before, load_id)
     finally:
         touched.drop(conn)
+    if shrunk:
+        log.info("identity map: full rebuild (a hub of many links has fewer now)")
+        return rebuild_identity_map(conn, hub_degree)
     links = resolve_links(conn)
     summary = {
         "identifiers": int(conn.execute(sa.select(sa.func.count()).select_from(im)).scalar()),
         "customers": int(conn.execute(sa.select(sa.func.count(sa.distinct(im.c.cx_id))).where(im.c.known)).scalar()),
         "hubs": int(conn.execute(sa.select(sa.func.count()).select_from(hubs_t)).scalar()),
-        "restitched": len(id_map),
+        "restitched": restitched,
         "refused_links": refused,  # in the restitched parts
         "link_conflicts": links["conflicts"],
     }
     log.info("identity map updated: %s", summary)
     return summary
+
+
+def _write_parts(
+    conn: Connection,
+    touched: sa.Table,
+    mine: pd.DataFrame,
+    id_map: pd.DataFrame,
+    hubs: pd.DataFrame,
+    before: pd.DataFrame,
+    hubs_before: pd.Series,
+    load_id: int,
+) -> tuple[int, int]:
+    """Replace the touched identifiers' map and hub rows with ``id_map`` and ``hubs`` (restitched),
+    rewrite their customers' keys, move rows off hubs, restamp the rows whose customer changed.
+    Out: (refused links, restitched identifiers)."""
+    im, hubs_t = identity_map_table, identity_hubs_table
+    nodes_in = sa.select(touched.c.node)
+    refused = int(id_map.attrs.get("refused_links", 0))
+    id_map = id_map[id_map["id_key"].isin(mine["node"])]
+    hubs = hubs[hubs["id_key"].isin(mine["node"])]
+    conn.execute(im.delete().where(im.c.id_key.in_(nodes_in)))
+    conn.execute(hubs_t.delete().where(hubs_t.c.id_key.in_(nodes_in)))
+    customers = _rekeyed_customers(conn, id_map, set(before["cx_id"]) | set(id_map["cx_id"]))
+    id_map = id_map.merge(customers[["cx_id", "cx_key"]], on="cx_id", how="left", sort=False)
+    bulk_insert(conn, im, id_map)
+    bulk_insert(conn, hubs_t, hubs)
+    # Rows keyed on a hub move to their next usable identifier. With the same hubs as before,
+    # earlier rows were moved already: only this load's can be keyed on a hub.
+    rekey_all = set(hubs_before) != set(hubs["id_key"])
+    moved = _rekey_hub_rows(conn, None if rekey_all else load_id)
+    # This load's rows, and earlier rows keyed on an identifier whose customer changed
+    # (all of the touched parts' when rows moved).
+    conn.execute(touched.delete())
+    changed = id_map.merge(before, on="id_key", how="left", suffixes=("", "_before"))
+    changed = changed[changed["cx_key"].ne(changed["cx_key_before"]).fillna(True)]
+    if not moved:
+        mine = mine[mine["node"].isin(changed["id_key"])]
+    bulk_insert(conn, touched, mine)
+    stamp_customer_keys(conn, within=touched, load_id=load_id)
+    return refused, len(id_map)
 
 
 def _rekeyed_customers(conn: Connection, id_map: pd.DataFrame, cx_ids: set[str]) -> pd.DataFrame:
@@ -498,6 +549,7 @@ def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE)
     conn.execute(identity_map_table.delete())
     conn.execute(identity_hubs_table.delete())
     conn.execute(customer_keys_table.delete())
+    conn.execute(identity_restitch_table.delete())
     bulk_insert(conn, identity_map_table, id_map)
     bulk_insert(conn, identity_hubs_table, hubs)
     bulk_insert(conn, customer_keys_table, customers)

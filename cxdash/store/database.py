@@ -49,6 +49,7 @@ __all__ = [
     "customer_keys_table",
     "identity_hubs_table",
     "identity_map_table",
+    "identity_restitch_table",
     "kind_columns",
     "link_conflicts_table",
     "loads_table",
@@ -217,6 +218,14 @@ identity_hubs_table = sa.Table(
     sa.Column("degree", sa.BigInteger, nullable=False),
     # "many links" or "equally near two CRM customers" (cxdash.identity.stitch.stitch)
     sa.Column("reason", sa.String),
+)
+
+# Identifiers of rows that stitching moved off a hub (cxdash.identity.stitch._rekey_hub_rows):
+# the move changed their links, so the next load restitches their parts. Emptied by each stitch.
+identity_restitch_table = sa.Table(
+    "identity_restitch",
+    ANALYTICS,
+    sa.Column("id_key", sa.String, primary_key=True),
 )
 
 # The data version (cxdash/store/version.py): one row per committed change of the analytical
