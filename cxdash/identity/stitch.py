@@ -414,8 +414,8 @@ def _touched_nodes(conn: Connection, load_id: int, touched: sa.Table) -> pd.Data
     old = sa.select(im.c.id_key.label("node")).where(im.c.part.in_(parts))
     nodes = read_frame(conn, sa.union(old, sa.select(touched.c.node)))["node"].astype("string[pyarrow]")
     conn.execute(touched.delete())
-    split = nodes.str.split(":", n=1, expand=True)
-    frame = pd.DataFrame({"node": nodes, "field": split[0], "value": split[1]})
+    split = nodes.str.partition(":").reindex(columns=[0, 2])  # no column when the load stored no row
+    frame = pd.DataFrame({"node": nodes, "field": split[0], "value": split[2]})
     bulk_insert(conn, touched, frame)
     return frame
 
