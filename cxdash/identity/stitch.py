@@ -37,6 +37,7 @@ from cxdash.store.database import (
     identity_hubs_table,
     identity_map_table,
     identity_restitch_table,
+    loads_table,
     read_frame,
     work_done,
     work_pending,
@@ -261,6 +262,8 @@ def _rekey_hub_rows(conn: Connection, load_id: int | None = None) -> int:
     hubs = sa.select(identity_hubs_table.c.id_key)
     moved = 0
     for kind_name, kind in KINDS.items():
+        if load_id is not None and kind_name not in _load_kinds(conn, load_id):
+            continue
         t = KIND_TABLES[kind_name]
         mine = [t.c.id_key.in_(hubs)] + ([t.c.load_id == load_id] if load_id is not None else [])
         movable = sa.or_(
@@ -335,10 +338,18 @@ def _node_table(name: str) -> sa.Table:
     )
 
 
-def _load_identifiers(load_id: int) -> sa.CompoundSelect:
+def _load_kinds(conn: Connection, load_id: int) -> set[str]:
+    """The kind of the rows of ``load_id`` (every kind when the load log does not say)."""
+    kinds = {r[0] for r in conn.execute(sa.select(loads_table.c.kind).where(loads_table.c.load_id == load_id))}
+    return kinds & set(KINDS) or set(KINDS)
+
+
+def _load_identifiers(conn: Connection, load_id: int) -> sa.CompoundSelect:
     """Every identifier (``node``) the rows of one load carry."""
     parts = []
     for kind_name, kind in KINDS.items():
+        if kind_name not in _load_kinds(conn, load_id):
+            continue
         t = KIND_TABLES[kind_name]
         mine = t.c.load_id == load_id
         parts.append(sa.select(t.c.id_key.label("node")).where(mine, t.c.id_key.is_not(None)))
@@ -407,7 +418,7 @@ def _touched_nodes(conn: Connection, load_id: int, touched: sa.Table) -> pd.Data
     """Fill ``touched`` with the identifiers of the parts the rows of ``load_id`` touch, and their
     new identifiers: ``node, field, value``; the same as a frame."""
     im = identity_map_table
-    fresh = sa.union(_load_identifiers(load_id), sa.select(identity_restitch_table.c.id_key.label("node")))
+    fresh = sa.union(_load_identifiers(conn, load_id), sa.select(identity_restitch_table.c.id_key.label("node")))
     conn.execute(touched.insert().from_select(["node"], fresh))
     conn.execute(identity_restitch_table.delete())
     parts = sa.select(im.c.part).where(im.c.id_key.in_(sa.select(touched.c.node))).distinct()
