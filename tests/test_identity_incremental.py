@@ -154,8 +154,11 @@ def test_a_hub_and_a_merging_record_give_the_full_rebuilds_result(duck, tmp_path
         ("web", [("v1", "a@x.org"), ("v2", "b@x.org")]),
         ("tickets", [("b@x.org", PHONES[0])]),
         ("crm", [("C1", "a@x.org", PHONES[0])]),  # a@ and b@ (through the phone) become C1's
-        ("helpdesk", DEFAULT_HUB_DEGREE + 2),
+        ("helpdesk", DEFAULT_HUB_DEGREE + 2),  # rows move off the new hub to the callers' phones
         ("tickets", [("a@x.org", "")]),
+        ("helpdesk", 3),  # more tickets on the hub, moved at once
+        ("crm", [("C2", "c@x.org", "5550040004")]),  # a caller of the helpdesk burst is a customer
+        ("web", [("v3", "c@x.org"), ("v1", "")]),
     ]
     for step, (what, rows) in enumerate(steps, start=1):
         load_both(duck, reference, extracts, what, rows)
@@ -163,6 +166,7 @@ def test_a_hub_and_a_merging_record_give_the_full_rebuilds_result(duck, tmp_path
         assert_same(got, state(reference), step)
     m = got["identity_map"].set_index("id_key")
     assert m.loc["visitor_id:v2", "cx_id"] == "C1" and m.loc["visitor_id:v1", "cx_id"] == "C1"
+    assert m.loc["visitor_id:v3", "cx_id"] == "C2"
     assert got["hubs"]["id_key"].tolist() == [f"email:{HUB}"]
     assert m.loc[f"email:{HUB}", "part"] == f"email:{HUB}"  # a hub is a part of its own
     assert m.loc["email:b@x.org", "part"] == m.loc["customer_id:C1", "part"]
