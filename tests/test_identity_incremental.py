@@ -22,7 +22,7 @@ from cxdash.identity.stitch import DEFAULT_HUB_DEGREE, rebuild_identity_map, upd
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.store.database import (
-    IDENTITY_REBUILD,
+    IDENTITY_UNSTITCHED,
     KIND_TABLES,
     customer_keys_table,
     identity_hubs_table,
@@ -187,13 +187,13 @@ def test_a_map_from_before_parts_and_skipped_stitching_fall_back_to_the_full_reb
     ingest_file(duck, path, source=source, mapping=mapping, mode=mode, rebuild_identities=False)
     ingest_file(reference, path, source=source, mapping=mapping, mode=mode, rebuild_identities=False)
     with duck.connect() as conn:
-        assert work_pending(conn, IDENTITY_REBUILD)
+        assert work_pending(conn, IDENTITY_UNSTITCHED)
     load_both(duck, reference, extracts, "tickets", [("c@x.org", "")])
     got = state(duck)
     assert_same(got, state(reference), 4)
     assert "visitor_id:v2" in set(got["identity_map"]["id_key"])
     with duck.connect() as conn:
-        assert not work_pending(conn, IDENTITY_REBUILD)
+        assert not work_pending(conn, IDENTITY_UNSTITCHED)
     reference.dispose()
 
 

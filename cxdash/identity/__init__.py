@@ -4,7 +4,7 @@ Imports only the store.
 """
 
 from cxdash.identity.links import parse_link, resolve_links, suggest_links
-from cxdash.identity.stitch import rebuild_identity_map, rebuild_if_pending, stitch
+from cxdash.identity.stitch import rebuild_identity_map, rebuild_if_pending, stitch, update_identity_map
 
 __all__ = [
     "parse_link",
@@ -13,4 +13,5 @@ __all__ = [
     "resolve_links",
     "stitch",
     "suggest_links",
+    "update_identity_map",
 ]

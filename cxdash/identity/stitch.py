@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 from cxdash.identity.links import resolve_links
 from cxdash.store.database import (
     IDENTITY_REBUILD,
+    IDENTITY_UNSTITCHED,
     KIND_TABLES,
     bulk_insert,
     customer_keys_table,
@@ -409,7 +410,7 @@ def _can_update(conn: Connection) -> bool:
     """Whether the identity map may be updated part by part: no rebuild is pending (a migration's,
     or loads that skipped stitching) and every identifier knows its part."""
     im = identity_map_table
-    if work_pending(conn, IDENTITY_REBUILD):
+    if work_pending(conn, IDENTITY_REBUILD) or work_pending(conn, IDENTITY_UNSTITCHED):
         return False
     return conn.execute(sa.select(im.c.id_key).where(im.c.part.is_(None)).limit(1)).first() is None
 
@@ -571,6 +572,7 @@ def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE)
     stamp_customer_keys(conn)
     links = resolve_links(conn)
     work_done(conn, IDENTITY_REBUILD)  # a migration's request (cxdash.store.database) is met
+    work_done(conn, IDENTITY_UNSTITCHED)
     summary = {
         "identifiers": len(id_map),
         "customers": int(id_map.loc[id_map["known"], "cx_id"].nunique()) if len(id_map) else 0,

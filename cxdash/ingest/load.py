@@ -56,7 +56,7 @@ from cxdash.ingest.result import IngestError, IngestResult, KindUnclearError
 from cxdash.ingest.validation import FAILURE_COLUMNS
 from cxdash.store import audit
 from cxdash.store.database import (
-    IDENTITY_REBUILD,
+    IDENTITY_UNSTITCHED,
     KIND_TABLES,
     Store,
     bulk_insert,
@@ -239,7 +239,7 @@ def _ingest_file(
         if rebuild_identities:
             _stitch(conn, plan, load_id, mode)
         else:  # the next stitch must see these rows: a full rebuild (cxdash.jobs.stitch_identities)
-            request_work(conn, IDENTITY_REBUILD)
+            request_work(conn, IDENTITY_UNSTITCHED)
         result.load_id = load_id
         result.stored = True
         if audit_entry is not None and store.app_engine is store.engine:  # commits with the data (ingest_file)

@@ -37,6 +37,7 @@ __all__ = [
     "APP_STATE",
     "CHANGE_KINDS",
     "IDENTITY_REBUILD",
+    "IDENTITY_UNSTITCHED",
     "KIND_TABLES",
     "META_COLUMNS",
     "Store",
@@ -243,6 +244,10 @@ changes_table = sa.Table(
 # Work a migration left for a higher layer (a migration that needs the identity map rebuilt
 # cannot run the rebuild here: the store imports nothing above it). Done work is deleted.
 IDENTITY_REBUILD = "identity_rebuild"
+# Noted by a load that skipped stitching (``rebuild_identities=False``): its rows are in no part of
+# the identity map yet, so the next stitch must be the full rebuild (cxdash.identity.stitch).
+# Unlike IDENTITY_REBUILD, opening the store does not run it: the loader stitches when it is done.
+IDENTITY_UNSTITCHED = "identity_unstitched"
 pending_work_table = sa.Table(
     "pending_work",
     ANALYTICS,
