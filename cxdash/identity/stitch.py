@@ -477,7 +477,9 @@ def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAUL
     links = resolve_links(conn)
     summary = {
         "identifiers": int(conn.execute(sa.select(sa.func.count()).select_from(im)).scalar()),
-        "customers": int(conn.execute(sa.select(sa.func.count(sa.distinct(im.c.cx_id))).where(im.c.known)).scalar()),
+        "customers": int(  # one customer_keys row per customer
+            conn.execute(sa.select(sa.func.count()).where(customer_keys_table.c.known)).scalar()
+        ),
         "hubs": int(conn.execute(sa.select(sa.func.count()).select_from(hubs_t)).scalar()),
         "restitched": restitched,
         "refused_links": refused,  # in the restitched parts
