@@ -2,7 +2,7 @@
 same answers on Spark as on DuckDB over the same rows.
 
 Runs under ``bash scripts/with_spark.sh python -m pytest -m spark tests/test_spark_dialect.py``;
-skips when ``CXDASH_ANALYTICS_URL`` does not point at a Spark Thrift server.
+skips when ``CXDASH_ANALYTICS_URL`` (``CXDASH_SPARK_TEST_URL`` once tests/conftest.py moved it) does not point at a Spark Thrift server.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import sqlalchemy as sa
 
 pytestmark = pytest.mark.spark
 
-SPARK_URL = os.environ.get("CXDASH_ANALYTICS_URL", "")
+SPARK_URL = os.environ.get("CXDASH_SPARK_TEST_URL", "")  # CXDASH_ANALYTICS_URL, moved by tests/conftest.py
 if not SPARK_URL.startswith("sparkthrift://"):
     pytest.skip(
-        "CXDASH_ANALYTICS_URL is not a sparkthrift:// URL (run under scripts/with_spark.sh)", allow_module_level=True
+        "CXDASH_ANALYTICS_URL is not a sparkthrift:// URL (run under scripts/with_spark.sh: make test-spark)",
+        allow_module_level=True,
     )
 
 import cxdash.store.spark  # noqa: E402,F401  (registers sparkthrift://)

@@ -282,16 +282,6 @@ class SparkCompiler(HiveCompiler):
         # Spark 3+ takes INSERT INTO t (cols) VALUES/SELECT; skip Hive's column-list stripping.
         return compiler.SQLCompiler.visit_insert(self, insert_stmt, **kw)
 
-    _ARRAY_LITERAL = re.compile(r"\s*ARRAY\s*\[(.*)\]\s*", re.IGNORECASE | re.DOTALL)
-
-    def visit_column(self, column, *args, **kwargs):
-        # literal_column("ARRAY[0.5, 0.9]") (PostgreSQL/DuckDB array syntax) -> array(0.5, 0.9)
-        if column.is_literal:
-            m = self._ARRAY_LITERAL.fullmatch(column.name)
-            if m:
-                return f"array({m.group(1)})"
-        return super().visit_column(column, *args, **kwargs)
-
     def render_bind_cast(self, type_, dbapi_type, sqltext):
         return f"CAST({sqltext} AS {self.dialect.type_compiler_instance.process(dbapi_type)})"
 
