@@ -217,7 +217,7 @@ def test_customer_card(stores):
         moments = read_frame(conn, sa.select(jr.friction_moments(repeat_days=7)))
         cx_key = int(moments["cx_key"].value_counts().index[0])
         names = jr.case_names()
-        cx_id = conn.execute(sa.select(names.c.case_id).where(names.c.cx_key == cx_key)).scalar()
+        cx_id = conn.execute(sa.select(names.c.name).where(names.c.case_id == cx_key)).scalar()
     d, s = (customer_summary(store, cx_id) for store in (duck, spark))
     assert d["customer_id"] and d["signals"]
     assert _plain_tree(d) == _plain_tree(s)
