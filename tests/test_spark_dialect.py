@@ -27,6 +27,7 @@ if not SPARK_URL.startswith("sparkthrift://"):
     )
 
 import cxdash.store.spark  # noqa: E402,F401  (registers sparkthrift://)
+from cxdash.store.dialect import percentiles  # noqa: E402  (after the module-level skip)
 
 N_ROWS = 400
 NAMES = [" Anna ", "anna", "BOB", "bob ", "Chloé", "dan", "Eve", " eve"]
@@ -307,12 +308,12 @@ def test_special_values_round_trip(both):
 
 
 def test_interval_arithmetic_and_array_percentiles(both):
-    """``ts + timedelta`` binds as INTERVAL DAY TO SECOND; ``percentile_cont(ARRAY[...])`` and
-    1-based array indexing (cxdash.journeys' median-and-p90) compile to Spark's forms."""
+    """``ts + timedelta`` binds as INTERVAL DAY TO SECOND; ``cxdash.store.dialect.percentiles`` (an
+    array of fractions) and 1-based array indexing (cxdash.journeys' median-and-p90) compile to
+    Spark's forms."""
     _, _, t = both
     shift = dt.timedelta(days=30, hours=-1, microseconds=500)
-    fractions = sa.cast(sa.literal_column("ARRAY[0.5, 0.9]"), sa.ARRAY(sa.Double))
-    both_p = sa.type_coerce(sa.func.percentile_cont(fractions).within_group(t.c.amount), sa.ARRAY(sa.Double))
+    both_p = percentiles(t.c.amount, (0.5, 0.9))
     inner = sa.select(
         t.c.cust.label("cust"),
         sa.func.max(t.c.ts + shift).label("shifted"),
