@@ -7,7 +7,7 @@ DEMO_SEED ?= 7
 PORT ?= 8501
 PYTEST_ARGS ?=
 
-.PHONY: run test venv dev lint bench clean-data
+.PHONY: run test test-spark venv dev lint bench clean-data
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cxdash needs Python 3.11 or newer")'
@@ -36,6 +36,12 @@ run: venv
 ## Run the whole test suite (starts and stops a throwaway PostgreSQL when one is installed).
 test: dev
 	bash scripts/with_postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## The Spark SQL parity suite (issue 18): starts a throwaway Spark Thrift server (local-cluster mode;
+## Java 17 and a 490 MB pyspark download into ~/.cache/cxdash on first use) and runs the tests marked
+## spark against it; skips them when Java or pyspark cannot be had.
+test-spark: dev
+	bash scripts/with_spark.sh $(BIN)/python -m pytest -m spark $(PYTEST_ARGS)
 
 lint: dev
 	$(BIN)/ruff check cxdash pages app.py tests bench

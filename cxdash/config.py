@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["DATA_DIR", "DEFAULT_DB_PATH", "database_url", "duckdb_memory_limit", "redacted_url"]
+__all__ = [
+    "DATA_DIR",
+    "DEFAULT_DB_PATH",
+    "analytics_url",
+    "database_url",
+    "duckdb_memory_limit",
+    "redacted_url",
+]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("CXDASH_DATA_DIR", REPO_ROOT / "data"))
@@ -13,13 +20,23 @@ DEFAULT_DB_PATH = DATA_DIR / "cxdash.duckdb"
 
 
 def database_url(explicit: str | None = None) -> str:
-    """The analytical store's SQLAlchemy URL: ``--db``, else ``CXDASH_DB_URL``, else a DuckDB file."""
+    """The store's SQLAlchemy URL: ``--db``, else ``CXDASH_DB_URL``, else a DuckDB file.
+
+    It holds the app state (users, audit, mappings, models) and, unless ``CXDASH_ANALYTICS_URL``
+    says otherwise (``analytics_url``), the analytical tables too."""
     if explicit:
         return explicit
     env = os.environ.get("CXDASH_DB_URL")
     if env:
         return env
     return f"duckdb:///{DEFAULT_DB_PATH}"
+
+
+def analytics_url(app_url: str) -> str:
+    """Where the analytical tables (source rows, identity map, customer keys, loads, summaries)
+    live: ``CXDASH_ANALYTICS_URL`` when set (e.g. ``sparkthrift://user@host:10000/default`` for a
+    Spark Thrift server), else the same store as the app state (``app_url``)."""
+    return os.environ.get("CXDASH_ANALYTICS_URL", "").strip() or app_url
 
 
 # DuckDB takes up to 80% of the machine's memory by default; on a laptop that leaves too little for

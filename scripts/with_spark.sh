@@ -20,7 +20,8 @@
 # runs CMD without the variable (the Spark tests skip themselves).
 #
 # Optional environment:
-#   CXDASH_PYTHON              python with PyHive, also used to pip-install pyspark (default: .venv/bin/python, then python3)
+#   CXDASH_PYTHON              python with PyHive, also used to pip-install pyspark (default: CMD's first word
+#                              when it is a python, else .venv/bin/python, then python3)
 #   CXDASH_SPARK_HOME          an existing Spark (or pyspark) directory to use instead
 #   CXDASH_SPARK_DIR           where to pip-install pyspark (default ~/.cache/cxdash/pyspark-VERSION)
 #   CXDASH_SPARK_MASTER        Spark master (default 'local-cluster[2,1,1024]': 2 workers x 1 core x 1 GiB)
@@ -44,6 +45,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # with pyspark importable, pandera imports pyspark.pandas on every `import pandera.pandas`
 # (slower, and a FutureWarning about pandas 3). The test process itself needs only PyHive.
 PY="${CXDASH_PYTHON:-}"
+if [ -z "$PY" ] && [ -n "${1:-}" ] && [[ "$(basename "$1")" == python* ]] && [ -x "$1" ]; then
+    PY="$1"  # the command is a Python (make test-spark runs .venv/bin/python -m pytest): use it
+fi
 if [ -z "$PY" ]; then
     for cand in "$here/.venv/bin/python" "$(command -v python3 || true)"; do
         if [ -n "$cand" ] && [ -x "$cand" ]; then PY="$cand"; break; fi

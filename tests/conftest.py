@@ -16,6 +16,12 @@ ARTIFACTS = Path(os.environ.get("CXDASH_TEST_ARTIFACTS", REPO / "test-artifacts"
 
 BACKENDS = ["duckdb", "postgresql"]
 
+# scripts/with_spark.sh exports CXDASH_ANALYTICS_URL for the Spark server it started. Every store a
+# test opens would put its analytical tables there; only the Spark tests (tests/test_spark_*.py)
+# mean to, so they read it as CXDASH_SPARK_TEST_URL and the rest of the run never sees it.
+if os.environ.get("CXDASH_ANALYTICS_URL"):
+    os.environ["CXDASH_SPARK_TEST_URL"] = os.environ.pop("CXDASH_ANALYTICS_URL")
+
 
 def _pg_url() -> str | None:
     return os.environ.get("CXDASH_TEST_PG_URL")

@@ -2,7 +2,7 @@
 same answers on Spark as on DuckDB over the same rows.
 
 Runs under ``bash scripts/with_spark.sh python -m pytest -m spark tests/test_spark_dialect.py``;
-skips when ``CXDASH_ANALYTICS_URL`` does not point at a Spark Thrift server.
+skips when ``CXDASH_ANALYTICS_URL`` (``CXDASH_SPARK_TEST_URL`` once tests/conftest.py moved it) does not point at a Spark Thrift server.
 """
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ import sqlalchemy as sa
 
 pytestmark = pytest.mark.spark
 
-SPARK_URL = os.environ.get("CXDASH_ANALYTICS_URL", "")
+SPARK_URL = os.environ.get("CXDASH_SPARK_TEST_URL", "")  # CXDASH_ANALYTICS_URL, moved by tests/conftest.py
 if not SPARK_URL.startswith("sparkthrift://"):
     pytest.skip(
-        "CXDASH_ANALYTICS_URL is not a sparkthrift:// URL (run under scripts/with_spark.sh)", allow_module_level=True
+        "CXDASH_ANALYTICS_URL is not a sparkthrift:// URL (run under scripts/with_spark.sh: make test-spark)",
+        allow_module_level=True,
     )
 
 import cxdash.store.spark  # noqa: E402,F401  (registers sparkthrift://)
+from cxdash.store.dialect import percentiles  # noqa: E402  (after the module-level skip)
 
 N_ROWS = 400
 NAMES = [" Anna ", "anna", "BOB", "bob ", "Chloé", "dan", "Eve", " eve"]
@@ -306,12 +308,12 @@ def test_special_values_round_trip(both):
 
 
 def test_interval_arithmetic_and_array_percentiles(both):
-    """``ts + timedelta`` binds as INTERVAL DAY TO SECOND; ``percentile_cont(ARRAY[...])`` and
-    1-based array indexing (cxdash.journeys' median-and-p90) compile to Spark's forms."""
+    """``ts + timedelta`` binds as INTERVAL DAY TO SECOND; ``cxdash.store.dialect.percentiles`` (an
+    array of fractions) and 1-based array indexing (cxdash.journeys' median-and-p90) compile to
+    Spark's forms."""
     _, _, t = both
     shift = dt.timedelta(days=30, hours=-1, microseconds=500)
-    fractions = sa.cast(sa.literal_column("ARRAY[0.5, 0.9]"), sa.ARRAY(sa.Double))
-    both_p = sa.type_coerce(sa.func.percentile_cont(fractions).within_group(t.c.amount), sa.ARRAY(sa.Double))
+    both_p = percentiles(t.c.amount, (0.5, 0.9))
     inner = sa.select(
         t.c.cust.label("cust"),
         sa.func.max(t.c.ts + shift).label("shifted"),

@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 
 from cxdash.metrics.timeline import STEP_ORDER, timeline
 from cxdash.store.database import bulk_insert, customer_keys_table
+from cxdash.store.dialect import epoch_seconds, percentiles
 
 __all__ = [
     "OTHER",
@@ -163,7 +164,7 @@ def _spec(spec: LogSpec | None, **keys) -> LogSpec:
 
 
 def _epoch(col) -> sa.ColumnElement:
-    return sa.cast(sa.extract("epoch", col), sa.Double)
+    return sa.cast(epoch_seconds(col), sa.Double)
 
 
 def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> sa.CTE:
@@ -258,8 +259,7 @@ def _p90(col):
 def _median_and_p90(col):
     """Both percentiles from one sort of each group: ``percentile_cont(ARRAY[0.5, 0.9])``, an
     array (PostgreSQL and DuckDB both take one); index it with ``[1]`` and ``[2]``."""
-    fractions = sa.cast(sa.literal_column("ARRAY[0.5, 0.9]"), sa.ARRAY(sa.Double))
-    return sa.type_coerce(sa.func.percentile_cont(fractions).within_group(col), sa.ARRAY(sa.Double))
+    return percentiles(col, (0.5, 0.9))
 
 
 def _positions(log: sa.FromClause) -> sa.CTE:

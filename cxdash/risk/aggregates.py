@@ -29,6 +29,7 @@ from cxdash.metrics.signals import (
 )
 from cxdash.risk.attributes import CRM_CATEGORIES
 from cxdash.store.database import KIND_TABLES, customer_keys_table, loads_table, read_frame, sources_table
+from cxdash.store.dialect import epoch_seconds
 
 __all__ = [
     "INTENT_SIGNALS",
@@ -74,7 +75,7 @@ def value_basis(conn: Connection) -> str | None:
 
 
 def _epoch(col) -> sa.ColumnElement:
-    return sa.extract("epoch", col)
+    return epoch_seconds(col)
 
 
 def _since(cutoff: datetime, days: float) -> datetime:

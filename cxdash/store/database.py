@@ -26,10 +26,11 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
+from sqlalchemy.dialects import registry
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
-from cxdash.config import database_url, duckdb_memory_limit
+from cxdash.config import analytics_url, database_url, duckdb_memory_limit
 from cxdash.store.kinds import KINDS, SourceKind
 
 __all__ = [
@@ -74,6 +75,11 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+# sparkthrift:// URLs (a Spark SQL Thrift server) resolve to cxdash.store.spark's dialect; SQLAlchemy
+# imports that module (and PyHive) only when such a URL is used.
+registry.register("sparkthrift", "cxdash.store.spark", "SparkThriftDialect")
+registry.register("sparkthrift.pyhive", "cxdash.store.spark", "SparkThriftDialect")
 
 ANALYTICS = sa.MetaData()
 APP_STATE = sa.MetaData()
@@ -471,6 +477,9 @@ def make_engine(url: str) -> Engine:
                 dbapi_connection.execute(f"SET memory_limit = '{limit}'")
 
         return engine
+    if parsed.get_backend_name() == "sparkthrift":
+        # a Spark Thrift server: no transactions, slow per query; pre-ping would add a round trip
+        return sa.create_engine(url)
     return sa.create_engine(url, pool_pre_ping=True)
 
 
@@ -507,10 +516,19 @@ def compact_duckdb_file(engine: Engine) -> Path | None:
 
 
 def open_store(url: str | None = None, app_url: str | None = None, *, create: bool = True) -> Store:
-    """Open (and by default create) the store at ``url`` (see ``cxdash.config.database_url``)."""
-    url = database_url(url)
+    """Open (and by default create) a store.
+
+    With one URL (``url``, else ``cxdash.config.database_url``): the app state lives there, and the
+    analytical tables too unless ``CXDASH_ANALYTICS_URL`` points elsewhere (``analytics_url``).
+    With both, ``url`` holds the analytical tables and ``app_url`` the app state.
+    """
+    if app_url is None:
+        app_url = database_url(url)
+        url = analytics_url(app_url)
+    else:
+        url = database_url(url)
     engine = make_engine(url)
-    app_engine = engine if not app_url or app_url == url else make_engine(app_url)
+    app_engine = engine if app_url == url else make_engine(app_url)
     store = Store(engine, app_engine)
     if create:
         store.create_schema()

@@ -1,0 +1,60 @@
+"""The SQL forms that differ between the engines cxdash runs on, in one place.
+
+Queries use these instead of spelling an engine's syntax: DuckDB and PostgreSQL get the SQL they
+always got; Spark SQL (``sparkthrift://``, cxdash.store.spark) gets its own spelling where it needs
+one. Everything else the queries use is portable SQLAlchemy Core, and the Spark dialect renders
+the rest of its differences (epoch extraction, ``listagg``, typed binds) itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
+
+__all__ = ["epoch_seconds", "percentiles"]
+
+
+def epoch_seconds(col) -> sa.ColumnElement:
+    """Seconds since 1970 of a timestamp column (``EXTRACT(epoch FROM col)``; on Spark, which has
+    no EPOCH field, ``unix_micros(...) / 1e6``, rendered by its dialect)."""
+    return sa.extract("epoch", col)
+
+
+class _Fractions(ColumnElement):
+    """An array literal of fractions: ``ARRAY[0.5, 0.9]`` (PostgreSQL, DuckDB), ``array(0.5, 0.9)``
+    (Spark)."""
+
+    inherit_cache = True
+    _traverse_internals = (("fractions", InternalTraversal.dp_plain_obj),)  # part of the cache key
+    type = sa.ARRAY(sa.Double)
+
+    def __init__(self, fractions: Sequence[float]) -> None:
+        self.fractions = tuple(float(f) for f in fractions)
+        if not self.fractions or not all(0.0 <= f <= 1.0 for f in self.fractions):
+            raise ValueError(f"fractions must be in [0, 1], got {fractions!r}")
+
+
+def _items(element: _Fractions) -> str:
+    return ", ".join(repr(f) for f in element.fractions)
+
+
+@compiles(_Fractions)
+def _fractions_default(element, compiler, **kw) -> str:
+    return f"ARRAY[{_items(element)}]"
+
+
+@compiles(_Fractions, "sparkthrift")
+def _fractions_spark(element, compiler, **kw) -> str:
+    return f"array({_items(element)})"
+
+
+def percentiles(col, fractions: Sequence[float]) -> sa.ColumnElement:
+    """Several continuous percentiles of ``col`` from one sort of each group, as an array
+    (``percentile_cont(ARRAY[...]) WITHIN GROUP (ORDER BY col)``); index it 1-based
+    (``percentiles(c, [0.5, 0.9])[1]`` is the median: Spark's dialect renders ``element_at``)."""
+    array = sa.cast(_Fractions(fractions), sa.ARRAY(sa.Double))
+    return sa.type_coerce(sa.func.percentile_cont(array).within_group(col), sa.ARRAY(sa.Double))
