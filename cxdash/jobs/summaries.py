@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from cxdash.governance import health
 from cxdash.governance.privacy import consented_customers
 from cxdash.jobs.views import COMPUTATIONS as VIEW_COMPUTATIONS
-from cxdash.jobs.views import default_params, params_key
+from cxdash.jobs.views import DEPENDS_ON, default_params, params_key
 from cxdash.metrics import Headline, KpiReport, churn, filter_options, headline, overview
 from cxdash.metrics.churn import Definition, candidates
 from cxdash.store.database import Store, summaries_table
@@ -146,6 +146,10 @@ CHURN_DEPENDENT = frozenset(
 )
 # What a new choice of churn definition recomputes (in refresh order).
 CHURN_REFRESH = tuple(name for name in SUMMARIES if name in CHURN_DEPENDENT)
+# The results the refresh reads after computing them (the churn definition in force, a view's
+# default parameters); every other result is only encoded and freed at once, so the refresh does
+# not hold every frame it computed until the end (issue 17: memory).
+READ_LATER = frozenset({"churn_candidates", *(name for names in DEPENDS_ON.values() for name in names)})
 
 MISSING = object()  # lookup() found no stored result for the current version
 
@@ -307,8 +311,11 @@ def refresh(
                     progress(name)
                 t0 = time.perf_counter()
                 try:
-                    results[name] = computations[name](conn, **params)
-                    payloads[name] = (params_key(name, params), _encode(results[name]))
+                    result = computations[name](conn, **params)
+                    payloads[name] = (params_key(name, params), _encode(result))
+                    if name in READ_LATER:
+                        results[name] = result
+                    del result
                 except Exception:  # the page computes it live instead; the load itself stands
                     log.warning("summary %s could not be computed; its page will compute it live", name, exc_info=True)
                     continue
