@@ -129,7 +129,7 @@ def load_both(store, reference, extracts: Extracts, what: str, rows) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", BACKENDS)
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sequence=loads)
 def test_appends_restitch_to_the_full_rebuilds_result(backend, sequence, tmp_path_factory):
     folder = tmp_path_factory.mktemp("incr")
