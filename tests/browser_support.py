@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import socket
@@ -112,13 +113,29 @@ def running_app(
             proc.kill()
 
 
+_SHARED: dict[str, object] = {}
+
+
+def _stop_shared() -> None:
+    browser, playwright = _SHARED.pop("browser", None), _SHARED.pop("playwright", None)
+    if browser is not None:
+        browser.close()
+    if playwright is not None:
+        playwright.stop()
+
+
 @contextlib.contextmanager
 def chromium():
-    from playwright.sync_api import sync_playwright
+    """The test process's one Chromium. Playwright's sync API runs one event loop per thread, so a
+    second ``sync_playwright()`` while another is alive fails ("Sync API inside the asyncio loop"):
+    the shared demo app (a session fixture) and the modules that start their own app all use this
+    browser, started on first use and closed when the process exits. Tests open their own pages or
+    contexts on it and close them."""
+    if "browser" not in _SHARED:
+        from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+        playwright = sync_playwright().start()
+        _SHARED["playwright"] = playwright
+        _SHARED["browser"] = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        atexit.register(_stop_shared)
+    yield _SHARED["browser"]
