@@ -97,7 +97,9 @@ def test_a_load_that_rolls_back_is_recorded_as_failed_and_stores_nothing(tmp_pat
     def broken_identity_map(*_args, **_kwargs):  # the last step inside the load's transaction
         raise OSError("disk full")
 
+    # An append restitches incrementally; a first load or a replace rebuilds: break both.
     monkeypatch.setattr("cxdash.ingest.load.rebuild_identity_map", broken_identity_map)
+    monkeypatch.setattr("cxdash.ingest.load.update_identity_map", broken_identity_map)
     try:
         with pytest.raises(OSError, match="disk full"):
             ingest_file(store, crm_file, source="crm", kind="customers", actor="ann")
