@@ -87,6 +87,8 @@ def test_the_telco_table_uploads_with_a_detected_mapping(empty_app, public_data,
     assert page.get_by_role("button", name="Check the file").count() == 0
     another.click()
     page.get_by_text("Drop one or more CSV extracts").wait_for(timeout=60_000)
+    # the rerun that clears the uploader can land after the drop zone shows: wait for the name to go
+    page.get_by_text("WA_Fn-UseC_-Telco-Customer-Churn.csv").wait_for(state="detached", timeout=60_000)
     assert page.get_by_text("WA_Fn-UseC_-Telco-Customer-Churn.csv").count() == 0
     page.screenshot(path=str(artifacts / "upload_telco_another.png"), full_page=True)
     stored = _sources(empty_app["db"])
