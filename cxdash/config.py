@@ -39,6 +39,12 @@ def analytics_url(app_url: str) -> str:
     return os.environ.get("CXDASH_ANALYTICS_URL", "").strip() or app_url
 
 
+def spark_staging_dir() -> str | None:
+    """A folder this process writes and the Spark cluster reads (``CXDASH_SPARK_STAGING``): bulk
+    inserts into a Spark store go through Parquet files there (scripts/with_spark.sh sets it)."""
+    return os.environ.get("CXDASH_SPARK_STAGING", "").strip() or None
+
+
 # DuckDB takes up to 80% of the machine's memory by default; on a laptop that leaves too little for
 # the app and everything else, so cxdash caps it (it spills big sorts and joins to disk instead).
 DEFAULT_DUCKDB_MEMORY_LIMIT = "4GB"

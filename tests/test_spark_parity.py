@@ -1,22 +1,30 @@
-"""Spark SQL parity: the KPI, journey, churn-feature and customer-card reads give on a Spark-backed
-store what they give on DuckDB over the same company.
+"""Spark SQL parity: the same extract files loaded through the one ingest path into a DuckDB store
+and into a Spark-backed store give the same tables and the same KPI, journey, churn-feature and
+customer-card reads; a failed load, a killed load and an erasure leave the cluster as they leave
+DuckDB.
 
-A small demo company is built in DuckDB, its analytical tables are copied into a fresh Spark
-database with ``insert_via_parquet``, and a store is opened the way the app opens one with
-``CXDASH_ANALYTICS_URL`` set: analytical tables on Spark, app state on the DuckDB file. Each read
-then runs once on each store and the results are compared (rows sorted, floats to 1e-6).
+The demo company's extracts are written once and loaded into both stores with ``ingest_file`` (the
+Spark store holds its analytical tables on the Spark server and its app state in a DuckDB file, as
+the app opens one with ``CXDASH_ANALYTICS_URL`` set). Each read then runs once on each store and the
+results are compared (rows sorted, floats to 1e-6). The tests that write run last, in file order.
 
-Runs under ``make test-spark`` (``scripts/with_spark.sh``); skips when no Spark Thrift server is
-given. Spark costs seconds per query whatever the size, so the company is small and each function
-runs once.
+Runs under ``make test`` (``scripts/with_spark.sh`` starts a throwaway Spark server when Java is
+present); skips when no Spark Thrift server is given. Spark costs about a second per statement
+whatever the size, so the company is small and each function runs once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from datetime import timedelta
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -24,13 +32,18 @@ import sqlalchemy as sa
 
 from cxdash import journeys as jr
 from cxdash import metrics
-from cxdash.demo.build import build_demo
+from cxdash.demo import load_demo_extracts, write_demo_extracts
+from cxdash.governance.erasure import erase_customer
+from cxdash.ingest import load as ingest_load
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import open_store
+from cxdash.jobs import summaries as sm
 from cxdash.metrics.timeline import timeline
 from cxdash.risk import customer_features, data_as_of
 from cxdash.risk.card import customer_summary
-from cxdash.store import ANALYTICS, read_frame
-from cxdash.store.database import make_engine
+from cxdash.store import KIND_TABLES, read_frame
+from cxdash.store.database import customer_keys_table, identity_map_table, loads_table, make_engine
 from tests.test_parity import _plain, assert_same_frame, assert_same_mapping
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -38,30 +51,32 @@ pytestmark = [pytest.mark.spark, pytest.mark.slow]
 SPARK_URL = os.environ.get("CXDASH_SPARK_TEST_URL", "")
 N_CUSTOMERS, SEED = 200, 5
 PAGE_SPEC = jr.LogSpec(department_key="department", top_n=15, collapse_repeats=True)
+REPO = Path(__file__).resolve().parents[1]
 
 
-def copy_analytics(duck_conn, spark_conn, staging_dir: str) -> int:
-    """Copy every analytical table's rows from a DuckDB store into a Spark store whose schema
-    exists; the rows copied."""
-    from cxdash.store.spark import insert_via_parquet
+@dataclasses.dataclass
+class Company:
+    duck: object
+    spark: object
+    spark_url: str
+    spark_app_url: str
+    extracts: list
+    root: Path
 
-    copied = 0
-    for table in ANALYTICS.sorted_tables:
-        frame = read_frame(duck_conn, sa.select(table))
-        if len(frame):
-            copied += insert_via_parquet(spark_conn, table, frame, staging_dir)
-    return copied
+    def __iter__(self):  # (duck, spark), as the read tests take them
+        return iter((self.duck, self.spark))
 
 
 @pytest.fixture(scope="module")
-def stores(tmp_path_factory):
-    """(DuckDB store, Spark-backed store) holding the same company; app state on one DuckDB file."""
+def company(tmp_path_factory):
+    """The demo company's files loaded into a DuckDB store and a Spark-backed store."""
     if not SPARK_URL.startswith("sparkthrift://"):
         pytest.skip("no Spark Thrift server (run under scripts/with_spark.sh: make test-spark)")
     root = tmp_path_factory.mktemp("spark_parity")
+    extracts = write_demo_extracts(root / "extracts", N_CUSTOMERS, SEED)
     duck_url = f"duckdb:///{root / 'company.duckdb'}"
     duck = open_store(duck_url, duck_url)
-    build_demo(duck, n_customers=N_CUSTOMERS, seed=SEED, out_dir=root / "extracts")
+    load_demo_extracts(duck, extracts)
 
     # a fresh Spark database per run, so a server kept between runs starts empty
     name = f"cxdash_parity_{uuid.uuid4().hex[:8]}"
@@ -69,16 +84,20 @@ def stores(tmp_path_factory):
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
     spark_url = sa.engine.make_url(SPARK_URL).set(database=name).render_as_string(hide_password=False)
-    spark = open_store(spark_url, duck_url)  # analytical tables on Spark, app state on the DuckDB file
-    staging = os.environ.get("CXDASH_SPARK_STAGING") or str(root / "staging")
-    with duck.connect() as src, spark.begin() as dst:
-        assert copy_analytics(src, dst, staging) > 10_000
-    yield duck, spark
+    app_url = f"duckdb:///{root / 'spark_app.duckdb'}"
+    spark = open_store(spark_url, app_url)  # analytical tables on Spark, app state in a DuckDB file
+    load_demo_extracts(spark, extracts)
+    yield Company(duck, spark, spark_url, app_url, extracts, root)
     spark.dispose()
     duck.dispose()
     with admin.connect() as conn:
         conn.exec_driver_sql(f"DROP DATABASE IF EXISTS {name} CASCADE")
     admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def stores(company):
+    return company.duck, company.spark
 
 
 def _both(stores, fn):
@@ -221,3 +240,161 @@ def test_customer_card(stores):
     d, s = (customer_summary(store, cx_id) for store in (duck, spark))
     assert d["customer_id"] and d["signals"]
     assert _plain_tree(d) == _plain_tree(s)
+
+
+# ----------------------------------------------------------------------------- the write path
+# These change the stores (the same change on both), so they come after every read above.
+
+# columns that hold when a row was written, not what it says
+_WHEN = {"started_at", "finished_at"}
+_COMPARED = [*KIND_TABLES.values(), identity_map_table, customer_keys_table, loads_table]
+
+
+def _tables(store) -> dict[str, pd.DataFrame]:
+    out = {}
+    with store.connect() as conn:
+        for table in _COMPARED:
+            out[table.name] = read_frame(conn, sa.select(*[c for c in table.c if c.name not in _WHEN]))
+    return out
+
+
+def assert_same_tables(company: Company) -> dict[str, int]:
+    """Every source table, the identity map, the customer keys and the load log hold the same rows
+    (every column) on both stores; the row counts by table."""
+    duck, spark = _tables(company.duck), _tables(company.spark)
+    for name, frame in duck.items():
+        assert_same_frame(frame, spark[name], name)
+    return {name: len(frame) for name, frame in duck.items()}
+
+
+def test_loads_wrote_the_same_rows_keys_and_customers(company):
+    """The loads themselves (bulk insert into one partition per load, duplicates removed by a
+    partition rewrite, customer keys set by rewrites in place of UPDATE) match DuckDB row for row."""
+    counts = assert_same_tables(company)
+    assert counts["src_events"] > 1000 and counts["customer_keys"] >= N_CUSTOMERS
+    assert counts["loads"] == len(company.extracts)
+    with company.spark.connect() as conn:
+        partitions = {r[0] for r in conn.exec_driver_sql("SHOW PARTITIONS src_events")}
+        event_loads = conn.execute(sa.select(loads_table.c.load_id).where(loads_table.c.kind == "events")).scalars()
+        assert partitions == {f"load_id={n}" for n in event_loads}  # one partition per load
+
+
+def _stored_headline(store):
+    with store.connect() as conn:
+        payloads = sm.stored_payloads(conn, sm.data_version(conn))
+    (key,) = [k for k in payloads if k == "headline" or k.startswith("headline?")]
+    params = json.loads(key.split("?", 1)[1]) if "?" in key else None
+    return key, sm.decode("headline", params, payloads)
+
+
+def test_a_summary_is_stored_and_read_back(company):
+    """The summaries refresh (a DELETE, then binary payloads) works against the Spark store and
+    stores what it stores on DuckDB."""
+    for store in company:
+        assert set(sm.refresh(store, ("headline",))) == {"headline"}
+    (dkey, duck), (skey, spark) = (_stored_headline(store) for store in company)
+    assert dkey == skey
+    assert duck is not sm.MISSING and spark is not sm.MISSING
+    assert duck.customers == N_CUSTOMERS
+    assert_same_mapping(dataclasses.asdict(duck), dataclasses.asdict(spark), "stored headline")
+
+
+def _extract(company, source: str):
+    return next(ex for ex in company.extracts if ex.source == source)
+
+
+def test_a_failed_load_leaves_the_cluster_as_it_was(company, monkeypatch):
+    """A load that fails after its rows were written (Spark has no rollback: each statement commits)
+    is undone: its partition, quarantine, load-log entry and version row are removed."""
+    before = _tables(company.spark)
+    ex = _extract(company, "helpdesk")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full (injected)")
+
+    monkeypatch.setattr(ingest_load, "deduplicate", boom)
+    with pytest.raises(RuntimeError, match="injected"):
+        ingest_file(company.spark, ex.path, source="helpdesk_again", mapping=Mapping.from_dict(ex.mapping))
+    after = _tables(company.spark)
+    for name, frame in before.items():
+        assert_same_frame(frame, after[name], f"{name} after a failed load")
+    with company.spark.connect() as conn:
+        assert (
+            conn.execute(sa.select(sa.func.count()).where(KIND_TABLES["tickets"].c.source == "helpdesk_again")).scalar()
+            == 0
+        )
+
+
+_KILLED_LOAD = """
+import sys
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.jobs import open_store
+import json
+store = open_store(sys.argv[1], sys.argv[2])
+ingest_file(store, sys.argv[3], source="web_replay", mapping=Mapping.from_dict(json.loads(sys.argv[4])), chunk_rows=300)
+"""
+
+
+def test_a_killed_load_is_removed_before_the_next_one(company):
+    """A load process killed midway leaves rows its statements committed; the next load removes
+    them before it takes the load id, and then both stores hold the same rows again."""
+    ex = _extract(company, "web")
+    events = KIND_TABLES["events"]
+    with company.spark.connect() as conn:
+        next_id = int(conn.execute(sa.select(sa.func.max(loads_table.c.load_id))).scalar()) + 1
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _KILLED_LOAD,
+            company.spark_url,
+            company.spark_app_url,
+            str(ex.path),
+            json.dumps(ex.mapping),
+        ],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        start_new_session=True,
+    )
+    seen = 0
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            with company.spark.connect() as conn:
+                seen = conn.execute(sa.select(sa.func.count()).where(events.c.load_id == next_id)).scalar()
+            if seen:
+                break
+            time.sleep(0.5)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert seen > 0, "the load was not caught midway (it wrote nothing, or finished first)"
+    with company.spark.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).where(loads_table.c.load_id == next_id)).scalar() == 0
+        assert conn.execute(sa.select(sa.func.count()).where(events.c.load_id == next_id)).scalar() > 0  # orphans
+
+    for store in company:  # the next load, the same on both stores
+        result = ingest_file(store, ex.path, source="web_replay", mapping=Mapping.from_dict(ex.mapping))
+        assert result.load_id == next_id
+    counts = assert_same_tables(company)
+    assert counts["loads"] == len(company.extracts) + 1
+
+
+def test_an_erasure_removes_the_customer_from_the_cluster(company):
+    """Erasing a customer on both stores leaves the same rows, and none of the customer's on Spark."""
+    with company.duck.connect() as conn:
+        ck = customer_keys_table
+        cx_key, cx_id = conn.execute(
+            sa.select(ck.c.cx_key, ck.c.cx_id).where(ck.c.known).order_by(ck.c.cx_key).limit(1)
+        ).one()
+    results = [erase_customer(store, cx_id, actor="test") for store in company]
+    assert results[0].total_rows > 0
+    assert results[0].rows_deleted == results[1].rows_deleted
+    assert_same_tables(company)
+    with company.spark.connect() as conn:
+        left = sum(
+            conn.execute(sa.select(sa.func.count()).where(t.c.cx_key == cx_key)).scalar() for t in KIND_TABLES.values()
+        )
+        assert left == 0
+        assert conn.execute(sa.select(sa.func.count()).where(customer_keys_table.c.cx_id == cx_id)).scalar() == 0

@@ -3,7 +3,15 @@ Owns the world's parameters and generators, and the build that loads them throug
 Used by the CLI and the tests; nothing in the app depends on it.
 """
 
-from cxdash.demo.build import build_demo
+from cxdash.demo.build import build_demo, load_demo_extracts
 from cxdash.demo.world import FILES, HUB_EMAIL, MAX_CUSTOMERS, DemoExtract, write_demo_extracts
 
-__all__ = ["FILES", "HUB_EMAIL", "MAX_CUSTOMERS", "DemoExtract", "build_demo", "write_demo_extracts"]
+__all__ = [
+    "FILES",
+    "HUB_EMAIL",
+    "MAX_CUSTOMERS",
+    "DemoExtract",
+    "build_demo",
+    "load_demo_extracts",
+    "write_demo_extracts",
+]

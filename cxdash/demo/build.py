@@ -13,9 +13,39 @@ from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import after_load, stitch_identities
 from cxdash.store.database import Store
 
-__all__ = ["build_demo"]
+__all__ = ["build_demo", "load_demo_extracts"]
 
 log = logging.getLogger(__name__)
+
+
+def load_demo_extracts(
+    store: Store,
+    extracts: list,
+    *,
+    chunk_rows: int = 500_000,
+    phase: Callable[[str], None] | None = None,
+) -> int:
+    """Load the extracts ``write_demo_extracts`` wrote, each through ``ingest_file`` (replace mode),
+    then stitch identities once. No summaries are refreshed (``after_load`` does that). Returns the
+    rows loaded."""
+    phase = phase or (lambda _name: None)
+    rows = 0
+    for ex in extracts:
+        phase(f"load {ex.source}")
+        result = ingest_file(
+            store,
+            ex.path,
+            source=ex.source,
+            mapping=Mapping.from_dict(ex.mapping),
+            mode="replace",
+            department=ex.department,
+            chunk_rows=chunk_rows,
+            rebuild_identities=False,
+        )
+        rows += result.rows_loaded
+    phase("identity")
+    stitch_identities(store)
+    return rows
 
 
 def build_demo(
@@ -40,22 +70,7 @@ def build_demo(
     phase("generate")
     extracts = write_demo_extracts(out_dir, n_customers, seed)
     t1 = time.perf_counter()
-    rows = 0
-    for ex in extracts:
-        phase(f"load {ex.source}")
-        result = ingest_file(
-            store,
-            ex.path,
-            source=ex.source,
-            mapping=Mapping.from_dict(ex.mapping),
-            mode="replace",
-            department=ex.department,
-            chunk_rows=chunk_rows,
-            rebuild_identities=False,
-        )
-        rows += result.rows_loaded
-    phase("identity")
-    stitch_identities(store)
+    rows = load_demo_extracts(store, extracts, chunk_rows=chunk_rows, phase=phase)
     t2 = time.perf_counter()
     took = after_load(store, progress=lambda name: phase(f"summary {name}"))
     t3 = time.perf_counter()

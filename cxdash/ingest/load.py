@@ -60,6 +60,8 @@ from cxdash.store.database import (
     KIND_TABLES,
     Store,
     bulk_insert,
+    discard_load,
+    discard_unrecorded_loads,
     loads_table,
     quarantine_table,
     request_work,
@@ -209,8 +211,8 @@ def _ingest_file(
     suppressed = suppressed_hashes(store)
     started = datetime.now(UTC).replace(tzinfo=None)
     clock = time.perf_counter()
-    with store.begin() as conn:
-        load_id = _next_load_id(conn)
+    with store.begin() as conn, _undone_on_failure(store, conn) as undo:
+        load_id = undo.load_id = _next_load_id(conn)
         chunks = prepared_chunks(
             regrouped(itertools.chain([plan.sample], plan.pieces), chunk_rows),
             kind_def=plan.kind_def,
@@ -237,7 +239,9 @@ def _ingest_file(
         _write_bookkeeping(conn, plan, load_id, mode, started, department, owner)
         result.timings["duplicates and bookkeeping"] = round(time.perf_counter() - clock, 3)
         if rebuild_identities:
+            undo.stitching = True
             _stitch(conn, plan, load_id, mode)
+            undo.stitching = False
         else:  # the next stitch must see these rows: a full rebuild (cxdash.jobs.stitch_identities)
             request_work(conn, IDENTITY_UNSTITCHED)
         result.load_id = load_id
@@ -249,6 +253,38 @@ def _ingest_file(
     save_mapping(store, source, plan.mapping)
     log.info(result.summary())
     return result
+
+
+@dataclass
+class _Undo:
+    load_id: int | None = None
+    stitching: bool = False
+
+
+@contextlib.contextmanager
+def _undone_on_failure(store: Store, conn: Connection) -> Iterator[_Undo]:
+    """On an analytical store without rollback (Spark SQL: each statement commits on its own), undo
+    by hand what a failing load wrote: its rows, quarantine, log entry and version row; and, if it
+    failed while stitching, rebuild the identity map from the rows that remain. Before the load,
+    remove the rows of a load whose process was killed before it was recorded (the next load would
+    take its load id). Stitching is marked as pending work while it runs, so a kill in the middle
+    makes the next stitch a full rebuild. Elsewhere the transaction's rollback does all this."""
+    undo = _Undo()
+    if store.transactional:
+        yield undo
+        return
+    if discard_unrecorded_loads(conn):
+        log.warning("removed the rows of a load that was stopped before it was recorded")
+        request_work(conn, IDENTITY_UNSTITCHED)
+    try:
+        yield undo
+    except BaseException:
+        if undo.load_id is not None:
+            log.warning("load %s failed on a store without rollback: removing what it wrote", undo.load_id)
+            discard_load(conn, undo.load_id)
+            if undo.stitching:
+                rebuild_identity_map(conn)
+        raise
 
 
 @dataclass

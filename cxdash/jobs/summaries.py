@@ -325,15 +325,21 @@ def refresh(
             if data_version(conn) != version:
                 log.info("data changed during the summaries refresh (version %s); not stored", version)
                 return took
-            for name in names:  # every earlier result of these names, whatever its parameters
-                conn.execute(
-                    summaries_table.delete().where(
-                        sa.or_(
-                            summaries_table.c.name == name,
-                            summaries_table.c.name.startswith(name + "?", autoescape=True),
-                        )
+            # every earlier result of these names, whatever its parameters (one statement: on an
+            # engine without DELETE each statement rewrites the table, cxdash.store.spark_dml)
+            conn.execute(
+                summaries_table.delete().where(
+                    sa.or_(
+                        *[
+                            sa.or_(
+                                summaries_table.c.name == name,
+                                summaries_table.c.name.startswith(name + "?", autoescape=True),
+                            )
+                            for name in names
+                        ]
                     )
                 )
+            )
             for name, (key, payload) in payloads.items():
                 conn.execute(
                     summaries_table.insert().values(

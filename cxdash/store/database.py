@@ -49,6 +49,8 @@ __all__ = [
     "changes_table",
     "compact_duckdb_file",
     "customer_keys_table",
+    "discard_load",
+    "discard_unrecorded_loads",
     "identity_hubs_table",
     "identity_map_table",
     "identity_restitch_table",
@@ -127,6 +129,9 @@ KIND_TABLES: dict[str, sa.Table] = {
         sa.Index(f"ix_src_{name}_id_key", "id_key").ddl_if(dialect="postgresql"),
         sa.Index(f"ix_src_{name}_cx_key", "cx_key").ddl_if(dialect="postgresql"),
         sa.Index(f"ix_src_{name}_link_key", "link_key").ddl_if(dialect="postgresql"),
+        # Engines without DELETE (Spark SQL on Parquet) keep one partition per load, so a failed
+        # load is dropped whole and a row change rewrites only its load's files (store/spark_dml).
+        info={"partition_by": ["load_id"]},
     )
     for name, kind in KINDS.items()
 }
@@ -326,6 +331,12 @@ class Store:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    @property
+    def transactional(self) -> bool:
+        """Whether a failed write rolls back on the analytical store. Spark SQL has no transactions
+        (each statement commits on its own): a failed load is undone with ``discard_load``."""
+        return getattr(self.engine.dialect, "cxdash_transactional", True)
+
     def create_schema(self) -> list[str]:
         """Create any missing tables and add any missing columns (idempotent).
 
@@ -456,6 +467,32 @@ def work_done(conn: Connection, task: str) -> None:
     conn.execute(pending_work_table.delete().where(pending_work_table.c.task == task))
 
 
+def _load_tables() -> list[sa.Table]:
+    return [t for t in ANALYTICS.sorted_tables if "load_id" in t.c]
+
+
+def discard_load(conn: Connection, load_id: int) -> None:
+    """Remove everything load ``load_id`` wrote to the analytical tables: its rows, quarantine, load
+    log entry and data-version row. For engines without rollback (``Store.transactional`` false),
+    where a failed load's statements have already committed; elsewhere the rollback does this."""
+    for table in _load_tables():
+        conn.execute(table.delete().where(table.c.load_id == load_id))
+
+
+def discard_unrecorded_loads(conn: Connection) -> int:
+    """Remove the rows of loads that never reached the load log: a load process killed midway on an
+    engine without rollback leaves them (its statements commit one by one). Returns how many source
+    tables held some. Run before a new load takes the next load id; on such an engine, one loader at
+    a time (a load still running in another process would be removed too)."""
+    recorded = sa.select(loads_table.c.load_id)
+    touched = 0
+    for table in KIND_TABLES.values():
+        gone = conn.execute(table.delete().where(table.c.load_id.not_in(recorded))).rowcount or 0
+        touched += gone > 0
+    conn.execute(quarantine_table.delete().where(quarantine_table.c.load_id.not_in(recorded)))
+    return touched
+
+
 def make_engine(url: str) -> Engine:
     """The one engine factory. DuckDB files get short-lived connections (NullPool) so that
     another process (a scheduled ingest) can take the write lock between page runs."""
@@ -580,6 +617,8 @@ def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
         with raw.cursor() as cur, cur.copy(f"COPY {target} ({quoted}) FROM STDIN") as copy:
             for row in obj.itertuples(index=False, name=None):
                 copy.write_row(row)
+    elif hasattr(conn.dialect, "insert_frame"):  # Spark: Parquet files and one INSERT (store/spark.py)
+        conn.dialect.insert_frame(conn, table, frame)
     else:  # portable fallback
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
         conn.execute(table.insert(), records)

@@ -28,6 +28,7 @@ Spark on Parquet tables; see docs/spark-notes.md for what works instead.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import math
 import re
@@ -43,6 +44,9 @@ from sqlalchemy.engine.interfaces import BindTyping
 from sqlalchemy.sql import compiler, type_api
 from sqlalchemy.sql.compiler import AggregateOrderByStyle
 from sqlalchemy.sql.sqltypes import _AbstractInterval
+
+from cxdash.config import spark_staging_dir
+from cxdash.store import spark_dml
 
 __all__ = ["SparkThriftDialect", "insert_via_parquet", "register"]
 
@@ -123,6 +127,28 @@ class _SparkDouble(sqltypes.Double):
     def result_processor(self, dialect, coltype):
         def process(value):
             return None if value is None else float(value)
+
+        return process
+
+
+class _SparkBinary(sqltypes.LargeBinary):
+    """Bytes travel as base64 text (PyHive formats binds into the SQL text and has no form for
+    bytes) and become BINARY again on the server (``unbase64``)."""
+
+    def bind_processor(self, dialect):
+        def process(value):
+            return None if value is None else base64.b64encode(bytes(value)).decode("ascii")
+
+        return process
+
+    def bind_expression(self, bindvalue):
+        return sa.func.unbase64(bindvalue, type_=self)
+
+    def result_processor(self, dialect, coltype):
+        def process(value):
+            if value is None or isinstance(value, bytes):
+                return value
+            return bytes(value) if isinstance(value, (bytearray, memoryview)) else str(value).encode("latin-1")
 
         return process
 
@@ -285,9 +311,23 @@ class SparkCompiler(HiveCompiler):
     def render_bind_cast(self, type_, dbapi_type, sqltext):
         return f"CAST({sqltext} AS {self.dialect.type_compiler_instance.process(dbapi_type)})"
 
+    # DELETE and UPDATE are never sent as written (SparkThriftDialect.do_execute rewrites them,
+    # cxdash.store.spark_dml); their text only has to compile, FROM list included.
+    def update_from_clause(self, update_stmt, from_table, extra_froms, from_hints, **kw):
+        kw["asfrom"] = True
+        return "FROM " + ", ".join(t._compiler_dispatch(self, fromhints=from_hints, **kw) for t in extra_froms)
+
+    def delete_extra_from_clause(self, delete_stmt, from_table, extra_froms, from_hints, **kw):
+        kw["asfrom"] = True
+        return ", " + ", ".join(t._compiler_dispatch(self, fromhints=from_hints, **kw) for t in extra_froms)
+
     def visit_extract(self, extract, **kw):
         field = self.extract_map.get(extract.field, extract.field)
         inner = extract.expr._compiler_dispatch(self, **kw)
+        if field.lower() == "epoch" and isinstance(extract.expr.type, sqltypes.Interval):
+            # a difference of timestamps is an INTERVAL DAY TO SECOND on Spark: its seconds are
+            # those of the epoch plus it (the session time zone is UTC)
+            return f"(unix_micros(TIMESTAMP '1970-01-01 00:00:00' + ({inner})) / 1e6)"
         if field.lower() == "epoch":
             return f"(unix_micros(CAST({inner} AS TIMESTAMP)) / 1e6)"
         return f"EXTRACT({field} FROM {inner})"
@@ -343,10 +383,16 @@ class SparkDDLCompiler(compiler.DDLCompiler):
 
     def post_create_table(self, table):
         text = "\nUSING parquet"
-        parts = table.dialect_options["sparkthrift"]["partitioned_by"]
+        parts = spark_dml.partition_columns(table)
         if parts:
             text += " PARTITIONED BY (" + ", ".join(self.preparer.quote(c) for c in parts) + ")"
         return text
+
+    def visit_create_table(self, create, **kw):
+        # Spark has temporary views, not temporary tables: a TEMPORARY table (a load's staging
+        # table) is an ordinary one here, dropped by the code that made it.
+        text = super().visit_create_table(create, **kw)
+        return re.sub(r"^\s*CREATE TEMPORARY TABLE", "\nCREATE TABLE", text, count=1)
 
     def visit_create_index(self, create, **kw):
         raise sa.exc.CompileError("Spark tables have no indexes; guard the Index with .ddl_if(dialect=...)")
@@ -391,6 +437,8 @@ class SparkThriftDialect(HiveDialect):
     insertmanyvalues_page_size = 2000
     insertmanyvalues_max_parameters = 60000
     default_paramstyle = "pyformat"
+    # no transactions: each statement commits on its own (cxdash.store.database.Store.transactional)
+    cxdash_transactional = False
 
     # Table(..., sparkthrift_partitioned_by=["load_id"]): one directory per load, so a failed or
     # withdrawn load is dropped with ALTER TABLE ... DROP PARTITION (Spark moves partition
@@ -405,6 +453,7 @@ class SparkThriftDialect(HiveDialect):
         sqltypes.Numeric: _SparkNumeric,
         sqltypes.ARRAY: _SparkArray,
         sqltypes.Interval: _SparkInterval,
+        sqltypes.LargeBinary: _SparkBinary,
     }
 
     @classmethod
@@ -422,6 +471,9 @@ class SparkThriftDialect(HiveDialect):
                 # ... generated an invalid plan". Without that rule the plan is valid; the rule
                 # only drops redundant column aliases, so nothing else changes.
                 cur.execute(f"SET spark.sql.optimizer.excludedRules = {_EXCLUDED_RULES}")
+                # INSERT OVERWRITE of a partitioned table replaces only the partitions it writes
+                # (cxdash.store.spark_dml rewrites a load's partition, never the whole table)
+                cur.execute("SET spark.sql.sources.partitionOverwriteMode = dynamic")
             finally:
                 cur.close()
 
@@ -479,6 +531,25 @@ class SparkThriftDialect(HiveDialect):
 
     def get_indexes(self, connection, table_name, schema=None, **kw):
         return []
+
+    def do_execute(self, cursor, statement, parameters, context=None):
+        # Spark refuses DELETE and UPDATE on Parquet tables: they become partition rewrites
+        # (cxdash.store.spark_dml), with the rows matched as the statement's rowcount.
+        if context is not None and context.compiled is not None and (context.isdelete or context.isupdate):
+            context._rowcount = spark_dml.rewrite(context.root_connection, context.invoked_statement)
+            return
+        cursor.execute(statement, parameters)
+
+    def insert_frame(self, conn, table: sa.Table, frame) -> int:
+        """Bulk insert for ``cxdash.store.database.bulk_insert``: one Parquet file and one INSERT
+        when the server reads a staging folder we write (``CXDASH_SPARK_STAGING``), else pages of
+        multi-row INSERT ... VALUES (about 1,700 rows/s)."""
+        staging = spark_staging_dir()
+        if staging:
+            return insert_via_parquet(conn, table, frame, staging)
+        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
+        conn.execute(table.insert(), records)
+        return len(frame)
 
     def do_rollback(self, dbapi_connection):
         pass
