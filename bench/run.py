@@ -9,6 +9,10 @@ cold. Results go to bench/results.json and a readable table with pass/fail per t
 Per size: the demo company is generated and loaded (or, for 1M with ``--store-1m``, a copy of an
 existing store is used), the churn model is trained, every page's computations are timed cold and
 warm without the browser, and every page is rerun headless through Streamlit's AppTest.
+
+Under ``scripts/with_spark.sh`` (``make bench-spark``) the journey graph and a live Shared KPIs
+view also run on the Spark server, against DuckDB's times in the same run (bench/spark.py);
+without a server that column reads "not run".
 """
 
 from __future__ import annotations
