@@ -9,6 +9,10 @@ cold. Results go to bench/results.json and a readable table with pass/fail per t
 Per size: the demo company is generated and loaded (or, for 1M with ``--store-1m``, a copy of an
 existing store is used), the churn model is trained, every page's computations are timed cold and
 warm without the browser, and every page is rerun headless through Streamlit's AppTest.
+
+Under ``scripts/with_spark.sh`` (``make bench-spark``) the journey graph and a live Shared KPIs
+view also run on the Spark server, against DuckDB's times in the same run (bench/spark.py);
+without a server that column reads "not run".
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.spark import column as spark_column
+from bench.spark import print_column as print_spark_column
+from bench.spark import take_spark_url
 from bench.views import bench_views, print_views
 from bench.views import checks as view_checks
 
@@ -66,7 +73,9 @@ def run_step(*args: str, timeout: float = 3600) -> dict:
     return out
 
 
-def bench_size(n: int, tmp: Path, store_1m: str | None) -> dict:
+def bench_size(n: int, tmp: Path, store_1m: str | None, spark: str | None = None, spark_only: bool = False) -> dict:
+    """One demo company of ``n`` customers; with ``spark`` (a server's URL) also the Shared KPIs
+    live view on Spark. ``spark_only`` keeps to what the Spark column compares (demo, live views)."""
     db = tmp / f"demo_{n}.duckdb"
     url = f"duckdb:///{db}"
     size: dict = {"customers": n, "steps": []}
@@ -76,32 +85,38 @@ def bench_size(n: int, tmp: Path, store_1m: str | None) -> dict:
         size["store"] = f"copy of {store_1m} ({time.perf_counter() - t0:.0f} s to copy)"
     else:
         size["steps"].append(run_step("demo", str(n), url, str(tmp / f"demo_{n}")))
-    size["steps"].append(run_step("train", url))
-    size["steps"].append(run_step("cli-startup", url))
-    size["steps"].append(run_step("append-latency", url))
-    for page in COMPUTED_PAGES:
-        size["steps"].append(run_step("page-compute", url, page))
-    for page in PAGES:
-        size["steps"].append(run_step("apptest", url, page))
+    if not spark_only:
+        size["steps"].append(run_step("train", url))
+        size["steps"].append(run_step("cli-startup", url))
+        size["steps"].append(run_step("append-latency", url))
+        for page in COMPUTED_PAGES:
+            size["steps"].append(run_step("page-compute", url, page))
+        for page in PAGES:
+            size["steps"].append(run_step("apptest", url, page))
     size["views"] = bench_views(url)  # issue 17: live views against the floor (bench/views.py)
     print_views(size["views"])
+    if spark:  # issue 18: the same live Shared KPIs view with the analytical tables on Spark
+        size["spark_kpis"] = run_step("kpis-spark", url)
     db.unlink(missing_ok=True)
     return size
 
 
-def bench_dfg(events: int, tmp: Path) -> dict:
+def bench_dfg(events: int, tmp: Path, spark: str | None = None, spark_only: bool = False) -> dict:
     """The directly-follows graph of one synthetic ``events``-event log, ours against pm4py's
     ``discover_dfg`` (run once, independent of the demo sizes). Ratios are pm4py's time over
     ours: the full graph the journeys page shows (counts, customers, median, p90), and the counts
     alone (pm4py's measure); CPU-time ratios beside them, since a shared machine stretches the
     wall clock of a multi-threaded query more than that of single-threaded pandas. Our first
     run also reads the table into DuckDB's buffers (pm4py's frame is already in memory); the
-    step's ``warm_seconds`` is a rerun of the full graph."""
+    step's ``warm_seconds`` is a rerun of the full graph. With ``spark``, the same graph on Spark
+    too (``dfg-spark``, bench/spark.py); ``spark_only`` leaves pm4py out."""
     db = tmp / "dfg.duckdb"
     ours = run_step("dfg-ours", str(events), str(db))
     db.unlink(missing_ok=True)
-    ref = run_step("dfg-pm4py", str(events))
-    out: dict = {"events": events, "steps": [ours, ref]}
+    ref = {} if spark_only else run_step("dfg-pm4py", str(events))
+    out: dict = {"events": events, "steps": [s for s in (ours, ref) if s]}
+    if spark:
+        out["steps"].append(run_step("dfg-spark", str(events)))
     if ours.get("seconds") and ref.get("seconds"):
         out["speedup_vs_pm4py"] = round(ref["seconds"] / ours["seconds"], 2)
         out["counts_speedup_vs_pm4py"] = round(ref["seconds"] / ours["counts_seconds"], 2)
@@ -195,6 +210,7 @@ def print_tables(results: dict) -> None:
         (sz["customers"], s) for sz in results["sizes"] for s in sz["steps"]
     ]
     every += [(None, s) for s in results.get("dfg", {}).get("steps", [])]
+    every += [(sz["customers"], sz["spark_kpis"]) for sz in results["sizes"] if sz.get("spark_kpis")]
     for n, s in every:
         if s.get("failed"):
             print(f"{s['step']:<36}{n or '':>10}  FAILED: {s['failed']}")
@@ -225,9 +241,16 @@ def main(argv: list[str] | None = None) -> int:
         help="events in the DFG-vs-pm4py log, run once (default: 10M, issue 5's size; 0 skips it)",
     )
     p.add_argument("--skip-ingest", action="store_true", help="skip the ingest-vs-read_csv comparison")
+    p.add_argument(
+        "--spark-only",
+        action="store_true",
+        help="only what the Spark column compares: per size the demo and the live views, and the graph "
+        "(no ingest, training, pages or pm4py)",
+    )
     p.add_argument("--out", default=str(HERE / "results.json"))
     args = p.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
+    spark = take_spark_url()  # before any step starts: the DuckDB steps must not see it
     results: dict = {
         "machine": {
             "python": platform.python_version(),
@@ -237,10 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "steps": [],
         "sizes": [],
+        "spark": {"url": spark},
     }
     with tempfile.TemporaryDirectory(prefix="cxdash-bench-") as tmp:
         tmp = Path(tmp)
-        if not args.skip_ingest:
+        if not (args.skip_ingest or args.spark_only):
             print(f"ingest of a {args.ingest_rows:,}-row extract", flush=True)
             extract = tmp / "events.csv"
             results["steps"].append(run_step("make-extract", str(extract), str(args.ingest_rows)))
@@ -256,14 +280,17 @@ def main(argv: list[str] | None = None) -> int:
                 results["ingest_ratio_vs_duckdb_read_csv"] = round(ours["seconds"] / ref["seconds"], 2)
         for n in sizes:
             print(f"{n:,} customers", flush=True)
-            results["sizes"].append(bench_size(n, tmp, args.store_1m))
+            results["sizes"].append(bench_size(n, tmp, args.store_1m, spark, args.spark_only))
         if args.dfg_events:
             print(f"directly-follows graph of a {args.dfg_events:,}-event log, ours and pm4py's", flush=True)
-            results["dfg"] = bench_dfg(args.dfg_events, tmp)
+            results["dfg"] = bench_dfg(args.dfg_events, tmp, spark, args.spark_only)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     results["checks"] = checks(results)
+    results["spark_column"] = spark_column(results)
+    results["machine"]["load_average_at_end"] = os.getloadavg()
     Path(args.out).write_text(json.dumps(results, indent=2, default=str))
     print_tables(results)
+    print_spark_column(results["spark_column"])
     print(f"\nwritten to {args.out}")
     return 0
 

@@ -261,6 +261,7 @@ def dfg_pm4py(n: str) -> dict:
 
 
 from bench.latency import append_latency, cli_startup, ingest_cli, ingest_stages  # noqa: E402
+from bench.spark import dfg_spark, kpis_spark  # noqa: E402
 
 STEPS = {
     "cli-startup": cli_startup,
@@ -276,6 +277,8 @@ STEPS = {
     "apptest": apptest,
     "dfg-ours": dfg_ours,
     "dfg-pm4py": dfg_pm4py,
+    "dfg-spark": dfg_spark,
+    "kpis-spark": kpis_spark,
 }
 
 if __name__ == "__main__":
