@@ -33,12 +33,14 @@ import sqlalchemy as sa
 from cxdash import journeys as jr
 from cxdash import metrics
 from cxdash.demo import load_demo_extracts, write_demo_extracts
+from cxdash.governance import health
 from cxdash.governance.erasure import erase_customer
 from cxdash.ingest import load as ingest_load
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import open_store
 from cxdash.jobs import summaries as sm
+from cxdash.metrics.overview import TIME_FIELDS
 from cxdash.metrics.timeline import timeline
 from cxdash.risk import customer_features, data_as_of
 from cxdash.risk.card import customer_summary
@@ -204,6 +206,39 @@ def test_hotspots_and_friction_moments(stores):
     duck, spark = _both(stores, lambda c: read_frame(c, sa.select(moments)))
     assert len(duck) > 10
     assert_same_frame(duck, spark, "friction_moments")
+
+
+# ----------------------------------------------------------------------------- data health
+
+
+def test_data_health(company):
+    """Data health's per-source figures; latency (hours from event to load) depends on when each
+    store loaded, so it is checked against each store's own load times, recomputed here."""
+    for fn in (health.source_stats, health.null_rates, health.stitch_coverage):
+        duck, spark = _both(company, fn)
+        assert len(duck)
+        assert_same_frame(duck, spark, fn.__name__)
+    with company.spark.connect() as conn:
+        latency = health.source_latency(conn).set_index("source")
+        loads = read_frame(conn, sa.select(loads_table.c.source, loads_table.c.finished_at, loads_table.c.kind))
+        newest = {}
+        for row in loads.itertuples():
+            t = KIND_TABLES[row.kind]
+            ts = t.c[TIME_FIELDS[row.kind]]
+            newest[row.source] = conn.execute(
+                sa.select(sa.func.max(ts)).where(t.c.source == row.source, ts <= row.finished_at)
+            ).scalar()
+    assert sum(v is not None for v in newest.values()) >= 3
+    for source, finished in zip(loads["source"], loads["finished_at"], strict=True):
+        if newest[source] is None:
+            continue
+        expected = (pd.Timestamp(finished) - pd.Timestamp(newest[source])).total_seconds() / 3600
+        assert latency.loc[source, "newest"] == pytest.approx(expected, abs=1e-6), source
+    with company.duck.connect() as conn:
+        duck_latency = health.source_latency(conn).set_index("source")
+    assert list(latency.index) == list(duck_latency.index)
+    # the spread counts rows recent when loaded: the same rows on both stores (loaded minutes apart)
+    assert list(latency["p50"].isna()) == list(duck_latency["p50"].isna())
 
 
 # ----------------------------------------------------------------------------- churn features, the card
