@@ -27,6 +27,8 @@
 #   CXDASH_SPARK_MASTER        Spark master (default 'local-cluster[2,1,1024]': 2 workers x 1 core x 1 GiB)
 #   CXDASH_SPARK_START_TIMEOUT seconds to wait for the server to answer (default 180)
 #   CXDASH_SPARK_KEEP_LOGS     non-empty: copy the server log to ./spark-thrift.log on exit
+#   CXDASH_SPARK_BACKGROUND    non-empty: run CMD at once, while the server starts; CMD finds
+#                              "ready" or "failed" in $CXDASH_SPARK_READY_FILE once that is known
 set -euo pipefail
 
 me="with_spark"
@@ -109,12 +111,14 @@ fi
 SPTMP="$(mktemp -d "${TMPDIR:-/tmp}/cxdash-spark.XXXXXX")"
 SPLOG="$SPTMP/server.log"
 server_pid=""
+waiter_pid=""
 
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
     local t_stop
     t_stop=$(date +%s.%N)
+    [ -n "$waiter_pid" ] && kill "$waiter_pid" 2>/dev/null || true
     if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
         # The driver JVM (spark-submit execs it) leads its own process group (setsid below) and
         # holds local-cluster's master and workers; on TERM it stops its executors itself. Then
@@ -183,15 +187,15 @@ t0=$(date +%s.%N)
 server_pid=$!
 
 # Ready when a Thrift session answers a query (the port opens a little before that).
-ready=0
-deadline=$(($(date +%s) + timeout_s))
-while [ "$(date +%s)" -lt "$deadline" ]; do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        log "the Spark Thrift server exited while starting; its log:"
-        tail -n 60 "$SPLOG" >&2 || true
-        exit 1
-    fi
-    if "$PY" - "$PORT" <<'EOF' >/dev/null 2>&1; then
+wait_ready() {
+    local deadline=$(($(date +%s) + timeout_s))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            log "the Spark Thrift server exited while starting; its log:"
+            tail -n 60 "$SPLOG" >&2 || true
+            return 1
+        fi
+        if "$PY" - "$PORT" <<'EOF' >/dev/null 2>&1; then
 import socket, sys
 port = int(sys.argv[1])
 socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -202,24 +206,43 @@ cur.execute("SELECT 1")
 assert cur.fetchall() == [(1,)]
 conn.close()
 EOF
-        ready=1
-        break
-    fi
-    sleep 0.5
-done
-if [ "$ready" -ne 1 ]; then
+            return 0
+        fi
+        sleep 0.5
+    done
     log "the Spark Thrift server did not answer on 127.0.0.1:$PORT within ${timeout_s}s; its log:"
     tail -n 60 "$SPLOG" >&2 || true
-    exit 1
-fi
-t1=$(date +%s.%N)
+    return 1
+}
 
 export CXDASH_ANALYTICS_URL="sparkthrift://cxdash@127.0.0.1:${PORT}/default"
 export CXDASH_SPARK_WAREHOUSE="$SPTMP/warehouse"
 export CXDASH_SPARK_STAGING="$SPTMP/staging"
 mkdir -p "$CXDASH_SPARK_STAGING"
 spark_version="$(ls "$SPARK_HOME_DIR"/jars/spark-core_*.jar 2>/dev/null | sed -E 's/.*spark-core_[0-9.]+-(.*)\.jar/\1/' | head -n1)"
-log "Spark $spark_version Thrift server ($master) ready on 127.0.0.1:$PORT in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", b-a}')s; CXDASH_ANALYTICS_URL=$CXDASH_ANALYTICS_URL"
+ready_msg() {
+    log "Spark $spark_version Thrift server ($master) ready on 127.0.0.1:$PORT in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}')s; CXDASH_ANALYTICS_URL=$CXDASH_ANALYTICS_URL"
+}
+if [ -n "${CXDASH_SPARK_BACKGROUND:-}" ]; then
+    # CMD starts now, while the server starts (30-60 s of JVM start-up it need not wait for); the
+    # file says "ready" or "failed" once that is known, and the Spark tests wait for it
+    # (tests/spark_support.py).
+    export CXDASH_SPARK_READY_FILE="$SPTMP/ready"
+    (
+        if wait_ready; then
+            ready_msg
+            echo ready >"$CXDASH_SPARK_READY_FILE.tmp"
+        else
+            echo failed >"$CXDASH_SPARK_READY_FILE.tmp"
+        fi
+        mv "$CXDASH_SPARK_READY_FILE.tmp" "$CXDASH_SPARK_READY_FILE"
+    ) &
+    waiter_pid=$!
+    log "starting the Spark Thrift server in the background; CMD runs meanwhile (CXDASH_SPARK_READY_FILE)"
+else
+    wait_ready || exit 1
+    ready_msg
+fi
 
 # --- run the command ------------------------------------------------------------
 set +e

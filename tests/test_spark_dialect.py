@@ -28,6 +28,7 @@ if not SPARK_URL.startswith("sparkthrift://"):
 
 import cxdash.store.spark  # noqa: E402,F401  (registers sparkthrift://)
 from cxdash.store.dialect import percentiles  # noqa: E402  (after the module-level skip)
+from tests.spark_support import spark_url  # noqa: E402
 
 N_ROWS = 400
 NAMES = [" Anna ", "anna", "BOB", "bob ", "Chloé", "dan", "Eve", " eve"]
@@ -80,7 +81,7 @@ def both():
     md = sa.MetaData()
     t = _table(md, f"probe_{suffix}")
     rows = _rows()
-    spark = sa.create_engine(SPARK_URL)
+    spark = sa.create_engine(spark_url())
     duck = sa.create_engine("duckdb:///:memory:")
     with spark.connect() as sc, duck.connect() as dc:
         t.create(sc)

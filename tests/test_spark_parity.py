@@ -46,11 +46,11 @@ from cxdash.risk import customer_features, data_as_of
 from cxdash.risk.card import customer_summary
 from cxdash.store import KIND_TABLES, read_frame
 from cxdash.store.database import customer_keys_table, identity_map_table, loads_table, make_engine
+from tests.spark_support import spark_url
 from tests.test_parity import _plain, assert_same_frame, assert_same_mapping
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
-SPARK_URL = os.environ.get("CXDASH_SPARK_TEST_URL", "")
 N_CUSTOMERS, SEED = 200, 5
 PAGE_SPEC = jr.LogSpec(department_key="department", top_n=15, collapse_repeats=True)
 REPO = Path(__file__).resolve().parents[1]
@@ -72,8 +72,7 @@ class Company:
 @pytest.fixture(scope="module")
 def company(tmp_path_factory):
     """The demo company's files loaded into a DuckDB store and a Spark-backed store."""
-    if not SPARK_URL.startswith("sparkthrift://"):
-        pytest.skip("no Spark Thrift server (run under scripts/with_spark.sh: make test-spark)")
+    url = spark_url()
     root = tmp_path_factory.mktemp("spark_parity")
     extracts = write_demo_extracts(root / "extracts", N_CUSTOMERS, SEED)
     duck_url = f"duckdb:///{root / 'company.duckdb'}"
@@ -82,14 +81,14 @@ def company(tmp_path_factory):
 
     # a fresh Spark database per run, so a server kept between runs starts empty
     name = f"cxdash_parity_{uuid.uuid4().hex[:8]}"
-    admin = make_engine(SPARK_URL)
+    admin = make_engine(url)
     with admin.connect() as conn:
         conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    spark_url = sa.engine.make_url(SPARK_URL).set(database=name).render_as_string(hide_password=False)
+    db_url = sa.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
     app_url = f"duckdb:///{root / 'spark_app.duckdb'}"
-    spark = open_store(spark_url, app_url)  # analytical tables on Spark, app state in a DuckDB file
+    spark = open_store(db_url, app_url)  # analytical tables on Spark, app state in a DuckDB file
     load_demo_extracts(spark, extracts)
-    yield Company(duck, spark, spark_url, app_url, extracts, root)
+    yield Company(duck, spark, db_url, app_url, extracts, root)
     spark.dispose()
     duck.dispose()
     with admin.connect() as conn:
