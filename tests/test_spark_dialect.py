@@ -363,3 +363,71 @@ def test_parquet_bulk_insert_equals_row_inserts(both, tmp_path):
         assert not any(e.name.startswith(bulk.name) for e in os.scandir(staging)), "staging files left behind"
     finally:
         bulk.drop(sc)
+
+
+def test_delete_and_update_are_rewrites_with_duckdbs_results():
+    """DELETE and UPDATE, which Spark refuses on Parquet tables, run as partition rewrites
+    (cxdash.store.spark_dml): the same rows and row counts as DuckDB, on a table partitioned by
+    load id and on a plain one, for a plain UPDATE, an UPDATE ... FROM another table, a DELETE of
+    part of a load and of a whole load, and binary values."""
+    import pandas as pd
+
+    from cxdash.store.database import bulk_insert, make_engine
+
+    md = sa.MetaData()
+    suffix = uuid.uuid4().hex[:8]
+    t = sa.Table(
+        f"rw_t_{suffix}",
+        md,
+        sa.Column("load_id", sa.BigInteger),
+        sa.Column("k", sa.String),
+        sa.Column("v", sa.BigInteger),
+        sa.Column("d", sa.Date),
+        info={"partition_by": ["load_id"]},
+    )
+    m = sa.Table(f"rw_m_{suffix}", md, sa.Column("k", sa.String), sa.Column("v", sa.BigInteger))
+    s = sa.Table(f"rw_s_{suffix}", md, sa.Column("name", sa.String), sa.Column("payload", sa.LargeBinary))
+    rows = pd.DataFrame(
+        {
+            "load_id": [1, 1, 1, 2, 2, 3],
+            "k": ["a", "b", "c", "a", "d", None],
+            "v": [1, 2, 3, 4, 5, 6],
+            "d": [dt.date(2024, 1, 1)] * 6,
+        }
+    )
+    payload = bytes(range(256))
+
+    def run(engine):
+        with engine.begin() as c:
+            md.create_all(c)
+            bulk_insert(c, t, rows)
+            bulk_insert(c, m, pd.DataFrame({"k": ["a", "d"], "v": [10, 20]}))
+            c.execute(s.insert().values(name="x", payload=payload))
+            counts = [
+                c.execute(t.delete().where(t.c.k == "b")).rowcount,  # part of load 1
+                c.execute(t.delete().where(t.c.load_id == 3)).rowcount,  # all of load 3
+                c.execute(t.update().where(t.c.k == m.c.k).values(v=m.c.v)).rowcount,  # UPDATE ... FROM
+                c.execute(t.update().where(t.c.k.in_(["c"])).values(v=99, d=dt.date(2025, 2, 3))).rowcount,
+                c.execute(m.delete().where(m.c.k == "a")).rowcount,  # a table without partitions
+                c.execute(s.delete().where(s.c.name == "nobody")).rowcount,
+            ]
+            out = (
+                counts,
+                sorted(tuple(r) for r in c.execute(sa.select(t.c.load_id, t.c.k, t.c.v, t.c.d))),
+                sorted(tuple(r) for r in c.execute(sa.select(m))),
+                bytes(c.execute(sa.select(s.c.payload)).scalar()),
+            )
+            md.drop_all(c)
+        return out
+
+    duck = run(sa.create_engine("duckdb:///:memory:"))
+    assert duck[0] == [1, 1, 3, 1, 1, 0]
+    assert duck[3] == payload
+    spark = make_engine(spark_url())
+    try:
+        assert run(spark) == duck
+        with spark.connect() as c:
+            left = [r[1] for r in c.exec_driver_sql("SHOW TABLES") if str(r[1]).startswith("cxdash_rewrite_")]
+        assert left == []  # the stage tables are gone
+    finally:
+        spark.dispose()

@@ -158,6 +158,17 @@ def _partition_literal(conn: Connection, value, type_) -> str:
     return str(int(value))
 
 
+def _overwrite(conn: Connection, target: str, select, partition: str = "") -> None:
+    """Replace ``target``'s rows (with ``partition``, only the partitions ``select`` yields) by
+    ``select``'s, through a stage table: Spark may not overwrite a table it reads."""
+    stage = _stage_name()
+    _create_stage(conn, stage, select)
+    try:
+        conn.exec_driver_sql(f"INSERT OVERWRITE TABLE {target}{partition} SELECT * FROM {stage}")  # noqa: S608
+    finally:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
+
+
 def _rewrite_whole(conn, table, target, match, values, *, is_delete: bool) -> int:
     flag = _flag(match)
     n = int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(flag), 0)).select_from(table)).scalar())
@@ -171,12 +182,7 @@ def _rewrite_whole(conn, table, target, match, values, *, is_delete: bool) -> in
         select = sa.select(*[table.c[c] for c in columns]).where(flag == 0)
     else:
         select = sa.select(*_new_rows(table, columns, match, values))
-    stage = _stage_name()
-    _create_stage(conn, stage, select)
-    try:
-        conn.exec_driver_sql(f"INSERT OVERWRITE TABLE {target} SELECT * FROM {stage}")  # noqa: S608
-    finally:
-        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
+    _overwrite(conn, target, select)
     return n
 
 
@@ -204,12 +210,7 @@ def _rewrite_partitions(conn, table, target, part: str, match, values, *, is_del
             select = sa.select(*[table.c[c] for c in columns]).where(key.in_(kept), _flag(match) == 0)
         else:
             select = sa.select(*_new_rows(table, columns, match, values)).where(key.in_(kept))
-        stage = _stage_name()
-        _create_stage(conn, stage, select)
-        try:
-            conn.exec_driver_sql(f"INSERT OVERWRITE TABLE {target} PARTITION ({quoted}) SELECT * FROM {stage}")  # noqa: S608
-        finally:
-            conn.exec_driver_sql(f"DROP TABLE IF EXISTS {stage}")
+        _overwrite(conn, target, select, f" PARTITION ({quoted})")
     for value in emptied:
         literal = _partition_literal(conn, value, key.type)
         conn.exec_driver_sql(f"ALTER TABLE {target} DROP IF EXISTS PARTITION ({quoted} = {literal})")
