@@ -431,3 +431,31 @@ def test_delete_and_update_are_rewrites_with_duckdbs_results():
         assert left == []  # the stage tables are gone
     finally:
         spark.dispose()
+
+
+def test_a_new_connection_sees_another_writers_files():
+    """A Spark Thrift session caches a table's file list: a pooled session would read files another
+    writer's overwrite removed (FAILED_READ_FILE) or miss its new rows. Each connection of cxdash's
+    Spark engine is a new session, so the next connection sees the other writer's change."""
+    from cxdash.store.database import make_engine
+
+    url = spark_url()
+    md = sa.MetaData()
+    t = sa.Table(f"seen_{uuid.uuid4().hex[:8]}", md, sa.Column("k", sa.BigInteger), info={"partition_by": []})
+    reader, writer = make_engine(url), make_engine(url)
+    try:
+        with writer.connect() as w:
+            t.create(w)
+            w.execute(t.insert().values(k=1))
+        with reader.connect() as r:
+            assert r.execute(sa.select(sa.func.count()).select_from(t)).scalar() == 1
+        with writer.connect() as w:
+            w.execute(t.insert().values(k=2))
+            w.execute(t.delete().where(t.c.k == 1))  # an overwrite: the first file is gone
+        with reader.connect() as r:
+            assert [row[0] for row in r.execute(sa.select(t.c.k))] == [2]
+        with writer.connect() as w:
+            t.drop(w)
+    finally:
+        reader.dispose()
+        writer.dispose()

@@ -515,8 +515,10 @@ def make_engine(url: str) -> Engine:
 
         return engine
     if parsed.get_backend_name() == "sparkthrift":
-        # a Spark Thrift server: no transactions, slow per query; pre-ping would add a round trip
-        return sa.create_engine(url)
+        # A Spark Thrift session caches each table's list of files: a session kept in a pool would
+        # go on reading the files another process's write replaced (FAILED_READ_FILE), or not see
+        # its new ones (an old data version). So each connection is a new session (about 0.1 s).
+        return sa.create_engine(url, poolclass=NullPool)
     return sa.create_engine(url, pool_pre_ping=True)
 
 
