@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import pickle
 import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,12 +39,45 @@ def _xdist_worker() -> str | None:
 _PG_WORKER_URLS: dict[str, str] = {}
 
 
+# ----------------------------------------------------------------------------- two test processes (make test)
+# ``make test`` runs pytest-xdist with ``--dist loadgroup``: a group's tests all run on one worker, in
+# collected order. pytest-xdist 3.8 marks a group by appending ``@group`` to the test's node id, which
+# pytest 9 (structured node ids) ignores, so the workers write each test's group to a file instead
+# (``pytest_collection_modifyitems``) and the controller's scheduler (``pytest_xdist_make_scheduler``)
+# reads it.
+_GROUPS_ENV = "CXDASH_TEST_XDIST_GROUPS"
+
+
 def pytest_configure(config):
-    # Under xdist, make the installation's secret salt (data/.secret_salt, made on first use) before
-    # the workers start: two workers making it at once could read the file between its creation and
-    # its write and hash with an empty salt.
-    if not _xdist_worker() and getattr(config.option, "numprocesses", None):
-        secret_salt()
+    if _xdist_worker() or not getattr(config.option, "numprocesses", None):
+        return
+    # Make the installation's secret salt (data/.secret_salt, made on first use) before the workers
+    # start: two workers making it at once could read the file between its creation and its write.
+    secret_salt()
+    folder = tempfile.mkdtemp(prefix="cxdash-xdist-groups-")
+    os.environ[_GROUPS_ENV] = folder  # the workers, started after this, inherit it
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup" or not os.environ.get(_GROUPS_ENV):
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class _FileGroups(LoadGroupScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            if scope != nodeid:  # an xdist that does put the group in the node id
+                return scope
+            if self.groups is None:
+                self.groups = {}
+                for path in sorted(Path(os.environ[_GROUPS_ENV]).glob("*.json")):
+                    self.groups.update(json.loads(path.read_text()))
+            return self.groups.get(nodeid, nodeid)
+
+    return _FileGroups(config, log)
 
 
 def _pg_url() -> str | None:
@@ -328,7 +363,6 @@ def _xdist_group(item: pytest.Item) -> str | None:
     return None
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook turns the xdist_group marks into scheduling groups
 def pytest_collection_modifyitems(config, items):
     # Tests that write to the shared demo app go last, in their collected order.
     writers = [i for i in items if i.get_closest_marker("writes_demo_app")]
@@ -340,10 +374,16 @@ def pytest_collection_modifyitems(config, items):
         if callspec is not None and any(isinstance(v, str) and v == "postgresql" for v in callspec.params.values()):
             item.add_marker(pytest.mark.postgres)
     if _xdist_worker():
+        groups = {}
         for item in items:
             group = _xdist_group(item)
             if group is not None:
                 item.add_marker(pytest.mark.xdist_group(group))
+                groups[item.nodeid] = group
+        if os.environ.get(_GROUPS_ENV):
+            path = Path(os.environ[_GROUPS_ENV]) / f"{_xdist_worker()}.json"
+            path.with_suffix(".part").write_text(json.dumps(groups))
+            path.with_suffix(".part").rename(path)
         # The two long groups first (``make test`` passes --no-loadscope-reorder, so xdist hands
         # out groups in this order): one worker starts on the demo app, the other on Spark, and
         # both then share what is left. A stable sort: the demo app's writers stay last.
