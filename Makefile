@@ -35,7 +35,7 @@ run: venv
 
 ## Run the whole test suite (starts and stops a throwaway PostgreSQL when one is installed).
 test: dev
-	bash scripts/with_postgres.sh $(BIN)/python -m pytest $(PYTEST_ARGS)
+	bash scripts/with_postgres.sh $(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 ## The Spark SQL parity suite (issue 18): starts a throwaway Spark Thrift server (local-cluster mode;
 ## Java 17 and a 490 MB pyspark download into ~/.cache/cxdash on first use) and runs the tests marked

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
+import pickle
+import shutil
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from cxdash.store.database import ANALYTICS, APP_STATE, Store, open_store
+from cxdash.store.suppression import secret_salt
 
 REPO = Path(__file__).resolve().parents[1]
 PUBLIC = REPO.parent / "shared" / "data" / "public"
@@ -23,8 +31,76 @@ if os.environ.get("CXDASH_ANALYTICS_URL"):
     os.environ["CXDASH_SPARK_TEST_URL"] = os.environ.pop("CXDASH_ANALYTICS_URL")
 
 
+def _xdist_worker() -> str | None:
+    """``gw0``, ``gw1``... in a pytest-xdist worker (``make test`` runs two), None in a plain run."""
+    return os.environ.get("PYTEST_XDIST_WORKER")
+
+
+_PG_WORKER_URLS: dict[str, str] = {}
+
+
+# ----------------------------------------------------------------------------- two test processes (make test)
+# ``make test`` runs pytest-xdist with ``--dist loadgroup``: a group's tests all run on one worker, in
+# collected order. pytest-xdist 3.8 marks a group by appending ``@group`` to the test's node id, which
+# pytest 9 (structured node ids) ignores, so the workers write each test's group to a file instead
+# (``pytest_collection_modifyitems``) and the controller's scheduler (``pytest_xdist_make_scheduler``)
+# reads it.
+_GROUPS_ENV = "CXDASH_TEST_XDIST_GROUPS"
+
+
+def pytest_configure(config):
+    if _xdist_worker() or not getattr(config.option, "numprocesses", None):
+        return
+    # Make the installation's secret salt (data/.secret_salt, made on first use) before the workers
+    # start: two workers making it at once could read the file between its creation and its write.
+    secret_salt()
+    folder = tempfile.mkdtemp(prefix="cxdash-xdist-groups-")
+    os.environ[_GROUPS_ENV] = folder  # the workers, started after this, inherit it
+    config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup" or not os.environ.get(_GROUPS_ENV):
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class _FileGroups(LoadGroupScheduling):
+        groups: dict[str, str] | None = None
+
+        def _split_scope(self, nodeid: str) -> str:
+            scope = super()._split_scope(nodeid)
+            if scope != nodeid:  # an xdist that does put the group in the node id
+                return scope
+            if self.groups is None:
+                self.groups = {}
+                for path in sorted(Path(os.environ[_GROUPS_ENV]).glob("*.json")):
+                    self.groups.update(json.loads(path.read_text()))
+            return self.groups.get(nodeid, nodeid)
+
+    return _FileGroups(config, log)
+
+
 def _pg_url() -> str | None:
-    return os.environ.get("CXDASH_TEST_PG_URL")
+    """The PostgreSQL database this test process empties and fills: the harness's own database in a
+    plain run, and one database per xdist worker (``cxdash_gw0``...) beside it otherwise, so two
+    workers never drop each other's tables."""
+    url = os.environ.get("CXDASH_TEST_PG_URL")
+    worker = _xdist_worker()
+    if not url or not worker:
+        return url
+    if url not in _PG_WORKER_URLS:
+        base = sa.make_url(url)
+        name = f"{base.database}_{worker}"
+        engine = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+                if exists is None:
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            engine.dispose()
+        _PG_WORKER_URLS[url] = base.set(database=name).render_as_string(hide_password=False)
+    return _PG_WORKER_URLS[url]
 
 
 def make_store(backend: str, tmp_path: Path) -> Store:
@@ -69,17 +145,53 @@ def artifacts() -> Path:
     return ARTIFACTS
 
 
+def _built_once(tmp_path_factory, name: str, build: Callable[[Path], object]) -> tuple[Path, object]:
+    """``(folder, build(folder))``, built once per test run.
+
+    In a plain run that is here and now. Under xdist the first worker to ask builds it while holding
+    a file lock in the run's shared temp folder; the others wait for it and get the same folder and a
+    copy (pickled) of what ``build`` returned. What is in the folder is for reading: a worker copies a
+    store before opening it (DuckDB lets one process at a time write to a file).
+    """
+    if _xdist_worker() is None:
+        folder = tmp_path_factory.mktemp(name)
+        return folder, build(folder)
+    folder = tmp_path_factory.getbasetemp().parent / f"built-once-{name}"
+    done = folder / "built.pickle"
+    with open(f"{folder}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            result = build(folder)
+            (folder / "built.pickle.part").write_bytes(pickle.dumps(result))
+            (folder / "built.pickle.part").rename(done)
+        return folder, pickle.loads(done.read_bytes())  # noqa: S301 - our own file, written just above or by a sibling worker
+
+
+def _store_copy(source: Path, tmp_path_factory, name: str) -> str:
+    """URL of a fresh copy of the DuckDB file ``source`` in a new temp folder."""
+    path = tmp_path_factory.mktemp(name) / source.name
+    shutil.copy(source, path)
+    return f"duckdb:///{path}"
+
+
+def _build_demo_store(folder: Path, n_customers: int, seed: int) -> dict:
+    from cxdash.demo.build import build_demo
+
+    s = open_store(f"duckdb:///{folder / 'demo.duckdb'}")
+    try:
+        return build_demo(s, n_customers=n_customers, seed=seed, out_dir=folder / "extracts")
+    finally:
+        s.dispose()
+
+
 @pytest.fixture(scope="session")
 def demo_store(tmp_path_factory):
     """A DuckDB store holding a 3,000-customer demo company, and the folder of its CSV extracts."""
-    from cxdash.demo.build import build_demo
-
-    root = tmp_path_factory.mktemp("demo")
-    url = f"duckdb:///{root / 'demo.duckdb'}"
-    s = open_store(url)
-    summary = build_demo(s, n_customers=3000, seed=11, out_dir=root / "extracts")
-    s.dispose()
-    return {"url": url, "dir": root / "extracts", "summary": summary}
+    folder, summary = _built_once(tmp_path_factory, "demo", lambda f: _build_demo_store(f, 3000, 11))
+    url = _store_copy(folder / "demo.duckdb", tmp_path_factory, "demo")
+    return {"url": url, "dir": folder / "extracts", "summary": summary}
 
 
 @pytest.fixture(scope="session")
@@ -88,17 +200,18 @@ def trained_demo(demo_store, tmp_path_factory):
 
     A copy, so tests that count what the demo store holds are not affected by the model tables.
     """
-    import shutil
-
     from cxdash.risk.training import train
 
-    root = tmp_path_factory.mktemp("trained_demo")
-    path = root / "demo.duckdb"
-    shutil.copy(demo_store["url"].removeprefix("duckdb:///"), path)
-    url = f"duckdb:///{path}"
-    s = open_store(url)
-    model = train(s)
-    s.dispose()
+    def build(folder: Path):
+        shutil.copy(demo_store["url"].removeprefix("duckdb:///"), folder / "demo.duckdb")
+        s = open_store(f"duckdb:///{folder / 'demo.duckdb'}")
+        try:
+            return train(s)
+        finally:
+            s.dispose()
+
+    folder, model = _built_once(tmp_path_factory, "trained_demo", build)
+    url = _store_copy(folder / "demo.duckdb", tmp_path_factory, "trained_demo")
     return {"url": url, "model": model, "dir": demo_store["dir"]}
 
 
@@ -169,15 +282,10 @@ def _apptest_signed_in_as_admin(monkeypatch):
 @pytest.fixture(scope="module")
 def small_demo(tmp_path_factory) -> str:
     """URL of a 300-customer demo store (seed 3), one per test module: many campaigns, sales
-    owners and signup months hold fewer than 10 customers."""
-    from cxdash.demo.build import build_demo
-
-    root = tmp_path_factory.mktemp("small_demo")
-    url = f"duckdb:///{root / 'demo.duckdb'}"
-    s = open_store(url)
-    build_demo(s, n_customers=300, seed=3, out_dir=root / "extracts")
-    s.dispose()
-    return url
+    owners and signup months hold fewer than 10 customers. Built once per run; each module gets
+    its own copy of the file."""
+    folder, _ = _built_once(tmp_path_factory, "small_demo", lambda f: _build_demo_store(f, 300, 3))
+    return _store_copy(folder / "demo.duckdb", tmp_path_factory, "small_demo")
 
 
 @pytest.fixture(autouse=True)
@@ -223,8 +331,6 @@ def demo_app(trained_demo, tmp_path_factory):
     ``pytest_collection_modifyitems``), so what the others read is the demo as built. A module adds
     its own users with ``ensure_user(demo_app["db"], ...)`` before signing them in.
     """
-    import shutil
-
     from tests.browser_support import chromium, require_browser, running_app
 
     require_browser()
@@ -234,6 +340,27 @@ def demo_app(trained_demo, tmp_path_factory):
     url = f"duckdb:///{path}"
     with running_app(url, root / "server.log") as base, chromium() as browser:
         yield {"url": base, "db": url, "browser": browser, "root": root, "dir": trained_demo["dir"]}
+
+
+def _xdist_group(item: pytest.Item) -> str | None:
+    """The pytest-xdist group (one worker runs a group's tests in order) ``item`` belongs in.
+
+    - ``spark``: every Spark test, so one worker waits on the Thrift server while the other runs the rest;
+    - ``demo_app``: every test on the shared demo app (one server per worker, and the
+      ``writes_demo_app`` tests must run after the others on the same app);
+    - the test's module, when it uses a module-scoped fixture (a store built, an app started):
+      split over two workers it would be built twice.
+    """
+    if item.get_closest_marker("spark"):
+        return "spark"
+    if "demo_app" in item.fixturenames or item.get_closest_marker("writes_demo_app"):
+        return "demo_app"
+    fixtureinfo = getattr(item, "_fixtureinfo", None)
+    if fixtureinfo is not None:
+        for defs in fixtureinfo.name2fixturedefs.values():
+            if any(d.scope in ("module", "class", "package") for d in defs):
+                return item.module.__name__ if getattr(item, "module", None) else item.nodeid.split("::")[0]
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
@@ -246,3 +373,19 @@ def pytest_collection_modifyitems(config, items):
         callspec = getattr(item, "callspec", None)
         if callspec is not None and any(isinstance(v, str) and v == "postgresql" for v in callspec.params.values()):
             item.add_marker(pytest.mark.postgres)
+    if _xdist_worker():
+        groups = {}
+        for item in items:
+            group = _xdist_group(item)
+            if group is not None:
+                item.add_marker(pytest.mark.xdist_group(group))
+                groups[item.nodeid] = group
+        if os.environ.get(_GROUPS_ENV):
+            path = Path(os.environ[_GROUPS_ENV]) / f"{_xdist_worker()}.json"
+            path.with_suffix(".part").write_text(json.dumps(groups))
+            path.with_suffix(".part").rename(path)
+        # The two long groups first (``make test`` passes --no-loadscope-reorder, so xdist hands
+        # out groups in this order): one worker starts on the demo app, the other on Spark, and
+        # both then share what is left. A stable sort: the demo app's writers stay last.
+        first = {"demo_app": 0, "spark": 1}
+        items.sort(key=lambda i: first.get(_xdist_group(i) or "", 2))
