@@ -33,9 +33,12 @@ run: venv
 	$(BIN)/python -m cxdash users bootstrap --demo-users
 	$(BIN)/python -m streamlit run app.py --server.port $(PORT)
 
-## Run the whole test suite (starts and stops a throwaway PostgreSQL when one is installed).
+## Run the whole test suite in two worker processes: starts and stops a throwaway PostgreSQL when one
+## is installed, and a throwaway Spark SQL server when Java is (in the background: the Spark tests wait
+## for it, on one worker, while the other worker runs the rest).
 test: dev
-	bash scripts/with_postgres.sh $(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	CXDASH_SPARK_BACKGROUND=1 bash scripts/with_postgres.sh bash scripts/with_spark.sh \
+		$(BIN)/python -m pytest -n 2 --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 ## The Spark SQL parity suite (issue 18): starts a throwaway Spark Thrift server (local-cluster mode;
 ## Java 17 and a 490 MB pyspark download into ~/.cache/cxdash on first use) and runs the tests marked
