@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 
 import pandas as pd
@@ -200,3 +201,46 @@ def test_keeping_consented_rows_is_the_same_with_a_set_and_with_the_cached_index
     by_index, left_index = privacy.keep_consented(frame, pd.Index(sorted(allowed), dtype=object))
     assert by_set["n"].tolist() == by_index["n"].tolist() == [0, 3, 4]  # ids are matched exactly, case included
     assert left_set == left_index == 3  # C2, the row without an id, and c1
+
+
+_SALT_RACE = """
+import os, sys, time
+from cxdash.store import suppression
+suppression._salt_from_secrets_file = lambda: None
+start = float(sys.argv[1])
+time.sleep(max(0.0, start - time.time()))
+print(suppression.secret_salt().decode())
+"""
+
+
+def test_processes_making_the_salt_at_once_all_read_the_same_whole_one(tmp_path):
+    """Several processes that find no salt file at the same moment end with one salt, never an empty
+    or half-written one, and no temporary file is left beside it."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k != "CXDASH_SECRET_SALT"}
+    env |= {"CXDASH_DATA_DIR": str(tmp_path), "PYTHONPATH": str(repo)}
+    start = time.time() + 3
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SALT_RACE, str(start)], env=env, stdout=subprocess.PIPE, text=True, cwd=repo
+        )
+        for _ in range(6)
+    ]
+    salts = {p.communicate(timeout=120)[0].strip() for p in procs}
+    assert all(p.returncode == 0 for p in procs)
+    assert len(salts) == 1 and len(next(iter(salts))) == 64
+    assert [f.name for f in tmp_path.iterdir()] == [suppression.SALT_FILE_NAME]
+
+
+def test_an_empty_salt_file_is_refused_not_used(tmp_path, monkeypatch):
+    monkeypatch.delenv("CXDASH_SECRET_SALT", raising=False)
+    monkeypatch.setattr(suppression, "_salt_from_secrets_file", lambda: None)
+    monkeypatch.setenv("CXDASH_DATA_DIR", str(tmp_path))
+    (tmp_path / suppression.SALT_FILE_NAME).write_text("")
+    with pytest.raises(RuntimeError, match="empty"):
+        suppression.secret_salt()

@@ -54,15 +54,25 @@ def secret_salt() -> bytes:
     path = Path(os.environ.get("CXDASH_DATA_DIR", config.DATA_DIR)) / SALT_FILE_NAME
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
+        # Written whole under a private name, then linked into place: a process that finds the file
+        # never reads it half-written (an O_EXCL create then a write let a second process read it
+        # empty and hash with an empty salt). The link fails if another process linked first.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            os.link(tmp, path)
         except FileExistsError:  # another process made it first: use theirs
             pass
         else:
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32))
             log.warning("generated a secret salt in %s; back it up with the database", path)
-    return path.read_text().strip().encode("utf-8")
+        finally:
+            tmp.unlink(missing_ok=True)
+    value = path.read_text().strip()
+    if not value:
+        raise RuntimeError(f"the secret salt file {path} is empty: restore it from the backup made with the database")
+    return value.encode("utf-8")
 
 
 def identifier_hash(key: str, salt: bytes | None = None) -> str:
