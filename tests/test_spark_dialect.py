@@ -19,7 +19,8 @@ import sqlalchemy as sa
 
 pytestmark = pytest.mark.spark
 
-SPARK_URL = os.environ.get("CXDASH_SPARK_TEST_URL", "")  # CXDASH_ANALYTICS_URL, moved by tests/conftest.py
+from tests.spark_support import SPARK_URL, spark_url  # noqa: E402  (CXDASH_ANALYTICS_URL, moved by tests/conftest.py)
+
 if not SPARK_URL.startswith("sparkthrift://"):
     pytest.skip(
         "CXDASH_ANALYTICS_URL is not a sparkthrift:// URL (run under scripts/with_spark.sh: make test-spark)",
@@ -28,7 +29,6 @@ if not SPARK_URL.startswith("sparkthrift://"):
 
 import cxdash.store.spark  # noqa: E402,F401  (registers sparkthrift://)
 from cxdash.store.dialect import percentiles  # noqa: E402  (after the module-level skip)
-from tests.spark_support import spark_url  # noqa: E402
 
 N_ROWS = 400
 NAMES = [" Anna ", "anna", "BOB", "bob ", "Chloé", "dan", "Eve", " eve"]

@@ -619,8 +619,8 @@ def bulk_insert(conn: Connection, table: sa.Table, frame: pd.DataFrame) -> int:
         with raw.cursor() as cur, cur.copy(f"COPY {target} ({quoted}) FROM STDIN") as copy:
             for row in obj.itertuples(index=False, name=None):
                 copy.write_row(row)
-    elif hasattr(conn.dialect, "insert_frame"):  # Spark: Parquet files and one INSERT (store/spark.py)
-        conn.dialect.insert_frame(conn, table, frame)
+    elif hasattr(conn.dialect, "insert_frame") and conn.dialect.insert_frame(conn, table, frame):
+        pass  # Spark: Parquet files and one INSERT (store/spark.py)
     else:  # portable fallback
         records = frame.astype(object).where(frame.notna(), None).to_dict("records")
         conn.execute(table.insert(), records)

@@ -540,16 +540,16 @@ class SparkThriftDialect(HiveDialect):
             return
         cursor.execute(statement, parameters)
 
-    def insert_frame(self, conn, table: sa.Table, frame) -> int:
+    def insert_frame(self, conn, table: sa.Table, frame) -> bool:
         """Bulk insert for ``cxdash.store.database.bulk_insert``: one Parquet file and one INSERT
-        when the server reads a staging folder we write (``CXDASH_SPARK_STAGING``), else pages of
-        multi-row INSERT ... VALUES (about 1,700 rows/s)."""
+        when the server reads a staging folder we write (``CXDASH_SPARK_STAGING``). False without
+        one: the caller's portable path sends pages of multi-row INSERT ... VALUES (about 1,700
+        rows/s)."""
         staging = spark_staging_dir()
-        if staging:
-            return insert_via_parquet(conn, table, frame, staging)
-        records = frame.astype(object).where(frame.notna(), None).to_dict("records")
-        conn.execute(table.insert(), records)
-        return len(frame)
+        if not staging:
+            return False
+        insert_via_parquet(conn, table, frame, staging)
+        return True
 
     def do_rollback(self, dbapi_connection):
         pass

@@ -151,7 +151,7 @@ def _create_stage(conn: Connection, stage: str, select) -> None:
     conn.execute(_CreateStage(stage, select))
 
 
-def _partition_literal(conn: Connection, value, type_) -> str:
+def _partition_literal(value) -> str:
     """A partition value as SQL (load ids: integers)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise NotImplementedError(f"Spark rewrite: partition values must be integers, not {value!r}")
@@ -212,6 +212,6 @@ def _rewrite_partitions(conn, table, target, part: str, match, values, *, is_del
             select = sa.select(*_new_rows(table, columns, match, values)).where(key.in_(kept))
         _overwrite(conn, target, select, f" PARTITION ({quoted})")
     for value in emptied:
-        literal = _partition_literal(conn, value, key.type)
+        literal = _partition_literal(value)
         conn.exec_driver_sql(f"ALTER TABLE {target} DROP IF EXISTS PARTITION ({quoted} = {literal})")
     return total
