@@ -14,7 +14,7 @@ from cxdash.exporting import safe_csv
 from cxdash.identity.links import parse_link
 from cxdash.ingest.load import IngestError, KindUnclearError, ingest_file
 from cxdash.ingest.mapping import load_mapping
-from cxdash.jobs import after_load, check_file
+from cxdash.jobs import after_load, check_file, rescore_touched
 from cxdash.risk import NotEnoughChurnError
 from cxdash.store.version import data_version
 
@@ -166,8 +166,23 @@ def cmd_ingest(args) -> int:
             print(f"  {note}")
 
     if result.stored and (result.rows_loaded or args.mode == "replace"):
+        # the new signals into the at-risk list first (seconds), then the stored views (longer)
+        print(_rescore_words(rescore_touched(store, (result.load_id,))))
         after_load(store)
     return 0 if result.rows_loaded or result.rows_duplicate else 1
+
+
+def _rescore_words(report: dict) -> str:
+    """What ``rescore_touched`` did to the at-risk list, in one line."""
+    if not report["rescored"]:
+        return f"at-risk list not updated: {report['why']}"
+    if not report["customers"]:
+        return "at-risk list: the load touched no known customer"
+    left = f"; {report['removed']:,} left the list (no longer live)" if report["removed"] else ""
+    return (
+        f"at-risk list: {report['customers']:,} customer(s) this load touched scored again with model "
+        f"v{report['model_version']} in {report['seconds']:.1f} s{left}"
+    )
 
 
 def _links(texts: list[str] | None) -> dict | None:

@@ -18,7 +18,7 @@ from cxdash.risk.activation import (
     list_version,
     mark,
 )
-from cxdash.risk.aggregates import INTENT_SIGNALS, VALUE_BASES, Sample, data_as_of, value_basis
+from cxdash.risk.aggregates import INTENT_SIGNALS, VALUE_BASES, Customers, Sample, data_as_of, value_basis
 from cxdash.risk.attributes import MISSING_CATEGORY, LabelError, attribute_columns, identifier_like, parse_label
 from cxdash.risk.drivers import Driver, driver_info, main_feature, reason_baseline
 from cxdash.risk.features import AGE_CAP_DAYS, FeatureFrame, SnapshotReader, customer_features, labelled_features
@@ -34,7 +34,7 @@ from cxdash.risk.next_action import DEFAULT_ACTION, RECENT_SIGNAL_DAYS, age_word
 from cxdash.risk.persistence import latest_model, load_model, model_versions, save_model, version_problem
 from cxdash.risk.reasons import explain
 from cxdash.risk.recent import recent_signals, row_signals
-from cxdash.risk.scoring import current_features, score_frame, store_scores
+from cxdash.risk.scoring import current_features, rescore_customers, score_frame, store_scores
 
 __all__ = [
     "AGE_CAP_DAYS",
@@ -46,6 +46,7 @@ __all__ = [
     "STATUSES",
     "VALUE_BASES",
     "ChurnModel",
+    "Customers",
     "Driver",
     "FeatureFrame",
     "LabelError",
@@ -79,6 +80,7 @@ __all__ = [
     "parse_label",
     "reason_baseline",
     "recent_signals",
+    "rescore_customers",
     "row_signals",
     "save_model",
     "score_frame",

@@ -4,7 +4,8 @@ Only rows *before* the cutoff are read, so a snapshot never sees its own future.
 (counts, sums, latest timestamps, repeat contacts via a window function) runs as portable
 SQLAlchemy Core aggregates, one query per source kind, each returning one row per customer
 (``cx_id``, its integer ``cx_key`` and the aggregates); ``cxdash.risk.features`` joins them.
-``Sample`` draws a deterministic 1-in-k customer sample in the database.
+``Sample`` draws a deterministic 1-in-k customer sample in the database; ``Customers`` names the
+customers to read (the ones a load touched, rescored after it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -35,6 +37,7 @@ __all__ = [
     "INTENT_SIGNALS",
     "MARKETING_WINDOW_DAYS",
     "VALUE_BASES",
+    "Customers",
     "Sample",
     "crm_records",
     "data_as_of",
@@ -108,8 +111,32 @@ class Sample:
         if self.every < 1 or not 0 <= self.offset < self.every:
             raise ValueError(f"a sample needs every >= 1 and 0 <= offset < every, not {self}")
 
+    @property
+    def everyone(self) -> bool:
+        return self.every == 1
+
     def where(self, cx_key) -> sa.ColumnElement:
         return (cx_key % self.every) == self.offset
+
+    def keeps(self, keys: pd.Index) -> np.ndarray:
+        """Which of the integer ``keys`` are in the sample (the same rule as ``where``, in pandas)."""
+        return np.asarray((keys % self.every) == self.offset)
+
+
+@dataclass(frozen=True)
+class Customers:
+    """The customers with the given integer keys ``cx_key`` (the ones a load touched): read like a
+    ``Sample``, so a snapshot of a few customers reads only their rows."""
+
+    keys: tuple[int, ...]
+
+    everyone = False
+
+    def where(self, cx_key) -> sa.ColumnElement:
+        return cx_key.in_(self.keys)
+
+    def keeps(self, keys: pd.Index) -> np.ndarray:
+        return np.asarray(keys.isin(self.keys))
 
 
 def _key(cx_key) -> sa.ColumnElement:
@@ -118,8 +145,8 @@ def _key(cx_key) -> sa.ColumnElement:
     return sa.func.min(cx_key).label("cx_key")
 
 
-def _sampled(query, cx_key, sample: Sample | None):
-    return query if sample is None or sample.every == 1 else query.where(sample.where(cx_key))
+def _sampled(query, cx_key, sample: Sample | Customers | None):
+    return query if sample is None or sample.everyone else query.where(sample.where(cx_key))
 
 
 def has_rows(conn: Connection, kind: str) -> bool:
@@ -144,8 +171,8 @@ def data_as_of(conn: Connection) -> datetime | None:
 
 
 # ----------------------------------------------------------------------------- the customer record
-def crm_records(conn: Connection, source: str | None) -> pd.DataFrame:
-    """One CRM row per customer: canonical fields, attrs, source."""
+def crm_records(conn: Connection, source: str | None, sample: Sample | Customers | None = None) -> pd.DataFrame:
+    """One CRM row per customer (of ``sample``, when given): canonical fields, attrs, source."""
     c, im = KIND_TABLES["customers"], customer_keys_table
     cols = [
         im.c.cx_id,
@@ -163,7 +190,7 @@ def crm_records(conn: Connection, source: str | None) -> pd.DataFrame:
     q = sa.select(*cols).select_from(c.join(im, im.c.cx_key == c.c.cx_key))
     if source:
         q = q.where(c.c.source == source)
-    crm = _frame(conn, q)
+    crm = _frame(conn, _sampled(q, c.c.cx_key, sample))
     if crm.empty:
         return crm
     crm = crm.sort_values(["load_id", "row_number"]).drop_duplicates("cx_id", keep="last")

@@ -140,9 +140,43 @@ def _typed_attributes(attrs: pd.DataFrame, dropped: dict[str, str]) -> tuple[pd.
     return pd.DataFrame(out, index=attrs.index), numeric, categorical
 
 
-def crm_features(
-    crm: pd.DataFrame, cutoff: datetime | None, dropped: dict[str, str], exclude_attrs: set[str]
+def _attributes_as(
+    attrs: pd.DataFrame, numeric: list[str], categorical: list[str]
 ) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Attribute columns typed as a model saw them (``numeric`` and ``categorical`` feature names),
+    not as these rows alone would suggest: a few customers cannot tell a number from a category."""
+    out, n2, c2 = {}, [], []
+    for name in attrs.columns:
+        key = "attr_" + _norm_name(name)
+        raw = attrs[name].astype("string").str.strip().replace("", pd.NA)
+        if key in numeric:
+            out[key] = pd.to_numeric(raw, errors="coerce").astype(float)
+            n2.append(key)
+        elif key in categorical:
+            out[key] = raw.astype(object).where(raw.notna(), MISSING_CATEGORY)
+            c2.append(key)
+    # an attribute none of these rows carries is missing for them, as it is in a full snapshot
+    for key in numeric:
+        if key.startswith("attr_") and key not in out:
+            out[key] = pd.Series(np.nan, index=attrs.index, dtype=float)
+            n2.append(key)
+    for key in categorical:
+        if key.startswith("attr_") and key not in out:
+            out[key] = pd.Series(MISSING_CATEGORY, index=attrs.index, dtype=object)
+            c2.append(key)
+    return pd.DataFrame(out, index=attrs.index), n2, c2
+
+
+def crm_features(
+    crm: pd.DataFrame,
+    cutoff: datetime | None,
+    dropped: dict[str, str],
+    exclude_attrs: set[str],
+    schema: tuple[list[str], list[str]] | None = None,
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The CRM record's features: tenure (given a cutoff), the CRM categories, marketing consent
+    and the typed attributes. ``schema``: a model's (numeric, categorical) features, to type the
+    attributes as it was trained on them (a rescore of a few customers)."""
     feats = pd.DataFrame(index=crm.index)
     numeric, categorical = [], []
     signup = pd.to_datetime(crm["signup_date"])
@@ -151,14 +185,14 @@ def crm_features(
         numeric.append("tenure_days")
     for name in CRM_CATEGORIES:
         col = crm[name].astype("string")
-        if col.notna().any():
+        if col.notna().any() if schema is None else name in schema[1]:
             feats[name] = col.astype(object).where(col.notna(), MISSING_CATEGORY)
             categorical.append(name)
-    if crm["consent_marketing"].notna().any():
+    if crm["consent_marketing"].notna().any() if schema is None else "consent_marketing" in schema[0]:
         feats["consent_marketing"] = crm["consent_marketing"].astype("Float64").astype(float)
         numeric.append("consent_marketing")
     attrs = attribute_columns(crm["attrs"])
     attrs = attrs[[c for c in attrs.columns if c not in exclude_attrs]]
-    typed, n2, c2 = _typed_attributes(attrs, dropped)
+    typed, n2, c2 = _typed_attributes(attrs, dropped) if schema is None else _attributes_as(attrs, *schema)
     feats = feats.join(typed)
     return feats, numeric + n2, categorical + c2

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Connection
 from cxdash.metrics.churn import churned
 from cxdash.risk.aggregates import (
     INTENT_SIGNALS,
+    Customers,
     Sample,
     crm_records,
     data_as_of,
@@ -100,21 +101,36 @@ class SnapshotReader:
     snapshot of a training run has the same columns.
     """
 
-    def __init__(self, conn: Connection, *, source: str | None = None, churn=None):
+    def __init__(
+        self,
+        conn: Connection,
+        *,
+        source: str | None = None,
+        churn=None,
+        customers: Customers | None = None,
+        schema: tuple[list[str], list[str]] | None = None,
+    ):
         """``churn``: a dated ``cxdash.metrics.churn.Definition`` whose churn dates give the labels and the
-        customers already gone at a cutoff (None: subscription ends, as before)."""
+        customers already gone at a cutoff (None: subscription ends, as before). ``customers``: read
+        only these customers (a rescore of the ones a load touched), with their attributes typed by
+        ``schema``, the model's (numeric, categorical) features; every snapshot is then limited to them."""
         self.conn = conn
+        self.customers = customers
+        self.schema = schema
         self.dropped: dict[str, str] = {}
         self.churn_at: pd.Series | None = None  # cx_key -> when the customer churned, under ``churn``
         if churn is not None:
-            gone = read_frame(conn, churned(conn, churn))
+            gone_q = churned(conn, churn).subquery()
+            gone = read_frame(conn, _sampled_select(gone_q, customers))
             self.churn_at = pd.Series(
                 pd.to_datetime(gone["churn_at"]).to_numpy(),
                 index=gone["cx_key"].astype("int64"),
                 dtype="datetime64[ns]",
             )
         # keyed by the integer cx_key: a snapshot joins the kinds' results on it
-        self.crm = crm_records(conn, source).reset_index().set_index("cx_key")
+        self.crm = crm_records(conn, source, customers).reset_index().set_index("cx_key")
+        # whether the store holds CRM records at all (a few customers' may all be missing)
+        self.has_crm = not self.crm.empty or (customers is not None and _has_crm(conn, source))
         self.loaded = {k: has_rows(conn, k) for k in ("events", "tickets", "transactions", "subscriptions")}
         self.value_basis = value_basis(conn)
         self.crm_features = pd.DataFrame(index=self.crm.index)
@@ -123,7 +139,7 @@ class SnapshotReader:
         if not self.crm.empty:
             # tenure depends on the cutoff: added per snapshot
             self.crm_features, self.crm_numeric, self.crm_categorical = crm_features(
-                self.crm, None, self.dropped, exclude_attrs=set()
+                self.crm, None, self.dropped, exclude_attrs=set(), schema=schema
             )
             self.signup = pd.to_datetime(self.crm["signup_date"])
 
@@ -131,6 +147,10 @@ class SnapshotReader:
         self, cutoff: datetime, *, horizon_days: float | None = None, sample: Sample | None = None
     ) -> FeatureFrame:
         """One snapshot; see ``customer_features``."""
+        if self.customers is not None:
+            if sample is not None:
+                raise ValueError("a reader limited to given customers takes no sample")
+            sample = self.customers
         return _snapshot(self, cutoff, horizon_days, sample)
 
     def live_count(self, cutoff: datetime) -> int:
@@ -144,6 +164,21 @@ class SnapshotReader:
         if not self.crm.empty:
             return int((self.signup.isna() | (self.signup < pd.Timestamp(cutoff))).sum())
         return int(self.conn.execute(sa.select(sa.func.count()).select_from(customer_keys_table)).scalar() or 0)
+
+
+def _sampled_select(rows: sa.Subquery, customers: Customers | None) -> sa.Select:
+    """``rows`` (with a ``cx_key`` column), only ``customers``' when given."""
+    q = sa.select(rows)
+    return q if customers is None else q.where(customers.where(rows.c.cx_key))
+
+
+def _has_crm(conn: Connection, source: str | None) -> bool:
+    """Whether any CRM record (of ``source``) is stitched to a customer."""
+    c = KIND_TABLES["customers"]
+    q = sa.select(sa.literal(1)).select_from(c).where(c.c.cx_key.is_not(None))
+    if source:
+        q = q.where(c.c.source == source)
+    return conn.execute(q.limit(1)).first() is not None
 
 
 def _value(frame: pd.DataFrame, basis: str | None) -> pd.Series:
@@ -173,7 +208,7 @@ def _snapshot(
     ]
     results += kinds
     parts = [_by_key(r) for r in kinds]
-    if crm.empty and not has_subs:
+    if not reader.has_crm and not has_subs:
         universe = parts[0].index.union(parts[1].index).union(parts[2].index)
     if churn_at is not None:  # customers already gone at the cutoff are not at risk of leaving
         gone_by = churn_at.reindex(universe)
@@ -201,7 +236,7 @@ def _snapshot(
     if not crm.empty:
         crm_part = crm.reindex(frame.index)
         signup = reader.signup.reindex(frame.index)
-        if reader.signup.notna().any():
+        if reader.signup.notna().any() or (reader.schema is not None and "tenure_days" in reader.schema[0]):
             frame["tenure_days"] = (pd.Timestamp(cutoff) - signup).dt.total_seconds() / 86400
             numeric.append("tenure_days")
         frame = frame.join(reader.crm_features)
@@ -247,14 +282,16 @@ def _live_customers(
         subs = _by_key(result)
         # with another churn definition, who is still a customer is that definition's call
         universe = subs.index if reader.churn_at is not None else subs.index[subs["live_subscriptions"] > 0]
-        if not crm.empty:
+        if reader.has_crm:
             universe = universe.intersection(crm.index)
         return [result], subs, universe
-    if not crm.empty:
+    if reader.has_crm:
+        if crm.empty:  # none of the given customers has a CRM record: none is a customer
+            return [], pd.DataFrame(), pd.Index([], dtype="int64", name="cx_key")
         signup = reader.signup
         live = signup.isna() | (signup < pd.Timestamp(cutoff))
         if sample is not None:
-            live &= (crm.index % sample.every) == sample.offset
+            live &= sample.keeps(crm.index)
         universe = crm.index[live]
         return [], pd.DataFrame(index=universe), universe
     return [], pd.DataFrame(), pd.Index([], dtype="int64")

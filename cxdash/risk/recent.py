@@ -114,11 +114,12 @@ def row_signals(
     cx_id: str | None = None,
     names: list[str] | None = None,
     since_days: float | None = None,
+    cx_ids: list[str] | None = None,
 ) -> pd.DataFrame:
     """Per customer and signal: the latest occurrence, its age and its detail (a churn record's
     reason, the ticket's topic, the event's name), read with the ``cxdash.metrics.signals`` predicates.
 
-    In: one customer (``cx_id``) or all; ``names`` (default: every row-level signal);
+    In: one customer (``cx_id``), some (``cx_ids``) or all; ``names`` (default: every row-level signal);
     ``since_days``: only rows of the last that many days before ``now`` (``now``: the data's end;
     the counts then cover that window only).
     Out: ``cx_id`` plus ``SIGNAL_COLUMNS``, newest first per customer (undated records last).
@@ -129,6 +130,8 @@ def row_signals(
     names = names or [s.name for s in signals.SIGNALS.values() if s.kind in ROW_KINDS]
 
     def where_customer(col):
+        if cx_ids is not None:
+            return col.in_(cx_ids)
         return sa.true() if cx_id is None else col == cx_id
 
     since = None if since_days is None else now - timedelta(days=since_days)

@@ -63,6 +63,7 @@ __all__ = [
     "open_store",
     "pending_work_table",
     "quarantine_table",
+    "rescores_table",
     "read_frame",
     "request_work",
     "scores_table",
@@ -662,6 +663,21 @@ scores_table = sa.Table(
     sa.Column("action", sa.String),
     sa.Column("reasons_json", sa.Text),
     sa.Column("scored_at", sa.DateTime, nullable=False),
+)
+
+# After each load: when its signals reached the customer card (the load stored) and the at-risk
+# list (its customers scored again, cxdash.jobs.rescore), or why they did not; Data health shows
+# each source's latest. No personal data: a load, its source, counts and times.
+rescores_table = sa.Table(
+    "load_rescores",
+    APP_STATE,
+    sa.Column("load_id", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("source", sa.String, nullable=False),
+    sa.Column("load_started_at", sa.DateTime, nullable=False),
+    sa.Column("stored_at", sa.DateTime, nullable=False),  # the load committed: on the card
+    sa.Column("listed_at", sa.DateTime),  # its customers rescored: in the at-risk list (NULL: not)
+    sa.Column("customers", sa.BigInteger),
+    sa.Column("why", sa.Text),  # why the list was not updated
 )
 
 activation_table = sa.Table(
