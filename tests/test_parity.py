@@ -254,6 +254,41 @@ def test_customer_features_are_equal(engines):
     assert_same_frame(duck.frame.sort_index(), pg.frame.sort_index(), "customer_features")
 
 
+def test_a_few_customers_features_equal_their_rows_of_the_whole_snapshot_on_both_engines(engines):
+    """The partial rescore's snapshot (``SnapshotReader(customers=..., schema=...)``, issue 17): the
+    rows of 25 customers, read alone with the whole snapshot's feature typing, equal their rows of
+    the whole snapshot, on each engine."""
+    from cxdash.metrics.churn import candidates
+    from cxdash.risk import Customers, SnapshotReader, data_as_of
+    from cxdash.store.database import customer_keys_table
+
+    def both_ways(conn):
+        cutoff = data_as_of(conn) + timedelta(seconds=1)
+        dated = [c.definition for c in candidates(conn) if c.dated and c.definition.basis != "subscriptions"]
+        churn = dated[0] if dated else None
+        whole = SnapshotReader(conn, churn=churn).features(cutoff)
+        chosen = sorted(whole.frame.index)[::7][:25]
+        keys = [
+            int(k)
+            for k in conn.execute(
+                customer_keys_table.select()
+                .with_only_columns(customer_keys_table.c.cx_key)
+                .where(customer_keys_table.c.cx_id.in_(chosen))
+            ).scalars()
+        ]
+        part = SnapshotReader(
+            conn, churn=churn, customers=Customers(tuple(keys)), schema=(whole.numeric, whole.categorical)
+        ).features(cutoff)
+        return whole, part, chosen
+
+    for (whole, part, chosen), engine in zip(_both(engines, both_ways), ("duckdb", "postgresql"), strict=True):
+        assert len(chosen) == 25
+        assert sorted(part.frame.index) == chosen, engine
+        got = part.frame[[*whole.numeric, *whole.categorical, "value"]].sort_index()
+        want = whole.frame.loc[chosen, [*whole.numeric, *whole.categorical, "value"]].sort_index()
+        assert_same_frame(got, want, f"features of 25 customers read alone ({engine})")
+
+
 def test_churn_candidates_and_every_definition_are_equal(engines):
     from cxdash.metrics import churn
 

@@ -33,7 +33,7 @@ from cxdash.store.database import (
     scores_table,
 )
 
-__all__ = ["RESCORE_MAX_CUSTOMERS", "activation_times", "rescore_touched", "touched_customers"]
+__all__ = ["RESCORE_MAX_CUSTOMERS", "activation_times", "followup_words", "rescore_touched", "touched_customers"]
 
 # Past this many touched customers the full scoring is the right tool (and about as fast).
 RESCORE_MAX_CUSTOMERS = 50_000
@@ -97,6 +97,26 @@ def _record(store: Store, load_ids: tuple[int, ...], report: dict) -> None:
         with store.app_begin() as conn:
             conn.execute(r.delete().where(r.c.load_id.in_([row["load_id"] for row in rows])))
             conn.execute(r.insert(), rows)
+
+
+def followup_words(store: Store, load_id: int) -> str | None:
+    """What happened to the at-risk list after load ``load_id``, in one sentence (None: nothing
+    recorded, e.g. a load made before this existed)."""
+    r = rescores_table
+    with store.app_begin() as conn:
+        row = conn.execute(sa.select(r).where(r.c.load_id == load_id)).first()
+    if row is None:
+        return None
+    if row.listed_at is None:
+        return f"The at-risk list was not updated: {row.why}."
+    took = (row.listed_at - row.load_started_at).total_seconds()
+    if not row.customers:
+        return "The at-risk list is unchanged: the file holds no known customer."
+    return (
+        f"{row.customers:,} customer{'s' if row.customers != 1 else ''} in this file "
+        f"{'were' if row.customers != 1 else 'was'} scored again: the at-risk list shows their new signals "
+        f"({took:.0f} s after the load began)."
+    )
 
 
 def activation_times(store: Store) -> pd.DataFrame:
