@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxdash.ui import auth, churnview, ops, opsview
+from cxdash.ui import auth, churnview, followup, ops, opsview
 from cxdash.ui.figures import plotly_chart
 from cxdash.ui.formatting import count, labelled, percent, plain
 from cxdash.ui.frame import page_guard
@@ -54,6 +54,8 @@ with st.expander("Targets, repeated keys, loads and saved mappings", expanded=Fa
             ),
         },
     )
+
+followup.render()
 
 st.subheader("Churn definition")
 churnview.flash()

@@ -29,7 +29,7 @@ WHEN = {
     "opportunities": "created_at",
     "churn": "churned_at",
 }
-UNIT = re.compile(r"^\d[\d,]*(\.\d)? (min|h|days)$")
+UNIT = re.compile(r"^\d[\d,]*(\.\d)? (s|min|h|days)$")
 
 
 def _newest_record_delay(url: str) -> dict[str, float]:
@@ -83,7 +83,7 @@ def test_the_page_shows_latency_with_units_freshness_in_words_and_a_grammatical_
         days = hours / 24  # the demo's delays are weeks: shown in days to one decimal
         assert shown == f"{days:,.1f} days", (source, shown)
         assert re.fullmatch(
-            r"newest record \d[\d,.]* (min|h|days) old, loaded \d[\d,.]* (min|h|days) ago",
+            r"newest record \d[\d,.]* (min|h|days) old, loaded \d[\d,.]* (s|min|h|days) ago",
             table.loc[source, "freshness"],
         ), table.loc[source, "freshness"]
     slowest = next(m for m in at.metric if m.label == "Slowest activation latency")

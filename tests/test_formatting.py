@@ -36,6 +36,9 @@ def test_percent_money_and_durations_carry_their_units():
     assert f.money(12_345, "EUR") == "12.3 k EUR"
     assert f.duration(1_535_789) == "17.8 days"  # the median_seconds 1535789
     assert f.duration(2700) == "45 min"
+    assert f.duration(2.37) == "2.4 s"  # a load reaching the card: seconds, not "0 min"
+    assert f.duration(38.4) == "38 s"
+    assert f.duration(95) == "2 min"
     assert f.duration(5.2 * 3600) == "5.2 h"
 
 

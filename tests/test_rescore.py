@@ -7,8 +7,10 @@ The expected figures come from a full snapshot of the whole store (``current_fea
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,6 +24,7 @@ from cxdash.risk import at_risk, current_features, data_as_of, latest_model, res
 from cxdash.risk.scoring import renumber_scores
 from cxdash.store.database import bulk_insert, customer_keys_table, open_store, scores_table
 
+REPO = Path(__file__).resolve().parents[1]
 WEB = {
     "kind": "events",
     "columns": {
@@ -232,7 +235,9 @@ def test_the_list_is_numbered_again_in_the_database_on_both_engines(store):
     assert moved == sum(1 for cx, pos in zip(rows["cx_id"], rows["position"], strict=True) if want[cx] != pos)
 
 
-def test_the_cli_append_puts_the_signal_in_the_list_says_so_and_data_health_times_it(trained, tmp_path, capsys):
+def test_the_cli_append_puts_the_signal_in_the_list_says_so_and_data_health_times_it(
+    trained, tmp_path, capsys, monkeypatch
+):
     from cxdash.cli.main import main
     from cxdash.jobs import activation_times
 
@@ -276,3 +281,26 @@ def test_the_cli_append_puts_the_signal_in_the_list_says_so_and_data_health_time
         assert list(times.index) == ["web"]
     finally:
         store.dispose()
+
+    # Data health says it in words, with units, for the ops person
+    from streamlit.testing.v1 import AppTest
+
+    from tests.conftest import seed_session
+
+    monkeypatch.setenv("CXDASH_DB_URL", url)
+    at = AppTest.from_file(str(REPO / "pages" / "data_health.py"), default_timeout=120)
+    seed_session(at, "health-ops", "ops")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    sentence = next(t.value for t in at.text if t.value.startswith("New records reach the at-risk list"))
+    assert re.fullmatch(
+        r"New records reach the at-risk list within \d+(\.\d)? s of their load starting "
+        r"\(slowest: web, load \d+\)\.",
+        sentence,
+    ), sentence
+    table = next(d.value for d in at.dataframe if "in the at-risk list" in d.value.columns)
+    row = table.set_index("source").loc["web"]
+    assert re.fullmatch(r"\d+(\.\d)? s", row["on the card"]) and re.fullmatch(
+        r"\d+(\.\d)? s", row["in the at-risk list"]
+    )
+    assert row["customers scored again"] == "1"

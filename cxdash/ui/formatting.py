@@ -289,11 +289,15 @@ def money_exact(value: object, currency: str | None = None) -> str:
 
 
 def duration(seconds: object) -> str:
-    """A length of time in the unit a person would use: ``45 min``, ``5.2 h``, ``17.8 days``; ``—`` when
-    unknown."""
+    """A length of time in the unit a person would use: ``2.4 s``, ``38 s``, ``45 min``, ``5.2 h``,
+    ``17.8 days``; ``—`` when unknown."""
     if _missing(seconds):
         return UNKNOWN
     s = float(seconds)
+    if abs(s) < 10:
+        return f"{s:.1f} s"
+    if abs(s) < 90:
+        return f"{s:.0f} s"
     if abs(s) < 3600:
         return f"{s / 60:.0f} min"
     if abs(s) < 86400 * 2:
