@@ -304,3 +304,31 @@ def test_the_cli_append_puts_the_signal_in_the_list_says_so_and_data_health_time
         r"\d+(\.\d)? s", row["in the at-risk list"]
     )
     assert row["customers scored again"] == "1"
+
+
+def test_an_upload_on_the_page_says_its_customers_were_scored_again(trained, tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    with trained.connect() as conn:
+        end = data_as_of(conn)
+        email = conn.execute(sa.text("select min(email) from src_customers where email is not null")).scalar()
+    url = trained.url
+    trained.dispose()
+    monkeypatch.setenv("CXDASH_DB_URL", url)
+    body = (
+        "cookie_id,user_email,event_time,event_name,session_id\n"
+        f"page-cookie,{email},{end:%Y-%m-%d %H:%M:%S},cancel_page,page-s1\n"
+    ).encode()
+    at = AppTest.from_file(str(REPO / "pages" / "upload.py"), default_timeout=180).run()
+    at.file_uploader(key="upload_files").upload("web.csv", body, "text/csv")
+    at.run()
+    at.button(key="upload_check").click().run()
+    next(b for b in at.button if b.label.startswith("Load 1 row")).click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = "\n".join(t.value for t in at.text)
+    assert re.search(
+        r"^1 customer in this file was scored again: the at-risk list shows their new signals "
+        r"\(\d+ s after the load began\)\.$",
+        shown,
+        re.M,
+    ), shown

@@ -283,6 +283,11 @@ def test_after_a_load_no_load_button_is_left_and_another_file_can_follow(db):
     assert not at.exception
     assert counts(db)["tickets"] == 1
     assert [s.value for s in at.success] == ["1 row loaded into 'Helpdesk' (tickets)."]
+    # what the load did to the at-risk list, in words (here: there is none yet)
+    assert (
+        "The at-risk list was not updated: no churn model has been trained yet, so there is no at-risk list "
+        "to update." in texts(at)
+    )
     labels = [b.label for b in at.button]
     assert labels == ["Upload another file"], labels  # neither Check nor any Load button
     button(at, "Upload another file").click().run()

@@ -23,7 +23,7 @@ from cxdash.identity.links import LinkError, match_rates, suggest_links
 from cxdash.ingest.load import IngestError, IngestResult, ingest_file, saved_mapping
 from cxdash.ingest.mapping import KindGuess, Mapping, MappingError, rank_kinds, suggest_source_name
 from cxdash.ingest.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
-from cxdash.jobs import after_load, check_file, summaries
+from cxdash.jobs import after_load, check_file, followup_words, rescore_touched, summaries
 from cxdash.store.database import identity_hubs_table, quarantine_table, sources_table
 from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, get_kind
 from cxdash.ui import data, disclosure
@@ -295,6 +295,9 @@ def load(
         owner=owner,
         actor=current_user(),  # the upload audit entry commits with the data (cxdash.ingest.load.ingest_file)
     )
+    if result.stored and result.load_id is not None:
+        progress(0.98, "scoring again the customers in this file, for the at-risk list")
+        rescore_touched(data.store(), (result.load_id,))
     if result.stored:
         progress(0.99, "updating the overview and data health summaries")
         # The Shared KPIs and Journeys default views take minutes on a large store: they are
@@ -582,6 +585,9 @@ def render_loaded(done: IngestResult) -> None:
     if done.links:
         st.markdown("**Rows reached through links**")
         st.text("\n".join(link_outcome_lines(done)))
+    listed = followup_words(data.store(), done.load_id) if done.load_id is not None else None
+    if listed:
+        st.text(listed)
     st.caption("The mapping was saved for this source. Every page now shows the new data.")
     st.button(
         "Upload another file",
