@@ -44,7 +44,7 @@ st.dataframe(
     column_config={
         "source": st.column_config.TextColumn("source", width=95),
         "kind": st.column_config.TextColumn("kind", width=95),
-        "owner": st.column_config.TextColumn("owner", width=85),
+        "owner": st.column_config.TextColumn("owner", width=170),
         "from": st.column_config.TextColumn("from", width=95),
         "to (newest record)": st.column_config.TextColumn("to (newest record)", width=165),
         "rows": st.column_config.NumberColumn("rows", format="localized", width=80),
