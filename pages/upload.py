@@ -218,7 +218,8 @@ else:
     )
 
 with st.expander("Preview (first rows of the file)", expanded=False):
-    st.dataframe(staged.preview.head(50), hide_index=True, width="stretch")
+    # an empty cell of the file shows empty (not as the grid's grey "None")
+    st.dataframe(staged.preview.head(50).fillna(""), hide_index=True, width="stretch")
 
 mode = st.radio(
     "When this source already has data",

@@ -156,3 +156,47 @@ def test_the_upload_page_labels_its_mapping_in_words(db):
     table = next(d.value for d in at.dataframe if "stored as" in d.value.columns)
     assert not [x for x in table["field"] if SNAKE in x]
     assert "customer_id" in set(table["stored as"])
+    # the preview shows the file's empty cells empty, not as "None"
+    preview = next(d.value for d in at.dataframe if "event_type" in d.value.columns)
+    assert not preview.isna().any().any() and (preview == "").any().any()
+
+
+def test_the_journey_map_and_the_conflicts_chart_name_departments_in_words():
+    from cxdash.ui import executive_charts, journeys_charts
+
+    edges = pd.DataFrame(
+        {
+            "source": ["ticket opened", "page view"],
+            "target": ["ticket closed", "ticket opened"],
+            "count": [30, 12],
+            "customers": [30, 12],
+            "customer_share": [0.5, 0.2],
+            "median_seconds": [3600.0, 60.0],
+            "p90_seconds": [7200.0, 600.0],
+        }
+    )
+    nodes = pd.DataFrame(
+        {
+            "activity": ["ticket opened", "ticket closed", "page view"],
+            "department": ["tech", "tech", "web"],
+            "customers": [30, 30, 12],
+        }
+    )
+    legend = {t.name for t in journeys_charts.journey_map(edges, nodes).data if t.showlegend is not False}
+    assert {"Technology (tech)", "Web / digital (web)"} <= legend
+    assert not legend & {"tech", "web"}
+
+    frame = pd.DataFrame(
+        {
+            "department": ["support", "support", "marketing", "marketing"],
+            "cohort_by": ["channel", "channel", "campaign", "campaign"],
+            "cohort": ["chat", "phone", "spring", "autumn"],
+            "departmental_value": [0.9, 0.2, 0.5, 0.1],
+            "shared_kpi": ["churn_rate"] * 4,
+            "shared_value": [0.3, 0.1, 0.2, 0.4],
+            "conflict": [False, False, False, False],
+        }
+    )
+    names = {t.name for t in executive_charts.conflict_quadrants(frame).data}
+    assert {"Customer support (support)", "Marketing (marketing)"} <= names
+    assert not names & {"support", "marketing"}

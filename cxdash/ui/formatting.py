@@ -167,6 +167,10 @@ def overview_cards(head: Headline, sources: pd.DataFrame) -> list[tuple[str, str
 
 
 SOURCES_COLUMNS_HELP = {
+    "owner": (
+        "The department the source belongs to, spelled out with the code the data uses. The team or person "
+        "to call about it is on Data health."
+    ),
     "customers": "Customers (stitched to a CRM customer record) with at least one row in this source.",
     "anonymous or unmatched": (
         "People this source knows only by its own ids (a web cookie, an email, a phone number, an account) "
