@@ -44,12 +44,12 @@ st.dataframe(
     column_config={
         "source": st.column_config.TextColumn("source", width=88),
         "kind": st.column_config.TextColumn("kind", width=92),
-        "owner": st.column_config.TextColumn("owner", width=150, help=formatting.SOURCES_COLUMNS_HELP["owner"]),
+        "owner": st.column_config.TextColumn("owner", width=156, help=formatting.SOURCES_COLUMNS_HELP["owner"]),
         "from": st.column_config.TextColumn("from", width=86),
         "to (newest record)": st.column_config.TextColumn("to (newest record)", width=160),
-        "rows": st.column_config.NumberColumn("rows", format="localized", width=62),
+        "rows": st.column_config.NumberColumn("rows", format="localized", width=58),
         "customers": st.column_config.NumberColumn(
-            "customers", format="localized", width=78, help=formatting.SOURCES_COLUMNS_HELP["customers"]
+            "customers", format="localized", width=76, help=formatting.SOURCES_COLUMNS_HELP["customers"]
         ),
         "anonymous or unmatched": st.column_config.NumberColumn(
             "anonymous or unmatched",
