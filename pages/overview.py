@@ -42,14 +42,14 @@ st.dataframe(
     hide_index=True,
     width="stretch",
     column_config={
-        "source": st.column_config.TextColumn("source", width=95),
-        "kind": st.column_config.TextColumn("kind", width=95),
-        "owner": st.column_config.TextColumn("owner", width=85),
-        "from": st.column_config.TextColumn("from", width=95),
-        "to (newest record)": st.column_config.TextColumn("to (newest record)", width=165),
-        "rows": st.column_config.NumberColumn("rows", format="localized", width=80),
+        "source": st.column_config.TextColumn("source", width=88),
+        "kind": st.column_config.TextColumn("kind", width=92),
+        "owner": st.column_config.TextColumn("owner", width=156, help=formatting.SOURCES_COLUMNS_HELP["owner"]),
+        "from": st.column_config.TextColumn("from", width=86),
+        "to (newest record)": st.column_config.TextColumn("to (newest record)", width=160),
+        "rows": st.column_config.NumberColumn("rows", format="localized", width=58),
         "customers": st.column_config.NumberColumn(
-            "customers", format="localized", width=80, help=formatting.SOURCES_COLUMNS_HELP["customers"]
+            "customers", format="localized", width=76, help=formatting.SOURCES_COLUMNS_HELP["customers"]
         ),
         "anonymous or unmatched": st.column_config.NumberColumn(
             "anonymous or unmatched",
@@ -57,6 +57,6 @@ st.dataframe(
             width=165,
             help=formatting.SOURCES_COLUMNS_HELP["anonymous or unmatched"],
         ),
-        "rejected rows": st.column_config.NumberColumn("rejected rows", format="localized", width=95),
+        "rejected rows": st.column_config.NumberColumn("rejected rows", format="localized", width=92),
     },
 )

@@ -4,7 +4,7 @@ value, the duplicates and the load's impact, then load exactly what was checked.
 import streamlit as st
 
 from cxdash.ui import ops
-from cxdash.ui.formatting import count, plain
+from cxdash.ui.formatting import count, label, plain
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -101,13 +101,12 @@ chosen_columns = {}
 grid = st.columns(3)
 for i, field in enumerate(ops.kind_fields(kind)):
     current = mapping0.columns.get(field.name)
-    label = f"{field.name}{' *' if field.required else ''}"
     pick = grid[i % 3].selectbox(
-        label,
+        ops.field_label(field),
         options,
         index=options.index(current) if current in options else 0,
         key=f"upload_map_{token}_{source}_{kind}_{field.name}",
-        help=field.description or None,
+        help=ops.field_help(field),
     )
     if pick != ops.NOT_MAPPED:
         chosen_columns[field.name] = pick
@@ -147,11 +146,11 @@ if choices:
             )
         # a widget label renders markdown: the source name (escaped) and our field; the file's column
         # name is shown underneath as plain text
-        if st.checkbox(f"Link {i}: to {plain(s.source)}.{s.field}", key=box_key):
+        if st.checkbox(f"Link {i}: to the {plain(ops.link_target(s))}", key=box_key):
             ticked.append(s)
         st.text(f"    {ops.link_label(s, ops.sample_rows(staged))}")
         if not ops.link_names_agree(s.column, s.field):
-            st.caption(f"The column's name does not say it holds a {s.field}: its values may match by chance.")
+            st.caption(f"The column's name does not say it holds a {label(s.field)}: its values may match by chance.")
 links = {}
 for s in ticked:
     links.setdefault(s.column, {"source": s.source, "field": s.field})  # one target per column
@@ -165,20 +164,20 @@ if doubled:
 mapping = ops.make_mapping(kind, chosen_columns, links)
 if not has_id and links:
     st.info(
-        f"No column is mapped to a customer identifier of {kind} ({', '.join(ids)}): the rows reach their "
+        f"No column is mapped to a customer identifier of {kind} ({', '.join(map(label, ids))}): the rows reach their "
         "customer only through the ticked link."
     )
 elif not has_id:
     fix = "Tick a link above, map" if choices else "Map"
     st.warning(
-        f"No column is mapped to a customer identifier of {kind} ({', '.join(ids)}) and no link is ticked: the "
-        f"check will refuse the file. {fix} the column that names the customer, or choose another kind."
+        f"No column is mapped to a customer identifier of {kind} ({', '.join(map(label, ids))}) and no link is "
+        f"ticked: the check will refuse the file. {fix} the column that names the customer, or choose another kind."
     )
     others = {c: f for c, f in ops.identifier_columns(staged).items() if f not in ids}
     if others:
         st.text(
             f"Identifier columns in the file that {kind} do not take: "
-            + ", ".join(f"{c!r} ({f})" for c, f in others.items())
+            + ", ".join(f"{c!r} ({label(f)})" for c, f in others.items())
         )
     if not choices:
         st.caption(
@@ -196,7 +195,8 @@ department = c1.text_input(
     "Department",
     value=stored_dept,
     key=f"upload_department_{token}_{source}_{kind}",
-    help="Where this source's rows sit on journeys, handoffs and hotspots (unless a row names its own).",
+    help="Where this source's rows sit on journeys, handoffs and hotspots (unless a row names its own). A short "
+    "code, as the data names departments (support, billing, tech...): pages spell the known ones out.",
 ).strip()
 owner = c2.text_input(
     "Owner (team or person)",
@@ -211,13 +211,15 @@ if exists:
     )
 else:
     st.caption(
-        f"A new source starts with its kind's department ({plain(stored_dept)} for {kind}); change it if the "
+        f"A new source starts with its kind's department ({plain(ops.department_name(stored_dept))} for {kind}); "
+        "change it if the "
         "file belongs to another team (product usage is 'product', not 'web'). Both can be changed later "
         "on Data health."
     )
 
 with st.expander("Preview (first rows of the file)", expanded=False):
-    st.dataframe(staged.preview.head(50), hide_index=True, width="stretch")
+    # an empty cell of the file shows empty (not as the grid's grey "None")
+    st.dataframe(staged.preview.head(50).fillna(""), hide_index=True, width="stretch")
 
 mode = st.radio(
     "When this source already has data",

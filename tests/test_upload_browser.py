@@ -204,7 +204,7 @@ def test_a_usage_log_is_offered_its_link_and_loads_under_its_department(empty_ap
     page.get_by_text("Links to loaded sources").wait_for(timeout=60_000)
     # the public extracts loaded by the tests above hold numeric ticket ids that small usage counts
     # may equal: the link whose column names a subscription is the one ticked
-    link = page.get_by_role("checkbox", name=re.compile(r"^Link \d+: to subs\.subscription_id$"))
+    link = page.get_by_role("checkbox", name=re.compile(r"^Link \d+: to the subscription id of subs$"))
     assert link.is_checked()
     page.get_by_text(f"{matched} of the {len(carried)} rows with a value hold").wait_for(timeout=30_000)
     department = page.get_by_label("Department", exact=True)

@@ -54,11 +54,11 @@ def test_without_a_saved_mapping_the_page_shows_the_guesses_and_waits_for_a_kind
     from cxdash.store.kinds import KINDS
 
     if "account_id" in KINDS["tickets"].field_names:  # identifiers on every kind (issue 13, another part)
-        assert "• column 'account_id' identifies the customer (account_id)" in texts(at)
+        assert "• column 'account_id' identifies the customer (account id)" in texts(at)
     else:
         assert (
-            "• no customer identifier: no column reads as customer_id, email, phone; "
-            "'account_id' reads as account_id, which tickets do not take"
+            "• no customer identifier: no column reads as customer id, email, phone; "
+            "'account_id' reads as account id, which tickets do not take"
         ) in texts(at)
     assert not any(b.label == "Check the file" for b in at.button)  # nothing to check before a kind
 
@@ -66,12 +66,12 @@ def test_without_a_saved_mapping_the_page_shows_the_guesses_and_waits_for_a_kind
 def test_the_mapping_shows_how_each_column_was_found(db):
     at = upload("clickstream.csv", (KINDS_DIR / "clickstream.csv").read_bytes())
     kind_box(at).select("events").run()
-    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("field")
-    assert table.loc["timestamp *", "column"] == "timestamp" and table.loc["timestamp *", "found by"] == "exact name"
+    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("stored as")
+    assert table.loc["timestamp", "column"] == "timestamp" and table.loc["timestamp", "found by"] == "exact name"
     assert table.loc["customer_id", "found by"] == "synonym"
     assert table.loc["email", "found by"] == "not mapped"
     next(s for s in at.selectbox if s.label == "value").select("referrer").run()
-    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("field")
+    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("stored as")
     assert table.loc["value", "found by"] == "chosen by you"
 
 
@@ -142,9 +142,9 @@ def test_a_source_with_a_saved_mapping_starts_from_it(db):
     at = upload("clickstream.csv", (KINDS_DIR / "clickstream.csv").read_bytes())
     assert kind_box(at).value == "events"  # the user's earlier choice, not a fresh guess
     assert "has a saved mapping of kind events" in " ".join(c.value for c in at.caption)
-    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("field")
-    assert table.loc["activity *", "column"] == "page"  # the saved column, not the guessed event_type
-    assert table.loc["activity *", "found by"] == "saved for this source"
+    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("stored as")
+    assert table.loc["activity", "column"] == "page"  # the saved column, not the guessed event_type
+    assert table.loc["activity", "found by"] == "saved for this source"
 
 
 def test_a_file_that_matches_nobody_says_so_before_it_is_loaded(db):
@@ -190,7 +190,7 @@ def _usage_match() -> tuple[int, int]:
 
 
 def link_box(at: AppTest):
-    return next(c for c in at.checkbox if c.label == "Link 1: to subs.subscription_id")
+    return next(c for c in at.checkbox if c.label == "Link 1: to the subscription id of subs")
 
 
 def test_a_usage_log_without_identifier_is_offered_its_link_ticked_with_the_match_rate(db):
@@ -200,7 +200,7 @@ def test_a_usage_log_without_identifier_is_offered_its_link_ticked_with_the_matc
     total, matched = _usage_match()  # 17 and 16 (S99 is no subscription)
     assert link_box(at).value is True
     assert (
-        f"column 'subscription_id': {matched} of the {total} rows with a value hold a subscription_id of subs "
+        f"column 'subscription_id': {matched} of the {total} rows with a value hold a subscription id of subs "
         f"({matched / total:.0%}); 1 row has no value (they stay without a customer)" in texts(at)
     )
     assert "rows reach their customer only through the ticked link" in " ".join(i.value for i in at.info)
@@ -241,8 +241,8 @@ def test_ticking_or_unticking_a_link_invalidates_the_check(db):
     at.button(key="upload_check").click().run()
     total, matched = _usage_match()
     assert (
-        f"column 'subscription_id' -> subs.subscription_id: {matched} of the {total} rows with a value (in the "
-        f"first block read) hold a subscription_id of subs ({matched / total:.0%})." in texts(at)
+        f"column 'subscription_id' -> subs: {matched} of the {total} rows with a value (in the "
+        f"first block read) hold a subscription id of subs ({matched / total:.0%})." in texts(at)
     )
     assert any(b.label.startswith("Load 18 rows") for b in at.button)  # 18 lines in the fixture
     link_box(at).uncheck().run()
@@ -270,9 +270,9 @@ def test_a_count_that_equals_numeric_ticket_ids_is_offered_unticked_and_the_name
     at = upload("feature_usage.csv", (SAAS / "feature_usage.csv").read_bytes())  # its usage counts are 1..300
     kind_box(at).select("events").run()
     boxes = {c.label: c.value for c in at.checkbox}
-    assert boxes["Link 1: to subs.subscription_id"] is True
-    assert boxes["Link 2: to helpdesk.ticket_id"] is False  # 15 of the 18 counts are ticket numbers, by chance
-    assert "does not say it holds a ticket_id" in " ".join(c.value for c in at.caption)
+    assert boxes["Link 1: to the subscription id of subs"] is True
+    assert boxes["Link 2: to the ticket id of helpdesk"] is False  # 15 of the 18 counts are ticket numbers, by chance
+    assert "does not say it holds a ticket id" in " ".join(c.value for c in at.caption)
 
 
 def test_after_a_load_no_load_button_is_left_and_another_file_can_follow(db):

@@ -84,7 +84,7 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
     at = _upload("tickets.csv", files["tickets"], "tickets")
     # the guess leaves the topic unmapped; the ops person maps the priority to it
     next(s for s in at.selectbox if s.label == "topic").select("priority").run()
-    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("field")
+    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("stored as")
     assert table.loc["topic", ["column", "found by"]].tolist() == ["priority", "chosen by you"]
     _check_and_load(at)
 
@@ -94,7 +94,7 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
     usage, subs = frames.usage, frames.subscriptions
     in_subs = usage["subscription_id"].isin(subs["subscription_id"])
     # the page offers the link with its match rate, ticked because no identifier is mapped
-    box = next(c for c in at.checkbox if c.label == "Link 1: to subscriptions.subscription_id")
+    box = next(c for c in at.checkbox if c.label == "Link 1: to the subscription id of subscriptions")
     assert box.value is True
     assert (
         "no customer identifier is mapped, so the suggested links whose column name says what it holds are "
@@ -102,9 +102,9 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
     )
     assert (
         f"column 'subscription_id': {int(in_subs.sum()):,} of the {len(usage):,} rows with a value hold a "
-        f"subscription_id of subscriptions ({in_subs.mean():.0%})"
+        f"subscription id of subscriptions ({in_subs.mean():.0%})"
     ) in _texts(at)
-    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("field")
+    table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("stored as")
     assert table.loc["link -> subscriptions.subscription_id", "column"] == "subscription_id"
     # the department and owner the usage log belongs to (events start as "web")
     department = next(t for t in at.text_input if t.label == "Department")
@@ -115,21 +115,21 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
     assert "can be changed later on Data health" in " ".join(c.value for c in at.caption)
     at.button(key="upload_check").click().run()
     assert (
-        f"column 'subscription_id' -> subscriptions.subscription_id: {int(in_subs.sum()):,} of the "
-        f"{len(usage):,} rows with a value (in the first block read) hold a subscription_id of subscriptions "
+        f"column 'subscription_id' -> subscriptions: {int(in_subs.sum()):,} of the "
+        f"{len(usage):,} rows with a value (in the first block read) hold a subscription id of subscriptions "
         f"({in_subs.mean():.0%})."
     ) in _texts(at)
     next(b for b in at.button if b.label.startswith(f"Load {len(usage):,} rows")).click().run()
     assert not at.exception
     summaries.wait_for_background(timeout=600)
     after = _texts(at)
-    assert "Department: product; owner: Product analytics (change them on Data health)." in after
+    assert "Department: Product (product); owner: Product analytics (change them on Data health)." in after
     assert (
         f"{len(usage):,} rows have no customer identifier of their own and rely on the link to "
-        "subscriptions.subscription_id:"
+        "subscriptions (subscription id):"
     ) in after
     assert f"  {int(in_subs.sum()):,} reached a customer;" in after
-    assert f"  {int((~in_subs).sum()):,} carry a key that subscriptions.subscription_id does not hold" in after
+    assert f"  {int((~in_subs).sum()):,} carry a key that subscriptions (subscription id) does not hold" in after
 
     # rows stored per table, as the files hold them (every key is unique in these exports)
     assert _rows_per_source(db) == {

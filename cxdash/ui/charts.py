@@ -6,6 +6,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from cxdash.governance import department_name
 from cxdash.ui.figures import memoised_figure
 
 DEPARTMENT_COLOURS = {
@@ -26,14 +27,25 @@ def _colour_map(departments) -> dict[str, str]:
     return out
 
 
+def _named_departments(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+    """``frame`` with its ``department`` codes spelled out for a legend ("Technology (tech)", by
+    ``governance.department_name``) and the colour of each spelled-out name (chosen by its code, so a
+    department keeps its colour). A missing department reads "unknown"."""
+    codes = frame["department"].fillna("unknown").astype(str)
+    colours = _colour_map(codes)
+    out = frame.assign(department=codes.map(department_name))
+    return out, {department_name(code): colour for code, colour in colours.items()}
+
+
 @memoised_figure
 def monthly_customers_by_department(frame: pd.DataFrame) -> go.Figure:
+    named, colours = _named_departments(frame)
     fig = px.line(
-        frame,
+        named,
         x="month",
         y="customers",
         color="department",
-        color_discrete_map=_colour_map(frame["department"]),
+        color_discrete_map=colours,
         labels={"customers": "customers with activity", "month": ""},
         markers=False,
     )
@@ -48,13 +60,14 @@ def monthly_customers_by_department(frame: pd.DataFrame) -> go.Figure:
 
 @memoised_figure
 def rows_by_source(frame: pd.DataFrame) -> go.Figure:
+    named, colours = _named_departments(frame)
     fig = px.bar(
-        frame.sort_values("rows"),
+        named.sort_values("rows"),
         x="rows",
         y="name",
         color="department",
         orientation="h",
-        color_discrete_map=_colour_map(frame["department"]),
+        color_discrete_map=colours,
         labels={"name": "", "rows": "rows loaded"},
         text="rows",
     )

@@ -12,6 +12,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from cxdash.governance import department_name
 from cxdash.ui.figures import memoised_figure
 from cxdash.ui.formatting import NO_CURRENCY, currency, plot_text
 
@@ -145,10 +146,10 @@ def conflict_quadrants(frame: pd.DataFrame) -> go.Figure:
                 x=normal["x"],
                 y=normal["y"],
                 mode="markers",
-                name=str(dept),
+                name=department_name(dept),  # "Customer support (support)": escaped when drawn
                 marker=dict(size=10, color=DEPARTMENT_COLOURS.get(str(dept), NEUTRAL), opacity=0.55),
                 text=normal["cohort_by"] + ": " + normal["cohort"],
-                hovertemplate="%{text}<extra>" + plot_text(dept) + "</extra>",
+                hovertemplate="%{text}<extra>" + plot_text(department_name(dept)) + "</extra>",
             )
         )
     bad = f[f["conflict"]]

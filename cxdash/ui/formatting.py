@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from cxdash.governance import department_name
 from cxdash.metrics import DEFINITIONS, Headline
 
 # Every ASCII punctuation character can be backslash-escaped in CommonMark, and escaping all of them
@@ -91,7 +92,8 @@ def overview_sentence(head: Headline, sources: pd.DataFrame) -> str:
     churned, and the people sources saw who are not customers (anonymous visitors and other ids no CRM
     customer claims), so no source reads as having more customers than exist."""
     n_sources = len(sources)
-    departments = plain(", ".join(sorted(sources["department"].dropna().unique())))
+    # department codes come from the files: spelled out ("Technology (tech)"), then escaped
+    departments = plain(", ".join(department_name(d) for d in sorted(sources["department"].dropna().unique())))
     as_of = day(head.as_of) if head.as_of else UNKNOWN
     churn = (
         f"**{head.churned_customers:,}** have churned ({plain(head.churn_definition or head.churn_basis)})"
@@ -165,6 +167,10 @@ def overview_cards(head: Headline, sources: pd.DataFrame) -> list[tuple[str, str
 
 
 SOURCES_COLUMNS_HELP = {
+    "owner": (
+        "The department the source belongs to, spelled out with the code the data uses. The team or person "
+        "to call about it is on Data health."
+    ),
     "customers": "Customers (stitched to a CRM customer record) with at least one row in this source.",
     "anonymous or unmatched": (
         "People this source knows only by its own ids (a web cookie, an email, a phone number, an account) "
@@ -177,8 +183,9 @@ SOURCES_COLUMNS_HELP = {
 def sources_table(sources: pd.DataFrame) -> pd.DataFrame:
     """One row per source for the Overview table, headed in words: counts stay numbers (the page gives
     them thousands separators), dates are ``2 Dec 2026`` (the newest with its age: ``31 Oct 2026 (31 days
-    ago)``); when each source was last loaded is on Data health. Customers and the ids
-    no CRM customer claims are two columns (``source_summary``'s ``identified`` and ``unmatched``)."""
+    ago)``), the owning department is spelled out with its code (``Technology (tech)``); when each source
+    was last loaded is on Data health. Customers and the ids no CRM customer claims are two columns
+    (``source_summary``'s ``identified`` and ``unmatched``)."""
     now = datetime.now(UTC).replace(tzinfo=None)
     identified = sources["identified"] if "identified" in sources.columns else sources["customers"]
     unmatched = sources["unmatched"] if "unmatched" in sources.columns else pd.Series(0, index=sources.index)
@@ -186,7 +193,7 @@ def sources_table(sources: pd.DataFrame) -> pd.DataFrame:
         {
             "source": sources["name"],
             "kind": sources["kind"],
-            "owner": sources["department"],
+            "owner": sources["department"].map(lambda d: UNKNOWN if _missing(d) else department_name(d)),
             "rows": sources["rows"],
             "customers": identified,
             "anonymous or unmatched": unmatched,
@@ -230,6 +237,9 @@ LABELS: dict[str, str] = {
     "customers_covered": "customers covered",
     "matched_via": "matched on",
     "occurred_at": "when",
+    # the kinds' fields, as the upload page names them (the others read well with spaces)
+    "consent_marketing": "marketing consent",
+    "mrr": "monthly recurring revenue",
 }
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from cxdash import journeys as jr
+from cxdash.governance import department_name
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
 from cxdash.ui.formatting import duration, plot_text
@@ -88,7 +89,7 @@ def journey_map(edges: pd.DataFrame, node_frame: pd.DataFrame, max_edges: int = 
                 x=[pos[a][0] for a in members],
                 y=[pos[a][1] for a in members],
                 mode="markers+text",
-                name=d,
+                name=department_name(d),  # the legend: "Technology (tech)"
                 text=members,
                 textposition=[
                     "middle right"

@@ -17,6 +17,7 @@ import streamlit as st
 
 from cxdash.config import DATA_DIR, database_url
 from cxdash.exporting import safe_csv
+from cxdash.governance import department_name
 from cxdash.governance.health import governance, mapping_versions, set_latency_target
 from cxdash.governance.sources import set_source_owner, source_owners
 from cxdash.identity.links import LinkError, match_rates, suggest_links
@@ -28,7 +29,7 @@ from cxdash.store.database import identity_hubs_table, quarantine_table, sources
 from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, get_kind
 from cxdash.ui import data, disclosure
 from cxdash.ui.auth import current_user
-from cxdash.ui.formatting import count, plain
+from cxdash.ui.formatting import count, label, plain
 
 UPLOAD_DIR = DATA_DIR / "uploads"
 NOT_MAPPED = "— not in this file —"
@@ -155,12 +156,32 @@ def initial_mapping(staged: StagedFile, source: str, kind: str) -> tuple[Mapping
     return Mapping(kind, dict(guess.mapping.columns)), dict(guess.found_by)
 
 
+def field_label(field) -> str:
+    """A kind's field as the page names it: in words (``formatting.label``: "customer id"), `` *`` when
+    the field is required."""
+    return label(field.name) + (" *" if field.required else "")
+
+
+def field_help(field) -> str:
+    """The help of a field's selectbox (markdown): its description, then the name the saved mapping
+    (and the CLI's mapping JSON) stores it under, for ops."""
+    stored = f"Stored in the mapping as `{field.name}`."
+    return f"{field.description} {stored}" if field.description else stored
+
+
+def link_target(s) -> str:
+    """A link's target in words: ``subscription id of subscriptions`` (the source name as loaded)."""
+    return f"{label(s.field)} of {s.source}"
+
+
 def mapping_table(
     kind: str, chosen: dict[str, str], start: Mapping, found_by: dict[str, str], links: list | None = None
 ) -> pd.DataFrame:
-    """The mapping the page will use, field by field: ``field``, ``column``, ``found by`` (how the
-    suggestion was made, "chosen by you" where the user changed it, "not mapped"), then one row
-    per chosen link (``links``: ``LinkSuggestion``), its field reading ``link -> source.field``."""
+    """The mapping the page will use, field by field: ``field`` (in words, `` *`` when required),
+    ``column``, ``found by`` (how the suggestion was made, "chosen by you" where the user changed it,
+    "not mapped") and ``stored as`` (the field's name in the saved mapping JSON), then one row per
+    chosen link (``links``: ``LinkSuggestion``): ``link to subscription id of subscriptions``, stored as
+    ``link -> subscriptions.subscription_id``."""
     rows = []
     for f in get_kind(kind).fields:
         col = chosen.get(f.name)
@@ -170,16 +191,35 @@ def mapping_table(
             how = found_by.get(f.name, "suggested")
         else:
             how = "chosen by you"
-        rows.append({"field": f.name + (" *" if f.required else ""), "column": col or "", "found by": how})
+        rows.append({"field": field_label(f), "column": col or "", "found by": how, "stored as": f.name})
     for s in links or []:
         rows.append(
             {
-                "field": f"link -> {s.source}.{s.field}",
+                "field": f"link to {link_target(s)}",
                 "column": s.column,
                 "found by": f"ticked: {s.matched:,} of {s.total:,} values match ({s.match_rate:.0%})",
+                "stored as": f"link -> {s.source}.{s.field}",
             }
         )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["field", "column", "found by", "stored as"])
+
+
+# The kinds' snake_case field names, longest first, and the file's quoted column names ('user_id' or
+# "o'brien_id", as repr quotes them), which are data and stay as written.
+_SNAKE_FIELDS = re.compile(
+    r"(?<!\w)("
+    + "|".join(sorted({re.escape(f.name) for k in KINDS.values() for f in k.fields if "_" in f.name}, key=len)[::-1])
+    + r")(?!\w)"
+)
+_QUOTED = re.compile(r"(?<!\w)('(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\")")  # not the one in "file's"
+
+
+def field_words(text: str) -> str:
+    """``text`` (evidence for a kind guess, which quotes the file's column names) with the kinds'
+    field names in words: ``column 'user_id' identifies the customer (customer_id)`` -> ``... (customer
+    id)``. Quoted column names are left as the file has them."""
+    parts = _QUOTED.split(text)  # odd positions are the quoted column names
+    return "".join(p if i % 2 else _SNAKE_FIELDS.sub(lambda m: label(m.group(1)), p) for i, p in enumerate(parts))
 
 
 HOW_SURE = {"clear": "clearly this", "possible": "possible", "unlikely": "unlikely", "no fit": "does not fit"}
@@ -192,7 +232,7 @@ def guesses_table(guesses: list[KindGuess]) -> pd.DataFrame:
             "rank": range(1, len(guesses) + 1),
             "kind": [g.kind for g in guesses],
             "how sure": [HOW_SURE[g.confidence] for g in guesses],
-            "evidence": ["; ".join(g.reasons) for g in guesses],
+            "evidence": ["; ".join(field_words(r) for r in g.reasons) for g in guesses],
         }
     )
 
@@ -204,7 +244,7 @@ def render_guesses(guesses: list[KindGuess]) -> None:
     for i, g in enumerate(shown, 1):
         with st.container(border=True):
             st.markdown(f"**{i}. {g.kind}** · {HOW_SURE[g.confidence]}")
-            st.text("\n".join(f"• {r}" for r in g.reasons))
+            st.text("\n".join(f"• {field_words(r)}" for r in g.reasons))
     rest = [g for g in guesses if g not in shown]
     if rest:
         with st.expander(f"The other {len(rest)} kinds"):
@@ -361,8 +401,8 @@ def link_label(s, rows: int | None = None) -> str:
     """A link choice in words: which file column, how many of its values are keys of the target,
     and (given ``rows``, the rows measured) how many rows carry no value and so cannot link."""
     out = (
-        f"column {s.column!r}: {s.matched:,} of the {s.total:,} rows with a value hold a {s.field} of "
-        f"{s.source} ({s.match_rate:.0%})"
+        f"column {s.column!r}: {s.matched:,} of the {s.total:,} rows with a value hold a {link_target(s)} "
+        f"({s.match_rate:.0%})"
     )
     if rows is not None and rows > s.total:
         missing = rows - s.total
@@ -382,8 +422,8 @@ def link_rate_lines(rates: list) -> list[str]:
     out = []
     for r in rates:
         line = (
-            f"column {r.column!r} -> {r.source}.{r.field}: {r.matched:,} of the {r.total:,} rows with a value "
-            f"(in the first block read) hold a {r.field} of {r.source} ({r.match_rate:.0%})."
+            f"column {r.column!r} -> {r.source}: {r.matched:,} of the {r.total:,} rows with a value "
+            f"(in the first block read) hold a {link_target(r)} ({r.match_rate:.0%})."
         )
         if r.ambiguous:
             line += f" {r.ambiguous:,} of them carry a key shared by several customers: they will stay unmatched."
@@ -398,7 +438,7 @@ def link_outcome_lines(result: IngestResult) -> list[str]:
     counts = result.links
     if not counts:
         return []
-    targets = ", ".join(f"{t['source']}.{t['field']}" for t in result.mapping.links.values())
+    targets = ", ".join(f"{t['source']} ({label(t['field'])})" for t in result.mapping.links.values())
     if not counts.get("linked"):
         return [
             f"No stored row relies on the link to {targets}: every row has an identifier of its own or no link value."
@@ -526,8 +566,12 @@ __all__ = [
     "MappingError",
     "StagedFile",
     "check",
+    "department_name",
     "discard",
     "failures_csv",
+    "field_help",
+    "field_label",
+    "field_words",
     "guesses_table",
     "health",
     "identifier_columns",
@@ -541,6 +585,7 @@ __all__ = [
     "link_outcome_lines",
     "link_rate_lines",
     "link_suggestions",
+    "link_target",
     "load",
     "make_mapping",
     "mapping_table",
@@ -581,7 +626,10 @@ def render_loaded(done: IngestResult) -> None:
     if done.duplicate_lines():
         st.text("\n".join(done.duplicate_lines()))
     department, owner, _ = source_department_owner(done.source, done.kind)
-    st.text(f"Department: {department}; owner: {owner or department} (change them on Data health).")
+    st.text(
+        f"Department: {department_name(department)}; owner: {owner or department_name(department)} "
+        "(change them on Data health)."
+    )
     if done.links:
         st.markdown("**Rows reached through links**")
         st.text("\n".join(link_outcome_lines(done)))
