@@ -332,3 +332,33 @@ def test_an_upload_on_the_page_says_its_customers_were_scored_again(trained, tmp
         shown,
         re.M,
     ), shown
+
+
+def test_a_customer_merged_into_a_touched_one_leaves_the_list(trained):
+    """A merge by the load takes away a customer id: its row goes with the rescore of the customer it
+    joined (the vanished id was the label of one of that customer's identifiers)."""
+    from cxdash.store.database import identity_map_table
+
+    model = latest_model(trained)
+    before = _scores(trained)
+    cx_id = before.sort_values("position").index[10]
+    [key] = _keys_of(trained, [cx_id])
+    with trained.connect() as conn:
+        others = [
+            k
+            for k in conn.execute(
+                sa.select(identity_map_table.c.id_key).where(identity_map_table.c.cx_key == key)
+            ).scalars()
+            if k != f"customer_id:{cx_id}"
+        ]
+    assert others, "the customer has identifiers besides its customer id"
+    merged_away = others[0]  # as if this identifier had been another customer's best one before the load
+    row = before.loc[[cx_id]].reset_index().assign(cx_id=merged_away, position=len(before) + 1)
+    with trained.app_begin() as conn:
+        bulk_insert(conn, scores_table, row)
+    report = rescore_customers(trained, model, [key])
+    after = _scores(trained)
+    assert merged_away not in after.index
+    assert cx_id in after.index
+    assert report == {"customers": 1, "scored": 1, "removed": 1}
+    assert sorted(after["position"]) == list(range(1, len(before) + 1))

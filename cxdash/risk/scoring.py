@@ -26,7 +26,14 @@ from cxdash.risk.model import ChurnModel, few_threads
 from cxdash.risk.next_action import RECENT_SIGNAL_DAYS, STRONG, next_action
 from cxdash.risk.reasons import explain
 from cxdash.risk.recent import row_signals
-from cxdash.store.database import Store, bulk_insert, customer_keys_table, read_frame, scores_table
+from cxdash.store.database import (
+    Store,
+    bulk_insert,
+    customer_keys_table,
+    identity_map_table,
+    read_frame,
+    scores_table,
+)
 
 __all__ = [
     "current_features",
@@ -170,6 +177,15 @@ def _score_rows(model: ChurnModel, scored: pd.DataFrame, first_position: int = 1
     )
 
 
+def _label(id_key: str) -> str:
+    """The customer id an identifier gives its customer when it is the customer's best one."""
+    return id_key.removeprefix("customer_id:")
+
+
+def _chunks(values: list[str], size: int = 5_000) -> list[list[str]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
 def renumber_scores(conn: Connection) -> int:
     """Number the stored list again in ``store_scores``'s order (priority, then risk, highest first;
     ties by cx_id, the snapshot's order), in the database: only rows whose place changed are
@@ -191,7 +207,7 @@ def rescore_customers(store: Store, model: ChurnModel, cx_keys: list[int]) -> di
     again: their new signals reach the at-risk list without a full scoring.
 
     The others keep the scores of their last scoring (``scored_at`` says when). A touched customer
-    no longer live (gone, or merged into another) loses their row. The caller decides when this is
+    no longer live (gone) loses their row, and so does a customer the load merged into a touched one. The caller decides when this is
     right (``cxdash.jobs.rescore``): the stored list must come from ``model``.
     Returns ``{"customers": touched, "scored": rows written, "removed": rows dropped}``.
     """
@@ -202,6 +218,11 @@ def rescore_customers(store: Store, model: ChurnModel, cx_keys: list[int]) -> di
         ids = read_frame(conn, sa.select(customer_keys_table.c.cx_id).where(customer_keys_table.c.cx_key.in_(keys)))[
             "cx_id"
         ].astype(str)
+        # A customer merged into a touched one by the load is gone: their id was the label of one
+        # of the touched customers' identifiers (cxdash.identity.stitch), and their row goes too.
+        im = identity_map_table
+        labels = {_label(k) for k in conn.execute(sa.select(im.c.id_key).where(im.c.cx_key.in_(keys))).scalars()}
+        gone = sorted(labels - set(ids))
         if model.kind == "labelled":
             raise ValueError("a model trained on a label column scores the whole customer table: use store_scores")
         now = data_as_of(conn)
@@ -225,8 +246,10 @@ def rescore_customers(store: Store, model: ChurnModel, cx_keys: list[int]) -> di
         scored = score_frame(model, features, seen=seen, has_value=valued)
         out = _score_rows(model, scored, first_position=0)  # numbered below, among everyone
     with store.app_begin() as conn:
-        had = set(conn.execute(sa.select(s.c.cx_id).where(s.c.cx_id.in_(list(ids)))).scalars())
-        conn.execute(s.delete().where(s.c.cx_id.in_(list(ids))))
+        had: set[str] = set()
+        for part in _chunks([*ids, *gone]):
+            had |= set(conn.execute(sa.select(s.c.cx_id).where(s.c.cx_id.in_(part))).scalars())
+            conn.execute(s.delete().where(s.c.cx_id.in_(part)))
         bulk_insert(conn, s, out)
         renumber_scores(conn)
     return {"customers": len(keys), "scored": len(out), "removed": len(had - set(out["cx_id"]))}
