@@ -10,9 +10,9 @@ from cxdash.governance import auth
 from cxdash.governance.erasure import erase_customer
 from cxdash.governance.health import governance
 from cxdash.governance.sources import set_source_owner
-from cxdash.jobs import upgrade_store
-from cxdash.metrics.overview import source_summary
+from cxdash.jobs import summaries, upgrade_store
 from cxdash.store.database import compact_duckdb_file, open_store
+from cxdash.store.version import data_version
 
 __all__ = ["cmd_compact", "cmd_erase", "cmd_migrate", "cmd_sources", "cmd_users"]
 
@@ -23,8 +23,14 @@ def cmd_sources(args) -> int:
 
     store = store_of(args)
     with store.connect() as conn:
-        frame = source_summary(conn)
-        gov = governance(conn)
+        # the stored summaries of this data version when there are (a full scan each at 1M customers)
+        version = data_version(conn)
+        frame = summaries.get(conn, "source_summary", version)
+        gov = governance(
+            conn,
+            stats=summaries.get(conn, "source_stats", version),
+            latency=summaries.get(conn, "source_latency", version),
+        )
     if len(frame):
         extra = [
             "owner",
