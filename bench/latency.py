@@ -85,21 +85,34 @@ def ingest_stages(path: str, url: str) -> dict:
 
 
 def _known_customer(store) -> dict:
-    """A CRM customer with an email and a billing account, the same for the same store: its
-    ``cx_id``, ``email``, ``account_id`` (the identifiers the demo's sources carry)."""
+    """A customer on the at-risk list (the middle of it, so a signal can move them) with an email
+    and a billing account, the same for the same store: its ``cx_id``, ``email``, ``account_id``
+    (the identifiers the demo's sources carry). Without a list, the first such CRM customer."""
     import sqlalchemy as sa
 
-    from cxdash.store.database import KIND_TABLES, customer_keys_table
+    from cxdash.store.database import KIND_TABLES, customer_keys_table, scores_table
 
     t, ck = KIND_TABLES["customers"], customer_keys_table
+    with store.app_begin() as conn:
+        listed = conn.execute(sa.select(sa.func.count()).select_from(scores_table)).scalar() or 0
+        scored = [
+            r.cx_id
+            for r in conn.execute(
+                sa.select(scores_table.c.cx_id)
+                .where(scores_table.c.position >= listed // 2)
+                .order_by(scores_table.c.position)
+                .limit(200)
+            )
+        ]
+    q = (
+        sa.select(ck.c.cx_id, t.c.email, t.c.account_id)
+        .select_from(t.join(ck, ck.c.cx_key == t.c.cx_key))
+        .where(t.c.email.is_not(None), t.c.account_id.is_not(None))
+        .order_by(ck.c.cx_id)
+        .limit(1)
+    )
     with store.connect() as conn:
-        row = conn.execute(
-            sa.select(ck.c.cx_id, t.c.email, t.c.account_id)
-            .select_from(t.join(ck, ck.c.cx_key == t.c.cx_key))
-            .where(t.c.email.is_not(None), t.c.account_id.is_not(None))
-            .order_by(t.c.customer_id)
-            .limit(1)
-        ).one()
+        row = conn.execute(q.where(ck.c.cx_id.in_(scored)) if scored else q).first() or conn.execute(q).one()
     return {"cx_id": row.cx_id, "email": row.email, "account_id": row.account_id}
 
 
