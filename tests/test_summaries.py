@@ -111,6 +111,15 @@ def test_governance_from_stored_scans_equals_governance_computed_live(store, tmp
     assert live.set_index("name").loc["web", "rows"] == 3
 
 
+def test_the_per_source_scans_of_an_empty_store_are_empty_frames_with_their_columns(store):
+    # `sources --json` reads them before anything is loaded (an invalid first file, say)
+    with store.connect() as conn:
+        stats = summaries.get(conn, "source_stats")
+        latency = summaries.get(conn, "source_latency")
+    assert stats.empty and list(stats.columns) == ["name", "rows", "newest", "stitched", "duplicate_keys"]
+    assert latency.empty and list(latency.columns) == ["source", "p50", "p95", "newest"]
+
+
 # ----------------------------------------------------------------------------- payloads
 
 

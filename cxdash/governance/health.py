@@ -204,10 +204,10 @@ def source_stats(conn: Connection) -> pd.DataFrame:
                 t.c.source.label("name"), (sa.func.count(key) - sa.func.count(sa.distinct(key))).label("duplicate_keys")
             ).group_by(t.c.source)
             per_kind.append(pd.DataFrame(conn.execute(dup).mappings().all()))
-    stats = pd.concat([p for p in per_kind if not p.empty], ignore_index=True)
-    if stats.empty:
+    found = [p for p in per_kind if not p.empty]
+    if not found:  # an empty store: no source has a row yet
         return pd.DataFrame(columns=["name", "rows", "newest", "stitched", "duplicate_keys"])
-    return stats.groupby("name", as_index=False).first()
+    return pd.concat(found, ignore_index=True).groupby("name", as_index=False).first()
 
 
 def _known(value) -> float | None:
