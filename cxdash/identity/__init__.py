@@ -4,9 +4,10 @@ Imports only the store.
 """
 
 from cxdash.identity.links import parse_link, resolve_links, suggest_links
-from cxdash.identity.stitch import rebuild_identity_map, rebuild_if_pending, stitch, update_identity_map
+from cxdash.identity.stitch import customer_label, rebuild_identity_map, rebuild_if_pending, stitch, update_identity_map
 
 __all__ = [
+    "customer_label",
     "parse_link",
     "rebuild_identity_map",
     "rebuild_if_pending",

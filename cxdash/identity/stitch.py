@@ -48,6 +48,7 @@ from cxdash.store.kinds import IDENTITY_FIELDS, KINDS
 __all__ = [
     "DEFAULT_HUB_DEGREE",
     "assign_customer_keys",
+    "customer_label",
     "rebuild_identity_map",
     "rebuild_if_pending",
     "stamp_customer_keys",
@@ -58,6 +59,14 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_HUB_DEGREE = 25
+# A customer's id (cx_id) is the label of their best identifier: a CRM customer id without this
+# prefix, any other identifier key as it is.
+_CUSTOMER_ID = "customer_id:"
+
+
+def customer_label(id_key: str) -> str:
+    """The ``cx_id`` the identifier ``id_key`` gives its customer when it is their best one."""
+    return id_key.removeprefix(_CUSTOMER_ID)
 
 
 def _key_expr(field: str, col) -> sa.ColumnElement:
@@ -181,7 +190,7 @@ def stitch(
     best_of = np.empty(component.max() + 1, dtype=np.int64)
     best_of[component[order][first]] = order[first]
     label = keys.copy()
-    label[is_customer_id] = key_series[is_customer_id].str.slice(len("customer_id:")).to_numpy(dtype=object)
+    label[is_customer_id] = key_series[is_customer_id].str.slice(len(_CUSTOMER_ID)).to_numpy(dtype=object)
     known_of = np.zeros(component.max() + 1, dtype=bool)
     np.logical_or.at(known_of, component, crm)
     id_map = pd.DataFrame(

@@ -17,6 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash.identity import customer_label
 from cxdash.metrics.churn import Definition
 from cxdash.metrics.signals import SIGNALS
 from cxdash.risk.aggregates import Customers, data_as_of
@@ -177,11 +178,6 @@ def _score_rows(model: ChurnModel, scored: pd.DataFrame, first_position: int = 1
     )
 
 
-def _label(id_key: str) -> str:
-    """The customer id an identifier gives its customer when it is the customer's best one."""
-    return id_key.removeprefix("customer_id:")
-
-
 def _chunks(values: list[str], size: int = 5_000) -> list[list[str]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
 
@@ -207,8 +203,9 @@ def rescore_customers(store: Store, model: ChurnModel, cx_keys: list[int]) -> di
     again: their new signals reach the at-risk list without a full scoring.
 
     The others keep the scores of their last scoring (``scored_at`` says when). A touched customer
-    no longer live (gone) loses their row, and so does a customer the load merged into a touched one. The caller decides when this is
-    right (``cxdash.jobs.rescore``): the stored list must come from ``model``.
+    no longer live (gone) loses their row, and so does a customer the load merged into a touched
+    one. The caller decides when this is right (``cxdash.jobs.rescore``): the stored list must come
+    from ``model``.
     Returns ``{"customers": touched, "scored": rows written, "removed": rows dropped}``.
     """
     keys = sorted({int(k) for k in cx_keys})
@@ -221,7 +218,9 @@ def rescore_customers(store: Store, model: ChurnModel, cx_keys: list[int]) -> di
         # A customer merged into a touched one by the load is gone: their id was the label of one
         # of the touched customers' identifiers (cxdash.identity.stitch), and their row goes too.
         im = identity_map_table
-        labels = {_label(k) for k in conn.execute(sa.select(im.c.id_key).where(im.c.cx_key.in_(keys))).scalars()}
+        labels = {
+            customer_label(k) for k in conn.execute(sa.select(im.c.id_key).where(im.c.cx_key.in_(keys))).scalars()
+        }
         gone = sorted(labels - set(ids))
         if model.kind == "labelled":
             raise ValueError("a model trained on a label column scores the whole customer table: use store_scores")
