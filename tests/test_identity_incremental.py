@@ -198,16 +198,83 @@ def test_a_map_from_before_parts_and_skipped_stitching_fall_back_to_the_full_reb
 
 
 def test_the_update_restitches_only_the_touched_part(duck, tmp_path):
-    """A ticket from a known email rewrites its customer's identifiers alone: another customer's
-    rows keep theirs (the summary counts the restitched identifiers)."""
+    """A ticket from a known email with a new phone rewrites its customer's identifiers alone:
+    another customer's rows keep theirs (the summary counts the restitched identifiers)."""
     extracts = Extracts(tmp_path)
     path, source, mapping, mode = extracts.write("crm", [("C1", "a@x.org", PHONES[0]), ("C2", "b@x.org", "")])
     ingest_file(duck, path, source=source, mapping=mapping, mode=mode)
-    path, source, mapping, mode = extracts.write("tickets", [("a@x.org", "")])
+    path, source, mapping, mode = extracts.write("tickets", [("a@x.org", "5559990000")])
     result = ingest_file(duck, path, source=source, mapping=mapping, mode=mode, rebuild_identities=False)
     with duck.begin() as conn:
         conn.execute(sa.text("delete from pending_work"))  # the update, not the fallback
         summary = update_identity_map(conn, result.load_id)
-    # C1's part: customer_id:C1, email:a@x.org, phone; C2's two identifiers are not restitched
-    assert summary["restitched"] == 3
+    # C1's part: customer_id:C1, email:a@x.org, both phones; C2's two identifiers are not restitched
+    assert summary["restitched"] == 4
     assert summary["customers"] == 2
+
+
+def _restitched(store, extracts: Extracts, what: str, rows) -> int:
+    """Load ``rows`` as an append, stitching it with ``update_identity_map`` as ingest does;
+    the summary's count of restitched identifiers."""
+    path, source, mapping, mode = extracts.write(what, rows)
+    result = ingest_file(store, path, source=source, mapping=mapping, mode=mode, rebuild_identities=False)
+    with store.begin() as conn:
+        conn.execute(sa.text("delete from pending_work"))
+        return update_identity_map(conn, result.load_id)["restitched"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_append_that_adds_no_identifier_and_no_link_keys_its_rows_without_a_restitch(backend, tmp_path):
+    """A ticket from a known email, or a visit repeating a known (cookie, email) pair, leaves the
+    graph as it was: nothing is restitched, and the rows get their customer's key all the same.
+    A new cookie, a new link between two known identifiers of one customer, a ticket from the hub
+    address each restitch. After every load the store equals one rebuilt in full."""
+    store, reference = make_store(backend, tmp_path / "a"), make_store(backend, tmp_path / "b")
+    extracts = Extracts(tmp_path)
+    try:
+        setup = [
+            ("crm", [("C1", "a@x.org", PHONES[0]), ("C2", "b@x.org", "")]),
+            ("web", [("v1", "a@x.org"), ("v2", "b@x.org")]),
+            ("helpdesk", DEFAULT_HUB_DEGREE + 2),  # help@x.org becomes a hub of many links
+            # the rows moved off the new hub are restitched with the next append: this one
+            ("web", [("v3", "c@x.org")]),
+        ]
+        for what, rows in setup:
+            load_both(store, reference, extracts, what, rows)
+        assert_same(state(store), state(reference), 0)
+        cases = [
+            ("tickets", [("a@x.org", "")], 0),  # a known email alone
+            ("web", [("v1", "a@x.org")], 0),  # a known cookie with its known email
+            ("tickets", [("b@x.org", ""), ("a@x.org", "")], 0),
+            ("web", [("v9", "a@x.org")], None),  # a new cookie
+            ("tickets", [("a@x.org", PHONES[0])], None),  # email and phone known, never on one row before
+            ("tickets", [(HUB, "")], None),  # the hub's rows move to another identifier
+        ]
+        for step, (what, rows, expected) in enumerate(cases, start=1):
+            before = state(store)["identity_map"]
+            n = _restitched(store, extracts, what, rows)
+            # the reference: the same file, stitched by the full rebuild
+            extracts.n -= 1
+            path, source, mapping, mode = extracts.write(what, rows)
+            ingest_file(reference, path, source=source, mapping=mapping, mode=mode, rebuild_identities=False)
+            with reference.begin() as conn:
+                rebuild_identity_map(conn)
+            after = state(store)
+            assert_same(after, state(reference), step)
+            if expected == 0:
+                assert n == 0, f"case {step}: {rows} restitched {n} identifiers"
+                pd.testing.assert_frame_equal(after["identity_map"], before)
+            else:
+                assert n > 0, f"case {step}: {rows} added a node or a link and was not restitched"
+            # every row of the load has its customer's key (the email's, from the map)
+            with store.connect() as conn:
+                top = conn.execute(sa.select(sa.func.max(KIND_TABLES["tickets"].c.load_id))).scalar()
+                top = max(top or 0, conn.execute(sa.select(sa.func.max(KIND_TABLES["events"].c.load_id))).scalar())
+                t = KIND_TABLES["tickets" if what == "tickets" else "events"]
+                unkeyed = conn.execute(
+                    sa.select(sa.func.count()).where(t.c.load_id == top, t.c.id_key.is_not(None), t.c.cx_key.is_(None))
+                ).scalar()
+            assert unkeyed == 0
+    finally:
+        store.dispose()
+        reference.dispose()

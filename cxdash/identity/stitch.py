@@ -319,20 +319,23 @@ def assign_customer_keys(id_map: pd.DataFrame, previous: pd.DataFrame, start: in
 
 
 def stamp_customer_keys(conn: Connection, within: sa.Table | None = None, load_id: int | None = None) -> None:
-    """Write each row's customer key from the identity map, touching only rows whose key changed
-    (only the rows of ``load_id`` and rows keyed on a ``node`` of ``within``, when given)."""
+    """Write each row's customer key from the identity map, touching only rows whose key changed:
+    every row; with ``load_id`` only that load's rows, and also the rows keyed on a ``node`` of
+    ``within`` when given."""
     im = identity_map_table
+    only_load = load_id is not None and (
+        within is None or conn.execute(sa.select(within.c.node).limit(1)).first() is None
+    )
     for t in KIND_TABLES.values():
         where = [im.c.id_key == t.c.id_key, t.c.cx_key.is_distinct_from(im.c.cx_key)]
-        if within is not None:
-            if conn.execute(sa.select(within.c.node).limit(1)).first() is None:
-                where.append(t.c.load_id == load_id)  # a filter DuckDB answers from its zone maps
-            else:
-                where.append(sa.or_(t.c.load_id == load_id, t.c.id_key.in_(sa.select(within.c.node))))
+        if only_load:
+            where.append(t.c.load_id == load_id)  # a filter DuckDB answers from its zone maps
+        elif within is not None:
+            where.append(sa.or_(t.c.load_id == load_id, t.c.id_key.in_(sa.select(within.c.node))))
         conn.execute(t.update().where(*where).values(cx_key=im.c.cx_key))
         # rows with a link key and no identifier get their customer in ``resolve_links``
         lost = [t.c.id_key.is_(None), t.c.link_key.is_(None), t.c.cx_key.is_not(None)]
-        if within is not None:
+        if load_id is not None:
             lost.append(t.c.load_id == load_id)
         conn.execute(t.update().where(*lost).values(cx_key=None))
 
@@ -455,6 +458,13 @@ def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAUL
         log.info("identity map: full rebuild (a rebuild is pending or the map predates parts)")
         return rebuild_identity_map(conn, hub_degree)
     im, hubs_t = identity_map_table, identity_hubs_table
+    if _adds_nothing(conn, load_id):
+        # The graph is the one stitched before, so is the map: only this load's rows need a key.
+        stamp_customer_keys(conn, load_id=load_id)
+        links = resolve_links(conn)
+        summary = {**_map_counts(conn), "restitched": 0, "refused_links": 0, "link_conflicts": links["conflicts"]}
+        log.info("identity map unchanged (the load adds no identifier and no link): %s", summary)
+        return summary
     touched = _node_table("identity_touched")
     keys = sa.Table("identity_keys", sa.MetaData(), sa.Column("cx_key", sa.BigInteger), prefixes=["TEMPORARY"])
     touched.create(conn)
@@ -485,17 +495,65 @@ def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAUL
         return rebuild_identity_map(conn, hub_degree)
     links = resolve_links(conn)
     summary = {
-        "identifiers": int(conn.execute(sa.select(sa.func.count()).select_from(im)).scalar()),
-        "customers": int(  # one customer_keys row per customer
-            conn.execute(sa.select(sa.func.count()).where(customer_keys_table.c.known)).scalar()
-        ),
-        "hubs": int(conn.execute(sa.select(sa.func.count()).select_from(hubs_t)).scalar()),
+        **_map_counts(conn),
         "restitched": restitched,
         "refused_links": refused,  # in the restitched parts
         "link_conflicts": links["conflicts"],
     }
     log.info("identity map updated: %s", summary)
     return summary
+
+
+def _map_counts(conn: Connection) -> dict[str, int]:
+    """``identifiers`` in the map, known ``customers`` (one customer_keys row each) and ``hubs``."""
+    count = sa.select(sa.func.count())
+    return {
+        "identifiers": int(conn.execute(count.select_from(identity_map_table)).scalar()),
+        "customers": int(conn.execute(count.where(customer_keys_table.c.known)).scalar()),
+        "hubs": int(conn.execute(count.select_from(identity_hubs_table)).scalar()),
+    }
+
+
+def _adds_nothing(conn: Connection, load_id: int) -> bool:
+    """Whether the append ``load_id`` leaves the identity graph as it was: no CRM record (a node
+    would become one), no identifier the map does not hold, none that is a hub (its rows move),
+    no restitch pending, and each link its rows carry (key -> identifier) already carried by an
+    earlier row. The stitch dedupes links, so the same nodes and links give the same map: a ticket
+    or payment from a known customer, the usual one-row append, needs no restitch at all.
+
+    Conservative: a link stored only the other way round (the identifier as an earlier row's key)
+    counts as new, and the part is restitched as before."""
+    kinds = _load_kinds(conn, load_id)
+    if "customers" in kinds or conn.execute(sa.select(identity_restitch_table.c.id_key).limit(1)).first():
+        return False
+    nodes = _load_identifiers(conn, load_id).subquery("load_nodes")
+    im, hubs_t = identity_map_table, identity_hubs_table
+    # inner joins: the load's few identifiers are the side DuckDB builds its hash table on
+    counted = [
+        sa.select(sa.func.count()).select_from(nodes.join(table, table.c.id_key == nodes.c.node))
+        for table in (im, hubs_t)
+    ]
+    n_nodes = conn.execute(sa.select(sa.func.count()).select_from(nodes)).scalar()
+    if conn.execute(counted[0]).scalar() != n_nodes or conn.execute(counted[1]).scalar():
+        return False
+    for kind_name in kinds:
+        t = KIND_TABLES[kind_name]
+        for f in KINDS[kind_name].identity_fields:
+            new = t.alias("new_rows")
+            links = [new.c.load_id == load_id, new.c[f].is_not(None), new.c.id_key != _key_expr(f, new.c[f])]
+            if conn.execute(sa.select(new.c.id_key).where(*links).limit(1)).first() is None:
+                continue  # the load's rows link nothing through this field
+            for other_name, other_kind in KINDS.items():
+                if f not in other_kind.identity_fields:
+                    continue
+                o = KIND_TABLES[other_name]
+                seen = sa.select(o.c.id_key).where(
+                    o.c.id_key == new.c.id_key, o.c[f] == new.c[f], o.c.load_id != load_id
+                )
+                links.append(~seen.exists())
+            if conn.execute(sa.select(new.c.id_key).where(*links).limit(1)).first() is not None:
+                return False
+    return True
 
 
 def _write_parts(
