@@ -326,7 +326,9 @@ def stamp_customer_keys(conn: Connection, within: sa.Table | None = None, load_i
     only_load = load_id is not None and (
         within is None or conn.execute(sa.select(within.c.node).limit(1)).first() is None
     )
-    for t in KIND_TABLES.values():
+    # only the load's own kind holds its rows (an update joining the map costs even with none)
+    kinds = _load_kinds(conn, load_id) if only_load else set(KIND_TABLES)
+    for t in (KIND_TABLES[name] for name in KIND_TABLES if name in kinds):
         where = [im.c.id_key == t.c.id_key, t.c.cx_key.is_distinct_from(im.c.cx_key)]
         if only_load:
             where.append(t.c.load_id == load_id)  # a filter DuckDB answers from its zone maps
