@@ -127,6 +127,7 @@ else:
         hide_index=True,
         width="stretch",
         column_config=ex.CONFLICT_COLUMN_CONFIG,
+        row_height=ex.CONFLICT_ROW_HEIGHT,
     )
     if conflicts_k.note:
         st.caption(f"{conflicts_k.note} Their figures and flags are not shown or drawn.")
