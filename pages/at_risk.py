@@ -77,18 +77,18 @@ event = st.dataframe(
     placeholder="—",
     # widths add up to the main column at 1440 px (with the row boxes): no sideways scrolling
     column_config={
-        "customer": st.column_config.TextColumn(width=128),
-        "customer id": st.column_config.TextColumn(width=98),
+        "customer": st.column_config.TextColumn(width=116),
+        "customer id": st.column_config.TextColumn(width=92),
         "risk": st.column_config.ProgressColumn("risk", format="%d%%", min_value=0, max_value=100, width=62),
         value_column: st.column_config.NumberColumn(format="localized", width=135, help=risk.value_help(basis)),
         "top reason": st.column_config.TextColumn(
-            width=205, help="The first reason the model gives; the card lists every reason with the customer's figures."
+            width=200, help="The first reason the model gives; the card lists every reason with the customer's figures."
         ),
         "next best action · owner": st.column_config.TextColumn(
-            width=215, help="What to do next, then the department that owns it."
+            width=243, help="What to do next, then the department that owns it (spelled out)."
         ),
         "status": st.column_config.TextColumn(
-            width=85, help="open: nobody has contacted or actioned this customer since they were scored."
+            width=80, help="open: nobody has contacted or actioned this customer since they were scored."
         ),
     },
 )

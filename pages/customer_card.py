@@ -109,6 +109,7 @@ with left:
             width="stretch",
             column_config=card.SIGNALS_COLUMNS,
             row_height=card.SIGNALS_ROW_HEIGHT,
+            height="content",  # one row per signal: all of them, without a scroll inside the table
         )
     st.subheader("What they already told us")
     st.markdown(card.told_us_sentence(c["contacts"]))

@@ -37,6 +37,7 @@ st.dataframe(
     width="stretch",
     column_config=opsview.GOVERNANCE_COLUMNS,
     row_height=opsview.GOVERNANCE_ROW_HEIGHT,
+    height="content",  # every source, without a scroll inside the table
 )
 st.caption(
     "Activation is the latency from an event to its being on the customer's card (the end of the load that "

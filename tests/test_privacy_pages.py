@@ -80,7 +80,7 @@ def test_an_executive_sees_no_figure_of_a_cohort_under_10_customers(small_demo, 
     assert len(small) and len(big), "the demo should have cohorts on both sides of k"
 
     at = _page("executive.py", "executive")
-    # The page's table reads in words: a cohort is found by its group ("Marketing (marketing), by campaign")
+    # The page's table reads in words: a cohort is found by its group ("Marketing (marketing): campaign")
     # and name,
     # and a hidden figure is a dash.
     table = _table_with(at, "group").set_index(["group", "cohort"])

@@ -388,11 +388,11 @@ def test_the_conflicts_table_and_sentences_name_the_department_in_words():
     )
     table = executive.conflict_table(frame)
     assert list(table["group"]) == [
-        "Marketing (marketing), by campaign",
-        "Marketing (marketing), by campaign",
-        "Customer support (support), by team",
-        "Product (product), by squad name",  # a grouping the house does not name: in words too
+        "Marketing (marketing): campaign",
+        "Marketing (marketing): campaign",
+        "Customer support (support): team",
+        "Product (product): squad name",  # a grouping the house does not name: in words too
     ]
     assert executive.CONFLICT_ROW_HEIGHT > 64
     (sentence,) = executive.conflict_sentences(frame)
-    assert sentence.replace("\\", "").startswith("**spring_blast** (Marketing (marketing), by campaign): top quartile")
+    assert sentence.replace("\\", "").startswith("**spring_blast**, campaign of Marketing (marketing): top quartile")

@@ -178,12 +178,12 @@ def signals_table(signals: pd.DataFrame) -> pd.DataFrame:
 # rows tall enough (over 4rem: only then does Streamlit wrap a cell) for "Customer support (support)"
 # and a long signal or detail to show whole on two or three lines instead of being cut.
 SIGNALS_COLUMNS = {
-    "signal": st.column_config.TextColumn(width=120),
-    "kind": st.column_config.TextColumn(width=60),
-    "when": st.column_config.TextColumn(width=90),
-    "last 30 days": st.column_config.NumberColumn(width=62, help="How many times in the last 30 days"),
-    "detail": st.column_config.TextColumn(width=110, help="The record's own words (as the source has them)."),
-    "owner": st.column_config.TextColumn(width=110, help="The department that owns the signal and its next action."),
+    "signal": st.column_config.TextColumn(width=115),
+    "kind": st.column_config.TextColumn(width=58),
+    "when": st.column_config.TextColumn(width=85),
+    "last 30 days": st.column_config.NumberColumn(width=78, help="How many times in the last 30 days"),
+    "detail": st.column_config.TextColumn(width=100, help="The record's own words (as the source has them)."),
+    "owner": st.column_config.TextColumn(width=126, help="The department that owns the signal and its next action."),
 }
 SIGNALS_ROW_HEIGHT = 68
 

@@ -611,8 +611,15 @@ COHORT_BY = {
 
 def cohort_group(department: object, cohort_by: object) -> str:
     """A cohort's group as the conflicts show it: the department spelled out, then how it groups its
-    customers ("Marketing (marketing), by campaign"; a grouping not in ``COHORT_BY`` in words too)."""
-    return f"{fmt.department_words(department)}, by {COHORT_BY.get(str(cohort_by), fmt.label(cohort_by))}"
+    customers ("Marketing (marketing): campaign"; a grouping not in ``COHORT_BY`` in words too).
+
+    (A colon, not ", by": Streamlit's grid, 1.67, left "Marketing (marketing), by campaign" on one
+    clipped line in the 150 px column while it wrapped every other group; measured in Chromium.)"""
+    return f"{fmt.department_words(department)}: {_grouping(cohort_by)}"
+
+
+def _grouping(cohort_by: object) -> str:
+    return COHORT_BY.get(str(cohort_by), fmt.label(cohort_by))
 
 
 def _departmental(kpi: str, value: object, currency: str | None) -> str:
@@ -636,7 +643,7 @@ def conflict_sentences(frame: pd.DataFrame, currency: str | None = None) -> list
             else f"{row.shared_value:.0%} of its tickets followed by a repeat contact (others: {others:.0%})"
         )
         out.append(
-            f"**{plain(row.cohort)}** ({plain(cohort_group(row.department, row.cohort_by))}): "
+            f"**{plain(row.cohort)}**, {plain(_grouping(row.cohort_by))} of {plain(fmt.department_words(row.department))}: "
             f"top quartile for its department ({dept_fmt}) but bottom quartile for the shared outcome: {shared}."
         )
     return out
@@ -659,7 +666,7 @@ def conflict_table(frame: pd.DataFrame, currency: str | None = None) -> pd.DataF
     """The conflicts (``metrics.conflicts``, possibly with suppressed rows blanked) as a person reads them:
     one column per idea, headed in words, every figure with its unit and ``—`` where it is not shown.
 
-    Out: ``flag, group`` (the department and its grouping: "Marketing (marketing), by campaign"), ``cohort, customers,
+    Out: ``flag, group`` (the department and its grouping: "Marketing (marketing): campaign"), ``cohort, customers,
     departmental KPI, shared outcome, revenue / customer, repeats, time to close, p`` and, when rows were
     suppressed, ``suppression``."""
     f = frame.reset_index(drop=True)
@@ -704,7 +711,7 @@ CONFLICT_COLUMN_CONFIG = {
     "group": st.column_config.TextColumn(
         width=150, help="The department (spelled out, with the code the data uses) and how it groups its customers."
     ),
-    "cohort": st.column_config.TextColumn(width=95),
+    "cohort": st.column_config.TextColumn(width=90),
     "customers": st.column_config.TextColumn(width=75),
     "departmental KPI": st.column_config.TextColumn(
         width=130, help="What the department is judged on, for this cohort."
@@ -714,7 +721,7 @@ CONFLICT_COLUMN_CONFIG = {
         help="The same customers' shared outcome: the share kept at 90 days, or the share of the team's tickets "
         "followed by a repeat contact after closing.",
     ),
-    "revenue / customer": st.column_config.TextColumn(width=115, help="Revenue to date per customer of the cohort."),
+    "revenue / customer": st.column_config.TextColumn(width=120, help="Revenue to date per customer of the cohort."),
     "repeats": st.column_config.TextColumn(width=70, help="Share of the cohort's contacts that were repeat contacts."),
     "time to close": st.column_config.TextColumn(width=90, help="Median time from opening to closing a ticket."),
     "p": st.column_config.TextColumn(
@@ -723,6 +730,12 @@ CONFLICT_COLUMN_CONFIG = {
         "alone (small: unlikely to be chance).",
     ),
 }
-# Over 4rem (Streamlit wraps a cell's text only then): the group ("Customer support (support), by team")
+# Over 4rem (Streamlit wraps a cell's text only then): the group ("Customer support (support): team")
 # shows whole on two or three lines in its column.
 CONFLICT_ROW_HEIGHT = 68
+
+
+def conflict_table_height(rows: int, shown: int = 10) -> int:
+    """The conflicts table's height in pixels: its header and up to ``shown`` of its (wrapped, taller)
+    rows, the rest a scroll away, as Streamlit's default shows ten rows of one line."""
+    return 40 + CONFLICT_ROW_HEIGHT * max(min(rows, shown), 1)
