@@ -611,10 +611,7 @@ COHORT_BY = {
 
 def cohort_group(department: object, cohort_by: object) -> str:
     """A cohort's group as the conflicts show it: the department spelled out, then how it groups its
-    customers ("Marketing (marketing): campaign"; a grouping not in ``COHORT_BY`` in words too).
-
-    (A colon, not ", by": Streamlit's grid, 1.67, left "Marketing (marketing), by campaign" on one
-    clipped line in the 150 px column while it wrapped every other group; measured in Chromium.)"""
+    customers ("Marketing (marketing): campaign"; a grouping not in ``COHORT_BY`` in words too)."""
     return f"{fmt.department_words(department)}: {_grouping(cohort_by)}"
 
 
