@@ -5,7 +5,7 @@ import streamlit as st
 
 from cxdash.ui import churnview, disclosure, risk
 from cxdash.ui.figures import plotly_chart
-from cxdash.ui.formatting import count, duration, percent
+from cxdash.ui.formatting import count, department_words, duration, percent
 from cxdash.ui.frame import page_guard
 
 page_guard(__file__)
@@ -18,7 +18,7 @@ if risk.model_info() is None:
 
 with st.sidebar:
     st.subheader("At-risk filters")
-    st.multiselect("Owning department", risk.departments(), key=risk.AT_RISK_DEPARTMENTS)
+    st.multiselect("Owning department", risk.departments(), format_func=department_words, key=risk.AT_RISK_DEPARTMENTS)
     st.selectbox("Status", list(risk.STATUS_CHOICES), key=risk.AT_RISK_STATUS)
     st.slider("Minimum risk", 0.0, 1.0, 0.0, 0.05, key=risk.AT_RISK_MIN_RISK)
     st.toggle("Only the riskiest 10%", value=True, key=risk.AT_RISK_TOP_DECILE)
@@ -77,18 +77,18 @@ event = st.dataframe(
     placeholder="—",
     # widths add up to the main column at 1440 px (with the row boxes): no sideways scrolling
     column_config={
-        "customer": st.column_config.TextColumn(width=128),
-        "customer id": st.column_config.TextColumn(width=98),
+        "customer": st.column_config.TextColumn(width=116),
+        "customer id": st.column_config.TextColumn(width=92),
         "risk": st.column_config.ProgressColumn("risk", format="%d%%", min_value=0, max_value=100, width=62),
         value_column: st.column_config.NumberColumn(format="localized", width=135, help=risk.value_help(basis)),
         "top reason": st.column_config.TextColumn(
-            width=205, help="The first reason the model gives; the card lists every reason with the customer's figures."
+            width=200, help="The first reason the model gives; the card lists every reason with the customer's figures."
         ),
-        "next best action (owner)": st.column_config.TextColumn(
-            width=215, help="What to do next, and in brackets the department that owns it."
+        "next best action · owner": st.column_config.TextColumn(
+            width=243, help="What to do next, then the department that owns it (spelled out)."
         ),
         "status": st.column_config.TextColumn(
-            width=85, help="open: nobody has contacted or actioned this customer since they were scored."
+            width=80, help="open: nobody has contacted or actioned this customer since they were scored."
         ),
     },
 )

@@ -104,7 +104,12 @@ with left:
         st.markdown("No intent, friction or churn signals on record.")
     else:
         st.dataframe(
-            card.signals_table(c["signals"]), hide_index=True, width="stretch", column_config=card.SIGNALS_COLUMNS
+            card.signals_table(c["signals"]),
+            hide_index=True,
+            width="stretch",
+            column_config=card.SIGNALS_COLUMNS,
+            row_height=card.SIGNALS_ROW_HEIGHT,
+            height="content",  # one row per signal: all of them, without a scroll inside the table
         )
     st.subheader("What they already told us")
     st.markdown(card.told_us_sentence(c["contacts"]))

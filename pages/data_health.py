@@ -31,7 +31,14 @@ slowest, why = opsview.slowest_activation(gov)
 c4.metric("Slowest activation latency", slowest, help=why)
 
 st.subheader("Sources")
-st.dataframe(opsview.governance_table(gov), hide_index=True, width="stretch", column_config=opsview.GOVERNANCE_COLUMNS)
+st.dataframe(
+    opsview.governance_table(gov),
+    hide_index=True,
+    width="stretch",
+    column_config=opsview.GOVERNANCE_COLUMNS,
+    row_height=opsview.GOVERNANCE_ROW_HEIGHT,
+    height="content",  # every source, without a scroll inside the table
+)
 st.caption(
     "Activation is the latency from an event to its being on the customer's card (the end of the load that "
     "brought it), for each source's newest record. '95% within' counts only the records that were new in their "

@@ -122,11 +122,14 @@ else:
         bars = charts.campaign_bars(conflicts_k.shown)
         plotly_chart(bars, width="stretch", key="executive_chart_campaigns")
     labels = ex.CONFLICT_LABELS
+    conflict_rows = ex.conflict_table(conflicts_k.blank(keep=labels), report.currency)
     st.dataframe(
-        ex.conflict_table(conflicts_k.blank(keep=labels), report.currency),
+        conflict_rows,
         hide_index=True,
         width="stretch",
         column_config=ex.CONFLICT_COLUMN_CONFIG,
+        row_height=ex.CONFLICT_ROW_HEIGHT,
+        height=ex.conflict_table_height(len(conflict_rows)),
     )
     if conflicts_k.note:
         st.caption(f"{conflicts_k.note} Their figures and flags are not shown or drawn.")

@@ -237,7 +237,7 @@ def test_the_list_shows_name_value_with_period_and_currency_reason_and_action(tr
         "risk",
         "12-month value (USD)",
         "top reason",
-        "next best action (owner)",
+        "next best action · owner",
         "status",
     ]
     assert list(table["customer"]) == list(crm.loc[table["customer id"], "Full Name"])
@@ -247,8 +247,11 @@ def test_the_list_shows_name_value_with_period_and_currency_reason_and_action(tr
     assert list(table["risk"]) == [round(r * 100) for r in top["risk"]]
     assert list(table["12-month value (USD)"]) == [round(v) for v in top["value"]]
     assert list(table["top reason"]) == [r[0]["label"] for r in top["reasons"]]
-    assert list(table["next best action (owner)"]) == [
-        f"{a} ({d})" for a, d in zip(top["action"], top["department"], strict=True)
+    # the owning department spelled out after the action (the house's names, written out here)
+    names = {"support": "Customer support", "web": "Web / digital", "billing": "Billing", "sales": "Sales"}
+    names["marketing"] = "Marketing"
+    assert list(table["next best action · owner"]) == [
+        f"{a} · {names[d]} ({d})" for a, d in zip(top["action"], top["department"], strict=True)
     ]
     shown = table.astype(str).to_string()
     assert "None" not in shown and "nan" not in shown

@@ -1,6 +1,8 @@
 """Every role walks every page it may open, in Chromium at 1440 x 900, and no page shows a raw
 value: no ``None``/``nan``/``NaN`` in its text, tables or charts, no snake_case column header or widget
-label, no bare department code ("tech") in a chart's legend, and nothing wider than the page (issue 16). A screenshot of each role x page is kept in test-artifacts/
+label, no bare department code ("tech") in a chart's legend (nor, on Data health, the customer card,
+At-risk and Shared KPIs, in a department or owner column or on a chart's axis), and nothing wider than
+the page (issue 16). A screenshot of each role x page is kept in test-artifacts/
 as ``walk_<role>_<page>.png``. The store is the session's shared demo app (tests/conftest.py: a
 3,000-customer demo with a trained churn model).
 
@@ -73,8 +75,17 @@ READ_PAGE = """
       for (const t of (painted && painted.get(c)) || []) cells.add(t);
     }
     for (const c of el.querySelectorAll('[role=gridcell]')) cells.add(c.innerText);
+    // each column's cells as the accessibility table holds them (raw values: our text columns' words)
+    const byIndex = {};
+    for (const h of el.querySelectorAll('[role=columnheader]')) byIndex[h.getAttribute('aria-colindex')] = h.innerText.trim();
+    const columns = Object.fromEntries(Object.values(byIndex).map(h => [h, []]));
+    for (const c of el.querySelectorAll('[role=gridcell]')) {
+      const header = byIndex[c.getAttribute('aria-colindex')];
+      if (header !== undefined) columns[header].push(c.innerText.trim());
+    }
     return {
       index: i,
+      columns,
       headers: [...el.querySelectorAll('[role=columnheader]')].map(h => h.innerText.trim()),
       cells: [...cells],
       right: box.right,
@@ -89,6 +100,8 @@ READ_PAGE = """
     [...p.querySelectorAll('text')].map(t => t.textContent).join(' | '));
   const legends = [...document.querySelectorAll('.js-plotly-plot')].map(p =>
     [...p.querySelectorAll('.legendtext')].map(t => t.textContent));
+  const ticks = [...document.querySelectorAll('.js-plotly-plot')].map(p =>
+    [...p.querySelectorAll('.xtick text, .ytick text')].map(t => t.textContent));
   const labels = [...block.querySelectorAll('[data-testid="stWidgetLabel"]')].map(l => l.innerText.trim());
   const wide = [...block.querySelectorAll('[data-testid="stElementContainer"]')]
     .filter(e => e.getBoundingClientRect().right > block.getBoundingClientRect().right + 2)
@@ -99,6 +112,7 @@ READ_PAGE = """
     grids,
     charts,
     legends,
+    ticks,
     labels,
     wide,
     pageScroll: document.documentElement.scrollWidth - document.documentElement.clientWidth,
@@ -122,10 +136,26 @@ def raw_words(text: str) -> list[str]:
     return out
 
 
-def findings(shown: dict, sources: frozenset[str] = frozenset()) -> list[str]:
+# The pages that name departments in tables and on chart axes as well as in legends (Data health's
+# owners, the card's signals and timeline, the at-risk list and its chart, the Shared KPIs conflicts):
+# there a column about departments, and an axis, must not show a bare code either.
+DEPARTMENT_PAGES = frozenset({"data_health", "customer_card", "at_risk", "executive"})
+DEPARTMENT_COLUMNS = ("department", "owner", "group")
+
+
+def _is_code(text: str) -> bool:
+    """A department code as the data holds it ("support"); a capitalised team name ("Support", a KPI's
+    owner in the definitions table) reads as a word."""
+    return text.strip() in DEPARTMENT_NAMES
+
+
+def findings(shown: dict, sources: frozenset[str] = frozenset(), departments_everywhere: bool = False) -> list[str]:
     """Everything on a page a person should not see, in words (empty when the page is clean).
     ``sources``: the loaded sources' names, which a legend shows as named even when a source is
-    named like a department ("web")."""
+    named like a department ("web"). ``departments_everywhere``: also no bare department code in a
+    table column headed with a department word (``DEPARTMENT_COLUMNS``; a source's name excepted
+    nowhere there: those columns hold departments) or in a chart's axis labels (a source's name
+    excepted: Data health draws one bar per source)."""
     out = [f"page text shows a raw value: ...{c}..." for c in raw_words(shown["text"])]
     out += [f"sidebar shows a raw value: ...{c}..." for c in raw_words(shown["sidebar"])]
     for n, chart in enumerate(shown["charts"]):
@@ -136,6 +166,21 @@ def findings(shown: dict, sources: frozenset[str] = frozenset()) -> list[str]:
             for entry in legend
             if entry.strip().lower() in DEPARTMENT_NAMES and entry.strip() not in sources
         ]
+    if departments_everywhere:
+        for n, ticks in enumerate(shown.get("ticks", [])):
+            out += [
+                f"chart {n + 1}'s axis shows a department code: {t!r}"
+                for t in ticks
+                if _is_code(t) and t.strip() not in sources
+            ]
+        for grid in shown["grids"]:
+            for header, cells in grid.get("columns", {}).items():
+                if any(word in header.lower() for word in DEPARTMENT_COLUMNS):
+                    out += [
+                        f"table {grid['index'] + 1}'s {header!r} column shows a department code: {c!r}"
+                        for c in sorted(set(cells))
+                        if _is_code(c)
+                    ]
     out += [f"a widget label is in snake_case: {w!r}" for w in shown.get("labels", []) if SNAKE.search(w)]
     for grid in shown["grids"]:
         name = f"table {grid['index'] + 1} ({', '.join(grid['headers'][:4])}...)"
@@ -286,6 +331,34 @@ def test_the_checks_catch_what_a_person_should_not_see():
     assert "'crm'" not in found and "'web'" not in found  # source names, as loaded
     assert "'web'" in " | ".join(findings(dirty))  # "web" as a department, where no source has that name
 
+    # on the pages that name departments in tables and on axes too
+    coded = dict(
+        clean,
+        ticks=[["Web / digital (web)", "support"], ["web", "helpdesk"]],
+        grids=[
+            {
+                "index": 0,
+                "headers": ["signal", "KPI owner", "owner", "department and owner"],
+                "columns": {
+                    "signal": ["support"],  # not a department column: a signal may be named anything
+                    "KPI owner": ["Support", "Finance"],  # team names, capitalised: words
+                    "owner": ["Customer support (support)", "web"],
+                    "department and owner": ["Sales (sales), owner Dana"],
+                },
+                "cells": [],
+                "right": 1400,
+                "hiddenWidth": 0,
+            }
+        ],
+    )
+    assert findings(coded, sources=frozenset({"web"})) == []  # checked only where asked
+    found = findings(coded, sources=frozenset({"web"}), departments_everywhere=True)
+    assert found == [
+        "chart 1's axis shows a department code: 'support'",
+        "table 1's 'owner' column shows a department code: 'web'",  # a source's name is no excuse here
+    ]
+    assert findings(clean, departments_everywhere=True) == []
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("role", "file", "title", "path"), WALK, ids=[f"{w[0]}-{w[3]}" for w in WALK])
@@ -299,7 +372,7 @@ def test_every_page_shows_words_and_numbers_not_raw_values(app, artifacts, sourc
         assert "Traceback" not in shown["text"], shown["text"][-2000:]
         # the page the role asked for, not a refusal or another page
         assert title in page.locator('[data-testid="stSidebarNav"]').inner_text()
-        problems = findings(shown, source_names)
+        problems = findings(shown, source_names, departments_everywhere=path in DEPARTMENT_PAGES)
         assert not problems, f"{title} as {role}:\n- " + "\n- ".join(problems)
     finally:
         page.context.close()

@@ -80,15 +80,16 @@ def test_an_executive_sees_no_figure_of_a_cohort_under_10_customers(small_demo, 
     assert len(small) and len(big), "the demo should have cohorts on both sides of k"
 
     at = _page("executive.py", "executive")
-    # The page's table reads in words: a cohort is found by its group ("marketing campaign") and name,
+    # The page's table reads in words: a cohort is found by its group ("Marketing (marketing): campaign")
+    # and name,
     # and a hidden figure is a dash.
     table = _table_with(at, "group").set_index(["group", "cohort"])
     for row in small.itertuples():
-        shown = table.loc[(ex.COHORT_BY[row.cohort_by], row.cohort)]
+        shown = table.loc[(ex.cohort_group(row.department, row.cohort_by), row.cohort)]
         assert shown["suppression"] == SUPPRESSED
         assert shown["customers"] == shown["departmental KPI"] == shown["shared outcome"] == "—"
     for row in big.itertuples():
-        shown = table.loc[(ex.COHORT_BY[row.cohort_by], row.cohort)]
+        shown = table.loc[(ex.cohort_group(row.department, row.cohort_by), row.cohort)]
         assert shown["customers"] == f"{row.customers:,}" and shown["suppression"] == ""
     assert any(f"{len(small)} of {len(truth)} cohorts" in c.value for c in at.caption)
 
@@ -113,7 +114,9 @@ def test_an_executive_sees_no_figure_of_a_cohort_under_10_customers(small_demo, 
     table = _table_with(at, "group").set_index(["group", "cohort"])
     largest_small = small.loc[small["customers"].idxmax()]
     assert (
-        table.loc[(ex.COHORT_BY[largest_small.cohort_by], largest_small.cohort), "customers"]
+        table.loc[
+            (ex.cohort_group(largest_small.department, largest_small.cohort_by), largest_small.cohort), "customers"
+        ]
         == f"{largest_small.customers:,}"
     )
 

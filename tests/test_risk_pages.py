@@ -54,7 +54,9 @@ def test_at_risk_page_lists_the_top_decile_and_filters_by_owner(trained_env):
     assert not at.exception
     filtered = at.dataframe[0].value
     assert 0 < len(filtered) < len(table)
-    assert filtered["next best action (owner)"].str.endswith("(web)").all()
+    assert filtered["next best action · owner"].str.endswith(" · Web / digital (web)").all()
+    # the filter's choices read as departments, not codes
+    assert "Customer support (support)" in at.multiselect(key="at_risk_departments").options
 
 
 def test_a_marked_customer_shows_its_new_status_at_once_though_the_list_is_cached(trained_demo, tmp_path, monkeypatch):

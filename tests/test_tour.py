@@ -184,7 +184,7 @@ def test_each_role_does_its_main_job_on_its_first_visit(tour, artifacts, public_
     )
     assert overflow <= 0  # no sideways scrolling inside the list either
     headers = grid.evaluate("g => [...g.querySelectorAll('th')].map(t => t.textContent.trim())")
-    assert {"customer", "12-month value (USD)", "top reason", "next best action (owner)", "status"} <= set(headers)
+    assert {"customer", "12-month value (USD)", "top reason", "next best action · owner", "status"} <= set(headers)
     rows = grid_rows(page)
     assert customer_id in rows[0] and "open" in rows[0]
     name = rows[0][rows[0].index(customer_id) - 1]  # the name stands before the id

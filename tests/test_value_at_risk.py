@@ -136,6 +136,6 @@ def test_with_neither_transactions_nor_mrr_the_value_is_unknown_and_the_page_say
         "customer id",
         "risk",
         "top reason",
-        "next best action (owner)",
+        "next best action · owner",
         "status",
     ]

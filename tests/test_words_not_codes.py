@@ -200,3 +200,199 @@ def test_the_journey_map_and_the_conflicts_chart_name_departments_in_words():
     names = {t.name for t in executive_charts.conflict_quadrants(frame).data}
     assert {"Customer support (support)", "Marketing (marketing)"} <= names
     assert not names & {"support", "marketing"}
+
+
+# ----------------------------------------------------------------------------- Data health, card, at-risk, conflicts
+def test_a_department_and_its_owner_read_as_words_and_say_what_is_not_set():
+    assert f.department_words("tech") == "Technology (tech)"
+    assert f.department_words("ops") == "ops"  # a code the house does not know: as written
+    assert f.department_words(None) == f.department_words("  ") == "department not set"
+    assert f.department_words(float("nan"), missing="—") == "—"
+    assert f.department_and_owner("tech", "Dana") == "Technology (tech), owner Dana"
+    # no owner named, or the department's own code (what a load records): the department's team
+    assert (
+        f.department_and_owner("support", None)
+        == "Customer support (support), owner not set: the Customer support team"
+    )
+    assert f.department_and_owner("support", "support") == f.department_and_owner("support", None)
+    # an owner that is another department's code is that department's team
+    assert f.department_and_owner("billing", "support") == "Billing (billing), owner Customer support team (support)"
+    assert f.department_and_owner(None, "Dana") == "department not set, owner Dana"
+    assert f.department_and_owner(None, "") == "department and owner not set"
+
+
+def _governance() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "name": ["helpdesk", "web", "ledger", "future"],
+            "kind": ["tickets", "events", "transactions", "events"],
+            "department": ["support", "web", None, "tech"],
+            "owner": ["Tier-2 lead (Maya)", "web", None, None],
+            "rows": [4_866, 98_594, 0, 3],
+            "quality": [1.0, 0.99, None, 1.0],
+            "stitched_share": [0.9992, 0.9554, None, 1.0],
+            "freshness_hours": [72.0, 0.5, None, -2.0],
+            "loaded_hours": [2.0, 71 / 3600, None, 49.0],
+            "latency_newest_hours": [70.0, None, None, None],
+            "latency_p50_hours": [None, None, None, None],
+            "latency_p95_hours": [None, None, None, None],
+        }
+    )
+
+
+def test_the_data_health_sources_table_names_owners_in_words_and_keeps_record_age_and_load_time_apart():
+    from cxdash.ui import opsview
+
+    table = opsview.governance_table(_governance()).set_index("source")
+    assert "department" not in table.columns and "owner" not in table.columns and "freshness" not in table.columns
+    assert table["department and owner"].to_dict() == {
+        "helpdesk": "Customer support (support), owner Tier-2 lead (Maya)",
+        "web": "Web / digital (web), owner not set: the Web / digital team",
+        "ledger": "department and owner not set",
+        "future": "Technology (tech), owner not set: the Technology team",
+    }
+    assert table["newest record"].to_dict() == {
+        "helpdesk": "3.0 days old",
+        "web": "30 min old",
+        "ledger": "no dated record",
+        "future": "dated 2.0 h ahead",  # a record dated after now is not "-2 h old"
+    }
+    assert table["loaded"].to_dict() == {
+        "helpdesk": "loaded 2.0 h ago",
+        "web": "loaded 71 s ago",
+        "ledger": "never loaded",
+        "future": "loaded 2.0 days ago",
+    }
+    # every column the page configures is in the table (a renamed column would lose its width and help)
+    assert set(opsview.GOVERNANCE_COLUMNS) <= set(table.columns) | {"source"}
+
+
+def _signals() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "noun": ["asked to cancel", "failed payment", "page error"],
+            "strength": ["intent", "friction", "friction"],
+            "age_days": [2.0, 400.0, 5.0],
+            "count_30d": [1, 0, 2],
+            "detail": ["cancellation", "status failed", ""],
+            "department": ["support", "billing", None],
+        }
+    )
+
+
+def test_the_customer_card_names_departments_in_words_in_its_signals_and_timeline():
+    from cxdash.ui import card
+
+    signals = card.signals_table(_signals())
+    assert list(signals["owner"]) == ["Customer support (support)", "Billing (billing)", "—"]
+    assert list(signals["when"]) == ["2 days ago", "over a year ago", "5 days ago"]
+    assert set(card.SIGNALS_COLUMNS) == set(signals.columns)
+    assert card.SIGNALS_ROW_HEIGHT > 64  # over 4rem: only then does Streamlit wrap the long owners
+
+    timeline = pd.DataFrame(
+        {
+            "ts": pd.to_datetime(["2026-10-29 23:22", "2026-10-24 15:25", "2026-10-10 03:51"]),
+            "activity": ["resolved: cancellation", "competitor_compare", "purchase"],
+            "department": ["support", "web", None],
+            "channel": ["phone", None, None],
+            "source": ["helpdesk", "web", "ledger"],
+        }
+    )
+    table = card.timeline_table(timeline)
+    assert list(table["department"]) == [
+        "Customer support (support)",
+        "Web / digital (web)",
+        "Unknown department (unknown)",
+    ]
+    assert list(table["source"]) == ["helpdesk", "web", "ledger"]  # a source is named as loaded
+    rows = {y for trace in card.timeline_figure(timeline).data for y in trace.y}
+    assert rows == {"Customer support (support)", "Web / digital (web)", "Unknown department (unknown)"}
+
+    lead = card.next_action_sentence({"action": "Route to the retention team", "department": "support"})
+    assert (
+        lead.replace("\\", "")
+        == "next best action: **Route to the retention team** (owner: Customer support (support))"
+    )
+
+
+def test_a_reason_names_its_signal_and_owning_department_in_words():
+    from cxdash.ui import risk
+
+    line = risk.reason_line(
+        {
+            "signal": "cancel_page",
+            "label": "Visited the cancel page",
+            "detail": "most recently 18 days ago",
+            "department": "web",
+            "action": "Retention call within 24 h",
+        }
+    )
+    # escaped for markdown (punctuation carries a backslash): read without the escapes
+    assert line.replace("\\", "") == (
+        "- **Visited the cancel page** — most recently 18 days ago · owner **Web / digital (web)** · "
+        "Retention call within 24 h"
+    )
+    # a reason stored without its label names the signal in words, never as the column it came from
+    bare = risk.reason_line({"signal": "failed_payments", "department": None, "action": "Fix the card"})
+    assert bare.replace("\\", "") == "- **Failed payments** · owner **department not set** · Fix the card"
+    assert SNAKE not in bare
+
+
+def test_the_at_risk_list_and_its_chart_name_the_owning_department_in_words():
+    from cxdash.ui import risk
+
+    frame = pd.DataFrame(
+        {
+            "cx_id": ["a", "b", "c"],
+            "name": ["Ann", "Bo", None],
+            "customer_id": ["C1", "C2", "C3"],
+            "risk": [0.89, 0.3, 0.2],
+            "value": [4948.0, 100.0, 50.0],
+            "priority": [4403.72, 30.0, 10.0],
+            "reasons": [[{"label": "Visited the cancel page"}], [], []],
+            "top_reason": ["Visited the cancel page", "", ""],
+            "action": ["Route to the retention team today", "Move to a nurture track", None],
+            "department": ["support", "marketing", "web"],
+            "status": ["open", "contacted", None],
+        }
+    )
+    table = risk.at_risk_table(frame)
+    assert list(table["next best action · owner"]) == [
+        "Route to the retention team today · Customer support (support)",
+        "Move to a nurture track · Marketing (marketing)",
+        "—",
+    ]
+    bars = risk.department_figure(frame).data[0]
+    assert set(bars.y) == {"Customer support (support)", "Marketing (marketing)", "Web / digital (web)"}
+
+
+def test_the_conflicts_table_and_sentences_name_the_department_in_words():
+    from cxdash.ui import executive
+
+    frame = pd.DataFrame(
+        {
+            "conflict": [True, False, False, False],
+            "department": ["marketing", "marketing", "support", "product"],
+            "cohort_by": ["campaign", "campaign", "team", "squad_name"],
+            "cohort": ["spring_blast", "autumn", "tier 2", "growth"],
+            "customers": [404, 300, 120, 50],
+            "departmental_kpi": ["new_customers", "new_customers", "tickets_closed", "new_customers"],
+            "departmental_value": [404, 300, 800, 50],
+            "shared_kpi": ["retention_90d", "retention_90d", "repeat_after_close", "retention_90d"],
+            "shared_value": [0.24, 0.97, 0.05, 0.9],
+            "clv_per_customer": [1184.0, 2000.0, None, None],
+            "repeat_contact_rate": [0.044, 0.05, 0.1, None],
+            "median_hours_to_close": [None, None, 5.0, None],
+            "p_value": [0.0001, 1.0, 0.3, None],
+        }
+    )
+    table = executive.conflict_table(frame)
+    assert list(table["group"]) == [
+        "Marketing (marketing): campaign",
+        "Marketing (marketing): campaign",
+        "Customer support (support): team",
+        "Product (product): squad name",  # a grouping the house does not name: in words too
+    ]
+    assert executive.CONFLICT_ROW_HEIGHT > 64
+    (sentence,) = executive.conflict_sentences(frame)
+    assert sentence.replace("\\", "").startswith("**spring_blast**, campaign of Marketing (marketing): top quartile")

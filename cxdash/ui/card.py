@@ -23,8 +23,8 @@ from cxdash.risk import (
 )
 from cxdash.ui import auth as ui_auth
 from cxdash.ui import data
-from cxdash.ui.charts import _colour_map
-from cxdash.ui.formatting import UNKNOWN, count, day, percent, plain
+from cxdash.ui.charts import _named_departments
+from cxdash.ui.formatting import UNKNOWN, count, day, department_words, percent, plain
 from cxdash.ui.risk import is_blank, list_version, newest_model_version
 
 # ----------------------------------------------------------------------------- customer card
@@ -169,20 +169,23 @@ def signals_table(signals: pd.DataFrame) -> pd.DataFrame:
             "when": signals["age_days"].map(_age_words),
             "last 30 days": signals["count_30d"],
             "detail": signals["detail"],
-            "owner": signals["department"],
+            "owner": signals["department"].map(lambda d: department_words(d, missing=UNKNOWN)),
         }
     )
 
 
-# The signal table sits in the card's left column (about 570 px at 1440 px): widths that fit it.
+# The signal table sits in the card's left column (about 570 px at 1440 px): widths that fit it, and
+# rows tall enough (over 4rem: only then does Streamlit wrap a cell) for "Customer support (support)"
+# and a long signal or detail to show whole on two or three lines instead of being cut.
 SIGNALS_COLUMNS = {
-    "signal": st.column_config.TextColumn(width=135),
-    "kind": st.column_config.TextColumn(width=72),
-    "when": st.column_config.TextColumn(width=95),
-    "last 30 days": st.column_config.NumberColumn(width=72, help="How many times in the last 30 days"),
-    "detail": st.column_config.TextColumn(width=110),
-    "owner": st.column_config.TextColumn(width=70),
+    "signal": st.column_config.TextColumn(width=115),
+    "kind": st.column_config.TextColumn(width=58),
+    "when": st.column_config.TextColumn(width=85),
+    "last 30 days": st.column_config.NumberColumn(width=78, help="How many times in the last 30 days"),
+    "detail": st.column_config.TextColumn(width=100, help="The record's own words (as the source has them)."),
+    "owner": st.column_config.TextColumn(width=126, help="The department that owns the signal and its next action."),
 }
+SIGNALS_ROW_HEIGHT = 68
 
 
 def _age_words(days: float) -> str:
@@ -202,14 +205,15 @@ def signal_sentence(signals: pd.DataFrame) -> str:
 
 def next_action_sentence(nxt: dict) -> str:
     """The card's lead action (markdown): the action and its owner."""
-    owner = f" (owner: {plain(nxt['department'])})" if not is_blank(nxt.get("department")) else ""
+    owner = f" (owner: {plain(department_words(nxt['department']))})" if not is_blank(nxt.get("department")) else ""
     return f"next best action: **{plain(nxt['action'])}**{owner}"
 
 
 def timeline_figure(tl: pd.DataFrame) -> go.Figure:
-    frame = tl.dropna(subset=["ts"]).copy()
-    frame["department"] = frame["department"].fillna("unknown")
-    colours = _colour_map(frame["department"])
+    """The customer's records as dots, one row per department named in words ("Customer support
+    (support)", "Unknown department (unknown)" where a record names none), each in its department's
+    colour (as on every chart)."""
+    frame, colours = _named_departments(tl.dropna(subset=["ts"]))
     fig = go.Figure()
     for dept, g in frame.groupby("department"):
         fig.add_trace(
@@ -232,7 +236,8 @@ def timeline_table(tl: pd.DataFrame) -> pd.DataFrame:
         {
             "when": tl["ts"].map(lambda t: pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")),
             "what": tl["activity"],
-            "department": tl["department"],
+            # as the timeline's rows name them: a record naming no department is "Unknown department (unknown)"
+            "department": tl["department"].fillna("unknown").map(department_words),
             "channel": tl["channel"].map(lambda v: UNKNOWN if is_blank(v) else v),
             "source": tl["source"],
         }

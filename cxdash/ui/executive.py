@@ -599,14 +599,24 @@ SHARED_KPIS = {
     "retention_90d": "kept at 90 days",
     "repeat_after_close": "repeat after close",
 }
-# A cohort's grouping, named with its department (the departments' KPIs are grouped these ways).
+# How a department groups its customers for its KPI, in words (``metrics.conflicts``' ``cohort_by``).
 COHORT_BY = {
-    "campaign": "marketing campaign",
+    "campaign": "campaign",
     "channel": "acquisition channel",
-    "owner": "sales owner",
-    "team": "support team",
-    "region": "billing region",
+    "owner": "owner",
+    "team": "team",
+    "region": "region",
 }
+
+
+def cohort_group(department: object, cohort_by: object) -> str:
+    """A cohort's group as the conflicts show it: the department spelled out, then how it groups its
+    customers ("Marketing (marketing): campaign"; a grouping not in ``COHORT_BY`` in words too)."""
+    return f"{fmt.department_words(department)}: {_grouping(cohort_by)}"
+
+
+def _grouping(cohort_by: object) -> str:
+    return COHORT_BY.get(str(cohort_by), fmt.label(cohort_by))
 
 
 def _departmental(kpi: str, value: object, currency: str | None) -> str:
@@ -630,7 +640,7 @@ def conflict_sentences(frame: pd.DataFrame, currency: str | None = None) -> list
             else f"{row.shared_value:.0%} of its tickets followed by a repeat contact (others: {others:.0%})"
         )
         out.append(
-            f"**{plain(row.cohort)}** ({plain(row.department)}, {plain(COHORT_BY.get(row.cohort_by, row.cohort_by))}): "
+            f"**{plain(row.cohort)}**, {plain(_grouping(row.cohort_by))} of {plain(fmt.department_words(row.department))}: "
             f"top quartile for its department ({dept_fmt}) but bottom quartile for the shared outcome: {shared}."
         )
     return out
@@ -653,7 +663,7 @@ def conflict_table(frame: pd.DataFrame, currency: str | None = None) -> pd.DataF
     """The conflicts (``metrics.conflicts``, possibly with suppressed rows blanked) as a person reads them:
     one column per idea, headed in words, every figure with its unit and ``—`` where it is not shown.
 
-    Out: ``flag, group`` (the grouping with its department: "marketing campaign"), ``cohort, customers,
+    Out: ``flag, group`` (the department and its grouping: "Marketing (marketing): campaign"), ``cohort, customers,
     departmental KPI, shared outcome, revenue / customer, repeats, time to close, p`` and, when rows were
     suppressed, ``suppression``."""
     f = frame.reset_index(drop=True)
@@ -664,9 +674,7 @@ def conflict_table(frame: pd.DataFrame, currency: str | None = None) -> pd.DataF
     out = pd.DataFrame(
         {
             "flag": f["conflict"].map(lambda c: "⚠" if c is True or c == 1 else ""),
-            "group": [
-                COHORT_BY.get(c, f"{d} {fmt.label(c)}") for d, c in zip(f["department"], f["cohort_by"], strict=True)
-            ],
+            "group": [cohort_group(d, c) for d, c in zip(f["department"], f["cohort_by"], strict=True)],
             "cohort": f["cohort"],
             "customers": f["customers"],
             "departmental KPI": [
@@ -697,11 +705,13 @@ CONFLICT_COLUMN_CONFIG = {
         width=40,
         help="⚠: a conflict (top quartile for the department, bottom quartile for the shared outcome)",
     ),
-    "group": st.column_config.TextColumn(width=130, help="How the department groups its customers."),
-    "cohort": st.column_config.TextColumn(width=100),
+    "group": st.column_config.TextColumn(
+        width=150, help="The department (spelled out, with the code the data uses) and how it groups its customers."
+    ),
+    "cohort": st.column_config.TextColumn(width=90),
     "customers": st.column_config.TextColumn(width=75),
     "departmental KPI": st.column_config.TextColumn(
-        width=140, help="What the department is judged on, for this cohort."
+        width=130, help="What the department is judged on, for this cohort."
     ),
     "shared outcome": st.column_config.TextColumn(
         width=135,
@@ -717,3 +727,12 @@ CONFLICT_COLUMN_CONFIG = {
         "alone (small: unlikely to be chance).",
     ),
 }
+# Over 4rem (Streamlit wraps a cell's text only then): the group ("Customer support (support): team")
+# shows whole on two or three lines in its column.
+CONFLICT_ROW_HEIGHT = 68
+
+
+def conflict_table_height(rows: int, shown: int = 10) -> int:
+    """The conflicts table's height in pixels: its header and up to ``shown`` of its (wrapped, taller)
+    rows, the rest a scroll away, as Streamlit's default shows ten rows of one line."""
+    return 40 + CONFLICT_ROW_HEIGHT * max(min(rows, shown), 1)

@@ -170,15 +170,17 @@ def conflict_quadrants(frame: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(title="departmental KPI (rank within its department)", range=[-0.04, 1.06], tickformat=".0%")
     fig.update_yaxes(title="shared outcome (rank, higher is better)", range=[-0.06, 1.06], tickformat=".0%")
     fig = _layout(fig, 450)
+    # the legend names departments in words ("Customer support (support)"): two rows under the title
     fig.update_layout(
-        legend=dict(orientation="h", yanchor="bottom", y=1.0, x=0, title_text=""),
+        legend=dict(orientation="h", yanchor="bottom", y=1.02, x=0, title_text=""),
         title=dict(
             text="Shaded corner: good for the department, bad for the customer",
             font=dict(size=13, color=BAD),
             x=0,
-            y=0.98,
+            y=0.99,
+            yanchor="top",
         ),
-        margin=dict(t=70),
+        margin=dict(t=95),
     )
     return fig
 
@@ -195,7 +197,7 @@ def campaign_bars(frame: pd.DataFrame) -> go.Figure:
         cols=2,
         shared_yaxes=True,
         horizontal_spacing=0.16,
-        subplot_titles=("New customers (marketing)", "Kept at 90 days (shared)"),
+        subplot_titles=("New customers (Marketing's KPI)", "Kept at 90 days (shared)"),
     )
     fig.add_trace(
         go.Bar(

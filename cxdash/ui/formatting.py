@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from cxdash.governance import department_name
+from cxdash.governance import DEPARTMENT_NAMES, department_name
 from cxdash.metrics import DEFINITIONS, Headline
 
 # Every ASCII punctuation character can be backslash-escaped in CommonMark, and escaping all of them
@@ -349,6 +349,38 @@ def period_words(start: object, end: object) -> str:
     days = round((stop - first).total_seconds() / 86400)
     last = stop - pd.Timedelta(days=1)
     return f"the {count(days, 'day')} to {day(last)}"
+
+
+# ----------------------------------------------------------------------------- departments
+DEPARTMENT_NOT_SET = "department not set"
+
+
+def department_words(code: object, missing: str = DEPARTMENT_NOT_SET) -> str:
+    """A department as every page names it: spelled out with the code the data uses
+    (``"support"`` -> ``"Customer support (support)"``), a code the house does not know as written,
+    ``missing`` (words, never blank) when none is recorded. Plain text: a value from a file, so escape
+    it (``plain``, ``plot_text``) before markdown or a chart shows it."""
+    if _missing(code) or not str(code).strip():
+        return missing
+    return department_name(str(code).strip())
+
+
+def department_and_owner(department: object, owner: object) -> str:
+    """Whose a source is, in one phrase: ``"Technology (tech), owner Dana"``. An owner that is a
+    department code reads as that department's team (``"owner Customer support team (support)"``);
+    with no owner, or the source's own department code as owner (what a load records when nobody
+    named one), the department's team answers for it: ``"Sales (sales), owner not set: the Sales
+    team"``. Missing parts are said in words, never left blank."""
+    dept = None if _missing(department) or not str(department).strip() else str(department).strip()
+    who = None if _missing(owner) or not str(owner).strip() else str(owner).strip()
+    if dept is None and who is None:
+        return "department and owner not set"
+    if who is not None and who.lower() != (dept or "").lower():
+        code = who.lower()
+        named = f"{DEPARTMENT_NAMES[code]} team ({who})" if code in DEPARTMENT_NAMES else who
+        return f"{department_words(dept)}, owner {named}"
+    team = DEPARTMENT_NAMES.get(dept.lower(), dept)
+    return f"{department_words(dept)}, owner not set: the {team} team"
 
 
 # ----------------------------------------------------------------------------- currency

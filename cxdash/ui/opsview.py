@@ -12,7 +12,7 @@ import streamlit as st
 from cxdash.governance.health import LATENCY_WINDOW_DAYS
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
-from cxdash.ui.formatting import UNKNOWN, count, day, duration, percent, plain
+from cxdash.ui.formatting import UNKNOWN, count, day, department_and_owner, duration, percent, plain
 
 FRESHNESS_WARN_HOURS = 48
 
@@ -33,10 +33,19 @@ GOVERNANCE_COLUMNS = {
         width="small",
         help="Share of the source's rows linked to a CRM customer.",
     ),
-    "rows": st.column_config.NumberColumn("rows", format="localized"),
-    "freshness": st.column_config.TextColumn(
-        "freshness", help="How old the newest record is, and how long ago the source was last loaded."
+    "rows": st.column_config.NumberColumn("rows", format="localized", width=70),
+    "department and owner": st.column_config.TextColumn(
+        "department and owner",
+        width=215,
+        help="The department the source belongs to (spelled out, with the code the data uses) and the team or "
+        "person to call about it; with no owner named, the department's team. Change both at the foot of the page.",
     ),
+    "newest record": st.column_config.TextColumn(
+        "newest record",
+        width=110,
+        help="How old the source's newest record is (when it happened, not when it was loaded).",
+    ),
+    "loaded": st.column_config.TextColumn("loaded", width=110, help="How long ago the source's last load finished."),
     "activation": st.column_config.TextColumn(
         "activation",
         help="Time from an event to its being on the customer's card (its load finished), for the newest "
@@ -49,6 +58,10 @@ GOVERNANCE_COLUMNS = {
         "— : no such record yet (one backfill of older records so far).",
     ),
 }
+
+# Taller than 4rem: Streamlit wraps a cell's text only then, so "department and owner" shows whole on
+# up to three lines instead of being cut at the column's edge (the widths above fit 1440 px).
+GOVERNANCE_ROW_HEIGHT = 74
 
 
 def _missing(x) -> bool:
@@ -70,11 +83,23 @@ def weighted_stitch(gov: pd.DataFrame) -> float | None:
     return float((q["stitched_share"] * q["rows"]).sum() / q["rows"].sum()) if q["rows"].sum() else None
 
 
-def freshness(age_hours, loaded_hours) -> str:
-    """``newest record 3.0 days old, loaded 2.0 h ago`` (either part ``—`` with its reason when unknown)."""
-    age = "no dated record" if _missing(age_hours) else f"newest record {hours(age_hours)} old"
-    loaded = "never loaded" if _missing(loaded_hours) else f"loaded {hours(loaded_hours)} ago"
-    return f"{age}, {loaded}"
+def record_age(age_hours) -> str:
+    """How old a source's newest record is: ``3.0 days old``, ``45 min old``; ``no dated record``
+    when none has a date, ``dated 2.0 h ahead`` for a record dated after now (a clock or time zone
+    off in the file)."""
+    if _missing(age_hours):
+        return "no dated record"
+    if float(age_hours) < 0:
+        return f"dated {hours(-float(age_hours))} ahead"
+    return f"{hours(age_hours)} old"
+
+
+def loaded_ago(loaded_hours) -> str:
+    """How long ago a source's last load finished: ``loaded 71 s ago``, ``loaded 2.0 h ago``;
+    ``never loaded`` when no load finished."""
+    if _missing(loaded_hours):
+        return "never loaded"
+    return f"loaded {hours(max(float(loaded_hours), 0.0))} ago"
 
 
 def slowest_activation(gov: pd.DataFrame) -> tuple[str, str]:
@@ -131,17 +156,22 @@ def _latency_spread(p50, p95) -> str:
 
 
 def governance_table(gov: pd.DataFrame) -> pd.DataFrame:
-    """One row per source, in words and units (the keys of ``GOVERNANCE_COLUMNS`` configure them)."""
-    owner = gov["owner"].where(gov["owner"].notna(), gov["department"]) if "owner" in gov else gov["department"]
+    """One row per source, in words and units (the keys of ``GOVERNANCE_COLUMNS`` configure them):
+    ``source, department and owner`` (``department_and_owner``), ``rows``, ``rows passing``, ``linked``
+    (shares), ``newest record`` (``record_age``), ``loaded`` (``loaded_ago``), ``activation``,
+    ``activation 95%``."""
+    owners = gov["owner"] if "owner" in gov else pd.Series(None, index=gov.index, dtype=object)
     return pd.DataFrame(
         {
             "source": gov["name"],
-            "department": gov["department"].map(lambda d: UNKNOWN if _missing(d) else str(d)),
-            "owner": owner.map(lambda o: UNKNOWN if _missing(o) else str(o)),
+            "department and owner": [
+                department_and_owner(d, o) for d, o in zip(gov["department"], owners, strict=True)
+            ],
             "rows": gov["rows"],
             "rows passing": gov["quality"],
             "linked": gov["stitched_share"],
-            "freshness": [freshness(a, b) for a, b in zip(gov["freshness_hours"], gov["loaded_hours"], strict=True)],
+            "newest record": gov["freshness_hours"].map(record_age),
+            "loaded": gov["loaded_hours"].map(loaded_ago),
             "activation": gov["latency_newest_hours"].map(hours),
             "activation 95%": [
                 _latency_spread(a, b) for a, b in zip(gov["latency_p50_hours"], gov["latency_p95_hours"], strict=True)

@@ -31,7 +31,7 @@ from cxdash.ui import auth as ui_auth
 from cxdash.ui import data
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
-from cxdash.ui.formatting import UNKNOWN, count, money, percent, plain, plot_text
+from cxdash.ui.formatting import UNKNOWN, count, department_words, label, money, percent, plain, plot_text
 from cxdash.ui.frame import PAGES_DIR
 
 # session-state keys, prefixed by page
@@ -371,7 +371,7 @@ def importance_figure(metrics: dict, top: int = 12) -> go.Figure:
             orientation="h",
             marker_color=[colours[d] for d in imp["department"]],
             error_x=dict(type="data", array=imp["std"], visible=True),
-            customdata=imp["department"].map(plot_text),
+            customdata=imp["department"].map(lambda d: plot_text(department_words(d))),
             hovertemplate="%{y}<br>owner: %{customdata}<br>AUC drop %{x:.3f}<extra></extra>",
         )
     )
@@ -383,6 +383,7 @@ def importance_figure(metrics: dict, top: int = 12) -> go.Figure:
 
 # ----------------------------------------------------------------------------- at-risk list
 def departments() -> list[str]:
+    """The departments the list can be filtered by (codes: show them with ``department_words``)."""
     return ["support", "web", "billing", "sales", "marketing"]
 
 
@@ -473,10 +474,24 @@ def _stats(url: str, version: int, list_version: tuple) -> dict:
     return activation.activation_stats(data.store())
 
 
+def reason_words(r: dict) -> str:
+    """What a reason is about, in words: its label ("Visited the cancel page"); a reason stored without
+    one names its signal or driver in words ("cancel_page" -> "Cancel page"), never as a column name."""
+    for key in ("label", "signal", "driver"):
+        if not is_blank(r.get(key)):
+            words = label(r[key])
+            return words[:1].upper() + words[1:]
+    return "A driver of the score"
+
+
 def reason_line(r: dict) -> str:
-    """One reason as a markdown list item; the detail (it can hold a category from a file) escaped."""
-    detail = f" — {plain(r['detail'])}" if r.get("detail") else ""
-    return f"- **{plain(r['label'])}**{detail} · owner **{plain(r['department'])}** · {plain(r['action'])}"
+    """One reason as a markdown list item: the signal in words, the customer's own figures, the owning
+    department spelled out ("Customer support (support)") and the next action; every part escaped (a
+    detail can hold a category from a file)."""
+    detail = f" — {plain(r['detail'])}" if not is_blank(r.get("detail")) else ""
+    owner = f" · owner **{plain(department_words(r.get('department')))}**"
+    action = f" · {plain(r['action'])}" if not is_blank(r.get("action")) else ""
+    return f"- **{plain(reason_words(r))}**{detail}{owner}{action}"
 
 
 def no_reasons_text(score: dict | None) -> str:
@@ -495,8 +510,9 @@ def reasons_text(reasons: list[dict], n: int = 3) -> str:
 def at_risk_table(frame: pd.DataFrame, basis: str | None = "revenue", currency: str | None = None) -> pd.DataFrame:
     """The list as shown, one row per customer: name, customer id, risk (whole percent), value (whole
     currency units, headed by ``value_label``), top reason, next best action, owner, follow-up
-    status ("open" until someone contacts or actions them). The owning department follows the
-    action in brackets, so the list fits a 1440 px screen without scrolling sideways.
+    status ("open" until someone contacts or actions them). The owning department, spelled out,
+    follows the action ("... · Customer support (support)"), so the list fits a 1440 px screen
+    without scrolling sideways.
     Without a value basis the value column is left out (the sentence says the value is unknown)
     rather than shown as blanks or zeros; an unknown name or reason is "—"."""
     names = frame["name"] if "name" in frame else pd.Series(None, index=frame.index, dtype=object)
@@ -509,7 +525,7 @@ def at_risk_table(frame: pd.DataFrame, basis: str | None = "revenue", currency: 
             **value,
             # the first reason's words only: the card lists every reason with the customer's own figures
             "top reason": [_top_reason(r, t) for r, t in zip(frame["reasons"], frame["top_reason"], strict=True)],
-            "next best action (owner)": [
+            "next best action · owner": [
                 _action_with_owner(a, d) for a, d in zip(frame["action"], frame["department"], strict=True)
             ],
             "status": frame["status"].fillna("open"),
@@ -531,7 +547,7 @@ def _top_reason(reasons: list[dict], top_reason) -> str:
 def _action_with_owner(action, department) -> str:
     if is_blank(action):
         return UNKNOWN
-    return f"{action} ({department})" if not is_blank(department) else str(action)
+    return f"{action} · {department_words(department)}" if not is_blank(department) else str(action)
 
 
 def is_blank(v) -> bool:
@@ -593,8 +609,10 @@ def at_risk_sentence(frame: pd.DataFrame, st_: dict, basis: str | None = "revenu
 
 
 def department_figure(frame: pd.DataFrame, basis: str | None = "revenue", currency: str | None = None) -> go.Figure:
+    """Risk at stake per owning department, one bar each, named in words ("Customer support (support)")
+    in the department's colour."""
     g = (
-        frame.groupby(frame["department"].replace("", "none"), as_index=False)
+        frame.groupby(frame["department"].fillna("").replace("", "unknown"), as_index=False)
         .agg(customers=("cx_id", "size"), at_stake=("priority", "sum"))
         .sort_values("at_stake")
     )
@@ -602,7 +620,7 @@ def department_figure(frame: pd.DataFrame, basis: str | None = "revenue", curren
     fig = go.Figure(
         go.Bar(
             x=g["at_stake"],
-            y=g["department"],
+            y=g["department"].map(department_words),
             orientation="h",
             marker_color=[colours[d] for d in g["department"]],
             text=[f"{n:,} customers" for n in g["customers"]],
