@@ -167,13 +167,29 @@ def _epoch(col) -> sa.ColumnElement:
     return sa.cast(epoch_seconds(col), sa.Double)
 
 
-def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> sa.CTE:
+def _log_part(select: sa.Select, name: str, *, shared: bool = False) -> sa.Subquery | sa.CTE:
+    """One stage of a prepared log (``prepare_log``, ``_drop_repeats``, ``_positions``) as it
+    enters the query: a subquery named ``name``, the one place that chooses.
+
+    Not a CTE: DuckDB materialises a CTE read more than once whole, in memory, before the query
+    reading it runs, and the journey views read the log two or three times (top N counts the
+    activities before replacing them; the graph and the handoffs code the activities, then
+    read the coded steps): that copy of every step was most of their peak memory (issue 17).
+    As a subquery each reader scans the store again and DuckDB streams it; PostgreSQL inlines
+    it as it inlines a single-use CTE. ``shared=True`` keeps a CTE, for a stage its readers
+    read several times and that costs more to recompute than to hold (its function says why).
+    """
+    return select.cte(name) if shared else select.subquery(name)
+
+
+def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> sa.Subquery:
     """The event log in standard columns with the noise controls applied.
 
     In: ``events`` with the columns named in ``spec`` (or keyword overrides such as
-    ``case_key="case:concept:name"``). Out (a CTE): ``case_id, activity, ts, department``
-    and one ``tiebreak_<i>`` column per order key column (see ``LogSpec.order_key``); one row
-    per step; rows without case, activity or time are dropped.
+    ``case_key="case:concept:name"``). Out (a subquery, see ``_log_part``; read its columns
+    through ``.c``): ``case_id, activity, ts, department`` and one ``tiebreak_<i>`` column per
+    order key column (see ``LogSpec.order_key``); one row per step; rows without case, activity
+    or time are dropped.
     """
     s = _spec(spec, **keys)
     c = events.c
@@ -191,17 +207,14 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
     # Without an order key there is no tiebreak column: a constant in every window's ORDER BY
     # still costs a comparison in the sort. The key keeps its own type (numbers sort as numbers).
     tiebreak = [c[name].label(f"tiebreak_{i}") for i, name in enumerate(_order_keys(s, events), start=1)]
-    base = (
-        sa.select(
-            case_id.label("case_id"),
-            activity.label("activity"),
-            c[s.timestamp_key].label("ts"),
-            department.label("department"),
-            *tiebreak,
-        )
-        .where(c[s.case_key].is_not(None), c[s.activity_key].is_not(None), c[s.timestamp_key].is_not(None))
-        .cte("log_base")
-    )
+    base = sa.select(
+        case_id.label("case_id"),
+        activity.label("activity"),
+        c[s.timestamp_key].label("ts"),
+        department.label("department"),
+        *tiebreak,
+    ).where(c[s.case_key].is_not(None), c[s.activity_key].is_not(None), c[s.timestamp_key].is_not(None))
+    base = _log_part(base, "log_base")
     log = base
     if s.top_n:
         counts = sa.select(log.c.activity, sa.func.count().label("n")).group_by(log.c.activity).subquery()
@@ -211,7 +224,9 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
         ).subquery()
         keep = sa.select(ranked.c.activity).where(ranked.c.rk <= s.top_n)
         other = sa.case((log.c.activity.in_(keep), log.c.activity), else_=sa.literal(OTHER, sa.String))
-        log = sa.select(*[other.label("activity") if col.key == "activity" else col for col in log.c]).cte("log_top")
+        log = _log_part(
+            sa.select(*[other.label("activity") if col.key == "activity" else col for col in log.c]), "log_top"
+        )
     if s.collapse_repeats:
         log = _drop_repeats(log, "activity", _step_order(log), "log_collapsed")
     return log
@@ -235,17 +250,16 @@ def _step_order(log: sa.FromClause, activity=None) -> tuple:
     return (log.c.ts, *_tiebreaks(log), log.c.activity if activity is None else activity)
 
 
-def _drop_repeats(log: sa.FromClause, key: str, order: tuple, name: str) -> sa.CTE:
+def _drop_repeats(log: sa.FromClause, key: str, order: tuple, name: str) -> sa.Subquery:
     """``log`` without the steps whose column ``key`` repeats the case's previous step
-    (``a a b`` -> ``a b``)."""
+    (``a a b`` -> ``a b``), as a subquery named ``name`` (see ``_log_part``)."""
     w = dict(order_by=(log.c.case_id, *order))  # one ordering instead of partitions, as discovery._coded_steps
     prev = sa.case((sa.func.lag(log.c.case_id).over(**w) == log.c.case_id, sa.func.lag(log.c[key]).over(**w)))
     with_prev = sa.select(log, prev.label("prev_key")).subquery(name + "_prev")
-    return (
-        sa.select(*[with_prev.c[col.key] for col in log.c])
-        .where(sa.or_(with_prev.c.prev_key.is_(None), with_prev.c.prev_key != with_prev.c[key]))
-        .cte(name)
+    kept = sa.select(*[with_prev.c[col.key] for col in log.c]).where(
+        sa.or_(with_prev.c.prev_key.is_(None), with_prev.c.prev_key != with_prev.c[key])
     )
+    return _log_part(kept, name)
 
 
 def _median(col):
@@ -263,15 +277,21 @@ def _median_and_p90(col):
 
 
 def _positions(log: sa.FromClause) -> sa.CTE:
-    """``case_id, activity, ts, pos``: each step's 1-based position in its case. A CTE, since
-    callers read it more than once (a subquery would run its window each time)."""
+    """``case_id, activity, ts, pos``: each step's 1-based position in its case.
+
+    Still a CTE (``_log_part(..., shared=True)``): the funnel reads it once per step and the
+    paths twice, and as a subquery each read ran the window over the whole log again; at 200k
+    customers that made the funnel's CPU time double and the paths' peak memory 25% higher
+    than holding it once (the log stages under it stay subqueries).
+    """
     order = _step_order(log)
-    return sa.select(
+    numbered = sa.select(
         log.c.case_id,
         log.c.activity,
         log.c.ts,
         sa.func.row_number().over(partition_by=log.c.case_id, order_by=order).label("pos"),
-    ).cte("positions")
+    )
+    return _log_part(numbered, "positions", shared=True)
 
 
 def _frame(conn: Connection, query, columns: Sequence[str]) -> pd.DataFrame:
