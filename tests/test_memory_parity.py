@@ -123,7 +123,7 @@ def log_as_ctes(monkeypatch):
     the previous formulation, while active."""
 
     def use() -> None:
-        monkeypatch.setattr(journey_log_module, "_log_part", lambda select, name: select.cte(name))
+        monkeypatch.setattr(journey_log_module, "_log_part", lambda select, name, shared=False: select.cte(name))
 
     return use
 
