@@ -1,8 +1,9 @@
 """Issue 17 (memory): the friction moments read the timeline as a subquery, no longer as one CTE
 shared by every part (materialised whole, it was most of the hotspots' peak memory); the journey
-views read the prepared log's stages (``cxdash.journeys.log._log_part``) as subqueries, no longer
-as CTEs. The results must not change: each is compared here with the previous formulation, the
-same query with those parts as CTEs, on the demo store and on PostgreSQL."""
+views' prepared log stages (``cxdash.journeys.log._log_part``) are CTEs DuckDB inlines (``NOT
+MATERIALIZED``), no longer materialised ones. The results must not change: each is compared here
+with the previous formulation, the same query with those parts as plain CTEs, on the demo store
+and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def test_the_refresh_keeps_only_the_results_another_view_reads():
 
 @pytest.fixture
 def log_as_ctes(monkeypatch):
-    """Switches the prepared log's stages (base, top N, collapsed repeats, positions) back to CTEs,
+    """Switches the prepared log's stages (base, top N, collapsed repeats, positions) back to plain CTEs,
     the previous formulation, while active."""
 
     def use() -> None:
@@ -207,24 +208,27 @@ def _compare(conn, log_as_ctes) -> tuple[dict[str, object], list[dict[str, objec
     return views_before, functions_before
 
 
-def test_the_prepared_log_has_no_cte_and_the_reference_has_them(log_as_ctes):
-    """The comparisons below compare two different queries: the new one names no CTE for the
-    log's stages (but positions), the previous formulation does."""
+def test_the_log_stages_are_inlined_on_duckdb_and_unchanged_on_postgresql(log_as_ctes):
+    """The comparisons below compare two different queries on DuckDB: the log's stages (but
+    positions) are ``NOT MATERIALIZED`` there, plain CTEs in the previous formulation. On
+    PostgreSQL the SQL is the previous formulation's, character for character."""
+    duckdb, postgresql = (sa.create_engine(url).dialect for url in ("duckdb:///:memory:", "postgresql+psycopg://"))
 
-    def sql() -> str:
+    def sql(dialect) -> str:
         spec = jr.LogSpec(top_n=5, collapse_repeats=True)
         positions = journey_log_module._positions(jr.prepare_log(jr.journey_log(), spec))
         queries = (sa.select(positions), jr.dfg_query(jr.journey_log(), spec))
-        return "\n".join(str(q.compile(compile_kwargs={"literal_binds": True})) for q in queries)
+        return "\n".join(str(q.compile(dialect=dialect)) for q in queries)
 
-    now = sql()
+    duck_now, pg_now = sql(duckdb), sql(postgresql)
     log_as_ctes()
-    before = sql()
-    assert re.search(r"\bpositions AS\s*\(", now), "positions stays a CTE (read once per funnel step)"
+    duck_before, pg_before = sql(duckdb), sql(postgresql)
     for stage in ("log_base", "log_top", "log_collapsed", "coded_collapsed"):
-        as_cte = re.compile(rf"\b{stage} AS\s*\(")  # "name AS (SELECT ...)": a CTE; a subquery is "(...) AS name"
-        assert not as_cte.search(now), stage
-        assert as_cte.search(before), stage
+        assert re.search(rf"\b{stage} AS NOT MATERIALIZED\s*\(", duck_now), stage
+        assert re.search(rf"\b{stage} AS\s*\(", duck_before), stage
+    assert re.search(r"\bpositions AS\s*\(", duck_now), "positions stays materialised (read once per funnel step)"
+    assert "NOT MATERIALIZED" not in duck_before and "MATERIALIZED" not in pg_now
+    assert pg_now == pg_before
 
 
 def test_the_journey_views_equal_the_previous_formulation_on_the_demo(demo_store, log_as_ctes):

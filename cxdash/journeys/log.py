@@ -167,29 +167,36 @@ def _epoch(col) -> sa.ColumnElement:
     return sa.cast(epoch_seconds(col), sa.Double)
 
 
-def _log_part(select: sa.Select, name: str, *, shared: bool = False) -> sa.Subquery | sa.CTE:
+def _log_part(select: sa.Select, name: str, *, shared: bool = False) -> sa.CTE:
     """One stage of a prepared log (``prepare_log``, ``_drop_repeats``, ``_positions``) as it
-    enters the query: a subquery named ``name``, the one place that chooses.
+    enters the query: a CTE named ``name``, ``NOT MATERIALIZED`` on DuckDB. The one place that
+    chooses how a stage is evaluated.
 
-    Not a CTE: DuckDB materialises a CTE read more than once whole, in memory, before the query
-    reading it runs, and the journey views read the log two or three times (top N counts the
-    activities before replacing them; the graph and the handoffs code the activities, then
-    read the coded steps): that copy of every step was most of their peak memory (issue 17).
-    As a subquery each reader scans the store again and DuckDB streams it; PostgreSQL inlines
-    it as it inlines a single-use CTE. ``shared=True`` keeps a CTE, for a stage its readers
-    read several times and that costs more to recompute than to hold (its function says why).
+    DuckDB materialises a CTE read more than once whole, in memory, before the query reading it
+    runs, and the journey views read the log two or three times (top N counts the activities
+    before replacing them; the graph and the handoffs code the activities, then read the coded
+    steps): that copy of every step was most of their peak memory (issue 17). ``NOT
+    MATERIALIZED`` inlines it as a subquery: each reader scans the store again and DuckDB
+    streams it (at 200k customers: handoffs 1.1 GB -> 0.7 GB, no more CPU time).
+
+    PostgreSQL keeps the plain CTE: it inlines a CTE read once and materialises one read several
+    times (on the server, spilling to disk past ``work_mem``), and there recomputing the timeline
+    for every read made the handoffs and the nodes about 1.5x slower. Spark SQL inlines CTEs
+    anyway. ``shared=True`` keeps the plain CTE on DuckDB too, for a stage its readers read
+    several times and that costs more to recompute than to hold (its function says why).
     """
-    return select.cte(name) if shared else select.subquery(name)
+    cte = select.cte(name)
+    return cte if shared else cte.prefix_with("NOT MATERIALIZED", dialect="duckdb")
 
 
-def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> sa.Subquery:
+def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> sa.CTE:
     """The event log in standard columns with the noise controls applied.
 
     In: ``events`` with the columns named in ``spec`` (or keyword overrides such as
-    ``case_key="case:concept:name"``). Out (a subquery, see ``_log_part``; read its columns
-    through ``.c``): ``case_id, activity, ts, department`` and one ``tiebreak_<i>`` column per
-    order key column (see ``LogSpec.order_key``); one row per step; rows without case, activity
-    or time are dropped.
+    ``case_key="case:concept:name"``). Out (a CTE, inlined on DuckDB, see ``_log_part``):
+    ``case_id, activity, ts, department`` and one ``tiebreak_<i>`` column per order key column
+    (see ``LogSpec.order_key``); one row per step; rows without case, activity or time are
+    dropped.
     """
     s = _spec(spec, **keys)
     c = events.c
@@ -250,9 +257,9 @@ def _step_order(log: sa.FromClause, activity=None) -> tuple:
     return (log.c.ts, *_tiebreaks(log), log.c.activity if activity is None else activity)
 
 
-def _drop_repeats(log: sa.FromClause, key: str, order: tuple, name: str) -> sa.Subquery:
+def _drop_repeats(log: sa.FromClause, key: str, order: tuple, name: str) -> sa.CTE:
     """``log`` without the steps whose column ``key`` repeats the case's previous step
-    (``a a b`` -> ``a b``), as a subquery named ``name`` (see ``_log_part``)."""
+    (``a a b`` -> ``a b``), as a CTE named ``name``, inlined on DuckDB (see ``_log_part``)."""
     w = dict(order_by=(log.c.case_id, *order))  # one ordering instead of partitions, as discovery._coded_steps
     prev = sa.case((sa.func.lag(log.c.case_id).over(**w) == log.c.case_id, sa.func.lag(log.c[key]).over(**w)))
     with_prev = sa.select(log, prev.label("prev_key")).subquery(name + "_prev")
@@ -279,10 +286,10 @@ def _median_and_p90(col):
 def _positions(log: sa.FromClause) -> sa.CTE:
     """``case_id, activity, ts, pos``: each step's 1-based position in its case.
 
-    Still a CTE (``_log_part(..., shared=True)``): the funnel reads it once per step and the
-    paths twice, and as a subquery each read ran the window over the whole log again; at 200k
-    customers that made the funnel's CPU time double and the paths' peak memory 25% higher
-    than holding it once (the log stages under it stay subqueries).
+    A CTE on DuckDB too (``_log_part(..., shared=True)``): the funnel reads it once per step
+    and the paths twice, and inlined each read ran the window over the whole log again; at
+    200k customers that doubled the funnel's CPU time and raised the paths' peak memory by a
+    quarter, against holding it once (the log stages under it are still inlined).
     """
     order = _step_order(log)
     numbered = sa.select(
