@@ -72,16 +72,15 @@ def funnel(
             base = sq.outerjoin(segments, segments.c.case_id == sq.c.case_id)
             seg = sa.func.coalesce(sa.cast(segments.c.segment, sa.String), "unknown")
         secs = _epoch(sq.c[f"t{k}"]) - _epoch(sq.c.t1)
-        parts.append(
-            sa.select(
-                seg.label("segment"),
-                sa.literal_column(str(k)).label("step"),
-                sa.func.count().label("customers"),
-                _median(secs).label("median_seconds"),
-            )
-            .select_from(base)
-            .group_by(seg)
-        )
+        part = sa.select(
+            seg.label("segment"),
+            sa.literal_column(str(k)).label("step"),
+            sa.func.count().label("customers"),
+            _median(secs).label("median_seconds"),
+        ).select_from(base)
+        # Without segments, one group: PostgreSQL refuses GROUP BY a text constant ('all'). A step
+        # nobody reached then gives a row of 0 rather than none; the grid below fills 0 either way.
+        parts.append(part.group_by(seg) if segments is not None else part)
     u = sa.union_all(*parts).subquery("funnel")
     rows = _frame(
         conn, sa.select(u).order_by(u.c.segment, u.c.step), ["segment", "step", "customers", "median_seconds"]

@@ -167,13 +167,36 @@ def _epoch(col) -> sa.ColumnElement:
     return sa.cast(epoch_seconds(col), sa.Double)
 
 
+def _log_part(select: sa.Select, name: str, *, shared: bool = False) -> sa.CTE:
+    """One stage of a prepared log (``prepare_log``, ``_drop_repeats``, ``_positions``) as it
+    enters the query: a CTE named ``name``, ``NOT MATERIALIZED`` on DuckDB. The one place that
+    chooses how a stage is evaluated.
+
+    DuckDB materialises a CTE read more than once whole, in memory, before the query reading it
+    runs, and the journey views read the log two or three times (top N counts the activities
+    before replacing them; the graph and the handoffs code the activities, then read the coded
+    steps): that copy of every step was most of their peak memory (issue 17). ``NOT
+    MATERIALIZED`` inlines it as a subquery: each reader scans the store again and DuckDB
+    streams it (at 200k customers: handoffs 1.1 GB -> 0.7 GB, no more CPU time).
+
+    PostgreSQL keeps the plain CTE: it inlines a CTE read once and materialises one read several
+    times (on the server, spilling to disk past ``work_mem``), and there recomputing the timeline
+    for every read made the handoffs and the nodes about 1.5x slower. Spark SQL inlines CTEs
+    anyway. ``shared=True`` keeps the plain CTE on DuckDB too, for a stage its readers read
+    several times and that costs more to recompute than to hold (its function says why).
+    """
+    cte = select.cte(name)
+    return cte if shared else cte.prefix_with("NOT MATERIALIZED", dialect="duckdb")
+
+
 def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> sa.CTE:
     """The event log in standard columns with the noise controls applied.
 
     In: ``events`` with the columns named in ``spec`` (or keyword overrides such as
-    ``case_key="case:concept:name"``). Out (a CTE): ``case_id, activity, ts, department``
-    and one ``tiebreak_<i>`` column per order key column (see ``LogSpec.order_key``); one row
-    per step; rows without case, activity or time are dropped.
+    ``case_key="case:concept:name"``). Out (a CTE, inlined on DuckDB, see ``_log_part``):
+    ``case_id, activity, ts, department`` and one ``tiebreak_<i>`` column per order key column
+    (see ``LogSpec.order_key``); one row per step; rows without case, activity or time are
+    dropped.
     """
     s = _spec(spec, **keys)
     c = events.c
@@ -191,17 +214,14 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
     # Without an order key there is no tiebreak column: a constant in every window's ORDER BY
     # still costs a comparison in the sort. The key keeps its own type (numbers sort as numbers).
     tiebreak = [c[name].label(f"tiebreak_{i}") for i, name in enumerate(_order_keys(s, events), start=1)]
-    base = (
-        sa.select(
-            case_id.label("case_id"),
-            activity.label("activity"),
-            c[s.timestamp_key].label("ts"),
-            department.label("department"),
-            *tiebreak,
-        )
-        .where(c[s.case_key].is_not(None), c[s.activity_key].is_not(None), c[s.timestamp_key].is_not(None))
-        .cte("log_base")
-    )
+    base = sa.select(
+        case_id.label("case_id"),
+        activity.label("activity"),
+        c[s.timestamp_key].label("ts"),
+        department.label("department"),
+        *tiebreak,
+    ).where(c[s.case_key].is_not(None), c[s.activity_key].is_not(None), c[s.timestamp_key].is_not(None))
+    base = _log_part(base, "log_base")
     log = base
     if s.top_n:
         counts = sa.select(log.c.activity, sa.func.count().label("n")).group_by(log.c.activity).subquery()
@@ -211,7 +231,9 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
         ).subquery()
         keep = sa.select(ranked.c.activity).where(ranked.c.rk <= s.top_n)
         other = sa.case((log.c.activity.in_(keep), log.c.activity), else_=sa.literal(OTHER, sa.String))
-        log = sa.select(*[other.label("activity") if col.key == "activity" else col for col in log.c]).cte("log_top")
+        log = _log_part(
+            sa.select(*[other.label("activity") if col.key == "activity" else col for col in log.c]), "log_top"
+        )
     if s.collapse_repeats:
         log = _drop_repeats(log, "activity", _step_order(log), "log_collapsed")
     return log
@@ -237,15 +259,14 @@ def _step_order(log: sa.FromClause, activity=None) -> tuple:
 
 def _drop_repeats(log: sa.FromClause, key: str, order: tuple, name: str) -> sa.CTE:
     """``log`` without the steps whose column ``key`` repeats the case's previous step
-    (``a a b`` -> ``a b``)."""
+    (``a a b`` -> ``a b``), as a CTE named ``name``, inlined on DuckDB (see ``_log_part``)."""
     w = dict(order_by=(log.c.case_id, *order))  # one ordering instead of partitions, as discovery._coded_steps
     prev = sa.case((sa.func.lag(log.c.case_id).over(**w) == log.c.case_id, sa.func.lag(log.c[key]).over(**w)))
     with_prev = sa.select(log, prev.label("prev_key")).subquery(name + "_prev")
-    return (
-        sa.select(*[with_prev.c[col.key] for col in log.c])
-        .where(sa.or_(with_prev.c.prev_key.is_(None), with_prev.c.prev_key != with_prev.c[key]))
-        .cte(name)
+    kept = sa.select(*[with_prev.c[col.key] for col in log.c]).where(
+        sa.or_(with_prev.c.prev_key.is_(None), with_prev.c.prev_key != with_prev.c[key])
     )
+    return _log_part(kept, name)
 
 
 def _median(col):
@@ -263,15 +284,21 @@ def _median_and_p90(col):
 
 
 def _positions(log: sa.FromClause) -> sa.CTE:
-    """``case_id, activity, ts, pos``: each step's 1-based position in its case. A CTE, since
-    callers read it more than once (a subquery would run its window each time)."""
+    """``case_id, activity, ts, pos``: each step's 1-based position in its case.
+
+    A CTE on DuckDB too (``_log_part(..., shared=True)``): the funnel reads it once per step
+    and the paths twice, and inlined each read ran the window over the whole log again; at
+    200k customers that doubled the funnel's CPU time and raised the paths' peak memory by a
+    quarter, against holding it once (the log stages under it are still inlined).
+    """
     order = _step_order(log)
-    return sa.select(
+    numbered = sa.select(
         log.c.case_id,
         log.c.activity,
         log.c.ts,
         sa.func.row_number().over(partition_by=log.c.case_id, order_by=order).label("pos"),
-    ).cte("positions")
+    )
+    return _log_part(numbered, "positions", shared=True)
 
 
 def _frame(conn: Connection, query, columns: Sequence[str]) -> pd.DataFrame:
