@@ -374,36 +374,49 @@ def _edges_and_nodes_within(
     rows are keyed on a touched identifier (and carry its customer key), or are this load's; and
     the rows keyed on a hub carry only hubs (others moved off it, ``_rekey_hub_rows``).
     """
-    edges, records = [], set()
     inside = sa.select(touched.c.node)
+    edge_selects, record_selects = [], []
     for kind_name, kind in KINDS.items():
         t = KIND_TABLES[kind_name]
-        columns = [t.c.id_key, *[t.c[f] for f in kind.identity_fields]]
-        # one select per condition (an OR of semi-joins would test every row against each)
+        # one condition per select (an OR of semi-joins would test every row against each)
         if keys is not None:
-            selects = [
-                sa.select(*columns).where(t.c.cx_key.in_(sa.select(keys.c.cx_key)), t.c.id_key.is_not(None)),
-                sa.select(*columns).where(t.c.load_id == load_id, t.c.id_key.is_not(None)),
+            conditions = [
+                sa.and_(t.c.cx_key.in_(sa.select(keys.c.cx_key)), t.c.id_key.is_not(None)),
+                sa.and_(t.c.load_id == load_id, t.c.id_key.is_not(None)),
             ]
         else:
-            selects = [
-                sa.select(*columns).where(t.c.id_key.in_(inside)),
+            conditions = [
+                t.c.id_key.in_(inside),
                 *[
-                    sa.select(*columns).where(t.c[f].in_(sa.select(touched.c.value).where(touched.c.field == f)))
+                    t.c[f].in_(sa.select(touched.c.value).where(touched.c.field == f))
                     for f in kind.identity_fields
                     if f in fields
                 ],
             ]
-        rows = read_frame(conn, sa.union_all(*selects))
         if kind_name == "customers":
-            records = set(rows["id_key"].dropna())
+            record_selects += [sa.select(t.c.id_key.label("node")).where(c) for c in conditions]
+        # The links of those rows, made in the database (a row links its key to each other
+        # identifier it carries): only the distinct links travel, not every row.
+        columns = [t.c.id_key, *[t.c[f] for f in kind.identity_fields]]
+        rows = sa.union_all(*[sa.select(*columns).where(c) for c in conditions]).cte(f"touched_{kind_name}")
         for f in kind.identity_fields:
-            b = (f + ":" + rows[f].astype("string[pyarrow]")).where(rows[f].notna())
-            keep = b.notna() & (b != rows["id_key"]).fillna(True)
-            edges.append(pd.DataFrame({"a": rows["id_key"][keep], "b": b[keep]}))
+            key = _key_expr(f, rows.c[f])
+            edge_selects.append(
+                sa.select(rows.c.id_key.label("a"), key.label("b")).where(rows.c[f].is_not(None), rows.c.id_key != key)
+            )
+    edges = read_frame(conn, sa.union(*edge_selects))
+    records = read_frame(conn, sa.union(*record_selects))["node"]
     nodes = read_frame(conn, inside)
-    nodes["crm"] = nodes["node"].isin(records)
-    return pd.concat(edges, ignore_index=True).drop_duplicates(), nodes
+    nodes["crm"] = _isin(nodes["node"], records)
+    return edges, nodes
+
+
+def _isin(values: pd.Series, among: pd.Series) -> np.ndarray:
+    """Whether each of ``values`` (text) is one of ``among``, hashed in Arrow: pandas' ``isin`` on
+    Arrow strings turns ``among`` into Python objects one by one (seconds for a million)."""
+    wanted = pa.array(among.astype("string[pyarrow]").dropna().array, type=pa.large_string())
+    found = pc.is_in(pa.array(values.astype("string[pyarrow]").array, type=pa.large_string()), value_set=wanted)
+    return np.asarray(found.fill_null(False), dtype=bool)
 
 
 def _can_update(conn: Connection) -> bool:
@@ -455,18 +468,18 @@ def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAUL
         before = read_frame(conn, sa.select(im.c.id_key, im.c.cx_id, im.c.cx_key).where(im.c.id_key.in_(nodes_in)))
         hubs_before = read_frame(conn, sa.select(hubs_t.c.id_key).where(hubs_t.c.id_key.in_(nodes_in)))["id_key"]
         if len(hubs_before):  # a hub's links reach into other parts: find them by value
-            edges, nodes = _edges_and_nodes_within(conn, touched, set(mine["field"]), None, load_id)
+            edges, nodes = _edges_and_nodes_within(conn, touched, set(mine["field"].unique()), None, load_id)
         else:
             keys.create(conn)
             bulk_insert(conn, keys, pd.DataFrame({"cx_key": before["cx_key"].dropna().unique()}))
-            edges, nodes = _edges_and_nodes_within(conn, touched, set(mine["field"]), keys, load_id)
+            edges, nodes = _edges_and_nodes_within(conn, touched, set(mine["field"].unique()), keys, load_id)
             keys.drop(conn)
         many = read_frame(conn, sa.select(hubs_t.c.id_key).where(hubs_t.c.reason == "many links"))["id_key"]
-        id_map, hubs = stitch(edges, nodes, hub_degree, crowded=many[~many.isin(mine["node"])])
+        id_map, hubs = stitch(edges, nodes, hub_degree, crowded=many[~_isin(many, mine["node"])])
         crowded = set(hubs.loc[hubs["reason"] == "many links", "id_key"])
         # A hub that lost links (rows moved off it) and is one no more links parts not touched
         # here: then everything is restitched.
-        shrunk = not set(many[many.isin(mine["node"])]) <= crowded
+        shrunk = not set(many[_isin(many, mine["node"])]) <= crowded
         if not shrunk:
             refused, restitched = _write_parts(conn, touched, mine, id_map, hubs, before, hubs_before, load_id)
     finally:
@@ -505,8 +518,8 @@ def _write_parts(
     im, hubs_t = identity_map_table, identity_hubs_table
     nodes_in = sa.select(touched.c.node)
     refused = int(id_map.attrs.get("refused_links", 0))
-    id_map = id_map[id_map["id_key"].isin(mine["node"])]
-    hubs = hubs[hubs["id_key"].isin(mine["node"])]
+    id_map = id_map[_isin(id_map["id_key"], mine["node"])]
+    hubs = hubs[_isin(hubs["id_key"], mine["node"])]
     conn.execute(im.delete().where(im.c.id_key.in_(nodes_in)))
     conn.execute(hubs_t.delete().where(hubs_t.c.id_key.in_(nodes_in)))
     customers = _rekeyed_customers(conn, id_map, set(before["cx_id"]) | set(id_map["cx_id"]))
@@ -523,7 +536,7 @@ def _write_parts(
     changed = id_map.merge(before, on="id_key", how="left", suffixes=("", "_before"))
     changed = changed[changed["cx_key"].ne(changed["cx_key_before"]).fillna(True)]
     if not moved:
-        mine = mine[mine["node"].isin(changed["id_key"])]
+        mine = mine[_isin(mine["node"], changed["id_key"])]
     bulk_insert(conn, touched, mine)
     stamp_customer_keys(conn, within=touched, load_id=load_id)
     return refused, len(id_map)
