@@ -556,7 +556,9 @@ def _write_bookkeeping(
     the source and its links, all in ``conn``'s transaction."""
     result, mapping, source = plan.result, plan.mapping, plan.result.source
     target = KIND_TABLES[mapping.kind]
-    conflicts = repeats_in_load(conn, result, plan.kind_def, target, load_id, plan.natural, plan.header, plan.sample)
+    conflicts, repeats = repeats_in_load(
+        conn, result, plan.kind_def, target, load_id, plan.natural, plan.header, plan.sample
+    )
     if result.refused:
         raise IngestError(result.refused, result)
     if mode == "replace":
@@ -569,6 +571,7 @@ def _write_bookkeeping(
         source=source,
         load_id=load_id,
         against_earlier=mode == "append",
+        repeats=repeats,
     )
     result.rows_duplicate = result.rows_valid - result.rows_loaded
     repeats = result.rows_repeated_exact + result.rows_repeated_conflicting
