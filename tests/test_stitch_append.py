@@ -5,7 +5,10 @@ row (the other way to stitch) must find nothing to change."""
 
 from __future__ import annotations
 
+import importlib
+
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from cxdash.identity.stitch import DEFAULT_HUB_DEGREE, rebuild_identity_map
@@ -24,6 +27,7 @@ WEB = Mapping.from_dict(
     {"kind": "events", "columns": {"visitor_id": "visitor", "email": "mail", "timestamp": "at", "activity": "page"}}
 )
 HUB_COOKIES = [f"h{i}" for i in range(1, DEFAULT_HUB_DEGREE + 2)]  # one more than a hub's degree
+stitch_module = importlib.import_module("cxdash.identity.stitch")  # the package re-exports a function of that name
 
 
 def web_file(path, rows: list[tuple[str, str]], day: int):
@@ -63,7 +67,18 @@ def stitched(store) -> dict[str, pd.DataFrame]:
     return out
 
 
-def test_an_append_stitches_shared_missing_hub_and_mixed_case_identifiers(store, tmp_path):
+@pytest.mark.parametrize("way", ["parts", "whole"])
+def test_an_append_stitches_shared_missing_hub_and_mixed_case_identifiers(store, tmp_path, monkeypatch, way):
+    """``parts``: each append restitches the parts it touches (a map this small always is);
+    ``whole``: every append is made to rebuild the map, as one touching most of a large map does."""
+    if way == "whole":
+        monkeypatch.setattr(stitch_module, "REBUILD_MIN_IDENTIFIERS", 0)
+        monkeypatch.setattr(stitch_module, "REBUILD_SHARE", 0.0)
+    rebuilds = []
+    real_rebuild = stitch_module.rebuild_identity_map
+    monkeypatch.setattr(
+        stitch_module, "rebuild_identity_map", lambda conn, *a: rebuilds.append(1) or real_rebuild(conn, *a)
+    )
     crm = tmp_path / "crm.csv"
     crm.write_text("id,mail,tel\nC1,ann@x.org,5550000001\nC2,bob@x.org,\n", encoding="utf-8")
     ingest_file(store, crm, source="crm", mapping=CRM)
@@ -99,6 +114,7 @@ def test_an_append_stitches_shared_missing_hub_and_mixed_case_identifiers(store,
     assert customers_by_line(store, "web")[3] == "C1"
     assert customers_by_line(store, "web")[4:-2] == [f"visitor_id:{c}" for c in HUB_COOKIES[1:]]
 
+    assert len(rebuilds) == (3 if way == "whole" else 0)  # the three appends
     before = stitched(store)
     with store.begin() as conn:
         rebuild_identity_map(conn)
