@@ -71,3 +71,19 @@ def test_every_command_has_its_function_and_help_imports_no_command_module():
     command = [sys.executable, "-c", probe]
     loaded = subprocess.run(command, capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(loaded.stdout.replace("'", '"')) == ["cxdash.cli", "cxdash.cli.arguments", "cxdash.cli.main"]
+
+
+def test_the_ingest_command_does_not_import_scikit_learn():
+    """``ingest`` trains nothing: its module must not pull in scikit-learn (about half a second of
+    start-up), while ``train``'s module does (so the probe can tell the two apart)."""
+    probe = (
+        "import sys; from cxdash.cli.main import command_function; command_function({!r}); "
+        "print(any(m == 'sklearn' or m.startswith('sklearn.') for m in sys.modules))"
+    )
+    seen = {}
+    for command in ("ingest", "train"):
+        done = subprocess.run(
+            [sys.executable, "-c", probe.format(command)], capture_output=True, text=True, timeout=120, check=True
+        )
+        seen[command] = done.stdout.strip()
+    assert seen == {"ingest": "False", "train": "True"}

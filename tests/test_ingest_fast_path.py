@@ -351,8 +351,8 @@ def test_a_failure_after_the_first_chunk_was_written_stores_nothing(store, tmp_p
     monkeypatch.setattr(module, name, fails_on_the_third_call)
     other = tmp_path / "other.csv"
     other.write_text(EVENTS_CSV.replace("U", "V"), encoding="utf-8")
-    with pytest.raises(OSError, match="disk full"):
-        ingest_file(store, other, source="web2", mapping=m, chunk_rows=2)
+    with pytest.raises(OSError, match="disk full"):  # rows written in groups of a chunk's size: a write per chunk
+        ingest_file(store, other, source="web2", mapping=m, chunk_rows=2, write_rows=2)
     assert calls["n"] == 3  # two chunks were validated / written before the failure
     assert snapshot(store) == before and stored(store) == rows_before
     assert not read_ahead_threads()

@@ -23,7 +23,7 @@ log = logging.getLogger("cxdash")
 # this one.
 COMMAND_MODULES = {
     "sources": "admin",
-    "demo": "load",
+    "demo": "demo",
     "ingest": "load",
     "journeys": "report",
     "hotspots": "report",

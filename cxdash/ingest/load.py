@@ -58,6 +58,7 @@ from cxdash.store import audit
 from cxdash.store.database import (
     IDENTITY_UNSTITCHED,
     KIND_TABLES,
+    ROW_GROUP_ROWS,
     Store,
     bulk_insert,
     discard_load,
@@ -179,6 +180,7 @@ def _ingest_file(
     audit_entry: int | None = None,
     count_customers: Callable[[Connection], int] | None = None,
     max_failures: int = MAX_REPORTED_FAILURES,
+    write_rows: int | None = None,
 ) -> IngestResult:
     """Validate ``path`` and load it as ``source`` in one transaction.
 
@@ -199,6 +201,8 @@ def _ingest_file(
     ``audit_entry``: the ``upload`` audit entry ``ingest_file`` started, completed in this transaction.
     ``max_failures`` bounds the failures kept in ``result.failures`` (in file order);
     ``result.failures_total`` counts them all and a note says when the list was cut.
+    ``write_rows``: rows are written in whole groups of this many (default ``ROW_GROUP_ROWS``,
+    DuckDB's row group; tests lower it to write a small file in several groups).
     Raises ``ExtractError`` / ``MappingError`` when the file or mapping cannot be used at all.
     """
     if mode not in MODES:
@@ -228,7 +232,9 @@ def _ingest_file(
             lines=plan.lines,
             collect_ids=dry_run,
         )
-        parts = _read_and_write(conn, plan, chunks, max_failures, progress)
+        parts = _read_and_write(
+            conn, plan, chunks, max_failures, progress, ROW_GROUP_ROWS if write_rows is None else write_rows
+        )
         result.timings["read, validate and write"] = round(time.perf_counter() - clock, 3)
         _report(plan, parts)
         if dry_run:
@@ -401,12 +407,15 @@ def _read_and_write(
     chunks: Iterator[Prepared],
     max_failures: int,
     progress: Callable[[int, int], None] | None,
+    write_rows: int,
 ) -> _Parts:
     """Write each prepared chunk's rows into the kind's table (in ``conn``'s transaction) and add
     up its counts; the next chunk is read, validated and keyed in a worker thread meanwhile (the
-    database releases the GIL), and every write stays here."""
+    database releases the GIL), and every write stays here. Rows are written in whole groups of
+    ``write_rows`` (the rest of a chunk waits for the next one; the last group when the file ends)."""
     result, parts = plan.result, _Parts()
     target = KIND_TABLES[plan.mapping.kind]
+    writer = _GroupedWriter(conn, target, write_rows)
     total_size = plan.path.stat().st_size
     failures_kept = 0
     with contextlib.closing(read_ahead(chunks)) as prepared:
@@ -426,14 +435,45 @@ def _read_and_write(
             for k, n in part.flag_counts.items():
                 parts.flag_counts[k] = parts.flag_counts.get(k, 0) + n
             if part.rows is not None:
-                bulk_insert(conn, target, part.rows)
+                writer.add(part.rows)
             if part.keys is not None:
                 parts.keys.append(part.keys)
             if part.ids is not None and len(part.ids):
                 parts.ids.append(part.ids)
             if progress:
                 progress(result.rows_read, total_size)
+    writer.flush()
     return parts
+
+
+class _GroupedWriter:
+    """Appends frames to ``table`` in whole groups of ``group_rows`` rows, in order; ``flush``
+    writes what is left. Holds fewer than ``group_rows`` rows between calls."""
+
+    def __init__(self, conn: Connection, table: sa.Table, group_rows: int) -> None:
+        if group_rows < 1:
+            raise ValueError(f"rows are written in groups of at least 1 row, not {group_rows}")
+        self.conn, self.table, self.group_rows = conn, table, group_rows
+        self.pending: list[pd.DataFrame] = []
+        self.count = 0
+
+    def add(self, rows: pd.DataFrame) -> None:
+        if rows.empty:
+            return
+        self.pending.append(rows)
+        self.count += len(rows)
+        if self.count < self.group_rows:
+            return
+        joined = self.pending[0] if len(self.pending) == 1 else pd.concat(self.pending)
+        whole = self.count - self.count % self.group_rows
+        bulk_insert(self.conn, self.table, joined.iloc[:whole])
+        rest = joined.iloc[whole:]
+        self.pending, self.count = ([rest] if len(rest) else []), len(rest)
+
+    def flush(self) -> None:
+        if self.pending:
+            bulk_insert(self.conn, self.table, pd.concat(self.pending) if len(self.pending) > 1 else self.pending[0])
+        self.pending, self.count = [], 0
 
 
 def _first_failures(failures: pd.DataFrame, n: int) -> pd.DataFrame:
@@ -516,7 +556,9 @@ def _write_bookkeeping(
     the source and its links, all in ``conn``'s transaction."""
     result, mapping, source = plan.result, plan.mapping, plan.result.source
     target = KIND_TABLES[mapping.kind]
-    conflicts = repeats_in_load(conn, result, plan.kind_def, target, load_id, plan.natural, plan.header, plan.sample)
+    conflicts, repeats = repeats_in_load(
+        conn, result, plan.kind_def, target, load_id, plan.natural, plan.header, plan.sample
+    )
     if result.refused:
         raise IngestError(result.refused, result)
     if mode == "replace":
@@ -529,6 +571,7 @@ def _write_bookkeeping(
         source=source,
         load_id=load_id,
         against_earlier=mode == "append",
+        repeats=repeats,
     )
     result.rows_duplicate = result.rows_valid - result.rows_loaded
     repeats = result.rows_repeated_exact + result.rows_repeated_conflicting

@@ -41,6 +41,7 @@ __all__ = [
     "IDENTITY_UNSTITCHED",
     "KIND_TABLES",
     "META_COLUMNS",
+    "ROW_GROUP_ROWS",
     "Store",
     "StoreLockedError",
     "activation_table",
@@ -573,6 +574,12 @@ def open_store(url: str | None = None, app_url: str | None = None, *, create: bo
     if create:
         store.create_schema()
     return store
+
+
+# DuckDB's row group (its default ``row_group_size``). A load writes its rows in whole groups of
+# this many (cxdash.ingest.load): an insert ending on a partial group leaves DuckDB a group that
+# the next insert continues in another, which the commit merges and writes again.
+ROW_GROUP_ROWS = 122_880
 
 
 def _as_arrow(frame: pd.DataFrame) -> pa.Table | pd.DataFrame:
