@@ -1,7 +1,8 @@
 """The ``ingest`` command: one extract, with its checks and report.
 
 It imports no scikit-learn (about 0.5 s of start-up): the ``demo`` command, which trains the first
-churn model, is in cxdash.cli.demo. The rescore after a load imports it only when a model exists.
+churn model, is in cxdash.cli.demo. The rescore after a load loads it with the model, and only when
+the load touched known customers to score again.
 """
 
 from __future__ import annotations
