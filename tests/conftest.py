@@ -132,6 +132,18 @@ def duck(tmp_path) -> Store:
     s.dispose()
 
 
+@pytest.fixture
+def private_tempdir(tmp_path, monkeypatch) -> Path:
+    """A temp folder of this test's own (``tempfile.gettempdir()`` points there): what a test leaves
+    or not in it is its own, whatever another worker writes to /tmp meanwhile."""
+    import tempfile
+
+    folder = tmp_path / "private-tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def public_data() -> Path:
     if not PUBLIC.is_dir():

@@ -291,12 +291,9 @@ def test_more_formula_cells_than_named_are_counted(tmp_path):
     assert f"30 formula cells have no saved value ({expected_names} …)" in str(info.value)
 
 
-def test_a_caller_that_stops_listening_stops_the_reading_and_nothing_is_left(tmp_path):
+def test_a_caller_that_stops_listening_stops_the_reading_and_nothing_is_left(tmp_path, private_tempdir):
     """The upload page's tick redraws a line; when its session has ended Streamlit raises there.
     Here the tick raises after the first report: the conversion stops and its temp folder goes."""
-    import tempfile
-    from pathlib import Path
-
     rows = [("cust", "when", "what")] + [(f"C{i}", "2024-01-01 10:00", "login") for i in range(50_000)]
     book = small_book(tmp_path / "big.xlsx", rows=rows)
     seen = []
@@ -308,11 +305,10 @@ def test_a_caller_that_stops_listening_stops_the_reading_and_nothing_is_left(tmp
         seen.append(n)
         raise SessionEnded
 
-    before = set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*"))
     with pytest.raises(SessionEnded):
         as_csv(book, tick=tick)
     assert seen == [20_000]  # stopped at the first report, not after the 50,000 rows
-    assert set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*")) == before
+    assert not list(private_tempdir.glob("cxdash-sheet-*"))  # its own temp folder only: no other worker's
     # Listened to until the end, the same workbook reads through and reports as it goes.
     seen.clear()
     out = as_csv(book, out_dir=tmp_path, tick=seen.append)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -209,7 +208,7 @@ def test_auto_suggested_mapping_finds_the_ticket_fields(store, tickets_csv):
     assert result.mapping.columns["closed_at"] == "Resolved"
 
 
-def test_an_excel_workbook_loads_through_the_same_path(store, tmp_path):
+def test_an_excel_workbook_loads_through_the_same_path(store, tmp_path, private_tempdir):
     from datetime import datetime
 
     from openpyxl import Workbook
@@ -222,14 +221,11 @@ def test_an_excel_workbook_loads_through_the_same_path(store, tmp_path):
     p = tmp_path / "export.xlsx"
     book.save(p)
     m = Mapping("events", {"customer_id": "Kunde", "timestamp": "Zeit", "activity": "Aktion"})
-    import tempfile
-
-    before = set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*"))
     result = ingest_file(store, p, source="app", mapping=m)
     assert result.rows_loaded == 2 and result.file_name == "export.xlsx"
     # the sheet's CSV copy is gone: nothing beside the input, nothing left in the temp folder
     assert not (tmp_path / "export.xlsx.csv").exists()
-    assert set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*")) == before
+    assert not list(private_tempdir.glob("cxdash-sheet-*"))
     got = rows(store, "events")
     assert [pd.Timestamp(t) for t in got["timestamp"]] == [
         pd.Timestamp("2024-03-01 09:30"),
@@ -237,15 +233,12 @@ def test_an_excel_workbook_loads_through_the_same_path(store, tmp_path):
     ]
 
 
-def test_a_corrupt_workbook_gets_a_clear_message(store, tmp_path):
+def test_a_corrupt_workbook_gets_a_clear_message(store, tmp_path, private_tempdir):
     p = tmp_path / "broken.xlsx"
     p.write_bytes(b"PK\x03\x04 not really a zip")
-    import tempfile
-
-    before = set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*"))
     with pytest.raises(ExtractError, match="not a readable Excel workbook"):
         ingest_file(store, p, source="app", kind="events")
-    assert set(Path(tempfile.gettempdir()).glob("cxdash-sheet-*")) == before
+    assert not list(private_tempdir.glob("cxdash-sheet-*"))
 
 
 def test_the_callers_mapping_is_never_changed_by_a_load(store, tmp_path):
