@@ -13,6 +13,7 @@ import cxdash.ingest.load as ingest_module
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.store.database import ANALYTICS, KIND_TABLES, ROW_GROUP_ROWS
+from tests.test_ingest_fast_path import in_pieces
 
 MAPPING = {"customer_id": "user", "timestamp": "when", "activity": "what"}
 
@@ -22,18 +23,6 @@ def events_file(path, n: int):
     lines = ["user,when,what"] + [f"U{i},2024-01-{i:02d} 10:00:00,a{i}" for i in range(1, n + 1)]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
-
-
-def in_pieces(monkeypatch, rows_per_piece: int = 2) -> None:
-    """Make ingest see the file in chunks of ``rows_per_piece`` rows (a real file splits every 8 MB)."""
-    whole = ingest_module.iter_chunks
-
-    def pieces(*args, **kwargs):
-        for chunk in whole(*args, **kwargs):
-            for start in range(0, len(chunk), rows_per_piece):
-                yield chunk.iloc[start : start + rows_per_piece]
-
-    monkeypatch.setattr(ingest_module, "iter_chunks", pieces)
 
 
 def write_sizes(monkeypatch) -> list[int]:
