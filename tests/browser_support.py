@@ -57,6 +57,18 @@ def sign_in(page, username: str = ADMIN_USER, password: str = ADMIN_PASSWORD) ->
 
 
 @contextlib.contextmanager
+def all_gone(locator, timeout_ms: int = 30_000) -> int:
+    """Wait until nothing matches ``locator``; return how many still match when the time is up.
+
+    Streamlit keeps the previous run's elements on screen (stale) until the new run finishes, so an
+    element the new run no longer draws can outlive the first element it does draw by a moment."""
+    waited = 0
+    while locator.count() and waited < timeout_ms:
+        locator.page.wait_for_timeout(250)
+        waited += 250
+    return locator.count()
+
+
 def running_app(
     db_url: str,
     log_path: Path,

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from cxdash.risk.activation import at_risk
 from cxdash.store.database import open_store
-from tests.browser_support import sign_in
+from tests.browser_support import all_gone, sign_in
 from tests.conftest import ensure_user
 from tests.test_journeys_browser import _from_day, _set_from_year
 from tests.test_upload_browser import _choose_kind
@@ -226,7 +226,7 @@ def test_each_role_does_its_main_job_on_its_first_visit(tour, artifacts, public_
     page.get_by_role("button", name="Load 7,043 rows").click()
     page.get_by_text("loaded; read 7,043").wait_for(timeout=180_000)
     page.get_by_role("button", name="Upload another file").wait_for(timeout=30_000)
-    assert page.get_by_role("button", name=re.compile(r"^Load ")).count() == 0
+    assert all_gone(page.get_by_role("button", name=re.compile(r"^Load "))) == 0
     shot(page, artifacts, "9_ops_loaded")
     open_page(page, "Data health")
     no_errors(page, "Data health")

@@ -45,7 +45,7 @@ import sqlalchemy as sa
 
 from cxdash.identity.stitch import rebuild_identity_map
 from cxdash.ingest.identifiers import normalise_identity
-from cxdash.store import audit
+from cxdash.store import audit, rollups
 from cxdash.store.database import (
     ANALYTICS,
     APP_STATE,
@@ -261,6 +261,7 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
         _delete_matching(conn, ANALYTICS, cx_id, id_keys, values, counts)
         rebuild_identity_map(conn)
         conn.execute(summaries_table.delete())  # stored aggregates counted the customer
+        rollups.clear(conn)  # so did the daily rollups (rebuilt by the next refresh)
         record_change(conn, "erasure")
     _fail_point("analytics")
     with store.app_begin() as conn:  # 3
@@ -286,8 +287,8 @@ def erase_customer(store: Store, identifier: str, *, actor: str) -> ErasureResul
 
 
 # Tables an erasure rewrites whatever it deleted from them: the identity map and the customer keys
-# are rebuilt, the summaries cleared (all three held the customer's identifiers).
-REBUILT_TABLES = {identity_map_table.name, "customer_keys", "summaries"}
+# are rebuilt, the summaries and daily rollups cleared (all held the customer or their key).
+REBUILT_TABLES = {identity_map_table.name, "customer_keys", "summaries", "activity_days", "revenue_days"}
 
 
 def scrub_freed_space(store: Store, tables: set[str]) -> bool:

@@ -29,6 +29,7 @@ from scipy.sparse.csgraph import connected_components
 from sqlalchemy.engine import Connection
 
 from cxdash.identity.links import resolve_links
+from cxdash.store import rollups
 from cxdash.store.database import (
     IDENTITY_REBUILD,
     IDENTITY_UNSTITCHED,
@@ -487,7 +488,13 @@ def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAUL
         # The graph is the one stitched before, so is the map: only this load's rows need a key.
         stamp_customer_keys(conn, load_id=load_id)
         links = resolve_links(conn)
-        summary = {**_map_counts(conn), "restitched": 0, "refused_links": 0, "link_conflicts": links["conflicts"]}
+        summary = {
+            **_map_counts(conn),
+            "restitched": 0,
+            "refused_links": 0,
+            "link_conflicts": links["conflicts"],
+            "map_kept": True,
+        }
         log.info("identity map unchanged (the load adds no identifier and no link): %s", summary)
         return summary
     touched = _node_table("identity_touched")
@@ -636,6 +643,7 @@ def _write_parts(
         mine = mine[_isin(mine["node"], changed["id_key"])]
     bulk_insert(conn, touched, mine)
     stamp_customer_keys(conn, within=touched, load_id=load_id)
+    rollups.invalidate(conn)  # earlier rows' customer keys may have moved
     return refused, len(id_map)
 
 
@@ -683,6 +691,7 @@ def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE)
         _rekey_hub_rows(conn)
     stamp_customer_keys(conn)
     links = resolve_links(conn)
+    rollups.invalidate(conn)  # rows' customer keys moved
     work_done(conn, IDENTITY_REBUILD)  # a migration's request (cxdash.store.database) is met
     work_done(conn, IDENTITY_UNSTITCHED)
     summary = {

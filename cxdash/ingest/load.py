@@ -54,7 +54,7 @@ from cxdash.ingest.readers import (
 )
 from cxdash.ingest.result import IngestError, IngestResult, KindUnclearError
 from cxdash.ingest.validation import FAILURE_COLUMNS
-from cxdash.store import audit
+from cxdash.store import audit, rollups
 from cxdash.store.database import (
     IDENTITY_UNSTITCHED,
     KIND_TABLES,
@@ -66,6 +66,7 @@ from cxdash.store.database import (
     loads_table,
     quarantine_table,
     request_work,
+    source_links_table,
     sources_table,
 )
 from cxdash.store.kinds import SourceKind, get_kind
@@ -632,6 +633,11 @@ def _write_source(conn: Connection, plan: _Plan, department: str | None, owner: 
         conn.execute(sources_table.update().where(sources_table.c.name == source).values(**given))
 
 
+def _is_link_target(conn: Connection, source: str) -> bool:
+    t = source_links_table
+    return conn.execute(sa.select(t.c.source).where(t.c.target_source == source).limit(1)).first() is not None
+
+
 def _stitch(conn: Connection, plan: _Plan, load_id: int, mode: str) -> None:
     """Stitch this load's rows into the identity map (an append restitches only the parts of the
     identity graph its identifiers touch; a replace, which removes rows, rebuilds it); count how
@@ -639,7 +645,11 @@ def _stitch(conn: Connection, plan: _Plan, load_id: int, mode: str) -> None:
     result, mapping = plan.result, plan.mapping
     clock = time.perf_counter()
     if mode == "append":
-        update_identity_map(conn, load_id)
+        kept = update_identity_map(conn, load_id).get("map_kept", False)
+        if kept and not mapping.links and not _is_link_target(conn, result.source):
+            # no earlier row changed, its customer key included: the daily rollups take these rows as
+            # they are (a source others link to, or new links, can move earlier rows' keys)
+            rollups.note_append(conn, load_id)
     else:
         rebuild_identity_map(conn)
     result.timings["identity stitching"] = round(time.perf_counter() - clock, 3)

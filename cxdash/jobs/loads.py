@@ -3,13 +3,15 @@
 The write path (cxdash.ingest) stores a file and knows nothing of the read paths; this module
 brings the two together. ``check_file`` is a dry run that also says how the headline customer
 count would move (the headline is a metric). ``after_load`` runs what the CLI, the upload page
-and the demo run once a load committed: stitch identities when the loads skipped it, then
-refresh the stored summaries (``cxdash.jobs.summaries``), some now and some on a thread.
+and the demo run once a load committed: stitch identities when the loads skipped it, bring the
+daily rollups up to date (``cxdash.store.rollups``), then refresh the stored summaries (``cxdash.jobs.summaries``), some now and some on a thread.
 No model is rescored after a load: scoring stays the ``score`` command's and the Model page's.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,9 +22,12 @@ from cxdash.ingest.load import ingest_file
 from cxdash.ingest.result import IngestResult
 from cxdash.jobs.summaries import SUMMARIES, refresh, refresh_in_background
 from cxdash.metrics import headline
+from cxdash.store import rollups
 from cxdash.store.database import Store
 
-__all__ = ["after_load", "check_file", "headline_customers", "stitch_identities"]
+__all__ = ["after_load", "check_file", "headline_customers", "stitch_identities", "update_rollups"]
+
+log = logging.getLogger(__name__)
 
 
 def headline_customers(conn: Connection) -> int:
@@ -42,6 +47,19 @@ def stitch_identities(store: Store) -> dict:
         return rebuild_identity_map(conn)
 
 
+def update_rollups(store: Store) -> str:
+    """Bring the daily rollups (``cxdash.store.rollups``) up to the data, in one transaction that sees
+    one snapshot of the rows (PostgreSQL: REPEATABLE READ, so a load committing meanwhile is either
+    all in or all out). Returns what was done (``current``, ``added N loads``, ``rebuilt``)."""
+    with store.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            done = rollups.maintain(conn)
+    log.info("daily rollups: %s", done)
+    return done
+
+
 def after_load(
     store: Store,
     names: tuple[str, ...] = SUMMARIES,
@@ -51,11 +69,16 @@ def after_load(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, float]:
     """The work after a committed load: stitch identities when ``stitch`` (the loads skipped it),
-    refresh the summaries ``names`` now (``progress(name)`` before each) and start ``background``
-    ones on a thread. Returns seconds per summary refreshed now."""
+    bring the daily rollups up to date, refresh the summaries ``names`` now (``progress(name)`` before
+    each) and start ``background`` ones on a thread. Returns seconds per summary refreshed now, and
+    for the rollups (``rollups``)."""
     if stitch:
         stitch_identities(store)
-    took = refresh(store, names, progress=progress) if names else {}
+    clock = time.perf_counter()
+    update_rollups(store)
+    took = {"rollups": round(time.perf_counter() - clock, 3)}
+    if names:
+        took |= refresh(store, names, progress=progress)
     if background:
         refresh_in_background(store, background)
     return took

@@ -16,11 +16,12 @@ from sqlalchemy.engine import Connection
 from cxdash.metrics.churn import Definition
 from cxdash.metrics.customers import Filters, customers_in_view, not_churned_by, paid_transactions, tickets_in_view
 from cxdash.metrics.definitions import DEFAULT_REPEAT_DAYS
-from cxdash.metrics.periods import Period, period_spine
+from cxdash.metrics.periods import Period, day_spine, period_spine
 from cxdash.metrics.queries import at_midnight, count_rows, day_of, epoch, ratio, read_frame
 from cxdash.metrics.signals import matches
 from cxdash.metrics.timeline import timeline
-from cxdash.store.database import KIND_TABLES
+from cxdash.store import rollups
+from cxdash.store.database import KIND_TABLES, sources_table
 
 __all__ = ["COUNT_COLUMNS", "KPI_COLUMNS", "kpi_table"]
 
@@ -67,9 +68,14 @@ def kpi_table(
     *,
     repeat_days: int = DEFAULT_REPEAT_DAYS,
     churn: Definition | None = None,
+    use_rollups: bool = True,
 ) -> pd.DataFrame:
     """Every period-based shared KPI for each period, computed in the database (churn under ``churn``,
     default the suggested definition).
+
+    Active customers, silence and revenue read the daily rollups (``cxdash.store.rollups``) when the
+    periods start and end at midnight and the rollups hold the current data (``use_rollups``: False
+    reads the rows always); the same numbers, from far fewer rows.
 
     In: periods (any lengths, may overlap). Out: one row per period, indexed ``0..len-1`` like
     ``periods``, columns ``period_start, period_end`` and ``KPI_COLUMNS`` (NaN where the data has no
@@ -139,26 +145,20 @@ def kpi_table(
         out["revenue_churn_rate"] = ratio(f["mrr_lost"], f["mrr_start"])
 
     # -- active customers and the silence metric ---------------------------------------------
-    tl = timeline(("cx_key", "ts", "department"))
     tk = tickets_in_view(cust, filters, repeat_days)
     # With periods on day boundaries, the timeline is first reduced to one row per customer and day
-    # (several times fewer rows to join against the periods; the same answer).
+    # (several times fewer rows to join against the periods; the same answer): kept so in the rollups.
     day_aligned = all(at_midnight(p.start) and at_midnight(p.end) for p in periods)
-    steps = sa.select(tl.c.cx_key, (day_of(tl.c.ts) if day_aligned else tl.c.ts).label("ts")).where(
-        tl.c.cx_key.is_not(None),
-        tl.c.ts >= min(p.start for p in periods),
-        tl.c.ts < max(p.end for p in periods),
-    )
-    if filters.department:
-        steps = steps.where(tl.c.department.in_(filters.department))
-    steps = steps.distinct().subquery("steps")
+    from_rollups = day_aligned and use_rollups and rollups.current(conn)
+    steps = _active_days(filters, periods, day_aligned, from_rollups).subquery("steps")
+    days = day_spine(periods) if day_aligned else None
+    if days is not None:  # rows dated by their day: an equality join on the day
+        in_period = spine.join(days, days.c.bucket == spine.c.bucket).join(steps, steps.c.ts == days.c.day)
+    else:
+        in_period = spine.join(steps, sa.and_(steps.c.ts >= spine.c.p_start, steps.c.ts < spine.c.p_end))
     act = (
         sa.select(spine.c.bucket, steps.c.cx_key)
-        .select_from(
-            spine.join(steps, sa.and_(steps.c.ts >= spine.c.p_start, steps.c.ts < spine.c.p_end)).join(
-                cust, cust.c.cx_key == steps.c.cx_key
-            )
-        )
+        .select_from(in_period.join(cust, cust.c.cx_key == steps.c.cx_key))
         .where(not_churned_by(cust, spine.c.p_end))
         .distinct()
         .subquery("act")
@@ -226,18 +226,23 @@ def kpi_table(
 
     # -- revenue, net revenue retention, historical CLV ---------------------------------------
     if count_rows(conn, KIND_TABLES["transactions"]):
-        paid = paid_transactions(cust)
-        in_cur = sa.and_(paid.c.ts >= spine.c.p_start, paid.c.ts < spine.c.p_end)
-        in_prev = sa.and_(paid.c.ts >= spine.c.prev_start, paid.c.ts < spine.c.p_start)
+        paid = _paid_days(cust) if from_rollups else paid_transactions(cust)
+        both = day_spine(periods, previous=True) if day_aligned else None
+        if both is not None:  # each period and its comparison period, day by day: an equality join
+            bucket, in_cur = both.c.bucket, both.c.cur == 1
+            joined = both.join(paid, (paid.c.ts if from_rollups else day_of(paid.c.ts)) == both.c.day)
+        else:
+            bucket, in_cur = spine.c.bucket, sa.and_(paid.c.ts >= spine.c.p_start, paid.c.ts < spine.c.p_end)
+            joined = spine.join(paid, sa.and_(paid.c.ts >= spine.c.prev_start, paid.c.ts < spine.c.p_end))
         per = (
             sa.select(
-                spine.c.bucket,
+                bucket.label("bucket"),
                 paid.c.cx_key,
                 sa.func.sum(sa.case((in_cur, paid.c.amount), else_=0.0)).label("cur"),
-                sa.func.sum(sa.case((in_prev, paid.c.amount), else_=0.0)).label("prev"),
+                sa.func.sum(sa.case((in_cur, 0.0), else_=paid.c.amount)).label("prev"),
             )
-            .select_from(spine.join(paid, sa.and_(paid.c.ts >= spine.c.prev_start, paid.c.ts < spine.c.p_end)))
-            .group_by(spine.c.bucket, paid.c.cx_key)
+            .select_from(joined)
+            .group_by(bucket, paid.c.cx_key)
             .subquery("per")
         )
         q = sa.select(
@@ -249,7 +254,7 @@ def kpi_table(
         f = read_frame(conn, q).reindex(out.index)
         out["revenue"] = pd.to_numeric(f["revenue"], errors="coerce").fillna(0.0).astype(float)
         out["net_revenue_retention"] = ratio(f["kept"], f["base"])
-        ts = day_of(paid.c.ts) if day_aligned else paid.c.ts
+        ts = day_of(paid.c.ts) if day_aligned and not from_rollups else paid.c.ts
         by_time = sa.select(ts.label("ts"), sa.func.sum(paid.c.amount).label("amount")).group_by(ts).subquery("by_time")
         q = (
             sa.select(spine.c.bucket, sa.func.sum(by_time.c.amount).label("to_date"))
@@ -260,3 +265,37 @@ def kpi_table(
         out["clv_historical_total"] = pd.to_numeric(f["to_date"], errors="coerce").fillna(0.0).astype(float)
         out["clv_historical_per_customer"] = ratio(out["clv_historical_total"], out["customers"])
     return out
+
+
+def _active_days(filters: Filters, periods: list[Period], day_aligned: bool, from_rollups: bool) -> sa.Select:
+    """``cx_key, ts``: who did anything when, between the first period's start and the last one's
+    end (in the departments of ``filters``): customer and day when ``day_aligned`` (from the daily
+    rollups when ``from_rollups``, where a day can repeat), else customer and time."""
+    first, last = min(p.start for p in periods), max(p.end for p in periods)
+    if from_rollups:
+        ad, s = rollups.activity_days_table, sources_table
+        q = sa.select(ad.c.cx_key, ad.c.day.label("ts")).where(ad.c.day >= first, ad.c.day < last)
+        if filters.department:
+            department = sa.cast(sa.func.coalesce(ad.c.department, s.c.department), sa.String)
+            q = q.select_from(ad.join(s, s.c.name == ad.c.source)).where(department.in_(filters.department))
+        else:  # the timeline keeps only rows of a known source
+            q = q.where(ad.c.source.in_(sa.select(s.c.name)))
+        return q  # a customer's day may repeat (a row per source): counted once per period all the same
+    tl = timeline(("cx_key", "ts", "department"))
+    q = sa.select(tl.c.cx_key, (day_of(tl.c.ts) if day_aligned else tl.c.ts).label("ts")).where(
+        tl.c.cx_key.is_not(None), tl.c.ts >= first, tl.c.ts < last
+    )
+    if filters.department:
+        q = q.where(tl.c.department.in_(filters.department))
+    return q.distinct()
+
+
+def _paid_days(cust: sa.Subquery) -> sa.Subquery:
+    """``paid_transactions`` per customer and day, from the daily rollups: ``cx_key, ts`` (the day), ``amount``."""
+    r = rollups.revenue_days_table
+    return (
+        sa.select(r.c.cx_key, r.c.day.label("ts"), r.c.amount)
+        .select_from(r.join(cust, cust.c.cx_key == r.c.cx_key))
+        .where(sa.not_(matches("failed_payment", r.c.status)))
+        .subquery("paid")
+    )

@@ -15,7 +15,11 @@ from sqlalchemy.engine import Connection
 from cxdash.metrics.definitions import DEFAULT_PERIOD_DAYS
 from cxdash.metrics.timeline import timeline
 
-__all__ = ["Period", "as_of", "default_period", "monthly_periods", "period_spine"]
+__all__ = ["MAX_DAY_SPINE_ROWS", "Period", "as_of", "day_spine", "default_period", "monthly_periods", "period_spine"]
+
+# A day spine longer than this is not built (the KPIs join on the period bounds instead): its rows go to
+# the database as parameters, three per row (PostgreSQL takes at most 65,535 in one statement).
+MAX_DAY_SPINE_ROWS = 20_000
 
 
 def as_of(conn: Connection) -> datetime | None:
@@ -89,3 +93,28 @@ def period_spine(periods: list[Period]) -> sa.Subquery:
         for i, p in enumerate(periods)
     ]
     return (sa.union_all(*rows) if len(rows) > 1 else rows[0]).subquery("spine")
+
+
+def day_spine(periods: list[Period], *, previous: bool = False) -> sa.Subquery | None:
+    """A derived table with one row per period and day in it: ``bucket``, ``day`` (midnight) and
+    ``cur`` (1; with ``previous``, the days of each period's comparison period too, with ``cur`` 0).
+    Rows dated by their day join it on equality, where joining ``period_spine`` compares every row
+    with every period's bounds. Only for periods that start and end at midnight; None when it would
+    have more than ``MAX_DAY_SPINE_ROWS`` rows."""
+    rows = []
+    for i, p in enumerate(periods):
+        first = p.previous.start if previous else p.start
+        days = (p.end - first).days
+        if len(rows) + days > MAX_DAY_SPINE_ROWS:
+            return None
+        rows.extend((i, first + timedelta(days=d), int(first + timedelta(days=d) >= p.start)) for d in range(days))
+    if not rows:
+        return None
+    values = sa.values(
+        sa.column("bucket", sa.Integer), sa.column("day", sa.DateTime), sa.column("cur", sa.Integer), name="day_rows"
+    ).data(rows)
+    return sa.select(
+        sa.cast(values.c.bucket, sa.Integer).label("bucket"),
+        sa.cast(values.c.day, sa.DateTime).label("day"),
+        sa.cast(values.c.cur, sa.Integer).label("cur"),
+    ).subquery("days")

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cxdash.store.database import customer_keys_table
+from cxdash.store.rollups import day_of
 
 __all__ = ["at_midnight", "count_rows", "day_of", "epoch", "ratio", "read_frame", "with_cx_id"]
 
@@ -33,11 +34,6 @@ def with_cx_id(per_key: sa.Subquery, columns: tuple[str, ...] | None = None) -> 
 
 def at_midnight(moment: datetime) -> bool:
     return moment == datetime(moment.year, moment.month, moment.day)
-
-
-def day_of(ts) -> sa.ColumnElement:
-    """The timestamp truncated to its day (portable: via a DATE cast)."""
-    return sa.cast(sa.cast(ts, sa.Date), sa.DateTime)
 
 
 def read_frame(conn: Connection, q, index: str = "bucket") -> pd.DataFrame:

@@ -31,6 +31,7 @@ import sqlalchemy as sa
 
 from cxdash.metrics.signals import FAILED_PAYMENT_STATUSES, matches
 from cxdash.store.database import KIND_TABLES, customer_keys_table, sources_table
+from cxdash.store.rollups import ACTIVITY_COLUMNS
 
 __all__ = [
     "FAILED_PAYMENT_STATUSES",
@@ -62,19 +63,8 @@ TIMELINE_COLUMNS = (
 STEP_ORDER = ("load_id", "row_number", "row_step")
 # (kind, time column) of every timeline step: a query that needs only "who did anything when"
 # reads these columns directly, with the rows' integer customer key, instead of the whole timeline.
-TIMELINE_TIME_COLUMNS = (
-    ("customers", "signup_date"),
-    ("events", "timestamp"),
-    ("tickets", "opened_at"),
-    ("tickets", "closed_at"),
-    ("transactions", "timestamp"),
-    ("subscriptions", "start"),
-    ("subscriptions", "end"),
-    ("opportunities", "created_at"),
-    ("opportunities", "closed_at"),
-    ("churn", "churned_at"),
-    ("customers", "churned_at"),
-)
+# The list is the daily rollups' (cxdash.store.rollups), which keep per customer and day what these steps say.
+TIMELINE_TIME_COLUMNS = tuple((kind, column) for kind, column, _ in ACTIVITY_COLUMNS)
 # FAILED_PAYMENT_STATUSES is declared in cxdash.metrics.signals; it stays importable from here for the
 # callers that read it with the timeline (journeys.customer_outcomes).
 FAILED_PAYMENT_STEP = "payment failed"  # the activity of a transaction that shows a failed payment

@@ -45,6 +45,7 @@ __all__ = [
     "Store",
     "StoreLockedError",
     "activation_table",
+    "activity_days_table",
     "audit_table",
     "bulk_insert",
     "changes_table",
@@ -67,6 +68,9 @@ __all__ = [
     "read_frame",
     "request_work",
     "rescores_table",
+    "revenue_days_table",
+    "rollup_appends_table",
+    "rollup_state_table",
     "scores_table",
     "settings_table",
     "source_links_table",
@@ -266,6 +270,36 @@ pending_work_table = sa.Table(
     ANALYTICS,
     sa.Column("task", sa.String, primary_key=True),
     sa.Column("requested_at", sa.DateTime, nullable=False),
+)
+
+# Per-customer daily rollups of the source rows (cxdash/store/rollups.py): what the KPIs for any period
+# read instead of every raw row. Integer keys, days and sums only: no identifier.
+activity_days_table = sa.Table(
+    "activity_days",
+    ANALYTICS,
+    sa.Column("cx_key", sa.BigInteger, nullable=False),
+    sa.Column("day", sa.DateTime, nullable=False),
+    sa.Column("source", sa.String, nullable=False),
+    sa.Column("department", sa.String),  # the row's own department; NULL: the source's
+)
+revenue_days_table = sa.Table(
+    "revenue_days",
+    ANALYTICS,
+    sa.Column("cx_key", sa.BigInteger, nullable=False),
+    sa.Column("day", sa.DateTime, nullable=False),
+    sa.Column("status", sa.String),
+    sa.Column("amount", sa.Double, nullable=False),
+)
+rollup_state_table = sa.Table(  # one row: the data version the rollups hold (none: not built)
+    "rollup_state",
+    ANALYTICS,
+    sa.Column("data_version", sa.BigInteger, nullable=False),
+    sa.Column("built_at", sa.DateTime, nullable=False),
+)
+rollup_appends_table = sa.Table(  # loads whose rows the rollups can take as they are (no earlier row changed)
+    "rollup_appends",
+    ANALYTICS,
+    sa.Column("load_id", sa.BigInteger, primary_key=True, autoincrement=False),
 )
 
 # Aggregates over every row, computed after each load for the landing pages (cxdash/jobs/summaries.py).

@@ -1,0 +1,169 @@
+"""Per-customer daily rollups, kept with the data: the KPIs for any period read these, not every raw row.
+
+``activity_days``: one row per customer, day, source and row department on which any step of the
+unified timeline happened (``ACTIVITY_COLUMNS``: a signup, an event, a ticket opened or closed, a
+payment...). ``revenue_days``: per customer, day and transaction status, the sum of the amounts.
+A day is the timestamp's calendar day (``day_of``), so a period that starts and ends at midnight
+counts the same customers and amounts from the rollups as from the rows.
+
+The rollups hold the data version they were built for (``rollup_state``). Readers use them only
+when ``current`` (that version is the store's); otherwise they compute from the raw rows, slower
+and never stale. ``maintain`` brings them up to date after changes, inside the caller's
+transaction: loads noted in ``rollup_appends`` (appends that changed no earlier row's customer key;
+``cxdash.ingest`` notes them) are added as they are, in a few milliseconds for a small file; any
+other change since (a replace, an erasure, an append that restitched customers) rebuilds them from
+every row. A rebuild of the identity map (``cxdash.identity``) ``invalidate``s them; an erasure ``clear``s them.
+
+Rows without a customer key are left out, as every KPI leaves them out. Departments are kept as
+the row's own (events and tickets carry one) and joined to the source's at read time, so changing
+a source's department on Data health needs no rebuild.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cxdash.store.database import (
+    KIND_TABLES,
+    activity_days_table,
+    changes_table,
+    revenue_days_table,
+    rollup_appends_table,
+    rollup_state_table,
+)
+from cxdash.store.version import data_version
+
+__all__ = [
+    "ACTIVITY_COLUMNS",
+    "activity_days_table",
+    "clear",
+    "current",
+    "day_of",
+    "held_version",
+    "invalidate",
+    "maintain",
+    "note_append",
+    "revenue_days_table",
+]
+
+# (kind, time column, the row's own department column or None) of every timeline step:
+# cxdash.metrics.timeline builds its steps from the same list.
+ACTIVITY_COLUMNS = (
+    ("customers", "signup_date", None),
+    ("events", "timestamp", "department"),
+    ("tickets", "opened_at", "department"),
+    ("tickets", "closed_at", "department"),
+    ("transactions", "timestamp", None),
+    ("subscriptions", "start", None),
+    ("subscriptions", "end", None),
+    ("opportunities", "created_at", None),
+    ("opportunities", "closed_at", None),
+    ("churn", "churned_at", None),
+    ("customers", "churned_at", None),
+)
+
+
+def day_of(ts) -> sa.ColumnElement:
+    """The timestamp truncated to its day (portable: via a DATE cast)."""
+    return sa.cast(sa.cast(ts, sa.Date), sa.DateTime)
+
+
+def _activity(load_id: int | None = None) -> sa.Select:
+    parts = []
+    for kind, column, department in ACTIVITY_COLUMNS:
+        t = KIND_TABLES[kind]
+        ts = t.c[column]
+        where = [ts.is_not(None), t.c.cx_key.is_not(None)]
+        if load_id is not None:
+            where.append(t.c.load_id == load_id)
+        own = t.c[department] if department else sa.null()
+        parts.append(
+            sa.select(
+                t.c.cx_key, day_of(ts).label("day"), t.c.source, sa.cast(own, sa.String).label("department")
+            ).where(*where)
+        )
+    steps = sa.union(*parts).subquery("activity")  # UNION: one row per customer, day, source, department
+    return sa.select(steps.c.cx_key, steps.c.day, steps.c.source, steps.c.department)
+
+
+def _revenue(load_id: int | None = None) -> sa.Select:
+    x = KIND_TABLES["transactions"]
+    day = day_of(x.c.timestamp)
+    where = [x.c.cx_key.is_not(None), x.c.timestamp.is_not(None), x.c.amount.is_not(None)]
+    if load_id is not None:
+        where.append(x.c.load_id == load_id)
+    return (
+        sa.select(x.c.cx_key, day.label("day"), x.c.status, sa.func.sum(x.c.amount).label("amount"))
+        .where(*where)
+        .group_by(x.c.cx_key, day, x.c.status)
+    )
+
+
+def _add(conn: Connection, load_id: int | None = None) -> None:
+    a, r = activity_days_table, revenue_days_table
+    conn.execute(a.insert().from_select(["cx_key", "day", "source", "department"], _activity(load_id)))
+    conn.execute(r.insert().from_select(["cx_key", "day", "status", "amount"], _revenue(load_id)))
+
+
+def held_version(conn: Connection) -> int | None:
+    """The data version the rollups were built for (None: not built, or cleared)."""
+    return conn.execute(sa.select(sa.func.max(rollup_state_table.c.data_version))).scalar()
+
+
+def current(conn: Connection) -> bool:
+    """Whether the rollups hold the store's data as it is now."""
+    held = held_version(conn)
+    return held is not None and held == data_version(conn)
+
+
+def invalidate(conn: Connection) -> None:
+    """Note that the rollups no longer hold the data (customer keys moved): readers use the raw rows
+    and the next ``maintain`` rebuilds them."""
+    conn.execute(rollup_state_table.delete())
+
+
+def clear(conn: Connection) -> None:
+    """Forget the rollups (the next ``maintain`` rebuilds them; readers use the raw rows till then)."""
+    for table in (rollup_state_table, activity_days_table, revenue_days_table, rollup_appends_table):
+        conn.execute(table.delete())
+
+
+def note_append(conn: Connection, load_id: int) -> None:
+    """Note, in the load's transaction, that load ``load_id`` only added rows: no earlier row changed
+    (its customer key included), so the rollups can take its rows as they are."""
+    conn.execute(rollup_appends_table.insert().values(load_id=load_id))
+
+
+def maintain(conn: Connection) -> str:
+    """Bring the rollups to the store's data version in ``conn``'s transaction. Returns what it did:
+    ``current`` (nothing to do), ``added N loads`` or ``rebuilt``."""
+    version = data_version(conn)
+    held = held_version(conn)
+    if held == version:
+        return "current"
+    added = None
+    if held is not None and held < version:
+        c, ap = changes_table, rollup_appends_table
+        since = conn.execute(
+            sa.select(c.c.kind, c.c.load_id, ap.c.load_id.label("noted"))
+            .select_from(c.outerjoin(ap, ap.c.load_id == c.c.load_id))
+            .where(c.c.id > held)
+            .order_by(c.c.id)
+        ).all()
+        if since and all(kind == "load" and noted is not None for kind, _, noted in since):
+            added = [load_id for _, load_id, _ in since]
+    if added is None:
+        clear(conn)
+        _add(conn)
+    else:
+        for load_id in added:
+            _add(conn, load_id)
+        conn.execute(rollup_appends_table.delete().where(rollup_appends_table.c.load_id <= max(added)))
+        conn.execute(rollup_state_table.delete())
+    conn.execute(
+        rollup_state_table.insert().values(data_version=version, built_at=datetime.now(UTC).replace(tzinfo=None))
+    )
+    return "rebuilt" if added is None else f"added {len(added)} load{'s' if len(added) != 1 else ''}"
