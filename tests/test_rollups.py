@@ -24,7 +24,8 @@ from cxdash.governance.erasure import erase_customer
 from cxdash.governance.sources import set_source_owner
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.jobs.loads import stitch_identities, update_rollups
+from cxdash.jobs import summaries
+from cxdash.jobs.loads import after_load, stitch_identities, update_rollups
 from cxdash.metrics import kpi_table
 from cxdash.metrics.customers import Filters
 from cxdash.metrics.periods import as_of, default_period, monthly_periods
@@ -192,4 +193,16 @@ def test_an_identity_rebuild_outside_a_load_makes_the_kpis_read_the_rows(company
     with store.connect() as conn:
         assert not rollups.current(conn)
     assert update_rollups(store) == "rebuilt"
+    assert_rollups_match_the_rows(store)
+
+
+def test_the_upload_pages_load_brings_the_rollups_up_on_the_thread_before_the_views(company):
+    """The upload page refreshes the landing summaries now and the views on a thread: the rollups
+    are the thread's first job (the views read them), not something the ops person waits for."""
+    store, _ = company
+    took = after_load(store, ("headline",), background=summaries.VIEWS[:1])
+    assert "rollups" not in took and "headline" in took
+    summaries.wait_for_background(timeout=600)
+    with store.connect() as conn:
+        assert rollups.current(conn)
     assert_rollups_match_the_rows(store)

@@ -40,11 +40,12 @@ from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import open_store
 from cxdash.jobs import summaries as sm
+from cxdash.jobs.loads import update_rollups
 from cxdash.metrics.overview import TIME_FIELDS
 from cxdash.metrics.timeline import timeline
 from cxdash.risk import customer_features, data_as_of
 from cxdash.risk.card import customer_summary
-from cxdash.store import KIND_TABLES, read_frame
+from cxdash.store import KIND_TABLES, read_frame, rollups
 from cxdash.store.database import customer_keys_table, identity_map_table, loads_table, make_engine
 from tests.spark_support import spark_url
 from tests.test_parity import _plain, assert_same_frame, assert_same_mapping
@@ -432,3 +433,23 @@ def test_an_erasure_removes_the_customer_from_the_cluster(company):
         )
         assert left == 0
         assert conn.execute(sa.select(sa.func.count()).where(customer_keys_table.c.cx_id == cx_id)).scalar() == 0
+
+
+def test_kpi_table_from_the_daily_rollups(company):
+    """The daily rollups built on the cluster hold the current data and give the KPIs the DuckDB
+    store's rollups give, and the cluster's own raw rows."""
+    assert [update_rollups(store) for store in company] == ["rebuilt", "rebuilt"]
+
+    def table(use_rollups):
+        def run(conn):
+            assert rollups.current(conn)
+            periods = metrics.monthly_periods(metrics.as_of(conn), 3)
+            return metrics.kpi_table(conn, periods, metrics.Filters(department=("support",)), use_rollups=use_rollups)
+
+        return run
+
+    duck, spark = _both(company, table(True))
+    assert duck["active_customers"].sum() > 0
+    assert_same_frame(duck, spark, "kpi_table from the rollups")
+    (raw,) = _both((company.spark,), table(False))
+    assert_same_frame(raw, spark, "kpi_table on Spark: rollups against raw rows")

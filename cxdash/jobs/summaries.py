@@ -350,12 +350,17 @@ def refresh(
     return took
 
 
-def refresh_in_background(store: Store, names: tuple[str, ...] = VIEWS) -> threading.Thread:
-    """Start ``refresh(store, names)`` on a daemon thread and return it: the upload page hands the
-    default views to it so the ops person is not kept waiting (the pages compute live meanwhile)."""
+def refresh_in_background(
+    store: Store, names: tuple[str, ...] = VIEWS, first: Callable[[Store], object] | None = None
+) -> threading.Thread:
+    """Start ``refresh(store, names)`` on a daemon thread (after ``first(store)`` when given) and return
+    it: the upload page hands the default views to it so the ops person is not kept waiting (the
+    pages compute live meanwhile)."""
 
     def run() -> None:
         try:
+            if first is not None:
+                first(store)
             refresh(store, names)
         except Exception:
             log.warning("background summaries refresh failed", exc_info=True)
