@@ -29,6 +29,7 @@ from cxdash.jobs.loads import after_load, stitch_identities, update_rollups
 from cxdash.metrics import kpi_table
 from cxdash.metrics.customers import Filters
 from cxdash.metrics.periods import as_of, default_period, monthly_periods
+from cxdash.metrics.report import coverage
 from cxdash.store import rollups
 from cxdash.store.database import KIND_TABLES, identity_map_table, read_frame
 from tests.conftest import BACKENDS, make_store
@@ -71,6 +72,13 @@ def assert_rollups_match_the_rows(store) -> None:
     with_rollups, raw = kpis(store, use_rollups=True), kpis(store, use_rollups=False)
     for a, b in zip(with_rollups, raw, strict=True):
         pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9)
+    with store.connect() as conn:  # the KPI coverage too: with the rollups, then without (rolled back)
+        from_rollups = coverage(conn)
+        rollups.invalidate(conn)
+        assert not rollups.current(conn)
+        assert coverage(conn) == pytest.approx(from_rollups)
+        conn.rollback()
+        assert rollups.current(conn)
 
 
 def append_row(store, tmp_path, extract, row: dict, name: str):

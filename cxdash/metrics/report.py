@@ -32,6 +32,7 @@ from cxdash.metrics.queries import with_cx_id
 from cxdash.metrics.rfm import rfm_at_ends
 from cxdash.metrics.signals import matches
 from cxdash.metrics.timeline import TIMELINE_TIME_COLUMNS, timeline
+from cxdash.store import rollups
 from cxdash.store.database import KIND_TABLES, Store, customer_keys_table
 
 __all__ = [
@@ -164,8 +165,13 @@ def coverage(
     u = KIND_TABLES["subscriptions"]
     crm = KIND_TABLES["customers"]
     tl = timeline(("cx_key", "ts"))
+    activity = (
+        rollups.customers_with_activity()
+        if rollups.current(conn)
+        else sa.select(tl.c.cx_key).where(tl.c.cx_key.is_not(None)).distinct().subquery()
+    )
     sets = {
-        "activity": sa.select(tl.c.cx_key).where(tl.c.cx_key.is_not(None)).distinct().subquery(),
+        "activity": activity,
         "subscription": ids("subscriptions"),
         "mrr": ids("subscriptions", u.c.mrr.is_not(None)),
         "label": ids("customers", crm.c.churn_label.is_not(None)),

@@ -33,6 +33,7 @@ from cxdash.store.database import (
     revenue_days_table,
     rollup_appends_table,
     rollup_state_table,
+    sources_table,
 )
 from cxdash.store.version import data_version
 
@@ -41,6 +42,7 @@ __all__ = [
     "activity_days_table",
     "clear",
     "current",
+    "customers_with_activity",
     "day_of",
     "held_version",
     "invalidate",
@@ -106,6 +108,14 @@ def _add(conn: Connection, load_id: int | None = None) -> None:
     a, r = activity_days_table, revenue_days_table
     conn.execute(a.insert().from_select(["cx_key", "day", "source", "department"], _activity(load_id)))
     conn.execute(r.insert().from_select(["cx_key", "day", "status", "amount"], _revenue(load_id)))
+
+
+def customers_with_activity() -> sa.Subquery:
+    """``cx_key`` of every customer with any timeline step (of a known source), once each."""
+    a = activity_days_table
+    return (
+        sa.select(a.c.cx_key).where(a.c.source.in_(sa.select(sources_table.c.name))).distinct().subquery("active_keys")
+    )
 
 
 def held_version(conn: Connection) -> int | None:
