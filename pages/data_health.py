@@ -145,13 +145,14 @@ with st.expander("Set a source's department and owner", expanded=saved is not No
     options, current = opsview.department_choices(ops.departments(), row["department"])
     # keys per source: a widget keeps its value across reruns, so one key for every source
     # would carry the first source's department over to the next one chosen
+    form_keys = [f"health_owner_{part}_{owner_src}" for part in ("department", "new_department", "owner")]
     choice = st.selectbox(
         "Department",
         options,
         index=current,
         format_func=opsview.department_choice_words,
         placeholder="Choose the department",
-        key=f"health_owner_department_{owner_src}",
+        key=form_keys[0],
     )
     typed = ""
     if choice == opsview.ANOTHER_DEPARTMENT:
@@ -160,11 +161,9 @@ with st.expander("Set a source's department and owner", expanded=saved is not No
             placeholder="for example customer success",
             help="Stored lower-case, as the data names departments (support, billing...); every page then "
             "shows it by this name.",
-            key=f"health_owner_new_department_{owner_src}",
+            key=form_keys[1],
         )
-    new_owner = st.text_input(
-        "Owner (team or person)", value=str(row.get("owner") or ""), key=f"health_owner_owner_{owner_src}"
-    )
+    new_owner = st.text_input("Owner (team or person)", value=str(row.get("owner") or ""), key=form_keys[2])
     if st.button("Save department and owner", key="health_owner_save"):
         department = None
         try:
@@ -175,4 +174,6 @@ with st.expander("Set a source's department and owner", expanded=saved is not No
             st.error(plain(opsview.owner_not_saved_words(owner_src, department, str(exc.args[0]))))
         else:
             st.session_state[opsview.OWNER_SAVED_KEY] = opsview.owner_saved_words(owner_src, after)
+            for key in form_keys:  # the form shows what is stored now, not what was typed
+                st.session_state.pop(key, None)
             st.rerun()

@@ -101,7 +101,7 @@ _CODE_OF_WORDS = {
 
 def department_code(text: str) -> str:
     """A department typed in by a person, as the code the data and the pages use: trimmed,
-    lower-case, runs of spaces made one (``" Customer  Success "`` -> ``"customer success"``); the
+    lower-case, runs of spaces made one (``" Customer  Care "`` -> ``"customer care"``); the
     words of a department named in ``DEPARTMENT_NAMES`` give its code (``"Customer support"`` ->
     ``"support"``, ``"Technology (tech)"`` -> ``"tech"``), so naming a known department in words does
     not start a new one. Raises ``ValueError`` when nothing but spaces is given."""
