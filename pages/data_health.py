@@ -143,9 +143,7 @@ with st.expander("Set a source's department and owner", expanded=saved is not No
     owner_src = st.selectbox("Source", list(gov["name"]), key="health_owner_source")
     row = gov.loc[gov["name"] == owner_src].iloc[0]
     options, current = opsview.department_choices(ops.departments(), row["department"])
-    # keys per source: a widget keeps its value across reruns, so one key for every source
-    # would carry the first source's department over to the next one chosen
-    form_keys = [f"health_owner_{part}_{owner_src}" for part in ("department", "new_department", "owner")]
+    form_keys = opsview.owner_form_keys(owner_src, st.session_state.get(opsview.OWNER_FORM_KEY, 0))
     choice = st.selectbox(
         "Department",
         options,
@@ -158,7 +156,7 @@ with st.expander("Set a source's department and owner", expanded=saved is not No
     if choice == opsview.ANOTHER_DEPARTMENT:
         typed = st.text_input(
             "The other department's name",
-            placeholder="for example customer success",
+            placeholder="for example field service",
             help="Stored lower-case, as the data names departments (support, billing...); every page then "
             "shows it by this name.",
             key=form_keys[1],
@@ -174,6 +172,6 @@ with st.expander("Set a source's department and owner", expanded=saved is not No
             st.error(plain(opsview.owner_not_saved_words(owner_src, department, str(exc.args[0]))))
         else:
             st.session_state[opsview.OWNER_SAVED_KEY] = opsview.owner_saved_words(owner_src, after)
-            for key in form_keys:  # the form shows what is stored now, not what was typed
-                st.session_state.pop(key, None)
+            # new widgets: the form shows what is stored now, not what was typed
+            st.session_state[opsview.OWNER_FORM_KEY] = st.session_state.get(opsview.OWNER_FORM_KEY, 0) + 1
             st.rerun()

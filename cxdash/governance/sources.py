@@ -108,7 +108,7 @@ def department_code(text: str) -> str:
     code = re.sub(r"\s+", " ", str(text or "")).strip().lower()
     if not code:
         raise ValueError(
-            "the new department has no name: type it (for example customer success), or choose one from the list"
+            "the new department has no name: type it (for example field service), or choose one from the list"
         )
     return _CODE_OF_WORDS.get(code, code)
 

@@ -270,6 +270,16 @@ def null_chart(nulls: pd.DataFrame) -> go.Figure:
 ANOTHER_DEPARTMENT = ""
 ANOTHER_DEPARTMENT_WORDS = "Another department…"
 OWNER_SAVED_KEY = "health_owner_saved"  # what the last save changed, said once after the rerun
+OWNER_FORM_KEY = "health_owner_form"  # how many saves this session made: part of the form's widget keys
+
+
+def owner_form_keys(source: str, saves: int) -> tuple[str, str, str]:
+    """The keys of the form's department choice, new department box and owner box for ``source``.
+    Per source: a widget keeps its value across reruns, so one key for every source would carry the
+    first source's department over to the next one chosen. Per save (``saves``, ``OWNER_FORM_KEY``):
+    after a save, new widgets show what is stored; the browser would keep showing what was typed in
+    the old ones (emptying their session state does not reach it)."""
+    return tuple(f"health_owner_{part}_{source}_{saves}" for part in ("department", "new_department", "owner"))
 
 
 def department_choices(known: list[str], current: object) -> tuple[list[str], int | None]:
