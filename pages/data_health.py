@@ -132,26 +132,46 @@ with st.expander("Set an activation-latency target", expanded=False):
         st.success(f"Target for {plain(src)} set: 95% of records usable within {opsview.hours(hours)}.")
         st.rerun()
 
-with st.expander("Set a source's department and owner", expanded=False):
+saved = st.session_state.pop(opsview.OWNER_SAVED_KEY, None)
+with st.expander("Set a source's department and owner", expanded=saved is not None):
     st.caption(
         "The department places the source's steps on journeys, handoffs and hotspots (where a row does not "
         "name its own); the owner is who to call about it. Both start as the kind's department."
     )
+    if saved:
+        st.success(plain(saved), icon=":material/check_circle:")
     owner_src = st.selectbox("Source", list(gov["name"]), key="health_owner_source")
     row = gov.loc[gov["name"] == owner_src].iloc[0]
-    # keys per source: a widget keeps its typed value across reruns, so one key for every source
-    # would carry the first source's department over to the next one chosen
-    new_department = st.text_input(
-        "Department", value=str(row["department"] or ""), key=f"health_owner_department_{owner_src}"
+    options, current = opsview.department_choices(ops.departments(), row["department"])
+    form_keys = opsview.owner_form_keys(owner_src, st.session_state.get(opsview.OWNER_FORM_KEY, 0))
+    choice = st.selectbox(
+        "Department",
+        options,
+        index=current,
+        format_func=opsview.department_choice_words,
+        placeholder="Choose the department",
+        key=form_keys[0],
     )
-    new_owner = st.text_input(
-        "Owner (team or person)", value=str(row.get("owner") or ""), key=f"health_owner_owner_{owner_src}"
-    )
+    typed = ""
+    if choice == opsview.ANOTHER_DEPARTMENT:
+        typed = st.text_input(
+            "The other department's name",
+            placeholder="for example field service",
+            help="Stored lower-case, as the data names departments (support, billing...); every page then "
+            "shows it by this name.",
+            key=form_keys[1],
+        )
+    new_owner = st.text_input("Owner (team or person)", value=str(row.get("owner") or ""), key=form_keys[2])
     if st.button("Save department and owner", key="health_owner_save"):
+        department = None
         try:
-            ops.save_source_owner(owner_src, new_department.strip() or None, new_owner.strip() or None)
-        except ValueError as exc:
-            st.error("Not saved:")
-            st.text(str(exc))  # the message quotes typed text: shown as text, never markdown
+            department = opsview.department_to_save(choice, typed)
+            after = ops.save_source_owner(owner_src, department, new_owner.strip() or None)
+        except (KeyError, ValueError) as exc:
+            # the message quotes the source's name and typed text: escaped, never markdown
+            st.error(plain(opsview.owner_not_saved_words(owner_src, department, str(exc.args[0]))))
         else:
+            st.session_state[opsview.OWNER_SAVED_KEY] = opsview.owner_saved_words(owner_src, after)
+            # new widgets: the form shows what is stored now, not what was typed
+            st.session_state[opsview.OWNER_FORM_KEY] = st.session_state.get(opsview.OWNER_FORM_KEY, 0) + 1
             st.rerun()

@@ -11,18 +11,22 @@ sources set``), each change audited.
 from __future__ import annotations
 
 import logging
+import re
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cxdash.store import audit
-from cxdash.store.database import Store, sources_table
+from cxdash.store.database import KIND_TABLES, Store, sources_table
+from cxdash.store.kinds import KINDS
 
 __all__ = [
     "DEPARTMENT_NAMES",
+    "department_code",
     "department_name",
     "department_owners",
+    "known_departments",
     "responsible",
     "set_source_owner",
     "source_owners",
@@ -54,9 +58,12 @@ DEPARTMENT_NAMES = {
     "sales": "Sales",
     "support": "Customer support",
     "tech": "Technology",
+    "success": "Customer success",  # the churn kind's department
     "web": "Web / digital",
     "unknown": "Unknown department",
 }
+# "unknown" stands for a department nobody recorded (the journeys' placeholder): never offered as a choice.
+NOT_RECORDED = "unknown"
 
 
 def department_name(code: str) -> str:
@@ -64,6 +71,46 @@ def department_name(code: str) -> str:
     a code not in ``DEPARTMENT_NAMES`` is shown as written."""
     name = DEPARTMENT_NAMES.get(str(code).strip().lower())
     return f"{name} ({code})" if name else str(code)
+
+
+def known_departments(conn: Connection) -> list[str]:
+    """The departments the company is known to have, as codes, sorted by the words
+    ``department_name`` gives them (``"billing", "finance", ..., "support", ...``).
+
+    Known are: the kinds' own departments (``cxdash.store.kinds``), the ones this module names in words
+    (``DEPARTMENT_NAMES``, bar the placeholder ``"unknown"``), the sources' departments, and the ones
+    rows name themselves (the kinds with a ``department`` field: an event's or a ticket's team), as
+    stored. Blank and missing values are left out; a stored ``"unknown"`` is kept (it is data)."""
+    stored = [sa.select(sources_table.c.department.label("department"))]
+    for kind, table in KIND_TABLES.items():
+        if "department" in KINDS[kind].field_names:
+            stored.append(sa.select(table.c.department.label("department")))
+    every = sa.union(*stored).subquery("departments")  # union: each value once
+    rows = conn.execute(sa.select(every.c.department).where(every.c.department.is_not(None))).scalars()
+    codes = {k.department for k in KINDS.values()} | (set(DEPARTMENT_NAMES) - {NOT_RECORDED})
+    codes |= {str(r) for r in rows if str(r).strip()}
+    return sorted(codes, key=lambda code: (department_name(code).lower(), code))
+
+
+# A department's words as a person may type them ("customer support", "technology (tech)") -> its code.
+_CODE_OF_WORDS = {
+    **{words.lower(): code for code, words in DEPARTMENT_NAMES.items()},
+    **{department_name(code).lower(): code for code in DEPARTMENT_NAMES},
+}
+
+
+def department_code(text: str) -> str:
+    """A department typed in by a person, as the code the data and the pages use: trimmed,
+    lower-case, runs of spaces made one (``" Customer  Care "`` -> ``"customer care"``); the
+    words of a department named in ``DEPARTMENT_NAMES`` give its code (``"Customer support"`` ->
+    ``"support"``, ``"Technology (tech)"`` -> ``"tech"``), so naming a known department in words does
+    not start a new one. Raises ``ValueError`` when nothing but spaces is given."""
+    code = re.sub(r"\s+", " ", str(text or "")).strip().lower()
+    if not code:
+        raise ValueError(
+            "the new department has no name: type it (for example field service), or choose one from the list"
+        )
+    return _CODE_OF_WORDS.get(code, code)
 
 
 def responsible(department: str, owners: pd.DataFrame) -> tuple[str, bool]:

@@ -19,7 +19,7 @@ from cxdash.config import DATA_DIR, database_url
 from cxdash.exporting import safe_csv
 from cxdash.governance import department_name
 from cxdash.governance.health import governance, mapping_versions, set_latency_target
-from cxdash.governance.sources import set_source_owner, source_owners
+from cxdash.governance.sources import known_departments, set_source_owner, source_owners
 from cxdash.identity.links import LinkError, match_rates, suggest_links
 from cxdash.ingest.load import IngestError, IngestResult, ingest_file, saved_mapping
 from cxdash.ingest.mapping import KindGuess, Mapping, MappingError, rank_kinds, suggest_source_name
@@ -540,10 +540,22 @@ def save_latency_target(source: str, hours: float | None) -> None:
     _health.clear()
 
 
+@st.cache_data(show_spinner=False, max_entries=4, ttl=300)
+def _departments(url: str, version: int) -> list[str]:
+    with data.store().connect() as conn:
+        return known_departments(conn)
+
+
+def departments() -> list[str]:
+    """The company's known departments, as codes (``cxdash.governance.sources.known_departments``)."""
+    return _departments(database_url(), data.version())
+
+
 def save_source_owner(source: str, department: str | None, owner: str | None) -> dict:
     """Change a source's department and owner (audited as the signed-in user)."""
     after = set_source_owner(data.store(), source, department=department, owner=owner, actor=current_user())
     _health.clear()
+    _departments.clear()  # a new department is known from now on
     return after
 
 
@@ -567,6 +579,7 @@ __all__ = [
     "StagedFile",
     "check",
     "department_name",
+    "departments",
     "discard",
     "failures_csv",
     "field_help",

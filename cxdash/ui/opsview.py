@@ -10,9 +10,19 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cxdash.governance.health import LATENCY_WINDOW_DAYS
+from cxdash.governance.sources import department_code
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
-from cxdash.ui.formatting import UNKNOWN, count, day, department_and_owner, duration, percent, plain
+from cxdash.ui.formatting import (
+    UNKNOWN,
+    count,
+    day,
+    department_and_owner,
+    department_words,
+    duration,
+    percent,
+    plain,
+)
 
 FRESHNESS_WARN_HOURS = 48
 
@@ -252,3 +262,67 @@ def null_chart(nulls: pd.DataFrame) -> go.Figure:
     )
     fig.update_layout(margin=dict(l=10, r=10, t=10, b=10), height=360, xaxis_tickformat=".0%")
     return fig
+
+
+# ----------------------------------------------------------------------------- department and owner form
+# The department choice that reveals a box for a department not in the list. Blank: never a known
+# department's code (known_departments leaves blanks out), so it cannot stand for one.
+ANOTHER_DEPARTMENT = ""
+ANOTHER_DEPARTMENT_WORDS = "Another department…"
+OWNER_SAVED_KEY = "health_owner_saved"  # what the last save changed, said once after the rerun
+OWNER_FORM_KEY = "health_owner_form"  # how many saves this session made: part of the form's widget keys
+
+
+def owner_form_keys(source: str, saves: int) -> tuple[str, str, str]:
+    """The keys of the form's department choice, new department box and owner box for ``source``.
+    Per source: a widget keeps its value across reruns, so one key for every source would carry the
+    first source's department over to the next one chosen. Per save (``saves``, ``OWNER_FORM_KEY``):
+    after a save, new widgets show what is stored; the browser would keep showing what was typed in
+    the old ones (emptying their session state does not reach it)."""
+    return tuple(f"health_owner_{part}_{source}_{saves}" for part in ("department", "new_department", "owner"))
+
+
+def department_choices(known: list[str], current: object) -> tuple[list[str], int | None]:
+    """The department selectbox's options and the one to select.
+
+    In: ``known``, the company's department codes (``ops.departments``), and the source's current
+    department. Out: ``(options, index)``: the known codes, the current one too when the list was read
+    before it was set (a source changed from the command line), then ``ANOTHER_DEPARTMENT``; ``index``
+    that of the current department, None when the source has none."""
+    options = list(known)
+    now = None if current is None or current != current or not str(current).strip() else str(current)
+    if now is not None and now not in options:
+        options.append(now)
+    options.append(ANOTHER_DEPARTMENT)
+    return options, None if now is None else options.index(now)
+
+
+def department_choice_words(code: str) -> str:
+    """A department option as the selectbox shows it: ``"Customer support (support)"``, or
+    ``ANOTHER_DEPARTMENT_WORDS`` for the way to a new one."""
+    return ANOTHER_DEPARTMENT_WORDS if code == ANOTHER_DEPARTMENT else department_words(code)
+
+
+def department_to_save(choice: str | None, typed: str) -> str | None:
+    """The department code to store: the chosen known one, the typed one as a code
+    (``cxdash.governance.sources.department_code``: ``" Customer Care"`` -> ``"customer care"``) when
+    ``ANOTHER_DEPARTMENT`` is chosen, None (keep the stored one) when nothing is chosen.
+    Raises ``ValueError`` when another department is chosen but none typed."""
+    if choice is None:
+        return None
+    return department_code(typed) if choice == ANOTHER_DEPARTMENT else choice
+
+
+def owner_saved_words(source: str, after: dict) -> str:
+    """The sentence after a save: ``"Saved: helpdesk now belongs to Customer support (support), owner
+    Maya."`` (``after``: what ``set_source_owner`` returns). Plain text: it quotes a source and an owner
+    name."""
+    return f"Saved: {source} now belongs to {department_and_owner(after['department'], after['owner'])}."
+
+
+def owner_not_saved_words(source: str, department: str | None, reason: str) -> str:
+    """The sentence when a save is refused, naming the department in words when one was chosen:
+    ``"Not saved: helpdesk stays as it was, not moved to Billing (billing). <Reason>."`` Plain text."""
+    moved = f", not moved to {department_words(department)}" if department else ""
+    reason = reason.strip().rstrip(".")
+    return f"Not saved: {source} stays as it was{moved}. {reason[:1].upper()}{reason[1:]}."
