@@ -3,7 +3,7 @@ value, the duplicates and the load's impact, then load exactly what was checked.
 
 import streamlit as st
 
-from cxdash.ui import ops
+from cxdash.ui import ops, opsview
 from cxdash.ui.formatting import count, label, plain
 from cxdash.ui.frame import page_guard
 
@@ -191,13 +191,28 @@ st.dataframe(table, hide_index=True, width="stretch", height=35 * (len(table) + 
 st.subheader("Department and owner")
 stored_dept, stored_owner, exists = ops.source_department_owner(source, kind)
 c1, c2 = st.columns(2)
-department = c1.text_input(
+options, current = opsview.department_choices(ops.departments(), stored_dept)
+choice = c1.selectbox(
     "Department",
-    value=stored_dept,
+    options,
+    index=current,
+    format_func=opsview.department_choice_words,
     key=f"upload_department_{token}_{source}_{kind}",
-    help="Where this source's rows sit on journeys, handoffs and hotspots (unless a row names its own). A short "
-    "code, as the data names departments (support, billing, tech...): pages spell the known ones out.",
-).strip()
+    help="Where this source's rows sit on journeys, handoffs and hotspots (unless a row names its own).",
+)
+typed = ""
+if choice == opsview.ANOTHER_DEPARTMENT:
+    typed = c1.text_input(
+        "The other department's name",
+        key=f"upload_new_department_{token}_{source}_{kind}",
+        placeholder="for example field service",
+        help="Stored lower-case, as the data names departments (support, billing...).",
+    )
+try:
+    department = opsview.department_to_save(choice, typed) or ""
+except ValueError as exc:
+    c1.info(plain(str(exc.args[0])))
+    st.stop()  # nothing can be checked or loaded under a department with no name
 owner = c2.text_input(
     "Owner (team or person)",
     value=stored_owner or "",

@@ -56,7 +56,6 @@ def sign_in(page, username: str = ADMIN_USER, password: str = ADMIN_PASSWORD) ->
     page.get_by_role("button", name="Sign in").wait_for(state="detached", timeout=60_000)
 
 
-@contextlib.contextmanager
 def all_gone(locator, timeout_ms: int = 30_000) -> int:
     """Wait until nothing matches ``locator``; return how many still match when the time is up.
 
@@ -69,6 +68,7 @@ def all_gone(locator, timeout_ms: int = 30_000) -> int:
     return locator.count()
 
 
+@contextlib.contextmanager
 def running_app(
     db_url: str,
     log_path: Path,

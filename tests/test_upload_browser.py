@@ -44,18 +44,23 @@ def _upload(page, path, kind: str | None = None):
         _choose_kind(page, kind)
 
 
-def _choose_kind(page, kind: str):
-    """Pick ``kind`` in the "Kind of extract" combobox (options read "tickets (clearly this)")."""
-    box = page.get_by_role("combobox", name="Kind of extract")
-    option = page.get_by_role("option", name=re.compile(rf"^{kind} \("))
+def _pick(page, combobox: str, option) -> None:
+    """Open the combobox named ``combobox`` and click ``option`` (a name or a pattern) in its list."""
+    box = page.get_by_role("combobox", name=combobox, exact=True)
+    choice = page.get_by_role("option", name=option)
     for _ in range(3):  # a click during a redraw can open a list that the redraw closes
         box.click()
         try:
-            option.wait_for(timeout=10_000)
+            choice.wait_for(timeout=10_000)
             break
         except PlaywrightTimeout:
             page.keyboard.press("Escape")
-    option.click()
+    choice.click()
+
+
+def _choose_kind(page, kind: str):
+    """Pick ``kind`` in the "Kind of extract" combobox (options read "tickets (clearly this)")."""
+    _pick(page, "Kind of extract", re.compile(rf"^{kind} \("))
     page.get_by_text("Map the columns").wait_for(timeout=60_000)
 
 
@@ -207,9 +212,7 @@ def test_a_usage_log_is_offered_its_link_and_loads_under_its_department(empty_ap
     link = page.get_by_role("checkbox", name=re.compile(r"^Link \d+: to the subscription id of subs$"))
     assert link.is_checked()
     page.get_by_text(f"{matched} of the {len(carried)} rows with a value hold").wait_for(timeout=30_000)
-    department = page.get_by_label("Department", exact=True)
-    department.fill("product")
-    department.press("Enter")
+    _pick(page, "Department", "Product (product)")  # the departments are offered in words
     page.get_by_text("Links to loaded sources").scroll_into_view_if_needed()
     page.wait_for_timeout(1500)
     page.screenshot(path=str(artifacts / "upload_usage_link_suggestion.png"), full_page=True)

@@ -107,9 +107,9 @@ def test_the_five_saas_tables_load_through_the_page_and_usage_reaches_accounts_t
     table = next(d.value for d in at.dataframe if "found by" in d.value.columns).set_index("stored as")
     assert table.loc["link -> subscriptions.subscription_id", "column"] == "subscription_id"
     # the department and owner the usage log belongs to (events start as "web")
-    department = next(t for t in at.text_input if t.label == "Department")
+    department = next(s for s in at.selectbox if s.label == "Department")
     assert department.value == "web"
-    department.input("product")
+    department.set_value("product")
     next(t for t in at.text_input if t.label == "Owner (team or person)").input("Product analytics")
     at.run()
     assert "can be changed later on Data health" in " ".join(c.value for c in at.caption)
