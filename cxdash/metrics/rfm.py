@@ -39,7 +39,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cxdash.metrics.customers import customer_base, paid_transactions
-from cxdash.metrics.queries import at_midnight, read_frame, with_cx_id
+from cxdash.metrics.queries import at_midnight, with_cx_id
+from cxdash.store.database import read_frame
 
 __all__ = ["calibration_and_holdout", "rfm_at_ends", "rfm_in_database", "rfm_summary"]
 
@@ -288,7 +289,7 @@ def rfm_in_database(conn: Connection, end: datetime, cust: sa.Subquery | None = 
         .group_by(ranked.c.cx_key)
         .subquery("per_key")
     )
-    return _rfm_frame(read_frame(conn, with_cx_id(per_key), index="cx_id"), end)
+    return _rfm_frame(read_frame(conn, with_cx_id(per_key)).set_index("cx_id"), end)
 
 
 def rfm_at_ends(conn: Connection, ends: Sequence[datetime]) -> dict[datetime, pd.DataFrame]:
@@ -329,7 +330,7 @@ def rfm_at_ends(conn: Connection, ends: Sequence[datetime]) -> dict[datetime, pd
     per_key = (
         sa.select(r.cx_key, sa.func.min(r.day).label("first_day"), *columns).group_by(r.cx_key).subquery("per_key")
     )
-    wide = read_frame(conn, with_cx_id(per_key), index="cx_id")
+    wide = read_frame(conn, with_cx_id(per_key)).set_index("cx_id")  # as columns, not Python rows
     out = {}
     for i, e in enumerate(ends):
         days = wide[f"days_{i}"].astype(np.int64)
