@@ -416,6 +416,19 @@ def test_demo_revenue_nrr_and_historical_clv_match_pandas(demo):
     assert got["clv_historical_total"] == pytest.approx(paid[paid["txn_date"] < p.end]["amount"].sum(), rel=1e-9)
 
 
+def test_demo_collections_per_region_match_pandas(demo):
+    """The billing cohorts of the conflicts table: what each region's customers paid, from the CSV."""
+    bill, crm = demo["bill"], demo["crm"]
+    paid = bill[(bill["status"] != "failed") & bill["who"].notna() & bill["amount"].notna()]
+    region = crm.set_index("CustomerID")["Region"]
+    expected = paid.groupby(paid["who"].map(region))["amount"].sum()
+    customers = region.value_counts()
+    got = demo["conflicts"][demo["conflicts"]["cohort_by"] == "region"].set_index("cohort")
+    assert sorted(got.index) == sorted(expected.index) and len(got) >= 4
+    assert got["departmental_value"].to_dict() == pytest.approx(expected.to_dict(), rel=1e-9)
+    assert got["customers"].to_dict() == customers.reindex(got.index).to_dict()
+
+
 def test_demo_predicted_clv_is_finite_and_per_customer_sums(demo):
     report = demo["report"]
     assert report.clv is not None and report.clv.ok, report.notes

@@ -52,7 +52,7 @@ CONFLICT_COLUMNS = (
 
 def _customer_outcomes(conn: Connection, cust: sa.Subquery, basis: str, now: datetime, repeat_days: int) -> sa.Subquery:
     """Per customer in view: ``cx_key``, the CRM attributes, ``retained_90`` (1/0, NULL when too recent or
-    unknown), ``revenue`` to date, ``contacts`` and ``repeats``."""
+    unknown), ``revenue`` to date and the ``payments`` behind it, ``contacts`` and ``repeats``."""
     if basis == "dated":
         lived = epoch(cust.c.churn_at) - epoch(cust.c.signup_at)
         retained = sa.case(
@@ -66,7 +66,9 @@ def _customer_outcomes(conn: Connection, cust: sa.Subquery, basis: str, now: dat
         retained = sa.cast(sa.null(), sa.Integer)
     paid = paid_transactions(cust)
     revenue = (
-        sa.select(paid.c.cx_key, sa.func.sum(paid.c.amount).label("revenue")).group_by(paid.c.cx_key).subquery("rev")
+        sa.select(paid.c.cx_key, sa.func.sum(paid.c.amount).label("revenue"), sa.func.count().label("payments"))
+        .group_by(paid.c.cx_key)
+        .subquery("rev")
     )
     tk = tickets_in_view(cust, Filters(), repeat_days)
     contacts = (
@@ -80,6 +82,7 @@ def _customer_outcomes(conn: Connection, cust: sa.Subquery, basis: str, now: dat
             *[cust.c[col] for col in ATTRIBUTE_FILTERS.values()],
             sa.cast(retained, sa.Integer).label("retained_90"),
             sa.func.coalesce(revenue.c.revenue, 0.0).label("revenue"),
+            sa.func.coalesce(revenue.c.payments, 0).label("payments"),
             sa.func.coalesce(contacts.c.contacts, 0).label("contacts"),
             sa.func.coalesce(contacts.c.repeats, 0).label("repeats"),
         )
@@ -215,23 +218,17 @@ def conflicts(
         f["departmental_kpi"], f["shared_kpi"] = "tickets_closed", "repeat_after_close"
         frames.append(f)
 
-    # billing: collections per region -> 90-day retention
-    paid = paid_transactions(cust)
-    per_region = (
-        sa.select(cust.c.region.label("cohort"), sa.func.sum(paid.c.amount).label("departmental_value"))
-        .select_from(paid.join(cust, cust.c.cx_key == paid.c.cx_key))
-        .where(cust.c.region.is_not(None))
-        .group_by(cust.c.region)
-        .subquery("per_region")
-    )
+    # billing: collections per region -> 90-day retention. The customers' outcomes hold what each paid:
+    # one pass over them (a region where nobody paid has no collections to rank, and no row)
     q = (
         sa.select(
-            per_region.c.cohort,
-            sa.func.max(per_region.c.departmental_value).label("departmental_value"),
+            oc.c.region.label("cohort"),
+            sa.func.sum(oc.c.revenue).label("departmental_value"),
             *_shared_by(None, oc),
         )
-        .select_from(per_region.join(oc, oc.c.region == per_region.c.cohort))
-        .group_by(per_region.c.cohort)
+        .where(oc.c.region.is_not(None))
+        .group_by(oc.c.region)
+        .having(sa.func.sum(oc.c.payments) > 0)
     )
     f = read_frame(conn, q, index="")
     if not f.empty:
