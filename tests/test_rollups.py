@@ -32,6 +32,7 @@ from cxdash.metrics.periods import as_of, default_period, monthly_periods
 from cxdash.metrics.report import coverage
 from cxdash.store import rollups
 from cxdash.store.database import KIND_TABLES, identity_map_table, read_frame
+from tests import saas_company
 from tests.conftest import BACKENDS, make_store
 
 FILTERS = (Filters(), Filters(department=("support",)), Filters(department=("marketing", "product")))
@@ -214,3 +215,65 @@ def test_the_upload_pages_load_brings_the_rollups_up_on_the_thread_before_the_vi
     with store.connect() as conn:
         assert rollups.current(conn)
     assert_rollups_match_the_rows(store)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rollups_on_a_saas_export_with_usage_reached_through_subscriptions(backend, tmp_path):
+    """The shape a subscription business exports (tests/saas_company.py): accounts, subscriptions,
+    tickets keyed by account, churn events, and feature usage keyed only by subscription id. Usage
+    reaches its account through a link, so its days are in the rollups under the account; loads
+    that could move linked rows (the usage itself, a new subscription) rebuild the rollups, a ticket
+    from a known account is added as it is."""
+    store = make_store(backend, tmp_path)
+    try:
+        company = saas_company.build()
+        files = company.write(tmp_path / "exports")
+        for name, mapping in saas_company.MAPPINGS.items():
+            ingest_file(store, files[name], source=name, mapping=Mapping.from_dict(mapping))
+        assert update_rollups(store) == "rebuilt"
+        usage = Mapping.from_dict(
+            {
+                "kind": "events",
+                "columns": {"timestamp": "usage_date", "activity": "feature_name"},
+                "links": {"subscription_id": {"source": "subscriptions", "field": "subscription_id"}},
+            }
+        )
+        ingest_file(store, files["usage"], source="usage", mapping=usage, department="product")
+        assert update_rollups(store) == "rebuilt"  # a load with links is never taken as it is
+        assert_rollups_match_the_rows(store)
+
+        # every usage day is under the account that holds the subscription (worked out with pandas)
+        owner = company.subscriptions.set_index("subscription_id")["account_id"]
+        days = pd.to_datetime(company.usage["usage_date"]).dt.normalize()
+        expected = set(zip(company.usage["subscription_id"].map(owner), days, strict=True))
+        ad, ck = rollups.activity_days_table, sa.table("customer_keys", sa.column("cx_key"), sa.column("cx_id"))
+        with store.connect() as conn:
+            got = read_frame(
+                conn,
+                sa.select(ck.c.cx_id, ad.c.day)
+                .select_from(ad.join(ck, ck.c.cx_key == ad.c.cx_key))
+                .where(ad.c.source == "usage"),
+            )
+        assert set(zip(got["cx_id"], pd.to_datetime(got["day"]), strict=True)) == expected
+
+        # a ticket from a known account: added as it is
+        ticket = company.tickets.iloc[[0]].assign(
+            ticket_id="T-ROLLUP", submitted_at="2024-12-30 09:00:00", closed_at=""
+        )
+        path = tmp_path / "one_ticket.csv"
+        ticket.to_csv(path, index=False)
+        ingest_file(store, path, source="tickets", mapping=Mapping.from_dict(saas_company.MAPPINGS["tickets"]))
+        assert update_rollups(store) == "added 1 load"
+        assert_rollups_match_the_rows(store)
+
+        # a new subscription: usage links to subscriptions, so linked rows may move: rebuilt
+        sub = company.subscriptions.iloc[[0]].assign(subscription_id="S-ROLLUP", start_date="2024-12-30", end_date="")
+        path = tmp_path / "one_subscription.csv"
+        sub.to_csv(path, index=False)
+        ingest_file(
+            store, path, source="subscriptions", mapping=Mapping.from_dict(saas_company.MAPPINGS["subscriptions"])
+        )
+        assert update_rollups(store) == "rebuilt"
+        assert_rollups_match_the_rows(store)
+    finally:
+        store.dispose()

@@ -75,7 +75,7 @@ def kpi_table(
 
     Active customers, silence and revenue read the daily rollups (``cxdash.store.rollups``) when the
     periods start and end at midnight and the rollups hold the current data (``use_rollups``: False
-    reads the rows always); the same numbers, from far fewer rows.
+    reads the rows always); the same numbers, from fewer rows.
 
     In: periods (any lengths, may overlap). Out: one row per period, indexed ``0..len-1`` like
     ``periods``, columns ``period_start, period_end`` and ``KPI_COLUMNS`` (NaN where the data has no
