@@ -151,6 +151,21 @@ def test_headline_and_kpi_report(stores):
         assert_same_mapping(getattr(duck, part), getattr(spark, part), f"kpi_report.{part}")
 
 
+def test_the_rfm_of_two_ends(stores):
+    """The CLV forecast's purchase summary (one aggregation, the first day's amount picked with
+    ``min_by`` on Spark) is the same on both engines."""
+
+    def rfm(conn):
+        period = metrics.default_period(metrics.as_of(conn))
+        return metrics.rfm_at_ends(conn, [period.end, period.previous.end])
+
+    duck, spark = _both(stores, rfm)
+    assert len(duck) == 2
+    for end, frame in duck.items():
+        assert len(frame) > 20 and frame["frequency"].sum() > 0
+        pd.testing.assert_frame_equal(frame, spark[end], check_exact=False, rtol=1e-9, atol=1e-6)
+
+
 def test_kpi_table_cohorts_and_conflicts(stores):
     def table(conn):
         return metrics.kpi_table(

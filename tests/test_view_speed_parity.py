@@ -17,6 +17,7 @@ from cxdash import metrics
 from cxdash.demo.build import build_demo
 from cxdash.metrics.clv import BGNBD, GammaGamma, customer_lifetime_value
 from cxdash.metrics.customers import customers_in_view
+from cxdash.metrics.rfm import rfm_summary
 from cxdash.metrics.signals import FAILED_PAYMENT_STATUSES
 from cxdash.store.database import KIND_TABLES, customer_keys_table
 from tests.conftest import BACKENDS, make_store
@@ -120,6 +121,57 @@ def test_the_rfm_of_several_ends_in_one_pass_equals_each_ends_own_rfm(demo):
     assert len(apart[ends[1]]) < len(apart[ends[0]])  # fewer buyers before the earlier end
     assert (apart[ends[1]]["frequency"].sum()) < apart[ends[0]]["frequency"].sum()
     pd.testing.assert_frame_equal(mixed[odd], odd_alone)
+
+
+def test_the_rfm_from_one_aggregation_equals_the_pandas_summary(demo):
+    """The RFM query takes the first purchase day's amount off each customer's sums (no window
+    numbering the days): its frequency, recency, T, mean repeat spend and the spend's coefficient of
+    variation equal lifetimes' conventions worked out in pandas from the raw payments, at two ends."""
+    with demo.connect() as conn:
+        period = metrics.default_period(metrics.as_of(conn))
+        ends = [period.end, period.previous.end]
+        together = metrics.rfm_at_ends(conn, ends)
+        alone = metrics.rfm_in_database(conn, period.previous.end)
+        crm = pd.read_sql(sa.select(KIND_TABLES["customers"].c.cx_key), conn)
+        x = KIND_TABLES["transactions"]
+        tx = pd.read_sql(sa.select(x.c.cx_key, x.c.timestamp, x.c.amount, x.c.status), conn)
+        names = pd.read_sql(sa.select(customer_keys_table.c.cx_key, customer_keys_table.c.cx_id), conn)
+    failed = tx["status"].fillna("").str.strip().str.lower().isin(FAILED_PAYMENT_STATUSES)
+    paid = tx[~failed & tx["amount"].notna() & tx["cx_key"].isin(set(crm["cx_key"].dropna()))]
+    paid = paid.merge(names, on="cx_key")
+    paid["timestamp"] = pd.to_datetime(paid["timestamp"])
+    for end in ends:
+        before = paid[paid["timestamp"] < end]
+        ref = rfm_summary(
+            before,
+            customer_col="cx_id",
+            timestamp_col="timestamp",
+            amount_col="amount",
+            observation_end=end - timedelta(microseconds=1),
+        )
+        got = together[end]
+        assert set(got.index) == set(ref.index)
+        pd.testing.assert_frame_equal(
+            got[["frequency", "recency", "T", "monetary_value"]].astype(float),
+            ref.loc[got.index, ["frequency", "recency", "T", "monetary_value"]].astype(float),
+            check_names=False,
+            rtol=1e-9,
+        )
+        # the spend's coefficient of variation over the repeat purchase days (two or more of them)
+        pos = before[before["amount"] > 0]
+        days = pos.groupby(["cx_id", pos["timestamp"].dt.normalize()])["amount"].sum().sort_index()
+        repeat = days.groupby(level="cx_id").apply(lambda s: s.iloc[1:])
+        repeat.index = repeat.index.droplevel(0)
+        g = repeat.groupby(level="cx_id")
+        cv = (g.std(ddof=0) / g.mean())[g.size() >= 2]
+        assert (got["spend_cv"].notna() == got.index.isin(cv.index)).all()
+        assert got.loc[cv.index, "spend_cv"].to_numpy() == pytest.approx(
+            cv.to_numpy(), rel=1e-6, abs=1e-6
+        )  # E[x²]-mean² leaves ~1e-8 at zero spread
+        # the first purchase's amount differs from the repeats' mean for many customers: taking it off matters
+        firsts = days.groupby(level="cx_id").first()
+        assert (firsts.loc[cv.index] - g.mean()[cv.index]).abs().gt(0.01).sum() > 10
+    pd.testing.assert_frame_equal(alone, together[period.previous.end])
 
 
 def test_the_kpi_reports_clv_equals_the_forecasts_made_one_by_one(demo):

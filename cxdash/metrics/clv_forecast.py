@@ -49,7 +49,9 @@ class ClvForecast:
         (a forecast read back from a stored report keeps only its totals)."""
         if not self.ok or self.per_customer.empty:
             return None
-        values = self.per_customer if customers is None else self.per_customer.reindex(list(customers)).dropna()
+        values = self.per_customer
+        if customers is not None:  # a mask, not a reindex: at a million customers several times faster
+            values = values[values.index.isin(pd.Index(customers).unique())]
         return float(values.sum())
 
 

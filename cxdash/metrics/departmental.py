@@ -134,19 +134,35 @@ def conflicts(
     oc = _customer_outcomes(conn, cust, basis, now, repeat_days)
     frames = []
 
-    # marketing: new customers per campaign and per acquisition channel -> 90-day retention
-    for col, label in (("campaign", "campaign"), ("acquisition_channel", "channel")):
-        q = (
-            sa.select(oc.c[col].label("cohort"), *_shared_by(oc.c[col], oc))
-            .where(oc.c[col].is_not(None))
-            .group_by(oc.c[col])
-        )
-        f = read_frame(conn, q, index="")
-        if not f.empty:
-            f["department"], f["cohort_by"] = "marketing", label
+    # marketing (new customers per campaign and per acquisition channel) and billing (collections per
+    # region), each beside the 90-day retention of the same customers: one pass over the customers'
+    # outcomes grouped three ways (GROUPING SETS), not one pass per attribute
+    attributes = {"campaign": ("marketing", "campaign"), "acquisition_channel": ("marketing", "channel"), "region": ("billing", "region")}  # fmt: skip
+    q = sa.select(
+        *[oc.c[col] for col in attributes],
+        *[sa.func.grouping(oc.c[col]).label(f"g_{col}") for col in attributes],
+        sa.func.sum(oc.c.revenue).label("collections"),
+        sa.func.sum(oc.c.payments).label("payments"),
+        *_shared_by(None, oc),
+    ).group_by(sa.func.grouping_sets(*[oc.c[col] for col in attributes]))
+    by_attribute = read_frame(conn, q, index="")
+    for col, (department, label) in attributes.items():
+        # the rows grouped by this attribute (the others rolled up), a customer without a value left out
+        f = by_attribute[(by_attribute[f"g_{col}"] == 0) & by_attribute[col].notna()]
+        if department == "billing":  # a region where nobody paid has no collections to rank, and no row
+            f = f[pd.to_numeric(f["payments"]) > 0]
+        if f.empty:
+            continue
+        f = f.drop(columns=[c for c in by_attribute.columns if c in attributes or c.startswith("g_")] + ["payments"])
+        f.insert(0, "cohort", by_attribute.loc[f.index, col])
+        f = f.reset_index(drop=True)
+        f["department"], f["cohort_by"] = department, label
+        f["shared_kpi"], f["shared_value"] = "retention_90d", f["retention_90d"]
+        if department == "marketing":
             f["departmental_kpi"], f["departmental_value"] = "new_customers", f["customers"].astype(float)
-            f["shared_kpi"], f["shared_value"] = "retention_90d", f["retention_90d"]
-            frames.append(f)
+        else:
+            f["departmental_kpi"], f["departmental_value"] = "collections", f["collections"]
+        frames.append(f.drop(columns=["collections"]))
 
     # sales: revenue closed per owner -> 90-day retention of the customers they won
     o = KIND_TABLES["opportunities"]
@@ -216,25 +232,6 @@ def conflicts(
     if not f.empty:
         f["department"], f["cohort_by"] = "support", "team"
         f["departmental_kpi"], f["shared_kpi"] = "tickets_closed", "repeat_after_close"
-        frames.append(f)
-
-    # billing: collections per region -> 90-day retention. The customers' outcomes hold what each paid:
-    # one pass over them (a region where nobody paid has no collections to rank, and no row)
-    q = (
-        sa.select(
-            oc.c.region.label("cohort"),
-            sa.func.sum(oc.c.revenue).label("departmental_value"),
-            *_shared_by(None, oc),
-        )
-        .where(oc.c.region.is_not(None))
-        .group_by(oc.c.region)
-        .having(sa.func.sum(oc.c.payments) > 0)
-    )
-    f = read_frame(conn, q, index="")
-    if not f.empty:
-        f["department"], f["cohort_by"] = "billing", "region"
-        f["departmental_kpi"] = "collections"
-        f["shared_kpi"], f["shared_value"] = "retention_90d", f["retention_90d"]
         frames.append(f)
 
     if not frames:

@@ -33,7 +33,7 @@ from cxdash.metrics.rfm import rfm_at_ends
 from cxdash.metrics.signals import matches
 from cxdash.metrics.timeline import TIMELINE_TIME_COLUMNS, timeline
 from cxdash.store import rollups
-from cxdash.store.database import KIND_TABLES, Store, customer_keys_table
+from cxdash.store.database import KIND_TABLES, Store, customer_keys_table, read_frame
 
 __all__ = [
     "Headline",
@@ -425,7 +425,7 @@ def kpi_report(
     any_forecast = any(f is not None and f.ok for f in (clv, clv_previous))
     if any_forecast and filters.active:
         cust, _ = customers_in_view(conn, filters, churn)
-        ids_in_view = list(conn.execute(with_cx_id(cust, columns=())).scalars())
+        ids_in_view = pd.Index(read_frame(conn, with_cx_id(cust, columns=()))["cx_id"])  # as a column, not rows
     for forecast, target in ((clv, current), (clv_previous, previous)):
         if forecast is None:
             target["clv_predicted_total"] = None

@@ -13,9 +13,10 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.sql.visitors import InternalTraversal
 
-__all__ = ["epoch_seconds", "percentiles"]
+__all__ = ["epoch_seconds", "percentiles", "value_at_min"]
 
 
 def epoch_seconds(col) -> sa.ColumnElement:
@@ -58,3 +59,29 @@ def percentiles(col, fractions: Sequence[float]) -> sa.ColumnElement:
     (``percentiles(c, [0.5, 0.9])[1]`` is the median: Spark's dialect renders ``element_at``)."""
     array = sa.cast(_Fractions(fractions), sa.ARRAY(sa.Double))
     return sa.type_coerce(sa.func.percentile_cont(array).within_group(col), sa.ARRAY(sa.Double))
+
+
+class value_at_min(GenericFunction):  # lower case: an SQL function, as sa.func names them
+    """The aggregate ``value`` of the row with the smallest ``order`` in each group (one such row:
+    ``order`` unique in the group). DuckDB ``arg_min(value, order)``, Spark ``min_by(value, order)``,
+    PostgreSQL (which has neither) ``(array_agg(value ORDER BY order))[1]``. Saves a window that
+    numbers every row only to pick the first one."""
+
+    inherit_cache = True
+    name = "arg_min"
+
+    def __init__(self, value, order, **kw):
+        super().__init__(value, order, **kw)
+        self.type = self.clauses.clauses[0].type
+
+
+@compiles(value_at_min, "postgresql")
+def _value_at_min_postgresql(element, compiler, **kw) -> str:
+    value, order = (compiler.process(c, **kw) for c in element.clauses.clauses)
+    return f"(array_agg({value} ORDER BY {order}))[1]"
+
+
+@compiles(value_at_min, "sparkthrift")
+def _value_at_min_spark(element, compiler, **kw) -> str:
+    value, order = (compiler.process(c, **kw) for c in element.clauses.clauses)
+    return f"min_by({value}, {order})"
