@@ -185,6 +185,29 @@ def test_the_kpi_reports_clv_equals_the_forecasts_made_one_by_one(demo):
     assert report.previous["clv_predicted_total"] == previous.total()
 
 
+def test_the_kpi_reports_clv_for_a_segment_sums_the_forecast_over_its_customers(demo):
+    """With a filter, the predicted CLV total is the forecast summed over the customers in view
+    (picked by position in the forecast's index): worked out here from the CRM rows."""
+    with demo.connect() as conn:
+        period = metrics.default_period(metrics.as_of(conn))
+        report = metrics.kpi_report(conn, period, metrics.Filters(segment=("consumer",)))
+        alone = metrics.predicted_clv(conn, period.end)
+        crm = pd.read_sql(sa.select(KIND_TABLES["customers"].c.cx_key, KIND_TABLES["customers"].c.segment), conn)
+        names = pd.read_sql(sa.select(customer_keys_table.c.cx_key, customer_keys_table.c.cx_id), conn)
+    consumers = set(names[names["cx_key"].isin(crm.loc[crm["segment"] == "consumer", "cx_key"])]["cx_id"])
+    forecast = alone.per_customer
+    expected = float(forecast[forecast.index.isin(consumers)].sum())
+    assert 0 < len(consumers & set(forecast.index)) < len(forecast)
+    assert report.current["clv_predicted_total"] == pytest.approx(expected, rel=1e-12)
+    assert report.current["clv_predicted_total"] < alone.total()
+
+
+def test_a_forecast_total_counts_each_customer_once_and_skips_the_unknown():
+    f = metrics.ClvForecast(True, "", 12, pd.Series([1.0, 2.0, np.nan, 4.0], index=["a", "b", "c", "d"]))
+    assert f.total(["b", "b", "zz", "c", "d"]) == 6.0
+    assert f.total([]) == 0.0 and f.total() == 7.0
+
+
 def test_distinct_rows_give_every_row_back_and_are_distinct():
     from cxdash.metrics.clv import _distinct_rows
 

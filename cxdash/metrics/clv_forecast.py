@@ -50,8 +50,11 @@ class ClvForecast:
         if not self.ok or self.per_customer.empty:
             return None
         values = self.per_customer
-        if customers is not None:  # a mask, not a reindex: at a million customers several times faster
-            values = values[values.index.isin(pd.Index(customers).unique())]
+        if customers is not None:
+            # positions of the customers that have a forecast: at a million string ids several times
+            # faster than a reindex, and than isin (which goes through Python objects on Arrow strings)
+            found = values.index.get_indexer(pd.Index(customers).unique())
+            values = values.iloc[found[found >= 0]]
         return float(values.sum())
 
 
