@@ -229,7 +229,7 @@ def print_tables(results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="10000,100000", help="customer counts for the demo companies")
+    p.add_argument("--sizes", default="200000", help="customer counts for the demo companies")
     p.add_argument("--ingest-rows", type=int, default=1_000_000, help="rows in the ingest-throughput extract")
     p.add_argument(
         "--store-1m",
