@@ -314,6 +314,12 @@ def test_the_sources_set_command_changes_department_and_owner(duck, capsys):
         owners = source_owners(conn).set_index("name")
     assert owners.loc["helpdesk", ["department", "owner"]].tolist() == ["customer care", "Sam"]
     assert main(["--db", url, "sources", "set", "ghost", "--owner", "Sam"]) == 1
+    capsys.readouterr()
+    # a known department typed in words is stored as its code, as the Data health form stores it
+    assert main(["--db", url, "sources", "set", "helpdesk", "--department", "  Customer  Support "]) == 0
+    assert "Customer support (support)" in capsys.readouterr().out
+    with duck.connect() as conn:
+        assert source_owners(conn).set_index("name").loc["helpdesk", "department"] == "support"
 
 
 def test_an_invalid_load_keeps_the_sources_department_and_owner(store, tmp_path):

@@ -9,7 +9,7 @@ from cxdash.cli.common import cli_actor, jsonable, store_of
 from cxdash.governance import auth
 from cxdash.governance.erasure import erase_customer
 from cxdash.governance.health import governance
-from cxdash.governance.sources import set_source_owner
+from cxdash.governance.sources import department_name, set_source_owner
 from cxdash.jobs import summaries, upgrade_store
 from cxdash.store.database import compact_duckdb_file, open_store
 from cxdash.store.version import data_version
@@ -55,7 +55,7 @@ def cmd_sources_set(args) -> int:
     after = set_source_owner(
         store_of(args), args.source, department=args.department, owner=args.owner, actor=cli_actor()
     )
-    print(f"source {args.source}: department {after['department']}, owner {after['owner']}")
+    print(f"source {args.source}: department {department_name(after['department'])}, owner {after['owner']}")
     return 0
 
 

@@ -138,7 +138,7 @@ def set_source_owner(
     store: Store, source: str, *, department: str | None = None, owner: str | None = None, actor: str = "unknown"
 ) -> dict[str, str | None]:
     """Change ``source``'s department and/or owner (a None argument leaves that one as it is;
-    blank text is refused). Records an ``source_owner_changed`` audit entry with the old and new
+    blank text is refused; the department is stored as its code, ``department_code``). Records an ``source_owner_changed`` audit entry with the old and new
     values. Out: the source's ``{"department", "owner"}`` after the change.
     Raises ``KeyError`` for an unknown source, ``ValueError`` for blank values or nothing to change.
     """
@@ -149,6 +149,8 @@ def set_source_owner(
         if not str(value).strip():
             raise ValueError(f"the {key} cannot be blank: name a team or a person")
         changes[key] = str(value).strip()
+    if "department" in changes:  # as the Data health form stores it: "Customer Support" is support
+        changes["department"] = department_code(changes["department"])
     s = sources_table
     with store.begin() as conn:
         before = conn.execute(sa.select(s.c.department, s.c.owner).where(s.c.name == source)).first()
