@@ -39,8 +39,9 @@ REPO = HERE.parent
 PAGES = ("overview", "executive", "journeys", "at_risk", "customer_card", "model", "data_health", "upload")
 COMPUTED_PAGES = ("overview", "executive", "journeys", "at_risk", "customer_card", "model", "data_health")
 
-# issue 8's targets (the page targets apply at 1M customers)
-WARM_S, COLD_S, RSS_MB, INGEST_RATIO, DFG_SPEEDUP = 1.0, 5.0, 6 * 1024, 3.0, 5.0
+# issue 8's targets (the page targets apply at 1M customers); issue 17 asks the journey graph for at
+# most 0.15x pm4py's time, a speed-up of at least 1 / 0.15 (issue 8 asked 5x)
+WARM_S, COLD_S, RSS_MB, INGEST_RATIO, DFG_SPEEDUP = 1.0, 5.0, 6 * 1024, 3.0, round(1 / 0.15, 2)
 
 
 def run_step(*args: str, timeout: float = 3600) -> dict:
