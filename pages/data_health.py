@@ -161,7 +161,14 @@ with st.expander("Set a source's department and owner", expanded=saved is not No
             "shows it by this name.",
             key=form_keys[1],
         )
-    new_owner = st.text_input("Owner (team or person)", value=str(row.get("owner") or ""), key=form_keys[2])
+    owner_value, owner_placeholder = opsview.owner_box(row["department"], row.get("owner"))
+    new_owner = st.text_input(
+        "Owner (team or person)",
+        value=owner_value,
+        placeholder=owner_placeholder,
+        help="Left blank, the owner stays as it is.",
+        key=form_keys[2],
+    )
     if st.button("Save department and owner", key="health_owner_save"):
         department = None
         try:

@@ -128,6 +128,24 @@ def test_the_choices_keep_a_department_set_since_the_list_was_read_and_end_with_
 # ----------------------------------------------------------------------------- the page
 
 
+@pytest.mark.parametrize(
+    ("department", "owner", "value", "words"),
+    [
+        ("support", "support", "", "now the Customer support team (support)"),  # what a load records
+        ("field care", "support", "", "now the Customer support team (support)"),  # an old department's code
+        ("field care", "field care", "", "now the field care team (field care)"),
+        ("billing", None, "", "not set: the Billing team answers for it"),
+        ("billing", float("nan"), "", "not set: the Billing team answers for it"),
+        ("billing", "  Lee (billing ops) ", "Lee (billing ops)", ""),
+        (None, None, "", "not set"),
+    ],
+)
+def test_the_owner_box_shows_a_named_owner_and_says_a_teams_in_words(department, owner, value, words):
+    got_value, placeholder = opsview.owner_box(department, owner)
+    assert got_value == value
+    assert placeholder.startswith(words) if words else placeholder == ""
+
+
 def _owners(url: str) -> dict[str, tuple[str, str]]:
     store = open_store(url)
     try:
@@ -178,6 +196,10 @@ def test_picking_a_department_in_words_stores_its_code_and_is_audited(db, tmp_pa
     assert box.options[box.index] == "Customer support (support)"  # ...and shown in words
     assert {"Billing (billing)", "Technology (tech)", "Field ops", "growth", "Another department…"} <= set(box.options)
     assert not [o for o in box.options if o in {"billing", "support", "tech", "sales"}]  # no bare code
+    # the load recorded the department's code as owner: the box is empty and says who answers, in words
+    owner = _widget(at.text_input, "Owner (team or person)")
+    assert owner.value == ""
+    assert "Customer support team (support)" in owner.proto.placeholder
     box.select_index(box.options.index("Billing (billing)"))
     _widget(at.text_input, "Owner (team or person)").set_value("Lee (billing ops)")
     at.button(key="health_owner_save").click()

@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from cxdash.governance.health import LATENCY_WINDOW_DAYS
-from cxdash.governance.sources import department_code
+from cxdash.governance.sources import DEPARTMENT_NAMES, department_code
 from cxdash.ui.charts import _colour_map
 from cxdash.ui.figures import memoised_figure
 from cxdash.ui.formatting import (
@@ -311,6 +311,25 @@ def department_to_save(choice: str | None, typed: str) -> str | None:
     if choice is None:
         return None
     return department_code(typed) if choice == ANOTHER_DEPARTMENT else choice
+
+
+def owner_box(department: object, owner: object) -> tuple[str, str]:
+    """The owner box's text and its grey placeholder, ``(value, placeholder)``.
+
+    An owner a person named is shown as typed. No owner, or a department's code as owner (what a
+    load records when nobody named one), leaves the box empty and says in the placeholder who
+    answers now, in words (``"now the Customer support team (support): type a team or a person"``):
+    the box never shows a bare code, and saving it blank keeps the owner as it is."""
+    dept = "" if department is None or department != department else str(department).strip()
+    who = "" if owner is None or owner != owner else str(owner).strip()
+    if not who:
+        team = DEPARTMENT_NAMES.get(dept.lower(), dept)
+        return "", f"not set: the {team} team answers for it; type a team or a person" if dept else "not set"
+    code = who.lower()
+    if code in DEPARTMENT_NAMES or code == dept.lower():
+        team = DEPARTMENT_NAMES.get(code, who)
+        return "", f"now the {team} team ({who}): type a team or a person to name one"
+    return who, ""
 
 
 def owner_saved_words(source: str, after: dict) -> str:
