@@ -165,9 +165,10 @@ def test_the_rfm_from_one_aggregation_equals_the_pandas_summary(demo):
         g = repeat.groupby(level="cx_id")
         cv = (g.std(ddof=0) / g.mean())[g.size() >= 2]
         assert (got["spend_cv"].notna() == got.index.isin(cv.index)).all()
-        assert got.loc[cv.index, "spend_cv"].to_numpy() == pytest.approx(
-            cv.to_numpy(), rel=1e-6, abs=1e-6
-        )  # E[x²]-mean² leaves ~1e-8 at zero spread
+        assert got.loc[cv.index, "spend_cv"].to_numpy() == pytest.approx(cv.to_numpy(), rel=1e-6, abs=1e-9)
+        # equal repeat spends have no spread: exactly 0, not a rounding residue of E[x²] - mean²
+        assert (got.loc[cv.index[cv.to_numpy() < 1e-9], "spend_cv"] == 0.0).all()
+        assert (cv.to_numpy() < 1e-9).sum() > 10
         # the first purchase's amount differs from the repeats' mean for many customers: taking it off matters
         firsts = days.groupby(level="cx_id").first()
         assert (firsts.loc[cv.index] - g.mean()[cv.index]).abs().gt(0.01).sum() > 10

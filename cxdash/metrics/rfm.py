@@ -347,6 +347,9 @@ def _rfm_frames(wide: pd.DataFrame, ends: Sequence[datetime]) -> dict[datetime, 
         mean = np.where(repeat, spend / n, 0.0)
         # Coefficient of variation of the repeat purchases' spend (customers with two or more of them).
         var = np.clip(spend_sq / n - mean**2, 0.0, None)
+        # E[x²] - mean² leaves a rounding residue where every repeat spend is the same (a CV of about
+        # 1e-8 instead of 0, varying with the engine's summation order): below 1e-12 of mean², none
+        var = np.where(var <= 1e-12 * mean**2, 0.0, var)
         cv = np.where((frequency >= 2) & (mean > 0), np.sqrt(var) / np.where(mean > 0, mean, 1.0), np.nan)
         out[e] = pd.DataFrame(
             {
