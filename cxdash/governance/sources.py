@@ -138,8 +138,8 @@ def set_source_owner(
     store: Store, source: str, *, department: str | None = None, owner: str | None = None, actor: str = "unknown"
 ) -> dict[str, str | None]:
     """Change ``source``'s department and/or owner (a None argument leaves that one as it is;
-    blank text is refused; the department is stored as its code, ``department_code``). Records an ``source_owner_changed`` audit entry with the old and new
-    values. Out: the source's ``{"department", "owner"}`` after the change.
+    blank text is refused; the department is stored as its code, ``department_code``). Records a
+    ``source_owner_changed`` audit entry with the old and new values. Out: the source's ``{"department", "owner"}`` after the change.
     Raises ``KeyError`` for an unknown source, ``ValueError`` for blank values or nothing to change.
     """
     changes = {k: v for k, v in (("department", department), ("owner", owner)) if v is not None}

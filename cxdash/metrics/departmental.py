@@ -95,7 +95,7 @@ def _customer_outcomes(conn: Connection, cust: sa.Subquery, basis: str, now: dat
     )
 
 
-def _shared_by(group_col, oc: sa.Subquery) -> list:
+def _shared_by(oc: sa.Subquery) -> list:
     return [
         sa.func.count(sa.distinct(oc.c.cx_key)).label("customers"),
         sa.func.avg(sa.cast(oc.c.retained_90, sa.Double)).label("retention_90d"),
@@ -143,7 +143,7 @@ def conflicts(
         *[sa.func.grouping(oc.c[col]).label(f"g_{col}") for col in attributes],
         sa.func.sum(oc.c.revenue).label("collections"),
         sa.func.sum(oc.c.payments).label("payments"),
-        *_shared_by(None, oc),
+        *_shared_by(oc),
     ).group_by(sa.func.grouping_sets(*[oc.c[col] for col in attributes]))
     by_attribute = read_frame(conn, q, index="")
     for col, (department, label) in attributes.items():
@@ -153,9 +153,8 @@ def conflicts(
             f = f[pd.to_numeric(f["payments"]) > 0]
         if f.empty:
             continue
-        f = f.drop(columns=[c for c in by_attribute.columns if c in attributes or c.startswith("g_")] + ["payments"])
-        f.insert(0, "cohort", by_attribute.loc[f.index, col])
-        f = f.reset_index(drop=True)
+        others = [c for c in by_attribute.columns if (c in attributes and c != col) or c.startswith("g_")]
+        f = f.drop(columns=[*others, "payments"]).rename(columns={col: "cohort"}).reset_index(drop=True)
         f["department"], f["cohort_by"] = department, label
         f["shared_kpi"], f["shared_value"] = "retention_90d", f["retention_90d"]
         if department == "marketing":
@@ -183,7 +182,7 @@ def conflicts(
         sa.select(
             per_owner.c.cohort,
             sa.func.max(per_owner.c.departmental_value).label("departmental_value"),
-            *_shared_by(None, oc),
+            *_shared_by(oc),
         )
         .select_from(
             per_owner.join(owner_customers, owner_customers.c.owner == per_owner.c.cohort).join(
