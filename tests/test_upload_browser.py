@@ -48,14 +48,16 @@ def _pick(page, combobox: str, option) -> None:
     """Open the combobox named ``combobox`` and click ``option`` (a name or a pattern) in its list."""
     box = page.get_by_role("combobox", name=combobox, exact=True)
     choice = page.get_by_role("option", name=option)
-    for _ in range(3):  # a click during a redraw can open a list that the redraw closes
+    # A redraw can close the list between opening it and clicking the option (seen in CI: the option
+    # was found, then gone), so the click is what is retried, not only the wait for the list.
+    for _ in range(5):
         box.click()
         try:
-            choice.wait_for(timeout=10_000)
-            break
+            choice.click(timeout=10_000)
+            return
         except PlaywrightTimeout:
             page.keyboard.press("Escape")
-    choice.click()
+    raise AssertionError(f"the option {option!r} of {combobox!r} could not be clicked in five tries")
 
 
 def _choose_kind(page, kind: str):

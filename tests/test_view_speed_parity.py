@@ -222,3 +222,21 @@ def test_distinct_rows_give_every_row_back_and_are_distinct():
     np.testing.assert_array_equal(uT[back], T)
     expected = pd.DataFrame({"x": x, "tx": tx, "T": T}).drop_duplicates()
     assert len(ux) == len(expected) < 2_000
+
+
+def test_the_data_date_read_per_column_is_the_latest_step_of_the_timeline(demo):
+    """``as_of`` reads one ``max`` per time column without the timeline's joins: the same date as the
+    timeline's latest step, and as the latest of every time column read into pandas."""
+    from cxdash.metrics.timeline import TIMELINE_TIME_COLUMNS, timeline
+
+    with demo.connect() as conn:
+        got = metrics.as_of(conn)
+        tl = timeline(("ts",))
+        joined = conn.execute(sa.select(sa.func.max(tl.c.ts))).scalar()
+        latest = {
+            (kind, column): pd.read_sql(sa.select(KIND_TABLES[kind].c[column]), conn)[column].max()
+            for kind, column in TIMELINE_TIME_COLUMNS
+        }
+    dated = {k: v for k, v in latest.items() if pd.notna(v)}
+    assert len(dated) >= 5  # the demo fills most time columns, so the maximum is taken over several
+    assert got == joined == max(pd.Timestamp(v) for v in dated.values())

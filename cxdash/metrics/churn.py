@@ -31,8 +31,8 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash.metrics.periods import as_of
 from cxdash.metrics.signals import CHURN_ACTIVITIES, matches
-from cxdash.metrics.timeline import timeline
 from cxdash.store import audit
 from cxdash.store.database import KIND_TABLES, Store, customer_keys_table, settings_table
 
@@ -221,11 +221,6 @@ def _activity_steps() -> sa.Subquery:
     return sa.union_all(*parts).subquery("steps")
 
 
-def _as_of(conn: Connection) -> datetime | None:
-    tl = timeline(("ts",))
-    return conn.execute(sa.select(sa.func.max(tl.c.ts))).scalar()
-
-
 def _keyed(per_key: sa.Select, by: str) -> sa.Select:
     """A ``cx_key``-keyed select re-keyed on ``by`` (``cx_id`` joins the identity table once)."""
     if by == "cx_key":
@@ -249,7 +244,7 @@ def churned(conn: Connection, definition: Definition, *, now: datetime | None = 
     """The customers who have churned by ``now`` (default: the data's latest date) under
     ``definition``: one row per customer, ``by`` (``cx_key`` or ``cx_id``) and ``churn_at`` (when;
     NULL for an undated label)."""
-    now = now if now is not None else _as_of(conn)
+    now = now if now is not None else as_of(conn)
     if now is None:
         now = _FAR_FUTURE
     basis = definition.basis
@@ -400,7 +395,7 @@ def _has_rows(conn: Connection, kind: str) -> bool:
 def candidates(conn: Connection) -> list[Candidate]:
     """Every churn definition the loaded data supports, with its figures over everything stored,
     in the order of ``suggest``'s preference (before its zero-churn rule)."""
-    now = _as_of(conn)
+    now = as_of(conn)
     out: list[Candidate] = []
     crm, e = KIND_TABLES["customers"], KIND_TABLES["events"]
     for source in _sources(conn, "churn"):
@@ -566,7 +561,7 @@ def resolve(conn: Connection, chosen: str | None, cands: list[Candidate] | None 
         if d is not None and d.basis == "inactivity" and any(c.definition.basis == "inactivity" for c in cands):
             # another window than the suggested one: figures for it on demand
             cand = Candidate(
-                d, *_counts(conn, d, _as_of(conn)), dated=True, note=f"{d.days} days, chosen", origin="activity"
+                d, *_counts(conn, d, as_of(conn)), dated=True, note=f"{d.days} days, chosen", origin="activity"
             )
             return Resolution(d, cand, [*cands, cand], chosen=True)
         note = f"The chosen definition {chosen!r} no longer fits the loaded data, so the suggestion is used."

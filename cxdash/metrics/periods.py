@@ -13,7 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cxdash.metrics.definitions import DEFAULT_PERIOD_DAYS
-from cxdash.metrics.timeline import timeline
+from cxdash.metrics.timeline import TIMELINE_TIME_COLUMNS
+from cxdash.store.database import KIND_TABLES
 
 __all__ = ["MAX_DAY_SPINE_ROWS", "Period", "as_of", "day_spine", "default_period", "monthly_periods", "period_spine"]
 
@@ -23,9 +24,14 @@ MAX_DAY_SPINE_ROWS = 20_000
 
 
 def as_of(conn: Connection) -> datetime | None:
-    """The data's "now": the latest timestamp of any stored row."""
-    tl = timeline(("ts",))
-    return conn.execute(sa.select(sa.func.max(tl.c.ts))).scalar()
+    """The data's "now": the latest time of any timeline step (``max(ts)`` over ``timeline()``).
+
+    Read as one ``max`` per time column of the source tables, without the timeline's joins: every
+    stored row's source is registered (a load registers it first), so the joins drop no row, and the
+    pages ask for this date several times per view (issue 17: 55 ms -> 5 ms at 200k customers)."""
+    parts = [sa.select(sa.func.max(KIND_TABLES[kind].c[column]).label("ts")) for kind, column in TIMELINE_TIME_COLUMNS]
+    latest = sa.union_all(*parts).subquery("latest")
+    return conn.execute(sa.select(sa.func.max(latest.c.ts))).scalar()
 
 
 @dataclass(frozen=True)
