@@ -240,3 +240,38 @@ def test_the_data_date_read_per_column_is_the_latest_step_of_the_timeline(demo):
     dated = {k: v for k, v in latest.items() if pd.notna(v)}
     assert len(dated) >= 5  # the demo fills most time columns, so the maximum is taken over several
     assert got == joined == max(pd.Timestamp(v) for v in dated.values())
+
+
+@pytest.mark.parametrize("segment", [None, "first"])
+def test_kpi_coverage_from_one_pass_per_table_equals_the_shares_counted_in_pandas(demo, segment):
+    """``coverage`` flags each customer's data in one GROUP BY per table: the shares equal those
+    counted in pandas from the rows (customers in view that have a ticket, a transfer, a closed or
+    rated ticket, a subscription, an MRR, an amount), with and without a segment filter."""
+    from cxdash.metrics.report import coverage
+
+    with demo.connect() as conn:
+        options = metrics.filter_options(conn)
+        filters = metrics.Filters(segment=(options["segment"][0],)) if segment else metrics.Filters()
+        cust, _ = customers_in_view(conn, filters)
+        keys = set(pd.read_sql(sa.select(cust.c.cx_key), conn)["cx_key"])
+        got = coverage(conn, filters)
+        rows = {
+            kind: pd.read_sql(sa.select(KIND_TABLES[kind]), conn) for kind in ("tickets", "subscriptions", "transactions")
+        }
+    assert 0 < len(keys) and (len(keys) < 300 if segment else True)
+
+    def share(kind: str, column: str | None = None) -> float:
+        frame = rows[kind] if column is None else rows[kind][rows[kind][column].notna()]
+        return len(keys & set(frame["cx_key"].dropna())) / len(keys)
+
+    expected = {
+        "silence_rate": share("tickets"),
+        "transfer_rate": share("tickets", "transfers"),
+        "median_hours_to_resolution": share("tickets", "closed_at"),
+        "satisfaction": share("tickets", "satisfaction"),
+        "renewal_rate": share("subscriptions"),
+        "revenue_churn_rate": share("subscriptions", "mrr"),
+        "clv_historical_total": share("transactions", "amount"),
+    }
+    assert 0 < expected["satisfaction"] < expected["silence_rate"]  # the figures differ: a swapped flag shows
+    assert {name: got[name] for name in expected} == pytest.approx(expected)

@@ -156,9 +156,14 @@ def coverage(
     churn = churn_defs.in_force(conn, churn)
     cust, basis = customers_in_view(conn, filters, churn)
 
-    def ids(kind: str, *where) -> sa.Subquery:
+    def flags(kind: str, **having) -> tuple[sa.Subquery, dict[str, sa.ColumnElement]]:
+        """One row per customer key of ``kind``'s table with a flag per name in ``having`` (1 when
+        any of the customer's rows meets that condition, else NULL): one pass over the table for
+        all its coverage figures instead of one DISTINCT per figure."""
         t = KIND_TABLES[kind]
-        return sa.select(t.c.cx_key).where(t.c.cx_key.is_not(None), *where).distinct().subquery()
+        cols = [sa.func.max(sa.case((cond, 1))).label(name) for name, cond in having.items()]
+        sq = sa.select(t.c.cx_key, *cols).where(t.c.cx_key.is_not(None)).group_by(t.c.cx_key).subquery(f"cov_{kind}")
+        return sq, {name: sq.c[name] for name in having}
 
     k = KIND_TABLES["tickets"]
     x = KIND_TABLES["transactions"]
@@ -169,25 +174,32 @@ def coverage(
         rollups.customers_with_activity()
         if rollups.current(conn)
         else sa.select(tl.c.cx_key).where(tl.c.cx_key.is_not(None)).distinct().subquery()
+    ).alias("cov_activity")
+    churn_keys = (
+        churn_defs.covered(conn, churn).subquery("cov_churn")
+        if churn is not None
+        else sa.select(crm.c.cx_key).where(sa.false()).subquery("cov_churn")
     )
-    sets = {
-        "activity": activity,
-        "subscription": ids("subscriptions"),
-        "mrr": ids("subscriptions", u.c.mrr.is_not(None)),
-        "label": ids("customers", crm.c.churn_label.is_not(None)),
-        "churn": churn_defs.covered(conn, churn).subquery() if churn is not None else ids("customers", sa.false()),
-        "ticket": ids("tickets"),
-        "transfers": ids("tickets", k.c.transfers.is_not(None)),
-        "closed": ids("tickets", k.c.closed_at.is_not(None)),
-        "rated": ids("tickets", k.c.satisfaction.is_not(None)),
-        "transaction": ids("transactions", x.c.amount.is_not(None)),
-    }
-    cols = [sa.func.count().label("n")]
-    joined = cust
-    for name, sq in sets.items():
-        a = sq.alias(f"cov_{name}")
-        joined = joined.outerjoin(a, a.c.cx_key == cust.c.cx_key)
-        cols.append(sa.func.count(a.c.cx_key).label(name))
+    per_table = [
+        flags("subscriptions", subscription=sa.true(), mrr=u.c.mrr.is_not(None)),
+        flags("customers", label=crm.c.churn_label.is_not(None)),
+        flags(
+            "tickets",
+            ticket=sa.true(),
+            transfers=k.c.transfers.is_not(None),
+            closed=k.c.closed_at.is_not(None),
+            rated=k.c.satisfaction.is_not(None),
+        ),
+        flags("transactions", transaction=x.c.amount.is_not(None)),
+    ]
+    counted = {"activity": activity.c.cx_key, "churn": churn_keys.c.cx_key}
+    joined = cust.outerjoin(activity, activity.c.cx_key == cust.c.cx_key).outerjoin(
+        churn_keys, churn_keys.c.cx_key == cust.c.cx_key
+    )
+    for sq, named in per_table:
+        joined = joined.outerjoin(sq, sq.c.cx_key == cust.c.cx_key)
+        counted |= named
+    cols = [sa.func.count().label("n"), *(sa.func.count(col).label(name) for name, col in counted.items())]
     row = conn.execute(sa.select(*cols).select_from(joined)).mappings().one()
     n = row["n"]
 
