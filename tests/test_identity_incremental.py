@@ -27,6 +27,7 @@ from cxdash.store.database import (
     customer_keys_table,
     identity_hubs_table,
     identity_map_table,
+    identity_restitch_table,
     open_store,
     read_frame,
     work_pending,
@@ -37,6 +38,18 @@ CRM_MAP = Mapping.from_dict({"kind": "customers", "columns": {"customer_id": "id
 TICKET_MAP = Mapping.from_dict(
     {"kind": "tickets", "columns": {"ticket_id": "ticket", "email": "mail", "phone": "tel", "opened_at": "opened"}}
 )
+TICKET_ACCOUNT_MAP = Mapping.from_dict(
+    {
+        "kind": "tickets",
+        "columns": {
+            "ticket_id": "ticket",
+            "email": "mail",
+            "phone": "tel",
+            "account_id": "acct",
+            "opened_at": "opened",
+        },
+    }
+)
 WEB_MAP = Mapping.from_dict(
     {"kind": "events", "columns": {"visitor_id": "visitor", "email": "mail", "timestamp": "at", "activity": "page"}}
 )
@@ -44,6 +57,7 @@ WEB_MAP = Mapping.from_dict(
 HUB = "help@x.org"  # the helpdesk's own address: with enough tickets, a hub of many links
 EMAILS = ["a@x.org", "b@x.org", "c@x.org", "d@x.org", HUB]
 PHONES = ["5550000001", "5550000002", "5550000003"]
+SHARED_ACCOUNT = "ACC-0"  # a placeholder account many callers' tickets carry: a hub
 maybe = lambda pool: st.one_of(st.just(""), st.sampled_from(pool))  # noqa: E731 - a strategy shorthand
 
 crm_rows = st.lists(
@@ -64,6 +78,9 @@ loads = st.lists(
         st.tuples(st.just("web-replace"), web_rows),
         # a burst of helpdesk tickets, each from another caller: the address crosses the hub degree
         st.tuples(st.just("helpdesk"), st.integers(min_value=1, max_value=DEFAULT_HUB_DEGREE + 3)),
+        # tickets on one shared account with each caller's email and phone: the account becomes a
+        # hub, and a row moved off it (to its email) links its email and phone anew
+        st.tuples(st.just("helpdesk-accounts"), st.integers(min_value=1, max_value=DEFAULT_HUB_DEGREE + 3)),
     ),
     min_size=1,
     max_size=5,
@@ -82,6 +99,14 @@ class Extracts:
         if what == "crm":
             text = "id,mail,tel\n" + "".join(f"{c},{m},{p}\n" for c, m, p in rows)
             out = (path, "crm", CRM_MAP, "append")
+        elif what == "helpdesk-accounts":  # one shared account, each caller's email and phone
+            text = "ticket,mail,tel,acct,opened\n" + "".join(
+                f"T{self.n}-{i},{EMAILS[i] if i < 4 else f'caller{i}@x.org'},"
+                f"{PHONES[i] if i < len(PHONES) else f'555{self.n:03d}{i:04d}'},{SHARED_ACCOUNT},"
+                f"2024-03-02 10:{i % 60:02d}\n"
+                for i in range(rows)
+            )
+            out = (path, "helpdesk-accounts", TICKET_ACCOUNT_MAP, "append")
         elif what in ("tickets", "helpdesk"):
             if what == "helpdesk":  # callers' own phones: new ones, and the shared pool's
                 rows = [(HUB, PHONES[i] if i < len(PHONES) else f"555{self.n:03d}{i:04d}") for i in range(rows)]
@@ -170,6 +195,43 @@ def test_a_hub_and_a_merging_record_give_the_full_rebuilds_result(duck, tmp_path
     assert got["hubs"]["id_key"].tolist() == [f"email:{HUB}"]
     assert m.loc[f"email:{HUB}", "part"] == f"email:{HUB}"  # a hub is a part of its own
     assert m.loc["email:b@x.org", "part"] == m.loc["customer_id:C1", "part"]
+    reference.dispose()
+
+
+def _pending(store) -> set[str]:
+    with store.connect() as conn:
+        return set(read_frame(conn, sa.select(identity_restitch_table.c.id_key))["id_key"])
+
+
+def test_rows_moved_off_a_hub_wait_for_a_restitch_only_when_they_link_something_new(duck, tmp_path):
+    """A row moved off the hub with one usable identifier (the caller's phone) links it to the hub
+    either way: nothing waits for the next update, after an append or a rebuild. A row on a shared
+    account with an email and a phone moves to its email and links the phone to it: those wait,
+    and the next load stitches each caller's email and phone together, as the full rebuild does."""
+    reference = open_store(f"duckdb:///{tmp_path / 'reference.duckdb'}")
+    extracts = Extracts(tmp_path)
+    load_both(duck, reference, extracts, "crm", [("C1", "a@x.org", PHONES[0])])
+    load_both(duck, reference, extracts, "helpdesk", DEFAULT_HUB_DEGREE + 2)
+    assert_same(state(duck), state(reference), 2)
+    assert state(duck)["hubs"]["id_key"].tolist() == [f"email:{HUB}"]
+    assert _pending(duck) == set() and _pending(reference) == set()
+    # more callers than the hub degree: the account keeps many links once the rows left it
+    load_both(duck, reference, extracts, "helpdesk-accounts", DEFAULT_HUB_DEGREE + 3)
+    assert_same(state(duck), state(reference), 3)
+    assert f"account_id:{SHARED_ACCOUNT}" in set(state(duck)["hubs"]["id_key"])
+    waiting = _pending(duck)
+    assert {"email:b@x.org", f"phone:{PHONES[1]}", "email:caller5@x.org"} <= waiting
+    assert waiting == _pending(reference)
+    load_both(duck, reference, extracts, "web", [("v9", "d@x.org")])
+    got = state(duck)
+    assert_same(got, state(reference), 4)
+    assert _pending(duck) == set()
+    m = got["identity_map"].set_index("id_key")
+    # caller i wrote from EMAILS[i] (caller{i}@x.org from the fifth) and PHONES[i] (then 555003...)
+    assert m.loc["email:b@x.org", "cx_id"] == m.loc[f"phone:{PHONES[1]}", "cx_id"]
+    assert m.loc["email:caller5@x.org", "cx_id"] == m.loc["phone:5550030005", "cx_id"]
+    assert m.loc["email:caller5@x.org", "cx_id"] != m.loc["email:caller6@x.org", "cx_id"]
+    assert f"account_id:{SHARED_ACCOUNT}" in set(got["hubs"]["id_key"])
     reference.dispose()
 
 

@@ -277,8 +277,11 @@ def _rekey_hub_rows(conn: Connection, load_id: int | None = None) -> int:
     (a ticket from the helpdesk's own address that also carries the caller's phone); only the
     rows of ``load_id`` when given. Out: how many rows moved.
 
-    A moved row links its identifiers through its new key instead of the hub, which the next
-    stitch sees: their identifiers go to ``identity_restitch`` for the next update."""
+    A moved row links its new key to its other identifiers instead of the hub, which the next
+    stitch sees: the identifiers of such rows go to ``identity_restitch`` for the next update.
+    Only rows with two or more usable (not hub) identifiers link anything new: a row with one
+    links it to the hub either way (the same pair, refused), so moving it leaves the graph as it
+    was (the demo's helpdesk tickets: the desk's address and the caller's phone)."""
     hubs = sa.select(identity_hubs_table.c.id_key)
     moved = 0
     for kind_name, kind in KINDS.items():
@@ -286,12 +289,11 @@ def _rekey_hub_rows(conn: Connection, load_id: int | None = None) -> int:
             continue
         t = KIND_TABLES[kind_name]
         mine = [t.c.id_key.in_(hubs)] + ([t.c.load_id == load_id] if load_id is not None else [])
-        movable = sa.or_(
-            *[sa.and_(t.c[f].is_not(None), _key_expr(f, t.c[f]).not_in(hubs)) for f in kind.identity_fields]
-        )
-        nodes = [sa.select(t.c.id_key.label("id_key")).where(*mine, movable)]
+        usable = [sa.and_(t.c[f].is_not(None), _key_expr(f, t.c[f]).not_in(hubs)) for f in kind.identity_fields]
+        links_anew = sum((sa.case((u, 1), else_=0) for u in usable), sa.literal(0)) >= 2
+        nodes = [sa.select(t.c.id_key.label("id_key")).where(*mine, links_anew)]
         nodes += [
-            sa.select(_key_expr(f, t.c[f]).label("id_key")).where(*mine, movable, t.c[f].is_not(None))
+            sa.select(_key_expr(f, t.c[f]).label("id_key")).where(*mine, links_anew, t.c[f].is_not(None))
             for f in kind.identity_fields
         ]
         fresh = sa.union(*nodes).subquery()
@@ -686,8 +688,9 @@ def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE)
     bulk_insert(conn, identity_hubs_table, hubs)
     bulk_insert(conn, customer_keys_table, customers)
     if len(hubs):
-        # Re-keying changes no link (a hub links nothing, and the rows' other identifiers are
-        # nodes already), so the map just computed stays right for the re-keyed rows.
+        # Re-keying a row with one usable identifier changes no link (a hub links nothing, and the
+        # identifier is a node already); a row with several links them anew, and those
+        # identifiers wait in ``identity_restitch`` for the next update (``_rekey_hub_rows``).
         _rekey_hub_rows(conn)
     stamp_customer_keys(conn)
     links = resolve_links(conn)
