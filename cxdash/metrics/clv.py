@@ -30,6 +30,7 @@ __all__ = [
     "GammaGamma",
     "NotFittedError",
     "customer_lifetime_value",
+    "floats",
 ]
 
 
@@ -46,8 +47,17 @@ class NotFittedError(RuntimeError):
 # ---------------------------------------------------------------------------
 
 
+def floats(values: Any) -> np.ndarray:
+    """``values`` as a float array; a pandas object through ``to_numpy``. ``np.asarray`` on a
+    Series asks it for numpy's array attributes one by one, and pandas looks each missing one up
+    in the index: about 10 ms a time on a million text ids (1.1 s of a Shared KPIs view at 1M)."""
+    if isinstance(values, (pd.Series, pd.Index)):
+        return values.to_numpy(dtype=float, na_value=np.nan)
+    return np.asarray(values, dtype=float)
+
+
 def _as_float_array(name: str, values: Any) -> np.ndarray:
-    arr = np.asarray(values, dtype=float)
+    arr = floats(values)
     if arr.ndim == 0:
         arr = arr.reshape(1)
     if arr.ndim != 1:
@@ -201,7 +211,7 @@ def _distinct_rows(*columns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.nda
     combined = np.zeros(len(columns[0]), dtype=np.int64)
     span = 1
     for col in columns:
-        codes, uniques = pd.factorize(np.asarray(col, dtype=float))
+        codes, uniques = pd.factorize(floats(col))
         span *= max(len(uniques), 1)
         if span >= 2**62:  # the combined code would overflow: factorise the rows themselves
             mi_codes, mi_uniques = pd.MultiIndex.from_arrays(list(columns)).factorize()
@@ -211,7 +221,7 @@ def _distinct_rows(*columns: np.ndarray) -> tuple[tuple[np.ndarray, ...], np.nda
     back, distinct = pd.factorize(combined)
     first = np.empty(len(distinct), dtype=np.int64)
     first[back[::-1]] = np.arange(len(back) - 1, -1, -1)  # each distinct row's first occurrence
-    return tuple(np.asarray(col, dtype=float)[first] for col in columns), np.asarray(back)
+    return tuple(floats(col)[first] for col in columns), np.asarray(back)
 
 
 def _standard_errors(res: _FitResult, params: np.ndarray, names: tuple[str, ...]) -> dict[str, float]:
@@ -605,7 +615,7 @@ def customer_lifetime_value(
     if not (np.isfinite(discount_rate_monthly) and discount_rate_monthly > -1):
         raise ValueError("discount_rate_monthly must be > -1")
     factor = _PERIODS_PER_MONTH[freq]
-    spend = np.asarray(gg.conditional_expected_average_profit(frequency, monetary_value), dtype=float)
+    spend = floats(gg.conditional_expected_average_profit(frequency, monetary_value))
     # Expected purchases depend on (frequency, recency, T) alone: computed once per distinct row
     # (a million customers share some tens of thousands) and spread back to the customers.
     x, tx, TT = _check_frt(frequency, recency, T)
@@ -613,7 +623,7 @@ def customer_lifetime_value(
     clv = np.zeros_like(spend)
     prev = np.zeros_like(spend)
     for i in range(1, int(horizon_months) + 1):
-        cum = np.asarray(bgnbd.expected_purchases(i * factor, ux, utx, uT), dtype=float)[back]
+        cum = floats(bgnbd.expected_purchases(i * factor, ux, utx, uT))[back]
         clv += spend * (cum - prev) / (1.0 + discount_rate_monthly) ** i
         prev = cum
     return _wrap(clv, _index_of(frequency, recency, T, monetary_value), "clv")

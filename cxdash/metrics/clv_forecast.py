@@ -13,7 +13,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cxdash.metrics.clv import BGNBD, ConvergenceError, GammaGamma, customer_lifetime_value
+from cxdash.metrics.clv import BGNBD, ConvergenceError, GammaGamma, customer_lifetime_value, floats
 from cxdash.metrics.customers import Filters, customers_in_view, paid_transactions
 from cxdash.metrics.definitions import DEFAULT_CLV_HORIZON_MONTHS
 from cxdash.metrics.queries import read_frame, with_cx_id
@@ -53,8 +53,11 @@ class ClvForecast:
         if customers is not None:
             # positions of the customers that have a forecast: at a million string ids several times
             # faster than a reindex, and than isin (which goes through Python objects on Arrow strings)
-            found = values.index.get_indexer(pd.Index(customers).unique())
-            values = values.iloc[found[found >= 0]]
+            # (duplicates among ``customers`` count once: a mask of the positions found)
+            found = values.index.get_indexer(pd.Index(customers))
+            keep = np.zeros(len(values), dtype=bool)
+            keep[found[found >= 0]] = True
+            values = values[keep]
         return float(values.sum())
 
 
@@ -95,12 +98,12 @@ class _OwnAverageSpend:
 
     def __init__(self, frequency: pd.Series, monetary_value: pd.Series):
         self.params_: dict = {}  # no parameters: nothing fitted
-        repeat = np.asarray(frequency) > 0
-        self.population_mean = float(np.mean(np.asarray(monetary_value, dtype=float)[repeat]))
+        repeat = floats(frequency) > 0
+        self.population_mean = float(np.mean(floats(monetary_value)[repeat]))
 
     def conditional_expected_average_profit(self, frequency, monetary_value) -> np.ndarray:
-        x = np.asarray(frequency, dtype=float)
-        return np.where(x > 0, np.asarray(monetary_value, dtype=float), self.population_mean)
+        x = floats(frequency)
+        return np.where(x > 0, floats(monetary_value), self.population_mean)
 
 
 def predicted_clv(
@@ -121,7 +124,7 @@ def predicted_clv(
     rfm = rfm_in_database(conn, end) if rfm is None else rfm
     if rfm.empty:
         return ClvForecast(False, "No purchases loaded: predicted CLV needs transactions.", horizon_months)
-    rfm = rfm[rfm["T"] > 0]
+    rfm = rfm[(rfm["T"] > 0).to_numpy()]  # a numpy mask: see ``floats`` on what a Series costs here
     repeaters = int((rfm["frequency"] > 0).sum())
     if repeaters < MIN_REPEAT_BUYERS:
         return ClvForecast(
@@ -134,7 +137,11 @@ def predicted_clv(
     spend_note = "a spend model (Gamma-Gamma) that pulls each customer's average spend toward everyone's"
     try:
         bg, penalizer = _fit_bgnbd(rfm)
-        constant_spend = float(np.nanmedian(rfm["spend_cv"])) < 0.01 if rfm["spend_cv"].notna().any() else False
+        constant_spend = (
+            float(np.nanmedian(rfm["spend_cv"].to_numpy(dtype=float, na_value=np.nan))) < 0.01
+            if rfm["spend_cv"].notna().any()
+            else False
+        )
         gg = None
         if not constant_spend:
             try:
@@ -170,7 +177,7 @@ def predicted_clv(
             horizon_months,
             repeat_buyers=repeaters,
         )
-    clv = pd.Series(np.asarray(clv, dtype=float), index=rfm.index, name="clv")
+    clv = pd.Series(floats(clv), index=rfm.index, name="clv")
     if not np.all(np.isfinite(clv)):
         return ClvForecast(
             False,
@@ -216,7 +223,7 @@ def holdout_check(conn: Connection, *, holdout_share: float = 0.4, max_holdout_d
         return {"ok": False, "message": f"The purchases span only {span} days: too short to hold any out."}
     cal_end = end - timedelta(days=holdout_days)
     rfm = rfm_in_database(conn, cal_end, cust)
-    rfm = rfm[rfm["T"] > 0]
+    rfm = rfm[(rfm["T"] > 0).to_numpy()]  # a numpy mask: see ``floats`` on what a Series costs here
     repeaters = int((rfm["frequency"] > 0).sum())
     base = {"calibration_end": cal_end, "holdout_days": holdout_days}
     if repeaters < MIN_REPEAT_BUYERS:
@@ -239,8 +246,8 @@ def holdout_check(conn: Connection, *, holdout_share: float = 0.4, max_holdout_d
     actual = read_frame(conn, with_cx_id(per_key), index="cx_id")["actual"]
     frame = rfm.copy()
     frame["actual"] = actual.reindex(frame.index).fillna(0).astype(float)
-    frame["predicted"] = np.asarray(
-        bg.expected_purchases(float(holdout_days), frame["frequency"], frame["recency"], frame["T"]), dtype=float
+    frame["predicted"] = floats(
+        bg.expected_purchases(float(holdout_days), frame["frequency"], frame["recency"], frame["T"])
     )
     frame["bucket"] = frame["frequency"].clip(upper=7)
     by = frame.groupby("bucket").agg(
