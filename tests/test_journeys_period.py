@@ -14,6 +14,8 @@ from cxdash import journeys as jr
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import views
+from cxdash.store.database import open_store
+from cxdash.store.version import data_version
 
 CRM = "id,mail,joined,consent\nC1,a@x.org,2023-06-01,true\nC2,b@x.org,2023-06-02,false\nC3,c@x.org,2023-06-03,true\nC4,d@x.org,2023-06-04,true\n"
 CRM_MAP = Mapping.from_dict(
@@ -277,3 +279,26 @@ def test_a_shared_period_label_counts_both_days():
 
     assert label(date(2024, 2, 1), date(2024, 2, 29)) == "1 Feb 2024 – 29 Feb 2024 (29 days)"
     assert label(date(2024, 2, 1), date(2024, 2, 1)) == "1 Feb 2024 – 1 Feb 2024 (1 day)"
+
+
+def test_the_kept_journey_map_is_never_served_for_another_stores_data(tmp_path):
+    """The page's graph and nodes come from one query and the pair is kept for the second view
+    (``views._journey_map``). A store emptied and filled again at the same URL reaches the same
+    data version with other rows: its graph and nodes are its own, not the kept ones."""
+    url = f"duckdb:///{tmp_path / 'same.duckdb'}"
+    params = views.map_params(PLAIN, PERIOD)
+    got = []
+    for events in (EVENTS, EVENTS.replace(",pricing,", ",plans,")):
+        (tmp_path / "same.duckdb").unlink(missing_ok=True)
+        store = open_store(url)
+        (tmp_path / "web.csv").write_text(events)
+        ingest_file(store, tmp_path / "web.csv", source="web", mapping=EVENTS_MAP)
+        with store.connect() as conn:
+            got.append((views.COMPUTATIONS["journeys.dfg"](conn, **params), data_version(conn)))
+            nodes = views.COMPUTATIONS["journeys.nodes"](conn, **params)
+        store.dispose()
+        assert set(nodes["activity"]) == set(got[-1][0]["source"]) | set(got[-1][0]["target"])
+    (first, v1), (second, v2) = got
+    assert v1 == v2  # the same version: only the stamp tells the two apart
+    assert "pricing" in set(first["source"]) and "pricing" not in set(second["source"])
+    assert "plans" in set(second["source"]) and "plans" in set(nodes["activity"])

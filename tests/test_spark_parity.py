@@ -190,6 +190,12 @@ def test_journey_graph_variants_and_handoffs(stores):
     duck, spark = _both(stores, lambda c: jr.discover_dfg(c, jr.journey_log(), PAGE_SPEC, min_share=0.005))
     assert duck["count"].sum() > 500
     assert_same_frame(duck, spark, "discover_dfg")
+    # the graph and the nodes from one query, as the Journeys page reads them
+    duck_map, spark_map = _both(stores, lambda c: jr.journey_map(c, jr.journey_log(), PAGE_SPEC, min_share=0.005))
+    assert_same_frame(duck_map[0], duck, "journey_map graph (DuckDB)")
+    assert_same_frame(duck_map[0], spark_map[0], "journey_map graph")
+    assert len(duck_map[1]) > 3
+    assert_same_frame(duck_map[1], spark_map[1], "journey_map nodes")
     duck, spark = _both(
         stores,
         lambda c: jr.discover_variants(

@@ -256,9 +256,10 @@ def test_kpi_coverage_from_one_pass_per_table_equals_the_shares_counted_in_panda
         keys = set(pd.read_sql(sa.select(cust.c.cx_key), conn)["cx_key"])
         got = coverage(conn, filters)
         rows = {
-            kind: pd.read_sql(sa.select(KIND_TABLES[kind]), conn) for kind in ("tickets", "subscriptions", "transactions")
+            kind: pd.read_sql(sa.select(KIND_TABLES[kind]), conn)
+            for kind in ("tickets", "subscriptions", "transactions")
         }
-    assert 0 < len(keys) and (len(keys) < 300 if segment else True)
+    assert len(keys) > 0 and (len(keys) < 300 if segment else True)
 
     def share(kind: str, column: str | None = None) -> float:
         frame = rows[kind] if column is None else rows[kind][rows[kind][column].notna()]
@@ -275,3 +276,30 @@ def test_kpi_coverage_from_one_pass_per_table_equals_the_shares_counted_in_panda
     }
     assert 0 < expected["satisfaction"] < expected["silence_rate"]  # the figures differ: a swapped flag shows
     assert {name: got[name] for name in expected} == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        {"min_share": 0.0, "top_n": None, "collapse": True, "by_department": False, "rename": ()},
+        {"min_share": 0.02, "top_n": 6, "collapse": True, "by_department": False, "rename": ()},
+        {"min_share": 0.0, "top_n": 8, "collapse": False, "by_department": False, "rename": (("home", "browse"),)},
+        {"min_share": 0.01, "top_n": None, "collapse": True, "by_department": True, "rename": ()},
+    ],
+    ids=["all", "top-6-pooled", "uncollapsed-renamed", "by-department"],
+)
+def test_the_journey_map_from_one_query_equals_the_graph_and_the_nodes_found_apart(demo, filters):
+    """``journey_map`` sorts the period's steps once for the graph and the nodes: both frames equal
+    ``discover_dfg`` and ``activity_nodes`` (values and order), whatever the noise controls."""
+    spec = jr.MapFilters(**filters).spec()
+    with demo.connect() as conn:
+        period = metrics.default_period(metrics.as_of(conn))
+        log = jr.journey_log(since=period.start, until=period.end)
+        graph, nodes = jr.journey_map(conn, log, spec, min_share=filters["min_share"])
+        apart = jr.discover_dfg(conn, log, spec, min_share=filters["min_share"])
+        node_apart = jr.activity_nodes(conn, log, spec)
+        cases = jr.journey_customers(conn, log, spec)
+    assert len(graph) > 3 and len(nodes) > 2
+    pd.testing.assert_frame_equal(graph, apart)
+    pd.testing.assert_frame_equal(nodes, node_apart)
+    assert nodes["starts"].sum() == nodes["ends"].sum() == cases > 0  # each case starts and ends once

@@ -14,6 +14,9 @@ the stored name.
 from __future__ import annotations
 
 import json
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import asdict
 from datetime import date, timedelta
 
@@ -22,6 +25,7 @@ from sqlalchemy.engine import Connection
 from cxdash import journeys as jr
 from cxdash import metrics
 from cxdash.metrics.churn import Definition
+from cxdash.store.version import data_stamp
 
 __all__ = [
     "COMPUTATIONS",
@@ -33,6 +37,7 @@ __all__ = [
     "default_params",
     "edge_params",
     "filter_params",
+    "forget_journey_maps",
     "funnel_params",
     "handoffs_params",
     "hotspot_params",
@@ -279,12 +284,47 @@ def _spec(filters: dict) -> jr.LogSpec:
     return _map(filters).spec()
 
 
+# The journey map's graph and nodes come from one query (``jr.journey_map``: one sort of the
+# period's steps instead of two; at 1M customers 6.8-7.2 s -> 5.1-5.9 s). The page and the refresh
+# ask for them as two views, one right after the other: the pair is kept for the second, for a
+# minute at most, keyed by the store, its data stamp (version and when it was made) and the
+# parameters, so it is never served for other data.
+_MAP_PAIRS: OrderedDict[tuple, tuple[float, tuple]] = OrderedDict()
+_MAP_PAIRS_KEPT, _MAP_PAIR_SECONDS = 4, 60.0
+_map_lock = threading.Lock()
+
+
+def _journey_map(conn, filters, period):
+    key = (
+        conn.engine.url.render_as_string(hide_password=True),
+        data_stamp(conn),
+        json.dumps([filters, period], sort_keys=True, default=str),
+    )
+    now = time.monotonic()
+    with _map_lock:
+        kept = _MAP_PAIRS.get(key)
+    if kept is None or now - kept[0] > _MAP_PAIR_SECONDS:
+        kept = (now, jr.journey_map(conn, _log(period), _spec(filters), min_share=_map(filters).min_share))
+        with _map_lock:
+            _MAP_PAIRS[key] = kept
+            while len(_MAP_PAIRS) > _MAP_PAIRS_KEPT:
+                _MAP_PAIRS.popitem(last=False)
+    graph, nodes = kept[1]
+    return graph.copy(), nodes.copy()
+
+
+def forget_journey_maps() -> None:
+    """Drop the kept journey maps (a benchmark's warm run measures the computation, not this)."""
+    with _map_lock:
+        _MAP_PAIRS.clear()
+
+
 def _dfg(conn, filters, period=None):
-    return jr.discover_dfg(conn, _log(period), _spec(filters), min_share=_map(filters).min_share)
+    return _journey_map(conn, filters, period)[0]
 
 
 def _nodes(conn, filters, period=None):
-    return jr.activity_nodes(conn, _log(period), _spec(filters))
+    return _journey_map(conn, filters, period)[1]
 
 
 def _activities(conn, filters, period=None):

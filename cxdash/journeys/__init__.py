@@ -17,6 +17,7 @@ from cxdash.journeys.discovery import (
     end_activities,
     first_positions,
     journey_customers,
+    journey_map,
     start_activities,
 )
 from cxdash.journeys.export import cohort_csv, customer_journey, hotspot_customers, mask_email, mask_phone
@@ -91,6 +92,7 @@ __all__ = [
     "in_period",
     "journey_customers",
     "journey_log",
+    "journey_map",
     "journey_people",
     "mask_email",
     "mask_phone",

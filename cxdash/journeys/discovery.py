@@ -40,11 +40,12 @@ __all__ = [
     "end_activities",
     "first_positions",
     "journey_customers",
+    "journey_map",
     "start_activities",
 ]
 
 
-def _coded_steps(events: sa.FromClause, spec: LogSpec | None, keys) -> tuple[sa.CTE, sa.CTE]:
+def _coded_steps(events: sa.FromClause, spec: LogSpec | None, keys, *, nodes: bool = False) -> tuple[sa.CTE, sa.CTE]:
     """The log's steps with activities as integer codes, each beside its case's next step.
 
     Returns ``(codes, steps)``: ``codes`` is ``activity, code`` (code = the activity's rank by
@@ -56,6 +57,9 @@ def _coded_steps(events: sa.FromClause, spec: LogSpec | None, keys) -> tuple[sa.
     which is most of the cost of the graph on a large log; names come back on the few result
     rows. Rename rules and top N act on the small table of distinct activities (same rules
     as ``prepare_log``), and collapsing repeats works on the codes, in ``prepare_log``'s order.
+
+    ``nodes=True`` also carries each step's ``department`` and ``is_start`` (1 on a case's first
+    step), from the same window: what ``activity_nodes`` counts, for ``journey_map``.
     """
     s = _spec(spec, **keys)
     log = prepare_log(events, LogSpec(**{**s.__dict__, "rename": {}, "top_n": None, "collapse_repeats": False}))
@@ -84,7 +88,7 @@ def _coded_steps(events: sa.FromClause, spec: LogSpec | None, keys) -> tuple[sa.
     ).cte("activity_codes")
     codes = sa.select(dictionary.c.name.label("activity"), dictionary.c.code).distinct().cte("code_names")
     coded = (
-        sa.select(log.c.case_id, dictionary.c.code, log.c.ts, *_tiebreaks(log))
+        sa.select(log.c.case_id, dictionary.c.code, log.c.ts, *_tiebreaks(log), *([log.c.department] if nodes else []))
         .select_from(log.join(dictionary, dictionary.c.activity == log.c.activity))
         .cte("coded_log")
     )
@@ -101,6 +105,14 @@ def _coded_steps(events: sa.FromClause, spec: LogSpec | None, keys) -> tuple[sa.
         coded.c.code.label("source"),
         sa.case((same_case, sa.func.lead(coded.c.code).over(**w))).label("target"),
         sa.case((same_case, _epoch(sa.func.lead(coded.c.ts).over(**w)) - _epoch(coded.c.ts))).label("seconds"),
+        *(
+            [
+                coded.c.department,
+                sa.case((sa.func.lag(coded.c.case_id).over(**w) == coded.c.case_id, 0), else_=1).label("is_start"),
+            ]
+            if nodes
+            else []
+        ),
     ).cte("coded_steps")
     return codes, steps
 
@@ -113,7 +125,13 @@ def dfg_query(events: sa.FromClause, spec: LogSpec | None = None, *, min_share: 
     edge to the pooled one through the (small) table of edge counts.
     """
     codes, steps = _coded_steps(events, spec, keys)
-    pairs = sa.select(steps).where(steps.c.target.is_not(None)).subquery("pairs")
+    return _dfg_select(codes, steps, min_share)
+
+
+def _dfg_select(codes: sa.CTE, steps: sa.CTE, min_share: float) -> sa.Select:
+    """``dfg_query`` on ``_coded_steps``' result."""
+    pairs = sa.select(steps.c.case_id, steps.c.source, steps.c.target, steps.c.seconds)
+    pairs = pairs.where(steps.c.target.is_not(None)).subquery("pairs")
     if min_share > 0:
         edge_n = (
             sa.select(pairs.c.source, pairs.c.target, sa.func.count().label("n"))
@@ -192,6 +210,7 @@ def dfg_query(events: sa.FromClause, spec: LogSpec | None = None, *, min_share: 
     )
 
 
+NODE_COLUMNS = ["activity", "count", "customers", "department", "starts", "ends"]
 DFG_COLUMNS = [
     "source",
     "target",
@@ -271,6 +290,126 @@ def end_activities(conn: Connection, events: sa.FromClause, spec: LogSpec | None
     return _ends(conn, events, spec, keys, first=False)
 
 
+def _nodes_select(codes: sa.CTE, steps: sa.CTE) -> sa.Select:
+    """``activity_nodes``' figures from ``_coded_steps(..., nodes=True)``: the steps left after
+    collapsing repeats are the steps it counts, their first and last per case its starts and ends."""
+    by_dept = (
+        sa.select(steps.c.source, steps.c.department, sa.func.count().label("n"))
+        .group_by(steps.c.source, steps.c.department)
+        .subquery("node_departments")
+    )
+    dept = sa.select(
+        by_dept.c.source,
+        by_dept.c.department,
+        sa.func.row_number()
+        .over(partition_by=by_dept.c.source, order_by=(by_dept.c.n.desc(), by_dept.c.department))
+        .label("rk"),
+    ).subquery("node_top_department")
+    stats = (
+        sa.select(
+            steps.c.source,
+            sa.func.count().label("n"),
+            sa.func.count(sa.distinct(steps.c.case_id)).label("cust"),
+            sa.func.sum(steps.c.is_start).label("starts"),
+            sa.func.sum(sa.case((steps.c.target.is_(None), 1), else_=0)).label("ends"),
+        )
+        .group_by(steps.c.source)
+        .subquery("node_stats")
+    )
+    name = codes.alias("node_name")
+    return sa.select(
+        sa.func.coalesce(name.c.activity, sa.literal(OTHER, sa.String)).label("activity"),
+        stats.c.n,
+        stats.c.cust,
+        dept.c.department,
+        stats.c.starts,
+        stats.c.ends,
+    ).select_from(
+        stats.join(dept, sa.and_(dept.c.source == stats.c.source, dept.c.rk == 1)).outerjoin(
+            name, name.c.code == stats.c.source
+        )
+    )
+
+
+def journey_map(
+    conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, *, min_share: float = 0.0, **keys
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``(discover_dfg(...), activity_nodes(...))`` from one query: the log is filtered, coded,
+    collapsed and sorted once for both (the Journeys page shows both; issue 17: the nodes were a
+    second sort of the period's steps). Same frames, same order, as the two functions give."""
+    codes, steps = _coded_steps(events, spec, keys, nodes=True)
+    edges = _dfg_select(codes, steps, min_share).order_by(None).subquery("map_edges")
+    nodes = _nodes_select(codes, steps).subquery("map_nodes")
+    big, num, text = sa.BigInteger, sa.Double, sa.String
+
+    def col(value, type_):
+        return sa.cast(value if value is not None else sa.null(), type_)
+
+    # one result: edges (part 0) and nodes (part 1) in aligned columns
+    parts = sa.union_all(
+        sa.select(
+            sa.literal(0, sa.Integer).label("part"),
+            col(edges.c.source, text).label("a"),
+            col(edges.c.target, text).label("b"),
+            col(edges.c.count, big).label("n1"),
+            col(edges.c.customers, big).label("n2"),
+            col(None, big).label("n3"),
+            col(None, big).label("n4"),
+            col(edges.c.share, num).label("x1"),
+            col(edges.c.customer_share, num).label("x2"),
+            col(edges.c.median_seconds, num).label("x3"),
+            col(edges.c.p90_seconds, num).label("x4"),
+            col(edges.c.mean_seconds, num).label("x5"),
+        ),
+        sa.select(
+            sa.literal(1, sa.Integer).label("part"),
+            col(nodes.c.activity, text),
+            col(nodes.c.department, text),
+            col(nodes.c.n, big),
+            col(nodes.c.cust, big),
+            col(nodes.c.starts, big),
+            col(nodes.c.ends, big),
+            *[col(None, num) for _ in range(5)],
+        ),
+    ).subquery("journey_map")
+    m = parts.c
+    q = sa.select(parts).order_by(m.part, m.n1.desc(), m.a, m.b)
+    rows = _frame(conn, q, ["part", "a", "b", "n1", "n2", "n3", "n4", "x1", "x2", "x3", "x4", "x5"])
+    e = rows[rows["part"] == 0].reset_index(drop=True)
+    n = rows[rows["part"] == 1].reset_index(drop=True)
+    dfg = pd.DataFrame(
+        {
+            "source": e["a"],
+            "target": e["b"],
+            "count": e["n1"],
+            "customers": e["n2"],
+            "share": e["x1"],
+            "customer_share": e["x2"],
+            "median_seconds": e["x3"],
+            "p90_seconds": e["x4"],
+            "mean_seconds": e["x5"],
+        },
+        columns=DFG_COLUMNS,
+    )
+    graph = _numeric(
+        dfg,
+        ints=("count", "customers"),
+        floats=("share", "customer_share", "median_seconds", "p90_seconds", "mean_seconds"),
+    )
+    node_frame = pd.DataFrame(
+        {
+            "activity": n["a"],
+            "count": n["n1"],
+            "customers": n["n2"],
+            "department": n["b"],
+            "starts": n["n3"],
+            "ends": n["n4"],
+        },
+        columns=NODE_COLUMNS,
+    )
+    return graph, _numeric(node_frame, ints=("count", "customers", "starts", "ends"))
+
+
 def activity_nodes(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
     """One row per activity: ``activity, count, customers, department`` (its most frequent
     department), ``starts, ends`` (cases starting / ending with it), most frequent first.
@@ -323,8 +462,7 @@ def activity_nodes(conn: Connection, events: sa.FromClause, spec: LogSpec | None
         .join(dept, sa.and_(dept.c.activity == stats.c.activity, dept.c.rk == 1))
         .order_by(stats.c.n.desc(), stats.c.activity)
     )
-    cols = ["activity", "count", "customers", "department", "starts", "ends"]
-    return _numeric(_frame(conn, q, cols), ints=("count", "customers", "starts", "ends"))
+    return _numeric(_frame(conn, q, NODE_COLUMNS), ints=("count", "customers", "starts", "ends"))
 
 
 def activity_counts(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:

@@ -20,12 +20,21 @@ from sqlalchemy.engine import Connection
 
 from cxdash.store.database import CHANGE_KINDS, changes_table
 
-__all__ = ["CHANGE_KINDS", "changes_table", "data_version", "record_change"]
+__all__ = ["CHANGE_KINDS", "changes_table", "data_stamp", "data_version", "record_change"]
 
 
 def data_version(conn: Connection) -> int:
     """The current data version (0 for a store that never changed)."""
     return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(changes_table.c.id), 0))).scalar())
+
+
+def data_stamp(conn: Connection) -> tuple[int, str]:
+    """The data version and when that change was made. Unlike the version alone it differs between
+    a store and the same store emptied and filled again (its versions start over): a key for
+    results kept in memory across stores at one URL (``cxdash.jobs.views``)."""
+    c = changes_table.c
+    row = conn.execute(sa.select(c.id, c.changed_at).order_by(c.id.desc()).limit(1)).first()
+    return (0, "") if row is None else (int(row.id), str(row.changed_at))
 
 
 def record_change(conn: Connection, kind: str, *, load_id: int | None = None) -> int:
