@@ -290,21 +290,28 @@ def end_activities(conn: Connection, events: sa.FromClause, spec: LogSpec | None
     return _ends(conn, events, spec, keys, first=False)
 
 
+def _top_department(key, department, *where, name: str) -> sa.Subquery:
+    """Per ``key`` (an activity or its code), its departments ranked by how many steps (``where``)
+    carry each, ties by name: ``rk = 1`` is the activity's department on the map."""
+    by_dept = (
+        sa.select(key.label("key"), department.label("department"), sa.func.count().label("n"))
+        .where(*where)
+        .group_by(key, department)
+        .subquery(name + "_counts")
+    )
+    return sa.select(
+        by_dept.c.key,
+        by_dept.c.department,
+        sa.func.row_number()
+        .over(partition_by=by_dept.c.key, order_by=(by_dept.c.n.desc(), by_dept.c.department))
+        .label("rk"),
+    ).subquery(name)
+
+
 def _nodes_select(codes: sa.CTE, steps: sa.CTE) -> sa.Select:
     """``activity_nodes``' figures from ``_coded_steps(..., nodes=True)``: the steps left after
     collapsing repeats are the steps it counts, their first and last per case its starts and ends."""
-    by_dept = (
-        sa.select(steps.c.source, steps.c.department, sa.func.count().label("n"))
-        .group_by(steps.c.source, steps.c.department)
-        .subquery("node_departments")
-    )
-    dept = sa.select(
-        by_dept.c.source,
-        by_dept.c.department,
-        sa.func.row_number()
-        .over(partition_by=by_dept.c.source, order_by=(by_dept.c.n.desc(), by_dept.c.department))
-        .label("rk"),
-    ).subquery("node_top_department")
+    dept = _top_department(steps.c.source, steps.c.department, name="node_top_department")
     stats = (
         sa.select(
             steps.c.source,
@@ -325,7 +332,7 @@ def _nodes_select(codes: sa.CTE, steps: sa.CTE) -> sa.Select:
         stats.c.starts,
         stats.c.ends,
     ).select_from(
-        stats.join(dept, sa.and_(dept.c.source == stats.c.source, dept.c.rk == 1)).outerjoin(
+        stats.join(dept, sa.and_(dept.c.key == stats.c.source, dept.c.rk == 1)).outerjoin(
             name, name.c.code == stats.c.source
         )
     )
@@ -433,19 +440,7 @@ def activity_nodes(conn: Connection, events: sa.FromClause, spec: LogSpec | None
         sa.case((sa.func.lead(log.c.case_id).over(**w) == log.c.case_id, 0), else_=1).label("is_end"),
         (sa.case((repeat, 0), else_=1) if s.collapse_repeats else sa.literal(1)).label("kept"),
     ).cte("flagged_steps")
-    by_dept = (
-        sa.select(steps.c.activity, steps.c.department, sa.func.count().label("n"))
-        .where(steps.c.kept == 1)
-        .group_by(steps.c.activity, steps.c.department)
-        .subquery("by_department")
-    )
-    dept = sa.select(
-        by_dept.c.activity,
-        by_dept.c.department,
-        sa.func.row_number()
-        .over(partition_by=by_dept.c.activity, order_by=(by_dept.c.n.desc(), by_dept.c.department))
-        .label("rk"),
-    ).subquery("top_department")
+    dept = _top_department(steps.c.activity, steps.c.department, steps.c.kept == 1, name="top_department")
     stats = (
         sa.select(
             steps.c.activity,
@@ -459,7 +454,7 @@ def activity_nodes(conn: Connection, events: sa.FromClause, spec: LogSpec | None
     )
     q = (
         sa.select(stats.c.activity, stats.c.n, stats.c.cust, dept.c.department, stats.c.starts, stats.c.ends)
-        .join(dept, sa.and_(dept.c.activity == stats.c.activity, dept.c.rk == 1))
+        .join(dept, sa.and_(dept.c.key == stats.c.activity, dept.c.rk == 1))
         .order_by(stats.c.n.desc(), stats.c.activity)
     )
     return _numeric(_frame(conn, q, NODE_COLUMNS), ints=("count", "customers", "starts", "ends"))
