@@ -15,6 +15,7 @@ from streamlit.testing.v1 import AppTest
 from cxdash.governance.sources import department_code, known_departments, set_source_owner, source_owners
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
+from cxdash.jobs import summaries
 from cxdash.store import audit
 from cxdash.store.database import Store, open_store
 from cxdash.ui import opsview
@@ -204,6 +205,7 @@ def test_picking_a_department_in_words_stores_its_code_and_is_audited(db, tmp_pa
     _widget(at.text_input, "Owner (team or person)").set_value("Lee (billing ops)")
     at.button(key="health_owner_save").click()
     at.run()
+    summaries.wait_for_background()  # the new department's views, prepared again on a thread
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert _owners(db)["helpdesk"] == ("billing", "Lee (billing ops)")
@@ -216,6 +218,8 @@ def test_picking_a_department_in_words_stores_its_code_and_is_audited(db, tmp_pa
     ]
     assert [_said(s) for s in at.success] == [
         "Saved: helpdesk now belongs to Billing (billing), owner Lee (billing ops)."
+        " Journeys, handoffs, hotspots and conflicts show its rows under that department from now on"
+        " (their default views are being prepared again)."
     ]
     # after the save the form shows the source's new department
     box = _widget(at.selectbox, "Department")
@@ -244,6 +248,7 @@ def test_another_department_is_typed_in_refused_blank_then_stored_as_a_code_and_
     typed.set_value("  Field  Care ")
     at.button(key="health_owner_save").click()
     at.run()
+    summaries.wait_for_background()  # the new department's views, prepared again on a thread
     assert not at.exception, [e.value for e in at.exception]
     assert not at.error, [e.value for e in at.error]
     assert _owners(db)["helpdesk"] == ("field care", "support")
@@ -257,6 +262,8 @@ def test_another_department_is_typed_in_refused_blank_then_stored_as_a_code_and_
     # the owner was the old department's code: the saved sentence names that team in words
     assert [_said(s) for s in at.success] == [
         "Saved: helpdesk now belongs to field care, owner Customer support team (support)."
+        " Journeys, handoffs, hotspots and conflicts show its rows under that department from now on"
+        " (their default views are being prepared again)."
     ]
     box = _widget(at.selectbox, "Department")
     assert box.options[box.index] == "field care"  # now one of the known departments, selected

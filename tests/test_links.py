@@ -310,11 +310,15 @@ def test_the_sources_set_command_changes_department_and_owner(duck, capsys):
     assert main(["--db", url, "sources", "set", "helpdesk", "--department", "customer care", "--owner", "Sam"]) == 0
     out = capsys.readouterr().out
     assert "helpdesk" in out and "customer care" in out and "Sam" in out
+    assert "stored summaries prepared again with the new department" in out  # the views name departments
     with duck.connect() as conn:
         owners = source_owners(conn).set_index("name")
     assert owners.loc["helpdesk", ["department", "owner"]].tolist() == ["customer care", "Sam"]
     assert main(["--db", url, "sources", "set", "ghost", "--owner", "Sam"]) == 1
     capsys.readouterr()
+    # a new owner alone changes no figure: nothing to prepare again
+    assert main(["--db", url, "sources", "set", "helpdesk", "--owner", "Sam Lee"]) == 0
+    assert "prepared again" not in capsys.readouterr().out
     # a known department typed in words is stored as its code, as the Data health form stores it
     assert main(["--db", url, "sources", "set", "helpdesk", "--department", "  Customer  Support "]) == 0
     assert "Customer support (support)" in capsys.readouterr().out

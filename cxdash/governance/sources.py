@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection
 from cxdash.store import audit
 from cxdash.store.database import KIND_TABLES, Store, sources_table
 from cxdash.store.kinds import KINDS
+from cxdash.store.version import record_change
 
 __all__ = [
     "DEPARTMENT_NAMES",
@@ -139,7 +140,10 @@ def set_source_owner(
 ) -> dict[str, str | None]:
     """Change ``source``'s department and/or owner (a None argument leaves that one as it is;
     blank text is refused; the department is stored as its code, ``department_code``). Records a
-    ``source_owner_changed`` audit entry with the old and new values. Out: the source's ``{"department", "owner"}`` after the change.
+    ``source_owner_changed`` audit entry with the old and new values. A new department also moves the
+    data version (a ``department`` change, ``cxdash.store.version``): the stored views and the pages'
+    caches name departments, and the caller refreshes them (``cxdash.jobs.after_load``). Out: the
+    source's ``{"department", "owner"}`` after the change.
     Raises ``KeyError`` for an unknown source, ``ValueError`` for blank values or nothing to change.
     """
     changes = {k: v for k, v in (("department", department), ("owner", owner)) if v is not None}
@@ -158,6 +162,10 @@ def set_source_owner(
             known = [r[0] for r in conn.execute(sa.select(s.c.name).order_by(s.c.name))]
             raise KeyError(f"no source named {source!r}; loaded sources: {known or 'none yet'}")
         conn.execute(s.update().where(s.c.name == source).values(**changes))
+        if changes.get("department", before.department) != before.department:
+            # the journeys, handoffs, hotspots and conflicts name departments: the stored views and
+            # the pages' caches (keyed by the data version) must not keep the old one
+            record_change(conn, "department")
     after = {"department": changes.get("department", before.department), "owner": changes.get("owner", before.owner)}
     audit.record(
         store,

@@ -248,7 +248,9 @@ identity_restitch_table = sa.Table(
 
 # The data version (cxdash/store/version.py): one row per committed change of the analytical
 # data, numbered 1, 2, 3...; the version is the highest id.
-CHANGE_KINDS = ("load", "replace", "erasure", "upgrade")
+# A "department" change moves a source to another department (cxdash.governance.sources): no row
+# changes, but every stored view that names departments does.
+CHANGE_KINDS = ("load", "replace", "erasure", "upgrade", "department")
 changes_table = sa.Table(
     "changes",
     ANALYTICS,

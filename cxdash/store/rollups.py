@@ -149,7 +149,8 @@ def note_append(conn: Connection, load_id: int) -> None:
 
 def maintain(conn: Connection) -> str:
     """Bring the rollups to the store's data version in ``conn``'s transaction. Returns what it did:
-    ``current`` (nothing to do), ``added N loads`` or ``rebuilt``."""
+    ``current`` (no row changed: nothing to do, or only departments moved), ``added N loads`` or
+    ``rebuilt``."""
     version = data_version(conn)
     held = held_version(conn)
     if held == version:
@@ -163,17 +164,21 @@ def maintain(conn: Connection) -> str:
             .where(c.c.id > held)
             .order_by(c.c.id)
         ).all()
-        if since and all(kind == "load" and noted is not None for kind, _, noted in since):
-            added = [load_id for _, load_id, _ in since]
+        # a department change moves no row (the rollups keep rows' own departments): nothing to add
+        if since and all((kind == "load" and noted is not None) or kind == "department" for kind, _, noted in since):
+            added = [load_id for kind, load_id, _ in since if kind == "load"]
     if added is None:
         clear(conn)
         _add(conn)
     else:
         for load_id in added:
             _add(conn, load_id)
-        conn.execute(rollup_appends_table.delete().where(rollup_appends_table.c.load_id <= max(added)))
+        if added:
+            conn.execute(rollup_appends_table.delete().where(rollup_appends_table.c.load_id <= max(added)))
         conn.execute(rollup_state_table.delete())
     conn.execute(
         rollup_state_table.insert().values(data_version=version, built_at=datetime.now(UTC).replace(tzinfo=None))
     )
-    return "rebuilt" if added is None else f"added {len(added)} load{'s' if len(added) != 1 else ''}"
+    if added is None:
+        return "rebuilt"
+    return f"added {len(added)} load{'s' if len(added) != 1 else ''}" if added else "current"

@@ -2,9 +2,10 @@
 
 Pages and stored summaries key their caches on it (``cxdash.jobs.summaries``, ``cxdash.ui.data``),
 and a trained model records the version it was trained on. It lives in the ``changes`` table of
-the analytical store: one row per committed change (a load, a replace, an erasure), numbered
-``1, 2, 3...``; the version is the highest number. ``record_change`` is called inside the
-change's own transaction, so the version moves exactly when the change commits.
+the analytical store: one row per committed change (a load, a replace, an erasure, a source
+moved to another department), numbered ``1, 2, 3...``; the version is the highest number.
+``record_change`` is called inside the change's own transaction, so the version moves exactly
+when the change commits.
 
 A store written before this table existed moved its version by ``loads.load_id`` (and an
 erasure added a pretend load to move it): its upgrade (``Store.create_schema``) starts the table

@@ -27,6 +27,7 @@ from cxdash.ingest.readers import ExtractError, FileFormat, as_csv, iter_chunks,
 from cxdash.jobs import after_load, check_file, followup_words, rescore_touched, summaries
 from cxdash.store.database import identity_hubs_table, quarantine_table, sources_table
 from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, get_kind
+from cxdash.store.version import data_version
 from cxdash.ui import data, disclosure
 from cxdash.ui.auth import current_user
 from cxdash.ui.formatting import count, label, plain
@@ -552,11 +553,22 @@ def departments() -> list[str]:
 
 
 def save_source_owner(source: str, department: str | None, owner: str | None) -> dict:
-    """Change a source's department and owner (audited as the signed-in user)."""
-    after = set_source_owner(data.store(), source, department=department, owner=owner, actor=current_user())
+    """Change a source's department and owner (audited as the signed-in user). A new department
+    moves the data version: the pages compute live with it at once, and the stored summaries are
+    prepared again in the background (as after an upload). Out: ``set_source_owner``'s, with
+    ``moved`` (the department changed)."""
+    store = data.store()
+    with store.connect() as conn:
+        version = data_version(conn)
+    after = set_source_owner(store, source, department=department, owner=owner, actor=current_user())
     _health.clear()
     _departments.clear()  # a new department is known from now on
-    return after
+    with store.connect() as conn:
+        moved = data_version(conn) != version
+    if moved:
+        data.forget_version()
+        after_load(store, (), background=summaries.SUMMARIES)
+    return {**after, "moved": moved}
 
 
 def source_names() -> list[str]:

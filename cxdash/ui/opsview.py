@@ -335,8 +335,14 @@ def owner_box(department: object, owner: object) -> tuple[str, str]:
 def owner_saved_words(source: str, after: dict) -> str:
     """The sentence after a save: ``"Saved: helpdesk now belongs to Customer support (support), owner
     Maya."`` (``after``: what ``set_source_owner`` returns). Plain text: it quotes a source and an owner
-    name."""
-    return f"Saved: {source} now belongs to {department_and_owner(after['department'], after['owner'])}."
+    name. When the department changed (``after["moved"]``), it says where that shows."""
+    saved = f"Saved: {source} now belongs to {department_and_owner(after['department'], after['owner'])}."
+    if after.get("moved"):
+        saved += (
+            " Journeys, handoffs, hotspots and conflicts show its rows under that department from now on"
+            " (their default views are being prepared again)."
+        )
+    return saved
 
 
 def owner_not_saved_words(source: str, department: str | None, reason: str) -> str:
