@@ -113,6 +113,36 @@ def test_identical_lines_without_a_natural_key_are_kept_but_not_reloaded(store, 
     assert counts(store)["transactions"] == 3
 
 
+def test_an_append_drops_the_earlier_rows_it_repeats_at_either_end_of_its_time_range(store, tmp_path):
+    # events are keyed by their content: an earlier row with the same key has the same time, so the
+    # append compares only earlier rows within its own time range (the first and last included)
+    m = Mapping("events", {"visitor_id": "cookie", "timestamp": "when", "activity": "page"})
+    first = tmp_path / "monday.csv"
+    first.write_text(
+        "cookie,when,page\nc1,2024-01-01 09:00,home\nc1,2024-01-02 09:00,pricing\nc2,2024-01-03 09:00,home\n",
+        encoding="utf-8",
+    )
+    assert ingest_file(store, first, source="web", mapping=m).rows_loaded == 3
+    other = tmp_path / "shop.csv"  # the same row in another source is that source's own row
+    other.write_text("cookie,when,page\nc9,2024-01-02 12:00,home\n", encoding="utf-8")
+    assert ingest_file(store, other, source="shop", mapping=m).rows_loaded == 1
+    again = tmp_path / "tuesday.csv"
+    again.write_text(
+        "cookie,when,page\n"
+        "c1,2024-01-01 09:00,home\n"  # repeats the earliest earlier row: the load's first time
+        "c1,2024-01-02 09:00,checkout\n"  # same time as an earlier row, another page: new
+        "c9,2024-01-02 12:00,home\n"  # repeats a row of the shop source only: new for web
+        "c2,2024-01-03 09:00,home\n",  # repeats the latest earlier row: the load's last time
+        encoding="utf-8",
+    )
+    result = ingest_file(store, again, source="web", mapping=m, mode="append")
+    assert result.rows_loaded == 2 and result.rows_already_loaded == 2
+    got = rows(store, "events")
+    web = got[got["source"] == "web"]
+    assert sorted(web["activity"]) == ["checkout", "home", "home", "home", "pricing"]
+    assert len(web) == 5 and (web["row_key"].value_counts() == 1).all()
+
+
 def test_replace_swaps_the_source_and_leaves_other_sources_alone(store, tmp_path):
     m = Mapping("transactions", {"account_id": "acct", "timestamp": "when", "amount": "amt"})
     a = tmp_path / "a.csv"

@@ -168,16 +168,31 @@ def deduplicate(
         stage.drop(conn)
     if against_earlier:
         earlier = target.alias("earlier")
-        conn.execute(
-            target.delete().where(
-                this_load,
-                sa.exists(
-                    sa.select(sa.literal(1)).where(
-                        earlier.c.source == source,
-                        earlier.c.load_id != load_id,
-                        earlier.c.row_key == target.c.row_key,
-                    )
-                ),
-            )
-        )
+        same = [earlier.c.source == source, earlier.c.load_id != load_id, earlier.c.row_key == target.c.row_key]
+        if not natural:
+            same += _same_time_range(conn, kind_def, target, earlier, this_load)
+        held = sa.exists(sa.select(sa.literal(1)).where(*same))
+        # Looked for first: an append rarely repeats an earlier row, and DuckDB finds none much
+        # faster with a SELECT than it runs the DELETE (0.5 s against 4 s for one row among 36M).
+        if conn.execute(sa.select(target.c.row_key).where(this_load, held).limit(1)).first() is not None:
+            conn.execute(target.delete().where(this_load, held))
     return int(conn.execute(sa.select(sa.func.count()).select_from(target).where(this_load)).scalar())
+
+
+def _same_time_range(conn: sa.Connection, kind_def, target: sa.Table, earlier, this_load) -> list:
+    """For rows keyed by their content (no natural key): an earlier row with the same key has the
+    same content, its time included, so only earlier rows within this load's time range need be
+    compared. The range is given as literal bounds, which DuckDB answers from its zone maps
+    (the rows of a time-ordered log: one row group instead of every one). Nothing when the kind
+    has no required time or a row of the load has none."""
+    time = next((f.name for f in kind_def.fields if f.dtype == "datetime" and f.required), None)
+    if time is None:
+        return []
+    lo, hi, untimed = conn.execute(
+        sa.select(
+            sa.func.min(target.c[time]), sa.func.max(target.c[time]), sa.func.count() - sa.func.count(target.c[time])
+        ).where(this_load)
+    ).one()
+    if lo is None or untimed:
+        return []
+    return [earlier.c[time].between(lo, hi)]
