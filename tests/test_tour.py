@@ -202,6 +202,8 @@ def test_each_role_does_its_main_job_on_its_first_visit(tour, artifacts, public_
     shot(page, artifacts, "6_agent_card")
     page.get_by_role("button", name="Mark contacted").click()
     page.get_by_text(f"Recorded {name} as contacted").wait_for(timeout=60_000)
+    # the note stands above the tiles: the rerun may not have redrawn them yet when it appears
+    settle(page)
     assert metric(page, "Follow-up status") == "contacted"
     assert f"by {PEOPLE['agent'][0]}" in page.inner_text("body")
     shot(page, artifacts, "7_agent_marked")
