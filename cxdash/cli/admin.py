@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 
 from cxdash.cli.common import cli_actor, jsonable, store_of
 from cxdash.governance import auth
 from cxdash.governance.erasure import erase_customer
 from cxdash.governance.health import governance
-from cxdash.governance.sources import department_name, set_source_owner
-from cxdash.jobs import after_load, summaries, upgrade_store
+from cxdash.governance.sources import department_name
+from cxdash.jobs import change_source_owner, summaries, upgrade_store
 from cxdash.store.database import compact_duckdb_file, open_store
 from cxdash.store.version import data_version
 
@@ -54,16 +53,10 @@ def cmd_sources(args) -> int:
 
 def cmd_sources_set(args) -> int:
     store = store_of(args)
-    with store.connect() as conn:
-        version = data_version(conn)
-    after = set_source_owner(store, args.source, department=args.department, owner=args.owner, actor=cli_actor())
+    after = change_source_owner(store, args.source, department=args.department, owner=args.owner, actor=cli_actor())
     print(f"source {args.source}: department {department_name(after['department'])}, owner {after['owner']}")
-    with store.connect() as conn:
-        moved = data_version(conn) != version
-    if moved:  # the stored views name departments: prepared again, as after a load
-        clock = time.perf_counter()
-        after_load(store)
-        print(f"stored summaries prepared again with the new department in {time.perf_counter() - clock:.1f} s")
+    if after["moved"]:  # the stored views name departments: prepared again, as after a load
+        print(f"stored summaries prepared again with the new department in {after['seconds']:.1f} s")
     return 0
 
 

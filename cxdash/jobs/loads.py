@@ -17,6 +17,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Connection
 
+from cxdash.governance.sources import set_source_owner
 from cxdash.identity.stitch import rebuild_identity_map
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.result import IngestResult
@@ -24,8 +25,16 @@ from cxdash.jobs.summaries import SUMMARIES, refresh, refresh_in_background
 from cxdash.metrics import headline
 from cxdash.store import rollups
 from cxdash.store.database import Store
+from cxdash.store.version import data_version
 
-__all__ = ["after_load", "check_file", "headline_customers", "stitch_identities", "update_rollups"]
+__all__ = [
+    "after_load",
+    "change_source_owner",
+    "check_file",
+    "headline_customers",
+    "stitch_identities",
+    "update_rollups",
+]
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +93,29 @@ def after_load(
     if background:
         refresh_in_background(store, background, first=update_rollups)
     return took
+
+
+def change_source_owner(
+    store: Store,
+    source: str,
+    *,
+    department: str | None = None,
+    owner: str | None = None,
+    actor: str = "unknown",
+    background: bool = False,
+) -> dict:
+    """``set_source_owner``, then, when the department actually changed (the data version moved: the
+    stored views name departments), the stored summaries prepared again as after a load: now, or on
+    a thread when ``background`` (the page; it computes live meanwhile). A new owner alone moves
+    nothing. Out: the source's ``{"department", "owner"}`` after the change, with ``moved`` (the
+    department changed) and ``seconds`` (the refresh done now; 0 otherwise)."""
+    with store.connect() as conn:
+        version = data_version(conn)
+    after = set_source_owner(store, source, department=department, owner=owner, actor=actor)
+    with store.connect() as conn:
+        moved = data_version(conn) != version
+    clock = time.perf_counter()
+    if moved:
+        after_load(store, (), background=SUMMARIES) if background else after_load(store)
+    seconds = time.perf_counter() - clock if moved and not background else 0.0
+    return {**after, "moved": moved, "seconds": seconds}

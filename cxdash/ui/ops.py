@@ -19,15 +19,14 @@ from cxdash.config import DATA_DIR, database_url
 from cxdash.exporting import safe_csv
 from cxdash.governance import department_name
 from cxdash.governance.health import governance, mapping_versions, set_latency_target
-from cxdash.governance.sources import known_departments, set_source_owner, source_owners
+from cxdash.governance.sources import known_departments, source_owners
 from cxdash.identity.links import LinkError, match_rates, suggest_links
 from cxdash.ingest.load import IngestError, IngestResult, ingest_file, saved_mapping
 from cxdash.ingest.mapping import KindGuess, Mapping, MappingError, rank_kinds, suggest_source_name
 from cxdash.ingest.readers import ExtractError, FileFormat, as_csv, iter_chunks, read_header, sniff_format
-from cxdash.jobs import after_load, check_file, followup_words, rescore_touched, summaries
+from cxdash.jobs import after_load, change_source_owner, check_file, followup_words, rescore_touched, summaries
 from cxdash.store.database import identity_hubs_table, quarantine_table, sources_table
 from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, get_kind
-from cxdash.store.version import data_version
 from cxdash.ui import data, disclosure
 from cxdash.ui.auth import current_user
 from cxdash.ui.formatting import count, label, plain
@@ -555,20 +554,15 @@ def departments() -> list[str]:
 def save_source_owner(source: str, department: str | None, owner: str | None) -> dict:
     """Change a source's department and owner (audited as the signed-in user). A new department
     moves the data version: the pages compute live with it at once, and the stored summaries are
-    prepared again in the background (as after an upload). Out: ``set_source_owner``'s, with
-    ``moved`` (the department changed)."""
-    store = data.store()
-    with store.connect() as conn:
-        version = data_version(conn)
-    after = set_source_owner(store, source, department=department, owner=owner, actor=current_user())
+    prepared again in the background (as after an upload). Out: ``jobs.change_source_owner``'s."""
+    after = change_source_owner(
+        data.store(), source, department=department, owner=owner, actor=current_user(), background=True
+    )
     _health.clear()
     _departments.clear()  # a new department is known from now on
-    with store.connect() as conn:
-        moved = data_version(conn) != version
-    if moved:
+    if after["moved"]:
         data.forget_version()
-        after_load(store, (), background=summaries.SUMMARIES)
-    return {**after, "moved": moved}
+    return after
 
 
 def source_names() -> list[str]:
