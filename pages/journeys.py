@@ -233,8 +233,17 @@ with st.expander("Customers who took one step of the map"):
     st.selectbox("Customers on edge", edge_names, key=ju.EDGE)
     if st.session_state.get(ju.EDGE):
         on_edge = ju.edge_cohort(filters, st.session_state[ju.EDGE])
-        st.caption(f"{count(len(on_edge), 'customer')} took this step in the period.")
-        st.dataframe(ju.edge_display(on_edge), hide_index=True, width="stretch", height=260)
+        pages = max(1, -(-len(on_edge) // ju.PAGE_SIZE))
+        if int(st.session_state.get(ju.EDGE_PAGE, 1)) > pages:
+            st.session_state[ju.EDGE_PAGE] = 1
+        st.number_input(f"Page of this step's customers (of {count(pages)})", 1, pages, key=ju.EDGE_PAGE)
+        rows, span = ju.page_of(on_edge, st.session_state[ju.EDGE_PAGE], ju.PAGE_SIZE)
+        st.caption(
+            f"{count(len(on_edge), 'customer')} took this step in the period, every one listed ({span}; "
+            f"{count(ju.PAGE_SIZE)} a page, most times first)."
+        )
+        # one page formatted and sent: an edge at 1M customers holds 300,000 of them
+        st.dataframe(ju.edge_display(rows), hide_index=True, width="stretch", height=260)
         outreach, left_out = ju.edge_outreach(filters, st.session_state[ju.EDGE])
         st.markdown(ju.export_sentence(len(on_edge), len(outreach), left_out))
         disclosure.download(

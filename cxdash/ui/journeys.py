@@ -38,6 +38,7 @@ EDGE = "journeys_edge"
 FUNNEL_STEPS = "journeys_funnel_steps"
 FUNNEL_DAYS = "journeys_funnel_days"
 COHORT_PAGE = "journeys_cohort_page"
+EDGE_PAGE = "journeys_edge_page"
 PAGE_SIZE = 50  # drill-down rows a page
 
 _D = views.JOURNEY_DEFAULTS  # shared with the default view stored after each load
