@@ -568,12 +568,13 @@ def _adds_nothing(conn: Connection, load_id: int) -> bool:
     if "customers" in kinds or conn.execute(sa.select(identity_restitch_table.c.id_key).limit(1)).first():
         return False
     im, hubs_t = identity_map_table, identity_hubs_table
-    few = _few(conn, _load_identifiers(conn, load_id))
+    identifiers = _load_identifiers(conn, load_id)
+    few = _few(conn, identifiers)
     if few is not None:
         n_nodes = len(few)
         counted = [sa.select(sa.func.count()).where(table.c.id_key.in_(few)) for table in (im, hubs_t)]
     else:
-        nodes = _load_identifiers(conn, load_id).subquery("load_nodes")
+        nodes = identifiers.subquery("load_nodes")
         # inner joins: the load's identifiers are the side DuckDB builds its hash table on
         counted = [
             sa.select(sa.func.count()).select_from(nodes.join(table, table.c.id_key == nodes.c.node))
