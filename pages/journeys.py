@@ -230,13 +230,14 @@ if ids:
 
 with st.expander("Customers who took one step of the map"):
     edge_names = ju.edge_labels(edges_k.shown)
-    st.selectbox("Customers on edge", edge_names, key=ju.EDGE)
+    e1, e2 = st.columns([3, 1])
+    e1.selectbox("Customers on edge", edge_names, key=ju.EDGE)
     if st.session_state.get(ju.EDGE):
         on_edge = ju.edge_cohort(filters, st.session_state[ju.EDGE])
         pages = max(1, -(-len(on_edge) // ju.PAGE_SIZE))
         if int(st.session_state.get(ju.EDGE_PAGE, 1)) > pages:
             st.session_state[ju.EDGE_PAGE] = 1
-        st.number_input(f"Page of this step's customers (of {count(pages)})", 1, pages, key=ju.EDGE_PAGE)
+        e2.number_input(f"Page of this step's customers (of {count(pages)})", 1, pages, key=ju.EDGE_PAGE)
         rows, span = ju.page_of(on_edge, st.session_state[ju.EDGE_PAGE], ju.PAGE_SIZE)
         st.caption(
             f"{count(len(on_edge), 'customer')} took this step in the period, every one listed ({span}; "
