@@ -114,8 +114,11 @@ def change_source_owner(
     after = set_source_owner(store, source, department=department, owner=owner, actor=actor)
     with store.connect() as conn:
         moved = data_version(conn) != version
-    clock = time.perf_counter()
-    if moved:
-        after_load(store, (), background=SUMMARIES) if background else after_load(store)
-    seconds = time.perf_counter() - clock if moved and not background else 0.0
+    seconds = 0.0
+    if moved and background:
+        after_load(store, (), background=SUMMARIES)
+    elif moved:
+        clock = time.perf_counter()
+        after_load(store)
+        seconds = time.perf_counter() - clock
     return {**after, "moved": moved, "seconds": seconds}
