@@ -189,11 +189,7 @@ if len(spots_k.shown):
     d1, d2 = st.columns([3, 1])
     d1.selectbox("Customers in hotspot", names, key=ju.HOTSPOT)
     cohort = ju.hotspot_cohort(st.session_state[ju.HOTSPOT], repeat_days)
-    pages = max(1, -(-len(cohort) // ju.PAGE_SIZE))
-    if int(st.session_state.get(ju.COHORT_PAGE, 1)) > pages:
-        st.session_state[ju.COHORT_PAGE] = 1
-    d2.number_input(f"Page (of {count(pages)})", 1, pages, key=ju.COHORT_PAGE)
-    rows, span = ju.page_of(cohort, st.session_state[ju.COHORT_PAGE], ju.PAGE_SIZE)
+    rows, span = ju.page_picker(d2, cohort, ju.COHORT_PAGE, "Page")
     st.caption(
         f"{count(len(cohort), 'customer')} in this hotspot in the period, every one listed ({span}; "
         f"{count(ju.PAGE_SIZE)} a page, most moments first; emails and phones masked)."
@@ -234,11 +230,7 @@ with st.expander("Customers who took one step of the map"):
     e1.selectbox("Customers on edge", edge_names, key=ju.EDGE)
     if st.session_state.get(ju.EDGE):
         on_edge = ju.edge_cohort(filters, st.session_state[ju.EDGE])
-        pages = max(1, -(-len(on_edge) // ju.PAGE_SIZE))
-        if int(st.session_state.get(ju.EDGE_PAGE, 1)) > pages:
-            st.session_state[ju.EDGE_PAGE] = 1
-        e2.number_input(f"Page of this step's customers (of {count(pages)})", 1, pages, key=ju.EDGE_PAGE)
-        rows, span = ju.page_of(on_edge, st.session_state[ju.EDGE_PAGE], ju.PAGE_SIZE)
+        rows, span = ju.page_picker(e2, on_edge, ju.EDGE_PAGE, "Page of this step's customers")
         st.caption(
             f"{count(len(on_edge), 'customer')} took this step in the period, every one listed ({span}; "
             f"{count(ju.PAGE_SIZE)} a page, most times first)."

@@ -716,6 +716,17 @@ def cohort_display(cohort: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def page_picker(container, frame: pd.DataFrame, key: str, label: str) -> tuple[pd.DataFrame, str]:
+    """A page number input (``label (of N)``, state ``key``) in ``container`` for ``frame`` shown
+    ``PAGE_SIZE`` rows a page, back to page 1 when the frame shrank below the page kept; out:
+    ``page_of``'s rows and span. Only the page is formatted and sent to the browser."""
+    pages = max(1, math.ceil(len(frame) / PAGE_SIZE))
+    if int(st.session_state.get(key, 1)) > pages:
+        st.session_state[key] = 1
+    container.number_input(f"{label} (of {count(pages)})", 1, pages, key=key)
+    return page_of(frame, st.session_state[key], PAGE_SIZE)
+
+
 def page_of(frame: pd.DataFrame, page: int, size: int = 50) -> tuple[pd.DataFrame, str]:
     """Rows of one page (1-based) and ``"Customers 51–100 of 1,566"``."""
     n = len(frame)
