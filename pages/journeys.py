@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from cxdash.ui import churnview, data, disclosure, period
+from cxdash.ui import churnview, data, disclosure, paging, period
 from cxdash.ui import journeys as ju
 from cxdash.ui import journeys_charts as jc
 from cxdash.ui.figures import plotly_chart
@@ -189,10 +189,10 @@ if len(spots_k.shown):
     d1, d2 = st.columns([3, 1])
     d1.selectbox("Customers in hotspot", names, key=ju.HOTSPOT)
     cohort = ju.hotspot_cohort(st.session_state[ju.HOTSPOT], repeat_days)
-    rows, span = ju.page_picker(d2, cohort, ju.COHORT_PAGE, "Page")
+    rows, span = paging.page_picker(d2, cohort, ju.COHORT_PAGE, "Page")
     st.caption(
         f"{count(len(cohort), 'customer')} in this hotspot in the period, every one listed ({span}; "
-        f"{count(ju.PAGE_SIZE)} a page, most moments first; emails and phones masked)."
+        f"{count(paging.PAGE_SIZE)} a page, most moments first; emails and phones masked)."
     )
     st.dataframe(ju.cohort_display(rows), hide_index=True, width="stretch", height=300)
     outreach, left_out = ju.hotspot_outreach(st.session_state[ju.HOTSPOT], repeat_days)
@@ -230,10 +230,10 @@ with st.expander("Customers who took one step of the map"):
     e1.selectbox("Customers on edge", edge_names, key=ju.EDGE)
     if st.session_state.get(ju.EDGE):
         on_edge = ju.edge_cohort(filters, st.session_state[ju.EDGE])
-        rows, span = ju.page_picker(e2, on_edge, ju.EDGE_PAGE, "Page of this step's customers")
+        rows, span = paging.page_picker(e2, on_edge, ju.EDGE_PAGE, "Page of this step's customers")
         st.caption(
             f"{count(len(on_edge), 'customer')} took this step in the period, every one listed ({span}; "
-            f"{count(ju.PAGE_SIZE)} a page, most times first)."
+            f"{count(paging.PAGE_SIZE)} a page, most times first)."
         )
         # one page formatted and sent: an edge at 1M customers holds 300,000 of them
         st.dataframe(ju.edge_display(rows), hide_index=True, width="stretch", height=260)

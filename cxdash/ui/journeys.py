@@ -3,7 +3,6 @@ cached queries (keyed on the data version and the filter set), sentences and plo
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict
 from datetime import date
 
@@ -39,7 +38,6 @@ FUNNEL_STEPS = "journeys_funnel_steps"
 FUNNEL_DAYS = "journeys_funnel_days"
 COHORT_PAGE = "journeys_cohort_page"
 EDGE_PAGE = "journeys_edge_page"
-PAGE_SIZE = 50  # drill-down rows a page
 
 _D = views.JOURNEY_DEFAULTS  # shared with the default view stored after each load
 DEFAULTS: dict[str, object] = {
@@ -714,26 +712,6 @@ def cohort_display(cohort: pd.DataFrame) -> pd.DataFrame:
             "phone": cohort["phone"].fillna(UNKNOWN).astype(str),
         }
     )
-
-
-def page_picker(container, frame: pd.DataFrame, key: str, label: str) -> tuple[pd.DataFrame, str]:
-    """A page number input (``label (of N)``, state ``key``) in ``container`` for ``frame`` shown
-    ``PAGE_SIZE`` rows a page, back to page 1 when the frame shrank below the page kept; out:
-    ``page_of``'s rows and span. Only the page is formatted and sent to the browser."""
-    pages = max(1, math.ceil(len(frame) / PAGE_SIZE))
-    if int(st.session_state.get(key, 1)) > pages:
-        st.session_state[key] = 1
-    container.number_input(f"{label} (of {count(pages)})", 1, pages, key=key)
-    return page_of(frame, st.session_state[key], PAGE_SIZE)
-
-
-def page_of(frame: pd.DataFrame, page: int, size: int = 50) -> tuple[pd.DataFrame, str]:
-    """Rows of one page (1-based) and ``"Customers 51–100 of 1,566"``."""
-    n = len(frame)
-    pages = max(1, math.ceil(n / size))
-    page = min(max(int(page), 1), pages)
-    lo, hi = (page - 1) * size, min(page * size, n)
-    return frame.iloc[lo:hi], f"Customers {count(lo + 1 if n else 0)}–{count(hi)} of {count(n)}"
 
 
 def export_sentence(counted: int, exported: int, left_out: int, *, masked: bool = False) -> str:
