@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_CUSTOMERS ?= 10000
 DEMO_SEED ?= 7
 PORT ?= 8501
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=25
 
 .PHONY: run test test-spark venv dev lint bench bench-spark clean-data
 
