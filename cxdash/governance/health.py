@@ -47,7 +47,10 @@ __all__ = [
     "mapping_versions",
     "null_rates",
     "set_latency_target",
+    "source_latency",
+    "source_stats",
     "stitch_coverage",
+    "stitch_coverage_after",
 ]
 
 LATENCY_WINDOW_DAYS = 30
@@ -178,11 +181,14 @@ def governance(
     return pd.DataFrame(rows)
 
 
-def source_stats(conn: Connection) -> pd.DataFrame:
+def source_stats(conn: Connection, sources: list[str] | None = None) -> pd.DataFrame:
     """Per source: ``name, rows, newest`` (latest event time), ``stitched`` (rows of CRM
-    customers), ``duplicate_keys`` (repeated natural keys). A scan of every row."""
+    customers), ``duplicate_keys`` (repeated natural keys). A scan of every row (of ``sources``
+    only, when given)."""
     per_kind = []
     for kind_name in KINDS:
+        if sources is not None and not _holds(conn, kind_name, sources):
+            continue
         t = KIND_TABLES[kind_name]
         ts = t.c[TIME_FIELDS[kind_name]]
         im = customer_keys_table
@@ -196,30 +202,37 @@ def source_stats(conn: Connection) -> pd.DataFrame:
             .select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key))
             .group_by(t.c.source)
         )
-        per_kind.append(pd.DataFrame(conn.execute(base).mappings().all()))
+        mine = [] if sources is None else [t.c.source.in_(sources)]
+        per_kind.append(pd.DataFrame(conn.execute(base.where(*mine)).mappings().all()))
         kind = get_kind(kind_name)
         if kind.natural_key:
             key = t.c[kind.natural_key[0]]
             dup = sa.select(
                 t.c.source.label("name"), (sa.func.count(key) - sa.func.count(sa.distinct(key))).label("duplicate_keys")
             ).group_by(t.c.source)
-            per_kind.append(pd.DataFrame(conn.execute(dup).mappings().all()))
+            per_kind.append(pd.DataFrame(conn.execute(dup.where(*mine)).mappings().all()))
     found = [p for p in per_kind if not p.empty]
     if not found:  # an empty store: no source has a row yet
         return pd.DataFrame(columns=["name", "rows", "newest", "stitched", "duplicate_keys"])
     return pd.concat(found, ignore_index=True).groupby("name", as_index=False).first()
 
 
+def _holds(conn: Connection, kind: str, sources: list[str]) -> bool:
+    """Whether any of ``sources`` is registered as of ``kind``."""
+    s = sources_table
+    return conn.execute(sa.select(s.c.name).where(s.c.kind == kind, s.c.name.in_(sources)).limit(1)).first() is not None
+
+
 def _known(value) -> float | None:
     return None if value is None or pd.isna(value) else float(value)
 
 
-def source_latency(conn: Connection) -> pd.DataFrame:
-    """Per source: ``source, p50, p95`` hours from event to load over the rows new in their load,
-    and ``newest`` (the newest record's hours from event to load); see the module's definitions.
-    A source without a qualifying row has None there."""
-    spread = _latency(conn)
-    newest = _newest_delay(conn)
+def source_latency(conn: Connection, sources: list[str] | None = None) -> pd.DataFrame:
+    """Per source (of ``sources`` only, when given): ``source, p50, p95`` hours from event to load
+    over the rows new in their load, and ``newest`` (the newest record's hours from event to load);
+    see the module's definitions. A source without a qualifying row has None there."""
+    spread = _latency(conn, sources)
+    newest = _newest_delay(conn, sources)
     rows = [(k, *spread.get(k, (None, None)), newest.get(k)) for k in sorted(set(spread) | set(newest))]
     return pd.DataFrame(rows, columns=["source", "p50", "p95", "newest"])
 
@@ -234,7 +247,7 @@ def _loads_with_previous() -> sa.Subquery:
     ).subquery()
 
 
-def _latency(conn: Connection) -> dict[str, tuple[float | None, float | None]]:
+def _latency(conn: Connection, sources: list[str] | None = None) -> dict[str, tuple[float | None, float | None]]:
     """p50/p95 hours from event to load, over rows that were new and recent when loaded."""
     lp = _loads_with_previous()
     parts = []
@@ -250,6 +263,7 @@ def _latency(conn: Connection) -> dict[str, tuple[float | None, float | None]]:
                 ts <= lp.c.finished_at,
                 ts > lp.c.finished_at - timedelta(days=LATENCY_WINDOW_DAYS),
                 sa.or_(lp.c.previous.is_(None), ts > lp.c.previous),
+                *([] if sources is None else [t.c.source.in_(sources)]),
             )
         )
     u = sa.union_all(*parts).subquery()
@@ -261,7 +275,7 @@ def _latency(conn: Connection) -> dict[str, tuple[float | None, float | None]]:
     return {r.source: (float(r.p50), float(r.p95)) for r in conn.execute(q)}
 
 
-def _newest_delay(conn: Connection) -> dict[str, float]:
+def _newest_delay(conn: Connection, sources: list[str] | None = None) -> dict[str, float]:
     """Per source, hours from the newest record of its newest load that holds rows to that load's
     end (records dated after the load, planned renewals say, are not news that arrived)."""
     lt = loads_table
@@ -272,7 +286,7 @@ def _newest_delay(conn: Connection) -> dict[str, float]:
         parts.append(
             sa.select(t.c.source.label("source"), t.c.load_id.label("load_id"), sa.func.max(ts).label("newest"))
             .select_from(t.join(lt, lt.c.load_id == t.c.load_id))
-            .where(ts.is_not(None), ts <= lt.c.finished_at)
+            .where(ts.is_not(None), ts <= lt.c.finished_at, *([] if sources is None else [t.c.source.in_(sources)]))
             .group_by(t.c.source, t.c.load_id)
         )
     per_load = sa.union_all(*parts).subquery()
@@ -289,10 +303,11 @@ def _newest_delay(conn: Connection) -> dict[str, float]:
     return {r.source: float(r.hours) for r in conn.execute(q)}
 
 
-def null_rates(conn: Connection) -> pd.DataFrame:
-    """Share of stored rows without a value, per source and key field.
+def null_rates(conn: Connection, sources: list[str] | None = None) -> pd.DataFrame:
+    """Share of stored rows without a value, per source and key field (of ``sources`` only, when given).
 
-    Out: ``source, field, null_share`` for each kind's required and identity fields.
+    Out: ``source, field, null_share`` for each kind's required and identity fields, by source and
+    the kind's order of fields.
     """
     out = []
     for kind_name, kind in KINDS.items():
@@ -301,15 +316,18 @@ def null_rates(conn: Connection) -> pd.DataFrame:
         q = sa.select(
             t.c.source, sa.func.count().label("n"), *[sa.func.count(t.c[f]).label(f) for f in fields]
         ).group_by(t.c.source)
+        if sources is not None:
+            q = q.where(t.c.source.in_(sources))
         for r in conn.execute(q).mappings():
             for f in fields:
                 if f not in kind.required_fields and not r[f]:
                     continue  # an identifier this source does not carry at all: not a quality gap
                 out.append({"source": r["source"], "field": f, "null_share": 1 - r[f] / r["n"] if r["n"] else None})
-    return pd.DataFrame(out, columns=["source", "field", "null_share"])
+    frame = pd.DataFrame(out, columns=["source", "field", "null_share"])
+    return frame.sort_values("source", kind="stable", ignore_index=True)
 
 
-def stitch_coverage(conn: Connection) -> pd.DataFrame:
+def stitch_coverage(conn: Connection, loads: list[int] | None = None) -> pd.DataFrame:
     """How each source's rows were linked to customers.
 
     Out: ``source, matched_via, status, rows`` where ``status`` is ``crm customer``
@@ -318,7 +336,7 @@ def stitch_coverage(conn: Connection) -> pd.DataFrame:
     link to another extract (cxdash/identity/links.py) ``unmatched link`` (no linked row with a customer
     holds the key) or ``ambiguous link`` (the key leads to several customers);
     ``matched_via`` is the identifier field the row is keyed on (email, phone, account_id...),
-    ``link`` for those.
+    ``link`` for those. ``loads``: the rows those loads stored only.
     """
     im, hubs, conflicts = customer_keys_table, identity_hubs_table, link_conflicts_table
     parts = []
@@ -338,20 +356,37 @@ def stitch_coverage(conn: Connection) -> pd.DataFrame:
             (im.c.known.is_(True), "crm customer"),
             else_="unmatched",
         )
-        parts.append(
-            sa.select(t.c.source.label("source"), via.label("matched_via"), status.label("status")).select_from(
-                t.outerjoin(im, im.c.cx_key == t.c.cx_key)
-                .outerjoin(hubs, hubs.c.id_key == t.c.id_key)
-                .outerjoin(conflicts, conflicts.c.link_key == t.c.link_key)
-            )
+        part = sa.select(t.c.source.label("source"), via.label("matched_via"), status.label("status")).select_from(
+            t.outerjoin(im, im.c.cx_key == t.c.cx_key)
+            .outerjoin(hubs, hubs.c.id_key == t.c.id_key)
+            .outerjoin(conflicts, conflicts.c.link_key == t.c.link_key)
         )
+        parts.append(part if loads is None else part.where(t.c.load_id.in_(loads)))
     u = sa.union_all(*parts).subquery()
-    q = (
-        sa.select(u.c.source, u.c.matched_via, u.c.status, sa.func.count().label("rows"))
-        .group_by(u.c.source, u.c.matched_via, u.c.status)
-        .order_by(u.c.source, sa.desc("rows"))
+    q = sa.select(u.c.source, u.c.matched_via, u.c.status, sa.func.count().label("rows")).group_by(
+        u.c.source, u.c.matched_via, u.c.status
     )
-    return pd.DataFrame(conn.execute(q).fetchall(), columns=["source", "matched_via", "status", "rows"])
+    return _coverage_order(
+        pd.DataFrame(conn.execute(q).fetchall(), columns=["source", "matched_via", "status", "rows"])
+    )
+
+
+def stitch_coverage_after(conn: Connection, before: pd.DataFrame, loads: list[int]) -> pd.DataFrame | None:
+    """``stitch_coverage`` after appends that changed no earlier row nor the identity map
+    (``cxdash.store.rollups.appends_since``), from ``before``: their rows' counts are added."""
+    if list(before.columns) != ["source", "matched_via", "status", "rows"]:
+        return None
+    both = pd.concat([before, stitch_coverage(conn, loads)], ignore_index=True)
+    return _coverage_order(both.groupby(["source", "matched_via", "status"], as_index=False)["rows"].sum())
+
+
+def _coverage_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """``stitch_coverage``'s order: by source, most rows first."""
+    frame["rows"] = frame["rows"].astype("int64")
+    order = frame.sort_values(["matched_via", "status"]).sort_values(
+        ["source", "rows"], ascending=[True, False], kind="stable"
+    )
+    return order.reset_index(drop=True)
 
 
 def coverage(conn: Connection, churn: str | None = None) -> pd.DataFrame:

@@ -613,7 +613,9 @@ def _write_source(conn: Connection, plan: _Plan, department: str | None, owner: 
     (The kind was checked before reading too; checked again here, inside the transaction, for a
     concurrent load.)"""
     mapping, source, kind_def = plan.mapping, plan.result.source, plan.kind_def
-    existing = conn.execute(sa.select(sources_table.c.kind).where(sources_table.c.name == source)).first()
+    existing = conn.execute(
+        sa.select(sources_table.c.kind, sources_table.c.department).where(sources_table.c.name == source)
+    ).first()
     if existing is None:
         conn.execute(
             sources_table.insert().values(
@@ -631,6 +633,10 @@ def _write_source(conn: Connection, plan: _Plan, department: str | None, owner: 
     elif department or owner:  # a re-load without them keeps what was set
         given = {k: v for k, v in (("department", department), ("owner", owner)) if v}
         conn.execute(sources_table.update().where(sources_table.c.name == source).values(**given))
+        if department and department != existing.department:
+            # the source's earlier rows now count under another department: a change of its own
+            # (views kept from before, cxdash.jobs.summaries, are not carried over it)
+            record_change(conn, "department")
 
 
 def _is_link_target(conn: Connection, source: str) -> bool:

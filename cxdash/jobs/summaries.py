@@ -32,7 +32,9 @@ from cxdash.jobs.views import COMPUTATIONS as VIEW_COMPUTATIONS
 from cxdash.jobs.views import DEPENDS_ON, default_params, params_key
 from cxdash.metrics import Headline, KpiReport, churn, filter_options, headline, overview
 from cxdash.metrics.churn import Definition, candidates
-from cxdash.store.database import Store, summaries_table
+from cxdash.metrics.customers import filter_options_after
+from cxdash.store.database import Store, loads_table, summaries_table
+from cxdash.store.rollups import appends_since
 from cxdash.store.version import data_version
 
 __all__ = [
@@ -76,6 +78,44 @@ def _consented_customers(conn: Connection) -> pd.DataFrame:
 
 def _filter_options(conn: Connection) -> dict[str, list[str]]:
     return filter_options(conn)
+
+
+def _per_source(compute: Callable[..., pd.DataFrame]) -> Callable[[Connection, pd.DataFrame, list[int]], pd.DataFrame]:
+    """A per-source summary after appends that only added rows: the sources those loads stored
+    into are computed again (``compute(conn, sources=...)``), every other source's rows kept."""
+
+    def after(conn: Connection, before: pd.DataFrame, loads: list[int]) -> pd.DataFrame:
+        touched = sorted(
+            conn.execute(sa.select(loads_table.c.source).where(loads_table.c.load_id.in_(loads)).distinct()).scalars()
+        )
+        fresh = compute(conn, sources=touched)
+        column = "name" if "name" in fresh.columns else "source"
+        kept = before[~before[column].isin(touched)]
+        both = pd.concat([kept, fresh], ignore_index=True) if len(kept) else fresh
+        return both.sort_values(column, kind="stable", ignore_index=True)
+
+    return after
+
+
+def _unchanged(conn: Connection, before: object, loads: list[int]) -> object:
+    return before
+
+
+# How a landing summary kept from an earlier data version is brought up to date when every change
+# since was an append that only added rows (``rollups.appends_since``): no earlier row, customer
+# key, CRM record, link or department changed. Each returns the summary as computed whole would
+# be, or None to compute it whole. A small append then costs a lookup of its rows and their
+# customers' earlier rows, not a scan of every stored row (issue 17).
+INCREMENTS: dict[str, Callable[[Connection, object, list[int]], object]] = {
+    "source_summary": overview.source_summary_after,
+    "activity_by_month": overview.activity_by_month_after,
+    "null_rates": _per_source(health.null_rates),
+    "stitch_coverage": health.stitch_coverage_after,
+    "source_stats": _per_source(health.source_stats),
+    "source_latency": _per_source(health.source_latency),
+    "consented_customers": _unchanged,  # CRM records only, and a noted append holds none
+    "filter_options": filter_options_after,
+}
 
 
 def _computations() -> dict[str, Callable[..., object]]:
@@ -262,6 +302,28 @@ def decode(name: str, params: dict | None, payloads: dict[str, bytes]):
         return MISSING
 
 
+def _brought_up(conn: Connection, name: str, key: str, version: int):
+    """``name`` (stored as ``key``) for data ``version`` from its result stored for an earlier
+    version, when ``INCREMENTS`` can bring it up to date from the appends since; else ``MISSING``."""
+    if name not in INCREMENTS:
+        return MISSING
+    t = summaries_table
+    row = conn.execute(
+        sa.select(t.c.data_version, t.c.payload)
+        .where(t.c.name == key, t.c.data_version < version)
+        .order_by(t.c.data_version.desc())
+        .limit(1)
+    ).first()
+    loads = None if row is None else appends_since(conn, row.data_version)
+    if not loads:
+        return MISSING
+    before = decode(name, None, {name: bytes(row.payload)})
+    if before is MISSING:
+        return MISSING
+    after = INCREMENTS[name](conn, before, loads)
+    return MISSING if after is None else after
+
+
 def get(conn: Connection, name: str, version: int | None = None, params: dict | None = None):
     """The summary ``name`` (with ``params``) for the current data version: stored if fresh, else computed now."""
     version = data_version(conn) if version is None else version
@@ -311,7 +373,9 @@ def refresh(
                     progress(name)
                 t0 = time.perf_counter()
                 try:
-                    result = computations[name](conn, **params)
+                    result = _brought_up(conn, name, params_key(name, params), version)
+                    if result is MISSING:
+                        result = computations[name](conn, **params)
                     payloads[name] = (params_key(name, params), _encode(result))
                     if name in READ_LATER:
                         results[name] = result

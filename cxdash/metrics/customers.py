@@ -26,6 +26,7 @@ __all__ = [
     "customers_in_view",
     "department_of_ticket",
     "filter_options",
+    "filter_options_after",
     "not_churned_by",
     "paid_transactions",
     "tickets_in_view",
@@ -81,6 +82,17 @@ def filter_options(conn: Connection) -> dict[str, list[str]]:
     rows = conn.execute(sa.select(tl.c.department).where(tl.c.department.is_not(None)).distinct()).scalars()
     out["department"] = sorted(str(v) for v in rows)
     return out
+
+
+def filter_options_after(conn: Connection, before: dict[str, list[str]], loads: list[int]) -> dict[str, list[str]]:
+    """``filter_options`` after appends that only added rows (``cxdash.store.rollups.appends_since``:
+    never CRM records, never a source's department), from ``before``: the departments of their steps
+    join the list; the CRM attributes' values are as they were."""
+    tl = timeline(("department", "load_id"))
+    rows = conn.execute(
+        sa.select(tl.c.department).where(tl.c.load_id.in_(loads), tl.c.department.is_not(None)).distinct()
+    ).scalars()
+    return {**before, "department": sorted({*before.get("department", []), *(str(v) for v in rows)})}
 
 
 def customer_base(conn: Connection, attributes: bool = True) -> sa.Select:

@@ -39,7 +39,9 @@ from cxdash.store.version import data_version
 
 __all__ = [
     "ACTIVITY_COLUMNS",
+    "INCREMENT_MAX_KEYS",
     "activity_days_table",
+    "appends_since",
     "clear",
     "current",
     "customers_with_activity",
@@ -147,6 +149,30 @@ def note_append(conn: Connection, load_id: int) -> None:
     conn.execute(rollup_appends_table.insert().values(load_id=load_id))
 
 
+# The most customers an append's rows may touch for a summary kept from before it to be brought
+# up to date from its rows (their earlier rows are looked up by value); more, and it is computed whole.
+INCREMENT_MAX_KEYS = 2_000
+
+
+def appends_since(conn: Connection, version: int, *, departments: bool = False) -> list[int] | None:
+    """The loads (ids, in order) of every change after data ``version`` when each is an append noted
+    by ``note_append`` (it added rows and changed nothing else: no earlier row, no customer key, no
+    CRM record, no link), else None. ``departments``: a source's department change counts as
+    nothing (for readers that keep rows' own departments). The notes are kept until the rollups
+    are cleared (a rebuild, an erasure), so a change whose note is gone reads as not an append."""
+    c, ap = changes_table, rollup_appends_table
+    since = conn.execute(
+        sa.select(c.c.kind, c.c.load_id, ap.c.load_id.label("noted"))
+        .select_from(c.outerjoin(ap, ap.c.load_id == c.c.load_id))
+        .where(c.c.id > version)
+        .order_by(c.c.id)
+    ).all()
+    ignored = {"department"} if departments else set()
+    if not all((kind == "load" and noted is not None) or kind in ignored for kind, _, noted in since):
+        return None
+    return [load_id for kind, load_id, _ in since if kind == "load"]
+
+
 def maintain(conn: Connection) -> str:
     """Bring the rollups to the store's data version in ``conn``'s transaction. Returns what it did:
     ``current`` (no row changed: nothing to do, or only departments moved), ``added N loads`` or
@@ -155,26 +181,14 @@ def maintain(conn: Connection) -> str:
     held = held_version(conn)
     if held == version:
         return "current"
-    added = None
-    if held is not None and held < version:
-        c, ap = changes_table, rollup_appends_table
-        since = conn.execute(
-            sa.select(c.c.kind, c.c.load_id, ap.c.load_id.label("noted"))
-            .select_from(c.outerjoin(ap, ap.c.load_id == c.c.load_id))
-            .where(c.c.id > held)
-            .order_by(c.c.id)
-        ).all()
-        # a department change moves no row (the rollups keep rows' own departments): nothing to add
-        if since and all((kind == "load" and noted is not None) or kind == "department" for kind, _, noted in since):
-            added = [load_id for kind, load_id, _ in since if kind == "load"]
+    # a department change moves no row (the rollups keep rows' own departments): nothing to add
+    added = None if held is None or held > version else appends_since(conn, held, departments=True)
     if added is None:
         clear(conn)
         _add(conn)
     else:
         for load_id in added:
             _add(conn, load_id)
-        if added:
-            conn.execute(rollup_appends_table.delete().where(rollup_appends_table.c.load_id <= max(added)))
         conn.execute(rollup_state_table.delete())
     conn.execute(
         rollup_state_table.insert().values(data_version=version, built_at=datetime.now(UTC).replace(tzinfo=None))

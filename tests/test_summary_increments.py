@@ -1,0 +1,175 @@
+"""Landing summaries kept from before a small append are brought up to date from its rows, and equal
+the same summaries computed from every row, on DuckDB and PostgreSQL (issue 17: a small append
+refreshes what it touches).
+
+A 300-customer demo company is loaded and its summaries stored; then the store changes the ways it
+does: a one-row ticket and a one-row payment from known customers, forty web events repeating known
+visitors' identifiers (appends that only add rows: the summaries are brought up to date), a web
+event of a new visitor (the identity map grows: computed whole), a re-load that moves a source's
+department (computed whole), a replace (computed whole). After each refresh, every summary with an
+increment must equal the summary computed from every row at that version; and the test counts
+which refreshes took the increment, so a path never taken cannot pass for a right one.
+"""
+
+from __future__ import annotations
+
+import csv
+from datetime import timedelta
+
+import pandas as pd
+import pytest
+
+from cxdash.demo.build import load_demo_extracts
+from cxdash.demo.world import write_demo_extracts
+from cxdash.ingest.load import ingest_file
+from cxdash.ingest.mapping import Mapping
+from cxdash.jobs import summaries
+from cxdash.jobs.loads import after_load
+from cxdash.metrics.periods import as_of
+from cxdash.store.version import data_version
+from tests.conftest import BACKENDS, make_store
+
+NAMES = tuple(summaries.INCREMENTS)
+
+
+@pytest.fixture(params=BACKENDS)
+def company(request, tmp_path):
+    store = make_store(request.param, tmp_path)
+    extracts = {ex.source: ex for ex in write_demo_extracts(tmp_path / "extracts", 300, seed=11)}
+    load_demo_extracts(store, list(extracts.values()))
+    yield store, extracts
+    store.dispose()
+
+
+@pytest.fixture
+def taken(monkeypatch):
+    """Which increments ran and gave a result (name -> count)."""
+    counts: dict[str, int] = {}
+    for name, fn in list(summaries.INCREMENTS.items()):
+
+        def counted(conn, before, loads, _fn=fn, _name=name):
+            out = _fn(conn, before, loads)
+            if out is not None:
+                counts[_name] = counts.get(_name, 0) + 1
+            return out
+
+        monkeypatch.setitem(summaries.INCREMENTS, name, counted)
+    return counts
+
+
+def canonical(value):
+    """A summary in a form two equal results share: frames sorted on every column, index dropped."""
+    if isinstance(value, pd.DataFrame):
+        frame = value.copy()
+        for c in frame.columns:
+            if frame[c].dtype == object or str(frame[c].dtype) in ("str", "string"):
+                frame[c] = frame[c].astype("string")
+        return frame.sort_values(list(frame.columns), na_position="first").reset_index(drop=True)
+    return value
+
+
+def assert_stored_equal_whole(store) -> None:
+    computations = summaries._computations()
+    with store.connect() as conn:
+        version = data_version(conn)
+        for name in NAMES:
+            stored = summaries.lookup(conn, name, version)
+            assert stored is not summaries.MISSING, f"{name} was not stored for version {version}"
+            whole = computations[name](conn)
+            if isinstance(whole, pd.DataFrame):
+                pd.testing.assert_frame_equal(
+                    canonical(stored), canonical(whole), check_dtype=False, check_exact=False, rtol=1e-9, obj=name
+                )
+                pd.testing.assert_frame_equal(stored.reset_index(drop=True), whole, check_dtype=False, obj=name)
+            else:
+                assert stored == whole, name
+
+
+def write_rows(tmp_path, extract, rows: list[dict], name: str):
+    with open(extract.path, newline="") as f:
+        header = next(csv.reader(f))
+    path = tmp_path / f"{name}.csv"
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=header)
+        w.writeheader()
+        for row in rows:
+            w.writerow({h: row.get(h, "") for h in header})
+    return path
+
+
+def append(store, tmp_path, extract, rows: list[dict], name: str, **options):
+    path = write_rows(tmp_path, extract, rows, name)
+    result = ingest_file(
+        store, path, source=extract.source, mapping=Mapping.from_dict(extract.mapping), mode="append", **options
+    )
+    assert result.rows_loaded == len(rows), result.summary()
+    return result
+
+
+def read_rows(extract) -> list[dict]:
+    with open(extract.path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_landing_summaries_after_small_appends_equal_them_computed_from_every_row(company, tmp_path, taken):
+    store, extracts = company
+    after_load(store, summaries.LANDING)
+    assert_stored_equal_whole(store)
+    assert taken == {}  # the first refresh had nothing to start from
+    with store.connect() as conn:
+        end = as_of(conn)
+    late = end + timedelta(hours=1)
+
+    # a ticket from a known customer, in a new month: brought up to date
+    ticket = read_rows(extracts["helpdesk"])[0]
+    ticket.update({"Ticket #": "990001", "Created": f"{late + timedelta(days=40):%Y-%m-%d %H:%M:%S}", "Resolved": ""})
+    append(store, tmp_path, extracts["helpdesk"], [ticket], "ticket")
+    after_load(store, summaries.LANDING)
+    assert_stored_equal_whole(store)
+    assert taken == dict.fromkeys(NAMES, 1)
+
+    # a payment, then forty web events repeating known visitors' rows at new times
+    payment = read_rows(extracts["billing"])[0]
+    payment.update({"txn_ref": "TXN-INC-1", "txn_date": f"{late:%Y-%m-%d %H:%M:%S}", "amount": "1234.5"})
+    append(store, tmp_path, extracts["billing"], [payment], "payment")
+    web_rows = [r for r in read_rows(extracts["web"]) if r.get("user_email")][:40]
+    assert len(web_rows) == 40
+    for i, r in enumerate(web_rows):
+        r["event_time"] = f"{late + timedelta(minutes=i):%Y-%m-%d %H:%M:%S}"
+    append(store, tmp_path, extracts["web"], web_rows, "web")
+    after_load(store, summaries.LANDING)  # two appends since the stored summaries: both taken at once
+    assert_stored_equal_whole(store)
+    assert taken == dict.fromkeys(NAMES, 2)
+
+    # a new visitor: the identity map grows, so the summaries are computed whole (and still right)
+    stranger = dict(web_rows[0], cookie_id="cookie-never-seen", user_email="", event_time=f"{late:%Y-%m-%d %H:%M:%S}")
+    append(store, tmp_path, extracts["web"], [stranger], "stranger")
+    after_load(store, summaries.LANDING)
+    assert_stored_equal_whole(store)
+    assert taken == dict.fromkeys(NAMES, 2)
+
+    # a re-load that moves the helpdesk to another department: every earlier ticket moves with it
+    ticket.update({"Ticket #": "990002"})
+    append(store, tmp_path, extracts["helpdesk"], [ticket], "moved", department="sales")
+    after_load(store, summaries.LANDING)
+    assert_stored_equal_whole(store)
+    assert taken == dict.fromkeys(NAMES, 2)
+    with store.connect() as conn:
+        months = summaries.lookup(conn, "activity_by_month", data_version(conn))
+    assert "sales" in set(months["department"])
+
+    # the next small append after those is brought up to date again
+    ticket.update({"Ticket #": "990003"})
+    append(store, tmp_path, extracts["helpdesk"], [ticket], "again")
+    after_load(store, summaries.LANDING)
+    assert_stored_equal_whole(store)
+    assert taken == dict.fromkeys(NAMES, 3)
+
+    # a replace drops rows: computed whole
+    fewer = tmp_path / "fewer_tickets.csv"
+    pd.read_csv(extracts["helpdesk"].path, dtype=str, keep_default_na=False).head(100).to_csv(fewer, index=False)
+    tickets = extracts["helpdesk"]
+    ingest_file(store, fewer, source=tickets.source, mapping=Mapping.from_dict(tickets.mapping), mode="replace")
+    after_load(store, summaries.LANDING)
+    assert_stored_equal_whole(store)
+    assert taken == dict.fromkeys(NAMES, 3)
