@@ -29,8 +29,10 @@ from cxdash.store.database import (
     identity_hubs_table,
     identity_map_table,
     identity_restitch_table,
+    loads_table,
     open_store,
     read_frame,
+    rollup_appends_table,
     work_pending,
 )
 from tests.conftest import BACKENDS, make_store
@@ -145,6 +147,25 @@ def assert_same(got: dict, want: dict, step: int) -> None:
         pd.testing.assert_frame_equal(got[name], want[name], check_dtype=False, obj=f"{name} after load {step}")
 
 
+def assert_noted_appends_kept_earlier_rows(store, before: dict, after: dict, step: int) -> None:
+    """A load noted as an append that changed no earlier row (``rollups.note_append``: the rollups
+    and the summaries kept from before take its rows as they are) left every earlier row's
+    customer key, the hubs and every earlier customer's CRM flag as they were."""
+    with store.connect() as conn:
+        last = conn.execute(sa.select(sa.func.max(loads_table.c.load_id))).scalar()
+        noted = conn.execute(
+            sa.select(rollup_appends_table.c.load_id).where(rollup_appends_table.c.load_id == last)
+        ).first()
+    if noted is None:
+        return
+    for name in KIND_TABLES:
+        earlier = after[name][after[name]["load_id"] != last].reset_index(drop=True)
+        pd.testing.assert_frame_equal(earlier, before[name], check_dtype=False, obj=f"{name}, noted load {step}")
+    pd.testing.assert_frame_equal(after["hubs"], before["hubs"], check_dtype=False, obj=f"hubs, noted load {step}")
+    kept = before["customer_keys"].merge(after["customer_keys"], on="cx_key", how="left", suffixes=("", "_after"))
+    assert kept["known"].tolist() == kept["known_after"].tolist(), f"a CRM flag moved in noted load {step}"
+
+
 def load_both(store, reference, extracts: Extracts, what: str, rows) -> None:
     path, source, mapping, mode = extracts.write(what, rows)
     ingest_file(store, path, source=source, mapping=mapping, mode=mode)
@@ -164,8 +185,11 @@ def test_appends_restitch_to_the_full_rebuilds_result(backend, sequence, tmp_pat
     extracts = Extracts(folder)
     try:
         for step, (what, rows) in enumerate(sequence, start=1):
+            before = state(store)
             load_both(store, reference, extracts, what, rows)
-            assert_same(state(store), state(reference), step)
+            after = state(store)
+            assert_same(after, state(reference), step)
+            assert_noted_appends_kept_earlier_rows(store, before, after, step)
     finally:
         store.dispose()
         reference.dispose()

@@ -4,9 +4,10 @@ refreshes what it touches).
 
 A 300-customer demo company is loaded and its summaries stored; then the store changes the ways it
 does: a one-row ticket and a one-row payment from known customers, forty web events repeating known
-visitors' identifiers (appends that only add rows: the summaries are brought up to date), a web
-event of a new visitor (the identity map grows: computed whole), a re-load that moves a source's
-department (computed whole), a replace (computed whole). After each refresh, every summary with an
+visitors' identifiers, a known customer on a new device (appends that only add rows: the summaries
+are brought up to date), an anonymous visitor's visits merged into a customer (earlier rows change
+customer: computed whole), a CRM record of a new customer (the CRM-based summaries computed whole),
+a re-load that moves a source's department (computed whole), a replace (computed whole). After each refresh, every summary with an
 increment must equal the summary computed from every row at that version; and the test counts
 which refreshes took the increment, so a path never taken cannot pass for a right one.
 """
@@ -18,14 +19,16 @@ from datetime import timedelta
 
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 
 from cxdash.demo.build import load_demo_extracts
 from cxdash.demo.world import write_demo_extracts
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import summaries
-from cxdash.jobs.loads import after_load
+from cxdash.jobs.loads import after_load, update_rollups
 from cxdash.metrics.periods import as_of
+from cxdash.store.database import KIND_TABLES, identity_map_table
 from cxdash.store.version import data_version
 from tests.conftest import BACKENDS, make_store
 
@@ -141,19 +144,56 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     assert_stored_equal_whole(store)
     assert taken == dict.fromkeys(NAMES, 2)
 
-    # a new visitor: the identity map grows, so the summaries are computed whole (and still right)
-    stranger = dict(web_rows[0], cookie_id="cookie-never-seen", user_email="", event_time=f"{late:%Y-%m-%d %H:%M:%S}")
-    append(store, tmp_path, extracts["web"], [stranger], "stranger")
+    # a known customer on a new device (a new cookie beside their email): the map gains an
+    # identifier, but no earlier row changes customer, so the rollups take the row as it is too
+    device = dict(web_rows[0], cookie_id="cookie-new-device", event_time=f"{late:%Y-%m-%d %H:%M:%S}")
+    result = append(store, tmp_path, extracts["web"], [device], "device")
+    assert result.timings["identity stitching"] >= 0
+    assert update_rollups(store) == "added 1 load"
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    assert taken == dict.fromkeys(NAMES, 2)
+    assert taken == dict.fromkeys(NAMES, 3)
+
+    # an anonymous visitor's cookie, now seen with a known customer's email: the visitor's earlier
+    # visits become that customer's, so earlier rows change customer: computed whole
+    with store.connect() as conn:
+        im, ev = identity_map_table, KIND_TABLES["events"]
+        cookie = conn.execute(
+            sa.select(ev.c.visitor_id)
+            .join(im, im.c.id_key == ev.c.id_key)
+            .where(sa.not_(im.c.known))
+            .order_by(ev.c.visitor_id)
+            .limit(1)
+        ).scalar()
+    assert cookie is not None
+    merge = dict(web_rows[1], cookie_id=cookie, event_time=f"{late:%Y-%m-%d %H:%M:%S}")
+    append(store, tmp_path, extracts["web"], [merge], "merge")
+    assert update_rollups(store) == "rebuilt"
+    after_load(store, summaries.LANDING)
+    assert_stored_equal_whole(store)
+    assert taken == dict.fromkeys(NAMES, 3)
+
+    # a CRM record of a new customer, who consents: no earlier row changes, but the consent list,
+    # the filters' values and who counts as identified are the CRM's, so those are computed whole
+    crm = read_rows(extracts["crm"])[0]
+    crm.update({"CustomerID": "CUS-INC-1", "Email": "new.customer@example.org", "Phone": "", "Billing Account": ""})
+    crm.update({"Segment": "segment-new", "Marketing Opt-In": "yes", "Signup Date": f"{late:%Y-%m-%d}"})
+    append(store, tmp_path, extracts["crm"], [crm], "crm")
+    assert update_rollups(store) == "added 1 load"
+    after_load(store, summaries.LANDING)
+    assert_stored_equal_whole(store)
+    whole = {"consented_customers", "filter_options", "source_summary"}
+    assert taken == {name: 3 if name in whole else 4 for name in NAMES}
+    with store.connect() as conn:
+        options = summaries.lookup(conn, "filter_options", data_version(conn))
+    assert "segment-new" in options["segment"]
 
     # a re-load that moves the helpdesk to another department: every earlier ticket moves with it
     ticket.update({"Ticket #": "990002"})
     append(store, tmp_path, extracts["helpdesk"], [ticket], "moved", department="sales")
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    assert taken == dict.fromkeys(NAMES, 2)
+    assert taken == {name: 3 if name in whole else 4 for name in NAMES}
     with store.connect() as conn:
         months = summaries.lookup(conn, "activity_by_month", data_version(conn))
     assert "sales" in set(months["department"])
@@ -163,7 +203,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     append(store, tmp_path, extracts["helpdesk"], [ticket], "again")
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    assert taken == dict.fromkeys(NAMES, 3)
+    assert taken == {name: 4 if name in whole else 5 for name in NAMES}
 
     # a replace drops rows: computed whole
     fewer = tmp_path / "fewer_tickets.csv"
@@ -172,4 +212,4 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     ingest_file(store, fewer, source=tickets.source, mapping=Mapping.from_dict(tickets.mapping), mode="replace")
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    assert taken == dict.fromkeys(NAMES, 3)
+    assert taken == {name: 4 if name in whole else 5 for name in NAMES}

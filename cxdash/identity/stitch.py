@@ -513,6 +513,7 @@ def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAUL
             "refused_links": 0,
             "link_conflicts": links["conflicts"],
             "map_kept": True,
+            "earlier_rows_kept": True,
         }
         log.info("identity map unchanged (the load adds no identifier and no link): %s", summary)
         return summary
@@ -533,13 +534,14 @@ def update_identity_map(conn: Connection, load_id: int, hub_degree: int = DEFAUL
     if done is None:
         log.info("identity map: full rebuild (a hub of many links has fewer now)")
         return rebuild_identity_map(conn, hub_degree)
-    refused, restitched = done
+    refused, restitched, kept = done
     links = resolve_links(conn)
     summary = {
         **_map_counts(conn),
         "restitched": restitched,
         "refused_links": refused,  # in the restitched parts
         "link_conflicts": links["conflicts"],
+        "earlier_rows_kept": kept,
     }
     log.info("identity map updated: %s", summary)
     return summary
@@ -605,9 +607,10 @@ def _adds_nothing(conn: Connection, load_id: int) -> bool:
 
 def _restitch_parts(
     conn: Connection, touched: sa.Table, mine: pd.DataFrame, load_id: int, hub_degree: int
-) -> tuple[int, int] | None:
+) -> tuple[int, int, bool] | None:
     """Restitch the touched parts (``touched``: their identifiers, ``mine`` the same as a frame)
-    and write them (``_write_parts``): (refused links, restitched identifiers). None, with
+    and write them (``_write_parts``): (refused links, restitched identifiers, earlier rows kept).
+    None, with
     nothing written, when a touched hub of many links has no longer many: then everything is
     restitched."""
     im, hubs_t = identity_map_table, identity_hubs_table
@@ -640,10 +643,11 @@ def _write_parts(
     before: pd.DataFrame,
     hubs_before: pd.Series,
     load_id: int,
-) -> tuple[int, int]:
+) -> tuple[int, int, bool]:
     """Replace the touched identifiers' map and hub rows with ``id_map`` and ``hubs`` (restitched),
     rewrite their customers' keys, move rows off hubs, restamp the rows whose customer changed.
-    Out: (refused links, restitched identifiers)."""
+    Out: (refused links, restitched identifiers, whether every earlier row is as it was: same
+    customer key, no hub moved, each earlier customer's CRM flag the same)."""
     im, hubs_t = identity_map_table, identity_hubs_table
     nodes_in = sa.select(touched.c.node)
     refused = int(id_map.attrs.get("refused_links", 0))
@@ -651,7 +655,7 @@ def _write_parts(
     hubs = hubs[_isin(hubs["id_key"], mine["node"])]
     conn.execute(im.delete().where(im.c.id_key.in_(nodes_in)))
     conn.execute(hubs_t.delete().where(hubs_t.c.id_key.in_(nodes_in)))
-    customers = _rekeyed_customers(conn, id_map, set(before["cx_id"]) | set(id_map["cx_id"]))
+    customers, previous = _rekeyed_customers(conn, id_map, set(before["cx_id"]) | set(id_map["cx_id"]))
     id_map = id_map.merge(customers[["cx_id", "cx_key"]], on="cx_id", how="left", sort=False)
     bulk_insert(conn, im, id_map)
     bulk_insert(conn, hubs_t, hubs)
@@ -664,6 +668,7 @@ def _write_parts(
     conn.execute(touched.delete())
     changed = id_map.merge(before, on="id_key", how="left", suffixes=("", "_before"))
     changed = changed[changed["cx_key"].ne(changed["cx_key_before"]).fillna(True)]
+    kept = False
     if not moved:
         # An identifier new to the map keys no earlier row (the map holds every stored row's
         # identifiers; a hub's rows are looked for anyway): only this load's rows, which are
@@ -671,16 +676,28 @@ def _write_parts(
         # no earlier row (a scan of every row of its kind at 1M: 2.6 s).
         held = _isin(changed["id_key"], pd.concat([before["id_key"], hubs_before], ignore_index=True))
         mine = mine[_isin(mine["node"], changed.loc[held, "id_key"])]
+        # Earlier rows are then as they were: none changed customer, no hub came or went, and every
+        # earlier customer kept its key and whether a CRM record names it.
+        was = previous.set_index("cx_key")["known"]
+        now = customers.set_index("cx_key")["known"]
+        kept = (
+            not rekey_all
+            and not held.any()
+            and bool(was.index.isin(now.index).all())
+            and bool((now.reindex(was.index) == was).all())
+        )
     bulk_insert(conn, touched, mine)
     stamp_customer_keys(conn, within=touched, load_id=load_id)
-    rollups.invalidate(conn)  # earlier rows' customer keys may have moved
-    return refused, len(id_map)
+    if not kept:
+        rollups.invalidate(conn)  # earlier rows' customer keys may have moved
+    return refused, len(id_map), kept
 
 
-def _rekeyed_customers(conn: Connection, id_map: pd.DataFrame, cx_ids: set[str]) -> pd.DataFrame:
+def _rekeyed_customers(conn: Connection, id_map: pd.DataFrame, cx_ids: set[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The customers named ``cx_ids`` once ``id_map`` (the restitched identifiers) joins the map,
     with their keys (``assign_customer_keys``): their ``customer_keys`` rows are rewritten (the
-    ones no identifier is left with go)."""
+    ones no identifier is left with go). Out: (the customers now, their rows before: ``cx_id,
+    cx_key, known``)."""
     im, ck = identity_map_table, customer_keys_table
     wanted = sa.Table("identity_cx_ids", sa.MetaData(), sa.Column("cx_id", sa.String), prefixes=["TEMPORARY"])
     wanted.create(conn)
@@ -688,7 +705,7 @@ def _rekeyed_customers(conn: Connection, id_map: pd.DataFrame, cx_ids: set[str])
         bulk_insert(conn, wanted, pd.DataFrame({"cx_id": sorted(cx_ids)}))
         ids = sa.select(wanted.c.cx_id)
         others = read_frame(conn, sa.select(im.c.cx_id, im.c.known).where(im.c.cx_id.in_(ids)).distinct())
-        previous = read_frame(conn, sa.select(ck.c.cx_id, ck.c.cx_key).where(ck.c.cx_id.in_(ids)))
+        previous = read_frame(conn, sa.select(ck.c.cx_id, ck.c.cx_key, ck.c.known).where(ck.c.cx_id.in_(ids)))
         top = conn.execute(sa.select(sa.func.max(ck.c.cx_key))).scalar()
         conn.execute(ck.delete().where(ck.c.cx_id.in_(ids)))
     finally:
@@ -696,7 +713,7 @@ def _rekeyed_customers(conn: Connection, id_map: pd.DataFrame, cx_ids: set[str])
     both = pd.concat([id_map[["cx_id", "known"]], others], ignore_index=True)
     customers = assign_customer_keys(both, previous, start=None if top is None else int(top) + 1)
     bulk_insert(conn, ck, customers)
-    return customers
+    return customers, previous
 
 
 def rebuild_identity_map(conn: Connection, hub_degree: int = DEFAULT_HUB_DEGREE) -> dict:

@@ -651,7 +651,7 @@ def _stitch(conn: Connection, plan: _Plan, load_id: int, mode: str) -> None:
     result, mapping = plan.result, plan.mapping
     clock = time.perf_counter()
     if mode == "append":
-        kept = update_identity_map(conn, load_id).get("map_kept", False)
+        kept = update_identity_map(conn, load_id).get("earlier_rows_kept", False)
         if kept and not mapping.links and not _is_link_target(conn, result.source):
             # no earlier row changed, its customer key included: the daily rollups take these rows as
             # they are (a source others link to, or new links, can move earlier rows' keys)

@@ -34,7 +34,7 @@ from cxdash.metrics import Headline, KpiReport, churn, filter_options, headline,
 from cxdash.metrics.churn import Definition, candidates
 from cxdash.metrics.customers import filter_options_after
 from cxdash.store.database import Store, loads_table, summaries_table
-from cxdash.store.rollups import appends_since
+from cxdash.store.rollups import appended_kinds, appends_since
 from cxdash.store.version import data_version
 
 __all__ = [
@@ -97,8 +97,9 @@ def _per_source(compute: Callable[..., pd.DataFrame]) -> Callable[[Connection, p
     return after
 
 
-def _unchanged(conn: Connection, before: object, loads: list[int]) -> object:
-    return before
+def _without_crm(conn: Connection, before: object, loads: list[int]) -> object | None:
+    """A summary of CRM records alone: as it was, unless the appends hold some."""
+    return None if "customers" in appended_kinds(conn, loads) else before
 
 
 # How a landing summary kept from an earlier data version is brought up to date when every change
@@ -113,7 +114,7 @@ INCREMENTS: dict[str, Callable[[Connection, object, list[int]], object]] = {
     "stitch_coverage": health.stitch_coverage_after,
     "source_stats": _per_source(health.source_stats),
     "source_latency": _per_source(health.source_latency),
-    "consented_customers": _unchanged,  # CRM records only, and a noted append holds none
+    "consented_customers": _without_crm,
     "filter_options": filter_options_after,
 }
 

@@ -18,6 +18,7 @@ from cxdash.metrics.queries import count_rows
 from cxdash.metrics.signals import file_order, is_repeat, matches, previous_same_topic
 from cxdash.metrics.timeline import timeline
 from cxdash.store.database import KIND_TABLES, sources_table
+from cxdash.store.rollups import appended_kinds
 
 __all__ = [
     "ATTRIBUTE_FILTERS",
@@ -84,10 +85,14 @@ def filter_options(conn: Connection) -> dict[str, list[str]]:
     return out
 
 
-def filter_options_after(conn: Connection, before: dict[str, list[str]], loads: list[int]) -> dict[str, list[str]]:
+def filter_options_after(
+    conn: Connection, before: dict[str, list[str]], loads: list[int]
+) -> dict[str, list[str]] | None:
     """``filter_options`` after appends that only added rows (``cxdash.store.rollups.appends_since``:
-    never CRM records, never a source's department), from ``before``: the departments of their steps
-    join the list; the CRM attributes' values are as they were."""
+    never a source's department), from ``before``: the departments of their steps join the list.
+    None (compute it whole) when they hold CRM records, whose attributes are the other filters."""
+    if "customers" in appended_kinds(conn, loads):
+        return None
     tl = timeline(("department", "load_id"))
     rows = conn.execute(
         sa.select(tl.c.department).where(tl.c.load_id.in_(loads), tl.c.department.is_not(None)).distinct()

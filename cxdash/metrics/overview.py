@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from cxdash.metrics.timeline import timeline
 from cxdash.store.database import KIND_TABLES, customer_keys_table, loads_table, read_frame, sources_table
 from cxdash.store.kinds import KINDS
-from cxdash.store.rollups import INCREMENT_MAX_KEYS
+from cxdash.store.rollups import INCREMENT_MAX_KEYS, appended_kinds
 
 __all__ = [
     "SOURCE_COLUMNS",
@@ -177,9 +177,11 @@ def _earlier_keys(conn: Connection, kinds: list[str], columns: dict, keys: list,
 def source_summary_after(conn: Connection, before: pd.DataFrame, loads: list[int]) -> pd.DataFrame | None:
     """``source_summary`` after the appends ``loads``, from ``before`` (the summary before them): the
     rows, customers and time span of the sources they loaded grow by their rows. None (compute it
-    whole) when ``before`` is not such a summary or the appends touch more than
+    whole) when ``before`` is not such a summary, the appends hold CRM records or touch more than
     ``INCREMENT_MAX_KEYS`` customers."""
     if list(before.columns) != SOURCE_COLUMNS or before["name"].duplicated().any():
+        return None
+    if "customers" in appended_kinds(conn, loads):  # CRM records decide who counts as identified
         return None
     keys = customer_keys_table
     added, kinds = [], []

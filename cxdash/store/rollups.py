@@ -30,6 +30,7 @@ from cxdash.store.database import (
     KIND_TABLES,
     activity_days_table,
     changes_table,
+    loads_table,
     revenue_days_table,
     rollup_appends_table,
     rollup_state_table,
@@ -41,6 +42,7 @@ __all__ = [
     "ACTIVITY_COLUMNS",
     "INCREMENT_MAX_KEYS",
     "activity_days_table",
+    "appended_kinds",
     "appends_since",
     "clear",
     "current",
@@ -156,8 +158,9 @@ INCREMENT_MAX_KEYS = 2_000
 
 def appends_since(conn: Connection, version: int, *, departments: bool = False) -> list[int] | None:
     """The loads (ids, in order) of every change after data ``version`` when each is an append noted
-    by ``note_append`` (it added rows and changed nothing else: no earlier row, no customer key, no
-    CRM record, no link), else None. ``departments``: a source's department change counts as
+    by ``note_append`` (it added rows and changed no earlier row: no row's customer key, no earlier
+    customer's CRM flag, no hub, no link), else None. Such a load may hold CRM records of new
+    customers (``appended_kinds``). ``departments``: a source's department change counts as
     nothing (for readers that keep rows' own departments). The notes are kept until the rollups
     are cleared (a rebuild, an erasure), so a change whose note is gone reads as not an append."""
     c, ap = changes_table, rollup_appends_table
@@ -171,6 +174,13 @@ def appends_since(conn: Connection, version: int, *, departments: bool = False) 
     if not all((kind == "load" and noted is not None) or kind in ignored for kind, _, noted in since):
         return None
     return [load_id for kind, load_id, _ in since if kind == "load"]
+
+
+def appended_kinds(conn: Connection, loads: list[int]) -> set[str]:
+    """The kinds of the sources the loads ``loads`` stored into."""
+    s, lt = sources_table, loads_table
+    q = sa.select(s.c.kind).select_from(s.join(lt, lt.c.source == s.c.name)).where(lt.c.load_id.in_(loads))
+    return set(conn.execute(q.distinct()).scalars())
 
 
 def maintain(conn: Connection) -> str:
