@@ -2,7 +2,7 @@
 the same summaries computed from every row, on DuckDB and PostgreSQL (issue 17: a small append
 refreshes what it touches).
 
-A 300-customer demo company is loaded and its summaries stored; then the store changes the ways it
+A 150-customer demo company is loaded and its summaries stored; then the store changes the ways it
 does: a one-row ticket and a one-row payment from known customers, forty web events repeating known
 visitors' identifiers, a known customer on a new device (appends that only add rows: the summaries
 are brought up to date), an anonymous visitor's visits merged into a customer (earlier rows change
@@ -38,7 +38,7 @@ NAMES = tuple(summaries.INCREMENTS)
 @pytest.fixture(params=BACKENDS)
 def company(request, tmp_path):
     store = make_store(request.param, tmp_path)
-    extracts = {ex.source: ex for ex in write_demo_extracts(tmp_path / "extracts", 300, seed=11)}
+    extracts = {ex.source: ex for ex in write_demo_extracts(tmp_path / "extracts", 150, seed=11)}
     load_demo_extracts(store, list(extracts.values()))
     yield store, extracts
     store.dispose()

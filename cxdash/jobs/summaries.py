@@ -103,10 +103,11 @@ def _without_crm(conn: Connection, before: object, loads: list[int]) -> object |
 
 
 # How a landing summary kept from an earlier data version is brought up to date when every change
-# since was an append that only added rows (``rollups.appends_since``): no earlier row, customer
-# key, CRM record, link or department changed. Each returns the summary as computed whole would
-# be, or None to compute it whole. A small append then costs a lookup of its rows and their
-# customers' earlier rows, not a scan of every stored row (issue 17).
+# since was an append that only added rows (``rollups.appends_since``): no earlier row changed (nor
+# its customer key, its customer's CRM flag or its hub), no link, no department. Each returns the
+# summary as computed whole would be, or None to compute it whole (the summaries of CRM records,
+# when the appends hold some). A small append then costs a lookup of its rows and their customers'
+# earlier rows, not a scan of every stored row (issue 17). The views are computed whole.
 INCREMENTS: dict[str, Callable[[Connection, object, list[int]], object]] = {
     "source_summary": overview.source_summary_after,
     "activity_by_month": overview.activity_by_month_after,
