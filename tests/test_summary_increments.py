@@ -7,7 +7,9 @@ does: a one-row ticket and a one-row payment from known customers, forty web eve
 visitors' identifiers, a known customer on a new device (appends that only add rows: the summaries
 are brought up to date), an anonymous visitor's visits merged into a customer (earlier rows change
 customer: computed whole), a CRM record of a new customer (the CRM-based summaries computed whole),
-a re-load that moves a source's department (computed whole), a replace (computed whole). After each refresh, every summary with an
+a re-load that moves a source's department (computed whole), a page asking before the refresh
+(caught up too), an append of more customers than an increment looks up one by one (computed
+whole), a replace (computed whole). After each refresh, every summary with an
 increment must equal the summary computed from every row at that version; and the test counts
 which refreshes took the increment, so a path never taken cannot pass for a right one.
 """
@@ -27,6 +29,7 @@ from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import summaries
 from cxdash.jobs.loads import after_load, update_rollups
+from cxdash.metrics import overview
 from cxdash.metrics.periods import as_of
 from cxdash.store.database import KIND_TABLES, identity_map_table
 from cxdash.store.version import data_version
@@ -114,7 +117,9 @@ def read_rows(extract) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_landing_summaries_after_small_appends_equal_them_computed_from_every_row(company, tmp_path, taken):
+def test_landing_summaries_after_small_appends_equal_them_computed_from_every_row(
+    company, tmp_path, taken, monkeypatch
+):
     store, extracts = company
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
@@ -205,6 +210,31 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     assert_stored_equal_whole(store)
     assert taken == {name: 4 if name in whole else 5 for name in NAMES}
 
+    # a page asking before the refresh gets the summary caught up too, not computed whole
+    ticket.update({"Ticket #": "990004"})
+    append(store, tmp_path, extracts["helpdesk"], [ticket], "asked")
+    with store.connect() as conn:
+        asked = summaries.get(conn, "activity_by_month")
+        computed = summaries._computations()["activity_by_month"](conn)
+    pd.testing.assert_frame_equal(asked, computed, check_dtype=False)
+    assert taken["activity_by_month"] == 6
+    after_load(store, summaries.LANDING)
+    assert_stored_equal_whole(store)
+
+    # more customers than an increment looks up one by one: computed whole
+    for i, r in enumerate(web_rows):
+        r["event_time"] = f"{late + timedelta(hours=2, minutes=i):%Y-%m-%d %H:%M:%S}"
+    append(store, tmp_path, extracts["web"], web_rows, "many")
+    counted = dict(taken)
+    with monkeypatch.context() as patched:
+        patched.setattr(overview, "INCREMENT_MAX_KEYS", 3)
+        after_load(store, summaries.LANDING)
+    assert_stored_equal_whole(store)
+    assert taken["source_summary"] == counted["source_summary"]
+    assert taken["activity_by_month"] == counted["activity_by_month"]
+    assert taken["stitch_coverage"] == counted["stitch_coverage"] + 1
+    counted = dict(taken)
+
     # a replace drops rows: computed whole
     fewer = tmp_path / "fewer_tickets.csv"
     pd.read_csv(extracts["helpdesk"].path, dtype=str, keep_default_na=False).head(100).to_csv(fewer, index=False)
@@ -212,4 +242,4 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     ingest_file(store, fewer, source=tickets.source, mapping=Mapping.from_dict(tickets.mapping), mode="replace")
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    assert taken == {name: 4 if name in whole else 5 for name in NAMES}
+    assert taken == counted

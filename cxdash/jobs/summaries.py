@@ -327,9 +327,12 @@ def _brought_up(conn: Connection, name: str, key: str, version: int):
 
 
 def get(conn: Connection, name: str, version: int | None = None, params: dict | None = None):
-    """The summary ``name`` (with ``params``) for the current data version: stored if fresh, else computed now."""
+    """The summary ``name`` (with ``params``) for the current data version: stored if fresh, else
+    brought up to date from an earlier one (``INCREMENTS``) or computed now."""
     version = data_version(conn) if version is None else version
     found = lookup(conn, name, version, params)
+    if found is MISSING:  # not refreshed yet: caught up from an earlier result when it can be
+        found = _brought_up(conn, name, params_key(name, params), version)
     if found is not MISSING:
         return found
     return _computations()[name](conn, **(params or {}))
