@@ -18,8 +18,6 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash.demo.build import load_demo_extracts
-from cxdash.demo.world import write_demo_extracts
 from cxdash.governance.erasure import erase_customer
 from cxdash.governance.sources import set_source_owner
 from cxdash.ingest.load import ingest_file
@@ -34,6 +32,7 @@ from cxdash.store import rollups
 from cxdash.store.database import KIND_TABLES, identity_map_table, read_frame
 from tests import saas_company
 from tests.conftest import BACKENDS, make_store
+from tests.demo_company import append_rows, loaded
 
 FILTERS = (Filters(), Filters(department=("support",)), Filters(department=("marketing", "product")))
 
@@ -83,16 +82,7 @@ def assert_rollups_match_the_rows(store) -> None:
 
 
 def append_row(store, tmp_path, extract, row: dict, name: str):
-    with open(extract.path, newline="") as f:
-        header = next(csv.reader(f))
-    path = tmp_path / f"{name}.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header)
-        w.writeheader()
-        w.writerow({h: row.get(h, "") for h in header})
-    result = ingest_file(store, path, source=extract.source, mapping=Mapping.from_dict(extract.mapping), mode="append")
-    assert result.rows_loaded == 1, result.summary()
-    return result
+    return append_rows(store, tmp_path, extract, [row], name)
 
 
 def first_row(extract) -> dict:
@@ -102,11 +92,8 @@ def first_row(extract) -> dict:
 
 @pytest.fixture(params=BACKENDS)
 def company(request, tmp_path):
-    store = make_store(request.param, tmp_path)
-    extracts = {ex.source: ex for ex in write_demo_extracts(tmp_path / "extracts", 300, seed=5)}
-    load_demo_extracts(store, list(extracts.values()))
-    yield store, extracts
-    store.dispose()
+    with loaded(request.param, tmp_path, 300, seed=5) as (store, extracts):
+        yield store, extracts
 
 
 def test_rollups_equal_the_raw_rows_after_appends_replaces_department_changes_and_erasures(company, tmp_path):

@@ -23,8 +23,6 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from cxdash.demo.build import load_demo_extracts
-from cxdash.demo.world import write_demo_extracts
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import summaries
@@ -33,18 +31,16 @@ from cxdash.metrics import overview
 from cxdash.metrics.periods import as_of
 from cxdash.store.database import KIND_TABLES, identity_map_table
 from cxdash.store.version import data_version
-from tests.conftest import BACKENDS, make_store
+from tests.conftest import BACKENDS
+from tests.demo_company import append_rows, loaded
 
 NAMES = tuple(summaries.INCREMENTS)
 
 
 @pytest.fixture(params=BACKENDS)
 def company(request, tmp_path):
-    store = make_store(request.param, tmp_path)
-    extracts = {ex.source: ex for ex in write_demo_extracts(tmp_path / "extracts", 150, seed=11)}
-    load_demo_extracts(store, list(extracts.values()))
-    yield store, extracts
-    store.dispose()
+    with loaded(request.param, tmp_path, 150, seed=11) as (store, extracts):
+        yield store, extracts
 
 
 @pytest.fixture
@@ -91,27 +87,6 @@ def assert_stored_equal_whole(store) -> None:
                 assert stored == whole, name
 
 
-def write_rows(tmp_path, extract, rows: list[dict], name: str):
-    with open(extract.path, newline="") as f:
-        header = next(csv.reader(f))
-    path = tmp_path / f"{name}.csv"
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=header)
-        w.writeheader()
-        for row in rows:
-            w.writerow({h: row.get(h, "") for h in header})
-    return path
-
-
-def append(store, tmp_path, extract, rows: list[dict], name: str, **options):
-    path = write_rows(tmp_path, extract, rows, name)
-    result = ingest_file(
-        store, path, source=extract.source, mapping=Mapping.from_dict(extract.mapping), mode="append", **options
-    )
-    assert result.rows_loaded == len(rows), result.summary()
-    return result
-
-
 def read_rows(extract) -> list[dict]:
     with open(extract.path, newline="") as f:
         return list(csv.DictReader(f))
@@ -131,7 +106,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     # a ticket from a known customer, in a new month: brought up to date
     ticket = read_rows(extracts["helpdesk"])[0]
     ticket.update({"Ticket #": "990001", "Created": f"{late + timedelta(days=40):%Y-%m-%d %H:%M:%S}", "Resolved": ""})
-    append(store, tmp_path, extracts["helpdesk"], [ticket], "ticket")
+    append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "ticket")
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
     assert taken == dict.fromkeys(NAMES, 1)
@@ -139,12 +114,12 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     # a payment, then forty web events repeating known visitors' rows at new times
     payment = read_rows(extracts["billing"])[0]
     payment.update({"txn_ref": "TXN-INC-1", "txn_date": f"{late:%Y-%m-%d %H:%M:%S}", "amount": "1234.5"})
-    append(store, tmp_path, extracts["billing"], [payment], "payment")
+    append_rows(store, tmp_path, extracts["billing"], [payment], "payment")
     web_rows = [r for r in read_rows(extracts["web"]) if r.get("user_email")][:40]
     assert len(web_rows) == 40
     for i, r in enumerate(web_rows):
         r["event_time"] = f"{late + timedelta(minutes=i):%Y-%m-%d %H:%M:%S}"
-    append(store, tmp_path, extracts["web"], web_rows, "web")
+    append_rows(store, tmp_path, extracts["web"], web_rows, "web")
     after_load(store, summaries.LANDING)  # two appends since the stored summaries: both taken at once
     assert_stored_equal_whole(store)
     assert taken == dict.fromkeys(NAMES, 2)
@@ -152,7 +127,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     # a known customer on a new device (a new cookie beside their email): the map gains an
     # identifier, but no earlier row changes customer, so the rollups take the row as it is too
     device = dict(web_rows[0], cookie_id="cookie-new-device", event_time=f"{late:%Y-%m-%d %H:%M:%S}")
-    result = append(store, tmp_path, extracts["web"], [device], "device")
+    result = append_rows(store, tmp_path, extracts["web"], [device], "device")
     assert result.timings["identity stitching"] >= 0
     assert update_rollups(store) == "added 1 load"
     after_load(store, summaries.LANDING)
@@ -172,7 +147,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
         ).scalar()
     assert cookie is not None
     merge = dict(web_rows[1], cookie_id=cookie, event_time=f"{late:%Y-%m-%d %H:%M:%S}")
-    append(store, tmp_path, extracts["web"], [merge], "merge")
+    append_rows(store, tmp_path, extracts["web"], [merge], "merge")
     assert update_rollups(store) == "rebuilt"
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
@@ -183,7 +158,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     crm = read_rows(extracts["crm"])[0]
     crm.update({"CustomerID": "CUS-INC-1", "Email": "new.customer@example.org", "Phone": "", "Billing Account": ""})
     crm.update({"Segment": "segment-new", "Marketing Opt-In": "yes", "Signup Date": f"{late:%Y-%m-%d}"})
-    append(store, tmp_path, extracts["crm"], [crm], "crm")
+    append_rows(store, tmp_path, extracts["crm"], [crm], "crm")
     assert update_rollups(store) == "added 1 load"
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
@@ -195,7 +170,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
 
     # a re-load that moves the helpdesk to another department: every earlier ticket moves with it
     ticket.update({"Ticket #": "990002"})
-    append(store, tmp_path, extracts["helpdesk"], [ticket], "moved", department="sales")
+    append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "moved", department="sales")
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
     assert taken == {name: 3 if name in whole else 4 for name in NAMES}
@@ -205,14 +180,14 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
 
     # the next small append after those is brought up to date again
     ticket.update({"Ticket #": "990003"})
-    append(store, tmp_path, extracts["helpdesk"], [ticket], "again")
+    append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "again")
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
     assert taken == {name: 4 if name in whole else 5 for name in NAMES}
 
     # a page asking before the refresh gets the summary caught up too, not computed whole
     ticket.update({"Ticket #": "990004"})
-    append(store, tmp_path, extracts["helpdesk"], [ticket], "asked")
+    append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "asked")
     with store.connect() as conn:
         asked = summaries.get(conn, "activity_by_month")
         computed = summaries._computations()["activity_by_month"](conn)
@@ -224,7 +199,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     # more customers than an increment looks up one by one: computed whole
     for i, r in enumerate(web_rows):
         r["event_time"] = f"{late + timedelta(hours=2, minutes=i):%Y-%m-%d %H:%M:%S}"
-    append(store, tmp_path, extracts["web"], web_rows, "many")
+    append_rows(store, tmp_path, extracts["web"], web_rows, "many")
     counted = dict(taken)
     with monkeypatch.context() as patched:
         patched.setattr(overview, "INCREMENT_MAX_KEYS", 3)
