@@ -27,8 +27,8 @@ from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import summaries
 from cxdash.jobs.loads import after_load, update_rollups
-from cxdash.metrics import overview
 from cxdash.metrics.periods import as_of
+from cxdash.store import rollups
 from cxdash.store.database import KIND_TABLES, identity_map_table
 from cxdash.store.version import data_version
 from tests.conftest import BACKENDS
@@ -202,7 +202,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     append_rows(store, tmp_path, extracts["web"], web_rows, "many")
     counted = dict(taken)
     with monkeypatch.context() as patched:
-        patched.setattr(overview, "INCREMENT_MAX_KEYS", 3)
+        patched.setattr(rollups, "INCREMENT_MAX_KEYS", 3)
         after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
     assert taken["source_summary"] == counted["source_summary"]

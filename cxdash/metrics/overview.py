@@ -9,7 +9,7 @@ from sqlalchemy.engine import Connection
 from cxdash.metrics.timeline import timeline
 from cxdash.store.database import KIND_TABLES, customer_keys_table, loads_table, read_frame, sources_table
 from cxdash.store.kinds import KINDS
-from cxdash.store.rollups import INCREMENT_MAX_KEYS, appended_kinds
+from cxdash.store.rollups import appended_keys, appended_kinds
 
 __all__ = [
     "SOURCE_COLUMNS",
@@ -178,12 +178,15 @@ def source_summary_after(conn: Connection, before: pd.DataFrame, loads: list[int
     """``source_summary`` after the appends ``loads``, from ``before`` (the summary before them): the
     rows, customers and time span of the sources they loaded grow by their rows. None (compute it
     whole) when ``before`` is not such a summary, the appends hold CRM records or touch more than
-    ``INCREMENT_MAX_KEYS`` customers."""
+    ``rollups.INCREMENT_MAX_KEYS`` customers."""
     if list(before.columns) != SOURCE_COLUMNS or before["name"].duplicated().any():
         return None
     if "customers" in appended_kinds(conn, loads):  # CRM records decide who counts as identified
         return None
-    keys = customer_keys_table
+    appended = appended_keys(conn, loads)
+    if appended is None:
+        return None
+    ck = customer_keys_table
     added, kinds = [], []
     for kind in KINDS:
         t = KIND_TABLES[kind]
@@ -193,24 +196,22 @@ def source_summary_after(conn: Connection, before: pd.DataFrame, loads: list[int
             sa.select(
                 t.c.source.label("name"),
                 t.c.cx_key,
-                keys.c.known,
+                ck.c.known,
                 sa.func.count().label("rows"),
                 sa.func.min(ts).label("first_at"),
                 sa.func.max(ts).label("last_at"),
             )
-            .select_from(t.outerjoin(keys, keys.c.cx_key == t.c.cx_key))
+            .select_from(t.outerjoin(ck, ck.c.cx_key == t.c.cx_key))
             .where(t.c.load_id.in_(loads))
-            .group_by(t.c.source, t.c.cx_key, keys.c.known),
+            .group_by(t.c.source, t.c.cx_key, ck.c.known),
         )
         if len(frame):
             added.append(frame)
             kinds.append(kind)
     new = pd.concat(added, ignore_index=True) if added else pd.DataFrame(columns=["name", "cx_key", "known"])
     people = new.dropna(subset=["cx_key"]).drop_duplicates(["name", "cx_key"])
-    if people["cx_key"].nunique() > INCREMENT_MAX_KEYS:
-        return None
     columns = {"name": lambda t: t.c.source, "cx_key": lambda t: t.c.cx_key}
-    earlier = _earlier_keys(conn, kinds, columns, sorted(int(k) for k in people["cx_key"].unique()), loads)
+    earlier = _earlier_keys(conn, kinds, columns, appended, loads)
     first_seen = people.merge(earlier, on=["name", "cx_key"], how="left", indicator=True)
     first_seen = first_seen[first_seen["_merge"] == "left_only"]
     grown = pd.DataFrame(
@@ -243,6 +244,9 @@ def activity_by_month_after(conn: Connection, before: pd.DataFrame, loads: list[
         return None
     if before.duplicated(["month", "department"]).any():
         return None
+    keys = appended_keys(conn, loads)
+    if keys is None:
+        return None
     tl = timeline(("ts", "department", "cx_key", "load_id"))
     year, month = _year_month(tl)
     new = read_frame(
@@ -251,9 +255,6 @@ def activity_by_month_after(conn: Connection, before: pd.DataFrame, loads: list[
         .where(tl.c.load_id.in_(loads))
         .group_by(year, month, tl.c.department, tl.c.cx_key),
     )
-    keys = sorted(int(k) for k in new["cx_key"].dropna().unique())
-    if len(keys) > INCREMENT_MAX_KEYS:
-        return None
     group = ["year", "month", "department"]
     if keys:
         earlier = read_frame(

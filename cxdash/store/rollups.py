@@ -42,6 +42,7 @@ __all__ = [
     "ACTIVITY_COLUMNS",
     "INCREMENT_MAX_KEYS",
     "activity_days_table",
+    "appended_keys",
     "appended_kinds",
     "appends_since",
     "clear",
@@ -174,6 +175,14 @@ def appends_since(conn: Connection, version: int, *, departments: bool = False) 
     if not all((kind == "load" and noted is not None) or kind in ignored for kind, _, noted in since):
         return None
     return [load_id for kind, load_id, _ in since if kind == "load"]
+
+
+def appended_keys(conn: Connection, loads: list[int]) -> list[int] | None:
+    """The customer keys of the rows the loads ``loads`` stored (sorted), or None when there are
+    more than ``INCREMENT_MAX_KEYS`` (read without reading the rest)."""
+    parts = [sa.select(t.c.cx_key).where(t.c.load_id.in_(loads), t.c.cx_key.is_not(None)) for t in KIND_TABLES.values()]
+    keys = conn.execute(sa.union(*parts).limit(INCREMENT_MAX_KEYS + 1)).scalars().all()
+    return None if len(keys) > INCREMENT_MAX_KEYS else sorted(int(k) for k in keys)
 
 
 def appended_kinds(conn: Connection, loads: list[int]) -> set[str]:
