@@ -278,7 +278,8 @@ def append_latency(url: str, stop: str = "") -> dict:
         out["append_load_seconds"] = time.perf_counter() - t1
         out["append_stages"] = result.timings
         t2 = time.perf_counter()
-        after_load(store)
+        # seconds per summary: the landing ones catch up from the appended row (jobs.summaries.INCREMENTS)
+        out["append_refresh_stages"] = after_load(store)
         out["append_refresh_seconds"] = time.perf_counter() - t2
     out["seconds"] = out["signal_to_card_seconds"] or out["cli_ingest_seconds"]
     return out
@@ -338,6 +339,7 @@ def checks(results: dict) -> list[dict]:
                 "value": share,
                 "limit": f"<= {APPEND_REFRESH_SHARE}",
                 "ok": None if share is None else share <= APPEND_REFRESH_SHARE,
+                "seconds": {"append": small, "full": full},
             }
         )
         for phase, got in (demo.get("phases") or {}).items():
