@@ -610,9 +610,8 @@ def _restitch_parts(
 ) -> tuple[int, int, bool] | None:
     """Restitch the touched parts (``touched``: their identifiers, ``mine`` the same as a frame)
     and write them (``_write_parts``): (refused links, restitched identifiers, earlier rows kept).
-    None, with
-    nothing written, when a touched hub of many links has no longer many: then everything is
-    restitched."""
+    None, with nothing written, when a touched hub of many links has no longer many: then
+    everything is restitched."""
     im, hubs_t = identity_map_table, identity_hubs_table
     keys = sa.Table("identity_keys", sa.MetaData(), sa.Column("cx_key", sa.BigInteger), prefixes=["TEMPORARY"])
     nodes_in = sa.select(touched.c.node)
