@@ -23,9 +23,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+from cxdash import journeys as jr
+from cxdash import metrics
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.jobs import summaries
+from cxdash.jobs import summaries, views
 from cxdash.jobs.loads import after_load, update_rollups
 from cxdash.metrics.periods import as_of
 from cxdash.store import rollups
@@ -34,7 +36,10 @@ from cxdash.store.version import data_version
 from tests.conftest import BACKENDS
 from tests.demo_company import append_rows, loaded
 
-NAMES = tuple(summaries.INCREMENTS)
+NAMES = tuple(name for name in summaries.INCREMENTS if name in summaries.LANDING)
+# the default views with an increment, and the views their default parameters follow from
+VIEW_NAMES = tuple(name for name in summaries.INCREMENTS if name in summaries.VIEWS)
+VIEWS_REFRESHED = ("journeys.activities", "journeys.dfg", *VIEW_NAMES)
 
 
 @pytest.fixture(params=BACKENDS)
@@ -49,8 +54,8 @@ def taken(monkeypatch):
     counts: dict[str, int] = {}
     for name, fn in list(summaries.INCREMENTS.items()):
 
-        def counted(conn, before, loads, _fn=fn, _name=name):
-            out = _fn(conn, before, loads)
+        def counted(conn, before, loads, _fn=fn, _name=name, **params):
+            out = _fn(conn, before, loads, **params)
             if out is not None:
                 counts[_name] = counts.get(_name, 0) + 1
             return out
@@ -85,6 +90,21 @@ def assert_stored_equal_whole(store) -> None:
                 pd.testing.assert_frame_equal(stored.reset_index(drop=True), whole, check_dtype=False, obj=name)
             else:
                 assert stored == whole, name
+
+
+def anonymous_cookie(store) -> str:
+    """A web visitor known by a cookie alone (no customer record)."""
+    with store.connect() as conn:
+        im, ev = identity_map_table, KIND_TABLES["events"]
+        cookie = conn.execute(
+            sa.select(ev.c.visitor_id)
+            .join(im, im.c.id_key == ev.c.id_key)
+            .where(sa.not_(im.c.known))
+            .order_by(ev.c.visitor_id)
+            .limit(1)
+        ).scalar()
+    assert cookie is not None
+    return cookie
 
 
 def read_rows(extract) -> list[dict]:
@@ -135,17 +155,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
 
     # an anonymous visitor's cookie, now seen with a known customer's email: the visitor's earlier
     # visits become that customer's, so earlier rows change customer: computed whole
-    with store.connect() as conn:
-        im, ev = identity_map_table, KIND_TABLES["events"]
-        cookie = conn.execute(
-            sa.select(ev.c.visitor_id)
-            .join(im, im.c.id_key == ev.c.id_key)
-            .where(sa.not_(im.c.known))
-            .order_by(ev.c.visitor_id)
-            .limit(1)
-        ).scalar()
-    assert cookie is not None
-    merge = dict(web_rows[1], cookie_id=cookie, event_time=f"{late:%Y-%m-%d %H:%M:%S}")
+    merge = dict(web_rows[1], cookie_id=anonymous_cookie(store), event_time=f"{late:%Y-%m-%d %H:%M:%S}")
     append_rows(store, tmp_path, extracts["web"], [merge], "merge")
     assert update_rollups(store) == "rebuilt"
     after_load(store, summaries.LANDING)
@@ -217,3 +227,142 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
     assert taken == counted
+
+
+def assert_views_equal_whole(store) -> dict[str, object]:
+    """Every default view with an increment, as stored, equals it computed from every row now;
+    returns them by name."""
+    computations, computed = summaries._computations(), {}
+    with store.connect() as conn:
+        version = data_version(conn)
+        for name in VIEWS_REFRESHED:
+            params = views.default_params(conn, name, computed)
+            assert params is not None, name
+            computed[name] = whole = computations[name](conn, **params)
+            stored = summaries.lookup(conn, name, version, params)
+            assert stored is not summaries.MISSING, f"{name} was not stored for version {version}"
+            if isinstance(whole, pd.DataFrame):
+                pd.testing.assert_frame_equal(stored.reset_index(drop=True), whole, check_dtype=False, obj=name)
+            else:
+                assert stored == whole, name
+    return computed
+
+
+def test_default_views_after_small_appends_in_their_period_equal_them_computed_whole(company, tmp_path, taken):
+    store, extracts = company
+    after_load(store, VIEWS_REFRESHED)
+    first = assert_views_equal_whole(store)
+    assert taken == {}
+    with store.connect() as conn:
+        end = as_of(conn)
+        period = metrics.default_period(end)
+        counts = jr.activity_counts(conn, jr.journey_log(since=period.start, until=period.end))
+    top_n = int(views.JOURNEY_DEFAULTS["top_n"])
+    assert len(counts) > top_n  # so top N pools some activities, and an append can change which
+    web_rows = [r for r in read_rows(extracts["web"]) if r.get("user_email")][:40]
+
+    # one web event from a known customer, earlier the same day: the period stays, the views catch up
+    web_rows[0]["event_time"] = f"{end - timedelta(minutes=30):%Y-%m-%d %H:%M:%S}"
+    append_rows(store, tmp_path, extracts["web"], web_rows[:1], "one")
+    after_load(store, VIEWS_REFRESHED)
+    assert_views_equal_whole(store)
+    assert taken == dict.fromkeys(VIEW_NAMES, 1)
+
+    # five customers take the view's edge once more (two visits a minute apart): their rows change
+    source, target = views.edge_labels(first["journeys.dfg"])[0]
+    emails = list(dict.fromkeys(r["user_email"] for r in web_rows))[:5]
+    assert len(emails) == 5
+    pairs = [
+        dict(
+            next(r for r in web_rows if r["user_email"] == email), event_name=name, event_time=f"{at:%Y-%m-%d %H:%M:%S}"
+        )
+        for i, email in enumerate(emails)
+        for name, at in (
+            (source, end - timedelta(hours=1, minutes=2 * i + 1)),
+            (target, end - timedelta(hours=1, minutes=2 * i)),
+        )
+    ]
+    append_rows(store, tmp_path, extracts["web"], pairs, "pairs")
+    after_load(store, VIEWS_REFRESHED)
+    paired = assert_views_equal_whole(store)
+    assert taken == dict.fromkeys(VIEW_NAMES, 2)
+
+    # a CRM record of a new customer who signed up today: one more identified person in the period
+    crm = read_rows(extracts["crm"])[0]
+    crm.update({"CustomerID": "CUS-VIEW-1", "Email": "view.customer@example.org", "Phone": "", "Billing Account": ""})
+    crm["Signup Date"] = f"{end:%Y-%m-%d}"
+    append_rows(store, tmp_path, extracts["crm"], [crm], "crm")
+    after_load(store, VIEWS_REFRESHED)
+    now = assert_views_equal_whole(store)
+    assert now["journeys.people"]["identified"] == paired["journeys.people"]["identified"] + 1
+    assert taken == dict.fromkeys(VIEW_NAMES, 3)
+
+    # a page asking for the stored edge before the refresh gets its customers caught up too
+    web_rows[3]["event_time"] = f"{end - timedelta(minutes=5):%Y-%m-%d %H:%M:%S}"
+    append_rows(store, tmp_path, extracts["web"], web_rows[3:4], "asked")
+    with store.connect() as conn:
+        params = views.default_params(conn, "journeys.edge_customers", {"journeys.dfg": now["journeys.dfg"]})
+        asked = summaries.get(conn, "journeys.edge_customers", params=params)
+        whole = summaries._computations()["journeys.edge_customers"](conn, **params)
+    pd.testing.assert_frame_equal(asked, whole, check_dtype=False)
+    assert taken["journeys.edge_customers"] == 4
+
+    # two pages nobody had seen, each visited once more than the last activity top N keeps (and the
+    # activities tied with it): they take those places, so every customer's steps pool differently
+    # and the edge's customers are computed whole
+    with store.connect() as conn:
+        counts = jr.activity_counts(conn, jr.journey_log(since=period.start, until=period.end))
+    last_name, kept_last = str(counts["activity"].iloc[top_n - 1]), int(counts["count"].iloc[top_n - 1])
+    tied = int((counts["count"].iloc[:top_n] == kept_last).sum())
+    # an edge into the last kept activity: its customers are every customer's, appended or not
+    into_last = now["journeys.dfg"][now["journeys.dfg"]["target"] == last_name]
+    assert len(into_last)
+    params = views.edge_params(
+        views.DEFAULT_MAP_FILTERS,
+        str(into_last["source"].iloc[0]),
+        last_name,
+        views.period_params(period.start.date(), (period.end - timedelta(days=1)).date()),
+    )
+    with store.connect() as conn:
+        version = data_version(conn)
+        edge_before = summaries._computations()["journeys.edge_customers"](conn, **params)
+    assert len(edge_before)
+    visits = [(f"promo_{p}", i) for p in range(tied) for i in range(kept_last + 1)]
+    assert len(visits) < len(web_rows)
+    promo = [
+        dict(r, event_name=name, event_time=f"{end - timedelta(hours=2, minutes=i):%Y-%m-%d %H:%M:%S}")
+        for r, (name, i) in zip(web_rows[1:], visits, strict=False)
+    ]
+    append_rows(store, tmp_path, extracts["web"], promo, "promo")
+    with store.connect() as conn:
+        loads = rollups.appends_since(conn, version)
+        assert loads and len(loads) == 1
+        counts = jr.activity_counts(conn, jr.journey_log(since=period.start, until=period.end))
+        kept = views._ranked(counts.set_index("activity")["count"], top_n)
+        assert kept is not None and last_name not in kept and f"promo_{tied - 1}" in kept  # no tie at the cut
+        assert summaries._computations()["journeys.edge_customers"](conn, **params).empty  # pooled now
+        assert summaries.INCREMENTS["journeys.edge_customers"](conn, edge_before, loads, **params) is None
+    after_load(store, VIEWS_REFRESHED)
+    assert_views_equal_whole(store)
+    assert taken == {"journeys.people": 4, "journeys.customers": 4, "journeys.edge_customers": 4}
+
+    # an anonymous visitor's visits merged into a customer: earlier rows change customer, computed whole
+    merge = dict(web_rows[-1], cookie_id=anonymous_cookie(store), event_time=f"{end:%Y-%m-%d %H:%M:%S}")
+    append_rows(store, tmp_path, extracts["web"], [merge], "merge")
+    after_load(store, VIEWS_REFRESHED)
+    assert_views_equal_whole(store)
+    assert taken == {"journeys.people": 4, "journeys.customers": 4, "journeys.edge_customers": 4}
+
+    # a visit two days on moves the data's date, so the default period: the views are new ones
+    web_rows[2]["event_time"] = f"{end + timedelta(days=2):%Y-%m-%d %H:%M:%S}"
+    append_rows(store, tmp_path, extracts["web"], web_rows[2:3], "later")
+    after_load(store, VIEWS_REFRESHED)
+    assert_views_equal_whole(store)
+    assert taken == {"journeys.people": 4, "journeys.customers": 4, "journeys.edge_customers": 4}
+
+
+def test_top_n_is_left_to_the_database_when_a_tie_straddles_its_cut():
+    counts = pd.Series({"b": 3, "a": 3, "c": 2, "d": 2})
+    assert views._ranked(counts, 2) == ["a", "b"]  # ties by name, as the database ranks them
+    assert views._ranked(counts, 3) is None  # c or d: the collation would decide
+    assert views._ranked(counts, 4) == ["a", "b", "c", "d"]

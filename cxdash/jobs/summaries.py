@@ -30,6 +30,7 @@ from cxdash.governance import health
 from cxdash.governance.privacy import consented_customers
 from cxdash.jobs.views import COMPUTATIONS as VIEW_COMPUTATIONS
 from cxdash.jobs.views import DEPENDS_ON, default_params, params_key
+from cxdash.jobs.views import INCREMENTS as VIEW_INCREMENTS
 from cxdash.metrics import Headline, KpiReport, churn, filter_options, headline, overview
 from cxdash.metrics.churn import Definition, candidates
 from cxdash.metrics.customers import filter_options_after
@@ -107,8 +108,10 @@ def _without_crm(conn: Connection, before: object, loads: list[int]) -> object |
 # its customer key, its customer's CRM flag or its hub), no link, no department. Each returns the
 # summary as computed whole would be, or None to compute it whole (the summaries of CRM records,
 # when the appends hold some). A small append then costs a lookup of its rows and their customers'
-# earlier rows, not a scan of every stored row (issue 17). The views are computed whole.
-INCREMENTS: dict[str, Callable[[Connection, object, list[int]], object]] = {
+# earlier rows, not a scan of every stored row (issue 17). A view's increment also takes its
+# parameters (cxdash/jobs/views.py: the views that are sums or lists over customers); the other
+# views are computed whole.
+INCREMENTS: dict[str, Callable[..., object]] = {
     "source_summary": overview.source_summary_after,
     "activity_by_month": overview.activity_by_month_after,
     "null_rates": _per_source(health.null_rates),
@@ -117,6 +120,7 @@ INCREMENTS: dict[str, Callable[[Connection, object, list[int]], object]] = {
     "source_latency": _per_source(health.source_latency),
     "consented_customers": _without_crm,
     "filter_options": filter_options_after,
+    **VIEW_INCREMENTS,
 }
 
 
@@ -304,15 +308,16 @@ def decode(name: str, params: dict | None, payloads: dict[str, bytes]):
         return MISSING
 
 
-def _brought_up(conn: Connection, name: str, key: str, version: int):
-    """``name`` (stored as ``key``) for data ``version`` from its result stored for an earlier
-    version, when ``INCREMENTS`` can bring it up to date from the appends since; else ``MISSING``."""
+def _brought_up(conn: Connection, name: str, params: dict | None, version: int):
+    """``name`` with ``params`` for data ``version`` from its result stored (with the same
+    parameters) for an earlier version, when ``INCREMENTS`` can bring it up to date from the
+    appends since; else ``MISSING``."""
     if name not in INCREMENTS:
         return MISSING
     t = summaries_table
     row = conn.execute(
         sa.select(t.c.data_version, t.c.payload)
-        .where(t.c.name == key, t.c.data_version < version)
+        .where(t.c.name == params_key(name, params), t.c.data_version < version)
         .order_by(t.c.data_version.desc())
         .limit(1)
     ).first()
@@ -322,7 +327,7 @@ def _brought_up(conn: Connection, name: str, key: str, version: int):
     before = decode(name, None, {name: bytes(row.payload)})
     if before is MISSING:
         return MISSING
-    after = INCREMENTS[name](conn, before, loads)
+    after = INCREMENTS[name](conn, before, loads, **(params or {}))
     return MISSING if after is None else after
 
 
@@ -332,7 +337,7 @@ def get(conn: Connection, name: str, version: int | None = None, params: dict | 
     version = data_version(conn) if version is None else version
     found = lookup(conn, name, version, params)
     if found is MISSING:  # not refreshed yet: caught up from an earlier result when it can be
-        found = _brought_up(conn, name, params_key(name, params), version)
+        found = _brought_up(conn, name, params, version)
     if found is not MISSING:
         return found
     return _computations()[name](conn, **(params or {}))
@@ -378,7 +383,7 @@ def refresh(
                     progress(name)
                 t0 = time.perf_counter()
                 try:
-                    result = _brought_up(conn, name, params_key(name, params), version)
+                    result = _brought_up(conn, name, params, version)
                     if result is MISSING:
                         result = computations[name](conn, **params)
                     payloads[name] = (params_key(name, params), _encode(result))

@@ -17,20 +17,25 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict
+from collections.abc import Callable
+from dataclasses import asdict, replace
 from datetime import date, timedelta
 
+import pandas as pd
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from cxdash import journeys as jr
 from cxdash import metrics
 from cxdash.metrics.churn import Definition
+from cxdash.store.rollups import appended_keys
 from cxdash.store.version import data_stamp
 
 __all__ = [
     "COMPUTATIONS",
     "DEFAULT_MAP_FILTERS",
     "DEPENDS_ON",
+    "INCREMENTS",
     "JOURNEY_DEFAULTS",
     "cohorts_params",
     "conflicts_params",
@@ -199,15 +204,11 @@ def _map(params: dict) -> jr.MapFilters:
 
 def activity_filters(filters: jr.MapFilters) -> jr.MapFilters:
     """The filters the activity picker is keyed on: only those that change the names."""
-    from dataclasses import replace
-
     return replace(filters, top_n=None, min_share=0.0, collapse=False)
 
 
 def path_filters(filters: jr.MapFilters) -> jr.MapFilters:
     """Every activity can be a path's anchor, so top-N does not apply to paths."""
-    from dataclasses import replace
-
     return replace(filters, top_n=None)
 
 
@@ -490,6 +491,82 @@ COMPUTATIONS = {
     "journeys.people": _people,
     "journeys.hotspot_customers": _hotspot_customers,
     "journeys.edge_customers": _edge_customers,
+}
+
+
+# ----------------------------------------------------------------------------- after small appends
+# A stored view brought up to date after appends that only added rows (``rollups.appends_since``:
+# no earlier row, customer key, CRM flag, hub, link or department changed), for the same
+# parameters, so the same period: each returns the view as computed whole would be, or None to
+# compute it whole. Only views whose figures are sums over customers, or a row per customer, can
+# be: a customer's rows depend on their own steps alone, so the appended customers (at most
+# ``rollups.INCREMENT_MAX_KEYS``) are looked at again and the rest kept. Medians and top-N lists
+# over every customer (the graph, positions, hotspots, the KPIs) are computed whole.
+
+
+def _people_after(conn: Connection, before: dict, loads: list[int], period=None) -> dict | None:
+    cases = appended_keys(conn, loads)
+    if cases is None:
+        return None
+    new = jr.people_new_to_period(conn, cases, loads, **_bounds(period))
+    return {side: int(before[side]) + new[side] for side in ("identified", "anonymous")}
+
+
+def _customers_after(conn: Connection, before: dict, loads: list[int], filters: dict, period=None) -> dict | None:
+    """Every case with a step in the period, whatever the filters (none removes a customer). Only
+    for a period: an open one would count steps without a time, which the journey log drops."""
+    cases = None if not period else appended_keys(conn, loads)
+    if cases is None:
+        return None
+    new = jr.people_new_to_period(conn, cases, loads, **_bounds(period))
+    return {"customers": int(before["customers"]) + new["identified"] + new["anonymous"]}
+
+
+def _ranked(counts: pd.Series, n: int) -> list[str] | None:
+    """The ``n`` most frequent names (ties by name), or None when a tie straddles the cut (the
+    database's collation, not Python's, would then decide which name is kept)."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if len(ordered) > n and ordered[n - 1][1] == ordered[n][1]:
+        return None
+    return [name for name, _ in ordered[:n]]
+
+
+def _same_top_n(conn: Connection, spec: jr.LogSpec, period, loads: list[int]) -> bool:
+    """Whether top N keeps the same activities as before the loads ``loads``: the period's counts
+    now, and without those loads' steps, rank the same names first. Kept names are what pools
+    every other customer's steps into ``(other)``, so a per-customer view stands only then."""
+    if not spec.top_n:
+        return True
+    plain = replace(spec, top_n=None, collapse_repeats=False)
+    log = _log(period)
+    now = jr.activity_counts(conn, log, plain).set_index("activity")["count"]
+    added = jr.activity_counts(conn, sa.select(log).where(log.c.load_id.in_(loads)).subquery(), plain)
+    before = now.sub(added.set_index("activity")["count"], fill_value=0)
+    kept_now, kept_before = _ranked(now, spec.top_n), _ranked(before[before > 0], spec.top_n)
+    return kept_now is not None and kept_now == kept_before
+
+
+def _edge_customers_after(
+    conn: Connection, before: pd.DataFrame, loads: list[int], filters: dict, source: str, target: str, period=None
+) -> pd.DataFrame | None:
+    """The edge's customers: the appended customers' rows computed again (coded as the whole log
+    is), every other customer's kept, in the view's order (most times first, then ``cx_id``)."""
+    cases = appended_keys(conn, loads)
+    spec = _spec(filters)
+    if cases is None or not _same_top_n(conn, spec, period, loads):
+        return None
+    fresh = jr.edge_customers(conn, _log(period), source, target, spec, case_names=jr.case_names(), cases=cases)
+    names = jr.case_names()
+    touched = set(conn.execute(sa.select(names.c.name).where(names.c.case_id.in_(cases))).scalars())
+    kept = before[~before["case_id"].isin(touched)]
+    both = pd.concat([kept, fresh], ignore_index=True) if len(fresh) else kept.reset_index(drop=True)
+    return both.sort_values(["times", "case_id"], ascending=[False, True], kind="stable", ignore_index=True)
+
+
+INCREMENTS: dict[str, Callable[..., object]] = {
+    "journeys.people": _people_after,
+    "journeys.customers": _customers_after,
+    "journeys.edge_customers": _edge_customers_after,
 }
 
 

@@ -41,6 +41,7 @@ from cxdash.journeys.log import (
     in_period,
     journey_log,
     journey_people,
+    people_new_to_period,
     prepare_log,
 )
 from cxdash.journeys.paths import (
@@ -100,6 +101,7 @@ __all__ = [
     "path_steps",
     "paths_from",
     "paths_to",
+    "people_new_to_period",
     "prepare_log",
     "ranking_note",
     "risk_ratio",

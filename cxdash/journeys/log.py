@@ -45,6 +45,7 @@ __all__ = [
     "in_period",
     "journey_log",
     "journey_people",
+    "people_new_to_period",
     "prepare_log",
 ]
 
@@ -99,6 +100,33 @@ def journey_people(conn: Connection, *, since: datetime | None = None, until: da
         .group_by(known)
     )
     counts = {bool(k): int(n) for k, n in conn.execute(q)}
+    return {"identified": counts.get(True, 0), "anonymous": counts.get(False, 0)}
+
+
+def people_new_to_period(
+    conn: Connection,
+    cases: list[int],
+    loads: list[int],
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, int]:
+    """Of the customer keys ``cases``, those with a step in ``[since, until)`` none of whose steps
+    there was stored before the loads ``loads`` (their steps in the period are all in those
+    loads): what ``journey_people`` gains from appends that only added rows, as ``{"identified":
+    n, "anonymous": m}``. The few keys are looked up by value, not by reading every step."""
+    tl = timeline(("cx_key", "known", "ts", "activity", "load_id"))
+    earlier = sa.func.max(sa.case((tl.c.load_id.in_(loads), 0), else_=1))
+    per_case = (
+        sa.select(tl.c.cx_key, tl.c.known)
+        .where(tl.c.cx_key.in_(cases), tl.c.activity.is_not(None), *in_period(tl.c.ts, since, until))
+        .group_by(tl.c.cx_key, tl.c.known)
+        .having(earlier == 0)
+        .subquery("new_to_period")
+    )
+    counts: dict[bool, int] = {}
+    for known, n in conn.execute(sa.select(per_case.c.known, sa.func.count()).group_by(per_case.c.known)):
+        counts[bool(known)] = counts.get(bool(known), 0) + int(n)  # no CRM flag counts as anonymous
     return {"identified": counts.get(True, 0), "anonymous": counts.get(False, 0)}
 
 
