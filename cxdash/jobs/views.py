@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 from cxdash import journeys as jr
 from cxdash import metrics
 from cxdash.metrics.churn import Definition
-from cxdash.store.rollups import appended_keys
+from cxdash.store.rollups import appended_keys, appended_kinds
 from cxdash.store.version import data_stamp
 
 __all__ = [
@@ -501,7 +501,41 @@ COMPUTATIONS = {
 # compute it whole. Only views whose figures are sums over customers, or a row per customer, can
 # be: a customer's rows depend on their own steps alone, so the appended customers (at most
 # ``rollups.INCREMENT_MAX_KEYS``) are looked at again and the rest kept. Medians and top-N lists
-# over every customer (the graph, positions, hotspots, the KPIs) are computed whole.
+# over every customer (the graph, positions, hotspots, the KPIs) are computed whole; the KPI
+# report keeps its CLV fits when no purchase was appended.
+
+
+# The kinds whose rows the CLV forecasts never read (they read purchases, and the customer keys no
+# noted append moves).
+_NOT_PURCHASES = frozenset({"events", "tickets"})
+
+
+def _report_after(
+    conn: Connection,
+    before: metrics.KpiReport,
+    loads: list[int],
+    first: str,
+    last: str,
+    filters: dict,
+    repeat_days: int,
+    horizon: int,
+    churn: str | None = None,
+) -> metrics.KpiReport | None:
+    """The KPI report after appends of events or tickets alone: every figure computed again but the
+    two CLV fits, which read only purchases and are kept with their totals (without filters: the
+    total covers every customer, so no customer's moving into view changes it)."""
+    if filters or not appended_kinds(conn, loads) <= _NOT_PURCHASES:
+        return None
+    period = metrics.Period.from_dates(date.fromisoformat(first), date.fromisoformat(last))
+    return metrics.kpi_report(
+        conn,
+        period,
+        metrics.Filters(),
+        repeat_days=repeat_days,
+        horizon_months=horizon,
+        churn=_definition(churn),
+        clv_from=before,
+    )
 
 
 def _people_after(conn: Connection, before: dict, loads: list[int], period=None) -> dict | None:
@@ -564,6 +598,7 @@ def _edge_customers_after(
 
 
 INCREMENTS: dict[str, Callable[..., object]] = {
+    "executive.report": _report_after,
     "journeys.people": _people_after,
     "journeys.customers": _customers_after,
     "journeys.edge_customers": _edge_customers_after,

@@ -361,12 +361,19 @@ def kpi_report(
     clv_previous: ClvForecast | None = None,
     with_clv: bool = True,
     churn: Definition | None = None,
+    clv_from: KpiReport | None = None,
 ) -> KpiReport:
     """Every shared KPI for ``period`` (default: the 90 days to the data's latest date) and the previous period.
 
     ``clv`` / ``clv_previous`` may be passed in (a cached fit); otherwise they are fitted here unless
     ``with_clv`` is False. The predicted total covers the customers in view.
+
+    ``clv_from``: a report of the same period, without filters, computed before changes that left
+    every purchase as it was: its forecasts and predicted totals are taken as they are (the fits
+    read purchases alone), the per-customer figure divided by the customers counted now.
     """
+    if clv_from is not None and ((filters is not None and filters.active) or (period and clv_from.period != period)):
+        raise ValueError("clv_from: a report of the same period and no filters, whose purchases are unchanged")
     filters = filters or Filters()
     now = as_of(conn)
     period = period or default_period(now)
@@ -426,27 +433,20 @@ def kpi_report(
             values["active_customers"] = values["silent_customers"] = None
     if not dated:
         previous["churn_rate"] = previous["retention_rate"] = None  # a snapshot has no previous period
-    ids_in_view = None
-    if with_clv and (clv is None or clv_previous is None):
-        # both forecasts' purchase summaries from one pass over the transactions
-        rfms = rfm_at_ends(conn, [e for e, f in ((period.end, clv), (period.previous.end, clv_previous)) if f is None])
-        clv = clv or predicted_clv(conn, period.end, horizon_months=horizon_months, rfm=rfms[period.end])
-        clv_previous = clv_previous or predicted_clv(
-            conn, period.previous.end, horizon_months=horizon_months, rfm=rfms[period.previous.end]
-        )
-    any_forecast = any(f is not None and f.ok for f in (clv, clv_previous))
-    if any_forecast and filters.active:
-        cust, _ = customers_in_view(conn, filters, churn)
-        ids_in_view = pd.Index(read_frame(conn, with_cx_id(cust, columns=()))["cx_id"])  # as a column, not rows
-    for forecast, target in ((clv, current), (clv_previous, previous)):
-        if forecast is None:
-            target["clv_predicted_total"] = None
-            target["clv_predicted_per_customer"] = None
-            continue
-        total = forecast.total(ids_in_view)
-        target["clv_predicted_total"] = total
-        n = target.get("customers") or 0
-        target["clv_predicted_per_customer"] = (total / n) if (total is not None and n) else None
+    if clv_from is not None:
+        clv, clv_previous = clv_from.clv, clv_from.clv_previous
+        kept = (clv_from.current, clv_from.previous)
+    else:
+        if with_clv and (clv is None or clv_previous is None):
+            # both forecasts' purchase summaries from one pass over the transactions
+            ends = [e for e, f in ((period.end, clv), (period.previous.end, clv_previous)) if f is None]
+            rfms = rfm_at_ends(conn, ends)
+            clv = clv or predicted_clv(conn, period.end, horizon_months=horizon_months, rfm=rfms[period.end])
+            clv_previous = clv_previous or predicted_clv(
+                conn, period.previous.end, horizon_months=horizon_months, rfm=rfms[period.previous.end]
+            )
+        kept = (None, None)
+    _clv_figures(conn, filters, churn, ((clv, current, kept[0]), (clv_previous, previous, kept[1])))
     if clv is not None and not clv.ok:
         notes["clv_predicted_total"] = clv.message
     current["activation_rate"] = previous["activation_rate"] = None
@@ -466,6 +466,25 @@ def kpi_report(
         churn_dated=dated,
         currency=money_currency(conn),
     )
+
+
+def _clv_figures(conn: Connection, filters: Filters, churn: Definition | None, pairs) -> None:
+    """Set ``clv_predicted_total`` and ``clv_predicted_per_customer`` in each period's figures from
+    ``pairs`` of (forecast, figures, kept figures or None): the forecast summed over the customers
+    in view, or the kept total as it is; per customer, over the customers counted in ``figures``."""
+    ids_in_view = None
+    if filters.active and any(f is not None and f.ok and kept is None for f, _, kept in pairs):
+        cust, _ = customers_in_view(conn, filters, churn)
+        ids_in_view = pd.Index(read_frame(conn, with_cx_id(cust, columns=()))["cx_id"])  # as a column, not rows
+    for forecast, target, kept in pairs:
+        if forecast is None:
+            target["clv_predicted_total"] = None
+            target["clv_predicted_per_customer"] = None
+            continue
+        total = forecast.total(ids_in_view) if kept is None else kept.get("clv_predicted_total")
+        target["clv_predicted_total"] = total
+        n = target.get("customers") or 0
+        target["clv_predicted_per_customer"] = (total / n) if (total is not None and n) else None
 
 
 def attach_activation(report: KpiReport, store: Store) -> KpiReport:
