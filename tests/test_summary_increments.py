@@ -77,12 +77,14 @@ def canonical(value):
 
 def assert_stored_equal_whole(store) -> None:
     computations = summaries._computations()
+    churn = summaries.effective_churn(store)
     with store.connect() as conn:
         version = data_version(conn)
         for name in NAMES:
-            stored = summaries.lookup(conn, name, version)
+            params = {"churn": churn} if name in summaries.CHURN_DEPENDENT and churn else {}
+            stored = summaries.lookup(conn, name, version, params)
             assert stored is not summaries.MISSING, f"{name} was not stored for version {version}"
-            whole = computations[name](conn)
+            whole = computations[name](conn, **params)
             if isinstance(whole, pd.DataFrame):
                 pd.testing.assert_frame_equal(
                     canonical(stored), canonical(whole), check_dtype=False, check_exact=False, rtol=1e-9, obj=name
@@ -171,7 +173,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     assert update_rollups(store) == "added 1 load"
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    whole = {"consented_customers", "filter_options", "source_summary"}
+    whole = {"consented_customers", "filter_options", "source_summary", "coverage"}
     assert taken == {name: 3 if name in whole else 4 for name in NAMES}
     with store.connect() as conn:
         options = summaries.lookup(conn, "filter_options", data_version(conn))
@@ -227,6 +229,42 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
     assert taken == counted
+
+    # a CRM customer with no event, contact or purchase yet visits the site: the KPI coverage
+    # counts them now as active and as having what the churn model needs
+    with store.connect() as conn:
+        crm = KIND_TABLES["customers"]
+        acted = sa.union(
+            *(
+                sa.select(t.c.cx_key).where(t.c.cx_key.is_not(None))
+                for t in (KIND_TABLES[k] for k in ("events", "tickets", "transactions"))
+            )
+        )
+        email = conn.execute(
+            sa.select(crm.c.email)
+            .where(crm.c.email.is_not(None), crm.c.cx_key.not_in(acted.scalar_subquery()))
+            .order_by(crm.c.email)
+            .limit(1)
+        ).scalar()
+        coverage_before = summaries.lookup(
+            conn, "coverage", data_version(conn), {"churn": summaries.effective_churn(store)}
+        )
+    assert email is not None
+    append_rows(
+        store, tmp_path, extracts["web"], [dict(web_rows[0], user_email=email, cookie_id="cookie-first-visit")], "first"
+    )
+    after_load(store, summaries.LANDING)
+    assert_stored_equal_whole(store)
+    assert taken == {name: n + 1 for name, n in counted.items()}
+    with store.connect() as conn:
+        coverage_now = summaries.lookup(
+            conn, "coverage", data_version(conn), {"churn": summaries.effective_churn(store)}
+        )
+    gained = (
+        coverage_now.set_index("measure")["customers_covered"]
+        - coverage_before.set_index("measure")["customers_covered"]
+    )
+    assert gained["active customers"] == 1 and gained["churn model"] == 1
 
 
 def assert_same_state(a, b, where: str) -> None:

@@ -21,6 +21,7 @@ Every figure is computed in the database. Definitions (shown on the data-health 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -39,10 +40,12 @@ from cxdash.store.database import (
     sources_table,
 )
 from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, get_kind
+from cxdash.store.rollups import appended_keys, appended_kinds
 
 __all__ = [
     "LATENCY_WINDOW_DAYS",
     "coverage",
+    "coverage_after",
     "governance",
     "mapping_versions",
     "null_rates",
@@ -396,60 +399,89 @@ def coverage(conn: Connection, churn: str | None = None) -> pd.DataFrame:
     Out: ``measure, needs, customers_covered, share``.
     """
     definition = churn_defs.in_force(conn, churn_defs.Definition.parse(churn) if churn else None)
+    return _coverage_frame(conn, definition, _coverage_counts(conn, definition))
+
+
+def coverage_after(conn: Connection, before: pd.DataFrame, loads: list[int], churn: str | None = None):
+    """``coverage`` after appends that only added rows (``cxdash.store.rollups.appends_since``) and
+    hold no CRM record, so the CRM customers are the same: each measure gains the appended customers
+    (at most ``rollups.INCREMENT_MAX_KEYS``) who have its data now and had none outside those loads.
+    None (compute it whole) for a CRM record, more customers, or another churn definition in force."""
+    cases = None if "customers" in appended_kinds(conn, loads) else appended_keys(conn, loads)
+    if cases is None:
+        return None
+    definition = churn_defs.in_force(conn, churn_defs.Definition.parse(churn) if churn else None)
+
+    def now(t: sa.Table) -> tuple:
+        return (t.c.cx_key.in_(cases),)
+
+    def earlier(t: sa.Table) -> tuple:
+        return (*now(t), *((t.c.load_id.not_in(loads),) if "load_id" in t.c else ()))
+
+    gained, had = _coverage_counts(conn, definition, now), _coverage_counts(conn, definition, earlier)
+    kept = dict(zip(before["measure"], before["customers_covered"], strict=True))
+    if not set(gained) <= set(kept):  # a frame of another shape (an older version's)
+        return None
+    after = _coverage_frame(conn, definition, {m: int(kept[m]) + gained[m] - had[m] for m in gained})
+    return after if after["needs"].tolist() == before["needs"].tolist() else None
+
+
+# what each measure needs, by the kinds of rows that give it (the churn measure: its definition)
+_REVENUE, _CHURN, _ACTIVE, _MODEL = "revenue & lifetime value", "churn & retention", "active customers", "churn model"
+_SILENCE = "silence metric & contacts"
+
+
+def _coverage_counts(conn: Connection, definition, rows: Callable[[sa.Table], tuple] = lambda t: ()) -> dict[str, int]:
+    """Per measure (but the silence metric's, every CRM customer once tickets are loaded), the CRM
+    customers with the data it needs among the rows ``rows(table)`` keeps of each table."""
     im = customer_keys_table
     known = sa.select(im.c.cx_key).where(im.c.known.is_(True)).subquery()
-    total = conn.execute(sa.select(sa.func.count()).select_from(known)).scalar() or 0
 
-    def having(*kinds: str, where=None) -> int:
+    def having(*kinds: str) -> int:
         parts = []
         for k in kinds:
             t = KIND_TABLES[k]
-            sel = (
+            parts.append(
                 sa.select(t.c.cx_key)
                 .select_from(t.join(im, im.c.cx_key == t.c.cx_key))
-                .where(im.c.known.is_(True))
+                .where(im.c.known.is_(True), *rows(t))
                 .distinct()
             )
-            if where is not None and k == "customers":
-                sel = sel.where(where(t))
-            parts.append(sel)
         u = sa.union(*parts).subquery()
         return conn.execute(sa.select(sa.func.count()).select_from(u)).scalar() or 0
 
-    def judged(definition) -> int:
+    def judged() -> int:
         if definition is None:
             return 0
-        cov = churn_defs.covered(conn, definition).subquery()
-        return (
-            conn.execute(
-                sa.select(sa.func.count()).select_from(cov.join(known, known.c.cx_key == cov.c.cx_key))
-            ).scalar()
-            or 0
-        )
+        cov = churn_defs.covered(conn, definition, rows=rows).subquery()
+        q = sa.select(sa.func.count()).select_from(cov.join(known, known.c.cx_key == cov.c.cx_key))
+        return conn.execute(q).scalar() or 0
 
-    def source_loaded(kind: str) -> bool:
-        return bool(conn.execute(sa.select(sa.func.count()).select_from(KIND_TABLES[kind])).scalar())
+    return {
+        _REVENUE: having("transactions"),
+        _CHURN: judged(),
+        _ACTIVE: having("events", "tickets", "transactions"),
+        _MODEL: having("events", "tickets", "transactions", "subscriptions"),
+    }
 
+
+def _coverage_frame(conn: Connection, definition, counts: dict[str, int]) -> pd.DataFrame:
+    """``coverage``'s frame from ``_coverage_counts``: the shares of every CRM customer."""
+    im = customer_keys_table
+    total = conn.execute(sa.select(sa.func.count()).select_from(im).where(im.c.known.is_(True))).scalar() or 0
+    tickets = bool(conn.execute(sa.select(sa.func.count()).select_from(KIND_TABLES["tickets"])).scalar())
     rows = [
-        ("revenue & lifetime value", "a transaction", having("transactions")),
+        (_REVENUE, "a transaction", counts[_REVENUE]),
         (
-            "churn & retention",
+            _CHURN,
             f"what the churn definition needs ({definition.name})"
             if definition
             else "a churn label, subscriptions, churn records or dated activity",
-            judged(definition),
+            counts[_CHURN],
         ),
-        ("active customers", "an event, contact or purchase", having("events", "tickets", "transactions")),
-        (
-            "silence metric & contacts",
-            "the support source loaded (no ticket is a real zero)",
-            total if source_loaded("tickets") else 0,
-        ),
-        (
-            "churn model",
-            "a CRM record and behaviour from another department",
-            having("events", "tickets", "transactions", "subscriptions"),
-        ),
+        (_ACTIVE, "an event, contact or purchase", counts[_ACTIVE]),
+        (_SILENCE, "the support source loaded (no ticket is a real zero)", total if tickets else 0),
+        (_MODEL, "a CRM record and behaviour from another department", counts[_MODEL]),
     ]
     return pd.DataFrame(
         [

@@ -116,6 +116,7 @@ INCREMENTS: dict[str, Callable[..., object]] = {
     "activity_by_month": overview.activity_by_month_after,
     "null_rates": _per_source(health.null_rates),
     "stitch_coverage": health.stitch_coverage_after,
+    "coverage": health.coverage_after,
     "source_stats": _per_source(health.source_stats),
     "source_latency": _per_source(health.source_latency),
     "consented_customers": _without_crm,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -206,17 +207,22 @@ def customer_universe(conn: Connection, by: str = "cx_key") -> sa.Select:
     return q
 
 
-def _activity_steps() -> sa.Subquery:
+def _all_rows(table: sa.Table) -> tuple:
+    return ()
+
+
+def _activity_steps(rows: Callable[[sa.Table], tuple] = _all_rows) -> sa.Subquery:
     """``cx_key, ts`` of every step that shows a customer is still there: events, purchases and
-    other transactions that went through, contacts, subscription starts and signups."""
+    other transactions that went through, contacts, subscription starts and signups; of the rows
+    ``rows(table)`` keeps (conditions on each table's rows)."""
     e, x, k, u, c = (KIND_TABLES[n] for n in ("events", "transactions", "tickets", "subscriptions", "customers"))
     paid = sa.not_(matches("failed_payment", x.c.status))
     parts = [
-        sa.select(e.c.cx_key, e.c.timestamp.label("ts")).where(e.c.timestamp.is_not(None)),
-        sa.select(x.c.cx_key, x.c.timestamp.label("ts")).where(x.c.timestamp.is_not(None), paid),
-        sa.select(k.c.cx_key, k.c.opened_at.label("ts")).where(k.c.opened_at.is_not(None)),
-        sa.select(u.c.cx_key, u.c.start.label("ts")).where(u.c.start.is_not(None)),
-        sa.select(c.c.cx_key, c.c.signup_date.label("ts")).where(c.c.signup_date.is_not(None)),
+        sa.select(e.c.cx_key, e.c.timestamp.label("ts")).where(e.c.timestamp.is_not(None), *rows(e)),
+        sa.select(x.c.cx_key, x.c.timestamp.label("ts")).where(x.c.timestamp.is_not(None), paid, *rows(x)),
+        sa.select(k.c.cx_key, k.c.opened_at.label("ts")).where(k.c.opened_at.is_not(None), *rows(k)),
+        sa.select(u.c.cx_key, u.c.start.label("ts")).where(u.c.start.is_not(None), *rows(u)),
+        sa.select(c.c.cx_key, c.c.signup_date.label("ts")).where(c.c.signup_date.is_not(None), *rows(c)),
     ]
     return sa.union_all(*parts).subquery("steps")
 
@@ -311,21 +317,25 @@ def in_force(conn: Connection, definition: Definition | None) -> Definition | No
     return best.definition if best else None
 
 
-def covered(conn: Connection, definition: Definition, *, by: str = "cx_key") -> sa.Select:
+def covered(
+    conn: Connection, definition: Definition, *, by: str = "cx_key", rows: Callable[[sa.Table], tuple] = _all_rows
+) -> sa.Select:
     """The customers ``definition`` can judge (``by`` column): the labelled customers of a label,
     customers with a subscription, every customer for churn records, customers with any activity
-    for inactivity. Not restricted to the KPI universe."""
+    for inactivity. Not restricted to the KPI universe. ``rows(table)``: conditions keeping some
+    rows of each table read (the customer keys' table included)."""
     basis = definition.basis
     if basis == "label":
         crm = KIND_TABLES["customers"]
-        q = sa.select(crm.c.cx_key).where(crm.c.source == definition.source, crm.c.churn_label.is_not(None))
+        q = sa.select(crm.c.cx_key).where(crm.c.source == definition.source, crm.c.churn_label.is_not(None), *rows(crm))
     elif basis == "subscriptions":
-        q = sa.select(KIND_TABLES["subscriptions"].c.cx_key)
+        subs = KIND_TABLES["subscriptions"]
+        q = sa.select(subs.c.cx_key).where(*rows(subs))
     elif basis == "inactivity":
-        steps = _activity_steps()
+        steps = _activity_steps(rows)
         q = sa.select(steps.c.cx_key)
     else:
-        q = sa.select(customer_keys_table.c.cx_key)
+        q = sa.select(customer_keys_table.c.cx_key).where(*rows(customer_keys_table))
     sq = q.subquery("covered_rows")
     return _keyed(sa.select(sq.c.cx_key).where(sq.c.cx_key.is_not(None)).distinct(), by)
 
