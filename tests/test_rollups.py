@@ -29,7 +29,7 @@ from cxdash.metrics.customers import Filters
 from cxdash.metrics.periods import as_of, default_period, monthly_periods
 from cxdash.metrics.report import coverage
 from cxdash.store import rollups
-from cxdash.store.database import KIND_TABLES, identity_map_table, read_frame
+from cxdash.store.database import KIND_TABLES, active_keys_table, identity_map_table, read_frame
 from tests import saas_company
 from tests.conftest import BACKENDS, make_store
 from tests.demo_company import append_rows, loaded
@@ -69,6 +69,13 @@ def assert_rollups_match_the_rows(store) -> None:
         key = ["cx_key", "day", "status"]
         kept, fresh = (f.sort_values(key, na_position="first").reset_index(drop=True) for f in (kept, fresh))
         pd.testing.assert_frame_equal(kept, fresh, check_dtype=False, rtol=1e-9)
+        # the customers per source: every (customer, source) with a step, and no other
+        k = active_keys_table
+        kept = read_frame(conn, sa.select(k.c.cx_key, k.c.source).distinct())
+        fresh = read_frame(conn, rollups._activity()).drop_duplicates(["cx_key", "source"])[["cx_key", "source"]]
+        kept, fresh = (f.sort_values(["cx_key", "source"]).reset_index(drop=True) for f in (kept, fresh))
+        assert len(kept) > 0
+        pd.testing.assert_frame_equal(kept, fresh, check_dtype=False)
     with_rollups, raw = kpis(store, use_rollups=True), kpis(store, use_rollups=False)
     for a, b in zip(with_rollups, raw, strict=True):
         pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9)
@@ -127,10 +134,23 @@ def test_rollups_equal_the_raw_rows_after_appends_replaces_department_changes_an
     assert update_rollups(store) == "added 1 load"
     assert_rollups_match_the_rows(store)
 
+    # a new customer's CRM record: added as it is, and the customer is one more with activity (the
+    # signup), in the customers per source too
+    crm = first_row(extracts["crm"])
+    crm.update({"CustomerID": "CUS-ROLLUP-1", "Email": "rollup.new@example.org", "Phone": "", "Billing Account": ""})
+    crm["Signup Date"] = late[:10]
+    append_row(store, tmp_path, extracts["crm"], crm, "crm")
+    assert update_rollups(store) == "added 1 load"
+    assert_rollups_match_the_rows(store)
+    with store.connect() as conn:
+        k, im = active_keys_table, identity_map_table
+        new_key = sa.select(im.c.cx_key).where(im.c.id_key == "email:rollup.new@example.org").scalar_subquery()
+        assert conn.execute(sa.select(sa.func.count()).select_from(k).where(k.c.cx_key == new_key)).scalar() == 1
+
     # an anonymous visitor's cookie, now seen with a known customer's email: the visitor's earlier
     # visits become that customer's, so earlier rows change customer and the rollups are rebuilt
     with store.connect() as conn:
-        im, ev = identity_map_table, KIND_TABLES["events"]
+        ev = KIND_TABLES["events"]
         cookie = conn.execute(
             sa.select(ev.c.visitor_id)
             .join(im, im.c.id_key == ev.c.id_key)
@@ -169,7 +189,7 @@ def test_rollups_equal_the_raw_rows_after_appends_replaces_department_changes_an
     erase_customer(store, email, actor="test")
     with store.connect() as conn:
         assert not rollups.current(conn)
-        for table in (rollups.activity_days_table, rollups.revenue_days_table):
+        for table in (rollups.activity_days_table, rollups.revenue_days_table, active_keys_table):
             assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar() == 0
     assert update_rollups(store) == "rebuilt"
     assert_rollups_match_the_rows(store)
@@ -178,6 +198,9 @@ def test_rollups_equal_the_raw_rows_after_appends_replaces_department_changes_an
             sa.select(sa.func.count())
             .select_from(rollups.activity_days_table)
             .where(rollups.activity_days_table.c.cx_key == erased_key)
+        ).scalar()
+        left += conn.execute(
+            sa.select(sa.func.count()).select_from(active_keys_table).where(active_keys_table.c.cx_key == erased_key)
         ).scalar()
     assert erased_key is not None and left == 0
 
@@ -190,6 +213,29 @@ def test_an_identity_rebuild_outside_a_load_makes_the_kpis_read_the_rows(company
         assert not rollups.current(conn)
     assert update_rollups(store) == "rebuilt"
     assert_rollups_match_the_rows(store)
+
+
+def test_a_store_written_before_the_customers_per_source_rebuilds_its_rollups(company):
+    """A store whose rollups were built before ``active_keys`` existed says they are current but
+    has none of its rows: opening it marks them stale, so the KPI coverage reads the rows until the
+    next refresh rebuilds all three tables."""
+    store, _ = company
+    update_rollups(store)
+    with store.connect() as conn:
+        expected = coverage(conn)
+    with store.begin() as conn:
+        conn.execute(sa.text("DROP TABLE active_keys"))
+    assert store.create_schema() == []
+    with store.connect() as conn:
+        assert not rollups.current(conn)
+        assert conn.execute(sa.select(sa.func.count()).select_from(active_keys_table)).scalar() == 0
+        assert coverage(conn) == pytest.approx(expected)
+    assert update_rollups(store) == "rebuilt"
+    assert_rollups_match_the_rows(store)
+    store.create_schema()  # the table is there now: nothing is marked stale again
+    with store.connect() as conn:
+        assert rollups.current(conn)
+        assert coverage(conn) == pytest.approx(expected)
 
 
 def test_the_upload_pages_load_brings_the_rollups_up_on_the_thread_before_the_views(company):

@@ -69,10 +69,10 @@ def _seconds_between(later, earlier):
     return _epoch(later) - _epoch(earlier)
 
 
-def _contacts(jl: sa.FromClause) -> sa.Subquery:
+def _contacts(jl: sa.FromClause, *where) -> sa.Subquery:
     return (
         sa.select(jl.c.cx_key, jl.c.ts, jl.c.department, jl.c.activity, jl.c.channel)
-        .where(jl.c.activity.like(CONTACT_PREFIX + "%"))
+        .where(jl.c.activity.like(CONTACT_PREFIX + "%"), *where)
         .subquery("contacts")
     )
 
@@ -133,8 +133,20 @@ def friction_moments(
     # whole, every step with every column: most of the hotspots' peak memory (issue 17, 1.4 GB of
     # DuckDB's at 200k customers), and no faster than the scans.
     jl = journey_log().element.subquery("journey_steps")
-    contacts = _contacts(jl)
     window = repeat_days * 86400.0
+    # A period needs only the rows near it, and each part reads those alone: a moment keeps its own
+    # time, so the parts' rows are kept by the period before their absorber is looked up, and the
+    # absorbers are contacts after a moment and at most ``repeat_days`` later. The bounds are a
+    # day looser than the comparisons they serve (those compare epoch seconds as doubles), so
+    # they only leave out rows that cannot count.
+    slack = timedelta(days=1)
+
+    def moment_at(ts) -> tuple:
+        return in_period(ts, since, until)
+
+    contacts = _contacts(
+        jl, *in_period(jl.c.ts, since, until + timedelta(days=repeat_days) + slack if until is not None else None)
+    )
     parts: list[sa.Select] = []
 
     def moments(q: sa.Select, name: str) -> sa.Subquery:
@@ -148,7 +160,7 @@ def friction_moments(
             (_checkout_error_step(jl.c), SIGNALS["checkout_error"].hotspot), else_=SIGNALS["failed_payment"].hotspot
         ).label("hotspot"),
         jl.c.department.label("leaked_department"),
-    ).where(_error_step(jl.c))
+    ).where(_error_step(jl.c), *moment_at(jl.c.ts))
     parts.append(_with_absorber(moments(errors, "errors"), contacts, repeat_days))
 
     # tickets: repeat contacts, transfers and long waits, read from the tickets table
@@ -168,7 +180,12 @@ def friction_moments(
             sa.func.lag(dept).over(**repeat_window(*by_topic)).label("leaked_department"),
         )
         .select_from(tickets_from)
-        .where(k.c.cx_key.is_not(None), k.c.opened_at.is_not(None))
+        # a repeat's earlier ticket is at most the window before it: older ones cannot count
+        .where(
+            k.c.cx_key.is_not(None),
+            k.c.opened_at.is_not(None),
+            *in_period(k.c.opened_at, since - timedelta(seconds=window) - slack if since is not None else None, until),
+        )
         .subquery("same_topic")
     )
     parts.append(
@@ -178,11 +195,18 @@ def friction_moments(
             sa.literal(SIGNALS["repeat_contact"].hotspot, sa.String).label("hotspot"),
             same_topic.c.leaked_department,
             same_topic.c.absorbed_department,
-        ).where(is_repeat(same_topic.c.ts, same_topic.c.prev_at, repeat_days))
+        ).where(is_repeat(same_topic.c.ts, same_topic.c.prev_at, repeat_days), *moment_at(same_topic.c.ts))
     )
 
     # help page, then a contact within N days
-    help_visits = sa.select(jl.c.cx_key, jl.c.ts, jl.c.department).where(jl.c.activity == "help_page").subquery("hv")
+    help_visits = (
+        sa.select(jl.c.cx_key, jl.c.ts, jl.c.department)
+        .where(
+            jl.c.activity == "help_page",
+            *in_period(jl.c.ts, since - timedelta(seconds=window) - slack if since is not None else None, until),
+        )
+        .subquery("hv")
+    )
     hp = (
         sa.select(
             contacts.c.cx_key,
@@ -205,6 +229,7 @@ def friction_moments(
                 ),
             )
         )
+        .where(*moment_at(contacts.c.ts))
         .subquery("help_then_contact")
     )
     parts.append(
@@ -225,7 +250,12 @@ def friction_moments(
             dept.label("leaked_department"),
         )
         .select_from(tickets_from)
-        .where(matches("transfer", k.c.transfers), k.c.opened_at.is_not(None), ticket_customer.is_not(None))
+        .where(
+            matches("transfer", k.c.transfers),
+            k.c.opened_at.is_not(None),
+            ticket_customer.is_not(None),
+            *moment_at(k.c.opened_at),
+        )
     )
     parts.append(_with_absorber(moments(transferred, "transferred"), contacts, repeat_days))
     topic = sa.func.coalesce(k.c.topic, "other")
@@ -255,7 +285,7 @@ def friction_moments(
             durations.c.department.label("leaked_department"),
         )
         .select_from(durations.join(p90, p90.c.topic == durations.c.topic))
-        .where(durations.c.seconds > p90.c.p90)
+        .where(durations.c.seconds > p90.c.p90, *moment_at(durations.c.ts))
     )
     parts.append(_with_absorber(moments(waits, "waits"), contacts, repeat_days))
 

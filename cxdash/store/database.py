@@ -45,6 +45,7 @@ __all__ = [
     "Store",
     "StoreLockedError",
     "activation_table",
+    "active_keys_table",
     "activity_days_table",
     "audit_table",
     "bulk_insert",
@@ -292,6 +293,12 @@ revenue_days_table = sa.Table(
     sa.Column("status", sa.String),
     sa.Column("amount", sa.Double, nullable=False),
 )
+active_keys_table = sa.Table(  # the customers of activity_days, per source: who did anything at all
+    "active_keys",
+    ANALYTICS,
+    sa.Column("cx_key", sa.BigInteger, nullable=False),
+    sa.Column("source", sa.String, nullable=False),
+)
 rollup_state_table = sa.Table(  # one row: the data version the rollups hold (none: not built)
     "rollup_state",
     ANALYTICS,
@@ -384,7 +391,10 @@ class Store:
         A store written before the ``changes`` table keeps its data version (its highest load id).
         """
         with self.begin() as conn:
+            rollups_before = _rollup_tables_missing(conn)
             ANALYTICS.create_all(conn)
+            if rollups_before:  # a rollup table the store did not have: its rollups are rebuilt
+                conn.execute(rollup_state_table.delete())
             added = _add_missing_columns(conn, ANALYTICS)
             if any(col == "cx_key" for _, col in added):
                 request_work(conn, IDENTITY_REBUILD)
@@ -448,6 +458,17 @@ class Store:
         self.engine.dispose()
         if self.app_engine is not self.engine:
             self.app_engine.dispose()
+
+
+# Rollup tables added after stores were written: such a store's rollups say they are current but
+# lack the new table's rows, so they are marked stale (the next refresh rebuilds them).
+_LATER_ROLLUPS = ("active_keys",)
+
+
+def _rollup_tables_missing(conn: Connection) -> bool:
+    """Whether the store holds rollups but not every rollup table (``_LATER_ROLLUPS``)."""
+    names = set(sa.inspect(conn).get_table_names())
+    return "rollup_state" in names and not set(_LATER_ROLLUPS) <= names
 
 
 def _add_missing_columns(conn: Connection, metadata: sa.MetaData) -> list[tuple[str, str]]:

@@ -3,6 +3,8 @@
 ``activity_days``: one row per customer, day, source and row department on which any step of the
 unified timeline happened (``ACTIVITY_COLUMNS``: a signup, an event, a ticket opened or closed, a
 payment...). ``revenue_days``: per customer, day and transaction status, the sum of the amounts.
+``active_keys``: the customers of ``activity_days`` per source (the KPI coverage's "has any
+activity" without a pass over every customer's days).
 A day is the timestamp's calendar day (``day_of``), so a period that starts and ends at midnight
 counts the same customers and amounts from the rollups as from the rows.
 
@@ -28,6 +30,7 @@ from sqlalchemy.engine import Connection
 
 from cxdash.store.database import (
     KIND_TABLES,
+    active_keys_table,
     activity_days_table,
     changes_table,
     loads_table,
@@ -110,16 +113,22 @@ def _revenue(load_id: int | None = None) -> sa.Select:
 
 
 def _add(conn: Connection, load_id: int | None = None) -> None:
-    a, r = activity_days_table, revenue_days_table
+    a, r, k = activity_days_table, revenue_days_table, active_keys_table
     conn.execute(a.insert().from_select(["cx_key", "day", "source", "department"], _activity(load_id)))
     conn.execute(r.insert().from_select(["cx_key", "day", "status", "amount"], _revenue(load_id)))
+    # A whole build reads the customers off the days just stored; a load adds its own (a customer
+    # already there comes again: readers take each once).
+    days = sa.select(a.c.cx_key, a.c.source) if load_id is None else _activity(load_id)
+    keys = days.subquery("keyed_days")
+    conn.execute(k.insert().from_select(["cx_key", "source"], sa.select(keys.c.cx_key, keys.c.source).distinct()))
 
 
 def customers_with_activity() -> sa.Subquery:
-    """``cx_key`` of every customer with any timeline step (of a known source), once each."""
-    a = activity_days_table
+    """``cx_key`` of every customer with any timeline step (of a known source), once each: read from
+    ``active_keys`` (a row per customer and source), not from every customer's days."""
+    k = active_keys_table
     return (
-        sa.select(a.c.cx_key).where(a.c.source.in_(sa.select(sources_table.c.name))).distinct().subquery("active_keys")
+        sa.select(k.c.cx_key).where(k.c.source.in_(sa.select(sources_table.c.name))).distinct().subquery("active_keys")
     )
 
 
@@ -142,7 +151,7 @@ def invalidate(conn: Connection) -> None:
 
 def clear(conn: Connection) -> None:
     """Forget the rollups (the next ``maintain`` rebuilds them; readers use the raw rows till then)."""
-    for table in (rollup_state_table, activity_days_table, revenue_days_table, rollup_appends_table):
+    for table in (rollup_state_table, activity_days_table, revenue_days_table, active_keys_table, rollup_appends_table):
         conn.execute(table.delete())
 
 
