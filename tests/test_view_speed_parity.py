@@ -189,7 +189,7 @@ def test_the_kpi_reports_clv_equals_the_forecasts_made_one_by_one(demo):
 
 def test_the_kpi_reports_clv_for_a_segment_sums_the_forecast_over_its_customers(demo):
     """With a filter, the predicted CLV total is the forecast summed over the customers in view
-    (picked by position in the forecast's index): worked out here from the CRM rows."""
+    (matched by id in the forecast's index): worked out here from the CRM rows."""
     with demo.connect() as conn:
         period = metrics.default_period(metrics.as_of(conn))
         report = metrics.kpi_report(conn, period, metrics.Filters(segment=("consumer",)))
