@@ -304,3 +304,15 @@ def test_the_journey_map_from_one_query_equals_the_graph_and_the_nodes_found_apa
     pd.testing.assert_frame_equal(graph, apart)
     pd.testing.assert_frame_equal(nodes, node_apart)
     assert nodes["starts"].sum() == nodes["ends"].sum() == cases > 0  # each case starts and ends once
+
+
+def test_the_outcomes_without_revenue_judge_the_same_customers(demo):
+    """The hotspots' baseline counts and the variants read churn alone: the customers' outcomes
+    without their revenue (no pass over the payments) are the same customers with the same churn."""
+    with demo.connect() as conn:
+        whole = pd.read_sql(sa.select(jr.customer_outcomes(conn)), conn).sort_values("case_id", ignore_index=True)
+        bare = pd.read_sql(sa.select(jr.customer_outcomes(conn, revenue=False)), conn)
+    bare = bare.sort_values("case_id", ignore_index=True)
+    assert bare["revenue_12m"].isna().all() and (whole["revenue_12m"] > 0).any()
+    pd.testing.assert_frame_equal(bare.drop(columns="revenue_12m"), whole.drop(columns="revenue_12m"))
+    assert whole["churned"].astype(bool).any() and whole["churn_known"].astype(bool).any()

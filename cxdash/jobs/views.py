@@ -372,7 +372,7 @@ def _edge_customers(conn, filters, source, target, period=None):
 
 
 def _variants(conn, filters, max_steps, rarest, contains, churn=None, period=None):
-    outcomes = jr.customer_outcomes(conn, churn=_definition(churn))
+    outcomes = jr.customer_outcomes(conn, churn=_definition(churn), revenue=False)  # the variants read churn alone
     return jr.discover_variants(
         conn,
         _log(period),

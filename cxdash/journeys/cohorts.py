@@ -18,13 +18,16 @@ from cxdash.store.database import KIND_TABLES
 __all__ = ["customer_outcomes", "customer_segments"]
 
 
-def customer_outcomes(conn: Connection, *, churn: churn_defs.Definition | None = None) -> sa.Subquery:
+def customer_outcomes(
+    conn: Connection, *, churn: churn_defs.Definition | None = None, revenue: bool = True
+) -> sa.Subquery:
     """Per customer of the KPI universe: ``case_id`` (the integer cx_key, as the journey log's
     cases), ``churned`` under the churn definition in force (``churn``, a
     ``cxdash.metrics.churn.Definition``; default the suggested one), ``churned_at`` (when, NULL for an
     undated label), ``churn_known`` (the definition judges the customer: ``churn.covered``; false
     for everyone when no definition fits the data), ``revenue_12m`` (revenue in the 365 days up to
-    the data's latest date, same rule as the revenue KPI)."""
+    the data's latest date, same rule as the revenue KPI). ``revenue=False`` leaves the revenue out
+    (no pass over the transactions; ``revenue_12m`` is NULL) for readers of churn alone."""
     by = "cx_key"
     now = as_of(conn)
     universe = churn_defs.customer_universe(conn, by=by).subquery("universe")
@@ -49,6 +52,11 @@ def customer_outcomes(conn: Connection, *, churn: churn_defs.Definition | None =
         .subquery("revenue")
     )
     is_churned = churned.c[by].is_not(None)
+    joined = universe.outerjoin(churned, churned.c[by] == universe.c[by]).outerjoin(
+        judged, judged.c[by] == universe.c[by]
+    )
+    if revenue:
+        joined = joined.outerjoin(rev, rev.c[by] == universe.c[by])
     return (
         sa.select(
             universe.c[by].label("case_id"),
@@ -56,13 +64,9 @@ def customer_outcomes(conn: Connection, *, churn: churn_defs.Definition | None =
             sa.cast(churned.c.churn_at, sa.DateTime).label("churned_at"),
             # a churned customer is judged by definition, whatever covered() says of them
             sa.or_(judged.c[by].is_not(None), is_churned).label("churn_known"),
-            sa.func.coalesce(rev.c.revenue, 0.0).label("revenue_12m"),
+            (sa.func.coalesce(rev.c.revenue, 0.0) if revenue else sa.cast(sa.null(), sa.Double)).label("revenue_12m"),
         )
-        .select_from(
-            universe.outerjoin(churned, churned.c[by] == universe.c[by])
-            .outerjoin(judged, judged.c[by] == universe.c[by])
-            .outerjoin(rev, rev.c[by] == universe.c[by])
-        )
+        .select_from(joined)
         .subquery("outcomes")
     )
 

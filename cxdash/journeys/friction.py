@@ -439,8 +439,11 @@ def hotspots(
             "route_share",
         ],
     )
+    # the baseline counts churn alone: the customers' outcomes without their revenue
+    bare = customer_outcomes(conn, churn=definition, revenue=False)
+    bare_known, bare_churned = bare.c.churn_known.is_(True), bare.c.churned.is_(True)
     total, total_known, total_churned = conn.execute(
-        sa.select(sa.func.count(), count_if(known), count_if(sa.and_(known, is_churned)))
+        sa.select(sa.func.count(), count_if(bare_known), count_if(sa.and_(bare_known, bare_churned)))
     ).one()
     total, total_known, total_churned = int(total or 0), int(total_known or 0), int(total_churned or 0)
     if stats.empty:
