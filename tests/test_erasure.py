@@ -164,7 +164,7 @@ def _file_hits(db, values) -> dict[str, int]:
 
 
 def test_no_row_of_the_customer_survives_in_the_freed_space_and_a_compaction_leaves_no_byte(erased):
-    from cxdash.store.database import compact_duckdb_file
+    from cxdash.store.compaction import compact_duckdb_file
 
     store, db = erased["store"], erased["root"] / "demo.duckdb"
     store.dispose()

@@ -11,7 +11,8 @@ from cxdash.governance.erasure import erase_customer
 from cxdash.governance.health import governance
 from cxdash.governance.sources import department_name
 from cxdash.jobs import change_source_owner, summaries, upgrade_store
-from cxdash.store.database import compact_duckdb_file, open_store
+from cxdash.store.compaction import compact_duckdb_file
+from cxdash.store.database import open_store
 from cxdash.store.version import data_version
 
 __all__ = ["cmd_compact", "cmd_erase", "cmd_migrate", "cmd_sources", "cmd_users"]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import random
 import time
 from collections.abc import Iterator
@@ -50,7 +49,6 @@ __all__ = [
     "audit_table",
     "bulk_insert",
     "changes_table",
-    "compact_duckdb_file",
     "customer_keys_table",
     "discard_load",
     "discard_unrecorded_loads",
@@ -391,9 +389,9 @@ class Store:
         A store written before the ``changes`` table keeps its data version (its highest load id).
         """
         with self.begin() as conn:
-            rollups_before = _rollup_tables_missing(conn)
+            stale_rollups = _rollup_tables_missing(conn)
             ANALYTICS.create_all(conn)
-            if rollups_before:  # a rollup table the store did not have: its rollups are rebuilt
+            if stale_rollups:  # a rollup table the store did not have: its rollups are rebuilt
                 conn.execute(rollup_state_table.delete())
             added = _add_missing_columns(conn, ANALYTICS)
             if any(col == "cx_key" for _, col in added):
@@ -579,38 +577,6 @@ def make_engine(url: str) -> Engine:
         # its new ones (an old data version). So each connection is a new session (about 0.1 s).
         return sa.create_engine(url, poolclass=NullPool)
     return sa.create_engine(url, pool_pre_ping=True)
-
-
-def compact_duckdb_file(engine: Engine) -> Path | None:
-    """Rewrite an embedded DuckDB file from its live rows only (None for any other engine).
-
-    DuckDB frees deleted rows' blocks without erasing them, and old column statistics stay in its
-    metadata: an erased customer's id can still be read from the file's bytes. The live database
-    is copied into a new file (``COPY FROM DATABASE``) while this process holds the old file's
-    write lock, and the new file then takes its name. Other processes wait on the lock and open
-    the new file afterwards; a connection in *this* process that is open meanwhile would keep
-    writing to the old one, so call this from a command line (``erase``, ``compact``), not from a
-    page of the running app.
-    """
-    if engine.dialect.name != "duckdb" or not engine.url.database or engine.url.database == ":memory:":
-        return None
-    import duckdb
-
-    path = Path(engine.url.database).resolve()
-    fresh = path.with_name(path.name + ".compact")
-    fresh.unlink(missing_ok=True)
-    con = duckdb.connect(str(path))  # the write lock on the old file, held until the swap is done
-    try:
-        con.execute("CHECKPOINT")  # the write-ahead log is in the file: none belongs to the new one
-        name = con.execute("SELECT current_database()").fetchone()[0]
-        con.execute("ATTACH ? AS cxdash_compact", [str(fresh)])
-        con.execute(f'COPY FROM DATABASE "{name}" TO cxdash_compact')
-        con.execute("DETACH cxdash_compact")
-        os.replace(fresh, path)
-    finally:
-        con.close()
-        fresh.unlink(missing_ok=True)
-    return path
 
 
 def open_store(url: str | None = None, app_url: str | None = None, *, create: bool = True) -> Store:

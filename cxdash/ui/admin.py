@@ -28,7 +28,7 @@ EDIT_USER = "admin_edit_user"
 EDIT_ACTION = "admin_edit_action"
 EDIT_ROLE = "admin_edit_role"
 # After an erasure from this page: the file's freed space is overwritten, but only an offline
-# rewrite removes old column statistics (cxdash.store.database.compact_duckdb_file) without risking the
+# rewrite removes old column statistics (cxdash.store.compaction.compact_duckdb_file) without risking the
 # connections this app process holds.
 COMPACT_ADVICE = (
     "The database file's freed space was overwritten. Its old column statistics can still hold the smallest "
