@@ -140,13 +140,14 @@ def friction_moments(
     # day looser than the comparisons they serve (those compare epoch seconds as doubles), so
     # they only leave out rows that cannot count.
     slack = timedelta(days=1)
+    # a repeat's earlier ticket, and a help visit before a contact, are at most the window earlier
+    window_before = since - timedelta(seconds=window) - slack if since is not None else None
+    absorbed_by = until + timedelta(days=repeat_days) + slack if until is not None else None
 
     def moment_at(ts) -> tuple:
         return in_period(ts, since, until)
 
-    contacts = _contacts(
-        jl, *in_period(jl.c.ts, since, until + timedelta(days=repeat_days) + slack if until is not None else None)
-    )
+    contacts = _contacts(jl, *in_period(jl.c.ts, since, absorbed_by))
     parts: list[sa.Select] = []
 
     def moments(q: sa.Select, name: str) -> sa.Subquery:
@@ -180,12 +181,7 @@ def friction_moments(
             sa.func.lag(dept).over(**repeat_window(*by_topic)).label("leaked_department"),
         )
         .select_from(tickets_from)
-        # a repeat's earlier ticket is at most the window before it: older ones cannot count
-        .where(
-            k.c.cx_key.is_not(None),
-            k.c.opened_at.is_not(None),
-            *in_period(k.c.opened_at, since - timedelta(seconds=window) - slack if since is not None else None, until),
-        )
+        .where(k.c.cx_key.is_not(None), k.c.opened_at.is_not(None), *in_period(k.c.opened_at, window_before, until))
         .subquery("same_topic")
     )
     parts.append(
@@ -201,10 +197,7 @@ def friction_moments(
     # help page, then a contact within N days
     help_visits = (
         sa.select(jl.c.cx_key, jl.c.ts, jl.c.department)
-        .where(
-            jl.c.activity == "help_page",
-            *in_period(jl.c.ts, since - timedelta(seconds=window) - slack if since is not None else None, until),
-        )
+        .where(jl.c.activity == "help_page", *in_period(jl.c.ts, window_before, until))
         .subquery("hv")
     )
     hp = (
