@@ -53,13 +53,12 @@ def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | N
         )
         .cte("handoff_log")
     )
-    w = dict(order_by=(coded.c.case_id, *_step_order(coded, coded.c.code)))  # codes sort like the names
-    same_case = sa.func.lead(coded.c.case_id).over(**w) == coded.c.case_id
+    w = dict(partition_by=coded.c.case_id, order_by=_step_order(coded, coded.c.code))  # codes sort like the names
     steps = sa.select(
         coded.c.case_id,
         coded.c.dept.label("source"),
-        sa.case((same_case, sa.func.lead(coded.c.dept).over(**w))).label("target"),
-        sa.case((same_case, _epoch(sa.func.lead(coded.c.ts).over(**w)) - _epoch(coded.c.ts))).label("seconds"),
+        sa.func.lead(coded.c.dept).over(**w).label("target"),
+        (_epoch(sa.func.lead(coded.c.ts).over(**w)) - _epoch(coded.c.ts)).label("seconds"),
     ).subquery("handoff_steps")
     both = _median_and_p90(steps.c.seconds)
     pairs = (

@@ -288,8 +288,8 @@ def _step_order(log: sa.FromClause, activity=None) -> tuple:
 def _drop_repeats(log: sa.FromClause, key: str, order: tuple, name: str) -> sa.CTE:
     """``log`` without the steps whose column ``key`` repeats the case's previous step
     (``a a b`` -> ``a b``), as a CTE named ``name``, inlined on DuckDB (see ``_log_part``)."""
-    w = dict(order_by=(log.c.case_id, *order))  # one ordering instead of partitions, as discovery._coded_steps
-    prev = sa.case((sa.func.lag(log.c.case_id).over(**w) == log.c.case_id, sa.func.lag(log.c[key]).over(**w)))
+    w = dict(partition_by=log.c.case_id, order_by=order)
+    prev = sa.func.lag(log.c[key]).over(**w)
     with_prev = sa.select(log, prev.label("prev_key")).subquery(name + "_prev")
     kept = sa.select(*[with_prev.c[col.key] for col in log.c]).where(
         sa.or_(with_prev.c.prev_key.is_(None), with_prev.c.prev_key != with_prev.c[key])
