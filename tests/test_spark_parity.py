@@ -399,6 +399,19 @@ def test_a_killed_load_is_removed_before_the_next_one(company):
     events = KIND_TABLES["events"]
     with company.spark.connect() as conn:
         next_id = int(conn.execute(sa.select(sa.func.max(loads_table.c.load_id))).scalar()) + 1
+    # The killed process loads the web extract eight times over (each copy a second later, so no
+    # row repeats another): many chunks, so the kill lands while chunks are still being written. With
+    # the extract alone, a slow poll could see its last chunk and the load finish before the kill.
+    rows = pd.read_csv(ex.path, dtype=str, keep_default_na=False)
+    time_column = ex.mapping["columns"]["timestamp"]
+    stamps = pd.to_datetime(rows[time_column])
+    copies = []
+    for i in range(8):
+        copy = rows.copy()
+        copy[time_column] = (stamps + pd.Timedelta(seconds=i)).dt.strftime("%Y-%m-%d %H:%M:%S")
+        copies.append(copy)
+    longer = company.root / "web_eight_times.csv"
+    pd.concat(copies, ignore_index=True).to_csv(longer, index=False)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -406,7 +419,7 @@ def test_a_killed_load_is_removed_before_the_next_one(company):
             _KILLED_LOAD,
             company.spark_url,
             company.spark_app_url,
-            str(ex.path),
+            str(longer),
             json.dumps(ex.mapping),
         ],
         cwd=REPO,
