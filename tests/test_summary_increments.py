@@ -37,6 +37,9 @@ from tests.conftest import BACKENDS
 from tests.demo_company import append_rows, loaded
 
 NAMES = tuple(name for name in summaries.INCREMENTS if name in summaries.LANDING)
+# the churn candidates' increment is narrower (no purchase, the data's date unmoved): counted apart
+CANDIDATES = "churn_candidates"
+COUNTED = tuple(name for name in NAMES if name != CANDIDATES)
 # the default views with an increment, and the views their default parameters follow from
 VIEW_NAMES = tuple(name for name in summaries.INCREMENTS if name in summaries.VIEWS)
 VIEWS_REFRESHED = ("journeys.activities", "journeys.dfg", *VIEW_NAMES)
@@ -62,6 +65,11 @@ def taken(monkeypatch):
 
         monkeypatch.setitem(summaries.INCREMENTS, name, counted)
     return counts
+
+
+def others(taken: dict[str, int]) -> dict[str, int]:
+    """The increments taken but the churn candidates'."""
+    return {name: n for name, n in taken.items() if name != CANDIDATES}
 
 
 def canonical(value):
@@ -131,7 +139,8 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "ticket")
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    assert taken == dict.fromkeys(NAMES, 1)
+    assert others(taken) == dict.fromkeys(COUNTED, 1)
+    assert CANDIDATES not in taken  # its time moves the data's date: every "churned by now" moves
 
     # a payment, then forty web events repeating known visitors' rows at new times
     payment = read_rows(extracts["billing"])[0]
@@ -144,7 +153,8 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     append_rows(store, tmp_path, extracts["web"], web_rows, "web")
     after_load(store, summaries.LANDING)  # two appends since the stored summaries: both taken at once
     assert_stored_equal_whole(store)
-    assert taken == dict.fromkeys(NAMES, 2)
+    assert others(taken) == dict.fromkeys(COUNTED, 2)
+    assert CANDIDATES not in taken  # a purchase moves the inactivity window's gaps
 
     # a known customer on a new device (a new cookie beside their email): the map gains an
     # identifier, but no earlier row changes customer, so the rollups take the row as it is too
@@ -153,7 +163,8 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     assert update_rollups(store) == "added 1 load"
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    assert taken == dict.fromkeys(NAMES, 3)
+    assert others(taken) == dict.fromkeys(COUNTED, 3)
+    assert taken[CANDIDATES] == 1  # events before the data's date: the counts move for their customers alone
 
     # an anonymous visitor's cookie, now seen with a known customer's email: the visitor's earlier
     # visits become that customer's, so earlier rows change customer: computed whole
@@ -162,7 +173,8 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     assert update_rollups(store) == "rebuilt"
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    assert taken == dict.fromkeys(NAMES, 3)
+    assert others(taken) == dict.fromkeys(COUNTED, 3)
+    assert taken[CANDIDATES] == 1
 
     # a CRM record of a new customer, who consents: no earlier row changes, but the consent list,
     # the filters' values and who counts as identified are the CRM's, so those are computed whole
@@ -174,7 +186,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
     whole = {"consented_customers", "filter_options", "source_summary", "coverage"}
-    assert taken == {name: 3 if name in whole else 4 for name in NAMES}
+    assert others(taken) == {name: 3 if name in whole else 4 for name in COUNTED}
     with store.connect() as conn:
         options = summaries.lookup(conn, "filter_options", data_version(conn))
     assert "segment-new" in options["segment"]
@@ -184,7 +196,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "moved", department="sales")
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    assert taken == {name: 3 if name in whole else 4 for name in NAMES}
+    assert others(taken) == {name: 3 if name in whole else 4 for name in COUNTED}
     with store.connect() as conn:
         months = summaries.lookup(conn, "activity_by_month", data_version(conn))
     assert "sales" in set(months["department"])
@@ -194,7 +206,8 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "again")
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    assert taken == {name: 4 if name in whole else 5 for name in NAMES}
+    assert others(taken) == {name: 4 if name in whole else 5 for name in COUNTED}
+    assert taken[CANDIDATES] == 2  # a ticket at the data's date, which an earlier ticket already had
 
     # a page asking before the refresh gets the summary caught up too, not computed whole
     ticket.update({"Ticket #": "990004"})
@@ -219,6 +232,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     assert taken["source_summary"] == counted["source_summary"]
     assert taken["activity_by_month"] == counted["activity_by_month"]
     assert taken["stitch_coverage"] == counted["stitch_coverage"] + 1
+    assert taken[CANDIDATES] == counted[CANDIDATES]
     counted = dict(taken)
 
     # a replace drops rows: computed whole
@@ -228,7 +242,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     ingest_file(store, fewer, source=tickets.source, mapping=Mapping.from_dict(tickets.mapping), mode="replace")
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    assert taken == counted
+    assert others(taken) == others(counted)
 
     # a CRM customer with no event, contact or purchase yet visits the site: the KPI coverage
     # counts them now as active and as having what the churn model needs
@@ -255,16 +269,47 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     )
     after_load(store, summaries.LANDING)
     assert_stored_equal_whole(store)
-    assert taken == {name: n + 1 for name, n in counted.items()}
+    assert others(taken) == {name: n + 1 for name, n in others(counted).items()}
+    assert taken[CANDIDATES] == counted[CANDIDATES] + 1
     with store.connect() as conn:
         coverage_now = summaries.lookup(
             conn, "coverage", data_version(conn), {"churn": summaries.effective_churn(store)}
         )
+        candidates_now = inactivity_candidate(conn)
     gained = (
         coverage_now.set_index("measure")["customers_covered"]
         - coverage_before.set_index("measure")["customers_covered"]
     )
     assert gained["active customers"] == 1 and gained["churn model"] == 1
+
+    # a customer churned by inactivity comes back on the site: one churned customer fewer
+    with store.connect() as conn:
+        window = metrics.churn.Definition.parse(candidates_now["name"])
+        gone = metrics.churn.churned(conn, window).subquery()
+        crm = KIND_TABLES["customers"]
+        back = conn.execute(
+            sa.select(crm.c.email)
+            .join(gone, gone.c.cx_key == crm.c.cx_key)
+            .where(crm.c.email.is_not(None))
+            .order_by(crm.c.email)
+            .limit(1)
+        ).scalar()
+    assert back is not None
+    visit = dict(web_rows[0], user_email=back, cookie_id="cookie-comes-back", event_time=f"{late:%Y-%m-%d %H:%M:%S}")
+    append_rows(store, tmp_path, extracts["web"], [visit], "back")
+    after_load(store, summaries.LANDING)
+    assert_stored_equal_whole(store)
+    assert taken[CANDIDATES] == counted[CANDIDATES] + 2
+    with store.connect() as conn:
+        returned = inactivity_candidate(conn)
+    assert returned["churned"] == candidates_now["churned"] - 1
+    assert returned["customers"] == candidates_now["customers"]
+
+
+def inactivity_candidate(conn) -> dict:
+    """The stored churn candidates' inactivity definition, as stored."""
+    stored = summaries.lookup(conn, CANDIDATES, data_version(conn))
+    return next(c for c in stored if c["basis"] == "inactivity")
 
 
 def assert_same_state(a, b, where: str) -> None:

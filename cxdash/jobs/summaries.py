@@ -64,6 +64,11 @@ def _churn_candidates(conn: Connection) -> list[dict]:
     return [c.to_dict() for c in candidates(conn)]
 
 
+def _churn_candidates_after(conn: Connection, before: list[dict], loads: list[int]) -> list[dict] | None:
+    after = churn.candidates_after(conn, [churn.Candidate.from_dict(d) for d in before], loads)
+    return None if after is None else [c.to_dict() for c in after]
+
+
 def effective_churn(store: Store, stored_candidates: list[dict] | None = None) -> str | None:
     """The name of the churn definition in force: the company's choice (app state) when the data
     supports it, else the suggestion. ``stored_candidates``: the ``churn_candidates`` summary."""
@@ -114,6 +119,7 @@ def _without_crm(conn: Connection, before: object, loads: list[int]) -> object |
 INCREMENTS: dict[str, Callable[..., object]] = {
     "source_summary": overview.source_summary_after,
     "activity_by_month": overview.activity_by_month_after,
+    "churn_candidates": _churn_candidates_after,
     "null_rates": _per_source(health.null_rates),
     "stitch_coverage": health.stitch_coverage_after,
     "coverage": health.coverage_after,

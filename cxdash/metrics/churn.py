@@ -26,13 +26,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from cxdash.metrics.periods import as_of
+from cxdash.metrics.periods import as_of, moves_as_of
 from cxdash.metrics.signals import CHURN_ACTIVITIES, matches
 from cxdash.store import audit
 from cxdash.store.database import KIND_TABLES, Store, customer_keys_table, settings_table
@@ -46,6 +46,7 @@ __all__ = [
     "Definition",
     "Resolution",
     "candidates",
+    "candidates_after",
     "choose",
     "chosen_name",
     "churned",
@@ -195,20 +196,21 @@ class Candidate:
 # ---------------------------------------------------------------------------------- selectables
 
 
-def customer_universe(conn: Connection, by: str = "cx_key") -> sa.Select:
+def _all_rows(table: sa.Table) -> tuple:
+    return ()
+
+
+def customer_universe(conn: Connection, by: str = "cx_key", rows: Callable[[sa.Table], tuple] = _all_rows) -> sa.Select:
     """The customers the KPIs are about: CRM customers when a customer source is loaded, else every
-    identified customer; as integer keys (``cx_key``) or, with ``by="cx_id"``, text ids."""
+    identified customer; as integer keys (``cx_key``) or, with ``by="cx_id"``, text ids. ``rows``:
+    conditions on the customer keys' table (``covered``'s)."""
     im = customer_keys_table
     crm = KIND_TABLES["customers"]
     has_crm = conn.execute(sa.select(sa.literal(1)).select_from(crm).limit(1)).first() is not None
-    q = sa.select(im.c[by]).distinct()
+    q = sa.select(im.c[by]).where(*rows(im)).distinct()
     if has_crm:
         q = q.where(im.c.known.is_(True))
     return q
-
-
-def _all_rows(table: sa.Table) -> tuple:
-    return ()
 
 
 def _activity_steps(rows: Callable[[sa.Table], tuple] = _all_rows) -> sa.Subquery:
@@ -246,10 +248,18 @@ def _events_table(conn: Connection, source: str) -> tuple[sa.Table, sa.ColumnEle
     return e, e.c.timestamp, sa.and_(e.c.source == source, matches("churn_event", e.c.activity))
 
 
-def churned(conn: Connection, definition: Definition, *, now: datetime | None = None, by: str = "cx_key") -> sa.Select:
+def churned(
+    conn: Connection,
+    definition: Definition,
+    *,
+    now: datetime | None = None,
+    by: str = "cx_key",
+    rows: Callable[[sa.Table], tuple] = _all_rows,
+) -> sa.Select:
     """The customers who have churned by ``now`` (default: the data's latest date) under
     ``definition``: one row per customer, ``by`` (``cx_key`` or ``cx_id``) and ``churn_at`` (when;
-    NULL for an undated label)."""
+    NULL for an undated label). ``rows``: conditions keeping some rows of each table read
+    (``covered``'s)."""
     now = now if now is not None else as_of(conn)
     if now is None:
         now = _FAR_FUTURE
@@ -258,7 +268,7 @@ def churned(conn: Connection, definition: Definition, *, now: datetime | None = 
         crm = KIND_TABLES["customers"]
         q = (
             sa.select(crm.c.cx_key, sa.func.max(crm.c.churned_at).label("churn_at"))
-            .where(crm.c.source == definition.source, crm.c.churn_label.is_(True), crm.c.cx_key.is_not(None))
+            .where(crm.c.source == definition.source, crm.c.churn_label.is_(True), crm.c.cx_key.is_not(None), *rows(crm))
             .group_by(crm.c.cx_key)
         )
         # a dated label counts from its date; an undated one is a snapshot, churned now
@@ -268,7 +278,7 @@ def churned(conn: Connection, definition: Definition, *, now: datetime | None = 
         last_end = sa.func.max(sa.func.coalesce(subs.c.end, sa.literal(_FAR_FUTURE, sa.DateTime)))
         q = (
             sa.select(subs.c.cx_key, last_end.label("churn_at"))
-            .where(subs.c.cx_key.is_not(None))
+            .where(subs.c.cx_key.is_not(None), *rows(subs))
             .group_by(subs.c.cx_key)
             .having(last_end <= now)
         )
@@ -276,11 +286,11 @@ def churned(conn: Connection, definition: Definition, *, now: datetime | None = 
         t, ts, where = _events_table(conn, definition.source)
         q = (
             sa.select(t.c.cx_key, sa.func.max(ts).label("churn_at"))
-            .where(where, t.c.cx_key.is_not(None), ts <= now)
+            .where(where, t.c.cx_key.is_not(None), ts <= now, *rows(t))
             .group_by(t.c.cx_key)
         )
     elif basis == "inactivity":
-        steps = _activity_steps()
+        steps = _activity_steps(rows)
         last = sa.func.max(steps.c.ts)
         q = (
             sa.select(steps.c.cx_key, (last + timedelta(days=int(definition.days))).label("churn_at"))
@@ -343,10 +353,14 @@ def covered(
 # ---------------------------------------------------------------------------------- candidates
 
 
-def _counts(conn: Connection, definition: Definition, now: datetime | None) -> tuple[int, int]:
-    universe = customer_universe(conn).subquery("universe")
-    cov = covered(conn, definition).subquery("cov")
-    gone = churned(conn, definition, now=now).subquery("gone")
+def _counts(
+    conn: Connection, definition: Definition, now: datetime | None, rows: Callable[[sa.Table], tuple] = _all_rows
+) -> tuple[int, int]:
+    """The customers ``definition`` judges in the KPI universe, and how many of them churned by
+    ``now``, from the rows ``rows(table)`` keeps of each table."""
+    universe = customer_universe(conn, rows=rows).subquery("universe")
+    cov = covered(conn, definition, rows=rows).subquery("cov")
+    gone = churned(conn, definition, now=now, rows=rows).subquery("gone")
     judged = universe.join(cov, cov.c.cx_key == universe.c.cx_key)
     q = sa.select(sa.func.count(), sa.func.count(gone.c.cx_key)).select_from(
         judged.outerjoin(gone, gone.c.cx_key == universe.c.cx_key)
@@ -366,6 +380,13 @@ def default_inactivity_days(conn: Connection) -> tuple[int, str]:
     """A default inactivity window from the data: the 90th percentile of the gaps between a
     customer's consecutive purchase days (or, with too few repeat purchases, activity days),
     rounded up to a round number of days. Returns the days and a sentence saying where they came from."""
+    days, why, _ = _inactivity_window(conn)
+    return days, why
+
+
+def _inactivity_window(conn: Connection) -> tuple[int, str, str]:
+    """``default_inactivity_days`` and what the gaps were read from: ``purchase``, ``activity``, or
+    ``default`` (too few gaps of either)."""
     x = KIND_TABLES["transactions"]
     paid = sa.not_(matches("failed_payment", x.c.status))
     purchases = sa.select(x.c.cx_key, sa.cast(x.c.timestamp, sa.Date).label("day")).where(
@@ -382,13 +403,15 @@ def default_inactivity_days(conn: Connection) -> tuple[int, str]:
         n, p90 = conn.execute(sa.select(sa.func.count(), sa.func.percentile_cont(0.9).within_group(gaps.c.gap))).one()
         if n and n >= _MIN_GAPS and p90 is not None and not math.isnan(float(p90)):
             window = _round_up(float(p90))
-            return window, (
+            why = (
                 f"{window} days: 90% of the {int(n):,} gaps between a customer's {what} days are "
                 f"{float(p90):.0f} days or shorter"
             )
-    return _DEFAULT_INACTIVITY_DAYS, (
-        f"{_DEFAULT_INACTIVITY_DAYS} days, a common default: too few repeat purchases "
-        "or visits to measure the usual gap"
+            return window, why, what
+    return (
+        _DEFAULT_INACTIVITY_DAYS,
+        f"{_DEFAULT_INACTIVITY_DAYS} days, a common default: too few repeat purchases or visits to measure the usual gap",
+        "default",
     )
 
 
@@ -455,10 +478,73 @@ def candidates(conn: Connection) -> list[Candidate]:
             )
         )
     if now is not None and (_has_rows(conn, "transactions") or _has_rows(conn, "events")):
-        days, why = default_inactivity_days(conn)
+        days, why, gaps = _inactivity_window(conn)
         d = Definition("inactivity", days=days)
-        out.append(Candidate(d, *_counts(conn, d, now), dated=True, note=why, origin="activity"))
+        extra = {"window_gaps": gaps}  # what the window was read from (candidates_after keeps a purchase one)
+        out.append(Candidate(d, *_counts(conn, d, now), dated=True, note=why, extra=extra, origin="activity"))
     return out
+
+
+# The kinds an append may hold for candidates_after: neither purchases (the inactivity window's
+# gaps) nor churn records, labels or subscriptions (the other definitions' rows).
+_NEITHER_PURCHASES_NOR_CHURN = frozenset({"events", "tickets"})
+
+
+def candidates_after(conn: Connection, before: list[Candidate], loads: list[int]) -> list[Candidate] | None:
+    """``candidates`` after appends that only added rows (``cxdash.store.rollups.appends_since``: no
+    earlier row, customer key or CRM flag changed), from ``before``: each definition's counts gain
+    what the appended customers (at most ``rollups.INCREMENT_MAX_KEYS``) count now and lose what they
+    counted without those loads' rows. A customer's standing under a definition depends on their own
+    rows and the data's date alone, so nobody else's changes.
+
+    None (compute them whole) when the appends hold purchases (the inactivity window is read from the
+    gaps between purchase days), churn records, CRM records or subscriptions, an event whose name
+    records a churn (a definition may appear), when they move the data's date (every "churned by
+    now" moves with it), when the window was read from activity gaps, which any event moves, or when
+    the inactivity definition would appear."""
+    from cxdash.store.rollups import appended_keys, appended_kinds  # the store's bookkeeping of loads
+
+    if not appended_kinds(conn, loads) <= _NEITHER_PURCHASES_NOR_CHURN:
+        return None
+    cases = appended_keys(conn, loads)
+    if cases is None or moves_as_of(conn, loads):
+        return None
+    e = KIND_TABLES["events"]
+    churn_events = sa.select(sa.literal(1)).where(e.c.load_id.in_(loads), matches("churn_event", e.c.activity))
+    if conn.execute(churn_events.limit(1)).first() is not None:
+        return None
+    inactivity = [c for c in before if c.definition.basis == "inactivity"]
+    if not inactivity or any(c.extra.get("window_gaps") != "purchase" for c in inactivity):
+        return None  # the window moves with the activity, or appears with the first dated row
+    earlier = _earlier_keys(conn, cases, loads)
+    now = as_of(conn)
+
+    def touched(t: sa.Table) -> tuple:
+        return (t.c.cx_key.in_(cases),)
+
+    def without_loads(t: sa.Table) -> tuple:
+        # a key the loads made has no earlier standing: it counted nowhere
+        return (t.c.cx_key.in_(earlier), *((t.c.load_id.not_in(loads),) if "load_id" in t.c else ()))
+
+    out = []
+    for c in before:
+        gained, churned_now = _counts(conn, c.definition, now, touched)
+        had, churned_before = _counts(conn, c.definition, now, without_loads) if earlier else (0, 0)
+        out.append(
+            replace(c, customers=c.customers + gained - had, churned=c.churned + churned_now - churned_before)
+        )
+    return out
+
+
+def _earlier_keys(conn: Connection, cases: list[int], loads: list[int]) -> list[int]:
+    """The keys of ``cases`` that some row outside the loads ``loads`` carries: the customers there
+    were before those loads."""
+    parts = [
+        sa.select(t.c.cx_key).where(t.c.cx_key.in_(cases), t.c.load_id.not_in(loads))
+        for t in KIND_TABLES.values()
+        if "load_id" in t.c
+    ]
+    return sorted(int(k) for k in conn.execute(sa.union(*parts)).scalars())
 
 
 def _preference(c: Candidate) -> int:

@@ -16,7 +16,16 @@ from cxdash.metrics.definitions import DEFAULT_PERIOD_DAYS
 from cxdash.metrics.timeline import TIMELINE_TIME_COLUMNS
 from cxdash.store.database import KIND_TABLES
 
-__all__ = ["MAX_DAY_SPINE_ROWS", "Period", "as_of", "day_spine", "default_period", "monthly_periods", "period_spine"]
+__all__ = [
+    "MAX_DAY_SPINE_ROWS",
+    "Period",
+    "as_of",
+    "day_spine",
+    "default_period",
+    "monthly_periods",
+    "moves_as_of",
+    "period_spine",
+]
 
 # A day spine longer than this is not built (the KPIs join on the period bounds instead): its rows go to
 # the database as parameters, three per row (PostgreSQL takes at most 65,535 in one statement).
@@ -32,6 +41,26 @@ def as_of(conn: Connection) -> datetime | None:
     parts = [sa.select(sa.func.max(KIND_TABLES[kind].c[column]).label("ts")) for kind, column in TIMELINE_TIME_COLUMNS]
     latest = sa.union_all(*parts).subquery("latest")
     return conn.execute(sa.select(sa.func.max(latest.c.ts))).scalar()
+
+
+def moves_as_of(conn: Connection, loads: list[int]) -> bool:
+    """Whether the rows the loads ``loads`` stored set the data's date (``as_of``) where the other
+    rows would not: a time later than any other row's. A few rows are read by their loads, then at
+    most one lookup of the latest time among the others."""
+    parts = [
+        sa.select(sa.func.max(KIND_TABLES[kind].c[column]).label("ts")).where(KIND_TABLES[kind].c.load_id.in_(loads))
+        for kind, column in TIMELINE_TIME_COLUMNS
+    ]
+    latest = sa.union_all(*parts).subquery("appended")
+    added = conn.execute(sa.select(sa.func.max(latest.c.ts))).scalar()
+    now = as_of(conn)
+    if added is None or now is None or added < now:
+        return False
+    others = [
+        sa.select(sa.literal(1)).where(KIND_TABLES[kind].c[column] == now, KIND_TABLES[kind].c.load_id.not_in(loads))
+        for kind, column in TIMELINE_TIME_COLUMNS
+    ]
+    return conn.execute(sa.union_all(*others).limit(1)).first() is None
 
 
 @dataclass(frozen=True)
