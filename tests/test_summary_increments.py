@@ -31,7 +31,7 @@ from cxdash.jobs import summaries, views
 from cxdash.jobs.loads import after_load, update_rollups
 from cxdash.metrics.periods import as_of
 from cxdash.store import rollups
-from cxdash.store.database import KIND_TABLES, identity_map_table
+from cxdash.store.database import KIND_TABLES, identity_map_table, sources_table
 from cxdash.store.version import data_version
 from tests.conftest import BACKENDS
 from tests.demo_company import append_rows, loaded
@@ -40,8 +40,10 @@ NAMES = tuple(name for name in summaries.INCREMENTS if name in summaries.LANDING
 # the churn candidates' increment is narrower (no purchase, the data's date unmoved): counted apart
 CANDIDATES = "churn_candidates"
 COUNTED = tuple(name for name in NAMES if name != CANDIDATES)
+# the views that stand as they were when the appended steps cannot change them (their own test)
+STANDING = ("journeys.funnel", "journeys.handoffs")
 # the default views with an increment, and the views their default parameters follow from
-VIEW_NAMES = tuple(name for name in summaries.INCREMENTS if name in summaries.VIEWS)
+VIEW_NAMES = tuple(name for name in summaries.INCREMENTS if name in summaries.VIEWS and name not in STANDING)
 VIEWS_REFRESHED = ("journeys.activities", "journeys.dfg", *VIEW_NAMES)
 
 
@@ -470,6 +472,101 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     after_load(store, VIEWS_REFRESHED)
     assert_views_equal_whole(store)
     assert taken == want
+
+
+def last_steps(conn, period) -> pd.DataFrame:
+    """Per CRM customer with an email and a step in ``period``: the time of their last step there,
+    and the departments of their steps at that time."""
+    log = jr.journey_log(since=period.start, until=period.end)
+    latest = sa.select(log.c.cx_key, sa.func.max(log.c.ts).label("ts")).group_by(log.c.cx_key).subquery()
+    crm = KIND_TABLES["customers"]
+    rows = conn.execute(
+        sa.select(crm.c.email, latest.c.ts, log.c.department)
+        .select_from(
+            latest.join(log, sa.and_(log.c.cx_key == latest.c.cx_key, log.c.ts == latest.c.ts)).join(
+                crm, crm.c.cx_key == latest.c.cx_key
+            )
+        )
+        .where(crm.c.email.is_not(None))
+    ).all()
+    steps = pd.DataFrame(rows, columns=["email", "ts", "department"])
+    return steps.groupby(["email", "ts"], as_index=False).agg(departments=("department", lambda d: sorted(set(d))))
+
+
+def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_them(company, tmp_path, taken):
+    store, extracts = company
+    refreshed = ("journeys.activities", "journeys.positions", *STANDING)
+    after_load(store, refreshed)
+    computations = summaries._computations()
+
+    def stored_and_whole(name):
+        with store.connect() as conn:
+            params = views.default_params(conn, name, computed)
+            stored = summaries.lookup(conn, name, data_version(conn), params)
+            whole = computations[name](conn, **params)
+        assert stored is not summaries.MISSING, name
+        pd.testing.assert_frame_equal(stored.reset_index(drop=True), whole, check_dtype=False, obj=name)
+        return whole
+
+    with store.connect() as conn:
+        end = as_of(conn)
+        period = metrics.default_period(end)
+        computed = {name: computations[name](conn, **views.default_params(conn, name, {})) for name in refreshed[:2]}
+        web_department = conn.execute(
+            sa.select(sources_table.c.department).where(sources_table.c.name == extracts["web"].source)
+        ).scalar()
+        last = last_steps(conn, period)
+    funnel_before, handoffs_before = stored_and_whole("journeys.funnel"), stored_and_whole("journeys.handoffs")
+    steps = list(funnel_before["activity"].unique())
+    assert web_department and len(steps) >= 2
+    # a customer whose last step in the period was on the site, a while before the data's date
+    on_site = last[last["departments"].map(lambda d: d == [web_department]) & (last["ts"] < end - timedelta(hours=1))]
+    assert len(on_site)
+    email, since = on_site["email"].iloc[0], on_site["ts"].iloc[0]
+    page = {"user_email": email, "cookie_id": "cookie-standing", "session_id": "s-standing"}
+
+    # they read the help pages on the site: a step of no funnel, in the department they were in
+    help_page = dict(page, event_name="help_article", event_time=f"{since + timedelta(minutes=10):%Y-%m-%d %H:%M:%S}")
+    append_rows(store, tmp_path, extracts["web"], [help_page], "help")
+    after_load(store, refreshed)
+    assert taken == dict.fromkeys(STANDING, 1)
+    stored_and_whole("journeys.funnel"), stored_and_whole("journeys.handoffs")
+
+    # then open a ticket with another team: a handoff from the site to it, so the handoffs are computed whole
+    ticket = dict(read_rows(extracts["helpdesk"])[0], **{"Requester Email": email, "Requester Phone": ""})
+    ticket.update({"Ticket #": "880001", "Created": f"{since + timedelta(minutes=20):%Y-%m-%d %H:%M:%S}"})
+    ticket.update({"Resolved": "", "Team": "standing_team"})
+    append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "team")
+    after_load(store, refreshed)
+    assert taken == {"journeys.funnel": 2, "journeys.handoffs": 1}
+    stored_and_whole("journeys.funnel")
+    handoffs = stored_and_whole("journeys.handoffs")
+    moved = handoffs[(handoffs["source_department"] == web_department) & (handoffs["target_department"] == "standing_team")]
+    assert moved["count"].tolist() == [1]  # the handoff the increment had to see
+    assert not handoffs_before["target_department"].eq("standing_team").any()
+
+    # a customer who never took the funnel's first step in the period takes it: computed whole, one more enters
+    with store.connect() as conn:
+        log = jr.journey_log(since=period.start, until=period.end)
+        entered = sa.select(log.c.cx_key).where(log.c.activity == steps[0])
+        crm = KIND_TABLES["customers"]
+        newcomer = conn.execute(
+            sa.select(crm.c.email)
+            .where(crm.c.email.is_not(None), crm.c.cx_key.not_in(entered))
+            .order_by(crm.c.email)
+            .limit(1)
+        ).scalar()
+    assert newcomer is not None
+    first = dict(page, user_email=newcomer, cookie_id="cookie-enters", session_id="s-enters", event_name=steps[0])
+    first["event_time"] = f"{end - timedelta(minutes=1):%Y-%m-%d %H:%M:%S}"
+    append_rows(store, tmp_path, extracts["web"], [first], "enters")
+    with store.connect() as conn:
+        assert rollups.appends_since(conn, data_version(conn) - 1)  # a noted append: an increment was looked at
+    after_load(store, refreshed)
+    assert taken["journeys.funnel"] == 2
+    funnel = stored_and_whole("journeys.funnel")
+    first_step = funnel[funnel["step"] == 1]["customers"].tolist()
+    assert first_step == [int(funnel_before[funnel_before["step"] == 1]["customers"].iloc[0]) + 1]
 
 
 def test_top_n_is_left_to_the_database_when_a_tie_straddles_its_cut():

@@ -498,11 +498,13 @@ COMPUTATIONS = {
 # A stored view brought up to date after appends that only added rows (``rollups.appends_since``:
 # no earlier row, customer key, CRM flag, hub, link or department changed), for the same
 # parameters, so the same period: each returns the view as computed whole would be, or None to
-# compute it whole. Only views whose figures are sums over customers, or a row per customer, can
-# be: a customer's rows depend on their own steps alone, so the appended customers (at most
+# compute it whole. Views whose figures are sums over customers, or a row per customer, are
+# caught up: a customer's rows depend on their own steps alone, so the appended customers (at most
 # ``rollups.INCREMENT_MAX_KEYS``) are looked at again and the rest kept. Medians and top-N lists
 # over every customer (the graph, positions, hotspots, the KPIs) are computed whole; the KPI
-# report keeps its CLV fits when no purchase was appended.
+# report keeps its CLV fits when no purchase was appended. Two views with medians stand as they
+# were when the appended steps provably cannot change them: the funnel (none of them is one of its
+# steps) and the handoffs (each customer's come last and stay in their last department).
 
 
 # The kinds whose rows the CLV forecasts never read (they read purchases, and the customer keys no
@@ -597,11 +599,56 @@ def _edge_customers_after(
     return both.sort_values(["times", "case_id"], ascending=[False, True], kind="stable", ignore_index=True)
 
 
+def _funnel_after(
+    conn: Connection, before: pd.DataFrame, loads: list[int], steps, days: int, by_segment: bool, period=None
+) -> pd.DataFrame | None:
+    """The funnel as it was when none of the appended steps in the period is one of its steps: a
+    customer's entry, conversions and their times are read from those steps alone, and a step
+    between them changes their order no more than their times. (A segment is a CRM attribute: with
+    segments, appended CRM records have it computed whole.)"""
+    if by_segment and "customers" in appended_kinds(conn, loads):
+        return None
+    log = _log(period)
+    added = conn.execute(sa.select(log.c.activity).where(log.c.load_id.in_(loads)).distinct()).scalars()
+    return None if set(added) & set(steps) else before
+
+
+def _handoffs_after(conn: Connection, before: pd.DataFrame, loads: list[int], period=None) -> pd.DataFrame | None:
+    """The handoffs as they were when each appended customer's appended steps in the period come
+    after every earlier step of theirs there (a later time) and stay in the department of their last
+    one: they only lengthen a stay in one department, so no handoff is added, moved or timed
+    differently. Read from the appended customers' steps alone (at most
+    ``rollups.INCREMENT_MAX_KEYS``)."""
+    cases = appended_keys(conn, loads)
+    if cases is None:
+        return None
+    log = _log(period)
+    rows = conn.execute(
+        sa.select(log.c.cx_key, log.c.ts, log.c.department, log.c.load_id.in_(loads).label("added")).where(
+            log.c.cx_key.in_(cases)
+        )
+    ).all()
+    steps = pd.DataFrame(rows, columns=["case", "ts", "department", "added"])
+    for _, case in steps.groupby("case", sort=False):
+        added, earlier = case[case["added"].astype(bool)], case[~case["added"].astype(bool)]
+        departments = set(added["department"])
+        if len(departments) > 1:
+            return None
+        if added.empty or earlier.empty:
+            continue
+        latest = earlier["ts"].max()
+        if added["ts"].min() <= latest or set(earlier.loc[earlier["ts"] == latest, "department"]) != departments:
+            return None
+    return before
+
+
 INCREMENTS: dict[str, Callable[..., object]] = {
     "executive.report": _report_after,
     "journeys.people": _people_after,
     "journeys.customers": _customers_after,
     "journeys.edge_customers": _edge_customers_after,
+    "journeys.funnel": _funnel_after,
+    "journeys.handoffs": _handoffs_after,
 }
 
 
