@@ -541,7 +541,9 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
     assert taken == {"journeys.funnel": 2, "journeys.handoffs": 1}
     stored_and_whole("journeys.funnel")
     handoffs = stored_and_whole("journeys.handoffs")
-    moved = handoffs[(handoffs["source_department"] == web_department) & (handoffs["target_department"] == "standing_team")]
+    moved = handoffs[
+        (handoffs["source_department"] == web_department) & (handoffs["target_department"] == "standing_team")
+    ]
     assert moved["count"].tolist() == [1]  # the handoff the increment had to see
     assert not handoffs_before["target_department"].eq("standing_team").any()
 

@@ -268,7 +268,9 @@ def churned(
         crm = KIND_TABLES["customers"]
         q = (
             sa.select(crm.c.cx_key, sa.func.max(crm.c.churned_at).label("churn_at"))
-            .where(crm.c.source == definition.source, crm.c.churn_label.is_(True), crm.c.cx_key.is_not(None), *rows(crm))
+            .where(
+                crm.c.source == definition.source, crm.c.churn_label.is_(True), crm.c.cx_key.is_not(None), *rows(crm)
+            )
             .group_by(crm.c.cx_key)
         )
         # a dated label counts from its date; an undated one is a snapshot, churned now
@@ -530,9 +532,7 @@ def candidates_after(conn: Connection, before: list[Candidate], loads: list[int]
     for c in before:
         gained, churned_now = _counts(conn, c.definition, now, touched)
         had, churned_before = _counts(conn, c.definition, now, without_loads) if earlier else (0, 0)
-        out.append(
-            replace(c, customers=c.customers + gained - had, churned=c.churned + churned_now - churned_before)
-        )
+        out.append(replace(c, customers=c.customers + gained - had, churned=c.churned + churned_now - churned_before))
     return out
 
 
