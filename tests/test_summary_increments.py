@@ -30,6 +30,7 @@ from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import summaries, views
 from cxdash.jobs.loads import after_load, update_rollups
 from cxdash.metrics.periods import as_of
+from cxdash.metrics.timeline import timeline
 from cxdash.store import rollups
 from cxdash.store.database import KIND_TABLES, identity_map_table, sources_table
 from cxdash.store.version import data_version
@@ -340,7 +341,10 @@ def assert_views_equal_whole(store) -> dict[str, object]:
             stored = summaries.lookup(conn, name, version, params)
             assert stored is not summaries.MISSING, f"{name} was not stored for version {version}"
             if isinstance(whole, pd.DataFrame):
-                pd.testing.assert_frame_equal(stored.reset_index(drop=True), whole, check_dtype=False, obj=name)
+                assert stored.index.names == whole.index.names, name
+                pd.testing.assert_frame_equal(
+                    stored.reset_index(drop=True), whole.reset_index(drop=True), check_dtype=False, obj=name
+                )
             elif isinstance(whole, metrics.KpiReport):  # the per-customer forecasts are not stored
                 assert_same_state(stored.to_state(), whole.to_state(), name)
             else:
@@ -395,8 +399,9 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     after_load(store, VIEWS_REFRESHED)
     now = assert_views_equal_whole(store)
     assert now["journeys.people"]["identified"] == paired["journeys.people"]["identified"] + 1
-    # the CLV fits read purchases and customers: the CRM record has the report computed whole
-    want = {**dict.fromkeys(VIEW_NAMES, 3), "executive.report": 2}
+    # the CLV fits read purchases and customers, and every KPI reads the customers: the CRM record
+    # has the report and the monthly KPIs computed whole
+    want = {**dict.fromkeys(VIEW_NAMES, 3), "executive.report": 2, "executive.trends": 2}
     assert taken == want
 
     # a page asking for the stored edge before the refresh gets its customers caught up too
@@ -417,6 +422,36 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     after_load(store, VIEWS_REFRESHED)
     assert_views_equal_whole(store)
     want = {name: n if name == "executive.report" else n + 1 for name, n in want.items()}
+    assert taken == want
+
+    # a customer who did nothing in a month (and had not churned by its end) visits then: one more
+    # active customer in that month, so the KPIs' activity part is computed again (the rest kept).
+    # Billing makes every paying customer active each month: the latest month with an idle one.
+    months_before = assert_views_equal_whole(store)["executive.trends"]
+    with store.connect() as conn:
+        tl = timeline(("cx_key", "ts"))
+        gone = metrics.churn.churned(conn, metrics.churn.Definition.parse(summaries.effective_churn(store))).subquery()
+        crm = KIND_TABLES["customers"]
+        for bucket in reversed(months_before.index):
+            month = months_before.loc[bucket]
+            busy = sa.select(tl.c.cx_key).where(tl.c.ts >= month["period_start"], tl.c.ts < month["period_end"])
+            left = sa.select(gone.c.cx_key).where(gone.c.churn_at < month["period_end"])
+            idle = conn.execute(
+                sa.select(crm.c.email)
+                .where(crm.c.email.is_not(None), crm.c.cx_key.not_in(busy), crm.c.cx_key.not_in(left))
+                .order_by(crm.c.email)
+                .limit(1)
+            ).scalar()
+            if idle is not None:
+                break
+    assert idle is not None
+    visit = dict(web_rows[0], user_email=idle, cookie_id="cookie-idle", session_id="s-idle")
+    visit["event_time"] = f"{month['period_start'] + timedelta(days=1):%Y-%m-%d %H:%M:%S}"
+    append_rows(store, tmp_path, extracts["web"], [visit], "idle")
+    after_load(store, VIEWS_REFRESHED)
+    months_now = assert_views_equal_whole(store)["executive.trends"]
+    assert months_now.loc[bucket, "active_customers"] == month["active_customers"] + 1
+    want = {name: n + 1 for name, n in want.items()}
     assert taken == want
 
     # two pages nobody had seen, each visited once more than the last activity top N keeps (and the
@@ -569,6 +604,45 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
     funnel = stored_and_whole("journeys.funnel")
     first_step = funnel[funnel["step"] == 1]["customers"].tolist()
     assert first_step == [int(funnel_before[funnel_before["step"] == 1]["customers"].iloc[0]) + 1]
+
+
+def test_kpis_are_computed_whole_when_the_churn_definition_reads_the_appended_rows(company, tmp_path):
+    """Under churn by inactivity every dated row moves who churned when, so an event append moves
+    the customers part of the KPIs too: keeping it would be wrong, and it is not kept."""
+    store, extracts = company
+    update_rollups(store)  # the appends after it are noted as such
+    with store.connect() as conn:
+        end = as_of(conn)
+        periods = metrics.monthly_periods(end, 12)
+        inactivity = metrics.churn.Definition("inactivity", days=30)
+        before = metrics.kpi_table(conn, periods, churn=inactivity)
+        version = data_version(conn)
+        gone = metrics.churn.churned(conn, inactivity).subquery()
+        crm = KIND_TABLES["customers"]
+        back = conn.execute(
+            sa.select(crm.c.email)
+            .join(gone, gone.c.cx_key == crm.c.cx_key)
+            .where(crm.c.email.is_not(None))
+            .order_by(crm.c.email)
+            .limit(1)
+        ).scalar()
+    assert back is not None
+    web = [r for r in read_rows(extracts["web"]) if r.get("user_email")][0]
+    visit = dict(
+        web, user_email=back, cookie_id="cookie-inactive", event_time=f"{end - timedelta(hours=1):%Y-%m-%d %H:%M:%S}"
+    )
+    append_rows(store, tmp_path, extracts["web"], [visit], "inactive")
+    update_rollups(store)
+    with store.connect() as conn:
+        loads = rollups.appends_since(conn, version)
+        assert loads
+        assert views._kpi_sections_after(conn, loads, inactivity.name) is None
+        assert views._kpi_sections_after(conn, loads, "subscriptions") == frozenset({"activity"})
+        whole = metrics.kpi_table(conn, periods, churn=inactivity)
+        kept = metrics.kpi_table(conn, periods, churn=inactivity, keep=before, sections=frozenset({"activity"}))
+    # the customer who came back is no longer churned: keeping the customers part would say they were
+    assert whole["churned_in_period"].sum() < before["churned_in_period"].sum()
+    assert not kept["churned_in_period"].equals(whole["churned_in_period"])
 
 
 def test_top_n_is_left_to_the_database_when_a_tie_straddles_its_cut():

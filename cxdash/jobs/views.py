@@ -28,6 +28,8 @@ from sqlalchemy.engine import Connection
 from cxdash import journeys as jr
 from cxdash import metrics
 from cxdash.metrics.churn import Definition
+from cxdash.metrics.periods import moves_as_of
+from cxdash.store.database import KIND_TABLES
 from cxdash.store.rollups import appended_keys, appended_kinds
 from cxdash.store.version import data_stamp
 
@@ -512,6 +514,57 @@ COMPUTATIONS = {
 _NOT_PURCHASES = frozenset({"events", "tickets"})
 
 
+# The kinds each churn basis reads: appends of them move who churned when, so every part of the KPIs.
+_CHURN_READS = {
+    "label": {"customers"},
+    "subscriptions": {"subscriptions"},
+    "events": {"events", "churn"},
+    "inactivity": {"events", "transactions", "tickets", "subscriptions", "customers", "opportunities"},
+}
+
+
+def _kpi_sections_after(conn: Connection, loads: list[int], churn: str | None) -> frozenset[str] | None:
+    """The parts of the KPI table (``metrics.period_kpis.SECTIONS``) the appends ``loads`` may have
+    moved: those reading their kinds. None (all of them) for CRM or churn records, a churn definition
+    that reads their kinds (or none named: the suggestion is read from the data), or a data date
+    they move (the periods move with it)."""
+    definition = _definition(churn)
+    kinds = appended_kinds(conn, loads)
+    if definition is None or kinds & _CHURN_READS.get(definition.basis, set(KIND_TABLES)):
+        return None
+    sections = metrics.sections_reading(kinds)
+    if sections is None or moves_as_of(conn, loads):
+        return None
+    return sections
+
+
+def _trends_after(
+    conn: Connection,
+    before: pd.DataFrame,
+    loads: list[int],
+    filters: dict,
+    repeat_days: int,
+    months: int,
+    churn: str | None = None,
+) -> pd.DataFrame | None:
+    """The monthly KPI table with only the parts the appends may have moved computed again."""
+    sections = _kpi_sections_after(conn, loads, churn)
+    if sections is None:
+        return None
+    periods = metrics.monthly_periods(metrics.as_of(conn), months)
+    if before["period_start"].tolist() != [p.start for p in periods]:
+        return None
+    return metrics.kpi_table(
+        conn,
+        periods,
+        metrics.Filters(**filters),
+        repeat_days=repeat_days,
+        churn=_definition(churn),
+        keep=before,
+        sections=sections,
+    )
+
+
 def _report_after(
     conn: Connection,
     before: metrics.KpiReport,
@@ -537,6 +590,7 @@ def _report_after(
         horizon_months=horizon,
         churn=_definition(churn),
         clv_from=before,
+        kpi_sections=_kpi_sections_after(conn, loads, churn),
     )
 
 
@@ -644,6 +698,7 @@ def _handoffs_after(conn: Connection, before: pd.DataFrame, loads: list[int], pe
 
 INCREMENTS: dict[str, Callable[..., object]] = {
     "executive.report": _report_after,
+    "executive.trends": _trends_after,
     "journeys.people": _people_after,
     "journeys.customers": _customers_after,
     "journeys.edge_customers": _edge_customers_after,

@@ -46,7 +46,7 @@ from cxdash.metrics.definitions import (
 )
 from cxdash.metrics.departmental import CONFLICT_ALPHA, CONFLICT_COLUMNS, MIN_COHORT_CUSTOMERS, conflicts
 from cxdash.metrics.overview import SOURCE_COLUMNS, TIME_FIELDS, source_summary
-from cxdash.metrics.period_kpis import COUNT_COLUMNS, KPI_COLUMNS, kpi_table
+from cxdash.metrics.period_kpis import COUNT_COLUMNS, KPI_COLUMNS, kpi_table, sections_reading
 from cxdash.metrics.periods import Period, as_of, default_period, monthly_periods
 from cxdash.metrics.report import Headline, KpiReport, attach_activation, coverage, headline, kpi_report, money_currency
 from cxdash.metrics.rfm import calibration_and_holdout, rfm_at_ends, rfm_in_database, rfm_summary
@@ -159,6 +159,7 @@ __all__ = [
     "rfm_at_ends",
     "rfm_in_database",
     "rfm_summary",
+    "sections_reading",
     "signal",
     "snapshot_splits",
     "source_summary",

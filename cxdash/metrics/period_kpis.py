@@ -8,6 +8,8 @@ each month of a trend.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
@@ -23,7 +25,7 @@ from cxdash.metrics.timeline import timeline
 from cxdash.store import rollups
 from cxdash.store.database import KIND_TABLES, sources_table
 
-__all__ = ["COUNT_COLUMNS", "KPI_COLUMNS", "kpi_table"]
+__all__ = ["COUNT_COLUMNS", "KPI_COLUMNS", "SECTIONS", "kpi_table", "sections_reading"]
 
 
 KPI_COLUMNS = (
@@ -60,6 +62,49 @@ COUNT_COLUMNS = (
     "silent_customers",
 )
 
+# The table's parts, each one query (or two) over the kinds of rows it reads: a part whose kinds
+# did not change gives the same figures (for the same periods, customers and churn definition),
+# so ``kpi_table(keep=...)`` computes only the parts asked for. Two ratios straddle two parts and
+# are worked out from the figures either way.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "customers": ("customers", "customers_at_start", "churned_in_period", "churn_rate", "retention_rate"),
+    "subscriptions": ("renewal_rate", "revenue_churn_rate"),
+    "activity": ("active_customers", "silent_customers", "silence_rate"),
+    "contacts": (
+        "contacts",
+        "repeat_contact_rate",
+        "transfer_rate",
+        "handoffs_per_resolved",
+        "median_hours_to_resolution",
+        "satisfaction",
+    ),
+    "revenue": ("revenue", "net_revenue_retention", "clv_historical_total"),
+}
+_ACROSS = ("contacts_per_active_customer", "clv_historical_per_customer")
+# Which parts read each kind's rows. Every dated row is an activity; the CRM records are the
+# customers themselves (every part joins them), and the churn records feed the churn definition.
+_READ_BY: dict[str, frozenset[str] | None] = {
+    "events": frozenset({"activity"}),
+    "tickets": frozenset({"activity", "contacts"}),
+    "transactions": frozenset({"activity", "revenue"}),
+    "subscriptions": frozenset({"activity", "subscriptions"}),
+    "opportunities": frozenset({"activity"}),
+    "customers": None,
+    "churn": None,
+}
+
+
+def sections_reading(kinds) -> frozenset[str] | None:
+    """The parts of the table that read rows of ``kinds``, or None when one of them changes the
+    customers (CRM records), the churn records or is unknown here: every part then."""
+    out: set[str] = set()
+    for kind in kinds:
+        parts = _READ_BY.get(kind)
+        if parts is None:
+            return None
+        out |= parts
+    return frozenset(out)
+
 
 def kpi_table(
     conn: Connection,
@@ -69,9 +114,15 @@ def kpi_table(
     repeat_days: int = DEFAULT_REPEAT_DAYS,
     churn: Definition | None = None,
     use_rollups: bool = True,
+    keep: pd.DataFrame | None = None,
+    sections: frozenset[str] | None = None,
 ) -> pd.DataFrame:
     """Every period-based shared KPI for each period, computed in the database (churn under ``churn``,
     default the suggested definition).
+
+    ``keep`` and ``sections``: a table computed before for the same periods, filters, repeat window
+    and churn definition, and the parts of it (``SECTIONS``) to compute again; the others are taken
+    from ``keep`` as they are (the caller knows their rows did not change: ``sections_reading``).
 
     Active customers, silence and revenue read the daily rollups (``cxdash.store.rollups``) when the
     periods start and end at midnight and the rollups hold the current data (``use_rollups``: False
@@ -92,13 +143,81 @@ def kpi_table(
         out[col] = np.nan
     if not periods:
         return out
+    if keep is not None:
+        if (
+            sections is None
+            or len(keep) != len(periods)
+            or not (keep["period_start"].tolist() == out["period_start"].tolist())
+        ):
+            raise ValueError("keep: a table of the same periods, with the sections to compute again")
+        for name, columns in SECTIONS.items():
+            if name not in sections:
+                for c in columns:
+                    out[c] = keep[c].to_numpy()
+
     spine = period_spine(periods)
     cust, basis = customers_in_view(conn, filters, churn)
+    day_aligned = all(at_midnight(p.start) and at_midnight(p.end) for p in periods)
+    table = _Table(
+        conn=conn,
+        out=out,
+        periods=periods,
+        filters=filters,
+        spine=spine,
+        cust=cust,
+        basis=basis,
+        tickets=tickets_in_view(cust, filters, repeat_days),
+        has_tickets=count_rows(conn, KIND_TABLES["tickets"]) > 0,
+        has_purchases=count_rows(conn, KIND_TABLES["transactions"]) > 0,
+        # With periods on day boundaries, the timeline is first reduced to one row per customer and
+        # day (several times fewer rows to join against the periods; the same answer): kept so in
+        # the rollups.
+        day_aligned=day_aligned,
+        from_rollups=bool(day_aligned and use_rollups and rollups.current(conn)),
+    )
+    parts = {
+        "customers": _customers_part,
+        "subscriptions": _subscriptions_part,
+        "activity": _activity_part,
+        "contacts": _contacts_part if table.has_tickets else None,
+        "revenue": _revenue_part if table.has_purchases else None,
+    }
+    for name, part in parts.items():
+        if part is not None and (keep is None or name in sections):
+            part(table)
+    # the ratios across two parts
+    if table.has_tickets:
+        out["contacts_per_active_customer"] = ratio(out["contacts"], out["active_customers"])
+    if table.has_purchases:
+        out["clv_historical_per_customer"] = ratio(out["clv_historical_total"], out["customers"])
+    return out
 
-    # -- customers, base at start, churn -------------------------------------------------
+
+@dataclass
+class _Table:
+    """What every part of ``kpi_table`` reads, and the frame they fill (``out``)."""
+
+    conn: Connection
+    out: pd.DataFrame
+    periods: list[Period]
+    filters: Filters
+    spine: sa.FromClause
+    cust: sa.FromClause
+    basis: str
+    tickets: sa.FromClause
+    has_tickets: bool
+    has_purchases: bool
+    day_aligned: bool
+    from_rollups: bool
+
+
+def _customers_part(t: _Table) -> None:
+    """Customers, the base at each period's start and who of them churned in it (CRM records, churn)."""
+    conn, out, spine, cust, basis = t.conn, t.out, t.spine, t.cust, t.basis
     signed_by_end = sa.or_(cust.c.signup_at.is_(None), cust.c.signup_at < spine.c.p_end)
     at_start = sa.and_(
-        sa.or_(cust.c.signup_at.is_(None), cust.c.signup_at < spine.c.p_start), not_churned_by(cust, spine.c.p_start)
+        sa.or_(cust.c.signup_at.is_(None), cust.c.signup_at < spine.c.p_start),
+        not_churned_by(cust, spine.c.p_start),
     )
     churned_in = sa.and_(at_start, cust.c.churn_at.is_not(None), cust.c.churn_at < spine.c.p_end)
     q = (
@@ -123,7 +242,10 @@ def kpi_table(
         out["churn_rate"] = ratio(f["label_churned"], f["customers"])
     out["retention_rate"] = 1.0 - out["churn_rate"]
 
-    # -- subscriptions: revenue churn and renewal -------------------------------------------
+
+def _subscriptions_part(t: _Table) -> None:
+    """Renewals and revenue churn (subscriptions)."""
+    conn, out, spine, cust = t.conn, t.out, t.spine, t.cust
     subs = KIND_TABLES["subscriptions"]
     running = sa.and_(subs.c.start < spine.c.p_start, sa.or_(subs.c.end.is_(None), subs.c.end >= spine.c.p_start))
     ended_in = sa.and_(running, subs.c.end.is_not(None), subs.c.end < spine.c.p_end)
@@ -144,12 +266,11 @@ def kpi_table(
         out["renewal_rate"] = ratio(f["renewed"], f["due"])
         out["revenue_churn_rate"] = ratio(f["mrr_lost"], f["mrr_start"])
 
-    # -- active customers and the silence metric ---------------------------------------------
-    tk = tickets_in_view(cust, filters, repeat_days)
-    # With periods on day boundaries, the timeline is first reduced to one row per customer and day
-    # (several times fewer rows to join against the periods; the same answer): kept so in the rollups.
-    day_aligned = all(at_midnight(p.start) and at_midnight(p.end) for p in periods)
-    from_rollups = day_aligned and use_rollups and rollups.current(conn)
+
+def _activity_part(t: _Table) -> None:
+    """Active customers and the silence metric (every dated row, tickets for the contacted)."""
+    conn, out, spine, cust, tk = t.conn, t.out, t.spine, t.cust, t.tickets
+    filters, periods, day_aligned, from_rollups = t.filters, t.periods, t.day_aligned, t.from_rollups
     steps = _active_days(filters, periods, day_aligned, from_rollups).subquery("steps")
     days = day_spine(periods) if day_aligned else None
     if days is not None:  # rows dated by their day: an equality join on the day
@@ -183,88 +304,89 @@ def kpi_table(
     f = read_frame(conn, q).reindex(out.index)
     out["active_customers"] = f["active"].fillna(0).astype(int)
     out["silent_customers"] = (f["active"] - f["contacted"]).fillna(0).astype(int)
-    has_tickets = count_rows(conn, KIND_TABLES["tickets"]) > 0
-    if has_tickets:
+    if t.has_tickets:
         out["silence_rate"] = ratio(out["silent_customers"], out["active_customers"])
 
-    # -- contacts -----------------------------------------------------------------------------
-    if has_tickets:
-        opened_in = sa.and_(tk.c.opened_at >= spine.c.p_start, tk.c.opened_at < spine.c.p_end)
-        q = (
-            sa.select(
-                spine.c.bucket,
-                sa.func.count().label("contacts"),
-                sa.func.sum(tk.c.is_repeat).label("repeats"),
-                sa.func.count(tk.c.transfers).label("with_transfers"),
-                sa.func.sum(sa.case((matches("transfer", tk.c.transfers), 1), else_=0)).label("transferred"),
-            )
-            .select_from(spine.join(tk, opened_in))
-            .group_by(spine.c.bucket)
-        )
-        f = read_frame(conn, q).reindex(out.index)
-        out["contacts"] = f["contacts"].fillna(0).astype(int)
-        out["contacts_per_active_customer"] = ratio(out["contacts"], out["active_customers"])
-        out["repeat_contact_rate"] = ratio(f["repeats"], f["contacts"])
-        out["transfer_rate"] = ratio(f["transferred"], f["with_transfers"])
-        closed_in = sa.and_(tk.c.closed_at >= spine.c.p_start, tk.c.closed_at < spine.c.p_end)
-        hours = (epoch(tk.c.closed_at) - epoch(tk.c.opened_at)) / 3600.0
-        q = (
-            sa.select(
-                spine.c.bucket,
-                sa.func.count().label("resolved"),
-                sa.func.sum(sa.func.coalesce(tk.c.transfers, 0)).label("handoffs"),
-                sa.func.percentile_cont(0.5).within_group(hours).label("median_hours"),
-                sa.func.avg(tk.c.satisfaction).label("satisfaction"),
-            )
-            .select_from(spine.join(tk, closed_in))
-            .group_by(spine.c.bucket)
-        )
-        f = read_frame(conn, q).reindex(out.index)
-        out["handoffs_per_resolved"] = ratio(f["handoffs"], f["resolved"])
-        out["median_hours_to_resolution"] = pd.to_numeric(f["median_hours"], errors="coerce").astype(float)
-        out["satisfaction"] = pd.to_numeric(f["satisfaction"], errors="coerce").astype(float)
 
-    # -- revenue, net revenue retention, historical CLV ---------------------------------------
-    if count_rows(conn, KIND_TABLES["transactions"]):
-        paid = _paid_days(cust) if from_rollups else paid_transactions(cust)
-        both = day_spine(periods, previous=True) if day_aligned else None
-        if both is not None:  # each period and its comparison period, day by day: an equality join
-            bucket, in_cur = both.c.bucket, both.c.cur == 1
-            joined = both.join(paid, (paid.c.ts if from_rollups else day_of(paid.c.ts)) == both.c.day)
-        else:
-            bucket, in_cur = spine.c.bucket, sa.and_(paid.c.ts >= spine.c.p_start, paid.c.ts < spine.c.p_end)
-            joined = spine.join(paid, sa.and_(paid.c.ts >= spine.c.prev_start, paid.c.ts < spine.c.p_end))
-        per = (
-            sa.select(
-                bucket.label("bucket"),
-                paid.c.cx_key,
-                sa.func.sum(sa.case((in_cur, paid.c.amount), else_=0.0)).label("cur"),
-                sa.func.sum(sa.case((in_cur, 0.0), else_=paid.c.amount)).label("prev"),
-            )
-            .select_from(joined)
-            .group_by(bucket, paid.c.cx_key)
-            .subquery("per")
+def _contacts_part(t: _Table) -> None:
+    """Contacts, repeats, transfers and resolution (tickets)."""
+    conn, out, spine, tk = t.conn, t.out, t.spine, t.tickets
+    opened_in = sa.and_(tk.c.opened_at >= spine.c.p_start, tk.c.opened_at < spine.c.p_end)
+    q = (
+        sa.select(
+            spine.c.bucket,
+            sa.func.count().label("contacts"),
+            sa.func.sum(tk.c.is_repeat).label("repeats"),
+            sa.func.count(tk.c.transfers).label("with_transfers"),
+            sa.func.sum(sa.case((matches("transfer", tk.c.transfers), 1), else_=0)).label("transferred"),
         )
-        q = sa.select(
-            per.c.bucket,
-            sa.func.sum(per.c.cur).label("revenue"),
-            sa.func.sum(sa.case((per.c.prev > 0, per.c.cur), else_=0.0)).label("kept"),
-            sa.func.sum(sa.case((per.c.prev > 0, per.c.prev), else_=0.0)).label("base"),
-        ).group_by(per.c.bucket)
-        f = read_frame(conn, q).reindex(out.index)
-        out["revenue"] = pd.to_numeric(f["revenue"], errors="coerce").fillna(0.0).astype(float)
-        out["net_revenue_retention"] = ratio(f["kept"], f["base"])
-        ts = day_of(paid.c.ts) if day_aligned and not from_rollups else paid.c.ts
-        by_time = sa.select(ts.label("ts"), sa.func.sum(paid.c.amount).label("amount")).group_by(ts).subquery("by_time")
-        q = (
-            sa.select(spine.c.bucket, sa.func.sum(by_time.c.amount).label("to_date"))
-            .select_from(spine.join(by_time, by_time.c.ts < spine.c.p_end))
-            .group_by(spine.c.bucket)
+        .select_from(spine.join(tk, opened_in))
+        .group_by(spine.c.bucket)
+    )
+    f = read_frame(conn, q).reindex(out.index)
+    out["contacts"] = f["contacts"].fillna(0).astype(int)
+    out["repeat_contact_rate"] = ratio(f["repeats"], f["contacts"])
+    out["transfer_rate"] = ratio(f["transferred"], f["with_transfers"])
+    closed_in = sa.and_(tk.c.closed_at >= spine.c.p_start, tk.c.closed_at < spine.c.p_end)
+    hours = (epoch(tk.c.closed_at) - epoch(tk.c.opened_at)) / 3600.0
+    q = (
+        sa.select(
+            spine.c.bucket,
+            sa.func.count().label("resolved"),
+            sa.func.sum(sa.func.coalesce(tk.c.transfers, 0)).label("handoffs"),
+            sa.func.percentile_cont(0.5).within_group(hours).label("median_hours"),
+            sa.func.avg(tk.c.satisfaction).label("satisfaction"),
         )
-        f = read_frame(conn, q).reindex(out.index)
-        out["clv_historical_total"] = pd.to_numeric(f["to_date"], errors="coerce").fillna(0.0).astype(float)
-        out["clv_historical_per_customer"] = ratio(out["clv_historical_total"], out["customers"])
-    return out
+        .select_from(spine.join(tk, closed_in))
+        .group_by(spine.c.bucket)
+    )
+    f = read_frame(conn, q).reindex(out.index)
+    out["handoffs_per_resolved"] = ratio(f["handoffs"], f["resolved"])
+    out["median_hours_to_resolution"] = pd.to_numeric(f["median_hours"], errors="coerce").astype(float)
+    out["satisfaction"] = pd.to_numeric(f["satisfaction"], errors="coerce").astype(float)
+
+
+def _revenue_part(t: _Table) -> None:
+    """Revenue, net revenue retention and historical CLV (transactions)."""
+    conn, out, spine, cust = t.conn, t.out, t.spine, t.cust
+    periods, day_aligned, from_rollups = t.periods, t.day_aligned, t.from_rollups
+    paid = _paid_days(cust) if from_rollups else paid_transactions(cust)
+    both = day_spine(periods, previous=True) if day_aligned else None
+    if both is not None:  # each period and its comparison period, day by day: an equality join
+        bucket, in_cur = both.c.bucket, both.c.cur == 1
+        joined = both.join(paid, (paid.c.ts if from_rollups else day_of(paid.c.ts)) == both.c.day)
+    else:
+        bucket, in_cur = spine.c.bucket, sa.and_(paid.c.ts >= spine.c.p_start, paid.c.ts < spine.c.p_end)
+        joined = spine.join(paid, sa.and_(paid.c.ts >= spine.c.prev_start, paid.c.ts < spine.c.p_end))
+    per = (
+        sa.select(
+            bucket.label("bucket"),
+            paid.c.cx_key,
+            sa.func.sum(sa.case((in_cur, paid.c.amount), else_=0.0)).label("cur"),
+            sa.func.sum(sa.case((in_cur, 0.0), else_=paid.c.amount)).label("prev"),
+        )
+        .select_from(joined)
+        .group_by(bucket, paid.c.cx_key)
+        .subquery("per")
+    )
+    q = sa.select(
+        per.c.bucket,
+        sa.func.sum(per.c.cur).label("revenue"),
+        sa.func.sum(sa.case((per.c.prev > 0, per.c.cur), else_=0.0)).label("kept"),
+        sa.func.sum(sa.case((per.c.prev > 0, per.c.prev), else_=0.0)).label("base"),
+    ).group_by(per.c.bucket)
+    f = read_frame(conn, q).reindex(out.index)
+    out["revenue"] = pd.to_numeric(f["revenue"], errors="coerce").fillna(0.0).astype(float)
+    out["net_revenue_retention"] = ratio(f["kept"], f["base"])
+    ts = day_of(paid.c.ts) if day_aligned and not from_rollups else paid.c.ts
+    by_time = sa.select(ts.label("ts"), sa.func.sum(paid.c.amount).label("amount")).group_by(ts).subquery("by_time")
+    q = (
+        sa.select(spine.c.bucket, sa.func.sum(by_time.c.amount).label("to_date"))
+        .select_from(spine.join(by_time, by_time.c.ts < spine.c.p_end))
+        .group_by(spine.c.bucket)
+    )
+    f = read_frame(conn, q).reindex(out.index)
+    out["clv_historical_total"] = pd.to_numeric(f["to_date"], errors="coerce").fillna(0.0).astype(float)
 
 
 def _active_days(filters: Filters, periods: list[Period], day_aligned: bool, from_rollups: bool) -> sa.Select:

@@ -362,6 +362,7 @@ def kpi_report(
     with_clv: bool = True,
     churn: Definition | None = None,
     clv_from: KpiReport | None = None,
+    kpi_sections: frozenset[str] | None = None,
 ) -> KpiReport:
     """Every shared KPI for ``period`` (default: the 90 days to the data's latest date) and the previous period.
 
@@ -370,7 +371,9 @@ def kpi_report(
 
     ``clv_from``: a report of the same period, without filters, computed before changes that left
     every purchase as it was: its forecasts and predicted totals are taken as they are (the fits
-    read purchases alone), the per-customer figure divided by the customers counted now.
+    read purchases alone), the per-customer figure divided by the customers counted now. With it,
+    ``kpi_sections``: the parts of the KPI table (``period_kpis.SECTIONS``) the changes may have moved,
+    computed again; the others are taken from ``clv_from`` as they are.
     """
     if clv_from is not None and ((filters is not None and filters.active) or (period and clv_from.period != period)):
         raise ValueError("clv_from: a report of the same period and no filters, whose purchases are unchanged")
@@ -422,7 +425,13 @@ def kpi_report(
             splits=snapshot_splits(conn, filters, churn),
             currency=money_currency(conn),
         )
-    table = kpi_table(conn, [period, period.previous], filters, repeat_days=repeat_days, churn=churn)
+    keep = None
+    if clv_from is not None and kpi_sections is not None:
+        keep = pd.DataFrame([clv_from.current, clv_from.previous], columns=list(KPI_COLUMNS))
+        keep.insert(0, "period_start", [period.start, period.previous.start])
+    table = kpi_table(
+        conn, [period, period.previous], filters, repeat_days=repeat_days, churn=churn, keep=keep, sections=kpi_sections
+    )
     current = {c: _clean(table.at[0, c]) for c in KPI_COLUMNS}
     previous = {c: _clean(table.at[1, c]) for c in KPI_COLUMNS}
     for values in (current, previous):
