@@ -627,7 +627,7 @@ def test_kpis_are_computed_whole_when_the_churn_definition_reads_the_appended_ro
             .limit(1)
         ).scalar()
     assert back is not None
-    web = [r for r in read_rows(extracts["web"]) if r.get("user_email")][0]
+    web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
     visit = dict(
         web, user_email=back, cookie_id="cookie-inactive", event_time=f"{end - timedelta(hours=1):%Y-%m-%d %H:%M:%S}"
     )
