@@ -25,6 +25,7 @@ import sqlalchemy as sa
 
 from cxdash import journeys as jr
 from cxdash import metrics
+from cxdash.demo.world import write_demo_extracts
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
 from cxdash.jobs import summaries, views
@@ -34,7 +35,7 @@ from cxdash.metrics.timeline import timeline
 from cxdash.store import rollups
 from cxdash.store.database import KIND_TABLES, identity_map_table, sources_table
 from cxdash.store.version import data_version
-from tests.conftest import BACKENDS
+from tests.conftest import BACKENDS, make_store
 from tests.demo_company import append_rows, loaded
 
 NAMES = tuple(name for name in summaries.INCREMENTS if name in summaries.LANDING)
@@ -86,12 +87,12 @@ def canonical(value):
     return value
 
 
-def assert_stored_equal_whole(store) -> None:
+def assert_stored_equal_whole(store, names: tuple[str, ...] = NAMES) -> None:
     computations = summaries._computations()
     churn = summaries.effective_churn(store)
     with store.connect() as conn:
         version = data_version(conn)
-        for name in NAMES:
+        for name in names:
             params = {"churn": churn} if name in summaries.CHURN_DEPENDENT and churn else {}
             stored = summaries.lookup(conn, name, version, params)
             assert stored is not summaries.MISSING, f"{name} was not stored for version {version}"
@@ -400,8 +401,9 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     now = assert_views_equal_whole(store)
     assert now["journeys.people"]["identified"] == paired["journeys.people"]["identified"] + 1
     # the CLV fits read purchases and customers, and every KPI reads the customers: the CRM record
-    # has the report and the monthly KPIs computed whole
-    want = {**dict.fromkeys(VIEW_NAMES, 3), "executive.report": 2, "executive.trends": 2}
+    # has the Shared KPIs views computed whole
+    executive = ("executive.report", "executive.trends", "executive.cohorts", "executive.conflicts")
+    want = {**dict.fromkeys(VIEW_NAMES, 3), **dict.fromkeys(executive, 2)}
     assert taken == want
 
     # a page asking for the stored edge before the refresh gets its customers caught up too
@@ -415,13 +417,14 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     want["journeys.edge_customers"] += 1
     assert taken == want
 
-    # a payment earlier the same day: a purchase moves the CLV forecasts, so the report is computed whole
+    # a payment earlier the same day: a purchase moves the CLV forecasts and the conflicts' collections,
+    # so the report and the conflicts are computed whole
     payment = read_rows(extracts["billing"])[0]
     payment.update({"txn_ref": "TXN-VIEW-1", "txn_date": f"{end - timedelta(hours=3):%Y-%m-%d %H:%M:%S}"})
     append_rows(store, tmp_path, extracts["billing"], [payment], "payment")
     after_load(store, VIEWS_REFRESHED)
     assert_views_equal_whole(store)
-    want = {name: n if name == "executive.report" else n + 1 for name, n in want.items()}
+    want = {name: n if name in ("executive.report", "executive.conflicts") else n + 1 for name, n in want.items()}
     assert taken == want
 
     # a customer who did nothing in a month (and had not churned by its end) visits then: one more
@@ -453,6 +456,19 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     assert months_now.loc[bucket, "active_customers"] == month["active_customers"] + 1
     want = {name: n + 1 for name, n in want.items()}
     assert taken == want
+
+    # a ticket from a known customer: the KPIs' activity and contacts parts are computed again, and
+    # the conflicts whole (they read tickets)
+    ticket = read_rows(extracts["helpdesk"])[0]
+    ticket.update({"Ticket #": "770001", "Created": f"{end - timedelta(hours=2):%Y-%m-%d %H:%M:%S}", "Resolved": ""})
+    append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "ticket")
+    after_load(store, VIEWS_REFRESHED)
+    contacted = assert_views_equal_whole(store)["executive.trends"]
+    assert contacted["contacts"].iloc[-1] == months_now["contacts"].iloc[-1] + 1
+    assert {name: taken[name] for name in executive} == {
+        name: want[name] + (name != "executive.conflicts") for name in executive
+    }
+    want = dict(taken)  # the journeys' increments on a ticket are checked by their equality above
 
     # two pages nobody had seen, each visited once more than the last activity top N keeps (and the
     # activities tied with it): they take those places, so every customer's steps pool differently
@@ -643,6 +659,44 @@ def test_kpis_are_computed_whole_when_the_churn_definition_reads_the_appended_ro
     # the customer who came back is no longer churned: keeping the customers part would say they were
     assert whole["churned_in_period"].sum() < before["churned_in_period"].sum()
     assert not kept["churned_in_period"].equals(whole["churned_in_period"])
+
+
+def test_kpis_are_computed_whole_after_appends_to_a_store_without_crm_records(tmp_path, taken):
+    """Without CRM records the customers are everyone on the timeline: a new visitor is a new
+    customer, so an event append moves the customers part of the KPIs, and it is not kept. The
+    churn candidates, counted per customer, take the newcomer in."""
+    extracts = {ex.source: ex for ex in write_demo_extracts(tmp_path / "extracts", 60, seed=5)}
+    web = extracts["web"]
+    store = make_store("duckdb", tmp_path)
+    try:
+        for extract in (web, extracts["billing"]):  # purchases: the inactivity window reads their gaps
+            ingest_file(store, extract.path, source=extract.source, mapping=Mapping.from_dict(extract.mapping))
+        after_load(store, (CANDIDATES,))
+        with store.connect() as conn:
+            end = as_of(conn)
+            periods = metrics.monthly_periods(end, 12)
+            subscriptions = metrics.churn.Definition("subscriptions")
+            before = metrics.kpi_table(conn, periods, churn=subscriptions)
+            version = data_version(conn)
+            judged = inactivity_candidate(conn)["customers"]
+        row = dict(read_rows(web)[0], user_email="", cookie_id="cookie-newcomer", session_id="s-newcomer")
+        row["event_time"] = f"{end - timedelta(hours=1):%Y-%m-%d %H:%M:%S}"
+        append_rows(store, tmp_path, web, [row], "newcomer")
+        after_load(store, (CANDIDATES,))  # the churn candidates count the newcomer with the others
+        assert_stored_equal_whole(store, (CANDIDATES,))
+        assert taken == {CANDIDATES: 1}
+        with store.connect() as conn:
+            assert inactivity_candidate(conn)["customers"] == judged + 1
+        with store.connect() as conn:
+            loads = rollups.appends_since(conn, version)
+            assert loads
+            assert views._kpi_sections_after(conn, loads, subscriptions.name) is None
+            whole = metrics.kpi_table(conn, periods, churn=subscriptions)
+            kept = metrics.kpi_table(conn, periods, churn=subscriptions, keep=before, sections=frozenset({"activity"}))
+        assert whole["customers"].iloc[-1] == before["customers"].iloc[-1] + 1  # the newcomer
+        assert kept["customers"].iloc[-1] == before["customers"].iloc[-1]  # what keeping it would say
+    finally:
+        store.dispose()
 
 
 def test_top_n_is_left_to_the_database_when_a_tie_straddles_its_cut():

@@ -29,6 +29,7 @@ from cxdash import journeys as jr
 from cxdash import metrics
 from cxdash.metrics.churn import Definition
 from cxdash.metrics.periods import moves_as_of
+from cxdash.metrics.queries import count_rows
 from cxdash.store.database import KIND_TABLES
 from cxdash.store.rollups import appended_keys, appended_kinds
 from cxdash.store.version import data_stamp
@@ -523,19 +524,38 @@ _CHURN_READS = {
 }
 
 
+def _customers_stand(conn: Connection, loads: list[int], churn: str | None, kinds: set[str]) -> bool:
+    """Whether the KPIs' customers and who of them churned when are as before the appends ``loads``
+    (of ``kinds``): no CRM or churn records among them, a churn definition named (else the
+    suggestion is read from the data) that reads none of their kinds, CRM records in the store (else
+    the customers are everyone on the timeline, and their first row their signup), and the same data
+    date (the periods and "churned by now" move with it)."""
+    definition = _definition(churn)
+    if definition is None or kinds & ({"customers", "churn"} | _CHURN_READS.get(definition.basis, set(KIND_TABLES))):
+        return False
+    return bool(count_rows(conn, KIND_TABLES["customers"])) and not moves_as_of(conn, loads)
+
+
 def _kpi_sections_after(conn: Connection, loads: list[int], churn: str | None) -> frozenset[str] | None:
     """The parts of the KPI table (``metrics.period_kpis.SECTIONS``) the appends ``loads`` may have
-    moved: those reading their kinds. None (all of them) for CRM or churn records, a churn definition
-    that reads their kinds (or none named: the suggestion is read from the data), or a data date
-    they move (the periods move with it)."""
-    definition = _definition(churn)
+    moved: those reading their kinds. None (all of them) unless the customers stand
+    (``_customers_stand``)."""
     kinds = appended_kinds(conn, loads)
-    if definition is None or kinds & _CHURN_READS.get(definition.basis, set(KIND_TABLES)):
-        return None
     sections = metrics.sections_reading(kinds)
-    if sections is None or moves_as_of(conn, loads):
+    if sections is None or not _customers_stand(conn, loads, churn, kinds):
         return None
     return sections
+
+
+def _standing_unless(reads: frozenset[str]) -> Callable[..., object]:
+    """The increment of a view that reads the customers, their churn and rows of ``reads`` alone: as
+    it was after appends of other kinds, when the customers stand (``_customers_stand``)."""
+
+    def after(conn: Connection, before, loads: list[int], churn: str | None = None, **params):
+        kinds = appended_kinds(conn, loads)
+        return None if kinds & reads or not _customers_stand(conn, loads, churn, kinds) else before
+
+    return after
 
 
 def _trends_after(
@@ -699,6 +719,10 @@ def _handoffs_after(conn: Connection, before: pd.DataFrame, loads: list[int], pe
 INCREMENTS: dict[str, Callable[..., object]] = {
     "executive.report": _report_after,
     "executive.trends": _trends_after,
+    # signup cohorts: when each customer signed up and churned
+    "executive.cohorts": _standing_unless(frozenset()),
+    # revenue and payments, contacts and repeats, tickets closed per team, deals won per owner
+    "executive.conflicts": _standing_unless(frozenset({"transactions", "tickets", "opportunities"})),
     "journeys.people": _people_after,
     "journeys.customers": _customers_after,
     "journeys.edge_customers": _edge_customers_after,
