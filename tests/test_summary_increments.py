@@ -45,7 +45,10 @@ COUNTED = tuple(name for name in NAMES if name != CANDIDATES)
 # the views that stand as they were when the appended steps cannot change them (their own test)
 STANDING = ("journeys.funnel", "journeys.handoffs")
 # the default views with an increment, and the views their default parameters follow from
-VIEW_NAMES = tuple(name for name in summaries.INCREMENTS if name in summaries.VIEWS and name not in STANDING)
+VARIANTS = "journeys.variants"  # stands when each customer's first steps are kept: its own test
+VIEW_NAMES = tuple(
+    name for name in summaries.INCREMENTS if name in summaries.VIEWS and name not in (*STANDING, VARIANTS)
+)
 VIEWS_REFRESHED = ("journeys.activities", "journeys.dfg", *VIEW_NAMES)
 
 
@@ -697,6 +700,108 @@ def test_kpis_are_computed_whole_after_appends_to_a_store_without_crm_records(tm
         assert kept["customers"].iloc[-1] == before["customers"].iloc[-1]  # what keeping it would say
     finally:
         store.dispose()
+
+
+def first_steps(conn, period, top_n: int) -> dict[str, tuple[int, object, object, str]]:
+    """Per CRM customer (email) with steps in ``period``: how many steps their journey has there
+    once activities outside the top ``top_n`` are pooled and repeats collapsed (the variants' default
+    filters), the time of the fifth such step, of their last step, and their variant (the first five
+    names). Worked out in Python from the log's rows, apart from the database's windows."""
+    log = jr.journey_log(since=period.start, until=period.end)
+    crm = KIND_TABLES["customers"]
+    rows = conn.execute(
+        sa.select(crm.c.email, log.c.activity, log.c.ts, log.c.load_id, log.c.row_number, log.c.row_step).join(
+            crm, crm.c.cx_key == log.c.cx_key
+        )
+    ).all()
+    frame = pd.DataFrame(rows, columns=["email", "activity", "ts", "load_id", "row_number", "row_step"])
+    counts = (
+        frame.groupby("activity").size().reset_index(name="n").sort_values(["n", "activity"], ascending=[False, True])
+    )
+    kept = set(counts["activity"].head(top_n))
+    frame["name"] = frame["activity"].where(frame["activity"].isin(kept), jr.OTHER)
+    out = {}
+    for email, steps in frame.sort_values(["ts", "load_id", "row_number", "row_step", "name"]).groupby("email"):
+        names, times = steps["name"].tolist(), steps["ts"].tolist()
+        kept = [i for i in range(len(names)) if i == 0 or names[i] != names[i - 1]]
+        variant = jr.VARIANT_SEPARATOR.join(names[i] for i in kept[:5])
+        out[email] = (len(kept), times[kept[4]] if len(kept) >= 5 else None, times[-1], variant)
+    return out
+
+
+def test_variants_stand_when_appended_steps_come_after_each_customers_first_steps(company, tmp_path, taken):
+    store, extracts = company
+    churn = summaries.effective_churn(store)
+    after_load(store, (VARIANTS,))
+
+    def listed() -> pd.Series:
+        """The stored variants' customers, by variant."""
+        with store.connect() as conn:
+            params = views.default_params(conn, VARIANTS, {}, churn)
+            return summaries.lookup(conn, VARIANTS, data_version(conn), params).set_index("variant")["customers"]
+
+    def stored_and_whole():
+        with store.connect() as conn:
+            params = views.default_params(conn, VARIANTS, {}, churn)
+            stored = summaries.lookup(conn, VARIANTS, data_version(conn), params)
+            whole = summaries._computations()[VARIANTS](conn, **params)
+        assert stored is not summaries.MISSING
+        pd.testing.assert_frame_equal(stored, whole, check_dtype=False)
+
+    steps = int(views.JOURNEY_DEFAULTS["variant_steps"])
+    assert steps == 5  # first_steps reads the fifth step
+    with store.connect() as conn:
+        end = as_of(conn)
+        period = metrics.default_period(end)
+        journeys = first_steps(conn, period, int(views.JOURNEY_DEFAULTS["top_n"]))
+        busiest = [
+            str(a) for a in jr.activity_counts(conn, jr.journey_log(since=period.start, until=period.end))["activity"]
+        ][:2]
+    recent = end - timedelta(hours=1)
+    long = sorted(e for e, (n, _, last, _) in journeys.items() if n >= steps and last < recent)
+    # a short journey whose variant is listed: taking one more step moves its count in the list
+    short = sorted(e for e, (n, _, last, v) in journeys.items() if n < steps and last < recent and v in listed())
+    assert long and short
+    web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
+
+    def visit(email: str, at, name: str) -> list[dict]:
+        """A visit to the busiest page that does not repeat the customer's last step (a repeat collapses)."""
+        last = journeys[email][3].split(jr.VARIANT_SEPARATOR)[-1]
+        page = busiest[0] if busiest[0] != last else busiest[1]
+        row = dict(web, user_email=email, cookie_id=f"cookie-{name}", session_id=f"s-{name}", event_name=page)
+        row["event_time"] = f"{at:%Y-%m-%d %H:%M:%S}"
+        return [row]
+
+    # a customer with five steps or more takes the busiest step after their last: their variant (the
+    # first five) is the same, so the stored variants stand
+    email = long[0]
+    append_rows(
+        store, tmp_path, extracts["web"], visit(email, journeys[email][2] + timedelta(minutes=5), "long"), "long"
+    )
+    after_load(store, (VARIANTS,))
+    assert taken == {VARIANTS: 1}
+    stored_and_whole()
+
+    # a customer with fewer steps: the new step is one of their first five, computed whole (the
+    # variant they had loses a customer)
+    email = short[0]
+    before = listed()
+    append_rows(
+        store, tmp_path, extracts["web"], visit(email, journeys[email][2] + timedelta(minutes=5), "short"), "short"
+    )
+    after_load(store, (VARIANTS,))
+    assert taken == {VARIANTS: 1}
+    stored_and_whole()
+    was = journeys[email][3]
+    assert listed().get(was, 0) == before[was] - 1
+
+    # a long journey with a step slipped in before its fifth one: computed whole
+    email = long[1] if len(long) > 1 else long[0]
+    fifth = journeys[email][1]
+    append_rows(store, tmp_path, extracts["web"], visit(email, fifth - timedelta(seconds=1), "early"), "early")
+    after_load(store, (VARIANTS,))
+    assert taken == {VARIANTS: 1}
+    stored_and_whole()
 
 
 def test_top_n_is_left_to_the_database_when_a_tie_straddles_its_cut():

@@ -673,6 +673,49 @@ def _edge_customers_after(
     return both.sort_values(["times", "case_id"], ascending=[False, True], kind="stable", ignore_index=True)
 
 
+def _variants_after(
+    conn: Connection,
+    before: pd.DataFrame,
+    loads: list[int],
+    filters: dict,
+    max_steps: int,
+    rarest: bool,
+    contains: str,
+    churn: str | None = None,
+    period=None,
+) -> pd.DataFrame | None:
+    """The variants as they were when each appended customer's first ``max_steps`` steps in the
+    period (pooled and collapsed as the view's filters say) all came before their first appended
+    step: a variant is those steps alone, so theirs is unchanged; and when the customers and their
+    churn stand (``_customers_stand``), top N keeps the same activities, and nobody new enters the
+    period (every such customer had those steps)."""
+    cases = appended_keys(conn, loads)
+    spec = _spec(filters)
+    if not max_steps or cases is None or not _customers_stand(conn, loads, churn, appended_kinds(conn, loads)):
+        return None
+    log = _log(period)
+    first_added = (
+        sa.select(log.c.cx_key.label("case_id"), sa.func.min(log.c.ts).label("at"))
+        .where(log.c.load_id.in_(loads))
+        .group_by(log.c.cx_key)
+        .subquery("first_added")
+    )
+    added = dict(conn.execute(sa.select(first_added.c.case_id, first_added.c.at)).all())
+    if not added:
+        return before  # no appended step in the period
+    if not _same_top_n(conn, spec, period, loads):
+        return None
+    _, steps = jr.coded_steps(log, spec, cases=sorted(added))
+    earlier = (
+        sa.select(steps.c.case_id, sa.func.count().label("n"))
+        .select_from(steps.join(first_added, first_added.c.case_id == steps.c.case_id))
+        .where(steps.c.ts < first_added.c.at)
+        .group_by(steps.c.case_id)
+    )
+    counts = dict(conn.execute(earlier).all())
+    return before if all(counts.get(case, 0) >= max_steps for case in added) else None
+
+
 def _funnel_after(
     conn: Connection, before: pd.DataFrame, loads: list[int], steps, days: int, by_segment: bool, period=None
 ) -> pd.DataFrame | None:
@@ -727,6 +770,7 @@ INCREMENTS: dict[str, Callable[..., object]] = {
     "journeys.customers": _customers_after,
     "journeys.edge_customers": _edge_customers_after,
     "journeys.funnel": _funnel_after,
+    "journeys.variants": _variants_after,
     "journeys.handoffs": _handoffs_after,
 }
 

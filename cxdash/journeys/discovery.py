@@ -123,6 +123,15 @@ def _coded_steps(
     return codes, steps
 
 
+def coded_steps(
+    events: sa.FromClause, spec: LogSpec | None = None, *, cases: list | None = None, **keys
+) -> tuple[sa.CTE, sa.CTE]:
+    """The log's steps as the graph reads them: ``(codes, steps)``, activities renamed, pooled by top
+    N and collapsed as ``spec`` says, each step beside its case's next (see ``_coded_steps``);
+    ``cases`` keeps those cases' steps, coded as in the whole log."""
+    return _coded_steps(events, spec, keys, cases=cases)
+
+
 def dfg_query(events: sa.FromClause, spec: LogSpec | None = None, *, min_share: float = 0.0, **keys) -> sa.Select:
     """The directly-follows graph as a query (see ``discover_dfg``).
 
