@@ -46,8 +46,9 @@ COUNTED = tuple(name for name in NAMES if name != CANDIDATES)
 STANDING = ("journeys.funnel", "journeys.handoffs")
 # the default views with an increment, and the views their default parameters follow from
 VARIANTS = "journeys.variants"  # stands when each customer's first steps are kept: its own test
+MOMENTS = ("journeys.hotspots", "journeys.hotspot_customers")  # stand when no moment moves: their own test
 VIEW_NAMES = tuple(
-    name for name in summaries.INCREMENTS if name in summaries.VIEWS and name not in (*STANDING, VARIANTS)
+    name for name in summaries.INCREMENTS if name in summaries.VIEWS and name not in (*STANDING, VARIANTS, *MOMENTS)
 )
 VIEWS_REFRESHED = ("journeys.activities", "journeys.dfg", *VIEW_NAMES)
 
@@ -802,6 +803,78 @@ def test_variants_stand_when_appended_steps_come_after_each_customers_first_step
     after_load(store, (VARIANTS,))
     assert taken == {VARIANTS: 1}
     stored_and_whole()
+
+
+def test_hotspots_stand_when_no_appended_step_moves_a_moment(company, tmp_path, taken):
+    store, extracts = company
+    churn = summaries.effective_churn(store)
+    after_load(store, MOMENTS)
+
+    def stored_and_whole() -> dict[str, pd.DataFrame]:
+        computed, out = {}, {}
+        with store.connect() as conn:
+            for name in MOMENTS:
+                params = views.default_params(conn, name, computed, churn)
+                stored = summaries.lookup(conn, name, data_version(conn), params)
+                computed[name] = whole = summaries._computations()[name](conn, **params)
+                assert stored is not summaries.MISSING, name
+                pd.testing.assert_frame_equal(stored, whole, check_dtype=False, obj=name)
+                out[name] = stored
+        return out
+
+    help_then_contact = "help page then contact"
+    with store.connect() as conn:
+        end = as_of(conn)
+        period = metrics.default_period(end)
+        m = jr.friction_moments(repeat_days=int(views.JOURNEY_DEFAULTS["repeat_days"]))
+        moments = conn.execute(sa.select(m.c.cx_key, m.c.ts, m.c.hotspot)).all()
+        crm, k = KIND_TABLES["customers"], KIND_TABLES["tickets"]
+        log = jr.journey_log(since=period.start, until=period.end)
+        active = sa.select(log.c.cx_key)
+        calm = conn.execute(
+            sa.select(crm.c.email)
+            .where(
+                crm.c.email.is_not(None),
+                crm.c.cx_key.in_(active),
+                crm.c.cx_key.not_in({row.cx_key for row in moments} or {-1}),
+            )
+            .order_by(crm.c.email)
+            .limit(1)
+        ).scalar()
+        tickets = conn.execute(
+            sa.select(crm.c.email, k.c.cx_key, k.c.opened_at)
+            .join(crm, crm.c.cx_key == k.c.cx_key)
+            .where(crm.c.email.is_not(None), k.c.opened_at >= period.start, k.c.opened_at < end - timedelta(days=1))
+            .order_by(k.c.opened_at, crm.c.email)
+        ).all()
+    helped = {(row.cx_key, row.ts) for row in moments if row.hotspot == help_then_contact}
+    unhelped = [t for t in tickets if (t.cx_key, t.opened_at) not in helped]
+    assert calm is not None and unhelped
+    before = stored_and_whole()["journeys.hotspots"].set_index("hotspot")["moments"]
+    web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
+
+    def page(email: str, name: str, at) -> list[dict]:
+        row = dict(web, user_email=email, cookie_id=f"cookie-{name}", session_id=f"s-{name}", event_name=name)
+        row["event_time"] = f"{at:%Y-%m-%d %H:%M:%S}"
+        return [row]
+
+    # a customer without a friction moment looks at the prices: no moment can come of it (not an
+    # error, not a help page, and the site's steps are not rework), so the hotspots stand
+    append_rows(store, tmp_path, extracts["web"], page(calm, "pricing", end - timedelta(hours=2)), "calm")
+    after_load(store, MOMENTS)
+    assert taken == dict.fromkeys(MOMENTS, 1)
+    stored_and_whole()
+
+    # a customer reads a help page an hour before a ticket they opened: a new "help page then
+    # contact" moment, so the hotspots are computed whole and count it
+    ticket = unhelped[0]
+    append_rows(
+        store, tmp_path, extracts["web"], page(ticket.email, "help_page", ticket.opened_at - timedelta(hours=1)), "help"
+    )
+    after_load(store, MOMENTS)
+    assert taken == dict.fromkeys(MOMENTS, 1)
+    after = stored_and_whole()["journeys.hotspots"].set_index("hotspot")["moments"]
+    assert after[help_then_contact] == before.get(help_then_contact, 0) + 1
 
 
 def test_top_n_is_left_to_the_database_when_a_tie_straddles_its_cut():

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import date, timedelta
@@ -716,6 +716,54 @@ def _variants_after(
     return before if all(counts.get(case, 0) >= max_steps for case in added) else None
 
 
+def _moves_log_end(conn: Connection, loads: list[int]) -> bool:
+    """Whether the loads' journey steps hold the journey log's last time alone (dead ends are
+    measured to it)."""
+    log = jr.journey_log()
+    end = conn.execute(sa.select(sa.func.max(log.c.ts))).scalar()
+    added = conn.execute(sa.select(sa.func.max(log.c.ts)).where(log.c.load_id.in_(loads))).scalar()
+    if end is None or added is None or added < end:
+        return False
+    other = sa.select(sa.literal(1)).where(log.c.ts == end, log.c.load_id.not_in(loads)).limit(1)
+    return conn.execute(other).first() is None
+
+
+def _moments_stand(conn: Connection, loads: list[int], repeat_days: int, churn: str | None, period) -> bool:
+    """Whether the period's friction moments, and the outcomes of the customers beside them, are as
+    before the appends ``loads``: events alone (the tickets, their wait percentiles and the revenue
+    are as they were), the customers and their churn standing (``_customers_stand``), the journey
+    log's last time the same, and each appended customer's moments the same with and without those
+    loads' steps (at most ``rollups.INCREMENT_MAX_KEYS`` customers, looked at apart)."""
+    kinds = appended_kinds(conn, loads)
+    cases = appended_keys(conn, loads)
+    if cases is None or not kinds <= {"events"} or not _customers_stand(conn, loads, churn, kinds):
+        return False
+    if _moves_log_end(conn, loads):
+        return False
+
+    def moments(**without) -> Counter:
+        m = jr.friction_moments(repeat_days=repeat_days, cases=cases, **_bounds(period), **without)
+        columns = (m.c.cx_key, m.c.ts, m.c.hotspot, m.c.leaked_department, m.c.absorbed_department)
+        return Counter(tuple(row) for row in conn.execute(sa.select(*columns)))
+
+    return moments() == moments(steps_without=loads)
+
+
+def _hotspots_after(
+    conn: Connection, before: pd.DataFrame, loads: list[int], repeat_days: int, churn=None, shape=None, period=None
+) -> pd.DataFrame | None:
+    """The hotspots as they were when the moments and outcomes stand (``_moments_stand``)."""
+    return before if _moments_stand(conn, loads, repeat_days, churn, period) else None
+
+
+def _hotspot_customers_after(
+    conn: Connection, before: pd.DataFrame, loads: list[int], hotspot: str, repeat_days: int, churn=None, period=None
+) -> pd.DataFrame | None:
+    """A hotspot's customers as they were when the moments and outcomes stand (``_moments_stand``;
+    their contact details are the CRM's, which no such append holds)."""
+    return before if _moments_stand(conn, loads, repeat_days, churn, period) else None
+
+
 def _funnel_after(
     conn: Connection, before: pd.DataFrame, loads: list[int], steps, days: int, by_segment: bool, period=None
 ) -> pd.DataFrame | None:
@@ -771,6 +819,8 @@ INCREMENTS: dict[str, Callable[..., object]] = {
     "journeys.edge_customers": _edge_customers_after,
     "journeys.funnel": _funnel_after,
     "journeys.variants": _variants_after,
+    "journeys.hotspots": _hotspots_after,
+    "journeys.hotspot_customers": _hotspot_customers_after,
     "journeys.handoffs": _handoffs_after,
 }
 

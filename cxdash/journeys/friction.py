@@ -119,10 +119,17 @@ def friction_moments(
     dead_end_days: float = 30.0,
     since: datetime | None = None,
     until: datetime | None = None,
+    cases: list[int] | None = None,
+    steps_without: list[int] | None = None,
 ) -> sa.CTE:
     """Every friction moment in the store (see ``HOTSPOT_DESCRIPTIONS``), or those at a time in
     ``[since, until)``. The moments are found on the whole history and then kept by their time, so
     a repeat contact in the period whose first contact came just before it still counts.
+
+    ``cases``: those customers' moments alone (a customer's moments depend on their own steps and
+    tickets, the tickets' wait percentiles and the data's last time). ``steps_without``: the
+    journey steps but those of these loads, the moments as they were before loads of events (the
+    tickets, their percentiles and the data's last time are read as they are now).
 
     Out (a CTE, usable like a subquery): ``cx_key, ts, hotspot, leaked_department,
     absorbed_department``; ``cx_key`` is the customer's integer key, as the journey log's cases
@@ -133,6 +140,16 @@ def friction_moments(
     # whole, every step with every column: most of the hotspots' peak memory (issue 17, 1.4 GB of
     # DuckDB's at 200k customers), and no faster than the scans.
     jl = journey_log().element.subquery("journey_steps")
+    data_end = sa.select(sa.func.max(jl.c.ts)).scalar_subquery()  # the whole log's, whoever is looked at
+    if cases is not None or steps_without:
+        jl = (
+            sa.select(jl)
+            .where(
+                *([jl.c.cx_key.in_(cases)] if cases is not None else []),
+                *([jl.c.load_id.not_in(steps_without)] if steps_without else []),
+            )
+            .subquery("their_steps")
+        )
     window = repeat_days * 86400.0
     # A period needs only the rows near it, and each part reads those alone: a moment keeps its own
     # time, so the parts' rows are kept by the period before their absorber is looked up, and the
@@ -318,7 +335,6 @@ def friction_moments(
         _seconds_between(seq.c.ts, seq.c.prev_ts) <= window,
     )
     parts.append(_with_absorber(moments(rework, "rework"), contacts, repeat_days))
-    data_end = sa.select(sa.func.max(jl.c.ts)).scalar_subquery()
     dead = sa.select(
         seq.c.cx_key,
         seq.c.ts,
@@ -331,10 +347,11 @@ def friction_moments(
         sa.or_(seq.c.next_ts.is_(None), _seconds_between(seq.c.next_ts, seq.c.ts) > dead_end_days * 86400.0),
     )
     parts.append(dead)
-    if since is None and until is None:
+    if since is None and until is None and cases is None:
         return sa.union_all(*parts).cte("friction_moments")
     every = sa.union_all(*parts).subquery("every_moment")
-    return sa.select(every).where(*in_period(every.c.ts, since, until)).cte("friction_moments")
+    mine = [every.c.cx_key.in_(cases)] if cases is not None else []
+    return sa.select(every).where(*in_period(every.c.ts, since, until), *mine).cte("friction_moments")
 
 
 def hotspots(
