@@ -558,6 +558,15 @@ def _standing_unless(reads: frozenset[str]) -> Callable[..., object]:
     return after
 
 
+def _events_touched(conn: Connection, loads: list[int]) -> tuple[list[int], list[int]] | None:
+    """``(customers, loads)`` for ``kpi_table(touched=...)`` when the loads hold events alone and touch
+    at most ``rollups.INCREMENT_MAX_KEYS`` customers; else None (their activity part computed whole)."""
+    if appended_kinds(conn, loads) != {"events"}:
+        return None
+    cases = appended_keys(conn, loads)
+    return None if cases is None else (cases, loads)
+
+
 def _trends_after(
     conn: Connection,
     before: pd.DataFrame,
@@ -582,6 +591,7 @@ def _trends_after(
         churn=_definition(churn),
         keep=before,
         sections=sections,
+        touched=_events_touched(conn, loads),
     )
 
 
@@ -611,6 +621,7 @@ def _report_after(
         churn=_definition(churn),
         clv_from=before,
         kpi_sections=_kpi_sections_after(conn, loads, churn),
+        kpi_touched=_events_touched(conn, loads),
     )
 
 

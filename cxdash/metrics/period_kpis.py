@@ -116,6 +116,7 @@ def kpi_table(
     use_rollups: bool = True,
     keep: pd.DataFrame | None = None,
     sections: frozenset[str] | None = None,
+    touched: tuple[list[int], list[int]] | None = None,
 ) -> pd.DataFrame:
     """Every period-based shared KPI for each period, computed in the database (churn under ``churn``,
     default the suggested definition).
@@ -123,6 +124,9 @@ def kpi_table(
     ``keep`` and ``sections``: a table computed before for the same periods, filters, repeat window
     and churn definition, and the parts of it (``SECTIONS``) to compute again; the others are taken
     from ``keep`` as they are (the caller knows their rows did not change: ``sections_reading``).
+    ``touched`` (customers, loads holding events alone, no other change since ``keep``): the activity
+    part is then ``keep``'s, plus those customers' counts now, less their counts without the loads'
+    rows (a customer is active or contacted in a period by their own rows alone).
 
     Active customers, silence and revenue read the daily rollups (``cxdash.store.rollups``) when the
     periods start and end at midnight and the rollups hold the current data (``use_rollups``: False
@@ -174,6 +178,9 @@ def kpi_table(
         # the rollups.
         day_aligned=day_aligned,
         from_rollups=bool(day_aligned and use_rollups and rollups.current(conn)),
+        # the figures kept must be known ones for counts to be added to them
+        touched=touched if keep is not None and keep[list(SECTIONS["activity"][:2])].notna().all().all() else None,
+        keep=keep,
     )
     parts = {
         "customers": _customers_part,
@@ -209,6 +216,8 @@ class _Table:
     has_purchases: bool
     day_aligned: bool
     from_rollups: bool
+    touched: tuple[list[int], list[int]] | None = None
+    keep: pd.DataFrame | None = None
 
 
 def _customers_part(t: _Table) -> None:
@@ -268,10 +277,33 @@ def _subscriptions_part(t: _Table) -> None:
 
 
 def _activity_part(t: _Table) -> None:
-    """Active customers and the silence metric (every dated row, tickets for the contacted)."""
+    """Active customers and the silence metric (every dated row, tickets for the contacted). With
+    ``t.touched`` (customers, loads of events): the kept figures, plus those customers' counts now,
+    less their counts without those loads' rows."""
+    out = t.out
+    if t.touched is None:
+        f = _activity_counts(t)
+    else:
+        cases, loads = t.touched
+        now, before = _activity_counts(t, cases), _activity_counts(t, cases, loads)
+        kept = t.keep.set_axis(out.index)
+        f = pd.DataFrame(
+            {"active": kept["active_customers"], "contacted": kept["active_customers"] - kept["silent_customers"]}
+        )
+        f = f.astype(float) + now.fillna(0) - before.fillna(0)
+    out["active_customers"] = f["active"].fillna(0).astype(int)
+    out["silent_customers"] = (f["active"] - f["contacted"]).fillna(0).astype(int)
+    if t.has_tickets:
+        out["silence_rate"] = ratio(out["silent_customers"], out["active_customers"])
+
+
+def _activity_counts(t: _Table, cases: list[int] | None = None, without: list[int] | None = None) -> pd.DataFrame:
+    """Per period (``t.out``'s index): ``active`` customers (any dated row in it, not churned by its
+    end) and of them ``contacted`` (a ticket opened in it); of ``cases`` alone, and without the rows
+    of the loads ``without`` (their tickets are read whole: the loads hold events alone)."""
     conn, out, spine, cust, tk = t.conn, t.out, t.spine, t.cust, t.tickets
     filters, periods, day_aligned, from_rollups = t.filters, t.periods, t.day_aligned, t.from_rollups
-    steps = _active_days(filters, periods, day_aligned, from_rollups).subquery("steps")
+    steps = _active_days(filters, periods, day_aligned, from_rollups, cases, without).subquery("steps")
     days = day_spine(periods) if day_aligned else None
     if days is not None:  # rows dated by their day: an equality join on the day
         in_period = spine.join(days, days.c.bucket == spine.c.bucket).join(steps, steps.c.ts == days.c.day)
@@ -287,6 +319,7 @@ def _activity_part(t: _Table) -> None:
     contacted = (
         sa.select(spine.c.bucket, tk.c.cx_key)
         .select_from(spine.join(tk, sa.and_(tk.c.opened_at >= spine.c.p_start, tk.c.opened_at < spine.c.p_end)))
+        .where(*([tk.c.cx_key.in_(cases)] if cases is not None else []))
         .distinct()
         .subquery("contacted")
     )
@@ -301,11 +334,7 @@ def _activity_part(t: _Table) -> None:
         )
         .group_by(act.c.bucket)
     )
-    f = read_frame(conn, q).reindex(out.index)
-    out["active_customers"] = f["active"].fillna(0).astype(int)
-    out["silent_customers"] = (f["active"] - f["contacted"]).fillna(0).astype(int)
-    if t.has_tickets:
-        out["silence_rate"] = ratio(out["silent_customers"], out["active_customers"])
+    return read_frame(conn, q).reindex(out.index)[["active", "contacted"]].astype(float)
 
 
 def _contacts_part(t: _Table) -> None:
@@ -389,12 +418,20 @@ def _revenue_part(t: _Table) -> None:
     out["clv_historical_total"] = pd.to_numeric(f["to_date"], errors="coerce").fillna(0.0).astype(float)
 
 
-def _active_days(filters: Filters, periods: list[Period], day_aligned: bool, from_rollups: bool) -> sa.Select:
+def _active_days(
+    filters: Filters,
+    periods: list[Period],
+    day_aligned: bool,
+    from_rollups: bool,
+    cases: list[int] | None = None,
+    without: list[int] | None = None,
+) -> sa.Select:
     """``cx_key, ts``: who did anything when, between the first period's start and the last one's
     end (in the departments of ``filters``): customer and day when ``day_aligned`` (from the daily
-    rollups when ``from_rollups``, where a day can repeat), else customer and time."""
+    rollups when ``from_rollups``, where a day can repeat), else customer and time. ``cases``: those
+    customers' rows alone, from the rows (not the rollups), but those of the loads ``without``."""
     first, last = min(p.start for p in periods), max(p.end for p in periods)
-    if from_rollups:
+    if from_rollups and cases is None:
         ad, s = rollups.activity_days_table, sources_table
         q = sa.select(ad.c.cx_key, ad.c.day.label("ts")).where(ad.c.day >= first, ad.c.day < last)
         if filters.department:
@@ -403,10 +440,12 @@ def _active_days(filters: Filters, periods: list[Period], day_aligned: bool, fro
         else:  # the timeline keeps only rows of a known source
             q = q.where(ad.c.source.in_(sa.select(s.c.name)))
         return q  # a customer's day may repeat (a row per source): counted once per period all the same
-    tl = timeline(("cx_key", "ts", "department"))
+    tl = timeline(("cx_key", "ts", "department", "load_id"))
     q = sa.select(tl.c.cx_key, (day_of(tl.c.ts) if day_aligned else tl.c.ts).label("ts")).where(
         tl.c.cx_key.is_not(None), tl.c.ts >= first, tl.c.ts < last
     )
+    if cases is not None:
+        q = q.where(tl.c.cx_key.in_(cases), *([tl.c.load_id.not_in(without)] if without else []))
     if filters.department:
         q = q.where(tl.c.department.in_(filters.department))
     return q.distinct()

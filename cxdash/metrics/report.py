@@ -363,6 +363,7 @@ def kpi_report(
     churn: Definition | None = None,
     clv_from: KpiReport | None = None,
     kpi_sections: frozenset[str] | None = None,
+    kpi_touched: tuple[list[int], list[int]] | None = None,
 ) -> KpiReport:
     """Every shared KPI for ``period`` (default: the 90 days to the data's latest date) and the previous period.
 
@@ -373,7 +374,8 @@ def kpi_report(
     every purchase as it was: its forecasts and predicted totals are taken as they are (the fits
     read purchases alone), the per-customer figure divided by the customers counted now. With it,
     ``kpi_sections``: the parts of the KPI table (``period_kpis.SECTIONS``) the changes may have moved,
-    computed again; the others are taken from ``clv_from`` as they are.
+    computed again; the others are taken from ``clv_from`` as they are; ``kpi_touched``: the
+    table's ``touched`` (its activity part caught up from a few customers' rows).
     """
     if clv_from is not None and ((filters is not None and filters.active) or (period and clv_from.period != period)):
         raise ValueError("clv_from: a report of the same period and no filters, whose purchases are unchanged")
@@ -430,7 +432,14 @@ def kpi_report(
         keep = pd.DataFrame([clv_from.current, clv_from.previous], columns=list(KPI_COLUMNS))
         keep.insert(0, "period_start", [period.start, period.previous.start])
     table = kpi_table(
-        conn, [period, period.previous], filters, repeat_days=repeat_days, churn=churn, keep=keep, sections=kpi_sections
+        conn,
+        [period, period.previous],
+        filters,
+        repeat_days=repeat_days,
+        churn=churn,
+        keep=keep,
+        sections=kpi_sections,
+        touched=kpi_touched,
     )
     current = {c: _clean(table.at[0, c]) for c in KPI_COLUMNS}
     previous = {c: _clean(table.at[1, c]) for c in KPI_COLUMNS}
