@@ -47,8 +47,11 @@ STANDING = ("journeys.funnel", "journeys.handoffs")
 # the default views with an increment, and the views their default parameters follow from
 VARIANTS = "journeys.variants"  # stands when each customer's first steps are kept: its own test
 MOMENTS = ("journeys.hotspots", "journeys.hotspot_customers")  # stand when no moment moves: their own test
+POSITIONS = "journeys.positions"  # stands when the appended steps repeat earlier ones: its own test
 VIEW_NAMES = tuple(
-    name for name in summaries.INCREMENTS if name in summaries.VIEWS and name not in (*STANDING, VARIANTS, *MOMENTS)
+    name
+    for name in summaries.INCREMENTS
+    if name in summaries.VIEWS and name not in (*STANDING, VARIANTS, *MOMENTS, POSITIONS)
 )
 VIEWS_REFRESHED = ("journeys.activities", "journeys.dfg", *VIEW_NAMES)
 
@@ -73,6 +76,12 @@ def taken(monkeypatch):
 
         monkeypatch.setitem(summaries.INCREMENTS, name, counted)
     return counts
+
+
+def standing(taken: dict[str, int]) -> dict[str, int]:
+    """The funnel's and the handoffs' increments taken (the positions, refreshed beside them for
+    the funnel's steps, have their own test)."""
+    return {name: n for name, n in taken.items() if name in STANDING}
 
 
 def others(taken: dict[str, int]) -> dict[str, int]:
@@ -584,7 +593,7 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
     help_page = dict(page, event_name="help_article", event_time=f"{since + timedelta(minutes=10):%Y-%m-%d %H:%M:%S}")
     append_rows(store, tmp_path, extracts["web"], [help_page], "help")
     after_load(store, refreshed)
-    assert taken == dict.fromkeys(STANDING, 1)
+    assert standing(taken) == dict.fromkeys(STANDING, 1)
     stored_and_whole("journeys.funnel"), stored_and_whole("journeys.handoffs")
 
     # then open a ticket with another team: a handoff from the site to it, so the handoffs are computed whole
@@ -593,7 +602,7 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
     ticket.update({"Resolved": "", "Team": "standing_team"})
     append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "team")
     after_load(store, refreshed)
-    assert taken == {"journeys.funnel": 2, "journeys.handoffs": 1}
+    assert standing(taken) == {"journeys.funnel": 2, "journeys.handoffs": 1}
     stored_and_whole("journeys.funnel")
     handoffs = stored_and_whole("journeys.handoffs")
     moved = handoffs[
@@ -875,6 +884,59 @@ def test_hotspots_stand_when_no_appended_step_moves_a_moment(company, tmp_path, 
     assert taken == dict.fromkeys(MOMENTS, 1)
     after = stored_and_whole()["journeys.hotspots"].set_index("hotspot")["moments"]
     assert after[help_then_contact] == before.get(help_then_contact, 0) + 1
+
+
+def test_first_positions_stand_when_appended_steps_repeat_what_each_customer_did(company, tmp_path, taken):
+    store, extracts = company
+    name = "journeys.positions"
+    after_load(store, (name,))
+
+    def stored_and_whole() -> pd.DataFrame:
+        with store.connect() as conn:
+            params = views.default_params(conn, name, {})
+            stored = summaries.lookup(conn, name, data_version(conn), params)
+            whole = summaries._computations()[name](conn, **params)
+        assert stored is not summaries.MISSING
+        pd.testing.assert_frame_equal(stored, whole, check_dtype=False)
+        return stored
+
+    with store.connect() as conn:
+        end = as_of(conn)
+        period = metrics.default_period(end)
+        log = jr.journey_log(since=period.start, until=period.end)
+        crm = KIND_TABLES["customers"]
+        rows = conn.execute(
+            sa.select(crm.c.email, log.c.activity, log.c.ts)
+            .join(crm, crm.c.cx_key == log.c.cx_key)
+            .where(crm.c.email.is_not(None))
+        ).all()
+    steps = pd.DataFrame(rows, columns=["email", "activity", "ts"])
+    last = steps.groupby("email")["ts"].max()
+    seen = steps.groupby("email")["activity"].agg(set)
+    # customers whose last step in the period was a while ago, and who visited the site's pages
+    web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
+    pages = set(pd.read_csv(extracts["web"].path, dtype=str)["event_name"].dropna())
+    calm = sorted(e for e in last.index if last[e] < end - timedelta(hours=1) and seen[e] & pages)
+    assert len(calm) >= 2
+
+    def visit(email: str, page: str, tag: str) -> list[dict]:
+        row = dict(web, user_email=email, cookie_id=f"cookie-{tag}", session_id=f"s-{tag}", event_name=page)
+        row["event_time"] = f"{last[email] + timedelta(minutes=5):%Y-%m-%d %H:%M:%S}"
+        return [row]
+
+    # a page the customer had already visited, after their last step: every first step keeps its place
+    email = calm[0]
+    append_rows(store, tmp_path, extracts["web"], visit(email, sorted(seen[email] & pages)[0], "again"), "again")
+    after_load(store, (name,))
+    assert taken == {name: 1}
+    stored_and_whole()
+
+    # a page new to the site: its first occurrence is new, computed whole
+    append_rows(store, tmp_path, extracts["web"], visit(calm[1], "brand_new_page", "new"), "new")
+    after_load(store, (name,))
+    assert taken == {name: 1}
+    positions = stored_and_whole().set_index("activity")
+    assert positions.loc["brand_new_page", "customers"] == 1
 
 
 def test_top_n_is_left_to_the_database_when_a_tie_straddles_its_cut():

@@ -739,7 +739,29 @@ def _moves_log_end(conn: Connection, loads: list[int]) -> bool:
     return conn.execute(other).first() is None
 
 
+# _moments_stand's answers, for the hotspots and then their customers in the same refresh (keyed by
+# the store, its data stamp, the loads and the parameters, so never served for other data).
+_STANDING_MOMENTS: OrderedDict[tuple, bool] = OrderedDict()
+
+
 def _moments_stand(conn: Connection, loads: list[int], repeat_days: int, churn: str | None, period) -> bool:
+    key = (
+        conn.engine.url.render_as_string(hide_password=True),
+        data_stamp(conn),
+        json.dumps([loads, repeat_days, churn, period], sort_keys=True, default=str),
+    )
+    with _map_lock:
+        known = _STANDING_MOMENTS.get(key)
+    if known is None:
+        known = _moments_stand_now(conn, loads, repeat_days, churn, period)
+        with _map_lock:
+            _STANDING_MOMENTS[key] = known
+            while len(_STANDING_MOMENTS) > _MAP_PAIRS_KEPT:
+                _STANDING_MOMENTS.popitem(last=False)
+    return known
+
+
+def _moments_stand_now(conn: Connection, loads: list[int], repeat_days: int, churn: str | None, period) -> bool:
     """Whether the period's friction moments, and the outcomes of the customers beside them, are as
     before the appends ``loads``: events alone (the tickets, their wait percentiles and the revenue
     are as they were), the customers and their churn standing (``_customers_stand``), the journey
@@ -773,6 +795,37 @@ def _hotspot_customers_after(
     """A hotspot's customers as they were when the moments and outcomes stand (``_moments_stand``;
     their contact details are the CRM's, which no such append holds)."""
     return before if _moments_stand(conn, loads, repeat_days, churn, period) else None
+
+
+def _positions_after(
+    conn: Connection, before: pd.DataFrame, loads: list[int], filters: dict, period=None
+) -> pd.DataFrame | None:
+    """The first positions as they were when each appended customer's appended steps in the period
+    come after all their earlier steps there and are of activities they had already taken there:
+    every first occurrence keeps its position. A step at the same time as the last earlier one
+    still comes after it (the loads' order breaks the tie, and these loads are the newest).
+    (Only the positions' own filters: names renamed, no top N, no collapsing.)"""
+    cases = appended_keys(conn, loads)
+    spec = _spec(filters)
+    if cases is None or spec.top_n or spec.collapse_repeats or spec.by_department:
+        return None
+    log = _log(period)
+    rows = conn.execute(
+        sa.select(log.c.cx_key, log.c.ts, log.c.activity, log.c.load_id.in_(loads).label("added")).where(
+            log.c.cx_key.in_(cases)
+        )
+    ).all()
+    steps = pd.DataFrame(rows, columns=["case", "ts", "activity", "added"])
+    steps["activity"] = steps["activity"].map(lambda a: spec.rename.get(a, a))
+    for _, case in steps.groupby("case", sort=False):
+        added, earlier = case[case["added"].astype(bool)], case[~case["added"].astype(bool)]
+        if added.empty:
+            continue
+        if earlier.empty or added["ts"].min() < earlier["ts"].max():
+            return None
+        if not set(added["activity"]) <= set(earlier["activity"]):
+            return None
+    return before
 
 
 def _funnel_after(
@@ -829,6 +882,7 @@ INCREMENTS: dict[str, Callable[..., object]] = {
     "journeys.customers": _customers_after,
     "journeys.edge_customers": _edge_customers_after,
     "journeys.funnel": _funnel_after,
+    "journeys.positions": _positions_after,
     "journeys.variants": _variants_after,
     "journeys.hotspots": _hotspots_after,
     "journeys.hotspot_customers": _hotspot_customers_after,
