@@ -301,17 +301,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
 
     # a customer churned by inactivity comes back on the site: one churned customer fewer
     with store.connect() as conn:
-        window = metrics.churn.Definition.parse(candidates_now["name"])
-        gone = metrics.churn.churned(conn, window).subquery()
-        crm = KIND_TABLES["customers"]
-        back = conn.execute(
-            sa.select(crm.c.email)
-            .join(gone, gone.c.cx_key == crm.c.cx_key)
-            .where(crm.c.email.is_not(None))
-            .order_by(crm.c.email)
-            .limit(1)
-        ).scalar()
-    assert back is not None
+        back = churned_email(conn, metrics.churn.Definition.parse(candidates_now["name"]))
     visit = dict(web_rows[0], user_email=back, cookie_id="cookie-comes-back", event_time=f"{late:%Y-%m-%d %H:%M:%S}")
     append_rows(store, tmp_path, extracts["web"], [visit], "back")
     after_load(store, summaries.LANDING)
@@ -321,6 +311,21 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
         returned = inactivity_candidate(conn)
     assert returned["churned"] == candidates_now["churned"] - 1
     assert returned["customers"] == candidates_now["customers"]
+
+
+def churned_email(conn, definition) -> str:
+    """The first email (by name) of a CRM customer churned under ``definition``."""
+    gone = metrics.churn.churned(conn, definition).subquery()
+    crm = KIND_TABLES["customers"]
+    email = conn.execute(
+        sa.select(crm.c.email)
+        .join(gone, gone.c.cx_key == crm.c.cx_key)
+        .where(crm.c.email.is_not(None))
+        .order_by(crm.c.email)
+        .limit(1)
+    ).scalar()
+    assert email is not None
+    return email
 
 
 def inactivity_candidate(conn) -> dict:
@@ -646,16 +651,7 @@ def test_kpis_are_computed_whole_when_the_churn_definition_reads_the_appended_ro
         inactivity = metrics.churn.Definition("inactivity", days=30)
         before = metrics.kpi_table(conn, periods, churn=inactivity)
         version = data_version(conn)
-        gone = metrics.churn.churned(conn, inactivity).subquery()
-        crm = KIND_TABLES["customers"]
-        back = conn.execute(
-            sa.select(crm.c.email)
-            .join(gone, gone.c.cx_key == crm.c.cx_key)
-            .where(crm.c.email.is_not(None))
-            .order_by(crm.c.email)
-            .limit(1)
-        ).scalar()
-    assert back is not None
+        back = churned_email(conn, inactivity)
     web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
     visit = dict(
         web, user_email=back, cookie_id="cookie-inactive", event_time=f"{end - timedelta(hours=1):%Y-%m-%d %H:%M:%S}"

@@ -809,23 +809,30 @@ def _positions_after(
     spec = _spec(filters)
     if cases is None or spec.top_n or spec.collapse_repeats or spec.by_department:
         return None
+    for added, earlier in _their_steps(conn, loads, cases, period, "activity"):
+        if earlier.empty or added["ts"].min() < earlier["ts"].max():
+            return None
+        if not {spec.rename.get(a, a) for a in added["activity"]} <= {
+            spec.rename.get(a, a) for a in earlier["activity"]
+        }:
+            return None
+    return before
+
+
+def _their_steps(conn: Connection, loads: list[int], cases: list[int], period, column: str):
+    """Per appended customer with appended steps in the period: ``(added, earlier)``, their steps
+    there (``ts`` and ``column``) from the loads ``loads`` and from before them."""
     log = _log(period)
     rows = conn.execute(
-        sa.select(log.c.cx_key, log.c.ts, log.c.activity, log.c.load_id.in_(loads).label("added")).where(
+        sa.select(log.c.cx_key, log.c.ts, log.c[column], log.c.load_id.in_(loads).label("added")).where(
             log.c.cx_key.in_(cases)
         )
     ).all()
-    steps = pd.DataFrame(rows, columns=["case", "ts", "activity", "added"])
-    steps["activity"] = steps["activity"].map(lambda a: spec.rename.get(a, a))
+    steps = pd.DataFrame(rows, columns=["case", "ts", column, "added"])
     for _, case in steps.groupby("case", sort=False):
-        added, earlier = case[case["added"].astype(bool)], case[~case["added"].astype(bool)]
-        if added.empty:
-            continue
-        if earlier.empty or added["ts"].min() < earlier["ts"].max():
-            return None
-        if not set(added["activity"]) <= set(earlier["activity"]):
-            return None
-    return before
+        added = case["added"].astype(bool)
+        if added.any():
+            yield case[added], case[~added]
 
 
 def _funnel_after(
@@ -851,19 +858,11 @@ def _handoffs_after(conn: Connection, before: pd.DataFrame, loads: list[int], pe
     cases = appended_keys(conn, loads)
     if cases is None:
         return None
-    log = _log(period)
-    rows = conn.execute(
-        sa.select(log.c.cx_key, log.c.ts, log.c.department, log.c.load_id.in_(loads).label("added")).where(
-            log.c.cx_key.in_(cases)
-        )
-    ).all()
-    steps = pd.DataFrame(rows, columns=["case", "ts", "department", "added"])
-    for _, case in steps.groupby("case", sort=False):
-        added, earlier = case[case["added"].astype(bool)], case[~case["added"].astype(bool)]
+    for added, earlier in _their_steps(conn, loads, cases, period, "department"):
         departments = set(added["department"])
         if len(departments) > 1:
             return None
-        if added.empty or earlier.empty:
+        if earlier.empty:
             continue
         latest = earlier["ts"].max()
         if added["ts"].min() <= latest or set(earlier.loc[earlier["ts"] == latest, "department"]) != departments:
