@@ -28,7 +28,7 @@ from cxdash import metrics
 from cxdash.demo.world import write_demo_extracts
 from cxdash.ingest.load import ingest_file
 from cxdash.ingest.mapping import Mapping
-from cxdash.jobs import summaries, views
+from cxdash.jobs import summaries, view_increments, views
 from cxdash.jobs.loads import after_load, update_rollups
 from cxdash.metrics.periods import as_of
 from cxdash.metrics.timeline import timeline
@@ -519,7 +519,7 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
         loads = rollups.appends_since(conn, version)
         assert loads and len(loads) == 1
         counts = jr.activity_counts(conn, jr.journey_log(since=period.start, until=period.end))
-        kept = views._ranked(counts.set_index("activity")["count"], top_n)
+        kept = view_increments._ranked(counts.set_index("activity")["count"], top_n)
         assert kept is not None and last_name not in kept and f"promo_{tied - 1}" in kept  # no tie at the cut
         assert summaries._computations()["journeys.edge_customers"](conn, **params).empty  # pooled now
         assert summaries.INCREMENTS["journeys.edge_customers"](conn, edge_before, loads, **params) is None
@@ -661,8 +661,8 @@ def test_kpis_are_computed_whole_when_the_churn_definition_reads_the_appended_ro
     with store.connect() as conn:
         loads = rollups.appends_since(conn, version)
         assert loads
-        assert views._kpi_sections_after(conn, loads, inactivity.name) is None
-        assert views._kpi_sections_after(conn, loads, "subscriptions") == frozenset({"activity"})
+        assert view_increments._kpi_sections_after(conn, loads, inactivity.name) is None
+        assert view_increments._kpi_sections_after(conn, loads, "subscriptions") == frozenset({"activity"})
         whole = metrics.kpi_table(conn, periods, churn=inactivity)
         kept = metrics.kpi_table(conn, periods, churn=inactivity, keep=before, sections=frozenset({"activity"}))
     # the customer who came back is no longer churned: keeping the customers part would say they were
@@ -699,7 +699,7 @@ def test_kpis_are_computed_whole_after_appends_to_a_store_without_crm_records(tm
         with store.connect() as conn:
             loads = rollups.appends_since(conn, version)
             assert loads
-            assert views._kpi_sections_after(conn, loads, subscriptions.name) is None
+            assert view_increments._kpi_sections_after(conn, loads, subscriptions.name) is None
             whole = metrics.kpi_table(conn, periods, churn=subscriptions)
             kept = metrics.kpi_table(conn, periods, churn=subscriptions, keep=before, sections=frozenset({"activity"}))
         assert whole["customers"].iloc[-1] == before["customers"].iloc[-1] + 1  # the newcomer
@@ -937,6 +937,6 @@ def test_first_positions_stand_when_appended_steps_repeat_what_each_customer_did
 
 def test_top_n_is_left_to_the_database_when_a_tie_straddles_its_cut():
     counts = pd.Series({"b": 3, "a": 3, "c": 2, "d": 2})
-    assert views._ranked(counts, 2) == ["a", "b"]  # ties by name, as the database ranks them
-    assert views._ranked(counts, 3) is None  # c or d: the collation would decide
-    assert views._ranked(counts, 4) == ["a", "b", "c", "d"]
+    assert view_increments._ranked(counts, 2) == ["a", "b"]  # ties by name, as the database ranks them
+    assert view_increments._ranked(counts, 3) is None  # c or d: the collation would decide
+    assert view_increments._ranked(counts, 4) == ["a", "b", "c", "d"]

@@ -28,9 +28,9 @@ from sqlalchemy.engine import Connection
 
 from cxdash.governance import health
 from cxdash.governance.privacy import consented_customers
+from cxdash.jobs.view_increments import INCREMENTS as VIEW_INCREMENTS
 from cxdash.jobs.views import COMPUTATIONS as VIEW_COMPUTATIONS
 from cxdash.jobs.views import DEPENDS_ON, default_params, params_key
-from cxdash.jobs.views import INCREMENTS as VIEW_INCREMENTS
 from cxdash.metrics import Headline, KpiReport, churn, filter_options, headline, overview
 from cxdash.metrics.churn import Definition, candidates
 from cxdash.metrics.customers import filter_options_after
@@ -114,8 +114,7 @@ def _without_crm(conn: Connection, before: object, loads: list[int]) -> object |
 # summary as computed whole would be, or None to compute it whole (the summaries of CRM records,
 # when the appends hold some). A small append then costs a lookup of its rows and their customers'
 # earlier rows, not a scan of every stored row (issue 17). A view's increment also takes its
-# parameters (cxdash/jobs/views.py: the views that are sums or lists over customers); the other
-# views are computed whole.
+# parameters (cxdash/jobs/view_increments.py); the other views are computed whole.
 INCREMENTS: dict[str, Callable[..., object]] = {
     "source_summary": overview.source_summary_after,
     "activity_by_month": overview.activity_by_month_after,

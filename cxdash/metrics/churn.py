@@ -36,6 +36,7 @@ from cxdash.metrics.periods import as_of, moves_as_of
 from cxdash.metrics.signals import CHURN_ACTIVITIES, matches
 from cxdash.store import audit
 from cxdash.store.database import KIND_TABLES, Store, customer_keys_table, settings_table
+from cxdash.store.rollups import appended_keys, appended_kinds
 
 __all__ = [
     "BASES",
@@ -504,8 +505,6 @@ def candidates_after(conn: Connection, before: list[Candidate], loads: list[int]
     records a churn (a definition may appear), when they move the data's date (every "churned by
     now" moves with it), when the window was read from activity gaps, which any event moves, or when
     the inactivity definition would appear."""
-    from cxdash.store.rollups import appended_keys, appended_kinds  # the store's bookkeeping of loads
-
     if not appended_kinds(conn, loads) <= _NEITHER_PURCHASES_NOR_CHURN:
         return None
     cases = appended_keys(conn, loads)

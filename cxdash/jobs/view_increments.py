@@ -1,0 +1,422 @@
+"""The stored default views brought up to date after small appends (issue 17: a small append
+refreshes what it touches), each beside the view it catches up (``cxdash.jobs.views``).
+
+``INCREMENTS`` maps a view's name to a function ``(conn, before, loads, **params)`` that returns the
+view as computed whole would be, from ``before`` (the view stored for the same parameters before
+the loads ``loads``, each an append that only added rows: ``cxdash.store.rollups.appends_since``),
+or None to compute it whole.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import date
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from cxdash import journeys as jr
+from cxdash import metrics
+from cxdash.jobs.views import _MAP_PAIRS_KEPT, _bounds, _definition, _log, _map_lock, _spec
+from cxdash.metrics.periods import moves_as_of
+from cxdash.metrics.queries import count_rows
+from cxdash.store.database import KIND_TABLES
+from cxdash.store.rollups import appended_keys, appended_kinds
+from cxdash.store.version import data_stamp
+
+__all__ = ["INCREMENTS"]
+
+
+# A stored view brought up to date after appends that only added rows (``rollups.appends_since``:
+# no earlier row, customer key, CRM flag, hub, link or department changed), for the same
+# parameters, so the same period: each returns the view as computed whole would be, or None to
+# compute it whole. Views whose figures are sums over customers, or a row per customer, are
+# caught up: a customer's rows depend on their own steps alone, so the appended customers (at most
+# ``rollups.INCREMENT_MAX_KEYS``) are looked at again and the rest kept. Medians and top-N lists
+# over every customer (the graph, positions, hotspots, the KPIs) are computed whole; the KPI
+# report keeps its CLV fits when no purchase was appended. Two views with medians stand as they
+# were when the appended steps provably cannot change them: the funnel (none of them is one of its
+# steps) and the handoffs (each customer's come last and stay in their last department).
+
+
+# The kinds whose rows the CLV forecasts never read (they read purchases, and the customer keys no
+# noted append moves).
+_NOT_PURCHASES = frozenset({"events", "tickets"})
+
+
+# The kinds each churn basis reads: appends of them move who churned when, so every part of the KPIs.
+_CHURN_READS = {
+    "label": {"customers"},
+    "subscriptions": {"subscriptions"},
+    "events": {"events", "churn"},
+    "inactivity": {"events", "transactions", "tickets", "subscriptions", "customers", "opportunities"},
+}
+
+
+def _customers_stand(conn: Connection, loads: list[int], churn: str | None, kinds: set[str]) -> bool:
+    """Whether the KPIs' customers and who of them churned when are as before the appends ``loads``
+    (of ``kinds``): no CRM or churn records among them, a churn definition named (else the
+    suggestion is read from the data) that reads none of their kinds, CRM records in the store (else
+    the customers are everyone on the timeline, and their first row their signup), and the same data
+    date (the periods and "churned by now" move with it)."""
+    definition = _definition(churn)
+    if definition is None or kinds & ({"customers", "churn"} | _CHURN_READS.get(definition.basis, set(KIND_TABLES))):
+        return False
+    return bool(count_rows(conn, KIND_TABLES["customers"])) and not moves_as_of(conn, loads)
+
+
+def _kpi_sections_after(conn: Connection, loads: list[int], churn: str | None) -> frozenset[str] | None:
+    """The parts of the KPI table (``metrics.period_kpis.SECTIONS``) the appends ``loads`` may have
+    moved: those reading their kinds. None (all of them) unless the customers stand
+    (``_customers_stand``)."""
+    kinds = appended_kinds(conn, loads)
+    sections = metrics.sections_reading(kinds)
+    if sections is None or not _customers_stand(conn, loads, churn, kinds):
+        return None
+    return sections
+
+
+def _standing_unless(reads: frozenset[str]) -> Callable[..., object]:
+    """The increment of a view that reads the customers, their churn and rows of ``reads`` alone: as
+    it was after appends of other kinds, when the customers stand (``_customers_stand``)."""
+
+    def after(conn: Connection, before, loads: list[int], churn: str | None = None, **params):
+        kinds = appended_kinds(conn, loads)
+        return None if kinds & reads or not _customers_stand(conn, loads, churn, kinds) else before
+
+    return after
+
+
+def _events_touched(conn: Connection, loads: list[int]) -> tuple[list[int], list[int]] | None:
+    """``(customers, loads)`` for ``kpi_table(touched=...)`` when the loads hold events alone and touch
+    at most ``rollups.INCREMENT_MAX_KEYS`` customers; else None (their activity part computed whole)."""
+    if appended_kinds(conn, loads) != {"events"}:
+        return None
+    cases = appended_keys(conn, loads)
+    return None if cases is None else (cases, loads)
+
+
+def _trends_after(
+    conn: Connection,
+    before: pd.DataFrame,
+    loads: list[int],
+    filters: dict,
+    repeat_days: int,
+    months: int,
+    churn: str | None = None,
+) -> pd.DataFrame | None:
+    """The monthly KPI table with only the parts the appends may have moved computed again."""
+    sections = _kpi_sections_after(conn, loads, churn)
+    if sections is None:
+        return None
+    periods = metrics.monthly_periods(metrics.as_of(conn), months)
+    if before["period_start"].tolist() != [p.start for p in periods]:
+        return None
+    return metrics.kpi_table(
+        conn,
+        periods,
+        metrics.Filters(**filters),
+        repeat_days=repeat_days,
+        churn=_definition(churn),
+        keep=before,
+        sections=sections,
+        touched=_events_touched(conn, loads),
+    )
+
+
+def _report_after(
+    conn: Connection,
+    before: metrics.KpiReport,
+    loads: list[int],
+    first: str,
+    last: str,
+    filters: dict,
+    repeat_days: int,
+    horizon: int,
+    churn: str | None = None,
+) -> metrics.KpiReport | None:
+    """The KPI report after appends of events or tickets alone: every figure computed again but the
+    two CLV fits, which read only purchases and are kept with their totals (without filters: the
+    total covers every customer, so no customer's moving into view changes it)."""
+    if filters or not appended_kinds(conn, loads) <= _NOT_PURCHASES:
+        return None
+    period = metrics.Period.from_dates(date.fromisoformat(first), date.fromisoformat(last))
+    return metrics.kpi_report(
+        conn,
+        period,
+        metrics.Filters(),
+        repeat_days=repeat_days,
+        horizon_months=horizon,
+        churn=_definition(churn),
+        clv_from=before,
+        kpi_sections=_kpi_sections_after(conn, loads, churn),
+        kpi_touched=_events_touched(conn, loads),
+    )
+
+
+def _people_after(conn: Connection, before: dict, loads: list[int], period=None) -> dict | None:
+    cases = appended_keys(conn, loads)
+    if cases is None:
+        return None
+    new = jr.people_new_to_period(conn, cases, loads, **_bounds(period))
+    return {side: int(before[side]) + new[side] for side in ("identified", "anonymous")}
+
+
+def _customers_after(conn: Connection, before: dict, loads: list[int], filters: dict, period=None) -> dict | None:
+    """Every case with a step in the period, whatever the filters (none removes a customer). Only
+    for a period: an open one would count steps without a time, which the journey log drops."""
+    cases = None if not period else appended_keys(conn, loads)
+    if cases is None:
+        return None
+    new = jr.people_new_to_period(conn, cases, loads, **_bounds(period))
+    return {"customers": int(before["customers"]) + new["identified"] + new["anonymous"]}
+
+
+def _ranked(counts: pd.Series, n: int) -> list[str] | None:
+    """The ``n`` most frequent names (ties by name), or None when a tie straddles the cut (the
+    database's collation, not Python's, would then decide which name is kept)."""
+    ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if len(ordered) > n and ordered[n - 1][1] == ordered[n][1]:
+        return None
+    return [name for name, _ in ordered[:n]]
+
+
+def _same_top_n(conn: Connection, spec: jr.LogSpec, period, loads: list[int]) -> bool:
+    """Whether top N keeps the same activities as before the loads ``loads``: the period's counts
+    now, and without those loads' steps, rank the same names first. Kept names are what pools
+    every other customer's steps into ``(other)``, so a per-customer view stands only then."""
+    if not spec.top_n:
+        return True
+    plain = replace(spec, top_n=None, collapse_repeats=False)
+    log = _log(period)
+    now = jr.activity_counts(conn, log, plain).set_index("activity")["count"]
+    added = jr.activity_counts(conn, sa.select(log).where(log.c.load_id.in_(loads)).subquery(), plain)
+    before = now.sub(added.set_index("activity")["count"], fill_value=0)
+    kept_now, kept_before = _ranked(now, spec.top_n), _ranked(before[before > 0], spec.top_n)
+    return kept_now is not None and kept_now == kept_before
+
+
+def _edge_customers_after(
+    conn: Connection, before: pd.DataFrame, loads: list[int], filters: dict, source: str, target: str, period=None
+) -> pd.DataFrame | None:
+    """The edge's customers: the appended customers' rows computed again (coded as the whole log
+    is), every other customer's kept, in the view's order (most times first, then ``cx_id``)."""
+    cases = appended_keys(conn, loads)
+    spec = _spec(filters)
+    if cases is None or not _same_top_n(conn, spec, period, loads):
+        return None
+    fresh = jr.edge_customers(conn, _log(period), source, target, spec, case_names=jr.case_names(), cases=cases)
+    names = jr.case_names()
+    touched = set(conn.execute(sa.select(names.c.name).where(names.c.case_id.in_(cases))).scalars())
+    kept = before[~before["case_id"].isin(touched)]
+    both = pd.concat([kept, fresh], ignore_index=True) if len(fresh) else kept.reset_index(drop=True)
+    return both.sort_values(["times", "case_id"], ascending=[False, True], kind="stable", ignore_index=True)
+
+
+def _variants_after(
+    conn: Connection,
+    before: pd.DataFrame,
+    loads: list[int],
+    filters: dict,
+    max_steps: int,
+    rarest: bool,
+    contains: str,
+    churn: str | None = None,
+    period=None,
+) -> pd.DataFrame | None:
+    """The variants as they were when each appended customer's first ``max_steps`` steps in the
+    period (pooled and collapsed as the view's filters say) all came before their first appended
+    step: a variant is those steps alone, so theirs is unchanged; and when the customers and their
+    churn stand (``_customers_stand``), top N keeps the same activities, and nobody new enters the
+    period (every such customer had those steps)."""
+    cases = appended_keys(conn, loads)
+    spec = _spec(filters)
+    if not max_steps or cases is None or not _customers_stand(conn, loads, churn, appended_kinds(conn, loads)):
+        return None
+    log = _log(period)
+    first_added = (
+        sa.select(log.c.cx_key.label("case_id"), sa.func.min(log.c.ts).label("at"))
+        .where(log.c.load_id.in_(loads))
+        .group_by(log.c.cx_key)
+        .subquery("first_added")
+    )
+    added = dict(conn.execute(sa.select(first_added.c.case_id, first_added.c.at)).all())
+    if not added:
+        return before  # no appended step in the period
+    if not _same_top_n(conn, spec, period, loads):
+        return None
+    _, steps = jr.coded_steps(log, spec, cases=sorted(added))
+    earlier = (
+        sa.select(steps.c.case_id, sa.func.count().label("n"))
+        .select_from(steps.join(first_added, first_added.c.case_id == steps.c.case_id))
+        .where(steps.c.ts < first_added.c.at)
+        .group_by(steps.c.case_id)
+    )
+    counts = dict(conn.execute(earlier).all())
+    return before if all(counts.get(case, 0) >= max_steps for case in added) else None
+
+
+def _moves_log_end(conn: Connection, loads: list[int]) -> bool:
+    """Whether the loads' journey steps hold the journey log's last time alone (dead ends are
+    measured to it)."""
+    log = jr.journey_log()
+    end = conn.execute(sa.select(sa.func.max(log.c.ts))).scalar()
+    added = conn.execute(sa.select(sa.func.max(log.c.ts)).where(log.c.load_id.in_(loads))).scalar()
+    if end is None or added is None or added < end:
+        return False
+    other = sa.select(sa.literal(1)).where(log.c.ts == end, log.c.load_id.not_in(loads)).limit(1)
+    return conn.execute(other).first() is None
+
+
+# _moments_stand's answers, for the hotspots and then their customers in the same refresh (keyed by
+# the store, its data stamp, the loads and the parameters, so never served for other data).
+_STANDING_MOMENTS: OrderedDict[tuple, bool] = OrderedDict()
+
+
+def _moments_stand(conn: Connection, loads: list[int], repeat_days: int, churn: str | None, period) -> bool:
+    key = (
+        conn.engine.url.render_as_string(hide_password=True),
+        data_stamp(conn),
+        json.dumps([loads, repeat_days, churn, period], sort_keys=True, default=str),
+    )
+    with _map_lock:
+        known = _STANDING_MOMENTS.get(key)
+    if known is None:
+        known = _moments_stand_now(conn, loads, repeat_days, churn, period)
+        with _map_lock:
+            _STANDING_MOMENTS[key] = known
+            while len(_STANDING_MOMENTS) > _MAP_PAIRS_KEPT:
+                _STANDING_MOMENTS.popitem(last=False)
+    return known
+
+
+def _moments_stand_now(conn: Connection, loads: list[int], repeat_days: int, churn: str | None, period) -> bool:
+    """Whether the period's friction moments, and the outcomes of the customers beside them, are as
+    before the appends ``loads``: events alone (the tickets, their wait percentiles and the revenue
+    are as they were), the customers and their churn standing (``_customers_stand``), the journey
+    log's last time the same, and each appended customer's moments the same with and without those
+    loads' steps (at most ``rollups.INCREMENT_MAX_KEYS`` customers, looked at apart)."""
+    kinds = appended_kinds(conn, loads)
+    cases = appended_keys(conn, loads)
+    if cases is None or not kinds <= {"events"} or not _customers_stand(conn, loads, churn, kinds):
+        return False
+    if _moves_log_end(conn, loads):
+        return False
+
+    def moments(**without) -> Counter:
+        m = jr.friction_moments(repeat_days=repeat_days, cases=cases, **_bounds(period), **without)
+        columns = (m.c.cx_key, m.c.ts, m.c.hotspot, m.c.leaked_department, m.c.absorbed_department)
+        return Counter(tuple(row) for row in conn.execute(sa.select(*columns)))
+
+    return moments() == moments(steps_without=loads)
+
+
+def _hotspots_after(
+    conn: Connection, before: pd.DataFrame, loads: list[int], repeat_days: int, churn=None, shape=None, period=None
+) -> pd.DataFrame | None:
+    """The hotspots as they were when the moments and outcomes stand (``_moments_stand``)."""
+    return before if _moments_stand(conn, loads, repeat_days, churn, period) else None
+
+
+def _hotspot_customers_after(
+    conn: Connection, before: pd.DataFrame, loads: list[int], hotspot: str, repeat_days: int, churn=None, period=None
+) -> pd.DataFrame | None:
+    """A hotspot's customers as they were when the moments and outcomes stand (``_moments_stand``;
+    their contact details are the CRM's, which no such append holds)."""
+    return before if _moments_stand(conn, loads, repeat_days, churn, period) else None
+
+
+def _positions_after(
+    conn: Connection, before: pd.DataFrame, loads: list[int], filters: dict, period=None
+) -> pd.DataFrame | None:
+    """The first positions as they were when each appended customer's appended steps in the period
+    come after all their earlier steps there and are of activities they had already taken there:
+    every first occurrence keeps its position. A step at the same time as the last earlier one
+    still comes after it (the loads' order breaks the tie, and these loads are the newest).
+    (Only the positions' own filters: names renamed, no top N, no collapsing.)"""
+    cases = appended_keys(conn, loads)
+    spec = _spec(filters)
+    if cases is None or spec.top_n or spec.collapse_repeats or spec.by_department:
+        return None
+    for added, earlier in _their_steps(conn, loads, cases, period, "activity"):
+        if earlier.empty or added["ts"].min() < earlier["ts"].max():
+            return None
+        if not {spec.rename.get(a, a) for a in added["activity"]} <= {
+            spec.rename.get(a, a) for a in earlier["activity"]
+        }:
+            return None
+    return before
+
+
+def _their_steps(conn: Connection, loads: list[int], cases: list[int], period, column: str):
+    """Per appended customer with appended steps in the period: ``(added, earlier)``, their steps
+    there (``ts`` and ``column``) from the loads ``loads`` and from before them."""
+    log = _log(period)
+    rows = conn.execute(
+        sa.select(log.c.cx_key, log.c.ts, log.c[column], log.c.load_id.in_(loads).label("added")).where(
+            log.c.cx_key.in_(cases)
+        )
+    ).all()
+    steps = pd.DataFrame(rows, columns=["case", "ts", column, "added"])
+    for _, case in steps.groupby("case", sort=False):
+        added = case["added"].astype(bool)
+        if added.any():
+            yield case[added], case[~added]
+
+
+def _funnel_after(
+    conn: Connection, before: pd.DataFrame, loads: list[int], steps, days: int, by_segment: bool, period=None
+) -> pd.DataFrame | None:
+    """The funnel as it was when none of the appended steps in the period is one of its steps: a
+    customer's entry, conversions and their times are read from those steps alone, and a step
+    between them changes their order no more than their times. (A segment is a CRM attribute: with
+    segments, appended CRM records have it computed whole.)"""
+    if by_segment and "customers" in appended_kinds(conn, loads):
+        return None
+    log = _log(period)
+    added = conn.execute(sa.select(log.c.activity).where(log.c.load_id.in_(loads)).distinct()).scalars()
+    return None if set(added) & set(steps) else before
+
+
+def _handoffs_after(conn: Connection, before: pd.DataFrame, loads: list[int], period=None) -> pd.DataFrame | None:
+    """The handoffs as they were when each appended customer's appended steps in the period come
+    after every earlier step of theirs there (a later time) and stay in the department of their last
+    one: they only lengthen a stay in one department, so no handoff is added, moved or timed
+    differently. Read from the appended customers' steps alone (at most
+    ``rollups.INCREMENT_MAX_KEYS``)."""
+    cases = appended_keys(conn, loads)
+    if cases is None:
+        return None
+    for added, earlier in _their_steps(conn, loads, cases, period, "department"):
+        departments = set(added["department"])
+        if len(departments) > 1:
+            return None
+        if earlier.empty:
+            continue
+        latest = earlier["ts"].max()
+        if added["ts"].min() <= latest or set(earlier.loc[earlier["ts"] == latest, "department"]) != departments:
+            return None
+    return before
+
+
+INCREMENTS: dict[str, Callable[..., object]] = {
+    "executive.report": _report_after,
+    "executive.trends": _trends_after,
+    # signup cohorts: when each customer signed up and churned
+    "executive.cohorts": _standing_unless(frozenset()),
+    # revenue and payments, contacts and repeats, tickets closed per team, deals won per owner
+    "executive.conflicts": _standing_unless(frozenset({"transactions", "tickets", "opportunities"})),
+    "journeys.people": _people_after,
+    "journeys.customers": _customers_after,
+    "journeys.edge_customers": _edge_customers_after,
+    "journeys.funnel": _funnel_after,
+    "journeys.positions": _positions_after,
+    "journeys.variants": _variants_after,
+    "journeys.hotspots": _hotspots_after,
+    "journeys.hotspot_customers": _hotspot_customers_after,
+    "journeys.handoffs": _handoffs_after,
+}
