@@ -36,11 +36,11 @@ __all__ = ["INCREMENTS"]
 # parameters, so the same period: each returns the view as computed whole would be, or None to
 # compute it whole. Views whose figures are sums over customers, or a row per customer, are
 # caught up: a customer's rows depend on their own steps alone, so the appended customers (at most
-# ``rollups.INCREMENT_MAX_KEYS``) are looked at again and the rest kept. Medians and top-N lists
-# over every customer (the graph, positions, hotspots, the KPIs) are computed whole; the KPI
-# report keeps its CLV fits when no purchase was appended. Two views with medians stand as they
-# were when the appended steps provably cannot change them: the funnel (none of them is one of its
-# steps) and the handoffs (each customer's come last and stay in their last department).
+# ``rollups.INCREMENT_MAX_KEYS``) are looked at again and the rest kept; the KPI tables compute
+# again only their parts that read the appended kinds. Views with medians or top-N lists over
+# every customer are kept only when the appended rows provably leave them as they were (the funnel,
+# handoffs, variants, first positions, hotspots: each function says when); the journey graph and
+# the paths are always computed whole.
 
 
 # The kinds whose rows the CLV forecasts never read (they read purchases, and the customer keys no
