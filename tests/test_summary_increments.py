@@ -48,10 +48,11 @@ STANDING = ("journeys.funnel", "journeys.handoffs")
 VARIANTS = "journeys.variants"  # stands when each customer's first steps are kept: its own test
 MOMENTS = ("journeys.hotspots", "journeys.hotspot_customers")  # stand when no moment moves: their own test
 POSITIONS = "journeys.positions"  # stands when the appended steps repeat earlier ones: its own test
+PATHS = "journeys.paths"  # stands when no appended customer's path moves: its own test
 VIEW_NAMES = tuple(
     name
     for name in summaries.INCREMENTS
-    if name in summaries.VIEWS and name not in (*STANDING, VARIANTS, *MOMENTS, POSITIONS)
+    if name in summaries.VIEWS and name not in (*STANDING, VARIANTS, *MOMENTS, POSITIONS, PATHS)
 )
 VIEWS_REFRESHED = ("journeys.activities", "journeys.dfg", *VIEW_NAMES)
 
@@ -933,6 +934,87 @@ def test_first_positions_stand_when_appended_steps_repeat_what_each_customer_did
     assert taken == {name: 1}
     positions = stored_and_whole().set_index("activity")
     assert positions.loc["brand_new_page", "customers"] == 1
+
+
+def test_paths_stand_when_no_appended_customer_s_path_moves(company, tmp_path, taken):
+    store, extracts = company
+    refreshed = ("journeys.activities", PATHS)
+    after_load(store, refreshed)
+
+    def stored_and_whole() -> pd.DataFrame:
+        computed: dict = {}
+        with store.connect() as conn:
+            computed["journeys.activities"] = summaries.lookup(
+                conn, "journeys.activities", data_version(conn), views.default_params(conn, "journeys.activities", {})
+            )
+            params = views.default_params(conn, PATHS, computed)
+            stored = summaries.lookup(conn, PATHS, data_version(conn), params)
+            whole = summaries._computations()[PATHS](conn, **params)
+        assert stored is not summaries.MISSING
+        assert params["anchor"] == anchor and params["direction"] == "before"
+        pd.testing.assert_frame_equal(stored, whole, check_dtype=False)
+        return stored
+
+    anchor = str(views.JOURNEY_DEFAULTS["anchor"])
+    with store.connect() as conn:
+        end = as_of(conn)
+        period = metrics.default_period(end)
+        log = jr.journey_log(since=period.start, until=period.end)
+        crm = KIND_TABLES["customers"]
+        rows = conn.execute(
+            sa.select(crm.c.email, log.c.activity, log.c.ts)
+            .join(crm, crm.c.cx_key == log.c.cx_key)
+            .where(crm.c.email.is_not(None))
+        ).all()
+    steps = pd.DataFrame(rows, columns=["email", "activity", "ts"])
+    last = steps.groupby("email")["ts"].max()
+    first_anchor = steps[steps["activity"] == anchor].groupby("email")["ts"].min()
+    quiet = last[last < end - timedelta(hours=1)].index
+    reached = sorted(e for e in quiet if e in first_anchor.index and first_anchor[e] > steps["ts"].min())
+    not_reached = sorted(e for e in quiet if e not in first_anchor.index)
+    assert len(reached) >= 2 and not_reached
+    web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
+
+    def visit(email: str, page: str, at, tag: str) -> list[dict]:
+        row = dict(web, user_email=email, cookie_id=f"cookie-{tag}", session_id=f"s-{tag}", event_name=page)
+        row["event_time"] = f"{at:%Y-%m-%d %H:%M:%S}"
+        return [row]
+
+    def reaching(paths: pd.DataFrame) -> int:
+        return int(paths["customers"].sum())  # every customer whose steps reach the anchor, once
+
+    before = stored_and_whole()
+    # a customer who had reached the anchor takes one more step after their last: their path into
+    # the anchor (the steps before its first time) is as it was, so the paths stand
+    email = reached[0]
+    append_rows(
+        store, tmp_path, extracts["web"], visit(email, "pricing", last[email] + timedelta(minutes=5), "after"), "after"
+    )
+    after_load(store, refreshed)
+    assert taken.get(PATHS) == 1
+    assert stored_and_whole().equals(before)
+
+    # a customer reaches the anchor for the first time: a path more, computed whole
+    email = not_reached[0]
+    append_rows(
+        store, tmp_path, extracts["web"], visit(email, anchor, last[email] + timedelta(minutes=5), "first"), "first"
+    )
+    after_load(store, refreshed)
+    assert taken.get(PATHS) == 1
+    assert reaching(stored_and_whole()) == reaching(before) + 1
+
+    # a step slipped in just before a customer's first anchor: the steps before it change, computed whole
+    email = reached[1]
+    append_rows(
+        store,
+        tmp_path,
+        extracts["web"],
+        visit(email, "pricing", first_anchor[email] - timedelta(seconds=1), "slip"),
+        "slip",
+    )
+    after_load(store, refreshed)
+    assert taken.get(PATHS) == 1
+    stored_and_whole()
 
 
 def test_top_n_is_left_to_the_database_when_a_tie_straddles_its_cut():

@@ -13,7 +13,7 @@ import json
 from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import date
+from datetime import date, datetime
 
 import pandas as pd
 import sqlalchemy as sa
@@ -39,8 +39,8 @@ __all__ = ["INCREMENTS"]
 # ``rollups.INCREMENT_MAX_KEYS``) are looked at again and the rest kept; the KPI tables compute
 # again only their parts that read the appended kinds. Views with medians or top-N lists over
 # every customer are kept only when the appended rows provably leave them as they were (the funnel,
-# handoffs, variants, first positions, hotspots: each function says when); the journey graph and
-# the paths are always computed whole.
+# handoffs, variants, first positions, hotspots, paths: each function says when); the journey graph
+# is always computed whole (its medians move with any new transition).
 
 
 # The kinds whose rows the CLV forecasts never read (they read purchases, and the customer keys no
@@ -55,6 +55,31 @@ _CHURN_READS = {
     "events": {"events", "churn"},
     "inactivity": {"events", "transactions", "tickets", "subscriptions", "customers", "opportunities"},
 }
+
+
+# Answers two increments of one refresh ask alike (``_for_this_refresh``), a few of each kind.
+_KEPT_NAMES: OrderedDict[tuple, object] = OrderedDict()
+_STANDING_MOMENTS: OrderedDict[tuple, object] = OrderedDict()
+
+
+def _for_this_refresh(conn: Connection, kept: OrderedDict, params: list, compute: Callable[[], object]):
+    """``compute()``, or its answer kept in ``kept`` for the same ``params`` on the same data: keyed by
+    the store, its data stamp (version and when it was made) and ``params`` as JSON, so never served
+    for other data; the ``_MAP_PAIRS_KEPT`` newest are kept, as the journey maps are."""
+    key = (
+        conn.engine.url.render_as_string(hide_password=True),
+        data_stamp(conn),
+        json.dumps(params, sort_keys=True, default=str),
+    )
+    with _map_lock:
+        if key in kept:
+            return kept[key]
+    answer = compute()
+    with _map_lock:
+        kept[key] = answer
+        while len(kept) > _MAP_PAIRS_KEPT:
+            kept.popitem(last=False)
+    return answer
 
 
 def _customers_stand(conn: Connection, loads: list[int], churn: str | None, kinds: set[str]) -> bool:
@@ -185,19 +210,42 @@ def _ranked(counts: pd.Series, n: int) -> list[str] | None:
     return [name for name, _ in ordered[:n]]
 
 
-def _same_top_n(conn: Connection, spec: jr.LogSpec, period, loads: list[int]) -> bool:
-    """Whether top N keeps the same activities as before the loads ``loads``: the period's counts
-    now, and without those loads' steps, rank the same names first. Kept names are what pools
-    every other customer's steps into ``(other)``, so a per-customer view stands only then."""
+def _kept_names(conn: Connection, spec: jr.LogSpec, period, loads: list[int]) -> list[str] | None:
+    """The activities top N keeps (after renaming) when it keeps the same ones as before the loads
+    ``loads``: the period's counts now, and without those loads' steps, rank the same names first.
+    Kept names are what pools every other customer's steps into ``(other)``, so a per-customer view
+    stands only then. None when they differ or a tie straddles the cut; ``[]`` without top N."""
     if not spec.top_n:
-        return True
+        return []
     plain = replace(spec, top_n=None, collapse_repeats=False)
+
+    def compute() -> list[str] | None:
+        log = _log(period)
+        now = jr.activity_counts(conn, log, plain).set_index("activity")["count"]
+        added = jr.activity_counts(conn, sa.select(log).where(log.c.load_id.in_(loads)).subquery(), plain)
+        before = now.sub(added.set_index("activity")["count"], fill_value=0)
+        kept_now, kept_before = _ranked(now, spec.top_n), _ranked(before[before > 0], spec.top_n)
+        return kept_now if kept_now is not None and kept_now == kept_before else None
+
+    # the graph's cohort and the variants ask with the same filters in one refresh: counted once
+    return _for_this_refresh(conn, _KEPT_NAMES, [loads, period, spec.top_n, plain.__dict__], compute)
+
+
+def _their_log(conn: Connection, spec: jr.LogSpec, kept: list[str], cases: list[int], period):
+    """``(rows, spec)``: the period's steps of the customers ``cases`` alone, and ``spec`` with top N
+    written out as renames (each of their activities to its kept name, or ``(other)``), so a view read
+    from those rows pools them as it would among every customer's. None for top N by department
+    (renames act on activities, not departments)."""
     log = _log(period)
-    now = jr.activity_counts(conn, log, plain).set_index("activity")["count"]
-    added = jr.activity_counts(conn, sa.select(log).where(log.c.load_id.in_(loads)).subquery(), plain)
-    before = now.sub(added.set_index("activity")["count"], fill_value=0)
-    kept_now, kept_before = _ranked(now, spec.top_n), _ranked(before[before > 0], spec.top_n)
-    return kept_now is not None and kept_now == kept_before
+    rows = sa.select(log).where(log.c.cx_key.in_(cases)).subquery("their_steps")
+    if not spec.top_n:
+        return rows, spec
+    if spec.by_department:
+        return None
+    kept_set = set(kept)
+    raw = conn.execute(sa.select(rows.c.activity).distinct()).scalars().all()
+    pooled = {a: name if (name := spec.rename.get(a, a)) in kept_set else jr.OTHER for a in raw if a is not None}
+    return rows, replace(spec, rename=pooled, top_n=None)
 
 
 def _edge_customers_after(
@@ -207,9 +255,11 @@ def _edge_customers_after(
     is), every other customer's kept, in the view's order (most times first, then ``cx_id``)."""
     cases = appended_keys(conn, loads)
     spec = _spec(filters)
-    if cases is None or not _same_top_n(conn, spec, period, loads):
+    top = None if cases is None else _kept_names(conn, spec, period, loads)
+    theirs = None if top is None else _their_log(conn, spec, top, cases, period)
+    if theirs is None:
         return None
-    fresh = jr.edge_customers(conn, _log(period), source, target, spec, case_names=jr.case_names(), cases=cases)
+    fresh = jr.edge_customers(conn, theirs[0], source, target, theirs[1], case_names=jr.case_names())
     names = jr.case_names()
     touched = set(conn.execute(sa.select(names.c.name).where(names.c.case_id.in_(cases))).scalars())
     kept = before[~before["case_id"].isin(touched)]
@@ -247,9 +297,11 @@ def _variants_after(
     added = dict(conn.execute(sa.select(first_added.c.case_id, first_added.c.at)).all())
     if not added:
         return before  # no appended step in the period
-    if not _same_top_n(conn, spec, period, loads):
+    top = _kept_names(conn, spec, period, loads)
+    theirs = None if top is None else _their_log(conn, spec, top, sorted(added), period)
+    if theirs is None:
         return None
-    _, steps = jr.coded_steps(log, spec, cases=sorted(added))
+    steps = jr.prepare_log(*theirs)
     earlier = (
         sa.select(steps.c.case_id, sa.func.count().label("n"))
         .select_from(steps.join(first_added, first_added.c.case_id == steps.c.case_id))
@@ -260,38 +312,26 @@ def _variants_after(
     return before if all(counts.get(case, 0) >= max_steps for case in added) else None
 
 
-def _moves_log_end(conn: Connection, loads: list[int]) -> bool:
-    """Whether the loads' journey steps hold the journey log's last time alone (dead ends are
-    measured to it)."""
+def _log_end(conn: Connection, loads: list[int]) -> tuple[datetime | None, bool]:
+    """``(end, moved)``: the journey log's last time (dead ends are measured to it), and whether the
+    loads' steps hold it alone (without them it would be earlier)."""
     log = jr.journey_log()
     end = conn.execute(sa.select(sa.func.max(log.c.ts))).scalar()
     added = conn.execute(sa.select(sa.func.max(log.c.ts)).where(log.c.load_id.in_(loads))).scalar()
     if end is None or added is None or added < end:
-        return False
+        return end, False
     other = sa.select(sa.literal(1)).where(log.c.ts == end, log.c.load_id.not_in(loads)).limit(1)
-    return conn.execute(other).first() is None
-
-
-# _moments_stand's answers, for the hotspots and then their customers in the same refresh (keyed by
-# the store, its data stamp, the loads and the parameters, so never served for other data).
-_STANDING_MOMENTS: OrderedDict[tuple, bool] = OrderedDict()
+    return end, conn.execute(other).first() is None
 
 
 def _moments_stand(conn: Connection, loads: list[int], repeat_days: int, churn: str | None, period) -> bool:
-    key = (
-        conn.engine.url.render_as_string(hide_password=True),
-        data_stamp(conn),
-        json.dumps([loads, repeat_days, churn, period], sort_keys=True, default=str),
+    # the hotspots and then their customers ask in the same refresh: compared once
+    return _for_this_refresh(
+        conn,
+        _STANDING_MOMENTS,
+        [loads, repeat_days, churn, period],
+        lambda: _moments_stand_now(conn, loads, repeat_days, churn, period),
     )
-    with _map_lock:
-        known = _STANDING_MOMENTS.get(key)
-    if known is None:
-        known = _moments_stand_now(conn, loads, repeat_days, churn, period)
-        with _map_lock:
-            _STANDING_MOMENTS[key] = known
-            while len(_STANDING_MOMENTS) > _MAP_PAIRS_KEPT:
-                _STANDING_MOMENTS.popitem(last=False)
-    return known
 
 
 def _moments_stand_now(conn: Connection, loads: list[int], repeat_days: int, churn: str | None, period) -> bool:
@@ -304,11 +344,13 @@ def _moments_stand_now(conn: Connection, loads: list[int], repeat_days: int, chu
     cases = appended_keys(conn, loads)
     if cases is None or not kinds <= {"events"} or not _customers_stand(conn, loads, churn, kinds):
         return False
-    if _moves_log_end(conn, loads):
+    end, moved = _log_end(conn, loads)
+    if moved:
         return False
 
     def moments(**without) -> Counter:
-        m = jr.friction_moments(repeat_days=repeat_days, cases=cases, **_bounds(period), **without)
+        # the log's last time is the same without the loads' steps (not moved): read once, above
+        m = jr.friction_moments(repeat_days=repeat_days, cases=cases, data_end=end, **_bounds(period), **without)
         columns = (m.c.cx_key, m.c.ts, m.c.hotspot, m.c.leaked_department, m.c.absorbed_department)
         return Counter(tuple(row) for row in conn.execute(sa.select(*columns)))
 
@@ -350,6 +392,36 @@ def _positions_after(
         }:
             return None
     return before
+
+
+def _paths_after(
+    conn: Connection,
+    before: pd.DataFrame,
+    loads: list[int],
+    filters: dict,
+    anchor: str,
+    direction: str,
+    steps: int,
+    shape=None,
+    period=None,
+) -> pd.DataFrame | None:
+    """The paths as they were when each appended customer's path into (out of) the anchor is the same
+    with and without the loads' steps: a customer's path is read from their own steps in the period
+    alone (the paths pool no activity by top N), so every other customer's stands. Compared, not
+    assumed, for the appended customers (at most ``rollups.INCREMENT_MAX_KEYS``): a step after the
+    first anchor leaves a path into it as it was, an anchor taken for the first time adds one."""
+    cases = appended_keys(conn, loads)
+    spec = _spec(filters)
+    if cases is None or spec.top_n:
+        return None
+    log = _log(period)
+
+    def theirs(*where) -> pd.DataFrame:
+        rows = sa.select(log).where(log.c.cx_key.in_(cases), *where).subquery("their_steps")
+        # one path per customer at most: ``top`` above that pools none into "(other paths)"
+        return jr.anchor_paths(conn, rows, anchor, direction=direction, steps=steps, top=len(cases) + 1, spec=spec)
+
+    return before if theirs().equals(theirs(log.c.load_id.not_in(loads))) else None
 
 
 def _their_steps(conn: Connection, loads: list[int], cases: list[int], period, column: str):
@@ -419,4 +491,5 @@ INCREMENTS: dict[str, Callable[..., object]] = {
     "journeys.hotspots": _hotspots_after,
     "journeys.hotspot_customers": _hotspot_customers_after,
     "journeys.handoffs": _handoffs_after,
+    "journeys.paths": _paths_after,
 }

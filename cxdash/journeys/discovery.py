@@ -45,9 +45,7 @@ __all__ = [
 ]
 
 
-def _coded_steps(
-    events: sa.FromClause, spec: LogSpec | None, keys, *, nodes: bool = False, cases: list | None = None
-) -> tuple[sa.CTE, sa.CTE]:
+def _coded_steps(events: sa.FromClause, spec: LogSpec | None, keys, *, nodes: bool = False) -> tuple[sa.CTE, sa.CTE]:
     """The log's steps with activities as integer codes, each beside its case's next step.
 
     Returns ``(codes, steps)``: ``codes`` is ``activity, code`` (code = the activity's rank by
@@ -62,9 +60,6 @@ def _coded_steps(
 
     ``nodes=True`` also carries each step's ``department`` and ``is_start`` (1 on a case's first
     step), from the same window: what ``activity_nodes`` counts, for ``journey_map``.
-
-    ``cases`` keeps those cases' steps only, coded as in the whole log (top N still ranks the
-    activities of every case): what a per-case result needs for a few cases.
     """
     s = _spec(spec, **keys)
     log = prepare_log(events, LogSpec(**{**s.__dict__, "rename": {}, "top_n": None, "collapse_repeats": False}))
@@ -95,7 +90,6 @@ def _coded_steps(
     coded = (
         sa.select(log.c.case_id, dictionary.c.code, log.c.ts, *_tiebreaks(log), *([log.c.department] if nodes else []))
         .select_from(log.join(dictionary, dictionary.c.activity == log.c.activity))
-        .where(*([] if cases is None else [log.c.case_id.in_(cases)]))
         .cte("coded_log")
     )
     if s.collapse_repeats:
@@ -121,15 +115,6 @@ def _coded_steps(
         ),
     ).cte("coded_steps")
     return codes, steps
-
-
-def coded_steps(
-    events: sa.FromClause, spec: LogSpec | None = None, *, cases: list | None = None, **keys
-) -> tuple[sa.CTE, sa.CTE]:
-    """The log's steps as the graph reads them: ``(codes, steps)``, activities renamed, pooled by top
-    N and collapsed as ``spec`` says, each step beside its case's next (see ``_coded_steps``);
-    ``cases`` keeps those cases' steps, coded as in the whole log."""
-    return _coded_steps(events, spec, keys, cases=cases)
 
 
 def dfg_query(events: sa.FromClause, spec: LogSpec | None = None, *, min_share: float = 0.0, **keys) -> sa.Select:
@@ -532,17 +517,14 @@ def edge_customers(
     spec: LogSpec | None = None,
     *,
     case_names: sa.FromClause | None = None,
-    cases: list | None = None,
     **keys,
 ) -> pd.DataFrame:
     """The cases that took the edge ``source -> target``: ``case_id, times, first_at, median_seconds``.
 
     The same steps as ``discover_dfg`` (same noise controls), so the cohort matches the edge.
     ``case_names`` (``case_id, name``) names the cases on the result: ``case_names()`` for the
-    journey log, whose cases are customer keys; without it ``case_id`` holds the log's own cases.
-    ``cases`` looks at those cases only (each case's row depends on its own steps alone, and on
-    which activities top N keeps, still ranked over the whole log)."""
-    codes, t = _coded_steps(events, spec, keys, cases=cases)
+    journey log, whose cases are customer keys; without it ``case_id`` holds the log's own cases."""
+    codes, t = _coded_steps(events, spec, keys)
 
     def code(name: str):
         return sa.select(codes.c.code).where(codes.c.activity == name).scalar_subquery()

@@ -121,6 +121,7 @@ def friction_moments(
     until: datetime | None = None,
     cases: list[int] | None = None,
     steps_without: list[int] | None = None,
+    data_end: datetime | None = None,
 ) -> sa.CTE:
     """Every friction moment in the store (see ``HOTSPOT_DESCRIPTIONS``), or those at a time in
     ``[since, until)``. The moments are found on the whole history and then kept by their time, so
@@ -129,7 +130,9 @@ def friction_moments(
     ``cases``: those customers' moments alone (a customer's moments depend on their own steps and
     tickets, the tickets' wait percentiles and the data's last time). ``steps_without``: the
     journey steps but those of these loads, the moments as they were before loads of events (the
-    tickets, their percentiles and the data's last time are read as they are now).
+    tickets, their percentiles and the data's last time are read as they are now). ``data_end``:
+    the whole journey log's last time, when the caller has read it (dead ends are measured to it;
+    else it is read here, a pass over every step).
 
     Out (a CTE, usable like a subquery): ``cx_key, ts, hotspot, leaked_department,
     absorbed_department``; ``cx_key`` is the customer's integer key, as the journey log's cases
@@ -140,7 +143,12 @@ def friction_moments(
     # whole, every step with every column: most of the hotspots' peak memory (issue 17, 1.4 GB of
     # DuckDB's at 200k customers), and no faster than the scans.
     jl = journey_log().element.subquery("journey_steps")
-    data_end = sa.select(sa.func.max(jl.c.ts)).scalar_subquery()  # the whole log's, whoever is looked at
+    # the whole log's, whoever is looked at
+    end = (
+        sa.select(sa.func.max(jl.c.ts)).scalar_subquery()
+        if data_end is None
+        else sa.cast(sa.literal(data_end, sa.DateTime), sa.DateTime)
+    )
     if cases is not None or steps_without:
         jl = (
             sa.select(jl)
@@ -343,7 +351,7 @@ def friction_moments(
         sa.literal(NONE, sa.String).label("absorbed_department"),
     ).where(
         _error_step(seq.c),
-        _seconds_between(data_end, seq.c.ts) > dead_end_days * 86400.0,
+        _seconds_between(end, seq.c.ts) > dead_end_days * 86400.0,
         sa.or_(seq.c.next_ts.is_(None), _seconds_between(seq.c.next_ts, seq.c.ts) > dead_end_days * 86400.0),
     )
     parts.append(dead)
