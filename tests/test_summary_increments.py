@@ -1022,3 +1022,48 @@ def test_top_n_is_left_to_the_database_when_a_tie_straddles_its_cut():
     assert view_increments._ranked(counts, 2) == ["a", "b"]  # ties by name, as the database ranks them
     assert view_increments._ranked(counts, 3) is None  # c or d: the collation would decide
     assert view_increments._ranked(counts, 4) == ["a", "b", "c", "d"]
+
+
+def test_a_few_customers_steps_pool_as_among_everyone_s_when_top_n_is_written_out(company):
+    """The variants' and an edge's increments read the appended customers' rows alone, with top N
+    written out as renames (``_their_log``): their steps, pooled and collapsed, must be the steps the
+    whole log gives them, including those pooled into "(other)"."""
+    store, _ = company
+    with store.connect() as conn:
+        params = views.default_params(conn, "journeys.dfg", {})
+        spec, period = views._spec(params["filters"]), params.get("period")
+        assert spec.top_n and spec.collapse_repeats
+        log = views._log(period)
+        whole = jr.prepare_log(log, spec)
+        pooled = sa.select(whole.c.case_id).where(whole.c.activity == jr.OTHER).distinct().order_by(whole.c.case_id)
+        cases = [int(c) for c in conn.execute(pooled.limit(6)).scalars()]
+        assert len(cases) == 6  # customers with a step top N pools: the renames must pool it too
+        top = view_increments._kept_names(conn, spec, period, [])
+        assert top is not None and len(top) == spec.top_n
+        rows, pinned = view_increments._their_log(conn, spec, top, cases, period)
+        assert pinned.top_n is None
+
+        def steps(events, s) -> pd.DataFrame:
+            p = jr.prepare_log(events, s)
+            q = sa.select(p.c.case_id, p.c.ts, p.c.activity).where(p.c.case_id.in_(cases))
+            return pd.DataFrame(conn.execute(q).all(), columns=["case_id", "ts", "activity"]).sort_values(
+                ["case_id", "ts", "activity"], ignore_index=True
+            )
+
+        expected = steps(log, spec)
+        assert (expected["activity"] == jr.OTHER).any()
+        pd.testing.assert_frame_equal(steps(rows, pinned), expected)
+
+        edges = jr.discover_dfg(conn, log, spec)
+        source, target = next(
+            (s, t) for s, t in zip(edges["source"], edges["target"], strict=True) if jr.OTHER in (s, t) and s != t
+        )
+        every = jr.edge_customers(conn, log, source, target, spec)
+        theirs = jr.edge_customers(conn, rows, source, target, pinned)
+        mine = every[every["case_id"].isin(cases)].reset_index(drop=True)
+        assert len(mine)
+        pd.testing.assert_frame_equal(
+            theirs.sort_values("case_id", ignore_index=True),
+            mine.sort_values("case_id", ignore_index=True),
+            check_dtype=False,
+        )
