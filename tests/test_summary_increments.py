@@ -1067,3 +1067,50 @@ def test_a_few_customers_steps_pool_as_among_everyone_s_when_top_n_is_written_ou
             mine.sort_values("case_id", ignore_index=True),
             check_dtype=False,
         )
+
+
+def test_the_report_counts_a_customer_s_first_activity_after_events_alone(company, tmp_path, taken):
+    """After events alone the report keeps its coverage but the share of customers with any activity,
+    counted again: a CRM customer with no row anywhere (no signup date) makes their first visit."""
+    store, extracts = company
+    name = "executive.report"
+    churn = summaries.effective_churn(store)
+    crm = read_rows(extracts["crm"])[0]
+    email = "quiet.customer@example.org"
+    crm.update({"CustomerID": "CUS-QUIET-1", "Email": email, "Phone": "", "Billing Account": "", "Signup Date": ""})
+    append_rows(store, tmp_path, extracts["crm"], [crm], "quiet")
+    after_load(store, (name,))
+    assert taken == {}  # a CRM record: computed whole
+
+    def stored_and_whole() -> metrics.KpiReport:
+        with store.connect() as conn:
+            params = views.default_params(conn, name, {}, churn)
+            stored = summaries.lookup(conn, name, data_version(conn), params)
+            whole = summaries._computations()[name](conn, **params)
+        assert stored is not summaries.MISSING
+        assert_same_state(stored.to_state(), whole.to_state(), name)
+        return stored
+
+    before = stored_and_whole().coverage
+    with store.connect() as conn:
+        end = as_of(conn)
+    web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
+    visit = dict(web, user_email=email, cookie_id="cookie-quiet", session_id="s-quiet", event_name="pricing")
+    visit["event_time"] = f"{end - timedelta(minutes=30):%Y-%m-%d %H:%M:%S}"
+    append_rows(store, tmp_path, extracts["web"], [visit], "first-visit")
+    after_load(store, (name,))
+    assert taken == {name: 1}
+    after = stored_and_whole().coverage
+    assert after["active_customers"] > before["active_customers"]
+    assert {k: v for k, v in after.items() if k != "active_customers"} == {
+        k: v for k, v in before.items() if k != "active_customers"
+    }
+
+    # then their first ticket: the coverage of every ticket figure moves, computed again whole
+    ticket = read_rows(extracts["helpdesk"])[0]
+    ticket.update({"Ticket #": "990101", "Requester Email": email, "Requester Phone": "", "Resolved": ""})
+    ticket["Created"] = f"{end - timedelta(minutes=20):%Y-%m-%d %H:%M:%S}"
+    append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "first-ticket")
+    after_load(store, (name,))
+    assert taken == {name: 2}
+    assert stored_and_whole().coverage["silence_rate"] > after["silence_rate"]

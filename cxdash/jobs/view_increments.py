@@ -166,10 +166,14 @@ def _report_after(
 ) -> metrics.KpiReport | None:
     """The KPI report after appends of events or tickets alone: every figure computed again but the
     two CLV fits, which read only purchases and are kept with their totals (without filters: the
-    total covers every customer, so no customer's moving into view changes it)."""
-    if filters or not appended_kinds(conn, loads) <= _NOT_PURCHASES:
+    total covers every customer, so no customer's moving into view changes it), the parts of the
+    KPI table the appends cannot move, and after events alone the coverage but its share of
+    customers with activity."""
+    kinds = appended_kinds(conn, loads)
+    if filters or not kinds <= _NOT_PURCHASES:
         return None
     period = metrics.Period.from_dates(date.fromisoformat(first), date.fromisoformat(last))
+    sections = _kpi_sections_after(conn, loads, churn)
     return metrics.kpi_report(
         conn,
         period,
@@ -178,8 +182,10 @@ def _report_after(
         horizon_months=horizon,
         churn=_definition(churn),
         clv_from=before,
-        kpi_sections=_kpi_sections_after(conn, loads, churn),
+        kpi_sections=sections,
         kpi_touched=_events_touched(conn, loads),
+        # events alone, the customers and their churn standing: only the share with activity can move
+        coverage_after=before.coverage if kinds == {"events"} and sections is not None else None,
     )
 
 

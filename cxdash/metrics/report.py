@@ -19,7 +19,7 @@ from cxdash.metrics.activation import activation_stats
 from cxdash.metrics.churn import Definition
 from cxdash.metrics.clv_forecast import ClvForecast, predicted_clv
 from cxdash.metrics.cohorts import SPLIT_COLUMNS, snapshot_splits
-from cxdash.metrics.customers import Filters, customers_in_view
+from cxdash.metrics.customers import Filters, customer_base, customers_in_view
 from cxdash.metrics.definitions import (
     ACTIVE_WINDOW_DAYS,
     DEFAULT_CLV_HORIZON_MONTHS,
@@ -148,13 +148,23 @@ def money_currency(conn: Connection) -> str | None:
 
 
 def coverage(
-    conn: Connection, filters: Filters | None = None, churn: Definition | None = None
+    conn: Connection,
+    filters: Filters | None = None,
+    churn: Definition | None = None,
+    *,
+    activity_after: dict[str, float | None] | None = None,
 ) -> dict[str, float | None]:
     """Per KPI, the share of the customers in view that have the data it needs (for churn: the
-    customers the definition in force can judge)."""
+    customers the definition in force can judge).
+
+    ``activity_after``: the coverage without filters from before appends of events alone that left
+    the customers, their churn and every other kind's rows as they were: its figures are taken as
+    they are but the share of customers with any activity, counted again (an event can be a
+    customer's first)."""
     filters = filters or Filters()
+    if activity_after is not None and filters.active:
+        raise ValueError("activity_after: the coverage of every customer (no filters)")
     churn = churn_defs.in_force(conn, churn)
-    cust, basis = customers_in_view(conn, filters, churn)
 
     def flags(kind: str, **having) -> tuple[sa.Subquery, dict[str, sa.ColumnElement]]:
         """One row per customer key of ``kind``'s table with a flag per name in ``having`` (1 when
@@ -175,6 +185,16 @@ def coverage(
         if rollups.current(conn)
         else sa.select(tl.c.cx_key).where(tl.c.cx_key.is_not(None)).distinct().subquery()
     ).alias("cov_activity")
+    if activity_after is not None:
+        base = customer_base(conn, attributes=False).subquery("cov_customers")
+        n, active = conn.execute(
+            sa.select(sa.func.count(), sa.func.count(activity.c.cx_key)).select_from(
+                base.outerjoin(activity, activity.c.cx_key == base.c.cx_key)
+            )
+        ).one()
+        share = active / n if n else None
+        return {**activity_after, "customers": 1.0 if n else None, "active_customers": share, "activation_rate": 0.0}
+    cust, basis = customers_in_view(conn, filters, churn)
     churn_keys = (
         churn_defs.covered(conn, churn).subquery("cov_churn")
         if churn is not None
@@ -364,6 +384,7 @@ def kpi_report(
     clv_from: KpiReport | None = None,
     kpi_sections: frozenset[str] | None = None,
     kpi_touched: tuple[list[int], list[int]] | None = None,
+    coverage_after: dict[str, float | None] | None = None,
 ) -> KpiReport:
     """Every shared KPI for ``period`` (default: the 90 days to the data's latest date) and the previous period.
 
@@ -375,7 +396,8 @@ def kpi_report(
     read purchases alone), the per-customer figure divided by the customers counted now. With it,
     ``kpi_sections``: the parts of the KPI table (``period_kpis.SECTIONS``) the changes may have moved,
     computed again; the others are taken from ``clv_from`` as they are; ``kpi_touched``: the
-    table's ``touched`` (its activity part caught up from a few customers' rows).
+    table's ``touched`` (its activity part caught up from a few customers' rows); ``coverage_after``:
+    ``coverage``'s ``activity_after`` (appends of events alone, the customers and their churn standing).
     """
     if clv_from is not None and ((filters is not None and filters.active) or (period and clv_from.period != period)):
         raise ValueError("clv_from: a report of the same period and no filters, whose purchases are unchanged")
@@ -385,7 +407,7 @@ def kpi_report(
     churn = churn_defs.in_force(conn, churn)
     basis = churn.basis if churn else "none"
     dated = churn_defs.is_dated(conn, churn)
-    cov = coverage(conn, filters, churn)
+    cov = coverage(conn, filters, churn, activity_after=coverage_after)
     if churn is None:
         churn_note = "No churn label, subscriptions, churn records or dated activity loaded: churn is unknown."
     else:
