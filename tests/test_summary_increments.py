@@ -763,7 +763,7 @@ def test_variants_stand_when_appended_steps_come_after_each_customers_first_step
         journeys = first_steps(conn, period, int(views.JOURNEY_DEFAULTS["top_n"]))
         busiest = [
             str(a) for a in jr.activity_counts(conn, jr.journey_log(since=period.start, until=period.end))["activity"]
-        ][:2]
+        ][:3]
     recent = end - timedelta(hours=1)
     long = sorted(e for e, (n, _, last, _) in journeys.items() if n >= steps and last < recent)
     # a short journey whose variant is listed: taking one more step moves its count in the list
@@ -771,10 +771,11 @@ def test_variants_stand_when_appended_steps_come_after_each_customers_first_step
     assert long and short
     web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
 
-    def visit(email: str, at, name: str) -> list[dict]:
-        """A visit to the busiest page that does not repeat the customer's last step (a repeat collapses)."""
-        last = journeys[email][3].split(jr.VARIANT_SEPARATOR)[-1]
-        page = busiest[0] if busiest[0] != last else busiest[1]
+    def visit(email: str, at, name: str, page: str | None = None) -> list[dict]:
+        """A visit to the busiest page that is neither of the last two steps of the customer's variant
+        (next to either, a repeat would collapse), or to ``page``."""
+        near = journeys[email][3].split(jr.VARIANT_SEPARATOR)[-2:]
+        page = page or next(p for p in busiest if p not in near)
         row = dict(web, user_email=email, cookie_id=f"cookie-{name}", session_id=f"s-{name}", event_name=page)
         row["event_time"] = f"{at:%Y-%m-%d %H:%M:%S}"
         return [row]
@@ -808,6 +809,21 @@ def test_variants_stand_when_appended_steps_come_after_each_customers_first_step
     append_rows(store, tmp_path, extracts["web"], visit(email, fifth - timedelta(seconds=1), "early"), "early")
     after_load(store, (VARIANTS,))
     assert taken == {VARIANTS: 1}
+    stored_and_whole()
+
+    # a short journey repeats its last step later: the repeat collapses, so the variant and the time
+    # it spans are as they were (compared with and without the step), and the variants stand
+    email = short[1] if len(short) > 1 else short[0]
+    again = journeys[email][3].split(jr.VARIANT_SEPARATOR)[-1]
+    append_rows(
+        store,
+        tmp_path,
+        extracts["web"],
+        visit(email, journeys[email][2] + timedelta(minutes=7), "again", again),
+        "again",
+    )
+    after_load(store, (VARIANTS,))
+    assert taken == {VARIANTS: 2}
     stored_and_whole()
 
 

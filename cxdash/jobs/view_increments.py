@@ -284,38 +284,23 @@ def _variants_after(
     churn: str | None = None,
     period=None,
 ) -> pd.DataFrame | None:
-    """The variants as they were when each appended customer's first ``max_steps`` steps in the
-    period (pooled and collapsed as the view's filters say) all came before their first appended
-    step: a variant is those steps alone, so theirs is unchanged; and when the customers and their
-    churn stand (``_customers_stand``), top N keeps the same activities, and nobody new enters the
-    period (every such customer had those steps)."""
+    """The variants as they were when each appended customer's variant (their first ``max_steps``
+    steps in the period, pooled and collapsed as the view's filters say, and the time they span) is
+    the same with and without the loads' steps: compared, not assumed (a step after the fifth, or a
+    repeat that collapses, leaves it; a customer new to the period adds one). Also needs the
+    customers and their churn to stand (``_customers_stand``) and top N to keep the same activities."""
     cases = appended_keys(conn, loads)
     spec = _spec(filters)
     if not max_steps or cases is None or not _customers_stand(conn, loads, churn, appended_kinds(conn, loads)):
         return None
-    log = _log(period)
-    first_added = (
-        sa.select(log.c.cx_key.label("case_id"), sa.func.min(log.c.ts).label("at"))
-        .where(log.c.load_id.in_(loads))
-        .group_by(log.c.cx_key)
-        .subquery("first_added")
-    )
-    added = dict(conn.execute(sa.select(first_added.c.case_id, first_added.c.at)).all())
-    if not added:
-        return before  # no appended step in the period
     top = _kept_names(conn, spec, period, loads)
-    theirs = None if top is None else _their_log(conn, spec, top, sorted(added), period)
+    theirs = None if top is None else _their_log(conn, spec, top, cases, period)
     if theirs is None:
         return None
-    steps = jr.prepare_log(*theirs)
-    earlier = (
-        sa.select(steps.c.case_id, sa.func.count().label("n"))
-        .select_from(steps.join(first_added, first_added.c.case_id == steps.c.case_id))
-        .where(steps.c.ts < first_added.c.at)
-        .group_by(steps.c.case_id)
-    )
-    counts = dict(conn.execute(earlier).all())
-    return before if all(counts.get(case, 0) >= max_steps for case in added) else None
+    rows, pinned = theirs
+    without = sa.select(rows).where(rows.c.load_id.not_in(loads)).subquery("their_steps_before")
+    now = jr.case_variants(conn, rows, pinned, max_steps=max_steps)
+    return before if now.equals(jr.case_variants(conn, without, pinned, max_steps=max_steps)) else None
 
 
 def _log_end(conn: Connection, loads: list[int]) -> tuple[datetime | None, bool]:

@@ -558,6 +558,32 @@ def edge_customers(
 VARIANT_SEPARATOR = " > "
 
 
+def _variant_per_case(events: sa.FromClause, spec: LogSpec | None, keys, max_steps: int | None) -> sa.Select:
+    """Each case's variant: ``case_id, variant, steps, seconds`` (its first ``max_steps`` steps, the
+    time from the first to the last of them)."""
+    log = prepare_log(events, spec, **keys)
+    p = _positions(log)
+    kept = sa.select(p).where(p.c.pos <= max_steps).subquery() if max_steps else p
+    return sa.select(
+        kept.c.case_id,
+        # SQLAlchemy 2.1's portable ordered aggregate: string_agg(x, sep ORDER BY pos).
+        sa.func.aggregate_strings(kept.c.activity, VARIANT_SEPARATOR).aggregate_order_by(kept.c.pos).label("variant"),
+        sa.func.count().label("steps"),
+        (_epoch(sa.func.max(kept.c.ts)) - _epoch(sa.func.min(kept.c.ts))).label("seconds"),
+    ).group_by(kept.c.case_id)
+
+
+def case_variants(
+    conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, *, max_steps: int | None = None, **keys
+) -> pd.DataFrame:
+    """Each case's variant as ``discover_variants`` counts it: ``case_id, variant, steps, seconds``,
+    by case (what a view of a few cases compares)."""
+    q = _variant_per_case(events, spec, keys, max_steps)
+    sub = q.subquery("case_variant")
+    frame = _frame(conn, sa.select(sub).order_by(sub.c.case_id), ["case_id", "variant", "steps", "seconds"])
+    return _numeric(frame, ints=("steps",), floats=("seconds",))
+
+
 def discover_variants(
     conn: Connection,
     events: sa.FromClause,
@@ -579,22 +605,7 @@ def discover_variants(
 
     Out: ``variant, steps, customers, share, churn_rate, median_seconds`` (first to last step).
     """
-    log = prepare_log(events, spec, **keys)
-    p = _positions(log)
-    kept = sa.select(p).where(p.c.pos <= max_steps).subquery() if max_steps else p
-    per_case = (
-        sa.select(
-            kept.c.case_id,
-            # SQLAlchemy 2.1's portable ordered aggregate: string_agg(x, sep ORDER BY pos).
-            sa.func.aggregate_strings(kept.c.activity, VARIANT_SEPARATOR)
-            .aggregate_order_by(kept.c.pos)
-            .label("variant"),
-            sa.func.count().label("steps"),
-            (_epoch(sa.func.max(kept.c.ts)) - _epoch(sa.func.min(kept.c.ts))).label("seconds"),
-        )
-        .group_by(kept.c.case_id)
-        .cte("per_case")  # read three times below; as a subquery its window ran three times
-    )
+    per_case = _variant_per_case(events, spec, keys, max_steps).cte("per_case")  # read three times below
     churned = sa.literal(None, sa.Boolean)
     src = per_case
     if outcomes is not None:
