@@ -602,13 +602,21 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
     assert standing(taken) == dict.fromkeys(STANDING, 1)
     stored_and_whole("journeys.funnel"), stored_and_whole("journeys.handoffs")
 
+    # and another page at the very same second: the newer load comes after it, on the site too, so no
+    # handoff moves (compared with and without the step: a rule "strictly later" computed it whole)
+    again = dict(help_page, event_name="help_search", session_id="s-standing-2")
+    append_rows(store, tmp_path, extracts["web"], [again], "same-second")
+    after_load(store, refreshed)
+    assert standing(taken) == dict.fromkeys(STANDING, 2)
+    stored_and_whole("journeys.funnel"), stored_and_whole("journeys.handoffs")
+
     # then open a ticket with another team: a handoff from the site to it, so the handoffs are computed whole
     ticket = dict(read_rows(extracts["helpdesk"])[0], **{"Requester Email": email, "Requester Phone": ""})
     ticket.update({"Ticket #": "880001", "Created": f"{since + timedelta(minutes=20):%Y-%m-%d %H:%M:%S}"})
     ticket.update({"Resolved": "", "Team": "standing_team"})
     append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "team")
     after_load(store, refreshed)
-    assert standing(taken) == {"journeys.funnel": 2, "journeys.handoffs": 1}
+    assert standing(taken) == {"journeys.funnel": 3, "journeys.handoffs": 2}
     stored_and_whole("journeys.funnel")
     handoffs = stored_and_whole("journeys.handoffs")
     moved = handoffs[
@@ -635,7 +643,7 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
     with store.connect() as conn:
         assert rollups.appends_since(conn, data_version(conn) - 1)  # a noted append: an increment was looked at
     after_load(store, refreshed)
-    assert taken["journeys.funnel"] == 2
+    assert taken["journeys.funnel"] == 3
     funnel = stored_and_whole("journeys.funnel")
     first_step = funnel[funnel["step"] == 1]["customers"].tolist()
     assert first_step == [int(funnel_before[funnel_before["step"] == 1]["customers"].iloc[0]) + 1]

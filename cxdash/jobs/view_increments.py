@@ -446,24 +446,19 @@ def _funnel_after(
 
 
 def _handoffs_after(conn: Connection, before: pd.DataFrame, loads: list[int], period=None) -> pd.DataFrame | None:
-    """The handoffs as they were when each appended customer's appended steps in the period come
-    after every earlier step of theirs there (a later time) and stay in the department of their last
-    one: they only lengthen a stay in one department, so no handoff is added, moved or timed
-    differently. Read from the appended customers' steps alone (at most
-    ``rollups.INCREMENT_MAX_KEYS``)."""
+    """The handoffs as they were when each appended customer's handoffs in the period (which
+    department handed them to which, and the wait between) are the same with and without the loads'
+    steps: compared on their rows alone (at most ``rollups.INCREMENT_MAX_KEYS`` customers), not
+    assumed. A step that lengthens a stay in the customer's last department leaves them; a step in
+    another department, or slipped between two, adds or moves one."""
     cases = appended_keys(conn, loads)
     if cases is None:
         return None
-    for added, earlier in _their_steps(conn, loads, cases, period, "department"):
-        departments = set(added["department"])
-        if len(departments) > 1:
-            return None
-        if earlier.empty:
-            continue
-        latest = earlier["ts"].max()
-        if added["ts"].min() <= latest or set(earlier.loc[earlier["ts"] == latest, "department"]) != departments:
-            return None
-    return before
+    log = _log(period)
+    rows = sa.select(log).where(log.c.cx_key.in_(cases)).subquery("their_steps")
+    without = sa.select(rows).where(rows.c.load_id.not_in(loads)).subquery("their_steps_before")
+    now = jr.case_handoffs(conn, rows, department_key="department")
+    return before if now.equals(jr.case_handoffs(conn, without, department_key="department")) else None
 
 
 INCREMENTS: dict[str, Callable[..., object]] = {

@@ -24,7 +24,7 @@ from cxdash.journeys.discovery import (
 from cxdash.journeys.export import cohort_csv, customer_journey, hotspot_customers, mask_email, mask_phone
 from cxdash.journeys.friction import CONTACT_PREFIX, HOTSPOT_DESCRIPTIONS, NONE, friction_moments, hotspots
 from cxdash.journeys.funnels import funnel
-from cxdash.journeys.handoffs import discover_handoffs, handoff_matrix
+from cxdash.journeys.handoffs import case_handoffs, discover_handoffs, handoff_matrix
 from cxdash.journeys.hotspot_stats import (
     ALPHA,
     HOTSPOT_COLUMNS,
@@ -72,6 +72,7 @@ __all__ = [
     "activity_counts",
     "activity_nodes",
     "anchor_paths",
+    "case_handoffs",
     "case_names",
     "case_variants",
     "cohort_csv",

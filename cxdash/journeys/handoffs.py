@@ -18,7 +18,7 @@ from cxdash.journeys.log import (
     prepare_log,
 )
 
-__all__ = ["discover_handoffs", "handoff_matrix"]
+__all__ = ["case_handoffs", "discover_handoffs", "handoff_matrix"]
 
 
 def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
@@ -32,6 +32,48 @@ def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | N
     directly-follows graph does: on a large log that is several times less work than carrying
     three text columns through a partitioned window.
     """
+    depts, steps = _handoff_steps(events, spec, keys)
+    both = _median_and_p90(steps.c.seconds)
+    pairs = (
+        sa.select(
+            steps.c.source,
+            steps.c.target,
+            sa.func.count().label("n"),
+            sa.func.count(sa.distinct(steps.c.case_id)).label("customers"),
+            both.label("pct"),
+        )
+        .where(steps.c.target.is_not(None), steps.c.source != steps.c.target)
+        .group_by(steps.c.source, steps.c.target)
+        .subquery("handoff_pairs")
+    )
+    src, dst = depts.alias("source_dept"), depts.alias("target_dept")
+    q = (
+        sa.select(src.c.department, dst.c.department, pairs.c.n, pairs.c.customers, pairs.c.pct[1], pairs.c.pct[2])
+        .select_from(pairs.join(src, src.c.code == pairs.c.source).join(dst, dst.c.code == pairs.c.target))
+        .order_by(pairs.c.n.desc(), src.c.department, dst.c.department)
+    )
+    cols = ["source_department", "target_department", "count", "customers", "median_seconds", "p90_seconds"]
+    return _numeric(_frame(conn, q, cols), ints=("count", "customers"), floats=("median_seconds", "p90_seconds"))
+
+
+def case_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
+    """Every handoff of every case, as ``discover_handoffs`` counts them: ``case_id,
+    source_department, target_department, seconds``, sorted (what a view of a few cases compares)."""
+    depts, steps = _handoff_steps(events, spec, keys)
+    src, dst = depts.alias("source_dept"), depts.alias("target_dept")
+    q = (
+        sa.select(steps.c.case_id, src.c.department, dst.c.department, steps.c.seconds)
+        .select_from(steps.join(src, src.c.code == steps.c.source).join(dst, dst.c.code == steps.c.target))
+        .where(steps.c.source != steps.c.target)
+        .order_by(steps.c.case_id, src.c.department, dst.c.department, steps.c.seconds)
+    )
+    cols = ["case_id", "source_department", "target_department", "seconds"]
+    return _numeric(_frame(conn, q, cols), floats=("seconds",))
+
+
+def _handoff_steps(events: sa.FromClause, spec: LogSpec | None, keys) -> tuple[sa.CTE, sa.Subquery]:
+    """``(departments, steps)``: the departments' codes, and each step's department code beside the
+    next step's (``case_id, source, target, seconds``; ``target`` NULL on a case's last step)."""
     s = _spec(spec, **keys)
     if not s.department_key:
         s = LogSpec(**{**s.__dict__, "department_key": "department"})
@@ -60,27 +102,7 @@ def discover_handoffs(conn: Connection, events: sa.FromClause, spec: LogSpec | N
         sa.func.lead(coded.c.dept).over(**w).label("target"),
         (_epoch(sa.func.lead(coded.c.ts).over(**w)) - _epoch(coded.c.ts)).label("seconds"),
     ).subquery("handoff_steps")
-    both = _median_and_p90(steps.c.seconds)
-    pairs = (
-        sa.select(
-            steps.c.source,
-            steps.c.target,
-            sa.func.count().label("n"),
-            sa.func.count(sa.distinct(steps.c.case_id)).label("customers"),
-            both.label("pct"),
-        )
-        .where(steps.c.target.is_not(None), steps.c.source != steps.c.target)
-        .group_by(steps.c.source, steps.c.target)
-        .subquery("handoff_pairs")
-    )
-    src, dst = depts.alias("source_dept"), depts.alias("target_dept")
-    q = (
-        sa.select(src.c.department, dst.c.department, pairs.c.n, pairs.c.customers, pairs.c.pct[1], pairs.c.pct[2])
-        .select_from(pairs.join(src, src.c.code == pairs.c.source).join(dst, dst.c.code == pairs.c.target))
-        .order_by(pairs.c.n.desc(), src.c.department, dst.c.department)
-    )
-    cols = ["source_department", "target_department", "count", "customers", "median_seconds", "p90_seconds"]
-    return _numeric(_frame(conn, q, cols), ints=("count", "customers"), floats=("median_seconds", "p90_seconds"))
+    return depts, steps
 
 
 def handoff_matrix(handoffs: pd.DataFrame, value: str = "customers") -> pd.DataFrame:
