@@ -135,6 +135,22 @@ def anonymous_cookie(store) -> str:
     return cookie
 
 
+def customers_steps_in_period(store):
+    """The data's date, and every step in the default period of the customers with an email:
+    ``email, activity, ts``."""
+    with store.connect() as conn:
+        end = as_of(conn)
+        period = metrics.default_period(end)
+        log = jr.journey_log(since=period.start, until=period.end)
+        crm = KIND_TABLES["customers"]
+        rows = conn.execute(
+            sa.select(crm.c.email, log.c.activity, log.c.ts)
+            .join(crm, crm.c.cx_key == log.c.cx_key)
+            .where(crm.c.email.is_not(None))
+        ).all()
+    return end, pd.DataFrame(rows, columns=["email", "activity", "ts"])
+
+
 def read_rows(extract) -> list[dict]:
     with open(extract.path, newline="") as f:
         return list(csv.DictReader(f))
@@ -921,17 +937,7 @@ def test_first_positions_stand_when_appended_steps_repeat_what_each_customer_did
         pd.testing.assert_frame_equal(stored, whole, check_dtype=False)
         return stored
 
-    with store.connect() as conn:
-        end = as_of(conn)
-        period = metrics.default_period(end)
-        log = jr.journey_log(since=period.start, until=period.end)
-        crm = KIND_TABLES["customers"]
-        rows = conn.execute(
-            sa.select(crm.c.email, log.c.activity, log.c.ts)
-            .join(crm, crm.c.cx_key == log.c.cx_key)
-            .where(crm.c.email.is_not(None))
-        ).all()
-    steps = pd.DataFrame(rows, columns=["email", "activity", "ts"])
+    end, steps = customers_steps_in_period(store)
     last = steps.groupby("email")["ts"].max()
     seen = steps.groupby("email")["activity"].agg(set)
     # customers whose last step in the period was a while ago, and who visited the site's pages
@@ -980,17 +986,7 @@ def test_paths_stand_when_no_appended_customer_s_path_moves(company, tmp_path, t
         return stored
 
     anchor = str(views.JOURNEY_DEFAULTS["anchor"])
-    with store.connect() as conn:
-        end = as_of(conn)
-        period = metrics.default_period(end)
-        log = jr.journey_log(since=period.start, until=period.end)
-        crm = KIND_TABLES["customers"]
-        rows = conn.execute(
-            sa.select(crm.c.email, log.c.activity, log.c.ts)
-            .join(crm, crm.c.cx_key == log.c.cx_key)
-            .where(crm.c.email.is_not(None))
-        ).all()
-    steps = pd.DataFrame(rows, columns=["email", "activity", "ts"])
+    end, steps = customers_steps_in_period(store)
     last = steps.groupby("email")["ts"].max()
     first_anchor = steps[steps["activity"] == anchor].groupby("email")["ts"].min()
     quiet = last[last < end - timedelta(hours=1)].index
