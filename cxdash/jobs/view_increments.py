@@ -237,13 +237,25 @@ def _kept_names(conn: Connection, spec: jr.LogSpec, period, loads: list[int]) ->
     return _for_this_refresh(conn, _KEPT_NAMES, [loads, period, spec.top_n, plain.__dict__], compute)
 
 
+def _rows_of(cases: list[int], period) -> sa.Subquery:
+    """The period's journey steps of the customers ``cases`` alone."""
+    log = _log(period)
+    return sa.select(log).where(log.c.cx_key.in_(cases)).subquery("their_steps")
+
+
+def _same_without(read: Callable[[sa.FromClause], pd.DataFrame], rows: sa.Subquery, loads: list[int]) -> bool:
+    """Whether ``read`` gives the same from ``rows`` as from them without the loads' ``loads`` steps:
+    the appended customers' part of a view, compared rather than assumed."""
+    without = sa.select(rows).where(rows.c.load_id.not_in(loads)).subquery("their_steps_before")
+    return read(rows).equals(read(without))
+
+
 def _their_log(conn: Connection, spec: jr.LogSpec, kept: list[str], cases: list[int], period):
     """``(rows, spec)``: the period's steps of the customers ``cases`` alone, and ``spec`` with top N
     written out as renames (each of their activities to its kept name, or ``(other)``), so a view read
     from those rows pools them as it would among every customer's. None for top N by department
     (renames act on activities, not departments)."""
-    log = _log(period)
-    rows = sa.select(log).where(log.c.cx_key.in_(cases)).subquery("their_steps")
+    rows = _rows_of(cases, period)
     if not spec.top_n:
         return rows, spec
     if spec.by_department:
@@ -298,9 +310,8 @@ def _variants_after(
     if theirs is None:
         return None
     rows, pinned = theirs
-    without = sa.select(rows).where(rows.c.load_id.not_in(loads)).subquery("their_steps_before")
-    now = jr.case_variants(conn, rows, pinned, max_steps=max_steps)
-    return before if now.equals(jr.case_variants(conn, without, pinned, max_steps=max_steps)) else None
+    same = _same_without(lambda steps: jr.case_variants(conn, steps, pinned, max_steps=max_steps), rows, loads)
+    return before if same else None
 
 
 def _log_end(conn: Connection, loads: list[int]) -> tuple[datetime | None, bool]:
@@ -405,14 +416,12 @@ def _paths_after(
     spec = _spec(filters)
     if cases is None or spec.top_n:
         return None
-    log = _log(period)
 
-    def theirs(*where) -> pd.DataFrame:
-        rows = sa.select(log).where(log.c.cx_key.in_(cases), *where).subquery("their_steps")
+    def paths(rows: sa.FromClause) -> pd.DataFrame:
         # one path per customer at most: ``top`` above that pools none into "(other paths)"
         return jr.anchor_paths(conn, rows, anchor, direction=direction, steps=steps, top=len(cases) + 1, spec=spec)
 
-    return before if theirs().equals(theirs(log.c.load_id.not_in(loads))) else None
+    return before if _same_without(paths, _rows_of(cases, period), loads) else None
 
 
 def _their_steps(conn: Connection, loads: list[int], cases: list[int], period, column: str):
@@ -454,11 +463,10 @@ def _handoffs_after(conn: Connection, before: pd.DataFrame, loads: list[int], pe
     cases = appended_keys(conn, loads)
     if cases is None:
         return None
-    log = _log(period)
-    rows = sa.select(log).where(log.c.cx_key.in_(cases)).subquery("their_steps")
-    without = sa.select(rows).where(rows.c.load_id.not_in(loads)).subquery("their_steps_before")
-    now = jr.case_handoffs(conn, rows, department_key="department")
-    return before if now.equals(jr.case_handoffs(conn, without, department_key="department")) else None
+    same = _same_without(
+        lambda rows: jr.case_handoffs(conn, rows, department_key="department"), _rows_of(cases, period), loads
+    )
+    return before if same else None
 
 
 INCREMENTS: dict[str, Callable[..., object]] = {
