@@ -12,6 +12,7 @@ job: tests/test_page_walk.py.)
 from __future__ import annotations
 
 import csv
+import json
 import re
 
 import pandas as pd
@@ -47,16 +48,21 @@ def tour(demo_app):
 
 
 def settle(page, timeout_ms: int = 120_000) -> None:
-    """Wait until the app has finished running the page: Streamlit's running indicator is gone and
-    the main block's text has stopped changing for a couple of seconds."""
+    """Wait until the app has finished running the page: the app says its script is not running
+    and the main block's text has stopped changing for a couple of seconds.
+
+    The script state on ``stApp`` is what Streamlit's own browser tests wait on. The running
+    indicator (``stStatusWidget``) was never on the page here, not even through a 5 s rerun, so a
+    rerun that drew the same text again looked settled while it still had seconds to go, and the
+    next click landed on the previous run's widgets."""
     main = page.locator('[data-testid="stMain"]')
-    status = page.locator('[data-testid="stStatusWidget"]')
+    app = page.locator('[data-testid="stApp"]')
     waited, last, stable = 0, None, 0
     while waited < timeout_ms:
         page.wait_for_timeout(500)
         waited += 500
         text = main.inner_text() if main.count() else ""
-        running = status.count() > 0 and status.first.is_visible()
+        running = app.get_attribute("data-test-script-state") != "notRunning"
         # a page still computing shows nothing (or its title only) below the title
         stable = stable + 1 if (text == last and not running and len(text.splitlines()) > 2) else 0
         last = text
@@ -166,7 +172,12 @@ def test_each_role_does_its_main_job_on_its_first_visit(tour, artifacts, public_
         cohort = list(csv.DictReader(f))
     assert len(cohort) == exported
     assert all("***" in (r["email"] or "***") for r in cohort)  # contact details leave masked
-    settle(page)  # the click's rerun writes the export to the audit log
+    # the file is built when clicked, and the audit entry written with it (the click does not rerun the page)
+    log = audit(tour["db"])
+    exports = log[(log["actor"] == PEOPLE["journey_owner"][0]) & (log["action"] == "export")]
+    assert (download.value.suggested_filename, exported) in [
+        (d["file"], d["rows"]) for d in map(json.loads, exports["detail"])
+    ]
     page.close()
 
     # 3. The agent opens the top at-risk customer's card from the list and marks them contacted.

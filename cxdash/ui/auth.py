@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import streamlit as st
 from cxdash.governance import auth, privacy
 from cxdash.governance.auth import AuthError, Session
 from cxdash.store import audit
-from cxdash.store.database import StoreLockedError
+from cxdash.store.database import Store, StoreLockedError
 from cxdash.ui import data
 from cxdash.ui.formatting import plain
 
@@ -182,6 +183,20 @@ def masked(frame: pd.DataFrame) -> pd.DataFrame:
 def record_export(name: str, rows: int | None = None, *, what: str | None = None, contains: str | None = None) -> None:
     """``on_click`` for a download button (``cxdash.ui.disclosure.download`` wires it): the audit
     log notes who exported which file, when, how many rows, and what it holds."""
+    _audit(current_user(), "export", _export_detail(name, rows, what, contains))
+
+
+def export_recorder(
+    name: str, rows: int | None = None, *, what: str | None = None, contains: str | None = None
+) -> Callable[[], None]:
+    """``record_export`` for a file built when clicked: who is signed in and the store are read
+    now, in the page's run, because the returned function runs later on a thread of Streamlit's
+    own, where there is no session."""
+    actor, store, detail = current_user(), data.store(), _export_detail(name, rows, what, contains)
+    return lambda: _audit(actor, "export", detail, store=store)
+
+
+def _export_detail(name: str, rows: int | None, what: str | None, contains: str | None) -> dict[str, object]:
     detail: dict[str, object] = {"file": name}
     if rows is not None:
         detail["rows"] = int(rows)
@@ -189,12 +204,12 @@ def record_export(name: str, rows: int | None = None, *, what: str | None = None
         detail["what"] = what
     if contains:
         detail["contains"] = contains
-    _audit(current_user(), "export", detail)
+    return detail
 
 
-def _audit(actor: str, action: str, detail: dict | None = None) -> None:
+def _audit(actor: str, action: str, detail: dict | None = None, *, store: Store | None = None) -> None:
     """Record an entry; a store held by a running load must not break the page (logged instead)."""
     try:
-        audit.record(data.store(), actor, action, detail)
+        audit.record(store if store is not None else data.store(), actor, action, detail)
     except StoreLockedError:
         log.warning("audit entry not written (store busy): %s %s %s", actor, action, detail)

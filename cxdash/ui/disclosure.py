@@ -12,7 +12,7 @@ comes from the database:
   see marked (``cxdash.governance.privacy.small_groups``); chart ``.shown``, table ``.blank(...)``
   or ``.pooled(...)``, caption ``.note``. Pages never pick k or the counting themselves.
 * ``consented(frame)``: only the customers with marketing consent, and how many were left out.
-* ``download(...)``: ``st.download_button`` whose click records who exported which file, how
+* ``download(...)``: ``st.download_button`` whose download records who exported which file, how
   many rows and what it holds; the sentence about what it holds is shown under the button.
 """
 
@@ -30,7 +30,7 @@ from cxdash.governance import privacy
 from cxdash.governance.privacy import SmallGroups
 from cxdash.jobs import summaries
 from cxdash.ui import data
-from cxdash.ui.auth import current_role, record_export
+from cxdash.ui.auth import current_role, export_recorder, record_export
 
 __all__ = ["AGGREGATES", "Aggregate", "SmallGroups", "consented", "describe", "download", "group_floor", "protect"]
 
@@ -126,22 +126,44 @@ def download(
     show_note: bool = True,
     **kwargs,
 ) -> bool:
-    """An audited ``st.download_button``: the click writes ``export`` to the audit log with the
+    """An audited ``st.download_button``: the download writes ``export`` to the audit log with the
     file name, ``what`` it is, ``rows`` and ``note`` (what it holds: masking, consent, suppression;
     never personal data). ``note`` is also shown under the button unless ``show_note`` is False.
-    ``payload`` may be a callable, run only when someone downloads (charts as PNG)."""
+
+    ``payload`` may be a callable, run only when someone downloads (charts as PNG, a cohort). Such
+    a button does not rerun the page: the browser fetches the built file in a request of its own,
+    and a rerun started by the same click could drop Streamlit's answer to it (each run clears the
+    messages not yet sent to the browser), leaving the button spinning and nothing downloaded. The
+    audit entry is then written when the file is built. Returns whether the button was clicked in
+    this run (always False for a callable ``payload``)."""
     where = where if where is not None else st
+    if callable(payload):
+        payload = _recorded_when_built(payload, export_recorder(file_name, rows, what=what, contains=note))
+        on_click, args, record_kwargs = "ignore", None, None
+    else:
+        on_click, args, record_kwargs = record_export, (file_name, rows), {"what": what, "contains": note}
     clicked = where.download_button(
         label,
         payload,
         file_name=file_name,
         mime=mime,
         key=key,
-        on_click=record_export,
-        args=(file_name, rows),
-        kwargs={"what": what, "contains": note},
+        on_click=on_click,
+        args=args,
+        kwargs=record_kwargs,
         **kwargs,
     )
     if note and show_note:
         where.caption(note)
     return clicked
+
+
+def _recorded_when_built(build: Callable[[], bytes], record: Callable[[], None]) -> Callable[[], bytes]:
+    """``build``, then ``record`` once the file is there (a file that fails to build was not exported)."""
+
+    def build_and_record() -> bytes:
+        built = build()
+        record()
+        return built
+
+    return build_and_record
