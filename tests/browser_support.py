@@ -68,6 +68,29 @@ def all_gone(locator, timeout_ms: int = 30_000) -> int:
     return locator.count()
 
 
+def settle(page, timeout_ms: int = 120_000, min_lines: int = 0) -> None:
+    """Wait until the app has finished running the page: its script state says not running and the
+    main block's text has not changed for two seconds (and has at least ``min_lines`` lines).
+
+    The script state on ``stApp`` is what Streamlit's own browser tests wait on. The running
+    indicator (``stStatusWidget``) never shows under the app's minimal toolbar, not even through a
+    5 s rerun, so waiting for it to go passed at once and the next click could land on the previous
+    run's widgets."""
+    main = page.locator('[data-testid="stMain"]')
+    app = page.locator('[data-testid="stApp"]')
+    waited, last, stable = 0, None, 0
+    while waited < timeout_ms:
+        page.wait_for_timeout(500)
+        waited += 500
+        text = main.inner_text() if main.count() else ""
+        running = app.get_attribute("data-test-script-state") != "notRunning"
+        stable = stable + 1 if (text == last and not running and len(text.splitlines()) >= min_lines) else 0
+        last = text
+        if stable >= 4:
+            return
+    raise AssertionError(f"the page was still changing after {timeout_ms / 1000:.0f} s")
+
+
 @contextlib.contextmanager
 def running_app(
     db_url: str,

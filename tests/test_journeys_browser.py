@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.browser_support import sign_in
+from tests.browser_support import settle, sign_in
 
 
 def _number(text: str) -> int:
@@ -24,10 +24,8 @@ def _shot(page, artifacts, name: str, heading: str | None = None) -> None:
 
 
 def _wait_idle(page) -> None:
-    """Until Streamlit's run has finished (its status widget gone) and the page settled."""
-    page.wait_for_timeout(600)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=120_000)
-    page.wait_for_timeout(400)
+    """Until Streamlit's run has finished and the page settled."""
+    settle(page)
 
 
 def _from_day(page) -> tuple[int, int, int]:

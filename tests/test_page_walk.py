@@ -35,6 +35,7 @@ from cxdash.governance.auth import ALL_PAGES, ROLE_PAGES, ROLES
 from cxdash.store.database import open_store, sources_table
 from cxdash.store.kinds import KINDS
 from cxdash.ui.frame import PAGE_REGISTRY
+from tests.browser_support import settle as settle_run
 from tests.browser_support import sign_in
 from tests.conftest import FIXTURES, ensure_user
 from tests.test_upload_browser import _choose_kind
@@ -235,16 +236,8 @@ def source_names(app) -> frozenset[str]:
 
 
 def settle(page, timeout_ms: int = 90_000) -> None:
-    """Wait until the script run is over (no "Running" status) and stays over, then let charts and
-    grids paint."""
-    page.locator('[data-testid="stMain"]').wait_for(timeout=timeout_ms)
-    quiet = 0
-    for _ in range(timeout_ms // 250):
-        running = page.locator('[data-testid="stStatusWidget"]').count() > 0
-        quiet = 0 if running else quiet + 1
-        if quiet >= 8:  # two seconds without a run
-            break
-        page.wait_for_timeout(250)
+    """The run over and the page unchanged for two seconds, then a moment for charts and grids to paint."""
+    settle_run(page, timeout_ms)
     page.wait_for_timeout(1000)
 
 

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from cxdash.risk.activation import at_risk
 from cxdash.store.database import open_store
 from tests.browser_support import all_gone, sign_in
+from tests.browser_support import settle as settle_run
 from tests.conftest import ensure_user
 from tests.test_journeys_browser import _from_day, _set_from_year
 from tests.test_upload_browser import _choose_kind
@@ -48,27 +49,8 @@ def tour(demo_app):
 
 
 def settle(page, timeout_ms: int = 120_000) -> None:
-    """Wait until the app has finished running the page: the app says its script is not running
-    and the main block's text has stopped changing for a couple of seconds.
-
-    The script state on ``stApp`` is what Streamlit's own browser tests wait on. The running
-    indicator (``stStatusWidget``) was never on the page here, not even through a 5 s rerun, so a
-    rerun that drew the same text again looked settled while it still had seconds to go, and the
-    next click landed on the previous run's widgets."""
-    main = page.locator('[data-testid="stMain"]')
-    app = page.locator('[data-testid="stApp"]')
-    waited, last, stable = 0, None, 0
-    while waited < timeout_ms:
-        page.wait_for_timeout(500)
-        waited += 500
-        text = main.inner_text() if main.count() else ""
-        running = app.get_attribute("data-test-script-state") != "notRunning"
-        # a page still computing shows nothing (or its title only) below the title
-        stable = stable + 1 if (text == last and not running and len(text.splitlines()) > 2) else 0
-        last = text
-        if stable >= 4:
-            return
-    raise AssertionError(f"the page was still changing after {timeout_ms / 1000:.0f} s")
+    """Settled, and a page still computing shows nothing (or its title only) below the title."""
+    settle_run(page, timeout_ms, min_lines=3)
 
 
 def open_page(page, title: str) -> None:
