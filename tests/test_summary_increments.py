@@ -49,10 +49,11 @@ VARIANTS = "journeys.variants"  # stands when each customer's first steps are ke
 MOMENTS = ("journeys.hotspots", "journeys.hotspot_customers")  # stand when no moment moves: their own test
 POSITIONS = "journeys.positions"  # stands when the appended steps repeat earlier ones: its own test
 PATHS = "journeys.paths"  # stands when no appended customer's path moves: its own test
+MAP = ("journeys.dfg", "journeys.nodes")  # stand when no appended customer's steps move: their own test
 VIEW_NAMES = tuple(
     name
     for name in summaries.INCREMENTS
-    if name in summaries.VIEWS and name not in (*STANDING, VARIANTS, *MOMENTS, POSITIONS, PATHS)
+    if name in summaries.VIEWS and name not in (*STANDING, VARIANTS, *MOMENTS, POSITIONS, PATHS, *MAP)
 )
 VIEWS_REFRESHED = ("journeys.activities", "journeys.dfg", *VIEW_NAMES)
 
@@ -88,6 +89,11 @@ def standing(taken: dict[str, int]) -> dict[str, int]:
 def others(taken: dict[str, int]) -> dict[str, int]:
     """The increments taken but the churn candidates'."""
     return {name: n for name, n in taken.items() if name != CANDIDATES}
+
+
+def but_map(taken: dict[str, int]) -> dict[str, int]:
+    """The increments taken but the journey map's (refreshed for the edge's default parameters)."""
+    return {name: n for name, n in taken.items() if name not in MAP}
 
 
 def canonical(value):
@@ -392,7 +398,7 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     store, extracts = company
     after_load(store, VIEWS_REFRESHED)
     first = assert_views_equal_whole(store)
-    assert taken == {}
+    assert but_map(taken) == {}
     with store.connect() as conn:
         end = as_of(conn)
         period = metrics.default_period(end)
@@ -406,7 +412,7 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     append_rows(store, tmp_path, extracts["web"], web_rows[:1], "one")
     after_load(store, VIEWS_REFRESHED)
     assert_views_equal_whole(store)
-    assert taken == dict.fromkeys(VIEW_NAMES, 1)
+    assert but_map(taken) == dict.fromkeys(VIEW_NAMES, 1)
 
     # five customers take the view's edge once more (two visits a minute apart): their rows change
     source, target = views.edge_labels(first["journeys.dfg"])[0]
@@ -425,7 +431,7 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     append_rows(store, tmp_path, extracts["web"], pairs, "pairs")
     after_load(store, VIEWS_REFRESHED)
     paired = assert_views_equal_whole(store)
-    assert taken == dict.fromkeys(VIEW_NAMES, 2)
+    assert but_map(taken) == dict.fromkeys(VIEW_NAMES, 2)
 
     # a CRM record of a new customer who signed up today: one more identified person in the period
     crm = read_rows(extracts["crm"])[0]
@@ -439,7 +445,7 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     # has the Shared KPIs views computed whole
     executive = ("executive.report", "executive.trends", "executive.cohorts", "executive.conflicts")
     want = {**dict.fromkeys(VIEW_NAMES, 3), **dict.fromkeys(executive, 2)}
-    assert taken == want
+    assert but_map(taken) == want
 
     # a page asking for the stored edge before the refresh gets its customers caught up too
     web_rows[3]["event_time"] = f"{end - timedelta(minutes=5):%Y-%m-%d %H:%M:%S}"
@@ -450,7 +456,7 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
         whole = summaries._computations()["journeys.edge_customers"](conn, **params)
     pd.testing.assert_frame_equal(asked, whole, check_dtype=False)
     want["journeys.edge_customers"] += 1
-    assert taken == want
+    assert but_map(taken) == want
 
     # a payment earlier the same day: a purchase moves the CLV forecasts and the conflicts' collections,
     # so the report and the conflicts are computed whole
@@ -460,7 +466,7 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     after_load(store, VIEWS_REFRESHED)
     assert_views_equal_whole(store)
     want = {name: n if name in ("executive.report", "executive.conflicts") else n + 1 for name, n in want.items()}
-    assert taken == want
+    assert but_map(taken) == want
 
     # a customer who did nothing in a month (and had not churned by its end) visits then: one more
     # active customer in that month, so the KPIs' activity part is computed again (the rest kept).
@@ -490,7 +496,7 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     months_now = assert_views_equal_whole(store)["executive.trends"]
     assert months_now.loc[bucket, "active_customers"] == month["active_customers"] + 1
     want = {name: n + 1 for name, n in want.items()}
-    assert taken == want
+    assert but_map(taken) == want
 
     # a ticket from a known customer: the KPIs' activity and contacts parts are computed again, and
     # the conflicts whole (they read tickets)
@@ -503,7 +509,7 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     assert {name: taken[name] for name in executive} == {
         name: want[name] + (name != "executive.conflicts") for name in executive
     }
-    want = dict(taken)  # the journeys' increments on a ticket are checked by their equality above
+    want = but_map(taken)  # the journeys' increments on a ticket are checked by their equality above
 
     # two pages nobody had seen, each visited once more than the last activity top N keeps (and the
     # activities tied with it): they take those places, so every customer's steps pool differently
@@ -543,21 +549,21 @@ def test_default_views_after_small_appends_in_their_period_equal_them_computed_w
     after_load(store, VIEWS_REFRESHED)
     assert_views_equal_whole(store)
     want = {name: n if name == "journeys.edge_customers" else n + 1 for name, n in want.items()}
-    assert taken == want
+    assert but_map(taken) == want
 
     # an anonymous visitor's visits merged into a customer: earlier rows change customer, computed whole
     merge = dict(web_rows[-1], cookie_id=anonymous_cookie(store), event_time=f"{end:%Y-%m-%d %H:%M:%S}")
     append_rows(store, tmp_path, extracts["web"], [merge], "merge")
     after_load(store, VIEWS_REFRESHED)
     assert_views_equal_whole(store)
-    assert taken == want
+    assert but_map(taken) == want
 
     # a visit two days on moves the data's date, so the default period: the views are new ones
     web_rows[2]["event_time"] = f"{end + timedelta(days=2):%Y-%m-%d %H:%M:%S}"
     append_rows(store, tmp_path, extracts["web"], web_rows[2:3], "later")
     after_load(store, VIEWS_REFRESHED)
     assert_views_equal_whole(store)
-    assert taken == want
+    assert but_map(taken) == want
 
 
 def last_steps(conn, period) -> pd.DataFrame:
@@ -733,11 +739,12 @@ def test_kpis_are_computed_whole_after_appends_to_a_store_without_crm_records(tm
         store.dispose()
 
 
-def first_steps(conn, period, top_n: int) -> dict[str, tuple[int, object, object, str]]:
+def first_steps(conn, period, top_n: int) -> dict[str, tuple[int, object, object, str, str]]:
     """Per CRM customer (email) with steps in ``period``: how many steps their journey has there
-    once activities outside the top ``top_n`` are pooled and repeats collapsed (the variants' default
-    filters), the time of the fifth such step, of their last step, and their variant (the first five
-    names). Worked out in Python from the log's rows, apart from the database's windows."""
+    once activities outside the top ``top_n`` are pooled and repeats collapsed (the variants' and the
+    map's default filters), the time of the fifth such step, of their last step, their variant (the
+    first five names) and their last step's name. Worked out in Python from the log's rows, apart
+    from the database's windows."""
     log = jr.journey_log(since=period.start, until=period.end)
     crm = KIND_TABLES["customers"]
     rows = conn.execute(
@@ -756,7 +763,7 @@ def first_steps(conn, period, top_n: int) -> dict[str, tuple[int, object, object
         names, times = steps["name"].tolist(), steps["ts"].tolist()
         kept = [i for i in range(len(names)) if i == 0 or names[i] != names[i - 1]]
         variant = jr.VARIANT_SEPARATOR.join(names[i] for i in kept[:5])
-        out[email] = (len(kept), times[kept[4]] if len(kept) >= 5 else None, times[-1], variant)
+        out[email] = (len(kept), times[kept[4]] if len(kept) >= 5 else None, times[-1], variant, names[-1])
     return out
 
 
@@ -789,9 +796,9 @@ def test_variants_stand_when_appended_steps_come_after_each_customers_first_step
             str(a) for a in jr.activity_counts(conn, jr.journey_log(since=period.start, until=period.end))["activity"]
         ][:3]
     recent = end - timedelta(hours=1)
-    long = sorted(e for e, (n, _, last, _) in journeys.items() if n >= steps and last < recent)
+    long = sorted(e for e, (n, _, last, *_) in journeys.items() if n >= steps and last < recent)
     # a short journey whose variant is listed: taking one more step moves its count in the list
-    short = sorted(e for e, (n, _, last, v) in journeys.items() if n < steps and last < recent and v in listed())
+    short = sorted(e for e, (n, _, last, v, _) in journeys.items() if n < steps and last < recent and v in listed())
     assert long and short
     web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
 
@@ -849,6 +856,58 @@ def test_variants_stand_when_appended_steps_come_after_each_customers_first_step
     after_load(store, (VARIANTS,))
     assert taken == {VARIANTS: 2}
     stored_and_whole()
+
+
+def test_journey_map_stands_when_no_appended_customers_steps_move(company, tmp_path, taken):
+    store, extracts = company
+    after_load(store, MAP)
+
+    def stored_and_whole() -> pd.DataFrame:
+        with store.connect() as conn:
+            for name in MAP:
+                params = views.default_params(conn, name, {})
+                stored = summaries.lookup(conn, name, data_version(conn), params)
+                whole = summaries._computations()[name](conn, **params)
+                assert stored is not summaries.MISSING, name
+                pd.testing.assert_frame_equal(stored, whole, check_dtype=False, obj=name)
+                if name == "journeys.dfg":
+                    graph = stored
+        return graph
+
+    with store.connect() as conn:
+        end = as_of(conn)
+        period = metrics.default_period(end)
+        journeys = first_steps(conn, period, int(views.JOURNEY_DEFAULTS["top_n"]))
+    pages = set(pd.read_csv(extracts["web"].path, dtype=str)["event_name"].dropna())
+    recent = end - timedelta(hours=1)
+    # customers whose last step (pooled, collapsed) was a while ago and is one of the site's pages
+    calm = sorted(e for e, (_, _, last, _, name) in journeys.items() if last < recent and name in pages)
+    assert len(calm) >= 2
+    web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
+
+    def visit(email: str, page: str, tag: str) -> list[dict]:
+        row = dict(web, user_email=email, cookie_id=f"cookie-{tag}", session_id=f"s-{tag}", event_name=page)
+        row["event_time"] = f"{journeys[email][2] + timedelta(minutes=5):%Y-%m-%d %H:%M:%S}"
+        return [row]
+
+    before = stored_and_whole()
+    # the customer visits their last page again: the repeat collapses into it, so no transition and
+    # no node moves, and the map stands
+    email = calm[0]
+    append_rows(store, tmp_path, extracts["web"], visit(email, journeys[email][4], "again"), "again")
+    after_load(store, MAP)
+    assert taken == dict.fromkeys(MAP, 1)
+    stored_and_whole()
+
+    # another customer visits a page other than their last: one more transition (and its seconds),
+    # so the map is computed whole and counts it
+    email = calm[1]
+    other = sorted(pages - {journeys[email][4]})[0]
+    append_rows(store, tmp_path, extracts["web"], visit(email, other, "next"), "next")
+    after_load(store, MAP)
+    assert taken == dict.fromkeys(MAP, 1)
+    after = stored_and_whole()
+    assert after["count"].sum() == before["count"].sum() + 1
 
 
 def test_hotspots_stand_when_no_appended_step_moves_a_moment(company, tmp_path, taken):

@@ -39,8 +39,7 @@ __all__ = ["INCREMENTS"]
 # ``rollups.INCREMENT_MAX_KEYS``) are looked at again and the rest kept; the KPI tables compute
 # again only their parts that read the appended kinds. Views with medians or top-N lists over
 # every customer are kept only when the appended rows provably leave them as they were (the funnel,
-# handoffs, variants, first positions, hotspots, paths: each function says when); the journey graph
-# is always computed whole (its medians move with any new transition).
+# handoffs, variants, first positions, hotspots, paths, the journey map: each function says when).
 
 
 # The kinds whose rows the CLV forecasts never read (they read purchases, and the customer keys no
@@ -60,6 +59,7 @@ _CHURN_READS = {
 # Answers two increments of one refresh ask alike (``_for_this_refresh``), a few of each kind.
 _KEPT_NAMES: OrderedDict[tuple, object] = OrderedDict()
 _STANDING_MOMENTS: OrderedDict[tuple, object] = OrderedDict()
+_STANDING_MAPS: OrderedDict[tuple, object] = OrderedDict()
 
 
 def _for_this_refresh(conn: Connection, kept: OrderedDict, params: list, compute: Callable[[], object]):
@@ -285,6 +285,36 @@ def _edge_customers_after(
     return both.sort_values(["times", "case_id"], ascending=[False, True], kind="stable", ignore_index=True)
 
 
+def _map_stands(conn: Connection, loads: list[int], filters: dict, period) -> bool:
+    # the graph and then the nodes ask in the same refresh: compared once
+    return _for_this_refresh(
+        conn, _STANDING_MAPS, [loads, filters, period], lambda: _map_stands_now(conn, loads, filters, period)
+    )
+
+
+def _map_stands_now(conn: Connection, loads: list[int], filters: dict, period) -> bool:
+    """Whether the journey map (its graph and nodes) is as before the appends ``loads``: top N keeps
+    the same activities, and each appended customer's steps as the map counts them (pooled, collapsed,
+    each beside the next step and the seconds to it: ``jr.case_steps``) are the same with and without
+    those loads' steps. The map's figures are counts, shares and percentiles over every customer's
+    such rows, so then none moves: a repeat that collapses into the customer's last step leaves them;
+    a step that adds a transition (its seconds move an edge's median) or a customer new to the period
+    does not."""
+    cases = appended_keys(conn, loads)
+    spec = _spec(filters)
+    top = None if cases is None else _kept_names(conn, spec, period, loads)
+    theirs = None if top is None else _their_log(conn, spec, top, cases, period)
+    if theirs is None:
+        return False
+    rows, pinned = theirs
+    return _same_without(lambda steps: jr.case_steps(conn, steps, pinned), rows, loads)
+
+
+def _map_after(conn: Connection, before: pd.DataFrame, loads: list[int], filters: dict, period=None):
+    """The journey map's graph, or its nodes, as they were when the map stands (``_map_stands``)."""
+    return before if _map_stands(conn, loads, filters, period) else None
+
+
 def _variants_after(
     conn: Connection,
     before: pd.DataFrame,
@@ -479,6 +509,8 @@ INCREMENTS: dict[str, Callable[..., object]] = {
     "journeys.people": _people_after,
     "journeys.customers": _customers_after,
     "journeys.edge_customers": _edge_customers_after,
+    "journeys.dfg": _map_after,
+    "journeys.nodes": _map_after,
     "journeys.funnel": _funnel_after,
     "journeys.positions": _positions_after,
     "journeys.variants": _variants_after,

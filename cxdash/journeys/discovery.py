@@ -32,6 +32,7 @@ __all__ = [
     "VARIANT_SEPARATOR",
     "activity_counts",
     "activity_nodes",
+    "case_steps",
     "dfg_counts",
     "dfg_query",
     "discover_dfg",
@@ -261,6 +262,31 @@ def dfg_counts(conn: Connection, events: sa.FromClause, spec: LogSpec | None = N
         .order_by(edges.c.n.desc(), src.c.activity, tgt.c.activity)
     )
     return _numeric(_frame(conn, q, ["source", "target", "count"]), ints=("count",))
+
+
+def case_steps(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
+    """Every step of every case as ``journey_map`` counts it (renamed, pooled by top N, repeats
+    collapsed): ``case_id, activity, department, is_start, next_activity, seconds`` (the next step's
+    activity and the seconds to it; missing on a case's last step), sorted. The graph and the nodes
+    are sums, shares and percentiles over these rows of every case, so a case whose rows are the same
+    leaves both as they were (what a view of a few cases compares)."""
+    codes, steps = _coded_steps(events, spec, keys, nodes=True)
+    src, tgt = codes.alias("step_name"), codes.alias("next_name")
+    picked = (
+        steps.c.case_id,
+        src.c.activity,
+        steps.c.department,
+        steps.c.is_start,
+        tgt.c.activity.label("next_activity"),
+        steps.c.seconds,
+    )
+    q = (
+        sa.select(*picked)
+        .select_from(steps.join(src, src.c.code == steps.c.source).outerjoin(tgt, tgt.c.code == steps.c.target))
+        .order_by(*picked)
+    )
+    cols = ["case_id", "activity", "department", "is_start", "next_activity", "seconds"]
+    return _numeric(_frame(conn, q, cols), ints=("is_start",), floats=("seconds",))
 
 
 def _ends(conn: Connection, events, spec, keys, *, first: bool) -> dict[str, int]:
