@@ -334,3 +334,24 @@ def test_a_view_stored_after_a_page_read_the_stored_results_is_still_found(store
     with store.connect() as conn:
         pd.testing.assert_frame_equal(found, views.COMPUTATIONS["journeys.handoffs"](conn, **params), check_dtype=False)
     data.store_at.clear()
+
+
+def test_a_summary_that_fails_leaves_the_ones_after_it_computed_and_stored(store, tmp_path, monkeypatch):
+    """The refresh's summaries share a connection while it is young; one whose query fails (on
+    PostgreSQL that aborts the connection's transaction) must not take the next ones down with it."""
+    _load(store, tmp_path, "crm.csv", CRM, "crm", CRM_MAP)
+    _load(store, tmp_path, "web.csv", WEB, "web", WEB_MAP)
+    computations = summaries._computations()
+
+    def broken(conn, **params):
+        conn.execute(sa.text("SELECT no_such_column FROM summaries"))
+
+    monkeypatch.setattr(summaries, "_computations", lambda: {**computations, "source_summary": broken})
+    monkeypatch.setattr(summaries, "_HOLD_SECONDS", 3600.0)  # every summary on the held connection
+    took = summaries.refresh(store, ("source_summary", "activity_by_month", "null_rates"))
+    assert set(took) == {"activity_by_month", "null_rates"}
+    with store.connect() as conn:
+        version = data_version(conn)
+        assert summaries.lookup(conn, "source_summary", version) is summaries.MISSING
+        for name in ("activity_by_month", "null_rates"):
+            _same(summaries.lookup(conn, name, version), computations[name](conn))

@@ -14,12 +14,13 @@ Results are stored as Parquet (frames) or JSON (the headline, the KPI report, li
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -350,6 +351,45 @@ def get(conn: Connection, name: str, version: int | None = None, params: dict | 
 
 
 _refresh_lock = threading.Lock()  # one refresh at a time in a process: they would only compete for the cores
+
+# How long the refresh keeps one connection for the summaries that follow each other.
+_HOLD_SECONDS = 1.0
+
+
+class _HeldConnection:
+    """A connection the refresh's summaries share while it is young: each summary gets the held one
+    if it was opened under ``_HOLD_SECONDS`` ago, else a new one (the old is closed first). Another
+    process waiting to load is then kept out for a second or one computation at most, as before
+    (when every summary had its own connection), while a run of small summaries (a refresh after a
+    small append: about 30 of them, most under 0.1 s) no longer opens and closes the DuckDB file for
+    each: 33 connections cost 0.85 s of a 5 s refresh at 200k customers. A summary that fails gives
+    its connection up (on PostgreSQL its transaction is aborted)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._open: contextlib.AbstractContextManager | None = None
+        self._conn: Connection | None = None
+        self._since = 0.0
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[Connection]:
+        if self._conn is not None and time.monotonic() - self._since > _HOLD_SECONDS:
+            self.close()
+        if self._conn is None:
+            self._open = self._store.connect()
+            self._conn, self._since = self._open.__enter__(), time.monotonic()
+        try:
+            yield self._conn
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        opened, self._open, self._conn = self._open, None, None
+        if opened is not None:
+            opened.__exit__(None, None, None)
+
+
 _background: list[threading.Thread] = []
 
 
@@ -370,62 +410,70 @@ def refresh(
     churn: str | None = None
     churn_known = False
     with _refresh_lock:
-        with store.connect() as conn:
-            version = data_version(conn)
-            if "churn_candidates" not in names:
-                stored = lookup(conn, "churn_candidates", version)
-                results["churn_candidates"] = None if stored is MISSING else stored
-        for name in names:
-            if name in CHURN_DEPENDENT and not churn_known:
-                churn, churn_known = effective_churn(store, results.get("churn_candidates")), True
-            with store.connect() as conn:
-                if name in VIEWS:
-                    params = default_params(conn, name, results, churn)
-                else:
-                    params = {"churn": churn} if name in CHURN_DEPENDENT and churn else {}
-                if params is None:  # the store has nothing this view could show
-                    continue
-                if progress:
-                    progress(name)
-                t0 = time.perf_counter()
-                try:
-                    result = _brought_up(conn, name, params, version)
-                    if result is MISSING:
-                        result = computations[name](conn, **params)
-                    payloads[name] = (params_key(name, params), _encode(result))
-                    if name in READ_LATER:
-                        results[name] = result
-                    del result
-                except Exception:  # the page computes it live instead; the load itself stands
-                    log.warning("summary %s could not be computed; its page will compute it live", name, exc_info=True)
-                    continue
-                took[name] = round(time.perf_counter() - t0, 3)
-        now = datetime.now(UTC).replace(tzinfo=None)
-        with store.begin() as conn:
-            if data_version(conn) != version:
-                log.info("data changed during the summaries refresh (version %s); not stored", version)
-                return took
-            # every earlier result of these names, whatever its parameters (one statement: on an
-            # engine without DELETE each statement rewrites the table, cxdash.store.spark_dml)
-            conn.execute(
-                summaries_table.delete().where(
-                    sa.or_(
-                        *[
-                            sa.or_(
-                                summaries_table.c.name == name,
-                                summaries_table.c.name.startswith(name + "?", autoescape=True),
-                            )
-                            for name in names
-                        ]
-                    )
-                )
-            )
-            for name, (key, payload) in payloads.items():
+        held = _HeldConnection(store)
+        try:
+            with held() as conn:
+                version = data_version(conn)
+                if "churn_candidates" not in names:
+                    stored = lookup(conn, "churn_candidates", version)
+                    results["churn_candidates"] = None if stored is MISSING else stored
+            for name in names:
+                if name in CHURN_DEPENDENT and not churn_known:
+                    churn, churn_known = effective_churn(store, results.get("churn_candidates")), True
+                with held() as conn:
+                    if name in VIEWS:
+                        params = default_params(conn, name, results, churn)
+                    else:
+                        params = {"churn": churn} if name in CHURN_DEPENDENT and churn else {}
+                    if params is None:  # the store has nothing this view could show
+                        continue
+                    if progress:
+                        progress(name)
+                    t0 = time.perf_counter()
+                    try:
+                        result = _brought_up(conn, name, params, version)
+                        if result is MISSING:
+                            result = computations[name](conn, **params)
+                        payloads[name] = (params_key(name, params), _encode(result))
+                        if name in READ_LATER:
+                            results[name] = result
+                        del result
+                    except Exception:  # the page computes it live instead; the load itself stands
+                        log.warning(
+                            "summary %s could not be computed; its page will compute it live", name, exc_info=True
+                        )
+                        held.close()  # on PostgreSQL its transaction is aborted: the next summary gets a new one
+                        continue
+                    took[name] = round(time.perf_counter() - t0, 3)
+            held.close()
+            now = datetime.now(UTC).replace(tzinfo=None)
+            with store.begin() as conn:
+                if data_version(conn) != version:
+                    log.info("data changed during the summaries refresh (version %s); not stored", version)
+                    return took
+                # every earlier result of these names, whatever its parameters (one statement: on an
+                # engine without DELETE each statement rewrites the table, cxdash.store.spark_dml)
                 conn.execute(
-                    summaries_table.insert().values(
-                        name=key, data_version=version, computed_at=now, seconds=took[name], payload=payload
+                    summaries_table.delete().where(
+                        sa.or_(
+                            *[
+                                sa.or_(
+                                    summaries_table.c.name == name,
+                                    summaries_table.c.name.startswith(name + "?", autoescape=True),
+                                )
+                                for name in names
+                            ]
+                        )
                     )
                 )
+                for name, (key, payload) in payloads.items():
+                    conn.execute(
+                        summaries_table.insert().values(
+                            name=key, data_version=version, computed_at=now, seconds=took[name], payload=payload
+                        )
+                    )
+        finally:
+            held.close()
     log.info("summaries refreshed for data version %s: %s", version, took)
     return took
 

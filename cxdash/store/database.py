@@ -87,6 +87,9 @@ log = logging.getLogger(__name__)
 # imports that module (and PyHive) only when such a URL is used.
 registry.register("sparkthrift", "cxdash.store.spark", "SparkThriftDialect")
 registry.register("sparkthrift.pyhive", "cxdash.store.spark", "SparkThriftDialect")
+# duckdb:// URLs resolve to duckdb_engine's dialect with SQLAlchemy's compiled-statement cache on
+# (cxdash.store.dialect.DuckDBDialect says why).
+registry.register("duckdb", "cxdash.store.dialect", "DuckDBDialect")
 
 ANALYTICS = sa.MetaData()
 APP_STATE = sa.MetaData()
