@@ -33,7 +33,7 @@ from cxdash.jobs.loads import after_load, update_rollups
 from cxdash.metrics.periods import as_of
 from cxdash.metrics.timeline import timeline
 from cxdash.store import rollups
-from cxdash.store.database import KIND_TABLES, identity_map_table, sources_table
+from cxdash.store.database import KIND_TABLES, identity_map_table, sources_table, summaries_table
 from cxdash.store.version import data_version
 from tests.conftest import BACKENDS, make_store
 from tests.demo_company import append_rows, loaded
@@ -632,13 +632,14 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
     assert standing(taken) == dict.fromkeys(STANDING, 2)
     stored_and_whole("journeys.funnel"), stored_and_whole("journeys.handoffs")
 
-    # then open a ticket with another team: a handoff from the site to it, so the handoffs are computed whole
+    # then open a ticket with another team: a handoff from the site to a department no one was handed
+    # to before, so the handoffs move (a new pair, its count, customers and waits from this handoff)
     ticket = dict(read_rows(extracts["helpdesk"])[0], **{"Requester Email": email, "Requester Phone": ""})
     ticket.update({"Ticket #": "880001", "Created": f"{since + timedelta(minutes=20):%Y-%m-%d %H:%M:%S}"})
     ticket.update({"Resolved": "", "Team": "standing_team"})
     append_rows(store, tmp_path, extracts["helpdesk"], [ticket], "team")
     after_load(store, refreshed)
-    assert standing(taken) == {"journeys.funnel": 3, "journeys.handoffs": 2}
+    assert standing(taken) == dict.fromkeys(STANDING, 3)
     stored_and_whole("journeys.funnel")
     handoffs = stored_and_whole("journeys.handoffs")
     moved = handoffs[
@@ -669,6 +670,71 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
     funnel = stored_and_whole("journeys.funnel")
     first_step = funnel[funnel["step"] == 1]["customers"].tolist()
     assert first_step == [int(funnel_before[funnel_before["step"] == 1]["customers"].iloc[0]) + 1]
+
+
+def test_handoffs_move_by_the_waits_appended_customers_gain_and_lose(company, tmp_path, taken, monkeypatch):
+    store, extracts = company
+    name = "journeys.handoffs"
+    after_load(store, (name,))
+
+    def stored_and_whole() -> pd.DataFrame:
+        with store.connect() as conn:
+            params = views.default_params(conn, name, {})
+            stored = summaries.lookup(conn, name, data_version(conn), params)
+            whole = summaries._computations()[name](conn, **params)
+        assert stored is not summaries.MISSING
+        pd.testing.assert_frame_equal(stored, whole, check_dtype=False)
+        return stored.set_index(["source_department", "target_department"])
+
+    with store.connect() as conn:
+        end = as_of(conn)
+        last = last_steps(conn, metrics.default_period(end))
+        web_department = conn.execute(
+            sa.select(sources_table.c.department).where(sources_table.c.name == extracts["web"].source)
+        ).scalar()
+    before = stored_and_whole()
+    on_site = last[last["departments"].map(lambda d: d == [web_department]) & (last["ts"] < end - timedelta(hours=2))]
+    assert len(on_site) >= 8
+    ticket = read_rows(extracts["helpdesk"])[0]
+    team = ticket["Team"]
+
+    def tickets(rows, tag: str, minutes: int) -> list[dict]:
+        out = []
+        for i, (email, since) in enumerate(zip(rows["email"], rows["ts"], strict=True)):
+            row = dict(ticket, **{"Requester Email": email, "Requester Phone": "", "Resolved": ""})
+            row.update(
+                {"Ticket #": f"77{tag}{i:03d}", "Created": f"{since + timedelta(minutes=minutes):%Y-%m-%d %H:%M:%S}"}
+            )
+            out.append(row)
+        return out
+
+    # three customers last seen on the site open a ticket half an hour later: three more handoffs
+    # from the site to the team (a pair that had some), each a 30-minute wait
+    append_rows(store, tmp_path, extracts["helpdesk"], tickets(on_site.iloc[:3], "a", 30), "three")
+    after_load(store, (name,))
+    assert taken == {name: 1}
+    after = stored_and_whole()
+    pair = (web_department, team)
+    assert after.loc[pair, "count"] == before["count"].get(pair, 0) + 3
+    assert after.loc[pair, "customers"] == before["customers"].get(pair, 0) + 3
+    assert after.drop(index=pair)["count"].equals(before.drop(index=pair, errors="ignore")["count"])
+
+    # with runs of one rank each side (stored so by a refresh from every row), five handoffs of no
+    # wait (a ticket at the second of the customer's last page) put the pair's median below its run:
+    # computed whole
+    monkeypatch.setattr(jr.percentile_runs, "RUN_RANKS", 1)
+    with store.begin() as conn:
+        conn.execute(summaries_table.delete())
+    after_load(store, (name,))
+    assert taken == {name: 1}
+    with store.connect() as conn:
+        kept = summaries.lookup(conn, name, data_version(conn), views.default_params(conn, name, {})).attrs["waits"]
+    runs = next(w[3] for w in kept if (w[0], w[1]) == pair)
+    assert runs["n"] > 6 and runs["runs"][0][1][0] > 0  # more waits than the runs hold, none of them 0 near the median
+    append_rows(store, tmp_path, extracts["helpdesk"], tickets(on_site.iloc[3:8], "b", 0), "five")
+    after_load(store, (name,))
+    assert taken == {name: 1}
+    assert stored_and_whole().loc[pair, "count"] == after.loc[pair, "count"] + 5
 
 
 def test_kpis_are_computed_whole_when_the_churn_definition_reads_the_appended_rows(company, tmp_path):

@@ -31,7 +31,7 @@ from cxdash.governance import health
 from cxdash.governance.privacy import consented_customers
 from cxdash.jobs.view_increments import INCREMENTS as VIEW_INCREMENTS
 from cxdash.jobs.views import COMPUTATIONS as VIEW_COMPUTATIONS
-from cxdash.jobs.views import DEPENDS_ON, default_params, params_key
+from cxdash.jobs.views import DEPENDS_ON, STORED_COMPUTATIONS, default_params, params_key
 from cxdash.metrics import Headline, KpiReport, churn, filter_options, headline, overview
 from cxdash.metrics.churn import Definition, candidates
 from cxdash.metrics.customers import filter_options_after
@@ -148,6 +148,12 @@ def _computations() -> dict[str, Callable[..., object]]:
     }
 
 
+def _stored_computations() -> dict[str, Callable[..., object]]:
+    """``_computations()`` as the refresh runs them: a view whose stored result keeps what its
+    increment needs is computed that way (``views.STORED_COMPUTATIONS``)."""
+    return {**_computations(), **STORED_COMPUTATIONS}
+
+
 # The landing pages' scans (no parameters), then the default views of Shared KPIs and Journeys
 # (cxdash/jobs/views.py), in an order where a view's parameters only need results computed before it.
 LANDING = (
@@ -210,14 +216,21 @@ MISSING = object()  # lookup() found no stored result for the current version
 # ----------------------------------------------------------------------------- payloads
 
 
+# A frame's ``attrs`` kept with it (JSON values): what a view's increment reads from its stored
+# result (the handoffs' waits near their percentiles: ``jr.discover_handoffs(waits=True)``).
+_KEPT_ATTRS = ("waits",)
+
+
 def _frame_payload(frame: pd.DataFrame) -> bytes:
     """A frame as Parquet with a JSON header that restores what Parquet cannot hold: non-string
-    column names (the cohort matrix's month numbers) and the index."""
+    column names (the cohort matrix's month numbers), the index and the attrs increments read
+    (``_KEPT_ATTRS``)."""
     range_index = isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1
     header = {
         "columns": [c.item() if hasattr(c, "item") else c for c in frame.columns],
         "index": None if range_index else len(frame.index.names),
         "index_names": list(frame.index.names),
+        "attrs": {key: frame.attrs[key] for key in _KEPT_ATTRS if key in frame.attrs},
     }
     flat = frame.copy(deep=False)
     flat.columns = [f"c{i}" for i in range(flat.shape[1])]
@@ -243,6 +256,7 @@ def _frame_from(body: bytes) -> pd.DataFrame:
     else:
         flat.index = pd.RangeIndex(len(flat), name=header["index_names"][0])
     flat.columns = header["columns"]
+    flat.attrs.update(header.get("attrs", {}))
     return flat
 
 
@@ -404,7 +418,7 @@ def refresh(
     describe data that is gone) and the pages compute live until the next refresh.
     """
     took: dict[str, float] = {}
-    computations = _computations()
+    computations = _stored_computations()
     results: dict[str, object] = {}
     payloads: dict[str, tuple[str, bytes]] = {}
     churn: str | None = None

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 from cxdash import journeys as jr
 from cxdash import metrics
 from cxdash.jobs.views import _MAP_PAIRS_KEPT, _bounds, _definition, _log, _map_lock, _spec
+from cxdash.journeys import percentile_runs
 from cxdash.metrics.periods import moves_as_of
 from cxdash.metrics.queries import count_rows
 from cxdash.store.database import KIND_TABLES
@@ -243,11 +244,15 @@ def _rows_of(cases: list[int], period) -> sa.Subquery:
     return sa.select(log).where(log.c.cx_key.in_(cases)).subquery("their_steps")
 
 
+def _without(rows: sa.Subquery, loads: list[int]) -> sa.Subquery:
+    """``rows`` without the loads' ``loads`` steps: the appended customers' steps before them."""
+    return sa.select(rows).where(rows.c.load_id.not_in(loads)).subquery("their_steps_before")
+
+
 def _same_without(read: Callable[[sa.FromClause], pd.DataFrame], rows: sa.Subquery, loads: list[int]) -> bool:
     """Whether ``read`` gives the same from ``rows`` as from them without the loads' ``loads`` steps:
     the appended customers' part of a view, compared rather than assumed."""
-    without = sa.select(rows).where(rows.c.load_id.not_in(loads)).subquery("their_steps_before")
-    return read(rows).equals(read(without))
+    return read(rows).equals(read(_without(rows, loads)))
 
 
 def _their_log(conn: Connection, spec: jr.LogSpec, kept: list[str], cases: list[int], period):
@@ -485,18 +490,46 @@ def _funnel_after(
 
 
 def _handoffs_after(conn: Connection, before: pd.DataFrame, loads: list[int], period=None) -> pd.DataFrame | None:
-    """The handoffs as they were when each appended customer's handoffs in the period (which
-    department handed them to which, and the wait between) are the same with and without the loads'
-    steps: compared on their rows alone (at most ``rollups.INCREMENT_MAX_KEYS`` customers), not
-    assumed. A step that lengthens a stay in the customer's last department leaves them; a step in
-    another department, or slipped between two, adds or moves one."""
+    """The handoffs after appends, from each appended customer's handoffs in the period (which
+    department handed them to which, and the wait between) with and without the loads' steps,
+    read from their rows alone (at most ``rollups.INCREMENT_MAX_KEYS`` customers): the same, and
+    the handoffs stand (a step that lengthens a stay in the customer's last department); else each
+    pair's count and customers move by the difference, and its median and 90th percentile by the
+    waits that left and came (``jr.percentile_runs``, from the waits kept near those percentiles:
+    ``jr.discover_handoffs(waits=True)``). None (computed whole) without kept waits, or when the
+    waits moved a percentile past them."""
     cases = appended_keys(conn, loads)
     if cases is None:
         return None
-    same = _same_without(
-        lambda rows: jr.case_handoffs(conn, rows, department_key="department"), _rows_of(cases, period), loads
+    rows = _rows_of(cases, period)
+    now, earlier = (
+        jr.case_handoffs(conn, steps, department_key="department") for steps in (rows, _without(rows, loads))
     )
-    return before if same else None
+    if now.equals(earlier):
+        return before
+    kept = before.attrs.get("waits")
+    if kept is None:
+        return None
+    pairs = {(w[0], w[1]): w for w in kept}
+
+    def by_pair(handoffs: pd.DataFrame) -> dict[tuple[str, str], tuple[list[float], set]]:
+        out: dict[tuple[str, str], tuple[list[float], set]] = {}
+        for row in handoffs.itertuples(index=False):
+            waits, who = out.setdefault((row.source_department, row.target_department), ([], set()))
+            waits.append(float(row.seconds))
+            who.add(row.case_id)
+        return out
+
+    came, left = by_pair(now), by_pair(earlier)
+    for pair in came.keys() | left.keys():
+        added, customers_now = came.get(pair, ([], set()))
+        removed, customers_before = left.get(pair, ([], set()))
+        source, target, customers, runs = pairs.get(pair, [*pair, 0, None])
+        runs = percentile_runs.moved(runs, removed, added, jr.WAIT_FRACTIONS)
+        if runs is None:
+            return None
+        pairs[pair] = [source, target, customers + len(customers_now) - len(customers_before), runs]
+    return jr.handoffs_frame(list(pairs.values()))
 
 
 INCREMENTS: dict[str, Callable[..., object]] = {

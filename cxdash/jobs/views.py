@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_MAP_FILTERS",
     "DEPENDS_ON",
     "JOURNEY_DEFAULTS",
+    "STORED_COMPUTATIONS",
     "cohorts_params",
     "conflicts_params",
     "default_params",
@@ -390,8 +391,8 @@ def _funnel(conn, steps, days, by_segment, period=None):
     )
 
 
-def _handoffs(conn, period=None):
-    return jr.discover_handoffs(conn, _log(period), department_key="department")
+def _handoffs(conn, period=None, *, waits: bool = False):
+    return jr.discover_handoffs(conn, _log(period), department_key="department", waits=waits)
 
 
 KNOWN_FUNNELS = (["pricing", "checkout", "purchase"], ["register request", "decide", "pay compensation"])
@@ -486,6 +487,14 @@ COMPUTATIONS = {
     "journeys.people": _people,
     "journeys.hotspot_customers": _hotspot_customers,
     "journeys.edge_customers": _edge_customers,
+}
+
+
+# How the refresh computes the views whose stored result keeps more than the page shows: what
+# their increments need (``cxdash.jobs.view_increments``). The same figures as ``COMPUTATIONS``.
+STORED_COMPUTATIONS = {
+    **COMPUTATIONS,
+    "journeys.handoffs": lambda conn, period=None: _handoffs(conn, period, waits=True),  # each pair's waits
 }
 
 

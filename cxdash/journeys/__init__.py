@@ -25,7 +25,7 @@ from cxdash.journeys.discovery import (
 from cxdash.journeys.export import cohort_csv, customer_journey, hotspot_customers, mask_email, mask_phone
 from cxdash.journeys.friction import CONTACT_PREFIX, HOTSPOT_DESCRIPTIONS, NONE, friction_moments, hotspots
 from cxdash.journeys.funnels import funnel
-from cxdash.journeys.handoffs import case_handoffs, discover_handoffs, handoff_matrix
+from cxdash.journeys.handoffs import WAIT_FRACTIONS, case_handoffs, discover_handoffs, handoff_matrix, handoffs_frame
 from cxdash.journeys.hotspot_stats import (
     ALPHA,
     HOTSPOT_COLUMNS,
@@ -68,6 +68,7 @@ __all__ = [
     "PATH_COLUMNS",
     "REPORT_COLUMNS",
     "VARIANT_SEPARATOR",
+    "WAIT_FRACTIONS",
     "LogSpec",
     "MapFilters",
     "activity_counts",
@@ -93,6 +94,7 @@ __all__ = [
     "friction_moments",
     "funnel",
     "handoff_matrix",
+    "handoffs_frame",
     "hotspot_customers",
     "hotspots",
     "in_period",
