@@ -1069,7 +1069,7 @@ def test_first_positions_stand_when_appended_steps_repeat_what_each_customer_did
     web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
     pages = set(pd.read_csv(extracts["web"].path, dtype=str)["event_name"].dropna())
     calm = sorted(e for e in last.index if last[e] < end - timedelta(hours=1) and seen[e] & pages)
-    assert len(calm) >= 2
+    assert len(calm) >= 3
 
     def visit(email: str, page: str, tag: str) -> list[dict]:
         row = dict(web, user_email=email, cookie_id=f"cookie-{tag}", session_id=f"s-{tag}", event_name=page)
@@ -1083,12 +1083,38 @@ def test_first_positions_stand_when_appended_steps_repeat_what_each_customer_did
     assert taken == {name: 1}
     stored_and_whole()
 
-    # a page new to the site: its first occurrence is new, computed whole
+    # a page new to the site: one activity more, reached by one customer at their last position
+    before = stored_and_whole().set_index("activity")
     append_rows(store, tmp_path, extracts["web"], visit(calm[1], "brand_new_page", "new"), "new")
     after_load(store, (name,))
-    assert taken == {name: 1}
+    assert taken == {name: 2}
     positions = stored_and_whole().set_index("activity")
     assert positions.loc["brand_new_page", "customers"] == 1
+    assert positions.drop(index="brand_new_page").sort_index().equals(before.sort_index())
+
+    # a page slipped in before a customer's first step in the period: each of their first positions
+    # moves one place later (one customer more on that page if it was new to them), and the
+    # medians move with them, from the positions kept near each median
+    email = calm[2]
+    first = steps[steps["email"] == email]["ts"].min()
+    page = sorted(pages - seen[email])[0]  # a page they had not visited in the period
+    row = dict(web, user_email=email, cookie_id="cookie-early", session_id="s-early", event_name=page)
+    row["event_time"] = f"{first - timedelta(seconds=1):%Y-%m-%d %H:%M:%S}"
+    append_rows(store, tmp_path, extracts["web"], [row], "early")
+    after_load(store, (name,))
+    assert taken == {name: 3}
+    moved = stored_and_whole().set_index("activity")
+    assert moved.loc[page, "customers"] == positions.loc[page, "customers"] + 1
+
+    # a second customer reaches the new page after their last step: its median is now halfway
+    # between the two customers' positions (each the count of their steps in the period, counted here)
+    append_rows(store, tmp_path, extracts["web"], visit(calm[0], "brand_new_page", "second"), "second")
+    after_load(store, (name,))
+    assert taken == {name: 4}
+    count = steps.groupby("email").size()
+    # calm[0] took the "again" page first; calm[1] reached it right after their last step
+    want = ((count[calm[0]] + 2) + (count[calm[1]] + 1)) / 2
+    assert stored_and_whole().set_index("activity").loc["brand_new_page", "median_first_position"] == want
 
 
 def test_paths_stand_when_no_appended_customer_s_path_moves(company, tmp_path, taken):

@@ -412,23 +412,36 @@ def _hotspot_customers_after(
 def _positions_after(
     conn: Connection, before: pd.DataFrame, loads: list[int], filters: dict, period=None
 ) -> pd.DataFrame | None:
-    """The first positions as they were when each appended customer's appended steps in the period
-    come after all their earlier steps there and are of activities they had already taken there:
-    every first occurrence keeps its position. A step at the same time as the last earlier one
-    still comes after it (the loads' order breaks the tie, and these loads are the newest).
-    (Only the positions' own filters: names renamed, no top N, no collapsing.)"""
+    """The first positions after appends, from each appended customer's first position of each
+    activity in the period with and without the loads' steps, read from their rows alone (at most
+    ``rollups.INCREMENT_MAX_KEYS`` customers): the same, and the positions stand (steps after all
+    their earlier ones, of activities they had taken); else each activity's customers move by the
+    difference and its median by the positions that left and came (``jr.percentile_runs``, from the
+    positions kept near the medians: ``jr.first_positions(waits=True)``). None (computed whole)
+    without kept positions, or when the changes moved a median past them. (Only the positions' own
+    filters: names renamed, no top N, no collapsing.)"""
     cases = appended_keys(conn, loads)
     spec = _spec(filters)
     if cases is None or spec.top_n or spec.collapse_repeats or spec.by_department:
         return None
-    for added, earlier in _their_steps(conn, loads, cases, period, "activity"):
-        if earlier.empty or added["ts"].min() < earlier["ts"].max():
+    rows = _rows_of(cases, period)
+    now, earlier = (jr.case_first_positions(conn, steps, spec) for steps in (rows, _without(rows, loads)))
+    if now.equals(earlier):
+        return before
+    kept = before.attrs.get("waits")
+    if kept is None:
+        return None
+    activities = {w[0]: w for w in kept}
+    came, left = (frame.groupby("activity")["first_pos"].agg(list).to_dict() for frame in (now, earlier))
+    for activity in came.keys() | left.keys():
+        added, removed = came.get(activity, []), left.get(activity, [])
+        _, customers, runs = activities.get(activity, [activity, 0, None])
+        runs = percentile_runs.moved(runs, [float(p) for p in removed], [float(p) for p in added], (0.5,))
+        if runs is None:
             return None
-        if not {spec.rename.get(a, a) for a in added["activity"]} <= {
-            spec.rename.get(a, a) for a in earlier["activity"]
-        }:
-            return None
-    return before
+        # each case has one first position per activity it takes: positions counted are customers
+        activities[activity] = [activity, customers + len(added) - len(removed), runs]
+    return jr.positions_frame(list(activities.values()))
 
 
 def _paths_after(
@@ -457,22 +470,6 @@ def _paths_after(
         return jr.anchor_paths(conn, rows, anchor, direction=direction, steps=steps, top=len(cases) + 1, spec=spec)
 
     return before if _same_without(paths, _rows_of(cases, period), loads) else None
-
-
-def _their_steps(conn: Connection, loads: list[int], cases: list[int], period, column: str):
-    """Per appended customer with appended steps in the period: ``(added, earlier)``, their steps
-    there (``ts`` and ``column``) from the loads ``loads`` and from before them."""
-    log = _log(period)
-    rows = conn.execute(
-        sa.select(log.c.cx_key, log.c.ts, log.c[column], log.c.load_id.in_(loads).label("added")).where(
-            log.c.cx_key.in_(cases)
-        )
-    ).all()
-    steps = pd.DataFrame(rows, columns=["case", "ts", column, "added"])
-    for _, case in steps.groupby("case", sort=False):
-        added = case["added"].astype(bool)
-        if added.any():
-            yield case[added], case[~added]
 
 
 def _funnel_after(

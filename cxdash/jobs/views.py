@@ -336,8 +336,8 @@ def _people(conn, period=None):
     return jr.journey_people(conn, **_bounds(period))
 
 
-def _positions(conn, filters, period=None):
-    return jr.first_positions(conn, _log(period), _spec(filters))
+def _positions(conn, filters, period=None, *, waits: bool = False):
+    return jr.first_positions(conn, _log(period), _spec(filters), waits=waits)
 
 
 def _paths(conn, filters, anchor, direction, steps, shape=PATHS_SHAPE, period=None):
@@ -495,6 +495,7 @@ COMPUTATIONS = {
 STORED_COMPUTATIONS = {
     **COMPUTATIONS,
     "journeys.handoffs": lambda conn, period=None: _handoffs(conn, period, waits=True),  # each pair's waits
+    "journeys.positions": lambda conn, filters, period=None: _positions(conn, filters, period, waits=True),
 }
 
 

@@ -9,6 +9,7 @@ from cxdash.journeys.discovery import (
     VARIANT_SEPARATOR,
     activity_counts,
     activity_nodes,
+    case_first_positions,
     case_steps,
     case_variants,
     dfg_counts,
@@ -20,6 +21,7 @@ from cxdash.journeys.discovery import (
     first_positions,
     journey_customers,
     journey_map,
+    positions_frame,
     start_activities,
 )
 from cxdash.journeys.export import cohort_csv, customer_journey, hotspot_customers, mask_email, mask_phone
@@ -74,6 +76,7 @@ __all__ = [
     "activity_counts",
     "activity_nodes",
     "anchor_paths",
+    "case_first_positions",
     "case_handoffs",
     "case_names",
     "case_steps",
@@ -109,6 +112,7 @@ __all__ = [
     "paths_from",
     "paths_to",
     "people_new_to_period",
+    "positions_frame",
     "prepare_log",
     "ranking_note",
     "risk_ratio",

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 __all__ = ["RUN_RANKS", "moved", "near_positions", "percentile", "runs_from_ranks"]
 
 # Ranks kept on each side of each percentile's position.
-RUN_RANKS = 32
+RUN_RANKS = 64
 
 
 def _position(n: int, f: float) -> float:
