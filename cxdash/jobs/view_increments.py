@@ -40,7 +40,9 @@ __all__ = ["INCREMENTS"]
 # ``rollups.INCREMENT_MAX_KEYS``) are looked at again and the rest kept; the KPI tables compute
 # again only their parts that read the appended kinds. Views with medians or top-N lists over
 # every customer are kept only when the appended rows provably leave them as they were (the funnel,
-# handoffs, variants, first positions, hotspots, paths, the journey map: each function says when).
+# variants, hotspots, paths, the journey map: each function says when); the handoffs and the first
+# positions move their medians by the values that came and left, from the values their stored
+# result keeps near each median (``jr.percentile_runs``).
 
 
 # The kinds whose rows the CLV forecasts never read (they read purchases, and the customer keys no
