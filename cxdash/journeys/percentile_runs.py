@@ -19,10 +19,19 @@ from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
-__all__ = ["RUN_RANKS", "moved", "near_positions", "percentile", "runs_from_ranks"]
+__all__ = ["RUN_RANKS", "RUN_SHARE", "moved", "near_positions", "percentile", "runs_from_ranks"]
 
-# Ranks kept on each side of each percentile's position.
+# Ranks kept on each side of each percentile's position: RUN_RANKS, or this share of a large
+# group's values. A 1,000-row append lands on the large groups most (in proportion to their size, at
+# 200k customers about one value in a thousand of each): and when its values all fall on one side
+# (waits since the customers' last steps, all long), each position moves by half of them or more.
 RUN_RANKS = 64
+RUN_SHARE = 0.005
+
+
+def _ranks_for(n: int, ranks: int | None) -> int:
+    """The ranks each side a group of ``n`` values keeps: ``ranks`` when given, else the defaults."""
+    return ranks if ranks is not None else max(RUN_RANKS, math.ceil(RUN_SHARE * n))
 
 
 def _position(n: int, f: float) -> float:
@@ -31,10 +40,10 @@ def _position(n: int, f: float) -> float:
 
 def near_positions(rank, n, fractions: Sequence[float], ranks: int | None = None) -> sa.ColumnElement:
     """SQL: whether the 0-based ``rank`` of a value among ``n`` lies within ``ranks`` (plus the one
-    interpolation needs; ``RUN_RANKS`` by default) of some fraction's position: the rows
-    ``runs_from_ranks`` takes."""
-    ranks = RUN_RANKS if ranks is None else ranks
-    return sa.or_(*[sa.func.abs(rank - f * (n - 1)) <= ranks + 1 for f in fractions])
+    interpolation needs; by default ``RUN_RANKS`` or ``RUN_SHARE`` of ``n``) of some fraction's
+    position: the rows ``runs_from_ranks`` takes."""
+    each = ranks if ranks is not None else sa.func.greatest(RUN_RANKS, sa.func.ceil(RUN_SHARE * n))
+    return sa.or_(*[sa.func.abs(rank - f * (n - 1)) <= each + 1 for f in fractions])
 
 
 def runs_from_ranks(n: int, ranked: Iterable[tuple[int, float]]) -> dict:
@@ -85,15 +94,14 @@ def moved(
     ranks: int | None = None,
 ) -> dict | None:
     """``state`` (a group's runs; None: a group with no values yet) after taking out ``removed``
-    (values it holds) and putting in ``added``, cut back to ``ranks`` (``RUN_RANKS`` by default)
-    around the positions; None when a percentile's ranks would fall outside
+    (values it holds) and putting in ``added``, cut back to ``ranks`` around the positions (by
+    default ``RUN_RANKS`` or ``RUN_SHARE`` of the values); None when a percentile's ranks would fall outside
     every run, or a removed value is not where the runs say it must be (compute whole then).
 
     Each run is a stretch of the sorted values: a value below it moves it one rank up (down when
     removed), one above it leaves it, one inside it is put in (taken out) in order. A value equal to
     a run's first value may stand below the run or in it; either way the sorted values read the
     same. A group whose values were all in one run from rank 0 (few values) is taken whole."""
-    ranks = RUN_RANKS if ranks is None else ranks
     removed, added = list(removed), list(added)
     n = 0 if state is None else int(state["n"])
     runs = [[first, list(values)] for first, values in ([] if state is None else state["runs"])]
@@ -105,7 +113,8 @@ def moved(
                 return None
             values.remove(y)
         values = sorted(values + [float(x) for x in added])
-        return {"n": len(values), "runs": _trimmed([[0, values]], len(values), fractions, ranks) if values else []}
+        kept = _trimmed([[0, values]], len(values), fractions, _ranks_for(len(values), ranks)) if values else []
+        return {"n": len(values), "runs": kept}
     for y in removed:
         for run in runs:
             values = run[1]
@@ -127,7 +136,7 @@ def moved(
         n += 1
     if n <= 0 or not _covered(runs, n, fractions):
         return None
-    return {"n": n, "runs": _trimmed(runs, n, fractions, ranks)}
+    return {"n": n, "runs": _trimmed(runs, n, fractions, _ranks_for(n, ranks))}
 
 
 def _trimmed(runs: list[list], n: int, fractions: Sequence[float], ranks: int) -> list[list]:
