@@ -401,3 +401,22 @@ def pytest_collection_modifyitems(config, items):
         # both then share what is left. A stable sort: the demo app's writers stay last.
         first = {"demo_app": 0, "spark": 1}
         items.sort(key=lambda i: first.get(_xdist_group(i) or "", 2))
+
+
+@pytest.fixture
+def taken(monkeypatch) -> dict[str, int]:
+    """Which stored views' increments (``summaries.INCREMENTS``) ran and gave a result: name -> count,
+    so a test sees the increment taken, not only a right result (which computing whole also gives)."""
+    from cxdash.jobs import summaries
+
+    counts: dict[str, int] = {}
+    for name, fn in list(summaries.INCREMENTS.items()):
+
+        def counted(conn, before, loads, _fn=fn, _name=name, **params):
+            out = _fn(conn, before, loads, **params)
+            if out is not None:
+                counts[_name] = counts.get(_name, 0) + 1
+            return out
+
+        monkeypatch.setitem(summaries.INCREMENTS, name, counted)
+    return counts

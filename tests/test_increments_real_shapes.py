@@ -67,22 +67,6 @@ USAGE = {
 }
 
 
-@pytest.fixture
-def taken(monkeypatch) -> dict[str, int]:
-    """Which increments ran and gave a result since it was last cleared (name -> count)."""
-    counts: dict[str, int] = {}
-    for name, fn in list(summaries.INCREMENTS.items()):
-
-        def counted(conn, before, loads, _fn=fn, _name=name, **params):
-            out = _fn(conn, before, loads, **params)
-            if out is not None:
-                counts[_name] = counts.get(_name, 0) + 1
-            return out
-
-        monkeypatch.setitem(summaries.INCREMENTS, name, counted)
-    return counts
-
-
 # Parts of the KPI report's state that come out of a fit (the BG/NBD and Gamma-Gamma parameters and
 # what they predict): two fits on the same purchases, read in another order, stop within the
 # optimiser's tolerance of each other. On the online retail sample, computed whole twice: the

@@ -207,6 +207,17 @@ def test_journey_graph_variants_and_handoffs(stores):
     duck, spark = _both(stores, lambda c: jr.discover_handoffs(c, jr.journey_log(), department_key="department"))
     assert len(duck)
     assert_same_frame(duck, spark, "discover_handoffs")
+    # as the refresh stores them: the percentiles read from the waits kept near them, on each engine
+    kept_duck, kept_spark = _both(
+        stores, lambda c: jr.discover_handoffs(c, jr.journey_log(), department_key="department", waits=True)
+    )
+    assert_same_frame(kept_duck, duck, "discover_handoffs(waits=True), DuckDB")
+    assert_same_frame(kept_spark, duck, "discover_handoffs(waits=True), Spark")
+    assert [w[:3] for w in kept_spark.attrs["waits"]] == [w[:3] for w in kept_duck.attrs["waits"]]
+    duck, spark = _both(stores, lambda c: jr.first_positions(c, jr.journey_log(), waits=True))
+    assert len(duck) > 3
+    assert_same_frame(duck, spark, "first_positions(waits=True)")
+    assert duck.attrs["waits"] == spark.attrs["waits"]  # whole positions: the same values each side
 
 
 def test_funnel(stores):

@@ -64,22 +64,6 @@ def company(request, tmp_path):
         yield store, extracts
 
 
-@pytest.fixture
-def taken(monkeypatch):
-    """Which increments ran and gave a result (name -> count)."""
-    counts: dict[str, int] = {}
-    for name, fn in list(summaries.INCREMENTS.items()):
-
-        def counted(conn, before, loads, _fn=fn, _name=name, **params):
-            out = _fn(conn, before, loads, **params)
-            if out is not None:
-                counts[_name] = counts.get(_name, 0) + 1
-            return out
-
-        monkeypatch.setitem(summaries.INCREMENTS, name, counted)
-    return counts
-
-
 def standing(taken: dict[str, int]) -> dict[str, int]:
     """The funnel's and the handoffs' increments taken (the positions, refreshed beside them for
     the funnel's steps, have their own test)."""
@@ -94,6 +78,17 @@ def others(taken: dict[str, int]) -> dict[str, int]:
 def but_map(taken: dict[str, int]) -> dict[str, int]:
     """The increments taken but the journey map's (refreshed for the edge's default parameters)."""
     return {name: n for name, n in taken.items() if name not in MAP}
+
+
+def stored_view_equal_whole(store, name: str) -> pd.DataFrame:
+    """The default view ``name`` as stored for the data now, asserted equal to it computed whole."""
+    with store.connect() as conn:
+        params = views.default_params(conn, name, {})
+        stored = summaries.lookup(conn, name, data_version(conn), params)
+        whole = summaries._computations()[name](conn, **params)
+    assert stored is not summaries.MISSING, name
+    pd.testing.assert_frame_equal(stored, whole, check_dtype=False, obj=name)
+    return stored
 
 
 def canonical(value):
@@ -678,13 +673,7 @@ def test_handoffs_move_by_the_waits_appended_customers_gain_and_lose(company, tm
     after_load(store, (name,))
 
     def stored_and_whole() -> pd.DataFrame:
-        with store.connect() as conn:
-            params = views.default_params(conn, name, {})
-            stored = summaries.lookup(conn, name, data_version(conn), params)
-            whole = summaries._computations()[name](conn, **params)
-        assert stored is not summaries.MISSING
-        pd.testing.assert_frame_equal(stored, whole, check_dtype=False)
-        return stored.set_index(["source_department", "target_department"])
+        return stored_view_equal_whole(store, name).set_index(["source_department", "target_department"])
 
     with store.connect() as conn:
         end = as_of(conn)
@@ -1054,13 +1043,7 @@ def test_first_positions_stand_when_appended_steps_repeat_what_each_customer_did
     after_load(store, (name,))
 
     def stored_and_whole() -> pd.DataFrame:
-        with store.connect() as conn:
-            params = views.default_params(conn, name, {})
-            stored = summaries.lookup(conn, name, data_version(conn), params)
-            whole = summaries._computations()[name](conn, **params)
-        assert stored is not summaries.MISSING
-        pd.testing.assert_frame_equal(stored, whole, check_dtype=False)
-        return stored
+        return stored_view_equal_whole(store, name)
 
     end, steps = customers_steps_in_period(store)
     last = steps.groupby("email")["ts"].max()

@@ -273,18 +273,26 @@ def _their_log(conn: Connection, spec: jr.LogSpec, kept: list[str], cases: list[
     return rows, replace(spec, rename=pooled, top_n=None)
 
 
+def _their_pooled_log(conn: Connection, loads: list[int], spec: jr.LogSpec, period):
+    """``(cases, rows, spec)``: the appended customers (``appended_keys``), their steps in the period,
+    and ``spec`` with top N written out as renames (``_their_log``), when top N keeps the same
+    activities as before the loads (``_kept_names``); else None."""
+    cases = appended_keys(conn, loads)
+    top = None if cases is None else _kept_names(conn, spec, period, loads)
+    theirs = None if top is None else _their_log(conn, spec, top, cases, period)
+    return None if theirs is None else (cases, *theirs)
+
+
 def _edge_customers_after(
     conn: Connection, before: pd.DataFrame, loads: list[int], filters: dict, source: str, target: str, period=None
 ) -> pd.DataFrame | None:
     """The edge's customers: the appended customers' rows computed again (coded as the whole log
     is), every other customer's kept, in the view's order (most times first, then ``cx_id``)."""
-    cases = appended_keys(conn, loads)
-    spec = _spec(filters)
-    top = None if cases is None else _kept_names(conn, spec, period, loads)
-    theirs = None if top is None else _their_log(conn, spec, top, cases, period)
+    theirs = _their_pooled_log(conn, loads, _spec(filters), period)
     if theirs is None:
         return None
-    fresh = jr.edge_customers(conn, theirs[0], source, target, theirs[1], case_names=jr.case_names())
+    cases, rows, pinned = theirs
+    fresh = jr.edge_customers(conn, rows, source, target, pinned, case_names=jr.case_names())
     names = jr.case_names()
     touched = set(conn.execute(sa.select(names.c.name).where(names.c.case_id.in_(cases))).scalars())
     kept = before[~before["case_id"].isin(touched)]
@@ -307,13 +315,10 @@ def _map_stands_now(conn: Connection, loads: list[int], filters: dict, period) -
     such rows, so then none moves: a repeat that collapses into the customer's last step leaves them;
     a step that adds a transition (its seconds move an edge's median) or a customer new to the period
     does not."""
-    cases = appended_keys(conn, loads)
-    spec = _spec(filters)
-    top = None if cases is None else _kept_names(conn, spec, period, loads)
-    theirs = None if top is None else _their_log(conn, spec, top, cases, period)
+    theirs = _their_pooled_log(conn, loads, _spec(filters), period)
     if theirs is None:
         return False
-    rows, pinned = theirs
+    _, rows, pinned = theirs
     return _same_without(lambda steps: jr.case_steps(conn, steps, pinned), rows, loads)
 
 
@@ -338,15 +343,12 @@ def _variants_after(
     the same with and without the loads' steps: compared, not assumed (a step after the fifth, or a
     repeat that collapses, leaves it; a customer new to the period adds one). Also needs the
     customers and their churn to stand (``_customers_stand``) and top N to keep the same activities."""
-    cases = appended_keys(conn, loads)
-    spec = _spec(filters)
-    if not max_steps or cases is None or not _customers_stand(conn, loads, churn, appended_kinds(conn, loads)):
+    if not max_steps or not _customers_stand(conn, loads, churn, appended_kinds(conn, loads)):
         return None
-    top = _kept_names(conn, spec, period, loads)
-    theirs = None if top is None else _their_log(conn, spec, top, cases, period)
+    theirs = _their_pooled_log(conn, loads, _spec(filters), period)
     if theirs is None:
         return None
-    rows, pinned = theirs
+    _, rows, pinned = theirs
     same = _same_without(lambda steps: jr.case_variants(conn, steps, pinned, max_steps=max_steps), rows, loads)
     return before if same else None
 
