@@ -196,6 +196,16 @@ def test_journey_graph_variants_and_handoffs(stores):
     assert_same_frame(duck_map[0], spark_map[0], "journey_map graph")
     assert len(duck_map[1]) > 3
     assert_same_frame(duck_map[1], spark_map[1], "journey_map nodes")
+    # as the refresh stores them: with the edges before pooling, the cases and the departments kept
+    kept_duck, kept_spark = _both(
+        stores, lambda c: jr.journey_map(c, jr.journey_log(), PAGE_SPEC, min_share=0.005, waits=True)
+    )
+    for kept in (kept_duck, kept_spark):
+        assert_same_frame(kept[0], duck_map[0], "journey_map(waits=True) graph")
+        assert_same_frame(kept[1], duck_map[1], "journey_map(waits=True) nodes")
+    assert sorted(kept_spark[0].attrs["map"]["edges"]) == sorted(kept_duck[0].attrs["map"]["edges"])
+    assert kept_spark[0].attrs["map"]["cases"] == kept_duck[0].attrs["map"]["cases"]
+    assert sorted(kept_spark[1].attrs["departments"]) == sorted(kept_duck[1].attrs["departments"])
     duck, spark = _both(
         stores,
         lambda c: jr.discover_variants(

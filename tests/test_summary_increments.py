@@ -913,7 +913,7 @@ def test_variants_stand_when_appended_steps_come_after_each_customers_first_step
     stored_and_whole()
 
 
-def test_journey_map_stands_when_no_appended_customers_steps_move(company, tmp_path, taken):
+def test_journey_map_moves_by_the_appended_customers_steps(company, tmp_path, taken, monkeypatch):
     store, extracts = company
     after_load(store, MAP)
 
@@ -937,7 +937,7 @@ def test_journey_map_stands_when_no_appended_customers_steps_move(company, tmp_p
     recent = end - timedelta(hours=1)
     # customers whose last step (pooled, collapsed) was a while ago and is one of the site's pages
     calm = sorted(e for e, (_, _, last, _, name) in journeys.items() if last < recent and name in pages)
-    assert len(calm) >= 2
+    assert len(calm) >= 8
     web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
 
     def visit(email: str, page: str, tag: str) -> list[dict]:
@@ -955,14 +955,66 @@ def test_journey_map_stands_when_no_appended_customers_steps_move(company, tmp_p
     stored_and_whole()
 
     # another customer visits a page other than their last: one more transition (and its seconds),
-    # so the map is computed whole and counts it
+    # so the map moves by it (its edge's count, customers, seconds; the page's node)
     email = calm[1]
     other = sorted(pages - {journeys[email][4]})[0]
     append_rows(store, tmp_path, extracts["web"], visit(email, other, "next"), "next")
     after_load(store, MAP)
-    assert taken == dict.fromkeys(MAP, 1)
+    assert taken == dict.fromkeys(MAP, 2)
     after = stored_and_whole()
     assert after["count"].sum() == before["count"].sum() + 1
+
+    # a customer with no step in the period takes one: one more case, so every edge's share of the
+    # customers moves, and a node gains a start and an end
+    with store.connect() as conn:
+        crm = KIND_TABLES["customers"]
+        log = jr.journey_log(since=period.start, until=period.end)
+        newcomer = conn.execute(
+            sa.select(crm.c.email)
+            .where(crm.c.email.is_not(None), crm.c.cx_key.not_in(sa.select(log.c.cx_key)))
+            .order_by(crm.c.email)
+            .limit(1)
+        ).scalar()
+    assert newcomer is not None
+    row = dict(web, user_email=newcomer, cookie_id="cookie-newcomer", session_id="s-newcomer", event_name=other)
+    row["event_time"] = f"{end - timedelta(minutes=3):%Y-%m-%d %H:%M:%S}"
+    append_rows(store, tmp_path, extracts["web"], [row], "newcomer")
+    after_load(store, MAP)
+    assert taken == dict.fromkeys(MAP, 3)
+    assert stored_and_whole()["count"].sum() == after["count"].sum()  # no transition: one step alone
+
+    # with the seconds kept one rank each side (stored so by a refresh from every row), five customers
+    # taking the busiest edge with no time between its steps put its median below the seconds kept:
+    # computed whole
+    monkeypatch.setattr(jr.percentile_runs, "RUN_RANKS", 1)
+    monkeypatch.setattr(jr.percentile_runs, "RUN_SHARE", 0.0)
+    with store.begin() as conn:
+        conn.execute(summaries_table.delete())
+    after_load(store, MAP)
+    assert taken == dict.fromkeys(MAP, 3)
+    graph = stored_and_whole()
+    kept = {(w[0], w[1]): w[3] for w in graph.attrs["map"]["pooled"]}
+    # the busiest edge between two of the site's pages
+    source, target = next(
+        (a, b) for a, b in zip(graph["source"], graph["target"], strict=True) if a in pages and b in pages and a != b
+    )
+    runs = kept[(source, target)]
+    assert runs["n"] > 10 and runs["runs"][0][1][0] > 0  # more than the runs hold, none 0 near the median
+    takers = [e for e in calm[2:] if journeys[e][4] != source][:5]  # their last page is not the edge's first
+    assert len(takers) == 5
+    pairs = []
+    for i, email in enumerate(takers):
+        at = f"{journeys[email][2] + timedelta(minutes=9):%Y-%m-%d %H:%M:%S}"
+        for page in (source, target):
+            pairs.append(
+                dict(web, user_email=email, cookie_id=f"c-zero-{i}", session_id=f"s-zero-{i}", event_name=page)
+            )
+            pairs[-1]["event_time"] = at
+    assert len(pairs) == 10
+    append_rows(store, tmp_path, extracts["web"], pairs, "zero")
+    after_load(store, MAP)
+    assert taken == {"journeys.dfg": 3, "journeys.nodes": 4}  # the nodes keep no percentiles: they move
+    assert stored_and_whole()["count"].sum() > after["count"].sum() + 5
 
 
 def test_hotspots_stand_when_no_appended_step_moves_a_moment(company, tmp_path, taken):

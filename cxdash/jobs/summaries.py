@@ -217,8 +217,9 @@ MISSING = object()  # lookup() found no stored result for the current version
 
 
 # A frame's ``attrs`` kept with it (JSON values): what a view's increment reads from its stored
-# result (the handoffs' waits near their percentiles: ``jr.discover_handoffs(waits=True)``).
-_KEPT_ATTRS = ("waits",)
+# result (the handoffs' waits near their percentiles: ``jr.discover_handoffs(waits=True)``; the
+# journey map's edges and departments: ``jr.journey_map(waits=True)``).
+_KEPT_ATTRS = ("waits", "map", "departments")
 
 
 def _frame_payload(frame: pd.DataFrame) -> bytes:

@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from cxdash import journeys as jr
 from cxdash import metrics
-from cxdash.jobs.views import _MAP_PAIRS_KEPT, _bounds, _definition, _log, _map_lock, _spec
+from cxdash.jobs.views import _MAP_PAIRS_KEPT, _bounds, _definition, _log, _map, _map_lock, _spec
 from cxdash.journeys import percentile_runs
 from cxdash.metrics.periods import moves_as_of
 from cxdash.metrics.queries import count_rows
@@ -300,31 +300,50 @@ def _edge_customers_after(
     return both.sort_values(["times", "case_id"], ascending=[False, True], kind="stable", ignore_index=True)
 
 
-def _map_stands(conn: Connection, loads: list[int], filters: dict, period) -> bool:
-    # the graph and then the nodes ask in the same refresh: compared once
+def _their_map_steps(conn: Connection, loads: list[int], filters: dict, period):
+    # the graph and then the nodes ask in the same refresh: read once
     return _for_this_refresh(
-        conn, _STANDING_MAPS, [loads, filters, period], lambda: _map_stands_now(conn, loads, filters, period)
+        conn, _STANDING_MAPS, [loads, filters, period], lambda: _their_map_steps_now(conn, loads, filters, period)
     )
 
 
-def _map_stands_now(conn: Connection, loads: list[int], filters: dict, period) -> bool:
-    """Whether the journey map (its graph and nodes) is as before the appends ``loads``: top N keeps
-    the same activities, and each appended customer's steps as the map counts them (pooled, collapsed,
-    each beside the next step and the seconds to it: ``jr.case_steps``) are the same with and without
-    those loads' steps. The map's figures are counts, shares and percentiles over every customer's
-    such rows, so then none moves: a repeat that collapses into the customer's last step leaves them;
-    a step that adds a transition (its seconds move an edge's median) or a customer new to the period
-    does not."""
+def _their_map_steps_now(conn: Connection, loads: list[int], filters: dict, period):
+    """``(now, before)``: each appended customer's steps as the journey map counts them (pooled,
+    collapsed, each beside the next step and the seconds to it: ``jr.case_steps``) with and without
+    the loads' steps, read from their rows alone with top N written out; None when top N keeps
+    other activities now. The map's figures are counts, shares and percentiles over every
+    customer's such rows: where they are the same, the map stands."""
     theirs = _their_pooled_log(conn, loads, _spec(filters), period)
     if theirs is None:
-        return False
+        return None
     _, rows, pinned = theirs
-    return _same_without(lambda steps: jr.case_steps(conn, steps, pinned), rows, loads)
+    return jr.case_steps(conn, rows, pinned), jr.case_steps(conn, _without(rows, loads), pinned)
 
 
-def _map_after(conn: Connection, before: pd.DataFrame, loads: list[int], filters: dict, period=None):
-    """The journey map's graph, or its nodes, as they were when the map stands (``_map_stands``)."""
-    return before if _map_stands(conn, loads, filters, period) else None
+def _graph_after(conn: Connection, before: pd.DataFrame, loads: list[int], filters: dict, period=None):
+    """The journey graph after appends: as it was when no appended customer's steps moved
+    (``_their_map_steps``); else each edge's count, customers, seconds' sum and percentiles move by
+    the transitions that came and left (``jr.map_after``), from what the stored graph keeps
+    (``jr.journey_map(waits=True)``). None (computed whole) without it, or when an edge crossed the
+    share that pools it, or a percentile moved past the seconds kept."""
+    steps = _their_map_steps(conn, loads, filters, period)
+    if steps is None:
+        return None
+    now, earlier = steps
+    if now.equals(earlier):
+        return before
+    return jr.graph_after(before, now, earlier, _map(filters).min_share)
+
+
+def _nodes_after(conn: Connection, before: pd.DataFrame, loads: list[int], filters: dict, period=None):
+    """The journey map's nodes after appends: as they were when no appended customer's steps moved;
+    else each activity's steps, customers, starts, ends and department (the one most of its steps
+    carry) move by the steps that came and left (``jr.nodes_after``)."""
+    steps = _their_map_steps(conn, loads, filters, period)
+    if steps is None:
+        return None
+    now, earlier = steps
+    return before if now.equals(earlier) else jr.nodes_after(before, now, earlier)
 
 
 def _variants_after(
@@ -543,8 +562,8 @@ INCREMENTS: dict[str, Callable[..., object]] = {
     "journeys.people": _people_after,
     "journeys.customers": _customers_after,
     "journeys.edge_customers": _edge_customers_after,
-    "journeys.dfg": _map_after,
-    "journeys.nodes": _map_after,
+    "journeys.dfg": _graph_after,
+    "journeys.nodes": _nodes_after,
     "journeys.funnel": _funnel_after,
     "journeys.positions": _positions_after,
     "journeys.variants": _variants_after,

@@ -48,6 +48,7 @@ from cxdash.journeys.log import (
     people_new_to_period,
     prepare_log,
 )
+from cxdash.journeys.map_after import graph_after, nodes_after
 from cxdash.journeys.paths import (
     OTHER_PATHS,
     PATH_COLUMNS,
@@ -96,6 +97,7 @@ __all__ = [
     "first_positions",
     "friction_moments",
     "funnel",
+    "graph_after",
     "handoff_matrix",
     "handoffs_frame",
     "hotspot_customers",
@@ -107,6 +109,7 @@ __all__ = [
     "journey_people",
     "mask_email",
     "mask_phone",
+    "nodes_after",
     "path_links",
     "path_steps",
     "paths_from",

@@ -132,8 +132,9 @@ def dfg_query(events: sa.FromClause, spec: LogSpec | None = None, *, min_share: 
     return _dfg_select(codes, steps, min_share)
 
 
-def _dfg_select(codes: sa.CTE, steps: sa.CTE, min_share: float) -> sa.Select:
-    """``dfg_query`` on ``_coded_steps``' result."""
+def _pooled_pairs(codes: sa.CTE, steps: sa.CTE, min_share: float) -> sa.CTE:
+    """The transitions the graph counts: ``source, target, case_id, seconds`` (codes), each edge
+    carrying less than ``min_share`` of them pooled into the ``(other)`` edge."""
     pairs = sa.select(steps.c.case_id, steps.c.source, steps.c.target, steps.c.seconds)
     pairs = pairs.where(steps.c.target.is_not(None)).subquery("pairs")
     if min_share > 0:
@@ -169,6 +170,13 @@ def _dfg_select(codes: sa.CTE, steps: sa.CTE, min_share: float) -> sa.Select:
         )
     else:
         pairs = sa.select(pairs).cte("pairs")  # read twice below: computed once
+    return pairs
+
+
+def _dfg_select(codes: sa.CTE, steps: sa.CTE, min_share: float, pairs: sa.CTE | None = None) -> sa.Select:
+    """``dfg_query`` on ``_coded_steps``' result (and its ``_pooled_pairs``, when already built)."""
+    if pairs is None:
+        pairs = _pooled_pairs(codes, steps, min_share)
     stats = (
         sa.select(
             pairs.c.source,
@@ -368,46 +376,69 @@ def _nodes_select(codes: sa.CTE, steps: sa.CTE) -> sa.Select:
 
 
 def journey_map(
-    conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, *, min_share: float = 0.0, **keys
+    conn: Connection,
+    events: sa.FromClause,
+    spec: LogSpec | None = None,
+    *,
+    min_share: float = 0.0,
+    waits: bool = False,
+    **keys,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(discover_dfg(...), activity_nodes(...))`` from one query: the log is filtered, coded,
     collapsed and sorted once for both (the Journeys page shows both; issue 17: the nodes were a
-    second sort of the period's steps). Same frames, same order, as the two functions give."""
+    second sort of the period's steps). Same frames, same order, as the two functions give.
+
+    ``waits=True`` (the stored default view) also keeps what an append needs to move them
+    (``map_after``): in the graph's ``attrs["map"]`` every edge's count before pooling
+    (``edges``), the cases (``cases``) and per pooled edge its seconds' sum and the seconds near
+    its median's and 90th percentile's ranks (``pooled``: ``[source, target, sum, runs]``, see
+    ``percentile_runs``); in the nodes' ``attrs["departments"]`` the steps per activity and
+    department. Numbering each edge's transitions by seconds sorts them all, which the page's
+    views do without."""
     codes, steps = _coded_steps(events, spec, keys, nodes=True)
-    edges = _dfg_select(codes, steps, min_share).order_by(None).subquery("map_edges")
+    pairs = _pooled_pairs(codes, steps, min_share)
+    edges = _dfg_select(codes, steps, min_share, pairs).order_by(None).subquery("map_edges")
     nodes = _nodes_select(codes, steps).subquery("map_nodes")
     big, num, text = sa.BigInteger, sa.Double, sa.String
 
     def col(value, type_):
         return sa.cast(value if value is not None else sa.null(), type_)
 
-    # one result: edges (part 0) and nodes (part 1) in aligned columns
-    parts = sa.union_all(
+    def part(number: int, a=None, b=None, n=(), x=()):
+        """One part of the result in the aligned columns: names ``a, b``, integers, numbers."""
+        n, x = list(n) + [None] * (4 - len(n)), list(x) + [None] * (5 - len(x))
+        return [
+            sa.literal(number, sa.Integer).label("part"),
+            col(a, text).label("a"),
+            col(b, text).label("b"),
+            *[col(v, big).label(f"n{i}") for i, v in enumerate(n, start=1)],
+            *[col(v, num).label(f"x{i}") for i, v in enumerate(x, start=1)],
+        ]
+
+    selects = [
+        # edges (part 0) and nodes (part 1)
         sa.select(
-            sa.literal(0, sa.Integer).label("part"),
-            col(edges.c.source, text).label("a"),
-            col(edges.c.target, text).label("b"),
-            col(edges.c.count, big).label("n1"),
-            col(edges.c.customers, big).label("n2"),
-            col(None, big).label("n3"),
-            col(None, big).label("n4"),
-            col(edges.c.share, num).label("x1"),
-            col(edges.c.customer_share, num).label("x2"),
-            col(edges.c.median_seconds, num).label("x3"),
-            col(edges.c.p90_seconds, num).label("x4"),
-            col(edges.c.mean_seconds, num).label("x5"),
+            *part(
+                0,
+                edges.c.source,
+                edges.c.target,
+                (edges.c.count, edges.c.customers),
+                (
+                    edges.c.share,
+                    edges.c.customer_share,
+                    edges.c.median_seconds,
+                    edges.c.p90_seconds,
+                    edges.c.mean_seconds,
+                ),
+            )
         ),
         sa.select(
-            sa.literal(1, sa.Integer).label("part"),
-            col(nodes.c.activity, text),
-            col(nodes.c.department, text),
-            col(nodes.c.n, big),
-            col(nodes.c.cust, big),
-            col(nodes.c.starts, big),
-            col(nodes.c.ends, big),
-            *[col(None, num) for _ in range(5)],
+            *part(1, nodes.c.activity, nodes.c.department, (nodes.c.n, nodes.c.cust, nodes.c.starts, nodes.c.ends))
         ),
-    ).subquery("journey_map")
+    ]
+    if waits:
+        selects += _map_waits_parts(codes, steps, pairs, part)
+    parts = sa.union_all(*selects).subquery("journey_map")
     m = parts.c
     q = sa.select(parts).order_by(m.part, m.n1.desc(), m.a, m.b)
     rows = _frame(conn, q, ["part", "a", "b", "n1", "n2", "n3", "n4", "x1", "x2", "x3", "x4", "x5"])
@@ -443,7 +474,87 @@ def journey_map(
         },
         columns=NODE_COLUMNS,
     )
-    return graph, _numeric(node_frame, ints=("count", "customers", "starts", "ends"))
+    node_frame = _numeric(node_frame, ints=("count", "customers", "starts", "ends"))
+    if waits:
+        graph.attrs["map"], node_frame.attrs["departments"] = _map_waits(rows)
+    return graph, node_frame
+
+
+MAP_FRACTIONS = (0.5, 0.9)
+
+
+def _map_waits_parts(codes: sa.CTE, steps: sa.CTE, pairs: sa.CTE, part) -> list[sa.Select]:
+    """``journey_map(waits=True)``'s extra parts: every edge before pooling (2), the steps per
+    activity and department (3), the cases (4), each pooled edge's seconds near its percentiles'
+    ranks with their count and sum (5)."""
+    src, tgt = codes.alias("raw_source"), codes.alias("raw_target")
+    other = sa.literal(OTHER, sa.String)
+    raw = (
+        sa.select(steps.c.source, steps.c.target, sa.func.count().label("n"))
+        .where(steps.c.target.is_not(None))
+        .group_by(steps.c.source, steps.c.target)
+        .subquery("raw_edges")
+    )
+    by_dept = (
+        sa.select(steps.c.source, steps.c.department, sa.func.count().label("n"))
+        .group_by(steps.c.source, steps.c.department)
+        .subquery("activity_departments")
+    )
+    name = codes.alias("dept_activity")
+    pair = (pairs.c.source, pairs.c.target)
+    ranked = sa.select(
+        *pair,
+        pairs.c.seconds,
+        (sa.func.row_number().over(partition_by=pair, order_by=pairs.c.seconds) - 1).label("rk"),
+        sa.func.count().over(partition_by=pair).label("n"),
+        sa.func.sum(pairs.c.seconds).over(partition_by=pair).label("total"),
+    ).subquery("ranked_seconds")
+    psrc, ptgt = codes.alias("pooled_source"), codes.alias("pooled_target")
+    cases = sa.select(sa.func.count()).select_from(steps).where(steps.c.target.is_(None)).scalar_subquery()
+    return [
+        sa.select(
+            *part(2, sa.func.coalesce(src.c.activity, other), sa.func.coalesce(tgt.c.activity, other), (raw.c.n,))
+        ).select_from(raw.outerjoin(src, src.c.code == raw.c.source).outerjoin(tgt, tgt.c.code == raw.c.target)),
+        sa.select(*part(3, sa.func.coalesce(name.c.activity, other), by_dept.c.department, (by_dept.c.n,))).select_from(
+            by_dept.outerjoin(name, name.c.code == by_dept.c.source)
+        ),
+        sa.select(*part(4, None, None, (cases,))),
+        sa.select(
+            *part(
+                5,
+                sa.func.coalesce(psrc.c.activity, other),
+                sa.func.coalesce(ptgt.c.activity, other),
+                (ranked.c.n, ranked.c.rk),
+                (ranked.c.seconds, ranked.c.total),
+            )
+        )
+        .select_from(
+            ranked.outerjoin(psrc, psrc.c.code == ranked.c.source).outerjoin(ptgt, ptgt.c.code == ranked.c.target)
+        )
+        .where(percentile_runs.near_positions(ranked.c.rk, ranked.c.n, MAP_FRACTIONS)),
+    ]
+
+
+def _map_waits(rows: pd.DataFrame) -> tuple[dict, list[list]]:
+    """The graph's ``attrs["map"]`` and the nodes' ``attrs["departments"]`` from those parts."""
+    raw = rows[rows["part"] == 2]
+    depts = rows[rows["part"] == 3]
+    cases = rows[rows["part"] == 4]
+    ranked = rows[rows["part"] == 5]
+    pooled = []
+    for (source, target), group in ranked.groupby(["a", "b"], sort=True):
+        runs = percentile_runs.runs_from_ranks(
+            int(group["n1"].iloc[0]), zip(group["n2"].astype(int), group["x1"].astype(float), strict=True)
+        )
+        pooled.append([str(source), str(target), float(group["x2"].iloc[0]), runs])
+    return (
+        {
+            "edges": [[str(a), str(b), int(n)] for a, b, n in zip(raw["a"], raw["b"], raw["n1"], strict=True)],
+            "cases": int(cases["n1"].iloc[0]) if len(cases) else 0,
+            "pooled": pooled,
+        },
+        [[str(a), str(b), int(n)] for a, b, n in zip(depts["a"], depts["b"], depts["n1"], strict=True)],
+    )
 
 
 def activity_nodes(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
