@@ -9,7 +9,6 @@ from cxdash.journeys.discovery import (
     VARIANT_SEPARATOR,
     activity_counts,
     activity_nodes,
-    case_first_positions,
     case_steps,
     case_variants,
     dfg_counts,
@@ -18,10 +17,8 @@ from cxdash.journeys.discovery import (
     discover_variants,
     edge_customers,
     end_activities,
-    first_positions,
     journey_customers,
     journey_map,
-    positions_frame,
     start_activities,
 )
 from cxdash.journeys.export import cohort_csv, customer_journey, hotspot_customers, mask_email, mask_phone
@@ -58,6 +55,7 @@ from cxdash.journeys.paths import (
     paths_from,
     paths_to,
 )
+from cxdash.journeys.positions import case_first_positions, first_positions, positions_frame
 
 __all__ = [
     "ALPHA",
