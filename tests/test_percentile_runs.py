@@ -61,3 +61,19 @@ def test_a_new_group_is_its_added_values():
     assert after == {"n": 3, "runs": [[0, [1.0, 3.0, 5.0]]]}
     assert pr.percentile(after, 0.5) == 3.0
     assert pr.percentile(after, 0.9) == 3.0 + 0.8 * 2.0
+
+
+def test_kept_runs_are_shared_by_derived_frames_not_copied():
+    import pandas as pd
+
+    from cxdash.jobs import summaries
+
+    runs = pr.kept({"n": 3, "runs": [[0, [1.0, 2.0, 3.0]]]})
+    frame = pd.DataFrame({"a": [1, 2, 3]})
+    frame.attrs["map"] = runs
+    derived = frame[frame["a"] > 1].head(1).copy()
+    assert derived.attrs["map"] is runs  # pandas deep-copies attrs; kept values are shared
+    # and a stored frame reads back with them kept, equal in value
+    back = summaries._frame_from(summaries._frame_payload(frame)[1:])
+    assert back.attrs["map"] == runs
+    assert back[back["a"] > 2].attrs["map"] is back.attrs["map"]

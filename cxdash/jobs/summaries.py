@@ -32,6 +32,7 @@ from cxdash.governance.privacy import consented_customers
 from cxdash.jobs.view_increments import INCREMENTS as VIEW_INCREMENTS
 from cxdash.jobs.views import COMPUTATIONS as VIEW_COMPUTATIONS
 from cxdash.jobs.views import DEPENDS_ON, STORED_COMPUTATIONS, default_params, params_key
+from cxdash.journeys import percentile_runs
 from cxdash.metrics import Headline, KpiReport, churn, filter_options, headline, overview
 from cxdash.metrics.churn import Definition, candidates
 from cxdash.metrics.customers import filter_options_after
@@ -257,7 +258,7 @@ def _frame_from(body: bytes) -> pd.DataFrame:
     else:
         flat.index = pd.RangeIndex(len(flat), name=header["index_names"][0])
     flat.columns = header["columns"]
-    flat.attrs.update(header.get("attrs", {}))
+    flat.attrs.update({key: percentile_runs.kept(value) for key, value in header.get("attrs", {}).items()})
     return flat
 
 

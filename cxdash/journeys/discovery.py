@@ -473,7 +473,7 @@ def journey_map(
     )
     node_frame = _numeric(node_frame, ints=("count", "customers", "starts", "ends"))
     if waits:
-        graph.attrs["map"], node_frame.attrs["departments"] = _map_waits(rows)
+        graph.attrs["map"], node_frame.attrs["departments"] = (percentile_runs.kept(v) for v in _map_waits(rows))
     return graph, node_frame
 
 

@@ -139,7 +139,7 @@ def handoffs_frame(waits: list[list]) -> pd.DataFrame:
     frame = _numeric(frame, ints=("count", "customers"), floats=("median_seconds", "p90_seconds"))
     for col in ("source_department", "target_department"):
         frame[col] = frame[col].astype("string")
-    frame.attrs["waits"] = waits
+    frame.attrs["waits"] = percentile_runs.kept(waits)
     return frame
 
 

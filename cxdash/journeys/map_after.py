@@ -96,11 +96,13 @@ def graph_after(
     )
     for col in ("source", "target"):
         graph[col] = graph[col].astype("string")
-    graph.attrs["map"] = {
-        "edges": [[a, b, n] for (a, b), n in counts.items()],
-        "cases": cases,
-        "pooled": [w for w in edges.values() if w[3]["n"] > 0],
-    }
+    graph.attrs["map"] = percentile_runs.kept(
+        {
+            "edges": [[a, b, n] for (a, b), n in counts.items()],
+            "cases": cases,
+            "pooled": [w for w in edges.values() if w[3]["n"] > 0],
+        }
+    )
     return graph
 
 
@@ -134,5 +136,5 @@ def nodes_after(before: pd.DataFrame, now: pd.DataFrame, earlier: pd.DataFrame) 
     nodes = _numeric(pd.DataFrame(rows, columns=NODE_COLUMNS), ints=("count", "customers", "starts", "ends"))
     for col in ("activity", "department"):
         nodes[col] = nodes[col].astype("string")
-    nodes.attrs["departments"] = [[a, d, n] for (a, d), n in by_dept.items() if n > 0]
+    nodes.attrs["departments"] = percentile_runs.kept([[a, d, n] for (a, d), n in by_dept.items() if n > 0])
     return nodes

@@ -74,7 +74,7 @@ def positions_frame(waits: list[list]) -> pd.DataFrame:
     frame = pd.DataFrame([r[:3] for r in rows], columns=POSITION_COLUMNS)
     frame = _numeric(frame, ints=("customers",), floats=("median_first_position",))
     frame["activity"] = frame["activity"].astype("string")
-    frame.attrs["waits"] = [[a, c, runs] for a, c, _, runs in rows]
+    frame.attrs["waits"] = percentile_runs.kept([[a, c, runs] for a, c, _, runs in rows])
     return frame
 
 
