@@ -253,17 +253,23 @@ def discover_dfg(
     )
 
 
+def _edge_counts(steps: sa.CTE, name: str) -> sa.Subquery:
+    """``source, target, n``: the transitions of ``_coded_steps``' steps per edge (codes), before
+    any pooling."""
+    return (
+        sa.select(steps.c.source, steps.c.target, sa.func.count().label("n"))
+        .where(steps.c.target.is_not(None))
+        .group_by(steps.c.source, steps.c.target)
+        .subquery(name)
+    )
+
+
 def dfg_counts(conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, **keys) -> pd.DataFrame:
     """Transition counts only, pm4py ``discover_dfg``'s measure (no customers, no times): the
     like-for-like figure for benchmarks. Out: ``source, target, count``, most frequent first."""
     codes, steps = _coded_steps(events, spec, keys)
     src, tgt = codes.alias("source_name"), codes.alias("target_name")
-    edges = (
-        sa.select(steps.c.source, steps.c.target, sa.func.count().label("n"))
-        .where(steps.c.target.is_not(None))
-        .group_by(steps.c.source, steps.c.target)
-        .subquery("edge_n")
-    )
+    edges = _edge_counts(steps, "edge_n")
     q = (
         sa.select(src.c.activity, tgt.c.activity, edges.c.n)
         .select_from(edges.join(src, src.c.code == edges.c.source).join(tgt, tgt.c.code == edges.c.target))
@@ -486,12 +492,7 @@ def _map_waits_parts(codes: sa.CTE, steps: sa.CTE, pairs: sa.CTE, part) -> list[
     ranks with their count and sum (5)."""
     src, tgt = codes.alias("raw_source"), codes.alias("raw_target")
     other = sa.literal(OTHER, sa.String)
-    raw = (
-        sa.select(steps.c.source, steps.c.target, sa.func.count().label("n"))
-        .where(steps.c.target.is_not(None))
-        .group_by(steps.c.source, steps.c.target)
-        .subquery("raw_edges")
-    )
+    raw = _edge_counts(steps, "raw_edges")
     by_dept = (
         sa.select(steps.c.source, steps.c.department, sa.func.count().label("n"))
         .group_by(steps.c.source, steps.c.department)
