@@ -580,7 +580,7 @@ def last_steps(conn, period) -> pd.DataFrame:
     return steps.groupby(["email", "ts"], as_index=False).agg(departments=("department", lambda d: sorted(set(d))))
 
 
-def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_them(company, tmp_path, taken):
+def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_them(company, tmp_path, taken, monkeypatch):
     store, extracts = company
     refreshed = ("journeys.activities", "journeys.positions", *STANDING)
     after_load(store, refreshed)
@@ -643,7 +643,8 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
     assert moved["count"].tolist() == [1]  # the handoff the increment had to see
     assert not handoffs_before["target_department"].eq("standing_team").any()
 
-    # a customer who never took the funnel's first step in the period takes it: computed whole, one more enters
+    # a customer who never took the funnel's first step in the period takes it: one more enters, the
+    # funnel moved by their entry (from the seconds kept near each step's median)
     with store.connect() as conn:
         log = jr.journey_log(since=period.start, until=period.end)
         entered = sa.select(log.c.cx_key).where(log.c.activity == steps[0])
@@ -661,10 +662,55 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
     with store.connect() as conn:
         assert rollups.appends_since(conn, data_version(conn) - 1)  # a noted append: an increment was looked at
     after_load(store, refreshed)
-    assert taken["journeys.funnel"] == 3
+    assert taken["journeys.funnel"] == 4
     funnel = stored_and_whole("journeys.funnel")
     first_step = funnel[funnel["step"] == 1]["customers"].tolist()
     assert first_step == [int(funnel_before[funnel_before["step"] == 1]["customers"].iloc[0]) + 1]
+    assert funnel[funnel["step"] > 1]["customers"].tolist() == funnel_before[funnel_before["step"] > 1][
+        "customers"
+    ].tolist()
+
+    # half a minute later they take the second step: a conversion of 30 seconds, the step's median moved
+    second = dict(first, session_id="s-converts", event_name=steps[1])
+    second["event_time"] = f"{end - timedelta(seconds=30):%Y-%m-%d %H:%M:%S}"
+    append_rows(store, tmp_path, extracts["web"], [second], "converts")
+    after_load(store, refreshed)
+    assert taken["journeys.funnel"] == 5
+    converted = stored_and_whole("journeys.funnel").set_index("step")
+    assert converted.loc[2, "customers"] == funnel.set_index("step").loc[2, "customers"] + 1
+
+    # with runs of one rank each side (stored so by a refresh from every row), five more newcomers who
+    # convert within a second put the second step's median below its run: computed whole
+    monkeypatch.setattr(jr.percentile_runs, "RUN_RANKS", 1)
+    with store.begin() as conn:
+        conn.execute(summaries_table.delete())
+    after_load(store, refreshed)
+    with store.connect() as conn:
+        params = views.default_params(conn, "journeys.funnel", computed)
+        kept = summaries.lookup(conn, "journeys.funnel", data_version(conn), params).attrs["waits"]
+        fresh = (
+            conn.execute(
+                sa.select(crm.c.email)
+                .where(crm.c.email.is_not(None), crm.c.cx_key.not_in(entered), crm.c.email != newcomer)
+                .order_by(crm.c.email)
+                .limit(5)
+            )
+            .scalars()
+            .all()
+        )
+    runs = next(w[2] for w in kept if w[1] == 2)
+    assert runs["n"] > 6 and runs["runs"][0][1][0] > 1  # more seconds than the runs hold, none of them 1 near the median
+    assert len(fresh) == 5
+    quick = []
+    for i, email in enumerate(fresh):
+        at = end - timedelta(minutes=5 + i)
+        row = dict(first, user_email=email, cookie_id=f"cookie-quick-{i}", session_id=f"s-quick-{i}")
+        quick.append(dict(row, event_name=steps[0], event_time=f"{at:%Y-%m-%d %H:%M:%S}"))
+        quick.append(dict(row, event_name=steps[1], event_time=f"{at + timedelta(seconds=1):%Y-%m-%d %H:%M:%S}"))
+    append_rows(store, tmp_path, extracts["web"], quick, "quick")
+    after_load(store, refreshed)
+    assert taken["journeys.funnel"] == 5
+    assert stored_and_whole("journeys.funnel").set_index("step").loc[2, "customers"] == converted.loc[2, "customers"] + 5
 
 
 def test_handoffs_move_by_the_waits_appended_customers_gain_and_lose(company, tmp_path, taken, monkeypatch):

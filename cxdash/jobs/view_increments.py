@@ -39,10 +39,11 @@ __all__ = ["INCREMENTS"]
 # caught up: a customer's rows depend on their own steps alone, so the appended customers (at most
 # ``rollups.INCREMENT_MAX_KEYS``) are looked at again and the rest kept; the KPI tables compute
 # again only their parts that read the appended kinds. Views with medians or top-N lists over
-# every customer are kept only when the appended rows provably leave them as they were (the funnel,
-# variants, hotspots, paths, the journey map: each function says when); the handoffs and the first
-# positions move their medians by the values that came and left, from the values their stored
-# result keeps near each median (``jr.percentile_runs``).
+# every customer are kept only when the appended rows provably leave them as they were (the
+# variants, hotspots, paths: each function says when); the handoffs, the first positions, the
+# funnel and the journey map move their counts by the appended customers' difference and their
+# medians by the values that came and left, from the values their stored result keeps near each
+# median (``jr.percentile_runs``).
 
 
 # The kinds whose rows the CLV forecasts never read (they read purchases, and the customer keys no
@@ -498,15 +499,43 @@ def _paths_after(
 def _funnel_after(
     conn: Connection, before: pd.DataFrame, loads: list[int], steps, days: int, by_segment: bool, period=None
 ) -> pd.DataFrame | None:
-    """The funnel as it was when none of the appended steps in the period is one of its steps: a
-    customer's entry, conversions and their times are read from those steps alone, and a step
-    between them changes their order no more than their times. (A segment is a CRM attribute: with
-    segments, appended CRM records have it computed whole.)"""
+    """The funnel after appends. As it was when none of the appended steps in the period is one of
+    its steps (a step between them changes their order no more than their times). Else from each
+    appended customer's steps reached and seconds from entry, read from their rows alone with and
+    without the loads' steps (at most ``rollups.INCREMENT_MAX_KEYS`` customers): the same, and the
+    funnel stands; else each segment's and step's customers move by the difference and its median
+    by the seconds that left and came (``jr.percentile_runs``, from the seconds kept near the
+    medians: ``jr.funnel(waits=True)``). None (computed whole) without kept seconds, or when the
+    changes moved a median past them. (A segment is a CRM attribute: with segments, appended CRM
+    records have it computed whole.)"""
     if by_segment and "customers" in appended_kinds(conn, loads):
         return None
     log = _log(period)
     added = conn.execute(sa.select(log.c.activity).where(log.c.load_id.in_(loads)).distinct()).scalars()
-    return None if set(added) & set(steps) else before
+    if not set(added) & set(steps):
+        return before
+    cases = appended_keys(conn, loads)
+    if cases is None:
+        return None
+    rows = _rows_of(cases, period)
+    segments = jr.customer_segments() if by_segment else None
+    now, earlier = (
+        jr.case_funnel(conn, their, list(steps), window_days=days, segments=segments)
+        for their in (rows, _without(rows, loads))
+    )
+    if now.equals(earlier):
+        return before
+    kept = before.attrs.get("waits")
+    if kept is None:
+        return None
+    groups = {(segment, step): runs for segment, step, runs in kept}
+    came, left = (frame.groupby(["segment", "step"])["seconds"].agg(list).to_dict() for frame in (now, earlier))
+    for key in came.keys() | left.keys():
+        runs = percentile_runs.moved(groups.get(key), left.get(key, []), came.get(key, []), (0.5,))
+        if runs is None:
+            return None
+        groups[key] = runs
+    return jr.funnel_frame([[segment, step, runs] for (segment, step), runs in groups.items()], list(steps))
 
 
 def _handoffs_after(conn: Connection, before: pd.DataFrame, loads: list[int], period=None) -> pd.DataFrame | None:

@@ -384,13 +384,14 @@ def _variants(conn, filters, max_steps, rarest, contains, churn=None, period=Non
     )
 
 
-def _funnel(conn, steps, days, by_segment, period=None):
+def _funnel(conn, steps, days, by_segment, period=None, *, waits: bool = False):
     return jr.funnel(
         conn,
         _log(period),
         list(steps),
         window_days=days,
         segments=jr.customer_segments() if by_segment else None,
+        waits=waits,
     )
 
 
@@ -499,6 +500,9 @@ STORED_COMPUTATIONS = {
     **COMPUTATIONS,
     "journeys.handoffs": lambda conn, period=None: _handoffs(conn, period, waits=True),  # each pair's waits
     "journeys.positions": lambda conn, filters, period=None: _positions(conn, filters, period, waits=True),
+    "journeys.funnel": lambda conn, steps, days, by_segment, period=None: _funnel(
+        conn, steps, days, by_segment, period, waits=True
+    ),
     # the edges' counts before pooling, their seconds near the percentiles, the nodes' departments
     "journeys.dfg": lambda conn, filters, period=None: _journey_map(conn, filters, period, waits=True)[0],
     "journeys.nodes": lambda conn, filters, period=None: _journey_map(conn, filters, period, waits=True)[1],

@@ -23,7 +23,7 @@ from cxdash.journeys.discovery import (
 )
 from cxdash.journeys.export import cohort_csv, customer_journey, hotspot_customers, mask_email, mask_phone
 from cxdash.journeys.friction import CONTACT_PREFIX, HOTSPOT_DESCRIPTIONS, NONE, friction_moments, hotspots
-from cxdash.journeys.funnels import funnel
+from cxdash.journeys.funnels import case_funnel, funnel, funnel_frame
 from cxdash.journeys.handoffs import WAIT_FRACTIONS, case_handoffs, discover_handoffs, handoff_matrix, handoffs_frame
 from cxdash.journeys.hotspot_stats import (
     ALPHA,
@@ -76,6 +76,7 @@ __all__ = [
     "activity_nodes",
     "anchor_paths",
     "case_first_positions",
+    "case_funnel",
     "case_handoffs",
     "case_names",
     "case_steps",
@@ -95,6 +96,7 @@ __all__ = [
     "first_positions",
     "friction_moments",
     "funnel",
+    "funnel_frame",
     "graph_after",
     "handoff_matrix",
     "handoffs_frame",
