@@ -580,7 +580,9 @@ def last_steps(conn, period) -> pd.DataFrame:
     return steps.groupby(["email", "ts"], as_index=False).agg(departments=("department", lambda d: sorted(set(d))))
 
 
-def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_them(company, tmp_path, taken, monkeypatch):
+def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_them(
+    company, tmp_path, taken, monkeypatch
+):
     store, extracts = company
     refreshed = ("journeys.activities", "journeys.positions", *STANDING)
     after_load(store, refreshed)
@@ -666,9 +668,10 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
     funnel = stored_and_whole("journeys.funnel")
     first_step = funnel[funnel["step"] == 1]["customers"].tolist()
     assert first_step == [int(funnel_before[funnel_before["step"] == 1]["customers"].iloc[0]) + 1]
-    assert funnel[funnel["step"] > 1]["customers"].tolist() == funnel_before[funnel_before["step"] > 1][
-        "customers"
-    ].tolist()
+    assert (
+        funnel[funnel["step"] > 1]["customers"].tolist()
+        == funnel_before[funnel_before["step"] > 1]["customers"].tolist()
+    )
 
     # half a minute later they take the second step: a conversion of 30 seconds, the step's median moved
     second = dict(first, session_id="s-converts", event_name=steps[1])
@@ -699,7 +702,9 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
             .all()
         )
     runs = next(w[2] for w in kept if w[1] == 2)
-    assert runs["n"] > 6 and runs["runs"][0][1][0] > 1  # more seconds than the runs hold, none of them 1 near the median
+    assert (
+        runs["n"] > 6 and runs["runs"][0][1][0] > 1
+    )  # more seconds than the runs hold, none of them 1 near the median
     assert len(fresh) == 5
     quick = []
     for i, email in enumerate(fresh):
@@ -710,7 +715,9 @@ def test_the_funnel_and_handoffs_stand_when_the_appended_steps_cannot_change_the
     append_rows(store, tmp_path, extracts["web"], quick, "quick")
     after_load(store, refreshed)
     assert taken["journeys.funnel"] == 5
-    assert stored_and_whole("journeys.funnel").set_index("step").loc[2, "customers"] == converted.loc[2, "customers"] + 5
+    assert (
+        stored_and_whole("journeys.funnel").set_index("step").loc[2, "customers"] == converted.loc[2, "customers"] + 5
+    )
 
 
 def test_handoffs_move_by_the_waits_appended_customers_gain_and_lose(company, tmp_path, taken, monkeypatch):
