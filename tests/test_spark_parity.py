@@ -214,6 +214,15 @@ def test_journey_graph_variants_and_handoffs(stores):
     )
     assert len(duck) > 5
     assert_same_frame(duck, spark, "discover_variants")
+    # as the refresh stores them: the most common variants kept whole, on each engine
+    page = dict(outcomes=None, max_steps=5, limit=30)
+    shown, kept_duck, kept_spark = (
+        _both(stores, lambda c: jr.discover_variants(c, jr.journey_log(), PAGE_SPEC, **page))[0],
+        *_both(stores, lambda c: jr.discover_variants(c, jr.journey_log(), PAGE_SPEC, **page, waits=True)),
+    )
+    assert_same_frame(kept_duck, shown, "discover_variants(waits=True), DuckDB")
+    assert_same_frame(kept_spark, shown, "discover_variants(waits=True), Spark")
+    assert kept_spark.attrs["waits"] == kept_duck.attrs["waits"]
     duck, spark = _both(stores, lambda c: jr.discover_handoffs(c, jr.journey_log(), department_key="department"))
     assert len(duck)
     assert_same_frame(duck, spark, "discover_handoffs")
@@ -238,6 +247,13 @@ def test_funnel(stores):
     duck, spark = _both(stores, lambda c: jr.funnel(c, jr.journey_log(), steps, spec=PAGE_SPEC))
     assert int(duck.iloc[0]["customers"]) > 10
     assert_same_frame(duck, spark, "funnel")
+    # as the refresh stores it: the medians read from the seconds kept near them, on each engine
+    kept_duck, kept_spark = _both(stores, lambda c: jr.funnel(c, jr.journey_log(), steps, spec=PAGE_SPEC, waits=True))
+    assert_same_frame(kept_duck, duck, "funnel(waits=True), DuckDB")
+    assert_same_frame(kept_spark, duck, "funnel(waits=True), Spark")
+    assert [[*w[:2], w[2]["n"]] for w in kept_spark.attrs["waits"]] == [
+        [*w[:2], w[2]["n"]] for w in kept_duck.attrs["waits"]
+    ]
 
 
 def test_hotspots_and_friction_moments(stores):

@@ -966,6 +966,89 @@ def test_variants_stand_when_appended_steps_come_after_each_customers_first_step
     stored_and_whole()
 
 
+def test_variants_move_by_the_customers_who_came_and_left(company, tmp_path, taken, monkeypatch):
+    """A customer whose first five steps gain one leaves their variant for another, and a customer new
+    to the period adds one: the stored variants move by them, from the most common variants kept
+    whole. When a variant not kept could reach the list, they are computed whole."""
+    store, extracts = company
+    churn = summaries.effective_churn(store)
+    monkeypatch.setattr(jr.variants, "KEPT_PER_SHOWN", 10_000)  # every variant kept whole
+
+    def stored_and_whole() -> pd.DataFrame:
+        with store.connect() as conn:
+            params = views.default_params(conn, VARIANTS, {}, churn)
+            stored = summaries.lookup(conn, VARIANTS, data_version(conn), params)
+            whole = summaries._computations()[VARIANTS](conn, **params)
+        assert stored is not summaries.MISSING
+        pd.testing.assert_frame_equal(stored, whole, check_dtype=False)
+        return stored
+
+    after_load(store, (VARIANTS,))
+    before = stored_and_whole()
+    assert before.attrs["waits"]["beyond"] == 0
+    with store.connect() as conn:
+        end = as_of(conn)
+        period = metrics.default_period(end)
+        journeys = first_steps(conn, period, int(views.JOURNEY_DEFAULTS["top_n"]))
+        busiest = [
+            str(a) for a in jr.activity_counts(conn, jr.journey_log(since=period.start, until=period.end))["activity"]
+        ][:3]
+        crm = KIND_TABLES["customers"]
+        emails = conn.execute(sa.select(crm.c.email).where(crm.c.email.is_not(None)).order_by(crm.c.email)).scalars()
+        newcomers = [e for e in emails if e not in journeys]
+
+    def every(frame: pd.DataFrame) -> dict[str, int]:
+        """Every variant's customers, from what the stored view keeps (every variant, here)."""
+        return {v[0]: v[4]["n"] for v in frame.attrs["waits"]["variants"]}
+
+    listed = every(before)
+    short = sorted(
+        e for e, (n, _, last, v, _) in journeys.items() if n < 4 and last < end - timedelta(hours=1) and v in listed
+    )
+    assert short and newcomers
+    web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
+
+    def visit(email: str, at, name: str, page: str) -> list[dict]:
+        row = dict(web, user_email=email, cookie_id=f"cookie-{name}", session_id=f"s-{name}", event_name=page)
+        return [dict(row, event_time=f"{at:%Y-%m-%d %H:%M:%S}")]
+
+    # a short journey takes a page other than its last: its variant loses a customer, the longer one gains
+    email = short[0]
+    _, _, last, was, last_name = journeys[email]
+    page = next(p for p in busiest if p != last_name)
+    append_rows(store, tmp_path, extracts["web"], visit(email, last + timedelta(minutes=5), "moves", page), "moves")
+    after_load(store, (VARIANTS,))
+    assert taken == {VARIANTS: 1}
+    moved = stored_and_whole()
+    now = every(moved)
+    assert now.get(was, 0) == listed[was] - 1
+    assert now.get(was + jr.VARIANT_SEPARATOR + page, 0) == listed.get(was + jr.VARIANT_SEPARATOR + page, 0) + 1
+    assert moved.attrs["waits"]["cases"] == before.attrs["waits"]["cases"]
+
+    # a customer with no step in the period takes the busiest page: one more journey, every share moves
+    append_rows(store, tmp_path, extracts["web"], visit(newcomers[0], end, "new", busiest[0]), "new")
+    after_load(store, (VARIANTS,))
+    assert taken == {VARIANTS: 2}
+    grown = stored_and_whole()
+    assert grown.attrs["waits"]["cases"] == before.attrs["waits"]["cases"] + 1
+    assert every(grown).get(busiest[0], 0) == now.get(busiest[0], 0) + 1
+
+    # the 30 shown kept alone (stored so by a refresh from every row): a journey moving to a variant
+    # not kept might reach the list (its count is bounded by the next variant's), so computed whole
+    monkeypatch.setattr(jr.variants, "KEPT_PER_SHOWN", 1)
+    with store.begin() as conn:
+        conn.execute(summaries_table.delete())
+    after_load(store, (VARIANTS,))
+    kept = stored_and_whole().attrs["waits"]
+    assert len(kept["variants"]) == 30 and kept["beyond"] > 0
+    assert kept["variants"][-1][4]["n"] <= kept["beyond"] + 1  # one more customer could tie the last shown
+    email = short[1] if len(short) > 1 else newcomers[1]
+    append_rows(store, tmp_path, extracts["web"], visit(email, end, "unkept", "a_page_no_one_visits"), "unkept")
+    after_load(store, (VARIANTS,))
+    assert taken == {VARIANTS: 2}
+    stored_and_whole()
+
+
 def test_journey_map_moves_by_the_appended_customers_steps(company, tmp_path, taken, monkeypatch):
     store, extracts = company
     after_load(store, MAP)

@@ -358,19 +358,33 @@ def _variants_after(
     churn: str | None = None,
     period=None,
 ) -> pd.DataFrame | None:
-    """The variants as they were when each appended customer's variant (their first ``max_steps``
-    steps in the period, pooled and collapsed as the view's filters say, and the time they span) is
-    the same with and without the loads' steps: compared, not assumed (a step after the fifth, or a
-    repeat that collapses, leaves it; a customer new to the period adds one). Also needs the
-    customers and their churn to stand (``_customers_stand``) and top N to keep the same activities."""
+    """The variants after appends, from each appended customer's variant (their first ``max_steps``
+    steps in the period, pooled and collapsed as the view's filters say, and the time they span)
+    with and without the loads' steps: the same, and the variants stand (a step after the fifth, or
+    a repeat that collapses); else the variants move by the customers who came and left
+    (``jr.variants_after``, from the most common variants the stored view keeps whole). Needs the
+    customers and their churn to stand (``_customers_stand``) and top N to keep the same activities;
+    None (computed whole) when a median moves past its kept seconds or a variant not kept could now
+    be shown."""
     if not max_steps or not _customers_stand(conn, loads, churn, appended_kinds(conn, loads)):
         return None
     theirs = _their_pooled_log(conn, loads, _spec(filters), period)
     if theirs is None:
         return None
-    _, rows, pinned = theirs
-    same = _same_without(lambda steps: jr.case_variants(conn, steps, pinned, max_steps=max_steps), rows, loads)
-    return before if same else None
+    cases, rows, pinned = theirs
+    now, earlier = (
+        jr.case_variants(conn, steps, pinned, max_steps=max_steps) for steps in (rows, _without(rows, loads))
+    )
+    if now.equals(earlier):
+        return before
+    kept = before.attrs.get("waits")
+    if kept is None or rarest or contains:
+        return None
+    outcomes = jr.customer_outcomes(conn, churn=_definition(churn), revenue=False)
+    churned = dict(
+        conn.execute(sa.select(outcomes.c.case_id, outcomes.c.churned).where(outcomes.c.case_id.in_(cases))).all()
+    )
+    return jr.variants_after(kept, now, earlier, churned)
 
 
 def _log_end(conn: Connection, loads: list[int]) -> tuple[datetime | None, bool]:

@@ -370,7 +370,7 @@ def _edge_customers(conn, filters, source, target, period=None):
     return jr.edge_customers(conn, _log(period), source, target, _spec(filters), case_names=jr.case_names())
 
 
-def _variants(conn, filters, max_steps, rarest, contains, churn=None, period=None):
+def _variants(conn, filters, max_steps, rarest, contains, churn=None, period=None, *, waits: bool = False):
     outcomes = jr.customer_outcomes(conn, churn=_definition(churn), revenue=False)  # the variants read churn alone
     return jr.discover_variants(
         conn,
@@ -381,6 +381,7 @@ def _variants(conn, filters, max_steps, rarest, contains, churn=None, period=Non
         rarest=rarest,
         contains=contains or None,
         limit=30,
+        waits=waits,
     )
 
 
@@ -503,6 +504,8 @@ STORED_COMPUTATIONS = {
     "journeys.funnel": lambda conn, steps, days, by_segment, period=None: _funnel(
         conn, steps, days, by_segment, period, waits=True
     ),
+    # the most common variants whole, the customers of the next one
+    "journeys.variants": lambda conn, **params: _variants(conn, **params, waits=True),
     # the edges' counts before pooling, their seconds near the percentiles, the nodes' departments
     "journeys.dfg": lambda conn, filters, period=None: _journey_map(conn, filters, period, waits=True)[0],
     "journeys.nodes": lambda conn, filters, period=None: _journey_map(conn, filters, period, waits=True)[1],

@@ -6,15 +6,12 @@ Reads the store and metrics.
 from cxdash.journeys.cohorts import customer_outcomes, customer_segments
 from cxdash.journeys.discovery import (
     DFG_COLUMNS,
-    VARIANT_SEPARATOR,
     activity_counts,
     activity_nodes,
     case_steps,
-    case_variants,
     dfg_counts,
     dfg_query,
     discover_dfg,
-    discover_variants,
     edge_customers,
     end_activities,
     journey_customers,
@@ -56,6 +53,13 @@ from cxdash.journeys.paths import (
     paths_to,
 )
 from cxdash.journeys.positions import case_first_positions, first_positions, positions_frame
+from cxdash.journeys.variants import (
+    VARIANT_SEPARATOR,
+    case_variants,
+    discover_variants,
+    variants_after,
+    variants_frame,
+)
 
 __all__ = [
     "ALPHA",
@@ -121,4 +125,6 @@ __all__ = [
     "risk_ratio",
     "significance_counts",
     "start_activities",
+    "variants_after",
+    "variants_frame",
 ]

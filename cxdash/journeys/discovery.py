@@ -21,7 +21,6 @@ from cxdash.journeys.log import (
     _median,
     _median_and_p90,
     _numeric,
-    _positions,
     _spec,
     _step_order,
     _tiebreaks,
@@ -30,14 +29,12 @@ from cxdash.journeys.log import (
 
 __all__ = [
     "DFG_COLUMNS",
-    "VARIANT_SEPARATOR",
     "activity_counts",
     "activity_nodes",
     "case_steps",
     "dfg_counts",
     "dfg_query",
     "discover_dfg",
-    "discover_variants",
     "edge_customers",
     "end_activities",
     "journey_customers",
@@ -663,85 +660,4 @@ def edge_customers(
     )
     return _numeric(
         _frame(conn, q, ["case_id", "times", "first_at", "median_seconds"]), ints=("times",), floats=("median_seconds",)
-    )
-
-
-VARIANT_SEPARATOR = " > "
-
-
-def _variant_per_case(events: sa.FromClause, spec: LogSpec | None, keys, max_steps: int | None) -> sa.Select:
-    """Each case's variant: ``case_id, variant, steps, seconds`` (its first ``max_steps`` steps, the
-    time from the first to the last of them)."""
-    log = prepare_log(events, spec, **keys)
-    p = _positions(log)
-    kept = sa.select(p).where(p.c.pos <= max_steps).subquery() if max_steps else p
-    return sa.select(
-        kept.c.case_id,
-        # SQLAlchemy 2.1's portable ordered aggregate: string_agg(x, sep ORDER BY pos).
-        sa.func.aggregate_strings(kept.c.activity, VARIANT_SEPARATOR).aggregate_order_by(kept.c.pos).label("variant"),
-        sa.func.count().label("steps"),
-        (_epoch(sa.func.max(kept.c.ts)) - _epoch(sa.func.min(kept.c.ts))).label("seconds"),
-    ).group_by(kept.c.case_id)
-
-
-def case_variants(
-    conn: Connection, events: sa.FromClause, spec: LogSpec | None = None, *, max_steps: int | None = None, **keys
-) -> pd.DataFrame:
-    """Each case's variant as ``discover_variants`` counts it: ``case_id, variant, steps, seconds``,
-    by case (what a view of a few cases compares)."""
-    q = _variant_per_case(events, spec, keys, max_steps)
-    sub = q.subquery("case_variant")
-    frame = _frame(conn, sa.select(sub).order_by(sub.c.case_id), ["case_id", "variant", "steps", "seconds"])
-    return _numeric(frame, ints=("steps",), floats=("seconds",))
-
-
-def discover_variants(
-    conn: Connection,
-    events: sa.FromClause,
-    spec: LogSpec | None = None,
-    *,
-    outcomes: sa.FromClause | None = None,
-    max_steps: int | None = None,
-    limit: int | None = 50,
-    rarest: bool = False,
-    contains: str | None = None,
-    **keys,
-) -> pd.DataFrame:
-    """Whole journeys (each case's sequence of activities) and how often each occurs.
-
-    ``max_steps`` keeps each case's first N steps (long customer histories are otherwise all
-    unique). ``outcomes`` is an optional selectable ``case_id, churned`` (boolean) that adds
-    each variant's churn rate. ``rarest`` sorts the least frequent first; ``contains`` keeps
-    variants containing that text.
-
-    Out: ``variant, steps, customers, share, churn_rate, median_seconds`` (first to last step).
-    """
-    per_case = _variant_per_case(events, spec, keys, max_steps).cte("per_case")  # read three times below
-    churned = sa.literal(None, sa.Boolean)
-    src = per_case
-    if outcomes is not None:
-        src = per_case.outerjoin(outcomes, outcomes.c.case_id == per_case.c.case_id)
-        churned = outcomes.c.churned
-    n_cases = sa.select(sa.func.count()).select_from(per_case).scalar_subquery()
-    customers = sa.func.count()
-    q = (
-        sa.select(
-            per_case.c.variant,
-            sa.func.min(per_case.c.steps),
-            customers,
-            sa.cast(customers, sa.Double) / sa.func.nullif(n_cases, 0),
-            sa.func.avg(sa.case((churned.is_(True), 1.0), (churned.is_(False), 0.0))),
-            _median(per_case.c.seconds),
-        )
-        .select_from(src)
-        .group_by(per_case.c.variant)
-    )
-    if contains:
-        q = q.where(per_case.c.variant.contains(contains, autoescape=True))
-    q = q.order_by(customers.asc() if rarest else customers.desc(), per_case.c.variant)
-    if limit:
-        q = q.limit(limit)
-    cols = ["variant", "steps", "customers", "share", "churn_rate", "median_seconds"]
-    return _numeric(
-        _frame(conn, q, cols), ints=("steps", "customers"), floats=("share", "churn_rate", "median_seconds")
     )
