@@ -5,8 +5,6 @@ the answer is None (computed whole)."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -52,7 +50,7 @@ def stored(cases, limit: int, keep: int) -> dict:
     for row in every.head(keep).itertuples():
         values = seconds[row.variant]
         n = len(values)
-        ranks = max(percentile_runs.RUN_RANKS, math.ceil(percentile_runs.RUN_SHARE * n))
+        ranks = percentile_runs._ranks_for(n, None)
         near = [(r, v) for r, v in enumerate(values) if abs(r - 0.5 * (n - 1)) <= ranks + 1]
         variants.append([row.variant, row.steps, row.churned, row.judged, percentile_runs.runs_from_ranks(n, near)])
     beyond = int(every["customers"].iloc[keep]) if len(every) > keep else 0

@@ -19,14 +19,19 @@ from collections.abc import Iterable, Sequence
 
 import sqlalchemy as sa
 
-__all__ = ["RUN_RANKS", "RUN_SHARE", "kept", "moved", "near_positions", "percentile", "runs_from_ranks"]
+__all__ = ["RUN_MOST", "RUN_RANKS", "RUN_SHARE", "kept", "moved", "near_positions", "percentile", "runs_from_ranks"]
 
 # Ranks kept on each side of each percentile's position: RUN_RANKS, or this share of a large
-# group's values. A 1,000-row append lands on the large groups most (in proportion to their size, at
-# 200k customers about one value in a thousand of each): and when its values all fall on one side
-# (waits since the customers' last steps, all long), each position moves by half of them or more.
+# group's values, at most RUN_MOST. A 1,000-row append lands on the large groups most (in
+# proportion to their size, at 200k customers about one value in a thousand of each): and when its
+# values all fall on one side (waits since the customers' last steps, all long), each position
+# moves by half of them or more. k added or removed values move a position by at most k ranks, so
+# RUN_MOST covers any append of up to 1,000 values in a group; more are computed whole. (Without
+# the cap the runs of a 1M-customer store's map, handoffs and positions took 12 MB of JSON, read
+# and written by every refresh.)
 RUN_RANKS = 64
 RUN_SHARE = 0.005
+RUN_MOST = 1024
 
 
 class _KeptList(list):
@@ -62,7 +67,7 @@ def kept(value):
 
 def _ranks_for(n: int, ranks: int | None) -> int:
     """The ranks each side a group of ``n`` values keeps: ``ranks`` when given, else the defaults."""
-    return ranks if ranks is not None else max(RUN_RANKS, math.ceil(RUN_SHARE * n))
+    return ranks if ranks is not None else max(RUN_RANKS, min(math.ceil(RUN_SHARE * n), RUN_MOST))
 
 
 def _position(n: int, f: float) -> float:
@@ -71,9 +76,13 @@ def _position(n: int, f: float) -> float:
 
 def near_positions(rank, n, fractions: Sequence[float], ranks: int | None = None) -> sa.ColumnElement:
     """SQL: whether the 0-based ``rank`` of a value among ``n`` lies within ``ranks`` (plus the one
-    interpolation needs; by default ``RUN_RANKS`` or ``RUN_SHARE`` of ``n``) of some fraction's
+    interpolation needs; by default ``RUN_RANKS`` or ``RUN_SHARE`` of ``n``, at most ``RUN_MOST``) of some fraction's
     position: the rows ``runs_from_ranks`` takes."""
-    each = ranks if ranks is not None else sa.func.greatest(RUN_RANKS, sa.func.ceil(RUN_SHARE * n))
+    each = (
+        ranks
+        if ranks is not None
+        else sa.func.greatest(RUN_RANKS, sa.func.least(sa.func.ceil(RUN_SHARE * n), RUN_MOST))
+    )
     return sa.or_(*[sa.func.abs(rank - f * (n - 1)) <= each + 1 for f in fractions])
 
 
@@ -126,7 +135,7 @@ def moved(
 ) -> dict | None:
     """``state`` (a group's runs; None: a group with no values yet) after taking out ``removed``
     (values it holds) and putting in ``added``, cut back to ``ranks`` around the positions (by
-    default ``RUN_RANKS`` or ``RUN_SHARE`` of the values); None when a percentile's ranks would fall outside
+    default ``RUN_RANKS`` or ``RUN_SHARE`` of the values, at most ``RUN_MOST``); None when a percentile's ranks would fall outside
     every run, or a removed value is not where the runs say it must be (compute whole then).
 
     Each run is a stretch of the sorted values: a value below it moves it one rank up (down when
