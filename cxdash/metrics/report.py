@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -41,7 +41,6 @@ __all__ = [
     "attach_activation",
     "coverage",
     "headline",
-    "headline_after",
     "kpi_report",
     "money_currency",
 ]
@@ -101,7 +100,22 @@ def headline(conn: Connection, churn: Definition | None = None) -> Headline:
         ).scalar()
         or 0
     )
-    active = 0 if now is None else _active_count(conn, now, universe, churned_sq)
+    active = 0
+    if now is not None:
+        since = now - timedelta(days=ACTIVE_WINDOW_DAYS)
+        parts = []
+        for kind, col in TIMELINE_TIME_COLUMNS:
+            t = KIND_TABLES[kind]
+            parts.append(sa.select(t.c.cx_key).where(t.c[col] > since, t.c.cx_key.is_not(None)))
+        recent = sa.union(*parts).subquery()
+        active = (
+            conn.execute(
+                sa.select(sa.func.count())
+                .select_from(universe.join(recent, recent.c.cx_key == universe.c.cx_key))
+                .where(universe.c.cx_key.not_in(sa.select(churned_sq.c.cx_key)))
+            ).scalar()
+            or 0
+        )
     tx = KIND_TABLES["transactions"]
     revenue = conn.execute(
         sa.select(sa.func.coalesce(sa.func.sum(tx.c.amount), 0.0)).where(
@@ -118,48 +132,6 @@ def headline(conn: Connection, churn: Definition | None = None) -> Headline:
         churn.name if churn else None,
         money_currency(conn),
     )
-
-
-def _active_count(
-    conn: Connection,
-    now: datetime,
-    universe: sa.Subquery,
-    churned: sa.Subquery,
-    cases: list[int] | None = None,
-    without: list[int] | None = None,
-) -> int:
-    """The customers of ``universe`` not in ``churned`` with a dated row in the ``ACTIVE_WINDOW_DAYS``
-    up to ``now``; of ``cases`` alone, and without the rows of the loads ``without``."""
-    since = now - timedelta(days=ACTIVE_WINDOW_DAYS)
-    parts = []
-    for kind, col in TIMELINE_TIME_COLUMNS:
-        t = KIND_TABLES[kind]
-        theirs = [t.c.cx_key.in_(cases)] if cases is not None else []
-        theirs += [t.c.load_id.not_in(without)] if without else []
-        parts.append(sa.select(t.c.cx_key).where(t.c[col] > since, t.c.cx_key.is_not(None), *theirs))
-    recent = sa.union(*parts).subquery()
-    return int(
-        conn.execute(
-            sa.select(sa.func.count())
-            .select_from(universe.join(recent, recent.c.cx_key == universe.c.cx_key))
-            .where(universe.c.cx_key.not_in(sa.select(churned.c.cx_key)))
-        ).scalar()
-        or 0
-    )
-
-
-def headline_after(
-    conn: Connection, before: Headline, cases: list[int], loads: list[int], churn: Definition | None = None
-) -> Headline:
-    """The headline ``before`` after appends ``loads`` (touching the customers ``cases``) that leave
-    its customers, who churned, the data's date and the revenue as they were (the caller knows: no
-    CRM record, transaction or row the churn definition reads, and no later time): the active
-    customers move by those customers' activity with and without the loads' rows."""
-    churn = churn_defs.in_force(conn, churn)
-    universe = churn_defs.customer_universe(conn, by="cx_key").subquery()
-    churned = _churned(conn, before.as_of, by="cx_key", churn=churn)[0].subquery()
-    theirs = [_active_count(conn, before.as_of, universe, churned, cases, without) for without in (None, loads)]
-    return replace(before, active_customers=before.active_customers + theirs[0] - theirs[1])
 
 
 def money_currency(conn: Connection) -> str | None:
