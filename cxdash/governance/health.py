@@ -49,9 +49,11 @@ __all__ = [
     "governance",
     "mapping_versions",
     "null_rates",
+    "null_rates_after",
     "set_latency_target",
     "source_latency",
     "source_stats",
+    "source_stats_after",
     "stitch_coverage",
     "stitch_coverage_after",
 ]
@@ -220,6 +222,52 @@ def source_stats(conn: Connection, sources: list[str] | None = None) -> pd.DataF
     return pd.concat(found, ignore_index=True).groupby("name", as_index=False).first()
 
 
+def source_stats_after(conn: Connection, before: pd.DataFrame, loads: list[int]) -> pd.DataFrame | None:
+    """``source_stats`` after appends that only added rows (``cxdash.store.rollups.appends_since``:
+    no earlier row, customer key or CRM flag changed), from ``before``: each source's rows and
+    stitched rows gain the appended ones', its newest time is the later of the two, and its repeated
+    natural keys gain the appended keys but those new to the source (one look-up of the appended keys
+    among its other rows). None (compute it whole) for a source ``before`` does not hold."""
+    after = before.set_index("name")
+    for kind_name in KINDS:
+        t = KIND_TABLES[kind_name]
+        ts, im = t.c[TIME_FIELDS[kind_name]], customer_keys_table
+        added = sa.select(
+            t.c.source.label("name"),
+            sa.func.count().label("rows"),
+            sa.func.max(ts).label("newest"),
+            sa.func.sum(sa.case((im.c.known.is_(True), 1), else_=0)).label("stitched"),
+        ).select_from(t.outerjoin(im, im.c.cx_key == t.c.cx_key))
+        for row in conn.execute(added.where(t.c.load_id.in_(loads)).group_by(t.c.source)).mappings():
+            if row["name"] not in after.index:
+                return None
+            at = after.loc[row["name"]]
+            newest = row["newest"] if pd.isna(at["newest"]) else max(at["newest"], row["newest"] or at["newest"])
+            after.loc[row["name"], ["rows", "newest", "stitched"]] = [
+                at["rows"] + row["rows"],
+                newest,
+                at["stitched"] + (row["stitched"] or 0),
+            ]
+        kind = get_kind(kind_name)
+        if not kind.natural_key:
+            continue
+        key = t.c[kind.natural_key[0]]
+        mine = t.c.load_id.in_(loads)
+        counted = sa.select(t.c.source, sa.func.count(key)).where(mine).group_by(t.c.source)
+        appended = sa.select(t.c.source, key.label("key")).where(mine, key.is_not(None)).distinct().subquery("added")
+        other = t.alias("earlier_rows")
+        held = sa.exists().where(
+            other.c.source == appended.c.source, other.c[key.name] == appended.c.key, other.c.load_id.not_in(loads)
+        )
+        new = dict(
+            conn.execute(sa.select(appended.c.source, sa.func.count()).where(~held).group_by(appended.c.source)).all()
+        )
+        for source, keys in conn.execute(counted).all():
+            # count(key) - count(distinct key) gains the appended keys less those new to the source
+            after.loc[source, "duplicate_keys"] += keys - new.get(source, 0)
+    return after.reset_index()
+
+
 def _holds(conn: Connection, kind: str, sources: list[str]) -> bool:
     """Whether any of ``sources`` is registered as of ``kind``."""
     s = sources_table
@@ -310,8 +358,29 @@ def null_rates(conn: Connection, sources: list[str] | None = None) -> pd.DataFra
     """Share of stored rows without a value, per source and key field (of ``sources`` only, when given).
 
     Out: ``source, field, null_share`` for each kind's required and identity fields, by source and
-    the kind's order of fields.
+    the kind's order of fields; the counts they are read from in ``attrs["counts"]``
+    (``[kind, source, rows, {field: rows with a value}]``), which ``null_rates_after`` adds to.
     """
+    return _null_frame(_null_counts(conn, sources))
+
+
+def null_rates_after(conn: Connection, before: pd.DataFrame, loads: list[int]) -> pd.DataFrame | None:
+    """``null_rates`` after appends that only added rows, from the counts ``before`` keeps: the
+    appended rows' counts (read by their loads) are added. None without kept counts."""
+    kept = before.attrs.get("counts")
+    if kept is None:
+        return None
+    counts = {(kind, source): [kind, source, n, dict(fields)] for kind, source, n, fields in kept}
+    for kind, source, n, fields in _null_counts(conn, loads=loads):
+        entry = counts.setdefault((kind, source), [kind, source, 0, dict.fromkeys(fields, 0)])
+        entry[2] += n
+        entry[3] = {f: entry[3].get(f, 0) + c for f, c in fields.items()}
+    return _null_frame(list(counts.values()))
+
+
+def _null_counts(conn: Connection, sources: list[str] | None = None, loads: list[int] | None = None) -> list[list]:
+    """``[kind, source, rows, {field: rows with a value}]`` per kind and source (of ``sources``, of
+    the loads ``loads``, when given), for each kind's required and identity fields."""
     out = []
     for kind_name, kind in KINDS.items():
         t = KIND_TABLES[kind_name]
@@ -321,13 +390,28 @@ def null_rates(conn: Connection, sources: list[str] | None = None) -> pd.DataFra
         ).group_by(t.c.source)
         if sources is not None:
             q = q.where(t.c.source.in_(sources))
+        if loads is not None:
+            q = q.where(t.c.load_id.in_(loads))
         for r in conn.execute(q).mappings():
-            for f in fields:
-                if f not in kind.required_fields and not r[f]:
-                    continue  # an identifier this source does not carry at all: not a quality gap
-                out.append({"source": r["source"], "field": f, "null_share": 1 - r[f] / r["n"] if r["n"] else None})
+            out.append([kind_name, r["source"], int(r["n"]), {f: int(r[f]) for f in fields}])
+    return out
+
+
+def _null_frame(counts: list[list]) -> pd.DataFrame:
+    """``null_rates``' frame from ``_null_counts``' counts (by kind, then source)."""
+    order = {kind: i for i, kind in enumerate(KINDS)}
+    counts = sorted(counts, key=lambda c: (order[c[0]], c[1]))
+    out = []
+    for kind_name, source, n, fields in counts:
+        required = KINDS[kind_name].required_fields
+        for f, with_value in fields.items():
+            if f not in required and not with_value:
+                continue  # an identifier this source does not carry at all: not a quality gap
+            out.append({"source": source, "field": f, "null_share": 1 - with_value / n if n else None})
     frame = pd.DataFrame(out, columns=["source", "field", "null_share"])
-    return frame.sort_values("source", kind="stable", ignore_index=True)
+    frame = frame.sort_values("source", kind="stable", ignore_index=True)
+    frame.attrs["counts"] = counts
+    return frame
 
 
 def stitch_coverage(conn: Connection, loads: list[int] | None = None) -> pd.DataFrame:
