@@ -33,7 +33,7 @@ from cxdash.jobs.loads import after_load, update_rollups
 from cxdash.metrics.periods import as_of
 from cxdash.metrics.timeline import timeline
 from cxdash.store import rollups
-from cxdash.store.database import KIND_TABLES, identity_map_table, sources_table, summaries_table
+from cxdash.store.database import KIND_TABLES, identity_map_table, loads_table, sources_table, summaries_table
 from cxdash.store.version import data_version
 from tests.conftest import BACKENDS, make_store
 from tests.demo_company import append_rows, loaded
@@ -1201,8 +1201,9 @@ def test_hotspots_stand_when_no_appended_step_moves_a_moment(company, tmp_path, 
     before = stored_and_whole()["journeys.hotspots"].set_index("hotspot")["moments"]
     web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
 
-    def page(email: str, name: str, at) -> list[dict]:
-        row = dict(web, user_email=email, cookie_id=f"cookie-{name}", session_id=f"s-{name}", event_name=name)
+    def page(email: str, name: str, at, cookie: str = "") -> list[dict]:
+        cookie = cookie or name
+        row = dict(web, user_email=email, cookie_id=f"cookie-{cookie}", session_id=f"s-{cookie}", event_name=name)
         row["event_time"] = f"{at:%Y-%m-%d %H:%M:%S}"
         return [row]
 
@@ -1223,6 +1224,25 @@ def test_hotspots_stand_when_no_appended_step_moves_a_moment(company, tmp_path, 
     assert taken == dict.fromkeys(MOMENTS, 1)
     after = stored_and_whole()["journeys.hotspots"].set_index("hotspot")["moments"]
     assert after[help_then_contact] == before.get(help_then_contact, 0) + 1
+
+    # a customer whose error was a dead end (nothing after it for 30 days) comes back to the prices a
+    # day later: a step of no moment itself (so only rework and dead ends are compared), but the dead
+    # end is gone, so the hotspots are computed whole and count one fewer
+    dead = [(row.cx_key, row.ts) for row in moments if row.hotspot == "dead end" and row.ts >= period.start]
+    assert dead
+    cx_key, at = min(dead, key=lambda d: (d[1], d[0]))
+    with store.connect() as conn:
+        email = conn.execute(sa.select(crm.c.email).where(crm.c.cx_key == cx_key)).scalar()
+    assert email
+    append_rows(store, tmp_path, extracts["web"], page(email, "pricing", at + timedelta(days=1), "back"), "back")
+    with store.connect() as conn:
+        loads = conn.execute(sa.select(loads_table.c.load_id).order_by(loads_table.c.load_id.desc())).scalars().all()
+        assert jr.moved_by_steps_order(conn, loads[:1])  # the page back
+        assert not jr.moved_by_steps_order(conn, loads[1:2])  # the help page
+    after_load(store, MOMENTS)
+    assert taken == dict.fromkeys(MOMENTS, 1)
+    came_back = stored_and_whole()["journeys.hotspots"].set_index("hotspot")["moments"]
+    assert came_back.get("dead end", 0) == after["dead end"] - 1
 
 
 def test_first_positions_stand_when_appended_steps_repeat_what_each_customer_did(company, tmp_path, taken):

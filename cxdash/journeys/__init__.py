@@ -19,7 +19,14 @@ from cxdash.journeys.discovery import (
     start_activities,
 )
 from cxdash.journeys.export import cohort_csv, customer_journey, hotspot_customers, mask_email, mask_phone
-from cxdash.journeys.friction import CONTACT_PREFIX, HOTSPOT_DESCRIPTIONS, NONE, friction_moments, hotspots
+from cxdash.journeys.friction import (
+    CONTACT_PREFIX,
+    HOTSPOT_DESCRIPTIONS,
+    NONE,
+    friction_moments,
+    hotspots,
+    moved_by_steps_order,
+)
 from cxdash.journeys.funnels import case_funnel, funnel, funnel_frame
 from cxdash.journeys.handoffs import WAIT_FRACTIONS, case_handoffs, discover_handoffs, handoff_matrix, handoffs_frame
 from cxdash.journeys.hotspot_stats import (
@@ -113,6 +120,7 @@ __all__ = [
     "journey_people",
     "mask_email",
     "mask_phone",
+    "moved_by_steps_order",
     "nodes_after",
     "path_links",
     "path_steps",

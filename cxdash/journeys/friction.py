@@ -40,6 +40,7 @@ __all__ = [
     "NONE",
     "friction_moments",
     "hotspots",
+    "moved_by_steps_order",
 ]
 
 CONTACT_PREFIX = "contact: "
@@ -122,6 +123,7 @@ def friction_moments(
     cases: list[int] | None = None,
     steps_without: list[int] | None = None,
     data_end: datetime | None = None,
+    steps_only: bool = False,
 ) -> sa.CTE:
     """Every friction moment in the store (see ``HOTSPOT_DESCRIPTIONS``), or those at a time in
     ``[since, until)``. The moments are found on the whole history and then kept by their time, so
@@ -132,7 +134,9 @@ def friction_moments(
     journey steps but those of these loads, the moments as they were before loads of events (the
     tickets, their percentiles and the data's last time are read as they are now). ``data_end``:
     the whole journey log's last time, when the caller has read it (dead ends are measured to it;
-    else it is read here, a pass over every step).
+    else it is read here, a pass over every step). ``steps_only``: the moments read from the order
+    of the journey steps alone, rework and dead ends (what steps that are no error, help page or
+    contact can move: ``moved_by_steps_order``).
 
     Out (a CTE, usable like a subquery): ``cx_key, ts, hotspot, leaked_department,
     absorbed_department``; ``cx_key`` is the customer's integer key, as the journey log's cases
@@ -355,11 +359,22 @@ def friction_moments(
         sa.or_(seq.c.next_ts.is_(None), _seconds_between(seq.c.next_ts, seq.c.ts) > dead_end_days * 86400.0),
     )
     parts.append(dead)
+    if steps_only:
+        parts = parts[-2:]  # rework and dead ends
     if since is None and until is None and cases is None:
         return sa.union_all(*parts).cte("friction_moments")
     every = sa.union_all(*parts).subquery("every_moment")
     mine = [every.c.cx_key.in_(cases)] if cases is not None else []
     return sa.select(every).where(*in_period(every.c.ts, since, until), *mine).cte("friction_moments")
+
+
+def moved_by_steps_order(conn: Connection, loads: list[int]) -> bool:
+    """Whether the journey steps the loads ``loads`` stored can move only the moments read from the
+    steps' order (``friction_moments(steps_only=True)``): none of them is an error, a help page or a
+    contact. (The caller knows the loads hold events alone: the tickets' moments read their table.)"""
+    log = journey_log()
+    touching = sa.or_(log.c.activity.like(CONTACT_PREFIX + "%"), log.c.activity == "help_page", _error_step(log.c))
+    return conn.execute(sa.select(sa.literal(1)).where(log.c.load_id.in_(loads), touching).limit(1)).first() is None
 
 
 def hotspots(
