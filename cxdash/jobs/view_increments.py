@@ -23,7 +23,7 @@ from cxdash import journeys as jr
 from cxdash import metrics
 from cxdash.jobs.views import _MAP_PAIRS_KEPT, _bounds, _definition, _log, _map, _map_lock, _spec
 from cxdash.journeys import percentile_runs
-from cxdash.metrics.periods import moves_as_of
+from cxdash.metrics.periods import as_of, moves_as_of
 from cxdash.metrics.queries import count_rows
 from cxdash.store.database import KIND_TABLES
 from cxdash.store.rollups import appended_keys, appended_kinds
@@ -391,7 +391,11 @@ def _log_end(conn: Connection, loads: list[int]) -> tuple[datetime | None, bool]
     """``(end, moved)``: the journey log's last time (dead ends are measured to it), and whether the
     loads' steps hold it alone (without them it would be earlier)."""
     log = jr.journey_log()
-    end = conn.execute(sa.select(sa.func.max(log.c.ts))).scalar()
+    # the data's date (a max per source table) is the log's last time when a step is at it: a
+    # look-up, where the log's own max is a pass over every step (0.2-0.45 s at 1M customers)
+    now = as_of(conn)
+    at_now = now is not None and conn.execute(sa.select(sa.literal(1)).where(log.c.ts == now).limit(1)).first()
+    end = now if at_now else conn.execute(sa.select(sa.func.max(log.c.ts))).scalar()
     added = conn.execute(sa.select(sa.func.max(log.c.ts)).where(log.c.load_id.in_(loads))).scalar()
     if end is None or added is None or added < end:
         return end, False
