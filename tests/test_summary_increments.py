@@ -1226,8 +1226,8 @@ def test_hotspots_stand_when_no_appended_step_moves_a_moment(company, tmp_path, 
     assert after[help_then_contact] == before.get(help_then_contact, 0) + 1
 
     # a customer whose error was a dead end (nothing after it for 30 days) comes back to the prices a
-    # day later: a step of no moment itself (so only rework and dead ends are compared), but the dead
-    # end is gone, so the hotspots are computed whole and count one fewer
+    # day later: no error, help page or contact (so only rework and dead ends are compared), but the
+    # dead end is gone, so the hotspots are computed whole and count one fewer
     dead = [(row.cx_key, row.ts) for row in moments if row.hotspot == "dead end" and row.ts >= period.start]
     assert dead
     cx_key, at = min(dead, key=lambda d: (d[1], d[0]))
@@ -1237,8 +1237,8 @@ def test_hotspots_stand_when_no_appended_step_moves_a_moment(company, tmp_path, 
     append_rows(store, tmp_path, extracts["web"], page(email, "pricing", at + timedelta(days=1), "back"), "back")
     with store.connect() as conn:
         loads = conn.execute(sa.select(loads_table.c.load_id).order_by(loads_table.c.load_id.desc())).scalars().all()
-        assert jr.moved_by_steps_order(conn, loads[:1])  # the page back
-        assert not jr.moved_by_steps_order(conn, loads[1:2])  # the help page
+        assert jr.parts_moved_by(conn, loads[:1]) == {"rework", "dead ends"}  # the page back
+        assert jr.parts_moved_by(conn, loads[1:2]) == {"rework", "dead ends", "help"}  # the help page
     after_load(store, MOMENTS)
     assert taken == dict.fromkeys(MOMENTS, 1)
     came_back = stored_and_whole()["journeys.hotspots"].set_index("hotspot")["moments"]

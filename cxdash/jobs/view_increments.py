@@ -426,14 +426,14 @@ def _moments_stand_now(conn: Connection, loads: list[int], repeat_days: int, chu
     end, moved = _log_end(conn, loads)
     if moved:
         return False
-    # steps that are no error, help page or contact can move rework and dead ends alone: the other
-    # moments (and the tickets' percentiles they read) are not compared
-    steps_only = jr.moved_by_steps_order(conn, loads)
+    # the moments the appended steps can move, compared alone: without a contact among them, the
+    # tickets' moments (and their wait percentiles, a pass over every ticket) are not
+    only = jr.parts_moved_by(conn, loads)
 
     def moments(**without) -> Counter:
         # the log's last time is the same without the loads' steps (not moved): read once, above
         m = jr.friction_moments(
-            repeat_days=repeat_days, cases=cases, data_end=end, steps_only=steps_only, **_bounds(period), **without
+            repeat_days=repeat_days, cases=cases, data_end=end, only=only, **_bounds(period), **without
         )
         columns = (m.c.cx_key, m.c.ts, m.c.hotspot, m.c.leaked_department, m.c.absorbed_department)
         return Counter(tuple(row) for row in conn.execute(sa.select(*columns)))

@@ -25,7 +25,7 @@ from cxdash.journeys.friction import (
     NONE,
     friction_moments,
     hotspots,
-    moved_by_steps_order,
+    parts_moved_by,
 )
 from cxdash.journeys.funnels import case_funnel, funnel, funnel_frame
 from cxdash.journeys.handoffs import WAIT_FRACTIONS, case_handoffs, discover_handoffs, handoff_matrix, handoffs_frame
@@ -120,8 +120,8 @@ __all__ = [
     "journey_people",
     "mask_email",
     "mask_phone",
-    "moved_by_steps_order",
     "nodes_after",
+    "parts_moved_by",
     "path_links",
     "path_steps",
     "paths_from",

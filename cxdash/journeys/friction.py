@@ -37,16 +37,20 @@ from cxdash.store.database import KIND_TABLES, sources_table
 __all__ = [
     "CONTACT_PREFIX",
     "HOTSPOT_DESCRIPTIONS",
+    "MOMENT_PARTS",
     "NONE",
     "friction_moments",
     "hotspots",
-    "moved_by_steps_order",
+    "parts_moved_by",
 ]
 
 CONTACT_PREFIX = "contact: "
 
 
 NONE = "(none)"
+
+# The parts ``friction_moments`` unites, by name (its ``only``).
+MOMENT_PARTS = ("errors", "repeats", "help", "transferred", "waits", "rework", "dead ends")
 
 
 # What each hotspot means, in the words the registry declares for its signal.
@@ -123,7 +127,7 @@ def friction_moments(
     cases: list[int] | None = None,
     steps_without: list[int] | None = None,
     data_end: datetime | None = None,
-    steps_only: bool = False,
+    only: frozenset[str] | None = None,
 ) -> sa.CTE:
     """Every friction moment in the store (see ``HOTSPOT_DESCRIPTIONS``), or those at a time in
     ``[since, until)``. The moments are found on the whole history and then kept by their time, so
@@ -134,9 +138,8 @@ def friction_moments(
     journey steps but those of these loads, the moments as they were before loads of events (the
     tickets, their percentiles and the data's last time are read as they are now). ``data_end``:
     the whole journey log's last time, when the caller has read it (dead ends are measured to it;
-    else it is read here, a pass over every step). ``steps_only``: the moments read from the order
-    of the journey steps alone, rework and dead ends (what steps that are no error, help page or
-    contact can move: ``moved_by_steps_order``).
+    else it is read here, a pass over every step). ``only``: the moments of these parts
+    (``MOMENT_PARTS``) alone (what appended steps can move: ``parts_moved_by``).
 
     Out (a CTE, usable like a subquery): ``cx_key, ts, hotspot, leaked_department,
     absorbed_department``; ``cx_key`` is the customer's integer key, as the journey log's cases
@@ -177,7 +180,7 @@ def friction_moments(
         return in_period(ts, since, until)
 
     contacts = _contacts(jl, *in_period(jl.c.ts, since, absorbed_by))
-    parts: list[sa.Select] = []
+    parts: dict[str, sa.Select] = {}  # by MOMENT_PARTS' names
 
     def moments(q: sa.Select, name: str) -> sa.Subquery:
         return q.subquery(name.replace(" ", "_"))
@@ -191,7 +194,7 @@ def friction_moments(
         ).label("hotspot"),
         jl.c.department.label("leaked_department"),
     ).where(_error_step(jl.c), *moment_at(jl.c.ts))
-    parts.append(_with_absorber(moments(errors, "errors"), contacts, repeat_days))
+    parts["errors"] = _with_absorber(moments(errors, "errors"), contacts, repeat_days)
 
     # tickets: repeat contacts, transfers and long waits, read from the tickets table
     k, src = KIND_TABLES["tickets"], sources_table
@@ -213,15 +216,13 @@ def friction_moments(
         .where(k.c.cx_key.is_not(None), k.c.opened_at.is_not(None), *in_period(k.c.opened_at, window_before, until))
         .subquery("same_topic")
     )
-    parts.append(
-        sa.select(
-            same_topic.c.cx_key,
-            same_topic.c.ts,
-            sa.literal(SIGNALS["repeat_contact"].hotspot, sa.String).label("hotspot"),
-            same_topic.c.leaked_department,
-            same_topic.c.absorbed_department,
-        ).where(is_repeat(same_topic.c.ts, same_topic.c.prev_at, repeat_days), *moment_at(same_topic.c.ts))
-    )
+    parts["repeats"] = sa.select(
+        same_topic.c.cx_key,
+        same_topic.c.ts,
+        sa.literal(SIGNALS["repeat_contact"].hotspot, sa.String).label("hotspot"),
+        same_topic.c.leaked_department,
+        same_topic.c.absorbed_department,
+    ).where(is_repeat(same_topic.c.ts, same_topic.c.prev_at, repeat_days), *moment_at(same_topic.c.ts))
 
     # help page, then a contact within N days
     help_visits = (
@@ -254,15 +255,13 @@ def friction_moments(
         .where(*moment_at(contacts.c.ts))
         .subquery("help_then_contact")
     )
-    parts.append(
-        sa.select(
-            hp.c.cx_key,
-            hp.c.ts,
-            sa.literal("help page then contact", sa.String).label("hotspot"),
-            hp.c.leaked_department,
-            hp.c.absorbed_department,
-        ).where(hp.c.rk == 1)
-    )
+    parts["help"] = sa.select(
+        hp.c.cx_key,
+        hp.c.ts,
+        sa.literal("help page then contact", sa.String).label("hotspot"),
+        hp.c.leaked_department,
+        hp.c.absorbed_department,
+    ).where(hp.c.rk == 1)
 
     transferred = (
         sa.select(
@@ -279,7 +278,7 @@ def friction_moments(
             *moment_at(k.c.opened_at),
         )
     )
-    parts.append(_with_absorber(moments(transferred, "transferred"), contacts, repeat_days))
+    parts["transferred"] = _with_absorber(moments(transferred, "transferred"), contacts, repeat_days)
     topic = sa.func.coalesce(k.c.topic, "other")
     durations = (
         sa.select(
@@ -309,7 +308,7 @@ def friction_moments(
         .select_from(durations.join(p90, p90.c.topic == durations.c.topic))
         .where(durations.c.seconds > p90.c.p90, *moment_at(durations.c.ts))
     )
-    parts.append(_with_absorber(moments(waits, "waits"), contacts, repeat_days))
+    parts["waits"] = _with_absorber(moments(waits, "waits"), contacts, repeat_days)
 
     # rework and dead ends, from each step's neighbours
     w = dict(partition_by=jl.c.cx_key, order_by=(*step_order(jl), jl.c.activity))
@@ -346,7 +345,7 @@ def friction_moments(
         seq.c.department.not_in(("web", "marketing")),
         _seconds_between(seq.c.ts, seq.c.prev_ts) <= window,
     )
-    parts.append(_with_absorber(moments(rework, "rework"), contacts, repeat_days))
+    parts["rework"] = _with_absorber(moments(rework, "rework"), contacts, repeat_days)
     dead = sa.select(
         seq.c.cx_key,
         seq.c.ts,
@@ -358,23 +357,31 @@ def friction_moments(
         _seconds_between(end, seq.c.ts) > dead_end_days * 86400.0,
         sa.or_(seq.c.next_ts.is_(None), _seconds_between(seq.c.next_ts, seq.c.ts) > dead_end_days * 86400.0),
     )
-    parts.append(dead)
-    if steps_only:
-        parts = parts[-2:]  # rework and dead ends
+    parts["dead ends"] = dead
+    kept = [q for name, q in parts.items() if only is None or name in only]
     if since is None and until is None and cases is None:
-        return sa.union_all(*parts).cte("friction_moments")
-    every = sa.union_all(*parts).subquery("every_moment")
+        return sa.union_all(*kept).cte("friction_moments")
+    every = sa.union_all(*kept).subquery("every_moment")
     mine = [every.c.cx_key.in_(cases)] if cases is not None else []
     return sa.select(every).where(*in_period(every.c.ts, since, until), *mine).cte("friction_moments")
 
 
-def moved_by_steps_order(conn: Connection, loads: list[int]) -> bool:
-    """Whether the journey steps the loads ``loads`` stored can move only the moments read from the
-    steps' order (``friction_moments(steps_only=True)``): none of them is an error, a help page or a
-    contact. (The caller knows the loads hold events alone: the tickets' moments read their table.)"""
+def parts_moved_by(conn: Connection, loads: list[int]) -> frozenset[str] | None:
+    """The parts of ``friction_moments`` (``MOMENT_PARTS``) the journey steps the loads ``loads``
+    stored can move, or None for all of them (a contact among them: every moment's absorber reads
+    the contacts). Rework and dead ends read the steps' order, so any step can move them; errors
+    and help pages add their own parts. (The caller knows the loads hold events alone: the tickets'
+    moments read their table.)"""
     log = journey_log()
-    touching = sa.or_(log.c.activity.like(CONTACT_PREFIX + "%"), log.c.activity == "help_page", _error_step(log.c))
-    return conn.execute(sa.select(sa.literal(1)).where(log.c.load_id.in_(loads), touching).limit(1)).first() is None
+    steps = sa.select(
+        sa.func.max(sa.case((log.c.activity.like(CONTACT_PREFIX + "%"), 1), else_=0)),
+        sa.func.max(sa.case((_error_step(log.c), 1), else_=0)),
+        sa.func.max(sa.case((log.c.activity == "help_page", 1), else_=0)),
+    ).where(log.c.load_id.in_(loads))
+    contact, error, help_page = conn.execute(steps).one()
+    if contact:
+        return None
+    return frozenset({"rework", "dead ends"} | ({"errors"} if error else set()) | ({"help"} if help_page else set()))
 
 
 def hotspots(
