@@ -100,10 +100,10 @@ def filter_options_after(
     return {**before, "department": sorted({*before.get("department", []), *(str(v) for v in rows)})}
 
 
-def customer_base(conn: Connection, attributes: bool = True) -> sa.Select:
+def customer_base(conn: Connection, attributes: bool = True, cases: list[int] | None = None) -> sa.Select:
     """Every customer the KPIs are about, one row per ``cx_key``: those with a CRM record, or,
     without any CRM rows, everyone on the timeline. With ``attributes``: ``signup_at`` and the CRM
-    attributes too (``ATTRIBUTE_FILTERS``); without, the keys alone."""
+    attributes too (``ATTRIBUTE_FILTERS``); without, the keys alone. ``cases``: of those keys alone."""
     crm = KIND_TABLES["customers"]
     if count_rows(conn, crm):
         extra = (
@@ -114,7 +114,8 @@ def customer_base(conn: Connection, attributes: bool = True) -> sa.Select:
             if attributes
             else []
         )
-        return sa.select(crm.c.cx_key, *extra).where(crm.c.cx_key.is_not(None)).group_by(crm.c.cx_key)
+        theirs = [crm.c.cx_key.in_(cases)] if cases is not None else []
+        return sa.select(crm.c.cx_key, *extra).where(crm.c.cx_key.is_not(None), *theirs).group_by(crm.c.cx_key)
     tl = timeline(("cx_key", "ts"))
     extra = (
         [
@@ -124,10 +125,13 @@ def customer_base(conn: Connection, attributes: bool = True) -> sa.Select:
         if attributes
         else []
     )
-    return sa.select(tl.c.cx_key, *extra).where(tl.c.cx_key.is_not(None)).group_by(tl.c.cx_key)
+    theirs = [tl.c.cx_key.in_(cases)] if cases is not None else []
+    return sa.select(tl.c.cx_key, *extra).where(tl.c.cx_key.is_not(None), *theirs).group_by(tl.c.cx_key)
 
 
-def customers_in_view(conn: Connection, filters: Filters, churn: Definition | None = None) -> tuple[sa.Subquery, str]:
+def customers_in_view(
+    conn: Connection, filters: Filters, churn: Definition | None = None, cases: list[int] | None = None
+) -> tuple[sa.Subquery, str]:
     """One row per customer in view: ``cx_key, signup_at, churn_at, label_churned`` (0/1) and the CRM
     attributes, and how churn is known: ``dated``, ``snapshot`` (an undated label) or ``none``.
 
@@ -135,14 +139,16 @@ def customers_in_view(conn: Connection, filters: Filters, churn: Definition | No
     rows on the ``cx_key`` stamped on them, never on the text identifier. Churn follows ``churn``
     (``cxdash.metrics.churn``; default the suggested definition): ``churn_at`` is when a customer churned
     under a dated definition; ``label_churned`` is 1 for customers an undated label says churned.
+    ``cases``: those customers alone (each one's churn reads their own rows).
     """
     definition = churn_defs.in_force(conn, churn)
-    base_sq = customer_base(conn).subquery("crm_customers")
+    base_sq = customer_base(conn, cases=cases).subquery("crm_customers")
     if definition is None:
         mode = "none"
         churn_at, label_churned, joined = sa.cast(sa.null(), sa.DateTime), sa.literal(0, sa.Integer), base_sq
     else:
-        gone = churn_defs.churned(conn, definition).subquery("gone")
+        theirs = (lambda t: (t.c.cx_key.in_(cases),)) if cases is not None else (lambda t: ())
+        gone = churn_defs.churned(conn, definition, rows=theirs).subquery("gone")
         joined = base_sq.outerjoin(gone, gone.c.cx_key == base_sq.c.cx_key)
         if churn_defs.is_dated(conn, definition):
             mode = "dated"

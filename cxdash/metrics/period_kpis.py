@@ -181,6 +181,7 @@ def kpi_table(
         # the figures kept must be known ones for counts to be added to them
         touched=touched if keep is not None and keep[list(SECTIONS["activity"][:2])].notna().all().all() else None,
         keep=keep,
+        churn=churn,
     )
     parts = {
         "customers": _customers_part,
@@ -218,6 +219,7 @@ class _Table:
     from_rollups: bool
     touched: tuple[list[int], list[int]] | None = None
     keep: pd.DataFrame | None = None
+    churn: Definition | None = None
 
 
 def _customers_part(t: _Table) -> None:
@@ -301,8 +303,15 @@ def _activity_counts(t: _Table, cases: list[int] | None = None, without: list[in
     """Per period (``t.out``'s index): ``active`` customers (any dated row in it, not churned by its
     end) and of them ``contacted`` (a ticket opened in it); of ``cases`` alone, and without the rows
     of the loads ``without`` (their tickets are read whole: the loads hold events alone)."""
-    conn, out, spine, cust, tk = t.conn, t.out, t.spine, t.cust, t.tickets
+    conn, out, spine, tk = t.conn, t.out, t.spine, t.tickets
     filters, periods, day_aligned, from_rollups = t.filters, t.periods, t.day_aligned, t.from_rollups
+    # of a few customers: their own rows and churn alone (every customer's churn is a pass over
+    # every subscription, at 1M customers most of the time of a count for 1,000)
+    if cases is not None:
+        cust = customers_in_view(conn, filters, t.churn, cases)[0]
+        tk = tickets_in_view(cust, filters, DEFAULT_REPEAT_DAYS)  # their tickets (the repeats are not read)
+    else:
+        cust = t.cust
     steps = _active_days(filters, periods, day_aligned, from_rollups, cases, without).subquery("steps")
     days = day_spine(periods) if day_aligned else None
     if days is not None:  # rows dated by their day: an equality join on the day
