@@ -492,6 +492,11 @@ def candidates(conn: Connection) -> list[Candidate]:
 # gaps) nor churn records, labels or subscriptions (the other definitions' rows).
 _NEITHER_PURCHASES_NOR_CHURN = frozenset({"events", "tickets"})
 
+# The kinds of rows a definition's standing reads, where it is one kind (its customers are the CRM
+# customers, or everyone on the timeline, among those it covers: an append of other kinds moves
+# neither its customers nor who churned).
+_READS_ONE_KIND = {"label": "customers", "subscriptions": "subscriptions"}
+
 
 def candidates_after(conn: Connection, before: list[Candidate], loads: list[int]) -> list[Candidate] | None:
     """``candidates`` after appends that only added rows (``cxdash.store.rollups.appends_since``: no
@@ -505,7 +510,8 @@ def candidates_after(conn: Connection, before: list[Candidate], loads: list[int]
     records a churn (a definition may appear), when they move the data's date (every "churned by
     now" moves with it), when the window was read from activity gaps, which any event moves, or when
     the inactivity definition would appear."""
-    if not appended_kinds(conn, loads) <= _NEITHER_PURCHASES_NOR_CHURN:
+    kinds = appended_kinds(conn, loads)
+    if not kinds <= _NEITHER_PURCHASES_NOR_CHURN:
         return None
     cases = appended_keys(conn, loads)
     if cases is None or moves_as_of(conn, loads):
@@ -529,6 +535,9 @@ def candidates_after(conn: Connection, before: list[Candidate], loads: list[int]
 
     out = []
     for c in before:
+        if _READS_ONE_KIND.get(c.definition.basis, "every kind") not in {*kinds, "every kind"}:
+            out.append(c)  # it reads none of the appended rows
+            continue
         gained, churned_now = _counts(conn, c.definition, now, touched)
         had, churned_before = _counts(conn, c.definition, now, without_loads) if earlier else (0, 0)
         out.append(replace(c, customers=c.customers + gained - had, churned=c.churned + churned_now - churned_before))
