@@ -80,10 +80,11 @@ def but_map(taken: dict[str, int]) -> dict[str, int]:
     return {name: n for name, n in taken.items() if name not in MAP}
 
 
-def stored_view_equal_whole(store, name: str) -> pd.DataFrame:
-    """The default view ``name`` as stored for the data now, asserted equal to it computed whole."""
+def stored_view_equal_whole(store, name: str, churn: str | None = None) -> pd.DataFrame:
+    """The default view ``name`` as stored for the data now (under the churn definition ``churn``),
+    asserted equal to it computed whole."""
     with store.connect() as conn:
-        params = views.default_params(conn, name, {})
+        params = views.default_params(conn, name, {}, churn)
         stored = summaries.lookup(conn, name, data_version(conn), params)
         whole = summaries._computations()[name](conn, **params)
     assert stored is not summaries.MISSING, name
@@ -875,6 +876,16 @@ def first_steps(conn, period, top_n: int) -> dict[str, tuple[int, object, object
     return out
 
 
+def journeys_and_busiest(conn) -> tuple:
+    """``(end, journeys, busiest)``: the data's date, each CRM customer's journey in the default
+    period (``first_steps``) and the period's three busiest activities."""
+    end = as_of(conn)
+    period = metrics.default_period(end)
+    journeys = first_steps(conn, period, int(views.JOURNEY_DEFAULTS["top_n"]))
+    log = jr.journey_log(since=period.start, until=period.end)
+    return end, journeys, [str(a) for a in jr.activity_counts(conn, log)["activity"]][:3]
+
+
 def test_variants_stand_when_appended_steps_come_after_each_customers_first_steps(company, tmp_path, taken):
     store, extracts = company
     churn = summaries.effective_churn(store)
@@ -897,12 +908,7 @@ def test_variants_stand_when_appended_steps_come_after_each_customers_first_step
     steps = int(views.JOURNEY_DEFAULTS["variant_steps"])
     assert steps == 5  # first_steps reads the fifth step
     with store.connect() as conn:
-        end = as_of(conn)
-        period = metrics.default_period(end)
-        journeys = first_steps(conn, period, int(views.JOURNEY_DEFAULTS["top_n"]))
-        busiest = [
-            str(a) for a in jr.activity_counts(conn, jr.journey_log(since=period.start, until=period.end))["activity"]
-        ][:3]
+        end, journeys, busiest = journeys_and_busiest(conn)
     recent = end - timedelta(hours=1)
     long = sorted(e for e, (n, _, last, *_) in journeys.items() if n >= steps and last < recent)
     # a short journey whose variant is listed: taking one more step moves its count in the list
@@ -975,24 +981,13 @@ def test_variants_move_by_the_customers_who_came_and_left(company, tmp_path, tak
     monkeypatch.setattr(jr.variants, "KEPT_PER_SHOWN", 10_000)  # every variant kept whole
 
     def stored_and_whole() -> pd.DataFrame:
-        with store.connect() as conn:
-            params = views.default_params(conn, VARIANTS, {}, churn)
-            stored = summaries.lookup(conn, VARIANTS, data_version(conn), params)
-            whole = summaries._computations()[VARIANTS](conn, **params)
-        assert stored is not summaries.MISSING
-        pd.testing.assert_frame_equal(stored, whole, check_dtype=False)
-        return stored
+        return stored_view_equal_whole(store, VARIANTS, churn)
 
     after_load(store, (VARIANTS,))
     before = stored_and_whole()
     assert before.attrs["waits"]["beyond"] == 0
     with store.connect() as conn:
-        end = as_of(conn)
-        period = metrics.default_period(end)
-        journeys = first_steps(conn, period, int(views.JOURNEY_DEFAULTS["top_n"]))
-        busiest = [
-            str(a) for a in jr.activity_counts(conn, jr.journey_log(since=period.start, until=period.end))["activity"]
-        ][:3]
+        end, journeys, busiest = journeys_and_busiest(conn)
         crm = KIND_TABLES["customers"]
         emails = conn.execute(sa.select(crm.c.email).where(crm.c.email.is_not(None)).order_by(crm.c.email)).scalars()
         newcomers = [e for e in emails if e not in journeys]
