@@ -535,7 +535,8 @@ def candidates_after(conn: Connection, before: list[Candidate], loads: list[int]
 
     out = []
     for c in before:
-        if _READS_ONE_KIND.get(c.definition.basis, "every kind") not in {*kinds, "every kind"}:
+        reads = _READS_ONE_KIND.get(c.definition.basis)
+        if reads is not None and reads not in kinds:
             out.append(c)  # it reads none of the appended rows
             continue
         gained, churned_now = _counts(conn, c.definition, now, touched)
