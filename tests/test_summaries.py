@@ -120,6 +120,41 @@ def test_the_per_source_scans_of_an_empty_store_are_empty_frames_with_their_colu
     assert latency.empty and list(latency.columns) == ["source", "p50", "p95", "newest"]
 
 
+def test_source_latency_after_appends_equals_it_computed_whole(store, tmp_path):
+    # the newest record's delay is the newest load's that holds a record dated by its end; a load
+    # of records dated after it (planned renewals, say) leaves the delay kept
+    from datetime import UTC, datetime, timedelta
+
+    from cxdash.governance import health
+    from cxdash.store.database import loads_table
+
+    _load(store, tmp_path, "crm.csv", CRM, "crm", CRM_MAP)
+    _load(store, tmp_path, "web.csv", WEB, "web", WEB_MAP)
+    now = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    appends = {
+        "future": f"visitor,mail,at,page\nv1,ann@x.org,{now + timedelta(days=400):%Y-%m-%d %H:%M},renewal\n",
+        "recent": f"visitor,mail,at,page\nv3,cy@x.org,{now - timedelta(hours=2):%Y-%m-%d %H:%M},home\n",
+    }
+    with store.connect() as conn:
+        before = health.source_latency(conn)
+    first_web = before.set_index("source").loc["web", "newest"]
+    for name, text in appends.items():
+        p = tmp_path / f"{name}.csv"
+        p.write_text(text)
+        ingest_file(store, p, source="web", mapping=WEB_MAP, mode="append")
+        with store.connect() as conn:
+            load = conn.execute(sa.select(sa.func.max(loads_table.c.load_id))).scalar()
+            after = health.source_latency_after(conn, before, [load])
+            whole = health.source_latency(conn)
+        _same(after, whole)
+        web = after.set_index("source").loc["web"]
+        if name == "future":
+            assert web["newest"] == first_web  # nothing of the new load was news by its end
+        else:
+            assert 1.9 < web["newest"] < 3.0  # two hours before the load ended
+        before = after
+
+
 # ----------------------------------------------------------------------------- payloads
 
 

@@ -39,6 +39,7 @@ from cxdash.store.database import (
     mappings_table,
     sources_table,
 )
+from cxdash.store.dialect import among
 from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, get_kind
 from cxdash.store.rollups import appended_keys, appended_kinds
 
@@ -52,6 +53,7 @@ __all__ = [
     "null_rates_after",
     "set_latency_target",
     "source_latency",
+    "source_latency_after",
     "source_stats",
     "source_stats_after",
     "stitch_coverage",
@@ -288,6 +290,26 @@ def source_latency(conn: Connection, sources: list[str] | None = None) -> pd.Dat
     return pd.DataFrame(rows, columns=["source", "p50", "p95", "newest"])
 
 
+def source_latency_after(conn: Connection, before: pd.DataFrame, loads: list[int]) -> pd.DataFrame:
+    """``source_latency`` after appends that only added rows (``cxdash.store.rollups.appends_since``),
+    from ``before``: for each source the loads ``loads`` stored into, the spread again (rows new and
+    recent when loaded: a few days of rows, found by their dates), and the newest record's delay of
+    the newest of those loads holding a dated row, else the one kept (those loads are newer than
+    every load before them); every other source as it was. Saves a pass over every stored row by
+    load (at 1M customers 0.3-0.5 s, the web source's 36M events)."""
+    touched = sorted(
+        conn.execute(sa.select(loads_table.c.source).where(loads_table.c.load_id.in_(loads)).distinct()).scalars()
+    )
+    spread = _latency(conn, touched)
+    newest = _newest_delay(conn, touched, loads)
+    rows = {r.source: (_known(r.p50), _known(r.p95), _known(r.newest)) for r in before.itertuples(index=False)}
+    for source in touched:
+        kept = rows.pop(source, (None, None, None))[2]
+        if source in spread or source in newest or kept is not None:
+            rows[source] = (*spread.get(source, (None, None)), newest.get(source, kept))
+    return pd.DataFrame([(k, *rows[k]) for k in sorted(rows)], columns=["source", "p50", "p95", "newest"])
+
+
 def _loads_with_previous() -> sa.Subquery:
     """Each load with the end of the same source's previous load (None for its first)."""
     lt = loads_table
@@ -326,9 +348,12 @@ def _latency(conn: Connection, sources: list[str] | None = None) -> dict[str, tu
     return {r.source: (float(r.p50), float(r.p95)) for r in conn.execute(q)}
 
 
-def _newest_delay(conn: Connection, sources: list[str] | None = None) -> dict[str, float]:
+def _newest_delay(
+    conn: Connection, sources: list[str] | None = None, loads: list[int] | None = None
+) -> dict[str, float]:
     """Per source, hours from the newest record of its newest load that holds rows to that load's
-    end (records dated after the load, planned renewals say, are not news that arrived)."""
+    end (records dated after the load, planned renewals say, are not news that arrived). ``loads``:
+    of those loads' rows alone."""
     lt = loads_table
     parts = []
     for kind_name in KINDS:
@@ -337,7 +362,12 @@ def _newest_delay(conn: Connection, sources: list[str] | None = None) -> dict[st
         parts.append(
             sa.select(t.c.source.label("source"), t.c.load_id.label("load_id"), sa.func.max(ts).label("newest"))
             .select_from(t.join(lt, lt.c.load_id == t.c.load_id))
-            .where(ts.is_not(None), ts <= lt.c.finished_at, *([] if sources is None else [t.c.source.in_(sources)]))
+            .where(
+                ts.is_not(None),
+                ts <= lt.c.finished_at,
+                *([] if sources is None else [t.c.source.in_(sources)]),
+                *([] if loads is None else [t.c.load_id.in_(loads)]),
+            )
             .group_by(t.c.source, t.c.load_id)
         )
     per_load = sa.union_all(*parts).subquery()
@@ -497,7 +527,7 @@ def coverage_after(conn: Connection, before: pd.DataFrame, loads: list[int], chu
     definition = churn_defs.in_force(conn, churn_defs.Definition.parse(churn) if churn else None)
 
     def now(t: sa.Table) -> tuple:
-        return (t.c.cx_key.in_(cases),)
+        return (among(t.c.cx_key, cases),)
 
     def earlier(t: sa.Table) -> tuple:
         return (*now(t), *((t.c.load_id.not_in(loads),) if "load_id" in t.c else ()))

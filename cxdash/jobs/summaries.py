@@ -37,7 +37,7 @@ from cxdash.journeys import percentile_runs
 from cxdash.metrics import Headline, KpiReport, churn, filter_options, headline, overview
 from cxdash.metrics.churn import Definition, candidates
 from cxdash.metrics.customers import filter_options_after
-from cxdash.store.database import Store, loads_table, summaries_table
+from cxdash.store.database import Store, summaries_table
 from cxdash.store.rollups import appended_kinds, appends_since
 from cxdash.store.version import data_version
 
@@ -89,23 +89,6 @@ def _filter_options(conn: Connection) -> dict[str, list[str]]:
     return filter_options(conn)
 
 
-def _per_source(compute: Callable[..., pd.DataFrame]) -> Callable[[Connection, pd.DataFrame, list[int]], pd.DataFrame]:
-    """A per-source summary after appends that only added rows: the sources those loads stored
-    into are computed again (``compute(conn, sources=...)``), every other source's rows kept."""
-
-    def after(conn: Connection, before: pd.DataFrame, loads: list[int]) -> pd.DataFrame:
-        touched = sorted(
-            conn.execute(sa.select(loads_table.c.source).where(loads_table.c.load_id.in_(loads)).distinct()).scalars()
-        )
-        fresh = compute(conn, sources=touched)
-        column = "name" if "name" in fresh.columns else "source"
-        kept = before[~before[column].isin(touched)]
-        both = pd.concat([kept, fresh], ignore_index=True) if len(kept) else fresh
-        return both.sort_values(column, kind="stable", ignore_index=True)
-
-    return after
-
-
 def _without_crm(conn: Connection, before: object, loads: list[int]) -> object | None:
     """A summary of CRM records alone: as it was, unless the appends hold some."""
     return None if "customers" in appended_kinds(conn, loads) else before
@@ -126,7 +109,7 @@ INCREMENTS: dict[str, Callable[..., object]] = {
     "stitch_coverage": health.stitch_coverage_after,
     "coverage": health.coverage_after,
     "source_stats": health.source_stats_after,
-    "source_latency": _per_source(health.source_latency),
+    "source_latency": health.source_latency_after,
     "consented_customers": _without_crm,
     "filter_options": filter_options_after,
     **VIEW_INCREMENTS,

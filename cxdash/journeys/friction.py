@@ -33,6 +33,7 @@ from cxdash.metrics.signals import (
 )
 from cxdash.metrics.timeline import FAILED_PAYMENT_STEP, step_order
 from cxdash.store.database import KIND_TABLES, sources_table
+from cxdash.store.dialect import among
 
 __all__ = [
     "CONTACT_PREFIX",
@@ -128,6 +129,7 @@ def friction_moments(
     steps_without: list[int] | None = None,
     data_end: datetime | None = None,
     only: frozenset[str] | None = None,
+    steps: sa.FromClause | None = None,
 ) -> sa.CTE:
     """Every friction moment in the store (see ``HOTSPOT_DESCRIPTIONS``), or those at a time in
     ``[since, until)``. The moments are found on the whole history and then kept by their time, so
@@ -139,7 +141,9 @@ def friction_moments(
     tickets, their percentiles and the data's last time are read as they are now). ``data_end``:
     the whole journey log's last time, when the caller has read it (dead ends are measured to it;
     else it is read here, a pass over every step). ``only``: the moments of these parts
-    (``MOMENT_PARTS``) alone (what appended steps can move: ``parts_moved_by``).
+    (``MOMENT_PARTS``) alone (what appended steps can move: ``parts_moved_by``). ``steps``: the
+    journey steps to read instead of the whole log (``journey_log``'s columns), with ``cases``
+    and ``data_end``: every step of those customers, read once by a caller that asks again.
 
     Out (a CTE, usable like a subquery): ``cx_key, ts, hotspot, leaked_department,
     absorbed_department``; ``cx_key`` is the customer's integer key, as the journey log's cases
@@ -149,7 +153,9 @@ def friction_moments(
     # (the filters reach the source tables' scans). A CTE read by several parts is materialised
     # whole, every step with every column: most of the hotspots' peak memory (issue 17, 1.4 GB of
     # DuckDB's at 200k customers), and no faster than the scans.
-    jl = journey_log().element.subquery("journey_steps")
+    if steps is not None and (cases is None or data_end is None):
+        raise ValueError("steps are some customers' own: give their cases and the whole log's data_end")
+    jl = journey_log().element.subquery("journey_steps") if steps is None else steps
     # the whole log's, whoever is looked at
     end = (
         sa.select(sa.func.max(jl.c.ts)).scalar_subquery()
@@ -160,7 +166,7 @@ def friction_moments(
         jl = (
             sa.select(jl)
             .where(
-                *([jl.c.cx_key.in_(cases)] if cases is not None else []),
+                *([among(jl.c.cx_key, cases)] if cases is not None else []),
                 *([jl.c.load_id.not_in(steps_without)] if steps_without else []),
             )
             .subquery("their_steps")
@@ -362,7 +368,7 @@ def friction_moments(
     if since is None and until is None and cases is None:
         return sa.union_all(*kept).cte("friction_moments")
     every = sa.union_all(*kept).subquery("every_moment")
-    mine = [every.c.cx_key.in_(cases)] if cases is not None else []
+    mine = [among(every.c.cx_key, cases)] if cases is not None else []
     return sa.select(every).where(*in_period(every.c.ts, since, until), *mine).cte("friction_moments")
 
 

@@ -34,7 +34,7 @@ from sqlalchemy.engine import Connection
 
 from cxdash.metrics.timeline import STEP_ORDER, timeline
 from cxdash.store.database import bulk_insert, customer_keys_table
-from cxdash.store.dialect import epoch_seconds, percentiles
+from cxdash.store.dialect import among, epoch_seconds, percentiles
 
 __all__ = [
     "OTHER",
@@ -110,20 +110,38 @@ def people_new_to_period(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
+    steps: sa.FromClause | None = None,
 ) -> dict[str, int]:
     """Of the customer keys ``cases``, those with a step in ``[since, until)`` none of whose steps
     there was stored before the loads ``loads`` (their steps in the period are all in those
     loads): what ``journey_people`` gains from appends that only added rows, as ``{"identified":
-    n, "anonymous": m}``. The few keys are looked up by value, not by reading every step."""
-    tl = timeline(("cx_key", "known", "ts", "activity", "load_id"))
-    earlier = sa.func.max(sa.case((tl.c.load_id.in_(loads), 0), else_=1))
-    per_case = (
-        sa.select(tl.c.cx_key, tl.c.known)
-        .where(tl.c.cx_key.in_(cases), tl.c.activity.is_not(None), *in_period(tl.c.ts, since, until))
-        .group_by(tl.c.cx_key, tl.c.known)
-        .having(earlier == 0)
-        .subquery("new_to_period")
-    )
+    n, "anonymous": m}``. The few keys are looked up by value, not by reading every step.
+    ``steps``: those customers' journey steps (``journey_log``'s columns), read once by the caller."""
+    if steps is None:
+        tl = timeline(("cx_key", "known", "ts", "activity", "load_id"))
+        earlier = sa.func.max(sa.case((tl.c.load_id.in_(loads), 0), else_=1))
+        per_case = (
+            sa.select(tl.c.cx_key, tl.c.known)
+            .where(among(tl.c.cx_key, cases), tl.c.activity.is_not(None), *in_period(tl.c.ts, since, until))
+            .group_by(tl.c.cx_key, tl.c.known)
+            .having(earlier == 0)
+            .subquery("new_to_period")
+        )
+    else:  # the journey log's steps carry no CRM flag: each new customer's from their key
+        earlier = sa.func.max(sa.case((steps.c.load_id.in_(loads), 0), else_=1))
+        new = (
+            sa.select(steps.c.cx_key)
+            .where(among(steps.c.cx_key, cases), *in_period(steps.c.ts, since, until))
+            .group_by(steps.c.cx_key)
+            .having(earlier == 0)
+            .subquery("new_keys")
+        )
+        ck = customer_keys_table
+        per_case = (
+            sa.select(new.c.cx_key, ck.c.known)
+            .select_from(new.outerjoin(ck, ck.c.cx_key == new.c.cx_key))
+            .subquery("new_to_period")
+        )
     counts: dict[bool, int] = {}
     for known, n in conn.execute(sa.select(per_case.c.known, sa.func.count()).group_by(per_case.c.known)):
         counts[bool(known)] = counts.get(bool(known), 0) + int(n)  # no CRM flag counts as anonymous

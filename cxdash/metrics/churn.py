@@ -36,6 +36,7 @@ from cxdash.metrics.periods import as_of, moves_as_of
 from cxdash.metrics.signals import CHURN_ACTIVITIES, matches
 from cxdash.store import audit
 from cxdash.store.database import KIND_TABLES, Store, customer_keys_table, settings_table
+from cxdash.store.dialect import among
 from cxdash.store.rollups import appended_keys, appended_kinds
 
 __all__ = [
@@ -527,11 +528,11 @@ def candidates_after(conn: Connection, before: list[Candidate], loads: list[int]
     now = as_of(conn)
 
     def touched(t: sa.Table) -> tuple:
-        return (t.c.cx_key.in_(cases),)
+        return (among(t.c.cx_key, cases),)
 
     def without_loads(t: sa.Table) -> tuple:
         # a key the loads made has no earlier standing: it counted nowhere
-        return (t.c.cx_key.in_(earlier), *((t.c.load_id.not_in(loads),) if "load_id" in t.c else ()))
+        return (among(t.c.cx_key, earlier), *((t.c.load_id.not_in(loads),) if "load_id" in t.c else ()))
 
     out = []
     for c in before:
@@ -549,7 +550,7 @@ def _earlier_keys(conn: Connection, cases: list[int], loads: list[int]) -> list[
     """The keys of ``cases`` that some row outside the loads ``loads`` carries: the customers there
     were before those loads."""
     parts = [
-        sa.select(t.c.cx_key).where(t.c.cx_key.in_(cases), t.c.load_id.not_in(loads))
+        sa.select(t.c.cx_key).where(among(t.c.cx_key, cases), t.c.load_id.not_in(loads))
         for t in KIND_TABLES.values()
         if "load_id" in t.c
     ]

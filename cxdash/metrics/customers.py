@@ -18,6 +18,7 @@ from cxdash.metrics.queries import count_rows
 from cxdash.metrics.signals import file_order, is_repeat, matches, previous_same_topic
 from cxdash.metrics.timeline import timeline
 from cxdash.store.database import KIND_TABLES, sources_table
+from cxdash.store.dialect import among
 from cxdash.store.rollups import appended_kinds
 
 __all__ = [
@@ -114,7 +115,7 @@ def customer_base(conn: Connection, attributes: bool = True, cases: list[int] | 
             if attributes
             else []
         )
-        theirs = [crm.c.cx_key.in_(cases)] if cases is not None else []
+        theirs = [among(crm.c.cx_key, cases)] if cases is not None else []
         return sa.select(crm.c.cx_key, *extra).where(crm.c.cx_key.is_not(None), *theirs).group_by(crm.c.cx_key)
     tl = timeline(("cx_key", "ts"))
     extra = (
@@ -125,7 +126,7 @@ def customer_base(conn: Connection, attributes: bool = True, cases: list[int] | 
         if attributes
         else []
     )
-    theirs = [tl.c.cx_key.in_(cases)] if cases is not None else []
+    theirs = [among(tl.c.cx_key, cases)] if cases is not None else []
     return sa.select(tl.c.cx_key, *extra).where(tl.c.cx_key.is_not(None), *theirs).group_by(tl.c.cx_key)
 
 
@@ -147,7 +148,7 @@ def customers_in_view(
         mode = "none"
         churn_at, label_churned, joined = sa.cast(sa.null(), sa.DateTime), sa.literal(0, sa.Integer), base_sq
     else:
-        theirs = (lambda t: (t.c.cx_key.in_(cases),)) if cases is not None else (lambda t: ())
+        theirs = (lambda t: (among(t.c.cx_key, cases),)) if cases is not None else (lambda t: ())
         gone = churn_defs.churned(conn, definition, rows=theirs).subquery("gone")
         joined = base_sq.outerjoin(gone, gone.c.cx_key == base_sq.c.cx_key)
         if churn_defs.is_dated(conn, definition):

@@ -8,6 +8,7 @@ from sqlalchemy.engine import Connection
 
 from cxdash.metrics.timeline import timeline
 from cxdash.store.database import KIND_TABLES, customer_keys_table, loads_table, read_frame, sources_table
+from cxdash.store.dialect import among
 from cxdash.store.kinds import KINDS
 from cxdash.store.rollups import appended_keys, appended_kinds
 
@@ -165,7 +166,7 @@ def _earlier_keys(conn: Connection, kinds: list[str], columns: dict, keys: list,
     stored by ``loads``, whose customer key is among ``keys``."""
     parts = [
         sa.select(*[fn(KIND_TABLES[kind]).label(label) for label, fn in columns.items()])
-        .where(KIND_TABLES[kind].c.cx_key.in_(keys), KIND_TABLES[kind].c.load_id.not_in(loads))
+        .where(among(KIND_TABLES[kind].c.cx_key, keys), KIND_TABLES[kind].c.load_id.not_in(loads))
         .distinct()
         for kind in kinds
     ]
@@ -260,7 +261,7 @@ def activity_by_month_after(conn: Connection, before: pd.DataFrame, loads: list[
         earlier = read_frame(
             conn,
             sa.select(year, month, tl.c.department, tl.c.cx_key)
-            .where(tl.c.cx_key.in_(keys), tl.c.load_id.not_in(loads))
+            .where(among(tl.c.cx_key, keys), tl.c.load_id.not_in(loads))
             .distinct(),
         )
     else:

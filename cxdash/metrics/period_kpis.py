@@ -24,6 +24,7 @@ from cxdash.metrics.signals import matches
 from cxdash.metrics.timeline import timeline
 from cxdash.store import rollups
 from cxdash.store.database import KIND_TABLES, sources_table
+from cxdash.store.dialect import among
 
 __all__ = ["COUNT_COLUMNS", "KPI_COLUMNS", "SECTIONS", "kpi_table", "sections_reading"]
 
@@ -328,7 +329,7 @@ def _activity_counts(t: _Table, cases: list[int] | None = None, without: list[in
     contacted = (
         sa.select(spine.c.bucket, tk.c.cx_key)
         .select_from(spine.join(tk, sa.and_(tk.c.opened_at >= spine.c.p_start, tk.c.opened_at < spine.c.p_end)))
-        .where(*([tk.c.cx_key.in_(cases)] if cases is not None else []))
+        .where(*([among(tk.c.cx_key, cases)] if cases is not None else []))
         .distinct()
         .subquery("contacted")
     )
@@ -454,7 +455,7 @@ def _active_days(
         tl.c.cx_key.is_not(None), tl.c.ts >= first, tl.c.ts < last
     )
     if cases is not None:
-        q = q.where(tl.c.cx_key.in_(cases), *([tl.c.load_id.not_in(without)] if without else []))
+        q = q.where(among(tl.c.cx_key, cases), *([tl.c.load_id.not_in(without)] if without else []))
     if filters.department:
         q = q.where(tl.c.department.in_(filters.department))
     return q.distinct()

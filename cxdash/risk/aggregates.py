@@ -31,7 +31,7 @@ from cxdash.metrics.signals import (
 )
 from cxdash.risk.attributes import CRM_CATEGORIES
 from cxdash.store.database import KIND_TABLES, customer_keys_table, loads_table, read_frame, sources_table
-from cxdash.store.dialect import epoch_seconds
+from cxdash.store.dialect import among, epoch_seconds
 
 __all__ = [
     "INTENT_SIGNALS",
@@ -133,7 +133,7 @@ class Customers:
     everyone = False
 
     def where(self, cx_key) -> sa.ColumnElement:
-        return cx_key.in_(self.keys)
+        return among(cx_key, self.keys)
 
     def keeps(self, keys: pd.Index) -> np.ndarray:
         return np.asarray(keys.isin(self.keys))

