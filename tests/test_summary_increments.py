@@ -1058,6 +1058,12 @@ def test_journey_map_moves_by_the_appended_customers_steps(company, tmp_path, ta
                 pd.testing.assert_frame_equal(stored, whole, check_dtype=False, obj=name)
                 if name == "journeys.dfg":
                     graph = stored
+                if name == "journeys.nodes":  # the steps per activity top N ranks, kept up to date
+                    kept = stored.attrs["activity_counts"]
+                    log = jr.journey_log(**views._bounds(params.get("period")))
+                    counts = jr.activity_counts(conn, log, views.counting_spec(views._spec(params["filters"])))
+                    assert kept == views.activity_counts_kept(counts.set_index("activity")["count"])
+                    assert sum(n for _, n in kept) == conn.execute(sa.select(sa.func.count()).select_from(log)).scalar()
         return graph
 
     with store.connect() as conn:

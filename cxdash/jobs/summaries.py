@@ -160,8 +160,8 @@ VIEWS = (
     "executive.cohorts",
     "executive.conflicts",
     "journeys.hotspots",
+    "journeys.nodes",  # before the graph: its kept activity counts tell the graph's top N (``_kept_names``)
     "journeys.dfg",
-    "journeys.nodes",
     "journeys.customers",
     "journeys.people",
     "journeys.activities",
@@ -203,9 +203,9 @@ MISSING = object()  # lookup() found no stored result for the current version
 
 # A frame's ``attrs`` kept with it (JSON values): what a view's increment reads from its stored
 # result (the handoffs' waits near their percentiles: ``jr.discover_handoffs(waits=True)``; the
-# journey map's edges and departments: ``jr.journey_map(waits=True)``; the null rates' counts:
-# ``health.null_rates``).
-_KEPT_ATTRS = ("waits", "map", "departments", "counts")
+# journey map's edges and departments: ``jr.journey_map(waits=True)``, and its nodes' steps per
+# activity before top N: ``views.stored_nodes``; the null rates' counts: ``health.null_rates``).
+_KEPT_ATTRS = ("waits", "map", "departments", "counts", "activity_counts")
 
 
 def _frame_payload(frame: pd.DataFrame) -> bytes:
@@ -430,6 +430,9 @@ def refresh(
     computation at most. When the data changes meanwhile, nothing is written (the results would
     describe data that is gone) and the pages compute live until the next refresh.
     """
+    # in the order of SUMMARIES, whatever the caller's: a view's parameters read results before it,
+    # and the map's nodes count what its graph then reads (``view_increments._kept_names``)
+    names = tuple(n for n in SUMMARIES if n in names) + tuple(n for n in names if n not in SUMMARIES)
     took: dict[str, float] = {}
     computations = _stored_computations()
     results: dict[str, object] = {}

@@ -21,7 +21,17 @@ from sqlalchemy.engine import Connection
 
 from cxdash import journeys as jr
 from cxdash import metrics
-from cxdash.jobs.views import _MAP_PAIRS_KEPT, _bounds, _definition, _log, _map, _map_lock, _spec
+from cxdash.jobs.views import (
+    _MAP_PAIRS_KEPT,
+    _bounds,
+    _definition,
+    _log,
+    _map,
+    _map_lock,
+    _spec,
+    activity_counts_kept,
+    counting_spec,
+)
 from cxdash.journeys import percentile_runs
 from cxdash.metrics.periods import as_of, moves_as_of
 from cxdash.metrics.queries import count_rows
@@ -62,7 +72,7 @@ _CHURN_READS = {
 
 
 # Answers two increments of one refresh ask alike (``_for_this_refresh``), a few of each kind.
-_KEPT_NAMES: OrderedDict[tuple, object] = OrderedDict()
+_PERIOD_COUNTS: OrderedDict[tuple, object] = OrderedDict()
 _STANDING_MOMENTS: OrderedDict[tuple, object] = OrderedDict()
 _STANDING_MAPS: OrderedDict[tuple, object] = OrderedDict()
 _THEIR_STEPS: OrderedDict[tuple, object] = OrderedDict()
@@ -222,25 +232,42 @@ def _ranked(counts: pd.Series, n: int) -> list[str] | None:
     return [name for name, _ in ordered[:n]]
 
 
-def _kept_names(conn: Connection, spec: jr.LogSpec, period, loads: list[int]) -> list[str] | None:
+def _period_counts(
+    conn: Connection, spec: jr.LogSpec, period, loads: list[int], counts_before: list | None = None
+) -> tuple[pd.Series, pd.Series]:
+    """``(now, before)``: the period's steps per activity (renamed, before top N and collapsing: what
+    top N ranks) now and before the loads ``loads``. ``counts_before``: the counts before them as
+    the stored map's nodes keep them (``views.stored_nodes``), so only the loads' steps are
+    counted; else every step of the period is (at 1M customers 0.5 s)."""
+    plain = counting_spec(spec)
+
+    def compute() -> tuple[pd.Series, pd.Series]:
+        log = _log(period)
+        added = jr.activity_counts(conn, sa.select(log).where(log.c.load_id.in_(loads)).subquery(), plain)
+        added = added.set_index("activity")["count"]
+        if counts_before is not None:
+            before = pd.Series(dict(counts_before), dtype="int64")
+            return before.add(added, fill_value=0).astype("int64"), before
+        now = jr.activity_counts(conn, log, plain).set_index("activity")["count"]
+        return now, now.sub(added, fill_value=0)
+
+    # the map's nodes, its graph and cohort and the variants ask in one refresh: counted once
+    return _for_this_refresh(conn, _PERIOD_COUNTS, [loads, period, plain.__dict__], compute)
+
+
+def _kept_names(
+    conn: Connection, spec: jr.LogSpec, period, loads: list[int], counts_before: list | None = None
+) -> list[str] | None:
     """The activities top N keeps (after renaming) when it keeps the same ones as before the loads
-    ``loads``: the period's counts now, and without those loads' steps, rank the same names first.
-    Kept names are what pools every other customer's steps into ``(other)``, so a per-customer view
-    stands only then. None when they differ or a tie straddles the cut; ``[]`` without top N."""
+    ``loads``: the period's counts now, and without those loads' steps, rank the same names first
+    (``_period_counts``). Kept names are what pools every other customer's steps into ``(other)``,
+    so a per-customer view stands only then. None when they differ or a tie straddles the cut;
+    ``[]`` without top N."""
     if not spec.top_n:
         return []
-    plain = replace(spec, top_n=None, collapse_repeats=False)
-
-    def compute() -> list[str] | None:
-        log = _log(period)
-        now = jr.activity_counts(conn, log, plain).set_index("activity")["count"]
-        added = jr.activity_counts(conn, sa.select(log).where(log.c.load_id.in_(loads)).subquery(), plain)
-        before = now.sub(added.set_index("activity")["count"], fill_value=0)
-        kept_now, kept_before = _ranked(now, spec.top_n), _ranked(before[before > 0], spec.top_n)
-        return kept_now if kept_now is not None and kept_now == kept_before else None
-
-    # the graph's cohort and the variants ask with the same filters in one refresh: counted once
-    return _for_this_refresh(conn, _KEPT_NAMES, [loads, period, spec.top_n, plain.__dict__], compute)
+    now, before = _period_counts(conn, spec, period, loads, counts_before)
+    kept_now, kept_before = _ranked(now, spec.top_n), _ranked(before[before > 0], spec.top_n)
+    return kept_now if kept_now is not None and kept_now == kept_before else None
 
 
 # The name the appended customers' steps are registered under on a DuckDB connection
@@ -383,12 +410,23 @@ def _graph_after(conn: Connection, before: pd.DataFrame, loads: list[int], filte
 def _nodes_after(conn: Connection, before: pd.DataFrame, loads: list[int], filters: dict, period=None):
     """The journey map's nodes after appends: as they were when no appended customer's steps moved;
     else each activity's steps, customers, starts, ends and department (the one most of its steps
-    carry) move by the steps that came and left (``jr.nodes_after``)."""
+    carry) move by the steps that came and left (``jr.nodes_after``). With top N the nodes keep the
+    period's steps per activity before it ranks them (``views.stored_nodes``): counted here from
+    those and the loads' steps alone, for every view of this refresh that asks whether top N keeps
+    the same activities (``_kept_names``), and kept again as they are now."""
+    spec = _spec(filters)
+    counts = before.attrs.get("activity_counts") if spec.top_n else None
+    if counts is not None:
+        _period_counts(conn, spec, period, loads, counts)
     steps = _their_map_steps(conn, loads, filters, period)
     if steps is None:
         return None
     now, earlier = steps
-    return before if now.equals(earlier) else jr.nodes_after(before, now, earlier)
+    after = before if now.equals(earlier) else jr.nodes_after(before, now, earlier)
+    if spec.top_n:
+        after = after.copy(deep=False) if after is before else after
+        after.attrs["activity_counts"] = activity_counts_kept(_period_counts(conn, spec, period, loads, counts)[0])
+    return after
 
 
 def _variants_after(
