@@ -77,3 +77,23 @@ def test_among_matches_python_membership(rows, keys):
             conn.execute(t.insert(), [{"k": r} for r in rows])
         got = sorted(conn.execute(sa.select(t.c.k).where(among(t.c.k, keys))).scalars())
     assert got == sorted(r for r in rows if r is not None and r in set(keys))
+
+
+def test_activity_names_follow_the_counts_and_the_database_orders_ties(monkeypatch):
+    # the picker's names after an append, most steps first, as jr.activity_counts orders them
+    from cxdash.jobs import views
+
+    filters = views.map_params(views.activity_filters(views.DEFAULT_MAP_FILTERS))["filters"]
+    store = open_store("duckdb:///:memory:")
+    cases = (
+        ({"b": 3, "a": 5, "c": 1}, ["a", "b", "c"]),
+        ({"b": 2, "a": 2, "Z": 2, "c": 9, "gone": 0}, ["c", "Z", "a", "b"]),  # binary order: upper case first
+    )
+    with store.connect() as conn:
+        for counts, expected in cases:
+            now = pd.Series(counts, dtype="int64")
+            monkeypatch.setattr(view_increments, "_period_counts", lambda *a, now=now, **k: (now, now))
+            assert view_increments._activities_after(conn, ["x"], [1], filters) == expected
+            kept = list(expected)
+            assert view_increments._activities_after(conn, kept, [1], filters) is kept  # stored again as it was
+    store.dispose()

@@ -429,6 +429,27 @@ def _nodes_after(conn: Connection, before: pd.DataFrame, loads: list[int], filte
     return after
 
 
+def _activities_after(conn: Connection, before: list[str], loads: list[int], filters: dict, period=None) -> list[str]:
+    """The activity picker's names, most steps first, from the period's counts after the loads
+    (``_period_counts``: the map's nodes counted them from the counts they keep and the loads'
+    steps). Names with as many steps are put in order by the database, as ``jr.activity_counts``
+    sorts them (its collation, not Python's, orders names)."""
+    now = _period_counts(conn, _spec(filters), period, loads)[0]
+    now = now[now > 0]
+    if now.duplicated().any():
+        counted = sa.union_all(
+            *(
+                sa.select(sa.literal(str(a), sa.String).label("activity"), sa.literal(int(n), sa.BigInteger).label("n"))
+                for a, n in now.items()
+            )
+        ).subquery("counted")
+        order = sa.select(counted.c.activity).order_by(counted.c.n.desc(), counted.c.activity)
+        names = [str(a) for a in conn.execute(order).scalars()]
+    else:
+        names = [str(a) for a in now.sort_values(ascending=False).index]
+    return before if names == before else names
+
+
 def _variants_after(
     conn: Connection,
     before: pd.DataFrame,
@@ -701,6 +722,7 @@ INCREMENTS: dict[str, Callable[..., object]] = {
     "executive.conflicts": _standing_unless(frozenset({"transactions", "tickets", "opportunities"})),
     "journeys.people": _people_after,
     "journeys.customers": _customers_after,
+    "journeys.activities": _activities_after,
     "journeys.edge_customers": _edge_customers_after,
     "journeys.dfg": _graph_after,
     "journeys.nodes": _nodes_after,
