@@ -532,7 +532,18 @@ def coverage_after(conn: Connection, before: pd.DataFrame, loads: list[int], chu
     def earlier(t: sa.Table) -> tuple:
         return (*now(t), *((t.c.load_id.not_in(loads),) if "load_id" in t.c else ()))
 
-    gained, had = _coverage_counts(conn, definition, now), _coverage_counts(conn, definition, earlier)
+    # which of them have rows of each kind now, and outside the loads: one read of each table
+    im = customer_keys_table
+    known = set(conn.execute(sa.select(im.c.cx_key).where(im.c.known.is_(True), among(im.c.cx_key, cases))).scalars())
+    with_rows: dict[str, tuple[set, set]] = {}
+    for kind in {k for kinds in _MEASURE_KINDS.values() for k in kinds}:
+        t = KIND_TABLES[kind]
+        outside = sa.func.max(sa.case((t.c.load_id.in_(loads), 0), else_=1))
+        found = conn.execute(sa.select(t.c.cx_key, outside).where(*now(t)).group_by(t.c.cx_key)).all()
+        with_rows[kind] = ({k for k, _ in found} & known, {k for k, o in found if o} & known)
+    gained = {m: len(set().union(*(with_rows[k][0] for k in kinds))) for m, kinds in _MEASURE_KINDS.items()}
+    had = {m: len(set().union(*(with_rows[k][1] for k in kinds))) for m, kinds in _MEASURE_KINDS.items()}
+    gained[_CHURN], had[_CHURN] = _judged(conn, definition, now), _judged(conn, definition, earlier)
     kept = dict(zip(before["measure"], before["customers_covered"], strict=True))
     if not set(gained) <= set(kept):  # a frame of another shape (an older version's)
         return None
@@ -545,11 +556,18 @@ _REVENUE, _CHURN, _ACTIVE, _MODEL = "revenue & lifetime value", "churn & retenti
 _SILENCE = "silence metric & contacts"
 
 
-def _coverage_counts(conn: Connection, definition, rows: Callable[[sa.Table], tuple] = lambda t: ()) -> dict[str, int]:
+# The kinds of rows that give each measure but churn's (its definition says what it reads).
+_MEASURE_KINDS = {
+    _REVENUE: ("transactions",),
+    _ACTIVE: ("events", "tickets", "transactions"),
+    _MODEL: ("events", "tickets", "transactions", "subscriptions"),
+}
+
+
+def _coverage_counts(conn: Connection, definition) -> dict[str, int]:
     """Per measure (but the silence metric's, every CRM customer once tickets are loaded), the CRM
-    customers with the data it needs among the rows ``rows(table)`` keeps of each table."""
+    customers with the data it needs."""
     im = customer_keys_table
-    known = sa.select(im.c.cx_key).where(im.c.known.is_(True)).subquery()
 
     def having(*kinds: str) -> int:
         parts = []
@@ -558,25 +576,24 @@ def _coverage_counts(conn: Connection, definition, rows: Callable[[sa.Table], tu
             parts.append(
                 sa.select(t.c.cx_key)
                 .select_from(t.join(im, im.c.cx_key == t.c.cx_key))
-                .where(im.c.known.is_(True), *rows(t))
+                .where(im.c.known.is_(True))
                 .distinct()
             )
         u = sa.union(*parts).subquery()
         return conn.execute(sa.select(sa.func.count()).select_from(u)).scalar() or 0
 
-    def judged() -> int:
-        if definition is None:
-            return 0
-        cov = churn_defs.covered(conn, definition, rows=rows).subquery()
-        q = sa.select(sa.func.count()).select_from(cov.join(known, known.c.cx_key == cov.c.cx_key))
-        return conn.execute(q).scalar() or 0
+    return {**{m: having(*kinds) for m, kinds in _MEASURE_KINDS.items()}, _CHURN: _judged(conn, definition)}
 
-    return {
-        _REVENUE: having("transactions"),
-        _CHURN: judged(),
-        _ACTIVE: having("events", "tickets", "transactions"),
-        _MODEL: having("events", "tickets", "transactions", "subscriptions"),
-    }
+
+def _judged(conn: Connection, definition, rows: Callable[[sa.Table], tuple] = lambda t: ()) -> int:
+    """The CRM customers the churn definition can judge, from the rows ``rows(table)`` keeps."""
+    if definition is None:
+        return 0
+    im = customer_keys_table
+    known = sa.select(im.c.cx_key).where(im.c.known.is_(True)).subquery()
+    cov = churn_defs.covered(conn, definition, rows=rows).subquery()
+    q = sa.select(sa.func.count()).select_from(cov.join(known, known.c.cx_key == cov.c.cx_key))
+    return conn.execute(q).scalar() or 0
 
 
 def _coverage_frame(conn: Connection, definition, counts: dict[str, int]) -> pd.DataFrame:
