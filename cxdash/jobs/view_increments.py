@@ -132,13 +132,14 @@ def _standing_unless(reads: frozenset[str]) -> Callable[..., object]:
     return after
 
 
-def _events_touched(conn: Connection, loads: list[int]) -> tuple[list[int], list[int]] | None:
-    """``(customers, loads)`` for ``kpi_table(touched=...)`` when the loads hold events alone and touch
-    at most ``rollups.INCREMENT_MAX_KEYS`` customers; else None (their activity part computed whole)."""
+def _events_touched(conn: Connection, loads: list[int]) -> tuple | None:
+    """``(customers, loads, their journey steps)`` for ``kpi_table(touched=...)`` when the loads hold
+    events alone and touch at most ``rollups.INCREMENT_MAX_KEYS`` customers; else None (their
+    activity part computed whole)."""
     if appended_kinds(conn, loads) != {"events"}:
         return None
     cases = appended_keys(conn, loads)
-    return None if cases is None else (cases, loads)
+    return None if cases is None else (cases, loads, _their_steps(conn, cases))
 
 
 def _trends_after(

@@ -117,7 +117,7 @@ def kpi_table(
     use_rollups: bool = True,
     keep: pd.DataFrame | None = None,
     sections: frozenset[str] | None = None,
-    touched: tuple[list[int], list[int]] | None = None,
+    touched: tuple | None = None,
 ) -> pd.DataFrame:
     """Every period-based shared KPI for each period, computed in the database (churn under ``churn``,
     default the suggested definition).
@@ -125,9 +125,11 @@ def kpi_table(
     ``keep`` and ``sections``: a table computed before for the same periods, filters, repeat window
     and churn definition, and the parts of it (``SECTIONS``) to compute again; the others are taken
     from ``keep`` as they are (the caller knows their rows did not change: ``sections_reading``).
-    ``touched`` (customers, loads holding events alone, no other change since ``keep``): the activity
-    part is then ``keep``'s, plus those customers' counts now, less their counts without the loads'
-    rows (a customer is active or contacted in a period by their own rows alone).
+    ``touched`` (customers, loads holding events alone, no other change since ``keep``, and
+    optionally those customers' journey steps read once by the caller: ``journeys.journey_log``'s
+    columns): the activity part is then ``keep``'s, plus those customers' counts now, less their
+    counts without the loads' rows (a customer is active or contacted in a period by their own rows
+    alone).
 
     Active customers, silence and revenue read the daily rollups (``cxdash.store.rollups``) when the
     periods start and end at midnight and the rollups hold the current data (``use_rollups``: False
@@ -218,7 +220,7 @@ class _Table:
     has_purchases: bool
     day_aligned: bool
     from_rollups: bool
-    touched: tuple[list[int], list[int]] | None = None
+    touched: tuple | None = None  # (customers, loads[, their journey steps])
     keep: pd.DataFrame | None = None
     churn: Definition | None = None
 
@@ -287,8 +289,8 @@ def _activity_part(t: _Table) -> None:
     if t.touched is None:
         f = _activity_counts(t)
     else:
-        cases, loads = t.touched
-        now, before = _activity_counts(t, cases), _activity_counts(t, cases, loads)
+        cases, loads, *steps = t.touched
+        now, before = _activity_counts(t, cases, steps=steps), _activity_counts(t, cases, loads, steps=steps)
         kept = t.keep.set_axis(out.index)
         f = pd.DataFrame(
             {"active": kept["active_customers"], "contacted": kept["active_customers"] - kept["silent_customers"]}
@@ -300,10 +302,13 @@ def _activity_part(t: _Table) -> None:
         out["silence_rate"] = ratio(out["silent_customers"], out["active_customers"])
 
 
-def _activity_counts(t: _Table, cases: list[int] | None = None, without: list[int] | None = None) -> pd.DataFrame:
+def _activity_counts(
+    t: _Table, cases: list[int] | None = None, without: list[int] | None = None, steps: list | None = None
+) -> pd.DataFrame:
     """Per period (``t.out``'s index): ``active`` customers (any dated row in it, not churned by its
     end) and of them ``contacted`` (a ticket opened in it); of ``cases`` alone, and without the rows
-    of the loads ``without`` (their tickets are read whole: the loads hold events alone)."""
+    of the loads ``without`` (their tickets are read whole: the loads hold events alone). ``steps``:
+    ``[their journey steps]`` when the caller read them (``_active_days``)."""
     conn, out, spine, tk = t.conn, t.out, t.spine, t.tickets
     filters, periods, day_aligned, from_rollups = t.filters, t.periods, t.day_aligned, t.from_rollups
     # of a few customers: their own rows and churn alone (every customer's churn is a pass over
@@ -313,7 +318,7 @@ def _activity_counts(t: _Table, cases: list[int] | None = None, without: list[in
         tk = tickets_in_view(cust, filters, DEFAULT_REPEAT_DAYS)  # their tickets (the repeats are not read)
     else:
         cust = t.cust
-    steps = _active_days(filters, periods, day_aligned, from_rollups, cases, without).subquery("steps")
+    steps = _active_days(filters, periods, day_aligned, from_rollups, cases, without, *(steps or ())).subquery("steps")
     days = day_spine(periods) if day_aligned else None
     if days is not None:  # rows dated by their day: an equality join on the day
         in_period = spine.join(days, days.c.bucket == spine.c.bucket).join(steps, steps.c.ts == days.c.day)
@@ -435,12 +440,22 @@ def _active_days(
     from_rollups: bool,
     cases: list[int] | None = None,
     without: list[int] | None = None,
+    their_steps: sa.FromClause | None = None,
 ) -> sa.Select:
     """``cx_key, ts``: who did anything when, between the first period's start and the last one's
     end (in the departments of ``filters``): customer and day when ``day_aligned`` (from the daily
     rollups when ``from_rollups``, where a day can repeat), else customer and time. ``cases``: those
-    customers' rows alone, from the rows (not the rollups), but those of the loads ``without``."""
+    customers' rows alone, from the rows (not the rollups), but those of the loads ``without``;
+    ``their_steps``: their journey steps, read once by the caller, read then instead of the
+    timeline when no department is asked (every timeline row with a customer is a journey step, as
+    every kind's row names its step, but the log names a missing department "unknown")."""
     first, last = min(p.start for p in periods), max(p.end for p in periods)
+    if cases is not None and their_steps is not None and not filters.department:
+        st = their_steps
+        q = sa.select(st.c.cx_key, (day_of(st.c.ts) if day_aligned else st.c.ts).label("ts")).where(
+            among(st.c.cx_key, cases), st.c.ts >= first, st.c.ts < last
+        )
+        return q.where(*([st.c.load_id.not_in(without)] if without else [])).distinct()
     if from_rollups and cases is None:
         ad, s = rollups.activity_days_table, sources_table
         q = sa.select(ad.c.cx_key, ad.c.day.label("ts")).where(ad.c.day >= first, ad.c.day < last)

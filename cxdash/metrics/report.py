@@ -383,7 +383,7 @@ def kpi_report(
     churn: Definition | None = None,
     clv_from: KpiReport | None = None,
     kpi_sections: frozenset[str] | None = None,
-    kpi_touched: tuple[list[int], list[int]] | None = None,
+    kpi_touched: tuple | None = None,
     coverage_after: dict[str, float | None] | None = None,
 ) -> KpiReport:
     """Every shared KPI for ``period`` (default: the 90 days to the data's latest date) and the previous period.
