@@ -48,7 +48,8 @@ pytestmark = pytest.mark.slow  # each case refreshes every summary several times
 CHECKED = tuple(name for name in summaries.SUMMARIES if name in summaries.INCREMENTS)
 # the stored views whose default parameters are read off another view (computed whole here too)
 PARAMS_FROM = {name for names in views.DEPENDS_ON.values() for name in names}
-LANDING = tuple(name for name in CHECKED if name in summaries.LANDING and name != "churn_candidates")
+# the churn candidates' and the headline's increments are narrower (the data's date unmoved, no purchase)
+LANDING = tuple(name for name in CHECKED if name in summaries.LANDING and name not in ("churn_candidates", "headline"))
 CRM_READERS = ("consented_customers", "filter_options", "source_summary", "coverage")
 EXECUTIVE = ("executive.report", "executive.trends", "executive.cohorts", "executive.conflicts")
 HOTSPOTS = ("journeys.hotspots", "journeys.hotspot_customers")
@@ -251,7 +252,7 @@ def test_increments_on_a_saas_export_equal_every_summary_computed_whole(backend,
         assert send(store, tmp_path, "churn_events", event, "churn") == 1
         took = refreshed(store, taken, ever)
         assert {*LANDING, "journeys.people", "journeys.customers"} <= took
-        assert not took & {"churn_candidates", *EXECUTIVE, "journeys.variants", *HOTSPOTS}
+        assert not took & {"churn_candidates", "headline", *EXECUTIVE, "journeys.variants", *HOTSPOTS}
 
         # a ticket from an account the CRM does not know: a new person, not a KPI customer (the CRM
         # holds the customers), so the KPIs' customers stand; the journeys count one more anonymous

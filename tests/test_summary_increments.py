@@ -41,7 +41,9 @@ from tests.demo_company import append_rows, loaded
 NAMES = tuple(name for name in summaries.INCREMENTS if name in summaries.LANDING)
 # the churn candidates' increment is narrower (no purchase, the data's date unmoved): counted apart
 CANDIDATES = "churn_candidates"
-COUNTED = tuple(name for name in NAMES if name != CANDIDATES)
+# so is the headline's (no purchase, the data's date unmoved, a churn definition that reads no appended row)
+HEADLINE = "headline"
+COUNTED = tuple(name for name in NAMES if name not in (CANDIDATES, HEADLINE))
 # the views that stand as they were when the appended steps cannot change them (their own test)
 STANDING = ("journeys.funnel", "journeys.handoffs")
 # the default views with an increment, and the views their default parameters follow from
@@ -71,8 +73,8 @@ def standing(taken: dict[str, int]) -> dict[str, int]:
 
 
 def others(taken: dict[str, int]) -> dict[str, int]:
-    """The increments taken but the churn candidates'."""
-    return {name: n for name, n in taken.items() if name != CANDIDATES}
+    """The increments taken but the churn candidates' and the headline's."""
+    return {name: n for name, n in taken.items() if name not in (CANDIDATES, HEADLINE)}
 
 
 def but_map(taken: dict[str, int]) -> dict[str, int]:
@@ -177,6 +179,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     assert_stored_equal_whole(store)
     assert others(taken) == dict.fromkeys(COUNTED, 1)
     assert CANDIDATES not in taken  # its time moves the data's date: every "churned by now" moves
+    assert HEADLINE not in taken  # and the window of the active customers
 
     # a payment, then forty web events repeating known visitors' rows at new times
     payment = read_rows(extracts["billing"])[0]
@@ -191,6 +194,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     assert_stored_equal_whole(store)
     assert others(taken) == dict.fromkeys(COUNTED, 2)
     assert CANDIDATES not in taken  # a purchase moves the inactivity window's gaps
+    assert HEADLINE not in taken  # and the revenue
 
     # a known customer on a new device (a new cookie beside their email): the map gains an
     # identifier, but no earlier row changes customer, so the rollups take the row as it is too
@@ -201,6 +205,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     assert_stored_equal_whole(store)
     assert others(taken) == dict.fromkeys(COUNTED, 3)
     assert taken[CANDIDATES] == 1  # events before the data's date: the counts move for their customers alone
+    assert taken[HEADLINE] == 1  # the active customers move by that customer's rows
 
     # an anonymous visitor's cookie, now seen with a known customer's email: the visitor's earlier
     # visits become that customer's, so earlier rows change customer: computed whole
@@ -244,6 +249,7 @@ def test_landing_summaries_after_small_appends_equal_them_computed_from_every_ro
     assert_stored_equal_whole(store)
     assert others(taken) == {name: 4 if name in whole else 5 for name in COUNTED}
     assert taken[CANDIDATES] == 2  # a ticket at the data's date, which an earlier ticket already had
+    assert taken[HEADLINE] == 2  # the CRM record and the re-load between: computed whole
 
     # a page asking before the refresh gets the summary caught up too, not computed whole
     ticket.update({"Ticket #": "990004"})
@@ -778,6 +784,45 @@ def test_handoffs_move_by_the_waits_appended_customers_gain_and_lose(company, tm
     after_load(store, (name,))
     assert taken == {name: 1}
     assert stored_and_whole().loc[pair, "count"] == after.loc[pair, "count"] + 5
+
+
+def test_the_headline_counts_a_customer_new_to_the_active_window(company, tmp_path, taken):
+    """A new CRM customer (no row yet: not active, not churned) visits the site before the data's
+    date: the stored headline gains one active customer, its other figures as they were."""
+    store, extracts = company
+    churn = summaries.effective_churn(store)
+    assert churn  # a named definition: else the suggestion is read from the data
+    with store.connect() as conn:
+        end = as_of(conn)
+    crm = read_rows(extracts["crm"])[0]
+    crm.update({"CustomerID": "CUS-HEAD-1", "Email": "quiet.customer@example.org", "Phone": "", "Billing Account": ""})
+    crm.update({"Signup Date": f"{end - timedelta(days=200):%Y-%m-%d}"})  # signed up before the window
+    append_rows(store, tmp_path, extracts["crm"], [crm], "crm")
+    after_load(store, (HEADLINE,))
+    assert taken == {}  # a CRM record: computed whole
+
+    def stored_and_whole():
+        with store.connect() as conn:
+            stored = summaries.lookup(conn, HEADLINE, data_version(conn), {"churn": churn})
+            whole = summaries._computations()[HEADLINE](conn, churn=churn)
+        assert stored == whole
+        return stored
+
+    before = stored_and_whole()
+    web = next(r for r in read_rows(extracts["web"]) if r.get("user_email"))
+    visit = dict(web, user_email=crm["Email"], cookie_id="cookie-quiet")
+    visit["event_time"] = f"{end - timedelta(hours=2):%Y-%m-%d %H:%M:%S}"
+    append_rows(store, tmp_path, extracts["web"], [visit], "visit")
+    after_load(store, (HEADLINE,))
+    assert taken == {HEADLINE: 1}
+    after = stored_and_whole()
+    assert after.active_customers == before.active_customers + 1
+    assert (after.customers, after.churned_customers, after.revenue, after.as_of) == (
+        before.customers,
+        before.churned_customers,
+        before.revenue,
+        before.as_of,
+    )
 
 
 def test_kpis_are_computed_whole_when_the_churn_definition_reads_the_appended_rows(company, tmp_path):

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 from cxdash.governance import health
 from cxdash.governance.privacy import consented_customers
 from cxdash.jobs.view_increments import INCREMENTS as VIEW_INCREMENTS
+from cxdash.jobs.view_increments import headline_after
 from cxdash.jobs.views import COMPUTATIONS as VIEW_COMPUTATIONS
 from cxdash.jobs.views import DEPENDS_ON, STORED_COMPUTATIONS, default_params, params_key
 from cxdash.journeys import percentile_runs
@@ -105,6 +106,7 @@ INCREMENTS: dict[str, Callable[..., object]] = {
     "source_summary": overview.source_summary_after,
     "activity_by_month": overview.activity_by_month_after,
     "churn_candidates": _churn_candidates_after,
+    "headline": headline_after,
     "null_rates": health.null_rates_after,
     "stitch_coverage": health.stitch_coverage_after,
     "coverage": health.coverage_after,

@@ -40,7 +40,7 @@ from cxdash.store.dialect import among
 from cxdash.store.rollups import appended_keys, appended_kinds
 from cxdash.store.version import data_stamp
 
-__all__ = ["INCREMENTS"]
+__all__ = ["INCREMENTS", "headline_after"]
 
 
 # A stored view brought up to date after appends that only added rows (``rollups.appends_since``:
@@ -130,6 +130,18 @@ def _standing_unless(reads: frozenset[str]) -> Callable[..., object]:
         return None if kinds & reads or not _customers_stand(conn, loads, churn, kinds) else before
 
     return after
+
+
+def headline_after(conn: Connection, before, loads: list[int], churn: str | None = None):
+    """The landing headline after appends: its customers, who churned, the data's date and the revenue
+    as they were when the customers stand (``_customers_stand``) and no transaction came; the active
+    customers then move by the appended customers' own (``metrics.headline_after``, from their
+    journey steps read once: ``_their_steps``). Else None."""
+    kinds = appended_kinds(conn, loads)
+    cases = appended_keys(conn, loads)
+    if cases is None or "transactions" in kinds or not _customers_stand(conn, loads, churn, kinds):
+        return None
+    return metrics.headline_after(conn, before, cases, loads, _their_steps(conn, cases), _definition(churn))
 
 
 def _events_touched(conn: Connection, loads: list[int]) -> tuple | None:

@@ -48,7 +48,16 @@ from cxdash.metrics.departmental import CONFLICT_ALPHA, CONFLICT_COLUMNS, MIN_CO
 from cxdash.metrics.overview import SOURCE_COLUMNS, TIME_FIELDS, source_summary
 from cxdash.metrics.period_kpis import COUNT_COLUMNS, KPI_COLUMNS, kpi_table, sections_reading
 from cxdash.metrics.periods import Period, as_of, default_period, monthly_periods
-from cxdash.metrics.report import Headline, KpiReport, attach_activation, coverage, headline, kpi_report, money_currency
+from cxdash.metrics.report import (
+    Headline,
+    KpiReport,
+    attach_activation,
+    coverage,
+    headline,
+    headline_after,
+    kpi_report,
+    money_currency,
+)
 from cxdash.metrics.rfm import calibration_and_holdout, rfm_at_ends, rfm_in_database, rfm_summary
 from cxdash.metrics.signals import (
     COMPLAINT_MAX_SATISFACTION,
@@ -139,6 +148,7 @@ __all__ = [
     "file_order",
     "filter_options",
     "headline",
+    "headline_after",
     "holdout_check",
     "in_force",
     "is_dated",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -34,6 +34,7 @@ from cxdash.metrics.signals import matches
 from cxdash.metrics.timeline import TIMELINE_TIME_COLUMNS, timeline
 from cxdash.store import rollups
 from cxdash.store.database import KIND_TABLES, Store, customer_keys_table, read_frame
+from cxdash.store.dialect import among
 
 __all__ = [
     "Headline",
@@ -41,6 +42,7 @@ __all__ = [
     "attach_activation",
     "coverage",
     "headline",
+    "headline_after",
     "kpi_report",
     "money_currency",
 ]
@@ -132,6 +134,46 @@ def headline(conn: Connection, churn: Definition | None = None) -> Headline:
         churn.name if churn else None,
         money_currency(conn),
     )
+
+
+def headline_after(
+    conn: Connection,
+    before: Headline,
+    cases: list[int],
+    loads: list[int],
+    steps: sa.FromClause,
+    churn: Definition | None = None,
+) -> Headline:
+    """The headline ``before`` after appends ``loads`` (touching the customers ``cases``) that leave
+    its customers, who churned, the data's date and the revenue as they were (the caller knows: no
+    CRM record, transaction or row the churn definition reads, and no later time): the active
+    customers move by those customers' own, counted from their journey steps ``steps`` (every
+    timeline row of theirs, read once by the caller) with and without the loads' rows, among them
+    the customers of the universe not churned (their own keys and rows looked up, not everyone's)."""
+    churn = churn_defs.in_force(conn, churn)
+
+    def theirs(t: sa.Table) -> tuple:
+        return (among(t.c.cx_key, cases),)
+
+    universe = churn_defs.customer_universe(conn, by="cx_key", rows=theirs).subquery()
+    if churn is None:
+        gone = sa.select(customer_keys_table.c.cx_key).where(sa.false())
+    else:
+        gone = churn_defs.churned(conn, churn, now=before.as_of, by="cx_key", rows=theirs)
+    gone_sq = gone.subquery()
+    since = before.as_of - timedelta(days=ACTIVE_WINDOW_DAYS)
+
+    def active(without: list[int] | None) -> int:
+        outside = [steps.c.load_id.not_in(without)] if without else []
+        recent = sa.select(steps.c.cx_key).where(steps.c.ts > since, *outside).distinct().subquery()
+        q = (
+            sa.select(sa.func.count())
+            .select_from(universe.join(recent, recent.c.cx_key == universe.c.cx_key))
+            .where(universe.c.cx_key.not_in(sa.select(gone_sq.c.cx_key)))
+        )
+        return int(conn.execute(q).scalar() or 0)
+
+    return replace(before, active_customers=before.active_customers + active(None) - active(loads))
 
 
 def money_currency(conn: Connection) -> str | None:
