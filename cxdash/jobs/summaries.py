@@ -333,14 +333,16 @@ def _brought_up_stored(conn: Connection, name: str, params: dict | None, version
     if name not in INCREMENTS:
         return MISSING, None
     t = summaries_table
-    row = conn.execute(
-        sa.select(t.c.data_version, t.c.payload)
-        .where(t.c.name == params_key(name, params), t.c.data_version < version)
-        .order_by(t.c.data_version.desc())
-        .limit(1)
-    ).first()
-    loads = None if row is None else appends_since(conn, row.data_version)
+    key = params_key(name, params)
+    # the version first, then its payload by equality: DuckDB's top-1 read the payload of every
+    # stored row (at 1M customers 18 MB of payloads: 0.54 s for a refresh's lookups, 0.2 s so)
+    stored = conn.execute(sa.select(sa.func.max(t.c.data_version)).where(t.c.name == key, t.c.data_version < version))
+    earlier = stored.scalar()
+    loads = None if earlier is None else appends_since(conn, earlier)
     if not loads:
+        return MISSING, None
+    row = conn.execute(sa.select(t.c.payload).where(t.c.name == key, t.c.data_version == earlier)).first()
+    if row is None:
         return MISSING, None
     payload = bytes(row.payload)
     before = decode(name, None, {name: payload})
