@@ -97,3 +97,16 @@ def test_activity_names_follow_the_counts_and_the_database_orders_ties(monkeypat
             kept = list(expected)
             assert view_increments._activities_after(conn, kept, [1], filters) is kept  # stored again as it was
     store.dispose()
+
+
+def test_the_headline_of_a_store_without_dated_rows_stands(tmp_path):
+    # the active window is counted back from the data's date: without one, nobody is active
+    from cxdash import metrics
+
+    store = make_store("duckdb", tmp_path)
+    before = metrics.Headline(None, 3, 0, 0, "none", 0.0)
+    log = jr.journey_log()
+    with store.connect() as conn:
+        steps = sa.select(log).where(sa.false()).subquery()
+        assert metrics.headline_after(conn, before, [1, 2], [7], steps) is before
+    store.dispose()

@@ -150,6 +150,8 @@ def headline_after(
     customers move by those customers' own, counted from their journey steps ``steps`` (every
     timeline row of theirs, read once by the caller) with and without the loads' rows, among them
     the customers of the universe not churned (their own keys and rows looked up, not everyone's)."""
+    if before.as_of is None:  # no dated row, before or after: nobody is active, as computed whole
+        return before
     churn = churn_defs.in_force(conn, churn)
 
     def theirs(t: sa.Table) -> tuple:
