@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -112,8 +113,7 @@ def running_app(
         proc = subprocess.Popen(
             [
                 sys.executable,
-                "-m",
-                "streamlit",
+                str(REPO / "tests" / "serve_app.py"),
                 "run",
                 str(REPO / "app.py"),
                 "--server.port",
@@ -129,6 +129,7 @@ def running_app(
             stderr=subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
+    RUNNING[proc.pid] = (proc, log_path)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -140,7 +141,13 @@ def running_app(
                     pytest.fail(f"streamlit did not start in 90 s:\n{log_path.read_text()[-2000:]}")
                 time.sleep(0.3)
         yield url
+    except BaseException:  # the test failed inside ``with running_app(...)``: where the server's threads were
+        stacks = server_stacks(pids=(proc.pid,))
+        if stacks:
+            print(stacks, file=sys.stderr)  # pytest shows it under the failure
+        raise
     finally:
+        RUNNING.pop(proc.pid, None)
         proc.terminate()
         try:
             proc.wait(timeout=10)
@@ -149,6 +156,28 @@ def running_app(
 
 
 _SHARED: dict[str, object] = {}
+# the app servers this test process runs now: {pid: (process, log file)}
+RUNNING: dict[int, tuple[subprocess.Popen, Path]] = {}
+
+
+def server_stacks(wait_s: float = 2.0, pids: tuple[int, ...] | None = None) -> str:
+    """Every running app server's thread stacks (``tests/serve_app.py`` writes them to its log on
+    SIGUSR1), the end of each log: what a hung page was waiting on, for a failed test's report."""
+    sent = []
+    for pid, (proc, log_path) in list(RUNNING.items()):
+        if proc.poll() is None and (pids is None or pid in pids):
+            start = log_path.stat().st_size if log_path.exists() else 0
+            os.kill(pid, signal.SIGUSR1)
+            sent.append((pid, log_path, start))
+    if not sent:
+        return ""
+    time.sleep(wait_s)
+    parts = []
+    for pid, log_path, start in sent:
+        with open(log_path, errors="replace") as fh:
+            fh.seek(start)
+            parts.append(f"--- app server {pid} ({log_path.name}), threads at the failure:\n{fh.read()[-20_000:]}")
+    return "\n".join(parts)
 
 
 def _stop_shared() -> None:

@@ -59,6 +59,20 @@ def pytest_configure(config):
     config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A browser test that fails gets the app servers' thread stacks in its report (a hung page
+    then says what it waited on; see tests/serve_app.py)."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed and item.get_closest_marker("browser"):
+        from tests.browser_support import server_stacks
+
+        stacks = server_stacks()
+        if stacks:
+            report.sections.append(("app server threads", stacks))
+
+
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadgroup" or not os.environ.get(_GROUPS_ENV):
         return None

@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from cxdash.config import analytics_url, database_url, duckdb_memory_limit
+from cxdash.store.embedded import share_one_instance
 from cxdash.store.kinds import KINDS, SourceKind
 
 __all__ = [
@@ -351,8 +352,9 @@ class StoreLockedError(RuntimeError):
 def _is_lock_error(exc: BaseException) -> bool:
     text = str(exc).lower()
     # "unique file handle conflict": DuckDB 2 refuses to open a file while another thread of this
-    # process is closing its last connection to it (the upload page's background summaries
-    # refresh, then the audit entry): transient like a lock, so retried the same way.
+    # process is closing its last connection to it. The engine's connections share one instance
+    # (cxdash.store.embedded), so only a direct ``duckdb.connect`` (compaction) can still meet it:
+    # transient like a lock, so retried the same way.
     return (
         "could not set lock" in text
         or "conflicting lock" in text
@@ -555,13 +557,16 @@ def discard_unrecorded_loads(conn: Connection) -> int:
 
 def make_engine(url: str) -> Engine:
     """The one engine factory. DuckDB files get short-lived connections (NullPool) so that
-    another process (a scheduled ingest) can take the write lock between page runs."""
+    another process (a scheduled ingest) can take the write lock between page runs; in one process
+    they are cursors of one database instance (``cxdash.store.embedded``), so threads that open and
+    close the file at once do not trip over each other."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "duckdb":
         db = parsed.database
         if db and db != ":memory:":
             Path(db).parent.mkdir(parents=True, exist_ok=True)
             engine = sa.create_engine(url, poolclass=NullPool)
+            share_one_instance(engine)
         else:
             engine = sa.create_engine(url)
 

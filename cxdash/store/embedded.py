@@ -1,0 +1,116 @@
+"""One DuckDB database instance per file and process, however many threads connect to it.
+
+The app opens short-lived connections (``NullPool``) so that another process can take the file's
+write lock between page runs. In one process, though, the upload page's summaries refresh runs on a
+thread while the page goes on: two threads then open and close the same file, and DuckDB 2 takes
+that badly. A connection opened while another thread closes the file's last one fails ("unique file
+handle conflict"); one made from an instance another thread is still starting can miss DuckDB's
+Python scan functions ("Table Function with name python_arrow_scan does not exist"); and in CI a
+page waited more than 30 s on such an open after an upload.
+
+So a process opens each file once, as a root connection, and every connection the engine asks for
+is a cursor of it (``DuckDBPyConnection.cursor()``: a connection of its own, with its own
+transactions and registrations, to the same database instance). The root is closed when the last
+cursor is, so the file lock is held exactly as long as before: another process can load whenever
+this one has no connection open. Opening and closing the root happen under one lock, so no two
+threads ever start or stop the instance at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from duckdb_engine import ConnectionWrapper
+from sqlalchemy.engine import Engine
+
+__all__ = ["open_instances", "share_one_instance"]
+
+_lock = threading.Lock()
+# file path -> [the root connection (a duckdb.DuckDBPyConnection), how many cursors are open]
+_roots: dict[str, list] = {}
+
+
+class _Cursor(ConnectionWrapper):
+    """A cursor of a file's root connection, as the driver connection SQLAlchemy holds; closing it
+    closes the root when it was the file's last."""
+
+    def __init__(self, cursor: Any, path: str) -> None:
+        super().__init__(cursor)
+        self._path = path
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True  # released once, even when the driver's close fails
+        try:
+            super().close()
+        finally:
+            _release(self._path)
+
+
+def _release(path: str) -> None:
+    with _lock:
+        held = _roots.get(path)
+        if held is None:
+            return
+        held[1] -= 1
+        if held[1] > 0:
+            return
+        del _roots[path]
+        held[0].close()  # the instance ends here: DuckDB writes its log into the file, the lock goes
+
+
+def _connect(dialect: Any, cargs: tuple, cparams: dict) -> _Cursor:
+    path = str(Path(cparams["database"]).resolve())
+    with _lock:
+        held = _roots.get(path)
+        if held is None:
+            # the driver's own connect (its configuration and user agent); it may fail on another
+            # process's lock, and the caller's retry (Store._retrying) sees the driver's error
+            root = dialect.connect(*cargs, **copy.deepcopy(cparams))
+            held = _roots[path] = [_driver(root), 0]
+        try:
+            cursor = held[0].cursor()
+        except BaseException:
+            if held[1] == 0:
+                del _roots[path]
+                held[0].close()
+            raise
+        held[1] += 1
+    return _Cursor(cursor, path)
+
+
+def _driver(wrapper: ConnectionWrapper) -> Any:
+    """The ``duckdb.DuckDBPyConnection`` inside duckdb_engine's wrapper (its ``cursor()`` gives the
+    wrapper's own cursor type, which shares the connection rather than opening one)."""
+    return wrapper._ConnectionWrapper__c  # the wrapper keeps it private
+
+
+def share_one_instance(engine: Engine) -> None:
+    """Make every connection ``engine`` opens to its DuckDB file a cursor of the process's one root
+    connection to that file (see the module's text). For file databases only."""
+
+    @sa.event.listens_for(engine, "do_connect")
+    def _shared(dialect, _record, cargs, cparams):
+        return _connect(dialect, cargs, cparams)
+
+
+def open_instances() -> dict[str, int]:
+    """``{file: open cursors}`` for the files this process holds open now (for tests and diagnosis)."""
+    with _lock:
+        return {path: held[1] for path, held in _roots.items()}
+
+
+def _forget_after_fork() -> None:
+    # a forked child must not close or use its parent's connections: it opens its own
+    _roots.clear()
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_after_fork)
