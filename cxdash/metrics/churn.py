@@ -215,18 +215,23 @@ def customer_universe(conn: Connection, by: str = "cx_key", rows: Callable[[sa.T
     return q
 
 
-def _activity_steps(rows: Callable[[sa.Table], tuple] = _all_rows) -> sa.Subquery:
+def _activity_steps(rows: Callable[[sa.Table], tuple] = _all_rows, *, loads: bool = False) -> sa.Subquery:
     """``cx_key, ts`` of every step that shows a customer is still there: events, purchases and
     other transactions that went through, contacts, subscription starts and signups; of the rows
-    ``rows(table)`` keeps (conditions on each table's rows)."""
+    ``rows(table)`` keeps (conditions on each table's rows). With ``loads``, each step's ``load_id`` too."""
     e, x, k, u, c = (KIND_TABLES[n] for n in ("events", "transactions", "tickets", "subscriptions", "customers"))
     paid = sa.not_(matches("failed_payment", x.c.status))
+
+    def step(t: sa.Table, ts: sa.ColumnElement, *where) -> sa.Select:
+        cols = [t.c.cx_key, ts.label("ts"), *((t.c.load_id,) if loads else ())]
+        return sa.select(*cols).where(ts.is_not(None), *where, *rows(t))
+
     parts = [
-        sa.select(e.c.cx_key, e.c.timestamp.label("ts")).where(e.c.timestamp.is_not(None), *rows(e)),
-        sa.select(x.c.cx_key, x.c.timestamp.label("ts")).where(x.c.timestamp.is_not(None), paid, *rows(x)),
-        sa.select(k.c.cx_key, k.c.opened_at.label("ts")).where(k.c.opened_at.is_not(None), *rows(k)),
-        sa.select(u.c.cx_key, u.c.start.label("ts")).where(u.c.start.is_not(None), *rows(u)),
-        sa.select(c.c.cx_key, c.c.signup_date.label("ts")).where(c.c.signup_date.is_not(None), *rows(c)),
+        step(e, e.c.timestamp),
+        step(x, x.c.timestamp, paid),
+        step(k, k.c.opened_at),
+        step(u, u.c.start),
+        step(c, c.c.signup_date),
     ]
     return sa.union_all(*parts).subquery("steps")
 
@@ -524,8 +529,8 @@ def candidates_after(conn: Connection, before: list[Candidate], loads: list[int]
     inactivity = [c for c in before if c.definition.basis == "inactivity"]
     if not inactivity or any(c.extra.get("window_gaps") != "purchase" for c in inactivity):
         return None  # the window moves with the activity, or appears with the first dated row
-    earlier = _earlier_keys(conn, cases, loads)
     now = as_of(conn)
+    earlier: list[int] | None = None  # read when a definition other than inactivity needs them
 
     def touched(t: sa.Table) -> tuple:
         return (among(t.c.cx_key, cases),)
@@ -540,10 +545,49 @@ def candidates_after(conn: Connection, before: list[Candidate], loads: list[int]
         if reads is not None and reads not in kinds:
             out.append(c)  # it reads none of the appended rows
             continue
-        gained, churned_now = _counts(conn, c.definition, now, touched)
-        had, churned_before = _counts(conn, c.definition, now, without_loads) if earlier else (0, 0)
+        if c.definition.basis == "inactivity":
+            gained, churned_now, had, churned_before = _inactivity_moves(conn, c.definition, now, cases, loads)
+        else:
+            if earlier is None:
+                earlier = _earlier_keys(conn, cases, loads)
+            gained, churned_now = _counts(conn, c.definition, now, touched)
+            had, churned_before = _counts(conn, c.definition, now, without_loads) if earlier else (0, 0)
         out.append(replace(c, customers=c.customers + gained - had, churned=c.churned + churned_now - churned_before))
     return out
+
+
+def _inactivity_moves(
+    conn: Connection, definition: Definition, now: datetime, cases: list[int], loads: list[int]
+) -> tuple[int, int, int, int]:
+    """``_counts`` of an inactivity definition among the customers ``cases``, with and without the
+    loads' ``loads`` rows: ``(judged, churned, judged before, churned before)``, from one pass over
+    their steps (counted apart, each reads every activity table twice: at 200k customers 0.15 s for
+    each of the two counts). A customer is judged when a step of theirs is in the universe's rows,
+    and churned when their last step up to ``now`` is ``days`` or more before it; before the loads,
+    from their other steps alone (a customer with none had no standing: nobody counted them)."""
+    steps = _activity_steps(lambda t: (among(t.c.cx_key, cases),), loads=True)
+    window = timedelta(days=int(definition.days))
+    outside = steps.c.load_id.not_in(loads)
+    dated = steps.c.ts <= now
+    per_key = (
+        sa.select(
+            steps.c.cx_key,
+            sa.func.count(sa.case((outside, 1))).label("before"),
+            sa.func.max(sa.case((dated, steps.c.ts))).label("last"),
+            sa.func.max(sa.case((sa.and_(dated, outside), steps.c.ts))).label("last_before"),
+        )
+        .group_by(steps.c.cx_key)
+        .subquery("per_key")
+    )
+    universe = customer_universe(conn, rows=lambda t: (among(t.c.cx_key, cases),)).subquery("universe")
+    q = sa.select(
+        sa.func.count(),
+        sa.func.count(sa.case((per_key.c["last"] + window <= now, 1))),
+        sa.func.count(sa.case((per_key.c.before > 0, 1))),
+        sa.func.count(sa.case((per_key.c.last_before + window <= now, 1))),
+    ).select_from(universe.join(per_key, per_key.c.cx_key == universe.c.cx_key))
+    judged, churned_n, judged_before, churned_before = conn.execute(q).one()
+    return int(judged or 0), int(churned_n or 0), int(judged_before or 0), int(churned_before or 0)
 
 
 def _earlier_keys(conn: Connection, cases: list[int], loads: list[int]) -> list[int]:
