@@ -290,12 +290,16 @@ def _activity_part(t: _Table) -> None:
         f = _activity_counts(t)
     else:
         cases, loads, *steps = t.touched
-        now, before = _activity_counts(t, cases, steps=steps), _activity_counts(t, cases, loads, steps=steps)
+        moved = _activity_counts(t, cases, loads, steps=steps).fillna(0)
         kept = t.keep.set_axis(out.index)
         f = pd.DataFrame(
             {"active": kept["active_customers"], "contacted": kept["active_customers"] - kept["silent_customers"]}
         )
-        f = f.astype(float) + now.fillna(0) - before.fillna(0)
+        f = (
+            f.astype(float)
+            + moved[["active", "contacted"]]
+            - moved[["active_before", "contacted_before"]].set_axis(["active", "contacted"], axis=1)
+        )
     out["active_customers"] = f["active"].fillna(0).astype(int)
     out["silent_customers"] = (f["active"] - f["contacted"]).fillna(0).astype(int)
     if t.has_tickets:
@@ -306,8 +310,9 @@ def _activity_counts(
     t: _Table, cases: list[int] | None = None, without: list[int] | None = None, steps: list | None = None
 ) -> pd.DataFrame:
     """Per period (``t.out``'s index): ``active`` customers (any dated row in it, not churned by its
-    end) and of them ``contacted`` (a ticket opened in it); of ``cases`` alone, and without the rows
-    of the loads ``without`` (their tickets are read whole: the loads hold events alone). ``steps``:
+    end) and of them ``contacted`` (a ticket opened in it); of ``cases`` alone, and with ``without``
+    (loads), ``active_before`` and ``contacted_before`` too: the same from their rows but those of the
+    loads (their tickets are read whole: the loads hold events alone), in the same pass. ``steps``:
     ``[their journey steps]`` when the caller read them (``_active_days``)."""
     conn, out, spine, tk = t.conn, t.out, t.spine, t.tickets
     filters, periods, day_aligned, from_rollups = t.filters, t.periods, t.day_aligned, t.from_rollups
@@ -318,17 +323,19 @@ def _activity_counts(
         tk = tickets_in_view(cust, filters, DEFAULT_REPEAT_DAYS)  # their tickets (the repeats are not read)
     else:
         cust = t.cust
-    steps = _active_days(filters, periods, day_aligned, from_rollups, cases, without, *(steps or ())).subquery("steps")
+    steps = _active_days(
+        filters, periods, day_aligned, from_rollups, cases, *(steps or ()), kept_apart=without
+    ).subquery("steps")
     days = day_spine(periods) if day_aligned else None
     if days is not None:  # rows dated by their day: an equality join on the day
         in_period = spine.join(days, days.c.bucket == spine.c.bucket).join(steps, steps.c.ts == days.c.day)
     else:
         in_period = spine.join(steps, sa.and_(steps.c.ts >= spine.c.p_start, steps.c.ts < spine.c.p_end))
     act = (
-        sa.select(spine.c.bucket, steps.c.cx_key)
+        sa.select(spine.c.bucket, steps.c.cx_key, *([sa.func.max(steps.c.kept).label("kept")] if without else []))
         .select_from(in_period.join(cust, cust.c.cx_key == steps.c.cx_key))
         .where(not_churned_by(cust, spine.c.p_end))
-        .distinct()
+        .group_by(spine.c.bucket, steps.c.cx_key)
         .subquery("act")
     )
     contacted = (
@@ -338,18 +345,21 @@ def _activity_counts(
         .distinct()
         .subquery("contacted")
     )
+    counts = [sa.func.count().label("active"), sa.func.count(contacted.c.cx_key).label("contacted")]
+    if without:  # a customer active in a period by a row outside the loads was active there before them
+        before = act.c.kept == 1
+        counts += [
+            sa.func.count(sa.case((before, 1))).label("active_before"),
+            sa.func.count(sa.case((before, contacted.c.cx_key))).label("contacted_before"),
+        ]
     q = (
-        sa.select(
-            act.c.bucket,
-            sa.func.count().label("active"),
-            sa.func.count(contacted.c.cx_key).label("contacted"),
-        )
+        sa.select(act.c.bucket, *counts)
         .select_from(
             act.outerjoin(contacted, sa.and_(contacted.c.bucket == act.c.bucket, contacted.c.cx_key == act.c.cx_key))
         )
         .group_by(act.c.bucket)
     )
-    return read_frame(conn, q).reindex(out.index)[["active", "contacted"]].astype(float)
+    return read_frame(conn, q).reindex(out.index)[[c.name for c in counts]].astype(float)
 
 
 def _contacts_part(t: _Table) -> None:
@@ -439,23 +449,27 @@ def _active_days(
     day_aligned: bool,
     from_rollups: bool,
     cases: list[int] | None = None,
-    without: list[int] | None = None,
     their_steps: sa.FromClause | None = None,
+    *,
+    kept_apart: list[int] | None = None,
 ) -> sa.Select:
     """``cx_key, ts``: who did anything when, between the first period's start and the last one's
     end (in the departments of ``filters``): customer and day when ``day_aligned`` (from the daily
     rollups when ``from_rollups``, where a day can repeat), else customer and time. ``cases``: those
-    customers' rows alone, from the rows (not the rollups), but those of the loads ``without``;
-    ``their_steps``: their journey steps, read once by the caller, read then instead of the
+    customers' rows alone, from the rows (not the rollups); ``their_steps``: their journey steps, read once by the caller, read then instead of the
     timeline when no department is asked (every timeline row with a customer is a journey step, as
-    every kind's row names its step, but the log names a missing department "unknown")."""
+    every kind's row names its step, but the log names a missing department "unknown").
+    ``kept_apart`` (loads; with ``cases``): every row of theirs, with ``kept`` (1: a row outside
+    those loads, else 0)."""
     first, last = min(p.start for p in periods), max(p.end for p in periods)
+
+    def kept(load_id: sa.ColumnElement) -> list:
+        return [sa.case((load_id.not_in(kept_apart), 1), else_=0).label("kept")] if kept_apart else []
+
     if cases is not None and their_steps is not None and not filters.department:
         st = their_steps
-        q = sa.select(st.c.cx_key, (day_of(st.c.ts) if day_aligned else st.c.ts).label("ts")).where(
-            among(st.c.cx_key, cases), st.c.ts >= first, st.c.ts < last
-        )
-        return q.where(*([st.c.load_id.not_in(without)] if without else [])).distinct()
+        q = sa.select(st.c.cx_key, (day_of(st.c.ts) if day_aligned else st.c.ts).label("ts"), *kept(st.c.load_id))
+        return q.where(among(st.c.cx_key, cases), st.c.ts >= first, st.c.ts < last).distinct()
     if from_rollups and cases is None:
         ad, s = rollups.activity_days_table, sources_table
         q = sa.select(ad.c.cx_key, ad.c.day.label("ts")).where(ad.c.day >= first, ad.c.day < last)
@@ -466,11 +480,11 @@ def _active_days(
             q = q.where(ad.c.source.in_(sa.select(s.c.name)))
         return q  # a customer's day may repeat (a row per source): counted once per period all the same
     tl = timeline(("cx_key", "ts", "department", "load_id"))
-    q = sa.select(tl.c.cx_key, (day_of(tl.c.ts) if day_aligned else tl.c.ts).label("ts")).where(
+    q = sa.select(tl.c.cx_key, (day_of(tl.c.ts) if day_aligned else tl.c.ts).label("ts"), *kept(tl.c.load_id)).where(
         tl.c.cx_key.is_not(None), tl.c.ts >= first, tl.c.ts < last
     )
     if cases is not None:
-        q = q.where(among(tl.c.cx_key, cases), *([tl.c.load_id.not_in(without)] if without else []))
+        q = q.where(among(tl.c.cx_key, cases))
     if filters.department:
         q = q.where(tl.c.department.in_(filters.department))
     return q.distinct()
