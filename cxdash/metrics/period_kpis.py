@@ -456,9 +456,10 @@ def _active_days(
     """``cx_key, ts``: who did anything when, between the first period's start and the last one's
     end (in the departments of ``filters``): customer and day when ``day_aligned`` (from the daily
     rollups when ``from_rollups``, where a day can repeat), else customer and time. ``cases``: those
-    customers' rows alone, from the rows (not the rollups); ``their_steps``: their journey steps, read once by the caller, read then instead of the
-    timeline when no department is asked (every timeline row with a customer is a journey step, as
-    every kind's row names its step, but the log names a missing department "unknown").
+    customers' rows alone, from the rows (not the rollups); ``their_steps``: their journey steps,
+    read once by the caller, read then instead of the timeline when no department is asked (every
+    timeline row with a customer is a journey step, as every kind's row names its step, but the log
+    names a missing department "unknown").
     ``kept_apart`` (loads; with ``cases``): every row of theirs, with ``kept`` (1: a row outside
     those loads, else 0)."""
     first, last = min(p.start for p in periods), max(p.end for p in periods)
