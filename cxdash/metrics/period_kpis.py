@@ -307,10 +307,10 @@ def _activity_part(t: _Table) -> None:
 
 
 def _activity_counts(
-    t: _Table, cases: list[int] | None = None, without: list[int] | None = None, steps: list | None = None
+    t: _Table, cases: list[int] | None = None, kept_apart: list[int] | None = None, steps: list | None = None
 ) -> pd.DataFrame:
     """Per period (``t.out``'s index): ``active`` customers (any dated row in it, not churned by its
-    end) and of them ``contacted`` (a ticket opened in it); of ``cases`` alone, and with ``without``
+    end) and of them ``contacted`` (a ticket opened in it); of ``cases`` alone, and with ``kept_apart``
     (loads), ``active_before`` and ``contacted_before`` too: the same from their rows but those of the
     loads (their tickets are read whole: the loads hold events alone), in the same pass. ``steps``:
     ``[their journey steps]`` when the caller read them (``_active_days``)."""
@@ -324,7 +324,7 @@ def _activity_counts(
     else:
         cust = t.cust
     steps = _active_days(
-        filters, periods, day_aligned, from_rollups, cases, *(steps or ()), kept_apart=without
+        filters, periods, day_aligned, from_rollups, cases, *(steps or ()), kept_apart=kept_apart
     ).subquery("steps")
     days = day_spine(periods) if day_aligned else None
     if days is not None:  # rows dated by their day: an equality join on the day
@@ -332,7 +332,7 @@ def _activity_counts(
     else:
         in_period = spine.join(steps, sa.and_(steps.c.ts >= spine.c.p_start, steps.c.ts < spine.c.p_end))
     act = (
-        sa.select(spine.c.bucket, steps.c.cx_key, *([sa.func.max(steps.c.kept).label("kept")] if without else []))
+        sa.select(spine.c.bucket, steps.c.cx_key, *([sa.func.max(steps.c.kept).label("kept")] if kept_apart else []))
         .select_from(in_period.join(cust, cust.c.cx_key == steps.c.cx_key))
         .where(not_churned_by(cust, spine.c.p_end))
         .group_by(spine.c.bucket, steps.c.cx_key)
@@ -346,7 +346,7 @@ def _activity_counts(
         .subquery("contacted")
     )
     counts = [sa.func.count().label("active"), sa.func.count(contacted.c.cx_key).label("contacted")]
-    if without:  # a customer active in a period by a row outside the loads was active there before them
+    if kept_apart:  # a customer active in a period by a row outside the loads was active there before them
         before = act.c.kept == 1
         counts += [
             sa.func.count(sa.case((before, 1))).label("active_before"),

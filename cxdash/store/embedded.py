@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import os
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +31,17 @@ from sqlalchemy.engine import Engine
 
 __all__ = ["open_instances", "share_one_instance"]
 
+
+@dataclass
+class _Root:
+    """A file's root connection (a ``duckdb.DuckDBPyConnection``) and how many of its cursors are open."""
+
+    conn: Any
+    cursors: int = 0
+
+
 _lock = threading.Lock()
-# file path -> [the root connection (a duckdb.DuckDBPyConnection), how many cursors are open]
-_roots: dict[str, list] = {}
+_roots: dict[str, _Root] = {}  # by the file's resolved path
 
 
 class _Cursor(ConnectionWrapper):
@@ -58,11 +67,11 @@ def _release(path: str) -> None:
         held = _roots.get(path)
         if held is None:
             return
-        held[1] -= 1
-        if held[1] > 0:
+        held.cursors -= 1
+        if held.cursors > 0:
             return
         del _roots[path]
-        held[0].close()  # the instance ends here: DuckDB writes its log into the file, the lock goes
+        held.conn.close()  # the instance ends here: DuckDB writes its log into the file, the lock goes
 
 
 def _connect(dialect: Any, cargs: tuple, cparams: dict) -> _Cursor:
@@ -73,15 +82,15 @@ def _connect(dialect: Any, cargs: tuple, cparams: dict) -> _Cursor:
             # the driver's own connect (its configuration and user agent); it may fail on another
             # process's lock, and the caller's retry (Store._retrying) sees the driver's error
             root = dialect.connect(*cargs, **copy.deepcopy(cparams))
-            held = _roots[path] = [_driver(root), 0]
+            held = _roots[path] = _Root(_driver(root))
         try:
-            cursor = held[0].cursor()
+            cursor = held.conn.cursor()
         except BaseException:
-            if held[1] == 0:
+            if held.cursors == 0:
                 del _roots[path]
-                held[0].close()
+                held.conn.close()
             raise
-        held[1] += 1
+        held.cursors += 1
     return _Cursor(cursor, path)
 
 
@@ -103,7 +112,7 @@ def share_one_instance(engine: Engine) -> None:
 def open_instances() -> dict[str, int]:
     """``{file: open cursors}`` for the files this process holds open now (for tests and diagnosis)."""
     with _lock:
-        return {path: held[1] for path, held in _roots.items()}
+        return {path: held.cursors for path, held in _roots.items()}
 
 
 def _forget_after_fork() -> None:
