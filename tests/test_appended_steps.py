@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -50,8 +51,10 @@ def test_among_keeps_the_rows_in_keeps_as_in_does(backend, tmp_path):
             conn.exec_driver_sql("CREATE TABLE among_probe (k BIGINT, name VARCHAR(20))")
             conn.execute(t.insert(), [{"k": i % 50 or None, "name": f"n{i % 7}"} for i in range(300)])
         with store.connect() as conn:
-            for keys in ([3], [1, 2, 49, 500], list(range(0, 60, 3)), []):
-                for cond, plain in ((among(t.c.k, keys), t.c.k.in_(keys)), (~among(t.c.k, keys), ~t.c.k.in_(keys))):
+            # NumPy values too (a frame's column): DuckDB's client takes none inside a list
+            for keys in ([3], [1, 2, 49, 500], list(range(0, 60, 3)), [], np.array([4, 5, 200])):
+                plain_in = t.c.k.in_([int(k) for k in keys])
+                for cond, plain in ((among(t.c.k, keys), plain_in), (~among(t.c.k, keys), ~plain_in)):
                     got = conn.execute(sa.select(sa.func.count()).select_from(t).where(cond)).scalar()
                     assert got == conn.execute(sa.select(sa.func.count()).select_from(t).where(plain)).scalar()
             names = conn.execute(sa.select(t.c.name).where(among(t.c.name, ["n1", "n3"])).distinct()).scalars()
@@ -60,6 +63,22 @@ def test_among_keeps_the_rows_in_keeps_as_in_does(backend, tmp_path):
         with store.begin() as conn:
             conn.exec_driver_sql("DROP TABLE IF EXISTS among_probe")
         store.dispose()
+
+
+def test_among_sends_duckdb_one_parameter_whatever_the_number_of_values():
+    # binding one parameter per value cost DuckDB 0.04 s for 4,000 keys before the query ran
+    store = open_store("duckdb:///:memory:")
+    t = sa.table("probe", sa.column("k", sa.BigInteger), sa.column("name", sa.String))
+    sent = []
+    sa.event.listen(store.engine, "before_cursor_execute", lambda *a: sent.append(a[3]))
+    with store.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE probe AS SELECT range AS k, 'n' || range AS name FROM range(5000)")
+        sent.clear()
+        for keys in (list(range(0, 4000, 2)), [7, 9]):  # the second run reuses the compiled statement
+            q = sa.select(sa.func.count()).where(among(t.c.k, keys), among(t.c.name, ["n7", "n8", "x"]))
+            assert conn.execute(q).scalar() == sum(1 for k in keys if k in (7, 8))
+    assert [len(params) for params in sent] == [2, 2]
+    store.dispose()
 
 
 @settings(max_examples=60, deadline=None)
