@@ -9,13 +9,14 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
 from cxdash.store.database import StoreLockedError, open_store
-from cxdash.store.embedded import open_instances
+from cxdash.store.embedded import asked_since, open_instances
 
 # Another process asks for the file's write lock once and says whether it got it.
 OTHER_PROCESS = textwrap.dedent(
@@ -160,3 +161,66 @@ def test_a_registration_does_not_outlive_its_connection(tmp_path):
             c.exec_driver_sql("SELECT sum(k) FROM cx_mine").scalar()
     finally:
         store.dispose()
+
+
+# Another process reads the file through a store, waiting (retrying) while this one holds it.
+WAITING_READER = textwrap.dedent(
+    """
+    import sys
+    from cxdash.store.database import open_store
+    store = open_store(sys.argv[1], create=False)
+    store.lock_timeout_s = 60
+    with store.connect() as conn:
+        print(conn.exec_driver_sql("SELECT answer FROM t").scalar(), flush=True)
+    """
+)
+
+
+def test_the_refresh_keeps_its_connection_until_another_process_asks_for_the_file(tmp_path):
+    """The summaries refresh holds one connection across its summaries while no other process waits
+    (it used to close the file every second in case one did), and lets go at the next summary once
+    a process has found the file locked."""
+    from cxdash.jobs.summaries import _HeldConnection
+
+    path = tmp_path / "asked.duckdb"
+    url = f"duckdb:///{path}"
+    store = open_store(url)
+    with store.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE t AS SELECT 42 AS answer")
+    held = _HeldConnection(store)
+    start = time.time()
+    reader = None
+    try:
+        with held() as first:
+            assert first.exec_driver_sql("SELECT answer FROM t").scalar() == 42
+        time.sleep(1.2)  # longer than the second the refresh used to keep a connection
+        with held() as again:
+            assert again is first
+        assert not asked_since(str(path.resolve()), start)
+        reader = subprocess.Popen(
+            [sys.executable, "-c", WAITING_READER, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 60
+        while not asked_since(str(path.resolve()), start):
+            assert reader.poll() is None, reader.communicate()
+            assert time.monotonic() < deadline, "the other process never said it waits"
+            time.sleep(0.05)
+        # the summaries go on; the reader gets in at the next one, while the refresh pauses (or at
+        # a later one, on a machine too busy for the reader to try within the pause)
+        connections = set()
+        for _ in range(40):  # 2 s of summaries: without the ask, the connection is kept 10 s
+            with held() as conn:
+                connections.add(id(conn))
+                assert conn.exec_driver_sql("SELECT answer FROM t").scalar() == 42
+            if reader.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert reader.poll() == 0, reader.communicate()
+        assert reader.communicate()[0].strip() == "42"
+        assert id(first) not in connections
+    finally:
+        held.close()
+        if reader is not None and reader.poll() is None:
+            reader.kill()
+        store.dispose()
+    assert str(path.resolve()) not in open_instances()

@@ -39,6 +39,7 @@ from cxdash.metrics import Headline, KpiReport, churn, filter_options, headline,
 from cxdash.metrics.churn import Definition, candidates
 from cxdash.metrics.customers import filter_options_after
 from cxdash.store.database import Store, summaries_table
+from cxdash.store.embedded import asked_since, file_of
 from cxdash.store.rollups import appended_kinds, appends_since
 from cxdash.store.version import data_version
 
@@ -368,32 +369,49 @@ def get(conn: Connection, name: str, version: int | None = None, params: dict | 
 
 _refresh_lock = threading.Lock()  # one refresh at a time in a process: they would only compete for the cores
 
-# How long the refresh keeps one connection for the summaries that follow each other.
-_HOLD_SECONDS = 1.0
+# How long the refresh keeps one connection for the summaries that follow each other when no other
+# process has said it waits for the file (``cxdash.store.embedded.asked_since``), or on an engine
+# where nobody can say so (PostgreSQL: a transaction kept open no longer than this).
+_HOLD_SECONDS = 10.0
+# How long the refresh pauses after letting go for a waiting process, before it opens the file again.
+_YIELD_SECONDS = 0.35
 
 
 class _HeldConnection:
-    """A connection the refresh's summaries share while it is young: each summary gets the held one
-    if it was opened under ``_HOLD_SECONDS`` ago, else a new one (the old is closed first). Another
-    process waiting to load is then kept out for a second or one computation at most, as before
-    (when every summary had its own connection), while a run of small summaries (a refresh after a
-    small append: about 30 of them, most under 0.1 s) no longer opens and closes the DuckDB file for
-    each: 33 connections cost 0.85 s of a 5 s refresh at 200k customers. A summary that fails gives
-    its connection up (on PostgreSQL its transaction is aborted)."""
+    """A connection the refresh's summaries share: each summary gets the held one unless another
+    process has found the DuckDB file locked since it was opened, or it is older than
+    ``_HOLD_SECONDS``; then the old one is closed first (on a DuckDB file, closing the last
+    connection lets the lock go) and a new one opened. Another process waiting to load is kept out
+    for the summary under way at most, while a run of small summaries (a refresh after a small
+    append: about 30 of them, most under 0.1 s) no longer opens and closes the file: 33 connections
+    cost 0.85 s of a 5 s refresh at 200k customers, and closing the file every second (in case
+    someone waited) still cost 0.2-0.3 s of 3 s after a 1,000-row append. A summary that fails
+    gives its connection up (on PostgreSQL its transaction is aborted)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._file = file_of(store.engine)
         self._open: contextlib.AbstractContextManager | None = None
         self._conn: Connection | None = None
         self._since = 0.0
+        self._since_wall = 0.0
+
+    def _asked(self) -> bool:
+        return self._file is not None and asked_since(self._file, self._since_wall)
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[Connection]:
-        if self._conn is not None and time.monotonic() - self._since > _HOLD_SECONDS:
-            self.close()
+        if self._conn is not None:
+            if self._asked():
+                self.close()
+                # long enough for the waiting process's next try (Store._retrying waits 0.3 s at most)
+                time.sleep(_YIELD_SECONDS)
+            elif time.monotonic() - self._since > _HOLD_SECONDS:
+                self.close()
         if self._conn is None:
             self._open = self._store.connect()
-            self._conn, self._since = self._open.__enter__(), time.monotonic()
+            self._conn = self._open.__enter__()
+            self._since, self._since_wall = time.monotonic(), time.time()
         try:
             yield self._conn
         except BaseException:

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from cxdash.config import analytics_url, database_url, duckdb_memory_limit
-from cxdash.store.embedded import share_one_instance
+from cxdash.store.embedded import is_lock_error, share_one_instance
 from cxdash.store.kinds import KINDS, SourceKind
 
 __all__ = [
@@ -349,20 +349,6 @@ class StoreLockedError(RuntimeError):
     """The embedded database file is held by another writer for longer than we wait."""
 
 
-def _is_lock_error(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    # "unique file handle conflict": DuckDB 2 refuses to open a file while another thread of this
-    # process is closing its last connection to it. The engine's connections share one instance
-    # (cxdash.store.embedded), so only a direct ``duckdb.connect`` (compaction) can still meet it:
-    # transient like a lock, so retried the same way.
-    return (
-        "could not set lock" in text
-        or "conflicting lock" in text
-        or "database is locked" in text
-        or "unique file handle conflict" in text
-    )
-
-
 @dataclass
 class Store:
     """A handle on the analytical store and the app-state store (often the same database)."""
@@ -440,8 +426,8 @@ class Store:
                 conn = connect()
                 break
             except sa.exc.DBAPIError as exc:  # pragma: no branch - depends on timing
-                if not _is_lock_error(exc) or time.monotonic() >= deadline:
-                    if _is_lock_error(exc):
+                if not is_lock_error(exc) or time.monotonic() >= deadline:
+                    if is_lock_error(exc):
                         raise StoreLockedError(
                             f"The database {self.url} is locked by another process (a running "
                             f"ingest?) and stayed locked for {self.lock_timeout_s:.0f} s. Wait for "

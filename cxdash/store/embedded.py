@@ -14,10 +14,16 @@ transactions and registrations, to the same database instance). The root is clos
 cursor is, so the file lock is held exactly as long as before: another process can load whenever
 this one has no connection open. Opening and closing the root happen under one lock, so no two
 threads ever start or stop the instance at once.
+
+A process that finds the file locked by another says so: it touches ``<file>.wanted`` each time it
+tries (``asked_since``). A process that holds its connection across many short steps (the summaries
+refresh) can then keep it while nobody waits, and let go at the next step once someone does,
+rather than closing and opening the file every second in case someone might.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import threading
@@ -29,7 +35,7 @@ import sqlalchemy as sa
 from duckdb_engine import ConnectionWrapper
 from sqlalchemy.engine import Engine
 
-__all__ = ["open_instances", "share_one_instance"]
+__all__ = ["asked_since", "file_of", "is_lock_error", "open_instances", "share_one_instance"]
 
 
 @dataclass
@@ -74,6 +80,50 @@ def _release(path: str) -> None:
         held.conn.close()  # the instance ends here: DuckDB writes its log into the file, the lock goes
 
 
+def is_lock_error(exc: BaseException) -> bool:
+    """Whether ``exc`` says another process holds the file (worth waiting for and trying again)."""
+    text = str(exc).lower()
+    # "unique file handle conflict": DuckDB 2 refuses to open a file while another thread of this
+    # process is closing its last connection to it. The engine's connections share one instance,
+    # so only a direct ``duckdb.connect`` (compaction) can still meet it: transient like a lock,
+    # so retried the same way.
+    return (
+        "could not set lock" in text
+        or "conflicting lock" in text
+        or "database is locked" in text
+        or "unique file handle conflict" in text
+    )
+
+
+def _wanted(path: str) -> Path:
+    return Path(path + ".wanted")
+
+
+def _ask(path: str) -> None:
+    """Tell the process holding ``path`` that this one waits for it (``asked_since``)."""
+    # a folder this process may not write to: the holder lets go on its own clock
+    with contextlib.suppress(OSError):
+        _wanted(path).touch()
+
+
+def asked_since(path: str, since: float) -> bool:
+    """Whether another process found ``path`` locked after ``since`` (``time.time()``)."""
+    try:
+        return _wanted(path).stat().st_mtime >= since
+    except OSError:
+        return False
+
+
+def file_of(engine: Engine) -> str | None:
+    """The resolved path of ``engine``'s DuckDB file; None for other engines and in-memory DuckDB."""
+    if engine.dialect.name != "duckdb":
+        return None
+    database = engine.url.database
+    if not database or database == ":memory:" or database.startswith(":memory:"):
+        return None
+    return str(Path(database).resolve())
+
+
 def _connect(dialect: Any, cargs: tuple, cparams: dict) -> _Cursor:
     path = str(Path(cparams["database"]).resolve())
     with _lock:
@@ -81,7 +131,12 @@ def _connect(dialect: Any, cargs: tuple, cparams: dict) -> _Cursor:
         if held is None:
             # the driver's own connect (its configuration and user agent); it may fail on another
             # process's lock, and the caller's retry (Store._retrying) sees the driver's error
-            root = dialect.connect(*cargs, **copy.deepcopy(cparams))
+            try:
+                root = dialect.connect(*cargs, **copy.deepcopy(cparams))
+            except Exception as exc:
+                if is_lock_error(exc):
+                    _ask(path)
+                raise
             held = _roots[path] = _Root(_driver(root))
         try:
             cursor = held.conn.cursor()
