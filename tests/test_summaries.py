@@ -178,6 +178,37 @@ def test_a_frame_payload_keeps_its_index_column_names_and_types():
     assert back.index.name == "bucket"
 
 
+def test_a_frame_payload_holds_its_attrs_once_and_payloads_stored_as_parquet_still_read():
+    import io
+    import json
+
+    frame = pd.DataFrame({"activity": ["a", "b", None], "count": [3, 2, 1]})
+    frame.attrs["map"] = {"edges": [[f"step {i}", f"step {i + 1}", i] for i in range(4000)]}
+    frame.attrs["not_kept"] = "dropped"  # only the attrs increments read are kept
+    attrs = len(json.dumps(frame.attrs["map"]))
+    payload = summaries._encode(frame)
+    assert len(payload) < attrs * 1.2  # Arrow's pandas metadata held them three times over
+    back = summaries._decode("x", payload)
+    pd.testing.assert_frame_equal(back, frame, check_dtype=False)
+    assert back.attrs == {"map": frame.attrs["map"]}
+
+    # a payload as stores before Arrow IPC hold it: the same header, then Parquet
+    flat = frame.set_axis(["c0", "c1"], axis=1)
+    flat.attrs = {}
+    buf = io.BytesIO()
+    flat.to_parquet(buf, index=False)
+    header = {
+        "columns": ["activity", "count"],
+        "index": None,
+        "index_names": [None],
+        "attrs": {"map": frame.attrs["map"]},
+    }
+    head = json.dumps(header).encode()
+    old = summaries._decode("x", b"F" + len(head).to_bytes(4, "big") + head + buf.getvalue())
+    pd.testing.assert_frame_equal(old, back)
+    assert old.attrs == back.attrs
+
+
 def test_a_kpi_report_read_back_has_every_number_but_no_per_customer_forecast(small_demo):
     from cxdash import metrics
     from cxdash.store.database import open_store
