@@ -39,6 +39,7 @@ from cxdash.journeys import percentile_runs
 from cxdash.metrics import Headline, KpiReport, churn, filter_options, headline, overview
 from cxdash.metrics.churn import Definition, candidates
 from cxdash.metrics.customers import filter_options_after
+from cxdash.store import steady
 from cxdash.store.database import Store, summaries_table
 from cxdash.store.embedded import asked_since, file_of
 from cxdash.store.rollups import appended_kinds, appends_since
@@ -418,6 +419,7 @@ class _HeldConnection:
             elif time.monotonic() - self._since > _HOLD_SECONDS:
                 self.close()
         if self._conn is None:
+            steady.forget()  # the data may have moved while no connection was held
             self._open = self._store.connect()
             self._conn = self._open.__enter__()
             self._since, self._since_wall = time.monotonic(), time.time()
@@ -470,7 +472,9 @@ def refresh(
     payloads: dict[str, tuple[str, bytes]] = {}
     churn: str | None = None
     churn_known = False
-    with _refresh_lock, _heap_frozen():
+    # the questions every summary asks about the data (its date, the loads since, their customers)
+    # answered once while the refresh holds the data still (``cxdash.store.steady``)
+    with _refresh_lock, _heap_frozen(), steady.held_still():
         held = _HeldConnection(store)
         try:
             with held() as conn:

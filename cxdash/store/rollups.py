@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash.store import steady
 from cxdash.store.database import (
     KIND_TABLES,
     active_keys_table,
@@ -173,6 +174,12 @@ def appends_since(conn: Connection, version: int, *, departments: bool = False) 
     customers (``appended_kinds``). ``departments``: a source's department change counts as
     nothing (for readers that keep rows' own departments). The notes are kept until the rollups
     are cleared (a rebuild, an erasure), so a change whose note is gone reads as not an append."""
+    return steady.kept(
+        conn, ("appends_since", version, departments), lambda: _appends_since(conn, version, departments)
+    )
+
+
+def _appends_since(conn: Connection, version: int, departments: bool) -> list[int] | None:
     c, ap = changes_table, rollup_appends_table
     since = conn.execute(
         sa.select(c.c.kind, c.c.load_id, ap.c.load_id.label("noted"))
@@ -189,6 +196,10 @@ def appends_since(conn: Connection, version: int, *, departments: bool = False) 
 def appended_keys(conn: Connection, loads: list[int]) -> list[int] | None:
     """The customer keys of the rows the loads ``loads`` stored (sorted), or None when there are
     more than ``INCREMENT_MAX_KEYS`` (read without reading the rest)."""
+    return steady.kept(conn, ("appended_keys", tuple(loads)), lambda: _appended_keys(conn, loads))
+
+
+def _appended_keys(conn: Connection, loads: list[int]) -> list[int] | None:
     parts = [sa.select(t.c.cx_key).where(t.c.load_id.in_(loads), t.c.cx_key.is_not(None)) for t in KIND_TABLES.values()]
     keys = conn.execute(sa.union(*parts).limit(INCREMENT_MAX_KEYS + 1)).scalars().all()
     return None if len(keys) > INCREMENT_MAX_KEYS else sorted(int(k) for k in keys)
@@ -196,6 +207,10 @@ def appended_keys(conn: Connection, loads: list[int]) -> list[int] | None:
 
 def appended_kinds(conn: Connection, loads: list[int]) -> set[str]:
     """The kinds of the sources the loads ``loads`` stored into."""
+    return steady.kept(conn, ("appended_kinds", tuple(loads)), lambda: _appended_kinds(conn, loads))
+
+
+def _appended_kinds(conn: Connection, loads: list[int]) -> set[str]:
     s, lt = sources_table, loads_table
     q = sa.select(s.c.kind).select_from(s.join(lt, lt.c.source == s.c.name)).where(lt.c.load_id.in_(loads))
     return set(conn.execute(q.distinct()).scalars())

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from cxdash.store import steady
 from cxdash.store.database import CHANGE_KINDS, changes_table
 
 __all__ = ["CHANGE_KINDS", "changes_table", "data_stamp", "data_version", "record_change"]
@@ -32,7 +33,12 @@ def data_version(conn: Connection) -> int:
 def data_stamp(conn: Connection) -> tuple[int, str]:
     """The data version and when that change was made. Unlike the version alone it differs between
     a store and the same store emptied and filled again (its versions start over): a key for
-    results kept in memory across stores at one URL (``cxdash.jobs.views``)."""
+    results kept in memory across stores at one URL (``cxdash.jobs.views``). Read once per refresh
+    (``cxdash.store.steady``)."""
+    return steady.kept(conn, ("data_stamp",), lambda: _data_stamp(conn))
+
+
+def _data_stamp(conn: Connection) -> tuple[int, str]:
     c = changes_table.c
     row = conn.execute(sa.select(c.id, c.changed_at).order_by(c.id.desc()).limit(1)).first()
     return (0, "") if row is None else (int(row.id), str(row.changed_at))
