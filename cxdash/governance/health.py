@@ -41,7 +41,7 @@ from cxdash.store.database import (
 )
 from cxdash.store.dialect import among
 from cxdash.store.kinds import IDENTITY_FIELDS, KINDS, get_kind
-from cxdash.store.rollups import appended_keys, appended_kinds
+from cxdash.store.rollups import appended_keys, appended_kinds, kinds_holding
 
 __all__ = [
     "LATENCY_WINDOW_DAYS",
@@ -231,7 +231,7 @@ def source_stats_after(conn: Connection, before: pd.DataFrame, loads: list[int])
     natural keys gain the appended keys but those new to the source (one look-up of the appended keys
     among its other rows). None (compute it whole) for a source ``before`` does not hold."""
     after = before.set_index("name")
-    for kind_name in KINDS:
+    for kind_name in kinds_holding(conn, loads):
         t = KIND_TABLES[kind_name]
         ts, im = t.c[TIME_FIELDS[kind_name]], customer_keys_table
         added = sa.select(
@@ -356,7 +356,7 @@ def _newest_delay(
     of those loads' rows alone."""
     lt = loads_table
     parts = []
-    for kind_name in KINDS:
+    for kind_name in kinds_holding(conn, loads):
         t = KIND_TABLES[kind_name]
         ts = t.c[TIME_FIELDS[kind_name]]
         parts.append(
@@ -370,6 +370,8 @@ def _newest_delay(
             )
             .group_by(t.c.source, t.c.load_id)
         )
+    if not parts:  # loads that stored no row
+        return {}
     per_load = sa.union_all(*parts).subquery()
     last = (
         sa.select(per_load.c.source, sa.func.max(per_load.c.load_id).label("load_id"))
@@ -412,8 +414,8 @@ def _null_counts(conn: Connection, sources: list[str] | None = None, loads: list
     """``[kind, source, rows, {field: rows with a value}]`` per kind and source (of ``sources``, of
     the loads ``loads``, when given), for each kind's required and identity fields."""
     out = []
-    for kind_name, kind in KINDS.items():
-        t = KIND_TABLES[kind_name]
+    for kind_name in kinds_holding(conn, loads):
+        kind, t = KINDS[kind_name], KIND_TABLES[kind_name]
         fields = list(dict.fromkeys([*kind.required_fields, *kind.identity_fields]))
         q = sa.select(
             t.c.source, sa.func.count().label("n"), *[sa.func.count(t.c[f]).label(f) for f in fields]
@@ -457,7 +459,7 @@ def stitch_coverage(conn: Connection, loads: list[int] | None = None) -> pd.Data
     """
     im, hubs, conflicts = customer_keys_table, identity_hubs_table, link_conflicts_table
     parts = []
-    for kind_name in KINDS:
+    for kind_name in kinds_holding(conn, loads):
         t = KIND_TABLES[kind_name]
         by_link = sa.and_(t.c.id_key.is_(None), t.c.link_key.is_not(None))
         via = sa.case(
@@ -479,6 +481,8 @@ def stitch_coverage(conn: Connection, loads: list[int] | None = None) -> pd.Data
             .outerjoin(conflicts, conflicts.c.link_key == t.c.link_key)
         )
         parts.append(part if loads is None else part.where(t.c.load_id.in_(loads)))
+    if not parts:  # loads that stored no row
+        return _coverage_order(pd.DataFrame(columns=["source", "matched_via", "status", "rows"]))
     u = sa.union_all(*parts).subquery()
     q = sa.select(u.c.source, u.c.matched_via, u.c.status, sa.func.count().label("rows")).group_by(
         u.c.source, u.c.matched_via, u.c.status

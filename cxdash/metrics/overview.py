@@ -10,7 +10,7 @@ from cxdash.metrics.timeline import timeline
 from cxdash.store.database import KIND_TABLES, customer_keys_table, loads_table, read_frame, sources_table
 from cxdash.store.dialect import among
 from cxdash.store.kinds import KINDS
-from cxdash.store.rollups import appended_keys, appended_kinds
+from cxdash.store.rollups import appended_keys, appended_kinds, kinds_holding
 
 __all__ = [
     "SOURCE_COLUMNS",
@@ -189,7 +189,7 @@ def source_summary_after(conn: Connection, before: pd.DataFrame, loads: list[int
         return None
     ck = customer_keys_table
     added, kinds = [], []
-    for kind in KINDS:
+    for kind in kinds_holding(conn, loads):
         t = KIND_TABLES[kind]
         ts = t.c[TIME_FIELDS[kind]]
         frame = read_frame(

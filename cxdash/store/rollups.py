@@ -200,7 +200,12 @@ def appended_keys(conn: Connection, loads: list[int]) -> list[int] | None:
 
 
 def _appended_keys(conn: Connection, loads: list[int]) -> list[int] | None:
-    parts = [sa.select(t.c.cx_key).where(t.c.load_id.in_(loads), t.c.cx_key.is_not(None)) for t in KIND_TABLES.values()]
+    parts = [
+        sa.select(t.c.cx_key).where(t.c.load_id.in_(loads), t.c.cx_key.is_not(None))
+        for t in (KIND_TABLES[kind] for kind in kinds_holding(conn, loads))
+    ]
+    if not parts:
+        return []
     keys = conn.execute(sa.union(*parts).limit(INCREMENT_MAX_KEYS + 1)).scalars().all()
     return None if len(keys) > INCREMENT_MAX_KEYS else sorted(int(k) for k in keys)
 
@@ -208,6 +213,16 @@ def _appended_keys(conn: Connection, loads: list[int]) -> list[int] | None:
 def appended_kinds(conn: Connection, loads: list[int]) -> set[str]:
     """The kinds of the sources the loads ``loads`` stored into."""
     return steady.kept(conn, ("appended_kinds", tuple(loads)), lambda: _appended_kinds(conn, loads))
+
+
+def kinds_holding(conn: Connection, loads: list[int] | None) -> list[str]:
+    """The kinds (in ``KIND_TABLES``' order) whose tables hold rows of the loads ``loads``, which a
+    reader of those rows alone need not look past: a load stores into its source's kind. Every
+    kind when ``loads`` is None (every row)."""
+    if loads is None:
+        return list(KIND_TABLES)
+    kinds = appended_kinds(conn, loads)
+    return [kind for kind in KIND_TABLES if kind in kinds]
 
 
 def _appended_kinds(conn: Connection, loads: list[int]) -> set[str]:
