@@ -10,13 +10,15 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
 import sqlalchemy as sa
 
 from cxdash.store.database import StoreLockedError, open_store
-from cxdash.store.embedded import asked_since, open_instances
+from cxdash.store.embedded import _ask, ask_mark, asked_since, open_instances
+from cxdash.ui.data import UI_LOCK_TIMEOUT_S
 
 # Another process asks for the file's write lock once and says whether it got it.
 OTHER_PROCESS = textwrap.dedent(
@@ -176,19 +178,20 @@ WAITING_READER = textwrap.dedent(
 )
 
 
-def test_the_refresh_keeps_its_connection_until_another_process_asks_for_the_file(tmp_path):
+def test_the_refresh_keeps_its_connection_until_another_process_asks_for_the_file(tmp_path, monkeypatch):
     """The summaries refresh holds one connection across its summaries while no other process waits
     (it used to close the file every second in case one did), and lets go at the next summary once
     a process has found the file locked."""
-    from cxdash.jobs.summaries import _HeldConnection
+    from cxdash.jobs import summaries
 
     path = tmp_path / "asked.duckdb"
     url = f"duckdb:///{path}"
+    file = str(path.resolve())
     store = open_store(url)
     with store.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE t AS SELECT 42 AS answer")
-    held = _HeldConnection(store)
-    start = time.time()
+    assert 1.0 < summaries._FILE_HOLD_SECONDS < UI_LOCK_TIMEOUT_S  # a page that cannot ask still gets in
+    held = summaries._HeldConnection(store)
     reader = None
     try:
         with held() as first:
@@ -196,19 +199,25 @@ def test_the_refresh_keeps_its_connection_until_another_process_asks_for_the_fil
         time.sleep(1.2)  # longer than the second the refresh used to keep a connection
         with held() as again:
             assert again is first
-        assert not asked_since(str(path.resolve()), start)
+        held.close()
+        # from here the hold's own clock is out of the way: only the ask lets the connection go
+        monkeypatch.setattr(summaries, "_FILE_HOLD_SECONDS", 60.0)
+        held = summaries._HeldConnection(store)
+        with held() as first:
+            pass
+        mark = ask_mark(file)
         reader = subprocess.Popen(
             [sys.executable, "-c", WAITING_READER, url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
         deadline = time.monotonic() + 60
-        while not asked_since(str(path.resolve()), start):
+        while not asked_since(file, mark):
             assert reader.poll() is None, reader.communicate()
             assert time.monotonic() < deadline, "the other process never said it waits"
             time.sleep(0.05)
         # the summaries go on; the reader gets in at the next one, while the refresh pauses (or at
         # a later one, on a machine too busy for the reader to try within the pause)
         connections = set()
-        for _ in range(40):  # 2 s of summaries: without the ask, the connection is kept 10 s
+        for _ in range(40):
             with held() as conn:
                 connections.add(id(conn))
                 assert conn.exec_driver_sql("SELECT answer FROM t").scalar() == 42
@@ -224,3 +233,21 @@ def test_the_refresh_keeps_its_connection_until_another_process_asks_for_the_fil
             reader.kill()
         store.dispose()
     assert str(path.resolve()) not in open_instances()
+
+
+def test_a_process_asks_for_a_file_whose_ask_it_may_not_touch(tmp_path, monkeypatch):
+    """Two users sharing a store: the ask is the other user's file, which this one may not touch
+    (both write the folder, as DuckDB's log needs); a new file takes its place."""
+    file = str((tmp_path / "shared.duckdb").resolve())
+    assert ask_mark(file) is None
+    _ask(file)
+    mark = ask_mark(file)
+    assert mark is not None and not asked_since(file, mark)
+
+    def refused(self, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "touch", refused)
+    _ask(file)
+    assert asked_since(file, mark)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.duckdb.wanted"]  # no file left behind

@@ -73,7 +73,7 @@ def test_answers_are_read_once_while_held_still_afresh_outside_and_after_forget(
 def test_the_refresh_forgets_its_answers_when_it_opens_a_new_connection(tmp_path, monkeypatch):
     store = open_store(f"duckdb:///{tmp_path / 'held.duckdb'}")
     _load_web(store, tmp_path / "a.csv", "v1,ann@x.org,2024-02-01 10:00,home\n")
-    monkeypatch.setattr(summaries, "_HOLD_SECONDS", 0.0)  # a new connection for every summary
+    monkeypatch.setattr(summaries, "_FILE_HOLD_SECONDS", 0.0)  # a new connection for every summary
     held = summaries._HeldConnection(store)
     try:
         with steady.held_still():

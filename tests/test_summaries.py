@@ -414,6 +414,7 @@ def test_a_summary_that_fails_leaves_the_ones_after_it_computed_and_stored(store
 
     monkeypatch.setattr(summaries, "_computations", lambda: {**computations, "source_summary": broken})
     monkeypatch.setattr(summaries, "_HOLD_SECONDS", 3600.0)  # every summary on the held connection
+    monkeypatch.setattr(summaries, "_FILE_HOLD_SECONDS", 3600.0)
     took = summaries.refresh(store, ("source_summary", "activity_by_month", "null_rates"))
     assert set(took) == {"activity_by_month", "null_rates"}
     with store.connect() as conn:

@@ -370,7 +370,7 @@ def _newest_delay(
             )
             .group_by(t.c.source, t.c.load_id)
         )
-    if not parts:  # loads that stored no row
+    if not parts:  # no loads, or none of a registered source
         return {}
     per_load = sa.union_all(*parts).subquery()
     last = (
@@ -481,7 +481,7 @@ def stitch_coverage(conn: Connection, loads: list[int] | None = None) -> pd.Data
             .outerjoin(conflicts, conflicts.c.link_key == t.c.link_key)
         )
         parts.append(part if loads is None else part.where(t.c.load_id.in_(loads)))
-    if not parts:  # loads that stored no row
+    if not parts:  # no loads, or none of a registered source
         return _coverage_order(pd.DataFrame(columns=["source", "matched_via", "status", "rows"]))
     u = sa.union_all(*parts).subquery()
     q = sa.select(u.c.source, u.c.matched_via, u.c.status, sa.func.count().label("rows")).group_by(

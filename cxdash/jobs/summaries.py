@@ -41,7 +41,7 @@ from cxdash.metrics.churn import Definition, candidates
 from cxdash.metrics.customers import filter_options_after
 from cxdash.store import steady
 from cxdash.store.database import Store, summaries_table
-from cxdash.store.embedded import asked_since, file_of
+from cxdash.store.embedded import ask_mark, asked_since, file_of
 from cxdash.store.rollups import appended_kinds, appends_since
 from cxdash.store.version import data_version
 
@@ -379,10 +379,14 @@ def get(conn: Connection, name: str, version: int | None = None, params: dict | 
 
 _refresh_lock = threading.Lock()  # one refresh at a time in a process: they would only compete for the cores
 
-# How long the refresh keeps one connection for the summaries that follow each other when no other
-# process has said it waits for the file (``cxdash.store.embedded.asked_since``), or on an engine
-# where nobody can say so (PostgreSQL: a transaction kept open no longer than this).
-_HOLD_SECONDS = 10.0
+# How long the refresh keeps one connection for the summaries that follow each other (checked as
+# each summary starts): on an engine where nobody can say they wait (PostgreSQL, Spark, whose
+# sessions keep a table's file list), and on a DuckDB file when no other process has said so
+# (``cxdash.store.embedded.asked_since``). The second is under the pages' 3 s wait for the lock
+# (``cxdash.ui.data.UI_LOCK_TIMEOUT_S``): a page that cannot ask (the file is another user's) still
+# gets in.
+_HOLD_SECONDS = 1.0
+_FILE_HOLD_SECONDS = 2.0
 # How long the refresh pauses after letting go for a waiting process, before it opens the file again.
 _YIELD_SECONDS = 0.35
 
@@ -390,24 +394,25 @@ _YIELD_SECONDS = 0.35
 class _HeldConnection:
     """A connection the refresh's summaries share: each summary gets the held one unless another
     process has found the DuckDB file locked since it was opened, or it is older than
-    ``_HOLD_SECONDS``; then the old one is closed first (on a DuckDB file, closing the last
-    connection lets the lock go) and a new one opened. Another process waiting to load is kept out
-    for the summary under way at most, while a run of small summaries (a refresh after a small
-    append: about 30 of them, most under 0.1 s) no longer opens and closes the file: 33 connections
-    cost 0.85 s of a 5 s refresh at 200k customers, and closing the file every second (in case
-    someone waited) still cost 0.2-0.3 s of 3 s after a 1,000-row append. A summary that fails
-    gives its connection up (on PostgreSQL its transaction is aborted)."""
+    ``_FILE_HOLD_SECONDS`` (``_HOLD_SECONDS`` on other engines); then the old one is closed first
+    (on a DuckDB file, closing the last connection lets the lock go) and a new one opened. A
+    process that asked waits for the summary under way at most, while a run of small summaries (a
+    refresh after a small append: about 30 of them, most under 0.1 s) does not open and close the
+    file: 33 connections cost 0.85 s of a 5 s refresh at 200k customers, and closing the file every
+    second in case someone waited still cost 0.2-0.3 s of 3 s after a 1,000-row append. A summary
+    that fails gives its connection up (on PostgreSQL its transaction is aborted)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._file = file_of(store.engine)
         self._open: contextlib.AbstractContextManager | None = None
         self._conn: Connection | None = None
+        self._hold = _FILE_HOLD_SECONDS if self._file is not None else _HOLD_SECONDS
         self._since = 0.0
-        self._since_wall = 0.0
+        self._mark: tuple[int, int] | None = None
 
     def _asked(self) -> bool:
-        return self._file is not None and asked_since(self._file, self._since_wall)
+        return self._file is not None and asked_since(self._file, self._mark)
 
     @contextlib.contextmanager
     def __call__(self) -> Iterator[Connection]:
@@ -416,13 +421,14 @@ class _HeldConnection:
                 self.close()
                 # long enough for the waiting process's next try (Store._retrying waits 0.3 s at most)
                 time.sleep(_YIELD_SECONDS)
-            elif time.monotonic() - self._since > _HOLD_SECONDS:
+            elif time.monotonic() - self._since > self._hold:
                 self.close()
         if self._conn is None:
             steady.forget()  # the data may have moved while no connection was held
             self._open = self._store.connect()
             self._conn = self._open.__enter__()
-            self._since, self._since_wall = time.monotonic(), time.time()
+            self._since = time.monotonic()
+            self._mark = ask_mark(self._file) if self._file is not None else None
         try:
             yield self._conn
         except BaseException:
@@ -459,9 +465,10 @@ def refresh(
     """Compute and store every summary (each view with its default parameters) for the current data
     version. Returns seconds per summary; ``progress(name)`` is called before each one.
 
-    Each summary gets its own connection, so another process waiting to load is kept out for one
-    computation at most. When the data changes meanwhile, nothing is written (the results would
-    describe data that is gone) and the pages compute live until the next refresh.
+    The summaries share a connection while it is young and nobody waits for the file
+    (``_HeldConnection``), so another process that asks for it is kept out for one computation at
+    most. When the data changes meanwhile, nothing is written (the results would describe data that
+    is gone) and the pages compute live until the next refresh.
     """
     # in the order of SUMMARIES, whatever the caller's: a view's parameters read results before it,
     # and the map's nodes count what its graph then reads (``view_increments._kept_names``)

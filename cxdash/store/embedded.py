@@ -16,16 +16,18 @@ this one has no connection open. Opening and closing the root happen under one l
 threads ever start or stop the instance at once.
 
 A process that finds the file locked by another says so: it touches ``<file>.wanted`` each time it
-tries (``asked_since``). A process that holds its connection across many short steps (the summaries
-refresh) can then keep it while nobody waits, and let go at the next step once someone does,
-rather than closing and opening the file every second in case someone might.
+tries. A process that holds its connection across many short steps (the summaries refresh) notes
+the file's time when it opens (``ask_mark``) and can then keep the connection while nobody waits,
+and let go at the next step once someone has asked (``asked_since``: the time moved), rather than
+closing and opening the file every second in case someone might. The time is compared with the
+one noted, never with this machine's clock, so a file server's clock does not matter.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
+import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +37,7 @@ import sqlalchemy as sa
 from duckdb_engine import ConnectionWrapper
 from sqlalchemy.engine import Engine
 
-__all__ = ["asked_since", "file_of", "is_lock_error", "open_instances", "share_one_instance"]
+__all__ = ["ask_mark", "asked_since", "file_of", "is_lock_error", "open_instances", "share_one_instance"]
 
 
 @dataclass
@@ -101,17 +103,36 @@ def _wanted(path: str) -> Path:
 
 def _ask(path: str) -> None:
     """Tell the process holding ``path`` that this one waits for it (``asked_since``)."""
-    # a folder this process may not write to: the holder lets go on its own clock
-    with contextlib.suppress(OSError):
-        _wanted(path).touch()
-
-
-def asked_since(path: str, since: float) -> bool:
-    """Whether another process found ``path`` locked after ``since`` (``time.time()``)."""
+    wanted = _wanted(path)
     try:
-        return _wanted(path).stat().st_mtime >= since
+        wanted.touch()
     except OSError:
-        return False
+        # another user's file (both write the folder, as DuckDB's log needs): a new one in its place
+        try:
+            fd, fresh = tempfile.mkstemp(dir=wanted.parent, prefix=wanted.name + ".")
+        except OSError:  # a folder this process cannot write: the holder lets go on its own clock
+            return
+        os.close(fd)
+        try:
+            os.replace(fresh, wanted)
+        except OSError:
+            Path(fresh).unlink(missing_ok=True)
+
+
+def ask_mark(path: str) -> tuple[int, int] | None:
+    """The last ask for ``path`` (the file's inode and time, as its file system gives them), None
+    before any."""
+    try:
+        found = _wanted(path).stat()
+    except OSError:
+        return None
+    return found.st_ino, found.st_mtime_ns
+
+
+def asked_since(path: str, mark: tuple[int, int] | None) -> bool:
+    """Whether another process has asked for ``path`` since ``ask_mark`` gave ``mark``."""
+    now = ask_mark(path)
+    return now is not None and now != mark
 
 
 def file_of(engine: Engine) -> str | None:

@@ -3,11 +3,14 @@
 The summaries refresh asks the same few questions about the data many times over: its date
 (``metrics.periods.as_of``), the loads since a version, their customers and kinds, the data stamp.
 After a 1,000-row append at 200k customers that was about 150 small queries, 0.5 s of a 2.5 s
-refresh. Inside ``held_still()`` each answer is read once and kept; ``forget()`` drops them when the
-data may have moved (the refresh let go of its DuckDB file, so another process could load). Outside
-it nothing is kept: pages and loads read every answer afresh.
+refresh. Inside ``held_still()`` each answer is read once and kept; ``forget()`` drops them whenever
+the refresh opens a new connection. Outside it nothing is kept: pages and loads read every answer
+afresh.
 
-A refresh that finds the data changed when it is done stores nothing, so an answer kept from before
+The answers can still be older than the data a query sees: on DuckDB a second connection (the
+refresh reads the churn definition on one) is a transaction of its own, and on PostgreSQL (read
+committed) each statement sees every commit so far. That is why this is safe rather than exact: a
+refresh that finds the data changed when it is done stores nothing, so an answer kept from before
 such a change never reaches a stored result.
 """
 
