@@ -120,9 +120,9 @@ class _Among(ColumnElement):
         values = list(values)
         # an expanding bind: one parameter per value, the statement compiled once for any number
         self.values = sa.bindparam("among", values, expanding=True, unique=True, type_=col.type)
-        # the same values as one list parameter (DuckDB); each engine renders one of the two, and
-        # a bind the statement does not render is not sent
-        # (DuckDB's client takes no NumPy scalars inside a list: they go as Python values)
+        # the same values as one list parameter (DuckDB), NumPy scalars as Python values (DuckDB's
+        # client takes none inside a list); each engine renders one of the two, and a bind the
+        # statement does not render is not sent
         listed = [v.item() if isinstance(v, np.generic) else v for v in values]
         self.listed = sa.bindparam("among_list", listed, unique=True, type_=NullType())
 

@@ -17,10 +17,11 @@ threads ever start or stop the instance at once.
 
 A process that finds the file locked by another says so: it touches ``<file>.wanted`` each time it
 tries. A process that holds its connection across many short steps (the summaries refresh) notes
-the file's time when it opens (``ask_mark``) and can then keep the connection while nobody waits,
-and let go at the next step once someone has asked (``asked_since``: the time moved), rather than
-closing and opening the file every second in case someone might. The time is compared with the
-one noted, never with this machine's clock, so a file server's clock does not matter.
+that file's mark (inode and time) when it opens (``ask_mark``) and can then keep the connection
+while nobody waits, and let go at the next step once someone has asked (``asked_since``: the mark
+moved), rather than closing and opening the file every second in case someone might. The mark is
+compared with the one noted, never with this machine's clock, so a file server's clock does not
+matter.
 """
 
 from __future__ import annotations
