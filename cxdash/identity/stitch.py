@@ -39,7 +39,6 @@ from cxdash.store.database import (
     identity_hubs_table,
     identity_map_table,
     identity_restitch_table,
-    loads_table,
     read_frame,
     work_done,
     work_pending,
@@ -384,8 +383,7 @@ def _node_table(name: str) -> sa.Table:
 
 def _load_kinds(conn: Connection, load_id: int) -> set[str]:
     """The kind of the rows of ``load_id`` (every kind when the load log does not say)."""
-    kinds = {r[0] for r in conn.execute(sa.select(loads_table.c.kind).where(loads_table.c.load_id == load_id))}
-    return kinds & set(KINDS) or set(KINDS)
+    return set(rollups.kinds_holding(conn, [load_id]))
 
 
 def _load_identifiers(conn: Connection, load_id: int) -> sa.CompoundSelect:

@@ -115,9 +115,8 @@ class _Among(ColumnElement):
     )
     type = sa.Boolean()
 
-    def __init__(self, col: ColumnElement, values: Sequence) -> None:
+    def __init__(self, col: ColumnElement, values: list) -> None:
         self.col = col
-        values = list(values)
         # an expanding bind: one parameter per value, the statement compiled once for any number
         self.values = sa.bindparam("among", values, expanding=True, unique=True, type_=col.type)
         # the same values as one list parameter (DuckDB), NumPy scalars as Python values (DuckDB's

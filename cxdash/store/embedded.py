@@ -141,7 +141,7 @@ def file_of(engine: Engine) -> str | None:
     if engine.dialect.name != "duckdb":
         return None
     database = engine.url.database
-    if not database or database == ":memory:" or database.startswith(":memory:"):
+    if not database or database.startswith(":memory:"):
         return None
     return str(Path(database).resolve())
 

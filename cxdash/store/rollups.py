@@ -217,12 +217,19 @@ def appended_kinds(conn: Connection, loads: list[int]) -> set[str]:
 
 def kinds_holding(conn: Connection, loads: list[int] | None) -> list[str]:
     """The kinds (in ``KIND_TABLES``' order) whose tables hold rows of the loads ``loads``, which a
-    reader of those rows alone need not look past: a load stores into its source's kind. Every
-    kind when ``loads`` is None (every row)."""
+    reader of those rows alone need not look past: a load stores into the kind the load log names.
+    Every kind when ``loads`` is None (every row) or the log names none of them."""
     if loads is None:
         return list(KIND_TABLES)
-    kinds = appended_kinds(conn, loads)
-    return [kind for kind in KIND_TABLES if kind in kinds]
+    if not loads:
+        return []
+    lt = loads_table
+    named = steady.kept(
+        conn,
+        ("kinds_holding", tuple(loads)),
+        lambda: set(conn.execute(sa.select(lt.c.kind).where(lt.c.load_id.in_(loads)).distinct()).scalars()),
+    )
+    return [kind for kind in KIND_TABLES if kind in named] or list(KIND_TABLES)
 
 
 def _appended_kinds(conn: Connection, loads: list[int]) -> set[str]:
