@@ -391,6 +391,58 @@ def test_dfg_with_every_noise_control_equals_a_pandas_computation():
     assert cohort["times"].sum() == exp.loc[edge, "count"] and len(cohort) == exp.loc[edge, "customers"]
 
 
+def _pandas_anchor_paths(frame: pd.DataFrame, anchor: str, *, rename: dict, top_n: int, before: bool, steps: int):
+    """Each case's whole path into (out of) its first ``anchor``, counted per path, computed step by
+    step in pandas with the same noise controls: renamed, top N, repeats collapsed."""
+    f = frame.rename(columns={"case:concept:name": "case", "concept:name": "act", "time:timestamp": "ts"})
+    f["act"] = f["act"].map(lambda a: rename.get(a, a))
+    n = f.groupby("act").size().reset_index(name="n").sort_values(["n", "act"], ascending=[False, True])
+    f["act"] = f["act"].where(f["act"].isin(set(n["act"].head(top_n))), jr.OTHER)
+    f = f.sort_values(["case", "ts", "act"], kind="stable")
+    f = f[f["act"] != f.groupby("case")["act"].shift(1)]
+    paths: dict[str, int] = {}
+    for _, acts in f.groupby("case")["act"]:
+        acts = acts.tolist()
+        if anchor not in acts:
+            continue
+        at = acts.index(anchor)
+        path = acts[max(at - steps, 0) : at + 1] if before else acts[at : at + steps + 1]
+        key = "\x1f".join(path)
+        paths[key] = paths.get(key, 0) + 1
+    return paths
+
+
+@pytest.mark.parametrize("anchor", ["s1", jr.OTHER])
+@pytest.mark.parametrize("direction", ["before", "after"])
+def test_anchor_paths_with_noise_controls_equal_a_pandas_computation(anchor, direction):
+    """The paths read only the cases that reach the anchor; which cases those are is decided on the
+    activities as renamed and after top N. Here ``s1`` is also what ``s7`` and ``s9`` are renamed to,
+    and ``(other)`` exists only after top N: a case reaching either through the controls alone counts."""
+    rng = np.random.default_rng(5)
+    n = 5000
+    frame = pd.DataFrame(
+        {
+            "case:concept:name": [f"k{i}" for i in rng.integers(0, 400, n)],
+            "concept:name": [f"s{i}" for i in rng.zipf(1.4, n) % 15],
+            "time:timestamp": T0 + pd.to_timedelta(rng.integers(0, 4000, n), unit="min"),
+        }
+    )
+    rename = {"s7": "s1", "s9": "s1"}
+    exp = _pandas_anchor_paths(frame, anchor, rename=rename, top_n=5, before=direction == "before", steps=3)
+    by_rename_alone = frame.groupby("case:concept:name")["concept:name"].apply(
+        lambda a: not a.eq("s1").any() and a.isin(["s7", "s9"]).any()
+    )
+    assert by_rename_alone.any(), "some case must reach s1 only through the rename"
+    spec = jr.LogSpec(rename=rename, top_n=5, collapse_repeats=True)
+    engine = _duck()
+    with engine.begin() as conn:
+        t = jr.event_log_table(conn, frame, "anchored")
+        got = jr.anchor_paths(conn, t, anchor, direction=direction, steps=3, top=10_000, spec=spec, **PM4PY_KEYS)
+    assert len(exp) > 10
+    assert dict(zip(got["path"], got["customers"], strict=True)) == exp
+    assert got["customers"].sum() == sum(exp.values())  # every case that reaches the anchor, once
+
+
 # ----------------------------------------------------------------------------- friction, both backends
 
 CRM = (

@@ -31,7 +31,7 @@ from cxdash.metrics.signals import (
     product_event,
     repeat_window,
 )
-from cxdash.metrics.timeline import FAILED_PAYMENT_STEP, step_order
+from cxdash.metrics.timeline import FAILED_PAYMENT_STEP, STEP_ORDER, step_order
 from cxdash.store.database import KIND_TABLES, sources_table
 from cxdash.store.dialect import among
 
@@ -317,7 +317,6 @@ def friction_moments(
     parts["waits"] = _with_absorber(moments(waits, "waits"), contacts, repeat_days)
 
     # rework and dead ends, from each step's neighbours
-    w = dict(partition_by=jl.c.cx_key, order_by=(*step_order(jl), jl.c.activity))
     # A period needs only the steps near it: a rework counts a previous step at most `window`
     # earlier, a dead end looks `dead_end_days` ahead, so steps outside [since - window,
     # until + dead end) cannot change a moment inside [since, until), and the window (the
@@ -327,18 +326,42 @@ def friction_moments(
         since - timedelta(seconds=window) if since is not None else None,
         until + timedelta(days=dead_end_days) if until is not None else None,
     )
-    seq = (
+    near_steps = (
         sa.select(
             jl.c.cx_key,
             jl.c.ts,
+            *(jl.c[name] for name in STEP_ORDER),
             jl.c.activity,
             jl.c.department,
-            jl.c.kind,
-            sa.func.lag(jl.c.activity).over(**w).label("prev_activity"),
-            sa.func.lag(jl.c.ts).over(**w).label("prev_ts"),
-            sa.func.lead(jl.c.ts).over(**w).label("next_ts"),
+            # the error test before the window: a flag travels through its sort, not the kind's text
+            _error_step(jl.c).label("is_error"),
         )
         .where(jl.c.activity != "subscription ended", *near)
+        .subquery("near_steps")
+    )
+    # The activities as codes ranked by name among the distinct names: the window compares and
+    # carries integers, not text (codes sort like the names, so the steps keep their order).
+    names = sa.select(near_steps.c.activity).distinct().subquery("near_activities")
+    codes = sa.select(names.c.activity, sa.func.dense_rank().over(order_by=names.c.activity).label("code")).subquery(
+        "near_codes"
+    )
+    coded = (
+        sa.select(near_steps, codes.c.code)
+        .select_from(near_steps.join(codes, codes.c.activity == near_steps.c.activity))
+        .subquery("near_coded")
+    )
+    w = dict(partition_by=coded.c.cx_key, order_by=(*step_order(coded), coded.c.code))
+    seq = (
+        sa.select(
+            coded.c.cx_key,
+            coded.c.ts,
+            coded.c.code,
+            coded.c.department,
+            coded.c.is_error,
+            sa.func.lag(coded.c.code).over(**w).label("prev_code"),
+            sa.func.lag(coded.c.ts).over(**w).label("prev_ts"),
+            sa.func.lead(coded.c.ts).over(**w).label("next_ts"),
+        )
         .cte("seq")  # read by rework and dead ends: one window pass, not two
     )
     rework = sa.select(
@@ -347,7 +370,7 @@ def friction_moments(
         sa.literal("rework", sa.String).label("hotspot"),
         seq.c.department.label("leaked_department"),
     ).where(
-        seq.c.activity == seq.c.prev_activity,
+        seq.c.code == seq.c.prev_code,
         seq.c.department.not_in(("web", "marketing")),
         _seconds_between(seq.c.ts, seq.c.prev_ts) <= window,
     )
@@ -359,7 +382,7 @@ def friction_moments(
         seq.c.department.label("leaked_department"),
         sa.literal(NONE, sa.String).label("absorbed_department"),
     ).where(
-        _error_step(seq.c),
+        seq.c.is_error,
         _seconds_between(end, seq.c.ts) > dead_end_days * 86400.0,
         sa.or_(seq.c.next_ts.is_(None), _seconds_between(seq.c.next_ts, seq.c.ts) > dead_end_days * 86400.0),
     )

@@ -165,16 +165,16 @@ def _handoff_steps(events: sa.FromClause, spec: LogSpec | None, keys) -> tuple[s
     if not s.department_key:
         s = LogSpec(**{**s.__dict__, "department_key": "department"})
     log = prepare_log(events, s)
-    acts = (
-        sa.select(log.c.activity, sa.func.dense_rank().over(order_by=log.c.activity).label("code"))
-        .distinct()
-        .cte("handoff_activities")
+    # Codes ranked among the distinct names (a few dozen rows), not over every step: the same
+    # codes as a rank over the whole log, without sorting the period's steps by name twice.
+    names = sa.select(log.c.activity).distinct().subquery("handoff_activity_names")
+    acts = sa.select(names.c.activity, sa.func.dense_rank().over(order_by=names.c.activity).label("code")).cte(
+        "handoff_activities"
     )
-    depts = (
-        sa.select(log.c.department, sa.func.dense_rank().over(order_by=log.c.department).label("code"))
-        .distinct()
-        .cte("handoff_departments")
-    )
+    dept_names = sa.select(log.c.department).distinct().subquery("handoff_department_names")
+    depts = sa.select(
+        dept_names.c.department, sa.func.dense_rank().over(order_by=dept_names.c.department).label("code")
+    ).cte("handoff_departments")
     coded = (
         sa.select(log.c.case_id, log.c.ts, *_tiebreaks(log), acts.c.code, depts.c.code.label("dept"))
         .select_from(

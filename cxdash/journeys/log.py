@@ -235,14 +235,18 @@ def _log_part(select: sa.Select, name: str, *, shared: bool = False) -> sa.CTE:
     return cte if shared else cte.prefix_with("NOT MATERIALIZED", dialect="duckdb")
 
 
-def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> sa.CTE:
+def prepare_log(
+    events: sa.FromClause, spec: LogSpec | None = None, *, cases_with: str | None = None, **keys
+) -> sa.CTE:
     """The event log in standard columns with the noise controls applied.
 
     In: ``events`` with the columns named in ``spec`` (or keyword overrides such as
     ``case_key="case:concept:name"``). Out (a CTE, inlined on DuckDB, see ``_log_part``):
     ``case_id, activity, ts, department`` and one ``tiebreak_<i>`` column per order key column
     (see ``LogSpec.order_key``); one row per step; rows without case, activity or time are
-    dropped.
+    dropped. ``cases_with``: only the cases with a step of that activity (as renamed and after
+    top N), every step of theirs: what a view of one activity's neighbourhood reads, so the
+    windows that follow (collapsing repeats, positions) sort those cases alone.
     """
     s = _spec(spec, **keys)
     c = events.c
@@ -280,6 +284,10 @@ def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, **keys) -> s
         log = _log_part(
             sa.select(*[other.label("activity") if col.key == "activity" else col for col in log.c]), "log_top"
         )
+    if cases_with is not None:
+        # a case's steps depend on no other case (top N, counted over every case, is applied above)
+        with_it = sa.select(log.c.case_id).where(log.c.activity == cases_with)
+        log = _log_part(sa.select(log).where(log.c.case_id.in_(with_it)), "log_cases_with")
     if s.collapse_repeats:
         log = _drop_repeats(log, "activity", _step_order(log), "log_collapsed")
     return log

@@ -22,7 +22,7 @@ __all__ = [
 
 
 def _paths(conn, events, anchor: str, steps: int, spec, keys, *, before: bool) -> pd.DataFrame:
-    log = prepare_log(events, spec, **keys)
+    log = prepare_log(events, spec, cases_with=anchor, **keys)
     p = _positions(log)
     first = (
         sa.select(p.c.case_id, sa.func.min(p.c.pos).label("anchor_pos"))
@@ -114,7 +114,7 @@ def anchor_paths(
     with nothing before (after) the anchor. ``customers`` adds up to every case that reaches the
     anchor.
     """
-    log = prepare_log(events, spec, **keys)
+    log = prepare_log(events, spec, cases_with=anchor, **keys)
     p = _positions(log)
     first = (
         sa.select(p.c.case_id, sa.func.min(p.c.pos).label("anchor_pos"))
