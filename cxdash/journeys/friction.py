@@ -361,8 +361,7 @@ def friction_moments(
             sa.func.lag(coded.c.code).over(**w).label("prev_code"),
             sa.func.lag(coded.c.ts).over(**w).label("prev_ts"),
             sa.func.lead(coded.c.ts).over(**w).label("next_ts"),
-        )
-        .cte("seq")  # read by rework and dead ends: one window pass, not two
+        ).cte("seq")  # read by rework and dead ends: one window pass, not two
     )
     rework = sa.select(
         seq.c.cx_key,

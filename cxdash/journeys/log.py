@@ -235,9 +235,7 @@ def _log_part(select: sa.Select, name: str, *, shared: bool = False) -> sa.CTE:
     return cte if shared else cte.prefix_with("NOT MATERIALIZED", dialect="duckdb")
 
 
-def prepare_log(
-    events: sa.FromClause, spec: LogSpec | None = None, *, cases_with: str | None = None, **keys
-) -> sa.CTE:
+def prepare_log(events: sa.FromClause, spec: LogSpec | None = None, *, cases_with: str | None = None, **keys) -> sa.CTE:
     """The event log in standard columns with the noise controls applied.
 
     In: ``events`` with the columns named in ``spec`` (or keyword overrides such as
