@@ -88,6 +88,12 @@ log = logging.getLogger(__name__)
 
 MODES = ("append", "replace")
 MAX_REPORTED_FAILURES = 100_000
+# Rows validated and handed to the writer at a time (at least; the reader yields whole blocks of
+# about 8 MB, so most files go one block per chunk). The next chunk is prepared in a thread while
+# this one is written: small chunks start the writing sooner and leave less to write after the
+# last read. 1M-row events extract, read, validate and write: 2.07 s at 250,000 rows, 1.83 s at
+# 50,000 (five runs each, alternated).
+CHUNK_ROWS = 50_000
 
 
 def mode_change(mode: str) -> str:
@@ -174,7 +180,7 @@ def _ingest_file(
     owner: str | None = None,
     links: dict[str, dict[str, str]] | None = None,
     dry_run: bool = False,
-    chunk_rows: int = 250_000,
+    chunk_rows: int = CHUNK_ROWS,
     progress: Callable[[int, int], None] | None = None,
     rebuild_identities: bool = True,
     display_name: str | None = None,
@@ -202,6 +208,7 @@ def _ingest_file(
     ``audit_entry``: the ``upload`` audit entry ``ingest_file`` started, completed in this transaction.
     ``max_failures`` bounds the failures kept in ``result.failures`` (in file order);
     ``result.failures_total`` counts them all and a note says when the list was cut.
+    ``chunk_rows``: rows read and validated at a time (``CHUNK_ROWS``; progress is reported per chunk).
     ``write_rows``: rows are written in whole groups of this many (default ``ROW_GROUP_ROWS``,
     DuckDB's row group; tests lower it to write a small file in several groups).
     Raises ``ExtractError`` / ``MappingError`` when the file or mapping cannot be used at all.
