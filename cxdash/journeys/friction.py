@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection
 
 from cxdash.journeys.cohorts import customer_outcomes
 from cxdash.journeys.hotspot_stats import HOTSPOT_COLUMNS, hotspot_statistics
-from cxdash.journeys.log import _epoch, _frame, _numeric, _p90, in_period, journey_log
+from cxdash.journeys.log import _epoch, _frame, _numeric, _p90, in_period, journey_log, name_codes
 from cxdash.metrics import churn as churn_defs
 from cxdash.metrics.signals import (
     SIGNALS,
@@ -339,12 +339,8 @@ def friction_moments(
         .where(jl.c.activity != "subscription ended", *near)
         .subquery("near_steps")
     )
-    # The activities as codes ranked by name among the distinct names: the window compares and
-    # carries integers, not text (codes sort like the names, so the steps keep their order).
-    names = sa.select(near_steps.c.activity).distinct().subquery("near_activities")
-    codes = sa.select(names.c.activity, sa.func.dense_rank().over(order_by=names.c.activity).label("code")).subquery(
-        "near_codes"
-    )
+    # the activities as codes: the window compares and carries integers (they sort like the names)
+    codes = name_codes(near_steps, "activity", "near_activities").subquery("near_codes")
     coded = (
         sa.select(near_steps, codes.c.code)
         .select_from(near_steps.join(codes, codes.c.activity == near_steps.c.activity))

@@ -16,6 +16,7 @@ from cxdash.journeys.log import (
     _spec,
     _step_order,
     _tiebreaks,
+    name_codes,
     prepare_log,
 )
 
@@ -165,16 +166,8 @@ def _handoff_steps(events: sa.FromClause, spec: LogSpec | None, keys) -> tuple[s
     if not s.department_key:
         s = LogSpec(**{**s.__dict__, "department_key": "department"})
     log = prepare_log(events, s)
-    # Codes ranked among the distinct names (a few dozen rows), not over every step: the same
-    # codes as a rank over the whole log, without sorting the period's steps by name twice.
-    names = sa.select(log.c.activity).distinct().subquery("handoff_activity_names")
-    acts = sa.select(names.c.activity, sa.func.dense_rank().over(order_by=names.c.activity).label("code")).cte(
-        "handoff_activities"
-    )
-    dept_names = sa.select(log.c.department).distinct().subquery("handoff_department_names")
-    depts = sa.select(
-        dept_names.c.department, sa.func.dense_rank().over(order_by=dept_names.c.department).label("code")
-    ).cte("handoff_departments")
+    acts = name_codes(log, "activity", "handoff_activity_names").cte("handoff_activities")
+    depts = name_codes(log, "department", "handoff_department_names").cte("handoff_departments")
     coded = (
         sa.select(log.c.case_id, log.c.ts, *_tiebreaks(log), acts.c.code, depts.c.code.label("dept"))
         .select_from(

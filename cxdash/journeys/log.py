@@ -309,6 +309,14 @@ def _step_order(log: sa.FromClause, activity=None) -> tuple:
     return (log.c.ts, *_tiebreaks(log), log.c.activity if activity is None else activity)
 
 
+def name_codes(values: sa.FromClause, key: str, name: str) -> sa.Select:
+    """``<key>, code``: each distinct value of ``values.c[key]`` with its rank by name (so codes sort
+    like the names). Ranked among the distinct values, a few dozen rows, not over every step: a
+    window then sorts and compares integers instead of text."""
+    distinct = sa.select(values.c[key]).distinct().subquery(name)
+    return sa.select(distinct.c[key], sa.func.dense_rank().over(order_by=distinct.c[key]).label("code"))
+
+
 def _drop_repeats(log: sa.FromClause, key: str, order: tuple, name: str) -> sa.CTE:
     """``log`` without the steps whose column ``key`` repeats the case's previous step
     (``a a b`` -> ``a b``), as a CTE named ``name``, inlined on DuckDB (see ``_log_part``)."""
