@@ -329,16 +329,33 @@ def test_activity_nodes_count_reach_departments_starts_and_ends_by_hand():
     assert counts.values.tolist() == [["a", 3], ["b", 3], ["c", 3], ["d", 2]]
 
 
-def _pandas_dfg(frame: pd.DataFrame, *, rename: dict, top_n: int, collapse: bool, min_share: float) -> pd.DataFrame:
-    """The directly-follows graph with the noise controls, computed step by step in pandas."""
+def _noisy_log(seed: int, n: int, cases: int, zipf: float, activities: int, minutes: int) -> pd.DataFrame:
+    """A generated pm4py-style log: ``n`` steps of ``cases`` cases, Zipf-distributed activity names,
+    whole minutes (plenty of equal times, so the tie-break by name matters)."""
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame(
+        {
+            "case:concept:name": [f"k{i}" for i in rng.integers(0, cases, n)],
+            "concept:name": [f"s{i}" for i in rng.zipf(zipf, n) % activities],
+            "time:timestamp": T0 + pd.to_timedelta(rng.integers(0, minutes, n), unit="min"),
+        }
+    )
+
+
+def _pandas_steps(frame: pd.DataFrame, *, rename: dict, top_n: int, collapse: bool) -> pd.DataFrame:
+    """The log's steps with the noise controls, step by step in pandas: ``case, act, ts`` renamed,
+    the top N kept (the rest ``(other)``), in case and time order (ties by name), repeats collapsed."""
     f = frame.rename(columns={"case:concept:name": "case", "concept:name": "act", "time:timestamp": "ts"})
     f["act"] = f["act"].map(lambda a: rename.get(a, a))
     n = f.groupby("act").size().reset_index(name="n").sort_values(["n", "act"], ascending=[False, True])
-    keep = set(n["act"].head(top_n))
-    f["act"] = f["act"].where(f["act"].isin(keep), jr.OTHER)
+    f["act"] = f["act"].where(f["act"].isin(set(n["act"].head(top_n))), jr.OTHER)
     f = f.sort_values(["case", "ts", "act"], kind="stable")
-    if collapse:
-        f = f[f["act"] != f.groupby("case")["act"].shift(1)]
+    return f[f["act"] != f.groupby("case")["act"].shift(1)] if collapse else f
+
+
+def _pandas_dfg(frame: pd.DataFrame, *, rename: dict, top_n: int, collapse: bool, min_share: float) -> pd.DataFrame:
+    """The directly-follows graph with the noise controls, computed step by step in pandas."""
+    f = _pandas_steps(frame, rename=rename, top_n=top_n, collapse=collapse)
     g = f.groupby("case")
     f = f.assign(target=g["act"].shift(-1), secs=(g["ts"].shift(-1) - f["ts"]).dt.total_seconds())
     n_cases = f["case"].nunique()
@@ -359,16 +376,7 @@ def _pandas_dfg(frame: pd.DataFrame, *, rename: dict, top_n: int, collapse: bool
 
 
 def test_dfg_with_every_noise_control_equals_a_pandas_computation():
-    rng = np.random.default_rng(12)
-    n = 6000
-    frame = pd.DataFrame(
-        {
-            "case:concept:name": [f"k{i}" for i in rng.integers(0, 300, n)],
-            "concept:name": [f"s{i}" for i in rng.zipf(1.5, n) % 14],
-            # whole minutes over a few days: plenty of equal times, so the tie-break by name matters
-            "time:timestamp": T0 + pd.to_timedelta(rng.integers(0, 5000, n), unit="min"),
-        }
-    )
+    frame = _noisy_log(12, 6000, cases=300, zipf=1.5, activities=14, minutes=5000)
     controls = dict(rename={"s7": "s1", "s9": "s1", "s3": "three"}, top_n=6, collapse=True, min_share=0.02)
     exp = _pandas_dfg(frame, **controls)
     spec = jr.LogSpec(rename=controls["rename"], top_n=controls["top_n"], collapse_repeats=True)
@@ -394,12 +402,7 @@ def test_dfg_with_every_noise_control_equals_a_pandas_computation():
 def _pandas_anchor_paths(frame: pd.DataFrame, anchor: str, *, rename: dict, top_n: int, before: bool, steps: int):
     """Each case's whole path into (out of) its first ``anchor``, counted per path, computed step by
     step in pandas with the same noise controls: renamed, top N, repeats collapsed."""
-    f = frame.rename(columns={"case:concept:name": "case", "concept:name": "act", "time:timestamp": "ts"})
-    f["act"] = f["act"].map(lambda a: rename.get(a, a))
-    n = f.groupby("act").size().reset_index(name="n").sort_values(["n", "act"], ascending=[False, True])
-    f["act"] = f["act"].where(f["act"].isin(set(n["act"].head(top_n))), jr.OTHER)
-    f = f.sort_values(["case", "ts", "act"], kind="stable")
-    f = f[f["act"] != f.groupby("case")["act"].shift(1)]
+    f = _pandas_steps(frame, rename=rename, top_n=top_n, collapse=True)
     paths: dict[str, int] = {}
     for _, acts in f.groupby("case")["act"]:
         acts = acts.tolist()
@@ -418,15 +421,7 @@ def test_anchor_paths_with_noise_controls_equal_a_pandas_computation(anchor, dir
     """The paths read only the cases that reach the anchor; which cases those are is decided on the
     activities as renamed and after top N. Here ``s1`` is also what ``s7`` and ``s9`` are renamed to,
     and ``(other)`` exists only after top N: a case reaching either through the controls alone counts."""
-    rng = np.random.default_rng(5)
-    n = 5000
-    frame = pd.DataFrame(
-        {
-            "case:concept:name": [f"k{i}" for i in rng.integers(0, 400, n)],
-            "concept:name": [f"s{i}" for i in rng.zipf(1.4, n) % 15],
-            "time:timestamp": T0 + pd.to_timedelta(rng.integers(0, 4000, n), unit="min"),
-        }
-    )
+    frame = _noisy_log(5, 5000, cases=400, zipf=1.4, activities=15, minutes=4000)
     rename = {"s7": "s1", "s9": "s1"}
     exp = _pandas_anchor_paths(frame, anchor, rename=rename, top_n=5, before=direction == "before", steps=3)
     by_rename_alone = frame.groupby("case:concept:name")["concept:name"].apply(
