@@ -71,3 +71,14 @@ def test_a_thousand_row_append_is_judged_against_the_same_full_refresh():
     }
     thousand = rows["refresh after a 1,000-row append / full refresh"]
     assert (thousand["value"], thousand["ok"]) == (0.4, False)  # 24 s of 60 s: over 10%
+
+
+def test_a_share_just_over_the_limit_fails_though_it_rounds_to_it():
+    """2.11 s of 20.63 s is 0.102 of a full refresh: over 0.1, however it would round to two places."""
+    rows = {
+        r["target"]: r
+        for r in checks(_results(card=5.0, startup=2.0, append_refresh=1.4, full_refresh=20.63, thousand_refresh=2.11))
+    }
+    thousand = rows["refresh after a 1,000-row append / full refresh"]
+    assert (thousand["value"], thousand["ok"]) == (0.102, False)
+    assert rows["refresh after a one-row append / full refresh"]["ok"] is True  # 0.068
