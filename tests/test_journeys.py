@@ -549,6 +549,41 @@ def test_friction_moments_by_hand_on_both_backends(store, tmp_path):
         assert spots.set_index("hotspot").loc["help page then contact", "customers"] == 2
 
 
+# Checkout errors near the end of March 2024 and what each customer did next (hand-listed). A dead
+# end is an error with no next step within 30 days: the next step of an error late in a period is
+# often after it. D9 pushes the data's end well past every error.
+DEAD_END_WEB = (
+    "customer_id,timestamp,activity\n"
+    "D1,2024-03-30 10:00,checkout_error\nD1,2024-04-10 10:00,pricing\n"  # 11 days on: not a dead end
+    "D2,2024-03-30 10:00,checkout_error\nD2,2024-05-15 10:00,pricing\n"  # 46 days on: a dead end
+    "D3,2024-03-20 10:00,checkout_error\nD3,2024-03-25 10:00,pricing\n"  # 5 days, inside March
+    "D4,2024-03-31 23:00,checkout_error\nD4,2024-05-01 00:30,pricing\n"  # 30 days 1.5 hours: a dead end
+    "D5,2024-03-31 20:00,checkout_error\nD5,2024-04-30 19:00,pricing\n"  # 29 days 23 hours: not
+    "D6,2024-03-15 10:00,checkout_error\n"  # nothing after it: a dead end
+    "D9,2024-08-01 10:00,pricing\n"
+)
+
+
+def test_dead_ends_of_a_period_look_past_its_end_on_both_backends(store, tmp_path):
+    """A period's dead ends are the whole history's dead ends at a time inside it: an error on the
+    period's last days whose next step comes after the period is one only when that step is more
+    than 30 days later."""
+    path = tmp_path / "web.csv"
+    path.write_text(DEAD_END_WEB)
+    mapping = Mapping("events", {"customer_id": "customer_id", "timestamp": "timestamp", "activity": "activity"})
+    ingest_file(store, path, source="web", kind="events", department="web", mapping=mapping)
+    march = dict(since=datetime(2024, 3, 1), until=datetime(2024, 4, 1))
+    with store.connect() as conn:
+        inside = [m[:3] for m in _moments(conn, **march) if m[0] == "dead end"]
+        every = [m[:3] for m in _moments(conn) if m[0] == "dead end"]
+    assert inside == [
+        ("dead end", "D2", "03-30 10:00"),
+        ("dead end", "D4", "03-31 23:00"),
+        ("dead end", "D6", "03-15 10:00"),
+    ]
+    assert inside == [m for m in every if m[2].startswith("03-")]  # the whole history's, in March
+
+
 def test_risk_ratio_and_its_log_confidence_interval_by_hand():
     rr, lo, hi = jr.risk_ratio(20, 100, 10, 100)
     se = math.sqrt(1 / 20 - 1 / 100 + 1 / 10 - 1 / 100)

@@ -264,6 +264,14 @@ def test_hotspots_and_friction_moments(stores):
     duck, spark = _both(stores, lambda c: read_frame(c, sa.select(moments)))
     assert len(duck) > 10
     assert_same_frame(duck, spark, "friction_moments")
+    # a period that ends a month before the data: its dead ends look at the steps after it
+    with stores[0].connect() as conn:
+        period = metrics.default_period(metrics.as_of(conn))
+    shift = timedelta(days=30)
+    inside = jr.friction_moments(repeat_days=7, since=period.start - shift, until=period.end - shift)
+    duck, spark = _both(stores, lambda c: read_frame(c, sa.select(inside)))
+    assert len(duck) > 10
+    assert_same_frame(duck, spark, "friction_moments of a period")
 
 
 # ----------------------------------------------------------------------------- data health

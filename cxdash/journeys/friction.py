@@ -318,14 +318,12 @@ def friction_moments(
 
     # rework and dead ends, from each step's neighbours
     # A period needs only the steps near it: a rework counts a previous step at most `window`
-    # earlier, a dead end looks `dead_end_days` ahead, so steps outside [since - window,
-    # until + dead end) cannot change a moment inside [since, until), and the window (the
-    # costliest sort of the hotspots) runs on the period's steps instead of the whole history.
-    near = in_period(
-        jl.c.ts,
-        since - timedelta(seconds=window) if since is not None else None,
-        until + timedelta(days=dead_end_days) if until is not None else None,
-    )
+    # earlier, so steps before since - window cannot change a moment inside [since, until), and
+    # the window (the costliest sort of the hotspots) runs on the period's steps instead of the
+    # whole history. A dead end looks `dead_end_days` ahead: the step after a step in the period is
+    # either in the period too (the window finds it) or each customer's first one from `until` on,
+    # which a grouping finds without sorting the month after the period (``ahead``).
+    near = in_period(jl.c.ts, since - timedelta(seconds=window) if since is not None else None, until)
     near_steps = (
         sa.select(
             jl.c.cx_key,
@@ -370,16 +368,35 @@ def friction_moments(
         _seconds_between(seq.c.ts, seq.c.prev_ts) <= window,
     )
     parts["rework"] = _with_absorber(moments(rework, "rework"), contacts, repeat_days)
-    dead = sa.select(
-        seq.c.cx_key,
-        seq.c.ts,
-        sa.literal("dead end", sa.String).label("hotspot"),
-        seq.c.department.label("leaked_department"),
-        sa.literal(NONE, sa.String).label("absorbed_department"),
-    ).where(
-        seq.c.is_error,
-        _seconds_between(end, seq.c.ts) > dead_end_days * 86400.0,
-        sa.or_(seq.c.next_ts.is_(None), _seconds_between(seq.c.next_ts, seq.c.ts) > dead_end_days * 86400.0),
+    after, next_ts = seq, seq.c.next_ts
+    if until is not None:
+        # each customer's first step from `until` on, up to the dead-end horizon (a day loose):
+        # the next step of their last one in the period; none that close leaves it a dead end
+        ahead = (
+            sa.select(jl.c.cx_key, sa.func.min(jl.c.ts).label("first_ts"))
+            .where(
+                jl.c.activity != "subscription ended",
+                *in_period(jl.c.ts, until, until + timedelta(days=dead_end_days) + slack),
+            )
+            .group_by(jl.c.cx_key)
+            .subquery("ahead")
+        )
+        after = seq.outerjoin(ahead, ahead.c.cx_key == seq.c.cx_key)
+        next_ts = sa.func.coalesce(seq.c.next_ts, ahead.c.first_ts)
+    dead = (
+        sa.select(
+            seq.c.cx_key,
+            seq.c.ts,
+            sa.literal("dead end", sa.String).label("hotspot"),
+            seq.c.department.label("leaked_department"),
+            sa.literal(NONE, sa.String).label("absorbed_department"),
+        )
+        .select_from(after)
+        .where(
+            seq.c.is_error,
+            _seconds_between(end, seq.c.ts) > dead_end_days * 86400.0,
+            sa.or_(next_ts.is_(None), _seconds_between(next_ts, seq.c.ts) > dead_end_days * 86400.0),
+        )
     )
     parts["dead ends"] = dead
     kept = [q for name, q in parts.items() if only is None or name in only]
