@@ -324,6 +324,7 @@ def friction_moments(
     # either in the period too (the window finds it) or each customer's first one from `until` on,
     # which a grouping finds without sorting the month after the period (``ahead``).
     near = in_period(jl.c.ts, since - timedelta(seconds=window) if since is not None else None, until)
+    a_step = jl.c.activity != "subscription ended"  # the end of a subscription is no step a customer takes
     near_steps = (
         sa.select(
             jl.c.cx_key,
@@ -334,7 +335,7 @@ def friction_moments(
             # the error test before the window: a flag travels through its sort, not the kind's text
             _error_step(jl.c).label("is_error"),
         )
-        .where(jl.c.activity != "subscription ended", *near)
+        .where(a_step, *near)
         .subquery("near_steps")
     )
     # the activities as codes: the window compares and carries integers (they sort like the names)
@@ -370,14 +371,10 @@ def friction_moments(
     parts["rework"] = _with_absorber(moments(rework, "rework"), contacts, repeat_days)
     after, next_ts = seq, seq.c.next_ts
     if until is not None:
-        # each customer's first step from `until` on, up to the dead-end horizon (a day loose):
-        # the next step of their last one in the period; none that close leaves it a dead end
+        # up to the dead-end horizon, a day loose: none that close leaves the last step a dead end
         ahead = (
             sa.select(jl.c.cx_key, sa.func.min(jl.c.ts).label("first_ts"))
-            .where(
-                jl.c.activity != "subscription ended",
-                *in_period(jl.c.ts, until, until + timedelta(days=dead_end_days) + slack),
-            )
+            .where(a_step, *in_period(jl.c.ts, until, until + timedelta(days=dead_end_days) + slack))
             .group_by(jl.c.cx_key)
             .subquery("ahead")
         )
